@@ -1,0 +1,250 @@
+//! Reading, overriding and validating the configuration (SPEC §2–3). `load` returns either a
+//! fully validated `Config` or every problem found, each with its key path.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+use crate::login::redirect::AllowedRedirectDomain;
+use crate::secret::Secret;
+
+/// One thing wrong with a configuration, located by its key path (`provider[1].issuer`) or by
+/// the environment variable that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where: a key path or a variable name.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A validated configuration. Handlers only ever see this, never the raw file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[[provider]]`, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// `[session]`
+    pub session: SessionConfig,
+    /// `[forward_auth]`, when enabled.
+    pub forward_auth: Option<ForwardAuthConfig>,
+    /// `[token_service]`, when present.
+    pub token_service: Option<TokenServiceConfig>,
+}
+
+impl Config {
+    /// The provider of this name.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|provider| provider.name == name)
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Public listener: forward-auth, token service.
+    pub listen: SocketAddr,
+    /// Admin listener: metrics, health.
+    pub admin_listen: Option<SocketAddr>,
+    /// The external base URL, when fixed.
+    pub public_url: Option<Url>,
+    /// Peers whose `X-Forwarded-*` / `X-Original-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where redirects after login and logout may go, besides relative paths.
+    pub allowed_redirect_domains: Vec<AllowedRedirectDomain>,
+    /// Bearer token for `/admin/*`.
+    pub admin_token: Option<Secret<String>>,
+    /// Clock-skew leeway for `exp` / `nbf` / `iat`.
+    pub leeway: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON when standard error is not a terminal, else text.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// How Tollgate authenticates itself at a provider's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the client secret.
+    ClientSecretBasic,
+    /// Client id and secret in the form body.
+    ClientSecretPost,
+    /// Public client: PKCE only.
+    None,
+}
+
+/// `[[provider]]`: an upstream OpenID Provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Unique name routes and sections refer to.
+    pub name: String,
+    /// The exact `iss` value; discovery starts from it.
+    pub issuer: String,
+    /// Tollgate's client id at this provider.
+    pub client_id: String,
+    /// Tollgate's client secret at this provider.
+    pub client_secret: Option<Secret<String>>,
+    /// Token endpoint authentication.
+    pub client_auth: ClientAuth,
+    /// Scopes requested at login.
+    pub scopes: Vec<String>,
+    /// Keys from disk instead of `jwks_uri`.
+    pub jwks_file: Option<PathBuf>,
+    /// `aud` values accepted on bearer tokens; empty means no bearer token is accepted.
+    pub audiences: Vec<String>,
+    /// RP-initiated logout when the provider offers it.
+    pub end_session: bool,
+    /// Sent to the provider at logout.
+    pub post_logout_redirect_uri: Option<Url>,
+    /// At most one JWKS re-fetch per this interval on an unknown `kid`.
+    pub jwks_refetch_interval: Duration,
+}
+
+/// `[session]`
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Where sessions live.
+    pub store: SessionStoreKind,
+    /// Name of the session cookie (and prefix of its chunks and of state cookies).
+    pub cookie_name: String,
+    /// Sealing secrets: the first seals, all open.
+    pub secrets: Vec<Secret<String>>,
+    /// Absolute lifetime of a session.
+    pub lifetime: Duration,
+    /// Idle timeout (server-side stores).
+    pub idle_timeout: Duration,
+    /// Refresh tokens before they expire.
+    pub refresh: bool,
+    /// How long before expiry a token counts as expiring.
+    pub refresh_before: Duration,
+}
+
+/// `session.store`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStoreKind {
+    /// Sealed cookies; nothing kept on the server.
+    Cookie,
+}
+
+/// What `/auth` answers when there is no credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// 401, for ingress-nginx `auth-url` + `auth-signin`.
+    Status,
+    /// 302 to `/signin`, for Traefik and Caddy.
+    Redirect,
+}
+
+/// `[forward_auth]`
+#[derive(Debug, Clone)]
+pub struct ForwardAuthConfig {
+    /// The provider whose tokens and logins are accepted.
+    pub provider: String,
+    /// A cookie that may carry a bearer JWT.
+    pub token_cookie: Option<String>,
+    /// 401 or redirect.
+    pub unauthenticated: Unauthenticated,
+}
+
+/// `[token_service]`
+#[derive(Debug, Clone)]
+pub struct TokenServiceConfig {
+    /// The `iss` of issued tokens; discovery lives below it.
+    pub issuer: Url,
+    /// PEM key (ES256 or RS256); generated when absent.
+    pub signing_key_file: Option<PathBuf>,
+    /// Lifetime of issued access and ID tokens.
+    pub token_lifetime: Duration,
+    /// Registered clients.
+    pub clients: Vec<ClientConfig>,
+    /// Local users of the login form.
+    pub users: Vec<UserConfig>,
+}
+
+/// A grant type of the token service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    /// RFC 6749 §4.4.
+    ClientCredentials,
+    /// RFC 6749 §4.1 with PKCE.
+    AuthorizationCode,
+    /// RFC 6749 §6.
+    RefreshToken,
+}
+
+/// `[[token_service.client]]`
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The client id.
+    pub client_id: String,
+    /// PHC-format argon2 hash of the secret; `None` for public clients.
+    pub client_secret_hash: Option<Secret<String>>,
+    /// Allowed grants.
+    pub grants: Vec<GrantType>,
+    /// Scopes the client may ask for.
+    pub scopes: Vec<String>,
+    /// Registered redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// Prefix of `sub` in issued tokens.
+    pub source: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Claims added to every token of this client.
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[[token_service.user]]`: a local user of the built-in login form.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// Login name; also the identity in `sub`.
+    pub username: String,
+    /// PHC-format argon2 hash of the password.
+    pub password_hash: Secret<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Groups, issued as the `groups` claim.
+    pub groups: Vec<String>,
+    /// Further claims.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Parses, overrides and validates a configuration.
+///
+/// # Errors
+/// Every problem found, each with its key path; never only the first.
+pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, Vec<ConfigProblem>> {
+    validate::load(toml_text, env)
+}

@@ -1,0 +1,3 @@
+//! The browser login flow: `/signin`, `/callback`, `/signout`.
+
+pub mod redirect;

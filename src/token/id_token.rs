@@ -1,0 +1,75 @@
+//! ID token validation by OpenID Connect Core 1.0 §3.1.3.7. No IO, no clock.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+use super::{Claims, Expectations, TokenError, check_claims, numeric_claim, read_header, verify_signature};
+use crate::jose::KeySet;
+use crate::secret::constant_time_eq;
+
+/// What an ID token must match besides the common checks.
+#[derive(Debug, Clone)]
+pub struct IdTokenExpectations<'a> {
+    /// Issuer, audience (= our client id), time.
+    pub common: Expectations<'a>,
+    /// Our client id (for `azp`).
+    pub client_id: &'a str,
+    /// The nonce sent in the authorization request.
+    pub nonce: &'a str,
+    /// The access token issued with it, to check `at_hash` against.
+    pub access_token: Option<&'a str>,
+}
+
+/// Validates an ID token.
+///
+/// # Errors
+/// Any `TokenError`; `UnknownKey` means the caller may refresh `keys` and retry once.
+pub fn validate_id_token(token: &str, keys: &KeySet, expected: &IdTokenExpectations<'_>) -> Result<Claims, TokenError> {
+    let header = read_header(token)?;
+    let claims = verify_signature(token, &header, keys)?;
+    // Steps 2, 3, 9, 10: iss exact, aud contains client_id, exp, iat.
+    check_claims(&claims, &expected.common)?;
+    if numeric_claim(&claims, "iat")?.is_none() {
+        return Err(TokenError::MissingClaim("iat"));
+    }
+    if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(TokenError::MissingClaim("sub"));
+    }
+    // Steps 4 and 5: with several audiences azp must be present; when present it is us.
+    let several_audiences = claims.get("aud").and_then(Value::as_array).is_some_and(|list| list.len() > 1);
+    match claims.get("azp").and_then(Value::as_str) {
+        Some(azp) if azp != expected.client_id => return Err(TokenError::WrongAuthorizedParty),
+        None if several_audiences => return Err(TokenError::WrongAuthorizedParty),
+        _ => {}
+    }
+    // Step 11: the nonce must be the one we sent.
+    match claims.get("nonce").and_then(Value::as_str) {
+        Some(nonce) if constant_time_eq(nonce.as_bytes(), expected.nonce.as_bytes()) => {}
+        _ => return Err(TokenError::WrongNonce),
+    }
+    // 3.2.2.9 / 3.3.2.11: at_hash, when present, must match the access token.
+    if let (Some(at_hash), Some(access_token)) = (claims.get("at_hash").and_then(Value::as_str), expected.access_token) {
+        if left_half_hash(header.algorithm, access_token) != at_hash {
+            return Err(TokenError::WrongAccessTokenHash);
+        }
+    }
+    Ok(Arc::new(claims))
+}
+
+/// base64url of the left half of the hash of `value`, with the hash of the JWS algorithm
+/// (OIDC Core 3.1.3.6; SHA-512 for EdDSA with Ed25519).
+pub fn left_half_hash(algorithm: Algorithm, value: &str) -> String {
+    use aws_lc_rs::digest;
+    let hash = match algorithm {
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 | Algorithm::HS384 => &digest::SHA384,
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 | Algorithm::EdDSA => &digest::SHA512,
+        _ => &digest::SHA256,
+    };
+    let digest = digest::digest(hash, value.as_bytes());
+    let bytes = digest.as_ref();
+    URL_SAFE_NO_PAD.encode(bytes.get(..bytes.len() / 2).unwrap_or(bytes))
+}

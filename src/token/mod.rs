@@ -1,0 +1,235 @@
+//! Deciding whether a JWT is valid (SPEC §6): algorithm allow-list, signature, `iss`, `aud`,
+//! `exp`, `nbf`, `iat` with leeway, and what kind of token it is. No IO and no clock: keys and
+//! `now` are arguments.
+
+pub mod cache;
+pub mod id_token;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde_json::{Map, Value};
+
+use crate::clock::UnixTime;
+use crate::jose::{self, KeySet};
+
+/// The claims of a validated token.
+pub type Claims = Arc<Map<String, Value>>;
+
+/// Why a token was refused. Messages name the check, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not three base64url parts of JSON.
+    #[error("malformed token")]
+    Malformed,
+    /// `none`, HMAC, or an algorithm not on the allow-list.
+    #[error("algorithm not allowed")]
+    DisallowedAlgorithm,
+    /// Header has `crit` extensions we do not understand (RFC 7515 §4.1.11).
+    #[error("unsupported critical header")]
+    UnsupportedCritical,
+    /// No key with this `kid` (or no unambiguous key) for the algorithm.
+    #[error("no key for kid {0:?}")]
+    UnknownKey(Option<String>),
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `iss` is not the expected issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` holds no accepted audience.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// `exp` is past, beyond the leeway.
+    #[error("expired")]
+    Expired,
+    /// `nbf` is in the future, beyond the leeway.
+    #[error("not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future, beyond the leeway.
+    #[error("issued in the future")]
+    IssuedInFuture,
+    /// A required claim is absent or of the wrong type.
+    #[error("missing or invalid claim {0}")]
+    MissingClaim(&'static str),
+    /// An ID token or logout token offered as an access token (SPEC §6).
+    #[error("not an access token")]
+    NotAnAccessToken,
+    /// OIDC Core 3.1.3.7: the nonce is absent or not the one sent.
+    #[error("nonce mismatch")]
+    WrongNonce,
+    /// OIDC Core 3.1.3.7: `azp` is missing or not this client.
+    #[error("authorized party mismatch")]
+    WrongAuthorizedParty,
+    /// OIDC Core 3.2.2.9: `at_hash` does not match the access token.
+    #[error("at_hash mismatch")]
+    WrongAccessTokenHash,
+}
+
+/// What a token must satisfy besides its signature.
+#[derive(Debug, Clone)]
+pub struct Expectations<'a> {
+    /// The exact `iss`.
+    pub issuer: &'a str,
+    /// `aud` must contain one of these.
+    pub audiences: &'a [String],
+    /// Allowed clock skew in seconds.
+    pub leeway: i64,
+    /// The current time.
+    pub now: UnixTime,
+}
+
+/// A decoded, not yet verified header.
+#[derive(Debug, Clone)]
+pub struct TokenHeader {
+    /// The signature algorithm, already checked against the allow-list.
+    pub algorithm: Algorithm,
+    /// The key id.
+    pub kid: Option<String>,
+    /// The `typ` header.
+    pub typ: Option<String>,
+}
+
+/// Reads a token's header and refuses disallowed algorithms and `crit` extensions.
+///
+/// # Errors
+/// `Malformed`, `DisallowedAlgorithm` or `UnsupportedCritical`.
+pub fn read_header(token: &str) -> Result<TokenHeader, TokenError> {
+    if token.split('.').count() != 3 {
+        return Err(TokenError::Malformed);
+    }
+    let header: Header = match jsonwebtoken::decode_header(token) {
+        Ok(header) => header,
+        // `alg: none` and other unknown names fail to parse as an `Algorithm`; tell them apart
+        // from garbage so the log says what happened.
+        Err(_) => return Err(if has_alg_field(token) { TokenError::DisallowedAlgorithm } else { TokenError::Malformed }),
+    };
+    if !jose::is_allowed(header.alg) {
+        return Err(TokenError::DisallowedAlgorithm);
+    }
+    if header.crit.is_some() {
+        return Err(TokenError::UnsupportedCritical);
+    }
+    Ok(TokenHeader { algorithm: header.alg, kid: header.kid, typ: header.typ })
+}
+
+fn has_alg_field(token: &str) -> bool {
+    let Some(encoded) = token.split('.').next() else { return false };
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(encoded) else { return false };
+    serde_json::from_slice::<Value>(&bytes).is_ok_and(|header| header.get("alg").is_some())
+}
+
+/// Verifies the signature with a key from `keys` and returns the claims, unchecked.
+///
+/// # Errors
+/// `UnknownKey` when no key fits (the caller may re-fetch the JWKS and try again),
+/// `BadSignature`, or `Malformed`.
+pub fn verify_signature(token: &str, header: &TokenHeader, keys: &KeySet) -> Result<Map<String, Value>, TokenError> {
+    let key = keys.find(header.kid.as_deref(), header.algorithm).ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
+    let mut validation = Validation::new(header.algorithm);
+    // Time, issuer and audience are checked by `check_claims` with an injected clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+        Ok(data) => Ok(data.claims),
+        Err(error) => match error.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => Err(TokenError::BadSignature),
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Err(TokenError::DisallowedAlgorithm),
+            _ => Err(TokenError::Malformed),
+        },
+    }
+}
+
+/// Checks `iss`, `aud`, `exp`, `nbf` and `iat` (SPEC §6).
+///
+/// # Errors
+/// The first check that fails.
+pub fn check_claims(claims: &Map<String, Value>, expected: &Expectations<'_>) -> Result<(), TokenError> {
+    match claims.get("iss").and_then(Value::as_str) {
+        Some(issuer) if issuer == expected.issuer => {}
+        Some(_) => return Err(TokenError::WrongIssuer),
+        None => return Err(TokenError::MissingClaim("iss")),
+    }
+    if !audience_matches(claims, expected.audiences) {
+        return Err(TokenError::WrongAudience);
+    }
+    let exp = numeric_claim(claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+    if expected.now > exp.saturating_add(expected.leeway) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = numeric_claim(claims, "nbf")? {
+        if nbf > expected.now.saturating_add(expected.leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let Some(iat) = numeric_claim(claims, "iat")? {
+        if iat > expected.now.saturating_add(expected.leeway) {
+            return Err(TokenError::IssuedInFuture);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `aud` (a string or an array) contains one of `accepted`.
+pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(audience)) => accepted.iter().any(|wanted| wanted == audience),
+        Some(Value::Array(audiences)) => audiences
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|audience| accepted.iter().any(|wanted| wanted == audience)),
+        _ => false,
+    }
+}
+
+/// A NumericDate claim as whole seconds; `None` when absent.
+///
+/// # Errors
+/// `MissingClaim` when present but not a number.
+pub fn numeric_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => number
+            .as_i64()
+            .or_else(|| number.as_f64().filter(|value| value.is_finite()).map(|value| value as i64))
+            .map(Some)
+            .ok_or(TokenError::MissingClaim(name)),
+        Some(_) => Err(TokenError::MissingClaim(name)),
+    }
+}
+
+/// Refuses tokens that are not access tokens: ID tokens (`nonce`, `at_hash`, `c_hash`, a `typ`
+/// of `ID` or an `id_token+jwt` header), logout tokens (`events`) (SPEC §6).
+///
+/// # Errors
+/// `NotAnAccessToken`.
+pub fn ensure_access_token(header: &TokenHeader, claims: &Map<String, Value>) -> Result<(), TokenError> {
+    let header_type = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+    let id_like_header = header_type.contains("id_token") || header_type.contains("logout");
+    let id_like_claims = ["nonce", "at_hash", "c_hash", "events"].iter().any(|name| claims.contains_key(*name))
+        || claims.get("typ").and_then(Value::as_str).is_some_and(|typ| typ.eq_ignore_ascii_case("id") || typ.eq_ignore_ascii_case("logout"));
+    if id_like_header || id_like_claims {
+        Err(TokenError::NotAnAccessToken)
+    } else {
+        Ok(())
+    }
+}
+
+/// Full access-token validation: header, signature, claims, kind.
+///
+/// # Errors
+/// Any `TokenError`; `UnknownKey` means the caller may refresh `keys` and retry once.
+pub fn validate_access_token(token: &str, keys: &KeySet, expected: &Expectations<'_>) -> Result<Claims, TokenError> {
+    let header = read_header(token)?;
+    let claims = verify_signature(token, &header, keys)?;
+    check_claims(&claims, expected)?;
+    ensure_access_token(&header, &claims)?;
+    Ok(Arc::new(claims))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+
+use super::id_token::{IdTokenExpectations, left_half_hash, validate_id_token};
+use super::*;
+use crate::jose::SigningKey;
+
+const NOW: i64 = 1_800_000_000;
+
+struct Fixture {
+    key: SigningKey,
+    keys: KeySet,
+    audiences: Vec<String>,
+}
+
+fn fixture() -> Fixture {
+    let (key, _) = SigningKey::generate_es256().unwrap();
+    let keys = KeySet::from_jwks(std::slice::from_ref(key.public_jwk()));
+    Fixture { key, keys, audiences: vec!["api".to_owned()] }
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut base = json!({"iss": "https://idp", "sub": "alice", "aud": "api", "iat": NOW, "exp": NOW + 300});
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        for (name, value) in extra {
+            base.insert(name.clone(), value.clone());
+        }
+    }
+    base
+}
+
+impl Fixture {
+    fn expectations(&self) -> Expectations<'_> {
+        Expectations { issuer: "https://idp", audiences: &self.audiences, leeway: 60, now: NOW }
+    }
+
+    #[track_caller]
+    fn check(&self, claims: serde_json::Value, expected: Result<(), TokenError>) {
+        let token = self.key.sign("at+jwt", &claims).unwrap();
+        let result = validate_access_token(&token, &self.keys, &self.expectations()).map(|_| ());
+        assert_eq!(result, expected, "claims {claims}");
+    }
+}
+
+fn unsigned(header: serde_json::Value, claims: &serde_json::Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+#[test]
+fn valid_token_passes_and_claims_come_back() {
+    let fixture = fixture();
+    let token = fixture.key.sign("at+jwt", &claims(json!({"email": "a@example.com"}))).unwrap();
+    let claims = validate_access_token(&token, &fixture.keys, &fixture.expectations()).unwrap();
+    assert_eq!(claims["email"], "a@example.com");
+}
+
+#[test]
+fn issuer_audience_and_times_are_checked_with_leeway() {
+    let fixture = fixture();
+    fixture.check(claims(json!({"iss": "https://other"})), Err(TokenError::WrongIssuer));
+    fixture.check(claims(json!({"iss": "https://idp/"})), Err(TokenError::WrongIssuer));
+    fixture.check(claims(json!({"aud": "web"})), Err(TokenError::WrongAudience));
+    fixture.check(claims(json!({"aud": ["web", "api"]})), Ok(()));
+    fixture.check(claims(json!({"aud": null})), Err(TokenError::WrongAudience));
+    fixture.check(claims(json!({"exp": NOW - 61})), Err(TokenError::Expired));
+    fixture.check(claims(json!({"exp": NOW - 59})), Ok(()));
+    fixture.check(claims(json!({"exp": "soon"})), Err(TokenError::MissingClaim("exp")));
+    fixture.check(claims(json!({"nbf": NOW + 61})), Err(TokenError::NotYetValid));
+    fixture.check(claims(json!({"nbf": NOW + 59})), Ok(()));
+    fixture.check(claims(json!({"iat": NOW + 120})), Err(TokenError::IssuedInFuture));
+    let mut no_exp = claims(json!({}));
+    no_exp.as_object_mut().unwrap().remove("exp");
+    fixture.check(no_exp, Err(TokenError::MissingClaim("exp")));
+}
+
+#[test]
+fn id_tokens_and_logout_tokens_are_not_access_tokens() {
+    let fixture = fixture();
+    fixture.check(claims(json!({"nonce": "n"})), Err(TokenError::NotAnAccessToken));
+    fixture.check(claims(json!({"at_hash": "x"})), Err(TokenError::NotAnAccessToken));
+    fixture.check(claims(json!({"typ": "ID"})), Err(TokenError::NotAnAccessToken));
+    fixture.check(claims(json!({"events": {}})), Err(TokenError::NotAnAccessToken));
+    let token = fixture.key.sign("logout+jwt", &claims(json!({}))).unwrap();
+    assert_eq!(validate_access_token(&token, &fixture.keys, &fixture.expectations()), Err(TokenError::NotAnAccessToken));
+}
+
+#[test]
+fn none_and_hmac_and_unknown_algorithms_are_refused() {
+    let fixture = fixture();
+    let body = claims(json!({}));
+    let none = unsigned(json!({"alg": "none", "typ": "JWT"}), &body, b"");
+    assert_eq!(validate_access_token(&none, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    let none_upper = unsigned(json!({"alg": "NONE"}), &body, b"");
+    assert_eq!(validate_access_token(&none_upper, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    // HMAC keyed with the public key's JSON: the classic algorithm-confusion attack.
+    let public_key = serde_json::to_vec(fixture.key.public_jwk()).unwrap();
+    let header = json!({"alg": "HS256", "kid": fixture.key.kid()});
+    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(body.to_string()));
+    let hmac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &public_key);
+    let tag = aws_lc_rs::hmac::sign(&hmac_key, signing_input.as_bytes());
+    let hmac = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    assert_eq!(validate_access_token(&hmac, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    let unknown = unsigned(json!({"alg": "XS999"}), &body, b"sig");
+    assert_eq!(validate_access_token(&unknown, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    let crit = unsigned(json!({"alg": "ES256", "crit": ["exp"], "exp": 1}), &body, b"sig");
+    assert_eq!(validate_access_token(&crit, &fixture.keys, &fixture.expectations()), Err(TokenError::UnsupportedCritical));
+}
+
+#[test]
+fn tampering_and_garbage_are_refused() {
+    let fixture = fixture();
+    let token = fixture.key.sign("at+jwt", &claims(json!({}))).unwrap();
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged = URL_SAFE_NO_PAD.encode(claims(json!({"sub": "mallory"})).to_string());
+    parts[1] = &forged;
+    assert_eq!(validate_access_token(&parts.join("."), &fixture.keys, &fixture.expectations()), Err(TokenError::BadSignature));
+    for garbage in ["", "a", "a.b", "a.b.c", "....", "eyJ.eyJ.x", "a.b.c.d"] {
+        assert_eq!(validate_access_token(garbage, &fixture.keys, &fixture.expectations()), Err(TokenError::Malformed), "{garbage:?}");
+    }
+}
+
+#[test]
+fn unknown_kid_is_reported_for_refetch() {
+    let fixture = fixture();
+    let (other, _) = SigningKey::generate_es256().unwrap();
+    let token = other.sign("at+jwt", &claims(json!({}))).unwrap();
+    assert_eq!(
+        validate_access_token(&token, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::UnknownKey(Some(other.kid().to_owned())))
+    );
+}
+
+#[test]
+fn id_token_rules_of_core_3_1_3_7() {
+    let fixture = fixture();
+    let audiences = vec!["client".to_owned()];
+    let check = |extra: serde_json::Value, access_token: Option<&str>| {
+        let body = claims(json!({"aud": "client", "nonce": "n-1"}));
+        let mut body = body.as_object().unwrap().clone();
+        for (name, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                body.remove(name);
+            } else {
+                body.insert(name.clone(), value.clone());
+            }
+        }
+        let token = fixture.key.sign("JWT", &serde_json::Value::Object(body)).unwrap();
+        let expected = IdTokenExpectations {
+            common: Expectations { issuer: "https://idp", audiences: &audiences, leeway: 60, now: NOW },
+            client_id: "client",
+            nonce: "n-1",
+            access_token,
+        };
+        validate_id_token(&token, &fixture.keys, &expected).map(|_| ())
+    };
+    assert_eq!(check(json!({}), None), Ok(()));
+    assert_eq!(check(json!({"nonce": "other"}), None), Err(TokenError::WrongNonce));
+    assert_eq!(check(json!({"nonce": null}), None), Err(TokenError::WrongNonce));
+    assert_eq!(check(json!({"aud": ["client", "x"]}), None), Err(TokenError::WrongAuthorizedParty));
+    assert_eq!(check(json!({"aud": ["client", "x"], "azp": "client"}), None), Ok(()));
+    assert_eq!(check(json!({"azp": "x"}), None), Err(TokenError::WrongAuthorizedParty));
+    assert_eq!(check(json!({"iat": null}), None), Err(TokenError::MissingClaim("iat")));
+    assert_eq!(check(json!({"sub": null}), None), Err(TokenError::MissingClaim("sub")));
+    let at_hash = left_half_hash(Algorithm::ES256, "the-access-token");
+    assert_eq!(check(json!({"at_hash": at_hash}), Some("the-access-token")), Ok(()));
+    assert_eq!(check(json!({"at_hash": at_hash}), Some("another-token")), Err(TokenError::WrongAccessTokenHash));
+}
+
+#[test]
+fn cache_keys_depend_on_purpose_and_entries_expire() {
+    let cache = cache::TokenCache::new(10);
+    let key = cache::TokenCache::key("corp/access", "t");
+    assert_ne!(key, cache::TokenCache::key("other/access", "t"));
+    cache.insert(key, Arc::new(Map::new()), NOW + 10);
+    assert!(cache.get(&key, NOW).is_some());
+    assert!(cache.get(&key, NOW + 10).is_none());
+}
