@@ -2,10 +2,23 @@
 //! reverse proxy and token service. See `ARCHITECTURE.md` for the map of modules and the life of
 //! a request.
 
+pub mod admin;
+pub mod app;
 pub mod clock;
 pub mod config;
+pub mod demo;
+pub mod forward_auth;
+pub mod http;
+pub mod identity;
+pub mod issuer;
 pub mod jose;
 pub mod login;
+pub mod metrics;
+pub mod oidc;
+pub mod policy;
 pub mod random;
 pub mod secret;
+pub mod session;
 pub mod token;
+
+pub use issuer::hash_password;

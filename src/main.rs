@@ -1,1 +1,202 @@
-fn main() {}
+//! The `tollgate` command: parses the command line and calls into the library. Exit codes live
+//! here: 0 success, 1 runtime failure, 2 invalid configuration.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// OpenID Connect gateway: forward-auth server, authenticating reverse proxy and token service.
+#[derive(Parser)]
+#[command(name = "tollgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the configured roles until SIGTERM or SIGINT, then drain and exit.
+    Serve {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the whole system on loopback with a built-in provider and demo users.
+    Demo {
+        /// Token service and forward-auth listener.
+        #[arg(long, default_value = "127.0.0.1:4180")]
+        listen: String,
+        /// The demo app.
+        #[arg(long, default_value = "127.0.0.1:4181")]
+        app_listen: String,
+        /// Metrics and health.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin_listen: String,
+    },
+    /// Validate a config and print every problem with its key path.
+    Check {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read a secret or password from standard input and print its argon2id hash.
+    HashSecret,
+}
+
+fn environment() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect()
+}
+
+fn init_logging(env: &BTreeMap<String, String>, format: tollgate::config::LogFormat) {
+    use tollgate::config::LogFormat;
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("TOLLGATE_LOG").map_or("info", String::as_str))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &PathBuf, env: &BTreeMap<String, String>) -> Result<tollgate::config::Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("{}: cannot read: {error}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    tollgate::config::load(&text, env).map_err(|problems| {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("{}: {} problem(s)", path.display(), problems.len());
+        ExitCode::from(2)
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+async fn serve(config: tollgate::config::Config) -> anyhow::Result<()> {
+    let mut running = tollgate::app::start(config, Arc::new(tollgate::clock::SystemClock), None, None).await?;
+    tokio::select! {
+        result = running.wait() => result.context("listener failed")?,
+        () = shutdown_signal() => tracing::info!("shutting down; draining in-flight requests"),
+    }
+    running.shutdown().await.context("draining")?;
+    Ok(())
+}
+
+async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Result<()> {
+    let bind = |address: String| async move { tokio::net::TcpListener::bind(&address).await.with_context(|| format!("binding {address}")) };
+    let public = bind(listen.to_owned()).await?;
+    let app = bind(app_listen.to_owned()).await?;
+    let admin = bind(admin_listen.to_owned()).await?;
+    let demo = tollgate::demo::start(public, app, admin, Arc::new(tollgate::clock::SystemClock)).await?;
+    println!("Tollgate demo is running.\n");
+    println!("  Open the demo app:    http://{}/", demo.app_addr);
+    println!("  Token service:        http://{}/.well-known/openid-configuration", demo.tollgate.public_addr);
+    if let Some(admin) = demo.tollgate.admin_addr {
+        println!("  Metrics:              http://{admin}/metrics");
+    }
+    println!("\n  Sign in as one of these users (passwords are new every run):");
+    for user in &demo.users {
+        println!("    {:<8} {}", user.username, user.password);
+    }
+    println!("\nPress Ctrl-C to stop.");
+    shutdown_signal().await;
+    demo.shutdown().await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = environment();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Check { config } => match load(&config, &env) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let config = match load(&config, &env) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            init_logging(&env, config.server.log_format);
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "tollgate stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen, app_listen, admin_listen } => {
+            init_logging(&env, tollgate::config::LogFormat::Text);
+            match runtime.block_on(demo(&listen, &app_listen, &admin_listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("demo failed: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::HashSecret => {
+            let mut secret = String::new();
+            if std::io::stdin().read_line(&mut secret).is_err() {
+                eprintln!("cannot read standard input");
+                return ExitCode::FAILURE;
+            }
+            match tollgate::hash_password(secret.trim_end_matches(['\r', '\n'])) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("cannot hash: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

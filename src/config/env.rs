@@ -40,13 +40,11 @@ fn override_value(text: &str) -> toml::Value {
         "false" => return toml::Value::Boolean(false),
         _ => {}
     }
-    if trimmed.starts_with('[') {
-        if let Ok(mut parsed) = toml::from_str::<toml::Table>(&format!("v = {trimmed}")) {
-            if let Some(value) = parsed.remove("v") {
+    if trimmed.starts_with('[')
+        && let Ok(mut parsed) = toml::from_str::<toml::Table>(&format!("v = {trimmed}"))
+            && let Some(value) = parsed.remove("v") {
                 return value;
             }
-        }
-    }
     toml::Value::String(text.to_owned())
 }
 

@@ -248,3 +248,5 @@ pub struct UserConfig {
 pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, Vec<ConfigProblem>> {
     validate::load(toml_text, env)
 }
+
+pub use validate::is_same_issuer;

@@ -455,22 +455,20 @@ impl Checker<'_> {
         if raw.grpc_listen.is_some() {
             self.problem("forward_auth.grpc_listen", "Envoy ext_authz over gRPC is not available in this version");
         }
-        if let Some(cookie) = &raw.token_cookie {
-            if cookie.is_empty() || !cookie.bytes().all(|byte| byte.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&byte)) {
+        if let Some(cookie) = &raw.token_cookie
+            && (cookie.is_empty() || !cookie.bytes().all(|byte| byte.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&byte))) {
                 self.problem("forward_auth.token_cookie", "is not a valid cookie name");
             }
-        }
         Some(ForwardAuthConfig { provider, token_cookie: raw.token_cookie, unauthenticated })
     }
 
     fn token_service(&mut self, raw: RawTokenService, providers: &[ProviderConfig]) -> Option<TokenServiceConfig> {
         let issuer = self.required("token_service.issuer", raw.issuer);
         let issuer = issuer.and_then(|text| self.url("token_service.issuer", &text));
-        if let Some(issuer) = &issuer {
-            if issuer.query().is_some() || issuer.fragment().is_some() {
+        if let Some(issuer) = &issuer
+            && (issuer.query().is_some() || issuer.fragment().is_some()) {
                 self.problem("token_service.issuer", "must not have a query or fragment");
             }
-        }
         let token_lifetime = self.duration("token_service.token_lifetime", raw.token_lifetime, Duration::from_secs(30 * 60));
         let clients: Vec<ClientConfig> = raw
             .client
@@ -519,11 +517,10 @@ impl Checker<'_> {
             self.problem(format!("{path}.grants"), "must list at least one grant");
         }
         let client_secret_hash = raw.client_secret_hash.map(Secret::new);
-        if let Some(hash) = &client_secret_hash {
-            if argon2::PasswordHash::new(hash.expose()).is_err() {
+        if let Some(hash) = &client_secret_hash
+            && argon2::PasswordHash::new(hash.expose()).is_err() {
                 self.problem(format!("{path}.client_secret_hash"), "is not a PHC-format hash (make one with `tollgate hash-secret`)");
             }
-        }
         if grants.contains(&GrantType::ClientCredentials) && client_secret_hash.is_none() {
             self.problem(format!("{path}.client_secret_hash"), "is required for the client_credentials grant");
         }
@@ -602,6 +599,6 @@ impl Checker<'_> {
 }
 
 /// Whether a provider's issuer string names the token service's issuer URL.
-pub(crate) fn is_same_issuer(provider_issuer: &str, token_service_issuer: &Url) -> bool {
+pub fn is_same_issuer(provider_issuer: &str, token_service_issuer: &Url) -> bool {
     provider_issuer.trim_end_matches('/') == token_service_issuer.as_str().trim_end_matches('/')
 }

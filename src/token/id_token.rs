@@ -52,11 +52,10 @@ pub fn validate_id_token(token: &str, keys: &KeySet, expected: &IdTokenExpectati
         _ => return Err(TokenError::WrongNonce),
     }
     // 3.2.2.9 / 3.3.2.11: at_hash, when present, must match the access token.
-    if let (Some(at_hash), Some(access_token)) = (claims.get("at_hash").and_then(Value::as_str), expected.access_token) {
-        if left_half_hash(header.algorithm, access_token) != at_hash {
+    if let (Some(at_hash), Some(access_token)) = (claims.get("at_hash").and_then(Value::as_str), expected.access_token)
+        && left_half_hash(header.algorithm, access_token) != at_hash {
             return Err(TokenError::WrongAccessTokenHash);
         }
-    }
     Ok(Arc::new(claims))
 }
 

@@ -161,16 +161,14 @@ pub fn check_claims(claims: &Map<String, Value>, expected: &Expectations<'_>) ->
     if expected.now > exp.saturating_add(expected.leeway) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = numeric_claim(claims, "nbf")? {
-        if nbf > expected.now.saturating_add(expected.leeway) {
+    if let Some(nbf) = numeric_claim(claims, "nbf")?
+        && nbf > expected.now.saturating_add(expected.leeway) {
             return Err(TokenError::NotYetValid);
         }
-    }
-    if let Some(iat) = numeric_claim(claims, "iat")? {
-        if iat > expected.now.saturating_add(expected.leeway) {
+    if let Some(iat) = numeric_claim(claims, "iat")?
+        && iat > expected.now.saturating_add(expected.leeway) {
             return Err(TokenError::IssuedInFuture);
         }
-    }
     Ok(())
 }
 

@@ -1,0 +1,215 @@
+//! Builds every role from a `Config` and runs the listeners: the public one (forward-auth,
+//! login, token service) and the admin one (metrics, health). Shutdown is a signal handed in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::{Config, ForwardAuthConfig};
+use crate::login::redirect::AllowedRedirectDomain;
+use crate::metrics::Metrics;
+use crate::oidc::{LocalIssuer, Provider};
+use crate::policy::AuthQuery;
+use crate::session::seal::Sealer;
+use crate::session::{CookieAttributes, CookieJar};
+use crate::token::cache::TokenCache;
+
+/// Everything a request handler may need, built once from the config.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Config,
+    /// Providers by name.
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    /// Session and login-state cookies, when sessions are configured.
+    pub jar: Option<CookieJar>,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The token service, when configured.
+    pub token_service: Option<Arc<crate::issuer::TokenService>>,
+    /// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
+    pub auth_queries: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
+}
+
+impl AppState {
+    /// Builds providers, the token service and the cookie jar.
+    ///
+    /// # Errors
+    /// When the token service's key cannot be loaded or the HTTP client cannot be built.
+    pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
+        let metrics = Arc::new(Metrics::new());
+        let http = crate::oidc::client::http_client().context("building the HTTP client")?;
+        let token_service = match &config.token_service {
+            Some(token_service_config) => Some(Arc::new(
+                crate::issuer::TokenService::new(token_service_config.clone(), clock.clone(), metrics.clone())
+                    .context("loading the token service's signing key")?,
+            )),
+            None => None,
+        };
+        let token_cache = Arc::new(TokenCache::new(100_000));
+        let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
+        let mut providers = BTreeMap::new();
+        for provider_config in &config.providers {
+            let local: Option<Arc<dyn LocalIssuer>> = match (&token_service, &config.token_service) {
+                (Some(service), Some(service_config))
+                    if crate::config::is_same_issuer(&provider_config.issuer, &service_config.issuer) =>
+                {
+                    Some(service.clone())
+                }
+                _ => None,
+            };
+            let provider = Provider::new(provider_config.clone(), http.clone(), local, token_cache.clone(), clock.clone(), leeway, metrics.clone());
+            providers.insert(provider_config.name.clone(), Arc::new(provider));
+        }
+        let jar = (!config.session.secrets.is_empty())
+            .then(|| CookieJar::new(Sealer::new(&config.session.secrets), config.session.cookie_name.clone()));
+        Ok(Arc::new(Self { config, providers, jar, clock, metrics, token_service, auth_queries: quick_cache::sync::Cache::new(1024) }))
+    }
+
+    /// The forward-auth section and its provider, when forward-auth is enabled.
+    pub fn forward_auth(&self) -> Option<(&ForwardAuthConfig, &Arc<Provider>)> {
+        let section = self.config.forward_auth.as_ref()?;
+        Some((section, self.providers.get(&section.provider)?))
+    }
+
+    /// Cookie attributes for a request served at `base`: `Secure` unless plain http on loopback.
+    pub fn cookie_attributes(&self, base: &Url) -> CookieAttributes {
+        let loopback = match base.host() {
+            Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            None => false,
+        };
+        CookieAttributes { secure: !(base.scheme() == "http" && loopback) }
+    }
+
+    /// Where redirects may go for a request served at `base`: the configured domains,
+    /// `public_url`'s host, and the host the request itself was served at.
+    pub fn allowed_redirects(&self, base: &Url) -> Vec<AllowedRedirectDomain> {
+        let mut allowed = self.config.server.allowed_redirect_domains.clone();
+        allowed.extend(self.config.server.public_url.as_ref().and_then(AllowedRedirectDomain::exact_for));
+        allowed.extend(AllowedRedirectDomain::exact_for(base));
+        allowed
+    }
+}
+
+/// The public listener's routes.
+pub fn public_router(state: &Arc<AppState>) -> Router {
+    let mut router = Router::new();
+    if state.forward_auth().is_some() {
+        router = router
+            .route("/auth", get(crate::forward_auth::auth))
+            .route("/signin", get(crate::login::signin))
+            .route("/callback", get(crate::login::callback))
+            .route("/signout", get(crate::login::signout));
+    }
+    if state.forward_auth().is_some() || state.token_service.is_some() {
+        router = router
+            .route("/validate", get(crate::forward_auth::validate))
+            .route("/userinfo", get(crate::forward_auth::userinfo));
+    }
+    let mut router = router.with_state(state.clone());
+    if let Some(service) = &state.token_service {
+        let mount = service.mount_path();
+        router = if mount.is_empty() { router.merge(service.router()) } else { router.nest(&mount, service.router()) };
+    }
+    router
+}
+
+/// A running Tollgate: its bound addresses and a way to stop it.
+pub struct RunningApp {
+    /// The public listener's address.
+    pub public_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: Option<SocketAddr>,
+    /// The shared state (tests read metrics from it).
+    pub state: Arc<AppState>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<std::io::Result<()>>,
+}
+
+impl RunningApp {
+    /// Stops accepting, drains in-flight requests, and waits for the listeners to finish.
+    ///
+    /// # Errors
+    /// When a listener failed.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        while let Some(result) = self.tasks.join_next().await {
+            result.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    }
+
+    /// Waits until a listener stops (which happens only on failure or shutdown).
+    ///
+    /// # Errors
+    /// When a listener failed.
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match self.tasks.join_next().await {
+            Some(result) => result.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// The shutdown trigger.
+    pub fn shutdown_trigger(&self) -> tokio::sync::watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds the configured listeners (or uses the ones given) and starts serving.
+///
+/// # Errors
+/// When a listener cannot be bound or the state cannot be built.
+pub async fn start(config: Config, clock: Arc<dyn Clock>, public: Option<TcpListener>, admin: Option<TcpListener>) -> anyhow::Result<RunningApp> {
+    let public = match public {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?,
+    };
+    let admin = match (admin, config.server.admin_listen) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(address)) => Some(TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?),
+        (None, None) => None,
+    };
+    let state = AppState::build(config, clock)?;
+    let (shutdown, receiver) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let public_addr = public.local_addr()?;
+    let signal = wait_for(receiver.clone());
+    tasks.spawn(crate::http::serve::serve(public, public_router(&state), signal));
+    let admin_addr = match admin {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tasks.spawn(crate::http::serve::serve(listener, crate::admin::router(&state), wait_for(receiver)));
+            Some(address)
+        }
+        None => None,
+    };
+    for provider in state.providers.values() {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            if let Err(error) = provider.metadata().await {
+                tracing::warn!(provider = %provider.name(), %error, "discovery failed; will retry on use");
+            }
+        });
+    }
+    tracing::info!(%public_addr, ?admin_addr, "tollgate listening");
+    Ok(RunningApp { public_addr, admin_addr, state, shutdown, tasks })
+}
+
+async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {
+    while !*receiver.borrow() {
+        if receiver.changed().await.is_err() {
+            return;
+        }
+    }
+}

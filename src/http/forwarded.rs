@@ -1,0 +1,231 @@
+//! The original request behind a forward-auth call, from `X-Original-*` (ingress-nginx) or
+//! `X-Forwarded-*` (Traefik, Caddy), believed only from trusted proxies; and the canonical path
+//! that skip rules see. Pure functions.
+
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, Method};
+use ipnet::IpNet;
+use url::Url;
+
+/// The request an ingress is asking about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalRequest {
+    /// Its method, when the proxy said.
+    pub method: Method,
+    /// Scheme, host and path-and-query, when known.
+    pub url: Option<Url>,
+    /// The raw path (with query) as the proxy gave it.
+    pub raw_path: Option<String>,
+}
+
+/// Whether `peer` may set forwarding headers.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim).filter(|value| !value.is_empty())
+}
+
+/// Rebuilds the original request from a trusted proxy's headers; `None` when the peer is not
+/// trusted or sent nothing usable (rules that need the path then fail closed).
+pub fn original_request(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<OriginalRequest> {
+    if !is_trusted(peer, trusted) {
+        return None;
+    }
+    if let Some(original_url) = header(headers, "x-original-url") {
+        let method = header(headers, "x-original-method").and_then(|m| Method::from_bytes(m.as_bytes()).ok()).unwrap_or(Method::GET);
+        let url = Url::parse(original_url).ok().filter(|url| matches!(url.scheme(), "http" | "https"));
+        let raw_path = match &url {
+            Some(_) => raw_path_of_absolute(original_url),
+            None if original_url.starts_with('/') => Some(original_url.to_owned()),
+            None => None,
+        };
+        return Some(OriginalRequest { method, url, raw_path });
+    }
+    if let Some(uri) = header(headers, "x-forwarded-uri") {
+        let method = header(headers, "x-forwarded-method").and_then(|m| Method::from_bytes(m.as_bytes()).ok()).unwrap_or(Method::GET);
+        let proto = header(headers, "x-forwarded-proto").unwrap_or("https");
+        let url = header(headers, "x-forwarded-host")
+            .filter(|_| matches!(proto, "http" | "https") && uri.starts_with('/'))
+            .and_then(|host| Url::parse(&format!("{proto}://{host}{uri}")).ok());
+        return Some(OriginalRequest { method, url, raw_path: uri.starts_with('/').then(|| uri.to_owned()) });
+    }
+    None
+}
+
+/// The path-and-query of an absolute URL exactly as written (not normalised by a URL parser,
+/// which would hide encoded separators from `canonical_path`).
+fn raw_path_of_absolute(url: &str) -> Option<String> {
+    let after_scheme = url.split_once("://")?.1;
+    let start = after_scheme.find(['/', '?', '#'])?;
+    let rest = after_scheme.get(start..)?;
+    Some(if rest.starts_with('/') { rest.to_owned() } else { format!("/{rest}") })
+}
+
+/// The path that skip rules see (SPEC §4): no query or fragment, unreserved characters
+/// percent-decoded, dot-segments resolved. `None` — never matching a skip rule — when the path
+/// holds percent-encoded `/`, `\`, `?`, `#`, control characters, raw backslashes or invalid
+/// percent-encoding.
+pub fn canonical_path(raw: &str) -> Option<String> {
+    let path = raw.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') || path.contains('\\') {
+        return None;
+    }
+    let mut decoded = String::with_capacity(path.len());
+    let bytes = path.as_bytes();
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte.is_ascii_control() || byte == b' ' {
+            return None;
+        }
+        if byte == b'%' {
+            let high = bytes.get(index + 1).and_then(|b| (*b as char).to_digit(16))?;
+            let low = bytes.get(index + 2).and_then(|b| (*b as char).to_digit(16))?;
+            let value = u8::try_from(high * 16 + low).ok()?;
+            if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+                decoded.push(char::from(value));
+            } else if value < 0x20 || value == 0x7f || b"/\\?#".contains(&value) {
+                return None;
+            } else {
+                decoded.push_str(&format!("%{value:02X}"));
+            }
+            index += 3;
+        } else {
+            decoded.push(char::from(byte));
+            index += 1;
+        }
+    }
+    if !decoded.is_ascii() {
+        return None;
+    }
+    Some(remove_dot_segments(&decoded))
+}
+
+/// RFC 3986 §5.2.4.
+fn remove_dot_segments(path: &str) -> String {
+    let mut output: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (position, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => trailing_slash = position == last,
+            ".." => {
+                output.pop();
+                trailing_slash = position == last;
+            }
+            other => {
+                output.push(other);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut result = String::from("/");
+    result.push_str(&output.join("/"));
+    if trailing_slash && !result.ends_with('/') {
+        result.push('/');
+    }
+    result
+}
+
+/// The external base URL of this request: `public_url`, else `X-Forwarded-Proto` /
+/// `X-Forwarded-Host` from a trusted peer, else the `Host` header over plain http.
+pub fn external_base(public_url: Option<&Url>, peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<Url> {
+    if let Some(url) = public_url {
+        return Some(url.clone());
+    }
+    let (mut proto, mut host) = ("http", header(headers, "host"));
+    if is_trusted(peer, trusted) {
+        if let Some(forwarded_proto) = header(headers, "x-forwarded-proto") {
+            proto = forwarded_proto;
+        }
+        if let Some(forwarded_host) = header(headers, "x-forwarded-host") {
+            host = Some(forwarded_host);
+        }
+    }
+    if !matches!(proto, "http" | "https") {
+        return None;
+    }
+    let host = host.filter(|host| host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte)))?;
+    Url::parse(&format!("{proto}://{host}/")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(raw: &str, expected: Option<&str>) {
+        assert_eq!(canonical_path(raw).as_deref(), expected, "raw {raw:?}");
+    }
+
+    #[test]
+    fn canonical_path_decodes_unreserved_and_resolves_dots() {
+        check("/public/x", Some("/public/x"));
+        check("/admin?x=/public", Some("/admin"));
+        check("/admin#/public", Some("/admin"));
+        check("/public/../admin", Some("/admin"));
+        check("/public/%2e%2e/admin", Some("/admin"));
+        check("/public/%2E%2E/admin", Some("/admin"));
+        check("/%70ublic/x", Some("/public/x"));
+        check("/a/./b/", Some("/a/b/"));
+        check("/a/b/..", Some("/a/"));
+        check("/../../etc", Some("/etc"));
+        check("/caf%c3%a9", Some("/caf%C3%A9"));
+    }
+
+    #[test]
+    fn canonical_path_refuses_encoded_separators_and_garbage() {
+        check("/public%2F..%2Fadmin", None);
+        check("/public%2f..%2fadmin", None);
+        check("/public%5Cadmin", None);
+        check("/public\\..\\admin", None);
+        check("/public%3Fx", None);
+        check("/public%23x", None);
+        check("/public%00", None);
+        check("/public%0d%0a", None);
+        check("/public%zz", None);
+        check("/public%2", None);
+        check("relative", None);
+        check("/a b", None);
+    }
+
+    #[test]
+    fn original_request_only_from_trusted_peers() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-original-url", "https://app.example.com/public/%2e%2e/admin?q=1".parse().unwrap());
+        headers.insert("x-original-method", "POST".parse().unwrap());
+        let from_proxy = original_request("127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
+        assert_eq!(from_proxy.method, Method::POST);
+        assert_eq!(from_proxy.raw_path.as_deref(), Some("/public/%2e%2e/admin?q=1"));
+        assert_eq!(canonical_path(from_proxy.raw_path.as_deref().unwrap()).as_deref(), Some("/admin"));
+        assert!(original_request("10.1.2.3".parse().unwrap(), &headers, &trusted).is_none());
+        let mut traefik = HeaderMap::new();
+        traefik.insert("x-forwarded-uri", "/public/x".parse().unwrap());
+        traefik.insert("x-forwarded-method", "GET".parse().unwrap());
+        traefik.insert("x-forwarded-host", "app.example.com".parse().unwrap());
+        traefik.insert("x-forwarded-proto", "https".parse().unwrap());
+        let from_traefik = original_request("::ffff:127.0.0.1".parse().unwrap(), &traefik, &trusted).unwrap();
+        assert_eq!(from_traefik.url.unwrap().as_str(), "https://app.example.com/public/x");
+    }
+
+    #[test]
+    fn external_base_believes_forwarded_headers_only_from_trusted_peers() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "internal:4180".parse().unwrap());
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        headers.insert("x-forwarded-host", "auth.example.com".parse().unwrap());
+        let trusted_base = external_base(None, "127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
+        assert_eq!(trusted_base.as_str(), "https://auth.example.com/");
+        let untrusted_base = external_base(None, "192.0.2.1".parse().unwrap(), &headers, &trusted).unwrap();
+        assert_eq!(untrusted_base.as_str(), "http://internal:4180/");
+    }
+}

@@ -1,0 +1,69 @@
+//! `Rejection`: the one place where a failure becomes a status, headers and a body (the table in
+//! ARCHITECTURE.md). The body never carries internal detail, tokens or secrets.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Why a request was not let through, as the caller will be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The caller sent something malformed; the message names it.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No valid credential.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// A valid credential, but a requirement failed; the message names the requirement.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The identity provider could not be reached or misbehaved.
+    #[error("identity provider unavailable")]
+    ProviderUnavailable,
+    /// A bug or a local failure.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Rejection {
+    /// The status code of this rejection.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The metrics label of this rejection.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::Internal => "error",
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let body = match &self {
+            Self::BadRequest(message) => format!("400 Bad Request: {message}\n"),
+            Self::Unauthenticated => "401 Unauthorized: no valid credential\n".to_owned(),
+            Self::Forbidden(message) => format!("403 Forbidden: {message}\n"),
+            Self::ProviderUnavailable => "502 Bad Gateway: the identity provider is unreachable\n".to_owned(),
+            Self::Internal => "500 Internal Server Error\n".to_owned(),
+        };
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if matches!(self, Self::Unauthenticated) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,122 @@
+//! Who is calling: the credentials of a request (session cookie, `Authorization: Bearer`, the
+//! configured token cookie, in that order) turned into an `Identity` for one provider.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+
+use crate::oidc::Provider;
+use crate::oidc::provider::CredentialError;
+use crate::session::{CookieJar, Session, request_cookies};
+use crate::token::Claims;
+
+/// Which credential established the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// Tollgate's session cookie.
+    SessionCookie,
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The configured token cookie.
+    TokenCookie,
+}
+
+impl Credential {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionCookie => "session",
+            Self::Bearer => "bearer",
+            Self::TokenCookie => "token_cookie",
+        }
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Claims of the ID token (session) or the access token (bearer, token cookie).
+    pub claims: Claims,
+    /// How the caller proved it.
+    pub credential: Credential,
+    /// The session, when the credential was a session cookie.
+    pub session: Option<Session>,
+}
+
+/// Why no identity could be established.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IdentityError {
+    /// No credential of any kind.
+    #[error("no credential")]
+    Missing,
+    /// A credential was present and refused.
+    #[error("{credential} refused: {reason}")]
+    Invalid {
+        /// Which one.
+        credential: &'static str,
+        /// Why (no secret, no token).
+        reason: String,
+    },
+    /// The provider could not be reached to check a credential.
+    #[error("provider unavailable: {0}")]
+    ProviderUnavailable(String),
+}
+
+/// The bearer token of an `Authorization` header, if it uses the Bearer scheme.
+pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?;
+    let Ok(text) = value.to_str() else { return Some(Err(())) };
+    let (scheme, token) = text.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    Some(if token.is_empty() { Err(()) } else { Ok(token) })
+}
+
+fn token_error(credential: Credential, error: CredentialError) -> IdentityError {
+    match error {
+        CredentialError::Token(reason) => IdentityError::Invalid { credential: credential.as_str(), reason: reason.to_string() },
+        CredentialError::Provider(error) => IdentityError::ProviderUnavailable(error.to_string()),
+    }
+}
+
+/// Establishes the caller's identity at `provider` from, in order, the session cookie, the
+/// bearer token and the token cookie (SPEC §4). An unusable session cookie is logged and
+/// skipped; a bearer token that is present decides on its own.
+///
+/// # Errors
+/// `Missing`, `Invalid` or `ProviderUnavailable`.
+pub async fn authenticate(
+    headers: &HeaderMap,
+    provider: &Arc<Provider>,
+    jar: Option<&CookieJar>,
+    token_cookie: Option<&str>,
+    now: crate::clock::UnixTime,
+) -> Result<Identity, IdentityError> {
+    let cookies = request_cookies(headers);
+    if let Some(jar) = jar {
+        match jar.session(&cookies, now) {
+            Ok(Some(session)) if session.provider == provider.name() => {
+                let claims = Arc::new(session.claims.clone());
+                return Ok(Identity { claims, credential: Credential::SessionCookie, session: Some(session) });
+            }
+            Ok(Some(_)) => tracing::info!("session of another provider ignored"),
+            Ok(None) => {}
+            Err(error) => tracing::info!(%error, "session cookie ignored"),
+        }
+    }
+    match bearer_token(headers) {
+        Some(Ok(token)) => {
+            let claims = provider.validate_access_token(token).await.map_err(|error| token_error(Credential::Bearer, error))?;
+            return Ok(Identity { claims, credential: Credential::Bearer, session: None });
+        }
+        Some(Err(())) => return Err(IdentityError::Invalid { credential: "bearer", reason: "malformed Authorization header".to_owned() }),
+        None => {}
+    }
+    if let Some(token) = token_cookie.and_then(|name| cookies.get(name)) {
+        let claims = provider.validate_access_token(token).await.map_err(|error| token_error(Credential::TokenCookie, error))?;
+        return Ok(Identity { claims, credential: Credential::TokenCookie, session: None });
+    }
+    Err(IdentityError::Missing)
+}

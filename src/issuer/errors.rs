@@ -1,0 +1,70 @@
+//! RFC 6749 §5.2 error responses of the token endpoint.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An OAuth 2.0 error, serialised as RFC 6749 §5.2 JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssuerError {
+    /// §5.2 `invalid_request`.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    /// §5.2 `invalid_client` (401).
+    #[error("invalid_client")]
+    InvalidClient {
+        /// Whether the client tried HTTP Basic (then the answer carries `WWW-Authenticate`).
+        used_basic: bool,
+    },
+    /// §5.2 `invalid_grant`.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// §5.2 `unauthorized_client`.
+    #[error("unauthorized_client")]
+    UnauthorizedClient,
+    /// §5.2 `unsupported_grant_type`.
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    /// §5.2 `invalid_scope`.
+    #[error("invalid_scope")]
+    InvalidScope,
+    /// A local failure (500).
+    #[error("server_error")]
+    ServerError,
+}
+
+impl IssuerError {
+    /// The RFC 6749 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient { .. } => "invalid_client",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::ServerError => "server_error",
+        }
+    }
+}
+
+impl IntoResponse for IssuerError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut body = serde_json::json!({ "error": self.code() });
+        if let Self::InvalidRequest(description) | Self::InvalidGrant(description) = &self {
+            body["error_description"] = serde_json::Value::String(description.clone());
+        }
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::InvalidClient { used_basic: true }) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tollgate\""));
+        }
+        response
+    }
+}

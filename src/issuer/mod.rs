@@ -1,0 +1,210 @@
+//! Role 3, the token service (SPEC §7): a small OAuth 2.0 / OpenID Connect issuer with its own
+//! keys. This part serves discovery, JWKS, a local login form at `/authorize`, and `/token` for
+//! `authorization_code` + PKCE and `client_credentials`.
+
+mod authorize;
+mod clients;
+pub mod errors;
+mod grants;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{get, post};
+use url::Url;
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::TokenServiceConfig;
+use crate::jose::{KeySet, SigningKey, SigningKeyError};
+use crate::metrics::Metrics;
+use crate::oidc::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse};
+use crate::token::cache::TokenCache;
+use crate::token::{self, Claims, Expectations, TokenError};
+
+pub use authorize::escape as escape_html;
+pub use clients::hash_password;
+pub use errors::IssuerError;
+
+/// How long an authorization code may wait to be exchanged.
+const CODE_LIFETIME: i64 = 60;
+
+/// A code handed to a client, waiting for `/token`.
+#[derive(Debug, Clone)]
+struct PendingCode {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    nonce: Option<String>,
+    scopes: Vec<String>,
+    username: String,
+    issued_at: UnixTime,
+}
+
+/// The token service.
+pub struct TokenService {
+    config: TokenServiceConfig,
+    signing_key: SigningKey,
+    key_set: Arc<KeySet>,
+    codes: Mutex<HashMap<String, PendingCode>>,
+    verified_secrets: TokenCache,
+    own_tokens: TokenCache,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenService {
+    /// Builds the service: loads the signing key from `signing_key_file` (generating it there
+    /// when the file does not exist) or makes an in-memory key when no file is configured.
+    ///
+    /// # Errors
+    /// When the key cannot be loaded or made.
+    pub fn new(config: TokenServiceConfig, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Result<Self, SigningKeyError> {
+        let signing_key = match &config.signing_key_file {
+            Some(path) => SigningKey::load_or_generate(path)?,
+            None => SigningKey::generate_es256()?.0,
+        };
+        let key_set = Arc::new(KeySet::from_jwks(std::slice::from_ref(signing_key.public_jwk())));
+        Ok(Self {
+            config,
+            signing_key,
+            key_set,
+            codes: Mutex::new(HashMap::new()),
+            verified_secrets: TokenCache::new(1024),
+            own_tokens: TokenCache::new(10_000),
+            clock,
+            metrics,
+        })
+    }
+
+    /// The issuer URL as it appears in `iss`.
+    pub fn issuer(&self) -> &str {
+        self.config.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// The path the service's endpoints live under (the issuer URL's path, without a trailing
+    /// slash; empty at the root).
+    pub fn mount_path(&self) -> String {
+        self.config.issuer.path().trim_end_matches('/').to_owned()
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer())
+    }
+
+    /// The routes of the service, relative to `mount_path`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize::show_form).post(authorize::submit_form))
+            .route("/token", post(grants::token))
+            .with_state(self.clone())
+    }
+
+    /// Validates an access token this service issued, for any of its clients' audiences.
+    ///
+    /// # Errors
+    /// Any `TokenError`.
+    pub fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = self.clock.now();
+        let cache_key = TokenCache::key("token_service/access", token);
+        if let Some(claims) = self.own_tokens.get(&cache_key, now) {
+            return Ok(claims);
+        }
+        let audiences: Vec<String> = self.config.clients.iter().map(|client| client.audience.clone()).collect();
+        let expected = Expectations { issuer: self.issuer(), audiences: &audiences, leeway: 0, now };
+        let claims = token::validate_access_token(token, &self.key_set, &expected)?;
+        if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
+            self.own_tokens.insert(cache_key, claims.clone(), exp);
+        }
+        Ok(claims)
+    }
+
+    fn metadata_document(&self) -> serde_json::Value {
+        serde_json::json!({
+            "issuer": self.issuer(),
+            "authorization_endpoint": self.endpoint("/authorize"),
+            "token_endpoint": self.endpoint("/token"),
+            "jwks_uri": self.endpoint("/jwks"),
+            "userinfo_endpoint": self.endpoint("/userinfo"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [format!("{:?}", self.signing_key.algorithm())],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", "profile", "email", "groups"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "name", "email", "groups", "nonce", "at_hash"],
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+}
+
+async fn discovery(axum::extract::State(service): axum::extract::State<Arc<TokenService>>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(service.metadata_document()),
+    )
+        .into_response()
+}
+
+async fn jwks(axum::extract::State(service): axum::extract::State<Arc<TokenService>>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let document = serde_json::json!({ "keys": [service.signing_key.public_jwk()] });
+    ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], axum::Json(document)).into_response()
+}
+
+impl LocalIssuer for TokenService {
+    fn metadata(&self) -> ProviderMetadata {
+        ProviderMetadata {
+            issuer: self.issuer().to_owned(),
+            authorization_endpoint: self.endpoint("/authorize"),
+            token_endpoint: self.endpoint("/token"),
+            jwks_uri: Some(self.endpoint("/jwks")),
+            userinfo_endpoint: Some(self.endpoint("/userinfo")),
+            end_session_endpoint: None,
+        }
+    }
+
+    fn key_set(&self) -> Arc<KeySet> {
+        self.key_set.clone()
+    }
+
+    fn exchange_code(&self, client_id: &str, code: &str, redirect_uri: &str, code_verifier: &str) -> Result<TokenResponse, ProviderError> {
+        let client = self.client(client_id).ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+        let response = self
+            .redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
+            .map_err(|error| ProviderError::Refused(error.code().to_owned()))?;
+        Ok(TokenResponse {
+            access_token: response.access_token,
+            id_token: response.id_token,
+            refresh_token: None,
+            expires_in: Some(response.expires_in),
+            token_type: Some("Bearer".to_owned()),
+        })
+    }
+}
+
+/// Whether `redirect_uri` is registered for the client, by exact string comparison.
+fn is_registered_redirect(registered: &[String], redirect_uri: &str) -> bool {
+    registered.iter().any(|candidate| candidate == redirect_uri)
+}
+
+/// `base` with `params` appended to its query.
+fn with_query(base: &str, params: &[(&str, &str)]) -> Option<String> {
+    let mut url = Url::parse(base).ok()?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in params {
+            query.append_pair(name, value);
+        }
+    }
+    Some(url.to_string())
+}

@@ -1,0 +1,70 @@
+//! Requests to a provider's token endpoint: the authorization code exchange with client
+//! authentication (`client_secret_basic`, `client_secret_post`, or none with PKCE).
+
+use base64::Engine as _;
+
+use super::{ProviderError, TokenResponse};
+use crate::config::{ClientAuth, ProviderConfig};
+
+/// The one outbound HTTP client: no redirects (SSRF), bounded timeouts.
+///
+/// # Errors
+/// When the TLS stack cannot be set up.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(15))
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-urlencoded before HTTP Basic.
+fn basic_credentials(client_id: &str, secret: &str) -> String {
+    let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(client_id), encode(secret));
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+}
+
+/// Exchanges an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5).
+///
+/// # Errors
+/// `Unreachable`, `Refused` with the provider's error code, or `BadResponse`.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    provider: &ProviderConfig,
+    token_endpoint: &str,
+    code: &str,
+    redirect_uri: &str,
+    code_verifier: &str,
+) -> Result<TokenResponse, ProviderError> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", code_verifier),
+    ];
+    let secret = provider.client_secret.as_ref().map(|secret| secret.expose().as_str()).unwrap_or_default();
+    let mut request = http.post(token_endpoint).header(reqwest::header::ACCEPT, "application/json");
+    match provider.client_auth {
+        ClientAuth::ClientSecretBasic => {
+            request = request.header(reqwest::header::AUTHORIZATION, basic_credentials(&provider.client_id, secret));
+        }
+        ClientAuth::ClientSecretPost => {
+            form.push(("client_id", &provider.client_id));
+            form.push(("client_secret", secret));
+        }
+        ClientAuth::None => form.push(("client_id", &provider.client_id)),
+    }
+    let response = request.form(&form).send().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    if !status.is_success() {
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|value| value.get("error").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        return Err(ProviderError::Refused(code));
+    }
+    serde_json::from_slice(&body).map_err(|error| ProviderError::BadResponse(format!("token response: {error}")))
+}

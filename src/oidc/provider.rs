@@ -1,0 +1,196 @@
+//! `Provider`: one configured OpenID Provider with its discovered metadata and keys, and the
+//! validation of the tokens it issues (with the positive-result cache and the unknown-`kid`
+//! re-fetch). Discovery happens on first use and is retried on later uses until it succeeds.
+
+use std::sync::{Arc, RwLock};
+
+use super::jwks::{JwksCache, JwksSource};
+use super::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse, client};
+use crate::clock::Clock;
+use crate::config::ProviderConfig;
+use crate::jose::KeySet;
+use crate::metrics::Metrics;
+use crate::token::cache::TokenCache;
+use crate::token::id_token::{IdTokenExpectations, validate_id_token};
+use crate::token::{self, Claims, Expectations, TokenError};
+
+/// Why a credential from this provider was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredentialError {
+    /// The token itself is not valid.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The provider (or its keys) could not be reached.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// One upstream OpenID Provider.
+pub struct Provider {
+    /// Its configuration.
+    pub config: ProviderConfig,
+    http: reqwest::Client,
+    local: Option<Arc<dyn LocalIssuer>>,
+    metadata: RwLock<Option<Arc<ProviderMetadata>>>,
+    discovery_lock: tokio::sync::Mutex<()>,
+    jwks: JwksCache,
+    token_cache: Arc<TokenCache>,
+    clock: Arc<dyn Clock>,
+    leeway: i64,
+}
+
+impl Provider {
+    /// A provider reached over HTTP, or in-process when `local` is given.
+    pub fn new(
+        config: ProviderConfig,
+        http: reqwest::Client,
+        local: Option<Arc<dyn LocalIssuer>>,
+        token_cache: Arc<TokenCache>,
+        clock: Arc<dyn Clock>,
+        leeway: i64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let jwks = JwksCache::new(config.name.clone(), config.jwks_refetch_interval, metrics);
+        Self {
+            config,
+            http,
+            local,
+            metadata: RwLock::new(None),
+            discovery_lock: tokio::sync::Mutex::new(()),
+            jwks,
+            token_cache,
+            clock,
+            leeway,
+        }
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether discovery has succeeded.
+    pub fn is_discovered(&self) -> bool {
+        self.local.is_some() || self.metadata.read().is_ok_and(|metadata| metadata.is_some())
+    }
+
+    /// The discovery document, fetched on first use.
+    ///
+    /// # Errors
+    /// When the provider cannot be reached or its document is unusable.
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, ProviderError> {
+        if let Some(local) = &self.local {
+            return Ok(Arc::new(local.metadata()));
+        }
+        if let Some(metadata) = self.metadata.read().ok().and_then(|metadata| metadata.clone()) {
+            return Ok(metadata);
+        }
+        let _single_flight = self.discovery_lock.lock().await;
+        if let Some(metadata) = self.metadata.read().ok().and_then(|metadata| metadata.clone()) {
+            return Ok(metadata);
+        }
+        let metadata = Arc::new(self.discover().await?);
+        if let Ok(mut slot) = self.metadata.write() {
+            *slot = Some(metadata.clone());
+        }
+        tracing::info!(provider = %self.config.name, "discovered provider");
+        Ok(metadata)
+    }
+
+    async fn discover(&self) -> Result<ProviderMetadata, ProviderError> {
+        let url = format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
+        let response = self.http.get(&url).send().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+        if !response.status().is_success() {
+            return Err(ProviderError::BadResponse(format!("discovery answered {}", response.status())));
+        }
+        let metadata: ProviderMetadata = response.json().await.map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
+        // OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one configured.
+        if metadata.issuer != self.config.issuer {
+            return Err(ProviderError::BadResponse(format!("discovery says issuer {:?}, config says {:?}", metadata.issuer, self.config.issuer)));
+        }
+        Ok(metadata)
+    }
+
+    async fn jwks_source(&self) -> Result<JwksSource, ProviderError> {
+        if let Some(path) = &self.config.jwks_file {
+            return Ok(JwksSource::File(path.clone()));
+        }
+        let metadata = self.metadata().await?;
+        let uri = metadata.jwks_uri.clone().ok_or_else(|| ProviderError::BadResponse("discovery has no jwks_uri".to_owned()))?;
+        Ok(JwksSource::Url(uri))
+    }
+
+    async fn keys(&self) -> Result<(Arc<KeySet>, Option<JwksSource>), ProviderError> {
+        if let Some(local) = &self.local {
+            return Ok((local.key_set(), None));
+        }
+        let source = self.jwks_source().await?;
+        let keys = self.jwks.keys(&source, &self.http).await?;
+        Ok((keys, Some(source)))
+    }
+
+    /// Runs `check` with the current keys, and once more after a re-fetch when the token names
+    /// a key we do not have.
+    async fn with_keys<T>(&self, check: impl Fn(&KeySet) -> Result<T, TokenError>) -> Result<T, CredentialError> {
+        let (keys, source) = self.keys().await?;
+        match check(&keys) {
+            Err(TokenError::UnknownKey(_)) if source.is_some() => {
+                let Some(source) = source else { return Err(TokenError::UnknownKey(None).into()) };
+                let fresh = self.jwks.refetch_for_unknown_kid(&keys, &source, &self.http).await?;
+                Ok(check(&fresh)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Validates a bearer access token of this provider (SPEC §6): signature, `iss`, an `aud`
+    /// from `audiences`, times, and that it is not an ID or logout token. Positive results are
+    /// cached by the token's hash until `exp`.
+    ///
+    /// # Errors
+    /// `Token` for an invalid token (also when no audience is configured), `Provider` when the
+    /// keys cannot be had.
+    pub async fn validate_access_token(&self, token: &str) -> Result<Claims, CredentialError> {
+        if self.config.audiences.is_empty() {
+            return Err(TokenError::WrongAudience.into());
+        }
+        let now = self.clock.now();
+        let cache_key = TokenCache::key(&self.config.name, token);
+        if let Some(claims) = self.token_cache.get(&cache_key, now) {
+            return Ok(claims);
+        }
+        let expected = Expectations { issuer: &self.config.issuer, audiences: &self.config.audiences, leeway: self.leeway, now };
+        let claims = self.with_keys(|keys| token::validate_access_token(token, keys, &expected)).await?;
+        if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
+            self.token_cache.insert(cache_key, claims.clone(), exp.saturating_add(self.leeway));
+        }
+        Ok(claims)
+    }
+
+    /// Validates an ID token from this provider's token endpoint (OIDC Core 3.1.3.7).
+    ///
+    /// # Errors
+    /// As `validate_access_token`.
+    pub async fn validate_id_token(&self, id_token: &str, nonce: &str, access_token: Option<&str>) -> Result<Claims, CredentialError> {
+        let audiences = [self.config.client_id.clone()];
+        let expected = IdTokenExpectations {
+            common: Expectations { issuer: &self.config.issuer, audiences: &audiences, leeway: self.leeway, now: self.clock.now() },
+            client_id: &self.config.client_id,
+            nonce,
+            access_token,
+        };
+        self.with_keys(|keys| validate_id_token(id_token, keys, &expected)).await
+    }
+
+    /// Exchanges an authorization code at this provider.
+    ///
+    /// # Errors
+    /// As `client::exchange_code`.
+    pub async fn exchange_code(&self, code: &str, redirect_uri: &str, code_verifier: &str) -> Result<TokenResponse, ProviderError> {
+        if let Some(local) = &self.local {
+            return local.exchange_code(&self.config.client_id, code, redirect_uri, code_verifier);
+        }
+        let metadata = self.metadata().await?;
+        client::exchange_code(&self.http, &self.config, &metadata.token_endpoint, code, redirect_uri, code_verifier).await
+    }
+}

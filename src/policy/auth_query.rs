@@ -1,0 +1,177 @@
+//! The `/auth` query string (SPEC §4, oidc-guard compatible) parsed into claim requirements,
+//! claim injections and skip rules. Every malformed parameter is an error naming it.
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderName, Method};
+use regex::Regex;
+
+/// One `inject-claim` or `inject-json-claim` parameter.
+#[derive(Debug, Clone)]
+pub enum ClaimInjection {
+    /// `inject-claim=claim[,Header-Name]`
+    Claim {
+        /// The claim.
+        claim: String,
+        /// The response header.
+        header: HeaderName,
+    },
+    /// `inject-json-claim=Header-Name,claim,$.json.path`
+    JsonPath {
+        /// The response header.
+        header: HeaderName,
+        /// The claim holding JSON.
+        claim: String,
+        /// RFC 9535 path into it.
+        path: serde_json_path::JsonPath,
+    },
+}
+
+impl ClaimInjection {
+    /// The header this injection sets.
+    pub fn header(&self) -> &HeaderName {
+        match self {
+            Self::Claim { header, .. } | Self::JsonPath { header, .. } => header,
+        }
+    }
+}
+
+/// A `skip-auth` or `skip-auth-ne` rule.
+#[derive(Debug, Clone)]
+pub struct SkipRule {
+    /// Only for this method, when given.
+    pub method: Option<Method>,
+    /// Matched against the canonical path (unanchored, as oidc-guard does).
+    pub pattern: Regex,
+    /// `skip-auth-ne`: skip when the path does NOT match.
+    pub negated: bool,
+}
+
+impl SkipRule {
+    /// Whether this rule lets a request with `method` and canonical `path` skip authentication.
+    pub fn skips(&self, method: &Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|wanted| wanted != method) {
+            return false;
+        }
+        self.pattern.is_match(path) != self.negated
+    }
+}
+
+/// A parsed `/auth` query.
+#[derive(Debug, Clone, Default)]
+pub struct AuthQuery {
+    /// claim → accepted values.
+    pub claim_rules: BTreeMap<String, Vec<String>>,
+    /// Headers to return on success.
+    pub injections: Vec<ClaimInjection>,
+    /// Rules that let a request through without checks.
+    pub skip_rules: Vec<SkipRule>,
+}
+
+/// A malformed `/auth` parameter. The message names it and is safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed query parameter `{parameter}`: {reason}")]
+pub struct AuthQueryError {
+    /// The parameter's name.
+    pub parameter: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn malformed(parameter: &str, reason: impl Into<String>) -> AuthQueryError {
+    AuthQueryError { parameter: parameter.to_owned(), reason: reason.into() }
+}
+
+impl AuthQuery {
+    /// Parses a raw query string (without the `?`).
+    ///
+    /// # Errors
+    /// The first malformed parameter.
+    pub fn parse(raw_query: &str) -> Result<Self, AuthQueryError> {
+        let mut query = Self::default();
+        for piece in raw_query.split('&').filter(|piece| !piece.is_empty()) {
+            let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
+            let name = decode_component(raw_name).ok_or_else(|| malformed(raw_name, "invalid percent-encoding"))?;
+            let value = decode_component(raw_value).ok_or_else(|| malformed(&name, "invalid percent-encoding"))?;
+            match name.as_str() {
+                "inject-claim" => query.injections.push(parse_inject_claim(&value)?),
+                "inject-json-claim" => query.injections.push(parse_inject_json_claim(&value)?),
+                "skip-auth" => query.skip_rules.push(parse_skip(&name, &value, false)?),
+                "skip-auth-ne" => query.skip_rules.push(parse_skip(&name, &value, true)?),
+                "" => return Err(malformed("", "empty parameter name")),
+                _ => {
+                    if value.is_empty() {
+                        return Err(malformed(&name, "a claim rule needs a value"));
+                    }
+                    query.claim_rules.entry(name).or_default().push(value);
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+/// Form-style decoding (`+` is a space) that refuses invalid UTF-8.
+fn decode_component(raw: &str) -> Option<String> {
+    let spaced = raw.replace('+', " ");
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
+    let text = String::from_utf8(bytes).ok()?;
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+fn header_name(parameter: &str, text: &str) -> Result<HeaderName, AuthQueryError> {
+    HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| malformed(parameter, format!("`{text}` is not a valid header name")))
+}
+
+fn parse_inject_claim(value: &str) -> Result<ClaimInjection, AuthQueryError> {
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    match parts.as_slice() {
+        [claim] if !claim.is_empty() => Ok(ClaimInjection::Claim { claim: (*claim).to_owned(), header: header_name("inject-claim", claim)? }),
+        [claim, header] if !claim.is_empty() => Ok(ClaimInjection::Claim { claim: (*claim).to_owned(), header: header_name("inject-claim", header)? }),
+        _ => Err(malformed("inject-claim", "expected `claim` or `claim,Header-Name`")),
+    }
+}
+
+fn parse_inject_json_claim(value: &str) -> Result<ClaimInjection, AuthQueryError> {
+    let mut parts = value.splitn(3, ',');
+    let (Some(header), Some(claim), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed("inject-json-claim", "expected `Header-Name,claim,$.json.path`"));
+    };
+    let claim = claim.trim();
+    if claim.is_empty() {
+        return Err(malformed("inject-json-claim", "the claim name is empty"));
+    }
+    let path = serde_json_path::JsonPath::parse(path.trim())
+        .map_err(|error| malformed("inject-json-claim", format!("invalid JSONPath: {error}")))?;
+    Ok(ClaimInjection::JsonPath { header: header_name("inject-json-claim", header)?, claim: claim.to_owned(), path })
+}
+
+/// Longest pattern accepted, and the compiled-size limit, so a query cannot eat memory.
+const MAX_PATTERN_LENGTH: usize = 1024;
+const MAX_COMPILED_SIZE: usize = 1 << 20;
+
+fn parse_skip(parameter: &str, value: &str, negated: bool) -> Result<SkipRule, AuthQueryError> {
+    let (method, pattern) = match value.split_once(',') {
+        Some((method, pattern)) if is_method_token(method) => {
+            let method = Method::from_bytes(method.as_bytes()).map_err(|_| malformed(parameter, "invalid method"))?;
+            (Some(method), pattern)
+        }
+        _ => (None, value),
+    };
+    if pattern.is_empty() {
+        return Err(malformed(parameter, "empty pattern"));
+    }
+    if pattern.len() > MAX_PATTERN_LENGTH {
+        return Err(malformed(parameter, "pattern too long"));
+    }
+    let pattern = regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_COMPILED_SIZE)
+        .build()
+        .map_err(|error| malformed(parameter, format!("invalid regular expression: {error}")))?;
+    Ok(SkipRule { method, pattern, negated })
+}
+
+/// An HTTP method name as written in a skip rule: upper-case letters only.
+fn is_method_token(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 16 && text.bytes().all(|byte| byte.is_ascii_uppercase())
+}

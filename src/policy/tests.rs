@@ -1,0 +1,85 @@
+use axum::http::Method;
+use serde_json::json;
+
+use super::*;
+
+#[track_caller]
+fn check(claims: serde_json::Value, query: &str, expected: &str) {
+    let query = AuthQuery::parse(query).unwrap();
+    let outcome = match decide(&query, claims.as_object().unwrap()) {
+        Decision::Allow(headers) => {
+            let shown: Vec<String> = headers.iter().map(|(name, value)| format!("{name}={}", value.to_str().unwrap())).collect();
+            format!("allow [{}]", shown.join("; "))
+        }
+        Decision::Deny(_) => "deny".to_owned(),
+    };
+    assert_eq!(outcome, expected, "query {query:?}");
+}
+
+#[test]
+fn claim_rules_repeat_means_any_different_means_all() {
+    let claims = json!({"tid": "1111", "aud": "2222", "groups": ["admin", "developers"], "level": 3, "ok": true});
+    check(claims.clone(), "tid=1111", "allow []");
+    check(claims.clone(), "tid=9999", "deny");
+    check(claims.clone(), "tid=1111&aud=3333&aud=2222", "allow []");
+    check(claims.clone(), "tid=1111&aud=3333", "deny");
+    check(claims.clone(), "groups=admin", "allow []");
+    check(claims.clone(), "groups=ops", "deny");
+    check(claims.clone(), "level=3&ok=true", "allow []");
+    check(claims.clone(), "missing=x", "deny");
+}
+
+#[test]
+fn inject_claim_with_and_without_header_name() {
+    let claims = json!({"email": "a@example.com", "groups": ["admin", "dev"], "scope": "a b"});
+    check(claims.clone(), "inject-claim=email", "allow [email=a@example.com]");
+    check(claims.clone(), "inject-claim=email,mail", "allow [mail=a@example.com]");
+    check(claims.clone(), "inject-claim=groups,JWT-Claim-Groups&inject-claim=scope,JWT-Claim-Scope", "allow [jwt-claim-groups=admin,dev; jwt-claim-scope=a b]");
+    check(claims.clone(), "inject-claim=absent", "allow []");
+}
+
+#[test]
+fn inject_json_claim_reads_json_and_json_strings() {
+    let inner = json!({"firebase": {"sign_in_attributes": {"role": "admin"}}});
+    let as_string = json!({"gcip": inner.to_string()});
+    let as_object = json!({"gcip": inner});
+    let query = "inject-json-claim=role,gcip,%24.firebase.sign_in_attributes.role";
+    check(as_string, query, "allow [role=admin]");
+    check(as_object.clone(), query, "allow [role=admin]");
+    check(as_object, "inject-json-claim=role,gcip,$.nothing", "allow []");
+    check(json!({"gcip": "not json"}), query, "allow []");
+}
+
+#[test]
+fn claim_values_that_cannot_be_headers_deny() {
+    check(json!({"name": "a\r\nX-Evil: 1"}), "inject-claim=name", "deny");
+}
+
+#[test]
+fn skip_rules_with_and_without_method() {
+    let query = AuthQuery::parse("skip-auth=GET,/favicon.ico$&skip-auth=/api/").unwrap();
+    let [favicon, api] = query.skip_rules.as_slice() else { panic!() };
+    assert!(favicon.skips(&Method::GET, "/favicon.ico"));
+    assert!(!favicon.skips(&Method::POST, "/favicon.ico"));
+    assert!(api.skips(&Method::POST, "/v1/api/x"));
+    let negated = AuthQuery::parse("skip-auth-ne=/api/").unwrap();
+    assert!(negated.skip_rules[0].skips(&Method::GET, "/home"));
+    assert!(!negated.skip_rules[0].skips(&Method::GET, "/api/x"));
+    let negated_method = AuthQuery::parse("skip-auth-ne=GET,^/api/").unwrap();
+    assert!(negated_method.skip_rules[0].skips(&Method::GET, "/home"));
+    assert!(!negated_method.skip_rules[0].skips(&Method::POST, "/home"));
+}
+
+#[test]
+fn malformed_parameters_name_themselves() {
+    let error = |query: &str| AuthQuery::parse(query).unwrap_err().parameter;
+    assert_eq!(error("skip-auth=GET,(unclosed"), "skip-auth");
+    assert_eq!(error("skip-auth-ne="), "skip-auth-ne");
+    assert_eq!(error("inject-claim=a,b,c"), "inject-claim");
+    assert_eq!(error("inject-claim=email,bad%20header"), "inject-claim");
+    assert_eq!(error("inject-json-claim=h,c"), "inject-json-claim");
+    assert_eq!(error("inject-json-claim=h,c,$$$"), "inject-json-claim");
+    assert_eq!(error("tid="), "tid");
+    assert_eq!(error("tid=%FF"), "tid");
+    assert_eq!(error("=x"), "");
+}

@@ -1,0 +1,248 @@
+//! Sessions and login state kept in sealed cookies (`session.store = "cookie"`), split over
+//! several cookies when large. A copied cookie stays valid until it expires, even after logout;
+//! server-side stores come with the reverse proxy.
+
+pub mod seal;
+
+use std::collections::BTreeMap;
+
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::UnixTime;
+use seal::Sealer;
+
+/// Largest value of one cookie; browsers keep at least 4096 bytes per cookie with its name.
+const CHUNK_SIZE: usize = 3800;
+/// At most this many chunks are read; more means a hostile or broken request.
+const MAX_CHUNKS: usize = 8;
+/// Logins in flight (state cookies) kept per browser.
+pub const MAX_LOGINS_IN_FLIGHT: usize = 5;
+/// How long a login may take.
+pub const LOGIN_STATE_LIFETIME: i64 = 600;
+
+/// A logged-in browser's session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// The provider the user logged in at.
+    pub provider: String,
+    /// Claims of the ID token.
+    pub claims: Map<String, Value>,
+    /// The raw ID token (for `id_token_hint` at logout).
+    pub id_token: String,
+    /// The access token, when one was issued.
+    pub access_token: Option<String>,
+    /// When the session was created.
+    pub created_at: UnixTime,
+    /// When it ends, whatever happens.
+    pub expires_at: UnixTime,
+}
+
+/// One login in flight: what `/callback` needs to finish it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginState {
+    /// The `state` parameter.
+    pub state: String,
+    /// The `nonce` sent.
+    pub nonce: String,
+    /// The PKCE code verifier.
+    pub code_verifier: String,
+    /// The validated redirect target.
+    pub redirect_to: String,
+    /// The provider.
+    pub provider: String,
+    /// The redirect URI sent to the provider.
+    pub redirect_uri: String,
+    /// When the login started.
+    pub created_at: UnixTime,
+}
+
+/// All cookies of a request, by name (the first value wins for duplicated names).
+pub fn request_cookies(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut cookies = BTreeMap::new();
+    for header in headers.get_all(axum::http::header::COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse(text).flatten() {
+            cookies.entry(cookie.name().to_owned()).or_insert_with(|| cookie.value().to_owned());
+        }
+    }
+    cookies
+}
+
+/// Attributes shared by every cookie Tollgate sets.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieAttributes {
+    /// `Secure`, dropped only for plain-http loopback.
+    pub secure: bool,
+}
+
+fn set_cookie(name: &str, value: &str, max_age: Option<i64>, attributes: CookieAttributes) -> String {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if attributes.secure {
+        cookie.push_str("; Secure");
+    }
+    if let Some(max_age) = max_age {
+        cookie.push_str(&format!("; Max-Age={}", max_age.max(0)));
+    }
+    cookie
+}
+
+fn delete_cookie(name: &str, attributes: CookieAttributes) -> String {
+    set_cookie(name, "", Some(0), attributes)
+}
+
+/// Reads, writes and clears session and login-state cookies.
+pub struct CookieJar {
+    sealer: Sealer,
+    cookie_name: String,
+}
+
+/// A session cookie that was present but could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionCookieError {
+    /// Tampered, truncated, sealed with an unknown secret, or not a session.
+    #[error("session cookie cannot be opened")]
+    Unreadable,
+    /// Past its lifetime.
+    #[error("session expired")]
+    Expired,
+}
+
+impl CookieJar {
+    /// A jar sealing with `sealer` under `cookie_name`.
+    pub fn new(sealer: Sealer, cookie_name: String) -> Self {
+        Self { sealer, cookie_name }
+    }
+
+    /// The session of this request: `Ok(None)` without a session cookie.
+    ///
+    /// # Errors
+    /// When a session cookie is present but unusable.
+    pub fn session(&self, cookies: &BTreeMap<String, String>, now: UnixTime) -> Result<Option<Session>, SessionCookieError> {
+        let Some(first) = cookies.get(&self.cookie_name) else { return Ok(None) };
+        let (count, head) = first.split_once('.').ok_or(SessionCookieError::Unreadable)?;
+        let count: usize = count.parse().map_err(|_| SessionCookieError::Unreadable)?;
+        if count == 0 || count > MAX_CHUNKS {
+            return Err(SessionCookieError::Unreadable);
+        }
+        let mut sealed = head.to_owned();
+        for index in 1..count {
+            sealed.push_str(cookies.get(&format!("{}_{index}", self.cookie_name)).ok_or(SessionCookieError::Unreadable)?);
+        }
+        let plaintext = self.sealer.open("session", &sealed).map_err(|_| SessionCookieError::Unreadable)?;
+        let session: Session = serde_json::from_slice(&plaintext).map_err(|_| SessionCookieError::Unreadable)?;
+        if now >= session.expires_at {
+            return Err(SessionCookieError::Expired);
+        }
+        Ok(Some(session))
+    }
+
+    /// `Set-Cookie` values that store `session`, replacing whatever chunks the request had.
+    ///
+    /// # Errors
+    /// When sealing fails or the session is too large even when split.
+    pub fn write_session(
+        &self,
+        session: &Session,
+        cookies: &BTreeMap<String, String>,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> Result<Vec<String>, SessionCookieError> {
+        let plaintext = serde_json::to_vec(session).map_err(|_| SessionCookieError::Unreadable)?;
+        let sealed = self.sealer.seal("session", &plaintext).map_err(|_| SessionCookieError::Unreadable)?;
+        let chunks: Vec<&str> = sealed
+            .as_bytes()
+            .chunks(CHUNK_SIZE)
+            .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+            .collect();
+        if chunks.len() > MAX_CHUNKS {
+            return Err(SessionCookieError::Unreadable);
+        }
+        let max_age = session.expires_at - now;
+        let mut headers = Vec::new();
+        for (index, chunk) in chunks.iter().enumerate() {
+            let (name, value) = if index == 0 {
+                (self.cookie_name.clone(), format!("{}.{chunk}", chunks.len()))
+            } else {
+                (format!("{}_{index}", self.cookie_name), (*chunk).to_owned())
+            };
+            headers.push(set_cookie(&name, &value, Some(max_age), attributes));
+        }
+        for index in chunks.len()..=MAX_CHUNKS {
+            let name = format!("{}_{index}", self.cookie_name);
+            if index > 0 && cookies.contains_key(&name) {
+                headers.push(delete_cookie(&name, attributes));
+            }
+        }
+        Ok(headers)
+    }
+
+    /// `Set-Cookie` values that remove the session cookie and all its chunks.
+    pub fn clear_session(&self, cookies: &BTreeMap<String, String>, attributes: CookieAttributes) -> Vec<String> {
+        let mut headers = vec![delete_cookie(&self.cookie_name, attributes)];
+        for index in 1..=MAX_CHUNKS {
+            let name = format!("{}_{index}", self.cookie_name);
+            if cookies.contains_key(&name) {
+                headers.push(delete_cookie(&name, attributes));
+            }
+        }
+        headers
+    }
+
+    fn state_prefix(&self) -> String {
+        format!("{}_login_", self.cookie_name)
+    }
+
+    fn state_cookie_name(&self, state: &str) -> String {
+        format!("{}{}", self.state_prefix(), state.get(..12).unwrap_or(state))
+    }
+
+    /// `Set-Cookie` values that start a login: its own state cookie, and the removal of the
+    /// oldest logins in flight beyond the cap.
+    ///
+    /// # Errors
+    /// When sealing fails.
+    pub fn start_login(
+        &self,
+        login: &LoginState,
+        cookies: &BTreeMap<String, String>,
+        attributes: CookieAttributes,
+    ) -> Result<Vec<String>, SessionCookieError> {
+        let plaintext = serde_json::to_vec(login).map_err(|_| SessionCookieError::Unreadable)?;
+        let sealed = self.sealer.seal("login", &plaintext).map_err(|_| SessionCookieError::Unreadable)?;
+        let mut headers = vec![set_cookie(&self.state_cookie_name(&login.state), &sealed, Some(LOGIN_STATE_LIFETIME), attributes)];
+        // Keep the newest logins: unreadable ones go first, then the oldest.
+        let prefix = self.state_prefix();
+        let mut in_flight: Vec<(UnixTime, &String)> = cookies
+            .iter()
+            .filter(|(name, _)| name.starts_with(&prefix))
+            .map(|(name, value)| {
+                let created = self
+                    .sealer
+                    .open("login", value)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<LoginState>(&bytes).ok())
+                    .map_or(UnixTime::MIN, |state| state.created_at);
+                (created, name)
+            })
+            .collect();
+        in_flight.sort();
+        let excess = (in_flight.len() + 1).saturating_sub(MAX_LOGINS_IN_FLIGHT);
+        for (_, name) in in_flight.into_iter().take(excess) {
+            headers.push(delete_cookie(name, attributes));
+        }
+        Ok(headers)
+    }
+
+    /// The login in flight for `state`, with the `Set-Cookie` that removes its cookie.
+    pub fn finish_login(&self, state: &str, cookies: &BTreeMap<String, String>, now: UnixTime, attributes: CookieAttributes) -> Option<(LoginState, String)> {
+        let name = self.state_cookie_name(state);
+        let sealed = cookies.get(&name)?;
+        let plaintext = self.sealer.open("login", sealed).ok()?;
+        let login: LoginState = serde_json::from_slice(&plaintext).ok()?;
+        let matches = crate::secret::constant_time_eq(login.state.as_bytes(), state.as_bytes());
+        let fresh = now - login.created_at <= LOGIN_STATE_LIFETIME;
+        (matches && fresh).then(|| (login, delete_cookie(&name, attributes)))
+    }
+}
