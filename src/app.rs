@@ -49,8 +49,12 @@ impl AppState {
         let http = crate::oidc::client::http_client().context("building the HTTP client")?;
         let token_service = match &config.token_service {
             Some(token_service_config) => Some(Arc::new(
-                crate::issuer::TokenService::new(token_service_config.clone(), clock.clone(), metrics.clone())
-                    .context("loading the token service's signing key")?,
+                crate::issuer::TokenService::new(
+                    token_service_config.clone(),
+                    clock.clone(),
+                    metrics.clone(),
+                )
+                .context("loading the token service's signing key")?,
             )),
             None => None,
         };
@@ -58,20 +62,49 @@ impl AppState {
         let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
         let mut providers = BTreeMap::new();
         for provider_config in &config.providers {
-            let local: Option<Arc<dyn LocalIssuer>> = match (&token_service, &config.token_service) {
+            let local: Option<Arc<dyn LocalIssuer>> = match (&token_service, &config.token_service)
+            {
                 (Some(service), Some(service_config))
-                    if crate::config::is_same_issuer(&provider_config.issuer, &service_config.issuer) =>
+                    if crate::config::is_same_issuer(
+                        &provider_config.issuer,
+                        &service_config.issuer,
+                    ) =>
                 {
                     Some(service.clone())
                 }
                 _ => None,
             };
-            let provider = Provider::new(provider_config.clone(), http.clone(), local, token_cache.clone(), clock.clone(), leeway, metrics.clone());
+            let labels = crate::metrics::ProviderLabels {
+                provider: provider_config.name.clone(),
+            };
+            let _ = metrics.signins.get_or_create(&labels);
+            let _ = metrics.code_exchange_errors.get_or_create(&labels);
+            let provider = Provider::new(
+                provider_config.clone(),
+                http.clone(),
+                local,
+                token_cache.clone(),
+                clock.clone(),
+                leeway,
+                metrics.clone(),
+            );
             providers.insert(provider_config.name.clone(), Arc::new(provider));
         }
-        let jar = (!config.session.secrets.is_empty())
-            .then(|| CookieJar::new(Sealer::new(&config.session.secrets), config.session.cookie_name.clone()));
-        Ok(Arc::new(Self { config, providers, jar, clock, metrics, token_service, auth_queries: quick_cache::sync::Cache::new(1024) }))
+        let jar = (!config.session.secrets.is_empty()).then(|| {
+            CookieJar::new(
+                Sealer::new(&config.session.secrets),
+                config.session.cookie_name.clone(),
+            )
+        });
+        Ok(Arc::new(Self {
+            config,
+            providers,
+            jar,
+            clock,
+            metrics,
+            token_service,
+            auth_queries: quick_cache::sync::Cache::new(1024),
+        }))
     }
 
     /// The forward-auth section and its provider, when forward-auth is enabled.
@@ -88,14 +121,22 @@ impl AppState {
             Some(url::Host::Ipv6(address)) => address.is_loopback(),
             None => false,
         };
-        CookieAttributes { secure: !(base.scheme() == "http" && loopback) }
+        CookieAttributes {
+            secure: !(base.scheme() == "http" && loopback),
+        }
     }
 
     /// Where redirects may go for a request served at `base`: the configured domains,
     /// `public_url`'s host, and the host the request itself was served at.
     pub fn allowed_redirects(&self, base: &Url) -> Vec<AllowedRedirectDomain> {
         let mut allowed = self.config.server.allowed_redirect_domains.clone();
-        allowed.extend(self.config.server.public_url.as_ref().and_then(AllowedRedirectDomain::exact_for));
+        allowed.extend(
+            self.config
+                .server
+                .public_url
+                .as_ref()
+                .and_then(AllowedRedirectDomain::exact_for),
+        );
         allowed.extend(AllowedRedirectDomain::exact_for(base));
         allowed
     }
@@ -119,7 +160,11 @@ pub fn public_router(state: &Arc<AppState>) -> Router {
     let mut router = router.with_state(state.clone());
     if let Some(service) = &state.token_service {
         let mount = service.mount_path();
-        router = if mount.is_empty() { router.merge(service.router()) } else { router.nest(&mount, service.router()) };
+        router = if mount.is_empty() {
+            router.merge(service.router())
+        } else {
+            router.nest(&mount, service.router())
+        };
     }
     router
 }
@@ -170,14 +215,25 @@ impl RunningApp {
 ///
 /// # Errors
 /// When a listener cannot be bound or the state cannot be built.
-pub async fn start(config: Config, clock: Arc<dyn Clock>, public: Option<TcpListener>, admin: Option<TcpListener>) -> anyhow::Result<RunningApp> {
+pub async fn start(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    public: Option<TcpListener>,
+    admin: Option<TcpListener>,
+) -> anyhow::Result<RunningApp> {
     let public = match public {
         Some(listener) => listener,
-        None => TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?,
+        None => TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?,
     };
     let admin = match (admin, config.server.admin_listen) {
         (Some(listener), _) => Some(listener),
-        (None, Some(address)) => Some(TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?),
+        (None, Some(address)) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding {address}"))?,
+        ),
         (None, None) => None,
     };
     let state = AppState::build(config, clock)?;
@@ -185,11 +241,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>, public: Option<TcpList
     let mut tasks = tokio::task::JoinSet::new();
     let public_addr = public.local_addr()?;
     let signal = wait_for(receiver.clone());
-    tasks.spawn(crate::http::serve::serve(public, public_router(&state), signal));
+    tasks.spawn(crate::http::serve::serve(
+        public,
+        public_router(&state),
+        signal,
+    ));
     let admin_addr = match admin {
         Some(listener) => {
             let address = listener.local_addr()?;
-            tasks.spawn(crate::http::serve::serve(listener, crate::admin::router(&state), wait_for(receiver)));
+            tasks.spawn(crate::http::serve::serve(
+                listener,
+                crate::admin::router(&state),
+                wait_for(receiver),
+            ));
             Some(address)
         }
         None => None,
@@ -203,7 +267,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>, public: Option<TcpList
         });
     }
     tracing::info!(%public_addr, ?admin_addr, "tollgate listening");
-    Ok(RunningApp { public_addr, admin_addr, state, shutdown, tasks })
+    Ok(RunningApp {
+        public_addr,
+        admin_addr,
+        state,
+        shutdown,
+        tasks,
+    })
 }
 
 async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {

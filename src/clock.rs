@@ -36,7 +36,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock starting at the real current time.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { now: AtomicI64::new(SystemClock.now()) })
+        Arc::new(Self {
+            now: AtomicI64::new(SystemClock.now()),
+        })
     }
 
     /// Moves the clock forward (or backward, with a negative value) by `seconds`.

@@ -55,7 +55,12 @@ impl RunningDemo {
 ///
 /// # Errors
 /// When a password cannot be hashed.
-pub fn demo_config(issuer: &str, app_addr: SocketAddr, admin: Option<SocketAddr>, users: &[DemoUser]) -> anyhow::Result<String> {
+pub fn demo_config(
+    issuer: &str,
+    app_addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    users: &[DemoUser],
+) -> anyhow::Result<String> {
     let secret = crate::random::token();
     let mut text = format!(
         r#"[server]
@@ -90,12 +95,23 @@ source = "demo"
         listen = issuer.trim_start_matches("http://"),
         admin = admin.map_or_else(|| "127.0.0.1:0".to_owned(), |address| address.to_string()),
     );
-    let details = [("alice", "Alice Example", "alice@example.com", "[\"admin\", \"dev\"]"), ("bob", "Bob Example", "bob@example.com", "[\"dev\"]")];
+    let details = [
+        (
+            "alice",
+            "Alice Example",
+            "alice@example.com",
+            "[\"admin\", \"dev\"]",
+        ),
+        ("bob", "Bob Example", "bob@example.com", "[\"dev\"]"),
+    ];
     for user in users {
         let (name, email, groups) = details
             .iter()
             .find(|(username, ..)| *username == user.username)
-            .map_or(("Demo User", "demo@example.com", "[]"), |(_, name, email, groups)| (*name, *email, *groups));
+            .map_or(
+                ("Demo User", "demo@example.com", "[]"),
+                |(_, name, email, groups)| (*name, *email, *groups),
+            );
         let hash = crate::issuer::hash_password(&user.password).map_err(anyhow::Error::msg)?;
         text.push_str(&format!(
             "\n[[token_service.user]]\nusername = \"{}\"\npassword_hash = \"{hash}\"\nname = \"{name}\"\nemail = \"{email}\"\ngroups = {groups}\n",
@@ -109,24 +125,54 @@ source = "demo"
 ///
 /// # Errors
 /// When the configuration or a listener fails.
-pub async fn start(public: TcpListener, app: TcpListener, admin: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<RunningDemo> {
+pub async fn start(
+    public: TcpListener,
+    app: TcpListener,
+    admin: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningDemo> {
     let public_addr = public.local_addr()?;
     let app_addr = app.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let issuer = format!("http://{public_addr}");
     let users: Vec<DemoUser> = ["alice", "bob"]
         .iter()
-        .map(|username| DemoUser { username: (*username).to_owned(), password: crate::random::token().chars().take(12).collect() })
+        .map(|username| DemoUser {
+            username: (*username).to_owned(),
+            password: crate::random::token().chars().take(12).collect(),
+        })
         .collect();
     let text = demo_config(&issuer, app_addr, Some(admin_addr), &users)?;
     let config = crate::config::load(&text, &BTreeMap::new()).map_err(|problems| {
-        anyhow::anyhow!("demo config invalid: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        anyhow::anyhow!(
+            "demo config invalid: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     })?;
     let tollgate = crate::app::start(config, clock, Some(public), Some(admin)).await?;
-    let demo_app = DemoApp { auth_url: format!("{issuer}/auth?{INJECT}"), signin_url: format!("{issuer}/signin"), signout_url: format!("{issuer}/signout"), http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().context("HTTP client")? };
-    let router = Router::new().fallback(demo_page).with_state(Arc::new(demo_app));
+    let demo_app = DemoApp {
+        auth_url: format!("{issuer}/auth?{INJECT}"),
+        signin_url: format!("{issuer}/signin"),
+        signout_url: format!("{issuer}/signout"),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("HTTP client")?,
+    };
+    let router = Router::new()
+        .fallback(demo_page)
+        .with_state(Arc::new(demo_app));
     let app_task = tokio::spawn(async move { axum::serve(app, router.into_make_service()).await });
-    Ok(RunningDemo { tollgate, app_addr, users, app_task })
+    Ok(RunningDemo {
+        tollgate,
+        app_addr,
+        users,
+        app_task,
+    })
 }
 
 struct DemoApp {
@@ -137,17 +183,34 @@ struct DemoApp {
 }
 
 async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap) -> Response {
-    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("127.0.0.1");
-    let original_url = format!("http://{host}{}", uri.path_and_query().map_or("/", |path| path.as_str()));
-    let mut request = app.http.get(&app.auth_url).header("X-Original-URL", &original_url).header("X-Original-Method", "GET");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let original_url = format!(
+        "http://{host}{}",
+        uri.path_and_query().map_or("/", |path| path.as_str())
+    );
+    let mut request = app
+        .http
+        .get(&app.auth_url)
+        .header("X-Original-URL", &original_url)
+        .header("X-Original-Method", "GET");
     if let Some(cookie) = headers.get(header::COOKIE) {
         request = request.header(header::COOKIE, cookie.clone());
     }
     let answer = match request.send().await {
         Ok(answer) => answer,
-        Err(error) => return (axum::http::StatusCode::BAD_GATEWAY, format!("forward-auth unreachable: {error}")).into_response(),
+        Err(error) => {
+            return (
+                axum::http::StatusCode::BAD_GATEWAY,
+                format!("forward-auth unreachable: {error}"),
+            )
+                .into_response();
+        }
     };
-    let encoded = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let encoded =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     match answer.status().as_u16() {
         200 => {
             let mut rows = String::new();
@@ -157,7 +220,11 @@ async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap
                     rows.push_str(&format!("<tr><th>{name}</th><td>{value}</td></tr>"));
                 }
             }
-            let signout = format!("{}?rd={}", app.signout_url, encoded(&format!("http://{host}/")));
+            let signout = format!(
+                "{}?rd={}",
+                app.signout_url,
+                encoded(&format!("http://{host}/"))
+            );
             Html(format!(
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>Tollgate demo app</title></head><body>\
                  <h1>Hello from the demo app</h1><p>Tollgate let this request through and sent these identity headers:</p>\
@@ -166,6 +233,10 @@ async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap
             .into_response()
         }
         401 => crate::http::found(&format!("{}?rd={}", app.signin_url, encoded(&original_url))),
-        status => (axum::http::StatusCode::FORBIDDEN, format!("forward-auth answered {status}")).into_response(),
+        status => (
+            axum::http::StatusCode::FORBIDDEN,
+            format!("forward-auth answered {status}"),
+        )
+            .into_response(),
     }
 }

@@ -56,14 +56,18 @@ fn environment() -> BTreeMap<String, String> {
 
 fn init_logging(env: &BTreeMap<String, String>, format: tollgate::config::LogFormat) {
     use tollgate::config::LogFormat;
-    let filter = tracing_subscriber::EnvFilter::try_new(env.get("TOLLGATE_LOG").map_or("info", String::as_str))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(
+        env.get("TOLLGATE_LOG").map_or("info", String::as_str),
+    )
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -71,7 +75,10 @@ fn init_logging(env: &BTreeMap<String, String>, format: tollgate::config::LogFor
     }
 }
 
-fn load(path: &PathBuf, env: &BTreeMap<String, String>) -> Result<tollgate::config::Config, ExitCode> {
+fn load(
+    path: &PathBuf,
+    env: &BTreeMap<String, String>,
+) -> Result<tollgate::config::Config, ExitCode> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) => {
@@ -92,10 +99,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -108,7 +116,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(config: tollgate::config::Config) -> anyhow::Result<()> {
-    let mut running = tollgate::app::start(config, Arc::new(tollgate::clock::SystemClock), None, None).await?;
+    let mut running =
+        tollgate::app::start(config, Arc::new(tollgate::clock::SystemClock), None, None).await?;
     tokio::select! {
         result = running.wait() => result.context("listener failed")?,
         () = shutdown_signal() => tracing::info!("shutting down; draining in-flight requests"),
@@ -118,14 +127,22 @@ async fn serve(config: tollgate::config::Config) -> anyhow::Result<()> {
 }
 
 async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Result<()> {
-    let bind = |address: String| async move { tokio::net::TcpListener::bind(&address).await.with_context(|| format!("binding {address}")) };
+    let bind = |address: String| async move {
+        tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address}"))
+    };
     let public = bind(listen.to_owned()).await?;
     let app = bind(app_listen.to_owned()).await?;
     let admin = bind(admin_listen.to_owned()).await?;
-    let demo = tollgate::demo::start(public, app, admin, Arc::new(tollgate::clock::SystemClock)).await?;
+    let demo =
+        tollgate::demo::start(public, app, admin, Arc::new(tollgate::clock::SystemClock)).await?;
     println!("Tollgate demo is running.\n");
     println!("  Open the demo app:    http://{}/", demo.app_addr);
-    println!("  Token service:        http://{}/.well-known/openid-configuration", demo.tollgate.public_addr);
+    println!(
+        "  Token service:        http://{}/.well-known/openid-configuration",
+        demo.tollgate.public_addr
+    );
     if let Some(admin) = demo.tollgate.admin_addr {
         println!("  Metrics:              http://{admin}/metrics");
     }
@@ -142,7 +159,10 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = environment();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");
@@ -171,7 +191,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo { listen, app_listen, admin_listen } => {
+        Command::Demo {
+            listen,
+            app_listen,
+            admin_listen,
+        } => {
             init_logging(&env, tollgate::config::LogFormat::Text);
             match runtime.block_on(demo(&listen, &app_listen, &admin_listen)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -70,25 +70,54 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tollgate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests by role and result", requests.clone());
-        let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+        let buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ];
         let decision_seconds = Histogram::new(buckets);
-        registry.register("auth_decision_seconds", "Time to reach an authentication decision", decision_seconds.clone());
+        registry.register(
+            "auth_decision_seconds",
+            "Time to reach an authentication decision",
+            decision_seconds.clone(),
+        );
         let signins = Family::<ProviderLabels, Counter>::default();
         registry.register("signins", "Completed browser logins", signins.clone());
         let signouts = Counter::default();
         registry.register("signouts", "Sign-outs", signouts.clone());
         let code_exchange_errors = Family::<ProviderLabels, Counter>::default();
-        registry.register("code_exchange_errors", "Failed authorization code exchanges", code_exchange_errors.clone());
+        registry.register(
+            "code_exchange_errors",
+            "Failed authorization code exchanges",
+            code_exchange_errors.clone(),
+        );
         let jwks_fetches = Family::<JwksFetchLabels, Counter>::default();
-        registry.register("jwks_fetches", "JWKS fetches by provider and result", jwks_fetches.clone());
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by provider and result",
+            jwks_fetches.clone(),
+        );
         let tokens_issued = Family::<GrantLabels, Counter>::default();
-        registry.register("tokens_issued", "Tokens issued by the token service, by grant", tokens_issued.clone());
-        Self { registry, requests, decision_seconds, signins, signouts, code_exchange_errors, jwks_fetches, tokens_issued }
+        registry.register(
+            "tokens_issued",
+            "Tokens issued by the token service, by grant",
+            tokens_issued.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            decision_seconds,
+            signins,
+            signouts,
+            code_exchange_errors,
+            jwks_fetches,
+            tokens_issued,
+        }
     }
 
     /// Counts one request.
     pub fn request(&self, role: &'static str, result: &'static str) {
-        self.requests.get_or_create(&RequestLabels { role, result }).inc();
+        self.requests
+            .get_or_create(&RequestLabels { role, result })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -21,7 +21,14 @@ pub fn router(state: &Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -33,13 +40,18 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut problems = Vec::new();
     for provider in state.providers.values() {
         if !provider.is_discovered()
-            && let Err(error) = provider.metadata().await {
-                problems.push(format!("provider {}: {error}", provider.name()));
-            }
+            && let Err(error) = provider.metadata().await
+        {
+            problems.push(format!("provider {}: {error}", provider.name()));
+        }
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n{}\n", problems.join("\n"))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", problems.join("\n")),
+        )
+            .into_response()
     }
 }

@@ -17,7 +17,9 @@ pub(super) fn apply_overrides(
     problems: &mut Vec<ConfigProblem>,
 ) {
     for (name, value) in env {
-        let Some(path) = name.strip_prefix("TOLLGATE_") else { continue };
+        let Some(path) = name.strip_prefix("TOLLGATE_") else {
+            continue;
+        };
         if NOT_CONFIG.contains(&path) || path.starts_with("TEST_") {
             continue;
         }
@@ -42,13 +44,18 @@ fn override_value(text: &str) -> toml::Value {
     }
     if trimmed.starts_with('[')
         && let Ok(mut parsed) = toml::from_str::<toml::Table>(&format!("v = {trimmed}"))
-            && let Some(value) = parsed.remove("v") {
-                return value;
-            }
+        && let Some(value) = parsed.remove("v")
+    {
+        return value;
+    }
     toml::Value::String(text.to_owned())
 }
 
-fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) -> Result<(), String> {
+fn set_path(
+    table: &mut toml::Table,
+    segments: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     let Some((first, rest)) = segments.split_first() else {
         return Err("empty key path".to_owned());
     };
@@ -69,7 +76,11 @@ fn empty_container(rest: &[String]) -> toml::Value {
     }
 }
 
-fn set_in_value(node: &mut toml::Value, segments: &[String], value: toml::Value) -> Result<(), String> {
+fn set_in_value(
+    node: &mut toml::Value,
+    segments: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     match node {
         toml::Value::Table(table) => set_path(table, segments, value),
         toml::Value::Array(items) => {
@@ -80,7 +91,10 @@ fn set_in_value(node: &mut toml::Value, segments: &[String], value: toml::Value)
                 .parse()
                 .map_err(|_| format!("`{first}` is not an index into an array"))?;
             if index > items.len() {
-                return Err(format!("index {index} skips entries (the array has {})", items.len()));
+                return Err(format!(
+                    "index {index} skips entries (the array has {})",
+                    items.len()
+                ));
             }
             if index == items.len() {
                 items.push(empty_container(rest));
@@ -105,7 +119,10 @@ mod tests {
 
     fn apply(toml_text: &str, vars: &[(&str, &str)]) -> (toml::Table, Vec<ConfigProblem>) {
         let mut table: toml::Table = toml::from_str(toml_text).unwrap();
-        let env = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let env = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut problems = Vec::new();
         apply_overrides(&mut table, &env, &mut problems);
         (table, problems)
@@ -113,7 +130,10 @@ mod tests {
 
     #[test]
     fn nested_key_is_overridden() {
-        let (table, problems) = apply("[session]\nstore = \"cookie\"", &[("TOLLGATE_SESSION__STORE", "redis")]);
+        let (table, problems) = apply(
+            "[session]\nstore = \"cookie\"",
+            &[("TOLLGATE_SESSION__STORE", "redis")],
+        );
         assert!(problems.is_empty());
         assert_eq!(table["session"]["store"].as_str(), Some("redis"));
     }

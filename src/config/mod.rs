@@ -29,7 +29,10 @@ pub struct ConfigProblem {
 
 impl ConfigProblem {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::raw::{RawClient, RawForwardAuth, RawProvider, RawServer, RawSession, RawTokenService, RawUser};
+use super::raw::{
+    RawClient, RawForwardAuth, RawProvider, RawServer, RawSession, RawTokenService, RawUser,
+};
 use super::{
     ClientAuth, ClientConfig, Config, ConfigProblem, ForwardAuthConfig, GrantType, LogFormat,
     ProviderConfig, ServerConfig, SessionConfig, SessionStoreKind, TokenServiceConfig,
@@ -56,7 +58,10 @@ pub(super) fn load(
                         providers.push((path, provider));
                     }
                 }
-                _ => problems.push(ConfigProblem::new("provider", "must be an array of tables ([[provider]])")),
+                _ => problems.push(ConfigProblem::new(
+                    "provider",
+                    "must be an array of tables ([[provider]])",
+                )),
             },
             "route" => problems.push(ConfigProblem::new(
                 "route",
@@ -68,8 +73,10 @@ pub(super) fn load(
 
     let mut checker = Checker { problems, env };
     let server = checker.server(server);
-    let providers: Vec<ProviderConfig> =
-        providers.into_iter().filter_map(|(path, raw)| checker.provider(&path, raw)).collect();
+    let providers: Vec<ProviderConfig> = providers
+        .into_iter()
+        .filter_map(|(path, raw)| checker.provider(&path, raw))
+        .collect();
     checker.unique_provider_names(&providers);
     let session = checker.session(session);
     let forward_auth = forward_auth.and_then(|raw| checker.forward_auth(raw, &providers));
@@ -80,7 +87,13 @@ pub(super) fn load(
     checker.local_providers(&providers, token_service.as_ref());
 
     if checker.problems.is_empty() {
-        Ok(Config { server, providers, session, forward_auth, token_service })
+        Ok(Config {
+            server,
+            providers,
+            session,
+            forward_auth,
+            token_service,
+        })
     } else {
         Err(checker.problems)
     }
@@ -93,7 +106,8 @@ fn section<T: DeserializeOwned + Default>(
     problems: &mut Vec<ConfigProblem>,
 ) -> T {
     let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(join_path(base, &ignored_path(&path)));
+    let mut record =
+        |path: serde_ignored::Path<'_>| unknown.push(join_path(base, &ignored_path(&path)));
     let deserializer = serde_ignored::Deserializer::new(value, &mut record);
     let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
     match result {
@@ -107,17 +121,23 @@ fn section<T: DeserializeOwned + Default>(
             let mut path = String::new();
             for segment in error.path().iter() {
                 match segment {
-                    serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                    serde_path_to_error::Segment::Seq { index } => {
+                        path.push_str(&format!("[{index}]"))
+                    }
                     serde_path_to_error::Segment::Map { key } => {
                         if !path.is_empty() {
                             path.push('.');
                         }
                         path.push_str(key);
                     }
-                    serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+                    serde_path_to_error::Segment::Enum { .. }
+                    | serde_path_to_error::Segment::Unknown => {}
                 }
             }
-            problems.push(ConfigProblem::new(join_path(base, &path), error.inner().to_string()));
+            problems.push(ConfigProblem::new(
+                join_path(base, &path),
+                error.inner().to_string(),
+            ));
             T::default()
         }
     }
@@ -166,7 +186,10 @@ impl Checker<'_> {
             Some(text) => match humantime::parse_duration(text.trim()) {
                 Ok(duration) => duration,
                 Err(error) => {
-                    self.problem(path, format!("`{text}` is not a duration like \"30s\" or \"12h\": {error}"));
+                    self.problem(
+                        path,
+                        format!("`{text}` is not a duration like \"30s\" or \"12h\": {error}"),
+                    );
                     default
                 }
             },
@@ -177,7 +200,10 @@ impl Checker<'_> {
         match value.parse() {
             Ok(address) => Some(address),
             Err(_) => {
-                self.problem(path, format!("`{value}` is not an address like \"127.0.0.1:4180\""));
+                self.problem(
+                    path,
+                    format!("`{value}` is not an address like \"127.0.0.1:4180\""),
+                );
                 None
             }
         }
@@ -185,7 +211,9 @@ impl Checker<'_> {
 
     fn url(&mut self, path: &str, value: &str) -> Option<Url> {
         match Url::parse(value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
             Ok(_) => {
                 self.problem(path, format!("`{value}` must be an http or https URL"));
                 None
@@ -206,9 +234,14 @@ impl Checker<'_> {
         file: Option<String>,
         env_name: Option<String>,
     ) -> Option<Secret<String>> {
-        let given = usize::from(inline.is_some()) + usize::from(file.is_some()) + usize::from(env_name.is_some());
+        let given = usize::from(inline.is_some())
+            + usize::from(file.is_some())
+            + usize::from(env_name.is_some());
         if given > 1 {
-            self.problem(path, format!("give only one of {path}, {path}_file and {path}_env"));
+            self.problem(
+                path,
+                format!("give only one of {path}, {path}_file and {path}_env"),
+            );
             return None;
         }
         if let Some(value) = inline {
@@ -216,9 +249,17 @@ impl Checker<'_> {
         }
         if let Some(file) = file {
             return match std::fs::read_to_string(&file) {
-                Ok(text) => Some(Secret::new(text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned())),
+                Ok(text) => Some(Secret::new(
+                    text.strip_suffix('\n')
+                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                        .unwrap_or(&text)
+                        .to_owned(),
+                )),
                 Err(error) => {
-                    self.problem(format!("{path}_file"), format!("cannot read `{file}`: {error}"));
+                    self.problem(
+                        format!("{path}_file"),
+                        format!("cannot read `{file}`: {error}"),
+                    );
                     None
                 }
             };
@@ -227,7 +268,10 @@ impl Checker<'_> {
             return match self.env.get(&name) {
                 Some(value) => Some(Secret::new(value.clone())),
                 None => {
-                    self.problem(format!("{path}_env"), format!("environment variable `{name}` is not set"));
+                    self.problem(
+                        format!("{path}_env"),
+                        format!("environment variable `{name}` is not set"),
+                    );
                     None
                 }
             };
@@ -245,15 +289,15 @@ impl Checker<'_> {
             Some(value) => self.socket_addr("server.admin_listen", value),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
         };
-        let public_url = raw.public_url.as_deref().and_then(|value| self.url("server.public_url", value));
+        let public_url = raw
+            .public_url
+            .as_deref()
+            .and_then(|value| self.url("server.public_url", value));
         let trusted_proxies = match raw.trusted_proxies {
-            None => vec![
-                "127.0.0.0/8".parse().ok(),
-                "::1/128".parse().ok(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
+            None => vec!["127.0.0.0/8".parse().ok(), "::1/128".parse().ok()]
+                .into_iter()
+                .flatten()
+                .collect(),
             Some(list) => list
                 .iter()
                 .enumerate()
@@ -264,7 +308,10 @@ impl Checker<'_> {
                     match parsed {
                         Ok(net) => Some(net),
                         Err(_) => {
-                            self.problem(format!("server.trusted_proxies[{index}]"), format!("`{text}` is not an IP address or CIDR"));
+                            self.problem(
+                                format!("server.trusted_proxies[{index}]"),
+                                format!("`{text}` is not an IP address or CIDR"),
+                            );
                             None
                         }
                     }
@@ -276,16 +323,26 @@ impl Checker<'_> {
             .unwrap_or_default()
             .iter()
             .enumerate()
-            .filter_map(|(index, text)| match text.parse::<AllowedRedirectDomain>() {
-                Ok(domain) => Some(domain),
-                Err(message) => {
-                    self.problem(format!("server.allowed_redirect_domains[{index}]"), message);
-                    None
-                }
-            })
+            .filter_map(
+                |(index, text)| match text.parse::<AllowedRedirectDomain>() {
+                    Ok(domain) => Some(domain),
+                    Err(message) => {
+                        self.problem(format!("server.allowed_redirect_domains[{index}]"), message);
+                        None
+                    }
+                },
+            )
             .collect();
-        let admin_token = self.secret("server.admin_token", raw.admin_token, raw.admin_token_file, raw.admin_token_env);
-        if admin_token.as_ref().is_some_and(|token| token.expose().len() < 16) {
+        let admin_token = self.secret(
+            "server.admin_token",
+            raw.admin_token,
+            raw.admin_token_file,
+            raw.admin_token_env,
+        );
+        if admin_token
+            .as_ref()
+            .is_some_and(|token| token.expose().len() < 16)
+        {
             self.problem("server.admin_token", "must be at least 16 characters");
         }
         let leeway = self.duration("server.leeway", raw.leeway, Duration::from_secs(60));
@@ -294,11 +351,23 @@ impl Checker<'_> {
             Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                self.problem("server.log_format", format!("`{other}` is not one of auto, json, text"));
+                self.problem(
+                    "server.log_format",
+                    format!("`{other}` is not one of auto, json, text"),
+                );
                 LogFormat::Auto
             }
         };
-        ServerConfig { listen, admin_listen, public_url, trusted_proxies, allowed_redirect_domains, admin_token, leeway, log_format }
+        ServerConfig {
+            listen,
+            admin_listen,
+            public_url,
+            trusted_proxies,
+            allowed_redirect_domains,
+            admin_token,
+            leeway,
+            log_format,
+        }
     }
 
     fn provider(&mut self, path: &str, raw: RawProvider) -> Option<ProviderConfig> {
@@ -308,13 +377,21 @@ impl Checker<'_> {
             self.url(&format!("{path}.issuer"), issuer);
         }
         let client_id = self.required(&format!("{path}.client_id"), raw.client_id);
-        let client_secret = self.secret(&format!("{path}.client_secret"), raw.client_secret, raw.client_secret_file, raw.client_secret_env);
+        let client_secret = self.secret(
+            &format!("{path}.client_secret"),
+            raw.client_secret,
+            raw.client_secret_file,
+            raw.client_secret_env,
+        );
         let client_auth = match raw.client_auth.as_deref() {
             None | Some("client_secret_basic") => ClientAuth::ClientSecretBasic,
             Some("client_secret_post") => ClientAuth::ClientSecretPost,
             Some("none") => ClientAuth::None,
             Some("private_key_jwt") => {
-                self.problem(format!("{path}.client_auth"), "private_key_jwt is not available in this version");
+                self.problem(
+                    format!("{path}.client_auth"),
+                    "private_key_jwt is not available in this version",
+                );
                 ClientAuth::None
             }
             Some(other) => {
@@ -326,23 +403,40 @@ impl Checker<'_> {
             self.problem(format!("{path}.client_key_file"), "only used with client_auth = \"private_key_jwt\", which is not available in this version");
         }
         match client_auth {
-            ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost if client_secret.is_none() => {
-                self.problem(format!("{path}.client_secret"), "is required with this client_auth (or set client_auth = \"none\")");
+            ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost
+                if client_secret.is_none() =>
+            {
+                self.problem(
+                    format!("{path}.client_secret"),
+                    "is required with this client_auth (or set client_auth = \"none\")",
+                );
             }
             ClientAuth::None if client_secret.is_some() => {
-                self.problem(format!("{path}.client_secret"), "is not used with client_auth = \"none\"");
+                self.problem(
+                    format!("{path}.client_secret"),
+                    "is not used with client_auth = \"none\"",
+                );
             }
             _ => {}
         }
         if raw.introspection == Some(true) {
-            self.problem(format!("{path}.introspection"), "opaque-token introspection is not available in this version");
+            self.problem(
+                format!("{path}.introspection"),
+                "opaque-token introspection is not available in this version",
+            );
         }
         let post_logout_redirect_uri = raw
             .post_logout_redirect_uri
             .as_deref()
             .and_then(|value| self.url(&format!("{path}.post_logout_redirect_uri"), value));
-        let jwks_refetch_interval = self.duration(&format!("{path}.jwks_refetch_interval"), raw.jwks_refetch_interval, Duration::from_secs(10));
-        let scopes = raw.scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+        let jwks_refetch_interval = self.duration(
+            &format!("{path}.jwks_refetch_interval"),
+            raw.jwks_refetch_interval,
+            Duration::from_secs(10),
+        );
+        let scopes = raw
+            .scopes
+            .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
         if !scopes.iter().any(|scope| scope == "openid") {
             self.problem(format!("{path}.scopes"), "must include \"openid\"");
         }
@@ -363,8 +457,15 @@ impl Checker<'_> {
 
     fn unique_provider_names(&mut self, providers: &[ProviderConfig]) {
         for (index, provider) in providers.iter().enumerate() {
-            if providers.iter().take(index).any(|earlier| earlier.name == provider.name) {
-                self.problem(format!("provider[{index}].name"), format!("`{}` is used by an earlier provider", provider.name));
+            if providers
+                .iter()
+                .take(index)
+                .any(|earlier| earlier.name == provider.name)
+            {
+                self.problem(
+                    format!("provider[{index}].name"),
+                    format!("`{}` is used by an earlier provider", provider.name),
+                );
             }
         }
     }
@@ -373,11 +474,17 @@ impl Checker<'_> {
         let store = match raw.store.as_deref() {
             None | Some("cookie") => SessionStoreKind::Cookie,
             Some(kind @ ("memory" | "redis")) => {
-                self.problem("session.store", format!("`{kind}` is not available in this version; use \"cookie\""));
+                self.problem(
+                    "session.store",
+                    format!("`{kind}` is not available in this version; use \"cookie\""),
+                );
                 SessionStoreKind::Cookie
             }
             Some(other) => {
-                self.problem("session.store", format!("`{other}` is not one of cookie, memory, redis"));
+                self.problem(
+                    "session.store",
+                    format!("`{other}` is not one of cookie, memory, redis"),
+                );
                 SessionStoreKind::Cookie
             }
         };
@@ -388,23 +495,64 @@ impl Checker<'_> {
             self.problem("session.redis_url", "only used with store = \"redis\"");
         }
         let cookie_name = raw.cookie_name.unwrap_or_else(|| "tollgate".to_owned());
-        if cookie_name.is_empty() || !cookie_name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_-".contains(&byte)) {
-            self.problem("session.cookie_name", "must be letters, digits, `_` and `-` only");
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"_-".contains(&byte))
+        {
+            self.problem(
+                "session.cookie_name",
+                "must be letters, digits, `_` and `-` only",
+            );
         }
         let secrets = self.session_secrets(raw.secrets, raw.secrets_file, raw.secrets_env);
-        let lifetime = self.duration("session.lifetime", raw.lifetime, Duration::from_secs(12 * 3600));
-        let idle_timeout = self.duration("session.idle_timeout", raw.idle_timeout, Duration::from_secs(3600));
-        let refresh_before = self.duration("session.refresh_before", raw.refresh_before, Duration::from_secs(60));
-        SessionConfig { store, cookie_name, secrets, lifetime, idle_timeout, refresh: raw.refresh.unwrap_or(true), refresh_before }
+        let lifetime = self.duration(
+            "session.lifetime",
+            raw.lifetime,
+            Duration::from_secs(12 * 3600),
+        );
+        let idle_timeout = self.duration(
+            "session.idle_timeout",
+            raw.idle_timeout,
+            Duration::from_secs(3600),
+        );
+        let refresh_before = self.duration(
+            "session.refresh_before",
+            raw.refresh_before,
+            Duration::from_secs(60),
+        );
+        SessionConfig {
+            store,
+            cookie_name,
+            secrets,
+            lifetime,
+            idle_timeout,
+            refresh: raw.refresh.unwrap_or(true),
+            refresh_before,
+        }
     }
 
-    fn session_secrets(&mut self, inline: Option<Vec<String>>, file: Option<String>, env_name: Option<String>) -> Vec<Secret<String>> {
+    fn session_secrets(
+        &mut self,
+        inline: Option<Vec<String>>,
+        file: Option<String>,
+        env_name: Option<String>,
+    ) -> Vec<Secret<String>> {
         let from_text = |text: &str| -> Vec<String> {
-            text.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned).collect()
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect()
         };
-        let given = usize::from(inline.is_some()) + usize::from(file.is_some()) + usize::from(env_name.is_some());
+        let given = usize::from(inline.is_some())
+            + usize::from(file.is_some())
+            + usize::from(env_name.is_some());
         if given > 1 {
-            self.problem("session.secrets", "give only one of secrets, secrets_file and secrets_env");
+            self.problem(
+                "session.secrets",
+                "give only one of secrets, secrets_file and secrets_env",
+            );
             return Vec::new();
         }
         let lines = if let Some(list) = inline {
@@ -413,7 +561,10 @@ impl Checker<'_> {
             match std::fs::read_to_string(&file) {
                 Ok(text) => from_text(&text),
                 Err(error) => {
-                    self.problem("session.secrets_file", format!("cannot read `{file}`: {error}"));
+                    self.problem(
+                        "session.secrets_file",
+                        format!("cannot read `{file}`: {error}"),
+                    );
                     return Vec::new();
                 }
             }
@@ -421,7 +572,10 @@ impl Checker<'_> {
             match self.env.get(&name) {
                 Some(text) => from_text(text),
                 None => {
-                    self.problem("session.secrets_env", format!("environment variable `{name}` is not set"));
+                    self.problem(
+                        "session.secrets_env",
+                        format!("environment variable `{name}` is not set"),
+                    );
                     return Vec::new();
                 }
             }
@@ -430,55 +584,97 @@ impl Checker<'_> {
         };
         for (index, line) in lines.iter().enumerate() {
             if line.len() < 32 {
-                self.problem(format!("session.secrets[{index}]"), "must be at least 32 characters (for example `openssl rand -base64 32`)");
+                self.problem(
+                    format!("session.secrets[{index}]"),
+                    "must be at least 32 characters (for example `openssl rand -base64 32`)",
+                );
             }
         }
         lines.into_iter().map(Secret::new).collect()
     }
 
-    fn forward_auth(&mut self, raw: RawForwardAuth, providers: &[ProviderConfig]) -> Option<ForwardAuthConfig> {
+    fn forward_auth(
+        &mut self,
+        raw: RawForwardAuth,
+        providers: &[ProviderConfig],
+    ) -> Option<ForwardAuthConfig> {
         if raw.enabled == Some(false) {
             return None;
         }
         let provider = self.required("forward_auth.provider", raw.provider)?;
         if !providers.iter().any(|candidate| candidate.name == provider) {
-            self.problem("forward_auth.provider", format!("no [[provider]] is named `{provider}`"));
+            self.problem(
+                "forward_auth.provider",
+                format!("no [[provider]] is named `{provider}`"),
+            );
         }
         let unauthenticated = match raw.unauthenticated.as_deref() {
             None | Some("status") => Unauthenticated::Status,
             Some("redirect") => Unauthenticated::Redirect,
             Some(other) => {
-                self.problem("forward_auth.unauthenticated", format!("`{other}` is not one of status, redirect"));
+                self.problem(
+                    "forward_auth.unauthenticated",
+                    format!("`{other}` is not one of status, redirect"),
+                );
                 Unauthenticated::Status
             }
         };
         if raw.grpc_listen.is_some() {
-            self.problem("forward_auth.grpc_listen", "Envoy ext_authz over gRPC is not available in this version");
+            self.problem(
+                "forward_auth.grpc_listen",
+                "Envoy ext_authz over gRPC is not available in this version",
+            );
         }
         if let Some(cookie) = &raw.token_cookie
-            && (cookie.is_empty() || !cookie.bytes().all(|byte| byte.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&byte))) {
-                self.problem("forward_auth.token_cookie", "is not a valid cookie name");
-            }
-        Some(ForwardAuthConfig { provider, token_cookie: raw.token_cookie, unauthenticated })
+            && (cookie.is_empty()
+                || !cookie
+                    .bytes()
+                    .all(|byte| byte.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&byte)))
+        {
+            self.problem("forward_auth.token_cookie", "is not a valid cookie name");
+        }
+        Some(ForwardAuthConfig {
+            provider,
+            token_cookie: raw.token_cookie,
+            unauthenticated,
+        })
     }
 
-    fn token_service(&mut self, raw: RawTokenService, providers: &[ProviderConfig]) -> Option<TokenServiceConfig> {
+    fn token_service(
+        &mut self,
+        raw: RawTokenService,
+        providers: &[ProviderConfig],
+    ) -> Option<TokenServiceConfig> {
         let issuer = self.required("token_service.issuer", raw.issuer);
         let issuer = issuer.and_then(|text| self.url("token_service.issuer", &text));
         if let Some(issuer) = &issuer
-            && (issuer.query().is_some() || issuer.fragment().is_some()) {
-                self.problem("token_service.issuer", "must not have a query or fragment");
-            }
-        let token_lifetime = self.duration("token_service.token_lifetime", raw.token_lifetime, Duration::from_secs(30 * 60));
+            && (issuer.query().is_some() || issuer.fragment().is_some())
+        {
+            self.problem("token_service.issuer", "must not have a query or fragment");
+        }
+        let token_lifetime = self.duration(
+            "token_service.token_lifetime",
+            raw.token_lifetime,
+            Duration::from_secs(30 * 60),
+        );
         let clients: Vec<ClientConfig> = raw
             .client
             .into_iter()
             .enumerate()
-            .filter_map(|(index, client)| self.client(&format!("token_service.client[{index}]"), client, providers))
+            .filter_map(|(index, client)| {
+                self.client(&format!("token_service.client[{index}]"), client, providers)
+            })
             .collect();
         for (index, client) in clients.iter().enumerate() {
-            if clients.iter().take(index).any(|earlier| earlier.client_id == client.client_id) {
-                self.problem(format!("token_service.client[{index}].client_id"), format!("`{}` is used by an earlier client", client.client_id));
+            if clients
+                .iter()
+                .take(index)
+                .any(|earlier| earlier.client_id == client.client_id)
+            {
+                self.problem(
+                    format!("token_service.client[{index}].client_id"),
+                    format!("`{}` is used by an earlier client", client.client_id),
+                );
             }
         }
         let users: Vec<UserConfig> = raw
@@ -496,7 +692,12 @@ impl Checker<'_> {
         })
     }
 
-    fn client(&mut self, path: &str, raw: RawClient, providers: &[ProviderConfig]) -> Option<ClientConfig> {
+    fn client(
+        &mut self,
+        path: &str,
+        raw: RawClient,
+        providers: &[ProviderConfig],
+    ) -> Option<ClientConfig> {
         let client_id = self.required(&format!("{path}.client_id"), raw.client_id)?;
         let grants: Vec<GrantType> = raw
             .grants
@@ -518,35 +719,60 @@ impl Checker<'_> {
         }
         let client_secret_hash = raw.client_secret_hash.map(Secret::new);
         if let Some(hash) = &client_secret_hash
-            && argon2::PasswordHash::new(hash.expose()).is_err() {
-                self.problem(format!("{path}.client_secret_hash"), "is not a PHC-format hash (make one with `tollgate hash-secret`)");
-            }
+            && argon2::PasswordHash::new(hash.expose()).is_err()
+        {
+            self.problem(
+                format!("{path}.client_secret_hash"),
+                "is not a PHC-format hash (make one with `tollgate hash-secret`)",
+            );
+        }
         if grants.contains(&GrantType::ClientCredentials) && client_secret_hash.is_none() {
-            self.problem(format!("{path}.client_secret_hash"), "is required for the client_credentials grant");
+            self.problem(
+                format!("{path}.client_secret_hash"),
+                "is required for the client_credentials grant",
+            );
         }
         let redirect_uris = raw.redirect_uris.unwrap_or_default();
         for (index, uri) in redirect_uris.iter().enumerate() {
             match Url::parse(uri) {
                 Ok(url) if url.fragment().is_none() && url.host().is_some() => {}
-                _ => self.problem(format!("{path}.redirect_uris[{index}]"), format!("`{uri}` is not an absolute URL without a fragment")),
+                _ => self.problem(
+                    format!("{path}.redirect_uris[{index}]"),
+                    format!("`{uri}` is not an absolute URL without a fragment"),
+                ),
             }
         }
         if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
-            self.problem(format!("{path}.redirect_uris"), "is required for the authorization_code grant");
+            self.problem(
+                format!("{path}.redirect_uris"),
+                "is required for the authorization_code grant",
+            );
         }
         if grants.contains(&GrantType::RefreshToken) {
-            self.problem(format!("{path}.grants"), "the refresh_token grant is not available in this version");
+            self.problem(
+                format!("{path}.grants"),
+                "the refresh_token grant is not available in this version",
+            );
         }
         if let Some(login_provider) = &raw.login_provider {
-            if !providers.iter().any(|provider| &provider.name == login_provider) {
-                self.problem(format!("{path}.login_provider"), format!("no [[provider]] is named `{login_provider}`"));
+            if !providers
+                .iter()
+                .any(|provider| &provider.name == login_provider)
+            {
+                self.problem(
+                    format!("{path}.login_provider"),
+                    format!("no [[provider]] is named `{login_provider}`"),
+                );
             } else {
                 self.problem(format!("{path}.login_provider"), "federated login is not available in this version; users log in at the local form");
             }
         }
         let source = raw.source.unwrap_or_else(|| "local".to_owned());
         if source.is_empty() || source.contains(':') {
-            self.problem(format!("{path}.source"), "must be non-empty and contain no `:`");
+            self.problem(
+                format!("{path}.source"),
+                "must be non-empty and contain no `:`",
+            );
         }
         let audience = raw.audience.unwrap_or_else(|| client_id.clone());
         let extra_claims = raw.extra_claims.unwrap_or_default().into_iter().collect();
@@ -566,7 +792,10 @@ impl Checker<'_> {
         let username = self.required(&format!("{path}.username"), raw.username)?;
         let password_hash = self.required(&format!("{path}.password_hash"), raw.password_hash)?;
         if argon2::PasswordHash::new(&password_hash).is_err() {
-            self.problem(format!("{path}.password_hash"), "is not a PHC-format hash (make one with `tollgate hash-secret`)");
+            self.problem(
+                format!("{path}.password_hash"),
+                "is not a PHC-format hash (make one with `tollgate hash-secret`)",
+            );
         }
         Some(UserConfig {
             username,
@@ -580,13 +809,22 @@ impl Checker<'_> {
 
     /// A provider whose issuer is the token service's is served in-process (SPEC §7); its
     /// client must be registered there for the authorization code grant.
-    fn local_providers(&mut self, providers: &[ProviderConfig], token_service: Option<&TokenServiceConfig>) {
-        let Some(token_service) = token_service else { return };
+    fn local_providers(
+        &mut self,
+        providers: &[ProviderConfig],
+        token_service: Option<&TokenServiceConfig>,
+    ) {
+        let Some(token_service) = token_service else {
+            return;
+        };
         for (index, provider) in providers.iter().enumerate() {
             if !is_same_issuer(&provider.issuer, &token_service.issuer) {
                 continue;
             }
-            let client = token_service.clients.iter().find(|client| client.client_id == provider.client_id);
+            let client = token_service
+                .clients
+                .iter()
+                .find(|client| client.client_id == provider.client_id);
             match client {
                 Some(client) if client.grants.contains(&GrantType::AuthorizationCode) => {}
                 _ => self.problem(

@@ -28,16 +28,39 @@ enum Outcome {
 }
 
 /// `GET /auth`.
-pub async fn auth(State(state): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn auth(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let started = Instant::now();
     let original = original_request(peer.ip(), &headers, &state.config.server.trusted_proxies);
-    let outcome = decide_auth(&state, &headers, query.as_deref().unwrap_or(""), original.as_ref()).await;
-    state.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
-    let path = original.as_ref().and_then(|request| request.raw_path.as_deref()).unwrap_or("-");
+    let outcome = decide_auth(
+        &state,
+        &headers,
+        query.as_deref().unwrap_or(""),
+        original.as_ref(),
+    )
+    .await;
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let path = original
+        .as_ref()
+        .and_then(|request| request.raw_path.as_deref())
+        .unwrap_or("-");
     match outcome {
         Outcome::Allow(injected, credential) => {
             state.metrics.request("forward_auth", "allow");
-            tracing::info!(role = "forward_auth", result = "allow", credential, path, "decision");
+            tracing::info!(
+                role = "forward_auth",
+                result = "allow",
+                credential,
+                path,
+                "decision"
+            );
             let mut response = StatusCode::OK.into_response();
             for (name, value) in injected {
                 response.headers_mut().append(name, value);
@@ -55,7 +78,9 @@ pub async fn auth(State(state): State<Arc<AppState>>, ConnectInfo(peer): Connect
             crate::http::found(&location)
         }
         Outcome::Reject(rejection, reason) => {
-            state.metrics.request("forward_auth", rejection.result_label());
+            state
+                .metrics
+                .request("forward_auth", rejection.result_label());
             tracing::info!(role = "forward_auth", result = rejection.result_label(), reason = %reason, path, "decision");
             rejection.into_response()
         }
@@ -66,14 +91,23 @@ fn parsed_query(state: &AppState, raw: &str) -> Result<Arc<AuthQuery>, Rejection
     if let Some(query) = state.auth_queries.get(raw) {
         return Ok(query);
     }
-    let query = Arc::new(AuthQuery::parse(raw).map_err(|error| Rejection::BadRequest(error.to_string()))?);
+    let query =
+        Arc::new(AuthQuery::parse(raw).map_err(|error| Rejection::BadRequest(error.to_string()))?);
     state.auth_queries.insert(raw.to_owned(), query.clone());
     Ok(query)
 }
 
-async fn decide_auth(state: &AppState, headers: &HeaderMap, raw_query: &str, original: Option<&OriginalRequest>) -> Outcome {
+async fn decide_auth(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw_query: &str,
+    original: Option<&OriginalRequest>,
+) -> Outcome {
     let Some((section, provider)) = state.forward_auth() else {
-        return Outcome::Reject(Rejection::Internal, "forward-auth is not configured".to_owned());
+        return Outcome::Reject(
+            Rejection::Internal,
+            "forward-auth is not configured".to_owned(),
+        );
     };
     // The query is checked before any credential (SPEC §4).
     let query = match parsed_query(state, raw_query) {
@@ -86,38 +120,69 @@ async fn decide_auth(state: &AppState, headers: &HeaderMap, raw_query: &str, ori
     // Skip rules see the canonical original path only; without a trusted original request they
     // cannot match (fail closed).
     if !query.skip_rules.is_empty()
-        && let Some((method, path)) = original.and_then(|request| Some((&request.method, canonical_path(request.raw_path.as_deref()?)?)))
-            && query.skip_rules.iter().any(|rule| rule.skips(method, &path)) {
-                return Outcome::Skip;
-            }
+        && let Some((method, path)) = original.and_then(|request| {
+            Some((
+                &request.method,
+                canonical_path(request.raw_path.as_deref()?)?,
+            ))
+        })
+        && query
+            .skip_rules
+            .iter()
+            .any(|rule| rule.skips(method, &path))
+    {
+        return Outcome::Skip;
+    }
     let jar = state.jar.as_ref();
-    let identity = match authenticate(headers, provider, jar, section.token_cookie.as_deref(), state.clock.now()).await {
+    let identity = match authenticate(
+        headers,
+        provider,
+        jar,
+        section.token_cookie.as_deref(),
+        state.clock.now(),
+    )
+    .await
+    {
         Ok(identity) => identity,
-        Err(IdentityError::ProviderUnavailable(reason)) => return Outcome::Reject(Rejection::ProviderUnavailable, reason),
+        Err(IdentityError::ProviderUnavailable(reason)) => {
+            return Outcome::Reject(Rejection::ProviderUnavailable, reason);
+        }
         Err(error) => {
-            if section.unauthenticated == Unauthenticated::Redirect && is_browser_navigation(headers, original)
-                && let Some(location) = signin_location(state, headers, original) {
-                    return Outcome::Redirect(location);
-                }
+            if section.unauthenticated == Unauthenticated::Redirect
+                && is_browser_navigation(headers, original)
+                && let Some(location) = signin_location(state, headers, original)
+            {
+                return Outcome::Redirect(location);
+            }
             return Outcome::Reject(Rejection::Unauthenticated, error.to_string());
         }
     };
     match decide(&query, &identity.claims) {
         Decision::Allow(injected) => Outcome::Allow(injected, identity.credential.as_str()),
-        Decision::Deny(requirement) => Outcome::Reject(Rejection::Forbidden(requirement.clone()), requirement),
+        Decision::Deny(requirement) => {
+            Outcome::Reject(Rejection::Forbidden(requirement.clone()), requirement)
+        }
     }
 }
 
 /// A browser navigating (not an API call): GET/HEAD, no `X-Requested-With`, and not asking
 /// for JSON only.
 fn is_browser_navigation(headers: &HeaderMap, original: Option<&OriginalRequest>) -> bool {
-    let method_ok = original.is_none_or(|request| request.method == Method::GET || request.method == Method::HEAD);
-    let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let method_ok = original
+        .is_none_or(|request| request.method == Method::GET || request.method == Method::HEAD);
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
     let wants_json = accept.contains("application/json") && !accept.contains("text/html");
     method_ok && !wants_json && !headers.contains_key("x-requested-with")
 }
 
-fn signin_location(state: &AppState, headers: &HeaderMap, original: Option<&OriginalRequest>) -> Option<String> {
+fn signin_location(
+    state: &AppState,
+    headers: &HeaderMap,
+    original: Option<&OriginalRequest>,
+) -> Option<String> {
     let original_url = original?.url.as_ref()?;
     let base = match &state.config.server.public_url {
         Some(url) => url.clone(),
@@ -130,18 +195,32 @@ fn signin_location(state: &AppState, headers: &HeaderMap, original: Option<&Orig
         }
     };
     let _ = headers;
-    let encoded: String = url::form_urlencoded::byte_serialize(original_url.as_str().as_bytes()).collect();
-    Some(format!("{}/signin?rd={encoded}", base.as_str().trim_end_matches('/')))
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(original_url.as_str().as_bytes()).collect();
+    Some(format!(
+        "{}/signin?rd={encoded}",
+        base.as_str().trim_end_matches('/')
+    ))
 }
 
 /// Validates a bearer token from `Authorization` or the token cookie, against the forward-auth
 /// provider and then the token service's own tokens.
-async fn token_identity(state: &AppState, headers: &HeaderMap) -> Result<Claims, (Rejection, String)> {
+async fn token_identity(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Claims, (Rejection, String)> {
     let cookies = request_cookies(headers);
-    let token_cookie = state.forward_auth().and_then(|(section, _)| section.token_cookie.as_deref());
+    let token_cookie = state
+        .forward_auth()
+        .and_then(|(section, _)| section.token_cookie.as_deref());
     let token = match bearer_token(headers) {
         Some(Ok(token)) => token.to_owned(),
-        Some(Err(())) => return Err((Rejection::Unauthenticated, "malformed Authorization header".to_owned())),
+        Some(Err(())) => {
+            return Err((
+                Rejection::Unauthenticated,
+                "malformed Authorization header".to_owned(),
+            ));
+        }
         None => match token_cookie.and_then(|name| cookies.get(name)) {
             Some(token) => token.clone(),
             None => return Err((Rejection::Unauthenticated, "no token".to_owned())),
@@ -151,7 +230,9 @@ async fn token_identity(state: &AppState, headers: &HeaderMap) -> Result<Claims,
     if let Some((_, provider)) = state.forward_auth() {
         match provider.validate_access_token(&token).await {
             Ok(claims) => return Ok(claims),
-            Err(crate::oidc::provider::CredentialError::Provider(error)) if state.token_service.is_none() => {
+            Err(crate::oidc::provider::CredentialError::Provider(error))
+                if state.token_service.is_none() =>
+            {
                 return Err((Rejection::ProviderUnavailable, error.to_string()));
             }
             Err(error) => reason = error.to_string(),
@@ -170,14 +251,22 @@ async fn token_identity(state: &AppState, headers: &HeaderMap) -> Result<Claims,
 pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let result = token_identity(&state, &headers).await;
-    state.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(claims) => {
             let now = state.clock.now();
-            let left = numeric_claim(&claims, "exp").ok().flatten().map_or(0, |exp| exp - now).clamp(0, MAX_VALIDATE_CACHE);
+            let left = numeric_claim(&claims, "exp")
+                .ok()
+                .flatten()
+                .map_or(0, |exp| exp - now)
+                .clamp(0, MAX_VALIDATE_CACHE);
             state.metrics.request("validate", "allow");
             tracing::info!(role = "validate", result = "allow", "decision");
-            let cache_control = HeaderValue::from_str(&format!("max-age={left}")).unwrap_or(HeaderValue::from_static("no-store"));
+            let cache_control = HeaderValue::from_str(&format!("max-age={left}"))
+                .unwrap_or(HeaderValue::from_static("no-store"));
             (StatusCode::OK, [(header::CACHE_CONTROL, cache_control)]).into_response()
         }
         Err((rejection, reason)) => {
@@ -192,12 +281,24 @@ pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
 const MAX_VALIDATE_CACHE: i64 = 300;
 
 /// `GET /userinfo`: the caller's claims as JSON.
-pub async fn userinfo(State(state): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+pub async fn userinfo(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let _ = peer;
     if let Some((section, provider)) = state.forward_auth()
-        && let Ok(identity) = authenticate(&headers, provider, state.jar.as_ref(), section.token_cookie.as_deref(), state.clock.now()).await {
-            return claims_response(&identity.claims);
-        }
+        && let Ok(identity) = authenticate(
+            &headers,
+            provider,
+            state.jar.as_ref(),
+            section.token_cookie.as_deref(),
+            state.clock.now(),
+        )
+        .await
+    {
+        return claims_response(&identity.claims);
+    }
     match token_identity(&state, &headers).await {
         Ok(claims) => claims_response(&claims),
         Err((rejection, _)) => rejection.into_response(),
@@ -205,11 +306,24 @@ pub async fn userinfo(State(state): State<Arc<AppState>>, ConnectInfo(peer): Con
 }
 
 fn claims_response(claims: &Claims) -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], axum::Json(claims.as_ref().clone())).into_response()
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(claims.as_ref().clone()),
+    )
+        .into_response()
 }
 
 /// The external base URL of a request, or a 400 when it cannot be known.
-pub(crate) fn request_base(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<url::Url, Rejection> {
-    external_base(state.config.server.public_url.as_ref(), peer.ip(), headers, &state.config.server.trusted_proxies)
-        .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
+pub(crate) fn request_base(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<url::Url, Rejection> {
+    external_base(
+        state.config.server.public_url.as_ref(),
+        peer.ip(),
+        headers,
+        &state.config.server.trusted_proxies,
+    )
+    .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
 }

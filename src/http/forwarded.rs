@@ -29,32 +29,54 @@ pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim).filter(|value| !value.is_empty())
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
 }
 
 /// Rebuilds the original request from a trusted proxy's headers; `None` when the peer is not
 /// trusted or sent nothing usable (rules that need the path then fail closed).
-pub fn original_request(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<OriginalRequest> {
+pub fn original_request(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Option<OriginalRequest> {
     if !is_trusted(peer, trusted) {
         return None;
     }
     if let Some(original_url) = header(headers, "x-original-url") {
-        let method = header(headers, "x-original-method").and_then(|m| Method::from_bytes(m.as_bytes()).ok()).unwrap_or(Method::GET);
-        let url = Url::parse(original_url).ok().filter(|url| matches!(url.scheme(), "http" | "https"));
+        let method = header(headers, "x-original-method")
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::GET);
+        let url = Url::parse(original_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"));
         let raw_path = match &url {
             Some(_) => raw_path_of_absolute(original_url),
             None if original_url.starts_with('/') => Some(original_url.to_owned()),
             None => None,
         };
-        return Some(OriginalRequest { method, url, raw_path });
+        return Some(OriginalRequest {
+            method,
+            url,
+            raw_path,
+        });
     }
     if let Some(uri) = header(headers, "x-forwarded-uri") {
-        let method = header(headers, "x-forwarded-method").and_then(|m| Method::from_bytes(m.as_bytes()).ok()).unwrap_or(Method::GET);
+        let method = header(headers, "x-forwarded-method")
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::GET);
         let proto = header(headers, "x-forwarded-proto").unwrap_or("https");
         let url = header(headers, "x-forwarded-host")
             .filter(|_| matches!(proto, "http" | "https") && uri.starts_with('/'))
             .and_then(|host| Url::parse(&format!("{proto}://{host}{uri}")).ok());
-        return Some(OriginalRequest { method, url, raw_path: uri.starts_with('/').then(|| uri.to_owned()) });
+        return Some(OriginalRequest {
+            method,
+            url,
+            raw_path: uri.starts_with('/').then(|| uri.to_owned()),
+        });
     }
     None
 }
@@ -65,7 +87,11 @@ fn raw_path_of_absolute(url: &str) -> Option<String> {
     let after_scheme = url.split_once("://")?.1;
     let start = after_scheme.find(['/', '?', '#'])?;
     let rest = after_scheme.get(start..)?;
-    Some(if rest.starts_with('/') { rest.to_owned() } else { format!("/{rest}") })
+    Some(if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    })
 }
 
 /// The path that skip rules see (SPEC §4): no query or fragment, unreserved characters
@@ -85,8 +111,12 @@ pub fn canonical_path(raw: &str) -> Option<String> {
             return None;
         }
         if byte == b'%' {
-            let high = bytes.get(index + 1).and_then(|b| (*b as char).to_digit(16))?;
-            let low = bytes.get(index + 2).and_then(|b| (*b as char).to_digit(16))?;
+            let high = bytes
+                .get(index + 1)
+                .and_then(|b| (*b as char).to_digit(16))?;
+            let low = bytes
+                .get(index + 2)
+                .and_then(|b| (*b as char).to_digit(16))?;
             let value = u8::try_from(high * 16 + low).ok()?;
             if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
                 decoded.push(char::from(value));
@@ -136,7 +166,12 @@ fn remove_dot_segments(path: &str) -> String {
 
 /// The external base URL of this request: `public_url`, else `X-Forwarded-Proto` /
 /// `X-Forwarded-Host` from a trusted peer, else the `Host` header over plain http.
-pub fn external_base(public_url: Option<&Url>, peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<Url> {
+pub fn external_base(
+    public_url: Option<&Url>,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Option<Url> {
     if let Some(url) = public_url {
         return Some(url.clone());
     }
@@ -152,7 +187,10 @@ pub fn external_base(public_url: Option<&Url>, peer: IpAddr, headers: &HeaderMap
     if !matches!(proto, "http" | "https") {
         return None;
     }
-    let host = host.filter(|host| host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte)))?;
+    let host = host.filter(|host| {
+        host.bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
+    })?;
     Url::parse(&format!("{proto}://{host}/")).ok()
 }
 
@@ -200,20 +238,36 @@ mod tests {
     fn original_request_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
         let mut headers = HeaderMap::new();
-        headers.insert("x-original-url", "https://app.example.com/public/%2e%2e/admin?q=1".parse().unwrap());
+        headers.insert(
+            "x-original-url",
+            "https://app.example.com/public/%2e%2e/admin?q=1"
+                .parse()
+                .unwrap(),
+        );
         headers.insert("x-original-method", "POST".parse().unwrap());
-        let from_proxy = original_request("127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let from_proxy =
+            original_request("127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
         assert_eq!(from_proxy.method, Method::POST);
-        assert_eq!(from_proxy.raw_path.as_deref(), Some("/public/%2e%2e/admin?q=1"));
-        assert_eq!(canonical_path(from_proxy.raw_path.as_deref().unwrap()).as_deref(), Some("/admin"));
+        assert_eq!(
+            from_proxy.raw_path.as_deref(),
+            Some("/public/%2e%2e/admin?q=1")
+        );
+        assert_eq!(
+            canonical_path(from_proxy.raw_path.as_deref().unwrap()).as_deref(),
+            Some("/admin")
+        );
         assert!(original_request("10.1.2.3".parse().unwrap(), &headers, &trusted).is_none());
         let mut traefik = HeaderMap::new();
         traefik.insert("x-forwarded-uri", "/public/x".parse().unwrap());
         traefik.insert("x-forwarded-method", "GET".parse().unwrap());
         traefik.insert("x-forwarded-host", "app.example.com".parse().unwrap());
         traefik.insert("x-forwarded-proto", "https".parse().unwrap());
-        let from_traefik = original_request("::ffff:127.0.0.1".parse().unwrap(), &traefik, &trusted).unwrap();
-        assert_eq!(from_traefik.url.unwrap().as_str(), "https://app.example.com/public/x");
+        let from_traefik =
+            original_request("::ffff:127.0.0.1".parse().unwrap(), &traefik, &trusted).unwrap();
+        assert_eq!(
+            from_traefik.url.unwrap().as_str(),
+            "https://app.example.com/public/x"
+        );
     }
 
     #[test]
@@ -223,9 +277,11 @@ mod tests {
         headers.insert("host", "internal:4180".parse().unwrap());
         headers.insert("x-forwarded-proto", "https".parse().unwrap());
         headers.insert("x-forwarded-host", "auth.example.com".parse().unwrap());
-        let trusted_base = external_base(None, "127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let trusted_base =
+            external_base(None, "127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
         assert_eq!(trusted_base.as_str(), "https://auth.example.com/");
-        let untrusted_base = external_base(None, "192.0.2.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let untrusted_base =
+            external_base(None, "192.0.2.1".parse().unwrap(), &headers, &trusted).unwrap();
         assert_eq!(untrusted_base.as_str(), "http://internal:4180/");
     }
 }

@@ -54,13 +54,18 @@ impl IntoResponse for Rejection {
             Self::BadRequest(message) => format!("400 Bad Request: {message}\n"),
             Self::Unauthenticated => "401 Unauthorized: no valid credential\n".to_owned(),
             Self::Forbidden(message) => format!("403 Forbidden: {message}\n"),
-            Self::ProviderUnavailable => "502 Bad Gateway: the identity provider is unreachable\n".to_owned(),
+            Self::ProviderUnavailable => {
+                "502 Bad Gateway: the identity provider is unreachable\n".to_owned()
+            }
             Self::Internal => "500 Internal Server Error\n".to_owned(),
         };
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if matches!(self, Self::Unauthenticated) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -65,7 +65,9 @@ pub enum IdentityError {
 /// The bearer token of an `Authorization` header, if it uses the Bearer scheme.
 pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?;
-    let Ok(text) = value.to_str() else { return Some(Err(())) };
+    let Ok(text) = value.to_str() else {
+        return Some(Err(()));
+    };
     let (scheme, token) = text.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
@@ -76,7 +78,10 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 
 fn token_error(credential: Credential, error: CredentialError) -> IdentityError {
     match error {
-        CredentialError::Token(reason) => IdentityError::Invalid { credential: credential.as_str(), reason: reason.to_string() },
+        CredentialError::Token(reason) => IdentityError::Invalid {
+            credential: credential.as_str(),
+            reason: reason.to_string(),
+        },
         CredentialError::Provider(error) => IdentityError::ProviderUnavailable(error.to_string()),
     }
 }
@@ -99,7 +104,11 @@ pub async fn authenticate(
         match jar.session(&cookies, now) {
             Ok(Some(session)) if session.provider == provider.name() => {
                 let claims = Arc::new(session.claims.clone());
-                return Ok(Identity { claims, credential: Credential::SessionCookie, session: Some(session) });
+                return Ok(Identity {
+                    claims,
+                    credential: Credential::SessionCookie,
+                    session: Some(session),
+                });
             }
             Ok(Some(_)) => tracing::info!("session of another provider ignored"),
             Ok(None) => {}
@@ -108,15 +117,34 @@ pub async fn authenticate(
     }
     match bearer_token(headers) {
         Some(Ok(token)) => {
-            let claims = provider.validate_access_token(token).await.map_err(|error| token_error(Credential::Bearer, error))?;
-            return Ok(Identity { claims, credential: Credential::Bearer, session: None });
+            let claims = provider
+                .validate_access_token(token)
+                .await
+                .map_err(|error| token_error(Credential::Bearer, error))?;
+            return Ok(Identity {
+                claims,
+                credential: Credential::Bearer,
+                session: None,
+            });
         }
-        Some(Err(())) => return Err(IdentityError::Invalid { credential: "bearer", reason: "malformed Authorization header".to_owned() }),
+        Some(Err(())) => {
+            return Err(IdentityError::Invalid {
+                credential: "bearer",
+                reason: "malformed Authorization header".to_owned(),
+            });
+        }
         None => {}
     }
     if let Some(token) = token_cookie.and_then(|name| cookies.get(name)) {
-        let claims = provider.validate_access_token(token).await.map_err(|error| token_error(Credential::TokenCookie, error))?;
-        return Ok(Identity { claims, credential: Credential::TokenCookie, session: None });
+        let claims = provider
+            .validate_access_token(token)
+            .await
+            .map_err(|error| token_error(Credential::TokenCookie, error))?;
+        return Ok(Identity {
+            claims,
+            credential: Credential::TokenCookie,
+            session: None,
+        });
     }
     Err(IdentityError::Missing)
 }

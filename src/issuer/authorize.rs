@@ -29,15 +29,36 @@ enum AuthorizeError {
     /// Client or redirect URI unknown: shown to the user, never redirected (RFC 6749 §4.1.2.1).
     Page(String),
     /// Sent back to the client.
-    Redirect { redirect_uri: String, state: Option<String>, error: &'static str, description: String },
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
 }
 
 impl AuthorizeError {
     fn into_response(self, issuer: &str) -> Response {
         match self {
-            Self::Page(message) => (StatusCode::BAD_REQUEST, Html(page("Sign-in request refused", &format!("<p>{}</p>", escape(&message))))).into_response(),
-            Self::Redirect { redirect_uri, state, error, description } => {
-                let mut params = vec![("error", error), ("error_description", description.as_str()), ("iss", issuer)];
+            Self::Page(message) => (
+                StatusCode::BAD_REQUEST,
+                Html(page(
+                    "Sign-in request refused",
+                    &format!("<p>{}</p>", escape(&message)),
+                )),
+            )
+                .into_response(),
+            Self::Redirect {
+                redirect_uri,
+                state,
+                error,
+                description,
+            } => {
+                let mut params = vec![
+                    ("error", error),
+                    ("error_description", description.as_str()),
+                    ("iss", issuer),
+                ];
                 if let Some(state) = &state {
                     params.push(("state", state));
                 }
@@ -50,12 +71,24 @@ impl AuthorizeError {
     }
 }
 
-const PARAMETERS: &[&str] = &["response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method"];
+const PARAMETERS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
 
 fn parse_parameters(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut parameters = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw) {
-        if parameters.insert(name.to_string(), value.into_owned()).is_some() {
+        if parameters
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
             return Err(format!("parameter `{name}` repeated"));
         }
     }
@@ -63,13 +96,27 @@ fn parse_parameters(raw: &[u8]) -> Result<HashMap<String, String>, String> {
 }
 
 impl TokenService {
-    fn check_authorization(&self, parameters: &HashMap<String, String>) -> Result<AuthorizationRequest, AuthorizeError> {
-        let get = |name: &str| parameters.get(name).map(String::as_str).filter(|value| !value.is_empty());
-        let client_id = get("client_id").ok_or_else(|| AuthorizeError::Page("missing client_id".to_owned()))?;
-        let client = self.client(client_id).ok_or_else(|| AuthorizeError::Page("unknown client".to_owned()))?;
-        let redirect_uri = get("redirect_uri").ok_or_else(|| AuthorizeError::Page("missing redirect_uri".to_owned()))?;
+    fn check_authorization(
+        &self,
+        parameters: &HashMap<String, String>,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
+        let get = |name: &str| {
+            parameters
+                .get(name)
+                .map(String::as_str)
+                .filter(|value| !value.is_empty())
+        };
+        let client_id =
+            get("client_id").ok_or_else(|| AuthorizeError::Page("missing client_id".to_owned()))?;
+        let client = self
+            .client(client_id)
+            .ok_or_else(|| AuthorizeError::Page("unknown client".to_owned()))?;
+        let redirect_uri = get("redirect_uri")
+            .ok_or_else(|| AuthorizeError::Page("missing redirect_uri".to_owned()))?;
         if !is_registered_redirect(&client.redirect_uris, redirect_uri) {
-            return Err(AuthorizeError::Page("redirect_uri is not registered for this client".to_owned()));
+            return Err(AuthorizeError::Page(
+                "redirect_uri is not registered for this client".to_owned(),
+            ));
         }
         let state = get("state").map(str::to_owned);
         let fail = |error: &'static str, description: &str| AuthorizeError::Redirect {
@@ -79,22 +126,51 @@ impl TokenService {
             description: description.to_owned(),
         };
         if get("response_type") != Some("code") {
-            return Err(fail("unsupported_response_type", "only response_type=code is supported"));
+            return Err(fail(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ));
         }
         if !client.grants.contains(&GrantType::AuthorizationCode) {
-            return Err(fail("unauthorized_client", "the client may not use the authorization code grant"));
+            return Err(fail(
+                "unauthorized_client",
+                "the client may not use the authorization code grant",
+            ));
         }
         let code_challenge = match (get("code_challenge"), get("code_challenge_method")) {
             (Some(challenge), Some("S256")) if challenge.len() == 43 => Some(challenge.to_owned()),
-            (Some(_), Some("S256")) => return Err(fail("invalid_request", "malformed code_challenge")),
-            (Some(_), _) => return Err(fail("invalid_request", "only code_challenge_method=S256 is supported")),
-            (None, _) if client.client_secret_hash.is_none() => return Err(fail("invalid_request", "PKCE with S256 is required for public clients")),
+            (Some(_), Some("S256")) => {
+                return Err(fail("invalid_request", "malformed code_challenge"));
+            }
+            (Some(_), _) => {
+                return Err(fail(
+                    "invalid_request",
+                    "only code_challenge_method=S256 is supported",
+                ));
+            }
+            (None, _) if client.client_secret_hash.is_none() => {
+                return Err(fail(
+                    "invalid_request",
+                    "PKCE with S256 is required for public clients",
+                ));
+            }
             (None, _) => None,
         };
-        let scopes: Vec<String> = get("scope").unwrap_or("openid").split(' ').filter(|scope| !scope.is_empty()).map(str::to_owned).collect();
+        let scopes: Vec<String> = get("scope")
+            .unwrap_or("openid")
+            .split(' ')
+            .filter(|scope| !scope.is_empty())
+            .map(str::to_owned)
+            .collect();
         let always_allowed = ["openid", "profile", "email", "groups"];
-        if !scopes.iter().all(|scope| always_allowed.contains(&scope.as_str()) || client.scopes.contains(scope)) {
-            return Err(fail("invalid_scope", "a requested scope is not allowed for this client"));
+        if !scopes
+            .iter()
+            .all(|scope| always_allowed.contains(&scope.as_str()) || client.scopes.contains(scope))
+        {
+            return Err(fail(
+                "invalid_scope",
+                "a requested scope is not allowed for this client",
+            ));
         }
         Ok(AuthorizationRequest {
             client_id: client_id.to_owned(),
@@ -107,7 +183,10 @@ impl TokenService {
     }
 }
 
-pub(super) async fn show_form(State(service): State<Arc<TokenService>>, RawQuery(query): RawQuery) -> Response {
+pub(super) async fn show_form(
+    State(service): State<Arc<TokenService>>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let raw = query.unwrap_or_default();
     let parameters = match parse_parameters(raw.as_bytes()) {
         Ok(parameters) => parameters,
@@ -119,7 +198,10 @@ pub(super) async fn show_form(State(service): State<Arc<TokenService>>, RawQuery
     }
 }
 
-pub(super) async fn submit_form(State(service): State<Arc<TokenService>>, body: axum::body::Bytes) -> Response {
+pub(super) async fn submit_form(
+    State(service): State<Arc<TokenService>>,
+    body: axum::body::Bytes,
+) -> Response {
     let parameters = match parse_parameters(&body) {
         Ok(parameters) => parameters,
         Err(message) => return AuthorizeError::Page(message).into_response(service.issuer()),
@@ -130,10 +212,16 @@ pub(super) async fn submit_form(State(service): State<Arc<TokenService>>, body: 
     };
     let username = parameters.get("username").cloned().unwrap_or_default();
     let password = parameters.get("password").cloned().unwrap_or_default();
-    let user = service.config.users.iter().find(|user| user.username == username);
+    let user = service
+        .config
+        .users
+        .iter()
+        .find(|user| user.username == username);
     // Verify against a real hash even for unknown users, so timing does not tell who exists.
     let hash = user.map_or_else(dummy_hash, |user| user.password_hash.expose().clone());
-    let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await.unwrap_or(false);
+    let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        .await
+        .unwrap_or(false);
     if user.is_none() || !verified {
         tracing::info!("local login failed");
         service.metrics.request("token_service", "login_failed");
@@ -161,27 +249,45 @@ pub(super) async fn submit_form(State(service): State<Arc<TokenService>>, body: 
 /// An argon2id hash of a random string, verified against when the username is unknown.
 fn dummy_hash() -> String {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| super::clients::hash_password(&crate::random::token()).unwrap_or_default()).clone()
+    DUMMY
+        .get_or_init(|| super::clients::hash_password(&crate::random::token()).unwrap_or_default())
+        .clone()
 }
 
 fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Response {
     let mut hidden = String::new();
     for name in PARAMETERS {
         if let Some(value) = parameters.get(*name) {
-            hidden.push_str(&format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">\n", escape(value)));
+            hidden.push_str(&format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">\n",
+                escape(value)
+            ));
         }
     }
-    let notice = message.map(|text| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(text))).unwrap_or_default();
+    let notice = message
+        .map(|text| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(text)))
+        .unwrap_or_default();
     let body = format!(
         "{notice}<form method=\"post\" action=\"authorize\">\n{hidden}\
          <label>Username <input name=\"username\" autocomplete=\"username\" autofocus required></label>\n\
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
          <button type=\"submit\">Sign in</button>\n</form>"
     );
-    let status = if message.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let status = if message.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
     (
         status,
-        [(header::CACHE_CONTROL, "no-store"), (header::X_FRAME_OPTIONS, "DENY"), (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+            ),
+        ],
         Html(page("Sign in", &body)),
     )
         .into_response()

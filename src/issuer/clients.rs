@@ -20,42 +20,76 @@ pub(super) struct PresentedClient {
 
 /// Reads client credentials from the `Authorization: Basic` header or the form; both at once is
 /// an error (RFC 6749 §2.3).
-pub(super) fn presented_client(headers: &HeaderMap, form_id: Option<&str>, form_secret: Option<&str>) -> Result<PresentedClient, IssuerError> {
+pub(super) fn presented_client(
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<PresentedClient, IssuerError> {
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
-        let text = value.to_str().map_err(|_| IssuerError::InvalidClient { used_basic: true })?;
-        let (scheme, encoded) = text.trim().split_once(' ').ok_or(IssuerError::InvalidClient { used_basic: true })?;
+        let text = value
+            .to_str()
+            .map_err(|_| IssuerError::InvalidClient { used_basic: true })?;
+        let (scheme, encoded) = text
+            .trim()
+            .split_once(' ')
+            .ok_or(IssuerError::InvalidClient { used_basic: true })?;
         if !scheme.eq_ignore_ascii_case("basic") {
             return Err(IssuerError::InvalidClient { used_basic: true });
         }
         if form_secret.is_some() {
-            return Err(IssuerError::InvalidRequest("client authenticated twice".to_owned()));
+            return Err(IssuerError::InvalidRequest(
+                "client authenticated twice".to_owned(),
+            ));
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .map_err(|_| IssuerError::InvalidClient { used_basic: true })?;
-        let decoded = String::from_utf8(decoded).map_err(|_| IssuerError::InvalidClient { used_basic: true })?;
-        let (id, secret) = decoded.split_once(':').ok_or(IssuerError::InvalidClient { used_basic: true })?;
-        let decode = |text: &str| url::form_urlencoded::parse(format!("x={text}").as_bytes()).next().map(|(_, value)| value.into_owned());
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| IssuerError::InvalidClient { used_basic: true })?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or(IssuerError::InvalidClient { used_basic: true })?;
+        let decode = |text: &str| {
+            url::form_urlencoded::parse(format!("x={text}").as_bytes())
+                .next()
+                .map(|(_, value)| value.into_owned())
+        };
         let id = decode(id).ok_or(IssuerError::InvalidClient { used_basic: true })?;
         let secret = decode(secret).ok_or(IssuerError::InvalidClient { used_basic: true })?;
         if form_id.is_some_and(|form_id| form_id != id) {
             return Err(IssuerError::InvalidClient { used_basic: true });
         }
-        return Ok(PresentedClient { client_id: id, secret: Some(secret), used_basic: true });
+        return Ok(PresentedClient {
+            client_id: id,
+            secret: Some(secret),
+            used_basic: true,
+        });
     }
     let client_id = form_id.ok_or(IssuerError::InvalidClient { used_basic: false })?;
-    Ok(PresentedClient { client_id: client_id.to_owned(), secret: form_secret.map(str::to_owned), used_basic: false })
+    Ok(PresentedClient {
+        client_id: client_id.to_owned(),
+        secret: form_secret.map(str::to_owned),
+        used_basic: false,
+    })
 }
 
 impl TokenService {
     pub(super) fn client(&self, client_id: &str) -> Option<&ClientConfig> {
-        self.config.clients.iter().find(|client| client.client_id == client_id)
+        self.config
+            .clients
+            .iter()
+            .find(|client| client.client_id == client_id)
     }
 
     /// Authenticates a client. Public clients (no secret hash) must present no secret;
     /// confidential ones must present the right one.
-    pub(super) async fn authenticate_client(&self, presented: PresentedClient) -> Result<&ClientConfig, IssuerError> {
-        let invalid = IssuerError::InvalidClient { used_basic: presented.used_basic };
+    pub(super) async fn authenticate_client(
+        &self,
+        presented: PresentedClient,
+    ) -> Result<&ClientConfig, IssuerError> {
+        let invalid = IssuerError::InvalidClient {
+            used_basic: presented.used_basic,
+        };
         let Some(client) = self.client(&presented.client_id) else {
             tracing::info!(client_id = %presented.client_id, "unknown client");
             return Err(invalid);
@@ -65,14 +99,21 @@ impl TokenService {
             (None, Some(_)) | (Some(_), None) => Err(invalid),
             (Some(hash), Some(secret)) => {
                 let now = self.now();
-                let cache_key = TokenCache::key(&format!("client-secret/{}", client.client_id), &secret);
+                let cache_key =
+                    TokenCache::key(&format!("client-secret/{}", client.client_id), &secret);
                 if self.verified_secrets.get(&cache_key, now).is_some() {
                     return Ok(client);
                 }
                 let hash = hash.expose().clone();
-                let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &secret)).await.unwrap_or(false);
+                let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &secret))
+                    .await
+                    .unwrap_or(false);
                 if verified {
-                    self.verified_secrets.insert(cache_key, std::sync::Arc::default(), now + VERIFIED_SECRET_TTL);
+                    self.verified_secrets.insert(
+                        cache_key,
+                        std::sync::Arc::default(),
+                        now + VERIFIED_SECRET_TTL,
+                    );
                     Ok(client)
                 } else {
                     tracing::info!(client_id = %client.client_id, "client secret mismatch");
@@ -87,7 +128,9 @@ impl TokenService {
 pub(crate) fn verify_password(hash: &str, password: &str) -> bool {
     use argon2::PasswordVerifier as _;
     match argon2::PasswordHash::new(hash) {
-        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -99,7 +142,8 @@ pub(crate) fn verify_password(hash: &str, password: &str) -> bool {
 pub fn hash_password(password: &str) -> Result<String, String> {
     use argon2::PasswordHasher as _;
     let salt_bytes = crate::random::bytes::<16>();
-    let salt = argon2::password_hash::SaltString::encode_b64(&salt_bytes).map_err(|error| error.to_string())?;
+    let salt = argon2::password_hash::SaltString::encode_b64(&salt_bytes)
+        .map_err(|error| error.to_string())?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())

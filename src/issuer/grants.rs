@@ -31,15 +31,25 @@ pub(super) struct IssuedTokens {
     pub scope: Option<String>,
 }
 
-pub(super) async fn token(State(service): State<Arc<TokenService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub(super) async fn token(
+    State(service): State<Arc<TokenService>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let result = handle_token(&service, &headers, &body).await;
     let grant_label = |grant| GrantLabels { grant };
     match result {
         Ok((grant, issued)) => {
-            service.metrics.tokens_issued.get_or_create(&grant_label(grant)).inc();
+            service
+                .metrics
+                .tokens_issued
+                .get_or_create(&grant_label(grant))
+                .inc();
             service.metrics.request("token_service", "issued");
             let mut response = axum::Json(issued).into_response();
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
         Err(error) => {
@@ -50,47 +60,78 @@ pub(super) async fn token(State(service): State<Arc<TokenService>>, headers: Hea
     }
 }
 
-async fn handle_token(service: &TokenService, headers: &HeaderMap, body: &[u8]) -> Result<(&'static str, IssuedTokens), IssuerError> {
+async fn handle_token(
+    service: &TokenService,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(&'static str, IssuedTokens), IssuerError> {
     let mut form: HashMap<String, String> = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(body) {
         // RFC 6749 §3.2: parameters must not be repeated.
         if form.insert(name.to_string(), value.into_owned()).is_some() {
-            return Err(IssuerError::InvalidRequest(format!("parameter `{name}` repeated")));
+            return Err(IssuerError::InvalidRequest(format!(
+                "parameter `{name}` repeated"
+            )));
         }
     }
-    let field = |name: &str| form.get(name).map(String::as_str).filter(|value| !value.is_empty());
-    let grant_type = field("grant_type").ok_or_else(|| IssuerError::InvalidRequest("missing grant_type".to_owned()))?;
+    let field = |name: &str| {
+        form.get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    };
+    let grant_type = field("grant_type")
+        .ok_or_else(|| IssuerError::InvalidRequest("missing grant_type".to_owned()))?;
     let presented = presented_client(headers, field("client_id"), field("client_secret"))?;
     match grant_type {
         "authorization_code" => {
             let client = service.authenticate_client(presented).await?;
             require_grant(client, GrantType::AuthorizationCode)?;
-            let code = field("code").ok_or_else(|| IssuerError::InvalidRequest("missing code".to_owned()))?;
-            let issued = service.redeem_code(client, code, field("redirect_uri"), field("code_verifier"))?;
+            let code = field("code")
+                .ok_or_else(|| IssuerError::InvalidRequest("missing code".to_owned()))?;
+            let issued =
+                service.redeem_code(client, code, field("redirect_uri"), field("code_verifier"))?;
             Ok(("authorization_code", issued))
         }
         "client_credentials" => {
             let client = service.authenticate_client(presented).await?;
             require_grant(client, GrantType::ClientCredentials)?;
             let scopes = granted_scopes(client, field("scope"))?;
-            Ok(("client_credentials", service.client_credentials(client, &scopes)?))
+            Ok((
+                "client_credentials",
+                service.client_credentials(client, &scopes)?,
+            ))
         }
         _ => Err(IssuerError::UnsupportedGrantType),
     }
 }
 
 fn require_grant(client: &ClientConfig, grant: GrantType) -> Result<(), IssuerError> {
-    if client.grants.contains(&grant) { Ok(()) } else { Err(IssuerError::UnauthorizedClient) }
+    if client.grants.contains(&grant) {
+        Ok(())
+    } else {
+        Err(IssuerError::UnauthorizedClient)
+    }
 }
 
 /// The scopes granted for a request: all requested must be allowed; none requested means all
 /// the client may have (RFC 6749 §3.3).
-fn granted_scopes(client: &ClientConfig, requested: Option<&str>) -> Result<Vec<String>, IssuerError> {
+fn granted_scopes(
+    client: &ClientConfig,
+    requested: Option<&str>,
+) -> Result<Vec<String>, IssuerError> {
     match requested {
         None => Ok(client.scopes.clone()),
         Some(text) => {
-            let scopes: Vec<String> = text.split(' ').filter(|scope| !scope.is_empty()).map(str::to_owned).collect();
-            if scopes.iter().all(|scope| client.scopes.contains(scope)) { Ok(scopes) } else { Err(IssuerError::InvalidScope) }
+            let scopes: Vec<String> = text
+                .split(' ')
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if scopes.iter().all(|scope| client.scopes.contains(scope)) {
+                Ok(scopes)
+            } else {
+                Err(IssuerError::InvalidScope)
+            }
         }
     }
 }
@@ -108,30 +149,61 @@ impl TokenService {
     }
 
     /// Redeems an authorization code once (RFC 6749 §4.1.3, RFC 7636 §4.6).
-    pub(super) fn redeem_code(&self, client: &ClientConfig, code: &str, redirect_uri: Option<&str>, code_verifier: Option<&str>) -> Result<IssuedTokens, IssuerError> {
-        let pending = self.codes.lock().ok().and_then(|mut codes| codes.remove(code));
-        let pending = pending.ok_or_else(|| IssuerError::InvalidGrant("unknown, used or expired code".to_owned()))?;
+    pub(super) fn redeem_code(
+        &self,
+        client: &ClientConfig,
+        code: &str,
+        redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
+    ) -> Result<IssuedTokens, IssuerError> {
+        let pending = self
+            .codes
+            .lock()
+            .ok()
+            .and_then(|mut codes| codes.remove(code));
+        let pending = pending
+            .ok_or_else(|| IssuerError::InvalidGrant("unknown, used or expired code".to_owned()))?;
         if self.now() - pending.issued_at > CODE_LIFETIME {
             return Err(IssuerError::InvalidGrant("expired code".to_owned()));
         }
         if pending.client_id != client.client_id {
-            return Err(IssuerError::InvalidGrant("code was issued to another client".to_owned()));
+            return Err(IssuerError::InvalidGrant(
+                "code was issued to another client".to_owned(),
+            ));
         }
         if redirect_uri != Some(pending.redirect_uri.as_str()) {
-            return Err(IssuerError::InvalidGrant("redirect_uri does not match".to_owned()));
+            return Err(IssuerError::InvalidGrant(
+                "redirect_uri does not match".to_owned(),
+            ));
         }
         match (&pending.code_challenge, code_verifier) {
             (Some(challenge), Some(verifier)) => {
                 if !is_valid_verifier(verifier) {
-                    return Err(IssuerError::InvalidRequest("malformed code_verifier".to_owned()));
+                    return Err(IssuerError::InvalidRequest(
+                        "malformed code_verifier".to_owned(),
+                    ));
                 }
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-                if !constant_time_eq(URL_SAFE_NO_PAD.encode(digest.as_ref()).as_bytes(), challenge.as_bytes()) {
-                    return Err(IssuerError::InvalidGrant("PKCE verification failed".to_owned()));
+                let digest =
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+                if !constant_time_eq(
+                    URL_SAFE_NO_PAD.encode(digest.as_ref()).as_bytes(),
+                    challenge.as_bytes(),
+                ) {
+                    return Err(IssuerError::InvalidGrant(
+                        "PKCE verification failed".to_owned(),
+                    ));
                 }
             }
-            (Some(_), None) => return Err(IssuerError::InvalidGrant("code_verifier required".to_owned())),
-            (None, Some(_)) => return Err(IssuerError::InvalidGrant("no code_challenge was sent for this code".to_owned())),
+            (Some(_), None) => {
+                return Err(IssuerError::InvalidGrant(
+                    "code_verifier required".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(IssuerError::InvalidGrant(
+                    "no code_challenge was sent for this code".to_owned(),
+                ));
+            }
             (None, None) => {}
         }
         let user = self
@@ -143,7 +215,12 @@ impl TokenService {
         self.user_tokens(client, user, &pending.scopes, pending.nonce.as_deref())
     }
 
-    fn base_claims(&self, subject: String, audience: &str, scopes: &[String]) -> Map<String, Value> {
+    fn base_claims(
+        &self,
+        subject: String,
+        audience: &str,
+        scopes: &[String],
+    ) -> Map<String, Value> {
         let now = self.now();
         let lifetime = i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(i64::MAX);
         let mut claims = Map::new();
@@ -161,27 +238,49 @@ impl TokenService {
     }
 
     fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, IssuerError> {
-        self.signing_key.sign(typ, &Value::Object(claims)).map_err(|error| {
-            tracing::error!(%error, "signing failed");
-            IssuerError::ServerError
-        })
+        self.signing_key
+            .sign(typ, &Value::Object(claims))
+            .map_err(|error| {
+                tracing::error!(%error, "signing failed");
+                IssuerError::ServerError
+            })
     }
 
     fn lifetime(&self) -> i64 {
         i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(i64::MAX)
     }
 
-    fn client_credentials(&self, client: &ClientConfig, scopes: &[String]) -> Result<IssuedTokens, IssuerError> {
-        let mut claims = self.base_claims(format!("{}:{}", client.source, client.client_id), &client.audience, scopes);
+    fn client_credentials(
+        &self,
+        client: &ClientConfig,
+        scopes: &[String],
+    ) -> Result<IssuedTokens, IssuerError> {
+        let mut claims = self.base_claims(
+            format!("{}:{}", client.source, client.client_id),
+            &client.audience,
+            scopes,
+        );
         claims.insert("client_id".into(), json!(client.client_id));
         for (name, value) in &client.extra_claims {
             claims.entry(name.clone()).or_insert_with(|| value.clone());
         }
         let access_token = self.sign("at+jwt", claims)?;
-        Ok(IssuedTokens { access_token, token_type: "Bearer", expires_in: self.lifetime(), id_token: None, scope: Some(scopes.join(" ")).filter(|s| !s.is_empty()) })
+        Ok(IssuedTokens {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.lifetime(),
+            id_token: None,
+            scope: Some(scopes.join(" ")).filter(|s| !s.is_empty()),
+        })
     }
 
-    fn user_tokens(&self, client: &ClientConfig, user: &UserConfig, scopes: &[String], nonce: Option<&str>) -> Result<IssuedTokens, IssuerError> {
+    fn user_tokens(
+        &self,
+        client: &ClientConfig,
+        user: &UserConfig,
+        scopes: &[String],
+        nonce: Option<&str>,
+    ) -> Result<IssuedTokens, IssuerError> {
         let subject = format!("{}:{}", client.source, user.username);
         let mut identity = Map::new();
         if let Some(name) = &user.name {
@@ -195,7 +294,9 @@ impl TokenService {
             identity.insert("groups".into(), json!(user.groups));
         }
         for (name, value) in &user.claims {
-            identity.entry(name.clone()).or_insert_with(|| value.clone());
+            identity
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
         }
         let mut access = self.base_claims(subject.clone(), &client.audience, scopes);
         access.insert("client_id".into(), json!(client.client_id));
@@ -210,7 +311,10 @@ impl TokenService {
             if let Some(nonce) = nonce {
                 id.insert("nonce".into(), json!(nonce));
             }
-            id.insert("at_hash".into(), json!(left_half_hash(self.signing_key.algorithm(), &access_token)));
+            id.insert(
+                "at_hash".into(),
+                json!(left_half_hash(self.signing_key.algorithm(), &access_token)),
+            );
             for (name, value) in identity {
                 id.entry(name).or_insert(value);
             }
@@ -218,11 +322,20 @@ impl TokenService {
         } else {
             None
         };
-        Ok(IssuedTokens { access_token, token_type: "Bearer", expires_in: self.lifetime(), id_token, scope: Some(scopes.join(" ")) })
+        Ok(IssuedTokens {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.lifetime(),
+            id_token,
+            scope: Some(scopes.join(" ")),
+        })
     }
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters.
 fn is_valid_verifier(verifier: &str) -> bool {
-    (43..=128).contains(&verifier.len()) && verifier.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
 }

@@ -59,12 +59,18 @@ impl TokenService {
     ///
     /// # Errors
     /// When the key cannot be loaded or made.
-    pub fn new(config: TokenServiceConfig, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Result<Self, SigningKeyError> {
+    pub fn new(
+        config: TokenServiceConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SigningKeyError> {
         let signing_key = match &config.signing_key_file {
             Some(path) => SigningKey::load_or_generate(path)?,
             None => SigningKey::generate_es256()?.0,
         };
-        let key_set = Arc::new(KeySet::from_jwks(std::slice::from_ref(signing_key.public_jwk())));
+        let key_set = Arc::new(KeySet::from_jwks(std::slice::from_ref(
+            signing_key.public_jwk(),
+        )));
         Ok(Self {
             config,
             signing_key,
@@ -97,7 +103,10 @@ impl TokenService {
         Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
-            .route("/authorize", get(authorize::show_form).post(authorize::submit_form))
+            .route(
+                "/authorize",
+                get(authorize::show_form).post(authorize::submit_form),
+            )
             .route("/token", post(grants::token))
             .with_state(self.clone())
     }
@@ -112,8 +121,18 @@ impl TokenService {
         if let Some(claims) = self.own_tokens.get(&cache_key, now) {
             return Ok(claims);
         }
-        let audiences: Vec<String> = self.config.clients.iter().map(|client| client.audience.clone()).collect();
-        let expected = Expectations { issuer: self.issuer(), audiences: &audiences, leeway: 0, now };
+        let audiences: Vec<String> = self
+            .config
+            .clients
+            .iter()
+            .map(|client| client.audience.clone())
+            .collect();
+        let expected = Expectations {
+            issuer: self.issuer(),
+            audiences: &audiences,
+            leeway: 0,
+            now,
+        };
         let claims = token::validate_access_token(token, &self.key_set, &expected)?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
             self.own_tokens.insert(cache_key, claims.clone(), exp);
@@ -146,7 +165,9 @@ impl TokenService {
     }
 }
 
-async fn discovery(axum::extract::State(service): axum::extract::State<Arc<TokenService>>) -> axum::response::Response {
+async fn discovery(
+    axum::extract::State(service): axum::extract::State<Arc<TokenService>>,
+) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     (
         [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
@@ -155,10 +176,16 @@ async fn discovery(axum::extract::State(service): axum::extract::State<Arc<Token
         .into_response()
 }
 
-async fn jwks(axum::extract::State(service): axum::extract::State<Arc<TokenService>>) -> axum::response::Response {
+async fn jwks(
+    axum::extract::State(service): axum::extract::State<Arc<TokenService>>,
+) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let document = serde_json::json!({ "keys": [service.signing_key.public_jwk()] });
-    ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], axum::Json(document)).into_response()
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(document),
+    )
+        .into_response()
 }
 
 impl LocalIssuer for TokenService {
@@ -177,8 +204,16 @@ impl LocalIssuer for TokenService {
         self.key_set.clone()
     }
 
-    fn exchange_code(&self, client_id: &str, code: &str, redirect_uri: &str, code_verifier: &str) -> Result<TokenResponse, ProviderError> {
-        let client = self.client(client_id).ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+    fn exchange_code(
+        &self,
+        client_id: &str,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<TokenResponse, ProviderError> {
+        let client = self
+            .client(client_id)
+            .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
         let response = self
             .redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
             .map_err(|error| ProviderError::Refused(error.code().to_owned()))?;

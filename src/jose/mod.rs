@@ -50,7 +50,11 @@ impl VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish()
+        formatter
+            .debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish()
     }
 }
 
@@ -76,7 +80,8 @@ impl KeySet {
     /// # Errors
     /// `JwksError::Malformed` when the document is not a JWK set.
     pub fn from_jwks_json(document: &[u8]) -> Result<Self, JwksError> {
-        let value: serde_json::Value = serde_json::from_slice(document).map_err(|error| JwksError::Malformed(error.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(document)
+            .map_err(|error| JwksError::Malformed(error.to_string()))?;
         let entries = value
             .get("keys")
             .and_then(serde_json::Value::as_array)
@@ -97,14 +102,19 @@ impl KeySet {
 
     /// A set holding the given public JWKs (used by the token service for its own keys).
     pub fn from_jwks(jwks: &[Jwk]) -> Self {
-        Self { keys: jwks.iter().filter_map(verifying_key).collect() }
+        Self {
+            keys: jwks.iter().filter_map(verifying_key).collect(),
+        }
     }
 
     /// The key for a token's `kid` and `alg`. Without a `kid`, the one key that supports the
     /// algorithm, if exactly one does.
     pub fn find(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<&VerifyingKey> {
         match kid {
-            Some(kid) => self.keys.iter().find(|key| key.kid.as_deref() == Some(kid) && key.supports(algorithm)),
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|key| key.kid.as_deref() == Some(kid) && key.supports(algorithm)),
             None => {
                 let mut candidates = self.keys.iter().filter(|key| key.supports(algorithm));
                 let first = candidates.next()?;
@@ -131,7 +141,14 @@ fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
     }
     let by_type: Vec<Algorithm> = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => {
-            vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512]
+            vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ]
         }
         AlgorithmParameters::EllipticCurve(parameters) => match parameters.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
@@ -156,7 +173,11 @@ fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
         }
     };
     let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(VerifyingKey { kid: jwk.common.key_id.clone(), algorithms, key })
+    Some(VerifyingKey {
+        kid: jwk.common.key_id.clone(),
+        algorithms,
+        key,
+    })
 }
 
 fn algorithm_of(key_algorithm: jsonwebtoken::jwk::KeyAlgorithm) -> Option<Algorithm> {

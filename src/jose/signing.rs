@@ -56,12 +56,22 @@ impl SigningKey {
             (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)),
         ];
         for (algorithm, encoding_key) in candidates {
-            let Ok(encoding_key) = encoding_key else { continue };
-            let Ok(mut public_jwk) = Jwk::from_encoding_key(&encoding_key, algorithm) else { continue };
-            let kid = public_jwk.thumbprint(ThumbprintHash::SHA256).map_err(|error| SigningKeyError::Sign(error.to_string()))?;
+            let Ok(encoding_key) = encoding_key else {
+                continue;
+            };
+            let Ok(mut public_jwk) = Jwk::from_encoding_key(&encoding_key, algorithm) else {
+                continue;
+            };
+            let kid = public_jwk
+                .thumbprint(ThumbprintHash::SHA256)
+                .map_err(|error| SigningKeyError::Sign(error.to_string()))?;
             public_jwk.common.key_id = Some(kid);
             public_jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-            return Ok(Self { algorithm, encoding_key, public_jwk });
+            return Ok(Self {
+                algorithm,
+                encoding_key,
+                public_jwk,
+            });
         }
         Err(SigningKeyError::Unsupported)
     }
@@ -72,7 +82,10 @@ impl SigningKey {
     /// # Errors
     /// When the file cannot be read, parsed or written.
     pub fn load_or_generate(path: &Path) -> Result<Self, SigningKeyError> {
-        let file_error = |error: std::io::Error| SigningKeyError::File { path: path.display().to_string(), message: error.to_string() };
+        let file_error = |error: std::io::Error| SigningKeyError::File {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        };
         match std::fs::read(path) {
             Ok(pem) => Self::from_pem(&pem),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -107,7 +120,8 @@ impl SigningKey {
         let mut header = Header::new(self.algorithm);
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid().to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding_key).map_err(|error| SigningKeyError::Sign(error.to_string()))
+        jsonwebtoken::encode(&header, claims, &self.encoding_key)
+            .map_err(|error| SigningKeyError::Sign(error.to_string()))
     }
 }
 

@@ -42,13 +42,20 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 fn reject(state: &AppState, role: &'static str, rejection: Rejection, reason: &str) -> Response {
     state.metrics.request(role, rejection.result_label());
-    tracing::info!(role, result = rejection.result_label(), reason, "login flow refused");
+    tracing::info!(
+        role,
+        result = rejection.result_label(),
+        reason,
+        "login flow refused"
+    );
     rejection.into_response()
 }
 
@@ -65,17 +72,43 @@ pub async fn signin(
     }
 }
 
-async fn start_login(state: &AppState, peer: SocketAddr, headers: &HeaderMap, query: Option<RedirectQuery>) -> Result<Response, (Rejection, String)> {
-    let query = query.ok_or_else(|| (Rejection::BadRequest("malformed query".to_owned()), "malformed query".to_owned()))?;
-    let (_, provider) = state.forward_auth().ok_or((Rejection::Internal, "forward-auth not configured".to_owned()))?;
-    let jar = state.jar.as_ref().ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
-    let base = request_base(state, peer, headers).map_err(|rejection| (rejection, "no base URL".to_owned()))?;
+async fn start_login(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<RedirectQuery>,
+) -> Result<Response, (Rejection, String)> {
+    let query = query.ok_or_else(|| {
+        (
+            Rejection::BadRequest("malformed query".to_owned()),
+            "malformed query".to_owned(),
+        )
+    })?;
+    let (_, provider) = state.forward_auth().ok_or((
+        Rejection::Internal,
+        "forward-auth not configured".to_owned(),
+    ))?;
+    let jar = state
+        .jar
+        .as_ref()
+        .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
+    let base = request_base(state, peer, headers)
+        .map_err(|rejection| (rejection, "no base URL".to_owned()))?;
     let redirect_to = match query.rd.as_deref() {
         None | Some("") => "/".to_owned(),
-        Some(target) => validate_redirect(target, &state.allowed_redirects(&base))
-            .map_err(|error| (Rejection::BadRequest(format!("rd: {error}")), format!("rd refused: {error}")))?,
+        Some(target) => {
+            validate_redirect(target, &state.allowed_redirects(&base)).map_err(|error| {
+                (
+                    Rejection::BadRequest(format!("rd: {error}")),
+                    format!("rd refused: {error}"),
+                )
+            })?
+        }
     };
-    let metadata = provider.metadata().await.map_err(|error| (Rejection::ProviderUnavailable, error.to_string()))?;
+    let metadata = provider
+        .metadata()
+        .await
+        .map_err(|error| (Rejection::ProviderUnavailable, error.to_string()))?;
     let login = LoginState {
         state: crate::random::token(),
         nonce: crate::random::token(),
@@ -85,10 +118,16 @@ async fn start_login(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
         redirect_uri: format!("{}/callback", base.as_str().trim_end_matches('/')),
         created_at: state.clock.now(),
     };
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, login.code_verifier.as_bytes()).as_ref());
-    let mut authorize = url::Url::parse(&metadata.authorization_endpoint)
-        .map_err(|_| (Rejection::ProviderUnavailable, "bad authorization_endpoint".to_owned()))?;
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, login.code_verifier.as_bytes())
+            .as_ref(),
+    );
+    let mut authorize = url::Url::parse(&metadata.authorization_endpoint).map_err(|_| {
+        (
+            Rejection::ProviderUnavailable,
+            "bad authorization_endpoint".to_owned(),
+        )
+    })?;
     authorize
         .query_pairs_mut()
         .append_pair("response_type", "code")
@@ -100,10 +139,17 @@ async fn start_login(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
     let cookies = jar
-        .start_login(&login, &request_cookies(headers), state.cookie_attributes(&base))
+        .start_login(
+            &login,
+            &request_cookies(headers),
+            state.cookie_attributes(&base),
+        )
         .map_err(|_| (Rejection::Internal, "cannot seal login state".to_owned()))?;
     state.metrics.request("signin", "redirect");
-    Ok(with_cookies(crate::http::found(authorize.as_str()), cookies))
+    Ok(with_cookies(
+        crate::http::found(authorize.as_str()),
+        cookies,
+    ))
 }
 
 /// `GET /callback`.
@@ -119,11 +165,25 @@ pub async fn callback(
     }
 }
 
-async fn finish_login(state: &AppState, peer: SocketAddr, headers: &HeaderMap, query: Option<CallbackQuery>) -> Result<Response, (Rejection, String)> {
-    let bad = |message: &str| (Rejection::BadRequest(message.to_owned()), message.to_owned());
+async fn finish_login(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<CallbackQuery>,
+) -> Result<Response, (Rejection, String)> {
+    let bad = |message: &str| {
+        (
+            Rejection::BadRequest(message.to_owned()),
+            message.to_owned(),
+        )
+    };
     let query = query.ok_or_else(|| bad("malformed callback query"))?;
-    let jar = state.jar.as_ref().ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
-    let base = request_base(state, peer, headers).map_err(|rejection| (rejection, "no base URL".to_owned()))?;
+    let jar = state
+        .jar
+        .as_ref()
+        .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
+    let base = request_base(state, peer, headers)
+        .map_err(|rejection| (rejection, "no base URL".to_owned()))?;
     let attributes = state.cookie_attributes(&base);
     let cookies = request_cookies(headers);
     let now = state.clock.now();
@@ -131,32 +191,59 @@ async fn finish_login(state: &AppState, peer: SocketAddr, headers: &HeaderMap, q
     let (login, clear_state) = jar
         .finish_login(returned_state, &cookies, now, attributes)
         .ok_or_else(|| bad("unknown or expired login state; start the login again"))?;
-    let provider = state.providers.get(&login.provider).ok_or((Rejection::Internal, "provider gone".to_owned()))?;
+    let provider = state
+        .providers
+        .get(&login.provider)
+        .ok_or((Rejection::Internal, "provider gone".to_owned()))?;
     if let Some(error) = &query.error {
         return Ok(with_cookies(Rejection::Unauthenticated.into_response(), vec![clear_state]))
             .inspect(|_| tracing::info!(provider = %provider.name(), error = %error.chars().take(64).collect::<String>(), "provider refused the login"));
     }
     // RFC 9207: a provider that says who it is must be the one we sent the user to.
-    if query.iss.as_deref().is_some_and(|iss| iss != provider.config.issuer) {
+    if query
+        .iss
+        .as_deref()
+        .is_some_and(|iss| iss != provider.config.issuer)
+    {
         return Err(bad("iss does not match the provider (mix-up)"));
     }
     let code = query.code.as_deref().ok_or_else(|| bad("missing code"))?;
-    let labels = ProviderLabels { provider: provider.name().to_owned() };
-    let tokens = match provider.exchange_code(code, &login.redirect_uri, &login.code_verifier).await {
+    let labels = ProviderLabels {
+        provider: provider.name().to_owned(),
+    };
+    let tokens = match provider
+        .exchange_code(code, &login.redirect_uri, &login.code_verifier)
+        .await
+    {
         Ok(tokens) => tokens,
         Err(error) => {
-            state.metrics.code_exchange_errors.get_or_create(&labels).inc();
+            state
+                .metrics
+                .code_exchange_errors
+                .get_or_create(&labels)
+                .inc();
             return Err(match error {
-                ProviderError::Refused(code) => (Rejection::Unauthenticated, format!("code exchange refused: {code}")),
+                ProviderError::Refused(code) => (
+                    Rejection::Unauthenticated,
+                    format!("code exchange refused: {code}"),
+                ),
                 other => (Rejection::ProviderUnavailable, other.to_string()),
             });
         }
     };
-    let id_token = tokens.id_token.as_deref().ok_or((Rejection::ProviderUnavailable, "no id_token in token response".to_owned()))?;
+    let id_token = tokens.id_token.as_deref().ok_or((
+        Rejection::ProviderUnavailable,
+        "no id_token in token response".to_owned(),
+    ))?;
     let claims = provider
         .validate_id_token(id_token, &login.nonce, Some(&tokens.access_token))
         .await
-        .map_err(|error| (Rejection::Unauthenticated, format!("id_token refused: {error}")))?;
+        .map_err(|error| {
+            (
+                Rejection::Unauthenticated,
+                format!("id_token refused: {error}"),
+            )
+        })?;
     let lifetime = i64::try_from(state.config.session.lifetime.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
         provider: provider.name().to_owned(),
@@ -168,12 +255,20 @@ async fn finish_login(state: &AppState, peer: SocketAddr, headers: &HeaderMap, q
     };
     let mut set_cookies = jar
         .write_session(&session, &cookies, now, attributes)
-        .map_err(|_| (Rejection::Internal, "session too large to store in cookies".to_owned()))?;
+        .map_err(|_| {
+            (
+                Rejection::Internal,
+                "session too large to store in cookies".to_owned(),
+            )
+        })?;
     set_cookies.push(clear_state);
     state.metrics.signins.get_or_create(&labels).inc();
     state.metrics.request("callback", "signed_in");
     tracing::info!(provider = %provider.name(), "signed in");
-    Ok(with_cookies(crate::http::found(&login.redirect_to), set_cookies))
+    Ok(with_cookies(
+        crate::http::found(&login.redirect_to),
+        set_cookies,
+    ))
 }
 
 /// `GET /signout?rd=URL`.
@@ -189,15 +284,33 @@ pub async fn signout(
     }
 }
 
-async fn end_session(state: &AppState, peer: SocketAddr, headers: &HeaderMap, query: Option<RedirectQuery>) -> Result<Response, (Rejection, String)> {
-    let query = query.ok_or_else(|| (Rejection::BadRequest("malformed query".to_owned()), "malformed query".to_owned()))?;
-    let jar = state.jar.as_ref().ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
-    let base = request_base(state, peer, headers).map_err(|rejection| (rejection, "no base URL".to_owned()))?;
+async fn end_session(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<RedirectQuery>,
+) -> Result<Response, (Rejection, String)> {
+    let query = query.ok_or_else(|| {
+        (
+            Rejection::BadRequest("malformed query".to_owned()),
+            "malformed query".to_owned(),
+        )
+    })?;
+    let jar = state
+        .jar
+        .as_ref()
+        .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
+    let base = request_base(state, peer, headers)
+        .map_err(|rejection| (rejection, "no base URL".to_owned()))?;
     let redirect_to = match query.rd.as_deref() {
         None | Some("") => None,
         Some(target) => Some(
-            validate_redirect(target, &state.allowed_redirects(&base))
-                .map_err(|error| (Rejection::BadRequest(format!("rd: {error}")), format!("rd refused: {error}")))?,
+            validate_redirect(target, &state.allowed_redirects(&base)).map_err(|error| {
+                (
+                    Rejection::BadRequest(format!("rd: {error}")),
+                    format!("rd refused: {error}"),
+                )
+            })?,
         ),
     };
     let cookies = request_cookies(headers);
@@ -205,16 +318,29 @@ async fn end_session(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
     let clear = jar.clear_session(&cookies, state.cookie_attributes(&base));
     state.metrics.signouts.inc();
     state.metrics.request("signout", "signed_out");
-    let absolute = |target: &str| base.join(target).map(|url| url.to_string()).unwrap_or_else(|_| base.to_string());
+    let absolute = |target: &str| {
+        base.join(target)
+            .map(|url| url.to_string())
+            .unwrap_or_else(|_| base.to_string())
+    };
     let fallback = redirect_to.clone().unwrap_or_else(|| "/".to_owned());
     let Some(session) = session else {
         return Ok(with_cookies(crate::http::found(&fallback), clear));
     };
-    let Some(provider) = state.providers.get(&session.provider).filter(|provider| provider.config.end_session) else {
+    let Some(provider) = state
+        .providers
+        .get(&session.provider)
+        .filter(|provider| provider.config.end_session)
+    else {
         return Ok(with_cookies(crate::http::found(&fallback), clear));
     };
-    let end_session_endpoint = provider.metadata().await.ok().and_then(|metadata| metadata.end_session_endpoint.clone());
-    let Some(Ok(mut logout)) = end_session_endpoint.map(|endpoint| url::Url::parse(&endpoint)) else {
+    let end_session_endpoint = provider
+        .metadata()
+        .await
+        .ok()
+        .and_then(|metadata| metadata.end_session_endpoint.clone());
+    let Some(Ok(mut logout)) = end_session_endpoint.map(|endpoint| url::Url::parse(&endpoint))
+    else {
         return Ok(with_cookies(crate::http::found(&fallback), clear));
     };
     let post_logout = match (&provider.config.post_logout_redirect_uri, &redirect_to) {

@@ -25,31 +25,48 @@ impl FromStr for AllowedRedirectDomain {
         };
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-                let port = port.parse::<u16>().map_err(|_| format!("`{text}` has an invalid port"))?;
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{text}` has an invalid port"))?;
                 (host, Some(port))
             }
             _ => (rest, None),
         };
         let valid = !host.is_empty()
-            && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-[]:".contains(&byte))
+            && host
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b".-[]:".contains(&byte))
             && !host.starts_with('.')
             && !host.ends_with('.');
         if !valid {
-            return Err(format!("`{text}` is not a host, a .suffix, or either with :port"));
+            return Err(format!(
+                "`{text}` is not a host, a .suffix, or either with :port"
+            ));
         }
-        Ok(Self { host: host.to_owned(), suffix, port })
+        Ok(Self {
+            host: host.to_owned(),
+            suffix,
+            port,
+        })
     }
 }
 
 impl AllowedRedirectDomain {
     /// An entry allowing exactly this URL's host and port (used for `public_url`).
     pub fn exact_for(url: &Url) -> Option<Self> {
-        Some(Self { host: url.host_str()?.to_ascii_lowercase(), suffix: false, port: url.port_or_known_default() })
+        Some(Self {
+            host: url.host_str()?.to_ascii_lowercase(),
+            suffix: false,
+            port: url.port_or_known_default(),
+        })
     }
 
     fn allows(&self, host: &str, port: Option<u16>) -> bool {
         let host_matches = if self.suffix {
-            host == self.host || host.strip_suffix(self.host.as_str()).is_some_and(|head| head.ends_with('.'))
+            host == self.host
+                || host
+                    .strip_suffix(self.host.as_str())
+                    .is_some_and(|head| head.ends_with('.'))
         } else {
             host == self.host
         };
@@ -80,13 +97,18 @@ pub enum RedirectError {
 ///
 /// # Security
 /// This is the open-redirect guard: callers must send users only to what it returns.
-pub fn validate_redirect(target: &str, allowed: &[AllowedRedirectDomain]) -> Result<String, RedirectError> {
+pub fn validate_redirect(
+    target: &str,
+    allowed: &[AllowedRedirectDomain],
+) -> Result<String, RedirectError> {
     if target.is_empty() || has_forbidden_characters(target) {
         return Err(RedirectError::ForbiddenCharacters);
     }
     if target.starts_with('/') {
         // Decode once and check again: a later hop may decode `%2F%2Fevil.com` into `//evil.com`.
-        let decoded = percent_encoding::percent_decode_str(target).decode_utf8().map_err(|_| RedirectError::ForbiddenCharacters)?;
+        let decoded = percent_encoding::percent_decode_str(target)
+            .decode_utf8()
+            .map_err(|_| RedirectError::ForbiddenCharacters)?;
         if has_forbidden_characters(&decoded) {
             return Err(RedirectError::ForbiddenCharacters);
         }
@@ -95,7 +117,10 @@ pub fn validate_redirect(target: &str, allowed: &[AllowedRedirectDomain]) -> Res
         }
         return Err(RedirectError::NotAUrl);
     }
-    let lowered_scheme = target.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+    let lowered_scheme = target
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
     if !(lowered_scheme.starts_with("http://") || lowered_scheme.starts_with("https://")) {
         // `https:evil.com`, `user@evil.com`, `javascript:…` and bare hosts all end here.
         return Err(RedirectError::NotAUrl);
@@ -104,7 +129,10 @@ pub fn validate_redirect(target: &str, allowed: &[AllowedRedirectDomain]) -> Res
     if !url.username().is_empty() || url.password().is_some() {
         return Err(RedirectError::HostNotAllowed);
     }
-    let host = url.host_str().ok_or(RedirectError::NotAUrl)?.to_ascii_lowercase();
+    let host = url
+        .host_str()
+        .ok_or(RedirectError::NotAUrl)?
+        .to_ascii_lowercase();
     let port = url.port_or_known_default();
     if allowed.iter().any(|domain| domain.allows(&host, port)) {
         Ok(url.to_string())
@@ -114,7 +142,8 @@ pub fn validate_redirect(target: &str, allowed: &[AllowedRedirectDomain]) -> Res
 }
 
 fn has_forbidden_characters(text: &str) -> bool {
-    text.chars().any(|character| character.is_control() || character.is_whitespace() || character == '\\')
+    text.chars()
+        .any(|character| character.is_control() || character.is_whitespace() || character == '\\')
 }
 
 /// A relative path that a browser cannot read as protocol-relative: `/x`, never `//x` or `/\x`.
@@ -128,12 +157,19 @@ mod tests {
     use super::*;
 
     fn allowed() -> Vec<AllowedRedirectDomain> {
-        [".example.com", "app.example.org:8443"].iter().map(|entry| entry.parse().unwrap()).collect()
+        [".example.com", "app.example.org:8443"]
+            .iter()
+            .map(|entry| entry.parse().unwrap())
+            .collect()
     }
 
     #[track_caller]
     fn check(target: &str, expected: Result<&str, RedirectError>) {
-        assert_eq!(validate_redirect(target, &allowed()), expected.map(str::to_owned), "target {target:?}");
+        assert_eq!(
+            validate_redirect(target, &allowed()),
+            expected.map(str::to_owned),
+            "target {target:?}"
+        );
     }
 
     #[test]
@@ -148,15 +184,30 @@ mod tests {
         check("https://example.com/", Ok("https://example.com/"));
         check("https://EXAMPLE.COM/", Ok("https://example.com/"));
         check("HTTPS://A.Example.Com/", Ok("https://a.example.com/"));
-        check("https://evilexample.com/", Err(RedirectError::HostNotAllowed));
-        check("https://example.com.evil.com/", Err(RedirectError::HostNotAllowed));
+        check(
+            "https://evilexample.com/",
+            Err(RedirectError::HostNotAllowed),
+        );
+        check(
+            "https://example.com.evil.com/",
+            Err(RedirectError::HostNotAllowed),
+        );
     }
 
     #[test]
     fn ports_are_enforced_when_listed() {
-        check("https://app.example.org:8443/", Ok("https://app.example.org:8443/"));
-        check("https://app.example.org/", Err(RedirectError::HostNotAllowed));
-        check("https://a.example.com:9999/", Ok("https://a.example.com:9999/"));
+        check(
+            "https://app.example.org:8443/",
+            Ok("https://app.example.org:8443/"),
+        );
+        check(
+            "https://app.example.org/",
+            Err(RedirectError::HostNotAllowed),
+        );
+        check(
+            "https://a.example.com:9999/",
+            Ok("https://a.example.com:9999/"),
+        );
     }
 
     #[test]
@@ -168,8 +219,14 @@ mod tests {
         check("https:evil.com", Err(RedirectError::NotAUrl));
         check("https:/evil.com", Err(RedirectError::NotAUrl));
         check("user@evil.com", Err(RedirectError::NotAUrl));
-        check("https://a.example.com@evil.com/", Err(RedirectError::HostNotAllowed));
-        check("https://user@a.example.com/", Err(RedirectError::HostNotAllowed));
+        check(
+            "https://a.example.com@evil.com/",
+            Err(RedirectError::HostNotAllowed),
+        );
+        check(
+            "https://user@a.example.com/",
+            Err(RedirectError::HostNotAllowed),
+        );
         check("evil.com", Err(RedirectError::NotAUrl));
         check("javascript:alert(1)", Err(RedirectError::NotAUrl));
         check("/%2F%2Fevil.com", Err(RedirectError::NotAUrl));
@@ -180,16 +237,29 @@ mod tests {
         check(" /x", Err(RedirectError::ForbiddenCharacters));
         check("/x\t", Err(RedirectError::ForbiddenCharacters));
         check("/\t/evil.com", Err(RedirectError::ForbiddenCharacters));
-        check("/x\r\nSet-Cookie: a=b", Err(RedirectError::ForbiddenCharacters));
-        check("/%0d%0aSet-Cookie:a", Err(RedirectError::ForbiddenCharacters));
-        check("https://evil.com%2F@a.example.com", Err(RedirectError::HostNotAllowed));
+        check(
+            "/x\r\nSet-Cookie: a=b",
+            Err(RedirectError::ForbiddenCharacters),
+        );
+        check(
+            "/%0d%0aSet-Cookie:a",
+            Err(RedirectError::ForbiddenCharacters),
+        );
+        check(
+            "https://evil.com%2F@a.example.com",
+            Err(RedirectError::HostNotAllowed),
+        );
         check("", Err(RedirectError::ForbiddenCharacters));
     }
 
     #[test]
     fn bad_domain_entries_are_rejected() {
         assert!("exa mple.com".parse::<AllowedRedirectDomain>().is_err());
-        assert!("example.com:99999".parse::<AllowedRedirectDomain>().is_err());
+        assert!(
+            "example.com:99999"
+                .parse::<AllowedRedirectDomain>()
+                .is_err()
+        );
         assert!(".".parse::<AllowedRedirectDomain>().is_err());
     }
 }

@@ -21,9 +21,13 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before HTTP Basic.
 fn basic_credentials(client_id: &str, secret: &str) -> String {
-    let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let encode =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     let pair = format!("{}:{}", encode(client_id), encode(secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// Exchanges an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5).
@@ -44,11 +48,20 @@ pub async fn exchange_code(
         ("redirect_uri", redirect_uri),
         ("code_verifier", code_verifier),
     ];
-    let secret = provider.client_secret.as_ref().map(|secret| secret.expose().as_str()).unwrap_or_default();
-    let mut request = http.post(token_endpoint).header(reqwest::header::ACCEPT, "application/json");
+    let secret = provider
+        .client_secret
+        .as_ref()
+        .map(|secret| secret.expose().as_str())
+        .unwrap_or_default();
+    let mut request = http
+        .post(token_endpoint)
+        .header(reqwest::header::ACCEPT, "application/json");
     match provider.client_auth {
         ClientAuth::ClientSecretBasic => {
-            request = request.header(reqwest::header::AUTHORIZATION, basic_credentials(&provider.client_id, secret));
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                basic_credentials(&provider.client_id, secret),
+            );
         }
         ClientAuth::ClientSecretPost => {
             form.push(("client_id", &provider.client_id));
@@ -56,15 +69,28 @@ pub async fn exchange_code(
         }
         ClientAuth::None => form.push(("client_id", &provider.client_id)),
     }
-    let response = request.form(&form).send().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    let response = request
+        .form(&form)
+        .send()
+        .await
+        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
     if !status.is_success() {
         let code = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|value| value.get("error").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .and_then(|value| {
+                value
+                    .get("error")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| format!("HTTP {status}"));
         return Err(ProviderError::Refused(code));
     }
-    serde_json::from_slice(&body).map_err(|error| ProviderError::BadResponse(format!("token response: {error}")))
+    serde_json::from_slice(&body)
+        .map_err(|error| ProviderError::BadResponse(format!("token response: {error}")))
 }

@@ -46,14 +46,27 @@ pub struct JwksCache {
 impl JwksCache {
     /// An empty cache; the first use fetches.
     pub fn new(provider: String, refetch_interval: Duration, metrics: Arc<Metrics>) -> Self {
-        let snapshot = Snapshot { keys: Arc::new(KeySet::default()), generation: 0, fetched_at: None, max_age: DEFAULT_MAX_AGE };
-        Self { provider, snapshot: RwLock::new(snapshot), fetch_lock: tokio::sync::Mutex::new(()), refetch_interval, metrics }
+        let snapshot = Snapshot {
+            keys: Arc::new(KeySet::default()),
+            generation: 0,
+            fetched_at: None,
+            max_age: DEFAULT_MAX_AGE,
+        };
+        Self {
+            provider,
+            snapshot: RwLock::new(snapshot),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            refetch_interval,
+            metrics,
+        }
     }
 
     fn read(&self) -> (Arc<KeySet>, u64, bool) {
         match self.snapshot.read() {
             Ok(snapshot) => {
-                let stale = snapshot.fetched_at.is_none_or(|at| at.elapsed() >= snapshot.max_age);
+                let stale = snapshot
+                    .fetched_at
+                    .is_none_or(|at| at.elapsed() >= snapshot.max_age);
                 (snapshot.keys.clone(), snapshot.generation, stale)
             }
             Err(poisoned) => {
@@ -68,7 +81,11 @@ impl JwksCache {
     /// # Errors
     /// When there are no keys at all and fetching fails. Stale keys are kept when a refresh
     /// fails.
-    pub async fn keys(&self, source: &JwksSource, http: &reqwest::Client) -> Result<Arc<KeySet>, ProviderError> {
+    pub async fn keys(
+        &self,
+        source: &JwksSource,
+        http: &reqwest::Client,
+    ) -> Result<Arc<KeySet>, ProviderError> {
         let (keys, generation, stale) = self.read();
         if !stale {
             return Ok(keys);
@@ -88,7 +105,12 @@ impl JwksCache {
     ///
     /// # Errors
     /// When the fetch fails.
-    pub async fn refetch_for_unknown_kid(&self, seen: &Arc<KeySet>, source: &JwksSource, http: &reqwest::Client) -> Result<Arc<KeySet>, ProviderError> {
+    pub async fn refetch_for_unknown_kid(
+        &self,
+        seen: &Arc<KeySet>,
+        source: &JwksSource,
+        http: &reqwest::Client,
+    ) -> Result<Arc<KeySet>, ProviderError> {
         let (keys, generation, _) = self.read();
         if !Arc::ptr_eq(&keys, seen) {
             return Ok(keys);
@@ -96,7 +118,13 @@ impl JwksCache {
         self.fetch_once(generation, source, http, true).await
     }
 
-    async fn fetch_once(&self, seen_generation: u64, source: &JwksSource, http: &reqwest::Client, rate_limited: bool) -> Result<Arc<KeySet>, ProviderError> {
+    async fn fetch_once(
+        &self,
+        seen_generation: u64,
+        source: &JwksSource,
+        http: &reqwest::Client,
+        rate_limited: bool,
+    ) -> Result<Arc<KeySet>, ProviderError> {
         let _single_flight = self.fetch_lock.lock().await;
         {
             let (keys, generation, _) = self.read();
@@ -116,7 +144,10 @@ impl JwksCache {
             }
         }
         let result = fetch(source, http).await;
-        let label = JwksFetchLabels { provider: self.provider.clone(), result: if result.is_ok() { "ok" } else { "error" } };
+        let label = JwksFetchLabels {
+            provider: self.provider.clone(),
+            result: if result.is_ok() { "ok" } else { "error" },
+        };
         self.metrics.jwks_fetches.get_or_create(&label).inc();
         let (keys, max_age) = result?;
         let keys = Arc::new(keys);
@@ -131,17 +162,30 @@ impl JwksCache {
     }
 }
 
-async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<(KeySet, Duration), ProviderError> {
+async fn fetch(
+    source: &JwksSource,
+    http: &reqwest::Client,
+) -> Result<(KeySet, Duration), ProviderError> {
     match source {
         JwksSource::File(path) => {
-            let bytes = tokio::fs::read(path).await.map_err(|error| ProviderError::BadResponse(format!("jwks_file {}: {error}", path.display())))?;
-            let keys = KeySet::from_jwks_json(&bytes).map_err(|error| ProviderError::BadResponse(error.to_string()))?;
+            let bytes = tokio::fs::read(path).await.map_err(|error| {
+                ProviderError::BadResponse(format!("jwks_file {}: {error}", path.display()))
+            })?;
+            let keys = KeySet::from_jwks_json(&bytes)
+                .map_err(|error| ProviderError::BadResponse(error.to_string()))?;
             Ok((keys, DEFAULT_MAX_AGE))
         }
         JwksSource::Url(url) => {
-            let response = http.get(url).send().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+            let response = http
+                .get(url)
+                .send()
+                .await
+                .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
             if !response.status().is_success() {
-                return Err(ProviderError::BadResponse(format!("JWKS answered {}", response.status())));
+                return Err(ProviderError::BadResponse(format!(
+                    "JWKS answered {}",
+                    response.status()
+                )));
             }
             let max_age = response
                 .headers()
@@ -150,8 +194,12 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<(KeySet, D
                 .and_then(max_age_of)
                 .unwrap_or(DEFAULT_MAX_AGE)
                 .min(LONGEST_MAX_AGE);
-            let bytes = response.bytes().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
-            let keys = KeySet::from_jwks_json(&bytes).map_err(|error| ProviderError::BadResponse(error.to_string()))?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+            let keys = KeySet::from_jwks_json(&bytes)
+                .map_err(|error| ProviderError::BadResponse(error.to_string()))?;
             Ok((keys, max_age))
         }
     }
@@ -166,7 +214,11 @@ pub fn max_age_of(cache_control: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if let Some(seconds) = lowered.strip_prefix("max-age=") {
-            result = seconds.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            result = seconds
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     result
@@ -178,7 +230,10 @@ mod tests {
 
     #[test]
     fn cache_control_max_age_is_read() {
-        assert_eq!(max_age_of("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            max_age_of("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(max_age_of("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age_of("public"), None);
         assert_eq!(max_age_of("max-age=x"), None);

@@ -70,5 +70,11 @@ pub trait LocalIssuer: Send + Sync + 'static {
     ///
     /// # Errors
     /// `Refused` when the code, verifier or redirect URI do not match.
-    fn exchange_code(&self, client_id: &str, code: &str, redirect_uri: &str, code_verifier: &str) -> Result<TokenResponse, ProviderError>;
+    fn exchange_code(
+        &self,
+        client_id: &str,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<TokenResponse, ProviderError>;
 }

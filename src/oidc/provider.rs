@@ -71,7 +71,11 @@ impl Provider {
 
     /// Whether discovery has succeeded.
     pub fn is_discovered(&self) -> bool {
-        self.local.is_some() || self.metadata.read().is_ok_and(|metadata| metadata.is_some())
+        self.local.is_some()
+            || self
+                .metadata
+                .read()
+                .is_ok_and(|metadata| metadata.is_some())
     }
 
     /// The discovery document, fetched on first use.
@@ -82,11 +86,21 @@ impl Provider {
         if let Some(local) = &self.local {
             return Ok(Arc::new(local.metadata()));
         }
-        if let Some(metadata) = self.metadata.read().ok().and_then(|metadata| metadata.clone()) {
+        if let Some(metadata) = self
+            .metadata
+            .read()
+            .ok()
+            .and_then(|metadata| metadata.clone())
+        {
             return Ok(metadata);
         }
         let _single_flight = self.discovery_lock.lock().await;
-        if let Some(metadata) = self.metadata.read().ok().and_then(|metadata| metadata.clone()) {
+        if let Some(metadata) = self
+            .metadata
+            .read()
+            .ok()
+            .and_then(|metadata| metadata.clone())
+        {
             return Ok(metadata);
         }
         let metadata = Arc::new(self.discover().await?);
@@ -98,15 +112,32 @@ impl Provider {
     }
 
     async fn discover(&self) -> Result<ProviderMetadata, ProviderError> {
-        let url = format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
-        let response = self.http.get(&url).send().await.map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
         if !response.status().is_success() {
-            return Err(ProviderError::BadResponse(format!("discovery answered {}", response.status())));
+            return Err(ProviderError::BadResponse(format!(
+                "discovery answered {}",
+                response.status()
+            )));
         }
-        let metadata: ProviderMetadata = response.json().await.map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
+        let metadata: ProviderMetadata = response
+            .json()
+            .await
+            .map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
         // OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one configured.
         if metadata.issuer != self.config.issuer {
-            return Err(ProviderError::BadResponse(format!("discovery says issuer {:?}, config says {:?}", metadata.issuer, self.config.issuer)));
+            return Err(ProviderError::BadResponse(format!(
+                "discovery says issuer {:?}, config says {:?}",
+                metadata.issuer, self.config.issuer
+            )));
         }
         Ok(metadata)
     }
@@ -116,7 +147,10 @@ impl Provider {
             return Ok(JwksSource::File(path.clone()));
         }
         let metadata = self.metadata().await?;
-        let uri = metadata.jwks_uri.clone().ok_or_else(|| ProviderError::BadResponse("discovery has no jwks_uri".to_owned()))?;
+        let uri = metadata
+            .jwks_uri
+            .clone()
+            .ok_or_else(|| ProviderError::BadResponse("discovery has no jwks_uri".to_owned()))?;
         Ok(JwksSource::Url(uri))
     }
 
@@ -131,12 +165,20 @@ impl Provider {
 
     /// Runs `check` with the current keys, and once more after a re-fetch when the token names
     /// a key we do not have.
-    async fn with_keys<T>(&self, check: impl Fn(&KeySet) -> Result<T, TokenError>) -> Result<T, CredentialError> {
+    async fn with_keys<T>(
+        &self,
+        check: impl Fn(&KeySet) -> Result<T, TokenError>,
+    ) -> Result<T, CredentialError> {
         let (keys, source) = self.keys().await?;
         match check(&keys) {
             Err(TokenError::UnknownKey(_)) if source.is_some() => {
-                let Some(source) = source else { return Err(TokenError::UnknownKey(None).into()) };
-                let fresh = self.jwks.refetch_for_unknown_kid(&keys, &source, &self.http).await?;
+                let Some(source) = source else {
+                    return Err(TokenError::UnknownKey(None).into());
+                };
+                let fresh = self
+                    .jwks
+                    .refetch_for_unknown_kid(&keys, &source, &self.http)
+                    .await?;
                 Ok(check(&fresh)?)
             }
             other => Ok(other?),
@@ -159,10 +201,18 @@ impl Provider {
         if let Some(claims) = self.token_cache.get(&cache_key, now) {
             return Ok(claims);
         }
-        let expected = Expectations { issuer: &self.config.issuer, audiences: &self.config.audiences, leeway: self.leeway, now };
-        let claims = self.with_keys(|keys| token::validate_access_token(token, keys, &expected)).await?;
+        let expected = Expectations {
+            issuer: &self.config.issuer,
+            audiences: &self.config.audiences,
+            leeway: self.leeway,
+            now,
+        };
+        let claims = self
+            .with_keys(|keys| token::validate_access_token(token, keys, &expected))
+            .await?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
-            self.token_cache.insert(cache_key, claims.clone(), exp.saturating_add(self.leeway));
+            self.token_cache
+                .insert(cache_key, claims.clone(), exp.saturating_add(self.leeway));
         }
         Ok(claims)
     }
@@ -171,26 +221,50 @@ impl Provider {
     ///
     /// # Errors
     /// As `validate_access_token`.
-    pub async fn validate_id_token(&self, id_token: &str, nonce: &str, access_token: Option<&str>) -> Result<Claims, CredentialError> {
+    pub async fn validate_id_token(
+        &self,
+        id_token: &str,
+        nonce: &str,
+        access_token: Option<&str>,
+    ) -> Result<Claims, CredentialError> {
         let audiences = [self.config.client_id.clone()];
         let expected = IdTokenExpectations {
-            common: Expectations { issuer: &self.config.issuer, audiences: &audiences, leeway: self.leeway, now: self.clock.now() },
+            common: Expectations {
+                issuer: &self.config.issuer,
+                audiences: &audiences,
+                leeway: self.leeway,
+                now: self.clock.now(),
+            },
             client_id: &self.config.client_id,
             nonce,
             access_token,
         };
-        self.with_keys(|keys| validate_id_token(id_token, keys, &expected)).await
+        self.with_keys(|keys| validate_id_token(id_token, keys, &expected))
+            .await
     }
 
     /// Exchanges an authorization code at this provider.
     ///
     /// # Errors
     /// As `client::exchange_code`.
-    pub async fn exchange_code(&self, code: &str, redirect_uri: &str, code_verifier: &str) -> Result<TokenResponse, ProviderError> {
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<TokenResponse, ProviderError> {
         if let Some(local) = &self.local {
             return local.exchange_code(&self.config.client_id, code, redirect_uri, code_verifier);
         }
         let metadata = self.metadata().await?;
-        client::exchange_code(&self.http, &self.config, &metadata.token_endpoint, code, redirect_uri, code_verifier).await
+        client::exchange_code(
+            &self.http,
+            &self.config,
+            &metadata.token_endpoint,
+            code,
+            redirect_uri,
+            code_verifier,
+        )
+        .await
     }
 }

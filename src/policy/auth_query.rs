@@ -79,7 +79,10 @@ pub struct AuthQueryError {
 }
 
 fn malformed(parameter: &str, reason: impl Into<String>) -> AuthQueryError {
-    AuthQueryError { parameter: parameter.to_owned(), reason: reason.into() }
+    AuthQueryError {
+        parameter: parameter.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 impl AuthQuery {
@@ -91,8 +94,10 @@ impl AuthQuery {
         let mut query = Self::default();
         for piece in raw_query.split('&').filter(|piece| !piece.is_empty()) {
             let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
-            let name = decode_component(raw_name).ok_or_else(|| malformed(raw_name, "invalid percent-encoding"))?;
-            let value = decode_component(raw_value).ok_or_else(|| malformed(&name, "invalid percent-encoding"))?;
+            let name = decode_component(raw_name)
+                .ok_or_else(|| malformed(raw_name, "invalid percent-encoding"))?;
+            let value = decode_component(raw_value)
+                .ok_or_else(|| malformed(&name, "invalid percent-encoding"))?;
             match name.as_str() {
                 "inject-claim" => query.injections.push(parse_inject_claim(&value)?),
                 "inject-json-claim" => query.injections.push(parse_inject_json_claim(&value)?),
@@ -120,22 +125,35 @@ fn decode_component(raw: &str) -> Option<String> {
 }
 
 fn header_name(parameter: &str, text: &str) -> Result<HeaderName, AuthQueryError> {
-    HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| malformed(parameter, format!("`{text}` is not a valid header name")))
+    HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| malformed(parameter, format!("`{text}` is not a valid header name")))
 }
 
 fn parse_inject_claim(value: &str) -> Result<ClaimInjection, AuthQueryError> {
     let parts: Vec<&str> = value.split(',').map(str::trim).collect();
     match parts.as_slice() {
-        [claim] if !claim.is_empty() => Ok(ClaimInjection::Claim { claim: (*claim).to_owned(), header: header_name("inject-claim", claim)? }),
-        [claim, header] if !claim.is_empty() => Ok(ClaimInjection::Claim { claim: (*claim).to_owned(), header: header_name("inject-claim", header)? }),
-        _ => Err(malformed("inject-claim", "expected `claim` or `claim,Header-Name`")),
+        [claim] if !claim.is_empty() => Ok(ClaimInjection::Claim {
+            claim: (*claim).to_owned(),
+            header: header_name("inject-claim", claim)?,
+        }),
+        [claim, header] if !claim.is_empty() => Ok(ClaimInjection::Claim {
+            claim: (*claim).to_owned(),
+            header: header_name("inject-claim", header)?,
+        }),
+        _ => Err(malformed(
+            "inject-claim",
+            "expected `claim` or `claim,Header-Name`",
+        )),
     }
 }
 
 fn parse_inject_json_claim(value: &str) -> Result<ClaimInjection, AuthQueryError> {
     let mut parts = value.splitn(3, ',');
     let (Some(header), Some(claim), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(malformed("inject-json-claim", "expected `Header-Name,claim,$.json.path`"));
+        return Err(malformed(
+            "inject-json-claim",
+            "expected `Header-Name,claim,$.json.path`",
+        ));
     };
     let claim = claim.trim();
     if claim.is_empty() {
@@ -143,7 +161,11 @@ fn parse_inject_json_claim(value: &str) -> Result<ClaimInjection, AuthQueryError
     }
     let path = serde_json_path::JsonPath::parse(path.trim())
         .map_err(|error| malformed("inject-json-claim", format!("invalid JSONPath: {error}")))?;
-    Ok(ClaimInjection::JsonPath { header: header_name("inject-json-claim", header)?, claim: claim.to_owned(), path })
+    Ok(ClaimInjection::JsonPath {
+        header: header_name("inject-json-claim", header)?,
+        claim: claim.to_owned(),
+        path,
+    })
 }
 
 /// Longest pattern accepted, and the compiled-size limit, so a query cannot eat memory.
@@ -153,7 +175,8 @@ const MAX_COMPILED_SIZE: usize = 1 << 20;
 fn parse_skip(parameter: &str, value: &str, negated: bool) -> Result<SkipRule, AuthQueryError> {
     let (method, pattern) = match value.split_once(',') {
         Some((method, pattern)) if is_method_token(method) => {
-            let method = Method::from_bytes(method.as_bytes()).map_err(|_| malformed(parameter, "invalid method"))?;
+            let method = Method::from_bytes(method.as_bytes())
+                .map_err(|_| malformed(parameter, "invalid method"))?;
             (Some(method), pattern)
         }
         _ => (None, value),
@@ -168,7 +191,11 @@ fn parse_skip(parameter: &str, value: &str, negated: bool) -> Result<SkipRule, A
         .size_limit(MAX_COMPILED_SIZE)
         .build()
         .map_err(|error| malformed(parameter, format!("invalid regular expression: {error}")))?;
-    Ok(SkipRule { method, pattern, negated })
+    Ok(SkipRule {
+        method,
+        pattern,
+        negated,
+    })
 }
 
 /// An HTTP method name as written in a skip rule: upper-case letters only.

@@ -21,7 +21,11 @@ pub enum Decision {
 pub fn decide(query: &AuthQuery, claims: &Map<String, Value>) -> Decision {
     // Different claims must all match; a claim named more than once matches any of its values.
     for (claim, wanted) in &query.claim_rules {
-        let holds = claims.get(claim).is_some_and(|value| wanted.iter().any(|candidate| value_matches(value, candidate)));
+        let holds = claims.get(claim).is_some_and(|value| {
+            wanted
+                .iter()
+                .any(|candidate| value_matches(value, candidate))
+        });
         if !holds {
             return Decision::Deny(format!("claim `{claim}` does not have a required value"));
         }
@@ -30,12 +34,19 @@ pub fn decide(query: &AuthQuery, claims: &Map<String, Value>) -> Decision {
     for injection in &query.injections {
         let text = match injection {
             ClaimInjection::Claim { claim, .. } => claims.get(claim).map(header_text),
-            ClaimInjection::JsonPath { claim, path, .. } => claims.get(claim).and_then(|value| json_path_text(value, path)),
+            ClaimInjection::JsonPath { claim, path, .. } => claims
+                .get(claim)
+                .and_then(|value| json_path_text(value, path)),
         };
         let Some(text) = text else { continue };
         match HeaderValue::from_str(&text) {
             Ok(value) => headers.push((injection.header().clone(), value)),
-            Err(_) => return Decision::Deny(format!("the value for header `{}` cannot be sent as a header", injection.header())),
+            Err(_) => {
+                return Decision::Deny(format!(
+                    "the value for header `{}` cannot be sent as a header",
+                    injection.header()
+                ));
+            }
         }
     }
     Decision::Allow(headers)
@@ -48,7 +59,9 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
         Value::String(text) => text == wanted,
         Value::Number(number) => number.to_string() == wanted,
         Value::Bool(flag) => flag.to_string() == wanted,
-        Value::Array(items) => items.iter().any(|item| !item.is_array() && value_matches(item, wanted)),
+        Value::Array(items) => items
+            .iter()
+            .any(|item| !item.is_array() && value_matches(item, wanted)),
         Value::Null | Value::Object(_) => false,
     }
 }
@@ -76,7 +89,13 @@ fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<Str
     if nodes.is_empty() {
         return None;
     }
-    Some(nodes.into_iter().map(header_text).collect::<Vec<_>>().join(","))
+    Some(
+        nodes
+            .into_iter()
+            .map(header_text)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ fn check(claims: serde_json::Value, query: &str, expected: &str) {
     let query = AuthQuery::parse(query).unwrap();
     let outcome = match decide(&query, claims.as_object().unwrap()) {
         Decision::Allow(headers) => {
-            let shown: Vec<String> = headers.iter().map(|(name, value)| format!("{name}={}", value.to_str().unwrap())).collect();
+            let shown: Vec<String> = headers
+                .iter()
+                .map(|(name, value)| format!("{name}={}", value.to_str().unwrap()))
+                .collect();
             format!("allow [{}]", shown.join("; "))
         }
         Decision::Deny(_) => "deny".to_owned(),
@@ -32,9 +35,21 @@ fn claim_rules_repeat_means_any_different_means_all() {
 #[test]
 fn inject_claim_with_and_without_header_name() {
     let claims = json!({"email": "a@example.com", "groups": ["admin", "dev"], "scope": "a b"});
-    check(claims.clone(), "inject-claim=email", "allow [email=a@example.com]");
-    check(claims.clone(), "inject-claim=email,mail", "allow [mail=a@example.com]");
-    check(claims.clone(), "inject-claim=groups,JWT-Claim-Groups&inject-claim=scope,JWT-Claim-Scope", "allow [jwt-claim-groups=admin,dev; jwt-claim-scope=a b]");
+    check(
+        claims.clone(),
+        "inject-claim=email",
+        "allow [email=a@example.com]",
+    );
+    check(
+        claims.clone(),
+        "inject-claim=email,mail",
+        "allow [mail=a@example.com]",
+    );
+    check(
+        claims.clone(),
+        "inject-claim=groups,JWT-Claim-Groups&inject-claim=scope,JWT-Claim-Scope",
+        "allow [jwt-claim-groups=admin,dev; jwt-claim-scope=a b]",
+    );
     check(claims.clone(), "inject-claim=absent", "allow []");
 }
 
@@ -46,19 +61,29 @@ fn inject_json_claim_reads_json_and_json_strings() {
     let query = "inject-json-claim=role,gcip,%24.firebase.sign_in_attributes.role";
     check(as_string, query, "allow [role=admin]");
     check(as_object.clone(), query, "allow [role=admin]");
-    check(as_object, "inject-json-claim=role,gcip,$.nothing", "allow []");
+    check(
+        as_object,
+        "inject-json-claim=role,gcip,$.nothing",
+        "allow []",
+    );
     check(json!({"gcip": "not json"}), query, "allow []");
 }
 
 #[test]
 fn claim_values_that_cannot_be_headers_deny() {
-    check(json!({"name": "a\r\nX-Evil: 1"}), "inject-claim=name", "deny");
+    check(
+        json!({"name": "a\r\nX-Evil: 1"}),
+        "inject-claim=name",
+        "deny",
+    );
 }
 
 #[test]
 fn skip_rules_with_and_without_method() {
     let query = AuthQuery::parse("skip-auth=GET,/favicon.ico$&skip-auth=/api/").unwrap();
-    let [favicon, api] = query.skip_rules.as_slice() else { panic!() };
+    let [favicon, api] = query.skip_rules.as_slice() else {
+        panic!()
+    };
     assert!(favicon.skips(&Method::GET, "/favicon.ico"));
     assert!(!favicon.skips(&Method::POST, "/favicon.ico"));
     assert!(api.skips(&Method::POST, "/v1/api/x"));

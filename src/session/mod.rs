@@ -64,7 +64,9 @@ pub fn request_cookies(headers: &HeaderMap) -> BTreeMap<String, String> {
     for header in headers.get_all(axum::http::header::COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for cookie in cookie::Cookie::split_parse(text).flatten() {
-            cookies.entry(cookie.name().to_owned()).or_insert_with(|| cookie.value().to_owned());
+            cookies
+                .entry(cookie.name().to_owned())
+                .or_insert_with(|| cookie.value().to_owned());
         }
     }
     cookies
@@ -77,7 +79,12 @@ pub struct CookieAttributes {
     pub secure: bool,
 }
 
-fn set_cookie(name: &str, value: &str, max_age: Option<i64>, attributes: CookieAttributes) -> String {
+fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age: Option<i64>,
+    attributes: CookieAttributes,
+) -> String {
     let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if attributes.secure {
         cookie.push_str("; Secure");
@@ -112,26 +119,45 @@ pub enum SessionCookieError {
 impl CookieJar {
     /// A jar sealing with `sealer` under `cookie_name`.
     pub fn new(sealer: Sealer, cookie_name: String) -> Self {
-        Self { sealer, cookie_name }
+        Self {
+            sealer,
+            cookie_name,
+        }
     }
 
     /// The session of this request: `Ok(None)` without a session cookie.
     ///
     /// # Errors
     /// When a session cookie is present but unusable.
-    pub fn session(&self, cookies: &BTreeMap<String, String>, now: UnixTime) -> Result<Option<Session>, SessionCookieError> {
-        let Some(first) = cookies.get(&self.cookie_name) else { return Ok(None) };
-        let (count, head) = first.split_once('.').ok_or(SessionCookieError::Unreadable)?;
+    pub fn session(
+        &self,
+        cookies: &BTreeMap<String, String>,
+        now: UnixTime,
+    ) -> Result<Option<Session>, SessionCookieError> {
+        let Some(first) = cookies.get(&self.cookie_name) else {
+            return Ok(None);
+        };
+        let (count, head) = first
+            .split_once('.')
+            .ok_or(SessionCookieError::Unreadable)?;
         let count: usize = count.parse().map_err(|_| SessionCookieError::Unreadable)?;
         if count == 0 || count > MAX_CHUNKS {
             return Err(SessionCookieError::Unreadable);
         }
         let mut sealed = head.to_owned();
         for index in 1..count {
-            sealed.push_str(cookies.get(&format!("{}_{index}", self.cookie_name)).ok_or(SessionCookieError::Unreadable)?);
+            sealed.push_str(
+                cookies
+                    .get(&format!("{}_{index}", self.cookie_name))
+                    .ok_or(SessionCookieError::Unreadable)?,
+            );
         }
-        let plaintext = self.sealer.open("session", &sealed).map_err(|_| SessionCookieError::Unreadable)?;
-        let session: Session = serde_json::from_slice(&plaintext).map_err(|_| SessionCookieError::Unreadable)?;
+        let plaintext = self
+            .sealer
+            .open("session", &sealed)
+            .map_err(|_| SessionCookieError::Unreadable)?;
+        let session: Session =
+            serde_json::from_slice(&plaintext).map_err(|_| SessionCookieError::Unreadable)?;
         if now >= session.expires_at {
             return Err(SessionCookieError::Expired);
         }
@@ -150,7 +176,10 @@ impl CookieJar {
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionCookieError> {
         let plaintext = serde_json::to_vec(session).map_err(|_| SessionCookieError::Unreadable)?;
-        let sealed = self.sealer.seal("session", &plaintext).map_err(|_| SessionCookieError::Unreadable)?;
+        let sealed = self
+            .sealer
+            .seal("session", &plaintext)
+            .map_err(|_| SessionCookieError::Unreadable)?;
         let chunks: Vec<&str> = sealed
             .as_bytes()
             .chunks(CHUNK_SIZE)
@@ -163,7 +192,10 @@ impl CookieJar {
         let mut headers = Vec::new();
         for (index, chunk) in chunks.iter().enumerate() {
             let (name, value) = if index == 0 {
-                (self.cookie_name.clone(), format!("{}.{chunk}", chunks.len()))
+                (
+                    self.cookie_name.clone(),
+                    format!("{}.{chunk}", chunks.len()),
+                )
             } else {
                 (format!("{}_{index}", self.cookie_name), (*chunk).to_owned())
             };
@@ -179,7 +211,11 @@ impl CookieJar {
     }
 
     /// `Set-Cookie` values that remove the session cookie and all its chunks.
-    pub fn clear_session(&self, cookies: &BTreeMap<String, String>, attributes: CookieAttributes) -> Vec<String> {
+    pub fn clear_session(
+        &self,
+        cookies: &BTreeMap<String, String>,
+        attributes: CookieAttributes,
+    ) -> Vec<String> {
         let mut headers = vec![delete_cookie(&self.cookie_name, attributes)];
         for index in 1..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
@@ -195,7 +231,11 @@ impl CookieJar {
     }
 
     fn state_cookie_name(&self, state: &str) -> String {
-        format!("{}{}", self.state_prefix(), state.get(..12).unwrap_or(state))
+        format!(
+            "{}{}",
+            self.state_prefix(),
+            state.get(..12).unwrap_or(state)
+        )
     }
 
     /// `Set-Cookie` values that start a login: its own state cookie, and the removal of the
@@ -210,8 +250,16 @@ impl CookieJar {
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionCookieError> {
         let plaintext = serde_json::to_vec(login).map_err(|_| SessionCookieError::Unreadable)?;
-        let sealed = self.sealer.seal("login", &plaintext).map_err(|_| SessionCookieError::Unreadable)?;
-        let mut headers = vec![set_cookie(&self.state_cookie_name(&login.state), &sealed, Some(LOGIN_STATE_LIFETIME), attributes)];
+        let sealed = self
+            .sealer
+            .seal("login", &plaintext)
+            .map_err(|_| SessionCookieError::Unreadable)?;
+        let mut headers = vec![set_cookie(
+            &self.state_cookie_name(&login.state),
+            &sealed,
+            Some(LOGIN_STATE_LIFETIME),
+            attributes,
+        )];
         // Keep the newest logins: unreadable ones go first, then the oldest.
         let prefix = self.state_prefix();
         let mut in_flight: Vec<(UnixTime, &String)> = cookies
@@ -236,7 +284,13 @@ impl CookieJar {
     }
 
     /// The login in flight for `state`, with the `Set-Cookie` that removes its cookie.
-    pub fn finish_login(&self, state: &str, cookies: &BTreeMap<String, String>, now: UnixTime, attributes: CookieAttributes) -> Option<(LoginState, String)> {
+    pub fn finish_login(
+        &self,
+        state: &str,
+        cookies: &BTreeMap<String, String>,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> Option<(LoginState, String)> {
         let name = self.state_cookie_name(state);
         let sealed = cookies.get(&name)?;
         let plaintext = self.sealer.open("login", sealed).ok()?;

@@ -28,7 +28,10 @@ pub struct OpenError;
 impl Sealer {
     /// A sealer from secret lines; the first seals.
     pub fn new(secrets: &[Secret<String>]) -> Self {
-        let keys = secrets.iter().filter_map(|secret| derive(secret.expose().as_bytes())).collect();
+        let keys = secrets
+            .iter()
+            .filter_map(|secret| derive(secret.expose().as_bytes()))
+            .collect();
         Self { keys }
     }
 
@@ -40,8 +43,12 @@ impl Sealer {
         let (key_id, key) = self.keys.first().ok_or(OpenError)?;
         let nonce_bytes = crate::random::bytes::<NONCE_LEN>();
         let mut buffer = plaintext.to_vec();
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(purpose.as_bytes()), &mut buffer)
-            .map_err(|_| OpenError)?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce_bytes),
+            Aad::from(purpose.as_bytes()),
+            &mut buffer,
+        )
+        .map_err(|_| OpenError)?;
         let mut output = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + buffer.len());
         output.push(VERSION);
         output.extend_from_slice(key_id);
@@ -62,10 +69,16 @@ impl Sealer {
         }
         let (key_id, rest) = rest.split_at(KEY_ID_LEN);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let (_, key) = self.keys.iter().find(|(id, _)| id.as_slice() == key_id).ok_or(OpenError)?;
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(id, _)| id.as_slice() == key_id)
+            .ok_or(OpenError)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| OpenError)?;
         let mut buffer = ciphertext.to_vec();
-        let plaintext = key.open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut buffer).map_err(|_| OpenError)?;
+        let plaintext = key
+            .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut buffer)
+            .map_err(|_| OpenError)?;
         Ok(plaintext.to_vec())
     }
 }
@@ -75,9 +88,15 @@ fn derive(secret: &[u8]) -> Option<([u8; KEY_ID_LEN], LessSafeKey)> {
     use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
     let prk = Salt::new(HKDF_SHA256, b"tollgate session seal v1").extract(secret);
     let mut key_bytes = [0u8; 32];
-    prk.expand(&[b"aes-256-gcm key"], &AES_256_GCM).ok()?.fill(&mut key_bytes).ok()?;
+    prk.expand(&[b"aes-256-gcm key"], &AES_256_GCM)
+        .ok()?
+        .fill(&mut key_bytes)
+        .ok()?;
     let mut key_id = [0u8; KEY_ID_LEN];
-    prk.expand(&[b"key id"], KeyIdLen).ok()?.fill(&mut key_id).ok()?;
+    prk.expand(&[b"key id"], KeyIdLen)
+        .ok()?
+        .fill(&mut key_id)
+        .ok()?;
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key_bytes).ok()?);
     Some((key_id, key))
 }
@@ -95,7 +114,12 @@ mod tests {
     use super::*;
 
     fn sealer(lines: &[&str]) -> Sealer {
-        Sealer::new(&lines.iter().map(|line| Secret::new((*line).to_owned())).collect::<Vec<_>>())
+        Sealer::new(
+            &lines
+                .iter()
+                .map(|line| Secret::new((*line).to_owned()))
+                .collect::<Vec<_>>(),
+        )
     }
 
     const OLD: &str = "old-secret-old-secret-old-secret-0";
@@ -107,8 +131,14 @@ mod tests {
         let rotated = sealer(&[NEW, OLD]);
         assert_eq!(rotated.open("session", &sealed_with_old).unwrap(), b"hello");
         let sealed_with_new = rotated.seal("session", b"again").unwrap();
-        assert_eq!(sealer(&[NEW]).open("session", &sealed_with_new).unwrap(), b"again");
-        assert_eq!(sealer(&[NEW]).open("session", &sealed_with_old), Err(OpenError));
+        assert_eq!(
+            sealer(&[NEW]).open("session", &sealed_with_new).unwrap(),
+            b"again"
+        );
+        assert_eq!(
+            sealer(&[NEW]).open("session", &sealed_with_old),
+            Err(OpenError)
+        );
     }
 
     #[test]
@@ -116,11 +146,17 @@ mod tests {
         let sealer = sealer(&[NEW]);
         let sealed = sealer.seal("session", b"hello").unwrap();
         assert_eq!(sealer.open("state", &sealed), Err(OpenError));
-        assert_eq!(sealer.open("session", &sealed[..sealed.len() - 2]), Err(OpenError));
+        assert_eq!(
+            sealer.open("session", &sealed[..sealed.len() - 2]),
+            Err(OpenError)
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert_eq!(sealer.open("session", &URL_SAFE_NO_PAD.encode(&bytes)), Err(OpenError));
+        assert_eq!(
+            sealer.open("session", &URL_SAFE_NO_PAD.encode(&bytes)),
+            Err(OpenError)
+        );
         for garbage in ["", "!!!", "AA", &"A".repeat(100)] {
             assert_eq!(sealer.open("session", garbage), Err(OpenError));
         }

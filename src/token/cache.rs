@@ -14,7 +14,9 @@ pub struct TokenCache {
 impl TokenCache {
     /// A cache holding at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
-        Self { entries: Cache::new(capacity) }
+        Self {
+            entries: Cache::new(capacity),
+        }
     }
 
     /// The cache key of `token` validated for `purpose` (provider and token kind), so a token

@@ -7,7 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use super::{Claims, Expectations, TokenError, check_claims, numeric_claim, read_header, verify_signature};
+use super::{
+    Claims, Expectations, TokenError, check_claims, numeric_claim, read_header, verify_signature,
+};
 use crate::jose::KeySet;
 use crate::secret::constant_time_eq;
 
@@ -28,7 +30,11 @@ pub struct IdTokenExpectations<'a> {
 ///
 /// # Errors
 /// Any `TokenError`; `UnknownKey` means the caller may refresh `keys` and retry once.
-pub fn validate_id_token(token: &str, keys: &KeySet, expected: &IdTokenExpectations<'_>) -> Result<Claims, TokenError> {
+pub fn validate_id_token(
+    token: &str,
+    keys: &KeySet,
+    expected: &IdTokenExpectations<'_>,
+) -> Result<Claims, TokenError> {
     let header = read_header(token)?;
     let claims = verify_signature(token, &header, keys)?;
     // Steps 2, 3, 9, 10: iss exact, aud contains client_id, exp, iat.
@@ -36,11 +42,18 @@ pub fn validate_id_token(token: &str, keys: &KeySet, expected: &IdTokenExpectati
     if numeric_claim(&claims, "iat")?.is_none() {
         return Err(TokenError::MissingClaim("iat"));
     }
-    if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         return Err(TokenError::MissingClaim("sub"));
     }
     // Steps 4 and 5: with several audiences azp must be present; when present it is us.
-    let several_audiences = claims.get("aud").and_then(Value::as_array).is_some_and(|list| list.len() > 1);
+    let several_audiences = claims
+        .get("aud")
+        .and_then(Value::as_array)
+        .is_some_and(|list| list.len() > 1);
     match claims.get("azp").and_then(Value::as_str) {
         Some(azp) if azp != expected.client_id => return Err(TokenError::WrongAuthorizedParty),
         None if several_audiences => return Err(TokenError::WrongAuthorizedParty),
@@ -52,10 +65,13 @@ pub fn validate_id_token(token: &str, keys: &KeySet, expected: &IdTokenExpectati
         _ => return Err(TokenError::WrongNonce),
     }
     // 3.2.2.9 / 3.3.2.11: at_hash, when present, must match the access token.
-    if let (Some(at_hash), Some(access_token)) = (claims.get("at_hash").and_then(Value::as_str), expected.access_token)
-        && left_half_hash(header.algorithm, access_token) != at_hash {
-            return Err(TokenError::WrongAccessTokenHash);
-        }
+    if let (Some(at_hash), Some(access_token)) = (
+        claims.get("at_hash").and_then(Value::as_str),
+        expected.access_token,
+    ) && left_half_hash(header.algorithm, access_token) != at_hash
+    {
+        return Err(TokenError::WrongAccessTokenHash);
+    }
     Ok(Arc::new(claims))
 }
 
@@ -64,8 +80,12 @@ pub fn validate_id_token(token: &str, keys: &KeySet, expected: &IdTokenExpectati
 pub fn left_half_hash(algorithm: Algorithm, value: &str) -> String {
     use aws_lc_rs::digest;
     let hash = match algorithm {
-        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 | Algorithm::HS384 => &digest::SHA384,
-        Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 | Algorithm::EdDSA => &digest::SHA512,
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 | Algorithm::HS384 => {
+            &digest::SHA384
+        }
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 | Algorithm::EdDSA => {
+            &digest::SHA512
+        }
         _ => &digest::SHA256,
     };
     let digest = digest::digest(hash, value.as_bytes());

@@ -104,7 +104,13 @@ pub fn read_header(token: &str) -> Result<TokenHeader, TokenError> {
         Ok(header) => header,
         // `alg: none` and other unknown names fail to parse as an `Algorithm`; tell them apart
         // from garbage so the log says what happened.
-        Err(_) => return Err(if has_alg_field(token) { TokenError::DisallowedAlgorithm } else { TokenError::Malformed }),
+        Err(_) => {
+            return Err(if has_alg_field(token) {
+                TokenError::DisallowedAlgorithm
+            } else {
+                TokenError::Malformed
+            });
+        }
     };
     if !jose::is_allowed(header.alg) {
         return Err(TokenError::DisallowedAlgorithm);
@@ -112,12 +118,20 @@ pub fn read_header(token: &str) -> Result<TokenHeader, TokenError> {
     if header.crit.is_some() {
         return Err(TokenError::UnsupportedCritical);
     }
-    Ok(TokenHeader { algorithm: header.alg, kid: header.kid, typ: header.typ })
+    Ok(TokenHeader {
+        algorithm: header.alg,
+        kid: header.kid,
+        typ: header.typ,
+    })
 }
 
 fn has_alg_field(token: &str) -> bool {
-    let Some(encoded) = token.split('.').next() else { return false };
-    let Ok(bytes) = URL_SAFE_NO_PAD.decode(encoded) else { return false };
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(encoded) else {
+        return false;
+    };
     serde_json::from_slice::<Value>(&bytes).is_ok_and(|header| header.get("alg").is_some())
 }
 
@@ -126,8 +140,14 @@ fn has_alg_field(token: &str) -> bool {
 /// # Errors
 /// `UnknownKey` when no key fits (the caller may re-fetch the JWKS and try again),
 /// `BadSignature`, or `Malformed`.
-pub fn verify_signature(token: &str, header: &TokenHeader, keys: &KeySet) -> Result<Map<String, Value>, TokenError> {
-    let key = keys.find(header.kid.as_deref(), header.algorithm).ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
+pub fn verify_signature(
+    token: &str,
+    header: &TokenHeader,
+    keys: &KeySet,
+) -> Result<Map<String, Value>, TokenError> {
+    let key = keys
+        .find(header.kid.as_deref(), header.algorithm)
+        .ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
     let mut validation = Validation::new(header.algorithm);
     // Time, issuer and audience are checked by `check_claims` with an injected clock.
     validation.validate_exp = false;
@@ -138,7 +158,9 @@ pub fn verify_signature(token: &str, header: &TokenHeader, keys: &KeySet) -> Res
         Ok(data) => Ok(data.claims),
         Err(error) => match error.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => Err(TokenError::BadSignature),
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Err(TokenError::DisallowedAlgorithm),
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                Err(TokenError::DisallowedAlgorithm)
+            }
             _ => Err(TokenError::Malformed),
         },
     }
@@ -148,7 +170,10 @@ pub fn verify_signature(token: &str, header: &TokenHeader, keys: &KeySet) -> Res
 ///
 /// # Errors
 /// The first check that fails.
-pub fn check_claims(claims: &Map<String, Value>, expected: &Expectations<'_>) -> Result<(), TokenError> {
+pub fn check_claims(
+    claims: &Map<String, Value>,
+    expected: &Expectations<'_>,
+) -> Result<(), TokenError> {
     match claims.get("iss").and_then(Value::as_str) {
         Some(issuer) if issuer == expected.issuer => {}
         Some(_) => return Err(TokenError::WrongIssuer),
@@ -162,13 +187,15 @@ pub fn check_claims(claims: &Map<String, Value>, expected: &Expectations<'_>) ->
         return Err(TokenError::Expired);
     }
     if let Some(nbf) = numeric_claim(claims, "nbf")?
-        && nbf > expected.now.saturating_add(expected.leeway) {
-            return Err(TokenError::NotYetValid);
-        }
+        && nbf > expected.now.saturating_add(expected.leeway)
+    {
+        return Err(TokenError::NotYetValid);
+    }
     if let Some(iat) = numeric_claim(claims, "iat")?
-        && iat > expected.now.saturating_add(expected.leeway) {
-            return Err(TokenError::IssuedInFuture);
-        }
+        && iat > expected.now.saturating_add(expected.leeway)
+    {
+        return Err(TokenError::IssuedInFuture);
+    }
     Ok(())
 }
 
@@ -188,12 +215,20 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
 ///
 /// # Errors
 /// `MissingClaim` when present but not a number.
-pub fn numeric_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+pub fn numeric_claim(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(number)) => number
             .as_i64()
-            .or_else(|| number.as_f64().filter(|value| value.is_finite()).map(|value| value as i64))
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|value| value.is_finite())
+                    .map(|value| value as i64)
+            })
             .map(Some)
             .ok_or(TokenError::MissingClaim(name)),
         Some(_) => Err(TokenError::MissingClaim(name)),
@@ -205,11 +240,21 @@ pub fn numeric_claim(claims: &Map<String, Value>, name: &'static str) -> Result<
 ///
 /// # Errors
 /// `NotAnAccessToken`.
-pub fn ensure_access_token(header: &TokenHeader, claims: &Map<String, Value>) -> Result<(), TokenError> {
+pub fn ensure_access_token(
+    header: &TokenHeader,
+    claims: &Map<String, Value>,
+) -> Result<(), TokenError> {
     let header_type = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
     let id_like_header = header_type.contains("id_token") || header_type.contains("logout");
-    let id_like_claims = ["nonce", "at_hash", "c_hash", "events"].iter().any(|name| claims.contains_key(*name))
-        || claims.get("typ").and_then(Value::as_str).is_some_and(|typ| typ.eq_ignore_ascii_case("id") || typ.eq_ignore_ascii_case("logout"));
+    let id_like_claims = ["nonce", "at_hash", "c_hash", "events"]
+        .iter()
+        .any(|name| claims.contains_key(*name))
+        || claims
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(|typ| {
+                typ.eq_ignore_ascii_case("id") || typ.eq_ignore_ascii_case("logout")
+            });
     if id_like_header || id_like_claims {
         Err(TokenError::NotAnAccessToken)
     } else {
@@ -221,7 +266,11 @@ pub fn ensure_access_token(header: &TokenHeader, claims: &Map<String, Value>) ->
 ///
 /// # Errors
 /// Any `TokenError`; `UnknownKey` means the caller may refresh `keys` and retry once.
-pub fn validate_access_token(token: &str, keys: &KeySet, expected: &Expectations<'_>) -> Result<Claims, TokenError> {
+pub fn validate_access_token(
+    token: &str,
+    keys: &KeySet,
+    expected: &Expectations<'_>,
+) -> Result<Claims, TokenError> {
     let header = read_header(token)?;
     let claims = verify_signature(token, &header, keys)?;
     check_claims(&claims, expected)?;

@@ -17,11 +17,16 @@ struct Fixture {
 fn fixture() -> Fixture {
     let (key, _) = SigningKey::generate_es256().unwrap();
     let keys = KeySet::from_jwks(std::slice::from_ref(key.public_jwk()));
-    Fixture { key, keys, audiences: vec!["api".to_owned()] }
+    Fixture {
+        key,
+        keys,
+        audiences: vec!["api".to_owned()],
+    }
 }
 
 fn claims(extra: serde_json::Value) -> serde_json::Value {
-    let mut base = json!({"iss": "https://idp", "sub": "alice", "aud": "api", "iat": NOW, "exp": NOW + 300});
+    let mut base =
+        json!({"iss": "https://idp", "sub": "alice", "aud": "api", "iat": NOW, "exp": NOW + 300});
     if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
         for (name, value) in extra {
             base.insert(name.clone(), value.clone());
@@ -32,7 +37,12 @@ fn claims(extra: serde_json::Value) -> serde_json::Value {
 
 impl Fixture {
     fn expectations(&self) -> Expectations<'_> {
-        Expectations { issuer: "https://idp", audiences: &self.audiences, leeway: 60, now: NOW }
+        Expectations {
+            issuer: "https://idp",
+            audiences: &self.audiences,
+            leeway: 60,
+            now: NOW,
+        }
     }
 
     #[track_caller]
@@ -55,7 +65,10 @@ fn unsigned(header: serde_json::Value, claims: &serde_json::Value, signature: &[
 #[test]
 fn valid_token_passes_and_claims_come_back() {
     let fixture = fixture();
-    let token = fixture.key.sign("at+jwt", &claims(json!({"email": "a@example.com"}))).unwrap();
+    let token = fixture
+        .key
+        .sign("at+jwt", &claims(json!({"email": "a@example.com"})))
+        .unwrap();
     let claims = validate_access_token(&token, &fixture.keys, &fixture.expectations()).unwrap();
     assert_eq!(claims["email"], "a@example.com");
 }
@@ -63,17 +76,35 @@ fn valid_token_passes_and_claims_come_back() {
 #[test]
 fn issuer_audience_and_times_are_checked_with_leeway() {
     let fixture = fixture();
-    fixture.check(claims(json!({"iss": "https://other"})), Err(TokenError::WrongIssuer));
-    fixture.check(claims(json!({"iss": "https://idp/"})), Err(TokenError::WrongIssuer));
-    fixture.check(claims(json!({"aud": "web"})), Err(TokenError::WrongAudience));
+    fixture.check(
+        claims(json!({"iss": "https://other"})),
+        Err(TokenError::WrongIssuer),
+    );
+    fixture.check(
+        claims(json!({"iss": "https://idp/"})),
+        Err(TokenError::WrongIssuer),
+    );
+    fixture.check(
+        claims(json!({"aud": "web"})),
+        Err(TokenError::WrongAudience),
+    );
     fixture.check(claims(json!({"aud": ["web", "api"]})), Ok(()));
     fixture.check(claims(json!({"aud": null})), Err(TokenError::WrongAudience));
     fixture.check(claims(json!({"exp": NOW - 61})), Err(TokenError::Expired));
     fixture.check(claims(json!({"exp": NOW - 59})), Ok(()));
-    fixture.check(claims(json!({"exp": "soon"})), Err(TokenError::MissingClaim("exp")));
-    fixture.check(claims(json!({"nbf": NOW + 61})), Err(TokenError::NotYetValid));
+    fixture.check(
+        claims(json!({"exp": "soon"})),
+        Err(TokenError::MissingClaim("exp")),
+    );
+    fixture.check(
+        claims(json!({"nbf": NOW + 61})),
+        Err(TokenError::NotYetValid),
+    );
     fixture.check(claims(json!({"nbf": NOW + 59})), Ok(()));
-    fixture.check(claims(json!({"iat": NOW + 120})), Err(TokenError::IssuedInFuture));
+    fixture.check(
+        claims(json!({"iat": NOW + 120})),
+        Err(TokenError::IssuedInFuture),
+    );
     let mut no_exp = claims(json!({}));
     no_exp.as_object_mut().unwrap().remove("exp");
     fixture.check(no_exp, Err(TokenError::MissingClaim("exp")));
@@ -82,12 +113,27 @@ fn issuer_audience_and_times_are_checked_with_leeway() {
 #[test]
 fn id_tokens_and_logout_tokens_are_not_access_tokens() {
     let fixture = fixture();
-    fixture.check(claims(json!({"nonce": "n"})), Err(TokenError::NotAnAccessToken));
-    fixture.check(claims(json!({"at_hash": "x"})), Err(TokenError::NotAnAccessToken));
-    fixture.check(claims(json!({"typ": "ID"})), Err(TokenError::NotAnAccessToken));
-    fixture.check(claims(json!({"events": {}})), Err(TokenError::NotAnAccessToken));
+    fixture.check(
+        claims(json!({"nonce": "n"})),
+        Err(TokenError::NotAnAccessToken),
+    );
+    fixture.check(
+        claims(json!({"at_hash": "x"})),
+        Err(TokenError::NotAnAccessToken),
+    );
+    fixture.check(
+        claims(json!({"typ": "ID"})),
+        Err(TokenError::NotAnAccessToken),
+    );
+    fixture.check(
+        claims(json!({"events": {}})),
+        Err(TokenError::NotAnAccessToken),
+    );
     let token = fixture.key.sign("logout+jwt", &claims(json!({}))).unwrap();
-    assert_eq!(validate_access_token(&token, &fixture.keys, &fixture.expectations()), Err(TokenError::NotAnAccessToken));
+    assert_eq!(
+        validate_access_token(&token, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::NotAnAccessToken)
+    );
 }
 
 #[test]
@@ -95,21 +141,44 @@ fn none_and_hmac_and_unknown_algorithms_are_refused() {
     let fixture = fixture();
     let body = claims(json!({}));
     let none = unsigned(json!({"alg": "none", "typ": "JWT"}), &body, b"");
-    assert_eq!(validate_access_token(&none, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    assert_eq!(
+        validate_access_token(&none, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::DisallowedAlgorithm)
+    );
     let none_upper = unsigned(json!({"alg": "NONE"}), &body, b"");
-    assert_eq!(validate_access_token(&none_upper, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    assert_eq!(
+        validate_access_token(&none_upper, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::DisallowedAlgorithm)
+    );
     // HMAC keyed with the public key's JSON: the classic algorithm-confusion attack.
     let public_key = serde_json::to_vec(fixture.key.public_jwk()).unwrap();
     let header = json!({"alg": "HS256", "kid": fixture.key.kid()});
-    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(body.to_string()));
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(body.to_string())
+    );
     let hmac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &public_key);
     let tag = aws_lc_rs::hmac::sign(&hmac_key, signing_input.as_bytes());
     let hmac = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
-    assert_eq!(validate_access_token(&hmac, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
+    assert_eq!(
+        validate_access_token(&hmac, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::DisallowedAlgorithm)
+    );
     let unknown = unsigned(json!({"alg": "XS999"}), &body, b"sig");
-    assert_eq!(validate_access_token(&unknown, &fixture.keys, &fixture.expectations()), Err(TokenError::DisallowedAlgorithm));
-    let crit = unsigned(json!({"alg": "ES256", "crit": ["exp"], "exp": 1}), &body, b"sig");
-    assert_eq!(validate_access_token(&crit, &fixture.keys, &fixture.expectations()), Err(TokenError::UnsupportedCritical));
+    assert_eq!(
+        validate_access_token(&unknown, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::DisallowedAlgorithm)
+    );
+    let crit = unsigned(
+        json!({"alg": "ES256", "crit": ["exp"], "exp": 1}),
+        &body,
+        b"sig",
+    );
+    assert_eq!(
+        validate_access_token(&crit, &fixture.keys, &fixture.expectations()),
+        Err(TokenError::UnsupportedCritical)
+    );
 }
 
 #[test]
@@ -119,9 +188,16 @@ fn tampering_and_garbage_are_refused() {
     let mut parts: Vec<&str> = token.split('.').collect();
     let forged = URL_SAFE_NO_PAD.encode(claims(json!({"sub": "mallory"})).to_string());
     parts[1] = &forged;
-    assert_eq!(validate_access_token(&parts.join("."), &fixture.keys, &fixture.expectations()), Err(TokenError::BadSignature));
+    assert_eq!(
+        validate_access_token(&parts.join("."), &fixture.keys, &fixture.expectations()),
+        Err(TokenError::BadSignature)
+    );
     for garbage in ["", "a", "a.b", "a.b.c", "....", "eyJ.eyJ.x", "a.b.c.d"] {
-        assert_eq!(validate_access_token(garbage, &fixture.keys, &fixture.expectations()), Err(TokenError::Malformed), "{garbage:?}");
+        assert_eq!(
+            validate_access_token(garbage, &fixture.keys, &fixture.expectations()),
+            Err(TokenError::Malformed),
+            "{garbage:?}"
+        );
     }
 }
 
@@ -150,9 +226,17 @@ fn id_token_rules_of_core_3_1_3_7() {
                 body.insert(name.clone(), value.clone());
             }
         }
-        let token = fixture.key.sign("JWT", &serde_json::Value::Object(body)).unwrap();
+        let token = fixture
+            .key
+            .sign("JWT", &serde_json::Value::Object(body))
+            .unwrap();
         let expected = IdTokenExpectations {
-            common: Expectations { issuer: "https://idp", audiences: &audiences, leeway: 60, now: NOW },
+            common: Expectations {
+                issuer: "https://idp",
+                audiences: &audiences,
+                leeway: 60,
+                now: NOW,
+            },
             client_id: "client",
             nonce: "n-1",
             access_token,
@@ -160,16 +244,43 @@ fn id_token_rules_of_core_3_1_3_7() {
         validate_id_token(&token, &fixture.keys, &expected).map(|_| ())
     };
     assert_eq!(check(json!({}), None), Ok(()));
-    assert_eq!(check(json!({"nonce": "other"}), None), Err(TokenError::WrongNonce));
-    assert_eq!(check(json!({"nonce": null}), None), Err(TokenError::WrongNonce));
-    assert_eq!(check(json!({"aud": ["client", "x"]}), None), Err(TokenError::WrongAuthorizedParty));
-    assert_eq!(check(json!({"aud": ["client", "x"], "azp": "client"}), None), Ok(()));
-    assert_eq!(check(json!({"azp": "x"}), None), Err(TokenError::WrongAuthorizedParty));
-    assert_eq!(check(json!({"iat": null}), None), Err(TokenError::MissingClaim("iat")));
-    assert_eq!(check(json!({"sub": null}), None), Err(TokenError::MissingClaim("sub")));
+    assert_eq!(
+        check(json!({"nonce": "other"}), None),
+        Err(TokenError::WrongNonce)
+    );
+    assert_eq!(
+        check(json!({"nonce": null}), None),
+        Err(TokenError::WrongNonce)
+    );
+    assert_eq!(
+        check(json!({"aud": ["client", "x"]}), None),
+        Err(TokenError::WrongAuthorizedParty)
+    );
+    assert_eq!(
+        check(json!({"aud": ["client", "x"], "azp": "client"}), None),
+        Ok(())
+    );
+    assert_eq!(
+        check(json!({"azp": "x"}), None),
+        Err(TokenError::WrongAuthorizedParty)
+    );
+    assert_eq!(
+        check(json!({"iat": null}), None),
+        Err(TokenError::MissingClaim("iat"))
+    );
+    assert_eq!(
+        check(json!({"sub": null}), None),
+        Err(TokenError::MissingClaim("sub"))
+    );
     let at_hash = left_half_hash(Algorithm::ES256, "the-access-token");
-    assert_eq!(check(json!({"at_hash": at_hash}), Some("the-access-token")), Ok(()));
-    assert_eq!(check(json!({"at_hash": at_hash}), Some("another-token")), Err(TokenError::WrongAccessTokenHash));
+    assert_eq!(
+        check(json!({"at_hash": at_hash}), Some("the-access-token")),
+        Ok(())
+    );
+    assert_eq!(
+        check(json!({"at_hash": at_hash}), Some("another-token")),
+        Err(TokenError::WrongAccessTokenHash)
+    );
 }
 
 #[test]

@@ -1,0 +1,113 @@
+//! The `tollgate` binary: `check` prints every problem with its key path and exits non-zero.
+
+use std::process::Command;
+
+fn tollgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_lists_every_problem_with_its_key_path() {
+    let path = write(
+        "bad.toml",
+        r#"
+[server]
+listen = "nowhere"
+bogus = 1
+[session]
+store = "redis"
+lifetime = "forever"
+[[provider]]
+name = "corp"
+issuer = "not a url"
+client_id = "x"
+scopes = ["email"]
+[forward_auth]
+provider = "missing"
+"#,
+    );
+    let output = tollgate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    for expected in [
+        "server.listen:",
+        "server.bogus: unknown key",
+        "session.store:",
+        "session.lifetime:",
+        "provider[0].issuer:",
+        "provider[0].client_secret:",
+        "provider[0].scopes:",
+        "forward_auth.provider: no [[provider]] is named `missing`",
+        "session.secrets:",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_reads_secret_files_and_environment() {
+    let secret = write("secret", "client-secret\n");
+    let path = write(
+        "good.toml",
+        &format!(
+            r#"
+[session]
+secrets_env = "TEST_SESSION_SECRETS"
+[[provider]]
+name = "corp"
+issuer = "https://login.example.com"
+client_id = "tollgate"
+client_secret_file = "{}"
+[forward_auth]
+provider = "corp"
+"#,
+            secret.display()
+        ),
+    );
+    let output = tollgate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("TEST_SESSION_SECRETS", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let overridden = tollgate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("TEST_SESSION_SECRETS", "0123456789abcdef0123456789abcdef")
+        .env("TOLLGATE_FORWARD_AUTH__UNAUTHENTICATED", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(overridden.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&overridden.stderr).contains("forward_auth.unauthenticated"));
+}
+
+#[test]
+fn version_and_help() {
+    let version = tollgate().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("tollgate "));
+    let help = tollgate().arg("--help").output().unwrap();
+    for command in ["serve", "demo", "check"] {
+        assert!(String::from_utf8_lossy(&help.stdout).contains(command));
+    }
+}

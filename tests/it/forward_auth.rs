@@ -1,0 +1,417 @@
+//! SPEC §4 `/auth` and `/validate`, and §6 token validation, against the test provider.
+
+use serde_json::json;
+
+use crate::support::idp::{AUDIENCE, Alg, now};
+use crate::support::{Gateway, TestIdp};
+
+async fn auth(gateway: &Gateway, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client.get(gateway.url(&format!("/auth{query}")));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn status(gateway: &Gateway, query: &str, token: &str) -> u16 {
+    auth(
+        gateway,
+        query,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn valid_bearer_token_passes_with_every_allowed_algorithm() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    for alg in [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+    ] {
+        let token = idp.access_token().alg(alg).sign();
+        assert_eq!(status(&gateway, "", &token).await, 200, "{alg:?}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_bearer_tokens_get_401() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let cases = [
+        (
+            "expired beyond leeway",
+            idp.access_token().expires_in(-120).sign(),
+        ),
+        (
+            "not yet valid",
+            idp.access_token().claim("nbf", json!(now() + 600)).sign(),
+        ),
+        (
+            "issued in the future",
+            idp.access_token().claim("iat", json!(now() + 600)).sign(),
+        ),
+        (
+            "wrong issuer",
+            idp.access_token()
+                .claim("iss", json!("https://evil.example"))
+                .sign(),
+        ),
+        (
+            "wrong audience",
+            idp.access_token().claim("aud", json!("other-api")).sign(),
+        ),
+        ("alg none", idp.access_token().alg(Alg::None).sign()),
+        (
+            "HS256 keyed with the public key",
+            idp.access_token().alg(Alg::Hs256WithPublicKey).sign(),
+        ),
+        (
+            "an ID token",
+            idp.access_token()
+                .typ("JWT")
+                .claim("nonce", json!("n"))
+                .sign(),
+        ),
+        (
+            "a logout token",
+            idp.access_token()
+                .typ("logout+jwt")
+                .claim("events", json!({}))
+                .sign(),
+        ),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (name, token) in cases {
+        assert_eq!(status(&gateway, "", &token).await, 401, "{name}");
+    }
+    let good = idp.access_token().sign();
+    let mut forged = good.clone();
+    forged.truncate(good.len() - 4);
+    forged.push_str("AAAA");
+    assert_eq!(status(&gateway, "", &forged).await, 401, "bad signature");
+    let response = auth(&gateway, "", &[]).await;
+    assert_eq!(response.status(), 401, "no credential");
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        auth(&gateway, "", &[("authorization", "Basic YTpi")])
+            .await
+            .status(),
+        401,
+        "not bearer"
+    );
+}
+
+#[tokio::test]
+async fn bearer_tokens_need_a_configured_audience() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "")
+        .replace(&format!("audiences = [\"{AUDIENCE}\"]"), "");
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(status(&gateway, "", &idp.access_token().sign()).await, 401);
+}
+
+#[tokio::test]
+async fn unknown_kid_burst_causes_one_jwks_refetch_and_rotation_needs_no_restart() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval = \"1h\"",
+        "jwks_refetch_interval = \"0s\"",
+    );
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(status(&gateway, "", &idp.access_token().sign()).await, 200);
+    let fetches_before = idp.count("jwks");
+    idp.rotate_keys("rsa-2");
+    let rotated = idp.access_token().sign();
+    assert_eq!(
+        status(&gateway, "", &rotated).await,
+        200,
+        "a token signed with the new key passes after one re-fetch"
+    );
+    assert_eq!(idp.count("jwks"), fetches_before + 1);
+
+    let limited = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    assert_eq!(status(&limited, "", &idp.access_token().sign()).await, 200);
+    let fetches = idp.count("jwks");
+    let made_up: Vec<String> = (0..20)
+        .map(|index| {
+            idp.access_token()
+                .kid(Some(&format!("unknown-{index}")))
+                .sign()
+        })
+        .collect();
+    let mut burst = tokio::task::JoinSet::new();
+    for token in made_up {
+        let url = limited.url("/auth");
+        burst.spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(code) = burst.join_next().await {
+        assert_eq!(code.unwrap(), 401);
+    }
+    assert!(
+        idp.count("jwks") <= fetches + 1,
+        "a burst of unknown kids re-fetched {} times",
+        idp.count("jwks") - fetches
+    );
+}
+
+#[tokio::test]
+async fn claim_rules_all_of_different_any_of_repeated_arrays_any_element() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let token = idp.access_token().claim("tid", json!("1111")).sign();
+    assert_eq!(status(&gateway, "?tid=1111&groups=dev", &token).await, 200);
+    assert_eq!(status(&gateway, "?tid=2222&tid=1111", &token).await, 200);
+    assert_eq!(status(&gateway, "?tid=1111&groups=ops", &token).await, 403);
+    assert_eq!(
+        status(&gateway, "?groups=ops&groups=admin", &token).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn claims_are_injected_as_headers() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let inner = json!({"firebase": {"sign_in_attributes": {"role": "admin"}}}).to_string();
+    let token = idp.access_token().claim("gcip", json!(inner)).sign();
+    let query = "?inject-claim=email&inject-claim=groups,X-Groups&inject-json-claim=X-Role,gcip,%24.firebase.sign_in_attributes.role";
+    let response = auth(
+        &gateway,
+        query,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["email"], "alice@example.com");
+    assert_eq!(response.headers()["x-groups"], "admin,dev");
+    assert_eq!(response.headers()["x-role"], "admin");
+}
+
+#[tokio::test]
+async fn malformed_query_is_400_naming_the_parameter_before_any_credential_is_read() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let response = auth(&gateway, "?skip-auth=GET,(", &[]).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("skip-auth"));
+    let response = auth(&gateway, "?inject-json-claim=X,c,$[", &[]).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("inject-json-claim"));
+}
+
+#[tokio::test]
+async fn skip_rules_see_only_the_canonical_original_path() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let query = "?skip-auth=GET,^/public/";
+    let original = |url: &'static str| [("x-original-url", url), ("x-original-method", "GET")];
+    let gateway = &gateway;
+    let skip = |url| async move { auth(gateway, query, &original(url)).await.status().as_u16() };
+    assert_eq!(skip("https://app.example.com/public/logo.png").await, 200);
+    assert_eq!(skip("https://app.example.com/admin?x=/public/").await, 401);
+    assert_eq!(skip("https://app.example.com/public/../admin").await, 401);
+    assert_eq!(
+        skip("https://app.example.com/public/%2e%2e/admin").await,
+        401
+    );
+    assert_eq!(
+        skip("https://app.example.com/public%2F..%2Fadmin").await,
+        401
+    );
+    assert_eq!(
+        skip("https://app.example.com/public/%5C..%5Cadmin").await,
+        401
+    );
+    assert_eq!(
+        skip("https://app.example.com/%70ublic/x").await,
+        200,
+        "unreserved characters are decoded"
+    );
+    let post = auth(
+        gateway,
+        query,
+        &[
+            ("x-original-url", "https://app.example.com/public/x"),
+            ("x-original-method", "POST"),
+        ],
+    )
+    .await;
+    assert_eq!(post.status(), 401, "the method must match");
+    let traefik = auth(
+        gateway,
+        query,
+        &[
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "app"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(traefik.status(), 200);
+    let negated = auth(
+        gateway,
+        "?skip-auth-ne=^/api/",
+        &original("https://app.example.com/home"),
+    )
+    .await;
+    assert_eq!(negated.status(), 200);
+    let negated_api = auth(
+        gateway,
+        "?skip-auth-ne=^/api/",
+        &original("https://app.example.com/api/x"),
+    )
+    .await;
+    assert_eq!(negated_api.status(), 401);
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_untrusted_peers_are_ignored() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        "",
+    ))
+    .await;
+    let response = auth(
+        &gateway,
+        "?skip-auth=^/public/",
+        &[("x-original-url", "https://app.example.com/public/x")],
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    let negated = auth(
+        &gateway,
+        "?skip-auth-ne=^/api/",
+        &[("x-original-url", "https://app.example.com/home")],
+    )
+    .await;
+    assert_eq!(
+        negated.status(),
+        401,
+        "skip-auth-ne fails closed without a trusted original path"
+    );
+}
+
+#[tokio::test]
+async fn token_cookie_is_a_credential() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "token_cookie = \"odj_access_token\"",
+    ))
+    .await;
+    let token = idp.access_token().sign();
+    let cookie = format!("other=1; odj_access_token={token}");
+    assert_eq!(
+        auth(&gateway, "", &[("cookie", &cookie)]).await.status(),
+        200
+    );
+    let expired = format!(
+        "odj_access_token={}",
+        idp.access_token().expires_in(-3600).sign()
+    );
+    assert_eq!(
+        auth(&gateway, "", &[("cookie", &expired)]).await.status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn redirect_mode_sends_browsers_to_signin_and_api_calls_get_401() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "unauthenticated = \"redirect\"",
+    ))
+    .await;
+    let headers = [
+        ("x-forwarded-uri", "/page?a=1"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-host", "app.example.com"),
+        ("x-forwarded-proto", "https"),
+        ("accept", "text/html"),
+    ];
+    let response = auth(&gateway, "", &headers).await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "https://app.example.com/signin?rd=https%3A%2F%2Fapp.example.com%2Fpage%3Fa%3D1"
+    );
+    let mut api = headers.to_vec();
+    api.push(("x-requested-with", "XMLHttpRequest"));
+    assert_eq!(auth(&gateway, "", &api).await.status(), 401);
+}
+
+#[tokio::test]
+async fn validate_answers_200_with_bounded_max_age_or_401_no_store() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "token_cookie = \"odj_access_token\"",
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let token = idp.access_token().expires_in(120).sign();
+    let response = client
+        .get(gateway.url("/validate"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let max_age: i64 = response.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("max-age=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=120).contains(&max_age),
+        "max-age {max_age} must not outlive the token"
+    );
+    let by_cookie = client
+        .get(gateway.url("/validate"))
+        .header("cookie", format!("odj_access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_cookie.status(), 200);
+    let refused = client
+        .get(gateway.url("/validate"))
+        .bearer_auth("x.y.z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["cache-control"], "no-store");
+}

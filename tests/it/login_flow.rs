@@ -1,0 +1,308 @@
+//! SPEC §4 `/signin`, `/callback`, `/signout`, `/userinfo`: the authorization code flow with
+//! state, nonce and PKCE against the test provider, sealed cookie sessions, RP-initiated logout.
+
+use crate::support::browser::location;
+use crate::support::idp::Misbehaviour;
+use crate::support::{Browser, Gateway, TestIdp};
+
+/// Runs `/signin` → provider → `/callback` and returns the callback's response.
+async fn log_in(browser: &mut Browser, gateway: &Gateway, rd: &str) -> reqwest::Response {
+    let signin = browser.get(&gateway.url(&format!("/signin?rd={rd}"))).await;
+    assert_eq!(signin.status(), 302);
+    let at_provider = browser.get(&location(&signin)).await;
+    assert_eq!(at_provider.status(), 302);
+    browser.get(&location(&at_provider)).await
+}
+
+#[tokio::test]
+async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+
+    let callback = log_in(&mut browser, &gateway, "/after-login").await;
+    assert_eq!(callback.status(), 302);
+    assert_eq!(location(&callback), "/after-login");
+    let set_cookies: Vec<String> = callback
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session_cookie = set_cookies
+        .iter()
+        .find(|c| c.starts_with("tollgate="))
+        .expect("session cookie");
+    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Lax"));
+    assert!(
+        !session_cookie.contains("Secure"),
+        "plain-http loopback drops Secure"
+    );
+    assert!(
+        !browser
+            .cookies
+            .keys()
+            .any(|name| name.starts_with("tollgate_login_")),
+        "the state cookie is removed"
+    );
+
+    let allowed = browser
+        .get_with(
+            &gateway.url("/auth?groups=admin&inject-claim=email,X-Email"),
+            &[],
+        )
+        .await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["x-email"], "alice@example.com");
+    assert_eq!(
+        browser.get(&gateway.url("/auth?groups=ops")).await.status(),
+        403
+    );
+    let userinfo = browser.get(&gateway.url("/userinfo")).await;
+    assert_eq!(userinfo.status(), 200);
+    let claims: serde_json::Value = userinfo.json().await.unwrap();
+    assert_eq!(claims["sub"], "alice");
+
+    let copied_cookies = browser.cookies.clone();
+    let signout = browser.get(&gateway.url("/signout?rd=/bye")).await;
+    assert_eq!(signout.status(), 302);
+    let to_provider = reqwest::Url::parse(&location(&signout)).unwrap();
+    assert_eq!(to_provider.path(), "/end_session");
+    let params: std::collections::HashMap<String, String> =
+        to_provider.query_pairs().into_owned().collect();
+    assert!(params.contains_key("id_token_hint"));
+    assert_eq!(params["post_logout_redirect_uri"], gateway.url("/bye"));
+    assert!(
+        !browser.cookies.contains_key("tollgate"),
+        "the session cookie is cleared"
+    );
+    assert_eq!(browser.get(to_provider.as_str()).await.status(), 200);
+    assert!(
+        idp.last_end_session()
+            .unwrap()
+            .contains_key("id_token_hint")
+    );
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(browser.get(&gateway.url("/userinfo")).await.status(), 401);
+    // SPEC §5: with store = "cookie" a copied cookie stays valid until it expires.
+    let mut copy = Browser::new();
+    copy.cookies = copied_cookies;
+    assert_eq!(copy.get(&gateway.url("/auth")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_tampered_session_cookie_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway, "/").await;
+    let value = browser.cookies.get_mut("tollgate").unwrap();
+    let last = value.pop().unwrap();
+    value.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    browser
+        .cookies
+        .insert("tollgate".into(), "3.garbage".into());
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_misbehaving_provider_never_yields_a_session() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let cases = [
+        (
+            "wrong nonce",
+            Misbehaviour {
+                wrong_nonce: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "wrong audience",
+            Misbehaviour {
+                wrong_audience: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "wrong issuer",
+            Misbehaviour {
+                wrong_issuer: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "expired",
+            Misbehaviour {
+                expired_id_token: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "bad signature",
+            Misbehaviour {
+                bad_signature: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, misbehaviour) in cases {
+        idp.misbehave(misbehaviour);
+        let mut browser = Browser::new();
+        let callback = log_in(&mut browser, &gateway, "/").await;
+        assert_eq!(callback.status(), 401, "{name}");
+        assert!(!browser.cookies.contains_key("tollgate"), "{name}");
+    }
+    let metrics = reqwest::get(gateway.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_requests_total{role=\"callback\",result=\"unauthenticated\"} 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn callback_without_the_login_state_or_with_a_mixed_up_issuer_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    let signin = browser.get(&gateway.url("/signin")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback_url = location(&at_provider);
+    let mut stranger = Browser::new();
+    assert_eq!(
+        stranger.get(&callback_url).await.status(),
+        400,
+        "CSRF: no state cookie"
+    );
+    let mixed_up = format!("{callback_url}&iss=https%3A%2F%2Fother.example");
+    assert_eq!(
+        browser.get(&mixed_up).await.status(),
+        400,
+        "RFC 9207 iss mismatch"
+    );
+    assert_eq!(
+        browser.get(&gateway.url("/callback?code=x")).await.status(),
+        400,
+        "missing state"
+    );
+}
+
+#[tokio::test]
+async fn parallel_logins_in_several_tabs_do_not_break_each_other() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    let first = browser.get(&gateway.url("/signin?rd=/one")).await;
+    let second = browser.get(&gateway.url("/signin?rd=/two")).await;
+    let first_back = browser.get(&location(&first)).await;
+    let second_back = browser.get(&location(&second)).await;
+    let second_done = browser.get(&location(&second_back)).await;
+    assert_eq!(location(&second_done), "/two");
+    let first_done = browser.get(&location(&first_back)).await;
+    assert_eq!(location(&first_done), "/one");
+}
+
+#[tokio::test]
+async fn login_state_cookies_are_capped() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    for _ in 0..12 {
+        browser.get(&gateway.url("/signin")).await;
+    }
+    let in_flight = browser
+        .cookies
+        .keys()
+        .filter(|name| name.starts_with("tollgate_login_"))
+        .count();
+    assert_eq!(in_flight, 5);
+}
+
+#[tokio::test]
+async fn open_redirects_are_refused_at_signin_and_signout() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "allowed_redirect_domains = [\".example.com\"]",
+        "",
+    ))
+    .await;
+    let mut browser = Browser::new();
+    for rd in [
+        "//evil.com",
+        "/%5Cevil.com",
+        "https:evil.com",
+        "user@evil.com",
+        "https://evil.com/",
+        "/%2F%2Fevil.com",
+        "https://app.example.com@evil.com/",
+        "%20/x",
+    ] {
+        let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        assert_eq!(
+            browser
+                .get(&gateway.url(&format!("/signin?rd={encoded}")))
+                .await
+                .status(),
+            400,
+            "signin {rd}"
+        );
+        assert_eq!(
+            browser
+                .get(&gateway.url(&format!("/signout?rd={encoded}")))
+                .await
+                .status(),
+            400,
+            "signout {rd}"
+        );
+    }
+    let allowed = browser
+        .get(&gateway.url("/signin?rd=https%3A%2F%2Fapp.example.com%2Fx"))
+        .await;
+    assert_eq!(allowed.status(), 302);
+    let signout = browser
+        .get(&gateway.url("/signout?rd=https%3A%2F%2Fapp.example.com%2Fx"))
+        .await;
+    assert_eq!(
+        location(&signout),
+        "https://app.example.com/x",
+        "without a session, signout goes straight to rd"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_gets_a_502_page() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let config = format!(
+        "[session]\nsecrets = [\"{}\"]\n[[provider]]\nname = \"corp\"\nissuer = \"{dead}\"\nclient_id = \"x\"\nclient_auth = \"none\"\n[forward_auth]\nprovider = \"corp\"\n[server]\nlisten = \"127.0.0.1:0\"\n",
+        crate::support::gateway::SESSION_SECRET
+    );
+    let gateway = Gateway::start(&config).await;
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(gateway.url("/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("identity provider is unreachable")
+    );
+    let ready = reqwest::get(gateway.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+}

@@ -1,0 +1,20 @@
+//! The one integration-test binary. Every test starts what it needs on 127.0.0.1:0, in-process.
+//!
+//! - `support/`: `TestIdp` (an OpenID Provider that can misbehave on purpose), `Gateway`
+//!   (Tollgate from a TOML string), `Browser` (cookies, no automatic redirects).
+//! - `forward_auth`: `/auth` and `/validate` with bearer tokens, claim rules, skip rules,
+//!   forwarded headers (SPEC §4, §6).
+//! - `login_flow`: `/signin`, `/callback`, `/signout`, `/userinfo` against the test provider.
+//! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
+//! - `admin`: metrics and health (SPEC §8).
+//! - `cli`: the `tollgate` binary: `check` output and exit codes.
+
+// Test code may panic on what it did not expect: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin;
+mod cli;
+mod forward_auth;
+mod login_flow;
+mod support;
+mod token_service;

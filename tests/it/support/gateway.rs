@@ -1,0 +1,75 @@
+//! `Gateway`: Tollgate started in-process from a TOML string on 127.0.0.1:0.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tollgate::app::RunningApp;
+
+use super::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET, TestIdp};
+
+pub const SESSION_SECRET: &str = "test-session-secret-test-session-secret";
+
+pub struct Gateway {
+    pub app: RunningApp,
+}
+
+impl Gateway {
+    /// Forward-auth against `idp`, with `extra` TOML appended (later keys win per section).
+    pub fn forward_auth_config(
+        idp: &TestIdp,
+        server_extra: &str,
+        forward_auth_extra: &str,
+    ) -> String {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{server_extra}
+
+[session]
+secrets = ["{SESSION_SECRET}"]
+
+[[provider]]
+name = "corp"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+audiences = ["{AUDIENCE}"]
+jwks_refetch_interval = "1h"
+
+[forward_auth]
+provider = "corp"
+{forward_auth_extra}
+"#,
+            issuer = idp.issuer()
+        )
+    }
+
+    pub async fn start(config_text: &str) -> Self {
+        let config = tollgate::config::load(config_text, &BTreeMap::new())
+            .unwrap_or_else(|problems| panic!("config: {problems:?}"));
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = tollgate::app::start(
+            config,
+            Arc::new(tollgate::clock::SystemClock),
+            Some(public),
+            Some(admin),
+        )
+        .await
+        .unwrap();
+        Self { app }
+    }
+
+    pub async fn forward_auth(idp: &TestIdp) -> Self {
+        Self::start(&Self::forward_auth_config(idp, "", "")).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.public_addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.admin_addr.unwrap())
+    }
+}

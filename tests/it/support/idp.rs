@@ -1,0 +1,487 @@
+//! `TestIdp`: an OpenID Provider on 127.0.0.1:0 for the tests. It signs with aws-lc-rs directly
+//! (never with Tollgate's own JOSE code, so a bug cannot cancel itself out), approves logins
+//! without HTML, counts requests per endpoint, rotates keys, and misbehaves on request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+
+/// Signature algorithms the test provider can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    /// `alg: none`, empty signature.
+    None,
+    /// HS256 keyed with the RSA public key's JWK JSON (algorithm confusion).
+    Hs256WithPublicKey,
+}
+
+impl Alg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+            Self::None => "none",
+            Self::Hs256WithPublicKey => "HS256",
+        }
+    }
+}
+
+struct Keys {
+    rsa: RsaKeyPair,
+    rsa_kid: String,
+    ec256: EcdsaKeyPair,
+    ec384: EcdsaKeyPair,
+    ed: Ed25519KeyPair,
+}
+
+fn rsa_jwk(key: &RsaKeyPair, kid: &str) -> Value {
+    let public = key.public_key();
+    json!({
+        "kty": "RSA", "kid": kid, "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    })
+}
+
+fn ec_jwk(key: &EcdsaKeyPair, kid: &str, crv: &str) -> Value {
+    let point = key.public_key().as_ref();
+    let half = (point.len() - 1) / 2;
+    json!({
+        "kty": "EC", "kid": kid, "crv": crv,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..=half]),
+        "y": URL_SAFE_NO_PAD.encode(&point[half + 1..]),
+    })
+}
+
+impl Keys {
+    fn new(rsa_kid: &str) -> Self {
+        let rng = SystemRandom::new();
+        let ec256 = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .unwrap()
+                .as_ref(),
+        )
+        .unwrap();
+        let ec384 = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
+                .unwrap()
+                .as_ref(),
+        )
+        .unwrap();
+        Self {
+            rsa: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
+            rsa_kid: rsa_kid.to_owned(),
+            ec256,
+            ec384,
+            ed: Ed25519KeyPair::generate().unwrap(),
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        json!({ "keys": [
+            rsa_jwk(&self.rsa, &self.rsa_kid),
+            ec_jwk(&self.ec256, "ec-256", "P-256"),
+            ec_jwk(&self.ec384, "ec-384", "P-384"),
+            {"kty": "OKP", "crv": "Ed25519", "kid": "ed-1", "x": URL_SAFE_NO_PAD.encode(self.ed.public_key().as_ref())},
+        ]})
+    }
+
+    fn default_kid(&self, alg: Alg) -> String {
+        match alg {
+            Alg::ES256 => "ec-256".to_owned(),
+            Alg::ES384 => "ec-384".to_owned(),
+            Alg::EdDSA => "ed-1".to_owned(),
+            _ => self.rsa_kid.clone(),
+        }
+    }
+
+    fn sign(&self, alg: Alg, input: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        let rsa = |padding: &'static dyn signature::RsaEncoding| {
+            let mut out = vec![0u8; self.rsa.public_modulus_len()];
+            self.rsa.sign(padding, &rng, input, &mut out).unwrap();
+            out
+        };
+        match alg {
+            Alg::RS256 => rsa(&signature::RSA_PKCS1_SHA256),
+            Alg::RS384 => rsa(&signature::RSA_PKCS1_SHA384),
+            Alg::RS512 => rsa(&signature::RSA_PKCS1_SHA512),
+            Alg::PS256 => rsa(&signature::RSA_PSS_SHA256),
+            Alg::PS384 => rsa(&signature::RSA_PSS_SHA384),
+            Alg::PS512 => rsa(&signature::RSA_PSS_SHA512),
+            Alg::ES256 => self.ec256.sign(&rng, input).unwrap().as_ref().to_vec(),
+            Alg::ES384 => self.ec384.sign(&rng, input).unwrap().as_ref().to_vec(),
+            Alg::EdDSA => self.ed.sign(input).as_ref().to_vec(),
+            Alg::None => Vec::new(),
+            Alg::Hs256WithPublicKey => {
+                let secret = rsa_jwk(&self.rsa, &self.rsa_kid).to_string();
+                let key =
+                    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+                aws_lc_rs::hmac::sign(&key, input).as_ref().to_vec()
+            }
+        }
+    }
+}
+
+/// Ways the provider can misbehave at its token endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Misbehaviour {
+    pub wrong_nonce: bool,
+    pub wrong_audience: bool,
+    pub wrong_issuer: bool,
+    pub expired_id_token: bool,
+    pub bad_signature: bool,
+}
+
+struct PendingCode {
+    nonce: String,
+    code_challenge: String,
+    redirect_uri: String,
+}
+
+struct Inner {
+    issuer: String,
+    keys: Mutex<Arc<Keys>>,
+    codes: Mutex<HashMap<String, PendingCode>>,
+    misbehaviour: Mutex<Misbehaviour>,
+    counts: Mutex<HashMap<&'static str, Arc<AtomicUsize>>>,
+    last_end_session: Mutex<Option<HashMap<String, String>>>,
+    user_claims: Mutex<Map<String, Value>>,
+}
+
+/// The provider.
+#[derive(Clone)]
+pub struct TestIdp {
+    inner: Arc<Inner>,
+    _server: Arc<tokio::task::JoinHandle<()>>,
+}
+
+pub const CLIENT_ID: &str = "tollgate";
+pub const CLIENT_SECRET: &str = "client-secret-for-tests";
+pub const AUDIENCE: &str = "api";
+
+/// Builds and signs one token.
+pub struct TokenBuilder {
+    inner: Arc<Inner>,
+    alg: Alg,
+    kid: Option<Option<String>>,
+    header_typ: Option<String>,
+    claims: Map<String, Value>,
+}
+
+impl TokenBuilder {
+    pub fn alg(mut self, alg: Alg) -> Self {
+        self.alg = alg;
+        self
+    }
+    pub fn kid(mut self, kid: Option<&str>) -> Self {
+        self.kid = Some(kid.map(str::to_owned));
+        self
+    }
+    pub fn typ(mut self, typ: &str) -> Self {
+        self.header_typ = Some(typ.to_owned());
+        self
+    }
+    pub fn claim(mut self, name: &str, value: Value) -> Self {
+        if value.is_null() {
+            self.claims.remove(name);
+        } else {
+            self.claims.insert(name.to_owned(), value);
+        }
+        self
+    }
+    pub fn expires_in(self, seconds: i64) -> Self {
+        let exp = now() + seconds;
+        self.claim("exp", json!(exp))
+    }
+    pub fn sign(self) -> String {
+        let keys = self.inner.keys.lock().unwrap().clone();
+        let kid = self.kid.unwrap_or_else(|| Some(keys.default_kid(self.alg)));
+        let mut header = json!({"alg": self.alg.name(), "typ": self.header_typ.unwrap_or_else(|| "JWT".to_owned())});
+        if let Some(kid) = kid {
+            header["kid"] = json!(kid);
+        }
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(Value::Object(self.claims).to_string())
+        );
+        let signature = keys.sign(self.alg, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+}
+
+pub fn now() -> i64 {
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    now as i64
+}
+
+impl TestIdp {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let mut user = Map::new();
+        user.insert("sub".into(), json!("alice"));
+        user.insert("email".into(), json!("alice@example.com"));
+        user.insert("groups".into(), json!(["admin", "dev"]));
+        let inner = Arc::new(Inner {
+            issuer,
+            keys: Mutex::new(Arc::new(Keys::new("rsa-1"))),
+            codes: Mutex::new(HashMap::new()),
+            misbehaviour: Mutex::new(Misbehaviour::default()),
+            counts: Mutex::new(HashMap::new()),
+            last_end_session: Mutex::new(None),
+            user_claims: Mutex::new(user),
+        });
+        let router = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .route("/end_session", get(end_session))
+            .with_state(inner.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            inner,
+            _server: Arc::new(server),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// An access token for `alice` with audience `api`, valid for five minutes, RS256.
+    pub fn access_token(&self) -> TokenBuilder {
+        access_token(&self.inner)
+    }
+
+    /// How many times an endpoint was called.
+    pub fn count(&self, endpoint: &'static str) -> usize {
+        self.counter(endpoint).load(Ordering::SeqCst)
+    }
+
+    fn counter(&self, endpoint: &'static str) -> Arc<AtomicUsize> {
+        self.inner
+            .counts
+            .lock()
+            .unwrap()
+            .entry(endpoint)
+            .or_default()
+            .clone()
+    }
+
+    /// Replaces every key; the RSA key gets `kid`.
+    pub fn rotate_keys(&self, rsa_kid: &str) {
+        *self.inner.keys.lock().unwrap() = Arc::new(Keys::new(rsa_kid));
+    }
+
+    pub fn misbehave(&self, misbehaviour: Misbehaviour) {
+        *self.inner.misbehaviour.lock().unwrap() = misbehaviour;
+    }
+
+    pub fn last_end_session(&self) -> Option<HashMap<String, String>> {
+        self.inner.last_end_session.lock().unwrap().clone()
+    }
+}
+
+fn access_token(inner: &Arc<Inner>) -> TokenBuilder {
+    let mut claims = inner.user_claims.lock().unwrap().clone();
+    let now = now();
+    claims.insert("iss".into(), json!(inner.issuer));
+    claims.insert("aud".into(), json!(AUDIENCE));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + 300));
+    claims.insert("scope".into(), json!("openid read"));
+    TokenBuilder {
+        inner: inner.clone(),
+        alg: Alg::RS256,
+        kid: None,
+        header_typ: Some("at+jwt".to_owned()),
+        claims,
+    }
+}
+
+fn count(inner: &Inner, endpoint: &'static str) {
+    inner
+        .counts
+        .lock()
+        .unwrap()
+        .entry(endpoint)
+        .or_default()
+        .fetch_add(1, Ordering::SeqCst);
+}
+
+async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    count(&inner, "discovery");
+    let issuer = &inner.issuer;
+    Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "end_session_endpoint": format!("{issuer}/end_session"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+async fn jwks(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    count(&inner, "jwks");
+    let keys = inner.keys.lock().unwrap().clone();
+    Json(keys.jwks())
+}
+
+async fn authorize(
+    State(inner): State<Arc<Inner>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    count(&inner, "authorize");
+    assert_eq!(
+        params.get("response_type").map(String::as_str),
+        Some("code")
+    );
+    assert_eq!(params.get("client_id").map(String::as_str), Some(CLIENT_ID));
+    assert_eq!(
+        params.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
+    let code = format!("code-{}", inner.codes.lock().unwrap().len());
+    let redirect_uri = params["redirect_uri"].clone();
+    inner.codes.lock().unwrap().insert(
+        code.clone(),
+        PendingCode {
+            nonce: params["nonce"].clone(),
+            code_challenge: params["code_challenge"].clone(),
+            redirect_uri: redirect_uri.clone(),
+        },
+    );
+    let state =
+        url::form_urlencoded::byte_serialize(params["state"].as_bytes()).collect::<String>();
+    let location = format!("{redirect_uri}?code={code}&state={state}");
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    count(&inner, "token");
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let expected_basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let Some(pending) = inner
+        .codes
+        .lock()
+        .unwrap()
+        .remove(form.get("code").map(String::as_str).unwrap_or(""))
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant"})),
+        )
+            .into_response();
+    };
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    if URL_SAFE_NO_PAD.encode(digest.as_ref()) != pending.code_challenge
+        || form.get("redirect_uri") != Some(&pending.redirect_uri)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant"})),
+        )
+            .into_response();
+    }
+    let misbehaviour = inner.misbehaviour.lock().unwrap().clone();
+    let issued_access_token = access_token(&inner).sign();
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issued_access_token.as_bytes());
+    let at_hash = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
+    let mut id_token = access_token(&inner)
+        .typ("JWT")
+        .claim(
+            "aud",
+            json!(if misbehaviour.wrong_audience {
+                "someone-else"
+            } else {
+                CLIENT_ID
+            }),
+        )
+        .claim(
+            "nonce",
+            json!(if misbehaviour.wrong_nonce {
+                "not-the-nonce".to_owned()
+            } else {
+                pending.nonce
+            }),
+        )
+        .claim("at_hash", json!(at_hash))
+        .claim("scope", Value::Null);
+    if misbehaviour.wrong_issuer {
+        id_token = id_token.claim("iss", json!("https://mix-up.example"));
+    }
+    if misbehaviour.expired_id_token {
+        id_token = id_token.expires_in(-3600);
+    }
+    let mut id_token = id_token.sign();
+    if misbehaviour.bad_signature {
+        id_token.pop();
+        id_token.push(if id_token.ends_with('A') { 'B' } else { 'A' });
+    }
+    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "r-1"})).into_response()
+}
+
+async fn end_session(
+    State(inner): State<Arc<Inner>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> &'static str {
+    count(&inner, "end_session");
+    *inner.last_end_session.lock().unwrap() = Some(params);
+    "signed out"
+}

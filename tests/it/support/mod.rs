@@ -1,0 +1,9 @@
+//! Test helpers: a provider, a gateway, a browser.
+
+pub mod browser;
+pub mod gateway;
+pub mod idp;
+
+pub use browser::Browser;
+pub use gateway::Gateway;
+pub use idp::TestIdp;

@@ -1,0 +1,355 @@
+//! SPEC §7: the built-in provider (local part) and `tollgate demo` end to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::support::browser::location;
+use crate::support::{Browser, Gateway};
+
+const VERIFIER: &str = "a-code-verifier-that-is-long-enough-for-rfc-7636-0123456789";
+
+fn challenge(verifier: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+async fn token_service() -> (Gateway, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[token_service]
+issuer = "{issuer}"
+[[token_service.client]]
+client_id = "spa"
+grants = ["authorization_code"]
+redirect_uris = ["https://spa.example.com/cb"]
+source = "aad"
+[[token_service.client]]
+client_id = "machine"
+client_secret_hash = "{secret_hash}"
+grants = ["client_credentials"]
+scopes = ["scim", "read"]
+source = "myapi"
+audience = "odj"
+extra_claims = {{ api_product_list = ["odj-core"] }}
+[[token_service.user]]
+username = "alice"
+password_hash = "{password_hash}"
+name = "Alice"
+email = "alice@example.com"
+"#,
+        secret_hash = tollgate::hash_password("machine-secret").unwrap(),
+        password_hash = tollgate::hash_password("alice-password").unwrap(),
+    );
+    let config = tollgate::config::load(&config, &Default::default()).unwrap();
+    let app = tollgate::app::start(
+        config,
+        Arc::new(tollgate::clock::SystemClock),
+        Some(listener),
+        None,
+    )
+    .await
+    .unwrap();
+    (Gateway { app }, issuer)
+}
+
+fn authorize_query(state: &str, with_pkce: bool) -> String {
+    let mut query = format!(
+        "response_type=code&client_id=spa&redirect_uri=https%3A%2F%2Fspa.example.com%2Fcb&scope=openid%20email&state={state}&nonce=n-1"
+    );
+    if with_pkce {
+        query.push_str(&format!(
+            "&code_challenge={}&code_challenge_method=S256",
+            challenge(VERIFIER)
+        ));
+    }
+    query
+}
+
+async fn token_request(
+    gateway: &Gateway,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(gateway.url("/token"))
+        .form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn discovery_and_jwks_describe_the_issuer() {
+    let (gateway, issuer) = token_service().await;
+    let discovery: Value = reqwest::get(gateway.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer);
+    assert_eq!(discovery["token_endpoint"], format!("{issuer}/token"));
+    assert_eq!(discovery["code_challenge_methods_supported"][0], "S256");
+    let jwks: Value = reqwest::get(gateway.url("/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert!(
+        jwks["keys"][0].get("d").is_none(),
+        "no private part is published"
+    );
+}
+
+#[tokio::test]
+async fn authorization_code_with_pkce_through_the_login_form() {
+    let (gateway, issuer) = token_service().await;
+    let mut browser = Browser::new();
+    let form = browser
+        .get(&gateway.url(&format!("/authorize?{}", authorize_query("s-1", true))))
+        .await;
+    assert_eq!(form.status(), 200);
+    assert!(form.text().await.unwrap().contains("name=\"password\""));
+    let wrong = browser
+        .post_form(
+            &gateway.url("/authorize"),
+            format!(
+                "{}&username=alice&password=nope",
+                authorize_query("s-1", true)
+            ),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let right = browser
+        .post_form(
+            &gateway.url("/authorize"),
+            format!(
+                "{}&username=alice&password=alice-password",
+                authorize_query("s-1", true)
+            ),
+        )
+        .await;
+    assert_eq!(right.status(), 302);
+    let back = reqwest::Url::parse(&location(&right)).unwrap();
+    assert_eq!(back.host_str(), Some("spa.example.com"));
+    let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
+    assert_eq!(params["state"], "s-1");
+    assert_eq!(params["iss"], issuer, "RFC 9207");
+    let code = params["code"].clone();
+
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://spa.example.com/cb"),
+        ("client_id", "spa"),
+        (
+            "code_verifier",
+            "wrong-verifier-wrong-verifier-wrong-verifier-000",
+        ),
+    ];
+    let (status, body) = token_request(&gateway, &form, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a wrong verifier burns the code"
+    );
+
+    let right = browser
+        .post_form(
+            &gateway.url("/authorize"),
+            format!(
+                "{}&username=alice&password=alice-password",
+                authorize_query("s-2", true)
+            ),
+        )
+        .await;
+    let code = reqwest::Url::parse(&location(&right))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://spa.example.com/cb"),
+        ("client_id", "spa"),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, body) = token_request(&gateway, &form, None).await;
+    assert_eq!(status, 200, "{body}");
+    let access_token = body["access_token"].as_str().unwrap().to_owned();
+    let claims = decode_payload(&access_token);
+    assert_eq!(claims["sub"], "aad:alice");
+    assert_eq!(claims["iss"], issuer);
+    assert_eq!(claims["email"], "alice@example.com");
+    let id_claims = decode_payload(body["id_token"].as_str().unwrap());
+    assert_eq!(id_claims["nonce"], "n-1");
+    assert_eq!(id_claims["aud"], "spa");
+    let (status, body) = token_request(&gateway, &form, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "codes are single-use"
+    );
+    let userinfo = reqwest::Client::new()
+        .get(gateway.url("/userinfo"))
+        .bearer_auth(&access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), 200);
+}
+
+fn decode_payload(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_authorization_requests_are_refused_without_open_redirects() {
+    let (gateway, _) = token_service().await;
+    let mut browser = Browser::new();
+    let unregistered = browser.get(&gateway.url("/authorize?response_type=code&client_id=spa&redirect_uri=https%3A%2F%2Fevil.example%2Fcb&code_challenge_method=S256")).await;
+    assert_eq!(
+        unregistered.status(),
+        400,
+        "an unregistered redirect_uri is never redirected to"
+    );
+    let unknown = browser.get(&gateway.url("/authorize?response_type=code&client_id=nobody&redirect_uri=https%3A%2F%2Fspa.example.com%2Fcb")).await;
+    assert_eq!(unknown.status(), 400);
+    let no_pkce = browser
+        .get(&gateway.url(&format!("/authorize?{}", authorize_query("s", false))))
+        .await;
+    assert_eq!(no_pkce.status(), 302);
+    assert!(
+        location(&no_pkce).contains("error=invalid_request"),
+        "public clients must use PKCE"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_issue_tokens_that_validate_accepts() {
+    let (gateway, issuer) = token_service().await;
+    let (status, body) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials"), ("scope", "scim")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let claims = decode_payload(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], "myapi:machine");
+    assert_eq!(claims["aud"], "odj");
+    assert_eq!(claims["iss"], issuer);
+    assert_eq!(claims["api_product_list"][0], "odj-core");
+    let validate = reqwest::Client::new()
+        .get(gateway.url("/validate"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validate.status(), 200);
+
+    let post = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "machine"),
+        ("client_secret", "machine-secret"),
+    ];
+    assert_eq!(
+        token_request(&gateway, &post, None).await.0,
+        200,
+        "client_secret_post"
+    );
+    let (status, body) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "wrong")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials"), ("scope", "admin")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+    let (status, body) = token_request(
+        &gateway,
+        &[("grant_type", "password")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (status, body) =
+        token_request(&gateway, &[("grant_type", "client_credentials")], None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+}
+
+#[tokio::test]
+async fn demo_runs_the_whole_system_on_loopback() {
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let demo = tollgate::demo::start(
+        bind().await,
+        bind().await,
+        bind().await,
+        Arc::new(tollgate::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let app_url = format!("http://{}/hello", demo.app_addr);
+    let mut browser = Browser::new();
+    let (form, form_url) = browser.follow(&app_url).await;
+    assert_eq!(form.status(), 200);
+    assert!(form_url.contains("/authorize?"));
+    let alice = demo
+        .users
+        .iter()
+        .find(|user| user.username == "alice")
+        .unwrap();
+    let query = form_url.split_once('?').unwrap().1;
+    let submitted = browser
+        .post_form(
+            &format!("http://{}/authorize", demo.tollgate.public_addr),
+            format!("{query}&username=alice&password={}", alice.password),
+        )
+        .await;
+    assert_eq!(submitted.status(), 302);
+    let (page, page_url) = browser.follow(&location(&submitted)).await;
+    assert_eq!(page_url, app_url);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("alice@example.com"), "{html}");
+    assert!(html.contains("demo:alice"));
+    demo.shutdown().await.unwrap();
+}
