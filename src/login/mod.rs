@@ -18,6 +18,7 @@ use crate::forward_auth::request_base;
 use crate::http::rejection::Rejection;
 use crate::metrics::ProviderLabels;
 use crate::oidc::ProviderError;
+use crate::oidc::provider::CredentialError;
 use crate::session::{LoginState, Session, request_cookies};
 use redirect::validate_redirect;
 
@@ -244,6 +245,19 @@ async fn finish_login(
                 format!("id_token refused: {error}"),
             )
         })?;
+    let claims = match provider.merge_userinfo(&claims, &tokens.access_token).await {
+        Ok(merged) => merged,
+        Err(CredentialError::Token(error)) => {
+            return Err((
+                Rejection::Unauthenticated,
+                format!("userinfo refused: {error}"),
+            ));
+        }
+        Err(CredentialError::Provider(error)) => {
+            tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
+            claims
+        }
+    };
     let lifetime = i64::try_from(state.config.session.lifetime.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
         provider: provider.name().to_owned(),

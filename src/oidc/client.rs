@@ -94,3 +94,32 @@ pub async fn exchange_code(
     serde_json::from_slice(&body)
         .map_err(|error| ProviderError::BadResponse(format!("token response: {error}")))
 }
+
+/// Fetches the userinfo claims with an access token (OIDC Core §5.3).
+///
+/// # Errors
+/// `Unreachable`, `Refused` on a non-2xx answer, `BadResponse` when it is not a JSON object
+/// (signed or encrypted userinfo responses are not supported).
+pub async fn fetch_userinfo(
+    http: &reqwest::Client,
+    userinfo_endpoint: &str,
+    access_token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+    let response = http
+        .get(userinfo_endpoint)
+        .bearer_auth(access_token)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    if !response.status().is_success() {
+        return Err(ProviderError::Refused(format!(
+            "userinfo answered {}",
+            response.status()
+        )));
+    }
+    response
+        .json()
+        .await
+        .map_err(|error| ProviderError::BadResponse(format!("userinfo: {error}")))
+}

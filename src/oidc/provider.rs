@@ -243,6 +243,34 @@ impl Provider {
             .await
     }
 
+    /// The claims of the userinfo endpoint merged under the ID token's claims (the ID token
+    /// wins), when the provider has one; the ID token's claims alone otherwise. OIDC Core
+    /// §5.3.2: a userinfo `sub` different from the ID token's is refused.
+    ///
+    /// # Errors
+    /// `Token(WrongSubject)` on a `sub` mismatch; provider errors when userinfo fails.
+    pub async fn merge_userinfo(
+        &self,
+        id_claims: &Claims,
+        access_token: &str,
+    ) -> Result<Claims, CredentialError> {
+        if self.local.is_some() {
+            return Ok(id_claims.clone());
+        }
+        let metadata = self.metadata().await?;
+        let Some(endpoint) = metadata.userinfo_endpoint.as_deref() else {
+            return Ok(id_claims.clone());
+        };
+        let mut merged = client::fetch_userinfo(&self.http, endpoint, access_token).await?;
+        if merged.get("sub") != id_claims.get("sub") {
+            return Err(TokenError::WrongSubject.into());
+        }
+        for (name, value) in id_claims.iter() {
+            merged.insert(name.clone(), value.clone());
+        }
+        Ok(Arc::new(merged))
+    }
+
     /// Exchanges an authorization code at this provider.
     ///
     /// # Errors

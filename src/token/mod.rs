@@ -66,6 +66,9 @@ pub enum TokenError {
     /// OIDC Core 3.2.2.9: `at_hash` does not match the access token.
     #[error("at_hash mismatch")]
     WrongAccessTokenHash,
+    /// OIDC Core 5.3.2: the userinfo `sub` is not the ID token's.
+    #[error("userinfo subject mismatch")]
+    WrongSubject,
 }
 
 /// What a token must satisfy besides its signature.

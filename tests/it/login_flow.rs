@@ -49,11 +49,16 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
 
     let allowed = browser
         .get_with(
-            &gateway.url("/auth?groups=admin&inject-claim=email,X-Email"),
+            &gateway.url("/auth?groups=admin&inject-claim=email,X-Email&inject-claim=department"),
             &[],
         )
         .await;
     assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["department"],
+        "engineering",
+        "userinfo claims are merged"
+    );
     assert_eq!(allowed.headers()["x-email"], "alice@example.com");
     assert_eq!(
         browser.get(&gateway.url("/auth?groups=ops")).await.status(),
@@ -147,6 +152,13 @@ async fn a_misbehaving_provider_never_yields_a_session() {
                 ..Default::default()
             },
         ),
+        (
+            "userinfo for another subject",
+            Misbehaviour {
+                userinfo_other_subject: true,
+                ..Default::default()
+            },
+        ),
     ];
     for (name, misbehaviour) in cases {
         idp.misbehave(misbehaviour);
@@ -162,7 +174,7 @@ async fn a_misbehaving_provider_never_yields_a_session() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("tollgate_requests_total{role=\"callback\",result=\"unauthenticated\"} 5"),
+        metrics.contains("tollgate_requests_total{role=\"callback\",result=\"unauthenticated\"} 6"),
         "{metrics}"
     );
 }

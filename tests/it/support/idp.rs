@@ -161,6 +161,7 @@ pub struct Misbehaviour {
     pub wrong_issuer: bool,
     pub expired_id_token: bool,
     pub bad_signature: bool,
+    pub userinfo_other_subject: bool,
 }
 
 struct PendingCode {
@@ -273,6 +274,7 @@ impl TestIdp {
             .route("/authorize", get(authorize))
             .route("/token", post(token))
             .route("/end_session", get(end_session))
+            .route("/userinfo", get(userinfo))
             .with_state(inner.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
@@ -357,6 +359,7 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
         "end_session_endpoint": format!("{issuer}/end_session"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -471,8 +474,14 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
     }
     let mut id_token = id_token.sign();
     if misbehaviour.bad_signature {
-        id_token.pop();
-        id_token.push(if id_token.ends_with('A') { 'B' } else { 'A' });
+        // Change a character well inside the signature, so real signature bits change.
+        let position = id_token.len() - 20;
+        let replacement = if id_token.as_bytes()[position] == b'A' {
+            "B"
+        } else {
+            "A"
+        };
+        id_token.replace_range(position..=position, replacement);
     }
     Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "r-1"})).into_response()
 }
@@ -484,4 +493,21 @@ async fn end_session(
     count(&inner, "end_session");
     *inner.last_end_session.lock().unwrap() = Some(params);
     "signed out"
+}
+
+async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    count(&inner, "userinfo");
+    if !headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "))
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut claims = inner.user_claims.lock().unwrap().clone();
+    claims.insert("department".into(), json!("engineering"));
+    if inner.misbehaviour.lock().unwrap().userinfo_other_subject {
+        claims.insert("sub".into(), json!("mallory"));
+    }
+    Json(Value::Object(claims)).into_response()
 }
