@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests need on a fresh Debian
-# machine, then runs formatting, lints and every test (unit, integration, end to end).
+# machine (nginx, Caddy, Chromium; the npm packages oidc-provider and playwright-core), then
+# runs formatting, lints, unit and integration tests, and the end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+packages=(nginx caddy chromium)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "== installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "== npm packages for the end-to-end suite"
+(cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== formatting and lints"
 cargo fmt --all --check
@@ -10,3 +24,7 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "== unit and integration tests"
 cargo test --locked
+
+echo "== end to end: nginx and Caddy in front of Tollgate, oidc-provider, headless Chromium"
+cargo build --locked --bin tollgate
+(cd e2e && TOLLGATE_BIN="$PWD/../target/debug/tollgate" npm test)

@@ -1,0 +1,216 @@
+// SPEC §4 end to end: a real browser logs in at a real OpenID Provider through Tollgate's
+// forward-auth, behind Debian's nginx (configured the way ingress-nginx configures auth-url and
+// auth-signin) and behind Debian's Caddy (forward_auth, Tollgate in redirect mode); the
+// upstream receives the injected identity headers; after sign-out the browser is refused.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import {
+  chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write,
+} from './lib.mjs';
+import { startProvider } from './provider.mjs';
+import { startUpstream } from './upstream.mjs';
+
+const SESSION_SECRET = 'e2e-session-secret-e2e-session-secret-0';
+const INJECT = 'inject-claim=email,X-Auth-Email&inject-claim=groups,X-Auth-Groups';
+
+const ports = {};
+const running = [];
+let provider;
+let upstream;
+let browser;
+
+function tollgateConfig(name, port, adminPort, unauthenticated) {
+  return `[server]
+listen = "127.0.0.1:${port}"
+admin_listen = "127.0.0.1:${adminPort}"
+
+[session]
+secrets = ["${SESSION_SECRET}-${name}"]
+
+[[provider]]
+name = "op"
+issuer = "${provider.issuer}"
+client_id = "tollgate"
+client_secret = "tollgate-e2e-client-secret"
+scopes = ["openid", "email", "profile", "groups"]
+
+[forward_auth]
+provider = "op"
+unauthenticated = "${unauthenticated}"
+`;
+}
+
+function nginxConfig(dir) {
+  return `worker_processes 1;
+user root;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 256; }
+http {
+  access_log ${dir}/access.log;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${ports.nginx};
+    # What ingress-nginx generates for nginx.ingress.kubernetes.io/auth-url.
+    location = /_external-auth {
+      internal;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Auth-Request-Redirect $request_uri;
+      proxy_set_header X-Sent-From "nginx-ingress-controller";
+      proxy_http_version 1.1;
+      set $target http://127.0.0.1:${ports.tollgateNginx}/auth?${INJECT};
+      proxy_pass $target;
+    }
+    # Tollgate's login endpoints on the application's host, so the session cookie is its own.
+    location ~ ^/(signin|callback|signout)$ {
+      proxy_set_header Host $http_host;
+      proxy_pass http://127.0.0.1:${ports.tollgateNginx};
+    }
+    location / {
+      auth_request /_external-auth;
+      auth_request_set $auth_email $upstream_http_x_auth_email;
+      auth_request_set $auth_groups $upstream_http_x_auth_groups;
+      proxy_set_header X-Auth-Email $auth_email;
+      proxy_set_header X-Auth-Groups $auth_groups;
+      # nginx.ingress.kubernetes.io/auth-signin
+      error_page 401 = @signin;
+      proxy_pass http://127.0.0.1:${ports.upstream};
+    }
+    location @signin {
+      return 302 $scheme://$http_host/signin?rd=$scheme://$http_host$request_uri;
+    }
+  }
+}
+`;
+}
+
+function caddyConfig() {
+  return `{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:${ports.caddy} {
+  @tollgate path /signin /callback /signout
+  handle @tollgate {
+    reverse_proxy 127.0.0.1:${ports.tollgateCaddy}
+  }
+  handle {
+    forward_auth 127.0.0.1:${ports.tollgateCaddy} {
+      uri /auth?${INJECT}
+      copy_headers X-Auth-Email X-Auth-Groups
+    }
+    reverse_proxy 127.0.0.1:${ports.upstream}
+  }
+}
+`;
+}
+
+before(async () => {
+  requireProgram('/usr/sbin/nginx');
+  requireProgram('/usr/bin/caddy');
+  requireProgram('/usr/bin/chromium');
+  for (const name of ['provider', 'upstream', 'nginx', 'caddy', 'tollgateNginx', 'tollgateNginxAdmin', 'tollgateCaddy', 'tollgateCaddyAdmin']) {
+    ports[name] = await freePort();
+  }
+  const nginxOrigin = `http://127.0.0.1:${ports.nginx}`;
+  const caddyOrigin = `http://127.0.0.1:${ports.caddy}`;
+  provider = await startProvider({
+    port: ports.provider,
+    redirectUris: [`${nginxOrigin}/callback`, `${caddyOrigin}/callback`],
+    postLogoutRedirectUris: [`${nginxOrigin}/`, `${caddyOrigin}/`],
+  });
+  upstream = await startUpstream(ports.upstream);
+  const binary = tollgateBinary();
+  for (const [name, port, admin, mode] of [
+    ['nginx', ports.tollgateNginx, ports.tollgateNginxAdmin, 'status'],
+    ['caddy', ports.tollgateCaddy, ports.tollgateCaddyAdmin, 'redirect'],
+  ]) {
+    const dir = tempDir(`tollgate-${name}`);
+    const config = write(dir, 'tollgate.toml', tollgateConfig(name, port, admin, mode));
+    const process = start(`tollgate-${name}`, binary, ['serve', '--config', config]);
+    running.push(process);
+    await waitForHttp(`http://127.0.0.1:${admin}/healthz`, process);
+  }
+  const nginxDir = tempDir('nginx');
+  const nginx = start('nginx', '/usr/sbin/nginx', ['-p', nginxDir, '-c', write(nginxDir, 'nginx.conf', nginxConfig(nginxDir))]);
+  running.push(nginx);
+  await waitForHttp(`${nginxOrigin}/signin`, nginx);
+  const caddyDir = tempDir('caddy');
+  const caddy = start('caddy', '/usr/bin/caddy', ['run', '--adapter', 'caddyfile', '--config', write(caddyDir, 'Caddyfile', caddyConfig())], {
+    env: { ...process.env, HOME: caddyDir, XDG_DATA_HOME: caddyDir, XDG_CONFIG_HOME: caddyDir },
+  });
+  running.push(caddy);
+  await waitForHttp(`${caddyOrigin}/signin`, caddy);
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs, headless: true });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const process of running.reverse()) await process.stop();
+  await upstream?.close();
+  await provider?.close();
+});
+
+/** Logs in at oidc-provider's development login and consent forms until back at `origin`. */
+async function logIn(page, origin, username) {
+  for (let step = 0; step < 6 && !page.url().startsWith(origin); step += 1) {
+    const login = page.locator('input[name=login]');
+    if (await login.count()) {
+      await login.fill(username);
+      await page.fill('input[name=password]', 'any-password');
+    }
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  }
+  assert.ok(page.url().startsWith(origin), `ended at ${page.url()}`);
+}
+
+async function upstreamView(page) {
+  return JSON.parse(await page.locator('body').innerText());
+}
+
+async function loginUseLogout(origin) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${origin}/private/page?x=1`);
+  assert.ok(page.url().startsWith(provider.issuer), `an anonymous visit goes to the provider, not ${page.url()}`);
+  await logIn(page, origin, 'alice');
+  assert.equal(new URL(page.url()).pathname, '/private/page', 'back at the page first asked for');
+  const seen = await upstreamView(page);
+  assert.equal(seen.headers['x-auth-email'], 'alice@example.com');
+  assert.equal(seen.headers['x-auth-groups'], 'staff');
+
+  const spoofed = await page.evaluate(async () => {
+    const response = await fetch('/private/api', { headers: { 'X-Auth-Email': 'mallory@evil.example' } });
+    return response.json();
+  });
+  assert.equal(spoofed.headers['x-auth-email'], 'alice@example.com', 'a client cannot spoof identity headers');
+
+  await page.goto(`${origin}/signout?rd=/`);
+  assert.ok(page.url().startsWith(provider.issuer), `sign-out continues at the provider, not ${page.url()}`);
+  await Promise.all([page.waitForNavigation(), page.click('button[name=logout][value=yes]')]);
+  await page.waitForSelector('input[name=login]');
+  assert.ok(page.url().startsWith(provider.issuer), 'after sign-out the app sends the browser to log in again');
+  const cookies = (await context.cookies(origin)).map((cookie) => cookie.name);
+  assert.ok(!cookies.includes('tollgate'), `the session cookie is gone: ${cookies}`);
+  const refused = await context.request.get(`${origin}/private/page`, { maxRedirects: 0 });
+  assert.equal(refused.status(), 302);
+  assert.match(refused.headers().location, /\/signin\?rd=/);
+  await context.close();
+}
+
+test('ingress-nginx style auth-url / auth-signin: login, identity headers, sign-out, refused again', async () => {
+  await loginUseLogout(`http://127.0.0.1:${ports.nginx}`);
+});
+
+test('Caddy forward_auth with redirect mode: login, identity headers, sign-out, refused again', async () => {
+  await loginUseLogout(`http://127.0.0.1:${ports.caddy}`);
+});

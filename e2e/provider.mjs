@@ -1,0 +1,41 @@
+// The npm `oidc-provider` (a certified OpenID Provider) as the identity provider of the
+// end-to-end tests: one confidential client for Tollgate, development login and consent forms,
+// RP-initiated logout, and an account whose claims include e-mail and groups.
+import { createServer } from 'node:http';
+import Provider from 'oidc-provider';
+
+export async function startProvider({ port, redirectUris, postLogoutRedirectUris }) {
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, {
+    clients: [{
+      client_id: 'tollgate',
+      client_secret: 'tollgate-e2e-client-secret',
+      redirect_uris: redirectUris,
+      post_logout_redirect_uris: postLogoutRedirectUris,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    }],
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      groups: ['groups'],
+    },
+    scopes: ['openid', 'email', 'profile', 'groups'],
+    async findAccount(ctx, id) {
+      return {
+        accountId: id,
+        async claims() {
+          return { sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}`, groups: ['staff'] };
+        },
+      };
+    },
+    pkce: { required: () => true },
+    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+    cookies: { keys: ['e2e-cookie-signing-key-0123456789'] },
+  });
+  const server = createServer(provider.callback());
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { issuer, close: () => new Promise((resolve) => server.close(resolve)) };
+}
