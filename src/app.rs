@@ -21,6 +21,10 @@ use crate::session::seal::Sealer;
 use crate::session::{CookieAttributes, CookieJar};
 use crate::token::cache::TokenCache;
 
+/// Validated access tokens remembered per provider (each entry holds the token and its claims,
+/// a few KB, so this bounds the cache near 50 MB per provider).
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
 /// Everything a request handler may need, built once from the config.
 pub struct AppState {
     /// The validated configuration.
@@ -58,7 +62,6 @@ impl AppState {
             )),
             None => None,
         };
-        let token_cache = Arc::new(TokenCache::new(100_000));
         let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
         let mut providers = BTreeMap::new();
         for provider_config in &config.providers {
@@ -83,7 +86,7 @@ impl AppState {
                 provider_config.clone(),
                 http.clone(),
                 local,
-                token_cache.clone(),
+                Arc::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
                 clock.clone(),
                 leeway,
                 metrics.clone(),
@@ -144,7 +147,8 @@ impl AppState {
 
 /// The public listener's routes.
 pub fn public_router(state: &Arc<AppState>) -> Router {
-    let mut router = Router::new();
+    // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
+    let mut router = Router::new().route("/ping", get(|| async { "OK" }));
     if state.forward_auth().is_some() {
         router = router
             .route("/auth", get(crate::forward_auth::auth))

@@ -4,7 +4,12 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Labels of `tollgate_requests_total`.
@@ -45,7 +50,7 @@ pub struct Metrics {
     /// Requests by role and result.
     pub requests: Family<RequestLabels, Counter>,
     /// Time to reach an auth decision.
-    pub decision_seconds: Histogram,
+    pub decision_seconds: LatencyHistogram,
     /// Completed browser logins.
     pub signins: Family<ProviderLabels, Counter>,
     /// Sign-outs.
@@ -56,7 +61,20 @@ pub struct Metrics {
     pub jwks_fetches: Family<JwksFetchLabels, Counter>,
     /// Tokens issued by the token service, by grant.
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// Handles to the hot `requests` series, resolved once so the decision path takes no lock.
+    hot_requests: std::collections::HashMap<(&'static str, &'static str), Counter>,
 }
+
+/// The `requests` series of the forward-auth and validate paths.
+const HOT_REQUESTS: &[(&str, &str)] = &[
+    ("forward_auth", "allow"),
+    ("forward_auth", "skip"),
+    ("forward_auth", "redirect"),
+    ("forward_auth", "unauthenticated"),
+    ("forward_auth", "forbidden"),
+    ("validate", "allow"),
+    ("validate", "unauthenticated"),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -73,7 +91,7 @@ impl Metrics {
         let buckets = [
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
         ];
-        let decision_seconds = Histogram::new(buckets);
+        let decision_seconds = LatencyHistogram::new(&buckets);
         registry.register(
             "auth_decision_seconds",
             "Time to reach an authentication decision",
@@ -101,7 +119,19 @@ impl Metrics {
             "Tokens issued by the token service, by grant",
             tokens_issued.clone(),
         );
+        let hot_requests = HOT_REQUESTS
+            .iter()
+            .map(|&(role, result)| {
+                (
+                    (role, result),
+                    requests
+                        .get_or_create(&RequestLabels { role, result })
+                        .clone(),
+                )
+            })
+            .collect();
         Self {
+            hot_requests,
             registry,
             requests,
             decision_seconds,
@@ -115,6 +145,10 @@ impl Metrics {
 
     /// Counts one request.
     pub fn request(&self, role: &'static str, result: &'static str) {
+        if let Some(counter) = self.hot_requests.get(&(role, result)) {
+            counter.inc();
+            return;
+        }
         self.requests
             .get_or_create(&RequestLabels { role, result })
             .inc();
@@ -127,5 +161,114 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+/// A latency histogram with lock-free atomic buckets: the decision path observes it on every
+/// request, and prometheus-client's own histogram takes a mutex per observation.
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram {
+    inner: Arc<HistogramInner>,
+}
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Upper bounds in seconds, the last one infinite (rendered `+Inf`).
+    bounds: Vec<f64>,
+    /// Upper bounds in nanoseconds, for the comparison on the hot path.
+    bounds_nanos: Vec<u64>,
+    /// Observations per bucket (not cumulative; the encoder adds them up).
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// A histogram with these upper bounds in seconds, plus `+Inf`.
+    pub fn new(bounds_seconds: &[f64]) -> Self {
+        let mut bounds = bounds_seconds.to_vec();
+        bounds.push(f64::INFINITY);
+        let bounds_nanos = bounds
+            .iter()
+            .map(|seconds| (seconds * 1e9).min(u64::MAX as f64) as u64)
+            .collect();
+        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        let inner = HistogramInner {
+            bounds,
+            bounds_nanos,
+            counts,
+            sum_nanos: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let inner = &self.inner;
+        if let Some(index) = inner.bounds_nanos.iter().position(|bound| nanos <= *bound)
+            && let Some(count) = inner.counts.get(index)
+        {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        inner.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let inner = &self.inner;
+        let buckets: Vec<(f64, u64)> = inner
+            .bounds
+            .iter()
+            .zip(&inner.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(
+            sum,
+            inner.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_renders_cumulative_buckets_sum_and_count() {
+        let metrics = Metrics::new();
+        for micros in [50, 200, 3000] {
+            metrics
+                .decision_seconds
+                .observe(Duration::from_micros(micros));
+        }
+        let text = metrics.render();
+        for line in [
+            "tollgate_auth_decision_seconds_bucket{le=\"0.0001\"} 1",
+            "tollgate_auth_decision_seconds_bucket{le=\"0.00025\"} 2",
+            "tollgate_auth_decision_seconds_bucket{le=\"0.0025\"} 2",
+            "tollgate_auth_decision_seconds_bucket{le=\"0.005\"} 3",
+            "tollgate_auth_decision_seconds_bucket{le=\"+Inf\"} 3",
+            "tollgate_auth_decision_seconds_count 3",
+            "tollgate_auth_decision_seconds_sum 0.00325",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -31,22 +31,20 @@ enum Outcome {
 pub async fn auth(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    request: axum::extract::Request,
 ) -> Response {
+    // The request is taken whole, so neither its headers nor its query are copied.
     let started = Instant::now();
-    let original = original_request(peer.ip(), &headers, &state.config.server.trusted_proxies);
+    let headers = request.headers();
+    let original = original_request(peer.ip(), headers, &state.config.server.trusted_proxies);
     let outcome = decide_auth(
         &state,
-        &headers,
-        query.as_deref().unwrap_or(""),
+        headers,
+        request.uri().query().unwrap_or(""),
         original.as_ref(),
     )
     .await;
-    state
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.decision_seconds.observe(started.elapsed());
     let path = original
         .as_ref()
         .and_then(|request| request.raw_path.as_deref())
@@ -251,10 +249,7 @@ async fn token_identity(
 pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let result = token_identity(&state, &headers).await;
-    state
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.decision_seconds.observe(started.elapsed());
     match result {
         Ok(claims) => {
             let now = state.clock.now();

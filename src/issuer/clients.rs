@@ -6,7 +6,6 @@ use base64::Engine as _;
 
 use super::{IssuerError, TokenService};
 use crate::config::ClientConfig;
-use crate::token::cache::TokenCache;
 
 /// How long a verified client secret is remembered (argon2 costs ~20 ms a check).
 const VERIFIED_SECRET_TTL: i64 = 300;
@@ -99,9 +98,12 @@ impl TokenService {
             (None, Some(_)) | (Some(_), None) => Err(invalid),
             (Some(hash), Some(secret)) => {
                 let now = self.now();
-                let cache_key =
-                    TokenCache::key(&format!("client-secret/{}", client.client_id), &secret);
-                if self.verified_secrets.get(&cache_key, now).is_some() {
+                let cache_key = secret_cache_key(&client.client_id, &secret);
+                if self
+                    .verified_secrets
+                    .get(&cache_key)
+                    .is_some_and(|until| now < until)
+                {
                     return Ok(client);
                 }
                 let hash = hash.expose().clone();
@@ -109,11 +111,8 @@ impl TokenService {
                     .await
                     .unwrap_or(false);
                 if verified {
-                    self.verified_secrets.insert(
-                        cache_key,
-                        std::sync::Arc::default(),
-                        now + VERIFIED_SECRET_TTL,
-                    );
+                    self.verified_secrets
+                        .insert(cache_key, now + VERIFIED_SECRET_TTL);
                     Ok(client)
                 } else {
                     tracing::info!(client_id = %client.client_id, "client secret mismatch");
@@ -122,6 +121,17 @@ impl TokenService {
             }
         }
     }
+}
+
+/// SHA-256 of a client id and a presented secret: the secret itself is never kept.
+fn secret_cache_key(client_id: &str, secret: &str) -> [u8; 32] {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(client_id.as_bytes());
+    context.update(&[0]);
+    context.update(secret.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
 }
 
 /// Checks a password or secret against a PHC-format argon2 hash.

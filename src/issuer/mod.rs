@@ -47,7 +47,7 @@ pub struct TokenService {
     signing_key: SigningKey,
     key_set: Arc<KeySet>,
     codes: Mutex<HashMap<String, PendingCode>>,
-    verified_secrets: TokenCache,
+    verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -76,7 +76,7 @@ impl TokenService {
             signing_key,
             key_set,
             codes: Mutex::new(HashMap::new()),
-            verified_secrets: TokenCache::new(1024),
+            verified_secrets: quick_cache::sync::Cache::new(1024),
             own_tokens: TokenCache::new(10_000),
             clock,
             metrics,
@@ -117,8 +117,7 @@ impl TokenService {
     /// Any `TokenError`.
     pub fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
         let now = self.clock.now();
-        let cache_key = TokenCache::key("token_service/access", token);
-        if let Some(claims) = self.own_tokens.get(&cache_key, now) {
+        if let Some(claims) = self.own_tokens.get(token, now) {
             return Ok(claims);
         }
         let audiences: Vec<String> = self
@@ -135,7 +134,7 @@ impl TokenService {
         };
         let claims = token::validate_access_token(token, &self.key_set, &expected)?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
-            self.own_tokens.insert(cache_key, claims.clone(), exp);
+            self.own_tokens.insert(token, claims.clone(), exp);
         }
         Ok(claims)
     }

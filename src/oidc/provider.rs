@@ -197,8 +197,7 @@ impl Provider {
             return Err(TokenError::WrongAudience.into());
         }
         let now = self.clock.now();
-        let cache_key = TokenCache::key(&self.config.name, token);
-        if let Some(claims) = self.token_cache.get(&cache_key, now) {
+        if let Some(claims) = self.token_cache.get(token, now) {
             return Ok(claims);
         }
         let expected = Expectations {
@@ -212,7 +211,7 @@ impl Provider {
             .await?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
             self.token_cache
-                .insert(cache_key, claims.clone(), exp.saturating_add(self.leeway));
+                .insert(token, claims.clone(), exp.saturating_add(self.leeway));
         }
         Ok(claims)
     }

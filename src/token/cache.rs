@@ -1,5 +1,10 @@
-//! A bounded cache of positive validation results, keyed by a SHA-256 of the token and of what
-//! it was validated for, kept until the token's `exp` (SPEC §6).
+//! A bounded cache of positive validation results, kept until the token's `exp` (SPEC §6).
+//!
+//! The key is the whole token, compared in full on every hit, so no hash collision can ever
+//! return another token's claims; the cache's hasher is randomly seeded, so crafted tokens
+//! cannot pile into one bucket. One cache serves one purpose (one provider's access tokens, or
+//! the token service's own), so a token accepted in one place is never taken from the cache in
+//! another.
 
 use quick_cache::sync::Cache;
 
@@ -8,7 +13,7 @@ use crate::clock::UnixTime;
 
 /// Cached claims of tokens that passed validation.
 pub struct TokenCache {
-    entries: Cache<[u8; 32], (Claims, UnixTime)>,
+    entries: Cache<Box<str>, (Claims, UnixTime)>,
 }
 
 impl TokenCache {
@@ -19,32 +24,19 @@ impl TokenCache {
         }
     }
 
-    /// The cache key of `token` validated for `purpose` (provider and token kind), so a token
-    /// accepted in one place is never taken from the cache in another.
-    pub fn key(purpose: &str, token: &str) -> [u8; 32] {
-        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        context.update(purpose.as_bytes());
-        context.update(&[0]);
-        context.update(token.as_bytes());
-        let digest = context.finish();
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
-        key
-    }
-
-    /// The claims cached under `key`, while `now` is before their expiry.
-    pub fn get(&self, key: &[u8; 32], now: UnixTime) -> Option<Claims> {
-        let (claims, expires_at) = self.entries.get(key)?;
+    /// The claims cached for `token`, while `now` is before their expiry.
+    pub fn get(&self, token: &str, now: UnixTime) -> Option<Claims> {
+        let (claims, expires_at) = self.entries.get(token)?;
         if now < expires_at {
             Some(claims)
         } else {
-            self.entries.remove(key);
+            self.entries.remove(token);
             None
         }
     }
 
-    /// Remembers `claims` under `key` until `expires_at`.
-    pub fn insert(&self, key: [u8; 32], claims: Claims, expires_at: UnixTime) {
-        self.entries.insert(key, (claims, expires_at));
+    /// Remembers `claims` for `token` until `expires_at`.
+    pub fn insert(&self, token: &str, claims: Claims, expires_at: UnixTime) {
+        self.entries.insert(token.into(), (claims, expires_at));
     }
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Load test, all on 127.0.0.1 and bounded in time (DURATION seconds per target, default 10):
+#   1. Tollgate GET /ping                 (no authentication: the same server's floor)
+#   2. Tollgate GET /auth + RS256 bearer  (forward-auth, positive cache warm)
+#   3. Apache + mod_auth_openidc          (AuthType oauth20, the same token checked against a
+#                                          local JWKS served over TLS with a test CA)
+# Prints requests/s and p99 latency for each, and the ratios the targets are stated in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+
+packages=(wrk apache2 libapache2-mod-auth-openidc openssl)
+missing=()
+for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release --locked --bin tollgate >/dev/null
+
+work=$(mktemp -d /tmp/tollgate-load.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+issuer="https://idp.load.test"
+node bench/make-token.mjs "$work" "$issuer" api
+token=$(cat "$work/token.txt")
+
+# Tollgate: forward-auth with keys from a file.
+tollgate_port=$(free_port); tollgate_admin=$(free_port)
+cat > "$work/tollgate.toml" <<TOML
+[server]
+listen = "127.0.0.1:$tollgate_port"
+admin_listen = "127.0.0.1:$tollgate_admin"
+[session]
+secrets = ["load-test-session-secret-load-test-session"]
+[[provider]]
+name = "load"
+issuer = "$issuer"
+client_id = "load"
+client_auth = "none"
+audiences = ["api"]
+jwks_file = "$work/jwks.json"
+[forward_auth]
+provider = "load"
+TOML
+TOLLGATE_LOG=warn ./target/release/tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
+pids+=($!)
+
+# Apache with mod_auth_openidc as an OAuth 2.0 resource server; JWKS over TLS (test CA).
+apache_port=$(free_port); apache_tls=$(free_port)
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=Load Test CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$work/san.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
+mkdir -p "$work/htdocs/protected" "$work/htdocs/keys"
+cp "$work/jwks.json" "$work/htdocs/keys/jwks.json"
+printf 'OK' > "$work/htdocs/protected/index.html"
+modules=/usr/lib/apache2/modules
+cat > "$work/apache.conf" <<CONF
+ServerRoot "$work"
+ServerName 127.0.0.1
+PidFile "$work/apache.pid"
+Listen 127.0.0.1:$apache_port
+Listen 127.0.0.1:$apache_tls
+LoadModule mpm_event_module $modules/mod_mpm_event.so
+LoadModule authz_core_module $modules/mod_authz_core.so
+LoadModule authz_user_module $modules/mod_authz_user.so
+LoadModule authn_core_module $modules/mod_authn_core.so
+LoadModule dir_module $modules/mod_dir.so
+LoadModule ssl_module $modules/mod_ssl.so
+LoadModule auth_openidc_module $modules/mod_auth_openidc.so
+User nobody
+Group nogroup
+ErrorLog "$work/apache-error.log"
+LogLevel warn
+DocumentRoot "$work/htdocs"
+DirectoryIndex index.html
+OIDCCryptoPassphrase load-test-passphrase
+OIDCOAuthVerifyJwksUri https://127.0.0.1:$apache_tls/keys/jwks.json
+OIDCOAuthSSLValidateServer On
+OIDCCABundlePath "$work/ca.pem"
+<VirtualHost 127.0.0.1:$apache_tls>
+    SSLEngine on
+    SSLCertificateFile "$work/server.pem"
+    SSLCertificateKeyFile "$work/server.key"
+</VirtualHost>
+<Location /protected/>
+    AuthType oauth20
+    Require valid-user
+</Location>
+CONF
+chmod -R a+rX "$work"
+/usr/sbin/apache2 -f "$work/apache.conf" -DFOREGROUND &
+pids+=($!)
+
+wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+wait_for "http://127.0.0.1:$tollgate_port/ping"
+wait_for "http://127.0.0.1:$apache_port/"
+
+check() {
+    local name=$1 expected=$2; shift 2
+    local status; status=$(curl -s -o /dev/null -w '%{http_code}' "$@")
+    if [[ "$status" != "$expected" ]]; then echo "$name answered $status, expected $expected" >&2; cat "$work"/*.log >&2; exit 1; fi
+}
+bearer=(-H "Authorization: Bearer $token")
+check "tollgate /auth" 200 "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"
+check "tollgate /auth without token" 401 "http://127.0.0.1:$tollgate_port/auth"
+check "apache" 200 "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
+check "apache without token" 401 "http://127.0.0.1:$apache_port/protected/"
+
+run() {
+    local name=$1; shift
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" > "$work/$name.wrk"
+    local rps p99
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.wrk")
+    p99=$(awk '$1 == "99%" {print $2}' "$work/$name.wrk")
+    local errors; errors=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$work/$name.wrk")
+    if [[ -n "$errors" ]]; then echo "$name: $errors non-2xx responses" >&2; exit 1; fi
+    printf '%-34s %12s req/s   p99 %s\n' "$name" "$rps" "$p99"
+    echo "$rps" > "$work/$name.rps"; echo "$p99" > "$work/$name.p99"
+}
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $(date -u +%FT%TZ)"
+run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"
+run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"
+run apache-mod-auth-openidc "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
+
+python3 - "$work" <<'PY'
+import sys, re
+work = sys.argv[1]
+def rps(name): return float(open(f"{work}/{name}.rps").read())
+def ms(name):
+    text = open(f"{work}/{name}.p99").read().strip()
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+auth, ping, peer = rps("tollgate-auth-bearer"), rps("tollgate-ping"), rps("apache-mod-auth-openidc")
+print(f"/auth vs /ping throughput:        {auth / ping:6.1%}   (target >= 85%)")
+print(f"/auth vs Apache throughput:       {auth / peer:6.2f}x  (target >= 5x)")
+print(f"p99 /auth vs Apache:              {ms('tollgate-auth-bearer'):.2f} ms vs {ms('apache-mod-auth-openidc'):.2f} ms (target: below)")
+PY
