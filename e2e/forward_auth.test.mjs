@@ -136,9 +136,11 @@ before(async () => {
   ]) {
     const dir = tempDir(`tollgate-${name}`);
     const config = write(dir, 'tollgate.toml', tollgateConfig(name, port, admin, mode));
-    const process = start(`tollgate-${name}`, binary, ['serve', '--config', config]);
-    running.push(process);
-    await waitForHttp(`http://127.0.0.1:${admin}/healthz`, process);
+    // Only this test's settings: a TOLLGATE_… variable of the caller would be a config override.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
+    const tollgate = start(`tollgate-${name}`, binary, ['serve', '--config', config], { env });
+    running.push(tollgate);
+    await waitForHttp(`http://127.0.0.1:${admin}/healthz`, tollgate);
   }
   const nginxDir = tempDir('nginx');
   const nginx = start('nginx', '/usr/sbin/nginx', ['-p', nginxDir, '-c', write(nginxDir, 'nginx.conf', nginxConfig(nginxDir))]);
@@ -155,7 +157,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  for (const process of running.reverse()) await process.stop();
+  for (const child of running.reverse()) await child.stop();
   await upstream?.close();
   await provider?.close();
 });

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 export function tollgateBinary() {
-  const binary = process.env.TOLLGATE_BIN ?? join(root, 'target', 'debug', 'tollgate');
+  const binary = process.env.E2E_TOLLGATE_BIN ?? join(root, 'target', 'debug', 'tollgate');
   if (!existsSync(binary)) throw new Error(`no Tollgate binary at ${binary}: run cargo build first`);
   return binary;
 }
@@ -50,7 +50,9 @@ process.on('exit', () => { for (const child of children) child.kill('SIGKILL'); 
 export function start(name, command, args, options = {}) {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
   children.add(child);
+  let output = '';
   const log = (chunk) => {
+    output = (output + chunk).slice(-4000);
     if (process.env.E2E_VERBOSE) process.stderr.write(`[${name}] ${chunk}`);
   };
   child.stdout.on('data', log);
@@ -60,6 +62,7 @@ export function start(name, command, args, options = {}) {
   return {
     child,
     get exited() { return exited; },
+    get output() { return output; },
     async stop() {
       if (exited) return;
       const done = new Promise((resolve) => child.once('exit', resolve));
@@ -70,9 +73,11 @@ export function start(name, command, args, options = {}) {
 }
 
 /** Polls `url` until it answers at all (any status), or throws after `attempts`. */
-export async function waitForHttp(url, process, attempts = 200) {
+export async function waitForHttp(url, server, attempts = 200) {
   for (let attempt = 0; attempt < attempts; attempt += 1) {
-    if (process?.exited) throw new Error(`${url}: the server exited with ${JSON.stringify(process.exited)}`);
+    if (server?.exited) {
+      throw new Error(`${url}: the server exited with ${JSON.stringify(server.exited)}:\n${server.output}`);
+    }
     try {
       await fetch(url, { redirect: 'manual' });
       return;

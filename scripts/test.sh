@@ -27,4 +27,4 @@ cargo test --locked
 
 echo "== end to end: nginx and Caddy in front of Tollgate, oidc-provider, headless Chromium"
 cargo build --locked --bin tollgate
-(cd e2e && TOLLGATE_BIN="$PWD/../target/debug/tollgate" npm test)
+(cd e2e && E2E_TOLLGATE_BIN="$PWD/../target/debug/tollgate" npm test)

@@ -253,3 +253,6 @@ pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, V
 }
 
 pub use validate::is_same_issuer;
+
+#[cfg(test)]
+mod tests;

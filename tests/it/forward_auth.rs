@@ -420,3 +420,61 @@ async fn validate_answers_200_with_bounded_max_age_or_401_no_store() {
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["cache-control"], "no-store");
 }
+
+#[tokio::test]
+async fn keys_can_come_from_a_jwks_file() {
+    let idp = TestIdp::start().await;
+    let jwks = reqwest::get(format!("{}/jwks", idp.issuer()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("tollgate-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, jwks).unwrap();
+    let fetched_before = idp.count("jwks");
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        &format!("jwks_file = \"{}\"\njwks_refetch_interval", path.display()),
+    );
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(status(&gateway, "", &idp.access_token().sign()).await, 200);
+    assert_eq!(idp.count("jwks"), fetched_before, "no fetch from jwks_uri");
+}
+
+#[tokio::test]
+async fn jwks_cache_control_is_honoured() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    for _ in 0..3 {
+        assert_eq!(
+            status(
+                &gateway,
+                "",
+                &idp.access_token().claim("jti", json!(now())).sign()
+            )
+            .await,
+            200
+        );
+    }
+    assert_eq!(idp.count("jwks"), 1, "max-age=3600: fetched once");
+
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        jwks_no_cache: true,
+        ..Default::default()
+    });
+    let uncached = Gateway::forward_auth(&idp).await;
+    let before = idp.count("jwks");
+    for index in 0..3 {
+        let token = idp
+            .access_token()
+            .claim("jti", json!(format!("t-{index}")))
+            .sign();
+        assert_eq!(status(&uncached, "", &token).await, 200);
+    }
+    assert_eq!(
+        idp.count("jwks"),
+        before + 3,
+        "max-age=0: fetched for every new token"
+    );
+}

@@ -318,3 +318,111 @@ async fn a_provider_that_is_down_gets_a_502_page() {
     let ready = reqwest::get(gateway.admin_url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
 }
+
+#[tokio::test]
+async fn every_client_authentication_method_completes_the_login() {
+    let idp = TestIdp::start().await;
+    for method in ["client_secret_basic", "client_secret_post", "none"] {
+        let mut config = Gateway::forward_auth_config(&idp, "", "");
+        config = config.replace(
+            "client_secret = \"client-secret-for-tests\"",
+            &if method == "none" {
+                "client_auth = \"none\"".to_owned()
+            } else {
+                format!("client_secret = \"client-secret-for-tests\"\nclient_auth = \"{method}\"")
+            },
+        );
+        let gateway = Gateway::start(&config).await;
+        let mut browser = Browser::new();
+        let callback = log_in(&mut browser, &gateway, "/").await;
+        assert_eq!(callback.status(), 302, "{method}");
+        assert_eq!(idp.last_client_auth(), Some(method));
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{method}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_large_session_is_split_over_several_cookies_and_stale_chunks_are_removed() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    idp.misbehave(Misbehaviour {
+        large_userinfo: true,
+        ..Default::default()
+    });
+    log_in(&mut browser, &gateway, "/").await;
+    assert!(
+        browser.cookies.contains_key("tollgate_1"),
+        "{:?}",
+        browser.cookies.keys()
+    );
+    assert!(
+        browser
+            .cookies
+            .values()
+            .all(|value| value.len() <= 3800 + 2)
+    );
+    let response = browser.get(&gateway.url("/auth?inject-claim=email")).await;
+    assert_eq!(response.status(), 200);
+    // A smaller session replaces the larger one; its leftover chunk is deleted.
+    idp.misbehave(Misbehaviour::default());
+    log_in(&mut browser, &gateway, "/").await;
+    assert!(!browser.cookies.contains_key("tollgate_1"));
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    // A missing chunk makes the session unreadable, never partly read.
+    idp.misbehave(Misbehaviour {
+        large_userinfo: true,
+        ..Default::default()
+    });
+    log_in(&mut browser, &gateway, "/").await;
+    browser.cookies.remove("tollgate_1");
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_tried_before_the_bearer_token() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway, "/").await;
+    let response = browser
+        .get_with(
+            &gateway.url("/auth"),
+            &[("authorization", "Bearer not-a-token")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_rotated_session_secret_still_opens_old_sessions() {
+    let idp = TestIdp::start().await;
+    let old = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &old, "/").await;
+    let rotated_config = Gateway::forward_auth_config(&idp, "", "").replace(
+        &format!(
+            "secrets = [\"{}\"]",
+            crate::support::gateway::SESSION_SECRET
+        ),
+        &format!(
+            "secrets = [\"a-brand-new-secret-a-brand-new-secret\", \"{}\"]",
+            crate::support::gateway::SESSION_SECRET
+        ),
+    );
+    let rotated = Gateway::start(&rotated_config).await;
+    assert_eq!(browser.get(&rotated.url("/auth")).await.status(), 200);
+    let retired = Gateway::start(&Gateway::forward_auth_config(&idp, "", "").replace(
+        &format!(
+            "secrets = [\"{}\"]",
+            crate::support::gateway::SESSION_SECRET
+        ),
+        "secrets = [\"a-brand-new-secret-a-brand-new-secret\"]",
+    ))
+    .await;
+    assert_eq!(browser.get(&retired.url("/auth")).await.status(), 401);
+}

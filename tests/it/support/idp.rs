@@ -162,6 +162,10 @@ pub struct Misbehaviour {
     pub expired_id_token: bool,
     pub bad_signature: bool,
     pub userinfo_other_subject: bool,
+    /// Userinfo returns a claim so large that the session must be split over several cookies.
+    pub large_userinfo: bool,
+    /// The JWKS answer carries `Cache-Control: max-age=0`.
+    pub jwks_no_cache: bool,
 }
 
 struct PendingCode {
@@ -177,6 +181,7 @@ struct Inner {
     misbehaviour: Mutex<Misbehaviour>,
     counts: Mutex<HashMap<&'static str, Arc<AtomicUsize>>>,
     last_end_session: Mutex<Option<HashMap<String, String>>>,
+    last_client_auth: Mutex<Option<&'static str>>,
     user_claims: Mutex<Map<String, Value>>,
 }
 
@@ -266,6 +271,7 @@ impl TestIdp {
             misbehaviour: Mutex::new(Misbehaviour::default()),
             counts: Mutex::new(HashMap::new()),
             last_end_session: Mutex::new(None),
+            last_client_auth: Mutex::new(None),
             user_claims: Mutex::new(user),
         });
         let router = Router::new()
@@ -321,6 +327,12 @@ impl TestIdp {
     pub fn last_end_session(&self) -> Option<HashMap<String, String>> {
         self.inner.last_end_session.lock().unwrap().clone()
     }
+
+    /// How the client authenticated at the last token request: `client_secret_basic`,
+    /// `client_secret_post` or `none`.
+    pub fn last_client_auth(&self) -> Option<&'static str> {
+        *self.inner.last_client_auth.lock().unwrap()
+    }
 }
 
 fn access_token(inner: &Arc<Inner>) -> TokenBuilder {
@@ -366,10 +378,15 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     }))
 }
 
-async fn jwks(State(inner): State<Arc<Inner>>) -> Json<Value> {
+async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     count(&inner, "jwks");
     let keys = inner.keys.lock().unwrap().clone();
-    Json(keys.jwks())
+    let cache_control = if inner.misbehaviour.lock().unwrap().jwks_no_cache {
+        "max-age=0"
+    } else {
+        "max-age=3600"
+    };
+    ([("cache-control", cache_control)], Json(keys.jwks())).into_response()
 }
 
 async fn authorize(
@@ -411,7 +428,18 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         "Basic {}",
         STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
     );
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
+    let basic = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let form_id = form.get("client_id").map(String::as_str);
+    let form_secret = form.get("client_secret").map(String::as_str);
+    let method = match (basic, form_id, form_secret) {
+        (Some(basic), None, None) if basic == expected_basic => Some("client_secret_basic"),
+        (None, Some(CLIENT_ID), Some(CLIENT_SECRET)) => Some("client_secret_post"),
+        // A public client: PKCE below is its only proof.
+        (None, Some(CLIENT_ID), None) => Some("none"),
+        _ => None,
+    };
+    *inner.last_client_auth.lock().unwrap() = method;
+    if method.is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "invalid_client"})),
@@ -506,6 +534,9 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
     }
     let mut claims = inner.user_claims.lock().unwrap().clone();
     claims.insert("department".into(), json!("engineering"));
+    if inner.misbehaviour.lock().unwrap().large_userinfo {
+        claims.insert("biography".into(), json!("x".repeat(6000)));
+    }
     if inner.misbehaviour.lock().unwrap().userinfo_other_subject {
         claims.insert("sub".into(), json!("mallory"));
     }

@@ -1,0 +1,174 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+const PROVIDER: &str = r#"
+[[provider]]
+name = "corp"
+issuer = "https://login.example.com"
+client_id = "tollgate"
+client_secret = "s"
+"#;
+
+#[track_caller]
+fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    match load(text, &env) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[track_caller]
+fn check_problem(text: &str, env: &[(&str, &str)], expected_prefix: &str) {
+    let found = problems(text, env);
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem.starts_with(expected_prefix)),
+        "no `{expected_prefix}` in {found:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_full_path() {
+    check_problem(
+        &format!("{PROVIDER}bogus = 1"),
+        &[],
+        "provider[0].bogus: unknown key",
+    );
+    check_problem(
+        "[token_service]\nissuer = \"https://a\"\n[[token_service.client]]\nclient_id = \"c\"\ngrants = [\"client_credentials\"]\nclient_secret_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"\ncolour = \"red\"",
+        &[],
+        "token_service.client[0].colour: unknown key",
+    );
+    check_problem("[frobnicate]\nx = 1", &[], "frobnicate: unknown key");
+}
+
+#[test]
+fn type_errors_name_the_key_and_do_not_hide_other_sections() {
+    let found = problems(
+        &format!("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n[session]\nlifetime = 5\n{PROVIDER}"),
+        &[],
+    );
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem.starts_with("server.trusted_proxies:")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem.starts_with("session.lifetime:")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn impossible_combinations_are_problems() {
+    check_problem("[session]\nstore = \"redis\"", &[], "session.store:");
+    check_problem(
+        "[forward_auth]\nprovider = \"nobody\"\n[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]",
+        &[],
+        "forward_auth.provider:",
+    );
+    check_problem(
+        &format!(
+            "{PROVIDER}\n[[provider]]\nname = \"corp\"\nissuer = \"https://b\"\nclient_id = \"x\"\nclient_auth = \"none\""
+        ),
+        &[],
+        "provider[1].name:",
+    );
+    check_problem("[[route]]\nupstream = \"http://x\"", &[], "route:");
+    check_problem(
+        &format!("{PROVIDER}\n[forward_auth]\nprovider = \"corp\""),
+        &[],
+        "session.secrets:",
+    );
+    check_problem(
+        "[session]\nsecrets = [\"short\"]",
+        &[],
+        "session.secrets[0]:",
+    );
+}
+
+#[test]
+fn a_secret_may_be_given_once_inline_from_a_file_or_from_the_environment() {
+    let path = std::env::temp_dir().join(format!("tollgate-config-test-{}", std::process::id()));
+    std::fs::write(&path, "from-file\n").unwrap();
+    let text = PROVIDER.replace(
+        "client_secret = \"s\"",
+        &format!("client_secret_file = \"{}\"", path.display()),
+    );
+    let config = load(&text, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        config.providers[0].client_secret.as_ref().unwrap().expose(),
+        "from-file"
+    );
+    let text = PROVIDER.replace(
+        "client_secret = \"s\"",
+        "client_secret_env = \"CORP_SECRET\"",
+    );
+    let env = BTreeMap::from([("CORP_SECRET".to_owned(), "from-env".to_owned())]);
+    assert_eq!(
+        load(&text, &env).unwrap().providers[0]
+            .client_secret
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "from-env"
+    );
+    check_problem(&text, &[], "provider[0].client_secret_env:");
+    let twice = PROVIDER.replace(
+        "client_secret = \"s\"",
+        "client_secret = \"s\"\nclient_secret_env = \"X\"",
+    );
+    check_problem(&twice, &[("X", "y")], "provider[0].client_secret:");
+    assert!(
+        !format!("{:?}", load(PROVIDER, &BTreeMap::new()).unwrap()).contains("\"s\""),
+        "secrets never show in Debug"
+    );
+}
+
+#[test]
+fn environment_overrides_apply_before_validation() {
+    let env = BTreeMap::from([(
+        "TOLLGATE_PROVIDER__0__CLIENT_ID".to_owned(),
+        "from-env".to_owned(),
+    )]);
+    assert_eq!(
+        load(PROVIDER, &env).unwrap().providers[0].client_id,
+        "from-env"
+    );
+    check_problem(
+        PROVIDER,
+        &[("TOLLGATE_SERVER__LISTEN", "nowhere")],
+        "server.listen:",
+    );
+}
+
+#[test]
+fn durations_and_defaults() {
+    let config = load(
+        &format!("[session]\nlifetime = \"90m\"\n{PROVIDER}"),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(config.session.lifetime, Duration::from_secs(5400));
+    assert_eq!(config.server.leeway, Duration::from_secs(60));
+    assert_eq!(
+        config.providers[0].jwks_refetch_interval,
+        Duration::from_secs(10)
+    );
+    assert!(
+        config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()))
+    );
+}
