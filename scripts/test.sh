@@ -26,5 +26,5 @@ echo "== unit and integration tests"
 cargo test --locked
 
 echo "== end to end: nginx and Caddy in front of Tollgate, oidc-provider, headless Chromium"
-cargo build --locked --bin tollgate
+# `cargo test` has built target/debug/tollgate for the CLI tests (with the same features).
 (cd e2e && E2E_TOLLGATE_BIN="$PWD/../target/debug/tollgate" npm test)

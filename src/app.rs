@@ -39,6 +39,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The token service, when configured.
     pub token_service: Option<Arc<crate::issuer::TokenService>>,
+    /// The reverse proxy's routes.
+    pub routes: crate::proxy::routes::RouteTable,
+    /// The client for every upstream.
+    pub upstream_client: crate::proxy::forward::UpstreamClient,
     /// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
     pub auth_queries: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
 }
@@ -99,7 +103,18 @@ impl AppState {
                 config.session.cookie_name.clone(),
             )
         });
+        let routes = crate::proxy::routes::RouteTable::new(config.routes.clone());
+        let upstream_client = crate::proxy::forward::UpstreamClient::new(
+            config
+                .routes
+                .iter()
+                .map(|route| route.connect_timeout)
+                .max()
+                .unwrap_or(std::time::Duration::from_secs(5)),
+        );
         Ok(Arc::new(Self {
+            routes,
+            upstream_client,
             config,
             providers,
             jar,
@@ -152,7 +167,10 @@ pub fn public_router(state: &Arc<AppState>) -> Router {
     if state.forward_auth().is_some() {
         router = router
             .route("/auth", get(crate::forward_auth::auth))
-            .route("/signin", get(crate::login::signin))
+            .route("/signin", get(crate::login::signin));
+    }
+    if state.forward_auth().is_some() || !state.routes.is_empty() {
+        router = router
             .route("/callback", get(crate::login::callback))
             .route("/signout", get(crate::login::signout));
     }
@@ -160,6 +178,9 @@ pub fn public_router(state: &Arc<AppState>) -> Router {
         router = router
             .route("/validate", get(crate::forward_auth::validate))
             .route("/userinfo", get(crate::forward_auth::userinfo));
+    }
+    if !state.routes.is_empty() {
+        router = router.fallback(crate::proxy::handle);
     }
     let mut router = router.with_state(state.clone());
     if let Some(service) = &state.token_service {

@@ -16,6 +16,7 @@ pub mod login;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod proxy;
 pub mod random;
 pub mod secret;
 pub mod session;

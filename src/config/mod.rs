@@ -55,6 +55,8 @@ pub struct Config {
     pub forward_auth: Option<ForwardAuthConfig>,
     /// `[token_service]`, when present.
     pub token_service: Option<TokenServiceConfig>,
+    /// `[[route]]`, in file order.
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Config {
@@ -242,6 +244,86 @@ pub struct UserConfig {
     pub groups: Vec<String>,
     /// Further claims.
     pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a route does with a request that carries no valid credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnauthenticated {
+    /// Browsers log in; API calls get 401.
+    Login,
+    /// 401.
+    Deny,
+    /// Forwarded without identity (optional authentication).
+    Pass,
+    /// Forwarded as it is; the login starts only when the upstream answers 401 (seed 000).
+    LoginOnUpstream401,
+}
+
+/// Where the value of an identity header comes from (`route.headers`).
+#[derive(Debug, Clone)]
+pub enum HeaderSource {
+    /// The access token.
+    AccessToken,
+    /// The ID token (sessions only).
+    IdToken,
+    /// base64 of the identity's claims as JSON (Kong's `X-Userinfo`).
+    UserinfoBase64,
+    /// `Bearer <access token>`.
+    BearerAccessToken,
+    /// One claim, arrays joined with `,`.
+    Claim(String),
+    /// An RFC 9535 JSONPath over the claims.
+    Json(serde_json_path::JsonPath),
+}
+
+/// `[route.require]`: every listed requirement must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Requirements {
+    /// `iss` is one of these.
+    pub issuers: Vec<String>,
+    /// Every one of these is in `scope` / `scp`.
+    pub scopes: Vec<String>,
+    /// Any one of these is in the roles at `roles_claim`.
+    pub roles: Vec<String>,
+    /// Where the roles are (default `$.roles`).
+    pub roles_claim: Option<serde_json_path::JsonPath>,
+    /// Any one of these is in `realm_access.roles`.
+    pub realm_roles: Vec<String>,
+    /// Per client: any one of these is in `resource_access.<client>.roles`.
+    pub client_roles: BTreeMap<String, Vec<String>>,
+    /// Any one of these is in `groups`.
+    pub groups: Vec<String>,
+    /// `email` ends in `@` and one of these.
+    pub email_domains: Vec<String>,
+    /// Each claim has one of its listed values.
+    pub claims: BTreeMap<String, Vec<String>>,
+}
+
+/// `[[route]]`: an upstream behind the authenticating reverse proxy.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Host to match (lower case, without port); any host when absent.
+    pub host: Option<String>,
+    /// Path prefix on whole segments (`/` or `/x`, no trailing slash).
+    pub path_prefix: String,
+    /// Where requests go.
+    pub upstream: Url,
+    /// Whose logins and tokens are accepted.
+    pub provider: String,
+    /// What happens without a credential.
+    pub on_unauthenticated: OnUnauthenticated,
+    /// Whether `Authorization: Bearer` tokens are accepted.
+    pub accept_bearer: bool,
+    /// Requests that need no authentication.
+    pub skip: Vec<crate::policy::SkipRule>,
+    /// Connecting to the upstream.
+    pub connect_timeout: Duration,
+    /// Waiting for the upstream's response headers.
+    pub read_timeout: Duration,
+    /// Authorisation requirements.
+    pub require: Requirements,
+    /// Identity headers sent upstream.
+    pub headers: Vec<(axum::http::HeaderName, HeaderSource)>,
 }
 
 /// Parses, overrides and validates a configuration.

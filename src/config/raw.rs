@@ -95,3 +95,31 @@ pub(super) struct RawUser {
     pub groups: Option<Vec<String>>,
     pub claims: Option<BTreeMap<String, serde_json::Value>>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRoute {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: Option<String>,
+    pub provider: Option<String>,
+    pub on_unauthenticated: Option<String>,
+    pub accept_bearer: Option<bool>,
+    pub skip: Option<Vec<String>>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub require: Option<RawRequire>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRequire {
+    pub issuers: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub roles: Option<Vec<String>>,
+    pub roles_claim: Option<String>,
+    pub realm_roles: Option<Vec<String>>,
+    pub client_roles: Option<BTreeMap<String, Vec<String>>>,
+    pub groups: Option<Vec<String>>,
+    pub email_domains: Option<Vec<String>>,
+    pub claims: Option<BTreeMap<String, Vec<String>>>,
+}

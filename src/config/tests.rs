@@ -83,7 +83,25 @@ fn impossible_combinations_are_problems() {
         &[],
         "provider[1].name:",
     );
-    check_problem("[[route]]\nupstream = \"http://x\"", &[], "route:");
+    check_problem(
+        "[[route]]\nupstream = \"http://x\"",
+        &[],
+        "route[0].provider: is required",
+    );
+    check_problem(
+        &format!(
+            "{PROVIDER}\n[[route]]\nupstream = \"http://x\"\nprovider = \"corp\"\non_unauthenticated = \"maybe\""
+        ),
+        &[],
+        "route[0].on_unauthenticated:",
+    );
+    check_problem(
+        &format!(
+            "{PROVIDER}\n[[route]]\nupstream = \"http://x\"\nprovider = \"corp\"\n[route.headers]\n\"X-User\" = \"claim:\""
+        ),
+        &[],
+        "route[0].headers.X-User:",
+    );
     check_problem(
         &format!("{PROVIDER}\n[forward_auth]\nprovider = \"corp\""),
         &[],

@@ -11,12 +11,13 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::raw::{
-    RawClient, RawForwardAuth, RawProvider, RawServer, RawSession, RawTokenService, RawUser,
+    RawClient, RawForwardAuth, RawProvider, RawRequire, RawRoute, RawServer, RawSession,
+    RawTokenService, RawUser,
 };
 use super::{
-    ClientAuth, ClientConfig, Config, ConfigProblem, ForwardAuthConfig, GrantType, LogFormat,
-    ProviderConfig, ServerConfig, SessionConfig, SessionStoreKind, TokenServiceConfig,
-    Unauthenticated, UserConfig,
+    ClientAuth, ClientConfig, Config, ConfigProblem, ForwardAuthConfig, GrantType, HeaderSource,
+    LogFormat, OnUnauthenticated, ProviderConfig, Requirements, RouteConfig, ServerConfig,
+    SessionConfig, SessionStoreKind, TokenServiceConfig, Unauthenticated, UserConfig,
 };
 use crate::login::redirect::AllowedRedirectDomain;
 use crate::secret::Secret;
@@ -44,6 +45,7 @@ pub(super) fn load(
     let mut session = RawSession::default();
     let mut forward_auth: Option<RawForwardAuth> = None;
     let mut token_service: Option<RawTokenService> = None;
+    let mut routes: Vec<(String, RawRoute)> = Vec::new();
     for (key, value) in table {
         match key.as_str() {
             "server" => server = section(&key, value, &mut problems),
@@ -63,10 +65,19 @@ pub(super) fn load(
                     "must be an array of tables ([[provider]])",
                 )),
             },
-            "route" => problems.push(ConfigProblem::new(
-                "route",
-                "reverse-proxy routes are not available in this version of Tollgate",
-            )),
+            "route" => match value {
+                toml::Value::Array(items) => {
+                    for (index, item) in items.into_iter().enumerate() {
+                        let path = format!("route[{index}]");
+                        let route = section(&path, item, &mut problems);
+                        routes.push((path, route));
+                    }
+                }
+                _ => problems.push(ConfigProblem::new(
+                    "route",
+                    "must be an array of tables ([[route]])",
+                )),
+            },
             _ => problems.push(ConfigProblem::new(key, "unknown key")),
         }
     }
@@ -85,6 +96,16 @@ pub(super) fn load(
         checker.problem("session.secrets", "forward_auth needs session secrets to seal its cookies (secrets, secrets_file or secrets_env)");
     }
     checker.local_providers(&providers, token_service.as_ref());
+    let routes: Vec<RouteConfig> = routes
+        .into_iter()
+        .filter_map(|(path, raw)| checker.route(&path, raw, &providers))
+        .collect();
+    if !routes.is_empty() && session.secrets.is_empty() {
+        checker.problem(
+            "session.secrets",
+            "routes need session secrets to seal their cookies (secrets, secrets_file or secrets_env)",
+        );
+    }
 
     if checker.problems.is_empty() {
         Ok(Config {
@@ -93,6 +114,7 @@ pub(super) fn load(
             session,
             forward_auth,
             token_service,
+            routes,
         })
     } else {
         Err(checker.problems)
@@ -833,6 +855,203 @@ impl Checker<'_> {
                 ),
             }
         }
+    }
+}
+
+impl Checker<'_> {
+    fn route(
+        &mut self,
+        path: &str,
+        raw: RawRoute,
+        providers: &[ProviderConfig],
+    ) -> Option<RouteConfig> {
+        let host = raw.host.map(|host| host.trim().to_ascii_lowercase());
+        if host
+            .as_ref()
+            .is_some_and(|host| host.is_empty() || host.contains(['/', ':', ' ']))
+        {
+            self.problem(
+                format!("{path}.host"),
+                "must be a host name without port or path",
+            );
+        }
+        let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_owned());
+        if !path_prefix.starts_with('/') || path_prefix.contains(['?', '#', '\\']) {
+            self.problem(
+                format!("{path}.path_prefix"),
+                "must start with `/` and hold no `?`, `#` or `\\`",
+            );
+        }
+        let path_prefix = match path_prefix.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            trimmed => trimmed.to_owned(),
+        };
+        let upstream = self.required(&format!("{path}.upstream"), raw.upstream);
+        let upstream = upstream.and_then(|text| self.url(&format!("{path}.upstream"), &text));
+        if upstream
+            .as_ref()
+            .is_some_and(|url| url.query().is_some() || url.fragment().is_some())
+        {
+            self.problem(
+                format!("{path}.upstream"),
+                "must not have a query or fragment",
+            );
+        }
+        if upstream.as_ref().is_some_and(|url| url.scheme() == "https") {
+            self.problem(
+                format!("{path}.upstream"),
+                "https upstreams are not available in this version; use http",
+            );
+        }
+        let provider = self.required(&format!("{path}.provider"), raw.provider);
+        if let Some(provider) = &provider
+            && !providers
+                .iter()
+                .any(|candidate| &candidate.name == provider)
+        {
+            self.problem(
+                format!("{path}.provider"),
+                format!("no [[provider]] is named `{provider}`"),
+            );
+        }
+        let on_unauthenticated = match raw.on_unauthenticated.as_deref() {
+            None | Some("login") => OnUnauthenticated::Login,
+            Some("deny") => OnUnauthenticated::Deny,
+            Some("pass") => OnUnauthenticated::Pass,
+            Some("login_on_upstream_401") => OnUnauthenticated::LoginOnUpstream401,
+            Some(other) => {
+                self.problem(
+                    format!("{path}.on_unauthenticated"),
+                    format!("`{other}` is not one of login, deny, pass, login_on_upstream_401"),
+                );
+                OnUnauthenticated::Deny
+            }
+        };
+        let skip = raw
+            .skip
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(index, text)| match crate::policy::auth_query::parse_skip_rule(text) {
+                    Ok(rule) => Some(rule),
+                    Err(message) => {
+                        self.problem(format!("{path}.skip[{index}]"), message);
+                        None
+                    }
+                },
+            )
+            .collect();
+        let connect_timeout = self.duration(
+            &format!("{path}.connect_timeout"),
+            raw.connect_timeout,
+            Duration::from_secs(5),
+        );
+        let read_timeout = self.duration(
+            &format!("{path}.read_timeout"),
+            raw.read_timeout,
+            Duration::from_secs(60),
+        );
+        let require =
+            self.requirements(&format!("{path}.require"), raw.require.unwrap_or_default());
+        let headers = raw
+            .headers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, source)| {
+                self.header_source(&format!("{path}.headers.{name}"), &name, &source)
+            })
+            .collect();
+        Some(RouteConfig {
+            host,
+            path_prefix,
+            upstream: upstream?,
+            provider: provider?,
+            on_unauthenticated,
+            accept_bearer: raw.accept_bearer.unwrap_or(false),
+            skip,
+            connect_timeout,
+            read_timeout,
+            require,
+            headers,
+        })
+    }
+
+    fn json_path(&mut self, path: &str, text: &str) -> Option<serde_json_path::JsonPath> {
+        match serde_json_path::JsonPath::parse(text) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                self.problem(
+                    path,
+                    format!("`{text}` is not an RFC 9535 JSONPath: {error}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn requirements(&mut self, path: &str, raw: RawRequire) -> Requirements {
+        let roles_claim = raw
+            .roles_claim
+            .and_then(|text| self.json_path(&format!("{path}.roles_claim"), &text));
+        Requirements {
+            issuers: raw.issuers.unwrap_or_default(),
+            scopes: raw.scopes.unwrap_or_default(),
+            roles: raw.roles.unwrap_or_default(),
+            roles_claim,
+            realm_roles: raw.realm_roles.unwrap_or_default(),
+            client_roles: raw.client_roles.unwrap_or_default(),
+            groups: raw.groups.unwrap_or_default(),
+            email_domains: raw
+                .email_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|domain| domain.to_ascii_lowercase())
+                .collect(),
+            claims: raw.claims.unwrap_or_default(),
+        }
+    }
+
+    fn header_source(
+        &mut self,
+        path: &str,
+        name: &str,
+        source: &str,
+    ) -> Option<(axum::http::HeaderName, HeaderSource)> {
+        let Ok(header) = axum::http::HeaderName::from_bytes(name.as_bytes()) else {
+            self.problem(path, format!("`{name}` is not a valid header name"));
+            return None;
+        };
+        if matches!(
+            header.as_str(),
+            "host" | "cookie" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
+        ) {
+            self.problem(path, format!("`{name}` cannot be an identity header"));
+            return None;
+        }
+        let source = match source {
+            "access_token" => HeaderSource::AccessToken,
+            "id_token" => HeaderSource::IdToken,
+            "userinfo_base64" => HeaderSource::UserinfoBase64,
+            "bearer_access_token" => HeaderSource::BearerAccessToken,
+            other => {
+                if let Some(claim) = other
+                    .strip_prefix("claim:")
+                    .filter(|claim| !claim.is_empty())
+                {
+                    HeaderSource::Claim(claim.to_owned())
+                } else if let Some(json_path) = other.strip_prefix("json:") {
+                    HeaderSource::Json(self.json_path(path, json_path)?)
+                } else {
+                    self.problem(
+                        path,
+                        format!("`{other}` is not one of access_token, id_token, userinfo_base64, bearer_access_token, claim:NAME, json:$.path"),
+                    );
+                    return None;
+                }
+            }
+        };
+        Some((header, source))
     }
 }
 

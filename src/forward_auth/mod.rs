@@ -137,6 +137,7 @@ async fn decide_auth(
         provider,
         jar,
         section.token_cookie.as_deref(),
+        crate::identity::BearerTokens::Accepted,
         state.clock.now(),
     )
     .await
@@ -288,6 +289,7 @@ pub async fn userinfo(
             provider,
             state.jar.as_ref(),
             section.token_cookie.as_deref(),
+            crate::identity::BearerTokens::Accepted,
             state.clock.now(),
         )
         .await

@@ -19,6 +19,12 @@ pub enum Rejection {
     /// The identity provider could not be reached or misbehaved.
     #[error("identity provider unavailable")]
     ProviderUnavailable,
+    /// The application behind a route could not be reached.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    /// The application behind a route did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
     /// A bug or a local failure.
     #[error("internal error")]
     Internal,
@@ -31,7 +37,8 @@ impl Rejection {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+            Self::ProviderUnavailable | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -43,6 +50,8 @@ impl Rejection {
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::ProviderUnavailable => "provider_unavailable",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
             Self::Internal => "error",
         }
     }
@@ -56,6 +65,13 @@ impl IntoResponse for Rejection {
             Self::Forbidden(message) => format!("403 Forbidden: {message}\n"),
             Self::ProviderUnavailable => {
                 "502 Bad Gateway: the identity provider is unreachable\n".to_owned()
+            }
+            Self::UpstreamUnavailable => {
+                "502 Bad Gateway: the application behind this address is unavailable\n".to_owned()
+            }
+            Self::UpstreamTimeout => {
+                "504 Gateway Timeout: the application behind this address did not answer in time\n"
+                    .to_owned()
             }
             Self::Internal => "500 Internal Server Error\n".to_owned(),
         };

@@ -41,6 +41,17 @@ pub struct Identity {
     pub credential: Credential,
     /// The session, when the credential was a session cookie.
     pub session: Option<Session>,
+    /// The access token: the bearer or cookie token, or the session's.
+    pub access_token: Option<String>,
+}
+
+/// Whether `Authorization: Bearer` counts as a credential where the identity is sought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerTokens {
+    /// Bearer tokens are validated (forward-auth, routes with `accept_bearer`).
+    Accepted,
+    /// The `Authorization` header is left alone.
+    Ignored,
 }
 
 /// Why no identity could be established.
@@ -97,6 +108,7 @@ pub async fn authenticate(
     provider: &Arc<Provider>,
     jar: Option<&CookieJar>,
     token_cookie: Option<&str>,
+    bearer_tokens: BearerTokens,
     now: crate::clock::UnixTime,
 ) -> Result<Identity, IdentityError> {
     let cookies = request_cookies(headers);
@@ -107,6 +119,7 @@ pub async fn authenticate(
                 return Ok(Identity {
                     claims,
                     credential: Credential::SessionCookie,
+                    access_token: session.access_token.clone(),
                     session: Some(session),
                 });
             }
@@ -115,7 +128,11 @@ pub async fn authenticate(
             Err(error) => tracing::info!(%error, "session cookie ignored"),
         }
     }
-    match bearer_token(headers) {
+    let bearer = match bearer_tokens {
+        BearerTokens::Accepted => bearer_token(headers),
+        BearerTokens::Ignored => None,
+    };
+    match bearer {
         Some(Ok(token)) => {
             let claims = provider
                 .validate_access_token(token)
@@ -125,6 +142,7 @@ pub async fn authenticate(
                 claims,
                 credential: Credential::Bearer,
                 session: None,
+                access_token: Some(token.to_owned()),
             });
         }
         Some(Err(())) => {
@@ -144,6 +162,7 @@ pub async fn authenticate(
             claims,
             credential: Credential::TokenCookie,
             session: None,
+            access_token: Some(token.clone()),
         });
     }
     Err(IdentityError::Missing)

@@ -25,7 +25,8 @@ use redirect::validate_redirect;
 /// Query of `/signin` and `/signout`.
 #[derive(Debug, Deserialize)]
 pub struct RedirectQuery {
-    rd: Option<String>,
+    /// Where to go afterwards.
+    pub rd: Option<String>,
 }
 
 /// Query of `/callback`.
@@ -89,10 +90,6 @@ async fn start_login(
         Rejection::Internal,
         "forward-auth not configured".to_owned(),
     ))?;
-    let jar = state
-        .jar
-        .as_ref()
-        .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
     let base = request_base(state, peer, headers)
         .map_err(|rejection| (rejection, "no base URL".to_owned()))?;
     let redirect_to = match query.rd.as_deref() {
@@ -106,6 +103,27 @@ async fn start_login(
             })?
         }
     };
+    begin_login(state, provider, &base, headers, redirect_to, "signin").await
+}
+
+/// Starts the authorization code flow at `provider` for a browser at `base`, returning to
+/// `redirect_to` (already validated) after login: seals a new login state into its own cookie
+/// and redirects to the provider. Used by `/signin` and by routes.
+///
+/// # Errors
+/// 502 when the provider cannot be discovered, 500 when sealing fails.
+pub(crate) async fn begin_login(
+    state: &AppState,
+    provider: &crate::oidc::Provider,
+    base: &url::Url,
+    headers: &HeaderMap,
+    redirect_to: String,
+    role: &'static str,
+) -> Result<Response, (Rejection, String)> {
+    let jar = state
+        .jar
+        .as_ref()
+        .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
     let metadata = provider
         .metadata()
         .await
@@ -143,10 +161,10 @@ async fn start_login(
         .start_login(
             &login,
             &request_cookies(headers),
-            state.cookie_attributes(&base),
+            state.cookie_attributes(base),
         )
         .map_err(|_| (Rejection::Internal, "cannot seal login state".to_owned()))?;
-    state.metrics.request("signin", "redirect");
+    state.metrics.request(role, "login_redirect");
     Ok(with_cookies(
         crate::http::found(authorize.as_str()),
         cookies,
@@ -298,7 +316,7 @@ pub async fn signout(
     }
 }
 
-async fn end_session(
+pub(crate) async fn end_session(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,

@@ -168,6 +168,14 @@ fn parse_inject_json_claim(value: &str) -> Result<ClaimInjection, AuthQueryError
     })
 }
 
+/// Parses a route's skip rule, `[METHOD,]REGEX`.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_skip_rule(text: &str) -> Result<SkipRule, String> {
+    parse_skip("skip", text, false).map_err(|error| error.reason)
+}
+
 /// Longest pattern accepted, and the compiled-size limit, so a query cannot eat memory.
 const MAX_PATTERN_LENGTH: usize = 1024;
 const MAX_COMPILED_SIZE: usize = 1 << 20;

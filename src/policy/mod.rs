@@ -6,6 +6,8 @@ pub mod auth_query;
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
+use crate::config::Requirements;
+
 pub use auth_query::{AuthQuery, AuthQueryError, ClaimInjection, SkipRule};
 
 /// The outcome of applying requirements to an identity.
@@ -96,6 +98,129 @@ fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<Str
             .collect::<Vec<_>>()
             .join(","),
     )
+}
+
+/// Checks a route's requirements (SPEC §5 `route.require`); all must hold.
+///
+/// # Errors
+/// A message naming the first requirement that failed (never a claim value or a token).
+pub fn check_requirements(
+    require: &Requirements,
+    claims: &Map<String, Value>,
+) -> Result<(), String> {
+    let strings = |value: Option<&Value>| -> Vec<String> {
+        match value {
+            Some(Value::String(text)) => vec![text.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let any_of = |have: &[String], wanted: &[String]| {
+        wanted.iter().any(|candidate| have.contains(candidate))
+    };
+    if !require.issuers.is_empty() {
+        let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+        if !require.issuers.iter().any(|wanted| wanted == issuer) {
+            return Err(format!(
+                "the token must come from one of the issuers {}",
+                require.issuers.join(", ")
+            ));
+        }
+    }
+    if !require.scopes.is_empty() {
+        let mut scopes: Vec<String> = Vec::new();
+        for name in ["scope", "scp"] {
+            match claims.get(name) {
+                Some(Value::String(text)) => scopes.extend(text.split(' ').map(str::to_owned)),
+                other => scopes.extend(strings(other)),
+            }
+        }
+        if let Some(missing) = require.scopes.iter().find(|scope| !scopes.contains(scope)) {
+            return Err(format!("the scope `{missing}` is required"));
+        }
+    }
+    if !require.roles.is_empty() {
+        let roles: Vec<String> = match &require.roles_claim {
+            Some(path) => path
+                .query(&Value::Object(claims.clone()))
+                .all()
+                .into_iter()
+                .flat_map(|node| strings(Some(node)))
+                .collect(),
+            None => strings(claims.get("roles")),
+        };
+        if !any_of(&roles, &require.roles) {
+            return Err(format!(
+                "one of the roles {} is required",
+                require.roles.join(", ")
+            ));
+        }
+    }
+    if !require.realm_roles.is_empty() {
+        let roles = strings(
+            claims
+                .get("realm_access")
+                .and_then(|access| access.get("roles")),
+        );
+        if !any_of(&roles, &require.realm_roles) {
+            return Err(format!(
+                "one of the realm roles {} is required",
+                require.realm_roles.join(", ")
+            ));
+        }
+    }
+    for (client, wanted) in &require.client_roles {
+        let roles = strings(
+            claims
+                .get("resource_access")
+                .and_then(|access| access.get(client))
+                .and_then(|entry| entry.get("roles")),
+        );
+        if !any_of(&roles, wanted) {
+            return Err(format!(
+                "one of the roles {} of client `{client}` is required",
+                wanted.join(", ")
+            ));
+        }
+    }
+    if !require.groups.is_empty() && !any_of(&strings(claims.get("groups")), &require.groups) {
+        return Err(format!(
+            "membership of one of the groups {} is required",
+            require.groups.join(", ")
+        ));
+    }
+    if !require.email_domains.is_empty() {
+        let email = claims
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let unverified = claims.get("email_verified") == Some(&Value::Bool(false));
+        let domain_ok = email
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| require.email_domains.iter().any(|wanted| wanted == domain));
+        if unverified || !domain_ok {
+            return Err(format!(
+                "a verified e-mail address at {} is required",
+                require.email_domains.join(", ")
+            ));
+        }
+    }
+    for (claim, wanted) in &require.claims {
+        let holds = claims.get(claim).is_some_and(|value| {
+            wanted
+                .iter()
+                .any(|candidate| value_matches(value, candidate))
+        });
+        if !holds {
+            return Err(format!("claim `{claim}` does not have a required value"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -108,3 +108,101 @@ fn malformed_parameters_name_themselves() {
     assert_eq!(error("tid=%FF"), "tid");
     assert_eq!(error("=x"), "");
 }
+
+fn requirements(toml_text: &str) -> crate::config::Requirements {
+    let text = format!(
+        "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n[[provider]]\nname = \"p\"\nissuer = \"https://idp\"\nclient_id = \"c\"\nclient_auth = \"none\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\nprovider = \"p\"\n[route.require]\n{toml_text}"
+    );
+    let config = crate::config::load(&text, &Default::default()).unwrap();
+    config.routes[0].require.clone()
+}
+
+#[track_caller]
+fn check_route(require: &str, claims: serde_json::Value, expected: Result<(), &str>) {
+    let outcome = check_requirements(&requirements(require), claims.as_object().unwrap());
+    match (outcome, expected) {
+        (Ok(()), Ok(())) => {}
+        (Err(message), Err(fragment)) => assert!(
+            message.contains(fragment),
+            "{message:?} should mention {fragment:?}"
+        ),
+        (outcome, expected) => panic!("{require}: got {outcome:?}, expected {expected:?}"),
+    }
+}
+
+#[test]
+fn route_requirements_all_must_hold() {
+    let keycloak = json!({
+        "iss": "https://idp", "scope": "openid read write", "roles": ["ops"],
+        "realm_access": {"roles": ["user"]}, "resource_access": {"api": {"roles": ["writer"]}},
+        "groups": ["eng"], "email": "Ann@Example.com", "tid": "1111", "app": {"roles": ["auditor"]},
+    });
+    check_route("issuers = [\"https://idp\"]", keycloak.clone(), Ok(()));
+    check_route(
+        "issuers = [\"https://other\"]",
+        keycloak.clone(),
+        Err("issuers"),
+    );
+    check_route("scopes = [\"read\", \"write\"]", keycloak.clone(), Ok(()));
+    check_route(
+        "scopes = [\"read\", \"admin\"]",
+        keycloak.clone(),
+        Err("`admin`"),
+    );
+    check_route("roles = [\"admin\", \"ops\"]", keycloak.clone(), Ok(()));
+    check_route(
+        "roles = [\"auditor\"]\nroles_claim = \"$.app.roles\"",
+        keycloak.clone(),
+        Ok(()),
+    );
+    check_route("roles = [\"admin\"]", keycloak.clone(), Err("roles admin"));
+    check_route("realm_roles = [\"user\"]", keycloak.clone(), Ok(()));
+    check_route(
+        "realm_roles = [\"admin\"]",
+        keycloak.clone(),
+        Err("realm roles"),
+    );
+    check_route(
+        "client_roles = { api = [\"writer\"] }",
+        keycloak.clone(),
+        Ok(()),
+    );
+    check_route(
+        "client_roles = { api = [\"admin\"] }",
+        keycloak.clone(),
+        Err("client `api`"),
+    );
+    check_route("groups = [\"eng\"]", keycloak.clone(), Ok(()));
+    check_route("groups = [\"ops\"]", keycloak.clone(), Err("groups"));
+    check_route(
+        "email_domains = [\"example.com\"]",
+        keycloak.clone(),
+        Ok(()),
+    );
+    check_route(
+        "email_domains = [\"example.org\"]",
+        keycloak.clone(),
+        Err("e-mail"),
+    );
+    check_route("claims = { tid = [\"1111\"] }", keycloak.clone(), Ok(()));
+    check_route(
+        "claims = { tid = [\"2222\"] }",
+        keycloak.clone(),
+        Err("`tid`"),
+    );
+    check_route(
+        "groups = [\"eng\"]\nrealm_roles = [\"admin\"]",
+        keycloak.clone(),
+        Err("realm roles"),
+    );
+    check_route(
+        "email_domains = [\"example.com\"]",
+        json!({"email": "a@example.com", "email_verified": false}),
+        Err("verified"),
+    );
+    check_route(
+        "email_domains = [\"example.com\"]",
+        json!({"email": "a@evil.com@example.com.evil"}),
+        Err("e-mail"),
+    );
+}

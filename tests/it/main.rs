@@ -16,5 +16,6 @@ mod admin;
 mod cli;
 mod forward_auth;
 mod login_flow;
+mod proxy;
 mod support;
 mod token_service;

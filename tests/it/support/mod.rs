@@ -3,7 +3,9 @@
 pub mod browser;
 pub mod gateway;
 pub mod idp;
+pub mod upstream;
 
 pub use browser::Browser;
 pub use gateway::Gateway;
 pub use idp::TestIdp;
+pub use upstream::TestUpstream;

@@ -1,0 +1,109 @@
+//! Header hygiene for the proxy: identity headers named in `route.headers` are removed from
+//! the client's request in every spelling a backend might read as the same name (any case,
+//! `_` for `-`, repeated), and Tollgate's own cookies never reach the upstream. Pure.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// The form two header names are compared in: lower case, `_` as `-`.
+fn normalised(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Removes every request header that a backend could take for one of `identity_headers`.
+pub fn strip_identity_headers<'a>(
+    headers: &mut HeaderMap,
+    identity_headers: impl Iterator<Item = &'a HeaderName>,
+) {
+    let forbidden: Vec<String> = identity_headers
+        .map(|name| normalised(name.as_str()))
+        .collect();
+    if forbidden.is_empty() {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| forbidden.contains(&normalised(name.as_str())))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, login states.
+pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(cookie_name) else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.strip_prefix('_').is_some_and(|suffix| {
+            suffix.bytes().all(|byte| byte.is_ascii_digit()) && !suffix.is_empty()
+        })
+        || rest.starts_with("_login_")
+}
+
+/// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order.
+pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name).trim();
+            !is_tollgate_cookie(name, cookie_name)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_removed_in_every_spelling() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-user", "mallory".parse().unwrap());
+        headers.append("X-USER", "mallory2".parse().unwrap());
+        headers.append("x_user", "mallory3".parse().unwrap());
+        headers.append("X_User", "mallory4".parse().unwrap());
+        headers.append("x-username", "kept".parse().unwrap());
+        headers.append("authorization", "Bearer forged".parse().unwrap());
+        let configured = [
+            HeaderName::from_static("x-user"),
+            HeaderName::from_static("authorization"),
+        ];
+        strip_identity_headers(&mut headers, configured.iter());
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-username"], "kept");
+    }
+
+    #[test]
+    fn tollgate_cookies_are_removed_and_others_kept() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            "a=1; tollgate=2.xyz; tollgate_1=abc".parse().unwrap(),
+        );
+        headers.append(
+            header::COOKIE,
+            "tollgate_login_abc=s; tollgatex=keep; b=2".parse().unwrap(),
+        );
+        strip_tollgate_cookies(&mut headers, "tollgate");
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; tollgatex=keep; b=2");
+        let mut only_ours = HeaderMap::new();
+        only_ours.append(header::COOKIE, "tollgate=1".parse().unwrap());
+        strip_tollgate_cookies(&mut only_ours, "tollgate");
+        assert!(only_ours.get(header::COOKIE).is_none());
+    }
+}

@@ -1,0 +1,331 @@
+//! Role 2, the authenticating reverse proxy (SPEC §5): route → strip client identity headers
+//! → identity (session cookie, bearer token) → `on_unauthenticated` → requirements → identity
+//! headers → forward. Every request the public listener does not answer itself comes here.
+
+pub mod forward;
+pub mod headers;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
+use crate::app::AppState;
+use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
+use crate::http::forwarded::{canonical_path, external_base, is_trusted};
+use crate::http::rejection::Rejection;
+use crate::identity::{BearerTokens, Identity, IdentityError, authenticate};
+use crate::login::redirect::validate_redirect;
+use forward::{ForwardedFor, forward};
+
+/// The proxy's entry point: the public listener's fallback.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let host = host.or_else(|| {
+        request
+            .uri()
+            .authority()
+            .map(|authority| authority.to_string())
+    });
+    let Some(route) = state.routes.find(host.as_deref(), request.uri().path()) else {
+        state.metrics.request("proxy", "no_route");
+        return (
+            StatusCode::NOT_FOUND,
+            "404 Not Found: no route for this address\n",
+        )
+            .into_response();
+    };
+    // Identity headers named by the route are removed before anything reads the request; only
+    // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
+    // and is replaced or removed before the request goes upstream.
+    let identity_headers = route
+        .headers
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION));
+    headers::strip_identity_headers(request.headers_mut(), identity_headers);
+    let outcome = serve_route(&state, route, peer, request).await;
+    match outcome {
+        Ok((response, result)) => {
+            state.metrics.request("proxy", result);
+            response
+        }
+        Err((rejection, reason)) => {
+            state.metrics.request("proxy", rejection.result_label());
+            tracing::info!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
+            rejection_page(rejection)
+        }
+    }
+}
+
+/// A 403 page names the requirement that failed; other rejections use the common table.
+fn rejection_page(rejection: Rejection) -> Response {
+    rejection.into_response()
+}
+
+type RouteResult = Result<(Response, &'static str), (Rejection, String)>;
+
+async fn serve_route(
+    state: &AppState,
+    route: &RouteConfig,
+    peer: SocketAddr,
+    request: Request,
+) -> RouteResult {
+    let base = external_base(
+        state.config.server.public_url.as_ref(),
+        peer.ip(),
+        request.headers(),
+        &state.config.server.trusted_proxies,
+    )
+    .ok_or_else(|| {
+        (
+            Rejection::BadRequest("missing or invalid Host header".to_owned()),
+            "no base URL".to_owned(),
+        )
+    })?;
+    if request.uri().path() == "/logout" {
+        let query = request.uri().query().map(str::to_owned);
+        return logout(state, peer, request.headers(), query.as_deref())
+            .await
+            .map(|response| (response, "logout"));
+    }
+    let skipped = canonical_path(request.uri().path()).is_some_and(|path| {
+        route
+            .skip
+            .iter()
+            .any(|rule| rule.skips(request.method(), &path))
+    });
+    if skipped {
+        return send(state, route, peer, &base, request, None)
+            .await
+            .map(|response| (response, "skip"));
+    }
+    let provider = state
+        .providers
+        .get(&route.provider)
+        .ok_or((Rejection::Internal, "route provider missing".to_owned()))?;
+    let bearer_tokens = if route.accept_bearer {
+        BearerTokens::Accepted
+    } else {
+        BearerTokens::Ignored
+    };
+    let identity = match authenticate(
+        request.headers(),
+        provider,
+        state.jar.as_ref(),
+        None,
+        bearer_tokens,
+        state.clock.now(),
+    )
+    .await
+    {
+        Ok(identity) => Some(identity),
+        Err(IdentityError::Missing) => None,
+        Err(IdentityError::ProviderUnavailable(reason)) => {
+            return Err((Rejection::ProviderUnavailable, reason));
+        }
+        // A credential that is present and invalid is refused, whatever the route allows.
+        Err(error @ IdentityError::Invalid { .. }) => {
+            return Err((Rejection::Unauthenticated, error.to_string()));
+        }
+    };
+    let Some(identity) = identity else {
+        return unauthenticated(state, route, provider, peer, &base, request).await;
+    };
+    crate::policy::check_requirements(&route.require, &identity.claims)
+        .map_err(|requirement| (Rejection::Forbidden(requirement.clone()), requirement))?;
+    tracing::info!(
+        role = "proxy",
+        result = "allow",
+        credential = identity.credential.as_str(),
+        "decision"
+    );
+    send(state, route, peer, &base, request, Some(&identity))
+        .await
+        .map(|response| (response, "allow"))
+}
+
+async fn unauthenticated(
+    state: &AppState,
+    route: &RouteConfig,
+    provider: &crate::oidc::Provider,
+    peer: SocketAddr,
+    base: &url::Url,
+    request: Request,
+) -> RouteResult {
+    match route.on_unauthenticated {
+        OnUnauthenticated::Deny => Err((Rejection::Unauthenticated, "no credential".to_owned())),
+        OnUnauthenticated::Pass => send(state, route, peer, base, request, None)
+            .await
+            .map(|response| (response, "pass")),
+        OnUnauthenticated::Login => {
+            if is_api_call(request.method(), request.headers()) {
+                return Err((
+                    Rejection::Unauthenticated,
+                    "no credential (API call)".to_owned(),
+                ));
+            }
+            let target = return_target(&request);
+            let response = crate::login::begin_login(
+                state,
+                provider,
+                base,
+                request.headers(),
+                target,
+                "proxy",
+            )
+            .await?;
+            Ok((response, "login_redirect"))
+        }
+        OnUnauthenticated::LoginOnUpstream401 => {
+            // Seed 000: the request goes upstream as it is; only a 401 starts the login.
+            let method = request.method().clone();
+            let headers = request.headers().clone();
+            let target = return_target(&request);
+            let response = send(state, route, peer, base, request, None).await?;
+            if response.status() != StatusCode::UNAUTHORIZED || is_api_call(&method, &headers) {
+                return Ok((response, "pass"));
+            }
+            let login =
+                crate::login::begin_login(state, provider, base, &headers, target, "proxy").await?;
+            Ok((login, "login_redirect"))
+        }
+    }
+}
+
+/// API calls get a 401 instead of a login redirect (SPEC §5).
+fn is_api_call(method: &Method, headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let wants_json = accept.contains("application/json") && !accept.contains("text/html");
+    !(method == Method::GET || method == Method::HEAD)
+        || wants_json
+        || headers.contains_key("x-requested-with")
+}
+
+/// Where to return after login: the original path and query, relative, so it stays on this host.
+fn return_target(request: &Request) -> String {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |value| value.as_str());
+    validate_redirect(target, &[]).unwrap_or_else(|_| "/".to_owned())
+}
+
+async fn logout(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response, (Rejection, String)> {
+    let rd = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(name, _)| name == "rd")
+        .map(|(_, value)| value.into_owned());
+    crate::login::end_session(
+        state,
+        peer,
+        headers,
+        Some(crate::login::RedirectQuery { rd }),
+    )
+    .await
+}
+
+/// Adds identity headers, removes Tollgate's cookies, and forwards.
+async fn send(
+    state: &AppState,
+    route: &RouteConfig,
+    peer: SocketAddr,
+    base: &url::Url,
+    mut request: Request,
+    identity: Option<&Identity>,
+) -> Result<Response, (Rejection, String)> {
+    headers::strip_tollgate_cookies(request.headers_mut(), &state.config.session.cookie_name);
+    headers::strip_identity_headers(
+        request.headers_mut(),
+        route.headers.iter().map(|(name, _)| name),
+    );
+    if let Some(identity) = identity {
+        for (name, source) in &route.headers {
+            if let Some(value) = header_value(identity, source) {
+                request.headers_mut().insert(name.clone(), value);
+            }
+        }
+    }
+    let trusted = is_trusted(peer.ip(), &state.config.server.trusted_proxies);
+    let chain = trusted
+        .then(|| {
+            request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        })
+        .flatten();
+    let forwarded = ForwardedFor {
+        peer,
+        trusted_chain: chain.as_deref(),
+        proto: base.scheme(),
+        host: base.host_str().map(|host| match base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }),
+    };
+    forward(&state.upstream_client, route, request, forwarded)
+        .await
+        .map_err(|error| {
+            let reason = error.to_string();
+            tracing::warn!(upstream = %route.upstream, %reason, "upstream failed");
+            match error {
+                forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
+                forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),
+            }
+        })
+}
+
+/// The value of one identity header, or `None` when the identity has nothing for it.
+fn header_value(identity: &Identity, source: &HeaderSource) -> Option<HeaderValue> {
+    let access_token = identity.access_token.as_deref();
+    let text = match source {
+        HeaderSource::AccessToken => access_token?.to_owned(),
+        HeaderSource::BearerAccessToken => format!("Bearer {}", access_token?),
+        HeaderSource::IdToken => identity.session.as_ref()?.id_token.clone(),
+        HeaderSource::UserinfoBase64 => base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(identity.claims.as_ref()).ok()?),
+        HeaderSource::Claim(name) => crate::policy::header_text(identity.claims.get(name)?),
+        HeaderSource::Json(path) => {
+            let document = serde_json::Value::Object(identity.claims.as_ref().clone());
+            let nodes = path.query(&document).all();
+            if nodes.is_empty() {
+                return None;
+            }
+            nodes
+                .into_iter()
+                .map(crate::policy::header_text)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    match HeaderValue::from_str(&text) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::warn!(
+                "an identity header value holds characters a header cannot carry; not sent"
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Choosing the route for a request: by host (without port), then the longest path prefix on
+//! whole segments (`/public` matches `/public` and `/public/x`, never `/publicity`). Pure.
+
+use crate::config::RouteConfig;
+
+/// The configured routes, ready for matching.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<RouteConfig>,
+}
+
+impl RouteTable {
+    /// A table over `routes`.
+    pub fn new(routes: Vec<RouteConfig>) -> Self {
+        Self { routes }
+    }
+
+    /// Whether there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The route for `host` (as sent, maybe with a port) and `path`: routes naming the host win
+    /// over routes for any host; among those, the longest matching prefix.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteConfig> {
+        let host = host.map(strip_port).map(str::to_ascii_lowercase);
+        let matching = |route: &&RouteConfig| is_prefix_on_segments(&route.path_prefix, path);
+        let named = self
+            .routes
+            .iter()
+            .filter(|route| route.host.is_some() && route.host.as_deref() == host.as_deref())
+            .filter(matching)
+            .max_by_key(|route| route.path_prefix.len());
+        named.or_else(|| {
+            self.routes
+                .iter()
+                .filter(|route| route.host.is_none())
+                .filter(matching)
+                .max_by_key(|route| route.path_prefix.len())
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(address, _)| address.trim_start_matches('['));
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+fn is_prefix_on_segments(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let text = r#"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+[[provider]]
+name = "p"
+issuer = "https://idp"
+client_id = "c"
+client_auth = "none"
+[[route]]
+upstream = "http://127.0.0.1:1"
+provider = "p"
+[[route]]
+path_prefix = "/public"
+upstream = "http://127.0.0.1:2"
+provider = "p"
+[[route]]
+host = "App.Example.com"
+path_prefix = "/api/"
+upstream = "http://127.0.0.1:3"
+provider = "p"
+[[route]]
+host = "app.example.com"
+upstream = "http://127.0.0.1:4"
+provider = "p"
+"#;
+        RouteTable::new(
+            crate::config::load(text, &Default::default())
+                .unwrap()
+                .routes,
+        )
+    }
+
+    #[track_caller]
+    fn check(host: Option<&str>, path: &str, expected_port: u16) {
+        let table = table();
+        let route = table.find(host, path).unwrap();
+        assert_eq!(
+            route.upstream.port(),
+            Some(expected_port),
+            "{host:?} {path}"
+        );
+    }
+
+    #[test]
+    fn host_then_longest_prefix_on_whole_segments() {
+        check(None, "/", 1);
+        check(None, "/public", 2);
+        check(None, "/public/x", 2);
+        check(None, "/publicity", 1);
+        check(Some("other.example.com"), "/public/x", 2);
+        check(Some("app.example.com"), "/api/v1", 3);
+        check(Some("APP.example.com:8443"), "/api", 3);
+        check(Some("app.example.com"), "/apis", 4);
+        check(Some("app.example.com"), "/public/x", 4);
+    }
+}

@@ -1,0 +1,544 @@
+//! SPEC §5: the authenticating reverse proxy — routes, on_unauthenticated, bearer tokens,
+//! requirements, identity headers, header hygiene, streaming, upgrades, upstream failures.
+
+use std::io::{Read as _, Write as _};
+
+use serde_json::{Value, json};
+
+use crate::support::browser::location;
+use crate::support::gateway::SESSION_SECRET;
+use crate::support::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET};
+use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
+
+fn proxy_config(idp: &TestIdp, upstream: &TestUpstream, routes: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[session]
+secrets = ["{SESSION_SECRET}"]
+
+[[provider]]
+name = "corp"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+audiences = ["{AUDIENCE}"]
+
+{routes}
+"#,
+        issuer = idp.issuer(),
+        routes = routes.replace("{upstream}", &upstream.url()),
+    )
+}
+
+const LOGIN_ROUTE: &str = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+[route.headers]
+"X-User" = "claim:email"
+"X-Groups" = "json:$.groups[*]"
+"X-Access-Token" = "access_token"
+"X-Id-Token" = "id_token"
+"X-Userinfo" = "userinfo_base64"
+"#;
+
+async fn log_in_through(
+    browser: &mut Browser,
+    gateway: &Gateway,
+    path: &str,
+) -> (reqwest::Response, String) {
+    browser.follow(&gateway.url(path)).await
+}
+
+fn seen(body: &Value, header: &str) -> Vec<String> {
+    body["headers"][header]
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn login_route_logs_browsers_in_and_sends_identity_headers() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, LOGIN_ROUTE)).await;
+    let mut browser = Browser::new();
+    let first = browser.get(&gateway.url("/app/page?x=1")).await;
+    assert_eq!(first.status(), 302);
+    assert!(
+        location(&first).starts_with(idp.issuer()),
+        "browsers go to the provider"
+    );
+    let api = browser
+        .get_with(&gateway.url("/app/page"), &[("accept", "application/json")])
+        .await;
+    assert_eq!(api.status(), 401);
+    assert_eq!(api.headers()["www-authenticate"], "Bearer");
+
+    browser.cookies.insert("theme".into(), "dark".into());
+    let (response, url) = log_in_through(&mut browser, &gateway, "/app/page?x=1").await;
+    assert_eq!(
+        url,
+        gateway.url("/app/page?x=1"),
+        "back at the page first asked for"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["uri"], "/app/page?x=1");
+    assert_eq!(seen(&body, "x-user"), ["alice@example.com"]);
+    assert_eq!(seen(&body, "x-groups"), ["admin,dev"]);
+    assert_eq!(seen(&body, "x-access-token").len(), 1);
+    assert_eq!(seen(&body, "x-id-token").len(), 1);
+    let userinfo = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        &seen(&body, "x-userinfo")[0],
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&userinfo).unwrap()["sub"],
+        "alice"
+    );
+    let cookies = seen(&body, "cookie");
+    assert_eq!(
+        cookies,
+        ["theme=dark"],
+        "Tollgate's cookies never reach the upstream"
+    );
+    assert_eq!(seen(&body, "x-forwarded-proto"), ["http"]);
+    assert_eq!(seen(&body, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        seen(&body, "x-forwarded-host"),
+        [gateway.app.public_addr.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn identity_headers_sent_by_the_client_are_removed_in_every_spelling() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+[route.headers]
+"X-User" = "claim:email"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let client = reqwest::Client::new();
+    let forged = client
+        .get(gateway.url("/"))
+        .header("X-User", "mallory")
+        .header("x_user", "mallory")
+        .header("X_USER", "mallory")
+        .header("x-user", "mallory-again")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = forged.json().await.unwrap();
+    let names: Vec<&String> = body["headers"].as_object().unwrap().keys().collect();
+    assert!(
+        !names
+            .iter()
+            .any(|name| name.replace('_', "-").eq_ignore_ascii_case("x-user")),
+        "{names:?}"
+    );
+    let token = idp.access_token().sign();
+    let with_token = client
+        .get(gateway.url("/"))
+        .bearer_auth(token)
+        .header("x-user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = with_token.json().await.unwrap();
+    assert_eq!(
+        seen(&body, "x-user"),
+        Vec::<String>::new(),
+        "bearer tokens are not accepted on this route"
+    );
+}
+
+#[tokio::test]
+async fn deny_pass_and_bearer_routes() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+path_prefix = "/deny"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+[[route]]
+path_prefix = "/pass"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+accept_bearer = true
+[route.headers]
+"X-User" = "claim:email"
+[[route]]
+path_prefix = "/api"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+accept_bearer = true
+skip = ["GET,^/api/health$"]
+[route.headers]
+"Authorization" = "bearer_access_token"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(
+        client
+            .get(gateway.url("/deny/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let anonymous: Value = client
+        .get(gateway.url("/pass/x"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seen(&anonymous, "x-user").is_empty());
+    let token = idp.access_token().sign();
+    let known: Value = client
+        .get(gateway.url("/pass/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen(&known, "x-user"), ["alice@example.com"]);
+    let invalid = client
+        .get(gateway.url("/pass/x"))
+        .bearer_auth(idp.access_token().expires_in(-600).sign())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        invalid.status(),
+        401,
+        "a credential that is present and invalid is refused even on a pass route"
+    );
+    let api: Value = client
+        .get(gateway.url("/api/data"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen(&api, "authorization"), [format!("Bearer {token}")]);
+    assert_eq!(
+        client
+            .get(gateway.url("/api/data"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(gateway.url("/api/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "skip rule"
+    );
+    assert_eq!(
+        client
+            .get(gateway.url("/api/health/../data"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(gateway.url("/nothing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "no route"
+    );
+}
+
+#[tokio::test]
+async fn login_on_upstream_401_passes_first_and_logs_in_only_when_the_upstream_asks() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "login_on_upstream_401"
+[route.headers]
+"X-User" = "claim:email"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let mut browser = Browser::new();
+    assert_eq!(
+        browser.get(&gateway.url("/open")).await.status(),
+        200,
+        "anonymous requests go upstream as they are"
+    );
+    let asked = browser.get(&gateway.url("/needs-login")).await;
+    assert_eq!(asked.status(), 302);
+    assert!(location(&asked).starts_with(idp.issuer()));
+    let api = browser
+        .get_with(
+            &gateway.url("/needs-login"),
+            &[("x-requested-with", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(api.status(), 401, "API calls get the upstream's 401");
+    let (response, url) = browser.follow(&gateway.url("/needs-login")).await;
+    assert_eq!(
+        url,
+        gateway.url("/needs-login"),
+        "the original URL is returned to after login"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(seen(&body, "x-user"), ["alice@example.com"]);
+}
+
+#[tokio::test]
+async fn requirements_refuse_with_a_page_naming_the_requirement() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+accept_bearer = true
+[route.require]
+groups = ["ops"]
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let client = reqwest::Client::new();
+    let refused = client
+        .get(gateway.url("/"))
+        .bearer_auth(idp.access_token().sign())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("groups ops"), "{page}");
+    let allowed = client
+        .get(gateway.url("/"))
+        .bearer_auth(idp.access_token().claim("groups", json!(["ops"])).sign())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+}
+
+#[tokio::test]
+async fn a_session_of_one_provider_is_not_accepted_on_a_route_of_another() {
+    let (corp, other, upstream) = (
+        TestIdp::start().await,
+        TestIdp::start().await,
+        TestUpstream::start().await,
+    );
+    let routes = format!(
+        r#"
+[[provider]]
+name = "other"
+issuer = "{other}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+audiences = ["{AUDIENCE}"]
+[[route]]
+path_prefix = "/corp"
+upstream = "{{upstream}}"
+provider = "corp"
+[[route]]
+path_prefix = "/other"
+upstream = "{{upstream}}"
+provider = "other"
+on_unauthenticated = "deny"
+accept_bearer = true
+"#,
+        other = other.issuer()
+    );
+    let gateway = Gateway::start(&proxy_config(&corp, &upstream, &routes)).await;
+    let mut browser = Browser::new();
+    let (response, _) = browser.follow(&gateway.url("/corp/x")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(browser.get(&gateway.url("/other/x")).await.status(), 401);
+    let corp_token = corp.access_token().sign();
+    let with_corp_token = reqwest::Client::new()
+        .get(gateway.url("/other/x"))
+        .bearer_auth(corp_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_corp_token.status(),
+        401,
+        "a token is accepted only on routes of its provider"
+    );
+}
+
+#[tokio::test]
+async fn logout_on_a_route_ends_the_session() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, LOGIN_ROUTE)).await;
+    let mut browser = Browser::new();
+    browser.follow(&gateway.url("/")).await;
+    assert!(browser.cookies.contains_key("tollgate"));
+    let logout = browser.get(&gateway.url("/logout?rd=/bye")).await;
+    assert_eq!(logout.status(), 302);
+    assert!(location(&logout).starts_with(&format!("{}/end_session", idp.issuer())));
+    assert!(!browser.cookies.contains_key("tollgate"));
+    assert_eq!(
+        browser.get(&gateway.url("/")).await.status(),
+        302,
+        "logged out: login again"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_get_502_and_504_pages() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let routes = format!(
+        r#"
+[[route]]
+path_prefix = "/dead"
+upstream = "{dead_url}"
+provider = "corp"
+on_unauthenticated = "pass"
+[[route]]
+upstream = "{{upstream}}"
+provider = "corp"
+on_unauthenticated = "pass"
+read_timeout = "200ms"
+"#
+    );
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, &routes)).await;
+    let down = reqwest::get(gateway.url("/dead/x")).await.unwrap();
+    assert_eq!(down.status(), 502);
+    assert!(down.text().await.unwrap().contains("unavailable"));
+    let slow = reqwest::get(gateway.url("/slow")).await.unwrap();
+    assert_eq!(slow.status(), 504);
+}
+
+fn peak_resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through_in_bounded_memory() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 1024; // 1 GiB
+    let stream = futures_stream(CHUNK, CHUNKS);
+    let before = peak_resident_kib();
+    let response = reqwest::Client::new()
+        .post(gateway.url("/upload"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), (CHUNK * CHUNKS).to_string());
+    let grown_mib = (peak_resident_kib() - before) / 1024;
+    assert!(
+        grown_mib < 256,
+        "peak memory grew by {grown_mib} MiB while 1 GiB passed through"
+    );
+}
+
+/// A body of `count` chunks of `size` bytes, produced as it is sent.
+fn futures_stream(
+    size: usize,
+    count: usize,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    struct Chunks {
+        size: usize,
+        left: usize,
+    }
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Vec<u8>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.left -= 1;
+            std::task::Poll::Ready(Some(Ok(vec![b'x'; self.size])))
+        }
+    }
+    Chunks { size, left: count }
+}
+
+#[tokio::test]
+async fn upgraded_connections_are_spliced_both_ways() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let address = gateway.app.public_addr;
+    let echoed = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        stream
+            .write_all(b"ping over the upgraded connection")
+            .unwrap();
+        let mut reply = [0u8; 33];
+        stream.read_exact(&mut reply).unwrap();
+        String::from_utf8(reply.to_vec()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(echoed, "ping over the upgraded connection");
+}

@@ -1,0 +1,99 @@
+//! `TestUpstream`: the application behind a route. Echoes the request as JSON, answers 401 on
+//! `/needs-login` unless an `X-User` header arrives, counts uploaded bytes on `/upload`, sleeps
+//! on `/slow`, and echoes bytes on an upgraded connection at `/ws`.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+}
+
+fn echo_json(method: &str, uri: &str, headers: &HeaderMap) -> serde_json::Value {
+    let mut seen = serde_json::Map::new();
+    for (name, value) in headers {
+        let entry = seen
+            .entry(name.as_str().to_owned())
+            .or_insert_with(|| json!([]));
+        entry
+            .as_array_mut()
+            .unwrap()
+            .push(json!(value.to_str().unwrap_or("(binary)")));
+    }
+    json!({"method": method, "uri": uri, "headers": seen})
+}
+
+async fn echo(request: Request) -> Json<serde_json::Value> {
+    Json(echo_json(
+        request.method().as_str(),
+        &request.uri().to_string(),
+        request.headers(),
+    ))
+}
+
+async fn needs_login(request: Request) -> Response {
+    if request.headers().contains_key("x-user") {
+        echo(request).await.into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, "who are you?").into_response()
+    }
+}
+
+async fn upload(request: Request) -> String {
+    let mut body = request.into_body();
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            total += data.len() as u64;
+        }
+    }
+    total.to_string()
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    "late"
+}
+
+async fn websocket(mut request: Request) -> Response {
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = upgrade.await.unwrap();
+        let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        tokio::io::copy(&mut reader, &mut writer).await.ok();
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Body::empty())
+        .unwrap()
+}
+
+impl TestUpstream {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new()
+            .route("/needs-login", get(needs_login))
+            .route("/upload", post(upload))
+            .route("/slow", get(slow))
+            .route("/ws", get(websocket))
+            .fallback(any(echo));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
