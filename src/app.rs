@@ -31,8 +31,8 @@ pub struct AppState {
     pub config: Config,
     /// Providers by name.
     pub providers: BTreeMap<String, Arc<Provider>>,
-    /// Session and login-state cookies, when sessions are configured.
-    pub jar: Option<CookieJar>,
+    /// Sessions and login-state cookies, when session secrets are configured.
+    pub sessions: Option<crate::session::store::Sessions>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Metrics.
@@ -43,6 +43,8 @@ pub struct AppState {
     pub routes: crate::proxy::routes::RouteTable,
     /// The client for every upstream.
     pub upstream_client: crate::proxy::forward::UpstreamClient,
+    /// `jti`s of logout tokens already used, with when they may be forgotten.
+    seen_logout_tokens: quick_cache::sync::Cache<String, crate::clock::UnixTime>,
     /// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
     pub auth_queries: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
 }
@@ -97,10 +99,29 @@ impl AppState {
             );
             providers.insert(provider_config.name.clone(), Arc::new(provider));
         }
-        let jar = (!config.session.secrets.is_empty()).then(|| {
-            CookieJar::new(
+        let sessions = (!config.session.secrets.is_empty()).then(|| {
+            let jar = CookieJar::new(
                 Sealer::new(&config.session.secrets),
                 config.session.cookie_name.clone(),
+            );
+            let backend = match config.session.store {
+                crate::config::SessionStoreKind::Cookie => {
+                    crate::session::store::SessionBackend::Cookie
+                }
+                crate::config::SessionStoreKind::Memory => {
+                    crate::session::store::SessionBackend::Memory(Arc::new(
+                        crate::session::memory_store::MemoryStore::open(
+                            config.session.state_file.clone(),
+                            clock.now(),
+                        ),
+                    ))
+                }
+            };
+            crate::session::store::Sessions::new(
+                jar,
+                backend,
+                config.session.idle_timeout,
+                metrics.clone(),
             )
         });
         let routes = crate::proxy::routes::RouteTable::new(config.routes.clone());
@@ -113,16 +134,37 @@ impl AppState {
                 .unwrap_or(std::time::Duration::from_secs(5)),
         );
         Ok(Arc::new(Self {
+            seen_logout_tokens: quick_cache::sync::Cache::new(100_000),
             routes,
             upstream_client,
             config,
             providers,
-            jar,
+            sessions,
             clock,
             metrics,
             token_service,
             auth_queries: quick_cache::sync::Cache::new(1024),
         }))
+    }
+
+    /// Records a logout token's `jti`; `false` when it was seen before (a replay).
+    pub fn remember_logout_token(
+        &self,
+        provider: &str,
+        jti: &str,
+        now: crate::clock::UnixTime,
+    ) -> bool {
+        let key = format!("{provider}\u{0}{jti}");
+        if self
+            .seen_logout_tokens
+            .get(&key)
+            .is_some_and(|until| now < until)
+        {
+            return false;
+        }
+        // Logout tokens are short-lived; a day is far longer than any leeway.
+        self.seen_logout_tokens.insert(key, now + 86_400);
+        true
     }
 
     /// The forward-auth section and its provider, when forward-auth is enabled.
@@ -172,7 +214,11 @@ pub fn public_router(state: &Arc<AppState>) -> Router {
     if state.forward_auth().is_some() || !state.routes.is_empty() {
         router = router
             .route("/callback", get(crate::login::callback))
-            .route("/signout", get(crate::login::signout));
+            .route("/signout", get(crate::login::signout))
+            .route(
+                "/backchannel-logout",
+                axum::routing::post(crate::login::backchannel::backchannel_logout),
+            );
     }
     if state.forward_auth().is_some() || state.token_service.is_some() {
         router = router
@@ -215,6 +261,14 @@ impl RunningApp {
         let _ = self.shutdown.send(true);
         while let Some(result) = self.tasks.join_next().await {
             result.map_err(std::io::Error::other)??;
+        }
+        if let Some(store) = self
+            .state
+            .sessions
+            .as_ref()
+            .and_then(|sessions| sessions.memory())
+        {
+            store.flush().map_err(std::io::Error::other)?;
         }
         Ok(())
     }
@@ -283,6 +337,29 @@ pub async fn start(
         }
         None => None,
     };
+    if let Some(store) = state
+        .sessions
+        .as_ref()
+        .and_then(|sessions| sessions.memory())
+        .cloned()
+    {
+        let writer = store.clone();
+        tokio::spawn(async move { writer.write_behind().await });
+        let clock = state.clock.clone();
+        let idle = i64::try_from(state.config.session.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+        let metrics = state.metrics.clone();
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                let now = clock.now();
+                let purged = store.remove_where(|_, stored| {
+                    now >= stored.session.expires_at || now - stored.last_seen > idle
+                });
+                metrics.sessions_ended.inc_by(purged as u64);
+            }
+        });
+    }
     for provider in state.providers.values() {
         let provider = provider.clone();
         tokio::spawn(async move {

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,6 +62,12 @@ pub struct Metrics {
     pub jwks_fetches: Family<JwksFetchLabels, Counter>,
     /// Tokens issued by the token service, by grant.
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// Sessions created (logins).
+    pub sessions_created: Counter,
+    /// Sessions ended (logout, expiry, idle timeout, admin, back-channel logout).
+    pub sessions_ended: Counter,
+    /// Sessions held by a server-side store, set when metrics are rendered.
+    pub sessions_active: Gauge,
     /// Handles to the hot `requests` series, resolved once so the decision path takes no lock.
     hot_requests: std::collections::HashMap<(&'static str, &'static str), Counter>,
 }
@@ -119,6 +126,24 @@ impl Metrics {
             "Tokens issued by the token service, by grant",
             tokens_issued.clone(),
         );
+        let sessions_created = Counter::default();
+        registry.register(
+            "sessions_created",
+            "Sessions created (logins)",
+            sessions_created.clone(),
+        );
+        let sessions_ended = Counter::default();
+        registry.register(
+            "sessions_ended",
+            "Sessions ended: logout, expiry, idle timeout, admin, back-channel logout",
+            sessions_ended.clone(),
+        );
+        let sessions_active = Gauge::default();
+        registry.register(
+            "sessions_active",
+            "Sessions held by the memory store",
+            sessions_active.clone(),
+        );
         let hot_requests = HOT_REQUESTS
             .iter()
             .map(|&(role, result)| {
@@ -131,6 +156,9 @@ impl Metrics {
             })
             .collect();
         Self {
+            sessions_created,
+            sessions_ended,
+            sessions_active,
             hot_requests,
             registry,
             requests,

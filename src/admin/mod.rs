@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,10 +18,28 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/admin/sessions",
+            get(list_sessions).delete(end_sessions_of_sub),
+        )
+        .route(
+            "/admin/sessions/{handle}",
+            axum::routing::delete(end_session),
+        )
         .with_state(state.clone())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(active) = state
+        .sessions
+        .as_ref()
+        .and_then(crate::session::store::Sessions::active)
+    {
+        state
+            .metrics
+            .sessions_active
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -53,5 +72,130 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             format!("not ready:\n{}\n", problems.join("\n")),
         )
             .into_response()
+    }
+}
+
+/// The admin API answers only to `Authorization: Bearer <server.admin_token>`, compared in
+/// constant time; without a configured token it is disabled.
+fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &state.config.server.admin_token else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "the admin API is disabled: set server.admin_token\n",
+            )
+                .into_response(),
+        );
+    };
+    let presented = crate::identity::bearer_token(headers)
+        .and_then(Result::ok)
+        .unwrap_or("");
+    if crate::secret::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+        None
+    } else {
+        tracing::info!("admin API refused: missing or wrong admin token");
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "401 Unauthorized\n",
+            )
+                .into_response(),
+        )
+    }
+}
+
+fn store_error(error: &crate::session::store::StoreError) -> Response {
+    use crate::session::store::StoreError;
+    match error {
+        StoreError::NotServerSide => (
+            StatusCode::CONFLICT,
+            "session.store = \"cookie\" keeps no sessions on the server\n",
+        )
+            .into_response(),
+        StoreError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session store unavailable\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Query of the admin session endpoints.
+#[derive(Debug, serde::Deserialize)]
+struct SubQuery {
+    sub: Option<String>,
+}
+
+/// `GET /admin/sessions[?sub=…]`.
+async fn list_sessions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = query.ok();
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let Some(sessions) = state.sessions.as_ref() else {
+        return store_error(&crate::session::store::StoreError::NotServerSide);
+    };
+    let sub = query.as_ref().and_then(|Query(query)| query.sub.as_deref());
+    match sessions.list(sub).await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(error) => store_error(&error),
+    }
+}
+
+/// `DELETE /admin/sessions?sub=…`: ends every session of a user.
+async fn end_sessions_of_sub(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = query.ok();
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let Some(sub) = query
+        .and_then(|Query(query)| query.sub)
+        .filter(|sub| !sub.is_empty())
+    else {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request: give ?sub=…\n").into_response();
+    };
+    let Some(sessions) = state.sessions.as_ref() else {
+        return store_error(&crate::session::store::StoreError::NotServerSide);
+    };
+    match sessions
+        .end_where(|_, session| crate::session::store::session_sub(session) == sub)
+        .await
+    {
+        Ok(ended) => {
+            tracing::info!(ended, "admin ended the sessions of a user");
+            axum::Json(serde_json::json!({ "ended": ended })).into_response()
+        }
+        Err(error) => store_error(&error),
+    }
+}
+
+/// `DELETE /admin/sessions/{handle}`.
+async fn end_session(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(handle): Path<String>,
+) -> Response {
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let Some(sessions) = state.sessions.as_ref() else {
+        return store_error(&crate::session::store::StoreError::NotServerSide);
+    };
+    match sessions
+        .end_where(|id, _| crate::session::store::handle_of(id) == handle)
+        .await
+    {
+        Ok(0) => (StatusCode::NOT_FOUND, "404 Not Found: no such session\n").into_response(),
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => store_error(&error),
     }
 }

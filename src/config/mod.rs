@@ -153,6 +153,8 @@ pub struct SessionConfig {
     pub refresh: bool,
     /// How long before expiry a token counts as expiring.
     pub refresh_before: Duration,
+    /// Where the memory store keeps its sessions across restarts.
+    pub state_file: Option<PathBuf>,
 }
 
 /// `session.store`
@@ -160,6 +162,8 @@ pub struct SessionConfig {
 pub enum SessionStoreKind {
     /// Sealed cookies; nothing kept on the server.
     Cookie,
+    /// In this process, optionally persisted to `state_file`.
+    Memory,
 }
 
 /// What `/auth` answers when there is no credential.

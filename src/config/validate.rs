@@ -495,10 +495,13 @@ impl Checker<'_> {
     fn session(&mut self, raw: RawSession) -> SessionConfig {
         let store = match raw.store.as_deref() {
             None | Some("cookie") => SessionStoreKind::Cookie,
-            Some(kind @ ("memory" | "redis")) => {
+            Some("memory") => SessionStoreKind::Memory,
+            Some(kind @ "redis") => {
                 self.problem(
                     "session.store",
-                    format!("`{kind}` is not available in this version; use \"cookie\""),
+                    format!(
+                        "`{kind}` is not available in this version; use \"cookie\" or \"memory\""
+                    ),
                 );
                 SessionStoreKind::Cookie
             }
@@ -510,7 +513,7 @@ impl Checker<'_> {
                 SessionStoreKind::Cookie
             }
         };
-        if raw.state_file.is_some() {
+        if raw.state_file.is_some() && store != SessionStoreKind::Memory {
             self.problem("session.state_file", "only used with store = \"memory\"");
         }
         if raw.redis_url.is_some() {
@@ -551,6 +554,7 @@ impl Checker<'_> {
             idle_timeout,
             refresh: raw.refresh.unwrap_or(true),
             refresh_before,
+            state_file: raw.state_file.map(PathBuf::from),
         }
     }
 

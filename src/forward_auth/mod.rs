@@ -131,7 +131,7 @@ async fn decide_auth(
     {
         return Outcome::Skip;
     }
-    let jar = state.jar.as_ref();
+    let jar = state.sessions.as_ref();
     let identity = match authenticate(
         headers,
         provider,
@@ -145,6 +145,9 @@ async fn decide_auth(
         Ok(identity) => identity,
         Err(IdentityError::ProviderUnavailable(reason)) => {
             return Outcome::Reject(Rejection::ProviderUnavailable, reason);
+        }
+        Err(IdentityError::StoreUnavailable(reason)) => {
+            return Outcome::Reject(Rejection::StoreUnavailable, reason);
         }
         Err(error) => {
             if section.unauthenticated == Unauthenticated::Redirect
@@ -287,7 +290,7 @@ pub async fn userinfo(
         && let Ok(identity) = authenticate(
             &headers,
             provider,
-            state.jar.as_ref(),
+            state.sessions.as_ref(),
             section.token_cookie.as_deref(),
             crate::identity::BearerTokens::Accepted,
             state.clock.now(),

@@ -25,6 +25,9 @@ pub enum Rejection {
     /// The application behind a route did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The session store cannot be reached: nothing is passed, nothing half-written.
+    #[error("session store unavailable")]
+    StoreUnavailable,
     /// A bug or a local failure.
     #[error("internal error")]
     Internal,
@@ -39,6 +42,7 @@ impl Rejection {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::ProviderUnavailable | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +56,7 @@ impl Rejection {
             Self::ProviderUnavailable => "provider_unavailable",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "error",
         }
     }
@@ -71,6 +76,10 @@ impl IntoResponse for Rejection {
             }
             Self::UpstreamTimeout => {
                 "504 Gateway Timeout: the application behind this address did not answer in time\n"
+                    .to_owned()
+            }
+            Self::StoreUnavailable => {
+                "503 Service Unavailable: sessions cannot be read right now; try again shortly\n"
                     .to_owned()
             }
             Self::Internal => "500 Internal Server Error\n".to_owned(),

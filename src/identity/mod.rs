@@ -7,7 +7,8 @@ use axum::http::HeaderMap;
 
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
-use crate::session::{CookieJar, Session, request_cookies};
+use crate::session::store::{SessionError, Sessions};
+use crate::session::{Session, request_cookies};
 use crate::token::Claims;
 
 /// Which credential established the identity.
@@ -68,6 +69,9 @@ pub enum IdentityError {
         /// Why (no secret, no token).
         reason: String,
     },
+    /// The session store could not be reached.
+    #[error("session store unavailable: {0}")]
+    StoreUnavailable(String),
     /// The provider could not be reached to check a credential.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
@@ -106,14 +110,14 @@ fn token_error(credential: Credential, error: CredentialError) -> IdentityError 
 pub async fn authenticate(
     headers: &HeaderMap,
     provider: &Arc<Provider>,
-    jar: Option<&CookieJar>,
+    sessions: Option<&Sessions>,
     token_cookie: Option<&str>,
     bearer_tokens: BearerTokens,
     now: crate::clock::UnixTime,
 ) -> Result<Identity, IdentityError> {
     let cookies = request_cookies(headers);
-    if let Some(jar) = jar {
-        match jar.session(&cookies, now) {
+    if let Some(sessions) = sessions {
+        match sessions.load(&cookies, now).await {
             Ok(Some(session)) if session.provider == provider.name() => {
                 let claims = Arc::new(session.claims.clone());
                 return Ok(Identity {
@@ -125,7 +129,10 @@ pub async fn authenticate(
             }
             Ok(Some(_)) => tracing::info!("session of another provider ignored"),
             Ok(None) => {}
-            Err(error) => tracing::info!(%error, "session cookie ignored"),
+            Err(SessionError::Store(error)) => {
+                return Err(IdentityError::StoreUnavailable(error.to_string()));
+            }
+            Err(SessionError::Cookie(error)) => tracing::info!(%error, "session cookie ignored"),
         }
     }
     let bearer = match bearer_tokens {

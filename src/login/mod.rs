@@ -2,6 +2,7 @@
 //! `state`, `nonce` and PKCE S256; `/callback` finishes it and creates the session;
 //! `/signout` ends it, with RP-initiated logout at the provider when it offers it.
 
+pub mod backchannel;
 pub mod redirect;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::http::rejection::Rejection;
 use crate::metrics::ProviderLabels;
 use crate::oidc::ProviderError;
 use crate::oidc::provider::CredentialError;
+use crate::session::store::SessionError;
 use crate::session::{LoginState, Session, request_cookies};
 use redirect::validate_redirect;
 
@@ -120,8 +122,8 @@ pub(crate) async fn begin_login(
     redirect_to: String,
     role: &'static str,
 ) -> Result<Response, (Rejection, String)> {
-    let jar = state
-        .jar
+    let sessions = state
+        .sessions
         .as_ref()
         .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
     let metadata = provider
@@ -157,7 +159,8 @@ pub(crate) async fn begin_login(
         .append_pair("nonce", &login.nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    let cookies = jar
+    let cookies = sessions
+        .jar
         .start_login(
             &login,
             &request_cookies(headers),
@@ -197,8 +200,8 @@ async fn finish_login(
         )
     };
     let query = query.ok_or_else(|| bad("malformed callback query"))?;
-    let jar = state
-        .jar
+    let sessions = state
+        .sessions
         .as_ref()
         .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
     let base = request_base(state, peer, headers)
@@ -207,7 +210,8 @@ async fn finish_login(
     let cookies = request_cookies(headers);
     let now = state.clock.now();
     let returned_state = query.state.as_deref().ok_or_else(|| bad("missing state"))?;
-    let (login, clear_state) = jar
+    let (login, clear_state) = sessions
+        .jar
         .finish_login(returned_state, &cookies, now, attributes)
         .ok_or_else(|| bad("unknown or expired login state; start the login again"))?;
     let provider = state
@@ -285,13 +289,15 @@ async fn finish_login(
         created_at: now,
         expires_at: now.saturating_add(lifetime),
     };
-    let mut set_cookies = jar
-        .write_session(&session, &cookies, now, attributes)
-        .map_err(|_| {
-            (
+    let mut set_cookies = sessions
+        .create(session, &cookies, now, attributes)
+        .await
+        .map_err(|error| match error {
+            SessionError::Store(error) => (Rejection::StoreUnavailable, error.to_string()),
+            SessionError::Cookie(_) => (
                 Rejection::Internal,
                 "session too large to store in cookies".to_owned(),
-            )
+            ),
         })?;
     set_cookies.push(clear_state);
     state.metrics.signins.get_or_create(&labels).inc();
@@ -328,8 +334,8 @@ pub(crate) async fn end_session(
             "malformed query".to_owned(),
         )
     })?;
-    let jar = state
-        .jar
+    let sessions = state
+        .sessions
         .as_ref()
         .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
     let base = request_base(state, peer, headers)
@@ -346,8 +352,9 @@ pub(crate) async fn end_session(
         ),
     };
     let cookies = request_cookies(headers);
-    let session = jar.session(&cookies, state.clock.now()).ok().flatten();
-    let clear = jar.clear_session(&cookies, state.cookie_attributes(&base));
+    let (session, clear) = sessions
+        .end(&cookies, state.clock.now(), state.cookie_attributes(&base))
+        .await;
     state.metrics.signouts.inc();
     state.metrics.request("signout", "signed_out");
     let absolute = |target: &str| {

@@ -270,6 +270,24 @@ impl Provider {
         Ok(Arc::new(merged))
     }
 
+    /// Validates a back-channel logout token from this provider (its `aud` is our client id).
+    ///
+    /// # Errors
+    /// As `validate_access_token`.
+    pub async fn validate_logout_token(&self, token: &str) -> Result<Claims, CredentialError> {
+        let audiences = [self.config.client_id.clone()];
+        let expected = Expectations {
+            issuer: &self.config.issuer,
+            audiences: &audiences,
+            leeway: self.leeway,
+            now: self.clock.now(),
+        };
+        self.with_keys(|keys| {
+            crate::token::logout_token::validate_logout_token(token, keys, &expected)
+        })
+        .await
+    }
+
     /// Exchanges an authorization code at this provider.
     ///
     /// # Errors

@@ -124,7 +124,7 @@ async fn serve_route(
     let identity = match authenticate(
         request.headers(),
         provider,
-        state.jar.as_ref(),
+        state.sessions.as_ref(),
         None,
         bearer_tokens,
         state.clock.now(),
@@ -133,6 +133,9 @@ async fn serve_route(
     {
         Ok(identity) => Some(identity),
         Err(IdentityError::Missing) => None,
+        Err(IdentityError::StoreUnavailable(reason)) => {
+            return Err((Rejection::StoreUnavailable, reason));
+        }
         Err(IdentityError::ProviderUnavailable(reason)) => {
             return Err((Rejection::ProviderUnavailable, reason));
         }

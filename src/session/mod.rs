@@ -2,7 +2,9 @@
 //! several cookies when large. A copied cookie stays valid until it expires, even after logout;
 //! server-side stores come with the reverse proxy.
 
+pub mod memory_store;
 pub mod seal;
+pub mod store;
 
 use std::collections::BTreeMap;
 
@@ -204,6 +206,59 @@ impl CookieJar {
         for index in chunks.len()..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
             if index > 0 && cookies.contains_key(&name) {
+                headers.push(delete_cookie(&name, attributes));
+            }
+        }
+        Ok(headers)
+    }
+
+    /// The session id in a server-side store's session cookie: `Ok(None)` without one.
+    ///
+    /// # Errors
+    /// `Unreadable` when the cookie is present but not a sealed id.
+    pub fn session_id(
+        &self,
+        cookies: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, SessionCookieError> {
+        let Some(value) = cookies.get(&self.cookie_name) else {
+            return Ok(None);
+        };
+        let sealed = value
+            .strip_prefix("s.")
+            .ok_or(SessionCookieError::Unreadable)?;
+        let id = self
+            .sealer
+            .open("session-id", sealed)
+            .map_err(|_| SessionCookieError::Unreadable)?;
+        String::from_utf8(id)
+            .map(Some)
+            .map_err(|_| SessionCookieError::Unreadable)
+    }
+
+    /// `Set-Cookie` values holding a server-side session's id (and removing stale chunks).
+    ///
+    /// # Errors
+    /// When sealing fails.
+    pub fn write_session_id(
+        &self,
+        id: &str,
+        max_age: i64,
+        cookies: &BTreeMap<String, String>,
+        attributes: CookieAttributes,
+    ) -> Result<Vec<String>, SessionCookieError> {
+        let sealed = self
+            .sealer
+            .seal("session-id", id.as_bytes())
+            .map_err(|_| SessionCookieError::Unreadable)?;
+        let mut headers = vec![set_cookie(
+            &self.cookie_name,
+            &format!("s.{sealed}"),
+            Some(max_age),
+            attributes,
+        )];
+        for index in 1..=MAX_CHUNKS {
+            let name = format!("{}_{index}", self.cookie_name);
+            if cookies.contains_key(&name) {
                 headers.push(delete_cookie(&name, attributes));
             }
         }

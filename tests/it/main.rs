@@ -17,5 +17,6 @@ mod cli;
 mod forward_auth;
 mod login_flow;
 mod proxy;
+mod sessions;
 mod support;
 mod token_service;

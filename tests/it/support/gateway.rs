@@ -46,23 +46,30 @@ provider = "corp"
     }
 
     pub async fn start(config_text: &str) -> Self {
+        Self::start_with_clock(config_text, Arc::new(tollgate::clock::SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        config_text: &str,
+        clock: Arc<dyn tollgate::clock::Clock>,
+    ) -> Self {
         let config = tollgate::config::load(config_text, &BTreeMap::new())
             .unwrap_or_else(|problems| panic!("config: {problems:?}"));
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = tollgate::app::start(
-            config,
-            Arc::new(tollgate::clock::SystemClock),
-            Some(public),
-            Some(admin),
-        )
-        .await
-        .unwrap();
+        let app = tollgate::app::start(config, clock, Some(public), Some(admin))
+            .await
+            .unwrap();
         Self { app }
     }
 
     pub async fn forward_auth(idp: &TestIdp) -> Self {
         Self::start(&Self::forward_auth_config(idp, "", "")).await
+    }
+
+    /// Stops it as SIGTERM would: drains, flushes the session state file.
+    pub async fn stop(self) {
+        self.app.shutdown().await.unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -247,6 +247,14 @@ impl TokenBuilder {
     }
 }
 
+fn now_nanos() -> u128 {
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_nanos()
+}
+
 pub fn now() -> i64 {
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now()
@@ -298,6 +306,21 @@ impl TestIdp {
     /// An access token for `alice` with audience `api`, valid for five minutes, RS256.
     pub fn access_token(&self) -> TokenBuilder {
         access_token(&self.inner)
+    }
+
+    /// A back-channel logout token for `alice` (OIDC Back-Channel Logout 1.0 §2.4).
+    pub fn logout_token(&self) -> TokenBuilder {
+        self.access_token()
+            .typ("logout+jwt")
+            .claim("aud", json!(CLIENT_ID))
+            .claim("exp", Value::Null)
+            .claim("scope", Value::Null)
+            .claim("jti", json!(format!("jti-{}", now_nanos())))
+            .claim("sid", json!("provider-session-1"))
+            .claim(
+                "events",
+                json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+            )
     }
 
     /// How many times an endpoint was called.
@@ -493,6 +516,7 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             }),
         )
         .claim("at_hash", json!(at_hash))
+        .claim("sid", json!("provider-session-1"))
         .claim("scope", Value::Null);
     if misbehaviour.wrong_issuer {
         id_token = id_token.claim("iss", json!("https://mix-up.example"));

@@ -1,0 +1,245 @@
+//! `Sessions`: one interface over where sessions live — sealed cookies (`cookie`) or this
+//! process (`memory`, with `state_file`). With a server-side store the cookie holds only a
+//! random 256-bit id, sealed like every Tollgate cookie, and a new id is issued at every login.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::memory_store::MemoryStore;
+use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
+use crate::clock::UnixTime;
+use crate::metrics::Metrics;
+
+/// Where sessions are kept.
+pub enum SessionBackend {
+    /// In the cookie itself.
+    Cookie,
+    /// In this process.
+    Memory(Arc<MemoryStore>),
+}
+
+/// A session store could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached (requests that need a session get 503).
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The operation needs a server-side store.
+    #[error("the cookie store keeps no sessions on the server")]
+    NotServerSide,
+}
+
+/// Why a request's session could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The cookie is unusable, or the session expired or ended.
+    #[error(transparent)]
+    Cookie(#[from] SessionCookieError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A session as the admin API shows it: never its id or tokens.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    /// An opaque handle (a hash of the id) to end this session with.
+    pub handle: String,
+    /// The user.
+    pub sub: String,
+    /// The provider.
+    pub provider: String,
+    /// Created.
+    pub created_at: UnixTime,
+    /// Last used.
+    pub last_seen: UnixTime,
+    /// Ends at the latest.
+    pub expires_at: UnixTime,
+}
+
+/// Sessions and login states.
+pub struct Sessions {
+    /// Cookies: sealing, chunks, login states.
+    pub jar: CookieJar,
+    backend: SessionBackend,
+    idle_timeout: i64,
+    metrics: Arc<Metrics>,
+}
+
+/// The handle the admin API shows for a session id: 16 hex digits of its SHA-256.
+pub fn handle_of(id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    digest
+        .as_ref()
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+impl Sessions {
+    /// Sessions over `jar` kept in `backend`.
+    pub fn new(
+        jar: CookieJar,
+        backend: SessionBackend,
+        idle_timeout: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let idle_timeout = i64::try_from(idle_timeout.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            jar,
+            backend,
+            idle_timeout,
+            metrics,
+        }
+    }
+
+    /// The memory store, when that is the backend.
+    pub fn memory(&self) -> Option<&Arc<MemoryStore>> {
+        match &self.backend {
+            SessionBackend::Memory(store) => Some(store),
+            SessionBackend::Cookie => None,
+        }
+    }
+
+    /// The session of this request: `Ok(None)` without a session cookie.
+    ///
+    /// # Errors
+    /// An unusable cookie, an expired, idle or ended session, or a store failure.
+    pub async fn load(
+        &self,
+        cookies: &BTreeMap<String, String>,
+        now: UnixTime,
+    ) -> Result<Option<Session>, SessionError> {
+        match &self.backend {
+            SessionBackend::Cookie => Ok(self.jar.session(cookies, now)?),
+            SessionBackend::Memory(store) => {
+                let Some(id) = self.jar.session_id(cookies)? else {
+                    return Ok(None);
+                };
+                let stored = store.get(&id).ok_or(SessionCookieError::Expired)?;
+                if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
+                    store.remove_where(|candidate, _| candidate == id);
+                    self.metrics.sessions_ended.inc();
+                    return Err(SessionCookieError::Expired.into());
+                }
+                if now - stored.last_seen >= TOUCH_INTERVAL {
+                    store.touch(&id, now);
+                }
+                Ok(Some(stored.session))
+            }
+        }
+    }
+
+    /// Stores a new session (under a new id with a server-side store) and returns the
+    /// `Set-Cookie` values that replace whatever the request had.
+    ///
+    /// # Errors
+    /// When sealing or the store fails.
+    pub async fn create(
+        &self,
+        session: Session,
+        cookies: &BTreeMap<String, String>,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> Result<Vec<String>, SessionError> {
+        let set_cookies = match &self.backend {
+            SessionBackend::Cookie => self.jar.write_session(&session, cookies, now, attributes)?,
+            SessionBackend::Memory(store) => {
+                // The session the browser had, if any, ends: a login never reuses an id.
+                if let Ok(Some(old)) = self.jar.session_id(cookies) {
+                    store.remove_where(|candidate, _| candidate == old);
+                }
+                let id = crate::random::token();
+                let max_age = session.expires_at - now;
+                store.insert(id.clone(), session, now);
+                self.jar
+                    .write_session_id(&id, max_age, cookies, attributes)?
+            }
+        };
+        self.metrics.sessions_created.inc();
+        Ok(set_cookies)
+    }
+
+    /// Ends the request's session: removed from the store, cookies cleared. Returns the session
+    /// that was ended, if it could be read, and the `Set-Cookie` values.
+    pub async fn end(
+        &self,
+        cookies: &BTreeMap<String, String>,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> (Option<Session>, Vec<String>) {
+        let session = self.load(cookies, now).await.ok().flatten();
+        if let (SessionBackend::Memory(store), Ok(Some(id))) =
+            (&self.backend, self.jar.session_id(cookies))
+        {
+            store.remove_where(|candidate, _| candidate == id);
+        }
+        if session.is_some() {
+            self.metrics.sessions_ended.inc();
+        }
+        (session, self.jar.clear_session(cookies, attributes))
+    }
+
+    fn server_side(&self) -> Result<&Arc<MemoryStore>, StoreError> {
+        self.memory().ok_or(StoreError::NotServerSide)
+    }
+
+    /// Every session, or those of `sub`.
+    ///
+    /// # Errors
+    /// `NotServerSide` with the cookie store.
+    pub async fn list(&self, sub: Option<&str>) -> Result<Vec<SessionSummary>, StoreError> {
+        let store = self.server_side()?;
+        let mut summaries: Vec<SessionSummary> = store
+            .all()
+            .into_iter()
+            .filter(|(_, stored)| sub.is_none_or(|wanted| session_sub(&stored.session) == wanted))
+            .map(|(id, stored)| SessionSummary {
+                handle: handle_of(&id),
+                sub: session_sub(&stored.session).to_owned(),
+                provider: stored.session.provider.clone(),
+                created_at: stored.session.created_at,
+                last_seen: stored.last_seen,
+                expires_at: stored.session.expires_at,
+            })
+            .collect();
+        summaries.sort_by(|left, right| {
+            left.created_at
+                .cmp(&right.created_at)
+                .then_with(|| left.handle.cmp(&right.handle))
+        });
+        Ok(summaries)
+    }
+
+    /// Ends the sessions `matching` selects; returns how many ended.
+    ///
+    /// # Errors
+    /// `NotServerSide` with the cookie store.
+    pub async fn end_where(
+        &self,
+        matching: impl Fn(&str, &Session) -> bool,
+    ) -> Result<usize, StoreError> {
+        let store = self.server_side()?;
+        let ended = store.remove_where(|id, stored| matching(id, &stored.session));
+        self.metrics.sessions_ended.inc_by(ended as u64);
+        Ok(ended)
+    }
+
+    /// How many sessions the server holds (`None` for the cookie store).
+    pub fn active(&self) -> Option<usize> {
+        self.memory().map(|store| store.len())
+    }
+}
+
+/// Touch a session's `last_seen` at most this often (seconds), so reads stay reads.
+const TOUCH_INTERVAL: i64 = 30;
+
+/// The `sub` of a session's identity.
+pub fn session_sub(session: &Session) -> &str {
+    session
+        .claims
+        .get("sub")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+}

@@ -1,0 +1,341 @@
+//! SPEC §5 sessions on the server (`store = "memory"` with `state_file`), §8 admin API, and
+//! OIDC Back-Channel Logout.
+
+use serde_json::{Value, json};
+
+use crate::support::browser::location;
+use crate::support::{Browser, Gateway, TestIdp};
+
+const ADMIN_TOKEN: &str = "admin-token-for-the-tests";
+
+fn memory_config(
+    idp: &TestIdp,
+    state_file: Option<&std::path::Path>,
+    extra_session: &str,
+) -> String {
+    let state = state_file
+        .map(|path| format!("state_file = \"{}\"\n", path.display()))
+        .unwrap_or_default();
+    Gateway::forward_auth_config(idp, &format!("admin_token = \"{ADMIN_TOKEN}\""), "").replace(
+        "[session]\n",
+        &format!("[session]\nstore = \"memory\"\n{state}{extra_session}"),
+    )
+}
+
+async fn log_in(browser: &mut Browser, gateway: &Gateway) {
+    let signin = browser.get(&gateway.url("/signin?rd=/")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback = browser.get(&location(&at_provider)).await;
+    assert_eq!(callback.status(), 302);
+}
+
+async fn admin(gateway: &Gateway, method: reqwest::Method, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(method, gateway.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-sessions-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("sessions.json")
+}
+
+#[tokio::test]
+async fn a_server_side_session_is_erased_at_logout_so_a_copied_cookie_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway).await;
+    let first_id = browser.cookies["tollgate"].clone();
+    assert!(
+        first_id.starts_with("s."),
+        "the cookie holds only a sealed id"
+    );
+    assert!(first_id.len() < 200);
+    log_in(&mut browser, &gateway).await;
+    assert_ne!(
+        browser.cookies["tollgate"], first_id,
+        "a new session id at every login"
+    );
+    let mut stale = Browser::new();
+    stale.cookies.insert("tollgate".into(), first_id);
+    assert_eq!(
+        stale.get(&gateway.url("/auth")).await.status(),
+        401,
+        "the replaced session ended"
+    );
+
+    let copied = browser.cookies.clone();
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    browser.get(&gateway.url("/signout")).await;
+    let mut thief = Browser::new();
+    thief.cookies = copied;
+    assert_eq!(thief.get(&gateway.url("/auth")).await.status(), 401);
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_through_the_state_file() {
+    let idp = TestIdp::start().await;
+    let state_file = temp_path("restart");
+    let config = memory_config(&idp, Some(&state_file), "");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway).await;
+    gateway.stop().await;
+    let restarted = Gateway::start(&config).await;
+    assert_eq!(browser.get(&restarted.url("/auth")).await.status(), 200);
+    let text = std::fs::read_to_string(&state_file).unwrap();
+    assert!(
+        serde_json::from_str::<Value>(&text).is_ok(),
+        "the file is whole JSON"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&state_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_state_file_is_moved_aside_not_lost() {
+    let idp = TestIdp::start().await;
+    let state_file = temp_path("corrupt");
+    std::fs::write(&state_file, "{\"version\": 1, \"sessions\": {\"trunc").unwrap();
+    let gateway = Gateway::start(&memory_config(&idp, Some(&state_file), "")).await;
+    assert_eq!(
+        reqwest::get(gateway.admin_url("/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let dir = state_file.parent().unwrap();
+    let aside = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|entry| entry.file_name().to_string_lossy().contains("unreadable"));
+    assert!(aside, "the unreadable file is kept beside for the operator");
+}
+
+#[tokio::test]
+async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    let (mut first, mut second) = (Browser::new(), Browser::new());
+    log_in(&mut first, &gateway).await;
+    log_in(&mut second, &gateway).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(gateway.admin_url("/admin/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(gateway.admin_url("/admin/sessions"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(gateway.url("/admin/sessions"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "not on the public listener"
+    );
+    let list: Vec<Value> = admin(&gateway, reqwest::Method::GET, "/admin/sessions?sub=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(
+        !list[0]
+            .to_string()
+            .contains(first.cookies["tollgate"].trim_start_matches("s."))
+    );
+    let handle = list[0]["handle"].as_str().unwrap();
+    assert_eq!(
+        admin(
+            &gateway,
+            reqwest::Method::DELETE,
+            &format!("/admin/sessions/{handle}")
+        )
+        .await
+        .status(),
+        204
+    );
+    assert_eq!(
+        admin(
+            &gateway,
+            reqwest::Method::DELETE,
+            &format!("/admin/sessions/{handle}")
+        )
+        .await
+        .status(),
+        404
+    );
+    let statuses = [
+        first.get(&gateway.url("/auth")).await.status(),
+        second.get(&gateway.url("/auth")).await.status(),
+    ];
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| status.as_u16() == 200)
+            .count(),
+        1
+    );
+    let ended: Value = admin(
+        &gateway,
+        reqwest::Method::DELETE,
+        "/admin/sessions?sub=alice",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(ended["ended"], 1);
+    assert_eq!(second.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(first.get(&gateway.url("/auth")).await.status(), 401);
+    let metrics = reqwest::get(gateway.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_sessions_created_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_sessions_ended_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tollgate_sessions_active 0"), "{metrics}");
+}
+
+async fn backchannel(gateway: &Gateway, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(gateway.url("/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replayed_tokens() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway).await;
+    for (name, token) in [
+        (
+            "wrong audience",
+            idp.logout_token()
+                .claim("aud", json!("someone-else"))
+                .sign(),
+        ),
+        (
+            "no event",
+            idp.logout_token().claim("events", json!({})).sign(),
+        ),
+        (
+            "with a nonce",
+            idp.logout_token().claim("nonce", json!("n")).sign(),
+        ),
+        (
+            "no jti",
+            idp.logout_token().claim("jti", Value::Null).sign(),
+        ),
+        ("an access token", idp.access_token().sign()),
+        (
+            "alg none",
+            idp.logout_token()
+                .alg(crate::support::idp::Alg::None)
+                .sign(),
+        ),
+    ] {
+        assert_eq!(backchannel(&gateway, &token).await.status(), 400, "{name}");
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{name} must not end the session"
+        );
+    }
+    let token = idp.logout_token().sign();
+    let response = backchannel(&gateway, &token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(
+        backchannel(&gateway, &token).await.status(),
+        400,
+        "a replayed logout token is refused"
+    );
+    let mut again = Browser::new();
+    log_in(&mut again, &gateway).await;
+    let by_sub = idp.logout_token().claim("sid", Value::Null).sign();
+    assert_eq!(backchannel(&gateway, &by_sub).await.status(), 200);
+    assert_eq!(
+        again.get(&gateway.url("/auth")).await.status(),
+        401,
+        "without sid, every session of the sub ends"
+    );
+}
+
+#[tokio::test]
+async fn backchannel_logout_needs_a_server_side_store() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    assert_eq!(
+        backchannel(&gateway, &idp.logout_token().sign())
+            .await
+            .status(),
+        501
+    );
+}
+
+#[tokio::test]
+async fn idle_sessions_end_and_used_ones_do_not() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = memory_config(&idp, None, "idle_timeout = \"10m\"\n");
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway).await;
+    for _ in 0..3 {
+        clock.advance(300);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "used every five minutes"
+        );
+    }
+    clock.advance(601);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        401,
+        "idle for longer than idle_timeout"
+    );
+}
