@@ -99,31 +99,21 @@ impl AppState {
             );
             providers.insert(provider_config.name.clone(), Arc::new(provider));
         }
-        let sessions = (!config.session.secrets.is_empty()).then(|| {
+        let sessions = if config.session.secrets.is_empty() {
+            None
+        } else {
             let jar = CookieJar::new(
                 Sealer::new(&config.session.secrets),
                 config.session.cookie_name.clone(),
             );
-            let backend = match config.session.store {
-                crate::config::SessionStoreKind::Cookie => {
-                    crate::session::store::SessionBackend::Cookie
-                }
-                crate::config::SessionStoreKind::Memory => {
-                    crate::session::store::SessionBackend::Memory(Arc::new(
-                        crate::session::memory_store::MemoryStore::open(
-                            config.session.state_file.clone(),
-                            clock.now(),
-                        ),
-                    ))
-                }
-            };
-            crate::session::store::Sessions::new(
+            let backend = session_backend(&config, clock.now())?;
+            Some(crate::session::store::Sessions::new(
                 jar,
                 backend,
                 config.session.idle_timeout,
                 metrics.clone(),
-            )
-        });
+            ))
+        };
         let routes = crate::proxy::routes::RouteTable::new(config.routes.clone());
         let upstream_client = crate::proxy::forward::UpstreamClient::new(
             config
@@ -200,6 +190,31 @@ impl AppState {
         allowed.extend(AllowedRedirectDomain::exact_for(base));
         allowed
     }
+}
+
+/// The session store the config asks for.
+fn session_backend(
+    config: &Config,
+    now: crate::clock::UnixTime,
+) -> anyhow::Result<crate::session::store::SessionBackend> {
+    use crate::config::SessionStoreKind;
+    use crate::session::store::SessionBackend;
+    Ok(match config.session.store {
+        SessionStoreKind::Cookie => SessionBackend::Cookie,
+        SessionStoreKind::Memory => SessionBackend::Memory(Arc::new(
+            crate::session::memory_store::MemoryStore::open(config.session.state_file.clone(), now),
+        )),
+        SessionStoreKind::Redis => {
+            let target = config
+                .session
+                .redis
+                .as_ref()
+                .context("session.redis_url is required with store = \"redis\"")?;
+            let store = crate::session::redis_store::RedisStore::new(target)
+                .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
+            SessionBackend::Redis(Arc::new(store))
+        }
+    })
 }
 
 /// The public listener's routes.

@@ -64,6 +64,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             problems.push(format!("provider {}: {error}", provider.name()));
         }
     }
+    if let Some(sessions) = state.sessions.as_ref()
+        && let Err(error) = sessions.check().await
+    {
+        problems.push(format!("session store: {error}"));
+    }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -167,7 +172,7 @@ async fn end_sessions_of_sub(
         return store_error(&crate::session::store::StoreError::NotServerSide);
     };
     match sessions
-        .end_where(|_, session| crate::session::store::session_sub(session) == sub)
+        .end_selected(crate::session::store::SessionSelector::Sub(&sub))
         .await
     {
         Ok(ended) => {
@@ -191,7 +196,7 @@ async fn end_session(
         return store_error(&crate::session::store::StoreError::NotServerSide);
     };
     match sessions
-        .end_where(|id, _| crate::session::store::handle_of(id) == handle)
+        .end_selected(crate::session::store::SessionSelector::Handle(&handle))
         .await
     {
         Ok(0) => (StatusCode::NOT_FOUND, "404 Not Found: no such session\n").into_response(),

@@ -155,6 +155,8 @@ pub struct SessionConfig {
     pub refresh_before: Duration,
     /// Where the memory store keeps its sessions across restarts.
     pub state_file: Option<PathBuf>,
+    /// Where the Redis store is.
+    pub redis: Option<RedisTarget>,
 }
 
 /// `session.store`
@@ -164,6 +166,8 @@ pub enum SessionStoreKind {
     Cookie,
     /// In this process, optionally persisted to `state_file`.
     Memory,
+    /// In Redis, shared by every replica.
+    Redis,
 }
 
 /// What `/auth` answers when there is no credential.
@@ -328,6 +332,74 @@ pub struct RouteConfig {
     pub require: Requirements,
     /// Identity headers sent upstream.
     pub headers: Vec<(axum::http::HeaderName, HeaderSource)>,
+}
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server.
+    Standalone(String),
+    /// Sentinels and the monitored service name; `node_url` carries password / TLS for the master.
+    Sentinel {
+        /// `redis://host:port` of each sentinel.
+        sentinels: Vec<String>,
+        /// The master's service name.
+        service: String,
+    },
+    /// Cluster nodes to start from.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Reads `session.redis_url`: a string (`redis://`, `rediss://`, `redis+sentinel://`) or a
+    /// list of URLs (Cluster).
+    ///
+    /// # Errors
+    /// A message for `tollgate check`.
+    pub fn parse(urls: &[String]) -> Result<Self, String> {
+        match urls {
+            [] => Err("is empty".to_owned()),
+            [single]
+                if single.starts_with("redis+sentinel://")
+                    || single.starts_with("rediss+sentinel://") =>
+            {
+                let tls = single.starts_with("rediss+");
+                let rest = single.split_once("://").map_or("", |(_, rest)| rest);
+                let (hosts, service) = rest.split_once('/').ok_or(
+                    "a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster",
+                )?;
+                let service = service.trim_matches('/');
+                if service.is_empty() || hosts.is_empty() {
+                    return Err("a Sentinel URL needs hosts and a service name".to_owned());
+                }
+                let scheme = if tls { "rediss" } else { "redis" };
+                let sentinels = hosts
+                    .split(',')
+                    .map(|host| format!("{scheme}://{host}"))
+                    .collect::<Vec<_>>();
+                for url in &sentinels {
+                    redis::parse_redis_url(url)
+                        .ok_or_else(|| format!("`{url}` is not a Redis URL"))?;
+                }
+                Ok(Self::Sentinel {
+                    sentinels,
+                    service: service.to_owned(),
+                })
+            }
+            [single] => {
+                redis::parse_redis_url(single)
+                    .ok_or_else(|| format!("`{single}` is not a redis:// or rediss:// URL"))?;
+                Ok(Self::Standalone(single.clone()))
+            }
+            nodes => {
+                for node in nodes {
+                    redis::parse_redis_url(node)
+                        .ok_or_else(|| format!("`{node}` is not a redis:// or rediss:// URL"))?;
+                }
+                Ok(Self::Cluster(nodes.to_vec()))
+            }
+        }
+    }
 }
 
 /// Parses, overrides and validates a configuration.

@@ -70,7 +70,21 @@ fn type_errors_name_the_key_and_do_not_hide_other_sections() {
 
 #[test]
 fn impossible_combinations_are_problems() {
-    check_problem("[session]\nstore = \"redis\"", &[], "session.store:");
+    check_problem(
+        "[session]\nstore = \"redis\"",
+        &[],
+        "session.redis_url: is required",
+    );
+    check_problem(
+        "[session]\nstore = \"redis\"\nredis_url = \"http://x\"",
+        &[],
+        "session.redis_url:",
+    );
+    check_problem(
+        "[session]\nstore = \"cookie\"\nredis_url = \"redis://x\"",
+        &[],
+        "session.redis_url: only used",
+    );
     check_problem(
         "[forward_auth]\nprovider = \"nobody\"\n[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]",
         &[],

@@ -16,8 +16,8 @@ use super::raw::{
 };
 use super::{
     ClientAuth, ClientConfig, Config, ConfigProblem, ForwardAuthConfig, GrantType, HeaderSource,
-    LogFormat, OnUnauthenticated, ProviderConfig, Requirements, RouteConfig, ServerConfig,
-    SessionConfig, SessionStoreKind, TokenServiceConfig, Unauthenticated, UserConfig,
+    LogFormat, OnUnauthenticated, ProviderConfig, RedisTarget, Requirements, RouteConfig,
+    ServerConfig, SessionConfig, SessionStoreKind, TokenServiceConfig, Unauthenticated, UserConfig,
 };
 use crate::login::redirect::AllowedRedirectDomain;
 use crate::secret::Secret;
@@ -496,15 +496,7 @@ impl Checker<'_> {
         let store = match raw.store.as_deref() {
             None | Some("cookie") => SessionStoreKind::Cookie,
             Some("memory") => SessionStoreKind::Memory,
-            Some(kind @ "redis") => {
-                self.problem(
-                    "session.store",
-                    format!(
-                        "`{kind}` is not available in this version; use \"cookie\" or \"memory\""
-                    ),
-                );
-                SessionStoreKind::Cookie
-            }
+            Some("redis") => SessionStoreKind::Redis,
             Some(other) => {
                 self.problem(
                     "session.store",
@@ -516,9 +508,41 @@ impl Checker<'_> {
         if raw.state_file.is_some() && store != SessionStoreKind::Memory {
             self.problem("session.state_file", "only used with store = \"memory\"");
         }
-        if raw.redis_url.is_some() {
-            self.problem("session.redis_url", "only used with store = \"redis\"");
-        }
+        let redis = match (store, raw.redis_url) {
+            (SessionStoreKind::Redis, None) => {
+                self.problem("session.redis_url", "is required with store = \"redis\"");
+                None
+            }
+            (SessionStoreKind::Redis, Some(value)) => {
+                let urls: Option<Vec<String>> = match value {
+                    toml::Value::String(url) => Some(vec![url]),
+                    toml::Value::Array(items) => items
+                        .into_iter()
+                        .map(|item| item.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => None,
+                };
+                match urls.map(|urls| RedisTarget::parse(&urls)) {
+                    Some(Ok(target)) => Some(target),
+                    Some(Err(message)) => {
+                        self.problem("session.redis_url", message);
+                        None
+                    }
+                    None => {
+                        self.problem(
+                            "session.redis_url",
+                            "must be a URL or a list of URLs (Cluster)",
+                        );
+                        None
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                self.problem("session.redis_url", "only used with store = \"redis\"");
+                None
+            }
+            (_, None) => None,
+        };
         let cookie_name = raw.cookie_name.unwrap_or_else(|| "tollgate".to_owned());
         if cookie_name.is_empty()
             || !cookie_name
@@ -555,6 +579,7 @@ impl Checker<'_> {
             refresh: raw.refresh.unwrap_or(true),
             refresh_before,
             state_file: raw.state_file.map(PathBuf::from),
+            redis,
         }
     }
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::session::store::{StoreError, session_sub};
+use crate::session::store::{SessionSelector, StoreError};
 
 fn answer(status: StatusCode, error: Option<&str>) -> Response {
     let body = match error {
@@ -72,15 +72,18 @@ pub async fn backchannel_logout(
     let sid = claims.get("sid").and_then(Value::as_str);
     let sub = claims.get("sub").and_then(Value::as_str);
     let provider_name = provider.name().to_owned();
-    let ended = sessions
-        .end_where(|_, session| {
-            session.provider == provider_name
-                && match sid {
-                    Some(sid) => session.claims.get("sid").and_then(Value::as_str) == Some(sid),
-                    None => sub.is_some_and(|sub| session_sub(session) == sub),
-                }
-        })
-        .await;
+    let selector = match (sid, sub) {
+        (Some(sid), _) => SessionSelector::SidAt {
+            provider: &provider_name,
+            sid,
+        },
+        (None, Some(sub)) => SessionSelector::SubAt {
+            provider: &provider_name,
+            sub,
+        },
+        (None, None) => return refuse(&state, "logout_token has neither sid nor sub"),
+    };
+    let ended = sessions.end_selected(selector).await;
     match ended {
         Ok(count) => {
             state.metrics.request("backchannel_logout", "ended");

@@ -1,11 +1,12 @@
-//! `Sessions`: one interface over where sessions live — sealed cookies (`cookie`) or this
-//! process (`memory`, with `state_file`). With a server-side store the cookie holds only a
+//! `Sessions`: one interface over where sessions live — sealed cookies (`cookie`), this
+//! process (`memory`, with `state_file`) or Redis (`redis`). With a server-side store the cookie holds only a
 //! random 256-bit id, sealed like every Tollgate cookie, and a new id is issued at every login.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::memory_store::MemoryStore;
+use super::memory_store::{MemoryStore, StoredSession};
+use super::redis_store::{Index, RedisStore};
 use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
@@ -16,6 +17,59 @@ pub enum SessionBackend {
     Cookie,
     /// In this process.
     Memory(Arc<MemoryStore>),
+    /// In Redis.
+    Redis(Arc<RedisStore>),
+}
+
+/// Which sessions an administrative or back-channel action ends.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionSelector<'a> {
+    /// The one with this admin handle.
+    Handle(&'a str),
+    /// Every session of a user (at any provider).
+    Sub(&'a str),
+    /// Every session of a user at one provider.
+    SubAt {
+        /// The provider.
+        provider: &'a str,
+        /// The user.
+        sub: &'a str,
+    },
+    /// Every session of one provider session (`sid`).
+    SidAt {
+        /// The provider.
+        provider: &'a str,
+        /// The provider's session id.
+        sid: &'a str,
+    },
+}
+
+impl SessionSelector<'_> {
+    fn selects(&self, id: &str, session: &Session) -> bool {
+        match *self {
+            Self::Handle(handle) => handle_of(id) == handle,
+            Self::Sub(sub) => session_sub(session) == sub,
+            Self::SubAt { provider, sub } => {
+                session.provider == provider && session_sub(session) == sub
+            }
+            Self::SidAt { provider, sid } => {
+                session.provider == provider
+                    && session
+                        .claims
+                        .get("sid")
+                        .and_then(serde_json::Value::as_str)
+                        == Some(sid)
+            }
+        }
+    }
+
+    fn index(&self) -> Index<'_> {
+        match *self {
+            Self::Handle(_) => Index::All,
+            Self::Sub(sub) | Self::SubAt { sub, .. } => Index::Sub(sub),
+            Self::SidAt { sid, .. } => Index::Sid(sid),
+        }
+    }
 }
 
 /// A session store could not be used.
@@ -98,7 +152,7 @@ impl Sessions {
     pub fn memory(&self) -> Option<&Arc<MemoryStore>> {
         match &self.backend {
             SessionBackend::Memory(store) => Some(store),
-            SessionBackend::Cookie => None,
+            SessionBackend::Cookie | SessionBackend::Redis(_) => None,
         }
     }
 
@@ -125,6 +179,28 @@ impl Sessions {
                 }
                 if now - stored.last_seen >= TOUCH_INTERVAL {
                     store.touch(&id, now);
+                }
+                Ok(Some(stored.session))
+            }
+            SessionBackend::Redis(store) => {
+                let Some(id) = self.jar.session_id(cookies)? else {
+                    return Ok(None);
+                };
+                let mut stored = store.get(&id).await?.ok_or(SessionCookieError::Expired)?;
+                if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
+                    store.delete(&id).await?;
+                    self.metrics.sessions_ended.inc();
+                    return Err(SessionCookieError::Expired.into());
+                }
+                if now - stored.last_seen >= TOUCH_INTERVAL {
+                    stored.last_seen = now;
+                    store
+                        .expire(
+                            &id,
+                            &stored,
+                            RedisStore::ttl(&stored, now, self.idle_timeout),
+                        )
+                        .await?;
                 }
                 Ok(Some(stored.session))
             }
@@ -156,6 +232,27 @@ impl Sessions {
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
+            SessionBackend::Redis(store) => {
+                if let Ok(Some(old)) = self.jar.session_id(cookies) {
+                    store.delete(&old).await?;
+                }
+                let id = crate::random::token();
+                let max_age = session.expires_at - now;
+                let sub = session_sub(&session).to_owned();
+                let sid = session
+                    .claims
+                    .get("sid")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned);
+                let stored = StoredSession {
+                    session,
+                    last_seen: now,
+                };
+                let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
+                store.put(&id, &stored, ttl, &sub, sid.as_deref()).await?;
+                self.jar
+                    .write_session_id(&id, max_age, cookies, attributes)?
+            }
         };
         self.metrics.sessions_created.inc();
         Ok(set_cookies)
@@ -170,10 +267,17 @@ impl Sessions {
         attributes: CookieAttributes,
     ) -> (Option<Session>, Vec<String>) {
         let session = self.load(cookies, now).await.ok().flatten();
-        if let (SessionBackend::Memory(store), Ok(Some(id))) =
-            (&self.backend, self.jar.session_id(cookies))
-        {
-            store.remove_where(|candidate, _| candidate == id);
+        match (&self.backend, self.jar.session_id(cookies)) {
+            (SessionBackend::Memory(store), Ok(Some(id))) => {
+                store.remove_where(|candidate, _| candidate == id);
+            }
+            (SessionBackend::Redis(store), Ok(Some(id))) => {
+                if let Err(error) = store.delete(&id).await {
+                    // The cookies are cleared anyway; the entry expires with its idle timeout.
+                    tracing::warn!(%error, "could not delete the session from Redis at logout");
+                }
+            }
+            _ => {}
         }
         if session.is_some() {
             self.metrics.sessions_ended.inc();
@@ -181,20 +285,29 @@ impl Sessions {
         (session, self.jar.clear_session(cookies, attributes))
     }
 
-    fn server_side(&self) -> Result<&Arc<MemoryStore>, StoreError> {
-        self.memory().ok_or(StoreError::NotServerSide)
-    }
-
     /// Every session, or those of `sub`.
     ///
     /// # Errors
-    /// `NotServerSide` with the cookie store.
+    /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails.
     pub async fn list(&self, sub: Option<&str>) -> Result<Vec<SessionSummary>, StoreError> {
-        let store = self.server_side()?;
-        let mut summaries: Vec<SessionSummary> = store
-            .all()
+        let mut found: Vec<(String, StoredSession)> = match &self.backend {
+            SessionBackend::Cookie => return Err(StoreError::NotServerSide),
+            SessionBackend::Memory(store) => store.all(),
+            SessionBackend::Redis(store) => {
+                let index = sub.map_or(Index::All, Index::Sub);
+                let mut found = Vec::new();
+                for id in store.ids(index).await? {
+                    match store.get(&id).await? {
+                        Some(stored) => found.push((id, stored)),
+                        None => store.forget(index, &id).await?,
+                    }
+                }
+                found
+            }
+        };
+        found.retain(|(_, stored)| sub.is_none_or(|wanted| session_sub(&stored.session) == wanted));
+        let mut summaries: Vec<SessionSummary> = found
             .into_iter()
-            .filter(|(_, stored)| sub.is_none_or(|wanted| session_sub(&stored.session) == wanted))
             .map(|(id, stored)| SessionSummary {
                 handle: handle_of(&id),
                 sub: session_sub(&stored.session).to_owned(),
@@ -212,18 +325,47 @@ impl Sessions {
         Ok(summaries)
     }
 
-    /// Ends the sessions `matching` selects; returns how many ended.
+    /// Ends the sessions `selector` selects; returns how many ended.
     ///
     /// # Errors
-    /// `NotServerSide` with the cookie store.
-    pub async fn end_where(
-        &self,
-        matching: impl Fn(&str, &Session) -> bool,
-    ) -> Result<usize, StoreError> {
-        let store = self.server_side()?;
-        let ended = store.remove_where(|id, stored| matching(id, &stored.session));
+    /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails.
+    pub async fn end_selected(&self, selector: SessionSelector<'_>) -> Result<usize, StoreError> {
+        let ended = match &self.backend {
+            SessionBackend::Cookie => return Err(StoreError::NotServerSide),
+            SessionBackend::Memory(store) => {
+                store.remove_where(|id, stored| selector.selects(id, &stored.session))
+            }
+            SessionBackend::Redis(store) => {
+                let index = selector.index();
+                let mut ended = 0;
+                for id in store.ids(index).await? {
+                    match store.get(&id).await? {
+                        Some(stored) if selector.selects(&id, &stored.session) => {
+                            if store.delete(&id).await? {
+                                ended += 1;
+                            }
+                            store.forget(index, &id).await?;
+                        }
+                        Some(_) => {}
+                        None => store.forget(index, &id).await?,
+                    }
+                }
+                ended
+            }
+        };
         self.metrics.sessions_ended.inc_by(ended as u64);
         Ok(ended)
+    }
+
+    /// Whether the store can be used now (for `/readyz`).
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis does not answer.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            SessionBackend::Redis(store) => store.ping().await,
+            SessionBackend::Cookie | SessionBackend::Memory(_) => Ok(()),
+        }
     }
 
     /// How many sessions the server holds (`None` for the cookie store).

@@ -44,7 +44,7 @@ provider = "missing"
     for expected in [
         "server.listen:",
         "server.bogus: unknown key",
-        "session.store:",
+        "session.redis_url: is required",
         "session.lifetime:",
         "provider[0].issuer:",
         "provider[0].client_secret:",

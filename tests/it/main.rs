@@ -17,6 +17,7 @@ mod cli;
 mod forward_auth;
 mod login_flow;
 mod proxy;
+mod redis_sessions;
 mod sessions;
 mod support;
 mod token_service;

@@ -1,0 +1,165 @@
+//! SPEC §5 / §9 with a real Redis: replicas share sessions; Cluster and Sentinel; an outage is a
+//! 503 (never a pass, never a crash) and service resumes without losing a session.
+
+use crate::support::browser::location;
+use crate::support::redis::{RedisCluster, RedisSentinel, RedisServer, available};
+use crate::support::{Browser, Gateway, TestIdp};
+
+fn redis_config(idp: &TestIdp, redis_url_toml: &str) -> String {
+    Gateway::forward_auth_config(idp, "admin_token = \"admin-token-for-the-tests\"", "").replace(
+        "[session]\n",
+        &format!("[session]\nstore = \"redis\"\nredis_url = {redis_url_toml}\n"),
+    )
+}
+
+async fn log_in(browser: &mut Browser, gateway: &Gateway) {
+    let signin = browser.get(&gateway.url("/signin?rd=/")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback = browser.get(&location(&at_provider)).await;
+    assert_eq!(callback.status(), 302);
+}
+
+#[tokio::test]
+async fn two_tollgates_sharing_one_redis_serve_each_others_sessions() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
+    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    let mut browser = Browser::new();
+    log_in(&mut browser, &first).await;
+    assert!(browser.cookies["tollgate"].starts_with("s."));
+    assert_eq!(
+        browser.get(&second.url("/auth")).await.status(),
+        200,
+        "the other replica knows the session"
+    );
+    browser.get(&second.url("/signout")).await;
+    let mut thief = Browser::new();
+    log_in(&mut thief, &first).await;
+    let copied = thief.cookies.clone();
+    thief.get(&first.url("/signout")).await;
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    assert_eq!(
+        replay.get(&second.url("/auth")).await.status(),
+        401,
+        "logout on one replica ends it on all"
+    );
+    let ready = reqwest::get(first.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+
+    redis.kill();
+    for _ in 0..3 {
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            503,
+            "no pass, no crash while Redis is down"
+        );
+    }
+    let mut newcomer = Browser::new();
+    assert_eq!(
+        newcomer.get(&gateway.url("/auth")).await.status(),
+        401,
+        "requests without a session need no store"
+    );
+    let ready = reqwest::get(gateway.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("session store"));
+
+    redis.start().await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = browser.get(&gateway.url("/auth")).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the session survived and service resumed by itself"
+    );
+
+    gateway.stop().await;
+    let restarted = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
+    assert_eq!(
+        browser.get(&restarted.url("/auth")).await.status(),
+        200,
+        "a Tollgate restart loses nothing"
+    );
+}
+
+#[tokio::test]
+async fn sessions_in_a_redis_cluster() {
+    if !available() {
+        return;
+    }
+    let cluster = RedisCluster::start().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &cluster.urls_toml());
+    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    let mut browsers = Vec::new();
+    for _ in 0..4 {
+        let mut browser = Browser::new();
+        log_in(&mut browser, &first).await;
+        assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
+        browsers.push(browser);
+    }
+    let ended: serde_json::Value = reqwest::Client::new()
+        .delete(second.admin_url("/admin/sessions?sub=alice"))
+        .bearer_auth("admin-token-for-the-tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ended["ended"], 4);
+    for browser in &mut browsers {
+        assert_eq!(browser.get(&first.url("/auth")).await.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn sessions_through_a_redis_sentinel() {
+    if !available() {
+        return;
+    }
+    let sentinel = RedisSentinel::start().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"", sentinel.url()));
+    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    let mut browser = Browser::new();
+    log_in(&mut browser, &first).await;
+    assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
+    let token = idp.logout_token().sign();
+    let response = reqwest::Client::new()
+        .post(second.url("/backchannel-logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        browser.get(&first.url("/auth")).await.status(),
+        401,
+        "back-channel logout ended it in Redis"
+    );
+    let _ = &sentinel.master;
+}

@@ -1,0 +1,241 @@
+//! Real Redis servers for the tests, started from Debian's `redis-server` on loopback:
+//! standalone (with an append-only file, so a restart keeps its data), a 3-node Cluster, and a
+//! master watched by a Sentinel. Outside CI a missing `redis-server` skips the test with a
+//! message; under `CI=true` it fails.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_CLI: &str = "/usr/bin/redis-cli";
+
+/// Whether Redis tests can run; panics under CI when they cannot.
+pub fn available() -> bool {
+    let present =
+        std::path::Path::new(REDIS_SERVER).exists() && std::path::Path::new(REDIS_CLI).exists();
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is missing: scripts/test.sh installs it"
+        );
+        eprintln!("skipping: redis-server is not installed (scripts/test.sh installs it)");
+    }
+    present
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-redis-{}-{name}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
+    for _ in 0..200 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} never became ready");
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new(REDIS_CLI)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One `redis-server` process.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    async fn spawn(port: u16, dir: PathBuf, extra: Vec<String>) -> Self {
+        let mut server = Self {
+            port,
+            dir,
+            extra,
+            child: None,
+        };
+        server.start().await;
+        server
+    }
+
+    /// A standalone server that writes every change to its append-only file.
+    pub async fn standalone() -> Self {
+        let extra = ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(str::to_owned)
+            .to_vec();
+        Self::spawn(free_port(), temp_dir("standalone"), extra).await
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub async fn start(&mut self) {
+        let mut args = vec![
+            "--port".to_owned(),
+            self.port.to_string(),
+            "--bind".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--save".to_owned(),
+            String::new(),
+            "--dir".to_owned(),
+            self.dir.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let child = Command::new(REDIS_SERVER)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(|| cli(port, &["ping"]).trim() == "PONG", "redis-server").await;
+    }
+
+    /// Kills the process (SIGKILL: no chance to save anything more).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three cluster nodes with all slots assigned.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let mut nodes = Vec::new();
+        for index in 0..3 {
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--appendonly",
+                "no",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            nodes.push(
+                RedisServer::spawn(free_port(), temp_dir(&format!("cluster-{index}")), extra).await,
+            );
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let output = Command::new(REDIS_CLI).args(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+        wait_until(
+            || {
+                ports
+                    .iter()
+                    .all(|port| cli(*port, &["cluster", "info"]).contains("cluster_state:ok"))
+            },
+            "the cluster",
+        )
+        .await;
+        Self { nodes }
+    }
+
+    /// The TOML list for `session.redis_url`.
+    pub fn urls_toml(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("\"{}\"", node.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+}
+
+/// A master and a Sentinel watching it as `mymaster`.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    pub async fn start() -> Self {
+        let master = RedisServer::standalone().await;
+        let dir = temp_dir("sentinel");
+        let port = free_port();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!("port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\n", master.port),
+        )
+        .unwrap();
+        let extra = vec![config.display().to_string(), "--sentinel".to_owned()];
+        // The config file must come first for redis-server; spawn by hand.
+        let child = Command::new(REDIS_SERVER)
+            .args(&extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = RedisServer {
+            port,
+            dir,
+            extra: Vec::new(),
+            child: Some(child),
+        };
+        wait_until(
+            || {
+                cli(port, &["sentinel", "get-master-addr-by-name", "mymaster"])
+                    .contains("127.0.0.1")
+            },
+            "the sentinel",
+        )
+        .await;
+        Self { master, sentinel }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.sentinel.port)
+    }
+}
