@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The token service, when configured.
     pub token_service: Option<Arc<crate::issuer::TokenService>>,
+    /// Refreshes session tokens before they expire.
+    pub refresher: crate::identity::refresh::Refresher,
     /// The reverse proxy's routes.
     pub routes: crate::proxy::routes::RouteTable,
     /// The client for every upstream.
@@ -123,7 +125,13 @@ impl AppState {
                 .max()
                 .unwrap_or(std::time::Duration::from_secs(5)),
         );
+        let refresher = crate::identity::refresh::Refresher::new(
+            config.session.refresh,
+            config.session.refresh_before,
+            metrics.clone(),
+        );
         Ok(Arc::new(Self {
+            refresher,
             seen_logout_tokens: quick_cache::sync::Cache::new(100_000),
             routes,
             upstream_client,
@@ -155,6 +163,18 @@ impl AppState {
         // Logout tokens are short-lived; a day is far longer than any leeway.
         self.seen_logout_tokens.insert(key, now + 86_400);
         true
+    }
+
+    /// How a request reads its session: `None` without session secrets.
+    pub fn session_access(
+        &self,
+        attributes: CookieAttributes,
+    ) -> Option<crate::identity::SessionAccess<'_>> {
+        Some(crate::identity::SessionAccess {
+            sessions: self.sessions.as_ref()?,
+            refresher: &self.refresher,
+            attributes,
+        })
     }
 
     /// The forward-auth section and its provider, when forward-auth is enabled.

@@ -38,6 +38,13 @@ pub struct JwksFetchLabels {
     pub result: &'static str,
 }
 
+/// Labels of counters by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Labels of `tollgate_tokens_issued_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
@@ -62,6 +69,8 @@ pub struct Metrics {
     pub jwks_fetches: Family<JwksFetchLabels, Counter>,
     /// Tokens issued by the token service, by grant.
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// Token refreshes by outcome.
+    pub refreshes: Family<OutcomeLabels, Counter>,
     /// Sessions created (logins).
     pub sessions_created: Counter,
     /// Sessions ended (logout, expiry, idle timeout, admin, back-channel logout).
@@ -126,6 +135,8 @@ impl Metrics {
             "Tokens issued by the token service, by grant",
             tokens_issued.clone(),
         );
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register("refreshes", "Token refreshes by outcome", refreshes.clone());
         let sessions_created = Counter::default();
         registry.register(
             "sessions_created",
@@ -156,6 +167,7 @@ impl Metrics {
             })
             .collect();
         Self {
+            refreshes,
             sessions_created,
             sessions_ended,
             sessions_active,

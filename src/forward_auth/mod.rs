@@ -21,7 +21,11 @@ use crate::token::{Claims, numeric_claim};
 
 /// What `/auth` decided.
 enum Outcome {
-    Allow(Vec<(axum::http::HeaderName, HeaderValue)>, &'static str),
+    Allow(
+        Vec<(axum::http::HeaderName, HeaderValue)>,
+        &'static str,
+        Vec<String>,
+    ),
     Skip,
     Redirect(String),
     Reject(Rejection, String),
@@ -50,7 +54,7 @@ pub async fn auth(
         .and_then(|request| request.raw_path.as_deref())
         .unwrap_or("-");
     match outcome {
-        Outcome::Allow(injected, credential) => {
+        Outcome::Allow(injected, credential, set_cookies) => {
             state.metrics.request("forward_auth", "allow");
             tracing::info!(
                 role = "forward_auth",
@@ -62,6 +66,11 @@ pub async fn auth(
             let mut response = StatusCode::OK.into_response();
             for (name, value) in injected {
                 response.headers_mut().append(name, value);
+            }
+            for cookie in set_cookies {
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
             }
             response
         }
@@ -131,11 +140,19 @@ async fn decide_auth(
     {
         return Outcome::Skip;
     }
-    let jar = state.sessions.as_ref();
+    // A refreshed cookie session is written back with attributes for the original request's URL.
+    let cookie_base = original
+        .and_then(|request| request.url.clone())
+        .or_else(|| state.config.server.public_url.clone());
+    let attributes = cookie_base
+        .as_ref()
+        .map_or(crate::session::CookieAttributes { secure: true }, |base| {
+            state.cookie_attributes(base)
+        });
     let identity = match authenticate(
         headers,
         provider,
-        jar,
+        state.session_access(attributes),
         section.token_cookie.as_deref(),
         crate::identity::BearerTokens::Accepted,
         state.clock.now(),
@@ -160,7 +177,9 @@ async fn decide_auth(
         }
     };
     match decide(&query, &identity.claims) {
-        Decision::Allow(injected) => Outcome::Allow(injected, identity.credential.as_str()),
+        Decision::Allow(injected) => {
+            Outcome::Allow(injected, identity.credential.as_str(), identity.set_cookies)
+        }
         Decision::Deny(requirement) => {
             Outcome::Reject(Rejection::Forbidden(requirement.clone()), requirement)
         }
@@ -290,7 +309,7 @@ pub async fn userinfo(
         && let Ok(identity) = authenticate(
             &headers,
             provider,
-            state.sessions.as_ref(),
+            state.session_access(crate::session::CookieAttributes { secure: true }),
             section.token_cookie.as_deref(),
             crate::identity::BearerTokens::Accepted,
             state.clock.now(),

@@ -7,6 +7,9 @@ use axum::http::HeaderMap;
 
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
+pub mod refresh;
+
+use crate::session::CookieAttributes;
 use crate::session::store::{SessionError, Sessions};
 use crate::session::{Session, request_cookies};
 use crate::token::Claims;
@@ -44,6 +47,20 @@ pub struct Identity {
     pub session: Option<Session>,
     /// The access token: the bearer or cookie token, or the session's.
     pub access_token: Option<String>,
+    /// `Set-Cookie` values to send back (a refreshed cookie session).
+    pub set_cookies: Vec<String>,
+}
+
+/// What the session cookie is read with: the store, the refresher, and the attributes of any
+/// cookie written back.
+#[derive(Clone, Copy)]
+pub struct SessionAccess<'a> {
+    /// Where sessions are.
+    pub sessions: &'a Sessions,
+    /// Refreshes expiring tokens.
+    pub refresher: &'a refresh::Refresher,
+    /// For a refreshed cookie session.
+    pub attributes: CookieAttributes,
 }
 
 /// Whether `Authorization: Bearer` counts as a credential where the identity is sought.
@@ -110,22 +127,40 @@ fn token_error(credential: Credential, error: CredentialError) -> IdentityError 
 pub async fn authenticate(
     headers: &HeaderMap,
     provider: &Arc<Provider>,
-    sessions: Option<&Sessions>,
+    sessions: Option<SessionAccess<'_>>,
     token_cookie: Option<&str>,
     bearer_tokens: BearerTokens,
     now: crate::clock::UnixTime,
 ) -> Result<Identity, IdentityError> {
     let cookies = request_cookies(headers);
-    if let Some(sessions) = sessions {
-        match sessions.load(&cookies, now).await {
+    if let Some(access) = sessions {
+        match access.sessions.load(&cookies, now).await {
             Ok(Some(session)) if session.provider == provider.name() => {
-                let claims = Arc::new(session.claims.clone());
-                return Ok(Identity {
-                    claims,
-                    credential: Credential::SessionCookie,
-                    access_token: session.access_token.clone(),
-                    session: Some(session),
-                });
+                match access
+                    .refresher
+                    .refresh_if_due(
+                        provider,
+                        access.sessions,
+                        &cookies,
+                        session,
+                        now,
+                        access.attributes,
+                    )
+                    .await
+                {
+                    Ok((session, set_cookies)) => {
+                        let claims = Arc::new(session.claims.clone());
+                        return Ok(Identity {
+                            claims,
+                            credential: Credential::SessionCookie,
+                            access_token: session.access_token.clone(),
+                            session: Some(session),
+                            set_cookies,
+                        });
+                    }
+                    // The session ended with the failed refresh: no session credential.
+                    Err(error) => tracing::info!(%error, "session refresh failed"),
+                }
             }
             Ok(Some(_)) => tracing::info!("session of another provider ignored"),
             Ok(None) => {}
@@ -150,6 +185,7 @@ pub async fn authenticate(
                 credential: Credential::Bearer,
                 session: None,
                 access_token: Some(token.to_owned()),
+                set_cookies: Vec::new(),
             });
         }
         Some(Err(())) => {
@@ -170,6 +206,7 @@ pub async fn authenticate(
             credential: Credential::TokenCookie,
             session: None,
             access_token: Some(token.clone()),
+            set_cookies: Vec::new(),
         });
     }
     Err(IdentityError::Missing)

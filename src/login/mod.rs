@@ -259,7 +259,11 @@ async fn finish_login(
         "no id_token in token response".to_owned(),
     ))?;
     let claims = provider
-        .validate_id_token(id_token, &login.nonce, Some(&tokens.access_token))
+        .validate_id_token(
+            id_token,
+            crate::token::id_token::NonceRule::Equals(&login.nonce),
+            Some(&tokens.access_token),
+        )
         .await
         .map_err(|error| {
             (
@@ -286,6 +290,8 @@ async fn finish_login(
         claims: claims.as_ref().clone(),
         id_token: id_token.to_owned(),
         access_token: Some(tokens.access_token.clone()),
+        refresh_token: tokens.refresh_token.clone(),
+        access_expires_at: tokens.expires_in.map(|seconds| now.saturating_add(seconds)),
         created_at: now,
         expires_at: now.saturating_add(lifetime),
     };

@@ -48,6 +48,32 @@ pub async fn exchange_code(
         ("redirect_uri", redirect_uri),
         ("code_verifier", code_verifier),
     ];
+    token_request(http, provider, token_endpoint, &mut form).await
+}
+
+/// Refreshes tokens with a refresh token (RFC 6749 §6).
+///
+/// # Errors
+/// As `exchange_code`.
+pub async fn refresh_tokens(
+    http: &reqwest::Client,
+    provider: &ProviderConfig,
+    token_endpoint: &str,
+    refresh_token: &str,
+) -> Result<TokenResponse, ProviderError> {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    token_request(http, provider, token_endpoint, &mut form).await
+}
+
+async fn token_request<'a>(
+    http: &reqwest::Client,
+    provider: &'a ProviderConfig,
+    token_endpoint: &str,
+    form: &mut Vec<(&'a str, &'a str)>,
+) -> Result<TokenResponse, ProviderError> {
     let secret = provider
         .client_secret
         .as_ref()

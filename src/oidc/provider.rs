@@ -223,7 +223,7 @@ impl Provider {
     pub async fn validate_id_token(
         &self,
         id_token: &str,
-        nonce: &str,
+        nonce: crate::token::id_token::NonceRule<'_>,
         access_token: Option<&str>,
     ) -> Result<Claims, CredentialError> {
         let audiences = [self.config.client_id.clone()];
@@ -285,6 +285,24 @@ impl Provider {
         self.with_keys(|keys| {
             crate::token::logout_token::validate_logout_token(token, keys, &expected)
         })
+        .await
+    }
+
+    /// Refreshes tokens at this provider.
+    ///
+    /// # Errors
+    /// As `client::refresh_tokens`; the token service in-process has no refresh grant yet.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, ProviderError> {
+        if self.local.is_some() {
+            return Err(ProviderError::Refused("unsupported_grant_type".to_owned()));
+        }
+        let metadata = self.metadata().await?;
+        client::refresh_tokens(
+            &self.http,
+            &self.config,
+            &metadata.token_endpoint,
+            refresh_token,
+        )
         .await
     }
 

@@ -124,7 +124,7 @@ async fn serve_route(
     let identity = match authenticate(
         request.headers(),
         provider,
-        state.sessions.as_ref(),
+        state.session_access(state.cookie_attributes(&base)),
         None,
         bearer_tokens,
         state.clock.now(),
@@ -155,9 +155,13 @@ async fn serve_route(
         credential = identity.credential.as_str(),
         "decision"
     );
-    send(state, route, peer, &base, request, Some(&identity))
-        .await
-        .map(|response| (response, "allow"))
+    let mut response = send(state, route, peer, &base, request, Some(&identity)).await?;
+    for cookie in &identity.set_cookies {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    Ok((response, "allow"))
 }
 
 async fn unauthenticated(

@@ -36,6 +36,12 @@ pub struct Session {
     pub id_token: String,
     /// The access token, when one was issued.
     pub access_token: Option<String>,
+    /// The refresh token, when one was issued (rotated ones replace it).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// When the access token expires, when the provider said.
+    #[serde(default)]
+    pub access_expires_at: Option<UnixTime>,
     /// When the session was created.
     pub created_at: UnixTime,
     /// When it ends, whatever happens.

@@ -20,10 +20,19 @@ pub struct IdTokenExpectations<'a> {
     pub common: Expectations<'a>,
     /// Our client id (for `azp`).
     pub client_id: &'a str,
-    /// The nonce sent in the authorization request.
-    pub nonce: &'a str,
+    /// What the `nonce` must be.
+    pub nonce: NonceRule<'a>,
     /// The access token issued with it, to check `at_hash` against.
     pub access_token: Option<&'a str>,
+}
+
+/// The `nonce` rule of an ID token.
+#[derive(Debug, Clone, Copy)]
+pub enum NonceRule<'a> {
+    /// From a login: the nonce sent (OIDC Core 3.1.3.7 step 11).
+    Equals(&'a str),
+    /// From a refresh: absent, or the one of the original ID token (OIDC Core 12.2).
+    AbsentOrEquals(Option<&'a str>),
 }
 
 /// Validates an ID token.
@@ -60,9 +69,19 @@ pub fn validate_id_token(
         _ => {}
     }
     // Step 11: the nonce must be the one we sent.
-    match claims.get("nonce").and_then(Value::as_str) {
-        Some(nonce) if constant_time_eq(nonce.as_bytes(), expected.nonce.as_bytes()) => {}
-        _ => return Err(TokenError::WrongNonce),
+    let nonce = claims.get("nonce").and_then(Value::as_str);
+    let nonce_ok = match (expected.nonce, nonce) {
+        (NonceRule::Equals(sent), Some(nonce)) => {
+            constant_time_eq(nonce.as_bytes(), sent.as_bytes())
+        }
+        (NonceRule::Equals(_), None) => false,
+        (NonceRule::AbsentOrEquals(_), None) => true,
+        (NonceRule::AbsentOrEquals(original), Some(nonce)) => {
+            original.is_some_and(|original| constant_time_eq(nonce.as_bytes(), original.as_bytes()))
+        }
+    };
+    if !nonce_ok {
+        return Err(TokenError::WrongNonce);
     }
     // 3.2.2.9 / 3.3.2.11: at_hash, when present, must match the access token.
     if let (Some(at_hash), Some(access_token)) = (

@@ -238,7 +238,7 @@ fn id_token_rules_of_core_3_1_3_7() {
                 now: NOW,
             },
             client_id: "client",
-            nonce: "n-1",
+            nonce: super::id_token::NonceRule::Equals("n-1"),
             access_token,
         };
         validate_id_token(&token, &fixture.keys, &expected).map(|_| ())

@@ -18,6 +18,7 @@ mod forward_auth;
 mod login_flow;
 mod proxy;
 mod redis_sessions;
+mod refresh;
 mod sessions;
 mod support;
 mod token_service;

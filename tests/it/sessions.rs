@@ -326,6 +326,7 @@ async fn idle_sessions_end_and_used_ones_do_not() {
     log_in(&mut browser, &gateway).await;
     for _ in 0..3 {
         clock.advance(300);
+        idp.advance_clock(300);
         assert_eq!(
             browser.get(&gateway.url("/auth")).await.status(),
             200,

@@ -166,6 +166,8 @@ pub struct Misbehaviour {
     pub large_userinfo: bool,
     /// The JWKS answer carries `Cache-Control: max-age=0`.
     pub jwks_no_cache: bool,
+    /// The refresh grant answers `invalid_grant`.
+    pub refresh_fails: bool,
 }
 
 struct PendingCode {
@@ -182,6 +184,11 @@ struct Inner {
     counts: Mutex<HashMap<&'static str, Arc<AtomicUsize>>>,
     last_end_session: Mutex<Option<HashMap<String, String>>>,
     last_client_auth: Mutex<Option<&'static str>>,
+    /// Refresh tokens that may still be used (rotation: each use replaces it).
+    refresh_tokens: Mutex<std::collections::HashSet<String>>,
+    refresh_counter: AtomicUsize,
+    /// Seconds this provider's clock is ahead of the real one (to follow a `ManualClock`).
+    clock_offset: std::sync::atomic::AtomicI64,
     user_claims: Mutex<Map<String, Value>>,
 }
 
@@ -280,6 +287,9 @@ impl TestIdp {
             counts: Mutex::new(HashMap::new()),
             last_end_session: Mutex::new(None),
             last_client_auth: Mutex::new(None),
+            refresh_tokens: Mutex::new(std::collections::HashSet::new()),
+            refresh_counter: AtomicUsize::new(0),
+            clock_offset: std::sync::atomic::AtomicI64::new(0),
             user_claims: Mutex::new(user),
         });
         let router = Router::new()
@@ -323,6 +333,11 @@ impl TestIdp {
             )
     }
 
+    /// Moves this provider's clock, as a test moves Tollgate's `ManualClock`.
+    pub fn advance_clock(&self, seconds: i64) {
+        self.inner.clock_offset.fetch_add(seconds, Ordering::SeqCst);
+    }
+
     /// How many times an endpoint was called.
     pub fn count(&self, endpoint: &'static str) -> usize {
         self.counter(endpoint).load(Ordering::SeqCst)
@@ -360,7 +375,7 @@ impl TestIdp {
 
 fn access_token(inner: &Arc<Inner>) -> TokenBuilder {
     let mut claims = inner.user_claims.lock().unwrap().clone();
-    let now = now();
+    let now = now() + inner.clock_offset.load(Ordering::SeqCst);
     claims.insert("iss".into(), json!(inner.issuer));
     claims.insert("aud".into(), json!(AUDIENCE));
     claims.insert("iat".into(), json!(now));
@@ -469,6 +484,12 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         )
             .into_response();
     }
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        return refresh(
+            &inner,
+            form.get("refresh_token").cloned().unwrap_or_default(),
+        );
+    }
     let Some(pending) = inner
         .codes
         .lock()
@@ -535,7 +556,8 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         };
         id_token.replace_range(position..=position, replacement);
     }
-    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "r-1"})).into_response()
+    let refresh_token = new_refresh_token(&inner);
+    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
 }
 
 async fn end_session(
@@ -565,4 +587,34 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
         claims.insert("sub".into(), json!("mallory"));
     }
     Json(Value::Object(claims)).into_response()
+}
+
+fn new_refresh_token(inner: &Inner) -> String {
+    let token = format!("r-{}", inner.refresh_counter.fetch_add(1, Ordering::SeqCst));
+    inner.refresh_tokens.lock().unwrap().insert(token.clone());
+    token
+}
+
+/// The refresh grant with rotation: a used refresh token is spent.
+fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
+    count(inner, "refresh");
+    let spent = inner.refresh_tokens.lock().unwrap().remove(&presented);
+    if !spent || inner.misbehaviour.lock().unwrap().refresh_fails {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant"})),
+        )
+            .into_response();
+    }
+    let issued_access_token = access_token(inner)
+        .claim("jti", json!(format!("refreshed-{}", now_nanos())))
+        .sign();
+    let id_token = access_token(inner)
+        .typ("JWT")
+        .claim("aud", json!(CLIENT_ID))
+        .claim("sid", json!("provider-session-1"))
+        .claim("scope", Value::Null)
+        .sign();
+    let refresh_token = new_refresh_token(inner);
+    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
 }
