@@ -108,7 +108,7 @@ impl AppState {
                 Sealer::new(&config.session.secrets),
                 config.session.cookie_name.clone(),
             );
-            let backend = session_backend(&config, clock.now())?;
+            let backend = session_backend(&config, clock.now(), &metrics)?;
             Some(crate::session::store::Sessions::new(
                 jar,
                 backend,
@@ -216,6 +216,7 @@ impl AppState {
 fn session_backend(
     config: &Config,
     now: crate::clock::UnixTime,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<crate::session::store::SessionBackend> {
     use crate::config::SessionStoreKind;
     use crate::session::store::SessionBackend;
@@ -230,7 +231,7 @@ fn session_backend(
                 .redis
                 .as_ref()
                 .context("session.redis_url is required with store = \"redis\"")?;
-            let store = crate::session::redis_store::RedisStore::new(target)
+            let store = crate::session::redis_store::RedisStore::new(target, metrics.clone())
                 .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
             SessionBackend::Redis(Arc::new(store))
         }
@@ -357,7 +358,9 @@ pub async fn start(
     let signal = wait_for(receiver.clone());
     tasks.spawn(crate::http::serve::serve(
         public,
-        public_router(&state),
+        public_router(&state).layer(axum::middleware::map_request(
+            crate::http::host_from_authority,
+        )),
         signal,
     ));
     let admin_addr = match admin {

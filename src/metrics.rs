@@ -71,6 +71,8 @@ pub struct Metrics {
     pub tokens_issued: Family<GrantLabels, Counter>,
     /// Token refreshes by outcome.
     pub refreshes: Family<OutcomeLabels, Counter>,
+    /// Session store operations that failed (Redis unreachable or too slow).
+    pub session_store_errors: Counter,
     /// Sessions created (logins).
     pub sessions_created: Counter,
     /// Sessions ended (logout, expiry, idle timeout, admin, back-channel logout).
@@ -137,6 +139,12 @@ impl Metrics {
         );
         let refreshes = Family::<OutcomeLabels, Counter>::default();
         registry.register("refreshes", "Token refreshes by outcome", refreshes.clone());
+        let session_store_errors = Counter::default();
+        registry.register(
+            "session_store_errors",
+            "Session store operations that failed",
+            session_store_errors.clone(),
+        );
         let sessions_created = Counter::default();
         registry.register(
             "sessions_created",
@@ -167,6 +175,7 @@ impl Metrics {
             })
             .collect();
         Self {
+            session_store_errors,
             refreshes,
             sessions_created,
             sessions_ended,

@@ -14,3 +14,18 @@ pub fn found(location: &str) -> Response {
         Err(_) => rejection::Rejection::Internal.into_response(),
     }
 }
+
+/// HTTP/2 requests carry the host in `:authority`, not in a `Host` header: copy it there, so
+/// every handler finds the host in one place.
+pub async fn host_from_authority(mut request: axum::extract::Request) -> axum::extract::Request {
+    if !request.headers().contains_key(header::HOST) {
+        let authority = request
+            .uri()
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
+        if let Some(value) = authority {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
+    request
+}

@@ -36,6 +36,7 @@ enum Connection {
 /// Sessions in Redis.
 pub struct RedisStore {
     connection: Connection,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 fn unavailable(error: &redis::RedisError) -> StoreError {
@@ -77,7 +78,10 @@ impl RedisStore {
     ///
     /// # Errors
     /// When the URLs cannot make a client.
-    pub fn new(target: &RedisTarget) -> Result<Self, String> {
+    pub fn new(
+        target: &RedisTarget,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, String> {
         let connection = match target {
             RedisTarget::Standalone(url) => {
                 let client =
@@ -117,7 +121,10 @@ impl RedisStore {
                 }
             }
         };
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            metrics,
+        })
     }
 
     async fn handle(&self) -> Result<Handle, StoreError> {
@@ -166,14 +173,18 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        let mut handle = self.handle().await?;
-        match handle.query(command).await {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                self.reset().await;
-                Err(unavailable(&error))
-            }
+        let result = match self.handle().await {
+            Ok(mut handle) => handle
+                .query(command)
+                .await
+                .map_err(|error| unavailable(&error)),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.metrics.session_store_errors.inc();
+            self.reset().await;
         }
+        result
     }
 
     fn key(id: &str) -> String {

@@ -542,3 +542,19 @@ async fn upgraded_connections_are_spliced_both_ways() {
     .unwrap();
     assert_eq!(echoed, "ping over the upgraded connection");
 }
+
+#[tokio::test]
+async fn clients_may_speak_http2() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client.get(gateway.url("/over-h2")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(body["uri"], "/over-h2");
+}
