@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Reverse-proxy load test, all on 127.0.0.1 and bounded in time (DURATION seconds per target):
+#   the upstream (nginx, static answer) reached directly; Tollgate in front of it with
+#   authentication off (`pass`), and with a valid session for the cookie, memory and redis
+#   stores; and Apache with mod_auth_openidc as relying party (session cookie, mod_proxy to
+#   the same upstream). Tollgate's own token service is every login's provider.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+
+packages=(wrk apache2 libapache2-mod-auth-openidc nginx redis-server)
+missing=()
+for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release --locked --bin tollgate >/dev/null
+tollgate=./target/release/tollgate
+
+work=$(mktemp -d /tmp/tollgate-load-proxy.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+
+# The upstream: nginx answering from memory.
+upstream=$(free_port)
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server { listen 127.0.0.1:$upstream; location / { return 200 "OK\n"; } }
+}
+CONF
+/usr/sbin/nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+
+redis=$(free_port)
+redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+pids+=($!)
+
+password="load-test-password"
+password_hash=$(printf '%s\n' "$password" | $tollgate hash-secret)
+apache_secret="apache-client-secret-for-the-load-test"
+apache_secret_hash=$(printf '%s\n' "$apache_secret" | $tollgate hash-secret)
+apache=$(free_port)
+
+start_tollgate() {
+    local store=$1 port=$2 admin=$3 redis_line=""
+    [[ "$store" == redis ]] && redis_line="redis_url = \"redis://127.0.0.1:$redis\""
+    cat > "$work/tollgate-$store.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$admin"
+[session]
+store = "$store"
+secrets = ["load-test-session-secret-load-test-session-secret"]
+$redis_line
+[[provider]]
+name = "local"
+issuer = "http://127.0.0.1:$port"
+client_id = "proxy"
+client_auth = "none"
+[token_service]
+issuer = "http://127.0.0.1:$port"
+[[token_service.client]]
+client_id = "proxy"
+grants = ["authorization_code"]
+redirect_uris = ["http://127.0.0.1:$port/callback"]
+[[token_service.client]]
+client_id = "apache"
+client_secret_hash = "$apache_secret_hash"
+grants = ["authorization_code"]
+redirect_uris = ["http://127.0.0.1:$apache/protected/redirect_uri"]
+[[token_service.user]]
+username = "bench"
+password_hash = "$password_hash"
+email = "bench@example.com"
+[[route]]
+path_prefix = "/open"
+upstream = "http://127.0.0.1:$upstream"
+provider = "local"
+on_unauthenticated = "pass"
+[[route]]
+upstream = "http://127.0.0.1:$upstream"
+provider = "local"
+[route.headers]
+"X-User" = "claim:sub"
+"X-Email" = "claim:email"
+TOML
+    TOLLGATE_LOG=warn $tollgate serve --config "$work/tollgate-$store.toml" 2>"$work/tollgate-$store.log" &
+    pids+=($!)
+    wait_for "http://127.0.0.1:$port/ping"
+}
+
+# Logs in through the local login form with curl; prints the cookies for `host_port`.
+log_in() {
+    local start=$1 login_host=$2 jar; jar=$(mktemp)
+    local location; location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$start")
+    local query=${location#*\?}
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" --data "$query&username=bench&password=$password" "http://$login_host/authorize")
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$location")
+    awk -v wanted="$3" '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ wanted { sub(/^#HttpOnly_/, "", $1); printf "%s=%s; ", $6, $7 }' "$jar"
+}
+
+declare -A port
+for store in cookie memory redis; do
+    port[$store]=$(free_port)
+    start_tollgate "$store" "${port[$store]}" "$(free_port)"
+done
+wait_for "http://127.0.0.1:$upstream/"
+
+declare -A cookie
+for store in cookie memory redis; do
+    cookie[$store]=$(log_in "http://127.0.0.1:${port[$store]}/page" "127.0.0.1:${port[$store]}" '^tollgate$')
+done
+
+# Apache + mod_auth_openidc as relying party of the cookie instance's token service.
+modules=/usr/lib/apache2/modules
+mkdir -p "$work/apache"
+cat > "$work/apache/apache.conf" <<CONF
+ServerRoot "$work/apache"
+ServerName 127.0.0.1
+PidFile "$work/apache/apache.pid"
+Listen 127.0.0.1:$apache
+LoadModule mpm_event_module $modules/mod_mpm_event.so
+LoadModule authz_core_module $modules/mod_authz_core.so
+LoadModule authz_user_module $modules/mod_authz_user.so
+LoadModule authn_core_module $modules/mod_authn_core.so
+LoadModule proxy_module $modules/mod_proxy.so
+LoadModule proxy_http_module $modules/mod_proxy_http.so
+LoadModule auth_openidc_module $modules/mod_auth_openidc.so
+User nobody
+Group nogroup
+ErrorLog "$work/apache/error.log"
+LogLevel warn
+OIDCProviderMetadataURL http://127.0.0.1:${port[cookie]}/.well-known/openid-configuration
+OIDCClientID apache
+OIDCClientSecret $apache_secret
+OIDCRedirectURI http://127.0.0.1:$apache/protected/redirect_uri
+OIDCCryptoPassphrase load-test-passphrase
+OIDCScope "openid email"
+OIDCProviderTokenEndpointAuth client_secret_basic
+<Location /protected/>
+    AuthType openid-connect
+    Require valid-user
+    ProxyPass http://127.0.0.1:$upstream/
+</Location>
+CONF
+chmod -R a+rX "$work"
+/usr/sbin/apache2 -f "$work/apache/apache.conf" -DFOREGROUND &
+pids+=($!)
+wait_for "http://127.0.0.1:$apache/"
+apache_cookie=$(log_in "http://127.0.0.1:$apache/protected/page" "127.0.0.1:${port[cookie]}" '^mod_auth_openidc_session$')
+
+check() {
+    local name=$1 expected=$2; shift 2
+    local status; status=$(curl -s -o /dev/null -w '%{http_code}' "$@")
+    if [[ "$status" != "$expected" ]]; then echo "$name answered $status, expected $expected" >&2; tail -5 "$work"/*.log "$work"/*/error.log >&2; exit 1; fi
+}
+for store in cookie memory redis; do
+    check "tollgate $store with session" 200 -H "Cookie: ${cookie[$store]}" "http://127.0.0.1:${port[$store]}/page"
+    check "tollgate $store without session" 302 "http://127.0.0.1:${port[$store]}/page"
+done
+check "apache with session" 200 -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"
+check "apache without session" 302 "http://127.0.0.1:$apache/protected/page"
+
+run() {
+    local name=$1; shift
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" > "$work/$name.wrk"
+    local rps p99 errors
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.wrk")
+    p99=$(awk '$1 == "99%" {print $2}' "$work/$name.wrk")
+    errors=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$work/$name.wrk")
+    if [[ -n "$errors" ]]; then echo "$name: $errors non-2xx responses" >&2; exit 1; fi
+    printf '%-34s %12s req/s   p99 %s\n' "$name" "$rps" "$p99"
+    echo "$rps" > "$work/$name.rps"
+}
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $(date -u +%FT%TZ)"
+run upstream-direct "http://127.0.0.1:$upstream/"
+run tollgate-auth-off "http://127.0.0.1:${port[cookie]}/open/"
+for store in cookie memory redis; do
+    run "tollgate-session-$store" -H "Cookie: ${cookie[$store]}" "http://127.0.0.1:${port[$store]}/page"
+done
+run apache-mod-auth-openidc -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"
+
+python3 - "$work" <<'PY'
+import sys
+work = sys.argv[1]
+def rps(name): return float(open(f"{work}/{name}.rps").read())
+off, peer = rps("tollgate-auth-off"), rps("apache-mod-auth-openidc")
+for store in ("cookie", "memory", "redis"):
+    value = rps(f"tollgate-session-{store}")
+    print(f"{store:>6} session vs auth-off: {value / off:6.1%}  (target >= 90%)   vs Apache: {value / peer:5.2f}x (target >= 3x)")
+PY
