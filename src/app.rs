@@ -47,6 +47,8 @@ pub struct AppState {
     pub upstream_client: crate::proxy::forward::UpstreamClient,
     /// `jti`s of logout tokens already used, with when they may be forgotten.
     seen_logout_tokens: quick_cache::sync::Cache<String, crate::clock::UnixTime>,
+    /// Parsed external base URLs by `proto://host` (the proxy needs one per request).
+    bases: quick_cache::sync::Cache<Box<str>, Arc<Url>>,
     /// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
     pub auth_queries: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
 }
@@ -131,6 +133,7 @@ impl AppState {
             metrics.clone(),
         );
         Ok(Arc::new(Self {
+            bases: quick_cache::sync::Cache::new(1024),
             refresher,
             seen_logout_tokens: quick_cache::sync::Cache::new(100_000),
             routes,
@@ -163,6 +166,27 @@ impl AppState {
         // Logout tokens are short-lived; a day is far longer than any leeway.
         self.seen_logout_tokens.insert(key, now + 86_400);
         true
+    }
+
+    /// The external base URL of a request (see `http::forwarded::base_parts`), parsed once per
+    /// distinct host.
+    pub fn request_base(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<Arc<Url>> {
+        if let Some(url) = &self.config.server.public_url {
+            return Some(Arc::new(url.clone()));
+        }
+        let (proto, host) =
+            crate::http::forwarded::base_parts(peer, headers, &self.config.server.trusted_proxies)?;
+        let key = format!("{proto}://{host}/");
+        if let Some(url) = self.bases.get(key.as_str()) {
+            return Some(url);
+        }
+        let url = Arc::new(Url::parse(&key).ok()?);
+        self.bases.insert(key.into_boxed_str(), url.clone());
+        Some(url)
     }
 
     /// How a request reads its session: `None` without session secrets.

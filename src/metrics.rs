@@ -91,6 +91,11 @@ const HOT_REQUESTS: &[(&str, &str)] = &[
     ("forward_auth", "unauthenticated"),
     ("forward_auth", "forbidden"),
     ("validate", "allow"),
+    ("proxy", "allow"),
+    ("proxy", "pass"),
+    ("proxy", "skip"),
+    ("proxy", "login_redirect"),
+    ("proxy", "unauthenticated"),
     ("validate", "unauthenticated"),
 ];
 

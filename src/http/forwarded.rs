@@ -164,17 +164,14 @@ fn remove_dot_segments(path: &str) -> String {
     result
 }
 
-/// The external base URL of this request: `public_url`, else `X-Forwarded-Proto` /
-/// `X-Forwarded-Host` from a trusted peer, else the `Host` header over plain http.
-pub fn external_base(
-    public_url: Option<&Url>,
+/// The scheme and host of this request as seen from outside: `X-Forwarded-Proto` /
+/// `X-Forwarded-Host` from a trusted peer, else plain http and the `Host` header. `None` when
+/// the host is missing or holds characters a host cannot.
+pub fn base_parts<'a>(
     peer: IpAddr,
-    headers: &HeaderMap,
+    headers: &'a HeaderMap,
     trusted: &[IpNet],
-) -> Option<Url> {
-    if let Some(url) = public_url {
-        return Some(url.clone());
-    }
+) -> Option<(&'a str, &'a str)> {
     let (mut proto, mut host) = ("http", header(headers, "host"));
     if is_trusted(peer, trusted) {
         if let Some(forwarded_proto) = header(headers, "x-forwarded-proto") {
@@ -188,9 +185,25 @@ pub fn external_base(
         return None;
     }
     let host = host.filter(|host| {
-        host.bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
     })?;
+    Some((proto, host))
+}
+
+/// The external base URL of this request: `public_url`, else what `base_parts` says.
+pub fn external_base(
+    public_url: Option<&Url>,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Option<Url> {
+    if let Some(url) = public_url {
+        return Some(url.clone());
+    }
+    let (proto, host) = base_parts(peer, headers, trusted)?;
     Url::parse(&format!("{proto}://{host}/")).ok()
 }
 

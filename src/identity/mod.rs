@@ -44,7 +44,7 @@ pub struct Identity {
     /// How the caller proved it.
     pub credential: Credential,
     /// The session, when the credential was a session cookie.
-    pub session: Option<Session>,
+    pub session: Option<Arc<Session>>,
     /// The access token: the bearer or cookie token, or the session's.
     pub access_token: Option<String>,
     /// `Set-Cookie` values to send back (a refreshed cookie session).
@@ -149,7 +149,7 @@ pub async fn authenticate(
                     .await
                 {
                     Ok((session, set_cookies)) => {
-                        let claims = Arc::new(session.claims.clone());
+                        let claims = session.claims.clone();
                         return Ok(Identity {
                             claims,
                             credential: Credential::SessionCookie,

@@ -22,7 +22,7 @@ pub struct Refresher {
     refresh_before: i64,
     enabled: bool,
     locks: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
-    recent: quick_cache::sync::Cache<[u8; 32], (Session, UnixTime)>,
+    recent: quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>,
     metrics: Arc<Metrics>,
 }
 
@@ -69,10 +69,10 @@ impl Refresher {
         provider: &Provider,
         sessions: &Sessions,
         cookies: &std::collections::BTreeMap<String, String>,
-        session: Session,
+        session: Arc<Session>,
         now: UnixTime,
         attributes: CookieAttributes,
-    ) -> Result<(Session, Vec<String>), RefreshError> {
+    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
         if !self.is_due(&session, now) {
             return Ok((session, Vec::new()));
         }
@@ -133,12 +133,12 @@ impl Refresher {
         session: &Session,
         refresh_token: &str,
         now: UnixTime,
-    ) -> Result<Session, RefreshError> {
+    ) -> Result<Arc<Session>, RefreshError> {
         let tokens = provider
             .refresh(refresh_token)
             .await
             .map_err(|error| RefreshError(error.to_string()))?;
-        let mut refreshed = session.clone();
+        let mut refreshed = Session::clone(session);
         if let Some(id_token) = &tokens.id_token {
             let original_nonce = session.claims.get("nonce").and_then(Value::as_str);
             let claims = provider
@@ -156,7 +156,7 @@ impl Refresher {
                 ));
             }
             for (name, value) in claims.iter() {
-                refreshed.claims.insert(name.clone(), value.clone());
+                std::sync::Arc::make_mut(&mut refreshed.claims).insert(name.clone(), value.clone());
             }
             refreshed.id_token = id_token.clone();
         }
@@ -165,6 +165,6 @@ impl Refresher {
             refreshed.refresh_token = Some(rotated);
         }
         refreshed.access_expires_at = tokens.expires_in.map(|seconds| now.saturating_add(seconds));
-        Ok(refreshed)
+        Ok(Arc::new(refreshed))
     }
 }

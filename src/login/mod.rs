@@ -287,7 +287,7 @@ async fn finish_login(
     let lifetime = i64::try_from(state.config.session.lifetime.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
         provider: provider.name().to_owned(),
-        claims: claims.as_ref().clone(),
+        claims: claims.clone(),
         id_token: id_token.to_owned(),
         access_token: Some(tokens.access_token.clone()),
         refresh_token: tokens.refresh_token.clone(),

@@ -4,25 +4,38 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
-/// The form two header names are compared in: lower case, `_` as `-`.
-fn normalised(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// Whether two header names read the same to a backend that ignores case and reads `_` as `-`.
+fn same_header(left: &str, right: &str) -> bool {
+    let normal = |byte: u8| {
+        if byte == b'_' {
+            b'-'
+        } else {
+            byte.to_ascii_lowercase()
+        }
+    };
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .all(|(a, b)| normal(a) == normal(b))
 }
 
 /// Removes every request header that a backend could take for one of `identity_headers`.
 pub fn strip_identity_headers<'a>(
     headers: &mut HeaderMap,
-    identity_headers: impl Iterator<Item = &'a HeaderName>,
+    identity_headers: impl Iterator<Item = &'a HeaderName> + Clone,
 ) {
-    let forbidden: Vec<String> = identity_headers
-        .map(|name| normalised(name.as_str()))
-        .collect();
-    if forbidden.is_empty() {
+    let is_forbidden = |name: &HeaderName| {
+        identity_headers
+            .clone()
+            .any(|forbidden| same_header(name.as_str(), forbidden.as_str()))
+    };
+    if !headers.keys().any(is_forbidden) {
         return;
     }
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| forbidden.contains(&normalised(name.as_str())))
+        .filter(|name| is_forbidden(name))
         .cloned()
         .collect();
     for name in doomed {
@@ -44,6 +57,14 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
 
 /// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order.
 pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
+    let mentions_ours = headers.get_all(header::COOKIE).iter().any(|value| {
+        value
+            .to_str()
+            .map_or(true, |text| text.contains(cookie_name))
+    });
+    if !mentions_ours {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -16,7 +16,7 @@ use base64::Engine as _;
 
 use crate::app::AppState;
 use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
-use crate::http::forwarded::{canonical_path, external_base, is_trusted};
+use crate::http::forwarded::{canonical_path, is_trusted};
 use crate::http::rejection::Rejection;
 use crate::identity::{BearerTokens, Identity, IdentityError, authenticate};
 use crate::login::redirect::validate_redirect;
@@ -83,30 +83,27 @@ async fn serve_route(
     peer: SocketAddr,
     request: Request,
 ) -> RouteResult {
-    let base = external_base(
-        state.config.server.public_url.as_ref(),
-        peer.ip(),
-        request.headers(),
-        &state.config.server.trusted_proxies,
-    )
-    .ok_or_else(|| {
-        (
-            Rejection::BadRequest("missing or invalid Host header".to_owned()),
-            "no base URL".to_owned(),
-        )
-    })?;
+    let base = state
+        .request_base(peer.ip(), request.headers())
+        .ok_or_else(|| {
+            (
+                Rejection::BadRequest("missing or invalid Host header".to_owned()),
+                "no base URL".to_owned(),
+            )
+        })?;
     if request.uri().path() == "/logout" {
         let query = request.uri().query().map(str::to_owned);
         return logout(state, peer, request.headers(), query.as_deref())
             .await
             .map(|response| (response, "logout"));
     }
-    let skipped = canonical_path(request.uri().path()).is_some_and(|path| {
-        route
-            .skip
-            .iter()
-            .any(|rule| rule.skips(request.method(), &path))
-    });
+    let skipped = !route.skip.is_empty()
+        && canonical_path(request.uri().path()).is_some_and(|path| {
+            route
+                .skip
+                .iter()
+                .any(|rule| rule.skips(request.method(), &path))
+        });
     if skipped {
         return send(state, route, peer, &base, request, None)
             .await

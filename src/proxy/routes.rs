@@ -23,12 +23,15 @@ impl RouteTable {
     /// The route for `host` (as sent, maybe with a port) and `path`: routes naming the host win
     /// over routes for any host; among those, the longest matching prefix.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteConfig> {
-        let host = host.map(strip_port).map(str::to_ascii_lowercase);
+        let host = host.map(strip_port);
         let matching = |route: &&RouteConfig| is_prefix_on_segments(&route.path_prefix, path);
         let named = self
             .routes
             .iter()
-            .filter(|route| route.host.is_some() && route.host.as_deref() == host.as_deref())
+            .filter(|route| match (&route.host, host) {
+                (Some(wanted), Some(host)) => wanted.eq_ignore_ascii_case(host),
+                _ => false,
+            })
             .filter(matching)
             .max_by_key(|route| route.path_prefix.len());
         named.or_else(|| {

@@ -17,7 +17,7 @@ use crate::clock::UnixTime;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredSession {
     /// The session.
-    pub session: Session,
+    pub session: std::sync::Arc<Session>,
     /// Last request that used it.
     pub last_seen: UnixTime,
 }
@@ -84,7 +84,7 @@ impl MemoryStore {
     }
 
     /// Stores a session under `id`.
-    pub fn insert(&self, id: String, session: Session, now: UnixTime) {
+    pub fn insert(&self, id: String, session: std::sync::Arc<Session>, now: UnixTime) {
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.insert(
                 id,

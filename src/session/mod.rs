@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::clock::UnixTime;
 use seal::Sealer;
@@ -30,8 +29,8 @@ pub const LOGIN_STATE_LIFETIME: i64 = 600;
 pub struct Session {
     /// The provider the user logged in at.
     pub provider: String,
-    /// Claims of the ID token.
-    pub claims: Map<String, Value>,
+    /// Claims of the ID token (merged with userinfo).
+    pub claims: crate::token::Claims,
     /// The raw ID token (for `id_token_hint` at logout).
     pub id_token: String,
     /// The access token, when one was issued.
@@ -112,6 +111,7 @@ fn delete_cookie(name: &str, attributes: CookieAttributes) -> String {
 pub struct CookieJar {
     sealer: Sealer,
     cookie_name: String,
+    opened: quick_cache::sync::Cache<Box<str>, std::sync::Arc<Session>>,
 }
 
 /// A session cookie that was present but could not be used.
@@ -131,6 +131,7 @@ impl CookieJar {
         Self {
             sealer,
             cookie_name,
+            opened: quick_cache::sync::Cache::new(10_000),
         }
     }
 
@@ -142,7 +143,7 @@ impl CookieJar {
         &self,
         cookies: &BTreeMap<String, String>,
         now: UnixTime,
-    ) -> Result<Option<Session>, SessionCookieError> {
+    ) -> Result<Option<std::sync::Arc<Session>>, SessionCookieError> {
         let Some(first) = cookies.get(&self.cookie_name) else {
             return Ok(None);
         };
@@ -161,12 +162,23 @@ impl CookieJar {
                     .ok_or(SessionCookieError::Unreadable)?,
             );
         }
-        let plaintext = self
-            .sealer
-            .open("session", &sealed)
-            .map_err(|_| SessionCookieError::Unreadable)?;
-        let session: Session =
-            serde_json::from_slice(&plaintext).map_err(|_| SessionCookieError::Unreadable)?;
+        // Opened sessions are remembered by their whole sealed value (compared in full), so a
+        // busy browser's cookie is decrypted and parsed once, not on every request.
+        let session = match self.opened.get(sealed.as_str()) {
+            Some(session) => session,
+            None => {
+                let plaintext = self
+                    .sealer
+                    .open("session", &sealed)
+                    .map_err(|_| SessionCookieError::Unreadable)?;
+                let session: std::sync::Arc<Session> = std::sync::Arc::new(
+                    serde_json::from_slice(&plaintext)
+                        .map_err(|_| SessionCookieError::Unreadable)?,
+                );
+                self.opened.insert(sealed.into_boxed_str(), session.clone());
+                session
+            }
+        };
         if now >= session.expires_at {
             return Err(SessionCookieError::Expired);
         }

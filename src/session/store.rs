@@ -164,7 +164,7 @@ impl Sessions {
         &self,
         cookies: &BTreeMap<String, String>,
         now: UnixTime,
-    ) -> Result<Option<Session>, SessionError> {
+    ) -> Result<Option<Arc<Session>>, SessionError> {
         match &self.backend {
             SessionBackend::Cookie => Ok(self.jar.session(cookies, now)?),
             SessionBackend::Memory(store) => {
@@ -228,7 +228,7 @@ impl Sessions {
                 }
                 let id = crate::random::token();
                 let max_age = session.expires_at - now;
-                store.insert(id.clone(), session, now);
+                store.insert(id.clone(), Arc::new(session), now);
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
@@ -245,7 +245,7 @@ impl Sessions {
                     .and_then(serde_json::Value::as_str)
                     .map(str::to_owned);
                 let stored = StoredSession {
-                    session,
+                    session: Arc::new(session),
                     last_seen: now,
                 };
                 let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
@@ -279,7 +279,7 @@ impl Sessions {
                     .jar
                     .session_id(cookies)?
                     .ok_or(SessionCookieError::Unreadable)?;
-                store.insert(id, session.clone(), now);
+                store.insert(id, Arc::new(session.clone()), now);
                 Ok(Vec::new())
             }
             SessionBackend::Redis(store) => {
@@ -288,7 +288,7 @@ impl Sessions {
                     .session_id(cookies)?
                     .ok_or(SessionCookieError::Unreadable)?;
                 let stored = StoredSession {
-                    session: session.clone(),
+                    session: Arc::new(session.clone()),
                     last_seen: now,
                 };
                 let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
@@ -305,7 +305,7 @@ impl Sessions {
         cookies: &BTreeMap<String, String>,
         now: UnixTime,
         attributes: CookieAttributes,
-    ) -> (Option<Session>, Vec<String>) {
+    ) -> (Option<Arc<Session>>, Vec<String>) {
         let session = self.load(cookies, now).await.ok().flatten();
         match (&self.backend, self.jar.session_id(cookies)) {
             (SessionBackend::Memory(store), Ok(Some(id))) => {
