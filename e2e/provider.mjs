@@ -4,7 +4,7 @@
 import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
 
-export async function startProvider({ port, redirectUris, postLogoutRedirectUris }) {
+export async function startProvider({ port, redirectUris, postLogoutRedirectUris, accessTokenSeconds = 3600 }) {
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
     clients: [{
@@ -12,7 +12,7 @@ export async function startProvider({ port, redirectUris, postLogoutRedirectUris
       client_secret: 'tollgate-e2e-client-secret',
       redirect_uris: redirectUris,
       post_logout_redirect_uris: postLogoutRedirectUris,
-      grant_types: ['authorization_code'],
+      grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     }],
@@ -32,6 +32,9 @@ export async function startProvider({ port, redirectUris, postLogoutRedirectUris
       };
     },
     pkce: { required: () => true },
+    // Refresh tokens for every login of a client allowed the grant (Tollgate refreshes them).
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    ttl: { AccessToken: accessTokenSeconds },
     features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
     cookies: { keys: ['e2e-cookie-signing-key-0123456789'] },
   });
