@@ -128,6 +128,8 @@ pub struct ProviderConfig {
     pub jwks_file: Option<PathBuf>,
     /// `aud` values accepted on bearer tokens; empty means no bearer token is accepted.
     pub audiences: Vec<String>,
+    /// Opaque (non-JWT) bearer tokens are checked at the introspection endpoint (RFC 7662).
+    pub introspection: bool,
     /// RP-initiated logout when the provider offers it.
     pub end_session: bool,
     /// Sent to the provider at logout.

@@ -441,12 +441,6 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        if raw.introspection == Some(true) {
-            self.problem(
-                format!("{path}.introspection"),
-                "opaque-token introspection is not available in this version",
-            );
-        }
         let post_logout_redirect_uri = raw
             .post_logout_redirect_uri
             .as_deref()
@@ -471,6 +465,7 @@ impl Checker<'_> {
             scopes,
             jwks_file: raw.jwks_file.map(PathBuf::from),
             audiences: raw.audiences.unwrap_or_default(),
+            introspection: raw.introspection.unwrap_or(false),
             end_session: raw.end_session.unwrap_or(true),
             post_logout_redirect_uri,
             jwks_refetch_interval,

@@ -196,6 +196,7 @@ impl LocalIssuer for TokenService {
             jwks_uri: Some(self.endpoint("/jwks")),
             userinfo_endpoint: Some(self.endpoint("/userinfo")),
             end_session_endpoint: None,
+            introspection_endpoint: None,
         }
     }
 

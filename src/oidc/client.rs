@@ -121,6 +121,56 @@ async fn token_request<'a>(
         .map_err(|error| ProviderError::BadResponse(format!("token response: {error}")))
 }
 
+/// Asks the provider whether an opaque token is active (RFC 7662 §2), authenticating as the
+/// client the way `client_auth` says.
+///
+/// # Errors
+/// As `exchange_code`; the answer is the introspection response's JSON object.
+pub async fn introspect(
+    http: &reqwest::Client,
+    provider: &ProviderConfig,
+    introspection_endpoint: &str,
+    token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+    let mut form = vec![("token", token), ("token_type_hint", "access_token")];
+    let secret = provider
+        .client_secret
+        .as_ref()
+        .map(|secret| secret.expose().as_str())
+        .unwrap_or_default();
+    let mut request = http
+        .post(introspection_endpoint)
+        .header(reqwest::header::ACCEPT, "application/json");
+    match provider.client_auth {
+        ClientAuth::ClientSecretBasic => {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                basic_credentials(&provider.client_id, secret),
+            );
+        }
+        ClientAuth::ClientSecretPost => {
+            form.push(("client_id", &provider.client_id));
+            form.push(("client_secret", secret));
+        }
+        ClientAuth::None => form.push(("client_id", &provider.client_id)),
+    }
+    let response = request
+        .form(&form)
+        .send()
+        .await
+        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    if !response.status().is_success() {
+        return Err(ProviderError::Refused(format!(
+            "introspection answered {}",
+            response.status()
+        )));
+    }
+    response
+        .json()
+        .await
+        .map_err(|error| ProviderError::BadResponse(format!("introspection: {error}")))
+}
+
 /// Fetches the userinfo claims with an access token (OIDC Core §5.3).
 ///
 /// # Errors

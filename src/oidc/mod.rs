@@ -29,6 +29,9 @@ pub struct ProviderMetadata {
     pub userinfo_endpoint: Option<String>,
     /// RP-initiated logout.
     pub end_session_endpoint: Option<String>,
+    /// RFC 7662 token introspection.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
 
 /// A provider's answer at its token endpoint.

@@ -14,6 +14,14 @@ use crate::token::cache::TokenCache;
 use crate::token::id_token::{IdTokenExpectations, validate_id_token};
 use crate::token::{self, Claims, Expectations, TokenError};
 
+/// Longest time a positive introspection answer is reused.
+const INTROSPECTION_CACHE_SECONDS: i64 = 60;
+
+/// Three dot-separated parts: a JWS compact serialisation, not an opaque token.
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|byte| *byte == b'.').count() == 2
+}
+
 /// Why a credential from this provider was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
@@ -200,6 +208,9 @@ impl Provider {
         if let Some(claims) = self.token_cache.get(token, now) {
             return Ok(claims);
         }
+        if self.config.introspection && !looks_like_jwt(token) {
+            return self.introspect(token, now).await;
+        }
         let expected = Expectations {
             issuer: &self.config.issuer,
             audiences: &self.config.audiences,
@@ -213,6 +224,39 @@ impl Provider {
             self.token_cache
                 .insert(token, claims.clone(), exp.saturating_add(self.leeway));
         }
+        Ok(claims)
+    }
+
+    /// RFC 7662: `active` must be true; an `aud`, when present, must hold an accepted audience;
+    /// an `exp`, when present, must be in the future. Positive answers are cached until `exp`,
+    /// at most `INTROSPECTION_CACHE_SECONDS`.
+    async fn introspect(
+        &self,
+        token: &str,
+        now: crate::clock::UnixTime,
+    ) -> Result<Claims, CredentialError> {
+        let metadata = self.metadata().await?;
+        let endpoint = metadata.introspection_endpoint.as_deref().ok_or_else(|| {
+            ProviderError::BadResponse(
+                "introspection is enabled but discovery has no introspection_endpoint".to_owned(),
+            )
+        })?;
+        let answer = client::introspect(&self.http, &self.config, endpoint, token).await?;
+        if answer.get("active") != Some(&serde_json::Value::Bool(true)) {
+            return Err(TokenError::Inactive.into());
+        }
+        if answer.contains_key("aud") && !token::audience_matches(&answer, &self.config.audiences) {
+            return Err(TokenError::WrongAudience.into());
+        }
+        let exp = token::numeric_claim(&answer, "exp")?;
+        if exp.is_some_and(|exp| now > exp.saturating_add(self.leeway)) {
+            return Err(TokenError::Expired.into());
+        }
+        let claims = Arc::new(answer);
+        let until = exp.map_or(now + INTROSPECTION_CACHE_SECONDS, |exp| {
+            exp.min(now + INTROSPECTION_CACHE_SECONDS)
+        });
+        self.token_cache.insert(token, claims.clone(), until);
         Ok(claims)
     }
 

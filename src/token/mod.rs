@@ -67,6 +67,9 @@ pub enum TokenError {
     /// OIDC Core 3.2.2.9: `at_hash` does not match the access token.
     #[error("at_hash mismatch")]
     WrongAccessTokenHash,
+    /// RFC 7662: the introspection endpoint says the token is not active.
+    #[error("token not active")]
+    Inactive,
     /// OIDC Core 5.3.2: the userinfo `sub` is not the ID token's.
     #[error("userinfo subject mismatch")]
     WrongSubject,

@@ -478,3 +478,37 @@ async fn jwks_cache_control_is_honoured() {
         "max-age=0: fetched for every new token"
     );
 }
+
+#[tokio::test]
+async fn opaque_tokens_are_checked_by_introspection_and_cached() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "introspection = true\njwks_refetch_interval",
+    );
+    let gateway = Gateway::start(&config).await;
+    let response = auth(
+        &gateway,
+        "?inject-claim=email",
+        &[("authorization", "Bearer opaque-abc")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["email"], "alice@example.com");
+    assert_eq!(status(&gateway, "", "opaque-abc").await, 200);
+    assert_eq!(idp.count("introspect"), 1, "a positive answer is cached");
+    assert_eq!(status(&gateway, "", "opaque-inactive").await, 401);
+    assert_eq!(status(&gateway, "", "opaque-other-audience").await, 401);
+    assert_eq!(
+        status(&gateway, "", &idp.access_token().sign()).await,
+        200,
+        "JWTs are still validated locally"
+    );
+    assert_eq!(idp.count("introspect"), 3);
+    let without = Gateway::forward_auth(&idp).await;
+    assert_eq!(
+        status(&without, "", "opaque-abc").await,
+        401,
+        "no introspection unless enabled"
+    );
+}

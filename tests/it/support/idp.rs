@@ -299,6 +299,7 @@ impl TestIdp {
             .route("/token", post(token))
             .route("/end_session", get(end_session))
             .route("/userinfo", get(userinfo))
+            .route("/introspect", post(introspect))
             .with_state(inner.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
@@ -410,6 +411,7 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
         "jwks_uri": format!("{issuer}/jwks"),
         "end_session_endpoint": format!("{issuer}/end_session"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -617,4 +619,37 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
         .sign();
     let refresh_token = new_refresh_token(inner);
     Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
+}
+
+/// RFC 7662: `opaque-…` tokens are active (for `api`), except `opaque-inactive` and
+/// `opaque-other-audience`; the client must authenticate with HTTP Basic.
+async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    count(&inner, "introspect");
+    let expected_basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let token = form.get("token").cloned().unwrap_or_default();
+    let now = now() + inner.clock_offset.load(Ordering::SeqCst);
+    let answer = match token.as_str() {
+        "opaque-inactive" => json!({"active": false}),
+        "opaque-other-audience" => {
+            json!({"active": true, "aud": "other", "sub": "alice", "exp": now + 300})
+        }
+        other if other.starts_with("opaque-") => {
+            json!({"active": true, "aud": AUDIENCE, "sub": "alice", "scope": "read", "exp": now + 300, "email": "alice@example.com"})
+        }
+        _ => json!({"active": false}),
+    };
+    Json(answer).into_response()
 }
