@@ -255,8 +255,12 @@ fn session_backend(
                 .redis
                 .as_ref()
                 .context("session.redis_url is required with store = \"redis\"")?;
-            let store = crate::session::redis_store::RedisStore::new(target, metrics.clone())
-                .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
+            let store = crate::session::redis_store::RedisStore::new(
+                target,
+                config.session.redis_ca.as_deref(),
+                metrics.clone(),
+            )
+            .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
             SessionBackend::Redis(Arc::new(store))
         }
     })

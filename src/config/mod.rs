@@ -159,6 +159,8 @@ pub struct SessionConfig {
     pub state_file: Option<PathBuf>,
     /// Where the Redis store is.
     pub redis: Option<RedisTarget>,
+    /// PEM certificates to trust for `rediss://` instead of the system's.
+    pub redis_ca: Option<Vec<u8>>,
 }
 
 /// `session.store`

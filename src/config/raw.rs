@@ -51,6 +51,7 @@ pub(super) struct RawSession {
     pub refresh_before: Option<String>,
     pub state_file: Option<String>,
     pub redis_url: Option<toml::Value>,
+    pub redis_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

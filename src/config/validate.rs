@@ -538,6 +538,31 @@ impl Checker<'_> {
             }
             (_, None) => None,
         };
+        let redis_ca = match raw.redis_ca_file {
+            None => None,
+            Some(_)
+                if !matches!(
+                    redis,
+                    Some(RedisTarget::Standalone(_) | RedisTarget::Cluster(_))
+                ) =>
+            {
+                self.problem(
+                    "session.redis_ca_file",
+                    "only used with a standalone or Cluster redis_url (rediss://)",
+                );
+                None
+            }
+            Some(file) => match std::fs::read(&file) {
+                Ok(pem) => Some(pem),
+                Err(error) => {
+                    self.problem(
+                        "session.redis_ca_file",
+                        format!("cannot read `{file}`: {error}"),
+                    );
+                    None
+                }
+            },
+        };
         let cookie_name = raw.cookie_name.unwrap_or_else(|| "tollgate".to_owned());
         if cookie_name.is_empty()
             || !cookie_name
@@ -574,6 +599,7 @@ impl Checker<'_> {
             refresh: raw.refresh.unwrap_or(true),
             refresh_before,
             state_file: raw.state_file.map(PathBuf::from),
+            redis_ca,
             redis,
         }
     }

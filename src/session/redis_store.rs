@@ -80,12 +80,20 @@ impl RedisStore {
     /// When the URLs cannot make a client.
     pub fn new(
         target: &RedisTarget,
+        ca: Option<&[u8]>,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
+        let certificates = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.map(<[u8]>::to_vec),
+        };
         let connection = match target {
             RedisTarget::Standalone(url) => {
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|error| error.to_string())?;
+                let client = match ca {
+                    Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(|error| error.to_string())?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(TIMEOUT))
                     .set_response_timeout(Some(TIMEOUT))
@@ -110,7 +118,11 @@ impl RedisStore {
                 }
             }
             RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());
+                if ca.is_some() {
+                    builder = builder.certs(certificates());
+                }
+                let client = builder
                     .connection_timeout(TIMEOUT)
                     .response_timeout(TIMEOUT)
                     .build()

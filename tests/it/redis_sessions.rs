@@ -175,3 +175,58 @@ async fn sessions_through_a_redis_sentinel() {
     );
     let _ = &sentinel.master;
 }
+
+#[tokio::test]
+async fn redis_over_tls_with_a_password() {
+    if !available() {
+        return;
+    }
+    let (redis, ca) = RedisServer::tls_with_password("redis-secret-password").await;
+    let idp = TestIdp::start().await;
+    let url = format!(
+        "\"rediss://:redis-secret-password@127.0.0.1:{}\"\nredis_ca_file = \"{}\"",
+        redis.port,
+        ca.display()
+    );
+    let gateway = Gateway::start(&redis_config(&idp, &url)).await;
+    let mut browser = Browser::new();
+    log_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    assert_eq!(
+        reqwest::get(gateway.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let wrong = format!(
+        "\"rediss://:not-the-password@127.0.0.1:{}\"\nredis_ca_file = \"{}\"",
+        redis.port,
+        ca.display()
+    );
+    let refused = Gateway::start(&redis_config(&idp, &wrong)).await;
+    assert_eq!(
+        reqwest::get(refused.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let untrusted = Gateway::start(&redis_config(
+        &idp,
+        &format!(
+            "\"rediss://:redis-secret-password@127.0.0.1:{}\"",
+            redis.port
+        ),
+    ))
+    .await;
+    assert_eq!(
+        reqwest::get(untrusted.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        503,
+        "the test CA is not trusted without redis_ca_file"
+    );
+}

@@ -88,6 +88,128 @@ impl RedisServer {
         Self::spawn(free_port(), temp_dir("standalone"), extra).await
     }
 
+    /// A server that speaks only TLS (certificate from a fresh test CA) and wants `password`.
+    /// Returns it and the CA's PEM file.
+    pub async fn tls_with_password(password: &str) -> (Self, PathBuf) {
+        let dir = temp_dir("tls");
+        let run = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Redis Test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let port = free_port();
+        let file = |name: &str| dir.join(name).display().to_string();
+        let extra = vec![
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file("server.pem"),
+            "--tls-key-file".to_owned(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+            "--requirepass".to_owned(),
+            password.to_owned(),
+        ];
+        let child = Command::new(REDIS_SERVER)
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(&extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ca = dir.join("ca.pem");
+        let ca_text = ca.display().to_string();
+        let password = password.to_owned();
+        wait_until(
+            || {
+                Command::new(REDIS_CLI)
+                    .args([
+                        "--tls",
+                        "--cacert",
+                        &ca_text,
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port.to_string(),
+                        "-a",
+                        &password,
+                        "--no-auth-warning",
+                        "ping",
+                    ])
+                    .output()
+                    .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "PONG")
+            },
+            "redis-server with TLS",
+        )
+        .await;
+        (
+            Self {
+                port,
+                dir,
+                extra: Vec::new(),
+                child: Some(child),
+            },
+            ca,
+        )
+    }
+
     /// Starts (again) on the same port and directory.
     pub async fn start(&mut self) {
         let mut args = vec![
