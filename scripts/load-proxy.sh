@@ -117,10 +117,11 @@ log_in() {
     awk -v wanted="$3" '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ wanted { sub(/^#HttpOnly_/, "", $1); printf "%s=%s; ", $6, $7 }' "$jar"
 }
 
-declare -A port
+declare -A port tollgate_pid
 for store in cookie memory redis; do
     port[$store]=$(free_port)
     start_tollgate "$store" "${port[$store]}" "$(free_port)"
+    tollgate_pid[$store]=${pids[-1]}
 done
 wait_for "http://127.0.0.1:$upstream/"
 
@@ -194,7 +195,17 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $(date -u 
 run upstream-direct "http://127.0.0.1:$upstream/"
 run tollgate-auth-off "http://127.0.0.1:${port[cookie]}/open/"
 for store in cookie memory redis; do
+    # PERF_STORE=memory (say) records a CPU profile of that Tollgate during its run.
+    if [[ "${PERF_STORE:-}" == "$store" ]]; then
+        perf record -F 999 -g -o "$work/perf.data" -p "${tollgate_pid[$store]}" -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     run "tollgate-session-$store" -H "Cookie: ${cookie[$store]}" "http://127.0.0.1:${port[$store]}/page"
+    if [[ "${PERF_STORE:-}" == "$store" ]]; then
+        wait "$perf_pid" || true
+        perf report -i "$work/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$' | head -80 > /tmp/tollgate-perf.txt
+        echo "profile: /tmp/tollgate-perf.txt"
+    fi
 done
 run apache-mod-auth-openidc -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"
 
