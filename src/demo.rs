@@ -88,7 +88,7 @@ token_lifetime = "15m"
 
 [[token_service.client]]
 client_id = "tollgate-demo"
-grants = ["authorization_code"]
+grants = ["authorization_code", "refresh_token"]
 redirect_uris = ["{issuer}/callback"]
 source = "demo"
 "#,

@@ -820,10 +820,12 @@ impl Checker<'_> {
                 "is required for the authorization_code grant",
             );
         }
-        if grants.contains(&GrantType::RefreshToken) {
+        if grants.contains(&GrantType::RefreshToken)
+            && !grants.contains(&GrantType::AuthorizationCode)
+        {
             self.problem(
                 format!("{path}.grants"),
-                "the refresh_token grant is not available in this version",
+                "refresh_token needs authorization_code (refresh tokens are issued at login)",
             );
         }
         if let Some(login_provider) = &raw.login_provider {

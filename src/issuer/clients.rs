@@ -82,9 +82,46 @@ impl TokenService {
 
     /// Authenticates a client. Public clients (no secret hash) must present no secret;
     /// confidential ones must present the right one.
+    /// Authenticates a client. Public clients (no secret hash) must present no secret;
+    /// confidential ones must present the right one. After `MAX_FAILURES` failures within
+    /// `FAILURE_WINDOW` seconds, for a client id or from an address, attempts are refused
+    /// without checking (429), so secrets cannot be guessed and argon2 cannot be abused.
     pub(super) async fn authenticate_client(
         &self,
         presented: PresentedClient,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<&ClientConfig, IssuerError> {
+        let now = self.now();
+        let keys = [
+            Some(format!("client:{}", presented.client_id)),
+            peer.map(|address| format!("address:{address}")),
+        ];
+        if keys.iter().flatten().any(|key| {
+            self.failures
+                .get(key)
+                .is_some_and(|(count, since)| count >= MAX_FAILURES && now - since < FAILURE_WINDOW)
+        }) {
+            tracing::warn!(client_id = %presented.client_id, "client authentication rate-limited");
+            return Err(IssuerError::TooManyAttempts);
+        }
+        let result = self.check_client(presented, now).await;
+        if result.is_err() {
+            for key in keys.into_iter().flatten() {
+                let (count, since) = self
+                    .failures
+                    .get(&key)
+                    .filter(|(_, since)| now - since < FAILURE_WINDOW)
+                    .unwrap_or((0, now));
+                self.failures.insert(key, (count + 1, since));
+            }
+        }
+        result
+    }
+
+    async fn check_client(
+        &self,
+        presented: PresentedClient,
+        now: crate::clock::UnixTime,
     ) -> Result<&ClientConfig, IssuerError> {
         let invalid = IssuerError::InvalidClient {
             used_basic: presented.used_basic,
@@ -97,7 +134,6 @@ impl TokenService {
             (None, None) => Ok(client),
             (None, Some(_)) | (Some(_), None) => Err(invalid),
             (Some(hash), Some(secret)) => {
-                let now = self.now();
                 let cache_key = secret_cache_key(&client.client_id, &secret);
                 if self
                     .verified_secrets
@@ -122,6 +158,11 @@ impl TokenService {
         }
     }
 }
+
+/// Failed client authentications allowed per window, per client id and per address.
+const MAX_FAILURES: u32 = 10;
+/// The window, in seconds.
+const FAILURE_WINDOW: i64 = 60;
 
 /// SHA-256 of a client id and a presented secret: the secret itself is never kept.
 fn secret_cache_key(client_id: &str, secret: &str) -> [u8; 32] {

@@ -28,6 +28,9 @@ pub enum IssuerError {
     /// §5.2 `invalid_scope`.
     #[error("invalid_scope")]
     InvalidScope,
+    /// Too many failed client authentications (429, with `Retry-After`).
+    #[error("too many failed attempts")]
+    TooManyAttempts,
     /// A local failure (500).
     #[error("server_error")]
     ServerError,
@@ -38,7 +41,7 @@ impl IssuerError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidClient { .. } => "invalid_client",
+            Self::InvalidClient { .. } | Self::TooManyAttempts => "invalid_client",
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
@@ -52,6 +55,7 @@ impl IntoResponse for IssuerError {
     fn into_response(self) -> Response {
         let status = match self {
             Self::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -59,9 +63,16 @@ impl IntoResponse for IssuerError {
         if let Self::InvalidRequest(description) | Self::InvalidGrant(description) = &self {
             body["error_description"] = serde_json::Value::String(description.clone());
         }
+        if matches!(self, Self::TooManyAttempts) {
+            body["error_description"] =
+                serde_json::Value::String("too many failed attempts; try again later".to_owned());
+        }
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::TooManyAttempts) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
         if matches!(self, Self::InvalidClient { used_basic: true }) {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::clients::presented_client;
-use super::{CODE_LIFETIME, IssuerError, TokenService};
+use super::{CODE_LIFETIME, IssuerError, TokenService, grant_book};
+use crate::clock::UnixTime;
 use crate::config::{ClientConfig, GrantType, UserConfig};
 use crate::metrics::GrantLabels;
 use crate::secret::constant_time_eq;
@@ -29,14 +30,20 @@ pub(super) struct IssuedTokens {
     pub id_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
+
+/// How long a refresh token of the token service lives.
+const REFRESH_TOKEN_LIFETIME: i64 = 24 * 3600;
 
 pub(super) async fn token(
     State(service): State<Arc<TokenService>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let result = handle_token(&service, &headers, &body).await;
+    let result = handle_token(&service, &headers, &body, Some(peer.ip())).await;
     let grant_label = |grant| GrantLabels { grant };
     match result {
         Ok((grant, issued)) => {
@@ -64,6 +71,7 @@ async fn handle_token(
     service: &TokenService,
     headers: &HeaderMap,
     body: &[u8],
+    peer: Option<std::net::IpAddr>,
 ) -> Result<(&'static str, IssuedTokens), IssuerError> {
     let mut form: HashMap<String, String> = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(body) {
@@ -84,7 +92,7 @@ async fn handle_token(
     let presented = presented_client(headers, field("client_id"), field("client_secret"))?;
     match grant_type {
         "authorization_code" => {
-            let client = service.authenticate_client(presented).await?;
+            let client = service.authenticate_client(presented, peer).await?;
             require_grant(client, GrantType::AuthorizationCode)?;
             let code = field("code")
                 .ok_or_else(|| IssuerError::InvalidRequest("missing code".to_owned()))?;
@@ -92,8 +100,18 @@ async fn handle_token(
                 service.redeem_code(client, code, field("redirect_uri"), field("code_verifier"))?;
             Ok(("authorization_code", issued))
         }
+        "refresh_token" => {
+            let client = service.authenticate_client(presented, peer).await?;
+            require_grant(client, GrantType::RefreshToken)?;
+            let refresh_token = field("refresh_token")
+                .ok_or_else(|| IssuerError::InvalidRequest("missing refresh_token".to_owned()))?;
+            Ok((
+                "refresh_token",
+                service.redeem_refresh_token(client, refresh_token, field("scope"))?,
+            ))
+        }
         "client_credentials" => {
-            let client = service.authenticate_client(presented).await?;
+            let client = service.authenticate_client(presented, peer).await?;
             require_grant(client, GrantType::ClientCredentials)?;
             let scopes = granted_scopes(client, field("scope"))?;
             Ok((
@@ -161,7 +179,22 @@ impl TokenService {
             .lock()
             .ok()
             .and_then(|mut codes| codes.remove(code));
-        let pending = pending
+        let Some(pending) = pending else {
+            let replayed = self
+                .book
+                .lock()
+                .is_ok_and(|mut book| book.replayed_code(code));
+            if replayed {
+                tracing::warn!(client_id = %client.client_id, "authorization code replayed; what it issued is revoked");
+                return Err(IssuerError::InvalidGrant(
+                    "code already used; the tokens it issued are revoked".to_owned(),
+                ));
+            }
+            return Err(IssuerError::InvalidGrant(
+                "unknown or expired code".to_owned(),
+            ));
+        };
+        let pending = Some(pending)
             .ok_or_else(|| IssuerError::InvalidGrant("unknown, used or expired code".to_owned()))?;
         if self.now() - pending.issued_at > CODE_LIFETIME {
             return Err(IssuerError::InvalidGrant("expired code".to_owned()));
@@ -212,7 +245,33 @@ impl TokenService {
             .iter()
             .find(|user| user.username == pending.username)
             .ok_or_else(|| IssuerError::InvalidGrant("user no longer exists".to_owned()))?;
-        self.user_tokens(client, user, &pending.scopes, pending.nonce.as_deref())
+        let now = self.now();
+        let grant_id = client
+            .grants
+            .contains(&GrantType::RefreshToken)
+            .then(|| {
+                self.book
+                    .lock()
+                    .map(|mut book| {
+                        book.open_grant(&client.client_id, &user.username, &pending.scopes)
+                    })
+                    .ok()
+            })
+            .flatten();
+        let (mut issued, jti, exp) = self.user_tokens(
+            client,
+            user,
+            &pending.scopes,
+            pending.nonce.as_deref(),
+            grant_id.as_deref(),
+        )?;
+        let mut book = self.book.lock().map_err(|_| IssuerError::ServerError)?;
+        if let Some(grant_id) = &grant_id {
+            issued.refresh_token =
+                Some(book.issue_refresh_token(grant_id, now + REFRESH_TOKEN_LIFETIME));
+        }
+        book.record_code(code, grant_id, jti, exp, now);
+        Ok(issued)
     }
 
     fn base_claims(
@@ -271,16 +330,20 @@ impl TokenService {
             expires_in: self.lifetime(),
             id_token: None,
             scope: Some(scopes.join(" ")).filter(|s| !s.is_empty()),
+            refresh_token: None,
         })
     }
 
+    /// Access and ID tokens for a user; `grant_id` becomes their `sid`. Also returns the
+    /// access token's `jti` and `exp`.
     fn user_tokens(
         &self,
         client: &ClientConfig,
         user: &UserConfig,
         scopes: &[String],
         nonce: Option<&str>,
-    ) -> Result<IssuedTokens, IssuerError> {
+        grant_id: Option<&str>,
+    ) -> Result<(IssuedTokens, String, UnixTime), IssuerError> {
         let subject = format!("{}:{}", client.source, user.username);
         let mut identity = Map::new();
         if let Some(name) = &user.name {
@@ -298,8 +361,20 @@ impl TokenService {
                 .entry(name.clone())
                 .or_insert_with(|| value.clone());
         }
+        if let Some(grant_id) = grant_id {
+            identity.insert("sid".into(), json!(grant_id));
+        }
         let mut access = self.base_claims(subject.clone(), &client.audience, scopes);
         access.insert("client_id".into(), json!(client.client_id));
+        let jti = access
+            .get("jti")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let exp = access
+            .get("exp")
+            .and_then(Value::as_i64)
+            .unwrap_or_default();
         for (name, value) in identity.iter().chain(client.extra_claims.iter()) {
             access.entry(name.clone()).or_insert_with(|| value.clone());
         }
@@ -322,13 +397,72 @@ impl TokenService {
         } else {
             None
         };
-        Ok(IssuedTokens {
+        let issued = IssuedTokens {
             access_token,
             token_type: "Bearer",
             expires_in: self.lifetime(),
             id_token,
             scope: Some(scopes.join(" ")),
-        })
+            refresh_token: None,
+        };
+        Ok((issued, jti, exp))
+    }
+
+    /// Spends a refresh token (rotation: a new one comes back; a reused one revokes the grant).
+    pub(super) fn redeem_refresh_token(
+        &self,
+        client: &ClientConfig,
+        refresh_token: &str,
+        requested_scope: Option<&str>,
+    ) -> Result<IssuedTokens, IssuerError> {
+        let now = self.now();
+        let used = self
+            .book
+            .lock()
+            .map_err(|_| IssuerError::ServerError)?
+            .use_refresh_token(refresh_token, &client.client_id, now);
+        let (grant_id, grant) = match used {
+            grant_book::RefreshUse::Fresh(grant_id, grant) => (grant_id, grant),
+            grant_book::RefreshUse::Reused => {
+                tracing::warn!(client_id = %client.client_id, "refresh token reused; the whole grant is revoked");
+                return Err(IssuerError::InvalidGrant(
+                    "refresh token already used; the grant is revoked".to_owned(),
+                ));
+            }
+            grant_book::RefreshUse::Invalid => {
+                return Err(IssuerError::InvalidGrant(
+                    "unknown, expired or revoked refresh token".to_owned(),
+                ));
+            }
+        };
+        let scopes = match requested_scope {
+            None => grant.scopes.clone(),
+            Some(text) => {
+                let asked: Vec<String> = text
+                    .split(' ')
+                    .filter(|scope| !scope.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if !asked.iter().all(|scope| grant.scopes.contains(scope)) {
+                    return Err(IssuerError::InvalidScope);
+                }
+                asked
+            }
+        };
+        let user = self
+            .config
+            .users
+            .iter()
+            .find(|user| user.username == grant.username)
+            .ok_or_else(|| IssuerError::InvalidGrant("user no longer exists".to_owned()))?;
+        let (mut issued, _, _) = self.user_tokens(client, user, &scopes, None, Some(&grant_id))?;
+        issued.refresh_token = Some(
+            self.book
+                .lock()
+                .map_err(|_| IssuerError::ServerError)?
+                .issue_refresh_token(&grant_id, now + REFRESH_TOKEN_LIFETIME),
+        );
+        Ok(issued)
     }
 }
 
@@ -338,4 +472,70 @@ fn is_valid_verifier(verifier: &str) -> bool {
         && verifier
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
+}
+
+/// `POST /revoke` (RFC 7009): a refresh token ends its grant; an access token of this service
+/// is refused from now until it expires. The answer is 200 whether or not the token was known
+/// (§2.2), so it tells nothing; only a client that fails to authenticate is refused.
+pub(super) async fn revoke(
+    State(service): State<Arc<TokenService>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match handle_revoke(&service, &headers, &body, Some(peer.ip())).await {
+        Ok(()) => {
+            service.metrics.request("token_service", "revoked");
+            (
+                axum::http::StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store")],
+            )
+                .into_response()
+        }
+        Err(error) => {
+            tracing::info!(error = error.code(), "revocation refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn handle_revoke(
+    service: &TokenService,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), IssuerError> {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let field = |name: &str| {
+        form.get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    };
+    let presented = presented_client(headers, field("client_id"), field("client_secret"))?;
+    let client = service.authenticate_client(presented, peer).await?;
+    let token =
+        field("token").ok_or_else(|| IssuerError::InvalidRequest("missing token".to_owned()))?;
+    let now = service.now();
+    let mut book = service.book.lock().map_err(|_| IssuerError::ServerError)?;
+    if let Some(grant_id) = book.grant_of_refresh_token(token, &client.client_id) {
+        book.revoke_grant(&grant_id);
+        return Ok(());
+    }
+    drop(book);
+    if let Ok(claims) = service.validate_signed_access_token(token) {
+        let own =
+            claims.get("client_id").and_then(Value::as_str) == Some(client.client_id.as_str());
+        if let (true, Some(jti), Some(exp)) = (
+            own,
+            claims.get("jti").and_then(Value::as_str),
+            claims.get("exp").and_then(Value::as_i64),
+        ) {
+            service
+                .book
+                .lock()
+                .map_err(|_| IssuerError::ServerError)?
+                .revoke_access(jti, exp, now);
+        }
+    }
+    Ok(())
 }

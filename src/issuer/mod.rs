@@ -5,6 +5,7 @@
 mod authorize;
 mod clients;
 pub mod errors;
+mod grant_book;
 mod grants;
 
 use std::collections::HashMap;
@@ -47,6 +48,9 @@ pub struct TokenService {
     signing_key: SigningKey,
     key_set: Arc<KeySet>,
     codes: Mutex<HashMap<String, PendingCode>>,
+    book: Mutex<grant_book::GrantBook>,
+    /// Failed client authentications per client and per address: (count, window start).
+    failures: quick_cache::sync::Cache<String, (u32, UnixTime)>,
     verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
@@ -76,6 +80,8 @@ impl TokenService {
             signing_key,
             key_set,
             codes: Mutex::new(HashMap::new()),
+            book: Mutex::new(grant_book::GrantBook::default()),
+            failures: quick_cache::sync::Cache::new(10_000),
             verified_secrets: quick_cache::sync::Cache::new(1024),
             own_tokens: TokenCache::new(10_000),
             clock,
@@ -108,6 +114,7 @@ impl TokenService {
                 get(authorize::show_form).post(authorize::submit_form),
             )
             .route("/token", post(grants::token))
+            .route("/revoke", post(grants::revoke))
             .with_state(self.clone())
     }
 
@@ -116,6 +123,25 @@ impl TokenService {
     /// # Errors
     /// Any `TokenError`.
     pub fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.validate_signed_access_token(token)?;
+        // Revocation (RFC 7009, a replayed code, a reused refresh token) is checked on every use.
+        let revoked = self.book.lock().map_or(true, |book| {
+            claims
+                .get("jti")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|jti| book.is_access_revoked(jti))
+                || claims
+                    .get("sid")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|sid| book.is_revoked(sid))
+        });
+        if revoked {
+            return Err(TokenError::Inactive);
+        }
+        Ok(claims)
+    }
+
+    pub(super) fn validate_signed_access_token(&self, token: &str) -> Result<Claims, TokenError> {
         let now = self.clock.now();
         if let Some(claims) = self.own_tokens.get(token, now) {
             return Ok(claims);
@@ -148,7 +174,9 @@ impl TokenService {
             "userinfo_endpoint": self.endpoint("/userinfo"),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+            "revocation_endpoint": self.endpoint("/revoke"),
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [format!("{:?}", self.signing_key.algorithm())],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -188,6 +216,32 @@ async fn jwks(
 }
 
 impl LocalIssuer for TokenService {
+    fn refresh(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> Result<TokenResponse, ProviderError> {
+        let client = self
+            .client(client_id)
+            .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+        if !client
+            .grants
+            .contains(&crate::config::GrantType::RefreshToken)
+        {
+            return Err(ProviderError::Refused("unauthorized_client".to_owned()));
+        }
+        let response = self
+            .redeem_refresh_token(client, refresh_token, None)
+            .map_err(|error| ProviderError::Refused(error.code().to_owned()))?;
+        Ok(TokenResponse {
+            access_token: response.access_token,
+            id_token: response.id_token,
+            refresh_token: response.refresh_token,
+            expires_in: Some(response.expires_in),
+            token_type: Some("Bearer".to_owned()),
+        })
+    }
+
     fn metadata(&self) -> ProviderMetadata {
         ProviderMetadata {
             issuer: self.issuer().to_owned(),
@@ -220,7 +274,7 @@ impl LocalIssuer for TokenService {
         Ok(TokenResponse {
             access_token: response.access_token,
             id_token: response.id_token,
-            refresh_token: None,
+            refresh_token: response.refresh_token,
             expires_in: Some(response.expires_in),
             token_type: Some("Bearer".to_owned()),
         })

@@ -80,4 +80,11 @@ pub trait LocalIssuer: Send + Sync + 'static {
         redirect_uri: &str,
         code_verifier: &str,
     ) -> Result<TokenResponse, ProviderError>;
+
+    /// Refreshes tokens, as `POST /token` with `grant_type=refresh_token` would.
+    ///
+    /// # Errors
+    /// `Refused` for an unknown, spent or revoked refresh token.
+    fn refresh(&self, client_id: &str, refresh_token: &str)
+    -> Result<TokenResponse, ProviderError>;
 }

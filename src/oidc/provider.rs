@@ -335,10 +335,10 @@ impl Provider {
     /// Refreshes tokens at this provider.
     ///
     /// # Errors
-    /// As `client::refresh_tokens`; the token service in-process has no refresh grant yet.
+    /// As `client::refresh_tokens`.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, ProviderError> {
-        if self.local.is_some() {
-            return Err(ProviderError::Refused("unsupported_grant_type".to_owned()));
+        if let Some(local) = &self.local {
+            return local.refresh(&self.config.client_id, refresh_token);
         }
         let metadata = self.metadata().await?;
         client::refresh_tokens(

@@ -27,7 +27,7 @@ admin_listen = "127.0.0.1:0"
 issuer = "{issuer}"
 [[token_service.client]]
 client_id = "spa"
-grants = ["authorization_code"]
+grants = ["authorization_code", "refresh_token"]
 redirect_uris = ["https://spa.example.com/cb"]
 source = "aad"
 [[token_service.client]]
@@ -199,12 +199,6 @@ async fn authorization_code_with_pkce_through_the_login_form() {
     let id_claims = decode_payload(body["id_token"].as_str().unwrap());
     assert_eq!(id_claims["nonce"], "n-1");
     assert_eq!(id_claims["aud"], "spa");
-    let (status, body) = token_request(&gateway, &form, None).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "codes are single-use"
-    );
     let userinfo = reqwest::Client::new()
         .get(gateway.url("/userinfo"))
         .bearer_auth(&access_token)
@@ -212,6 +206,12 @@ async fn authorization_code_with_pkce_through_the_login_form() {
         .await
         .unwrap();
     assert_eq!(userinfo.status(), 200);
+    let (status, body) = token_request(&gateway, &form, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "codes are single-use"
+    );
 }
 
 fn decode_payload(token: &str) -> Value {
@@ -352,4 +352,219 @@ async fn demo_runs_the_whole_system_on_loopback() {
     assert!(html.contains("alice@example.com"), "{html}");
     assert!(html.contains("demo:alice"));
     demo.shutdown().await.unwrap();
+}
+
+/// Logs `alice` in at the form and returns the code.
+async fn code_for(gateway: &Gateway, state: &str) -> String {
+    let mut browser = Browser::new();
+    let right = browser
+        .post_form(
+            &gateway.url("/authorize"),
+            format!(
+                "{}&username=alice&password=alice-password",
+                authorize_query(state, true)
+            ),
+        )
+        .await;
+    reqwest::Url::parse(&location(&right))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+async fn exchange(gateway: &Gateway, code: &str) -> (u16, Value) {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", "https://spa.example.com/cb"),
+        ("client_id", "spa"),
+        ("code_verifier", VERIFIER),
+    ];
+    token_request(gateway, &form, None).await
+}
+
+async fn validate(gateway: &Gateway, access_token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(gateway.url("/validate"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn refresh(gateway: &Gateway, refresh_token: &str) -> (u16, Value) {
+    token_request(
+        gateway,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", "spa"),
+        ],
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_the_whole_grant() {
+    let (gateway, _) = token_service().await;
+    let (status, first) = exchange(&gateway, &code_for(&gateway, "r").await).await;
+    assert_eq!(status, 200, "{first}");
+    let first_refresh = first["refresh_token"].as_str().unwrap().to_owned();
+    let (status, second) = refresh(&gateway, &first_refresh).await;
+    assert_eq!(status, 200, "{second}");
+    let second_refresh = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(first_refresh, second_refresh, "rotated");
+    assert_eq!(
+        decode_payload(second["access_token"].as_str().unwrap())["sub"],
+        "aad:alice"
+    );
+    assert_eq!(
+        validate(&gateway, second["access_token"].as_str().unwrap()).await,
+        200
+    );
+
+    let (status, reused) = refresh(&gateway, &first_refresh).await;
+    assert_eq!(
+        (status, reused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "reuse is refused"
+    );
+    let (status, _) = refresh(&gateway, &second_refresh).await;
+    assert_eq!(status, 400, "and the whole grant ended with it");
+    assert_eq!(
+        validate(&gateway, second["access_token"].as_str().unwrap()).await,
+        401,
+        "its access tokens too"
+    );
+    assert_eq!(
+        validate(&gateway, first["access_token"].as_str().unwrap()).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_code_revokes_what_it_issued() {
+    let (gateway, _) = token_service().await;
+    let code = code_for(&gateway, "c").await;
+    let (status, issued) = exchange(&gateway, &code).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        validate(&gateway, issued["access_token"].as_str().unwrap()).await,
+        200
+    );
+    let (status, replay) = exchange(&gateway, &code).await;
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        validate(&gateway, issued["access_token"].as_str().unwrap()).await,
+        401
+    );
+    assert_eq!(
+        refresh(&gateway, issued["refresh_token"].as_str().unwrap())
+            .await
+            .0,
+        400
+    );
+}
+
+#[tokio::test]
+async fn revocation_of_refresh_and_access_tokens() {
+    let (gateway, _) = token_service().await;
+    let (_, issued) = exchange(&gateway, &code_for(&gateway, "v").await).await;
+    let revoke = |token: String, client: &'static str| {
+        let url = gateway.url("/revoke");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("token", token.as_str()), ("client_id", client)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        revoke("not-a-token".to_owned(), "spa").await,
+        200,
+        "unknown tokens answer 200 too"
+    );
+    assert_eq!(
+        revoke(issued["access_token"].as_str().unwrap().to_owned(), "spa").await,
+        200
+    );
+    assert_eq!(
+        validate(&gateway, issued["access_token"].as_str().unwrap()).await,
+        401
+    );
+    assert_eq!(
+        refresh(&gateway, issued["refresh_token"].as_str().unwrap())
+            .await
+            .0,
+        200,
+        "revoking an access token leaves the grant"
+    );
+    let (_, other) = exchange(&gateway, &code_for(&gateway, "w").await).await;
+    assert_eq!(
+        revoke(other["refresh_token"].as_str().unwrap().to_owned(), "spa").await,
+        200
+    );
+    assert_eq!(
+        refresh(&gateway, other["refresh_token"].as_str().unwrap())
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        validate(&gateway, other["access_token"].as_str().unwrap()).await,
+        401,
+        "the grant's access tokens end too"
+    );
+    let machine = reqwest::Client::new()
+        .post(gateway.url("/revoke"))
+        .basic_auth("machine", Some("wrong"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        machine.status(),
+        401,
+        "a client that fails to authenticate is refused"
+    );
+}
+
+#[tokio::test]
+async fn failed_client_authentication_is_rate_limited() {
+    let (gateway, _) = token_service().await;
+    for _ in 0..10 {
+        let (status, _) = token_request(
+            &gateway,
+            &[("grant_type", "client_credentials")],
+            Some(("machine", "wrong")),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    let response = reqwest::Client::new()
+        .post(gateway.url("/token"))
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        429,
+        "even the right secret waits out the window"
+    );
+    assert_eq!(response.headers()["retry-after"], "60");
 }
