@@ -278,19 +278,32 @@ fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Re
     } else {
         StatusCode::OK
     };
-    (
+    // The form posts here and is then redirected to the client: browsers apply form-action
+    // to that redirect too, so the (registered, already checked) redirect URI's origin is allowed.
+    let client_origin = parameters
+        .get("redirect_uri")
+        .and_then(|uri| url::Url::parse(uri).ok())
+        .map(|uri| uri.origin().ascii_serialization())
+        .filter(|origin| origin != "null")
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {client_origin}"
+    );
+    let mut response = (
         status,
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::X_FRAME_OPTIONS, "DENY"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-            ),
         ],
         Html(page("Sign in", &body)),
     )
-        .into_response()
+        .into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(policy.trim_end()) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
 }
 
 fn page(title: &str, body: &str) -> String {

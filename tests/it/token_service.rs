@@ -121,6 +121,14 @@ async fn authorization_code_with_pkce_through_the_login_form() {
         .get(&gateway.url(&format!("/authorize?{}", authorize_query("s-1", true))))
         .await;
     assert_eq!(form.status(), 200);
+    let policy = form.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.ends_with("form-action 'self' https://spa.example.com"),
+        "the redirect after the form must be allowed: {policy}"
+    );
     assert!(form.text().await.unwrap().contains("name=\"password\""));
     let wrong = browser
         .post_form(

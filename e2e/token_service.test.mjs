@@ -1,0 +1,130 @@
+// SPEC §7 end to end with a standard client library: the npm openid-client accepts the token
+// service's discovery document unchanged, obtains client_credentials tokens (which Tollgate's
+// own /auth and /validate accept), completes authorization_code + PKCE for a public client in
+// headless Chromium, refreshes, and revokes.
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as client from 'openid-client';
+import { chromium } from 'playwright-core';
+import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
+
+const ports = {};
+let tollgate;
+let browser;
+let callbackServer;
+let issuer;
+
+function hash(secret) {
+  return execFileSync(tollgateBinary(), ['hash-secret'], { input: `${secret}\n` }).toString().trim();
+}
+
+before(async () => {
+  requireProgram('/usr/bin/chromium');
+  for (const name of ['tollgate', 'admin', 'callback']) ports[name] = await freePort();
+  issuer = `http://127.0.0.1:${ports.tollgate}`;
+  // Where the public client's browser comes back to; the test reads the URL from the browser.
+  callbackServer = createServer((request, response) => response.end('back at the client'));
+  await new Promise((resolve) => callbackServer.listen(ports.callback, '127.0.0.1', resolve));
+  const dir = tempDir('token-service');
+  const config = write(dir, 'tollgate.toml', `[server]
+listen = "127.0.0.1:${ports.tollgate}"
+admin_listen = "127.0.0.1:${ports.admin}"
+
+[session]
+secrets = ["e2e-token-service-secret-e2e-token-service"]
+
+[[provider]]
+name = "self"
+issuer = "${issuer}"
+client_id = "spa"
+client_auth = "none"
+audiences = ["odj"]
+
+[forward_auth]
+provider = "self"
+
+[token_service]
+issuer = "${issuer}"
+signing_key_file = "${dir}/issuer-key.pem"
+
+[[token_service.client]]
+client_id = "scim-idp"
+client_secret_hash = "${hash('scim-secret')}"
+grants = ["client_credentials"]
+scopes = ["scim"]
+source = "myapi"
+audience = "odj"
+extra_claims = { api_product_list = ["odj-core"] }
+
+[[token_service.client]]
+client_id = "spa"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["http://127.0.0.1:${ports.callback}/cb", "${issuer}/callback"]
+source = "aad"
+audience = "odj"
+
+[[token_service.user]]
+username = "alice"
+password_hash = "${hash('alice-password')}"
+name = "Alice"
+email = "alice@example.com"
+`);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
+  tollgate = start('tollgate-token-service', tollgateBinary(), ['serve', '--config', config], { env });
+  await waitForHttp(`http://127.0.0.1:${ports.admin}/healthz`, tollgate);
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs, headless: true });
+});
+
+after(async () => {
+  await browser?.close();
+  await tollgate?.stop();
+  await new Promise((resolve) => callbackServer?.close(resolve));
+});
+
+const insecure = { execute: [client.allowInsecureRequests] };
+
+test('client_credentials through openid-client; /auth and /validate accept the token', async () => {
+  const config = await client.discovery(new URL(issuer), 'scim-idp', 'scim-secret', undefined, insecure);
+  assert.equal(config.serverMetadata().issuer, issuer);
+  const tokens = await client.clientCredentialsGrant(config, { scope: 'scim' });
+  const claims = JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url'));
+  assert.equal(claims.sub, 'myapi:scim-idp');
+  assert.equal(claims.aud, 'odj');
+  assert.deepEqual(claims.api_product_list, ['odj-core']);
+  const headers = { authorization: `Bearer ${tokens.access_token}` };
+  assert.equal((await fetch(`${issuer}/validate`, { headers })).status, 200);
+  assert.equal((await fetch(`${issuer}/auth?inject-claim=sub`, { headers })).headers.get('sub'), 'myapi:scim-idp');
+  await assert.rejects(client.clientCredentialsGrant(config, { scope: 'admin' }), (error) => error.error === 'invalid_scope');
+});
+
+test('authorization_code + PKCE in Chromium, then refresh and revoke through openid-client', async () => {
+  const config = await client.discovery(new URL(issuer), 'spa', undefined, client.None(), insecure);
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const redirect = `http://127.0.0.1:${ports.callback}/cb`;
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirect,
+    scope: 'openid email',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+  });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(url.href);
+  await page.fill('input[name=username]', 'alice');
+  await page.fill('input[name=password]', 'alice-password');
+  await Promise.all([page.waitForURL(`${redirect}**`), page.click('button[type=submit]')]);
+  const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
+  assert.equal(tokens.claims().sub, 'aad:alice');
+  assert.equal(tokens.claims().email, 'alice@example.com');
+  assert.ok(tokens.refresh_token);
+  const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+  assert.notEqual(refreshed.refresh_token, tokens.refresh_token, 'rotated');
+  assert.equal((await fetch(`${issuer}/userinfo`, { headers: { authorization: `Bearer ${refreshed.access_token}` } })).status, 200);
+  await client.tokenRevocation(config, refreshed.refresh_token);
+  await assert.rejects(client.refreshTokenGrant(config, refreshed.refresh_token), (error) => error.error === 'invalid_grant');
+  await context.close();
+});
