@@ -169,7 +169,7 @@ async fn decide_auth(
         Err(error) => {
             if section.unauthenticated == Unauthenticated::Redirect
                 && is_browser_navigation(headers, original)
-                && let Some(location) = signin_location(state, headers, original)
+                && let Some(location) = signin_location(state, original)
             {
                 return Outcome::Redirect(location);
             }
@@ -199,11 +199,7 @@ fn is_browser_navigation(headers: &HeaderMap, original: Option<&OriginalRequest>
     method_ok && !wants_json && !headers.contains_key("x-requested-with")
 }
 
-fn signin_location(
-    state: &AppState,
-    headers: &HeaderMap,
-    original: Option<&OriginalRequest>,
-) -> Option<String> {
+fn signin_location(state: &AppState, original: Option<&OriginalRequest>) -> Option<String> {
     let original_url = original?.url.as_ref()?;
     let base = match &state.config.server.public_url {
         Some(url) => url.clone(),
@@ -215,7 +211,6 @@ fn signin_location(
             base
         }
     };
-    let _ = headers;
     let encoded: String =
         url::form_urlencoded::byte_serialize(original_url.as_str().as_bytes()).collect();
     Some(format!(
@@ -299,12 +294,7 @@ pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
 const MAX_VALIDATE_CACHE: i64 = 300;
 
 /// `GET /userinfo`: the caller's claims as JSON.
-pub async fn userinfo(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let _ = peer;
+pub async fn userinfo(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some((section, provider)) = state.forward_auth()
         && let Ok(identity) = authenticate(
             &headers,

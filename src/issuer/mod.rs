@@ -215,6 +215,18 @@ async fn jwks(
         .into_response()
 }
 
+impl grants::IssuedTokens {
+    fn into_token_response(self) -> TokenResponse {
+        TokenResponse {
+            access_token: self.access_token,
+            id_token: self.id_token,
+            refresh_token: self.refresh_token,
+            expires_in: Some(self.expires_in),
+            token_type: Some("Bearer".to_owned()),
+        }
+    }
+}
+
 impl LocalIssuer for TokenService {
     fn refresh(
         &self,
@@ -230,16 +242,9 @@ impl LocalIssuer for TokenService {
         {
             return Err(ProviderError::Refused("unauthorized_client".to_owned()));
         }
-        let response = self
-            .redeem_refresh_token(client, refresh_token, None)
-            .map_err(|error| ProviderError::Refused(error.code().to_owned()))?;
-        Ok(TokenResponse {
-            access_token: response.access_token,
-            id_token: response.id_token,
-            refresh_token: response.refresh_token,
-            expires_in: Some(response.expires_in),
-            token_type: Some("Bearer".to_owned()),
-        })
+        self.redeem_refresh_token(client, refresh_token, None)
+            .map(grants::IssuedTokens::into_token_response)
+            .map_err(|error| ProviderError::Refused(error.code().to_owned()))
     }
 
     fn metadata(&self) -> ProviderMetadata {
@@ -268,16 +273,9 @@ impl LocalIssuer for TokenService {
         let client = self
             .client(client_id)
             .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
-        let response = self
-            .redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
-            .map_err(|error| ProviderError::Refused(error.code().to_owned()))?;
-        Ok(TokenResponse {
-            access_token: response.access_token,
-            id_token: response.id_token,
-            refresh_token: response.refresh_token,
-            expires_in: Some(response.expires_in),
-            token_type: Some("Bearer".to_owned()),
-        })
+        self.redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
+            .map(grants::IssuedTokens::into_token_response)
+            .map_err(|error| ProviderError::Refused(error.code().to_owned()))
     }
 }
 

@@ -68,19 +68,21 @@ pub async fn refresh_tokens(
     token_request(http, provider, token_endpoint, &mut form).await
 }
 
-async fn token_request<'a>(
+/// POSTs `form` to one of the provider's endpoints, authenticated as the client the way
+/// `client_auth` says (RFC 6749 §2.3), and returns the answer's status and body.
+async fn client_post<'a>(
     http: &reqwest::Client,
     provider: &'a ProviderConfig,
-    token_endpoint: &str,
+    endpoint: &str,
     form: &mut Vec<(&'a str, &'a str)>,
-) -> Result<TokenResponse, ProviderError> {
+) -> Result<(reqwest::StatusCode, Vec<u8>), ProviderError> {
     let secret = provider
         .client_secret
         .as_ref()
         .map(|secret| secret.expose().as_str())
         .unwrap_or_default();
     let mut request = http
-        .post(token_endpoint)
+        .post(endpoint)
         .header(reqwest::header::ACCEPT, "application/json");
     match provider.client_auth {
         ClientAuth::ClientSecretBasic => {
@@ -105,6 +107,16 @@ async fn token_request<'a>(
         .bytes()
         .await
         .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    Ok((status, body.to_vec()))
+}
+
+async fn token_request<'a>(
+    http: &reqwest::Client,
+    provider: &'a ProviderConfig,
+    token_endpoint: &str,
+    form: &mut Vec<(&'a str, &'a str)>,
+) -> Result<TokenResponse, ProviderError> {
+    let (status, body) = client_post(http, provider, token_endpoint, form).await?;
     if !status.is_success() {
         let code = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -133,41 +145,13 @@ pub async fn introspect(
     token: &str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
     let mut form = vec![("token", token), ("token_type_hint", "access_token")];
-    let secret = provider
-        .client_secret
-        .as_ref()
-        .map(|secret| secret.expose().as_str())
-        .unwrap_or_default();
-    let mut request = http
-        .post(introspection_endpoint)
-        .header(reqwest::header::ACCEPT, "application/json");
-    match provider.client_auth {
-        ClientAuth::ClientSecretBasic => {
-            request = request.header(
-                reqwest::header::AUTHORIZATION,
-                basic_credentials(&provider.client_id, secret),
-            );
-        }
-        ClientAuth::ClientSecretPost => {
-            form.push(("client_id", &provider.client_id));
-            form.push(("client_secret", secret));
-        }
-        ClientAuth::None => form.push(("client_id", &provider.client_id)),
-    }
-    let response = request
-        .form(&form)
-        .send()
-        .await
-        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
-    if !response.status().is_success() {
+    let (status, body) = client_post(http, provider, introspection_endpoint, &mut form).await?;
+    if !status.is_success() {
         return Err(ProviderError::Refused(format!(
-            "introspection answered {}",
-            response.status()
+            "introspection answered {status}"
         )));
     }
-    response
-        .json()
-        .await
+    serde_json::from_slice(&body)
         .map_err(|error| ProviderError::BadResponse(format!("introspection: {error}")))
 }
 

@@ -65,14 +65,9 @@ pub async fn handle(
         Err((rejection, reason)) => {
             state.metrics.request("proxy", rejection.result_label());
             tracing::info!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
-            rejection_page(rejection)
+            rejection.into_response()
         }
     }
-}
-
-/// A 403 page names the requirement that failed; other rejections use the common table.
-fn rejection_page(rejection: Rejection) -> Response {
-    rejection.into_response()
 }
 
 type RouteResult = Result<(Response, &'static str), (Rejection, String)>;

@@ -5,15 +5,6 @@ use crate::support::browser::location;
 use crate::support::idp::Misbehaviour;
 use crate::support::{Browser, Gateway, TestIdp};
 
-/// Runs `/signin` → provider → `/callback` and returns the callback's response.
-async fn log_in(browser: &mut Browser, gateway: &Gateway, rd: &str) -> reqwest::Response {
-    let signin = browser.get(&gateway.url(&format!("/signin?rd={rd}"))).await;
-    assert_eq!(signin.status(), 302);
-    let at_provider = browser.get(&location(&signin)).await;
-    assert_eq!(at_provider.status(), 302);
-    browser.get(&location(&at_provider)).await
-}
-
 #[tokio::test]
 async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
     let idp = TestIdp::start().await;
@@ -21,7 +12,7 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
     let mut browser = Browser::new();
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 
-    let callback = log_in(&mut browser, &gateway, "/after-login").await;
+    let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/after-login").await;
     assert_eq!(callback.status(), 302);
     assert_eq!(location(&callback), "/after-login");
     let set_cookies: Vec<String> = callback
@@ -101,7 +92,7 @@ async fn a_tampered_session_cookie_is_refused() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway, "/").await;
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
     let value = browser.cookies.get_mut("tollgate").unwrap();
     let last = value.pop().unwrap();
     value.push(if last == 'A' { 'B' } else { 'A' });
@@ -163,7 +154,7 @@ async fn a_misbehaving_provider_never_yields_a_session() {
     for (name, misbehaviour) in cases {
         idp.misbehave(misbehaviour);
         let mut browser = Browser::new();
-        let callback = log_in(&mut browser, &gateway, "/").await;
+        let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
         assert_eq!(callback.status(), 401, "{name}");
         assert!(!browser.cookies.contains_key("tollgate"), "{name}");
     }
@@ -334,7 +325,7 @@ async fn every_client_authentication_method_completes_the_login() {
         );
         let gateway = Gateway::start(&config).await;
         let mut browser = Browser::new();
-        let callback = log_in(&mut browser, &gateway, "/").await;
+        let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
         assert_eq!(callback.status(), 302, "{method}");
         assert_eq!(idp.last_client_auth(), Some(method));
         assert_eq!(
@@ -354,7 +345,7 @@ async fn a_large_session_is_split_over_several_cookies_and_stale_chunks_are_remo
         large_userinfo: true,
         ..Default::default()
     });
-    log_in(&mut browser, &gateway, "/").await;
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
     assert!(
         browser.cookies.contains_key("tollgate_1"),
         "{:?}",
@@ -370,7 +361,7 @@ async fn a_large_session_is_split_over_several_cookies_and_stale_chunks_are_remo
     assert_eq!(response.status(), 200);
     // A smaller session replaces the larger one; its leftover chunk is deleted.
     idp.misbehave(Misbehaviour::default());
-    log_in(&mut browser, &gateway, "/").await;
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
     assert!(!browser.cookies.contains_key("tollgate_1"));
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
     // A missing chunk makes the session unreadable, never partly read.
@@ -378,7 +369,7 @@ async fn a_large_session_is_split_over_several_cookies_and_stale_chunks_are_remo
         large_userinfo: true,
         ..Default::default()
     });
-    log_in(&mut browser, &gateway, "/").await;
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
     browser.cookies.remove("tollgate_1");
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
@@ -388,7 +379,7 @@ async fn the_session_cookie_is_tried_before_the_bearer_token() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway, "/").await;
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
     let response = browser
         .get_with(
             &gateway.url("/auth"),
@@ -403,7 +394,7 @@ async fn a_rotated_session_secret_still_opens_old_sessions() {
     let idp = TestIdp::start().await;
     let old = Gateway::forward_auth(&idp).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &old, "/").await;
+    crate::support::gateway::sign_in(&mut browser, &old, "/").await;
     let rotated_config = Gateway::forward_auth_config(&idp, "", "").replace(
         &format!(
             "secrets = [\"{}\"]",

@@ -1,7 +1,6 @@
 //! SPEC §5 / §9 with a real Redis: replicas share sessions; Cluster and Sentinel; an outage is a
 //! 503 (never a pass, never a crash) and service resumes without losing a session.
 
-use crate::support::browser::location;
 use crate::support::redis::{RedisCluster, RedisSentinel, RedisServer, available};
 use crate::support::{Browser, Gateway, TestIdp};
 
@@ -10,13 +9,6 @@ fn redis_config(idp: &TestIdp, redis_url_toml: &str) -> String {
         "[session]\n",
         &format!("[session]\nstore = \"redis\"\nredis_url = {redis_url_toml}\n"),
     )
-}
-
-async fn log_in(browser: &mut Browser, gateway: &Gateway) {
-    let signin = browser.get(&gateway.url("/signin?rd=/")).await;
-    let at_provider = browser.get(&location(&signin)).await;
-    let callback = browser.get(&location(&at_provider)).await;
-    assert_eq!(callback.status(), 302);
 }
 
 #[tokio::test]
@@ -29,7 +21,7 @@ async fn two_tollgates_sharing_one_redis_serve_each_others_sessions() {
     let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
     let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
     let mut browser = Browser::new();
-    log_in(&mut browser, &first).await;
+    crate::support::gateway::signed_in(&mut browser, &first).await;
     assert!(browser.cookies["tollgate"].starts_with("s."));
     assert_eq!(
         browser.get(&second.url("/auth")).await.status(),
@@ -38,7 +30,7 @@ async fn two_tollgates_sharing_one_redis_serve_each_others_sessions() {
     );
     browser.get(&second.url("/signout")).await;
     let mut thief = Browser::new();
-    log_in(&mut thief, &first).await;
+    crate::support::gateway::signed_in(&mut thief, &first).await;
     let copied = thief.cookies.clone();
     thief.get(&first.url("/signout")).await;
     let mut replay = Browser::new();
@@ -61,7 +53,7 @@ async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
 
     redis.kill();
@@ -129,7 +121,7 @@ async fn sessions_in_a_redis_cluster() {
     let mut browsers = Vec::new();
     for _ in 0..4 {
         let mut browser = Browser::new();
-        log_in(&mut browser, &first).await;
+        crate::support::gateway::signed_in(&mut browser, &first).await;
         assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
         browsers.push(browser);
     }
@@ -158,7 +150,7 @@ async fn sessions_through_a_redis_sentinel() {
     let config = redis_config(&idp, &format!("\"{}\"", sentinel.url()));
     let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
     let mut browser = Browser::new();
-    log_in(&mut browser, &first).await;
+    crate::support::gateway::signed_in(&mut browser, &first).await;
     assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
     let token = idp.logout_token().sign();
     let response = reqwest::Client::new()
@@ -190,7 +182,7 @@ async fn redis_over_tls_with_a_password() {
     );
     let gateway = Gateway::start(&redis_config(&idp, &url)).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
     assert_eq!(
         reqwest::get(gateway.admin_url("/readyz"))

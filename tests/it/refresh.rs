@@ -8,12 +8,6 @@ use crate::support::browser::location;
 use crate::support::idp::Misbehaviour;
 use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
 
-async fn log_in(browser: &mut Browser, gateway: &Gateway) {
-    let signin = browser.get(&gateway.url("/signin?rd=/")).await;
-    let at_provider = browser.get(&location(&signin)).await;
-    assert_eq!(browser.get(&location(&at_provider)).await.status(), 302);
-}
-
 fn config(idp: &TestIdp, store: &str) -> String {
     Gateway::forward_auth_config(idp, "", "").replace(
         "[session]\n",
@@ -62,7 +56,7 @@ async fn many_parallel_requests_refresh_once_and_the_rotated_token_is_kept() {
         let clock = tollgate::clock::ManualClock::new();
         let gateway = Gateway::start_with_clock(&config(&idp, store), clock.clone()).await;
         let mut browser = Browser::new();
-        log_in(&mut browser, &gateway).await;
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
         assert_eq!(idp.count("refresh"), 0);
         for round in 1..=2 {
             // The access token lives 300 s; 250 s later it is within refresh_before.

@@ -3,7 +3,6 @@
 
 use serde_json::{Value, json};
 
-use crate::support::browser::location;
 use crate::support::{Browser, Gateway, TestIdp};
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-tests";
@@ -20,13 +19,6 @@ fn memory_config(
         "[session]\n",
         &format!("[session]\nstore = \"memory\"\n{state}{extra_session}"),
     )
-}
-
-async fn log_in(browser: &mut Browser, gateway: &Gateway) {
-    let signin = browser.get(&gateway.url("/signin?rd=/")).await;
-    let at_provider = browser.get(&location(&signin)).await;
-    let callback = browser.get(&location(&at_provider)).await;
-    assert_eq!(callback.status(), 302);
 }
 
 async fn admin(gateway: &Gateway, method: reqwest::Method, path: &str) -> reqwest::Response {
@@ -49,14 +41,14 @@ async fn a_server_side_session_is_erased_at_logout_so_a_copied_cookie_is_refused
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     let first_id = browser.cookies["tollgate"].clone();
     assert!(
         first_id.starts_with("s."),
         "the cookie holds only a sealed id"
     );
     assert!(first_id.len() < 200);
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     assert_ne!(
         browser.cookies["tollgate"], first_id,
         "a new session id at every login"
@@ -84,7 +76,7 @@ async fn sessions_survive_a_restart_through_the_state_file() {
     let config = memory_config(&idp, Some(&state_file), "");
     let gateway = Gateway::start(&config).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     gateway.stop().await;
     let restarted = Gateway::start(&config).await;
     assert_eq!(browser.get(&restarted.url("/auth")).await.status(), 200);
@@ -129,8 +121,8 @@ async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
     let (mut first, mut second) = (Browser::new(), Browser::new());
-    log_in(&mut first, &gateway).await;
-    log_in(&mut second, &gateway).await;
+    crate::support::gateway::signed_in(&mut first, &gateway).await;
+    crate::support::gateway::signed_in(&mut second, &gateway).await;
     let client = reqwest::Client::new();
     assert_eq!(
         client
@@ -248,7 +240,7 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     for (name, token) in [
         (
             "wrong audience",
@@ -294,7 +286,7 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
         "a replayed logout token is refused"
     );
     let mut again = Browser::new();
-    log_in(&mut again, &gateway).await;
+    crate::support::gateway::signed_in(&mut again, &gateway).await;
     let by_sub = idp.logout_token().claim("sid", Value::Null).sign();
     assert_eq!(backchannel(&gateway, &by_sub).await.status(), 200);
     assert_eq!(
@@ -323,7 +315,7 @@ async fn idle_sessions_end_and_used_ones_do_not() {
     let config = memory_config(&idp, None, "idle_timeout = \"10m\"\n");
     let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
     let mut browser = Browser::new();
-    log_in(&mut browser, &gateway).await;
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
     for _ in 0..3 {
         clock.advance(300);
         idp.advance_clock(300);

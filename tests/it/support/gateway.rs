@@ -80,3 +80,22 @@ provider = "corp"
         format!("http://{}{path}", self.app.admin_addr.unwrap())
     }
 }
+
+/// Runs `/signin?rd=…` → the test provider → `/callback` and returns the callback's answer.
+pub async fn sign_in(
+    browser: &mut super::Browser,
+    gateway: &Gateway,
+    rd: &str,
+) -> reqwest::Response {
+    use super::browser::location;
+    let signin = browser.get(&gateway.url(&format!("/signin?rd={rd}"))).await;
+    assert_eq!(signin.status(), 302);
+    let at_provider = browser.get(&location(&signin)).await;
+    assert_eq!(at_provider.status(), 302);
+    browser.get(&location(&at_provider)).await
+}
+
+/// `sign_in` that must succeed.
+pub async fn signed_in(browser: &mut super::Browser, gateway: &Gateway) {
+    assert_eq!(sign_in(browser, gateway, "/").await.status(), 302);
+}
