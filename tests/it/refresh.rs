@@ -130,3 +130,33 @@ async fn a_failed_refresh_sends_browsers_to_log_in_and_api_calls_get_401() {
     assert_eq!(page.status(), 302, "the browser logs in again");
     assert!(location(&page).starts_with(idp.issuer()));
 }
+
+#[tokio::test]
+async fn parallel_requests_refresh_once_with_the_redis_store_too() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let redis = crate::support::redis::RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
+    );
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    clock.advance(250);
+    idp.advance_clock(250);
+    let responses = parallel_auth(&gateway, cookie_header(&browser), 24).await;
+    assert!(responses.iter().all(|response| response.status() == 200));
+    assert_eq!(idp.count("refresh"), 1);
+    clock.advance(250);
+    idp.advance_clock(250);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        200,
+        "the rotated refresh token was stored in Redis"
+    );
+    assert_eq!(idp.count("refresh"), 2);
+}
