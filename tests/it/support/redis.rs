@@ -42,7 +42,8 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 async fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
-    for _ in 0..200 {
+    // Up to 30 s: a cluster can take a while to agree on a loaded CI machine.
+    for _ in 0..600 {
         if ready() {
             return;
         }
