@@ -233,7 +233,7 @@ pub(super) async fn submit_form(
         code_challenge: request.code_challenge,
         nonce: request.nonce,
         scopes: request.scopes,
-        username,
+        principal: super::Principal::Local(username),
         issued_at: service.now(),
     });
     let mut params = vec![("code", code.as_str()), ("iss", service.issuer())];

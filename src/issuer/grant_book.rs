@@ -11,7 +11,7 @@ use crate::clock::UnixTime;
 #[derive(Debug, Clone)]
 pub(super) struct Grant {
     pub client_id: String,
-    pub username: String,
+    pub principal: super::Principal,
     pub scopes: Vec<String>,
     pub revoked: bool,
 }
@@ -63,13 +63,18 @@ pub(super) fn hash(token: &str) -> [u8; 32] {
 
 impl GrantBook {
     /// Starts a grant; returns its id.
-    pub fn open_grant(&mut self, client_id: &str, username: &str, scopes: &[String]) -> String {
+    pub fn open_grant(
+        &mut self,
+        client_id: &str,
+        principal: &super::Principal,
+        scopes: &[String],
+    ) -> String {
         let id = crate::random::token();
         self.grants.insert(
             id.clone(),
             Grant {
                 client_id: client_id.to_owned(),
-                username: username.to_owned(),
+                principal: principal.clone(),
                 scopes: scopes.to_vec(),
                 revoked: false,
             },

@@ -239,12 +239,6 @@ impl TokenService {
             }
             (None, None) => {}
         }
-        let user = self
-            .config
-            .users
-            .iter()
-            .find(|user| user.username == pending.username)
-            .ok_or_else(|| IssuerError::InvalidGrant("user no longer exists".to_owned()))?;
         let now = self.now();
         let grant_id = client
             .grants
@@ -253,14 +247,14 @@ impl TokenService {
                 self.book
                     .lock()
                     .map(|mut book| {
-                        book.open_grant(&client.client_id, &user.username, &pending.scopes)
+                        book.open_grant(&client.client_id, &pending.principal, &pending.scopes)
                     })
                     .ok()
             })
             .flatten();
         let (mut issued, jti, exp) = self.user_tokens(
             client,
-            user,
+            &pending.principal,
             &pending.scopes,
             pending.nonce.as_deref(),
             grant_id.as_deref(),
@@ -334,33 +328,38 @@ impl TokenService {
         })
     }
 
+    /// The identity and claims of a principal: a local user as configured (who must still
+    /// exist), a federated user with the claims carried over.
+    fn identity_of(
+        &self,
+        principal: &super::Principal,
+    ) -> Result<(String, Map<String, Value>), IssuerError> {
+        match principal {
+            super::Principal::Federated { sub, claims } => Ok((sub.clone(), claims.clone())),
+            super::Principal::Local(username) => {
+                let user = self
+                    .config
+                    .users
+                    .iter()
+                    .find(|user| &user.username == username)
+                    .ok_or_else(|| IssuerError::InvalidGrant("user no longer exists".to_owned()))?;
+                Ok((user.username.clone(), local_claims(user)))
+            }
+        }
+    }
+
     /// Access and ID tokens for a user; `grant_id` becomes their `sid`. Also returns the
     /// access token's `jti` and `exp`.
     fn user_tokens(
         &self,
         client: &ClientConfig,
-        user: &UserConfig,
+        principal: &super::Principal,
         scopes: &[String],
         nonce: Option<&str>,
         grant_id: Option<&str>,
     ) -> Result<(IssuedTokens, String, UnixTime), IssuerError> {
-        let subject = format!("{}:{}", client.source, user.username);
-        let mut identity = Map::new();
-        if let Some(name) = &user.name {
-            identity.insert("name".into(), json!(name));
-        }
-        identity.insert("preferred_username".into(), json!(user.username));
-        if let Some(email) = &user.email {
-            identity.insert("email".into(), json!(email));
-        }
-        if !user.groups.is_empty() {
-            identity.insert("groups".into(), json!(user.groups));
-        }
-        for (name, value) in &user.claims {
-            identity
-                .entry(name.clone())
-                .or_insert_with(|| value.clone());
-        }
+        let (identity_id, mut identity) = self.identity_of(principal)?;
+        let subject = format!("{}:{identity_id}", client.source);
         if let Some(grant_id) = grant_id {
             identity.insert("sid".into(), json!(grant_id));
         }
@@ -449,13 +448,8 @@ impl TokenService {
                 asked
             }
         };
-        let user = self
-            .config
-            .users
-            .iter()
-            .find(|user| user.username == grant.username)
-            .ok_or_else(|| IssuerError::InvalidGrant("user no longer exists".to_owned()))?;
-        let (mut issued, _, _) = self.user_tokens(client, user, &scopes, None, Some(&grant_id))?;
+        let (mut issued, _, _) =
+            self.user_tokens(client, &grant.principal, &scopes, None, Some(&grant_id))?;
         issued.refresh_token = Some(
             self.book
                 .lock()
@@ -464,6 +458,27 @@ impl TokenService {
         );
         Ok(issued)
     }
+}
+
+/// The claims of a local user.
+fn local_claims(user: &UserConfig) -> Map<String, Value> {
+    let mut identity = Map::new();
+    if let Some(name) = &user.name {
+        identity.insert("name".into(), json!(name));
+    }
+    identity.insert("preferred_username".into(), json!(user.username));
+    if let Some(email) = &user.email {
+        identity.insert("email".into(), json!(email));
+    }
+    if !user.groups.is_empty() {
+        identity.insert("groups".into(), json!(user.groups));
+    }
+    for (name, value) in &user.claims {
+        identity
+            .entry(name.clone())
+            .or_insert_with(|| value.clone());
+    }
+    identity
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters.

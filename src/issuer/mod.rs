@@ -38,8 +38,23 @@ struct PendingCode {
     code_challenge: Option<String>,
     nonce: Option<String>,
     scopes: Vec<String>,
-    username: String,
+    principal: Principal,
     issued_at: UnixTime,
+}
+
+/// Who a code or a grant is for.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A user of the local login form, by username.
+    Local(String),
+    /// A user of an upstream provider (federation): their `sub` there, and the claims carried
+    /// over (`name`, `email`, `preferred_username`).
+    Federated {
+        /// The upstream `sub`.
+        sub: String,
+        /// Claims carried over.
+        claims: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 /// The token service.
