@@ -275,7 +275,13 @@ pub fn public_router(state: &Arc<AppState>) -> Router {
             .route("/auth", get(crate::forward_auth::auth))
             .route("/signin", get(crate::login::signin));
     }
-    if state.forward_auth().is_some() || !state.routes.is_empty() {
+    let federates = state.config.token_service.as_ref().is_some_and(|service| {
+        service
+            .clients
+            .iter()
+            .any(|client| client.login_provider.is_some())
+    });
+    if state.forward_auth().is_some() || !state.routes.is_empty() || federates {
         router = router
             .route("/callback", get(crate::login::callback))
             .route("/signout", get(crate::login::signout))
@@ -380,6 +386,9 @@ pub async fn start(
         (None, None) => None,
     };
     let state = AppState::build(config, clock)?;
+    if let Some(service) = &state.token_service {
+        service.attach(&state);
+    }
     let (shutdown, receiver) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let public_addr = public.local_addr()?;

@@ -239,6 +239,8 @@ pub struct ClientConfig {
     pub audience: String,
     /// Claims added to every token of this client.
     pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    /// The upstream provider its users log in at (federation); the local form when absent.
+    pub login_provider: Option<String>,
 }
 
 /// `[[token_service.user]]`: a local user of the built-in login form.

@@ -96,6 +96,18 @@ pub(super) fn load(
         checker.problem("session.secrets", "forward_auth needs session secrets to seal its cookies (secrets, secrets_file or secrets_env)");
     }
     checker.local_providers(&providers, token_service.as_ref());
+    let federates = token_service.as_ref().is_some_and(|service| {
+        service
+            .clients
+            .iter()
+            .any(|client| client.login_provider.is_some())
+    });
+    if federates && session.secrets.is_empty() {
+        checker.problem(
+            "session.secrets",
+            "federated logins (login_provider) need session secrets to seal their login state",
+        );
+    }
     let routes: Vec<RouteConfig> = routes
         .into_iter()
         .filter_map(|(path, raw)| checker.route(&path, raw, &providers))
@@ -837,8 +849,12 @@ impl Checker<'_> {
                     format!("{path}.login_provider"),
                     format!("no [[provider]] is named `{login_provider}`"),
                 );
-            } else {
-                self.problem(format!("{path}.login_provider"), "federated login is not available in this version; users log in at the local form");
+            }
+            if !grants.contains(&GrantType::AuthorizationCode) {
+                self.problem(
+                    format!("{path}.login_provider"),
+                    "only used with the authorization_code grant",
+                );
             }
         }
         let source = raw.source.unwrap_or_else(|| "local".to_owned());
@@ -859,6 +875,7 @@ impl Checker<'_> {
             source,
             audience,
             extra_claims,
+            login_provider: raw.login_provider,
         })
     }
 

@@ -99,6 +99,11 @@ impl Refresher {
             return Ok((refreshed, set_cookies));
         }
         let result = self.refresh(provider, &session, &refresh_token, now).await;
+        // The result is published before the lock is dropped from the map: a request that
+        // arrives later with the old session must find it, never refresh the spent token again.
+        if let Ok(refreshed) = &result {
+            self.recent.insert(key, (refreshed.clone(), now));
+        }
         if let Ok(mut locks) = self.locks.lock() {
             locks.remove(&key);
         }
@@ -108,7 +113,6 @@ impl Refresher {
                     .replace(cookies, &refreshed, now, attributes)
                     .await
                     .map_err(|error| RefreshError(error.to_string()))?;
-                self.recent.insert(key, (refreshed.clone(), now));
                 self.metrics
                     .refreshes
                     .get_or_create(&crate::metrics::OutcomeLabels { result: "ok" })

@@ -185,6 +185,8 @@ impl TokenService {
 
 pub(super) async fn show_form(
     State(service): State<Arc<TokenService>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let raw = query.unwrap_or_default();
@@ -192,9 +194,62 @@ pub(super) async fn show_form(
         Ok(parameters) => parameters,
         Err(message) => return AuthorizeError::Page(message).into_response(service.issuer()),
     };
-    match service.check_authorization(&parameters) {
-        Ok(_) => login_form(&parameters, None),
-        Err(error) => error.into_response(service.issuer()),
+    let request = match service.check_authorization(&parameters) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(service.issuer()),
+    };
+    let login_provider = service
+        .client(&request.client_id)
+        .and_then(|client| client.login_provider.clone());
+    match login_provider {
+        None => login_form(&parameters, None),
+        Some(provider) => federate(&service, &provider, request, peer, &headers).await,
+    }
+}
+
+/// Sends the user to log in at the client's upstream provider; `/callback` comes back to
+/// `TokenService::complete_federation`.
+async fn federate(
+    service: &TokenService,
+    provider_name: &str,
+    request: AuthorizationRequest,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    use crate::http::rejection::Rejection;
+    let Some(app) = service.app() else {
+        return Rejection::Internal.into_response();
+    };
+    let Some(provider) = app.providers.get(provider_name) else {
+        return Rejection::Internal.into_response();
+    };
+    let Some(base) = app.request_base(peer.ip(), headers) else {
+        return Rejection::BadRequest("missing or invalid Host header".to_owned()).into_response();
+    };
+    let federation = crate::session::FederatedRequest {
+        client_id: request.client_id,
+        redirect_uri: request.redirect_uri,
+        scopes: request.scopes,
+        state: request.state,
+        nonce: request.nonce,
+        code_challenge: request.code_challenge,
+    };
+    match crate::login::begin_login_for(
+        &app,
+        provider,
+        &base,
+        headers,
+        "/".to_owned(),
+        "token_service",
+        Some(federation),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err((rejection, reason)) => {
+            tracing::info!(reason = %reason, "federated login could not start");
+            rejection.into_response()
+        }
     }
 }
 

@@ -70,9 +70,69 @@ pub struct TokenService {
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// The application, for federated logins (set once after it is built; weak, since the
+    /// application holds this service).
+    app: std::sync::OnceLock<std::sync::Weak<crate::app::AppState>>,
 }
 
 impl TokenService {
+    /// Lets `/authorize` start federated logins through the application's providers.
+    pub fn attach(&self, app: &Arc<crate::app::AppState>) {
+        let _ = self.app.set(Arc::downgrade(app));
+    }
+
+    fn app(&self) -> Option<Arc<crate::app::AppState>> {
+        self.app.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Answers a client's authorization request after the user logged in at its upstream
+    /// provider: a code for `<source>:<upstream sub>` with `name` / `email` carried over.
+    /// Returns where to send the browser.
+    ///
+    /// # Errors
+    /// `InvalidRequest` when the client is gone or the identity has no `sub`.
+    pub fn complete_federation(
+        &self,
+        request: &crate::session::FederatedRequest,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, IssuerError> {
+        self.client(&request.client_id)
+            .ok_or_else(|| IssuerError::InvalidRequest("unknown client".to_owned()))?;
+        let sub = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .filter(|sub| !sub.is_empty())
+            .ok_or_else(|| {
+                IssuerError::InvalidRequest("the upstream identity has no sub".to_owned())
+            })?;
+        let carried = ["name", "email", "email_verified", "preferred_username"]
+            .iter()
+            .filter_map(|name| {
+                claims
+                    .get(*name)
+                    .map(|value| ((*name).to_owned(), value.clone()))
+            })
+            .collect();
+        let code = self.store_code(PendingCode {
+            client_id: request.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            code_challenge: request.code_challenge.clone(),
+            nonce: request.nonce.clone(),
+            scopes: request.scopes.clone(),
+            principal: Principal::Federated {
+                sub: sub.to_owned(),
+                claims: carried,
+            },
+            issued_at: self.now(),
+        });
+        let mut params = vec![("code", code.as_str()), ("iss", self.issuer())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        with_query(&request.redirect_uri, &params)
+            .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()))
+    }
+
     /// Builds the service: loads the signing key from `signing_key_file` (generating it there
     /// when the file does not exist) or makes an in-memory key when no file is configured.
     ///
@@ -101,6 +161,7 @@ impl TokenService {
             own_tokens: TokenCache::new(10_000),
             clock,
             metrics,
+            app: std::sync::OnceLock::new(),
         })
     }
 

@@ -122,6 +122,23 @@ pub(crate) async fn begin_login(
     redirect_to: String,
     role: &'static str,
 ) -> Result<Response, (Rejection, String)> {
+    begin_login_for(state, provider, base, headers, redirect_to, role, None).await
+}
+
+/// `begin_login` for the token service's federated login: `/callback` answers the client's
+/// authorization request instead of creating a session.
+///
+/// # Errors
+/// As `begin_login`.
+pub(crate) async fn begin_login_for(
+    state: &AppState,
+    provider: &crate::oidc::Provider,
+    base: &url::Url,
+    headers: &HeaderMap,
+    redirect_to: String,
+    role: &'static str,
+    federation: Option<crate::session::FederatedRequest>,
+) -> Result<Response, (Rejection, String)> {
     let sessions = state
         .sessions
         .as_ref()
@@ -138,6 +155,7 @@ pub(crate) async fn begin_login(
         provider: provider.name().to_owned(),
         redirect_uri: format!("{}/callback", base.as_str().trim_end_matches('/')),
         created_at: state.clock.now(),
+        federation,
     };
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, login.code_verifier.as_bytes())
@@ -284,6 +302,28 @@ async fn finish_login(
             claims
         }
     };
+    // The token service's federated login: answer the client, create no session here.
+    if let Some(federation) = &login.federation {
+        let service = state.token_service.as_ref().ok_or((
+            Rejection::Internal,
+            "federated login without a token service".to_owned(),
+        ))?;
+        let location = service
+            .complete_federation(federation, &claims)
+            .map_err(|error| {
+                (
+                    Rejection::BadRequest(error.to_string()),
+                    format!("federation refused: {error}"),
+                )
+            })?;
+        state.metrics.signins.get_or_create(&labels).inc();
+        state.metrics.request("callback", "federated");
+        tracing::info!(provider = %provider.name(), client_id = %federation.client_id, "federated login");
+        return Ok(with_cookies(
+            crate::http::found(&location),
+            vec![clear_state],
+        ));
+    }
     let lifetime = i64::try_from(state.config.session.lifetime.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
         provider: provider.name().to_owned(),

@@ -64,6 +64,27 @@ pub struct LoginState {
     pub redirect_uri: String,
     /// When the login started.
     pub created_at: UnixTime,
+    /// Set when the login is the token service's federated login: the client's authorization
+    /// request to answer once the user is back (SPEC §4: the state says which flow it is).
+    #[serde(default)]
+    pub federation: Option<FederatedRequest>,
+}
+
+/// A checked authorization request of a token-service client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FederatedRequest {
+    /// The client.
+    pub client_id: String,
+    /// Its registered redirect URI.
+    pub redirect_uri: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// The client's `state`.
+    pub state: Option<String>,
+    /// The client's `nonce`.
+    pub nonce: Option<String>,
+    /// The client's PKCE challenge (S256).
+    pub code_challenge: Option<String>,
 }
 
 /// All cookies of a request, by name (the first value wins for duplicated names).

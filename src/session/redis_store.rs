@@ -212,13 +212,48 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The session `id`.
+    /// The session `id`, with the stored bytes (for `touch`).
     ///
     /// # Errors
     /// `Unavailable`; a value that is not a session is treated as absent.
-    pub async fn get(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+    pub async fn get(&self, id: &str) -> Result<Option<(Vec<u8>, StoredSession)>, StoreError> {
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(Self::key(id))).await?;
-        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+        Ok(value.and_then(|bytes| {
+            serde_json::from_slice(&bytes)
+                .ok()
+                .map(|stored| (bytes, stored))
+        }))
+    }
+
+    /// Records a use: rewrites the session with its new `last_seen` and expiry, but only if it
+    /// is still exactly what was read (`seen`), so a concurrent refresh is never overwritten
+    /// with the older tokens.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn touch(
+        &self,
+        id: &str,
+        seen: &[u8],
+        stored: &StoredSession,
+        ttl: i64,
+    ) -> Result<(), StoreError> {
+        const COMPARE_AND_SET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end return false";
+        let bytes = serde_json::to_vec(stored)
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
+        let _: redis::Value = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(COMPARE_AND_SET)
+                    .arg(1)
+                    .arg(Self::key(id))
+                    .arg(seen)
+                    .arg(bytes)
+                    .arg(ttl),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Stores `stored` under `id`, expiring after `ttl` seconds, and indexes it.

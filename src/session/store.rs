@@ -186,7 +186,8 @@ impl Sessions {
                 let Some(id) = self.jar.session_id(cookies)? else {
                     return Ok(None);
                 };
-                let mut stored = store.get(&id).await?.ok_or(SessionCookieError::Expired)?;
+                let (seen, mut stored) =
+                    store.get(&id).await?.ok_or(SessionCookieError::Expired)?;
                 if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
                     store.delete(&id).await?;
                     self.metrics.sessions_ended.inc();
@@ -194,13 +195,8 @@ impl Sessions {
                 }
                 if now - stored.last_seen >= TOUCH_INTERVAL {
                     stored.last_seen = now;
-                    store
-                        .expire(
-                            &id,
-                            &stored,
-                            RedisStore::ttl(&stored, now, self.idle_timeout),
-                        )
-                        .await?;
+                    let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
+                    store.touch(&id, &seen, &stored, ttl).await?;
                 }
                 Ok(Some(stored.session))
             }
@@ -338,7 +334,7 @@ impl Sessions {
                 let mut found = Vec::new();
                 for id in store.ids(index).await? {
                     match store.get(&id).await? {
-                        Some(stored) => found.push((id, stored)),
+                        Some((_, stored)) => found.push((id, stored)),
                         None => store.forget(index, &id).await?,
                     }
                 }
@@ -380,7 +376,7 @@ impl Sessions {
                 let mut ended = 0;
                 for id in store.ids(index).await? {
                     match store.get(&id).await? {
-                        Some(stored) if selector.selects(&id, &stored.session) => {
+                        Some((_, stored)) if selector.selects(&id, &stored.session) => {
                             if store.delete(&id).await? {
                                 ended += 1;
                             }

@@ -149,7 +149,11 @@ async fn parallel_requests_refresh_once_with_the_redis_store_too() {
     clock.advance(250);
     idp.advance_clock(250);
     let responses = parallel_auth(&gateway, cookie_header(&browser), 24).await;
-    assert!(responses.iter().all(|response| response.status() == 200));
+    let statuses: Vec<u16> = responses
+        .iter()
+        .map(|response| response.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
     assert_eq!(idp.count("refresh"), 1);
     clock.advance(250);
     idp.advance_clock(250);

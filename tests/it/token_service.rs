@@ -576,3 +576,135 @@ async fn failed_client_authentication_is_rate_limited() {
     );
     assert_eq!(response.headers()["retry-after"], "60");
 }
+
+/// SPEC §7: two upstream providers behind one issuer; the issued token says where the
+/// identity came from.
+#[tokio::test]
+async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer() {
+    use crate::support::TestIdp;
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
+    let (corp, partner) = (TestIdp::start().await, TestIdp::start().await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[session]
+secrets = ["{secret}"]
+[[provider]]
+name = "corp"
+issuer = "{corp}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+[[provider]]
+name = "partner"
+issuer = "{partner}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+[token_service]
+issuer = "{issuer}"
+[[token_service.client]]
+client_id = "corp-app"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["https://corp-app.example/cb"]
+login_provider = "corp"
+source = "aad"
+[[token_service.client]]
+client_id = "partner-app"
+grants = ["authorization_code"]
+redirect_uris = ["https://partner-app.example/cb"]
+login_provider = "partner"
+source = "partner"
+"#,
+        secret = crate::support::gateway::SESSION_SECRET,
+        corp = corp.issuer(),
+        partner = partner.issuer(),
+    );
+    let config = tollgate::config::load(&text, &Default::default()).unwrap();
+    let app = tollgate::app::start(
+        config,
+        Arc::new(tollgate::clock::SystemClock),
+        Some(listener),
+        None,
+    )
+    .await
+    .unwrap();
+    let gateway = Gateway { app };
+    for (client_id, redirect, upstream, expected_sub) in [
+        (
+            "corp-app",
+            "https://corp-app.example/cb",
+            &corp,
+            "aad:alice",
+        ),
+        (
+            "partner-app",
+            "https://partner-app.example/cb",
+            &partner,
+            "partner:alice",
+        ),
+    ] {
+        let mut browser = Browser::new();
+        let query = format!(
+            "response_type=code&client_id={client_id}&redirect_uri={}&scope=openid%20email&state=s-{client_id}&nonce=n-1&code_challenge={}&code_challenge_method=S256",
+            url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+            challenge(VERIFIER)
+        );
+        let to_upstream = browser
+            .get(&gateway.url(&format!("/authorize?{query}")))
+            .await;
+        assert_eq!(to_upstream.status(), 302);
+        assert!(
+            location(&to_upstream).starts_with(upstream.issuer()),
+            "{client_id} logs in at its own provider"
+        );
+        let back = browser.get(&location(&to_upstream)).await;
+        let callback = browser.get(&location(&back)).await;
+        assert_eq!(callback.status(), 302);
+        assert!(
+            !browser.cookies.contains_key("tollgate"),
+            "a federated login creates no Tollgate session"
+        );
+        let to_client = reqwest::Url::parse(&location(&callback)).unwrap();
+        assert_eq!(to_client.as_str().split('?').next().unwrap(), redirect);
+        let params: HashMap<String, String> = to_client.query_pairs().into_owned().collect();
+        assert_eq!(params["state"], format!("s-{client_id}"));
+        assert_eq!(params["iss"], issuer);
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", params["code"].as_str()),
+            ("redirect_uri", redirect),
+            ("client_id", client_id),
+            ("code_verifier", VERIFIER),
+        ];
+        let (status, body) = token_request(&gateway, &form, None).await;
+        assert_eq!(status, 200, "{body}");
+        let claims = decode_payload(body["access_token"].as_str().unwrap());
+        assert_eq!(claims["sub"], expected_sub);
+        assert_eq!(claims["iss"], issuer);
+        assert_eq!(claims["email"], "alice@example.com");
+        assert_eq!(
+            decode_payload(body["id_token"].as_str().unwrap())["nonce"],
+            "n-1"
+        );
+        if client_id == "corp-app" {
+            let (status, refreshed) = token_request(
+                &gateway,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", body["refresh_token"].as_str().unwrap()),
+                    ("client_id", client_id),
+                ],
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{refreshed}");
+            assert_eq!(
+                decode_payload(refreshed["access_token"].as_str().unwrap())["sub"],
+                "aad:alice",
+                "federated grants refresh"
+            );
+        }
+    }
+}
