@@ -201,6 +201,9 @@ pub struct TokenServiceConfig {
     pub issuer: Url,
     /// PEM key (ES256 or RS256); generated when absent.
     pub signing_key_file: Option<PathBuf>,
+    /// Keys that signed before the current one: still published and accepted, never used to
+    /// sign (key rotation; remove one once its tokens have expired).
+    pub retired_key_files: Vec<PathBuf>,
     /// Lifetime of issued access and ID tokens.
     pub token_lifetime: Duration,
     /// Registered clients.

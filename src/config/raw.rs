@@ -67,6 +67,7 @@ pub(super) struct RawForwardAuth {
 pub(super) struct RawTokenService {
     pub issuer: Option<String>,
     pub signing_key_file: Option<String>,
+    pub retired_key_files: Option<Vec<String>>,
     pub token_lifetime: Option<String>,
     #[serde(default)]
     pub client: Vec<RawClient>,

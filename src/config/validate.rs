@@ -770,6 +770,12 @@ impl Checker<'_> {
         Some(TokenServiceConfig {
             issuer: issuer?,
             signing_key_file: raw.signing_key_file.map(PathBuf::from),
+            retired_key_files: raw
+                .retired_key_files
+                .unwrap_or_default()
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
             token_lifetime,
             clients,
             users,

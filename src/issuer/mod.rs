@@ -61,6 +61,8 @@ pub enum Principal {
 pub struct TokenService {
     config: TokenServiceConfig,
     signing_key: SigningKey,
+    /// The current key's and the retired keys' public halves, as published.
+    published: Vec<jsonwebtoken::jwk::Jwk>,
     key_set: Arc<KeySet>,
     codes: Mutex<HashMap<String, PendingCode>>,
     book: Mutex<grant_book::GrantBook>,
@@ -147,13 +149,20 @@ impl TokenService {
             Some(path) => SigningKey::load_or_generate(path)?,
             None => SigningKey::generate_es256()?.0,
         };
-        let key_set = Arc::new(KeySet::from_jwks(std::slice::from_ref(
-            signing_key.public_jwk(),
-        )));
+        let mut published = vec![signing_key.public_jwk().clone()];
+        for path in &config.retired_key_files {
+            let pem = std::fs::read(path).map_err(|error| SigningKeyError::File {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            })?;
+            published.push(SigningKey::from_pem(&pem)?.public_jwk().clone());
+        }
+        let key_set = Arc::new(KeySet::from_jwks(&published));
         Ok(Self {
             config,
             signing_key,
             key_set,
+            published,
             codes: Mutex::new(HashMap::new()),
             book: Mutex::new(grant_book::GrantBook::default()),
             failures: quick_cache::sync::Cache::new(10_000),
@@ -283,7 +292,7 @@ async fn jwks(
     axum::extract::State(service): axum::extract::State<Arc<TokenService>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    let document = serde_json::json!({ "keys": [service.signing_key.public_jwk()] });
+    let document = serde_json::json!({ "keys": service.published });
     (
         [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
         axum::Json(document),

@@ -708,3 +708,158 @@ source = "partner"
         }
     }
 }
+
+/// SPEC §7: keys persist across restarts; rotation by config — a new key signs, a retired
+/// key stays published (and its tokens valid) until it is removed. RS256 and ES256.
+#[tokio::test]
+async fn signing_keys_persist_and_rotate_by_config() {
+    let dir = std::env::temp_dir().join(format!("tollgate-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = dir.join("ec.pem");
+    let rsa = dir.join("rsa.pem");
+    let _ = std::fs::remove_file(&ec);
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // Every start uses the same address, so the issuer URL (and `iss`) stays the same.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let start = |signing: &std::path::Path, retired: &[&std::path::Path]| {
+        let retired: Vec<String> = retired
+            .iter()
+            .map(|path| format!("\"{}\"", path.display()))
+            .collect();
+        let signing = signing.display().to_string();
+        async move {
+            let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+            let issuer = format!("http://{}", listener.local_addr().unwrap());
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[token_service]\nissuer = \"{issuer}\"\nsigning_key_file = \"{signing}\"\nretired_key_files = [{}]\n[[token_service.client]]\nclient_id = \"machine\"\nclient_secret_hash = \"{}\"\ngrants = [\"client_credentials\"]\n",
+                retired.join(", "),
+                tollgate::hash_password("machine-secret").unwrap()
+            );
+            let config = tollgate::config::load(&text, &Default::default()).unwrap();
+            Gateway {
+                app: tollgate::app::start(
+                    config,
+                    Arc::new(tollgate::clock::SystemClock),
+                    Some(listener),
+                    None,
+                )
+                .await
+                .unwrap(),
+            }
+        }
+    };
+    let issue = |gateway: &Gateway| {
+        let url = gateway.url("/token");
+        async move {
+            let body: Value = reqwest::Client::new()
+                .post(url)
+                .basic_auth("machine", Some("machine-secret"))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let header = |token: &str| -> Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let validate = |gateway: &Gateway, token: String| {
+        let url = gateway.url("/validate");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    let first = start(&ec, &[]).await;
+    let ec_token = issue(&first).await;
+    assert_eq!(header(&ec_token)["alg"], "ES256");
+    assert!(
+        ec.exists(),
+        "a missing signing key file is generated and kept"
+    );
+    let ec_kid = header(&ec_token)["kid"].as_str().unwrap().to_owned();
+    first.stop().await;
+
+    let same = start(&ec, &[]).await;
+    assert_eq!(
+        header(&issue(&same).await)["kid"],
+        ec_kid.as_str(),
+        "the key survives a restart"
+    );
+    assert_eq!(
+        validate(&same, ec_token.clone()).await,
+        200,
+        "tokens issued before a restart stay valid"
+    );
+    same.stop().await;
+
+    let rotated = start(&rsa, &[&ec]).await;
+    let rsa_token = issue(&rotated).await;
+    assert_eq!(header(&rsa_token)["alg"], "RS256", "the new key signs");
+    let jwks: Value = reqwest::get(rotated.url("/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&ec_kid.as_str()) && kids.len() == 2,
+        "the retired key stays published: {kids:?}"
+    );
+    assert_eq!(validate(&rotated, rsa_token).await, 200);
+    assert_eq!(
+        validate(&rotated, ec_token.clone()).await,
+        200,
+        "tokens of the retired key are still accepted"
+    );
+    rotated.stop().await;
+
+    let retired_removed = start(&rsa, &[]).await;
+    assert_eq!(
+        validate(&retired_removed, ec_token).await,
+        401,
+        "once removed, its tokens are refused"
+    );
+    retired_removed.stop().await;
+}
