@@ -9,12 +9,14 @@ import assert from 'node:assert/strict';
 import * as client from 'openid-client';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
+import { startProvider } from './provider.mjs';
 
 const ports = {};
 let tollgate;
 let browser;
 let callbackServer;
 let issuer;
+const upstreams = {};
 
 function hash(secret) {
   return execFileSync(tollgateBinary(), ['hash-secret'], { input: `${secret}\n` }).toString().trim();
@@ -22,8 +24,12 @@ function hash(secret) {
 
 before(async () => {
   requireProgram('/usr/bin/chromium');
-  for (const name of ['tollgate', 'admin', 'callback']) ports[name] = await freePort();
+  for (const name of ['tollgate', 'admin', 'callback', 'corp', 'partner']) ports[name] = await freePort();
   issuer = `http://127.0.0.1:${ports.tollgate}`;
+  // Two upstream identity providers with different issuers, federated behind one token service.
+  for (const name of ['corp', 'partner']) {
+    upstreams[name] = await startProvider({ port: ports[name], redirectUris: [`${issuer}/callback`], postLogoutRedirectUris: [`${issuer}/`] });
+  }
   // Where the public client's browser comes back to; the test reads the URL from the browser.
   callbackServer = createServer((request, response) => response.end('back at the client'));
   await new Promise((resolve) => callbackServer.listen(ports.callback, '127.0.0.1', resolve));
@@ -45,6 +51,20 @@ audiences = ["odj"]
 [forward_auth]
 provider = "self"
 
+[[provider]]
+name = "corp"
+issuer = "${upstreams.corp.issuer}"
+client_id = "tollgate"
+client_secret = "tollgate-e2e-client-secret"
+scopes = ["openid", "email", "profile"]
+
+[[provider]]
+name = "partner"
+issuer = "${upstreams.partner.issuer}"
+client_id = "tollgate"
+client_secret = "tollgate-e2e-client-secret"
+scopes = ["openid", "email", "profile"]
+
 [token_service]
 issuer = "${issuer}"
 signing_key_file = "${dir}/issuer-key.pem"
@@ -65,6 +85,22 @@ redirect_uris = ["http://127.0.0.1:${ports.callback}/cb", "${issuer}/callback"]
 source = "aad"
 audience = "odj"
 
+[[token_service.client]]
+client_id = "corp-app"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["http://127.0.0.1:${ports.callback}/cb"]
+login_provider = "corp"
+source = "aad"
+audience = "odj"
+
+[[token_service.client]]
+client_id = "partner-app"
+grants = ["authorization_code"]
+redirect_uris = ["http://127.0.0.1:${ports.callback}/cb"]
+login_provider = "partner"
+source = "partner"
+audience = "odj"
+
 [[token_service.user]]
 username = "alice"
 password_hash = "${hash('alice-password')}"
@@ -81,6 +117,7 @@ after(async () => {
   await browser?.close();
   await tollgate?.stop();
   await new Promise((resolve) => callbackServer?.close(resolve));
+  for (const upstream of Object.values(upstreams)) await upstream.close();
 });
 
 const insecure = { execute: [client.allowInsecureRequests] };
@@ -127,4 +164,41 @@ test('authorization_code + PKCE in Chromium, then refresh and revoke through ope
   await client.tokenRevocation(config, refreshed.refresh_token);
   await assert.rejects(client.refreshTokenGrant(config, refreshed.refresh_token), (error) => error.error === 'invalid_grant');
   await context.close();
+});
+
+test('federation: users of two upstream oidc-provider instances get tokens of one issuer', async () => {
+  for (const [clientId, upstream, source, login] of [['corp-app', 'corp', 'aad', 'dana'], ['partner-app', 'partner', 'partner', 'erin']]) {
+    const config = await client.discovery(new URL(issuer), clientId, undefined, client.None(), insecure);
+    const verifier = client.randomPKCECodeVerifier();
+    const state = client.randomState();
+    const redirect = `http://127.0.0.1:${ports.callback}/cb`;
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: redirect,
+      scope: 'openid email',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state,
+    });
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(url.href);
+    assert.ok(page.url().startsWith(upstreams[upstream].issuer), `${clientId} logs in at ${upstream}, not ${page.url()}`);
+    for (let step = 0; step < 6 && !page.url().startsWith(redirect); step += 1) {
+      const loginField = page.locator('input[name=login]');
+      if (await loginField.count()) {
+        await loginField.fill(login);
+        await page.fill('input[name=password]', 'any-password');
+      }
+      await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    }
+    assert.ok(page.url().startsWith(redirect), `back at the client: ${page.url()}`);
+    const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
+    assert.equal(tokens.claims().iss, issuer, 'one issuer');
+    assert.equal(tokens.claims().sub, `${source}:${login}`, 'sub says where the identity came from');
+    assert.equal(tokens.claims().email, `${login}@example.com`, 'email carried over');
+    const access = JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url'));
+    assert.equal(access.sub, `${source}:${login}`);
+    assert.equal((await fetch(`${issuer}/validate`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 200);
+    await context.close();
+  }
 });
