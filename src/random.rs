@@ -12,17 +12,11 @@ pub fn token() -> String {
 /// `N` random bytes.
 pub fn bytes<const N: usize>() -> [u8; N] {
     let mut buffer = [0u8; N];
-    // The OS generator does not fail on supported platforms; if it ever did, an all-zero value
-    // must not be used, so fall back to aborting the request path through a fresh attempt.
+    // The OS generator does not fail on supported platforms. If it ever did, the process could
+    // not make secrets safely, and an all-zero value must never be used: stop at once.
     if aws_lc_rs::rand::fill(&mut buffer).is_err() {
-        getrandom_fallback(&mut buffer);
+        tracing::error!("the system random generator failed; exiting");
+        std::process::abort();
     }
     buffer
-}
-
-fn getrandom_fallback(buffer: &mut [u8]) {
-    // aws-lc's RNG failing means the process cannot make secrets safely.
-    tracing::error!("the system random generator failed; exiting");
-    let _ = buffer;
-    std::process::abort();
 }

@@ -86,12 +86,11 @@ impl Refresher {
             .map(|mut locks| locks.entry(key).or_default().clone())
             .map_err(|_| RefreshError("lock poisoned".to_owned()))?;
         let _single_flight = lock.lock().await;
-        if let Some((refreshed, at)) = self
+        if let Some((refreshed, _)) = self
             .recent
             .get(&key)
             .filter(|(_, at)| now - at < RESULT_KEPT)
         {
-            let _ = at;
             let set_cookies = sessions
                 .replace(cookies, &refreshed, now, attributes)
                 .await
