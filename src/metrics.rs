@@ -218,11 +218,26 @@ impl Metrics {
     }
 }
 
-/// A latency histogram with lock-free atomic buckets: the decision path observes it on every
-/// request, and prometheus-client's own histogram takes a mutex per observation.
+/// A latency histogram with lock-free atomic buckets, sharded per thread: the decision path
+/// observes it on every request, and prometheus-client's own histogram takes a mutex per
+/// observation; one shared set of atomics would bounce its cache lines between cores.
 #[derive(Clone, Debug)]
 pub struct LatencyHistogram {
     inner: Arc<HistogramInner>,
+}
+
+/// Most buckets a `LatencyHistogram` has, `+Inf` included.
+const MAX_BUCKETS: usize = 16;
+/// Shards; threads are spread over them round robin.
+const SHARDS: usize = 8;
+
+/// One thread group's observations, on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    /// Observations per bucket (not cumulative; the encoder adds them up).
+    counts: [AtomicU64; MAX_BUCKETS],
+    sum_nanos: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -231,31 +246,37 @@ struct HistogramInner {
     bounds: Vec<f64>,
     /// Upper bounds in nanoseconds, for the comparison on the hot path.
     bounds_nanos: Vec<u64>,
-    /// Observations per bucket (not cumulative; the encoder adds them up).
-    counts: Vec<AtomicU64>,
-    sum_nanos: AtomicU64,
-    count: AtomicU64,
+    shards: Vec<Shard>,
+}
+
+fn shard_index() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|index| *index)
 }
 
 impl LatencyHistogram {
-    /// A histogram with these upper bounds in seconds, plus `+Inf`.
+    /// A histogram with these upper bounds in seconds (at most 15), plus `+Inf`.
     pub fn new(bounds_seconds: &[f64]) -> Self {
-        let mut bounds = bounds_seconds.to_vec();
+        let mut bounds: Vec<f64> = bounds_seconds
+            .iter()
+            .copied()
+            .take(MAX_BUCKETS - 1)
+            .collect();
         bounds.push(f64::INFINITY);
         let bounds_nanos = bounds
             .iter()
             .map(|seconds| (seconds * 1e9).min(u64::MAX as f64) as u64)
             .collect();
-        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
-        let inner = HistogramInner {
-            bounds,
-            bounds_nanos,
-            counts,
-            sum_nanos: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        };
+        let shards = (0..SHARDS).map(|_| Shard::default()).collect();
         Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(HistogramInner {
+                bounds,
+                bounds_nanos,
+                shards,
+            }),
         }
     }
 
@@ -263,13 +284,15 @@ impl LatencyHistogram {
     pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let inner = &self.inner;
+        let Some(shard) = inner.shards.get(shard_index()) else {
+            return;
+        };
         if let Some(index) = inner.bounds_nanos.iter().position(|bound| nanos <= *bound)
-            && let Some(count) = inner.counts.get(index)
+            && let Some(count) = shard.counts.get(index)
         {
             count.fetch_add(1, Ordering::Relaxed);
         }
-        inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-        inner.count.fetch_add(1, Ordering::Relaxed);
+        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -283,16 +306,25 @@ impl EncodeMetric for LatencyHistogram {
         let buckets: Vec<(f64, u64)> = inner
             .bounds
             .iter()
-            .zip(&inner.counts)
-            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(|(index, bound)| {
+                let count = inner
+                    .shards
+                    .iter()
+                    .filter_map(|shard| shard.counts.get(index))
+                    .map(|count| count.load(Ordering::Relaxed))
+                    .sum();
+                (*bound, count)
+            })
             .collect();
-        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(
-            sum,
-            inner.count.load(Ordering::Relaxed),
-            &buckets,
-            None,
-        )
+        let count = buckets.iter().map(|(_, count)| count).sum();
+        let sum = inner
+            .shards
+            .iter()
+            .map(|shard| shard.sum_nanos.load(Ordering::Relaxed))
+            .sum::<u64>() as f64
+            / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {

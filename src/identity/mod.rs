@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
@@ -45,8 +45,10 @@ pub struct Identity {
     pub credential: Credential,
     /// The session, when the credential was a session cookie.
     pub session: Option<Arc<Session>>,
-    /// The access token: the bearer or cookie token, or the session's.
-    pub access_token: Option<String>,
+    /// The bearer token's `Authorization` header (shared, not copied).
+    bearer_header: Option<HeaderValue>,
+    /// The token cookie's token.
+    cookie_token: Option<String>,
     /// `Set-Cookie` values to send back (a refreshed cookie session).
     pub set_cookies: Vec<String>,
 }
@@ -70,6 +72,20 @@ pub enum BearerTokens {
     Accepted,
     /// The `Authorization` header is left alone.
     Ignored,
+}
+
+impl Identity {
+    /// The access token: the bearer or cookie token, or the session's.
+    pub fn access_token(&self) -> Option<&str> {
+        if let Some(header) = &self.bearer_header {
+            let text = header.to_str().ok()?.trim();
+            return text.split_once(' ').map(|(_, token)| token.trim());
+        }
+        if let Some(token) = &self.cookie_token {
+            return Some(token);
+        }
+        self.session.as_ref()?.access_token.as_deref()
+    }
 }
 
 /// Why no identity could be established.
@@ -153,8 +169,9 @@ pub async fn authenticate(
                         return Ok(Identity {
                             claims,
                             credential: Credential::SessionCookie,
-                            access_token: session.access_token.clone(),
                             session: Some(session),
+                            bearer_header: None,
+                            cookie_token: None,
                             set_cookies,
                         });
                     }
@@ -184,7 +201,8 @@ pub async fn authenticate(
                 claims,
                 credential: Credential::Bearer,
                 session: None,
-                access_token: Some(token.to_owned()),
+                bearer_header: headers.get(axum::http::header::AUTHORIZATION).cloned(),
+                cookie_token: None,
                 set_cookies: Vec::new(),
             });
         }
@@ -205,7 +223,8 @@ pub async fn authenticate(
             claims,
             credential: Credential::TokenCookie,
             session: None,
-            access_token: Some(token.clone()),
+            bearer_header: None,
+            cookie_token: Some(token.clone()),
             set_cookies: Vec::new(),
         });
     }

@@ -297,7 +297,7 @@ async fn send(
 
 /// The value of one identity header, or `None` when the identity has nothing for it.
 fn header_value(identity: &Identity, source: &HeaderSource) -> Option<HeaderValue> {
-    let access_token = identity.access_token.as_deref();
+    let access_token = identity.access_token();
     let text = match source {
         HeaderSource::AccessToken => access_token?.to_owned(),
         HeaderSource::BearerAccessToken => format!("Bearer {}", access_token?),
