@@ -14,20 +14,59 @@ use crate::clock::UnixTime;
 /// Cached claims of tokens that passed validation.
 pub struct TokenCache {
     entries: Cache<Box<str>, (Claims, UnixTime)>,
+    /// Unique per cache (never an address, which a later cache could reuse).
+    id: u64,
+}
+
+/// The last token each thread found, with a private copy of its claims: a client on a
+/// keep-alive connection sends the same token again and again, and this answers it without
+/// touching the shared cache's locks or reference counts (which two cores would fight over).
+struct Front {
+    cache: u64,
+    token: Box<str>,
+    claims: Claims,
+    expires_at: UnixTime,
+}
+
+thread_local! {
+    static FRONT: std::cell::RefCell<Option<Front>> = const { std::cell::RefCell::new(None) };
 }
 
 impl TokenCache {
     /// A cache holding at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             entries: Cache::new(capacity),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
     /// The claims cached for `token`, while `now` is before their expiry.
     pub fn get(&self, token: &str, now: UnixTime) -> Option<Claims> {
+        let front = FRONT.with(|front| {
+            front
+                .borrow()
+                .as_ref()
+                .filter(|front| {
+                    front.cache == self.id && now < front.expires_at && &*front.token == token
+                })
+                .map(|front| front.claims.clone())
+        });
+        if front.is_some() {
+            return front;
+        }
         let (claims, expires_at) = self.entries.get(token)?;
         if now < expires_at {
+            let private = std::sync::Arc::new(claims.as_ref().clone());
+            FRONT.with(|front| {
+                *front.borrow_mut() = Some(Front {
+                    cache: self.id,
+                    token: token.into(),
+                    claims: private,
+                    expires_at,
+                });
+            });
             Some(claims)
         } else {
             self.entries.remove(token);
