@@ -50,6 +50,12 @@ impl Refresher {
         }
     }
 
+    fn forget_lock(&self, key: &[u8; 32]) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(key);
+        }
+    }
+
     fn is_due(&self, session: &Session, now: UnixTime) -> bool {
         self.enabled
             && session.refresh_token.is_some()
@@ -91,6 +97,9 @@ impl Refresher {
             .get(&key)
             .filter(|(_, at)| now - at < RESULT_KEPT)
         {
+            // A request that came after the refresh made its own map entry: drop it again, or
+            // the map would keep one lock per late request for ever.
+            self.forget_lock(&key);
             let set_cookies = sessions
                 .replace(cookies, &refreshed, now, attributes)
                 .await
@@ -103,9 +112,7 @@ impl Refresher {
         if let Ok(refreshed) = &result {
             self.recent.insert(key, (refreshed.clone(), now));
         }
-        if let Ok(mut locks) = self.locks.lock() {
-            locks.remove(&key);
-        }
+        self.forget_lock(&key);
         match result {
             Ok(refreshed) => {
                 let set_cookies = sessions
