@@ -168,7 +168,10 @@ async fn decide_auth(
         }
         Err(error) => {
             if section.unauthenticated == Unauthenticated::Redirect
-                && is_browser_navigation(headers, original)
+                && !crate::http::is_api_call(
+                    original.map_or(&Method::GET, |request| &request.method),
+                    headers,
+                )
                 && let Some(location) = signin_location(state, original)
             {
                 return Outcome::Redirect(location);
@@ -184,19 +187,6 @@ async fn decide_auth(
             Outcome::Reject(Rejection::Forbidden(requirement.clone()), requirement)
         }
     }
-}
-
-/// A browser navigating (not an API call): GET/HEAD, no `X-Requested-With`, and not asking
-/// for JSON only.
-fn is_browser_navigation(headers: &HeaderMap, original: Option<&OriginalRequest>) -> bool {
-    let method_ok = original
-        .is_none_or(|request| request.method == Method::GET || request.method == Method::HEAD);
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let wants_json = accept.contains("application/json") && !accept.contains("text/html");
-    method_ok && !wants_json && !headers.contains_key("x-requested-with")
 }
 
 fn signin_location(state: &AppState, original: Option<&OriginalRequest>) -> Option<String> {

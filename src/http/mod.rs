@@ -29,3 +29,17 @@ pub async fn host_from_authority(mut request: axum::extract::Request) -> axum::e
     }
     request
 }
+
+/// Whether a request is an API call rather than a browser navigating (SPEC §5): not GET or
+/// HEAD, `X-Requested-With` set, or asking for JSON and not HTML. API calls get a 401 where
+/// browsers are sent to log in.
+pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let wants_json = accept.contains("application/json") && !accept.contains("text/html");
+    !(method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        || wants_json
+        || headers.contains_key("x-requested-with")
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
@@ -170,7 +170,7 @@ async fn unauthenticated(
             .await
             .map(|response| (response, "pass")),
         OnUnauthenticated::Login => {
-            if is_api_call(request.method(), request.headers()) {
+            if crate::http::is_api_call(request.method(), request.headers()) {
                 return Err((
                     Rejection::Unauthenticated,
                     "no credential (API call)".to_owned(),
@@ -194,7 +194,9 @@ async fn unauthenticated(
             let headers = request.headers().clone();
             let target = return_target(&request);
             let response = send(state, route, peer, base, request, None).await?;
-            if response.status() != StatusCode::UNAUTHORIZED || is_api_call(&method, &headers) {
+            if response.status() != StatusCode::UNAUTHORIZED
+                || crate::http::is_api_call(&method, &headers)
+            {
                 return Ok((response, "pass"));
             }
             let login =
@@ -202,18 +204,6 @@ async fn unauthenticated(
             Ok((login, "login_redirect"))
         }
     }
-}
-
-/// API calls get a 401 instead of a login redirect (SPEC §5).
-fn is_api_call(method: &Method, headers: &HeaderMap) -> bool {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let wants_json = accept.contains("application/json") && !accept.contains("text/html");
-    !(method == Method::GET || method == Method::HEAD)
-        || wants_json
-        || headers.contains_key("x-requested-with")
 }
 
 /// Where to return after login: the original path and query, relative, so it stays on this host.
