@@ -47,6 +47,8 @@ pub struct AppState {
     pub upstream_client: crate::proxy::forward::UpstreamClient,
     /// `jti`s of logout tokens already used, with when they may be forgotten.
     seen_logout_tokens: quick_cache::sync::Cache<String, crate::clock::UnixTime>,
+    /// `public_url`, shared, when configured.
+    public_base: Option<Arc<Url>>,
     /// Parsed external base URLs by `proto://host` (the proxy needs one per request).
     bases: quick_cache::sync::Cache<Box<str>, Arc<Url>>,
     /// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
@@ -133,6 +135,7 @@ impl AppState {
             metrics.clone(),
         );
         Ok(Arc::new(Self {
+            public_base: config.server.public_url.clone().map(Arc::new),
             bases: quick_cache::sync::Cache::new(1024),
             refresher,
             seen_logout_tokens: quick_cache::sync::Cache::new(100_000),
@@ -175,8 +178,8 @@ impl AppState {
         peer: std::net::IpAddr,
         headers: &axum::http::HeaderMap,
     ) -> Option<Arc<Url>> {
-        if let Some(url) = &self.config.server.public_url {
-            return Some(Arc::new(url.clone()));
+        if let Some(url) = &self.public_base {
+            return Some(url.clone());
         }
         let (proto, host) =
             crate::http::forwarded::base_parts(peer, headers, &self.config.server.trusted_proxies)?;
