@@ -3,6 +3,7 @@
 //! server-side stores come with the reverse proxy.
 
 pub mod memory_store;
+pub mod redis_cache;
 pub mod redis_store;
 pub mod seal;
 pub mod store;

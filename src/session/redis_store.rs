@@ -9,11 +9,12 @@
 //! `tollgate:sid:<sid>` are sets of ids for the admin API and back-channel logout (stale
 //! members are dropped when met).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
-
 use super::memory_store::StoredSession;
+use super::redis_cache::{KEY_PREFIX, SessionCache};
 use super::store::StoreError;
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
@@ -21,22 +22,39 @@ pub use crate::config::RedisTarget;
 const ALL: &str = "tollgate:all";
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The connection a tracking connection is kept in; emptied when it is lost.
+type Slot = std::sync::Mutex<Option<(u64, redis::aio::MultiplexedConnection)>>;
+
+/// Where the one server of a standalone or Sentinel set-up is found.
+enum Source {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// Standalone or Sentinel: one multiplexed RESP3 connection with `CLIENT TRACKING` on, made
+/// when first needed and made again after a failure (asking the sentinels for the current
+/// master each time, so a failover is followed).
+struct Tracked {
+    source: Source,
+    slot: Arc<Slot>,
+    connecting: tokio::sync::Mutex<()>,
+    serial: AtomicU64,
+    cache: Arc<SessionCache>,
+}
+
 enum Connection {
-    Standalone(redis::aio::ConnectionManager),
-    Sentinel {
-        client: Mutex<redis::sentinel::SentinelClient>,
-        connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
-    },
+    Tracked(Tracked),
+    /// Cluster connections are not tracked: every read goes to Redis.
     Cluster {
         client: redis::cluster::ClusterClient,
-        connection: Mutex<Option<redis::cluster_async::ClusterConnection>>,
+        connection: tokio::sync::Mutex<Option<redis::cluster_async::ClusterConnection>>,
     },
 }
 
 /// Sessions in Redis.
 pub struct RedisStore {
     connection: Connection,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn unavailable(error: &redis::RedisError) -> StoreError {
@@ -46,7 +64,6 @@ fn unavailable(error: &redis::RedisError) -> StoreError {
 /// A connection to run one command on.
 enum Handle {
     Multiplexed(redis::aio::MultiplexedConnection),
-    Managed(redis::aio::ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
@@ -58,7 +75,6 @@ impl Handle {
         let call = async {
             match self {
                 Self::Multiplexed(connection) => command.query_async(connection).await,
-                Self::Managed(connection) => command.query_async(connection).await,
                 Self::Cluster(connection) => command.query_async(connection).await,
             }
         };
@@ -73,6 +89,102 @@ impl Handle {
     }
 }
 
+/// `client` speaking RESP3, which carries the invalidation messages.
+fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+impl Tracked {
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            slot: Arc::new(std::sync::Mutex::new(None)),
+            connecting: tokio::sync::Mutex::new(()),
+            serial: AtomicU64::new(0),
+            cache: Arc::new(SessionCache::default()),
+        }
+    }
+
+    fn current(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.as_ref().map(|(_, connection)| connection.clone())
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        tokio::time::timeout(TIMEOUT * 2, self.connect())
+            .await
+            .map_err(|_| StoreError::Unavailable("Redis did not answer in time".to_owned()))?
+            .map_err(|error| unavailable(&error))
+    }
+
+    async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let client = match &self.source {
+            Source::Direct(client) => client.clone(),
+            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
+        };
+        let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
+        let cache = self.cache.clone();
+        let slot: Weak<Slot> = Arc::downgrade(&self.slot);
+        // Runs on the connection's reader, in order with the replies.
+        let on_push = move |push: redis::PushInfo| {
+            if cache.apply(&push)
+                && let Some(slot) = slot.upgrade()
+            {
+                let mut slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
+                    *slot = None;
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_push_sender(on_push);
+        let mut connection = resp3(&client)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let () = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .query_async(&mut connection)
+            .await?;
+        // Whatever was cached came through a connection whose invalidations may be lost.
+        self.cache.clear();
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((serial, connection.clone()));
+        Ok(connection)
+    }
+
+    fn reset(&self) {
+        self.cache.clear();
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
 impl RedisStore {
     /// A store for `target`; nothing is connected yet.
     ///
@@ -81,7 +193,7 @@ impl RedisStore {
     pub fn new(
         target: &RedisTarget,
         ca: Option<&[u8]>,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
         let certificates = || redis::TlsCertificates {
             client_tls: None,
@@ -94,15 +206,7 @@ impl RedisStore {
                     None => redis::Client::open(url.as_str()),
                 }
                 .map_err(|error| error.to_string())?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(TIMEOUT))
-                    .set_response_timeout(Some(TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                Connection::Standalone(
-                    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-                        .map_err(|error| error.to_string())?,
-                )
+                Connection::Tracked(Tracked::new(Source::Direct(client)))
             }
             RedisTarget::Sentinel { sentinels, service } => {
                 let client = redis::sentinel::SentinelClient::build(
@@ -112,10 +216,9 @@ impl RedisStore {
                     redis::sentinel::SentinelServerType::Master,
                 )
                 .map_err(|error| error.to_string())?;
-                Connection::Sentinel {
-                    client: Mutex::new(client),
-                    connection: Mutex::new(None),
-                }
+                Connection::Tracked(Tracked::new(Source::Sentinel(tokio::sync::Mutex::new(
+                    client,
+                ))))
             }
             RedisTarget::Cluster(nodes) => {
                 let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());
@@ -129,7 +232,7 @@ impl RedisStore {
                     .map_err(|error| error.to_string())?;
                 Connection::Cluster {
                     client,
-                    connection: Mutex::new(None),
+                    connection: tokio::sync::Mutex::new(None),
                 }
             }
         };
@@ -141,23 +244,7 @@ impl RedisStore {
 
     async fn handle(&self) -> Result<Handle, StoreError> {
         match &self.connection {
-            Connection::Standalone(manager) => Ok(Handle::Managed(manager.clone())),
-            Connection::Sentinel { client, connection } => {
-                let mut cached = connection.lock().await;
-                if let Some(existing) = cached.as_ref() {
-                    return Ok(Handle::Multiplexed(existing.clone()));
-                }
-                // Ask the sentinels for the current master every time a connection is made, so a
-                // failover is followed.
-                let fresh = tokio::time::timeout(TIMEOUT * 2, async {
-                    client.lock().await.get_async_connection().await
-                })
-                .await
-                .map_err(|_| StoreError::Unavailable("Sentinel did not answer in time".to_owned()))?
-                .map_err(|error| unavailable(&error))?;
-                *cached = Some(fresh.clone());
-                Ok(Handle::Multiplexed(fresh))
-            }
+            Connection::Tracked(tracked) => Ok(Handle::Multiplexed(tracked.connection().await?)),
             Connection::Cluster { client, connection } => {
                 let mut cached = connection.lock().await;
                 if let Some(existing) = cached.as_ref() {
@@ -175,12 +262,26 @@ impl RedisStore {
         }
     }
 
-    /// Forgets a cached connection after a failure, so the next command reconnects.
+    /// Forgets the connection after a failure, so the next command reconnects.
     async fn reset(&self) {
         match &self.connection {
-            Connection::Standalone(_) => {}
-            Connection::Sentinel { connection, .. } => *connection.lock().await = None,
+            Connection::Tracked(tracked) => tracked.reset(),
             Connection::Cluster { connection, .. } => *connection.lock().await = None,
+        }
+    }
+
+    /// The session cache, when reads are tracked.
+    fn cache(&self) -> Option<&SessionCache> {
+        match &self.connection {
+            Connection::Tracked(tracked) => Some(&tracked.cache),
+            Connection::Cluster { .. } => None,
+        }
+    }
+
+    /// Forgets this process's copy of a session it is about to change.
+    fn changed(&self, id: &str) {
+        if let Some(cache) = self.cache() {
+            cache.invalidate(id);
         }
     }
 
@@ -200,7 +301,7 @@ impl RedisStore {
     }
 
     fn key(id: &str) -> String {
-        format!("tollgate:s:{id}")
+        format!("{KEY_PREFIX}{id}")
     }
 
     /// Whether Redis answers.
@@ -212,17 +313,26 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The session `id`, with the stored bytes (for `touch`).
+    /// The session `id`, with the stored bytes (for `touch`): from this process's tracked copy
+    /// when Redis has not invalidated it, else read from Redis.
     ///
     /// # Errors
     /// `Unavailable`; a value that is not a session is treated as absent.
-    pub async fn get(&self, id: &str) -> Result<Option<(Vec<u8>, StoredSession)>, StoreError> {
+    pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
+        if let Some(cached) = self.cache().and_then(|cache| cache.get(id)) {
+            return Ok(Some((cached.raw, cached.stored)));
+        }
+        let generation = self.cache().map(SessionCache::generation);
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(Self::key(id))).await?;
-        Ok(value.and_then(|bytes| {
-            serde_json::from_slice(&bytes)
-                .ok()
-                .map(|stored| (bytes, stored))
-        }))
+        let Some(bytes) = value else { return Ok(None) };
+        let Ok(stored) = serde_json::from_slice::<StoredSession>(&bytes) else {
+            return Ok(None);
+        };
+        let raw: Arc<[u8]> = bytes.into();
+        if let (Some(cache), Some(generation)) = (self.cache(), generation) {
+            cache.insert(id, raw.clone(), stored.clone(), generation);
+        }
+        Ok(Some((raw, stored)))
     }
 
     /// Records a use: rewrites the session with its new `last_seen` and expiry, but only if it
@@ -242,6 +352,7 @@ impl RedisStore {
         let bytes = serde_json::to_vec(stored)
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
+        self.changed(id);
         let _: redis::Value = self
             .run(
                 redis::cmd("EVAL")
@@ -306,6 +417,7 @@ impl RedisStore {
         let bytes = serde_json::to_vec(stored)
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
+        self.changed(id);
         // XX: never recreate a session that was ended meanwhile.
         let _: Option<String> = self
             .run(
@@ -325,6 +437,7 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.changed(id);
         let deleted: i64 = self.run(redis::cmd("DEL").arg(Self::key(id))).await?;
         let _: i64 = self.run(redis::cmd("SREM").arg(ALL).arg(id)).await?;
         Ok(deleted > 0)

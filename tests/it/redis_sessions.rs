@@ -45,6 +45,48 @@ async fn two_tollgates_sharing_one_redis_serve_each_others_sessions() {
 }
 
 #[tokio::test]
+async fn replicas_use_their_tracked_copy_until_redis_says_it_changed() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
+    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &first).await;
+    assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
+    let reads = redis.calls("get");
+    for _ in 0..20 {
+        assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
+    }
+    let more = redis.calls("get") - reads;
+    // One more read is allowed: a copy is used for 5 s at most (a slow machine may pass that).
+    assert!(more <= 1, "20 requests read the session {more} times");
+
+    // Logout at the other replica: Redis tells the second, before the answer to the second's
+    // next command on that connection (the `/readyz` ping).
+    let copied = browser.cookies.clone();
+    browser.get(&first.url("/signout")).await;
+    reqwest::get(second.admin_url("/readyz")).await.unwrap();
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    assert_eq!(
+        replay.get(&second.url("/auth")).await.status(),
+        401,
+        "a session ended at one replica is not served from another's copy"
+    );
+
+    // A change made by anything else, here a flush, is seen the same way.
+    let mut other = Browser::new();
+    crate::support::gateway::signed_in(&mut other, &first).await;
+    assert_eq!(other.get(&second.url("/auth")).await.status(), 200);
+    assert_eq!(redis.cli(&["flushall"]).trim(), "OK");
+    reqwest::get(second.admin_url("/readyz")).await.unwrap();
+    assert_eq!(other.get(&second.url("/auth")).await.status(), 401);
+}
+
+#[tokio::test]
 async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
     if !available() {
         return;

@@ -1,0 +1,230 @@
+//! Sessions read from Redis, kept in this process for as long as Redis vouches for them
+//! (RESP3 server-assisted client-side caching, `CLIENT TRACKING`): Redis remembers which keys
+//! the connection read and pushes an `invalidate` message on that connection when one of them
+//! changes, is deleted or expires, whoever changed it. A cached session is therefore as current
+//! as Redis, and a logout on another replica ends it here too, without a round trip per request.
+//!
+//! Three rules keep the copy honest:
+//! - Invalidations are applied on the connection's own reader, in the order Redis sent them, and
+//!   a value read before an invalidation arrived is never stored after it (the generation
+//!   check in [`SessionCache::insert`]).
+//! - Losing the connection forgets everything: invalidations may have been missed.
+//! - No entry is used for longer than [`MAX_AGE`], which bounds what a silent network partition
+//!   (no invalidations, no disconnect) can keep alive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::memory_store::StoredSession;
+
+/// The longest a cached session is used without reading it from Redis again.
+pub const MAX_AGE: Duration = Duration::from_secs(5);
+/// Sessions kept at most (the most recently used ones).
+const CAPACITY: usize = 4096;
+/// Prefix of session keys; invalidations for other keys are ignored.
+pub const KEY_PREFIX: &str = "tollgate:s:";
+
+/// A session as Redis returned it.
+#[derive(Clone)]
+pub struct CachedSession {
+    /// The bytes Redis held (compared by the compare-and-set that records a use).
+    pub raw: Arc<[u8]>,
+    /// The parsed session.
+    pub stored: StoredSession,
+    read_at: Instant,
+}
+
+/// Tracked sessions by id.
+pub struct SessionCache {
+    entries: quick_cache::sync::Cache<String, CachedSession>,
+    /// Bumped before every invalidation, so a read that raced one is not stored.
+    generation: AtomicU64,
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(CAPACITY),
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SessionCache {
+    /// The cached session `id`, if Redis has not changed it since it was read.
+    pub fn get(&self, id: &str) -> Option<CachedSession> {
+        let cached = self.entries.get(id)?;
+        if cached.read_at.elapsed() >= MAX_AGE {
+            self.entries.remove(id);
+            return None;
+        }
+        Some(cached)
+    }
+
+    /// Taken before a read; hand it to [`Self::insert`] with what the read returned.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Keeps what a read returned, unless anything was invalidated since `generation` was
+    /// taken (the value may be older than the invalidation).
+    pub fn insert(&self, id: &str, raw: Arc<[u8]>, stored: StoredSession, generation: u64) {
+        if self.generation() != generation {
+            return;
+        }
+        let entry = CachedSession {
+            raw,
+            stored,
+            read_at: Instant::now(),
+        };
+        self.entries.insert(id.to_owned(), entry);
+        // An invalidation between the check and the insert may have missed the new entry.
+        if self.generation() != generation {
+            self.entries.remove(id);
+        }
+    }
+
+    /// Forgets one session (changed by this process, or invalidated by Redis).
+    pub fn invalidate(&self, id: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.remove(id);
+    }
+
+    /// Forgets every session (connection lost, database flushed).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.clear();
+    }
+
+    /// Applies a push message of the tracking connection. Returns `true` when the connection
+    /// is gone.
+    pub fn apply(&self, push: &redis::PushInfo) -> bool {
+        match push.kind {
+            redis::PushKind::Invalidate => {
+                match push.data.first() {
+                    Some(redis::Value::Array(keys)) => {
+                        for key in keys {
+                            if let redis::Value::BulkString(key) = key {
+                                match std::str::from_utf8(key)
+                                    .ok()
+                                    .and_then(|key| key.strip_prefix(KEY_PREFIX))
+                                {
+                                    Some(id) => self.invalidate(id),
+                                    None => {
+                                        self.generation.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // FLUSHALL / FLUSHDB, or Redis dropped its tracking table.
+                    _ => self.clear(),
+                }
+                false
+            }
+            redis::PushKind::Disconnection => {
+                self.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many sessions are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Session;
+
+    fn stored(last_seen: i64) -> StoredSession {
+        StoredSession {
+            session: Arc::new(Session {
+                provider: "p".to_owned(),
+                claims: crate::token::Claims::default(),
+                id_token: String::new(),
+                access_token: None,
+                refresh_token: None,
+                access_expires_at: None,
+                created_at: 0,
+                expires_at: 100,
+            }),
+            last_seen,
+        }
+    }
+
+    fn invalidate(keys: &[&str]) -> redis::PushInfo {
+        redis::PushInfo {
+            kind: redis::PushKind::Invalidate,
+            data: vec![redis::Value::Array(
+                keys.iter()
+                    .map(|key| redis::Value::BulkString(key.as_bytes().to_vec()))
+                    .collect(),
+            )],
+        }
+    }
+
+    #[test]
+    fn an_invalidation_removes_the_session_it_names() {
+        let cache = SessionCache::default();
+        cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
+        cache.insert("b", Arc::from(&b"2"[..]), stored(2), cache.generation());
+        assert!(!cache.apply(&invalidate(&["tollgate:s:a"])));
+        assert!(cache.get("a").is_none());
+        assert_eq!(
+            cache.get("b").map(|cached| cached.stored.last_seen),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_kept() {
+        let cache = SessionCache::default();
+        let before_read = cache.generation();
+        cache.apply(&invalidate(&["tollgate:s:a"]));
+        cache.insert("a", Arc::from(&b"old"[..]), stored(1), before_read);
+        assert!(cache.get("a").is_none(), "the value may predate the change");
+        cache.insert("a", Arc::from(&b"new"[..]), stored(2), cache.generation());
+        assert!(cache.get("a").is_some());
+    }
+
+    #[test]
+    fn a_flush_or_a_lost_connection_forgets_everything() {
+        let cache = SessionCache::default();
+        cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
+        let flush = redis::PushInfo {
+            kind: redis::PushKind::Invalidate,
+            data: vec![redis::Value::Nil],
+        };
+        assert!(!cache.apply(&flush));
+        assert!(cache.is_empty());
+        cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
+        let lost = redis::PushInfo {
+            kind: redis::PushKind::Disconnection,
+            data: Vec::new(),
+        };
+        assert!(cache.apply(&lost), "the connection is gone");
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn other_keys_only_stop_reads_in_flight() {
+        let cache = SessionCache::default();
+        cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
+        let before_read = cache.generation();
+        cache.apply(&invalidate(&["tollgate:sub:x"]));
+        assert!(cache.get("a").is_some());
+        cache.insert("b", Arc::from(&b"2"[..]), stored(2), before_read);
+        assert!(cache.get("b").is_none());
+    }
+}
