@@ -431,8 +431,8 @@ pub async fn start(
             loop {
                 every_minute.tick().await;
                 let now = clock.now();
-                let purged = store.remove_where(|_, stored| {
-                    now >= stored.session.expires_at || now - stored.last_seen > idle
+                let purged = store.remove_where(|_, facts, last_seen| {
+                    now >= facts.expires_at || now - last_seen > idle
                 });
                 metrics.sessions_ended.inc_by(purged as u64);
             }

@@ -2,6 +2,10 @@
 //! survive a restart. The file is rewritten whole, at most about once a second after a change
 //! and at shutdown: written to a temporary file in the same directory, synced, then renamed
 //! over the old one, so a crash mid-write leaves the previous file intact.
+//!
+//! Sessions are held compact (`compact::CompactSession`: decoded token bytes, claims not
+//! repeated); the most recently used ones are also kept expanded, so a request does not pay
+//! for expanding its session.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::Session;
+use super::compact::{CompactSession, SessionFacts};
 use crate::clock::UnixTime;
+
+/// Sessions kept expanded (the most recently used).
+const EXPANDED: usize = 512;
 
 /// A session with the time it was last used.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,9 +30,37 @@ pub struct StoredSession {
     pub last_seen: UnixTime,
 }
 
+struct Entry {
+    compact: CompactSession,
+    last_seen: UnixTime,
+}
+
+impl Entry {
+    fn new(session: &Session, last_seen: UnixTime) -> Self {
+        Self {
+            compact: CompactSession::new(session),
+            last_seen,
+        }
+    }
+
+    fn expand(&self) -> Option<StoredSession> {
+        let session = self.compact.expand();
+        if session.is_none() {
+            tracing::error!("a stored session did not expand; it is treated as ended");
+        }
+        Some(StoredSession {
+            session: std::sync::Arc::new(session?),
+            last_seen: self.last_seen,
+        })
+    }
+}
+
 /// Sessions kept in memory.
 pub struct MemoryStore {
-    sessions: RwLock<HashMap<String, StoredSession>>,
+    sessions: RwLock<HashMap<String, Entry>>,
+    /// Expanded copies of recently used sessions; changed only under the write lock of
+    /// `sessions`, filled under its read lock, so a copy is never older than its entry.
+    expanded: quick_cache::sync::Cache<String, std::sync::Arc<Session>>,
     state_file: Option<PathBuf>,
     dirty: AtomicBool,
     changed: tokio::sync::Notify,
@@ -55,6 +91,7 @@ impl MemoryStore {
             .unwrap_or_default();
         Self {
             sessions: RwLock::new(sessions),
+            expanded: quick_cache::sync::Cache::new(EXPANDED),
             state_file,
             dirty: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
@@ -70,39 +107,70 @@ impl MemoryStore {
 
     /// The session `id`, if present.
     pub fn get(&self, id: &str) -> Option<StoredSession> {
-        self.sessions.read().ok()?.get(id).cloned()
+        let sessions = self.sessions.read().ok()?;
+        let entry = sessions.get(id)?;
+        if let Some(session) = self.expanded.get(id) {
+            return Some(StoredSession {
+                session,
+                last_seen: entry.last_seen,
+            });
+        }
+        let stored = entry.expand()?;
+        self.expanded.insert(id.to_owned(), stored.session.clone());
+        Some(stored)
     }
 
     /// Records that the session was used at `now`.
     pub fn touch(&self, id: &str, now: UnixTime) {
         if let Ok(mut sessions) = self.sessions.write()
-            && let Some(stored) = sessions.get_mut(id)
+            && let Some(entry) = sessions.get_mut(id)
         {
-            stored.last_seen = now;
+            entry.last_seen = now;
         }
         self.mark_changed();
     }
 
     /// Stores a session under `id`.
     pub fn insert(&self, id: String, session: std::sync::Arc<Session>, now: UnixTime) {
+        let entry = Entry::new(&session, now);
         if let Ok(mut sessions) = self.sessions.write() {
-            sessions.insert(
-                id,
-                StoredSession {
-                    session,
-                    last_seen: now,
-                },
-            );
+            self.expanded.insert(id.clone(), session);
+            sessions.insert(id, entry);
         }
         self.mark_changed();
     }
 
-    /// Removes the sessions `matching` selects; returns how many.
-    pub fn remove_where(&self, matching: impl Fn(&str, &StoredSession) -> bool) -> usize {
+    /// Removes the session `id`; returns whether it was there.
+    pub fn remove(&self, id: &str) -> bool {
+        let removed = match self.sessions.write() {
+            Ok(mut sessions) => {
+                self.expanded.remove(id);
+                sessions.remove(id).is_some()
+            }
+            Err(_) => false,
+        };
+        if removed {
+            self.mark_changed();
+        }
+        removed
+    }
+
+    /// Removes the sessions `matching` selects (given the id, the session's facts and when it
+    /// was last used); returns how many.
+    pub fn remove_where(
+        &self,
+        matching: impl Fn(&str, &SessionFacts<'_>, UnixTime) -> bool,
+    ) -> usize {
         let removed = match self.sessions.write() {
             Ok(mut sessions) => {
                 let before = sessions.len();
-                sessions.retain(|id, stored| !matching(id, stored));
+                sessions.retain(|id, entry| {
+                    let remove = matching(id, &entry.compact.facts(), entry.last_seen);
+                    if remove {
+                        self.expanded.remove(id);
+                    }
+                    !remove
+                });
                 before - sessions.len()
             }
             Err(_) => 0,
@@ -113,17 +181,13 @@ impl MemoryStore {
         removed
     }
 
-    /// A copy of every session with its id.
-    pub fn all(&self) -> Vec<(String, StoredSession)> {
-        self.sessions
-            .read()
-            .map(|sessions| {
-                sessions
-                    .iter()
-                    .map(|(id, stored)| (id.clone(), stored.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Calls `visit` with every session's id, facts and last use.
+    pub fn visit(&self, mut visit: impl FnMut(&str, &SessionFacts<'_>, UnixTime)) {
+        if let Ok(sessions) = self.sessions.read() {
+            for (id, entry) in sessions.iter() {
+                visit(id, &entry.compact.facts(), entry.last_seen);
+            }
+        }
     }
 
     /// How many sessions are held.
@@ -155,7 +219,12 @@ impl MemoryStore {
             sessions: self
                 .sessions
                 .read()
-                .map(|sessions| sessions.clone())
+                .map(|sessions| {
+                    sessions
+                        .iter()
+                        .filter_map(|(id, entry)| Some((id.clone(), entry.expand()?)))
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         let result = write_atomically(path, &snapshot);
@@ -181,7 +250,7 @@ impl MemoryStore {
     }
 }
 
-fn read_state(path: &Path, now: UnixTime) -> HashMap<String, StoredSession> {
+fn read_state(path: &Path, now: UnixTime) -> HashMap<String, Entry> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
@@ -192,8 +261,12 @@ fn read_state(path: &Path, now: UnixTime) -> HashMap<String, StoredSession> {
     };
     match serde_json::from_slice::<StateFile>(&bytes) {
         Ok(state) if state.version == 1 => {
-            let mut sessions = state.sessions;
-            sessions.retain(|_, stored| stored.session.expires_at > now);
+            let sessions: HashMap<String, Entry> = state
+                .sessions
+                .into_iter()
+                .filter(|(_, stored)| stored.session.expires_at > now)
+                .map(|(id, stored)| (id, Entry::new(&stored.session, stored.last_seen)))
+                .collect();
             tracing::info!(path = %path.display(), sessions = sessions.len(), "restored sessions");
             sessions
         }
@@ -243,4 +316,62 @@ fn write_atomically(path: &Path, snapshot: &StateFile) -> Result<(), StateFileEr
         let _ = directory.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn session(sub: &str, access: &str) -> Arc<Session> {
+        let claims = serde_json::json!({"sub": sub, "sid": format!("sid-{sub}")});
+        Arc::new(Session {
+            provider: "corp".to_owned(),
+            claims: Arc::new(claims.as_object().cloned().unwrap_or_default()),
+            id_token: "eyJhbGciOiJub25lIn0.e30.c2ln".to_owned(),
+            access_token: Some(access.to_owned()),
+            refresh_token: None,
+            access_expires_at: None,
+            created_at: 10,
+            expires_at: 1000,
+        })
+    }
+
+    fn access(store: &MemoryStore, id: &str) -> Option<String> {
+        store.get(id)?.session.access_token.clone()
+    }
+
+    #[test]
+    fn the_expanded_copy_follows_every_change() {
+        let store = MemoryStore::open(None, 10);
+        store.insert("a".to_owned(), session("u1", "first"), 10);
+        assert_eq!(access(&store, "a").as_deref(), Some("first"));
+        store.insert("a".to_owned(), session("u1", "refreshed"), 20);
+        assert_eq!(access(&store, "a").as_deref(), Some("refreshed"));
+        // Beyond the expanded copies: read back from the compact entry.
+        for index in 0..EXPANDED + 10 {
+            store.insert(format!("other-{index}"), session("u2", "x"), 10);
+        }
+        assert_eq!(access(&store, "a").as_deref(), Some("refreshed"));
+        store.touch("a", 30);
+        assert_eq!(store.get("a").map(|stored| stored.last_seen), Some(30));
+        assert!(store.remove("a"));
+        assert!(store.get("a").is_none());
+        assert!(!store.remove("a"));
+    }
+
+    #[test]
+    fn selection_sees_provider_sub_and_sid_without_expanding() {
+        let store = MemoryStore::open(None, 10);
+        store.insert("a".to_owned(), session("u1", "t"), 10);
+        store.insert("b".to_owned(), session("u2", "t"), 50);
+        let removed = store.remove_where(|_, facts, last_seen| {
+            facts.provider == "corp" && facts.sid == Some("sid-u1") && last_seen == 10
+        });
+        assert_eq!(removed, 1);
+        assert!(store.get("a").is_none());
+        let mut seen = Vec::new();
+        store.visit(|id, facts, _| seen.push((id.to_owned(), facts.sub.to_owned())));
+        assert_eq!(seen, [("b".to_owned(), "u2".to_owned())]);
+    }
 }

@@ -2,6 +2,7 @@
 //! several cookies when large. A copied cookie stays valid until it expires, even after logout;
 //! server-side stores come with the reverse proxy.
 
+pub mod compact;
 pub mod memory_store;
 pub mod redis_cache;
 pub mod redis_store;

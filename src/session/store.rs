@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::compact::SessionFacts;
 use super::memory_store::{MemoryStore, StoredSession};
 use super::redis_store::{Index, RedisStore};
 use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
@@ -45,21 +46,12 @@ pub enum SessionSelector<'a> {
 }
 
 impl SessionSelector<'_> {
-    fn selects(&self, id: &str, session: &Session) -> bool {
+    fn selects(&self, id: &str, facts: &SessionFacts<'_>) -> bool {
         match *self {
             Self::Handle(handle) => handle_of(id) == handle,
-            Self::Sub(sub) => session_sub(session) == sub,
-            Self::SubAt { provider, sub } => {
-                session.provider == provider && session_sub(session) == sub
-            }
-            Self::SidAt { provider, sid } => {
-                session.provider == provider
-                    && session
-                        .claims
-                        .get("sid")
-                        .and_then(serde_json::Value::as_str)
-                        == Some(sid)
-            }
+            Self::Sub(sub) => facts.sub == sub,
+            Self::SubAt { provider, sub } => facts.provider == provider && facts.sub == sub,
+            Self::SidAt { provider, sid } => facts.provider == provider && facts.sid == Some(sid),
         }
     }
 
@@ -173,7 +165,7 @@ impl Sessions {
                 };
                 let stored = store.get(&id).ok_or(SessionCookieError::Expired)?;
                 if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
-                    store.remove_where(|candidate, _| candidate == id);
+                    store.remove(&id);
                     self.metrics.sessions_ended.inc();
                     return Err(SessionCookieError::Expired.into());
                 }
@@ -220,7 +212,7 @@ impl Sessions {
             SessionBackend::Memory(store) => {
                 // The session the browser had, if any, ends: a login never reuses an id.
                 if let Ok(Some(old)) = self.jar.session_id(cookies) {
-                    store.remove_where(|candidate, _| candidate == old);
+                    store.remove(&old);
                 }
                 let id = crate::random::token();
                 let max_age = session.expires_at - now;
@@ -305,7 +297,7 @@ impl Sessions {
         let session = self.load(cookies, now).await.ok().flatten();
         match (&self.backend, self.jar.session_id(cookies)) {
             (SessionBackend::Memory(store), Ok(Some(id))) => {
-                store.remove_where(|candidate, _| candidate == id);
+                store.remove(&id);
             }
             (SessionBackend::Redis(store), Ok(Some(id))) => {
                 if let Err(error) = store.delete(&id).await {
@@ -326,33 +318,38 @@ impl Sessions {
     /// # Errors
     /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails.
     pub async fn list(&self, sub: Option<&str>) -> Result<Vec<SessionSummary>, StoreError> {
-        let mut found: Vec<(String, StoredSession)> = match &self.backend {
+        let summary = |id: &str, facts: &SessionFacts<'_>, last_seen| SessionSummary {
+            handle: handle_of(id),
+            sub: facts.sub.to_owned(),
+            provider: facts.provider.to_owned(),
+            created_at: facts.created_at,
+            last_seen,
+            expires_at: facts.expires_at,
+        };
+        let wanted = |facts: &SessionFacts<'_>| sub.is_none_or(|wanted| facts.sub == wanted);
+        let mut summaries = Vec::new();
+        match &self.backend {
             SessionBackend::Cookie => return Err(StoreError::NotServerSide),
-            SessionBackend::Memory(store) => store.all(),
+            SessionBackend::Memory(store) => store.visit(|id, facts, last_seen| {
+                if wanted(facts) {
+                    summaries.push(summary(id, facts, last_seen));
+                }
+            }),
             SessionBackend::Redis(store) => {
                 let index = sub.map_or(Index::All, Index::Sub);
-                let mut found = Vec::new();
                 for id in store.ids(index).await? {
                     match store.get(&id).await? {
-                        Some((_, stored)) => found.push((id, stored)),
+                        Some((_, stored)) => {
+                            let facts = SessionFacts::of(&stored.session);
+                            if wanted(&facts) {
+                                summaries.push(summary(&id, &facts, stored.last_seen));
+                            }
+                        }
                         None => store.forget(index, &id).await?,
                     }
                 }
-                found
             }
-        };
-        found.retain(|(_, stored)| sub.is_none_or(|wanted| session_sub(&stored.session) == wanted));
-        let mut summaries: Vec<SessionSummary> = found
-            .into_iter()
-            .map(|(id, stored)| SessionSummary {
-                handle: handle_of(&id),
-                sub: session_sub(&stored.session).to_owned(),
-                provider: stored.session.provider.clone(),
-                created_at: stored.session.created_at,
-                last_seen: stored.last_seen,
-                expires_at: stored.session.expires_at,
-            })
-            .collect();
+        }
         summaries.sort_by(|left, right| {
             left.created_at
                 .cmp(&right.created_at)
@@ -369,14 +366,16 @@ impl Sessions {
         let ended = match &self.backend {
             SessionBackend::Cookie => return Err(StoreError::NotServerSide),
             SessionBackend::Memory(store) => {
-                store.remove_where(|id, stored| selector.selects(id, &stored.session))
+                store.remove_where(|id, facts, _| selector.selects(id, facts))
             }
             SessionBackend::Redis(store) => {
                 let index = selector.index();
                 let mut ended = 0;
                 for id in store.ids(index).await? {
                     match store.get(&id).await? {
-                        Some((_, stored)) if selector.selects(&id, &stored.session) => {
+                        Some((_, stored))
+                            if selector.selects(&id, &SessionFacts::of(&stored.session)) =>
+                        {
                             if store.delete(&id).await? {
                                 ended += 1;
                             }
