@@ -323,6 +323,8 @@ pub struct RunningApp {
     pub state: Arc<AppState>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
+    /// The threads serving the public listener's connections; they end when this is dropped.
+    _workers: Arc<crate::http::serve::Workers>,
 }
 
 impl RunningApp {
@@ -396,12 +398,14 @@ pub async fn start(
     let mut tasks = tokio::task::JoinSet::new();
     let public_addr = public.local_addr()?;
     let signal = wait_for(receiver.clone());
-    tasks.spawn(crate::http::serve::serve(
+    let workers = Arc::new(crate::http::serve::Workers::per_cpu().context("starting workers")?);
+    tasks.spawn(crate::http::serve::serve_on_workers(
         public,
         public_router(&state).layer(axum::middleware::map_request(
             crate::http::host_from_authority,
         )),
         signal,
+        workers.clone(),
     ));
     let admin_addr = match admin {
         Some(listener) => {
@@ -453,6 +457,7 @@ pub async fn start(
         state,
         shutdown,
         tasks,
+        _workers: workers,
     })
 }
 

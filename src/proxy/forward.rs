@@ -15,20 +15,46 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::RouteConfig;
 
-/// The HTTP client used for every upstream.
+/// The HTTP client used for every upstream: one connection pool per thread, so a request and
+/// the upstream connection it uses (and the task driving that connection) share a worker.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
+    /// Tells this client's pools from another Tollgate's in the same process (tests).
+    id: u64,
+}
+
+type Pool = Client<HttpConnector, Body>;
+
+thread_local! {
+    static POOLS: std::cell::RefCell<Vec<(u64, Pool)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl UpstreamClient {
     /// A pooled client; `connect_timeout` bounds each new connection.
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Self { client }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            connect_timeout,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Sends `request` with this thread's pool.
+    fn request(&self, request: Request) -> hyper_util::client::legacy::ResponseFuture {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, pool)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return pool.request(request);
+            }
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            connector.set_nodelay(true);
+            let pool = Client::builder(TokioExecutor::new()).build(connector);
+            let future = pool.request(request);
+            pools.push((self.id, pool));
+            future
+        })
     }
 }
 
@@ -158,12 +184,11 @@ pub async fn forward(
         }
     }
     let outbound = Request::from_parts(parts, body);
-    let response =
-        match tokio::time::timeout(route.read_timeout, client.client.request(outbound)).await {
-            Err(_) => return Err(ForwardError::TimedOut),
-            Ok(Err(error)) => return Err(ForwardError::Unavailable(error.to_string())),
-            Ok(Ok(response)) => response,
-        };
+    let response = match tokio::time::timeout(route.read_timeout, client.request(outbound)).await {
+        Err(_) => return Err(ForwardError::TimedOut),
+        Ok(Err(error)) => return Err(ForwardError::Unavailable(error.to_string())),
+        Ok(Ok(response)) => response,
+    };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(splice_upgrade(response, client_upgrade));
     }
