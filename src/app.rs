@@ -183,13 +183,24 @@ impl AppState {
         }
         let (proto, host) =
             crate::http::forwarded::base_parts(peer, headers, &self.config.server.trusted_proxies)?;
-        let key = format!("{proto}://{host}/");
-        if let Some(url) = self.bases.get(key.as_str()) {
-            return Some(url);
+        thread_local! {
+            // The lookup key is built here, not allocated per request.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let url = Arc::new(Url::parse(&key).ok()?);
-        self.bases.insert(key.into_boxed_str(), url.clone());
-        Some(url)
+        KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str(proto);
+            key.push_str("://");
+            key.push_str(host);
+            key.push('/');
+            if let Some(url) = self.bases.get(key.as_str()) {
+                return Some(url);
+            }
+            let url = Arc::new(Url::parse(&key).ok()?);
+            self.bases.insert(key.as_str().into(), url.clone());
+            Some(url)
+        })
     }
 
     /// How a request reads its session: `None` without session secrets.

@@ -107,6 +107,13 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per listed name.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -130,8 +137,8 @@ pub struct ForwardedFor<'a> {
     pub trusted_chain: Option<&'a str>,
     /// The external scheme.
     pub proto: &'a str,
-    /// The external host.
-    pub host: Option<String>,
+    /// The external host (with the port when not the scheme's default).
+    pub host: Option<&'a str>,
 }
 
 /// Sends `request` to the route's upstream and returns its response, streaming.
@@ -165,10 +172,11 @@ pub async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
-    let peer_ip = forwarded.peer.ip().to_string();
     let chain = match forwarded.trusted_chain {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer_ip}"),
-        _ => peer_ip,
+        Some(existing) if !existing.trim().is_empty() => {
+            format!("{existing}, {}", forwarded.peer.ip())
+        }
+        _ => forwarded.peer.ip().to_string(),
     };
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -176,8 +184,13 @@ pub async fn forward(
         }
     };
     set(&mut parts.headers, "x-forwarded-for", &chain);
-    set(&mut parts.headers, "x-forwarded-proto", forwarded.proto);
-    match &forwarded.host {
+    let proto = match forwarded.proto {
+        "https" => HeaderValue::from_static("https"),
+        "http" => HeaderValue::from_static("http"),
+        other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
+    };
+    parts.headers.insert("x-forwarded-proto", proto);
+    match forwarded.host {
         Some(host) => set(&mut parts.headers, "x-forwarded-host", host),
         None => {
             parts.headers.remove("x-forwarded-host");

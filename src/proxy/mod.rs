@@ -32,14 +32,13 @@ pub async fn handle(
         .headers()
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let host = host.or_else(|| {
-        request
-            .uri()
-            .authority()
-            .map(|authority| authority.to_string())
-    });
-    let Some(route) = state.routes.find(host.as_deref(), request.uri().path()) else {
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(|authority| authority.as_str())
+        });
+    let Some(route) = state.routes.find(host, request.uri().path()) else {
         state.metrics.request("proxy", "no_route");
         return (
             StatusCode::NOT_FOUND,
@@ -268,10 +267,9 @@ async fn send(
         peer,
         trusted_chain: chain.as_deref(),
         proto: base.scheme(),
-        host: base.host_str().map(|host| match base.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }),
+        host: base
+            .host_str()
+            .map(|_| &base[url::Position::BeforeHost..url::Position::AfterPort]),
     };
     forward(&state.upstream_client, route, request, forwarded)
         .await
