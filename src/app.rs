@@ -412,9 +412,7 @@ pub async fn start(
     let workers = Arc::new(crate::http::serve::Workers::per_cpu().context("starting workers")?);
     tasks.spawn(crate::http::serve::serve_on_workers(
         public,
-        public_router(&state).layer(axum::middleware::map_request(
-            crate::http::host_from_authority,
-        )),
+        public_router(&state),
         signal,
         workers.clone(),
     ));

@@ -17,7 +17,7 @@ pub fn found(location: &str) -> Response {
 
 /// HTTP/2 requests carry the host in `:authority`, not in a `Host` header: copy it there, so
 /// every handler finds the host in one place.
-pub async fn host_from_authority(mut request: axum::extract::Request) -> axum::extract::Request {
+pub fn host_from_authority<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     if !request.headers().contains_key(header::HOST) {
         let authority = request
             .uri()

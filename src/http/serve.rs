@@ -91,7 +91,7 @@ impl Workers {
 
 /// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades) on the next
 /// worker, until `shutdown` resolves; then waits for open connections to finish their
-/// requests.
+/// requests. An HTTP/2 request's `:authority` becomes its `Host` header before `router` sees it.
 ///
 /// # Errors
 /// Never for a failed accept (logged and retried); the result is for symmetry with [`serve`].
@@ -134,7 +134,10 @@ pub async fn serve_on_workers(
                 continue;
             }
         };
-        let service = axum::Extension(ConnectInfo(peer)).layer(router.clone());
+        let service = tower::ServiceExt::map_request(
+            axum::Extension(ConnectInfo(peer)).layer(router.clone()),
+            super::host_from_authority,
+        );
         let watcher = graceful.watcher();
         let builder = builder.clone();
         workers.next().spawn(async move {
