@@ -65,22 +65,26 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
     if !mentions_ours {
         return;
     }
-    let kept: Vec<String> = headers
+    let mut kept = String::new();
+    for pair in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|text| text.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name).trim();
-            !is_tollgate_cookie(name, cookie_name)
-        })
-        .map(str::to_owned)
-        .collect();
+    {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+        if !is_tollgate_cookie(name, cookie_name) {
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
+        }
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(value) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(kept))
     {
         headers.insert(header::COOKIE, value);
     }

@@ -306,7 +306,7 @@ fn header_value(identity: &Identity, source: &HeaderSource) -> Option<HeaderValu
                 .join(",")
         }
     };
-    match HeaderValue::from_str(&text) {
+    match HeaderValue::from_maybe_shared(axum::body::Bytes::from(text)) {
         Ok(value) => Some(value),
         Err(_) => {
             tracing::warn!(

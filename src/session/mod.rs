@@ -135,6 +135,8 @@ pub struct CookieJar {
     sealer: Sealer,
     cookie_name: String,
     opened: quick_cache::sync::Cache<Box<str>, std::sync::Arc<Session>>,
+    /// Opened session-id cookies, by sealed value.
+    opened_ids: quick_cache::sync::Cache<Box<str>, std::sync::Arc<str>>,
 }
 
 /// A session cookie that was present but could not be used.
@@ -155,6 +157,7 @@ impl CookieJar {
             sealer,
             cookie_name,
             opened: quick_cache::sync::Cache::new(10_000),
+            opened_ids: quick_cache::sync::Cache::new(10_000),
         }
     }
 
@@ -268,13 +271,17 @@ impl CookieJar {
         let sealed = value
             .strip_prefix("s.")
             .ok_or(SessionCookieError::Unreadable)?;
+        // Opened ids are remembered by their whole sealed value, like opened sessions.
+        if let Some(id) = self.opened_ids.get(sealed) {
+            return Ok(Some(id.to_string()));
+        }
         let id = self
             .sealer
             .open("session-id", sealed)
             .map_err(|_| SessionCookieError::Unreadable)?;
-        String::from_utf8(id)
-            .map(Some)
-            .map_err(|_| SessionCookieError::Unreadable)
+        let id = String::from_utf8(id).map_err(|_| SessionCookieError::Unreadable)?;
+        self.opened_ids.insert(sealed.into(), id.as_str().into());
+        Ok(Some(id))
     }
 
     /// `Set-Cookie` values holding a server-side session's id (and removing stale chunks).
