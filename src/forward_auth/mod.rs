@@ -228,7 +228,7 @@ async fn token_identity(
             ));
         }
         None => match token_cookie.and_then(|name| cookies.get(name)) {
-            Some(token) => token.clone(),
+            Some(token) => (*token).to_owned(),
             None => return Err((Rejection::Unauthenticated, "no token".to_owned())),
         },
     };

@@ -224,7 +224,7 @@ pub async fn authenticate(
             credential: Credential::TokenCookie,
             session: None,
             bearer_header: None,
-            cookie_token: Some(token.clone()),
+            cookie_token: Some((*token).to_owned()),
             set_cookies: Vec::new(),
         });
     }

@@ -74,7 +74,7 @@ impl Refresher {
         &self,
         provider: &Provider,
         sessions: &Sessions,
-        cookies: &std::collections::BTreeMap<String, String>,
+        cookies: &crate::session::Cookies<'_>,
         session: Arc<Session>,
         now: UnixTime,
         attributes: CookieAttributes,

@@ -89,15 +89,26 @@ pub struct FederatedRequest {
     pub code_challenge: Option<String>,
 }
 
-/// All cookies of a request, by name (the first value wins for duplicated names).
-pub fn request_cookies(headers: &HeaderMap) -> BTreeMap<String, String> {
+/// A request's cookies by name, borrowed from its headers.
+pub type Cookies<'a> = BTreeMap<&'a str, &'a str>;
+
+/// All cookies of a request, by name (the first value wins for duplicated names; pairs without
+/// `=` or a name are skipped). Values are as sent, quotes included: Tollgate's own are base64url
+/// and need no decoding.
+pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
     let mut cookies = BTreeMap::new();
     for header in headers.get_all(axum::http::header::COOKIE) {
         let Ok(text) = header.to_str() else { continue };
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
-            cookies
-                .entry(cookie.name().to_owned())
-                .or_insert_with(|| cookie.value().to_owned());
+        for pair in text.split(';') {
+            let pair = pair.trim_matches(|c: char| c == ' ' || c == '\t');
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            cookies.entry(name).or_insert(value.trim());
         }
     }
     cookies
@@ -167,10 +178,10 @@ impl CookieJar {
     /// When a session cookie is present but unusable.
     pub fn session(
         &self,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         now: UnixTime,
     ) -> Result<Option<std::sync::Arc<Session>>, SessionCookieError> {
-        let Some(first) = cookies.get(&self.cookie_name) else {
+        let Some(first) = cookies.get(self.cookie_name.as_str()) else {
             return Ok(None);
         };
         let (count, head) = first
@@ -180,17 +191,17 @@ impl CookieJar {
         if count == 0 || count > MAX_CHUNKS {
             return Err(SessionCookieError::Unreadable);
         }
-        let mut sealed = head.to_owned();
+        let mut sealed = std::borrow::Cow::Borrowed(head);
         for index in 1..count {
-            sealed.push_str(
+            sealed.to_mut().push_str(
                 cookies
-                    .get(&format!("{}_{index}", self.cookie_name))
+                    .get(format!("{}_{index}", self.cookie_name).as_str())
                     .ok_or(SessionCookieError::Unreadable)?,
             );
         }
         // Opened sessions are remembered by their whole sealed value (compared in full), so a
         // busy browser's cookie is decrypted and parsed once, not on every request.
-        let session = match self.opened.get(sealed.as_str()) {
+        let session = match self.opened.get(sealed.as_ref()) {
             Some(session) => session,
             None => {
                 let plaintext = self
@@ -201,7 +212,7 @@ impl CookieJar {
                     serde_json::from_slice(&plaintext)
                         .map_err(|_| SessionCookieError::Unreadable)?,
                 );
-                self.opened.insert(sealed.into_boxed_str(), session.clone());
+                self.opened.insert(sealed.into(), session.clone());
                 session
             }
         };
@@ -218,7 +229,7 @@ impl CookieJar {
     pub fn write_session(
         &self,
         session: &Session,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionCookieError> {
@@ -250,7 +261,7 @@ impl CookieJar {
         }
         for index in chunks.len()..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
-            if index > 0 && cookies.contains_key(&name) {
+            if index > 0 && cookies.contains_key(name.as_str()) {
                 headers.push(delete_cookie(&name, attributes));
             }
         }
@@ -261,11 +272,8 @@ impl CookieJar {
     ///
     /// # Errors
     /// `Unreadable` when the cookie is present but not a sealed id.
-    pub fn session_id(
-        &self,
-        cookies: &BTreeMap<String, String>,
-    ) -> Result<Option<String>, SessionCookieError> {
-        let Some(value) = cookies.get(&self.cookie_name) else {
+    pub fn session_id(&self, cookies: &Cookies<'_>) -> Result<Option<String>, SessionCookieError> {
+        let Some(value) = cookies.get(self.cookie_name.as_str()) else {
             return Ok(None);
         };
         let sealed = value
@@ -292,7 +300,7 @@ impl CookieJar {
         &self,
         id: &str,
         max_age: i64,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionCookieError> {
         let sealed = self
@@ -307,7 +315,7 @@ impl CookieJar {
         )];
         for index in 1..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
-            if cookies.contains_key(&name) {
+            if cookies.contains_key(name.as_str()) {
                 headers.push(delete_cookie(&name, attributes));
             }
         }
@@ -317,13 +325,13 @@ impl CookieJar {
     /// `Set-Cookie` values that remove the session cookie and all its chunks.
     pub fn clear_session(
         &self,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         attributes: CookieAttributes,
     ) -> Vec<String> {
         let mut headers = vec![delete_cookie(&self.cookie_name, attributes)];
         for index in 1..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
-            if cookies.contains_key(&name) {
+            if cookies.contains_key(name.as_str()) {
                 headers.push(delete_cookie(&name, attributes));
             }
         }
@@ -350,7 +358,7 @@ impl CookieJar {
     pub fn start_login(
         &self,
         login: &LoginState,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionCookieError> {
         let plaintext = serde_json::to_vec(login).map_err(|_| SessionCookieError::Unreadable)?;
@@ -366,7 +374,7 @@ impl CookieJar {
         )];
         // Keep the newest logins: unreadable ones go first, then the oldest.
         let prefix = self.state_prefix();
-        let mut in_flight: Vec<(UnixTime, &String)> = cookies
+        let mut in_flight: Vec<(UnixTime, &str)> = cookies
             .iter()
             .filter(|(name, _)| name.starts_with(&prefix))
             .map(|(name, value)| {
@@ -376,7 +384,7 @@ impl CookieJar {
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<LoginState>(&bytes).ok())
                     .map_or(UnixTime::MIN, |state| state.created_at);
-                (created, name)
+                (created, *name)
             })
             .collect();
         in_flight.sort();
@@ -391,16 +399,50 @@ impl CookieJar {
     pub fn finish_login(
         &self,
         state: &str,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Option<(LoginState, String)> {
         let name = self.state_cookie_name(state);
-        let sealed = cookies.get(&name)?;
+        let sealed = cookies.get(name.as_str())?;
         let plaintext = self.sealer.open("login", sealed).ok()?;
         let login: LoginState = serde_json::from_slice(&plaintext).ok()?;
         let matches = crate::secret::constant_time_eq(login.state.as_bytes(), state.as_bytes());
         let fresh = now - login.created_at <= LOGIN_STATE_LIFETIME;
         (matches && fresh).then(|| (login, delete_cookie(&name, attributes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_cookies_are_read_as_browsers_send_them() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            axum::http::header::COOKIE,
+            axum::http::HeaderValue::from_static(
+                "a=1; b = two ;c=\"q\"; novalue; =x; a=second;; d=",
+            ),
+        );
+        headers.append(
+            axum::http::header::COOKIE,
+            axum::http::HeaderValue::from_static("e=5;b=again"),
+        );
+        let cookies = request_cookies(&headers);
+        let expected: Cookies<'_> = [
+            ("a", "1"),
+            ("b", "two"),
+            ("c", "\"q\""),
+            ("d", ""),
+            ("e", "5"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            cookies, expected,
+            "first value wins; no name or no `=` is skipped"
+        );
     }
 }

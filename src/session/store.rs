@@ -2,9 +2,9 @@
 //! process (`memory`, with `state_file`) or Redis (`redis`). With a server-side store the cookie holds only a
 //! random 256-bit id, sealed like every Tollgate cookie, and a new id is issued at every login.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::Cookies;
 use super::compact::SessionFacts;
 use super::memory_store::{MemoryStore, StoredSession};
 use super::redis_store::{Index, RedisStore};
@@ -154,7 +154,7 @@ impl Sessions {
     /// An unusable cookie, an expired, idle or ended session, or a store failure.
     pub async fn load(
         &self,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         now: UnixTime,
     ) -> Result<Option<Arc<Session>>, SessionError> {
         match &self.backend {
@@ -203,7 +203,7 @@ impl Sessions {
     pub async fn create(
         &self,
         session: Session,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionError> {
@@ -253,7 +253,7 @@ impl Sessions {
     /// When sealing or the store fails.
     pub async fn replace(
         &self,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         session: &Session,
         now: UnixTime,
         attributes: CookieAttributes,
@@ -290,7 +290,7 @@ impl Sessions {
     /// that was ended, if it could be read, and the `Set-Cookie` values.
     pub async fn end(
         &self,
-        cookies: &BTreeMap<String, String>,
+        cookies: &Cookies<'_>,
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> (Option<Arc<Session>>, Vec<String>) {
