@@ -55,27 +55,28 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
         || rest.starts_with("_login_")
 }
 
-/// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order.
+/// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order. Headers
+/// that are not UTF-8 are dropped.
 pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
-    let mentions_ours = headers.get_all(header::COOKIE).iter().any(|value| {
-        value
-            .to_str()
-            .map_or(true, |text| text.contains(cookie_name))
-    });
-    if !mentions_ours {
+    // `str::from_utf8` checks a long cookie header word by word; `HeaderValue::to_str` would go
+    // byte by byte, and a session cookie is kilobytes.
+    let texts = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|value| std::str::from_utf8(value.as_bytes()))
+    };
+    if texts().all(|text| text.is_ok_and(|text| !text.contains(cookie_name))) {
         return;
     }
     let mut kept = String::new();
-    for pair in headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|text| text.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-    {
-        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-        if !is_tollgate_cookie(name, cookie_name) {
+    for text in texts().filter_map(Result::ok) {
+        for pair in text.split(';') {
+            let pair = pair.trim();
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+            if pair.is_empty() || is_tollgate_cookie(name, cookie_name) {
+                continue;
+            }
             if !kept.is_empty() {
                 kept.push_str("; ");
             }

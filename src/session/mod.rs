@@ -98,7 +98,10 @@ pub type Cookies<'a> = BTreeMap<&'a str, &'a str>;
 pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
     let mut cookies = BTreeMap::new();
     for header in headers.get_all(axum::http::header::COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
+        // Word by word, not byte by byte like `HeaderValue::to_str`: a session cookie is long.
+        let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
+            continue;
+        };
         for pair in text.split(';') {
             let pair = pair.trim_matches(|c: char| c == ' ' || c == '\t');
             let Some((name, value)) = pair.split_once('=') else {
