@@ -58,23 +58,19 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
 /// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order. Headers
 /// that are not UTF-8 are dropped.
 pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
-    // `str::from_utf8` checks a long cookie header word by word; `HeaderValue::to_str` would go
-    // byte by byte, and a session cookie is kilobytes.
-    let texts = || {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .map(|value| std::str::from_utf8(value.as_bytes()))
-    };
-    if texts().all(|text| text.is_ok_and(|text| !text.contains(cookie_name))) {
-        return;
-    }
     let mut kept = String::new();
-    for text in texts().filter_map(Result::ok) {
+    let mut changed = false;
+    for value in headers.get_all(header::COOKIE) {
+        // Word by word, not byte by byte like `HeaderValue::to_str`: a session cookie is long.
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+            changed = true;
+            continue;
+        };
         for pair in text.split(';') {
             let pair = pair.trim();
             let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
             if pair.is_empty() || is_tollgate_cookie(name, cookie_name) {
+                changed |= !pair.is_empty();
                 continue;
             }
             if !kept.is_empty() {
@@ -82,6 +78,9 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
             }
             kept.push_str(pair);
         }
+    }
+    if !changed {
+        return;
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty()
@@ -131,5 +130,19 @@ mod tests {
         only_ours.append(header::COOKIE, "tollgate=1".parse().unwrap());
         strip_tollgate_cookies(&mut only_ours, "tollgate");
         assert!(only_ours.get(header::COOKIE).is_none());
+        let mut none_of_ours = HeaderMap::new();
+        none_of_ours.append(header::COOKIE, "a=1;b=2".parse().unwrap());
+        none_of_ours.append(header::COOKIE, "c=3".parse().unwrap());
+        strip_tollgate_cookies(&mut none_of_ours, "tollgate");
+        let untouched: Vec<_> = none_of_ours.get_all(header::COOKIE).iter().collect();
+        assert_eq!(untouched, ["a=1;b=2", "c=3"], "left exactly as sent");
+        let mut not_utf8 = HeaderMap::new();
+        not_utf8.append(header::COOKIE, "a=1".parse().unwrap());
+        not_utf8.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"b=\xff; tollgate=1").unwrap(),
+        );
+        strip_tollgate_cookies(&mut not_utf8, "tollgate");
+        assert_eq!(not_utf8[header::COOKIE], "a=1");
     }
 }
