@@ -58,6 +58,18 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
 /// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order. Headers
 /// that are not UTF-8 are dropped.
 pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
+    // The common case on a session: one header holding only Tollgate's session cookie.
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if let (Some(only), None) = (values.next(), values.next()) {
+        let bytes = only.as_bytes();
+        let ours = bytes
+            .strip_prefix(cookie_name.as_bytes())
+            .is_some_and(|rest| rest.first() == Some(&b'=') && !rest.contains(&b';'));
+        if ours {
+            headers.remove(header::COOKIE);
+            return;
+        }
+    }
     let mut kept = String::new();
     let mut changed = false;
     for value in headers.get_all(header::COOKIE) {
@@ -130,6 +142,10 @@ mod tests {
         only_ours.append(header::COOKIE, "tollgate=1".parse().unwrap());
         strip_tollgate_cookies(&mut only_ours, "tollgate");
         assert!(only_ours.get(header::COOKIE).is_none());
+        let mut lookalike = HeaderMap::new();
+        lookalike.append(header::COOKIE, "tollgatex=keep".parse().unwrap());
+        strip_tollgate_cookies(&mut lookalike, "tollgate");
+        assert_eq!(lookalike[header::COOKIE], "tollgatex=keep");
         let mut none_of_ours = HeaderMap::new();
         none_of_ours.append(header::COOKIE, "a=1;b=2".parse().unwrap());
         none_of_ours.append(header::COOKIE, "c=3".parse().unwrap());
