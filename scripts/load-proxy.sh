@@ -27,54 +27,42 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
 
-# The upstream: nginx answering from memory.
-upstream=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<CONF
+# Starts an nginx with one worker in $work/$1 whose http block ends with $2.
+start_nginx() {
+    local dir=$work/$1
+    mkdir -p "$dir"
+    cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server { listen 127.0.0.1:$upstream; location / { return 200 "OK\n"; } }
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  $2
 }
 CONF
-/usr/sbin/nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
-pids+=($!)
+    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
+    pids+=($!)
+}
+
+# The upstream: nginx answering from memory.
+upstream=$(free_port)
+start_nginx nginx "server { listen 127.0.0.1:$upstream; location / { return 200 \"OK\\n\"; } }"
 
 # A reference, not a target: nginx as a plain reverse proxy (no authentication at all) to the
 # same upstream, in its own process with one worker: what the fastest proxy does on this machine.
 reference=$(free_port)
-mkdir -p "$work/reference"
-cat > "$work/reference/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/reference/nginx.pid;
-error_log $work/reference/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/reference/body;
-  proxy_temp_path $work/reference/proxy;
-  fastcgi_temp_path $work/reference/fastcgi;
-  uwsgi_temp_path $work/reference/uwsgi;
-  scgi_temp_path $work/reference/scgi;
-  upstream app { server 127.0.0.1:$upstream; keepalive 64; }
+start_nginx reference "upstream app { server 127.0.0.1:$upstream; keepalive 64; }
   server {
     listen 127.0.0.1:$reference;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-/usr/sbin/nginx -p "$work/reference" -c "$work/reference/nginx.conf" &
-pids+=($!)
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
 
 redis=$(free_port)
 redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &

@@ -11,17 +11,24 @@ fn redis_config(idp: &TestIdp, redis_url_toml: &str) -> String {
     )
 }
 
+/// Two Tollgates sharing the Redis at `redis_url_toml`, and a browser signed in at the first.
+async fn two_replicas_signed_in(redis_url_toml: &str) -> (TestIdp, Gateway, Gateway, Browser) {
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, redis_url_toml);
+    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &first).await;
+    (idp, first, second, browser)
+}
+
 #[tokio::test]
 async fn two_tollgates_sharing_one_redis_serve_each_others_sessions() {
     if !available() {
         return;
     }
     let redis = RedisServer::standalone().await;
-    let idp = TestIdp::start().await;
-    let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
-    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
-    let mut browser = Browser::new();
-    crate::support::gateway::signed_in(&mut browser, &first).await;
+    let (_idp, first, second, mut browser) =
+        two_replicas_signed_in(&format!("\"{}\"", redis.url())).await;
     assert!(browser.cookies["tollgate"].starts_with("s."));
     assert_eq!(
         browser.get(&second.url("/auth")).await.status(),
@@ -50,11 +57,8 @@ async fn replicas_use_their_tracked_copy_until_redis_says_it_changed() {
         return;
     }
     let redis = RedisServer::standalone().await;
-    let idp = TestIdp::start().await;
-    let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
-    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
-    let mut browser = Browser::new();
-    crate::support::gateway::signed_in(&mut browser, &first).await;
+    let (_idp, first, second, mut browser) =
+        two_replicas_signed_in(&format!("\"{}\"", redis.url())).await;
     assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
     let reads = redis.calls("get");
     for _ in 0..20 {
@@ -188,11 +192,8 @@ async fn sessions_through_a_redis_sentinel() {
         return;
     }
     let sentinel = RedisSentinel::start().await;
-    let idp = TestIdp::start().await;
-    let config = redis_config(&idp, &format!("\"{}\"", sentinel.url()));
-    let (first, second) = (Gateway::start(&config).await, Gateway::start(&config).await);
-    let mut browser = Browser::new();
-    crate::support::gateway::signed_in(&mut browser, &first).await;
+    let (idp, first, second, mut browser) =
+        two_replicas_signed_in(&format!("\"{}\"", sentinel.url())).await;
     assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
     let token = idp.logout_token().sign();
     let response = reqwest::Client::new()
