@@ -321,7 +321,60 @@ impl CompactSession {
     pub fn heap_bytes(&self) -> usize {
         self.bytes.len()
     }
+
+    /// The session as bytes to seal into a cookie: a format byte (never `{`, which starts the
+    /// JSON that older cookies hold), the times, then the buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(26 + self.bytes.len());
+        bytes.push(COOKIE_FORMAT);
+        bytes.extend_from_slice(&self.created_at.to_le_bytes());
+        bytes.extend_from_slice(&self.expires_at.to_le_bytes());
+        match self.access_expires_at {
+            Some(at) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&at.to_le_bytes());
+            }
+            None => bytes.push(0),
+        }
+        bytes.extend_from_slice(&self.bytes);
+        bytes
+    }
+
+    /// What `to_bytes` made; `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (&format, rest) = bytes.split_first()?;
+        if format != COOKIE_FORMAT {
+            return None;
+        }
+        let time = |bytes: &[u8]| Some(UnixTime::from_le_bytes(bytes.get(..8)?.try_into().ok()?));
+        let created_at = time(rest)?;
+        let expires_at = time(rest.get(8..)?)?;
+        let (access_expires_at, buffer) = match rest.get(16)? {
+            0 => (None, rest.get(17..)?),
+            1 => (Some(time(rest.get(17..)?)?), rest.get(25..)?),
+            _ => return None,
+        };
+        // Exactly the seven fields, nothing after them.
+        let mut fields = Fields(buffer);
+        let read: usize = fields
+            .by_ref()
+            .take(7)
+            .map(|(_, field)| 5 + field.len())
+            .sum();
+        if read != buffer.len() || fields.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            bytes: buffer.into(),
+            access_expires_at,
+            created_at,
+            expires_at,
+        })
+    }
 }
+
+/// The first byte of a compact session sealed into a cookie.
+const COOKIE_FORMAT: u8 = 1;
 
 /// The JSON object that turns `own` into `claims` when put over it (`Some(None)`: nothing to
 /// put), or `None` when `claims` lacks some of `own`'s (an overlay only adds and replaces).
@@ -435,6 +488,30 @@ mod tests {
         plain.id_token = "not-a-jwt".to_owned();
         let compact = assert_round_trip(&plain);
         assert_eq!(kinds(&compact)[..2], [JSON, TEXT]);
+    }
+
+    #[test]
+    fn cookie_bytes_round_trip_and_refuse_anything_else() {
+        let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
+        let access = jwt(&serde_json::json!({"sub": "u1"}));
+        for access_expires_at in [Some(1_700_000_300), None] {
+            let mut original = session(&claims, &claims, Some(&access));
+            original.access_expires_at = access_expires_at;
+            let compact = CompactSession::new(&original);
+            let bytes = compact.to_bytes();
+            assert_eq!(CompactSession::from_bytes(&bytes).as_ref(), Some(&compact));
+            let expanded = CompactSession::from_bytes(&bytes).and_then(|c| c.expand());
+            assert_eq!(
+                expanded.and_then(|s| serde_json::to_value(s).ok()),
+                serde_json::to_value(&original).ok()
+            );
+            assert!(CompactSession::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(CompactSession::from_bytes(&longer).is_none());
+        }
+        assert!(CompactSession::from_bytes(b"{\"provider\":\"p\"}").is_none());
+        assert!(CompactSession::from_bytes(&[]).is_none());
     }
 
     #[test]

@@ -211,10 +211,14 @@ impl CookieJar {
                     .sealer
                     .open("session", &sealed)
                     .map_err(|_| SessionCookieError::Unreadable)?;
-                let session: std::sync::Arc<Session> = std::sync::Arc::new(
-                    serde_json::from_slice(&plaintext)
-                        .map_err(|_| SessionCookieError::Unreadable)?,
-                );
+                // Cookies sealed before sessions were compact hold JSON.
+                let session = if plaintext.first() == Some(&b'{') {
+                    serde_json::from_slice(&plaintext).ok()
+                } else {
+                    compact::CompactSession::from_bytes(&plaintext)
+                        .and_then(|session| session.expand())
+                };
+                let session = std::sync::Arc::new(session.ok_or(SessionCookieError::Unreadable)?);
                 self.opened.insert(sealed.into(), session.clone());
                 session
             }
@@ -236,7 +240,8 @@ impl CookieJar {
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionCookieError> {
-        let plaintext = serde_json::to_vec(session).map_err(|_| SessionCookieError::Unreadable)?;
+        // Compact: decoded token bytes, claims not repeated (about half the JSON's size).
+        let plaintext = compact::CompactSession::new(session).to_bytes();
         let sealed = self
             .sealer
             .seal("session", &plaintext)
@@ -446,6 +451,73 @@ mod tests {
         assert_eq!(
             cookies, expected,
             "first value wins; no name or no `=` is skipped"
+        );
+    }
+
+    fn jar() -> CookieJar {
+        let secret = crate::secret::Secret::new("a-session-secret-for-the-unit-tests".to_owned());
+        CookieJar::new(Sealer::new(&[secret]), "tollgate".to_owned())
+    }
+
+    fn session() -> Session {
+        let header = "eyJhbGciOiJSUzI1NiJ9";
+        let payload = "eyJzdWIiOiJ1MSIsImVtYWlsIjoiYUBleGFtcGxlLmNvbSJ9";
+        let claims = serde_json::json!({"sub": "u1", "email": "a@example.com"});
+        Session {
+            provider: "corp".to_owned(),
+            claims: std::sync::Arc::new(claims.as_object().cloned().unwrap_or_default()),
+            id_token: format!("{header}.{payload}.c2lnbmF0dXJl"),
+            access_token: Some("opaque-access".to_owned()),
+            refresh_token: None,
+            access_expires_at: Some(150),
+            created_at: 100,
+            expires_at: 1000,
+        }
+    }
+
+    #[test]
+    fn cookie_sessions_are_sealed_compact_and_json_ones_still_open() {
+        let jar = jar();
+        let written = jar
+            .write_session(
+                &session(),
+                &Cookies::new(),
+                100,
+                CookieAttributes { secure: true },
+            )
+            .unwrap_or_default();
+        // What the browser sends back.
+        let sent: Vec<(String, String)> = written
+            .iter()
+            .filter_map(|line| line.split(';').next()?.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let cookies: Cookies<'_> = sent
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let read = jar.session(&cookies, 200).ok().flatten();
+        assert_eq!(
+            read.map(|read| serde_json::to_value(&*read).ok()),
+            Some(serde_json::to_value(session()).ok())
+        );
+        // A cookie sealed as JSON, as before sessions were compact.
+        let json = serde_json::to_vec(&session()).unwrap_or_default();
+        let sealed = jar.sealer.seal("session", &json).unwrap_or_default();
+        let value = format!("1.{sealed}");
+        assert!(
+            cookies["tollgate"].len() < value.len(),
+            "the compact cookie is smaller than the JSON one"
+        );
+        let old: Cookies<'_> = [("tollgate", value.as_str())].into_iter().collect();
+        let read = jar.session(&old, 200).ok().flatten();
+        assert_eq!(
+            read.map(|read| read.provider.clone()).as_deref(),
+            Some("corp")
+        );
+        assert_eq!(
+            jar.session(&old, 1000).err(),
+            Some(SessionCookieError::Expired)
         );
     }
 }
