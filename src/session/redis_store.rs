@@ -40,6 +40,8 @@ struct Tracked {
     connecting: tokio::sync::Mutex<()>,
     serial: AtomicU64,
     cache: Arc<SessionCache>,
+    /// Whether the current connection has `CLIENT TRACKING` on, so copies may be kept.
+    tracking: std::sync::atomic::AtomicBool,
 }
 
 enum Connection {
@@ -107,6 +109,7 @@ impl Tracked {
             connecting: tokio::sync::Mutex::new(()),
             serial: AtomicU64::new(0),
             cache: Arc::new(SessionCache::default()),
+            tracking: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -161,12 +164,27 @@ impl Tracked {
         let mut connection = resp3(&client)?
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let () = redis::cmd("CLIENT")
+        let tracking: redis::RedisResult<()> = redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
             .query_async(&mut connection)
-            .await?;
+            .await;
+        let tracked = match tracking {
+            Ok(()) => true,
+            // An ACL or a managed Redis may refuse the command: then no copies are kept.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                ) =>
+            {
+                tracing::warn!(%error, "Redis refused CLIENT TRACKING; every session read goes to Redis");
+                false
+            }
+            Err(error) => return Err(error),
+        };
         // Whatever was cached came through a connection whose invalidations may be lost.
+        self.tracking.store(tracked, Ordering::SeqCst);
         self.cache.clear();
         *self
             .slot
@@ -273,8 +291,10 @@ impl RedisStore {
     /// The session cache, when reads are tracked.
     fn cache(&self) -> Option<&SessionCache> {
         match &self.connection {
-            Connection::Tracked(tracked) => Some(&tracked.cache),
-            Connection::Cluster { .. } => None,
+            Connection::Tracked(tracked) if tracked.tracking.load(Ordering::SeqCst) => {
+                Some(&tracked.cache)
+            }
+            Connection::Tracked(_) | Connection::Cluster { .. } => None,
         }
     }
 

@@ -91,6 +91,44 @@ async fn replicas_use_their_tracked_copy_until_redis_says_it_changed() {
 }
 
 #[tokio::test]
+async fn without_client_tracking_every_read_goes_to_redis() {
+    if !available() {
+        return;
+    }
+    // A user that may not run CLIENT, as some ACLs and managed services have it.
+    let redis = RedisServer::with_args(&[
+        "--user",
+        "tollgate",
+        "on",
+        ">tollgate-redis-password",
+        "~*",
+        "&*",
+        "+@all",
+        "-client",
+    ])
+    .await;
+    let url = format!(
+        "\"redis://tollgate:tollgate-redis-password@127.0.0.1:{}\"",
+        redis.port
+    );
+    let (_idp, first, second, mut browser) = two_replicas_signed_in(&url).await;
+    assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
+    let reads = redis.calls("get");
+    for _ in 0..5 {
+        assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
+    }
+    assert!(
+        redis.calls("get") - reads >= 5,
+        "no copies are kept untracked"
+    );
+    let copied = browser.cookies.clone();
+    browser.get(&first.url("/signout")).await;
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    assert_eq!(replay.get(&second.url("/auth")).await.status(), 401);
+}
+
+#[tokio::test]
 async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
     if !available() {
         return;

@@ -89,6 +89,12 @@ impl RedisServer {
         Self::spawn(free_port(), temp_dir("standalone"), extra).await
     }
 
+    /// A standalone server started with these extra arguments (ACL users, say).
+    pub async fn with_args(args: &[&str]) -> Self {
+        let extra = args.iter().map(|arg| (*arg).to_owned()).collect();
+        Self::spawn(free_port(), temp_dir("custom"), extra).await
+    }
+
     /// A server that speaks only TLS (certificate from a fresh test CA) and wants `password`.
     /// Returns it and the CA's PEM file.
     pub async fn tls_with_password(password: &str) -> (Self, PathBuf) {
