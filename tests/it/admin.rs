@@ -14,14 +14,7 @@ async fn metrics_count_decisions_and_jwks_fetches() {
         .await
         .unwrap();
     client.get(gateway.url("/auth")).send().await.unwrap();
-    let metrics = client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     for line in [
         "tollgate_requests_total{role=\"forward_auth\",result=\"allow\"} 1",
         "tollgate_requests_total{role=\"forward_auth\",result=\"unauthenticated\"} 1",

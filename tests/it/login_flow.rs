@@ -158,12 +158,7 @@ async fn a_misbehaving_provider_never_yields_a_session() {
         assert_eq!(callback.status(), 401, "{name}");
         assert!(!browser.cookies.contains_key("tollgate"), "{name}");
     }
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics.contains("tollgate_requests_total{role=\"callback\",result=\"unauthenticated\"} 6"),
         "{metrics}"

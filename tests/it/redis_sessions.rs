@@ -157,12 +157,7 @@ async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
     let ready = reqwest::get(gateway.admin_url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("session store"));
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     let errors: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("tollgate_session_store_errors_total "))

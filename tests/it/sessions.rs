@@ -209,12 +209,7 @@ async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
     assert_eq!(ended["ended"], 1);
     assert_eq!(second.get(&gateway.url("/auth")).await.status(), 401);
     assert_eq!(first.get(&gateway.url("/auth")).await.status(), 401);
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics.contains("tollgate_sessions_created_total 2"),
         "{metrics}"

@@ -79,6 +79,16 @@ provider = "corp"
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.app.admin_addr.unwrap())
     }
+
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 /// Runs `/signin?rd=…` → the test provider → `/callback` and returns the callback's answer.
