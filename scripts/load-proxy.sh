@@ -4,28 +4,9 @@
 #   authentication off (`pass`), and with a valid session for the cookie, memory and redis
 #   stores; and Apache with mod_auth_openidc as relying party (session cookie, mod_proxy to
 #   the same upstream). Tollgate's own token service is every login's provider.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
-
-packages=(wrk apache2 libapache2-mod-auth-openidc nginx redis-server)
-missing=()
-for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
-if ((${#missing[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-cargo build --release --locked --bin tollgate >/dev/null
-tollgate=./target/release/tollgate
-
-work=$(mktemp -d /tmp/tollgate-load-proxy.XXXXXX)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+PACKAGES=(apache2 libapache2-mod-auth-openidc nginx redis-server)
+WORK_NAME=load-proxy
+source "$(dirname "$0")/load-common.sh"
 
 # Starts an nginx with one worker in $work/$1 whose http block ends with $2.
 start_nginx() {
@@ -195,17 +176,6 @@ done
 check "apache with session" 200 -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"
 check "apache without session" 302 "http://127.0.0.1:$apache/protected/page"
 
-run() {
-    local name=$1; shift
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" > "$work/$name.wrk"
-    local rps p99 errors
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.wrk")
-    p99=$(awk '$1 == "99%" {print $2}' "$work/$name.wrk")
-    errors=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$work/$name.wrk")
-    if [[ -n "$errors" ]]; then echo "$name: $errors non-2xx responses" >&2; exit 1; fi
-    printf '%-34s %12s req/s   p99 %s\n' "$name" "$rps" "$p99"
-    echo "$rps" >> "$work/$name.rps"
-}
 # The targets take turns, ROUNDS times, and each is judged by its median: a slow drift of this
 # shared machine then moves every target alike instead of the ones that happened to run late.
 ROUNDS=${ROUNDS:-3}

@@ -5,26 +5,9 @@
 #   3. Apache + mod_auth_openidc          (AuthType oauth20, the same token checked against a
 #                                          local JWKS served over TLS with a test CA)
 # Prints requests/s and p99 latency for each, and the ratios the targets are stated in.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
-
-packages=(wrk apache2 libapache2-mod-auth-openidc openssl)
-missing=()
-for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
-if ((${#missing[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-cargo build --release --locked --bin tollgate >/dev/null
-
-work=$(mktemp -d /tmp/tollgate-load.XXXXXX)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+PACKAGES=(apache2 libapache2-mod-auth-openidc openssl)
+WORK_NAME=load
+source "$(dirname "$0")/load-common.sh"
 
 issuer="https://idp.load.test"
 node bench/make-token.mjs "$work" "$issuer" api
@@ -48,7 +31,7 @@ jwks_file = "$work/jwks.json"
 [forward_auth]
 provider = "load"
 TOML
-TOLLGATE_LOG=warn ./target/release/tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
+TOLLGATE_LOG=warn $tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
 pids+=($!)
 
 # Apache with mod_auth_openidc as an OAuth 2.0 resource server; JWKS over TLS (test CA).
@@ -98,7 +81,6 @@ chmod -R a+rX "$work"
 /usr/sbin/apache2 -f "$work/apache.conf" -DFOREGROUND &
 pids+=($!)
 
-wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
 wait_for "http://127.0.0.1:$tollgate_port/ping"
 wait_for "http://127.0.0.1:$apache_port/"
 
@@ -113,17 +95,6 @@ check "tollgate /auth without token" 401 "http://127.0.0.1:$tollgate_port/auth"
 check "apache" 200 "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
 check "apache without token" 401 "http://127.0.0.1:$apache_port/protected/"
 
-run() {
-    local name=$1; shift
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" > "$work/$name.wrk"
-    local rps p99
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.wrk")
-    p99=$(awk '$1 == "99%" {print $2}' "$work/$name.wrk")
-    local errors; errors=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$work/$name.wrk")
-    if [[ -n "$errors" ]]; then echo "$name: $errors non-2xx responses" >&2; exit 1; fi
-    printf '%-34s %12s req/s   p99 %s\n' "$name" "$rps" "$p99"
-    echo "$rps" > "$work/$name.rps"; echo "$p99" > "$work/$name.p99"
-}
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $(date -u +%FT%TZ)"
 run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"
 run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"

@@ -1,0 +1,39 @@
+# Shared by the load scripts, sourced after they set PACKAGES (Debian packages they need) and
+# WORK_NAME: settings, packages, the release build, a work directory removed at exit together
+# with every process recorded in `pids`, free loopback ports, and one wrk run per target.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+
+missing=()
+for package in wrk "${PACKAGES[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release --locked --bin tollgate >/dev/null
+tollgate=./target/release/tollgate
+
+work=$(mktemp -d "/tmp/tollgate-$WORK_NAME.XXXXXX")
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+
+# `run NAME WRK-ARGS…`: one wrk run; prints requests/s and p99 and appends them to
+# $work/NAME.rps and $work/NAME.p99. Any non-2xx/3xx answer fails the script.
+run() {
+    local name=$1; shift
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" > "$work/$name.wrk"
+    local rps p99 errors
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.wrk")
+    p99=$(awk '$1 == "99%" {print $2}' "$work/$name.wrk")
+    errors=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$work/$name.wrk")
+    if [[ -n "$errors" ]]; then echo "$name: $errors non-2xx responses" >&2; exit 1; fi
+    printf '%-34s %12s req/s   p99 %s\n' "$name" "$rps" "$p99"
+    echo "$rps" >> "$work/$name.rps"
+    echo "$p99" >> "$work/$name.p99"
+}
