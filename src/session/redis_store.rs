@@ -411,16 +411,15 @@ impl RedisStore {
                     .arg(ttl),
             )
             .await?;
-        let () = self.index(ALL, id).await?;
-        let () = self.index(&format!("tollgate:sub:{sub}"), id).await?;
-        if let Some(sid) = sid {
-            let () = self.index(&format!("tollgate:sid:{sid}"), id).await?;
+        let sid = sid.map(Index::Sid);
+        for index in [Some(Index::All), Some(Index::Sub(sub)), sid]
+            .into_iter()
+            .flatten()
+        {
+            let _: i64 = self
+                .run(redis::cmd("SADD").arg(index.key()).arg(id))
+                .await?;
         }
-        Ok(())
-    }
-
-    async fn index(&self, set: &str, id: &str) -> Result<(), StoreError> {
-        let _: i64 = self.run(redis::cmd("SADD").arg(set).arg(id)).await?;
         Ok(())
     }
 
@@ -459,7 +458,7 @@ impl RedisStore {
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         self.changed(id);
         let deleted: i64 = self.run(redis::cmd("DEL").arg(Self::key(id))).await?;
-        let _: i64 = self.run(redis::cmd("SREM").arg(ALL).arg(id)).await?;
+        self.forget(Index::All, id).await?;
         Ok(deleted > 0)
     }
 
@@ -468,12 +467,7 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ids(&self, index: Index<'_>) -> Result<Vec<String>, StoreError> {
-        let set = match index {
-            Index::All => ALL.to_owned(),
-            Index::Sub(sub) => format!("tollgate:sub:{sub}"),
-            Index::Sid(sid) => format!("tollgate:sid:{sid}"),
-        };
-        self.run(redis::cmd("SMEMBERS").arg(set)).await
+        self.run(redis::cmd("SMEMBERS").arg(index.key())).await
     }
 
     /// Drops an id that no longer has a session from an index.
@@ -481,12 +475,9 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn forget(&self, index: Index<'_>, id: &str) -> Result<(), StoreError> {
-        let set = match index {
-            Index::All => ALL.to_owned(),
-            Index::Sub(sub) => format!("tollgate:sub:{sub}"),
-            Index::Sid(sid) => format!("tollgate:sid:{sid}"),
-        };
-        let _: i64 = self.run(redis::cmd("SREM").arg(set).arg(id)).await?;
+        let _: i64 = self
+            .run(redis::cmd("SREM").arg(index.key()).arg(id))
+            .await?;
         Ok(())
     }
 
@@ -505,6 +496,17 @@ pub enum Index<'a> {
     Sub(&'a str),
     /// The sessions of a provider session.
     Sid(&'a str),
+}
+
+impl Index<'_> {
+    /// The Redis set holding these ids.
+    fn key(self) -> String {
+        match self {
+            Self::All => ALL.to_owned(),
+            Self::Sub(sub) => format!("tollgate:sub:{sub}"),
+            Self::Sid(sid) => format!("tollgate:sid:{sid}"),
+        }
+    }
 }
 
 #[cfg(test)]

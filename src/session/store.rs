@@ -226,18 +226,13 @@ impl Sessions {
                 }
                 let id = crate::random::token();
                 let max_age = session.expires_at - now;
-                let sub = session_sub(&session).to_owned();
-                let sid = session
-                    .claims
-                    .get("sid")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned);
                 let stored = StoredSession {
                     session: Arc::new(session),
                     last_seen: now,
                 };
                 let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
-                store.put(&id, &stored, ttl, &sub, sid.as_deref()).await?;
+                let facts = SessionFacts::of(&stored.session);
+                store.put(&id, &stored, ttl, facts.sub, facts.sid).await?;
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
@@ -411,12 +406,3 @@ impl Sessions {
 
 /// Touch a session's `last_seen` at most this often (seconds), so reads stay reads.
 const TOUCH_INTERVAL: i64 = 30;
-
-/// The `sub` of a session's identity.
-pub fn session_sub(session: &Session) -> &str {
-    session
-        .claims
-        .get("sub")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("")
-}
