@@ -280,7 +280,10 @@ impl CookieJar {
     ///
     /// # Errors
     /// `Unreadable` when the cookie is present but not a sealed id.
-    pub fn session_id(&self, cookies: &Cookies<'_>) -> Result<Option<String>, SessionCookieError> {
+    pub fn session_id(
+        &self,
+        cookies: &Cookies<'_>,
+    ) -> Result<Option<std::sync::Arc<str>>, SessionCookieError> {
         let Some(value) = cookies.get(self.cookie_name.as_str()) else {
             return Ok(None);
         };
@@ -289,14 +292,16 @@ impl CookieJar {
             .ok_or(SessionCookieError::Unreadable)?;
         // Opened ids are remembered by their whole sealed value, like opened sessions.
         if let Some(id) = self.opened_ids.get(sealed) {
-            return Ok(Some(id.to_string()));
+            return Ok(Some(id));
         }
         let id = self
             .sealer
             .open("session-id", sealed)
             .map_err(|_| SessionCookieError::Unreadable)?;
-        let id = String::from_utf8(id).map_err(|_| SessionCookieError::Unreadable)?;
-        self.opened_ids.insert(sealed.into(), id.as_str().into());
+        let id: std::sync::Arc<str> = String::from_utf8(id)
+            .map_err(|_| SessionCookieError::Unreadable)?
+            .into();
+        self.opened_ids.insert(sealed.into(), id.clone());
         Ok(Some(id))
     }
 

@@ -262,7 +262,7 @@ impl Sessions {
                     .jar
                     .session_id(cookies)?
                     .ok_or(SessionCookieError::Unreadable)?;
-                store.insert(id, Arc::new(session.clone()), now);
+                store.insert(id.to_string(), Arc::new(session.clone()), now);
                 Ok(Vec::new())
             }
             SessionBackend::Redis(store) => {
