@@ -317,11 +317,6 @@ impl CompactSession {
         }
     }
 
-    /// Bytes held on the heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// The session as bytes to seal into a cookie: a format byte (never `{`, which starts the
     /// JSON that older cookies hold), the times, then the buffer.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -447,9 +442,9 @@ mod tests {
         let text_bytes = original.id_token.len() + access.len() + 22;
         // Decoded bytes are 3/4 of the text; field headers and the text refresh token add some.
         assert!(
-            compact.heap_bytes() < text_bytes * 17 / 20,
+            compact.bytes.len() < text_bytes * 17 / 20,
             "{} of {text_bytes}",
-            compact.heap_bytes()
+            compact.bytes.len()
         );
     }
 

@@ -130,16 +130,6 @@ impl SessionCache {
             _ => false,
         }
     }
-
-    /// How many sessions are cached.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -207,14 +197,14 @@ mod tests {
             data: vec![redis::Value::Nil],
         };
         assert!(!cache.apply(&flush));
-        assert!(cache.is_empty());
+        assert!(cache.entries.is_empty());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         let lost = redis::PushInfo {
             kind: redis::PushKind::Disconnection,
             data: Vec::new(),
         };
         assert!(cache.apply(&lost), "the connection is gone");
-        assert!(cache.is_empty());
+        assert!(cache.entries.is_empty());
     }
 
     #[test]
