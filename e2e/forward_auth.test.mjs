@@ -8,7 +8,7 @@ import { chromium } from 'playwright-core';
 import {
   chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write,
 } from './lib.mjs';
-import { startProvider } from './provider.mjs';
+import { logIn, startProvider } from './provider.mjs';
 import { startUpstream } from './upstream.mjs';
 
 const SESSION_SECRET = 'e2e-session-secret-e2e-session-secret-0';
@@ -161,19 +161,6 @@ after(async () => {
   await upstream?.close();
   await provider?.close();
 });
-
-/** Logs in at oidc-provider's development login and consent forms until back at `origin`. */
-async function logIn(page, origin, username) {
-  for (let step = 0; step < 6 && !page.url().startsWith(origin); step += 1) {
-    const login = page.locator('input[name=login]');
-    if (await login.count()) {
-      await login.fill(username);
-      await page.fill('input[name=password]', 'any-password');
-    }
-    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-  }
-  assert.ok(page.url().startsWith(origin), `ended at ${page.url()}`);
-}
 
 async function upstreamView(page) {
   return JSON.parse(await page.locator('body').innerText());

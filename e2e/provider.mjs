@@ -1,6 +1,7 @@
 // The npm `oidc-provider` (a certified OpenID Provider) as the identity provider of the
 // end-to-end tests: one confidential client for Tollgate, development login and consent forms,
 // RP-initiated logout, and an account whose claims include e-mail and groups.
+import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -41,4 +42,17 @@ export async function startProvider({ port, redirectUris, postLogoutRedirectUris
   const server = createServer(provider.callback());
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return { issuer, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/** Fills oidc-provider's development login and consent forms until the page is back at `origin`. */
+export async function logIn(page, origin, username) {
+  for (let step = 0; step < 6 && !page.url().startsWith(origin); step += 1) {
+    const login = page.locator('input[name=login]');
+    if (await login.count()) {
+      await login.fill(username);
+      await page.fill('input[name=password]', 'any-password');
+    }
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  }
+  assert.ok(page.url().startsWith(origin), `ended at ${page.url()}`);
 }

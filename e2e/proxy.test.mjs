@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
-import { startProvider } from './provider.mjs';
+import { logIn, startProvider } from './provider.mjs';
 import { startUpstream } from './upstream.mjs';
 
 const ports = {};
@@ -73,18 +73,6 @@ after(async () => {
   await provider?.close();
 });
 
-async function logIn(page, username) {
-  for (let step = 0; step < 6 && !page.url().startsWith(origin); step += 1) {
-    const login = page.locator('input[name=login]');
-    if (await login.count()) {
-      await login.fill(username);
-      await page.fill('input[name=password]', 'any-password');
-    }
-    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-  }
-  assert.ok(page.url().startsWith(origin), `ended at ${page.url()}`);
-}
-
 async function metric(name) {
   const text = await (await fetch(`http://127.0.0.1:${ports.admin}/metrics`)).text();
   const line = text.split('\n').find((candidate) => candidate.startsWith(name));
@@ -96,7 +84,7 @@ test('login through the proxy, identity headers, a refresh, logout, refused agai
   const page = await context.newPage();
   await page.goto(`${origin}/app/page?x=1`);
   assert.ok(page.url().startsWith(provider.issuer), `an anonymous visit goes to the provider, not ${page.url()}`);
-  await logIn(page, 'bob');
+  await logIn(page, origin, 'bob');
   assert.equal(new URL(page.url()).pathname, '/app/page');
   const seen = JSON.parse(await page.locator('body').innerText());
   assert.equal(seen.headers['x-user'], 'bob@example.com');
@@ -124,7 +112,7 @@ test('login_on_upstream_401: anonymous requests pass, the upstream 401 starts th
   assert.equal(JSON.parse(await page.locator('body').innerText()).headers['x-user'], undefined);
   await page.goto(`${origin}/lazy/private?tab=2`);
   assert.ok(page.url().startsWith(provider.issuer), 'the upstream said 401: login');
-  await logIn(page, 'carol');
+  await logIn(page, origin, 'carol');
   assert.equal(new URL(page.url()).pathname + new URL(page.url()).search, '/lazy/private?tab=2', 'back at the original URL');
   assert.equal(JSON.parse(await page.locator('body').innerText()).headers['x-user'], 'carol@example.com');
   await context.close();

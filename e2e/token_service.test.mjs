@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as client from 'openid-client';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
-import { startProvider } from './provider.mjs';
+import { logIn, startProvider } from './provider.mjs';
 
 const ports = {};
 let tollgate;
@@ -183,15 +183,7 @@ test('federation: users of two upstream oidc-provider instances get tokens of on
     const page = await context.newPage();
     await page.goto(url.href);
     assert.ok(page.url().startsWith(upstreams[upstream].issuer), `${clientId} logs in at ${upstream}, not ${page.url()}`);
-    for (let step = 0; step < 6 && !page.url().startsWith(redirect); step += 1) {
-      const loginField = page.locator('input[name=login]');
-      if (await loginField.count()) {
-        await loginField.fill(login);
-        await page.fill('input[name=password]', 'any-password');
-      }
-      await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-    }
-    assert.ok(page.url().startsWith(redirect), `back at the client: ${page.url()}`);
+    await logIn(page, redirect, login);
     const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
     assert.equal(tokens.claims().iss, issuer, 'one issuer');
     assert.equal(tokens.claims().sub, `${source}:${login}`, 'sub says where the identity came from');
