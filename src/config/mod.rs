@@ -324,7 +324,7 @@ pub struct RouteConfig {
     /// Path prefix on whole segments (`/` or `/x`, no trailing slash).
     pub path_prefix: String,
     /// Where requests go.
-    pub upstream: Url,
+    pub upstream: Upstream,
     /// Whose logins and tokens are accepted.
     pub provider: String,
     /// What happens without a credential.
@@ -341,6 +341,65 @@ pub struct RouteConfig {
     pub require: Requirements,
     /// Identity headers sent upstream.
     pub headers: Vec<(axum::http::HeaderName, HeaderSource)>,
+}
+
+/// A route's upstream: its URL, split once into what every forwarded request's URI is made of.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    url: Url,
+    scheme: axum::http::uri::Scheme,
+    authority: axum::http::uri::Authority,
+    /// The URL's path without its trailing `/`: empty for an upstream at the root.
+    base_path: String,
+}
+
+impl Upstream {
+    /// Splits an `http`/`https` URL with a host; `None` for anything else.
+    pub fn new(url: Url) -> Option<Self> {
+        let scheme = url.scheme().parse().ok()?;
+        url.host_str()?;
+        let authority = url[url::Position::BeforeHost..url::Position::AfterPort]
+            .parse()
+            .ok()?;
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        Some(Self {
+            url,
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+
+    /// The URL as configured.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The absolute URI a request for `path_and_query` goes to: the upstream's path, then the
+    /// request's. `None` when the two do not make a URI.
+    pub fn request_uri(
+        &self,
+        path_and_query: Option<&axum::http::uri::PathAndQuery>,
+    ) -> Option<axum::http::Uri> {
+        let path_and_query = match path_and_query {
+            Some(value) if self.base_path.is_empty() => value.clone(),
+            Some(value) => format!("{}{value}", self.base_path).parse().ok()?,
+            None if self.base_path.is_empty() => axum::http::uri::PathAndQuery::from_static("/"),
+            None => format!("{}/", self.base_path).parse().ok()?,
+        };
+        axum::http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.url.fmt(formatter)
+    }
 }
 
 /// Where Redis is.

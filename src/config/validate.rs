@@ -978,6 +978,17 @@ impl Checker<'_> {
                 "https upstreams are not available in this version; use http",
             );
         }
+        let upstream = upstream.and_then(|url| {
+            let text = url.to_string();
+            let split = super::Upstream::new(url);
+            if split.is_none() {
+                self.problem(
+                    format!("{path}.upstream"),
+                    format!("`{text}` cannot be used as an upstream"),
+                );
+            }
+            split
+        });
         let provider = self.required(&format!("{path}.provider"), raw.provider);
         if let Some(provider) = &provider
             && !providers

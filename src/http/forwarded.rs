@@ -4,9 +4,20 @@
 
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderName, Method, header::HOST};
 use ipnet::IpNet;
 use url::Url;
+
+/// `X-Forwarded-For`. Header names as values, so that a lookup need not parse the name.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 
 /// The request an ingress is asking about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +39,7 @@ pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&peer))
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())
@@ -46,8 +57,8 @@ pub fn original_request(
     if !is_trusted(peer, trusted) {
         return None;
     }
-    if let Some(original_url) = header(headers, "x-original-url") {
-        let method = header(headers, "x-original-method")
+    if let Some(original_url) = header(headers, &X_ORIGINAL_URL) {
+        let method = header(headers, &X_ORIGINAL_METHOD)
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .unwrap_or(Method::GET);
         let url = Url::parse(original_url)
@@ -64,12 +75,12 @@ pub fn original_request(
             raw_path,
         });
     }
-    if let Some(uri) = header(headers, "x-forwarded-uri") {
-        let method = header(headers, "x-forwarded-method")
+    if let Some(uri) = header(headers, &X_FORWARDED_URI) {
+        let method = header(headers, &X_FORWARDED_METHOD)
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .unwrap_or(Method::GET);
-        let proto = header(headers, "x-forwarded-proto").unwrap_or("https");
-        let url = header(headers, "x-forwarded-host")
+        let proto = header(headers, &X_FORWARDED_PROTO).unwrap_or("https");
+        let url = header(headers, &X_FORWARDED_HOST)
             .filter(|_| matches!(proto, "http" | "https") && uri.starts_with('/'))
             .and_then(|host| Url::parse(&format!("{proto}://{host}{uri}")).ok());
         return Some(OriginalRequest {
@@ -172,12 +183,12 @@ pub fn base_parts<'a>(
     headers: &'a HeaderMap,
     trusted: &[IpNet],
 ) -> Option<(&'a str, &'a str)> {
-    let (mut proto, mut host) = ("http", header(headers, "host"));
+    let (mut proto, mut host) = ("http", header(headers, &HOST));
     if is_trusted(peer, trusted) {
-        if let Some(forwarded_proto) = header(headers, "x-forwarded-proto") {
+        if let Some(forwarded_proto) = header(headers, &X_FORWARDED_PROTO) {
             proto = forwarded_proto;
         }
-        if let Some(forwarded_host) = header(headers, "x-forwarded-host") {
+        if let Some(forwarded_host) = header(headers, &X_FORWARDED_HOST) {
             host = Some(forwarded_host);
         }
     }

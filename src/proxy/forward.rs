@@ -2,18 +2,19 @@
 //! spliced, hop-by-hop headers dropped, `X-Forwarded-For/Proto/Host` added, connect and
 //! response timeouts enforced. The only module that talks to upstreams.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::RouteConfig;
+use crate::http::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// The HTTP client used for every upstream: one connection pool per thread, so a request and
 /// the upstream connection it uses (and the task driving that connection) share a worker.
@@ -93,40 +94,65 @@ impl IntoResponse for ForwardError {
     }
 }
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// RFC 9110 §7.6.1 hop-by-hop headers, never forwarded (`name` in lower case, as header names
+/// are kept).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a lookup per listed name.
-    if !headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
-    {
+    let hop_by_hop = |name: &&HeaderName| is_hop_by_hop(name.as_str());
+    // Most messages carry none, or only `Connection: keep-alive`.
+    if !headers.keys().any(|name| hop_by_hop(&name)) {
         return;
     }
+    // Names the `Connection` header lists go too; its usual words name no header.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|text| text.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|word| {
+            !word.eq_ignore_ascii_case("keep-alive") && !word.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|word| HeaderName::from_bytes(word.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    // Few headers each, so finding the next one is cheaper than removing every name blindly.
+    while let Some(name) = headers.keys().find(hop_by_hop).cloned() {
+        headers.remove(name);
     }
+}
+
+/// `X-Forwarded-For` naming only `ip`. The text is kept per thread for the last address: a
+/// connection (an ingress's, a load balancer's) sends many requests from one.
+fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((cached, value)) if *cached == ip => Some(value.clone()),
+        _ => {
+            let value =
+                HeaderValue::from_maybe_shared(axum::body::Bytes::from(ip.to_string())).ok()?;
+            *last = Some((ip, value.clone()));
+            Some(value)
+        }
+    })
 }
 
 /// Facts about the client connection that go upstream as `X-Forwarded-*`.
@@ -152,15 +178,10 @@ pub async fn forward(
     forwarded: ForwardedFor<'_>,
 ) -> Result<Response, ForwardError> {
     let upgrade = request.headers().get(header::UPGRADE).cloned();
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |value| value.as_str())
-        .to_owned();
-    let base = route.upstream.as_str().trim_end_matches('/');
-    let uri: Uri = format!("{base}{path_and_query}")
-        .parse()
-        .map_err(|_| ForwardError::Unavailable("bad upstream URI".to_owned()))?;
+    let uri = route
+        .upstream
+        .request_uri(request.uri().path_and_query())
+        .ok_or_else(|| ForwardError::Unavailable("bad upstream URI".to_owned()))?;
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     parts.uri = uri;
@@ -172,30 +193,31 @@ pub async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
+    let ip = forwarded.peer.ip();
     let chain = match forwarded.trusted_chain {
         Some(existing) if !existing.trim().is_empty() => {
-            format!("{existing}, {}", forwarded.peer.ip())
+            HeaderValue::from_str(&format!("{existing}, {ip}")).ok()
         }
-        _ => forwarded.peer.ip().to_string(),
+        _ => peer_value(ip),
     };
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
+    match chain {
+        Some(chain) => parts.headers.insert(X_FORWARDED_FOR.clone(), chain),
+        None => parts.headers.remove(&X_FORWARDED_FOR),
     };
-    set(&mut parts.headers, "x-forwarded-for", &chain);
     let proto = match forwarded.proto {
         "https" => HeaderValue::from_static("https"),
         "http" => HeaderValue::from_static("http"),
         other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
     };
-    parts.headers.insert("x-forwarded-proto", proto);
-    match forwarded.host {
-        Some(host) => set(&mut parts.headers, "x-forwarded-host", host),
-        None => {
-            parts.headers.remove("x-forwarded-host");
-        }
-    }
+    parts.headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    // A client's own `X-Forwarded-Host` never passes: replaced, or removed.
+    match forwarded
+        .host
+        .and_then(|host| HeaderValue::from_str(host).ok())
+    {
+        Some(host) => parts.headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => parts.headers.remove(&X_FORWARDED_HOST),
+    };
     let outbound = Request::from_parts(parts, body);
     let response = match tokio::time::timeout(route.read_timeout, client.request(outbound)).await {
         Err(_) => return Err(ForwardError::TimedOut),
@@ -233,4 +255,48 @@ fn splice_upgrade(
     });
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Body::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "Keep-Alive, X-Secret , close"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("te", "trailers"),
+            ("x-secret", "1"),
+            ("x-kept", "2"),
+            ("content-type", "text/plain"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept", "content-type"]);
+
+        let mut plain = HeaderMap::new();
+        plain.append("x-kept", HeaderValue::from_static("2"));
+        remove_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn the_peer_value_follows_the_address() {
+        let first: IpAddr = "192.0.2.1".parse().unwrap();
+        let second: IpAddr = "2001:db8::7".parse().unwrap();
+        for (ip, text) in [
+            (first, "192.0.2.1"),
+            (first, "192.0.2.1"),
+            (second, "2001:db8::7"),
+            (first, "192.0.2.1"),
+        ] {
+            assert_eq!(peer_value(ip).unwrap(), text);
+        }
+    }
 }

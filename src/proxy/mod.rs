@@ -258,7 +258,7 @@ async fn send(
         .then(|| {
             request
                 .headers()
-                .get("x-forwarded-for")
+                .get(&crate::http::forwarded::X_FORWARDED_FOR)
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned)
         })

@@ -103,7 +103,7 @@ provider = "p"
         let table = table();
         let route = table.find(host, path).unwrap();
         assert_eq!(
-            route.upstream.port(),
+            route.upstream.url().port(),
             Some(expected_port),
             "{host:?} {path}"
         );
