@@ -43,8 +43,6 @@ pub struct AppState {
     pub refresher: crate::identity::refresh::Refresher,
     /// The reverse proxy's routes.
     pub routes: crate::proxy::routes::RouteTable,
-    /// The client for every upstream.
-    pub upstream_client: crate::proxy::forward::UpstreamClient,
     /// `jti`s of logout tokens already used, with when they may be forgotten.
     seen_logout_tokens: quick_cache::sync::Cache<String, crate::clock::UnixTime>,
     /// `public_url`, shared, when configured.
@@ -121,14 +119,6 @@ impl AppState {
             ))
         };
         let routes = crate::proxy::routes::RouteTable::new(config.routes.clone());
-        let upstream_client = crate::proxy::forward::UpstreamClient::new(
-            config
-                .routes
-                .iter()
-                .map(|route| route.connect_timeout)
-                .max()
-                .unwrap_or(std::time::Duration::from_secs(5)),
-        );
         let refresher = crate::identity::refresh::Refresher::new(
             config.session.refresh,
             config.session.refresh_before,
@@ -140,7 +130,6 @@ impl AppState {
             refresher,
             seen_logout_tokens: quick_cache::sync::Cache::new(100_000),
             routes,
-            upstream_client,
             config,
             providers,
             sessions,

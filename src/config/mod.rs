@@ -343,28 +343,35 @@ pub struct RouteConfig {
     pub headers: Vec<(axum::http::HeaderName, HeaderSource)>,
 }
 
-/// A route's upstream: its URL, split once into what every forwarded request's URI is made of.
+/// A route's upstream: its URL, split once into what every forwarded request needs.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     url: Url,
-    scheme: axum::http::uri::Scheme,
-    authority: axum::http::uri::Authority,
+    /// Tells upstreams apart in connection pools: unique in the process.
+    id: u64,
+    /// `host:port` to connect to.
+    address: String,
+    /// `host[:port]` for a request that arrives without a `Host` header.
+    authority: axum::http::HeaderValue,
     /// The URL's path without its trailing `/`: empty for an upstream at the root.
     base_path: String,
 }
 
 impl Upstream {
-    /// Splits an `http`/`https` URL with a host; `None` for anything else.
+    /// Splits an `http` URL with a host; `None` for anything else.
     pub fn new(url: Url) -> Option<Self> {
-        let scheme = url.scheme().parse().ok()?;
-        url.host_str()?;
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
+        let address = format!("{host}:{port}");
         let authority = url[url::Position::BeforeHost..url::Position::AfterPort]
             .parse()
             .ok()?;
         let base_path = url.path().trim_end_matches('/').to_owned();
         Some(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             url,
-            scheme,
+            address,
             authority,
             base_path,
         })
@@ -375,9 +382,24 @@ impl Upstream {
         &self.url
     }
 
-    /// The absolute URI a request for `path_and_query` goes to: the upstream's path, then the
-    /// request's. `None` when the two do not make a URI.
-    pub fn request_uri(
+    /// Unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// `host:port` to connect to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The `Host` header for a request that has none.
+    pub fn authority(&self) -> &axum::http::HeaderValue {
+        &self.authority
+    }
+
+    /// The origin-form target a request for `path_and_query` is sent with: the upstream's
+    /// path, then the request's. `None` when the two do not make a URI.
+    pub fn request_target(
         &self,
         path_and_query: Option<&axum::http::uri::PathAndQuery>,
     ) -> Option<axum::http::Uri> {
@@ -387,12 +409,7 @@ impl Upstream {
             None if self.base_path.is_empty() => axum::http::uri::PathAndQuery::from_static("/"),
             None => format!("{}/", self.base_path).parse().ok()?,
         };
-        axum::http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .ok()
+        Some(axum::http::Uri::from(path_and_query))
     }
 }
 

@@ -206,27 +206,26 @@ fn durations_and_defaults() {
 }
 
 #[test]
-fn upstream_request_uris_keep_the_upstream_path_and_the_request_query() {
+fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
     let at_root = Upstream::new(Url::parse("http://127.0.0.1:8080/").unwrap()).unwrap();
     let path = |text: &'static str| axum::http::uri::PathAndQuery::from_static(text);
     assert_eq!(
-        at_root.request_uri(Some(&path("/a/b?x=1&y"))).unwrap(),
-        "http://127.0.0.1:8080/a/b?x=1&y"
+        at_root.request_target(Some(&path("/a/b?x=1&y"))).unwrap(),
+        "/a/b?x=1&y"
     );
-    assert_eq!(at_root.request_uri(None).unwrap(), "http://127.0.0.1:8080/");
+    assert_eq!(at_root.request_target(None).unwrap(), "/");
+    assert_eq!(at_root.address(), "127.0.0.1:8080");
+    assert_eq!(at_root.authority(), "127.0.0.1:8080");
     let below = Upstream::new(Url::parse("http://app.internal/base/").unwrap()).unwrap();
     assert_eq!(
-        below.request_uri(Some(&path("/a?x=1"))).unwrap(),
-        "http://app.internal/base/a?x=1"
+        below.request_target(Some(&path("/a?x=1"))).unwrap(),
+        "/base/a?x=1"
     );
-    assert_eq!(
-        below.request_uri(None).unwrap(),
-        "http://app.internal/base/"
-    );
+    assert_eq!(below.request_target(None).unwrap(), "/base/");
+    assert_eq!(below.address(), "app.internal:80");
+    assert_eq!(below.authority(), "app.internal");
     let ipv6 = Upstream::new(Url::parse("http://[::1]:9000").unwrap()).unwrap();
-    assert_eq!(
-        ipv6.request_uri(Some(&path("/"))).unwrap(),
-        "http://[::1]:9000/"
-    );
+    assert_eq!(ipv6.address(), "[::1]:9000");
     assert_eq!(ipv6.to_string(), "http://[::1]:9000/");
+    assert_ne!(ipv6.id(), below.id(), "each upstream has its own pool");
 }

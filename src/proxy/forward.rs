@@ -3,61 +3,15 @@
 //! response timeouts enforced. The only module that talks to upstreams.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::config::RouteConfig;
 use crate::http::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
-
-/// The HTTP client used for every upstream: one connection pool per thread, so a request and
-/// the upstream connection it uses (and the task driving that connection) share a worker.
-#[derive(Clone)]
-pub struct UpstreamClient {
-    connect_timeout: Duration,
-    /// Tells this client's pools from another Tollgate's in the same process (tests).
-    id: u64,
-}
-
-type Pool = Client<HttpConnector, Body>;
-
-thread_local! {
-    static POOLS: std::cell::RefCell<Vec<(u64, Pool)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl UpstreamClient {
-    /// A pooled client; `connect_timeout` bounds each new connection.
-    pub fn new(connect_timeout: Duration) -> Self {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        Self {
-            connect_timeout,
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        }
-    }
-
-    /// Sends `request` with this thread's pool.
-    fn request(&self, request: Request) -> hyper_util::client::legacy::ResponseFuture {
-        POOLS.with(|pools| {
-            let mut pools = pools.borrow_mut();
-            if let Some((_, pool)) = pools.iter().find(|(id, _)| *id == self.id) {
-                return pool.request(request);
-            }
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(self.connect_timeout));
-            connector.set_nodelay(true);
-            let pool = Client::builder(TokioExecutor::new()).build(connector);
-            let future = pool.request(request);
-            pools.push((self.id, pool));
-            future
-        })
-    }
-}
 
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,20 +126,25 @@ pub struct ForwardedFor<'a> {
 /// # Errors
 /// `Unavailable` or `TimedOut`.
 pub async fn forward(
-    client: &UpstreamClient,
     route: &RouteConfig,
     mut request: Request,
     forwarded: ForwardedFor<'_>,
 ) -> Result<Response, ForwardError> {
     let upgrade = request.headers().get(header::UPGRADE).cloned();
-    let uri = route
+    let target = route
         .upstream
-        .request_uri(request.uri().path_and_query())
+        .request_target(request.uri().path_and_query())
         .ok_or_else(|| ForwardError::Unavailable("bad upstream URI".to_owned()))?;
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    parts.uri = uri;
+    parts.uri = target;
     parts.version = axum::http::Version::HTTP_11;
+    // The client's `Host` goes upstream as it is; only a request without one gets the upstream's.
+    if !parts.headers.contains_key(header::HOST) {
+        parts
+            .headers
+            .insert(header::HOST, route.upstream.authority().clone());
+    }
     remove_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = &upgrade {
         parts
@@ -219,7 +178,8 @@ pub async fn forward(
         None => parts.headers.remove(&X_FORWARDED_HOST),
     };
     let outbound = Request::from_parts(parts, body);
-    let response = match tokio::time::timeout(route.read_timeout, client.request(outbound)).await {
+    let sent = super::pool::send(&route.upstream, route.connect_timeout, outbound);
+    let response = match tokio::time::timeout(route.read_timeout, sent).await {
         Err(_) => return Err(ForwardError::TimedOut),
         Ok(Err(error)) => return Err(ForwardError::Unavailable(error.to_string())),
         Ok(Ok(response)) => response,
@@ -234,7 +194,7 @@ pub async fn forward(
 
 /// Answers 101 to the client and copies bytes both ways between the two upgraded connections.
 fn splice_upgrade(
-    mut response: hyper::Response<hyper::body::Incoming>,
+    mut response: hyper::Response<super::pool::PooledBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
     let Some(client_upgrade) = client_upgrade else {

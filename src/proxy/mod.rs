@@ -4,6 +4,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -271,16 +272,14 @@ async fn send(
             .host_str()
             .map(|_| &base[url::Position::BeforeHost..url::Position::AfterPort]),
     };
-    forward(&state.upstream_client, route, request, forwarded)
-        .await
-        .map_err(|error| {
-            let reason = error.to_string();
-            tracing::warn!(upstream = %route.upstream, %reason, "upstream failed");
-            match error {
-                forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
-                forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),
-            }
-        })
+    forward(route, request, forwarded).await.map_err(|error| {
+        let reason = error.to_string();
+        tracing::warn!(upstream = %route.upstream, %reason, "upstream failed");
+        match error {
+            forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
+            forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),
+        }
+    })
 }
 
 /// The value of one identity header, or `None` when the identity has nothing for it.

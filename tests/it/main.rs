@@ -22,3 +22,4 @@ mod refresh;
 mod sessions;
 mod support;
 mod token_service;
+mod upstream_pool;

@@ -10,7 +10,9 @@ use crate::support::gateway::SESSION_SECRET;
 use crate::support::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET};
 use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
 
-fn proxy_config(idp: &TestIdp, upstream: &TestUpstream, routes: &str) -> String {
+/// Tollgate with the test provider as `corp` and `routes`, where `{upstream}` stands for
+/// `upstream_url`.
+pub fn proxy_config(idp: &TestIdp, upstream_url: &str, routes: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -29,7 +31,7 @@ audiences = ["{AUDIENCE}"]
 {routes}
 "#,
         issuer = idp.issuer(),
-        routes = routes.replace("{upstream}", &upstream.url()),
+        routes = routes.replace("{upstream}", upstream_url),
     )
 }
 
@@ -68,7 +70,7 @@ fn seen(body: &Value, header: &str) -> Vec<String> {
 #[tokio::test]
 async fn login_route_logs_browsers_in_and_sends_identity_headers() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, LOGIN_ROUTE)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
     let mut browser = Browser::new();
     let first = browser.get(&gateway.url("/app/page?x=1")).await;
     assert_eq!(first.status(), 302);
@@ -129,7 +131,7 @@ on_unauthenticated = "pass"
 [route.headers]
 "X-User" = "claim:email"
 "#;
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let client = reqwest::Client::new();
     let forged = client
         .get(gateway.url("/"))
@@ -191,7 +193,7 @@ skip = ["GET,^/api/health$"]
 [route.headers]
 "Authorization" = "bearer_access_token"
 "#;
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -297,7 +299,7 @@ on_unauthenticated = "login_on_upstream_401"
 [route.headers]
 "X-User" = "claim:email"
 "#;
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let mut browser = Browser::new();
     assert_eq!(
         browser.get(&gateway.url("/open")).await.status(),
@@ -335,7 +337,7 @@ accept_bearer = true
 [route.require]
 groups = ["ops"]
 "#;
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let client = reqwest::Client::new();
     let refused = client
         .get(gateway.url("/"))
@@ -383,7 +385,7 @@ accept_bearer = true
 "#,
         other = other.issuer()
     );
-    let gateway = Gateway::start(&proxy_config(&corp, &upstream, &routes)).await;
+    let gateway = Gateway::start(&proxy_config(&corp, &upstream.url(), &routes)).await;
     let mut browser = Browser::new();
     let (response, _) = browser.follow(&gateway.url("/corp/x")).await;
     assert_eq!(response.status(), 200);
@@ -405,7 +407,7 @@ accept_bearer = true
 #[tokio::test]
 async fn logout_on_a_route_ends_the_session() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, LOGIN_ROUTE)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
     let mut browser = Browser::new();
     browser.follow(&gateway.url("/")).await;
     assert!(browser.cookies.contains_key("tollgate"));
@@ -441,7 +443,7 @@ on_unauthenticated = "pass"
 read_timeout = "200ms"
 "#
     );
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, &routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), &routes)).await;
     let down = reqwest::get(gateway.url("/dead/x")).await.unwrap();
     assert_eq!(down.status(), 502);
     assert!(down.text().await.unwrap().contains("unavailable"));
@@ -462,7 +464,7 @@ fn peak_resident_kib() -> u64 {
 async fn a_large_upload_streams_through_in_bounded_memory() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 1024; // 1 GiB
     let stream = futures_stream(CHUNK, CHUNKS);
@@ -511,7 +513,7 @@ fn futures_stream(
 async fn upgraded_connections_are_spliced_both_ways() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let address = gateway.app.public_addr;
     let echoed = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(address).unwrap();
@@ -547,7 +549,7 @@ async fn upgraded_connections_are_spliced_both_ways() {
 async fn clients_may_speak_http2() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream, routes)).await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

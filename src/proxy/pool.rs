@@ -1,0 +1,209 @@
+//! Upstream connections: HTTP/1.1 over TCP, one list of idle connections per upstream and
+//! worker thread. A request, the connection it borrows and the task driving that connection
+//! stay on one thread; a connection goes back to its list once its response has been read to
+//! the end, and is closed instead when the response was abandoned.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::config::Upstream;
+
+/// An idle connection older than this is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream and thread; more are closed.
+const MAX_IDLE: usize = 256;
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+thread_local! {
+    /// Per upstream (by `Upstream::id`), idle connections, most recently used last.
+    static IDLE: RefCell<Vec<(u64, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a request got no response: connecting failed or timed out, or the connection failed
+/// before a response arrived.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(String);
+
+/// Sends `request` (origin-form URI, `Host` set) to `upstream`, on an idle connection of this
+/// thread when there is one, else on a new one. A request that an idle connection could not
+/// take (the upstream had closed it) is sent again on the next; one that may have reached the
+/// upstream is never sent twice.
+///
+/// # Errors
+/// When no response arrived.
+pub async fn send(
+    upstream: &Upstream,
+    connect_timeout: Duration,
+    mut request: Request,
+) -> Result<hyper::Response<PooledBody>, SendError> {
+    while let Some(mut sender) = checkout(upstream.id()) {
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok(pooled(response, sender, upstream.id())),
+            Err(mut error) => match error.take_message() {
+                Some(unsent) => request = unsent,
+                None => return Err(SendError(error.into_error().to_string())),
+            },
+        }
+    }
+    let mut sender = connect(upstream, connect_timeout).await?;
+    match sender.send_request(request).await {
+        Ok(response) => Ok(pooled(response, sender, upstream.id())),
+        Err(error) => Err(SendError(error.to_string())),
+    }
+}
+
+async fn connect(
+    upstream: &Upstream,
+    connect_timeout: Duration,
+) -> Result<SendRequest<Body>, SendError> {
+    let stream = tokio::time::timeout(
+        connect_timeout,
+        tokio::net::TcpStream::connect(upstream.address()),
+    )
+    .await
+    .map_err(|_| SendError("connecting timed out".to_owned()))?
+    .map_err(|error| SendError(format!("cannot connect: {error}")))?;
+    // Requests and responses are whole messages: waiting to fill segments only adds latency.
+    stream
+        .set_nodelay(true)
+        .map_err(|error| SendError(error.to_string()))?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| SendError(error.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// This thread's most recently used idle connection to `upstream` that is still open.
+fn checkout(upstream: u64) -> Option<SendRequest<Body>> {
+    IDLE.with_borrow_mut(|pools| {
+        let (_, idle) = pools.iter_mut().find(|(id, _)| *id == upstream)?;
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    })
+}
+
+/// Puts a connection whose last response has ended back on this thread's list.
+fn checkin(upstream: u64, sender: SendRequest<Body>) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with_borrow_mut(|pools| {
+        let position = match pools.iter().position(|(id, _)| *id == upstream) {
+            Some(position) => position,
+            None => {
+                pools.push((upstream, Vec::new()));
+                pools.len() - 1
+            }
+        };
+        let idle = &mut pools[position].1;
+        // The oldest are first: drop the ones that have waited too long, and make room.
+        let expired = idle
+            .iter()
+            .take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired.max((idle.len() + 1).saturating_sub(MAX_IDLE)));
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    });
+}
+
+fn pooled(
+    response: hyper::Response<Incoming>,
+    sender: SendRequest<Body>,
+    upstream: u64,
+) -> hyper::Response<PooledBody> {
+    // A switched protocol owns the connection from now on; it is never reused.
+    let keep = response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS;
+    let (parts, inner) = response.into_parts();
+    let mut body = PooledBody {
+        inner,
+        sender: keep.then_some(sender),
+        upstream,
+    };
+    if body.inner.is_end_stream() {
+        body.release();
+    }
+    hyper::Response::from_parts(parts, body)
+}
+
+/// A response body from a pooled connection: when it has been read to its end, the
+/// connection goes back to the pool; when it is dropped before, the connection closes.
+pub struct PooledBody {
+    inner: Incoming,
+    sender: Option<SendRequest<Body>>,
+    upstream: u64,
+}
+
+impl PooledBody {
+    /// The response is over: the connection can take the next request once hyper has seen
+    /// the end too, which is at once in the usual case.
+    fn release(&mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_ready() {
+            checkin(self.upstream, sender);
+            return;
+        }
+        let upstream = self.upstream;
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                checkin(upstream, sender);
+            }
+        });
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.sender = None,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
