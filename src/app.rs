@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -269,50 +267,6 @@ fn session_backend(
     })
 }
 
-/// The public listener's routes.
-pub fn public_router(state: &Arc<AppState>) -> Router {
-    // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
-    let mut router = Router::new().route("/ping", get(|| async { "OK" }));
-    if state.forward_auth().is_some() {
-        router = router
-            .route("/auth", get(crate::forward_auth::auth))
-            .route("/signin", get(crate::login::signin));
-    }
-    let federates = state.config.token_service.as_ref().is_some_and(|service| {
-        service
-            .clients
-            .iter()
-            .any(|client| client.login_provider.is_some())
-    });
-    if state.forward_auth().is_some() || !state.routes.is_empty() || federates {
-        router = router
-            .route("/callback", get(crate::login::callback))
-            .route("/signout", get(crate::login::signout))
-            .route(
-                "/backchannel-logout",
-                axum::routing::post(crate::login::backchannel::backchannel_logout),
-            );
-    }
-    if state.forward_auth().is_some() || state.token_service.is_some() {
-        router = router
-            .route("/validate", get(crate::forward_auth::validate))
-            .route("/userinfo", get(crate::forward_auth::userinfo));
-    }
-    if !state.routes.is_empty() {
-        router = router.fallback(crate::proxy::handle);
-    }
-    let mut router = router.with_state(state.clone());
-    if let Some(service) = &state.token_service {
-        let mount = service.mount_path();
-        router = if mount.is_empty() {
-            router.merge(service.router())
-        } else {
-            router.nest(&mount, service.router())
-        };
-    }
-    router
-}
-
 /// A running Tollgate: its bound addresses and a way to stop it.
 pub struct RunningApp {
     /// The public listener's address.
@@ -399,9 +353,10 @@ pub async fn start(
     let public_addr = public.local_addr()?;
     let signal = wait_for(receiver.clone());
     let workers = Arc::new(crate::http::serve::Workers::per_cpu().context("starting workers")?);
+    let service = crate::public::PublicService::new(&state);
     tasks.spawn(crate::http::serve::serve_on_workers(
         public,
-        public_router(&state),
+        move |peer| service.clone().for_connection(peer),
         signal,
         workers.clone(),
     ));

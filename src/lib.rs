@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod public;
 pub mod random;
 pub mod secret;
 pub mod session;

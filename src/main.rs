@@ -1,6 +1,10 @@
 //! The `tollgate` command: parses the command line and calls into the library. Exit codes live
 //! here: 0 success, 1 runtime failure, 2 invalid configuration.
 
+// The public listener's per-request future (router or proxy, unboxed) is deeper than the
+// default limit lets the compiler lay out.
+#![recursion_limit = "256"]
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;

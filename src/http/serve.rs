@@ -2,7 +2,7 @@
 //!
 //! The public listener's connections are dealt out in turn to [`Workers`]: threads that each
 //! run a single-threaded runtime, so everything one connection does — its requests, the
-//! upstream connections they use (each worker keeps its own pool, see `proxy::forward`) and
+//! upstream connections they use (each worker keeps its own, see `proxy::pool`) and
 //! the tasks that drive those — stays on one thread, with no wake-ups across threads. The
 //! admin listener is served on the main runtime.
 
@@ -12,12 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::Layer as _;
 
 /// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` resolves, then lets
 /// in-flight requests finish.
@@ -90,17 +87,26 @@ impl Workers {
 }
 
 /// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades) on the next
-/// worker, until `shutdown` resolves; then waits for open connections to finish their
-/// requests. An HTTP/2 request's `:authority` becomes its `Host` header before `router` sees it.
+/// worker with the service `for_connection` makes for its peer, until `shutdown` resolves;
+/// then waits for open connections to finish their requests.
 ///
 /// # Errors
 /// Never for a failed accept (logged and retried); the result is for symmetry with [`serve`].
-pub async fn serve_on_workers(
+pub async fn serve_on_workers<S>(
     listener: TcpListener,
-    router: Router,
+    for_connection: impl Fn(SocketAddr) -> S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     workers: std::sync::Arc<Workers>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -134,10 +140,7 @@ pub async fn serve_on_workers(
                 continue;
             }
         };
-        let service = tower::ServiceExt::map_request(
-            axum::Extension(ConnectInfo(peer)).layer(router.clone()),
-            super::host_from_authority,
-        );
+        let service = for_connection(peer);
         let watcher = graceful.watcher();
         let builder = builder.clone();
         workers.next().spawn(async move {
@@ -148,10 +151,7 @@ pub async fn serve_on_workers(
                     return;
                 }
             };
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
             }

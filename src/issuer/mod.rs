@@ -11,7 +11,7 @@ mod grants;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
+use axum::routing::MethodRouter;
 use axum::routing::{get, post};
 use url::Url;
 
@@ -189,18 +189,25 @@ impl TokenService {
         format!("{}{path}", self.issuer())
     }
 
-    /// The routes of the service, relative to `mount_path`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/.well-known/openid-configuration", get(discovery))
-            .route("/jwks", get(jwks))
-            .route(
+    /// The service's endpoints, by path relative to `mount_path`.
+    pub fn routes<S: Clone + Send + Sync + 'static>(
+        self: &Arc<Self>,
+    ) -> Vec<(&'static str, MethodRouter<S>)> {
+        vec![
+            (
+                "/.well-known/openid-configuration",
+                get(discovery).with_state(self.clone()),
+            ),
+            ("/jwks", get(jwks).with_state(self.clone())),
+            (
                 "/authorize",
-                get(authorize::show_form).post(authorize::submit_form),
-            )
-            .route("/token", post(grants::token))
-            .route("/revoke", post(grants::revoke))
-            .with_state(self.clone())
+                get(authorize::show_form)
+                    .post(authorize::submit_form)
+                    .with_state(self.clone()),
+            ),
+            ("/token", post(grants::token).with_state(self.clone())),
+            ("/revoke", post(grants::revoke).with_state(self.clone())),
+        ]
     }
 
     /// Validates an access token this service issued, for any of its clients' audiences.

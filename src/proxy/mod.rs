@@ -8,9 +8,8 @@ pub mod pool;
 pub mod routes;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -23,12 +22,8 @@ use crate::identity::{BearerTokens, Identity, IdentityError, authenticate};
 use crate::login::redirect::validate_redirect;
 use forward::{ForwardedFor, forward};
 
-/// The proxy's entry point: the public listener's fallback.
-pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-) -> Response {
+/// The proxy's entry point: every public request whose path is not one of Tollgate's own.
+pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -56,7 +51,7 @@ pub async fn handle(
         .map(|(name, _)| name)
         .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION));
     headers::strip_identity_headers(request.headers_mut(), identity_headers);
-    let outcome = serve_route(&state, route, peer, request).await;
+    let outcome = serve_route(state, route, peer, request).await;
     match outcome {
         Ok((response, result)) => {
             state.metrics.request("proxy", result);

@@ -560,3 +560,59 @@ async fn clients_may_speak_http2() {
     let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
     assert_eq!(body["uri"], "/over-h2");
 }
+
+#[tokio::test]
+async fn tollgates_own_endpoints_answer_and_every_other_path_is_proxied() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = format!(
+        r#"
+[token_service]
+issuer = "http://tollgate.test/oidc"
+[[token_service.client]]
+client_id = "machine"
+client_secret_hash = "{hash}"
+grants = ["client_credentials"]
+
+[[route]]
+upstream = "{{upstream}}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#,
+        hash = tollgate::hash_password("machine-secret").unwrap()
+    );
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), &routes)).await;
+    let client = reqwest::Client::new();
+    let ping = client.get(gateway.url("/ping")).send().await.unwrap();
+    assert_eq!(ping.text().await.unwrap(), "OK");
+    let discovery: Value = client
+        .get(gateway.url("/oidc/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], "http://tollgate.test/oidc");
+    let jwks: Value = client
+        .get(gateway.url("/oidc/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(jwks["keys"].as_array().is_some_and(|keys| !keys.is_empty()));
+    let wrong_method = client.post(gateway.url("/ping")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405, "an own path is never proxied");
+    for path in ["/ping/", "/oidc", "/oidc/jwks/x", "/jwks", "/PING", "/p%69ng"] {
+        let echoed: Value = client
+            .get(gateway.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_else(|error| panic!("{path} was not proxied: {error}"));
+        assert_eq!(echoed["uri"], path, "{path} goes to the upstream as it is");
+    }
+}

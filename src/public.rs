@@ -1,0 +1,123 @@
+//! The public listener: Tollgate's own endpoints (forward-auth, login, token service) through
+//! axum's router, and every other path straight to the reverse proxy when routes are
+//! configured, without the router's layers on the way.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
+use tower::ServiceExt as _;
+
+use crate::app::AppState;
+
+/// What serves the public listener's requests.
+#[derive(Clone)]
+pub struct PublicService {
+    state: Arc<AppState>,
+    /// Tollgate's own endpoints; it has no fallback (unknown paths get its 404).
+    router: Router,
+    /// The exact paths `router` has routes for: every other path is the proxy's, when routes
+    /// are configured.
+    own_paths: Arc<HashSet<String>>,
+}
+
+impl PublicService {
+    /// The endpoints `state`'s configuration turns on.
+    pub fn new(state: &Arc<AppState>) -> Self {
+        let mut endpoints = Endpoints::default();
+        // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
+        endpoints.add("/ping", get(|| async { "OK" }));
+        if state.forward_auth().is_some() {
+            endpoints.add("/auth", get(crate::forward_auth::auth));
+            endpoints.add("/signin", get(crate::login::signin));
+        }
+        let federates = state.config.token_service.as_ref().is_some_and(|service| {
+            service
+                .clients
+                .iter()
+                .any(|client| client.login_provider.is_some())
+        });
+        if state.forward_auth().is_some() || !state.routes.is_empty() || federates {
+            endpoints.add("/callback", get(crate::login::callback));
+            endpoints.add("/signout", get(crate::login::signout));
+            endpoints.add(
+                "/backchannel-logout",
+                axum::routing::post(crate::login::backchannel::backchannel_logout),
+            );
+        }
+        if state.forward_auth().is_some() || state.token_service.is_some() {
+            endpoints.add("/validate", get(crate::forward_auth::validate));
+            endpoints.add("/userinfo", get(crate::forward_auth::userinfo));
+        }
+        if let Some(service) = &state.token_service {
+            let mount = service.mount_path();
+            for (path, handler) in service.routes() {
+                endpoints.add(&format!("{mount}{path}"), handler);
+            }
+        }
+        Self {
+            state: state.clone(),
+            router: endpoints.router.with_state(state.clone()),
+            own_paths: Arc::new(endpoints.paths),
+        }
+    }
+
+    /// Serves one request from `peer`.
+    pub async fn serve<B>(&self, peer: SocketAddr, request: Request<B>) -> Response
+    where
+        B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let mut request = crate::http::host_from_authority(request);
+        let proxied =
+            !self.state.routes.is_empty() && !self.own_paths.contains(request.uri().path());
+        if proxied {
+            return crate::proxy::handle(&self.state, peer, request.map(Body::new)).await;
+        }
+        request.extensions_mut().insert(ConnectInfo(peer));
+        match self.router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The service for one connection from `peer`, in the shape hyper serves.
+    pub fn for_connection(
+        self,
+        peer: SocketAddr,
+    ) -> impl hyper::service::Service<
+        Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response, Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        let this = self;
+        hyper::service::service_fn(move |request| {
+            let this = this.clone();
+            async move { Ok(this.serve(peer, request).await) }
+        })
+    }
+}
+
+/// Routes being collected, and their paths.
+#[derive(Default)]
+struct Endpoints {
+    router: Router<Arc<AppState>>,
+    paths: HashSet<String>,
+}
+
+impl Endpoints {
+    fn add(&mut self, path: &str, handler: MethodRouter<Arc<AppState>>) {
+        self.paths.insert(path.to_owned());
+        self.router = std::mem::take(&mut self.router).route(path, handler);
+    }
+}
