@@ -64,7 +64,9 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
         let bytes = only.as_bytes();
         let ours = bytes
             .strip_prefix(cookie_name.as_bytes())
-            .is_some_and(|rest| rest.first() == Some(&b'=') && !rest.contains(&b';'));
+            .is_some_and(|rest| {
+                rest.first() == Some(&b'=') && memchr::memchr(b';', rest).is_none()
+            });
         if ours {
             headers.remove(header::COOKIE);
             return;
@@ -78,7 +80,7 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
             changed = true;
             continue;
         };
-        for pair in text.split(';') {
+        for pair in crate::session::cookie_pairs(text) {
             let pair = pair.trim();
             let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
             if pair.is_empty() || is_tollgate_cookie(name, cookie_name) {

@@ -102,7 +102,7 @@ pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
         let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
             continue;
         };
-        for pair in text.split(';') {
+        for pair in cookie_pairs(text) {
             let pair = pair.trim_matches(|c: char| c == ' ' || c == '\t');
             let Some((name, value)) = pair.split_once('=') else {
                 continue;
@@ -115,6 +115,19 @@ pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
         }
     }
     cookies
+}
+
+/// The `;`-separated parts of a `Cookie` header. A session cookie runs to kilobytes: the
+/// separators are found with `memchr`'s vectorised search rather than byte by byte.
+pub fn cookie_pairs(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b';', text.as_bytes()).chain(std::iter::once(text.len()));
+    ends.map(move |end| {
+        // `;` is ASCII, so both ends are character boundaries.
+        let pair = text.get(start..end).unwrap_or("");
+        start = end + 1;
+        pair
+    })
 }
 
 /// Attributes shared by every cookie Tollgate sets.
@@ -429,6 +442,15 @@ impl CookieJar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_pairs_are_the_parts_between_semicolons() {
+        let parts = |text| cookie_pairs(text).collect::<Vec<_>>();
+        assert_eq!(parts("a=1; b=2;;c"), ["a=1", " b=2", "", "c"]);
+        assert_eq!(parts("x;"), ["x", ""]);
+        assert_eq!(parts(""), [""]);
+        assert_eq!(parts("é=ü;ß"), ["é=ü", "ß"]);
+    }
 
     #[test]
     fn request_cookies_are_read_as_browsers_send_them() {

@@ -604,7 +604,14 @@ on_unauthenticated = "pass"
     assert!(jwks["keys"].as_array().is_some_and(|keys| !keys.is_empty()));
     let wrong_method = client.post(gateway.url("/ping")).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405, "an own path is never proxied");
-    for path in ["/ping/", "/oidc", "/oidc/jwks/x", "/jwks", "/PING", "/p%69ng"] {
+    for path in [
+        "/ping/",
+        "/oidc",
+        "/oidc/jwks/x",
+        "/jwks",
+        "/PING",
+        "/p%69ng",
+    ] {
         let echoed: Value = client
             .get(gateway.url(path))
             .send()
