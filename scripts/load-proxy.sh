@@ -145,6 +145,9 @@ User nobody
 Group nogroup
 ErrorLog "$work/apache/error.log"
 LogLevel warn
+# Like Tollgate and nginx here, no cap on requests per client connection (Apache's default
+# of 100 would make wrk reconnect and cost the peer throughput).
+MaxKeepAliveRequests 0
 OIDCProviderMetadataURL http://127.0.0.1:${port[cookie]}/.well-known/openid-configuration
 OIDCClientID apache
 OIDCClientSecret $apache_secret
