@@ -61,6 +61,8 @@ User nobody
 Group nogroup
 ErrorLog "$work/apache-error.log"
 LogLevel warn
+# No cap on requests per client connection, as for Tollgate (Apache's default is 100).
+MaxKeepAliveRequests 0
 DocumentRoot "$work/htdocs"
 DirectoryIndex index.html
 OIDCCryptoPassphrase load-test-passphrase
