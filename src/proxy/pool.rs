@@ -29,6 +29,8 @@ struct Idle {
 thread_local! {
     /// Per upstream (by `Upstream::id`), idle connections, most recently used last.
     static IDLE: RefCell<Vec<(u64, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread runs a task that closes its expired idle connections.
+    static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Why a request got no response: connecting failed or timed out, or the connection failed
@@ -122,16 +124,38 @@ fn checkin(upstream: u64, sender: SendRequest<Body>) {
         };
         let idle = &mut pools[position].1;
         // The oldest are first: drop the ones that have waited too long, and make room.
-        let expired = idle
-            .iter()
-            .take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT)
-            .count();
+        let expired = expired(idle);
         idle.drain(..expired.max((idle.len() + 1).saturating_sub(MAX_IDLE)));
         idle.push(Idle {
             sender,
             since: Instant::now(),
         });
     });
+    if !SWEEPING.replace(true) {
+        tokio::spawn(sweep());
+    }
+}
+
+/// How many of `idle` (oldest first) have waited too long.
+fn expired(idle: &[Idle]) -> usize {
+    idle.iter()
+        .take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT)
+        .count()
+}
+
+/// Closes this thread's expired idle connections now and then, so that they do not stay open
+/// when no request comes to reuse them; runs as long as the thread's runtime.
+async fn sweep() {
+    let mut ticks = tokio::time::interval(IDLE_TIMEOUT / 3);
+    loop {
+        ticks.tick().await;
+        IDLE.with_borrow_mut(|pools| {
+            for (_, idle) in pools.iter_mut() {
+                idle.drain(..expired(idle));
+            }
+            pools.retain(|(_, idle)| !idle.is_empty());
+        });
+    }
 }
 
 fn pooled(
