@@ -584,23 +584,15 @@ on_unauthenticated = "pass"
     let client = reqwest::Client::new();
     let ping = client.get(gateway.url("/ping")).send().await.unwrap();
     assert_eq!(ping.text().await.unwrap(), "OK");
-    let discovery: Value = client
-        .get(gateway.url("/oidc/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let get_json = |path: &str| {
+        let request = client.get(gateway.url(path)).send();
+        async move { request.await.unwrap().json::<Value>().await }
+    };
+    let discovery = get_json("/oidc/.well-known/openid-configuration")
         .await
         .unwrap();
     assert_eq!(discovery["issuer"], "http://tollgate.test/oidc");
-    let jwks: Value = client
-        .get(gateway.url("/oidc/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json("/oidc/jwks").await.unwrap();
     assert!(jwks["keys"].as_array().is_some_and(|keys| !keys.is_empty()));
     let wrong_method = client.post(gateway.url("/ping")).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405, "an own path is never proxied");
@@ -612,12 +604,7 @@ on_unauthenticated = "pass"
         "/PING",
         "/p%69ng",
     ] {
-        let echoed: Value = client
-            .get(gateway.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
+        let echoed = get_json(path)
             .await
             .unwrap_or_else(|error| panic!("{path} was not proxied: {error}"));
         assert_eq!(echoed["uri"], path, "{path} goes to the upstream as it is");
