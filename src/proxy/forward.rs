@@ -121,7 +121,8 @@ pub struct ForwardedFor<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Sends `request` to the route's upstream and returns its response, streaming.
+/// Sends `request` to the route's upstream and returns its response, streaming;
+/// `add_identity` adds the identity headers once the client's hop-by-hop headers are gone.
 ///
 /// # Errors
 /// `Unavailable` or `TimedOut`.
@@ -129,6 +130,7 @@ pub async fn forward(
     route: &RouteConfig,
     mut request: Request,
     forwarded: ForwardedFor<'_>,
+    add_identity: impl FnOnce(&mut HeaderMap),
 ) -> Result<Response, ForwardError> {
     let upgrade = request.headers().get(header::UPGRADE).cloned();
     let target = route
@@ -146,6 +148,9 @@ pub async fn forward(
             .insert(header::HOST, route.upstream.authority().clone());
     }
     remove_hop_by_hop(&mut parts.headers);
+    // After the hop-by-hop removal: a client's `Connection: X-User` must not take away the
+    // identity headers Tollgate sends.
+    add_identity(&mut parts.headers);
     if let Some(protocol) = &upgrade {
         parts
             .headers

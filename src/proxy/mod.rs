@@ -242,13 +242,16 @@ async fn send(
         request.headers_mut(),
         route.headers.iter().map(|(name, _)| name),
     );
-    if let Some(identity) = identity {
+    let add_identity = |headers: &mut HeaderMap| {
+        let Some(identity) = identity else {
+            return;
+        };
         for (name, source) in &route.headers {
             if let Some(value) = header_value(identity, source) {
-                request.headers_mut().insert(name.clone(), value);
+                headers.insert(name.clone(), value);
             }
         }
-    }
+    };
     let trusted = is_trusted(peer.ip(), &state.config.server.trusted_proxies);
     let chain = trusted
         .then(|| {
@@ -267,14 +270,16 @@ async fn send(
             .host_str()
             .map(|_| &base[url::Position::BeforeHost..url::Position::AfterPort]),
     };
-    forward(route, request, forwarded).await.map_err(|error| {
-        let reason = error.to_string();
-        tracing::warn!(upstream = %route.upstream, %reason, "upstream failed");
-        match error {
-            forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
-            forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),
-        }
-    })
+    forward(route, request, forwarded, add_identity)
+        .await
+        .map_err(|error| {
+            let reason = error.to_string();
+            tracing::warn!(upstream = %route.upstream, %reason, "upstream failed");
+            match error {
+                forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
+                forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),
+            }
+        })
 }
 
 /// The value of one identity header, or `None` when the identity has nothing for it.

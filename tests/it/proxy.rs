@@ -118,6 +118,18 @@ async fn login_route_logs_browsers_in_and_sends_identity_headers() {
         seen(&body, "x-forwarded-host"),
         [gateway.app.public_addr.to_string()]
     );
+
+    // Names a client lists in `Connection` are hop-by-hop and removed: never Tollgate's own.
+    let listing = browser
+        .get_with(
+            &gateway.url("/app/page"),
+            &[("connection", "X-User, x-forwarded-for, X-Access-Token")],
+        )
+        .await;
+    let body: Value = listing.json().await.unwrap();
+    assert_eq!(seen(&body, "x-user"), ["alice@example.com"]);
+    assert_eq!(seen(&body, "x-access-token").len(), 1);
+    assert_eq!(seen(&body, "x-forwarded-for"), ["127.0.0.1"]);
 }
 
 #[tokio::test]
