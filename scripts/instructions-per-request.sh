@@ -10,25 +10,7 @@ DURATION=${DURATION:-8}
 source "$(dirname "$0")/load-common.sh"
 
 upstream=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server { listen 127.0.0.1:$upstream; location / { return 200 "OK\n"; } }
-}
-CONF
-/usr/sbin/nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
-pids+=($!)
+start_nginx nginx "server { listen 127.0.0.1:$upstream; location / { return 200 \"OK\\n\"; } }"
 
 port=$(free_port)
 cat > "$work/tollgate.toml" <<TOML
@@ -37,17 +19,7 @@ listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$(free_port)"
 [session]
 secrets = ["instructions-session-secret-instructions-session"]
-[[provider]]
-name = "local"
-issuer = "http://127.0.0.1:$port"
-client_id = "proxy"
-client_auth = "none"
-[token_service]
-issuer = "http://127.0.0.1:$port"
-[[token_service.client]]
-client_id = "proxy"
-grants = ["authorization_code"]
-redirect_uris = ["http://127.0.0.1:$port/callback"]
+$(local_provider_toml "$port")
 [[route]]
 upstream = "http://127.0.0.1:$upstream"
 provider = "local"

@@ -1,6 +1,7 @@
 # Shared by the load scripts, sourced after they set PACKAGES (Debian packages they need) and
 # WORK_NAME: settings, packages, the release build, a work directory removed at exit together
-# with every process recorded in `pids`, free loopback ports, and one wrk run per target.
+# with every process recorded in `pids`, free loopback ports, nginx, Tollgate's own provider
+# as TOML, and one wrk run per target.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DURATION=${DURATION:-10}
@@ -22,6 +23,48 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; w
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+
+# Starts an nginx with one worker in $work/$1 whose http block ends with $2.
+start_nginx() {
+    local dir=$work/$1
+    mkdir -p "$dir"
+    cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  $2
+}
+CONF
+    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
+    pids+=($!)
+}
+
+# TOML for a Tollgate on 127.0.0.1:$1 whose routes log in at its own token service, as the
+# public client `proxy`.
+local_provider_toml() {
+    cat <<TOML
+[[provider]]
+name = "local"
+issuer = "http://127.0.0.1:$1"
+client_id = "proxy"
+client_auth = "none"
+[token_service]
+issuer = "http://127.0.0.1:$1"
+[[token_service.client]]
+client_id = "proxy"
+grants = ["authorization_code"]
+redirect_uris = ["http://127.0.0.1:$1/callback"]
+TOML
+}
 
 # `run NAME WRK-ARGS…`: one wrk run; prints requests/s and p99 and appends them to
 # $work/NAME.rps and $work/NAME.p99. Any non-2xx/3xx answer fails the script.

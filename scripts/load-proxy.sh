@@ -8,30 +8,6 @@ PACKAGES=(apache2 libapache2-mod-auth-openidc nginx redis-server)
 WORK_NAME=load-proxy
 source "$(dirname "$0")/load-common.sh"
 
-# Starts an nginx with one worker in $work/$1 whose http block ends with $2.
-start_nginx() {
-    local dir=$work/$1
-    mkdir -p "$dir"
-    cat > "$dir/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/body;
-  proxy_temp_path $dir/proxy;
-  fastcgi_temp_path $dir/fastcgi;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  $2
-}
-CONF
-    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
-    pids+=($!)
-}
-
 # The upstream: nginx answering from memory.
 upstream=$(free_port)
 start_nginx nginx "server { listen 127.0.0.1:$upstream; location / { return 200 \"OK\\n\"; } }"
@@ -66,17 +42,7 @@ admin_listen = "127.0.0.1:$admin"
 store = "$store"
 secrets = ["load-test-session-secret-load-test-session-secret"]
 $redis_line
-[[provider]]
-name = "local"
-issuer = "http://127.0.0.1:$port"
-client_id = "proxy"
-client_auth = "none"
-[token_service]
-issuer = "http://127.0.0.1:$port"
-[[token_service.client]]
-client_id = "proxy"
-grants = ["authorization_code"]
-redirect_uris = ["http://127.0.0.1:$port/callback"]
+$(local_provider_toml "$port")
 [[token_service.client]]
 client_id = "apache"
 client_secret_hash = "$apache_secret_hash"
