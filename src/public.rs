@@ -100,9 +100,8 @@ impl PublicService {
     > + Clone
     + Send
     + 'static {
-        let this = self;
         hyper::service::service_fn(move |request| {
-            let this = this.clone();
+            let this = self.clone();
             async move { Ok(this.serve(peer, request).await) }
         })
     }
