@@ -103,6 +103,11 @@ fn impossible_combinations_are_problems() {
         "route[0].provider: is required",
     );
     check_problem(
+        &format!("{PROVIDER}\n[[route]]\nupstream = \"http://app:secret@x\"\nprovider = \"corp\""),
+        &[],
+        "route[0].upstream: must not hold a user name or password",
+    );
+    check_problem(
         &format!(
             "{PROVIDER}\n[[route]]\nupstream = \"http://x\"\nprovider = \"corp\"\non_unauthenticated = \"maybe\""
         ),

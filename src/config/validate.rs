@@ -972,6 +972,16 @@ impl Checker<'_> {
                 "must not have a query or fragment",
             );
         }
+        if upstream
+            .as_ref()
+            .is_some_and(|url| !url.username().is_empty() || url.password().is_some())
+        {
+            // Never sent upstream, and a password in the URL would end up in log lines.
+            self.problem(
+                format!("{path}.upstream"),
+                "must not hold a user name or password",
+            );
+        }
         if upstream.as_ref().is_some_and(|url| url.scheme() == "https") {
             self.problem(
                 format!("{path}.upstream"),
