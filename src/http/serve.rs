@@ -1,4 +1,5 @@
-//! Serving a router on a bound listener until a shutdown future resolves, then draining.
+//! Serving a listener until a shutdown future resolves, then draining: the admin router with
+//! [`serve`], the public listener's per-connection service with [`serve_on_workers`].
 //!
 //! The public listener's connections are dealt out in turn to [`Workers`]: threads that each
 //! run a single-threaded runtime, so everything one connection does — its requests, the

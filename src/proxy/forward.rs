@@ -1,6 +1,6 @@
 //! Forwarding to an upstream: bodies streamed both ways, WebSocket (and any HTTP/1.1) upgrades
 //! spliced, hop-by-hop headers dropped, `X-Forwarded-For/Proto/Host` added, connect and
-//! response timeouts enforced. The only module that talks to upstreams.
+//! response timeouts enforced. Upstreams are reached only from here, through `proxy::pool`.
 
 use std::net::{IpAddr, SocketAddr};
 
