@@ -359,6 +359,10 @@ pub async fn start(
         move |peer| service.clone().for_connection(peer),
         signal,
         workers.clone(),
+        crate::http::serve::ConnectionTimeouts {
+            header_read: state.config.server.header_read_timeout,
+            keepalive: state.config.server.keepalive_timeout,
+        },
     ));
     let admin_addr = match admin {
         Some(listener) => {

@@ -175,7 +175,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { config } => match load(&config, &env) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in tollgate::config::warnings(&loaded) {
+                    eprintln!("warning: {warning}");
+                }
                 println!("{}: valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -187,6 +190,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&env, config.server.log_format);
+            for warning in tollgate::config::warnings(&config) {
+                tracing::warn!(%warning, "unsafe setting");
+            }
             match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

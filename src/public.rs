@@ -82,10 +82,12 @@ impl PublicService {
             return crate::proxy::handle(&self.state, peer, request.map(Body::new)).await;
         }
         request.extensions_mut().insert(ConnectInfo(peer));
-        match self.router.clone().oneshot(request).await {
+        let mut response = match self.router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
-        }
+        };
+        crate::http::security_headers(response.headers_mut());
+        response
     }
 
     /// The service for one connection from `peer`, in the shape hyper serves.

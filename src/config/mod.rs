@@ -85,6 +85,10 @@ pub struct ServerConfig {
     pub leeway: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// A request's head must arrive within this, else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    pub keepalive_timeout: Duration,
 }
 
 /// How log lines are written.
@@ -496,6 +500,39 @@ pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, V
 }
 
 pub use validate::is_same_issuer;
+
+/// Settings that are valid but unsafe in most deployments: `check` prints them and `serve` logs
+/// them at start, each naming its key.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|net| net.prefix_len() == 0)
+    {
+        warnings.push(
+            "server.trusted_proxies: a /0 network trusts every client's X-Forwarded-* and \
+             X-Original-* headers; list only the proxies in front of Tollgate"
+                .to_owned(),
+        );
+    }
+    if let Some(url) = &config.server.public_url
+        && url.scheme() == "http"
+        && !url.host().is_some_and(|host| match host {
+            url::Host::Domain(name) => name == "localhost",
+            url::Host::Ipv4(address) => address.is_loopback(),
+            url::Host::Ipv6(address) => address.is_loopback(),
+        })
+    {
+        warnings.push(
+            "server.public_url: plain http outside loopback sends session cookies and \
+             authorization codes unencrypted; use https"
+                .to_owned(),
+        );
+    }
+    warnings
+}
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,8 @@ pub(super) struct RawServer {
     pub admin_token_env: Option<String>,
     pub leeway: Option<String>,
     pub log_format: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -392,6 +392,24 @@ impl Checker<'_> {
                 LogFormat::Auto
             }
         };
+        let header_read_timeout = self.duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            Duration::from_secs(10),
+        );
+        let keepalive_timeout = self.duration(
+            "server.keepalive_timeout",
+            raw.keepalive_timeout,
+            Duration::from_secs(75),
+        );
+        for (key, value) in [
+            ("server.header_read_timeout", header_read_timeout),
+            ("server.keepalive_timeout", keepalive_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                self.problem(key, "must be at least 100ms");
+            }
+        }
         ServerConfig {
             listen,
             admin_listen,
@@ -401,6 +419,8 @@ impl Checker<'_> {
             admin_token,
             leeway,
             log_format,
+            header_read_timeout,
+            keepalive_timeout,
         }
     }
 
@@ -940,11 +960,15 @@ impl Checker<'_> {
         raw: RawRoute,
         providers: &[ProviderConfig],
     ) -> Option<RouteConfig> {
-        let host = raw.host.map(|host| host.trim().to_ascii_lowercase());
-        if host
-            .as_ref()
-            .is_some_and(|host| host.is_empty() || host.contains(['/', ':', ' ']))
-        {
+        // Kept in canonical form (lower case, no trailing dot), as requests' hosts are compared.
+        let host = raw.host.map(|host| {
+            let host = host.trim().to_ascii_lowercase();
+            host.strip_suffix('.').map(str::to_owned).unwrap_or(host)
+        });
+        if host.as_ref().is_some_and(|host| {
+            host.contains(':')
+                || crate::http::canonical::canonical_host(host).as_deref() != Some(host.as_str())
+        }) {
             self.problem(
                 format!("{path}.host"),
                 "must be a host name without port or path",

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::config::Unauthenticated;
-use crate::http::forwarded::{OriginalRequest, canonical_path, external_base, original_request};
+use crate::http::canonical::canonical_path;
+use crate::http::forwarded::{OriginalRequest, external_base, original_request};
 use crate::http::rejection::Rejection;
 use crate::identity::{IdentityError, authenticate, bearer_token};
 use crate::policy::{AuthQuery, Decision, decide};
@@ -94,13 +95,20 @@ pub async fn auth(
     }
 }
 
+/// The longest `/auth` query kept parsed between requests.
+const MAX_CACHED_QUERY: usize = 2048;
+
 fn parsed_query(state: &AppState, raw: &str) -> Result<Arc<AuthQuery>, Rejection> {
     if let Some(query) = state.auth_queries.get(raw) {
         return Ok(query);
     }
     let query =
         Arc::new(AuthQuery::parse(raw).map_err(|error| Rejection::BadRequest(error.to_string()))?);
-    state.auth_queries.insert(raw.to_owned(), query.clone());
+    // Ingress configs hold a handful of short queries: only those are kept, so the cache's
+    // size is bounded in bytes (1024 entries of at most MAX_CACHED_QUERY), not only in count.
+    if raw.len() <= MAX_CACHED_QUERY {
+        state.auth_queries.insert(raw.to_owned(), query.clone());
+    }
     Ok(query)
 }
 
@@ -129,8 +137,8 @@ async fn decide_auth(
     if !query.skip_rules.is_empty()
         && let Some((method, path)) = original.and_then(|request| {
             Some((
-                &request.method,
-                canonical_path(request.raw_path.as_deref()?)?,
+                request.method.as_ref(),
+                canonical_path(request.raw_path.as_deref()?).ok()?,
             ))
         })
         && query
@@ -169,7 +177,9 @@ async fn decide_auth(
         Err(error) => {
             if section.unauthenticated == Unauthenticated::Redirect
                 && !crate::http::is_api_call(
-                    original.map_or(&Method::GET, |request| &request.method),
+                    original
+                        .and_then(|request| request.method.as_ref())
+                        .unwrap_or(&Method::GET),
                     headers,
                 )
                 && let Some(location) = signin_location(state, original)
@@ -268,9 +278,21 @@ pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
                 .clamp(0, MAX_VALIDATE_CACHE);
             state.metrics.request("validate", "allow");
             tracing::info!(role = "validate", result = "allow", "decision");
-            let cache_control = HeaderValue::from_str(&format!("max-age={left}"))
+            // `private`: a shared cache must not give one caller's answer to another; `Vary`:
+            // the answer is for these credentials only.
+            let cache_control = HeaderValue::from_str(&format!("private, max-age={left}"))
                 .unwrap_or(HeaderValue::from_static("no-store"));
-            (StatusCode::OK, [(header::CACHE_CONTROL, cache_control)]).into_response()
+            (
+                StatusCode::OK,
+                [
+                    (header::CACHE_CONTROL, cache_control),
+                    (
+                        header::VARY,
+                        HeaderValue::from_static("Authorization, Cookie"),
+                    ),
+                ],
+            )
+                .into_response()
         }
         Err((rejection, reason)) => {
             state.metrics.request("validate", rejection.result_label());

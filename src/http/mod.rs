@@ -1,11 +1,23 @@
 //! Shared HTTP plumbing: the rejection table, forwarded headers, serving with graceful drain.
 
+pub mod canonical;
 pub mod forwarded;
 pub mod rejection;
 pub mod serve;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+/// Adds `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer` to an answer of
+/// Tollgate's own, unless it set them already (SPEC §10).
+pub fn security_headers(headers: &mut axum::http::HeaderMap) {
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
+}
 
 /// A `302 Found` to `location` (what ingress controllers and OAuth flows expect).
 pub fn found(location: &str) -> Response {

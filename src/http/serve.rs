@@ -6,14 +6,21 @@
 //! upstream connections they use (each worker keeps its own, see `proxy::pool`) and
 //! the tasks that drive those — stays on one thread, with no wake-ups across threads. The
 //! admin listener is served on the main runtime.
+//!
+//! Every public connection is watched (SPEC §9): its first request's head must arrive within
+//! `header_read_timeout` (hyper enforces it for later requests on a keep-alive connection), and
+//! a connection with no request in flight and no byte moving for `keepalive_timeout` is closed.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
@@ -87,6 +94,136 @@ impl Workers {
     }
 }
 
+/// How long a client may take to send a request's head, and to stay idle.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimeouts {
+    /// The first request's head must arrive within this after the connection opens; hyper
+    /// enforces it for every later request's head.
+    pub header_read: Duration,
+    /// No request in flight and no byte moving for this long closes the connection.
+    pub keepalive: Duration,
+}
+
+/// What the watchdog of one connection reads: bytes moved, requests begun, requests in flight.
+#[derive(Default)]
+struct Activity {
+    bytes: AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Marks one request in flight on a connection until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves when the connection has broken its timeouts: the first request's head did not come
+/// within `header_read`, or nothing was in flight and no byte moved for `keepalive`.
+async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'static str {
+    let opened = tokio::time::Instant::now();
+    let tick = timeouts.header_read.min(timeouts.keepalive) / 4;
+    let mut last_bytes = activity.bytes.load(Ordering::Relaxed);
+    let mut last_change = opened;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = tokio::time::Instant::now();
+        let bytes = activity.bytes.load(Ordering::Relaxed);
+        if bytes != last_bytes {
+            last_bytes = bytes;
+            last_change = now;
+        }
+        if activity.requests.load(Ordering::Relaxed) == 0 {
+            if now.duration_since(opened) >= timeouts.header_read {
+                return "no request head within header_read_timeout";
+            }
+        } else if activity.in_flight.load(Ordering::Relaxed) == 0
+            && now.duration_since(last_change) >= timeouts.keepalive
+        {
+            return "idle for keepalive_timeout";
+        }
+    }
+}
+
+/// A socket that counts the bytes it moves, for the watchdog.
+struct Counted<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.activity
+                .bytes
+                .fetch_add(read as u64, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T> Counted<T> {
+    fn count(&self, result: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(written)) = result {
+            self.activity
+                .bytes
+                .fetch_add(*written as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades) on the next
 /// worker with the service `for_connection` makes for its peer, until `shutdown` resolves;
 /// then waits for open connections to finish their requests.
@@ -98,6 +235,7 @@ pub async fn serve_on_workers<S>(
     for_connection: impl Fn(SocketAddr) -> S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     workers: std::sync::Arc<Workers>,
+    timeouts: ConnectionTimeouts,
 ) -> std::io::Result<()>
 where
     S: hyper::service::Service<
@@ -109,7 +247,11 @@ where
     S::Future: Send + 'static,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -141,7 +283,20 @@ where
                 continue;
             }
         };
-        let service = for_connection(peer);
+        let inner = for_connection(peer);
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request| {
+                let in_flight = InFlight::begin(&activity);
+                let response = hyper::service::Service::call(&inner, request);
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        };
         let watcher = graceful.watcher();
         let builder = builder.clone();
         workers.next().spawn(async move {
@@ -152,9 +307,19 @@ where
                     return;
                 }
             };
+            let stream = Counted {
+                inner: stream,
+                activity: activity.clone(),
+            };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, "connection ended with an error");
+            tokio::select! {
+                result = watcher.watch(connection) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }
+                // Dropping the connection closes it; nothing is in flight by then.
+                reason = watchdog(activity, timeouts) => tracing::debug!(reason, "connection closed"),
             }
         });
     }

@@ -255,8 +255,19 @@ async fn federate(
 
 pub(super) async fn submit_form(
     State(service): State<Arc<TokenService>>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Err(reason) = same_origin_post(&headers, service.issuer()) {
+        tracing::info!(reason, "login form post refused");
+        service.metrics.request("token_service", "bad_request");
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CACHE_CONTROL, "no-store")],
+            "403 Forbidden: the sign-in form was posted from another site\n",
+        )
+            .into_response();
+    }
     let parameters = match parse_parameters(&body) {
         Ok(parameters) => parameters,
         Err(message) => return AuthorizeError::Page(message).into_response(service.issuer()),
@@ -299,6 +310,35 @@ pub(super) async fn submit_form(
         Some(location) => crate::http::found(&location),
         None => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
     }
+}
+
+/// Refuses a login form posted from another site (login CSRF: a victim signed in as the
+/// attacker): by the browser's `Sec-Fetch-Site`, and by `Origin` when it names an origin (the
+/// form's `Referrer-Policy: no-referrer` makes browsers send `Origin: null` for it).
+fn same_origin_post(headers: &axum::http::HeaderMap, issuer: &str) -> Result<(), &'static str> {
+    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(site) = text("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err("Sec-Fetch-Site is not same-origin");
+    }
+    if let Some(origin) = text("origin")
+        && origin != "null"
+    {
+        let own = url::Url::parse(issuer)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_default();
+        let host_origin = |scheme: &str| {
+            text("host").map(|host| format!("{scheme}://{}", host.to_ascii_lowercase()))
+        };
+        let same = origin == own
+            || host_origin("http").as_deref() == Some(origin)
+            || host_origin("https").as_deref() == Some(origin);
+        if !same {
+            return Err("Origin is another site");
+        }
+    }
+    Ok(())
 }
 
 /// An argon2id hash of a random string, verified against when the username is unknown.

@@ -93,6 +93,39 @@ impl TokenService {
     ///
     /// # Errors
     /// `InvalidRequest` when the client is gone or the identity has no `sub`.
+    /// Where a federated login the upstream provider refused goes: back to the client with
+    /// the error (RFC 6749 §4.1.2.1), its `state` and this issuer's `iss`. Only the error codes
+    /// of RFC 6749 and OIDC Core pass; anything else becomes `access_denied`.
+    pub fn fail_federation(
+        &self,
+        request: &crate::session::FederatedRequest,
+        upstream_error: &str,
+    ) -> Option<String> {
+        const KNOWN: [&str; 12] = [
+            "access_denied",
+            "invalid_request",
+            "unauthorized_client",
+            "unsupported_response_type",
+            "invalid_scope",
+            "server_error",
+            "temporarily_unavailable",
+            "interaction_required",
+            "login_required",
+            "account_selection_required",
+            "consent_required",
+            "invalid_request_uri",
+        ];
+        let error = KNOWN
+            .iter()
+            .find(|known| **known == upstream_error)
+            .unwrap_or(&"access_denied");
+        let mut params = vec![("error", *error), ("iss", self.issuer())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        with_query(&request.redirect_uri, &params)
+    }
+
     pub fn complete_federation(
         &self,
         request: &crate::session::FederatedRequest,

@@ -125,6 +125,34 @@ pub(crate) async fn begin_login(
     begin_login_for(state, provider, base, headers, redirect_to, role, None).await
 }
 
+/// Whether `base`, taken from the request's `Host` (or a trusted `X-Forwarded-Host`) when
+/// `public_url` is not set, may be the redirect URI's host: a loopback address, a route's host,
+/// or a host `allowed_redirect_domains` allows. Anything else would let a `Host: evil.example`
+/// make the provider send the code to another site.
+fn serves_host(state: &AppState, base: &url::Url) -> bool {
+    if state.config.server.public_url.is_some() {
+        return true;
+    }
+    let host = match base.host() {
+        Some(url::Host::Ipv4(address)) => return address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => return address.is_loopback(),
+        Some(url::Host::Domain(name)) => name.trim_end_matches('.').to_ascii_lowercase(),
+        None => return false,
+    };
+    host == "localhost"
+        || state
+            .config
+            .routes
+            .iter()
+            .any(|route| route.host.as_deref() == Some(host.as_str()))
+        || state
+            .config
+            .server
+            .allowed_redirect_domains
+            .iter()
+            .any(|domain| domain.allows(&host, base.port_or_known_default()))
+}
+
 /// `begin_login` for the token service's federated login: `/callback` answers the client's
 /// authorization request instead of creating a session.
 ///
@@ -143,6 +171,14 @@ pub(crate) async fn begin_login_for(
         .sessions
         .as_ref()
         .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
+    if !serves_host(state, base) {
+        return Err((
+            Rejection::BadRequest(
+                "this host is not one Tollgate serves logins for (server.public_url)".to_owned(),
+            ),
+            "login base host not allowed".to_owned(),
+        ));
+    }
     let metadata = provider
         .metadata()
         .await
@@ -237,8 +273,20 @@ async fn finish_login(
         .get(&login.provider)
         .ok_or((Rejection::Internal, "provider gone".to_owned()))?;
     if let Some(error) = &query.error {
-        return Ok(with_cookies(Rejection::Unauthenticated.into_response(), vec![clear_state]))
-            .inspect(|_| tracing::info!(provider = %provider.name(), error = %error.chars().take(64).collect::<String>(), "provider refused the login"));
+        let shown: String = error.chars().take(64).collect();
+        tracing::info!(provider = %provider.name(), error = %shown.escape_debug(), "provider refused the login");
+        // A federated login answers the token service's client, as its own provider would.
+        let federated = login.federation.as_ref().and_then(|federation| {
+            state
+                .token_service
+                .as_ref()?
+                .fail_federation(federation, error)
+        });
+        let response = match federated {
+            Some(location) => crate::http::found(&location),
+            None => Rejection::Unauthenticated.into_response(),
+        };
+        return Ok(with_cookies(response, vec![clear_state]));
     }
     // RFC 9207: a provider that says who it is must be the one we sent the user to.
     if query

@@ -61,7 +61,8 @@ impl AllowedRedirectDomain {
         })
     }
 
-    fn allows(&self, host: &str, port: Option<u16>) -> bool {
+    /// Whether this entry allows `host` (lower case) on `port`.
+    pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
         let host_matches = if self.suffix {
             host == self.host
                 || host

@@ -49,8 +49,11 @@ pub struct SkipRule {
 
 impl SkipRule {
     /// Whether this rule lets a request with `method` and canonical `path` skip authentication.
-    pub fn skips(&self, method: &Method, path: &str) -> bool {
-        if self.method.as_ref().is_some_and(|wanted| wanted != method) {
+    /// A rule naming a method never applies when the method is not known (fail closed).
+    pub fn skips(&self, method: Option<&Method>, path: &str) -> bool {
+        if let Some(wanted) = &self.method
+            && method != Some(wanted)
+        {
             return false;
         }
         self.pattern.is_match(path) != self.negated

@@ -84,15 +84,19 @@ fn skip_rules_with_and_without_method() {
     let [favicon, api] = query.skip_rules.as_slice() else {
         panic!()
     };
-    assert!(favicon.skips(&Method::GET, "/favicon.ico"));
-    assert!(!favicon.skips(&Method::POST, "/favicon.ico"));
-    assert!(api.skips(&Method::POST, "/v1/api/x"));
+    assert!(favicon.skips(Some(&Method::GET), "/favicon.ico"));
+    assert!(!favicon.skips(Some(&Method::POST), "/favicon.ico"));
+    assert!(api.skips(Some(&Method::POST), "/v1/api/x"));
     let negated = AuthQuery::parse("skip-auth-ne=/api/").unwrap();
-    assert!(negated.skip_rules[0].skips(&Method::GET, "/home"));
-    assert!(!negated.skip_rules[0].skips(&Method::GET, "/api/x"));
+    assert!(negated.skip_rules[0].skips(Some(&Method::GET), "/home"));
+    assert!(!negated.skip_rules[0].skips(Some(&Method::GET), "/api/x"));
     let negated_method = AuthQuery::parse("skip-auth-ne=GET,^/api/").unwrap();
-    assert!(negated_method.skip_rules[0].skips(&Method::GET, "/home"));
-    assert!(!negated_method.skip_rules[0].skips(&Method::POST, "/home"));
+    assert!(negated_method.skip_rules[0].skips(Some(&Method::GET), "/home"));
+    assert!(!negated_method.skip_rules[0].skips(Some(&Method::POST), "/home"));
+    // A method-specific rule never applies when the method is not known; others still do.
+    assert!(!favicon.skips(None, "/favicon.ico"));
+    assert!(!negated_method.skip_rules[0].skips(None, "/home"));
+    assert!(api.skips(None, "/v1/api/x"));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! spliced, hop-by-hop headers dropped, `X-Forwarded-For/Proto/Host` added, connect and
 //! response timeouts enforced. Upstreams are reached only from here, through `proxy::pool`.
 
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
@@ -109,6 +110,9 @@ fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
     })
 }
 
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
 /// Facts about the client connection that go upstream as `X-Forwarded-*`.
 pub struct ForwardedFor<'a> {
     /// The peer's address.
@@ -168,6 +172,12 @@ pub async fn forward(
         Some(chain) => parts.headers.insert(X_FORWARDED_FOR.clone(), chain),
         None => parts.headers.remove(&X_FORWARDED_FOR),
     };
+    // Other ways of saying who the client is are believed only from a trusted proxy.
+    if forwarded.trusted_chain.is_none() {
+        for name in [&X_REAL_IP, &header::FORWARDED, &X_FORWARDED_PORT] {
+            parts.headers.remove(name);
+        }
+    }
     let proto = match forwarded.proto {
         "https" => HeaderValue::from_static("https"),
         "http" => HeaderValue::from_static("http"),
@@ -194,7 +204,70 @@ pub async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    let body = StallGuard {
+        inner: body,
+        timeout: route.read_timeout,
+        sleep: None,
+    };
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// An upstream response body that fails when no frame arrives for `timeout`: an upstream
+/// that stalls mid-body is cut off after the route's `read_timeout` (SPEC §9), and the client
+/// sees the response end early instead of waiting for ever.
+struct StallGuard<B> {
+    inner: B,
+    timeout: std::time::Duration,
+    /// Armed while the upstream owes the next frame; dropped whenever one comes.
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error a stalled upstream body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no data within the route's read_timeout")]
+struct UpstreamStalled;
+
+impl<B> hyper::body::Body for StallGuard<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.sleep = None;
+                Poll::Ready(frame.map(|result| result.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!("upstream stalled mid-body; response cut off");
+                        Poll::Ready(Some(Err(UpstreamStalled.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Answers 101 to the client and copies bytes both ways between the two upgraded connections.

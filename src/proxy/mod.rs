@@ -16,7 +16,8 @@ use base64::Engine as _;
 
 use crate::app::AppState;
 use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
-use crate::http::forwarded::{canonical_path, is_trusted};
+use crate::http::canonical::{canonical_path, request_host};
+use crate::http::forwarded::is_trusted;
 use crate::http::rejection::Rejection;
 use crate::identity::{BearerTokens, Identity, IdentityError, authenticate};
 use crate::login::redirect::validate_redirect;
@@ -24,17 +25,38 @@ use forward::{ForwardedFor, forward};
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
 pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| {
-            request
-                .uri()
-                .authority()
-                .map(|authority| authority.as_str())
-        });
-    let Some(route) = state.routes.find(host, request.uri().path()) else {
+    // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
+    let host = request_host(
+        request
+            .headers()
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes),
+        request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str()),
+    );
+    let host = match host {
+        Ok(host) => host.map(std::borrow::Cow::into_owned),
+        Err(error) => return refuse(state, Rejection::BadRequest(error.to_string())),
+    };
+    let path = match canonical_path(request.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => None,
+        Ok(std::borrow::Cow::Owned(path)) => Some(path),
+        Err(error) => return refuse(state, Rejection::BadRequest(error.to_string())),
+    };
+    if let Some(path) = path {
+        // `/public/../admin` is handled, and forwarded, as `/admin`; the query goes as sent.
+        let target = match request.uri().query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        match target.parse::<axum::http::Uri>() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return refuse(state, Rejection::BadRequest("invalid path".to_owned())),
+        }
+    }
+    let Some(route) = state.routes.find(host.as_deref(), request.uri().path()) else {
         state.metrics.request("proxy", "no_route");
         return (
             StatusCode::NOT_FOUND,
@@ -65,6 +87,13 @@ pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) ->
     }
 }
 
+/// A request refused before a route was chosen: one log line, never the attacker's text.
+fn refuse(state: &AppState, rejection: Rejection) -> Response {
+    state.metrics.request("proxy", rejection.result_label());
+    tracing::info!(role = "proxy", result = rejection.result_label(), reason = %rejection, "decision");
+    rejection.into_response()
+}
+
 type RouteResult = Result<(Response, &'static str), (Rejection, String)>;
 
 async fn serve_route(
@@ -87,13 +116,11 @@ async fn serve_route(
             .await
             .map(|response| (response, "logout"));
     }
-    let skipped = !route.skip.is_empty()
-        && canonical_path(request.uri().path()).is_some_and(|path| {
-            route
-                .skip
-                .iter()
-                .any(|rule| rule.skips(request.method(), &path))
-        });
+    // The path is canonical already (`handle`).
+    let skipped = route
+        .skip
+        .iter()
+        .any(|rule| rule.skips(Some(request.method()), request.uri().path()));
     if skipped {
         return send(state, route, peer, &base, request, None)
             .await
@@ -242,14 +269,27 @@ async fn send(
         request.headers_mut(),
         route.headers.iter().map(|(name, _)| name),
     );
-    let add_identity = |headers: &mut HeaderMap| {
-        let Some(identity) = identity else {
-            return;
-        };
+    // Computed before anything goes upstream: a value that cannot be a header refuses the
+    // request (as `/auth` does), never sends it on without that header.
+    let mut identity_headers = Vec::new();
+    if let Some(identity) = identity {
         for (name, source) in &route.headers {
-            if let Some(value) = header_value(identity, source) {
-                headers.insert(name.clone(), value);
+            match header_value(identity, source) {
+                Ok(Some(value)) => identity_headers.push((name.clone(), value)),
+                Ok(None) => {}
+                Err(()) => {
+                    let requirement = format!("{name}: a value a header can carry");
+                    return Err((
+                        Rejection::Forbidden(requirement),
+                        format!("the identity's value for {name} cannot be a header"),
+                    ));
+                }
             }
+        }
+    }
+    let add_identity = |headers: &mut HeaderMap| {
+        for (name, value) in identity_headers {
+            headers.insert(name, value);
         }
     };
     let trusted = is_trusted(peer.ip(), &state.config.server.trusted_proxies);
@@ -282,10 +322,20 @@ async fn send(
         })
 }
 
-/// The value of one identity header, or `None` when the identity has nothing for it.
-fn header_value(identity: &Identity, source: &HeaderSource) -> Option<HeaderValue> {
+/// The value of one identity header: `Ok(None)` when the identity has nothing for it, `Err`
+/// when its value holds characters a header cannot carry (CR, LF, NUL, …).
+fn header_value(identity: &Identity, source: &HeaderSource) -> Result<Option<HeaderValue>, ()> {
+    let Some(text) = header_text(identity, source) else {
+        return Ok(None);
+    };
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(text))
+        .map(Some)
+        .map_err(|_| ())
+}
+
+fn header_text(identity: &Identity, source: &HeaderSource) -> Option<String> {
     let access_token = identity.access_token();
-    let text = match source {
+    Some(match source {
         HeaderSource::AccessToken => access_token?.to_owned(),
         HeaderSource::BearerAccessToken => format!("Bearer {}", access_token?),
         HeaderSource::IdToken => identity.session.as_ref()?.id_token.clone(),
@@ -304,14 +354,5 @@ fn header_value(identity: &Identity, source: &HeaderSource) -> Option<HeaderValu
                 .collect::<Vec<_>>()
                 .join(",")
         }
-    };
-    match HeaderValue::from_maybe_shared(axum::body::Bytes::from(text)) {
-        Ok(value) => Some(value),
-        Err(_) => {
-            tracing::warn!(
-                "an identity header value holds characters a header cannot carry; not sent"
-            );
-            None
-        }
-    }
+    })
 }

@@ -1,5 +1,6 @@
-//! Choosing the route for a request: by host (without port), then the longest path prefix on
-//! whole segments (`/public` matches `/public` and `/public/x`, never `/publicity`). Pure.
+//! Choosing the route for a request: by host, then the longest path prefix on whole segments
+//! (`/public` matches `/public` and `/public/x`, never `/publicity`). Host and path are the
+//! canonical request's (`http::canonical`). Pure.
 
 use crate::config::RouteConfig;
 
@@ -20,16 +21,16 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// The route for `host` (as sent, maybe with a port) and `path`: routes naming the host win
-    /// over routes for any host; among those, the longest matching prefix.
+    /// The route for the canonical `host` (lower case, no port, no trailing dot) and canonical
+    /// `path`: routes naming the host win over routes for any host; among those, the longest
+    /// matching prefix.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteConfig> {
-        let host = host.map(strip_port);
         let matching = |route: &&RouteConfig| is_prefix_on_segments(&route.path_prefix, path);
         let named = self
             .routes
             .iter()
             .filter(|route| match (&route.host, host) {
-                (Some(wanted), Some(host)) => wanted.eq_ignore_ascii_case(host),
+                (Some(wanted), Some(host)) => wanted == host,
                 _ => false,
             })
             .filter(matching)
@@ -42,15 +43,6 @@ impl RouteTable {
                 .max_by_key(|route| route.path_prefix.len())
         })
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(address, _)| address.trim_start_matches('['));
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 fn is_prefix_on_segments(prefix: &str, path: &str) -> bool {
@@ -117,7 +109,7 @@ provider = "p"
         check(None, "/publicity", 1);
         check(Some("other.example.com"), "/public/x", 2);
         check(Some("app.example.com"), "/api/v1", 3);
-        check(Some("APP.example.com:8443"), "/api", 3);
+        check(Some("app.example.com"), "/api", 3);
         check(Some("app.example.com"), "/apis", 4);
         check(Some("app.example.com"), "/public/x", 4);
     }

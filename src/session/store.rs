@@ -169,7 +169,7 @@ impl Sessions {
                     self.metrics.sessions_ended.inc();
                     return Err(SessionCookieError::Expired.into());
                 }
-                if now - stored.last_seen >= TOUCH_INTERVAL {
+                if now - stored.last_seen >= touch_interval(self.idle_timeout) {
                     store.touch(&id, now);
                 }
                 Ok(Some(stored.session))
@@ -185,7 +185,7 @@ impl Sessions {
                     self.metrics.sessions_ended.inc();
                     return Err(SessionCookieError::Expired.into());
                 }
-                if now - stored.last_seen >= TOUCH_INTERVAL {
+                if now - stored.last_seen >= touch_interval(self.idle_timeout) {
                     stored.last_seen = now;
                     let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
                     store.touch(&id, &seen, &stored, ttl).await?;
@@ -404,5 +404,8 @@ impl Sessions {
     }
 }
 
-/// Touch a session's `last_seen` at most this often (seconds), so reads stay reads.
-const TOUCH_INTERVAL: i64 = 30;
+/// Touch a session's `last_seen` at most every 30 s, so reads stay reads; more often for a
+/// short `idle_timeout` (a tenth of it), so a session in use never looks idle.
+fn touch_interval(idle_timeout: i64) -> i64 {
+    (idle_timeout / 10).clamp(1, 30)
+}

@@ -111,3 +111,40 @@ fn version_and_help() {
         assert!(String::from_utf8_lossy(&help.stdout).contains(command));
     }
 }
+
+#[test]
+fn check_warns_about_trusting_everyone_and_plain_http_public_url() {
+    let base = r#"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+[[provider]]
+name = "corp"
+issuer = "https://login.example.com"
+client_id = "tollgate"
+client_auth = "none"
+[forward_auth]
+provider = "corp"
+"#;
+    let run = |name: &str, server: &str| {
+        let path = write(name, &format!("[server]\n{server}\n{base}"));
+        let output = tollgate()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "valid, with warnings");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let everyone = run("everyone.toml", "trusted_proxies = [\"0.0.0.0/0\"]");
+    assert!(
+        everyone.contains("warning: server.trusted_proxies"),
+        "{everyone}"
+    );
+    let plain = run("plain.toml", "public_url = \"http://auth.example.com\"");
+    assert!(plain.contains("warning: server.public_url"), "{plain}");
+    let fine = run(
+        "fine.toml",
+        "public_url = \"https://auth.example.com\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    assert!(!fine.contains("warning"), "{fine}");
+}

@@ -393,10 +393,13 @@ async fn validate_answers_200_with_bounded_max_age_or_401_no_store() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["vary"], "Authorization, Cookie");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
     let max_age: i64 = response.headers()["cache-control"]
         .to_str()
         .unwrap()
-        .strip_prefix("max-age=")
+        .strip_prefix("private, max-age=")
         .unwrap()
         .parse()
         .unwrap();

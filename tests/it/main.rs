@@ -13,7 +13,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod canonical;
 mod cli;
+mod connections;
 mod forward_auth;
 mod login_flow;
 mod proxy;

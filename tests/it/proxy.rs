@@ -608,17 +608,53 @@ on_unauthenticated = "pass"
     assert!(jwks["keys"].as_array().is_some_and(|keys| !keys.is_empty()));
     let wrong_method = client.post(gateway.url("/ping")).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405, "an own path is never proxied");
-    for path in [
-        "/ping/",
-        "/oidc",
-        "/oidc/jwks/x",
-        "/jwks",
-        "/PING",
-        "/p%69ng",
-    ] {
+    for path in ["/ping/", "/oidc", "/oidc/jwks/x", "/jwks", "/PING"] {
         let echoed = get_json(path)
             .await
             .unwrap_or_else(|error| panic!("{path} was not proxied: {error}"));
         assert_eq!(echoed["uri"], path, "{path} goes to the upstream as it is");
     }
+    // Own paths are matched exactly; any other spelling is proxied, in canonical form.
+    let encoded = get_json("/p%69ng").await.unwrap();
+    assert_eq!(encoded["uri"], "/ping");
+}
+
+#[tokio::test]
+async fn a_claim_that_cannot_be_a_header_refuses_the_request_instead_of_dropping_the_header() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+accept_bearer = true
+[route.headers]
+"X-User" = "claim:email"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let client = reqwest::Client::new();
+    for bad in ["a@example.com\r\nX-Admin: 1", "a@example.com\nx", "a\u{0}b"] {
+        let token = idp.access_token().claim("email", json!(bad)).sign();
+        let response = client
+            .get(gateway.url("/x"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{bad:?}");
+    }
+    let token = idp
+        .access_token()
+        .claim("email", json!("a@example.com"))
+        .sign();
+    let response = client
+        .get(gateway.url("/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(seen(&body, "x-user"), ["a@example.com"]);
+    gateway.stop().await;
 }

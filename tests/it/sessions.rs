@@ -327,3 +327,29 @@ async fn idle_sessions_end_and_used_ones_do_not() {
         "idle for longer than idle_timeout"
     );
 }
+
+#[tokio::test]
+async fn a_short_idle_timeout_never_ends_a_session_in_use() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = memory_config(&idp, None, "idle_timeout = \"10s\"\n");
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    // Used every 6 s for a minute: each use is within idle_timeout of the one before.
+    for _ in 0..10 {
+        clock.advance(6);
+        idp.advance_clock(6);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "used every six seconds"
+        );
+    }
+    clock.advance(11);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        401,
+        "idle for longer than idle_timeout"
+    );
+}

@@ -863,3 +863,132 @@ async fn signing_keys_persist_and_rotate_by_config() {
     );
     retired_removed.stop().await;
 }
+
+#[tokio::test]
+async fn the_login_form_refuses_a_post_from_another_site() {
+    let (gateway, issuer) = token_service().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let body = format!(
+        "{}&username=alice&password=alice-password",
+        authorize_query("s-x", true)
+    );
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = client
+            .post(gateway.url("/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        post(vec![("origin", "https://evil.example".to_owned())]).await,
+        403
+    );
+    assert_eq!(
+        post(vec![("sec-fetch-site", "cross-site".to_owned())]).await,
+        403
+    );
+    assert_eq!(
+        post(vec![
+            ("origin", issuer.clone()),
+            ("sec-fetch-site", "same-origin".to_owned())
+        ])
+        .await,
+        302,
+        "the form's own page posts it"
+    );
+    assert_eq!(
+        post(vec![("origin", "null".to_owned())]).await,
+        302,
+        "Referrer-Policy: no-referrer makes browsers send Origin: null"
+    );
+}
+
+/// RFC 6749 §4.1.2.1: an upstream provider's refusal of a federated login goes back to the
+/// client with the error, the client's `state` and this issuer's `iss`, not to a dead end.
+#[tokio::test]
+async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client() {
+    use crate::support::TestIdp;
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
+    let corp = TestIdp::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[session]
+secrets = ["{secret}"]
+[[provider]]
+name = "corp"
+issuer = "{corp}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+[token_service]
+issuer = "{issuer}"
+[[token_service.client]]
+client_id = "corp-app"
+grants = ["authorization_code"]
+redirect_uris = ["https://corp-app.example/cb"]
+login_provider = "corp"
+source = "aad"
+"#,
+        secret = crate::support::gateway::SESSION_SECRET,
+        corp = corp.issuer(),
+    );
+    let config = tollgate::config::load(&text, &Default::default()).unwrap();
+    let app = tollgate::app::start(
+        config,
+        Arc::new(tollgate::clock::SystemClock),
+        Some(listener),
+        None,
+    )
+    .await
+    .unwrap();
+    let gateway = Gateway { app };
+    for (upstream_error, expected) in [
+        ("access_denied", "access_denied"),
+        ("login_required", "login_required"),
+        ("<script>", "access_denied"),
+    ] {
+        let mut browser = Browser::new();
+        let query = format!(
+            "response_type=code&client_id=corp-app&redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb&scope=openid&state=client-state&nonce=n-1&code_challenge={}&code_challenge_method=S256",
+            challenge(VERIFIER)
+        );
+        let to_upstream = browser
+            .get(&gateway.url(&format!("/authorize?{query}")))
+            .await;
+        assert_eq!(to_upstream.status(), 302);
+        let upstream_url = reqwest::Url::parse(&location(&to_upstream)).unwrap();
+        let login_state = upstream_url
+            .query_pairs()
+            .find(|(name, _)| name == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        let refused = browser
+            .get(&gateway.url(&format!(
+                "/callback?error={}&state={login_state}",
+                url::form_urlencoded::byte_serialize(upstream_error.as_bytes()).collect::<String>()
+            )))
+            .await;
+        assert_eq!(refused.status(), 302, "{upstream_error}");
+        let to_client = reqwest::Url::parse(&location(&refused)).unwrap();
+        assert_eq!(
+            to_client.as_str().split('?').next().unwrap(),
+            "https://corp-app.example/cb"
+        );
+        let params: HashMap<String, String> = to_client.query_pairs().into_owned().collect();
+        assert_eq!(params["error"], expected);
+        assert_eq!(params["state"], "client-state");
+        assert_eq!(params["iss"], issuer);
+        assert!(!params.contains_key("code"));
+    }
+    gateway.stop().await;
+}

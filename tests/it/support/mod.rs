@@ -3,6 +3,7 @@
 pub mod browser;
 pub mod gateway;
 pub mod idp;
+pub mod nginx;
 pub mod redis;
 pub mod upstream;
 

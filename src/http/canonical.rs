@@ -1,0 +1,336 @@
+//! The canonical request (SPEC §4.1): the one reading of a request's path and host that every
+//! decision uses — forward-auth skip rules, route choice, route `skip` rules — and that the
+//! proxy sends upstream, so Tollgate never decides on one reading while nginx in front of it or
+//! the application behind it serves another. Pure functions; the rules are listed in
+//! `docs/security.md`.
+
+use std::borrow::Cow;
+
+/// Why a path has no single reading. The message is safe to show the client (it never
+/// repeats the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Not starting with `/`.
+    #[error("the path does not start with /")]
+    NotAbsolute,
+    /// A control character, NUL, space, backslash or a byte outside ASCII.
+    #[error("the path holds a character that is not allowed")]
+    BadCharacter,
+    /// `%` not followed by two hex digits.
+    #[error("the path holds an invalid percent-encoding")]
+    BadPercentEncoding,
+    /// A percent-encoded `/`, `\`, `?`, `#`, `%` or control character.
+    #[error("the path holds a percent-encoded separator")]
+    EncodedSeparator,
+    /// A `..` that climbs above the root.
+    #[error("the path climbs above the root")]
+    AboveRoot,
+}
+
+/// The canonical form of `raw` (a path, maybe followed by a query or fragment, which are
+/// dropped): percent-encoded unreserved characters decoded, other percent-encodings in upper
+/// case, runs of `/` merged, then `.` and `..` segments resolved. Borrowed when `raw`'s path is
+/// already canonical, as almost every request's is.
+///
+/// # Errors
+/// A `PathError` when the path has no single reading.
+pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let path = &raw[..end];
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut simple = true;
+    let mut previous = 0u8;
+    for &byte in path.as_bytes() {
+        if byte <= b' ' || byte >= 0x7f || byte == b'\\' {
+            return Err(PathError::BadCharacter);
+        }
+        if byte == b'%' || (previous == b'/' && matches!(byte, b'/' | b'.')) {
+            simple = false;
+        }
+        previous = byte;
+    }
+    if simple {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path)?;
+    resolve_segments(&decoded).map(Cow::Owned)
+}
+
+/// Decodes percent-encoded unreserved characters; keeps other encodings, in upper case.
+fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte != b'%' {
+            decoded.push(char::from(byte));
+            index += 1;
+            continue;
+        }
+        let hex = |offset: usize| {
+            bytes
+                .get(index + offset)
+                .and_then(|digit| char::from(*digit).to_digit(16))
+                .ok_or(PathError::BadPercentEncoding)
+        };
+        let value =
+            u8::try_from(hex(1)? * 16 + hex(2)?).map_err(|_| PathError::BadPercentEncoding)?;
+        if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            decoded.push(char::from(value));
+        } else if value < 0x20 || value == 0x7f || b"/\\?#%".contains(&value) {
+            return Err(PathError::EncodedSeparator);
+        } else {
+            decoded.push('%');
+            decoded.push(char::from(HEX[usize::from(value >> 4)]));
+            decoded.push(char::from(HEX[usize::from(value & 0xf)]));
+        }
+        index += 3;
+    }
+    Ok(decoded)
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Merges runs of `/` (as nginx's `merge_slashes` does), then resolves `.` and `..` (RFC 3986
+/// §5.2.4); a `..` above the root is an error, as nginx answers it with 400.
+fn resolve_segments(path: &str) -> Result<String, PathError> {
+    let mut output: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                output.pop().ok_or(PathError::AboveRoot)?;
+                trailing_slash = true;
+            }
+            other => {
+                output.push(other);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut result = String::with_capacity(path.len());
+    for segment in &output {
+        result.push('/');
+        result.push_str(segment);
+    }
+    if trailing_slash || output.is_empty() {
+        result.push('/');
+    }
+    Ok(result)
+}
+
+/// The host name a `Host` value (or an absolute-form target's authority) names: lower case,
+/// without the port and without one trailing dot, so `App.Example.com.:443` is
+/// `app.example.com`. IPv6 literals lose their brackets. `None` for a value that is not a host.
+pub fn canonical_host(value: &str) -> Option<Cow<'_, str>> {
+    let name = if let Some(rest) = value.strip_prefix('[') {
+        let (address, after) = rest.split_once(']')?;
+        if !(after.is_empty() || is_port(after.strip_prefix(':')?)) {
+            return None;
+        }
+        let valid = address.contains(':')
+            && address
+                .bytes()
+                .all(|byte| byte.is_ascii_hexdigit() || b":.".contains(&byte));
+        return valid.then(|| lower(address));
+    } else {
+        let name = match value.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => value,
+        };
+        name.strip_suffix('.').unwrap_or(name)
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-._".contains(&byte));
+    valid.then(|| lower(name))
+}
+
+fn lower(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+/// Why a request's host cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The `Host` header (or the target's authority) is not a host.
+    #[error("invalid Host header")]
+    Invalid,
+    /// The absolute-form target names another host than the `Host` header.
+    #[error("the Host header and the request target name different hosts")]
+    Disagree,
+}
+
+/// The canonical host of a request from its `Host` header and its target's authority (absolute
+/// form, or HTTP/2's `:authority`); `None` when it has neither.
+///
+/// # Errors
+/// `Invalid` or `Disagree`.
+pub fn request_host<'a>(
+    host_header: Option<&'a [u8]>,
+    authority: Option<&'a str>,
+) -> Result<Option<Cow<'a, str>>, HostError> {
+    let header = host_header
+        .map(|bytes| {
+            std::str::from_utf8(bytes)
+                .ok()
+                .and_then(canonical_host)
+                .ok_or(HostError::Invalid)
+        })
+        .transpose()?;
+    let target = authority
+        .map(|text| canonical_host(text).ok_or(HostError::Invalid))
+        .transpose()?;
+    match (header, target) {
+        (Some(header), Some(target)) if header != target => Err(HostError::Disagree),
+        (Some(header), _) => Ok(Some(header)),
+        (None, target) => Ok(target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn path(raw: &str, expected: Result<&str, PathError>) {
+        assert_eq!(
+            canonical_path(raw).as_deref().map_err(|e| *e),
+            expected,
+            "raw {raw:?}"
+        );
+    }
+
+    #[test]
+    fn paths_are_decoded_merged_and_resolved() {
+        path("/public/x", Ok("/public/x"));
+        path("/", Ok("/"));
+        path("/admin?x=/public", Ok("/admin"));
+        path("/admin#/public", Ok("/admin"));
+        path("/public/../admin", Ok("/admin"));
+        path("/public/../admin/", Ok("/admin/"));
+        path("/public/%2e%2e/admin", Ok("/admin"));
+        path("/public/%2E%2e/admin", Ok("/admin"));
+        path("/public/.%2e/admin", Ok("/admin"));
+        path("/public/./../admin/", Ok("/admin/"));
+        path("/public//../admin/", Ok("/admin/"));
+        path("/%70ublic/x", Ok("/public/x"));
+        path("/a/./b/", Ok("/a/b/"));
+        path("/a/b/..", Ok("/a/"));
+        path("/a/b/.", Ok("/a/b/"));
+        path("/a/..", Ok("/"));
+        path("//api/x", Ok("/api/x"));
+        path("///api/x", Ok("/api/x"));
+        path("/.//api/x", Ok("/api/x"));
+        path("/a//", Ok("/a/"));
+        path("/caf%c3%a9", Ok("/caf%C3%A9"));
+        path("/a%20b", Ok("/a%20b"));
+        path("/.well-known/x", Ok("/.well-known/x"));
+        path("/a/...", Ok("/a/..."));
+        path("/public;/../admin", Ok("/admin"));
+    }
+
+    #[test]
+    fn paths_without_a_single_reading_are_refused() {
+        path("/public%2F..%2Fadmin", Err(PathError::EncodedSeparator));
+        path("/public%2f..%2fadmin", Err(PathError::EncodedSeparator));
+        path("/public%5Cadmin", Err(PathError::EncodedSeparator));
+        path("/public%3Fx", Err(PathError::EncodedSeparator));
+        path("/public%23x", Err(PathError::EncodedSeparator));
+        path("/public%252e%252e/admin", Err(PathError::EncodedSeparator));
+        path("/public%00", Err(PathError::EncodedSeparator));
+        path("/public%0d%0a", Err(PathError::EncodedSeparator));
+        path("/public\\..\\admin", Err(PathError::BadCharacter));
+        path("/a b", Err(PathError::BadCharacter));
+        path("/a\u{0}b", Err(PathError::BadCharacter));
+        path("/café", Err(PathError::BadCharacter));
+        path("/public%zz", Err(PathError::BadPercentEncoding));
+        path("/public%2", Err(PathError::BadPercentEncoding));
+        path("/public%", Err(PathError::BadPercentEncoding));
+        path("relative", Err(PathError::NotAbsolute));
+        path("", Err(PathError::NotAbsolute));
+        path("/..", Err(PathError::AboveRoot));
+        path("/../../etc", Err(PathError::AboveRoot));
+        path("/a/../../etc", Err(PathError::AboveRoot));
+        path("/%2e%2e/etc", Err(PathError::AboveRoot));
+    }
+
+    #[test]
+    fn canonical_paths_are_fixed_points() {
+        for raw in ["/a//b/../c/./d%2e/", "/%41%7e%c3/x/..", "//", "/x/%2E/y"] {
+            let once = canonical_path(raw).unwrap().into_owned();
+            assert_eq!(canonical_path(&once).unwrap(), once, "{raw}");
+        }
+    }
+
+    #[test]
+    fn hosts_lose_case_port_and_one_trailing_dot() {
+        let host = |value: &str| canonical_host(value).map(Cow::into_owned);
+        assert_eq!(host("App.Example.com").as_deref(), Some("app.example.com"));
+        assert_eq!(host("app.example.com.").as_deref(), Some("app.example.com"));
+        assert_eq!(
+            host("app.example.com:443").as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(
+            host("APP.example.com.:8443").as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(host("[::1]:4180").as_deref(), Some("::1"));
+        assert_eq!(host("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        for bad in [
+            "",
+            ".",
+            "app.example.com..",
+            "a..b",
+            "app.example.com:x",
+            "app.example.com:",
+            "a b",
+            "evil.com/x",
+            "user@host",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "::1",
+        ] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_header_and_target_must_agree() {
+        assert_eq!(
+            request_host(Some(b"App.Example.com."), Some("app.example.com:443"))
+                .unwrap()
+                .as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(
+            request_host(Some(b"app.example.com"), Some("other.example.com")),
+            Err(HostError::Disagree)
+        );
+        assert_eq!(request_host(Some(b"a b"), None), Err(HostError::Invalid));
+        assert_eq!(request_host(None, None), Ok(None));
+        assert_eq!(
+            request_host(None, Some("x.example")).unwrap().as_deref(),
+            Some("x.example")
+        );
+    }
+}

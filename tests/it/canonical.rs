@@ -1,0 +1,325 @@
+//! SPEC §4.1, the canonical request, checked against a real nginx: whatever nginx serves as a
+//! protected path was never skipped or routed as a public one (a differential oracle over a
+//! generated corpus of tricky paths), and hosts are read one way.
+
+use crate::support::gateway::SESSION_SECRET;
+use crate::support::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET};
+use crate::support::nginx::{self, Nginx, free_port, raw_get};
+use crate::support::{Gateway, TestIdp};
+
+/// Pieces tricky paths are made of: separators written every way, dot segments written every
+/// way, names that decode to the protected ones.
+const PIECES: &[&str] = &[
+    "public",
+    "admin",
+    "api",
+    "x",
+    "",
+    ".",
+    "..",
+    "%2e",
+    "%2E%2e",
+    ".%2e",
+    "%2e.",
+    "%2f",
+    "%2F",
+    "%5c",
+    "\\",
+    "%70ublic",
+    "%61pi",
+    "%61dmin",
+    "public%2F..",
+    "%252e%252e",
+    ";",
+    "public;",
+    "%00",
+    "%25",
+    "%20",
+    "..;",
+    "%2e%2e%2f",
+    "a%2fb",
+    "%7e",
+    "...",
+];
+
+/// Deterministic, so a failure reproduces: `count` paths of one to five pieces.
+fn corpus(count: usize) -> Vec<String> {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |bound: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(seed >> 33).unwrap() % bound
+    };
+    let mut paths: Vec<String> = [
+        "/public/../admin/",
+        "/public/%2e%2e/admin/",
+        "/public/./../admin/",
+        "/public//../admin/",
+        "//api/x",
+        "///api/x",
+        "/.//api/x",
+        "/public/x",
+        "/api/x",
+        "/admin/",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    while paths.len() < count {
+        let length = 1 + next(5);
+        // Half start under the public prefix, where a walk out of it is the attack.
+        let mut path = if next(2) == 0 {
+            "/public".to_owned()
+        } else {
+            String::new()
+        };
+        for _ in 0..length {
+            path.push('/');
+            path.push_str(PIECES[next(PIECES.len())]);
+        }
+        if next(3) == 0 {
+            path.push('/');
+        }
+        paths.push(path);
+    }
+    paths
+}
+
+fn config(idp: &TestIdp, app_port: u16) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[session]
+secrets = ["{SESSION_SECRET}"]
+
+[[provider]]
+name = "corp"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+audiences = ["{AUDIENCE}"]
+
+[forward_auth]
+provider = "corp"
+
+[[route]]
+path_prefix = "/public"
+upstream = "http://127.0.0.1:{app_port}"
+provider = "corp"
+on_unauthenticated = "pass"
+
+[[route]]
+upstream = "http://127.0.0.1:{app_port}"
+provider = "corp"
+on_unauthenticated = "deny"
+"#,
+        issuer = idp.issuer()
+    )
+}
+
+/// nginx as the application (it answers the path it resolved) and, for each skip rule, nginx
+/// in front of Tollgate with the README's `auth_request` recipe.
+fn nginx_config(app_port: u16, tollgate_port: u16, fronts: &[(u16, &str)]) -> String {
+    let mut http = format!(
+        "server {{ listen 127.0.0.1:{app_port}; location / {{ return 200 \"served=$uri\\n\"; }} }}\n"
+    );
+    for (port, rule) in fronts {
+        http.push_str(&format!(
+            "server {{\n listen 127.0.0.1:{port};\n\
+             location = /_tollgate_auth {{\n internal;\n \
+             proxy_pass http://127.0.0.1:{tollgate_port}/auth?{rule};\n \
+             proxy_pass_request_body off;\n proxy_set_header Content-Length \"\";\n \
+             proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n \
+             proxy_set_header X-Original-Method $request_method;\n }}\n\
+             location / {{\n auth_request /_tollgate_auth;\n proxy_pass http://127.0.0.1:{app_port};\n }}\n}}\n"
+        ));
+    }
+    http
+}
+
+/// Whether a path nginx resolved may be served without a credential.
+type Oracle = dyn Fn(&str) -> bool;
+
+fn served(body: &str) -> Option<&str> {
+    body.lines().find_map(|line| line.strip_prefix("served="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_nginx_serves_as_protected_is_skipped_or_routed_as_public() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let app_port = free_port();
+    let gateway = Gateway::start(&config(&idp, app_port)).await;
+    let tollgate_port = gateway.app.public_addr.port();
+    let (skip_public, skip_not_api) = (free_port(), free_port());
+    let fronts = [
+        (skip_public, "skip-auth=%5E/public/"),
+        (skip_not_api, "skip-auth-ne=%5E/api/"),
+    ];
+    let _nginx = Nginx::start(
+        &nginx_config(app_port, tollgate_port, &fronts),
+        &[app_port, skip_public, skip_not_api],
+    )
+    .await;
+
+    let paths = corpus(400);
+    // Each oracle: whether nginx's resolved path is one the rule may let through unauthenticated.
+    let is_public = |path: &str| path.starts_with("/public/");
+    let is_not_api = |path: &str| !path.starts_with("/api/");
+    let is_public_route = |path: &str| path == "/public" || path.starts_with("/public/");
+    let mut passed = [0usize; 3];
+    let mut refused = [0usize; 3];
+    for path in &paths {
+        let cases: [(usize, u16, &Oracle); 3] = [
+            (0, skip_public, &is_public),
+            (1, skip_not_api, &is_not_api),
+            (2, tollgate_port, &is_public_route),
+        ];
+        for (case, port, may_pass) in cases {
+            let (status, body) = raw_get(port, path, &[]).await;
+            if status == 200 {
+                let served = served(&body)
+                    .unwrap_or_else(|| panic!("200 without the application's answer: {body:?}"));
+                assert!(
+                    may_pass(served),
+                    "case {case}: {path:?} passed without a credential and nginx served {served:?}"
+                );
+                passed[case] += 1;
+            } else {
+                assert!(
+                    matches!(status, 400 | 401 | 404),
+                    "case {case}: {path:?} answered {status}"
+                );
+                refused[case] += 1;
+            }
+        }
+    }
+    // The corpus exercises both sides of every rule, so the oracle has something to judge.
+    for case in 0..3 {
+        assert!(
+            passed[case] > 20,
+            "case {case}: only {} passed",
+            passed[case]
+        );
+        assert!(
+            refused[case] > 20,
+            "case {case}: only {} refused",
+            refused[case]
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_proxy_forwards_the_canonical_path_and_refuses_paths_without_one() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let app_port = free_port();
+    let gateway = Gateway::start(&config(&idp, app_port)).await;
+    let _nginx = Nginx::start(&nginx_config(app_port, 1, &[]), &[app_port]).await;
+    let port = gateway.app.public_addr.port();
+    for (path, expected) in [
+        ("/public/x/../y?q=1", (200, Some("/public/y"))),
+        ("/public//x", (200, Some("/public/x"))),
+        ("/%70ublic/x", (200, Some("/public/x"))),
+        ("/public/../admin/", (401, None)),
+        ("/public/%2e%2e/admin/", (401, None)),
+        ("/public/%2F../admin", (400, None)),
+        ("/public/%252e%252e/admin", (400, None)),
+        ("/public/../../admin", (400, None)),
+    ] {
+        let (status, body) = raw_get(port, path, &[]).await;
+        assert_eq!((status, served(&body)), expected, "{path}");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn hosts_are_matched_in_canonical_form_and_must_agree_with_the_target() {
+    let idp = TestIdp::start().await;
+    let upstream = crate::support::TestUpstream::start().await;
+    let routes = r#"
+[[route]]
+host = "app.example.com"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    let gateway = Gateway::start(&crate::proxy::proxy_config(&idp, &upstream.url(), routes)).await;
+    let port = gateway.app.public_addr.port();
+    for host in [
+        "app.example.com",
+        "App.Example.COM",
+        "app.example.com.",
+        "app.example.com:443",
+        "app.example.com.:80",
+    ] {
+        let (status, _) = raw_get(port, "/x", &[("Host", host)]).await;
+        assert_eq!(status, 401, "Host: {host} must reach the host's deny route");
+    }
+    let (status, _) = raw_get(port, "/x", &[("Host", "other.example.com")]).await;
+    assert_eq!(status, 200, "another host reaches the host-less pass route");
+    let (status, _) = raw_get(
+        port,
+        "http://other.example.com/x",
+        &[("Host", "app.example.com")],
+    )
+    .await;
+    assert_eq!(status, 400, "Host and absolute-form target disagree");
+    let (status, _) = raw_get(port, "/x", &[("Host", "app.example.com..")]).await;
+    assert_eq!(status, 400);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_method_specific_skip_rule_needs_the_original_method() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let status = |headers: Vec<(&'static str, &'static str)>| {
+        let mut request = client.get(gateway.url("/auth?skip-auth=GET,%5E/public/"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let url = ("x-original-url", "https://app.example.com/public/x");
+    assert_eq!(status(vec![url, ("x-original-method", "GET")]).await, 200);
+    assert_eq!(status(vec![url]).await, 401, "a missing method is not GET");
+    assert_eq!(
+        status(vec![
+            url,
+            ("x-original-method", "POST"),
+            ("x-http-method-override", "GET")
+        ])
+        .await,
+        401
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn signin_never_builds_a_redirect_uri_on_a_host_it_does_not_serve() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let port = gateway.app.public_addr.port();
+    let (status, _) = raw_get(port, "/signin?rd=/", &[("Host", "evil.example")]).await;
+    assert_eq!(
+        status, 400,
+        "Host: evil.example must not become the redirect URI"
+    );
+    let (status, _) = raw_get(port, "/signin?rd=/", &[]).await;
+    assert_eq!(status, 302, "loopback is served without public_url");
+    gateway.stop().await;
+}

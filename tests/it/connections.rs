@@ -1,0 +1,161 @@
+//! SPEC §9: slow and idle clients are cut off, an upstream that stalls mid-body is cut off, and
+//! what goes upstream carries no header the client forged. Outcomes are asserted (closed or
+//! not), never durations; a generous outer timeout turns a hang into a failure.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::{Gateway, TestIdp, TestUpstream};
+
+const TIMEOUTS: &str = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n";
+
+/// Tollgate with a pass route to `upstream` and 1 s connection timeouts.
+async fn gateway(idp: &TestIdp, upstream: &str, route_extra: &str) -> Gateway {
+    let routes = format!(
+        "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n{route_extra}"
+    );
+    let config = crate::proxy::proxy_config(idp, upstream, &routes).replacen(
+        "admin_listen = \"127.0.0.1:0\"\n",
+        &format!("admin_listen = \"127.0.0.1:0\"\n{TIMEOUTS}"),
+        1,
+    );
+    Gateway::start(&config).await
+}
+
+/// Reads until the server closes the connection; `true` when it did within the outer bound.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut buffer = [0u8; 4096];
+    let read_to_end = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read_to_end)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn idle_and_slow_header_connections_are_closed() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = gateway(&idp, &upstream.url(), "").await;
+    let addr = gateway.app.public_addr;
+
+    // A connection that never sends a byte.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_by_server(&mut idle).await,
+        "a silent connection stays open"
+    );
+
+    // A keep-alive connection after one answered request.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_by_server(&mut kept).await,
+        "an idle keep-alive stays open"
+    );
+
+    // One header byte every 100 ms: the head never completes within header_read_timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut_off = false;
+    for byte in head {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !cut_off {
+        // Every byte was accepted by the socket: the server must have answered with a refusal
+        // or closed, never served the request.
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            !text.starts_with("HTTP/1.1 200"),
+            "a head sent over 20 s was served: {text}"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off() {
+    let idp = TestIdp::start().await;
+    // An upstream that promises 1000 bytes, sends 10, then says nothing while keeping the
+    // connection open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(stream);
+            });
+        }
+    });
+    let gateway = gateway(&idp, &upstream, "read_timeout = \"1s\"\n").await;
+    let response = reqwest::get(gateway.url("/stall")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(30), response.bytes())
+        .await
+        .expect("the client is held by a stalled upstream");
+    assert!(body.is_err(), "a cut-off body must not look complete");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_the_client_never_reach_the_upstream() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    // The test client is on 127.0.0.1, a trusted proxy by default: here nobody is trusted.
+    let routes = format!(
+        "[[route]]\nupstream = \"{}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n",
+        upstream.url()
+    );
+    let config = crate::proxy::proxy_config(&idp, &upstream.url(), &routes).replacen(
+        "admin_listen = \"127.0.0.1:0\"\n",
+        "admin_listen = \"127.0.0.1:0\"\ntrusted_proxies = []\n",
+        1,
+    );
+    let gateway = Gateway::start(&config).await;
+    let body: Value = reqwest::Client::new()
+        .get(gateway.url("/x"))
+        .header("X-Real-IP", "203.0.113.9")
+        .header("Forwarded", "for=203.0.113.9;proto=https")
+        .header("X-Forwarded-Port", "443")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("X-Forwarded-Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = body["headers"].as_object().unwrap();
+    for forged in ["x-real-ip", "forwarded", "x-forwarded-port"] {
+        assert!(
+            !headers.contains_key(forged),
+            "{forged} reached the upstream"
+        );
+    }
+    assert_eq!(headers["x-forwarded-for"][0], "127.0.0.1");
+    assert_ne!(headers["x-forwarded-host"][0], "evil.example");
+    gateway.stop().await;
+}
