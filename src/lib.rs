@@ -8,6 +8,8 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod forward_auth;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod http;
 pub mod identity;
 pub mod issuer;

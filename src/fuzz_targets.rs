@@ -1,0 +1,147 @@
+//! The bodies of the fuzz targets: every parser that reads attacker input, called with
+//! arbitrary bytes. `fuzz/` (cargo-fuzz, libFuzzer) and the stable corpus runner
+//! (`tests/it/fuzz.rs`) call the same functions. Each must return for any input; the
+//! properties below are asserted, so a violation is a crash the fuzzer reports. Not part of the
+//! product's API.
+
+// A violated property must crash the fuzzer: that is how it reports.
+#![allow(clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use crate::http::canonical::{canonical_host, canonical_path};
+use crate::login::redirect::{AllowedRedirectDomain, validate_redirect};
+
+/// One fuzz target: any bytes in, a panic when a property breaks.
+pub type Target = fn(&[u8]);
+
+/// The fuzz targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call
+/// them.
+pub const TARGETS: [(&str, Target); 6] = [
+    ("jwt", jwt),
+    ("auth_query", auth_query),
+    ("canonical_path", canonical),
+    ("redirect", redirect),
+    ("sealed_cookie", sealed_cookie),
+    ("config", config),
+];
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+/// A fixed P-256 public key: fuzzed tokens are checked against it.
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"fuzz","alg":"ES256","use":"sig","x":"gNlJQ5m2yrpPftcx6noDxmPMaTHB8ek88XGYduu83C4","y":"divuwUiIaP2KlYVDHiottqFtqShGHDuKCJi7kzJUYfQ"}]}"#;
+
+/// JWT decoding and validation: the first byte chooses what the rest is — a compact token
+/// (header, signature, claims), a claims object (the checks a signed token's claims go
+/// through), or a JWKS document.
+pub fn jwt(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let audiences = ["api".to_owned()];
+    let expected = crate::token::Expectations {
+        issuer: "https://idp.example",
+        audiences: &audiences,
+        leeway: 60,
+        now: 1_800_000_000,
+    };
+    match selector % 3 {
+        0 => {
+            let Ok(keys) = crate::jose::KeySet::from_jwks_json(JWKS.as_bytes()) else {
+                return;
+            };
+            let token = text(rest);
+            if let Ok(claims) = crate::token::validate_access_token(&token, &keys, &expected) {
+                panic!("a token no key signed was accepted: {claims:?}");
+            }
+        }
+        1 => {
+            if let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(rest) {
+                let _ = crate::token::check_claims(&claims, &expected);
+                let _ = crate::token::numeric_claim(&claims, "exp");
+            }
+        }
+        _ => {
+            let _ = crate::jose::KeySet::from_jwks_json(rest);
+        }
+    }
+}
+
+/// The `/auth` query parser.
+pub fn auth_query(data: &[u8]) {
+    if let Ok(query) = crate::policy::AuthQuery::parse(&text(data)) {
+        for rule in &query.skip_rules {
+            let _ = rule.skips(None, "/");
+        }
+    }
+}
+
+/// The canonical path and host: a canonical path is a fixed point, starts with `/`, and holds
+/// no empty, `.` or `..` segment.
+pub fn canonical(data: &[u8]) {
+    let raw = text(data);
+    if let Ok(path) = canonical_path(&raw) {
+        assert!(path.starts_with('/'), "{raw:?} → {path:?}");
+        let again = canonical_path(&path).unwrap_or_else(|error| panic!("{path:?}: {error}"));
+        assert_eq!(again, path, "not a fixed point");
+        let inner = path.trim_end_matches('/');
+        assert!(
+            !inner.contains("//") && !inner.split('/').any(|s| s == "." || s == ".."),
+            "{raw:?} → {path:?}"
+        );
+    }
+    // IPv6 literals lose their brackets, so only names are fixed points.
+    if let Some(host) = canonical_host(&raw).filter(|host| !host.contains(':')) {
+        assert_eq!(canonical_host(&host).as_deref(), Some(&*host), "{raw:?}");
+    }
+}
+
+/// Redirect (`rd`) validation: whatever passes is a plain path on this host or a URL whose
+/// host is allowed.
+pub fn redirect(data: &[u8]) {
+    let target = text(data);
+    let allowed: Vec<AllowedRedirectDomain> = [".example.com", "app.example.org:8443"]
+        .iter()
+        .filter_map(|entry| entry.parse().ok())
+        .collect();
+    let Ok(accepted) = validate_redirect(&target, &allowed) else {
+        return;
+    };
+    if accepted.starts_with('/') {
+        assert!(
+            !accepted.starts_with("//") && !accepted.contains('\\'),
+            "{target:?} → {accepted:?}"
+        );
+    } else {
+        let url = url::Url::parse(&accepted).unwrap_or_else(|_| panic!("{accepted:?}"));
+        let host = url.host_str().unwrap_or_default();
+        assert!(
+            host == "example.com"
+                || host.ends_with(".example.com")
+                || (host == "app.example.org" && url.port_or_known_default() == Some(8443)),
+            "{target:?} → {accepted:?}"
+        );
+    }
+}
+
+/// Opening sealed cookies: attacker text never opens.
+pub fn sealed_cookie(data: &[u8]) {
+    let sealer = crate::session::seal::Sealer::new(&[crate::secret::Secret::new(
+        "fuzz-session-secret-fuzz-session-secret".to_owned(),
+    )]);
+    let sealed = text(data);
+    if let Ok(opened) = sealer.open("session", &sealed) {
+        panic!("attacker text opened: {opened:?}");
+    }
+}
+
+/// Config loading, with no environment. Configs naming files are skipped: the operator's
+/// file system is not attacker input, and `/dev/zero` would only measure patience.
+pub fn config(data: &[u8]) {
+    let text = text(data);
+    if !text.contains("_file") {
+        let _ = crate::config::load(&text, &BTreeMap::new());
+    }
+}
