@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use super::jwks::{JwksCache, JwksSource};
 use super::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse, client};
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixTime};
 use crate::config::ProviderConfig;
 use crate::jose::KeySet;
 use crate::metrics::Metrics;
@@ -33,13 +33,60 @@ pub enum CredentialError {
     Provider(#[from] ProviderError),
 }
 
+/// How long a discovery document is used before it is fetched again (seconds).
+const DISCOVERY_TTL: UnixTime = 3600;
+/// How soon a failed discovery refresh is tried again (seconds).
+const DISCOVERY_RETRY: UnixTime = 60;
+
+/// Every endpoint of a discovery document must be https, or plain http on the issuer's own
+/// host when the issuer itself is plain http (a provider on loopback in development): a
+/// document that sends codes, tokens or keys over plain http to another host is refused.
+fn check_endpoints(metadata: &ProviderMetadata) -> Result<(), ProviderError> {
+    let issuer = url::Url::parse(&metadata.issuer)
+        .map_err(|_| ProviderError::BadResponse("the issuer is not a URL".to_owned()))?;
+    let endpoints = [
+        (
+            "authorization_endpoint",
+            Some(&metadata.authorization_endpoint),
+        ),
+        ("token_endpoint", Some(&metadata.token_endpoint)),
+        ("jwks_uri", metadata.jwks_uri.as_ref()),
+        ("userinfo_endpoint", metadata.userinfo_endpoint.as_ref()),
+        (
+            "end_session_endpoint",
+            metadata.end_session_endpoint.as_ref(),
+        ),
+        (
+            "introspection_endpoint",
+            metadata.introspection_endpoint.as_ref(),
+        ),
+    ];
+    for (name, endpoint) in endpoints {
+        let Some(endpoint) = endpoint else {
+            continue;
+        };
+        let allowed = url::Url::parse(endpoint).is_ok_and(|url| match url.scheme() {
+            "https" => url.host().is_some(),
+            "http" => issuer.scheme() == "http" && url.host() == issuer.host(),
+            _ => false,
+        });
+        if !allowed {
+            return Err(ProviderError::BadResponse(format!(
+                "discovery's {name} must be https (or http on the issuer's own host)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// One upstream OpenID Provider.
 pub struct Provider {
     /// Its configuration.
     pub config: ProviderConfig,
     http: reqwest::Client,
     local: Option<Arc<dyn LocalIssuer>>,
-    metadata: RwLock<Option<Arc<ProviderMetadata>>>,
+    /// The discovery document and when it is due to be fetched again.
+    metadata: RwLock<Option<(Arc<ProviderMetadata>, UnixTime)>>,
     discovery_lock: tokio::sync::Mutex<()>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
@@ -86,37 +133,55 @@ impl Provider {
                 .is_ok_and(|metadata| metadata.is_some())
     }
 
-    /// The discovery document, fetched on first use.
+    /// The discovery document, fetched on first use and again every `DISCOVERY_TTL`; a
+    /// refresh that fails keeps the document it had (retried after `DISCOVERY_RETRY`).
     ///
     /// # Errors
-    /// When the provider cannot be reached or its document is unusable.
+    /// When the provider cannot be reached or its document is unusable, and none was fetched
+    /// before.
     pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, ProviderError> {
         if let Some(local) = &self.local {
             return Ok(Arc::new(local.metadata()));
         }
-        if let Some(metadata) = self
-            .metadata
-            .read()
-            .ok()
-            .and_then(|metadata| metadata.clone())
+        let now = self.clock.now();
+        let current = || self.metadata.read().ok().and_then(|slot| slot.clone());
+        let stale = match current() {
+            Some((metadata, due)) if now < due => return Ok(metadata),
+            other => other.map(|(metadata, _)| metadata),
+        };
+        // One fetch at a time; while a refresh is under way, others use the document they have.
+        let _single_flight = match (&stale, self.discovery_lock.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some(metadata), Err(_)) => return Ok(metadata.clone()),
+            (None, Err(_)) => self.discovery_lock.lock().await,
+        };
+        if let Some((metadata, due)) = current()
+            && now < due
         {
             return Ok(metadata);
         }
-        let _single_flight = self.discovery_lock.lock().await;
-        if let Some(metadata) = self
-            .metadata
-            .read()
-            .ok()
-            .and_then(|metadata| metadata.clone())
-        {
-            return Ok(metadata);
+        match self.discover().await {
+            Ok(metadata) => {
+                let metadata = Arc::new(metadata);
+                self.store_metadata(metadata.clone(), now + DISCOVERY_TTL);
+                tracing::info!(provider = %self.config.name, "discovered provider");
+                Ok(metadata)
+            }
+            Err(error) => match stale {
+                Some(metadata) => {
+                    tracing::warn!(provider = %self.config.name, %error, "discovery refresh failed; keeping the document");
+                    self.store_metadata(metadata.clone(), now + DISCOVERY_RETRY);
+                    Ok(metadata)
+                }
+                None => Err(error),
+            },
         }
-        let metadata = Arc::new(self.discover().await?);
+    }
+
+    fn store_metadata(&self, metadata: Arc<ProviderMetadata>, due: UnixTime) {
         if let Ok(mut slot) = self.metadata.write() {
-            *slot = Some(metadata.clone());
+            *slot = Some((metadata, due));
         }
-        tracing::info!(provider = %self.config.name, "discovered provider");
-        Ok(metadata)
     }
 
     async fn discover(&self) -> Result<ProviderMetadata, ProviderError> {
@@ -147,6 +212,7 @@ impl Provider {
                 metadata.issuer, self.config.issuer
             )));
         }
+        check_endpoints(&metadata)?;
         Ok(metadata)
     }
 

@@ -412,3 +412,43 @@ async fn a_rotated_session_secret_still_opens_old_sessions() {
     .await;
     assert_eq!(browser.get(&retired.url("/auth")).await.status(), 401);
 }
+
+#[tokio::test]
+async fn discovery_is_refreshed_and_plain_http_endpoints_elsewhere_are_refused() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&Gateway::forward_auth_config(&idp, "", ""), clock.clone()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signin = || {
+        let request = client.get(gateway.url("/signin?rd=/")).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(signin().await, 302);
+    assert_eq!(signin().await, 302);
+    assert_eq!(idp.count("discovery"), 1, "the document is kept");
+    clock.advance(3601);
+    assert_eq!(signin().await, 302);
+    assert_eq!(idp.count("discovery"), 2, "and fetched again after an hour");
+
+    // The next document sends the code exchange over plain http to another host: refused, and
+    // the old document is kept meanwhile, so logins still go to the real provider.
+    idp.misbehave(Misbehaviour {
+        plain_http_token_endpoint: true,
+        ..Misbehaviour::default()
+    });
+    clock.advance(3601);
+    assert_eq!(signin().await, 302, "the last good document is kept");
+    assert_eq!(idp.count("discovery"), 3);
+    let fresh = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    let refused = client
+        .get(fresh.url("/signin?rd=/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(refused, 502, "a first document like that is unusable");
+}

@@ -168,6 +168,8 @@ pub struct Misbehaviour {
     pub jwks_no_cache: bool,
     /// The refresh grant answers `invalid_grant`.
     pub refresh_fails: bool,
+    /// Discovery names a plain-http token endpoint on another host.
+    pub plain_http_token_endpoint: bool,
 }
 
 struct PendingCode {
@@ -404,10 +406,15 @@ fn count(inner: &Inner, endpoint: &'static str) {
 async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     count(&inner, "discovery");
     let issuer = &inner.issuer;
+    let token_endpoint = if inner.misbehaviour.lock().unwrap().plain_http_token_endpoint {
+        "http://tokens.elsewhere.example/token".to_owned()
+    } else {
+        format!("{issuer}/token")
+    };
     Json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
+        "token_endpoint": token_endpoint,
         "jwks_uri": format!("{issuer}/jwks"),
         "end_session_endpoint": format!("{issuer}/end_session"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
