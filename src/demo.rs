@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
 use crate::app::RunningApp;
@@ -158,6 +158,7 @@ pub async fn start(
         auth_url: format!("{issuer}/auth?{INJECT}"),
         signin_url: format!("{issuer}/signin"),
         signout_url: format!("{issuer}/signout"),
+        signed_out_url: format!("{issuer}/"),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -179,6 +180,8 @@ struct DemoApp {
     auth_url: String,
     signin_url: String,
     signout_url: String,
+    /// Where a sign-out ends: Tollgate's own "signed out" page.
+    signed_out_url: String,
     http: reqwest::Client,
 }
 
@@ -216,21 +219,20 @@ async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap
             let mut rows = String::new();
             for (name, value) in answer.headers() {
                 if name.as_str().starts_with("x-auth-") {
-                    let value = crate::issuer::escape_html(value.to_str().unwrap_or("(binary)"));
+                    let value = crate::http::pages::escape(value.to_str().unwrap_or("(binary)"));
                     rows.push_str(&format!("<tr><th>{name}</th><td>{value}</td></tr>"));
                 }
             }
-            let signout = format!(
-                "{}?rd={}",
-                app.signout_url,
-                encoded(&format!("http://{host}/"))
-            );
-            Html(format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Tollgate demo app</title></head><body>\
-                 <h1>Hello from the demo app</h1><p>Tollgate let this request through and sent these identity headers:</p>\
-                 <table>{rows}</table><p><a href=\"{signout}\">Sign out</a></p></body></html>"
-            ))
-            .into_response()
+            let signout = format!("{}?rd={}", app.signout_url, encoded(&app.signed_out_url));
+            crate::http::pages::html(
+                axum::http::StatusCode::OK,
+                "The demo app",
+                &format!(
+                    "<p>Tollgate let this request through and sent these identity headers:</p>\
+                     <table>{rows}</table><a class=\"button\" href=\"{}\">Sign out</a>",
+                    crate::http::pages::escape(&signout)
+                ),
+            )
         }
         401 => crate::http::found(&format!("{}?rd={}", app.signin_url, encoded(&original_url))),
         status => (

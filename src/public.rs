@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use tower::ServiceExt as _;
@@ -21,7 +21,7 @@ use crate::app::AppState;
 #[derive(Clone)]
 pub struct PublicService {
     state: Arc<AppState>,
-    /// Tollgate's own endpoints; it has no fallback (unknown paths get its 404).
+    /// Tollgate's own endpoints; unknown paths get the "not found" page.
     router: Router,
     /// The exact paths `router` has routes for: every other path is the proxy's, when routes
     /// are configured.
@@ -34,6 +34,9 @@ impl PublicService {
         let mut endpoints = Endpoints::default();
         // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
         endpoints.add("/ping", get(|| async { "OK" }));
+        // The landing page, when no route claims `/` (`serve`); also where a sign-out that
+        // returns to `public_url` ends: the "signed out" page.
+        endpoints.add("/", get(landing));
         if state.forward_auth().is_some() {
             endpoints.add("/auth", get(crate::forward_auth::auth));
             endpoints.add("/signin", get(crate::login::signin));
@@ -64,7 +67,10 @@ impl PublicService {
         }
         Self {
             state: state.clone(),
-            router: endpoints.router.with_state(state.clone()),
+            router: endpoints
+                .router
+                .fallback(|| async { crate::http::pages::not_found() })
+                .with_state(state.clone()),
             own_paths: Arc::new(endpoints.paths),
         }
     }
@@ -76,18 +82,39 @@ impl PublicService {
         B::Error: Into<axum::BoxError>,
     {
         let mut request = crate::http::host_from_authority(request);
-        let proxied =
-            !self.state.routes.is_empty() && !self.own_paths.contains(request.uri().path());
-        if proxied {
-            return crate::proxy::handle(&self.state, peer, request.map(Body::new)).await;
-        }
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let mut response = match self.router.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
+        let accept = request.headers().get(header::ACCEPT).cloned();
+        let path = request.uri().path();
+        let own =
+            self.own_paths.contains(path) && !(path == "/" && self.a_route_claims_root(&request));
+        let response = if !self.state.routes.is_empty() && !own {
+            crate::proxy::handle(&self.state, peer, request.map(Body::new)).await
+        } else {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut response = match self.router.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            crate::http::security_headers(response.headers_mut());
+            response
         };
-        crate::http::security_headers(response.headers_mut());
-        response
+        crate::http::pages::negotiate(accept.as_ref(), response)
+    }
+
+    /// Whether a route serves `/` for this request's host (then the landing page does not).
+    fn a_route_claims_root<B>(&self, request: &Request<B>) -> bool {
+        let host = crate::http::canonical::request_host(
+            request
+                .headers()
+                .get(header::HOST)
+                .map(|value| value.as_bytes()),
+            None,
+        );
+        match host {
+            Ok(host) => self.state.routes.find(host.as_deref(), "/").is_some(),
+            // The proxy answers a bad Host with its 400.
+            Err(_) => true,
+        }
     }
 
     /// The service for one connection from `peer`, in the shape hyper serves.
@@ -107,6 +134,16 @@ impl PublicService {
             async move { Ok(this.serve(peer, request).await) }
         })
     }
+}
+
+/// `GET /`: signed in or signed out, by the session cookie (a sign-out removes it).
+async fn landing(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let cookies = crate::session::request_cookies(&headers);
+    let name = &state.config.session.cookie_name;
+    crate::http::pages::landing(cookies.contains_key(name.as_str()))
 }
 
 /// Routes being collected, and their paths.

@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod forwarded;
+pub mod pages;
 pub mod rejection;
 pub mod serve;
 

@@ -47,6 +47,20 @@ impl Rejection {
         }
     }
 
+    /// The title of the page a browser is shown.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "Bad request",
+            Self::Unauthenticated => "Sign-in required",
+            Self::Forbidden(_) => "Access refused",
+            Self::ProviderUnavailable => "The identity provider is unreachable",
+            Self::UpstreamUnavailable => "The application is unavailable",
+            Self::UpstreamTimeout => "The application did not answer",
+            Self::StoreUnavailable => "Sessions are unavailable",
+            Self::Internal => "Something went wrong",
+        }
+    }
+
     /// The metrics label of this rejection.
     pub fn result_label(&self) -> &'static str {
         match self {
@@ -84,7 +98,16 @@ impl IntoResponse for Rejection {
             }
             Self::Internal => "500 Internal Server Error\n".to_owned(),
         };
+        let refusal = super::pages::Refusal {
+            error: self.result_label(),
+            title: self.title(),
+            message: body
+                .split_once(": ")
+                .map_or(body.trim(), |(_, message)| message.trim())
+                .to_owned(),
+        };
         let mut response = (self.status(), body).into_response();
+        response.extensions_mut().insert(refusal);
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(

@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::clients::verify_password;
 use super::{PendingCode, TokenService, is_registered_redirect, with_query};
 use crate::config::GrantType;
+use crate::http::pages::{escape, page};
 
 /// A checked authorization request.
 struct AuthorizationRequest {
@@ -373,17 +374,12 @@ fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Re
     } else {
         StatusCode::OK
     };
-    // The form posts here and is then redirected to the client: browsers apply form-action
-    // to that redirect too, so the (registered, already checked) redirect URI's origin is allowed.
-    let client_origin = parameters
-        .get("redirect_uri")
-        .and_then(|uri| url::Url::parse(uri).ok())
-        .map(|uri| uri.origin().ascii_serialization())
-        .filter(|origin| origin != "null")
-        .unwrap_or_default();
-    let policy = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {client_origin}"
-    );
+    // No `form-action`: browsers apply it to every redirect that follows the POST, and the
+    // chain goes on from the client's redirect URI to wherever that sends the user (another
+    // origin for most apps), which no list written here can know. The page has no markup a
+    // request can inject (every value is escaped), which is what form-action would guard.
+    let policy =
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
     let mut response = (
         status,
         [
@@ -393,34 +389,9 @@ fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Re
         Html(page("Sign in", &body)),
     )
         .into_response();
-    if let Ok(value) = axum::http::HeaderValue::from_str(policy.trim_end()) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_SECURITY_POLICY, value);
-    }
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(policy),
+    );
     response
-}
-
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} — Tollgate</title>\
-         <style>body{{font-family:sans-serif;max-width:22rem;margin:4rem auto}}label{{display:block;margin:.6rem 0}}\
-         input{{width:100%}}.error{{color:#a00}}</style></head><body><h1>{title}</h1>{body}</body></html>"
-    )
-}
-
-/// HTML-escapes text for element content and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
 }

@@ -23,7 +23,6 @@ use crate::oidc::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse};
 use crate::token::cache::TokenCache;
 use crate::token::{self, Claims, Expectations, TokenError};
 
-pub use authorize::escape as escape_html;
 pub use clients::hash_password;
 pub use errors::IssuerError;
 

@@ -19,6 +19,7 @@ mod connections;
 mod forward_auth;
 mod fuzz;
 mod login_flow;
+mod pages;
 mod proxy;
 mod redis_sessions;
 mod refresh;

@@ -126,8 +126,8 @@ async fn authorization_code_with_pkce_through_the_login_form() {
         .unwrap()
         .to_owned();
     assert!(
-        policy.ends_with("form-action 'self' https://spa.example.com"),
-        "the redirect after the form must be allowed: {policy}"
+        policy.starts_with("default-src 'none'") && !policy.contains("form-action"),
+        "the redirects after the form, to any origin, must be allowed: {policy}"
     );
     assert!(form.text().await.unwrap().contains("name=\"password\""));
     let wrong = browser

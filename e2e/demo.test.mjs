@@ -1,0 +1,117 @@
+// `tollgate demo` as a new user meets it (SPEC §2, §10): the printed URL and passwords are read
+// from its output, then headless Chromium signs in, sees the app with the user's name, signs
+// out, lands on Tollgate's signed-out page, and is refused with a wrong password. Any browser
+// error page or Content-Security-Policy violation fails the test; each page is screenshotted
+// to e2e/screenshots/ (the README shows some of them: scripts/screenshots.sh).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { chromiumArgs, freePort, requireProgram, root, start, tollgateBinary } from './lib.mjs';
+
+let demo;
+let browser;
+let printed;
+const screenshots = join(root, 'e2e', 'screenshots');
+
+/** Waits until the demo has printed its users, then reads the URL and passwords from it. */
+async function readOutput(server) {
+  for (let attempt = 0; attempt < 400; attempt += 1) {
+    if (server.exited) throw new Error(`the demo exited: ${server.output}`);
+    if (server.output.includes('Press Ctrl-C')) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const url = server.output.match(/Open the demo app: +(http:\/\/\S+)/)?.[1];
+  const passwords = Object.fromEntries(
+    [...server.output.matchAll(/^ {4}(alice|bob) +(\S+)$/gm)].map((match) => [match[1], match[2]]),
+  );
+  assert.ok(url, `the demo prints the URL to open:\n${server.output}`);
+  assert.ok(passwords.alice && passwords.bob, `the demo prints both passwords:\n${server.output}`);
+  return { url, passwords };
+}
+
+before(async () => {
+  requireProgram('/usr/bin/chromium');
+  mkdirSync(screenshots, { recursive: true });
+  const [listen, app, admin] = [await freePort(), await freePort(), await freePort()];
+  demo = start('demo', tollgateBinary(), [
+    'demo', '--listen', `127.0.0.1:${listen}`, '--app-listen', `127.0.0.1:${app}`,
+    '--admin-listen', `127.0.0.1:${admin}`,
+  ]);
+  printed = await readOutput(demo);
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs, headless: true });
+});
+
+after(async () => {
+  await browser?.close();
+  await demo?.stop();
+});
+
+/** A page that records CSP violations and browser error pages, for `assertClean`. */
+async function watchedPage() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('framenavigated', (frame) => {
+    if (frame === page.mainFrame() && frame.url().startsWith('chrome-error://')) {
+      problems.push(`browser error page after ${frame.url()}`);
+    }
+  });
+  return { context, page, problems };
+}
+
+function assertClean({ page, problems }, what) {
+  assert.deepEqual(problems, [], `${what}: ${problems.join('; ')}`);
+  assert.ok(!page.url().startsWith('chrome-error://'), `${what}: a browser error page`);
+}
+
+async function signIn(page, username, password) {
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', password);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+}
+
+test('the demo: sign in, see the app with the user name, sign out, sign in as the other user', async () => {
+  const watched = await watchedPage();
+  const { page } = watched;
+  await page.goto(printed.url);
+  await page.waitForSelector('input[name=password]');
+  assertClean(watched, 'the login form');
+  await page.screenshot({ path: join(screenshots, 'login.png') });
+
+  await signIn(page, 'alice', printed.passwords.alice);
+  await page.waitForSelector('text=Alice Example');
+  assert.equal(new URL(page.url()).origin, new URL(printed.url).origin, 'back at the demo app');
+  assertClean(watched, 'signing in');
+  await page.screenshot({ path: join(screenshots, 'app.png') });
+
+  await Promise.all([page.waitForNavigation(), page.click('text=Sign out')]);
+  await page.waitForSelector('text=signed out');
+  assertClean(watched, 'signing out');
+  await page.screenshot({ path: join(screenshots, 'signed-out.png') });
+
+  await page.goto(printed.url);
+  await page.waitForSelector('input[name=password]');
+  await signIn(page, 'bob', printed.passwords.bob);
+  await page.waitForSelector('text=Bob Example');
+  assertClean(watched, 'signing in as the other user');
+  await watched.context.close();
+});
+
+test('the demo: a wrong password is refused and the page says why', async () => {
+  const watched = await watchedPage();
+  const { page } = watched;
+  await page.goto(printed.url);
+  await page.waitForSelector('input[name=password]');
+  await signIn(page, 'alice', 'not-the-password');
+  await page.waitForSelector('text=Wrong username or password');
+  assert.ok(await page.isVisible('input[name=password]'), 'the form is shown again');
+  assertClean(watched, 'a wrong password');
+  await page.screenshot({ path: join(screenshots, 'wrong-password.png') });
+  await watched.context.close();
+});

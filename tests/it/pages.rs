@@ -1,0 +1,102 @@
+//! SPEC §10: the pages a person sees — one template, security headers, the same answers as
+//! JSON for API calls — and the landing page at `/`.
+
+use serde_json::{Value, json};
+
+use crate::support::{Gateway, TestIdp};
+
+const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+#[tokio::test]
+async fn refusals_are_pages_for_browsers_and_json_for_api_calls() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let token = idp.access_token().claim("groups", json!(["dev"])).sign();
+    let forbidden = |accept: &'static str| {
+        client
+            .get(gateway.url("/auth?groups=ops"))
+            .bearer_auth(&token)
+            .header("accept", accept)
+            .send()
+    };
+
+    let page = forbidden(HTML).await.unwrap();
+    assert_eq!(page.status(), 403);
+    let headers = page.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let text = page.text().await.unwrap();
+    assert!(text.contains("<h1>Access refused</h1>"), "{text}");
+    assert!(
+        text.contains("groups"),
+        "the page names the failed requirement: {text}"
+    );
+    assert!(!text.contains(&token), "never a token");
+
+    let api = forbidden("application/json").await.unwrap();
+    assert_eq!(api.status(), 403);
+    let body: Value = api.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+    assert!(body["message"].as_str().unwrap().contains("groups"));
+
+    let plain = forbidden("*/*").await.unwrap();
+    assert_eq!(
+        plain.status(),
+        403,
+        "ingress controllers read the status only"
+    );
+    assert!(
+        plain.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let landing = client
+        .get(gateway.url("/"))
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landing.status(), 200);
+    assert!(landing.text().await.unwrap().contains("You are signed out"));
+    let missing = client
+        .get(gateway.url("/no/such/page"))
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().await.unwrap().contains("Page not found"));
+    let missing_json: Value = client
+        .get(gateway.url("/no/such/page"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(missing_json["error"], "not_found");
+    gateway.stop().await;
+}
