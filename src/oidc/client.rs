@@ -6,17 +6,55 @@ use base64::Engine as _;
 use super::{ProviderError, TokenResponse};
 use crate::config::{ClientAuth, ProviderConfig};
 
-/// The one outbound HTTP client: no redirects (SSRF), bounded timeouts.
+/// Longest answer read from a provider (SPEC §9); a larger one is a `BadResponse` (502).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The outbound HTTP client of one provider: no redirects (SSRF), every request (connecting,
+/// sending, reading the whole answer) bounded by the provider's `timeout`.
 ///
 /// # Errors
 /// When the TLS stack cannot be set up.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(15))
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(5)))
+        .timeout(timeout)
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// The body of a provider's answer, read up to `MAX_ANSWER_BYTES`: an answer that says or
+/// turns out to be larger is refused before more of it is read (never unbounded memory).
+///
+/// # Errors
+/// `BadResponse` when the answer is too large, `Unreachable` when reading it fails or times out.
+pub async fn read_answer(
+    mut response: reqwest::Response,
+    what: &str,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_large = || {
+        ProviderError::BadResponse(format!(
+            "{what} answer is larger than {MAX_ANSWER_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| ProviderError::Unreachable(format!("{what}: {error}")))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before HTTP Basic.
@@ -103,11 +141,8 @@ async fn client_post<'a>(
         .await
         .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
-    Ok((status, body.to_vec()))
+    let body = read_answer(response, "token or introspection endpoint").await?;
+    Ok((status, body))
 }
 
 async fn token_request<'a>(
@@ -117,6 +152,13 @@ async fn token_request<'a>(
     form: &mut Vec<(&'a str, &'a str)>,
 ) -> Result<TokenResponse, ProviderError> {
     let (status, body) = client_post(http, provider, token_endpoint, form).await?;
+    // RFC 6749 §5.2: a refusal is a 4xx with an error code; a 5xx or anything else is the
+    // provider failing, not refusing (a refresh keeps its session then).
+    if !status.is_success() && !status.is_client_error() {
+        return Err(ProviderError::BadResponse(format!(
+            "token endpoint answered {status}"
+        )));
+    }
     if !status.is_success() {
         let code = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -178,8 +220,7 @@ pub async fn fetch_userinfo(
             response.status()
         )));
     }
-    response
-        .json()
-        .await
+    let body = read_answer(response, "userinfo").await?;
+    serde_json::from_slice(&body)
         .map_err(|error| ProviderError::BadResponse(format!("userinfo: {error}")))
 }

@@ -58,7 +58,13 @@ impl Provider {
         leeway: i64,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let jwks = JwksCache::new(config.name.clone(), config.jwks_refetch_interval, metrics);
+        let jwks = JwksCache::new(
+            config.name.clone(),
+            config.jwks_refetch_interval,
+            config.timeout,
+            clock.clone(),
+            metrics,
+        );
         Self {
             config,
             http,
@@ -75,6 +81,11 @@ impl Provider {
     /// The provider's name.
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The longest wait for one of its answers, and for a refresh or JWKS fetch in flight.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.config.timeout
     }
 
     /// Whether discovery has succeeded.
@@ -136,9 +147,8 @@ impl Provider {
                 response.status()
             )));
         }
-        let metadata: ProviderMetadata = response
-            .json()
-            .await
+        let body = client::read_answer(response, "discovery").await?;
+        let metadata: ProviderMetadata = serde_json::from_slice(&body)
             .map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
         // OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one configured.
         if metadata.issuer != self.config.issuer {

@@ -168,6 +168,43 @@ pub struct Misbehaviour {
     pub jwks_no_cache: bool,
     /// The refresh grant answers `invalid_grant`.
     pub refresh_fails: bool,
+    /// The refresh grant answers this status (`temporarily_unavailable`), the token unspent.
+    pub refresh_status: Option<u16>,
+    /// The refresh grant never answers.
+    pub refresh_hangs: bool,
+    /// How the JWKS endpoint fails.
+    pub jwks_fault: JwksFault,
+    /// This endpoint (`discovery`, `jwks`, `token`, `userinfo`, `introspect`) gives a valid
+    /// answer padded beyond 1 MiB.
+    pub huge_answer: Option<&'static str>,
+}
+
+/// Ways the JWKS endpoint can fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JwksFault {
+    #[default]
+    None,
+    /// `{"keys":[]}`.
+    Empty,
+    /// Only a symmetric (`oct`) key.
+    OctOnly,
+    /// This status, no keys.
+    Status(u16),
+    /// Never answers.
+    Hangs,
+}
+
+/// A little over 1 MiB of padding.
+fn padding() -> Value {
+    json!("p".repeat(1024 * 1024 + 16))
+}
+
+fn huge(inner: &Inner, endpoint: &str) -> bool {
+    inner.misbehaviour.lock().unwrap().huge_answer == Some(endpoint)
+}
+
+async fn hang() {
+    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
 }
 
 struct PendingCode {
@@ -404,7 +441,7 @@ fn count(inner: &Inner, endpoint: &'static str) {
 async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     count(&inner, "discovery");
     let issuer = &inner.issuer;
-    Json(json!({
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -415,7 +452,11 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
-    }))
+    });
+    if huge(&inner, "discovery") {
+        document["padding"] = padding();
+    }
+    Json(document)
 }
 
 async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
@@ -426,7 +467,25 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     } else {
         "max-age=3600"
     };
-    ([("cache-control", cache_control)], Json(keys.jwks())).into_response()
+    let fault = inner.misbehaviour.lock().unwrap().jwks_fault;
+    let mut document = match fault {
+        JwksFault::None => keys.jwks(),
+        JwksFault::Empty => json!({"keys": []}),
+        JwksFault::OctOnly => {
+            json!({"keys": [{"kty": "oct", "kid": "rsa-1", "k": URL_SAFE_NO_PAD.encode("a shared secret")}]})
+        }
+        JwksFault::Status(status) => {
+            return StatusCode::from_u16(status).unwrap().into_response();
+        }
+        JwksFault::Hangs => {
+            hang().await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+    };
+    if huge(&inner, "jwks") {
+        document["padding"] = padding();
+    }
+    ([("cache-control", cache_control)], Json(document)).into_response()
 }
 
 async fn authorize(
@@ -487,6 +546,10 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             .into_response();
     }
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        if inner.misbehaviour.lock().unwrap().refresh_hangs {
+            count(&inner, "refresh");
+            hang().await;
+        }
         return refresh(
             &inner,
             form.get("refresh_token").cloned().unwrap_or_default(),
@@ -559,7 +622,11 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         id_token.replace_range(position..=position, replacement);
     }
     let refresh_token = new_refresh_token(&inner);
-    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
+    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token});
+    if huge(&inner, "token") {
+        answer["padding"] = padding();
+    }
+    Json(answer).into_response()
 }
 
 async fn end_session(
@@ -588,6 +655,9 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
     if inner.misbehaviour.lock().unwrap().userinfo_other_subject {
         claims.insert("sub".into(), json!("mallory"));
     }
+    if huge(&inner, "userinfo") {
+        claims.insert("padding".into(), padding());
+    }
     Json(Value::Object(claims)).into_response()
 }
 
@@ -600,6 +670,13 @@ fn new_refresh_token(inner: &Inner) -> String {
 /// The refresh grant with rotation: a used refresh token is spent.
 fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     count(inner, "refresh");
+    if let Some(status) = inner.misbehaviour.lock().unwrap().refresh_status {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            Json(json!({"error": "temporarily_unavailable"})),
+        )
+            .into_response();
+    }
     let spent = inner.refresh_tokens.lock().unwrap().remove(&presented);
     if !spent || inner.misbehaviour.lock().unwrap().refresh_fails {
         return (
@@ -651,5 +728,9 @@ async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: S
         }
         _ => json!({"active": false}),
     };
+    let mut answer = answer;
+    if huge(&inner, "introspect") {
+        answer["padding"] = padding();
+    }
     Json(answer).into_response()
 }
