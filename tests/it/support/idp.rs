@@ -396,6 +396,16 @@ impl TestIdp {
         *self.inner.keys.lock().unwrap() = Arc::new(Keys::new(rsa_kid));
     }
 
+    /// Sets a claim of the user (in tokens issued from now on and in userinfo); `Null` removes it.
+    pub fn set_user_claim(&self, name: &str, value: Value) {
+        let mut claims = self.inner.user_claims.lock().unwrap();
+        if value.is_null() {
+            claims.remove(name);
+        } else {
+            claims.insert(name.to_owned(), value);
+        }
+    }
+
     pub fn misbehave(&self, misbehaviour: Misbehaviour) {
         *self.inner.misbehaviour.lock().unwrap() = misbehaviour;
     }
