@@ -224,3 +224,82 @@ pub async fn fetch_userinfo(
     serde_json::from_slice(&body)
         .map_err(|error| ProviderError::BadResponse(format!("userinfo: {error}")))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// Serves one HTTP/1.1 answer whose body is `length` bytes, announced with `Content-Length`
+    /// or sent chunked (then the size is known only by reading).
+    async fn serve_once(length: usize, chunked: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = if chunked {
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
+            } else {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n")
+            };
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = length;
+            while left > 0 {
+                let part = &chunk[..left.min(chunk.len())];
+                let written = if chunked {
+                    let mut framed = format!("{:x}\r\n", part.len()).into_bytes();
+                    framed.extend_from_slice(part);
+                    framed.extend_from_slice(b"\r\n");
+                    socket.write_all(&framed).await
+                } else {
+                    socket.write_all(part).await
+                };
+                if written.is_err() {
+                    // The reader stopped at the cap and closed the connection.
+                    return;
+                }
+                left -= part.len();
+            }
+            if chunked {
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            }
+        });
+        url
+    }
+
+    async fn read(length: usize, chunked: bool) -> Result<Vec<u8>, ProviderError> {
+        let url = serve_once(length, chunked).await;
+        let http = http_client(Duration::from_secs(10)).unwrap();
+        let response = http.get(url).send().await.unwrap();
+        read_answer(response, "test").await
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_up_to_one_mib_whether_announced_or_chunked() {
+        for chunked in [false, true] {
+            let body = read(MAX_ANSWER_BYTES, chunked).await.unwrap();
+            assert_eq!(body.len(), MAX_ANSWER_BYTES, "chunked: {chunked}");
+            for length in [MAX_ANSWER_BYTES + 1, 8 * MAX_ANSWER_BYTES] {
+                match read(length, chunked).await {
+                    Err(ProviderError::BadResponse(message)) => {
+                        assert!(message.contains("larger than"), "{message}");
+                    }
+                    other => panic!(
+                        "chunked: {chunked}, {length} bytes: {:?}",
+                        other.map(|body| body.len())
+                    ),
+                }
+            }
+        }
+    }
+}

@@ -41,6 +41,10 @@ pub struct Provider {
     local: Option<Arc<dyn LocalIssuer>>,
     metadata: RwLock<Option<Arc<ProviderMetadata>>>,
     discovery_lock: tokio::sync::Mutex<()>,
+    /// Discoveries that failed, and why the last one did: a request that waited for a
+    /// discovery takes its failure instead of starting another (single flight).
+    discovery_failures: std::sync::atomic::AtomicU64,
+    discovery_error: std::sync::Mutex<Option<ProviderError>>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
     clock: Arc<dyn Clock>,
@@ -71,6 +75,8 @@ impl Provider {
             local,
             metadata: RwLock::new(None),
             discovery_lock: tokio::sync::Mutex::new(()),
+            discovery_failures: std::sync::atomic::AtomicU64::new(0),
+            discovery_error: std::sync::Mutex::new(None),
             jwks,
             token_cache,
             clock,
@@ -113,7 +119,17 @@ impl Provider {
         {
             return Ok(metadata);
         }
-        let _single_flight = self.discovery_lock.lock().await;
+        use std::sync::atomic::Ordering;
+        let failures_seen = self.discovery_failures.load(Ordering::SeqCst);
+        // Single flight, waited for at most the provider timeout (the discovery in flight is
+        // cut off then too).
+        let Ok(_single_flight) =
+            tokio::time::timeout(self.config.timeout, self.discovery_lock.lock()).await
+        else {
+            return Err(ProviderError::Unreachable(
+                "the discovery in flight did not finish within the provider timeout".to_owned(),
+            ));
+        };
         if let Some(metadata) = self
             .metadata
             .read()
@@ -122,7 +138,26 @@ impl Provider {
         {
             return Ok(metadata);
         }
-        let metadata = Arc::new(self.discover().await?);
+        if self.discovery_failures.load(Ordering::SeqCst) != failures_seen
+            && let Some(error) = self
+                .discovery_error
+                .lock()
+                .ok()
+                .and_then(|error| error.clone())
+        {
+            // The discovery this request waited for failed: that is its answer too.
+            return Err(error);
+        }
+        let metadata = match self.discover().await {
+            Ok(metadata) => Arc::new(metadata),
+            Err(error) => {
+                if let Ok(mut slot) = self.discovery_error.lock() {
+                    *slot = Some(error.clone());
+                }
+                self.discovery_failures.fetch_add(1, Ordering::SeqCst);
+                return Err(error);
+            }
+        };
         if let Ok(mut slot) = self.metadata.write() {
             *slot = Some(metadata.clone());
         }

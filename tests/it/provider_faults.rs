@@ -157,6 +157,43 @@ async fn a_hanging_jwks_endpoint_holds_no_request_beyond_the_provider_timeout() 
 }
 
 #[tokio::test]
+async fn a_hanging_discovery_holds_no_request_beyond_the_provider_timeout() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        discovery_hangs: true,
+        ..Default::default()
+    });
+    let gateway = Arc::new(Gateway::start(&config(&idp, "timeout = \"1s\"")).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..4 {
+        let gateway = gateway.clone();
+        let token = fresh_token(&idp, &format!("t-{index}"));
+        tasks.spawn(async move { status(&gateway, &token).await });
+    }
+    let statuses = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut statuses = Vec::new();
+        while let Some(status) = tasks.join_next().await {
+            statuses.push(status.unwrap());
+        }
+        statuses
+    })
+    .await
+    .expect("no request queues behind the hanging discovery");
+    assert_eq!(statuses, vec![502; 4]);
+    assert_eq!(
+        idp.count("discovery"),
+        1,
+        "the start-up discovery and four requests shared one attempt"
+    );
+    idp.misbehave(Misbehaviour::default());
+    assert_eq!(
+        status(&gateway, &fresh_token(&idp, "back")).await,
+        200,
+        "discovery is retried on use"
+    );
+}
+
+#[tokio::test]
 async fn provider_answers_over_one_mib_are_refused_as_a_provider_failure() {
     // Bearer tokens need the keys (JWKS) and, for opaque tokens, introspection; discovery
     // comes before both.

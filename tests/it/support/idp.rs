@@ -177,6 +177,8 @@ pub struct Misbehaviour {
     /// This endpoint (`discovery`, `jwks`, `token`, `userinfo`, `introspect`) gives a valid
     /// answer padded beyond 1 MiB.
     pub huge_answer: Option<&'static str>,
+    /// Discovery never answers.
+    pub discovery_hangs: bool,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -450,6 +452,9 @@ fn count(inner: &Inner, endpoint: &'static str) {
 
 async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     count(&inner, "discovery");
+    if inner.misbehaviour.lock().unwrap().discovery_hangs {
+        hang().await;
+    }
     let issuer = &inner.issuer;
     let mut document = json!({
         "issuer": issuer,
