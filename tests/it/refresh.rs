@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::support::browser::location;
-use crate::support::idp::Misbehaviour;
+use crate::support::idp::{JwksFault, Misbehaviour};
 use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
 
 fn config(idp: &TestIdp, store: &str) -> String {
@@ -343,5 +343,42 @@ async fn a_claim_the_provider_dropped_at_refresh_is_gone_from_the_session() {
             403,
             "{store}: the dropped claim no longer passes"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retry() {
+    for store in ["memory", "cookie"] {
+        let idp = TestIdp::start().await;
+        let clock = tollgate::clock::ManualClock::new();
+        let text = config(&idp, store).replace(
+            "jwks_refetch_interval = \"1h\"",
+            "jwks_refetch_interval = \"10s\"",
+        );
+        let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        // The provider rotates its keys but its JWKS endpoint fails: the token endpoint answers
+        // (and spends the refresh token), the new ID token cannot be checked.
+        idp.rotate_keys("rsa-2");
+        idp.misbehave(Misbehaviour {
+            jwks_fault: JwksFault::Status(503),
+            ..Default::default()
+        });
+        advance(&clock, &idp, 250);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{store}"
+        );
+        assert_eq!(idp.count("refresh"), 1);
+        idp.misbehave(Misbehaviour::default());
+        advance(&clock, &idp, tollgate::identity::refresh::RETRY_AFTER);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{store}: the retry presented the rotated refresh token, not the spent one"
+        );
+        assert_eq!(idp.count("refresh"), 2);
     }
 }
