@@ -58,7 +58,6 @@ impl AppState {
     /// When the token service's key cannot be loaded or the HTTP client cannot be built.
     pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::new());
-        let http = crate::oidc::client::http_client().context("building the HTTP client")?;
         let token_service = match &config.token_service {
             Some(token_service_config) => Some(Arc::new(
                 crate::issuer::TokenService::new(
@@ -90,9 +89,11 @@ impl AppState {
             };
             let _ = metrics.signins.get_or_create(&labels);
             let _ = metrics.code_exchange_errors.get_or_create(&labels);
+            let http = crate::oidc::client::http_client(provider_config.timeout)
+                .context("building the HTTP client")?;
             let provider = Provider::new(
                 provider_config.clone(),
-                http.clone(),
+                http,
                 local,
                 Arc::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
                 clock.clone(),

@@ -140,6 +140,9 @@ pub struct ProviderConfig {
     pub post_logout_redirect_uri: Option<Url>,
     /// At most one JWKS re-fetch per this interval on an unknown `kid`.
     pub jwks_refetch_interval: Duration,
+    /// Longest wait for one answer of the provider (discovery, JWKS, token, userinfo,
+    /// introspection); also the longest a request waits on a refresh or a JWKS fetch.
+    pub timeout: Duration,
 }
 
 /// `[session]`

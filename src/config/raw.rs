@@ -38,6 +38,7 @@ pub(super) struct RawProvider {
     pub end_session: Option<bool>,
     pub post_logout_redirect_uri: Option<String>,
     pub jwks_refetch_interval: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

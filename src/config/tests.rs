@@ -201,6 +201,14 @@ fn durations_and_defaults() {
         config.providers[0].jwks_refetch_interval,
         Duration::from_secs(10)
     );
+    assert_eq!(config.providers[0].timeout, Duration::from_secs(15));
+    let quick = load(&format!("{PROVIDER}timeout = \"2s\"\n"), &BTreeMap::new()).unwrap();
+    assert_eq!(quick.providers[0].timeout, Duration::from_secs(2));
+    check_problem(
+        &format!("{PROVIDER}timeout = \"0s\"\n"),
+        &[],
+        "provider[0].timeout:",
+    );
     assert!(
         config
             .server

@@ -22,6 +22,9 @@ use super::{
 use crate::login::redirect::AllowedRedirectDomain;
 use crate::secret::Secret;
 
+/// `provider.timeout` when unset.
+const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub(super) fn load(
     toml_text: &str,
     env: &BTreeMap<String, String>,
@@ -482,6 +485,14 @@ impl Checker<'_> {
             raw.jwks_refetch_interval,
             Duration::from_secs(10),
         );
+        let timeout = self.duration(
+            &format!("{path}.timeout"),
+            raw.timeout,
+            DEFAULT_PROVIDER_TIMEOUT,
+        );
+        if timeout.is_zero() {
+            self.problem(format!("{path}.timeout"), "must be longer than zero");
+        }
         let scopes = raw
             .scopes
             .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
@@ -501,6 +512,7 @@ impl Checker<'_> {
             end_session: raw.end_session.unwrap_or(true),
             post_logout_redirect_uri,
             jwks_refetch_interval,
+            timeout,
         })
     }
 

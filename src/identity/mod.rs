@@ -175,8 +175,17 @@ pub async fn authenticate(
                             set_cookies,
                         });
                     }
-                    // The session ended with the failed refresh: no session credential.
-                    Err(error) => tracing::info!(%error, "session refresh failed"),
+                    // The session ended with the refused refresh: no session credential.
+                    Err(error @ refresh::RefreshError::Ended(_)) => {
+                        tracing::info!(%error, "session refresh refused");
+                    }
+                    // The session is kept, but its tokens have expired and cannot be renewed now.
+                    Err(error @ refresh::RefreshError::ProviderUnavailable(_)) => {
+                        return Err(IdentityError::ProviderUnavailable(error.to_string()));
+                    }
+                    Err(error @ refresh::RefreshError::Store(_)) => {
+                        return Err(IdentityError::StoreUnavailable(error.to_string()));
+                    }
                 }
             }
             Ok(Some(_)) => tracing::info!("session of another provider ignored"),

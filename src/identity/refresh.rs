@@ -1,21 +1,39 @@
-//! Refreshing a session's tokens before they expire (SPEC §5): once per session even under
+//! Refreshing a session's tokens before they expire (SPEC §5, §9): once per session even under
 //! concurrent requests — the first request refreshes, the others wait for it and take its
-//! result — and rotated refresh tokens are stored. A failed refresh ends the session.
+//! result — and rotated refresh tokens are stored. After a refresh the session's claims are the
+//! provider's current ones (the new ID token and userinfo): a claim the provider dropped is gone.
+//!
+//! Only the provider's `invalid_grant` (or an answer about another user) ends the session. A
+//! refresh that fails for a passing reason — unreachable, 5xx, timeout, an answer that cannot be
+//! used — keeps it: the session is served while its access token is valid, the refresh is
+//! retried at most every `RETRY_AFTER` seconds, and once the token has expired the request is
+//! told the provider is unavailable (502). No request waits on a refresh, its own or one in
+//! flight, longer than the provider's timeout.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use serde_json::Value;
+use base64::Engine as _;
+use serde_json::{Map, Value};
 
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
-use crate::oidc::Provider;
-use crate::session::store::Sessions;
+use crate::oidc::provider::CredentialError;
+use crate::oidc::{Provider, ProviderError};
+use crate::session::store::{SessionError, Sessions};
 use crate::session::{CookieAttributes, Session};
+use crate::token::Claims;
 use crate::token::id_token::NonceRule;
 
 /// How long a refresh result is handed to requests that still carry the old session.
 const RESULT_KEPT: i64 = 60;
+/// After a refresh failed for a passing reason, the next attempt waits this long (seconds):
+/// meanwhile requests are answered from the session (or 502) without asking the provider.
+pub const RETRY_AFTER: i64 = 10;
+/// Claims that are the session's bookkeeping rather than statements about the user: kept from
+/// the login when a refreshed ID token leaves them out (`sid` finds the session at back-channel
+/// logout; the original `nonce` is what later refreshed ID tokens may repeat).
+const SESSION_CLAIMS: [&str; 2] = ["sid", "nonce"];
 
 /// Coordinates refreshes in this process.
 pub struct Refresher {
@@ -23,19 +41,76 @@ pub struct Refresher {
     enabled: bool,
     locks: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     recent: quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>,
+    /// When a refresh last failed for a passing reason, by refresh token.
+    failed: quick_cache::sync::Cache<[u8; 32], UnixTime>,
     metrics: Arc<Metrics>,
 }
 
-/// A refresh failed; the session has been ended.
+/// Why a session could not be used after its refresh was due.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("refresh failed: {0}")]
-pub struct RefreshError(pub String);
+pub enum RefreshError {
+    /// The provider refused the refresh token (`invalid_grant`) or answered about another
+    /// user: the session has been ended.
+    #[error("refresh refused; the session ended: {0}")]
+    Ended(String),
+    /// The refresh failed for a passing reason and the session's access token has expired.
+    #[error("refresh failed and the session's access token has expired: {0}")]
+    ProviderUnavailable(String),
+    /// The refreshed session could not be stored.
+    #[error("the refreshed session could not be stored: {0}")]
+    Store(String),
+}
+
+/// Why one refresh attempt failed.
+struct Failure {
+    /// Whether the session ends (`invalid_grant`, another subject); else the reason passes.
+    ends_session: bool,
+    reason: String,
+    /// A refresh token the provider issued before the failure: it rotated, so this one is kept
+    /// or the next attempt would present a spent token.
+    rotated: Option<String>,
+}
 
 fn key_of(refresh_token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, refresh_token.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
     key
+}
+
+fn store_error(error: SessionError) -> RefreshError {
+    match error {
+        SessionError::Store(error) => RefreshError::Store(error.to_string()),
+        SessionError::Cookie(error) => RefreshError::Ended(error.to_string()),
+    }
+}
+
+/// The session as it is, while its access token is valid; else the provider is unavailable.
+fn keep(
+    session: Arc<Session>,
+    set_cookies: Vec<String>,
+    now: UnixTime,
+    reason: &str,
+) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+    if session
+        .access_expires_at
+        .is_none_or(|expires_at| now < expires_at)
+    {
+        Ok((session, set_cookies))
+    } else {
+        Err(RefreshError::ProviderUnavailable(reason.to_owned()))
+    }
+}
+
+/// The claims of the ID token stored in the session (validated when it was received).
+fn stored_id_token_claims(id_token: &str) -> Option<Claims> {
+    let payload = id_token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Map<String, Value>>(&bytes)
+        .ok()
+        .map(Arc::new)
 }
 
 impl Refresher {
@@ -46,14 +121,22 @@ impl Refresher {
             enabled,
             locks: Mutex::new(HashMap::new()),
             recent: quick_cache::sync::Cache::new(10_000),
+            failed: quick_cache::sync::Cache::new(10_000),
             metrics,
         }
     }
 
     fn forget_lock(&self, key: &[u8; 32]) {
-        if let Ok(mut locks) = self.locks.lock() {
-            locks.remove(key);
-        }
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    fn failed_recently(&self, key: &[u8; 32], now: UnixTime) -> bool {
+        self.failed
+            .get(key)
+            .is_some_and(|at| (0..RETRY_AFTER).contains(&now.saturating_sub(at)))
     }
 
     fn is_due(&self, session: &Session, now: UnixTime) -> bool {
@@ -64,12 +147,21 @@ impl Refresher {
                 .is_some_and(|expires_at| expires_at - now <= self.refresh_before)
     }
 
+    fn count(&self, result: &'static str) {
+        self.metrics
+            .refreshes
+            .get_or_create(&crate::metrics::OutcomeLabels { result })
+            .inc();
+    }
+
     /// The session, refreshed when its access token is about to expire, with the `Set-Cookie`
-    /// values that store it (only the cookie store needs them).
+    /// values that store it (only the cookie store needs them). When the refresh fails for a
+    /// passing reason the session is returned as it is while its access token is valid.
     ///
     /// # Errors
-    /// `RefreshError` when the provider refuses or answers something invalid; the session is
-    /// then ended in the store.
+    /// `Ended` when the provider refuses the refresh token (the session is then ended in the
+    /// store), `ProviderUnavailable` when the refresh failed for a passing reason and the
+    /// access token has expired, `Store` when the refreshed session cannot be stored.
     pub async fn refresh_if_due(
         &self,
         provider: &Provider,
@@ -86,12 +178,30 @@ impl Refresher {
             return Ok((session, Vec::new()));
         };
         let key = key_of(&refresh_token);
+        if self.failed_recently(&key, now) {
+            return keep(
+                session,
+                Vec::new(),
+                now,
+                "the last refresh failed; retried later",
+            );
+        }
         let lock = self
             .locks
             .lock()
-            .map(|mut locks| locks.entry(key).or_default().clone())
-            .map_err(|_| RefreshError("lock poisoned".to_owned()))?;
-        let _single_flight = lock.lock().await;
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        // The refresh in flight is cut off at the provider timeout; nobody waits longer for it.
+        let Ok(_single_flight) = tokio::time::timeout(provider.timeout(), lock.lock()).await else {
+            return keep(
+                session,
+                Vec::new(),
+                now,
+                "the refresh in flight did not finish within the provider timeout",
+            );
+        };
         if let Some((refreshed, _)) = self
             .recent
             .get(&key)
@@ -103,14 +213,40 @@ impl Refresher {
             let set_cookies = sessions
                 .replace(cookies, &refreshed, now, attributes)
                 .await
-                .map_err(|error| RefreshError(error.to_string()))?;
+                .map_err(store_error)?;
             return Ok((refreshed, set_cookies));
         }
-        let result = self.refresh(provider, &session, &refresh_token, now).await;
+        if self.failed_recently(&key, now) {
+            // The refresh this request waited for failed for a passing reason.
+            self.forget_lock(&key);
+            return keep(
+                session,
+                Vec::new(),
+                now,
+                "the refresh failed; retried later",
+            );
+        }
+        let result = tokio::time::timeout(
+            provider.timeout(),
+            self.refresh(provider, &session, &refresh_token, now),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure {
+                ends_session: false,
+                reason: "the provider did not answer within its timeout".to_owned(),
+                rotated: None,
+            })
+        });
         // The result is published before the lock is dropped from the map: a request that
         // arrives later with the old session must find it, never refresh the spent token again.
-        if let Ok(refreshed) = &result {
-            self.recent.insert(key, (refreshed.clone(), now));
+        match &result {
+            Ok(refreshed) => {
+                self.recent.insert(key, (refreshed.clone(), now));
+                self.failed.remove(&key);
+            }
+            Err(failure) if !failure.ends_session => self.failed.insert(key, now),
+            Err(_) => {}
         }
         self.forget_lock(&key);
         match result {
@@ -118,21 +254,31 @@ impl Refresher {
                 let set_cookies = sessions
                     .replace(cookies, &refreshed, now, attributes)
                     .await
-                    .map_err(|error| RefreshError(error.to_string()))?;
-                self.metrics
-                    .refreshes
-                    .get_or_create(&crate::metrics::OutcomeLabels { result: "ok" })
-                    .inc();
+                    .map_err(store_error)?;
+                self.count("ok");
                 Ok((refreshed, set_cookies))
             }
-            Err(error) => {
-                self.metrics
-                    .refreshes
-                    .get_or_create(&crate::metrics::OutcomeLabels { result: "error" })
-                    .inc();
-                tracing::info!(provider = %provider.name(), %error, "refresh failed; the session ends");
+            Err(failure) if failure.ends_session => {
+                self.count("error");
+                tracing::info!(provider = %provider.name(), reason = %failure.reason, "refresh refused; the session ends");
                 let _ = sessions.end(cookies, now, attributes).await;
-                Err(error)
+                Err(RefreshError::Ended(failure.reason))
+            }
+            Err(failure) => {
+                self.count("unavailable");
+                tracing::warn!(provider = %provider.name(), reason = %failure.reason, "refresh failed; the session is kept and the refresh retried later");
+                let Some(rotated) = failure.rotated else {
+                    return keep(session, Vec::new(), now, &failure.reason);
+                };
+                let mut kept = Session::clone(&session);
+                self.failed.insert(key_of(&rotated), now);
+                kept.refresh_token = Some(rotated);
+                let kept = Arc::new(kept);
+                let set_cookies = sessions
+                    .replace(cookies, &kept, now, attributes)
+                    .await
+                    .map_err(store_error)?;
+                keep(kept, set_cookies, now, &failure.reason)
             }
         }
     }
@@ -143,36 +289,75 @@ impl Refresher {
         session: &Session,
         refresh_token: &str,
         now: UnixTime,
-    ) -> Result<Arc<Session>, RefreshError> {
-        let tokens = provider
-            .refresh(refresh_token)
+    ) -> Result<Arc<Session>, Failure> {
+        let tokens = provider.refresh(refresh_token).await.map_err(|error| Failure {
+            ends_session: matches!(&error, ProviderError::Refused(code) if code == "invalid_grant"),
+            reason: error.to_string(),
+            rotated: None,
+        })?;
+        let failure = |ends_session: bool, reason: String| Failure {
+            ends_session,
+            reason,
+            rotated: tokens.refresh_token.clone(),
+        };
+        let id_claims = match &tokens.id_token {
+            Some(id_token) => {
+                let original_nonce = session.claims.get("nonce").and_then(Value::as_str);
+                let claims = provider
+                    .validate_id_token(
+                        id_token,
+                        NonceRule::AbsentOrEquals(original_nonce),
+                        Some(&tokens.access_token),
+                    )
+                    .await
+                    .map_err(|error| {
+                        failure(false, format!("refreshed ID token refused: {error}"))
+                    })?;
+                // OIDC Core 12.2: the refreshed ID token is about the same user.
+                if claims.get("sub") != session.claims.get("sub") {
+                    return Err(failure(
+                        true,
+                        "the refreshed ID token names another subject".to_owned(),
+                    ));
+                }
+                claims
+            }
+            // No new ID token (OIDC Core 12.2 allows that): the one from before still says who
+            // the user is; userinfo below says what is true of them now.
+            None => {
+                stored_id_token_claims(&session.id_token).unwrap_or_else(|| session.claims.clone())
+            }
+        };
+        // The claims are built afresh as at login, never merged into the old ones: a claim the
+        // provider no longer states is gone.
+        let mut claims = match provider
+            .merge_userinfo(&id_claims, &tokens.access_token)
             .await
-            .map_err(|error| RefreshError(error.to_string()))?;
+        {
+            Ok(merged) => merged,
+            Err(CredentialError::Token(error)) => {
+                return Err(failure(true, format!("userinfo refused: {error}")));
+            }
+            Err(CredentialError::Provider(error)) => {
+                tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable at refresh; using the ID token's claims");
+                id_claims
+            }
+        };
+        for name in SESSION_CLAIMS {
+            if !claims.contains_key(name)
+                && let Some(value) = session.claims.get(name)
+            {
+                Arc::make_mut(&mut claims).insert(name.to_owned(), value.clone());
+            }
+        }
         let mut refreshed = Session::clone(session);
+        refreshed.claims = claims;
         if let Some(id_token) = &tokens.id_token {
-            let original_nonce = session.claims.get("nonce").and_then(Value::as_str);
-            let claims = provider
-                .validate_id_token(
-                    id_token,
-                    NonceRule::AbsentOrEquals(original_nonce),
-                    Some(&tokens.access_token),
-                )
-                .await
-                .map_err(|error| RefreshError(format!("refreshed ID token refused: {error}")))?;
-            // OIDC Core 12.2: the refreshed ID token is about the same user.
-            if claims.get("sub") != session.claims.get("sub") {
-                return Err(RefreshError(
-                    "the refreshed ID token names another subject".to_owned(),
-                ));
-            }
-            for (name, value) in claims.iter() {
-                std::sync::Arc::make_mut(&mut refreshed.claims).insert(name.clone(), value.clone());
-            }
             refreshed.id_token = id_token.clone();
         }
         refreshed.access_token = Some(tokens.access_token.clone());
-        if let Some(rotated) = tokens.refresh_token {
-            refreshed.refresh_token = Some(rotated);
+        if let Some(rotated) = &tokens.refresh_token {
+            refreshed.refresh_token = Some(rotated.clone());
         }
         refreshed.access_expires_at = tokens.expires_in.map(|seconds| now.saturating_add(seconds));
         Ok(Arc::new(refreshed))

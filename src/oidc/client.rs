@@ -6,17 +6,58 @@ use base64::Engine as _;
 use super::{ProviderError, TokenResponse};
 use crate::config::{ClientAuth, ProviderConfig};
 
-/// The one outbound HTTP client: no redirects (SSRF), bounded timeouts.
+/// Longest answer read from a provider (SPEC §9); a larger one is a `BadResponse` (502).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Longest error code taken from a provider's refusal.
+const MAX_ERROR_CODE_CHARS: usize = 64;
+
+/// The outbound HTTP client of one provider: no redirects (SSRF), every request (connecting,
+/// sending, reading the whole answer) bounded by the provider's `timeout`.
 ///
 /// # Errors
 /// When the TLS stack cannot be set up.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(15))
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(5)))
+        .timeout(timeout)
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// The body of a provider's answer, read up to `MAX_ANSWER_BYTES`: an answer that says or
+/// turns out to be larger is refused before more of it is read (never unbounded memory).
+///
+/// # Errors
+/// `BadResponse` when the answer is too large, `Unreachable` when reading it fails or times out.
+pub async fn read_answer(
+    mut response: reqwest::Response,
+    what: &str,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_large = || {
+        ProviderError::BadResponse(format!(
+            "{what} answer is larger than {MAX_ANSWER_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| ProviderError::Unreachable(format!("{what}: {error}")))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before HTTP Basic.
@@ -103,11 +144,8 @@ async fn client_post<'a>(
         .await
         .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
-    Ok((status, body.to_vec()))
+    let body = read_answer(response, "token or introspection endpoint").await?;
+    Ok((status, body))
 }
 
 async fn token_request<'a>(
@@ -117,6 +155,13 @@ async fn token_request<'a>(
     form: &mut Vec<(&'a str, &'a str)>,
 ) -> Result<TokenResponse, ProviderError> {
     let (status, body) = client_post(http, provider, token_endpoint, form).await?;
+    // RFC 6749 §5.2: a refusal is a 4xx with an error code; a 5xx or anything else is the
+    // provider failing, not refusing (a refresh keeps its session then).
+    if !status.is_success() && !status.is_client_error() {
+        return Err(ProviderError::BadResponse(format!(
+            "token endpoint answered {status}"
+        )));
+    }
     if !status.is_success() {
         let code = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -124,7 +169,9 @@ async fn token_request<'a>(
                 value
                     .get("error")
                     .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned)
+                    // An error code is a short ASCII word (RFC 6749 §5.2); it reaches the logs,
+                    // so no more of the provider's text than that.
+                    .map(|code| code.chars().take(MAX_ERROR_CODE_CHARS).collect::<String>())
             })
             .unwrap_or_else(|| format!("HTTP {status}"));
         return Err(ProviderError::Refused(code));
@@ -178,8 +225,86 @@ pub async fn fetch_userinfo(
             response.status()
         )));
     }
-    response
-        .json()
-        .await
+    let body = read_answer(response, "userinfo").await?;
+    serde_json::from_slice(&body)
         .map_err(|error| ProviderError::BadResponse(format!("userinfo: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// Serves one HTTP/1.1 answer whose body is `length` bytes, announced with `Content-Length`
+    /// or sent chunked (then the size is known only by reading).
+    async fn serve_once(length: usize, chunked: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = if chunked {
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
+            } else {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n")
+            };
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = length;
+            while left > 0 {
+                let part = &chunk[..left.min(chunk.len())];
+                let written = if chunked {
+                    let mut framed = format!("{:x}\r\n", part.len()).into_bytes();
+                    framed.extend_from_slice(part);
+                    framed.extend_from_slice(b"\r\n");
+                    socket.write_all(&framed).await
+                } else {
+                    socket.write_all(part).await
+                };
+                if written.is_err() {
+                    // The reader stopped at the cap and closed the connection.
+                    return;
+                }
+                left -= part.len();
+            }
+            if chunked {
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            }
+        });
+        url
+    }
+
+    async fn read(length: usize, chunked: bool) -> Result<Vec<u8>, ProviderError> {
+        let url = serve_once(length, chunked).await;
+        let http = http_client(Duration::from_secs(10)).unwrap();
+        let response = http.get(url).send().await.unwrap();
+        read_answer(response, "test").await
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_up_to_one_mib_whether_announced_or_chunked() {
+        for chunked in [false, true] {
+            let body = read(MAX_ANSWER_BYTES, chunked).await.unwrap();
+            assert_eq!(body.len(), MAX_ANSWER_BYTES, "chunked: {chunked}");
+            for length in [MAX_ANSWER_BYTES + 1, 8 * MAX_ANSWER_BYTES] {
+                match read(length, chunked).await {
+                    Err(ProviderError::BadResponse(message)) => {
+                        assert!(message.contains("larger than"), "{message}");
+                    }
+                    other => panic!(
+                        "chunked: {chunked}, {length} bytes: {:?}",
+                        other.map(|body| body.len())
+                    ),
+                }
+            }
+        }
+    }
 }

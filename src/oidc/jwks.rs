@@ -1,22 +1,25 @@
 //! A provider's keys: fetched from `jwks_uri` (honouring `Cache-Control: max-age`) or read from
-//! a file, kept as a snapshot, and re-fetched on an unknown `kid` at most once per interval and
-//! by one task at a time (single flight), so key rotation needs no restart and a flood of
-//! made-up `kid`s cannot turn into a flood of fetches.
+//! a file, kept as a snapshot, and re-fetched on an unknown `kid` or past `max-age`.
+//!
+//! Faults never cost the keys or a flood (SPEC §9): a fetch that fails or brings no usable key
+//! never replaces a good key set; fetches — failed ones included — happen at most once per
+//! `jwks_refetch_interval`; one fetch runs at a time (single flight) and is cut off at the
+//! provider's `timeout`, and no request waits on it longer than that: past keys are used while
+//! a refresh is in flight, and a request that needs the fetch gives up at the timeout.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::ProviderError;
+use crate::clock::{Clock, UnixTime};
 use crate::jose::KeySet;
 use crate::metrics::{JwksFetchLabels, Metrics};
 
-/// Keys are re-fetched after this long when the provider gives no `max-age`.
-const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Keys are re-fetched after this long (seconds) when the provider gives no `max-age`.
+const DEFAULT_MAX_AGE: i64 = 3600;
 /// …and never kept longer than this, whatever it says.
-const LONGEST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+const LONGEST_MAX_AGE: i64 = 24 * 3600;
 
 /// Where the keys come from.
 #[derive(Debug, Clone)]
@@ -29,9 +32,15 @@ pub enum JwksSource {
 
 struct Snapshot {
     keys: Arc<KeySet>,
+    /// Bumped by every fetch that replaced the keys; 0 while there are none.
     generation: u64,
-    fetched_at: Option<Instant>,
-    max_age: Duration,
+    /// The last fetch that replaced the keys.
+    fetched_at: Option<UnixTime>,
+    max_age: i64,
+    /// The last fetch, whatever came of it (the rate limit counts failures too).
+    attempted_at: Option<UnixTime>,
+    /// Why the last fetch failed, when it did.
+    last_error: Option<ProviderError>,
 }
 
 /// The cached keys of one provider.
@@ -39,48 +48,69 @@ pub struct JwksCache {
     provider: String,
     snapshot: RwLock<Snapshot>,
     fetch_lock: tokio::sync::Mutex<()>,
-    refetch_interval: Duration,
+    /// Whole seconds, rounded up.
+    refetch_interval: i64,
+    timeout: Duration,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
+/// Whether `at` is less than `seconds` before `now` (a clock that went back counts as elapsed).
+fn within(at: Option<UnixTime>, seconds: i64, now: UnixTime) -> bool {
+    at.is_some_and(|at| (0..seconds).contains(&now.saturating_sub(at)))
+}
+
 impl JwksCache {
-    /// An empty cache; the first use fetches.
-    pub fn new(provider: String, refetch_interval: Duration, metrics: Arc<Metrics>) -> Self {
+    /// An empty cache; the first use fetches. `timeout` is the provider's: the longest a fetch
+    /// runs and the longest a request waits for one.
+    pub fn new(
+        provider: String,
+        refetch_interval: Duration,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let snapshot = Snapshot {
             keys: Arc::new(KeySet::default()),
             generation: 0,
             fetched_at: None,
             max_age: DEFAULT_MAX_AGE,
+            attempted_at: None,
+            last_error: None,
         };
+        let whole_seconds =
+            refetch_interval.as_secs() + u64::from(refetch_interval.subsec_nanos() > 0);
         Self {
             provider,
             snapshot: RwLock::new(snapshot),
             fetch_lock: tokio::sync::Mutex::new(()),
-            refetch_interval,
+            refetch_interval: i64::try_from(whole_seconds).unwrap_or(i64::MAX),
+            timeout,
+            clock,
             metrics,
         }
     }
 
-    fn read(&self) -> (Arc<KeySet>, u64, bool) {
+    fn with_snapshot<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
         match self.snapshot.read() {
-            Ok(snapshot) => {
-                let stale = snapshot
-                    .fetched_at
-                    .is_none_or(|at| at.elapsed() >= snapshot.max_age);
-                (snapshot.keys.clone(), snapshot.generation, stale)
-            }
-            Err(poisoned) => {
-                let snapshot = poisoned.into_inner();
-                (snapshot.keys.clone(), snapshot.generation, true)
-            }
+            Ok(snapshot) => read(&snapshot),
+            Err(poisoned) => read(&poisoned.into_inner()),
         }
+    }
+
+    fn read(&self) -> (Arc<KeySet>, u64, bool) {
+        let now = self.clock.now();
+        self.with_snapshot(|snapshot| {
+            let stale = !within(snapshot.fetched_at, snapshot.max_age, now);
+            (snapshot.keys.clone(), snapshot.generation, stale)
+        })
     }
 
     /// The current keys, fetching first when there are none yet or they are past `max-age`.
     ///
     /// # Errors
-    /// When there are no keys at all and fetching fails. Stale keys are kept when a refresh
-    /// fails.
+    /// When there are no keys at all and fetching fails. Past keys are kept, and used without
+    /// waiting, while a fetch runs or when it fails.
     pub async fn keys(
         &self,
         source: &JwksSource,
@@ -90,21 +120,28 @@ impl JwksCache {
         if !stale {
             return Ok(keys);
         }
-        match self.fetch_once(generation, source, http, false).await {
+        if generation == 0 {
+            return self.fetch_once(generation, source, http).await;
+        }
+        // Good keys past their max-age: refreshing them is worth no one's wait.
+        let Ok(guard) = self.fetch_lock.try_lock() else {
+            return Ok(keys);
+        };
+        match self.fetch_locked(guard, generation, source, http).await {
             Ok(fresh) => Ok(fresh),
-            Err(error) if generation > 0 => {
+            Err(error) => {
                 tracing::warn!(provider = %self.provider, %error, "JWKS refresh failed; keeping the keys we have");
                 Ok(keys)
             }
-            Err(error) => Err(error),
         }
     }
 
     /// Called when a token names a `kid` that `seen` does not have: re-fetches unless another
-    /// task already did, or the last fetch was less than the refetch interval ago.
+    /// task already did, or the last fetch (failed or not) was less than the refetch interval
+    /// ago; then the keys are returned as they are.
     ///
     /// # Errors
-    /// When the fetch fails.
+    /// When the fetch fails, or the one in flight does not finish within the provider timeout.
     pub async fn refetch_for_unknown_kid(
         &self,
         seen: &Arc<KeySet>,
@@ -115,7 +152,28 @@ impl JwksCache {
         if !Arc::ptr_eq(&keys, seen) {
             return Ok(keys);
         }
-        self.fetch_once(generation, source, http, true).await
+        self.fetch_once(generation, source, http).await
+    }
+
+    /// The answer a caller gets without a fetch: keys newer than `seen_generation`, or what
+    /// there is when the last fetch was too recent. `None` when a fetch is due.
+    fn without_fetch(&self, seen_generation: u64) -> Option<Result<Arc<KeySet>, ProviderError>> {
+        let now = self.clock.now();
+        self.with_snapshot(|snapshot| {
+            if snapshot.generation != seen_generation {
+                return Some(Ok(snapshot.keys.clone()));
+            }
+            if !within(snapshot.attempted_at, self.refetch_interval, now) {
+                return None;
+            }
+            Some(if snapshot.generation > 0 {
+                Ok(snapshot.keys.clone())
+            } else {
+                Err(snapshot.last_error.clone().unwrap_or_else(|| {
+                    ProviderError::Unreachable("no JWKS fetched yet".to_owned())
+                }))
+            })
+        })
     }
 
     async fn fetch_once(
@@ -123,49 +181,82 @@ impl JwksCache {
         seen_generation: u64,
         source: &JwksSource,
         http: &reqwest::Client,
-        rate_limited: bool,
     ) -> Result<Arc<KeySet>, ProviderError> {
-        let _single_flight = self.fetch_lock.lock().await;
-        {
-            let (keys, generation, _) = self.read();
-            if generation != seen_generation {
-                return Ok(keys);
-            }
-            if rate_limited {
-                let recent = self
-                    .snapshot
-                    .read()
-                    .ok()
-                    .and_then(|snapshot| snapshot.fetched_at)
-                    .is_some_and(|at| at.elapsed() < self.refetch_interval);
-                if recent {
-                    return Ok(keys);
-                }
-            }
+        if let Some(answer) = self.without_fetch(seen_generation) {
+            return answer;
         }
-        let result = fetch(source, http).await;
+        // Single flight: one fetch runs; the others wait for it, at most the provider timeout.
+        let Ok(guard) = tokio::time::timeout(self.timeout, self.fetch_lock.lock()).await else {
+            return Err(ProviderError::Unreachable(
+                "the JWKS fetch in flight did not finish within the provider timeout".to_owned(),
+            ));
+        };
+        self.fetch_locked(guard, seen_generation, source, http)
+            .await
+    }
+
+    async fn fetch_locked(
+        &self,
+        _single_flight: tokio::sync::MutexGuard<'_, ()>,
+        seen_generation: u64,
+        source: &JwksSource,
+        http: &reqwest::Client,
+    ) -> Result<Arc<KeySet>, ProviderError> {
+        if let Some(answer) = self.without_fetch(seen_generation) {
+            return answer;
+        }
+        let result = match tokio::time::timeout(self.timeout, fetch(source, http)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Unreachable(
+                "JWKS fetch timed out".to_owned(),
+            )),
+        };
         let label = JwksFetchLabels {
             provider: self.provider.clone(),
             result: if result.is_ok() { "ok" } else { "error" },
         };
         self.metrics.jwks_fetches.get_or_create(&label).inc();
-        let (keys, max_age) = result?;
-        let keys = Arc::new(keys);
-        if let Ok(mut snapshot) = self.snapshot.write() {
-            snapshot.keys = keys.clone();
-            snapshot.generation += 1;
-            snapshot.fetched_at = Some(Instant::now());
-            snapshot.max_age = max_age;
+        let now = self.clock.now();
+        let mut snapshot = match self.snapshot.write() {
+            Ok(snapshot) => snapshot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        snapshot.attempted_at = Some(now);
+        match result {
+            Ok((keys, max_age)) => {
+                let keys = Arc::new(keys);
+                snapshot.keys = keys.clone();
+                snapshot.generation += 1;
+                snapshot.fetched_at = Some(now);
+                snapshot.max_age = max_age;
+                snapshot.last_error = None;
+                drop(snapshot);
+                tracing::info!(provider = %self.provider, keys = keys.len(), "fetched JWKS");
+                Ok(keys)
+            }
+            Err(error) => {
+                snapshot.last_error = Some(error.clone());
+                Err(error)
+            }
         }
-        tracing::info!(provider = %self.provider, keys = keys.len(), "fetched JWKS");
-        Ok(keys)
     }
+}
+
+/// A fetched key set is used only when it holds a usable key: an empty set (`{"keys":[]}`,
+/// only `oct` or encryption keys) is a failed fetch, never a replacement.
+fn usable(keys: KeySet) -> Result<KeySet, ProviderError> {
+    if keys.is_empty() {
+        return Err(ProviderError::BadResponse(
+            "the JWK set holds no usable signature key".to_owned(),
+        ));
+    }
+    Ok(keys)
 }
 
 async fn fetch(
     source: &JwksSource,
     http: &reqwest::Client,
-) -> Result<(KeySet, Duration), ProviderError> {
+) -> Result<(KeySet, i64), ProviderError> {
     match source {
         JwksSource::File(path) => {
             let bytes = tokio::fs::read(path).await.map_err(|error| {
@@ -173,7 +264,7 @@ async fn fetch(
             })?;
             let keys = KeySet::from_jwks_json(&bytes)
                 .map_err(|error| ProviderError::BadResponse(error.to_string()))?;
-            Ok((keys, DEFAULT_MAX_AGE))
+            Ok((usable(keys)?, DEFAULT_MAX_AGE))
         }
         JwksSource::Url(url) => {
             let response = http
@@ -192,15 +283,14 @@ async fn fetch(
                 .get(reqwest::header::CACHE_CONTROL)
                 .and_then(|value| value.to_str().ok())
                 .and_then(max_age_of)
-                .unwrap_or(DEFAULT_MAX_AGE)
+                .map_or(DEFAULT_MAX_AGE, |max_age| {
+                    i64::try_from(max_age.as_secs()).unwrap_or(LONGEST_MAX_AGE)
+                })
                 .min(LONGEST_MAX_AGE);
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+            let bytes = super::client::read_answer(response, "JWKS").await?;
             let keys = KeySet::from_jwks_json(&bytes)
                 .map_err(|error| ProviderError::BadResponse(error.to_string()))?;
-            Ok((keys, max_age))
+            Ok((usable(keys)?, max_age))
         }
     }
 }

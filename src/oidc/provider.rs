@@ -88,6 +88,10 @@ pub struct Provider {
     /// The discovery document and when it is due to be fetched again.
     metadata: RwLock<Option<(Arc<ProviderMetadata>, UnixTime)>>,
     discovery_lock: tokio::sync::Mutex<()>,
+    /// Discoveries that failed, and why the last one did: a request that waited for a
+    /// discovery takes its failure instead of starting another (single flight).
+    discovery_failures: std::sync::atomic::AtomicU64,
+    discovery_error: std::sync::Mutex<Option<ProviderError>>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
     clock: Arc<dyn Clock>,
@@ -105,13 +109,21 @@ impl Provider {
         leeway: i64,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let jwks = JwksCache::new(config.name.clone(), config.jwks_refetch_interval, metrics);
+        let jwks = JwksCache::new(
+            config.name.clone(),
+            config.jwks_refetch_interval,
+            config.timeout,
+            clock.clone(),
+            metrics,
+        );
         Self {
             config,
             http,
             local,
             metadata: RwLock::new(None),
             discovery_lock: tokio::sync::Mutex::new(()),
+            discovery_failures: std::sync::atomic::AtomicU64::new(0),
+            discovery_error: std::sync::Mutex::new(None),
             jwks,
             token_cache,
             clock,
@@ -122,6 +134,11 @@ impl Provider {
     /// The provider's name.
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The longest wait for one of its answers, and for a refresh or JWKS fetch in flight.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.config.timeout
     }
 
     /// Whether discovery has succeeded.
@@ -149,16 +166,43 @@ impl Provider {
             Some((metadata, due)) if now < due => return Ok(metadata),
             other => other.map(|(metadata, _)| metadata),
         };
-        // One fetch at a time; while a refresh is under way, others use the document they have.
-        let _single_flight = match (&stale, self.discovery_lock.try_lock()) {
-            (_, Ok(guard)) => guard,
-            (Some(metadata), Err(_)) => return Ok(metadata.clone()),
-            (None, Err(_)) => self.discovery_lock.lock().await,
+        use std::sync::atomic::Ordering;
+        let failures_seen = self.discovery_failures.load(Ordering::SeqCst);
+        // One fetch at a time. While one is under way, others use the document they have;
+        // without one, they wait for it at most the provider timeout (the fetch in flight is
+        // cut off then too).
+        let _single_flight = match self.discovery_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some(metadata) = &stale {
+                    return Ok(metadata.clone());
+                }
+                let Ok(guard) =
+                    tokio::time::timeout(self.config.timeout, self.discovery_lock.lock()).await
+                else {
+                    return Err(ProviderError::Unreachable(
+                        "the discovery in flight did not finish within the provider timeout"
+                            .to_owned(),
+                    ));
+                };
+                guard
+            }
         };
         if let Some((metadata, due)) = current()
             && now < due
         {
             return Ok(metadata);
+        }
+        if stale.is_none()
+            && self.discovery_failures.load(Ordering::SeqCst) != failures_seen
+            && let Some(error) = self
+                .discovery_error
+                .lock()
+                .ok()
+                .and_then(|error| error.clone())
+        {
+            // The discovery this request waited for failed: that is its answer too.
+            return Err(error);
         }
         match self.discover().await {
             Ok(metadata) => {
@@ -167,14 +211,20 @@ impl Provider {
                 tracing::info!(provider = %self.config.name, "discovered provider");
                 Ok(metadata)
             }
-            Err(error) => match stale {
-                Some(metadata) => {
-                    tracing::warn!(provider = %self.config.name, %error, "discovery refresh failed; keeping the document");
-                    self.store_metadata(metadata.clone(), now + DISCOVERY_RETRY);
-                    Ok(metadata)
+            Err(error) => {
+                if let Ok(mut slot) = self.discovery_error.lock() {
+                    *slot = Some(error.clone());
                 }
-                None => Err(error),
-            },
+                self.discovery_failures.fetch_add(1, Ordering::SeqCst);
+                match stale {
+                    Some(metadata) => {
+                        tracing::warn!(provider = %self.config.name, %error, "discovery refresh failed; keeping the document");
+                        self.store_metadata(metadata.clone(), now + DISCOVERY_RETRY);
+                        Ok(metadata)
+                    }
+                    None => Err(error),
+                }
+            }
         }
     }
 
@@ -201,9 +251,8 @@ impl Provider {
                 response.status()
             )));
         }
-        let metadata: ProviderMetadata = response
-            .json()
-            .await
+        let body = client::read_answer(response, "discovery").await?;
+        let metadata: ProviderMetadata = serde_json::from_slice(&body)
             .map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
         // OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one configured.
         if metadata.issuer != self.config.issuer {

@@ -466,7 +466,12 @@ async fn jwks_cache_control_is_honoured() {
         jwks_no_cache: true,
         ..Default::default()
     });
-    let uncached = Gateway::forward_auth(&idp).await;
+    // max-age=0 asks for a fetch on every use; `jwks_refetch_interval` still bounds them.
+    let uncached = Gateway::start(&Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval = \"1h\"",
+        "jwks_refetch_interval = \"0s\"",
+    ))
+    .await;
     let before = idp.count("jwks");
     for index in 0..3 {
         let token = idp
@@ -479,6 +484,20 @@ async fn jwks_cache_control_is_honoured() {
         idp.count("jwks"),
         before + 3,
         "max-age=0: fetched for every new token"
+    );
+    let limited = Gateway::forward_auth(&idp).await;
+    let before = idp.count("jwks");
+    for index in 0..3 {
+        let token = idp
+            .access_token()
+            .claim("jti", json!(format!("l-{index}")))
+            .sign();
+        assert_eq!(status(&limited, "", &token).await, 200);
+    }
+    assert_eq!(
+        idp.count("jwks"),
+        before + 1,
+        "max-age=0 with jwks_refetch_interval = 1h: fetched once"
     );
 }
 

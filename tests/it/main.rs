@@ -8,6 +8,7 @@
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
 //! - `admin`: metrics and health (SPEC §8).
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
+//! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 
 // Test code may panic on what it did not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -20,6 +21,7 @@ mod forward_auth;
 mod fuzz;
 mod login_flow;
 mod pages;
+mod provider_faults;
 mod proxy;
 mod redis_sessions;
 mod refresh;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::support::browser::location;
-use crate::support::idp::Misbehaviour;
+use crate::support::idp::{JwksFault, Misbehaviour};
 use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
 
 fn config(idp: &TestIdp, store: &str) -> String {
@@ -163,4 +163,222 @@ async fn parallel_requests_refresh_once_with_the_redis_store_too() {
         "the rotated refresh token was stored in Redis"
     );
     assert_eq!(idp.count("refresh"), 2);
+}
+
+fn advance(clock: &tollgate::clock::ManualClock, idp: &TestIdp, seconds: i64) {
+    clock.advance(seconds);
+    idp.advance_clock(seconds);
+}
+
+#[tokio::test]
+async fn a_refresh_answered_503_keeps_the_session_until_its_access_token_expires_then_502() {
+    for store in ["memory", "cookie"] {
+        let idp = TestIdp::start().await;
+        let clock = tollgate::clock::ManualClock::new();
+        let gateway = Gateway::start_with_clock(&config(&idp, store), clock.clone()).await;
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        idp.misbehave(Misbehaviour {
+            refresh_status: Some(503),
+            ..Default::default()
+        });
+        // The access token lives 300 s: at 250 s the refresh is due and fails with a 503.
+        advance(&clock, &idp, 250);
+        let auth = browser.get(&gateway.url("/auth")).await;
+        assert_eq!(
+            auth.status(),
+            200,
+            "{store}: the access token is still valid"
+        );
+        assert_eq!(idp.count("refresh"), 1);
+        assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+        assert_eq!(
+            idp.count("refresh"),
+            1,
+            "{store}: not retried by every request"
+        );
+        advance(&clock, &idp, tollgate::identity::refresh::RETRY_AFTER);
+        assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+        assert_eq!(idp.count("refresh"), 2, "{store}: retried later");
+        // Past the access token's expiry, with the provider still failing: 502, not a login.
+        advance(&clock, &idp, 50);
+        let expired = browser
+            .get_with(&gateway.url("/auth"), &[("accept", "application/json")])
+            .await;
+        assert_eq!(expired.status(), 502, "{store}");
+        assert_eq!(idp.count("refresh"), 3);
+        assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 502);
+        assert_eq!(
+            idp.count("refresh"),
+            3,
+            "{store}: no retry before RETRY_AFTER"
+        );
+        // The provider is back: the kept session is refreshed and served.
+        idp.misbehave(Misbehaviour::default());
+        advance(&clock, &idp, tollgate::identity::refresh::RETRY_AFTER);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{store}"
+        );
+        assert_eq!(idp.count("refresh"), 4);
+        assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+        assert_eq!(idp.count("refresh"), 4, "{store}: refreshed, not due again");
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_refresh_is_cut_off_at_the_provider_timeout_and_keeps_the_session() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = format!(
+        "{}\n[[route]]\nupstream = \"{}\"\nprovider = \"corp\"\n",
+        config(&idp, "memory")
+            .replace("[forward_auth]\nprovider = \"corp\"\n", "")
+            .replace(
+                "jwks_refetch_interval",
+                "timeout = \"1s\"\njwks_refetch_interval"
+            ),
+        upstream.url()
+    );
+    let gateway =
+        Gateway::start_with_clock(&text, Arc::clone(&clock) as Arc<dyn tollgate::clock::Clock>)
+            .await;
+    let mut browser = Browser::new();
+    let (first, _) = browser.follow(&gateway.url("/page")).await;
+    assert_eq!(first.status(), 200);
+    idp.misbehave(Misbehaviour {
+        refresh_hangs: true,
+        ..Default::default()
+    });
+    advance(&clock, &idp, 250);
+    // Four requests at once while the provider hangs: one refresh, cut off at the timeout (1 s);
+    // all four are served from the session, whose access token is still valid.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = gateway.url("/page");
+        let cookie = cookie_header(&browser);
+        tasks.spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut statuses = Vec::new();
+        while let Some(status) = tasks.join_next().await {
+            statuses.push(status.unwrap().as_u16());
+        }
+        statuses
+    })
+    .await
+    .expect("no request is held by the hanging provider beyond its timeout");
+    assert_eq!(statuses, vec![200; 4]);
+    assert_eq!(idp.count("refresh"), 1, "one refresh in flight, shared");
+
+    // The access token has expired and the provider still hangs: a browser is told so.
+    advance(&clock, &idp, 60);
+    let page = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        browser.get(&gateway.url("/page")),
+    )
+    .await
+    .expect("cut off at the provider timeout");
+    assert_eq!(page.status(), 502);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("identity provider is unreachable"),
+        "the page says the provider is unreachable"
+    );
+    assert_eq!(idp.count("refresh"), 2);
+    let api = browser
+        .get_with(&gateway.url("/page"), &[("accept", "application/json")])
+        .await;
+    assert_eq!(api.status(), 502);
+    assert_eq!(idp.count("refresh"), 2, "not retried by every request");
+}
+
+#[tokio::test]
+async fn a_claim_the_provider_dropped_at_refresh_is_gone_from_the_session() {
+    for store in ["memory", "cookie"] {
+        let idp = TestIdp::start().await;
+        let clock = tollgate::clock::ManualClock::new();
+        let gateway = Gateway::start_with_clock(&config(&idp, store), clock.clone()).await;
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        assert_eq!(
+            browser
+                .get(&gateway.url("/auth?groups=admin"))
+                .await
+                .status(),
+            200
+        );
+        // The provider takes the user out of every group and changes the address.
+        idp.set_user_claim("groups", serde_json::Value::Null);
+        idp.set_user_claim("email", serde_json::json!("alice@new.example"));
+        advance(&clock, &idp, 250);
+        let refreshed = browser
+            .get(&gateway.url("/auth?inject-claim=email,X-Email&inject-claim=department"))
+            .await;
+        assert_eq!(refreshed.status(), 200, "{store}: still signed in");
+        assert_eq!(idp.count("refresh"), 1);
+        assert_eq!(refreshed.headers()["x-email"], "alice@new.example");
+        assert_eq!(
+            refreshed.headers()["department"],
+            "engineering",
+            "{store}: userinfo claims are read again"
+        );
+        assert_eq!(
+            browser
+                .get(&gateway.url("/auth?groups=admin"))
+                .await
+                .status(),
+            403,
+            "{store}: the dropped claim no longer passes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retry() {
+    for store in ["memory", "cookie"] {
+        let idp = TestIdp::start().await;
+        let clock = tollgate::clock::ManualClock::new();
+        let text = config(&idp, store).replace(
+            "jwks_refetch_interval = \"1h\"",
+            "jwks_refetch_interval = \"10s\"",
+        );
+        let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        // The provider rotates its keys but its JWKS endpoint fails: the token endpoint answers
+        // (and spends the refresh token), the new ID token cannot be checked.
+        idp.rotate_keys("rsa-2");
+        idp.misbehave(Misbehaviour {
+            jwks_fault: JwksFault::Status(503),
+            ..Default::default()
+        });
+        advance(&clock, &idp, 250);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{store}"
+        );
+        assert_eq!(idp.count("refresh"), 1);
+        idp.misbehave(Misbehaviour::default());
+        advance(&clock, &idp, tollgate::identity::refresh::RETRY_AFTER);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            200,
+            "{store}: the retry presented the rotated refresh token, not the spent one"
+        );
+        assert_eq!(idp.count("refresh"), 2);
+    }
 }

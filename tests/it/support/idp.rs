@@ -170,6 +170,45 @@ pub struct Misbehaviour {
     pub refresh_fails: bool,
     /// Discovery names a plain-http token endpoint on another host.
     pub plain_http_token_endpoint: bool,
+    /// The refresh grant answers this status (`temporarily_unavailable`), the token unspent.
+    pub refresh_status: Option<u16>,
+    /// The refresh grant never answers.
+    pub refresh_hangs: bool,
+    /// How the JWKS endpoint fails.
+    pub jwks_fault: JwksFault,
+    /// This endpoint (`discovery`, `jwks`, `token`, `userinfo`, `introspect`) gives a valid
+    /// answer padded beyond 1 MiB.
+    pub huge_answer: Option<&'static str>,
+    /// Discovery never answers.
+    pub discovery_hangs: bool,
+}
+
+/// Ways the JWKS endpoint can fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JwksFault {
+    #[default]
+    None,
+    /// `{"keys":[]}`.
+    Empty,
+    /// Only a symmetric (`oct`) key.
+    OctOnly,
+    /// This status, no keys.
+    Status(u16),
+    /// Never answers.
+    Hangs,
+}
+
+/// A little over 1 MiB of padding.
+fn padding() -> Value {
+    json!("p".repeat(1024 * 1024 + 16))
+}
+
+fn huge(inner: &Inner, endpoint: &str) -> bool {
+    inner.misbehaviour.lock().unwrap().huge_answer == Some(endpoint)
+}
+
+async fn hang() {
+    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
 }
 
 struct PendingCode {
@@ -361,6 +400,16 @@ impl TestIdp {
         *self.inner.keys.lock().unwrap() = Arc::new(Keys::new(rsa_kid));
     }
 
+    /// Sets a claim of the user (in tokens issued from now on and in userinfo); `Null` removes it.
+    pub fn set_user_claim(&self, name: &str, value: Value) {
+        let mut claims = self.inner.user_claims.lock().unwrap();
+        if value.is_null() {
+            claims.remove(name);
+        } else {
+            claims.insert(name.to_owned(), value);
+        }
+    }
+
     pub fn misbehave(&self, misbehaviour: Misbehaviour) {
         *self.inner.misbehaviour.lock().unwrap() = misbehaviour;
     }
@@ -405,13 +454,16 @@ fn count(inner: &Inner, endpoint: &'static str) {
 
 async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     count(&inner, "discovery");
+    if inner.misbehaviour.lock().unwrap().discovery_hangs {
+        hang().await;
+    }
     let issuer = &inner.issuer;
     let token_endpoint = if inner.misbehaviour.lock().unwrap().plain_http_token_endpoint {
         "http://tokens.elsewhere.example/token".to_owned()
     } else {
         format!("{issuer}/token")
     };
-    Json(json!({
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": token_endpoint,
@@ -422,7 +474,11 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
-    }))
+    });
+    if huge(&inner, "discovery") {
+        document["padding"] = padding();
+    }
+    Json(document)
 }
 
 async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
@@ -433,7 +489,25 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     } else {
         "max-age=3600"
     };
-    ([("cache-control", cache_control)], Json(keys.jwks())).into_response()
+    let fault = inner.misbehaviour.lock().unwrap().jwks_fault;
+    let mut document = match fault {
+        JwksFault::None => keys.jwks(),
+        JwksFault::Empty => json!({"keys": []}),
+        JwksFault::OctOnly => {
+            json!({"keys": [{"kty": "oct", "kid": "rsa-1", "k": URL_SAFE_NO_PAD.encode("a shared secret")}]})
+        }
+        JwksFault::Status(status) => {
+            return StatusCode::from_u16(status).unwrap().into_response();
+        }
+        JwksFault::Hangs => {
+            hang().await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+    };
+    if huge(&inner, "jwks") {
+        document["padding"] = padding();
+    }
+    ([("cache-control", cache_control)], Json(document)).into_response()
 }
 
 async fn authorize(
@@ -494,6 +568,10 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             .into_response();
     }
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        if inner.misbehaviour.lock().unwrap().refresh_hangs {
+            count(&inner, "refresh");
+            hang().await;
+        }
         return refresh(
             &inner,
             form.get("refresh_token").cloned().unwrap_or_default(),
@@ -566,7 +644,11 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         id_token.replace_range(position..=position, replacement);
     }
     let refresh_token = new_refresh_token(&inner);
-    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
+    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token});
+    if huge(&inner, "token") {
+        answer["padding"] = padding();
+    }
+    Json(answer).into_response()
 }
 
 async fn end_session(
@@ -595,6 +677,9 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
     if inner.misbehaviour.lock().unwrap().userinfo_other_subject {
         claims.insert("sub".into(), json!("mallory"));
     }
+    if huge(&inner, "userinfo") {
+        claims.insert("padding".into(), padding());
+    }
     Json(Value::Object(claims)).into_response()
 }
 
@@ -607,6 +692,13 @@ fn new_refresh_token(inner: &Inner) -> String {
 /// The refresh grant with rotation: a used refresh token is spent.
 fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     count(inner, "refresh");
+    if let Some(status) = inner.misbehaviour.lock().unwrap().refresh_status {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            Json(json!({"error": "temporarily_unavailable"})),
+        )
+            .into_response();
+    }
     let spent = inner.refresh_tokens.lock().unwrap().remove(&presented);
     if !spent || inner.misbehaviour.lock().unwrap().refresh_fails {
         return (
@@ -658,5 +750,9 @@ async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: S
         }
         _ => json!({"active": false}),
     };
+    let mut answer = answer;
+    if huge(&inner, "introspect") {
+        answer["padding"] = padding();
+    }
     Json(answer).into_response()
 }

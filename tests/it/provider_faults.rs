@@ -1,0 +1,249 @@
+//! SPEC §9: a provider that fails, hangs or answers too much costs neither the keys nor the
+//! sessions Tollgate has, holds no request beyond the provider's `timeout`, and is not asked
+//! again by every request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::idp::{JwksFault, Misbehaviour};
+use crate::support::{Gateway, TestIdp};
+
+async fn status(gateway: &Gateway, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(gateway.url("/auth"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn config(idp: &TestIdp, provider_extra: &str) -> String {
+    Gateway::forward_auth_config(idp, "", "").replace(
+        "jwks_refetch_interval = \"1h\"\n",
+        &format!("{provider_extra}\n"),
+    )
+}
+
+fn fresh_token(idp: &TestIdp, jti: &str) -> String {
+    idp.access_token().claim("jti", json!(jti)).sign()
+}
+
+fn advance(clock: &tollgate::clock::ManualClock, idp: &TestIdp, seconds: i64) {
+    clock.advance(seconds);
+    idp.advance_clock(seconds);
+}
+
+#[tokio::test]
+async fn a_jwks_answer_without_usable_keys_never_replaces_a_good_key_set() {
+    for fault in [JwksFault::Empty, JwksFault::OctOnly] {
+        let idp = TestIdp::start().await;
+        // No rate limit: every unknown `kid` fetches.
+        let gateway = Gateway::start(&config(&idp, "jwks_refetch_interval = \"0s\"")).await;
+        assert_eq!(status(&gateway, &fresh_token(&idp, "a")).await, 200);
+        idp.misbehave(Misbehaviour {
+            jwks_fault: fault,
+            ..Default::default()
+        });
+        let unknown = idp.access_token().kid(Some("unknown")).sign();
+        assert_eq!(status(&gateway, &unknown).await, 502, "{fault:?}");
+        assert_eq!(idp.count("jwks"), 2, "{fault:?}: the unknown kid fetched");
+        assert_eq!(
+            status(&gateway, &fresh_token(&idp, "b")).await,
+            200,
+            "{fault:?}: the good keys are still there"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_jwks_endpoint_is_fetched_at_most_once_per_refetch_interval() {
+    // No keys yet and the endpoint fails.
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "jwks_refetch_interval = \"10s\"");
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    idp.misbehave(Misbehaviour {
+        jwks_fault: JwksFault::Status(500),
+        ..Default::default()
+    });
+    for index in 0..5 {
+        assert_eq!(
+            status(&gateway, &fresh_token(&idp, &format!("t-{index}"))).await,
+            502
+        );
+    }
+    assert_eq!(idp.count("jwks"), 1, "one fetch for five requests");
+    advance(&clock, &idp, 10);
+    assert_eq!(status(&gateway, &fresh_token(&idp, "later")).await, 502);
+    assert_eq!(idp.count("jwks"), 2, "fetched again after the interval");
+    idp.misbehave(Misbehaviour::default());
+    advance(&clock, &idp, 10);
+    assert_eq!(status(&gateway, &fresh_token(&idp, "back")).await, 200);
+    assert_eq!(idp.count("jwks"), 3);
+
+    // Good keys past their max-age, then the endpoint fails: the keys are kept and the endpoint
+    // is not asked by every request.
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "jwks_refetch_interval = \"10s\"");
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    idp.misbehave(Misbehaviour {
+        jwks_no_cache: true,
+        ..Default::default()
+    });
+    assert_eq!(status(&gateway, &fresh_token(&idp, "first")).await, 200);
+    assert_eq!(idp.count("jwks"), 1);
+    idp.misbehave(Misbehaviour {
+        jwks_no_cache: true,
+        jwks_fault: JwksFault::Status(503),
+        ..Default::default()
+    });
+    for round in 0..2 {
+        advance(&clock, &idp, 10);
+        for index in 0..5 {
+            let token = fresh_token(&idp, &format!("stale-{round}-{index}"));
+            assert_eq!(status(&gateway, &token).await, 200, "the keys are kept");
+        }
+        assert_eq!(idp.count("jwks"), 2 + round, "one fetch per interval");
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_jwks_endpoint_holds_no_request_beyond_the_provider_timeout() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "jwks_refetch_interval = \"10s\"\ntimeout = \"1s\"");
+    let gateway = Arc::new(Gateway::start_with_clock(&text, clock.clone()).await);
+    assert_eq!(status(&gateway, &fresh_token(&idp, "first")).await, 200);
+    // The provider rotates its keys and its JWKS endpoint hangs: new tokens name an unknown kid.
+    idp.rotate_keys("rsa-2");
+    idp.misbehave(Misbehaviour {
+        jwks_fault: JwksFault::Hangs,
+        ..Default::default()
+    });
+    advance(&clock, &idp, 10);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..4 {
+        let gateway = gateway.clone();
+        let token = fresh_token(&idp, &format!("new-{index}"));
+        tasks.spawn(async move { status(&gateway, &token).await });
+    }
+    let statuses = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut statuses = Vec::new();
+        while let Some(status) = tasks.join_next().await {
+            statuses.push(status.unwrap());
+        }
+        statuses
+    })
+    .await
+    .expect("no request queues behind the hanging fetch");
+    assert!(
+        statuses.iter().all(|status| [401, 502].contains(status)),
+        "{statuses:?}"
+    );
+    assert_eq!(idp.count("jwks"), 2, "the four requests shared one fetch");
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        status(&gateway, &fresh_token(&idp, "again")),
+    )
+    .await
+    .expect("answered without waiting");
+    assert_eq!(again, 401);
+    assert_eq!(idp.count("jwks"), 2, "rate-limited after the failed fetch");
+}
+
+#[tokio::test]
+async fn a_hanging_discovery_holds_no_request_beyond_the_provider_timeout() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        discovery_hangs: true,
+        ..Default::default()
+    });
+    let gateway = Arc::new(Gateway::start(&config(&idp, "timeout = \"1s\"")).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..4 {
+        let gateway = gateway.clone();
+        let token = fresh_token(&idp, &format!("t-{index}"));
+        tasks.spawn(async move { status(&gateway, &token).await });
+    }
+    let statuses = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut statuses = Vec::new();
+        while let Some(status) = tasks.join_next().await {
+            statuses.push(status.unwrap());
+        }
+        statuses
+    })
+    .await
+    .expect("no request queues behind the hanging discovery");
+    assert_eq!(statuses, vec![502; 4]);
+    assert_eq!(
+        idp.count("discovery"),
+        1,
+        "the start-up discovery and four requests shared one attempt"
+    );
+    idp.misbehave(Misbehaviour::default());
+    assert_eq!(
+        status(&gateway, &fresh_token(&idp, "back")).await,
+        200,
+        "discovery is retried on use"
+    );
+}
+
+#[tokio::test]
+async fn provider_answers_over_one_mib_are_refused_as_a_provider_failure() {
+    // Bearer tokens need the keys (JWKS) and, for opaque tokens, introspection; discovery
+    // comes before both.
+    for endpoint in ["jwks", "discovery", "introspect"] {
+        let idp = TestIdp::start().await;
+        let gateway = Gateway::start(&config(
+            &idp,
+            "introspection = true\njwks_refetch_interval = \"1h\"",
+        ))
+        .await;
+        idp.misbehave(Misbehaviour {
+            huge_answer: Some(endpoint),
+            ..Default::default()
+        });
+        let token = if endpoint == "introspect" {
+            "opaque-abc".to_owned()
+        } else {
+            idp.access_token().sign()
+        };
+        assert_eq!(status(&gateway, &token).await, 502, "{endpoint}");
+    }
+
+    // The token endpoint at login: the callback is a 502.
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    idp.misbehave(Misbehaviour {
+        huge_answer: Some("token"),
+        ..Default::default()
+    });
+    let mut browser = crate::support::Browser::new();
+    let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    assert_eq!(callback.status(), 502);
+
+    // Userinfo is optional at login: too large counts as unavailable, and the ID token's claims
+    // make the session (never a 500, never the padding in a cookie).
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    idp.misbehave(Misbehaviour {
+        huge_answer: Some("userinfo"),
+        ..Default::default()
+    });
+    let mut browser = crate::support::Browser::new();
+    let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    assert_eq!(callback.status(), 302);
+    let allowed = browser
+        .get(&gateway.url("/auth?inject-claim=department"))
+        .await;
+    assert_eq!(allowed.status(), 200);
+    assert!(
+        allowed.headers().get("department").is_none(),
+        "the oversized userinfo was not used"
+    );
+}
