@@ -23,12 +23,14 @@ async function readOutput(server) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   const url = server.output.match(/Open the demo app: +(http:\/\/\S+)/)?.[1];
+  const proxied = server.output.match(/behind Tollgate's reverse proxy: +(http:\/\/\S+)/)?.[1];
   const passwords = Object.fromEntries(
     [...server.output.matchAll(/^ {4}(alice|bob) +(\S+)$/gm)].map((match) => [match[1], match[2]]),
   );
   assert.ok(url, `the demo prints the URL to open:\n${server.output}`);
+  assert.ok(proxied, `the demo prints the reverse proxy's URL:\n${server.output}`);
   assert.ok(passwords.alice && passwords.bob, `the demo prints both passwords:\n${server.output}`);
-  return { url, passwords };
+  return { url, proxied, passwords };
 }
 
 before(async () => {
@@ -90,15 +92,23 @@ test('the demo: sign in, see the app with the user name, sign out, sign in as th
   assertClean(watched, 'signing in');
   await page.screenshot({ path: join(screenshots, 'app.png') });
 
+  // The second way: the same app behind the reverse proxy, with the same session.
+  await page.goto(printed.proxied);
+  await page.waitForSelector('text=reverse proxy');
+  assert.ok(await page.isVisible('text=Alice Example'), 'the proxy sent the identity headers');
+  assertClean(watched, 'the app behind the proxy');
+
   await Promise.all([page.waitForNavigation(), page.click('text=Sign out')]);
   await page.waitForSelector('text=signed out');
   assertClean(watched, 'signing out');
   await page.screenshot({ path: join(screenshots, 'signed-out.png') });
 
-  await page.goto(printed.url);
+  // Signing in again starts from the proxied app this time: the proxy logs the browser in.
+  await page.goto(printed.proxied);
   await page.waitForSelector('input[name=password]');
   await signIn(page, 'bob', printed.passwords.bob);
   await page.waitForSelector('text=Bob Example');
+  assert.equal(new URL(page.url()).pathname, '/app/', 'back at the proxied app');
   assertClean(watched, 'signing in as the other user');
   await watched.context.close();
 });

@@ -198,6 +198,18 @@ async function loginUseLogout(origin) {
 
 test('ingress-nginx style auth-url / auth-signin: login, identity headers, sign-out, refused again', async () => {
   await loginUseLogout(`http://127.0.0.1:${ports.nginx}`);
+  // A sign-out that returns to Tollgate's own address (its public_url) ends on its "signed out"
+  // page, not on a browser error page.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const response = await page.goto(`http://127.0.0.1:${ports.tollgateNginx}/`);
+  assert.equal(response.status(), 200);
+  await page.waitForSelector('text=You are signed out');
+  const missing = await page.goto(`http://127.0.0.1:${ports.tollgateNginx}/no-such-page`);
+  assert.equal(missing.status(), 404);
+  await page.waitForSelector('text=Page not found');
+  assert.ok(!page.url().startsWith('chrome-error://'));
+  await context.close();
 });
 
 test('Caddy forward_auth with redirect mode: login, identity headers, sign-out, refused again', async () => {

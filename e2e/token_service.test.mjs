@@ -31,7 +31,16 @@ before(async () => {
     upstreams[name] = await startProvider({ port: ports[name], redirectUris: [`${issuer}/callback`], postLogoutRedirectUris: [`${issuer}/`] });
   }
   // Where the public client's browser comes back to; the test reads the URL from the browser.
-  callbackServer = createServer((request, response) => response.end('back at the client'));
+  // `/hop` redirects on to a third origin (`localhost` is another origin than `127.0.0.1`), as
+  // single-page apps' callbacks often do.
+  callbackServer = createServer((request, response) => {
+    if (request.url.startsWith('/hop')) {
+      response.writeHead(302, { location: `http://localhost:${ports.callback}/landed` });
+      response.end();
+      return;
+    }
+    response.end(request.url.startsWith('/landed') ? 'landed on the third origin' : 'back at the client');
+  });
   await new Promise((resolve) => callbackServer.listen(ports.callback, '127.0.0.1', resolve));
   const dir = tempDir('token-service');
   const config = write(dir, 'tollgate.toml', `[server]
@@ -81,7 +90,7 @@ extra_claims = { api_product_list = ["odj-core"] }
 [[token_service.client]]
 client_id = "spa"
 grants = ["authorization_code", "refresh_token"]
-redirect_uris = ["http://127.0.0.1:${ports.callback}/cb", "${issuer}/callback"]
+redirect_uris = ["http://127.0.0.1:${ports.callback}/cb", "http://127.0.0.1:${ports.callback}/hop", "${issuer}/callback"]
 source = "aad"
 audience = "odj"
 
@@ -163,6 +172,31 @@ test('authorization_code + PKCE in Chromium, then refresh and revoke through ope
   assert.equal((await fetch(`${issuer}/userinfo`, { headers: { authorization: `Bearer ${refreshed.access_token}` } })).status, 200);
   await client.tokenRevocation(config, refreshed.refresh_token);
   await assert.rejects(client.refreshTokenGrant(config, refreshed.refresh_token), (error) => error.error === 'invalid_grant');
+  await context.close();
+});
+
+test('the login form lets the redirect chain go on to a third origin in Chromium', async () => {
+  const config = await client.discovery(new URL(issuer), 'spa', undefined, client.None(), insecure);
+  const verifier = client.randomPKCECodeVerifier();
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: `http://127.0.0.1:${ports.callback}/hop`,
+    scope: 'openid',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state: client.randomState(),
+  });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy|Refused to/i.test(message.text())) problems.push(message.text());
+  });
+  await page.goto(url.href);
+  await page.fill('input[name=username]', 'alice');
+  await page.fill('input[name=password]', 'alice-password');
+  await Promise.all([page.waitForURL(`http://localhost:${ports.callback}/landed`), page.click('button[type=submit]')]);
+  assert.equal(await page.locator('body').innerText(), 'landed on the third origin');
+  assert.deepEqual(problems, [], 'no CSP violation on the way');
   await context.close();
 });
 

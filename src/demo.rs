@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use crate::app::RunningApp;
 use crate::clock::Clock;
 
+/// Where the demo app serves the requests Tollgate's proxy sends it (the route `/app`).
+const BEHIND_PROXY: &str = "/behind-proxy";
+
 /// Headers the demo app asks `/auth` to inject.
 const INJECT: &str = "inject-claim=sub,X-Auth-Subject&inject-claim=email,X-Auth-Email&inject-claim=name,X-Auth-Name&inject-claim=groups,X-Auth-Groups";
 
@@ -81,6 +84,18 @@ audiences = ["tollgate-demo"]
 
 [forward_auth]
 provider = "demo"
+
+# The second way: the same app behind Tollgate's reverse proxy, which logs the browser in
+# itself and sends identity headers upstream.
+[[route]]
+path_prefix = "/app"
+upstream = "http://{app_addr}{BEHIND_PROXY}"
+provider = "demo"
+[route.headers]
+"X-Auth-Subject" = "claim:sub"
+"X-Auth-Email" = "claim:email"
+"X-Auth-Name" = "claim:name"
+"X-Auth-Groups" = "claim:groups"
 
 [token_service]
 issuer = "{issuer}"
@@ -185,7 +200,43 @@ struct DemoApp {
     http: reqwest::Client,
 }
 
+/// The identity headers a request carries, as table rows.
+fn identity_rows(headers: &HeaderMap) -> String {
+    let mut rows = String::new();
+    for (name, value) in headers {
+        if name.as_str().starts_with("x-auth-") {
+            let value = crate::http::pages::escape(value.to_str().unwrap_or("(binary)"));
+            rows.push_str(&format!("<tr><th>{name}</th><td>{value}</td></tr>"));
+        }
+    }
+    rows
+}
+
+/// The page showing what Tollgate sent, with a sign-out button.
+fn identity_page(how: &str, rows: &str, signout: &str) -> Response {
+    crate::http::pages::html(
+        axum::http::StatusCode::OK,
+        "The demo app",
+        &format!(
+            "<p>{how}</p><table>{rows}</table><a class=\"button\" href=\"{}\">Sign out</a>",
+            crate::http::pages::escape(signout)
+        ),
+    )
+}
+
 async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap) -> Response {
+    let encoded =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let signout = format!("{}?rd={}", app.signout_url, encoded(&app.signed_out_url));
+    if uri.path().starts_with(BEHIND_PROXY) {
+        // Sent by Tollgate's proxy, which removed any X-Auth-* the client sent and added its
+        // own. (A real app behind the proxy listens only where Tollgate can reach it.)
+        return identity_page(
+            "Tollgate's reverse proxy logged you in and sent these identity headers with the request:",
+            &identity_rows(&headers),
+            &signout,
+        );
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
@@ -212,28 +263,12 @@ async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap
                 .into_response();
         }
     };
-    let encoded =
-        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     match answer.status().as_u16() {
-        200 => {
-            let mut rows = String::new();
-            for (name, value) in answer.headers() {
-                if name.as_str().starts_with("x-auth-") {
-                    let value = crate::http::pages::escape(value.to_str().unwrap_or("(binary)"));
-                    rows.push_str(&format!("<tr><th>{name}</th><td>{value}</td></tr>"));
-                }
-            }
-            let signout = format!("{}?rd={}", app.signout_url, encoded(&app.signed_out_url));
-            crate::http::pages::html(
-                axum::http::StatusCode::OK,
-                "The demo app",
-                &format!(
-                    "<p>Tollgate let this request through and sent these identity headers:</p>\
-                     <table>{rows}</table><a class=\"button\" href=\"{}\">Sign out</a>",
-                    crate::http::pages::escape(&signout)
-                ),
-            )
-        }
+        200 => identity_page(
+            "Tollgate's forward-auth (/auth, as nginx auth_request asks it) let this request through with these identity headers:",
+            &identity_rows(answer.headers()),
+            &signout,
+        ),
         401 => crate::http::found(&format!("{}?rd={}", app.signin_url, encoded(&original_url))),
         status => (
             axum::http::StatusCode::FORBIDDEN,

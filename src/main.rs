@@ -143,6 +143,11 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
         tollgate::demo::start(public, app, admin, Arc::new(tollgate::clock::SystemClock)).await?;
     println!("Tollgate demo is running.\n");
     println!("  Open the demo app:    http://{}/", demo.app_addr);
+    println!("                        (behind forward-auth: the app asks Tollgate's /auth)");
+    println!(
+        "  The same app behind Tollgate's reverse proxy: http://{}/app/",
+        demo.tollgate.public_addr
+    );
     println!(
         "  Token service:        http://{}/.well-known/openid-configuration",
         demo.tollgate.public_addr
