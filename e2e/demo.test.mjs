@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { chromiumArgs, freePort, requireProgram, root, start, tollgateBinary } from './lib.mjs';
+import {
+  chromiumArgs, freePort, requireProgram, root, start, tempDir, tollgateBinary, waitForHttp, write,
+} from './lib.mjs';
 
 let demo;
 let browser;
@@ -124,4 +126,65 @@ test('the demo: a wrong password is refused and the page says why', async () => 
   assertClean(watched, 'a wrong password');
   await page.screenshot({ path: join(screenshots, 'wrong-password.png') });
   await watched.context.close();
+});
+
+test('every page a person may see is a page, with its reason, and no CSP violation', async () => {
+  const watched = await watchedPage();
+  const { page } = watched;
+  await page.goto(printed.url);
+  await page.waitForSelector('input[name=password]');
+  await signIn(page, 'bob', printed.passwords.bob);
+  await page.waitForSelector('text=Bob Example');
+  const tollgate = new URL(printed.proxied).origin;
+
+  const pages = [
+    ['refused', `${tollgate}/auth?groups=admin`, 403, 'Access refused', 'groups'],
+    ['bad-request', `${tollgate}/signin?rd=${encodeURIComponent('https://evil.example/')}`, 400, 'Bad request', 'rd'],
+    ['not-found', `${tollgate}/no/such/page`, 404, 'Page not found', 'nothing at this address'],
+    ['landing-signed-in', `${tollgate}/`, 200, 'You are signed in', 'Sign out'],
+  ];
+  for (const [name, url, status, title, reason] of pages) {
+    const response = await page.goto(url);
+    assert.equal(response.status(), status, name);
+    assert.equal(await page.locator('h1').innerText({ timeout: 5000 }).catch(async () => `no h1 in ${await page.content()}`), title, name);
+    assert.ok((await page.locator('main').innerText()).includes(reason), `${name} says why`);
+    assert.match(response.headers()['content-security-policy'], /default-src 'none'/, name);
+    assert.equal(response.headers()['x-content-type-options'], 'nosniff', name);
+    assertClean(watched, name);
+    await page.screenshot({ path: join(screenshots, `${name}.png`) });
+  }
+  await watched.context.close();
+});
+
+test('the provider-unreachable page', async () => {
+  const dead = await freePort();
+  const [listen, admin] = [await freePort(), await freePort()];
+  const dir = tempDir('unreachable');
+  const config = write(dir, 'tollgate.toml', `[server]
+listen = "127.0.0.1:${listen}"
+admin_listen = "127.0.0.1:${admin}"
+[session]
+secrets = ["an-e2e-session-secret-an-e2e-session-secret"]
+[[provider]]
+name = "gone"
+issuer = "http://127.0.0.1:${dead}"
+client_id = "x"
+client_auth = "none"
+[forward_auth]
+provider = "gone"
+`);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
+  const server = start('tollgate-unreachable', tollgateBinary(), ['serve', '--config', config], { env });
+  try {
+    await waitForHttp(`http://127.0.0.1:${admin}/healthz`, server);
+    const watched = await watchedPage();
+    const response = await watched.page.goto(`http://127.0.0.1:${listen}/signin?rd=/`);
+    assert.equal(response.status(), 502);
+    assert.equal(await watched.page.locator('h1').innerText(), 'The identity provider is unreachable');
+    assertClean(watched, 'provider unreachable');
+    await watched.page.screenshot({ path: join(screenshots, 'provider-unreachable.png') });
+    await watched.context.close();
+  } finally {
+    await server.stop();
+  }
 });

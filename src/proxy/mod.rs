@@ -58,11 +58,7 @@ pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) ->
     }
     let Some(route) = state.routes.find(host.as_deref(), request.uri().path()) else {
         state.metrics.request("proxy", "no_route");
-        return (
-            StatusCode::NOT_FOUND,
-            "404 Not Found: no route for this address\n",
-        )
-            .into_response();
+        return crate::http::pages::not_found();
     };
     // Identity headers named by the route are removed before anything reads the request; only
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
