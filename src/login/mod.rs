@@ -345,6 +345,14 @@ async fn finish_login(
                 format!("userinfo refused: {error}"),
             ));
         }
+        // An answer the provider should not have given (over the size cap, not JSON) is its
+        // failure: 502 (SPEC §9). Only an unreachable userinfo falls back to the ID token.
+        Err(CredentialError::Provider(error @ crate::oidc::ProviderError::BadResponse(_))) => {
+            return Err((
+                Rejection::ProviderUnavailable,
+                format!("userinfo unusable: {error}"),
+            ));
+        }
         Err(CredentialError::Provider(error)) => {
             tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
             claims
