@@ -14,6 +14,7 @@ pub mod http;
 pub mod identity;
 pub mod issuer;
 pub mod jose;
+pub mod logging;
 pub mod login;
 pub mod metrics;
 pub mod oidc;

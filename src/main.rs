@@ -58,25 +58,17 @@ fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn init_logging(env: &BTreeMap<String, String>, format: tollgate::config::LogFormat) {
+fn init_logging(
+    env: &BTreeMap<String, String>,
+    format: tollgate::config::LogFormat,
+) -> tollgate::logging::LogGuard {
     use tollgate::config::LogFormat;
-    let filter = tracing_subscriber::EnvFilter::try_new(
-        env.get("TOLLGATE_LOG").map_or("info", String::as_str),
-    )
-    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+    tollgate::logging::init(env.get("TOLLGATE_LOG").map_or("info", String::as_str), json)
 }
 
 fn load(
@@ -194,7 +186,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            init_logging(&env, config.server.log_format);
+            let _log = init_logging(&env, config.server.log_format);
             for warning in tollgate::config::warnings(&config) {
                 tracing::warn!(%warning, "unsafe setting");
             }
@@ -211,7 +203,7 @@ fn main() -> ExitCode {
             app_listen,
             admin_listen,
         } => {
-            init_logging(&env, tollgate::config::LogFormat::Text);
+            let _log = init_logging(&env, tollgate::config::LogFormat::Text);
             match runtime.block_on(demo(&listen, &app_listen, &admin_listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

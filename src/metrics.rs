@@ -55,6 +55,8 @@ pub struct GrantLabels {
 /// The metrics registry and handles to each metric.
 pub struct Metrics {
     registry: Registry,
+    /// `log_lines_dropped_total`, caught up from `logging::dropped_lines` at each scrape.
+    log_lines_dropped: Counter,
     /// Requests by role and result.
     pub requests: Family<RequestLabels, Counter>,
     /// Time to reach an auth decision.
@@ -168,6 +170,12 @@ impl Metrics {
             "Sessions held by the memory store",
             sessions_active.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log reader fell behind (never waited for)",
+            log_lines_dropped.clone(),
+        );
         let hot_requests = HOT_REQUESTS
             .iter()
             .map(|&(role, result)| {
@@ -180,6 +188,7 @@ impl Metrics {
             })
             .collect();
         Self {
+            log_lines_dropped,
             session_store_errors,
             refreshes,
             sessions_created,
@@ -210,6 +219,10 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        // The writer counts its drops; the counter catches up at each scrape.
+        self.log_lines_dropped
+            .inner()
+            .fetch_max(crate::logging::dropped_lines(), Ordering::Relaxed);
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -19,6 +19,7 @@ mod cli;
 mod connections;
 mod forward_auth;
 mod fuzz;
+mod logging;
 mod login_flow;
 mod pages;
 mod provider_faults;
