@@ -1,3 +1,5 @@
+//! Unit tests of config loading and validation.
+
 use std::collections::BTreeMap;
 
 use super::*;

@@ -1,6 +1,7 @@
 //! Shared HTTP plumbing: the rejection table, forwarded headers, serving with graceful drain.
 
 pub mod canonical;
+pub mod cookies;
 pub mod forwarded;
 pub mod pages;
 pub mod rejection;

@@ -1,3 +1,5 @@
+//! Unit tests of the `/auth` query and requirement checks.
+
 use axum::http::Method;
 use serde_json::json;
 

@@ -80,7 +80,7 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
             changed = true;
             continue;
         };
-        for pair in crate::session::cookie_pairs(text) {
+        for pair in crate::http::cookies::cookie_pairs(text) {
             let pair = pair.trim();
             let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
             if pair.is_empty() || is_tollgate_cookie(name, cookie_name) {

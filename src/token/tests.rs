@@ -1,3 +1,5 @@
+//! Unit tests of token decoding and claim checks.
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;

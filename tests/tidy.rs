@@ -1,0 +1,204 @@
+//! House rules read from the source, as rust-analyzer's tidy test does: every file opens with
+//! a `//!` line saying what it owns, and no module imports from a higher layer than its own,
+//! by the layer table in ARCHITECTURE.md ("Code map"). Imports are every `crate::…` path in
+//! code (a `use` line or a path written inline), comments and tests left out.
+//!
+//! Upward imports that exist today are listed in `KNOWN_UPWARD` with the issue that removes
+//! them: the test fails on any new one, and on a listed one that is gone (so the list only
+//! shrinks).
+
+// Test code may panic on what it did not expect: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// `(importing module, imported table entry)` pairs that run upward today. Issue 11 removes
+/// them: `AppState` is the wiring's god object that surfaces and flows reach up to, and
+/// `request_base` lives with forward-auth though login needs it.
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    ("admin", "app"),
+    ("forward_auth", "app"),
+    ("issuer", "app"),
+    ("login", "app"),
+    ("login", "forward_auth"),
+    ("login::backchannel", "app"),
+    ("proxy", "app"),
+    ("public", "app"),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, files);
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            files.push(path);
+        }
+    }
+}
+
+/// `src/session/store.rs` → `session::store`; `mod.rs` and `lib.rs` name their folder.
+fn module_of(file: &Path) -> String {
+    let relative = file.strip_prefix(root().join("src")).unwrap();
+    let mut parts: Vec<String> = relative
+        .iter()
+        .map(|part| part.to_string_lossy().trim_end_matches(".rs").to_owned())
+        .collect();
+    if parts.last().is_some_and(|last| last == "mod") {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The layer table: (layer number, module prefixes), from ARCHITECTURE.md's "Code map".
+fn layers() -> Vec<(u8, Vec<String>)> {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let table = text
+        .split("## Code map")
+        .nth(1)
+        .expect("ARCHITECTURE.md has a Code map");
+    let mut layers = Vec::new();
+    for line in table.lines().filter(|line| line.starts_with("| ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(number) = cells
+            .get(1)
+            .and_then(|cell| cell.split_whitespace().next())
+            .and_then(|word| word.parse::<u8>().ok())
+        else {
+            continue;
+        };
+        let modules = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|module| module.split_whitespace().next().unwrap_or("").to_owned())
+            .filter(|module| !module.is_empty())
+            .collect();
+        layers.push((number, modules));
+    }
+    assert!(layers.len() >= 4, "no layer table found in ARCHITECTURE.md");
+    layers
+}
+
+/// The layer of `module` and the table entry that places it: the longest listed prefix.
+fn placed<'a>(layers: &'a [(u8, Vec<String>)], module: &str) -> Option<(u8, &'a str)> {
+    layers
+        .iter()
+        .flat_map(|(number, modules)| modules.iter().map(move |prefix| (*number, prefix)))
+        .filter(|(_, prefix)| {
+            module == prefix.as_str()
+                || module
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with("::"))
+        })
+        .max_by_key(|(_, prefix)| prefix.len())
+        .map(|(number, prefix)| (number, prefix.as_str()))
+}
+
+/// The code of a file without comments and without its `#[cfg(test)]` module.
+fn code(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every module a file's code names through `crate::`, including `use crate::{a, b::c}`.
+fn imports(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let path: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| is_name(*c) || *c == ':')
+                    .collect();
+                if !path.is_empty() {
+                    found.insert(path.trim_end_matches(':').to_owned());
+                }
+            }
+            continue;
+        }
+        let path: String = rest
+            .chars()
+            .take_while(|c| is_name(*c) || *c == ':')
+            .collect();
+        found.insert(path.trim_end_matches(':').to_owned());
+    }
+    found
+}
+
+#[test]
+fn every_source_file_says_what_it_owns() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.trim_start().starts_with("//!"),
+            "{} does not open with a //! line",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn no_module_imports_from_a_higher_layer() {
+    let layers = layers();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut upward = BTreeSet::new();
+    let mut unplaced = BTreeSet::new();
+    for file in files {
+        let module = module_of(&file);
+        if matches!(module.as_str(), "lib" | "main") {
+            continue;
+        }
+        let Some((own, _)) = placed(&layers, &module) else {
+            unplaced.insert(module);
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        for imported in imports(&code(&text)) {
+            let Some((theirs, entry)) = placed(&layers, &imported) else {
+                // A re-exported item (`crate::hash_password`) or a module the table misses.
+                if imported.contains("::") {
+                    unplaced.insert(imported);
+                }
+                continue;
+            };
+            if theirs > own {
+                upward.insert((module.clone(), entry.to_owned()));
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "modules missing from ARCHITECTURE.md's layer table: {unplaced:?}"
+    );
+    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
+        .iter()
+        .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
+        .collect();
+    let new: Vec<_> = upward.difference(&known).collect();
+    let gone: Vec<_> = known.difference(&upward).collect();
+    assert!(new.is_empty(), "imports from a higher layer: {new:#?}");
+    assert!(
+        gone.is_empty(),
+        "fixed, so remove them from KNOWN_UPWARD: {gone:#?}"
+    );
+}
