@@ -291,3 +291,48 @@ fn cache_hits_only_the_same_token_until_it_expires() {
     assert!(cache.get("t2", NOW).is_none());
     assert!(cache.get("t", NOW + 10).is_none());
 }
+
+#[test]
+fn numeric_dates_must_be_integers_in_range() {
+    let fixture = fixture();
+    for (claim, value) in [
+        ("exp", json!(1e300)),
+        ("exp", json!(NOW as f64 + 300.5)),
+        ("exp", json!(NOW as f64 + 300.0)),
+        ("exp", json!(MAX_NUMERIC_DATE + 1)),
+        ("exp", json!(u64::MAX)),
+        ("exp", json!(-1)),
+        ("nbf", json!(-1e300)),
+        ("nbf", json!(NOW as f64 - 0.5)),
+        ("iat", json!(-1e300)),
+        ("iat", json!(f64::MIN_POSITIVE)),
+    ] {
+        let name = match claim {
+            "exp" => "exp",
+            "nbf" => "nbf",
+            _ => "iat",
+        };
+        fixture.check(
+            claims(json!({ claim: value })),
+            Err(TokenError::MissingClaim(name)),
+        );
+    }
+    fixture.check(claims(json!({"exp": MAX_NUMERIC_DATE})), Ok(()));
+    fixture.check(claims(json!({"nbf": 0, "iat": NOW - 1})), Ok(()));
+}
+
+#[test]
+fn subjects_over_255_characters_are_refused() {
+    let fixture = fixture();
+    fixture.check(claims(json!({"sub": "s".repeat(255)})), Ok(()));
+    fixture.check(claims(json!({"sub": "é".repeat(255)})), Ok(()));
+    fixture.check(
+        claims(json!({"sub": "s".repeat(256)})),
+        Err(TokenError::SubjectTooLong),
+    );
+    // A `sub` that is not a string already fails to decode (jsonwebtoken reads it as one).
+    fixture.check(
+        claims(json!({"sub": ["alice"]})),
+        Err(TokenError::Malformed),
+    );
+}

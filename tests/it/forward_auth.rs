@@ -534,3 +534,49 @@ async fn opaque_tokens_are_checked_by_introspection_and_cached() {
         "no introspection unless enabled"
     );
 }
+
+#[tokio::test]
+async fn exp_nbf_and_iat_must_be_integers_in_a_sane_range() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let cases = [
+        ("exp 1e300 (saturates)", "exp", json!(1e300)),
+        ("fractional exp", "exp", json!(now() as f64 + 300.5)),
+        ("exp as a float", "exp", json!(now() as f64 + 300.0)),
+        ("exp beyond year 9999", "exp", json!(300_000_000_000_i64)),
+        ("exp beyond i64", "exp", json!(u64::MAX)),
+        ("negative exp", "exp", json!(-1)),
+        ("nbf -1e300", "nbf", json!(-1e300)),
+        ("fractional nbf", "nbf", json!(now() as f64 - 0.5)),
+        ("iat -1e300", "iat", json!(-1e300)),
+        ("iat as a string", "iat", json!(now().to_string())),
+    ];
+    for (name, claim, value) in cases {
+        let token = idp.access_token().claim(claim, value).sign();
+        assert_eq!(status(&gateway, "", &token).await, 401, "{name}");
+    }
+    let integers = idp
+        .access_token()
+        .claim("nbf", json!(now() - 10))
+        .claim("iat", json!(now() - 10))
+        .sign();
+    assert_eq!(status(&gateway, "", &integers).await, 200);
+}
+
+#[tokio::test]
+async fn a_subject_over_255_characters_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let longest = idp
+        .access_token()
+        .claim("sub", json!("s".repeat(255)))
+        .sign();
+    assert_eq!(status(&gateway, "", &longest).await, 200);
+    let too_long = idp
+        .access_token()
+        .claim("sub", json!("s".repeat(256)))
+        .sign();
+    assert_eq!(status(&gateway, "", &too_long).await, 401);
+    let not_a_string = idp.access_token().claim("sub", json!(42)).sign();
+    assert_eq!(status(&gateway, "", &not_a_string).await, 401);
+}
