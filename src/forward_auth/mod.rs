@@ -50,10 +50,13 @@ pub async fn auth(
     )
     .await;
     state.metrics.decision_seconds.observe(started.elapsed());
-    let path = original
-        .as_ref()
-        .and_then(|request| request.raw_path.as_deref())
-        .unwrap_or("-");
+    // The original path is the client's text: bounded and escaped before it is logged.
+    let path = crate::untrusted::bounded(
+        original
+            .as_ref()
+            .and_then(|request| request.raw_path.as_deref())
+            .unwrap_or("-"),
+    );
     match outcome {
         Outcome::Allow(injected, credential, set_cookies) => {
             state.metrics.request("forward_auth", "allow");
@@ -61,7 +64,7 @@ pub async fn auth(
                 role = "forward_auth",
                 result = "allow",
                 credential,
-                path,
+                path = %path,
                 "decision"
             );
             let mut response = StatusCode::OK.into_response();
@@ -77,19 +80,19 @@ pub async fn auth(
         }
         Outcome::Skip => {
             state.metrics.request("forward_auth", "skip");
-            tracing::info!(role = "forward_auth", result = "skip", path, "decision");
+            tracing::info!(role = "forward_auth", result = "skip", path = %path, "decision");
             StatusCode::OK.into_response()
         }
         Outcome::Redirect(location) => {
             state.metrics.request("forward_auth", "redirect");
-            tracing::info!(role = "forward_auth", result = "redirect", path, "decision");
+            tracing::info!(role = "forward_auth", result = "redirect", path = %path, "decision");
             crate::http::found(&location)
         }
         Outcome::Reject(rejection, reason) => {
             state
                 .metrics
                 .request("forward_auth", rejection.result_label());
-            tracing::info!(role = "forward_auth", result = rejection.result_label(), reason = %reason, path, "decision");
+            tracing::info!(role = "forward_auth", result = rejection.result_label(), reason = %reason, path = %path, "decision");
             rejection.into_response()
         }
     }

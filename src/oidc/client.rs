@@ -198,8 +198,12 @@ pub async fn introspect(
             "introspection answered {status}"
         )));
     }
-    serde_json::from_slice(&body)
-        .map_err(|error| ProviderError::BadResponse(format!("introspection: {error}")))
+    serde_json::from_slice(&body).map_err(|error| {
+        ProviderError::BadResponse(format!(
+            "introspection: {}",
+            crate::untrusted::bounded(&error.to_string())
+        ))
+    })
 }
 
 /// Fetches the userinfo claims with an access token (OIDC Core §5.3).
@@ -226,8 +230,12 @@ pub async fn fetch_userinfo(
         )));
     }
     let body = read_answer(response, "userinfo").await?;
-    serde_json::from_slice(&body)
-        .map_err(|error| ProviderError::BadResponse(format!("userinfo: {error}")))
+    serde_json::from_slice(&body).map_err(|error| {
+        ProviderError::BadResponse(format!(
+            "userinfo: {}",
+            crate::untrusted::bounded(&error.to_string())
+        ))
+    })
 }
 
 #[cfg(test)]

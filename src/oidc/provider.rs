@@ -258,7 +258,8 @@ impl Provider {
         if metadata.issuer != self.config.issuer {
             return Err(ProviderError::BadResponse(format!(
                 "discovery says issuer {:?}, config says {:?}",
-                metadata.issuer, self.config.issuer
+                crate::untrusted::bounded(&metadata.issuer),
+                self.config.issuer
             )));
         }
         check_endpoints(&metadata)?;

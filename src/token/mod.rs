@@ -31,7 +31,8 @@ pub enum TokenError {
     /// Header has `crit` extensions we do not understand (RFC 7515 §4.1.11).
     #[error("unsupported critical header")]
     UnsupportedCritical,
-    /// No key with this `kid` (or no unambiguous key) for the algorithm.
+    /// No key with this `kid` (or no unambiguous key) for the algorithm. The `kid` is the
+    /// token's, bounded by `untrusted::bounded`.
     #[error("no key for kid {0:?}")]
     UnknownKey(Option<String>),
     /// The signature does not verify.
@@ -165,7 +166,9 @@ pub fn verify_signature(
 ) -> Result<Map<String, Value>, TokenError> {
     let key = keys
         .find(header.kid.as_deref(), header.algorithm)
-        .ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
+        .ok_or_else(|| {
+            TokenError::UnknownKey(header.kid.as_deref().map(crate::untrusted::bounded))
+        })?;
     let mut validation = Validation::new(header.algorithm);
     // Time, issuer and audience are checked by `check_claims` with an injected clock.
     validation.validate_exp = false;

@@ -336,3 +336,20 @@ fn subjects_over_255_characters_are_refused() {
         Err(TokenError::Malformed),
     );
 }
+
+#[test]
+fn an_attackers_kid_is_bounded_in_the_error() {
+    let fixture = fixture();
+    let kid = format!("{}\r\nforged log line", "k".repeat(64 * 1024));
+    let body = claims(json!({}));
+    let header = json!({"alg": "ES256", "kid": kid});
+    let token = unsigned(header, &body, &[0; 64]);
+    let error = validate_access_token(&token, &fixture.keys, &fixture.expectations()).unwrap_err();
+    assert!(
+        matches!(error, TokenError::UnknownKey(Some(_))),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.len() < 200, "{} bytes", message.len());
+    assert!(!message.contains(['\r', '\n']));
+}
