@@ -386,6 +386,41 @@ impl Provider {
         nonce: crate::token::id_token::NonceRule<'_>,
         access_token: Option<&str>,
     ) -> Result<Claims, CredentialError> {
+        self.check_id_token(id_token, nonce, access_token, None, None)
+            .await
+    }
+
+    /// Validates the ID token of a login's code exchange: as `validate_id_token`, with the nonce
+    /// sent, `c_hash` against `code`, and `iat` no older than `max_id_token_age` (SPEC §6).
+    ///
+    /// # Errors
+    /// As `validate_access_token`.
+    pub async fn validate_login_id_token(
+        &self,
+        id_token: &str,
+        nonce: &str,
+        access_token: &str,
+        code: &str,
+    ) -> Result<Claims, CredentialError> {
+        let max_age = i64::try_from(self.config.max_id_token_age.as_secs()).unwrap_or(i64::MAX);
+        self.check_id_token(
+            id_token,
+            crate::token::id_token::NonceRule::Equals(nonce),
+            Some(access_token),
+            Some(code),
+            Some(max_age),
+        )
+        .await
+    }
+
+    async fn check_id_token(
+        &self,
+        id_token: &str,
+        nonce: crate::token::id_token::NonceRule<'_>,
+        access_token: Option<&str>,
+        code: Option<&str>,
+        max_age: Option<i64>,
+    ) -> Result<Claims, CredentialError> {
         let audiences = [self.config.client_id.clone()];
         let expected = IdTokenExpectations {
             common: Expectations {
@@ -397,6 +432,8 @@ impl Provider {
             client_id: &self.config.client_id,
             nonce,
             access_token,
+            code,
+            max_age,
         };
         self.with_keys(|keys| validate_id_token(id_token, keys, &expected))
             .await

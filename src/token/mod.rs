@@ -72,6 +72,12 @@ pub enum TokenError {
     /// OIDC Core 3.2.2.9: `at_hash` does not match the access token.
     #[error("at_hash mismatch")]
     WrongAccessTokenHash,
+    /// OIDC Core 3.3.2.10: `c_hash` does not match the authorization code.
+    #[error("c_hash mismatch")]
+    WrongCodeHash,
+    /// An ID token issued longer ago than the provider's `max_id_token_age` (SPEC §6).
+    #[error("issued too long ago")]
+    TooOld,
     /// RFC 7662: the introspection endpoint says the token is not active.
     #[error("token not active")]
     Inactive,

@@ -240,6 +240,8 @@ fn id_token_rules_of_core_3_1_3_7() {
             client_id: "client",
             nonce: super::id_token::NonceRule::Equals("n-1"),
             access_token,
+            code: None,
+            max_age: None,
         };
         validate_id_token(&token, &fixture.keys, &expected).map(|_| ())
     };
@@ -334,6 +336,70 @@ fn subjects_over_255_characters_are_refused() {
     fixture.check(
         claims(json!({"sub": ["alice"]})),
         Err(TokenError::Malformed),
+    );
+}
+
+#[test]
+fn id_token_age_and_c_hash_are_checked_at_login() {
+    let fixture = fixture();
+    let audiences = vec!["client".to_owned()];
+    let check = |extra: serde_json::Value, code: Option<&str>, max_age: Option<i64>| {
+        let mut body = claims(json!({"aud": "client", "nonce": "n-1"}));
+        for (name, value) in extra.as_object().unwrap() {
+            body[name] = value.clone();
+        }
+        let token = fixture.key.sign("JWT", &body).unwrap();
+        let expected = IdTokenExpectations {
+            common: Expectations {
+                issuer: "https://idp",
+                audiences: &audiences,
+                leeway: 60,
+                now: NOW,
+            },
+            client_id: "client",
+            nonce: super::id_token::NonceRule::Equals("n-1"),
+            access_token: None,
+            code,
+            max_age,
+        };
+        validate_id_token(&token, &fixture.keys, &expected).map(|_| ())
+    };
+    let week_ago = json!({"iat": NOW - 7 * 24 * 3600});
+    assert_eq!(
+        check(week_ago.clone(), None, Some(600)),
+        Err(TokenError::TooOld)
+    );
+    assert_eq!(
+        check(week_ago, None, None),
+        Ok(()),
+        "no age limit off the login"
+    );
+    assert_eq!(
+        check(json!({"iat": NOW - 600 - 60}), None, Some(600)),
+        Ok(()),
+        "max age plus leeway"
+    );
+    assert_eq!(
+        check(json!({"iat": NOW - 600 - 61}), None, Some(600)),
+        Err(TokenError::TooOld)
+    );
+    let c_hash = left_half_hash(Algorithm::ES256, "the-code");
+    assert_eq!(
+        check(json!({"c_hash": c_hash}), Some("the-code"), Some(600)),
+        Ok(())
+    );
+    assert_eq!(
+        check(json!({"c_hash": c_hash}), Some("another-code"), Some(600)),
+        Err(TokenError::WrongCodeHash)
+    );
+    assert_eq!(
+        check(json!({"c_hash": 7}), Some("the-code"), Some(600)),
+        Err(TokenError::WrongCodeHash)
+    );
+    assert_eq!(
+        check(json!({}), Some("the-code"), Some(600)),
+        Ok(()),
+        "c_hash is optional in the code flow"
     );
 }
 
