@@ -343,9 +343,9 @@ impl Provider {
         Ok(claims)
     }
 
-    /// RFC 7662: `active` must be true; an `aud`, when present, must hold an accepted audience;
-    /// an `exp`, when present, must be in the future. Positive answers are cached until `exp`,
-    /// at most `INTROSPECTION_CACHE_SECONDS`.
+    /// RFC 7662, checked by `token::introspection::check_introspection` (`active`, `iss`,
+    /// not a refresh token, `aud`, `exp`, `sub`). Positive answers are cached until `exp`, at
+    /// most `INTROSPECTION_CACHE_SECONDS`.
     async fn introspect(
         &self,
         token: &str,
@@ -358,16 +358,13 @@ impl Provider {
             )
         })?;
         let answer = client::introspect(&self.http, &self.config, endpoint, token).await?;
-        if answer.get("active") != Some(&serde_json::Value::Bool(true)) {
-            return Err(TokenError::Inactive.into());
-        }
-        if answer.contains_key("aud") && !token::audience_matches(&answer, &self.config.audiences) {
-            return Err(TokenError::WrongAudience.into());
-        }
-        let exp = token::numeric_claim(&answer, "exp")?;
-        if exp.is_some_and(|exp| now > exp.saturating_add(self.leeway)) {
-            return Err(TokenError::Expired.into());
-        }
+        let expected = Expectations {
+            issuer: &self.config.issuer,
+            audiences: &self.config.audiences,
+            leeway: self.leeway,
+            now,
+        };
+        let exp = token::introspection::check_introspection(&answer, &expected)?;
         let claims = Arc::new(answer);
         let until = exp.map_or(now + INTROSPECTION_CACHE_SECONDS, |exp| {
             exp.min(now + INTROSPECTION_CACHE_SECONDS)

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod id_token;
+pub mod introspection;
 pub mod logout_token;
 
 use std::sync::Arc;

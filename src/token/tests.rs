@@ -404,6 +404,67 @@ fn id_token_age_and_c_hash_are_checked_at_login() {
 }
 
 #[test]
+fn introspection_answers_are_checked() {
+    use super::introspection::check_introspection;
+    let audiences = vec!["api".to_owned()];
+    let expected = Expectations {
+        issuer: "https://idp",
+        audiences: &audiences,
+        leeway: 60,
+        now: NOW,
+    };
+    let check =
+        |answer: serde_json::Value| check_introspection(answer.as_object().unwrap(), &expected);
+    let base = json!({"active": true, "iss": "https://idp", "aud": "api", "sub": "alice", "exp": NOW + 60, "token_type": "Bearer"});
+    let with = |name: &str, value: serde_json::Value| {
+        let mut answer = base.clone();
+        answer[name] = value;
+        answer
+    };
+    assert_eq!(check(base.clone()), Ok(Some(NOW + 60)));
+    assert_eq!(check(json!({"active": true})), Ok(None));
+    assert_eq!(
+        check(with("active", json!(false))),
+        Err(TokenError::Inactive)
+    );
+    assert_eq!(
+        check(with("active", json!("true"))),
+        Err(TokenError::Inactive)
+    );
+    assert_eq!(
+        check(with("iss", json!("https://other"))),
+        Err(TokenError::WrongIssuer)
+    );
+    assert_eq!(check(with("iss", json!(1))), Err(TokenError::WrongIssuer));
+    for refresh in ["refresh_token", "Refresh_Token", "refresh"] {
+        assert_eq!(
+            check(with("token_type", json!(refresh))),
+            Err(TokenError::NotAnAccessToken)
+        );
+        assert_eq!(
+            check(with("token_use", json!(refresh))),
+            Err(TokenError::NotAnAccessToken)
+        );
+    }
+    assert_eq!(
+        check(with("aud", json!("web"))),
+        Err(TokenError::WrongAudience)
+    );
+    assert_eq!(
+        check(with("exp", json!(NOW - 61))),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(
+        check(with("exp", json!(1e300))),
+        Err(TokenError::MissingClaim("exp"))
+    );
+    assert_eq!(
+        check(with("sub", json!("s".repeat(256)))),
+        Err(TokenError::SubjectTooLong)
+    );
+}
+
+#[test]
 fn an_attackers_kid_is_bounded_in_the_error() {
     let fixture = fixture();
     let kid = format!("{}\r\nforged log line", "k".repeat(64 * 1024));

@@ -580,3 +580,22 @@ async fn a_subject_over_255_characters_is_refused() {
     let not_a_string = idp.access_token().claim("sub", json!(42)).sign();
     assert_eq!(status(&gateway, "", &not_a_string).await, 401);
 }
+
+#[tokio::test]
+async fn introspection_answers_are_checked_for_issuer_token_type_and_subject() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "introspection = true\njwks_refetch_interval",
+    );
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(status(&gateway, "", "opaque-abc").await, 200);
+    assert_eq!(
+        status(&gateway, "", "opaque-no-issuer").await,
+        200,
+        "iss is optional in RFC 7662"
+    );
+    assert_eq!(status(&gateway, "", "opaque-other-issuer").await, 401);
+    assert_eq!(status(&gateway, "", "opaque-refresh-token").await, 401);
+    assert_eq!(status(&gateway, "", "opaque-long-subject").await, 401);
+}

@@ -769,8 +769,10 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
 }
 
-/// RFC 7662: `opaque-…` tokens are active (for `api`), except `opaque-inactive` and
-/// `opaque-other-audience`; the client must authenticate with HTTP Basic.
+/// RFC 7662: `opaque-…` tokens are active (for `api`, issued by this provider), except
+/// `opaque-inactive`; `opaque-other-audience`, `opaque-other-issuer`, `opaque-no-issuer`,
+/// `opaque-refresh-token` and `opaque-long-subject` answer what they say. The client must
+/// authenticate with HTTP Basic.
 async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     count(&inner, "introspect");
     let expected_basic = format!(
@@ -794,8 +796,20 @@ async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: S
         "opaque-other-audience" => {
             json!({"active": true, "aud": "other", "sub": "alice", "exp": now + 300})
         }
+        "opaque-other-issuer" => {
+            json!({"active": true, "iss": "https://other.example", "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        "opaque-no-issuer" => {
+            json!({"active": true, "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        "opaque-refresh-token" => {
+            json!({"active": true, "iss": inner.issuer, "token_type": "refresh_token", "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        "opaque-long-subject" => {
+            json!({"active": true, "iss": inner.issuer, "aud": AUDIENCE, "sub": long_subject(), "exp": now + 300})
+        }
         other if other.starts_with("opaque-") => {
-            json!({"active": true, "aud": AUDIENCE, "sub": "alice", "scope": "read", "exp": now + 300, "email": "alice@example.com"})
+            json!({"active": true, "iss": inner.issuer, "token_type": "Bearer", "aud": AUDIENCE, "sub": "alice", "scope": "read", "exp": now + 300, "email": "alice@example.com"})
         }
         _ => json!({"active": false}),
     };
