@@ -25,5 +25,6 @@ pub mod random;
 pub mod secret;
 pub mod session;
 pub mod token;
+pub mod untrusted;
 
 pub use issuer::hash_password;

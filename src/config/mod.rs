@@ -143,6 +143,8 @@ pub struct ProviderConfig {
     /// Longest wait for one answer of the provider (discovery, JWKS, token, userinfo,
     /// introspection); also the longest a request waits on a refresh or a JWKS fetch.
     pub timeout: Duration,
+    /// At login, an ID token issued (`iat`) longer ago than this is refused.
+    pub max_id_token_age: Duration,
 }
 
 /// `[session]`

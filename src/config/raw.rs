@@ -39,6 +39,7 @@ pub(super) struct RawProvider {
     pub post_logout_redirect_uri: Option<String>,
     pub jwks_refetch_interval: Option<String>,
     pub timeout: Option<String>,
+    pub max_id_token_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

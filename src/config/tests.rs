@@ -244,3 +244,31 @@ fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
     assert_eq!(ipv6.to_string(), "http://[::1]:9000/");
     assert_ne!(ipv6.id(), below.id(), "each upstream has its own pool");
 }
+
+#[test]
+fn max_id_token_age_defaults_to_ten_minutes_and_is_validated() {
+    let config = load(PROVIDER, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        config.providers[0].max_id_token_age,
+        Duration::from_secs(600)
+    );
+    let config = load(
+        &format!("{PROVIDER}max_id_token_age = \"2h\""),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.providers[0].max_id_token_age,
+        Duration::from_secs(7200)
+    );
+    check_problem(
+        &format!("{PROVIDER}max_id_token_age = \"a week\""),
+        &[],
+        "provider[0].max_id_token_age:",
+    );
+    check_problem(
+        &format!("{PROVIDER}max_id_token_age = \"0s\""),
+        &[],
+        "provider[0].max_id_token_age:",
+    );
+}

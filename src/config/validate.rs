@@ -493,6 +493,17 @@ impl Checker<'_> {
         if timeout.is_zero() {
             self.problem(format!("{path}.timeout"), "must be longer than zero");
         }
+        let max_id_token_age = self.duration(
+            &format!("{path}.max_id_token_age"),
+            raw.max_id_token_age,
+            Duration::from_secs(600),
+        );
+        if max_id_token_age.is_zero() {
+            self.problem(
+                format!("{path}.max_id_token_age"),
+                "must be more than 0s (it would refuse every login)",
+            );
+        }
         let scopes = raw
             .scopes
             .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
@@ -513,6 +524,7 @@ impl Checker<'_> {
             post_logout_redirect_uri,
             jwks_refetch_interval,
             timeout,
+            max_id_token_age,
         })
     }
 

@@ -15,7 +15,9 @@ use crate::config::Unauthenticated;
 use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, external_base, original_request};
 use crate::http::rejection::Rejection;
-use crate::identity::{IdentityError, authenticate, bearer_token};
+use crate::identity::{
+    Credential, IdentityError, ambiguous_credentials, authenticate, bearer_token,
+};
 use crate::policy::{AuthQuery, Decision, decide};
 use crate::session::request_cookies;
 use crate::token::{Claims, numeric_claim};
@@ -50,10 +52,13 @@ pub async fn auth(
     )
     .await;
     state.metrics.decision_seconds.observe(started.elapsed());
-    let path = original
-        .as_ref()
-        .and_then(|request| request.raw_path.as_deref())
-        .unwrap_or("-");
+    // The original path is the client's text: bounded and escaped before it is logged.
+    let path = crate::untrusted::bounded(
+        original
+            .as_ref()
+            .and_then(|request| request.raw_path.as_deref())
+            .unwrap_or("-"),
+    );
     match outcome {
         Outcome::Allow(injected, credential, set_cookies) => {
             state.metrics.request("forward_auth", "allow");
@@ -61,7 +66,7 @@ pub async fn auth(
                 role = "forward_auth",
                 result = "allow",
                 credential,
-                path,
+                path = %path,
                 "decision"
             );
             let mut response = StatusCode::OK.into_response();
@@ -77,19 +82,19 @@ pub async fn auth(
         }
         Outcome::Skip => {
             state.metrics.request("forward_auth", "skip");
-            tracing::info!(role = "forward_auth", result = "skip", path, "decision");
+            tracing::info!(role = "forward_auth", result = "skip", path = %path, "decision");
             StatusCode::OK.into_response()
         }
         Outcome::Redirect(location) => {
             state.metrics.request("forward_auth", "redirect");
-            tracing::info!(role = "forward_auth", result = "redirect", path, "decision");
+            tracing::info!(role = "forward_auth", result = "redirect", path = %path, "decision");
             crate::http::found(&location)
         }
         Outcome::Reject(rejection, reason) => {
             state
                 .metrics
                 .request("forward_auth", rejection.result_label());
-            tracing::info!(role = "forward_auth", result = rejection.result_label(), reason = %reason, path, "decision");
+            tracing::info!(role = "forward_auth", result = rejection.result_label(), reason = %reason, path = %path, "decision");
             rejection.into_response()
         }
     }
@@ -148,6 +153,17 @@ async fn decide_auth(
     {
         return Outcome::Skip;
     }
+    // RFC 6750 §2: one token, sent one way (the query is the one the application will see).
+    let original_query = original
+        .and_then(|request| request.raw_path.as_deref())
+        .and_then(|path| path.split_once('?'))
+        .map(|(_, query)| query);
+    if let Some(reason) = ambiguous_credentials(headers, original_query) {
+        return Outcome::Reject(
+            Rejection::InvalidRequest(reason.to_owned()),
+            reason.to_owned(),
+        );
+    }
     // A refreshed cookie session is written back with attributes for the original request's URL.
     let cookie_base = original
         .and_then(|request| request.url.clone())
@@ -186,7 +202,12 @@ async fn decide_auth(
             {
                 return Outcome::Redirect(location);
             }
-            return Outcome::Reject(Rejection::Unauthenticated, error.to_string());
+            let rejection = if error.is_bearer_refusal() {
+                Rejection::InvalidToken
+            } else {
+                Rejection::Unauthenticated
+            };
+            return Outcome::Reject(rejection, error.to_string());
         }
     };
     match decide(&query, &identity.claims) {
@@ -194,7 +215,12 @@ async fn decide_auth(
             Outcome::Allow(injected, identity.credential.as_str(), identity.set_cookies)
         }
         Decision::Deny(requirement) => {
-            Outcome::Reject(Rejection::Forbidden(requirement.clone()), requirement)
+            let rejection = if identity.credential == Credential::Bearer {
+                Rejection::InsufficientScope(requirement.clone())
+            } else {
+                Rejection::Forbidden(requirement.clone())
+            };
+            Outcome::Reject(rejection, requirement)
         }
     }
 }
@@ -229,16 +255,22 @@ async fn token_identity(
     let token_cookie = state
         .forward_auth()
         .and_then(|(section, _)| section.token_cookie.as_deref());
-    let token = match bearer_token(headers) {
-        Some(Ok(token)) => token.to_owned(),
+    if let Some(reason) = ambiguous_credentials(headers, None) {
+        return Err((
+            Rejection::InvalidRequest(reason.to_owned()),
+            reason.to_owned(),
+        ));
+    }
+    let (token, refused) = match bearer_token(headers) {
+        Some(Ok(token)) => (token.to_owned(), Rejection::InvalidToken),
         Some(Err(())) => {
             return Err((
-                Rejection::Unauthenticated,
+                Rejection::InvalidToken,
                 "malformed Authorization header".to_owned(),
             ));
         }
         None => match token_cookie.and_then(|name| cookies.get(name)) {
-            Some(token) => (*token).to_owned(),
+            Some(token) => ((*token).to_owned(), Rejection::Unauthenticated),
             None => return Err((Rejection::Unauthenticated, "no token".to_owned())),
         },
     };
@@ -260,7 +292,7 @@ async fn token_identity(
             Err(error) => reason = error.to_string(),
         }
     }
-    Err((Rejection::Unauthenticated, reason))
+    Err((refused, reason))
 }
 
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.
@@ -307,6 +339,9 @@ const MAX_VALIDATE_CACHE: i64 = 300;
 
 /// `GET /userinfo`: the caller's claims as JSON.
 pub async fn userinfo(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(reason) = ambiguous_credentials(&headers, None) {
+        return Rejection::InvalidRequest(reason.to_owned()).into_response();
+    }
     if let Some((section, provider)) = state.forward_auth()
         && let Ok(identity) = authenticate(
             &headers,

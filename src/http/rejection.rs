@@ -16,6 +16,17 @@ pub enum Rejection {
     /// A valid credential, but a requirement failed; the message names the requirement.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// RFC 6750 §3.1 `invalid_request`: the bearer token was sent ambiguously (two
+    /// `Authorization` headers, or in the header and the query); the message names how.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// RFC 6750 §3.1 `invalid_token`: a bearer token was sent and is not valid.
+    #[error("invalid token")]
+    InvalidToken,
+    /// RFC 6750 §3.1 `insufficient_scope`: a valid bearer token, but a requirement failed;
+    /// the message names the requirement.
+    #[error("insufficient scope: {0}")]
+    InsufficientScope(String),
     /// The identity provider could not be reached or misbehaved.
     #[error("identity provider unavailable")]
     ProviderUnavailable,
@@ -37,9 +48,9 @@ impl Rejection {
     /// The status code of this rejection.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::ProviderUnavailable | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -50,9 +61,9 @@ impl Rejection {
     /// The title of the page a browser is shown.
     pub fn title(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "Bad request",
-            Self::Unauthenticated => "Sign-in required",
-            Self::Forbidden(_) => "Access refused",
+            Self::BadRequest(_) | Self::InvalidRequest(_) => "Bad request",
+            Self::Unauthenticated | Self::InvalidToken => "Sign-in required",
+            Self::Forbidden(_) | Self::InsufficientScope(_) => "Access refused",
             Self::ProviderUnavailable => "The identity provider is unreachable",
             Self::UpstreamUnavailable => "The application is unavailable",
             Self::UpstreamTimeout => "The application did not answer",
@@ -64,9 +75,9 @@ impl Rejection {
     /// The metrics label of this rejection.
     pub fn result_label(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "bad_request",
-            Self::Unauthenticated => "unauthenticated",
-            Self::Forbidden(_) => "forbidden",
+            Self::BadRequest(_) | Self::InvalidRequest(_) => "bad_request",
+            Self::Unauthenticated | Self::InvalidToken => "unauthenticated",
+            Self::Forbidden(_) | Self::InsufficientScope(_) => "forbidden",
             Self::ProviderUnavailable => "provider_unavailable",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -79,9 +90,14 @@ impl Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let body = match &self {
-            Self::BadRequest(message) => format!("400 Bad Request: {message}\n"),
+            Self::BadRequest(message) | Self::InvalidRequest(message) => {
+                format!("400 Bad Request: {message}\n")
+            }
             Self::Unauthenticated => "401 Unauthorized: no valid credential\n".to_owned(),
-            Self::Forbidden(message) => format!("403 Forbidden: {message}\n"),
+            Self::InvalidToken => "401 Unauthorized: the bearer token is not valid\n".to_owned(),
+            Self::Forbidden(message) | Self::InsufficientScope(message) => {
+                format!("403 Forbidden: {message}\n")
+            }
             Self::ProviderUnavailable => {
                 "502 Bad Gateway: the identity provider is unreachable\n".to_owned()
             }
@@ -115,8 +131,19 @@ impl IntoResponse for Rejection {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         super::security_headers(headers);
-        if matches!(self, Self::Unauthenticated) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        // RFC 6750 §3: no error code without a credential; the code when a bearer token failed.
+        let challenge = match self {
+            Self::Unauthenticated => Some("Bearer"),
+            Self::InvalidRequest(_) => Some("Bearer error=\"invalid_request\""),
+            Self::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            Self::InsufficientScope(_) => Some("Bearer error=\"insufficient_scope\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

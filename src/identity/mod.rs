@@ -27,7 +27,7 @@ pub enum Credential {
 
 impl Credential {
     /// A short name for logs.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::SessionCookie => "session",
             Self::Bearer => "bearer",
@@ -108,6 +108,33 @@ pub enum IdentityError {
     /// The provider could not be reached to check a credential.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
+}
+
+impl IdentityError {
+    /// Whether a bearer token (`Authorization: Bearer`) was sent and refused: RFC 6750's
+    /// `invalid_token`.
+    pub fn is_bearer_refusal(&self) -> bool {
+        matches!(self, Self::Invalid { credential, .. } if *credential == Credential::Bearer.as_str())
+    }
+}
+
+/// RFC 6750 §2: a client sends its token by one method only. Two `Authorization` headers, or
+/// an `Authorization` header with an `access_token` in `query` (the URL the application will
+/// see), leave open which token the application behind reads, so they are refused (400)
+/// before any credential is looked at. Returns why.
+pub fn ambiguous_credentials(headers: &HeaderMap, query: Option<&str>) -> Option<&'static str> {
+    let mut authorization = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let first = authorization.next();
+    if authorization.next().is_some() {
+        return Some("two Authorization headers");
+    }
+    let token_in_query = query.is_some_and(|query| {
+        url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token")
+    });
+    if first.is_some() && token_in_query {
+        return Some("a token both in the Authorization header and in the query");
+    }
+    None
 }
 
 /// The bearer token of an `Authorization` header, if it uses the Bearer scheme.

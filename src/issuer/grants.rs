@@ -78,7 +78,8 @@ async fn handle_token(
         // RFC 6749 §3.2: parameters must not be repeated.
         if form.insert(name.to_string(), value.into_owned()).is_some() {
             return Err(IssuerError::InvalidRequest(format!(
-                "parameter `{name}` repeated"
+                "parameter `{}` repeated",
+                crate::untrusted::bounded(&name)
             )));
         }
     }

@@ -380,6 +380,7 @@ impl LocalIssuer for TokenService {
             userinfo_endpoint: Some(self.endpoint("/userinfo")),
             end_session_endpoint: None,
             introspection_endpoint: None,
+            authorization_response_iss_parameter_supported: true,
         }
     }
 

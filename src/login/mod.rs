@@ -272,9 +272,27 @@ async fn finish_login(
         .providers
         .get(&login.provider)
         .ok_or((Rejection::Internal, "provider gone".to_owned()))?;
+    // RFC 9207 (also for error responses): a provider that says who it is must be the one we
+    // sent the user to, and one that promises to say it must say it.
+    match query.iss.as_deref() {
+        Some(iss) if iss != provider.config.issuer => {
+            return Err(bad("iss does not match the provider (mix-up)"));
+        }
+        Some(_) => {}
+        None => {
+            let metadata = provider
+                .metadata()
+                .await
+                .map_err(|error| (Rejection::ProviderUnavailable, error.to_string()))?;
+            if metadata.authorization_response_iss_parameter_supported {
+                return Err(bad(
+                    "missing iss although the provider sends it (RFC 9207 mix-up defence)",
+                ));
+            }
+        }
+    }
     if let Some(error) = &query.error {
-        let shown: String = error.chars().take(64).collect();
-        tracing::info!(provider = %provider.name(), error = %shown.escape_debug(), "provider refused the login");
+        tracing::info!(provider = %provider.name(), error = %crate::untrusted::bounded(error), "provider refused the login");
         // A federated login answers the token service's client, as its own provider would.
         let federated = login.federation.as_ref().and_then(|federation| {
             state
@@ -287,14 +305,6 @@ async fn finish_login(
             None => Rejection::Unauthenticated.into_response(),
         };
         return Ok(with_cookies(response, vec![clear_state]));
-    }
-    // RFC 9207: a provider that says who it is must be the one we sent the user to.
-    if query
-        .iss
-        .as_deref()
-        .is_some_and(|iss| iss != provider.config.issuer)
-    {
-        return Err(bad("iss does not match the provider (mix-up)"));
     }
     let code = query.code.as_deref().ok_or_else(|| bad("missing code"))?;
     let labels = ProviderLabels {
@@ -325,17 +335,15 @@ async fn finish_login(
         "no id_token in token response".to_owned(),
     ))?;
     let claims = provider
-        .validate_id_token(
-            id_token,
-            crate::token::id_token::NonceRule::Equals(&login.nonce),
-            Some(&tokens.access_token),
-        )
+        .validate_login_id_token(id_token, &login.nonce, &tokens.access_token, code)
         .await
-        .map_err(|error| {
-            (
+        .map_err(|error| match error {
+            CredentialError::Token(error) => (
                 Rejection::Unauthenticated,
                 format!("id_token refused: {error}"),
-            )
+            ),
+            // The keys could not be had: the provider failed, the login was not refused.
+            CredentialError::Provider(error) => (Rejection::ProviderUnavailable, error.to_string()),
         })?;
     let claims = match provider.merge_userinfo(&claims, &tokens.access_token).await {
         Ok(merged) => merged,

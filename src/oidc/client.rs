@@ -9,9 +9,6 @@ use crate::config::{ClientAuth, ProviderConfig};
 /// Longest answer read from a provider (SPEC §9); a larger one is a `BadResponse` (502).
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-/// Longest error code taken from a provider's refusal.
-const MAX_ERROR_CODE_CHARS: usize = 64;
-
 /// The outbound HTTP client of one provider: no redirects (SSRF), every request (connecting,
 /// sending, reading the whole answer) bounded by the provider's `timeout`.
 ///
@@ -170,14 +167,20 @@ async fn token_request<'a>(
                     .get("error")
                     .and_then(serde_json::Value::as_str)
                     // An error code is a short ASCII word (RFC 6749 §5.2); it reaches the logs,
-                    // so no more of the provider's text than that.
-                    .map(|code| code.chars().take(MAX_ERROR_CODE_CHARS).collect::<String>())
+                    // so no more of the provider's text than that, escaped.
+                    .map(crate::untrusted::bounded)
             })
             .unwrap_or_else(|| format!("HTTP {status}"));
         return Err(ProviderError::Refused(code));
     }
-    serde_json::from_slice(&body)
-        .map_err(|error| ProviderError::BadResponse(format!("token response: {error}")))
+    let response: TokenResponse = serde_json::from_slice(&body).map_err(|error| {
+        ProviderError::BadResponse(format!(
+            "token response: {}",
+            crate::untrusted::bounded(&error.to_string())
+        ))
+    })?;
+    response.ensure_bearer()?;
+    Ok(response)
 }
 
 /// Asks the provider whether an opaque token is active (RFC 7662 §2), authenticating as the
@@ -198,8 +201,12 @@ pub async fn introspect(
             "introspection answered {status}"
         )));
     }
-    serde_json::from_slice(&body)
-        .map_err(|error| ProviderError::BadResponse(format!("introspection: {error}")))
+    serde_json::from_slice(&body).map_err(|error| {
+        ProviderError::BadResponse(format!(
+            "introspection: {}",
+            crate::untrusted::bounded(&error.to_string())
+        ))
+    })
 }
 
 /// Fetches the userinfo claims with an access token (OIDC Core §5.3).
@@ -226,8 +233,12 @@ pub async fn fetch_userinfo(
         )));
     }
     let body = read_answer(response, "userinfo").await?;
-    serde_json::from_slice(&body)
-        .map_err(|error| ProviderError::BadResponse(format!("userinfo: {error}")))
+    serde_json::from_slice(&body).map_err(|error| {
+        ProviderError::BadResponse(format!(
+            "userinfo: {}",
+            crate::untrusted::bounded(&error.to_string())
+        ))
+    })
 }
 
 #[cfg(test)]

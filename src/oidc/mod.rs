@@ -32,6 +32,9 @@ pub struct ProviderMetadata {
     /// RFC 7662 token introspection.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// RFC 9207: every authorization response carries `iss`, so one without it is refused.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// A provider's answer at its token endpoint.
@@ -47,6 +50,26 @@ pub struct TokenResponse {
     pub expires_in: Option<i64>,
     /// `Bearer`.
     pub token_type: Option<String>,
+}
+
+impl TokenResponse {
+    /// RFC 6749 §5.1: `token_type` is required, and the only type Tollgate can use is `Bearer`
+    /// (compared case-insensitively, RFC 6749 §5.1).
+    ///
+    /// # Errors
+    /// `BadResponse` naming the type (bounded: it is the provider's text).
+    pub fn ensure_bearer(&self) -> Result<(), ProviderError> {
+        match self.token_type.as_deref() {
+            Some(kind) if kind.eq_ignore_ascii_case("bearer") => Ok(()),
+            Some(kind) => Err(ProviderError::BadResponse(format!(
+                "token_type \"{}\" is not Bearer",
+                crate::untrusted::bounded(kind)
+            ))),
+            None => Err(ProviderError::BadResponse(
+                "token response without token_type".to_owned(),
+            )),
+        }
+    }
 }
 
 /// Why a provider could not be used.
@@ -87,4 +110,42 @@ pub trait LocalIssuer: Send + Sync + 'static {
     /// `Refused` for an unknown, spent or revoked refresh token.
     fn refresh(&self, client_id: &str, refresh_token: &str)
     -> Result<TokenResponse, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(token_type: Option<&str>) -> TokenResponse {
+        TokenResponse {
+            access_token: "at".to_owned(),
+            id_token: None,
+            refresh_token: None,
+            expires_in: None,
+            token_type: token_type.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_bearer_token_responses_are_used() {
+        for accepted in ["Bearer", "bearer", "BEARER"] {
+            assert!(
+                response(Some(accepted)).ensure_bearer().is_ok(),
+                "{accepted}"
+            );
+        }
+        for refused in [Some("mac"), Some("DPoP"), Some(""), Some("Bearer "), None] {
+            assert!(
+                matches!(
+                    response(refused).ensure_bearer(),
+                    Err(ProviderError::BadResponse(_))
+                ),
+                "{refused:?}"
+            );
+        }
+        let Err(error) = response(Some(&"x\n".repeat(10_000))).ensure_bearer() else {
+            panic!("a long token_type is refused");
+        };
+        assert!(error.to_string().len() < 200, "bounded: {error}");
+    }
 }

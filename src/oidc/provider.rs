@@ -258,7 +258,8 @@ impl Provider {
         if metadata.issuer != self.config.issuer {
             return Err(ProviderError::BadResponse(format!(
                 "discovery says issuer {:?}, config says {:?}",
-                metadata.issuer, self.config.issuer
+                crate::untrusted::bounded(&metadata.issuer),
+                self.config.issuer
             )));
         }
         check_endpoints(&metadata)?;
@@ -342,9 +343,9 @@ impl Provider {
         Ok(claims)
     }
 
-    /// RFC 7662: `active` must be true; an `aud`, when present, must hold an accepted audience;
-    /// an `exp`, when present, must be in the future. Positive answers are cached until `exp`,
-    /// at most `INTROSPECTION_CACHE_SECONDS`.
+    /// RFC 7662, checked by `token::introspection::check_introspection` (`active`, `iss`,
+    /// not a refresh token, `aud`, `exp`, `sub`). Positive answers are cached until `exp`, at
+    /// most `INTROSPECTION_CACHE_SECONDS`.
     async fn introspect(
         &self,
         token: &str,
@@ -357,16 +358,13 @@ impl Provider {
             )
         })?;
         let answer = client::introspect(&self.http, &self.config, endpoint, token).await?;
-        if answer.get("active") != Some(&serde_json::Value::Bool(true)) {
-            return Err(TokenError::Inactive.into());
-        }
-        if answer.contains_key("aud") && !token::audience_matches(&answer, &self.config.audiences) {
-            return Err(TokenError::WrongAudience.into());
-        }
-        let exp = token::numeric_claim(&answer, "exp")?;
-        if exp.is_some_and(|exp| now > exp.saturating_add(self.leeway)) {
-            return Err(TokenError::Expired.into());
-        }
+        let expected = Expectations {
+            issuer: &self.config.issuer,
+            audiences: &self.config.audiences,
+            leeway: self.leeway,
+            now,
+        };
+        let exp = token::introspection::check_introspection(&answer, &expected)?;
         let claims = Arc::new(answer);
         let until = exp.map_or(now + INTROSPECTION_CACHE_SECONDS, |exp| {
             exp.min(now + INTROSPECTION_CACHE_SECONDS)
@@ -385,6 +383,41 @@ impl Provider {
         nonce: crate::token::id_token::NonceRule<'_>,
         access_token: Option<&str>,
     ) -> Result<Claims, CredentialError> {
+        self.check_id_token(id_token, nonce, access_token, None, None)
+            .await
+    }
+
+    /// Validates the ID token of a login's code exchange: as `validate_id_token`, with the nonce
+    /// sent, `c_hash` against `code`, and `iat` no older than `max_id_token_age` (SPEC §6).
+    ///
+    /// # Errors
+    /// As `validate_access_token`.
+    pub async fn validate_login_id_token(
+        &self,
+        id_token: &str,
+        nonce: &str,
+        access_token: &str,
+        code: &str,
+    ) -> Result<Claims, CredentialError> {
+        let max_age = i64::try_from(self.config.max_id_token_age.as_secs()).unwrap_or(i64::MAX);
+        self.check_id_token(
+            id_token,
+            crate::token::id_token::NonceRule::Equals(nonce),
+            Some(access_token),
+            Some(code),
+            Some(max_age),
+        )
+        .await
+    }
+
+    async fn check_id_token(
+        &self,
+        id_token: &str,
+        nonce: crate::token::id_token::NonceRule<'_>,
+        access_token: Option<&str>,
+        code: Option<&str>,
+        max_age: Option<i64>,
+    ) -> Result<Claims, CredentialError> {
         let audiences = [self.config.client_id.clone()];
         let expected = IdTokenExpectations {
             common: Expectations {
@@ -396,6 +429,8 @@ impl Provider {
             client_id: &self.config.client_id,
             nonce,
             access_token,
+            code,
+            max_age,
         };
         self.with_keys(|keys| validate_id_token(id_token, keys, &expected))
             .await

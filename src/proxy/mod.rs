@@ -131,6 +131,16 @@ async fn serve_route(
     } else {
         BearerTokens::Ignored
     };
+    // RFC 6750 §2: one token, sent one way, so the upstream cannot read another one.
+    if route.accept_bearer
+        && let Some(reason) =
+            crate::identity::ambiguous_credentials(request.headers(), request.uri().query())
+    {
+        return Err((
+            Rejection::InvalidRequest(reason.to_owned()),
+            reason.to_owned(),
+        ));
+    }
     let identity = match authenticate(
         request.headers(),
         provider,
@@ -151,14 +161,25 @@ async fn serve_route(
         }
         // A credential that is present and invalid is refused, whatever the route allows.
         Err(error @ IdentityError::Invalid { .. }) => {
-            return Err((Rejection::Unauthenticated, error.to_string()));
+            let rejection = if error.is_bearer_refusal() {
+                Rejection::InvalidToken
+            } else {
+                Rejection::Unauthenticated
+            };
+            return Err((rejection, error.to_string()));
         }
     };
     let Some(identity) = identity else {
         return unauthenticated(state, route, provider, peer, &base, request).await;
     };
-    crate::policy::check_requirements(&route.require, &identity.claims)
-        .map_err(|requirement| (Rejection::Forbidden(requirement.clone()), requirement))?;
+    crate::policy::check_requirements(&route.require, &identity.claims).map_err(|requirement| {
+        let rejection = if identity.credential == crate::identity::Credential::Bearer {
+            Rejection::InsufficientScope(requirement.clone())
+        } else {
+            Rejection::Forbidden(requirement.clone())
+        };
+        (rejection, requirement)
+    })?;
     tracing::info!(
         role = "proxy",
         result = "allow",

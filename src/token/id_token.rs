@@ -5,7 +5,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
     Claims, Expectations, TokenError, check_claims, numeric_claim, read_header, verify_signature,
@@ -24,6 +24,10 @@ pub struct IdTokenExpectations<'a> {
     pub nonce: NonceRule<'a>,
     /// The access token issued with it, to check `at_hash` against.
     pub access_token: Option<&'a str>,
+    /// The authorization code it was issued for, to check `c_hash` against (login only).
+    pub code: Option<&'a str>,
+    /// The oldest `iat` accepted, as an age in seconds (login only: `max_id_token_age`).
+    pub max_age: Option<i64>,
 }
 
 /// The `nonce` rule of an ID token.
@@ -48,8 +52,15 @@ pub fn validate_id_token(
     let claims = verify_signature(token, &header, keys)?;
     // Steps 2, 3, 9, 10: iss exact, aud contains client_id, exp, iat.
     check_claims(&claims, &expected.common)?;
-    if numeric_claim(&claims, "iat")?.is_none() {
-        return Err(TokenError::MissingClaim("iat"));
+    let iat = numeric_claim(&claims, "iat")?.ok_or(TokenError::MissingClaim("iat"))?;
+    // SPEC §6: an ID token issued long ago (replayed, or from a stuck provider) does not log in.
+    if let Some(max_age) = expected.max_age
+        && expected.common.now
+            > iat
+                .saturating_add(max_age)
+                .saturating_add(expected.common.leeway)
+    {
+        return Err(TokenError::TooOld);
     }
     if claims
         .get("sub")
@@ -83,15 +94,41 @@ pub fn validate_id_token(
     if !nonce_ok {
         return Err(TokenError::WrongNonce);
     }
-    // 3.2.2.9 / 3.3.2.11: at_hash, when present, must match the access token.
-    if let (Some(at_hash), Some(access_token)) = (
-        claims.get("at_hash").and_then(Value::as_str),
+    // 3.2.2.9 / 3.3.2.11: at_hash, when present, must match the access token; 3.3.2.10:
+    // c_hash, when present, the authorization code.
+    check_hash(
+        &claims,
+        "at_hash",
+        header.algorithm,
         expected.access_token,
-    ) && left_half_hash(header.algorithm, access_token) != at_hash
-    {
-        return Err(TokenError::WrongAccessTokenHash);
-    }
+        TokenError::WrongAccessTokenHash,
+    )?;
+    check_hash(
+        &claims,
+        "c_hash",
+        header.algorithm,
+        expected.code,
+        TokenError::WrongCodeHash,
+    )?;
     Ok(Arc::new(claims))
+}
+
+/// A `name` hash claim, when present and `value` is known, must be `left_half_hash` of it.
+fn check_hash(
+    claims: &Map<String, Value>,
+    name: &str,
+    algorithm: Algorithm,
+    value: Option<&str>,
+    mismatch: TokenError,
+) -> Result<(), TokenError> {
+    let (Some(claimed), Some(value)) = (claims.get(name), value) else {
+        return Ok(());
+    };
+    let expected = left_half_hash(algorithm, value);
+    match claimed.as_str() {
+        Some(claimed) if constant_time_eq(claimed.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(mismatch),
+    }
 }
 
 /// base64url of the left half of the hash of `value`, with the hash of the JWS algorithm

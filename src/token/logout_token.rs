@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{
-    Claims, Expectations, TokenError, audience_matches, numeric_claim, read_header,
+    Claims, Expectations, TokenError, audience_matches, check_subject, numeric_claim, read_header,
     verify_signature,
 };
 use crate::jose::KeySet;
@@ -65,6 +65,7 @@ pub fn validate_logout_token(
     {
         return Err(TokenError::MissingClaim("sub or sid"));
     }
+    check_subject(&claims)?;
     // §2.6 step 5: a logout token must not carry a nonce (so an ID token is never one).
     if claims.contains_key("nonce") {
         return Err(TokenError::MissingClaim("no nonce"));

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod id_token;
+pub mod introspection;
 pub mod logout_token;
 
 use std::sync::Arc;
@@ -31,7 +32,8 @@ pub enum TokenError {
     /// Header has `crit` extensions we do not understand (RFC 7515 §4.1.11).
     #[error("unsupported critical header")]
     UnsupportedCritical,
-    /// No key with this `kid` (or no unambiguous key) for the algorithm.
+    /// No key with this `kid` (or no unambiguous key) for the algorithm. The `kid` is the
+    /// token's, bounded by `untrusted::bounded`.
     #[error("no key for kid {0:?}")]
     UnknownKey(Option<String>),
     /// The signature does not verify.
@@ -52,9 +54,13 @@ pub enum TokenError {
     /// `iat` is in the future, beyond the leeway.
     #[error("issued in the future")]
     IssuedInFuture,
-    /// A required claim is absent or of the wrong type.
+    /// A required claim is absent or of the wrong type (a NumericDate that is not an integer
+    /// in `0..=MAX_NUMERIC_DATE`).
     #[error("missing or invalid claim {0}")]
     MissingClaim(&'static str),
+    /// `sub` is longer than `MAX_SUBJECT_CHARS` (OIDC Core §2).
+    #[error("sub longer than 255 characters")]
+    SubjectTooLong,
     /// An ID token or logout token offered as an access token (SPEC §6).
     #[error("not an access token")]
     NotAnAccessToken,
@@ -67,6 +73,12 @@ pub enum TokenError {
     /// OIDC Core 3.2.2.9: `at_hash` does not match the access token.
     #[error("at_hash mismatch")]
     WrongAccessTokenHash,
+    /// OIDC Core 3.3.2.10: `c_hash` does not match the authorization code.
+    #[error("c_hash mismatch")]
+    WrongCodeHash,
+    /// An ID token issued longer ago than the provider's `max_id_token_age` (SPEC §6).
+    #[error("issued too long ago")]
+    TooOld,
     /// RFC 7662: the introspection endpoint says the token is not active.
     #[error("token not active")]
     Inactive,
@@ -74,6 +86,13 @@ pub enum TokenError {
     #[error("userinfo subject mismatch")]
     WrongSubject,
 }
+
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z. Anything later (or a float, which
+/// would saturate) is refused rather than read as "never expires".
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// The longest `sub` accepted (OIDC Core §2: it must not exceed 255 ASCII characters).
+pub const MAX_SUBJECT_CHARS: usize = 255;
 
 /// What a token must satisfy besides its signature.
 #[derive(Debug, Clone)]
@@ -154,7 +173,9 @@ pub fn verify_signature(
 ) -> Result<Map<String, Value>, TokenError> {
     let key = keys
         .find(header.kid.as_deref(), header.algorithm)
-        .ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
+        .ok_or_else(|| {
+            TokenError::UnknownKey(header.kid.as_deref().map(crate::untrusted::bounded))
+        })?;
     let mut validation = Validation::new(header.algorithm);
     // Time, issuer and audience are checked by `check_claims` with an injected clock.
     validation.validate_exp = false;
@@ -173,7 +194,7 @@ pub fn verify_signature(
     }
 }
 
-/// Checks `iss`, `aud`, `exp`, `nbf` and `iat` (SPEC §6).
+/// Checks `iss`, `aud`, `exp`, `nbf`, `iat` and the length of `sub` (SPEC §6).
 ///
 /// # Errors
 /// The first check that fails.
@@ -203,7 +224,20 @@ pub fn check_claims(
     {
         return Err(TokenError::IssuedInFuture);
     }
-    Ok(())
+    check_subject(claims)
+}
+
+/// `sub`, when present, is a string of at most `MAX_SUBJECT_CHARS` characters.
+///
+/// # Errors
+/// `SubjectTooLong`, or `MissingClaim("sub")` when it is not a string.
+pub fn check_subject(claims: &Map<String, Value>) -> Result<(), TokenError> {
+    match claims.get("sub") {
+        None => Ok(()),
+        Some(Value::String(subject)) if subject.chars().count() <= MAX_SUBJECT_CHARS => Ok(()),
+        Some(Value::String(_)) => Err(TokenError::SubjectTooLong),
+        Some(_) => Err(TokenError::MissingClaim("sub")),
+    }
 }
 
 /// Whether `aud` (a string or an array) contains one of `accepted`.
@@ -218,10 +252,11 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
     }
 }
 
-/// A NumericDate claim as whole seconds; `None` when absent.
+/// A NumericDate claim in whole seconds; `None` when absent.
 ///
 /// # Errors
-/// `MissingClaim` when present but not a number.
+/// `MissingClaim` when present but not an integer in `0..=MAX_NUMERIC_DATE` (a float such as
+/// `1e300` or `1800000000.5` is refused, never rounded or saturated).
 pub fn numeric_claim(
     claims: &Map<String, Value>,
     name: &'static str,
@@ -230,12 +265,7 @@ pub fn numeric_claim(
         None => Ok(None),
         Some(Value::Number(number)) => number
             .as_i64()
-            .or_else(|| {
-                number
-                    .as_f64()
-                    .filter(|value| value.is_finite())
-                    .map(|value| value as i64)
-            })
+            .filter(|seconds| (0..=MAX_NUMERIC_DATE).contains(seconds))
             .map(Some)
             .ok_or(TokenError::MissingClaim(name)),
         Some(_) => Err(TokenError::MissingClaim(name)),

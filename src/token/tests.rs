@@ -242,6 +242,8 @@ fn id_token_rules_of_core_3_1_3_7() {
             client_id: "client",
             nonce: super::id_token::NonceRule::Equals("n-1"),
             access_token,
+            code: None,
+            max_age: None,
         };
         validate_id_token(&token, &fixture.keys, &expected).map(|_| ())
     };
@@ -292,4 +294,191 @@ fn cache_hits_only_the_same_token_until_it_expires() {
     assert!(cache.get("t", NOW).is_some());
     assert!(cache.get("t2", NOW).is_none());
     assert!(cache.get("t", NOW + 10).is_none());
+}
+
+#[test]
+fn numeric_dates_must_be_integers_in_range() {
+    let fixture = fixture();
+    for (claim, value) in [
+        ("exp", json!(1e300)),
+        ("exp", json!(NOW as f64 + 300.5)),
+        ("exp", json!(NOW as f64 + 300.0)),
+        ("exp", json!(MAX_NUMERIC_DATE + 1)),
+        ("exp", json!(u64::MAX)),
+        ("exp", json!(-1)),
+        ("nbf", json!(-1e300)),
+        ("nbf", json!(NOW as f64 - 0.5)),
+        ("iat", json!(-1e300)),
+        ("iat", json!(f64::MIN_POSITIVE)),
+    ] {
+        let name = match claim {
+            "exp" => "exp",
+            "nbf" => "nbf",
+            _ => "iat",
+        };
+        fixture.check(
+            claims(json!({ claim: value })),
+            Err(TokenError::MissingClaim(name)),
+        );
+    }
+    fixture.check(claims(json!({"exp": MAX_NUMERIC_DATE})), Ok(()));
+    fixture.check(claims(json!({"nbf": 0, "iat": NOW - 1})), Ok(()));
+}
+
+#[test]
+fn subjects_over_255_characters_are_refused() {
+    let fixture = fixture();
+    fixture.check(claims(json!({"sub": "s".repeat(255)})), Ok(()));
+    fixture.check(claims(json!({"sub": "é".repeat(255)})), Ok(()));
+    fixture.check(
+        claims(json!({"sub": "s".repeat(256)})),
+        Err(TokenError::SubjectTooLong),
+    );
+    // A `sub` that is not a string already fails to decode (jsonwebtoken reads it as one).
+    fixture.check(
+        claims(json!({"sub": ["alice"]})),
+        Err(TokenError::Malformed),
+    );
+}
+
+#[test]
+fn id_token_age_and_c_hash_are_checked_at_login() {
+    let fixture = fixture();
+    let audiences = vec!["client".to_owned()];
+    let check = |extra: serde_json::Value, code: Option<&str>, max_age: Option<i64>| {
+        let mut body = claims(json!({"aud": "client", "nonce": "n-1"}));
+        for (name, value) in extra.as_object().unwrap() {
+            body[name] = value.clone();
+        }
+        let token = fixture.key.sign("JWT", &body).unwrap();
+        let expected = IdTokenExpectations {
+            common: Expectations {
+                issuer: "https://idp",
+                audiences: &audiences,
+                leeway: 60,
+                now: NOW,
+            },
+            client_id: "client",
+            nonce: super::id_token::NonceRule::Equals("n-1"),
+            access_token: None,
+            code,
+            max_age,
+        };
+        validate_id_token(&token, &fixture.keys, &expected).map(|_| ())
+    };
+    let week_ago = json!({"iat": NOW - 7 * 24 * 3600});
+    assert_eq!(
+        check(week_ago.clone(), None, Some(600)),
+        Err(TokenError::TooOld)
+    );
+    assert_eq!(
+        check(week_ago, None, None),
+        Ok(()),
+        "no age limit off the login"
+    );
+    assert_eq!(
+        check(json!({"iat": NOW - 600 - 60}), None, Some(600)),
+        Ok(()),
+        "max age plus leeway"
+    );
+    assert_eq!(
+        check(json!({"iat": NOW - 600 - 61}), None, Some(600)),
+        Err(TokenError::TooOld)
+    );
+    let c_hash = left_half_hash(Algorithm::ES256, "the-code");
+    assert_eq!(
+        check(json!({"c_hash": c_hash}), Some("the-code"), Some(600)),
+        Ok(())
+    );
+    assert_eq!(
+        check(json!({"c_hash": c_hash}), Some("another-code"), Some(600)),
+        Err(TokenError::WrongCodeHash)
+    );
+    assert_eq!(
+        check(json!({"c_hash": 7}), Some("the-code"), Some(600)),
+        Err(TokenError::WrongCodeHash)
+    );
+    assert_eq!(
+        check(json!({}), Some("the-code"), Some(600)),
+        Ok(()),
+        "c_hash is optional in the code flow"
+    );
+}
+
+#[test]
+fn introspection_answers_are_checked() {
+    use super::introspection::check_introspection;
+    let audiences = vec!["api".to_owned()];
+    let expected = Expectations {
+        issuer: "https://idp",
+        audiences: &audiences,
+        leeway: 60,
+        now: NOW,
+    };
+    let check =
+        |answer: serde_json::Value| check_introspection(answer.as_object().unwrap(), &expected);
+    let base = json!({"active": true, "iss": "https://idp", "aud": "api", "sub": "alice", "exp": NOW + 60, "token_type": "Bearer"});
+    let with = |name: &str, value: serde_json::Value| {
+        let mut answer = base.clone();
+        answer[name] = value;
+        answer
+    };
+    assert_eq!(check(base.clone()), Ok(Some(NOW + 60)));
+    assert_eq!(check(json!({"active": true})), Ok(None));
+    assert_eq!(
+        check(with("active", json!(false))),
+        Err(TokenError::Inactive)
+    );
+    assert_eq!(
+        check(with("active", json!("true"))),
+        Err(TokenError::Inactive)
+    );
+    assert_eq!(
+        check(with("iss", json!("https://other"))),
+        Err(TokenError::WrongIssuer)
+    );
+    assert_eq!(check(with("iss", json!(1))), Err(TokenError::WrongIssuer));
+    for refresh in ["refresh_token", "Refresh_Token", "refresh"] {
+        assert_eq!(
+            check(with("token_type", json!(refresh))),
+            Err(TokenError::NotAnAccessToken)
+        );
+        assert_eq!(
+            check(with("token_use", json!(refresh))),
+            Err(TokenError::NotAnAccessToken)
+        );
+    }
+    assert_eq!(
+        check(with("aud", json!("web"))),
+        Err(TokenError::WrongAudience)
+    );
+    assert_eq!(
+        check(with("exp", json!(NOW - 61))),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(
+        check(with("exp", json!(1e300))),
+        Err(TokenError::MissingClaim("exp"))
+    );
+    assert_eq!(
+        check(with("sub", json!("s".repeat(256)))),
+        Err(TokenError::SubjectTooLong)
+    );
+}
+
+#[test]
+fn an_attackers_kid_is_bounded_in_the_error() {
+    let fixture = fixture();
+    let kid = format!("{}\r\nforged log line", "k".repeat(64 * 1024));
+    let body = claims(json!({}));
+    let header = json!({"alg": "ES256", "kid": kid});
+    let token = unsigned(header, &body, &[0; 64]);
+    let error = validate_access_token(&token, &fixture.keys, &fixture.expectations()).unwrap_err();
+    assert!(
+        matches!(error, TokenError::UnknownKey(Some(_))),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.len() < 200, "{} bytes", message.len());
+    assert!(!message.contains(['\r', '\n']));
 }

@@ -534,3 +534,179 @@ async fn opaque_tokens_are_checked_by_introspection_and_cached() {
         "no introspection unless enabled"
     );
 }
+
+#[tokio::test]
+async fn exp_nbf_and_iat_must_be_integers_in_a_sane_range() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let cases = [
+        ("exp 1e300 (saturates)", "exp", json!(1e300)),
+        ("fractional exp", "exp", json!(now() as f64 + 300.5)),
+        ("exp as a float", "exp", json!(now() as f64 + 300.0)),
+        ("exp beyond year 9999", "exp", json!(300_000_000_000_i64)),
+        ("exp beyond i64", "exp", json!(u64::MAX)),
+        ("negative exp", "exp", json!(-1)),
+        ("nbf -1e300", "nbf", json!(-1e300)),
+        ("fractional nbf", "nbf", json!(now() as f64 - 0.5)),
+        ("iat -1e300", "iat", json!(-1e300)),
+        ("iat as a string", "iat", json!(now().to_string())),
+    ];
+    for (name, claim, value) in cases {
+        let token = idp.access_token().claim(claim, value).sign();
+        assert_eq!(status(&gateway, "", &token).await, 401, "{name}");
+    }
+    let integers = idp
+        .access_token()
+        .claim("nbf", json!(now() - 10))
+        .claim("iat", json!(now() - 10))
+        .sign();
+    assert_eq!(status(&gateway, "", &integers).await, 200);
+}
+
+#[tokio::test]
+async fn a_subject_over_255_characters_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let longest = idp
+        .access_token()
+        .claim("sub", json!("s".repeat(255)))
+        .sign();
+    assert_eq!(status(&gateway, "", &longest).await, 200);
+    let too_long = idp
+        .access_token()
+        .claim("sub", json!("s".repeat(256)))
+        .sign();
+    assert_eq!(status(&gateway, "", &too_long).await, 401);
+    let not_a_string = idp.access_token().claim("sub", json!(42)).sign();
+    assert_eq!(status(&gateway, "", &not_a_string).await, 401);
+}
+
+#[tokio::test]
+async fn introspection_answers_are_checked_for_issuer_token_type_and_subject() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "introspection = true\njwks_refetch_interval",
+    );
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(status(&gateway, "", "opaque-abc").await, 200);
+    assert_eq!(
+        status(&gateway, "", "opaque-no-issuer").await,
+        200,
+        "iss is optional in RFC 7662"
+    );
+    assert_eq!(status(&gateway, "", "opaque-other-issuer").await, 401);
+    assert_eq!(status(&gateway, "", "opaque-refresh-token").await, 401);
+    assert_eq!(status(&gateway, "", "opaque-long-subject").await, 401);
+}
+
+#[tokio::test]
+async fn two_authorization_headers_or_a_token_in_header_and_query_are_400() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let token = idp.access_token().sign();
+    let bearer = format!("Bearer {token}");
+    let twice = auth(
+        &gateway,
+        "",
+        &[("authorization", &bearer), ("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(twice.status(), 400, "the same token twice");
+    let other = auth(
+        &gateway,
+        "",
+        &[("authorization", &bearer), ("authorization", "Basic YTpi")],
+    )
+    .await;
+    assert_eq!(other.status(), 400, "a bearer token and another scheme");
+    for url in [
+        "https://app.example.com/api?access_token=another",
+        "https://app.example.com/api?x=1&access_token=",
+        "https://app.example.com/api?access%5Ftoken=another",
+    ] {
+        let both = auth(
+            &gateway,
+            "",
+            &[("authorization", &bearer), ("x-original-url", url)],
+        )
+        .await;
+        assert_eq!(both.status(), 400, "header and query: {url}");
+    }
+    let header_only = auth(
+        &gateway,
+        "",
+        &[
+            ("authorization", &bearer),
+            ("x-original-url", "https://app.example.com/api?token=x"),
+        ],
+    )
+    .await;
+    assert_eq!(header_only.status(), 200);
+    let validate = reqwest::Client::new()
+        .get(gateway.url("/validate"))
+        .header("authorization", &bearer)
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validate.status(), 400, "/validate");
+}
+
+#[tokio::test]
+async fn bearer_refusals_carry_rfc_6750_errors() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let challenge = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let expired = idp.access_token().expires_in(-3600).sign();
+    let response = auth(
+        &gateway,
+        "",
+        &[("authorization", &format!("Bearer {expired}"))],
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        challenge(&response).as_deref(),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    let garbage = auth(&gateway, "", &[("authorization", "Bearer a.b.c")]).await;
+    assert_eq!(
+        challenge(&garbage).as_deref(),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    let validate = reqwest::Client::new()
+        .get(gateway.url("/validate"))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validate.status(), 401);
+    assert_eq!(
+        challenge(&validate).as_deref(),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    let token = idp.access_token().sign();
+    let forbidden = auth(
+        &gateway,
+        "?groups=ops",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(forbidden.status(), 403);
+    assert_eq!(
+        challenge(&forbidden).as_deref(),
+        Some("Bearer error=\"insufficient_scope\"")
+    );
+    let anonymous = auth(&gateway, "", &[]).await;
+    assert_eq!(
+        challenge(&anonymous).as_deref(),
+        Some("Bearer"),
+        "RFC 6750 §3.1: no error code without a credential"
+    );
+}

@@ -452,3 +452,124 @@ async fn discovery_is_refreshed_and_plain_http_endpoints_elsewhere_are_refused()
         .status();
     assert_eq!(refused, 502, "a first document like that is unusable");
 }
+
+/// Logs in once with `misbehaviour` at a fresh provider and gateway; the callback's status.
+async fn callback_status_with(misbehaviour: Misbehaviour, config_extra: &str) -> (u16, bool) {
+    let idp = TestIdp::start().await;
+    idp.misbehave(misbehaviour);
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval = \"1h\"",
+        &format!("jwks_refetch_interval = \"1h\"\n{config_extra}"),
+    );
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    let status = callback.status().as_u16();
+    (status, browser.cookies.contains_key("tollgate"))
+}
+
+#[tokio::test]
+async fn id_tokens_older_than_max_id_token_age_are_refused_at_login() {
+    let week_old = || Misbehaviour {
+        week_old_id_token: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        callback_status_with(week_old(), "").await,
+        (401, false),
+        "default max_id_token_age is 10m"
+    );
+    assert_eq!(
+        callback_status_with(week_old(), "max_id_token_age = \"1h\"").await,
+        (401, false)
+    );
+    assert_eq!(
+        callback_status_with(week_old(), "max_id_token_age = \"8d\"").await,
+        (302, true),
+        "a configured longer age is honoured"
+    );
+    assert_eq!(
+        callback_status_with(Misbehaviour::default(), "").await,
+        (302, true)
+    );
+}
+
+#[tokio::test]
+async fn an_id_token_with_a_subject_over_255_characters_is_refused() {
+    let misbehaviour = Misbehaviour {
+        long_subject: true,
+        ..Default::default()
+    };
+    assert_eq!(callback_status_with(misbehaviour, "").await, (401, false));
+}
+
+#[tokio::test]
+async fn an_id_token_with_a_wrong_c_hash_is_refused() {
+    let misbehaviour = Misbehaviour {
+        wrong_c_hash: true,
+        ..Default::default()
+    };
+    assert_eq!(callback_status_with(misbehaviour, "").await, (401, false));
+}
+
+#[tokio::test]
+async fn a_token_response_whose_token_type_is_not_bearer_is_refused() {
+    for token_type in ["mac", "DPoP", "", "Bearer2"] {
+        let misbehaviour = Misbehaviour {
+            token_type: Some(token_type),
+            ..Default::default()
+        };
+        assert_eq!(
+            callback_status_with(misbehaviour, "").await,
+            (502, false),
+            "{token_type:?}"
+        );
+    }
+    let lower_case = Misbehaviour {
+        token_type: Some("bearer"),
+        ..Default::default()
+    };
+    assert_eq!(
+        callback_status_with(lower_case, "").await,
+        (302, true),
+        "token_type is case-insensitive"
+    );
+}
+
+#[tokio::test]
+async fn a_token_endpoint_failure_at_login_is_a_502_not_a_401() {
+    for status in [500, 502, 503] {
+        let misbehaviour = Misbehaviour {
+            token_endpoint_status: Some(status),
+            ..Default::default()
+        };
+        assert_eq!(
+            callback_status_with(misbehaviour, "").await,
+            (502, false),
+            "token endpoint answering {status}"
+        );
+    }
+    // An OAuth error from the provider (here: a code it does not know) stays a refusal.
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    let signin = browser.get(&gateway.url("/signin")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback_url = location(&at_provider).replace("code=code-0", "code=unknown");
+    assert_eq!(browser.get(&callback_url).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_provider_advertising_rfc_9207_must_send_iss_at_the_callback() {
+    let sends_iss = Misbehaviour {
+        iss_parameter: true,
+        ..Default::default()
+    };
+    assert_eq!(callback_status_with(sends_iss, "").await, (302, true));
+    let omits_iss = Misbehaviour {
+        iss_parameter: true,
+        omit_iss_parameter: true,
+        ..Default::default()
+    };
+    assert_eq!(callback_status_with(omits_iss, "").await, (400, false));
+}

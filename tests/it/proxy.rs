@@ -658,3 +658,76 @@ accept_bearer = true
     assert_eq!(seen(&body, "x-user"), ["a@example.com"]);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn bearer_refusals_on_routes_carry_rfc_6750_errors_and_ambiguous_tokens_are_400() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+path_prefix = "/ops"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+accept_bearer = true
+[route.require]
+groups = ["ops"]
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+accept_bearer = true
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let client = reqwest::Client::new();
+    let challenge = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let token = idp.access_token().sign();
+    let expired = client
+        .get(gateway.url("/x"))
+        .bearer_auth(idp.access_token().expires_in(-3600).sign())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), 401);
+    assert_eq!(
+        challenge(&expired).as_deref(),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    let forbidden = client
+        .get(gateway.url("/ops/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    assert_eq!(
+        challenge(&forbidden).as_deref(),
+        Some("Bearer error=\"insufficient_scope\"")
+    );
+    let both = client
+        .get(gateway.url("/x?access_token=another"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400, "a token in the header and the query");
+    let twice = client
+        .get(gateway.url("/x"))
+        .bearer_auth(&token)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400, "two Authorization headers");
+    let fine = client
+        .get(gateway.url("/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+}

@@ -181,6 +181,20 @@ pub struct Misbehaviour {
     pub huge_answer: Option<&'static str>,
     /// Discovery never answers.
     pub discovery_hangs: bool,
+    /// The ID token of the code exchange was issued a week ago (and is still unexpired).
+    pub week_old_id_token: bool,
+    /// The ID token's `sub` (and userinfo's) is 256 characters long.
+    pub long_subject: bool,
+    /// The ID token's `c_hash` is over another code.
+    pub wrong_c_hash: bool,
+    /// The token response's `token_type` (default `Bearer`).
+    pub token_type: Option<&'static str>,
+    /// The code exchange answers this status with an HTML body.
+    pub token_endpoint_status: Option<u16>,
+    /// Discovery advertises RFC 9207 and the authorization response carries `iss`.
+    pub iss_parameter: bool,
+    /// With `iss_parameter`, the authorization response leaves `iss` out anyway.
+    pub omit_iss_parameter: bool,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -209,6 +223,11 @@ fn huge(inner: &Inner, endpoint: &str) -> bool {
 
 async fn hang() {
     tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+}
+
+/// A `sub` one character longer than OpenID Connect allows.
+pub fn long_subject() -> String {
+    "s".repeat(256)
 }
 
 struct PendingCode {
@@ -463,7 +482,9 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     } else {
         format!("{issuer}/token")
     };
+    let iss_parameter = inner.misbehaviour.lock().unwrap().iss_parameter;
     let mut document = json!({
+        "authorization_response_iss_parameter_supported": iss_parameter,
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": token_endpoint,
@@ -536,7 +557,12 @@ async fn authorize(
     );
     let state =
         url::form_urlencoded::byte_serialize(params["state"].as_bytes()).collect::<String>();
-    let location = format!("{redirect_uri}?code={code}&state={state}");
+    let mut location = format!("{redirect_uri}?code={code}&state={state}");
+    let misbehaviour = inner.misbehaviour.lock().unwrap().clone();
+    if misbehaviour.iss_parameter && !misbehaviour.omit_iss_parameter {
+        let iss = url::form_urlencoded::byte_serialize(inner.issuer.as_bytes()).collect::<String>();
+        location.push_str(&format!("&iss={iss}"));
+    }
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
 
@@ -577,12 +603,17 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             form.get("refresh_token").cloned().unwrap_or_default(),
         );
     }
-    let Some(pending) = inner
-        .codes
-        .lock()
-        .unwrap()
-        .remove(form.get("code").map(String::as_str).unwrap_or(""))
-    else {
+    let misbehaviour = inner.misbehaviour.lock().unwrap().clone();
+    if let Some(status) = misbehaviour.token_endpoint_status {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "text/html")],
+            "<html><body>Internal Server Error</body></html>",
+        )
+            .into_response();
+    }
+    let code = form.get("code").cloned().unwrap_or_default();
+    let Some(pending) = inner.codes.lock().unwrap().remove(&code) else {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "invalid_grant"})),
@@ -600,11 +631,17 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         )
             .into_response();
     }
-    let misbehaviour = inner.misbehaviour.lock().unwrap().clone();
     let issued_access_token = access_token(&inner).sign();
-    let digest =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issued_access_token.as_bytes());
-    let at_hash = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
+    let left_half = |value: &str| {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+        URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+    };
+    let at_hash = left_half(&issued_access_token);
+    let c_hash = if misbehaviour.wrong_c_hash {
+        left_half("another-code")
+    } else {
+        left_half(&code)
+    };
     let mut id_token = access_token(&inner)
         .typ("JWT")
         .claim(
@@ -624,8 +661,16 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             }),
         )
         .claim("at_hash", json!(at_hash))
+        .claim("c_hash", json!(c_hash))
         .claim("sid", json!("provider-session-1"))
         .claim("scope", Value::Null);
+    if misbehaviour.week_old_id_token {
+        let now = now() + inner.clock_offset.load(Ordering::SeqCst);
+        id_token = id_token.claim("iat", json!(now - 7 * 24 * 3600));
+    }
+    if misbehaviour.long_subject {
+        id_token = id_token.claim("sub", json!(long_subject()));
+    }
     if misbehaviour.wrong_issuer {
         id_token = id_token.claim("iss", json!("https://mix-up.example"));
     }
@@ -644,7 +689,8 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         id_token.replace_range(position..=position, replacement);
     }
     let refresh_token = new_refresh_token(&inner);
-    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token});
+    let token_type = misbehaviour.token_type.unwrap_or("Bearer");
+    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": token_type, "expires_in": 300, "refresh_token": refresh_token});
     if huge(&inner, "token") {
         answer["padding"] = padding();
     }
@@ -679,6 +725,9 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
     }
     if huge(&inner, "userinfo") {
         claims.insert("padding".into(), padding());
+    }
+    if inner.misbehaviour.lock().unwrap().long_subject {
+        claims.insert("sub".into(), json!(long_subject()));
     }
     Json(Value::Object(claims)).into_response()
 }
@@ -720,8 +769,10 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
 }
 
-/// RFC 7662: `opaque-…` tokens are active (for `api`), except `opaque-inactive` and
-/// `opaque-other-audience`; the client must authenticate with HTTP Basic.
+/// RFC 7662: `opaque-…` tokens are active (for `api`, issued by this provider), except
+/// `opaque-inactive`; `opaque-other-audience`, `opaque-other-issuer`, `opaque-no-issuer`,
+/// `opaque-refresh-token` and `opaque-long-subject` answer what they say. The client must
+/// authenticate with HTTP Basic.
 async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     count(&inner, "introspect");
     let expected_basic = format!(
@@ -745,8 +796,20 @@ async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: S
         "opaque-other-audience" => {
             json!({"active": true, "aud": "other", "sub": "alice", "exp": now + 300})
         }
+        "opaque-other-issuer" => {
+            json!({"active": true, "iss": "https://other.example", "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        "opaque-no-issuer" => {
+            json!({"active": true, "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        "opaque-refresh-token" => {
+            json!({"active": true, "iss": inner.issuer, "token_type": "refresh_token", "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        "opaque-long-subject" => {
+            json!({"active": true, "iss": inner.issuer, "aud": AUDIENCE, "sub": long_subject(), "exp": now + 300})
+        }
         other if other.starts_with("opaque-") => {
-            json!({"active": true, "aud": AUDIENCE, "sub": "alice", "scope": "read", "exp": now + 300, "email": "alice@example.com"})
+            json!({"active": true, "iss": inner.issuer, "token_type": "Bearer", "aud": AUDIENCE, "sub": "alice", "scope": "read", "exp": now + 300, "email": "alice@example.com"})
         }
         _ => json!({"active": false}),
     };

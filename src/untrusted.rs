@@ -1,0 +1,56 @@
+//! Text from outside (a token header, a provider's answer, a query) on its way into a log line
+//! or an error message: at most `MAX_CHARS` characters, control and bidirectional-formatting
+//! characters escaped, so an attacker can neither flood the log nor forge a line of it.
+
+/// The most characters of untrusted text a log line or error message carries (escapes
+/// included).
+pub const MAX_CHARS: usize = 64;
+
+/// `text` cut to `MAX_CHARS` characters (an ellipsis marks the cut), with control characters
+/// and bidirectional overrides escaped as `\u{…}`.
+pub fn bounded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 2));
+    let mut written = 0;
+    for character in text.chars() {
+        let escaped = is_unsafe(character).then(|| character.escape_unicode());
+        let width = escaped.clone().map_or(1, Iterator::count);
+        if written + width > MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        written += width;
+        match escaped {
+            Some(escaped) => out.extend(escaped),
+            None => out.push(character),
+        }
+    }
+    out
+}
+
+fn is_unsafe(character: char) -> bool {
+    character.is_control()
+        || matches!(
+            character,
+            '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_cut_and_control_characters_are_escaped() {
+        let long = "k".repeat(64 * 1024);
+        let cut = bounded(&long);
+        assert_eq!(cut.chars().count(), MAX_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(bounded("kid-1"), "kid-1");
+        assert_eq!(bounded(&"é".repeat(MAX_CHARS)), "é".repeat(MAX_CHARS));
+        let forged = bounded("x\r\n2026-12-01 INFO forged line\u{202e}\0");
+        assert!(!forged.contains(['\r', '\n', '\0', '\u{202e}']), "{forged}");
+        assert!(forged.starts_with("x\\u{d}\\u{a}2026"), "{forged}");
+        let newlines = bounded(&"\n".repeat(1000));
+        assert!(newlines.chars().count() <= MAX_CHARS + 1, "{newlines}");
+    }
+}
