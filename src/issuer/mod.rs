@@ -249,7 +249,16 @@ impl TokenService {
     pub fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = self.validate_signed_access_token(token)?;
         // Revocation (RFC 7009, a replayed code, a reused refresh token) is checked on every use.
-        let revoked = self.book.lock().map_or(true, |book| {
+        if self.revoked(&claims) {
+            return Err(TokenError::Inactive);
+        }
+        Ok(claims)
+    }
+
+    /// Whether an access token of this service (its claims) was revoked: its own `jti`, or
+    /// its grant (`sid`). Fails closed when the book cannot be read.
+    fn revoked(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        self.book.lock().map_or(true, |book| {
             claims
                 .get("jti")
                 .and_then(serde_json::Value::as_str)
@@ -258,11 +267,7 @@ impl TokenService {
                     .get("sid")
                     .and_then(serde_json::Value::as_str)
                     .is_some_and(|sid| book.is_revoked(sid))
-        });
-        if revoked {
-            return Err(TokenError::Inactive);
-        }
-        Ok(claims)
+        })
     }
 
     pub(super) fn validate_signed_access_token(&self, token: &str) -> Result<Claims, TokenError> {
@@ -352,6 +357,10 @@ impl grants::IssuedTokens {
 }
 
 impl LocalIssuer for TokenService {
+    fn is_revoked(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        self.revoked(claims)
+    }
+
     fn refresh(
         &self,
         client_id: &str,

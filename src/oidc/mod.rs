@@ -110,6 +110,10 @@ pub trait LocalIssuer: Send + Sync + 'static {
     /// `Refused` for an unknown, spent or revoked refresh token.
     fn refresh(&self, client_id: &str, refresh_token: &str)
     -> Result<TokenResponse, ProviderError>;
+
+    /// Whether an access token it issued (its validated claims) was revoked since: by
+    /// `/revoke`, a replayed code or a reused refresh token. Asked on every use, cached or not.
+    fn is_revoked(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool;
 }
 
 #[cfg(test)]

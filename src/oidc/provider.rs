@@ -321,7 +321,16 @@ impl Provider {
             return Err(TokenError::WrongAudience.into());
         }
         let now = self.clock.now();
+        // The token service served in-process revokes what it issued: asked on every use.
+        let revoked = |claims: &Claims| {
+            self.local
+                .as_ref()
+                .is_some_and(|local| local.is_revoked(claims))
+        };
         if let Some(claims) = self.token_cache.get(token, now) {
+            if revoked(&claims) {
+                return Err(TokenError::Inactive.into());
+            }
             return Ok(claims);
         }
         if self.config.introspection && !looks_like_jwt(token) {
@@ -336,6 +345,9 @@ impl Provider {
         let claims = self
             .with_keys(|keys| token::validate_access_token(token, keys, &expected))
             .await?;
+        if revoked(&claims) {
+            return Err(TokenError::Inactive.into());
+        }
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
             self.token_cache
                 .insert(token, claims.clone(), exp.saturating_add(self.leeway));

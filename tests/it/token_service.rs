@@ -992,3 +992,102 @@ source = "aad"
     }
     gateway.stop().await;
 }
+
+/// SPEC §12 / issue 12: an access token the token service revoked is refused wherever the
+/// token service is the in-process provider — `/auth`, `/validate` and a bearer route — not
+/// only at its own endpoints.
+#[tokio::test]
+async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_provider() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[session]
+secrets = ["{secret}"]
+[[provider]]
+name = "self"
+issuer = "{issuer}"
+client_id = "gateway"
+client_auth = "none"
+audiences = ["odj"]
+[forward_auth]
+provider = "self"
+[[route]]
+path_prefix = "/api"
+upstream = "{upstream}"
+provider = "self"
+on_unauthenticated = "deny"
+accept_bearer = true
+[token_service]
+issuer = "{issuer}"
+[[token_service.client]]
+client_id = "machine"
+client_secret_hash = "{secret_hash}"
+grants = ["client_credentials"]
+source = "myapi"
+audience = "odj"
+[[token_service.client]]
+client_id = "gateway"
+grants = ["authorization_code"]
+redirect_uris = ["{issuer}/callback"]
+source = "local"
+"#,
+        secret = crate::support::gateway::SESSION_SECRET,
+        upstream = upstream.url(),
+        secret_hash = tollgate::hash_password("machine-secret").unwrap(),
+    );
+    let config = tollgate::config::load(&text, &Default::default()).unwrap();
+    let app = tollgate::app::start(
+        config,
+        Arc::new(tollgate::clock::SystemClock),
+        Some(listener),
+        None,
+    )
+    .await
+    .unwrap();
+    let gateway = Gateway { app };
+    let (status, tokens) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let statuses = || async {
+        let mut seen = Vec::new();
+        for path in ["/auth", "/validate", "/api/x"] {
+            let response = client
+                .get(gateway.url(path))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap();
+            seen.push(response.status().as_u16());
+        }
+        seen
+    };
+    assert_eq!(
+        statuses().await,
+        [200, 200, 200],
+        "accepted before revocation (and cached)"
+    );
+    let revoked = client
+        .post(gateway.url("/revoke"))
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(
+        statuses().await,
+        [401, 401, 401],
+        "refused everywhere after revocation"
+    );
+    gateway.stop().await;
+}
