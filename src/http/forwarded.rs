@@ -103,6 +103,33 @@ fn raw_path_of_absolute(url: &str) -> Option<String> {
     })
 }
 
+/// The address of the client behind a request: the peer, or — when the peer is a trusted
+/// proxy — the last address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// one the first trusted hop saw). Rate limits key on this, so clients behind one load
+/// balancer are not one client.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for hop in text.rsplit(',') {
+            let Ok(address) = hop.trim().parse::<IpAddr>() else {
+                // An unreadable hop: stop at the last address that is known.
+                return client;
+            };
+            client = address;
+            if !is_trusted(address, trusted) {
+                return address;
+            }
+        }
+    }
+    client
+}
+
 /// The scheme and host of this request as seen from outside: `X-Forwarded-Proto` /
 /// `X-Forwarded-Host` from a trusted peer, else plain http and the `Host` header. `None` when
 /// the host is missing or holds characters a host cannot.
@@ -179,6 +206,32 @@ mod tests {
         assert_eq!(
             from_traefik.url.unwrap().as_str(),
             "https://app.example.com/public/x"
+        );
+    }
+
+    #[test]
+    fn the_client_address_is_the_last_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.9, 10.0.0.2".parse().unwrap(),
+        );
+        let address = |peer: &str| client_address(peer.parse().unwrap(), &headers, &trusted);
+        assert_eq!(
+            address("10.0.0.1"),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            address("192.0.2.1"),
+            "192.0.2.1".parse::<IpAddr>().unwrap(),
+            "an untrusted peer's header is not read"
+        );
+        let mut junk = HeaderMap::new();
+        junk.insert("x-forwarded-for", "junk, 10.0.0.3".parse().unwrap());
+        assert_eq!(
+            client_address("10.0.0.1".parse().unwrap(), &junk, &trusted),
+            "10.0.0.3".parse::<IpAddr>().unwrap()
         );
     }
 

@@ -256,6 +256,7 @@ async fn federate(
 
 pub(super) async fn submit_form(
     State(service): State<Arc<TokenService>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -284,12 +285,30 @@ pub(super) async fn submit_form(
         .users
         .iter()
         .find(|user| user.username == username);
+    // Wrong passwords are limited like client secrets (per user and per client address), so
+    // the form cannot be used to guess passwords or to run argon2 without end.
+    let now = service.now();
+    let limit_keys = [
+        user.map(|user| format!("user:{}", user.username)),
+        Some(format!(
+            "address:{}",
+            service.client_address(peer.ip(), &headers)
+        )),
+    ];
+    if service.limited(&limit_keys, now) {
+        tracing::warn!("local login rate-limited");
+        service
+            .metrics
+            .request("token_service", "login_rate_limited");
+        return too_many_attempts();
+    }
     // Verify against a real hash even for unknown users, so timing does not tell who exists.
     let hash = user.map_or_else(dummy_hash, |user| user.password_hash.expose().clone());
     let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
         .await
         .unwrap_or(false);
     if user.is_none() || !verified {
+        service.record_failure(&limit_keys, now);
         tracing::info!("local login failed");
         service.metrics.request("token_service", "login_failed");
         return login_form(&parameters, Some("Wrong username or password."));
@@ -311,6 +330,20 @@ pub(super) async fn submit_form(
         Some(location) => crate::http::found(&location),
         None => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
     }
+}
+
+/// The page for a sign-in refused because of too many failures.
+fn too_many_attempts() -> Response {
+    let mut response = crate::http::pages::html(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "<p>Too many failed sign-ins. Wait a minute, then try again.</p>",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("60"),
+    );
+    response
 }
 
 /// Refuses a login form posted from another site (login CSRF: a victim signed in as the

@@ -80,8 +80,16 @@ impl TokenService {
             .find(|client| client.client_id == client_id)
     }
 
-    /// Authenticates a client. Public clients (no secret hash) must present no secret;
-    /// confidential ones must present the right one.
+    /// The client behind a request to `/token` or `/revoke`, for rate limits: the peer, or the
+    /// address a trusted proxy names in `X-Forwarded-For`.
+    pub(super) fn client_address(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        crate::http::forwarded::client_address(peer, headers, &self.trusted_proxies)
+    }
+
     /// Authenticates a client. Public clients (no secret hash) must present no secret;
     /// confidential ones must present the right one. After `MAX_FAILURES` failures within
     /// `FAILURE_WINDOW` seconds, for a client id or from an address, attempts are refused
@@ -92,30 +100,43 @@ impl TokenService {
         peer: Option<std::net::IpAddr>,
     ) -> Result<&ClientConfig, IssuerError> {
         let now = self.now();
+        // Only configured client ids are counted: an unknown one protects nothing, and keying
+        // on it would let an attacker fill the map with megabyte-long names.
         let keys = [
-            Some(format!("client:{}", presented.client_id)),
+            self.client(&presented.client_id)
+                .map(|client| format!("client:{}", client.client_id)),
             peer.map(|address| format!("address:{address}")),
         ];
-        if keys.iter().flatten().any(|key| {
-            self.failures
-                .get(key)
-                .is_some_and(|(count, since)| count >= MAX_FAILURES && now - since < FAILURE_WINDOW)
-        }) {
-            tracing::warn!(client_id = %presented.client_id, "client authentication rate-limited");
+        if self.limited(&keys, now) {
+            tracing::warn!(client_id = %crate::untrusted::bounded(&presented.client_id), "client authentication rate-limited");
             return Err(IssuerError::TooManyAttempts);
         }
         let result = self.check_client(presented, now).await;
         if result.is_err() {
-            for key in keys.into_iter().flatten() {
-                let (count, since) = self
-                    .failures
-                    .get(&key)
-                    .filter(|(_, since)| now - since < FAILURE_WINDOW)
-                    .unwrap_or((0, now));
-                self.failures.insert(key, (count + 1, since));
-            }
+            self.record_failure(&keys, now);
         }
         result
+    }
+
+    /// Whether any of `keys` has failed `MAX_FAILURES` times within `FAILURE_WINDOW`.
+    pub(super) fn limited(&self, keys: &[Option<String>], now: crate::clock::UnixTime) -> bool {
+        keys.iter().flatten().any(|key| {
+            self.failures
+                .get(key)
+                .is_some_and(|(count, since)| count >= MAX_FAILURES && now - since < FAILURE_WINDOW)
+        })
+    }
+
+    /// Counts one failure against each of `keys`.
+    pub(super) fn record_failure(&self, keys: &[Option<String>], now: crate::clock::UnixTime) {
+        for key in keys.iter().flatten() {
+            let (count, since) = self
+                .failures
+                .get(key)
+                .filter(|(_, since)| now - since < FAILURE_WINDOW)
+                .unwrap_or((0, now));
+            self.failures.insert(key.clone(), (count + 1, since));
+        }
     }
 
     async fn check_client(
@@ -127,7 +148,7 @@ impl TokenService {
             used_basic: presented.used_basic,
         };
         let Some(client) = self.client(&presented.client_id) else {
-            tracing::info!(client_id = %presented.client_id, "unknown client");
+            tracing::info!(client_id = %crate::untrusted::bounded(&presented.client_id), "unknown client");
             return Err(invalid);
         };
         match (&client.client_secret_hash, presented.secret) {

@@ -43,7 +43,8 @@ pub(super) async fn token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let result = handle_token(&service, &headers, &body, Some(peer.ip())).await;
+    let client = service.client_address(peer.ip(), &headers);
+    let result = handle_token(&service, &headers, &body, Some(client)).await;
     let grant_label = |grant| GrantLabels { grant };
     match result {
         Ok((grant, issued)) => {
@@ -499,7 +500,8 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    match handle_revoke(&service, &headers, &body, Some(peer.ip())).await {
+    let client = service.client_address(peer.ip(), &headers);
+    match handle_revoke(&service, &headers, &body, Some(client)).await {
         Ok(()) => {
             service.metrics.request("token_service", "revoked");
             (

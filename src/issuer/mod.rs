@@ -67,6 +67,8 @@ pub struct TokenService {
     book: Mutex<grant_book::GrantBook>,
     /// Failed client authentications per client and per address: (count, window start).
     failures: quick_cache::sync::Cache<String, (u32, UnixTime)>,
+    /// Peers whose `X-Forwarded-For` names the client (rate limits key on the client).
+    trusted_proxies: Vec<ipnet::IpNet>,
     verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
@@ -174,6 +176,7 @@ impl TokenService {
     /// When the key cannot be loaded or made.
     pub fn new(
         config: TokenServiceConfig,
+        trusted_proxies: Vec<ipnet::IpNet>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SigningKeyError> {
@@ -192,6 +195,7 @@ impl TokenService {
         let key_set = Arc::new(KeySet::from_jwks(&published));
         Ok(Self {
             config,
+            trusted_proxies,
             signing_key,
             key_set,
             published,

@@ -1091,3 +1091,62 @@ source = "local"
     );
     gateway.stop().await;
 }
+
+/// SPEC §12: failed client authentication is limited per client id and per client address —
+/// the address a trusted proxy names, not the proxy's own — so junk sent through a load
+/// balancer does not lock every client out.
+#[tokio::test]
+async fn client_authentication_limits_key_on_the_real_client_behind_a_trusted_proxy() {
+    let (gateway, _) = token_service().await;
+    // The test client is on 127.0.0.1, a trusted proxy by default: it speaks for the clients
+    // it names in X-Forwarded-For.
+    let attempt = |from: &'static str, client_id: String, secret: &'static str| {
+        let request = reqwest::Client::new()
+            .post(gateway.url("/token"))
+            .header("x-forwarded-for", from)
+            .basic_auth(client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials")]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for index in 0..10 {
+        assert_eq!(
+            attempt("203.0.113.9", format!("junk-{index}"), "x").await,
+            401
+        );
+    }
+    assert_eq!(
+        attempt("203.0.113.9", "machine".to_owned(), "machine-secret").await,
+        429,
+        "the address that failed ten times waits"
+    );
+    assert_eq!(
+        attempt("198.51.100.7", "machine".to_owned(), "machine-secret").await,
+        200,
+        "another client behind the same proxy does not"
+    );
+}
+
+/// Issue 12: the login form ran argon2 for every POST without limit. Ten wrong passwords for a
+/// user (or from an address) make the form answer 429 without checking, for a minute.
+#[tokio::test]
+async fn the_login_form_limits_wrong_passwords() {
+    let (gateway, _) = token_service().await;
+    let post = |password: &'static str, from: &'static str| {
+        let request = reqwest::Client::new()
+            .post(gateway.url("/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", from)
+            .body(format!(
+                "{}&username=alice&password={password}",
+                authorize_query("s-limit", true)
+            ));
+        async move { request.send().await.unwrap() }
+    };
+    for _ in 0..10 {
+        assert_eq!(post("wrong", "203.0.113.9").await.status(), 401);
+    }
+    let limited = post("alice-password", "198.51.100.7").await;
+    assert_eq!(limited.status(), 429, "the user waits, from any address");
+    assert_eq!(limited.headers()["retry-after"], "60");
+    assert!(limited.text().await.unwrap().contains("Too many"));
+}
