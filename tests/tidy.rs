@@ -14,14 +14,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// `(importing module, imported table entry)` pairs that run upward today. Issue 11 removes
-/// them: `AppState` is the wiring's god object that surfaces and flows reach up to, and
-/// `request_base` lives with forward-auth though login needs it.
+/// them: `AppState` is the wiring's god object that surfaces and flows reach up to.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("admin", "app"),
     ("forward_auth", "app"),
     ("issuer", "app"),
     ("login", "app"),
-    ("login", "forward_auth"),
     ("login::backchannel", "app"),
     ("proxy", "app"),
     ("public", "app"),

@@ -110,8 +110,8 @@ fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-fn store_error(error: &crate::session::store::StoreError) -> Response {
-    use crate::session::store::StoreError;
+fn store_error(error: &crate::session::error::StoreError) -> Response {
+    use crate::session::error::StoreError;
     match error {
         StoreError::NotServerSide => (
             StatusCode::CONFLICT,
@@ -143,7 +143,7 @@ async fn list_sessions(
         return response;
     }
     let Some(sessions) = state.sessions.as_ref() else {
-        return store_error(&crate::session::store::StoreError::NotServerSide);
+        return store_error(&crate::session::error::StoreError::NotServerSide);
     };
     let sub = query.as_ref().and_then(|Query(query)| query.sub.as_deref());
     match sessions.list(sub).await {
@@ -169,7 +169,7 @@ async fn end_sessions_of_sub(
         return (StatusCode::BAD_REQUEST, "400 Bad Request: give ?sub=…\n").into_response();
     };
     let Some(sessions) = state.sessions.as_ref() else {
-        return store_error(&crate::session::store::StoreError::NotServerSide);
+        return store_error(&crate::session::error::StoreError::NotServerSide);
     };
     match sessions
         .end_selected(crate::session::store::SessionSelector::Sub(&sub))
@@ -193,7 +193,7 @@ async fn end_session(
         return response;
     }
     let Some(sessions) = state.sessions.as_ref() else {
-        return store_error(&crate::session::store::StoreError::NotServerSide);
+        return store_error(&crate::session::error::StoreError::NotServerSide);
     };
     match sessions
         .end_selected(crate::session::store::SessionSelector::Handle(&handle))

@@ -302,29 +302,6 @@ pub enum HeaderSource {
     Json(serde_json_path::JsonPath),
 }
 
-/// `[route.require]`: every listed requirement must hold.
-#[derive(Debug, Clone, Default)]
-pub struct Requirements {
-    /// `iss` is one of these.
-    pub issuers: Vec<String>,
-    /// Every one of these is in `scope` / `scp`.
-    pub scopes: Vec<String>,
-    /// Any one of these is in the roles at `roles_claim`.
-    pub roles: Vec<String>,
-    /// Where the roles are (default `$.roles`).
-    pub roles_claim: Option<serde_json_path::JsonPath>,
-    /// Any one of these is in `realm_access.roles`.
-    pub realm_roles: Vec<String>,
-    /// Per client: any one of these is in `resource_access.<client>.roles`.
-    pub client_roles: BTreeMap<String, Vec<String>>,
-    /// Any one of these is in `groups`.
-    pub groups: Vec<String>,
-    /// `email` ends in `@` and one of these.
-    pub email_domains: Vec<String>,
-    /// Each claim has one of its listed values.
-    pub claims: BTreeMap<String, Vec<String>>,
-}
-
 /// `[[route]]`: an upstream behind the authenticating reverse proxy.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -347,7 +324,7 @@ pub struct RouteConfig {
     /// Waiting for the upstream's response headers.
     pub read_timeout: Duration,
     /// Authorisation requirements.
-    pub require: Requirements,
+    pub require: crate::policy::Requirements,
     /// Identity headers sent upstream.
     pub headers: Vec<(axum::http::HeaderName, HeaderSource)>,
 }

@@ -16,10 +16,11 @@ use super::raw::{
 };
 use super::{
     ClientAuth, ClientConfig, Config, ConfigProblem, ForwardAuthConfig, GrantType, HeaderSource,
-    LogFormat, OnUnauthenticated, ProviderConfig, RedisTarget, Requirements, RouteConfig,
-    ServerConfig, SessionConfig, SessionStoreKind, TokenServiceConfig, Unauthenticated, UserConfig,
+    LogFormat, OnUnauthenticated, ProviderConfig, RedisTarget, RouteConfig, ServerConfig,
+    SessionConfig, SessionStoreKind, TokenServiceConfig, Unauthenticated, UserConfig,
 };
 use crate::login::redirect::AllowedRedirectDomain;
+use crate::policy::Requirements;
 use crate::secret::Secret;
 
 /// `provider.timeout` when unset.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::config::Unauthenticated;
 use crate::http::canonical::canonical_path;
-use crate::http::forwarded::{OriginalRequest, external_base, original_request};
+use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::Rejection;
 use crate::identity::{
     Credential, IdentityError, ambiguous_credentials, authenticate, bearer_token,
@@ -367,19 +367,4 @@ fn claims_response(claims: &Claims) -> Response {
         axum::Json(claims.as_ref().clone()),
     )
         .into_response()
-}
-
-/// The external base URL of a request, or a 400 when it cannot be known.
-pub(crate) fn request_base(
-    state: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<url::Url, Rejection> {
-    external_base(
-        state.config.server.public_url.as_ref(),
-        peer.ip(),
-        headers,
-        &state.config.server.trusted_proxies,
-    )
-    .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
 }

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::session::store::{SessionSelector, StoreError};
+use crate::session::error::StoreError;
+use crate::session::store::SessionSelector;
 
 fn answer(status: StatusCode, error: Option<&str>) -> Response {
     let body = match error {

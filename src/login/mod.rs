@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::forward_auth::request_base;
+use crate::http::forwarded::external_base;
 use crate::http::rejection::Rejection;
 use crate::metrics::ProviderLabels;
 use crate::oidc::ProviderError;
@@ -504,4 +504,19 @@ pub(crate) async fn end_session(
         .append_pair("client_id", &provider.config.client_id);
     tracing::info!(provider = %provider.name(), "signed out; continuing to the provider's logout");
     Ok(with_cookies(crate::http::found(logout.as_str()), clear))
+}
+
+/// The external base URL of a request, or a 400 when it cannot be known.
+fn request_base(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<url::Url, Rejection> {
+    external_base(
+        state.config.server.public_url.as_ref(),
+        peer.ip(),
+        headers,
+        &state.config.server.trusted_proxies,
+    )
+    .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
 }

@@ -3,10 +3,10 @@
 
 pub mod auth_query;
 
+use std::collections::BTreeMap;
+
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
-
-use crate::config::Requirements;
 
 pub use auth_query::{AuthQuery, AuthQueryError, ClaimInjection, SkipRule};
 
@@ -98,6 +98,29 @@ fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<Str
             .collect::<Vec<_>>()
             .join(","),
     )
+}
+
+/// `[route.require]`: every listed requirement must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Requirements {
+    /// `iss` is one of these.
+    pub issuers: Vec<String>,
+    /// Every one of these is in `scope` / `scp`.
+    pub scopes: Vec<String>,
+    /// Any one of these is in the roles at `roles_claim`.
+    pub roles: Vec<String>,
+    /// Where the roles are (default `$.roles`).
+    pub roles_claim: Option<serde_json_path::JsonPath>,
+    /// Any one of these is in `realm_access.roles`.
+    pub realm_roles: Vec<String>,
+    /// Per client: any one of these is in `resource_access.<client>.roles`.
+    pub client_roles: BTreeMap<String, Vec<String>>,
+    /// Any one of these is in `groups`.
+    pub groups: Vec<String>,
+    /// `email` ends in `@` and one of these.
+    pub email_domains: Vec<String>,
+    /// Each claim has one of its listed values.
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 /// Checks a route's requirements (SPEC §5 `route.require`); all must hold.

@@ -115,7 +115,7 @@ fn malformed_parameters_name_themselves() {
     assert_eq!(error("=x"), "");
 }
 
-fn requirements(toml_text: &str) -> crate::config::Requirements {
+fn requirements(toml_text: &str) -> Requirements {
     let text = format!(
         "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n[[provider]]\nname = \"p\"\nissuer = \"https://idp\"\nclient_id = \"c\"\nclient_auth = \"none\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\nprovider = \"p\"\n[route.require]\n{toml_text}"
     );

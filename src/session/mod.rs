@@ -3,6 +3,7 @@
 //! server-side stores come with the reverse proxy.
 
 pub mod compact;
+pub mod error;
 pub mod memory_store;
 pub mod redis_cache;
 pub mod redis_store;

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::error::StoreError;
 use super::memory_store::StoredSession;
 use super::redis_cache::{KEY_PREFIX, SessionCache};
-use super::store::StoreError;
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::Cookies;
 use super::compact::SessionFacts;
+use super::error::StoreError;
 use super::memory_store::{MemoryStore, StoredSession};
 use super::redis_store::{Index, RedisStore};
 use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
@@ -62,17 +63,6 @@ impl SessionSelector<'_> {
             Self::SidAt { sid, .. } => Index::Sid(sid),
         }
     }
-}
-
-/// A session store could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached (requests that need a session get 503).
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
-    /// The operation needs a server-side store.
-    #[error("the cookie store keeps no sessions on the server")]
-    NotServerSide,
 }
 
 /// Why a request's session could not be used.
