@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, header};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, get};
 use tower::ServiceExt as _;
 
@@ -89,6 +89,8 @@ impl PublicService {
             self.own_paths.contains(path) && !(path == "/" && self.a_route_claims_root(&request));
         let response = if !self.state.routes.is_empty() && !own {
             crate::proxy::handle(&self.state, peer, request.map(Body::new)).await
+        } else if let Err(error) = self.target_agrees_with_host(&request) {
+            crate::http::rejection::Rejection::BadRequest(error.to_string()).into_response()
         } else {
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut response = match self.router.clone().oneshot(request).await {
@@ -99,6 +101,26 @@ impl PublicService {
             response
         };
         crate::http::pages::negotiate(accept.as_ref(), response)
+    }
+
+    /// SPEC §4.1: an absolute-form target (or HTTP/2 `:authority`) naming another host than
+    /// the `Host` header is refused, so no handler reads one host while the client meant the
+    /// other. (The proxy checks the same in `proxy::handle`.)
+    fn target_agrees_with_host<B>(
+        &self,
+        request: &Request<B>,
+    ) -> Result<(), crate::http::canonical::HostError> {
+        let Some(authority) = request.uri().authority() else {
+            return Ok(());
+        };
+        crate::http::canonical::request_host(
+            request
+                .headers()
+                .get(header::HOST)
+                .map(|value| value.as_bytes()),
+            Some(authority.as_str()),
+        )
+        .map(|_| ())
     }
 
     /// Whether a route serves `/` for this request's host (then the landing page does not).

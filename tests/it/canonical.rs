@@ -323,3 +323,25 @@ async fn signin_never_builds_a_redirect_uri_on_a_host_it_does_not_serve() {
     assert_eq!(status, 302, "loopback is served without public_url");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn tollgates_own_endpoints_refuse_a_target_that_disagrees_with_the_host() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let port = gateway.app.public_addr.port();
+    let (status, _) = raw_get(
+        port,
+        "http://evil.example/signin?rd=/",
+        &[("Host", "127.0.0.1")],
+    )
+    .await;
+    assert_eq!(status, 400, "absolute-form target and Host disagree");
+    let (status, _) = raw_get(
+        port,
+        &format!("http://127.0.0.1:{port}/signin?rd=/"),
+        &[("Host", &format!("127.0.0.1:{port}"))],
+    )
+    .await;
+    assert_eq!(status, 302, "they agree");
+    gateway.stop().await;
+}
