@@ -1,0 +1,123 @@
+//! Value checks every section uses: required keys, durations, socket addresses, http(s) URLs,
+//! and secrets given inline, as a file or as an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use super::Checker;
+use crate::secret::Secret;
+
+impl Checker<'_> {
+    pub(super) fn required<T>(&mut self, path: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() {
+            self.problem(path, "is required");
+        }
+        value
+    }
+
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Duration {
+        match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text.trim()) {
+                Ok(duration) => duration,
+                Err(error) => {
+                    self.problem(
+                        path,
+                        format!("`{text}` is not a duration like \"30s\" or \"12h\": {error}"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    pub(super) fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.problem(
+                    path,
+                    format!("`{value}` is not an address like \"127.0.0.1:4180\""),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn url(&mut self, path: &str, value: &str) -> Option<Url> {
+        match Url::parse(value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            Ok(_) => {
+                self.problem(path, format!("`{value}` must be an http or https URL"));
+                None
+            }
+            Err(error) => {
+                self.problem(path, format!("`{value}` is not a URL: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Resolves a secret given inline, as `<key>_file` or as `<key>_env`; more than one is a
+    /// problem.
+    pub(super) fn secret(
+        &mut self,
+        path: &str,
+        inline: Option<String>,
+        file: Option<String>,
+        env_name: Option<String>,
+    ) -> Option<Secret<String>> {
+        let given = usize::from(inline.is_some())
+            + usize::from(file.is_some())
+            + usize::from(env_name.is_some());
+        if given > 1 {
+            self.problem(
+                path,
+                format!("give only one of {path}, {path}_file and {path}_env"),
+            );
+            return None;
+        }
+        if let Some(value) = inline {
+            return Some(Secret::new(value));
+        }
+        if let Some(file) = file {
+            return match std::fs::read_to_string(&file) {
+                Ok(text) => Some(Secret::new(
+                    text.strip_suffix('\n')
+                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                        .unwrap_or(&text)
+                        .to_owned(),
+                )),
+                Err(error) => {
+                    self.problem(
+                        format!("{path}_file"),
+                        format!("cannot read `{file}`: {error}"),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(name) = env_name {
+            return match self.env.get(&name) {
+                Some(value) => Some(Secret::new(value.clone())),
+                None => {
+                    self.problem(
+                        format!("{path}_env"),
+                        format!("environment variable `{name}` is not set"),
+                    );
+                    None
+                }
+            };
+        }
+        None
+    }
+}

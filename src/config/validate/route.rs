@@ -1,0 +1,231 @@
+//! `[[route]]`: host, path prefix, upstream, provider, unauthenticated behaviour, skip rules,
+//! timeouts, `[route.require]` and identity headers.
+
+use std::time::Duration;
+
+use super::Checker;
+use crate::config::raw::{RawRequire, RawRoute};
+use crate::config::{HeaderSource, OnUnauthenticated, ProviderConfig, RouteConfig};
+use crate::policy::Requirements;
+
+impl Checker<'_> {
+    pub(super) fn route(
+        &mut self,
+        path: &str,
+        raw: RawRoute,
+        providers: &[ProviderConfig],
+    ) -> Option<RouteConfig> {
+        // Kept in canonical form (lower case, no trailing dot), as requests' hosts are compared.
+        let host = raw.host.map(|host| {
+            let host = host.trim().to_ascii_lowercase();
+            host.strip_suffix('.').map(str::to_owned).unwrap_or(host)
+        });
+        if host.as_ref().is_some_and(|host| {
+            host.contains(':')
+                || crate::http::canonical::canonical_host(host).as_deref() != Some(host.as_str())
+        }) {
+            self.problem(
+                format!("{path}.host"),
+                "must be a host name without port or path",
+            );
+        }
+        let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_owned());
+        if !path_prefix.starts_with('/') || path_prefix.contains(['?', '#', '\\']) {
+            self.problem(
+                format!("{path}.path_prefix"),
+                "must start with `/` and hold no `?`, `#` or `\\`",
+            );
+        }
+        let path_prefix = match path_prefix.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            trimmed => trimmed.to_owned(),
+        };
+        let upstream = self.required(&format!("{path}.upstream"), raw.upstream);
+        let upstream = upstream.and_then(|text| self.url(&format!("{path}.upstream"), &text));
+        if upstream
+            .as_ref()
+            .is_some_and(|url| url.query().is_some() || url.fragment().is_some())
+        {
+            self.problem(
+                format!("{path}.upstream"),
+                "must not have a query or fragment",
+            );
+        }
+        if upstream
+            .as_ref()
+            .is_some_and(|url| !url.username().is_empty() || url.password().is_some())
+        {
+            // Never sent upstream, and a password in the URL would end up in log lines.
+            self.problem(
+                format!("{path}.upstream"),
+                "must not hold a user name or password",
+            );
+        }
+        if upstream.as_ref().is_some_and(|url| url.scheme() == "https") {
+            self.problem(
+                format!("{path}.upstream"),
+                "https upstreams are not available in this version; use http",
+            );
+        }
+        let upstream = upstream.and_then(|url| {
+            let text = url.to_string();
+            let split = crate::config::Upstream::new(url);
+            if split.is_none() {
+                self.problem(
+                    format!("{path}.upstream"),
+                    format!("`{text}` cannot be used as an upstream"),
+                );
+            }
+            split
+        });
+        let provider = self.required(&format!("{path}.provider"), raw.provider);
+        if let Some(provider) = &provider
+            && !providers
+                .iter()
+                .any(|candidate| &candidate.name == provider)
+        {
+            self.problem(
+                format!("{path}.provider"),
+                format!("no [[provider]] is named `{provider}`"),
+            );
+        }
+        let on_unauthenticated = match raw.on_unauthenticated.as_deref() {
+            None | Some("login") => OnUnauthenticated::Login,
+            Some("deny") => OnUnauthenticated::Deny,
+            Some("pass") => OnUnauthenticated::Pass,
+            Some("login_on_upstream_401") => OnUnauthenticated::LoginOnUpstream401,
+            Some(other) => {
+                self.problem(
+                    format!("{path}.on_unauthenticated"),
+                    format!("`{other}` is not one of login, deny, pass, login_on_upstream_401"),
+                );
+                OnUnauthenticated::Deny
+            }
+        };
+        let skip = raw
+            .skip
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(index, text)| match crate::policy::auth_query::parse_skip_rule(text) {
+                    Ok(rule) => Some(rule),
+                    Err(message) => {
+                        self.problem(format!("{path}.skip[{index}]"), message);
+                        None
+                    }
+                },
+            )
+            .collect();
+        let connect_timeout = self.duration(
+            &format!("{path}.connect_timeout"),
+            raw.connect_timeout,
+            Duration::from_secs(5),
+        );
+        let read_timeout = self.duration(
+            &format!("{path}.read_timeout"),
+            raw.read_timeout,
+            Duration::from_secs(60),
+        );
+        let require =
+            self.requirements(&format!("{path}.require"), raw.require.unwrap_or_default());
+        let headers = raw
+            .headers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, source)| {
+                self.header_source(&format!("{path}.headers.{name}"), &name, &source)
+            })
+            .collect();
+        Some(RouteConfig {
+            host,
+            path_prefix,
+            upstream: upstream?,
+            provider: provider?,
+            on_unauthenticated,
+            accept_bearer: raw.accept_bearer.unwrap_or(false),
+            skip,
+            connect_timeout,
+            read_timeout,
+            require,
+            headers,
+        })
+    }
+
+    fn json_path(&mut self, path: &str, text: &str) -> Option<serde_json_path::JsonPath> {
+        match serde_json_path::JsonPath::parse(text) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                self.problem(
+                    path,
+                    format!("`{text}` is not an RFC 9535 JSONPath: {error}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn requirements(&mut self, path: &str, raw: RawRequire) -> Requirements {
+        let roles_claim = raw
+            .roles_claim
+            .and_then(|text| self.json_path(&format!("{path}.roles_claim"), &text));
+        Requirements {
+            issuers: raw.issuers.unwrap_or_default(),
+            scopes: raw.scopes.unwrap_or_default(),
+            roles: raw.roles.unwrap_or_default(),
+            roles_claim,
+            realm_roles: raw.realm_roles.unwrap_or_default(),
+            client_roles: raw.client_roles.unwrap_or_default(),
+            groups: raw.groups.unwrap_or_default(),
+            email_domains: raw
+                .email_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|domain| domain.to_ascii_lowercase())
+                .collect(),
+            claims: raw.claims.unwrap_or_default(),
+        }
+    }
+
+    fn header_source(
+        &mut self,
+        path: &str,
+        name: &str,
+        source: &str,
+    ) -> Option<(axum::http::HeaderName, HeaderSource)> {
+        let Ok(header) = axum::http::HeaderName::from_bytes(name.as_bytes()) else {
+            self.problem(path, format!("`{name}` is not a valid header name"));
+            return None;
+        };
+        if matches!(
+            header.as_str(),
+            "host" | "cookie" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
+        ) {
+            self.problem(path, format!("`{name}` cannot be an identity header"));
+            return None;
+        }
+        let source = match source {
+            "access_token" => HeaderSource::AccessToken,
+            "id_token" => HeaderSource::IdToken,
+            "userinfo_base64" => HeaderSource::UserinfoBase64,
+            "bearer_access_token" => HeaderSource::BearerAccessToken,
+            other => {
+                if let Some(claim) = other
+                    .strip_prefix("claim:")
+                    .filter(|claim| !claim.is_empty())
+                {
+                    HeaderSource::Claim(claim.to_owned())
+                } else if let Some(json_path) = other.strip_prefix("json:") {
+                    HeaderSource::Json(self.json_path(path, json_path)?)
+                } else {
+                    self.problem(
+                        path,
+                        format!("`{other}` is not one of access_token, id_token, userinfo_base64, bearer_access_token, claim:NAME, json:$.path"),
+                    );
+                    return None;
+                }
+            }
+        };
+        Some((header, source))
+    }
+}

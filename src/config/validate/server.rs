@@ -1,0 +1,123 @@
+//! `[server]`: listen addresses, public URL, trusted proxies, allowed redirect domains, admin
+//! token, leeway, log format and connection timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Checker;
+use crate::config::raw::RawServer;
+use crate::config::{LogFormat, ServerConfig};
+use crate::login::redirect::AllowedRedirectDomain;
+
+impl Checker<'_> {
+    pub(super) fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|value| self.socket_addr("server.listen", value))
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4180)));
+        let admin_listen = match raw.admin_listen.as_deref() {
+            Some(value) => self.socket_addr("server.admin_listen", value),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        };
+        let public_url = raw
+            .public_url
+            .as_deref()
+            .and_then(|value| self.url("server.public_url", value));
+        let trusted_proxies = match raw.trusted_proxies {
+            None => vec!["127.0.0.0/8".parse().ok(), "::1/128".parse().ok()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(index, text)| {
+                    let parsed = text
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                    match parsed {
+                        Ok(net) => Some(net),
+                        Err(_) => {
+                            self.problem(
+                                format!("server.trusted_proxies[{index}]"),
+                                format!("`{text}` is not an IP address or CIDR"),
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect(),
+        };
+        let allowed_redirect_domains = raw
+            .allowed_redirect_domains
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(index, text)| match text.parse::<AllowedRedirectDomain>() {
+                    Ok(domain) => Some(domain),
+                    Err(message) => {
+                        self.problem(format!("server.allowed_redirect_domains[{index}]"), message);
+                        None
+                    }
+                },
+            )
+            .collect();
+        let admin_token = self.secret(
+            "server.admin_token",
+            raw.admin_token,
+            raw.admin_token_file,
+            raw.admin_token_env,
+        );
+        if admin_token
+            .as_ref()
+            .is_some_and(|token| token.expose().len() < 16)
+        {
+            self.problem("server.admin_token", "must be at least 16 characters");
+        }
+        let leeway = self.duration("server.leeway", raw.leeway, Duration::from_secs(60));
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("auto") => LogFormat::Auto,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                self.problem(
+                    "server.log_format",
+                    format!("`{other}` is not one of auto, json, text"),
+                );
+                LogFormat::Auto
+            }
+        };
+        let header_read_timeout = self.duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            Duration::from_secs(10),
+        );
+        let keepalive_timeout = self.duration(
+            "server.keepalive_timeout",
+            raw.keepalive_timeout,
+            Duration::from_secs(75),
+        );
+        for (key, value) in [
+            ("server.header_read_timeout", header_read_timeout),
+            ("server.keepalive_timeout", keepalive_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                self.problem(key, "must be at least 100ms");
+            }
+        }
+        ServerConfig {
+            listen,
+            admin_listen,
+            public_url,
+            trusted_proxies,
+            allowed_redirect_domains,
+            admin_token,
+            leeway,
+            log_format,
+            header_read_timeout,
+            keepalive_timeout,
+        }
+    }
+}

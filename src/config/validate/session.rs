@@ -1,0 +1,190 @@
+//! `[session]`: the store (cookie, memory, or Redis with its URLs and CA), the cookie name,
+//! the sealing secrets and the lifetimes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Checker;
+use crate::config::raw::RawSession;
+use crate::config::{RedisTarget, SessionConfig, SessionStoreKind};
+use crate::secret::Secret;
+
+impl Checker<'_> {
+    pub(super) fn session(&mut self, raw: RawSession) -> SessionConfig {
+        let store = match raw.store.as_deref() {
+            None | Some("cookie") => SessionStoreKind::Cookie,
+            Some("memory") => SessionStoreKind::Memory,
+            Some("redis") => SessionStoreKind::Redis,
+            Some(other) => {
+                self.problem(
+                    "session.store",
+                    format!("`{other}` is not one of cookie, memory, redis"),
+                );
+                SessionStoreKind::Cookie
+            }
+        };
+        if raw.state_file.is_some() && store != SessionStoreKind::Memory {
+            self.problem("session.state_file", "only used with store = \"memory\"");
+        }
+        let redis = match (store, raw.redis_url) {
+            (SessionStoreKind::Redis, None) => {
+                self.problem("session.redis_url", "is required with store = \"redis\"");
+                None
+            }
+            (SessionStoreKind::Redis, Some(value)) => {
+                let urls: Option<Vec<String>> = match value {
+                    toml::Value::String(url) => Some(vec![url]),
+                    toml::Value::Array(items) => items
+                        .into_iter()
+                        .map(|item| item.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => None,
+                };
+                match urls.map(|urls| RedisTarget::parse(&urls)) {
+                    Some(Ok(target)) => Some(target),
+                    Some(Err(message)) => {
+                        self.problem("session.redis_url", message);
+                        None
+                    }
+                    None => {
+                        self.problem(
+                            "session.redis_url",
+                            "must be a URL or a list of URLs (Cluster)",
+                        );
+                        None
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                self.problem("session.redis_url", "only used with store = \"redis\"");
+                None
+            }
+            (_, None) => None,
+        };
+        let redis_ca = match raw.redis_ca_file {
+            None => None,
+            Some(_)
+                if !matches!(
+                    redis,
+                    Some(RedisTarget::Standalone(_) | RedisTarget::Cluster(_))
+                ) =>
+            {
+                self.problem(
+                    "session.redis_ca_file",
+                    "only used with a standalone or Cluster redis_url (rediss://)",
+                );
+                None
+            }
+            Some(file) => match std::fs::read(&file) {
+                Ok(pem) => Some(pem),
+                Err(error) => {
+                    self.problem(
+                        "session.redis_ca_file",
+                        format!("cannot read `{file}`: {error}"),
+                    );
+                    None
+                }
+            },
+        };
+        let cookie_name = raw.cookie_name.unwrap_or_else(|| "tollgate".to_owned());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"_-".contains(&byte))
+        {
+            self.problem(
+                "session.cookie_name",
+                "must be letters, digits, `_` and `-` only",
+            );
+        }
+        let secrets = self.session_secrets(raw.secrets, raw.secrets_file, raw.secrets_env);
+        let lifetime = self.duration(
+            "session.lifetime",
+            raw.lifetime,
+            Duration::from_secs(12 * 3600),
+        );
+        let idle_timeout = self.duration(
+            "session.idle_timeout",
+            raw.idle_timeout,
+            Duration::from_secs(3600),
+        );
+        let refresh_before = self.duration(
+            "session.refresh_before",
+            raw.refresh_before,
+            Duration::from_secs(60),
+        );
+        SessionConfig {
+            store,
+            cookie_name,
+            secrets,
+            lifetime,
+            idle_timeout,
+            refresh: raw.refresh.unwrap_or(true),
+            refresh_before,
+            state_file: raw.state_file.map(PathBuf::from),
+            redis_ca,
+            redis,
+        }
+    }
+
+    fn session_secrets(
+        &mut self,
+        inline: Option<Vec<String>>,
+        file: Option<String>,
+        env_name: Option<String>,
+    ) -> Vec<Secret<String>> {
+        let from_text = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let given = usize::from(inline.is_some())
+            + usize::from(file.is_some())
+            + usize::from(env_name.is_some());
+        if given > 1 {
+            self.problem(
+                "session.secrets",
+                "give only one of secrets, secrets_file and secrets_env",
+            );
+            return Vec::new();
+        }
+        let lines = if let Some(list) = inline {
+            list
+        } else if let Some(file) = file {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => from_text(&text),
+                Err(error) => {
+                    self.problem(
+                        "session.secrets_file",
+                        format!("cannot read `{file}`: {error}"),
+                    );
+                    return Vec::new();
+                }
+            }
+        } else if let Some(name) = env_name {
+            match self.env.get(&name) {
+                Some(text) => from_text(text),
+                None => {
+                    self.problem(
+                        "session.secrets_env",
+                        format!("environment variable `{name}` is not set"),
+                    );
+                    return Vec::new();
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        for (index, line) in lines.iter().enumerate() {
+            if line.len() < 32 {
+                self.problem(
+                    format!("session.secrets[{index}]"),
+                    "must be at least 32 characters (for example `openssl rand -base64 32`)",
+                );
+            }
+        }
+        lines.into_iter().map(Secret::new).collect()
+    }
+}

@@ -1,0 +1,227 @@
+//! `[token_service]` with its `[[token_service.client]]` and `[[token_service.user]]` entries,
+//! and the providers that are the token service itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::Checker;
+use crate::config::raw::{RawClient, RawTokenService, RawUser};
+use crate::config::{ClientConfig, GrantType, ProviderConfig, TokenServiceConfig, UserConfig};
+use crate::secret::Secret;
+
+impl Checker<'_> {
+    pub(super) fn token_service(
+        &mut self,
+        raw: RawTokenService,
+        providers: &[ProviderConfig],
+    ) -> Option<TokenServiceConfig> {
+        let issuer = self.required("token_service.issuer", raw.issuer);
+        let issuer = issuer.and_then(|text| self.url("token_service.issuer", &text));
+        if let Some(issuer) = &issuer
+            && (issuer.query().is_some() || issuer.fragment().is_some())
+        {
+            self.problem("token_service.issuer", "must not have a query or fragment");
+        }
+        let token_lifetime = self.duration(
+            "token_service.token_lifetime",
+            raw.token_lifetime,
+            Duration::from_secs(30 * 60),
+        );
+        let clients: Vec<ClientConfig> = raw
+            .client
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, client)| {
+                self.client(&format!("token_service.client[{index}]"), client, providers)
+            })
+            .collect();
+        for (index, client) in clients.iter().enumerate() {
+            if clients
+                .iter()
+                .take(index)
+                .any(|earlier| earlier.client_id == client.client_id)
+            {
+                self.problem(
+                    format!("token_service.client[{index}].client_id"),
+                    format!("`{}` is used by an earlier client", client.client_id),
+                );
+            }
+        }
+        let users: Vec<UserConfig> = raw
+            .user
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, user)| self.user(&format!("token_service.user[{index}]"), user))
+            .collect();
+        Some(TokenServiceConfig {
+            issuer: issuer?,
+            signing_key_file: raw.signing_key_file.map(PathBuf::from),
+            retired_key_files: raw
+                .retired_key_files
+                .unwrap_or_default()
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            token_lifetime,
+            clients,
+            users,
+        })
+    }
+
+    fn client(
+        &mut self,
+        path: &str,
+        raw: RawClient,
+        providers: &[ProviderConfig],
+    ) -> Option<ClientConfig> {
+        let client_id = self.required(&format!("{path}.client_id"), raw.client_id)?;
+        let grants: Vec<GrantType> = raw
+            .grants
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, grant)| match grant.as_str() {
+                "client_credentials" => Some(GrantType::ClientCredentials),
+                "authorization_code" => Some(GrantType::AuthorizationCode),
+                "refresh_token" => Some(GrantType::RefreshToken),
+                other => {
+                    self.problem(format!("{path}.grants[{index}]"), format!("`{other}` is not one of client_credentials, authorization_code, refresh_token"));
+                    None
+                }
+            })
+            .collect();
+        if grants.is_empty() {
+            self.problem(format!("{path}.grants"), "must list at least one grant");
+        }
+        let client_secret_hash = raw.client_secret_hash.map(Secret::new);
+        if let Some(hash) = &client_secret_hash
+            && argon2::PasswordHash::new(hash.expose()).is_err()
+        {
+            self.problem(
+                format!("{path}.client_secret_hash"),
+                "is not a PHC-format hash (make one with `tollgate hash-secret`)",
+            );
+        }
+        if grants.contains(&GrantType::ClientCredentials) && client_secret_hash.is_none() {
+            self.problem(
+                format!("{path}.client_secret_hash"),
+                "is required for the client_credentials grant",
+            );
+        }
+        let redirect_uris = raw.redirect_uris.unwrap_or_default();
+        for (index, uri) in redirect_uris.iter().enumerate() {
+            match Url::parse(uri) {
+                Ok(url) if url.fragment().is_none() && url.host().is_some() => {}
+                _ => self.problem(
+                    format!("{path}.redirect_uris[{index}]"),
+                    format!("`{uri}` is not an absolute URL without a fragment"),
+                ),
+            }
+        }
+        if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
+            self.problem(
+                format!("{path}.redirect_uris"),
+                "is required for the authorization_code grant",
+            );
+        }
+        if grants.contains(&GrantType::RefreshToken)
+            && !grants.contains(&GrantType::AuthorizationCode)
+        {
+            self.problem(
+                format!("{path}.grants"),
+                "refresh_token needs authorization_code (refresh tokens are issued at login)",
+            );
+        }
+        if let Some(login_provider) = &raw.login_provider {
+            if !providers
+                .iter()
+                .any(|provider| &provider.name == login_provider)
+            {
+                self.problem(
+                    format!("{path}.login_provider"),
+                    format!("no [[provider]] is named `{login_provider}`"),
+                );
+            }
+            if !grants.contains(&GrantType::AuthorizationCode) {
+                self.problem(
+                    format!("{path}.login_provider"),
+                    "only used with the authorization_code grant",
+                );
+            }
+        }
+        let source = raw.source.unwrap_or_else(|| "local".to_owned());
+        if source.is_empty() || source.contains(':') {
+            self.problem(
+                format!("{path}.source"),
+                "must be non-empty and contain no `:`",
+            );
+        }
+        let audience = raw.audience.unwrap_or_else(|| client_id.clone());
+        let extra_claims = raw.extra_claims.unwrap_or_default().into_iter().collect();
+        Some(ClientConfig {
+            client_id,
+            client_secret_hash,
+            grants,
+            scopes: raw.scopes.unwrap_or_default(),
+            redirect_uris,
+            source,
+            audience,
+            extra_claims,
+            login_provider: raw.login_provider,
+        })
+    }
+
+    fn user(&mut self, path: &str, raw: RawUser) -> Option<UserConfig> {
+        let username = self.required(&format!("{path}.username"), raw.username)?;
+        let password_hash = self.required(&format!("{path}.password_hash"), raw.password_hash)?;
+        if argon2::PasswordHash::new(&password_hash).is_err() {
+            self.problem(
+                format!("{path}.password_hash"),
+                "is not a PHC-format hash (make one with `tollgate hash-secret`)",
+            );
+        }
+        Some(UserConfig {
+            username,
+            password_hash: Secret::new(password_hash),
+            name: raw.name,
+            email: raw.email,
+            groups: raw.groups.unwrap_or_default(),
+            claims: raw.claims.unwrap_or_default().into_iter().collect(),
+        })
+    }
+
+    /// A provider whose issuer is the token service's is served in-process (SPEC §7); its
+    /// client must be registered there for the authorization code grant.
+    pub(super) fn local_providers(
+        &mut self,
+        providers: &[ProviderConfig],
+        token_service: Option<&TokenServiceConfig>,
+    ) {
+        let Some(token_service) = token_service else {
+            return;
+        };
+        for (index, provider) in providers.iter().enumerate() {
+            if !is_same_issuer(&provider.issuer, &token_service.issuer) {
+                continue;
+            }
+            let client = token_service
+                .clients
+                .iter()
+                .find(|client| client.client_id == provider.client_id);
+            match client {
+                Some(client) if client.grants.contains(&GrantType::AuthorizationCode) => {}
+                _ => self.problem(
+                    format!("provider[{index}].client_id"),
+                    format!("the provider is the local token service, so `{}` must be a [[token_service.client]] with the authorization_code grant", provider.client_id),
+                ),
+            }
+        }
+    }
+}
+
+/// Whether a provider's issuer string names the token service's issuer URL.
+pub fn is_same_issuer(provider_issuer: &str, token_service_issuer: &Url) -> bool {
+    provider_issuer.trim_end_matches('/') == token_service_issuer.as_str().trim_end_matches('/')
+}
