@@ -160,6 +160,13 @@ impl AppState {
         true
     }
 
+    /// Forgets a logout token's `jti` again: its logout could not be carried out, and the
+    /// provider's retry of the same token must be served, not refused as a replay.
+    pub fn forget_logout_token(&self, provider: &str, jti: &str) {
+        self.seen_logout_tokens
+            .remove(&format!("{provider}\u{0}{jti}"));
+    }
+
     /// The external base URL of a request (see `http::forwarded::base_parts`), parsed once per
     /// distinct host.
     pub fn request_base(

@@ -98,6 +98,8 @@ pub async fn backchannel_logout(
             ),
         ),
         Err(error) => {
+            // Not done, so not seen: the provider retries a 5xx with the same token.
+            state.forget_logout_token(&provider_name, jti);
             tracing::warn!(%error, "back-channel logout could not reach the session store");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,

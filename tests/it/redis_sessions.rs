@@ -298,3 +298,46 @@ async fn redis_over_tls_with_a_password() {
         "the test CA is not trusted without redis_ca_file"
     );
 }
+
+/// SPEC §12: a back-channel logout that could not be recorded is answered 5xx, and the
+/// provider's retry of the same token is carried out — not refused as a replay.
+#[tokio::test]
+async fn a_backchannel_logout_that_met_a_redis_outage_is_carried_out_on_retry() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let token = idp.logout_token().sign();
+    let post = || {
+        reqwest::Client::new()
+            .post(gateway.url("/backchannel-logout"))
+            .form(&[("logout_token", token.as_str())])
+            .send()
+    };
+    redis.kill();
+    assert_eq!(post().await.unwrap().status(), 503, "not recorded: 5xx");
+    redis.start().await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post().await.unwrap().status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the retry is carried out, not refused as a replay"
+    );
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(
+        post().await.unwrap().status(),
+        400,
+        "and only then a replay"
+    );
+}
