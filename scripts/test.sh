@@ -28,7 +28,7 @@ echo "== unit and integration tests"
 cargo test --locked
 
 echo "== fuzzing: every parser of attacker input, bounded in time"
-./scripts/fuzz.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-45}" ./scripts/fuzz.sh
 
 echo "== end to end: nginx and Caddy in front of Tollgate, oidc-provider, headless Chromium"
 # `cargo test` has built target/debug/tollgate for the CLI tests (with the same features).
