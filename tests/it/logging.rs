@@ -7,13 +7,7 @@ use std::time::Duration;
 
 const REQUESTS: usize = 20_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::free_port;
 
 #[tokio::test]
 async fn a_log_reader_that_stopped_reading_never_stalls_requests() {

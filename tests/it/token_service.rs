@@ -17,46 +17,38 @@ fn challenge(verifier: &str) -> String {
 }
 
 async fn token_service() -> (Gateway, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[token_service]
-issuer = "{issuer}"
-[[token_service.client]]
-client_id = "spa"
-grants = ["authorization_code", "refresh_token"]
-redirect_uris = ["https://spa.example.com/cb"]
-source = "aad"
-[[token_service.client]]
-client_id = "machine"
-client_secret_hash = "{secret_hash}"
-grants = ["client_credentials"]
-scopes = ["scim", "read"]
-source = "myapi"
-audience = "odj"
-extra_claims = {{ api_product_list = ["odj-core"] }}
-[[token_service.user]]
-username = "alice"
-password_hash = "{password_hash}"
-name = "Alice"
-email = "alice@example.com"
-"#,
-        secret_hash = tollgate::hash_password("machine-secret").unwrap(),
-        password_hash = tollgate::hash_password("alice-password").unwrap(),
-    );
-    let config = tollgate::config::load(&config, &Default::default()).unwrap();
-    let app = tollgate::app::start(
-        config,
-        Arc::new(tollgate::clock::SystemClock),
-        Some(listener),
-        None,
-    )
-    .await
-    .unwrap();
-    (Gateway { app }, issuer)
+    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [token_service]
+    issuer = "{issuer}"
+    [[token_service.client]]
+    client_id = "spa"
+    grants = ["authorization_code", "refresh_token"]
+    redirect_uris = ["https://spa.example.com/cb"]
+    source = "aad"
+    [[token_service.client]]
+    client_id = "machine"
+    client_secret_hash = "{secret_hash}"
+    grants = ["client_credentials"]
+    scopes = ["scim", "read"]
+    source = "myapi"
+    audience = "odj"
+    extra_claims = {{ api_product_list = ["odj-core"] }}
+    [[token_service.user]]
+    username = "alice"
+    password_hash = "{password_hash}"
+    name = "Alice"
+    email = "alice@example.com"
+    "#,
+            secret_hash = tollgate::hash_password("machine-secret").unwrap(),
+            password_hash = tollgate::hash_password("alice-password").unwrap(),
+        )
+    })
+    .await;
+    (gateway, issuer)
 }
 
 fn authorize_query(state: &str, with_pkce: bool) -> String {
@@ -584,53 +576,44 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     use crate::support::TestIdp;
     use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
     let (corp, partner) = (TestIdp::start().await, TestIdp::start().await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[session]
-secrets = ["{secret}"]
-[[provider]]
-name = "corp"
-issuer = "{corp}"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-[[provider]]
-name = "partner"
-issuer = "{partner}"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-[token_service]
-issuer = "{issuer}"
-[[token_service.client]]
-client_id = "corp-app"
-grants = ["authorization_code", "refresh_token"]
-redirect_uris = ["https://corp-app.example/cb"]
-login_provider = "corp"
-source = "aad"
-[[token_service.client]]
-client_id = "partner-app"
-grants = ["authorization_code"]
-redirect_uris = ["https://partner-app.example/cb"]
-login_provider = "partner"
-source = "partner"
-"#,
-        secret = crate::support::gateway::SESSION_SECRET,
-        corp = corp.issuer(),
-        partner = partner.issuer(),
-    );
-    let config = tollgate::config::load(&text, &Default::default()).unwrap();
-    let app = tollgate::app::start(
-        config,
-        Arc::new(tollgate::clock::SystemClock),
-        Some(listener),
-        None,
-    )
-    .await
-    .unwrap();
-    let gateway = Gateway { app };
+    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    [[provider]]
+    name = "corp"
+    issuer = "{corp}"
+    client_id = "{CLIENT_ID}"
+    client_secret = "{CLIENT_SECRET}"
+    [[provider]]
+    name = "partner"
+    issuer = "{partner}"
+    client_id = "{CLIENT_ID}"
+    client_secret = "{CLIENT_SECRET}"
+    [token_service]
+    issuer = "{issuer}"
+    [[token_service.client]]
+    client_id = "corp-app"
+    grants = ["authorization_code", "refresh_token"]
+    redirect_uris = ["https://corp-app.example/cb"]
+    login_provider = "corp"
+    source = "aad"
+    [[token_service.client]]
+    client_id = "partner-app"
+    grants = ["authorization_code"]
+    redirect_uris = ["https://partner-app.example/cb"]
+    login_provider = "partner"
+    source = "partner"
+    "#,
+            secret = crate::support::gateway::SESSION_SECRET,
+            corp = corp.issuer(),
+            partner = partner.issuer(),
+        )
+    })
+    .await;
     for (client_id, redirect, upstream, expected_sub) in [
         (
             "corp-app",
@@ -916,41 +899,32 @@ async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client(
     use crate::support::TestIdp;
     use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
     let corp = TestIdp::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[session]
-secrets = ["{secret}"]
-[[provider]]
-name = "corp"
-issuer = "{corp}"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-[token_service]
-issuer = "{issuer}"
-[[token_service.client]]
-client_id = "corp-app"
-grants = ["authorization_code"]
-redirect_uris = ["https://corp-app.example/cb"]
-login_provider = "corp"
-source = "aad"
-"#,
-        secret = crate::support::gateway::SESSION_SECRET,
-        corp = corp.issuer(),
-    );
-    let config = tollgate::config::load(&text, &Default::default()).unwrap();
-    let app = tollgate::app::start(
-        config,
-        Arc::new(tollgate::clock::SystemClock),
-        Some(listener),
-        None,
-    )
-    .await
-    .unwrap();
-    let gateway = Gateway { app };
+    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    [[provider]]
+    name = "corp"
+    issuer = "{corp}"
+    client_id = "{CLIENT_ID}"
+    client_secret = "{CLIENT_SECRET}"
+    [token_service]
+    issuer = "{issuer}"
+    [[token_service.client]]
+    client_id = "corp-app"
+    grants = ["authorization_code"]
+    redirect_uris = ["https://corp-app.example/cb"]
+    login_provider = "corp"
+    source = "aad"
+    "#,
+            secret = crate::support::gateway::SESSION_SECRET,
+            corp = corp.issuer(),
+        )
+    })
+    .await;
     for (upstream_error, expected) in [
         ("access_denied", "access_denied"),
         ("login_required", "login_required"),
@@ -999,56 +973,47 @@ source = "aad"
 #[tokio::test]
 async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_provider() {
     let upstream = crate::support::TestUpstream::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[session]
-secrets = ["{secret}"]
-[[provider]]
-name = "self"
-issuer = "{issuer}"
-client_id = "gateway"
-client_auth = "none"
-audiences = ["odj"]
-[forward_auth]
-provider = "self"
-[[route]]
-path_prefix = "/api"
-upstream = "{upstream}"
-provider = "self"
-on_unauthenticated = "deny"
-accept_bearer = true
-[token_service]
-issuer = "{issuer}"
-[[token_service.client]]
-client_id = "machine"
-client_secret_hash = "{secret_hash}"
-grants = ["client_credentials"]
-source = "myapi"
-audience = "odj"
-[[token_service.client]]
-client_id = "gateway"
-grants = ["authorization_code"]
-redirect_uris = ["{issuer}/callback"]
-source = "local"
-"#,
-        secret = crate::support::gateway::SESSION_SECRET,
-        upstream = upstream.url(),
-        secret_hash = tollgate::hash_password("machine-secret").unwrap(),
-    );
-    let config = tollgate::config::load(&text, &Default::default()).unwrap();
-    let app = tollgate::app::start(
-        config,
-        Arc::new(tollgate::clock::SystemClock),
-        Some(listener),
-        None,
-    )
-    .await
-    .unwrap();
-    let gateway = Gateway { app };
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    [[provider]]
+    name = "self"
+    issuer = "{issuer}"
+    client_id = "gateway"
+    client_auth = "none"
+    audiences = ["odj"]
+    [forward_auth]
+    provider = "self"
+    [[route]]
+    path_prefix = "/api"
+    upstream = "{upstream}"
+    provider = "self"
+    on_unauthenticated = "deny"
+    accept_bearer = true
+    [token_service]
+    issuer = "{issuer}"
+    [[token_service.client]]
+    client_id = "machine"
+    client_secret_hash = "{secret_hash}"
+    grants = ["client_credentials"]
+    source = "myapi"
+    audience = "odj"
+    [[token_service.client]]
+    client_id = "gateway"
+    grants = ["authorization_code"]
+    redirect_uris = ["{issuer}/callback"]
+    source = "local"
+    "#,
+            secret = crate::support::gateway::SESSION_SECRET,
+            upstream = upstream.url(),
+            secret_hash = tollgate::hash_password("machine-secret").unwrap(),
+        )
+    })
+    .await;
     let (status, tokens) = token_request(
         &gateway,
         &[("grant_type", "client_credentials")],

@@ -63,6 +63,24 @@ provider = "corp"
         Self { app }
     }
 
+    /// Tollgate whose public listener is bound first, so that the config can name its own
+    /// address (a token service's `issuer`): `config` gets `http://127.0.0.1:<port>`.
+    pub async fn start_at_issuer(config: impl FnOnce(&str) -> String) -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let config = tollgate::config::load(&config(&issuer), &BTreeMap::new())
+            .unwrap_or_else(|problems| panic!("config: {problems:?}"));
+        let app = tollgate::app::start(
+            config,
+            Arc::new(tollgate::clock::SystemClock),
+            Some(listener),
+            None,
+        )
+        .await
+        .unwrap();
+        (Self { app }, issuer)
+    }
+
     pub async fn forward_auth(idp: &TestIdp) -> Self {
         Self::start(&Self::forward_auth_config(idp, "", "")).await
     }

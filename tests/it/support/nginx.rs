@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+pub use super::free_port;
+
 const NGINX: &str = "/usr/sbin/nginx";
 
 /// Whether nginx tests can run; panics under CI when they cannot.
@@ -17,15 +19,6 @@ pub fn available() -> bool {
         eprintln!("skipping: nginx is not installed (scripts/test.sh installs it)");
     }
     present
-}
-
-/// A free loopback port (bound and released: nginx binds it next).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One nginx master with one worker; stopped on drop.

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use super::free_port;
+
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
 
@@ -21,14 +23,6 @@ pub fn available() -> bool {
         eprintln!("skipping: redis-server is not installed (scripts/test.sh installs it)");
     }
     present
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn temp_dir(name: &str) -> PathBuf {
