@@ -25,7 +25,7 @@ upstream = "http://127.0.0.1:$upstream"
 provider = "local"
 on_unauthenticated = "pass"
 TOML
-TOLLGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
     "$tollgate" serve --config "$work/tollgate.toml" 2>"$work/valgrind.log" &
 pids+=($!)
 url="http://127.0.0.1:$port/x"

@@ -64,7 +64,7 @@ provider = "local"
 "X-User" = "claim:sub"
 "X-Email" = "claim:email"
 TOML
-    TOLLGATE_LOG=warn $tollgate serve --config "$work/tollgate-$store.toml" 2>"$work/tollgate-$store.log" &
+    $tollgate serve --config "$work/tollgate-$store.toml" 2>"$work/tollgate-$store.log" &
     pids+=($!)
     wait_for "http://127.0.0.1:$port/ping"
 }

@@ -22,7 +22,7 @@ scopes = ["scim"]
 source = "myapi"
 audience = "odj"
 TOML
-TOLLGATE_LOG=warn $tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
+$tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
 pids+=($!)
 wait_for "http://127.0.0.1:$port/ping"
 

@@ -31,7 +31,7 @@ jwks_file = "$work/jwks.json"
 [forward_auth]
 provider = "load"
 TOML
-TOLLGATE_LOG=warn $tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
+$tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
 pids+=($!)
 
 # Apache with mod_auth_openidc as an OAuth 2.0 resource server; JWKS over TLS (test CA).
