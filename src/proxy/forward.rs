@@ -119,6 +119,9 @@ pub struct ForwardedFor<'a> {
     pub peer: SocketAddr,
     /// `X-Forwarded-For` as received, when the peer is a trusted proxy.
     pub trusted_chain: Option<&'a str>,
+    /// Whether the peer is a trusted proxy (its `X-Real-IP`, `Forwarded` and
+    /// `X-Forwarded-Port` are then passed on).
+    pub peer_trusted: bool,
     /// The external scheme.
     pub proto: &'a str,
     /// The external host (with the port when not the scheme's default).
@@ -173,7 +176,7 @@ pub async fn forward(
         None => parts.headers.remove(&X_FORWARDED_FOR),
     };
     // Other ways of saying who the client is are believed only from a trusted proxy.
-    if forwarded.trusted_chain.is_none() {
+    if !forwarded.peer_trusted {
         for name in [&X_REAL_IP, &header::FORWARDED, &X_FORWARDED_PORT] {
             parts.headers.remove(name);
         }

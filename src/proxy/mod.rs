@@ -322,6 +322,7 @@ async fn send(
     let forwarded = ForwardedFor {
         peer,
         trusted_chain: chain.as_deref(),
+        peer_trusted: trusted,
         proto: base.scheme(),
         host: base
             .host_str()
