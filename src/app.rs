@@ -62,6 +62,7 @@ impl AppState {
             Some(token_service_config) => Some(Arc::new(
                 crate::issuer::TokenService::new(
                     token_service_config.clone(),
+                    Arc::new(crate::issuer::state::memory::MemoryState::default()),
                     config.server.trusted_proxies.clone(),
                     clock.clone(),
                     metrics.clone(),

@@ -287,7 +287,7 @@ async fn token_identity(
         }
     }
     if let Some(service) = &state.token_service {
-        match service.validate_own_access_token(&token) {
+        match service.validate_own_access_token(&token).await {
             Ok(claims) => return Ok(claims),
             Err(error) => reason = error.to_string(),
         }

@@ -288,14 +288,21 @@ pub(super) async fn submit_form(
     // Wrong passwords are limited like client secrets (per user and per client address), so
     // the form cannot be used to guess passwords or to run argon2 without end.
     let now = service.now();
-    let limit_keys = [
+    let limit_keys: Vec<String> = [
         user.map(|user| format!("user:{}", user.username)),
         Some(format!(
             "address:{}",
             service.client_address(peer.ip(), &headers)
         )),
-    ];
-    if service.limited(&limit_keys, now) {
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let limited = match service.state.limited(&limit_keys, now).await {
+        Ok(limited) => limited,
+        Err(error) => return store_unavailable(&error),
+    };
+    if limited {
         tracing::warn!("local login rate-limited");
         service
             .metrics
@@ -308,20 +315,27 @@ pub(super) async fn submit_form(
         .await
         .unwrap_or(false);
     if user.is_none() || !verified {
-        service.record_failure(&limit_keys, now);
+        if let Err(error) = service.state.count_failure(&limit_keys, now).await {
+            return store_unavailable(&error);
+        }
         tracing::info!("local login failed");
         service.metrics.request("token_service", "login_failed");
         return login_form(&parameters, Some("Wrong username or password."));
     }
-    let code = service.store_code(PendingCode {
-        client_id: request.client_id,
-        redirect_uri: request.redirect_uri.clone(),
-        code_challenge: request.code_challenge,
-        nonce: request.nonce,
-        scopes: request.scopes,
-        principal: super::Principal::Local(username),
-        issued_at: service.now(),
-    });
+    let code = service
+        .store_code(PendingCode {
+            client_id: request.client_id,
+            redirect_uri: request.redirect_uri.clone(),
+            code_challenge: request.code_challenge,
+            nonce: request.nonce,
+            scopes: request.scopes,
+            principal: super::Principal::Local(username),
+            issued_at: service.now(),
+        })
+        .await;
+    let Ok(code) = code else {
+        return crate::http::rejection::Rejection::StoreUnavailable.into_response();
+    };
     let mut params = vec![("code", code.as_str()), ("iss", service.issuer())];
     if let Some(state) = &request.state {
         params.push(("state", state));
@@ -330,6 +344,12 @@ pub(super) async fn submit_form(
         Some(location) => crate::http::found(&location),
         None => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
     }
+}
+
+/// The page for a sign-in the store could not serve (503; the user may try again).
+fn store_unavailable(error: &super::state::StateError) -> Response {
+    tracing::warn!(%error, "token service store unavailable; sign-in refused");
+    crate::http::rejection::Rejection::StoreUnavailable.into_response()
 }
 
 /// The page for a sign-in refused because of too many failures.

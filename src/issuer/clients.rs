@@ -91,8 +91,8 @@ impl TokenService {
     }
 
     /// Authenticates a client. Public clients (no secret hash) must present no secret;
-    /// confidential ones must present the right one. After `MAX_FAILURES` failures within
-    /// `FAILURE_WINDOW` seconds, for a client id or from an address, attempts are refused
+    /// confidential ones must present the right one. After `state::MAX_FAILURES` failures within
+    /// `state::FAILURE_WINDOW` seconds, for a client id or from an address, attempts are refused
     /// without checking (429), so secrets cannot be guessed and argon2 cannot be abused.
     pub(super) async fn authenticate_client(
         &self,
@@ -102,41 +102,23 @@ impl TokenService {
         let now = self.now();
         // Only configured client ids are counted: an unknown one protects nothing, and keying
         // on it would let an attacker fill the map with megabyte-long names.
-        let keys = [
+        let keys: Vec<String> = [
             self.client(&presented.client_id)
                 .map(|client| format!("client:{}", client.client_id)),
             peer.map(|address| format!("address:{address}")),
-        ];
-        if self.limited(&keys, now) {
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if self.state.limited(&keys, now).await? {
             tracing::warn!(client_id = %crate::untrusted::bounded(&presented.client_id), "client authentication rate-limited");
             return Err(IssuerError::TooManyAttempts);
         }
         let result = self.check_client(presented, now).await;
         if result.is_err() {
-            self.record_failure(&keys, now);
+            self.state.count_failure(&keys, now).await?;
         }
         result
-    }
-
-    /// Whether any of `keys` has failed `MAX_FAILURES` times within `FAILURE_WINDOW`.
-    pub(super) fn limited(&self, keys: &[Option<String>], now: crate::clock::UnixTime) -> bool {
-        keys.iter().flatten().any(|key| {
-            self.failures
-                .get(key)
-                .is_some_and(|(count, since)| count >= MAX_FAILURES && now - since < FAILURE_WINDOW)
-        })
-    }
-
-    /// Counts one failure against each of `keys`.
-    pub(super) fn record_failure(&self, keys: &[Option<String>], now: crate::clock::UnixTime) {
-        for key in keys.iter().flatten() {
-            let (count, since) = self
-                .failures
-                .get(key)
-                .filter(|(_, since)| now - since < FAILURE_WINDOW)
-                .unwrap_or((0, now));
-            self.failures.insert(key.clone(), (count + 1, since));
-        }
     }
 
     async fn check_client(
@@ -179,11 +161,6 @@ impl TokenService {
         }
     }
 }
-
-/// Failed client authentications allowed per window, per client id and per address.
-const MAX_FAILURES: u32 = 10;
-/// The window, in seconds.
-const FAILURE_WINDOW: i64 = 60;
 
 /// SHA-256 of a client id and a presented secret: the secret itself is never kept.
 fn secret_cache_key(client_id: &str, secret: &str) -> [u8; 32] {

@@ -34,9 +34,24 @@ pub enum IssuerError {
     /// A local failure (500).
     #[error("server_error")]
     ServerError,
+    /// The token service's store cannot be reached (503, `Retry-After`); nothing was issued.
+    #[error("temporarily_unavailable")]
+    Unavailable,
+}
+
+impl From<super::state::StateError> for IssuerError {
+    fn from(error: super::state::StateError) -> Self {
+        tracing::warn!(%error, "token service store unavailable");
+        Self::Unavailable
+    }
 }
 
 impl IssuerError {
+    /// Whether the store could not be reached (a 503, worth retrying), not a refusal.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+
     /// The RFC 6749 error code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -47,6 +62,7 @@ impl IssuerError {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::ServerError => "server_error",
+            Self::Unavailable => "temporarily_unavailable",
         }
     }
 }
@@ -57,6 +73,7 @@ impl IntoResponse for IssuerError {
             Self::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         let mut body = serde_json::json!({ "error": self.code() });
@@ -72,6 +89,9 @@ impl IntoResponse for IssuerError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if matches!(self, Self::TooManyAttempts) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        if matches!(self, Self::Unavailable) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, Self::InvalidClient { used_basic: true }) {
             headers.insert(

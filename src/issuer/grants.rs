@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::clients::presented_client;
-use super::{CODE_LIFETIME, IssuerError, TokenService, grant_book};
+use super::state::{CodeUse, Grant, PendingCode, Redemption, RefreshUse};
+use super::{CODE_LIFETIME, IssuerError, TokenService};
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, GrantType, UserConfig};
 use crate::metrics::GrantLabels;
@@ -98,8 +99,9 @@ async fn handle_token(
             require_grant(client, GrantType::AuthorizationCode)?;
             let code = field("code")
                 .ok_or_else(|| IssuerError::InvalidRequest("missing code".to_owned()))?;
-            let issued =
-                service.redeem_code(client, code, field("redirect_uri"), field("code_verifier"))?;
+            let issued = service
+                .redeem_code(client, code, field("redirect_uri"), field("code_verifier"))
+                .await?;
             Ok(("authorization_code", issued))
         }
         "refresh_token" => {
@@ -109,7 +111,9 @@ async fn handle_token(
                 .ok_or_else(|| IssuerError::InvalidRequest("missing refresh_token".to_owned()))?;
             Ok((
                 "refresh_token",
-                service.redeem_refresh_token(client, refresh_token, field("scope"))?,
+                service
+                    .redeem_refresh_token(client, refresh_token, field("scope"))
+                    .await?,
             ))
         }
         "client_credentials" => {
@@ -158,116 +162,78 @@ fn granted_scopes(
 
 impl TokenService {
     /// Stores a new authorization code and returns it.
-    pub(super) fn store_code(&self, pending: super::PendingCode) -> String {
+    pub(super) async fn store_code(&self, pending: PendingCode) -> Result<String, IssuerError> {
         let code = crate::random::token();
-        let now = self.now();
-        if let Ok(mut codes) = self.codes.lock() {
-            codes.retain(|_, existing| now - existing.issued_at <= CODE_LIFETIME);
-            codes.insert(code.clone(), pending);
-        }
-        code
+        self.state.put_code(&code, &pending).await?;
+        Ok(code)
     }
 
-    /// Redeems an authorization code once (RFC 6749 §4.1.3, RFC 7636 §4.6).
-    pub(super) fn redeem_code(
+    /// Redeems an authorization code once (RFC 6749 §4.1.3, RFC 7636 §4.6). What it will issue
+    /// is decided before the code is taken, so the store marks the code used together with
+    /// that record: a replay on any replica revokes it (RFC 6749 §4.1.2).
+    pub(super) async fn redeem_code(
         &self,
         client: &ClientConfig,
         code: &str,
         redirect_uri: Option<&str>,
         code_verifier: Option<&str>,
     ) -> Result<IssuedTokens, IssuerError> {
-        let pending = self
-            .codes
-            .lock()
-            .ok()
-            .and_then(|mut codes| codes.remove(code));
-        let Some(pending) = pending else {
-            let replayed = self
-                .book
-                .lock()
-                .is_ok_and(|mut book| book.replayed_code(code));
-            if replayed {
+        let now = self.now();
+        let redemption = Redemption {
+            grant_id: client
+                .grants
+                .contains(&GrantType::RefreshToken)
+                .then(crate::random::token),
+            access_jti: crate::random::token(),
+            access_expires_at: now.saturating_add(self.lifetime()),
+        };
+        let pending = match self.state.take_code(code, &redemption, now).await? {
+            CodeUse::Pending(pending) => pending,
+            CodeUse::Replayed => {
                 tracing::warn!(client_id = %client.client_id, "authorization code replayed; what it issued is revoked");
                 return Err(IssuerError::InvalidGrant(
                     "code already used; the tokens it issued are revoked".to_owned(),
                 ));
             }
-            return Err(IssuerError::InvalidGrant(
-                "unknown or expired code".to_owned(),
-            ));
+            CodeUse::Unknown => {
+                return Err(IssuerError::InvalidGrant(
+                    "unknown or expired code".to_owned(),
+                ));
+            }
         };
-        let pending = Some(pending)
-            .ok_or_else(|| IssuerError::InvalidGrant("unknown, used or expired code".to_owned()))?;
-        if self.now() - pending.issued_at > CODE_LIFETIME {
-            return Err(IssuerError::InvalidGrant("expired code".to_owned()));
+        check_redemption(&pending, client, redirect_uri, code_verifier, now)?;
+        let grant_until = self.grant_until(now);
+        if let Some(grant_id) = &redemption.grant_id {
+            let grant = Grant {
+                client_id: client.client_id.clone(),
+                principal: pending.principal.clone(),
+                scopes: pending.scopes.clone(),
+            };
+            self.state.open_grant(grant_id, &grant, grant_until).await?;
         }
-        if pending.client_id != client.client_id {
-            return Err(IssuerError::InvalidGrant(
-                "code was issued to another client".to_owned(),
-            ));
-        }
-        if redirect_uri != Some(pending.redirect_uri.as_str()) {
-            return Err(IssuerError::InvalidGrant(
-                "redirect_uri does not match".to_owned(),
-            ));
-        }
-        match (&pending.code_challenge, code_verifier) {
-            (Some(challenge), Some(verifier)) => {
-                if !is_valid_verifier(verifier) {
-                    return Err(IssuerError::InvalidRequest(
-                        "malformed code_verifier".to_owned(),
-                    ));
-                }
-                let digest =
-                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-                if !constant_time_eq(
-                    URL_SAFE_NO_PAD.encode(digest.as_ref()).as_bytes(),
-                    challenge.as_bytes(),
-                ) {
-                    return Err(IssuerError::InvalidGrant(
-                        "PKCE verification failed".to_owned(),
-                    ));
-                }
-            }
-            (Some(_), None) => {
-                return Err(IssuerError::InvalidGrant(
-                    "code_verifier required".to_owned(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(IssuerError::InvalidGrant(
-                    "no code_challenge was sent for this code".to_owned(),
-                ));
-            }
-            (None, None) => {}
-        }
-        let now = self.now();
-        let grant_id = client
-            .grants
-            .contains(&GrantType::RefreshToken)
-            .then(|| {
-                self.book
-                    .lock()
-                    .map(|mut book| {
-                        book.open_grant(&client.client_id, &pending.principal, &pending.scopes)
-                    })
-                    .ok()
-            })
-            .flatten();
-        let (mut issued, jti, exp) = self.user_tokens(
+        let mut issued = self.user_tokens(
             client,
             &pending.principal,
             &pending.scopes,
             pending.nonce.as_deref(),
-            grant_id.as_deref(),
+            redemption.grant_id.as_deref(),
+            (redemption.access_jti.clone(), now),
         )?;
-        let mut book = self.book.lock().map_err(|_| IssuerError::ServerError)?;
-        if let Some(grant_id) = &grant_id {
-            issued.refresh_token =
-                Some(book.issue_refresh_token(grant_id, now + REFRESH_TOKEN_LIFETIME));
+        if let Some(grant_id) = &redemption.grant_id {
+            issued.refresh_token = Some(
+                self.state
+                    .issue_refresh_token(grant_id, now + REFRESH_TOKEN_LIFETIME, grant_until)
+                    .await?,
+            );
         }
-        book.record_code(code, grant_id, jti, exp, now);
         Ok(issued)
+    }
+
+    /// How long a grant made or refreshed at `now` is kept: past its last refresh token and
+    /// the last access token that token could mint, so its revocation outlives both.
+    fn grant_until(&self, now: UnixTime) -> UnixTime {
+        now.saturating_add(REFRESH_TOKEN_LIFETIME)
+            .saturating_add(self.lifetime())
     }
 
     fn base_claims(
@@ -275,9 +241,9 @@ impl TokenService {
         subject: String,
         audience: &str,
         scopes: &[String],
+        (jti, now): (String, UnixTime),
     ) -> Map<String, Value> {
-        let now = self.now();
-        let lifetime = i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let lifetime = self.lifetime();
         let mut claims = Map::new();
         claims.insert("iss".into(), json!(self.issuer()));
         claims.insert("sub".into(), json!(subject));
@@ -285,7 +251,7 @@ impl TokenService {
         claims.insert("iat".into(), json!(now));
         claims.insert("nbf".into(), json!(now));
         claims.insert("exp".into(), json!(now.saturating_add(lifetime)));
-        claims.insert("jti".into(), json!(crate::random::token()));
+        claims.insert("jti".into(), json!(jti));
         if !scopes.is_empty() {
             claims.insert("scope".into(), json!(scopes.join(" ")));
         }
@@ -314,6 +280,7 @@ impl TokenService {
             format!("{}:{}", client.source, client.client_id),
             &client.audience,
             scopes,
+            (crate::random::token(), self.now()),
         );
         claims.insert("client_id".into(), json!(client.client_id));
         for (name, value) in &client.extra_claims {
@@ -350,8 +317,8 @@ impl TokenService {
         }
     }
 
-    /// Access and ID tokens for a user; `grant_id` becomes their `sid`. Also returns the
-    /// access token's `jti` and `exp`.
+    /// Access and ID tokens for a user; `grant_id` becomes their `sid`, and the access token
+    /// gets `jti`, issued at `now`.
     fn user_tokens(
         &self,
         client: &ClientConfig,
@@ -359,31 +326,28 @@ impl TokenService {
         scopes: &[String],
         nonce: Option<&str>,
         grant_id: Option<&str>,
-    ) -> Result<(IssuedTokens, String, UnixTime), IssuerError> {
+        (jti, now): (String, UnixTime),
+    ) -> Result<IssuedTokens, IssuerError> {
         let (identity_id, mut identity) = self.identity_of(principal)?;
         let subject = format!("{}:{identity_id}", client.source);
         if let Some(grant_id) = grant_id {
             identity.insert("sid".into(), json!(grant_id));
         }
-        let mut access = self.base_claims(subject.clone(), &client.audience, scopes);
+        let mut access = self.base_claims(subject.clone(), &client.audience, scopes, (jti, now));
         access.insert("client_id".into(), json!(client.client_id));
-        let jti = access
-            .get("jti")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let exp = access
-            .get("exp")
-            .and_then(Value::as_i64)
-            .unwrap_or_default();
         for (name, value) in identity.iter().chain(client.extra_claims.iter()) {
             access.entry(name.clone()).or_insert_with(|| value.clone());
         }
         let access_token = self.sign("at+jwt", access)?;
         let id_token = if scopes.iter().any(|scope| scope == "openid") {
-            let mut id = self.base_claims(subject, &client.client_id, &[]);
+            let mut id = self.base_claims(
+                subject,
+                &client.client_id,
+                &[],
+                (crate::random::token(), now),
+            );
             id.remove("nbf");
-            id.insert("auth_time".into(), json!(self.now()));
+            id.insert("auth_time".into(), json!(now));
             if let Some(nonce) = nonce {
                 id.insert("nonce".into(), json!(nonce));
             }
@@ -406,11 +370,11 @@ impl TokenService {
             scope: Some(scopes.join(" ")),
             refresh_token: None,
         };
-        Ok((issued, jti, exp))
+        Ok(issued)
     }
 
     /// Spends a refresh token (rotation: a new one comes back; a reused one revokes the grant).
-    pub(super) fn redeem_refresh_token(
+    pub(super) async fn redeem_refresh_token(
         &self,
         client: &ClientConfig,
         refresh_token: &str,
@@ -418,19 +382,18 @@ impl TokenService {
     ) -> Result<IssuedTokens, IssuerError> {
         let now = self.now();
         let used = self
-            .book
-            .lock()
-            .map_err(|_| IssuerError::ServerError)?
-            .use_refresh_token(refresh_token, &client.client_id, now);
+            .state
+            .use_refresh_token(refresh_token, &client.client_id, now)
+            .await?;
         let (grant_id, grant) = match used {
-            grant_book::RefreshUse::Fresh(grant_id, grant) => (grant_id, grant),
-            grant_book::RefreshUse::Reused => {
+            RefreshUse::Fresh(grant_id, grant) => (grant_id, grant),
+            RefreshUse::Reused => {
                 tracing::warn!(client_id = %client.client_id, "refresh token reused; the whole grant is revoked");
                 return Err(IssuerError::InvalidGrant(
                     "refresh token already used; the grant is revoked".to_owned(),
                 ));
             }
-            grant_book::RefreshUse::Invalid => {
+            RefreshUse::Invalid => {
                 return Err(IssuerError::InvalidGrant(
                     "unknown, expired or revoked refresh token".to_owned(),
                 ));
@@ -450,15 +413,73 @@ impl TokenService {
                 asked
             }
         };
-        let (mut issued, _, _) =
-            self.user_tokens(client, &grant.principal, &scopes, None, Some(&grant_id))?;
+        let mut issued = self.user_tokens(
+            client,
+            &grant.principal,
+            &scopes,
+            None,
+            Some(&grant_id),
+            (crate::random::token(), now),
+        )?;
         issued.refresh_token = Some(
-            self.book
-                .lock()
-                .map_err(|_| IssuerError::ServerError)?
-                .issue_refresh_token(&grant_id, now + REFRESH_TOKEN_LIFETIME),
+            self.state
+                .issue_refresh_token(
+                    &grant_id,
+                    now + REFRESH_TOKEN_LIFETIME,
+                    self.grant_until(now),
+                )
+                .await?,
         );
         Ok(issued)
+    }
+}
+
+/// The checks of RFC 6749 §4.1.3 and RFC 7636 §4.6 on a code just taken.
+fn check_redemption(
+    pending: &PendingCode,
+    client: &ClientConfig,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+    now: UnixTime,
+) -> Result<(), IssuerError> {
+    if now - pending.issued_at > CODE_LIFETIME {
+        return Err(IssuerError::InvalidGrant("expired code".to_owned()));
+    }
+    if pending.client_id != client.client_id {
+        return Err(IssuerError::InvalidGrant(
+            "code was issued to another client".to_owned(),
+        ));
+    }
+    if redirect_uri != Some(pending.redirect_uri.as_str()) {
+        return Err(IssuerError::InvalidGrant(
+            "redirect_uri does not match".to_owned(),
+        ));
+    }
+    match (&pending.code_challenge, code_verifier) {
+        (Some(challenge), Some(verifier)) => {
+            if !is_valid_verifier(verifier) {
+                return Err(IssuerError::InvalidRequest(
+                    "malformed code_verifier".to_owned(),
+                ));
+            }
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+            if !constant_time_eq(
+                URL_SAFE_NO_PAD.encode(digest.as_ref()).as_bytes(),
+                challenge.as_bytes(),
+            ) {
+                return Err(IssuerError::InvalidGrant(
+                    "PKCE verification failed".to_owned(),
+                ));
+            }
+            Ok(())
+        }
+        (Some(_), None) => Err(IssuerError::InvalidGrant(
+            "code_verifier required".to_owned(),
+        )),
+        (None, Some(_)) => Err(IssuerError::InvalidGrant(
+            "no code_challenge was sent for this code".to_owned(),
+        )),
+        (None, None) => Ok(()),
     }
 }
 
@@ -534,12 +555,13 @@ async fn handle_revoke(
     let token =
         field("token").ok_or_else(|| IssuerError::InvalidRequest("missing token".to_owned()))?;
     let now = service.now();
-    let mut book = service.book.lock().map_err(|_| IssuerError::ServerError)?;
-    if let Some(grant_id) = book.grant_of_refresh_token(token, &client.client_id) {
-        book.revoke_grant(&grant_id);
+    if service
+        .state
+        .revoke_refresh_token(token, &client.client_id)
+        .await?
+    {
         return Ok(());
     }
-    drop(book);
     if let Ok(claims) = service.validate_signed_access_token(token) {
         let own =
             claims.get("client_id").and_then(Value::as_str) == Some(client.client_id.as_str());
@@ -548,11 +570,8 @@ async fn handle_revoke(
             claims.get("jti").and_then(Value::as_str),
             claims.get("exp").and_then(Value::as_i64),
         ) {
-            service
-                .book
-                .lock()
-                .map_err(|_| IssuerError::ServerError)?
-                .revoke_access(jti, exp, now);
+            let sid = claims.get("sid").and_then(Value::as_str);
+            service.state.revoke_access(jti, sid, exp, now).await?;
         }
     }
     Ok(())

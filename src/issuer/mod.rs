@@ -5,11 +5,10 @@
 mod authorize;
 mod clients;
 pub mod errors;
-mod grant_book;
 mod grants;
+pub mod state;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::routing::MethodRouter;
 use axum::routing::{get, post};
@@ -19,42 +18,15 @@ use crate::clock::{Clock, UnixTime};
 use crate::config::TokenServiceConfig;
 use crate::jose::{KeySet, SigningKey, SigningKeyError};
 use crate::metrics::Metrics;
-use crate::oidc::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse};
+use crate::oidc::{LocalFuture, LocalIssuer, ProviderError, ProviderMetadata, TokenResponse};
 use crate::token::cache::TokenCache;
 use crate::token::{self, Claims, Expectations, TokenError};
 
 pub use clients::hash_password;
 pub use errors::IssuerError;
 
-/// How long an authorization code may wait to be exchanged.
-const CODE_LIFETIME: i64 = 60;
-
-/// A code handed to a client, waiting for `/token`.
-#[derive(Debug, Clone)]
-struct PendingCode {
-    client_id: String,
-    redirect_uri: String,
-    code_challenge: Option<String>,
-    nonce: Option<String>,
-    scopes: Vec<String>,
-    principal: Principal,
-    issued_at: UnixTime,
-}
-
-/// Who a code or a grant is for.
-#[derive(Debug, Clone)]
-pub enum Principal {
-    /// A user of the local login form, by username.
-    Local(String),
-    /// A user of an upstream provider (federation): their `sub` there, and the claims carried
-    /// over (`name`, `email`, `preferred_username`).
-    Federated {
-        /// The upstream `sub`.
-        sub: String,
-        /// Claims carried over.
-        claims: serde_json::Map<String, serde_json::Value>,
-    },
-}
+pub use state::{CODE_LIFETIME, Principal};
+use state::{IssuerState, PendingCode};
 
 /// The token service.
 pub struct TokenService {
@@ -63,10 +35,8 @@ pub struct TokenService {
     /// The current key's and the retired keys' public halves, as published.
     published: Vec<jsonwebtoken::jwk::Jwk>,
     key_set: Arc<KeySet>,
-    codes: Mutex<HashMap<String, PendingCode>>,
-    book: Mutex<grant_book::GrantBook>,
-    /// Failed client authentications per client and per address: (count, window start).
-    failures: quick_cache::sync::Cache<String, (u32, UnixTime)>,
+    /// Codes, grants, refresh tokens, revocations and failure counters.
+    state: Arc<dyn IssuerState>,
     /// Peers whose `X-Forwarded-For` names the client (rate limits key on the client).
     trusted_proxies: Vec<ipnet::IpNet>,
     verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
@@ -127,7 +97,7 @@ impl TokenService {
         with_query(&request.redirect_uri, &params)
     }
 
-    pub fn complete_federation(
+    pub async fn complete_federation(
         &self,
         request: &crate::session::FederatedRequest,
         claims: &serde_json::Map<String, serde_json::Value>,
@@ -149,18 +119,20 @@ impl TokenService {
                     .map(|value| ((*name).to_owned(), value.clone()))
             })
             .collect();
-        let code = self.store_code(PendingCode {
-            client_id: request.client_id.clone(),
-            redirect_uri: request.redirect_uri.clone(),
-            code_challenge: request.code_challenge.clone(),
-            nonce: request.nonce.clone(),
-            scopes: request.scopes.clone(),
-            principal: Principal::Federated {
-                sub: sub.to_owned(),
-                claims: carried,
-            },
-            issued_at: self.now(),
-        });
+        let code = self
+            .store_code(PendingCode {
+                client_id: request.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                nonce: request.nonce.clone(),
+                scopes: request.scopes.clone(),
+                principal: Principal::Federated {
+                    sub: sub.to_owned(),
+                    claims: carried,
+                },
+                issued_at: self.now(),
+            })
+            .await?;
         let mut params = vec![("code", code.as_str()), ("iss", self.issuer())];
         if let Some(state) = &request.state {
             params.push(("state", state));
@@ -176,6 +148,7 @@ impl TokenService {
     /// When the key cannot be loaded or made.
     pub fn new(
         config: TokenServiceConfig,
+        state: Arc<dyn IssuerState>,
         trusted_proxies: Vec<ipnet::IpNet>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -199,9 +172,7 @@ impl TokenService {
             signing_key,
             key_set,
             published,
-            codes: Mutex::new(HashMap::new()),
-            book: Mutex::new(grant_book::GrantBook::default()),
-            failures: quick_cache::sync::Cache::new(10_000),
+            state,
             verified_secrets: quick_cache::sync::Cache::new(1024),
             own_tokens: TokenCache::new(10_000),
             clock,
@@ -249,29 +220,28 @@ impl TokenService {
     /// Validates an access token this service issued, for any of its clients' audiences.
     ///
     /// # Errors
-    /// Any `TokenError`.
-    pub fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Any `TokenError`; `Inactive` also when the store cannot say whether it was revoked.
+    pub async fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = self.validate_signed_access_token(token)?;
         // Revocation (RFC 7009, a replayed code, a reused refresh token) is checked on every use.
-        if self.revoked(&claims) {
-            return Err(TokenError::Inactive);
+        match self.revoked(&claims).await {
+            Ok(false) => Ok(claims),
+            Ok(true) => Err(TokenError::Inactive),
+            Err(error) => {
+                tracing::warn!(%error, "revocation unknown; token refused");
+                Err(TokenError::Inactive)
+            }
         }
-        Ok(claims)
     }
 
     /// Whether an access token of this service (its claims) was revoked: its own `jti`, or
-    /// its grant (`sid`). Fails closed when the book cannot be read.
-    fn revoked(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
-        self.book.lock().map_or(true, |book| {
-            claims
-                .get("jti")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|jti| book.is_access_revoked(jti))
-                || claims
-                    .get("sid")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|sid| book.is_revoked(sid))
-        })
+    /// its grant (`sid`).
+    async fn revoked(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, state::StateError> {
+        let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+        self.state.is_revoked(text("jti"), text("sid")).await
     }
 
     pub(super) fn validate_signed_access_token(&self, token: &str) -> Result<Claims, TokenError> {
@@ -360,28 +330,47 @@ impl grants::IssuedTokens {
     }
 }
 
+/// How an `IssuerError` reaches the in-process provider: a store that could not be reached is
+/// the provider being unreachable (never `invalid_grant`, which would end a session).
+fn provider_error(error: &IssuerError) -> ProviderError {
+    match error {
+        IssuerError::Unavailable => ProviderError::Unreachable(error.to_string()),
+        other => ProviderError::Refused(other.code().to_owned()),
+    }
+}
+
 impl LocalIssuer for TokenService {
-    fn is_revoked(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
-        self.revoked(claims)
+    fn is_revoked<'a>(
+        &'a self,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> LocalFuture<'a, bool> {
+        Box::pin(async move {
+            self.revoked(claims)
+                .await
+                .map_err(|error| ProviderError::Unreachable(error.to_string()))
+        })
     }
 
-    fn refresh(
-        &self,
-        client_id: &str,
-        refresh_token: &str,
-    ) -> Result<TokenResponse, ProviderError> {
-        let client = self
-            .client(client_id)
-            .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
-        if !client
-            .grants
-            .contains(&crate::config::GrantType::RefreshToken)
-        {
-            return Err(ProviderError::Refused("unauthorized_client".to_owned()));
-        }
-        self.redeem_refresh_token(client, refresh_token, None)
-            .map(grants::IssuedTokens::into_token_response)
-            .map_err(|error| ProviderError::Refused(error.code().to_owned()))
+    fn refresh<'a>(
+        &'a self,
+        client_id: &'a str,
+        refresh_token: &'a str,
+    ) -> LocalFuture<'a, TokenResponse> {
+        Box::pin(async move {
+            let client = self
+                .client(client_id)
+                .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+            if !client
+                .grants
+                .contains(&crate::config::GrantType::RefreshToken)
+            {
+                return Err(ProviderError::Refused("unauthorized_client".to_owned()));
+            }
+            self.redeem_refresh_token(client, refresh_token, None)
+                .await
+                .map(grants::IssuedTokens::into_token_response)
+                .map_err(|error| provider_error(&error))
+        })
     }
 
     fn metadata(&self) -> ProviderMetadata {
@@ -401,19 +390,22 @@ impl LocalIssuer for TokenService {
         self.key_set.clone()
     }
 
-    fn exchange_code(
-        &self,
-        client_id: &str,
-        code: &str,
-        redirect_uri: &str,
-        code_verifier: &str,
-    ) -> Result<TokenResponse, ProviderError> {
-        let client = self
-            .client(client_id)
-            .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
-        self.redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
-            .map(grants::IssuedTokens::into_token_response)
-            .map_err(|error| ProviderError::Refused(error.code().to_owned()))
+    fn exchange_code<'a>(
+        &'a self,
+        client_id: &'a str,
+        code: &'a str,
+        redirect_uri: &'a str,
+        code_verifier: &'a str,
+    ) -> LocalFuture<'a, TokenResponse> {
+        Box::pin(async move {
+            let client = self
+                .client(client_id)
+                .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+            self.redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
+                .await
+                .map(grants::IssuedTokens::into_token_response)
+                .map_err(|error| provider_error(&error))
+        })
     }
 }
 

@@ -374,11 +374,19 @@ async fn finish_login(
         ))?;
         let location = service
             .complete_federation(federation, &claims)
+            .await
             .map_err(|error| {
-                (
-                    Rejection::BadRequest(error.to_string()),
-                    format!("federation refused: {error}"),
-                )
+                if error.is_unavailable() {
+                    (
+                        Rejection::StoreUnavailable,
+                        "federation: token service store unavailable".to_owned(),
+                    )
+                } else {
+                    (
+                        Rejection::BadRequest(error.to_string()),
+                        format!("federation refused: {error}"),
+                    )
+                }
             })?;
         state.metrics.signins.get_or_create(&labels).inc();
         state.metrics.request("callback", "federated");

@@ -86,6 +86,11 @@ pub enum ProviderError {
     Refused(String),
 }
 
+/// A call to the in-process token service in flight (it may ask its store, which may be
+/// Redis).
+pub type LocalFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
 /// Tollgate's own token service, seen as a provider with no HTTP round trip (SPEC §7).
 pub trait LocalIssuer: Send + Sync + 'static {
     /// Its discovery document.
@@ -95,25 +100,36 @@ pub trait LocalIssuer: Send + Sync + 'static {
     /// Exchanges an authorization code, as `POST /token` would.
     ///
     /// # Errors
-    /// `Refused` when the code, verifier or redirect URI do not match.
-    fn exchange_code(
-        &self,
-        client_id: &str,
-        code: &str,
-        redirect_uri: &str,
-        code_verifier: &str,
-    ) -> Result<TokenResponse, ProviderError>;
+    /// `Refused` when the code, verifier or redirect URI do not match; `Unreachable` when its
+    /// store cannot be used.
+    fn exchange_code<'a>(
+        &'a self,
+        client_id: &'a str,
+        code: &'a str,
+        redirect_uri: &'a str,
+        code_verifier: &'a str,
+    ) -> LocalFuture<'a, TokenResponse>;
 
     /// Refreshes tokens, as `POST /token` with `grant_type=refresh_token` would.
     ///
     /// # Errors
-    /// `Refused` for an unknown, spent or revoked refresh token.
-    fn refresh(&self, client_id: &str, refresh_token: &str)
-    -> Result<TokenResponse, ProviderError>;
+    /// `Refused` for an unknown, spent or revoked refresh token; `Unreachable` when its store
+    /// cannot be used.
+    fn refresh<'a>(
+        &'a self,
+        client_id: &'a str,
+        refresh_token: &'a str,
+    ) -> LocalFuture<'a, TokenResponse>;
 
     /// Whether an access token it issued (its validated claims) was revoked since: by
     /// `/revoke`, a replayed code or a reused refresh token. Asked on every use, cached or not.
-    fn is_revoked(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool;
+    ///
+    /// # Errors
+    /// `Unreachable` when its store cannot say (the token is then refused).
+    fn is_revoked<'a>(
+        &'a self,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> LocalFuture<'a, bool>;
 }
 
 #[cfg(test)]

@@ -321,16 +321,8 @@ impl Provider {
             return Err(TokenError::WrongAudience.into());
         }
         let now = self.clock.now();
-        // The token service served in-process revokes what it issued: asked on every use.
-        let revoked = |claims: &Claims| {
-            self.local
-                .as_ref()
-                .is_some_and(|local| local.is_revoked(claims))
-        };
         if let Some(claims) = self.token_cache.get(token, now) {
-            if revoked(&claims) {
-                return Err(TokenError::Inactive.into());
-            }
+            self.check_not_revoked(&claims).await?;
             return Ok(claims);
         }
         if self.config.introspection && !looks_like_jwt(token) {
@@ -345,14 +337,24 @@ impl Provider {
         let claims = self
             .with_keys(|keys| token::validate_access_token(token, keys, &expected))
             .await?;
-        if revoked(&claims) {
-            return Err(TokenError::Inactive.into());
-        }
+        self.check_not_revoked(&claims).await?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
             self.token_cache
                 .insert(token, claims.clone(), exp.saturating_add(self.leeway));
         }
         Ok(claims)
+    }
+
+    /// The token service served in-process revokes what it issued: asked on every use, cached
+    /// or not. A store that cannot answer is the provider being unavailable.
+    async fn check_not_revoked(&self, claims: &Claims) -> Result<(), CredentialError> {
+        let Some(local) = &self.local else {
+            return Ok(());
+        };
+        if local.is_revoked(claims).await? {
+            return Err(TokenError::Inactive.into());
+        }
+        Ok(())
     }
 
     /// RFC 7662, checked by `token::introspection::check_introspection` (`active`, `iss`,
@@ -500,7 +502,7 @@ impl Provider {
     /// As `client::refresh_tokens`.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, ProviderError> {
         if let Some(local) = &self.local {
-            return local.refresh(&self.config.client_id, refresh_token);
+            return local.refresh(&self.config.client_id, refresh_token).await;
         }
         let metadata = self.metadata().await?;
         client::refresh_tokens(
@@ -523,7 +525,9 @@ impl Provider {
         code_verifier: &str,
     ) -> Result<TokenResponse, ProviderError> {
         if let Some(local) = &self.local {
-            return local.exchange_code(&self.config.client_id, code, redirect_uri, code_verifier);
+            return local
+                .exchange_code(&self.config.client_id, code, redirect_uri, code_verifier)
+                .await;
         }
         let metadata = self.metadata().await?;
         client::exchange_code(

@@ -1,0 +1,276 @@
+//! `token_service.store = "memory"`: the token service's state in this process, behind one
+//! lock. Lost on restart; not shared with other replicas.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{
+    CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
+    Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, hash,
+};
+use crate::clock::UnixTime;
+
+#[derive(Debug)]
+struct RefreshRecord {
+    grant_id: String,
+    used: bool,
+    expires_at: UnixTime,
+}
+
+#[derive(Debug)]
+struct GrantRecord {
+    grant: Grant,
+    revoked: bool,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    codes: HashMap<String, PendingCode>,
+    used_codes: HashMap<String, (Redemption, UnixTime)>,
+    grants: HashMap<String, GrantRecord>,
+    refresh_tokens: HashMap<[u8; 32], RefreshRecord>,
+    /// Revoked access tokens by `jti`, until they would have expired.
+    revoked_access: HashMap<String, UnixTime>,
+}
+
+impl Book {
+    fn revoke_grant(&mut self, grant_id: &str) {
+        if let Some(record) = self.grants.get_mut(grant_id) {
+            record.revoked = true;
+        }
+    }
+
+    fn take_code(&mut self, code: &str, redemption: &Redemption, now: UnixTime) -> CodeUse {
+        self.codes
+            .retain(|_, pending| now - pending.issued_at <= CODE_LIFETIME);
+        self.used_codes
+            .retain(|_, (_, used_at)| now - *used_at <= USED_CODE_MEMORY);
+        if let Some(pending) = self.codes.remove(code) {
+            self.used_codes
+                .insert(code.to_owned(), (redemption.clone(), now));
+            return CodeUse::Pending(pending);
+        }
+        let Some((used, _)) = self.used_codes.get(code).cloned() else {
+            return CodeUse::Unknown;
+        };
+        if let Some(grant_id) = &used.grant_id {
+            self.revoke_grant(grant_id);
+        }
+        self.revoked_access
+            .insert(used.access_jti, used.access_expires_at);
+        CodeUse::Replayed
+    }
+
+    fn use_refresh_token(&mut self, token: &str, client_id: &str, now: UnixTime) -> RefreshUse {
+        let Some(record) = self.refresh_tokens.get_mut(&hash(token)) else {
+            return RefreshUse::Invalid;
+        };
+        let grant_id = record.grant_id.clone();
+        if record.used {
+            self.revoke_grant(&grant_id);
+            return RefreshUse::Reused;
+        }
+        let Some(grant) = self.grants.get(&grant_id) else {
+            return RefreshUse::Invalid;
+        };
+        if grant.revoked || grant.grant.client_id != client_id || now >= record.expires_at {
+            return RefreshUse::Invalid;
+        }
+        record.used = true;
+        RefreshUse::Fresh(grant_id, grant.grant.clone())
+    }
+}
+
+/// The token service's state in this process.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    book: Mutex<Book>,
+    /// Failed attempts per key: (count, window start). Bounded in entries; every key is
+    /// bounded in length (configured ids and addresses).
+    failures: Mutex<HashMap<String, (u32, UnixTime)>>,
+}
+
+/// The most failure keys kept; the oldest windows go first beyond it.
+const MAX_FAILURE_KEYS: usize = 10_000;
+
+impl MemoryState {
+    fn with_book<T>(&self, work: impl FnOnce(&mut Book) -> T) -> Result<T, StateError> {
+        let mut book = self
+            .book
+            .lock()
+            .map_err(|_| StateError("state lock poisoned".to_owned()))?;
+        Ok(work(&mut book))
+    }
+
+    fn with_failures<T>(
+        &self,
+        work: impl FnOnce(&mut HashMap<String, (u32, UnixTime)>) -> T,
+    ) -> Result<T, StateError> {
+        let mut failures = self
+            .failures
+            .lock()
+            .map_err(|_| StateError("state lock poisoned".to_owned()))?;
+        Ok(work(&mut failures))
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: Result<T, StateError>) -> StateFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl IssuerState for MemoryState {
+    fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
+        ready(self.with_book(|book| {
+            let now = pending.issued_at;
+            book.codes
+                .retain(|_, existing| now - existing.issued_at <= CODE_LIFETIME);
+            book.codes.insert(code.to_owned(), pending.clone());
+        }))
+    }
+
+    fn take_code<'a>(
+        &'a self,
+        code: &'a str,
+        redemption: &'a Redemption,
+        now: UnixTime,
+    ) -> StateFuture<'a, CodeUse> {
+        ready(self.with_book(|book| book.take_code(code, redemption, now)))
+    }
+
+    fn open_grant<'a>(
+        &'a self,
+        grant_id: &'a str,
+        grant: &'a Grant,
+        _until: UnixTime,
+    ) -> StateFuture<'a, ()> {
+        ready(self.with_book(|book| {
+            book.grants.insert(
+                grant_id.to_owned(),
+                GrantRecord {
+                    grant: grant.clone(),
+                    revoked: false,
+                },
+            );
+        }))
+    }
+
+    fn issue_refresh_token<'a>(
+        &'a self,
+        grant_id: &'a str,
+        expires_at: UnixTime,
+        _grant_until: UnixTime,
+    ) -> StateFuture<'a, String> {
+        ready(self.with_book(|book| {
+            let token = super::new_refresh_token(grant_id);
+            book.refresh_tokens.insert(
+                hash(&token),
+                RefreshRecord {
+                    grant_id: grant_id.to_owned(),
+                    used: false,
+                    expires_at,
+                },
+            );
+            token
+        }))
+    }
+
+    fn use_refresh_token<'a>(
+        &'a self,
+        token: &'a str,
+        client_id: &'a str,
+        now: UnixTime,
+    ) -> StateFuture<'a, RefreshUse> {
+        ready(self.with_book(|book| book.use_refresh_token(token, client_id, now)))
+    }
+
+    fn revoke_refresh_token<'a>(
+        &'a self,
+        token: &'a str,
+        client_id: &'a str,
+    ) -> StateFuture<'a, bool> {
+        ready(self.with_book(|book| {
+            let Some(grant_id) = book
+                .refresh_tokens
+                .get(&hash(token))
+                .map(|record| record.grant_id.clone())
+            else {
+                return false;
+            };
+            let owned = book
+                .grants
+                .get(&grant_id)
+                .is_some_and(|record| record.grant.client_id == client_id);
+            if owned {
+                book.revoke_grant(&grant_id);
+            }
+            owned
+        }))
+    }
+
+    fn revoke_access<'a>(
+        &'a self,
+        jti: &'a str,
+        _sid: Option<&'a str>,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> StateFuture<'a, ()> {
+        ready(self.with_book(|book| {
+            book.revoked_access.retain(|_, until| *until > now);
+            book.revoked_access.insert(jti.to_owned(), expires_at);
+        }))
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        jti: Option<&'a str>,
+        sid: Option<&'a str>,
+    ) -> StateFuture<'a, bool> {
+        ready(self.with_book(|book| {
+            jti.is_some_and(|jti| book.revoked_access.contains_key(jti))
+                || sid.is_some_and(|sid| book.grants.get(sid).is_some_and(|grant| grant.revoked))
+        }))
+    }
+
+    fn limited<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, bool> {
+        ready(self.with_failures(|failures| {
+            keys.iter().any(|key| {
+                failures.get(key).is_some_and(|(count, since)| {
+                    *count >= MAX_FAILURES && now - since < FAILURE_WINDOW
+                })
+            })
+        }))
+    }
+
+    fn count_failure<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, ()> {
+        ready(self.with_failures(|failures| {
+            if failures.len() >= MAX_FAILURE_KEYS {
+                failures.retain(|_, (_, since)| now - *since < FAILURE_WINDOW);
+            }
+            for key in keys {
+                if failures.len() >= MAX_FAILURE_KEYS && !failures.contains_key(key) {
+                    // Full of live windows: an address makes room. Client and user keys are
+                    // few (configured), so they are always counted.
+                    let evicted = failures
+                        .keys()
+                        .find(|existing| existing.starts_with("address:"))
+                        .cloned();
+                    match evicted {
+                        Some(evicted) => {
+                            failures.remove(&evicted);
+                        }
+                        None => continue,
+                    }
+                }
+                let entry = failures.entry(key.clone()).or_insert((0, now));
+                if now - entry.1 >= FAILURE_WINDOW {
+                    *entry = (0, now);
+                }
+                entry.0 = entry.0.saturating_add(1);
+            }
+        }))
+    }
+
+    fn check(&self) -> StateFuture<'_, ()> {
+        ready(Ok(()))
+    }
+}

@@ -1,0 +1,219 @@
+//! What the token service remembers between requests, behind one narrow trait
+//! (`IssuerState`): authorization codes waiting for `/token`, grants (one per login) with
+//! their rotating refresh tokens, codes already redeemed, revoked access tokens and failed
+//! sign-in counters. `memory::MemoryState` keeps them in this process
+//! (`token_service.store = "memory"`); `redis::RedisState` keeps them in Redis, shared by every
+//! replica (`"redis"`, SPEC §12). Every rule that makes a use single (a code redeemed once, a
+//! refresh token spent once, reuse ending the grant) is carried out inside one store call, so
+//! two replicas cannot both win.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+
+/// How long an authorization code may wait to be exchanged.
+pub const CODE_LIFETIME: i64 = 60;
+
+/// How long a redeemed code is remembered, so that its replay revokes what it issued.
+pub const USED_CODE_MEMORY: i64 = 600;
+
+/// Who a code or a grant is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Principal {
+    /// A user of the local login form, by username.
+    Local(String),
+    /// A user of an upstream provider (federation): their `sub` there, and the claims carried
+    /// over (`name`, `email`, `preferred_username`).
+    Federated {
+        /// The upstream `sub`.
+        sub: String,
+        /// Claims carried over.
+        claims: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+/// A code handed to a client, waiting for `/token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCode {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The `redirect_uri` of the authorization request.
+    pub redirect_uri: String,
+    /// The PKCE challenge (S256).
+    pub code_challenge: Option<String>,
+    /// The `nonce` for the ID token.
+    pub nonce: Option<String>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// Who logged in.
+    pub principal: Principal,
+    /// When it was issued.
+    pub issued_at: UnixTime,
+}
+
+/// One login's grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The client it was made for.
+    pub client_id: String,
+    /// Who logged in.
+    pub principal: Principal,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+}
+
+/// What redeeming a code will issue, decided before the code is taken, so that the code and
+/// its record become "used" in one step: a replay, however close, finds the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redemption {
+    /// The grant the redemption opens, when the client may refresh.
+    pub grant_id: Option<String>,
+    /// The `jti` of the access token it issues.
+    pub access_jti: String,
+    /// When that access token expires.
+    pub access_expires_at: UnixTime,
+}
+
+/// The result of taking a code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeUse {
+    /// The code was waiting: it is now used, and this is what it was for.
+    Pending(PendingCode),
+    /// The code was redeemed before: what that redemption issued is now revoked.
+    Replayed,
+    /// Never issued, or forgotten.
+    Unknown,
+}
+
+/// The result of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefreshUse {
+    /// Valid: the grant it belongs to (by id); the token is now spent.
+    Fresh(String, Grant),
+    /// Already spent: the whole grant is now revoked.
+    Reused,
+    /// Unknown, expired, of another client, or of a revoked grant.
+    Invalid,
+}
+
+/// The store could not be used; the request is refused (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token service store unavailable: {0}")]
+pub struct StateError(pub String);
+
+/// A store call in flight.
+pub type StateFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+
+/// What the token service keeps between requests. Every method is one atomic step.
+pub trait IssuerState: Send + Sync + 'static {
+    /// Keeps a new code for `CODE_LIFETIME` seconds.
+    fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()>;
+
+    /// Takes a code once; when it is taken, `redemption` is recorded as what it issued. A code
+    /// that was taken before revokes that record's grant and access token.
+    fn take_code<'a>(
+        &'a self,
+        code: &'a str,
+        redemption: &'a Redemption,
+        now: UnixTime,
+    ) -> StateFuture<'a, CodeUse>;
+
+    /// Opens a grant, kept until `until`.
+    fn open_grant<'a>(
+        &'a self,
+        grant_id: &'a str,
+        grant: &'a Grant,
+        until: UnixTime,
+    ) -> StateFuture<'a, ()>;
+
+    /// A new refresh token for a grant, valid until `expires_at`; the grant is kept at least
+    /// until `grant_until`.
+    fn issue_refresh_token<'a>(
+        &'a self,
+        grant_id: &'a str,
+        expires_at: UnixTime,
+        grant_until: UnixTime,
+    ) -> StateFuture<'a, String>;
+
+    /// Spends a refresh token presented by `client_id`.
+    fn use_refresh_token<'a>(
+        &'a self,
+        token: &'a str,
+        client_id: &'a str,
+        now: UnixTime,
+    ) -> StateFuture<'a, RefreshUse>;
+
+    /// `/revoke` with a refresh token: ends its grant when `client_id` owns it. Returns
+    /// whether it did.
+    fn revoke_refresh_token<'a>(
+        &'a self,
+        token: &'a str,
+        client_id: &'a str,
+    ) -> StateFuture<'a, bool>;
+
+    /// Refuses one access token (its `jti`, and its grant `sid` when it has one) until it
+    /// would have expired.
+    fn revoke_access<'a>(
+        &'a self,
+        jti: &'a str,
+        sid: Option<&'a str>,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> StateFuture<'a, ()>;
+
+    /// Whether an access token with this `jti` and grant `sid` was revoked.
+    fn is_revoked<'a>(
+        &'a self,
+        jti: Option<&'a str>,
+        sid: Option<&'a str>,
+    ) -> StateFuture<'a, bool>;
+
+    /// Whether any of `keys` has failed `MAX_FAILURES` times within the current window.
+    fn limited<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, bool>;
+
+    /// Counts one failure against each of `keys`.
+    fn count_failure<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, ()>;
+
+    /// Whether the store can be used (for `/readyz`).
+    fn check(&self) -> StateFuture<'_, ()>;
+}
+
+/// Failures allowed per key within `FAILURE_WINDOW` seconds.
+pub const MAX_FAILURES: u32 = 10;
+
+/// The window failures are counted in, in seconds.
+pub const FAILURE_WINDOW: i64 = 60;
+
+/// A refresh token names its grant (`<grant id>.<random>`), so a store can keep both on one
+/// hash slot. Returns the grant id of a well-formed token.
+pub fn grant_of_refresh_token(token: &str) -> Option<&str> {
+    let (grant_id, secret) = token.split_once('.')?;
+    let well_formed = |part: &str| {
+        part.len() == 43
+            && part
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    };
+    (well_formed(grant_id) && well_formed(secret)).then_some(grant_id)
+}
+
+/// A new refresh token for `grant_id`.
+pub fn new_refresh_token(grant_id: &str) -> String {
+    format!("{grant_id}.{}", crate::random::token())
+}
+
+/// SHA-256 of a token: stores keep hashes of refresh tokens, never the tokens.
+pub fn hash(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The rules of `IssuerState`, checked on `MemoryState` (the Redis store runs the same
+//! scenarios against a real server in `tests/it/issuer_state.rs`).
+
+use super::memory::MemoryState;
+use super::*;
+
+fn pending(client_id: &str, issued_at: UnixTime) -> PendingCode {
+    PendingCode {
+        client_id: client_id.to_owned(),
+        redirect_uri: "https://app.example/cb".to_owned(),
+        code_challenge: None,
+        nonce: None,
+        scopes: vec!["openid".to_owned()],
+        principal: Principal::Local("alice".to_owned()),
+        issued_at,
+    }
+}
+
+fn redemption(grant_id: Option<&str>) -> Redemption {
+    Redemption {
+        grant_id: grant_id.map(str::to_owned),
+        access_jti: crate::random::token(),
+        access_expires_at: 10_000,
+    }
+}
+
+fn grant(client_id: &str) -> Grant {
+    Grant {
+        client_id: client_id.to_owned(),
+        principal: Principal::Local("alice".to_owned()),
+        scopes: vec!["openid".to_owned()],
+    }
+}
+
+/// Runs a store future to its end (the memory store's are ready at once).
+fn run<T>(future: StateFuture<'_, T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map(|runtime| runtime.block_on(future))
+        .expect("runtime")
+        .expect("memory store")
+}
+
+#[test]
+fn a_code_is_taken_once_and_its_replay_revokes_what_it_issued() {
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.put_code("c1", &pending("app", 100)));
+    let first = redemption(Some(&grant_id));
+    assert_eq!(
+        run(state.take_code("c1", &first, 101)),
+        CodeUse::Pending(pending("app", 100))
+    );
+    run(state.open_grant(&grant_id, &grant("app"), 10_000));
+    assert!(!run(
+        state.is_revoked(Some(&first.access_jti), Some(&grant_id))
+    ));
+
+    let second = redemption(None);
+    assert_eq!(run(state.take_code("c1", &second, 102)), CodeUse::Replayed);
+    assert!(run(state.is_revoked(Some(&first.access_jti), None)));
+    assert!(run(state.is_revoked(None, Some(&grant_id))));
+    // The replay's own record was never kept.
+    assert!(!run(state.is_revoked(Some(&second.access_jti), None)));
+}
+
+#[test]
+fn an_unknown_or_expired_code_is_unknown() {
+    let state = MemoryState::default();
+    assert_eq!(
+        run(state.take_code("nope", &redemption(None), 100)),
+        CodeUse::Unknown
+    );
+    run(state.put_code("old", &pending("app", 100)));
+    assert_eq!(
+        run(state.take_code("old", &redemption(None), 100 + CODE_LIFETIME + 1)),
+        CodeUse::Unknown
+    );
+}
+
+#[test]
+fn a_refresh_token_is_spent_once_and_reuse_ends_the_grant() {
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.open_grant(&grant_id, &grant("app"), 10_000));
+    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000));
+    assert_eq!(grant_of_refresh_token(&token), Some(grant_id.as_str()));
+
+    assert_eq!(
+        run(state.use_refresh_token(&token, "app", 100)),
+        RefreshUse::Fresh(grant_id.clone(), grant("app"))
+    );
+    let next = run(state.issue_refresh_token(&grant_id, 5_000, 10_000));
+    assert_eq!(
+        run(state.use_refresh_token(&token, "app", 101)),
+        RefreshUse::Reused
+    );
+    assert!(run(state.is_revoked(None, Some(&grant_id))));
+    // The rotated token died with its grant.
+    assert_eq!(
+        run(state.use_refresh_token(&next, "app", 102)),
+        RefreshUse::Invalid
+    );
+}
+
+#[test]
+fn a_refresh_token_of_another_client_or_expired_is_invalid_and_not_spent() {
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.open_grant(&grant_id, &grant("app"), 10_000));
+    let token = run(state.issue_refresh_token(&grant_id, 200, 10_000));
+    assert_eq!(
+        run(state.use_refresh_token(&token, "other", 100)),
+        RefreshUse::Invalid
+    );
+    assert_eq!(
+        run(state.use_refresh_token(&token, "app", 200)),
+        RefreshUse::Invalid
+    );
+    assert_eq!(
+        run(state.use_refresh_token("garbage", "app", 100)),
+        RefreshUse::Invalid
+    );
+    assert!(matches!(
+        run(state.use_refresh_token(&token, "app", 199)),
+        RefreshUse::Fresh(..)
+    ));
+}
+
+#[test]
+fn revoking_a_refresh_token_needs_its_client() {
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.open_grant(&grant_id, &grant("app"), 10_000));
+    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000));
+    assert!(!run(state.revoke_refresh_token(&token, "other")));
+    assert!(!run(state.is_revoked(None, Some(&grant_id))));
+    assert!(run(state.revoke_refresh_token(&token, "app")));
+    assert!(run(state.is_revoked(None, Some(&grant_id))));
+    assert_eq!(
+        run(state.use_refresh_token(&token, "app", 100)),
+        RefreshUse::Invalid
+    );
+}
+
+#[test]
+fn a_revoked_access_token_is_refused_by_jti() {
+    let state = MemoryState::default();
+    run(state.revoke_access("j1", None, 500, 100));
+    assert!(run(state.is_revoked(Some("j1"), None)));
+    assert!(!run(state.is_revoked(Some("j2"), None)));
+    assert!(!run(state.is_revoked(None, None)));
+}
+
+#[test]
+fn ten_failures_in_a_window_limit_a_key_and_the_window_ends() {
+    let state = MemoryState::default();
+    let keys = ["client:app".to_owned(), "address:192.0.2.1".to_owned()];
+    for _ in 0..MAX_FAILURES - 1 {
+        run(state.count_failure(&keys, 100));
+    }
+    assert!(!run(state.limited(&keys[..1], 100)));
+    run(state.count_failure(&keys, 101));
+    assert!(run(state.limited(&keys[..1], 101)));
+    assert!(run(state.limited(&keys[1..], 101)));
+    assert!(!run(state.limited(&["client:other".to_owned()], 101)));
+    assert!(!run(state.limited(&keys, 100 + FAILURE_WINDOW)));
+}
+
+#[test]
+fn a_refresh_token_names_its_grant_only_when_well_formed() {
+    let grant_id = crate::random::token();
+    let token = new_refresh_token(&grant_id);
+    assert_eq!(grant_of_refresh_token(&token), Some(grant_id.as_str()));
+    assert_eq!(grant_of_refresh_token("a.b"), None);
+    assert_eq!(grant_of_refresh_token(&format!("{grant_id}.")), None);
+    assert_eq!(
+        grant_of_refresh_token(&format!("{grant_id}.{{x}}{}", &grant_id[4..])),
+        None
+    );
+}
