@@ -215,10 +215,21 @@ pub struct TokenServiceConfig {
     pub retired_key_files: Vec<PathBuf>,
     /// Lifetime of issued access and ID tokens.
     pub token_lifetime: Duration,
+    /// Where codes, grants, refresh tokens, revocations and failure counters are kept.
+    pub store: TokenStoreKind,
     /// Registered clients.
     pub clients: Vec<ClientConfig>,
     /// Local users of the login form.
     pub users: Vec<UserConfig>,
+}
+
+/// `token_service.store`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStoreKind {
+    /// In this process only.
+    Memory,
+    /// In Redis at `session.redis_url`, shared by every replica.
+    Redis,
 }
 
 /// A grant type of the token service.

@@ -73,6 +73,7 @@ pub(super) struct RawTokenService {
     pub signing_key_file: Option<String>,
     pub retired_key_files: Option<Vec<String>>,
     pub token_lifetime: Option<String>,
+    pub store: Option<String>,
     #[serde(default)]
     pub client: Vec<RawClient>,
     #[serde(default)]

@@ -209,7 +209,9 @@ impl TokenService {
                 principal: pending.principal.clone(),
                 scopes: pending.scopes.clone(),
             };
-            self.state.open_grant(grant_id, &grant, grant_until).await?;
+            self.state
+                .open_grant(grant_id, &grant, grant_until, now)
+                .await?;
         }
         let mut issued = self.user_tokens(
             client,
@@ -222,7 +224,7 @@ impl TokenService {
         if let Some(grant_id) = &redemption.grant_id {
             issued.refresh_token = Some(
                 self.state
-                    .issue_refresh_token(grant_id, now + REFRESH_TOKEN_LIFETIME, grant_until)
+                    .issue_refresh_token(grant_id, now + REFRESH_TOKEN_LIFETIME, grant_until, now)
                     .await?,
             );
         }
@@ -427,6 +429,7 @@ impl TokenService {
                     &grant_id,
                     now + REFRESH_TOKEN_LIFETIME,
                     self.grant_until(now),
+                    now,
                 )
                 .await?,
         );

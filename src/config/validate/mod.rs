@@ -87,7 +87,10 @@ pub(super) fn load(
         .filter_map(|(path, raw)| checker.provider(&path, raw))
         .collect();
     checker.unique_provider_names(&providers);
-    let session = checker.session(session);
+    let token_service_redis = token_service
+        .as_ref()
+        .is_some_and(|raw| raw.store.as_deref() == Some("redis"));
+    let session = checker.session(session, token_service_redis);
     let forward_auth = forward_auth.and_then(|raw| checker.forward_auth(raw, &providers));
     let token_service = token_service.and_then(|raw| checker.token_service(raw, &providers));
     if forward_auth.is_some() && session.secrets.is_empty() {

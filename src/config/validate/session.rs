@@ -10,7 +10,9 @@ use crate::config::{RedisTarget, SessionConfig, SessionStoreKind};
 use crate::secret::Secret;
 
 impl Checker<'_> {
-    pub(super) fn session(&mut self, raw: RawSession) -> SessionConfig {
+    /// `token_service_redis`: the token service keeps its state in Redis too (at the same
+    /// `redis_url`).
+    pub(super) fn session(&mut self, raw: RawSession, token_service_redis: bool) -> SessionConfig {
         let store = match raw.store.as_deref() {
             None | Some("cookie") => SessionStoreKind::Cookie,
             Some("memory") => SessionStoreKind::Memory,
@@ -26,12 +28,18 @@ impl Checker<'_> {
         if raw.state_file.is_some() && store != SessionStoreKind::Memory {
             self.problem("session.state_file", "only used with store = \"memory\"");
         }
-        let redis = match (store, raw.redis_url) {
-            (SessionStoreKind::Redis, None) => {
-                self.problem("session.redis_url", "is required with store = \"redis\"");
+        let wants_redis = store == SessionStoreKind::Redis || token_service_redis;
+        let redis = match (wants_redis, raw.redis_url) {
+            (true, None) => {
+                let needed_by = if store == SessionStoreKind::Redis {
+                    "store = \"redis\""
+                } else {
+                    "token_service.store = \"redis\""
+                };
+                self.problem("session.redis_url", format!("is required with {needed_by}"));
                 None
             }
-            (SessionStoreKind::Redis, Some(value)) => {
+            (true, Some(value)) => {
                 let urls: Option<Vec<String>> = match value {
                     toml::Value::String(url) => Some(vec![url]),
                     toml::Value::Array(items) => items
@@ -55,11 +63,14 @@ impl Checker<'_> {
                     }
                 }
             }
-            (_, Some(_)) => {
-                self.problem("session.redis_url", "only used with store = \"redis\"");
+            (false, Some(_)) => {
+                self.problem(
+                    "session.redis_url",
+                    "only used with store = \"redis\" (or token_service.store = \"redis\")",
+                );
                 None
             }
-            (_, None) => None,
+            (false, None) => None,
         };
         let redis_ca = match raw.redis_ca_file {
             None => None,

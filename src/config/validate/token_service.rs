@@ -8,7 +8,9 @@ use url::Url;
 
 use super::Checker;
 use crate::config::raw::{RawClient, RawTokenService, RawUser};
-use crate::config::{ClientConfig, GrantType, ProviderConfig, TokenServiceConfig, UserConfig};
+use crate::config::{
+    ClientConfig, GrantType, ProviderConfig, TokenServiceConfig, TokenStoreKind, UserConfig,
+};
 use crate::secret::Secret;
 
 impl Checker<'_> {
@@ -29,6 +31,17 @@ impl Checker<'_> {
             raw.token_lifetime,
             Duration::from_secs(30 * 60),
         );
+        let store = match raw.store.as_deref() {
+            None | Some("memory") => TokenStoreKind::Memory,
+            Some("redis") => TokenStoreKind::Redis,
+            Some(other) => {
+                self.problem(
+                    "token_service.store",
+                    format!("`{other}` is not one of memory, redis"),
+                );
+                TokenStoreKind::Memory
+            }
+        };
         let clients: Vec<ClientConfig> = raw
             .client
             .into_iter()
@@ -65,6 +78,7 @@ impl Checker<'_> {
                 .map(PathBuf::from)
                 .collect(),
             token_lifetime,
+            store,
             clients,
             users,
         })

@@ -142,6 +142,7 @@ impl IssuerState for MemoryState {
         grant_id: &'a str,
         grant: &'a Grant,
         _until: UnixTime,
+        _now: UnixTime,
     ) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
             book.grants.insert(
@@ -159,6 +160,7 @@ impl IssuerState for MemoryState {
         grant_id: &'a str,
         expires_at: UnixTime,
         _grant_until: UnixTime,
+        _now: UnixTime,
     ) -> StateFuture<'a, String> {
         ready(self.with_book(|book| {
             let token = super::new_refresh_token(grant_id);

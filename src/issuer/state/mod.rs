@@ -123,12 +123,13 @@ pub trait IssuerState: Send + Sync + 'static {
         now: UnixTime,
     ) -> StateFuture<'a, CodeUse>;
 
-    /// Opens a grant, kept until `until`.
+    /// Opens a grant at `now`, kept until `until`.
     fn open_grant<'a>(
         &'a self,
         grant_id: &'a str,
         grant: &'a Grant,
         until: UnixTime,
+        now: UnixTime,
     ) -> StateFuture<'a, ()>;
 
     /// A new refresh token for a grant, valid until `expires_at`; the grant is kept at least
@@ -138,6 +139,7 @@ pub trait IssuerState: Send + Sync + 'static {
         grant_id: &'a str,
         expires_at: UnixTime,
         grant_until: UnixTime,
+        now: UnixTime,
     ) -> StateFuture<'a, String>;
 
     /// Spends a refresh token presented by `client_id`.

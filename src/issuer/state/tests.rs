@@ -51,7 +51,7 @@ fn a_code_is_taken_once_and_its_replay_revokes_what_it_issued() {
         run(state.take_code("c1", &first, 101)),
         CodeUse::Pending(pending("app", 100))
     );
-    run(state.open_grant(&grant_id, &grant("app"), 10_000));
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
     assert!(!run(
         state.is_revoked(Some(&first.access_jti), Some(&grant_id))
     ));
@@ -82,15 +82,15 @@ fn an_unknown_or_expired_code_is_unknown() {
 fn a_refresh_token_is_spent_once_and_reuse_ends_the_grant() {
     let state = MemoryState::default();
     let grant_id = crate::random::token();
-    run(state.open_grant(&grant_id, &grant("app"), 10_000));
-    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000));
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
     assert_eq!(grant_of_refresh_token(&token), Some(grant_id.as_str()));
 
     assert_eq!(
         run(state.use_refresh_token(&token, "app", 100)),
         RefreshUse::Fresh(grant_id.clone(), grant("app"))
     );
-    let next = run(state.issue_refresh_token(&grant_id, 5_000, 10_000));
+    let next = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
     assert_eq!(
         run(state.use_refresh_token(&token, "app", 101)),
         RefreshUse::Reused
@@ -107,8 +107,8 @@ fn a_refresh_token_is_spent_once_and_reuse_ends_the_grant() {
 fn a_refresh_token_of_another_client_or_expired_is_invalid_and_not_spent() {
     let state = MemoryState::default();
     let grant_id = crate::random::token();
-    run(state.open_grant(&grant_id, &grant("app"), 10_000));
-    let token = run(state.issue_refresh_token(&grant_id, 200, 10_000));
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+    let token = run(state.issue_refresh_token(&grant_id, 200, 10_000, 100));
     assert_eq!(
         run(state.use_refresh_token(&token, "other", 100)),
         RefreshUse::Invalid
@@ -131,8 +131,8 @@ fn a_refresh_token_of_another_client_or_expired_is_invalid_and_not_spent() {
 fn revoking_a_refresh_token_needs_its_client() {
     let state = MemoryState::default();
     let grant_id = crate::random::token();
-    run(state.open_grant(&grant_id, &grant("app"), 10_000));
-    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000));
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
     assert!(!run(state.revoke_refresh_token(&token, "other")));
     assert!(!run(state.is_revoked(None, Some(&grant_id))));
     assert!(run(state.revoke_refresh_token(&token, "app")));
