@@ -22,6 +22,7 @@ pub mod policy;
 pub mod proxy;
 pub mod public;
 pub mod random;
+pub mod redis_connection;
 pub mod secret;
 pub mod session;
 pub mod token;

@@ -96,45 +96,31 @@ impl SessionCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
     }
+}
 
-    /// Applies a push message of the tracking connection. Returns `true` when the connection
-    /// is gone.
-    pub fn apply(&self, push: &redis::PushInfo) -> bool {
-        match push.kind {
-            redis::PushKind::Invalidate => {
-                match push.data.first() {
-                    Some(redis::Value::Array(keys)) => {
-                        for key in keys {
-                            if let redis::Value::BulkString(key) = key {
-                                match std::str::from_utf8(key)
-                                    .ok()
-                                    .and_then(|key| key.strip_prefix(KEY_PREFIX))
-                                {
-                                    Some(id) => self.invalidate(id),
-                                    None => {
-                                        self.generation.fetch_add(1, Ordering::SeqCst);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    // FLUSHALL / FLUSHDB, or Redis dropped its tracking table.
-                    _ => self.clear(),
-                }
-                false
+impl crate::redis_connection::Invalidations for SessionCache {
+    fn invalidate(&self, key: &[u8]) {
+        match std::str::from_utf8(key)
+            .ok()
+            .and_then(|key| key.strip_prefix(KEY_PREFIX))
+        {
+            Some(id) => SessionCache::invalidate(self, id),
+            // Another key: nothing kept changed, but a read in flight is not kept either.
+            None => {
+                self.generation.fetch_add(1, Ordering::SeqCst);
             }
-            redis::PushKind::Disconnection => {
-                self.clear();
-                true
-            }
-            _ => false,
         }
+    }
+
+    fn invalidate_all(&self) {
+        self.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis_connection::Invalidations as _;
     use crate::session::Session;
 
     fn stored(last_seen: i64) -> StoredSession {
@@ -153,14 +139,9 @@ mod tests {
         }
     }
 
-    fn invalidate(keys: &[&str]) -> redis::PushInfo {
-        redis::PushInfo {
-            kind: redis::PushKind::Invalidate,
-            data: vec![redis::Value::Array(
-                keys.iter()
-                    .map(|key| redis::Value::BulkString(key.as_bytes().to_vec()))
-                    .collect(),
-            )],
+    fn invalidate(cache: &SessionCache, keys: &[&str]) {
+        for key in keys {
+            crate::redis_connection::Invalidations::invalidate(cache, key.as_bytes());
         }
     }
 
@@ -169,7 +150,7 @@ mod tests {
         let cache = SessionCache::default();
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         cache.insert("b", Arc::from(&b"2"[..]), stored(2), cache.generation());
-        assert!(!cache.apply(&invalidate(&["tollgate:s:a"])));
+        invalidate(&cache, &["tollgate:s:a"]);
         assert!(cache.get("a").is_none());
         assert_eq!(
             cache.get("b").map(|cached| cached.stored.last_seen),
@@ -181,7 +162,7 @@ mod tests {
     fn a_read_that_raced_an_invalidation_is_not_kept() {
         let cache = SessionCache::default();
         let before_read = cache.generation();
-        cache.apply(&invalidate(&["tollgate:s:a"]));
+        invalidate(&cache, &["tollgate:s:a"]);
         cache.insert("a", Arc::from(&b"old"[..]), stored(1), before_read);
         assert!(cache.get("a").is_none(), "the value may predate the change");
         cache.insert("a", Arc::from(&b"new"[..]), stored(2), cache.generation());
@@ -192,19 +173,11 @@ mod tests {
     fn a_flush_or_a_lost_connection_forgets_everything() {
         let cache = SessionCache::default();
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
-        let flush = redis::PushInfo {
-            kind: redis::PushKind::Invalidate,
-            data: vec![redis::Value::Nil],
-        };
-        assert!(!cache.apply(&flush));
+        let before_read = cache.generation();
+        cache.invalidate_all();
         assert!(cache.entries.is_empty());
-        cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
-        let lost = redis::PushInfo {
-            kind: redis::PushKind::Disconnection,
-            data: Vec::new(),
-        };
-        assert!(cache.apply(&lost), "the connection is gone");
-        assert!(cache.entries.is_empty());
+        cache.insert("b", Arc::from(&b"2"[..]), stored(2), before_read);
+        assert!(cache.get("b").is_none(), "a read in flight is not kept");
     }
 
     #[test]
@@ -212,7 +185,7 @@ mod tests {
         let cache = SessionCache::default();
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         let before_read = cache.generation();
-        cache.apply(&invalidate(&["tollgate:sub:x"]));
+        invalidate(&cache, &["tollgate:sub:x"]);
         assert!(cache.get("a").is_some());
         cache.insert("b", Arc::from(&b"2"[..]), stored(2), before_read);
         assert!(cache.get("b").is_none());

@@ -1,206 +1,34 @@
-//! `store = "redis"`: sessions in Redis, shared by every replica — standalone (`redis://`,
-//! `rediss://` for TLS, password in the URL), Sentinel (`redis+sentinel://host:port,…/service`)
-//! or Cluster (a list of node URLs). Connections are made lazily and re-made after a failure,
-//! so Tollgate starts while Redis is down and recovers by itself when it returns; every failure
-//! in between is a `StoreError::Unavailable` (503 for the request), never a pass.
+//! `store = "redis"`: sessions in Redis, shared by every replica. This file is the key schema;
+//! `crate::redis_connection` connects (standalone, Sentinel, Cluster, lazily, again after a
+//! failure) and every failure there is a `StoreError::Unavailable` here (503 for the request),
+//! never a pass.
 //!
 //! Keys: `tollgate:s:<id>` holds the session as JSON and expires with its lifetime or idle
 //! timeout, whichever comes first; `tollgate:all`, `tollgate:sub:<sub>` and
 //! `tollgate:sid:<sid>` are sets of ids for the admin API and back-channel logout (stale
 //! members are dropped when met).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use super::error::StoreError;
 use super::memory_store::StoredSession;
 use super::redis_cache::{KEY_PREFIX, SessionCache};
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
+use crate::redis_connection::RedisConnection;
 
 const ALL: &str = "tollgate:all";
-const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The connection a tracking connection is kept in; emptied when it is lost.
-type Slot = std::sync::Mutex<Option<(u64, redis::aio::MultiplexedConnection)>>;
-
-/// Where the one server of a standalone or Sentinel set-up is found.
-enum Source {
-    Direct(redis::Client),
-    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
-}
-
-/// Standalone or Sentinel: one multiplexed RESP3 connection with `CLIENT TRACKING` on, made
-/// when first needed and made again after a failure (asking the sentinels for the current
-/// master each time, so a failover is followed).
-struct Tracked {
-    source: Source,
-    slot: Arc<Slot>,
-    connecting: tokio::sync::Mutex<()>,
-    serial: AtomicU64,
-    cache: Arc<SessionCache>,
-    /// Whether the current connection has `CLIENT TRACKING` on, so copies may be kept.
-    tracking: std::sync::atomic::AtomicBool,
-}
-
-enum Connection {
-    Tracked(Tracked),
-    /// Cluster connections are not tracked: every read goes to Redis.
-    Cluster {
-        client: redis::cluster::ClusterClient,
-        connection: tokio::sync::Mutex<Option<redis::cluster_async::ClusterConnection>>,
-    },
-}
 
 /// Sessions in Redis.
 pub struct RedisStore {
-    connection: Connection,
+    connection: RedisConnection,
+    /// Sessions read, kept while Redis tracks them for this process.
+    cache: Arc<SessionCache>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn unavailable(error: &redis::RedisError) -> StoreError {
     StoreError::Unavailable(error.to_string())
-}
-
-/// A connection to run one command on.
-enum Handle {
-    Multiplexed(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl Handle {
-    async fn query<T: redis::FromRedisValue>(
-        &mut self,
-        command: &redis::Cmd,
-    ) -> redis::RedisResult<T> {
-        let call = async {
-            match self {
-                Self::Multiplexed(connection) => command.query_async(connection).await,
-                Self::Cluster(connection) => command.query_async(connection).await,
-            }
-        };
-        tokio::time::timeout(TIMEOUT, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "Redis did not answer in time",
-                )))
-            })
-    }
-}
-
-/// `client` speaking RESP3, which carries the invalidation messages.
-fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings))
-}
-
-impl Tracked {
-    fn new(source: Source) -> Self {
-        Self {
-            source,
-            slot: Arc::new(std::sync::Mutex::new(None)),
-            connecting: tokio::sync::Mutex::new(()),
-            serial: AtomicU64::new(0),
-            cache: Arc::new(SessionCache::default()),
-            tracking: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn current(&self) -> Option<redis::aio::MultiplexedConnection> {
-        let slot = self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.as_ref().map(|(_, connection)| connection.clone())
-    }
-
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
-        let _connecting = self.connecting.lock().await;
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
-        tokio::time::timeout(TIMEOUT * 2, self.connect())
-            .await
-            .map_err(|_| StoreError::Unavailable("Redis did not answer in time".to_owned()))?
-            .map_err(|error| unavailable(&error))
-    }
-
-    async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let client = match &self.source {
-            Source::Direct(client) => client.clone(),
-            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
-        };
-        let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
-        let cache = self.cache.clone();
-        let slot: Weak<Slot> = Arc::downgrade(&self.slot);
-        // Runs on the connection's reader, in order with the replies.
-        let on_push = move |push: redis::PushInfo| {
-            if cache.apply(&push)
-                && let Some(slot) = slot.upgrade()
-            {
-                let mut slot = slot
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
-                    *slot = None;
-                }
-            }
-            Ok::<(), std::convert::Infallible>(())
-        };
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_push_sender(on_push);
-        let mut connection = resp3(&client)?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let tracking: redis::RedisResult<()> = redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .query_async(&mut connection)
-            .await;
-        let tracked = match tracking {
-            Ok(()) => true,
-            // An ACL or a managed Redis may refuse the command: then no copies are kept.
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-                ) =>
-            {
-                tracing::warn!(%error, "Redis refused CLIENT TRACKING; every session read goes to Redis");
-                false
-            }
-            Err(error) => return Err(error),
-        };
-        // Whatever was cached came through a connection whose invalidations may be lost.
-        self.tracking.store(tracked, Ordering::SeqCst);
-        self.cache.clear();
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((serial, connection.clone()));
-        Ok(connection)
-    }
-
-    fn reset(&self) {
-        self.cache.clear();
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-    }
 }
 
 impl RedisStore {
@@ -213,89 +41,22 @@ impl RedisStore {
         ca: Option<&[u8]>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
-        let certificates = || redis::TlsCertificates {
-            client_tls: None,
-            root_cert: ca.map(<[u8]>::to_vec),
-        };
-        let connection = match target {
-            RedisTarget::Standalone(url) => {
-                let client = match ca {
-                    Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
-                    None => redis::Client::open(url.as_str()),
-                }
-                .map_err(|error| error.to_string())?;
-                Connection::Tracked(Tracked::new(Source::Direct(client)))
-            }
-            RedisTarget::Sentinel { sentinels, service } => {
-                let client = redis::sentinel::SentinelClient::build(
-                    sentinels.clone(),
-                    service.as_str(),
-                    None,
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(|error| error.to_string())?;
-                Connection::Tracked(Tracked::new(Source::Sentinel(tokio::sync::Mutex::new(
-                    client,
-                ))))
-            }
-            RedisTarget::Cluster(nodes) => {
-                let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());
-                if ca.is_some() {
-                    builder = builder.certs(certificates());
-                }
-                let client = builder
-                    .connection_timeout(TIMEOUT)
-                    .response_timeout(TIMEOUT)
-                    .build()
-                    .map_err(|error| error.to_string())?;
-                Connection::Cluster {
-                    client,
-                    connection: tokio::sync::Mutex::new(None),
-                }
-            }
-        };
+        let cache = Arc::new(SessionCache::default());
+        let connection = RedisConnection::new(
+            target,
+            ca,
+            Some(cache.clone() as Arc<dyn crate::redis_connection::Invalidations>),
+        )?;
         Ok(Self {
             connection,
+            cache,
             metrics,
         })
     }
 
-    async fn handle(&self) -> Result<Handle, StoreError> {
-        match &self.connection {
-            Connection::Tracked(tracked) => Ok(Handle::Multiplexed(tracked.connection().await?)),
-            Connection::Cluster { client, connection } => {
-                let mut cached = connection.lock().await;
-                if let Some(existing) = cached.as_ref() {
-                    return Ok(Handle::Cluster(existing.clone()));
-                }
-                let fresh = tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
-                    .await
-                    .map_err(|_| {
-                        StoreError::Unavailable("Redis Cluster did not answer in time".to_owned())
-                    })?
-                    .map_err(|error| unavailable(&error))?;
-                *cached = Some(fresh.clone());
-                Ok(Handle::Cluster(fresh))
-            }
-        }
-    }
-
-    /// Forgets the connection after a failure, so the next command reconnects.
-    async fn reset(&self) {
-        match &self.connection {
-            Connection::Tracked(tracked) => tracked.reset(),
-            Connection::Cluster { connection, .. } => *connection.lock().await = None,
-        }
-    }
-
     /// The session cache, when reads are tracked.
     fn cache(&self) -> Option<&SessionCache> {
-        match &self.connection {
-            Connection::Tracked(tracked) if tracked.tracking.load(Ordering::SeqCst) => {
-                Some(&tracked.cache)
-            }
-            Connection::Tracked(_) | Connection::Cluster { .. } => None,
-        }
+        self.connection.tracking().then_some(&*self.cache)
     }
 
     /// Forgets this process's copy of a session it is about to change.
@@ -306,18 +67,10 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        let result = match self.handle().await {
-            Ok(mut handle) => handle
-                .query(command)
-                .await
-                .map_err(|error| unavailable(&error)),
-            Err(error) => Err(error),
-        };
-        if result.is_err() {
+        self.connection.query(command).await.map_err(|error| {
             self.metrics.session_store_errors.inc();
-            self.reset().await;
-        }
-        result
+            unavailable(&error)
+        })
     }
 
     fn key(id: &str) -> String {
@@ -329,8 +82,10 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self.run(&redis::cmd("PING")).await?;
-        Ok(())
+        self.connection.ping().await.map_err(|error| {
+            self.metrics.session_store_errors.inc();
+            unavailable(&error)
+        })
     }
 
     /// The session `id`, with the stored bytes (for `touch`): from this process's tracked copy
@@ -506,38 +261,5 @@ impl Index<'_> {
             Self::Sub(sub) => format!("tollgate:sub:{sub}"),
             Self::Sid(sid) => format!("tollgate:sid:{sid}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redis_urls_choose_the_mode() {
-        assert_eq!(
-            RedisTarget::parse(&["redis://:pw@127.0.0.1:6379/0".to_owned()]),
-            Ok(RedisTarget::Standalone(
-                "redis://:pw@127.0.0.1:6379/0".to_owned()
-            ))
-        );
-        assert_eq!(
-            RedisTarget::parse(&[
-                "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster".to_owned()
-            ]),
-            Ok(RedisTarget::Sentinel {
-                sentinels: vec![
-                    "redis://10.0.0.1:26379".to_owned(),
-                    "redis://10.0.0.2:26379".to_owned()
-                ],
-                service: "mymaster".to_owned()
-            })
-        );
-        assert!(
-            matches!(RedisTarget::parse(&["redis://a:1".to_owned(), "redis://b:2".to_owned()]), Ok(RedisTarget::Cluster(nodes)) if nodes.len() == 2)
-        );
-        assert!(RedisTarget::parse(&["http://x".to_owned()]).is_err());
-        assert!(RedisTarget::parse(&["redis+sentinel://host:1".to_owned()]).is_err());
-        assert!(RedisTarget::parse(&[]).is_err());
     }
 }

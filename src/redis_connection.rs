@@ -1,0 +1,469 @@
+//! The connection to Redis under every Redis-backed store (sessions today, the token service
+//! next): standalone (`redis://`, `rediss://` for TLS, password and db in the URL), Sentinel
+//! (`redis+sentinel://host:port,…/service`) or Cluster (a list of node URLs). It knows no key
+//! schema: a store hands it a `redis::Cmd`, a `redis::Pipeline` or a `redis::Script` invocation
+//! and gets the answer from the server that holds those keys (Cluster routes by key; standalone
+//! and Sentinel have one server).
+//!
+//! Connections are made when first needed and made again after a failure (asking the sentinels
+//! for the current master each time, so a failover is followed): Tollgate starts while Redis is
+//! down and recovers by itself. Every call is cut off after [`TIMEOUT`]; a failure is a
+//! `redis::RedisError`, which a store turns into its own "unavailable".
+//!
+//! The connection may keep `CLIENT TRACKING` on and hand Redis's invalidations to an
+//! [`Invalidations`], so a store can keep what it read until Redis says it changed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+pub use crate::config::RedisTarget;
+
+/// The longest one call waits for Redis (connecting twice that).
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Told what Redis says changed, for the keys the main link read (`CLIENT TRACKING`).
+pub trait Invalidations: Send + Sync {
+    /// Redis says `key` changed, was deleted or expired.
+    fn invalidate(&self, key: &[u8]);
+    /// Anything may have changed: a new connection, a lost one, a flushed database.
+    fn invalidate_all(&self);
+}
+
+/// The connection a single-server link keeps, with the serial of the attempt that made it;
+/// emptied when it is lost.
+type Slot = std::sync::Mutex<Option<(u64, MultiplexedConnection)>>;
+
+/// Where the one server of a standalone or Sentinel set-up is found.
+enum Source {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// Standalone or Sentinel: one multiplexed connection, made when first needed and made again
+/// after a failure.
+struct Single {
+    source: Arc<Source>,
+    slot: Arc<Slot>,
+    connecting: tokio::sync::Mutex<()>,
+    serial: AtomicU64,
+    /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
+    invalidations: Option<Arc<dyn Invalidations>>,
+    /// Whether the current connection has tracking on, so copies may be kept.
+    tracking: AtomicBool,
+}
+
+/// A Cluster: the client's connection (one per node inside), made when first needed.
+struct Cluster {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::Mutex<Option<ClusterConnection>>,
+}
+
+enum Link {
+    Single(Single),
+    Cluster(Box<Cluster>),
+}
+
+/// The connection to one Redis deployment.
+pub struct RedisConnection {
+    main: Link,
+}
+
+/// A connection to run calls on (cheap clones of the link's connection).
+enum Handle {
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Multiplexed(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Multiplexed(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Multiplexed(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"))
+}
+
+/// Whether a failure may mean the connection is no good (so it is made again): anything but
+/// an error the server answered about the call itself.
+fn connection_suspect(error: &RedisError) -> bool {
+    use redis::ServerErrorKind;
+    !matches!(
+        error.kind(),
+        redis::ErrorKind::Server(
+            ServerErrorKind::ResponseError
+                | ServerErrorKind::NoScript
+                | ServerErrorKind::ExecAbort
+                | ServerErrorKind::CrossSlot
+                | ServerErrorKind::NoPerm
+        ) | redis::ErrorKind::Extension
+            | redis::ErrorKind::UnexpectedReturnType
+            | redis::ErrorKind::Parse
+    )
+}
+
+/// `client` speaking RESP3, which carries the invalidation messages.
+fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+impl Single {
+    fn new(source: Arc<Source>, invalidations: Option<Arc<dyn Invalidations>>) -> Self {
+        Self {
+            source,
+            slot: Arc::new(std::sync::Mutex::new(None)),
+            connecting: tokio::sync::Mutex::new(()),
+            serial: AtomicU64::new(0),
+            invalidations,
+            tracking: AtomicBool::new(false),
+        }
+    }
+
+    fn current(&self) -> Option<MultiplexedConnection> {
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.as_ref().map(|(_, connection)| connection.clone())
+    }
+
+    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        tokio::time::timeout(TIMEOUT * 2, self.connect())
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
+        let client = match &*self.source {
+            Source::Direct(client) => client.clone(),
+            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
+        };
+        let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let Some(invalidations) = self.invalidations.clone() else {
+            let connection = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            self.keep(serial, connection.clone());
+            return Ok(connection);
+        };
+        let slot: Weak<Slot> = Arc::downgrade(&self.slot);
+        let listener = invalidations.clone();
+        // Runs on the connection's reader, in order with the replies.
+        let on_push = move |push: redis::PushInfo| {
+            let lost = match push.kind {
+                redis::PushKind::Invalidate => {
+                    match push.data.first() {
+                        Some(Value::Array(keys)) => {
+                            for key in keys {
+                                if let Value::BulkString(key) = key {
+                                    listener.invalidate(key);
+                                }
+                            }
+                        }
+                        // FLUSHALL / FLUSHDB, or Redis dropped its tracking table.
+                        _ => listener.invalidate_all(),
+                    }
+                    false
+                }
+                redis::PushKind::Disconnection => {
+                    listener.invalidate_all();
+                    true
+                }
+                _ => false,
+            };
+            if lost && let Some(slot) = slot.upgrade() {
+                let mut slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
+                    *slot = None;
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let mut connection = resp3(&client)?
+            .get_multiplexed_async_connection_with_config(&config.set_push_sender(on_push))
+            .await?;
+        let tracking: RedisResult<()> = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .query_async(&mut connection)
+            .await;
+        let tracked = match tracking {
+            Ok(()) => true,
+            // An ACL or a managed Redis may refuse the command: then no copies are kept.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                ) =>
+            {
+                tracing::warn!(%error, "Redis refused CLIENT TRACKING; every read goes to Redis");
+                false
+            }
+            Err(error) => return Err(error),
+        };
+        // Whatever was kept came through a connection whose invalidations may be lost.
+        self.tracking.store(tracked, Ordering::SeqCst);
+        invalidations.invalidate_all();
+        self.keep(serial, connection.clone());
+        Ok(connection)
+    }
+
+    fn keep(&self, serial: u64, connection: MultiplexedConnection) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((serial, connection));
+    }
+
+    fn reset(&self) {
+        if let Some(invalidations) = &self.invalidations {
+            invalidations.invalidate_all();
+        }
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+impl Link {
+    async fn handle(&self) -> RedisResult<Handle> {
+        match self {
+            Self::Single(single) => Ok(Handle::Multiplexed(single.connection().await?)),
+            Self::Cluster(cluster) => {
+                let mut cached = cluster.connection.lock().await;
+                if let Some(existing) = cached.as_ref() {
+                    return Ok(Handle::Cluster(existing.clone()));
+                }
+                let fresh =
+                    tokio::time::timeout(TIMEOUT * 2, cluster.client.get_async_connection())
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out()))?;
+                *cached = Some(fresh.clone());
+                Ok(Handle::Cluster(fresh))
+            }
+        }
+    }
+
+    /// Forgets the connection after a failure, so the next call makes a new one.
+    async fn reset(&self) {
+        match self {
+            Self::Single(single) => single.reset(),
+            Self::Cluster(cluster) => *cluster.connection.lock().await = None,
+        }
+    }
+
+    /// Runs `call` on this link's connection, cut off after [`TIMEOUT`]; a failure that may be
+    /// the connection's forgets it.
+    async fn run<T, F>(&self, call: F) -> RedisResult<T>
+    where
+        F: AsyncFnOnce(&mut Handle) -> RedisResult<T>,
+    {
+        let result = match self.handle().await {
+            Ok(mut handle) => tokio::time::timeout(TIMEOUT, call(&mut handle))
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result
+            && connection_suspect(error)
+        {
+            self.reset().await;
+        }
+        result
+    }
+}
+
+impl RedisConnection {
+    /// A connection to `target`, trusting `ca` for TLS when given; nothing is connected yet.
+    /// With `invalidations`, the main link keeps `CLIENT TRACKING` on (standalone and
+    /// Sentinel; Redis may refuse it, see [`Self::tracking`]).
+    ///
+    /// # Errors
+    /// When the URLs cannot make a client.
+    pub fn new(
+        target: &RedisTarget,
+        ca: Option<&[u8]>,
+        invalidations: Option<Arc<dyn Invalidations>>,
+    ) -> Result<Self, String> {
+        let certificates = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.map(<[u8]>::to_vec),
+        };
+        let main = match target {
+            RedisTarget::Standalone(url) => {
+                let client = match ca {
+                    Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(|error| error.to_string())?;
+                Link::Single(Single::new(Arc::new(Source::Direct(client)), invalidations))
+            }
+            RedisTarget::Sentinel { sentinels, service } => {
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    service.as_str(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|error| error.to_string())?;
+                let source = Arc::new(Source::Sentinel(tokio::sync::Mutex::new(client)));
+                Link::Single(Single::new(source, invalidations))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let cluster = || {
+                    let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());
+                    if ca.is_some() {
+                        builder = builder.certs(certificates());
+                    }
+                    builder
+                        .connection_timeout(TIMEOUT)
+                        .response_timeout(TIMEOUT)
+                        .build()
+                        .map(|client| {
+                            Link::Cluster(Box::new(Cluster {
+                                client,
+                                connection: tokio::sync::Mutex::new(None),
+                            }))
+                        })
+                        .map_err(|error| error.to_string())
+                };
+                cluster()?
+            }
+        };
+        Ok(Self { main })
+    }
+
+    /// Whether the main link's current connection has `CLIENT TRACKING` on, so a store may keep
+    /// what it reads until told otherwise.
+    pub fn tracking(&self) -> bool {
+        match &self.main {
+            Link::Single(single) => {
+                single.invalidations.is_some() && single.tracking.load(Ordering::SeqCst)
+            }
+            Link::Cluster(_) => false,
+        }
+    }
+
+    /// Runs one command (on the server holding its keys).
+    ///
+    /// # Errors
+    /// Redis is unreachable, too slow, or answered with an error.
+    pub async fn query<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
+        self.main
+            .run(async |handle: &mut Handle| command.query_async(handle).await)
+            .await
+    }
+
+    /// Runs a pipeline (with Cluster, its keys must share one hash slot).
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> RedisResult<T> {
+        self.main
+            .run(async |handle: &mut Handle| pipeline.query_async(handle).await)
+            .await
+    }
+
+    /// Runs a Lua script with its keys and arguments (`EVALSHA`, loading it once when the
+    /// server does not know it yet); with Cluster its keys must share one hash slot.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        self.main
+            .run(async |handle: &mut Handle| invocation.invoke_async(handle).await)
+            .await
+    }
+
+    /// Whether Redis answers.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn ping(&self) -> RedisResult<()> {
+        let _: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls_choose_the_mode() {
+        assert_eq!(
+            RedisTarget::parse(&["redis://:pw@127.0.0.1:6379/0".to_owned()]),
+            Ok(RedisTarget::Standalone(
+                "redis://:pw@127.0.0.1:6379/0".to_owned()
+            ))
+        );
+        assert_eq!(
+            RedisTarget::parse(&[
+                "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster".to_owned()
+            ]),
+            Ok(RedisTarget::Sentinel {
+                sentinels: vec![
+                    "redis://10.0.0.1:26379".to_owned(),
+                    "redis://10.0.0.2:26379".to_owned()
+                ],
+                service: "mymaster".to_owned()
+            })
+        );
+        assert!(
+            matches!(RedisTarget::parse(&["redis://a:1".to_owned(), "redis://b:2".to_owned()]), Ok(RedisTarget::Cluster(nodes)) if nodes.len() == 2)
+        );
+        assert!(RedisTarget::parse(&["http://x".to_owned()]).is_err());
+        assert!(RedisTarget::parse(&["redis+sentinel://host:1".to_owned()]).is_err());
+        assert!(RedisTarget::parse(&[]).is_err());
+    }
+}
