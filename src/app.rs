@@ -62,7 +62,7 @@ impl AppState {
             Some(token_service_config) => Some(Arc::new(
                 crate::issuer::TokenService::new(
                     token_service_config.clone(),
-                    Arc::new(crate::issuer::state::memory::MemoryState::default()),
+                    issuer_state(&config, token_service_config)?,
                     config.server.trusted_proxies.clone(),
                     clock.clone(),
                     metrics.clone(),
@@ -273,6 +273,36 @@ fn session_backend(
             )
             .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
             SessionBackend::Redis(Arc::new(store))
+        }
+    })
+}
+
+/// Where the token service keeps its state (`token_service.store`).
+fn issuer_state(
+    config: &Config,
+    service: &crate::config::TokenServiceConfig,
+) -> anyhow::Result<Arc<dyn crate::issuer::state::IssuerState>> {
+    use crate::config::TokenStoreKind;
+    use crate::issuer::state::{memory::MemoryState, redis::RedisState};
+    Ok(match service.store {
+        TokenStoreKind::Memory => Arc::new(MemoryState::default()),
+        TokenStoreKind::Redis => {
+            let target =
+                config.session.redis.as_ref().context(
+                    "session.redis_url is required with token_service.store = \"redis\"",
+                )?;
+            let connection = crate::redis_connection::RedisConnection::new(
+                target,
+                config.session.redis_ca.as_deref(),
+                None,
+            )
+            .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
+            let lifetime = i64::try_from(service.token_lifetime.as_secs()).unwrap_or(i64::MAX);
+            Arc::new(RedisState::new(
+                Arc::new(connection),
+                "tollgate:",
+                crate::issuer::grant_life(lifetime),
+            ))
         }
     })
 }

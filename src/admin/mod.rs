@@ -69,6 +69,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     {
         problems.push(format!("session store: {error}"));
     }
+    if let Some(service) = state.token_service.as_ref()
+        && let Err(error) = service.check_store().await
+    {
+        problems.push(format!("token service store: {error}"));
+    }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

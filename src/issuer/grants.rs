@@ -234,8 +234,7 @@ impl TokenService {
     /// How long a grant made or refreshed at `now` is kept: past its last refresh token and
     /// the last access token that token could mint, so its revocation outlives both.
     fn grant_until(&self, now: UnixTime) -> UnixTime {
-        now.saturating_add(REFRESH_TOKEN_LIFETIME)
-            .saturating_add(self.lifetime())
+        now.saturating_add(grant_life(self.lifetime()))
     }
 
     fn base_claims(
@@ -484,6 +483,13 @@ fn check_redemption(
         )),
         (None, None) => Ok(()),
     }
+}
+
+/// How long a grant lives past its last refresh, in seconds, with access tokens of
+/// `token_lifetime` seconds: its last refresh token, then the last access token that token
+/// could mint.
+pub fn grant_life(token_lifetime: i64) -> i64 {
+    REFRESH_TOKEN_LIFETIME.saturating_add(token_lifetime)
 }
 
 /// The claims of a local user.

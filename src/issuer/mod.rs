@@ -24,6 +24,7 @@ use crate::token::{self, Claims, Expectations, TokenError};
 
 pub use clients::hash_password;
 pub use errors::IssuerError;
+pub use grants::grant_life;
 
 pub use state::{CODE_LIFETIME, Principal};
 use state::{IssuerState, PendingCode};
@@ -179,6 +180,14 @@ impl TokenService {
             metrics,
             app: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether the store of codes, grants and revocations can be used (for `/readyz`).
+    ///
+    /// # Errors
+    /// When it cannot.
+    pub async fn check_store(&self) -> Result<(), state::StateError> {
+        self.state.check().await
     }
 
     /// The issuer URL as it appears in `iss`.

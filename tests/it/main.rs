@@ -6,6 +6,8 @@
 //!   forwarded headers (SPEC §4, §6).
 //! - `login_flow`: `/signin`, `/callback`, `/signout`, `/userinfo` against the test provider.
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
+//! - `token_service_replicas`: two token-service replicas on one Redis (standalone, Cluster)
+//!   behave as one (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8).
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
@@ -30,4 +32,5 @@ mod sessions;
 mod soak;
 mod support;
 mod token_service;
+mod token_service_replicas;
 mod upstream_pool;

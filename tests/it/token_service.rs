@@ -17,13 +17,20 @@ fn challenge(verifier: &str) -> String {
 }
 
 async fn token_service() -> (Gateway, String) {
-    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
-        format!(
-            r#"[server]
+    Gateway::start_at_issuer(|issuer| config(issuer, "", "")).await
+}
+
+/// The token service used by these tests at `issuer`, with `token_service_extra` added to its
+/// section and `top` before it (another section).
+pub(crate) fn config(issuer: &str, top: &str, token_service_extra: &str) -> String {
+    format!(
+        r#"[server]
     listen = "127.0.0.1:0"
     admin_listen = "127.0.0.1:0"
+    {top}
     [token_service]
     issuer = "{issuer}"
+    {token_service_extra}
     [[token_service.client]]
     client_id = "spa"
     grants = ["authorization_code", "refresh_token"]
@@ -43,12 +50,9 @@ async fn token_service() -> (Gateway, String) {
     name = "Alice"
     email = "alice@example.com"
     "#,
-            secret_hash = tollgate::hash_password("machine-secret").unwrap(),
-            password_hash = tollgate::hash_password("alice-password").unwrap(),
-        )
-    })
-    .await;
-    (gateway, issuer)
+        secret_hash = tollgate::hash_password("machine-secret").unwrap(),
+        password_hash = tollgate::hash_password("alice-password").unwrap(),
+    )
 }
 
 fn authorize_query(state: &str, with_pkce: bool) -> String {
@@ -64,7 +68,7 @@ fn authorize_query(state: &str, with_pkce: bool) -> String {
     query
 }
 
-async fn token_request(
+pub(crate) async fn token_request(
     gateway: &Gateway,
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
@@ -355,7 +359,7 @@ async fn demo_runs_the_whole_system_on_loopback() {
 }
 
 /// Logs `alice` in at the form and returns the code.
-async fn code_for(gateway: &Gateway, state: &str) -> String {
+pub(crate) async fn code_for(gateway: &Gateway, state: &str) -> String {
     let mut browser = Browser::new();
     let right = browser
         .post_form(
@@ -375,7 +379,7 @@ async fn code_for(gateway: &Gateway, state: &str) -> String {
         .into_owned()
 }
 
-async fn exchange(gateway: &Gateway, code: &str) -> (u16, Value) {
+pub(crate) async fn exchange(gateway: &Gateway, code: &str) -> (u16, Value) {
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -386,7 +390,7 @@ async fn exchange(gateway: &Gateway, code: &str) -> (u16, Value) {
     token_request(gateway, &form, None).await
 }
 
-async fn validate(gateway: &Gateway, access_token: &str) -> u16 {
+pub(crate) async fn validate(gateway: &Gateway, access_token: &str) -> u16 {
     reqwest::Client::new()
         .get(gateway.url("/validate"))
         .bearer_auth(access_token)
@@ -397,7 +401,7 @@ async fn validate(gateway: &Gateway, access_token: &str) -> u16 {
         .as_u16()
 }
 
-async fn refresh(gateway: &Gateway, refresh_token: &str) -> (u16, Value) {
+pub(crate) async fn refresh(gateway: &Gateway, refresh_token: &str) -> (u16, Value) {
     token_request(
         gateway,
         &[

@@ -8,6 +8,7 @@
 //! two replicas cannot both win.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

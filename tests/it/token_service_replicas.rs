@@ -1,0 +1,189 @@
+//! SPEC §12 with `token_service.store = "redis"`: two token-service replicas on one Redis
+//! (standalone and Cluster) behave as one — a code issued on one is redeemed once on either,
+//! a refresh token rotated on one and reused on the other ends the grant, a revocation on one
+//! holds on the other and across a restart, and failed client authentication is counted
+//! across replicas.
+
+use serde_json::Value;
+
+use crate::support::Gateway;
+use crate::support::redis::{RedisCluster, RedisServer};
+use crate::token_service::{code_for, config, exchange, refresh, token_request, validate};
+
+/// Replica configs sharing `redis_url` (TOML) and one signing key file.
+fn replica_config(issuer: &str, redis_url: &str, key_file: &std::path::Path) -> String {
+    config(
+        issuer,
+        &format!("[session]\nredis_url = {redis_url}"),
+        &format!(
+            "store = \"redis\"\nsigning_key_file = \"{}\"",
+            key_file.display()
+        ),
+    )
+}
+
+/// Starts two replicas of one issuer (the first one's address names it).
+async fn replicas(redis_url: &str, key_file: &std::path::Path) -> (Gateway, Gateway, String) {
+    let (a, issuer) =
+        Gateway::start_at_issuer(|issuer| replica_config(issuer, redis_url, key_file)).await;
+    let b = Gateway::start(&replica_config(&issuer, redis_url, key_file)).await;
+    (a, b, issuer)
+}
+
+fn text(value: &Value, name: &str) -> String {
+    value[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {value}"))
+        .to_owned()
+}
+
+async fn revoke(gateway: &Gateway, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(gateway.url("/revoke"))
+        .form(&[("token", token), ("client_id", "spa")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn replicas_behave_as_one(redis_url: &str) {
+    let dir = tempfile_dir();
+    let key_file = dir.join("issuer-key.pem");
+    let (a, b, issuer) = replicas(redis_url, &key_file).await;
+
+    // A code made on A is redeemed on B, once; its replay on A revokes what it issued.
+    let code = code_for(&a, "s1").await;
+    let (status, issued) = exchange(&b, &code).await;
+    assert_eq!(status, 200, "{issued}");
+    let access = text(&issued, "access_token");
+    assert_eq!(validate(&a, &access).await, 200, "B's token holds on A");
+    let (status, replay) = exchange(&a, &code).await;
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the code is spent everywhere"
+    );
+    assert_eq!(validate(&a, &access).await, 401, "a replay revokes on A");
+    assert_eq!(validate(&b, &access).await, 401, "and on B");
+
+    // A refresh token rotated on A and reused on B ends the grant everywhere.
+    let (_, issued) = exchange(&a, &code_for(&b, "s2").await).await;
+    let first_refresh = text(&issued, "refresh_token");
+    let (status, rotated) = refresh(&a, &first_refresh).await;
+    assert_eq!(status, 200, "{rotated}");
+    let rotated_access = text(&rotated, "access_token");
+    assert_eq!(validate(&b, &rotated_access).await, 200);
+    let (status, reused) = refresh(&b, &first_refresh).await;
+    assert_eq!(
+        (status, reused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        refresh(&a, &text(&rotated, "refresh_token")).await.0,
+        400,
+        "the rotated token ended with its grant"
+    );
+    assert_eq!(validate(&a, &rotated_access).await, 401);
+
+    // A revocation on B holds on A, and after A restarts.
+    let (_, issued) = exchange(&b, &code_for(&a, "s3").await).await;
+    let access = text(&issued, "access_token");
+    let kept_refresh = text(&issued, "refresh_token");
+    assert_eq!(revoke(&b, &access).await, 200);
+    assert_eq!(
+        validate(&a, &access).await,
+        401,
+        "revoked on B, refused on A"
+    );
+    a.stop().await;
+    let restarted = Gateway::start(&replica_config(&issuer, redis_url, &key_file)).await;
+    assert_eq!(
+        validate(&restarted, &access).await,
+        401,
+        "a restart forgets no revocation"
+    );
+    let (status, after_restart) = refresh(&restarted, &kept_refresh).await;
+    assert_eq!(
+        status, 200,
+        "a grant outlives the replica that opened it: {after_restart}"
+    );
+
+    // Failed client authentication counts across replicas.
+    for gateway in [&restarted, &b].into_iter().cycle().take(10) {
+        let (status, _) = token_request(
+            gateway,
+            &[("grant_type", "client_credentials")],
+            Some(("machine", "wrong")),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    for gateway in [&restarted, &b] {
+        let (status, _) = token_request(
+            gateway,
+            &[("grant_type", "client_credentials")],
+            Some(("machine", "machine-secret")),
+        )
+        .await;
+        assert_eq!(status, 429, "ten failures over two replicas limit both");
+    }
+    restarted.stop().await;
+    b.stop().await;
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-replicas-{}-{}",
+        std::process::id(),
+        crate::support::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn token_service_replicas_share_one_truth_on_standalone_redis() {
+    let redis = RedisServer::standalone().await;
+    replicas_behave_as_one(&format!("\"{}\"", redis.url())).await;
+    let keys = redis.cli(&["--scan", "--pattern", "*"]);
+    assert!(
+        keys.lines().all(|key| key.starts_with("tollgate:ts:")),
+        "every key is the token service's, under the prefix: {keys}"
+    );
+}
+
+#[tokio::test]
+async fn token_service_replicas_share_one_truth_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await;
+    replicas_behave_as_one(&cluster.urls_toml()).await;
+}
+
+#[tokio::test]
+async fn token_requests_are_refused_with_503_while_redis_is_down_and_served_after() {
+    // Every write reaches the disk, so a restart keeps the grant.
+    let mut redis =
+        RedisServer::with_args(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let dir = tempfile_dir();
+    let (a, _b, _) = replicas(&format!("\"{}\"", redis.url()), &dir.join("key.pem")).await;
+    let (status, issued) = exchange(&a, &code_for(&a, "d").await).await;
+    assert_eq!(status, 200);
+    let access = text(&issued, "access_token");
+    redis.kill();
+    let (status, answer) = refresh(&a, &text(&issued, "refresh_token")).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "no token is issued without the store"
+    );
+    assert_eq!(
+        validate(&a, &access).await,
+        401,
+        "revocation unknown: the token is refused, never passed"
+    );
+    redis.start().await;
+    let (status, answer) = refresh(&a, &text(&issued, "refresh_token")).await;
+    assert_eq!(status, 200, "served again once Redis is back: {answer}");
+    assert_eq!(validate(&a, &access).await, 200);
+}
