@@ -30,7 +30,7 @@ pub struct AppState {
     /// Providers by name.
     pub providers: BTreeMap<String, Arc<Provider>>,
     /// Sessions and login-state cookies, when session secrets are configured.
-    pub sessions: Option<crate::session::store::Sessions>,
+    pub sessions: Option<Arc<crate::session::store::Sessions>>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Metrics.
@@ -112,12 +112,12 @@ impl AppState {
                 config.session.cookie_name.clone(),
             );
             let backend = session_backend(&config, clock.now(), &metrics)?;
-            Some(crate::session::store::Sessions::new(
+            Some(Arc::new(crate::session::store::Sessions::new(
                 jar,
                 backend,
                 config.session.idle_timeout,
                 metrics.clone(),
-            ))
+            )))
         };
         let routes = crate::proxy::routes::RouteTable::new(config.routes.clone());
         let refresher = crate::identity::refresh::Refresher::new(

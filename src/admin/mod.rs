@@ -33,7 +33,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Some(active) = state
         .sessions
         .as_ref()
-        .and_then(crate::session::store::Sessions::active)
+        .and_then(|sessions| sessions.active())
     {
         state
             .metrics

@@ -58,7 +58,7 @@ pub struct Identity {
 #[derive(Clone, Copy)]
 pub struct SessionAccess<'a> {
     /// Where sessions are.
-    pub sessions: &'a Sessions,
+    pub sessions: &'a Arc<Sessions>,
     /// Refreshes expiring tokens.
     pub refresher: &'a refresh::Refresher,
     /// For a refreshed cookie session.

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -20,7 +21,7 @@ use crate::clock::UnixTime;
 use crate::metrics::Metrics;
 use crate::oidc::provider::CredentialError;
 use crate::oidc::{Provider, ProviderError};
-use crate::session::store::{SessionError, Sessions};
+use crate::session::store::{RefreshClaim, Replaced, SessionError, Sessions};
 use crate::session::{CookieAttributes, Session};
 use crate::token::Claims;
 use crate::token::id_token::NonceRule;
@@ -35,8 +36,14 @@ pub const RETRY_AFTER: i64 = 10;
 /// logout; the original `nonce` is what later refreshed ID tokens may repeat).
 const SESSION_CLAIMS: [&str; 2] = ["sid", "nonce"];
 
-/// Coordinates refreshes in this process.
+/// Coordinates refreshes: once per session in this process (a lock per refresh token) and,
+/// with Redis, once across replicas (the store's refresh lease).
 pub struct Refresher {
+    shared: Arc<Shared>,
+}
+
+/// What a refresh running on its own task needs of the refresher.
+struct Shared {
     refresh_before: i64,
     enabled: bool,
     locks: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
@@ -44,6 +51,40 @@ pub struct Refresher {
     /// When a refresh last failed for a passing reason, by refresh token.
     failed: quick_cache::sync::Cache<[u8; 32], UnixTime>,
     metrics: Arc<Metrics>,
+}
+
+/// How often a replica waiting for another's refresh looks at the store.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A request's cookies, owned, for a refresh that outlives the request.
+type OwnedCookies = Vec<(String, String)>;
+
+fn own(cookies: &crate::session::Cookies<'_>) -> OwnedCookies {
+    cookies
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn borrow(cookies: &OwnedCookies) -> crate::session::Cookies<'_> {
+    cookies
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
+/// A refresh handed to its own task.
+struct Refresh {
+    provider: Arc<Provider>,
+    sessions: Arc<Sessions>,
+    cookies: OwnedCookies,
+    session: Arc<Session>,
+    refresh_token: String,
+    now: UnixTime,
+    attributes: CookieAttributes,
+    claim: RefreshClaim,
+    /// This process's lock for the refresh token, held until the result is published.
+    single_flight: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// Why a session could not be used after its refresh was due.
@@ -117,15 +158,45 @@ impl Refresher {
     /// A refresher; `enabled` and `refresh_before` come from `[session]`.
     pub fn new(enabled: bool, refresh_before: std::time::Duration, metrics: Arc<Metrics>) -> Self {
         Self {
-            refresh_before: i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX),
-            enabled,
-            locks: Mutex::new(HashMap::new()),
-            recent: quick_cache::sync::Cache::new(10_000),
-            failed: quick_cache::sync::Cache::new(10_000),
-            metrics,
+            shared: Arc::new(Shared {
+                refresh_before: i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX),
+                enabled,
+                locks: Mutex::new(HashMap::new()),
+                recent: quick_cache::sync::Cache::new(10_000),
+                failed: quick_cache::sync::Cache::new(10_000),
+                metrics,
+            }),
         }
     }
 
+    /// The session, refreshed when its access token is about to expire, with the `Set-Cookie`
+    /// values that store it (only the cookie store needs them). When the refresh fails for a
+    /// passing reason the session is returned as it is while its access token is valid.
+    ///
+    /// The refresh itself runs on a task of its own: a request that goes away (a client that
+    /// disconnects) never drops a refresh token the provider has already rotated.
+    ///
+    /// # Errors
+    /// `Ended` when the provider refuses the refresh token (the session is then ended in the
+    /// store), `ProviderUnavailable` when the refresh failed for a passing reason and the
+    /// access token has expired, `Store` when the refreshed session cannot be stored.
+    pub async fn refresh_if_due(
+        &self,
+        provider: &Arc<Provider>,
+        sessions: &Arc<Sessions>,
+        cookies: &crate::session::Cookies<'_>,
+        session: Arc<Session>,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+        self.shared
+            .clone()
+            .refresh_if_due(provider, sessions, cookies, session, now, attributes)
+            .await
+    }
+}
+
+impl Shared {
     fn forget_lock(&self, key: &[u8; 32]) {
         self.locks
             .lock()
@@ -154,18 +225,10 @@ impl Refresher {
             .inc();
     }
 
-    /// The session, refreshed when its access token is about to expire, with the `Set-Cookie`
-    /// values that store it (only the cookie store needs them). When the refresh fails for a
-    /// passing reason the session is returned as it is while its access token is valid.
-    ///
-    /// # Errors
-    /// `Ended` when the provider refuses the refresh token (the session is then ended in the
-    /// store), `ProviderUnavailable` when the refresh failed for a passing reason and the
-    /// access token has expired, `Store` when the refreshed session cannot be stored.
-    pub async fn refresh_if_due(
-        &self,
-        provider: &Provider,
-        sessions: &Sessions,
+    async fn refresh_if_due(
+        self: Arc<Self>,
+        provider: &Arc<Provider>,
+        sessions: &Arc<Sessions>,
         cookies: &crate::session::Cookies<'_>,
         session: Arc<Session>,
         now: UnixTime,
@@ -194,7 +257,8 @@ impl Refresher {
             .or_default()
             .clone();
         // The refresh in flight is cut off at the provider timeout; nobody waits longer for it.
-        let Ok(_single_flight) = tokio::time::timeout(provider.timeout(), lock.lock()).await else {
+        let Ok(single_flight) = tokio::time::timeout(provider.timeout(), lock.lock_owned()).await
+        else {
             return keep(
                 session,
                 Vec::new(),
@@ -210,11 +274,14 @@ impl Refresher {
             // A request that came after the refresh made its own map entry: drop it again, or
             // the map would keep one lock per late request for ever.
             self.forget_lock(&key);
-            let set_cookies = sessions
-                .replace(cookies, &refreshed, now, attributes)
+            return match sessions
+                .replace_refreshed(cookies, &refresh_token, &refreshed, now, attributes)
                 .await
-                .map_err(store_error)?;
-            return Ok((refreshed, set_cookies));
+                .map_err(store_error)?
+            {
+                Replaced::Stored(set_cookies) => Ok((refreshed, set_cookies)),
+                Replaced::Superseded(current) => Ok((current, Vec::new())),
+            };
         }
         if self.failed_recently(&key, now) {
             // The refresh this request waited for failed for a passing reason.
@@ -226,9 +293,99 @@ impl Refresher {
                 "the refresh failed; retried later",
             );
         }
+        // Longer than the refresh can take (it is cut off at the provider timeout), so the
+        // lease never lapses while its holder still works.
+        let hold = provider.timeout() * 2 + Duration::from_secs(1);
+        let claim = sessions
+            .claim_refresh(cookies, hold)
+            .await
+            .map_err(store_error)?;
+        if matches!(claim, RefreshClaim::Lost) {
+            let result = self
+                .await_other_replica(provider, sessions, cookies, session, &refresh_token, now)
+                .await;
+            self.forget_lock(&key);
+            return result;
+        }
+        let task = tokio::spawn(self.clone().refresh_and_store(Refresh {
+            provider: provider.clone(),
+            sessions: sessions.clone(),
+            cookies: own(cookies),
+            session,
+            refresh_token,
+            now,
+            attributes,
+            claim,
+            single_flight,
+        }));
+        task.await.unwrap_or_else(|error| {
+            Err(RefreshError::Store(format!(
+                "the refresh task failed: {error}"
+            )))
+        })
+    }
+
+    /// Another replica holds the refresh lease: wait for the stored session to change (its
+    /// result), at most the provider timeout; meanwhile the session serves while it is valid.
+    async fn await_other_replica(
+        &self,
+        provider: &Provider,
+        sessions: &Sessions,
+        cookies: &crate::session::Cookies<'_>,
+        session: Arc<Session>,
+        spent: &str,
+        now: UnixTime,
+    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+        let deadline = tokio::time::Instant::now() + provider.timeout();
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            let current = sessions
+                .current(cookies, now)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| RefreshError::Ended("the session ended meanwhile".to_owned()))?;
+            if current.refresh_token.as_deref() != Some(spent) {
+                self.recent.insert(key_of(spent), (current.clone(), now));
+                return Ok((current, Vec::new()));
+            }
+            if !sessions
+                .refresh_in_flight(cookies)
+                .await
+                .map_err(store_error)?
+            {
+                break;
+            }
+        }
+        keep(
+            session,
+            Vec::new(),
+            now,
+            "another replica's refresh did not finish; retried later",
+        )
+    }
+
+    /// The refresh on its own task: ask the provider, publish the result to this process,
+    /// store it (compare-and-set against the spent token), give the lease back.
+    async fn refresh_and_store(
+        self: Arc<Self>,
+        refresh: Refresh,
+    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+        let Refresh {
+            provider,
+            sessions,
+            cookies,
+            session,
+            refresh_token,
+            now,
+            attributes,
+            claim,
+            single_flight,
+        } = refresh;
+        let cookies = borrow(&cookies);
+        let key = key_of(&refresh_token);
         let result = tokio::time::timeout(
             provider.timeout(),
-            self.refresh(provider, &session, &refresh_token, now),
+            self.refresh(&provider, &session, &refresh_token, now),
         )
         .await
         .unwrap_or_else(|_| {
@@ -249,16 +406,56 @@ impl Refresher {
             Err(_) => {}
         }
         self.forget_lock(&key);
+        drop(single_flight);
+        let answer = self
+            .settle(
+                &provider,
+                &sessions,
+                &cookies,
+                session,
+                &refresh_token,
+                result,
+                now,
+                attributes,
+            )
+            .await;
+        sessions.release_refresh(&cookies, &claim).await;
+        answer
+    }
+
+    /// Stores what a refresh came to and says what the request gets.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        provider: &Provider,
+        sessions: &Sessions,
+        cookies: &crate::session::Cookies<'_>,
+        session: Arc<Session>,
+        spent: &str,
+        result: Result<Arc<Session>, Failure>,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
         match result {
             Ok(refreshed) => {
-                let set_cookies = sessions
-                    .replace(cookies, &refreshed, now, attributes)
+                let replaced = sessions
+                    .replace_refreshed(cookies, spent, &refreshed, now, attributes)
                     .await
                     .map_err(store_error)?;
                 self.count("ok");
-                Ok((refreshed, set_cookies))
+                Ok(match replaced {
+                    Replaced::Stored(set_cookies) => (refreshed, set_cookies),
+                    Replaced::Superseded(current) => (current, Vec::new()),
+                })
             }
             Err(failure) if failure.ends_session => {
+                // Another replica may have spent this token first (its result is stored): then
+                // the refusal is about an old token, and the session lives on.
+                if let Ok(Some(current)) = sessions.current(cookies, now).await
+                    && current.refresh_token.as_deref() != Some(spent)
+                {
+                    return Ok((current, Vec::new()));
+                }
                 self.count("error");
                 tracing::info!(provider = %provider.name(), reason = %failure.reason, "refresh refused; the session ends");
                 let _ = sessions.end(cookies, now, attributes).await;
@@ -274,11 +471,14 @@ impl Refresher {
                 self.failed.insert(key_of(&rotated), now);
                 kept.refresh_token = Some(rotated);
                 let kept = Arc::new(kept);
-                let set_cookies = sessions
-                    .replace(cookies, &kept, now, attributes)
+                match sessions
+                    .replace_refreshed(cookies, spent, &kept, now, attributes)
                     .await
-                    .map_err(store_error)?;
-                keep(kept, set_cookies, now, &failure.reason)
+                    .map_err(store_error)?
+                {
+                    Replaced::Stored(set_cookies) => keep(kept, set_cookies, now, &failure.reason),
+                    Replaced::Superseded(current) => Ok((current, Vec::new())),
+                }
             }
         }
     }

@@ -8,6 +8,8 @@
 //! `tollgate:sid:<sid>` are sets of ids for the admin API and back-channel logout (stale
 //! members are dropped when met).
 
+mod lease;
+
 use std::sync::Arc;
 
 use super::error::StoreError;
@@ -75,6 +77,11 @@ impl RedisStore {
 
     fn key(id: &str) -> String {
         format!("{KEY_PREFIX}{id}")
+    }
+
+    /// A session as Redis keeps it.
+    fn encode(&self, stored: &StoredSession) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(stored).map_err(|error| StoreError::Unavailable(error.to_string()))
     }
 
     /// Whether Redis answers.

@@ -2,7 +2,11 @@
 //! process (`memory`, with `state_file`) or Redis (`redis`). With a server-side store the cookie holds only a
 //! random 256-bit id, sealed like every Tollgate cookie, and a new id is issued at every login.
 
+mod lease;
+
 use std::sync::Arc;
+
+pub use lease::{RefreshClaim, Replaced};
 
 use super::Cookies;
 use super::compact::SessionFacts;

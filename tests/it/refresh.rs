@@ -382,3 +382,89 @@ async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retr
         assert_eq!(idp.count("refresh"), 2);
     }
 }
+
+/// SPEC §12: three replicas on one Redis, requests for one session arriving at all three at
+/// once after its access token is due: the provider sees one refresh, every request is
+/// answered, and the rotated refresh token is what every replica uses next.
+#[tokio::test]
+async fn replicas_on_one_redis_refresh_a_session_once_between_them() {
+    let redis = crate::support::redis::RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
+    );
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Gateway::start_with_clock(&text, clock.clone()).await);
+    }
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &replicas[0]).await;
+    for round in 1..=2 {
+        advance(&clock, &idp, 250);
+        let mut tasks = tokio::task::JoinSet::new();
+        for replica in &replicas {
+            let url = replica.url("/auth");
+            let cookie = cookie_header(&browser);
+            for _ in 0..8 {
+                let (url, cookie) = (url.clone(), cookie.clone());
+                tasks.spawn(async move {
+                    reqwest::Client::new()
+                        .get(url)
+                        .header("cookie", cookie)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                });
+            }
+        }
+        let statuses: Vec<u16> = tasks.join_all().await;
+        assert!(
+            statuses.iter().all(|status| *status == 200),
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(
+            idp.count("refresh"),
+            round,
+            "round {round}: one refresh for 24 requests over three replicas"
+        );
+    }
+}
+
+/// A refresh whose request goes away (the client disconnects) still stores the rotated token:
+/// the next request is served without presenting the spent one again.
+#[tokio::test]
+async fn a_refresh_outlives_the_request_that_started_it() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config(&idp, "memory"), clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    idp.misbehave(Misbehaviour {
+        refresh_delay_ms: Some(400),
+        ..Default::default()
+    });
+    advance(&clock, &idp, 250);
+    let gone = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .get(gateway.url("/auth"))
+        .header("cookie", cookie_header(&browser))
+        .send()
+        .await;
+    assert!(
+        gone.is_err(),
+        "the first client gave up before the refresh ended"
+    );
+    let next = browser.get(&gateway.url("/auth")).await;
+    assert_eq!(next.status(), 200, "the session lives on");
+    assert_eq!(
+        idp.count("refresh"),
+        1,
+        "the spent token was never presented again"
+    );
+}

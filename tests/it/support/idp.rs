@@ -174,6 +174,9 @@ pub struct Misbehaviour {
     pub refresh_status: Option<u16>,
     /// The refresh grant never answers.
     pub refresh_hangs: bool,
+    /// The refresh grant spends the token at once but answers only after this many
+    /// milliseconds.
+    pub refresh_delay_ms: Option<u64>,
     /// How the JWKS endpoint fails.
     pub jwks_fault: JwksFault,
     /// This endpoint (`discovery`, `jwks`, `token`, `userinfo`, `introspect`) gives a valid
@@ -598,10 +601,16 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             count(&inner, "refresh");
             hang().await;
         }
-        return refresh(
+        // The token is spent at once; the answer may come late (and be lost on the way).
+        let answer = refresh(
             &inner,
             form.get("refresh_token").cloned().unwrap_or_default(),
         );
+        let delay = inner.misbehaviour.lock().unwrap().refresh_delay_ms;
+        if let Some(delay) = delay {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        return answer;
     }
     let misbehaviour = inner.misbehaviour.lock().unwrap().clone();
     if let Some(status) = misbehaviour.token_endpoint_status {

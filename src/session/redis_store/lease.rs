@@ -1,0 +1,116 @@
+//! What lets replicas refresh a session once between them (SPEC §12): a short lease per
+//! session (`SET … NX PX`, held by a random holder value, released only by its holder) and a
+//! compare-and-set write that stores a refreshed session only over the exact value it read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::RedisStore;
+use crate::session::error::StoreError;
+use crate::session::memory_store::StoredSession;
+
+/// Deletes the lease only for its holder (a lease that expired and was taken again is not
+/// another replica's to drop).
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// Writes the value only over exactly the one that was read; 1 when written.
+const COMPARE_AND_SET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0";
+
+impl RedisStore {
+    fn lease_key(id: &str) -> String {
+        format!("{}:refreshing", Self::key(id))
+    }
+
+    /// Takes the refresh lease of session `id` for `hold`, unless another holder has it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn take_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        hold: Duration,
+    ) -> Result<bool, StoreError> {
+        let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(Self::lease_key(id))
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis),
+            )
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Whether some replica holds the refresh lease of session `id`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn lease_held(&self, id: &str) -> Result<bool, StoreError> {
+        let held: i64 = self
+            .run(redis::cmd("EXISTS").arg(Self::lease_key(id)))
+            .await?;
+        Ok(held > 0)
+    }
+
+    /// Gives the lease back, if `holder` still has it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn release_lease(&self, id: &str, holder: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(1)
+                    .arg(Self::lease_key(id))
+                    .arg(holder),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The session `id` as Redis has it now, never this process's copy.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn get_fresh(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
+        self.changed(id);
+        self.get(id).await
+    }
+
+    /// Stores `stored` under `id` only if Redis still holds exactly `seen`; whether it did.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn compare_and_set(
+        &self,
+        id: &str,
+        seen: &[u8],
+        stored: &StoredSession,
+        ttl: i64,
+    ) -> Result<bool, StoreError> {
+        let bytes = self.encode(stored)?;
+        let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
+        self.changed(id);
+        let written: i64 = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(COMPARE_AND_SET)
+                    .arg(1)
+                    .arg(Self::key(id))
+                    .arg(seen)
+                    .arg(bytes)
+                    .arg(ttl),
+            )
+            .await?;
+        Ok(written == 1)
+    }
+}

@@ -1,0 +1,168 @@
+//! Refreshing a session once across replicas (SPEC §12). With Redis, the replica that takes a
+//! session's refresh lease refreshes it and the others wait for the result and read it back;
+//! the refreshed session is written only if the stored one still holds the refresh token that
+//! was spent (compare-and-set), so a slower refresh never overwrites a newer one. The memory
+//! and cookie stores are one process's: there the in-process single flight is the whole story
+//! (a cookie session copied to two replicas can still be refreshed twice; see the README).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{SessionBackend, SessionError, Sessions};
+use crate::clock::UnixTime;
+use crate::session::memory_store::StoredSession;
+use crate::session::redis_store::RedisStore;
+use crate::session::{CookieAttributes, Cookies, Session, SessionCookieError};
+
+/// Who refreshes a session.
+#[derive(Debug)]
+pub enum RefreshClaim {
+    /// This request does; with Redis, it holds the lease under this holder value.
+    Won(Option<String>),
+    /// Another replica is refreshing it now.
+    Lost,
+}
+
+/// How a refreshed session was stored.
+#[derive(Debug)]
+pub enum Replaced {
+    /// Stored; the `Set-Cookie` values that carry it (cookie store only).
+    Stored(Vec<String>),
+    /// The stored session no longer holds the spent refresh token: another refresh got there
+    /// first, and this is its result.
+    Superseded(Arc<Session>),
+}
+
+/// How many times a compare-and-set is tried when only a touch (`last_seen`) raced it.
+const WRITE_ATTEMPTS: usize = 4;
+
+impl Sessions {
+    fn request_id(&self, cookies: &Cookies<'_>) -> Result<Arc<str>, SessionError> {
+        Ok(self
+            .jar
+            .session_id(cookies)?
+            .ok_or(SessionCookieError::Unreadable)?)
+    }
+
+    /// Claims the refresh of the request's session for `hold` (longer than a refresh can
+    /// take).
+    ///
+    /// # Errors
+    /// An unreadable session cookie, or the store is unavailable.
+    pub async fn claim_refresh(
+        &self,
+        cookies: &Cookies<'_>,
+        hold: Duration,
+    ) -> Result<RefreshClaim, SessionError> {
+        let SessionBackend::Redis(store) = &self.backend else {
+            return Ok(RefreshClaim::Won(None));
+        };
+        let id = self.request_id(cookies)?;
+        let holder = crate::random::token();
+        Ok(if store.take_lease(&id, &holder, hold).await? {
+            RefreshClaim::Won(Some(holder))
+        } else {
+            RefreshClaim::Lost
+        })
+    }
+
+    /// Gives a won claim back. A failure only means the lease runs out by itself.
+    pub async fn release_refresh(&self, cookies: &Cookies<'_>, claim: &RefreshClaim) {
+        if let (SessionBackend::Redis(store), RefreshClaim::Won(Some(holder))) =
+            (&self.backend, claim)
+            && let Ok(id) = self.request_id(cookies)
+            && let Err(error) = store.release_lease(&id, holder).await
+        {
+            tracing::debug!(%error, "refresh lease not released; it expires by itself");
+        }
+    }
+
+    /// Whether another replica is refreshing the request's session.
+    ///
+    /// # Errors
+    /// An unreadable session cookie, or the store is unavailable.
+    pub async fn refresh_in_flight(&self, cookies: &Cookies<'_>) -> Result<bool, SessionError> {
+        match &self.backend {
+            SessionBackend::Redis(store) => {
+                Ok(store.lease_held(&self.request_id(cookies)?).await?)
+            }
+            SessionBackend::Cookie | SessionBackend::Memory(_) => Ok(false),
+        }
+    }
+
+    /// The request's session as the store holds it now (with Redis, never a local copy);
+    /// `None` when it is gone. The cookie store has only the request's own copy.
+    ///
+    /// # Errors
+    /// An unreadable session cookie, or the store is unavailable.
+    pub async fn current(
+        &self,
+        cookies: &Cookies<'_>,
+        now: UnixTime,
+    ) -> Result<Option<Arc<Session>>, SessionError> {
+        match &self.backend {
+            SessionBackend::Cookie => Ok(self.jar.session(cookies, now)?),
+            SessionBackend::Memory(store) => Ok(store
+                .get(&self.request_id(cookies)?)
+                .map(|stored| stored.session)),
+            SessionBackend::Redis(store) => Ok(store
+                .get_fresh(&self.request_id(cookies)?)
+                .await?
+                .map(|(_, stored)| stored.session)),
+        }
+    }
+
+    /// Stores a session refreshed by spending `spent`, only while the stored session still
+    /// holds `spent`.
+    ///
+    /// # Errors
+    /// When sealing or the store fails, or the session is gone.
+    pub async fn replace_refreshed(
+        &self,
+        cookies: &Cookies<'_>,
+        spent: &str,
+        refreshed: &Session,
+        now: UnixTime,
+        attributes: CookieAttributes,
+    ) -> Result<Replaced, SessionError> {
+        match &self.backend {
+            SessionBackend::Cookie => Ok(Replaced::Stored(
+                self.jar
+                    .write_session(refreshed, cookies, now, attributes)?,
+            )),
+            SessionBackend::Memory(store) => {
+                let id = self.request_id(cookies)?;
+                let current = store.get(&id).ok_or(SessionCookieError::Expired)?;
+                if current.session.refresh_token.as_deref() != Some(spent) {
+                    return Ok(Replaced::Superseded(current.session));
+                }
+                store.insert(id.to_string(), Arc::new(refreshed.clone()), now);
+                Ok(Replaced::Stored(Vec::new()))
+            }
+            SessionBackend::Redis(store) => {
+                let id = self.request_id(cookies)?;
+                for _ in 0..WRITE_ATTEMPTS {
+                    let (seen, current) = store
+                        .get_fresh(&id)
+                        .await?
+                        .ok_or(SessionCookieError::Expired)?;
+                    if current.session.refresh_token.as_deref() != Some(spent) {
+                        return Ok(Replaced::Superseded(current.session));
+                    }
+                    let stored = StoredSession {
+                        session: Arc::new(refreshed.clone()),
+                        last_seen: now,
+                    };
+                    let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
+                    if store.compare_and_set(&id, &seen, &stored, ttl).await? {
+                        return Ok(Replaced::Stored(Vec::new()));
+                    }
+                }
+                Err(crate::session::error::StoreError::Unavailable(
+                    "the session kept changing while its refresh was stored".to_owned(),
+                )
+                .into())
+            }
+        }
+    }
+}
