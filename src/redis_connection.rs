@@ -38,10 +38,108 @@ pub trait Invalidations: Send + Sync {
 /// emptied when it is lost.
 type Slot = std::sync::Mutex<Option<(u64, MultiplexedConnection)>>;
 
-/// Where the one server of a standalone or Sentinel set-up is found.
+/// Where the one server of a standalone or Sentinel set-up is found. Made once per store and
+/// kept in an `Arc`, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Direct(redis::Client),
-    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+    Sentinel(Sentinels),
+}
+
+/// The sentinels, asked for the current master at every connect. The URL's password is the
+/// master's; sentinels are asked without it first and with it once one says it needs it.
+struct Sentinels {
+    open: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    /// With the credentials, when the URL has a password.
+    with_auth: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
+    /// Whether a sentinel asked for the password.
+    needs_auth: AtomicBool,
+}
+
+impl Sentinels {
+    fn new(
+        sentinels: &[String],
+        service: &str,
+        auth: &crate::config::SentinelAuth,
+        resp3: bool,
+    ) -> RedisResult<Self> {
+        let mut settings = redis::RedisConnectionInfo::default().set_db(auth.db);
+        if let Some(username) = &auth.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &auth.password {
+            settings = settings.set_password(password.expose());
+        }
+        if resp3 {
+            settings = settings.set_protocol(redis::ProtocolVersion::RESP3);
+        }
+        let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(settings);
+        if auth.tls {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        let client = |urls: Vec<redis::ConnectionInfo>| {
+            redis::sentinel::SentinelClient::build(
+                urls,
+                service,
+                Some(node.clone()),
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map(tokio::sync::Mutex::new)
+        };
+        let infos = |with_credentials: bool| -> RedisResult<Vec<redis::ConnectionInfo>> {
+            sentinels
+                .iter()
+                .map(|url| {
+                    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+                    if !with_credentials {
+                        return Ok(info);
+                    }
+                    let mut settings = info.redis_settings().clone();
+                    if let Some(username) = &auth.username {
+                        settings = settings.set_username(username);
+                    }
+                    if let Some(password) = &auth.password {
+                        settings = settings.set_password(password.expose());
+                    }
+                    Ok(info.set_redis_settings(settings))
+                })
+                .collect()
+        };
+        Ok(Self {
+            open: client(infos(false)?)?,
+            with_auth: match &auth.password {
+                Some(_) => Some(client(infos(true)?)?),
+                None => None,
+            },
+            needs_auth: AtomicBool::new(false),
+        })
+    }
+
+    /// A client for the current master.
+    async fn master(&self) -> RedisResult<redis::Client> {
+        if let Some(with_auth) = &self.with_auth
+            && self.needs_auth.load(Ordering::Relaxed)
+        {
+            return with_auth.lock().await.async_get_client().await;
+        }
+        match self.open.lock().await.async_get_client().await {
+            Err(error) if self.with_auth.is_some() && asks_for_auth(&error) => {
+                self.needs_auth.store(true, Ordering::Relaxed);
+                match &self.with_auth {
+                    Some(with_auth) => with_auth.lock().await.async_get_client().await,
+                    None => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether a sentinel refused to answer without a password.
+fn asks_for_auth(error: &redis::RedisError) -> bool {
+    let text = error.to_string();
+    text.contains("NOAUTH") || text.contains("Authentication required")
 }
 
 /// Standalone or Sentinel: one multiplexed connection, made when first needed and made again
@@ -177,7 +275,7 @@ impl Single {
     async fn connect(&self) -> RedisResult<MultiplexedConnection> {
         let client = match &*self.source {
             Source::Direct(client) => client.clone(),
-            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
+            Source::Sentinel(sentinels) => sentinels.master().await?,
         };
         let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
         let config = redis::AsyncConnectionConfig::new()
@@ -345,15 +443,14 @@ impl RedisConnection {
                 .map_err(|error| error.to_string())?;
                 Link::Single(Single::new(Arc::new(Source::Direct(client)), invalidations))
             }
-            RedisTarget::Sentinel { sentinels, service } => {
-                let client = redis::sentinel::SentinelClient::build(
-                    sentinels.clone(),
-                    service.as_str(),
-                    None,
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(|error| error.to_string())?;
-                let source = Arc::new(Source::Sentinel(tokio::sync::Mutex::new(client)));
+            RedisTarget::Sentinel {
+                sentinels,
+                service,
+                auth,
+            } => {
+                let sentinels = Sentinels::new(sentinels, service, auth, invalidations.is_some())
+                    .map_err(|error| error.to_string())?;
+                let source = Arc::new(Source::Sentinel(sentinels));
                 Link::Single(Single::new(source, invalidations))
             }
             RedisTarget::Cluster(nodes) => {
@@ -456,9 +553,31 @@ mod tests {
                     "redis://10.0.0.1:26379".to_owned(),
                     "redis://10.0.0.2:26379".to_owned()
                 ],
-                service: "mymaster".to_owned()
+                service: "mymaster".to_owned(),
+                auth: crate::config::SentinelAuth::default(),
             })
         );
+        assert_eq!(
+            RedisTarget::parse(&[
+                "rediss+sentinel://app:p%40ss@10.0.0.1:26379,10.0.0.2:26379/mymaster/3".to_owned()
+            ]),
+            Ok(RedisTarget::Sentinel {
+                sentinels: vec![
+                    "rediss://10.0.0.1:26379".to_owned(),
+                    "rediss://10.0.0.2:26379".to_owned()
+                ],
+                service: "mymaster".to_owned(),
+                auth: crate::config::SentinelAuth {
+                    username: Some("app".to_owned()),
+                    password: Some(crate::secret::Secret::new("p@ss".to_owned())),
+                    db: 3,
+                    tls: true,
+                },
+            }),
+            "the password is the master's, not only the first sentinel's"
+        );
+        assert!(RedisTarget::parse(&["redis+sentinel://h:1/m/x".to_owned()]).is_err());
+        assert!(RedisTarget::parse(&["redis+sentinel://h:1,:pw@h2:2/m".to_owned()]).is_err());
         assert!(
             matches!(RedisTarget::parse(&["redis://a:1".to_owned(), "redis://b:2".to_owned()]), Ok(RedisTarget::Cluster(nodes)) if nodes.len() == 2)
         );

@@ -341,3 +341,28 @@ async fn a_backchannel_logout_that_met_a_redis_outage_is_carried_out_on_retry() 
         "and only then a replay"
     );
 }
+
+/// SPEC §3: `redis+sentinel://:PASSWORD@host:port/service/db` — the password is the
+/// master's (and the sentinel's, when it wants one), and sessions land in that database.
+#[tokio::test]
+async fn sessions_through_a_sentinel_with_a_password_and_a_database() {
+    for sentinel_too in [false, true] {
+        let sentinel = RedisSentinel::start_with(Some("s3cr%t,pw"), sentinel_too).await;
+        let url = format!(
+            "\"redis+sentinel://:s3cr%25t%2Cpw@127.0.0.1:{}/mymaster/2\"",
+            sentinel.sentinel.port
+        );
+        let (_idp, _first, second, mut browser) = two_replicas_signed_in(&url).await;
+        assert_eq!(
+            browser.get(&second.url("/auth")).await.status(),
+            200,
+            "sentinel requires a password too: {sentinel_too}"
+        );
+        let keys = sentinel.master.cli(&["-n", "2", "dbsize"]);
+        assert!(
+            keys.trim().parse::<u64>().unwrap() > 0,
+            "sessions are in database 2: {keys}"
+        );
+        assert_eq!(sentinel.master.cli(&["-n", "0", "dbsize"]).trim(), "0");
+    }
+}

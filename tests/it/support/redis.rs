@@ -47,11 +47,20 @@ async fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new(REDIS_CLI)
+    cli_as(port, None, args)
+}
+
+/// `redis-cli`, logged in with `password` when given (`REDISCLI_AUTH`, so it is never on a
+/// command line).
+fn cli_as(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(REDIS_CLI);
+    command
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
+        .args(args);
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let output = command.output().unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -61,15 +70,23 @@ pub struct RedisServer {
     dir: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
+    /// The `requirepass` it was started with, for `cli`.
+    password: Option<String>,
 }
 
 impl RedisServer {
     async fn spawn(port: u16, dir: PathBuf, extra: Vec<String>) -> Self {
+        let password = extra
+            .iter()
+            .position(|arg| arg == "--requirepass")
+            .and_then(|index| extra.get(index + 1))
+            .cloned();
         let mut server = Self {
             port,
             dir,
             extra,
             child: None,
+            password,
         };
         server.start().await;
         server
@@ -206,6 +223,7 @@ impl RedisServer {
                 dir,
                 extra: Vec::new(),
                 child: Some(child),
+                password: None,
             },
             ca,
         )
@@ -232,7 +250,12 @@ impl RedisServer {
             .unwrap();
         self.child = Some(child);
         let port = self.port;
-        wait_until(|| cli(port, &["ping"]).trim() == "PONG", "redis-server").await;
+        let password = self.password.clone();
+        wait_until(
+            || cli_as(port, password.as_deref(), &["ping"]).trim() == "PONG",
+            "redis-server",
+        )
+        .await;
     }
 
     /// Kills the process (SIGKILL: no chance to save anything more).
@@ -249,7 +272,7 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server; returns what it printed.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        cli_as(self.port, self.password.as_deref(), args)
     }
 
     /// How many times the server ran `command` (from `INFO commandstats`).
@@ -340,15 +363,32 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub async fn start() -> Self {
-        let master = RedisServer::standalone().await;
+        Self::start_with(None, false).await
+    }
+
+    /// A master that wants `password` (when given) and a sentinel that knows it; with
+    /// `sentinel_too`, the sentinel wants the same password from its clients.
+    pub async fn start_with(password: Option<&str>, sentinel_too: bool) -> Self {
+        let master = match password {
+            None => RedisServer::standalone().await,
+            Some(password) => {
+                RedisServer::with_args(&["--requirepass", password, "--masterauth", password]).await
+            }
+        };
         let dir = temp_dir("sentinel");
         let port = free_port();
         let config = dir.join("sentinel.conf");
-        std::fs::write(
-            &config,
-            format!("port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\n", master.port),
-        )
-        .unwrap();
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\n",
+            master.port
+        );
+        if let Some(password) = password {
+            text.push_str(&format!("sentinel auth-pass mymaster {password}\n"));
+            if sentinel_too {
+                text.push_str(&format!("requirepass {password}\n"));
+            }
+        }
+        std::fs::write(&config, text).unwrap();
         let extra = vec![config.display().to_string(), "--sentinel".to_owned()];
         // The config file must come first for redis-server; spawn by hand.
         let child = Command::new(REDIS_SERVER)
@@ -357,16 +397,22 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let sentinel_password = password.filter(|_| sentinel_too).map(str::to_owned);
         let sentinel = RedisServer {
             port,
             dir,
             extra: Vec::new(),
             child: Some(child),
+            password: sentinel_password.clone(),
         };
         wait_until(
             || {
-                cli(port, &["sentinel", "get-master-addr-by-name", "mymaster"])
-                    .contains("127.0.0.1")
+                cli_as(
+                    port,
+                    sentinel_password.as_deref(),
+                    &["sentinel", "get-master-addr-by-name", "mymaster"],
+                )
+                .contains("127.0.0.1")
             },
             "the sentinel",
         )
