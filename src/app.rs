@@ -268,6 +268,7 @@ fn session_backend(
             let store = crate::session::redis_store::RedisStore::new(
                 target,
                 config.session.redis_ca.as_deref(),
+                &config.session.redis_key_prefix,
                 metrics.clone(),
             )
             .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;

@@ -3,27 +3,28 @@
 //! failure) and every failure there is a `StoreError::Unavailable` here (503 for the request),
 //! never a pass.
 //!
-//! Keys: `tollgate:s:<id>` holds the session as JSON and expires with its lifetime or idle
-//! timeout, whichever comes first; `tollgate:all`, `tollgate:sub:<sub>` and
-//! `tollgate:sid:<sid>` are sets of ids for the admin API and back-channel logout (stale
-//! members are dropped when met).
+//! Keys, each starting with `session.redis_key_prefix` (`tollgate:` unless configured, so
+//! several deployments can share one Redis): `<prefix>s:<id>` holds the session as JSON and
+//! expires with its lifetime or idle timeout, whichever comes first; `<prefix>all`,
+//! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sets of ids for the admin API and
+//! back-channel logout (stale members are dropped when met).
 
 use std::sync::Arc;
 
 use super::error::StoreError;
 use super::memory_store::StoredSession;
-use super::redis_cache::{KEY_PREFIX, SessionCache};
+use super::redis_cache::SessionCache;
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
 use crate::redis_connection::RedisConnection;
-
-const ALL: &str = "tollgate:all";
 
 /// Sessions in Redis.
 pub struct RedisStore {
     connection: RedisConnection,
     /// Sessions read, kept while Redis tracks them for this process.
     cache: Arc<SessionCache>,
+    /// `session.redis_key_prefix`.
+    prefix: String,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -39,9 +40,10 @@ impl RedisStore {
     pub fn new(
         target: &RedisTarget,
         ca: Option<&[u8]>,
+        prefix: &str,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
-        let cache = Arc::new(SessionCache::default());
+        let cache = Arc::new(SessionCache::new(format!("{prefix}s:")));
         let connection = RedisConnection::new(
             target,
             ca,
@@ -50,6 +52,7 @@ impl RedisStore {
         Ok(Self {
             connection,
             cache,
+            prefix: prefix.to_owned(),
             metrics,
         })
     }
@@ -73,8 +76,19 @@ impl RedisStore {
         })
     }
 
-    fn key(id: &str) -> String {
-        format!("{KEY_PREFIX}{id}")
+    /// The key of session `id`.
+    fn key(&self, id: &str) -> String {
+        format!("{}s:{id}", self.prefix)
+    }
+
+    /// The key of an index set.
+    fn index_key(&self, index: Index<'_>) -> String {
+        let prefix = &self.prefix;
+        match index {
+            Index::All => format!("{prefix}all"),
+            Index::Sub(sub) => format!("{prefix}sub:{sub}"),
+            Index::Sid(sid) => format!("{prefix}sid:{sid}"),
+        }
     }
 
     /// Whether Redis answers.
@@ -98,7 +112,7 @@ impl RedisStore {
             return Ok(Some((cached.raw, cached.stored)));
         }
         let generation = self.cache().map(SessionCache::generation);
-        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(Self::key(id))).await?;
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
         let Some(bytes) = value else { return Ok(None) };
         let Ok(stored) = serde_json::from_slice::<StoredSession>(&bytes) else {
             return Ok(None);
@@ -133,7 +147,7 @@ impl RedisStore {
                 redis::cmd("EVAL")
                     .arg(COMPARE_AND_SET)
                     .arg(1)
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(seen)
                     .arg(bytes)
                     .arg(ttl),
@@ -160,7 +174,7 @@ impl RedisStore {
         let () = self
             .run(
                 redis::cmd("SET")
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(bytes)
                     .arg("EX")
                     .arg(ttl),
@@ -172,7 +186,7 @@ impl RedisStore {
             .flatten()
         {
             let _: i64 = self
-                .run(redis::cmd("SADD").arg(index.key()).arg(id))
+                .run(redis::cmd("SADD").arg(self.index_key(index)).arg(id))
                 .await?;
         }
         Ok(())
@@ -196,7 +210,7 @@ impl RedisStore {
         let _: Option<String> = self
             .run(
                 redis::cmd("SET")
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(bytes)
                     .arg("XX")
                     .arg("EX")
@@ -212,7 +226,7 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         self.changed(id);
-        let deleted: i64 = self.run(redis::cmd("DEL").arg(Self::key(id))).await?;
+        let deleted: i64 = self.run(redis::cmd("DEL").arg(self.key(id))).await?;
         self.forget(Index::All, id).await?;
         Ok(deleted > 0)
     }
@@ -222,7 +236,8 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ids(&self, index: Index<'_>) -> Result<Vec<String>, StoreError> {
-        self.run(redis::cmd("SMEMBERS").arg(index.key())).await
+        self.run(redis::cmd("SMEMBERS").arg(self.index_key(index)))
+            .await
     }
 
     /// Drops an id that no longer has a session from an index.
@@ -231,7 +246,7 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn forget(&self, index: Index<'_>, id: &str) -> Result<(), StoreError> {
         let _: i64 = self
-            .run(redis::cmd("SREM").arg(index.key()).arg(id))
+            .run(redis::cmd("SREM").arg(self.index_key(index)).arg(id))
             .await?;
         Ok(())
     }
@@ -251,15 +266,4 @@ pub enum Index<'a> {
     Sub(&'a str),
     /// The sessions of a provider session.
     Sid(&'a str),
-}
-
-impl Index<'_> {
-    /// The Redis set holding these ids.
-    fn key(self) -> String {
-        match self {
-            Self::All => ALL.to_owned(),
-            Self::Sub(sub) => format!("tollgate:sub:{sub}"),
-            Self::Sid(sid) => format!("tollgate:sid:{sid}"),
-        }
-    }
 }

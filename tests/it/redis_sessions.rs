@@ -341,3 +341,73 @@ async fn a_backchannel_logout_that_met_a_redis_outage_is_carried_out_on_retry() 
         "and only then a replay"
     );
 }
+
+/// The sessions the admin API of `gateway` lists.
+async fn listed(gateway: &Gateway) -> usize {
+    let list: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(gateway.admin_url("/admin/sessions"))
+        .bearer_auth("admin-token-for-the-tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.len()
+}
+
+/// Every key in `redis` (`SCAN`).
+fn keys(redis: &RedisServer) -> Vec<String> {
+    redis
+        .cli(&["--scan"])
+        .lines()
+        .map(str::to_owned)
+        .filter(|key| !key.is_empty())
+        .collect()
+}
+
+/// SPEC §3 / §12: every key starts with `session.redis_key_prefix`, so two deployments on one
+/// Redis do not see each other's sessions.
+#[tokio::test]
+async fn deployments_with_their_own_key_prefix_share_one_redis_without_seeing_each_other() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = |prefix: &str| {
+        redis_config(
+            &idp,
+            &format!("\"{}\"\nredis_key_prefix = \"{prefix}\"", redis.url()),
+        )
+    };
+    let blue = Gateway::start(&config("blue:")).await;
+    let green = Gateway::start(&config("green/")).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &blue).await;
+    assert_eq!(browser.get(&blue.url("/auth")).await.status(), 200);
+    let written = keys(&redis);
+    assert!(written.len() >= 2, "a session and its index: {written:?}");
+    assert!(
+        written.iter().all(|key| key.starts_with("blue:")),
+        "{written:?}"
+    );
+    assert_eq!(
+        browser.get(&green.url("/auth")).await.status(),
+        401,
+        "the other deployment does not know the session"
+    );
+    assert_eq!((listed(&blue).await, listed(&green).await), (1, 0));
+
+    let mut other = Browser::new();
+    crate::support::gateway::signed_in(&mut other, &green).await;
+    assert_eq!((listed(&blue).await, listed(&green).await), (1, 1));
+    let written = keys(&redis);
+    assert!(
+        written
+            .iter()
+            .all(|key| key.starts_with("blue:") || key.starts_with("green/")),
+        "{written:?}"
+    );
+    assert!(written.iter().any(|key| key.starts_with("green/")));
+}
