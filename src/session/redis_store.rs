@@ -7,7 +7,9 @@
 //! several deployments can share one Redis): `<prefix>s:<id>` holds the session as JSON and
 //! expires with its lifetime or idle timeout, whichever comes first; `<prefix>all`,
 //! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sets of ids for the admin API and
-//! back-channel logout (stale members are dropped when met).
+//! back-channel logout (stale members are dropped when met). An index set expires no earlier
+//! than the longest-lived session added to it (its expiry only ever moves later), so nothing
+//! grows without bound (SPEC §12).
 
 use std::sync::Arc;
 
@@ -17,6 +19,16 @@ use super::redis_cache::SessionCache;
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
 use crate::redis_connection::RedisConnection;
+
+/// Adds a session id (`ARGV[1]`) to an index set (`KEYS[1]`) and makes the set live at least
+/// `ARGV[2]` more seconds: its expiry moves later, never earlier (`TTL` is -1 for a set that
+/// has none yet, -2 for one that did not exist).
+const INDEX_ADD: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
+return 1";
+
+static INDEX_ADD_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(INDEX_ADD));
 
 /// Sessions in Redis.
 pub struct RedisStore {
@@ -70,10 +82,16 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        self.connection.query(command).await.map_err(|error| {
-            self.metrics.session_store_errors.inc();
-            unavailable(&error)
-        })
+        self.connection
+            .query(command)
+            .await
+            .map_err(|error| self.failed(&error))
+    }
+
+    /// Counts a failure and makes it the store's.
+    fn failed(&self, error: &redis::RedisError) -> StoreError {
+        self.metrics.session_store_errors.inc();
+        unavailable(error)
     }
 
     /// The key of session `id`.
@@ -96,10 +114,10 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.connection.ping().await.map_err(|error| {
-            self.metrics.session_store_errors.inc();
-            unavailable(&error)
-        })
+        self.connection
+            .ping()
+            .await
+            .map_err(|error| self.failed(&error))
     }
 
     /// The session `id`, with the stored bytes (for `touch`): from this process's tracked copy
@@ -156,7 +174,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Stores `stored` under `id`, expiring after `ttl` seconds, and indexes it.
+    /// Stores `stored` under `id`, expiring after `ttl` seconds, and indexes it in sets that
+    /// live at least `lifetime` seconds more (the longest the session can last).
     ///
     /// # Errors
     /// `Unavailable`.
@@ -164,7 +183,7 @@ impl RedisStore {
         &self,
         id: &str,
         stored: &StoredSession,
-        ttl: i64,
+        (ttl, lifetime): (i64, i64),
         sub: &str,
         sid: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -186,8 +205,15 @@ impl RedisStore {
             .flatten()
         {
             let _: i64 = self
-                .run(redis::cmd("SADD").arg(self.index_key(index)).arg(id))
-                .await?;
+                .connection
+                .invoke(
+                    INDEX_ADD_SCRIPT
+                        .key(self.index_key(index))
+                        .arg(id)
+                        .arg(lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX))),
+                )
+                .await
+                .map_err(|error| self.failed(&error))?;
         }
         Ok(())
     }

@@ -222,7 +222,10 @@ impl Sessions {
                 };
                 let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
                 let facts = SessionFacts::of(&stored.session);
-                store.put(&id, &stored, ttl, facts.sub, facts.sid).await?;
+                let lifetime = stored.session.expires_at - now;
+                store
+                    .put(&id, &stored, (ttl, lifetime), facts.sub, facts.sid)
+                    .await?;
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }

@@ -411,3 +411,34 @@ async fn deployments_with_their_own_key_prefix_share_one_redis_without_seeing_ea
     );
     assert!(written.iter().any(|key| key.starts_with("green/")));
 }
+
+/// SPEC §12: nothing grows without bound — the index sets expire with the sessions they hold.
+#[tokio::test]
+async fn index_sets_expire_with_their_sessions() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"\nlifetime = \"2s\"", redis.url()));
+    let gateway = Gateway::start(&config).await;
+    for _ in 0..2 {
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    }
+    let written = keys(&redis);
+    assert!(
+        written.iter().any(|key| key == "tollgate:all")
+            && written.iter().any(|key| key.starts_with("tollgate:sub:")),
+        "{written:?}"
+    );
+    let mut left = written;
+    for _ in 0..100 {
+        left = keys(&redis);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "keys that never expire: {left:?}");
+}
