@@ -269,6 +269,7 @@ fn session_backend(
                 target,
                 config.session.redis_ca.as_deref(),
                 &config.session.redis_key_prefix,
+                Sealer::new(&config.session.secrets),
                 metrics.clone(),
             )
             .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;

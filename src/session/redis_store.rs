@@ -1,10 +1,14 @@
-//! `store = "redis"`: sessions in Redis, shared by every replica. This file is the key schema;
+//! `store = "redis"`: sessions in Redis, shared by every replica. This file is the key schema
+//! and the values;
 //! `crate::redis_connection` connects (standalone, Sentinel, Cluster, lazily, again after a
 //! failure) and every failure there is a `StoreError::Unavailable` here (503 for the request),
 //! never a pass.
 //!
 //! Keys, each starting with `session.redis_key_prefix` (`tollgate:` unless configured, so
-//! several deployments can share one Redis): `<prefix>s:<id>` holds the session as JSON and
+//! several deployments can share one Redis): `<prefix>s:<id>` holds the session as JSON
+//! sealed with the session secrets (`seal::Sealer`, the first seals and all open, so rotation
+//! works; the id is the purpose, so a value cannot be moved to another key): no token is
+//! readable in Redis (SPEC §12). It
 //! expires with its lifetime or idle timeout, whichever comes first; `<prefix>all`,
 //! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sets of ids for the admin API and
 //! back-channel logout (stale members are dropped when met). An index set expires no earlier
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use super::error::StoreError;
 use super::memory_store::StoredSession;
 use super::redis_cache::SessionCache;
+use super::seal::Sealer;
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
 use crate::redis_connection::RedisConnection;
@@ -37,6 +42,8 @@ pub struct RedisStore {
     cache: Arc<SessionCache>,
     /// `session.redis_key_prefix`.
     prefix: String,
+    /// Seals values before they reach Redis.
+    sealer: Sealer,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -53,6 +60,7 @@ impl RedisStore {
         target: &RedisTarget,
         ca: Option<&[u8]>,
         prefix: &str,
+        sealer: Sealer,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
         let cache = Arc::new(SessionCache::new(format!("{prefix}s:")));
@@ -65,6 +73,7 @@ impl RedisStore {
             connection,
             cache,
             prefix: prefix.to_owned(),
+            sealer,
             metrics,
         })
     }
@@ -99,6 +108,28 @@ impl RedisStore {
         format!("{}s:{id}", self.prefix)
     }
 
+    /// The value stored for session `id`: its JSON, sealed for that id.
+    fn seal(&self, id: &str, stored: &StoredSession) -> Result<String, StoreError> {
+        let json = serde_json::to_vec(stored)
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        self.sealer
+            .seal(&Self::purpose(id), &json)
+            .map_err(|_| StoreError::Unavailable("no session secret to seal with".to_owned()))
+    }
+
+    /// The session in a stored value: `None` for anything not sealed for `id` by a listed
+    /// secret, or not a session.
+    fn open(&self, id: &str, value: &[u8]) -> Option<StoredSession> {
+        let sealed = std::str::from_utf8(value).ok()?;
+        let json = self.sealer.open(&Self::purpose(id), sealed).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// The sealing purpose of session `id`'s value.
+    fn purpose(id: &str) -> String {
+        format!("redis-session:{id}")
+    }
+
     /// The key of an index set.
     fn index_key(&self, index: Index<'_>) -> String {
         let prefix = &self.prefix;
@@ -124,7 +155,8 @@ impl RedisStore {
     /// when Redis has not invalidated it, else read from Redis.
     ///
     /// # Errors
-    /// `Unavailable`; a value that is not a session is treated as absent.
+    /// `Unavailable`; a value that does not open (another secret, another key) or is not a
+    /// session is treated as absent.
     pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
         if let Some(cached) = self.cache().and_then(|cache| cache.get(id)) {
             return Ok(Some((cached.raw, cached.stored)));
@@ -132,7 +164,7 @@ impl RedisStore {
         let generation = self.cache().map(SessionCache::generation);
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
         let Some(bytes) = value else { return Ok(None) };
-        let Ok(stored) = serde_json::from_slice::<StoredSession>(&bytes) else {
+        let Some(stored) = self.open(id, &bytes) else {
             return Ok(None);
         };
         let raw: Arc<[u8]> = bytes.into();
@@ -156,8 +188,7 @@ impl RedisStore {
         ttl: i64,
     ) -> Result<(), StoreError> {
         const COMPARE_AND_SET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end return false";
-        let bytes = serde_json::to_vec(stored)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         self.changed(id);
         let _: redis::Value = self
@@ -187,8 +218,7 @@ impl RedisStore {
         sub: &str,
         sid: Option<&str>,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(stored)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         let () = self
             .run(
@@ -228,8 +258,7 @@ impl RedisStore {
         stored: &StoredSession,
         ttl: i64,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(stored)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         self.changed(id);
         // XX: never recreate a session that was ended meanwhile.

@@ -442,3 +442,58 @@ async fn index_sets_expire_with_their_sessions() {
     }
     assert!(left.is_empty(), "keys that never expire: {left:?}");
 }
+
+/// What `redis` holds under `key`: a string's value or a set's members.
+fn value(redis: &RedisServer, key: &str) -> String {
+    match redis.cli(&["type", key]).trim() {
+        "string" => redis.cli(&["get", key]),
+        "set" => redis.cli(&["smembers", key]),
+        other => panic!("{key} is a {other}"),
+    }
+}
+
+/// SPEC §12: session values are sealed with the session secret before they reach Redis, and a
+/// value sealed with a secret that is still listed opens after rotation.
+#[tokio::test]
+async fn no_token_is_readable_in_redis_and_rotated_secrets_still_open_sessions() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let (access_token, refresh_token) = idp.last_tokens().unwrap();
+    let written = keys(&redis);
+    assert!(written.iter().any(|key| key.starts_with("tollgate:s:")));
+    for key in &written {
+        let value = value(&redis, key);
+        assert!(!value.is_empty(), "{key}");
+        assert!(!value.contains(&access_token), "access token in {key}");
+        assert!(!value.contains(&refresh_token), "refresh token in {key}");
+        assert!(!value.contains("alice@example.com"), "claims in {key}");
+    }
+
+    let rotated = Gateway::start(&config.replace(
+        "secrets = [\"",
+        "secrets = [\"a-newer-session-secret-of-32-characters-or-more\", \"",
+    ))
+    .await;
+    assert_eq!(
+        browser.get(&rotated.url("/auth")).await.status(),
+        200,
+        "sealed with the old secret, opened with it after rotation"
+    );
+    let only_new = Gateway::start(&config.replace(
+        "secrets = [\"",
+        "secrets = [\"a-newer-session-secret-of-32-characters-or-more\"] #",
+    ))
+    .await;
+    assert_eq!(
+        browser.get(&only_new.url("/auth")).await.status(),
+        401,
+        "a secret no longer listed opens neither the cookie nor the value"
+    );
+}
