@@ -10,8 +10,11 @@
 //! down and recovers by itself. Every call is cut off after [`TIMEOUT`]; a failure is a
 //! `redis::RedisError`, which a store turns into its own "unavailable".
 //!
-//! The connection may keep `CLIENT TRACKING` on and hand Redis's invalidations to an
-//! [`Invalidations`], so a store can keep what it read until Redis says it changed.
+//! Two links, each made lazily: the main one, which may keep `CLIENT TRACKING` on and hand
+//! Redis's invalidations to an [`Invalidations`] (so a store can keep what it read until Redis
+//! says it changed), and one for confirmed writes ([`RedisConnection::query_confirmed`]),
+//! whose `WAIT` blocks only that link, never the main one's reads (`WAIT` counts the writes
+//! of its own connection, so it cannot have a connection of its own either).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -25,6 +28,8 @@ pub use crate::config::RedisTarget;
 
 /// The longest one call waits for Redis (connecting twice that).
 pub const TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a confirmed write waits for a replica's acknowledgement.
+pub const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// Told what Redis says changed, for the keys the main link read (`CLIENT TRACKING`).
 pub trait Invalidations: Send + Sync {
@@ -71,6 +76,7 @@ enum Link {
 /// The connection to one Redis deployment.
 pub struct RedisConnection {
     main: Link,
+    confirm: Link,
 }
 
 /// A connection to run calls on (cheap clones of the link's connection).
@@ -105,6 +111,26 @@ impl ConnectionLike for Handle {
         match self {
             Self::Multiplexed(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl Handle {
+    /// Runs `command` on the master that holds `key` (a command without keys of its own, such
+    /// as `WAIT` or `INFO`, after a write to `key` on the same connection).
+    async fn query_at(&mut self, key: &[u8], command: Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Multiplexed(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                connection
+                    .route_command(
+                        command,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+            }
         }
     }
 }
@@ -336,14 +362,18 @@ impl RedisConnection {
             client_tls: None,
             root_cert: ca.map(<[u8]>::to_vec),
         };
-        let main = match target {
+        let (main, confirm) = match target {
             RedisTarget::Standalone(url) => {
                 let client = match ca {
                     Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
                     None => redis::Client::open(url.as_str()),
                 }
                 .map_err(|error| error.to_string())?;
-                Link::Single(Single::new(Arc::new(Source::Direct(client)), invalidations))
+                let source = Arc::new(Source::Direct(client));
+                (
+                    Link::Single(Single::new(source.clone(), invalidations)),
+                    Link::Single(Single::new(source, None)),
+                )
             }
             RedisTarget::Sentinel { sentinels, service } => {
                 let client = redis::sentinel::SentinelClient::build(
@@ -354,7 +384,10 @@ impl RedisConnection {
                 )
                 .map_err(|error| error.to_string())?;
                 let source = Arc::new(Source::Sentinel(tokio::sync::Mutex::new(client)));
-                Link::Single(Single::new(source, invalidations))
+                (
+                    Link::Single(Single::new(source.clone(), invalidations)),
+                    Link::Single(Single::new(source, None)),
+                )
             }
             RedisTarget::Cluster(nodes) => {
                 let cluster = || {
@@ -374,10 +407,10 @@ impl RedisConnection {
                         })
                         .map_err(|error| error.to_string())
                 };
-                cluster()?
+                (cluster()?, cluster()?)
             }
         };
-        Ok(Self { main })
+        Ok(Self { main, confirm })
     }
 
     /// Whether the main link's current connection has `CLIENT TRACKING` on, so a store may keep
@@ -425,6 +458,43 @@ impl RedisConnection {
             .await
     }
 
+    /// Runs `pipeline` (its keys in `key`'s hash slot) and answers only once the write is
+    /// durable as far as Redis can say: the master applied it and, when it has replicas
+    /// connected, at least one acknowledged it (`WAIT 1`) within [`REPLICA_WAIT`].
+    ///
+    /// # Errors
+    /// As [`Self::query`], and when replicas are connected but none acknowledged the write.
+    pub async fn query_confirmed<T: FromRedisValue>(
+        &self,
+        key: &[u8],
+        pipeline: &Pipeline,
+    ) -> RedisResult<T> {
+        self.confirm
+            .run(async |handle: &mut Handle| {
+                let answer: T = pipeline.query_async(&mut *handle).await?;
+                let info = handle
+                    .query_at(key, redis::cmd("INFO").arg("replication").clone())
+                    .await?;
+                let replicas = connected_replicas(&info)?;
+                if replicas == 0 {
+                    return Ok(answer);
+                }
+                let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
+                let acknowledged = handle
+                    .query_at(key, redis::cmd("WAIT").arg(1).arg(timeout).clone())
+                    .await?;
+                match acknowledged {
+                    Value::Int(count) if count >= 1 => Ok(answer),
+                    _ => Err(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no replica acknowledged the write",
+                        format!("{replicas} replica(s) connected"),
+                    ))),
+                }
+            })
+            .await
+    }
+
     /// Whether Redis answers.
     ///
     /// # Errors
@@ -433,6 +503,20 @@ impl RedisConnection {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+/// `connected_slaves` of an `INFO replication` answer.
+fn connected_replicas(info: &Value) -> RedisResult<u64> {
+    let text: String = redis::from_redis_value_ref(info)?;
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "INFO replication names no connected_slaves",
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -465,5 +549,15 @@ mod tests {
         assert!(RedisTarget::parse(&["http://x".to_owned()]).is_err());
         assert!(RedisTarget::parse(&["redis+sentinel://host:1".to_owned()]).is_err());
         assert!(RedisTarget::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn the_replica_count_is_read_from_info() {
+        let info = Value::BulkString(
+            b"# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_repl_offset:10\r\n"
+                .to_vec(),
+        );
+        assert_eq!(connected_replicas(&info).ok(), Some(2));
+        assert!(connected_replicas(&Value::BulkString(b"role:master".to_vec())).is_err());
     }
 }

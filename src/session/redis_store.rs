@@ -286,6 +286,26 @@ impl RedisStore {
         Ok(deleted > 0)
     }
 
+    /// Ends a session for good (logout, admin delete, back-channel logout): answers only once
+    /// Redis confirmed the delete and, when the master has replicas, one acknowledged it, so
+    /// a failover cannot bring the session back (SPEC §12).
+    ///
+    /// # Errors
+    /// `Unavailable`, also when no replica acknowledged the delete.
+    pub async fn delete_confirmed(&self, id: &str) -> Result<bool, StoreError> {
+        self.changed(id);
+        let key = self.key(id);
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("DEL").arg(&key);
+        let (deleted,): (i64,) = self
+            .connection
+            .query_confirmed(key.as_bytes(), &pipeline)
+            .await
+            .map_err(|error| self.failed(&error))?;
+        self.forget(Index::All, id).await?;
+        Ok(deleted > 0)
+    }
+
     /// Ids in an index set: every session, or those of a `sub` or a `sid`.
     ///
     /// # Errors

@@ -276,29 +276,31 @@ impl Sessions {
 
     /// Ends the request's session: removed from the store, cookies cleared. Returns the session
     /// that was ended, if it could be read, and the `Set-Cookie` values.
+    ///
+    /// # Errors
+    /// When the store did not confirm the delete (Redis: not applied, or no replica
+    /// acknowledged it): the session may still be valid, so the logout is not answered as done
+    /// and the cookies are kept for a retry.
     pub async fn end(
         &self,
         cookies: &Cookies<'_>,
         now: UnixTime,
         attributes: CookieAttributes,
-    ) -> (Option<Arc<Session>>, Vec<String>) {
+    ) -> Result<(Option<Arc<Session>>, Vec<String>), StoreError> {
         let session = self.load(cookies, now).await.ok().flatten();
         match (&self.backend, self.jar.session_id(cookies)) {
             (SessionBackend::Memory(store), Ok(Some(id))) => {
                 store.remove(&id);
             }
             (SessionBackend::Redis(store), Ok(Some(id))) => {
-                if let Err(error) = store.delete(&id).await {
-                    // The cookies are cleared anyway; the entry expires with its idle timeout.
-                    tracing::warn!(%error, "could not delete the session from Redis at logout");
-                }
+                store.delete_confirmed(&id).await?;
             }
             _ => {}
         }
         if session.is_some() {
             self.metrics.sessions_ended.inc();
         }
-        (session, self.jar.clear_session(cookies, attributes))
+        Ok((session, self.jar.clear_session(cookies, attributes)))
     }
 
     /// Every session, or those of `sub`.
@@ -364,7 +366,7 @@ impl Sessions {
                         Some((_, stored))
                             if selector.selects(&id, &SessionFacts::of(&stored.session)) =>
                         {
-                            if store.delete(&id).await? {
+                            if store.delete_confirmed(&id).await? {
                                 ended += 1;
                             }
                             store.forget(index, &id).await?;

@@ -497,3 +497,111 @@ async fn no_token_is_readable_in_redis_and_rotated_secrets_still_open_sessions()
         "a secret no longer listed opens neither the cookie nor the value"
     );
 }
+
+/// SPEC §12: a logout is answered as done only once Redis confirmed the delete; a failed one is
+/// a 503 that leaves the session (and the cookie) as it was, so the user can retry.
+#[tokio::test]
+async fn a_logout_redis_did_not_confirm_is_a_503_and_the_session_is_still_valid_afterwards() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let copied = browser.cookies.clone();
+    redis.kill();
+    let signout = browser.get(&gateway.url("/signout")).await;
+    assert_eq!(signout.status(), 503, "not answered as done");
+    assert!(signout.headers().get("set-cookie").is_none());
+    redis.start().await;
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = replay.get(&gateway.url("/auth")).await.status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the logout did not happen, and was not said to"
+    );
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(replay.get(&gateway.url("/auth")).await.status(), 401);
+}
+
+/// SPEC §12: where the master has a replica, a logout, an admin delete and a back-channel
+/// logout are done only once a replica acknowledged them (`WAIT`); a replica that is connected
+/// but acknowledges nothing makes them 503.
+#[tokio::test]
+async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
+    if !available() {
+        return;
+    }
+    let master = RedisServer::standalone().await;
+    let replica = RedisServer::replica_of(&master).await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", master.url()))).await;
+    let admin_delete = || {
+        reqwest::Client::new()
+            .delete(gateway.admin_url("/admin/sessions?sub=alice"))
+            .bearer_auth("admin-token-for-the-tests")
+            .send()
+    };
+    let backchannel = |token: String| {
+        reqwest::Client::new()
+            .post(gateway.url("/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+    };
+
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let copied = browser.cookies.clone();
+    let waits = master.calls("wait");
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert!(
+        master.calls("wait") > waits,
+        "the delete was confirmed with WAIT"
+    );
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    assert_eq!(replay.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(
+        replica.cli(&["--scan", "--pattern", "tollgate:s:*"]).trim(),
+        "",
+        "the replica has no session left"
+    );
+
+    // The master applies a delete before WAIT is asked, so each refusal gets a session of its
+    // own to delete.
+    replica.pause();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 503);
+    crate::support::gateway::signed_in(&mut Browser::new(), &gateway).await;
+    assert_eq!(admin_delete().await.unwrap().status(), 503);
+    crate::support::gateway::signed_in(&mut Browser::new(), &gateway).await;
+    assert_eq!(
+        backchannel(idp.logout_token().sign())
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    replica.resume();
+    assert_eq!(admin_delete().await.unwrap().status(), 200);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(
+        backchannel(idp.logout_token().sign())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
