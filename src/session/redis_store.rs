@@ -11,7 +11,8 @@
 //! readable in Redis (SPEC §12). It
 //! expires with its lifetime or idle timeout, whichever comes first; `<prefix>all`,
 //! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sets of ids for the admin API and
-//! back-channel logout (stale members are dropped when met). An index set expires no earlier
+//! back-channel logout (stale members are dropped when met); `<prefix>logout:<digest>` marks a
+//! used back-channel logout token (by a digest of its provider and `jti`) for a day. An index set expires no earlier
 //! than the longest-lived session added to it (its expiry only ever moves later), so nothing
 //! grows without bound (SPEC §12).
 
@@ -304,6 +305,37 @@ impl RedisStore {
             .map_err(|error| self.failed(&error))?;
         self.forget(Index::All, id).await?;
         Ok(deleted > 0)
+    }
+
+    /// Whether a logout token (`key`: a digest of its provider and `jti`) was used before.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn logout_token_used(&self, key: &str) -> Result<bool, StoreError> {
+        self.run(redis::cmd("EXISTS").arg(self.logout_token_key(key)))
+            .await
+    }
+
+    /// Records a used logout token for `seconds`, for every replica.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn remember_logout_token(&self, key: &str, seconds: i64) -> Result<(), StoreError> {
+        let _: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.logout_token_key(key))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(seconds.max(1)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn logout_token_key(&self, key: &str) -> String {
+        format!("{}logout:{key}", self.prefix)
     }
 
     /// Ids in an index set: every session, or those of a `sub` or a `sid`.

@@ -93,11 +93,18 @@ pub struct SessionSummary {
     pub expires_at: UnixTime,
 }
 
+/// How long a used logout token is remembered: logout tokens are short-lived, and a day is
+/// far longer than any leeway.
+const LOGOUT_TOKEN_MEMORY: i64 = 86_400;
+
 /// Sessions and login states.
 pub struct Sessions {
     /// Cookies: sealing, chunks, login states.
     pub jar: CookieJar,
     backend: SessionBackend,
+    /// Logout tokens used, by digest, with when they may be forgotten (stores other than Redis,
+    /// which keeps them for every replica).
+    used_logout_tokens: quick_cache::sync::Cache<String, UnixTime>,
     idle_timeout: i64,
     metrics: Arc<Metrics>,
 }
@@ -109,6 +116,21 @@ pub fn handle_of(id: &str) -> String {
         .as_ref()
         .iter()
         .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// A logout token's provider and `jti` as 64 hex digits (SHA-256), so a key has a fixed size
+/// whatever the token carries.
+fn logout_token_digest(provider: &str, jti: &str) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(provider.as_bytes());
+    context.update(&[0]);
+    context.update(jti.as_bytes());
+    context
+        .finish()
+        .as_ref()
+        .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
@@ -125,8 +147,54 @@ impl Sessions {
         Self {
             jar,
             backend,
+            used_logout_tokens: quick_cache::sync::Cache::new(100_000),
             idle_timeout,
             metrics,
+        }
+    }
+
+    /// Whether a back-channel logout token (its provider and `jti`) was used before: with
+    /// Redis on any replica, else in this process.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis fails.
+    pub async fn logout_token_used(
+        &self,
+        provider: &str,
+        jti: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let key = logout_token_digest(provider, jti);
+        match &self.backend {
+            SessionBackend::Redis(store) => store.logout_token_used(&key).await,
+            SessionBackend::Cookie | SessionBackend::Memory(_) => Ok(self
+                .used_logout_tokens
+                .get(&key)
+                .is_some_and(|until| now < until)),
+        }
+    }
+
+    /// Records a back-channel logout token as used; call it only once its logout was carried
+    /// out, so a logout that failed (503) is served again when the provider retries it.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis fails.
+    pub async fn remember_logout_token(
+        &self,
+        provider: &str,
+        jti: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let key = logout_token_digest(provider, jti);
+        match &self.backend {
+            SessionBackend::Redis(store) => {
+                store.remember_logout_token(&key, LOGOUT_TOKEN_MEMORY).await
+            }
+            SessionBackend::Cookie | SessionBackend::Memory(_) => {
+                self.used_logout_tokens
+                    .insert(key, now + LOGOUT_TOKEN_MEMORY);
+                Ok(())
+            }
         }
     }
 

@@ -605,3 +605,47 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
     );
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
+
+/// SPEC §12: with sessions in Redis a logout token's `jti` is refused on every replica once
+/// used, and one whose logout met a Redis failure (503) is carried out when the provider
+/// retries it at another replica.
+#[tokio::test]
+async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::standalone().await;
+    let (idp, first, second, mut browser) =
+        two_replicas_signed_in(&format!("\"{}\"", redis.url())).await;
+    let post = |gateway: &Gateway, token: &str| {
+        reqwest::Client::new()
+            .post(gateway.url("/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+    };
+    let token = idp.logout_token().sign();
+    assert_eq!(post(&first, &token).await.unwrap().status(), 200);
+    assert_eq!(browser.get(&second.url("/auth")).await.status(), 401);
+    assert_eq!(
+        post(&second, &token).await.unwrap().status(),
+        400,
+        "a replay at another replica"
+    );
+
+    crate::support::gateway::signed_in(&mut browser, &first).await;
+    let retried = idp.logout_token().sign();
+    redis.kill();
+    assert_eq!(post(&first, &retried).await.unwrap().status(), 503);
+    redis.start().await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post(&second, &retried).await.unwrap().status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the retry at another replica is carried out");
+    assert_eq!(browser.get(&first.url("/auth")).await.status(), 401);
+    assert_eq!(post(&first, &retried).await.unwrap().status(), 400);
+}
