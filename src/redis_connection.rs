@@ -140,7 +140,7 @@ fn timed_out() -> RedisError {
 }
 
 /// Whether a failure may mean the connection is no good (so it is made again): anything but
-/// an error the server answered about the call itself.
+/// an error the server answered about the call itself, or a write no replica acknowledged.
 fn connection_suspect(error: &RedisError) -> bool {
     use redis::ServerErrorKind;
     !matches!(
@@ -154,6 +154,7 @@ fn connection_suspect(error: &RedisError) -> bool {
         ) | redis::ErrorKind::Extension
             | redis::ErrorKind::UnexpectedReturnType
             | redis::ErrorKind::Parse
+            | redis::ErrorKind::Client
     )
 }
 
@@ -485,8 +486,10 @@ impl RedisConnection {
                     .await?;
                 match acknowledged {
                     Value::Int(count) if count >= 1 => Ok(answer),
+                    // Not the connection's fault: it is kept, so a retry's WAIT still covers
+                    // this write (WAIT counts every earlier write of its connection).
                     _ => Err(RedisError::from((
-                        redis::ErrorKind::Io,
+                        redis::ErrorKind::Client,
                         "no replica acknowledged the write",
                         format!("{replicas} replica(s) connected"),
                     ))),

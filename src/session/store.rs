@@ -440,7 +440,14 @@ impl Sessions {
                             store.forget(index, &id).await?;
                         }
                         Some(_) => {}
-                        None => store.forget(index, &id).await?,
+                        None => {
+                            // Gone, maybe by an earlier attempt whose delete no replica
+                            // acknowledged (503): a retry is done only once one has.
+                            if !matches!(index, Index::All) {
+                                store.delete_confirmed(&id).await?;
+                            }
+                            store.forget(index, &id).await?;
+                        }
                     }
                 }
                 ended
