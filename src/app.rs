@@ -41,8 +41,6 @@ pub struct AppState {
     pub refresher: crate::identity::refresh::Refresher,
     /// The reverse proxy's routes.
     pub routes: crate::proxy::routes::RouteTable,
-    /// `jti`s of logout tokens already used, with when they may be forgotten.
-    seen_logout_tokens: quick_cache::sync::Cache<String, crate::clock::UnixTime>,
     /// `public_url`, shared, when configured.
     public_base: Option<Arc<Url>>,
     /// Parsed external base URLs by `proto://host` (the proxy needs one per request).
@@ -129,7 +127,6 @@ impl AppState {
             public_base: config.server.public_url.clone().map(Arc::new),
             bases: quick_cache::sync::Cache::new(1024),
             refresher,
-            seen_logout_tokens: quick_cache::sync::Cache::new(100_000),
             routes,
             config,
             providers,
@@ -139,33 +136,6 @@ impl AppState {
             token_service,
             auth_queries: quick_cache::sync::Cache::new(1024),
         }))
-    }
-
-    /// Records a logout token's `jti`; `false` when it was seen before (a replay).
-    pub fn remember_logout_token(
-        &self,
-        provider: &str,
-        jti: &str,
-        now: crate::clock::UnixTime,
-    ) -> bool {
-        let key = format!("{provider}\u{0}{jti}");
-        if self
-            .seen_logout_tokens
-            .get(&key)
-            .is_some_and(|until| now < until)
-        {
-            return false;
-        }
-        // Logout tokens are short-lived; a day is far longer than any leeway.
-        self.seen_logout_tokens.insert(key, now + 86_400);
-        true
-    }
-
-    /// Forgets a logout token's `jti` again: its logout could not be carried out, and the
-    /// provider's retry of the same token must be served, not refused as a replay.
-    pub fn forget_logout_token(&self, provider: &str, jti: &str) {
-        self.seen_logout_tokens
-            .remove(&format!("{provider}\u{0}{jti}"));
     }
 
     /// The external base URL of a request (see `http::forwarded::base_parts`), parsed once per
@@ -269,6 +239,8 @@ fn session_backend(
             let store = crate::session::redis_store::RedisStore::new(
                 target,
                 config.session.redis_ca.as_deref(),
+                &config.session.redis_key_prefix,
+                Sealer::new(&config.session.secrets),
                 metrics.clone(),
             )
             .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
@@ -300,7 +272,7 @@ fn issuer_state(
             let lifetime = i64::try_from(service.token_lifetime.as_secs()).unwrap_or(i64::MAX);
             Arc::new(RedisState::new(
                 Arc::new(connection),
-                "tollgate:",
+                &config.session.redis_key_prefix,
                 crate::issuer::grant_life(lifetime),
             ))
         }

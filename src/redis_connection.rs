@@ -10,8 +10,11 @@
 //! down and recovers by itself. Every call is cut off after [`TIMEOUT`]; a failure is a
 //! `redis::RedisError`, which a store turns into its own "unavailable".
 //!
-//! The connection may keep `CLIENT TRACKING` on and hand Redis's invalidations to an
-//! [`Invalidations`], so a store can keep what it read until Redis says it changed.
+//! Two links, each made lazily: the main one, which may keep `CLIENT TRACKING` on and hand
+//! Redis's invalidations to an [`Invalidations`] (so a store can keep what it read until Redis
+//! says it changed), and one for confirmed writes ([`RedisConnection::query_confirmed`]),
+//! whose `WAIT` blocks only that link, never the main one's reads (`WAIT` counts the writes
+//! of its own connection, so it cannot have a connection of its own either).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -25,6 +28,8 @@ pub use crate::config::RedisTarget;
 
 /// The longest one call waits for Redis (connecting twice that).
 pub const TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a confirmed write waits for a replica's acknowledgement.
+pub const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// Told what Redis says changed, for the keys the main link read (`CLIENT TRACKING`).
 pub trait Invalidations: Send + Sync {
@@ -169,6 +174,7 @@ enum Link {
 /// The connection to one Redis deployment.
 pub struct RedisConnection {
     main: Link,
+    confirm: Link,
 }
 
 /// A connection to run calls on (cheap clones of the link's connection).
@@ -207,12 +213,32 @@ impl ConnectionLike for Handle {
     }
 }
 
+impl Handle {
+    /// Runs `command` on the master that holds `key` (a command without keys of its own, such
+    /// as `WAIT` or `INFO`, after a write to `key` on the same connection).
+    async fn query_at(&mut self, key: &[u8], command: Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Multiplexed(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                connection
+                    .route_command(
+                        command,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+            }
+        }
+    }
+}
+
 fn timed_out() -> RedisError {
     RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"))
 }
 
 /// Whether a failure may mean the connection is no good (so it is made again): anything but
-/// an error the server answered about the call itself.
+/// an error the server answered about the call itself, or a write no replica acknowledged.
 fn connection_suspect(error: &RedisError) -> bool {
     use redis::ServerErrorKind;
     !matches!(
@@ -226,6 +252,7 @@ fn connection_suspect(error: &RedisError) -> bool {
         ) | redis::ErrorKind::Extension
             | redis::ErrorKind::UnexpectedReturnType
             | redis::ErrorKind::Parse
+            | redis::ErrorKind::Client
     )
 }
 
@@ -434,14 +461,18 @@ impl RedisConnection {
             client_tls: None,
             root_cert: ca.map(<[u8]>::to_vec),
         };
-        let main = match target {
+        let (main, confirm) = match target {
             RedisTarget::Standalone(url) => {
                 let client = match ca {
                     Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
                     None => redis::Client::open(url.as_str()),
                 }
                 .map_err(|error| error.to_string())?;
-                Link::Single(Single::new(Arc::new(Source::Direct(client)), invalidations))
+                let source = Arc::new(Source::Direct(client));
+                (
+                    Link::Single(Single::new(source.clone(), invalidations)),
+                    Link::Single(Single::new(source, None)),
+                )
             }
             RedisTarget::Sentinel {
                 sentinels,
@@ -451,7 +482,10 @@ impl RedisConnection {
                 let sentinels = Sentinels::new(sentinels, service, auth, invalidations.is_some())
                     .map_err(|error| error.to_string())?;
                 let source = Arc::new(Source::Sentinel(sentinels));
-                Link::Single(Single::new(source, invalidations))
+                (
+                    Link::Single(Single::new(source.clone(), invalidations)),
+                    Link::Single(Single::new(source, None)),
+                )
             }
             RedisTarget::Cluster(nodes) => {
                 let cluster = || {
@@ -471,10 +505,10 @@ impl RedisConnection {
                         })
                         .map_err(|error| error.to_string())
                 };
-                cluster()?
+                (cluster()?, cluster()?)
             }
         };
-        Ok(Self { main })
+        Ok(Self { main, confirm })
     }
 
     /// Whether the main link's current connection has `CLIENT TRACKING` on, so a store may keep
@@ -522,6 +556,45 @@ impl RedisConnection {
             .await
     }
 
+    /// Runs `pipeline` (its keys in `key`'s hash slot) and answers only once the write is
+    /// durable as far as Redis can say: the master applied it and, when it has replicas
+    /// connected, at least one acknowledged it (`WAIT 1`) within [`REPLICA_WAIT`].
+    ///
+    /// # Errors
+    /// As [`Self::query`], and when replicas are connected but none acknowledged the write.
+    pub async fn query_confirmed<T: FromRedisValue>(
+        &self,
+        key: &[u8],
+        pipeline: &Pipeline,
+    ) -> RedisResult<T> {
+        self.confirm
+            .run(async |handle: &mut Handle| {
+                let answer: T = pipeline.query_async(&mut *handle).await?;
+                let info = handle
+                    .query_at(key, redis::cmd("INFO").arg("replication").clone())
+                    .await?;
+                let replicas = connected_replicas(&info)?;
+                if replicas == 0 {
+                    return Ok(answer);
+                }
+                let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
+                let acknowledged = handle
+                    .query_at(key, redis::cmd("WAIT").arg(1).arg(timeout).clone())
+                    .await?;
+                match acknowledged {
+                    Value::Int(count) if count >= 1 => Ok(answer),
+                    // Not the connection's fault: it is kept, so a retry's WAIT still covers
+                    // this write (WAIT counts every earlier write of its connection).
+                    _ => Err(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no replica acknowledged the write",
+                        format!("{replicas} replica(s) connected"),
+                    ))),
+                }
+            })
+            .await
+    }
+
     /// Whether Redis answers.
     ///
     /// # Errors
@@ -530,6 +603,20 @@ impl RedisConnection {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+/// `connected_slaves` of an `INFO replication` answer.
+fn connected_replicas(info: &Value) -> RedisResult<u64> {
+    let text: String = redis::from_redis_value_ref(info)?;
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "INFO replication names no connected_slaves",
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -584,5 +671,15 @@ mod tests {
         assert!(RedisTarget::parse(&["http://x".to_owned()]).is_err());
         assert!(RedisTarget::parse(&["redis+sentinel://host:1".to_owned()]).is_err());
         assert!(RedisTarget::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn the_replica_count_is_read_from_info() {
+        let info = Value::BulkString(
+            b"# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_repl_offset:10\r\n"
+                .to_vec(),
+        );
+        assert_eq!(connected_replicas(&info).ok(), Some(2));
+        assert!(connected_replicas(&Value::BulkString(b"role:master".to_vec())).is_err());
     }
 }

@@ -170,6 +170,8 @@ pub struct SessionConfig {
     pub redis: Option<RedisTarget>,
     /// PEM certificates to trust for `rediss://` instead of the system's.
     pub redis_ca: Option<Vec<u8>>,
+    /// Every Redis key Tollgate writes starts with this (`session.redis_key_prefix`).
+    pub redis_key_prefix: String,
 }
 
 /// `session.store`

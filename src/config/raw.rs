@@ -56,6 +56,7 @@ pub(super) struct RawSession {
     pub state_file: Option<String>,
     pub redis_url: Option<toml::Value>,
     pub redis_ca_file: Option<String>,
+    pub redis_key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

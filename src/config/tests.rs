@@ -272,3 +272,28 @@ fn max_id_token_age_defaults_to_ten_minutes_and_is_validated() {
         "provider[0].max_id_token_age:",
     );
 }
+
+#[test]
+fn the_redis_key_prefix_defaults_to_tollgate_and_is_validated() {
+    let redis = "[session]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    let config = load(redis, &BTreeMap::new()).unwrap_or_else(|problems| panic!("{problems:?}"));
+    assert_eq!(config.session.redis_key_prefix, "tollgate:");
+    let config = load(
+        &format!("{redis}redis_key_prefix = \"staging/tollgate:\""),
+        &BTreeMap::new(),
+    )
+    .unwrap_or_else(|problems| panic!("{problems:?}"));
+    assert_eq!(config.session.redis_key_prefix, "staging/tollgate:");
+    for bad in ["", "with space:", "{tag}:", &"x".repeat(65)] {
+        check_problem(
+            &format!("{redis}redis_key_prefix = \"{bad}\""),
+            &[],
+            "session.redis_key_prefix: must be",
+        );
+    }
+    check_problem(
+        "[session]\nredis_key_prefix = \"a:\"",
+        &[],
+        "session.redis_key_prefix: only used",
+    );
+}

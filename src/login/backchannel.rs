@@ -1,6 +1,7 @@
 //! OpenID Connect Back-Channel Logout 1.0: `POST /backchannel-logout` with a `logout_token`
 //! ends every session of that `sid` (or, without one, of that `sub`) at that provider. Needs a
-//! server-side session store; a replayed token (`jti` seen before) is refused.
+//! server-side session store; a replayed token (`jti` seen before) is refused — on every
+//! replica with the Redis store, which keeps the used `jti`s.
 
 use std::sync::Arc;
 
@@ -61,9 +62,6 @@ pub async fn backchannel_logout(
         .get("jti")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if !state.remember_logout_token(provider.name(), jti, now) {
-        return refuse(&state, "logout_token replayed");
-    }
     let Some(sessions) = state.sessions.as_ref() else {
         return answer(
             StatusCode::NOT_IMPLEMENTED,
@@ -84,9 +82,23 @@ pub async fn backchannel_logout(
         },
         (None, None) => return refuse(&state, "logout_token has neither sid nor sub"),
     };
-    let ended = sessions.end_selected(selector).await;
-    match ended {
+    // Checked first, recorded only once the sessions ended: a logout that failed is served
+    // again when the provider retries it. Two copies at once both end the sessions, which is
+    // the same logout.
+    match sessions.logout_token_used(&provider_name, jti, now).await {
+        Ok(false) => {}
+        Ok(true) => return refuse(&state, "logout_token replayed"),
+        Err(error) => return unavailable(&error),
+    }
+    match sessions.end_selected(selector).await {
         Ok(count) => {
+            if let Err(error) = sessions
+                .remember_logout_token(&provider_name, jti, now)
+                .await
+            {
+                // Ended, but a replay would not be recognised: the retry records it.
+                return unavailable(&error);
+            }
             state.metrics.request("backchannel_logout", "ended");
             tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
             answer(StatusCode::OK, None)
@@ -97,16 +109,17 @@ pub async fn backchannel_logout(
                 "back-channel logout needs a server-side session store (session.store = \"memory\")",
             ),
         ),
-        Err(error) => {
-            // Not done, so not seen: the provider retries a 5xx with the same token.
-            state.forget_logout_token(&provider_name, jti);
-            tracing::warn!(%error, "back-channel logout could not reach the session store");
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("session store unavailable"),
-            )
-        }
+        Err(error) => unavailable(&error),
     }
+}
+
+/// 503: the provider retries a 5xx with the same token.
+fn unavailable(error: &StoreError) -> Response {
+    tracing::warn!(%error, "back-channel logout could not be carried out by the session store");
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some("session store unavailable"),
+    )
 }
 
 fn refuse(state: &AppState, reason: &str) -> Response {

@@ -472,7 +472,13 @@ pub(crate) async fn end_session(
     let cookies = request_cookies(headers);
     let (session, clear) = sessions
         .end(&cookies, state.clock.now(), state.cookie_attributes(&base))
-        .await;
+        .await
+        .map_err(|error| {
+            (
+                Rejection::StoreUnavailable,
+                format!("the session could not be ended: {error}"),
+            )
+        })?;
     state.metrics.signouts.inc();
     state.metrics.request("signout", "signed_out");
     let absolute = |target: &str| {

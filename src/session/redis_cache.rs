@@ -22,8 +22,6 @@ use super::memory_store::StoredSession;
 pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// Sessions kept at most (the most recently used ones).
 const CAPACITY: usize = 4096;
-/// Prefix of session keys; invalidations for other keys are ignored.
-pub const KEY_PREFIX: &str = "tollgate:s:";
 
 /// A session as Redis returned it.
 #[derive(Clone)]
@@ -40,18 +38,20 @@ pub struct SessionCache {
     entries: quick_cache::sync::Cache<String, CachedSession>,
     /// Bumped before every invalidation, so a read that raced one is not stored.
     generation: AtomicU64,
-}
-
-impl Default for SessionCache {
-    fn default() -> Self {
-        Self {
-            entries: quick_cache::sync::Cache::new(CAPACITY),
-            generation: AtomicU64::new(0),
-        }
-    }
+    /// What session keys start with (`<redis_key_prefix>s:`); other keys name no session.
+    key_prefix: String,
 }
 
 impl SessionCache {
+    /// An empty cache for sessions whose keys are `key_prefix` and the id.
+    pub fn new(key_prefix: String) -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(CAPACITY),
+            generation: AtomicU64::new(0),
+            key_prefix,
+        }
+    }
+
     /// The cached session `id`, if Redis has not changed it since it was read.
     pub fn get(&self, id: &str) -> Option<CachedSession> {
         let cached = self.entries.get(id)?;
@@ -102,7 +102,7 @@ impl crate::redis_connection::Invalidations for SessionCache {
     fn invalidate(&self, key: &[u8]) {
         match std::str::from_utf8(key)
             .ok()
-            .and_then(|key| key.strip_prefix(KEY_PREFIX))
+            .and_then(|key| key.strip_prefix(self.key_prefix.as_str()))
         {
             Some(id) => SessionCache::invalidate(self, id),
             // Another key: nothing kept changed, but a read in flight is not kept either.
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn an_invalidation_removes_the_session_it_names() {
-        let cache = SessionCache::default();
+        let cache = SessionCache::new("tollgate:s:".to_owned());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         cache.insert("b", Arc::from(&b"2"[..]), stored(2), cache.generation());
         invalidate(&cache, &["tollgate:s:a"]);
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_read_that_raced_an_invalidation_is_not_kept() {
-        let cache = SessionCache::default();
+        let cache = SessionCache::new("tollgate:s:".to_owned());
         let before_read = cache.generation();
         invalidate(&cache, &["tollgate:s:a"]);
         cache.insert("a", Arc::from(&b"old"[..]), stored(1), before_read);
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_flush_or_a_lost_connection_forgets_everything() {
-        let cache = SessionCache::default();
+        let cache = SessionCache::new("tollgate:s:".to_owned());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         let before_read = cache.generation();
         cache.invalidate_all();
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn other_keys_only_stop_reads_in_flight() {
-        let cache = SessionCache::default();
+        let cache = SessionCache::new("tollgate:s:".to_owned());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         let before_read = cache.generation();
         invalidate(&cache, &["tollgate:sub:x"]);

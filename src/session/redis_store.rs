@@ -1,12 +1,20 @@
-//! `store = "redis"`: sessions in Redis, shared by every replica. This file is the key schema;
+//! `store = "redis"`: sessions in Redis, shared by every replica. This file is the key schema
+//! and the values;
 //! `crate::redis_connection` connects (standalone, Sentinel, Cluster, lazily, again after a
 //! failure) and every failure there is a `StoreError::Unavailable` here (503 for the request),
 //! never a pass.
 //!
-//! Keys: `tollgate:s:<id>` holds the session as JSON and expires with its lifetime or idle
-//! timeout, whichever comes first; `tollgate:all`, `tollgate:sub:<sub>` and
-//! `tollgate:sid:<sid>` are sets of ids for the admin API and back-channel logout (stale
-//! members are dropped when met).
+//! Keys, each starting with `session.redis_key_prefix` (`tollgate:` unless configured, so
+//! several deployments can share one Redis): `<prefix>s:<id>` holds the session as JSON
+//! sealed with the session secrets (`seal::Sealer`, the first seals and all open, so rotation
+//! works; the id is the purpose, so a value cannot be moved to another key): no token is
+//! readable in Redis (SPEC §12). It
+//! expires with its lifetime or idle timeout, whichever comes first; `<prefix>all`,
+//! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sets of ids for the admin API and
+//! back-channel logout (stale members are dropped when met); `<prefix>logout:<digest>` marks a
+//! used back-channel logout token (by a digest of its provider and `jti`) for a day. An index set expires no earlier
+//! than the longest-lived session added to it (its expiry only ever moves later), so nothing
+//! grows without bound (SPEC §12).
 
 mod lease;
 
@@ -14,18 +22,31 @@ use std::sync::Arc;
 
 use super::error::StoreError;
 use super::memory_store::StoredSession;
-use super::redis_cache::{KEY_PREFIX, SessionCache};
+use super::redis_cache::SessionCache;
+use super::seal::Sealer;
 use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
 use crate::redis_connection::RedisConnection;
 
-const ALL: &str = "tollgate:all";
+/// Adds a session id (`ARGV[1]`) to an index set (`KEYS[1]`) and makes the set live at least
+/// `ARGV[2]` more seconds: its expiry moves later, never earlier (`TTL` is -1 for a set that
+/// has none yet, -2 for one that did not exist).
+const INDEX_ADD: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
+return 1";
+
+static INDEX_ADD_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(INDEX_ADD));
 
 /// Sessions in Redis.
 pub struct RedisStore {
     connection: RedisConnection,
     /// Sessions read, kept while Redis tracks them for this process.
     cache: Arc<SessionCache>,
+    /// `session.redis_key_prefix`.
+    prefix: String,
+    /// Seals values before they reach Redis.
+    sealer: Sealer,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -41,9 +62,11 @@ impl RedisStore {
     pub fn new(
         target: &RedisTarget,
         ca: Option<&[u8]>,
+        prefix: &str,
+        sealer: Sealer,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
-        let cache = Arc::new(SessionCache::default());
+        let cache = Arc::new(SessionCache::new(format!("{prefix}s:")));
         let connection = RedisConnection::new(
             target,
             ca,
@@ -52,6 +75,8 @@ impl RedisStore {
         Ok(Self {
             connection,
             cache,
+            prefix: prefix.to_owned(),
+            sealer,
             metrics,
         })
     }
@@ -69,19 +94,53 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        self.connection.query(command).await.map_err(|error| {
-            self.metrics.session_store_errors.inc();
-            unavailable(&error)
-        })
+        self.connection
+            .query(command)
+            .await
+            .map_err(|error| self.failed(&error))
     }
 
-    fn key(id: &str) -> String {
-        format!("{KEY_PREFIX}{id}")
+    /// Counts a failure and makes it the store's.
+    fn failed(&self, error: &redis::RedisError) -> StoreError {
+        self.metrics.session_store_errors.inc();
+        unavailable(error)
     }
 
-    /// A session as Redis keeps it.
-    fn encode(&self, stored: &StoredSession) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(stored).map_err(|error| StoreError::Unavailable(error.to_string()))
+    /// The key of session `id`.
+    fn key(&self, id: &str) -> String {
+        format!("{}s:{id}", self.prefix)
+    }
+
+    /// The value stored for session `id`: its JSON, sealed for that id.
+    fn seal(&self, id: &str, stored: &StoredSession) -> Result<String, StoreError> {
+        let json = serde_json::to_vec(stored)
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        self.sealer
+            .seal(&Self::purpose(id), &json)
+            .map_err(|_| StoreError::Unavailable("no session secret to seal with".to_owned()))
+    }
+
+    /// The session in a stored value: `None` for anything not sealed for `id` by a listed
+    /// secret, or not a session.
+    fn open(&self, id: &str, value: &[u8]) -> Option<StoredSession> {
+        let sealed = std::str::from_utf8(value).ok()?;
+        let json = self.sealer.open(&Self::purpose(id), sealed).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// The sealing purpose of session `id`'s value.
+    fn purpose(id: &str) -> String {
+        format!("redis-session:{id}")
+    }
+
+    /// The key of an index set.
+    fn index_key(&self, index: Index<'_>) -> String {
+        let prefix = &self.prefix;
+        match index {
+            Index::All => format!("{prefix}all"),
+            Index::Sub(sub) => format!("{prefix}sub:{sub}"),
+            Index::Sid(sid) => format!("{prefix}sid:{sid}"),
+        }
     }
 
     /// Whether Redis answers.
@@ -89,25 +148,26 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.connection.ping().await.map_err(|error| {
-            self.metrics.session_store_errors.inc();
-            unavailable(&error)
-        })
+        self.connection
+            .ping()
+            .await
+            .map_err(|error| self.failed(&error))
     }
 
     /// The session `id`, with the stored bytes (for `touch`): from this process's tracked copy
     /// when Redis has not invalidated it, else read from Redis.
     ///
     /// # Errors
-    /// `Unavailable`; a value that is not a session is treated as absent.
+    /// `Unavailable`; a value that does not open (another secret, another key) or is not a
+    /// session is treated as absent.
     pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
         if let Some(cached) = self.cache().and_then(|cache| cache.get(id)) {
             return Ok(Some((cached.raw, cached.stored)));
         }
         let generation = self.cache().map(SessionCache::generation);
-        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(Self::key(id))).await?;
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
         let Some(bytes) = value else { return Ok(None) };
-        let Ok(stored) = serde_json::from_slice::<StoredSession>(&bytes) else {
+        let Some(stored) = self.open(id, &bytes) else {
             return Ok(None);
         };
         let raw: Arc<[u8]> = bytes.into();
@@ -131,8 +191,7 @@ impl RedisStore {
         ttl: i64,
     ) -> Result<(), StoreError> {
         const COMPARE_AND_SET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end return false";
-        let bytes = serde_json::to_vec(stored)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         self.changed(id);
         let _: redis::Value = self
@@ -140,7 +199,7 @@ impl RedisStore {
                 redis::cmd("EVAL")
                     .arg(COMPARE_AND_SET)
                     .arg(1)
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(seen)
                     .arg(bytes)
                     .arg(ttl),
@@ -149,7 +208,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Stores `stored` under `id`, expiring after `ttl` seconds, and indexes it.
+    /// Stores `stored` under `id`, expiring after `ttl` seconds, and indexes it in sets that
+    /// live at least `lifetime` seconds more (the longest the session can last).
     ///
     /// # Errors
     /// `Unavailable`.
@@ -157,17 +217,16 @@ impl RedisStore {
         &self,
         id: &str,
         stored: &StoredSession,
-        ttl: i64,
+        (ttl, lifetime): (i64, i64),
         sub: &str,
         sid: Option<&str>,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(stored)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         let () = self
             .run(
                 redis::cmd("SET")
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(bytes)
                     .arg("EX")
                     .arg(ttl),
@@ -179,8 +238,15 @@ impl RedisStore {
             .flatten()
         {
             let _: i64 = self
-                .run(redis::cmd("SADD").arg(index.key()).arg(id))
-                .await?;
+                .connection
+                .invoke(
+                    INDEX_ADD_SCRIPT
+                        .key(self.index_key(index))
+                        .arg(id)
+                        .arg(lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX))),
+                )
+                .await
+                .map_err(|error| self.failed(&error))?;
         }
         Ok(())
     }
@@ -195,15 +261,14 @@ impl RedisStore {
         stored: &StoredSession,
         ttl: i64,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(stored)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         self.changed(id);
         // XX: never recreate a session that was ended meanwhile.
         let _: Option<String> = self
             .run(
                 redis::cmd("SET")
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(bytes)
                     .arg("XX")
                     .arg("EX")
@@ -219,9 +284,60 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         self.changed(id);
-        let deleted: i64 = self.run(redis::cmd("DEL").arg(Self::key(id))).await?;
+        let deleted: i64 = self.run(redis::cmd("DEL").arg(self.key(id))).await?;
         self.forget(Index::All, id).await?;
         Ok(deleted > 0)
+    }
+
+    /// Ends a session for good (logout, admin delete, back-channel logout): answers only once
+    /// Redis confirmed the delete and, when the master has replicas, one acknowledged it, so
+    /// a failover cannot bring the session back (SPEC §12).
+    ///
+    /// # Errors
+    /// `Unavailable`, also when no replica acknowledged the delete.
+    pub async fn delete_confirmed(&self, id: &str) -> Result<bool, StoreError> {
+        self.changed(id);
+        let key = self.key(id);
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("DEL").arg(&key);
+        let (deleted,): (i64,) = self
+            .connection
+            .query_confirmed(key.as_bytes(), &pipeline)
+            .await
+            .map_err(|error| self.failed(&error))?;
+        self.forget(Index::All, id).await?;
+        Ok(deleted > 0)
+    }
+
+    /// Whether a logout token (`key`: a digest of its provider and `jti`) was used before.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn logout_token_used(&self, key: &str) -> Result<bool, StoreError> {
+        self.run(redis::cmd("EXISTS").arg(self.logout_token_key(key)))
+            .await
+    }
+
+    /// Records a used logout token for `seconds`, for every replica.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn remember_logout_token(&self, key: &str, seconds: i64) -> Result<(), StoreError> {
+        let _: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.logout_token_key(key))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(seconds.max(1)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn logout_token_key(&self, key: &str) -> String {
+        format!("{}logout:{key}", self.prefix)
     }
 
     /// Ids in an index set: every session, or those of a `sub` or a `sid`.
@@ -229,7 +345,8 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ids(&self, index: Index<'_>) -> Result<Vec<String>, StoreError> {
-        self.run(redis::cmd("SMEMBERS").arg(index.key())).await
+        self.run(redis::cmd("SMEMBERS").arg(self.index_key(index)))
+            .await
     }
 
     /// Drops an id that no longer has a session from an index.
@@ -238,7 +355,7 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn forget(&self, index: Index<'_>, id: &str) -> Result<(), StoreError> {
         let _: i64 = self
-            .run(redis::cmd("SREM").arg(index.key()).arg(id))
+            .run(redis::cmd("SREM").arg(self.index_key(index)).arg(id))
             .await?;
         Ok(())
     }
@@ -258,15 +375,4 @@ pub enum Index<'a> {
     Sub(&'a str),
     /// The sessions of a provider session.
     Sid(&'a str),
-}
-
-impl Index<'_> {
-    /// The Redis set holding these ids.
-    fn key(self) -> String {
-        match self {
-            Self::All => ALL.to_owned(),
-            Self::Sub(sub) => format!("tollgate:sub:{sub}"),
-            Self::Sid(sid) => format!("tollgate:sid:{sid}"),
-        }
-    }
 }

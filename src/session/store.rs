@@ -97,11 +97,18 @@ pub struct SessionSummary {
     pub expires_at: UnixTime,
 }
 
+/// How long a used logout token is remembered: logout tokens are short-lived, and a day is
+/// far longer than any leeway.
+const LOGOUT_TOKEN_MEMORY: i64 = 86_400;
+
 /// Sessions and login states.
 pub struct Sessions {
     /// Cookies: sealing, chunks, login states.
     pub jar: CookieJar,
     backend: SessionBackend,
+    /// Logout tokens used, by digest, with when they may be forgotten (stores other than Redis,
+    /// which keeps them for every replica).
+    used_logout_tokens: quick_cache::sync::Cache<String, UnixTime>,
     idle_timeout: i64,
     metrics: Arc<Metrics>,
 }
@@ -113,6 +120,21 @@ pub fn handle_of(id: &str) -> String {
         .as_ref()
         .iter()
         .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// A logout token's provider and `jti` as 64 hex digits (SHA-256), so a key has a fixed size
+/// whatever the token carries.
+fn logout_token_digest(provider: &str, jti: &str) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(provider.as_bytes());
+    context.update(&[0]);
+    context.update(jti.as_bytes());
+    context
+        .finish()
+        .as_ref()
+        .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
@@ -129,8 +151,54 @@ impl Sessions {
         Self {
             jar,
             backend,
+            used_logout_tokens: quick_cache::sync::Cache::new(100_000),
             idle_timeout,
             metrics,
+        }
+    }
+
+    /// Whether a back-channel logout token (its provider and `jti`) was used before: with
+    /// Redis on any replica, else in this process.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis fails.
+    pub async fn logout_token_used(
+        &self,
+        provider: &str,
+        jti: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let key = logout_token_digest(provider, jti);
+        match &self.backend {
+            SessionBackend::Redis(store) => store.logout_token_used(&key).await,
+            SessionBackend::Cookie | SessionBackend::Memory(_) => Ok(self
+                .used_logout_tokens
+                .get(&key)
+                .is_some_and(|until| now < until)),
+        }
+    }
+
+    /// Records a back-channel logout token as used; call it only once its logout was carried
+    /// out, so a logout that failed (503) is served again when the provider retries it.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis fails.
+    pub async fn remember_logout_token(
+        &self,
+        provider: &str,
+        jti: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let key = logout_token_digest(provider, jti);
+        match &self.backend {
+            SessionBackend::Redis(store) => {
+                store.remember_logout_token(&key, LOGOUT_TOKEN_MEMORY).await
+            }
+            SessionBackend::Cookie | SessionBackend::Memory(_) => {
+                self.used_logout_tokens
+                    .insert(key, now + LOGOUT_TOKEN_MEMORY);
+                Ok(())
+            }
         }
     }
 
@@ -226,7 +294,10 @@ impl Sessions {
                 };
                 let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
                 let facts = SessionFacts::of(&stored.session);
-                store.put(&id, &stored, ttl, facts.sub, facts.sid).await?;
+                let lifetime = stored.session.expires_at - now;
+                store
+                    .put(&id, &stored, (ttl, lifetime), facts.sub, facts.sid)
+                    .await?;
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
@@ -277,29 +348,31 @@ impl Sessions {
 
     /// Ends the request's session: removed from the store, cookies cleared. Returns the session
     /// that was ended, if it could be read, and the `Set-Cookie` values.
+    ///
+    /// # Errors
+    /// When the store did not confirm the delete (Redis: not applied, or no replica
+    /// acknowledged it): the session may still be valid, so the logout is not answered as done
+    /// and the cookies are kept for a retry.
     pub async fn end(
         &self,
         cookies: &Cookies<'_>,
         now: UnixTime,
         attributes: CookieAttributes,
-    ) -> (Option<Arc<Session>>, Vec<String>) {
+    ) -> Result<(Option<Arc<Session>>, Vec<String>), StoreError> {
         let session = self.load(cookies, now).await.ok().flatten();
         match (&self.backend, self.jar.session_id(cookies)) {
             (SessionBackend::Memory(store), Ok(Some(id))) => {
                 store.remove(&id);
             }
             (SessionBackend::Redis(store), Ok(Some(id))) => {
-                if let Err(error) = store.delete(&id).await {
-                    // The cookies are cleared anyway; the entry expires with its idle timeout.
-                    tracing::warn!(%error, "could not delete the session from Redis at logout");
-                }
+                store.delete_confirmed(&id).await?;
             }
             _ => {}
         }
         if session.is_some() {
             self.metrics.sessions_ended.inc();
         }
-        (session, self.jar.clear_session(cookies, attributes))
+        Ok((session, self.jar.clear_session(cookies, attributes)))
     }
 
     /// Every session, or those of `sub`.
@@ -365,13 +438,20 @@ impl Sessions {
                         Some((_, stored))
                             if selector.selects(&id, &SessionFacts::of(&stored.session)) =>
                         {
-                            if store.delete(&id).await? {
+                            if store.delete_confirmed(&id).await? {
                                 ended += 1;
                             }
                             store.forget(index, &id).await?;
                         }
                         Some(_) => {}
-                        None => store.forget(index, &id).await?,
+                        None => {
+                            // Gone, maybe by an earlier attempt whose delete no replica
+                            // acknowledged (503): a retry is done only once one has.
+                            if !matches!(index, Index::All) {
+                                store.delete_confirmed(&id).await?;
+                            }
+                            store.forget(index, &id).await?;
+                        }
                     }
                 }
                 ended

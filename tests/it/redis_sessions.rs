@@ -366,3 +366,311 @@ async fn sessions_through_a_sentinel_with_a_password_and_a_database() {
         assert_eq!(sentinel.master.cli(&["-n", "0", "dbsize"]).trim(), "0");
     }
 }
+
+/// The sessions the admin API of `gateway` lists.
+async fn listed(gateway: &Gateway) -> usize {
+    let list: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(gateway.admin_url("/admin/sessions"))
+        .bearer_auth("admin-token-for-the-tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.len()
+}
+
+/// Every key in `redis` (`SCAN`).
+fn keys(redis: &RedisServer) -> Vec<String> {
+    redis
+        .cli(&["--scan"])
+        .lines()
+        .map(str::to_owned)
+        .filter(|key| !key.is_empty())
+        .collect()
+}
+
+/// SPEC §3 / §12: every key starts with `session.redis_key_prefix`, so two deployments on one
+/// Redis do not see each other's sessions.
+#[tokio::test]
+async fn deployments_with_their_own_key_prefix_share_one_redis_without_seeing_each_other() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = |prefix: &str| {
+        redis_config(
+            &idp,
+            &format!("\"{}\"\nredis_key_prefix = \"{prefix}\"", redis.url()),
+        )
+    };
+    let blue = Gateway::start(&config("blue:")).await;
+    let green = Gateway::start(&config("green/")).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &blue).await;
+    assert_eq!(browser.get(&blue.url("/auth")).await.status(), 200);
+    let written = keys(&redis);
+    assert!(written.len() >= 2, "a session and its index: {written:?}");
+    assert!(
+        written.iter().all(|key| key.starts_with("blue:")),
+        "{written:?}"
+    );
+    assert_eq!(
+        browser.get(&green.url("/auth")).await.status(),
+        401,
+        "the other deployment does not know the session"
+    );
+    assert_eq!((listed(&blue).await, listed(&green).await), (1, 0));
+
+    let mut other = Browser::new();
+    crate::support::gateway::signed_in(&mut other, &green).await;
+    assert_eq!((listed(&blue).await, listed(&green).await), (1, 1));
+    let written = keys(&redis);
+    assert!(
+        written
+            .iter()
+            .all(|key| key.starts_with("blue:") || key.starts_with("green/")),
+        "{written:?}"
+    );
+    assert!(written.iter().any(|key| key.starts_with("green/")));
+}
+
+/// SPEC §12: nothing grows without bound — the index sets expire with the sessions they hold.
+#[tokio::test]
+async fn index_sets_expire_with_their_sessions() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"\nlifetime = \"2s\"", redis.url()));
+    let gateway = Gateway::start(&config).await;
+    for _ in 0..2 {
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    }
+    let written = keys(&redis);
+    assert!(
+        written.iter().any(|key| key == "tollgate:all")
+            && written.iter().any(|key| key.starts_with("tollgate:sub:")),
+        "{written:?}"
+    );
+    let mut left = written;
+    for _ in 0..100 {
+        left = keys(&redis);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "keys that never expire: {left:?}");
+}
+
+/// What `redis` holds under `key`: a string's value or a set's members.
+fn value(redis: &RedisServer, key: &str) -> String {
+    match redis.cli(&["type", key]).trim() {
+        "string" => redis.cli(&["get", key]),
+        "set" => redis.cli(&["smembers", key]),
+        other => panic!("{key} is a {other}"),
+    }
+}
+
+/// SPEC §12: session values are sealed with the session secret before they reach Redis, and a
+/// value sealed with a secret that is still listed opens after rotation.
+#[tokio::test]
+async fn no_token_is_readable_in_redis_and_rotated_secrets_still_open_sessions() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"", redis.url()));
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let (access_token, refresh_token) = idp.last_tokens().unwrap();
+    let written = keys(&redis);
+    assert!(written.iter().any(|key| key.starts_with("tollgate:s:")));
+    for key in &written {
+        let value = value(&redis, key);
+        assert!(!value.is_empty(), "{key}");
+        assert!(!value.contains(&access_token), "access token in {key}");
+        assert!(!value.contains(&refresh_token), "refresh token in {key}");
+        assert!(!value.contains("alice@example.com"), "claims in {key}");
+    }
+
+    let rotated = Gateway::start(&config.replace(
+        "secrets = [\"",
+        "secrets = [\"a-newer-session-secret-of-32-characters-or-more\", \"",
+    ))
+    .await;
+    assert_eq!(
+        browser.get(&rotated.url("/auth")).await.status(),
+        200,
+        "sealed with the old secret, opened with it after rotation"
+    );
+    let only_new = Gateway::start(&config.replace(
+        "secrets = [\"",
+        "secrets = [\"a-newer-session-secret-of-32-characters-or-more\"] #",
+    ))
+    .await;
+    assert_eq!(
+        browser.get(&only_new.url("/auth")).await.status(),
+        401,
+        "a secret no longer listed opens neither the cookie nor the value"
+    );
+}
+
+/// SPEC §12: a logout is answered as done only once Redis confirmed the delete; a failed one is
+/// a 503 that leaves the session (and the cookie) as it was, so the user can retry.
+#[tokio::test]
+async fn a_logout_redis_did_not_confirm_is_a_503_and_the_session_is_still_valid_afterwards() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let copied = browser.cookies.clone();
+    redis.kill();
+    let signout = browser.get(&gateway.url("/signout")).await;
+    assert_eq!(signout.status(), 503, "not answered as done");
+    assert!(signout.headers().get("set-cookie").is_none());
+    redis.start().await;
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = replay.get(&gateway.url("/auth")).await.status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the logout did not happen, and was not said to"
+    );
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(replay.get(&gateway.url("/auth")).await.status(), 401);
+}
+
+/// SPEC §12: where the master has a replica, a logout, an admin delete and a back-channel
+/// logout are done only once a replica acknowledged them (`WAIT`); a replica that is connected
+/// but acknowledges nothing makes them 503.
+#[tokio::test]
+async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
+    if !available() {
+        return;
+    }
+    let master = RedisServer::standalone().await;
+    let replica = RedisServer::replica_of(&master).await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", master.url()))).await;
+    let admin_delete = || {
+        reqwest::Client::new()
+            .delete(gateway.admin_url("/admin/sessions?sub=alice"))
+            .bearer_auth("admin-token-for-the-tests")
+            .send()
+    };
+    let backchannel = |token: String| {
+        reqwest::Client::new()
+            .post(gateway.url("/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+    };
+
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let copied = browser.cookies.clone();
+    let waits = master.calls("wait");
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert!(
+        master.calls("wait") > waits,
+        "the delete was confirmed with WAIT"
+    );
+    let mut replay = Browser::new();
+    replay.cookies = copied;
+    assert_eq!(replay.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(
+        replica.cli(&["--scan", "--pattern", "tollgate:s:*"]).trim(),
+        "",
+        "the replica has no session left"
+    );
+
+    // The master applies a delete before WAIT is asked, and WAIT then sees no replica
+    // acknowledge it: 503, and a retry, which finds the session gone from the master, is done
+    // only once a replica has the delete.
+    replica.pause();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 503);
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 503);
+    replica.resume();
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+
+    crate::support::gateway::signed_in(&mut Browser::new(), &gateway).await;
+    replica.pause();
+    assert_eq!(admin_delete().await.unwrap().status(), 503);
+    assert_eq!(admin_delete().await.unwrap().status(), 503);
+    replica.resume();
+    assert_eq!(admin_delete().await.unwrap().status(), 200);
+
+    let mut other = Browser::new();
+    crate::support::gateway::signed_in(&mut other, &gateway).await;
+    let token = idp.logout_token().sign();
+    replica.pause();
+    assert_eq!(backchannel(token.clone()).await.unwrap().status(), 503);
+    assert_eq!(backchannel(token.clone()).await.unwrap().status(), 503);
+    replica.resume();
+    assert_eq!(backchannel(token.clone()).await.unwrap().status(), 200);
+    assert_eq!(other.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(backchannel(token).await.unwrap().status(), 400, "a replay");
+}
+
+/// SPEC §12: with sessions in Redis a logout token's `jti` is refused on every replica once
+/// used, and one whose logout met a Redis failure (503) is carried out when the provider
+/// retries it at another replica.
+#[tokio::test]
+async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::standalone().await;
+    let (idp, first, second, mut browser) =
+        two_replicas_signed_in(&format!("\"{}\"", redis.url())).await;
+    let post = |gateway: &Gateway, token: &str| {
+        reqwest::Client::new()
+            .post(gateway.url("/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+    };
+    let token = idp.logout_token().sign();
+    assert_eq!(post(&first, &token).await.unwrap().status(), 200);
+    assert_eq!(browser.get(&second.url("/auth")).await.status(), 401);
+    assert_eq!(
+        post(&second, &token).await.unwrap().status(),
+        400,
+        "a replay at another replica"
+    );
+
+    crate::support::gateway::signed_in(&mut browser, &first).await;
+    let retried = idp.logout_token().sign();
+    redis.kill();
+    assert_eq!(post(&first, &retried).await.unwrap().status(), 503);
+    redis.start().await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post(&second, &retried).await.unwrap().status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the retry at another replica is carried out");
+    assert_eq!(browser.get(&first.url("/auth")).await.status(), 401);
+    assert_eq!(post(&first, &retried).await.unwrap().status(), 400);
+}

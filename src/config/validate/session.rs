@@ -1,4 +1,4 @@
-//! `[session]`: the store (cookie, memory, or Redis with its URLs and CA), the cookie name,
+//! `[session]`: the store (cookie, memory, or Redis with its URLs, CA and key prefix), the cookie name,
 //! the sealing secrets and the lifetimes.
 
 use std::path::PathBuf;
@@ -97,6 +97,7 @@ impl Checker<'_> {
                 }
             },
         };
+        let redis_key_prefix = self.redis_key_prefix(wants_redis, raw.redis_key_prefix);
         let cookie_name = raw.cookie_name.unwrap_or_else(|| "tollgate".to_owned());
         if cookie_name.is_empty()
             || !cookie_name
@@ -135,7 +136,35 @@ impl Checker<'_> {
             state_file: raw.state_file.map(PathBuf::from),
             redis_ca,
             redis,
+            redis_key_prefix,
         }
+    }
+
+    /// `session.redis_key_prefix`: visible ASCII without `{` and `}` (a hash tag in the prefix
+    /// would put every key of a Cluster on one slot), at most 64 bytes.
+    /// `wants_redis`: the session store or the token service keeps its state in Redis.
+    fn redis_key_prefix(&mut self, wants_redis: bool, prefix: Option<String>) -> String {
+        const DEFAULT: &str = "tollgate:";
+        let Some(prefix) = prefix else {
+            return DEFAULT.to_owned();
+        };
+        if !wants_redis {
+            self.problem(
+                "session.redis_key_prefix",
+                "only used with store = \"redis\" (or token_service.store = \"redis\")",
+            );
+        } else if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|byte| byte.is_ascii_graphic() && byte != b'{' && byte != b'}')
+        {
+            self.problem(
+                "session.redis_key_prefix",
+                "must be 1 to 64 visible ASCII characters without `{` and `}`",
+            );
+        }
+        prefix
     }
 
     fn session_secrets(

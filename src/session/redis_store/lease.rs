@@ -18,8 +18,8 @@ const RELEASE: &str =
 const COMPARE_AND_SET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0";
 
 impl RedisStore {
-    fn lease_key(id: &str) -> String {
-        format!("{}:refreshing", Self::key(id))
+    fn lease_key(&self, id: &str) -> String {
+        format!("{}:refreshing", self.key(id))
     }
 
     /// Takes the refresh lease of session `id` for `hold`, unless another holder has it.
@@ -36,7 +36,7 @@ impl RedisStore {
         let taken: Option<String> = self
             .run(
                 redis::cmd("SET")
-                    .arg(Self::lease_key(id))
+                    .arg(self.lease_key(id))
                     .arg(holder)
                     .arg("NX")
                     .arg("PX")
@@ -52,7 +52,7 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn lease_held(&self, id: &str) -> Result<bool, StoreError> {
         let held: i64 = self
-            .run(redis::cmd("EXISTS").arg(Self::lease_key(id)))
+            .run(redis::cmd("EXISTS").arg(self.lease_key(id)))
             .await?;
         Ok(held > 0)
     }
@@ -67,7 +67,7 @@ impl RedisStore {
                 redis::cmd("EVAL")
                     .arg(RELEASE)
                     .arg(1)
-                    .arg(Self::lease_key(id))
+                    .arg(self.lease_key(id))
                     .arg(holder),
             )
             .await?;
@@ -97,7 +97,7 @@ impl RedisStore {
         stored: &StoredSession,
         ttl: i64,
     ) -> Result<bool, StoreError> {
-        let bytes = self.encode(stored)?;
+        let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         self.changed(id);
         let written: i64 = self
@@ -105,7 +105,7 @@ impl RedisStore {
                 redis::cmd("EVAL")
                     .arg(COMPARE_AND_SET)
                     .arg(1)
-                    .arg(Self::key(id))
+                    .arg(self.key(id))
                     .arg(seen)
                     .arg(bytes)
                     .arg(ttl),

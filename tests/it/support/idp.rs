@@ -247,6 +247,8 @@ struct Inner {
     counts: Mutex<HashMap<&'static str, Arc<AtomicUsize>>>,
     last_end_session: Mutex<Option<HashMap<String, String>>>,
     last_client_auth: Mutex<Option<&'static str>>,
+    /// The access and refresh token of the last authorization-code answer.
+    last_tokens: Mutex<Option<(String, String)>>,
     /// Refresh tokens that may still be used (rotation: each use replaces it).
     refresh_tokens: Mutex<std::collections::HashSet<String>>,
     refresh_counter: AtomicUsize,
@@ -350,6 +352,7 @@ impl TestIdp {
             counts: Mutex::new(HashMap::new()),
             last_end_session: Mutex::new(None),
             last_client_auth: Mutex::new(None),
+            last_tokens: Mutex::new(None),
             refresh_tokens: Mutex::new(std::collections::HashSet::new()),
             refresh_counter: AtomicUsize::new(0),
             clock_offset: std::sync::atomic::AtomicI64::new(0),
@@ -444,6 +447,11 @@ impl TestIdp {
     /// `client_secret_post` or `none`.
     pub fn last_client_auth(&self) -> Option<&'static str> {
         *self.inner.last_client_auth.lock().unwrap()
+    }
+
+    /// The access token and refresh token the last login (code exchange) was given.
+    pub fn last_tokens(&self) -> Option<(String, String)> {
+        self.inner.last_tokens.lock().unwrap().clone()
     }
 }
 
@@ -698,6 +706,7 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         id_token.replace_range(position..=position, replacement);
     }
     let refresh_token = new_refresh_token(&inner);
+    *inner.last_tokens.lock().unwrap() = Some((issued_access_token.clone(), refresh_token.clone()));
     let token_type = misbehaviour.token_type.unwrap_or("Bearer");
     let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": token_type, "expires_in": 300, "refresh_token": refresh_token});
     if huge(&inner, "token") {

@@ -229,6 +229,45 @@ impl RedisServer {
         )
     }
 
+    /// A replica of `master`, once it has the master's data and the master counts it.
+    pub async fn replica_of(master: &RedisServer) -> Self {
+        let master_port = master.port.to_string();
+        let replica = Self::with_args(&["--replicaof", "127.0.0.1", &master_port]).await;
+        wait_until(
+            || {
+                replica
+                    .cli(&["info", "replication"])
+                    .contains("master_link_status:up")
+                    && master
+                        .cli(&["info", "replication"])
+                        .contains("connected_slaves:1")
+            },
+            "the replica",
+        )
+        .await;
+        replica
+    }
+
+    /// Stops the process (SIGSTOP) without closing its connections: a replica that stays
+    /// connected but acknowledges nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Starts (again) on the same port and directory.
     pub async fn start(&mut self) {
         let mut args = vec![
