@@ -416,11 +416,14 @@ impl Link {
         }
     }
 
-    /// Forgets the connection after a failure, so the next call makes a new one.
-    async fn reset(&self) {
+    /// Forgets the connection after a failure, so the next call makes a new one. A Cluster
+    /// connection is kept: it holds one connection per node, remakes the one that failed and
+    /// refreshes the slot map by itself, so a shard's failover leaves the other shards'
+    /// connections (and the requests on them) alone.
+    fn reset(&self) {
         match self {
             Self::Single(single) => single.reset(),
-            Self::Cluster(cluster) => *cluster.connection.lock().await = None,
+            Self::Cluster(_) => {}
         }
     }
 
@@ -439,7 +442,7 @@ impl Link {
         if let Err(error) = &result
             && connection_suspect(error)
         {
-            self.reset().await;
+            self.reset();
         }
         result
     }

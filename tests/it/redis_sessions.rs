@@ -674,3 +674,74 @@ async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
     assert_eq!(browser.get(&first.url("/auth")).await.status(), 401);
     assert_eq!(post(&first, &retried).await.unwrap().status(), 400);
 }
+
+/// Issue 12: one Cluster shard's master dies. While its replica takes over, sessions on the
+/// other shards are served and no session is ever answered as absent (a 401); once the
+/// replica took over, every session is served again by the same Tollgate, without a restart.
+#[tokio::test]
+async fn a_cluster_shard_failover_stalls_only_that_shard_and_loses_no_session() {
+    let mut cluster = RedisCluster::start_with_replicas(1).await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &cluster.urls_toml())).await;
+    let mut browsers = Vec::new();
+    for _ in 0..12 {
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        browsers.push(browser);
+    }
+    crate::support::redis::wait_until(|| cluster.replicas_caught_up(), "the replicas").await;
+    // Tollgate's connections to the healthy masters, by client id: every client but replicas
+    // (flag S) and this `redis-cli` itself.
+    let connections = |cluster: &RedisCluster| -> Vec<String> {
+        cluster.nodes[1..3]
+            .iter()
+            .flat_map(|node| {
+                node.cli(&["client", "list"])
+                    .lines()
+                    .filter(|line| !line.contains("cmd=client|list") && !line.contains(" flags=S"))
+                    .filter_map(|line| line.split(' ').next().map(str::to_owned))
+                    .map(|id| format!("{}:{id}", node.port))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let before = connections(&cluster);
+    cluster.kill_master(0);
+    let mut during = Vec::new();
+    for browser in &mut browsers {
+        during.push(browser.get(&gateway.url("/auth")).await.status().as_u16());
+    }
+    assert!(
+        during.iter().all(|status| matches!(status, 200 | 503)),
+        "a failing shard is unavailable, never a missing session: {during:?}"
+    );
+    assert!(
+        during.contains(&200),
+        "the other shards are served meanwhile: {during:?}"
+    );
+    crate::support::redis::wait_until(|| cluster.is_ok(), "the failover").await;
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        after.clear();
+        for browser in &mut browsers {
+            after.push(browser.get(&gateway.url("/auth")).await.status().as_u16());
+        }
+        assert!(
+            after.iter().all(|status| matches!(status, 200 | 503)),
+            "{after:?}"
+        );
+        if after.iter().all(|status| *status == 200) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        after.iter().all(|status| *status == 200),
+        "every session is served after the failover: {after:?}"
+    );
+    let kept = connections(&cluster);
+    assert!(
+        !before.is_empty() && before.iter().all(|id| kept.contains(id)),
+        "the healthy shards' connections were kept through the failover: {before:?} → {kept:?}"
+    );
+}

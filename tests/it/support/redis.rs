@@ -35,7 +35,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-async fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
+pub async fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
     // Up to 30 s: a cluster can take a while to agree on a loaded CI machine.
     for _ in 0..600 {
         if ready() {
@@ -339,8 +339,13 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> Self {
+        Self::start_with_replicas(0).await
+    }
+
+    /// Three masters with `replicas` replicas each (the first three `nodes` are the masters).
+    pub async fn start_with_replicas(replicas: usize) -> Self {
         let mut nodes = Vec::new();
-        for index in 0..3 {
+        for index in 0..3 * (1 + replicas) {
             let extra = [
                 "--cluster-enabled",
                 "yes",
@@ -348,6 +353,9 @@ impl RedisCluster {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "2000",
+                // A failed shard stops only its own slots, as operators run it for availability.
+                "--cluster-require-full-coverage",
+                "no",
                 "--appendonly",
                 "no",
             ]
@@ -363,7 +371,8 @@ impl RedisCluster {
             .collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addresses.iter().map(String::as_str));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let replicas = replicas.to_string();
+        args.extend(["--cluster-replicas", replicas.as_str(), "--cluster-yes"]);
         let output = Command::new(REDIS_CLI).args(&args).output().unwrap();
         assert!(
             output.status.success(),
@@ -380,7 +389,64 @@ impl RedisCluster {
             "the cluster",
         )
         .await;
-        Self { nodes }
+        let cluster = Self { nodes };
+        let expected = cluster.nodes.len() - 3;
+        wait_until(
+            || cluster.synced_replicas() == expected,
+            "the cluster's replicas",
+        )
+        .await;
+        cluster
+    }
+
+    /// How many replicas are connected to their masters with the sync done.
+    pub fn synced_replicas(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .filter(|node| {
+                let info = node.cli(&["info", "replication"]);
+                info.contains("role:slave") && info.contains("master_link_status:up")
+            })
+            .count()
+    }
+
+    /// Whether every replica has all its master wrote (by replication offset).
+    pub fn replicas_caught_up(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .all(|node| {
+                let info = node.cli(&["info", "replication"]);
+                if !info.contains("role:master") {
+                    return true;
+                }
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|value| value.trim().to_owned())
+                };
+                let offset = field("master_repl_offset:");
+                let replica_offset = field("slave0:").and_then(|line| {
+                    line.split(',')
+                        .find_map(|part| part.strip_prefix("offset="))
+                        .map(str::to_owned)
+                });
+                field("connected_slaves:").as_deref() == Some("0") || offset == replica_offset
+            })
+    }
+
+    /// Kills master `index` (one of the first three nodes).
+    pub fn kill_master(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+
+    /// Whether every live node says the cluster is whole.
+    pub fn is_ok(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .all(|node| node.cli(&["cluster", "info"]).contains("cluster_state:ok"))
     }
 
     /// The TOML list for `session.redis_url`.
