@@ -251,11 +251,9 @@ pub async fn decide_route(
                 trace.record("identity header", "fail", || {
                     format!("`{name}`: the identity's value cannot be a header")
                 });
+                // The page and the log line say the same.
                 let requirement = format!("{name}: a value a header can carry");
-                return Err((
-                    Rejection::Forbidden(requirement),
-                    format!("the identity's value for {name} cannot be a header"),
-                ));
+                return Err((Rejection::Forbidden(requirement.clone()), requirement));
             }
         }
     }
