@@ -109,6 +109,23 @@ pub async fn explain(
             explain_forward_auth(&state, &parsed, query).await
         }
         None => {
+            // The public listener answers its own paths itself: no route sees them.
+            let path = parsed.raw_path.split(['?', '#']).next().unwrap_or("/");
+            let host = parsed.headers.get(header::HOST).map_or_else(
+                || parsed.url[url::Position::BeforeHost..url::Position::AfterPort].to_owned(),
+                |host| String::from_utf8_lossy(host.as_bytes()).into_owned(),
+            );
+            if crate::public::PublicService::new(&state).answers_itself(Some(host.as_bytes()), path)
+            {
+                return client_error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "`{path}` is one of Tollgate's own endpoints, not a route's: describe \
+                         the request an ingress asks /auth about with `auth_query`, or a path a \
+                         route serves"
+                    ),
+                );
+            }
             if state.routes.is_empty() {
                 return client_error(
                     StatusCode::BAD_REQUEST,

@@ -528,6 +528,11 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
             "`Bad Name`",
         ),
         (
+            json!({"url": "https://a.example/signin?rd=/"}).to_string(),
+            400,
+            "`/signin` is one of Tollgate's own endpoints",
+        ),
+        (
             json!({"url": "https://a.example/", "auth_query": "x".repeat(100_000)}).to_string(),
             413,
             "larger than",
