@@ -80,14 +80,17 @@ provider = "corp"
 on_unauthenticated = "deny"
 "#;
 
-async fn gateway(idp: &TestIdp, upstream: &TestUpstream, session: &str) -> Gateway {
-    let config = proxy_config(idp, &upstream.url(), ROUTES)
+fn config(idp: &TestIdp, upstream: &TestUpstream, session: &str) -> String {
+    proxy_config(idp, &upstream.url(), ROUTES)
         .replace(
             "[server]\n",
             &format!("[server]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
         )
-        .replace("[session]\n", &format!("[session]\n{session}"));
-    Gateway::start(&config).await
+        .replace("[session]\n", &format!("[session]\n{session}"))
+}
+
+async fn gateway(idp: &TestIdp, upstream: &TestUpstream, session: &str) -> Gateway {
+    Gateway::start(&config(idp, upstream, session)).await
 }
 
 async fn post(gateway: &Gateway, token: Option<&str>, body: String) -> reqwest::Response {
@@ -474,6 +477,34 @@ async fn explaining_changes_nothing() {
     let real = browser.get(&gateway.url("/auth")).await;
     assert_eq!(real.status(), 200);
     assert_eq!(idp.count("refresh"), refreshes + 1);
+}
+
+#[tokio::test]
+async fn explaining_does_not_touch_the_session() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(
+        &config(
+            &idp,
+            &upstream,
+            "store = \"memory\"\nidle_timeout = \"100s\"\n",
+        ),
+        clock.clone(),
+    )
+    .await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let cookie = format!("tollgate={}", browser.cookies["tollgate"]);
+    clock.advance(60);
+    let explanation = explain(
+        &gateway,
+        json!({"url": "https://app.example.com/x", "headers": {"Cookie": cookie}, "auth_query": ""}),
+    )
+    .await;
+    assert_decision(&explanation, "allow", json!(200));
+    // Idle since the login: a request at 60 s would have kept it alive; the explanation did not.
+    clock.advance(50);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
 
 #[tokio::test]
