@@ -84,9 +84,13 @@ impl PublicService {
         let mut request = crate::http::host_from_authority(request);
         // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
         let accept = request.headers().get(header::ACCEPT).cloned();
-        let path = request.uri().path();
-        let own =
-            self.own_paths.contains(path) && !(path == "/" && self.a_route_claims_root(&request));
+        let own = self.answers_itself(
+            request
+                .headers()
+                .get(header::HOST)
+                .map(|value| value.as_bytes()),
+            request.uri().path(),
+        );
         let response = if !self.state.routes.is_empty() && !own {
             crate::proxy::handle(&self.state, peer, request.map(Body::new)).await
         } else if let Err(error) = self.target_agrees_with_host(&request) {
@@ -123,16 +127,15 @@ impl PublicService {
         .map(|_| ())
     }
 
+    /// Whether a request for `path` (as sent) with this `Host` is answered by one of
+    /// Tollgate's own endpoints rather than proxied. `POST /admin/explain` asks this too.
+    pub fn answers_itself(&self, host_header: Option<&[u8]>, path: &str) -> bool {
+        self.own_paths.contains(path) && !(path == "/" && self.a_route_claims_root(host_header))
+    }
+
     /// Whether a route serves `/` for this request's host (then the landing page does not).
-    fn a_route_claims_root<B>(&self, request: &Request<B>) -> bool {
-        let host = crate::http::canonical::request_host(
-            request
-                .headers()
-                .get(header::HOST)
-                .map(|value| value.as_bytes()),
-            None,
-        );
-        match host {
+    fn a_route_claims_root(&self, host_header: Option<&[u8]>) -> bool {
+        match crate::http::canonical::request_host(host_header, None) {
             Ok(host) => self.state.routes.find(host.as_deref(), "/").is_some(),
             // The proxy answers a bad Host with its 400.
             Err(_) => true,

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 /// them: `AppState` is the wiring's god object that surfaces and flows reach up to.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("admin", "app"),
+    // The same edge as `admin`'s: its `/admin/explain` handler, in a file of its own.
+    ("admin::explain", "app"),
     ("forward_auth", "app"),
     ("issuer", "app"),
     ("login", "app"),

@@ -1,5 +1,7 @@
-//! The admin listener (SPEC §8): `/metrics`, `/healthz`, `/readyz`. Never mounted on the public
-//! listener.
+//! The admin listener (SPEC §8): `/metrics`, `/healthz`, `/readyz`, `/admin/sessions`,
+//! `/admin/explain`. Never mounted on the public listener.
+
+mod explain;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub fn router(state: &Arc<AppState>) -> Router {
             "/admin/sessions/{handle}",
             axum::routing::delete(end_session),
         )
+        .route("/admin/explain", axum::routing::post(explain::explain))
         .with_state(state.clone())
 }
 

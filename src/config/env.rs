@@ -2,25 +2,55 @@
 //! `TOLLGATE_PROVIDER__0__CLIENT_ID=x` sets `provider[0].client_id`. They are applied to the
 //! parsed TOML table before it is deserialised, so file and environment share one code path.
 //! The variables are handed in as a map; nothing here reads the process environment.
+//!
+//! A variable is an override only when its first segment names a config section (SPEC §2):
+//! Kubernetes injects `TOLLGATE_SERVICE_HOST`, `TOLLGATE_PORT_4180_TCP_ADDR`… into every pod
+//! of a namespace with a Service named `tollgate`, and `TOLLGATE_LOG` is read by `main`; such
+//! variables are none of the config's business. Inside a section, an unknown key is an error.
 
 use std::collections::BTreeMap;
 
 use super::ConfigProblem;
 
-/// Variables that start with `TOLLGATE_` but are not config overrides.
-const NOT_CONFIG: &[&str] = &["LOG", "CONFIG"];
+/// The config sections, as the first segment of `TOLLGATE_<SECTION>__…` spells them.
+const SECTIONS: &[&str] = &[
+    "SERVER",
+    "PROVIDER",
+    "SESSION",
+    "FORWARD_AUTH",
+    "ROUTE",
+    "TOKEN_SERVICE",
+    "TELEMETRY",
+];
 
-/// Applies every `TOLLGATE_…` variable of `env` to `table`.
+/// Whether `key` (a top-level TOML key, lower case) is one of the sections SPEC §3 names.
+pub(super) fn is_section(key: &str) -> bool {
+    SECTIONS
+        .iter()
+        .any(|section| section.eq_ignore_ascii_case(key))
+}
+
+/// One variable that was applied: the key path it set, and its name.
+#[derive(Debug)]
+pub(super) struct Override {
+    path: String,
+    variable: String,
+}
+
+/// Applies every override of `env` to `table` (see the module comment for which variables are
+/// overrides) and returns what each one set, so that problems can name their variable.
 pub(super) fn apply_overrides(
     table: &mut toml::Table,
     env: &BTreeMap<String, String>,
     problems: &mut Vec<ConfigProblem>,
-) {
+) -> Vec<Override> {
+    let mut applied = Vec::new();
     for (name, value) in env {
         let Some(path) = name.strip_prefix("TOLLGATE_") else {
             continue;
         };
-        if NOT_CONFIG.contains(&path) || path.starts_with("TEST_") {
+        let section = path.split_once("__").map_or(path, |(first, _)| first);
+        if !is_section(section) {
             continue;
         }
         let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -28,8 +58,51 @@ pub(super) fn apply_overrides(
             problems.push(ConfigProblem::new(name, "malformed override variable name"));
             continue;
         }
-        if let Err(message) = set_path(table, &segments, override_value(value)) {
-            problems.push(ConfigProblem::new(name, message));
+        match set_path(table, &segments, override_value(value)) {
+            Ok(()) => applied.push(Override {
+                path: key_path(&segments),
+                variable: name.clone(),
+            }),
+            Err(message) => problems.push(ConfigProblem::new(name, message)),
+        }
+    }
+    applied
+}
+
+/// `provider`, `0`, `client_id` → `provider[0].client_id`, as problems spell key paths.
+fn key_path(segments: &[String]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        if segment.parse::<usize>().is_ok() {
+            path.push_str(&format!("[{segment}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(segment);
+        }
+    }
+    path
+}
+
+/// Whether `inner` is `outer` or a key below it.
+fn within(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Appends to each problem about a key an override set (or a key above or below it) the
+/// variable that set it, so `session.nope: unknown key` says where `nope` came from.
+pub(super) fn name_variables(problems: &mut [ConfigProblem], applied: &[Override]) {
+    for problem in problems {
+        let variables: Vec<&str> = applied
+            .iter()
+            .filter(|set| within(&set.path, &problem.path) || within(&problem.path, &set.path))
+            .map(|set| set.variable.as_str())
+            .collect();
+        if !variables.is_empty() {
+            problem.message = format!("{} (set by {})", problem.message, variables.join(", "));
         }
     }
 }
@@ -126,6 +199,70 @@ mod tests {
         let mut problems = Vec::new();
         apply_overrides(&mut table, &env, &mut problems);
         (table, problems)
+    }
+
+    /// What Kubernetes injects into every pod of a namespace with a Service named `tollgate`
+    /// (one port, 4180, named `http`), and variables Tollgate reads itself.
+    const NOT_OVERRIDES: &[(&str, &str)] = &[
+        ("TOLLGATE_SERVICE_HOST", "10.96.12.34"),
+        ("TOLLGATE_SERVICE_PORT", "4180"),
+        ("TOLLGATE_SERVICE_PORT_HTTP", "4180"),
+        ("TOLLGATE_PORT", "tcp://10.96.12.34:4180"),
+        ("TOLLGATE_PORT_4180_TCP", "tcp://10.96.12.34:4180"),
+        ("TOLLGATE_PORT_4180_TCP_PROTO", "tcp"),
+        ("TOLLGATE_PORT_4180_TCP_PORT", "4180"),
+        ("TOLLGATE_PORT_4180_TCP_ADDR", "10.96.12.34"),
+        ("TOLLGATE_LOG", "debug"),
+        ("TOLLGATE_SERVER_SERVICE_HOST", "10.96.0.9"),
+    ];
+
+    #[test]
+    fn variables_outside_the_config_sections_are_ignored() {
+        let text = "[session]\nstore = \"cookie\"";
+        let (table, problems) = apply(text, NOT_OVERRIDES);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(table, toml::from_str::<toml::Table>(text).unwrap());
+        let mut with_override = NOT_OVERRIDES.to_vec();
+        with_override.push(("TOLLGATE_SESSION__STORE", "memory"));
+        let (table, problems) = apply(text, &with_override);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(table["session"]["store"].as_str(), Some("memory"));
+    }
+
+    #[test]
+    fn every_section_is_recognised_whatever_the_case() {
+        for section in SECTIONS {
+            assert!(is_section(&section.to_ascii_lowercase()));
+        }
+        let (table, _) = apply("", &[("TOLLGATE_forward_auth__provider", "x")]);
+        assert_eq!(table["forward_auth"]["provider"].as_str(), Some("x"));
+        assert!(!is_section("service_host"));
+    }
+
+    #[test]
+    fn problems_name_the_variable_that_set_the_key() {
+        let mut table = toml::Table::new();
+        let env = BTreeMap::from([
+            ("TOLLGATE_SESSION__NOPE".to_owned(), "1".to_owned()),
+            ("TOLLGATE_PROVIDER__0__NAME".to_owned(), "x".to_owned()),
+        ]);
+        let applied = apply_overrides(&mut table, &env, &mut Vec::new());
+        let mut problems = vec![
+            ConfigProblem::new("session.nope", "unknown key"),
+            ConfigProblem::new("provider[0]", "is wrong"),
+            ConfigProblem::new("provider[1].name", "is wrong"),
+        ];
+        name_variables(&mut problems, &applied);
+        assert_eq!(
+            problems[0].to_string(),
+            "session.nope: unknown key (set by TOLLGATE_SESSION__NOPE)"
+        );
+        assert!(
+            problems[1]
+                .message
+                .ends_with("(set by TOLLGATE_PROVIDER__0__NAME)")
+        );
+        assert_eq!(problems[2].message, "is wrong");
     }
 
     #[test]

@@ -190,6 +190,55 @@ fn environment_overrides_apply_before_validation() {
     );
 }
 
+/// The variables Kubernetes injects for a Service named `tollgate` with port 4180 (`http`).
+const KUBERNETES_SERVICE_VARIABLES: &[(&str, &str)] = &[
+    ("TOLLGATE_SERVICE_HOST", "10.96.12.34"),
+    ("TOLLGATE_SERVICE_PORT", "4180"),
+    ("TOLLGATE_SERVICE_PORT_HTTP", "4180"),
+    ("TOLLGATE_PORT", "tcp://10.96.12.34:4180"),
+    ("TOLLGATE_PORT_4180_TCP", "tcp://10.96.12.34:4180"),
+    ("TOLLGATE_PORT_4180_TCP_PROTO", "tcp"),
+    ("TOLLGATE_PORT_4180_TCP_PORT", "4180"),
+    ("TOLLGATE_PORT_4180_TCP_ADDR", "10.96.12.34"),
+];
+
+#[test]
+fn kubernetes_service_variables_are_not_overrides() {
+    let mut env = KUBERNETES_SERVICE_VARIABLES.to_vec();
+    env.push(("TOLLGATE_LOG", "debug"));
+    assert_eq!(problems(PROVIDER, &env), Vec::<String>::new());
+    env.push(("TOLLGATE_PROVIDER__0__CLIENT_ID", "from-env"));
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    assert_eq!(
+        load(PROVIDER, &env).unwrap().providers[0].client_id,
+        "from-env"
+    );
+}
+
+#[test]
+fn an_unknown_key_inside_a_section_is_still_an_error_naming_the_variable() {
+    let mut env = KUBERNETES_SERVICE_VARIABLES.to_vec();
+    env.push(("TOLLGATE_SESSION__NOPE", "1"));
+    assert_eq!(
+        problems(PROVIDER, &env),
+        ["session.nope: unknown key (set by TOLLGATE_SESSION__NOPE)"]
+    );
+    // `[telemetry]` is a section of SPEC §3 this version lacks: said so, never ignored.
+    let found = problems(
+        PROVIDER,
+        &[("TOLLGATE_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4318")],
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("telemetry: this section is not supported")
+            && found[0].ends_with("(set by TOLLGATE_TELEMETRY__OTLP_ENDPOINT)"),
+        "{found:?}"
+    );
+}
+
 #[test]
 fn durations_and_defaults() {
     let config = load(

@@ -16,21 +16,26 @@ use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::Rejection;
 use crate::identity::{
-    Credential, IdentityError, ambiguous_credentials, authenticate, bearer_token,
+    Credential, IdentityError, ambiguous_credentials, authenticate, authenticate_traced,
+    bearer_token,
 };
-use crate::policy::{AuthQuery, Decision, decide};
+use crate::policy::{AuthQuery, Decision, Trace, decide_traced};
 use crate::session::request_cookies;
 use crate::token::{Claims, numeric_claim};
 
 /// What `/auth` decided.
-enum Outcome {
+pub enum Outcome {
+    /// 200 with these injected headers; the credential's name; `Set-Cookie` values.
     Allow(
         Vec<(axum::http::HeaderName, HeaderValue)>,
         &'static str,
         Vec<String>,
     ),
+    /// 200 by a skip rule, without checks.
     Skip,
+    /// 302 to this sign-in location (`unauthenticated = "redirect"`, a browser).
     Redirect(String),
+    /// Refused, and why (the log line's reason).
     Reject(Rejection, String),
 }
 
@@ -49,6 +54,7 @@ pub async fn auth(
         headers,
         request.uri().query().unwrap_or(""),
         original.as_ref(),
+        &mut Trace::off(),
     )
     .await;
     state.metrics.decision_seconds.observe(started.elapsed());
@@ -117,41 +123,92 @@ fn parsed_query(state: &AppState, raw: &str) -> Result<Arc<AuthQuery>, Rejection
     Ok(query)
 }
 
-async fn decide_auth(
+/// The `/auth` decision for a request with `headers` about `original`, under the rules of
+/// `raw_query`. `POST /admin/explain` runs this same code with an explaining `trace`, which
+/// records every step and changes nothing.
+pub async fn decide_auth(
     state: &AppState,
     headers: &HeaderMap,
     raw_query: &str,
     original: Option<&OriginalRequest>,
+    trace: &mut Trace,
 ) -> Outcome {
     let Some((section, provider)) = state.forward_auth() else {
+        trace.record("forward_auth", "fail", || {
+            "forward-auth is not configured".to_owned()
+        });
         return Outcome::Reject(
             Rejection::Internal,
             "forward-auth is not configured".to_owned(),
         );
     };
     // The query is checked before any credential (SPEC §4).
-    let query = match parsed_query(state, raw_query) {
+    let parsed = if trace.is_explaining() {
+        AuthQuery::parse(raw_query)
+            .map(Arc::new)
+            .map_err(|error| Rejection::BadRequest(error.to_string()))
+    } else {
+        parsed_query(state, raw_query)
+    };
+    let query = match parsed {
         Ok(query) => query,
         Err(rejection) => {
             let reason = rejection.to_string();
+            trace.record("query", "fail", || reason.clone());
             return Outcome::Reject(rejection, reason);
         }
     };
+    trace.record("query", "pass", || {
+        format!(
+            "{} claim rule(s), {} injection(s), {} skip rule(s)",
+            query.claim_rules.len(),
+            query.injections.len(),
+            query.skip_rules.len()
+        )
+    });
     // Skip rules see the canonical original path only; without a trusted original request they
     // cannot match (fail closed).
-    if !query.skip_rules.is_empty()
-        && let Some((method, path)) = original.and_then(|request| {
+    if !query.skip_rules.is_empty() {
+        let canonical = original.and_then(|request| {
             Some((
                 request.method.as_ref(),
                 canonical_path(request.raw_path.as_deref()?).ok()?,
             ))
-        })
-        && query
-            .skip_rules
-            .iter()
-            .any(|rule| rule.skips(method, &path))
-    {
-        return Outcome::Skip;
+        });
+        match canonical {
+            Some((method, path)) => {
+                for rule in &query.skip_rules {
+                    let skips = rule.skips(method, &path);
+                    trace.record(
+                        "skip rule",
+                        if skips { "match" } else { "no_match" },
+                        || {
+                            format!(
+                                "{}{}{} on {} {path}",
+                                if rule.negated {
+                                    "skip-auth-ne="
+                                } else {
+                                    "skip-auth="
+                                },
+                                rule.method
+                                    .as_ref()
+                                    .map_or_else(String::new, |method| format!("{method},")),
+                                rule.pattern,
+                                method.map_or("(method unknown)", Method::as_str),
+                            )
+                        },
+                    );
+                    if skips {
+                        return Outcome::Skip;
+                    }
+                }
+            }
+            None => trace.record("skip rule", "no_match", || {
+                "the original path is unknown or has no single canonical form: no skip rule \
+                 applies"
+                    .to_owned()
+            }),
+        }
     }
     // RFC 6750 §2: one token, sent one way (the query is the one the application will see).
     let original_query = original
@@ -159,6 +216,7 @@ async fn decide_auth(
         .and_then(|path| path.split_once('?'))
         .map(|(_, query)| query);
     if let Some(reason) = ambiguous_credentials(headers, original_query) {
+        trace.record("credentials", "fail", || reason.to_owned());
         return Outcome::Reject(
             Rejection::InvalidRequest(reason.to_owned()),
             reason.to_owned(),
@@ -173,13 +231,14 @@ async fn decide_auth(
         .map_or(crate::session::CookieAttributes { secure: true }, |base| {
             state.cookie_attributes(base)
         });
-    let identity = match authenticate(
+    let identity = match authenticate_traced(
         headers,
         provider,
         state.session_access(attributes),
         section.token_cookie.as_deref(),
         crate::identity::BearerTokens::Accepted,
         state.clock.now(),
+        trace,
     )
     .await
     {
@@ -200,6 +259,9 @@ async fn decide_auth(
                 )
                 && let Some(location) = signin_location(state, original)
             {
+                trace.record("unauthenticated", "redirect", || {
+                    "a browser without a valid credential is sent to sign in".to_owned()
+                });
                 return Outcome::Redirect(location);
             }
             let rejection = if error.is_bearer_refusal() {
@@ -210,7 +272,7 @@ async fn decide_auth(
             return Outcome::Reject(rejection, error.to_string());
         }
     };
-    match decide(&query, &identity.claims) {
+    match decide_traced(&query, &identity.claims, trace) {
         Decision::Allow(injected) => {
             Outcome::Allow(injected, identity.credential.as_str(), identity.set_cookies)
         }

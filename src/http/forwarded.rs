@@ -92,7 +92,7 @@ pub fn original_request(
 
 /// The path-and-query of an absolute URL exactly as written (not normalised by a URL parser,
 /// which would hide encoded separators from `http::canonical`).
-fn raw_path_of_absolute(url: &str) -> Option<String> {
+pub fn raw_path_of_absolute(url: &str) -> Option<String> {
     let after_scheme = url.split_once("://")?.1;
     let start = after_scheme.find(['/', '?', '#'])?;
     let rest = after_scheme.get(start..)?;

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
+use crate::policy::Trace;
 pub mod refresh;
 
 use crate::session::CookieAttributes;
@@ -175,10 +176,61 @@ pub async fn authenticate(
     bearer_tokens: BearerTokens,
     now: crate::clock::UnixTime,
 ) -> Result<Identity, IdentityError> {
+    authenticate_traced(
+        headers,
+        provider,
+        sessions,
+        token_cookie,
+        bearer_tokens,
+        now,
+        &mut Trace::off(),
+    )
+    .await
+}
+
+/// `authenticate`, recording each credential in `trace`. When the trace is explaining, the
+/// session is only read (`Sessions::peek`): not touched, not ended, not refreshed.
+///
+/// # Errors
+/// As `authenticate`.
+pub async fn authenticate_traced(
+    headers: &HeaderMap,
+    provider: &Arc<Provider>,
+    sessions: Option<SessionAccess<'_>>,
+    token_cookie: Option<&str>,
+    bearer_tokens: BearerTokens,
+    now: crate::clock::UnixTime,
+    trace: &mut Trace,
+) -> Result<Identity, IdentityError> {
     let cookies = request_cookies(headers);
     if let Some(access) = sessions {
-        match access.sessions.load(&cookies, now).await {
+        let loaded = if trace.is_explaining() {
+            access.sessions.peek(&cookies, now).await
+        } else {
+            access.sessions.load(&cookies, now).await
+        };
+        match loaded {
             Ok(Some(session)) if session.provider == provider.name() => {
+                if trace.is_explaining() {
+                    trace.record("session cookie", "valid", || {
+                        format!("a session at provider `{}`", session.provider)
+                    });
+                    if access.refresher.is_due(&session, now) {
+                        trace.record("session refresh", "skipped", || {
+                            "its access token is due for refresh: the request would refresh it \
+                             first, and the rules would then see the provider's current claims"
+                                .to_owned()
+                        });
+                    }
+                    return Ok(Identity {
+                        claims: session.claims.clone(),
+                        credential: Credential::SessionCookie,
+                        session: Some(session),
+                        bearer_header: None,
+                        cookie_token: None,
+                        set_cookies: Vec::new(),
+                    });
+                }
                 match access
                     .refresher
                     .refresh_if_due(
@@ -215,24 +267,51 @@ pub async fn authenticate(
                     }
                 }
             }
-            Ok(Some(_)) => tracing::info!("session of another provider ignored"),
-            Ok(None) => {}
+            Ok(Some(session)) => {
+                trace.record("session cookie", "ignored", || {
+                    format!(
+                        "a session at provider `{}`, not `{}`",
+                        session.provider,
+                        provider.name()
+                    )
+                });
+                tracing::info!("session of another provider ignored");
+            }
+            Ok(None) => trace.record("session cookie", "none", || "no session cookie".to_owned()),
             Err(SessionError::Store(error)) => {
+                trace.record("session cookie", "error", || error.to_string());
                 return Err(IdentityError::StoreUnavailable(error.to_string()));
             }
-            Err(SessionError::Cookie(error)) => tracing::info!(%error, "session cookie ignored"),
+            Err(SessionError::Cookie(error)) => {
+                trace.record("session cookie", "ignored", || error.to_string());
+                tracing::info!(%error, "session cookie ignored");
+            }
         }
     }
     let bearer = match bearer_tokens {
         BearerTokens::Accepted => bearer_token(headers),
-        BearerTokens::Ignored => None,
+        BearerTokens::Ignored => {
+            if headers.contains_key(axum::http::header::AUTHORIZATION) {
+                trace.record("bearer token", "ignored", || {
+                    "bearer tokens are not accepted here".to_owned()
+                });
+            }
+            None
+        }
     };
     match bearer {
         Some(Ok(token)) => {
-            let claims = provider
-                .validate_access_token(token)
-                .await
-                .map_err(|error| token_error(Credential::Bearer, error))?;
+            let claims = match provider.validate_access_token(token).await {
+                Ok(claims) => claims,
+                Err(error) => {
+                    let error = token_error(Credential::Bearer, error);
+                    trace.record("bearer token", "invalid", || error.to_string());
+                    return Err(error);
+                }
+            };
+            trace.record("bearer token", "valid", || {
+                format!("an access token of provider `{}`", provider.name())
+            });
             return Ok(Identity {
                 claims,
                 credential: Credential::Bearer,
@@ -243,18 +322,37 @@ pub async fn authenticate(
             });
         }
         Some(Err(())) => {
+            trace.record("bearer token", "invalid", || {
+                "malformed Authorization header".to_owned()
+            });
             return Err(IdentityError::Invalid {
                 credential: "bearer",
                 reason: "malformed Authorization header".to_owned(),
             });
         }
+        None if bearer_tokens == BearerTokens::Accepted => {
+            trace.record("bearer token", "none", || {
+                "no `Authorization: Bearer` header".to_owned()
+            });
+        }
         None => {}
     }
-    if let Some(token) = token_cookie.and_then(|name| cookies.get(name)) {
-        let claims = provider
-            .validate_access_token(token)
-            .await
-            .map_err(|error| token_error(Credential::TokenCookie, error))?;
+    if let Some(name) = token_cookie {
+        let Some(token) = cookies.get(name) else {
+            trace.record("token cookie", "none", || format!("no `{name}` cookie"));
+            return Err(IdentityError::Missing);
+        };
+        let claims = match provider.validate_access_token(token).await {
+            Ok(claims) => claims,
+            Err(error) => {
+                let error = token_error(Credential::TokenCookie, error);
+                trace.record("token cookie", "invalid", || error.to_string());
+                return Err(error);
+            }
+        };
+        trace.record("token cookie", "valid", || {
+            format!("an access token of provider `{}`", provider.name())
+        });
         return Ok(Identity {
             claims,
             credential: Credential::TokenCookie,

@@ -169,6 +169,12 @@ impl Refresher {
         }
     }
 
+    /// Whether a request now would refresh `session`'s tokens first (`/admin/explain` says so
+    /// instead of refreshing).
+    pub fn is_due(&self, session: &Session, now: UnixTime) -> bool {
+        self.shared.is_due(session, now)
+    }
+
     /// The session, refreshed when its access token is about to expire, with the `Set-Cookie`
     /// values that store it (only the cookie store needs them). When the refresh fails for a
     /// passing reason the session is returned as it is while its access token is valid.

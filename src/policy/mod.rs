@@ -2,6 +2,7 @@
 //! Knows nothing of where the identity came from. No IO.
 
 pub mod auth_query;
+pub mod trace;
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,9 @@ use axum::http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 pub use auth_query::{AuthQuery, AuthQueryError, ClaimInjection, SkipRule};
+pub use trace::{Step, Trace};
+
+use trace::seen;
 
 /// The outcome of applying requirements to an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,15 @@ pub enum Decision {
 
 /// Applies an `/auth` query to the claims of an authenticated identity (SPEC §4).
 pub fn decide(query: &AuthQuery, claims: &Map<String, Value>) -> Decision {
+    decide_traced(query, claims, &mut Trace::off())
+}
+
+/// `decide`, recording each claim rule and injection in `trace`.
+pub fn decide_traced(
+    query: &AuthQuery,
+    claims: &Map<String, Value>,
+    trace: &mut Trace,
+) -> Decision {
     // Different claims must all match; a claim named more than once matches any of its values.
     for (claim, wanted) in &query.claim_rules {
         let holds = claims.get(claim).is_some_and(|value| {
@@ -28,22 +41,57 @@ pub fn decide(query: &AuthQuery, claims: &Map<String, Value>) -> Decision {
                 .iter()
                 .any(|candidate| value_matches(value, candidate))
         });
+        trace.record("claim rule", pass_or_fail(holds), || {
+            format!(
+                "`{claim}` must be one of {}; saw {}",
+                wanted.join(", "),
+                seen(claim, claims.get(claim))
+            )
+        });
         if !holds {
             return Decision::Deny(format!("claim `{claim}` does not have a required value"));
         }
     }
     let mut headers = Vec::new();
     for injection in &query.injections {
-        let text = match injection {
-            ClaimInjection::Claim { claim, .. } => claims.get(claim).map(header_text),
-            ClaimInjection::JsonPath { claim, path, .. } => claims
-                .get(claim)
-                .and_then(|value| json_path_text(value, path)),
+        let (claim, text) = match injection {
+            ClaimInjection::Claim { claim, .. } => (claim, claims.get(claim).map(header_text)),
+            ClaimInjection::JsonPath { claim, path, .. } => (
+                claim,
+                claims
+                    .get(claim)
+                    .and_then(|value| json_path_text(value, path)),
+            ),
         };
-        let Some(text) = text else { continue };
+        let Some(text) = text else {
+            trace.record("inject header", "none", || {
+                format!(
+                    "`{}` is not sent: {}",
+                    injection.header(),
+                    seen(claim, claims.get(claim))
+                )
+            });
+            continue;
+        };
         match HeaderValue::from_str(&text) {
-            Ok(value) => headers.push((injection.header().clone(), value)),
+            Ok(value) => {
+                trace.record("inject header", "pass", || {
+                    format!(
+                        "`{}` from {}",
+                        injection.header(),
+                        seen(claim, claims.get(claim))
+                    )
+                });
+                headers.push((injection.header().clone(), value));
+            }
             Err(_) => {
+                trace.record("inject header", "fail", || {
+                    format!(
+                        "`{}` cannot carry the value of {}",
+                        injection.header(),
+                        seen(claim, claims.get(claim))
+                    )
+                });
                 return Decision::Deny(format!(
                     "the value for header `{}` cannot be sent as a header",
                     injection.header()
@@ -52,6 +100,11 @@ pub fn decide(query: &AuthQuery, claims: &Map<String, Value>) -> Decision {
         }
     }
     Decision::Allow(headers)
+}
+
+/// A step's outcome for a rule that holds or not.
+pub const fn pass_or_fail(holds: bool) -> &'static str {
+    if holds { "pass" } else { "fail" }
 }
 
 /// A claim equals a wanted value: strings exactly, numbers and booleans by their JSON text,
@@ -131,6 +184,29 @@ pub fn check_requirements(
     require: &Requirements,
     claims: &Map<String, Value>,
 ) -> Result<(), String> {
+    check_requirements_traced(require, claims, &mut Trace::off())
+}
+
+/// Records one requirement in `trace` and turns a failed one into its message.
+fn requirement(
+    trace: &mut Trace,
+    holds: bool,
+    detail: impl FnOnce() -> String,
+    failure: impl FnOnce() -> String,
+) -> Result<(), String> {
+    trace.record("requirement", pass_or_fail(holds), detail);
+    if holds { Ok(()) } else { Err(failure()) }
+}
+
+/// `check_requirements`, recording each requirement with the claim value it saw in `trace`.
+///
+/// # Errors
+/// A message naming the first requirement that failed (never a claim value or a token).
+pub fn check_requirements_traced(
+    require: &Requirements,
+    claims: &Map<String, Value>,
+    trace: &mut Trace,
+) -> Result<(), String> {
     let strings = |value: Option<&Value>| -> Vec<String> {
         match value {
             Some(Value::String(text)) => vec![text.clone()],
@@ -147,12 +223,23 @@ pub fn check_requirements(
     };
     if !require.issuers.is_empty() {
         let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-        if !require.issuers.iter().any(|wanted| wanted == issuer) {
-            return Err(format!(
-                "the token must come from one of the issuers {}",
-                require.issuers.join(", ")
-            ));
-        }
+        requirement(
+            trace,
+            require.issuers.iter().any(|wanted| wanted == issuer),
+            || {
+                format!(
+                    "issuers: one of {}; saw {}",
+                    require.issuers.join(", "),
+                    seen("iss", claims.get("iss"))
+                )
+            },
+            || {
+                format!(
+                    "the token must come from one of the issuers {}",
+                    require.issuers.join(", ")
+                )
+            },
+        )?;
     }
     if !require.scopes.is_empty() {
         let mut scopes: Vec<String> = Vec::new();
@@ -162,9 +249,20 @@ pub fn check_requirements(
                 other => scopes.extend(strings(other)),
             }
         }
-        if let Some(missing) = require.scopes.iter().find(|scope| !scopes.contains(scope)) {
-            return Err(format!("the scope `{missing}` is required"));
-        }
+        let missing = require.scopes.iter().find(|scope| !scopes.contains(scope));
+        requirement(
+            trace,
+            missing.is_none(),
+            || {
+                format!(
+                    "scopes: all of {}; saw {}, {}",
+                    require.scopes.join(", "),
+                    seen("scope", claims.get("scope")),
+                    seen("scp", claims.get("scp"))
+                )
+            },
+            || format!("the scope `{}` is required", missing.map_or("", |s| s)),
+        )?;
     }
     if !require.roles.is_empty() {
         let roles: Vec<String> = match &require.roles_claim {
@@ -176,45 +274,86 @@ pub fn check_requirements(
                 .collect(),
             None => strings(claims.get("roles")),
         };
-        if !any_of(&roles, &require.roles) {
-            return Err(format!(
-                "one of the roles {} is required",
-                require.roles.join(", ")
-            ));
-        }
+        requirement(
+            trace,
+            any_of(&roles, &require.roles),
+            || {
+                let at = require
+                    .roles_claim
+                    .as_ref()
+                    .map_or_else(|| "$.roles".to_owned(), ToString::to_string);
+                format!(
+                    "roles: one of {}; saw {at} = {}",
+                    require.roles.join(", "),
+                    Value::from(roles.clone())
+                )
+            },
+            || format!("one of the roles {} is required", require.roles.join(", ")),
+        )?;
     }
     if !require.realm_roles.is_empty() {
-        let roles = strings(
-            claims
-                .get("realm_access")
-                .and_then(|access| access.get("roles")),
-        );
-        if !any_of(&roles, &require.realm_roles) {
-            return Err(format!(
-                "one of the realm roles {} is required",
-                require.realm_roles.join(", ")
-            ));
-        }
+        let realm_roles = claims
+            .get("realm_access")
+            .and_then(|access| access.get("roles"));
+        requirement(
+            trace,
+            any_of(&strings(realm_roles), &require.realm_roles),
+            || {
+                format!(
+                    "realm_roles: one of {}; saw {}",
+                    require.realm_roles.join(", "),
+                    seen("realm_access.roles", realm_roles)
+                )
+            },
+            || {
+                format!(
+                    "one of the realm roles {} is required",
+                    require.realm_roles.join(", ")
+                )
+            },
+        )?;
     }
     for (client, wanted) in &require.client_roles {
-        let roles = strings(
-            claims
-                .get("resource_access")
-                .and_then(|access| access.get(client))
-                .and_then(|entry| entry.get("roles")),
-        );
-        if !any_of(&roles, wanted) {
-            return Err(format!(
-                "one of the roles {} of client `{client}` is required",
-                wanted.join(", ")
-            ));
-        }
+        let client_roles = claims
+            .get("resource_access")
+            .and_then(|access| access.get(client))
+            .and_then(|entry| entry.get("roles"));
+        requirement(
+            trace,
+            any_of(&strings(client_roles), wanted),
+            || {
+                format!(
+                    "client_roles of `{client}`: one of {}; saw {}",
+                    wanted.join(", "),
+                    seen(&format!("resource_access.{client}.roles"), client_roles)
+                )
+            },
+            || {
+                format!(
+                    "one of the roles {} of client `{client}` is required",
+                    wanted.join(", ")
+                )
+            },
+        )?;
     }
-    if !require.groups.is_empty() && !any_of(&strings(claims.get("groups")), &require.groups) {
-        return Err(format!(
-            "membership of one of the groups {} is required",
-            require.groups.join(", ")
-        ));
+    if !require.groups.is_empty() {
+        requirement(
+            trace,
+            any_of(&strings(claims.get("groups")), &require.groups),
+            || {
+                format!(
+                    "groups: one of {}; saw {}",
+                    require.groups.join(", "),
+                    seen("groups", claims.get("groups"))
+                )
+            },
+            || {
+                format!(
+                    "membership of one of the groups {} is required",
+                    require.groups.join(", ")
+                )
+            },
+        )?;
     }
     if !require.email_domains.is_empty() {
         let email = claims
@@ -226,12 +365,24 @@ pub fn check_requirements(
         let domain_ok = email
             .rsplit_once('@')
             .is_some_and(|(_, domain)| require.email_domains.iter().any(|wanted| wanted == domain));
-        if unverified || !domain_ok {
-            return Err(format!(
-                "a verified e-mail address at {} is required",
-                require.email_domains.join(", ")
-            ));
-        }
+        requirement(
+            trace,
+            !unverified && domain_ok,
+            || {
+                format!(
+                    "email_domains: a verified address at {}; saw {}, {}",
+                    require.email_domains.join(", "),
+                    seen("email", claims.get("email")),
+                    seen("email_verified", claims.get("email_verified"))
+                )
+            },
+            || {
+                format!(
+                    "a verified e-mail address at {} is required",
+                    require.email_domains.join(", ")
+                )
+            },
+        )?;
     }
     for (claim, wanted) in &require.claims {
         let holds = claims.get(claim).is_some_and(|value| {
@@ -239,9 +390,18 @@ pub fn check_requirements(
                 .iter()
                 .any(|candidate| value_matches(value, candidate))
         });
-        if !holds {
-            return Err(format!("claim `{claim}` does not have a required value"));
-        }
+        requirement(
+            trace,
+            holds,
+            || {
+                format!(
+                    "claims: `{claim}` one of {}; saw {}",
+                    wanted.join(", "),
+                    seen(claim, claims.get(claim))
+                )
+            },
+            || format!("claim `{claim}` does not have a required value"),
+        )?;
     }
     Ok(())
 }

@@ -212,3 +212,35 @@ fn route_requirements_all_must_hold() {
         Err("e-mail"),
     );
 }
+
+#[test]
+fn a_trace_records_each_requirement_with_the_value_seen_and_only_when_explaining() {
+    let require = Requirements {
+        groups: vec!["ops".to_owned()],
+        email_domains: vec!["example.com".to_owned()],
+        ..Requirements::default()
+    };
+    let claims = serde_json::json!({"groups": ["dev"], "email": "a@example.com"});
+    let claims = claims.as_object().unwrap();
+    let mut off = Trace::off();
+    assert!(check_requirements_traced(&require, claims, &mut off).is_err());
+    assert!(!off.is_explaining());
+    assert!(off.into_steps().is_empty());
+    let mut trace = Trace::explaining();
+    let refused = check_requirements_traced(&require, claims, &mut trace).unwrap_err();
+    assert_eq!(refused, check_requirements(&require, claims).unwrap_err());
+    let steps = trace.into_steps();
+    assert_eq!(
+        steps.len(),
+        1,
+        "the first failure ends the check: {steps:?}"
+    );
+    assert_eq!(steps[0].outcome, "fail");
+    assert!(
+        steps[0].detail.contains(r#"`groups` = ["dev"]"#),
+        "{steps:?}"
+    );
+    let long = serde_json::Value::String("x".repeat(1000));
+    assert!(trace::seen("big", Some(&long)).chars().count() < 300);
+    assert_eq!(trace::seen("tid", None), "no `tid` claim");
+}

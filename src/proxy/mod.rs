@@ -10,7 +10,7 @@ pub mod routes;
 use std::net::SocketAddr;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
@@ -19,27 +19,30 @@ use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
 use crate::http::forwarded::is_trusted;
 use crate::http::rejection::Rejection;
-use crate::identity::{BearerTokens, Identity, IdentityError, authenticate};
+use crate::identity::{BearerTokens, Identity, IdentityError, authenticate_traced};
 use crate::login::redirect::validate_redirect;
+use crate::policy::Trace;
 use forward::{ForwardedFor, forward};
+
+/// The canonical host of a request and its route (SPEC §4.1): `Ok(None)` when no route
+/// matches. `path` is the canonical path. `POST /admin/explain` chooses routes with this too.
+///
+/// # Errors
+/// A `Host` that disagrees with the absolute-form target, or is malformed.
+pub fn select_route<'a>(
+    state: &'a AppState,
+    host_header: Option<&[u8]>,
+    authority: Option<&str>,
+    path: &str,
+) -> Result<Option<&'a RouteConfig>, Rejection> {
+    let host = request_host(host_header, authority)
+        .map_err(|error| Rejection::BadRequest(error.to_string()))?;
+    Ok(state.routes.find(host.as_deref(), path))
+}
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
 pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) -> Response {
     // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
-    let host = request_host(
-        request
-            .headers()
-            .get(header::HOST)
-            .map(HeaderValue::as_bytes),
-        request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str()),
-    );
-    let host = match host {
-        Ok(host) => host.map(std::borrow::Cow::into_owned),
-        Err(error) => return refuse(state, Rejection::BadRequest(error.to_string())),
-    };
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
         Ok(std::borrow::Cow::Owned(path)) => Some(path),
@@ -56,19 +59,30 @@ pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) ->
             Err(_) => return refuse(state, Rejection::BadRequest("invalid path".to_owned())),
         }
     }
-    let Some(route) = state.routes.find(host.as_deref(), request.uri().path()) else {
-        state.metrics.request("proxy", "no_route");
-        return crate::http::pages::not_found();
+    let route = select_route(
+        state,
+        request
+            .headers()
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes),
+        request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str()),
+        request.uri().path(),
+    );
+    let route = match route {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            state.metrics.request("proxy", "no_route");
+            return crate::http::pages::not_found();
+        }
+        Err(rejection) => return refuse(state, rejection),
     };
     // Identity headers named by the route are removed before anything reads the request; only
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
     // and is replaced or removed before the request goes upstream.
-    let identity_headers = route
-        .headers
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION));
-    headers::strip_identity_headers(request.headers_mut(), identity_headers);
+    strip_client_identity_headers(route, request.headers_mut());
     let outcome = serve_route(state, route, peer, request).await;
     match outcome {
         Ok((response, result)) => {
@@ -83,6 +97,17 @@ pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) ->
     }
 }
 
+/// Removes the route's identity headers from the client's request, except `Authorization` on
+/// a route that accepts bearer tokens (it is the credential).
+pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMap) {
+    let identity_headers = route
+        .headers
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION));
+    headers::strip_identity_headers(headers, identity_headers);
+}
+
 /// A request refused before a route was chosen: one log line, never the attacker's text.
 fn refuse(state: &AppState, rejection: Rejection) -> Response {
     state.metrics.request("proxy", rejection.result_label());
@@ -92,35 +117,63 @@ fn refuse(state: &AppState, rejection: Rejection) -> Response {
 
 type RouteResult = Result<(Response, &'static str), (Rejection, String)>;
 
-async fn serve_route(
+/// What a route does with a request, decided before anything is sent or started.
+pub enum RouteDecision {
+    /// `/logout`: end the session.
+    Logout,
+    /// A skip rule matched: forward without identity.
+    Skip,
+    /// Authenticated, every requirement holds: forward with these identity headers.
+    Allow(Identity, Vec<(HeaderName, HeaderValue)>),
+    /// No credential, `on_unauthenticated = "pass"` or `"login_on_upstream_401"`: forward
+    /// without identity (and, for the latter, start a login on the upstream's 401).
+    Pass(OnUnauthenticated),
+    /// No credential, a browser on a `login` route: start the login.
+    Login,
+}
+
+/// The route's decision for a request (`method`, canonical `path`, `query`, `headers`) served
+/// at `base`. The proxy acts on it; `POST /admin/explain` runs it with an explaining `trace`,
+/// which records every step and changes nothing.
+///
+/// # Errors
+/// The refusal and the reason for the log line.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_route(
     state: &AppState,
     route: &RouteConfig,
-    peer: SocketAddr,
-    request: Request,
-) -> RouteResult {
-    let base = state
-        .request_base(peer.ip(), request.headers())
-        .ok_or_else(|| {
-            (
-                Rejection::BadRequest("missing or invalid Host header".to_owned()),
-                "no base URL".to_owned(),
-            )
-        })?;
-    if request.uri().path() == "/logout" {
-        let query = request.uri().query().map(str::to_owned);
-        return logout(state, peer, request.headers(), query.as_deref())
-            .await
-            .map(|response| (response, "logout"));
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    base: &url::Url,
+    trace: &mut Trace,
+) -> Result<RouteDecision, (Rejection, String)> {
+    if path == "/logout" {
+        trace.record("logout", "match", || {
+            "`/logout` ends the session on every route".to_owned()
+        });
+        return Ok(RouteDecision::Logout);
     }
     // The path is canonical already (`handle`).
-    let skipped = route
-        .skip
-        .iter()
-        .any(|rule| rule.skips(Some(request.method()), request.uri().path()));
-    if skipped {
-        return send(state, route, peer, &base, request, None)
-            .await
-            .map(|response| (response, "skip"));
+    for rule in &route.skip {
+        let skips = rule.skips(Some(method), path);
+        trace.record(
+            "skip rule",
+            if skips { "match" } else { "no_match" },
+            || {
+                format!(
+                    "{}{} on {method} {path}",
+                    rule.method
+                        .as_ref()
+                        .map_or_else(String::new, |method| format!("{method},")),
+                    rule.pattern
+                )
+            },
+        );
+        if skips {
+            return Ok(RouteDecision::Skip);
+        }
     }
     let provider = state
         .providers
@@ -133,26 +186,29 @@ async fn serve_route(
     };
     // RFC 6750 §2: one token, sent one way, so the upstream cannot read another one.
     if route.accept_bearer
-        && let Some(reason) =
-            crate::identity::ambiguous_credentials(request.headers(), request.uri().query())
+        && let Some(reason) = crate::identity::ambiguous_credentials(headers, query)
     {
+        trace.record("credentials", "fail", || reason.to_owned());
         return Err((
             Rejection::InvalidRequest(reason.to_owned()),
             reason.to_owned(),
         ));
     }
-    let identity = match authenticate(
-        request.headers(),
+    let identity = match authenticate_traced(
+        headers,
         provider,
-        state.session_access(state.cookie_attributes(&base)),
+        state.session_access(state.cookie_attributes(base)),
         None,
         bearer_tokens,
         state.clock.now(),
+        trace,
     )
     .await
     {
-        Ok(identity) => Some(identity),
-        Err(IdentityError::Missing) => None,
+        Ok(identity) => identity,
+        Err(IdentityError::Missing) => {
+            return unauthenticated_decision(route, method, headers, trace);
+        }
         Err(IdentityError::StoreUnavailable(reason)) => {
             return Err((Rejection::StoreUnavailable, reason));
         }
@@ -169,57 +225,157 @@ async fn serve_route(
             return Err((rejection, error.to_string()));
         }
     };
-    let Some(identity) = identity else {
-        return unauthenticated(state, route, provider, peer, &base, request).await;
-    };
-    crate::policy::check_requirements(&route.require, &identity.claims).map_err(|requirement| {
-        let rejection = if identity.credential == crate::identity::Credential::Bearer {
-            Rejection::InsufficientScope(requirement.clone())
-        } else {
-            Rejection::Forbidden(requirement.clone())
-        };
-        (rejection, requirement)
-    })?;
-    tracing::info!(
-        role = "proxy",
-        result = "allow",
-        credential = identity.credential.as_str(),
-        "decision"
-    );
-    let mut response = send(state, route, peer, &base, request, Some(&identity)).await?;
-    for cookie in &identity.set_cookies {
-        if let Ok(value) = HeaderValue::from_str(cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
+    crate::policy::check_requirements_traced(&route.require, &identity.claims, trace).map_err(
+        |requirement| {
+            let rejection = if identity.credential == crate::identity::Credential::Bearer {
+                Rejection::InsufficientScope(requirement.clone())
+            } else {
+                Rejection::Forbidden(requirement.clone())
+            };
+            (rejection, requirement)
+        },
+    )?;
+    // Computed before anything goes upstream: a value that cannot be a header refuses the
+    // request (as `/auth` does), never sends it on without that header.
+    let mut identity_headers = Vec::new();
+    for (name, source) in &route.headers {
+        match header_value(&identity, source) {
+            Ok(Some(value)) => {
+                trace.record("identity header", "pass", || format!("`{name}` is sent"));
+                identity_headers.push((name.clone(), value));
+            }
+            Ok(None) => trace.record("identity header", "none", || {
+                format!("`{name}`: the identity has no value for it; not sent")
+            }),
+            Err(()) => {
+                trace.record("identity header", "fail", || {
+                    format!("`{name}`: the identity's value cannot be a header")
+                });
+                // The page and the log line say the same.
+                let requirement = format!("{name}: a value a header can carry");
+                return Err((Rejection::Forbidden(requirement.clone()), requirement));
+            }
         }
     }
-    Ok((response, "allow"))
+    Ok(RouteDecision::Allow(identity, identity_headers))
 }
 
-async fn unauthenticated(
+/// What `on_unauthenticated` makes of a request without a credential.
+fn unauthenticated_decision(
+    route: &RouteConfig,
+    method: &Method,
+    headers: &HeaderMap,
+    trace: &mut Trace,
+) -> Result<RouteDecision, (Rejection, String)> {
+    let decision = match route.on_unauthenticated {
+        OnUnauthenticated::Deny => Err((Rejection::Unauthenticated, "no credential".to_owned())),
+        OnUnauthenticated::Login if crate::http::is_api_call(method, headers) => Err((
+            Rejection::Unauthenticated,
+            "no credential (API call)".to_owned(),
+        )),
+        OnUnauthenticated::Login => Ok(RouteDecision::Login),
+        pass @ (OnUnauthenticated::Pass | OnUnauthenticated::LoginOnUpstream401) => {
+            Ok(RouteDecision::Pass(pass))
+        }
+    };
+    trace.record("on_unauthenticated", "info", || {
+        match (&route.on_unauthenticated, &decision) {
+            (OnUnauthenticated::Deny, _) => "deny: no credential is refused".to_owned(),
+            (OnUnauthenticated::Login, Err(_)) => {
+                "login: an API call (not GET/HEAD, X-Requested-With, or JSON wanted) is refused"
+                    .to_owned()
+            }
+            (OnUnauthenticated::Login, Ok(_)) => {
+                "login: a browser is sent to the provider to sign in".to_owned()
+            }
+            (OnUnauthenticated::Pass, _) => "pass: forwarded without identity".to_owned(),
+            (OnUnauthenticated::LoginOnUpstream401, _) => {
+                "login_on_upstream_401: forwarded without identity; a 401 from the upstream \
+                 starts the login"
+                    .to_owned()
+            }
+        }
+    });
+    decision
+}
+
+async fn serve_route(
     state: &AppState,
     route: &RouteConfig,
-    provider: &crate::oidc::Provider,
     peer: SocketAddr,
-    base: &url::Url,
     request: Request,
 ) -> RouteResult {
-    match route.on_unauthenticated {
-        OnUnauthenticated::Deny => Err((Rejection::Unauthenticated, "no credential".to_owned())),
-        OnUnauthenticated::Pass => send(state, route, peer, base, request, None)
+    let base = state
+        .request_base(peer.ip(), request.headers())
+        .ok_or_else(|| {
+            (
+                Rejection::BadRequest("missing or invalid Host header".to_owned()),
+                "no base URL".to_owned(),
+            )
+        })?;
+    let decision = decide_route(
+        state,
+        route,
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+        request.headers(),
+        &base,
+        &mut Trace::off(),
+    )
+    .await?;
+    match decision {
+        RouteDecision::Logout => {
+            let query = request.uri().query().map(str::to_owned);
+            logout(state, peer, request.headers(), query.as_deref())
+                .await
+                .map(|response| (response, "logout"))
+        }
+        RouteDecision::Skip => send(state, route, peer, &base, request, Vec::new())
+            .await
+            .map(|response| (response, "skip")),
+        RouteDecision::Allow(identity, identity_headers) => {
+            tracing::info!(
+                role = "proxy",
+                result = "allow",
+                credential = identity.credential.as_str(),
+                "decision"
+            );
+            let mut response = send(state, route, peer, &base, request, identity_headers).await?;
+            for cookie in &identity.set_cookies {
+                if let Ok(value) = HeaderValue::from_str(cookie) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
+            }
+            Ok((response, "allow"))
+        }
+        RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {
+            // Seed 000: the request goes upstream as it is; only a 401 starts the login.
+            let provider = route_provider(state, route)?;
+            let method = request.method().clone();
+            let headers = request.headers().clone();
+            let target = return_target(&request);
+            let response = send(state, route, peer, &base, request, Vec::new()).await?;
+            if response.status() != StatusCode::UNAUTHORIZED
+                || crate::http::is_api_call(&method, &headers)
+            {
+                return Ok((response, "pass"));
+            }
+            let login =
+                crate::login::begin_login(state, provider, &base, &headers, target, "proxy")
+                    .await?;
+            Ok((login, "login_redirect"))
+        }
+        RouteDecision::Pass(_) => send(state, route, peer, &base, request, Vec::new())
             .await
             .map(|response| (response, "pass")),
-        OnUnauthenticated::Login => {
-            if crate::http::is_api_call(request.method(), request.headers()) {
-                return Err((
-                    Rejection::Unauthenticated,
-                    "no credential (API call)".to_owned(),
-                ));
-            }
+        RouteDecision::Login => {
+            let provider = route_provider(state, route)?;
             let target = return_target(&request);
             let response = crate::login::begin_login(
                 state,
                 provider,
-                base,
+                &base,
                 request.headers(),
                 target,
                 "proxy",
@@ -227,22 +383,17 @@ async fn unauthenticated(
             .await?;
             Ok((response, "login_redirect"))
         }
-        OnUnauthenticated::LoginOnUpstream401 => {
-            // Seed 000: the request goes upstream as it is; only a 401 starts the login.
-            let method = request.method().clone();
-            let headers = request.headers().clone();
-            let target = return_target(&request);
-            let response = send(state, route, peer, base, request, None).await?;
-            if response.status() != StatusCode::UNAUTHORIZED
-                || crate::http::is_api_call(&method, &headers)
-            {
-                return Ok((response, "pass"));
-            }
-            let login =
-                crate::login::begin_login(state, provider, base, &headers, target, "proxy").await?;
-            Ok((login, "login_redirect"))
-        }
     }
+}
+
+fn route_provider<'a>(
+    state: &'a AppState,
+    route: &RouteConfig,
+) -> Result<&'a std::sync::Arc<crate::oidc::Provider>, (Rejection, String)> {
+    state
+        .providers
+        .get(&route.provider)
+        .ok_or((Rejection::Internal, "route provider missing".to_owned()))
 }
 
 /// Where to return after login: the original path and query, relative, so it stays on this host.
@@ -279,31 +430,13 @@ async fn send(
     peer: SocketAddr,
     base: &url::Url,
     mut request: Request,
-    identity: Option<&Identity>,
+    identity_headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Response, (Rejection, String)> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.config.session.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
         route.headers.iter().map(|(name, _)| name),
     );
-    // Computed before anything goes upstream: a value that cannot be a header refuses the
-    // request (as `/auth` does), never sends it on without that header.
-    let mut identity_headers = Vec::new();
-    if let Some(identity) = identity {
-        for (name, source) in &route.headers {
-            match header_value(identity, source) {
-                Ok(Some(value)) => identity_headers.push((name.clone(), value)),
-                Ok(None) => {}
-                Err(()) => {
-                    let requirement = format!("{name}: a value a header can carry");
-                    return Err((
-                        Rejection::Forbidden(requirement),
-                        format!("the identity's value for {name} cannot be a header"),
-                    ));
-                }
-            }
-        }
-    }
     let add_identity = |headers: &mut HeaderMap| {
         for (name, value) in identity_headers {
             headers.insert(name, value);

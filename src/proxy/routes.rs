@@ -21,6 +21,13 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// The 0-based index of `route`, one of this table's, in the config's `[[route]]` order.
+    pub fn index_of(&self, route: &RouteConfig) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|candidate| std::ptr::eq(candidate, route))
+    }
+
     /// The route for the canonical `host` (lower case, no port, no trailing dot) and canonical
     /// `path`: routes naming the host win over routes for any host; among those, the longest
     /// matching prefix.

@@ -476,6 +476,38 @@ impl Sessions {
     pub fn active(&self) -> Option<usize> {
         self.memory().map(|store| store.len())
     }
+
+    /// `load` that changes nothing, for `POST /admin/explain`: a session in use is not touched,
+    /// and an expired or idle one is reported, not ended.
+    ///
+    /// # Errors
+    /// As `load`.
+    pub async fn peek(
+        &self,
+        cookies: &Cookies<'_>,
+        now: UnixTime,
+    ) -> Result<Option<Arc<Session>>, SessionError> {
+        let stored = match &self.backend {
+            SessionBackend::Cookie => return Ok(self.jar.session(cookies, now)?),
+            SessionBackend::Memory(store) => {
+                let Some(id) = self.jar.session_id(cookies)? else {
+                    return Ok(None);
+                };
+                store.get(&id)
+            }
+            SessionBackend::Redis(store) => {
+                let Some(id) = self.jar.session_id(cookies)? else {
+                    return Ok(None);
+                };
+                store.get(&id).await?.map(|(_, stored)| stored)
+            }
+        };
+        let stored = stored.ok_or(SessionCookieError::Expired)?;
+        if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
+            return Err(SessionCookieError::Expired.into());
+        }
+        Ok(Some(stored.session))
+    }
 }
 
 /// Touch a session's `last_seen` at most every 30 s, so reads stay reads; more often for a

@@ -102,6 +102,61 @@ provider = "corp"
     assert!(String::from_utf8_lossy(&overridden.stderr).contains("forward_auth.unauthenticated"));
 }
 
+/// SPEC §2: what Kubernetes injects into every pod of a namespace with a Service named
+/// `tollgate` (port 4180, named `http`) never stops Tollgate; an unknown key inside a section
+/// still does, naming the variable.
+#[test]
+fn check_ignores_kubernetes_service_variables_but_not_unknown_keys_in_a_section() {
+    let path = write(
+        "kubernetes.toml",
+        r#"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+[[provider]]
+name = "corp"
+issuer = "https://login.example.com"
+client_id = "tollgate"
+client_auth = "none"
+[forward_auth]
+provider = "corp"
+"#,
+    );
+    let check = |extra: &[(&str, &str)]| {
+        let mut command = tollgate();
+        command.args(["check", "--config"]).arg(&path);
+        for (name, value) in [
+            ("TOLLGATE_SERVICE_HOST", "10.96.12.34"),
+            ("TOLLGATE_SERVICE_PORT", "4180"),
+            ("TOLLGATE_SERVICE_PORT_HTTP", "4180"),
+            ("TOLLGATE_PORT", "tcp://10.96.12.34:4180"),
+            ("TOLLGATE_PORT_4180_TCP", "tcp://10.96.12.34:4180"),
+            ("TOLLGATE_PORT_4180_TCP_PROTO", "tcp"),
+            ("TOLLGATE_PORT_4180_TCP_PORT", "4180"),
+            ("TOLLGATE_PORT_4180_TCP_ADDR", "10.96.12.34"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    let output = check(&[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = check(&[("TOLLGATE_SESSION__NOPE", "1")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("session.nope: unknown key (set by TOLLGATE_SESSION__NOPE)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn version_and_help() {
     let version = tollgate().arg("--version").output().unwrap();

@@ -8,7 +8,7 @@
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
 //! - `token_service_replicas`: two token-service replicas on one Redis (standalone, Cluster)
 //!   behave as one (SPEC §12).
-//! - `admin`: metrics and health (SPEC §8).
+//! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 
@@ -19,6 +19,7 @@ mod admin;
 mod canonical;
 mod cli;
 mod connections;
+mod explain;
 mod forward_auth;
 mod fuzz;
 mod logging;

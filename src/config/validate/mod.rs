@@ -36,7 +36,7 @@ pub(super) fn load(
         }
     };
     let mut problems = Vec::new();
-    super::env::apply_overrides(&mut table, env, &mut problems);
+    let overrides = super::env::apply_overrides(&mut table, env, &mut problems);
 
     let mut server = RawServer::default();
     let mut providers: Vec<(String, RawProvider)> = Vec::new();
@@ -76,6 +76,11 @@ pub(super) fn load(
                     "must be an array of tables ([[route]])",
                 )),
             },
+            // A section SPEC §3 names that this version does not have yet.
+            _ if super::env::is_section(&key) => problems.push(ConfigProblem::new(
+                key,
+                "this section is not supported by this version of Tollgate",
+            )),
             _ => problems.push(ConfigProblem::new(key, "unknown key")),
         }
     }
@@ -120,6 +125,7 @@ pub(super) fn load(
         );
     }
 
+    super::env::name_variables(&mut checker.problems, &overrides);
     if checker.problems.is_empty() {
         Ok(Config {
             server,

@@ -1,0 +1,333 @@
+//! `POST /admin/explain` (SPEC §8): what Tollgate would answer a described request, and why.
+//! The answer comes from the decision code real requests run (`forward_auth::decide_auth`,
+//! `proxy::select_route` and `proxy::decide_route`) with an explaining `Trace`: every step is
+//! recorded, nothing is changed (no session touched or refreshed, no login started, no request
+//! counted), and no token or cookie value is echoed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::app::AppState;
+use crate::forward_auth::{Outcome, decide_auth};
+use crate::http::canonical::canonical_path;
+use crate::http::forwarded::{OriginalRequest, raw_path_of_absolute};
+use crate::http::rejection::Rejection;
+use crate::policy::{Step, Trace};
+use crate::proxy::{RouteDecision, decide_route, select_route, strip_client_identity_headers};
+
+/// The largest explain request read; a larger one is 413.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The described request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRequest {
+    /// Default `GET`.
+    method: Option<String>,
+    /// Absolute `http` or `https` URL, as the client asked for it.
+    url: String,
+    /// Header name → value, or a list of values for a header sent more than once.
+    #[serde(default)]
+    headers: BTreeMap<String, HeaderValues>,
+    /// Present: a forward-auth decision under this `/auth` query; absent: the route's.
+    auth_query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HeaderValues {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The answer.
+#[derive(Debug, Serialize)]
+struct Explanation {
+    /// `allow`, `skip`, `unauthenticated`, `forbidden`, `bad_request`, and beyond SPEC §8's
+    /// list: `not_found` (no route), `logout` (`/logout` on a route), `unavailable` (provider
+    /// or session store), `error`.
+    decision: &'static str,
+    /// The status Tollgate would answer; `null` when the request would be forwarded (the
+    /// upstream answers).
+    status: Option<u16>,
+    /// 0-based `[[route]]` index, for route decisions.
+    route: Option<usize>,
+    /// The refusal's reason: the text of the 403 page and of the decision log line.
+    reason: Option<String>,
+    steps: Vec<Step>,
+}
+
+fn client_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+/// `POST /admin/explain`.
+pub async fn explain(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    if let Some(response) = super::refusal(&state, request.headers()) {
+        return response;
+    }
+    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
+        return client_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        );
+    };
+    let described: ExplainRequest = match serde_json::from_slice(&body) {
+        Ok(described) => described,
+        Err(error) => {
+            return client_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid explain request: {error}"),
+            );
+        }
+    };
+    let parsed = match parse(&described) {
+        Ok(parsed) => parsed,
+        Err(message) => return client_error(StatusCode::BAD_REQUEST, message),
+    };
+    let explanation = match &described.auth_query {
+        Some(query) => {
+            if state.forward_auth().is_none() {
+                return client_error(
+                    StatusCode::BAD_REQUEST,
+                    "`auth_query` asks for a forward-auth decision, but forward_auth is not enabled",
+                );
+            }
+            explain_forward_auth(&state, &parsed, query).await
+        }
+        None => {
+            // The public listener answers its own paths itself: no route sees them.
+            let path = parsed.raw_path.split(['?', '#']).next().unwrap_or("/");
+            let host = parsed.headers.get(header::HOST).map_or_else(
+                || parsed.url[url::Position::BeforeHost..url::Position::AfterPort].to_owned(),
+                |host| String::from_utf8_lossy(host.as_bytes()).into_owned(),
+            );
+            if crate::public::PublicService::new(&state).answers_itself(Some(host.as_bytes()), path)
+            {
+                return client_error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "`{path}` is one of Tollgate's own endpoints, not a route's: describe \
+                         the request an ingress asks /auth about with `auth_query`, or a path a \
+                         route serves"
+                    ),
+                );
+            }
+            if state.routes.is_empty() {
+                return client_error(
+                    StatusCode::BAD_REQUEST,
+                    "no [[route]] is configured: give `auth_query` for a forward-auth decision",
+                );
+            }
+            explain_route(&state, parsed).await
+        }
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(explanation),
+    )
+        .into_response()
+}
+
+/// The described request, checked.
+struct Described {
+    method: Method,
+    url: Url,
+    /// Path and query exactly as written in `url` (a URL parser would resolve `..`).
+    raw_path: String,
+    headers: HeaderMap,
+}
+
+fn parse(described: &ExplainRequest) -> Result<Described, String> {
+    let method = match &described.method {
+        None => Method::GET,
+        Some(text) => Method::from_bytes(text.as_bytes())
+            .map_err(|_| "`method` is not an HTTP method".to_owned())?,
+    };
+    let url = Url::parse(&described.url)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        .ok_or("`url` must be an absolute http or https URL")?;
+    let raw_path = raw_path_of_absolute(&described.url).unwrap_or_else(|| "/".to_owned());
+    let mut headers = HeaderMap::new();
+    for (name, values) in &described.headers {
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+        let values = match values {
+            HeaderValues::One(value) => std::slice::from_ref(value),
+            HeaderValues::Many(values) => values.as_slice(),
+        };
+        for value in values {
+            // The value is never echoed: it may be a token or a cookie.
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("the value of header `{name}` cannot be a header value"))?;
+            headers.append(header_name.clone(), value);
+        }
+    }
+    Ok(Described {
+        method,
+        url,
+        raw_path,
+        headers,
+    })
+}
+
+/// The decision label and status of a refusal.
+fn refused(rejection: &Rejection) -> (&'static str, u16) {
+    let decision = match rejection {
+        Rejection::BadRequest(_) | Rejection::InvalidRequest(_) => "bad_request",
+        Rejection::Unauthenticated | Rejection::InvalidToken => "unauthenticated",
+        Rejection::Forbidden(_) | Rejection::InsufficientScope(_) => "forbidden",
+        Rejection::ProviderUnavailable
+        | Rejection::StoreUnavailable
+        | Rejection::UpstreamUnavailable
+        | Rejection::UpstreamTimeout => "unavailable",
+        Rejection::Internal => "error",
+    };
+    (decision, rejection.status().as_u16())
+}
+
+async fn explain_forward_auth(state: &AppState, described: &Described, query: &str) -> Explanation {
+    // The described request is the original request an ingress asks about.
+    let original = OriginalRequest {
+        method: Some(described.method.clone()),
+        url: Some(described.url.clone()),
+        raw_path: Some(described.raw_path.clone()),
+    };
+    let mut trace = Trace::explaining();
+    let outcome = decide_auth(
+        state,
+        &described.headers,
+        query,
+        Some(&original),
+        &mut trace,
+    )
+    .await;
+    let (decision, status, reason) = match outcome {
+        Outcome::Allow(..) => ("allow", 200, None),
+        Outcome::Skip => ("skip", 200, None),
+        Outcome::Redirect(_) => ("unauthenticated", 302, None),
+        Outcome::Reject(rejection, reason) => {
+            let (decision, status) = refused(&rejection);
+            (decision, status, Some(reason))
+        }
+    };
+    Explanation {
+        decision,
+        status: Some(status),
+        route: None,
+        reason,
+        steps: trace.into_steps(),
+    }
+}
+
+async fn explain_route(state: &AppState, mut described: Described) -> Explanation {
+    let mut trace = Trace::explaining();
+    let bad_request = |mut trace: Trace, reason: String| {
+        trace.record("request", "fail", || reason.clone());
+        Explanation {
+            decision: "bad_request",
+            status: Some(400),
+            route: None,
+            reason: Some(reason),
+            steps: trace.into_steps(),
+        }
+    };
+    let (raw_path, query) = match described.raw_path.split_once('?') {
+        Some((path, query)) => (path, Some(query.split('#').next().unwrap_or(query))),
+        None => (described.raw_path.as_str(), None),
+    };
+    let path = match canonical_path(raw_path) {
+        Ok(path) => path.into_owned(),
+        Err(error) => return bad_request(trace, error.to_string()),
+    };
+    if path != raw_path {
+        trace.record("path", "info", || {
+            format!("handled, and forwarded, as the canonical path {path}")
+        });
+    }
+    let authority = &described.url[url::Position::BeforeHost..url::Position::AfterPort];
+    let route = select_route(
+        state,
+        described
+            .headers
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes),
+        Some(authority),
+        &path,
+    );
+    let route = match route {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            trace.record("route", "none", || {
+                format!("no [[route]] matches host {authority} and path {path}")
+            });
+            return Explanation {
+                decision: "not_found",
+                status: Some(404),
+                route: None,
+                reason: Some("no route".to_owned()),
+                steps: trace.into_steps(),
+            };
+        }
+        Err(rejection) => return bad_request(trace, rejection.to_string()),
+    };
+    let index = state.routes.index_of(route);
+    trace.record("route", "match", || {
+        format!(
+            "route[{}]: host {}, path_prefix {}, provider `{}`",
+            index.map_or_else(|| "?".to_owned(), |index| index.to_string()),
+            route.host.as_deref().unwrap_or("(any)"),
+            route.path_prefix,
+            route.provider
+        )
+    });
+    strip_client_identity_headers(route, &mut described.headers);
+    let base = state
+        .config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| described.url.clone());
+    let decision = decide_route(
+        state,
+        route,
+        &described.method,
+        &path,
+        query,
+        &described.headers,
+        &base,
+        &mut trace,
+    )
+    .await;
+    let (decision, status, reason) = match decision {
+        Ok(RouteDecision::Allow(..) | RouteDecision::Pass(_)) => ("allow", None, None),
+        Ok(RouteDecision::Skip) => ("skip", None, None),
+        Ok(RouteDecision::Login) => ("unauthenticated", Some(302), None),
+        Ok(RouteDecision::Logout) => ("logout", Some(302), None),
+        Err((rejection, reason)) => {
+            let (decision, status) = refused(&rejection);
+            (decision, Some(status), Some(reason))
+        }
+    };
+    Explanation {
+        decision,
+        status,
+        route: index,
+        reason,
+        steps: trace.into_steps(),
+    }
+}
