@@ -72,11 +72,18 @@ export async function startRedisCluster() {
   for (let index = 0; index < 6; index += 1) {
     const port = await freeClusterPort();
     const dir = tempDir(`redis-cluster-${index}`);
-    const server = startRedis(`redis-cluster-${port}`, port, dir, [
-      '--cluster-enabled', 'yes', '--cluster-config-file', `${dir}/nodes.conf`,
-      '--cluster-node-timeout', '2000',
-    ]);
-    nodes.push({ port, server });
+    // nodes.conf keeps the node's identity, so a node started again rejoins as itself.
+    const node = {
+      port,
+      launch() {
+        node.server = startRedis(`redis-cluster-${port}`, port, dir, [
+          '--cluster-enabled', 'yes', '--cluster-config-file', `${dir}/nodes.conf`,
+          '--cluster-node-timeout', '2000',
+        ]);
+      },
+    };
+    node.launch();
+    nodes.push(node);
   }
   for (const node of nodes) await until(`redis on ${node.port}`, async () => (await cli(node.port, ['PING'])).includes('PONG'));
   await run(redisCli, ['--cluster', 'create', ...nodes.map(({ port }) => `127.0.0.1:${port}`),
@@ -87,7 +94,7 @@ export async function startRedisCluster() {
     urlToml: `[${nodes.map(({ port }) => `"redis://127.0.0.1:${port}"`).join(', ')}]`,
     /** Each master's port with its replica's port, as the cluster sees them now. */
     async shards() {
-      const text = await cli(nodes[0].port, ['CLUSTER', 'NODES']);
+      const text = await cli(nodes.find((node) => !node.server.exited).port, ['CLUSTER', 'NODES']);
       const lines = text.trim().split('\n').map((line) => line.split(' '));
       const port = (address) => Number(address.split('@')[0].split(':')[1]);
       const masters = lines.filter((fields) => fields[2].includes('master') && !fields[2].includes('fail'));
@@ -120,6 +127,31 @@ export async function startRedisCluster() {
       }
       return before.map((shard) => shard.master);
     },
+    /**
+     * Kills each master in turn (SIGKILL: no hand-over), waits until the cluster has promoted
+     * its replica, then starts the killed node again, which rejoins as the new master's
+     * replica. Returns the ports that were killed.
+     */
+    async killEveryMaster() {
+      const killed = [];
+      for (const { master } of await cluster.shards()) {
+        const node = nodes.find(({ port }) => port === master);
+        const exited = new Promise((resolve) => node.server.child.once('exit', resolve));
+        node.server.child.kill('SIGKILL');
+        await exited;
+        killed.push(master);
+        await until(`the cluster to replace the killed master ${master}`, async () => {
+          const shards = await cluster.shards();
+          return shards.length === 3 && !shards.some((shard) => shard.master === master);
+        });
+        node.launch();
+        await until(`${master} to rejoin as a replica`, async () => {
+          const info = await cli(master, ['INFO', 'replication']);
+          return info.includes('role:slave') && info.includes('master_link_status:up') && await cluster.healthy();
+        });
+      }
+      return killed;
+    },
     async stop() { for (const node of nodes) await node.server.stop(); },
   };
   await until('the cluster to agree', () => cluster.healthy(), 300);
@@ -136,9 +168,10 @@ export async function startRedisSentinel(password) {
   const auth = ['--requirepass', password, '--masterauth', password];
   const masterPort = await freePort();
   const replicaPort = await freePort();
-  const master = startRedis(`redis-master-${masterPort}`, masterPort, tempDir('redis-master'), auth);
+  const dirs = [tempDir('redis-master'), tempDir('redis-replica')];
+  const master = startRedis(`redis-master-${masterPort}`, masterPort, dirs[0], auth);
   await until('the master', async () => (await cli(masterPort, ['PING'], password)).includes('PONG'));
-  const replica = startRedis(`redis-replica-${replicaPort}`, replicaPort, tempDir('redis-replica'),
+  const replica = startRedis(`redis-replica-${replicaPort}`, replicaPort, dirs[1],
     [...auth, '--replicaof', '127.0.0.1', String(masterPort)]);
   await until('the replica to sync', async () => (await cli(replicaPort, ['INFO', 'replication'], password)).includes('master_link_status:up'));
   const sentinels = [];
@@ -161,6 +194,7 @@ export async function startRedisSentinel(password) {
     sentinels,
     ports: [masterPort, replicaPort],
     servers: [master, replica],
+    dirs,
     /** `session.redis_url`: every sentinel, the password, the service name (SPEC §3). */
     url: `redis+sentinel://:${password}@${sentinels.map(({ port }) => `127.0.0.1:${port}`).join(',')}/mymaster`,
     async masterPort() {
@@ -185,6 +219,22 @@ export async function startRedisSentinel(password) {
       const old = await setup.masterPort();
       await cli(sentinels[0].port, ['SENTINEL', 'FAILOVER', 'mymaster'], password);
       await until('the sentinels to promote the replica', async () => (await setup.masterPort()) !== old && await setup.healthy(), 300);
+      return old;
+    },
+    /**
+     * Kills the master (SIGKILL); resolves once the sentinels have promoted the replica and the
+     * old master, started again, replicates it. Returns the killed port.
+     */
+    async killMaster() {
+      const old = await setup.masterPort();
+      const index = setup.ports.indexOf(old);
+      const exited = new Promise((resolve) => setup.servers[index].child.once('exit', resolve));
+      setup.servers[index].child.kill('SIGKILL');
+      await exited;
+      await until('the sentinels to promote the replica', async () => (await setup.masterPort()) !== old, 300);
+      const now = await setup.masterPort();
+      setup.servers[index] = startRedis(`redis-${old}`, old, setup.dirs[index], [...auth, '--replicaof', '127.0.0.1', String(now)]);
+      await until('the old master to replicate the new one', () => setup.healthy(), 300);
       return old;
     },
     async stop() {

@@ -5,8 +5,9 @@
 // and sends back-channel logouts; headless Chromium is the user. Through the load balancer:
 // logins, one refresh for many parallel requests, codes, refresh tokens, revocations, an admin
 // delete and a back-channel logout made on one replica and honoured on the others, a rolling
-// restart and a Redis master failover under traffic. Assertions count requests and answers,
-// never time.
+// restart, and Redis masters replaced under traffic, once by a coordinated failover
+// (`CLUSTER FAILOVER` on every shard's replica, `SENTINEL FAILOVER`) and once by SIGKILL.
+// Assertions count requests and answers, never time.
 //
 // What a client may see while a replica restarts or Redis fails over: a session that is alive
 // is answered 200, or — only if no replica could answer at all — haproxy's own 502/503
@@ -527,28 +528,37 @@ audience = "odj"
       console.log(`rolling restart: ${JSON.stringify(counts)}; bob's refreshes so far: ${refreshes.length}`);
     });
 
-    test('a Redis master failover under traffic loses no session and lets no ended session through', async () => {
+    /** Traffic through the LB while `move` makes another Redis node the master. */
+    async function underTraffic(what, move) {
       const bob = sessions.bob;
       assert.ok(bob, 'bob logged in');
       const gone = [ended.carol, ended.dave].filter(Boolean);
       const load = traffic([bob], gone);
       await until('traffic to start', async () => load.counts.requests > 10);
       const before = load.counts.requests;
-      const old = await redis.failover();
+      const old = await move();
       const during = load.counts.requests - before;
-      await until('traffic to go on after the failover', async () => load.counts.requests > before + during + 20);
+      await until(`traffic to go on after the ${what}`, async () => load.counts.requests > before + during + 20);
       const { counts, failures } = await load.stop();
       assert.deepEqual(failures, [], `counts: ${JSON.stringify(counts)}`);
       assert.ok(counts.served > 0 && counts.refusedEnded > 0, JSON.stringify(counts));
-      assert.ok(during > 0, 'requests were answered while Redis failed over');
+      assert.ok(during > 0, `requests were answered during the ${what}`);
       for (const replica of tollgates.replicas) {
-        assert.ok(servedTo(await get(`${replica.origin}/app/bob`, bob.cookie), 'bob'), `${replica.name} still serves bob's session after the failover from ${old}`);
+        assert.ok(servedTo(await get(`${replica.origin}/app/bob`, bob.cookie), 'bob'), `${replica.name} still serves bob's session after the ${what} of ${old}`);
         for (const session of gone) assert.ok(refusedSession(await get(`${replica.origin}/app/${session.user}`, session.cookie)));
       }
       const refreshes = refreshesOf('bob');
       assert.ok(refreshes.every((grant) => grant.ok), `no refresh was refused at the provider: ${JSON.stringify(refreshes)}`);
       const unavailable = await stillSpent();
-      console.log(`failover: ${JSON.stringify(counts)}, ${during} while it ran; token service 503s afterwards: ${unavailable}; bob's refreshes so far: ${refreshes.length}`);
+      console.log(`${what}: ${JSON.stringify(counts)}, ${during} while it ran; token service 503s afterwards: ${unavailable}; bob's refreshes so far: ${refreshes.length}`);
+    }
+
+    test('a Redis master failover under traffic loses no session and lets no ended session through', async () => {
+      await underTraffic('failover', () => redis.failover());
+    });
+
+    test('a Redis master killed under traffic: no session lost, no ended session let through', async () => {
+      await underTraffic('master kill', () => redis.killMaster());
     });
   });
 }
@@ -558,6 +568,7 @@ replicaSuite('three replicas behind haproxy on a Redis Cluster (3 masters, 3 rep
   return {
     urlToml: cluster.urlToml,
     failover: () => cluster.failEveryMasterOver(),
+    killMaster: () => cluster.killEveryMaster(),
     stop: () => cluster.stop(),
   };
 });
@@ -567,6 +578,7 @@ replicaSuite('three replicas behind haproxy on Redis Sentinel (master, replica, 
   return {
     url: sentinel.url,
     failover: () => sentinel.failover(),
+    killMaster: () => sentinel.killMaster(),
     stop: () => sentinel.stop(),
   };
 });
