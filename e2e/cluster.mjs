@@ -198,13 +198,14 @@ export async function startRedisSentinel(password) {
     /** `session.redis_url`: every sentinel, the password, the service name (SPEC §3). */
     url: `redis+sentinel://:${password}@${sentinels.map(({ port }) => `127.0.0.1:${port}`).join(',')}/mymaster`,
     async masterPort() {
-      const answer = await cli(sentinels[0].port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster'], password);
+      const sentinel = sentinels.find(({ server }) => !server.exited);
+      const answer = await cli(sentinel.port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster'], password);
       return Number(answer.trim().split('\n')[1]);
     },
     /** Whether every sentinel knows the master, its replica and the other two sentinels. */
     async healthy() {
       const current = await setup.masterPort();
-      for (const sentinel of sentinels) {
+      for (const sentinel of sentinels.filter(({ server }) => !server.exited)) {
         const info = await cli(sentinel.port, ['INFO', 'sentinel'], password);
         if (!info.includes(`status=ok,address=127.0.0.1:${current},slaves=1,sentinels=3`)) return false;
       }
@@ -236,6 +237,10 @@ export async function startRedisSentinel(password) {
       setup.servers[index] = startRedis(`redis-${old}`, old, setup.dirs[index], [...auth, '--replicaof', '127.0.0.1', String(now)]);
       await until('the old master to replicate the new one', () => setup.healthy(), 300);
       return old;
+    },
+    /** Stops the first sentinel of the URL for good (the other two keep the quorum). */
+    async stopFirstSentinel() {
+      await sentinels[0].server.stop();
     },
     async stop() {
       for (const sentinel of sentinels) await sentinel.server.stop();

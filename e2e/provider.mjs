@@ -63,10 +63,13 @@ export async function startProvider({
   // was granted (`grant.success`) or refused (`grant.error`, e.g. a spent refresh token).
   const grants = [];
   provider.on('grant.success', (ctx) => {
-    grants.push({ type: ctx.oidc.params.grant_type, account: ctx.oidc.entities.Account?.accountId, ok: true });
+    grants.push({ type: ctx.oidc.params.grant_type, account: ctx.oidc.entities.Account?.accountId, ok: true, at: new Date().toISOString() });
   });
   provider.on('grant.error', (ctx, error) => {
-    grants.push({ type: ctx.oidc.params?.grant_type, account: ctx.oidc.entities?.Account?.accountId, ok: false, error: error.message });
+    grants.push({
+      type: ctx.oidc.params?.grant_type, account: ctx.oidc.entities?.Account?.accountId, ok: false,
+      error: `${error.message}${error.error_detail ? `: ${error.error_detail}` : ''}`, at: new Date().toISOString(),
+    });
   });
   const backchannelLogouts = [];
   provider.on('backchannel.success', (ctx, client, accountId) => backchannelLogouts.push({ account: accountId, ok: true }));
