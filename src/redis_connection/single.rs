@@ -27,6 +27,9 @@ pub(super) enum Source {
 /// after a failure.
 pub(super) struct Single {
     source: Arc<Source>,
+    /// With Sentinel: the master the current connection goes to, and when the sentinels were
+    /// last asked about it.
+    master: Arc<MasterSeen>,
     slot: Arc<Slot>,
     connecting: tokio::sync::Mutex<()>,
     serial: AtomicU64,
@@ -46,10 +49,18 @@ fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
     redis::Client::open(info.set_redis_settings(settings))
 }
 
+/// With Sentinel: the master the current connection goes to, and when the sentinels were
+/// last asked about it.
+type MasterSeen = std::sync::Mutex<Option<(redis::ConnectionAddr, tokio::time::Instant)>>;
+
+/// How often a Sentinel link asks whether its master is still the master.
+const MASTER_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Single {
     pub(super) fn new(source: Arc<Source>, invalidations: Option<Arc<dyn Invalidations>>) -> Self {
         Self {
             source,
+            master: Arc::new(std::sync::Mutex::new(None)),
             slot: Arc::new(std::sync::Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(()),
             serial: AtomicU64::new(0),
@@ -68,6 +79,7 @@ impl Single {
 
     pub(super) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
         if let Some(connection) = self.current() {
+            self.check_master();
             return Ok(connection);
         }
         let _connecting = self.connecting.lock().await;
@@ -79,10 +91,74 @@ impl Single {
             .unwrap_or_else(|_| Err(timed_out()))
     }
 
+    /// With Sentinel, at most every `MASTER_CHECK` and off the request's path: asks the
+    /// sentinels which server is the master, and drops the connection when it is another
+    /// one. A failover does not break the connection to the old master, which keeps taking
+    /// writes until the sentinels demote it, and those writes are lost then; so the link
+    /// follows the sentinels, not only a failed connection.
+    fn check_master(&self) {
+        let Source::Sentinel(_) = &*self.source else {
+            return;
+        };
+        let serial = {
+            let mut master = self
+                .master
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match master.as_mut() {
+                Some((_, checked)) if checked.elapsed() >= MASTER_CHECK => {
+                    *checked = tokio::time::Instant::now();
+                }
+                _ => return,
+            }
+            self.serial.load(Ordering::SeqCst)
+        };
+        let (source, master, slot) = (self.source.clone(), self.master.clone(), self.slot.clone());
+        let invalidations = self.invalidations.clone();
+        tokio::spawn(async move {
+            let Source::Sentinel(sentinels) = &*source else {
+                return;
+            };
+            // When the sentinels cannot say, the connection stays: it fails by itself if the
+            // master is gone.
+            let Ok(Ok(client)) = tokio::time::timeout(TIMEOUT, sentinels.master()).await else {
+                return;
+            };
+            let moved = master
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|(address, _)| address != client.get_connection_info().addr());
+            if !moved {
+                return;
+            }
+            tracing::info!(master = %client.get_connection_info().addr(), "Sentinel names a new Redis master; reconnecting");
+            let mut slot = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
+                *slot = None;
+                if let Some(invalidations) = &invalidations {
+                    invalidations.invalidate_all();
+                }
+            }
+        });
+    }
+
     async fn connect(&self) -> RedisResult<MultiplexedConnection> {
         let client = match &*self.source {
             Source::Direct(client) => client.clone(),
-            Source::Sentinel(sentinels) => sentinels.master().await?,
+            Source::Sentinel(sentinels) => {
+                let client = sentinels.master().await?;
+                *self
+                    .master
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((
+                    client.get_connection_info().addr().clone(),
+                    tokio::time::Instant::now(),
+                ));
+                client
+            }
         };
         let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
         let config = redis::AsyncConnectionConfig::new()

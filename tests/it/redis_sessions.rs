@@ -745,3 +745,43 @@ async fn a_cluster_shard_failover_stalls_only_that_shard_and_loses_no_session() 
         "the healthy shards' connections were kept through the failover: {before:?} → {kept:?}"
     );
 }
+
+/// Issue 12: after a Sentinel failover the old master is still up and still takes writes
+/// until the sentinels demote it, and what it took is lost then. Tollgate follows the
+/// sentinels: soon after they name the new master, new sessions are written there.
+#[tokio::test]
+async fn after_a_sentinel_failover_sessions_are_written_to_the_new_master() {
+    let sentinel = RedisSentinel::start_with_replica().await;
+    let (idp, gateway, _second, _browser) =
+        two_replicas_signed_in(&format!("\"{}\"", sentinel.url())).await;
+    let replica = sentinel.replica.as_ref().unwrap();
+    sentinel.sentinel.cli(&["sentinel", "failover", "mymaster"]);
+    crate::support::redis::wait_until(
+        || sentinel.master_port() == Some(replica.port),
+        "the sentinel to name the new master",
+    )
+    .await;
+    let keys = || {
+        replica
+            .cli(&["dbsize"])
+            .trim()
+            .parse::<u64>()
+            .unwrap_or_default()
+    };
+    let mut written_to_new_master = false;
+    for _ in 0..100 {
+        let before = keys();
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        if keys() > before {
+            written_to_new_master = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        written_to_new_master,
+        "new sessions go to the master the sentinels name"
+    );
+    let _ = idp;
+}

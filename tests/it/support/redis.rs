@@ -464,6 +464,8 @@ impl RedisCluster {
 pub struct RedisSentinel {
     pub master: RedisServer,
     pub sentinel: RedisServer,
+    /// A replica of the master, when started with one.
+    pub replica: Option<RedisServer>,
 }
 
 impl RedisSentinel {
@@ -480,6 +482,11 @@ impl RedisSentinel {
                 RedisServer::with_args(&["--requirepass", password, "--masterauth", password]).await
             }
         };
+        Self::watching(master, password, sentinel_too).await
+    }
+
+    /// A sentinel watching `master` as `mymaster`.
+    async fn watching(master: RedisServer, password: Option<&str>, sentinel_too: bool) -> Self {
         let dir = temp_dir("sentinel");
         let port = free_port();
         let config = dir.join("sentinel.conf");
@@ -522,7 +529,51 @@ impl RedisSentinel {
             "the sentinel",
         )
         .await;
-        Self { master, sentinel }
+        Self {
+            master,
+            sentinel,
+            replica: None,
+        }
+    }
+
+    /// A master, a replica of it, and a sentinel that knows both (so it can fail over). The
+    /// master cannot be demoted (`REPLICAOF` is disabled on it), as when a partition keeps
+    /// the sentinels from reaching it: after a failover it stays a master that takes writes.
+    pub async fn start_with_replica() -> Self {
+        let master = RedisServer::with_args(&[
+            "--rename-command",
+            "REPLICAOF",
+            "",
+            "--rename-command",
+            "SLAVEOF",
+            "",
+        ])
+        .await;
+        let mut set = Self::watching(master, None, false).await;
+        let master_port = set.master.port.to_string();
+        let replica =
+            RedisServer::with_args(&["--replicaof", "127.0.0.1", master_port.as_str()]).await;
+        let replica_port = format!("{}", replica.port);
+        wait_until(
+            || {
+                set.sentinel
+                    .cli(&["sentinel", "replicas", "mymaster"])
+                    .contains(&replica_port)
+            },
+            "the sentinel to know the replica",
+        )
+        .await;
+        set.replica = Some(replica);
+        set
+    }
+
+    /// The port of the server the sentinel names as master.
+    pub fn master_port(&self) -> Option<u16> {
+        self.sentinel
+            .cli(&["sentinel", "get-master-addr-by-name", "mymaster"])
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
     }
 
     pub fn url(&self) -> String {
