@@ -3,6 +3,7 @@
 //! path is read by `http::canonical`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, Method, header::HOST};
 use ipnet::IpNet;
@@ -171,6 +172,55 @@ pub fn external_base(
     }
     let (proto, host) = base_parts(peer, headers, trusted)?;
     Url::parse(&format!("{proto}://{host}/")).ok()
+}
+
+/// The external base URLs of requests (`external_base`), each distinct `proto://host` parsed
+/// once: the proxy and the federated login need one per request.
+pub struct RequestBases {
+    /// `public_url`, shared, when configured.
+    public_url: Option<Arc<Url>>,
+    /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    trusted_proxies: Vec<IpNet>,
+    /// Parsed base URLs by `proto://host/`.
+    parsed: quick_cache::sync::Cache<Box<str>, Arc<Url>>,
+}
+
+impl RequestBases {
+    /// Bases for requests served at `public_url` (when set) or at the host they name.
+    pub fn new(public_url: Option<Url>, trusted_proxies: Vec<IpNet>) -> Self {
+        Self {
+            public_url: public_url.map(Arc::new),
+            trusted_proxies,
+            parsed: quick_cache::sync::Cache::new(1024),
+        }
+    }
+
+    /// The external base URL of a request from `peer` (see `base_parts`), parsed once per
+    /// distinct host.
+    pub fn base(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Arc<Url>> {
+        if let Some(url) = &self.public_url {
+            return Some(url.clone());
+        }
+        let (proto, host) = base_parts(peer, headers, &self.trusted_proxies)?;
+        thread_local! {
+            // The lookup key is built here, not allocated per request.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str(proto);
+            key.push_str("://");
+            key.push_str(host);
+            key.push('/');
+            if let Some(url) = self.parsed.get(key.as_str()) {
+                return Some(url);
+            }
+            let url = Arc::new(Url::parse(&key).ok()?);
+            self.parsed.insert(key.as_str().into(), url.clone());
+            Some(url)
+        })
+    }
 }
 
 #[cfg(test)]
