@@ -239,3 +239,6 @@ async fn end_session(
         Err(error) => store_error(&error),
     }
 }
+
+#[cfg(test)]
+mod tests;

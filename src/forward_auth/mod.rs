@@ -471,3 +471,6 @@ fn claims_response(claims: &Claims) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

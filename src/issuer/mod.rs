@@ -345,3 +345,6 @@ fn with_query(base: &str, params: &[(&str, &str)]) -> Option<String> {
     }
     Some(url.to_string())
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
