@@ -1,6 +1,7 @@
 //! The original request behind a forward-auth call, from `X-Original-*` (ingress-nginx) or
-//! `X-Forwarded-*` (Traefik, Caddy), believed only from trusted proxies. Pure functions; the
-//! path is read by `http::canonical`.
+//! `X-Forwarded-*` (Traefik, Caddy), believed only from trusted proxies, and a request's
+//! external base URL (`RequestBases` keeps them parsed). No IO; the path is read by
+//! `http::canonical`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
