@@ -5,8 +5,17 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
 
-export async function startProvider({ port, redirectUris, postLogoutRedirectUris, accessTokenSeconds = 3600 }) {
+export async function startProvider({
+  port, redirectUris, postLogoutRedirectUris, accessTokenSeconds = 3600,
+  // A new refresh token at every refresh, the old one spent (Keycloak's and Auth0's rotation).
+  rotateRefreshTokens = false,
+  // OIDC Back-Channel Logout 1.0: where the provider POSTs a logout_token (with `sid`).
+  backchannelLogoutUri,
+}) {
   const issuer = `http://127.0.0.1:${port}`;
+  const backchannel = backchannelLogoutUri
+    ? { backchannel_logout_uri: backchannelLogoutUri, backchannel_logout_session_required: true }
+    : {};
   const provider = new Provider(issuer, {
     clients: [{
       client_id: 'tollgate',
@@ -16,6 +25,7 @@ export async function startProvider({ port, redirectUris, postLogoutRedirectUris
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      ...backchannel,
     }],
     claims: {
       openid: ['sub'],
@@ -36,12 +46,40 @@ export async function startProvider({ port, redirectUris, postLogoutRedirectUris
     // Refresh tokens for every login of a client allowed the grant (Tollgate refreshes them).
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     ttl: { AccessToken: accessTokenSeconds },
-    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+    ...(rotateRefreshTokens ? { rotateRefreshToken: true } : {}),
+    // oidc-provider's own dispatcher refuses loopback addresses (SSRF protection); the
+    // back-channel logout here goes to a server on 127.0.0.1 on purpose.
+    fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
+    features: {
+      devInteractions: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
+    },
     cookies: { keys: ['e2e-cookie-signing-key-0123456789'] },
   });
   const server = createServer(provider.callback());
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { issuer, close: () => new Promise((resolve) => server.close(resolve)) };
+  // Every token-endpoint answer, in order: which grant, for which account, and whether it
+  // was granted (`grant.success`) or refused (`grant.error`, e.g. a spent refresh token).
+  const grants = [];
+  provider.on('grant.success', (ctx) => {
+    grants.push({ type: ctx.oidc.params.grant_type, account: ctx.oidc.entities.Account?.accountId, ok: true, at: new Date().toISOString() });
+  });
+  provider.on('grant.error', (ctx, error) => {
+    grants.push({
+      type: ctx.oidc.params?.grant_type, account: ctx.oidc.entities?.Account?.accountId, ok: false,
+      error: `${error.message}${error.error_detail ? `: ${error.error_detail}` : ''}`, at: new Date().toISOString(),
+    });
+  });
+  const backchannelLogouts = [];
+  provider.on('backchannel.success', (ctx, client, accountId) => backchannelLogouts.push({ account: accountId, ok: true }));
+  provider.on('backchannel.error', (ctx, error, client, accountId) => backchannelLogouts.push({ account: accountId, ok: false, error: error.message }));
+  return {
+    issuer,
+    grants,
+    backchannelLogouts,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
 
 /** Fills oidc-provider's development login and consent forms until the page is back at `origin`. */

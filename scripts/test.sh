@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests need on a fresh Debian
-# machine (nginx, Caddy, Chromium; the npm packages oidc-provider and playwright-core), then
-# runs formatting, lints, unit and integration tests, and the end-to-end suite.
+# machine (nginx, Caddy, haproxy, Chromium, Redis; the npm packages oidc-provider and
+# playwright-core), then runs formatting, lints, unit and integration tests, and the
+# end-to-end suite.
 set -euo pipefail
 # Tests that need a server (redis, nginx) fail instead of skipping when it is missing.
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-packages=(nginx caddy chromium redis-server openssl)
+packages=(nginx caddy haproxy chromium redis-server openssl)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -30,6 +31,6 @@ cargo test --locked
 echo "== fuzzing: every parser of attacker input, bounded in time"
 FUZZ_SECONDS="${FUZZ_SECONDS:-45}" ./scripts/fuzz.sh
 
-echo "== end to end: nginx and Caddy in front of Tollgate, oidc-provider, headless Chromium"
+echo "== end to end: nginx, Caddy and haproxy in front of Tollgate (one and three replicas, Redis Cluster and Sentinel), oidc-provider, headless Chromium"
 # `cargo test` has built target/debug/tollgate for the CLI tests (with the same features).
 (cd e2e && E2E_TOLLGATE_BIN="$PWD/../target/debug/tollgate" npm test)

@@ -314,6 +314,25 @@ impl Shared {
             self.forget_lock(&key);
             return result;
         }
+        // This request read its session before it won the lease: another replica may have
+        // refreshed and released the lease in between. Its result is the session now, and the
+        // token this request holds is spent.
+        let current = match sessions.current(cookies, now).await {
+            Ok(current) => current,
+            Err(error) => {
+                sessions.release_refresh(cookies, &claim).await;
+                self.forget_lock(&key);
+                return Err(store_error(error));
+            }
+        };
+        if let Some(current) = current
+            && current.refresh_token.as_deref() != Some(refresh_token.as_str())
+        {
+            sessions.release_refresh(cookies, &claim).await;
+            self.recent.insert(key, (current.clone(), now));
+            self.forget_lock(&key);
+            return Ok((current, Vec::new()));
+        }
         let task = tokio::spawn(self.clone().refresh_and_store(Refresh {
             provider: provider.clone(),
             sessions: sessions.clone(),

@@ -4,6 +4,7 @@
 
 pub mod compact;
 pub mod error;
+pub mod lifetime;
 pub mod memory_store;
 pub mod redis_cache;
 pub mod redis_store;

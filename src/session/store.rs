@@ -11,6 +11,7 @@ pub use lease::{RefreshClaim, Replaced};
 use super::Cookies;
 use super::compact::SessionFacts;
 use super::error::StoreError;
+use super::lifetime::{Lifetime, Use};
 use super::memory_store::{MemoryStore, StoredSession};
 use super::redis_store::{Index, RedisStore};
 use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
@@ -202,6 +203,11 @@ impl Sessions {
         }
     }
 
+    /// The expiry and idle rule of the server-side stores.
+    fn lifetime(&self) -> Lifetime {
+        Lifetime::new(self.idle_timeout)
+    }
+
     /// The memory store, when that is the backend.
     pub fn memory(&self) -> Option<&Arc<MemoryStore>> {
         match &self.backend {
@@ -226,13 +232,17 @@ impl Sessions {
                     return Ok(None);
                 };
                 let stored = store.get(&id).ok_or(SessionCookieError::Expired)?;
-                if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
-                    store.remove(&id);
-                    self.metrics.sessions_ended.inc();
-                    return Err(SessionCookieError::Expired.into());
-                }
-                if now - stored.last_seen >= touch_interval(self.idle_timeout) {
-                    store.touch(&id, now);
+                match self
+                    .lifetime()
+                    .judge(stored.session.expires_at, stored.last_seen, now)
+                {
+                    Use::Ended => {
+                        store.remove(&id);
+                        self.metrics.sessions_ended.inc();
+                        return Err(SessionCookieError::Expired.into());
+                    }
+                    Use::Touch => store.touch(&id, now),
+                    Use::Read => {}
                 }
                 Ok(Some(stored.session))
             }
@@ -242,15 +252,21 @@ impl Sessions {
                 };
                 let (seen, mut stored) =
                     store.get(&id).await?.ok_or(SessionCookieError::Expired)?;
-                if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
-                    store.delete(&id).await?;
-                    self.metrics.sessions_ended.inc();
-                    return Err(SessionCookieError::Expired.into());
-                }
-                if now - stored.last_seen >= touch_interval(self.idle_timeout) {
-                    stored.last_seen = now;
-                    let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
-                    store.touch(&id, &seen, &stored, ttl).await?;
+                match self
+                    .lifetime()
+                    .judge(stored.session.expires_at, stored.last_seen, now)
+                {
+                    Use::Ended => {
+                        store.delete(&id).await?;
+                        self.metrics.sessions_ended.inc();
+                        return Err(SessionCookieError::Expired.into());
+                    }
+                    Use::Touch => {
+                        stored.last_seen = now;
+                        let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
+                        store.touch(&id, &seen, &stored, ttl).await?;
+                    }
+                    Use::Read => {}
                 }
                 Ok(Some(stored.session))
             }
@@ -503,15 +519,12 @@ impl Sessions {
             }
         };
         let stored = stored.ok_or(SessionCookieError::Expired)?;
-        if now >= stored.session.expires_at || now - stored.last_seen > self.idle_timeout {
-            return Err(SessionCookieError::Expired.into());
+        match self
+            .lifetime()
+            .judge(stored.session.expires_at, stored.last_seen, now)
+        {
+            Use::Ended => Err(SessionCookieError::Expired.into()),
+            Use::Touch | Use::Read => Ok(Some(stored.session)),
         }
-        Ok(Some(stored.session))
     }
-}
-
-/// Touch a session's `last_seen` at most every 30 s, so reads stay reads; more often for a
-/// short `idle_timeout` (a tenth of it), so a session in use never looks idle.
-fn touch_interval(idle_timeout: i64) -> i64 {
-    (idle_timeout / 10).clamp(1, 30)
 }

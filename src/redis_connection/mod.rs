@@ -16,13 +16,19 @@
 //! whose `WAIT` blocks only that link, never the main one's reads (`WAIT` counts the writes
 //! of its own connection, so it cannot have a connection of its own either).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+mod sentinel;
+mod single;
+
+use sentinel::Sentinels;
+use single::{Single, Source};
 
 pub use crate::config::RedisTarget;
 
@@ -37,127 +43,6 @@ pub trait Invalidations: Send + Sync {
     fn invalidate(&self, key: &[u8]);
     /// Anything may have changed: a new connection, a lost one, a flushed database.
     fn invalidate_all(&self);
-}
-
-/// The connection a single-server link keeps, with the serial of the attempt that made it;
-/// emptied when it is lost.
-type Slot = std::sync::Mutex<Option<(u64, MultiplexedConnection)>>;
-
-/// Where the one server of a standalone or Sentinel set-up is found. Made once per store and
-/// kept in an `Arc`, so the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-enum Source {
-    Direct(redis::Client),
-    Sentinel(Sentinels),
-}
-
-/// The sentinels, asked for the current master at every connect. The URL's password is the
-/// master's; sentinels are asked without it first and with it once one says it needs it.
-struct Sentinels {
-    open: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-    /// With the credentials, when the URL has a password.
-    with_auth: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
-    /// Whether a sentinel asked for the password.
-    needs_auth: AtomicBool,
-}
-
-impl Sentinels {
-    fn new(
-        sentinels: &[String],
-        service: &str,
-        auth: &crate::config::SentinelAuth,
-        resp3: bool,
-    ) -> RedisResult<Self> {
-        let mut settings = redis::RedisConnectionInfo::default().set_db(auth.db);
-        if let Some(username) = &auth.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &auth.password {
-            settings = settings.set_password(password.expose());
-        }
-        if resp3 {
-            settings = settings.set_protocol(redis::ProtocolVersion::RESP3);
-        }
-        let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(settings);
-        if auth.tls {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
-        }
-        let client = |urls: Vec<redis::ConnectionInfo>| {
-            redis::sentinel::SentinelClient::build(
-                urls,
-                service,
-                Some(node.clone()),
-                redis::sentinel::SentinelServerType::Master,
-            )
-            .map(tokio::sync::Mutex::new)
-        };
-        let infos = |with_credentials: bool| -> RedisResult<Vec<redis::ConnectionInfo>> {
-            sentinels
-                .iter()
-                .map(|url| {
-                    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
-                    if !with_credentials {
-                        return Ok(info);
-                    }
-                    let mut settings = info.redis_settings().clone();
-                    if let Some(username) = &auth.username {
-                        settings = settings.set_username(username);
-                    }
-                    if let Some(password) = &auth.password {
-                        settings = settings.set_password(password.expose());
-                    }
-                    Ok(info.set_redis_settings(settings))
-                })
-                .collect()
-        };
-        Ok(Self {
-            open: client(infos(false)?)?,
-            with_auth: match &auth.password {
-                Some(_) => Some(client(infos(true)?)?),
-                None => None,
-            },
-            needs_auth: AtomicBool::new(false),
-        })
-    }
-
-    /// A client for the current master.
-    async fn master(&self) -> RedisResult<redis::Client> {
-        if let Some(with_auth) = &self.with_auth
-            && self.needs_auth.load(Ordering::Relaxed)
-        {
-            return with_auth.lock().await.async_get_client().await;
-        }
-        match self.open.lock().await.async_get_client().await {
-            Err(error) if self.with_auth.is_some() && asks_for_auth(&error) => {
-                self.needs_auth.store(true, Ordering::Relaxed);
-                match &self.with_auth {
-                    Some(with_auth) => with_auth.lock().await.async_get_client().await,
-                    None => Err(error),
-                }
-            }
-            other => other,
-        }
-    }
-}
-
-/// Whether a sentinel refused to answer without a password.
-fn asks_for_auth(error: &redis::RedisError) -> bool {
-    let text = error.to_string();
-    text.contains("NOAUTH") || text.contains("Authentication required")
-}
-
-/// Standalone or Sentinel: one multiplexed connection, made when first needed and made again
-/// after a failure.
-struct Single {
-    source: Arc<Source>,
-    slot: Arc<Slot>,
-    connecting: tokio::sync::Mutex<()>,
-    serial: AtomicU64,
-    /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
-    invalidations: Option<Arc<dyn Invalidations>>,
-    /// Whether the current connection has tracking on, so copies may be kept.
-    tracking: AtomicBool,
 }
 
 /// A Cluster: the client's connection (one per node inside), made when first needed.
@@ -254,147 +139,6 @@ fn connection_suspect(error: &RedisError) -> bool {
             | redis::ErrorKind::Parse
             | redis::ErrorKind::Client
     )
-}
-
-/// `client` speaking RESP3, which carries the invalidation messages.
-fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings))
-}
-
-impl Single {
-    fn new(source: Arc<Source>, invalidations: Option<Arc<dyn Invalidations>>) -> Self {
-        Self {
-            source,
-            slot: Arc::new(std::sync::Mutex::new(None)),
-            connecting: tokio::sync::Mutex::new(()),
-            serial: AtomicU64::new(0),
-            invalidations,
-            tracking: AtomicBool::new(false),
-        }
-    }
-
-    fn current(&self) -> Option<MultiplexedConnection> {
-        let slot = self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.as_ref().map(|(_, connection)| connection.clone())
-    }
-
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
-        let _connecting = self.connecting.lock().await;
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
-        tokio::time::timeout(TIMEOUT * 2, self.connect())
-            .await
-            .unwrap_or_else(|_| Err(timed_out()))
-    }
-
-    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
-        let client = match &*self.source {
-            Source::Direct(client) => client.clone(),
-            Source::Sentinel(sentinels) => sentinels.master().await?,
-        };
-        let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let Some(invalidations) = self.invalidations.clone() else {
-            let connection = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            self.keep(serial, connection.clone());
-            return Ok(connection);
-        };
-        let slot: Weak<Slot> = Arc::downgrade(&self.slot);
-        let listener = invalidations.clone();
-        // Runs on the connection's reader, in order with the replies.
-        let on_push = move |push: redis::PushInfo| {
-            let lost = match push.kind {
-                redis::PushKind::Invalidate => {
-                    match push.data.first() {
-                        Some(Value::Array(keys)) => {
-                            for key in keys {
-                                if let Value::BulkString(key) = key {
-                                    listener.invalidate(key);
-                                }
-                            }
-                        }
-                        // FLUSHALL / FLUSHDB, or Redis dropped its tracking table.
-                        _ => listener.invalidate_all(),
-                    }
-                    false
-                }
-                redis::PushKind::Disconnection => {
-                    listener.invalidate_all();
-                    true
-                }
-                _ => false,
-            };
-            if lost && let Some(slot) = slot.upgrade() {
-                let mut slot = slot
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
-                    *slot = None;
-                }
-            }
-            Ok::<(), std::convert::Infallible>(())
-        };
-        let mut connection = resp3(&client)?
-            .get_multiplexed_async_connection_with_config(&config.set_push_sender(on_push))
-            .await?;
-        let tracking: RedisResult<()> = redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .query_async(&mut connection)
-            .await;
-        let tracked = match tracking {
-            Ok(()) => true,
-            // An ACL or a managed Redis may refuse the command: then no copies are kept.
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-                ) =>
-            {
-                tracing::warn!(%error, "Redis refused CLIENT TRACKING; every read goes to Redis");
-                false
-            }
-            Err(error) => return Err(error),
-        };
-        // Whatever was kept came through a connection whose invalidations may be lost.
-        self.tracking.store(tracked, Ordering::SeqCst);
-        invalidations.invalidate_all();
-        self.keep(serial, connection.clone());
-        Ok(connection)
-    }
-
-    fn keep(&self, serial: u64, connection: MultiplexedConnection) {
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((serial, connection));
-    }
-
-    fn reset(&self) {
-        if let Some(invalidations) = &self.invalidations {
-            invalidations.invalidate_all();
-        }
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-    }
 }
 
 impl Link {

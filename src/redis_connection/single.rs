@@ -1,0 +1,178 @@
+//! A standalone or Sentinel link: one multiplexed connection, made when first needed and
+//! made again after a failure; with `Invalidations`, it speaks RESP3 with `CLIENT TRACKING`
+//! on and hands Redis's invalidation messages over in order with the replies.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisResult, Value};
+
+use super::sentinel::Sentinels;
+use super::{Invalidations, TIMEOUT, timed_out};
+
+/// The connection a single-server link keeps, with the serial of the attempt that made it;
+/// emptied when it is lost.
+type Slot = std::sync::Mutex<Option<(u64, MultiplexedConnection)>>;
+
+/// Where the one server of a standalone or Sentinel set-up is found. Made once per store and
+/// kept in an `Arc`, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Source {
+    Direct(redis::Client),
+    Sentinel(Sentinels),
+}
+
+/// Standalone or Sentinel: one multiplexed connection, made when first needed and made again
+/// after a failure.
+pub(super) struct Single {
+    source: Arc<Source>,
+    slot: Arc<Slot>,
+    connecting: tokio::sync::Mutex<()>,
+    serial: AtomicU64,
+    /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
+    pub(super) invalidations: Option<Arc<dyn Invalidations>>,
+    /// Whether the current connection has tracking on, so copies may be kept.
+    pub(super) tracking: AtomicBool,
+}
+
+/// `client` speaking RESP3, which carries the invalidation messages.
+fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+impl Single {
+    pub(super) fn new(source: Arc<Source>, invalidations: Option<Arc<dyn Invalidations>>) -> Self {
+        Self {
+            source,
+            slot: Arc::new(std::sync::Mutex::new(None)),
+            connecting: tokio::sync::Mutex::new(()),
+            serial: AtomicU64::new(0),
+            invalidations,
+            tracking: AtomicBool::new(false),
+        }
+    }
+
+    fn current(&self) -> Option<MultiplexedConnection> {
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.as_ref().map(|(_, connection)| connection.clone())
+    }
+
+    pub(super) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        tokio::time::timeout(TIMEOUT * 2, self.connect())
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
+        let client = match &*self.source {
+            Source::Direct(client) => client.clone(),
+            Source::Sentinel(sentinels) => sentinels.master().await?,
+        };
+        let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let Some(invalidations) = self.invalidations.clone() else {
+            let connection = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            self.keep(serial, connection.clone());
+            return Ok(connection);
+        };
+        let slot: Weak<Slot> = Arc::downgrade(&self.slot);
+        let listener = invalidations.clone();
+        // Runs on the connection's reader, in order with the replies.
+        let on_push = move |push: redis::PushInfo| {
+            let lost = match push.kind {
+                redis::PushKind::Invalidate => {
+                    match push.data.first() {
+                        Some(Value::Array(keys)) => {
+                            for key in keys {
+                                if let Value::BulkString(key) = key {
+                                    listener.invalidate(key);
+                                }
+                            }
+                        }
+                        // FLUSHALL / FLUSHDB, or Redis dropped its tracking table.
+                        _ => listener.invalidate_all(),
+                    }
+                    false
+                }
+                redis::PushKind::Disconnection => {
+                    listener.invalidate_all();
+                    true
+                }
+                _ => false,
+            };
+            if lost && let Some(slot) = slot.upgrade() {
+                let mut slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
+                    *slot = None;
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let mut connection = resp3(&client)?
+            .get_multiplexed_async_connection_with_config(&config.set_push_sender(on_push))
+            .await?;
+        let tracking: RedisResult<()> = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .query_async(&mut connection)
+            .await;
+        let tracked = match tracking {
+            Ok(()) => true,
+            // An ACL or a managed Redis may refuse the command: then no copies are kept.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                ) =>
+            {
+                tracing::warn!(%error, "Redis refused CLIENT TRACKING; every read goes to Redis");
+                false
+            }
+            Err(error) => return Err(error),
+        };
+        // Whatever was kept came through a connection whose invalidations may be lost.
+        self.tracking.store(tracked, Ordering::SeqCst);
+        invalidations.invalidate_all();
+        self.keep(serial, connection.clone());
+        Ok(connection)
+    }
+
+    fn keep(&self, serial: u64, connection: MultiplexedConnection) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((serial, connection));
+    }
+
+    pub(super) fn reset(&self) {
+        if let Some(invalidations) = &self.invalidations {
+            invalidations.invalidate_all();
+        }
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
