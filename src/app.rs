@@ -107,6 +107,10 @@ impl AppState {
             .forward_auth
             .as_ref()
             .and_then(|section| Some((section.clone(), providers.get(&section.provider)?.clone())));
+        let bases = Arc::new(RequestBases::new(
+            server.public_url.clone(),
+            server.trusted_proxies.clone(),
+        ));
         let login = Arc::new(LoginFlow {
             providers: providers.clone(),
             signin_provider: forward_auth_section
@@ -114,7 +118,7 @@ impl AppState {
                 .map(|(_, provider)| provider.clone()),
             sessions: sessions.clone(),
             public_url: server.public_url.clone(),
-            trusted_proxies: server.trusted_proxies.clone(),
+            bases: bases.clone(),
             allowed_redirect_domains: server.allowed_redirect_domains.clone(),
             route_hosts: config
                 .routes
@@ -138,16 +142,12 @@ impl AppState {
             metrics: metrics.clone(),
             queries: AuthQueries::default(),
         });
-        let bases = Arc::new(RequestBases::new(
-            server.public_url.clone(),
-            server.trusted_proxies.clone(),
-        ));
         let proxy = Arc::new(ProxyState {
             routes: crate::proxy::routes::RouteTable::new(config.routes.clone()),
             providers: providers.clone(),
             sessions: session_source,
             login: login.clone(),
-            bases: bases.clone(),
+            bases,
             trusted_proxies: server.trusted_proxies.clone(),
             cookie_name: config.session.cookie_name.clone(),
             clock: clock.clone(),
@@ -155,7 +155,6 @@ impl AppState {
         });
         let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
             login: login.clone(),
-            bases,
         });
         let public = PublicService::new(PublicParts {
             forward_auth: forward_auth.clone(),
@@ -239,7 +238,6 @@ fn providers(
 /// the provider of that name, for the request's external base URL.
 struct Federation {
     login: Arc<LoginFlow>,
-    bases: Arc<RequestBases>,
 }
 
 impl FederatedLogin for Federation {
@@ -257,7 +255,7 @@ impl FederatedLogin for Federation {
                     format!("login_provider `{provider}` is not configured"),
                 )
             })?;
-            let base = self.bases.base(peer.ip(), headers).ok_or_else(|| {
+            let base = self.login.bases.base(peer.ip(), headers).ok_or_else(|| {
                 (
                     Rejection::BadRequest("missing or invalid Host header".to_owned()),
                     "no base URL".to_owned(),

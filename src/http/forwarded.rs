@@ -161,22 +161,8 @@ pub fn base_parts<'a>(
     Some((proto, host))
 }
 
-/// The external base URL of this request: `public_url`, else what `base_parts` says.
-pub fn external_base(
-    public_url: Option<&Url>,
-    peer: IpAddr,
-    headers: &HeaderMap,
-    trusted: &[IpNet],
-) -> Option<Url> {
-    if let Some(url) = public_url {
-        return Some(url.clone());
-    }
-    let (proto, host) = base_parts(peer, headers, trusted)?;
-    Url::parse(&format!("{proto}://{host}/")).ok()
-}
-
-/// The external base URLs of requests (`external_base`), each distinct `proto://host` parsed
-/// once: the proxy and the federated login need one per request.
+/// The external base URL of each request: `public_url`, else what `base_parts` says, each
+/// distinct `proto://host` parsed once.
 pub struct RequestBases {
     /// `public_url`, shared, when configured.
     public_url: Option<Arc<Url>>,
@@ -287,17 +273,30 @@ mod tests {
     }
 
     #[test]
-    fn external_base_believes_forwarded_headers_only_from_trusted_peers() {
+    fn request_bases_believe_forwarded_headers_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let bases = RequestBases::new(None, trusted);
         let mut headers = HeaderMap::new();
         headers.insert("host", "internal:4180".parse().unwrap());
         headers.insert("x-forwarded-proto", "https".parse().unwrap());
         headers.insert("x-forwarded-host", "auth.example.com".parse().unwrap());
-        let trusted_base =
-            external_base(None, "127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let trusted_base = bases.base("127.0.0.1".parse().unwrap(), &headers).unwrap();
         assert_eq!(trusted_base.as_str(), "https://auth.example.com/");
-        let untrusted_base =
-            external_base(None, "192.0.2.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let untrusted_base = bases.base("192.0.2.1".parse().unwrap(), &headers).unwrap();
         assert_eq!(untrusted_base.as_str(), "http://internal:4180/");
+        // Asked again, the same host is the same parsed URL.
+        let again = bases.base("192.0.2.1".parse().unwrap(), &headers).unwrap();
+        assert!(Arc::ptr_eq(&untrusted_base, &again));
+        let fixed = RequestBases::new(
+            Some(Url::parse("https://gate.example/").unwrap()),
+            Vec::new(),
+        );
+        assert_eq!(
+            fixed
+                .base("127.0.0.1".parse().unwrap(), &headers)
+                .unwrap()
+                .as_str(),
+            "https://gate.example/"
+        );
     }
 }

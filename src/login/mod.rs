@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::http::forwarded::external_base;
+use crate::http::forwarded::RequestBases;
 use crate::http::rejection::Rejection;
 use crate::metrics::{Metrics, ProviderLabels};
 use crate::oidc::provider::CredentialError;
@@ -37,8 +37,8 @@ pub struct LoginFlow {
     pub sessions: Option<Arc<Sessions>>,
     /// `server.public_url`.
     pub public_url: Option<url::Url>,
-    /// `server.trusted_proxies`.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The external base URL of each request (its redirect URI's and cookies' origin).
+    pub bases: Arc<RequestBases>,
     /// `server.allowed_redirect_domains`.
     pub allowed_redirect_domains: Vec<AllowedRedirectDomain>,
     /// The hosts of `[[route]]`s: a login's redirect URI may be on one of them.
@@ -563,12 +563,9 @@ fn request_base(
     state: &LoginFlow,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<url::Url, Rejection> {
-    external_base(
-        state.public_url.as_ref(),
-        peer.ip(),
-        headers,
-        &state.trusted_proxies,
-    )
-    .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
+) -> Result<Arc<url::Url>, Rejection> {
+    state
+        .bases
+        .base(peer.ip(), headers)
+        .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
 }
