@@ -43,8 +43,6 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The token service, when configured.
-    pub token_service: Option<Arc<TokenService>>,
     /// The public listener's service.
     pub public: PublicService,
     /// The admin endpoints' state.
@@ -94,102 +92,122 @@ impl AppState {
                 metrics.clone(),
             )))
         };
-        let session_source = SessionSource {
-            sessions: sessions.clone(),
-            refresher: crate::identity::refresh::Refresher::new(
-                config.session.refresh,
-                config.session.refresh_before,
-                metrics.clone(),
-            ),
-        };
-        let server = &config.server;
-        let forward_auth_section = config
-            .forward_auth
-            .as_ref()
-            .and_then(|section| Some((section.clone(), providers.get(&section.provider)?.clone())));
-        let bases = Arc::new(RequestBases::new(
-            server.public_url.clone(),
-            server.trusted_proxies.clone(),
-        ));
-        let login = Arc::new(LoginFlow {
-            providers: providers.clone(),
-            signin_provider: forward_auth_section
-                .as_ref()
-                .map(|(_, provider)| provider.clone()),
-            sessions: sessions.clone(),
-            public_url: server.public_url.clone(),
-            bases: bases.clone(),
-            allowed_redirect_domains: server.allowed_redirect_domains.clone(),
-            route_hosts: config
-                .routes
-                .iter()
-                .filter_map(|route| route.host.clone())
-                .collect(),
-            session_lifetime: config.session.lifetime,
-            federation: token_service.clone().map(|service| {
-                service as Arc<dyn crate::login::federation::FederatedAuthorization>
-            }),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-        });
-        let forward_auth = Arc::new(ForwardAuthState {
-            forward_auth: forward_auth_section,
-            sessions: session_source.clone(),
-            token_service: token_service.clone(),
-            trusted_proxies: server.trusted_proxies.clone(),
-            public_url: server.public_url.clone(),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-            queries: AuthQueries::default(),
-        });
-        let proxy = Arc::new(ProxyState {
-            routes: crate::proxy::routes::RouteTable::new(config.routes.clone()),
-            providers: providers.clone(),
-            sessions: session_source,
-            login: login.clone(),
-            bases,
-            trusted_proxies: server.trusted_proxies.clone(),
-            cookie_name: config.session.cookie_name.clone(),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-        });
-        let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
-            login: login.clone(),
-        });
-        let public = PublicService::new(PublicParts {
-            forward_auth: forward_auth.clone(),
-            login,
-            proxy: proxy.clone(),
-            token_service: token_service.clone(),
-            federation: Some(federation),
-            cookie_name: config.session.cookie_name.clone(),
-        });
-        let admin = Arc::new(AdminState {
-            admin_token: server.admin_token.clone(),
-            metrics: metrics.clone(),
-            providers: providers.clone(),
-            sessions: sessions.clone(),
-            token_service: token_service.clone(),
-        });
-        let explain = Arc::new(ExplainState {
-            admin_token: server.admin_token.clone(),
-            forward_auth,
-            proxy,
-            public: public.clone(),
-            public_url: server.public_url.clone(),
-        });
+        let (public, admin, explain) = surfaces(
+            &config,
+            &providers,
+            sessions.as_ref(),
+            token_service,
+            &clock,
+            &metrics,
+        );
         Ok(Arc::new(Self {
             config,
             providers,
             sessions,
             clock,
             metrics,
-            token_service,
             public,
             admin,
             explain,
         }))
     }
+}
+
+/// Every surface's sub-state, from the stores and providers built once: the public
+/// listener's service, the admin endpoints' state and `POST /admin/explain`'s.
+fn surfaces(
+    config: &Config,
+    providers: &Arc<Providers>,
+    sessions: Option<&Arc<Sessions>>,
+    token_service: Option<Arc<TokenService>>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
+    let session_source = SessionSource {
+        sessions: sessions.cloned(),
+        refresher: crate::identity::refresh::Refresher::new(
+            config.session.refresh,
+            config.session.refresh_before,
+            metrics.clone(),
+        ),
+    };
+    let server = &config.server;
+    let forward_auth_section = config
+        .forward_auth
+        .as_ref()
+        .and_then(|section| Some((section.clone(), providers.get(&section.provider)?.clone())));
+    let bases = Arc::new(RequestBases::new(
+        server.public_url.clone(),
+        server.trusted_proxies.clone(),
+    ));
+    let login = Arc::new(LoginFlow {
+        providers: providers.clone(),
+        signin_provider: forward_auth_section
+            .as_ref()
+            .map(|(_, provider)| provider.clone()),
+        sessions: sessions.cloned(),
+        public_url: server.public_url.clone(),
+        bases: bases.clone(),
+        allowed_redirect_domains: server.allowed_redirect_domains.clone(),
+        route_hosts: config
+            .routes
+            .iter()
+            .filter_map(|route| route.host.clone())
+            .collect(),
+        session_lifetime: config.session.lifetime,
+        federation: token_service
+            .clone()
+            .map(|service| service as Arc<dyn crate::login::federation::FederatedAuthorization>),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    });
+    let forward_auth = Arc::new(ForwardAuthState {
+        forward_auth: forward_auth_section,
+        sessions: session_source.clone(),
+        token_service: token_service.clone(),
+        trusted_proxies: server.trusted_proxies.clone(),
+        public_url: server.public_url.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        queries: AuthQueries::default(),
+    });
+    let proxy = Arc::new(ProxyState {
+        routes: crate::proxy::routes::RouteTable::new(config.routes.clone()),
+        providers: providers.clone(),
+        sessions: session_source,
+        login: login.clone(),
+        bases,
+        trusted_proxies: server.trusted_proxies.clone(),
+        cookie_name: config.session.cookie_name.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    });
+    let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
+        login: login.clone(),
+    });
+    let public = PublicService::new(PublicParts {
+        forward_auth: forward_auth.clone(),
+        login,
+        proxy: proxy.clone(),
+        token_service: token_service.clone(),
+        federation: Some(federation),
+        cookie_name: config.session.cookie_name.clone(),
+    });
+    let admin = Arc::new(AdminState {
+        admin_token: server.admin_token.clone(),
+        metrics: metrics.clone(),
+        providers: providers.clone(),
+        sessions: sessions.cloned(),
+        token_service,
+    });
+    let explain = Arc::new(ExplainState {
+        admin_token: server.admin_token.clone(),
+        forward_auth,
+        proxy,
+        public: public.clone(),
+        public_url: server.public_url.clone(),
+    });
+    (public, admin, explain)
 }
 
 /// The configured providers; one that is the token service is served by it in-process.
