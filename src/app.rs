@@ -1,56 +1,58 @@
 //! Builds every role from a `Config` and runs the listeners: the public one (forward-auth,
 //! login, token service) and the admin one (metrics, health). Shutdown is a signal handed in.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use url::Url;
 
+use crate::admin::{AdminState, ExplainState};
 use crate::clock::Clock;
-use crate::config::{Config, ForwardAuthConfig};
-use crate::login::redirect::AllowedRedirectDomain;
+use crate::config::Config;
+use crate::forward_auth::{AuthQueries, ForwardAuthState};
+use crate::http::forwarded::RequestBases;
+use crate::http::rejection::Rejection;
+use crate::identity::SessionSource;
+use crate::issuer::{FederatedLogin, FederatedLoginFuture, TokenService};
+use crate::login::LoginFlow;
 use crate::metrics::Metrics;
-use crate::oidc::{LocalIssuer, Provider};
-use crate::policy::AuthQuery;
+use crate::oidc::{LocalIssuer, Provider, Providers};
+use crate::proxy::ProxyState;
+use crate::public::{PublicParts, PublicService};
+use crate::session::FederatedRequest;
 use crate::session::seal::Sealer;
-use crate::session::{CookieAttributes, CookieJar};
+use crate::session::store::Sessions;
 use crate::token::cache::TokenCache;
 
 /// Validated access tokens remembered per provider (each entry holds the token and its claims,
 /// a few KB, so this bounds the cache near 50 MB per provider).
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
-/// Everything a request handler may need, built once from the config.
+/// Everything built once from the config. Surfaces never see this whole: each gets its own
+/// sub-state (`ForwardAuthState`, `LoginFlow`, `ProxyState`, `AdminState`, `ExplainState`,
+/// the token service), and this keeps what the running app itself needs.
 pub struct AppState {
     /// The validated configuration.
     pub config: Config,
     /// Providers by name.
-    pub providers: BTreeMap<String, Arc<Provider>>,
+    pub providers: Arc<Providers>,
     /// Sessions and login-state cookies, when session secrets are configured.
-    pub sessions: Option<Arc<crate::session::store::Sessions>>,
+    pub sessions: Option<Arc<Sessions>>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The token service, when configured.
-    pub token_service: Option<Arc<crate::issuer::TokenService>>,
-    /// Refreshes session tokens before they expire.
-    pub refresher: crate::identity::refresh::Refresher,
-    /// The reverse proxy's routes.
-    pub routes: crate::proxy::routes::RouteTable,
-    /// `public_url`, shared, when configured.
-    public_base: Option<Arc<Url>>,
-    /// Parsed external base URLs by `proto://host` (the proxy needs one per request).
-    bases: quick_cache::sync::Cache<Box<str>, Arc<Url>>,
-    /// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
-    pub auth_queries: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
+    /// The public listener's service.
+    pub public: PublicService,
+    /// The admin endpoints' state.
+    pub admin: Arc<AdminState>,
+    /// `POST /admin/explain`'s state.
+    pub explain: Arc<ExplainState>,
 }
 
 impl AppState {
-    /// Builds providers, the token service and the cookie jar.
+    /// Builds providers, the token service, the session store and every surface's sub-state.
     ///
     /// # Errors
     /// When the token service's key cannot be loaded or the HTTP client cannot be built.
@@ -58,7 +60,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let token_service = match &config.token_service {
             Some(token_service_config) => Some(Arc::new(
-                crate::issuer::TokenService::new(
+                TokenService::new(
                     token_service_config.clone(),
                     issuer_state(&config, token_service_config)?,
                     config.server.trusted_proxies.clone(),
@@ -69,151 +71,225 @@ impl AppState {
             )),
             None => None,
         };
-        let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
-        let mut providers = BTreeMap::new();
-        for provider_config in &config.providers {
-            let local: Option<Arc<dyn LocalIssuer>> = match (&token_service, &config.token_service)
-            {
-                (Some(service), Some(service_config))
-                    if crate::config::is_same_issuer(
-                        &provider_config.issuer,
-                        &service_config.issuer,
-                    ) =>
-                {
-                    Some(service.clone())
-                }
-                _ => None,
-            };
-            let labels = crate::metrics::ProviderLabels {
-                provider: provider_config.name.clone(),
-            };
-            let _ = metrics.signins.get_or_create(&labels);
-            let _ = metrics.code_exchange_errors.get_or_create(&labels);
-            let http = crate::oidc::client::http_client(provider_config.timeout)
-                .context("building the HTTP client")?;
-            let provider = Provider::new(
-                provider_config.clone(),
-                http,
-                local,
-                Arc::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
-                clock.clone(),
-                leeway,
-                metrics.clone(),
-            );
-            providers.insert(provider_config.name.clone(), Arc::new(provider));
-        }
+        let providers = Arc::new(providers(
+            &config,
+            token_service.as_ref(),
+            &clock,
+            &metrics,
+        )?);
         let sessions = if config.session.secrets.is_empty() {
             None
         } else {
-            let jar = CookieJar::new(
+            let jar = crate::session::CookieJar::new(
                 Sealer::new(&config.session.secrets),
                 config.session.cookie_name.clone(),
             );
             let backend = session_backend(&config, clock.now(), &metrics)?;
-            Some(Arc::new(crate::session::store::Sessions::new(
+            Some(Arc::new(Sessions::new(
                 jar,
                 backend,
                 config.session.idle_timeout,
                 metrics.clone(),
             )))
         };
-        let routes = crate::proxy::routes::RouteTable::new(config.routes.clone());
-        let refresher = crate::identity::refresh::Refresher::new(
-            config.session.refresh,
-            config.session.refresh_before,
-            metrics.clone(),
+        let (public, admin, explain) = surfaces(
+            &config,
+            &providers,
+            sessions.as_ref(),
+            token_service,
+            &clock,
+            &metrics,
         );
         Ok(Arc::new(Self {
-            public_base: config.server.public_url.clone().map(Arc::new),
-            bases: quick_cache::sync::Cache::new(1024),
-            refresher,
-            routes,
             config,
             providers,
             sessions,
             clock,
             metrics,
-            token_service,
-            auth_queries: quick_cache::sync::Cache::new(1024),
+            public,
+            admin,
+            explain,
         }))
     }
+}
 
-    /// The external base URL of a request (see `http::forwarded::base_parts`), parsed once per
-    /// distinct host.
-    pub fn request_base(
-        &self,
-        peer: std::net::IpAddr,
-        headers: &axum::http::HeaderMap,
-    ) -> Option<Arc<Url>> {
-        if let Some(url) = &self.public_base {
-            return Some(url.clone());
-        }
-        let (proto, host) =
-            crate::http::forwarded::base_parts(peer, headers, &self.config.server.trusted_proxies)?;
-        thread_local! {
-            // The lookup key is built here, not allocated per request.
-            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        KEY.with(|key| {
-            let mut key = key.borrow_mut();
-            key.clear();
-            key.push_str(proto);
-            key.push_str("://");
-            key.push_str(host);
-            key.push('/');
-            if let Some(url) = self.bases.get(key.as_str()) {
-                return Some(url);
+/// Every surface's sub-state, from the stores and providers built once: the public
+/// listener's service, the admin endpoints' state and `POST /admin/explain`'s.
+fn surfaces(
+    config: &Config,
+    providers: &Arc<Providers>,
+    sessions: Option<&Arc<Sessions>>,
+    token_service: Option<Arc<TokenService>>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
+    let session_source = SessionSource {
+        sessions: sessions.cloned(),
+        refresher: crate::identity::refresh::Refresher::new(
+            config.session.refresh,
+            config.session.refresh_before,
+            metrics.clone(),
+        ),
+    };
+    let server = &config.server;
+    let forward_auth_section = config
+        .forward_auth
+        .as_ref()
+        .and_then(|section| Some((section.clone(), providers.get(&section.provider)?.clone())));
+    let bases = Arc::new(RequestBases::new(
+        server.public_url.clone(),
+        server.trusted_proxies.clone(),
+    ));
+    let login = Arc::new(LoginFlow {
+        providers: providers.clone(),
+        signin_provider: forward_auth_section
+            .as_ref()
+            .map(|(_, provider)| provider.clone()),
+        sessions: sessions.cloned(),
+        public_url: server.public_url.clone(),
+        bases: bases.clone(),
+        allowed_redirect_domains: server.allowed_redirect_domains.clone(),
+        route_hosts: config
+            .routes
+            .iter()
+            .filter_map(|route| route.host.clone())
+            .collect(),
+        session_lifetime: config.session.lifetime,
+        federation: token_service
+            .clone()
+            .map(|service| service as Arc<dyn crate::login::federation::FederatedAuthorization>),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    });
+    let forward_auth = Arc::new(ForwardAuthState {
+        forward_auth: forward_auth_section,
+        sessions: session_source.clone(),
+        token_service: token_service.clone(),
+        trusted_proxies: server.trusted_proxies.clone(),
+        public_url: server.public_url.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        queries: AuthQueries::default(),
+    });
+    let proxy = Arc::new(ProxyState {
+        routes: crate::proxy::routes::RouteTable::new(config.routes.clone()),
+        providers: providers.clone(),
+        sessions: session_source,
+        login: login.clone(),
+        bases,
+        trusted_proxies: server.trusted_proxies.clone(),
+        cookie_name: config.session.cookie_name.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    });
+    let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
+        login: login.clone(),
+    });
+    let public = PublicService::new(PublicParts {
+        forward_auth: forward_auth.clone(),
+        login,
+        proxy: proxy.clone(),
+        token_service: token_service.clone(),
+        federation: Some(federation),
+        cookie_name: config.session.cookie_name.clone(),
+    });
+    let admin = Arc::new(AdminState {
+        admin_token: server.admin_token.clone(),
+        metrics: metrics.clone(),
+        providers: providers.clone(),
+        sessions: sessions.cloned(),
+        token_service,
+    });
+    let explain = Arc::new(ExplainState {
+        admin_token: server.admin_token.clone(),
+        forward_auth,
+        proxy,
+        public: public.clone(),
+        public_url: server.public_url.clone(),
+    });
+    (public, admin, explain)
+}
+
+/// The configured providers; one that is the token service is served by it in-process.
+fn providers(
+    config: &Config,
+    token_service: Option<&Arc<TokenService>>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Providers> {
+    let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
+    let mut providers = Providers::new();
+    for provider_config in &config.providers {
+        let local: Option<Arc<dyn LocalIssuer>> = match (token_service, &config.token_service) {
+            (Some(service), Some(service_config))
+                if crate::config::is_same_issuer(
+                    &provider_config.issuer,
+                    &service_config.issuer,
+                ) =>
+            {
+                Some(service.clone())
             }
-            let url = Arc::new(Url::parse(&key).ok()?);
-            self.bases.insert(key.as_str().into(), url.clone());
-            Some(url)
-        })
-    }
-
-    /// How a request reads its session: `None` without session secrets.
-    pub fn session_access(
-        &self,
-        attributes: CookieAttributes,
-    ) -> Option<crate::identity::SessionAccess<'_>> {
-        Some(crate::identity::SessionAccess {
-            sessions: self.sessions.as_ref()?,
-            refresher: &self.refresher,
-            attributes,
-        })
-    }
-
-    /// The forward-auth section and its provider, when forward-auth is enabled.
-    pub fn forward_auth(&self) -> Option<(&ForwardAuthConfig, &Arc<Provider>)> {
-        let section = self.config.forward_auth.as_ref()?;
-        Some((section, self.providers.get(&section.provider)?))
-    }
-
-    /// Cookie attributes for a request served at `base`: `Secure` unless plain http on loopback.
-    pub fn cookie_attributes(&self, base: &Url) -> CookieAttributes {
-        let loopback = match base.host() {
-            Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(address)) => address.is_loopback(),
-            Some(url::Host::Ipv6(address)) => address.is_loopback(),
-            None => false,
+            _ => None,
         };
-        CookieAttributes {
-            secure: !(base.scheme() == "http" && loopback),
-        }
-    }
-
-    /// Where redirects may go for a request served at `base`: the configured domains,
-    /// `public_url`'s host, and the host the request itself was served at.
-    pub fn allowed_redirects(&self, base: &Url) -> Vec<AllowedRedirectDomain> {
-        let mut allowed = self.config.server.allowed_redirect_domains.clone();
-        allowed.extend(
-            self.config
-                .server
-                .public_url
-                .as_ref()
-                .and_then(AllowedRedirectDomain::exact_for),
+        let labels = crate::metrics::ProviderLabels {
+            provider: provider_config.name.clone(),
+        };
+        let _ = metrics.signins.get_or_create(&labels);
+        let _ = metrics.code_exchange_errors.get_or_create(&labels);
+        let http = crate::oidc::client::http_client(provider_config.timeout)
+            .context("building the HTTP client")?;
+        let provider = Provider::new(
+            provider_config.clone(),
+            http,
+            local,
+            Arc::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
+            clock.clone(),
+            leeway,
+            metrics.clone(),
         );
-        allowed.extend(AllowedRedirectDomain::exact_for(base));
-        allowed
+        providers.insert(provider_config.name.clone(), Arc::new(provider));
+    }
+    Ok(providers)
+}
+
+/// How the token service's `/authorize` starts a federated login: through the login flow, at
+/// the provider of that name, for the request's external base URL.
+struct Federation {
+    login: Arc<LoginFlow>,
+}
+
+impl FederatedLogin for Federation {
+    fn start<'a>(
+        &'a self,
+        provider: &'a str,
+        request: FederatedRequest,
+        peer: SocketAddr,
+        headers: &'a axum::http::HeaderMap,
+    ) -> FederatedLoginFuture<'a> {
+        Box::pin(async move {
+            let provider = self.login.providers.get(provider).ok_or_else(|| {
+                (
+                    Rejection::Internal,
+                    format!("login_provider `{provider}` is not configured"),
+                )
+            })?;
+            let base = self.login.bases.base(peer.ip(), headers).ok_or_else(|| {
+                (
+                    Rejection::BadRequest("missing or invalid Host header".to_owned()),
+                    "no base URL".to_owned(),
+                )
+            })?;
+            crate::login::begin_login_for(
+                &self.login,
+                provider,
+                &base,
+                headers,
+                "/".to_owned(),
+                "token_service",
+                Some(request),
+            )
+            .await
+        })
     }
 }
 
@@ -357,15 +433,12 @@ pub async fn start(
         (None, None) => None,
     };
     let state = AppState::build(config, clock)?;
-    if let Some(service) = &state.token_service {
-        service.attach(&state);
-    }
     let (shutdown, receiver) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let public_addr = public.local_addr()?;
     let signal = wait_for(receiver.clone());
     let workers = Arc::new(crate::http::serve::Workers::per_cpu().context("starting workers")?);
-    let service = crate::public::PublicService::new(&state);
+    let service = state.public.clone();
     tasks.spawn(crate::http::serve::serve_on_workers(
         public,
         move |peer| service.clone().for_connection(peer),
@@ -381,7 +454,7 @@ pub async fn start(
             let address = listener.local_addr()?;
             tasks.spawn(crate::http::serve::serve(
                 listener,
-                crate::admin::router(&state),
+                crate::admin::router(state.admin.clone(), state.explain.clone()),
                 wait_for(receiver),
             ));
             Some(address)

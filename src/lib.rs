@@ -2,6 +2,10 @@
 //! reverse proxy and token service. See `ARCHITECTURE.md` for the map of modules and the life of
 //! a request.
 
+// `POST /admin/explain` runs `/auth`'s and the routes' decisions (unboxed) in one future,
+// deeper than the default limit lets the compiler lay out.
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod app;
 pub mod clock;

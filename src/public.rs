@@ -15,12 +15,31 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, get};
 use tower::ServiceExt as _;
 
-use crate::app::AppState;
+use crate::forward_auth::ForwardAuthState;
+use crate::issuer::{FederatedLogin, TokenService};
+use crate::login::LoginFlow;
+use crate::proxy::ProxyState;
+
+/// The sub-states the public listener's endpoints are built from.
+pub struct PublicParts {
+    /// `/auth`, `/validate`, `/userinfo`.
+    pub forward_auth: Arc<ForwardAuthState>,
+    /// `/signin`, `/callback`, `/signout`, `/backchannel-logout`.
+    pub login: Arc<LoginFlow>,
+    /// Every path that is not Tollgate's own, when routes are configured.
+    pub proxy: Arc<ProxyState>,
+    /// The token service's endpoints.
+    pub token_service: Option<Arc<TokenService>>,
+    /// What starts the token service's federated logins.
+    pub federation: Option<Arc<dyn FederatedLogin>>,
+    /// `session.cookie_name`: the landing page says whether one is present.
+    pub cookie_name: String,
+}
 
 /// What serves the public listener's requests.
 #[derive(Clone)]
 pub struct PublicService {
-    state: Arc<AppState>,
+    proxy: Arc<ProxyState>,
     /// Tollgate's own endpoints; unknown paths get the "not found" page.
     router: Router,
     /// The exact paths `router` has routes for: every other path is the proxy's, when routes
@@ -29,48 +48,72 @@ pub struct PublicService {
 }
 
 impl PublicService {
-    /// The endpoints `state`'s configuration turns on.
-    pub fn new(state: &Arc<AppState>) -> Self {
+    /// The endpoints the configuration (as the sub-states hold it) turns on.
+    pub fn new(parts: PublicParts) -> Self {
+        let PublicParts {
+            forward_auth,
+            login,
+            proxy,
+            token_service,
+            federation,
+            cookie_name,
+        } = parts;
         let mut endpoints = Endpoints::default();
         // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
         endpoints.add("/ping", get(|| async { "OK" }));
         // The landing page, when no route claims `/` (`serve`); also where a sign-out that
         // returns to `public_url` ends: the "signed out" page.
-        endpoints.add("/", get(landing));
-        if state.forward_auth().is_some() {
-            endpoints.add("/auth", get(crate::forward_auth::auth));
-            endpoints.add("/signin", get(crate::login::signin));
-        }
-        let federates = state.config.token_service.as_ref().is_some_and(|service| {
-            service
-                .clients
-                .iter()
-                .any(|client| client.login_provider.is_some())
-        });
-        if state.forward_auth().is_some() || !state.routes.is_empty() || federates {
-            endpoints.add("/callback", get(crate::login::callback));
-            endpoints.add("/signout", get(crate::login::signout));
+        endpoints.add("/", get(landing).with_state(Arc::new(cookie_name)));
+        let forward_auth_on = forward_auth.forward_auth().is_some();
+        if forward_auth_on {
             endpoints.add(
-                "/backchannel-logout",
-                axum::routing::post(crate::login::backchannel::backchannel_logout),
+                "/auth",
+                get(crate::forward_auth::auth).with_state(forward_auth.clone()),
+            );
+            endpoints.add(
+                "/signin",
+                get(crate::login::signin).with_state(login.clone()),
             );
         }
-        if state.forward_auth().is_some() || state.token_service.is_some() {
-            endpoints.add("/validate", get(crate::forward_auth::validate));
-            endpoints.add("/userinfo", get(crate::forward_auth::userinfo));
+        let federates = token_service
+            .as_ref()
+            .is_some_and(|service| service.federates());
+        if forward_auth_on || !proxy.routes.is_empty() || federates {
+            endpoints.add(
+                "/callback",
+                get(crate::login::callback).with_state(login.clone()),
+            );
+            endpoints.add(
+                "/signout",
+                get(crate::login::signout).with_state(login.clone()),
+            );
+            endpoints.add(
+                "/backchannel-logout",
+                axum::routing::post(crate::login::backchannel::backchannel_logout)
+                    .with_state(login.clone()),
+            );
         }
-        if let Some(service) = &state.token_service {
+        if forward_auth_on || token_service.is_some() {
+            endpoints.add(
+                "/validate",
+                get(crate::forward_auth::validate).with_state(forward_auth.clone()),
+            );
+            endpoints.add(
+                "/userinfo",
+                get(crate::forward_auth::userinfo).with_state(forward_auth.clone()),
+            );
+        }
+        if let Some(service) = &token_service {
             let mount = service.mount_path();
-            for (path, handler) in service.routes() {
+            for (path, handler) in service.routes(federation) {
                 endpoints.add(&format!("{mount}{path}"), handler);
             }
         }
         Self {
-            state: state.clone(),
+            proxy,
             router: endpoints
                 .router
-                .fallback(|| async { crate::http::pages::not_found() })
-                .with_state(state.clone()),
+                .fallback(|| async { crate::http::pages::not_found() }),
             own_paths: Arc::new(endpoints.paths),
         }
     }
@@ -91,8 +134,8 @@ impl PublicService {
                 .map(|value| value.as_bytes()),
             request.uri().path(),
         );
-        let response = if !self.state.routes.is_empty() && !own {
-            crate::proxy::handle(&self.state, peer, request.map(Body::new)).await
+        let response = if !self.proxy.routes.is_empty() && !own {
+            crate::proxy::handle(&self.proxy, peer, request.map(Body::new)).await
         } else if let Err(error) = self.target_agrees_with_host(&request) {
             crate::http::rejection::Rejection::BadRequest(error.to_string()).into_response()
         } else {
@@ -136,7 +179,7 @@ impl PublicService {
     /// Whether a route serves `/` for this request's host (then the landing page does not).
     fn a_route_claims_root(&self, host_header: Option<&[u8]>) -> bool {
         match crate::http::canonical::request_host(host_header, None) {
-            Ok(host) => self.state.routes.find(host.as_deref(), "/").is_some(),
+            Ok(host) => self.proxy.routes.find(host.as_deref(), "/").is_some(),
             // The proxy answers a bad Host with its 400.
             Err(_) => true,
         }
@@ -163,23 +206,22 @@ impl PublicService {
 
 /// `GET /`: signed in or signed out, by the session cookie (a sign-out removes it).
 async fn landing(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    axum::extract::State(cookie_name): axum::extract::State<Arc<String>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let cookies = crate::session::request_cookies(&headers);
-    let name = &state.config.session.cookie_name;
-    crate::http::pages::landing(cookies.contains_key(name.as_str()))
+    crate::http::pages::landing(cookies.contains_key(cookie_name.as_str()))
 }
 
 /// Routes being collected, and their paths.
 #[derive(Default)]
 struct Endpoints {
-    router: Router<Arc<AppState>>,
+    router: Router,
     paths: HashSet<String>,
 }
 
 impl Endpoints {
-    fn add(&mut self, path: &str, handler: MethodRouter<Arc<AppState>>) {
+    fn add(&mut self, path: &str, handler: MethodRouter) {
         self.paths.insert(path.to_owned());
         self.router = std::mem::take(&mut self.router).route(path, handler);
     }

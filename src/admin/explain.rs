@@ -12,13 +12,31 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::app::AppState;
-use crate::forward_auth::{Outcome, decide_auth};
+use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth};
 use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, raw_path_of_absolute};
 use crate::http::rejection::Rejection;
 use crate::policy::{Step, Trace};
-use crate::proxy::{RouteDecision, decide_route, select_route, strip_client_identity_headers};
+use crate::proxy::{
+    ProxyState, RouteDecision, decide_route, select_route, strip_client_identity_headers,
+};
+use crate::public::PublicService;
+use crate::secret::Secret;
+
+/// What `POST /admin/explain` uses: the decision code's own sub-states, and the public
+/// listener (which paths it answers itself).
+pub struct ExplainState {
+    /// `server.admin_token`.
+    pub admin_token: Option<Secret<String>>,
+    /// `/auth`'s decision.
+    pub forward_auth: Arc<ForwardAuthState>,
+    /// The routes' decision.
+    pub proxy: Arc<ProxyState>,
+    /// The public listener.
+    pub public: PublicService,
+    /// `server.public_url`.
+    pub public_url: Option<Url>,
+}
 
 /// The largest explain request read; a larger one is 413.
 const MAX_BODY: usize = 64 * 1024;
@@ -73,10 +91,10 @@ fn client_error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// `POST /admin/explain`.
 pub async fn explain(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    axum::extract::State(state): axum::extract::State<Arc<ExplainState>>,
     request: axum::extract::Request,
 ) -> Response {
-    if let Some(response) = super::refusal(&state, request.headers()) {
+    if let Some(response) = super::refusal(state.admin_token.as_ref(), request.headers()) {
         return response;
     }
     let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
@@ -100,13 +118,13 @@ pub async fn explain(
     };
     let explanation = match &described.auth_query {
         Some(query) => {
-            if state.forward_auth().is_none() {
+            if state.forward_auth.forward_auth().is_none() {
                 return client_error(
                     StatusCode::BAD_REQUEST,
                     "`auth_query` asks for a forward-auth decision, but forward_auth is not enabled",
                 );
             }
-            explain_forward_auth(&state, &parsed, query).await
+            explain_forward_auth(&state.forward_auth, &parsed, query).await
         }
         None => {
             // The public listener answers its own paths itself: no route sees them.
@@ -115,8 +133,7 @@ pub async fn explain(
                 || parsed.url[url::Position::BeforeHost..url::Position::AfterPort].to_owned(),
                 |host| String::from_utf8_lossy(host.as_bytes()).into_owned(),
             );
-            if crate::public::PublicService::new(&state).answers_itself(Some(host.as_bytes()), path)
-            {
+            if state.public.answers_itself(Some(host.as_bytes()), path) {
                 return client_error(
                     StatusCode::BAD_REQUEST,
                     format!(
@@ -126,13 +143,13 @@ pub async fn explain(
                     ),
                 );
             }
-            if state.routes.is_empty() {
+            if state.proxy.routes.is_empty() {
                 return client_error(
                     StatusCode::BAD_REQUEST,
                     "no [[route]] is configured: give `auth_query` for a forward-auth decision",
                 );
             }
-            explain_route(&state, parsed).await
+            explain_route(&state.proxy, state.public_url.as_ref(), parsed).await
         }
     };
     (
@@ -200,7 +217,11 @@ fn refused(rejection: &Rejection) -> (&'static str, u16) {
     (decision, rejection.status().as_u16())
 }
 
-async fn explain_forward_auth(state: &AppState, described: &Described, query: &str) -> Explanation {
+async fn explain_forward_auth(
+    state: &ForwardAuthState,
+    described: &Described,
+    query: &str,
+) -> Explanation {
     // The described request is the original request an ingress asks about.
     let original = OriginalRequest {
         method: Some(described.method.clone()),
@@ -234,7 +255,11 @@ async fn explain_forward_auth(state: &AppState, described: &Described, query: &s
     }
 }
 
-async fn explain_route(state: &AppState, mut described: Described) -> Explanation {
+async fn explain_route(
+    state: &ProxyState,
+    public_url: Option<&Url>,
+    mut described: Described,
+) -> Explanation {
     let mut trace = Trace::explaining();
     let bad_request = |mut trace: Trace, reason: String| {
         trace.record("request", "fail", || reason.clone());
@@ -296,12 +321,7 @@ async fn explain_route(state: &AppState, mut described: Described) -> Explanatio
         )
     });
     strip_client_identity_headers(route, &mut described.headers);
-    let base = state
-        .config
-        .server
-        .public_url
-        .clone()
-        .unwrap_or_else(|| described.url.clone());
+    let base = public_url.cloned().unwrap_or_else(|| described.url.clone());
     let decision = decide_route(
         state,
         route,

@@ -1,7 +1,7 @@
 //! The admin listener (SPEC §8): `/metrics`, `/healthz`, `/readyz`, `/admin/sessions`,
 //! `/admin/explain`. Never mounted on the public listener.
 
-mod explain;
+pub mod explain;
 
 use std::sync::Arc;
 
@@ -12,10 +12,38 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
+use crate::issuer::TokenService;
+use crate::metrics::Metrics;
+use crate::oidc::Providers;
+use crate::secret::Secret;
+use crate::session::store::Sessions;
+pub use explain::ExplainState;
 
-/// The admin routes.
-pub fn router(state: &Arc<AppState>) -> Router {
+/// What the admin endpoints use, built once by the wiring.
+pub struct AdminState {
+    /// `server.admin_token`: without it the admin API is disabled.
+    pub admin_token: Option<Secret<String>>,
+    /// Metrics, rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Providers, discovered for `/readyz`.
+    pub providers: Arc<Providers>,
+    /// The session store: `/readyz` checks it, `/admin/sessions` lists and ends sessions.
+    pub sessions: Option<Arc<Sessions>>,
+    /// The token service, whose store `/readyz` checks.
+    pub token_service: Option<Arc<TokenService>>,
+}
+
+/// The admin routes: `state`'s and `POST /admin/explain`.
+pub fn router(state: Arc<AdminState>, explain: Arc<ExplainState>) -> Router {
+    routes(state).merge(
+        Router::new()
+            .route("/admin/explain", axum::routing::post(explain::explain))
+            .with_state(explain),
+    )
+}
+
+/// The admin routes but `/admin/explain`.
+fn routes(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -28,11 +56,10 @@ pub fn router(state: &Arc<AppState>) -> Router {
             "/admin/sessions/{handle}",
             axum::routing::delete(end_session),
         )
-        .route("/admin/explain", axum::routing::post(explain::explain))
-        .with_state(state.clone())
+        .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     if let Some(active) = state
         .sessions
         .as_ref()
@@ -58,7 +85,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when every provider has been discovered (discovery is attempted here if needed).
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     let mut problems = Vec::new();
     for provider in state.providers.values() {
         if !provider.is_discovered()
@@ -90,8 +117,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// The admin API answers only to `Authorization: Bearer <server.admin_token>`, compared in
 /// constant time; without a configured token it is disabled.
-fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &state.config.server.admin_token else {
+fn refusal(admin_token: Option<&Secret<String>>, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = admin_token else {
         return Some(
             (
                 StatusCode::FORBIDDEN,
@@ -142,12 +169,12 @@ struct SubQuery {
 
 /// `GET /admin/sessions[?sub=…]`.
 async fn list_sessions(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let query = query.ok();
-    if let Some(response) = refusal(&state, &headers) {
+    if let Some(response) = refusal(state.admin_token.as_ref(), &headers) {
         return response;
     }
     let Some(sessions) = state.sessions.as_ref() else {
@@ -162,12 +189,12 @@ async fn list_sessions(
 
 /// `DELETE /admin/sessions?sub=…`: ends every session of a user.
 async fn end_sessions_of_sub(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let query = query.ok();
-    if let Some(response) = refusal(&state, &headers) {
+    if let Some(response) = refusal(state.admin_token.as_ref(), &headers) {
         return response;
     }
     let Some(sub) = query
@@ -193,11 +220,11 @@ async fn end_sessions_of_sub(
 
 /// `DELETE /admin/sessions/{handle}`.
 async fn end_session(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     Path(handle): Path<String>,
 ) -> Response {
-    if let Some(response) = refusal(&state, &headers) {
+    if let Some(response) = refusal(state.admin_token.as_ref(), &headers) {
         return response;
     }
     let Some(sessions) = state.sessions.as_ref() else {
@@ -212,3 +239,6 @@ async fn end_session(
         Err(error) => store_error(&error),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,18 +10,60 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
-use crate::config::Unauthenticated;
+use crate::clock::Clock;
+use crate::config::{ForwardAuthConfig, Unauthenticated};
 use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::Rejection;
 use crate::identity::{
-    Credential, IdentityError, ambiguous_credentials, authenticate, authenticate_traced,
-    bearer_token,
+    Credential, IdentityError, SessionSource, ambiguous_credentials, authenticate,
+    authenticate_traced, bearer_token,
 };
+use crate::issuer::TokenService;
+use crate::metrics::Metrics;
+use crate::oidc::Provider;
 use crate::policy::{AuthQuery, Decision, Trace, decide_traced};
-use crate::session::request_cookies;
+use crate::session::{CookieAttributes, request_cookies};
 use crate::token::{Claims, numeric_claim};
+
+/// What `/auth`, `/validate` and `/userinfo` use, built once by the wiring.
+pub struct ForwardAuthState {
+    /// The `[forward_auth]` section and its provider; `None` when forward-auth is off (the
+    /// token service's `/validate` and `/userinfo` answer still).
+    pub forward_auth: Option<(ForwardAuthConfig, Arc<Provider>)>,
+    /// Where session cookies are read.
+    pub sessions: SessionSource,
+    /// The token service, whose own tokens `/validate` and `/userinfo` accept too.
+    pub token_service: Option<Arc<TokenService>>,
+    /// `server.trusted_proxies`: whose `X-Original-*` / `X-Forwarded-*` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `server.public_url`.
+    pub public_url: Option<url::Url>,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Parsed `/auth` queries.
+    pub queries: AuthQueries,
+}
+
+impl ForwardAuthState {
+    /// The forward-auth section and its provider, when forward-auth is enabled.
+    pub fn forward_auth(&self) -> Option<(&ForwardAuthConfig, &Arc<Provider>)> {
+        self.forward_auth
+            .as_ref()
+            .map(|(section, provider)| (section, provider))
+    }
+}
+
+/// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
+pub struct AuthQueries(quick_cache::sync::Cache<String, Arc<AuthQuery>>);
+
+impl Default for AuthQueries {
+    fn default() -> Self {
+        Self(quick_cache::sync::Cache::new(1024))
+    }
+}
 
 /// What `/auth` decided.
 pub enum Outcome {
@@ -41,14 +83,14 @@ pub enum Outcome {
 
 /// `GET /auth`.
 pub async fn auth(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ForwardAuthState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
 ) -> Response {
     // The request is taken whole, so neither its headers nor its query are copied.
     let started = Instant::now();
     let headers = request.headers();
-    let original = original_request(peer.ip(), headers, &state.config.server.trusted_proxies);
+    let original = original_request(peer.ip(), headers, &state.trusted_proxies);
     let outcome = decide_auth(
         &state,
         headers,
@@ -109,8 +151,8 @@ pub async fn auth(
 /// The longest `/auth` query kept parsed between requests.
 const MAX_CACHED_QUERY: usize = 2048;
 
-fn parsed_query(state: &AppState, raw: &str) -> Result<Arc<AuthQuery>, Rejection> {
-    if let Some(query) = state.auth_queries.get(raw) {
+fn parsed_query(state: &ForwardAuthState, raw: &str) -> Result<Arc<AuthQuery>, Rejection> {
+    if let Some(query) = state.queries.0.get(raw) {
         return Ok(query);
     }
     let query =
@@ -118,7 +160,7 @@ fn parsed_query(state: &AppState, raw: &str) -> Result<Arc<AuthQuery>, Rejection
     // Ingress configs hold a handful of short queries: only those are kept, so the cache's
     // size is bounded in bytes (1024 entries of at most MAX_CACHED_QUERY), not only in count.
     if raw.len() <= MAX_CACHED_QUERY {
-        state.auth_queries.insert(raw.to_owned(), query.clone());
+        state.queries.0.insert(raw.to_owned(), query.clone());
     }
     Ok(query)
 }
@@ -127,7 +169,7 @@ fn parsed_query(state: &AppState, raw: &str) -> Result<Arc<AuthQuery>, Rejection
 /// `raw_query`. `POST /admin/explain` runs this same code with an explaining `trace`, which
 /// records every step and changes nothing.
 pub async fn decide_auth(
-    state: &AppState,
+    state: &ForwardAuthState,
     headers: &HeaderMap,
     raw_query: &str,
     original: Option<&OriginalRequest>,
@@ -225,16 +267,15 @@ pub async fn decide_auth(
     // A refreshed cookie session is written back with attributes for the original request's URL.
     let cookie_base = original
         .and_then(|request| request.url.clone())
-        .or_else(|| state.config.server.public_url.clone());
-    let attributes = cookie_base
-        .as_ref()
-        .map_or(crate::session::CookieAttributes { secure: true }, |base| {
-            state.cookie_attributes(base)
-        });
+        .or_else(|| state.public_url.clone());
+    let attributes = cookie_base.as_ref().map_or(
+        CookieAttributes { secure: true },
+        CookieAttributes::for_base,
+    );
     let identity = match authenticate_traced(
         headers,
         provider,
-        state.session_access(attributes),
+        state.sessions.access(attributes),
         section.token_cookie.as_deref(),
         crate::identity::BearerTokens::Accepted,
         state.clock.now(),
@@ -287,9 +328,9 @@ pub async fn decide_auth(
     }
 }
 
-fn signin_location(state: &AppState, original: Option<&OriginalRequest>) -> Option<String> {
+fn signin_location(state: &ForwardAuthState, original: Option<&OriginalRequest>) -> Option<String> {
     let original_url = original?.url.as_ref()?;
-    let base = match &state.config.server.public_url {
+    let base = match &state.public_url {
         Some(url) => url.clone(),
         None => {
             let mut base = original_url.clone();
@@ -310,7 +351,7 @@ fn signin_location(state: &AppState, original: Option<&OriginalRequest>) -> Opti
 /// Validates a bearer token from `Authorization` or the token cookie, against the forward-auth
 /// provider and then the token service's own tokens.
 async fn token_identity(
-    state: &AppState,
+    state: &ForwardAuthState,
     headers: &HeaderMap,
 ) -> Result<Claims, (Rejection, String)> {
     let cookies = request_cookies(headers);
@@ -358,7 +399,7 @@ async fn token_identity(
 }
 
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.
-pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let result = token_identity(&state, &headers).await;
     state.metrics.decision_seconds.observe(started.elapsed());
@@ -400,7 +441,7 @@ pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
 const MAX_VALIDATE_CACHE: i64 = 300;
 
 /// `GET /userinfo`: the caller's claims as JSON.
-pub async fn userinfo(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn userinfo(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
     if let Some(reason) = ambiguous_credentials(&headers, None) {
         return Rejection::InvalidRequest(reason.to_owned()).into_response();
     }
@@ -408,7 +449,7 @@ pub async fn userinfo(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
         && let Ok(identity) = authenticate(
             &headers,
             provider,
-            state.session_access(crate::session::CookieAttributes { secure: true }),
+            state.sessions.access(CookieAttributes { secure: true }),
             section.token_cookie.as_deref(),
             crate::identity::BearerTokens::Accepted,
             state.clock.now(),
@@ -430,3 +471,6 @@ fn claims_response(claims: &Claims) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

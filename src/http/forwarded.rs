@@ -1,8 +1,10 @@
 //! The original request behind a forward-auth call, from `X-Original-*` (ingress-nginx) or
-//! `X-Forwarded-*` (Traefik, Caddy), believed only from trusted proxies. Pure functions; the
-//! path is read by `http::canonical`.
+//! `X-Forwarded-*` (Traefik, Caddy), believed only from trusted proxies, and a request's
+//! external base URL (`RequestBases` keeps them parsed). No IO; the path is read by
+//! `http::canonical`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, Method, header::HOST};
 use ipnet::IpNet;
@@ -159,18 +161,53 @@ pub fn base_parts<'a>(
     Some((proto, host))
 }
 
-/// The external base URL of this request: `public_url`, else what `base_parts` says.
-pub fn external_base(
-    public_url: Option<&Url>,
-    peer: IpAddr,
-    headers: &HeaderMap,
-    trusted: &[IpNet],
-) -> Option<Url> {
-    if let Some(url) = public_url {
-        return Some(url.clone());
+/// The external base URL of each request: `public_url`, else what `base_parts` says, each
+/// distinct `proto://host` parsed once.
+pub struct RequestBases {
+    /// `public_url`, shared, when configured.
+    public_url: Option<Arc<Url>>,
+    /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    trusted_proxies: Vec<IpNet>,
+    /// Parsed base URLs by `proto://host/`.
+    parsed: quick_cache::sync::Cache<Box<str>, Arc<Url>>,
+}
+
+impl RequestBases {
+    /// Bases for requests served at `public_url` (when set) or at the host they name.
+    pub fn new(public_url: Option<Url>, trusted_proxies: Vec<IpNet>) -> Self {
+        Self {
+            public_url: public_url.map(Arc::new),
+            trusted_proxies,
+            parsed: quick_cache::sync::Cache::new(1024),
+        }
     }
-    let (proto, host) = base_parts(peer, headers, trusted)?;
-    Url::parse(&format!("{proto}://{host}/")).ok()
+
+    /// The external base URL of a request from `peer` (see `base_parts`), parsed once per
+    /// distinct host.
+    pub fn base(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Arc<Url>> {
+        if let Some(url) = &self.public_url {
+            return Some(url.clone());
+        }
+        let (proto, host) = base_parts(peer, headers, &self.trusted_proxies)?;
+        thread_local! {
+            // The lookup key is built here, not allocated per request.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str(proto);
+            key.push_str("://");
+            key.push_str(host);
+            key.push('/');
+            if let Some(url) = self.parsed.get(key.as_str()) {
+                return Some(url);
+            }
+            let url = Arc::new(Url::parse(&key).ok()?);
+            self.parsed.insert(key.as_str().into(), url.clone());
+            Some(url)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -236,17 +273,30 @@ mod tests {
     }
 
     #[test]
-    fn external_base_believes_forwarded_headers_only_from_trusted_peers() {
+    fn request_bases_believe_forwarded_headers_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let bases = RequestBases::new(None, trusted);
         let mut headers = HeaderMap::new();
         headers.insert("host", "internal:4180".parse().unwrap());
         headers.insert("x-forwarded-proto", "https".parse().unwrap());
         headers.insert("x-forwarded-host", "auth.example.com".parse().unwrap());
-        let trusted_base =
-            external_base(None, "127.0.0.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let trusted_base = bases.base("127.0.0.1".parse().unwrap(), &headers).unwrap();
         assert_eq!(trusted_base.as_str(), "https://auth.example.com/");
-        let untrusted_base =
-            external_base(None, "192.0.2.1".parse().unwrap(), &headers, &trusted).unwrap();
+        let untrusted_base = bases.base("192.0.2.1".parse().unwrap(), &headers).unwrap();
         assert_eq!(untrusted_base.as_str(), "http://internal:4180/");
+        // Asked again, the same host is the same parsed URL.
+        let again = bases.base("192.0.2.1".parse().unwrap(), &headers).unwrap();
+        assert!(Arc::ptr_eq(&untrusted_base, &again));
+        let fixed = RequestBases::new(
+            Some(Url::parse("https://gate.example/").unwrap()),
+            Vec::new(),
+        );
+        assert_eq!(
+            fixed
+                .base("127.0.0.1".parse().unwrap(), &headers)
+                .unwrap()
+                .as_str(),
+            "https://gate.example/"
+        );
     }
 }

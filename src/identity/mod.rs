@@ -54,6 +54,27 @@ pub struct Identity {
     pub set_cookies: Vec<String>,
 }
 
+/// Where a surface's requests find their sessions: the store (none without session secrets)
+/// and the refresher, shared by every surface so a refresh is single-flight across them.
+#[derive(Clone)]
+pub struct SessionSource {
+    /// Sessions and login-state cookies, when session secrets are configured.
+    pub sessions: Option<Arc<Sessions>>,
+    /// Refreshes session tokens before they expire.
+    pub refresher: refresh::Refresher,
+}
+
+impl SessionSource {
+    /// How a request reads its session: `None` without session secrets.
+    pub fn access(&self, attributes: CookieAttributes) -> Option<SessionAccess<'_>> {
+        Some(SessionAccess {
+            sessions: self.sessions.as_ref()?,
+            refresher: &self.refresher,
+            attributes,
+        })
+    }
+}
+
 /// What the session cookie is read with: the store, the refresher, and the attributes of any
 /// cookie written back.
 #[derive(Clone, Copy)]

@@ -38,6 +38,7 @@ const SESSION_CLAIMS: [&str; 2] = ["sid", "nonce"];
 
 /// Coordinates refreshes: once per session in this process (a lock per refresh token) and,
 /// with Redis, once across replicas (the store's refresh lease).
+#[derive(Clone)]
 pub struct Refresher {
     shared: Arc<Shared>,
 }

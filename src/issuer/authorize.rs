@@ -6,14 +6,33 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::clients::verify_password;
-use super::{PendingCode, TokenService, is_registered_redirect, with_query};
+use super::{FederatedLogin, PendingCode, TokenService, is_registered_redirect, with_query};
 use crate::config::GrantType;
 use crate::http::pages::{escape, page};
+
+/// What `/authorize` uses: the service, and what starts federated logins.
+#[derive(Clone)]
+pub(super) struct AuthorizeState {
+    pub(super) service: Arc<TokenService>,
+    pub(super) federation: Option<Arc<dyn FederatedLogin>>,
+}
+
+impl FromRef<AuthorizeState> for Arc<TokenService> {
+    fn from_ref(state: &AuthorizeState) -> Self {
+        state.service.clone()
+    }
+}
+
+impl FromRef<AuthorizeState> for Option<Arc<dyn FederatedLogin>> {
+    fn from_ref(state: &AuthorizeState) -> Self {
+        state.federation.clone()
+    }
+}
 
 /// A checked authorization request.
 struct AuthorizationRequest {
@@ -186,6 +205,7 @@ impl TokenService {
 
 pub(super) async fn show_form(
     State(service): State<Arc<TokenService>>,
+    State(federation): State<Option<Arc<dyn FederatedLogin>>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
@@ -204,30 +224,23 @@ pub(super) async fn show_form(
         .and_then(|client| client.login_provider.clone());
     match login_provider {
         None => login_form(&parameters, None),
-        Some(provider) => federate(&service, &provider, request, peer, &headers).await,
+        Some(provider) => federate(federation.as_deref(), &provider, request, peer, &headers).await,
     }
 }
 
 /// Sends the user to log in at the client's upstream provider; `/callback` comes back to
 /// `TokenService::complete_federation`.
 async fn federate(
-    service: &TokenService,
+    federation: Option<&dyn FederatedLogin>,
     provider_name: &str,
     request: AuthorizationRequest,
     peer: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,
 ) -> Response {
-    use crate::http::rejection::Rejection;
-    let Some(app) = service.app() else {
-        return Rejection::Internal.into_response();
+    let Some(federation) = federation else {
+        return crate::http::rejection::Rejection::Internal.into_response();
     };
-    let Some(provider) = app.providers.get(provider_name) else {
-        return Rejection::Internal.into_response();
-    };
-    let Some(base) = app.request_base(peer.ip(), headers) else {
-        return Rejection::BadRequest("missing or invalid Host header".to_owned()).into_response();
-    };
-    let federation = crate::session::FederatedRequest {
+    let request = crate::session::FederatedRequest {
         client_id: request.client_id,
         redirect_uri: request.redirect_uri,
         scopes: request.scopes,
@@ -235,16 +248,9 @@ async fn federate(
         nonce: request.nonce,
         code_challenge: request.code_challenge,
     };
-    match crate::login::begin_login_for(
-        &app,
-        provider,
-        &base,
-        headers,
-        "/".to_owned(),
-        "token_service",
-        Some(federation),
-    )
-    .await
+    match federation
+        .start(provider_name, request, peer, headers)
+        .await
     {
         Ok(response) => response,
         Err((rejection, reason)) => {

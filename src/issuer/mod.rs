@@ -5,6 +5,7 @@
 mod authorize;
 mod clients;
 pub mod errors;
+mod federation;
 mod grants;
 pub mod state;
 
@@ -24,6 +25,7 @@ use crate::token::{self, Claims, Expectations, TokenError};
 
 pub use clients::hash_password;
 pub use errors::IssuerError;
+pub use federation::{FederatedLogin, FederatedLoginFuture};
 pub use grants::grant_life;
 
 pub use state::{CODE_LIFETIME, Principal};
@@ -44,104 +46,9 @@ pub struct TokenService {
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    /// The application, for federated logins (set once after it is built; weak, since the
-    /// application holds this service).
-    app: std::sync::OnceLock<std::sync::Weak<crate::app::AppState>>,
 }
 
 impl TokenService {
-    /// Lets `/authorize` start federated logins through the application's providers.
-    pub fn attach(&self, app: &Arc<crate::app::AppState>) {
-        let _ = self.app.set(Arc::downgrade(app));
-    }
-
-    fn app(&self) -> Option<Arc<crate::app::AppState>> {
-        self.app.get().and_then(std::sync::Weak::upgrade)
-    }
-
-    /// Answers a client's authorization request after the user logged in at its upstream
-    /// provider: a code for `<source>:<upstream sub>` with `name` / `email` carried over.
-    /// Returns where to send the browser.
-    ///
-    /// # Errors
-    /// `InvalidRequest` when the client is gone or the identity has no `sub`.
-    /// Where a federated login the upstream provider refused goes: back to the client with
-    /// the error (RFC 6749 §4.1.2.1), its `state` and this issuer's `iss`. Only the error codes
-    /// of RFC 6749 and OIDC Core pass; anything else becomes `access_denied`.
-    pub fn fail_federation(
-        &self,
-        request: &crate::session::FederatedRequest,
-        upstream_error: &str,
-    ) -> Option<String> {
-        const KNOWN: [&str; 12] = [
-            "access_denied",
-            "invalid_request",
-            "unauthorized_client",
-            "unsupported_response_type",
-            "invalid_scope",
-            "server_error",
-            "temporarily_unavailable",
-            "interaction_required",
-            "login_required",
-            "account_selection_required",
-            "consent_required",
-            "invalid_request_uri",
-        ];
-        let error = KNOWN
-            .iter()
-            .find(|known| **known == upstream_error)
-            .unwrap_or(&"access_denied");
-        let mut params = vec![("error", *error), ("iss", self.issuer())];
-        if let Some(state) = &request.state {
-            params.push(("state", state));
-        }
-        with_query(&request.redirect_uri, &params)
-    }
-
-    pub async fn complete_federation(
-        &self,
-        request: &crate::session::FederatedRequest,
-        claims: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<String, IssuerError> {
-        self.client(&request.client_id)
-            .ok_or_else(|| IssuerError::InvalidRequest("unknown client".to_owned()))?;
-        let sub = claims
-            .get("sub")
-            .and_then(serde_json::Value::as_str)
-            .filter(|sub| !sub.is_empty())
-            .ok_or_else(|| {
-                IssuerError::InvalidRequest("the upstream identity has no sub".to_owned())
-            })?;
-        let carried = ["name", "email", "email_verified", "preferred_username"]
-            .iter()
-            .filter_map(|name| {
-                claims
-                    .get(*name)
-                    .map(|value| ((*name).to_owned(), value.clone()))
-            })
-            .collect();
-        let code = self
-            .store_code(PendingCode {
-                client_id: request.client_id.clone(),
-                redirect_uri: request.redirect_uri.clone(),
-                code_challenge: request.code_challenge.clone(),
-                nonce: request.nonce.clone(),
-                scopes: request.scopes.clone(),
-                principal: Principal::Federated {
-                    sub: sub.to_owned(),
-                    claims: carried,
-                },
-                issued_at: self.now(),
-            })
-            .await?;
-        let mut params = vec![("code", code.as_str()), ("iss", self.issuer())];
-        if let Some(state) = &request.state {
-            params.push(("state", state));
-        }
-        with_query(&request.redirect_uri, &params)
-            .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()))
-    }
-
     /// Builds the service: loads the signing key from `signing_key_file` (generating it there
     /// when the file does not exist) or makes an in-memory key when no file is configured.
     ///
@@ -178,7 +85,6 @@ impl TokenService {
             own_tokens: TokenCache::new(10_000),
             clock,
             metrics,
-            app: std::sync::OnceLock::new(),
         })
     }
 
@@ -205,9 +111,11 @@ impl TokenService {
         format!("{}{path}", self.issuer())
     }
 
-    /// The service's endpoints, by path relative to `mount_path`.
+    /// The service's endpoints, by path relative to `mount_path`. `federation` starts the
+    /// logins of clients with a `login_provider` (without it, their `/authorize` is a 500).
     pub fn routes<S: Clone + Send + Sync + 'static>(
         self: &Arc<Self>,
+        federation: Option<Arc<dyn FederatedLogin>>,
     ) -> Vec<(&'static str, MethodRouter<S>)> {
         vec![
             (
@@ -219,7 +127,10 @@ impl TokenService {
                 "/authorize",
                 get(authorize::show_form)
                     .post(authorize::submit_form)
-                    .with_state(self.clone()),
+                    .with_state(authorize::AuthorizeState {
+                        service: self.clone(),
+                        federation,
+                    }),
             ),
             ("/token", post(grants::token).with_state(self.clone())),
             ("/revoke", post(grants::revoke).with_state(self.clone())),
@@ -434,3 +345,6 @@ fn with_query(base: &str, params: &[(&str, &str)]) -> Option<String> {
     }
     Some(url.to_string())
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::app::AppState;
+use super::LoginFlow;
 use crate::session::error::StoreError;
 use crate::session::store::SessionSelector;
 
@@ -35,7 +35,7 @@ fn answer(status: StatusCode, error: Option<&str>) -> Response {
 
 /// `POST /backchannel-logout`.
 pub async fn backchannel_logout(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<LoginFlow>>,
     body: axum::body::Bytes,
 ) -> Response {
     let token = url::form_urlencoded::parse(&body)
@@ -122,7 +122,7 @@ fn unavailable(error: &StoreError) -> Response {
     )
 }
 
-fn refuse(state: &AppState, reason: &str) -> Response {
+fn refuse(state: &LoginFlow, reason: &str) -> Response {
     state.metrics.request("backchannel_logout", "bad_request");
     tracing::info!(reason, "back-channel logout refused");
     answer(StatusCode::BAD_REQUEST, Some(reason))

@@ -3,6 +3,7 @@
 //! `/signout` ends it, with RP-initiated logout at the provider when it offers it.
 
 pub mod backchannel;
+pub mod federation;
 pub mod redirect;
 
 use std::net::SocketAddr;
@@ -14,15 +15,58 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::http::forwarded::external_base;
+use crate::clock::Clock;
+use crate::http::forwarded::RequestBases;
 use crate::http::rejection::Rejection;
-use crate::metrics::ProviderLabels;
-use crate::oidc::ProviderError;
+use crate::metrics::{Metrics, ProviderLabels};
 use crate::oidc::provider::CredentialError;
-use crate::session::store::SessionError;
-use crate::session::{LoginState, Session, request_cookies};
-use redirect::validate_redirect;
+use crate::oidc::{ProviderError, Providers};
+use crate::session::store::{SessionError, Sessions};
+use crate::session::{CookieAttributes, LoginState, Session, request_cookies};
+use federation::{FederatedAuthorization, FederationError};
+use redirect::{AllowedRedirectDomain, validate_redirect};
+
+/// What the login flow (`/signin`, `/callback`, `/signout`, `/backchannel-logout`, and the
+/// proxy's logins) uses, built once by the wiring.
+pub struct LoginFlow {
+    /// Providers by name.
+    pub providers: Arc<Providers>,
+    /// The provider `/signin` logs in at: forward-auth's.
+    pub signin_provider: Option<Arc<crate::oidc::Provider>>,
+    /// Sessions and login-state cookies, when session secrets are configured.
+    pub sessions: Option<Arc<Sessions>>,
+    /// `server.public_url`.
+    pub public_url: Option<url::Url>,
+    /// The external base URL of each request (its redirect URI's and cookies' origin).
+    pub bases: Arc<RequestBases>,
+    /// `server.allowed_redirect_domains`.
+    pub allowed_redirect_domains: Vec<AllowedRedirectDomain>,
+    /// The hosts of `[[route]]`s: a login's redirect URI may be on one of them.
+    pub route_hosts: Vec<String>,
+    /// `session.lifetime`.
+    pub session_lifetime: std::time::Duration,
+    /// The token service, which answers a federated login `/callback` finishes.
+    pub federation: Option<Arc<dyn FederatedAuthorization>>,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl LoginFlow {
+    /// Where redirects may go for a request served at `base`: the configured domains,
+    /// `public_url`'s host, and the host the request itself was served at.
+    pub fn allowed_redirects(&self, base: &url::Url) -> Vec<AllowedRedirectDomain> {
+        let mut allowed = self.allowed_redirect_domains.clone();
+        allowed.extend(
+            self.public_url
+                .as_ref()
+                .and_then(AllowedRedirectDomain::exact_for),
+        );
+        allowed.extend(AllowedRedirectDomain::exact_for(base));
+        allowed
+    }
+}
 
 /// Query of `/signin` and `/signout`.
 #[derive(Debug, Deserialize)]
@@ -52,7 +96,7 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
     response
 }
 
-fn reject(state: &AppState, role: &'static str, rejection: Rejection, reason: &str) -> Response {
+fn reject(state: &LoginFlow, role: &'static str, rejection: Rejection, reason: &str) -> Response {
     state.metrics.request(role, rejection.result_label());
     tracing::info!(
         role,
@@ -65,7 +109,7 @@ fn reject(state: &AppState, role: &'static str, rejection: Rejection, reason: &s
 
 /// `GET /signin?rd=URL`.
 pub async fn signin(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<LoginFlow>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<RedirectQuery>, axum::extract::rejection::QueryRejection>,
@@ -77,7 +121,7 @@ pub async fn signin(
 }
 
 async fn start_login(
-    state: &AppState,
+    state: &LoginFlow,
     peer: SocketAddr,
     headers: &HeaderMap,
     query: Option<RedirectQuery>,
@@ -88,7 +132,7 @@ async fn start_login(
             "malformed query".to_owned(),
         )
     })?;
-    let (_, provider) = state.forward_auth().ok_or((
+    let provider = state.signin_provider.as_ref().ok_or((
         Rejection::Internal,
         "forward-auth not configured".to_owned(),
     ))?;
@@ -115,7 +159,7 @@ async fn start_login(
 /// # Errors
 /// 502 when the provider cannot be discovered, 500 when sealing fails.
 pub(crate) async fn begin_login(
-    state: &AppState,
+    state: &LoginFlow,
     provider: &crate::oidc::Provider,
     base: &url::Url,
     headers: &HeaderMap,
@@ -129,8 +173,8 @@ pub(crate) async fn begin_login(
 /// `public_url` is not set, may be the redirect URI's host: a loopback address, a route's host,
 /// or a host `allowed_redirect_domains` allows. Anything else would let a `Host: evil.example`
 /// make the provider send the code to another site.
-fn serves_host(state: &AppState, base: &url::Url) -> bool {
-    if state.config.server.public_url.is_some() {
+fn serves_host(state: &LoginFlow, base: &url::Url) -> bool {
+    if state.public_url.is_some() {
         return true;
     }
     let host = match base.host() {
@@ -140,14 +184,8 @@ fn serves_host(state: &AppState, base: &url::Url) -> bool {
         None => return false,
     };
     host == "localhost"
+        || state.route_hosts.contains(&host)
         || state
-            .config
-            .routes
-            .iter()
-            .any(|route| route.host.as_deref() == Some(host.as_str()))
-        || state
-            .config
-            .server
             .allowed_redirect_domains
             .iter()
             .any(|domain| domain.allows(&host, base.port_or_known_default()))
@@ -159,7 +197,7 @@ fn serves_host(state: &AppState, base: &url::Url) -> bool {
 /// # Errors
 /// As `begin_login`.
 pub(crate) async fn begin_login_for(
-    state: &AppState,
+    state: &LoginFlow,
     provider: &crate::oidc::Provider,
     base: &url::Url,
     headers: &HeaderMap,
@@ -218,7 +256,7 @@ pub(crate) async fn begin_login_for(
         .start_login(
             &login,
             &request_cookies(headers),
-            state.cookie_attributes(base),
+            CookieAttributes::for_base(base),
         )
         .map_err(|_| (Rejection::Internal, "cannot seal login state".to_owned()))?;
     state.metrics.request(role, "login_redirect");
@@ -230,7 +268,7 @@ pub(crate) async fn begin_login_for(
 
 /// `GET /callback`.
 pub async fn callback(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<LoginFlow>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
@@ -242,7 +280,7 @@ pub async fn callback(
 }
 
 async fn finish_login(
-    state: &AppState,
+    state: &LoginFlow,
     peer: SocketAddr,
     headers: &HeaderMap,
     query: Option<CallbackQuery>,
@@ -260,7 +298,7 @@ async fn finish_login(
         .ok_or((Rejection::Internal, "no session secrets".to_owned()))?;
     let base = request_base(state, peer, headers)
         .map_err(|rejection| (rejection, "no base URL".to_owned()))?;
-    let attributes = state.cookie_attributes(&base);
+    let attributes = CookieAttributes::for_base(&base);
     let cookies = request_cookies(headers);
     let now = state.clock.now();
     let returned_state = query.state.as_deref().ok_or_else(|| bad("missing state"))?;
@@ -294,12 +332,10 @@ async fn finish_login(
     if let Some(error) = &query.error {
         tracing::info!(provider = %provider.name(), error = %crate::untrusted::bounded(error), "provider refused the login");
         // A federated login answers the token service's client, as its own provider would.
-        let federated = login.federation.as_ref().and_then(|federation| {
-            state
-                .token_service
-                .as_ref()?
-                .fail_federation(federation, error)
-        });
+        let federated = login
+            .federation
+            .as_ref()
+            .and_then(|federation| state.federation.as_ref()?.fail(federation, error));
         let response = match federated {
             Some(location) => crate::http::found(&location),
             None => Rejection::Unauthenticated.into_response(),
@@ -368,26 +404,24 @@ async fn finish_login(
     };
     // The token service's federated login: answer the client, create no session here.
     if let Some(federation) = &login.federation {
-        let service = state.token_service.as_ref().ok_or((
+        let service = state.federation.as_ref().ok_or((
             Rejection::Internal,
             "federated login without a token service".to_owned(),
         ))?;
-        let location = service
-            .complete_federation(federation, &claims)
-            .await
-            .map_err(|error| {
-                if error.is_unavailable() {
-                    (
+        let location =
+            service
+                .complete(federation, &claims)
+                .await
+                .map_err(|error| match error {
+                    FederationError::Unavailable => (
                         Rejection::StoreUnavailable,
                         "federation: token service store unavailable".to_owned(),
-                    )
-                } else {
-                    (
-                        Rejection::BadRequest(error.to_string()),
+                    ),
+                    FederationError::Refused(error) => (
+                        Rejection::BadRequest(error.clone()),
                         format!("federation refused: {error}"),
-                    )
-                }
-            })?;
+                    ),
+                })?;
         state.metrics.signins.get_or_create(&labels).inc();
         state.metrics.request("callback", "federated");
         tracing::info!(provider = %provider.name(), client_id = %federation.client_id, "federated login");
@@ -396,7 +430,7 @@ async fn finish_login(
             vec![clear_state],
         ));
     }
-    let lifetime = i64::try_from(state.config.session.lifetime.as_secs()).unwrap_or(i64::MAX);
+    let lifetime = i64::try_from(state.session_lifetime.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
         provider: provider.name().to_owned(),
         claims: claims.clone(),
@@ -429,7 +463,7 @@ async fn finish_login(
 
 /// `GET /signout?rd=URL`.
 pub async fn signout(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<LoginFlow>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<RedirectQuery>, axum::extract::rejection::QueryRejection>,
@@ -441,7 +475,7 @@ pub async fn signout(
 }
 
 pub(crate) async fn end_session(
-    state: &AppState,
+    state: &LoginFlow,
     peer: SocketAddr,
     headers: &HeaderMap,
     query: Option<RedirectQuery>,
@@ -471,7 +505,11 @@ pub(crate) async fn end_session(
     };
     let cookies = request_cookies(headers);
     let (session, clear) = sessions
-        .end(&cookies, state.clock.now(), state.cookie_attributes(&base))
+        .end(
+            &cookies,
+            state.clock.now(),
+            CookieAttributes::for_base(&base),
+        )
         .await
         .map_err(|error| {
             (
@@ -522,15 +560,12 @@ pub(crate) async fn end_session(
 
 /// The external base URL of a request, or a 400 when it cannot be known.
 fn request_base(
-    state: &AppState,
+    state: &LoginFlow,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<url::Url, Rejection> {
-    external_base(
-        state.config.server.public_url.as_ref(),
-        peer.ip(),
-        headers,
-        &state.config.server.trusted_proxies,
-    )
-    .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
+) -> Result<Arc<url::Url>, Rejection> {
+    state
+        .bases
+        .base(peer.ip(), headers)
+        .ok_or_else(|| Rejection::BadRequest("missing or invalid Host header".to_owned()))
 }

@@ -14,6 +14,9 @@ use crate::jose::KeySet;
 
 pub use provider::Provider;
 
+/// The configured providers by name, built once and shared by the surfaces that use them.
+pub type Providers = std::collections::BTreeMap<String, Arc<Provider>>;
+
 /// The parts of a provider's discovery document Tollgate uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProviderMetadata {

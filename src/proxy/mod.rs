@@ -8,21 +8,48 @@ pub mod pool;
 pub mod routes;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use crate::app::AppState;
+use crate::clock::Clock;
 use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
-use crate::http::forwarded::is_trusted;
+use crate::http::forwarded::{RequestBases, is_trusted};
 use crate::http::rejection::Rejection;
-use crate::identity::{BearerTokens, Identity, IdentityError, authenticate_traced};
+use crate::identity::{BearerTokens, Identity, IdentityError, SessionSource, authenticate_traced};
+use crate::login::LoginFlow;
 use crate::login::redirect::validate_redirect;
+use crate::metrics::Metrics;
+use crate::oidc::Providers;
 use crate::policy::Trace;
+use crate::session::CookieAttributes;
 use forward::{ForwardedFor, forward};
+
+/// What the proxy uses, built once by the wiring.
+pub struct ProxyState {
+    /// The `[[route]]`s.
+    pub routes: routes::RouteTable,
+    /// Providers by name (a route names its provider).
+    pub providers: Arc<Providers>,
+    /// Where session cookies are read.
+    pub sessions: SessionSource,
+    /// Starts logins and ends sessions (`/logout`).
+    pub login: Arc<LoginFlow>,
+    /// The external base URL of each request.
+    pub bases: Arc<RequestBases>,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `session.cookie_name`: Tollgate's cookies never go upstream.
+    pub cookie_name: String,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
 
 /// The canonical host of a request and its route (SPEC §4.1): `Ok(None)` when no route
 /// matches. `path` is the canonical path. `POST /admin/explain` chooses routes with this too.
@@ -30,7 +57,7 @@ use forward::{ForwardedFor, forward};
 /// # Errors
 /// A `Host` that disagrees with the absolute-form target, or is malformed.
 pub fn select_route<'a>(
-    state: &'a AppState,
+    state: &'a ProxyState,
     host_header: Option<&[u8]>,
     authority: Option<&str>,
     path: &str,
@@ -41,7 +68,7 @@ pub fn select_route<'a>(
 }
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
-pub async fn handle(state: &AppState, peer: SocketAddr, mut request: Request) -> Response {
+pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) -> Response {
     // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
@@ -109,7 +136,7 @@ pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMa
 }
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.
-fn refuse(state: &AppState, rejection: Rejection) -> Response {
+fn refuse(state: &ProxyState, rejection: Rejection) -> Response {
     state.metrics.request("proxy", rejection.result_label());
     tracing::info!(role = "proxy", result = rejection.result_label(), reason = %rejection, "decision");
     rejection.into_response()
@@ -140,7 +167,7 @@ pub enum RouteDecision {
 /// The refusal and the reason for the log line.
 #[allow(clippy::too_many_arguments)]
 pub async fn decide_route(
-    state: &AppState,
+    state: &ProxyState,
     route: &RouteConfig,
     method: &Method,
     path: &str,
@@ -197,7 +224,7 @@ pub async fn decide_route(
     let identity = match authenticate_traced(
         headers,
         provider,
-        state.session_access(state.cookie_attributes(base)),
+        state.sessions.access(CookieAttributes::for_base(base)),
         None,
         bearer_tokens,
         state.clock.now(),
@@ -300,13 +327,14 @@ fn unauthenticated_decision(
 }
 
 async fn serve_route(
-    state: &AppState,
+    state: &ProxyState,
     route: &RouteConfig,
     peer: SocketAddr,
     request: Request,
 ) -> RouteResult {
     let base = state
-        .request_base(peer.ip(), request.headers())
+        .bases
+        .base(peer.ip(), request.headers())
         .ok_or_else(|| {
             (
                 Rejection::BadRequest("missing or invalid Host header".to_owned()),
@@ -362,7 +390,7 @@ async fn serve_route(
                 return Ok((response, "pass"));
             }
             let login =
-                crate::login::begin_login(state, provider, &base, &headers, target, "proxy")
+                crate::login::begin_login(&state.login, provider, &base, &headers, target, "proxy")
                     .await?;
             Ok((login, "login_redirect"))
         }
@@ -373,7 +401,7 @@ async fn serve_route(
             let provider = route_provider(state, route)?;
             let target = return_target(&request);
             let response = crate::login::begin_login(
-                state,
+                &state.login,
                 provider,
                 &base,
                 request.headers(),
@@ -387,7 +415,7 @@ async fn serve_route(
 }
 
 fn route_provider<'a>(
-    state: &'a AppState,
+    state: &'a ProxyState,
     route: &RouteConfig,
 ) -> Result<&'a std::sync::Arc<crate::oidc::Provider>, (Rejection, String)> {
     state
@@ -406,7 +434,7 @@ fn return_target(request: &Request) -> String {
 }
 
 async fn logout(
-    state: &AppState,
+    state: &ProxyState,
     peer: SocketAddr,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -415,7 +443,7 @@ async fn logout(
         .find(|(name, _)| name == "rd")
         .map(|(_, value)| value.into_owned());
     crate::login::end_session(
-        state,
+        &state.login,
         peer,
         headers,
         Some(crate::login::RedirectQuery { rd }),
@@ -425,14 +453,14 @@ async fn logout(
 
 /// Adds identity headers, removes Tollgate's cookies, and forwards.
 async fn send(
-    state: &AppState,
+    state: &ProxyState,
     route: &RouteConfig,
     peer: SocketAddr,
     base: &url::Url,
     mut request: Request,
     identity_headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Response, (Rejection, String)> {
-    headers::strip_tollgate_cookies(request.headers_mut(), &state.config.session.cookie_name);
+    headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
         route.headers.iter().map(|(name, _)| name),
@@ -442,7 +470,7 @@ async fn send(
             headers.insert(name, value);
         }
     };
-    let trusted = is_trusted(peer.ip(), &state.config.server.trusted_proxies);
+    let trusted = is_trusted(peer.ip(), &state.trusted_proxies);
     let chain = trusted
         .then(|| {
             request

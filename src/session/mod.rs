@@ -97,6 +97,21 @@ pub struct CookieAttributes {
     pub secure: bool,
 }
 
+impl CookieAttributes {
+    /// The attributes for a request served at `base`: `Secure` unless plain http on loopback.
+    pub fn for_base(base: &url::Url) -> Self {
+        let loopback = match base.host() {
+            Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            None => false,
+        };
+        Self {
+            secure: !(base.scheme() == "http" && loopback),
+        }
+    }
+}
+
 fn set_cookie(
     name: &str,
     value: &str,

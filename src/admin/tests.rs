@@ -1,0 +1,130 @@
+//! The admin endpoints on a router built from an `AdminState` alone, driven with
+//! `tower::ServiceExt::oneshot`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceExt as _;
+
+use super::AdminState;
+use crate::metrics::Metrics;
+use crate::oidc::{Provider, Providers};
+use crate::secret::Secret;
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+fn state(admin_token: Option<&str>, providers: Providers) -> AdminState {
+    AdminState {
+        admin_token: admin_token.map(|token| Secret::new(token.to_owned())),
+        metrics: Arc::new(Metrics::new()),
+        providers: Arc::new(providers),
+        sessions: None,
+        token_service: None,
+    }
+}
+
+async fn get(router: Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = router
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn router(state: AdminState) -> Router {
+    super::routes(Arc::new(state))
+}
+
+#[tokio::test]
+async fn healthz_is_ok() {
+    let (status, body) = get(router(state(None, Providers::new())), "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "ok\n");
+}
+
+#[tokio::test]
+async fn readyz_is_ready_when_nothing_is_waiting_to_be_discovered() {
+    let (status, body) = get(router(state(None, Providers::new())), "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "ready\n");
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_a_provider_that_cannot_be_discovered() {
+    // Port 9 (discard) on loopback: nothing listens, discovery fails at once.
+    let config = crate::config::load(
+        r#"[server]
+listen = "127.0.0.1:0"
+[[provider]]
+name = "down"
+issuer = "http://127.0.0.1:9"
+client_id = "gateway"
+client_auth = "none"
+"#,
+        &Default::default(),
+    )
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let provider_config = config.providers[0].clone();
+    let provider = Provider::new(
+        provider_config.clone(),
+        crate::oidc::client::http_client(provider_config.timeout).unwrap(),
+        None,
+        Arc::new(crate::token::cache::TokenCache::new(16)),
+        Arc::new(crate::clock::SystemClock),
+        60,
+        metrics,
+    );
+    let providers = Providers::from([("down".to_owned(), Arc::new(provider))]);
+    let (status, body) = get(router(state(None, providers)), "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("provider down"), "{body}");
+}
+
+#[tokio::test]
+async fn the_admin_api_is_disabled_without_an_admin_token() {
+    let (status, body) = get(
+        router(state(None, Providers::new())),
+        "/admin/sessions",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("server.admin_token"));
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_admin_token_is_401() {
+    for token in [None, Some("not-the-admin-token")] {
+        let (status, _) = get(
+            router(state(Some(ADMIN_TOKEN), Providers::new())),
+            "/admin/sessions",
+            token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_right_admin_token_reaches_the_session_store() {
+    // Without session secrets there is no server-side store: 409 says so, past the token check.
+    let (status, _) = get(
+        router(state(Some(ADMIN_TOKEN), Providers::new())),
+        "/admin/sessions",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

@@ -1,0 +1,119 @@
+//! `/auth` on a router built from a `ForwardAuthState` alone, driven with
+//! `tower::ServiceExt::oneshot`. The provider is the token service, in-process, so no socket
+//! is opened: its `/token` issues the bearer tokens.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::get;
+
+use super::{AuthQueries, ForwardAuthState};
+use crate::clock::SystemClock;
+use crate::identity::SessionSource;
+use crate::identity::refresh::Refresher;
+use crate::issuer::tests::{ISSUER, client_credentials_token, send, token_service};
+use crate::metrics::Metrics;
+use crate::oidc::Provider;
+use crate::token::cache::TokenCache;
+
+/// The `/auth` router, and the token service's (which issues the tokens `/auth` accepts).
+fn routers() -> (Router, Router) {
+    let config = crate::issuer::tests::config(&format!(
+        r#"[[provider]]
+name = "self"
+issuer = "{ISSUER}"
+client_id = "gateway"
+client_auth = "none"
+audiences = ["api"]
+[forward_auth]
+provider = "self"
+[session]
+secrets = ["forward-auth-tests-session-secret-0123456789"]
+[[token_service.client]]
+client_id = "gateway"
+grants = ["authorization_code"]
+redirect_uris = ["{ISSUER}/callback"]
+source = "local"
+"#
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let service = token_service(&config, &metrics);
+    let provider = Arc::new(Provider::new(
+        config.providers[0].clone(),
+        crate::oidc::client::http_client(config.providers[0].timeout).unwrap(),
+        Some(service.clone()),
+        Arc::new(TokenCache::new(16)),
+        Arc::new(SystemClock),
+        60,
+        metrics.clone(),
+    ));
+    let state = ForwardAuthState {
+        forward_auth: Some((config.forward_auth.clone().unwrap(), provider)),
+        sessions: SessionSource {
+            sessions: None,
+            refresher: Refresher::new(false, std::time::Duration::ZERO, metrics.clone()),
+        },
+        token_service: Some(service.clone()),
+        trusted_proxies: Vec::new(),
+        public_url: None,
+        clock: Arc::new(SystemClock),
+        metrics,
+        queries: AuthQueries::default(),
+    };
+    let auth = Router::new()
+        .route("/auth", get(super::auth))
+        .with_state(Arc::new(state));
+    (auth, crate::issuer::tests::router(&service))
+}
+
+fn auth_request(query: &str, token: Option<&str>) -> Request<Body> {
+    let mut request = Request::get(format!("/auth{query}"));
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_bearer_token_is_allowed() {
+    let (auth, issuer) = routers();
+    let token = client_credentials_token(&issuer).await;
+    let (status, _, _) = send(&auth, auth_request("", Some(&token))).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn no_credential_is_401_with_a_bearer_challenge() {
+    let (auth, _) = routers();
+    let (status, headers, _) = send(&auth, auth_request("", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+}
+
+#[tokio::test]
+async fn a_claim_rule_the_token_fails_is_403() {
+    let (auth, issuer) = routers();
+    let token = client_credentials_token(&issuer).await;
+    let (status, headers, _) = send(&auth, auth_request("?sub=nobody", Some(&token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_query_is_400_before_any_credential() {
+    let (auth, _) = routers();
+    let (status, _, _) = send(&auth, auth_request("?skip-auth=GET,(", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

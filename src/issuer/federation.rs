@@ -1,0 +1,155 @@
+//! Federated login for clients with a `login_provider`: `/authorize` asks a `FederatedLogin`
+//! (implemented by the wiring, handed to the endpoints when they are built) to send the user
+//! to the upstream provider; `/callback` comes back through the login flow's
+//! `FederatedAuthorization`, which this service implements, and the client gets a code.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::state::PendingCode;
+use super::{IssuerError, Principal, TokenService, with_query};
+use crate::http::rejection::Rejection;
+use crate::login::federation::{FederatedAuthorization, FederationError, FederationFuture};
+use crate::session::FederatedRequest;
+
+/// The future `FederatedLogin::start` returns: the redirect to the provider, or the refusal
+/// and the reason for the log line.
+pub type FederatedLoginFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Response, (Rejection, String)>> + Send + 'a>>;
+
+/// Starts a login at an upstream provider on behalf of a client's authorization request.
+pub trait FederatedLogin: Send + Sync {
+    /// Sends the browser that sent `headers` from `peer` to log in at `provider`; the login
+    /// state carries `request`, so `/callback` answers the client.
+    fn start<'a>(
+        &'a self,
+        provider: &'a str,
+        request: FederatedRequest,
+        peer: SocketAddr,
+        headers: &'a HeaderMap,
+    ) -> FederatedLoginFuture<'a>;
+}
+
+/// The error codes of RFC 6749 and OIDC Core that pass from an upstream refusal to the client.
+const KNOWN_ERRORS: [&str; 12] = [
+    "access_denied",
+    "invalid_request",
+    "unauthorized_client",
+    "unsupported_response_type",
+    "invalid_scope",
+    "server_error",
+    "temporarily_unavailable",
+    "interaction_required",
+    "login_required",
+    "account_selection_required",
+    "consent_required",
+    "invalid_request_uri",
+];
+
+impl TokenService {
+    /// Whether any client logs its users in at an upstream provider (then `/callback` is
+    /// needed on the public listener).
+    pub fn federates(&self) -> bool {
+        self.config
+            .clients
+            .iter()
+            .any(|client| client.login_provider.is_some())
+    }
+
+    /// Where a federated login the upstream provider refused goes: back to the client with
+    /// the error (RFC 6749 §4.1.2.1), its `state` and this issuer's `iss`. Only the error codes
+    /// of RFC 6749 and OIDC Core pass; anything else becomes `access_denied`.
+    pub fn fail_federation(
+        &self,
+        request: &FederatedRequest,
+        upstream_error: &str,
+    ) -> Option<String> {
+        let error = KNOWN_ERRORS
+            .iter()
+            .find(|known| **known == upstream_error)
+            .unwrap_or(&"access_denied");
+        let mut params = vec![("error", *error), ("iss", self.issuer())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        with_query(&request.redirect_uri, &params)
+    }
+
+    /// Answers a client's authorization request after the user logged in at its upstream
+    /// provider: a code for `<source>:<upstream sub>` with `name` / `email` carried over.
+    /// Returns where to send the browser.
+    ///
+    /// # Errors
+    /// `InvalidRequest` when the client is gone or the identity has no `sub`.
+    pub async fn complete_federation(
+        &self,
+        request: &FederatedRequest,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, IssuerError> {
+        self.client(&request.client_id)
+            .ok_or_else(|| IssuerError::InvalidRequest("unknown client".to_owned()))?;
+        let sub = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .filter(|sub| !sub.is_empty())
+            .ok_or_else(|| {
+                IssuerError::InvalidRequest("the upstream identity has no sub".to_owned())
+            })?;
+        let carried = ["name", "email", "email_verified", "preferred_username"]
+            .iter()
+            .filter_map(|name| {
+                claims
+                    .get(*name)
+                    .map(|value| ((*name).to_owned(), value.clone()))
+            })
+            .collect();
+        let code = self
+            .store_code(PendingCode {
+                client_id: request.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                nonce: request.nonce.clone(),
+                scopes: request.scopes.clone(),
+                principal: Principal::Federated {
+                    sub: sub.to_owned(),
+                    claims: carried,
+                },
+                issued_at: self.now(),
+            })
+            .await?;
+        let mut params = vec![("code", code.as_str()), ("iss", self.issuer())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        with_query(&request.redirect_uri, &params)
+            .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()))
+    }
+}
+
+impl FederatedAuthorization for TokenService {
+    fn complete<'a>(
+        &'a self,
+        request: &'a FederatedRequest,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> FederationFuture<'a> {
+        Box::pin(async move {
+            self.complete_federation(request, claims)
+                .await
+                .map_err(|error| {
+                    if error.is_unavailable() {
+                        FederationError::Unavailable
+                    } else {
+                        FederationError::Refused(error.to_string())
+                    }
+                })
+        })
+    }
+
+    fn fail(&self, request: &FederatedRequest, upstream_error: &str) -> Option<String> {
+        self.fail_federation(request, upstream_error)
+    }
+}

@@ -1,0 +1,184 @@
+//! The token service's endpoints on a router built from the service alone (no app, no
+//! listener), driven with `tower::ServiceExt::oneshot`. The helpers serve the other surfaces'
+//! handler tests, which need a token service as an in-process provider.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use base64::Engine as _;
+use tower::ServiceExt as _;
+
+use super::TokenService;
+use super::state::memory::MemoryState;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// The issuer URL of the test token service.
+pub(crate) const ISSUER: &str = "https://issuer.test";
+
+/// A config with a token service that has one `client_credentials` client, `machine` (secret
+/// `machine-secret`, audience `api`); `extra` (more tables) goes at the end.
+pub(crate) fn config(extra: &str) -> Config {
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[token_service]
+issuer = "{ISSUER}"
+[[token_service.client]]
+client_id = "machine"
+client_secret_hash = "{hash}"
+grants = ["client_credentials"]
+source = "myapi"
+audience = "api"
+{extra}
+"#,
+        hash = super::hash_password("machine-secret").unwrap(),
+    );
+    crate::config::load(&text, &BTreeMap::new()).unwrap()
+}
+
+/// The token service of `config`, keeping its state in memory.
+pub(crate) fn token_service(config: &Config, metrics: &Arc<Metrics>) -> Arc<TokenService> {
+    Arc::new(
+        TokenService::new(
+            config.token_service.clone().unwrap(),
+            Arc::new(MemoryState::default()),
+            Vec::new(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+        )
+        .unwrap(),
+    )
+}
+
+/// The service's endpoints at the root, without federated logins.
+pub(crate) fn router(service: &Arc<TokenService>) -> Router {
+    service
+        .routes(None)
+        .into_iter()
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
+}
+
+/// Sends `request` as if from 127.0.0.1 and reads the whole answer.
+pub(crate) async fn send(
+    router: &Router,
+    mut request: Request<Body>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let response = router.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn token_request(client_id: &str, secret: &str) -> Request<Body> {
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    Request::post("/token")
+        .header(header::AUTHORIZATION, format!("Basic {credentials}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("grant_type=client_credentials"))
+        .unwrap()
+}
+
+/// An access token for `machine`, from `/token`.
+pub(crate) async fn client_credentials_token(router: &Router) -> String {
+    let (status, _, body) = send(router, token_request("machine", "machine-secret")).await;
+    assert_eq!(status, StatusCode::OK);
+    let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+fn test_router() -> Router {
+    let config = config("");
+    router(&token_service(&config, &Arc::new(Metrics::new())))
+}
+
+#[tokio::test]
+async fn discovery_names_this_issuer_and_its_endpoints() {
+    let (status, headers, body) =
+        send(&test_router(), get("/.well-known/openid-configuration")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=300");
+    let document: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(document["issuer"], ISSUER);
+    assert_eq!(document["token_endpoint"], format!("{ISSUER}/token"));
+    assert_eq!(document["jwks_uri"], format!("{ISSUER}/jwks"));
+    assert_eq!(
+        document["authorization_response_iss_parameter_supported"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn jwks_publishes_the_signing_key() {
+    let (status, _, body) = send(&test_router(), get("/jwks")).await;
+    assert_eq!(status, StatusCode::OK);
+    let document: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let keys = document["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0]["kid"].is_string());
+}
+
+#[tokio::test]
+async fn client_credentials_issue_an_access_token_for_the_clients_audience() {
+    let config = config("");
+    let service = token_service(&config, &Arc::new(Metrics::new()));
+    let router = router(&service);
+    let (status, headers, body) = send(&router, token_request("machine", "machine-secret")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    let claims = service
+        .validate_own_access_token(tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims.get("aud").unwrap(), "api");
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_invalid_client() {
+    let (status, headers, body) =
+        send(&test_router(), token_request("machine", "not-the-secret")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn a_federated_client_without_a_federated_login_is_a_server_error() {
+    let mut config = config("");
+    let service_config = config.token_service.as_mut().unwrap();
+    let mut corp_app = service_config.clients[0].clone();
+    corp_app.client_id = "corp-app".to_owned();
+    corp_app.grants = vec![crate::config::GrantType::AuthorizationCode];
+    corp_app.redirect_uris = vec!["https://corp-app.example/cb".to_owned()];
+    corp_app.login_provider = Some("corp".to_owned());
+    service_config.clients.push(corp_app);
+    let router = router(&token_service(&config, &Arc::new(Metrics::new())));
+    let (status, _, _) = send(
+        &router,
+        get("/authorize?response_type=code&client_id=corp-app&redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb&state=s"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
