@@ -15,7 +15,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 cargo build --release --locked --bin tollgate >/dev/null
-tollgate=./target/release/tollgate
+tollgate=${CARGO_TARGET_DIR:-./target}/release/tollgate
 
 work=$(mktemp -d "/tmp/tollgate-$WORK_NAME.XXXXXX")
 pids=()

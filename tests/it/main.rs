@@ -8,6 +8,8 @@
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
 //! - `token_service_replicas`: two token-service replicas on one Redis (standalone, Cluster)
 //!   behave as one (SPEC §12).
+//! - `rotation`: a rolling two-phase rotation of the signing key and the session secrets over
+//!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
@@ -29,6 +31,7 @@ mod provider_faults;
 mod proxy;
 mod redis_sessions;
 mod refresh;
+mod rotation;
 mod sessions;
 mod soak;
 mod support;
