@@ -1,7 +1,10 @@
 //! Where log lines go (SPEC §11): formatted on the request's thread, handed to a bounded
 //! in-memory queue, written to standard error by one writer thread. A full queue (a reader that
 //! stopped reading, a full pipe) drops the line and counts it — a request never waits on the log.
-//! `tollgate_log_lines_dropped_total` reports the count.
+//! `tollgate_log_lines_dropped_total` reports the count. The writer thread writes through a
+//! buffer that it flushes whenever the queue runs empty: under load one `write` carries many
+//! lines (a system call per line cost `/auth` about a third of its throughput on two cores),
+//! and when idle a line is out at once.
 
 use std::sync::OnceLock;
 
@@ -9,6 +12,9 @@ use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGua
 
 /// Lines the queue holds before new ones are dropped.
 const QUEUED_LINES: usize = 16_384;
+
+/// Bytes the writer thread gathers before it writes (it also writes when the queue is empty).
+const WRITE_BUFFER: usize = 64 * 1024;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
@@ -26,10 +32,11 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("tollgate-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr()));
     let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     if json {
         builder.json().flatten_event(true).init();
