@@ -32,7 +32,10 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("tollgate-log")
-        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            std::io::stderr(),
+        ));
     let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
