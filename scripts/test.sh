@@ -29,7 +29,7 @@ echo "== unit and integration tests"
 cargo test --locked
 
 echo "== fuzzing: every parser of attacker input, bounded in time"
-FUZZ_SECONDS="${FUZZ_SECONDS:-45}" ./scripts/fuzz.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 
 echo "== end to end: nginx, Caddy and haproxy in front of Tollgate (one and three replicas, Redis Cluster and Sentinel), oidc-provider, headless Chromium"
 # `cargo test` has built target/debug/tollgate for the CLI tests (with the same features).

@@ -1,6 +1,7 @@
 //! What lets replicas refresh a session once between them (SPEC §12): a short lease per
 //! session (`SET … NX PX`, held by a random holder value, released only by its holder) and a
-//! compare-and-set write that stores a refreshed session only over the exact value it read.
+//! compare-and-set write that stores a refreshed session only over the exact value it read,
+//! answered only once a replica has it too (when the master has replicas).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,17 +101,24 @@ impl RedisStore {
         let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
         self.changed(id);
-        let written: i64 = self
-            .run(
-                redis::cmd("EVAL")
-                    .arg(COMPARE_AND_SET)
-                    .arg(1)
-                    .arg(self.key(id))
-                    .arg(seen)
-                    .arg(bytes)
-                    .arg(ttl),
-            )
-            .await?;
+        let key = self.key(id);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("EVAL")
+            .arg(COMPARE_AND_SET)
+            .arg(1)
+            .arg(&key)
+            .arg(seen)
+            .arg(bytes)
+            .arg(ttl);
+        // Confirmed like a logout: a refreshed session lost in a failover would bring back the
+        // refresh token it spent, and a provider that rotates refuses that token and may end
+        // the whole grant.
+        let (written,): (i64,) = self
+            .connection
+            .query_confirmed(key.as_bytes(), &pipeline)
+            .await
+            .map_err(|error| self.failed(&error))?;
         Ok(written == 1)
     }
 }
