@@ -160,29 +160,59 @@ impl RedisState {
         ])
     }
 
-    async fn revoke_redemption(&self, used: &Redemption, now: UnixTime) -> Result<(), StateError> {
-        if let Some(grant_id) = &used.grant_id {
-            let command = redis::cmd("SET")
-                .arg(self.revoked_key(grant_id))
-                .arg(1)
-                .arg("EX")
-                .arg(self.grant_life)
-                .to_owned();
-            self.connection
-                .query::<()>(&command)
-                .await
-                .map_err(|error| unavailable(&error))?;
-        }
+    /// `SET key value EX seconds`.
+    async fn set_expiring(
+        &self,
+        key: String,
+        value: impl redis::ToRedisArgs,
+        seconds: i64,
+    ) -> Result<(), StateError> {
         let command = redis::cmd("SET")
-            .arg(self.jti_key(&used.access_jti, used.grant_id.as_deref()))
-            .arg(1)
+            .arg(key)
+            .arg(value)
             .arg("EX")
-            .arg(seconds_until(used.access_expires_at, now))
+            .arg(seconds)
             .to_owned();
         self.connection
             .query::<()>(&command)
             .await
             .map_err(|error| unavailable(&error))
+    }
+
+    /// Runs a refresh-token script (`USE_REFRESH`, `REVOKE_REFRESH`) on the token's keys;
+    /// `None` for a malformed token.
+    async fn on_refresh_token<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Option<T>, StateError> {
+        let Some(keys) = self.refresh_keys(token) else {
+            return Ok(None);
+        };
+        let mut invocation = script.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg(client_id).arg(self.grant_life);
+        self.connection
+            .invoke(&invocation)
+            .await
+            .map(Some)
+            .map_err(|error| unavailable(&error))
+    }
+
+    async fn revoke_redemption(&self, used: &Redemption, now: UnixTime) -> Result<(), StateError> {
+        if let Some(grant_id) = &used.grant_id {
+            self.set_expiring(self.revoked_key(grant_id), 1, self.grant_life)
+                .await?;
+        }
+        self.set_expiring(
+            self.jti_key(&used.access_jti, used.grant_id.as_deref()),
+            1,
+            seconds_until(used.access_expires_at, now),
+        )
+        .await
     }
 }
 
@@ -203,16 +233,8 @@ struct GrantRecord {
 impl IssuerState for RedisState {
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            let command = redis::cmd("SET")
-                .arg(self.code_key(code))
-                .arg(encode(pending)?)
-                .arg("EX")
-                .arg(CODE_LIFETIME)
-                .to_owned();
-            self.connection
-                .query::<()>(&command)
+            self.set_expiring(self.code_key(code), encode(pending)?, CODE_LIFETIME)
                 .await
-                .map_err(|error| unavailable(&error))
         })
     }
 
@@ -317,19 +339,12 @@ impl IssuerState for RedisState {
         _now: UnixTime,
     ) -> StateFuture<'a, RefreshUse> {
         Box::pin(async move {
-            let Some(keys) = self.refresh_keys(token) else {
+            let Some(answer) = self
+                .on_refresh_token::<Vec<String>>(&self.use_refresh, token, client_id)
+                .await?
+            else {
                 return Ok(RefreshUse::Invalid);
             };
-            let mut invocation = self.use_refresh.prepare_invoke();
-            for key in &keys {
-                invocation.key(key);
-            }
-            invocation.arg(client_id).arg(self.grant_life);
-            let answer: Vec<String> = self
-                .connection
-                .invoke(&invocation)
-                .await
-                .map_err(|error| unavailable(&error))?;
             match answer.as_slice() {
                 [kind, record] if kind == "fresh" => {
                     let record: GrantRecord = decode(record)?;
@@ -355,20 +370,10 @@ impl IssuerState for RedisState {
         client_id: &'a str,
     ) -> StateFuture<'a, bool> {
         Box::pin(async move {
-            let Some(keys) = self.refresh_keys(token) else {
-                return Ok(false);
-            };
-            let mut invocation = self.revoke_refresh.prepare_invoke();
-            for key in &keys {
-                invocation.key(key);
-            }
-            invocation.arg(client_id).arg(self.grant_life);
-            let revoked: i64 = self
-                .connection
-                .invoke(&invocation)
-                .await
-                .map_err(|error| unavailable(&error))?;
-            Ok(revoked == 1)
+            let revoked: Option<i64> = self
+                .on_refresh_token(&self.revoke_refresh, token, client_id)
+                .await?;
+            Ok(revoked == Some(1))
         })
     }
 
@@ -380,16 +385,8 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            let command = redis::cmd("SET")
-                .arg(self.jti_key(jti, sid))
-                .arg(1)
-                .arg("EX")
-                .arg(seconds_until(expires_at, now))
-                .to_owned();
-            self.connection
-                .query::<()>(&command)
+            self.set_expiring(self.jti_key(jti, sid), 1, seconds_until(expires_at, now))
                 .await
-                .map_err(|error| unavailable(&error))
         })
     }
 
