@@ -212,7 +212,7 @@ fn parse_pkcs8(der: &[u8]) -> Result<KeyPair, ClientKeyError> {
         return Ok(KeyPair::Ecdsa(key_pair));
     }
     Err(ClientKeyError::Unusable(
-        "the PKCS#8 private key is not RSA (2048 bits or more) or EC P-256",
+        "the PKCS#8 private key is not RSA of 2048 bits or more (RS256, PS256) or EC P-256 (ES256)",
     ))
 }
 

@@ -103,7 +103,7 @@ fn each_mistake_is_one_problem_at_its_key() {
         ),
         (
             format!("client_auth = \"private_key_jwt\"\nclient_key_file = \"{garbage}\""),
-            "provider[0].client_key_file: the PKCS#8 private key is not RSA (2048 bits or more) or EC P-256",
+            "provider[0].client_key_file: the PKCS#8 private key is not RSA of 2048 bits or more (RS256, PS256) or EC P-256 (ES256)",
         ),
         (
             format!(

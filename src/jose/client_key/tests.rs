@@ -187,11 +187,11 @@ fn unusable_files_are_refused_with_the_reason() {
         (pem("PUBLIC KEY", b"x"), "no PRIVATE KEY"),
         (
             pem("PRIVATE KEY", b"garbage"),
-            "not RSA (2048 bits or more) or EC P-256",
+            "not RSA of 2048 bits or more (RS256, PS256) or EC P-256 (ES256)",
         ),
         (
             pem("PRIVATE KEY", p384.to_pkcs8v1().unwrap().as_ref()),
-            "not RSA (2048 bits or more) or EC P-256",
+            "not RSA of 2048 bits or more (RS256, PS256) or EC P-256 (ES256)",
         ),
         (
             pem("RSA PRIVATE KEY", b"garbage"),
