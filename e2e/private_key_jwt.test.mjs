@@ -3,7 +3,8 @@
 // algorithm; Chromium logs in through Tollgate's proxy, the session is refreshed, and an opaque
 // access token is introspected, for an RSA key signing RS256, an RSA key signing PS256 and a
 // P-256 key signing ES256 (keys made here with node's crypto). A key the provider does not know
-// gets a clear 401 at the callback and no session.
+// gets a clear 401 at the callback and no session; a key of no algorithm the provider lists
+// gets no request sent and a 502. `client_assertion_audience` is tested both ways.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -39,7 +40,7 @@ function keyPair(type, pemType) {
  * `alg` by the key whose public half is `registered`, and one Tollgate signing with
  * `configured` (its PEM) as `kid`, proxying to an upstream that echoes its headers.
  */
-async function startPair({ name, alg, registered, configured, kid, clientAuthSigningAlgValues }) {
+async function startPair({ name, alg, registered, configured, kid, clientAuthSigningAlgValues, audience = 'issuer' }) {
   const ports = {};
   for (const part of ['provider', 'upstream', 'tollgate', 'admin']) ports[part] = await freePort();
   const origin = `http://127.0.0.1:${ports.tollgate}`;
@@ -77,6 +78,7 @@ client_id = "tollgate"
 client_auth = "private_key_jwt"
 client_key_file = "${keyFile}"
 client_key_id = "${kid}"
+client_assertion_audience = "${audience}"
 scopes = ["openid", "email", "profile"]
 introspection = true
 audiences = ["tollgate"]
@@ -115,12 +117,15 @@ provider = "op"
   };
 }
 
-/** What every assertion must be (RFC 7523 §3), whichever endpoint it went to. */
-function checkAssertion(pair, { header, claims }, alg, kid) {
+/**
+ * What every assertion must be (RFC 7523 §3), whichever endpoint it went to: `aud` is the
+ * issuer, or with `client_assertion_audience = "token_endpoint"` the endpoint's URL.
+ */
+function checkAssertion(pair, { header, claims, path }, alg, kid, audience) {
   assert.deepEqual(header, { alg, typ: 'JWT', kid });
   assert.equal(claims.iss, 'tollgate');
   assert.equal(claims.sub, 'tollgate');
-  assert.equal(claims.aud, pair.provider.issuer, 'aud is the issuer by default');
+  assert.equal(claims.aud, audience === 'issuer' ? pair.provider.issuer : `${pair.provider.issuer}${path}`);
   assert.equal(typeof claims.jti, 'string');
   assert.ok(claims.exp > claims.iat && claims.exp - claims.iat <= 60, `short-lived: ${JSON.stringify(claims)}`);
 }
@@ -130,25 +135,25 @@ const cases = [
   { name: 'rs256', alg: 'RS256', type: 'rsa', pemType: 'pkcs1', clientAuthSigningAlgValues: ['RS256', 'ES256'] },
   // An RSA key where discovery lists PS256 (oidc-provider's default list): PS256.
   { name: 'ps256', alg: 'PS256', type: 'rsa', pemType: 'pkcs8' },
-  // A P-256 key in SEC 1 form: ES256.
-  { name: 'es256', alg: 'ES256', type: 'ec', pemType: 'sec1' },
+  // A P-256 key in SEC 1 form: ES256; `aud` the endpoint's URL.
+  { name: 'es256', alg: 'ES256', type: 'ec', pemType: 'sec1', audience: 'token_endpoint' },
 ];
 
-for (const { name, alg, type, pemType, clientAuthSigningAlgValues } of cases) {
+for (const { name, alg, type, pemType, clientAuthSigningAlgValues, audience = 'issuer' } of cases) {
   describe(`private_key_jwt with ${alg}`, () => {
     let pair;
     const kid = `tollgate-${name}`;
 
     before(async () => {
       const key = keyPair(type, pemType);
-      pair = await startPair({ name, alg, registered: key.jwk, configured: key.pem, kid, clientAuthSigningAlgValues });
+      pair = await startPair({ name, alg, registered: key.jwk, configured: key.pem, kid, clientAuthSigningAlgValues, audience });
     });
 
     after(async () => {
       await pair?.close();
     });
 
-    test(`login, refresh and introspection authenticate with ${alg} assertions`, async () => {
+    test(`login, refresh and introspection authenticate with ${alg} assertions (aud: ${audience})`, async () => {
       const { origin, provider } = pair;
       const context = await browser.newContext();
       const page = await context.newPage();
@@ -180,7 +185,7 @@ for (const { name, alg, type, pemType, clientAuthSigningAlgValues } of cases) {
       assert.ok(tokenCalls.length >= 2, `code exchange and refresh: ${tokenCalls.length}`);
       assert.equal(introspections.length, 1, 'one introspection (then cached)');
       assert.equal(introspections[0].status, 200);
-      for (const entry of [...tokenCalls, ...introspections]) checkAssertion(pair, entry, alg, kid);
+      for (const entry of [...tokenCalls, ...introspections]) checkAssertion(pair, entry, alg, kid, audience);
       const jtis = provider.assertions.map((entry) => entry.claims.jti);
       assert.equal(new Set(jtis).size, jtis.length, 'a new jti every time');
       for (const { assertion } of provider.assertions) {
@@ -226,6 +231,35 @@ describe('private_key_jwt with a key the provider does not know', () => {
     const again = await context.request.get(`${origin}/app/first`, { maxRedirects: 0 });
     assert.equal(again.status(), 302, 'still no session: back to the login');
     assert.ok((again.headers().location ?? '').startsWith(provider.issuer));
+    await context.close();
+  });
+});
+
+describe('private_key_jwt with a key of no algorithm the provider lists', () => {
+  let pair;
+
+  before(async () => {
+    const key = keyPair('rsa', 'pkcs8');
+    pair = await startPair({
+      name: 'no-alg', alg: 'ES256', registered: key.jwk, configured: key.pem, kid: 'tollgate-rsa', clientAuthSigningAlgValues: ['ES256'],
+    });
+  });
+
+  after(async () => {
+    await pair?.close();
+  });
+
+  test('an RSA key where discovery lists only ES256: no request is sent, the callback answers 502 saying why', async () => {
+    const { origin, provider } = pair;
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${origin}/app/first`);
+    const callback = page.waitForResponse((response) => new URL(response.url()).pathname === '/callback');
+    await logIn(page, origin, 'finn');
+    assert.equal((await callback).status(), 502);
+    assert.deepEqual(provider.grants, [], 'the token endpoint was not called');
+    assert.deepEqual(provider.assertions, []);
+    assert.match(pair.tollgate.output, /the provider accepts client assertions signed with ES256, none of this key's PS256, RS256/);
     await context.close();
   });
 });
