@@ -4,10 +4,12 @@
 // access token is introspected, for an RSA key signing RS256, an RSA key signing PS256 and a
 // P-256 key signing ES256 (keys made here with node's crypto). A key the provider does not know
 // gets a clear 401 at the callback and no session; a key of no algorithm the provider lists
-// gets no request sent and a 502. `client_assertion_audience` is tested both ways.
+// gets no request sent and a 502. `client_assertion_audience` is tested both ways, and an
+// openssl certificate beside the PS256 key gives the `x5t#S256` header.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { X509Certificate, createHash, generateKeyPairSync } from 'node:crypto';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
 import { logIn, startProvider } from './provider.mjs';
@@ -33,6 +35,19 @@ function keyPair(type, pemType) {
     pem: privateKey.export({ format: 'pem', type: pemType }),
     jwk: publicKey.export({ format: 'jwk' }),
   };
+}
+
+/**
+ * A self-signed certificate of `key` made by openssl, appended to its PEM (what Entra ID's
+ * recipe does), and its SHA-256 thumbprint (`x5t#S256`) computed here.
+ */
+function withCertificate(key) {
+  const dir = tempDir('pkjwt-certificate');
+  const keyFile = write(dir, 'key.pem', key.pem);
+  const certificate = execFileSync(requireProgram('/usr/bin/openssl'),
+    ['req', '-new', '-x509', '-key', keyFile, '-subj', '/CN=tollgate', '-days', '1'], { encoding: 'utf8' });
+  const thumbprint = createHash('sha256').update(new X509Certificate(certificate).raw).digest('base64url');
+  return { ...key, pem: `${key.pem}${certificate}`, thumbprint };
 }
 
 /**
@@ -121,8 +136,8 @@ provider = "op"
  * What every assertion must be (RFC 7523 §3), whichever endpoint it went to: `aud` is the
  * issuer, or with `client_assertion_audience = "token_endpoint"` the endpoint's URL.
  */
-function checkAssertion(pair, { header, claims, path }, alg, kid, audience) {
-  assert.deepEqual(header, { alg, typ: 'JWT', kid });
+function checkAssertion(pair, { header, claims, path }, alg, kid, audience, thumbprint) {
+  assert.deepEqual(header, { alg, typ: 'JWT', kid, ...(thumbprint ? { 'x5t#S256': thumbprint } : {}) });
   assert.equal(claims.iss, 'tollgate');
   assert.equal(claims.sub, 'tollgate');
   assert.equal(claims.aud, audience === 'issuer' ? pair.provider.issuer : `${pair.provider.issuer}${path}`);
@@ -133,19 +148,22 @@ function checkAssertion(pair, { header, claims, path }, alg, kid, audience) {
 const cases = [
   // An RSA key where discovery lists RS256 but not PS256: RS256.
   { name: 'rs256', alg: 'RS256', type: 'rsa', pemType: 'pkcs1', clientAuthSigningAlgValues: ['RS256', 'ES256'] },
-  // An RSA key where discovery lists PS256 (oidc-provider's default list): PS256.
-  { name: 'ps256', alg: 'PS256', type: 'rsa', pemType: 'pkcs8' },
+  // An RSA key where discovery lists PS256 (oidc-provider's default list): PS256; its
+  // certificate in the key file gives `x5t#S256`.
+  { name: 'ps256', alg: 'PS256', type: 'rsa', pemType: 'pkcs8', certificate: true },
   // A P-256 key in SEC 1 form: ES256; `aud` the endpoint's URL.
   { name: 'es256', alg: 'ES256', type: 'ec', pemType: 'sec1', audience: 'token_endpoint' },
 ];
 
-for (const { name, alg, type, pemType, clientAuthSigningAlgValues, audience = 'issuer' } of cases) {
+for (const { name, alg, type, pemType, clientAuthSigningAlgValues, audience = 'issuer', certificate = false } of cases) {
   describe(`private_key_jwt with ${alg}`, () => {
     let pair;
+    let thumbprint;
     const kid = `tollgate-${name}`;
 
     before(async () => {
-      const key = keyPair(type, pemType);
+      const key = certificate ? withCertificate(keyPair(type, pemType)) : keyPair(type, pemType);
+      ({ thumbprint } = key);
       pair = await startPair({ name, alg, registered: key.jwk, configured: key.pem, kid, clientAuthSigningAlgValues, audience });
     });
 
@@ -185,7 +203,7 @@ for (const { name, alg, type, pemType, clientAuthSigningAlgValues, audience = 'i
       assert.ok(tokenCalls.length >= 2, `code exchange and refresh: ${tokenCalls.length}`);
       assert.equal(introspections.length, 1, 'one introspection (then cached)');
       assert.equal(introspections[0].status, 200);
-      for (const entry of [...tokenCalls, ...introspections]) checkAssertion(pair, entry, alg, kid, audience);
+      for (const entry of [...tokenCalls, ...introspections]) checkAssertion(pair, entry, alg, kid, audience, thumbprint);
       const jtis = provider.assertions.map((entry) => entry.claims.jti);
       assert.equal(new Set(jtis).size, jtis.length, 'a new jti every time');
       for (const { assertion } of provider.assertions) {

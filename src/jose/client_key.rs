@@ -79,7 +79,7 @@ impl ClientKey {
     ///
     /// # Errors
     /// `Unusable` naming what is wrong: no key, an encrypted key, RSA under 2048 bits, another
-    /// curve or key type.
+    /// curve or key type, a certificate of another key.
     pub fn from_pem(pem: &[u8], kid: Option<String>) -> Result<Self, ClientKeyError> {
         let text = std::str::from_utf8(pem)
             .map_err(|_| ClientKeyError::Unusable("the key file is not PEM text"))?;
@@ -121,6 +121,20 @@ impl ClientKey {
         let key_pair = key_pair.ok_or(ClientKeyError::Unusable(
             "no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block in the key file",
         ))?;
+        if let Some((_, certificate)) = blocks.iter().find(|(label, _)| *label == "CERTIFICATE") {
+            // The certificate's subjectPublicKey BIT STRING holds exactly these bytes (RFC 5280
+            // §4.1.2.7; RFC 8017 A.1.1 for RSA, RFC 5480 §2.2 for EC): a certificate of another
+            // key would send providers looking for the wrong key.
+            let public = public_key_bytes(&key_pair);
+            if !certificate
+                .windows(public.len())
+                .any(|window| window == public)
+            {
+                return Err(ClientKeyError::Unusable(
+                    "the CERTIFICATE in the key file is not the private key's",
+                ));
+            }
+        }
         Ok(Self {
             key_pair,
             kid,
@@ -201,6 +215,15 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
         Algorithm::PS256 => "PS256",
         Algorithm::ES256 => "ES256",
         _ => "?",
+    }
+}
+
+/// The public key as certificates carry it: RSAPublicKey DER, or the uncompressed EC point.
+fn public_key_bytes(key_pair: &KeyPair) -> Vec<u8> {
+    use aws_lc_rs::signature::KeyPair as _;
+    match key_pair {
+        KeyPair::Rsa(key_pair) => key_pair.public_key().as_ref().to_vec(),
+        KeyPair::Ecdsa(key_pair) => key_pair.public_key().as_ref().to_vec(),
     }
 }
 

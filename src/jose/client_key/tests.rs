@@ -118,15 +118,26 @@ fn p256_keys_sign_es256_in_pkcs8_and_sec1_form_without_kid_when_none_is_set() {
 }
 
 #[test]
-fn a_certificate_beside_the_key_gives_its_sha256_thumbprint() {
+fn a_certificate_of_the_key_beside_it_gives_its_sha256_thumbprint_and_another_is_refused() {
     let (pkcs8, _, public) = p256();
-    let certificate = b"stands in for a DER certificate".to_vec();
+    // Stands in for a DER certificate: what is checked is that it holds the public key.
+    let certificate = [b"tbsCertificate ".as_slice(), &public, b" signature"].concat();
     let text = format!(
         "{}{}",
         pem("CERTIFICATE", &certificate),
         pem("PRIVATE KEY", &pkcs8)
     );
     let key = ClientKey::from_pem(text.as_bytes(), None).unwrap();
+    let (other, _, _) = p256();
+    let mismatched = format!(
+        "{}{}",
+        pem("PRIVATE KEY", &other),
+        pem("CERTIFICATE", &certificate)
+    );
+    assert_eq!(
+        ClientKey::from_pem(mismatched.as_bytes(), None).unwrap_err(),
+        ClientKeyError::Unusable("the CERTIFICATE in the key file is not the private key's")
+    );
     let jws = key.sign(Algorithm::ES256, &claims()).unwrap();
     let (header, _) = verified(&jws, &signature::ECDSA_P256_SHA256_FIXED, &public);
     let expected = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
