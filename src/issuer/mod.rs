@@ -292,6 +292,8 @@ impl LocalIssuer for TokenService {
             end_session_endpoint: None,
             introspection_endpoint: None,
             authorization_response_iss_parameter_supported: true,
+            token_endpoint_auth_signing_alg_values_supported: None,
+            introspection_endpoint_auth_signing_alg_values_supported: None,
         }
     }
 
