@@ -12,6 +12,8 @@
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
+//! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README
+//!   recipe: `trustForwardHeader`, `authResponseHeaders`, `addAuthCookiesToResponse`).
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 
 // Test code may panic on what it did not expect: that is how a test fails.
@@ -37,4 +39,5 @@ mod soak;
 mod support;
 mod token_service;
 mod token_service_replicas;
+mod traefik;
 mod upstream_pool;
