@@ -102,7 +102,7 @@ tollgate=$!
 pids+=("$tollgate")
 
 ready=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     if ! kill -0 "$tollgate" 2>/dev/null; then
         echo "packaging: tollgate exited in the image's root:" >&2
         cat "$work/tollgate.log" >&2
