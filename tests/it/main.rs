@@ -23,6 +23,8 @@
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `logging`: a log reader that stopped reading never stalls a request (SPEC §11).
+//! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README
+//!   recipe: `trustForwardHeader`, `authResponseHeaders`, `addAuthCookiesToResponse`).
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 //! - `soak`: 10,000 idle and 100 slow connections beside normal traffic (own process).
 //! - `fuzz`: the fuzz targets over their corpora with deterministic mutations, on stable.
@@ -50,4 +52,5 @@ mod soak;
 mod support;
 mod token_service;
 mod token_service_replicas;
+mod traefik;
 mod upstream_pool;
