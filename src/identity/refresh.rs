@@ -88,6 +88,57 @@ struct Refresh {
     single_flight: tokio::sync::OwnedMutexGuard<()>,
 }
 
+/// A refreshed session whose write no replica confirmed, and the lease held meanwhile.
+struct Unconfirmed {
+    sessions: Arc<Sessions>,
+    cookies: OwnedCookies,
+    spent: String,
+    refreshed: Arc<Session>,
+    now: UnixTime,
+    claim: RefreshClaim,
+    /// Before the lease (taken for twice the provider timeout and more) runs out.
+    until: tokio::time::Instant,
+}
+
+/// How often an unconfirmed refresh is written again.
+const CONFIRM_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Writes an unconfirmed refresh again until a replica confirms it (after a failover: the new
+/// master, which never had it), then gives the lease back. Meanwhile other replicas wait for
+/// the lease rather than present the spent token, which a rotating provider would refuse.
+async fn confirm_later(unconfirmed: Unconfirmed) {
+    let cookies = borrow(&unconfirmed.cookies);
+    loop {
+        tokio::time::sleep(CONFIRM_INTERVAL).await;
+        match unconfirmed
+            .sessions
+            .confirm_refreshed(
+                &cookies,
+                &unconfirmed.spent,
+                &unconfirmed.refreshed,
+                unconfirmed.now,
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::info!("a refreshed session no replica had confirmed is now stored");
+                break;
+            }
+            Err(SessionError::Store(error)) if tokio::time::Instant::now() < unconfirmed.until => {
+                tracing::debug!(%error, "refreshed session not confirmed yet; trying again");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a refreshed session could not be stored; its refresh token may be lost");
+                break;
+            }
+        }
+    }
+    unconfirmed
+        .sessions
+        .release_refresh(&cookies, &unconfirmed.claim)
+        .await;
+}
+
 /// Why a session could not be used after its refresh was due.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RefreshError {
@@ -407,7 +458,8 @@ impl Shared {
             claim,
             single_flight,
         } = refresh;
-        let cookies = borrow(&cookies);
+        let owned = cookies;
+        let cookies = borrow(&owned);
         let key = key_of(&refresh_token);
         let result = tokio::time::timeout(
             provider.timeout(),
@@ -433,6 +485,7 @@ impl Shared {
         }
         self.forget_lock(&key);
         drop(single_flight);
+        let refreshed = result.as_ref().ok().cloned();
         let answer = self
             .settle(
                 &provider,
@@ -445,7 +498,22 @@ impl Shared {
                 attributes,
             )
             .await;
-        sessions.release_refresh(&cookies, &claim).await;
+        match (refreshed, &answer) {
+            // The provider spent the old token and the new one is not safely stored: it is
+            // written again, holding the lease, until a replica confirms it.
+            (Some(refreshed), Err(RefreshError::Store(_))) => {
+                tokio::spawn(confirm_later(Unconfirmed {
+                    sessions,
+                    cookies: owned,
+                    spent: refresh_token,
+                    refreshed,
+                    now,
+                    claim,
+                    until: tokio::time::Instant::now() + provider.timeout(),
+                }));
+            }
+            _ => sessions.release_refresh(&cookies, &claim).await,
+        }
         answer
     }
 
