@@ -11,6 +11,7 @@
 //! - `rotation`: a rolling two-phase rotation of the signing key and the session secrets over
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
+//! - `envoy`: Envoy `ext_authz` over gRPC (Envoy's own protos' client) and HTTP (SPEC §4).
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 
@@ -21,6 +22,7 @@ mod admin;
 mod canonical;
 mod cli;
 mod connections;
+mod envoy;
 mod explain;
 mod forward_auth;
 mod fuzz;
