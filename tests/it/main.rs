@@ -12,6 +12,7 @@
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `envoy`: Envoy `ext_authz` over gRPC (Envoy's own protos' client) and HTTP (SPEC §4).
+//! - `envoy_proxy`: the README's Envoy recipe (gRPC and HTTP) in a real Envoy.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 
@@ -23,6 +24,7 @@ mod canonical;
 mod cli;
 mod connections;
 mod envoy;
+mod envoy_proxy;
 mod explain;
 mod forward_auth;
 mod fuzz;
