@@ -536,3 +536,56 @@ async fn http_variant_refuses_rules_from_an_untrusted_peer() {
     let none = envoy_http(&gateway, reqwest::Method::GET, "/admin/", &[]).await;
     assert_eq!(none.status(), 401);
 }
+
+#[tokio::test]
+async fn grpc_sends_a_refreshed_cookie_session_back_to_the_browser() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = Gateway::forward_auth_config(&idp, "", "grpc_listen = \"127.0.0.1:0\"").replace(
+        "[session]\n",
+        "[session]\nstore = \"cookie\"\nrefresh_before = \"60s\"\n",
+    );
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let cookie = browser
+        .cookies
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    // The access token lives 300 s; 250 s later it is within refresh_before.
+    clock.advance(250);
+    idp.advance_clock(250);
+    let response = check(
+        &gateway,
+        check_request("/admin/", &[("cookie", &cookie)], Some(ADMIN_RULES)),
+    )
+    .await;
+    let allowed = ok(&response);
+    assert_eq!(idp.count("refresh"), 1);
+    let set_cookie = allowed
+        .response_headers_to_add
+        .iter()
+        .find(|option| {
+            option
+                .header
+                .as_ref()
+                .is_some_and(|header| header.key == "set-cookie")
+        })
+        .expect("the refreshed session goes back to the browser");
+    assert!(
+        set_cookie
+            .header
+            .as_ref()
+            .unwrap()
+            .value
+            .starts_with("tollgate="),
+        "{set_cookie:?}"
+    );
+    // Several Set-Cookie headers must all reach the browser.
+    assert_eq!(
+        set_cookie.append_action,
+        HeaderAppendAction::AppendIfExistsOrAdd as i32
+    );
+}
