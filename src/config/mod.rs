@@ -210,6 +210,8 @@ pub struct ForwardAuthConfig {
     pub token_cookie: Option<String>,
     /// 401 or redirect.
     pub unauthenticated: Unauthenticated,
+    /// Where Envoy's ext_authz gRPC `Check` is answered (SPEC §4), when set.
+    pub grpc_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[token_service]`

@@ -346,3 +346,43 @@ fn the_redis_key_prefix_defaults_to_tollgate_and_is_validated() {
         "session.redis_key_prefix: only used",
     );
 }
+
+#[test]
+fn grpc_listen_is_an_address_and_also_comes_from_the_environment() {
+    let section = |value: &str| {
+        format!(
+            "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n{PROVIDER}[forward_auth]\nprovider = \"corp\"\n{value}"
+        )
+    };
+    check_problem(
+        &section("grpc_listen = \"port 9191\""),
+        &[],
+        "forward_auth.grpc_listen: `port 9191` is not an address",
+    );
+    let config = load(
+        &section("grpc_listen = \"127.0.0.1:9191\""),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.forward_auth.unwrap().grpc_listen,
+        Some("127.0.0.1:9191".parse().unwrap())
+    );
+    let env = BTreeMap::from([(
+        "TOLLGATE_FORWARD_AUTH__GRPC_LISTEN".to_owned(),
+        "0.0.0.0:9292".to_owned(),
+    )]);
+    let overridden = load(&section(""), &env).unwrap();
+    assert_eq!(
+        overridden.forward_auth.unwrap().grpc_listen,
+        Some("0.0.0.0:9292".parse().unwrap())
+    );
+    assert_eq!(
+        load(&section(""), &BTreeMap::new())
+            .unwrap()
+            .forward_auth
+            .unwrap()
+            .grpc_listen,
+        None
+    );
+}

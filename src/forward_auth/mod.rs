@@ -99,24 +99,59 @@ pub async fn auth(
         &mut Trace::off(),
     )
     .await;
+    report(&state, "auth", &outcome, original.as_ref(), started);
+    outcome_response(outcome)
+}
+
+/// The one metric update and log line of a forward-auth decision, however it was asked for
+/// (`via`: `/auth`, Envoy over HTTP or over gRPC).
+fn report(
+    state: &ForwardAuthState,
+    via: &'static str,
+    outcome: &Outcome,
+    original: Option<&OriginalRequest>,
+    started: Instant,
+) {
     state.metrics.decision_seconds.observe(started.elapsed());
     // The original path is the client's text: bounded and escaped before it is logged.
     let path = crate::untrusted::bounded(
         original
-            .as_ref()
             .and_then(|request| request.raw_path.as_deref())
             .unwrap_or("-"),
     );
     match outcome {
-        Outcome::Allow(injected, credential, set_cookies) => {
+        Outcome::Allow(_, credential, _) => {
             state.metrics.request("forward_auth", "allow");
             tracing::info!(
                 role = "forward_auth",
+                via,
                 result = "allow",
                 credential,
                 path = %path,
                 "decision"
             );
+        }
+        Outcome::Skip => {
+            state.metrics.request("forward_auth", "skip");
+            tracing::info!(role = "forward_auth", via, result = "skip", path = %path, "decision");
+        }
+        Outcome::Redirect(_) => {
+            state.metrics.request("forward_auth", "redirect");
+            tracing::info!(role = "forward_auth", via, result = "redirect", path = %path, "decision");
+        }
+        Outcome::Reject(rejection, reason) => {
+            state
+                .metrics
+                .request("forward_auth", rejection.result_label());
+            tracing::info!(role = "forward_auth", via, result = rejection.result_label(), reason = %reason, path = %path, "decision");
+        }
+    }
+}
+
+/// The HTTP answer `/auth` gives for an outcome.
+fn outcome_response(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Allow(injected, _, set_cookies) => {
             let mut response = StatusCode::OK.into_response();
             for (name, value) in injected {
                 response.headers_mut().append(name, value);
@@ -128,23 +163,9 @@ pub async fn auth(
             }
             response
         }
-        Outcome::Skip => {
-            state.metrics.request("forward_auth", "skip");
-            tracing::info!(role = "forward_auth", result = "skip", path = %path, "decision");
-            StatusCode::OK.into_response()
-        }
-        Outcome::Redirect(location) => {
-            state.metrics.request("forward_auth", "redirect");
-            tracing::info!(role = "forward_auth", result = "redirect", path = %path, "decision");
-            crate::http::found(&location)
-        }
-        Outcome::Reject(rejection, reason) => {
-            state
-                .metrics
-                .request("forward_auth", rejection.result_label());
-            tracing::info!(role = "forward_auth", result = rejection.result_label(), reason = %reason, path = %path, "decision");
-            rejection.into_response()
-        }
+        Outcome::Skip => StatusCode::OK.into_response(),
+        Outcome::Redirect(location) => crate::http::found(&location),
+        Outcome::Reject(rejection, _) => rejection.into_response(),
     }
 }
 
@@ -471,6 +492,8 @@ fn claims_response(claims: &Claims) -> Response {
     )
         .into_response()
 }
+
+pub mod envoy;
 
 #[cfg(test)]
 mod tests;

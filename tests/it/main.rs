@@ -21,6 +21,8 @@
 //! - `rotation`: a rolling two-phase rotation of the signing key and the session secrets over
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
+//! - `envoy`: Envoy `ext_authz` over gRPC (Envoy's own protos' client) and HTTP (SPEC §4).
+//! - `envoy_proxy`: the README's Envoy recipe (gRPC and HTTP) in a real Envoy.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `logging`: a log reader that stopped reading never stalls a request (SPEC §11).
 //! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README
@@ -36,6 +38,8 @@ mod admin;
 mod canonical;
 mod cli;
 mod connections;
+mod envoy;
+mod envoy_proxy;
 mod explain;
 mod forward_auth;
 mod fuzz;

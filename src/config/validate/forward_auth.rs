@@ -1,5 +1,5 @@
-//! `[forward_auth]`: its provider, the answer to unauthenticated requests and the token
-//! cookie.
+//! `[forward_auth]`: its provider, the answer to unauthenticated requests, the token cookie
+//! and the Envoy gRPC listener.
 
 use super::Checker;
 use crate::config::raw::RawForwardAuth;
@@ -32,12 +32,10 @@ impl Checker<'_> {
                 Unauthenticated::Status
             }
         };
-        if raw.grpc_listen.is_some() {
-            self.problem(
-                "forward_auth.grpc_listen",
-                "Envoy ext_authz over gRPC is not available in this version",
-            );
-        }
+        let grpc_listen = raw
+            .grpc_listen
+            .as_deref()
+            .and_then(|value| self.socket_addr("forward_auth.grpc_listen", value));
         if let Some(cookie) = &raw.token_cookie
             && (cookie.is_empty()
                 || !cookie
@@ -50,6 +48,7 @@ impl Checker<'_> {
             provider,
             token_cookie: raw.token_cookie,
             unauthenticated,
+            grpc_listen,
         })
     }
 }

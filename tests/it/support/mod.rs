@@ -1,6 +1,7 @@
-//! Test helpers: a provider, a gateway, a browser.
+//! Test helpers: a provider, a gateway, a browser, and real servers (nginx, Redis, Envoy).
 
 pub mod browser;
+pub mod envoy;
 pub mod gateway;
 pub mod idp;
 pub mod nginx;

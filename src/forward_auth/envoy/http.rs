@@ -1,0 +1,94 @@
+//! Envoy `ext_authz` over HTTP: `http_service` with `path_prefix: /envoy` sends
+//! `<method> /envoy/<original path>` with the original `Host`, and Tollgate answers what
+//! `/auth` would answer for that request. The rules come in `X-Tollgate-Rules` (an `/auth`
+//! query string, set by the filter's `headers_to_add`), believed only from `trusted_proxies`:
+//! from anyone else the header is refused with 400, never ignored (ignoring it would allow
+//! every signed-in user where the rules meant to restrict). Names the rules inject but that
+//! have no value this time go back in `x-envoy-auth-headers-to-remove`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+
+use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth, outcome_response, report};
+use crate::http::forwarded::{OriginalRequest, base_parts, is_trusted};
+use crate::http::rejection::Rejection;
+use crate::policy::Trace;
+
+/// The prefix Envoy's `path_prefix` adds to the original path.
+pub const PREFIX: &str = "/envoy";
+
+/// The request header carrying the rules.
+pub static X_TOLLGATE_RULES: HeaderName = HeaderName::from_static("x-tollgate-rules");
+
+/// The answer header naming request headers Envoy removes before the upstream sees them.
+static HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// `/envoy/<original path>`, any method.
+pub async fn check(
+    State(state): State<Arc<ForwardAuthState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> Response {
+    let started = Instant::now();
+    let headers = request.headers();
+    let original = original_request(peer, &request, &state);
+    let rules = match headers.get(&X_TOLLGATE_RULES) {
+        None => Ok(""),
+        Some(_) if !is_trusted(peer.ip(), &state.trusted_proxies) => {
+            Err("X-Tollgate-Rules is believed only from server.trusted_proxies")
+        }
+        Some(value) => value
+            .to_str()
+            .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
+    };
+    let outcome = match rules {
+        Ok(rules) => decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await,
+        Err(reason) => Outcome::Reject(Rejection::BadRequest(reason.to_owned()), reason.to_owned()),
+    };
+    report(&state, "envoy_http", &outcome, Some(&original), started);
+    let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome);
+    let mut response = outcome_response(outcome);
+    if !remove.is_empty() {
+        let names: Vec<&str> = remove.iter().map(HeaderName::as_str).collect();
+        if let Ok(value) = HeaderValue::from_str(&names.join(",")) {
+            response
+                .headers_mut()
+                .insert(HEADERS_TO_REMOVE.clone(), value);
+        }
+    }
+    response
+}
+
+/// The request Envoy asks about: this request's method, its path and query without the
+/// prefix, and its URL from the external scheme and host (`X-Forwarded-Proto` from a trusted
+/// peer).
+fn original_request(
+    peer: SocketAddr,
+    request: &axum::extract::Request,
+    state: &ForwardAuthState,
+) -> OriginalRequest {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("", axum::http::uri::PathAndQuery::as_str);
+    let raw_path = target
+        .strip_prefix(PREFIX)
+        .filter(|rest| rest.starts_with('/'))
+        .map(str::to_owned);
+    let url = raw_path.as_ref().and_then(|path| {
+        let (proto, host) = base_parts(peer.ip(), request.headers(), &state.trusted_proxies)?;
+        matches!(proto, "http" | "https")
+            .then(|| url::Url::parse(&format!("{proto}://{host}{path}")).ok())
+            .flatten()
+    });
+    OriginalRequest {
+        method: Some(request.method().clone()),
+        url,
+        raw_path,
+    }
+}

@@ -1,0 +1,591 @@
+//! SPEC §4 Envoy `ext_authz`: the gRPC `Authorization/Check` on `grpc_listen`, driven by the
+//! client generated from Envoy's protos (the `envoy-types` crate), and the HTTP variant under
+//! `/envoy/`. The expectations are the README's Envoy recipe: rules in
+//! `context_extensions["rules"]` (gRPC) or `X-Tollgate-Rules` (HTTP), headers as Envoy sends
+//! them.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use serde_json::json;
+
+use crate::support::gateway::signed_in;
+use crate::support::{Browser, Gateway, TestIdp};
+
+/// The README's rules for the virtual host.
+const HOST_RULES: &str =
+    "skip-auth=^/public/&inject-claim=email,X-Email&inject-claim=department,X-Department";
+/// The README's rules for `/admin/`.
+const ADMIN_RULES: &str = "groups=admin&inject-claim=email,X-Email";
+
+async fn gateway(idp: &TestIdp, forward_auth_extra: &str) -> Gateway {
+    Gateway::start(&Gateway::forward_auth_config(
+        idp,
+        "",
+        &format!("grpc_listen = \"127.0.0.1:0\"\n{forward_auth_extra}"),
+    ))
+    .await
+}
+
+async fn client(gateway: &Gateway) -> AuthorizationClient<tonic::transport::Channel> {
+    let address = gateway.app.grpc_addr.expect("grpc_listen is bound");
+    AuthorizationClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+}
+
+/// A Check as Envoy's filter builds it for `GET https://app.example.com<path>`: lower-case
+/// header names, pseudo-headers included, the route's `context_extensions`.
+fn check_request(path: &str, headers: &[(&str, &str)], rules: Option<&str>) -> CheckRequest {
+    let mut map: HashMap<String, String> = [
+        (":authority", "app.example.com"),
+        (":method", "GET"),
+        (":path", path),
+        (":scheme", "https"),
+        ("x-request-id", "4b1c0a52-1"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    for (name, value) in headers {
+        map.insert((*name).to_owned(), (*value).to_owned());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    id: "4b1c0a52-1".to_owned(),
+                    method: "GET".to_owned(),
+                    headers: map,
+                    path: path.to_owned(),
+                    host: "app.example.com".to_owned(),
+                    scheme: "https".to_owned(),
+                    protocol: "HTTP/1.1".to_owned(),
+                    ..HttpRequest::default()
+                }),
+            }),
+            context_extensions: rules
+                .map(|rules| HashMap::from([("rules".to_owned(), rules.to_owned())]))
+                .unwrap_or_default(),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+async fn check(gateway: &Gateway, request: CheckRequest) -> CheckResponse {
+    client(gateway)
+        .await
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn ok(response: &CheckResponse) -> &OkHttpResponse {
+    assert_eq!(response.status.as_ref().unwrap().code, 0, "{response:?}");
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        other => panic!("not an ok_response: {other:?}"),
+    }
+}
+
+fn denied(response: &CheckResponse, status: i32) -> &DeniedHttpResponse {
+    assert_ne!(response.status.as_ref().unwrap().code, 0, "{response:?}");
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            assert_eq!(denied.status.as_ref().unwrap().code, status, "{denied:?}");
+            denied
+        }
+        other => panic!("not a denied_response: {other:?}"),
+    }
+}
+
+/// The value of `name` among Envoy header options, and that each replaces the client's copy.
+fn header<'a>(
+    options: &'a [envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+    name: &str,
+) -> Option<&'a str> {
+    options.iter().find_map(|option| {
+        let header = option.header.as_ref()?;
+        (header.key.eq_ignore_ascii_case(name)).then(|| {
+            assert_eq!(
+                option.append_action,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                "{name} must replace what the client sent"
+            );
+            header.value.as_str()
+        })
+    })
+}
+
+#[tokio::test]
+async fn grpc_allows_a_bearer_token_and_injects_headers_that_replace_the_clients() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let token = idp.access_token().sign();
+    let bearer = format!("Bearer {token}");
+    let response = check(
+        &gateway,
+        check_request(
+            "/admin/users?page=2",
+            &[
+                ("authorization", &bearer),
+                ("x-email", "mallory@example.com"),
+            ],
+            Some(ADMIN_RULES),
+        ),
+    )
+    .await;
+    let ok = ok(&response);
+    assert_eq!(header(&ok.headers, "x-email"), Some("alice@example.com"));
+    assert_eq!(ok.headers.len(), 1, "{ok:?}");
+    assert!(ok.headers_to_remove.is_empty(), "{ok:?}");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"allow\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_refuses_401_without_a_credential_and_403_when_a_rule_fails() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let none = check(&gateway, check_request("/admin/", &[], Some(ADMIN_RULES))).await;
+    let unauthenticated = denied(&none, 401);
+    assert_eq!(
+        header(&unauthenticated.headers, "www-authenticate"),
+        Some("Bearer")
+    );
+    assert_eq!(
+        unauthenticated.body,
+        "401 Unauthorized: no valid credential\n"
+    );
+    assert_eq!(none.status.as_ref().unwrap().code, 16, "UNAUTHENTICATED");
+
+    let invalid = format!("Bearer {}", idp.access_token().expires_in(-3600).sign());
+    let expired = check(
+        &gateway,
+        check_request("/admin/", &[("authorization", &invalid)], Some(ADMIN_RULES)),
+    )
+    .await;
+    assert_eq!(
+        header(&denied(&expired, 401).headers, "www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
+
+    let dev = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["dev"])).sign()
+    );
+    let forbidden = check(
+        &gateway,
+        check_request("/admin/", &[("authorization", &dev)], Some(ADMIN_RULES)),
+    )
+    .await;
+    let refusal = denied(&forbidden, 403);
+    assert!(refusal.body.contains("groups"), "{refusal:?}");
+    assert_eq!(
+        forbidden.status.as_ref().unwrap().code,
+        7,
+        "PERMISSION_DENIED"
+    );
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(
+            "tollgate_requests_total{role=\"forward_auth\",result=\"unauthenticated\"} 2"
+        ) && metrics
+            .contains("tollgate_requests_total{role=\"forward_auth\",result=\"forbidden\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_redirects_a_browser_to_signin_and_answers_an_api_call_401() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "unauthenticated = \"redirect\"").await;
+    let browser = check(
+        &gateway,
+        check_request("/page?a=1", &[("accept", "text/html")], Some(HOST_RULES)),
+    )
+    .await;
+    let redirect = denied(&browser, 302);
+    assert_eq!(
+        header(&redirect.headers, "location"),
+        Some("https://app.example.com/signin?rd=https%3A%2F%2Fapp.example.com%2Fpage%3Fa%3D1")
+    );
+    let api = check(
+        &gateway,
+        check_request(
+            "/page?a=1",
+            &[("accept", "application/json")],
+            Some(HOST_RULES),
+        ),
+    )
+    .await;
+    denied(&api, 401);
+}
+
+#[tokio::test]
+async fn grpc_reads_the_session_cookie_from_the_described_request() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let cookie = browser
+        .cookies
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let response = check(
+        &gateway,
+        check_request("/admin/", &[("cookie", &cookie)], Some(ADMIN_RULES)),
+    )
+    .await;
+    assert_eq!(
+        header(&ok(&response).headers, "x-email"),
+        Some("alice@example.com")
+    );
+    // The same cookie under another name is no credential.
+    let renamed = cookie.replace("tollgate", "other");
+    let refused = check(
+        &gateway,
+        check_request("/admin/", &[("cookie", &renamed)], Some(ADMIN_RULES)),
+    )
+    .await;
+    denied(&refused, 401);
+}
+
+#[tokio::test]
+async fn grpc_names_injected_headers_without_a_value_in_headers_to_remove() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    // Alice has an email but no department.
+    let response = check(
+        &gateway,
+        check_request(
+            "/reports",
+            &[("authorization", &bearer), ("x-department", "finance")],
+            Some(HOST_RULES),
+        ),
+    )
+    .await;
+    let allowed = ok(&response);
+    assert_eq!(
+        header(&allowed.headers, "x-email"),
+        Some("alice@example.com")
+    );
+    assert_eq!(header(&allowed.headers, "x-department"), None);
+    assert_eq!(allowed.headers_to_remove, vec!["x-department".to_owned()]);
+    // A skip rule runs no checks: every injected name is removed.
+    let skipped = check(
+        &gateway,
+        check_request(
+            "/public/logo.png",
+            &[("x-email", "mallory@example.com")],
+            Some(HOST_RULES),
+        ),
+    )
+    .await;
+    let skipped = ok(&skipped);
+    assert!(skipped.headers.is_empty(), "{skipped:?}");
+    assert_eq!(
+        skipped.headers_to_remove,
+        vec!["x-email".to_owned(), "x-department".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn grpc_skip_rules_from_context_extensions_see_the_canonical_path() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    ok(&check(&gateway, check_request("/public/x", &[], Some(HOST_RULES))).await);
+    denied(
+        &check(
+            &gateway,
+            check_request("/public/../admin/", &[], Some(HOST_RULES)),
+        )
+        .await,
+        401,
+    );
+    // Without rules for the route there is no skip rule at all.
+    denied(
+        &check(&gateway, check_request("/public/x", &[], None)).await,
+        401,
+    );
+}
+
+#[tokio::test]
+async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_invalid() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let bad_rules = check(
+        &gateway,
+        check_request(
+            "/x",
+            &[("authorization", &bearer)],
+            Some("skip-auth=(unclosed"),
+        ),
+    )
+    .await;
+    let refusal = denied(&bad_rules, 400);
+    assert!(refusal.body.contains("skip-auth"), "{refusal:?}");
+    assert_eq!(
+        bad_rules.status.as_ref().unwrap().code,
+        3,
+        "INVALID_ARGUMENT"
+    );
+
+    let mut client = client(&gateway).await;
+    let empty = client.check(CheckRequest::default()).await.unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert!(empty.message().contains("attributes"), "{empty:?}");
+    let no_http = client
+        .check(CheckRequest {
+            attributes: Some(AttributeContext::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_http.code(), tonic::Code::InvalidArgument);
+    assert!(no_http.message().contains("attributes.request.http"));
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"bad_request\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_listener_stops_with_the_rest() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let address = gateway.app.grpc_addr.unwrap();
+    denied(&check(&gateway, check_request("/", &[], None)).await, 401);
+    gateway.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "nothing listens on {address} after shutdown"
+    );
+}
+
+/// `<method> /envoy<path>` as Envoy's HTTP filter sends it (README recipe).
+async fn envoy_http(
+    gateway: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client
+        .request(method, gateway.url(&format!("/envoy{path}")))
+        .header("host", "app.example.com")
+        .header("x-forwarded-proto", "https");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn http_variant_gives_the_auth_decision_for_the_original_path() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "unauthenticated = \"redirect\"").await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let allowed = envoy_http(
+        &gateway,
+        reqwest::Method::DELETE,
+        "/admin/users/7",
+        &[
+            ("authorization", &bearer),
+            ("x-tollgate-rules", ADMIN_RULES),
+        ],
+    )
+    .await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["x-email"], "alice@example.com");
+    assert!(
+        allowed
+            .headers()
+            .get("x-envoy-auth-headers-to-remove")
+            .is_none()
+    );
+
+    let absent = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/reports",
+        &[("authorization", &bearer), ("x-tollgate-rules", HOST_RULES)],
+    )
+    .await;
+    assert_eq!(absent.status(), 200);
+    assert_eq!(
+        absent.headers()["x-envoy-auth-headers-to-remove"],
+        "x-department"
+    );
+
+    let dev = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["dev"])).sign()
+    );
+    let forbidden = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/admin/",
+        &[("authorization", &dev), ("x-tollgate-rules", ADMIN_RULES)],
+    )
+    .await;
+    assert_eq!(forbidden.status(), 403);
+
+    let browser = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/page?a=1",
+        &[("accept", "text/html"), ("x-tollgate-rules", HOST_RULES)],
+    )
+    .await;
+    assert_eq!(browser.status(), 302);
+    assert_eq!(
+        browser.headers()["location"],
+        "https://app.example.com/signin?rd=https%3A%2F%2Fapp.example.com%2Fpage%3Fa%3D1"
+    );
+    let api = envoy_http(
+        &gateway,
+        reqwest::Method::POST,
+        "/page",
+        &[("x-tollgate-rules", HOST_RULES)],
+    )
+    .await;
+    assert_eq!(api.status(), 401);
+    assert_eq!(api.headers()["www-authenticate"], "Bearer");
+
+    let skipped = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/public/logo.png",
+        &[("x-tollgate-rules", HOST_RULES)],
+    )
+    .await;
+    assert_eq!(skipped.status(), 200);
+    assert_eq!(
+        skipped.headers()["x-envoy-auth-headers-to-remove"],
+        "x-email,x-department"
+    );
+
+    let malformed = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/x",
+        &[
+            ("authorization", &bearer),
+            ("x-tollgate-rules", "inject-claim="),
+        ],
+    )
+    .await;
+    assert_eq!(malformed.status(), 400);
+    assert!(malformed.text().await.unwrap().contains("inject-claim"));
+}
+
+#[tokio::test]
+async fn http_variant_refuses_rules_from_an_untrusted_peer() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        "",
+    ))
+    .await;
+    // A skip rule from anyone but Envoy would let an unauthenticated request through.
+    let response = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/admin/",
+        &[("x-tollgate-rules", "skip-auth=.*")],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("X-Tollgate-Rules is believed only from server.trusted_proxies")
+    );
+    // Without the header the peer gets the rule-less decision.
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let plain = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/admin/",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(plain.status(), 200);
+    let none = envoy_http(&gateway, reqwest::Method::GET, "/admin/", &[]).await;
+    assert_eq!(none.status(), 401);
+}
+
+#[tokio::test]
+async fn grpc_sends_a_refreshed_cookie_session_back_to_the_browser() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = Gateway::forward_auth_config(&idp, "", "grpc_listen = \"127.0.0.1:0\"").replace(
+        "[session]\n",
+        "[session]\nstore = \"cookie\"\nrefresh_before = \"60s\"\n",
+    );
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let cookie = browser
+        .cookies
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    // The access token lives 300 s; 250 s later it is within refresh_before.
+    clock.advance(250);
+    idp.advance_clock(250);
+    let response = check(
+        &gateway,
+        check_request("/admin/", &[("cookie", &cookie)], Some(ADMIN_RULES)),
+    )
+    .await;
+    let allowed = ok(&response);
+    assert_eq!(idp.count("refresh"), 1);
+    let set_cookie = allowed
+        .response_headers_to_add
+        .iter()
+        .find(|option| {
+            option
+                .header
+                .as_ref()
+                .is_some_and(|header| header.key == "set-cookie")
+        })
+        .expect("the refreshed session goes back to the browser");
+    assert!(
+        set_cookie
+            .header
+            .as_ref()
+            .unwrap()
+            .value
+            .starts_with("tollgate="),
+        "{set_cookie:?}"
+    );
+    // Several Set-Cookie headers must all reach the browser.
+    assert_eq!(
+        set_cookie.append_action,
+        HeaderAppendAction::AppendIfExistsOrAdd as i32
+    );
+}

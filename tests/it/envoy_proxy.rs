@@ -1,0 +1,302 @@
+//! The README's Envoy recipe in a real Envoy: its gRPC and HTTP `ext_authz` YAML, taken from
+//! README.md as written (only addresses replaced), in front of `TestUpstream`, asking Tollgate.
+//! What the upstream sees and what the client gets are the recipe's promises.
+
+use serde_json::{Value, json};
+
+use crate::support::envoy::{Envoy, free_port};
+use crate::support::gateway::signed_in;
+use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
+
+/// The ```yaml blocks of the README's "### Envoy" section, in order (gRPC, then HTTP).
+fn readme_yaml() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("### Envoy\n")
+        .expect("README has an Envoy recipe");
+    let section = &readme[start..];
+    let section = &section[..section.find("**Istio.**").unwrap_or(section.len())];
+    section
+        .split("```yaml\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap().to_owned())
+        .collect()
+}
+
+fn indent(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    text.lines().map(|line| format!("{pad}{line}\n")).collect()
+}
+
+fn static_cluster(name: &str, port: u16) -> String {
+    format!(
+        "- name: {name}\n  type: STATIC\n  load_assignment:\n    cluster_name: {name}\n    \
+         endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: \
+         127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
+    )
+}
+
+fn listener(name: &str, port: u16, connection_manager: &str) -> String {
+    format!(
+        "- name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  \
+         filter_chains:\n  - filters:\n    - name: envoy.filters.network.http_connection_manager\n      \
+         typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.filters.network.\
+         http_connection_manager.v3.HttpConnectionManager\n        stat_prefix: {name}\n{}",
+        indent(connection_manager, 8)
+    )
+}
+
+/// The bootstrap: the README's gRPC block as one listener, its HTTP filter as another (with
+/// the same routes: sign-in paths to Tollgate unchecked, the rest to the application).
+fn bootstrap(grpc_port: u16, http_port: u16, gateway: &Gateway, upstream: &TestUpstream) -> String {
+    let blocks = readme_yaml();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "the README's Envoy recipe has a gRPC and an HTTP block"
+    );
+    let grpc = blocks[0].replace(
+        "address: tollgate, port_value: 9191",
+        &format!(
+            "address: 127.0.0.1, port_value: {}",
+            gateway.app.grpc_addr.unwrap().port()
+        ),
+    );
+    let (grpc_manager, grpc_clusters) = grpc
+        .split_once("clusters:\n")
+        .expect("the gRPC block declares its cluster");
+    let public = gateway.app.public_addr.port();
+    let http_filter = blocks[1].replace(
+        "uri: \"http://tollgate:4180\"",
+        &format!("uri: \"http://127.0.0.1:{public}\""),
+    );
+    let http_manager = format!(
+        "http_filters:\n{http_filter}\
+         - name: envoy.filters.http.router\n  \
+           typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n\
+         route_config:\n  virtual_hosts:\n  - name: app\n    domains: [\"app.example.com\"]\n    routes:\n    \
+         - match: {{ safe_regex: {{ regex: \"/(signin|callback|signout)\" }} }}\n      \
+           route: {{ cluster: tollgate_http }}\n      typed_per_filter_config:\n        \
+             envoy.filters.http.ext_authz:\n          \
+               \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n          \
+               disabled: true\n    \
+         - match: {{ prefix: \"/\" }}\n      route: {{ cluster: app }}\n"
+    );
+    format!(
+        "static_resources:\n  listeners:\n{}{}  clusters:\n{}{}{}",
+        indent(&listener("grpc_ingress", grpc_port, grpc_manager), 2),
+        indent(&listener("http_ingress", http_port, &http_manager), 2),
+        indent(grpc_clusters, 2),
+        indent(&static_cluster("tollgate_http", public), 2),
+        indent(&static_cluster("app", upstream.addr.port()), 2),
+    )
+}
+
+struct Setup {
+    idp: TestIdp,
+    gateway: Gateway,
+    _upstream: TestUpstream,
+    envoy: Envoy,
+    grpc_port: u16,
+    http_port: u16,
+}
+
+/// Tollgate as the README's recipe configures it (on loopback), the application, and Envoy.
+async fn setup() -> Setup {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "allowed_redirect_domains = [\"app.example.com\"]",
+        "unauthenticated = \"redirect\"\ngrpc_listen = \"127.0.0.1:0\"",
+    ))
+    .await;
+    let upstream = TestUpstream::start().await;
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let envoy = Envoy::start(
+        &bootstrap(grpc_port, http_port, &gateway, &upstream),
+        &[grpc_port, http_port],
+    )
+    .await;
+    Setup {
+        idp,
+        gateway,
+        _upstream: upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    }
+}
+
+/// `GET http://app.example.com<path>` through Envoy's listener on `port`.
+async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", "app.example.com");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// What the application received, when the request reached it.
+async fn upstream_saw(response: reqwest::Response, envoy: &Envoy) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "{text}\n{}", envoy.log());
+    serde_json::from_str(&text).unwrap()
+}
+
+fn seen<'a>(echo: &'a Value, name: &str) -> Option<&'a Value> {
+    echo["headers"].get(name)
+}
+
+#[tokio::test]
+async fn grpc_recipe_in_envoy() {
+    // Every part is bound: one left to `..` would be dropped (and stopped) right here.
+    let Setup {
+        idp,
+        gateway,
+        _upstream,
+        envoy,
+        grpc_port: port,
+        http_port: _,
+    } = setup().await;
+    let admin = format!("Bearer {}", idp.access_token().sign());
+    // /admin/: the route's rules; Tollgate's X-Email replaces the client's.
+    let allowed = get(
+        port,
+        "/admin/users",
+        &[
+            ("authorization", &admin),
+            ("x-email", "mallory@example.com"),
+        ],
+    )
+    .await;
+    let echo = upstream_saw(allowed, &envoy).await;
+    assert_eq!(seen(&echo, "x-email"), Some(&json!(["alice@example.com"])));
+    // The virtual host's rules: alice has no department, so the client's copy is removed.
+    let reports = get(
+        port,
+        "/reports",
+        &[("authorization", &admin), ("x-department", "finance")],
+    )
+    .await;
+    let echo = upstream_saw(reports, &envoy).await;
+    assert_eq!(seen(&echo, "x-department"), None, "{echo}");
+    assert_eq!(seen(&echo, "x-email"), Some(&json!(["alice@example.com"])));
+    // A skip rule: no credential needed, and no identity header passes.
+    let public = get(
+        port,
+        "/public/logo.png",
+        &[("x-email", "mallory@example.com")],
+    )
+    .await;
+    let echo = upstream_saw(public, &envoy).await;
+    assert_eq!(seen(&echo, "x-email"), None, "{echo}");
+    // A rule fails: 403 from Tollgate, through Envoy.
+    let dev = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["dev"])).sign()
+    );
+    let forbidden = get(port, "/admin/users", &[("authorization", &dev)]).await;
+    assert_eq!(forbidden.status(), 403);
+    assert!(forbidden.text().await.unwrap().contains("groups"));
+    // No credential: an API call gets 401, a browser the sign-in redirect.
+    let api = get(port, "/admin/users", &[("accept", "application/json")]).await;
+    assert_eq!(api.status(), 401);
+    assert_eq!(api.headers()["www-authenticate"], "Bearer");
+    let browser = get(port, "/page?a=1", &[("accept", "text/html")]).await;
+    assert_eq!(browser.status(), 302, "{}", envoy.log());
+    assert_eq!(
+        browser.headers()["location"],
+        "http://app.example.com/signin?rd=http%3A%2F%2Fapp.example.com%2Fpage%3Fa%3D1"
+    );
+    // /signin reaches Tollgate unchecked and goes on to the provider.
+    let signin = get(port, "/signin?rd=/", &[]).await;
+    assert_eq!(signin.status(), 302, "{:?}", signin.text().await);
+    let provider = signin.headers()["location"].to_str().unwrap().to_owned();
+    assert!(provider.starts_with(idp.issuer()), "{provider}");
+    // A session cookie in the client's request is a credential.
+    let mut session = Browser::new();
+    signed_in(&mut session, &gateway).await;
+    let cookie = session
+        .cookies
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let by_cookie = get(port, "/admin/users", &[("cookie", &cookie)]).await;
+    let echo = upstream_saw(by_cookie, &envoy).await;
+    assert_eq!(seen(&echo, "x-email"), Some(&json!(["alice@example.com"])));
+}
+
+#[tokio::test]
+async fn http_recipe_in_envoy() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port: _,
+        http_port: port,
+    } = setup().await;
+    let admin = format!("Bearer {}", idp.access_token().sign());
+    let allowed = get(
+        port,
+        "/admin/users",
+        &[
+            ("authorization", &admin),
+            ("x-email", "mallory@example.com"),
+        ],
+    )
+    .await;
+    let echo = upstream_saw(allowed, &envoy).await;
+    assert_eq!(seen(&echo, "x-email"), Some(&json!(["alice@example.com"])));
+    // No email claim: Tollgate names X-Email in x-envoy-auth-headers-to-remove.
+    let no_email = format!(
+        "Bearer {}",
+        idp.access_token().claim("email", Value::Null).sign()
+    );
+    let removed = get(
+        port,
+        "/admin/users",
+        &[
+            ("authorization", &no_email),
+            ("x-email", "mallory@example.com"),
+        ],
+    )
+    .await;
+    let echo = upstream_saw(removed, &envoy).await;
+    assert_eq!(seen(&echo, "x-email"), None, "{echo}");
+    let dev = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["dev"])).sign()
+    );
+    assert_eq!(
+        get(port, "/admin/users", &[("authorization", &dev)])
+            .await
+            .status(),
+        403
+    );
+    // A client's own X-Tollgate-Rules never reaches Tollgate: Envoy's replaces it.
+    let smuggled = get(
+        port,
+        "/admin/users",
+        &[
+            ("x-tollgate-rules", "skip-auth=.*"),
+            ("accept", "application/json"),
+        ],
+    )
+    .await;
+    assert_eq!(smuggled.status(), 401);
+    let browser = get(port, "/page?a=1", &[("accept", "text/html")]).await;
+    assert_eq!(browser.status(), 302, "{}", envoy.log());
+    assert_eq!(
+        browser.headers()["location"],
+        "http://app.example.com/signin?rd=http%3A%2F%2Fapp.example.com%2Fpage%3Fa%3D1"
+    );
+}
