@@ -89,6 +89,20 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no bytes moving is closed after this.
     pub keepalive_timeout: Duration,
+    /// `tls_cert_file` / `tls_key_file`: serve https on `listen`.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The public listener's certificate: the files (re-read on SIGHUP) and what they held when
+/// the config was loaded.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
+    /// The chain and key, checked to belong together.
+    pub key: std::sync::Arc<rustls::sign::CertifiedKey>,
 }
 
 /// How log lines are written.
@@ -354,6 +368,8 @@ pub struct Upstream {
     authority: axum::http::HeaderValue,
     /// The URL's path without its trailing `/`: empty for an upstream at the root.
     base_path: String,
+    /// For an https upstream: how to speak TLS to it.
+    tls: Option<crate::tls::UpstreamTls>,
 }
 
 impl Upstream {
@@ -373,7 +389,20 @@ impl Upstream {
             address,
             authority,
             base_path,
+            tls: None,
         })
+    }
+
+    /// This upstream reached over TLS as `tls` says.
+    #[must_use]
+    pub fn with_tls(mut self, tls: crate::tls::UpstreamTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// How to speak TLS to it: `None` for an http upstream.
+    pub fn tls(&self) -> Option<&crate::tls::UpstreamTls> {
+        self.tls.as_ref()
     }
 
     /// The URL as configured.

@@ -2,6 +2,7 @@
 //! → identity (session cookie, bearer token) → `on_unauthenticated` → requirements → identity
 //! headers → forward. Every request the public listener does not answer itself comes here.
 
+pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod pool;

@@ -13,6 +13,7 @@
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
+//! - `tls`: https on the listener (ALPN, certificate reload) and to upstreams (SPEC §3).
 
 // Test code may panic on what it did not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -35,6 +36,7 @@ mod rotation;
 mod sessions;
 mod soak;
 mod support;
+mod tls;
 mod token_service;
 mod token_service_replicas;
 mod upstream_pool;

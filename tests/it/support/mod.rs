@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod idp;
 pub mod nginx;
 pub mod redis;
+pub mod test_ca;
 pub mod upstream;
 
 pub use browser::Browser;
