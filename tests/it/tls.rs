@@ -345,3 +345,75 @@ async fn https_from_the_client_to_the_upstream() {
     );
     gateway.stop().await;
 }
+
+/// `tollgate serve` as its own process: a request to an upstream whose certificate does not
+/// verify is answered 502, and the failure is one log line (the request's decision line) that
+/// names the upstream and says why.
+#[tokio::test]
+async fn an_unverified_upstream_is_one_log_line() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("log-line");
+    let other = TestCa::new("log-line-other");
+    let upstream_port = free_port();
+    let _nginx = Nginx::start(
+        &nginx_tls_server(upstream_port, &ca.issue("nginx"), true),
+        &[upstream_port],
+    )
+    .await;
+    let (public, admin) = (free_port(), free_port());
+    let config_file = ca.path("tollgate.toml");
+    let routes = route(
+        "/",
+        &format!("https://localhost:{upstream_port}"),
+        Some(&other.cert()),
+    );
+    std::fs::write(
+        &config_file,
+        config("log_format = \"json\"", &routes)
+            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{public}\""), 1)
+            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{admin}\""), 1),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&config_file)
+        .env_remove("TOLLGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ping = format!("http://127.0.0.1:{public}/ping");
+    let mut up = false;
+    for _ in 0..400 {
+        if reqwest::get(&ping).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "tollgate serve never answered");
+    let response = reqwest::get(format!("http://127.0.0.1:{public}/app"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    // SIGTERM: drained, and every log line written, before it exits.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let about_the_upstream: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(&upstream_port.to_string()) || line.contains("TLS"))
+        .collect();
+    assert_eq!(about_the_upstream.len(), 1, "{log}");
+    let line = about_the_upstream[0];
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+    assert!(line.contains("upstream_unavailable"), "{line}");
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+}
