@@ -373,7 +373,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Splits an `http` URL with a host; `None` for anything else.
+    /// Splits an `http` or `https` URL with a host; `None` for anything else (TLS for an https
+    /// one is added with `with_tls`).
     pub fn new(url: Url) -> Option<Self> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let host = url.host_str()?;

@@ -13,7 +13,8 @@
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
-//! - `tls`: https on the listener (ALPN, certificate reload) and to upstreams (SPEC §3).
+//! - `tls`: https on the listener (ALPN, certificate reload) and to upstreams (SPEC §3), with
+//!   a CA made per test (`support::test_ca`) and nginx or `support::tls_upstream` upstreams.
 
 // Test code may panic on what it did not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use crate::support::Gateway;
 use crate::support::nginx::{self, Nginx, free_port};
 use crate::support::test_ca::{Issued, TestCa};
+use crate::support::tls_upstream::TlsUpstream;
 
 /// A gateway config with a provider nobody asks (discovery fails, and is not needed),
 /// `server_extra` in `[server]`, then `rest`.
@@ -216,7 +217,7 @@ async fn sighup_makes_the_running_binary_serve_the_new_certificate() {
 fn nginx_tls_server(port: u16, issued: &Issued, http2: bool) -> String {
     format!(
         "server {{\n listen 127.0.0.1:{port} ssl{h2};\n ssl_certificate {cert};\n ssl_certificate_key {key};\n \
-         location / {{ return 200 \"sni=$ssl_server_name protocol=$server_protocol host=$host uri=$request_uri xfp=$http_x_forwarded_proto\\n\"; }}\n}}\n",
+         location / {{ return 200 \"sni=$ssl_server_name protocol=$server_protocol host=$host uri=$request_uri xfp=$http_x_forwarded_proto conn=$connection\\n\"; }}\n}}\n",
         h2 = if http2 { " http2" } else { "" },
         cert = issued.cert.display(),
         key = issued.key.display(),
@@ -263,30 +264,41 @@ async fn https_upstreams_are_verified_with_sni_and_http2_by_alpn() {
         ),
     );
     let gateway = Gateway::start(&config("", &routes)).await;
+    // One client connection, so one worker thread of Tollgate and its upstream connections.
     let client = reqwest::Client::new();
-    // Twice each: the second request goes over the connection the first opened.
-    for _ in 0..2 {
-        let response = client
-            .get(gateway.url("/h2/x?y=1"))
+    let get = |path: &'static str| {
+        let request = client
+            .get(gateway.url(path))
             .header("Host", "app.example.com")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            let text = response.text().await.unwrap();
+            let (seen, connection) = text.trim_end().rsplit_once(" conn=").unwrap();
+            (seen.to_owned(), connection.to_owned())
+        }
+    };
+    let mut connections = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (seen, connection) = get("/h2/x?y=1").await;
         assert_eq!(
-            response.text().await.unwrap(),
-            "sni=localhost protocol=HTTP/2.0 host=app.example.com uri=/base/h2/x?y=1 xfp=http\n"
+            seen,
+            "sni=localhost protocol=HTTP/2.0 host=app.example.com uri=/base/h2/x?y=1 xfp=http"
         );
-        let response = client
-            .get(gateway.url("/http1/z"))
-            .header("Host", "app.example.com")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        connections.0.push(connection);
+        let (seen, connection) = get("/http1/z").await;
         assert_eq!(
-            response.text().await.unwrap(),
-            "sni=localhost protocol=HTTP/1.1 host=app.example.com uri=/http1/z xfp=http\n"
+            seen,
+            "sni=localhost protocol=HTTP/1.1 host=app.example.com uri=/http1/z xfp=http"
+        );
+        connections.1.push(connection);
+    }
+    // The later requests went over the connection the first one opened.
+    for used in [connections.0, connections.1] {
+        assert!(
+            used.iter().all(|connection| *connection == used[0]),
+            "{used:?}"
         );
     }
     gateway.stop().await;
@@ -339,9 +351,10 @@ async fn https_from_the_client_to_the_upstream() {
         .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
     assert_eq!(
-        response.text().await.unwrap(),
-        "sni=localhost protocol=HTTP/2.0 host=localhost uri=/app xfp=https\n"
+        text.rsplit_once(" conn=").unwrap().0,
+        "sni=localhost protocol=HTTP/2.0 host=localhost uri=/app xfp=https"
     );
     gateway.stop().await;
 }
@@ -416,4 +429,46 @@ async fn an_unverified_upstream_is_one_log_line() {
     assert!(line.contains("upstream_unavailable"), "{line}");
     assert!(line.contains("TLS handshake failed"), "{line}");
     assert!(line.contains("UnknownIssuer"), "{line}");
+}
+
+/// An upgrade (WebSocket) to an https upstream that offers HTTP/2 goes over a connection that
+/// offered only HTTP/1.1, and is spliced both ways; SNI is the upstream URL's host.
+#[tokio::test]
+async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new("upgrade");
+    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
+    let routes = route(
+        "/",
+        &format!("https://localhost:{}", upstream.port),
+        Some(&ca.cert()),
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    let address = gateway.app.public_addr;
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping over TLS").await.unwrap();
+    let mut reply = [0u8; 13];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"ping over TLS");
+    assert_eq!(
+        *upstream.handshakes.lock().unwrap(),
+        [(Some("localhost".to_owned()), Some("http/1.1".to_owned()))]
+    );
+    drop(stream);
+    gateway.stop().await;
 }

@@ -6,6 +6,7 @@ pub mod idp;
 pub mod nginx;
 pub mod redis;
 pub mod test_ca;
+pub mod tls_upstream;
 pub mod upstream;
 
 pub use browser::Browser;
