@@ -373,9 +373,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Splits an `http` or `https` URL with a host; `None` for anything else (TLS for an https
-    /// one is added with `with_tls`).
-    pub fn new(url: Url) -> Option<Self> {
+    /// Splits an `http` URL with a host (`tls` none), or an `https` one (reached as `tls` says);
+    /// `None` for anything else, so an https upstream never goes without TLS.
+    pub fn new(url: Url, tls: Option<crate::tls::UpstreamTls>) -> Option<Self> {
+        match (url.scheme(), &tls) {
+            ("http", None) | ("https", Some(_)) => {}
+            _ => return None,
+        }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let host = url.host_str()?;
         let port = url.port_or_known_default()?;
@@ -390,15 +394,8 @@ impl Upstream {
             address,
             authority,
             base_path,
-            tls: None,
+            tls,
         })
-    }
-
-    /// This upstream reached over TLS as `tls` says.
-    #[must_use]
-    pub fn with_tls(mut self, tls: crate::tls::UpstreamTls) -> Self {
-        self.tls = Some(tls);
-        self
     }
 
     /// How to speak TLS to it: `None` for an http upstream.

@@ -271,7 +271,7 @@ fn durations_and_defaults() {
 
 #[test]
 fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
-    let at_root = Upstream::new(Url::parse("http://127.0.0.1:8080/").unwrap()).unwrap();
+    let at_root = Upstream::new(Url::parse("http://127.0.0.1:8080/").unwrap(), None).unwrap();
     let path = |text: &'static str| axum::http::uri::PathAndQuery::from_static(text);
     assert_eq!(
         at_root.request_target(Some(&path("/a/b?x=1&y"))).unwrap(),
@@ -280,7 +280,7 @@ fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
     assert_eq!(at_root.request_target(None).unwrap(), "/");
     assert_eq!(at_root.address(), "127.0.0.1:8080");
     assert_eq!(at_root.authority(), "127.0.0.1:8080");
-    let below = Upstream::new(Url::parse("http://app.internal/base/").unwrap()).unwrap();
+    let below = Upstream::new(Url::parse("http://app.internal/base/").unwrap(), None).unwrap();
     assert_eq!(
         below.request_target(Some(&path("/a?x=1"))).unwrap(),
         "/base/a?x=1"
@@ -288,7 +288,7 @@ fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
     assert_eq!(below.request_target(None).unwrap(), "/base/");
     assert_eq!(below.address(), "app.internal:80");
     assert_eq!(below.authority(), "app.internal");
-    let ipv6 = Upstream::new(Url::parse("http://[::1]:9000").unwrap()).unwrap();
+    let ipv6 = Upstream::new(Url::parse("http://[::1]:9000").unwrap(), None).unwrap();
     assert_eq!(ipv6.address(), "[::1]:9000");
     assert_eq!(ipv6.to_string(), "http://[::1]:9000/");
     assert_ne!(ipv6.id(), below.id(), "each upstream has its own pool");
@@ -427,4 +427,13 @@ fn upstream_ca_file_belongs_to_https_upstreams() {
     assert_eq!(tls.http1_only.alpn_protocols, [b"http/1.1".to_vec()]);
     let plain = load(&route("http://app.internal", ""), &BTreeMap::new()).unwrap();
     assert!(plain.routes[0].upstream.tls().is_none());
+    // Never an https upstream without TLS, nor TLS to an http one.
+    assert!(Upstream::new(Url::parse("https://app.internal").unwrap(), None).is_none());
+    assert!(
+        Upstream::new(
+            Url::parse("http://app.internal").unwrap(),
+            Some(tls.clone())
+        )
+        .is_none()
+    );
 }

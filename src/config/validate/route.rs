@@ -83,18 +83,19 @@ impl Checker<'_> {
                 .ok()
         });
         let upstream = upstream.and_then(|url| {
+            if https && tls.is_none() {
+                // Why there is no TLS is a problem already.
+                return None;
+            }
             let text = url.to_string();
-            let split = crate::config::Upstream::new(url);
+            let split = crate::config::Upstream::new(url, tls);
             if split.is_none() {
                 self.problem(
                     format!("{path}.upstream"),
                     format!("`{text}` cannot be used as an upstream"),
                 );
             }
-            match tls {
-                Some(tls) => split.map(|upstream| upstream.with_tls(tls)),
-                None => split,
-            }
+            split
         });
         let provider = self.required(&format!("{path}.provider"), raw.provider);
         if let Some(provider) = &provider
