@@ -472,3 +472,39 @@ async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
     drop(stream);
     gateway.stop().await;
 }
+
+/// Without `public_url`, a login started over the https listener comes back to it over https.
+#[tokio::test]
+async fn a_login_over_the_https_listener_returns_over_https() {
+    let idp = crate::support::TestIdp::start().await;
+    let ca = TestCa::new("login");
+    let issued = ca.issue("server");
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        &listener_tls(&issued),
+        "",
+    ))
+    .await;
+    let address = gateway.app.public_addr;
+    let client = client_trusting(&ca, address)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signin = client
+        .get(format!("https://localhost:{}/signin?rd=/", address.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 302);
+    let location = crate::support::browser::location(&signin);
+    let authorize = url::Url::parse(&location).unwrap();
+    let redirect_uri = authorize
+        .query_pairs()
+        .find(|(name, _)| name == "redirect_uri")
+        .map(|(_, value)| value.into_owned());
+    assert_eq!(
+        redirect_uri.as_deref(),
+        Some(format!("https://localhost:{}/callback", address.port()).as_str())
+    );
+    gateway.stop().await;
+}
