@@ -11,6 +11,12 @@ export async function startProvider({
   rotateRefreshTokens = false,
   // OIDC Back-Channel Logout 1.0: where the provider POSTs a logout_token (with `sid`).
   backchannelLogoutUri,
+  // Client metadata replacing the defaults (e.g. private_key_jwt with `jwks`).
+  client = {},
+  // The algorithms discovery lists for client assertions (oidc-provider's default when unset).
+  clientAuthSigningAlgValues,
+  // RFC 7662 introspection at /token/introspection.
+  introspection = false,
 }) {
   const issuer = `http://127.0.0.1:${port}`;
   const backchannel = backchannelLogoutUri
@@ -26,6 +32,7 @@ export async function startProvider({
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       ...backchannel,
+      ...client,
     }],
     claims: {
       openid: ['sub'],
@@ -54,8 +61,21 @@ export async function startProvider({
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
+      introspection: { enabled: introspection },
     },
+    ...(clientAuthSigningAlgValues ? { enabledJWA: { clientAuthSigningAlgValues } } : {}),
     cookies: { keys: ['e2e-cookie-signing-key-0123456789'] },
+  });
+  // Every client assertion received (RFC 7523), decoded, with the endpoint and its answer.
+  const assertions = [];
+  provider.use(async (ctx, next) => {
+    await next();
+    const assertion = ctx.oidc?.params?.client_assertion;
+    if (typeof assertion !== 'string') return;
+    const [header, claims] = assertion.split('.').slice(0, 2).map((part) => {
+      try { return JSON.parse(Buffer.from(part, 'base64url')); } catch { return null; }
+    });
+    assertions.push({ path: ctx.path, status: ctx.status, header, claims, assertion });
   });
   const server = createServer(provider.callback());
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
@@ -77,6 +97,7 @@ export async function startProvider({
   return {
     issuer,
     grants,
+    assertions,
     backchannelLogouts,
     close: () => new Promise((resolve) => server.close(resolve)),
   };

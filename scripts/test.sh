@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests need on a fresh Debian
-# machine (nginx, Caddy, haproxy, Chromium, Redis; the npm packages oidc-provider and
-# playwright-core), then runs formatting, lints, unit and integration tests, and the
+# machine (nginx, Caddy, haproxy, Chromium, Redis, kubectl, Python's venv; the npm packages
+# oidc-provider and playwright-core), then runs formatting, lints, unit and integration tests, and the
 # end-to-end suite.
 set -euo pipefail
 # Tests that need a server (redis, nginx) fail instead of skipping when it is missing.
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-packages=(nginx caddy haproxy chromium redis-server openssl ca-certificates)
+packages=(nginx caddy haproxy chromium redis-server openssl python3-venv ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# kubectl for scripts/packaging.sh: Debian's kubernetes-client, unless a kubectl is there.
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
     echo "== installing ${missing[*]}"
     apt-get update -qq
@@ -27,6 +29,10 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "== unit and integration tests"
 cargo test --locked
+
+echo "== packaging: manifests rendered and validated, the image's root runs the binary"
+# `cargo test` has built target/debug/tollgate, linked as the Dockerfile's release build is.
+./scripts/packaging.sh
 
 echo "== fuzzing: every parser of attacker input, bounded in time"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh

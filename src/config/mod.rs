@@ -1,6 +1,7 @@
 //! Reading, overriding and validating the configuration (SPEC §2–3). `load` returns either a
 //! fully validated `Config` or every problem found, each with its key path.
 
+mod client_key;
 mod env;
 mod raw;
 mod validate;
@@ -16,6 +17,8 @@ use url::Url;
 
 use crate::login::redirect::AllowedRedirectDomain;
 use crate::secret::Secret;
+
+pub use client_key::{AssertionAudience, ClientKeyConfig};
 
 /// One thing wrong with a configuration, located by its key path (`provider[1].issuer`) or by
 /// the environment variable that set it.
@@ -125,6 +128,8 @@ pub enum ClientAuth {
     ClientSecretPost,
     /// Public client: PKCE only.
     None,
+    /// A JWT signed with `ProviderConfig::client_key` (RFC 7523 §2.2).
+    PrivateKeyJwt,
 }
 
 /// `[[provider]]`: an upstream OpenID Provider.
@@ -140,6 +145,8 @@ pub struct ProviderConfig {
     pub client_secret: Option<Secret<String>>,
     /// Token endpoint authentication.
     pub client_auth: ClientAuth,
+    /// The key of `ClientAuth::PrivateKeyJwt` (and only then).
+    pub client_key: Option<ClientKeyConfig>,
     /// Scopes requested at login.
     pub scopes: Vec<String>,
     /// Keys from disk instead of `jwks_uri`.

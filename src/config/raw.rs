@@ -33,6 +33,8 @@ pub(super) struct RawProvider {
     pub client_secret_env: Option<String>,
     pub client_auth: Option<String>,
     pub client_key_file: Option<String>,
+    pub client_key_id: Option<String>,
+    pub client_assertion_audience: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub jwks_file: Option<String>,
     pub audiences: Option<Vec<String>>,

@@ -51,6 +51,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 
 /// Rebuilds the original request from a trusted proxy's headers; `None` when the peer is not
 /// trusted or sent nothing usable (rules that need the path then fail closed).
+///
+/// A proxy passes on the client's other headers (Traefik and Caddy copy them all), so the
+/// family it does not set itself may be the client's: when both `X-Original-URL` and
+/// `X-Forwarded-Uri` are present they must describe the same request (path and query, and
+/// method and URL where both say), else neither is believed and nothing is known about the
+/// original request.
 pub fn original_request(
     peer: IpAddr,
     headers: &HeaderMap,
@@ -59,37 +65,65 @@ pub fn original_request(
     if !is_trusted(peer, trusted) {
         return None;
     }
-    if let Some(original_url) = header(headers, &X_ORIGINAL_URL) {
-        let method =
-            header(headers, &X_ORIGINAL_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-        let url = Url::parse(original_url)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https"));
-        let raw_path = match &url {
-            Some(_) => raw_path_of_absolute(original_url),
-            None if original_url.starts_with('/') => Some(original_url.to_owned()),
-            None => None,
-        };
-        return Some(OriginalRequest {
-            method,
-            url,
-            raw_path,
-        });
+    let nginx = header(headers, &X_ORIGINAL_URL)
+        .map(|original_url| from_original_url(original_url, headers));
+    let forwarded = header(headers, &X_FORWARDED_URI).map(|uri| from_forwarded_uri(uri, headers));
+    match (nginx, forwarded) {
+        (Some(nginx), Some(forwarded)) => Some(
+            if nginx.raw_path == forwarded.raw_path
+                && !conflict(nginx.method.as_ref(), forwarded.method.as_ref())
+                && !conflict(nginx.url.as_ref(), forwarded.url.as_ref())
+            {
+                nginx
+            } else {
+                OriginalRequest {
+                    method: None,
+                    url: None,
+                    raw_path: None,
+                }
+            },
+        ),
+        (nginx, forwarded) => nginx.or(forwarded),
     }
-    if let Some(uri) = header(headers, &X_FORWARDED_URI) {
-        let method = header(headers, &X_FORWARDED_METHOD)
-            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-        let proto = header(headers, &X_FORWARDED_PROTO).unwrap_or("https");
-        let url = header(headers, &X_FORWARDED_HOST)
-            .filter(|_| matches!(proto, "http" | "https") && uri.starts_with('/'))
-            .and_then(|host| Url::parse(&format!("{proto}://{host}{uri}")).ok());
-        return Some(OriginalRequest {
-            method,
-            url,
-            raw_path: uri.starts_with('/').then(|| uri.to_owned()),
-        });
+}
+
+/// Whether two proxies' readings both say something, and not the same.
+fn conflict<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a != b)
+}
+
+/// ingress-nginx's reading: `X-Original-URL` (absolute, or a path) and `X-Original-Method`.
+fn from_original_url(original_url: &str, headers: &HeaderMap) -> OriginalRequest {
+    let method =
+        header(headers, &X_ORIGINAL_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let url = Url::parse(original_url)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"));
+    let raw_path = match &url {
+        Some(_) => raw_path_of_absolute(original_url),
+        None if original_url.starts_with('/') => Some(original_url.to_owned()),
+        None => None,
+    };
+    OriginalRequest {
+        method,
+        url,
+        raw_path,
     }
-    None
+}
+
+/// Traefik's and Caddy's reading: `X-Forwarded-Uri`, `-Method`, `-Proto`, `-Host`.
+fn from_forwarded_uri(uri: &str, headers: &HeaderMap) -> OriginalRequest {
+    let method =
+        header(headers, &X_FORWARDED_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let proto = header(headers, &X_FORWARDED_PROTO).unwrap_or("https");
+    let url = header(headers, &X_FORWARDED_HOST)
+        .filter(|_| matches!(proto, "http" | "https") && uri.starts_with('/'))
+        .and_then(|host| Url::parse(&format!("{proto}://{host}{uri}")).ok());
+    OriginalRequest {
+        method,
+        url,
+        raw_path: uri.starts_with('/').then(|| uri.to_owned()),
+    }
 }
 
 /// The path-and-query of an absolute URL exactly as written (not normalised by a URL parser,
@@ -257,6 +291,49 @@ mod tests {
             from_traefik.url.unwrap().as_str(),
             "https://app.example.com/public/x"
         );
+    }
+
+    #[test]
+    fn two_readings_that_disagree_are_neither_believed() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        // What Traefik sets, and an X-Original-* pair it copied from the client.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-uri", "/admin".parse().unwrap());
+        headers.insert("x-forwarded-method", "GET".parse().unwrap());
+        headers.insert("x-forwarded-host", "app.example.com".parse().unwrap());
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        let unknown = OriginalRequest {
+            method: None,
+            url: None,
+            raw_path: None,
+        };
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = headers.clone();
+            headers.insert(name, value.parse().unwrap());
+            original_request(peer, &headers, &trusted).unwrap()
+        };
+        assert_eq!(
+            with("x-original-url", "https://app.example.com/public/x"),
+            unknown
+        );
+        assert_eq!(with("x-original-url", "/public/x"), unknown);
+        assert_eq!(
+            with("x-original-url", "https://elsewhere.example/admin"),
+            unknown
+        );
+        let mut method = headers.clone();
+        method.insert(
+            "x-original-url",
+            "https://app.example.com/admin".parse().unwrap(),
+        );
+        method.insert("x-original-method", "POST".parse().unwrap());
+        assert_eq!(original_request(peer, &method, &trusted).unwrap(), unknown);
+        // The same request told twice is believed.
+        method.insert("x-original-method", "GET".parse().unwrap());
+        let agreed = original_request(peer, &method, &trusted).unwrap();
+        assert_eq!(agreed.raw_path.as_deref(), Some("/admin"));
+        assert_eq!(agreed.method, Some(Method::GET));
     }
 
     #[test]

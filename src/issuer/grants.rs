@@ -1,5 +1,6 @@
 //! `POST /token`: the `authorization_code` grant with PKCE (RFC 6749 §4.1, RFC 7636) and the
-//! `client_credentials` grant (RFC 6749 §4.4), and the tokens they mint.
+//! `client_credentials` grant (RFC 6749 §4.4), the `refresh_token` grant with rotation, and
+//! `POST /revoke` (RFC 7009). What they hand out is minted in `minting`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,31 +10,16 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::clients::presented_client;
+use super::minting::IssuedTokens;
 use super::state::{CodeUse, Grant, PendingCode, Redemption, RefreshUse};
 use super::{CODE_LIFETIME, IssuerError, TokenService};
 use crate::clock::UnixTime;
-use crate::config::{ClientConfig, GrantType, UserConfig};
+use crate::config::{ClientConfig, GrantType};
 use crate::metrics::GrantLabels;
 use crate::secret::constant_time_eq;
-use crate::token::id_token::left_half_hash;
-
-/// The successful answer of `/token` (RFC 6749 §5.1).
-#[derive(Debug, Serialize)]
-pub(super) struct IssuedTokens {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-}
 
 /// How long a refresh token of the token service lives.
 const REFRESH_TOKEN_LIFETIME: i64 = 24 * 3600;
@@ -237,143 +223,6 @@ impl TokenService {
         now.saturating_add(grant_life(self.lifetime()))
     }
 
-    fn base_claims(
-        &self,
-        subject: String,
-        audience: &str,
-        scopes: &[String],
-        (jti, now): (String, UnixTime),
-    ) -> Map<String, Value> {
-        let lifetime = self.lifetime();
-        let mut claims = Map::new();
-        claims.insert("iss".into(), json!(self.issuer()));
-        claims.insert("sub".into(), json!(subject));
-        claims.insert("aud".into(), json!(audience));
-        claims.insert("iat".into(), json!(now));
-        claims.insert("nbf".into(), json!(now));
-        claims.insert("exp".into(), json!(now.saturating_add(lifetime)));
-        claims.insert("jti".into(), json!(jti));
-        if !scopes.is_empty() {
-            claims.insert("scope".into(), json!(scopes.join(" ")));
-        }
-        claims
-    }
-
-    fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, IssuerError> {
-        self.signing_key
-            .sign(typ, &Value::Object(claims))
-            .map_err(|error| {
-                tracing::error!(%error, "signing failed");
-                IssuerError::ServerError
-            })
-    }
-
-    fn lifetime(&self) -> i64 {
-        i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(i64::MAX)
-    }
-
-    fn client_credentials(
-        &self,
-        client: &ClientConfig,
-        scopes: &[String],
-    ) -> Result<IssuedTokens, IssuerError> {
-        let mut claims = self.base_claims(
-            format!("{}:{}", client.source, client.client_id),
-            &client.audience,
-            scopes,
-            (crate::random::token(), self.now()),
-        );
-        claims.insert("client_id".into(), json!(client.client_id));
-        for (name, value) in &client.extra_claims {
-            claims.entry(name.clone()).or_insert_with(|| value.clone());
-        }
-        let access_token = self.sign("at+jwt", claims)?;
-        Ok(IssuedTokens {
-            access_token,
-            token_type: "Bearer",
-            expires_in: self.lifetime(),
-            id_token: None,
-            scope: Some(scopes.join(" ")).filter(|s| !s.is_empty()),
-            refresh_token: None,
-        })
-    }
-
-    /// The identity and claims of a principal: a local user as configured (who must still
-    /// exist), a federated user with the claims carried over.
-    fn identity_of(
-        &self,
-        principal: &super::Principal,
-    ) -> Result<(String, Map<String, Value>), IssuerError> {
-        match principal {
-            super::Principal::Federated { sub, claims } => Ok((sub.clone(), claims.clone())),
-            super::Principal::Local(username) => {
-                let user = self
-                    .config
-                    .users
-                    .iter()
-                    .find(|user| &user.username == username)
-                    .ok_or_else(|| IssuerError::InvalidGrant("user no longer exists".to_owned()))?;
-                Ok((user.username.clone(), local_claims(user)))
-            }
-        }
-    }
-
-    /// Access and ID tokens for a user; `grant_id` becomes their `sid`, and the access token
-    /// gets `jti`, issued at `now`.
-    fn user_tokens(
-        &self,
-        client: &ClientConfig,
-        principal: &super::Principal,
-        scopes: &[String],
-        nonce: Option<&str>,
-        grant_id: Option<&str>,
-        (jti, now): (String, UnixTime),
-    ) -> Result<IssuedTokens, IssuerError> {
-        let (identity_id, mut identity) = self.identity_of(principal)?;
-        let subject = format!("{}:{identity_id}", client.source);
-        if let Some(grant_id) = grant_id {
-            identity.insert("sid".into(), json!(grant_id));
-        }
-        let mut access = self.base_claims(subject.clone(), &client.audience, scopes, (jti, now));
-        access.insert("client_id".into(), json!(client.client_id));
-        for (name, value) in identity.iter().chain(client.extra_claims.iter()) {
-            access.entry(name.clone()).or_insert_with(|| value.clone());
-        }
-        let access_token = self.sign("at+jwt", access)?;
-        let id_token = if scopes.iter().any(|scope| scope == "openid") {
-            let mut id = self.base_claims(
-                subject,
-                &client.client_id,
-                &[],
-                (crate::random::token(), now),
-            );
-            id.remove("nbf");
-            id.insert("auth_time".into(), json!(now));
-            if let Some(nonce) = nonce {
-                id.insert("nonce".into(), json!(nonce));
-            }
-            id.insert(
-                "at_hash".into(),
-                json!(left_half_hash(self.signing_key.algorithm(), &access_token)),
-            );
-            for (name, value) in identity {
-                id.entry(name).or_insert(value);
-            }
-            Some(self.sign("JWT", id)?)
-        } else {
-            None
-        };
-        let issued = IssuedTokens {
-            access_token,
-            token_type: "Bearer",
-            expires_in: self.lifetime(),
-            id_token,
-            scope: Some(scopes.join(" ")),
-            refresh_token: None,
-        };
-        Ok(issued)
-    }
-
     /// Spends a refresh token (rotation: a new one comes back; a reused one revokes the grant).
     pub(super) async fn redeem_refresh_token(
         &self,
@@ -490,27 +339,6 @@ fn check_redemption(
 /// could mint.
 pub fn grant_life(token_lifetime: i64) -> i64 {
     REFRESH_TOKEN_LIFETIME.saturating_add(token_lifetime)
-}
-
-/// The claims of a local user.
-fn local_claims(user: &UserConfig) -> Map<String, Value> {
-    let mut identity = Map::new();
-    if let Some(name) = &user.name {
-        identity.insert("name".into(), json!(name));
-    }
-    identity.insert("preferred_username".into(), json!(user.username));
-    if let Some(email) = &user.email {
-        identity.insert("email".into(), json!(email));
-    }
-    if !user.groups.is_empty() {
-        identity.insert("groups".into(), json!(user.groups));
-    }
-    for (name, value) in &user.claims {
-        identity
-            .entry(name.clone())
-            .or_insert_with(|| value.clone());
-    }
-    identity
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters.

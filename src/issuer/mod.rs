@@ -7,6 +7,7 @@ mod clients;
 pub mod errors;
 mod federation;
 mod grants;
+mod minting;
 pub mod state;
 
 use std::sync::Arc;
@@ -238,18 +239,6 @@ async fn jwks(
         .into_response()
 }
 
-impl grants::IssuedTokens {
-    fn into_token_response(self) -> TokenResponse {
-        TokenResponse {
-            access_token: self.access_token,
-            id_token: self.id_token,
-            refresh_token: self.refresh_token,
-            expires_in: Some(self.expires_in),
-            token_type: Some("Bearer".to_owned()),
-        }
-    }
-}
-
 /// How an `IssuerError` reaches the in-process provider: a store that could not be reached is
 /// the provider being unreachable (never `invalid_grant`, which would end a session).
 fn provider_error(error: &IssuerError) -> ProviderError {
@@ -288,7 +277,7 @@ impl LocalIssuer for TokenService {
             }
             self.redeem_refresh_token(client, refresh_token, None)
                 .await
-                .map(grants::IssuedTokens::into_token_response)
+                .map(minting::IssuedTokens::into_token_response)
                 .map_err(|error| provider_error(&error))
         })
     }
@@ -303,6 +292,8 @@ impl LocalIssuer for TokenService {
             end_session_endpoint: None,
             introspection_endpoint: None,
             authorization_response_iss_parameter_supported: true,
+            token_endpoint_auth_signing_alg_values_supported: None,
+            introspection_endpoint_auth_signing_alg_values_supported: None,
         }
     }
 
@@ -323,7 +314,7 @@ impl LocalIssuer for TokenService {
                 .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
             self.redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
                 .await
-                .map(grants::IssuedTokens::into_token_response)
+                .map(minting::IssuedTokens::into_token_response)
                 .map_err(|error| provider_error(&error))
         })
     }

@@ -1,15 +1,20 @@
 //! JOSE primitives on top of `jsonwebtoken`: the allow-list of signature algorithms, JWK sets
-//! turned into verifying keys, and signing keys for the token service. No IO.
+//! turned into verifying keys, signing keys for the token service, and the client key that
+//! signs `private_key_jwt` assertions. No IO but reading a key file.
 //!
 //! # Security
 //! `none`, every HMAC algorithm and anything not listed in `ALLOWED` are refused before a key is
 //! even looked up, and a key is used only with algorithms of its own type and curve.
 
+mod client_key;
 mod signing;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+#[cfg(test)]
+pub use client_key::test_keys;
+pub use client_key::{ClientKey, ClientKeyError};
 pub use signing::{SigningKey, SigningKeyError};
 
 /// The signature algorithms accepted anywhere (SPEC §6).

@@ -17,7 +17,8 @@ pub struct SigningKey {
     public_jwk: Jwk,
 }
 
-enum KeyPair {
+/// A parsed private key, shared with `client_key`.
+pub(super) enum KeyPair {
     Ecdsa(EcdsaKeyPair),
     Rsa(RsaKeyPair),
 }
@@ -35,8 +36,13 @@ impl KeyPair {
         }
     }
 
-    /// The JWS signature of `message` (RFC 7518 §3.3 PKCS#1 v1.5 SHA-256, §3.4 P-256 `r‖s`).
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningKeyError> {
+    /// The JWS signature of `message` (RFC 7518 §3.3 PKCS#1 v1.5 SHA-256, §3.5 PSS SHA-256
+    /// when `algorithm` is PS256, §3.4 P-256 `r‖s`).
+    pub(super) fn sign(
+        &self,
+        algorithm: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, SigningKeyError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let failed = |_| SigningKeyError::Sign("the crypto library refused to sign".to_owned());
         match self {
@@ -45,14 +51,15 @@ impl KeyPair {
                 .map(|signature| signature.as_ref().to_vec())
                 .map_err(failed),
             Self::Rsa(key_pair) => {
+                let padding: &'static dyn aws_lc_rs::signature::RsaEncoding =
+                    if algorithm == Algorithm::PS256 {
+                        &aws_lc_rs::signature::RSA_PSS_SHA256
+                    } else {
+                        &aws_lc_rs::signature::RSA_PKCS1_SHA256
+                    };
                 let mut signature = vec![0; key_pair.public_modulus_len()];
                 key_pair
-                    .sign(
-                        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
-                        &rng,
-                        message,
-                        &mut signature,
-                    )
+                    .sign(padding, &rng, message, &mut signature)
                     .map_err(failed)?;
                 Ok(signature)
             }
@@ -172,22 +179,32 @@ impl SigningKey {
         let mut header = Header::new(self.algorithm);
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid().to_owned());
-        let unserialisable = |error: serde_json::Error| SigningKeyError::Sign(error.to_string());
-        let mut token = String::with_capacity(1024);
-        URL_SAFE_NO_PAD.encode_string(
-            serde_json::to_vec(&header).map_err(unserialisable)?,
-            &mut token,
-        );
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(
-            serde_json::to_vec(claims).map_err(unserialisable)?,
-            &mut token,
-        );
-        let signature = self.key_pair.sign(token.as_bytes())?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-        Ok(token)
+        compact(&header, claims, &self.key_pair)
     }
+}
+
+/// The JWS compact serialisation (RFC 7515 §7.1) of `header` and `claims` as JSON, signed by
+/// `key_pair` with the header's `alg`.
+pub(super) fn compact(
+    header: &Header,
+    claims: &serde_json::Value,
+    key_pair: &KeyPair,
+) -> Result<String, SigningKeyError> {
+    let unserialisable = |error: serde_json::Error| SigningKeyError::Sign(error.to_string());
+    let mut token = String::with_capacity(1024);
+    URL_SAFE_NO_PAD.encode_string(
+        serde_json::to_vec(header).map_err(unserialisable)?,
+        &mut token,
+    );
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(
+        serde_json::to_vec(claims).map_err(unserialisable)?,
+        &mut token,
+    );
+    let signature = key_pair.sign(header.alg, token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -1,10 +1,24 @@
 //! Requests to a provider's token endpoint: the authorization code exchange with client
-//! authentication (`client_secret_basic`, `client_secret_post`, or none with PKCE).
+//! authentication (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, or none with
+//! PKCE).
 
 use base64::Engine as _;
 
-use super::{ProviderError, TokenResponse};
+use super::{ProviderError, TokenResponse, assertion};
+use crate::clock::UnixTime;
 use crate::config::{ClientAuth, ProviderConfig};
+
+/// An endpoint where Tollgate authenticates as the provider's client: its URL, the algorithms
+/// the provider's discovery lists for client assertions there, and the time to date them.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientEndpoint<'a> {
+    /// The endpoint's URL.
+    pub url: &'a str,
+    /// `token_endpoint_auth_signing_alg_values_supported` (or the introspection one).
+    pub signing_algs: Option<&'a [String]>,
+    /// Now.
+    pub now: UnixTime,
+}
 
 /// Longest answer read from a provider (SPEC §9); a larger one is a `BadResponse` (502).
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -75,18 +89,18 @@ fn basic_credentials(client_id: &str, secret: &str) -> String {
 pub async fn exchange_code(
     http: &reqwest::Client,
     provider: &ProviderConfig,
-    token_endpoint: &str,
+    token_endpoint: ClientEndpoint<'_>,
     code: &str,
     redirect_uri: &str,
     code_verifier: &str,
 ) -> Result<TokenResponse, ProviderError> {
-    let mut form = vec![
+    let form = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", redirect_uri),
         ("code_verifier", code_verifier),
     ];
-    token_request(http, provider, token_endpoint, &mut form).await
+    token_request(http, provider, token_endpoint, form).await
 }
 
 /// Refreshes tokens with a refresh token (RFC 6749 §6).
@@ -96,31 +110,34 @@ pub async fn exchange_code(
 pub async fn refresh_tokens(
     http: &reqwest::Client,
     provider: &ProviderConfig,
-    token_endpoint: &str,
+    token_endpoint: ClientEndpoint<'_>,
     refresh_token: &str,
 ) -> Result<TokenResponse, ProviderError> {
-    let mut form = vec![
+    let form = vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh_token),
     ];
-    token_request(http, provider, token_endpoint, &mut form).await
+    token_request(http, provider, token_endpoint, form).await
 }
 
 /// POSTs `form` to one of the provider's endpoints, authenticated as the client the way
 /// `client_auth` says (RFC 6749 §2.3), and returns the answer's status and body.
-async fn client_post<'a>(
+async fn client_post(
     http: &reqwest::Client,
-    provider: &'a ProviderConfig,
-    endpoint: &str,
-    form: &mut Vec<(&'a str, &'a str)>,
+    provider: &ProviderConfig,
+    endpoint: ClientEndpoint<'_>,
+    form: Vec<(&str, &str)>,
 ) -> Result<(reqwest::StatusCode, Vec<u8>), ProviderError> {
+    let client_assertion;
+    // Rebound so that the assertion made here may join it.
+    let mut form = form;
     let secret = provider
         .client_secret
         .as_ref()
         .map(|secret| secret.expose().as_str())
         .unwrap_or_default();
     let mut request = http
-        .post(endpoint)
+        .post(endpoint.url)
         .header(reqwest::header::ACCEPT, "application/json");
     match provider.client_auth {
         ClientAuth::ClientSecretBasic => {
@@ -134,6 +151,23 @@ async fn client_post<'a>(
             form.push(("client_secret", secret));
         }
         ClientAuth::None => form.push(("client_id", &provider.client_id)),
+        ClientAuth::PrivateKeyJwt => {
+            // `config` gives every private_key_jwt provider its key; without one, nothing is sent.
+            let key = provider.client_key.as_ref().ok_or_else(|| {
+                ProviderError::BadResponse("private_key_jwt without a client key".to_owned())
+            })?;
+            client_assertion = assertion::sign(
+                provider,
+                key,
+                endpoint.url,
+                endpoint.signing_algs,
+                endpoint.now,
+            )?;
+            // RFC 7521 §4.2: client_id is optional beside an assertion; Entra ID wants it.
+            form.push(("client_id", &provider.client_id));
+            form.push(("client_assertion_type", assertion::ASSERTION_TYPE));
+            form.push(("client_assertion", &client_assertion));
+        }
     }
     let response = request
         .form(&form)
@@ -145,11 +179,11 @@ async fn client_post<'a>(
     Ok((status, body))
 }
 
-async fn token_request<'a>(
+async fn token_request(
     http: &reqwest::Client,
-    provider: &'a ProviderConfig,
-    token_endpoint: &str,
-    form: &mut Vec<(&'a str, &'a str)>,
+    provider: &ProviderConfig,
+    token_endpoint: ClientEndpoint<'_>,
+    form: Vec<(&str, &str)>,
 ) -> Result<TokenResponse, ProviderError> {
     let (status, body) = client_post(http, provider, token_endpoint, form).await?;
     // RFC 6749 §5.2: a refusal is a 4xx with an error code; a 5xx or anything else is the
@@ -191,11 +225,11 @@ async fn token_request<'a>(
 pub async fn introspect(
     http: &reqwest::Client,
     provider: &ProviderConfig,
-    introspection_endpoint: &str,
+    introspection_endpoint: ClientEndpoint<'_>,
     token: &str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
-    let mut form = vec![("token", token), ("token_type_hint", "access_token")];
-    let (status, body) = client_post(http, provider, introspection_endpoint, &mut form).await?;
+    let form = vec![("token", token), ("token_type_hint", "access_token")];
+    let (status, body) = client_post(http, provider, introspection_endpoint, form).await?;
     if !status.is_success() {
         return Err(ProviderError::Refused(format!(
             "introspection answered {status}"

@@ -1,7 +1,9 @@
-//! Talking to upstream OpenID Providers: discovery, JWKS, the token endpoint. A provider whose
+//! Talking to upstream OpenID Providers: discovery, JWKS, the token endpoint (with client
+//! assertions for `private_key_jwt`). A provider whose
 //! issuer is Tollgate's own token service is served in-process through `LocalIssuer`. Makes no
 //! authorisation decisions.
 
+pub mod assertion;
 pub mod client;
 pub mod jwks;
 pub mod provider;
@@ -38,6 +40,12 @@ pub struct ProviderMetadata {
     /// RFC 9207: every authorization response carries `iss`, so one without it is refused.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// The algorithms the token endpoint accepts for client assertions (`private_key_jwt`).
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// The same for the introspection endpoint (RFC 8414 §2); the token endpoint's when absent.
+    #[serde(default)]
+    pub introspection_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// A provider's answer at its token endpoint.

@@ -371,6 +371,17 @@ impl Provider {
                 "introspection is enabled but discovery has no introspection_endpoint".to_owned(),
             )
         })?;
+        let endpoint = client::ClientEndpoint {
+            url: endpoint,
+            signing_algs: metadata
+                .introspection_endpoint_auth_signing_alg_values_supported
+                .as_ref()
+                .or(metadata
+                    .token_endpoint_auth_signing_alg_values_supported
+                    .as_ref())
+                .map(Vec::as_slice),
+            now,
+        };
         let answer = client::introspect(&self.http, &self.config, endpoint, token).await?;
         let expected = Expectations {
             issuer: &self.config.issuer,
@@ -496,6 +507,18 @@ impl Provider {
         .await
     }
 
+    /// The token endpoint, where client assertions are signed with an algorithm of
+    /// `token_endpoint_auth_signing_alg_values_supported` and dated now.
+    fn token_endpoint<'a>(&self, metadata: &'a ProviderMetadata) -> client::ClientEndpoint<'a> {
+        client::ClientEndpoint {
+            url: &metadata.token_endpoint,
+            signing_algs: metadata
+                .token_endpoint_auth_signing_alg_values_supported
+                .as_deref(),
+            now: self.clock.now(),
+        }
+    }
+
     /// Refreshes tokens at this provider.
     ///
     /// # Errors
@@ -508,7 +531,7 @@ impl Provider {
         client::refresh_tokens(
             &self.http,
             &self.config,
-            &metadata.token_endpoint,
+            self.token_endpoint(&metadata),
             refresh_token,
         )
         .await
@@ -533,7 +556,7 @@ impl Provider {
         client::exchange_code(
             &self.http,
             &self.config,
-            &metadata.token_endpoint,
+            self.token_endpoint(&metadata),
             code,
             redirect_uri,
             code_verifier,

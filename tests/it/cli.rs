@@ -7,9 +7,7 @@ fn tollgate() -> Command {
 }
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = crate::support::scratch_dir("cli").join(name);
     std::fs::write(&path, text).unwrap();
     path
 }

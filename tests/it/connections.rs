@@ -135,8 +135,8 @@ async fn forwarding_headers_from_the_client_never_reach_the_upstream() {
         1,
     );
     let gateway = Gateway::start(&config).await;
-    let body: Value = reqwest::Client::new()
-        .get(gateway.url("/x"))
+    let body: Value = gateway
+        .get("/x")
         .header("X-Real-IP", "203.0.113.9")
         .header("Forwarded", "for=203.0.113.9;proto=https")
         .header("X-Forwarded-Port", "443")

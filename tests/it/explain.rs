@@ -94,8 +94,8 @@ async fn gateway(idp: &TestIdp, upstream: &TestUpstream, session: &str) -> Gatew
 }
 
 async fn post(gateway: &Gateway, token: Option<&str>, body: String) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(gateway.admin_url("/admin/explain"))
+    let mut request = gateway
+        .admin_post("/admin/explain")
         .header("content-type", "application/json")
         .body(body);
     if let Some(token) = token {
@@ -133,8 +133,8 @@ fn assert_decision(explanation: &Value, decision: &str, status: Value) {
 
 /// The real `/auth` request the explanation describes: its status and body.
 async fn real_auth(gateway: &Gateway, query: &str, headers: &[(&str, String)]) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .get(gateway.url(&format!("/auth?{query}")))
+    let mut request = gateway
+        .get(&format!("/auth?{query}"))
         .header("X-Original-URL", "https://app.example.com/x");
     for (name, value) in headers {
         request = request.header(*name, value);
@@ -518,8 +518,8 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
         401
     );
     assert_eq!(
-        reqwest::Client::new()
-            .post(gateway.url("/admin/explain"))
+        gateway
+            .post("/admin/explain")
             .bearer_auth(ADMIN_TOKEN)
             .body(valid)
             .send()
@@ -585,8 +585,7 @@ async fn the_auth_403_its_log_line_and_the_explanation_give_one_reason() {
     use std::io::BufRead as _;
     let idp = TestIdp::start().await;
     let (public, admin) = (crate::support::free_port(), crate::support::free_port());
-    let dir = std::env::temp_dir().join(format!("tollgate-explain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch_dir("explain");
     let config = dir.join("tollgate.toml");
     std::fs::write(
         &config,

@@ -433,7 +433,7 @@ async fn keys_can_come_from_a_jwks_file() {
         .text()
         .await
         .unwrap();
-    let path = std::env::temp_dir().join(format!("tollgate-jwks-{}.json", std::process::id()));
+    let path = crate::support::scratch_dir("jwks").join("jwks.json");
     std::fs::write(&path, jwks).unwrap();
     let fetched_before = idp.count("jwks");
     let config = Gateway::forward_auth_config(&idp, "", "").replace(
@@ -643,8 +643,8 @@ async fn two_authorization_headers_or_a_token_in_header_and_query_are_400() {
     )
     .await;
     assert_eq!(header_only.status(), 200);
-    let validate = reqwest::Client::new()
-        .get(gateway.url("/validate"))
+    let validate = gateway
+        .get("/validate")
         .header("authorization", &bearer)
         .header("authorization", &bearer)
         .send()
@@ -680,8 +680,8 @@ async fn bearer_refusals_carry_rfc_6750_errors() {
         challenge(&garbage).as_deref(),
         Some("Bearer error=\"invalid_token\"")
     );
-    let validate = reqwest::Client::new()
-        .get(gateway.url("/validate"))
+    let validate = gateway
+        .get("/validate")
         .bearer_auth(&expired)
         .send()
         .await

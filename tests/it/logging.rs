@@ -11,8 +11,7 @@ use crate::support::free_port;
 
 #[tokio::test]
 async fn a_log_reader_that_stopped_reading_never_stalls_requests() {
-    let dir = std::env::temp_dir().join(format!("tollgate-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch_dir("log");
     let (public, admin, dead) = (free_port(), free_port(), free_port());
     let config = dir.join("tollgate.toml");
     std::fs::write(

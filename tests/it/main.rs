@@ -1,10 +1,20 @@
-//! The one integration-test binary. Every test starts what it needs on 127.0.0.1:0, in-process.
+//! The one integration-test binary. Every test starts what it needs on 127.0.0.1:0, in-process
+//! unless it says otherwise.
 //!
 //! - `support/`: `TestIdp` (an OpenID Provider that can misbehave on purpose), `Gateway`
-//!   (Tollgate from a TOML string), `Browser` (cookies, no automatic redirects).
+//!   (Tollgate from a TOML string, with `get`/`post` request builders), `Browser` (cookies, no
+//!   automatic redirects), real `Nginx` and Redis (standalone, Cluster, Sentinel) servers,
+//!   `TestUpstream`, `scratch_dir` (one fresh temp dir per use).
 //! - `forward_auth`: `/auth` and `/validate` with bearer tokens, claim rules, skip rules,
 //!   forwarded headers (SPEC §4, §6).
+//! - `canonical`: the canonical request (SPEC §4.1) checked against a real nginx.
 //! - `login_flow`: `/signin`, `/callback`, `/signout`, `/userinfo` against the test provider.
+//! - `pages`: the pages a person sees and their JSON twins (SPEC §10).
+//! - `proxy`: the reverse proxy (SPEC §5); `upstream_pool`: upstream connection reuse;
+//!   `connections`: slow and idle clients, forged forwarding headers (SPEC §9).
+//! - `sessions`: server-side sessions, the admin API, back-channel logout;
+//!   `redis_sessions`: the Redis store standalone, Cluster and Sentinel, outages and failovers;
+//!   `refresh`: refresh once per session, rotation, failures.
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
 //! - `token_service_replicas`: two token-service replicas on one Redis (standalone, Cluster)
 //!   behave as one (SPEC §12).
@@ -12,7 +22,12 @@
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
+//! - `logging`: a log reader that stopped reading never stalls a request (SPEC §11).
+//! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README
+//!   recipe: `trustForwardHeader`, `authResponseHeaders`, `addAuthCookiesToResponse`).
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
+//! - `soak`: 10,000 idle and 100 slow connections beside normal traffic (own process).
+//! - `fuzz`: the fuzz targets over their corpora with deterministic mutations, on stable.
 //! - `tls`: https on the listener (ALPN, certificate reload) and to upstreams (SPEC §3), with
 //!   a CA made per test (`support::test_ca`) and nginx or `support::tls_upstream` upstreams.
 
@@ -40,4 +55,5 @@ mod support;
 mod tls;
 mod token_service;
 mod token_service_replicas;
+mod traefik;
 mod upstream_pool;

@@ -11,8 +11,8 @@ use crate::support::idp::{JwksFault, Misbehaviour};
 use crate::support::{Gateway, TestIdp};
 
 async fn status(gateway: &Gateway, token: &str) -> u16 {
-    reqwest::Client::new()
-        .get(gateway.url("/auth"))
+    gateway
+        .get("/auth")
         .header("authorization", format!("Bearer {token}"))
         .send()
         .await

@@ -403,8 +403,8 @@ accept_bearer = true
     assert_eq!(response.status(), 200);
     assert_eq!(browser.get(&gateway.url("/other/x")).await.status(), 401);
     let corp_token = corp.access_token().sign();
-    let with_corp_token = reqwest::Client::new()
-        .get(gateway.url("/other/x"))
+    let with_corp_token = gateway
+        .get("/other/x")
         .bearer_auth(corp_token)
         .send()
         .await
@@ -481,8 +481,8 @@ async fn a_large_upload_streams_through_in_bounded_memory() {
     const CHUNKS: usize = 1024; // 1 GiB
     let stream = futures_stream(CHUNK, CHUNKS);
     let before = peak_resident_kib();
-    let response = reqwest::Client::new()
-        .post(gateway.url("/upload"))
+    let response = gateway
+        .post("/upload")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await

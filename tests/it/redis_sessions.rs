@@ -314,8 +314,8 @@ async fn a_backchannel_logout_that_met_a_redis_outage_is_carried_out_on_retry() 
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
     let token = idp.logout_token().sign();
     let post = || {
-        reqwest::Client::new()
-            .post(gateway.url("/backchannel-logout"))
+        gateway
+            .post("/backchannel-logout")
             .form(&[("logout_token", token.as_str())])
             .send()
     };
@@ -369,8 +369,8 @@ async fn sessions_through_a_sentinel_with_a_password_and_a_database() {
 
 /// The sessions the admin API of `gateway` lists.
 async fn listed(gateway: &Gateway) -> usize {
-    let list: Vec<serde_json::Value> = reqwest::Client::new()
-        .get(gateway.admin_url("/admin/sessions"))
+    let list: Vec<serde_json::Value> = gateway
+        .admin_get("/admin/sessions")
         .bearer_auth("admin-token-for-the-tests")
         .send()
         .await
@@ -578,8 +578,8 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
             .send()
     };
     let backchannel = |token: String| {
-        reqwest::Client::new()
-            .post(gateway.url("/backchannel-logout"))
+        gateway
+            .post("/backchannel-logout")
             .form(&[("logout_token", token)])
             .send()
     };
@@ -643,8 +643,8 @@ async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
     let (idp, first, second, mut browser) =
         two_replicas_signed_in(&format!("\"{}\"", redis.url())).await;
     let post = |gateway: &Gateway, token: &str| {
-        reqwest::Client::new()
-            .post(gateway.url("/backchannel-logout"))
+        gateway
+            .post("/backchannel-logout")
             .form(&[("logout_token", token)])
             .send()
     };

@@ -146,7 +146,7 @@ impl Replica {
         )
         .await
         .unwrap();
-        self.running = Some(Gateway { app });
+        self.running = Some(Gateway::from_app(app));
         self.stage = stage;
     }
 
@@ -336,12 +336,7 @@ async fn deployment(
     redis: &RedisServer,
     session_store: &'static str,
 ) -> (Deployment, Vec<Replica>) {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-rotation-{}-{}",
-        std::process::id(),
-        crate::support::free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch_dir("rotation");
     let (old_key, new_key) = (dir.join("old.pem"), dir.join("new.pem"));
     generate_key(&old_key);
     generate_key(&new_key);

@@ -31,9 +31,7 @@ async fn admin(gateway: &Gateway, method: reqwest::Method, path: &str) -> reqwes
 }
 
 fn temp_path(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-sessions-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("sessions.json")
+    crate::support::scratch_dir(&format!("sessions-{name}")).join("sessions.json")
 }
 
 #[tokio::test]
@@ -222,8 +220,8 @@ async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
 }
 
 async fn backchannel(gateway: &Gateway, token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(gateway.url("/backchannel-logout"))
+    gateway
+        .post("/backchannel-logout")
         .form(&[("logout_token", token)])
         .send()
         .await

@@ -78,8 +78,7 @@ async fn closed_by_server(mut stream: tokio::net::TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_closed_while_normal_traffic_is_served() {
     raise_file_limit();
-    let dir = std::env::temp_dir().join(format!("tollgate-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch_dir("soak");
     let config = dir.join("soak.toml");
     std::fs::write(
         &config,

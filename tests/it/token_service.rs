@@ -73,9 +73,7 @@ pub(crate) async fn token_request(
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(gateway.url("/token"))
-        .form(form);
+    let mut request = gateway.post("/token").form(form);
     if let Some((id, secret)) = basic {
         request = request.basic_auth(id, Some(secret));
     }
@@ -203,8 +201,8 @@ async fn authorization_code_with_pkce_through_the_login_form() {
     let id_claims = decode_payload(body["id_token"].as_str().unwrap());
     assert_eq!(id_claims["nonce"], "n-1");
     assert_eq!(id_claims["aud"], "spa");
-    let userinfo = reqwest::Client::new()
-        .get(gateway.url("/userinfo"))
+    let userinfo = gateway
+        .get("/userinfo")
         .bearer_auth(&access_token)
         .send()
         .await
@@ -265,8 +263,8 @@ async fn client_credentials_issue_tokens_that_validate_accepts() {
     assert_eq!(claims["aud"], "odj");
     assert_eq!(claims["iss"], issuer);
     assert_eq!(claims["api_product_list"][0], "odj-core");
-    let validate = reqwest::Client::new()
-        .get(gateway.url("/validate"))
+    let validate = gateway
+        .get("/validate")
         .bearer_auth(body["access_token"].as_str().unwrap())
         .send()
         .await
@@ -391,8 +389,8 @@ pub(crate) async fn exchange(gateway: &Gateway, code: &str) -> (u16, Value) {
 }
 
 pub(crate) async fn validate(gateway: &Gateway, access_token: &str) -> u16 {
-    reqwest::Client::new()
-        .get(gateway.url("/validate"))
+    gateway
+        .get("/validate")
         .bearer_auth(access_token)
         .send()
         .await
@@ -532,8 +530,8 @@ async fn revocation_of_refresh_and_access_tokens() {
         401,
         "the grant's access tokens end too"
     );
-    let machine = reqwest::Client::new()
-        .post(gateway.url("/revoke"))
+    let machine = gateway
+        .post("/revoke")
         .basic_auth("machine", Some("wrong"))
         .form(&[("token", "x")])
         .send()
@@ -558,8 +556,8 @@ async fn failed_client_authentication_is_rate_limited() {
         .await;
         assert_eq!(status, 401);
     }
-    let response = reqwest::Client::new()
-        .post(gateway.url("/token"))
+    let response = gateway
+        .post("/token")
         .basic_auth("machine", Some("machine-secret"))
         .form(&[("grant_type", "client_credentials")])
         .send()
@@ -700,8 +698,7 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
 /// key stays published (and its tokens valid) until it is removed. RS256 and ES256.
 #[tokio::test]
 async fn signing_keys_persist_and_rotate_by_config() {
-    let dir = std::env::temp_dir().join(format!("tollgate-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch_dir("keys");
     let ec = dir.join("ec.pem");
     let rsa = dir.join("rsa.pem");
     let _ = std::fs::remove_file(&ec);
@@ -742,8 +739,8 @@ async fn signing_keys_persist_and_rotate_by_config() {
                 tollgate::hash_password("machine-secret").unwrap()
             );
             let config = tollgate::config::load(&text, &Default::default()).unwrap();
-            Gateway {
-                app: tollgate::app::start(
+            Gateway::from_app(
+                tollgate::app::start(
                     config,
                     Arc::new(tollgate::clock::SystemClock),
                     Some(listener),
@@ -751,7 +748,7 @@ async fn signing_keys_persist_and_rotate_by_config() {
                 )
                 .await
                 .unwrap(),
-            }
+            )
         }
     };
     let issue = |gateway: &Gateway| {
@@ -1070,8 +1067,8 @@ async fn client_authentication_limits_key_on_the_real_client_behind_a_trusted_pr
     // The test client is on 127.0.0.1, a trusted proxy by default: it speaks for the clients
     // it names in X-Forwarded-For.
     let attempt = |from: &'static str, client_id: String, secret: &'static str| {
-        let request = reqwest::Client::new()
-            .post(gateway.url("/token"))
+        let request = gateway
+            .post("/token")
             .header("x-forwarded-for", from)
             .basic_auth(client_id, Some(secret))
             .form(&[("grant_type", "client_credentials")]);
@@ -1101,8 +1098,8 @@ async fn client_authentication_limits_key_on_the_real_client_behind_a_trusted_pr
 async fn the_login_form_limits_wrong_passwords() {
     let (gateway, _) = token_service().await;
     let post = |password: &'static str, from: &'static str| {
-        let request = reqwest::Client::new()
-            .post(gateway.url("/authorize"))
+        let request = gateway
+            .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-forwarded-for", from)
             .body(format!(

@@ -38,8 +38,8 @@ fn text(value: &Value, name: &str) -> String {
 }
 
 async fn revoke(gateway: &Gateway, token: &str) -> u16 {
-    reqwest::Client::new()
-        .post(gateway.url("/revoke"))
+    gateway
+        .post("/revoke")
         .form(&[("token", token), ("client_id", "spa")])
         .send()
         .await
@@ -134,13 +134,7 @@ async fn replicas_behave_as_one(redis_url: &str) {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-replicas-{}-{}",
-        std::process::id(),
-        crate::support::free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::support::scratch_dir("replicas")
 }
 
 #[tokio::test]

@@ -1,12 +1,19 @@
-//! `[[provider]]`: name, issuer, client id and authentication, scopes and timeouts; names
-//! unique.
+//! `[[provider]]`: name, issuer, client id and authentication (the `private_key_jwt` key read
+//! and parsed here), scopes and timeouts; names unique.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Checker;
 use crate::config::raw::RawProvider;
-use crate::config::{ClientAuth, ProviderConfig};
+use crate::config::{AssertionAudience, ClientAuth, ClientKeyConfig, ProviderConfig};
+
+/// The `private_key_jwt` keys of a `[[provider]]` as written.
+struct ClientKeyKeys {
+    file: Option<String>,
+    id: Option<String>,
+    audience: Option<String>,
+}
 
 /// `provider.timeout` when unset.
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,21 +36,21 @@ impl Checker<'_> {
             None | Some("client_secret_basic") => ClientAuth::ClientSecretBasic,
             Some("client_secret_post") => ClientAuth::ClientSecretPost,
             Some("none") => ClientAuth::None,
-            Some("private_key_jwt") => {
-                self.problem(
-                    format!("{path}.client_auth"),
-                    "private_key_jwt is not available in this version",
-                );
-                ClientAuth::None
-            }
+            Some("private_key_jwt") => ClientAuth::PrivateKeyJwt,
             Some(other) => {
                 self.problem(format!("{path}.client_auth"), format!("`{other}` is not one of client_secret_basic, client_secret_post, none, private_key_jwt"));
                 ClientAuth::None
             }
         };
-        if raw.client_key_file.is_some() {
-            self.problem(format!("{path}.client_key_file"), "only used with client_auth = \"private_key_jwt\", which is not available in this version");
-        }
+        let client_key = self.client_key(
+            path,
+            client_auth,
+            ClientKeyKeys {
+                file: raw.client_key_file,
+                id: raw.client_key_id,
+                audience: raw.client_assertion_audience,
+            },
+        );
         match client_auth {
             ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost
                 if client_secret.is_none() =>
@@ -53,10 +60,10 @@ impl Checker<'_> {
                     "is required with this client_auth (or set client_auth = \"none\")",
                 );
             }
-            ClientAuth::None if client_secret.is_some() => {
+            ClientAuth::None | ClientAuth::PrivateKeyJwt if client_secret.is_some() => {
                 self.problem(
                     format!("{path}.client_secret"),
-                    "is not used with client_auth = \"none\"",
+                    "is not used with this client_auth",
                 );
             }
             _ => {}
@@ -101,6 +108,7 @@ impl Checker<'_> {
             client_id: client_id?,
             client_secret,
             client_auth,
+            client_key,
             scopes,
             jwks_file: raw.jwks_file.map(PathBuf::from),
             audiences: raw.audiences.unwrap_or_default(),
@@ -111,6 +119,59 @@ impl Checker<'_> {
             timeout,
             max_id_token_age,
         })
+    }
+
+    /// `client_key_file`, `client_key_id` and `client_assertion_audience`: required (the file)
+    /// with `private_key_jwt` and read and parsed here, refused with any other `client_auth`.
+    fn client_key(
+        &mut self,
+        path: &str,
+        client_auth: ClientAuth,
+        keys: ClientKeyKeys,
+    ) -> Option<ClientKeyConfig> {
+        if client_auth != ClientAuth::PrivateKeyJwt {
+            for (key, given) in [
+                ("client_key_file", keys.file.is_some()),
+                ("client_key_id", keys.id.is_some()),
+                ("client_assertion_audience", keys.audience.is_some()),
+            ] {
+                if given {
+                    self.problem(
+                        format!("{path}.{key}"),
+                        "is only used with client_auth = \"private_key_jwt\"",
+                    );
+                }
+            }
+            return None;
+        }
+        let audience = match keys.audience.as_deref() {
+            None | Some("issuer") => AssertionAudience::Issuer,
+            Some("token_endpoint") => AssertionAudience::Endpoint,
+            Some(other) => {
+                self.problem(
+                    format!("{path}.client_assertion_audience"),
+                    format!("`{other}` is not one of issuer, token_endpoint"),
+                );
+                AssertionAudience::Issuer
+            }
+        };
+        if keys.id.as_deref().is_some_and(str::is_empty) {
+            self.problem(format!("{path}.client_key_id"), "must not be empty");
+        }
+        let Some(file) = keys.file.as_deref() else {
+            self.problem(
+                format!("{path}.client_key_file"),
+                "is required with client_auth = \"private_key_jwt\" (a PEM private key: RSA for RS256/PS256, EC P-256 for ES256)",
+            );
+            return None;
+        };
+        match ClientKeyConfig::load(PathBuf::from(file), keys.id.clone(), audience) {
+            Ok(client_key) => Some(client_key),
+            Err(error) => {
+                self.problem(format!("{path}.client_key_file"), error.to_string());
+                None
+            }
+        }
     }
 
     pub(super) fn unique_provider_names(&mut self, providers: &[ProviderConfig]) {

@@ -11,6 +11,15 @@ pub const SESSION_SECRET: &str = "test-session-secret-test-session-secret";
 
 pub struct Gateway {
     pub app: RunningApp,
+    /// The client of `get`, `post` and friends: no cookies, no automatic redirects.
+    client: reqwest::Client,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 impl Gateway {
@@ -60,7 +69,7 @@ provider = "corp"
         let app = tollgate::app::start(config, clock, Some(public), Some(admin))
             .await
             .unwrap();
-        Self { app }
+        Self::from_app(app)
     }
 
     /// Tollgate whose public listener is bound first, so that the config can name its own
@@ -78,7 +87,15 @@ provider = "corp"
         )
         .await
         .unwrap();
-        (Self { app }, issuer)
+        (Self::from_app(app), issuer)
+    }
+
+    /// A `Gateway` around an app a test started itself.
+    pub fn from_app(app: RunningApp) -> Self {
+        Self {
+            app,
+            client: client(),
+        }
     }
 
     pub async fn forward_auth(idp: &TestIdp) -> Self {
@@ -92,6 +109,26 @@ provider = "corp"
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.app.public_addr)
+    }
+
+    /// A request to the public listener (answers are not followed: a redirect is the answer).
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    /// A POST to the public listener.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    /// A request to the admin listener.
+    pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.admin_url(path))
+    }
+
+    /// A POST to the admin listener.
+    pub fn admin_post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.admin_url(path))
     }
 
     pub fn admin_url(&self, path: &str) -> String {

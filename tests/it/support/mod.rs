@@ -6,6 +6,7 @@ pub mod idp;
 pub mod nginx;
 pub mod redis;
 pub mod test_ca;
+pub mod test_keys;
 pub mod tls_upstream;
 pub mod upstream;
 
@@ -22,4 +23,15 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A fresh, empty directory under the system's temp dir for one test's files (configs, keys,
+/// server state), named `tollgate-<what>-<pid>-<n>` so that parallel tests never share one.
+pub fn scratch_dir(what: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tollgate-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

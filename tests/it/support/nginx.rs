@@ -31,12 +31,7 @@ impl Nginx {
     /// Starts nginx with `http` as the body of its `http { }` block and waits until every port
     /// in `ports` accepts connections.
     pub async fn start(http: &str, ports: &[u16]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-nginx-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::scratch_dir("nginx");
         let d = dir.display();
         let config = format!(
             "worker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\

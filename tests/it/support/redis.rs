@@ -26,13 +26,7 @@ pub fn available() -> bool {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-redis-{}-{name}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    super::scratch_dir(&format!("redis-{name}"))
 }
 
 pub async fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {

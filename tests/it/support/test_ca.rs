@@ -1,6 +1,6 @@
 //! A certificate authority made for one test with the `openssl` command (Debian's package,
 //! which scripts/test.sh installs): P-256 keys, server certificates for `localhost` and
-//! 127.0.0.1, all in a directory of their own.
+//! 127.0.0.1, all in a `scratch_dir` of their own (where a test may keep its other files).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,12 +49,7 @@ fn openssl(args: &[&str], paths: &[&Path]) -> Vec<u8> {
 impl TestCa {
     /// A new CA named `name` in a fresh directory under the system's temporary directory.
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-ca-{name}-{}-{}",
-            std::process::id(),
-            super::free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::scratch_dir(&format!("ca-{name}"));
         let ca = Self {
             dir,
             name: name.to_owned(),
