@@ -153,6 +153,47 @@ async fn a_reload_serves_the_new_certificate_and_a_bad_one_keeps_the_old() {
     gateway.stop().await;
 }
 
+/// `tollgate serve` as its own process: `config_text` (its two `127.0.0.1:0` listeners given
+/// free ports) written to `config_file`, `env` added. Answers once `client` gets an answer
+/// from `/ping` at `scheme://localhost`; with the public port.
+async fn serve(
+    config_file: &Path,
+    config_text: &str,
+    env: &[(&str, &Path)],
+    stderr: Stdio,
+    (client, scheme): (&reqwest::Client, &str),
+) -> (std::process::Child, u16) {
+    let (public, admin) = (free_port(), free_port());
+    std::fs::write(
+        config_file,
+        config_text
+            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{public}\""), 1)
+            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{admin}\""), 1),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .args(["serve", "--config"])
+        .arg(config_file)
+        .env_remove("TOLLGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let ping = format!("{scheme}://localhost:{public}/ping");
+    for _ in 0..400 {
+        if client.get(&ping).send().await.is_ok() {
+            return (child, public);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tollgate serve never answered at {ping}");
+}
+
 /// `tollgate serve` as its own process, SIGHUP sent with kill(1): the next connections see the
 /// new certificate.
 #[tokio::test]
@@ -164,34 +205,19 @@ async fn sighup_makes_the_running_binary_serve_the_new_certificate() {
         key: ca.path("served.key"),
     };
     replace(&served, &first);
-    let (public, admin) = (free_port(), free_port());
-    let config_file = ca.path("tollgate.toml");
-    std::fs::write(
-        &config_file,
-        config(&listener_tls(&served), "")
-            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{public}\""), 1)
-            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{admin}\""), 1),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(&config_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    // The client resolves localhost to 127.0.0.1 whatever the port.
+    let client = client_trusting(&ca, ([127, 0, 0, 1], 0).into())
+        .build()
         .unwrap();
+    let (mut child, public) = serve(
+        &ca.path("tollgate.toml"),
+        &config(&listener_tls(&served), ""),
+        &[],
+        Stdio::null(),
+        (&client, "https"),
+    )
+    .await;
     let address: SocketAddr = ([127, 0, 0, 1], public).into();
-    let client = client_trusting(&ca, address).build().unwrap();
-    let url = format!("https://localhost:{public}/ping");
-    let mut up = false;
-    for _ in 0..400 {
-        if client.get(&url).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(up, "tollgate serve never answered over https");
     assert_eq!(served_certificate(&ca, address).await, first.leaf_der());
 
     replace(&served, &second);
@@ -375,38 +401,23 @@ async fn an_unverified_upstream_is_one_log_line() {
         &[upstream_port],
     )
     .await;
-    let (public, admin) = (free_port(), free_port());
-    let config_file = ca.path("tollgate.toml");
     let routes = route(
         "/",
         &format!("https://localhost:{upstream_port}"),
         Some(&other.cert()),
     );
-    std::fs::write(
-        &config_file,
-        config("log_format = \"json\"", &routes)
-            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{public}\""), 1)
-            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{admin}\""), 1),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(&config_file)
-        .env_remove("TOLLGATE_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let client = reqwest::Client::builder()
+        .resolve("localhost", ([127, 0, 0, 1], 0).into())
+        .build()
         .unwrap();
-    let ping = format!("http://127.0.0.1:{public}/ping");
-    let mut up = false;
-    for _ in 0..400 {
-        if reqwest::get(&ping).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(up, "tollgate serve never answered");
+    let (child, public) = serve(
+        &ca.path("tollgate.toml"),
+        &config("log_format = \"json\"", &routes),
+        &[],
+        Stdio::piped(),
+        (&client, "http"),
+    )
+    .await;
     let response = reqwest::get(format!("http://127.0.0.1:{public}/app"))
         .await
         .unwrap();
@@ -507,4 +518,47 @@ async fn a_login_over_the_https_listener_returns_over_https() {
         Some(format!("https://localhost:{}/callback", address.port()).as_str())
     );
     gateway.stop().await;
+}
+
+/// An https upstream without `upstream_ca_file` is verified against the system's roots: here
+/// the process is told (`SSL_CERT_FILE`, as OpenSSL reads it) that the test CA is the system's
+/// only root, and the upstream then answers.
+#[tokio::test]
+async fn an_upstream_is_trusted_through_the_system_roots() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("system-roots");
+    let upstream_port = free_port();
+    let _nginx = Nginx::start(
+        &nginx_tls_server(upstream_port, &ca.issue("nginx"), true),
+        &[upstream_port],
+    )
+    .await;
+    let routes = route("/", &format!("https://localhost:{upstream_port}"), None);
+    let client = reqwest::Client::builder()
+        .resolve("localhost", ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
+    let (mut child, public) = serve(
+        &ca.path("tollgate.toml"),
+        &config("", &routes),
+        &[("SSL_CERT_FILE", &ca.cert())],
+        Stdio::null(),
+        (&client, "http"),
+    )
+    .await;
+    let response = client
+        .get(format!("http://localhost:{public}/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with("sni=localhost protocol=HTTP/2.0 host=localhost uri=/app"),
+        "{text}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
