@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use axum::body::Body;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::pool::SendError;
 use crate::config::Upstream;
+
+/// How often a shared HTTP/2 connection is pinged, and how long its answer may take before
+/// the connection is closed.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A new connection's request sender.
 pub enum Connection {
@@ -57,7 +62,14 @@ async fn open(upstream: &Upstream, http1_only: bool) -> Result<Connection, SendE
         .await
         .map_err(|error| SendError::new(format!("TLS handshake failed: {error}")))?;
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        // The connection is shared and kept while open: pings find one that died silently
+        // (a dropped NAT entry) before a request waits on it.
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| SendError::new(error.to_string()))?;
         tokio::spawn(async move {
