@@ -8,7 +8,7 @@ set -euo pipefail
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-packages=(nginx caddy haproxy chromium redis-server openssl python3-venv)
+packages=(nginx caddy haproxy chromium redis-server openssl python3-venv ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

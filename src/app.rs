@@ -137,10 +137,10 @@ fn surfaces(
         .forward_auth
         .as_ref()
         .and_then(|section| Some((section.clone(), providers.get(&section.provider)?.clone())));
-    let bases = Arc::new(RequestBases::new(
-        server.public_url.clone(),
-        server.trusted_proxies.clone(),
-    ));
+    let bases = Arc::new(
+        RequestBases::new(server.public_url.clone(), server.trusted_proxies.clone())
+            .over_tls(server.tls.is_some()),
+    );
     let login = Arc::new(LoginFlow {
         providers: providers.clone(),
         signin_provider: forward_auth_section
@@ -168,6 +168,11 @@ fn surfaces(
         token_service: token_service.clone(),
         trusted_proxies: server.trusted_proxies.clone(),
         public_url: server.public_url.clone(),
+        own_proto: if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         clock: clock.clone(),
         metrics: metrics.clone(),
         queries: AuthQueries::default(),
@@ -370,6 +375,8 @@ pub struct RunningApp {
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
     /// The threads serving the public listener's connections; they end when this is dropped.
     _workers: Arc<crate::http::serve::Workers>,
+    /// The public listener's certificate, when it serves https (`reload` re-reads it).
+    pub tls: Option<Arc<crate::tls::server::ServerCertificate>>,
 }
 
 impl RunningApp {
@@ -442,6 +449,7 @@ pub async fn start(
     let signal = wait_for(receiver.clone());
     let workers = Arc::new(crate::http::serve::Workers::per_cpu().context("starting workers")?);
     let service = state.public.clone();
+    let (tls, acceptor) = crate::tls::server::for_listener(state.config.server.tls.as_ref())?;
     tasks.spawn(crate::http::serve::serve_on_workers(
         public,
         move |peer| service.clone().for_connection(peer),
@@ -451,6 +459,7 @@ pub async fn start(
             header_read: state.config.server.header_read_timeout,
             keepalive: state.config.server.keepalive_timeout,
         },
+        acceptor,
     ));
     let admin_addr = match admin {
         Some(listener) => {
@@ -524,6 +533,7 @@ pub async fn start(
         shutdown,
         tasks,
         _workers: workers,
+        tls,
     })
 }
 

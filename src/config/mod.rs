@@ -92,6 +92,20 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no bytes moving is closed after this.
     pub keepalive_timeout: Duration,
+    /// `tls_cert_file` / `tls_key_file`: serve https on `listen`.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The public listener's certificate: the files (re-read on SIGHUP) and what they held when
+/// the config was loaded.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
+    /// The chain and key, checked to belong together.
+    pub key: std::sync::Arc<rustls::sign::CertifiedKey>,
 }
 
 /// How log lines are written.
@@ -363,11 +377,18 @@ pub struct Upstream {
     authority: axum::http::HeaderValue,
     /// The URL's path without its trailing `/`: empty for an upstream at the root.
     base_path: String,
+    /// For an https upstream: how to speak TLS to it.
+    tls: Option<crate::tls::UpstreamTls>,
 }
 
 impl Upstream {
-    /// Splits an `http` URL with a host; `None` for anything else.
-    pub fn new(url: Url) -> Option<Self> {
+    /// Splits an `http` URL with a host (`tls` none), or an `https` one (reached as `tls` says);
+    /// `None` for anything else, so an https upstream never goes without TLS.
+    pub fn new(url: Url, tls: Option<crate::tls::UpstreamTls>) -> Option<Self> {
+        match (url.scheme(), &tls) {
+            ("http", None) | ("https", Some(_)) => {}
+            _ => return None,
+        }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let host = url.host_str()?;
         let port = url.port_or_known_default()?;
@@ -382,7 +403,13 @@ impl Upstream {
             address,
             authority,
             base_path,
+            tls,
         })
+    }
+
+    /// How to speak TLS to it: `None` for an http upstream.
+    pub fn tls(&self) -> Option<&crate::tls::UpstreamTls> {
+        self.tls.as_ref()
     }
 
     /// The URL as configured.

@@ -19,6 +19,8 @@ pub(super) struct RawServer {
     pub log_format: Option<String>,
     pub header_read_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +113,7 @@ pub(super) struct RawRoute {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: Option<String>,
+    pub upstream_ca_file: Option<String>,
     pub provider: Option<String>,
     pub on_unauthenticated: Option<String>,
     pub accept_bearer: Option<bool>,

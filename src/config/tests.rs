@@ -271,7 +271,7 @@ fn durations_and_defaults() {
 
 #[test]
 fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
-    let at_root = Upstream::new(Url::parse("http://127.0.0.1:8080/").unwrap()).unwrap();
+    let at_root = Upstream::new(Url::parse("http://127.0.0.1:8080/").unwrap(), None).unwrap();
     let path = |text: &'static str| axum::http::uri::PathAndQuery::from_static(text);
     assert_eq!(
         at_root.request_target(Some(&path("/a/b?x=1&y"))).unwrap(),
@@ -280,7 +280,7 @@ fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
     assert_eq!(at_root.request_target(None).unwrap(), "/");
     assert_eq!(at_root.address(), "127.0.0.1:8080");
     assert_eq!(at_root.authority(), "127.0.0.1:8080");
-    let below = Upstream::new(Url::parse("http://app.internal/base/").unwrap()).unwrap();
+    let below = Upstream::new(Url::parse("http://app.internal/base/").unwrap(), None).unwrap();
     assert_eq!(
         below.request_target(Some(&path("/a?x=1"))).unwrap(),
         "/base/a?x=1"
@@ -288,7 +288,7 @@ fn upstream_request_targets_keep_the_upstream_path_and_the_request_query() {
     assert_eq!(below.request_target(None).unwrap(), "/base/");
     assert_eq!(below.address(), "app.internal:80");
     assert_eq!(below.authority(), "app.internal");
-    let ipv6 = Upstream::new(Url::parse("http://[::1]:9000").unwrap()).unwrap();
+    let ipv6 = Upstream::new(Url::parse("http://[::1]:9000").unwrap(), None).unwrap();
     assert_eq!(ipv6.address(), "[::1]:9000");
     assert_eq!(ipv6.to_string(), "http://[::1]:9000/");
     assert_ne!(ipv6.id(), below.id(), "each upstream has its own pool");
@@ -384,5 +384,96 @@ fn grpc_listen_is_an_address_and_also_comes_from_the_environment() {
             .unwrap()
             .grpc_listen,
         None
+    );
+}
+
+#[test]
+fn tls_files_come_in_pairs_and_must_hold_a_certificate_and_its_key() {
+    check_problem(
+        "[server]\ntls_cert_file = \"/etc/tollgate/tls.crt\"",
+        &[],
+        "server.tls_key_file: required with server.tls_cert_file",
+    );
+    check_problem(
+        "[server]\ntls_key_file = \"/etc/tollgate/tls.key\"",
+        &[],
+        "server.tls_cert_file: required with server.tls_key_file",
+    );
+    check_problem(
+        "[server]\ntls_cert_file = \"/nonexistent/tls.crt\"\ntls_key_file = \"/nonexistent/tls.key\"",
+        &[],
+        "server.tls_cert_file: cannot read /nonexistent/tls.crt",
+    );
+    // A file that is no PEM certificate.
+    let not_pem = std::env::temp_dir().join(format!("tollgate-not-pem-{}", std::process::id()));
+    std::fs::write(&not_pem, "secret words, not a certificate\n").unwrap();
+    let found = problems(
+        &format!(
+            "[server]\ntls_cert_file = \"{0}\"\ntls_key_file = \"{0}\"",
+            not_pem.display()
+        ),
+        &[],
+    );
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem.starts_with("server.tls_cert_file:")
+                && problem.ends_with("holds no usable PEM certificate")),
+        "{found:?}"
+    );
+    // No problem quotes the file's content.
+    assert!(!found.iter().any(|problem| problem.contains("secret words")));
+    let _ = std::fs::remove_file(&not_pem);
+}
+
+#[test]
+fn upstream_ca_file_belongs_to_https_upstreams() {
+    let route = |upstream: &str, ca: &str| {
+        format!(
+            "{PROVIDER}\n[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n\
+             [[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\n{ca}"
+        )
+    };
+    check_problem(
+        &route(
+            "http://127.0.0.1:9000",
+            "upstream_ca_file = \"/etc/ssl/certs/ca-certificates.crt\"",
+        ),
+        &[],
+        "route[0].upstream_ca_file: only used with an https upstream",
+    );
+    check_problem(
+        &route(
+            "https://app.internal",
+            "upstream_ca_file = \"/nonexistent/ca.pem\"",
+        ),
+        &[],
+        "route[0].upstream_ca_file: cannot read /nonexistent/ca.pem",
+    );
+    // An https upstream is accepted, verified against the system roots.
+    let config = load(
+        &route("https://app.internal:8443/base", ""),
+        &BTreeMap::new(),
+    )
+    .unwrap_or_else(|problems| panic!("{problems:?}"));
+    let upstream = &config.routes[0].upstream;
+    assert_eq!(upstream.address(), "app.internal:8443");
+    let tls = upstream.tls().expect("TLS for an https upstream");
+    assert_eq!(tls.server_name.to_str(), "app.internal");
+    assert_eq!(
+        tls.any_version.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert_eq!(tls.http1_only.alpn_protocols, [b"http/1.1".to_vec()]);
+    let plain = load(&route("http://app.internal", ""), &BTreeMap::new()).unwrap();
+    assert!(plain.routes[0].upstream.tls().is_none());
+    // Never an https upstream without TLS, nor TLS to an http one.
+    assert!(Upstream::new(Url::parse("https://app.internal").unwrap(), None).is_none());
+    assert!(
+        Upstream::new(
+            Url::parse("http://app.internal").unwrap(),
+            Some(tls.clone())
+        )
+        .is_none()
     );
 }

@@ -39,6 +39,9 @@ pub struct ForwardAuthState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `server.public_url`.
     pub public_url: Option<url::Url>,
+    /// The public listener's scheme (`https` when it serves TLS), for a request no trusted
+    /// proxy describes.
+    pub own_proto: &'static str,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Metrics.

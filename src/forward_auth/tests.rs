@@ -58,6 +58,7 @@ source = "local"
         token_service: Some(service.clone()),
         trusted_proxies: Vec::new(),
         public_url: None,
+        own_proto: "http",
         clock: Arc::new(SystemClock),
         metrics,
         queries: AuthQueries::default(),

@@ -167,14 +167,16 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
 }
 
 /// The scheme and host of this request as seen from outside: `X-Forwarded-Proto` /
-/// `X-Forwarded-Host` from a trusted peer, else plain http and the `Host` header. `None` when
-/// the host is missing or holds characters a host cannot.
+/// `X-Forwarded-Host` from a trusted peer, else the listener's own scheme (`own_proto`: `https`
+/// when it serves TLS) and the `Host` header. `None` when the host is missing or holds
+/// characters a host cannot.
 pub fn base_parts<'a>(
     peer: IpAddr,
     headers: &'a HeaderMap,
     trusted: &[IpNet],
+    own_proto: &'static str,
 ) -> Option<(&'a str, &'a str)> {
-    let (mut proto, mut host) = ("http", header(headers, &HOST));
+    let (mut proto, mut host) = (own_proto, header(headers, &HOST));
     if is_trusted(peer, trusted) {
         if let Some(forwarded_proto) = header(headers, &X_FORWARDED_PROTO) {
             proto = forwarded_proto;
@@ -204,6 +206,8 @@ pub struct RequestBases {
     trusted_proxies: Vec<IpNet>,
     /// Parsed base URLs by `proto://host/`.
     parsed: quick_cache::sync::Cache<Box<str>, Arc<Url>>,
+    /// The public listener's scheme: `https` when it serves TLS.
+    own_proto: &'static str,
 }
 
 impl RequestBases {
@@ -213,7 +217,16 @@ impl RequestBases {
             public_url: public_url.map(Arc::new),
             trusted_proxies,
             parsed: quick_cache::sync::Cache::new(1024),
+            own_proto: "http",
         }
+    }
+
+    /// Bases for a listener that serves https: a request no trusted proxy describes was made
+    /// with https.
+    #[must_use]
+    pub fn over_tls(mut self, tls: bool) -> Self {
+        self.own_proto = if tls { "https" } else { "http" };
+        self
     }
 
     /// The external base URL of a request from `peer` (see `base_parts`), parsed once per
@@ -222,7 +235,7 @@ impl RequestBases {
         if let Some(url) = &self.public_url {
             return Some(url.clone());
         }
-        let (proto, host) = base_parts(peer, headers, &self.trusted_proxies)?;
+        let (proto, host) = base_parts(peer, headers, &self.trusted_proxies, self.own_proto)?;
         thread_local! {
             // The lookup key is built here, not allocated per request.
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -364,6 +377,13 @@ mod tests {
         // Asked again, the same host is the same parsed URL.
         let again = bases.base("192.0.2.1".parse().unwrap(), &headers).unwrap();
         assert!(Arc::ptr_eq(&untrusted_base, &again));
+        // A listener serving https: https unless a trusted proxy says otherwise.
+        let tls = RequestBases::new(None, vec!["127.0.0.0/8".parse().unwrap()]).over_tls(true);
+        let direct = tls.base("192.0.2.1".parse().unwrap(), &headers).unwrap();
+        assert_eq!(direct.as_str(), "https://internal:4180/");
+        headers.insert("x-forwarded-proto", "http".parse().unwrap());
+        let proxied = tls.base("127.0.0.1".parse().unwrap(), &headers).unwrap();
+        assert_eq!(proxied.as_str(), "http://auth.example.com/");
         let fixed = RequestBases::new(
             Some(Url::parse("https://gate.example/").unwrap()),
             Vec::new(),

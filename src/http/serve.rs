@@ -224,9 +224,10 @@ impl<T> Counted<T> {
     }
 }
 
-/// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades) on the next
-/// worker with the service `for_connection` makes for its peer, until `shutdown` resolves;
-/// then waits for open connections to finish their requests.
+/// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades; over TLS when
+/// `tls` is given, HTTP/2 then chosen by ALPN) on the next worker with the service
+/// `for_connection` makes for its peer, until `shutdown` resolves; then waits for open
+/// connections to finish their requests.
 ///
 /// # Errors
 /// Never for a failed accept (logged and retried); the result is for symmetry with [`serve`].
@@ -236,6 +237,7 @@ pub async fn serve_on_workers<S>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     workers: std::sync::Arc<Workers>,
     timeouts: ConnectionTimeouts,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()>
 where
     S: hyper::service::Service<
@@ -299,6 +301,7 @@ where
         };
         let watcher = graceful.watcher();
         let builder = builder.clone();
+        let tls = tls.clone();
         workers.next().spawn(async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => stream,
@@ -311,9 +314,20 @@ where
                 inner: stream,
                 activity: activity.clone(),
             };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            // The watchdog also bounds the TLS handshake: it is part of the first request's head.
+            let served = async {
+                let Some(tls) = tls else {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    return watcher.watch(connection).await;
+                };
+                let stream = tls.accept(stream).await?;
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(connection).await
+            };
             tokio::select! {
-                result = watcher.watch(connection) => {
+                result = served => {
                     if let Err(error) = result {
                         tracing::debug!(%error, "connection ended with an error");
                     }

@@ -2,6 +2,7 @@
 //! → identity (session cookie, bearer token) → `on_unauthenticated` → requirements → identity
 //! headers → forward. Every request the public listener does not answer itself comes here.
 
+pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod pool;
@@ -118,7 +119,15 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
         }
         Err((rejection, reason)) => {
             state.metrics.request("proxy", rejection.result_label());
-            tracing::info!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
+            // An upstream failing is the operator's to look at; a refusal is routine.
+            if matches!(
+                rejection,
+                Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout
+            ) {
+                tracing::warn!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
+            } else {
+                tracing::info!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
+            }
             rejection.into_response()
         }
     }
@@ -492,8 +501,8 @@ async fn send(
     forward(route, request, forwarded, add_identity)
         .await
         .map_err(|error| {
-            let reason = error.to_string();
-            tracing::warn!(upstream = %route.upstream, %reason, "upstream failed");
+            // Logged once, with the decision: which upstream, and why.
+            let reason = format!("{error} ({})", route.upstream);
             match error {
                 forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
                 forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),

@@ -1,5 +1,6 @@
-//! Upstream connections: HTTP/1.1 over TCP, one list of idle connections per upstream and
-//! worker thread. A request, the connection it borrows and the task driving that connection
+//! Upstream connections: HTTP/1.1 (over TCP or TLS), one list of idle connections per upstream
+//! and worker thread; HTTP/2 (over TLS, chosen by the upstream by ALPN), one shared connection
+//! per upstream and worker thread. A request, the connection it borrows and the task driving that connection
 //! stay on one thread; a connection goes back to its list once its response has been read to
 //! the end, and is closed instead when the response was abandoned.
 
@@ -11,9 +12,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::Request;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http2;
 
+use super::connect::{Connection, connect};
 use crate::config::Upstream;
 
 /// An idle connection older than this is closed instead of reused.
@@ -29,6 +31,8 @@ struct Idle {
 thread_local! {
     /// Per upstream (by `Upstream::id`), idle connections, most recently used last.
     static IDLE: RefCell<Vec<(u64, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
+    /// Per upstream, this thread's HTTP/2 connection, shared by its requests.
+    static MULTIPLEXED: RefCell<Vec<(u64, http2::SendRequest<Body>)>> = const { RefCell::new(Vec::new()) };
     /// Whether this thread runs a task that closes its expired idle connections.
     static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -39,10 +43,17 @@ thread_local! {
 #[error("{0}")]
 pub struct SendError(String);
 
-/// Sends `request` (origin-form URI, `Host` set) to `upstream`, on an idle connection of this
+impl SendError {
+    pub(super) fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
+
+/// Sends `request` (origin-form URI, `Host` set) to `upstream`, on an open connection of this
 /// thread when there is one, else on a new one. A request that an idle connection could not
 /// take (the upstream had closed it) is sent again on the next; one that may have reached the
-/// upstream is never sent twice.
+/// upstream is never sent twice. An https upstream that chose HTTP/2 gets every request but
+/// upgrades on one shared connection per thread.
 ///
 /// # Errors
 /// When no response arrived.
@@ -51,6 +62,35 @@ pub async fn send(
     connect_timeout: Duration,
     mut request: Request,
 ) -> Result<hyper::Response<PooledBody>, SendError> {
+    let upgrade = request.headers().contains_key(hyper::header::UPGRADE);
+    if !upgrade && upstream.tls().is_some() {
+        while let Some(mut sender) = multiplexed(upstream.id()) {
+            if sender.ready().await.is_err() {
+                forget_multiplexed(upstream.id());
+                continue;
+            }
+            // Kept to turn the request back into HTTP/1.1 shape should it come back unsent.
+            let (target, host) = (
+                request.uri().clone(),
+                request.headers().get(hyper::header::HOST).cloned(),
+            );
+            match sender.try_send_request(for_http2(request, upstream)).await {
+                Ok(response) => return Ok(unpooled(response, upstream.id())),
+                Err(mut error) => match error.take_message() {
+                    Some(mut unsent) => {
+                        forget_multiplexed(upstream.id());
+                        *unsent.uri_mut() = target;
+                        *unsent.version_mut() = hyper::Version::HTTP_11;
+                        if let Some(host) = host {
+                            unsent.headers_mut().insert(hyper::header::HOST, host);
+                        }
+                        request = unsent;
+                    }
+                    None => return Err(SendError(error.into_error().to_string())),
+                },
+            }
+        }
+    }
     while let Some(mut sender) = checkout(upstream.id()) {
         if sender.ready().await.is_err() {
             continue;
@@ -63,37 +103,57 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(upstream, connect_timeout).await?;
-    match sender.send_request(request).await {
-        Ok(response) => Ok(pooled(response, sender, upstream.id())),
-        Err(error) => Err(SendError(error.to_string())),
+    match connect(upstream, connect_timeout, upgrade).await? {
+        Connection::Http1(mut sender) => match sender.send_request(request).await {
+            Ok(response) => Ok(pooled(response, sender, upstream.id())),
+            Err(error) => Err(SendError(error.to_string())),
+        },
+        Connection::Http2(mut sender) => {
+            MULTIPLEXED.with_borrow_mut(|shared| {
+                shared.retain(|(id, _)| *id != upstream.id());
+                shared.push((upstream.id(), sender.clone()));
+            });
+            match sender.send_request(for_http2(request, upstream)).await {
+                Ok(response) => Ok(unpooled(response, upstream.id())),
+                Err(error) => Err(SendError(error.to_string())),
+            }
+        }
     }
 }
 
-async fn connect(
-    upstream: &Upstream,
-    connect_timeout: Duration,
-) -> Result<SendRequest<Body>, SendError> {
-    let stream = tokio::time::timeout(
-        connect_timeout,
-        tokio::net::TcpStream::connect(upstream.address()),
-    )
-    .await
-    .map_err(|_| SendError("connecting timed out".to_owned()))?
-    .map_err(|error| SendError(format!("cannot connect: {error}")))?;
-    // Requests and responses are whole messages: waiting to fill segments only adds latency.
-    stream
-        .set_nodelay(true)
-        .map_err(|error| SendError(error.to_string()))?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| SendError(error.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "upstream connection ended");
-        }
-    });
-    Ok(sender)
+/// An HTTP/1.1-shaped request as HTTP/2 sends it: the target in absolute form, its authority
+/// the `Host` the request would have carried (RFC 9113 §8.3.1: `:authority` instead of `Host`).
+fn for_http2(request: Request, upstream: &Upstream) -> Request {
+    let (mut parts, body) = request.into_parts();
+    let host = parts.headers.remove(hyper::header::HOST);
+    let authority = host
+        .as_ref()
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<hyper::http::uri::Authority>().ok())
+        .or_else(|| upstream.authority().to_str().ok()?.parse().ok());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(hyper::http::uri::Scheme::HTTPS);
+    uri.authority = authority;
+    if let Ok(absolute) = hyper::Uri::from_parts(uri) {
+        parts.uri = absolute;
+    }
+    parts.version = hyper::Version::HTTP_2;
+    Request::from_parts(parts, body)
+}
+
+/// This thread's open HTTP/2 connection to `upstream`.
+fn multiplexed(upstream: u64) -> Option<http2::SendRequest<Body>> {
+    MULTIPLEXED.with_borrow_mut(|shared| {
+        shared.retain(|(_, sender)| !sender.is_closed());
+        shared
+            .iter()
+            .find(|(id, _)| *id == upstream)
+            .map(|(_, sender)| sender.clone())
+    })
+}
+
+fn forget_multiplexed(upstream: u64) {
+    MULTIPLEXED.with_borrow_mut(|shared| shared.retain(|(id, _)| *id != upstream));
 }
 
 /// This thread's most recently used idle connection to `upstream` that is still open.
@@ -156,6 +216,17 @@ async fn sweep() {
             pools.retain(|(_, idle)| !idle.is_empty());
         });
     }
+}
+
+/// A response on a shared HTTP/2 connection: nothing to give back when it ends.
+fn unpooled(response: hyper::Response<Incoming>, upstream: u64) -> hyper::Response<PooledBody> {
+    let (parts, inner) = response.into_parts();
+    let body = PooledBody {
+        inner,
+        sender: None,
+        upstream,
+    };
+    hyper::Response::from_parts(parts, body)
 }
 
 fn pooled(

@@ -30,6 +30,8 @@
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 //! - `soak`: 10,000 idle and 100 slow connections beside normal traffic (own process).
 //! - `fuzz`: the fuzz targets over their corpora with deterministic mutations, on stable.
+//! - `tls`: https on the listener (ALPN, certificate reload) and to upstreams (SPEC §3), with
+//!   a CA made per test (`support::test_ca`) and nginx or `support::tls_upstream` upstreams.
 
 // Test code may panic on what it did not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -54,6 +56,7 @@ mod rotation;
 mod sessions;
 mod soak;
 mod support;
+mod tls;
 mod token_service;
 mod token_service_replicas;
 mod traefik;

@@ -61,15 +61,34 @@ impl Checker<'_> {
                 "must not hold a user name or password",
             );
         }
-        if upstream.as_ref().is_some_and(|url| url.scheme() == "https") {
+        let https = upstream.as_ref().is_some_and(|url| url.scheme() == "https");
+        if raw.upstream_ca_file.is_some() && upstream.is_some() && !https {
             self.problem(
-                format!("{path}.upstream"),
-                "https upstreams are not available in this version; use http",
+                format!("{path}.upstream_ca_file"),
+                "only used with an https upstream",
             );
         }
+        let tls = upstream.as_ref().filter(|_| https).and_then(|url| {
+            let host = url.host_str().unwrap_or_default();
+            let ca_file = raw.upstream_ca_file.as_deref().map(std::path::Path::new);
+            crate::tls::UpstreamTls::new(host, ca_file)
+                .map_err(|error| {
+                    let key = if ca_file.is_some() {
+                        "upstream_ca_file"
+                    } else {
+                        "upstream"
+                    };
+                    self.problem(format!("{path}.{key}"), error.to_string());
+                })
+                .ok()
+        });
         let upstream = upstream.and_then(|url| {
+            if https && tls.is_none() {
+                // Why there is no TLS is a problem already.
+                return None;
+            }
             let text = url.to_string();
-            let split = crate::config::Upstream::new(url);
+            let split = crate::config::Upstream::new(url, tls);
             if split.is_none() {
                 self.problem(
                     format!("{path}.upstream"),

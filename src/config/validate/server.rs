@@ -1,12 +1,13 @@
 //! `[server]`: listen addresses, public URL, trusted proxies, allowed redirect domains, admin
-//! token, leeway, log format and connection timeouts.
+//! token, leeway, log format, connection timeouts and the listener's TLS certificate.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Checker;
 use crate::config::raw::RawServer;
-use crate::config::{LogFormat, ServerConfig};
+use crate::config::{ListenerTls, LogFormat, ServerConfig};
 use crate::login::redirect::AllowedRedirectDomain;
 
 impl Checker<'_> {
@@ -107,6 +108,7 @@ impl Checker<'_> {
                 self.problem(key, "must be at least 100ms");
             }
         }
+        let tls = self.listener_tls(raw.tls_cert_file, raw.tls_key_file);
         ServerConfig {
             listen,
             admin_listen,
@@ -118,6 +120,47 @@ impl Checker<'_> {
             log_format,
             header_read_timeout,
             keepalive_timeout,
+            tls,
+        }
+    }
+
+    /// `tls_cert_file` and `tls_key_file`: both or neither, read and checked to belong together.
+    fn listener_tls(
+        &mut self,
+        cert_file: Option<String>,
+        key_file: Option<String>,
+    ) -> Option<ListenerTls> {
+        let (cert_file, key_file) = match (cert_file, key_file) {
+            (None, None) => return None,
+            (Some(cert_file), Some(key_file)) => {
+                (PathBuf::from(cert_file), PathBuf::from(key_file))
+            }
+            (Some(_), None) => {
+                self.problem("server.tls_key_file", "required with server.tls_cert_file");
+                return None;
+            }
+            (None, Some(_)) => {
+                self.problem("server.tls_cert_file", "required with server.tls_key_file");
+                return None;
+            }
+        };
+        match crate::tls::load_certified_key(&cert_file, &key_file) {
+            Ok(key) => Some(ListenerTls {
+                cert_file,
+                key_file,
+                key: std::sync::Arc::new(key),
+            }),
+            Err(error) => {
+                let key = match &error {
+                    crate::tls::TlsError::NoKey(_) => "server.tls_key_file",
+                    crate::tls::TlsError::Read { path, .. } if *path == key_file => {
+                        "server.tls_key_file"
+                    }
+                    _ => "server.tls_cert_file",
+                };
+                self.problem(key, error.to_string());
+                None
+            }
         }
     }
 }

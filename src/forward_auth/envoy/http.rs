@@ -81,7 +81,12 @@ fn original_request(
         .filter(|rest| rest.starts_with('/'))
         .map(str::to_owned);
     let url = raw_path.as_ref().and_then(|path| {
-        let (proto, host) = base_parts(peer.ip(), request.headers(), &state.trusted_proxies)?;
+        let (proto, host) = base_parts(
+            peer.ip(),
+            request.headers(),
+            &state.trusted_proxies,
+            state.own_proto,
+        )?;
         matches!(proto, "http" | "https")
             .then(|| url::Url::parse(&format!("{proto}://{host}{path}")).ok())
             .flatten()

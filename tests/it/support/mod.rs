@@ -6,7 +6,9 @@ pub mod gateway;
 pub mod idp;
 pub mod nginx;
 pub mod redis;
+pub mod test_ca;
 pub mod test_keys;
+pub mod tls_upstream;
 pub mod upstream;
 
 pub use browser::Browser;

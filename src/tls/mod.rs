@@ -1,0 +1,167 @@
+//! TLS material read from files (SPEC §3): the listener's certificate chain and key
+//! (`server.tls_cert_file` / `tls_key_file`) and the client configuration for an https
+//! upstream (system roots, or `upstream_ca_file` instead). rustls with the aws-lc-rs provider.
+//! No network IO: `tls::server` serves with what this loads, `proxy::pool` connects with it.
+
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+
+/// Why TLS material could not be loaded. Never carries a key's bytes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error's text.
+        reason: String,
+    },
+    /// A certificate file holds no PEM certificate, or a broken one.
+    #[error("{0} holds no usable PEM certificate")]
+    NoCertificate(PathBuf),
+    /// A key file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[error("{0} holds no usable PEM private key")]
+    NoKey(PathBuf),
+    /// The key is of a type rustls cannot sign with, or does not belong to the certificate.
+    #[error("the key in {key} does not fit the certificate in {cert}: {reason}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls' reason (names no key material).
+        reason: String,
+    },
+    /// No trust anchors could be built (the system's, or the CA file's).
+    #[error("no trusted roots: {0}")]
+    Roots(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// The upstream's host is not a valid TLS server name.
+    #[error("`{0}` is not a valid TLS server name")]
+    ServerName(String),
+}
+
+/// The one crypto provider Tollgate's TLS uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::NoCertificate(path.to_owned()))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(path.to_owned()));
+    }
+    Ok(chain)
+}
+
+/// The certificate chain in `cert_file` (leaf first) with the private key in `key_file`,
+/// checked to belong together.
+///
+/// # Errors
+/// When a file cannot be read or parsed, or the key does not match the leaf certificate.
+pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = certificates(cert_file)?;
+    let pem = read(key_file)?;
+    // The PEM error may quote a line of the file: it is not passed on.
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey(key_file.into()))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|error| TlsError::Mismatch {
+        cert: cert_file.to_owned(),
+        key: key_file.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// How Tollgate speaks TLS to one https upstream: SNI and verification name from the
+/// upstream's host, trust from the system roots or the route's CA file.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Offers `h2` and `http/1.1` by ALPN.
+    pub any_version: Arc<rustls::ClientConfig>,
+    /// Offers only `http/1.1`: for upgrades (WebSocket), which HTTP/2 does not carry here.
+    pub http1_only: Arc<rustls::ClientConfig>,
+    /// The upstream URL's host.
+    pub server_name: ServerName<'static>,
+}
+
+impl UpstreamTls {
+    /// The client configuration for `host`, trusting only the certificates in `ca_file` when
+    /// given, else the system's roots.
+    ///
+    /// # Errors
+    /// When the CA file is unreadable or empty, the system has no roots, or `host` is no
+    /// server name.
+    pub fn new(host: &str, ca_file: Option<&Path>) -> Result<Self, TlsError> {
+        let server_name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|_| TlsError::ServerName(host.to_owned()))?
+            .to_owned();
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match ca_file {
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in certificates(path)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|error| TlsError::Roots(format!("{}: {error}", path.display())))?;
+                }
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .map_err(|error| TlsError::Roots(error.to_string()))?
+            }
+            None => system_verifier()?,
+        };
+        let config = |alpn: &[&[u8]]| -> Result<Arc<rustls::ClientConfig>, TlsError> {
+            let mut config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|error| TlsError::Config(error.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+            Ok(Arc::new(config))
+        };
+        Ok(Self {
+            any_version: config(&[b"h2", b"http/1.1"])?,
+            http1_only: config(&[b"http/1.1"])?,
+            server_name,
+        })
+    }
+}
+
+/// The system's roots (on Debian /etc/ssl/certs, package ca-certificates), read once: the same
+/// trust the calls to providers use.
+fn system_verifier() -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, TlsError> {
+    static SYSTEM: OnceLock<Result<Arc<rustls_platform_verifier::Verifier>, String>> =
+        OnceLock::new();
+    match SYSTEM.get_or_init(|| {
+        rustls_platform_verifier::Verifier::new(provider())
+            .map(Arc::new)
+            .map_err(|error| error.to_string())
+    }) {
+        Ok(verifier) => Ok(verifier.clone()),
+        Err(reason) => Err(TlsError::Roots(reason.clone())),
+    }
+}

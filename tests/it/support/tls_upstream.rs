@@ -1,0 +1,120 @@
+//! A TLS upstream written on rustls directly: offers `h2` and `http/1.1` by ALPN, records the
+//! SNI and the protocol each connection chose, and answers an HTTP/1.1 `Upgrade` request with
+//! 101, then echoes every byte back.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::test_ca::Issued;
+
+/// What one connection's handshake said: the SNI host, and the ALPN protocol chosen.
+pub type Handshake = (Option<String>, Option<String>);
+
+pub struct TlsUpstream {
+    pub port: u16,
+    pub handshakes: Arc<Mutex<Vec<Handshake>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsUpstream {
+    pub async fn start(issued: &Issued) -> Self {
+        let chain = CertificateDer::pem_file_iter(&issued.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&issued.key).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let seen = handshakes.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let (_, connection) = stream.get_ref();
+                    let handshake = (
+                        connection.server_name().map(str::to_owned),
+                        connection
+                            .alpn_protocol()
+                            .map(|protocol| String::from_utf8_lossy(protocol).into_owned()),
+                    );
+                    seen.lock().unwrap().push(handshake);
+                    upgrade_and_echo(&mut stream).await;
+                });
+            }
+        });
+        Self {
+            port,
+            handshakes,
+            task,
+        }
+    }
+}
+
+/// Reads an HTTP/1.1 request head; for an `Upgrade` request answers 101 and echoes.
+async fn upgrade_and_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read_exact(&mut byte).await.is_err() {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if !head
+        .lines()
+        .next()
+        .is_some_and(|line| line.ends_with(" http/1.1"))
+        || !head.contains("\r\nupgrade: echo\r\n")
+    {
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        return;
+    }
+    if stream
+        .write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .is_err()
+        || stream.flush().await.is_err()
+    {
+        return;
+    }
+    let mut buffer = [0u8; 1024];
+    while let Ok(read) = stream.read(&mut buffer).await {
+        if read == 0
+            || stream.write_all(&buffer[..read]).await.is_err()
+            || stream.flush().await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,564 @@
+//! SPEC §3: https on the public listener (`tls_cert_file` / `tls_key_file`, HTTP/2 by ALPN,
+//! the certificate re-read on SIGHUP) and https upstreams (system roots or `upstream_ca_file`,
+//! SNI from the upstream's host, HTTP/2 when the upstream offers it). Certificates come from a
+//! CA each test makes; the upstream is nginx.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::Gateway;
+use crate::support::nginx::{self, Nginx, free_port};
+use crate::support::test_ca::{Issued, TestCa};
+use crate::support::tls_upstream::TlsUpstream;
+
+/// A gateway config with a provider nobody asks (discovery fails, and is not needed),
+/// `server_extra` in `[server]`, then `rest`.
+fn config(server_extra: &str, rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n\
+         [session]\nsecrets = [\"{}\"]\n\
+         [[provider]]\nname = \"corp\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
+         {rest}\n",
+        crate::support::gateway::SESSION_SECRET
+    )
+}
+
+fn listener_tls(issued: &Issued) -> String {
+    format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        issued.cert.display(),
+        issued.key.display()
+    )
+}
+
+/// A client that trusts only `ca` and reaches `localhost` at `address`.
+fn client_trusting(ca: &TestCa, address: SocketAddr) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca.cert_pem()).unwrap()])
+        .tls_info(true)
+        .resolve("localhost", address)
+}
+
+/// The leaf certificate the server presents to a new client (no connection or TLS session to
+/// resume) asking for `/ping`.
+async fn served_certificate(ca: &TestCa, address: SocketAddr) -> Vec<u8> {
+    let client = client_trusting(ca, address).build().unwrap();
+    let response = client
+        .get(format!("https://localhost:{}/ping", address.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("a TLS connection")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn the_listener_serves_https_with_http2_and_http1_by_alpn() {
+    let ca = TestCa::new("listener");
+    let issued = ca.issue("server");
+    let gateway = Gateway::start(&config(&listener_tls(&issued), "")).await;
+    let address = gateway.app.public_addr;
+    let port = address.port();
+
+    let client = client_trusting(&ca, address).build().unwrap();
+    assert_eq!(served_certificate(&ca, address).await, issued.leaf_der());
+    let h2 = client
+        .get(format!("https://localhost:{port}/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(h2.text().await.unwrap(), "OK");
+
+    let http1 = client_trusting(&ca, address).http1_only().build().unwrap();
+    let response = http1
+        .get(format!("https://localhost:{port}/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.text().await.unwrap(), "OK");
+
+    // Plain http on the TLS port gets no answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/ping")).await;
+    assert!(plain.is_err(), "plain http answered: {plain:?}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_ca_is_refused() {
+    let ca = TestCa::new("trusted");
+    let other = TestCa::new("other");
+    let gateway = Gateway::start(&config(&listener_tls(&ca.issue("server")), "")).await;
+    let address = gateway.app.public_addr;
+    let url = format!("https://localhost:{}/ping", address.port());
+
+    // The system's roots do not hold the test CA; nor does a client trusting another CA.
+    let system = reqwest::Client::builder()
+        .resolve("localhost", address)
+        .build()
+        .unwrap();
+    let error = system.get(&url).send().await.unwrap_err();
+    assert!(error.is_connect(), "{error:?}");
+    let wrong = client_trusting(&other, address).build().unwrap();
+    assert!(wrong.get(&url).send().await.unwrap_err().is_connect());
+    // The listener still serves a client that trusts it.
+    let right = client_trusting(&ca, address).build().unwrap();
+    assert_eq!(right.get(&url).send().await.unwrap().status(), 200);
+    gateway.stop().await;
+}
+
+fn replace(issued: &Issued, with: &Issued) {
+    std::fs::copy(&with.cert, &issued.cert).unwrap();
+    std::fs::copy(&with.key, &issued.key).unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_new_certificate_and_a_bad_one_keeps_the_old() {
+    let ca = TestCa::new("reload");
+    let (first, second, third) = (ca.issue("first"), ca.issue("second"), ca.issue("third"));
+    // The files the config names; rewritten in place as a rotated Kubernetes Secret is.
+    let served = Issued {
+        cert: ca.path("served.pem"),
+        key: ca.path("served.key"),
+    };
+    replace(&served, &first);
+    let gateway = Gateway::start(&config(&listener_tls(&served), "")).await;
+    let address = gateway.app.public_addr;
+    let certificate = gateway.app.tls.as_ref().expect("the listener serves https");
+    assert_eq!(served_certificate(&ca, address).await, first.leaf_der());
+
+    replace(&served, &second);
+    certificate.reload().unwrap();
+    assert_eq!(served_certificate(&ca, address).await, second.leaf_der());
+
+    // A certificate file that is no certificate: the second stays.
+    std::fs::write(&served.cert, "not a certificate\n").unwrap();
+    assert!(certificate.reload().is_err());
+    assert_eq!(served_certificate(&ca, address).await, second.leaf_der());
+    // The third's certificate with the second's key: they do not belong together.
+    std::fs::copy(&third.cert, &served.cert).unwrap();
+    assert!(certificate.reload().is_err());
+    // A key file that went missing.
+    std::fs::copy(&second.cert, &served.cert).unwrap();
+    std::fs::remove_file(&served.key).unwrap();
+    assert!(certificate.reload().is_err());
+    assert_eq!(served_certificate(&ca, address).await, second.leaf_der());
+    gateway.stop().await;
+}
+
+/// `tollgate serve` as its own process: `config_text` (its two `127.0.0.1:0` listeners given
+/// free ports) written to `config_file`, `env` added. Answers once `client` gets an answer
+/// from `/ping` at `scheme://localhost`; with the public port.
+async fn serve(
+    config_file: &Path,
+    config_text: &str,
+    env: &[(&str, &Path)],
+    stderr: Stdio,
+    (client, scheme): (&reqwest::Client, &str),
+) -> (std::process::Child, u16) {
+    let (public, admin) = (free_port(), free_port());
+    std::fs::write(
+        config_file,
+        config_text
+            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{public}\""), 1)
+            .replacen("127.0.0.1:0\"", &format!("127.0.0.1:{admin}\""), 1),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .args(["serve", "--config"])
+        .arg(config_file)
+        .env_remove("TOLLGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let ping = format!("{scheme}://localhost:{public}/ping");
+    for _ in 0..400 {
+        if client.get(&ping).send().await.is_ok() {
+            return (child, public);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tollgate serve never answered at {ping}");
+}
+
+/// `tollgate serve` as its own process, SIGHUP sent with kill(1): the next connections see the
+/// new certificate.
+#[tokio::test]
+async fn sighup_makes_the_running_binary_serve_the_new_certificate() {
+    let ca = TestCa::new("sighup");
+    let (first, second) = (ca.issue("first"), ca.issue("second"));
+    let served = Issued {
+        cert: ca.path("served.pem"),
+        key: ca.path("served.key"),
+    };
+    replace(&served, &first);
+    // The client resolves localhost to 127.0.0.1 whatever the port.
+    let client = client_trusting(&ca, ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
+    let (mut child, public) = serve(
+        &ca.path("tollgate.toml"),
+        &config(&listener_tls(&served), ""),
+        &[],
+        Stdio::null(),
+        (&client, "https"),
+    )
+    .await;
+    let address: SocketAddr = ([127, 0, 0, 1], public).into();
+    assert_eq!(served_certificate(&ca, address).await, first.leaf_der());
+
+    replace(&served, &second);
+    let killed = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The signal is handled soon, not at once: count the connections that still see the first.
+    let mut old = 0;
+    while served_certificate(&ca, address).await != second.leaf_der() {
+        old += 1;
+        assert!(old < 400, "SIGHUP never brought the new certificate");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // Still running: SIGHUP reloads, it does not stop the process.
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// nginx serving `issued` on `port` with `http2` or not, answering what it saw.
+fn nginx_tls_server(port: u16, issued: &Issued, http2: bool) -> String {
+    format!(
+        "server {{\n listen 127.0.0.1:{port} ssl{h2};\n ssl_certificate {cert};\n ssl_certificate_key {key};\n \
+         location / {{ return 200 \"sni=$ssl_server_name protocol=$server_protocol host=$host uri=$request_uri xfp=$http_x_forwarded_proto conn=$connection\\n\"; }}\n}}\n",
+        h2 = if http2 { " http2" } else { "" },
+        cert = issued.cert.display(),
+        key = issued.key.display(),
+    )
+}
+
+fn route(prefix: &str, upstream: &str, ca_file: Option<&Path>) -> String {
+    let ca = ca_file
+        .map(|path| format!("upstream_ca_file = \"{}\"\n", path.display()))
+        .unwrap_or_default();
+    format!(
+        "[[route]]\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{ca}provider = \"corp\"\non_unauthenticated = \"pass\"\n"
+    )
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_with_sni_and_http2_by_alpn() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("upstream");
+    let issued = ca.issue("nginx");
+    let (h2_port, http1_port) = (free_port(), free_port());
+    let _nginx = Nginx::start(
+        &format!(
+            "{}{}",
+            nginx_tls_server(h2_port, &issued, true),
+            nginx_tls_server(http1_port, &issued, false)
+        ),
+        &[h2_port, http1_port],
+    )
+    .await;
+    let routes = format!(
+        "{}{}",
+        route(
+            "/h2",
+            &format!("https://localhost:{h2_port}/base"),
+            Some(&ca.cert())
+        ),
+        route(
+            "/http1",
+            &format!("https://localhost:{http1_port}"),
+            Some(&ca.cert())
+        ),
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    // One client connection, so one worker thread of Tollgate and its upstream connections.
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let request = client
+            .get(gateway.url(path))
+            .header("Host", "app.example.com")
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            let text = response.text().await.unwrap();
+            let (seen, connection) = text.trim_end().rsplit_once(" conn=").unwrap();
+            (seen.to_owned(), connection.to_owned())
+        }
+    };
+    let mut connections = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (seen, connection) = get("/h2/x?y=1").await;
+        assert_eq!(
+            seen,
+            "sni=localhost protocol=HTTP/2.0 host=app.example.com uri=/base/h2/x?y=1 xfp=http"
+        );
+        connections.0.push(connection);
+        let (seen, connection) = get("/http1/z").await;
+        assert_eq!(
+            seen,
+            "sni=localhost protocol=HTTP/1.1 host=app.example.com uri=/http1/z xfp=http"
+        );
+        connections.1.push(connection);
+    }
+    // The later requests went over the connection the first one opened.
+    for used in [connections.0, connections.1] {
+        assert!(
+            used.iter().all(|connection| *connection == used[0]),
+            "{used:?}"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_that_does_not_verify_is_a_502() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("upstream-ca");
+    let other = TestCa::new("upstream-other");
+    let issued = ca.issue("nginx");
+    let port = free_port();
+    let _nginx = Nginx::start(&nginx_tls_server(port, &issued, true), &[port]).await;
+    let upstream = format!("https://localhost:{port}");
+    let routes = format!(
+        "{}{}",
+        // Verified against the system roots, which do not hold the test CA.
+        route("/system", &upstream, None),
+        route("/other", &upstream, Some(&other.cert())),
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    for path in ["/system", "/other"] {
+        let response = reqwest::get(gateway.url(path)).await.unwrap();
+        assert_eq!(response.status(), 502, "{path}");
+    }
+    gateway.stop().await;
+}
+
+/// https end to end: a client speaking HTTP/2 to the listener, the upstream HTTP/2 over TLS;
+/// the upstream is told the client came with https.
+#[tokio::test]
+async fn https_from_the_client_to_the_upstream() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("end-to-end");
+    let (listener, upstream) = (ca.issue("listener"), ca.issue("upstream"));
+    let port = free_port();
+    let _nginx = Nginx::start(&nginx_tls_server(port, &upstream, true), &[port]).await;
+    let routes = route("/", &format!("https://localhost:{port}"), Some(&ca.cert()));
+    let gateway = Gateway::start(&config(&listener_tls(&listener), &routes)).await;
+    let address = gateway.app.public_addr;
+    let client = client_trusting(&ca, address).build().unwrap();
+    let response = client
+        .get(format!("https://localhost:{}/app", address.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        text.rsplit_once(" conn=").unwrap().0,
+        "sni=localhost protocol=HTTP/2.0 host=localhost uri=/app xfp=https"
+    );
+    gateway.stop().await;
+}
+
+/// `tollgate serve` as its own process: a request to an upstream whose certificate does not
+/// verify is answered 502, and the failure is one log line (the request's decision line) that
+/// names the upstream and says why.
+#[tokio::test]
+async fn an_unverified_upstream_is_one_log_line() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("log-line");
+    let other = TestCa::new("log-line-other");
+    let upstream_port = free_port();
+    let _nginx = Nginx::start(
+        &nginx_tls_server(upstream_port, &ca.issue("nginx"), true),
+        &[upstream_port],
+    )
+    .await;
+    let routes = route(
+        "/",
+        &format!("https://localhost:{upstream_port}"),
+        Some(&other.cert()),
+    );
+    let client = reqwest::Client::builder()
+        .resolve("localhost", ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
+    let (child, public) = serve(
+        &ca.path("tollgate.toml"),
+        &config("log_format = \"json\"", &routes),
+        &[],
+        Stdio::piped(),
+        (&client, "http"),
+    )
+    .await;
+    let response = reqwest::get(format!("http://127.0.0.1:{public}/app"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    // SIGTERM: drained, and every log line written, before it exits.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let about_the_upstream: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(&upstream_port.to_string()) || line.contains("TLS"))
+        .collect();
+    assert_eq!(about_the_upstream.len(), 1, "{log}");
+    let line = about_the_upstream[0];
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+    assert!(line.contains("upstream_unavailable"), "{line}");
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+}
+
+/// An upgrade (WebSocket) to an https upstream that offers HTTP/2 goes over a connection that
+/// offered only HTTP/1.1, and is spliced both ways; SNI is the upstream URL's host.
+#[tokio::test]
+async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new("upgrade");
+    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
+    let routes = route(
+        "/",
+        &format!("https://localhost:{}", upstream.port),
+        Some(&ca.cert()),
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    let address = gateway.app.public_addr;
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping over TLS").await.unwrap();
+    let mut reply = [0u8; 13];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"ping over TLS");
+    assert_eq!(
+        *upstream.handshakes.lock().unwrap(),
+        [(Some("localhost".to_owned()), Some("http/1.1".to_owned()))]
+    );
+    drop(stream);
+    gateway.stop().await;
+}
+
+/// Without `public_url`, a login started over the https listener comes back to it over https.
+#[tokio::test]
+async fn a_login_over_the_https_listener_returns_over_https() {
+    let idp = crate::support::TestIdp::start().await;
+    let ca = TestCa::new("login");
+    let issued = ca.issue("server");
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        &listener_tls(&issued),
+        "",
+    ))
+    .await;
+    let address = gateway.app.public_addr;
+    let client = client_trusting(&ca, address)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signin = client
+        .get(format!("https://localhost:{}/signin?rd=/", address.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 302);
+    let location = crate::support::browser::location(&signin);
+    let authorize = url::Url::parse(&location).unwrap();
+    let redirect_uri = authorize
+        .query_pairs()
+        .find(|(name, _)| name == "redirect_uri")
+        .map(|(_, value)| value.into_owned());
+    assert_eq!(
+        redirect_uri.as_deref(),
+        Some(format!("https://localhost:{}/callback", address.port()).as_str())
+    );
+    gateway.stop().await;
+}
+
+/// An https upstream without `upstream_ca_file` is verified against the system's roots: here
+/// the process is told (`SSL_CERT_FILE`, as OpenSSL reads it) that the test CA is the system's
+/// only root, and the upstream then answers.
+#[tokio::test]
+async fn an_upstream_is_trusted_through_the_system_roots() {
+    if !nginx::available() {
+        return;
+    }
+    let ca = TestCa::new("system-roots");
+    let upstream_port = free_port();
+    let _nginx = Nginx::start(
+        &nginx_tls_server(upstream_port, &ca.issue("nginx"), true),
+        &[upstream_port],
+    )
+    .await;
+    let routes = route("/", &format!("https://localhost:{upstream_port}"), None);
+    let client = reqwest::Client::builder()
+        .resolve("localhost", ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
+    let (mut child, public) = serve(
+        &ca.path("tollgate.toml"),
+        &config("", &routes),
+        &[("SSL_CERT_FILE", &ca.cert())],
+        Stdio::null(),
+        (&client, "http"),
+    )
+    .await;
+    let response = client
+        .get(format!("http://localhost:{public}/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with("sni=localhost protocol=HTTP/2.0 host=localhost uri=/app"),
+        "{text}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
