@@ -12,6 +12,8 @@
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
+//! - `reload`: a new config going live (SPEC §2 SIGHUP): kept-alive connections, requests in
+//!   flight, sessions and files across a reload, refused configs, a load across 20 reloads.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 
 // Test code may panic on what it did not expect: that is how a test fails.
@@ -31,6 +33,7 @@ mod provider_faults;
 mod proxy;
 mod redis_sessions;
 mod refresh;
+mod reload;
 mod rotation;
 mod sessions;
 mod soak;
