@@ -71,28 +71,28 @@ fn init_logging(
     tollgate::logging::init(env.get("TOLLGATE_LOG").map_or("info", String::as_str), json)
 }
 
-/// Reads and validates the config file: every problem, or the config.
+/// The config file's text, or the problem naming it.
+fn read_text(path: &Path) -> Result<String, tollgate::config::ConfigProblem> {
+    std::fs::read_to_string(path).map_err(|error| tollgate::config::ConfigProblem {
+        path: path.display().to_string(),
+        message: format!("cannot read: {error}"),
+    })
+}
+
+/// Reads and validates the config file (as at start, for a reload): the config, or every
+/// problem.
 fn read_config(
     path: &Path,
     env: &BTreeMap<String, String>,
 ) -> Result<tollgate::config::Config, Vec<tollgate::config::ConfigProblem>> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        vec![tollgate::config::ConfigProblem {
-            path: path.display().to_string(),
-            message: format!("cannot read: {error}"),
-        }]
-    })?;
-    tollgate::config::load(&text, env)
+    tollgate::config::load(&read_text(path).map_err(|problem| vec![problem])?, env)
 }
 
 fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<tollgate::config::Config, ExitCode> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("{}: cannot read: {error}", path.display());
-            return Err(ExitCode::from(2));
-        }
-    };
+    let text = read_text(path).map_err(|problem| {
+        eprintln!("{problem}");
+        ExitCode::from(2)
+    })?;
     tollgate::config::load(&text, env).map_err(|problems| {
         for problem in &problems {
             eprintln!("{problem}");

@@ -255,7 +255,9 @@ fn for_connection(
     };
     let service = hyper::service::service_fn(move |request| {
         let state = live.load_full();
-        async move { Ok(state.public.serve(peer, request).await) }
+        // The request's future is large; boxed once here, every later move of it (into the
+        // connection's dispatcher and its wrappers) moves a pointer, not the future.
+        Box::pin(async move { Ok(state.public.serve(peer, request).await) })
     });
     (service, timeouts)
 }
