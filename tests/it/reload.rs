@@ -605,3 +605,50 @@ async fn sighup_makes_tollgate_serve_read_its_config_file_again() {
         "one reload went through: {log}"
     );
 }
+
+#[tokio::test]
+async fn the_token_service_keeps_its_generated_key_and_its_revocations_across_a_reload() {
+    use crate::token_service::{config as service_config, token_request};
+    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| service_config(issuer, "", "")).await;
+    let issue = || async {
+        let (status, body) = token_request(
+            &gateway,
+            &[("grant_type", "client_credentials"), ("scope", "scim")],
+            Some(("machine", "machine-secret")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let validate = |token: String| {
+        let request = reqwest::Client::new()
+            .get(gateway.url("/validate"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let kept = issue().await;
+    let revoked = issue().await;
+    let revocation = reqwest::Client::new()
+        .post(gateway.url("/revoke"))
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[("token", revoked.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revocation.status(), 200);
+    assert_eq!(validate(revoked.clone()).await, 401);
+
+    // No signing_key_file: the key lives only in this process.
+    gateway
+        .app
+        .reload(load(&service_config(
+            &issuer,
+            "",
+            "token_lifetime = \"10m\"",
+        )))
+        .await
+        .unwrap();
+    assert_eq!(validate(kept).await, 200, "signed with the same key");
+    assert_eq!(validate(revoked).await, 401, "still revoked");
+    assert_eq!(validate(issue().await).await, 200);
+}
