@@ -8,7 +8,8 @@ set -euo pipefail
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-packages=(nginx caddy haproxy chromium redis-server openssl)
+# procps: `kill`, with which tests/it/reload.rs sends SIGHUP to `tollgate serve`.
+packages=(nginx caddy haproxy chromium redis-server openssl procps)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
