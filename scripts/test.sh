@@ -8,7 +8,7 @@ set -euo pipefail
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-# procps: `kill`, with which tests/it/reload.rs sends SIGHUP to `tollgate serve`.
+# procps: `kill`, with which tests/it/reload/sighup.rs sends SIGHUP to `tollgate serve`.
 packages=(nginx caddy haproxy chromium redis-server openssl procps)
 missing=()
 for package in "${packages[@]}"; do
