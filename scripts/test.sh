@@ -8,7 +8,8 @@ set -euo pipefail
 export CI="${CI:-true}"
 cd "$(dirname "$0")/.."
 
-packages=(nginx caddy haproxy chromium redis-server openssl python3-venv ca-certificates)
+# procps: `kill`, with which tests/it/reload/sighup.rs sends SIGHUP to `tollgate serve`.
+packages=(nginx caddy haproxy chromium redis-server openssl python3-venv ca-certificates procps)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

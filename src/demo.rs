@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
@@ -22,6 +21,26 @@ const BEHIND_PROXY: &str = "/behind-proxy";
 
 /// Headers the demo app asks `/auth` to inject.
 const INJECT: &str = "inject-claim=sub,X-Auth-Subject&inject-claim=email,X-Auth-Email&inject-claim=name,X-Auth-Name&inject-claim=groups,X-Auth-Groups";
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A demo user's password could not be hashed.
+    #[error("{0}")]
+    Hash(String),
+    /// The generated config was refused (a bug).
+    #[error("demo config invalid: {0}")]
+    Config(String),
+    /// Tollgate did not start.
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+    /// The demo app's HTTP client could not be built.
+    #[error("HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// A listener's address could not be read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// A demo user and the password generated for this run.
 #[derive(Debug, Clone)]
@@ -63,7 +82,7 @@ pub fn demo_config(
     app_addr: SocketAddr,
     admin: Option<SocketAddr>,
     users: &[DemoUser],
-) -> anyhow::Result<String> {
+) -> Result<String, DemoError> {
     let secret = crate::random::token();
     let mut text = format!(
         r#"[server]
@@ -127,7 +146,7 @@ source = "demo"
                 ("Demo User", "demo@example.com", "[]"),
                 |(_, name, email, groups)| (*name, *email, *groups),
             );
-        let hash = crate::issuer::hash_password(&user.password).map_err(anyhow::Error::msg)?;
+        let hash = crate::issuer::hash_password(&user.password).map_err(DemoError::Hash)?;
         text.push_str(&format!(
             "\n[[token_service.user]]\nusername = \"{}\"\npassword_hash = \"{hash}\"\nname = \"{name}\"\nemail = \"{email}\"\ngroups = {groups}\n",
             user.username
@@ -145,7 +164,7 @@ pub async fn start(
     app: TcpListener,
     admin: TcpListener,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<RunningDemo> {
+) -> Result<RunningDemo, DemoError> {
     let public_addr = public.local_addr()?;
     let app_addr = app.local_addr()?;
     let admin_addr = admin.local_addr()?;
@@ -159,13 +178,12 @@ pub async fn start(
         .collect();
     let text = demo_config(&issuer, app_addr, Some(admin_addr), &users)?;
     let config = crate::config::load(&text, &BTreeMap::new()).map_err(|problems| {
-        anyhow::anyhow!(
-            "demo config invalid: {}",
+        DemoError::Config(
             problems
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join("; "),
         )
     })?;
     let tollgate = crate::app::start(config, clock, Some(public), Some(admin)).await?;
@@ -177,7 +195,7 @@ pub async fn start(
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .context("HTTP client")?,
+            .map_err(DemoError::HttpClient)?,
     };
     let router = Router::new()
         .fallback(demo_page)

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -71,17 +71,28 @@ fn init_logging(
     tollgate::logging::init(env.get("TOLLGATE_LOG").map_or("info", String::as_str), json)
 }
 
-fn load(
-    path: &PathBuf,
+/// The config file's text, or the problem naming it.
+fn read_text(path: &Path) -> Result<String, tollgate::config::ConfigProblem> {
+    std::fs::read_to_string(path).map_err(|error| tollgate::config::ConfigProblem {
+        path: path.display().to_string(),
+        message: format!("cannot read: {error}"),
+    })
+}
+
+/// Reads and validates the config file (as at start, for a reload): the config, or every
+/// problem.
+fn read_config(
+    path: &Path,
     env: &BTreeMap<String, String>,
-) -> Result<tollgate::config::Config, ExitCode> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("{}: cannot read: {error}", path.display());
-            return Err(ExitCode::from(2));
-        }
-    };
+) -> Result<tollgate::config::Config, Vec<tollgate::config::ConfigProblem>> {
+    tollgate::config::load(&read_text(path).map_err(|problem| vec![problem])?, env)
+}
+
+fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<tollgate::config::Config, ExitCode> {
+    let text = read_text(path).map_err(|problem| {
+        eprintln!("{problem}");
+        ExitCode::from(2)
+    })?;
     tollgate::config::load(&text, env).map_err(|problems| {
         for problem in &problems {
             eprintln!("{problem}");
@@ -111,12 +122,71 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(config: tollgate::config::Config) -> anyhow::Result<()> {
+/// The SIGHUP stream, where there is one.
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reloading is off");
+                None
+            }
+        }
+    }
+}
+
+/// Resolves at the next SIGHUP; never where there is none.
+async fn hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(signal) = hangups
+        && signal.recv().await.is_some()
+    {
+        return;
+    }
+    let _ = hangups;
+    std::future::pending().await
+}
+
+/// SIGHUP: the file is read again with the same environment overrides and validation as at
+/// start; `reload` logs and counts the outcome.
+async fn reload(running: &tollgate::app::RunningApp, path: &Path, env: &BTreeMap<String, String>) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    match read_config(path, env) {
+        Ok(config) => {
+            let _ = running.reload(config).await;
+        }
+        Err(problems) => running.refuse(problems),
+    }
+}
+
+async fn serve(
+    config: tollgate::config::Config,
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let mut running =
         tollgate::app::start(config, Arc::new(tollgate::clock::SystemClock), None, None).await?;
-    tokio::select! {
-        result = running.wait() => result.context("listener failed")?,
-        () = shutdown_signal() => tracing::info!("shutting down; draining in-flight requests"),
+    let mut hangups = hangups();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            result = running.wait() => {
+                result.context("listener failed")?;
+                break;
+            }
+            () = &mut shutdown => {
+                tracing::info!("shutting down; draining in-flight requests");
+                break;
+            }
+            () = hangup(&mut hangups) => reload(&running, path, env).await,
+        }
     }
     running.shutdown().await.context("draining")?;
     Ok(())
@@ -181,8 +251,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve { config } => {
-            let config = match load(&config, &env) {
+        Command::Serve { config: path } => {
+            let config = match load(&path, &env) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
@@ -190,7 +260,7 @@ fn main() -> ExitCode {
             for warning in tollgate::config::warnings(&config) {
                 tracing::warn!(%warning, "unsafe setting");
             }
-            match runtime.block_on(serve(config)) {
+            match runtime.block_on(serve(config, &path, &env)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "tollgate stopped");

@@ -52,6 +52,13 @@ pub struct GrantLabels {
     pub grant: &'static str,
 }
 
+/// Labels of `tollgate_config_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    /// SHA-256 (hex) of the live config file's text.
+    pub sha256: String,
+}
+
 /// The metrics registry and handles to each metric.
 pub struct Metrics {
     registry: Registry,
@@ -81,6 +88,14 @@ pub struct Metrics {
     pub sessions_ended: Counter,
     /// Sessions held by a server-side store, set when metrics are rendered.
     pub sessions_active: Gauge,
+    /// Config loads (at start and on SIGHUP) by outcome: `ok` or `error`.
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// When the live config was loaded (Unix seconds).
+    pub config_last_reload_success: Gauge,
+    /// One series, 1, labelled with the live config's SHA-256.
+    config_info: Family<ConfigLabels, Gauge>,
+    /// The live config's label, to remove its series when another goes live.
+    live_config: std::sync::Mutex<Option<ConfigLabels>>,
     /// Handles to the hot `requests` series, resolved once so the decision path takes no lock.
     hot_requests: std::collections::HashMap<(&'static str, &'static str), Counter>,
 }
@@ -176,6 +191,24 @@ impl Metrics {
             "Log lines dropped because the log reader fell behind (never waited for)",
             log_lines_dropped.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config loads (start and SIGHUP) by result",
+            config_reloads.clone(),
+        );
+        let config_last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the live config was loaded (Unix time)",
+            config_last_reload_success.clone(),
+        );
+        let config_info = Family::<ConfigLabels, Gauge>::default();
+        registry.register(
+            "config_info",
+            "The live config: the SHA-256 of its file's text",
+            config_info.clone(),
+        );
         let hot_requests = HOT_REQUESTS
             .iter()
             .map(|&(role, result)| {
@@ -188,6 +221,10 @@ impl Metrics {
             })
             .collect();
         Self {
+            config_reloads,
+            config_last_reload_success,
+            config_info,
+            live_config: std::sync::Mutex::new(None),
             log_lines_dropped,
             session_store_errors,
             refreshes,
@@ -214,6 +251,33 @@ impl Metrics {
         }
         self.requests
             .get_or_create(&RequestLabels { role, result })
+            .inc();
+    }
+
+    /// Records that the config whose text has this SHA-256 went live at `now` (Unix seconds).
+    pub fn config_live(&self, sha256: &str, now: i64) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabels { result: "ok" })
+            .inc();
+        self.config_last_reload_success.set(now);
+        let labels = ConfigLabels {
+            sha256: sha256.to_owned(),
+        };
+        if let Ok(mut live) = self.live_config.lock() {
+            if let Some(previous) = live.take()
+                && previous != labels
+            {
+                self.config_info.remove(&previous);
+            }
+            self.config_info.get_or_create(&labels).set(1);
+            *live = Some(labels);
+        }
+    }
+
+    /// Records a config refused on reload (the live one stays).
+    pub fn config_refused(&self) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabels { result: "error" })
             .inc();
     }
 

@@ -3,7 +3,6 @@
 //! configured, without the router's layers on the way.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -196,24 +195,6 @@ impl PublicService {
             // The proxy answers a bad Host with its 400.
             Err(_) => true,
         }
-    }
-
-    /// The service for one connection from `peer`, in the shape hyper serves.
-    pub fn for_connection(
-        self,
-        peer: SocketAddr,
-    ) -> impl hyper::service::Service<
-        Request<hyper::body::Incoming>,
-        Response = Response,
-        Error = Infallible,
-        Future = impl Future<Output = Result<Response, Infallible>> + Send + 'static,
-    > + Clone
-    + Send
-    + 'static {
-        hyper::service::service_fn(move |request| {
-            let this = self.clone();
-            async move { Ok(this.serve(peer, request).await) }
-        })
     }
 }
 

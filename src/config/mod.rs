@@ -60,6 +60,9 @@ pub struct Config {
     pub token_service: Option<TokenServiceConfig>,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// SHA-256 of the TOML text this was loaded from, in hex (what `sha256sum` prints for the
+    /// file): the live config's name in `tollgate_config_info` and the load's log line.
+    pub source_sha256: String,
 }
 
 impl Config {

@@ -225,18 +225,18 @@ impl<T> Counted<T> {
 }
 
 /// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades; over TLS when
-/// `tls` is given, HTTP/2 then chosen by ALPN) on the next worker with the service
-/// `for_connection` makes for its peer, until `shutdown` resolves; then waits for open
+/// `tls` is given, HTTP/2 then chosen by ALPN) on the next worker with the service and
+/// timeouts `for_connection` gives for its peer (asked per connection, so a reloaded config's
+/// timeouts apply to the next one), until `shutdown` resolves; then waits for open
 /// connections to finish their requests.
 ///
 /// # Errors
 /// Never for a failed accept (logged and retried); the result is for symmetry with [`serve`].
 pub async fn serve_on_workers<S>(
     listener: TcpListener,
-    for_connection: impl Fn(SocketAddr) -> S,
+    for_connection: impl Fn(SocketAddr) -> (S, ConnectionTimeouts),
     shutdown: impl Future<Output = ()> + Send + 'static,
     workers: std::sync::Arc<Workers>,
-    timeouts: ConnectionTimeouts,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()>
 where
@@ -250,10 +250,7 @@ where
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read);
+    builder.http1().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -285,7 +282,7 @@ where
                 continue;
             }
         };
-        let inner = for_connection(peer);
+        let (inner, timeouts) = for_connection(peer);
         let activity = Arc::new(Activity::default());
         let service = {
             let activity = activity.clone();
@@ -300,7 +297,8 @@ where
             })
         };
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let mut builder = builder.clone();
+        builder.http1().header_read_timeout(timeouts.header_read);
         let tls = tls.clone();
         workers.next().spawn(async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {

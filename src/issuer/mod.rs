@@ -35,7 +35,7 @@ use state::{IssuerState, PendingCode};
 /// The token service.
 pub struct TokenService {
     config: TokenServiceConfig,
-    signing_key: SigningKey,
+    signing_key: Arc<SigningKey>,
     /// The current key's and the retired keys' public halves, as published.
     published: Vec<jsonwebtoken::jwk::Jwk>,
     key_set: Arc<KeySet>,
@@ -62,9 +62,30 @@ impl TokenService {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SigningKeyError> {
-        let signing_key = match &config.signing_key_file {
-            Some(path) => SigningKey::load_or_generate(path)?,
-            None => SigningKey::generate_es256()?.0,
+        Self::rebuilt(config, state, trusted_proxies, clock, metrics, None)
+    }
+
+    /// `new` for a reloaded config: when neither `config` nor `previous`'s names a
+    /// `signing_key_file`, the key `previous` made in memory keeps signing, so tokens it issued
+    /// stay valid; a configured key file is read again.
+    ///
+    /// # Errors
+    /// When the key cannot be loaded or made.
+    pub fn rebuilt(
+        config: TokenServiceConfig,
+        state: Arc<dyn IssuerState>,
+        trusted_proxies: Vec<ipnet::IpNet>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Self>,
+    ) -> Result<Self, SigningKeyError> {
+        let generated = previous
+            .filter(|previous| previous.config.signing_key_file.is_none())
+            .map(|previous| previous.signing_key.clone());
+        let signing_key = match (&config.signing_key_file, generated) {
+            (Some(path), _) => Arc::new(SigningKey::load_or_generate(path)?),
+            (None, Some(generated)) => generated,
+            (None, None) => Arc::new(SigningKey::generate_es256()?.0),
         };
         let mut published = vec![signing_key.public_jwk().clone()];
         for path in &config.retired_key_files {

@@ -141,6 +141,18 @@ impl Provider {
         self.config.timeout
     }
 
+    /// Reads `jwks_file` now, when this provider has one, so a config reload can refuse a file
+    /// with no usable key before the new config goes live; other providers do nothing here.
+    ///
+    /// # Errors
+    /// When the file cannot be read or holds no usable key.
+    pub async fn load_key_file(&self) -> Result<(), ProviderError> {
+        if self.local.is_none() && self.config.jwks_file.is_some() {
+            self.keys().await?;
+        }
+        Ok(())
+    }
+
     /// Whether discovery has succeeded.
     pub fn is_discovered(&self) -> bool {
         self.local.is_some()

@@ -109,7 +109,7 @@ pub struct Sessions {
     backend: SessionBackend,
     /// Logout tokens used, by digest, with when they may be forgotten (stores other than Redis,
     /// which keeps them for every replica).
-    used_logout_tokens: quick_cache::sync::Cache<String, UnixTime>,
+    used_logout_tokens: Arc<quick_cache::sync::Cache<String, UnixTime>>,
     idle_timeout: i64,
     metrics: Arc<Metrics>,
 }
@@ -152,10 +152,18 @@ impl Sessions {
         Self {
             jar,
             backend,
-            used_logout_tokens: quick_cache::sync::Cache::new(100_000),
+            used_logout_tokens: Arc::new(quick_cache::sync::Cache::new(100_000)),
             idle_timeout,
             metrics,
         }
+    }
+
+    /// These sessions, remembering the logout tokens `previous` saw used (a config reload
+    /// builds new `Sessions`; a replayed logout token stays refused across it).
+    #[must_use]
+    pub fn remembering_logout_tokens_of(mut self, previous: &Self) -> Self {
+        self.used_logout_tokens = previous.used_logout_tokens.clone();
+        self
     }
 
     /// Whether a back-channel logout token (its provider and `jti`) was used before: with

@@ -27,6 +27,8 @@
 //! - `logging`: a log reader that stopped reading never stalls a request (SPEC §11).
 //! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README
 //!   recipe: `trustForwardHeader`, `authResponseHeaders`, `addAuthCookiesToResponse`).
+//! - `reload`: a new config going live (SPEC §2 SIGHUP): kept-alive connections, requests in
+//!   flight, sessions and files across a reload, refused configs, a load across 20 reloads.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 //! - `soak`: 10,000 idle and 100 slow connections beside normal traffic (own process).
 //! - `fuzz`: the fuzz targets over their corpora with deterministic mutations, on stable.
@@ -52,6 +54,7 @@ mod provider_faults;
 mod proxy;
 mod redis_sessions;
 mod refresh;
+mod reload;
 mod rotation;
 mod sessions;
 mod soak;

@@ -20,6 +20,15 @@ use super::{Config, ConfigProblem, ProviderConfig, RouteConfig};
 
 pub use token_service::is_same_issuer;
 
+/// The SHA-256 of `text` in lower-case hex.
+fn sha256_hex(text: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 pub(super) fn load(
     toml_text: &str,
     env: &BTreeMap<String, String>,
@@ -134,6 +143,7 @@ pub(super) fn load(
             forward_auth,
             token_service,
             routes,
+            source_sha256: sha256_hex(toml_text),
         })
     } else {
         Err(checker.problems)

@@ -52,7 +52,7 @@ mod code {
 /// When the listener fails.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<ForwardAuthState>,
+    state: LiveState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -66,9 +66,13 @@ pub async fn serve(
         .map_err(std::io::Error::other)
 }
 
+/// Where each Check finds the forward-auth state live when it arrives (a reloaded config
+/// answers the next Check).
+pub type LiveState = Arc<dyn Fn() -> Arc<ForwardAuthState> + Send + Sync>;
+
 /// The Check service over the forward-auth sub-state.
 struct EnvoyCheck {
-    state: Arc<ForwardAuthState>,
+    state: LiveState,
 }
 
 #[tonic::async_trait]
@@ -78,7 +82,8 @@ impl Authorization for EnvoyCheck {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let started = Instant::now();
-        let state = &*self.state;
+        let state = (self.state)();
+        let state = &*state;
         let check = request.into_inner();
         let Some(attributes) = check.attributes else {
             return Err(refuse_malformed(state, started, "attributes"));

@@ -1,13 +1,13 @@
-//! Builds every role from a `Config` and runs the listeners: the public one (forward-auth,
-//! login, token service), the admin one (metrics, health) and Envoy's gRPC one. Shutdown is
-//! a signal handed in.
+//! `AppState`: everything one config builds — providers, stores, the token service and every
+//! surface's sub-state — and how a reload builds the next one from it, keeping what holds state
+//! (the memory session store, the token service's memory state and generated key, metrics).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use tokio::net::TcpListener;
+use axum::Router;
 
+use super::AppError;
 use crate::admin::{AdminState, ExplainState};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -15,6 +15,7 @@ use crate::forward_auth::{AuthQueries, ForwardAuthState};
 use crate::http::forwarded::RequestBases;
 use crate::http::rejection::Rejection;
 use crate::identity::SessionSource;
+use crate::issuer::state::IssuerState;
 use crate::issuer::{FederatedLogin, FederatedLoginFuture, TokenService};
 use crate::login::LoginFlow;
 use crate::metrics::Metrics;
@@ -30,9 +31,10 @@ use crate::token::cache::TokenCache;
 /// a few KB, so this bounds the cache near 50 MB per provider).
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
-/// Everything built once from the config. Surfaces never see this whole: each gets its own
-/// sub-state (`ForwardAuthState`, `LoginFlow`, `ProxyState`, `AdminState`, `ExplainState`,
-/// the token service), and this keeps what the running app itself needs.
+/// Everything one config builds. Surfaces never see this whole: each gets its own sub-state
+/// (`ForwardAuthState`, `LoginFlow`, `ProxyState`, `AdminState`, `ExplainState`, the token
+/// service), and this keeps what the running app itself needs. A reload builds the next one
+/// with [`AppState::rebuild`]; requests in flight finish on the one they started with.
 pub struct AppState {
     /// The validated configuration.
     pub config: Config,
@@ -42,7 +44,7 @@ pub struct AppState {
     pub sessions: Option<Arc<Sessions>>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
-    /// Metrics.
+    /// Metrics: one registry for the life of the process.
     pub metrics: Arc<Metrics>,
     /// The public listener's service.
     pub public: PublicService,
@@ -50,6 +52,12 @@ pub struct AppState {
     pub admin: Arc<AdminState>,
     /// `POST /admin/explain`'s state.
     pub explain: Arc<ExplainState>,
+    /// The admin listener's routes over `admin` and `explain`.
+    pub admin_router: Router,
+    /// The token service, for the next build to keep its generated key.
+    token_service: Option<Arc<TokenService>>,
+    /// The token service's store, for the next build to keep when it is in memory.
+    issuer_state: Option<Arc<dyn IssuerState>>,
 }
 
 impl AppState {
@@ -57,20 +65,45 @@ impl AppState {
     ///
     /// # Errors
     /// When the token service's key cannot be loaded or the HTTP client cannot be built.
-    pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
-        let metrics = Arc::new(Metrics::new());
-        let token_service = match &config.token_service {
-            Some(token_service_config) => Some(Arc::new(
-                TokenService::new(
+    pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, AppError> {
+        Self::build_after(config, clock, Arc::new(Metrics::new()), None)
+    }
+
+    /// The state for a reloaded `config`, keeping from `self` what holds state whose config
+    /// did not change: the memory session store (same `state_file`), the used logout tokens,
+    /// the token service's memory store and the key it made in memory (no
+    /// `signing_key_file`), the clock and the metrics. Everything else is built anew, which
+    /// re-reads every file `config` names.
+    ///
+    /// # Errors
+    /// As [`AppState::build`].
+    pub fn rebuild(&self, config: Config) -> Result<Arc<Self>, AppError> {
+        Self::build_after(config, self.clock.clone(), self.metrics.clone(), Some(self))
+    }
+
+    fn build_after(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Self>,
+    ) -> Result<Arc<Self>, AppError> {
+        let issuer_state = match &config.token_service {
+            Some(service) => Some(issuer_state(&config, service, previous)?),
+            None => None,
+        };
+        let token_service = match (&config.token_service, &issuer_state) {
+            (Some(token_service_config), Some(state)) => Some(Arc::new(
+                TokenService::rebuilt(
                     token_service_config.clone(),
-                    issuer_state(&config, token_service_config)?,
+                    state.clone(),
                     config.server.trusted_proxies.clone(),
                     clock.clone(),
                     metrics.clone(),
+                    previous.and_then(|previous| previous.token_service.as_deref()),
                 )
-                .context("loading the token service's signing key")?,
+                .map_err(AppError::SigningKey)?,
             )),
-            None => None,
+            _ => None,
         };
         let providers = Arc::new(providers(
             &config,
@@ -85,22 +118,25 @@ impl AppState {
                 Sealer::new(&config.session.secrets),
                 config.session.cookie_name.clone(),
             );
-            let backend = session_backend(&config, clock.now(), &metrics)?;
-            Some(Arc::new(Sessions::new(
-                jar,
-                backend,
-                config.session.idle_timeout,
-                metrics.clone(),
-            )))
+            let backend = session_backend(&config, clock.now(), &metrics, previous)?;
+            let sessions =
+                Sessions::new(jar, backend, config.session.idle_timeout, metrics.clone());
+            Some(Arc::new(
+                match previous.and_then(|previous| previous.sessions.as_deref()) {
+                    Some(previous) => sessions.remembering_logout_tokens_of(previous),
+                    None => sessions,
+                },
+            ))
         };
         let (public, admin, explain) = surfaces(
             &config,
             &providers,
             sessions.as_ref(),
-            token_service,
+            token_service.clone(),
             &clock,
             &metrics,
         );
+        let admin_router = crate::admin::router(admin.clone(), explain.clone());
         Ok(Arc::new(Self {
             config,
             providers,
@@ -110,7 +146,17 @@ impl AppState {
             public,
             admin,
             explain,
+            admin_router,
+            token_service,
+            issuer_state,
         }))
+    }
+
+    /// The memory session store, when that is the backend.
+    pub fn memory_store(&self) -> Option<&Arc<crate::session::memory_store::MemoryStore>> {
+        self.sessions
+            .as_ref()
+            .and_then(|sessions| sessions.memory())
     }
 }
 
@@ -222,7 +268,7 @@ fn providers(
     token_service: Option<&Arc<TokenService>>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<Providers> {
+) -> Result<Providers, AppError> {
     let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
     let mut providers = Providers::new();
     for provider_config in &config.providers {
@@ -243,7 +289,7 @@ fn providers(
         let _ = metrics.signins.get_or_create(&labels);
         let _ = metrics.code_exchange_errors.get_or_create(&labels);
         let http = crate::oidc::client::http_client(provider_config.timeout)
-            .context("building the HTTP client")?;
+            .map_err(AppError::HttpClient)?;
         let provider = Provider::new(
             provider_config.clone(),
             http,
@@ -299,25 +345,36 @@ impl FederatedLogin for Federation {
     }
 }
 
-/// The session store the config asks for.
+/// The session store the config asks for: the previous build's memory store when it is
+/// memory again with the same `state_file`.
 fn session_backend(
     config: &Config,
     now: crate::clock::UnixTime,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<crate::session::store::SessionBackend> {
+    previous: Option<&AppState>,
+) -> Result<crate::session::store::SessionBackend, AppError> {
     use crate::config::SessionStoreKind;
     use crate::session::store::SessionBackend;
     Ok(match config.session.store {
         SessionStoreKind::Cookie => SessionBackend::Cookie,
-        SessionStoreKind::Memory => SessionBackend::Memory(Arc::new(
-            crate::session::memory_store::MemoryStore::open(config.session.state_file.clone(), now),
-        )),
+        SessionStoreKind::Memory => {
+            let kept = previous
+                .filter(|previous| previous.config.session.state_file == config.session.state_file)
+                .and_then(AppState::memory_store);
+            SessionBackend::Memory(match kept {
+                Some(store) => store.clone(),
+                None => Arc::new(crate::session::memory_store::MemoryStore::open(
+                    config.session.state_file.clone(),
+                    now,
+                )),
+            })
+        }
         SessionStoreKind::Redis => {
             let target = config
                 .session
                 .redis
                 .as_ref()
-                .context("session.redis_url is required with store = \"redis\"")?;
+                .ok_or(AppError::SessionRedisMissing)?;
             let store = crate::session::redis_store::RedisStore::new(
                 target,
                 config.session.redis_ca.as_deref(),
@@ -325,32 +382,44 @@ fn session_backend(
                 Sealer::new(&config.session.secrets),
                 metrics.clone(),
             )
-            .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
+            .map_err(AppError::Redis)?;
             SessionBackend::Redis(Arc::new(store))
         }
     })
 }
 
-/// Where the token service keeps its state (`token_service.store`).
+/// Where the token service keeps its state (`token_service.store`): in memory, the previous
+/// build's memory store when there is one.
 fn issuer_state(
     config: &Config,
     service: &crate::config::TokenServiceConfig,
-) -> anyhow::Result<Arc<dyn crate::issuer::state::IssuerState>> {
+    previous: Option<&AppState>,
+) -> Result<Arc<dyn IssuerState>, AppError> {
     use crate::config::TokenStoreKind;
     use crate::issuer::state::{memory::MemoryState, redis::RedisState};
     Ok(match service.store {
-        TokenStoreKind::Memory => Arc::new(MemoryState::default()),
+        TokenStoreKind::Memory => {
+            let kept = previous.and_then(|previous| {
+                let kind = previous.config.token_service.as_ref()?.store;
+                previous
+                    .issuer_state
+                    .clone()
+                    .filter(|_| kind == TokenStoreKind::Memory)
+            });
+            kept.unwrap_or_else(|| Arc::new(MemoryState::default()))
+        }
         TokenStoreKind::Redis => {
-            let target =
-                config.session.redis.as_ref().context(
-                    "session.redis_url is required with token_service.store = \"redis\"",
-                )?;
+            let target = config
+                .session
+                .redis
+                .as_ref()
+                .ok_or(AppError::TokenStoreRedisMissing)?;
             let connection = crate::redis_connection::RedisConnection::new(
                 target,
                 config.session.redis_ca.as_deref(),
                 None,
             )
-            .map_err(|message| anyhow::anyhow!("session.redis_url: {message}"))?;
+            .map_err(AppError::Redis)?;
             let lifetime = i64::try_from(service.token_lifetime.as_secs()).unwrap_or(i64::MAX);
             Arc::new(RedisState::new(
                 Arc::new(connection),
@@ -359,188 +428,4 @@ fn issuer_state(
             ))
         }
     })
-}
-
-/// A running Tollgate: its bound addresses and a way to stop it.
-pub struct RunningApp {
-    /// The public listener's address.
-    pub public_addr: SocketAddr,
-    /// The admin listener's address.
-    pub admin_addr: Option<SocketAddr>,
-    /// Envoy's gRPC Check listener's address (`forward_auth.grpc_listen`).
-    pub grpc_addr: Option<SocketAddr>,
-    /// The shared state (tests read metrics from it).
-    pub state: Arc<AppState>,
-    shutdown: tokio::sync::watch::Sender<bool>,
-    tasks: tokio::task::JoinSet<std::io::Result<()>>,
-    /// The threads serving the public listener's connections; they end when this is dropped.
-    _workers: Arc<crate::http::serve::Workers>,
-    /// The public listener's certificate, when it serves https (`reload` re-reads it).
-    pub tls: Option<Arc<crate::tls::server::ServerCertificate>>,
-}
-
-impl RunningApp {
-    /// Stops accepting, drains in-flight requests, and waits for the listeners to finish.
-    ///
-    /// # Errors
-    /// When a listener failed.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
-        let _ = self.shutdown.send(true);
-        while let Some(result) = self.tasks.join_next().await {
-            result.map_err(std::io::Error::other)??;
-        }
-        if let Some(store) = self
-            .state
-            .sessions
-            .as_ref()
-            .and_then(|sessions| sessions.memory())
-        {
-            store.flush().map_err(std::io::Error::other)?;
-        }
-        Ok(())
-    }
-
-    /// Waits until a listener stops (which happens only on failure or shutdown).
-    ///
-    /// # Errors
-    /// When a listener failed.
-    pub async fn wait(&mut self) -> std::io::Result<()> {
-        match self.tasks.join_next().await {
-            Some(result) => result.map_err(std::io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-
-    /// The shutdown trigger.
-    pub fn shutdown_trigger(&self) -> tokio::sync::watch::Sender<bool> {
-        self.shutdown.clone()
-    }
-}
-
-/// Binds the configured listeners (or uses the ones given) and starts serving.
-///
-/// # Errors
-/// When a listener cannot be bound or the state cannot be built.
-pub async fn start(
-    config: Config,
-    clock: Arc<dyn Clock>,
-    public: Option<TcpListener>,
-    admin: Option<TcpListener>,
-) -> anyhow::Result<RunningApp> {
-    let public = match public {
-        Some(listener) => listener,
-        None => TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?,
-    };
-    let admin = match (admin, config.server.admin_listen) {
-        (Some(listener), _) => Some(listener),
-        (None, Some(address)) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding {address}"))?,
-        ),
-        (None, None) => None,
-    };
-    let state = AppState::build(config, clock)?;
-    let (shutdown, receiver) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let public_addr = public.local_addr()?;
-    let signal = wait_for(receiver.clone());
-    let workers = Arc::new(crate::http::serve::Workers::per_cpu().context("starting workers")?);
-    let service = state.public.clone();
-    let (tls, acceptor) = crate::tls::server::for_listener(state.config.server.tls.as_ref())?;
-    tasks.spawn(crate::http::serve::serve_on_workers(
-        public,
-        move |peer| service.clone().for_connection(peer),
-        signal,
-        workers.clone(),
-        crate::http::serve::ConnectionTimeouts {
-            header_read: state.config.server.header_read_timeout,
-            keepalive: state.config.server.keepalive_timeout,
-        },
-        acceptor,
-    ));
-    let admin_addr = match admin {
-        Some(listener) => {
-            let address = listener.local_addr()?;
-            tasks.spawn(crate::http::serve::serve(
-                listener,
-                crate::admin::router(state.admin.clone(), state.explain.clone()),
-                wait_for(receiver.clone()),
-            ));
-            Some(address)
-        }
-        None => None,
-    };
-    let grpc_listen = state
-        .config
-        .forward_auth
-        .as_ref()
-        .and_then(|section| section.grpc_listen);
-    let grpc_addr = match grpc_listen {
-        Some(address) => {
-            let listener = TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding {address}"))?;
-            let bound = listener.local_addr()?;
-            tasks.spawn(crate::forward_auth::envoy::grpc::serve(
-                listener,
-                state.explain.forward_auth.clone(),
-                wait_for(receiver),
-            ));
-            Some(bound)
-        }
-        None => None,
-    };
-    if let Some(store) = state
-        .sessions
-        .as_ref()
-        .and_then(|sessions| sessions.memory())
-        .cloned()
-    {
-        let writer = store.clone();
-        tokio::spawn(async move { writer.write_behind().await });
-        let clock = state.clock.clone();
-        let idle = i64::try_from(state.config.session.idle_timeout.as_secs()).unwrap_or(i64::MAX);
-        let metrics = state.metrics.clone();
-        tokio::spawn(async move {
-            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every_minute.tick().await;
-                let now = clock.now();
-                let purged = store.remove_where(|_, facts, last_seen| {
-                    now >= facts.expires_at || now - last_seen > idle
-                });
-                metrics.sessions_ended.inc_by(purged as u64);
-            }
-        });
-    }
-    for provider in state.providers.values() {
-        let provider = provider.clone();
-        tokio::spawn(async move {
-            if let Err(error) = provider.metadata().await {
-                tracing::warn!(provider = %provider.name(), %error, "discovery failed; will retry on use");
-            }
-        });
-    }
-    tracing::info!(%public_addr, ?admin_addr, ?grpc_addr, "tollgate listening");
-    Ok(RunningApp {
-        public_addr,
-        admin_addr,
-        grpc_addr,
-        state,
-        shutdown,
-        tasks,
-        _workers: workers,
-        tls,
-    })
-}
-
-async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {
-    while !*receiver.borrow() {
-        if receiver.changed().await.is_err() {
-            return;
-        }
-    }
 }

@@ -1,0 +1,323 @@
+//! Builds every role from a `Config` and runs the listeners: the public one (forward-auth,
+//! login, token service), the admin one (metrics, health) and Envoy's gRPC one. Shutdown is a signal handed in;
+//! a new config goes live with [`RunningApp::reload`] (SIGHUP in `main`).
+//!
+//! The live [`AppState`] sits in an `ArcSwap`: every request (not every connection, so
+//! keep-alive connections follow a reload) takes the current one with one atomic load and
+//! keeps it until it is answered.
+
+mod error;
+mod reload;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::session::memory_store::MemoryStore;
+
+pub use error::{AppError, ReloadError};
+pub use reload::{Commit, Reloadable};
+pub use state::AppState;
+
+/// The live state, swapped whole by a reload.
+type Live = Arc<ArcSwap<AppState>>;
+
+/// A running Tollgate: its bound addresses, a way to reload its config and one to stop it.
+pub struct RunningApp {
+    /// The public listener's address.
+    pub public_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: Option<SocketAddr>,
+    /// Envoy's gRPC Check listener's address (`forward_auth.grpc_listen`).
+    pub grpc_addr: Option<SocketAddr>,
+    /// The public listener's certificate, when it serves https (re-read on every SIGHUP).
+    pub tls: Option<Arc<crate::tls::server::ServerCertificate>>,
+    live: Live,
+    /// Held by a reload for its whole length, so two never interleave; holds the parts that
+    /// live outside `AppState` and follow the config too.
+    reloadables: tokio::sync::Mutex<Vec<Arc<dyn Reloadable>>>,
+    /// The memory session store's background tasks, replaced when a reload replaces the store.
+    memory_tasks: std::sync::Mutex<Option<MemoryTasks>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<std::io::Result<()>>,
+    /// The threads serving the public listener's connections; they end when this is dropped.
+    _workers: Arc<crate::http::serve::Workers>,
+}
+
+impl RunningApp {
+    /// The live state (tests read metrics and stores from it).
+    pub fn state(&self) -> Arc<AppState> {
+        self.live.load_full()
+    }
+
+    /// Stops accepting, drains in-flight requests, and waits for the listeners to finish.
+    ///
+    /// # Errors
+    /// When a listener failed.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        while let Some(result) = self.tasks.join_next().await {
+            result.map_err(std::io::Error::other)??;
+        }
+        if let Ok(mut tasks) = self.memory_tasks.lock()
+            && let Some(tasks) = tasks.take()
+        {
+            tasks.stop();
+        }
+        if let Some(store) = self.state().memory_store() {
+            store.flush().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a listener stops (which happens only on failure or shutdown).
+    ///
+    /// # Errors
+    /// When a listener failed.
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match self.tasks.join_next().await {
+            Some(result) => result.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// The shutdown trigger.
+    pub fn shutdown_trigger(&self) -> tokio::sync::watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Starts (or keeps) the background tasks of the live state's memory session store: a
+    /// store a reload replaced has its tasks stopped and is written to its state file.
+    fn follow_memory_store(&self) {
+        let state = self.state();
+        let Ok(mut current) = self.memory_tasks.lock() else {
+            return;
+        };
+        let wanted = state.memory_store();
+        let same = match (current.as_ref(), wanted) {
+            (Some(tasks), Some(store)) => Arc::ptr_eq(&tasks.store, store),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some(old) = current.take() {
+            old.stop();
+            if let Err(error) = old.store.flush() {
+                tracing::error!(%error, "cannot write the replaced session store's state file");
+            }
+        }
+        *current = wanted.map(|store| MemoryTasks::start(store.clone(), self.live.clone()));
+    }
+}
+
+/// The memory session store's write-behind and purge tasks.
+struct MemoryTasks {
+    store: Arc<MemoryStore>,
+    handles: Vec<tokio::task::AbortHandle>,
+}
+
+impl MemoryTasks {
+    fn start(store: Arc<MemoryStore>, live: Live) -> Self {
+        let writer = store.clone();
+        let write_behind = tokio::spawn(async move { writer.write_behind().await });
+        let purged = store.clone();
+        let purge = tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                // The live config's idle timeout, clock and metrics.
+                let state = live.load_full();
+                let now = state.clock.now();
+                let idle =
+                    i64::try_from(state.config.session.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+                let count = purged.remove_where(|_, facts, last_seen| {
+                    now >= facts.expires_at || now - last_seen > idle
+                });
+                state.metrics.sessions_ended.inc_by(count as u64);
+            }
+        });
+        Self {
+            store,
+            handles: vec![write_behind.abort_handle(), purge.abort_handle()],
+        }
+    }
+
+    /// Stops both tasks (the write-behind one only ever stops between writes).
+    fn stop(&self) {
+        for handle in &self.handles {
+            handle.abort();
+        }
+    }
+}
+
+/// Binds the configured listeners (or uses the ones given) and starts serving.
+///
+/// # Errors
+/// When a listener cannot be bound or the state cannot be built.
+pub async fn start(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    public: Option<TcpListener>,
+    admin: Option<TcpListener>,
+) -> Result<RunningApp, AppError> {
+    let public = match public {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                address: config.server.listen,
+                source,
+            })?,
+    };
+    let admin = match (admin, config.server.admin_listen) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(address)) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| AppError::Bind { address, source })?,
+        ),
+        (None, None) => None,
+    };
+    let state = AppState::build(config, clock)?;
+    let live: Live = Arc::new(ArcSwap::new(state.clone()));
+    let (shutdown, receiver) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let public_addr = public.local_addr()?;
+    let signal = wait_for(receiver.clone());
+    let workers = Arc::new(crate::http::serve::Workers::per_cpu().map_err(AppError::Workers)?);
+    let (tls, acceptor) = crate::tls::server::for_listener(state.config.server.tls.as_ref())
+        .map_err(AppError::Tls)?;
+    tasks.spawn(crate::http::serve::serve_on_workers(
+        public,
+        {
+            let live = live.clone();
+            move |peer| for_connection(live.clone(), peer)
+        },
+        signal,
+        workers.clone(),
+        acceptor,
+    ));
+    let admin_addr = match admin {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tasks.spawn(crate::http::serve::serve(
+                listener,
+                admin_router(live.clone()),
+                wait_for(receiver.clone()),
+            ));
+            Some(address)
+        }
+        None => None,
+    };
+    let grpc_listen = state
+        .config
+        .forward_auth
+        .as_ref()
+        .and_then(|section| section.grpc_listen);
+    let grpc_addr = match grpc_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| AppError::Bind { address, source })?;
+            let bound = listener.local_addr()?;
+            let live = live.clone();
+            tasks.spawn(crate::forward_auth::envoy::grpc::serve(
+                listener,
+                Arc::new(move || live.load().explain.forward_auth.clone()),
+                wait_for(receiver),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
+    let running = RunningApp {
+        public_addr,
+        admin_addr,
+        grpc_addr,
+        tls,
+        live,
+        reloadables: tokio::sync::Mutex::new(Vec::new()),
+        memory_tasks: std::sync::Mutex::new(None),
+        shutdown,
+        tasks,
+        _workers: workers,
+    };
+    running.follow_memory_store();
+    discover(&state);
+    state
+        .metrics
+        .config_live(&state.config.source_sha256, state.clock.now());
+    tracing::info!(%public_addr, ?admin_addr, ?grpc_addr, sha256 = %state.config.source_sha256, "tollgate listening");
+    Ok(running)
+}
+
+/// For one public connection from `peer`: the live config's connection timeouts, and a
+/// service that answers each request with the state live when it arrived.
+fn for_connection(
+    live: Live,
+    peer: SocketAddr,
+) -> (
+    impl hyper::service::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+                 + Send
+                 + 'static,
+    > + Send
+    + 'static,
+    crate::http::serve::ConnectionTimeouts,
+) {
+    let timeouts = {
+        let state = live.load();
+        crate::http::serve::ConnectionTimeouts {
+            header_read: state.config.server.header_read_timeout,
+            keepalive: state.config.server.keepalive_timeout,
+        }
+    };
+    let service = hyper::service::service_fn(move |request| {
+        let state = live.load_full();
+        // The request's future is large; boxed once here, every later move of it (into the
+        // connection's dispatcher and its wrappers) moves a pointer, not the future.
+        Box::pin(async move { Ok(state.public.serve(peer, request).await) })
+    });
+    (service, timeouts)
+}
+
+/// The admin listener's router: each request goes to the live state's admin routes.
+fn admin_router(live: Live) -> axum::Router {
+    axum::Router::new().fallback_service(tower::service_fn(
+        move |request: axum::extract::Request| {
+            let state = live.load_full();
+            async move { state.admin_router.clone().oneshot(request).await }
+        },
+    ))
+}
+
+/// Starts every provider's discovery in the background, so the first request finds it done.
+fn discover(state: &AppState) {
+    for provider in state.providers.values() {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            if let Err(error) = provider.metadata().await {
+                tracing::warn!(provider = %provider.name(), %error, "discovery failed; will retry on use");
+            }
+        });
+    }
+}
+
+async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {
+    while !*receiver.borrow() {
+        if receiver.changed().await.is_err() {
+            return;
+        }
+    }
+}
