@@ -23,6 +23,7 @@ use crate::public::{PublicParts, PublicService};
 use crate::session::FederatedRequest;
 use crate::session::seal::Sealer;
 use crate::session::store::Sessions;
+use crate::telemetry::Telemetry;
 use crate::token::cache::TokenCache;
 
 /// Validated access tokens remembered per provider (each entry holds the token and its claims,
@@ -49,6 +50,8 @@ pub struct AppState {
     pub admin: Arc<AdminState>,
     /// `POST /admin/explain`'s state.
     pub explain: Arc<ExplainState>,
+    /// The tracer, when `[telemetry]` is configured.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl AppState {
@@ -92,6 +95,12 @@ impl AppState {
                 metrics.clone(),
             )))
         };
+        let telemetry = match &config.telemetry {
+            Some(section) => Some(Arc::new(
+                Telemetry::start(section).context("starting telemetry")?,
+            )),
+            None => None,
+        };
         let (public, admin, explain) = surfaces(
             &config,
             &providers,
@@ -99,6 +108,7 @@ impl AppState {
             token_service,
             &clock,
             &metrics,
+            telemetry.as_ref(),
         );
         Ok(Arc::new(Self {
             config,
@@ -109,6 +119,7 @@ impl AppState {
             public,
             admin,
             explain,
+            telemetry,
         }))
     }
 }
@@ -122,6 +133,7 @@ fn surfaces(
     token_service: Option<Arc<TokenService>>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
+    telemetry: Option<&Arc<Telemetry>>,
 ) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
     let session_source = SessionSource {
         sessions: sessions.cloned(),
@@ -170,6 +182,7 @@ fn surfaces(
         clock: clock.clone(),
         metrics: metrics.clone(),
         queries: AuthQueries::default(),
+        telemetry: telemetry.cloned(),
     });
     let proxy = Arc::new(ProxyState {
         routes: crate::proxy::routes::RouteTable::new(config.routes.clone()),
@@ -181,6 +194,7 @@ fn surfaces(
         cookie_name: config.session.cookie_name.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
+        telemetry: telemetry.cloned(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
         login: login.clone(),
@@ -386,6 +400,12 @@ impl RunningApp {
             .and_then(|sessions| sessions.memory())
         {
             store.flush().map_err(std::io::Error::other)?;
+        }
+        // The spans of the requests just drained go out before the process ends.
+        if let Some(telemetry) = self.state.telemetry.clone() {
+            tokio::task::spawn_blocking(move || telemetry.shutdown())
+                .await
+                .map_err(std::io::Error::other)?;
         }
         Ok(())
     }

@@ -60,6 +60,8 @@ pub struct Config {
     pub token_service: Option<TokenServiceConfig>,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[telemetry]`, when present: spans exported over OTLP/HTTP.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Config {
@@ -210,6 +212,15 @@ pub struct ForwardAuthConfig {
     pub token_cookie: Option<String>,
     /// 401 or redirect.
     pub unauthenticated: Unauthenticated,
+}
+
+/// `[telemetry]`: where request spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP traces URL: `otlp_endpoint` with `/v1/traces` appended.
+    pub traces_url: Url,
+    /// `service.name` of every span's resource.
+    pub service_name: String,
 }
 
 /// `[token_service]`

@@ -27,6 +27,8 @@
 //!   recipe: `trustForwardHeader`, `authResponseHeaders`, `addAuthCookiesToResponse`).
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 //! - `soak`: 10,000 idle and 100 slow connections beside normal traffic (own process).
+//! - `telemetry`: `[telemetry]` spans to an OTLP/HTTP receiver in the test, `traceparent`
+//!   trust and propagation upstream, nothing when off, an unreachable collector.
 //! - `fuzz`: the fuzz targets over their corpora with deterministic mutations, on stable.
 
 // Test code may panic on what it did not expect: that is how a test fails.
@@ -50,6 +52,7 @@ mod rotation;
 mod sessions;
 mod soak;
 mod support;
+mod telemetry;
 mod token_service;
 mod token_service_replicas;
 mod traefik;
