@@ -186,7 +186,7 @@ fn upstream_traceparents(echo: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn every_auth_request_exports_one_span_with_its_decision_and_never_a_token() {
+async fn every_auth_and_validate_request_exports_one_span_with_its_decision_and_never_a_token() {
     let idp = TestIdp::start().await;
     let collector = Collector::start().await;
     let gateway = Gateway::start(&format!(
@@ -221,11 +221,36 @@ async fn every_auth_request_exports_one_span_with_its_decision_and_never_a_token
     assert_eq!(anonymous.status(), 401);
     let malformed = gateway.get("/auth?skip-auth=GET,(").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
+    let validated = gateway
+        .get("/validate")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validated.status(), 200);
     // Shutdown exports what is queued.
     gateway.stop().await;
 
-    let spans = collector.spans();
-    assert_eq!(spans.len(), 4, "one span per request: {spans:#?}");
+    let mut spans = collector.spans();
+    assert_eq!(spans.len(), 5, "one span per request: {spans:#?}");
+    let validate = spans
+        .iter()
+        .position(|(_, span)| span.name == "GET /validate")
+        .unwrap();
+    let (_, validate) = spans.remove(validate);
+    assert_eq!(
+        attribute(&validate, "tollgate.role").as_deref(),
+        Some("validate")
+    );
+    assert_eq!(
+        attribute(&validate, "tollgate.result").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        attribute(&validate, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(texts(&validate).iter().all(|text| !text.contains(&token)));
     for (service, span) in &spans {
         assert_eq!(service, "tollgate-test");
         assert_eq!(span.name, "GET /auth");
