@@ -29,6 +29,7 @@ pub mod random;
 pub mod redis_connection;
 pub mod secret;
 pub mod session;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod untrusted;

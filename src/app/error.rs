@@ -35,6 +35,9 @@ pub enum AppError {
     /// The public listener's TLS configuration was refused.
     #[error("serving https")]
     Tls(#[source] crate::tls::TlsError),
+    /// The OpenTelemetry exporter could not be built.
+    #[error("starting telemetry")]
+    Telemetry(#[source] crate::telemetry::TelemetryError),
     /// The worker threads could not be started.
     #[error("starting workers")]
     Workers(#[source] std::io::Error),

@@ -73,6 +73,12 @@ impl RunningApp {
         if let Some(store) = self.state().memory_store() {
             store.flush().map_err(std::io::Error::other)?;
         }
+        // The spans of the requests just drained go out before the process ends.
+        if let Some(telemetry) = self.state().telemetry.clone() {
+            tokio::task::spawn_blocking(move || telemetry.shutdown())
+                .await
+                .map_err(std::io::Error::other)?;
+        }
         Ok(())
     }
 

@@ -25,6 +25,7 @@ use crate::public::{PublicParts, PublicService};
 use crate::session::FederatedRequest;
 use crate::session::seal::Sealer;
 use crate::session::store::Sessions;
+use crate::telemetry::Telemetry;
 use crate::token::cache::TokenCache;
 
 /// Validated access tokens remembered per provider (each entry holds the token and its claims,
@@ -58,6 +59,8 @@ pub struct AppState {
     token_service: Option<Arc<TokenService>>,
     /// The token service's store, for the next build to keep when it is in memory.
     issuer_state: Option<Arc<dyn IssuerState>>,
+    /// The tracer, when `[telemetry]` is configured.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl AppState {
@@ -128,6 +131,12 @@ impl AppState {
                 },
             ))
         };
+        let telemetry = match &config.telemetry {
+            Some(section) => Some(Arc::new(
+                Telemetry::start(section).map_err(AppError::Telemetry)?,
+            )),
+            None => None,
+        };
         let (public, admin, explain) = surfaces(
             &config,
             &providers,
@@ -135,6 +144,7 @@ impl AppState {
             token_service.clone(),
             &clock,
             &metrics,
+            telemetry.as_ref(),
         );
         let admin_router = crate::admin::router(admin.clone(), explain.clone());
         Ok(Arc::new(Self {
@@ -149,6 +159,7 @@ impl AppState {
             admin_router,
             token_service,
             issuer_state,
+            telemetry,
         }))
     }
 
@@ -169,6 +180,7 @@ fn surfaces(
     token_service: Option<Arc<TokenService>>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
+    telemetry: Option<&Arc<Telemetry>>,
 ) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
     let session_source = SessionSource {
         sessions: sessions.cloned(),
@@ -222,6 +234,7 @@ fn surfaces(
         clock: clock.clone(),
         metrics: metrics.clone(),
         queries: AuthQueries::default(),
+        telemetry: telemetry.cloned(),
     });
     let proxy = Arc::new(ProxyState {
         routes: crate::proxy::routes::RouteTable::new(config.routes.clone()),
@@ -233,6 +246,7 @@ fn surfaces(
         cookie_name: config.session.cookie_name.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
+        telemetry: telemetry.cloned(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
         login: login.clone(),

@@ -63,6 +63,8 @@ pub struct Config {
     /// SHA-256 of the TOML text this was loaded from, in hex (what `sha256sum` prints for the
     /// file): the live config's name in `tollgate_config_info` and the load's log line.
     pub source_sha256: String,
+    /// `[telemetry]`, when present: spans exported over OTLP/HTTP.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Config {
@@ -229,6 +231,15 @@ pub struct ForwardAuthConfig {
     pub unauthenticated: Unauthenticated,
     /// Where Envoy's ext_authz gRPC `Check` is answered (SPEC §4), when set.
     pub grpc_listen: Option<std::net::SocketAddr>,
+}
+
+/// `[telemetry]`: where request spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP traces URL: `otlp_endpoint` with `/v1/traces` appended.
+    pub traces_url: Url,
+    /// `service.name` of every span's resource.
+    pub service_name: String,
 }
 
 /// `[token_service]`

@@ -73,6 +73,12 @@ pub(super) struct RawForwardAuth {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub(super) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct RawTokenService {
     pub issuer: Option<String>,
     pub signing_key_file: Option<String>,

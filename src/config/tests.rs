@@ -226,16 +226,90 @@ fn an_unknown_key_inside_a_section_is_still_an_error_naming_the_variable() {
         problems(PROVIDER, &env),
         ["session.nope: unknown key (set by TOLLGATE_SESSION__NOPE)"]
     );
-    // `[telemetry]` is a section of SPEC §3 this version lacks: said so, never ignored.
-    let found = problems(
-        PROVIDER,
-        &[("TOLLGATE_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4318")],
+    assert_eq!(
+        problems(
+            PROVIDER,
+            &[
+                ("TOLLGATE_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("TOLLGATE_TELEMETRY__NOPE", "1")
+            ]
+        ),
+        ["telemetry.nope: unknown key (set by TOLLGATE_TELEMETRY__NOPE)"]
     );
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert!(
-        found[0].starts_with("telemetry: this section is not supported")
-            && found[0].ends_with("(set by TOLLGATE_TELEMETRY__OTLP_ENDPOINT)"),
-        "{found:?}"
+}
+
+#[test]
+fn telemetry_section_sets_the_traces_url_and_the_service_name() {
+    let env: BTreeMap<String, String> = BTreeMap::new();
+    assert!(load(PROVIDER, &env).unwrap().telemetry.is_none());
+    for (endpoint, traces) in [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        (
+            "https://otel.example.com/otlp/",
+            "https://otel.example.com/otlp/v1/traces",
+        ),
+    ] {
+        let config = load(
+            &format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n{PROVIDER}"),
+            &env,
+        )
+        .unwrap();
+        let telemetry = config.telemetry.unwrap();
+        assert_eq!(telemetry.traces_url.as_str(), traces);
+        assert_eq!(telemetry.service_name, "tollgate");
+    }
+    let env: BTreeMap<String, String> = [
+        ("TOLLGATE_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("TOLLGATE_TELEMETRY__SERVICE_NAME", "edge"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(
+        load(PROVIDER, &env)
+            .unwrap()
+            .telemetry
+            .unwrap()
+            .service_name,
+        "edge"
+    );
+}
+
+#[test]
+fn telemetry_section_refuses_what_is_not_a_collector_url() {
+    assert_eq!(
+        problems(
+            &format!("[telemetry]\nservice_name = \"x\"\n{PROVIDER}"),
+            &[]
+        ),
+        ["telemetry.otlp_endpoint: is required"]
+    );
+    assert_eq!(
+        problems(
+            &format!("[telemetry]\notlp_endpoint = \"grpc://c:4317\"\n{PROVIDER}"),
+            &[]
+        ),
+        ["telemetry.otlp_endpoint: `grpc://c:4317` must be an http or https URL"]
+    );
+    assert_eq!(
+        problems(
+            &format!("[telemetry]\notlp_endpoint = \"http://c:4318/?x=1\"\n{PROVIDER}"),
+            &[]
+        ),
+        [
+            "telemetry.otlp_endpoint: must be the collector's base URL, without a query or \
+             fragment"
+        ]
+    );
+    assert_eq!(
+        problems(
+            &format!(
+                "[telemetry]\notlp_endpoint = \"http://c:4318\"\nservice_name = \" \"\n{PROVIDER}"
+            ),
+            &[]
+        ),
+        ["telemetry.service_name: must not be empty"]
     );
 }
 

@@ -62,6 +62,7 @@ source = "local"
         clock: Arc::new(SystemClock),
         metrics,
         queries: AuthQueries::default(),
+        telemetry: None,
     };
     let auth = Router::new()
         .route("/auth", get(super::auth))

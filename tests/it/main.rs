@@ -31,6 +31,8 @@
 //!   flight, sessions and files across a reload, refused configs, a load across 20 reloads.
 //! - `provider_faults`: JWKS faults, hanging endpoints, oversized answers (SPEC §9).
 //! - `soak`: 10,000 idle and 100 slow connections beside normal traffic (own process).
+//! - `telemetry`: `[telemetry]` spans to an OTLP/HTTP receiver in the test, `traceparent`
+//!   trust and propagation upstream, nothing when off, an unreachable collector.
 //! - `fuzz`: the fuzz targets over their corpora with deterministic mutations, on stable.
 //! - `tls`: https on the listener (ALPN, certificate reload) and to upstreams (SPEC §3), with
 //!   a CA made per test (`support::test_ca`) and nginx or `support::tls_upstream` upstreams.
@@ -59,6 +61,7 @@ mod rotation;
 mod sessions;
 mod soak;
 mod support;
+mod telemetry;
 mod tls;
 mod token_service;
 mod token_service_replicas;

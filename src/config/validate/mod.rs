@@ -9,13 +9,16 @@ mod provider;
 mod route;
 mod server;
 mod session;
+mod telemetry;
 mod token_service;
 
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 
-use super::raw::{RawForwardAuth, RawProvider, RawRoute, RawServer, RawSession, RawTokenService};
+use super::raw::{
+    RawForwardAuth, RawProvider, RawRoute, RawServer, RawSession, RawTelemetry, RawTokenService,
+};
 use super::{Config, ConfigProblem, ProviderConfig, RouteConfig};
 
 pub use token_service::is_same_issuer;
@@ -52,6 +55,7 @@ pub(super) fn load(
     let mut session = RawSession::default();
     let mut forward_auth: Option<RawForwardAuth> = None;
     let mut token_service: Option<RawTokenService> = None;
+    let mut telemetry: Option<RawTelemetry> = None;
     let mut routes: Vec<(String, RawRoute)> = Vec::new();
     for (key, value) in table {
         match key.as_str() {
@@ -59,6 +63,7 @@ pub(super) fn load(
             "session" => session = section(&key, value, &mut problems),
             "forward_auth" => forward_auth = Some(section(&key, value, &mut problems)),
             "token_service" => token_service = Some(section(&key, value, &mut problems)),
+            "telemetry" => telemetry = Some(section(&key, value, &mut problems)),
             "provider" => match value {
                 toml::Value::Array(items) => {
                     for (index, item) in items.into_iter().enumerate() {
@@ -134,6 +139,8 @@ pub(super) fn load(
         );
     }
 
+    let telemetry = telemetry.and_then(|raw| checker.telemetry(raw));
+
     super::env::name_variables(&mut checker.problems, &overrides);
     if checker.problems.is_empty() {
         Ok(Config {
@@ -144,6 +151,7 @@ pub(super) fn load(
             token_service,
             routes,
             source_sha256: sha256_hex(toml_text),
+            telemetry,
         })
     } else {
         Err(checker.problems)
