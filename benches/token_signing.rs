@@ -45,6 +45,12 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// Time this thread has spent on a CPU (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> std::time::Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(now.tv_sec.unsigned_abs(), now.tv_nsec.unsigned_abs() as u32)
+}
+
 /// The key in `TOKEN_SIGNING_KEY`, or a fresh 2048-bit one; with its PKCS#8 PEM.
 fn rsa_key() -> (RsaKeyPair, String) {
     if let Ok(path) = std::env::var("TOKEN_SIGNING_KEY") {
@@ -94,6 +100,28 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         });
     });
+    // The same signature timed in this thread's CPU time: on a machine shared with other work
+    // the wall-clock figure above grows with the load; this one is comparable with a server's
+    // CPU time (scripts/load-token-service.sh).
+    c.bench_function(
+        "rs256/floor-cpu: aws-lc signature only, thread CPU time",
+        |b| {
+            let mut signature_bytes = vec![0; rsa.public_modulus_len()];
+            b.iter_custom(|iterations| {
+                let started = thread_cpu_time();
+                for _ in 0..iterations {
+                    rsa.sign(
+                        &signature::RSA_PKCS1_SHA256,
+                        &rng,
+                        black_box(message.as_bytes()),
+                        &mut signature_bytes,
+                    )
+                    .unwrap();
+                }
+                thread_cpu_time().saturating_sub(started)
+            });
+        },
+    );
     let (es, _) = SigningKey::generate_es256().unwrap();
     c.bench_function("es256/issue: SigningKey::sign", |b| {
         b.iter(|| es.sign("at+jwt", black_box(&claims())).unwrap());
