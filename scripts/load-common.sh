@@ -33,7 +33,7 @@ worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections ${NGINX_WORKER_CONNECTIONS:-1024}; }
 http {
   access_log off;
   client_body_temp_path $dir/body;
@@ -79,4 +79,15 @@ run() {
     printf '%-34s %12s req/s   p99 %s\n' "$name" "$rps" "$p99"
     echo "$rps" >> "$work/$name.rps"
     echo "$p99" >> "$work/$name.p99"
+}
+
+# `log_in START LOGIN_HOST COOKIE_REGEX`: logs in as `bench` with $password through the local
+# login form with curl, starting at START; prints the cookies whose names match COOKIE_REGEX.
+log_in() {
+    local start=$1 login_host=$2 jar; jar=$(mktemp "$work/jar.XXXXXX")
+    local location; location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$start")
+    local query=${location#*\?}
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" --data "$query&username=bench&password=$password" "http://$login_host/authorize")
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$location")
+    awk -v wanted="$3" '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ wanted { sub(/^#HttpOnly_/, "", $1); printf "%s=%s; ", $6, $7 }' "$jar"
 }

@@ -69,16 +69,6 @@ TOML
     wait_for "http://127.0.0.1:$port/ping"
 }
 
-# Logs in through the local login form with curl; prints the cookies for `host_port`.
-log_in() {
-    local start=$1 login_host=$2 jar; jar=$(mktemp)
-    local location; location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$start")
-    local query=${location#*\?}
-    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" --data "$query&username=bench&password=$password" "http://$login_host/authorize")
-    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$location")
-    awk -v wanted="$3" '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ wanted { sub(/^#HttpOnly_/, "", $1); printf "%s=%s; ", $6, $7 }' "$jar"
-}
-
 declare -A port tollgate_pid
 for store in cookie memory redis; do
     port[$store]=$(free_port)
