@@ -254,6 +254,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a refusal by `role`: its one count in `tollgate_requests_total` and its one
+    /// log line (`warn` when the operator should look at it, else `info`).
+    pub fn refused(&self, role: &'static str, refusal: &dyn crate::http::rejection::Refused) {
+        let result = refusal.label();
+        self.request(role, result);
+        let reason = refusal.reason();
+        if refusal.is_failure() {
+            tracing::warn!(role, result, reason = %reason, "decision");
+        } else {
+            tracing::info!(role, result, reason = %reason, "decision");
+        }
+    }
+
     /// Records that the config whose text has this SHA-256 went live at `now` (Unix seconds).
     pub fn config_live(&self, sha256: &str, now: i64) {
         self.config_reloads

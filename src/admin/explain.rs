@@ -94,7 +94,11 @@ pub async fn explain(
     axum::extract::State(state): axum::extract::State<Arc<ExplainState>>,
     request: axum::extract::Request,
 ) -> Response {
-    if let Some(response) = super::refusal(state.admin_token.as_ref(), request.headers()) {
+    if let Some(response) = super::refusal(
+        &state.forward_auth.metrics,
+        state.admin_token.as_ref(),
+        request.headers(),
+    ) {
         return response;
     }
     let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
@@ -338,9 +342,9 @@ async fn explain_route(
         Ok(RouteDecision::Skip) => ("skip", None, None),
         Ok(RouteDecision::Login) => ("unauthenticated", Some(302), None),
         Ok(RouteDecision::Logout) => ("logout", Some(302), None),
-        Err((rejection, reason)) => {
-            let (decision, status) = refused(&rejection);
-            (decision, Some(status), Some(reason))
+        Err(refusal) => {
+            let (decision, status) = refused(&refusal.rejection);
+            (decision, Some(status), Some(refusal.reason))
         }
     };
     Explanation {

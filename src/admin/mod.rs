@@ -117,8 +117,13 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 
 /// The admin API answers only to `Authorization: Bearer <server.admin_token>`, compared in
 /// constant time; without a configured token it is disabled.
-fn refusal(admin_token: Option<&Secret<String>>, headers: &HeaderMap) -> Option<Response> {
+fn refusal(
+    metrics: &Metrics,
+    admin_token: Option<&Secret<String>>,
+    headers: &HeaderMap,
+) -> Option<Response> {
     let Some(expected) = admin_token else {
+        metrics.refused("admin", &AdminRefusal::Disabled);
         return Some(
             (
                 StatusCode::FORBIDDEN,
@@ -133,7 +138,7 @@ fn refusal(admin_token: Option<&Secret<String>>, headers: &HeaderMap) -> Option<
     if crate::secret::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
         None
     } else {
-        tracing::info!("admin API refused: missing or wrong admin token");
+        metrics.refused("admin", &AdminRefusal::WrongToken);
         Some(
             (
                 StatusCode::UNAUTHORIZED,
@@ -142,6 +147,30 @@ fn refusal(admin_token: Option<&Secret<String>>, headers: &HeaderMap) -> Option<
             )
                 .into_response(),
         )
+    }
+}
+
+/// Why the admin API refused a request (its metric and its log line).
+enum AdminRefusal {
+    /// No `server.admin_token`: the API is off (403).
+    Disabled,
+    /// A missing or wrong admin token (401).
+    WrongToken,
+}
+
+impl crate::http::rejection::Refused for AdminRefusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Disabled => "forbidden",
+            Self::WrongToken => "unauthenticated",
+        }
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(match self {
+            Self::Disabled => "the admin API is disabled (no server.admin_token)",
+            Self::WrongToken => "missing or wrong admin token",
+        })
     }
 }
 
@@ -174,7 +203,7 @@ async fn list_sessions(
     query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let query = query.ok();
-    if let Some(response) = refusal(state.admin_token.as_ref(), &headers) {
+    if let Some(response) = refusal(&state.metrics, state.admin_token.as_ref(), &headers) {
         return response;
     }
     let Some(sessions) = state.sessions.as_ref() else {
@@ -194,7 +223,7 @@ async fn end_sessions_of_sub(
     query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let query = query.ok();
-    if let Some(response) = refusal(state.admin_token.as_ref(), &headers) {
+    if let Some(response) = refusal(&state.metrics, state.admin_token.as_ref(), &headers) {
         return response;
     }
     let Some(sub) = query
@@ -224,7 +253,7 @@ async fn end_session(
     headers: HeaderMap,
     Path(handle): Path<String>,
 ) -> Response {
-    if let Some(response) = refusal(state.admin_token.as_ref(), &headers) {
+    if let Some(response) = refusal(&state.metrics, state.admin_token.as_ref(), &headers) {
         return response;
     }
     let Some(sessions) = state.sessions.as_ref() else {

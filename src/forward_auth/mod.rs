@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::config::{ForwardAuthConfig, Unauthenticated};
 use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, original_request};
-use crate::http::rejection::Rejection;
+use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
     Credential, IdentityError, SessionSource, ambiguous_credentials, authenticate,
     authenticate_traced, bearer_token,
@@ -369,14 +369,13 @@ pub async fn decide_auth(
     .await
     {
         Ok(identity) => identity,
-        Err(IdentityError::ProviderUnavailable(reason)) => {
-            return Outcome::Reject(Rejection::ProviderUnavailable, reason);
-        }
-        Err(IdentityError::StoreUnavailable(reason)) => {
-            return Outcome::Reject(Rejection::StoreUnavailable, reason);
-        }
         Err(error) => {
-            if section.unauthenticated == Unauthenticated::Redirect
+            let unreachable = matches!(
+                error,
+                IdentityError::ProviderUnavailable(_) | IdentityError::StoreUnavailable(_)
+            );
+            if !unreachable
+                && section.unauthenticated == Unauthenticated::Redirect
                 && !crate::http::is_api_call(
                     original
                         .and_then(|request| request.method.as_ref())
@@ -390,12 +389,8 @@ pub async fn decide_auth(
                 });
                 return Outcome::Redirect(location);
             }
-            let rejection = if error.is_bearer_refusal() {
-                Rejection::InvalidToken
-            } else {
-                Rejection::Unauthenticated
-            };
-            return Outcome::Reject(rejection, error.to_string());
+            let refusal = Refusal::from(error);
+            return Outcome::Reject(refusal.rejection, refusal.reason);
         }
     };
     match decide_traced(&query, &identity.claims, trace) {

@@ -85,7 +85,7 @@ pub fn wants_json(accept: Option<&HeaderValue>) -> bool {
 /// What a refusal says, carried on its plain-text response so that `negotiate` can render it
 /// as a page or as JSON for the caller.
 #[derive(Debug, Clone)]
-pub struct Refusal {
+pub struct RefusalPage {
     /// A stable, machine-readable name (`forbidden`, `provider_unavailable`, …).
     pub error: &'static str,
     /// The page's title.
@@ -94,11 +94,11 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Renders a response that carries a `Refusal` as a page for browsers or JSON for API calls;
+/// Renders a response that carries a `RefusalPage` as a page for browsers or JSON for API calls;
 /// plain text for everyone else (ingress controllers read only the status). Other responses
 /// pass unchanged.
 pub fn negotiate(accept: Option<&HeaderValue>, mut response: Response) -> Response {
-    let Some(refusal) = response.extensions_mut().remove::<Refusal>() else {
+    let Some(refusal) = response.extensions_mut().remove::<RefusalPage>() else {
         return response;
     };
     let (mut parts, body) = response.into_parts();
@@ -159,7 +159,7 @@ pub fn not_found() -> Response {
         "Page not found",
         "<p>There is nothing at this address.</p>",
     );
-    response.extensions_mut().insert(Refusal {
+    response.extensions_mut().insert(RefusalPage {
         error: "not_found",
         title: "Page not found",
         message: "There is nothing at this address.".to_owned(),

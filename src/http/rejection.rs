@@ -1,5 +1,8 @@
 //! `Rejection`: the one place where a failure becomes a status, headers and a body (the table in
-//! ARCHITECTURE.md). The body never carries internal detail, tokens or secrets.
+//! ARCHITECTURE.md). The body never carries internal detail, tokens or secrets. `Refused` is
+//! what every surface's refusal (this one, the token service's OAuth errors, the admin API's and
+//! back-channel logout's answers) tells the metric and the log line, which `Metrics::refused`
+//! records in one place.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -114,7 +117,7 @@ impl IntoResponse for Rejection {
             }
             Self::Internal => "500 Internal Server Error\n".to_owned(),
         };
-        let refusal = super::pages::Refusal {
+        let refusal = super::pages::RefusalPage {
             error: self.result_label(),
             title: self.title(),
             message: body
@@ -146,5 +149,81 @@ impl IntoResponse for Rejection {
             );
         }
         response
+    }
+}
+
+/// What a refusal tells the metric and the one log line, whichever surface refused: every
+/// surface's refusal type implements it, and `Metrics::refused` records it.
+pub trait Refused {
+    /// The `result` label of `tollgate_requests_total` and of the log line.
+    fn label(&self) -> &'static str;
+    /// Why, for the operator (never a token or a secret; never sent to the caller).
+    fn reason(&self) -> std::borrow::Cow<'_, str>;
+    /// Whether the operator should look at it (an upstream or a store failing), rather than
+    /// a routine refusal of a caller.
+    fn is_failure(&self) -> bool {
+        false
+    }
+}
+
+/// A request refused with a `Rejection`, and why (for the log line and the span, never for the
+/// caller, who gets the rejection's own text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the caller is told.
+    pub rejection: Rejection,
+    /// Why, for the operator.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// `rejection`, for `reason`.
+    pub fn new(rejection: Rejection, reason: impl Into<String>) -> Self {
+        Self {
+            rejection,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A rejection whose own text says why (a malformed request names what was malformed).
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        let reason = rejection.to_string();
+        Self { rejection, reason }
+    }
+}
+
+/// The `(rejection, reason)` pairs the login flow answers with.
+impl From<(Rejection, String)> for Refusal {
+    fn from((rejection, reason): (Rejection, String)) -> Self {
+        Self { rejection, reason }
+    }
+}
+
+impl Refused for Refusal {
+    fn label(&self) -> &'static str {
+        self.rejection.result_label()
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.reason)
+    }
+
+    fn is_failure(&self) -> bool {
+        matches!(
+            self.rejection,
+            Rejection::UpstreamUnavailable
+                | Rejection::UpstreamTimeout
+                | Rejection::StoreUnavailable
+                | Rejection::ProviderUnavailable
+                | Rejection::Internal
+        )
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.rejection.into_response()
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
 
+use crate::http::rejection::{Refusal, Rejection};
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
 use crate::policy::Trace;
@@ -137,6 +138,27 @@ impl IdentityError {
     /// `invalid_token`.
     pub fn is_bearer_refusal(&self) -> bool {
         matches!(self, Self::Invalid { credential, .. } if *credential == Credential::Bearer.as_str())
+    }
+}
+
+/// What the caller is told when no identity could be established: no credential or a refused
+/// one is 401 (RFC 6750 `invalid_token` when it was a bearer token), an unreachable store 503,
+/// an unreachable provider 502; the error's text is the log line's reason.
+impl From<IdentityError> for Refusal {
+    fn from(error: IdentityError) -> Self {
+        let rejection = match &error {
+            IdentityError::Missing => Rejection::Unauthenticated,
+            IdentityError::Invalid { .. } if error.is_bearer_refusal() => Rejection::InvalidToken,
+            IdentityError::Invalid { .. } => Rejection::Unauthenticated,
+            IdentityError::StoreUnavailable(_) => Rejection::StoreUnavailable,
+            IdentityError::ProviderUnavailable(_) => Rejection::ProviderUnavailable,
+        };
+        let reason = match error {
+            IdentityError::StoreUnavailable(reason)
+            | IdentityError::ProviderUnavailable(reason) => reason,
+            other => other.to_string(),
+        };
+        Self::new(rejection, reason)
     }
 }
 
@@ -385,3 +407,6 @@ pub async fn authenticate_traced(
     }
     Err(IdentityError::Missing)
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,20 @@ impl From<super::state::StateError> for IssuerError {
     }
 }
 
+impl crate::http::rejection::Refused for IssuerError {
+    fn label(&self) -> &'static str {
+        self.code()
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(self.to_string())
+    }
+
+    fn is_failure(&self) -> bool {
+        matches!(self, Self::ServerError | Self::Unavailable)
+    }
+}
+
 impl IssuerError {
     /// Whether the store could not be reached (a 503, worth retrying), not a refusal.
     pub fn is_unavailable(&self) -> bool {

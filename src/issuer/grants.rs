@@ -48,8 +48,7 @@ pub(super) async fn token(
             response
         }
         Err(error) => {
-            tracing::info!(error = error.code(), "token request refused");
-            service.metrics.request("token_service", error.code());
+            service.metrics.refused("token_service", &error);
             error.into_response()
         }
     }
@@ -369,7 +368,7 @@ pub(super) async fn revoke(
                 .into_response()
         }
         Err(error) => {
-            tracing::info!(error = error.code(), "revocation refused");
+            service.metrics.refused("token_service", &error);
             error.into_response()
         }
     }

@@ -3,6 +3,7 @@
 //! server-side session store; a replayed token (`jti` seen before) is refused — on every
 //! replica with the Redis store, which keeps the used `jti`s.
 
+use crate::http::rejection::{Refusal, Rejection};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -123,8 +124,10 @@ fn unavailable(error: &StoreError) -> Response {
 }
 
 fn refuse(state: &LoginFlow, reason: &str) -> Response {
-    state.metrics.request("backchannel_logout", "bad_request");
-    tracing::info!(reason, "back-channel logout refused");
+    state.metrics.refused(
+        "backchannel_logout",
+        &Refusal::new(Rejection::BadRequest(reason.to_owned()), reason),
+    );
     answer(StatusCode::BAD_REQUEST, Some(reason))
 }
 

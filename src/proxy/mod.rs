@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
 use crate::http::forwarded::{RequestBases, is_trusted};
-use crate::http::rejection::Rejection;
+use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{BearerTokens, Identity, IdentityError, SessionSource, authenticate_traced};
 use crate::login::LoginFlow;
 use crate::login::redirect::validate_redirect;
@@ -135,6 +135,7 @@ async fn route_request(
         Ok(Some(route)) => route,
         Ok(None) => {
             state.metrics.request("proxy", "no_route");
+            tracing::info!(role = "proxy", result = "no_route", "decision");
             if let Some(span) = span {
                 span.decision("no_route", None);
             }
@@ -161,21 +162,12 @@ async fn route_request(
             }
             response
         }
-        Err((rejection, reason)) => {
-            state.metrics.request("proxy", rejection.result_label());
+        Err(refusal) => {
             if let Some(span) = span {
-                span.decision(rejection.result_label(), Some(&reason));
+                span.decision(refusal.rejection.result_label(), Some(&refusal.reason));
             }
-            // An upstream failing is the operator's to look at; a refusal is routine.
-            if matches!(
-                rejection,
-                Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout
-            ) {
-                tracing::warn!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
-            } else {
-                tracing::info!(role = "proxy", result = rejection.result_label(), reason = %reason, "decision");
-            }
-            rejection.into_response()
+            state.metrics.refused("proxy", &refusal);
+            refusal.into_response()
         }
     }
 }
@@ -193,15 +185,15 @@ pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMa
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.
 fn refuse(state: &ProxyState, span: &mut Option<RequestSpan>, rejection: Rejection) -> Response {
-    state.metrics.request("proxy", rejection.result_label());
+    let refusal = Refusal::from(rejection);
     if let Some(span) = span {
-        span.decision(rejection.result_label(), Some(&rejection.to_string()));
+        span.decision(refusal.rejection.result_label(), Some(&refusal.reason));
     }
-    tracing::info!(role = "proxy", result = rejection.result_label(), reason = %rejection, "decision");
-    rejection.into_response()
+    state.metrics.refused("proxy", &refusal);
+    refusal.into_response()
 }
 
-type RouteResult = Result<(Response, &'static str), (Rejection, String)>;
+type RouteResult = Result<(Response, &'static str), Refusal>;
 
 /// What a route does with a request, decided before anything is sent or started.
 pub enum RouteDecision {
@@ -234,7 +226,7 @@ pub async fn decide_route(
     headers: &HeaderMap,
     base: &url::Url,
     trace: &mut Trace,
-) -> Result<RouteDecision, (Rejection, String)> {
+) -> Result<RouteDecision, Refusal> {
     if path == "/logout" {
         trace.record("logout", "match", || {
             "`/logout` ends the session on every route".to_owned()
@@ -264,7 +256,7 @@ pub async fn decide_route(
     let provider = state
         .providers
         .get(&route.provider)
-        .ok_or((Rejection::Internal, "route provider missing".to_owned()))?;
+        .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))?;
     let bearer_tokens = if route.accept_bearer {
         BearerTokens::Accepted
     } else {
@@ -275,9 +267,9 @@ pub async fn decide_route(
         && let Some(reason) = crate::identity::ambiguous_credentials(headers, query)
     {
         trace.record("credentials", "fail", || reason.to_owned());
-        return Err((
+        return Err(Refusal::new(
             Rejection::InvalidRequest(reason.to_owned()),
-            reason.to_owned(),
+            reason,
         ));
     }
     let identity = match authenticate_traced(
@@ -295,21 +287,9 @@ pub async fn decide_route(
         Err(IdentityError::Missing) => {
             return unauthenticated_decision(route, method, headers, trace);
         }
-        Err(IdentityError::StoreUnavailable(reason)) => {
-            return Err((Rejection::StoreUnavailable, reason));
-        }
-        Err(IdentityError::ProviderUnavailable(reason)) => {
-            return Err((Rejection::ProviderUnavailable, reason));
-        }
-        // A credential that is present and invalid is refused, whatever the route allows.
-        Err(error @ IdentityError::Invalid { .. }) => {
-            let rejection = if error.is_bearer_refusal() {
-                Rejection::InvalidToken
-            } else {
-                Rejection::Unauthenticated
-            };
-            return Err((rejection, error.to_string()));
-        }
+        // A credential that is present and invalid is refused, whatever the route allows; a
+        // store or provider that cannot be reached refuses too.
+        Err(error) => return Err(error.into()),
     };
     crate::policy::check_requirements_traced(&route.require, &identity.claims, trace).map_err(
         |requirement| {
@@ -318,7 +298,7 @@ pub async fn decide_route(
             } else {
                 Rejection::Forbidden(requirement.clone())
             };
-            (rejection, requirement)
+            Refusal::new(rejection, requirement)
         },
     )?;
     // Computed before anything goes upstream: a value that cannot be a header refuses the
@@ -339,7 +319,10 @@ pub async fn decide_route(
                 });
                 // The page and the log line say the same.
                 let requirement = format!("{name}: a value a header can carry");
-                return Err((Rejection::Forbidden(requirement.clone()), requirement));
+                return Err(Refusal::new(
+                    Rejection::Forbidden(requirement.clone()),
+                    requirement,
+                ));
             }
         }
     }
@@ -352,12 +335,12 @@ fn unauthenticated_decision(
     method: &Method,
     headers: &HeaderMap,
     trace: &mut Trace,
-) -> Result<RouteDecision, (Rejection, String)> {
+) -> Result<RouteDecision, Refusal> {
     let decision = match route.on_unauthenticated {
-        OnUnauthenticated::Deny => Err((Rejection::Unauthenticated, "no credential".to_owned())),
-        OnUnauthenticated::Login if crate::http::is_api_call(method, headers) => Err((
+        OnUnauthenticated::Deny => Err(Refusal::new(Rejection::Unauthenticated, "no credential")),
+        OnUnauthenticated::Login if crate::http::is_api_call(method, headers) => Err(Refusal::new(
             Rejection::Unauthenticated,
-            "no credential (API call)".to_owned(),
+            "no credential (API call)",
         )),
         OnUnauthenticated::Login => Ok(RouteDecision::Login),
         pass @ (OnUnauthenticated::Pass | OnUnauthenticated::LoginOnUpstream401) => {
@@ -514,11 +497,11 @@ async fn serve_route(
 fn route_provider<'a>(
     state: &'a ProxyState,
     route: &RouteConfig,
-) -> Result<&'a std::sync::Arc<crate::oidc::Provider>, (Rejection, String)> {
+) -> Result<&'a std::sync::Arc<crate::oidc::Provider>, Refusal> {
     state
         .providers
         .get(&route.provider)
-        .ok_or((Rejection::Internal, "route provider missing".to_owned()))
+        .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))
 }
 
 /// Where to return after login: the original path and query, relative, so it stays on this host.
@@ -535,7 +518,7 @@ async fn logout(
     peer: SocketAddr,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<Response, (Rejection, String)> {
+) -> Result<Response, Refusal> {
     let rd = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(name, _)| name == "rd")
         .map(|(_, value)| value.into_owned());
@@ -546,6 +529,7 @@ async fn logout(
         Some(crate::login::RedirectQuery { rd }),
     )
     .await
+    .map_err(Refusal::from)
 }
 
 /// Adds identity headers (and, when tracing, the span's `traceparent` in place of the
@@ -558,7 +542,7 @@ async fn send(
     mut request: Request,
     identity_headers: Vec<(HeaderName, HeaderValue)>,
     span: Option<&RequestSpan>,
-) -> Result<Response, (Rejection, String)> {
+) -> Result<Response, Refusal> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
@@ -597,8 +581,10 @@ async fn send(
             // Logged once, with the decision: which upstream, and why.
             let reason = format!("{error} ({})", route.upstream);
             match error {
-                forward::ForwardError::TimedOut => (Rejection::UpstreamTimeout, reason),
-                forward::ForwardError::Unavailable(_) => (Rejection::UpstreamUnavailable, reason),
+                forward::ForwardError::TimedOut => Refusal::new(Rejection::UpstreamTimeout, reason),
+                forward::ForwardError::Unavailable(_) => {
+                    Refusal::new(Rejection::UpstreamUnavailable, reason)
+                }
             }
         })
 }

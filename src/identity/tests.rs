@@ -1,0 +1,101 @@
+//! Unit tests of what `identity` decides without a provider: how a bearer token is read, when
+//! credentials are ambiguous, and what each failure tells the caller.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use super::*;
+use crate::http::rejection::{Refusal, Rejection};
+
+fn headers(authorizations: &[&[u8]]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for value in authorizations {
+        headers.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    headers
+}
+
+#[test]
+fn a_bearer_token_is_read_from_the_bearer_scheme_only() {
+    assert_eq!(bearer_token(&headers(&[b"Bearer abc"])), Some(Ok("abc")));
+    assert_eq!(bearer_token(&headers(&[b"bearer  abc "])), Some(Ok("abc")));
+    assert_eq!(bearer_token(&headers(&[b"Basic YTpi"])), None);
+    assert_eq!(bearer_token(&headers(&[b"Bearer  "])), None);
+    assert_eq!(bearer_token(&headers(&[b"Bearer \xff"])), Some(Err(())));
+    assert_eq!(bearer_token(&HeaderMap::new()), None);
+}
+
+#[test]
+fn two_authorization_headers_or_a_header_and_a_query_token_are_ambiguous() {
+    assert_eq!(ambiguous_credentials(&headers(&[b"Bearer a"]), None), None);
+    assert_eq!(
+        ambiguous_credentials(&headers(&[b"Bearer a"]), Some("x=1&y=2")),
+        None
+    );
+    assert_eq!(
+        ambiguous_credentials(&headers(&[b"Bearer a", b"Bearer b"]), None),
+        Some("two Authorization headers")
+    );
+    assert_eq!(
+        ambiguous_credentials(&headers(&[b"Bearer a"]), Some("x=1&access_token=b")),
+        Some("a token both in the Authorization header and in the query")
+    );
+    // A token in the query alone is the application's business, not an ambiguity.
+    assert_eq!(
+        ambiguous_credentials(&HeaderMap::new(), Some("access_token=b")),
+        None
+    );
+}
+
+#[test]
+fn each_failure_becomes_the_refusal_the_caller_is_owed() {
+    let refusal = |error: IdentityError| Refusal::from(error);
+    assert_eq!(
+        refusal(IdentityError::Missing),
+        Refusal::new(Rejection::Unauthenticated, "no credential")
+    );
+    assert_eq!(
+        refusal(IdentityError::Invalid {
+            credential: Credential::Bearer.as_str(),
+            reason: "expired".to_owned(),
+        }),
+        Refusal::new(Rejection::InvalidToken, "bearer refused: expired")
+    );
+    assert_eq!(
+        refusal(IdentityError::Invalid {
+            credential: Credential::TokenCookie.as_str(),
+            reason: "expired".to_owned(),
+        }),
+        Refusal::new(Rejection::Unauthenticated, "token_cookie refused: expired")
+    );
+    assert_eq!(
+        refusal(IdentityError::StoreUnavailable("redis down".to_owned())),
+        Refusal::new(Rejection::StoreUnavailable, "redis down")
+    );
+    assert_eq!(
+        refusal(IdentityError::ProviderUnavailable(
+            "jwks timed out".to_owned()
+        )),
+        Refusal::new(Rejection::ProviderUnavailable, "jwks timed out")
+    );
+}
+
+#[test]
+fn the_access_token_is_the_bearer_then_the_cookie_token() {
+    let identity = |bearer: Option<&str>, cookie: Option<&str>| Identity {
+        claims: Claims::default(),
+        credential: Credential::Bearer,
+        session: None,
+        bearer_header: bearer.map(|value| HeaderValue::from_str(value).unwrap()),
+        cookie_token: cookie.map(str::to_owned),
+        set_cookies: Vec::new(),
+    };
+    assert_eq!(
+        identity(Some("Bearer t-1"), Some("t-2")).access_token(),
+        Some("t-1")
+    );
+    assert_eq!(identity(None, Some("t-2")).access_token(), Some("t-2"));
+    assert_eq!(identity(None, None).access_token(), None);
+}
