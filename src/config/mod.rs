@@ -4,6 +4,7 @@
 mod client_key;
 mod env;
 mod raw;
+mod redis_target;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::login::redirect::AllowedRedirectDomain;
 use crate::secret::Secret;
 
 pub use client_key::{AssertionAudience, ClientKeyConfig};
+pub use redis_target::{RedisTarget, SentinelAuth};
 
 /// One thing wrong with a configuration, located by its key path (`provider[1].issuer`) or by
 /// the environment variable that set it.
@@ -465,136 +467,6 @@ impl Upstream {
 impl fmt::Display for Upstream {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.url.fmt(formatter)
-    }
-}
-
-/// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// One server.
-    Standalone(String),
-    /// Sentinels and the master they watch.
-    Sentinel {
-        /// `redis://host:port` (or `rediss://`) of each sentinel, without credentials.
-        sentinels: Vec<String>,
-        /// The master's service name.
-        service: String,
-        /// How to log in at the master (and at a sentinel that requires a password).
-        auth: SentinelAuth,
-    },
-    /// Cluster nodes to start from.
-    Cluster(Vec<String>),
-}
-
-/// The master's credentials, database and TLS of a Sentinel URL.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SentinelAuth {
-    /// ACL user name, when not `default`.
-    pub username: Option<String>,
-    /// The master's password (also tried at sentinels that require one).
-    pub password: Option<Secret<String>>,
-    /// The database number.
-    pub db: i64,
-    /// `rediss+sentinel://`: TLS to the sentinels and the master.
-    pub tls: bool,
-}
-
-impl RedisTarget {
-    /// Reads `session.redis_url`: a string (`redis://`, `rediss://`, `redis+sentinel://`) or a
-    /// list of URLs (Cluster). A Sentinel URL is
-    /// `redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]`.
-    ///
-    /// # Errors
-    /// A message for `tollgate check`.
-    pub fn parse(urls: &[String]) -> Result<Self, String> {
-        match urls {
-            [] => Err("is empty".to_owned()),
-            [single]
-                if single.starts_with("redis+sentinel://")
-                    || single.starts_with("rediss+sentinel://") =>
-            {
-                Self::parse_sentinel(single)
-            }
-            [single] => {
-                redis::parse_redis_url(single)
-                    .ok_or_else(|| format!("`{single}` is not a redis:// or rediss:// URL"))?;
-                Ok(Self::Standalone(single.clone()))
-            }
-            nodes => {
-                for node in nodes {
-                    redis::parse_redis_url(node)
-                        .ok_or_else(|| format!("`{node}` is not a redis:// or rediss:// URL"))?;
-                }
-                Ok(Self::Cluster(nodes.to_vec()))
-            }
-        }
-    }
-
-    fn parse_sentinel(url: &str) -> Result<Self, String> {
-        let tls = url.starts_with("rediss+");
-        let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-        let (authority, path) = rest
-            .split_once('/')
-            .ok_or("a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster")?;
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, _)) if userinfo.contains(',') => {
-                return Err(
-                    "a Sentinel URL has one user and password, before the first host \
-                     (write `,` in a password as %2C)"
-                        .to_owned(),
-                );
-            }
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
-        };
-        let mut path = path.trim_end_matches('/').splitn(2, '/');
-        let service = path.next().unwrap_or_default();
-        if service.is_empty() || hosts.is_empty() {
-            return Err("a Sentinel URL needs hosts and a service name".to_owned());
-        }
-        let db = match path.next() {
-            None => 0,
-            Some(db) => db
-                .parse::<i64>()
-                .ok()
-                .filter(|db| *db >= 0)
-                .ok_or_else(|| format!("`{db}` is not a database number"))?,
-        };
-        let decode = |text: &str| {
-            percent_encoding::percent_decode_str(text)
-                .decode_utf8()
-                .map(|text| text.into_owned())
-                .map_err(|_| "the Sentinel URL's credentials are not UTF-8".to_owned())
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(userinfo) => {
-                let (user, password) = userinfo.split_once(':').unwrap_or(("", userinfo));
-                let user = Some(decode(user)?).filter(|user| !user.is_empty());
-                let password = Some(decode(password)?).filter(|password| !password.is_empty());
-                (user, password.map(Secret::new))
-            }
-        };
-        let scheme = if tls { "rediss" } else { "redis" };
-        let sentinels = hosts
-            .split(',')
-            .map(|host| format!("{scheme}://{host}"))
-            .collect::<Vec<_>>();
-        for sentinel in &sentinels {
-            redis::parse_redis_url(sentinel)
-                .filter(|parsed| parsed.username().is_empty() && parsed.password().is_none())
-                .ok_or_else(|| format!("`{sentinel}` is not a sentinel address (host:port)"))?;
-        }
-        Ok(Self::Sentinel {
-            sentinels,
-            service: service.to_owned(),
-            auth: SentinelAuth {
-                username,
-                password,
-                db,
-                tls,
-            },
-        })
     }
 }
 

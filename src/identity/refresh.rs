@@ -26,6 +26,9 @@ use crate::session::{CookieAttributes, Session};
 use crate::token::Claims;
 use crate::token::id_token::NonceRule;
 
+mod confirm;
+use confirm::{Unconfirmed, confirm_later};
+
 /// How long a refresh result is handed to requests that still carry the old session.
 const RESULT_KEPT: i64 = 60;
 /// After a refresh failed for a passing reason, the next attempt waits this long (seconds):
@@ -86,57 +89,6 @@ struct Refresh {
     claim: RefreshClaim,
     /// This process's lock for the refresh token, held until the result is published.
     single_flight: tokio::sync::OwnedMutexGuard<()>,
-}
-
-/// A refreshed session whose write no replica confirmed, and the lease held meanwhile.
-struct Unconfirmed {
-    sessions: Arc<Sessions>,
-    cookies: OwnedCookies,
-    spent: String,
-    refreshed: Arc<Session>,
-    now: UnixTime,
-    claim: RefreshClaim,
-    /// Before the lease (taken for twice the provider timeout and more) runs out.
-    until: tokio::time::Instant,
-}
-
-/// How often an unconfirmed refresh is written again.
-const CONFIRM_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Writes an unconfirmed refresh again until a replica confirms it (after a failover: the new
-/// master, which never had it), then gives the lease back. Meanwhile other replicas wait for
-/// the lease rather than present the spent token, which a rotating provider would refuse.
-async fn confirm_later(unconfirmed: Unconfirmed) {
-    let cookies = borrow(&unconfirmed.cookies);
-    loop {
-        tokio::time::sleep(CONFIRM_INTERVAL).await;
-        match unconfirmed
-            .sessions
-            .confirm_refreshed(
-                &cookies,
-                &unconfirmed.spent,
-                &unconfirmed.refreshed,
-                unconfirmed.now,
-            )
-            .await
-        {
-            Ok(()) => {
-                tracing::info!("a refreshed session no replica had confirmed is now stored");
-                break;
-            }
-            Err(SessionError::Store(error)) if tokio::time::Instant::now() < unconfirmed.until => {
-                tracing::debug!(%error, "refreshed session not confirmed yet; trying again");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "a refreshed session could not be stored; its refresh token may be lost");
-                break;
-            }
-        }
-    }
-    unconfirmed
-        .sessions
-        .release_refresh(&cookies, &unconfirmed.claim)
-        .await;
 }
 
 /// Why a session could not be used after its refresh was due.

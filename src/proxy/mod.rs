@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod forward;
 pub mod headers;
+mod identity_headers;
 pub mod pool;
 pub mod routes;
 
@@ -14,10 +15,9 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 
 use crate::clock::Clock;
-use crate::config::{HeaderSource, OnUnauthenticated, RouteConfig};
+use crate::config::{OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
 use crate::http::forwarded::{RequestBases, is_trusted};
 use crate::http::rejection::{Refusal, Rejection};
@@ -305,7 +305,7 @@ pub async fn decide_route(
     // request (as `/auth` does), never sends it on without that header.
     let mut identity_headers = Vec::new();
     for (name, source) in &route.headers {
-        match header_value(&identity, source) {
+        match identity_headers::header_value(&identity, source) {
             Ok(Some(value)) => {
                 trace.record("identity header", "pass", || format!("`{name}` is sent"));
                 identity_headers.push((name.clone(), value));
@@ -587,39 +587,4 @@ async fn send(
                 }
             }
         })
-}
-
-/// The value of one identity header: `Ok(None)` when the identity has nothing for it, `Err`
-/// when its value holds characters a header cannot carry (CR, LF, NUL, …).
-fn header_value(identity: &Identity, source: &HeaderSource) -> Result<Option<HeaderValue>, ()> {
-    let Some(text) = header_text(identity, source) else {
-        return Ok(None);
-    };
-    HeaderValue::from_maybe_shared(axum::body::Bytes::from(text))
-        .map(Some)
-        .map_err(|_| ())
-}
-
-fn header_text(identity: &Identity, source: &HeaderSource) -> Option<String> {
-    let access_token = identity.access_token();
-    Some(match source {
-        HeaderSource::AccessToken => access_token?.to_owned(),
-        HeaderSource::BearerAccessToken => format!("Bearer {}", access_token?),
-        HeaderSource::IdToken => identity.session.as_ref()?.id_token.clone(),
-        HeaderSource::UserinfoBase64 => base64::engine::general_purpose::STANDARD
-            .encode(serde_json::to_vec(identity.claims.as_ref()).ok()?),
-        HeaderSource::Claim(name) => crate::policy::header_text(identity.claims.get(name)?),
-        HeaderSource::Json(path) => {
-            let document = serde_json::Value::Object(identity.claims.as_ref().clone());
-            let nodes = path.query(&document).all();
-            if nodes.is_empty() {
-                return None;
-            }
-            nodes
-                .into_iter()
-                .map(crate::policy::header_text)
-                .collect::<Vec<_>>()
-                .join(",")
-        }
-    })
 }
