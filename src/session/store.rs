@@ -536,3 +536,6 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! The records sessions are made of: a logged-in browser's `Session`, a login in flight
+//! (`LoginState`) and the token-service client request a federated login carries
+//! (`FederatedRequest`). Every store keeps these, sealed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+
+/// A logged-in browser's session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// The provider the user logged in at.
+    pub provider: String,
+    /// Claims of the ID token (merged with userinfo).
+    pub claims: crate::token::Claims,
+    /// The raw ID token (for `id_token_hint` at logout).
+    pub id_token: String,
+    /// The access token, when one was issued.
+    pub access_token: Option<String>,
+    /// The refresh token, when one was issued (rotated ones replace it).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// When the access token expires, when the provider said.
+    #[serde(default)]
+    pub access_expires_at: Option<UnixTime>,
+    /// When the session was created.
+    pub created_at: UnixTime,
+    /// When it ends, whatever happens.
+    pub expires_at: UnixTime,
+}
+
+/// One login in flight: what `/callback` needs to finish it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginState {
+    /// The `state` parameter.
+    pub state: String,
+    /// The `nonce` sent.
+    pub nonce: String,
+    /// The PKCE code verifier.
+    pub code_verifier: String,
+    /// The validated redirect target.
+    pub redirect_to: String,
+    /// The provider.
+    pub provider: String,
+    /// The redirect URI sent to the provider.
+    pub redirect_uri: String,
+    /// When the login started.
+    pub created_at: UnixTime,
+    /// Set when the login is the token service's federated login: the client's authorization
+    /// request to answer once the user is back (SPEC §4: the state says which flow it is).
+    #[serde(default)]
+    pub federation: Option<FederatedRequest>,
+}
+
+/// A checked authorization request of a token-service client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FederatedRequest {
+    /// The client.
+    pub client_id: String,
+    /// Its registered redirect URI.
+    pub redirect_uri: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// The client's `state`.
+    pub state: Option<String>,
+    /// The client's `nonce`.
+    pub nonce: Option<String>,
+    /// The client's PKCE challenge (S256).
+    pub code_challenge: Option<String>,
+}

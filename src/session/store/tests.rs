@@ -1,0 +1,129 @@
+//! Unit tests of `Sessions` over the memory store: a session is found by its cookie, ends when
+//! idle or when ended, and a refreshed session is stored only over the token it spent.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use super::*;
+use crate::secret::Secret;
+use crate::session::request_cookies;
+use crate::session::seal::Sealer;
+
+const NOW: UnixTime = 1_800_000_000;
+
+fn sessions(idle_seconds: u64) -> Sessions {
+    let jar = CookieJar::new(
+        Sealer::new(&[Secret::new(
+            "a-unit-test-session-secret-a-unit-test".to_owned(),
+        )]),
+        "tollgate".to_owned(),
+    );
+    Sessions::new(
+        jar,
+        SessionBackend::Memory(Arc::new(MemoryStore::open(None, NOW))),
+        std::time::Duration::from_secs(idle_seconds),
+        Arc::new(Metrics::new()),
+    )
+}
+
+fn session(refresh_token: &str) -> Session {
+    Session {
+        provider: "corp".to_owned(),
+        claims: crate::token::Claims::default(),
+        id_token: "id".to_owned(),
+        access_token: Some("at".to_owned()),
+        refresh_token: Some(refresh_token.to_owned()),
+        access_expires_at: Some(NOW + 300),
+        created_at: NOW,
+        expires_at: NOW + 3600,
+    }
+}
+
+/// The request headers a browser sends back after these `Set-Cookie` values.
+fn cookie_header(set_cookies: &[String]) -> HeaderMap {
+    let pairs: Vec<&str> = set_cookies
+        .iter()
+        .filter_map(|cookie| cookie.split(';').next())
+        .collect();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        HeaderValue::from_str(&pairs.join("; ")).unwrap(),
+    );
+    headers
+}
+
+const ATTRIBUTES: CookieAttributes = CookieAttributes { secure: true };
+
+#[tokio::test]
+async fn a_created_session_is_found_by_its_cookie_and_not_after_it_ended() {
+    let sessions = sessions(3600);
+    let set = sessions
+        .create(session("r-1"), &Cookies::default(), NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    let loaded = sessions.load(&cookies, NOW + 10).await.unwrap().unwrap();
+    assert_eq!(loaded.refresh_token.as_deref(), Some("r-1"));
+    assert_eq!(sessions.active(), Some(1));
+    let (ended, _) = sessions.end(&cookies, NOW + 20, ATTRIBUTES).await.unwrap();
+    assert!(ended.is_some());
+    assert!(sessions.load(&cookies, NOW + 30).await.is_err(), "ended");
+    assert_eq!(sessions.active(), Some(0));
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_and_a_used_one_lives_on() {
+    let sessions = sessions(60);
+    let set = sessions
+        .create(session("r-1"), &Cookies::default(), NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    // Used every 50 s: never idle for 60 s.
+    for step in 1..=4 {
+        assert!(
+            sessions
+                .load(&cookies, NOW + 50 * step)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert!(
+        sessions.load(&cookies, NOW + 200 + 61).await.is_err(),
+        "idle for longer than idle_timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_is_stored_only_over_the_token_it_spent() {
+    let sessions = sessions(3600);
+    let set = sessions
+        .create(session("r-1"), &Cookies::default(), NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    let stored = sessions
+        .replace_refreshed(&cookies, "r-1", &session("r-2"), NOW + 1, ATTRIBUTES)
+        .await
+        .unwrap();
+    assert!(matches!(stored, Replaced::Stored(_)));
+    // A second refresh of the spent token finds the first one's result and stores nothing.
+    let late = sessions
+        .replace_refreshed(&cookies, "r-1", &session("r-3"), NOW + 2, ATTRIBUTES)
+        .await
+        .unwrap();
+    match late {
+        Replaced::Superseded(current) => {
+            assert_eq!(current.refresh_token.as_deref(), Some("r-2"));
+        }
+        Replaced::Stored(_) => panic!("a spent token's refresh overwrote a newer one"),
+    }
+    let loaded = sessions.load(&cookies, NOW + 3).await.unwrap().unwrap();
+    assert_eq!(loaded.refresh_token.as_deref(), Some("r-2"));
+}
