@@ -9,8 +9,19 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::pool::SendError;
 use crate::config::Upstream;
+
+/// Why a request got no response: connecting failed or timed out, or the connection failed
+/// before a response arrived.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(String);
+
+impl SendError {
+    pub(super) fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
 
 /// How often a shared HTTP/2 connection is pinged, and how long its answer may take before
 /// the connection is closed.

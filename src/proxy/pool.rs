@@ -15,6 +15,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::http2;
 
+pub use super::connect::SendError;
 use super::connect::{Connection, connect};
 use crate::config::Upstream;
 
@@ -35,18 +36,6 @@ thread_local! {
     static MULTIPLEXED: RefCell<Vec<(u64, http2::SendRequest<Body>)>> = const { RefCell::new(Vec::new()) };
     /// Whether this thread runs a task that closes its expired idle connections.
     static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Why a request got no response: connecting failed or timed out, or the connection failed
-/// before a response arrived.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SendError(String);
-
-impl SendError {
-    pub(super) fn new(reason: impl Into<String>) -> Self {
-        Self(reason.into())
-    }
 }
 
 /// Sends `request` (origin-form URI, `Host` set) to `upstream`, on an open connection of this
@@ -86,7 +75,7 @@ pub async fn send(
                         }
                         request = unsent;
                     }
-                    None => return Err(SendError(error.into_error().to_string())),
+                    None => return Err(SendError::new(error.into_error().to_string())),
                 },
             }
         }
@@ -99,14 +88,14 @@ pub async fn send(
             Ok(response) => return Ok(pooled(response, sender, upstream.id())),
             Err(mut error) => match error.take_message() {
                 Some(unsent) => request = unsent,
-                None => return Err(SendError(error.into_error().to_string())),
+                None => return Err(SendError::new(error.into_error().to_string())),
             },
         }
     }
     match connect(upstream, connect_timeout, upgrade).await? {
         Connection::Http1(mut sender) => match sender.send_request(request).await {
             Ok(response) => Ok(pooled(response, sender, upstream.id())),
-            Err(error) => Err(SendError(error.to_string())),
+            Err(error) => Err(SendError::new(error.to_string())),
         },
         Connection::Http2(mut sender) => {
             MULTIPLEXED.with_borrow_mut(|shared| {
@@ -115,7 +104,7 @@ pub async fn send(
             });
             match sender.send_request(for_http2(request, upstream)).await {
                 Ok(response) => Ok(unpooled(response, upstream.id())),
-                Err(error) => Err(SendError(error.to_string())),
+                Err(error) => Err(SendError::new(error.to_string())),
             }
         }
     }
