@@ -26,9 +26,6 @@ use crate::session::{CookieAttributes, Session};
 use crate::token::Claims;
 use crate::token::id_token::NonceRule;
 
-mod confirm;
-use confirm::{Unconfirmed, confirm_later};
-
 /// How long a refresh result is handed to requests that still carry the old session.
 const RESULT_KEPT: i64 = 60;
 /// After a refresh failed for a passing reason, the next attempt waits this long (seconds):
@@ -410,8 +407,7 @@ impl Shared {
             claim,
             single_flight,
         } = refresh;
-        let owned = cookies;
-        let cookies = borrow(&owned);
+        let cookies = borrow(&cookies);
         let key = key_of(&refresh_token);
         let result = tokio::time::timeout(
             provider.timeout(),
@@ -437,7 +433,6 @@ impl Shared {
         }
         self.forget_lock(&key);
         drop(single_flight);
-        let refreshed = result.as_ref().ok().cloned();
         let answer = self
             .settle(
                 &provider,
@@ -450,22 +445,7 @@ impl Shared {
                 attributes,
             )
             .await;
-        match (refreshed, &answer) {
-            // The provider spent the old token and the new one is not safely stored: it is
-            // written again, holding the lease, until a replica confirms it.
-            (Some(refreshed), Err(RefreshError::Store(_))) => {
-                tokio::spawn(confirm_later(Unconfirmed {
-                    sessions,
-                    cookies: owned,
-                    spent: refresh_token,
-                    refreshed,
-                    now,
-                    claim,
-                    until: tokio::time::Instant::now() + provider.timeout(),
-                }));
-            }
-            _ => sessions.release_refresh(&cookies, &claim).await,
-        }
+        sessions.release_refresh(&cookies, &claim).await;
         answer
     }
 

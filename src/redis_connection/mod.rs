@@ -279,25 +279,6 @@ impl RedisConnection {
             .await
     }
 
-    /// Runs a command that only reads, once more on a new connection when the first failure
-    /// may have been the connection's (after a Sentinel failover, a connection to the old
-    /// master fails on its first use). A read changes nothing, so running it twice is safe.
-    ///
-    /// # Errors
-    /// As [`Self::query`].
-    pub async fn read<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
-        match self.query(command).await {
-            Err(error) if connection_suspect(&error) => self.query(command).await,
-            answer => answer,
-        }
-    }
-
-    /// Whether `error` may have been the connection's rather than the command's (the
-    /// connection is made again on the next call).
-    pub fn is_connection_failure(error: &RedisError) -> bool {
-        connection_suspect(error)
-    }
-
     /// Runs a pipeline (with Cluster, its keys must share one hash slot).
     ///
     /// # Errors

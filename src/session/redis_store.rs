@@ -165,11 +165,7 @@ impl RedisStore {
             return Ok(Some((cached.raw, cached.stored)));
         }
         let generation = self.cache().map(SessionCache::generation);
-        let value: Option<Vec<u8>> = self
-            .connection
-            .read(redis::cmd("GET").arg(self.key(id)))
-            .await
-            .map_err(|error| self.failed(&error))?;
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
         let Some(bytes) = value else { return Ok(None) };
         let Some(stored) = self.open(id, &bytes) else {
             return Ok(None);

@@ -469,12 +469,12 @@ async fn a_refresh_outlives_the_request_that_started_it() {
     );
 }
 
-/// SPEC §12: a refresh that no replica confirmed (the Sentinel-managed master's replica is
-/// stopped), then the master killed outright and the replica promoted. The refreshing replica
-/// answers 503 and writes its result again until the new master has it; the other replica is
-/// served the refreshed session, and the spent refresh token never reaches the provider again.
-/// (The stopped replica's socket still receives the stream here, so the master's copy is not
-/// lost on this machine; the test holds the behaviour around the failover, counted.)
+/// SPEC §12: a refresh that no replica acknowledged in time (the Sentinel-managed master's
+/// replica is stopped), then the master killed outright and the replica promoted: the request
+/// that refreshed is answered 503, the other replica is then served the refreshed session, and
+/// the spent refresh token never reaches the provider again. (The stopped replica's socket
+/// still receives the replication stream here, so the master's copy survives; a write lost
+/// for good is the limit the README names.)
 #[tokio::test]
 async fn a_refresh_the_killed_master_took_alone_is_written_again_to_the_new_master() {
     let mut sentinel = crate::support::redis::RedisSentinel::start_with_replica().await;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::RedisStore;
-use crate::redis_connection::RedisConnection;
 use crate::session::error::StoreError;
 use crate::session::memory_store::StoredSession;
 
@@ -24,13 +23,10 @@ impl RedisStore {
         format!("{}:refreshing", self.key(id))
     }
 
-    /// Takes the refresh lease of session `id` for `hold`, unless another holder has it. The
-    /// lease is confirmed like a logout (a replica has it when the master has replicas): a
-    /// lease lost in a failover would let another replica present the token this one is about
-    /// to spend.
+    /// Takes the refresh lease of session `id` for `hold`, unless another holder has it.
     ///
     /// # Errors
-    /// `Unavailable`, also when no replica acknowledged the lease (it is given back then).
+    /// `Unavailable`.
     pub async fn take_lease(
         &self,
         id: &str,
@@ -38,35 +34,17 @@ impl RedisStore {
         hold: Duration,
     ) -> Result<bool, StoreError> {
         let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
-        let key = self.lease_key(id);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("SET")
-            .arg(&key)
-            .arg(holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self
-                .connection
-                .query_confirmed::<(Option<String>,)>(key.as_bytes(), &pipeline)
-                .await
-            {
-                Ok((taken,)) => return Ok(taken.is_some()),
-                Err(error) => {
-                    // Not refreshing on an unconfirmed lease: give it back (only ours is
-                    // deleted), then, when the connection failed, try once on a new one.
-                    let _ = self.release_lease(id, holder).await;
-                    if attempts == 1 && RedisConnection::is_connection_failure(&error) {
-                        continue;
-                    }
-                    return Err(self.failed(&error));
-                }
-            }
-        }
+        let taken: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.lease_key(id))
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis),
+            )
+            .await?;
+        Ok(taken.is_some())
     }
 
     /// Whether some replica holds the refresh lease of session `id`.
@@ -75,10 +53,8 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn lease_held(&self, id: &str) -> Result<bool, StoreError> {
         let held: i64 = self
-            .connection
-            .read(redis::cmd("EXISTS").arg(self.lease_key(id)))
-            .await
-            .map_err(|error| self.failed(&error))?;
+            .run(redis::cmd("EXISTS").arg(self.lease_key(id)))
+            .await?;
         Ok(held > 0)
     }
 
