@@ -476,7 +476,7 @@ async fn a_refresh_outlives_the_request_that_started_it() {
 /// still receives the replication stream here, so the master's copy survives; a write lost
 /// for good is the limit the README names.)
 #[tokio::test]
-async fn a_refresh_the_killed_master_took_alone_is_written_again_to_the_new_master() {
+async fn a_refresh_no_replica_acknowledged_in_time_survives_a_sentinel_master_kill() {
     let mut sentinel = crate::support::redis::RedisSentinel::start_with_replica().await;
     let idp = TestIdp::start().await;
     let clock = tollgate::clock::ManualClock::new();
