@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
-import { freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
+import { freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, waitForTollgate, write } from './lib.mjs';
 
 const run = promisify(execFile);
 
@@ -348,7 +348,7 @@ export async function startReplicas(count, configFor) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
   const launch = async (replica) => {
     replica.process = start(`tollgate-${replica.name}`, tollgateBinary(), ['serve', '--config', replica.config], { env });
-    await waitForHttp(`${replica.admin}/healthz`, replica.process);
+    await waitForTollgate(replica.admin, replica.origin, replica.process);
   };
   await launch(replicas[0]);
   await Promise.all(replicas.slice(1).map(launch));

@@ -8,9 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import {
-  chromiumArgs, freePort, requireProgram, root, start, tempDir, tollgateBinary, waitForHttp, write,
-} from './lib.mjs';
+import { chromiumArgs, freePort, requireProgram, root, start, tempDir, tollgateBinary, waitForTollgate, write } from './lib.mjs';
 
 let demo;
 let browser;
@@ -176,7 +174,7 @@ provider = "gone"
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
   const server = start('tollgate-unreachable', tollgateBinary(), ['serve', '--config', config], { env });
   try {
-    await waitForHttp(`http://127.0.0.1:${admin}/healthz`, server);
+    await waitForTollgate(`http://127.0.0.1:${admin}`, `http://127.0.0.1:${listen}`, server);
     const watched = await watchedPage();
     const response = await watched.page.goto(`http://127.0.0.1:${listen}/signin?rd=/`);
     assert.equal(response.status(), 502);

@@ -5,9 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
-import {
-  chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write,
-} from './lib.mjs';
+import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, waitForTollgate, write } from './lib.mjs';
 import { logIn, startProvider } from './provider.mjs';
 import { startUpstream } from './upstream.mjs';
 
@@ -140,7 +138,7 @@ before(async () => {
     const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
     const tollgate = start(`tollgate-${name}`, binary, ['serve', '--config', config], { env });
     running.push(tollgate);
-    await waitForHttp(`http://127.0.0.1:${admin}/healthz`, tollgate);
+    await waitForTollgate(`http://127.0.0.1:${admin}`, `http://127.0.0.1:${port}`, tollgate);
   }
   const nginxDir = tempDir('nginx');
   const nginx = start('nginx', '/usr/sbin/nginx', ['-p', nginxDir, '-c', write(nginxDir, 'nginx.conf', nginxConfig(nginxDir))]);

@@ -15,16 +15,28 @@ export function tollgateBinary() {
   return binary;
 }
 
-/** A port that was free a moment ago (the servers here take their port from a config file). */
+const handedOut = new Set();
+
+/**
+ * A port that was free a moment ago (the servers here take their port from a config file), and
+ * never one this process handed out before: the kernel may offer a port again once its probe
+ * closed, and two servers of one test given the same port would answer for each other.
+ */
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const server = createServer();
+      server.on('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const { port: bound } = server.address();
+        server.close(() => resolve(bound));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export function tempDir(name) {
@@ -70,6 +82,18 @@ export function start(name, command, args, options = {}) {
       await done;
     },
   };
+}
+
+/**
+ * Waits until a Tollgate answers on both of its listeners, and is the one answering: `/healthz`
+ * on the admin listener and `/ping` on the public one (no state, no check), each with 200.
+ */
+export async function waitForTollgate(adminOrigin, publicOrigin, server) {
+  for (const url of [`${adminOrigin}/healthz`, `${publicOrigin}/ping`]) {
+    await waitForHttp(url, server);
+    const answer = await fetch(url);
+    if (answer.status !== 200) throw new Error(`${url} answered ${answer.status}:\n${server.output}`);
+  }
 }
 
 /** Polls `url` until it answers at all (any status), or throws after `attempts`. */

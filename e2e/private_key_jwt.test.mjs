@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { X509Certificate, createHash, generateKeyPairSync } from 'node:crypto';
 import { chromium } from 'playwright-core';
-import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
+import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForTollgate, write } from './lib.mjs';
 import { logIn, startProvider } from './provider.mjs';
 import { startUpstream } from './upstream.mjs';
 
@@ -119,7 +119,7 @@ provider = "op"
   await new Promise((resolve) => check.child.once('exit', resolve));
   assert.equal(check.exited?.code, 0, `tollgate check accepts the config:\n${check.output}`);
   const tollgate = start(`tollgate-${name}`, tollgateBinary(), ['serve', '--config', config], { env });
-  await waitForHttp(`http://127.0.0.1:${ports.admin}/healthz`, tollgate);
+  await waitForTollgate(`http://127.0.0.1:${ports.admin}`, origin, tollgate);
   return {
     origin,
     provider,

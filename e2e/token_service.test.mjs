@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as client from 'openid-client';
 import { chromium } from 'playwright-core';
-import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, write } from './lib.mjs';
+import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForTollgate, write } from './lib.mjs';
 import { logIn, startProvider } from './provider.mjs';
 
 const ports = {};
@@ -118,7 +118,7 @@ email = "alice@example.com"
 `);
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TOLLGATE_')));
   tollgate = start('tollgate-token-service', tollgateBinary(), ['serve', '--config', config], { env });
-  await waitForHttp(`http://127.0.0.1:${ports.admin}/healthz`, tollgate);
+  await waitForTollgate(`http://127.0.0.1:${ports.admin}`, `http://127.0.0.1:${ports.tollgate}`, tollgate);
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs, headless: true });
 });
 
