@@ -257,13 +257,34 @@ impl Metrics {
     /// Records a refusal by `role`: its one count in `tollgate_requests_total` and its one
     /// log line (`warn` when the operator should look at it, else `info`).
     pub fn refused(&self, role: &'static str, refusal: &dyn crate::http::rejection::Refused) {
+        self.refused_request(
+            crate::logging::decision::Decision {
+                role,
+                ..Default::default()
+            },
+            refusal,
+        );
+    }
+
+    /// `refused`, with what else the line says about the request (`line.role`, its route, its
+    /// request id); its result and reason are the refusal's.
+    pub fn refused_request(
+        &self,
+        line: crate::logging::decision::Decision<'_>,
+        refusal: &dyn crate::http::rejection::Refused,
+    ) {
         let result = refusal.label();
-        self.request(role, result);
+        self.request(line.role, result);
         let reason = refusal.reason();
+        let line = crate::logging::decision::Decision {
+            result,
+            reason: Some(&reason),
+            ..line
+        };
         if refusal.is_failure() {
-            tracing::warn!(role, result, reason = %reason, "decision");
+            crate::log_decision!(warn, line);
         } else {
-            tracing::info!(role, result, reason = %reason, "decision");
+            crate::log_decision!(info, line);
         }
     }
 

@@ -20,6 +20,7 @@ use crate::identity::{
     authenticate_traced, bearer_token,
 };
 use crate::issuer::TokenService;
+use crate::logging::decision::Decision as DecisionLine;
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use crate::policy::{AuthQuery, Decision, Trace, decide_traced};
@@ -141,7 +142,14 @@ pub async fn auth(
         &mut Trace::off(),
     )
     .await;
-    report(&state, "auth", &outcome, original.as_ref(), started);
+    report(
+        &state,
+        "auth",
+        &outcome,
+        original.as_ref(),
+        Some(headers),
+        started,
+    );
     let span = span.map(|mut span| {
         let (credential, reason) = match &outcome {
             Outcome::Allow(_, credential, _) => (Some(*credential), None),
@@ -174,42 +182,37 @@ fn report(
     via: &'static str,
     outcome: &Outcome,
     original: Option<&OriginalRequest>,
+    headers: Option<&HeaderMap>,
     started: Instant,
 ) {
     state.metrics.decision_seconds.observe(started.elapsed());
-    // The original path is the client's text: bounded and escaped before it is logged.
-    let path = crate::untrusted::bounded(
-        original
-            .and_then(|request| request.raw_path.as_deref())
-            .unwrap_or("-"),
-    );
+    let mut decision = DecisionLine {
+        role: "forward_auth",
+        via: Some(via),
+        // The original path is the client's text: the line drops its query (which can carry
+        // `code=` or `access_token=`), bounds and escapes the rest.
+        path: Some(
+            original
+                .and_then(|request| request.raw_path.as_deref())
+                .unwrap_or("-"),
+        ),
+        request_id: headers.and_then(crate::http::request_id),
+        ..DecisionLine::default()
+    };
     match outcome {
         Outcome::Allow(_, credential, _) => {
-            state.metrics.request("forward_auth", "allow");
-            tracing::info!(
-                role = "forward_auth",
-                via,
-                result = "allow",
-                credential,
-                path = %path,
-                "decision"
-            );
+            decision.result = "allow";
+            decision.credential = Some(credential);
         }
-        Outcome::Skip => {
-            state.metrics.request("forward_auth", "skip");
-            tracing::info!(role = "forward_auth", via, result = "skip", path = %path, "decision");
-        }
-        Outcome::Redirect(_) => {
-            state.metrics.request("forward_auth", "redirect");
-            tracing::info!(role = "forward_auth", via, result = "redirect", path = %path, "decision");
-        }
+        Outcome::Skip => decision.result = "skip",
+        Outcome::Redirect(_) => decision.result = "redirect",
         Outcome::Reject(rejection, reason) => {
-            state
-                .metrics
-                .request("forward_auth", rejection.result_label());
-            tracing::info!(role = "forward_auth", via, result = rejection.result_label(), reason = %reason, path = %path, "decision");
+            decision.result = rejection.result_label();
+            decision.reason = Some(reason);
         }
     }
+    state.metrics.request("forward_auth", decision.result);
+    crate::log_decision!(info, decision);
 }
 
 /// The HTTP answer `/auth` gives for an outcome.
@@ -486,6 +489,7 @@ pub async fn validate(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
+    let request_id = crate::http::request_id(&headers);
     let span = begin_span(&state, "validate", "/validate", peer, &method, &headers);
     let result = token_identity(&state, &headers).await;
     state.metrics.decision_seconds.observe(started.elapsed());
@@ -505,7 +509,15 @@ pub async fn validate(
                 .map_or(0, |exp| exp - now)
                 .clamp(0, MAX_VALIDATE_CACHE);
             state.metrics.request("validate", "allow");
-            tracing::info!(role = "validate", result = "allow", "decision");
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    role: "validate",
+                    result: "allow",
+                    request_id,
+                    ..DecisionLine::default()
+                }
+            );
             // `private`: a shared cache must not give one caller's answer to another; `Vary`:
             // the answer is for these credentials only.
             let cache_control = HeaderValue::from_str(&format!("private, max-age={left}"))
@@ -524,7 +536,16 @@ pub async fn validate(
         }
         Err((rejection, reason)) => {
             state.metrics.request("validate", rejection.result_label());
-            tracing::info!(role = "validate", result = rejection.result_label(), reason = %reason, "decision");
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    role: "validate",
+                    result: rejection.result_label(),
+                    reason: Some(&reason),
+                    request_id,
+                    ..DecisionLine::default()
+                }
+            );
             rejection.into_response()
         }
     };
