@@ -142,7 +142,14 @@ impl PublicService {
             request.uri().path(),
         );
         let response = if !self.proxy.routes.is_empty() && !own {
-            crate::proxy::handle(&self.proxy, peer, request.map(Body::new)).await
+            // Boxed apart: the proxy's future is many kilobytes, and as a part of this one it
+            // made every request (`/ping`, `/auth`, …) copy all of it into its box.
+            Box::pin(crate::proxy::handle(
+                &self.proxy,
+                peer,
+                request.map(Body::new),
+            ))
+            .await
         } else if let Err(error) = self.target_agrees_with_host(&request) {
             crate::http::rejection::Rejection::BadRequest(error.to_string()).into_response()
         } else {
