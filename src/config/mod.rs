@@ -101,6 +101,9 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// `tls_cert_file` / `tls_key_file`: serve https on `listen`.
     pub tls: Option<ListenerTls>,
+    /// The most connections open at once on the public listener, and on Envoy's gRPC listener
+    /// (each); the next waits to be accepted.
+    pub max_connections: usize,
 }
 
 /// The public listener's certificate: the files (re-read on SIGHUP) and what they held when
