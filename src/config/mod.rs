@@ -238,6 +238,10 @@ pub struct ForwardAuthConfig {
     pub grpc_listen: Option<std::net::SocketAddr>,
 }
 
+/// The path prefix of Envoy's HTTP `ext_authz` endpoint on the public listener (SPEC §4):
+/// mounted with forward-auth, so no route may lie under it.
+pub const ENVOY_HTTP_PREFIX: &str = "/envoy";
+
 /// `[telemetry]`: where request spans go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {

@@ -43,6 +43,7 @@
 mod admin;
 mod canonical;
 mod cli;
+mod connection_limit;
 mod connections;
 mod envoy;
 mod envoy_proxy;
