@@ -50,6 +50,7 @@ mod envoy_proxy;
 mod explain;
 mod forward_auth;
 mod fuzz;
+mod istio;
 mod logging;
 mod login_flow;
 mod pages;
