@@ -290,6 +290,12 @@ impl RequestSpan {
     /// Ends the span with the response's status (`http.response.status_code`; a 5xx marks
     /// the span as an error) and queues it for export.
     pub fn end(mut self, status: StatusCode) {
+        self.finish(Some(status));
+    }
+
+    /// Writes the facts and ends the span; `status` is `None` for a request that was never
+    /// answered (its client went away).
+    fn finish(&mut self, status: Option<StatusCode>) {
         let facts = std::mem::take(&mut self.facts);
         let mut attributes = facts.attributes;
         attributes.push(KeyValue::new("tollgate.role", facts.role));
@@ -310,17 +316,29 @@ impl RequestSpan {
         if let Some(credential) = facts.credential {
             attributes.push(KeyValue::new("tollgate.credential", credential));
         }
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+        }
         self.span.set_attributes(attributes);
-        if status.is_server_error() {
+        if let Some(status) = status.filter(StatusCode::is_server_error) {
             self.span.set_status(Status::error(
                 status.canonical_reason().unwrap_or("server error"),
             ));
         }
         self.span.end();
+    }
+}
+
+/// A request dropped before its answer (the client went away) still ends its span, with what
+/// was recorded so far.
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        if self.span.is_recording() {
+            self.finish(None);
+        }
     }
 }
 
