@@ -193,6 +193,19 @@ pub async fn start(
         (None, None) => None,
     };
     let state = AppState::build(config, clock)?;
+    // A `jwks_file` is read now, as a reload reads it, so a file with no usable key stops the
+    // start instead of refusing every token later.
+    for provider_config in &state.config.providers {
+        if let Some(provider) = state.providers.get(&provider_config.name) {
+            provider
+                .load_key_file()
+                .await
+                .map_err(|source| AppError::KeyFile {
+                    provider: provider_config.name.clone(),
+                    source,
+                })?;
+        }
+    }
     let live: Live = Arc::new(ArcSwap::new(state.clone()));
     let (shutdown, receiver) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

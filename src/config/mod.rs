@@ -487,6 +487,13 @@ pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, V
 
 pub use validate::is_same_issuer;
 
+/// `TOLLGATE_…` variables spelt like an override whose first segment names no section (a
+/// misspelt `TOLLGATE_SESSON__STORE`): ignored as SPEC §2 says, and named by `check` and at
+/// `serve`'s start so that the typo does not go unnoticed.
+pub fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
+    env::ignored_variables(env)
+}
+
 /// Settings that are valid but unsafe in most deployments: `check` prints them and `serve` logs
 /// them at start, each naming its key.
 pub fn warnings(config: &Config) -> Vec<String> {
