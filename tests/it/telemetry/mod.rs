@@ -389,3 +389,43 @@ async fn an_unreachable_collector_fails_no_request_and_does_not_stop_shutdown() 
 
 mod dropped;
 mod every_request;
+
+#[tokio::test]
+async fn a_request_whose_client_goes_away_still_exports_its_span_without_a_status() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let collector = Collector::start().await;
+    let gateway = Gateway::start(
+        &proxy_config(&idp, &upstream, "", &telemetry_section(&collector))
+            .replace("path_prefix = \"/app\"", "path_prefix = \"/slow\""),
+    )
+    .await;
+    // The upstream's /slow answers after 5 s; the client gives up long before.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = client
+        .get(gateway.url("/slow"))
+        .bearer_auth(idp.access_token().sign())
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out");
+    gateway.stop().await;
+
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0].1;
+    assert_eq!(span.name, "GET /slow");
+    assert_eq!(attribute(span, "http.route").as_deref(), Some("/slow"));
+    assert_eq!(attribute(span, "tollgate.role").as_deref(), Some("proxy"));
+    assert_eq!(
+        attribute(span, "tollgate.credential").as_deref(),
+        Some("bearer")
+    );
+    assert_eq!(
+        attribute(span, "http.response.status_code"),
+        None,
+        "{span:#?}"
+    );
+}
