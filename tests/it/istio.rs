@@ -7,10 +7,19 @@
 //! `authorization_response.allowed_upstream_headers` and `headersToDownstreamOnDeny` to
 //! `allowed_client_headers` (every name matched ignoring case), and the `CUSTOM` policy's
 //! `notPaths` leave `/signin`, `/callback`, `/signout` unchecked. The rules reach Tollgate in
-//! `X-Tollgate-Rules` from Envoy, never from the client.
+//! `X-Tollgate-Rules` from Envoy, never from the client. Istio's gRPC provider sends no rules:
+//! its Check, as Istio's Envoy builds it, admits any signed-in caller, and is answered by the
+//! connecting peer's trust, never by the client address it reports.
 
+use envoy_types::pb::envoy::config::core::v3::address;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde_json::json;
 
+use crate::envoy::{check_request, client};
 use crate::envoy_proxy::{get, indent, listener, seen, static_cluster, upstream_saw};
 use crate::support::envoy::{Envoy, free_port};
 use crate::support::{Gateway, TestIdp, TestUpstream};
@@ -198,5 +207,87 @@ async fn istio_http_provider_in_envoy_carries_the_rules_of_the_readme() {
             .unwrap()
             .starts_with(idp.issuer())
     );
+    gateway.stop().await;
+}
+
+/// A Check as Istio's `envoyExtAuthzGrpc` provider (and Gateway API's `ExternalAuth`) sends it:
+/// no `context_extensions`, the downstream client in `attributes.source` with its address and
+/// the gateway's SPIFFE principal.
+fn istio_grpc_check(headers: &[(&str, &str)]) -> CheckRequest {
+    let mut check = check_request("/admin/users", headers, None);
+    let attributes = check.attributes.as_mut().unwrap();
+    assert!(attributes.context_extensions.is_empty());
+    attributes.source = Some(Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "203.0.113.7".to_owned(),
+                port_specifier: Some(PortSpecifier::PortValue(51234)),
+                ..SocketAddress::default()
+            })),
+        }),
+        principal: "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway".to_owned(),
+        ..Peer::default()
+    });
+    check
+}
+
+#[tokio::test]
+async fn istio_grpc_provider_admits_any_signed_in_caller_and_trust_is_the_peers_not_the_source_address()
+ {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "grpc_listen = \"127.0.0.1:0\"",
+    ))
+    .await;
+    let dev = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["dev"])).sign()
+    );
+    // Without rules any valid credential passes, and nothing is injected.
+    let answer = client(&gateway)
+        .await
+        .check(istio_grpc_check(&[
+            ("authorization", &dev),
+            ("x-email", "mallory@example.com"),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(HttpResponse::OkResponse(ok)) = answer.http_response else {
+        panic!("allowed: {answer:?}");
+    };
+    assert!(
+        ok.headers.is_empty() && ok.headers_to_remove.is_empty(),
+        "{ok:?}"
+    );
+    // Without a credential: 401.
+    let answer = client(&gateway)
+        .await
+        .check(istio_grpc_check(&[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+        panic!("refused: {answer:?}");
+    };
+    assert_eq!(denied.status.unwrap().code, 401);
+    gateway.stop().await;
+
+    // The client's address in `attributes.source` is trusted here, the connecting peer
+    // (loopback) is not: the Check is refused.
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "trusted_proxies = [\"203.0.113.0/24\"]",
+        "grpc_listen = \"127.0.0.1:0\"",
+    ))
+    .await;
+    let refused = client(&gateway)
+        .await
+        .check(istio_grpc_check(&[("authorization", &dev)]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     gateway.stop().await;
 }
