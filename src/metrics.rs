@@ -45,6 +45,13 @@ pub struct OutcomeLabels {
     pub result: &'static str,
 }
 
+/// Labels of `tollgate_trace_spans_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedSpanLabels {
+    /// `queue_full` or `export_failed`.
+    pub reason: &'static str,
+}
+
 /// Labels of `tollgate_tokens_issued_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
@@ -96,6 +103,8 @@ pub struct Metrics {
     config_info: Family<ConfigLabels, Gauge>,
     /// The live config's label, to remove its series when another goes live.
     live_config: std::sync::Mutex<Option<ConfigLabels>>,
+    /// Trace spans dropped instead of exported, by reason.
+    trace_spans_dropped: Family<DroppedSpanLabels, Counter>,
     /// Handles to the hot `requests` series, resolved once so the decision path takes no lock.
     hot_requests: std::collections::HashMap<(&'static str, &'static str), Counter>,
 }
@@ -209,6 +218,13 @@ impl Metrics {
             "The live config: the SHA-256 of its file's text",
             config_info.clone(),
         );
+        let trace_spans_dropped = Family::<DroppedSpanLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped instead of exported: queue_full (the exporter fell behind) or \
+             export_failed (the collector refused or did not answer)",
+            trace_spans_dropped.clone(),
+        );
         let hot_requests = HOT_REQUESTS
             .iter()
             .map(|&(role, result)| {
@@ -231,6 +247,7 @@ impl Metrics {
             sessions_created,
             sessions_ended,
             sessions_active,
+            trace_spans_dropped,
             hot_requests,
             registry,
             requests,
@@ -245,6 +262,7 @@ impl Metrics {
 
     /// Counts one request.
     pub fn request(&self, role: &'static str, result: &'static str) {
+        crate::telemetry::with_current(|span| span.counted(role, result));
         if let Some(counter) = self.hot_requests.get(&(role, result)) {
             counter.inc();
             return;
@@ -260,11 +278,19 @@ impl Metrics {
         let result = refusal.label();
         self.request(role, result);
         let reason = refusal.reason();
+        crate::telemetry::with_current(|span| span.reason(&reason));
         if refusal.is_failure() {
             tracing::warn!(role, result, reason = %reason, "decision");
         } else {
             tracing::info!(role, result, reason = %reason, "decision");
         }
+    }
+
+    /// The counter of trace spans dropped for `reason` (`queue_full`, `export_failed`).
+    pub fn spans_dropped(&self, reason: &'static str) -> Counter {
+        self.trace_spans_dropped
+            .get_or_create(&DroppedSpanLabels { reason })
+            .clone()
     }
 
     /// Records that the config whose text has this SHA-256 went live at `now` (Unix seconds).

@@ -28,7 +28,6 @@ use crate::metrics::Metrics;
 use crate::oidc::Providers;
 use crate::policy::Trace;
 use crate::session::CookieAttributes;
-use crate::telemetry::{RequestSpan, Telemetry};
 use forward::{ForwardedFor, forward};
 
 /// What the proxy uses, built once by the wiring.
@@ -51,8 +50,6 @@ pub struct ProxyState {
     pub clock: Arc<dyn Clock>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The tracer (`[telemetry]`); `None`: no span is built.
-    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// The canonical host of a request and its route (SPEC §4.1): `Ok(None)` when no route
@@ -72,35 +69,13 @@ pub fn select_route<'a>(
 }
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
-pub async fn handle(state: &ProxyState, peer: SocketAddr, request: Request) -> Response {
-    let mut span = state.telemetry.as_ref().map(|telemetry| {
-        telemetry.begin(
-            "proxy",
-            "proxy",
-            request.method(),
-            request.headers(),
-            is_trusted(peer.ip(), &state.trusted_proxies),
-        )
-    });
-    let response = route_request(state, peer, request, &mut span).await;
-    if let Some(span) = span {
-        span.end(response.status());
-    }
-    response
-}
-
-/// `handle` without the span's beginning and end.
-async fn route_request(
-    state: &ProxyState,
-    peer: SocketAddr,
-    mut request: Request,
-    span: &mut Option<RequestSpan>,
-) -> Response {
+/// The request's span, when tracing is on, is named after the route that serves it.
+pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) -> Response {
     // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
         Ok(std::borrow::Cow::Owned(path)) => Some(path),
-        Err(error) => return refuse(state, span, Rejection::BadRequest(error.to_string())),
+        Err(error) => return refuse(state, Rejection::BadRequest(error.to_string())),
     };
     if let Some(path) = path {
         // `/public/../admin` is handled, and forwarded, as `/admin`; the query goes as sent.
@@ -111,11 +86,7 @@ async fn route_request(
         match target.parse::<axum::http::Uri>() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
-                return refuse(
-                    state,
-                    span,
-                    Rejection::BadRequest("invalid path".to_owned()),
-                );
+                return refuse(state, Rejection::BadRequest("invalid path".to_owned()));
             }
         }
     }
@@ -136,36 +107,27 @@ async fn route_request(
         Ok(None) => {
             state.metrics.request("proxy", "no_route");
             tracing::info!(role = "proxy", result = "no_route", "decision");
-            if let Some(span) = span {
-                span.decision("no_route", None);
-            }
             return crate::http::pages::not_found();
         }
-        Err(rejection) => return refuse(state, span, rejection),
+        Err(rejection) => return refuse(state, rejection),
     };
-    if let Some(span) = span {
+    crate::telemetry::with_current(|span| {
         span.route(request.method(), &route.path_prefix);
         if let Some(host) = &route.host {
             span.route_host(host);
         }
-    }
+    });
     // Identity headers named by the route are removed before anything reads the request; only
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
     // and is replaced or removed before the request goes upstream.
     strip_client_identity_headers(route, request.headers_mut());
-    let outcome = serve_route(state, route, peer, request, span).await;
+    let outcome = serve_route(state, route, peer, request).await;
     match outcome {
         Ok((response, result)) => {
             state.metrics.request("proxy", result);
-            if let Some(span) = span {
-                span.decision(result, None);
-            }
             response
         }
         Err(refusal) => {
-            if let Some(span) = span {
-                span.decision(refusal.rejection.result_label(), Some(&refusal.reason));
-            }
             state.metrics.refused("proxy", &refusal);
             refusal.into_response()
         }
@@ -184,11 +146,8 @@ pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMa
 }
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.
-fn refuse(state: &ProxyState, span: &mut Option<RequestSpan>, rejection: Rejection) -> Response {
+fn refuse(state: &ProxyState, rejection: Rejection) -> Response {
     let refusal = Refusal::from(rejection);
-    if let Some(span) = span {
-        span.decision(refusal.rejection.result_label(), Some(&refusal.reason));
-    }
     state.metrics.refused("proxy", &refusal);
     refusal.into_response()
 }
@@ -373,7 +332,6 @@ async fn serve_route(
     route: &RouteConfig,
     peer: SocketAddr,
     request: Request,
-    span: &mut Option<RequestSpan>,
 ) -> RouteResult {
     let base = state
         .bases
@@ -402,17 +360,9 @@ async fn serve_route(
                 .await
                 .map(|response| (response, "logout"))
         }
-        RouteDecision::Skip => send(
-            state,
-            route,
-            peer,
-            &base,
-            request,
-            Vec::new(),
-            span.as_ref(),
-        )
-        .await
-        .map(|response| (response, "skip")),
+        RouteDecision::Skip => send(state, route, peer, &base, request, Vec::new())
+            .await
+            .map(|response| (response, "skip")),
         RouteDecision::Allow(identity, identity_headers) => {
             tracing::info!(
                 role = "proxy",
@@ -420,19 +370,8 @@ async fn serve_route(
                 credential = identity.credential.as_str(),
                 "decision"
             );
-            if let Some(span) = span {
-                span.credential(identity.credential.as_str());
-            }
-            let mut response = send(
-                state,
-                route,
-                peer,
-                &base,
-                request,
-                identity_headers,
-                span.as_ref(),
-            )
-            .await?;
+            crate::telemetry::with_current(|span| span.credential(identity.credential.as_str()));
+            let mut response = send(state, route, peer, &base, request, identity_headers).await?;
             for cookie in &identity.set_cookies {
                 if let Ok(value) = HeaderValue::from_str(cookie) {
                     response.headers_mut().append(header::SET_COOKIE, value);
@@ -446,16 +385,7 @@ async fn serve_route(
             let method = request.method().clone();
             let headers = request.headers().clone();
             let target = return_target(&request);
-            let response = send(
-                state,
-                route,
-                peer,
-                &base,
-                request,
-                Vec::new(),
-                span.as_ref(),
-            )
-            .await?;
+            let response = send(state, route, peer, &base, request, Vec::new()).await?;
             if response.status() != StatusCode::UNAUTHORIZED
                 || crate::http::is_api_call(&method, &headers)
             {
@@ -466,17 +396,9 @@ async fn serve_route(
                     .await?;
             Ok((login, "login_redirect"))
         }
-        RouteDecision::Pass(_) => send(
-            state,
-            route,
-            peer,
-            &base,
-            request,
-            Vec::new(),
-            span.as_ref(),
-        )
-        .await
-        .map(|response| (response, "pass")),
+        RouteDecision::Pass(_) => send(state, route, peer, &base, request, Vec::new())
+            .await
+            .map(|response| (response, "pass")),
         RouteDecision::Login => {
             let provider = route_provider(state, route)?;
             let target = return_target(&request);
@@ -541,7 +463,6 @@ async fn send(
     base: &url::Url,
     mut request: Request,
     identity_headers: Vec<(HeaderName, HeaderValue)>,
-    span: Option<&RequestSpan>,
 ) -> Result<Response, Refusal> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
@@ -552,9 +473,7 @@ async fn send(
         for (name, value) in identity_headers {
             headers.insert(name, value);
         }
-        if let Some(span) = span {
-            span.propagate(headers);
-        }
+        crate::telemetry::with_current(|span| span.propagate(headers));
     };
     let trusted = is_trusted(peer.ip(), &state.trusted_proxies);
     let chain = trusted

@@ -43,12 +43,14 @@
 mod admin;
 mod canonical;
 mod cli;
+mod connection_limit;
 mod connections;
 mod envoy;
 mod envoy_proxy;
 mod explain;
 mod forward_auth;
 mod fuzz;
+mod istio;
 mod logging;
 mod login_flow;
 mod pages;

@@ -5,6 +5,7 @@ pub mod envoy;
 pub mod gateway;
 pub mod idp;
 pub mod nginx;
+pub mod otlp;
 pub mod redis;
 pub mod test_ca;
 pub mod test_keys;
