@@ -37,7 +37,15 @@ pub(super) struct Single {
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
     /// Whether the current connection has tracking on, so copies may be kept.
     pub(super) tracking: AtomicBool,
+    /// The serial of the connection whose master last said it had replicas, and when.
+    replicas_seen: std::sync::Mutex<Option<(u64, tokio::time::Instant)>>,
 }
+
+/// How long a master that said it had replicas is expected to keep one: a write it confirms
+/// alone within this time is not confirmed. A master whose replica has just gone is what a
+/// Sentinel failover looks like from the old master's side (the replica was promoted; the old
+/// master takes writes until it is demoted, and loses them then).
+const REPLICAS_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `client` speaking RESP3, which carries the invalidation messages.
 fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
@@ -66,7 +74,35 @@ impl Single {
             serial: AtomicU64::new(0),
             invalidations,
             tracking: AtomicBool::new(false),
+            replicas_seen: std::sync::Mutex::new(None),
         }
+    }
+
+    fn serial_in_use(&self) -> Option<u64> {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(serial, _)| *serial)
+    }
+
+    /// The master of the current connection says it has `connected` replicas: whether a write
+    /// there needs one of them to acknowledge it. With none connected, it does when this
+    /// connection's master had one within [`REPLICAS_REMEMBERED`] (a replica that went away
+    /// may have been promoted), so such a write is not confirmed.
+    pub(super) fn replicas_expected(&self, connected: u64) -> bool {
+        let serial = self.serial_in_use();
+        let mut seen = self
+            .replicas_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if connected > 0 {
+            *seen = serial.map(|serial| (serial, tokio::time::Instant::now()));
+            return true;
+        }
+        seen.is_some_and(|(at_serial, at)| {
+            Some(at_serial) == serial && at.elapsed() < REPLICAS_REMEMBERED
+        })
     }
 
     fn current(&self) -> Option<MultiplexedConnection> {

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod idp;
 pub mod nginx;
 pub mod redis;
+pub mod relay;
 pub mod test_ca;
 pub mod test_keys;
 pub mod tls_upstream;
