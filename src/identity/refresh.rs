@@ -313,7 +313,7 @@ impl Shared {
             // its access token is valid, and a later request tries again.
             Err(error) => {
                 self.forget_lock(&key);
-                return match keep(session, Vec::new(), now, "") {
+                return match keep(session, Vec::new(), now, "refresh lease not confirmed") {
                     Ok(kept) => Ok(kept),
                     Err(_) => Err(store_error(error)),
                 };

@@ -37,8 +37,10 @@ pub(super) struct Single {
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
     /// Whether the current connection has tracking on, so copies may be kept.
     pub(super) tracking: AtomicBool,
-    /// The serial of the connection whose master last said it had replicas, and when.
-    replicas_seen: std::sync::Mutex<Option<(u64, tokio::time::Instant)>>,
+    /// The server the current connection goes to.
+    connected_to: std::sync::Mutex<Option<String>>,
+    /// The last master that said it had replicas, and when (kept across reconnects to it).
+    replicas_seen: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 /// How long a master that said it had replicas is expected to keep one: a write it confirms
@@ -74,34 +76,32 @@ impl Single {
             serial: AtomicU64::new(0),
             invalidations,
             tracking: AtomicBool::new(false),
+            connected_to: std::sync::Mutex::new(None),
             replicas_seen: std::sync::Mutex::new(None),
         }
     }
 
-    fn serial_in_use(&self) -> Option<u64> {
-        self.slot
+    /// The master of the current connection says it has `connected` replicas: whether a write
+    /// there needs one of them to acknowledge it. With none connected, it does when the same
+    /// server had one within [`REPLICAS_REMEMBERED`] (a replica that went away may have been
+    /// promoted), so such a write is not confirmed. A connection to another server (the
+    /// master the sentinels name after a failover) starts afresh.
+    pub(super) fn replicas_expected(&self, connected: u64) -> bool {
+        let server = self
+            .connected_to
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|(serial, _)| *serial)
-    }
-
-    /// The master of the current connection says it has `connected` replicas: whether a write
-    /// there needs one of them to acknowledge it. With none connected, it does when this
-    /// connection's master had one within [`REPLICAS_REMEMBERED`] (a replica that went away
-    /// may have been promoted), so such a write is not confirmed.
-    pub(super) fn replicas_expected(&self, connected: u64) -> bool {
-        let serial = self.serial_in_use();
+            .clone();
         let mut seen = self
             .replicas_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if connected > 0 {
-            *seen = serial.map(|serial| (serial, tokio::time::Instant::now()));
+            *seen = server.map(|server| (server, tokio::time::Instant::now()));
             return true;
         }
-        seen.is_some_and(|(at_serial, at)| {
-            Some(at_serial) == serial && at.elapsed() < REPLICAS_REMEMBERED
+        seen.as_ref().is_some_and(|(at_server, at)| {
+            server.as_ref() == Some(at_server) && at.elapsed() < REPLICAS_REMEMBERED
         })
     }
 
@@ -196,6 +196,11 @@ impl Single {
                 client
             }
         };
+        *self
+            .connected_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(client.get_connection_info().addr().to_string());
         let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
