@@ -306,26 +306,54 @@ impl Shared {
         // Longer than the refresh can take (it is cut off at the provider timeout), so the
         // lease never lapses while its holder still works.
         let hold = provider.timeout() * 2 + Duration::from_secs(1);
-        let lease_until = tokio::time::Instant::now() + provider.timeout() * 2;
-        let claim = match sessions.claim_refresh(cookies, hold).await {
-            Ok(claim) => claim,
-            // No lease that a failover could lose, so no refresh now: the session serves while
-            // its access token is valid, and a later request tries again.
-            Err(error) => {
-                self.forget_lock(&key);
-                return match keep(session, Vec::new(), now, "refresh lease not confirmed") {
-                    Ok(kept) => Ok(kept),
-                    Err(_) => Err(store_error(error)),
-                };
+        let mut waited = false;
+        let (claim, lease_until) = loop {
+            let lease_until = tokio::time::Instant::now() + provider.timeout() * 2;
+            let claim = match sessions.claim_refresh(cookies, hold).await {
+                Ok(claim) => claim,
+                // No lease that a failover could lose, so no refresh now: the session serves
+                // while its access token is valid, and a later request tries again.
+                Err(error) => {
+                    self.forget_lock(&key);
+                    return match keep(session, Vec::new(), now, "refresh lease not confirmed") {
+                        Ok(kept) => Ok(kept),
+                        Err(_) => Err(store_error(error)),
+                    };
+                }
+            };
+            if !matches!(claim, RefreshClaim::Lost) {
+                break (claim, lease_until);
+            }
+            let result = self
+                .await_other_replica(
+                    provider,
+                    sessions,
+                    cookies,
+                    session.clone(),
+                    &refresh_token,
+                    now,
+                )
+                .await;
+            match result {
+                // The other replica gave its lease back without a result (its lease was not
+                // confirmed, or its refresh failed): this request claims the refresh once more
+                // rather than answer for a refresh nobody finished.
+                None if !waited => waited = true,
+                None => {
+                    self.forget_lock(&key);
+                    return keep(
+                        session,
+                        Vec::new(),
+                        now,
+                        "another replica's refresh did not finish; retried later",
+                    );
+                }
+                Some(result) => {
+                    self.forget_lock(&key);
+                    return result;
+                }
             }
         };
-        if matches!(claim, RefreshClaim::Lost) {
-            let result = self
-                .await_other_replica(provider, sessions, cookies, session, &refresh_token, now)
-                .await;
-            self.forget_lock(&key);
-            return result;
-        }
         // This request read its session before it won the lease: another replica may have
         // refreshed and released the lease in between. Its result is the session now, and the
         // token this request holds is spent.

@@ -23,7 +23,8 @@ impl Shared {
     /// Each look is a fresh read from Redis (after a failover, from the new master). When the
     /// lease is still held at the end, the other replica's result may yet be written (it is
     /// written again after a failover): an expired session is then told the store is
-    /// unavailable (503), and this replica never refreshes with the token it holds.
+    /// unavailable (503), and this replica never refreshes with the token it holds. `None`
+    /// when the lease was given back with the session unchanged (nobody is refreshing it).
     pub(super) async fn await_other_replica(
         &self,
         provider: &Provider,
@@ -32,35 +33,36 @@ impl Shared {
         session: Arc<Session>,
         spent: &str,
         now: UnixTime,
-    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+    ) -> Option<Result<(Arc<Session>, Vec<String>), RefreshError>> {
         let deadline = tokio::time::Instant::now() + provider.timeout();
-        let mut still_held = true;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(POLL_INTERVAL).await;
-            let current = sessions
-                .current(cookies, now)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| RefreshError::Ended("the session ended meanwhile".to_owned()))?;
+            let current = match sessions.current(cookies, now).await {
+                Ok(Some(current)) => current,
+                Ok(None) => {
+                    return Some(Err(RefreshError::Ended(
+                        "the session ended meanwhile".to_owned(),
+                    )));
+                }
+                Err(error) => return Some(Err(store_error(error))),
+            };
             if current.refresh_token.as_deref() != Some(spent) {
                 self.recent.insert(key_of(spent), (current.clone(), now));
-                return Ok((current, Vec::new()));
+                return Some(Ok((current, Vec::new())));
             }
-            still_held = sessions
-                .refresh_in_flight(cookies)
-                .await
-                .map_err(store_error)?;
-            if !still_held {
-                break;
+            match sessions.refresh_in_flight(cookies).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(error) => return Some(Err(store_error(error))),
             }
         }
         let reason = "another replica's refresh did not finish; retried later";
-        match keep(session, Vec::new(), now, reason) {
-            Err(RefreshError::ProviderUnavailable(_)) if still_held => Err(RefreshError::Store(
+        Some(match keep(session, Vec::new(), now, reason) {
+            Err(RefreshError::ProviderUnavailable(_)) => Err(RefreshError::Store(
                 "another replica's refresh is not stored yet".to_owned(),
             )),
             answer => answer,
-        }
+        })
     }
 }
 
