@@ -7,6 +7,7 @@ pub mod idp;
 pub mod nginx;
 pub mod otlp;
 pub mod redis;
+pub mod relay;
 pub mod test_ca;
 pub mod test_keys;
 pub mod tls_upstream;
