@@ -95,6 +95,9 @@ pub struct Metrics {
     pub sessions_ended: Counter,
     /// Sessions held by a server-side store, set when metrics are rendered.
     pub sessions_active: Gauge,
+    /// Redis's invalidations of a session this process kept a copy of (client-side caching):
+    /// how other replicas' changes and ends reach this one.
+    pub session_cache_invalidations: Counter,
     /// Config loads (at start and on SIGHUP) by outcome: `ok` or `error`.
     pub config_reloads: Family<OutcomeLabels, Counter>,
     /// When the live config was loaded (Unix seconds).
@@ -188,6 +191,12 @@ impl Metrics {
             "Sessions ended: logout, expiry, idle timeout, admin, back-channel logout",
             sessions_ended.clone(),
         );
+        let session_cache_invalidations = Counter::default();
+        registry.register(
+            "session_cache_invalidations",
+            "Sessions Redis said changed or ended, dropped from this process's copies",
+            session_cache_invalidations.clone(),
+        );
         let sessions_active = Gauge::default();
         registry.register(
             "sessions_active",
@@ -246,6 +255,7 @@ impl Metrics {
             refreshes,
             sessions_created,
             sessions_ended,
+            session_cache_invalidations,
             sessions_active,
             trace_spans_dropped,
             hot_requests,
