@@ -147,14 +147,7 @@ impl PublicService {
         B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let request = crate::http::host_from_authority(request);
-        let own = self.own_role(
-            request
-                .headers()
-                .get(header::HOST)
-                .map(|value| value.as_bytes()),
-            request.uri().path(),
-        );
+        let (request, own) = self.own_endpoint(crate::http::host_from_authority(request));
         let Some(telemetry) = &self.telemetry else {
             return self.answer(peer, request, own).await;
         };
@@ -225,7 +218,55 @@ impl PublicService {
     /// Whether a request for `path` (as sent) with this `Host` is answered by one of
     /// Tollgate's own endpoints rather than proxied. `POST /admin/explain` asks this too.
     pub fn answers_itself(&self, host_header: Option<&[u8]>, path: &str) -> bool {
-        self.own_role(host_header, path).is_some()
+        crate::http::canonical::canonical_path(path)
+            .is_ok_and(|canonical| self.own_role(host_header, &canonical).is_some())
+    }
+
+    /// Which own endpoint answers `request`, decided on its canonical path (SPEC §4.1) as the
+    /// proxy decides its routes, so `//auth` or `/%61uth` is `/auth` here too and never reaches
+    /// an upstream under another reading. When an own endpoint answers a path that was not
+    /// canonical, the request's path becomes the canonical one, so the router (and the span)
+    /// read what was decided. A path with no single reading is no own endpoint's: the proxy
+    /// refuses it (400), or the router finds nothing (404).
+    fn own_endpoint<B>(
+        &self,
+        mut request: Request<B>,
+    ) -> (Request<B>, Option<(OwnEndpoint, &'static str)>) {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|value| value.as_bytes());
+        let (mut own, rewritten) =
+            match crate::http::canonical::canonical_path(request.uri().path()) {
+                Err(_) => (None, None),
+                Ok(canonical) => {
+                    let own = self.own_role(host, &canonical);
+                    match canonical {
+                        Cow::Owned(path) if own.is_some() => (own, Some(path)),
+                        _ => (own, None),
+                    }
+                }
+            };
+        if let Some(path) = rewritten {
+            let target = match request.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let mut parts = request.uri().clone().into_parts();
+            // A canonical path holds only characters a request target may hold; were it ever
+            // refused, no own endpoint answers a path it could not be given.
+            match target.parse() {
+                Ok(target) => {
+                    parts.path_and_query = Some(target);
+                    match axum::http::Uri::from_parts(parts) {
+                        Ok(uri) => *request.uri_mut() = uri,
+                        Err(_) => own = None,
+                    }
+                }
+                Err(_) => own = None,
+            }
+        }
+        (request, own)
     }
 
     /// The own endpoint that answers a request for `path` with this `Host`, and its role;
