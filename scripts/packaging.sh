@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Checks the packaging (README, "Container image and Kubernetes"):
-# 1. renders deploy/kubernetes with `kubectl kustomize` and validates every object and the
-#    examples against the Kubernetes schemas (scripts/validate-manifests.py);
+# 1. renders deploy/kubernetes with `kubectl kustomize`, alone and with the envoy-grpc
+#    component (deploy/overlays/envoy-grpc), and validates every object and the examples
+#    against the Kubernetes schemas (scripts/validate-manifests.py);
 # 2. builds the runtime image's root from deploy/image/runtime-files, as the Dockerfile does,
 #    with the binary `cargo test` built (TOLLGATE_BIN), and starts `tollgate serve` in it,
 #    read-only, as uid 65532, with the rendered ConfigMap's config and a Secret's files
 #    mounted where the Deployment mounts them, against a local discovery document; it must
-#    answer /healthz and /readyz. Run as root (unshare, chroot, mount).
+#    answer /healthz and /readyz, and with the component's override of grpc_listen its gRPC
+#    listener must accept. Run as root (unshare, chroot, mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary="${TOLLGATE_BIN:-target/debug/tollgate}"
@@ -25,11 +27,13 @@ trap cleanup EXIT
 
 echo "== packaging: kubectl kustomize deploy/kubernetes, schema validation"
 kubectl kustomize deploy/kubernetes >"$work/rendered.yaml"
+kubectl kustomize deploy/overlays/envoy-grpc >"$work/rendered-grpc.yaml"
 if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
-"$venv/bin/python" scripts/validate-manifests.py "$work/rendered.yaml" "$work/tollgate.toml" \
+"$venv/bin/python" scripts/validate-manifests.py "$work/rendered.yaml" "$work/rendered-grpc.yaml" \
+    "$work/tollgate.toml" \
     deploy/kubernetes/examples/*.yaml
 cmp -s "$work/tollgate.toml" deploy/kubernetes/tollgate.toml \
     || { echo "packaging: the rendered ConfigMap differs from deploy/kubernetes/tollgate.toml" >&2; exit 1; }
@@ -46,6 +50,7 @@ chmod 0444 "$work/secrets"/*
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 public_port=$(free_port)
 admin_port=$(free_port)
+grpc_port=$(free_port)
 provider_port=$(free_port)
 # A discovery document for the config's provider, which is pointed here by an override.
 issuer="http://127.0.0.1:$provider_port"
@@ -86,6 +91,7 @@ env -i \
     TOLLGATE_SERVER__LISTEN="127.0.0.1:$public_port" \
     TOLLGATE_SERVER__ADMIN_LISTEN="127.0.0.1:$admin_port" \
     TOLLGATE_PROVIDER__0__ISSUER="$issuer" \
+    TOLLGATE_FORWARD_AUTH__GRPC_LISTEN="127.0.0.1:$grpc_port" \
     TOLLGATE_SERVICE_HOST=10.96.0.10 TOLLGATE_SERVICE_PORT=4180 TOLLGATE_SERVICE_PORT_HTTP=4180 \
     TOLLGATE_PORT=tcp://10.96.0.10:4180 TOLLGATE_PORT_4180_TCP=tcp://10.96.0.10:4180 \
     TOLLGATE_PORT_4180_TCP_PROTO=tcp TOLLGATE_PORT_4180_TCP_PORT=4180 \
@@ -131,4 +137,8 @@ capabilities=$(awk '/^CapEff:/ { print $2 }' "/proc/$tollgate/status")
 # The public listener answers too: /auth without a credential is a 401.
 status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$public_port/auth")
 [[ "$status" == 401 ]] || { echo "packaging: /auth answered $status, expected 401" >&2; exit 1; }
+# The envoy-grpc component's override (the same variable, another address) opened the gRPC
+# listener.
+python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5).close()' \
+    "$grpc_port" || { echo "packaging: no gRPC listener on $grpc_port" >&2; exit 1; }
 echo "packaging: ready in the image's root as uid 65532 (read-only root, files: $(cd "$root" && find . -type f | wc -l))"

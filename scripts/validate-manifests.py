@@ -8,9 +8,12 @@ schema check on purpose, and checked for what Tollgate relies on instead. Any ot
 without a schema is an error. Then the objects are checked against each other: every
 selector selects the Deployment's pods, probes and monitors use the admin port, the pod runs
 non-root on a read-only root file system without capabilities, and every secret the config
-names is a file of the mounted Secret.
+names is a file of the mounted Secret. The base rendered with the envoy-grpc component
+(deploy/overlays/envoy-grpc) passes the same checks and opens port 9191 (`grpc`) on the pod,
+the Service and the NetworkPolicy, with `forward_auth.grpc_listen` set to it by its
+environment override.
 
-usage: validate-manifests.py RENDERED.yaml CONFIG_OUT EXAMPLE.yaml...
+usage: validate-manifests.py RENDERED.yaml RENDERED_GRPC.yaml CONFIG_OUT EXAMPLE.yaml...
 """
 
 import sys
@@ -63,7 +66,11 @@ def one(resources, kind):
     return found[0] if found else {}
 
 
-def base_checks(resources):
+GRPC_PORT = 9191
+GRPC_OVERRIDE = "TOLLGATE_FORWARD_AUTH__GRPC_LISTEN"
+
+
+def base_checks(resources, grpc=False):
     kinds = {r["kind"] for r in resources}
     expected = {
         "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
@@ -105,13 +112,28 @@ def base_checks(resources):
         and service_ports.get("http", {}).get("targetPort") == "http",
         "the Service must expose the container ports http and admin",
     )
+    check(
+        ("grpc" in service_ports) == grpc
+        and (not grpc or service_ports["grpc"].get("targetPort") == "grpc"),
+        f"the Service's grpc port (expected: {grpc}): {service_ports.get('grpc')}",
+    )
+    policy_ports = [
+        port["port"]
+        for rule in one(resources, "NetworkPolicy")["spec"]["ingress"]
+        for port in rule.get("ports", [])
+    ]
+    check(("grpc" in policy_ports) == grpc, f"NetworkPolicy ingress ports {policy_ports}")
 
     spec = pod["spec"]
     check(spec.get("enableServiceLinks") is False, "enableServiceLinks must be false")
     check(spec.get("securityContext", {}).get("runAsNonRoot") is True, "the pod must run as non-root")
     (container,) = spec["containers"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    check(ports == {"http": 4180, "admin": 8080}, f"container ports {ports}")
+    expected_ports = {"http": 4180, "admin": 8080} | ({"grpc": GRPC_PORT} if grpc else {})
+    check(ports == expected_ports, f"container ports {ports}, expected {expected_ports}")
+    env = {var["name"]: var.get("value") for var in container.get("env", [])}
+    expected_env = {GRPC_OVERRIDE: f"0.0.0.0:{GRPC_PORT}"} if grpc else {}
+    check(env == expected_env, f"container environment {env}, expected {expected_env}")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container.get(probe, {}).get("httpGet", {})
         check(get.get("path") == path and get.get("port") == "admin", f"{probe} must GET {path} on admin")
@@ -185,11 +207,18 @@ def example_checks(resources):
 
 
 def main():
-    rendered, config_out, *examples = sys.argv[1:]
+    rendered, rendered_grpc, config_out, *examples = sys.argv[1:]
     base = load(rendered)
     for resource in base:
         schema_check(rendered, resource)
     config_text = base_checks(base)
+    with_grpc = load(rendered_grpc)
+    for resource in with_grpc:
+        schema_check(rendered_grpc, resource)
+    check(
+        base_checks(with_grpc, grpc=True) == config_text,
+        "the envoy-grpc component must leave the config file as it is",
+    )
     for example in examples:
         resources = load(example)
         check(resources, f"{example} holds no object")
@@ -202,7 +231,10 @@ def main():
         for problem in problems:
             print(f"PROBLEM: {problem}", file=sys.stderr)
         sys.exit(1)
-    print(f"manifests: {len(base)} objects in the base and {len(examples)} example files valid")
+    print(
+        f"manifests: {len(base)} objects in the base, {len(with_grpc)} with the envoy-grpc "
+        f"component and {len(examples)} example files valid"
+    )
 
 
 main()

@@ -227,6 +227,10 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
     Ok(())
 }
 
+/// What `check` and `serve` say about a variable spelt like an override of no section.
+const IGNORED_VARIABLE: &str =
+    "ignored: spelt like an override, but its first segment names no config section";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = environment();
@@ -246,6 +250,9 @@ fn main() -> ExitCode {
                 for warning in tollgate::config::warnings(&loaded) {
                     eprintln!("warning: {warning}");
                 }
+                for variable in tollgate::config::ignored_variables(&env) {
+                    eprintln!("warning: {variable}: {IGNORED_VARIABLE}");
+                }
                 println!("{}: valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -259,6 +266,9 @@ fn main() -> ExitCode {
             let _log = init_logging(&env, config.server.log_format);
             for warning in tollgate::config::warnings(&config) {
                 tracing::warn!(%warning, "unsafe setting");
+            }
+            for variable in tollgate::config::ignored_variables(&env) {
+                tracing::warn!(%variable, "{IGNORED_VARIABLE}");
             }
             match runtime.block_on(serve(config, &path, &env)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,13 @@ pub struct OutcomeLabels {
     pub result: &'static str,
 }
 
+/// Labels of `tollgate_trace_spans_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedSpanLabels {
+    /// `queue_full` or `export_failed`.
+    pub reason: &'static str,
+}
+
 /// Labels of `tollgate_tokens_issued_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
@@ -88,6 +95,9 @@ pub struct Metrics {
     pub sessions_ended: Counter,
     /// Sessions held by a server-side store, set when metrics are rendered.
     pub sessions_active: Gauge,
+    /// Redis's invalidations of a session this process kept a copy of (client-side caching):
+    /// how other replicas' changes and ends reach this one.
+    pub session_cache_invalidations: Counter,
     /// Config loads (at start and on SIGHUP) by outcome: `ok` or `error`.
     pub config_reloads: Family<OutcomeLabels, Counter>,
     /// When the live config was loaded (Unix seconds).
@@ -96,6 +106,8 @@ pub struct Metrics {
     config_info: Family<ConfigLabels, Gauge>,
     /// The live config's label, to remove its series when another goes live.
     live_config: std::sync::Mutex<Option<ConfigLabels>>,
+    /// Trace spans dropped instead of exported, by reason.
+    trace_spans_dropped: Family<DroppedSpanLabels, Counter>,
     /// Handles to the hot `requests` series, resolved once so the decision path takes no lock.
     hot_requests: std::collections::HashMap<
         (&'static str, &'static str),
@@ -206,6 +218,12 @@ impl Metrics {
             "Sessions ended: logout, expiry, idle timeout, admin, back-channel logout",
             sessions_ended.clone(),
         );
+        let session_cache_invalidations = Counter::default();
+        registry.register(
+            "session_cache_invalidations",
+            "Sessions Redis said changed or ended, dropped from this process's copies",
+            session_cache_invalidations.clone(),
+        );
         let sessions_active = Gauge::default();
         registry.register(
             "sessions_active",
@@ -236,6 +254,13 @@ impl Metrics {
             "The live config: the SHA-256 of its file's text",
             config_info.clone(),
         );
+        let trace_spans_dropped = Family::<DroppedSpanLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped instead of exported: queue_full (the exporter fell behind) or \
+             export_failed (the collector refused or did not answer)",
+            trace_spans_dropped.clone(),
+        );
         let hot_requests = HOT_REQUESTS
             .iter()
             .map(|&(role, result)| {
@@ -257,7 +282,9 @@ impl Metrics {
             refreshes,
             sessions_created,
             sessions_ended,
+            session_cache_invalidations,
             sessions_active,
+            trace_spans_dropped,
             hot_requests,
             registry,
             requests,
@@ -272,6 +299,7 @@ impl Metrics {
 
     /// Counts one request.
     pub fn request(&self, role: &'static str, result: &'static str) {
+        crate::telemetry::with_current(|span| span.counted(role, result));
         if let Some(counter) = self.hot_requests.get(&(role, result)) {
             counter.inc();
             return;
@@ -303,6 +331,7 @@ impl Metrics {
         let result = refusal.label();
         self.request(line.role, result);
         let reason = refusal.reason();
+        crate::telemetry::with_current(|span| span.reason(&reason));
         let line = crate::logging::decision::Decision {
             result,
             reason: Some(&reason),
@@ -313,6 +342,13 @@ impl Metrics {
         } else {
             crate::log_decision!(info, line);
         }
+    }
+
+    /// The counter of trace spans dropped for `reason` (`queue_full`, `export_failed`).
+    pub fn spans_dropped(&self, reason: &'static str) -> Counter {
+        self.trace_spans_dropped
+            .get_or_create(&DroppedSpanLabels { reason })
+            .clone()
     }
 
     /// Records that the config whose text has this SHA-256 went live at `now` (Unix seconds).

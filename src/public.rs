@@ -2,7 +2,8 @@
 //! axum's router, and every other path straight to the reverse proxy when routes are
 //! configured, without the router's layers on the way.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::forward_auth::ForwardAuthState;
 use crate::issuer::{FederatedLogin, TokenService};
 use crate::login::LoginFlow;
 use crate::proxy::ProxyState;
+use crate::telemetry::Telemetry;
 
 /// The sub-states the public listener's endpoints are built from.
 pub struct PublicParts {
@@ -33,6 +35,8 @@ pub struct PublicParts {
     pub federation: Option<Arc<dyn FederatedLogin>>,
     /// `session.cookie_name`: the landing page says whether one is present.
     pub cookie_name: String,
+    /// The tracer (`[telemetry]`); `None`: no span is begun.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// What serves the public listener's requests.
@@ -41,11 +45,13 @@ pub struct PublicService {
     proxy: Arc<ProxyState>,
     /// Tollgate's own endpoints; unknown paths get the "not found" page.
     router: Router,
-    /// The exact paths `router` has routes for: every other path is the proxy's, when routes
-    /// are configured.
-    own_paths: Arc<HashSet<String>>,
-    /// Path prefixes `router` answers every path below (`/envoy/`).
-    own_prefixes: Arc<Vec<String>>,
+    /// The exact paths `router` has routes for, with the role that answers each (a span's
+    /// `tollgate.role`): every other path is the proxy's, when routes are configured.
+    own_paths: Arc<HashMap<String, &'static str>>,
+    /// Path prefixes `router` answers every path below (`/envoy/`), with their role.
+    own_prefixes: Arc<Vec<(String, &'static str)>>,
+    /// The tracer (`[telemetry]`).
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl PublicService {
@@ -58,25 +64,29 @@ impl PublicService {
             token_service,
             federation,
             cookie_name,
+            telemetry,
         } = parts;
         let mut endpoints = Endpoints::default();
         // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
-        endpoints.add("/ping", get(|| async { "OK" }));
+        endpoints.add("/ping", "ping", get(|| async { "OK" }));
         // The landing page, when no route claims `/` (`serve`); also where a sign-out that
         // returns to `public_url` ends: the "signed out" page.
-        endpoints.add("/", get(landing).with_state(Arc::new(cookie_name)));
+        endpoints.add("/", "page", get(landing).with_state(Arc::new(cookie_name)));
         let forward_auth_on = forward_auth.forward_auth().is_some();
         if forward_auth_on {
             endpoints.add(
                 "/auth",
+                "forward_auth",
                 get(crate::forward_auth::auth).with_state(forward_auth.clone()),
             );
             endpoints.add(
                 "/signin",
+                "signin",
                 get(crate::login::signin).with_state(login.clone()),
             );
             endpoints.add_prefix(
                 crate::forward_auth::envoy::http::PREFIX,
+                "forward_auth",
                 axum::routing::any(crate::forward_auth::envoy::http::check)
                     .with_state(forward_auth.clone()),
             );
@@ -87,14 +97,17 @@ impl PublicService {
         if forward_auth_on || !proxy.routes.is_empty() || federates {
             endpoints.add(
                 "/callback",
+                "callback",
                 get(crate::login::callback).with_state(login.clone()),
             );
             endpoints.add(
                 "/signout",
+                "signout",
                 get(crate::login::signout).with_state(login.clone()),
             );
             endpoints.add(
                 "/backchannel-logout",
+                "backchannel_logout",
                 axum::routing::post(crate::login::backchannel::backchannel_logout)
                     .with_state(login.clone()),
             );
@@ -102,17 +115,19 @@ impl PublicService {
         if forward_auth_on || token_service.is_some() {
             endpoints.add(
                 "/validate",
+                "validate",
                 get(crate::forward_auth::validate).with_state(forward_auth.clone()),
             );
             endpoints.add(
                 "/userinfo",
+                "userinfo",
                 get(crate::forward_auth::userinfo).with_state(forward_auth.clone()),
             );
         }
         if let Some(service) = &token_service {
             let mount = service.mount_path();
             for (path, handler) in service.routes(federation) {
-                endpoints.add(&format!("{mount}{path}"), handler);
+                endpoints.add(&format!("{mount}{path}"), "token_service", handler);
             }
         }
         Self {
@@ -122,26 +137,49 @@ impl PublicService {
                 .fallback(|| async { crate::http::pages::not_found() }),
             own_paths: Arc::new(endpoints.paths),
             own_prefixes: Arc::new(endpoints.prefixes),
+            telemetry,
         }
     }
 
-    /// Serves one request from `peer`.
+    /// Serves one request from `peer`, within its span when tracing is on.
     pub async fn serve<B>(&self, peer: SocketAddr, request: Request<B>) -> Response
     where
         B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let mut request = crate::http::host_from_authority(request);
+        let (request, own) = self.own_endpoint(crate::http::host_from_authority(request));
+        let Some(telemetry) = &self.telemetry else {
+            return self.answer(peer, request, own).await;
+        };
+        // Tollgate's own endpoint: named by its path (a prefix's `/envoy/`); anything else is
+        // the proxy's, which names the span after its route once it found one.
+        let (name, role): (Cow<'static, str>, _) = match own {
+            Some((_, role)) => (Cow::Borrowed(""), role),
+            None if !self.proxy.routes.is_empty() => (Cow::Borrowed("proxy"), "proxy"),
+            None => (Cow::Owned(request.method().as_str().to_owned()), "page"),
+        };
+        let trusted = crate::http::forwarded::is_trusted(peer.ip(), &self.proxy.trusted_proxies);
+        let mut span = telemetry.begin(name, role, request.method(), request.headers(), trusted);
+        if let Some((endpoint, _)) = own {
+            span.route(request.method(), span_route(request.uri().path(), endpoint));
+        }
+        crate::telemetry::within(span, self.answer(peer, request, own), Response::status).await
+    }
+
+    /// Answers one request, from Tollgate's own endpoint (`own`) or the proxy.
+    async fn answer<B>(
+        &self,
+        peer: SocketAddr,
+        mut request: Request<B>,
+        own: Option<(OwnEndpoint, &'static str)>,
+    ) -> Response
+    where
+        B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
         let accept = request.headers().get(header::ACCEPT).cloned();
-        let own = self.answers_itself(
-            request
-                .headers()
-                .get(header::HOST)
-                .map(|value| value.as_bytes()),
-            request.uri().path(),
-        );
-        let response = if !self.proxy.routes.is_empty() && !own {
+        let response = if !self.proxy.routes.is_empty() && own.is_none() {
             // Boxed apart: the proxy's future is many kilobytes, and as a part of this one it
             // made every request (`/ping`, `/auth`, …) copy all of it into its box.
             Box::pin(crate::proxy::handle(
@@ -187,12 +225,73 @@ impl PublicService {
     /// Whether a request for `path` (as sent) with this `Host` is answered by one of
     /// Tollgate's own endpoints rather than proxied. `POST /admin/explain` asks this too.
     pub fn answers_itself(&self, host_header: Option<&[u8]>, path: &str) -> bool {
-        (self.own_paths.contains(path)
-            || self.own_prefixes.iter().any(|prefix| {
+        crate::http::canonical::canonical_path(path)
+            .is_ok_and(|canonical| self.own_role(host_header, &canonical).is_some())
+    }
+
+    /// Which own endpoint answers `request`, decided on its canonical path (SPEC §4.1) as the
+    /// proxy decides its routes, so `//auth` or `/%61uth` is `/auth` here too and never reaches
+    /// an upstream under another reading. When an own endpoint answers a path that was not
+    /// canonical, the request's path becomes the canonical one, so the router (and the span)
+    /// read what was decided. A path with no single reading is no own endpoint's: the proxy
+    /// refuses it (400), or the router finds nothing (404).
+    fn own_endpoint<B>(
+        &self,
+        mut request: Request<B>,
+    ) -> (Request<B>, Option<(OwnEndpoint, &'static str)>) {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|value| value.as_bytes());
+        let (mut own, rewritten) =
+            match crate::http::canonical::canonical_path(request.uri().path()) {
+                Err(_) => (None, None),
+                Ok(canonical) => {
+                    let own = self.own_role(host, &canonical);
+                    match canonical {
+                        Cow::Owned(path) if own.is_some() => (own, Some(path)),
+                        _ => (own, None),
+                    }
+                }
+            };
+        if let Some(path) = rewritten {
+            let target = match request.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let mut parts = request.uri().clone().into_parts();
+            // A canonical path holds only characters a request target may hold; were it ever
+            // refused, no own endpoint answers a path it could not be given.
+            match target.parse() {
+                Ok(target) => {
+                    parts.path_and_query = Some(target);
+                    match axum::http::Uri::from_parts(parts) {
+                        Ok(uri) => *request.uri_mut() = uri,
+                        Err(_) => own = None,
+                    }
+                }
+                Err(_) => own = None,
+            }
+        }
+        (request, own)
+    }
+
+    /// The own endpoint that answers a request for `path` with this `Host`, and its role;
+    /// `None` when the request is the proxy's (or the "not found" page's).
+    fn own_role(
+        &self,
+        host_header: Option<&[u8]>,
+        path: &str,
+    ) -> Option<(OwnEndpoint, &'static str)> {
+        let own = match self.own_paths.get(path) {
+            Some(role) => Some((OwnEndpoint::Path, *role)),
+            None => self.own_prefixes.iter().find_map(|(prefix, role)| {
                 path.strip_prefix(prefix.as_str())
                     .is_some_and(|rest| rest.starts_with('/'))
-            }))
-            && !(path == "/" && self.a_route_claims_root(host_header))
+                    .then_some((OwnEndpoint::Prefix(prefix.len()), *role))
+            }),
+        };
+        own.filter(|_| !(path == "/" && self.a_route_claims_root(host_header)))
     }
 
     /// Whether a route serves `/` for this request's host (then the landing page does not).
@@ -214,23 +313,40 @@ async fn landing(
     crate::http::pages::landing(cookies.contains_key(cookie_name.as_str()))
 }
 
-/// Routes being collected, and their paths.
+/// The `http.route` of an own endpoint: its path, or `<prefix>/` for a prefix's.
+fn span_route(path: &str, own: OwnEndpoint) -> &str {
+    match own {
+        OwnEndpoint::Path => path,
+        OwnEndpoint::Prefix(length) => &path[..=length],
+    }
+}
+
+/// How an own endpoint matched a request's path.
+#[derive(Clone, Copy)]
+enum OwnEndpoint {
+    /// Exactly.
+    Path,
+    /// As a prefix this many bytes long (the path goes on with `/`).
+    Prefix(usize),
+}
+
+/// Routes being collected, and their paths with the role that answers them.
 #[derive(Default)]
 struct Endpoints {
     router: Router,
-    paths: HashSet<String>,
-    prefixes: Vec<String>,
+    paths: HashMap<String, &'static str>,
+    prefixes: Vec<(String, &'static str)>,
 }
 
 impl Endpoints {
-    fn add(&mut self, path: &str, handler: MethodRouter) {
-        self.paths.insert(path.to_owned());
+    fn add(&mut self, path: &str, role: &'static str, handler: MethodRouter) {
+        self.paths.insert(path.to_owned(), role);
         self.router = std::mem::take(&mut self.router).route(path, handler);
     }
 
     /// `handler` answers `prefix/` and every path below it.
-    fn add_prefix(&mut self, prefix: &str, handler: MethodRouter) {
-        self.prefixes.push(prefix.to_owned());
+    fn add_prefix(&mut self, prefix: &str, role: &'static str, handler: MethodRouter) {
+        self.prefixes.push((prefix.to_owned(), role));
         self.router = std::mem::take(&mut self.router)
             .route(&format!("{prefix}/"), handler.clone())
             .route(&format!("{prefix}/{{*rest}}"), handler);

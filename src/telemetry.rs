@@ -1,18 +1,26 @@
-//! OpenTelemetry tracing (SPEC §3 `[telemetry]`): one server span per request, exported over
-//! OTLP/HTTP (protobuf) by the SDK's batch span processor, which runs on its own thread, so a
-//! request only hands its finished span to a bounded queue (full: the span is dropped) and an
-//! unreachable collector never slows or fails it. Export failures are logged once per outage.
+//! OpenTelemetry tracing (SPEC §3 `[telemetry]`): one server span per request on the public
+//! listener and per Envoy Check, exported over OTLP/HTTP (protobuf) by the SDK's batch span
+//! processor, which runs on its own thread, so a request only hands its finished span to a
+//! bounded queue (full: the span is dropped and counted) and an unreachable collector never
+//! slows or fails it. Export failures are logged once per outage; their spans are counted.
 //!
+//! The listener begins a request's span and serves the request [`within`] it: the span is the
+//! request's task-local, so the surfaces record their decision into it where they count it
+//! ([`with_current`], from `Metrics` and the decision log lines) without passing it around.
 //! A W3C `traceparent` (and `tracestate`) is believed only from a trusted proxy; from anyone
 //! else the request starts a new trace. The proxy sends its own span's `traceparent` upstream,
-//! replacing whatever the client sent. Without `[telemetry]` nothing here exists: callers hold
-//! an `Option<Arc<Telemetry>>` and build no span when it is `None`.
+//! replacing whatever the client sent. Without `[telemetry]` no span is begun and no
+//! task-local is set: the listeners hold an `Option<Arc<Telemetry>>` that is `None`, and
+//! [`with_current`] finds nothing (one thread-local read).
 //!
 //! A span carries the role, the route, the decision, the reason and the status, never a
 //! token, a cookie, a query string or a secret.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -22,17 +30,28 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, IdGenerator, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, SdkTracer, SdkTracerProvider, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::{Resource, trace::Span};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::TelemetryConfig;
+use crate::metrics::Metrics;
 
 /// How long one export may take (the collector's answer included) before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most ended spans waiting for export; one more is dropped (and counted).
+const QUEUE: usize = 2048;
+
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+tokio::task_local! {
+    /// The span of the request the current task serves (set by [`within`]).
+    static CURRENT: RefCell<Option<RequestSpan>>;
+}
 
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +61,7 @@ pub enum TelemetryError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
-/// The tracer of a running Tollgate: built once from `[telemetry]`, shared by the surfaces.
+/// The tracer of a running Tollgate: built once from `[telemetry]`, shared by the listeners.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -50,21 +69,40 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Starts the exporter and its batch thread for the collector of `config`.
+    /// Starts the exporter and its batch thread for the collector of `config`; spans dropped
+    /// (a full queue, a failed export) are counted in `metrics`.
     ///
     /// # Errors
     /// When the exporter cannot be built.
-    pub fn start(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
+    pub fn start(config: &TelemetryConfig, metrics: &Metrics) -> Result<Self, TelemetryError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(config.traces_url.as_str())
             .with_timeout(EXPORT_TIMEOUT)
             .build()?;
+        // The SDK drops a span when its queue is full and only logs it; `Admission` keeps its own
+        // count of the spans between the end of a request and their export, refuses one past
+        // `QUEUE` itself, and so counts every drop (the SDK's queue never fills).
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let batch = BatchSpanProcessor::builder(ReportingExporter {
+            inner: exporter,
+            failing: AtomicBool::new(false),
+            waiting: waiting.clone(),
+            failed: metrics.spans_dropped("export_failed"),
+        })
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(QUEUE)
+                .build(),
+        )
+        .build();
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(
-                BatchSpanProcessor::builder(ReportingExporter::new(exporter)).build(),
-            )
+            .with_span_processor(Admission {
+                inner: batch,
+                waiting,
+                full: metrics.spans_dropped("queue_full"),
+            })
             .with_resource(
                 Resource::builder()
                     .with_service_name(config.service_name.clone())
@@ -76,12 +114,12 @@ impl Telemetry {
         Ok(Self { provider, tracer })
     }
 
-    /// Begins the server span of a request of `role` (`forward_auth`, `validate`, `proxy`),
-    /// named `name` until a route renames it. `headers`' trace context is the parent only when
+    /// Begins the server span of a request answered by `role`, named `name` (`<method>
+    /// <route>` once a route is known). `headers`' trace context is the parent only when
     /// `trusted_peer`.
     pub fn begin(
         &self,
-        name: &'static str,
+        name: Cow<'static, str>,
         role: &'static str,
         method: &Method,
         headers: &HeaderMap,
@@ -99,12 +137,18 @@ impl Telemetry {
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("tollgate.role", role),
-                KeyValue::new("http.request.method", method.as_str().to_owned()),
-            ])
+            .with_attributes([KeyValue::new(
+                "http.request.method",
+                method.as_str().to_owned(),
+            )])
             .start_with_context(&self.tracer, &parent);
-        RequestSpan { span }
+        RequestSpan {
+            span,
+            facts: Facts {
+                role,
+                ..Facts::default()
+            },
+        }
     }
 
     /// Exports what is queued and stops the batch thread; spans ended later are dropped.
@@ -115,9 +159,56 @@ impl Telemetry {
     }
 }
 
+/// Serves `future` with `span` as the task's current span, then ends the span with the status
+/// `status` reads from the answer (or the one a surface recorded, see [`RequestSpan::status`]).
+pub async fn within<T>(
+    span: RequestSpan,
+    future: impl Future<Output = T>,
+    status: impl FnOnce(&T) -> StatusCode,
+) -> T {
+    CURRENT
+        .scope(RefCell::new(Some(span)), async move {
+            let answer = future.await;
+            let span = CURRENT.with(|current| current.borrow_mut().take());
+            if let Some(span) = span {
+                let status = span.facts.status.unwrap_or_else(|| status(&answer));
+                span.end(status);
+            }
+            answer
+        })
+        .await
+}
+
+/// Runs `record` on the span of the request this task serves, when there is one (tracing on,
+/// inside [`within`]); otherwise does nothing.
+pub fn with_current(record: impl FnOnce(&mut RequestSpan)) {
+    let _ = CURRENT.try_with(|current| {
+        if let Ok(mut current) = current.try_borrow_mut()
+            && let Some(span) = current.as_mut()
+        {
+            record(span);
+        }
+    });
+}
+
+/// What a request's span says, gathered while it is served and written once at its end.
+#[derive(Default)]
+struct Facts {
+    role: &'static str,
+    route: Option<String>,
+    route_host: Option<String>,
+    path: Option<String>,
+    result: Option<&'static str>,
+    reason: Option<String>,
+    credential: Option<&'static str>,
+    status: Option<StatusCode>,
+    attributes: Vec<KeyValue>,
+}
+
 /// One request's span, ended (and queued for export) by `end`.
 pub struct RequestSpan {
     span: Span,
+    facts: Facts,
 }
 
 impl RequestSpan {
@@ -126,39 +217,47 @@ impl RequestSpan {
     pub fn route(&mut self, method: &Method, route: &str) {
         self.span
             .update_name(Cow::Owned(format!("{} {route}", method.as_str())));
-        self.span
-            .set_attribute(KeyValue::new("http.route", route.to_owned()));
+        self.facts.route = Some(route.to_owned());
     }
 
     /// The host the route is for (`[[route]] host`).
     pub fn route_host(&mut self, host: &str) {
-        self.span
-            .set_attribute(KeyValue::new("tollgate.route.host", host.to_owned()));
+        self.facts.route_host = Some(host.to_owned());
     }
 
-    /// The path the decision was about (the original request's, for `/auth`), without its
-    /// query (a query may carry a token), cut and escaped like the log line's.
+    /// The path the decision was about (the original request's, for `/auth` and Envoy),
+    /// without its query (a query may carry a token), cut and escaped like the log line's.
     pub fn path(&mut self, path: &str) {
         let path = path.split_once('?').map_or(path, |(path, _)| path);
-        self.span
-            .set_attribute(KeyValue::new("url.path", crate::untrusted::bounded(path)));
+        self.facts.path = Some(crate::untrusted::bounded(path));
     }
 
-    /// The decision: its result label (the metric's and the log line's), and the reason of a
-    /// refusal (the log line's text).
-    pub fn decision(&mut self, result: &'static str, reason: Option<&str>) {
-        self.span
-            .set_attribute(KeyValue::new("tollgate.result", result));
-        if let Some(reason) = reason {
-            self.span
-                .set_attribute(KeyValue::new("tollgate.reason", reason.to_owned()));
-        }
+    /// The decision as it is counted: the role and result of `tollgate_requests_total` (the
+    /// last count of a request wins).
+    pub fn counted(&mut self, role: &'static str, result: &'static str) {
+        self.facts.role = role;
+        self.facts.result = Some(result);
+    }
+
+    /// Why the request was refused (the log line's reason).
+    pub fn reason(&mut self, reason: &str) {
+        self.facts.reason = Some(reason.to_owned());
     }
 
     /// Which credential identified the caller (`session`, `bearer`, `token_cookie`).
     pub fn credential(&mut self, credential: &'static str) {
-        self.span
-            .set_attribute(KeyValue::new("tollgate.credential", credential));
+        self.facts.credential = Some(credential);
+    }
+
+    /// The HTTP status the request was answered with, when the answer is not an HTTP response
+    /// itself (an Envoy Check carries the status of the response Envoy gives).
+    pub fn status(&mut self, status: StatusCode) {
+        self.facts.status = Some(status);
+    }
+
+    /// Another attribute (fixed text only: never a value from the request).
+    pub fn attribute(&mut self, key: &'static str, value: &'static str) {
+        self.facts.attributes.push(KeyValue::new(key, value));
     }
 
     /// Replaces any `traceparent` and `tracestate` in `headers` (an upstream request's) with
@@ -191,16 +290,92 @@ impl RequestSpan {
     /// Ends the span with the response's status (`http.response.status_code`; a 5xx marks
     /// the span as an error) and queues it for export.
     pub fn end(mut self, status: StatusCode) {
-        self.span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
-        if status.is_server_error() {
+        self.finish(Some(status));
+    }
+
+    /// Writes the facts and ends the span; `status` is `None` for a request that was never
+    /// answered (its client went away).
+    fn finish(&mut self, status: Option<StatusCode>) {
+        let facts = std::mem::take(&mut self.facts);
+        let mut attributes = facts.attributes;
+        attributes.push(KeyValue::new("tollgate.role", facts.role));
+        let texts = [
+            ("http.route", facts.route),
+            ("tollgate.route.host", facts.route_host),
+            ("url.path", facts.path),
+            ("tollgate.reason", facts.reason),
+        ];
+        for (key, value) in texts {
+            if let Some(value) = value {
+                attributes.push(KeyValue::new(key, value));
+            }
+        }
+        if let Some(result) = facts.result {
+            attributes.push(KeyValue::new("tollgate.result", result));
+        }
+        if let Some(credential) = facts.credential {
+            attributes.push(KeyValue::new("tollgate.credential", credential));
+        }
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+        }
+        self.span.set_attributes(attributes);
+        if let Some(status) = status.filter(StatusCode::is_server_error) {
             self.span.set_status(Status::error(
                 status.canonical_reason().unwrap_or("server error"),
             ));
         }
         self.span.end();
+    }
+}
+
+/// A request dropped before its answer (the client went away) still ends its span, with what
+/// was recorded so far.
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        if self.span.is_recording() {
+            self.finish(None);
+        }
+    }
+}
+
+/// The batch processor behind a count of the spans it holds: a span past `QUEUE` is dropped
+/// here and counted (`full`); `ReportingExporter` takes spans off the count as their export
+/// begins.
+#[derive(Debug)]
+struct Admission<P> {
+    inner: P,
+    waiting: Arc<AtomicUsize>,
+    full: Counter,
+}
+
+impl<P: SpanProcessor> SpanProcessor for Admission<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= QUEUE {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.full.inc();
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
 
@@ -220,20 +395,14 @@ impl IdGenerator for OsRandomIds {
 }
 
 /// The OTLP exporter, logging a failed export once per outage (and the recovery), not once
-/// per batch: an unreachable collector must not flood the log.
+/// per batch: an unreachable collector must not flood the log. Spans of a failed export are
+/// counted as dropped (`failed`); every batch leaves `Admission`'s count as it is exported.
 #[derive(Debug)]
 struct ReportingExporter<E> {
     inner: E,
     failing: AtomicBool,
-}
-
-impl<E> ReportingExporter<E> {
-    fn new(inner: E) -> Self {
-        Self {
-            inner,
-            failing: AtomicBool::new(false),
-        }
-    }
+    waiting: Arc<AtomicUsize>,
+    failed: Counter,
 }
 
 impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
@@ -242,6 +411,7 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         let spans = batch.len();
+        self.waiting.fetch_sub(spans, Ordering::AcqRel);
         let export = self.inner.export(batch);
         async move {
             let result = export.await;
@@ -252,6 +422,7 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
                     }
                 }
                 Err(error) => {
+                    self.failed.inc_by(spans as u64);
                     if !self.failing.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             %error,
@@ -276,5 +447,18 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_current;
+
+    #[test]
+    fn outside_a_traced_request_nothing_is_recorded() {
+        // Without `[telemetry]` no request runs `within` a span: recording finds nothing.
+        let mut ran = false;
+        with_current(|_| ran = true);
+        assert!(!ran);
     }
 }

@@ -32,6 +32,15 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// A provider's `jwks_file` could not be read or holds no usable key.
+    #[error("provider {provider}: reading jwks_file")]
+    KeyFile {
+        /// The provider's `name`.
+        provider: String,
+        /// Why.
+        #[source]
+        source: crate::oidc::ProviderError,
+    },
     /// The public listener's TLS configuration was refused.
     #[error("serving https")]
     Tls(#[source] crate::tls::TlsError),

@@ -193,6 +193,19 @@ pub async fn start(
         (None, None) => None,
     };
     let state = AppState::build(config, clock)?;
+    // A `jwks_file` is read now, as a reload reads it, so a file with no usable key stops the
+    // start instead of refusing every token later.
+    for provider_config in &state.config.providers {
+        if let Some(provider) = state.providers.get(&provider_config.name) {
+            provider
+                .load_key_file()
+                .await
+                .map_err(|source| AppError::KeyFile {
+                    provider: provider_config.name.clone(),
+                    source,
+                })?;
+        }
+    }
     let live: Live = Arc::new(ArcSwap::new(state.clone()));
     let (shutdown, receiver) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -210,6 +223,7 @@ pub async fn start(
         signal,
         workers.clone(),
         acceptor,
+        state.config.server.max_connections,
     ));
     let admin_addr = match admin {
         Some(listener) => {
@@ -235,10 +249,21 @@ pub async fn start(
                 .map_err(|source| AppError::Bind { address, source })?;
             let bound = listener.local_addr()?;
             let live = live.clone();
-            tasks.spawn(crate::forward_auth::envoy::grpc::serve(
+            // Served like the public listener: the same workers, connection timeouts and limit.
+            tasks.spawn(crate::http::serve::serve_on_workers(
                 listener,
-                Arc::new(move || live.load().explain.forward_auth.clone()),
+                move |peer| {
+                    let forward_auth = live.clone();
+                    let service = crate::forward_auth::envoy::grpc::service(
+                        Arc::new(move || forward_auth.load().explain.forward_auth.clone()),
+                        peer,
+                    );
+                    (service, connection_timeouts(&live))
+                },
                 wait_for(receiver),
+                workers.clone(),
+                None,
+                state.config.server.max_connections,
             ));
             Some(bound)
         }
@@ -282,13 +307,7 @@ fn for_connection(
     + 'static,
     crate::http::serve::ConnectionTimeouts,
 ) {
-    let timeouts = {
-        let state = live.load();
-        crate::http::serve::ConnectionTimeouts {
-            header_read: state.config.server.header_read_timeout,
-            keepalive: state.config.server.keepalive_timeout,
-        }
-    };
+    let timeouts = connection_timeouts(&live);
     let service = hyper::service::service_fn(move |request| {
         let state = live.load_full();
         // The request's future is large; boxed once here, every later move of it (into the
@@ -296,6 +315,15 @@ fn for_connection(
         Box::pin(async move { Ok(state.public.serve(peer, request).await) })
     });
     (service, timeouts)
+}
+
+/// The live config's connection timeouts.
+fn connection_timeouts(live: &Live) -> crate::http::serve::ConnectionTimeouts {
+    let state = live.load();
+    crate::http::serve::ConnectionTimeouts {
+        header_read: state.config.server.header_read_timeout,
+        keepalive: state.config.server.keepalive_timeout,
+    }
 }
 
 /// The admin listener's router: each request goes to the live state's admin routes.

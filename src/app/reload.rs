@@ -174,5 +174,10 @@ fn fixed_at_start(live: &Config, new: &Config) -> Vec<ConfigProblem> {
         )
     };
     fixed("forward_auth.grpc_listen", grpc(live), grpc(new));
+    fixed(
+        "server.max_connections",
+        live.server.max_connections.to_string(),
+        new.server.max_connections.to_string(),
+    );
     problems
 }

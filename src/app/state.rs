@@ -133,7 +133,7 @@ impl AppState {
         };
         let telemetry = match &config.telemetry {
             Some(section) => Some(Arc::new(
-                Telemetry::start(section).map_err(AppError::Telemetry)?,
+                Telemetry::start(section, &metrics).map_err(AppError::Telemetry)?,
             )),
             None => None,
         };
@@ -246,7 +246,6 @@ fn surfaces(
         cookie_name: config.session.cookie_name.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
-        telemetry: telemetry.cloned(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
         login: login.clone(),
@@ -258,6 +257,7 @@ fn surfaces(
         token_service: token_service.clone(),
         federation: Some(federation),
         cookie_name: config.session.cookie_name.clone(),
+        telemetry: telemetry.cloned(),
     });
     let admin = Arc::new(AdminState {
         admin_token: server.admin_token.clone(),

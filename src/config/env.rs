@@ -69,6 +69,21 @@ pub(super) fn apply_overrides(
     applied
 }
 
+/// Variables spelt like an override (`TOLLGATE_<SEGMENT>__<KEY>`) whose first segment is no
+/// section, such as a misspelt `TOLLGATE_SESSON__STORE`. SPEC §2 has them ignored, so they do
+/// not stop a start; `check` and `serve` name them so that the typo is seen. Kubernetes' own
+/// variables never hold `__` (a port name has no two hyphens in a row), so they are not named.
+pub(super) fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.keys()
+        .filter(|name| {
+            name.strip_prefix("TOLLGATE_")
+                .and_then(|path| path.split_once("__"))
+                .is_some_and(|(section, _)| !is_section(section))
+        })
+        .cloned()
+        .collect()
+}
+
 /// `provider`, `0`, `client_id` → `provider[0].client_id`, as problems spell key paths.
 fn key_path(segments: &[String]) -> String {
     let mut path = String::new();
@@ -227,6 +242,22 @@ mod tests {
         let (table, problems) = apply(text, &with_override);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(table["session"]["store"].as_str(), Some("memory"));
+    }
+
+    #[test]
+    fn a_misspelt_section_is_named_and_nothing_else_is() {
+        let mut env: BTreeMap<String, String> = NOT_OVERRIDES
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.insert("TOLLGATE_SESSION__STORE".to_owned(), "memory".to_owned());
+        assert!(ignored_variables(&env).is_empty(), "{env:?}");
+        env.insert("TOLLGATE_SESSON__STORE".to_owned(), "redis".to_owned());
+        env.insert("TOLLGATE_PROVIDERS__0__NAME".to_owned(), "x".to_owned());
+        assert_eq!(
+            ignored_variables(&env),
+            ["TOLLGATE_PROVIDERS__0__NAME", "TOLLGATE_SESSON__STORE"]
+        );
     }
 
     #[test]

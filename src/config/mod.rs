@@ -101,6 +101,9 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// `tls_cert_file` / `tls_key_file`: serve https on `listen`.
     pub tls: Option<ListenerTls>,
+    /// The most connections open at once on the public listener, and on Envoy's gRPC listener
+    /// (each); the next waits to be accepted.
+    pub max_connections: usize,
 }
 
 /// The public listener's certificate: the files (re-read on SIGHUP) and what they held when
@@ -234,6 +237,10 @@ pub struct ForwardAuthConfig {
     /// Where Envoy's ext_authz gRPC `Check` is answered (SPEC §4), when set.
     pub grpc_listen: Option<std::net::SocketAddr>,
 }
+
+/// The path prefix of Envoy's HTTP `ext_authz` endpoint on the public listener (SPEC §4):
+/// mounted with forward-auth, so no route may lie under it.
+pub const ENVOY_HTTP_PREFIX: &str = "/envoy";
 
 /// `[telemetry]`: where request spans go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,6 +486,13 @@ pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, V
 }
 
 pub use validate::is_same_issuer;
+
+/// `TOLLGATE_…` variables spelt like an override whose first segment names no section (a
+/// misspelt `TOLLGATE_SESSON__STORE`): ignored as SPEC §2 says, and named by `check` and at
+/// `serve`'s start so that the typo does not go unnoticed.
+pub fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
+    env::ignored_variables(env)
+}
 
 /// Settings that are valid but unsafe in most deployments: `check` prints them and `serve` logs
 /// them at start, each naming its key.

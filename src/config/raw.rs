@@ -21,6 +21,8 @@ pub(super) struct RawServer {
     pub keepalive_timeout: Option<String>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
+    /// An integer; also its text (from an environment override).
+    pub max_connections: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -551,3 +551,58 @@ fn upstream_ca_file_belongs_to_https_upstreams() {
         .is_none()
     );
 }
+
+#[test]
+fn max_connections_is_a_whole_number_from_one_and_may_come_from_the_environment() {
+    let server = |extra: &str, env: &[(&str, &str)]| {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load(&format!("[server]\n{extra}\n{PROVIDER}"), &env).map(|config| config.server)
+    };
+    assert_eq!(server("", &[]).unwrap().max_connections, 10_000);
+    assert_eq!(
+        server("max_connections = 64", &[]).unwrap().max_connections,
+        64
+    );
+    assert_eq!(
+        server("", &[("TOLLGATE_SERVER__MAX_CONNECTIONS", "512")])
+            .unwrap()
+            .max_connections,
+        512
+    );
+    for bad in [
+        "max_connections = 0",
+        "max_connections = -3",
+        "max_connections = \"many\"",
+    ] {
+        check_problem(
+            &format!("[server]\n{bad}\n{PROVIDER}"),
+            &[],
+            "server.max_connections: must be a whole number of connections, at least 1",
+        );
+    }
+}
+
+#[test]
+fn a_route_under_envoys_endpoint_is_refused_while_forward_auth_is_on() {
+    let config = |prefix: &str, forward_auth: bool| {
+        format!(
+            "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n{PROVIDER}\n{}\
+             [[route]]\npath_prefix = \"{prefix}\"\nupstream = \"http://app\"\nprovider = \"corp\"\n",
+            if forward_auth {
+                "[forward_auth]\nprovider = \"corp\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    for prefix in ["/envoy", "/envoy/", "/envoy/admin"] {
+        check_problem(&config(prefix, true), &[], "route[0].path_prefix: `/envoy");
+        assert!(problems(&config(prefix, false), &[]).is_empty(), "{prefix}");
+    }
+    for prefix in ["/", "/envoyage", "/app/envoy"] {
+        assert!(problems(&config(prefix, true), &[]).is_empty(), "{prefix}");
+    }
+}

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use crate::policy::{AuthQuery, Decision, Trace, decide_traced};
 use crate::session::{CookieAttributes, request_cookies};
-use crate::telemetry::{RequestSpan, Telemetry};
+use crate::telemetry::Telemetry;
 use crate::token::{Claims, numeric_claim};
 
 /// What `/auth`, `/validate` and `/userinfo` use, built once by the wiring.
@@ -50,7 +50,8 @@ pub struct ForwardAuthState {
     pub metrics: Arc<Metrics>,
     /// Parsed `/auth` queries.
     pub queries: AuthQueries,
-    /// The tracer (`[telemetry]`); `None`: no span is built.
+    /// The tracer (`[telemetry]`), for Envoy's gRPC Checks (the public listener begins the
+    /// spans of its own requests); `None`: no span is begun.
     pub telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -88,34 +89,6 @@ pub enum Outcome {
     Reject(Rejection, String),
 }
 
-impl Outcome {
-    /// The decision's label in the metric, the log line and the span.
-    fn result(&self) -> &'static str {
-        match self {
-            Self::Allow(..) => "allow",
-            Self::Skip => "skip",
-            Self::Redirect(_) => "redirect",
-            Self::Reject(rejection, _) => rejection.result_label(),
-        }
-    }
-}
-
-/// The span of a request from `peer` to `/auth` or `/validate`, when tracing is on.
-fn begin_span(
-    state: &ForwardAuthState,
-    role: &'static str,
-    route: &'static str,
-    peer: SocketAddr,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Option<RequestSpan> {
-    let telemetry = state.telemetry.as_ref()?;
-    let trusted = crate::http::forwarded::is_trusted(peer.ip(), &state.trusted_proxies);
-    let mut span = telemetry.begin(route, role, method, headers, trusted);
-    span.route(method, route);
-    Some(span)
-}
-
 /// `GET /auth`.
 pub async fn auth(
     State(state): State<Arc<ForwardAuthState>>,
@@ -125,14 +98,6 @@ pub async fn auth(
     // The request is taken whole, so neither its headers nor its query are copied.
     let started = Instant::now();
     let headers = request.headers();
-    let span = begin_span(
-        &state,
-        "forward_auth",
-        "/auth",
-        peer,
-        request.method(),
-        headers,
-    );
     let original = original_request(peer.ip(), headers, &state.trusted_proxies);
     let outcome = decide_auth(
         &state,
@@ -150,29 +115,7 @@ pub async fn auth(
         Some(headers),
         started,
     );
-    let span = span.map(|mut span| {
-        let (credential, reason) = match &outcome {
-            Outcome::Allow(_, credential, _) => (Some(*credential), None),
-            Outcome::Reject(_, reason) => (None, Some(reason.as_str())),
-            Outcome::Skip | Outcome::Redirect(_) => (None, None),
-        };
-        span.decision(outcome.result(), reason);
-        if let Some(credential) = credential {
-            span.credential(credential);
-        }
-        if let Some(raw_path) = original
-            .as_ref()
-            .and_then(|request| request.raw_path.as_deref())
-        {
-            span.path(raw_path);
-        }
-        span
-    });
-    let response = outcome_response(outcome);
-    if let Some(span) = span {
-        span.end(response.status());
-    }
-    response
+    outcome_response(outcome)
 }
 
 /// The one metric update and log line of a forward-auth decision, however it was asked for
@@ -186,6 +129,17 @@ fn report(
     started: Instant,
 ) {
     state.metrics.decision_seconds.observe(started.elapsed());
+    // The request's span, when tracing is on, says what the log line says.
+    crate::telemetry::with_current(|span| {
+        match outcome {
+            Outcome::Allow(_, credential, _) => span.credential(credential),
+            Outcome::Reject(_, reason) => span.reason(reason),
+            Outcome::Skip | Outcome::Redirect(_) => {}
+        }
+        if let Some(raw_path) = original.and_then(|request| request.raw_path.as_deref()) {
+            span.path(raw_path);
+        }
+    });
     let mut decision = DecisionLine {
         role: "forward_auth",
         via: Some(via),
@@ -482,25 +436,12 @@ async fn token_identity(
 }
 
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.
-pub async fn validate(
-    State(state): State<Arc<ForwardAuthState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
+pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let request_id = crate::http::request_id(&headers);
-    let span = begin_span(&state, "validate", "/validate", peer, &method, &headers);
     let result = token_identity(&state, &headers).await;
     state.metrics.decision_seconds.observe(started.elapsed());
-    let span = span.map(|mut span| {
-        match &result {
-            Ok(_) => span.decision("allow", None),
-            Err((rejection, reason)) => span.decision(rejection.result_label(), Some(reason)),
-        }
-        span
-    });
-    let response = match result {
+    match result {
         Ok(claims) => {
             let now = state.clock.now();
             let left = numeric_claim(&claims, "exp")
@@ -536,6 +477,7 @@ pub async fn validate(
         }
         Err((rejection, reason)) => {
             state.metrics.request("validate", rejection.result_label());
+            crate::telemetry::with_current(|span| span.reason(&reason));
             crate::log_decision!(
                 info,
                 DecisionLine {
@@ -548,11 +490,7 @@ pub async fn validate(
             );
             rejection.into_response()
         }
-    };
-    if let Some(span) = span {
-        span.end(response.status());
     }
-    response
 }
 
 /// Longest `max-age` `/validate` grants, whatever the token's remaining life.

@@ -10,6 +10,8 @@
 //! Every public connection is watched (SPEC §9): its first request's head must arrive within
 //! `header_read_timeout` (hyper enforces it for later requests on a keep-alive connection), and
 //! a connection with no request in flight and no byte moving for `keepalive_timeout` is closed.
+//! At most `server.max_connections` are open at once: the next is accepted when one closes
+//! (until then it waits in the kernel's backlog). Envoy's gRPC listener is served the same way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -227,8 +229,8 @@ impl<T> Counted<T> {
 /// Accepts on `listener` and serves each connection (HTTP/1.1, HTTP/2, upgrades; over TLS when
 /// `tls` is given, HTTP/2 then chosen by ALPN) on the next worker with the service and
 /// timeouts `for_connection` gives for its peer (asked per connection, so a reloaded config's
-/// timeouts apply to the next one), until `shutdown` resolves; then waits for open
-/// connections to finish their requests.
+/// timeouts apply to the next one), at most `max_connections` at once, until `shutdown`
+/// resolves; then waits for open connections to finish their requests.
 ///
 /// # Errors
 /// Never for a failed accept (logged and retried); the result is for symmetry with [`serve`].
@@ -238,6 +240,7 @@ pub async fn serve_on_workers<S>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     workers: std::sync::Arc<Workers>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
 ) -> std::io::Result<()>
 where
     S: hyper::service::Service<
@@ -251,8 +254,15 @@ where
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // A connection is accepted only with a free place; it holds it until it closes.
+        let place = tokio::select! {
+            place = open.clone().acquire_owned() => place,
+            () = &mut shutdown => break,
+        };
+        let Ok(place) = place else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -301,6 +311,7 @@ where
         builder.http1().header_read_timeout(timeouts.header_read);
         let tls = tls.clone();
         workers.next().spawn(async move {
+            let _place = place;
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(error) => {

@@ -26,6 +26,9 @@ use crate::session::{CookieAttributes, Session};
 use crate::token::Claims;
 use crate::token::id_token::NonceRule;
 
+mod replicas;
+use replicas::{Unconfirmed, confirm_later};
+
 /// How long a refresh result is handed to requests that still carry the old session.
 const RESULT_KEPT: i64 = 60;
 /// After a refresh failed for a passing reason, the next attempt waits this long (seconds):
@@ -54,9 +57,6 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
-/// How often a replica waiting for another's refresh looks at the store.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
 /// A request's cookies, owned, for a refresh that outlives the request.
 type OwnedCookies = Vec<(String, String)>;
 
@@ -84,6 +84,9 @@ struct Refresh {
     now: UnixTime,
     attributes: CookieAttributes,
     claim: RefreshClaim,
+    /// Before the lease runs out (with Redis): until then an unconfirmed result is written
+    /// again.
+    lease_until: tokio::time::Instant,
     /// This process's lock for the refresh token, held until the result is published.
     single_flight: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -303,17 +306,54 @@ impl Shared {
         // Longer than the refresh can take (it is cut off at the provider timeout), so the
         // lease never lapses while its holder still works.
         let hold = provider.timeout() * 2 + Duration::from_secs(1);
-        let claim = sessions
-            .claim_refresh(cookies, hold)
-            .await
-            .map_err(store_error)?;
-        if matches!(claim, RefreshClaim::Lost) {
+        let mut waited = false;
+        let (claim, lease_until) = loop {
+            let lease_until = tokio::time::Instant::now() + provider.timeout() * 2;
+            let claim = match sessions.claim_refresh(cookies, hold).await {
+                Ok(claim) => claim,
+                // No lease that a failover could lose, so no refresh now: the session serves
+                // while its access token is valid, and a later request tries again.
+                Err(error) => {
+                    self.forget_lock(&key);
+                    return match keep(session, Vec::new(), now, "refresh lease not confirmed") {
+                        Ok(kept) => Ok(kept),
+                        Err(_) => Err(store_error(error)),
+                    };
+                }
+            };
+            if !matches!(claim, RefreshClaim::Lost) {
+                break (claim, lease_until);
+            }
             let result = self
-                .await_other_replica(provider, sessions, cookies, session, &refresh_token, now)
+                .await_other_replica(
+                    provider,
+                    sessions,
+                    cookies,
+                    session.clone(),
+                    &refresh_token,
+                    now,
+                )
                 .await;
-            self.forget_lock(&key);
-            return result;
-        }
+            match result {
+                // The other replica gave its lease back without a result (its lease was not
+                // confirmed, or its refresh failed): this request claims the refresh once more
+                // rather than answer for a refresh nobody finished.
+                None if !waited => waited = true,
+                None => {
+                    self.forget_lock(&key);
+                    return keep(
+                        session,
+                        Vec::new(),
+                        now,
+                        "another replica's refresh did not finish; retried later",
+                    );
+                }
+                Some(result) => {
+                    self.forget_lock(&key);
+                    return result;
+                }
+            }
+        };
         // This request read its session before it won the lease: another replica may have
         // refreshed and released the lease in between. Its result is the session now, and the
         // token this request holds is spent.
@@ -342,6 +382,7 @@ impl Shared {
             now,
             attributes,
             claim,
+            lease_until,
             single_flight,
         }));
         task.await.unwrap_or_else(|error| {
@@ -349,45 +390,6 @@ impl Shared {
                 "the refresh task failed: {error}"
             )))
         })
-    }
-
-    /// Another replica holds the refresh lease: wait for the stored session to change (its
-    /// result), at most the provider timeout; meanwhile the session serves while it is valid.
-    async fn await_other_replica(
-        &self,
-        provider: &Provider,
-        sessions: &Sessions,
-        cookies: &crate::session::Cookies<'_>,
-        session: Arc<Session>,
-        spent: &str,
-        now: UnixTime,
-    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
-        let deadline = tokio::time::Instant::now() + provider.timeout();
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(POLL_INTERVAL).await;
-            let current = sessions
-                .current(cookies, now)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| RefreshError::Ended("the session ended meanwhile".to_owned()))?;
-            if current.refresh_token.as_deref() != Some(spent) {
-                self.recent.insert(key_of(spent), (current.clone(), now));
-                return Ok((current, Vec::new()));
-            }
-            if !sessions
-                .refresh_in_flight(cookies)
-                .await
-                .map_err(store_error)?
-            {
-                break;
-            }
-        }
-        keep(
-            session,
-            Vec::new(),
-            now,
-            "another replica's refresh did not finish; retried later",
-        )
     }
 
     /// The refresh on its own task: ask the provider, publish the result to this process,
@@ -405,9 +407,11 @@ impl Shared {
             now,
             attributes,
             claim,
+            lease_until,
             single_flight,
         } = refresh;
-        let cookies = borrow(&cookies);
+        let owned = cookies;
+        let cookies = borrow(&owned);
         let key = key_of(&refresh_token);
         let result = tokio::time::timeout(
             provider.timeout(),
@@ -433,6 +437,7 @@ impl Shared {
         }
         self.forget_lock(&key);
         drop(single_flight);
+        let refreshed = result.as_ref().ok().cloned();
         let answer = self
             .settle(
                 &provider,
@@ -445,7 +450,22 @@ impl Shared {
                 attributes,
             )
             .await;
-        sessions.release_refresh(&cookies, &claim).await;
+        match (refreshed, &answer) {
+            // The provider spent the old token and the new one is not safely stored: it is
+            // written again, holding the lease, until a replica confirms it.
+            (Some(refreshed), Err(RefreshError::Store(_))) => {
+                tokio::spawn(confirm_later(Unconfirmed {
+                    sessions,
+                    cookies: owned,
+                    spent: refresh_token,
+                    refreshed,
+                    now,
+                    claim,
+                    until: lease_until,
+                }));
+            }
+            _ => sessions.release_refresh(&cookies, &claim).await,
+        }
         answer
     }
 

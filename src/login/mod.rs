@@ -98,6 +98,7 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
 
 fn reject(state: &LoginFlow, role: &'static str, rejection: Rejection, reason: &str) -> Response {
     state.metrics.request(role, rejection.result_label());
+    crate::telemetry::with_current(|span| span.reason(reason));
     tracing::info!(
         role,
         result = rejection.result_label(),

@@ -29,7 +29,6 @@ use crate::metrics::Metrics;
 use crate::oidc::Providers;
 use crate::policy::Trace;
 use crate::session::CookieAttributes;
-use crate::telemetry::{RequestSpan, Telemetry};
 use forward::{ForwardedFor, forward};
 
 /// What the proxy uses, built once by the wiring.
@@ -52,8 +51,6 @@ pub struct ProxyState {
     pub clock: Arc<dyn Clock>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The tracer (`[telemetry]`); `None`: no span is built.
-    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// The canonical host of a request and its route (SPEC §4.1): `Ok(None)` when no route
@@ -73,30 +70,8 @@ pub fn select_route<'a>(
 }
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
-pub async fn handle(state: &ProxyState, peer: SocketAddr, request: Request) -> Response {
-    let mut span = state.telemetry.as_ref().map(|telemetry| {
-        telemetry.begin(
-            "proxy",
-            "proxy",
-            request.method(),
-            request.headers(),
-            is_trusted(peer.ip(), &state.trusted_proxies),
-        )
-    });
-    let response = route_request(state, peer, request, &mut span).await;
-    if let Some(span) = span {
-        span.end(response.status());
-    }
-    response
-}
-
-/// `handle` without the span's beginning and end.
-async fn route_request(
-    state: &ProxyState,
-    peer: SocketAddr,
-    mut request: Request,
-    span: &mut Option<RequestSpan>,
-) -> Response {
+/// The request's span, when tracing is on, is named after the route that serves it.
+pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) -> Response {
     // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
@@ -104,7 +79,6 @@ async fn route_request(
         Err(error) => {
             return refuse(
                 state,
-                span,
                 Rejection::BadRequest(error.to_string()),
                 request.headers(),
             );
@@ -121,7 +95,6 @@ async fn route_request(
             Err(_) => {
                 return refuse(
                     state,
-                    span,
                     Rejection::BadRequest("invalid path".to_owned()),
                     request.headers(),
                 );
@@ -153,26 +126,23 @@ async fn route_request(
                     ..DecisionLine::default()
                 }
             );
-            if let Some(span) = span {
-                span.decision("no_route", None);
-            }
             return crate::http::pages::not_found();
         }
-        Err(rejection) => return refuse(state, span, rejection, request.headers()),
+        Err(rejection) => return refuse(state, rejection, request.headers()),
     };
-    if let Some(span) = span {
+    crate::telemetry::with_current(|span| {
         span.route(request.method(), &route.path_prefix);
         if let Some(host) = &route.host {
             span.route_host(host);
         }
-    }
+    });
     // Identity headers named by the route are removed before anything reads the request; only
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
     // and is replaced or removed before the request goes upstream.
     strip_client_identity_headers(route, request.headers_mut());
     // Kept for the decision line (a reference count, no copy): the request goes upstream.
     let request_id = request.headers().get("x-request-id").cloned();
-    let outcome = serve_route(state, route, peer, request, span).await;
+    let outcome = serve_route(state, route, peer, request).await;
     let line = DecisionLine {
         role: "proxy",
         route: Some((route.host.as_deref().unwrap_or(""), &route.path_prefix)),
@@ -182,9 +152,6 @@ async fn route_request(
     match outcome {
         Ok((response, result, credential)) => {
             state.metrics.request("proxy", result);
-            if let Some(span) = span {
-                span.decision(result, None);
-            }
             crate::log_decision!(
                 info,
                 DecisionLine {
@@ -196,9 +163,6 @@ async fn route_request(
             response
         }
         Err(refusal) => {
-            if let Some(span) = span {
-                span.decision(refusal.rejection.result_label(), Some(&refusal.reason));
-            }
             state.metrics.refused_request(line, &refusal);
             refusal.into_response()
         }
@@ -217,16 +181,8 @@ pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMa
 }
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.
-fn refuse(
-    state: &ProxyState,
-    span: &mut Option<RequestSpan>,
-    rejection: Rejection,
-    headers: &HeaderMap,
-) -> Response {
+fn refuse(state: &ProxyState, rejection: Rejection, headers: &HeaderMap) -> Response {
     let refusal = Refusal::from(rejection);
-    if let Some(span) = span {
-        span.decision(refusal.rejection.result_label(), Some(&refusal.reason));
-    }
     let line = DecisionLine {
         role: "proxy",
         request_id: crate::http::request_id(headers),
@@ -418,7 +374,6 @@ async fn serve_route(
     route: &RouteConfig,
     peer: SocketAddr,
     request: Request,
-    span: &mut Option<RequestSpan>,
 ) -> RouteResult {
     let base = state
         .bases
@@ -447,31 +402,12 @@ async fn serve_route(
                 .await
                 .map(|response| (response, "logout", None))
         }
-        RouteDecision::Skip => send(
-            state,
-            route,
-            peer,
-            &base,
-            request,
-            Vec::new(),
-            span.as_ref(),
-        )
-        .await
-        .map(|response| (response, "skip", None)),
+        RouteDecision::Skip => send(state, route, peer, &base, request, Vec::new())
+            .await
+            .map(|response| (response, "skip", None)),
         RouteDecision::Allow(identity, identity_headers) => {
-            if let Some(span) = span {
-                span.credential(identity.credential.as_str());
-            }
-            let mut response = send(
-                state,
-                route,
-                peer,
-                &base,
-                request,
-                identity_headers,
-                span.as_ref(),
-            )
-            .await?;
+            crate::telemetry::with_current(|span| span.credential(identity.credential.as_str()));
+            let mut response = send(state, route, peer, &base, request, identity_headers).await?;
             for cookie in &identity.set_cookies {
                 if let Ok(value) = HeaderValue::from_str(cookie) {
                     response.headers_mut().append(header::SET_COOKIE, value);
@@ -485,16 +421,7 @@ async fn serve_route(
             let method = request.method().clone();
             let headers = request.headers().clone();
             let target = return_target(&request);
-            let response = send(
-                state,
-                route,
-                peer,
-                &base,
-                request,
-                Vec::new(),
-                span.as_ref(),
-            )
-            .await?;
+            let response = send(state, route, peer, &base, request, Vec::new()).await?;
             if response.status() != StatusCode::UNAUTHORIZED
                 || crate::http::is_api_call(&method, &headers)
             {
@@ -505,17 +432,9 @@ async fn serve_route(
                     .await?;
             Ok((login, "login_redirect", None))
         }
-        RouteDecision::Pass(_) => send(
-            state,
-            route,
-            peer,
-            &base,
-            request,
-            Vec::new(),
-            span.as_ref(),
-        )
-        .await
-        .map(|response| (response, "pass", None)),
+        RouteDecision::Pass(_) => send(state, route, peer, &base, request, Vec::new())
+            .await
+            .map(|response| (response, "pass", None)),
         RouteDecision::Login => {
             let provider = route_provider(state, route)?;
             let target = return_target(&request);
@@ -580,7 +499,6 @@ async fn send(
     base: &url::Url,
     mut request: Request,
     identity_headers: Vec<(HeaderName, HeaderValue)>,
-    span: Option<&RequestSpan>,
 ) -> Result<Response, Refusal> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
@@ -591,9 +509,7 @@ async fn send(
         for (name, value) in identity_headers {
             headers.insert(name, value);
         }
-        if let Some(span) = span {
-            span.propagate(headers);
-        }
+        crate::telemetry::with_current(|span| span.propagate(headers));
     };
     let trusted = is_trusted(peer.ip(), &state.trusted_proxies);
     let chain = trusted

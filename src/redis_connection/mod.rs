@@ -171,6 +171,16 @@ impl Link {
         }
     }
 
+    /// Whether a write needs a replica's acknowledgement, the master having `connected`
+    /// replicas (see `Single::replicas_expected`; a Cluster shard's failover is coordinated or
+    /// the old master is gone, so there it is only `connected`).
+    fn replicas_expected(&self, connected: u64) -> bool {
+        match self {
+            Self::Single(single) => single.replicas_expected(connected),
+            Self::Cluster(_) => connected > 0,
+        }
+    }
+
     /// Runs `call` on this link's connection, cut off after [`TIMEOUT`]; a failure that may be
     /// the connection's forgets it.
     async fn run<T, F>(&self, call: F) -> RedisResult<T>
@@ -305,15 +315,19 @@ impl RedisConnection {
 
     /// Runs `pipeline` (its keys in `key`'s hash slot) and answers only once the write is
     /// durable as far as Redis can say: the master applied it and, when it has replicas
-    /// connected, at least one acknowledged it (`WAIT 1`) within [`REPLICA_WAIT`].
+    /// connected, at least one acknowledged it (`WAIT 1`) within [`REPLICA_WAIT`]. A master
+    /// that has none connected but had one a moment ago on this connection confirms nothing:
+    /// with Sentinel that is an old master whose replica was just promoted.
     ///
     /// # Errors
-    /// As [`Self::query`], and when replicas are connected but none acknowledged the write.
+    /// As [`Self::query`], and when replicas are connected (or just were) but none
+    /// acknowledged the write.
     pub async fn query_confirmed<T: FromRedisValue>(
         &self,
         key: &[u8],
         pipeline: &Pipeline,
     ) -> RedisResult<T> {
+        let link = &self.confirm;
         self.confirm
             .run(async |handle: &mut Handle| {
                 let answer: T = pipeline.query_async(&mut *handle).await?;
@@ -321,8 +335,15 @@ impl RedisConnection {
                     .query_at(key, redis::cmd("INFO").arg("replication").clone())
                     .await?;
                 let replicas = connected_replicas(&info)?;
-                if replicas == 0 {
+                if !link.replicas_expected(replicas) {
                     return Ok(answer);
+                }
+                if replicas == 0 {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no replica acknowledged the write",
+                        "the master's replica went away a moment ago".to_owned(),
+                    )));
                 }
                 let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
                 let acknowledged = handle

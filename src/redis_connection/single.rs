@@ -37,7 +37,17 @@ pub(super) struct Single {
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
     /// Whether the current connection has tracking on, so copies may be kept.
     pub(super) tracking: AtomicBool,
+    /// The server the current connection goes to.
+    connected_to: std::sync::Mutex<Option<String>>,
+    /// The last master that said it had replicas, and when (kept across reconnects to it).
+    replicas_seen: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
+
+/// How long a master that said it had replicas is expected to keep one: a write it confirms
+/// alone within this time is not confirmed. A master whose replica has just gone is what a
+/// Sentinel failover looks like from the old master's side (the replica was promoted; the old
+/// master takes writes until it is demoted, and loses them then).
+const REPLICAS_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `client` speaking RESP3, which carries the invalidation messages.
 fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
@@ -66,7 +76,33 @@ impl Single {
             serial: AtomicU64::new(0),
             invalidations,
             tracking: AtomicBool::new(false),
+            connected_to: std::sync::Mutex::new(None),
+            replicas_seen: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The master of the current connection says it has `connected` replicas: whether a write
+    /// there needs one of them to acknowledge it. With none connected, it does when the same
+    /// server had one within [`REPLICAS_REMEMBERED`] (a replica that went away may have been
+    /// promoted), so such a write is not confirmed. A connection to another server (the
+    /// master the sentinels name after a failover) starts afresh.
+    pub(super) fn replicas_expected(&self, connected: u64) -> bool {
+        let server = self
+            .connected_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut seen = self
+            .replicas_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if connected > 0 {
+            *seen = server.map(|server| (server, tokio::time::Instant::now()));
+            return true;
+        }
+        seen.as_ref().is_some_and(|(at_server, at)| {
+            server.as_ref() == Some(at_server) && at.elapsed() < REPLICAS_REMEMBERED
+        })
     }
 
     fn current(&self) -> Option<MultiplexedConnection> {
@@ -160,6 +196,11 @@ impl Single {
                 client
             }
         };
+        *self
+            .connected_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(client.get_connection_info().addr().to_string());
         let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))

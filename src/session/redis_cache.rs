@@ -40,15 +40,22 @@ pub struct SessionCache {
     generation: AtomicU64,
     /// What session keys start with (`<redis_key_prefix>s:`); other keys name no session.
     key_prefix: String,
+    /// Counts Redis's invalidations of session keys (`tollgate_session_cache_invalidations`).
+    invalidations: prometheus_client::metrics::counter::Counter,
 }
 
 impl SessionCache {
-    /// An empty cache for sessions whose keys are `key_prefix` and the id.
-    pub fn new(key_prefix: String) -> Self {
+    /// An empty cache for sessions whose keys are `key_prefix` and the id; Redis's
+    /// invalidations of them are counted in `invalidations`.
+    pub fn new(
+        key_prefix: String,
+        invalidations: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Self {
             entries: quick_cache::sync::Cache::new(CAPACITY),
             generation: AtomicU64::new(0),
             key_prefix,
+            invalidations,
         }
     }
 
@@ -104,7 +111,10 @@ impl crate::redis_connection::Invalidations for SessionCache {
             .ok()
             .and_then(|key| key.strip_prefix(self.key_prefix.as_str()))
         {
-            Some(id) => SessionCache::invalidate(self, id),
+            Some(id) => {
+                SessionCache::invalidate(self, id);
+                self.invalidations.inc();
+            }
             // Another key: nothing kept changed, but a read in flight is not kept either.
             None => {
                 self.generation.fetch_add(1, Ordering::SeqCst);
@@ -147,7 +157,7 @@ mod tests {
 
     #[test]
     fn an_invalidation_removes_the_session_it_names() {
-        let cache = SessionCache::new("tollgate:s:".to_owned());
+        let cache = SessionCache::new("tollgate:s:".to_owned(), Default::default());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         cache.insert("b", Arc::from(&b"2"[..]), stored(2), cache.generation());
         invalidate(&cache, &["tollgate:s:a"]);
@@ -159,8 +169,19 @@ mod tests {
     }
 
     #[test]
+    fn invalidations_of_session_keys_are_counted_and_others_are_not() {
+        let counter = prometheus_client::metrics::counter::Counter::default();
+        let cache = SessionCache::new("tollgate:s:".to_owned(), counter.clone());
+        invalidate(
+            &cache,
+            &["tollgate:s:a", "tollgate:sub:alice", "tollgate:s:b"],
+        );
+        assert_eq!(counter.get(), 2);
+    }
+
+    #[test]
     fn a_read_that_raced_an_invalidation_is_not_kept() {
-        let cache = SessionCache::new("tollgate:s:".to_owned());
+        let cache = SessionCache::new("tollgate:s:".to_owned(), Default::default());
         let before_read = cache.generation();
         invalidate(&cache, &["tollgate:s:a"]);
         cache.insert("a", Arc::from(&b"old"[..]), stored(1), before_read);
@@ -171,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_flush_or_a_lost_connection_forgets_everything() {
-        let cache = SessionCache::new("tollgate:s:".to_owned());
+        let cache = SessionCache::new("tollgate:s:".to_owned(), Default::default());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         let before_read = cache.generation();
         cache.invalidate_all();
@@ -182,7 +203,7 @@ mod tests {
 
     #[test]
     fn other_keys_only_stop_reads_in_flight() {
-        let cache = SessionCache::new("tollgate:s:".to_owned());
+        let cache = SessionCache::new("tollgate:s:".to_owned(), Default::default());
         cache.insert("a", Arc::from(&b"1"[..]), stored(1), cache.generation());
         let before_read = cache.generation();
         invalidate(&cache, &["tollgate:sub:x"]);

@@ -66,7 +66,10 @@ impl RedisStore {
         sealer: Sealer,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
-        let cache = Arc::new(SessionCache::new(format!("{prefix}s:")));
+        let cache = Arc::new(SessionCache::new(
+            format!("{prefix}s:"),
+            metrics.session_cache_invalidations.clone(),
+        ));
         let connection = RedisConnection::new(
             target,
             ca,

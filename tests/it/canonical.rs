@@ -345,3 +345,40 @@ async fn tollgates_own_endpoints_refuse_a_target_that_disagrees_with_the_host() 
     assert_eq!(status, 302, "they agree");
     gateway.stop().await;
 }
+
+/// SPEC §4.1 for Tollgate's own endpoints: `//auth`, `/%61uth`, `/./auth` or
+/// `/public/../auth` is `/auth`, as the proxy reads it and as nginx in front would, so it is
+/// answered by Tollgate (200 for a valid bearer token, a redirect to the provider at
+/// `/signin`) and never proxied to the application under the route that claims everything.
+#[tokio::test]
+async fn own_endpoints_are_found_by_the_canonical_path() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let app_port = free_port();
+    let gateway = Gateway::start(&config(&idp, app_port)).await;
+    let _nginx = Nginx::start(&nginx_config(app_port, 1, &[]), &[app_port]).await;
+    let port = gateway.app.public_addr.port();
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    for path in [
+        "/auth",
+        "//auth",
+        "/%61uth",
+        "/./auth",
+        "/public/../auth",
+        "/x/%2e%2e/auth",
+    ] {
+        let (status, body) = raw_get(port, path, &[("Authorization", &bearer)]).await;
+        assert_eq!((status, served(&body)), (200, None), "{path}: {body}");
+    }
+    // No route here redirects to a login (`deny` and `pass`): a 302 is `/signin`'s.
+    for path in ["//signin?rd=/", "/%73ignin?rd=/", "/public/../signin?rd=/"] {
+        let (status, body) = raw_get(port, path, &[]).await;
+        assert_eq!((status, served(&body)), (302, None), "{path}: {body}");
+    }
+    // A path with no single reading is nobody's endpoint.
+    let (status, _) = raw_get(port, "/auth/%2F..", &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 400);
+    gateway.stop().await;
+}

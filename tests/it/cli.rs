@@ -146,6 +146,18 @@ provider = "corp"
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("warning"),
+        "Kubernetes' variables are not named"
+    );
+    // Spelt like an override of a section that does not exist: ignored (SPEC §2), but named.
+    let output = check(&[("TOLLGATE_SESSON__STORE", "redis")]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: TOLLGATE_SESSON__STORE: ignored: spelt like an override"),
+        "{stderr}"
+    );
     let output = check(&[("TOLLGATE_SESSION__NOPE", "1")]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

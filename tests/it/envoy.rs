@@ -33,7 +33,7 @@ async fn gateway(idp: &TestIdp, forward_auth_extra: &str) -> Gateway {
     .await
 }
 
-async fn client(gateway: &Gateway) -> AuthorizationClient<tonic::transport::Channel> {
+pub async fn client(gateway: &Gateway) -> AuthorizationClient<tonic::transport::Channel> {
     let address = gateway.app.grpc_addr.expect("grpc_listen is bound");
     AuthorizationClient::connect(format!("http://{address}"))
         .await
@@ -42,7 +42,7 @@ async fn client(gateway: &Gateway) -> AuthorizationClient<tonic::transport::Chan
 
 /// A Check as Envoy's filter builds it for `GET https://app.example.com<path>`: lower-case
 /// header names, pseudo-headers included, the route's `context_extensions`.
-fn check_request(path: &str, headers: &[(&str, &str)], rules: Option<&str>) -> CheckRequest {
+pub fn check_request(path: &str, headers: &[(&str, &str)], rules: Option<&str>) -> CheckRequest {
     let mut map: HashMap<String, String> = [
         (":authority", "app.example.com"),
         (":method", "GET"),

@@ -23,12 +23,12 @@ fn readme_yaml() -> Vec<String> {
         .collect()
 }
 
-fn indent(text: &str, spaces: usize) -> String {
+pub fn indent(text: &str, spaces: usize) -> String {
     let pad = " ".repeat(spaces);
     text.lines().map(|line| format!("{pad}{line}\n")).collect()
 }
 
-fn static_cluster(name: &str, port: u16) -> String {
+pub fn static_cluster(name: &str, port: u16) -> String {
     format!(
         "- name: {name}\n  type: STATIC\n  load_assignment:\n    cluster_name: {name}\n    \
          endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: \
@@ -36,7 +36,7 @@ fn static_cluster(name: &str, port: u16) -> String {
     )
 }
 
-fn listener(name: &str, port: u16, connection_manager: &str) -> String {
+pub fn listener(name: &str, port: u16, connection_manager: &str) -> String {
     format!(
         "- name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  \
          filter_chains:\n  - filters:\n    - name: envoy.filters.network.http_connection_manager\n      \
@@ -128,7 +128,7 @@ async fn setup() -> Setup {
 }
 
 /// `GET http://app.example.com<path>` through Envoy's listener on `port`.
-async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+pub async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -143,14 +143,14 @@ async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Respon
 }
 
 /// What the application received, when the request reached it.
-async fn upstream_saw(response: reqwest::Response, envoy: &Envoy) -> Value {
+pub async fn upstream_saw(response: reqwest::Response, envoy: &Envoy) -> Value {
     let status = response.status();
     let text = response.text().await.unwrap();
     assert_eq!(status, 200, "{text}\n{}", envoy.log());
     serde_json::from_str(&text).unwrap()
 }
 
-fn seen<'a>(echo: &'a Value, name: &str) -> Option<&'a Value> {
+pub fn seen<'a>(echo: &'a Value, name: &str) -> Option<&'a Value> {
     echo["headers"].get(name)
 }
 

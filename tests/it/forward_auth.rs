@@ -446,6 +446,48 @@ async fn keys_can_come_from_a_jwks_file() {
 }
 
 #[tokio::test]
+async fn a_jwks_file_with_no_usable_key_stops_the_start() {
+    let idp = TestIdp::start().await;
+    let dir = crate::support::scratch_dir("jwks-broken");
+    for (name, text) in [
+        ("empty.json", "{\"keys\": []}"),
+        ("garbage.json", "not json"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let text = Gateway::forward_auth_config(&idp, "", "").replace(
+            "jwks_refetch_interval",
+            &format!("jwks_file = \"{}\"\njwks_refetch_interval", path.display()),
+        );
+        let config = tollgate::config::load(&text, &Default::default()).unwrap();
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = tollgate::app::start(
+            config,
+            std::sync::Arc::new(tollgate::clock::SystemClock),
+            Some(public),
+            None,
+        )
+        .await;
+        match refused {
+            Err(tollgate::app::AppError::KeyFile { provider, source }) => {
+                assert_eq!(provider, "corp");
+                assert!(
+                    matches!(source, tollgate::oidc::ProviderError::BadResponse(_)),
+                    "{name}: {source}"
+                );
+            }
+            Err(other) => panic!("{name}: a jwks_file error expected, got {other}"),
+            Ok(_) => panic!("{name}: started with a jwks_file holding no usable key"),
+        }
+    }
+    assert_eq!(
+        idp.count("jwks"),
+        0,
+        "the file is read, jwks_uri never fetched"
+    );
+}
+
+#[tokio::test]
 async fn jwks_cache_control_is_honoured() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;

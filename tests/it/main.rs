@@ -14,7 +14,8 @@
 //!   `connections`: slow and idle clients, forged forwarding headers (SPEC §9).
 //! - `sessions`: server-side sessions, the admin API, back-channel logout;
 //!   `redis_sessions`: the Redis store standalone, Cluster and Sentinel, outages and failovers;
-//!   `refresh`: refresh once per session, rotation, failures.
+//!   `refresh`: refresh once per session, rotation, failures; `refresh_failover`: a Sentinel
+//!   master killed mid-refresh, its replica cut off by a frozen relay (SPEC §12).
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
 //! - `token_service_replicas`: two token-service replicas on one Redis (standalone, Cluster)
 //!   behave as one (SPEC §12).
@@ -43,12 +44,14 @@
 mod admin;
 mod canonical;
 mod cli;
+mod connection_limit;
 mod connections;
 mod envoy;
 mod envoy_proxy;
 mod explain;
 mod forward_auth;
 mod fuzz;
+mod istio;
 mod logging;
 mod login_flow;
 mod pages;
@@ -56,6 +59,7 @@ mod provider_faults;
 mod proxy;
 mod redis_sessions;
 mod refresh;
+mod refresh_failover;
 mod reload;
 mod rotation;
 mod sessions;

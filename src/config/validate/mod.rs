@@ -130,7 +130,13 @@ pub(super) fn load(
     }
     let routes: Vec<RouteConfig> = routes
         .into_iter()
-        .filter_map(|(path, raw)| checker.route(&path, raw, &providers))
+        .filter_map(|(path, raw)| {
+            let route = checker.route(&path, raw, &providers)?;
+            if forward_auth.is_some() {
+                checker.route_clear_of_envoy(&path, &route);
+            }
+            Some(route)
+        })
         .collect();
     if !routes.is_empty() && session.secrets.is_empty() {
         checker.problem(

@@ -9,6 +9,28 @@ use crate::config::{HeaderSource, OnUnauthenticated, ProviderConfig, RouteConfig
 use crate::policy::Requirements;
 
 impl Checker<'_> {
+    /// With forward-auth on, `/envoy/` and everything below it is Envoy's HTTP `ext_authz`
+    /// endpoint on every host (SPEC §4): a route at `/envoy` or below it would never see a
+    /// request, so it is refused rather than silently shadowed.
+    pub(super) fn route_clear_of_envoy(&mut self, path: &str, route: &RouteConfig) {
+        let envoy = crate::config::ENVOY_HTTP_PREFIX;
+        let shadowed = route
+            .path_prefix
+            .strip_prefix(envoy)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if shadowed {
+            self.problem(
+                format!("{path}.path_prefix"),
+                format!(
+                    "`{}` lies under `{envoy}/`, which is Envoy's ext_authz endpoint while \
+                     forward_auth is enabled: the route would never see its requests (serve the \
+                     application under another prefix, or disable forward_auth)",
+                    route.path_prefix
+                ),
+            );
+        }
+    }
+
     pub(super) fn route(
         &mut self,
         path: &str,

@@ -10,6 +10,9 @@ use crate::config::raw::RawServer;
 use crate::config::{ListenerTls, LogFormat, ServerConfig};
 use crate::login::redirect::AllowedRedirectDomain;
 
+/// `server.max_connections` when unset (SPEC §3).
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 impl Checker<'_> {
     pub(super) fn server(&mut self, raw: RawServer) -> ServerConfig {
         let listen = raw
@@ -109,6 +112,7 @@ impl Checker<'_> {
             }
         }
         let tls = self.listener_tls(raw.tls_cert_file, raw.tls_key_file);
+        let max_connections = self.max_connections(raw.max_connections);
         ServerConfig {
             listen,
             admin_listen,
@@ -121,6 +125,26 @@ impl Checker<'_> {
             header_read_timeout,
             keepalive_timeout,
             tls,
+            max_connections,
+        }
+    }
+
+    /// `max_connections`: a whole number from 1 up, as a TOML integer or (from an environment
+    /// override) its text; 10 000 when unset.
+    fn max_connections(&mut self, raw: Option<toml::Value>) -> usize {
+        const KEY: &str = "server.max_connections";
+        let number = match raw {
+            None => return DEFAULT_MAX_CONNECTIONS,
+            Some(toml::Value::Integer(number)) => Some(number),
+            Some(toml::Value::String(text)) => text.trim().parse::<i64>().ok(),
+            Some(_) => None,
+        };
+        match number.and_then(|number| usize::try_from(number).ok()) {
+            Some(number) if number >= 1 => number,
+            _ => {
+                self.problem(KEY, "must be a whole number of connections, at least 1");
+                DEFAULT_MAX_CONNECTIONS
+            }
         }
     }
 

@@ -4,12 +4,22 @@
 //! query string). A Check without `attributes.request.http` describes no request: it is
 //! refused with `INVALID_ARGUMENT`; everything else is answered with an HTTP outcome
 //! (malformed rules: a `denied_response` 400 naming the parameter, as `/auth` answers).
+//!
+//! Everything in a Check is what a proxy says about a request (its method, path, host,
+//! headers, rules), so a Check is answered only for a peer in `server.trusted_proxies`, the
+//! proxies whose `X-Original-*` / `X-Forwarded-*` and `X-Tollgate-Rules` the public listener
+//! believes; any other peer's Check fails with `PERMISSION_DENIED`. The peer is the TCP peer
+//! (Envoy), never `attributes.source.address` (Envoy's report of its client, which no
+//! forward-auth decision reads). The listener is served like the public one
+//! (`http::serve::serve_on_workers`: its timeouts and `server.max_connections`).
 
+use std::borrow::Cow;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue as EnvoyHeader, HeaderValueOption};
@@ -23,7 +33,6 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::rpc;
-use tokio::net::TcpListener;
 
 use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth, outcome_response, report};
 use crate::http::forwarded::OriginalRequest;
@@ -45,34 +54,41 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Serves Envoy's Check on `listener` until `shutdown` resolves, then lets calls in flight
-/// finish.
-///
-/// # Errors
-/// When the listener fails.
-pub async fn serve(
-    listener: TcpListener,
+/// The span name of a Check (OpenTelemetry's `<service>/<method>` for an RPC).
+const CHECK_SPAN: &str = "envoy.service.auth.v3.Authorization/Check";
+
+/// The Check service for one connection from `peer`, as a hyper service (gRPC over HTTP/2
+/// with prior knowledge), for `http::serve::serve_on_workers`.
+pub fn service(
     state: LiveState,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(
-            AuthorizationServer::new(EnvoyCheck { state }),
-            incoming,
-            shutdown,
-        )
-        .await
-        .map_err(std::io::Error::other)
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    let server = AuthorizationServer::new(EnvoyCheck { state, peer });
+    hyper::service::service_fn(move |request| {
+        let call = tower::ServiceExt::oneshot(server.clone(), request);
+        async move {
+            match call.await {
+                Ok(response) => Ok(response.map(axum::body::Body::new)),
+                Err(never) => match never {},
+            }
+        }
+    })
 }
 
 /// Where each Check finds the forward-auth state live when it arrives (a reloaded config
 /// answers the next Check).
 pub type LiveState = Arc<dyn Fn() -> Arc<ForwardAuthState> + Send + Sync>;
 
-/// The Check service over the forward-auth sub-state.
+/// The Check service over the forward-auth sub-state, for a connection from `peer`.
 struct EnvoyCheck {
     state: LiveState,
+    peer: SocketAddr,
 }
 
 #[tonic::async_trait]
@@ -81,34 +97,92 @@ impl Authorization for EnvoyCheck {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        let started = Instant::now();
         let state = (self.state)();
-        let state = &*state;
-        let check = request.into_inner();
-        let Some(attributes) = check.attributes else {
-            return Err(refuse_malformed(state, started, "attributes"));
+        let trusted = crate::http::forwarded::is_trusted(self.peer.ip(), &state.trusted_proxies);
+        let Some(telemetry) = &state.telemetry else {
+            return check(&state, trusted, self.peer, request).await;
         };
-        let Some(http) = attributes.request.and_then(|request| request.http) else {
-            return Err(refuse_malformed(state, started, "attributes.request.http"));
-        };
-        let rules = attributes
-            .context_extensions
-            .get(RULES)
-            .map_or("", String::as_str);
-        let headers = request_headers(&http);
-        let original = original_request(&http);
-        let outcome = decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await;
-        report(
-            state,
-            "envoy_grpc",
-            &outcome,
-            Some(&original),
-            Some(&headers),
-            started,
+        // A trusted Envoy's trace context comes in the call's metadata.
+        let mut span = telemetry.begin(
+            Cow::Borrowed(CHECK_SPAN),
+            "forward_auth",
+            &Method::POST,
+            request.metadata().as_ref(),
+            trusted,
         );
-        let remove = super::headers_to_remove(state, rules, &outcome);
-        Ok(tonic::Response::new(answer(outcome, &remove).await))
+        span.attribute("rpc.system", "grpc");
+        span.attribute("rpc.service", "envoy.service.auth.v3.Authorization");
+        span.attribute("rpc.method", "Check");
+        crate::telemetry::within(span, check(&state, trusted, self.peer, request), |answer| {
+            match answer {
+                Ok(response) => answered_status(response.get_ref()),
+                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    StatusCode::FORBIDDEN
+                }
+                Err(_) => StatusCode::BAD_REQUEST,
+            }
+        })
+        .await
     }
+}
+
+/// The HTTP status a Check answer makes Envoy give (200 when allowed).
+fn answered_status(response: &CheckResponse) -> StatusCode {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied
+            .status
+            .as_ref()
+            .and_then(|status| u16::try_from(status.code).ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::FORBIDDEN),
+        _ => StatusCode::OK,
+    }
+}
+
+/// One Check from `peer` (`trusted` when it is in `server.trusted_proxies`).
+async fn check(
+    state: &ForwardAuthState,
+    trusted: bool,
+    peer: SocketAddr,
+    request: tonic::Request<CheckRequest>,
+) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+    let started = Instant::now();
+    if !trusted {
+        let reason = format!(
+            "a Check from {}, which is not in server.trusted_proxies",
+            peer.ip()
+        );
+        let outcome = Outcome::Reject(
+            crate::http::rejection::Rejection::Forbidden(reason.clone()),
+            reason.clone(),
+        );
+        report(state, "envoy_grpc", &outcome, None, None, started);
+        return Err(tonic::Status::permission_denied(reason));
+    }
+    let check = request.into_inner();
+    let Some(attributes) = check.attributes else {
+        return Err(refuse_malformed(state, started, "attributes"));
+    };
+    let Some(http) = attributes.request.and_then(|request| request.http) else {
+        return Err(refuse_malformed(state, started, "attributes.request.http"));
+    };
+    let rules = attributes
+        .context_extensions
+        .get(RULES)
+        .map_or("", String::as_str);
+    let headers = request_headers(&http);
+    let original = original_request(&http);
+    let outcome = decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await;
+    report(
+        state,
+        "envoy_grpc",
+        &outcome,
+        Some(&original),
+        Some(&headers),
+        started,
+    );
+    let remove = super::headers_to_remove(state, rules, &outcome);
+    Ok(tonic::Response::new(answer(outcome, &remove).await))
 }
 
 /// A Check that describes no HTTP request: `INVALID_ARGUMENT` naming what is missing, with the

@@ -20,7 +20,7 @@ use crate::http::rejection::Rejection;
 use crate::policy::Trace;
 
 /// The prefix Envoy's `path_prefix` adds to the original path.
-pub const PREFIX: &str = "/envoy";
+pub const PREFIX: &str = crate::config::ENVOY_HTTP_PREFIX;
 
 /// The request header carrying the rules.
 pub static X_TOLLGATE_RULES: HeaderName = HeaderName::from_static("x-tollgate-rules");

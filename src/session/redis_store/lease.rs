@@ -23,10 +23,13 @@ impl RedisStore {
         format!("{}:refreshing", self.key(id))
     }
 
-    /// Takes the refresh lease of session `id` for `hold`, unless another holder has it.
+    /// Takes the refresh lease of session `id` for `hold`, unless another holder has it. The
+    /// lease is confirmed like a logout (a replica has it when the master has replicas): a
+    /// lease lost in a failover would let another replica present the refresh token this one
+    /// is about to spend.
     ///
     /// # Errors
-    /// `Unavailable`.
+    /// `Unavailable`, also when no replica acknowledged the lease (it is given back then).
     pub async fn take_lease(
         &self,
         id: &str,
@@ -34,17 +37,27 @@ impl RedisStore {
         hold: Duration,
     ) -> Result<bool, StoreError> {
         let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
-        let taken: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.lease_key(id))
-                    .arg(holder)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis),
-            )
-            .await?;
-        Ok(taken.is_some())
+        let key = self.lease_key(id);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(&key)
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis);
+        match self
+            .connection
+            .query_confirmed::<(Option<String>,)>(key.as_bytes(), &pipeline)
+            .await
+        {
+            Ok((taken,)) => Ok(taken.is_some()),
+            Err(error) => {
+                // No refresh on a lease a failover may lose: give it back (only ours goes).
+                let _ = self.release_lease(id, holder).await;
+                Err(self.failed(&error))
+            }
+        }
     }
 
     /// Whether some replica holds the refresh lease of session `id`.

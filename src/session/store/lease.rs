@@ -165,4 +165,45 @@ impl Sessions {
             }
         }
     }
+
+    /// After a refresh whose write no replica confirmed (the master may have taken it alone
+    /// and may yet be lost in a failover): writes `refreshed` again, over the spent session or
+    /// over its own unconfirmed copy, until a replica confirms it. Done (`Ok`) also when the
+    /// store holds something else by now (a later refresh, or the session ended), and for
+    /// stores without replicas.
+    ///
+    /// # Errors
+    /// The store is unavailable or did not confirm; the caller tries again.
+    pub async fn confirm_refreshed(
+        &self,
+        cookies: &Cookies<'_>,
+        spent: &str,
+        refreshed: &Session,
+        now: UnixTime,
+    ) -> Result<(), SessionError> {
+        let SessionBackend::Redis(store) = &self.backend else {
+            return Ok(());
+        };
+        let id = self.request_id(cookies)?;
+        let Some((seen, current)) = store.get_fresh(&id).await? else {
+            return Ok(());
+        };
+        let holds = current.session.refresh_token.as_deref();
+        if holds != Some(spent) && holds != refreshed.refresh_token.as_deref() {
+            return Ok(());
+        }
+        let stored = StoredSession {
+            session: Arc::new(refreshed.clone()),
+            last_seen: now,
+        };
+        let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
+        if store.compare_and_set(&id, &seen, &stored, ttl).await? {
+            Ok(())
+        } else {
+            Err(crate::session::error::StoreError::Unavailable(
+                "the session changed while its refresh was confirmed".to_owned(),
+            )
+            .into())
+        }
+    }
 }

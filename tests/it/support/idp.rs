@@ -116,6 +116,8 @@ struct Inner {
     last_tokens: Mutex<Option<(String, String)>>,
     /// Refresh tokens that may still be used (rotation: each use replaces it).
     refresh_tokens: Mutex<std::collections::HashSet<String>>,
+    /// Every refresh token presented to the refresh grant, in order.
+    presented_refresh_tokens: Mutex<Vec<String>>,
     refresh_counter: AtomicUsize,
     /// Seconds this provider's clock is ahead of the real one (to follow a `ManualClock`).
     clock_offset: std::sync::atomic::AtomicI64,
@@ -213,6 +215,7 @@ impl TestIdp {
             last_client_auth: Mutex::new(None),
             last_tokens: Mutex::new(None),
             refresh_tokens: Mutex::new(std::collections::HashSet::new()),
+            presented_refresh_tokens: Mutex::new(Vec::new()),
             refresh_counter: AtomicUsize::new(0),
             clock_offset: std::sync::atomic::AtomicI64::new(0),
             user_claims: Mutex::new(user),
@@ -311,6 +314,11 @@ impl TestIdp {
     /// The access token and refresh token the last login (code exchange) was given.
     pub fn last_tokens(&self) -> Option<(String, String)> {
         self.inner.last_tokens.lock().unwrap().clone()
+    }
+
+    /// Every refresh token presented to the refresh grant so far, in order (spent ones too).
+    pub fn presented_refresh_tokens(&self) -> Vec<String> {
+        self.inner.presented_refresh_tokens.lock().unwrap().clone()
     }
 }
 
@@ -618,6 +626,11 @@ fn new_refresh_token(inner: &Inner) -> String {
 /// The refresh grant with rotation: a used refresh token is spent.
 fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     count(inner, "refresh");
+    inner
+        .presented_refresh_tokens
+        .lock()
+        .unwrap()
+        .push(presented.clone());
     if let Some(status) = inner.misbehaviour.lock().unwrap().refresh_status {
         return (
             StatusCode::from_u16(status).unwrap(),

@@ -534,6 +534,14 @@ impl RedisSentinel {
     /// master cannot be demoted (`REPLICAOF` is disabled on it), as when a partition keeps
     /// the sentinels from reaching it: after a failover it stays a master that takes writes.
     pub async fn start_with_replica() -> Self {
+        Self::start_with_replica_from(|port| async move { port }).await
+    }
+
+    /// As [`Self::start_with_replica`], the replica replicating from the port `upstream`
+    /// gives for the master's (a relay in between, say).
+    pub async fn start_with_replica_from<F: std::future::Future<Output = u16>>(
+        upstream: impl FnOnce(u16) -> F,
+    ) -> Self {
         let master = RedisServer::with_args(&[
             "--rename-command",
             "REPLICAOF",
@@ -544,7 +552,7 @@ impl RedisSentinel {
         ])
         .await;
         let mut set = Self::watching(master, None, false).await;
-        let master_port = set.master.port.to_string();
+        let master_port = upstream(set.master.port).await.to_string();
         let replica =
             RedisServer::with_args(&["--replicaof", "127.0.0.1", master_port.as_str()]).await;
         let replica_port = format!("{}", replica.port);

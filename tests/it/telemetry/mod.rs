@@ -2,141 +2,24 @@
 //! with the published OpenTelemetry protobuf messages; W3C `traceparent` trust and propagation
 //! to upstreams; nothing exported or added when the section is absent.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message as _;
 use serde_json::Value;
 
 use crate::support::gateway::SESSION_SECRET;
 use crate::support::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET};
+use crate::support::otlp::{Collector, attribute, hex, texts};
 use crate::support::{Gateway, TestIdp, TestUpstream, free_port};
 
 /// A client's trace: what a trusted proxy in front of Tollgate would send.
-const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+pub const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-fn client_traceparent() -> String {
+pub fn client_traceparent() -> String {
     format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
 }
 
-/// Spans received, each with its resource's `service.name`.
-type Received = Arc<Mutex<Vec<(String, Span)>>>;
-
-/// An OTLP/HTTP trace receiver: `POST /v1/traces` with a protobuf
-/// `ExportTraceServiceRequest`; keeps every span with its resource's `service.name`.
-struct Collector {
-    addr: SocketAddr,
-    received: Received,
-}
-
-impl Collector {
-    async fn start() -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new()
-            .route("/v1/traces", post(receive))
-            .with_state(received.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, received }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn spans(&self) -> Vec<(String, Span)> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-async fn receive(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> Response {
-    if headers
-        .get(header::CONTENT_TYPE)
-        .map(|value| value.as_bytes())
-        != Some(b"application/x-protobuf")
-    {
-        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
-    }
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let mut received = received.lock().unwrap();
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|resource| {
-                resource
-                    .attributes
-                    .iter()
-                    .find(|attribute| attribute.key == "service.name")
-            })
-            .and_then(|attribute| text(attribute.value.as_ref()?.value.as_ref()?))
-            .unwrap_or_default();
-        for scope_spans in resource_spans.scope_spans {
-            for span in scope_spans.spans {
-                received.push((service.clone(), span));
-            }
-        }
-    }
-    (
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
-}
-
-fn text(value: &AnyValue) -> Option<String> {
-    match value {
-        AnyValue::StringValue(text) => Some(text.clone()),
-        AnyValue::IntValue(number) => Some(number.to_string()),
-        AnyValue::BoolValue(flag) => Some(flag.to_string()),
-        _ => None,
-    }
-}
-
-/// A span attribute as text (`None` when absent).
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .and_then(|attribute| text(attribute.value.as_ref()?.value.as_ref()?))
-}
-
-/// Every text a span carries: its name and all its attribute values.
-fn texts(span: &Span) -> Vec<String> {
-    let mut all = vec![span.name.clone()];
-    all.extend(
-        span.attributes
-            .iter()
-            .filter_map(|attribute| text(attribute.value.as_ref()?.value.as_ref()?)),
-    );
-    all
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 fn telemetry_section(collector: &Collector) -> String {
-    format!(
-        "[telemetry]\notlp_endpoint = \"{}\"\nservice_name = \"tollgate-test\"\n",
-        collector.endpoint()
-    )
+    collector.section()
 }
 
 /// Tollgate with a bearer-token route to `upstream`, `server_extra` in `[server]` and `extra`
@@ -502,4 +385,47 @@ async fn an_unreachable_collector_fails_no_request_and_does_not_stop_shutdown() 
     }
     assert_eq!(allowed, 50);
     gateway.stop().await;
+}
+
+mod dropped;
+mod every_request;
+
+#[tokio::test]
+async fn a_request_whose_client_goes_away_still_exports_its_span_without_a_status() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let collector = Collector::start().await;
+    let gateway = Gateway::start(
+        &proxy_config(&idp, &upstream, "", &telemetry_section(&collector))
+            .replace("path_prefix = \"/app\"", "path_prefix = \"/slow\""),
+    )
+    .await;
+    // The upstream's /slow answers after 5 s; the client gives up long before.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = client
+        .get(gateway.url("/slow"))
+        .bearer_auth(idp.access_token().sign())
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out");
+    gateway.stop().await;
+
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0].1;
+    assert_eq!(span.name, "GET /slow");
+    assert_eq!(attribute(span, "http.route").as_deref(), Some("/slow"));
+    assert_eq!(attribute(span, "tollgate.role").as_deref(), Some("proxy"));
+    assert_eq!(
+        attribute(span, "tollgate.credential").as_deref(),
+        Some("bearer")
+    );
+    assert_eq!(
+        attribute(span, "http.response.status_code"),
+        None,
+        "{span:#?}"
+    );
 }

@@ -1,0 +1,172 @@
+//! SPEC §12: a Redis Sentinel master killed in the middle of a refresh loses no session. The
+//! replica replicates through a relay the test freezes (a partition the master does not see:
+//! the replica stays connected, nothing reaches it, no acknowledgement comes back), so the
+//! refreshed session reaches the master alone; then the master is killed outright and
+//! Sentinel promotes the replica, which never had the refreshed session. The provider rotates
+//! refresh tokens and answers `invalid_grant` to a spent one, like oidc-provider.
+
+use crate::refresh::{advance, config, cookie_header};
+use crate::support::idp::Misbehaviour;
+use crate::support::redis::{RedisSentinel, wait_until};
+use crate::support::relay::Relay;
+use crate::support::{Browser, Gateway, TestIdp};
+
+/// The refresh's lease reached the replica; its result did not (the relay froze while the
+/// provider was answering); the master is killed. The replica that refreshed answers 503 and
+/// writes its result again, holding the lease, until the promoted master has it; the other
+/// replica waits for it instead of presenting the spent refresh token, and is then served the
+/// refreshed session. The provider is offered each refresh token once.
+#[tokio::test]
+async fn a_refresh_only_the_killed_master_had_is_written_to_the_promoted_replica() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let relay = std::sync::Arc::new(std::sync::Mutex::new(None::<Relay>));
+    let slot = relay.clone();
+    let mut sentinel = RedisSentinel::start_with_replica_from(|master| async move {
+        let relay = Relay::to(master).await;
+        let port = relay.port;
+        *slot.lock().unwrap() = Some(relay);
+        port
+    })
+    .await;
+    let relay = relay.lock().unwrap().take().unwrap();
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", sentinel.url()),
+    );
+    let refreshing_replica = Gateway::start_with_clock(&text, clock.clone()).await;
+    let other_replica = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &refreshing_replica).await;
+    let (_, login_refresh_token) = idp.last_tokens().unwrap();
+    idp.misbehave(Misbehaviour {
+        refresh_delay_ms: Some(1500),
+        ..Default::default()
+    });
+    advance(&clock, &idp, 250);
+    let cookie = cookie_header(&browser);
+    let refreshing = refreshing_replica
+        .get("/auth")
+        .header("cookie", &cookie)
+        .send();
+    let refreshing = tokio::spawn(async move { refreshing.await.unwrap().status().as_u16() });
+    wait_until(
+        || idp.count("refresh") == 1,
+        "the refresh to reach the provider",
+    )
+    .await;
+    // The provider has spent the login's refresh token; its answer is on the way. From now on
+    // the master's writes stop at the relay.
+    relay.freeze();
+    assert_eq!(
+        refreshing.await.unwrap(),
+        503,
+        "no replica acknowledged the refreshed session"
+    );
+    sentinel.master.kill();
+    let replica_port = sentinel.replica.as_ref().unwrap().port;
+    wait_until(
+        || sentinel.master_port() == Some(replica_port),
+        "the sentinel to promote the replica",
+    )
+    .await;
+    // The login's access token has expired: only a refreshed session can serve now.
+    advance(&clock, &idp, 100);
+    // While the promoted master settles and the refreshed session is written to it, the other
+    // replica may answer 503 (the store did not answer) or 502 (a refresh in flight elsewhere
+    // did not finish); any other answer is the one that counts.
+    let mut statuses = Vec::new();
+    for _ in 0..160 {
+        let status = other_replica
+            .get("/auth")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        statuses.push(status);
+        if status != 503 && status != 502 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "the other replica is served the refreshed session: {statuses:?}"
+    );
+    let presented = idp.presented_refresh_tokens();
+    assert_eq!(
+        presented,
+        vec![login_refresh_token],
+        "the provider was offered the login's refresh token once and never again"
+    );
+    let again = other_replica
+        .get("/auth")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "the session lives on");
+    assert_eq!(idp.count("refresh"), 1);
+}
+
+/// SPEC §12: a master whose replica has just gone (what a Sentinel failover looks like from
+/// the old master, which takes writes until it is demoted and loses them then) confirms
+/// nothing alone: a logout there is 503, and a refresh due there is not started (its lease
+/// could be lost with the old master), the session served meanwhile while it is valid.
+#[tokio::test]
+async fn a_master_whose_replica_just_left_confirms_no_logout_and_starts_no_refresh() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let master = crate::support::redis::RedisServer::standalone().await;
+    let replica = crate::support::redis::RedisServer::replica_of(&master).await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", master.url()),
+    );
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut leaving = Browser::new();
+    crate::support::gateway::signed_in(&mut leaving, &gateway).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(
+        leaving.get(&gateway.url("/signout")).await.status(),
+        302,
+        "a logout the replica acknowledged"
+    );
+    // The replica is promoted: the master no longer has one.
+    replica.cli(&["replicaof", "no", "one"]);
+    wait_until(
+        || {
+            master
+                .cli(&["info", "replication"])
+                .contains("connected_slaves:0")
+        },
+        "the master to lose its replica",
+    )
+    .await;
+    advance(&clock, &idp, 250);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        200,
+        "the session serves while its access token is valid"
+    );
+    assert_eq!(
+        idp.count("refresh"),
+        0,
+        "no refresh on a lease only the old master has"
+    );
+    assert_eq!(
+        browser.get(&gateway.url("/signout")).await.status(),
+        503,
+        "a logout only the old master has is not done"
+    );
+}
