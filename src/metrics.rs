@@ -109,7 +109,34 @@ pub struct Metrics {
     /// Trace spans dropped instead of exported, by reason.
     trace_spans_dropped: Family<DroppedSpanLabels, Counter>,
     /// Handles to the hot `requests` series, resolved once so the decision path takes no lock.
-    hot_requests: std::collections::HashMap<(&'static str, &'static str), Counter>,
+    hot_requests: std::collections::HashMap<
+        (&'static str, &'static str),
+        Counter,
+        std::hash::BuildHasherDefault<Fnv>,
+    >,
+}
+
+/// FNV-1a, for `hot_requests`: its keys are two short words of the code's own (never a
+/// caller's text), so SipHash's defence against chosen keys buys nothing on every request.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// The `requests` series of the forward-auth and validate paths.
@@ -285,14 +312,35 @@ impl Metrics {
     /// Records a refusal by `role`: its one count in `tollgate_requests_total` and its one
     /// log line (`warn` when the operator should look at it, else `info`).
     pub fn refused(&self, role: &'static str, refusal: &dyn crate::http::rejection::Refused) {
+        self.refused_request(
+            crate::logging::decision::Decision {
+                role,
+                ..Default::default()
+            },
+            refusal,
+        );
+    }
+
+    /// `refused`, with what else the line says about the request (`line.role`, its route, its
+    /// request id); its result and reason are the refusal's.
+    pub fn refused_request(
+        &self,
+        line: crate::logging::decision::Decision<'_>,
+        refusal: &dyn crate::http::rejection::Refused,
+    ) {
         let result = refusal.label();
-        self.request(role, result);
+        self.request(line.role, result);
         let reason = refusal.reason();
         crate::telemetry::with_current(|span| span.reason(&reason));
+        let line = crate::logging::decision::Decision {
+            result,
+            reason: Some(&reason),
+            ..line
+        };
         if refusal.is_failure() {
-            tracing::warn!(role, result, reason = %reason, "decision");
+            crate::log_decision!(warn, line);
         } else {
-            tracing::info!(role, result, reason = %reason, "decision");
+            crate::log_decision!(info, line);
         }
     }
 

@@ -180,7 +180,14 @@ impl PublicService {
         // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
         let accept = request.headers().get(header::ACCEPT).cloned();
         let response = if !self.proxy.routes.is_empty() && own.is_none() {
-            crate::proxy::handle(&self.proxy, peer, request.map(Body::new)).await
+            // Boxed apart: the proxy's future is many kilobytes, and as a part of this one it
+            // made every request (`/ping`, `/auth`, …) copy all of it into its box.
+            Box::pin(crate::proxy::handle(
+                &self.proxy,
+                peer,
+                request.map(Body::new),
+            ))
+            .await
         } else if let Err(error) = self.target_agrees_with_host(&request) {
             crate::http::rejection::Rejection::BadRequest(error.to_string()).into_response()
         } else {

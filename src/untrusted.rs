@@ -10,24 +10,43 @@ pub const MAX_CHARS: usize = 64;
 /// and bidirectional overrides escaped as `\u{…}`.
 pub fn bounded(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_CHARS * 2));
+    // Writing to a `String` cannot fail.
+    let _ = write_bounded(text, &mut out);
+    out
+}
+
+/// `bounded(text)` written to `out`, without building a `String` (the decision log line).
+///
+/// # Errors
+/// Only `out`'s own.
+pub fn write_bounded(text: &str, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    // Most text is short and plain: written as it is.
+    if text.len() <= MAX_CHARS && text.bytes().all(|byte| (b' '..0x7f).contains(&byte)) {
+        return out.write_str(text);
+    }
     let mut written = 0;
     for character in text.chars() {
         let escaped = is_unsafe(character).then(|| character.escape_unicode());
         let width = escaped.clone().map_or(1, Iterator::count);
         if written + width > MAX_CHARS {
-            out.push('…');
-            break;
+            return out.write_char('…');
         }
         written += width;
         match escaped {
-            Some(escaped) => out.extend(escaped),
-            None => out.push(character),
+            Some(escaped) => {
+                for part in escaped {
+                    out.write_char(part)?;
+                }
+            }
+            None => out.write_char(character)?,
         }
     }
-    out
+    Ok(())
 }
 
-fn is_unsafe(character: char) -> bool {
+/// Whether `character` is escaped in a log line: a control character, or a bidirectional or
+/// invisible formatting one.
+pub fn is_unsafe(character: char) -> bool {
     character.is_control()
         || matches!(
             character,

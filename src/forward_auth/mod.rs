@@ -20,6 +20,7 @@ use crate::identity::{
     authenticate_traced, bearer_token,
 };
 use crate::issuer::TokenService;
+use crate::logging::decision::Decision as DecisionLine;
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use crate::policy::{AuthQuery, Decision, Trace, decide_traced};
@@ -106,7 +107,14 @@ pub async fn auth(
         &mut Trace::off(),
     )
     .await;
-    report(&state, "auth", &outcome, original.as_ref(), started);
+    report(
+        &state,
+        "auth",
+        &outcome,
+        original.as_ref(),
+        Some(headers),
+        started,
+    );
     outcome_response(outcome)
 }
 
@@ -117,6 +125,7 @@ fn report(
     via: &'static str,
     outcome: &Outcome,
     original: Option<&OriginalRequest>,
+    headers: Option<&HeaderMap>,
     started: Instant,
 ) {
     state.metrics.decision_seconds.observe(started.elapsed());
@@ -131,39 +140,33 @@ fn report(
             span.path(raw_path);
         }
     });
-    // The original path is the client's text: bounded and escaped before it is logged.
-    let path = crate::untrusted::bounded(
-        original
-            .and_then(|request| request.raw_path.as_deref())
-            .unwrap_or("-"),
-    );
+    let mut decision = DecisionLine {
+        role: "forward_auth",
+        via: Some(via),
+        // The original path is the client's text: the line drops its query (which can carry
+        // `code=` or `access_token=`), bounds and escapes the rest.
+        path: Some(
+            original
+                .and_then(|request| request.raw_path.as_deref())
+                .unwrap_or("-"),
+        ),
+        request_id: headers.and_then(crate::http::request_id),
+        ..DecisionLine::default()
+    };
     match outcome {
         Outcome::Allow(_, credential, _) => {
-            state.metrics.request("forward_auth", "allow");
-            tracing::info!(
-                role = "forward_auth",
-                via,
-                result = "allow",
-                credential,
-                path = %path,
-                "decision"
-            );
+            decision.result = "allow";
+            decision.credential = Some(credential);
         }
-        Outcome::Skip => {
-            state.metrics.request("forward_auth", "skip");
-            tracing::info!(role = "forward_auth", via, result = "skip", path = %path, "decision");
-        }
-        Outcome::Redirect(_) => {
-            state.metrics.request("forward_auth", "redirect");
-            tracing::info!(role = "forward_auth", via, result = "redirect", path = %path, "decision");
-        }
+        Outcome::Skip => decision.result = "skip",
+        Outcome::Redirect(_) => decision.result = "redirect",
         Outcome::Reject(rejection, reason) => {
-            state
-                .metrics
-                .request("forward_auth", rejection.result_label());
-            tracing::info!(role = "forward_auth", via, result = rejection.result_label(), reason = %reason, path = %path, "decision");
+            decision.result = rejection.result_label();
+            decision.reason = Some(reason);
         }
     }
+    state.metrics.request("forward_auth", decision.result);
+    crate::log_decision!(info, decision);
 }
 
 /// The HTTP answer `/auth` gives for an outcome.
@@ -435,6 +438,7 @@ async fn token_identity(
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.
 pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
+    let request_id = crate::http::request_id(&headers);
     let result = token_identity(&state, &headers).await;
     state.metrics.decision_seconds.observe(started.elapsed());
     match result {
@@ -446,7 +450,15 @@ pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: Heade
                 .map_or(0, |exp| exp - now)
                 .clamp(0, MAX_VALIDATE_CACHE);
             state.metrics.request("validate", "allow");
-            tracing::info!(role = "validate", result = "allow", "decision");
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    role: "validate",
+                    result: "allow",
+                    request_id,
+                    ..DecisionLine::default()
+                }
+            );
             // `private`: a shared cache must not give one caller's answer to another; `Vary`:
             // the answer is for these credentials only.
             let cache_control = HeaderValue::from_str(&format!("private, max-age={left}"))
@@ -466,7 +478,16 @@ pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: Heade
         Err((rejection, reason)) => {
             state.metrics.request("validate", rejection.result_label());
             crate::telemetry::with_current(|span| span.reason(&reason));
-            tracing::info!(role = "validate", result = rejection.result_label(), reason = %reason, "decision");
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    role: "validate",
+                    result: rejection.result_label(),
+                    reason: Some(&reason),
+                    request_id,
+                    ..DecisionLine::default()
+                }
+            );
             rejection.into_response()
         }
     }

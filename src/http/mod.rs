@@ -57,3 +57,11 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || wants_json
         || headers.contains_key("x-requested-with")
 }
+
+/// The request's `X-Request-Id` (set by ingress-nginx, Envoy and others), for its decision
+/// log line: the client's text, which the line bounds and escapes.
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+}

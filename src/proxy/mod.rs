@@ -22,6 +22,7 @@ use crate::http::canonical::{canonical_path, request_host};
 use crate::http::forwarded::{RequestBases, is_trusted};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{BearerTokens, Identity, IdentityError, SessionSource, authenticate_traced};
+use crate::logging::decision::Decision as DecisionLine;
 use crate::login::LoginFlow;
 use crate::login::redirect::validate_redirect;
 use crate::metrics::Metrics;
@@ -75,7 +76,13 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
         Ok(std::borrow::Cow::Owned(path)) => Some(path),
-        Err(error) => return refuse(state, Rejection::BadRequest(error.to_string())),
+        Err(error) => {
+            return refuse(
+                state,
+                Rejection::BadRequest(error.to_string()),
+                request.headers(),
+            );
+        }
     };
     if let Some(path) = path {
         // `/public/../admin` is handled, and forwarded, as `/admin`; the query goes as sent.
@@ -86,7 +93,11 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
         match target.parse::<axum::http::Uri>() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
-                return refuse(state, Rejection::BadRequest("invalid path".to_owned()));
+                return refuse(
+                    state,
+                    Rejection::BadRequest("invalid path".to_owned()),
+                    request.headers(),
+                );
             }
         }
     }
@@ -106,10 +117,18 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
         Ok(Some(route)) => route,
         Ok(None) => {
             state.metrics.request("proxy", "no_route");
-            tracing::info!(role = "proxy", result = "no_route", "decision");
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    role: "proxy",
+                    result: "no_route",
+                    request_id: crate::http::request_id(request.headers()),
+                    ..DecisionLine::default()
+                }
+            );
             return crate::http::pages::not_found();
         }
-        Err(rejection) => return refuse(state, rejection),
+        Err(rejection) => return refuse(state, rejection, request.headers()),
     };
     crate::telemetry::with_current(|span| {
         span.route(request.method(), &route.path_prefix);
@@ -121,14 +140,30 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
     // and is replaced or removed before the request goes upstream.
     strip_client_identity_headers(route, request.headers_mut());
+    // Kept for the decision line (a reference count, no copy): the request goes upstream.
+    let request_id = request.headers().get("x-request-id").cloned();
     let outcome = serve_route(state, route, peer, request).await;
+    let line = DecisionLine {
+        role: "proxy",
+        route: Some((route.host.as_deref().unwrap_or(""), &route.path_prefix)),
+        request_id: request_id.as_ref().and_then(|id| id.to_str().ok()),
+        ..DecisionLine::default()
+    };
     match outcome {
-        Ok((response, result)) => {
+        Ok((response, result, credential)) => {
             state.metrics.request("proxy", result);
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    result,
+                    credential,
+                    ..line
+                }
+            );
             response
         }
         Err(refusal) => {
-            state.metrics.refused("proxy", &refusal);
+            state.metrics.refused_request(line, &refusal);
             refusal.into_response()
         }
     }
@@ -146,13 +181,20 @@ pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMa
 }
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.
-fn refuse(state: &ProxyState, rejection: Rejection) -> Response {
+fn refuse(state: &ProxyState, rejection: Rejection, headers: &HeaderMap) -> Response {
     let refusal = Refusal::from(rejection);
-    state.metrics.refused("proxy", &refusal);
+    let line = DecisionLine {
+        role: "proxy",
+        request_id: crate::http::request_id(headers),
+        ..DecisionLine::default()
+    };
+    state.metrics.refused_request(line, &refusal);
     refusal.into_response()
 }
 
-type RouteResult = Result<(Response, &'static str), Refusal>;
+/// The response, the decision's `result` label and, when an identity was established, its
+/// credential; or the refusal.
+type RouteResult = Result<(Response, &'static str, Option<&'static str>), Refusal>;
 
 /// What a route does with a request, decided before anything is sent or started.
 pub enum RouteDecision {
@@ -358,18 +400,12 @@ async fn serve_route(
             let query = request.uri().query().map(str::to_owned);
             logout(state, peer, request.headers(), query.as_deref())
                 .await
-                .map(|response| (response, "logout"))
+                .map(|response| (response, "logout", None))
         }
         RouteDecision::Skip => send(state, route, peer, &base, request, Vec::new())
             .await
-            .map(|response| (response, "skip")),
+            .map(|response| (response, "skip", None)),
         RouteDecision::Allow(identity, identity_headers) => {
-            tracing::info!(
-                role = "proxy",
-                result = "allow",
-                credential = identity.credential.as_str(),
-                "decision"
-            );
             crate::telemetry::with_current(|span| span.credential(identity.credential.as_str()));
             let mut response = send(state, route, peer, &base, request, identity_headers).await?;
             for cookie in &identity.set_cookies {
@@ -377,7 +413,7 @@ async fn serve_route(
                     response.headers_mut().append(header::SET_COOKIE, value);
                 }
             }
-            Ok((response, "allow"))
+            Ok((response, "allow", Some(identity.credential.as_str())))
         }
         RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {
             // Seed 000: the request goes upstream as it is; only a 401 starts the login.
@@ -389,16 +425,16 @@ async fn serve_route(
             if response.status() != StatusCode::UNAUTHORIZED
                 || crate::http::is_api_call(&method, &headers)
             {
-                return Ok((response, "pass"));
+                return Ok((response, "pass", None));
             }
             let login =
                 crate::login::begin_login(&state.login, provider, &base, &headers, target, "proxy")
                     .await?;
-            Ok((login, "login_redirect"))
+            Ok((login, "login_redirect", None))
         }
         RouteDecision::Pass(_) => send(state, route, peer, &base, request, Vec::new())
             .await
-            .map(|response| (response, "pass")),
+            .map(|response| (response, "pass", None)),
         RouteDecision::Login => {
             let provider = route_provider(state, route)?;
             let target = return_target(&request);
@@ -411,7 +447,7 @@ async fn serve_route(
                 "proxy",
             )
             .await?;
-            Ok((response, "login_redirect"))
+            Ok((response, "login_redirect", None))
         }
     }
 }

@@ -80,3 +80,148 @@ async fn a_log_reader_that_stopped_reading_never_stalls_requests() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The decision line of `/auth`, `/validate` and a proxied request, as `tollgate serve` writes
+/// it (JSON): every field it has for the request (role, route, result, reason, credential
+/// kind, request id), the original path without its query, and never a token or the query's
+/// secrets (`code=`, `access_token=`).
+#[tokio::test]
+async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
+    let dir = crate::support::scratch_dir("log-fields");
+    let (public, admin, dead) = (free_port(), free_port(), free_port());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nlog_format = \"json\"\n\
+             [session]\nsecrets = [\"a-log-test-session-secret-a-log-test\"]\n\
+             [[provider]]\nname = \"p\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
+             [forward_auth]\nprovider = \"p\"\n\
+             [[route]]\nhost = \"app.example.com\"\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:{dead}\"\nprovider = \"p\"\non_unauthenticated = \"pass\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("TOLLGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{public}");
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/ping")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "tollgate did not start");
+
+    let token = "eyJhbGciOiJSUzI1NiJ9.SECRET-BEARER-CLAIMS.SECRET-BEARER-SIGNATURE";
+    let auth = client
+        .get(format!("{base}/auth"))
+        .header(
+            "X-Original-URL",
+            "https://app.example.com/cb?code=SECRET-CODE&state=SECRET-STATE#id_token=SECRET-FRAGMENT",
+        )
+        .header("X-Request-Id", "req-auth-1")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), 401);
+    // A token in the original query beside the bearer token: two credentials, refused.
+    let twice = client
+        .get(format!("{base}/auth"))
+        .header(
+            "X-Original-URL",
+            "https://app.example.com/cb?access_token=SECRET-QUERY-TOKEN",
+        )
+        .header("X-Request-Id", "req-auth-4")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    let validate = client
+        .get(format!("{base}/validate?code=SECRET-VALIDATE-QUERY"))
+        .header("X-Request-Id", "req-validate-2")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    // Refused (a token that is not a JWT): its status is the refusal's.
+    let validate_status = validate.status().as_u16();
+    assert!((400..500).contains(&validate_status), "{validate_status}");
+    let proxied = client
+        .get(format!("{base}/app/page?code=SECRET-PROXY-QUERY"))
+        .header("Host", "app.example.com")
+        .header("X-Request-Id", "req-proxy-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 502, "the upstream is down");
+
+    // SIGTERM: drained, and every log line written, before it exits.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !log.contains("SECRET"),
+        "a token or a query string was logged:\n{log}"
+    );
+    let decisions: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .filter(|line: &serde_json::Value| line["message"] == "decision")
+        .collect();
+    let find = |id: &str| {
+        decisions
+            .iter()
+            .find(|line| line["request_id"] == id)
+            .unwrap_or_else(|| panic!("no decision line for {id}:\n{log}"))
+    };
+    let auth = find("req-auth-1");
+    assert_eq!(auth["role"], "forward_auth");
+    assert_eq!(auth["via"], "auth");
+    assert_eq!(auth["result"], "unauthenticated");
+    assert_eq!(auth["path"], "/cb");
+    assert!(
+        auth["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("bearer refused"),
+        "{auth}"
+    );
+    assert_eq!(auth["level"], "INFO");
+    assert!(auth["timestamp"].is_string());
+    let twice = find("req-auth-4");
+    assert_eq!(twice["result"], "bad_request");
+    assert_eq!(twice["path"], "/cb");
+    let validate = find("req-validate-2");
+    assert_eq!(validate["role"], "validate");
+    assert_eq!(
+        validate["result"],
+        if validate_status == 400 {
+            "bad_request"
+        } else {
+            "unauthenticated"
+        }
+    );
+    assert!(validate["reason"].is_string(), "{validate}");
+    let proxied = find("req-proxy-3");
+    assert_eq!(proxied["role"], "proxy");
+    assert_eq!(proxied["route"], "app.example.com/app");
+    assert_eq!(proxied["result"], "upstream_unavailable");
+    assert_eq!(proxied["level"], "WARN");
+    assert!(proxied["reason"].is_string(), "{proxied}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

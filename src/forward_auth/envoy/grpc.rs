@@ -156,7 +156,7 @@ async fn check(
             crate::http::rejection::Rejection::Forbidden(reason.clone()),
             reason.clone(),
         );
-        report(state, "envoy_grpc", &outcome, None, started);
+        report(state, "envoy_grpc", &outcome, None, None, started);
         return Err(tonic::Status::permission_denied(reason));
     }
     let check = request.into_inner();
@@ -173,7 +173,14 @@ async fn check(
     let headers = request_headers(&http);
     let original = original_request(&http);
     let outcome = decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await;
-    report(state, "envoy_grpc", &outcome, Some(&original), started);
+    report(
+        state,
+        "envoy_grpc",
+        &outcome,
+        Some(&original),
+        Some(&headers),
+        started,
+    );
     let remove = super::headers_to_remove(state, rules, &outcome);
     Ok(tonic::Response::new(answer(outcome, &remove).await))
 }
@@ -186,7 +193,7 @@ fn refuse_malformed(state: &ForwardAuthState, started: Instant, missing: &str) -
         crate::http::rejection::Rejection::BadRequest(reason.clone()),
         reason.clone(),
     );
-    report(state, "envoy_grpc", &outcome, None, started);
+    report(state, "envoy_grpc", &outcome, None, None, started);
     tonic::Status::invalid_argument(reason)
 }
 

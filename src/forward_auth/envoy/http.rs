@@ -50,7 +50,14 @@ pub async fn check(
         Ok(rules) => decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await,
         Err(reason) => Outcome::Reject(Rejection::BadRequest(reason.to_owned()), reason.to_owned()),
     };
-    report(&state, "envoy_http", &outcome, Some(&original), started);
+    report(
+        &state,
+        "envoy_http",
+        &outcome,
+        Some(&original),
+        Some(headers),
+        started,
+    );
     let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome);
     let mut response = outcome_response(outcome);
     if !remove.is_empty() {

@@ -4,7 +4,10 @@
 //! `tollgate_log_lines_dropped_total` reports the count. The writer thread writes through a
 //! buffer that it flushes whenever the queue runs empty: under load one `write` carries many
 //! lines (a system call per line cost `/auth` about a third of its throughput on two cores),
-//! and when idle a line is out at once.
+//! and when idle a line is out at once. The decision line of each request is formatted by
+//! `decision`, by hand; every other event by `tracing-subscriber`.
+
+pub mod decision;
 
 use std::sync::OnceLock;
 
@@ -37,6 +40,10 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
             std::io::stderr(),
         ));
     let _ = DROPPED.set(writer.error_counter());
+    let _ = decision::SINK.set(decision::Sink {
+        writer: writer.clone(),
+        json,
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

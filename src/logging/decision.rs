@@ -1,0 +1,367 @@
+//! The decision line (SPEC §11), one per request: written by hand into a buffer of the
+//! request's thread and handed to the log queue, not through `tracing`'s generic formatter,
+//! which cost a cached `/auth` about as many instructions as the rest of the request. Same
+//! JSON and text layout as the other lines (`timestamp`, `level`, `message`, the fields,
+//! `target`); every value is escaped, so a line stays one line whatever a client sent. Every
+//! other event still goes through `tracing`.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::Level;
+
+/// One request's decision, as its log line carries it. Never a token, never a query string.
+#[derive(Clone, Copy, Default)]
+pub struct Decision<'a> {
+    /// `forward_auth`, `validate`, `proxy`, `token_service`, `admin`, …
+    pub role: &'static str,
+    /// How a forward-auth decision was asked for: `auth`, `envoy_http`, `envoy_grpc`.
+    pub via: Option<&'static str>,
+    /// The proxy's route: its host (or "") and its path prefix, written as one value.
+    pub route: Option<(&'a str, &'a str)>,
+    /// `allow`, `skip`, `unauthenticated`, `forbidden`, …
+    pub result: &'static str,
+    /// The credential that authenticated the request: `session`, `bearer`, `token_cookie`.
+    pub credential: Option<&'static str>,
+    /// Why it was refused, for the operator.
+    pub reason: Option<&'a dyn fmt::Display>,
+    /// The original request's path, the client's text: its query and fragment are cut off
+    /// here (a query can carry `code=` or `access_token=`), the rest bounded and escaped.
+    pub path: Option<&'a str>,
+    /// The request's `X-Request-Id`, the client's text: bounded and escaped.
+    pub request_id: Option<&'a str>,
+}
+
+/// Logs one decision at `info` (or `warn`) when that level is enabled for the calling module
+/// (`TOLLGATE_LOG`), as a `tracing` event would be.
+#[macro_export]
+macro_rules! log_decision {
+    (info, $decision:expr) => {
+        if ::tracing::enabled!(::tracing::Level::INFO) {
+            $crate::logging::decision::write(::tracing::Level::INFO, module_path!(), &$decision);
+        }
+    };
+    (warn, $decision:expr) => {
+        if ::tracing::enabled!(::tracing::Level::WARN) {
+            $crate::logging::decision::write(::tracing::Level::WARN, module_path!(), &$decision);
+        }
+    };
+}
+
+/// Where decision lines go once `logging::init` ran: the queue and the format.
+pub(super) struct Sink {
+    pub(super) writer: tracing_appender::non_blocking::NonBlocking,
+    pub(super) json: bool,
+}
+
+pub(super) static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// A thread's line buffer, its handle on the queue and its clock's last whole second.
+struct Local {
+    line: Vec<u8>,
+    writer: Option<tracing_appender::non_blocking::NonBlocking>,
+    clock: Clock,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local {
+        line: Vec::with_capacity(512),
+        writer: None,
+        clock: Clock::default(),
+    });
+}
+
+/// Writes `decision`'s line (called by `log_decision!`, which checked the level). Before
+/// `logging::init` (a test, a library user) it goes out as a plain `tracing` event.
+pub fn write(level: Level, target: &str, decision: &Decision<'_>) {
+    let Some(sink) = SINK.get() else {
+        let mut fields = Vec::new();
+        write_fields(&mut fields, decision, false);
+        let fields = String::from_utf8_lossy(&fields);
+        if level == Level::WARN {
+            tracing::warn!(target: "tollgate::decision", "decision {fields}");
+        } else {
+            tracing::info!(target: "tollgate::decision", "decision {fields}");
+        }
+        return;
+    };
+    LOCAL.with(|local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return;
+        };
+        let Local {
+            line,
+            writer,
+            clock,
+        } = &mut *local;
+        line.clear();
+        // A log line's time is the wall clock's, as `tracing-subscriber`'s are; no decision
+        // depends on it.
+        #[allow(clippy::disallowed_methods)]
+        let now = SystemTime::now();
+        format_line(line, clock, now, level, target, decision, sink.json);
+        let writer = writer.get_or_insert_with(|| sink.writer.clone());
+        // A full queue drops the line and counts it (`lossy`): never an error, never a wait.
+        let _ = writer.write_all(line);
+        // A line that was unusually long does not keep its memory.
+        if line.capacity() > 4096 {
+            *line = Vec::with_capacity(512);
+        }
+    });
+}
+
+/// One whole line, newline included, into `line`.
+fn format_line(
+    line: &mut Vec<u8>,
+    clock: &mut Clock,
+    now: SystemTime,
+    level: Level,
+    target: &str,
+    decision: &Decision<'_>,
+    json: bool,
+) {
+    let level = if level == Level::WARN { "WARN" } else { "INFO" };
+    let mut out = Line(line);
+    if json {
+        out.raw("{\"timestamp\":\"");
+        clock.write(now, out.0);
+        out.raw("\",\"level\":\"");
+        out.raw(level);
+        out.raw("\",\"message\":\"decision\"");
+    } else {
+        clock.write(now, out.0);
+        out.raw("  ");
+        out.raw(level);
+        out.raw(" ");
+        out.raw(target);
+        out.raw(": decision");
+    }
+    write_fields(out.0, decision, json);
+    if json {
+        out.raw(",\"target\":\"");
+        let _ = Escaped { out: out.0, json }.write_str(target);
+        out.raw("\"}\n");
+    } else {
+        out.raw("\n");
+    }
+}
+
+/// The fields of a decision, each as `,"name":"value"` (JSON) or ` name="value"` (text).
+fn write_fields(buffer: &mut Vec<u8>, decision: &Decision<'_>, json: bool) {
+    let mut field = |name: &str, value: &dyn Fn(&mut Escaped<'_>) -> fmt::Result| {
+        buffer.extend_from_slice(if json { b",\"" } else { b" " });
+        buffer.extend_from_slice(name.as_bytes());
+        buffer.extend_from_slice(if json { b"\":\"" } else { b"=\"" });
+        // Writing into a `Vec` fails only if a `Display` of the reason does.
+        let _ = value(&mut Escaped {
+            out: &mut *buffer,
+            json,
+        });
+        buffer.push(b'"');
+    };
+    // `role`, `via`, `result` and `credential` are the code's own words (`&'static str`):
+    // written as they are, in the same shape.
+    field("role", &|out| out.raw(decision.role));
+    if let Some(via) = decision.via {
+        field("via", &|out| out.raw(via));
+    }
+    if let Some((host, prefix)) = decision.route {
+        field("route", &|out| {
+            out.write_str(host)?;
+            out.write_str(prefix)
+        });
+    }
+    field("result", &|out| out.raw(decision.result));
+    if let Some(credential) = decision.credential {
+        field("credential", &|out| out.raw(credential));
+    }
+    if let Some(reason) = decision.reason {
+        field("reason", &|out| write!(out, "{reason}"));
+    }
+    if let Some(path) = decision.path {
+        let path = without_query(path);
+        field("path", &|out| crate::untrusted::write_bounded(path, out));
+    }
+    if let Some(id) = decision.request_id {
+        field("request_id", &|out| {
+            crate::untrusted::write_bounded(id, out)
+        });
+    }
+}
+
+/// `path` without its query and fragment.
+pub fn without_query(path: &str) -> &str {
+    match memchr::memchr2(b'?', b'#', path.as_bytes()) {
+        Some(end) => path.get(..end).unwrap_or_default(),
+        None => path,
+    }
+}
+
+/// The line being written.
+struct Line<'b>(&'b mut Vec<u8>);
+
+impl Line<'_> {
+    fn raw(&mut self, text: &str) {
+        self.0.extend_from_slice(text.as_bytes());
+    }
+}
+
+impl fmt::Write for Line<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.raw(text);
+        Ok(())
+    }
+}
+
+/// Writes text inside a quoted value: JSON's escapes (RFC 8259 §7: `"`, `\` and control
+/// characters), or in text `"`, `\` and the control and bidirectional-formatting characters
+/// `untrusted` escapes, as `\u{…}`.
+struct Escaped<'b> {
+    out: &'b mut Vec<u8>,
+    json: bool,
+}
+
+impl Escaped<'_> {
+    /// Text known to need no escape (the code's own words).
+    fn raw(&mut self, text: &'static str) -> fmt::Result {
+        debug_assert!(
+            text.bytes()
+                .all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\')
+        );
+        self.out.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let bytes = text.as_bytes();
+        // Most values need no escape: found in one pass that the compiler can vectorise (no
+        // early exit), then copied whole.
+        let plain = bytes.iter().fold(true, |plain, &byte| {
+            plain
+                & (byte >= 0x20)
+                & (byte != b'"')
+                & (byte != b'\\')
+                & (byte != 0x7f)
+                & (byte < 0x80)
+        });
+        if plain {
+            self.out.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let mut start = 0;
+        for (index, &byte) in bytes.iter().enumerate() {
+            let plain = match byte {
+                b'"' | b'\\' => false,
+                0..0x20 | 0x7f => false,
+                // A multi-byte character: text mode escapes the C1 controls (their first byte
+                // is 0xC2) and the bidirectional and invisible formatting characters (U+200B…
+                // U+2069: 0xE2), as `untrusted` does.
+                0xc2 | 0xe2 => self.json,
+                _ => true,
+            };
+            if plain {
+                continue;
+            }
+            self.out
+                .extend_from_slice(bytes.get(start..index).unwrap_or_default());
+            start = index + 1;
+            match byte {
+                b'"' => self.out.extend_from_slice(b"\\\""),
+                b'\\' => self.out.extend_from_slice(b"\\\\"),
+                b'\n' => self.out.extend_from_slice(b"\\n"),
+                b'\r' => self.out.extend_from_slice(b"\\r"),
+                b'\t' => self.out.extend_from_slice(b"\\t"),
+                0xc2 | 0xe2 => {
+                    // Text mode: escaped when unsafe.
+                    let character = text
+                        .get(index..)
+                        .and_then(|rest| rest.chars().next())
+                        .unwrap_or_default();
+                    let length = character.len_utf8();
+                    if crate::untrusted::is_unsafe(character) {
+                        let _ = write!(Line(self.out), "{}", character.escape_unicode());
+                    } else {
+                        self.out.extend_from_slice(
+                            bytes.get(index..index + length).unwrap_or_default(),
+                        );
+                    }
+                    start = index + length;
+                }
+                _ if self.json => {
+                    let _ = write!(Line(self.out), "\\u{byte:04x}");
+                }
+                _ => {
+                    let _ = write!(Line(self.out), "\\u{{{byte:x}}}");
+                }
+            }
+        }
+        self.out
+            .extend_from_slice(bytes.get(start..).unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of the last whole second a line was written in, so that a line
+/// formats only its microseconds (`tracing-subscriber`'s timestamps: UTC, microseconds, `Z`).
+#[derive(Default)]
+struct Clock {
+    second: Option<u64>,
+    prefix: Vec<u8>,
+}
+
+impl Clock {
+    fn write(&mut self, now: SystemTime, out: &mut Vec<u8>) {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            self.prefix.clear();
+            let (year, month, day) = civil_date(second / 86_400);
+            let of_day = second % 86_400;
+            let _ = write!(
+                Line(&mut self.prefix),
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                of_day / 3600,
+                of_day / 60 % 60,
+                of_day % 60
+            );
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.prefix);
+        let micros = since.subsec_micros();
+        let mut digits = [b'0'; 6];
+        let mut rest = micros;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend_from_slice(&digits);
+        out.push(b'Z');
+    }
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (days from civil, inverted: eras of
+/// 400 years, years starting in March so that the leap day ends them).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests;
