@@ -345,16 +345,19 @@ impl FederatedLogin for Federation {
                     "no base URL".to_owned(),
                 )
             })?;
-            crate::login::begin_login_for(
+            let response = crate::login::begin_login_for(
                 &self.login,
                 provider,
                 &base,
                 headers,
                 "/".to_owned(),
-                "token_service",
                 Some(request),
             )
-            .await
+            .await?;
+            self.login
+                .metrics
+                .request("token_service", "login_redirect");
+            Ok(response)
         })
     }
 }

@@ -150,7 +150,9 @@ async fn start_login(
             })?
         }
     };
-    begin_login(state, provider, &base, headers, redirect_to, "signin").await
+    let response = begin_login(state, provider, &base, headers, redirect_to).await?;
+    state.metrics.request("signin", "login_redirect");
+    Ok(response)
 }
 
 /// Starts the authorization code flow at `provider` for a browser at `base`, returning to
@@ -165,9 +167,8 @@ pub(crate) async fn begin_login(
     base: &url::Url,
     headers: &HeaderMap,
     redirect_to: String,
-    role: &'static str,
 ) -> Result<Response, (Rejection, String)> {
-    begin_login_for(state, provider, base, headers, redirect_to, role, None).await
+    begin_login_for(state, provider, base, headers, redirect_to, None).await
 }
 
 /// Whether `base`, taken from the request's `Host` (or a trusted `X-Forwarded-Host`) when
@@ -203,7 +204,6 @@ pub(crate) async fn begin_login_for(
     base: &url::Url,
     headers: &HeaderMap,
     redirect_to: String,
-    role: &'static str,
     federation: Option<crate::session::FederatedRequest>,
 ) -> Result<Response, (Rejection, String)> {
     let sessions = state
@@ -260,7 +260,6 @@ pub(crate) async fn begin_login_for(
             CookieAttributes::for_base(base),
         )
         .map_err(|_| (Rejection::Internal, "cannot seal login state".to_owned()))?;
-    state.metrics.request(role, "login_redirect");
     Ok(with_cookies(
         crate::http::found(authorize.as_str()),
         cookies,

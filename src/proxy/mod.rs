@@ -428,8 +428,7 @@ async fn serve_route(
                 return Ok((response, "pass", None));
             }
             let login =
-                crate::login::begin_login(&state.login, provider, &base, &headers, target, "proxy")
-                    .await?;
+                crate::login::begin_login(&state.login, provider, &base, &headers, target).await?;
             Ok((login, "login_redirect", None))
         }
         RouteDecision::Pass(_) => send(state, route, peer, &base, request, Vec::new())
@@ -438,15 +437,9 @@ async fn serve_route(
         RouteDecision::Login => {
             let provider = route_provider(state, route)?;
             let target = return_target(&request);
-            let response = crate::login::begin_login(
-                &state.login,
-                provider,
-                &base,
-                request.headers(),
-                target,
-                "proxy",
-            )
-            .await?;
+            let response =
+                crate::login::begin_login(&state.login, provider, &base, request.headers(), target)
+                    .await?;
             Ok((response, "login_redirect", None))
         }
     }

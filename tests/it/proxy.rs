@@ -68,6 +68,32 @@ fn seen(body: &Value, header: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_login_redirect_is_counted_once_under_the_role_that_answered() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let with_signin = format!("{LOGIN_ROUTE}\n[forward_auth]\nprovider = \"corp\"\n");
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), &with_signin)).await;
+    for path in ["/app/a", "/app/b", "/signin?rd=/app/c"] {
+        let answer = gateway.get(path).send().await.unwrap();
+        assert_eq!(answer.status(), 302, "{path}");
+        assert!(location(&answer).starts_with(idp.issuer()), "{path}");
+    }
+    let metrics = gateway.metrics().await;
+    let mut redirects: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.contains("result=\"login_redirect\""))
+        .collect();
+    redirects.sort_unstable();
+    assert_eq!(
+        redirects,
+        [
+            "tollgate_requests_total{role=\"proxy\",result=\"login_redirect\"} 2",
+            "tollgate_requests_total{role=\"signin\",result=\"login_redirect\"} 1",
+        ],
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn login_route_logs_browsers_in_and_sends_identity_headers() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
