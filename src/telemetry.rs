@@ -37,7 +37,6 @@ use opentelemetry_sdk::{Resource, trace::Span};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::TelemetryConfig;
-use crate::metrics::Metrics;
 
 /// How long one export may take (the collector's answer included) before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +60,16 @@ pub enum TelemetryError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
+/// Where dropped spans are counted (`tollgate_trace_spans_dropped_total`, by reason): handed
+/// in by the wiring, so tracing needs nothing of `metrics` (which records into spans).
+#[derive(Clone, Debug)]
+pub struct DroppedSpans {
+    /// Spans refused because `QUEUE` spans were already waiting for export.
+    pub queue_full: Counter,
+    /// Spans of an export that failed.
+    pub export_failed: Counter,
+}
+
 /// The tracer of a running Tollgate: built once from `[telemetry]`, shared by the listeners.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -70,11 +79,11 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Starts the exporter and its batch thread for the collector of `config`; spans dropped
-    /// (a full queue, a failed export) are counted in `metrics`.
+    /// (a full queue, a failed export) are counted in `dropped`.
     ///
     /// # Errors
     /// When the exporter cannot be built.
-    pub fn start(config: &TelemetryConfig, metrics: &Metrics) -> Result<Self, TelemetryError> {
+    pub fn start(config: &TelemetryConfig, dropped: DroppedSpans) -> Result<Self, TelemetryError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -89,7 +98,7 @@ impl Telemetry {
             inner: exporter,
             failing: AtomicBool::new(false),
             waiting: waiting.clone(),
-            failed: metrics.spans_dropped("export_failed"),
+            failed: dropped.export_failed,
         })
         .with_batch_config(
             BatchConfigBuilder::default()
@@ -101,7 +110,7 @@ impl Telemetry {
             .with_span_processor(Admission {
                 inner: batch,
                 waiting,
-                full: metrics.spans_dropped("queue_full"),
+                full: dropped.queue_full,
             })
             .with_resource(
                 Resource::builder()

@@ -3,6 +3,9 @@
 //! by the layer table in ARCHITECTURE.md ("Code map"). Imports are every `crate::…` path in
 //! code (a `use` line or a path written inline), comments and tests left out.
 //!
+//! Nor may two files import each other, directly or round a loop of others: a cycle inside
+//! one layer is as knotted as an upward import.
+//!
 //! Upward imports that exist today are listed in `KNOWN_UPWARD` with the issue that removes
 //! them: the test fails on any new one, and on a listed one that is gone (so the list only
 //! shrinks).
@@ -10,7 +13,7 @@
 // Test code may panic on what it did not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// `(importing module, imported table entry)` pairs that run upward today, each with the
@@ -192,4 +195,63 @@ fn no_module_imports_from_a_higher_layer() {
         gone.is_empty(),
         "fixed, so remove them from KNOWN_UPWARD: {gone:#?}"
     );
+}
+
+/// The file module an imported path lands in: the longest prefix of `path` that is a module of
+/// `src/` (`metrics::Metrics` → `metrics`, `session::store::Store` → `session::store`).
+fn landing<'a>(modules: &'a BTreeSet<String>, path: &str) -> Option<&'a String> {
+    let parts: Vec<&str> = path.split("::").collect();
+    (1..=parts.len())
+        .rev()
+        .find_map(|length| modules.get(&parts[..length].join("::")))
+}
+
+#[test]
+fn no_two_files_import_each_other_round_a_loop() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|file| module_of(file)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let module = module_of(file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let targets = edges.entry(module.clone()).or_default();
+        for imported in imports(&code(&text)) {
+            if let Some(target) = landing(&modules, &imported)
+                && *target != module
+            {
+                targets.insert(target.clone());
+            }
+        }
+    }
+    // A module is on a loop when it can reach itself; the loop is every module it reaches
+    // that reaches it back.
+    let reach = |from: &String| {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![from.clone()];
+        while let Some(next) = stack.pop() {
+            for target in edges.get(&next).into_iter().flatten() {
+                if seen.insert(target.clone()) {
+                    stack.push(target.clone());
+                }
+            }
+        }
+        seen
+    };
+    let reached: BTreeMap<&String, BTreeSet<String>> = modules
+        .iter()
+        .map(|module| (module, reach(module)))
+        .collect();
+    let loops: BTreeSet<Vec<&String>> = modules
+        .iter()
+        .filter(|module| reached[module].contains(*module))
+        .map(|module| {
+            reached[module]
+                .iter()
+                .filter_map(|other| reached.get_key_value(other).map(|(name, _)| *name))
+                .filter(|other| reached[other].contains(module))
+                .collect()
+        })
+        .collect();
+    assert!(loops.is_empty(), "files that import each other: {loops:#?}");
 }

@@ -25,7 +25,7 @@ use crate::public::{PublicParts, PublicService};
 use crate::session::FederatedRequest;
 use crate::session::seal::Sealer;
 use crate::session::store::Sessions;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{DroppedSpans, Telemetry};
 use crate::token::cache::TokenCache;
 
 /// Validated access tokens remembered per provider (each entry holds the token and its claims,
@@ -133,7 +133,14 @@ impl AppState {
         };
         let telemetry = match &config.telemetry {
             Some(section) => Some(Arc::new(
-                Telemetry::start(section, &metrics).map_err(AppError::Telemetry)?,
+                Telemetry::start(
+                    section,
+                    DroppedSpans {
+                        queue_full: metrics.spans_dropped("queue_full"),
+                        export_failed: metrics.spans_dropped("export_failed"),
+                    },
+                )
+                .map_err(AppError::Telemetry)?,
             )),
             None => None,
         };
