@@ -26,6 +26,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
 
 mod sentinel;
 mod single;
+mod watched;
 
 use sentinel::Sentinels;
 use single::{Single, Source};
@@ -227,8 +228,8 @@ impl RedisConnection {
                 .map_err(|error| error.to_string())?;
                 let source = Arc::new(Source::Direct(client));
                 (
-                    Link::Single(Single::new(source.clone(), invalidations)),
-                    Link::Single(Single::new(source, None)),
+                    Link::Single(Single::new(source.clone(), invalidations, ca)),
+                    Link::Single(Single::new(source, None, ca)),
                 )
             }
             RedisTarget::Sentinel {
@@ -240,8 +241,8 @@ impl RedisConnection {
                     .map_err(|error| error.to_string())?;
                 let source = Arc::new(Source::Sentinel(sentinels));
                 (
-                    Link::Single(Single::new(source.clone(), invalidations)),
-                    Link::Single(Single::new(source, None)),
+                    Link::Single(Single::new(source.clone(), invalidations, ca)),
+                    Link::Single(Single::new(source, None, ca)),
                 )
             }
             RedisTarget::Cluster(nodes) => {
@@ -275,6 +276,17 @@ impl RedisConnection {
             Link::Single(single) => {
                 single.invalidations.is_some() && single.tracking.load(Ordering::SeqCst)
             }
+            Link::Cluster(_) => false,
+        }
+    }
+
+    /// Whether a store may answer from what it kept, now: the main link tracks, and nothing
+    /// Redis sent on it is still unread or being handed over (an invalidation may be among
+    /// it). Checked before every use of a copy, so a replica whose reader is starved of CPU
+    /// reads Redis instead (SPEC §12, "from the next request on"). One `recv` peek.
+    pub fn settled(&self) -> bool {
+        match &self.main {
+            Link::Single(single) => single.settled(),
             Link::Cluster(_) => false,
         }
     }

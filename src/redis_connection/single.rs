@@ -9,11 +9,12 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
 use super::sentinel::Sentinels;
+use super::watched::{self, Watch};
 use super::{Invalidations, TIMEOUT, timed_out};
 
-/// The connection a single-server link keeps, with the serial of the attempt that made it;
-/// emptied when it is lost.
-type Slot = std::sync::Mutex<Option<(u64, MultiplexedConnection)>>;
+/// The connection a single-server link keeps, with the serial of the attempt that made it and,
+/// when it tracks, the watch on its socket; emptied when it is lost.
+type Slot = std::sync::Mutex<Option<(u64, MultiplexedConnection, Option<Watch>)>>;
 
 /// Where the one server of a standalone or Sentinel set-up is found. Made once per store and
 /// kept in an `Arc`, so the variants' sizes do not matter.
@@ -35,6 +36,8 @@ pub(super) struct Single {
     serial: AtomicU64,
     /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
+    /// The CA trusted for TLS (`session.redis_ca_file`), else the system's roots.
+    ca: Option<Arc<[u8]>>,
     /// Whether the current connection has tracking on, so copies may be kept.
     pub(super) tracking: AtomicBool,
     /// The server the current connection goes to.
@@ -67,9 +70,14 @@ type MasterSeen = std::sync::Mutex<Option<(redis::ConnectionAddr, tokio::time::I
 const MASTER_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Single {
-    pub(super) fn new(source: Arc<Source>, invalidations: Option<Arc<dyn Invalidations>>) -> Self {
+    pub(super) fn new(
+        source: Arc<Source>,
+        invalidations: Option<Arc<dyn Invalidations>>,
+        ca: Option<&[u8]>,
+    ) -> Self {
         Self {
             source,
+            ca: ca.map(Arc::from),
             master: Arc::new(std::sync::Mutex::new(None)),
             slot: Arc::new(std::sync::Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(()),
@@ -110,7 +118,7 @@ impl Single {
             .slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.as_ref().map(|(_, connection)| connection.clone())
+        slot.as_ref().map(|(_, connection, _)| connection.clone())
     }
 
     pub(super) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
@@ -172,7 +180,10 @@ impl Single {
             let mut slot = slot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
+            if slot
+                .as_ref()
+                .is_some_and(|(current, ..)| *current == serial)
+            {
                 *slot = None;
                 if let Some(invalidations) = &invalidations {
                     invalidations.invalidate_all();
@@ -209,7 +220,7 @@ impl Single {
             let connection = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            self.keep(serial, connection.clone());
+            self.keep(serial, connection.clone(), None);
             return Ok(connection);
         };
         let slot: Weak<Slot> = Arc::downgrade(&self.slot);
@@ -241,15 +252,36 @@ impl Single {
                 let mut slot = slot
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if slot.as_ref().is_some_and(|(current, _)| *current == serial) {
+                if slot
+                    .as_ref()
+                    .is_some_and(|(current, ..)| *current == serial)
+                {
                     *slot = None;
                 }
             }
             Ok::<(), std::convert::Infallible>(())
         };
-        let mut connection = resp3(&client)?
-            .get_multiplexed_async_connection_with_config(&config.set_push_sender(on_push))
-            .await?;
+        let config = config.set_push_sender(on_push);
+        let Some((mut connection, watch)) = watched::connect(
+            resp3(&client)?.get_connection_info(),
+            self.ca.as_deref(),
+            config,
+        )
+        .await?
+        else {
+            // An address whose socket cannot be watched: no copies are kept.
+            let connection = client
+                .get_multiplexed_async_connection_with_config(
+                    &redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(TIMEOUT))
+                        .set_response_timeout(Some(TIMEOUT)),
+                )
+                .await?;
+            self.tracking.store(false, Ordering::SeqCst);
+            invalidations.invalidate_all();
+            self.keep(serial, connection.clone(), None);
+            return Ok(connection);
+        };
         let tracking: RedisResult<()> = redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
@@ -272,15 +304,26 @@ impl Single {
         // Whatever was kept came through a connection whose invalidations may be lost.
         self.tracking.store(tracked, Ordering::SeqCst);
         invalidations.invalidate_all();
-        self.keep(serial, connection.clone());
+        self.keep(serial, connection.clone(), tracked.then_some(watch));
         Ok(connection)
     }
 
-    fn keep(&self, serial: u64, connection: MultiplexedConnection) {
+    fn keep(&self, serial: u64, connection: MultiplexedConnection, watch: Option<Watch>) {
         *self
             .slot
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((serial, connection));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((serial, connection, watch));
+    }
+
+    /// Whether copies of what this link read may be used now: it tracks, and Redis has said
+    /// nothing on it that its reader has not handed over yet (see `watched`).
+    pub(super) fn settled(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .and_then(|(_, _, watch)| watch.as_ref())
+            .is_some_and(Watch::settled)
     }
 
     pub(super) fn reset(&self) {

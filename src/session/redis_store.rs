@@ -158,13 +158,18 @@ impl RedisStore {
     }
 
     /// The session `id`, with the stored bytes (for `touch`): from this process's tracked copy
-    /// when Redis has not invalidated it, else read from Redis.
+    /// when Redis has not invalidated it and nothing Redis sent is still unread, else read
+    /// from Redis.
     ///
     /// # Errors
     /// `Unavailable`; a value that does not open (another secret, another key) or is not a
     /// session is treated as absent.
     pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
-        if let Some(cached) = self.cache().and_then(|cache| cache.get(id)) {
+        // Settled first, then the copy: an invalidation handed over after the check has
+        // already removed it.
+        if self.connection.settled()
+            && let Some(cached) = self.cache().and_then(|cache| cache.get(id))
+        {
             return Ok(Some((cached.raw, cached.stored)));
         }
         let generation = self.cache().map(SessionCache::generation);

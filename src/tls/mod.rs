@@ -116,21 +116,8 @@ impl UpstreamTls {
         let server_name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
             .map_err(|_| TlsError::ServerName(host.to_owned()))?
             .to_owned();
-        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match ca_file {
-            Some(path) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for certificate in certificates(path)? {
-                    roots
-                        .add(certificate)
-                        .map_err(|error| TlsError::Roots(format!("{}: {error}", path.display())))?;
-                }
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider(),
-                )
-                .build()
-                .map_err(|error| TlsError::Roots(error.to_string()))?
-            }
+        let verifier = match ca_file {
+            Some(path) => roots_verifier(certificates(path)?, &path.display().to_string())?,
             None => system_verifier()?,
         };
         let config = |alpn: &[&[u8]]| -> Result<Arc<rustls::ClientConfig>, TlsError> {
@@ -149,6 +136,52 @@ impl UpstreamTls {
             server_name,
         })
     }
+}
+
+/// A client configuration that trusts only the PEM certificates in `ca_pem` when given, else
+/// the system's roots: Redis over TLS (`rediss://`, `session.redis_ca_file`).
+///
+/// # Errors
+/// When `ca_pem` holds no certificate, or the system has no roots.
+pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let verifier = match ca_pem {
+        Some(pem) => {
+            let chain = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| TlsError::Roots("the Redis CA holds a broken certificate".into()))?;
+            if chain.is_empty() {
+                return Err(TlsError::Roots("the Redis CA holds no certificate".into()));
+            }
+            roots_verifier(chain, "the Redis CA")?
+        }
+        None => system_verifier()?,
+    };
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| TlsError::Config(error.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
+}
+
+/// A verifier that trusts only `chain` (from `source`).
+fn roots_verifier(
+    chain: Vec<CertificateDer<'static>>,
+    source: &str,
+) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in chain {
+        roots
+            .add(certificate)
+            .map_err(|error| TlsError::Roots(format!("{source}: {error}")))?;
+    }
+    Ok(
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|error| TlsError::Roots(error.to_string()))?,
+    )
 }
 
 /// The system's roots (on Debian /etc/ssl/certs, package ca-certificates), read once: the same

@@ -15,7 +15,9 @@
 //! - `sessions`: server-side sessions, the admin API, back-channel logout;
 //!   `redis_sessions`: the Redis store standalone, Cluster and Sentinel, outages and failovers;
 //!   `refresh`: refresh once per session, rotation, failures; `refresh_failover`: a Sentinel
-//!   master killed mid-refresh, its replica cut off by a frozen relay (SPEC §12).
+//!   master killed mid-refresh, its replica cut off by a frozen relay (SPEC §12);
+//!   `redis_copies`: a replica's kept copies of sessions, never used while Redis has said
+//!   something its stalled reader has not read.
 //! - `token_service`: the built-in provider and `tollgate demo` end to end (SPEC §7).
 //! - `token_service_replicas`: two token-service replicas on one Redis (standalone, Cluster)
 //!   behave as one (SPEC §12).
@@ -57,6 +59,7 @@ mod login_flow;
 mod pages;
 mod provider_faults;
 mod proxy;
+mod redis_copies;
 mod redis_sessions;
 mod refresh;
 mod refresh_failover;

@@ -1,0 +1,176 @@
+//! The tracked link's socket, made by Tollgate rather than by the redis crate so that a request
+//! can ask whether Redis has said something this process has not read yet.
+//!
+//! Redis writes an invalidation to a tracking connection before it answers the command that
+//! caused it, so by the time a logout on another replica is confirmed, its invalidation is in
+//! this process's socket. A kept copy may be used only when nothing is waiting there and the
+//! connection's reader is not in the middle of handing over what it read ([`Watch::settled`]):
+//! a replica whose reader is starved of CPU reads Redis instead of answering from a copy that
+//! an unread invalidation has already ended (SPEC §12, "from the next request on").
+//!
+//! The reader (the redis crate's connection task) asks the stream for bytes only when every
+//! whole message it holds has been handed over; it hands invalidations over synchronously. So
+//! "settled" is: the socket has nothing unread, and the reader's last read ended in `Pending`.
+//! A read is marked as under way before it starts, so no bytes are ever out of the socket
+//! without the mark.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{TIMEOUT, timed_out};
+
+/// A link's socket, seen from outside its reader.
+pub(super) struct Watch {
+    /// The same socket as the link's (a second descriptor of it), for peeking only.
+    socket: std::net::TcpStream,
+    /// Set before the reader reads; cleared when a read finds nothing (`Pending`).
+    reading: Arc<AtomicBool>,
+}
+
+impl Watch {
+    /// Whether everything Redis has sent on this link so far has been handed over by the
+    /// reader: nothing waits in the socket and no read is being handed over. A closed or
+    /// failed socket is never settled.
+    pub(super) fn settled(&self) -> bool {
+        // The socket first, then the mark: bytes taken out after the peek carry the mark.
+        let waiting = match self.socket.peek(&mut [0_u8; 1]) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => false,
+            // Bytes, the end of the stream, or an error.
+            _ => true,
+        };
+        !waiting && !self.reading.load(Ordering::SeqCst)
+    }
+}
+
+/// A stream that marks its reads for [`Watch`].
+struct Watched<S> {
+    inner: S,
+    reading: Arc<AtomicBool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.reading.store(true, Ordering::SeqCst);
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if read.is_pending() {
+            self.reading.store(false, Ordering::SeqCst);
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Connects to the server of `info` (TCP, or TLS trusting `ca`, else the system's roots), sets the connection up as
+/// the redis crate does (`HELLO`, `AUTH`, `SELECT`) and starts its reader; returns the
+/// connection and its [`Watch`]. `None` for an address this cannot watch (a Unix socket, TLS
+/// without certificate checks): such a link keeps no copies.
+pub(super) async fn connect(
+    info: &ConnectionInfo,
+    ca: Option<&[u8]>,
+    config: AsyncConnectionConfig,
+) -> RedisResult<Option<(MultiplexedConnection, Watch)>> {
+    let (host, port, secure) = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => (host, *port, false),
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            ..
+        } => (host, *port, true),
+        _ => return Ok(None),
+    };
+    let made = async {
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        stream.set_nodelay(true)?;
+        let std = stream.into_std()?;
+        let socket = std.try_clone()?;
+        let stream = tokio::net::TcpStream::from_std(std)?;
+        let reading = Arc::new(AtomicBool::new(false));
+        let watch = Watch {
+            socket,
+            reading: reading.clone(),
+        };
+        let settings = info.redis_settings();
+        let (connection, driver) = if secure {
+            let name = rustls::pki_types::ServerName::try_from(host.as_str())
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?
+                .to_owned();
+            let tls = crate::tls::client_config(ca).map_err(|error| {
+                RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "Redis TLS",
+                    error.to_string(),
+                ))
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, stream)
+                .await?;
+            let (connection, driver) = MultiplexedConnection::new_with_config(
+                settings,
+                Watched {
+                    inner: stream,
+                    reading,
+                },
+                config,
+            )
+            .await?;
+            (connection, tokio::spawn(driver))
+        } else {
+            let (connection, driver) = MultiplexedConnection::new_with_config(
+                settings,
+                Watched {
+                    inner: stream,
+                    reading,
+                },
+                config,
+            )
+            .await?;
+            (connection, tokio::spawn(driver))
+        };
+        drop(driver);
+        Ok::<_, RedisError>(Some((connection, watch)))
+    };
+    tokio::time::timeout(TIMEOUT, made)
+        .await
+        .map_err(|_| timed_out())?
+}

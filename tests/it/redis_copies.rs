@@ -1,0 +1,151 @@
+//! A replica's kept copies of Redis sessions (client-side caching, SPEC §12) against a real
+//! redis-server: a copy serves requests while Redis has nothing new to say, and is never used
+//! while Redis has said something the replica has not read yet, however starved its reader.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tollgate::config::RedisTarget;
+use tollgate::metrics::Metrics;
+use tollgate::secret::Secret;
+use tollgate::session::Session;
+use tollgate::session::memory_store::StoredSession;
+use tollgate::session::redis_store::RedisStore;
+use tollgate::session::seal::Sealer;
+
+use crate::support::redis::{RedisServer, available};
+
+const NOW: i64 = 1_800_000_000;
+
+fn store(redis: &RedisServer) -> Arc<RedisStore> {
+    let sealer = Sealer::new(&[Secret::new(
+        "a-test-session-secret-for-kept-copies".to_owned(),
+    )]);
+    Arc::new(
+        RedisStore::new(
+            &RedisTarget::Standalone(redis.url()),
+            None,
+            "tollgate:",
+            sealer,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap(),
+    )
+}
+
+fn stored() -> StoredSession {
+    StoredSession {
+        session: Arc::new(Session {
+            provider: "corp".to_owned(),
+            claims: tollgate::token::Claims::default(),
+            id_token: "id".to_owned(),
+            access_token: Some("at".to_owned()),
+            refresh_token: None,
+            access_expires_at: Some(NOW + 300),
+            created_at: NOW,
+            expires_at: NOW + 3600,
+        }),
+        last_seen: NOW,
+    }
+}
+
+/// A replica's worker: a single-threaded runtime on a thread of its own, which the test can
+/// stall as a replica starved of CPU is stalled. While it is, none of its tasks runs, the
+/// reader of its Redis connection included.
+struct Worker {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Worker {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        });
+        Self {
+            handle,
+            _stop: stop,
+        }
+    }
+
+    /// Blocks the worker's thread until the returned sender is used or dropped.
+    fn stall(&self) -> std::sync::mpsc::Sender<()> {
+        let (stalled, on_stall) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        self.handle.spawn(async move {
+            stalled.send(()).unwrap();
+            let _ = released.recv();
+        });
+        on_stall.recv().unwrap();
+        release
+    }
+}
+
+#[tokio::test]
+async fn a_session_ended_elsewhere_is_not_served_from_a_copy_whose_reader_is_starved() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let ending = store(&redis);
+    ending
+        .put("s1", &stored(), (600, 600), "alice", None)
+        .await
+        .unwrap();
+
+    // The replica reads the session on its worker, where its Redis connection and that
+    // connection's reader live, and keeps a copy (the read that made the connection keeps
+    // none): the next read does not reach Redis.
+    let worker = Worker::start();
+    let replica = store(&redis);
+    let read = |replica: Arc<RedisStore>| async move { replica.get("s1").await.unwrap() };
+    for _ in 0..2 {
+        assert!(
+            worker
+                .handle
+                .spawn(read(replica.clone()))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    let gets = redis.calls("get");
+    assert!(
+        worker
+            .handle
+            .spawn(read(replica.clone()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(redis.calls("get"), gets, "the copy served the read");
+
+    // The replica's worker stalls; another replica ends the session, confirmed by Redis, and
+    // makes one more round trip, so Redis has flushed its invalidation to the stalled one.
+    let release = worker.stall();
+    assert!(ending.delete_confirmed("s1").await.unwrap());
+    ending.ping().await.unwrap();
+
+    // The next request at the stalled replica must not be answered from the copy.
+    let mut next = Box::pin(replica.get("s1"));
+    let first = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+    assert!(
+        !matches!(first, Poll::Ready(Ok(Some(_)))),
+        "a session ended at another replica was served from this replica's copy"
+    );
+    release.send(()).unwrap();
+    let answer = match first {
+        Poll::Ready(answer) => answer,
+        Poll::Pending => next.await,
+    };
+    assert!(answer.unwrap().is_none(), "the ended session was found");
+}
