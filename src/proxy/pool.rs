@@ -23,6 +23,11 @@ use crate::config::Upstream;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream and thread; more are closed.
 const MAX_IDLE: usize = 256;
+/// A connection idle this long may be closed by the upstream's keep-alive timeout just as a
+/// request goes out on it (Node's is 5 s, Apache's 5 s, nginx's 75 s): a safe request without
+/// a body sent on it is kept, to be sent once more on another connection if this one fails.
+/// Connections reused sooner (all of them under load) cost no copy.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 struct Idle {
     sender: SendRequest<Body>,
@@ -41,7 +46,9 @@ thread_local! {
 /// Sends `request` (origin-form URI, `Host` set) to `upstream`, on an open connection of this
 /// thread when there is one, else on a new one. A request that an idle connection could not
 /// take (the upstream had closed it) is sent again on the next; one that may have reached the
-/// upstream is never sent twice. An https upstream that chose HTTP/2 gets every request but
+/// upstream is never sent twice, unless it is a safe request without a body that went out on
+/// a connection idle for a second or more and failed before any answer (the upstream's
+/// keep-alive timeout closing it at that moment): that one is sent once more. An https upstream that chose HTTP/2 gets every request but
 /// upgrades on one shared connection per thread.
 ///
 /// # Errors
@@ -80,15 +87,23 @@ pub async fn send(
             }
         }
     }
-    while let Some(mut sender) = checkout(upstream.id()) {
+    let mut replayed = false;
+    while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
         if sender.ready().await.is_err() {
             continue;
         }
+        let replay = (!replayed && !upgrade && since.elapsed() >= REPLAY_AFTER_IDLE)
+            .then(|| Replay::of(&request))
+            .flatten();
         match sender.try_send_request(request).await {
             Ok(response) => return Ok(pooled(response, sender, upstream.id())),
-            Err(mut error) => match error.take_message() {
-                Some(unsent) => request = unsent,
-                None => return Err(SendError::new(error.into_error().to_string())),
+            Err(mut error) => match (error.take_message(), replay) {
+                (Some(unsent), _) => request = unsent,
+                (None, Some(replay)) => {
+                    replayed = true;
+                    request = replay.request();
+                }
+                (None, None) => return Err(SendError::new(error.into_error().to_string())),
             },
         }
     }
@@ -146,16 +161,42 @@ fn forget_multiplexed(upstream: u64) {
 }
 
 /// This thread's most recently used idle connection to `upstream` that is still open.
-fn checkout(upstream: u64) -> Option<SendRequest<Body>> {
+fn checkout(upstream: u64) -> Option<Idle> {
     IDLE.with_borrow_mut(|pools| {
         let (_, idle) = pools.iter_mut().find(|(id, _)| *id == upstream)?;
         while let Some(entry) = idle.pop() {
             if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+                return Some(entry);
             }
         }
         None
     })
+}
+
+/// A copy of a safe request without a body (`GET`, `HEAD`, `OPTIONS`), to send once more when
+/// the connection it went out on failed before any answer: sent twice, it does no harm.
+struct Replay(axum::http::request::Parts);
+
+impl Replay {
+    fn of(request: &Request) -> Option<Self> {
+        let safe = matches!(
+            *request.method(),
+            hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+        );
+        if !safe || request.body().size_hint().exact() != Some(0) {
+            return None;
+        }
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = request.method().clone();
+        parts.uri = request.uri().clone();
+        parts.version = request.version();
+        parts.headers = request.headers().clone();
+        Some(Self(parts))
+    }
+
+    fn request(self) -> Request {
+        Request::from_parts(self.0, Body::empty())
+    }
 }
 
 /// Puts a connection whose last response has ended back on this thread's list.

@@ -13,11 +13,15 @@ use crate::support::{Gateway, TestIdp};
 
 /// Answers by the request path: `/keep` 200 "ok" and waits for the next request; `/empty`
 /// 204; `/drop` 200 "ok", then closes the connection without `Connection: close`; `/big` a
-/// 100 MB body written until the reader goes away.
+/// 100 MB body written until the reader goes away; `/vanish` as `/keep` when it is the
+/// connection's first request, else it closes the connection without an answer (as an
+/// upstream's keep-alive timeout does when it fires just as a request arrives) and records the
+/// request's method.
 struct RawUpstream {
     url: String,
     connections: Arc<AtomicUsize>,
     big_body_abandoned: Arc<AtomicBool>,
+    vanished: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl RawUpstream {
@@ -26,25 +30,35 @@ impl RawUpstream {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
         let big_body_abandoned = Arc::new(AtomicBool::new(false));
-        let (counter, abandoned) = (connections.clone(), big_body_abandoned.clone());
+        let vanished = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counter, abandoned, log) = (
+            connections.clone(),
+            big_body_abandoned.clone(),
+            vanished.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, abandoned.clone()));
+                tokio::spawn(serve(stream, abandoned.clone(), log.clone()));
             }
         });
         Self {
             url,
             connections,
             big_body_abandoned,
+            vanished,
         }
     }
 }
 
-async fn serve(mut stream: tokio::net::TcpStream, big_body_abandoned: Arc<AtomicBool>) {
+async fn serve(
+    mut stream: tokio::net::TcpStream,
+    big_body_abandoned: Arc<AtomicBool>,
+    vanished: Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let mut buffer = Vec::new();
-    loop {
+    for served in 0.. {
         let head_end = loop {
             if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
                 break end + 4;
@@ -59,7 +73,12 @@ async fn serve(mut stream: tokio::net::TcpStream, big_body_abandoned: Arc<Atomic
         buffer.drain(..head_end);
         let path = head.split(' ').nth(1).unwrap_or("");
         match path {
-            "/keep" | "/drop" => {
+            "/vanish" if served > 0 => {
+                let method = head.split(' ').next().unwrap_or("").to_owned();
+                vanished.lock().unwrap().push(method);
+                return;
+            }
+            "/keep" | "/drop" | "/vanish" => {
                 let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 stream.write_all(ok).await.unwrap();
                 if path == "/drop" {
@@ -174,4 +193,37 @@ async fn a_response_abandoned_halfway_closes_its_upstream_connection() {
             (200, "ok".into())
         );
     }
+}
+
+#[tokio::test]
+async fn a_safe_request_lost_on_a_long_idle_connection_is_sent_once_more_and_a_post_never() {
+    let upstream = RawUpstream::start().await;
+    let (_idp, gateway) = start(&upstream).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        get(&client, &gateway.url("/keep")).await,
+        (200, "ok".into())
+    );
+    // Idle past a second, the kept connection takes the GET and closes without an answer, as
+    // an upstream's keep-alive timeout firing at that moment does: the GET goes out again on a
+    // new connection, which answers.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        get(&client, &gateway.url("/vanish")).await,
+        (200, "ok".into())
+    );
+    assert_eq!(*upstream.vanished.lock().unwrap(), ["GET"]);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+
+    // A POST may have done something: lost the same way, it is a 502, never sent twice.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let post = client
+        .post(gateway.url("/vanish"))
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+    assert_eq!(*upstream.vanished.lock().unwrap(), ["GET", "POST"]);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
 }
