@@ -103,12 +103,19 @@ export async function startRedisCluster() {
         replicas: lines.filter((fields) => fields[3] === master[0]).map((fields) => port(fields[1])),
       }));
     },
+    /** Every node says the cluster is ok; three masters, each with one replica that is in sync. */
     async healthy() {
       for (const { port } of nodes) {
         if (!(await cli(port, ['CLUSTER', 'INFO'])).includes('cluster_state:ok')) return false;
       }
       const shards = await cluster.shards();
-      return shards.length === 3 && shards.every((shard) => shard.replicas.length === 1);
+      if (shards.length !== 3 || !shards.every((shard) => shard.replicas.length === 1)) return false;
+      // A replica still waiting for its first sync is listed, yet holds nothing of its master.
+      for (const shard of shards) {
+        const info = await cli(shard.replicas[0], ['INFO', 'replication']);
+        if (!info.includes('master_link_status:up')) return false;
+      }
+      return true;
     },
     /**
      * `CLUSTER FAILOVER` on the replica of every master in turn (a coordinated failover: the
@@ -202,7 +209,11 @@ export async function startRedisSentinel(password) {
       const answer = await cli(sentinel.port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster'], password);
       return Number(answer.trim().split('\n')[1]);
     },
-    /** Whether every sentinel knows the master, its replica and the other two sentinels. */
+    /**
+     * Whether every sentinel knows the master, its replica and the other two sentinels, and the
+     * replica has finished its sync (`state=online`): a replica still waiting for its first
+     * sync counts as connected, yet a master killed then takes everything it holds with it.
+     */
     async healthy() {
       const current = await setup.masterPort();
       for (const sentinel of sentinels.filter(({ server }) => !server.exited)) {
@@ -210,7 +221,8 @@ export async function startRedisSentinel(password) {
         if (!info.includes(`status=ok,address=127.0.0.1:${current},slaves=1,sentinels=3`)) return false;
       }
       const replication = await cli(current, ['INFO', 'replication'], password);
-      return replication.includes('role:master') && replication.includes('connected_slaves:1');
+      return replication.includes('role:master') && replication.includes('connected_slaves:1')
+        && /slave0:[^\r\n]*state=online/.test(replication);
     },
     /**
      * `SENTINEL FAILOVER mymaster`; resolves once the replica is the master, the old master
