@@ -14,19 +14,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde_json::{Map, Value};
-
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
-use crate::oidc::provider::CredentialError;
-use crate::oidc::{Provider, ProviderError};
+use crate::oidc::Provider;
 use crate::session::store::{RefreshClaim, Replaced, SessionError, Sessions};
 use crate::session::{CookieAttributes, Session};
-use crate::token::Claims;
-use crate::token::id_token::NonceRule;
 
+mod exchange;
 mod replicas;
+use exchange::Failure;
 use replicas::{Unconfirmed, confirm_later};
 
 /// How long a refresh result is handed to requests that still carry the old session.
@@ -34,10 +30,6 @@ const RESULT_KEPT: i64 = 60;
 /// After a refresh failed for a passing reason, the next attempt waits this long (seconds):
 /// meanwhile requests are answered from the session (or 502) without asking the provider.
 pub const RETRY_AFTER: i64 = 10;
-/// Claims that are the session's bookkeeping rather than statements about the user: kept from
-/// the login when a refreshed ID token leaves them out (`sid` finds the session at back-channel
-/// logout; the original `nonce` is what later refreshed ID tokens may repeat).
-const SESSION_CLAIMS: [&str; 2] = ["sid", "nonce"];
 
 /// Coordinates refreshes: once per session in this process (a lock per refresh token) and,
 /// with Redis, once across replicas (the store's refresh lease).
@@ -106,16 +98,6 @@ pub enum RefreshError {
     Store(String),
 }
 
-/// Why one refresh attempt failed.
-struct Failure {
-    /// Whether the session ends (`invalid_grant`, another subject); else the reason passes.
-    ends_session: bool,
-    reason: String,
-    /// A refresh token the provider issued before the failure: it rotated, so this one is kept
-    /// or the next attempt would present a spent token.
-    rotated: Option<String>,
-}
-
 fn key_of(refresh_token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, refresh_token.as_bytes());
     let mut key = [0u8; 32];
@@ -145,17 +127,6 @@ fn keep(
     } else {
         Err(RefreshError::ProviderUnavailable(reason.to_owned()))
     }
-}
-
-/// The claims of the ID token stored in the session (validated when it was received).
-fn stored_id_token_claims(id_token: &str) -> Option<Claims> {
-    let payload = id_token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice::<Map<String, Value>>(&bytes)
-        .ok()
-        .map(Arc::new)
 }
 
 impl Refresher {
@@ -527,85 +498,5 @@ impl Shared {
                 }
             }
         }
-    }
-
-    async fn refresh(
-        &self,
-        provider: &Provider,
-        session: &Session,
-        refresh_token: &str,
-        now: UnixTime,
-    ) -> Result<Arc<Session>, Failure> {
-        let tokens = provider.refresh(refresh_token).await.map_err(|error| Failure {
-            ends_session: matches!(&error, ProviderError::Refused(code) if code == "invalid_grant"),
-            reason: error.to_string(),
-            rotated: None,
-        })?;
-        let failure = |ends_session: bool, reason: String| Failure {
-            ends_session,
-            reason,
-            rotated: tokens.refresh_token.clone(),
-        };
-        let id_claims = match &tokens.id_token {
-            Some(id_token) => {
-                let original_nonce = session.claims.get("nonce").and_then(Value::as_str);
-                let claims = provider
-                    .validate_id_token(
-                        id_token,
-                        NonceRule::AbsentOrEquals(original_nonce),
-                        Some(&tokens.access_token),
-                    )
-                    .await
-                    .map_err(|error| {
-                        failure(false, format!("refreshed ID token refused: {error}"))
-                    })?;
-                // OIDC Core 12.2: the refreshed ID token is about the same user.
-                if claims.get("sub") != session.claims.get("sub") {
-                    return Err(failure(
-                        true,
-                        "the refreshed ID token names another subject".to_owned(),
-                    ));
-                }
-                claims
-            }
-            // No new ID token (OIDC Core 12.2 allows that): the one from before still says who
-            // the user is; userinfo below says what is true of them now.
-            None => {
-                stored_id_token_claims(&session.id_token).unwrap_or_else(|| session.claims.clone())
-            }
-        };
-        // The claims are built afresh as at login, never merged into the old ones: a claim the
-        // provider no longer states is gone.
-        let mut claims = match provider
-            .merge_userinfo(&id_claims, &tokens.access_token)
-            .await
-        {
-            Ok(merged) => merged,
-            Err(CredentialError::Token(error)) => {
-                return Err(failure(true, format!("userinfo refused: {error}")));
-            }
-            Err(CredentialError::Provider(error)) => {
-                tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable at refresh; using the ID token's claims");
-                id_claims
-            }
-        };
-        for name in SESSION_CLAIMS {
-            if !claims.contains_key(name)
-                && let Some(value) = session.claims.get(name)
-            {
-                Arc::make_mut(&mut claims).insert(name.to_owned(), value.clone());
-            }
-        }
-        let mut refreshed = Session::clone(session);
-        refreshed.claims = claims;
-        if let Some(id_token) = &tokens.id_token {
-            refreshed.id_token = id_token.clone();
-        }
-        refreshed.access_token = Some(tokens.access_token.clone());
-        if let Some(rotated) = &tokens.refresh_token {
-            refreshed.refresh_token = Some(rotated.clone());
-        }
-        refreshed.access_expires_at = tokens.expires_in.map(|seconds| now.saturating_add(seconds));
-        Ok(Arc::new(refreshed))
     }
 }

@@ -14,21 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::Session;
 use super::compact::{CompactSession, SessionFacts};
+use super::{Session, StoredSession};
 use crate::clock::UnixTime;
 
 /// Sessions kept expanded (the most recently used).
 const EXPANDED: usize = 512;
-
-/// A session with the time it was last used.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredSession {
-    /// The session.
-    pub session: std::sync::Arc<Session>,
-    /// Last request that used it.
-    pub last_seen: UnixTime,
-}
 
 struct Entry {
     compact: CompactSession,

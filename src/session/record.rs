@@ -1,10 +1,20 @@
-//! The records sessions are made of: a logged-in browser's `Session`, a login in flight
-//! (`LoginState`) and the token-service client request a federated login carries
-//! (`FederatedRequest`). Every store keeps these, sealed.
+//! The records sessions are made of: a logged-in browser's `Session` (kept by every backend as
+//! a `StoredSession`, with its last use), a login in flight (`LoginState`) and the
+//! token-service client request a federated login carries (`FederatedRequest`). Every store
+//! keeps these, sealed.
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
+
+/// A session with the time it was last used: what every session backend keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// The session.
+    pub session: std::sync::Arc<Session>,
+    /// Last request that used it.
+    pub last_seen: UnixTime,
+}
 
 /// A logged-in browser's session.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::memory_store::StoredSession;
+use super::record::StoredSession;
 
 /// The longest a cached session is used without reading it from Redis again.
 pub const MAX_AGE: Duration = Duration::from_secs(5);

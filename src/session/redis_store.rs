@@ -21,7 +21,7 @@ mod lease;
 use std::sync::Arc;
 
 use super::error::StoreError;
-use super::memory_store::StoredSession;
+use super::record::StoredSession;
 use super::redis_cache::SessionCache;
 use super::seal::Sealer;
 use crate::clock::UnixTime;

@@ -11,7 +11,8 @@
 //! - `login_flow`: `/signin`, `/callback`, `/signout`, `/userinfo` against the test provider.
 //! - `pages`: the pages a person sees and their JSON twins (SPEC §10).
 //! - `proxy`: the reverse proxy (SPEC §5); `upstream_pool`: upstream connection reuse;
-//!   `connections`: slow and idle clients, forged forwarding headers (SPEC §9).
+//!   `connections`: slow and idle clients, forged forwarding headers (SPEC §9);
+//!   `connection_limit`: `server.max_connections` on the public and gRPC listeners.
 //! - `sessions`: server-side sessions, the admin API, back-channel logout;
 //!   `redis_sessions`: the Redis store standalone, Cluster and Sentinel, outages and failovers;
 //!   `refresh`: refresh once per session, rotation, failures; `refresh_failover`: a Sentinel
@@ -25,7 +26,9 @@
 //!   three replicas on one Redis, and why one step is not enough (SPEC §12).
 //! - `admin`: metrics and health (SPEC §8); `explain`: `POST /admin/explain`.
 //! - `envoy`: Envoy `ext_authz` over gRPC (Envoy's own protos' client) and HTTP (SPEC §4).
-//! - `envoy_proxy`: the README's Envoy recipe (gRPC and HTTP) in a real Envoy.
+//! - `envoy_proxy`: the README's Envoy recipe (gRPC and HTTP) in a real Envoy; `istio`: the
+//!   README's Istio providers (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`) as the filters Istio
+//!   generates, in a real Envoy.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
 //! - `logging`: a log reader that stopped reading never stalls a request (SPEC §11).
 //! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README

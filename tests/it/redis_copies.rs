@@ -10,7 +10,7 @@ use tollgate::config::RedisTarget;
 use tollgate::metrics::Metrics;
 use tollgate::secret::Secret;
 use tollgate::session::Session;
-use tollgate::session::memory_store::StoredSession;
+use tollgate::session::StoredSession;
 use tollgate::session::redis_store::RedisStore;
 use tollgate::session::seal::Sealer;
 

@@ -1,5 +1,8 @@
-//! The rules of `IssuerState`, checked on `MemoryState` (the Redis store runs the same
-//! scenarios against a real server in `tests/it/issuer_state.rs`).
+//! The rules of `IssuerState`, checked on `MemoryState`. `RedisState` is held to the same
+//! rules through the token service's endpoints on two replicas sharing a real Redis,
+//! standalone and Cluster (`tests/it/token_service_replicas.rs`: a code redeemed once and its
+//! replay revoking what it issued, refresh-token reuse ending the grant, revocations, failed
+//! client authentication counted across replicas).
 
 use super::memory::MemoryState;
 use super::*;

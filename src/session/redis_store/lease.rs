@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::RedisStore;
+use crate::session::StoredSession;
 use crate::session::error::StoreError;
-use crate::session::memory_store::StoredSession;
 
 /// Deletes the lease only for its holder (a lease that expired and was taken again is not
 /// another replica's to drop).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{SessionBackend, SessionError, Sessions};
 use crate::clock::UnixTime;
-use crate::session::memory_store::StoredSession;
+use crate::session::StoredSession;
 use crate::session::redis_store::RedisStore;
 use crate::session::{CookieAttributes, Cookies, Session, SessionCookieError};
 

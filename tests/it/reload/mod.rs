@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tollgate::app::ReloadError;
 
 use crate::support::gateway::{SESSION_SECRET, signed_in};
-use crate::support::{Browser, Gateway, TestIdp, TestUpstream};
+use crate::support::{Browser, Gateway, TestIdp, TestUpstream, scratch_dir};
 
 mod sighup;
 
@@ -94,12 +94,6 @@ fn cookie_header(browser: &Browser) -> String {
         .map(|(name, value)| format!("{name}={value}"))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-reload-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test]
@@ -240,7 +234,7 @@ async fn memory_sessions_survive_a_reload() {
 async fn a_config_that_needs_a_restart_or_has_a_bad_jwks_file_is_refused_and_the_live_one_stays() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let dir = temp_dir("refused");
+    let dir = scratch_dir("reload-refused");
     let jwks_file = dir.join("jwks.json");
     let jwks = reqwest::get(format!("{}/jwks", idp.issuer()))
         .await
@@ -330,7 +324,7 @@ async fn a_config_that_needs_a_restart_or_has_a_bad_jwks_file_is_refused_and_the
 async fn a_reload_reads_the_jwks_session_secret_and_client_secret_files_again() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let dir = temp_dir("files");
+    let dir = scratch_dir("reload-files");
     let jwks_file = dir.join("jwks.json");
     let secrets_file = dir.join("session-secrets");
     let client_secret_file = dir.join("client-secret");

@@ -1,7 +1,8 @@
 //! SPEC §2 on the real binary: SIGHUP makes `tollgate serve` read its config file again; an
 //! invalid file is refused, logged and counted, and the live config keeps answering.
 
-use super::{config, sha256, temp_dir};
+use super::{config, sha256};
+use crate::support::scratch_dir;
 use crate::support::{TestIdp, TestUpstream};
 
 /// Asks `url` up to `attempts` times, 50 ms apart, until `done` holds for the answer.
@@ -32,7 +33,7 @@ fn signal(child: &std::process::Child, name: &str) {
 async fn sighup_makes_tollgate_serve_read_its_config_file_again() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let dir = temp_dir("sighup");
+    let dir = scratch_dir("reload-sighup");
     let (public_port, admin_port) = (crate::support::free_port(), crate::support::free_port());
     let text = |route| {
         config(&idp, &upstream, route, "").replace(
