@@ -412,3 +412,6 @@ async fn handle_revoke(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

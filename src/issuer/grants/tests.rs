@@ -1,0 +1,173 @@
+//! The grant rules through `/token` on a router built from the token service alone: a code
+//! redeemed once, with its PKCE verifier and redirect URI, its replay revoking what it issued;
+//! refresh tokens rotating, and a reused one ending the grant.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+
+use crate::issuer::TokenService;
+use crate::issuer::state::{PendingCode, Principal};
+use crate::issuer::tests::{config, router, send, token_service};
+use crate::metrics::Metrics;
+
+const REDIRECT: &str = "https://spa.example.com/cb";
+const VERIFIER: &str = "a-pkce-code-verifier-long-enough-for-rfc-7636-section-4-1";
+
+/// The test token service with a public client `spa` (code and refresh grants, PKCE) and a
+/// local user `alice`.
+fn service() -> (Arc<TokenService>, Router) {
+    let config = config(&format!(
+        r#"[[token_service.client]]
+client_id = "spa"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["{REDIRECT}"]
+source = "aad"
+[[token_service.user]]
+username = "alice"
+password_hash = "{hash}"
+name = "Alice"
+email = "alice@example.com"
+"#,
+        hash = crate::issuer::hash_password("alice-password").unwrap(),
+    ));
+    let service = token_service(&config, &Arc::new(Metrics::new()));
+    let router = router(&service);
+    (service, router)
+}
+
+fn challenge(verifier: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// A code for alice, as `/authorize` would have stored it after her login.
+async fn code(service: &TokenService) -> String {
+    service
+        .store_code(PendingCode {
+            client_id: "spa".to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: Some(challenge(VERIFIER)),
+            nonce: Some("n-1".to_owned()),
+            scopes: vec!["openid".to_owned(), "email".to_owned()],
+            principal: Principal::Local("alice".to_owned()),
+            issued_at: service.now(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn token(router: &Router, form: &str) -> (StatusCode, serde_json::Value) {
+    let request = Request::post("/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("client_id=spa&{form}")))
+        .unwrap();
+    let (status, _, body) = send(router, request).await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn redeem(code: &str, verifier: &str) -> String {
+    format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={verifier}",
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
+    )
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_once_and_its_replay_revokes_what_it_issued() {
+    let (service, router) = service();
+    let code = code(&service).await;
+    let (status, tokens) = token(&router, &redeem(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(tokens["id_token"].is_string() && tokens["refresh_token"].is_string());
+    let access = tokens["access_token"].as_str().unwrap();
+    let claims = service.validate_own_access_token(access).await.unwrap();
+    assert_eq!(
+        claims.get("sub").unwrap(),
+        "aad:alice",
+        "the client's source and the user"
+    );
+
+    let (status, error) = token(&router, &redeem(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"], "invalid_grant");
+    assert!(
+        service.validate_own_access_token(access).await.is_err(),
+        "the replay revoked the access token the code issued"
+    );
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        tokens["refresh_token"].as_str().unwrap()
+    );
+    assert_eq!(token(&router, &refresh).await.1["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_code_needs_its_own_verifier_and_redirect_uri() {
+    let (service, router) = service();
+    let wrong_verifier = code(&service).await;
+    let (status, error) = token(
+        &router,
+        &redeem(
+            &wrong_verifier,
+            "another-verifier-of-the-same-length-as-rfc-7636-asks",
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into())
+    );
+
+    let wrong_redirect = code(&service).await;
+    let form = redeem(&wrong_redirect, VERIFIER).replace("spa.example.com", "evil.example");
+    let (status, error) = token(&router, &form).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into())
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_the_grant() {
+    let (service, router) = service();
+    let code = code(&service).await;
+    let (_, first) = token(&router, &redeem(&code, VERIFIER)).await;
+    let refresh = |token: &serde_json::Value| {
+        format!(
+            "grant_type=refresh_token&refresh_token={}",
+            token["refresh_token"].as_str().unwrap()
+        )
+    };
+    let (status, second) = token(&router, &refresh(&first)).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_ne!(second["refresh_token"], first["refresh_token"], "rotated");
+    let second_access = second["access_token"].as_str().unwrap();
+    assert!(
+        service
+            .validate_own_access_token(second_access)
+            .await
+            .is_ok()
+    );
+
+    // The first refresh token again: reuse, so the whole grant ends, the rotated one with it.
+    let (status, error) = token(&router, &refresh(&first)).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into())
+    );
+    assert_eq!(
+        token(&router, &refresh(&second)).await.1["error"],
+        "invalid_grant"
+    );
+    assert!(
+        service
+            .validate_own_access_token(second_access)
+            .await
+            .is_err(),
+        "the grant's access tokens are revoked with it"
+    );
+}
