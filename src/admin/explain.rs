@@ -80,13 +80,16 @@ struct Explanation {
     steps: Vec<Step>,
 }
 
-fn client_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(serde_json::json!({ "error": message.into() })),
+/// A described request that cannot be explained: refused as the admin API's (its count and
+/// its log line), answered with a JSON `error` naming the problem.
+fn client_error(state: &ExplainState, status: StatusCode, message: impl Into<String>) -> Response {
+    super::refuse(
+        &state.forward_auth.metrics,
+        super::AdminRefusal::Unexplainable {
+            status,
+            message: message.into(),
+        },
     )
-        .into_response()
 }
 
 /// `POST /admin/explain`.
@@ -94,15 +97,12 @@ pub async fn explain(
     axum::extract::State(state): axum::extract::State<Arc<ExplainState>>,
     request: axum::extract::Request,
 ) -> Response {
-    if let Some(response) = super::refusal(
-        &state.forward_auth.metrics,
-        state.admin_token.as_ref(),
-        request.headers(),
-    ) {
-        return response;
+    if let Err(refusal) = super::check_token(state.admin_token.as_ref(), request.headers()) {
+        return super::refuse(&state.forward_auth.metrics, refusal);
     }
     let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
         return client_error(
+            &state,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {MAX_BODY} bytes"),
         );
@@ -111,6 +111,7 @@ pub async fn explain(
         Ok(described) => described,
         Err(error) => {
             return client_error(
+                &state,
                 StatusCode::BAD_REQUEST,
                 format!("invalid explain request: {error}"),
             );
@@ -118,12 +119,13 @@ pub async fn explain(
     };
     let parsed = match parse(&described) {
         Ok(parsed) => parsed,
-        Err(message) => return client_error(StatusCode::BAD_REQUEST, message),
+        Err(message) => return client_error(&state, StatusCode::BAD_REQUEST, message),
     };
     let explanation = match &described.auth_query {
         Some(query) => {
             if state.forward_auth.forward_auth().is_none() {
                 return client_error(
+                    &state,
                     StatusCode::BAD_REQUEST,
                     "`auth_query` asks for a forward-auth decision, but forward_auth is not enabled",
                 );
@@ -139,6 +141,7 @@ pub async fn explain(
             );
             if state.public.answers_itself(Some(host.as_bytes()), path) {
                 return client_error(
+                    &state,
                     StatusCode::BAD_REQUEST,
                     format!(
                         "`{path}` is one of Tollgate's own endpoints, not a route's: describe \
@@ -149,6 +152,7 @@ pub async fn explain(
             }
             if state.proxy.routes.is_empty() {
                 return client_error(
+                    &state,
                     StatusCode::BAD_REQUEST,
                     "no [[route]] is configured: give `auth_query` for a forward-auth decision",
                 );

@@ -2,6 +2,7 @@
 //! `/admin/explain`. Never mounted on the public listener.
 
 pub mod explain;
+mod refusal;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::oidc::Providers;
 use crate::secret::Secret;
 use crate::session::store::Sessions;
 pub use explain::ExplainState;
+use refusal::{AdminRefusal, refuse};
 
 /// What the admin endpoints use, built once by the wiring.
 pub struct AdminState {
@@ -117,76 +119,18 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 
 /// The admin API answers only to `Authorization: Bearer <server.admin_token>`, compared in
 /// constant time; without a configured token it is disabled.
-fn refusal(
-    metrics: &Metrics,
+fn check_token(
     admin_token: Option<&Secret<String>>,
     headers: &HeaderMap,
-) -> Option<Response> {
-    let Some(expected) = admin_token else {
-        metrics.refused("admin", &AdminRefusal::Disabled);
-        return Some(
-            (
-                StatusCode::FORBIDDEN,
-                "the admin API is disabled: set server.admin_token\n",
-            )
-                .into_response(),
-        );
-    };
+) -> Result<(), AdminRefusal> {
+    let expected = admin_token.ok_or(AdminRefusal::Disabled)?;
     let presented = crate::identity::bearer_token(headers)
         .and_then(Result::ok)
         .unwrap_or("");
     if crate::secret::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
-        None
+        Ok(())
     } else {
-        metrics.refused("admin", &AdminRefusal::WrongToken);
-        Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "401 Unauthorized\n",
-            )
-                .into_response(),
-        )
-    }
-}
-
-/// Why the admin API refused a request (its metric and its log line).
-enum AdminRefusal {
-    /// No `server.admin_token`: the API is off (403).
-    Disabled,
-    /// A missing or wrong admin token (401).
-    WrongToken,
-}
-
-impl crate::http::rejection::Refused for AdminRefusal {
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Disabled => "forbidden",
-            Self::WrongToken => "unauthenticated",
-        }
-    }
-
-    fn reason(&self) -> std::borrow::Cow<'_, str> {
-        std::borrow::Cow::Borrowed(match self {
-            Self::Disabled => "the admin API is disabled (no server.admin_token)",
-            Self::WrongToken => "missing or wrong admin token",
-        })
-    }
-}
-
-fn store_error(error: &crate::session::error::StoreError) -> Response {
-    use crate::session::error::StoreError;
-    match error {
-        StoreError::NotServerSide => (
-            StatusCode::CONFLICT,
-            "session.store = \"cookie\" keeps no sessions on the server\n",
-        )
-            .into_response(),
-        StoreError::Unavailable(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "session store unavailable\n",
-        )
-            .into_response(),
+        Err(AdminRefusal::WrongToken)
     }
 }
 
@@ -196,24 +140,29 @@ struct SubQuery {
     sub: Option<String>,
 }
 
+/// The answer of an admin session endpoint: its response, or its refusal, counted and logged.
+fn answer(state: &AdminState, result: Result<Response, AdminRefusal>) -> Response {
+    result.unwrap_or_else(|refusal| refuse(&state.metrics, refusal))
+}
+
+/// The server-side session store.
+fn sessions(state: &AdminState) -> Result<&Sessions, AdminRefusal> {
+    state.sessions.as_deref().ok_or(AdminRefusal::NotServerSide)
+}
+
 /// `GET /admin/sessions[?sub=…]`.
 async fn list_sessions(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let query = query.ok();
-    if let Some(response) = refusal(&state.metrics, state.admin_token.as_ref(), &headers) {
-        return response;
-    }
-    let Some(sessions) = state.sessions.as_ref() else {
-        return store_error(&crate::session::error::StoreError::NotServerSide);
+    let sub = query.ok().and_then(|Query(query)| query.sub);
+    let result = async {
+        check_token(state.admin_token.as_ref(), &headers)?;
+        let list = sessions(&state)?.list(sub.as_deref()).await?;
+        Ok(axum::Json(list).into_response())
     };
-    let sub = query.as_ref().and_then(|Query(query)| query.sub.as_deref());
-    match sessions.list(sub).await {
-        Ok(list) => axum::Json(list).into_response(),
-        Err(error) => store_error(&error),
-    }
+    answer(&state, result.await)
 }
 
 /// `DELETE /admin/sessions?sub=…`: ends every session of a user.
@@ -222,29 +171,20 @@ async fn end_sessions_of_sub(
     headers: HeaderMap,
     query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let query = query.ok();
-    if let Some(response) = refusal(&state.metrics, state.admin_token.as_ref(), &headers) {
-        return response;
-    }
-    let Some(sub) = query
+    let sub = query
+        .ok()
         .and_then(|Query(query)| query.sub)
-        .filter(|sub| !sub.is_empty())
-    else {
-        return (StatusCode::BAD_REQUEST, "400 Bad Request: give ?sub=…\n").into_response();
+        .filter(|sub| !sub.is_empty());
+    let result = async {
+        check_token(state.admin_token.as_ref(), &headers)?;
+        let sub = sub.ok_or(AdminRefusal::MissingSub)?;
+        let ended = sessions(&state)?
+            .end_selected(crate::session::store::SessionSelector::Sub(&sub))
+            .await?;
+        tracing::info!(ended, "admin ended the sessions of a user");
+        Ok(axum::Json(serde_json::json!({ "ended": ended })).into_response())
     };
-    let Some(sessions) = state.sessions.as_ref() else {
-        return store_error(&crate::session::error::StoreError::NotServerSide);
-    };
-    match sessions
-        .end_selected(crate::session::store::SessionSelector::Sub(&sub))
-        .await
-    {
-        Ok(ended) => {
-            tracing::info!(ended, "admin ended the sessions of a user");
-            axum::Json(serde_json::json!({ "ended": ended })).into_response()
-        }
-        Err(error) => store_error(&error),
-    }
+    answer(&state, result.await)
 }
 
 /// `DELETE /admin/sessions/{handle}`.
@@ -253,20 +193,17 @@ async fn end_session(
     headers: HeaderMap,
     Path(handle): Path<String>,
 ) -> Response {
-    if let Some(response) = refusal(&state.metrics, state.admin_token.as_ref(), &headers) {
-        return response;
-    }
-    let Some(sessions) = state.sessions.as_ref() else {
-        return store_error(&crate::session::error::StoreError::NotServerSide);
+    let result = async {
+        check_token(state.admin_token.as_ref(), &headers)?;
+        let ended = sessions(&state)?
+            .end_selected(crate::session::store::SessionSelector::Handle(&handle))
+            .await?;
+        if ended == 0 {
+            return Err(AdminRefusal::NoSuchSession);
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
     };
-    match sessions
-        .end_selected(crate::session::store::SessionSelector::Handle(&handle))
-        .await
-    {
-        Ok(0) => (StatusCode::NOT_FOUND, "404 Not Found: no such session\n").into_response(),
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => store_error(&error),
-    }
+    answer(&state, result.await)
 }
 
 #[cfg(test)]

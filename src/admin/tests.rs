@@ -128,3 +128,68 @@ async fn the_right_admin_token_reaches_the_session_store() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
+
+/// `DELETE path` with the admin token, on a router over `state`: the status.
+async fn delete(state: Arc<AdminState>, path: &str) -> StatusCode {
+    super::routes(state)
+        .oneshot(
+            Request::delete(path)
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn each_admin_refusal_is_counted_once_under_its_own_result() {
+    use crate::issuer::tests::requests_counted;
+    let state = Arc::new(state(Some(ADMIN_TOKEN), Providers::new()));
+    // No `sub`: 400 before the store is looked at.
+    assert_eq!(
+        delete(state.clone(), "/admin/sessions").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(requests_counted(&state.metrics, "admin", "bad_request"), 1);
+    // No server-side store: 409, for a user's sessions and for one session.
+    assert_eq!(
+        delete(state.clone(), "/admin/sessions?sub=alice").await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        delete(state.clone(), "/admin/sessions/some-handle").await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        requests_counted(&state.metrics, "admin", "not_server_side"),
+        2
+    );
+    assert_eq!(requests_counted(&state.metrics, "admin", "bad_request"), 1);
+    assert_eq!(
+        requests_counted(&state.metrics, "admin", "unauthenticated"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_admin_token_is_counted_once_as_unauthenticated() {
+    use crate::issuer::tests::requests_counted;
+    let state = Arc::new(state(Some(ADMIN_TOKEN), Providers::new()));
+    let (status, _) = get(
+        super::routes(state.clone()),
+        "/admin/sessions",
+        Some("not-the-admin-token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        requests_counted(&state.metrics, "admin", "unauthenticated"),
+        1
+    );
+    assert_eq!(
+        requests_counted(&state.metrics, "admin", "not_server_side"),
+        0
+    );
+}

@@ -475,20 +475,15 @@ pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: Heade
             )
                 .into_response()
         }
-        Err((rejection, reason)) => {
-            state.metrics.request("validate", rejection.result_label());
-            crate::telemetry::with_current(|span| span.reason(&reason));
-            crate::log_decision!(
-                info,
-                DecisionLine {
-                    role: "validate",
-                    result: rejection.result_label(),
-                    reason: Some(&reason),
-                    request_id,
-                    ..DecisionLine::default()
-                }
-            );
-            rejection.into_response()
+        Err(refusal) => {
+            let refusal = Refusal::from(refusal);
+            let line = DecisionLine {
+                role: "validate",
+                request_id,
+                ..DecisionLine::default()
+            };
+            state.metrics.refused_request(line, &refusal);
+            refusal.into_response()
         }
     }
 }

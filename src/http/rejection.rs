@@ -1,8 +1,9 @@
 //! `Rejection`: the one place where a failure becomes a status, headers and a body (the table in
 //! ARCHITECTURE.md). The body never carries internal detail, tokens or secrets. `Refused` is
-//! what every surface's refusal (this one, the token service's OAuth errors, the admin API's and
-//! back-channel logout's answers) tells the metric and the log line, which `Metrics::refused`
-//! records in one place.
+//! what every surface's refusal (this one, the token service's OAuth errors and `/authorize`
+//! refusals, the admin API's and back-channel logout's answers, the proxy's "no route") tells
+//! the metric and the log line, which `Metrics::refused` records in one place (ARCHITECTURE.md,
+//! "Refusals").
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

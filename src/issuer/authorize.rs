@@ -10,10 +10,14 @@ use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+mod refusal;
+
 use super::clients::verify_password;
 use super::{FederatedLogin, PendingCode, TokenService, is_registered_redirect, with_query};
 use crate::config::GrantType;
 use crate::http::pages::{escape, page};
+use crate::http::rejection::{Refusal, Rejection};
+use refusal::{AuthorizeError, AuthorizeRefusal, refuse};
 
 /// What `/authorize` uses: the service, and what starts federated logins.
 #[derive(Clone)]
@@ -44,53 +48,6 @@ struct AuthorizationRequest {
     code_challenge: Option<String>,
 }
 
-/// What went wrong with an authorization request, before or after the redirect URI is known.
-enum AuthorizeError {
-    /// Client or redirect URI unknown: shown to the user, never redirected (RFC 6749 §4.1.2.1).
-    Page(String),
-    /// Sent back to the client.
-    Redirect {
-        redirect_uri: String,
-        state: Option<String>,
-        error: &'static str,
-        description: String,
-    },
-}
-
-impl AuthorizeError {
-    fn into_response(self, issuer: &str) -> Response {
-        match self {
-            Self::Page(message) => (
-                StatusCode::BAD_REQUEST,
-                Html(page(
-                    "Sign-in request refused",
-                    &format!("<p>{}</p>", escape(&message)),
-                )),
-            )
-                .into_response(),
-            Self::Redirect {
-                redirect_uri,
-                state,
-                error,
-                description,
-            } => {
-                let mut params = vec![
-                    ("error", error),
-                    ("error_description", description.as_str()),
-                    ("iss", issuer),
-                ];
-                if let Some(state) = &state {
-                    params.push(("state", state));
-                }
-                match with_query(&redirect_uri, &params) {
-                    Some(location) => crate::http::found(&location),
-                    None => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
-                }
-            }
-        }
-    }
-}
-
 const PARAMETERS: &[&str] = &[
     "response_type",
     "client_id",
@@ -109,7 +66,10 @@ fn parse_parameters(raw: &[u8]) -> Result<HashMap<String, String>, String> {
             .insert(name.to_string(), value.into_owned())
             .is_some()
         {
-            return Err(format!("parameter `{name}` repeated"));
+            return Err(format!(
+                "parameter `{}` repeated",
+                crate::untrusted::bounded(&name)
+            ));
         }
     }
     Ok(parameters)
@@ -213,18 +173,23 @@ pub(super) async fn show_form(
     let raw = query.unwrap_or_default();
     let parameters = match parse_parameters(raw.as_bytes()) {
         Ok(parameters) => parameters,
-        Err(message) => return AuthorizeError::Page(message).into_response(service.issuer()),
+        Err(message) => return refuse(&service, AuthorizeError::Page(message)),
     };
     let request = match service.check_authorization(&parameters) {
         Ok(request) => request,
-        Err(error) => return error.into_response(service.issuer()),
+        Err(error) => return refuse(&service, error),
     };
     let login_provider = service
         .client(&request.client_id)
         .and_then(|client| client.login_provider.clone());
     match login_provider {
         None => login_form(&parameters, None),
-        Some(provider) => federate(federation.as_deref(), &provider, request, peer, &headers).await,
+        Some(provider) => {
+            match federate(federation.as_deref(), &provider, request, peer, &headers).await {
+                Ok(response) => response,
+                Err(refusal) => refuse(&service, AuthorizeRefusal::Federation(refusal)),
+            }
+        }
     }
 }
 
@@ -236,9 +201,12 @@ async fn federate(
     request: AuthorizationRequest,
     peer: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     let Some(federation) = federation else {
-        return crate::http::rejection::Rejection::Internal.into_response();
+        return Err(Refusal::new(
+            Rejection::Internal,
+            "the client has a login_provider, but no federated login is set up",
+        ));
     };
     let request = crate::session::FederatedRequest {
         client_id: request.client_id,
@@ -248,16 +216,10 @@ async fn federate(
         nonce: request.nonce,
         code_challenge: request.code_challenge,
     };
-    match federation
+    federation
         .start(provider_name, request, peer, headers)
         .await
-    {
-        Ok(response) => response,
-        Err((rejection, reason)) => {
-            tracing::info!(reason = %reason, "federated login could not start");
-            rejection.into_response()
-        }
-    }
+        .map_err(Refusal::from)
 }
 
 pub(super) async fn submit_form(
@@ -266,24 +228,22 @@ pub(super) async fn submit_form(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(reason) = same_origin_post(&headers, service.issuer()) {
-        tracing::info!(reason, "login form post refused");
-        service.metrics.request("token_service", "bad_request");
-        return (
-            StatusCode::FORBIDDEN,
-            [(header::CACHE_CONTROL, "no-store")],
-            "403 Forbidden: the sign-in form was posted from another site\n",
-        )
-            .into_response();
+    match sign_in(&service, peer, &headers, &body).await {
+        Ok(response) => response,
+        Err(refusal) => refuse(&service, refusal),
     }
-    let parameters = match parse_parameters(&body) {
-        Ok(parameters) => parameters,
-        Err(message) => return AuthorizeError::Page(message).into_response(service.issuer()),
-    };
-    let request = match service.check_authorization(&parameters) {
-        Ok(request) => request,
-        Err(error) => return error.into_response(service.issuer()),
-    };
+}
+
+/// The login form's post: the code, sent back to the client, or the refusal.
+async fn sign_in(
+    service: &TokenService,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Response, AuthorizeRefusal> {
+    same_origin_post(headers, service.issuer()).map_err(AuthorizeRefusal::CrossSite)?;
+    let parameters = parse_parameters(body).map_err(AuthorizeError::Page)?;
+    let request = service.check_authorization(&parameters)?;
     let username = parameters.get("username").cloned().unwrap_or_default();
     let password = parameters.get("password").cloned().unwrap_or_default();
     let user = service
@@ -298,22 +258,14 @@ pub(super) async fn submit_form(
         user.map(|user| format!("user:{}", user.username)),
         Some(format!(
             "address:{}",
-            service.client_address(peer.ip(), &headers)
+            service.client_address(peer.ip(), headers)
         )),
     ]
     .into_iter()
     .flatten()
     .collect();
-    let limited = match service.state.limited(&limit_keys, now).await {
-        Ok(limited) => limited,
-        Err(error) => return store_unavailable(&error),
-    };
-    if limited {
-        tracing::warn!("local login rate-limited");
-        service
-            .metrics
-            .request("token_service", "login_rate_limited");
-        return too_many_attempts();
+    if service.state.limited(&limit_keys, now).await? {
+        return Err(AuthorizeRefusal::RateLimited);
     }
     // Verify against a real hash even for unknown users, so timing does not tell who exists.
     let hash = user.map_or_else(dummy_hash, |user| user.password_hash.expose().clone());
@@ -321,12 +273,8 @@ pub(super) async fn submit_form(
         .await
         .unwrap_or(false);
     if user.is_none() || !verified {
-        if let Err(error) = service.state.count_failure(&limit_keys, now).await {
-            return store_unavailable(&error);
-        }
-        tracing::info!("local login failed");
-        service.metrics.request("token_service", "login_failed");
-        return login_form(&parameters, Some("Wrong username or password."));
+        service.state.count_failure(&limit_keys, now).await?;
+        return Err(AuthorizeRefusal::WrongPassword(parameters));
     }
     let code = service
         .store_code(PendingCode {
@@ -338,38 +286,15 @@ pub(super) async fn submit_form(
             principal: super::Principal::Local(username),
             issued_at: service.now(),
         })
-        .await;
-    let Ok(code) = code else {
-        return crate::http::rejection::Rejection::StoreUnavailable.into_response();
-    };
+        .await
+        .map_err(|error| AuthorizeRefusal::StoreUnavailable(error.to_string()))?;
     let mut params = vec![("code", code.as_str()), ("iss", service.issuer())];
     if let Some(state) = &request.state {
         params.push(("state", state));
     }
-    match with_query(&request.redirect_uri, &params) {
-        Some(location) => crate::http::found(&location),
-        None => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
-    }
-}
-
-/// The page for a sign-in the store could not serve (503; the user may try again).
-fn store_unavailable(error: &super::state::StateError) -> Response {
-    tracing::warn!(%error, "token service store unavailable; sign-in refused");
-    crate::http::rejection::Rejection::StoreUnavailable.into_response()
-}
-
-/// The page for a sign-in refused because of too many failures.
-fn too_many_attempts() -> Response {
-    let mut response = crate::http::pages::html(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many attempts",
-        "<p>Too many failed sign-ins. Wait a minute, then try again.</p>",
-    );
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("60"),
-    );
-    response
+    with_query(&request.redirect_uri, &params)
+        .map(|location| crate::http::found(&location))
+        .ok_or(AuthorizeRefusal::BadRedirectUri)
 }
 
 /// Refuses a login form posted from another site (login CSRF: a victim signed in as the

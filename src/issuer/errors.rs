@@ -35,14 +35,14 @@ pub enum IssuerError {
     #[error("server_error")]
     ServerError,
     /// The token service's store cannot be reached (503, `Retry-After`); nothing was issued.
-    #[error("temporarily_unavailable")]
-    Unavailable,
+    /// Why is for the refusal's log line, never for the client.
+    #[error("temporarily_unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<super::state::StateError> for IssuerError {
     fn from(error: super::state::StateError) -> Self {
-        tracing::warn!(%error, "token service store unavailable");
-        Self::Unavailable
+        Self::Unavailable(error.to_string())
     }
 }
 
@@ -56,14 +56,14 @@ impl crate::http::rejection::Refused for IssuerError {
     }
 
     fn is_failure(&self) -> bool {
-        matches!(self, Self::ServerError | Self::Unavailable)
+        matches!(self, Self::ServerError | Self::Unavailable(_))
     }
 }
 
 impl IssuerError {
     /// Whether the store could not be reached (a 503, worth retrying), not a refusal.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable)
+        matches!(self, Self::Unavailable(_))
     }
 
     /// The RFC 6749 error code.
@@ -76,7 +76,7 @@ impl IssuerError {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::ServerError => "server_error",
-            Self::Unavailable => "temporarily_unavailable",
+            Self::Unavailable(_) => "temporarily_unavailable",
         }
     }
 }
@@ -87,7 +87,7 @@ impl IntoResponse for IssuerError {
             Self::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         let mut body = serde_json::json!({ "error": self.code() });
@@ -104,7 +104,7 @@ impl IntoResponse for IssuerError {
         if matches!(self, Self::TooManyAttempts) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
-        if matches!(self, Self::Unavailable) {
+        if matches!(self, Self::Unavailable(_)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, Self::InvalidClient { used_basic: true }) {

@@ -141,7 +141,7 @@ impl FederatedAuthorization for TokenService {
                 .await
                 .map_err(|error| {
                     if error.is_unavailable() {
-                        FederationError::Unavailable
+                        FederationError::Unavailable(error.to_string())
                     } else {
                         FederationError::Refused(error.to_string())
                     }

@@ -264,7 +264,7 @@ async fn jwks(
 /// the provider being unreachable (never `invalid_grant`, which would end a session).
 fn provider_error(error: &IssuerError) -> ProviderError {
     match error {
-        IssuerError::Unavailable => ProviderError::Unreachable(error.to_string()),
+        IssuerError::Unavailable(_) => ProviderError::Unreachable(error.to_string()),
         other => ProviderError::Refused(other.code().to_owned()),
     }
 }

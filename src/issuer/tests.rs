@@ -174,11 +174,151 @@ async fn a_federated_client_without_a_federated_login_is_a_server_error() {
     corp_app.redirect_uris = vec!["https://corp-app.example/cb".to_owned()];
     corp_app.login_provider = Some("corp".to_owned());
     service_config.clients.push(corp_app);
-    let router = router(&token_service(&config, &Arc::new(Metrics::new())));
+    let metrics = Arc::new(Metrics::new());
+    let router = router(&token_service(&config, &metrics));
     let (status, _, _) = send(
         &router,
         get("/authorize?response_type=code&client_id=corp-app&redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb&state=s"),
     )
     .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    // Counted once, as the token service's refusals are.
+    assert_eq!(requests_counted(&metrics, "token_service", "error"), 1);
+}
+
+/// How many requests `metrics` counted under `tollgate_requests_total{role, result}`, from the
+/// text `/metrics` serves (0 when the series does not exist).
+pub(crate) fn requests_counted(metrics: &Metrics, role: &str, result: &str) -> u64 {
+    let series = format!("tollgate_requests_total{{role=\"{role}\",result=\"{result}\"}} ");
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |count| count.parse().unwrap())
+}
+
+/// Every series of `tollgate_requests_total` that counted anything, as `(role, result, n)`.
+fn requests(metrics: &Metrics) -> Vec<String> {
+    metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("tollgate_requests_total{") && !line.ends_with(" 0"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A service with a public `authorization_code` client `web` (redirect URI
+/// `https://web.example/cb`) and a user `alice` (password `alice-password`), and its metrics.
+fn form_service() -> (Arc<TokenService>, Arc<Metrics>) {
+    let config = config(&format!(
+        r#"[[token_service.client]]
+client_id = "web"
+grants = ["authorization_code"]
+redirect_uris = ["https://web.example/cb"]
+source = "local"
+[[token_service.user]]
+username = "alice"
+password_hash = "{hash}"
+"#,
+        hash = super::hash_password("alice-password").unwrap(),
+    ));
+    let metrics = Arc::new(Metrics::new());
+    (token_service(&config, &metrics), metrics)
+}
+
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn form_post(body: &str, site: &str) -> Request<Body> {
+    Request::post("/authorize")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", site)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unknown_client_is_a_400_page_counted_once_as_bad_request() {
+    let (service, metrics) = form_service();
+    let (status, _, body) = send(
+        &router(&service),
+        get("/authorize?response_type=code&client_id=nobody&redirect_uri=https%3A%2F%2Fweb.example%2Fcb"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("unknown client"));
+    assert_eq!(
+        requests(&metrics),
+        ["tollgate_requests_total{role=\"token_service\",result=\"bad_request\"} 1"]
+    );
+}
+
+#[tokio::test]
+async fn an_error_sent_back_to_the_client_is_counted_once_under_its_code() {
+    let (service, metrics) = form_service();
+    // A public client without PKCE: RFC 6749 §4.1.2.1, back to the client.
+    let (status, headers, _) = send(
+        &router(&service),
+        get("/authorize?response_type=code&client_id=web&redirect_uri=https%3A%2F%2Fweb.example%2Fcb&state=s"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    let location = headers[header::LOCATION].to_str().unwrap();
+    assert!(location.contains("error=invalid_request"), "{location}");
+    assert_eq!(
+        requests(&metrics),
+        ["tollgate_requests_total{role=\"token_service\",result=\"invalid_request\"} 1"]
+    );
+}
+
+#[tokio::test]
+async fn a_login_form_posted_from_another_site_is_403_counted_once() {
+    let (service, metrics) = form_service();
+    let (status, _, body) = send(
+        &router(&service),
+        form_post(
+            "client_id=web&username=alice&password=alice-password",
+            "cross-site",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("posted from another site"));
+    assert_eq!(
+        requests(&metrics),
+        ["tollgate_requests_total{role=\"token_service\",result=\"bad_request\"} 1"]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
+    let (service, metrics) = form_service();
+    let router = router(&service);
+    let body = format!(
+        "response_type=code&client_id=web&redirect_uri=https%3A%2F%2Fweb.example%2Fcb\
+         &code_challenge={CHALLENGE}&code_challenge_method=S256&username=alice&password="
+    );
+    let (status, _, page) = send(&router, form_post(&format!("{body}wrong"), "same-origin")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&page).contains("Wrong username or password."));
+    assert_eq!(
+        requests(&metrics),
+        ["tollgate_requests_total{role=\"token_service\",result=\"login_failed\"} 1"]
+    );
+    // The right one is sent back to the client with a code, and counts no refusal.
+    let (status, headers, _) = send(
+        &router,
+        form_post(&format!("{body}alice-password"), "same-origin"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(
+        headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("https://web.example/cb?code=")
+    );
+    assert_eq!(
+        requests_counted(&metrics, "token_service", "login_failed"),
+        1
+    );
 }

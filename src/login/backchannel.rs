@@ -3,7 +3,7 @@
 //! server-side session store; a replayed token (`jti` seen before) is refused — on every
 //! replica with the Redis store, which keeps the used `jti`s.
 
-use crate::http::rejection::{Refusal, Rejection};
+use crate::http::rejection::Refused;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,6 +14,59 @@ use serde_json::Value;
 use super::LoginFlow;
 use crate::session::error::StoreError;
 use crate::session::store::SessionSelector;
+
+/// Why a back-channel logout was not carried out. The handler records its one count under
+/// `tollgate_requests_total{role="backchannel_logout"}` and its one log line through
+/// `Metrics::refused`, then answers the provider.
+#[derive(Debug)]
+enum BackchannelRefusal {
+    /// The logout token is missing, unknown or invalid, or was seen before: 400, naming why.
+    Invalid(String),
+    /// No server-side session store to end sessions in (no session secrets, or
+    /// `session.store = "cookie"`): 501, naming why. Sessions the provider ended live on, so
+    /// the operator should look at it.
+    NotServerSide(&'static str),
+    /// The session store could not carry the logout out, and why: 503 (the provider retries a
+    /// 5xx with the same token).
+    Unavailable(StoreError),
+}
+
+impl Refused for BackchannelRefusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "bad_request",
+            Self::NotServerSide(_) => "not_server_side",
+            Self::Unavailable(_) => "store_unavailable",
+        }
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Invalid(reason) => std::borrow::Cow::Borrowed(reason),
+            Self::NotServerSide(reason) => std::borrow::Cow::Borrowed(reason),
+            Self::Unavailable(error) => std::borrow::Cow::Owned(format!(
+                "back-channel logout could not be carried out by the session store: {error}"
+            )),
+        }
+    }
+
+    fn is_failure(&self) -> bool {
+        matches!(self, Self::NotServerSide(_) | Self::Unavailable(_))
+    }
+}
+
+impl IntoResponse for BackchannelRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Invalid(reason) => answer(StatusCode::BAD_REQUEST, Some(&reason)),
+            Self::NotServerSide(reason) => answer(StatusCode::NOT_IMPLEMENTED, Some(reason)),
+            Self::Unavailable(_) => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("session store unavailable"),
+            ),
+        }
+    }
+}
 
 fn answer(status: StatusCode, error: Option<&str>) -> Response {
     let body = match error {
@@ -39,11 +92,22 @@ pub async fn backchannel_logout(
     State(state): State<Arc<LoginFlow>>,
     body: axum::body::Bytes,
 ) -> Response {
-    let token = url::form_urlencoded::parse(&body)
+    match logout(&state, &body).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            state.metrics.refused("backchannel_logout", &refusal);
+            refusal.into_response()
+        }
+    }
+}
+
+async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelRefusal> {
+    let invalid = |reason: &str| BackchannelRefusal::Invalid(reason.to_owned());
+    let token = url::form_urlencoded::parse(body)
         .find(|(name, _)| name == "logout_token")
         .map(|(_, value)| value.into_owned());
     let Some(token) = token else {
-        return refuse(&state, "missing logout_token");
+        return Err(invalid("missing logout_token"));
     };
     // Choose the provider by the token's (unverified) issuer; its keys then decide.
     let issuer = unverified_issuer(&token);
@@ -52,11 +116,11 @@ pub async fn backchannel_logout(
         .values()
         .find(|provider| Some(provider.config.issuer.as_str()) == issuer.as_deref())
     else {
-        return refuse(&state, "unknown issuer");
+        return Err(invalid("unknown issuer"));
     };
     let claims = match provider.validate_logout_token(&token).await {
         Ok(claims) => claims,
-        Err(error) => return refuse(&state, &format!("logout_token refused: {error}")),
+        Err(error) => return Err(invalid(&format!("logout_token refused: {error}"))),
     };
     let now = state.clock.now();
     let jti = claims
@@ -64,10 +128,9 @@ pub async fn backchannel_logout(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let Some(sessions) = state.sessions.as_ref() else {
-        return answer(
-            StatusCode::NOT_IMPLEMENTED,
-            Some("no sessions are configured"),
-        );
+        return Err(BackchannelRefusal::NotServerSide(
+            "no sessions are configured",
+        ));
     };
     let sid = claims.get("sid").and_then(Value::as_str);
     let sub = claims.get("sub").and_then(Value::as_str);
@@ -81,15 +144,15 @@ pub async fn backchannel_logout(
             provider: &provider_name,
             sub,
         },
-        (None, None) => return refuse(&state, "logout_token has neither sid nor sub"),
+        (None, None) => return Err(invalid("logout_token has neither sid nor sub")),
     };
     // Checked first, recorded only once the sessions ended: a logout that failed is served
     // again when the provider retries it. Two copies at once both end the sessions, which is
     // the same logout.
     match sessions.logout_token_used(&provider_name, jti, now).await {
         Ok(false) => {}
-        Ok(true) => return refuse(&state, "logout_token replayed"),
-        Err(error) => return unavailable(&error),
+        Ok(true) => return Err(invalid("logout_token replayed")),
+        Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
     }
     match sessions.end_selected(selector).await {
         Ok(count) => {
@@ -98,37 +161,17 @@ pub async fn backchannel_logout(
                 .await
             {
                 // Ended, but a replay would not be recognised: the retry records it.
-                return unavailable(&error);
+                return Err(BackchannelRefusal::Unavailable(error));
             }
             state.metrics.request("backchannel_logout", "ended");
             tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
-            answer(StatusCode::OK, None)
+            Ok(answer(StatusCode::OK, None))
         }
-        Err(StoreError::NotServerSide) => answer(
-            StatusCode::NOT_IMPLEMENTED,
-            Some(
-                "back-channel logout needs a server-side session store (session.store = \"memory\")",
-            ),
-        ),
-        Err(error) => unavailable(&error),
+        Err(StoreError::NotServerSide) => Err(BackchannelRefusal::NotServerSide(
+            "back-channel logout needs a server-side session store (session.store = \"memory\")",
+        )),
+        Err(error) => Err(BackchannelRefusal::Unavailable(error)),
     }
-}
-
-/// 503: the provider retries a 5xx with the same token.
-fn unavailable(error: &StoreError) -> Response {
-    tracing::warn!(%error, "back-channel logout could not be carried out by the session store");
-    answer(
-        StatusCode::SERVICE_UNAVAILABLE,
-        Some("session store unavailable"),
-    )
-}
-
-fn refuse(state: &LoginFlow, reason: &str) -> Response {
-    state.metrics.refused(
-        "backchannel_logout",
-        &Refusal::new(Rejection::BadRequest(reason.to_owned()), reason),
-    );
-    answer(StatusCode::BAD_REQUEST, Some(reason))
 }
 
 fn unverified_issuer(token: &str) -> Option<String> {

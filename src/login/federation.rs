@@ -12,7 +12,7 @@ use crate::session::FederatedRequest;
 #[derive(Debug)]
 pub enum FederationError {
     /// The token service's store could not be reached (503).
-    Unavailable,
+    Unavailable(String),
     /// The client's request cannot be answered (400), and why.
     Refused(String),
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::http::forwarded::RequestBases;
-use crate::http::rejection::Rejection;
+use crate::http::rejection::{Refusal, Rejection};
 use crate::metrics::{Metrics, ProviderLabels};
 use crate::oidc::provider::CredentialError;
 use crate::oidc::{ProviderError, Providers};
@@ -96,16 +96,12 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
     response
 }
 
-fn reject(state: &LoginFlow, role: &'static str, rejection: Rejection, reason: &str) -> Response {
-    state.metrics.request(role, rejection.result_label());
-    crate::telemetry::with_current(|span| span.reason(reason));
-    tracing::info!(
-        role,
-        result = rejection.result_label(),
-        reason,
-        "login flow refused"
-    );
-    rejection.into_response()
+/// Refuses a request of the login flow's `role` (`signin`, `callback`, `signout`): its one
+/// count and log line through `Metrics::refused`, then the rejection's answer.
+fn reject(state: &LoginFlow, role: &'static str, refusal: impl Into<Refusal>) -> Response {
+    let refusal = refusal.into();
+    state.metrics.refused(role, &refusal);
+    refusal.into_response()
 }
 
 /// `GET /signin?rd=URL`.
@@ -117,7 +113,7 @@ pub async fn signin(
 ) -> Response {
     match start_login(&state, peer, &headers, query.ok().map(|Query(query)| query)).await {
         Ok(response) => response,
-        Err((rejection, reason)) => reject(&state, "signin", rejection, &reason),
+        Err(refusal) => reject(&state, "signin", refusal),
     }
 }
 
@@ -275,7 +271,7 @@ pub async fn callback(
 ) -> Response {
     match finish_login(&state, peer, &headers, query.ok().map(|Query(query)| query)).await {
         Ok(response) => response,
-        Err((rejection, reason)) => reject(&state, "callback", rejection, &reason),
+        Err(refusal) => reject(&state, "callback", refusal),
     }
 }
 
@@ -330,7 +326,13 @@ async fn finish_login(
         }
     }
     if let Some(error) = &query.error {
-        tracing::info!(provider = %provider.name(), error = %crate::untrusted::bounded(error), "provider refused the login");
+        state.metrics.refused(
+            "callback",
+            &ProviderRefusedLogin {
+                provider: provider.name(),
+                error,
+            },
+        );
         // A federated login answers the token service's client, as its own provider would.
         let federated = login
             .federation
@@ -413,10 +415,9 @@ async fn finish_login(
                 .complete(federation, &claims)
                 .await
                 .map_err(|error| match error {
-                    FederationError::Unavailable => (
-                        Rejection::StoreUnavailable,
-                        "federation: token service store unavailable".to_owned(),
-                    ),
+                    FederationError::Unavailable(reason) => {
+                        (Rejection::StoreUnavailable, format!("federation: {reason}"))
+                    }
                     FederationError::Refused(error) => (
                         Rejection::BadRequest(error.clone()),
                         format!("federation refused: {error}"),
@@ -461,6 +462,28 @@ async fn finish_login(
     ))
 }
 
+/// The provider answered `/callback` with an `error` instead of a code: the user is not
+/// signed in (401), or a federated login passes the error on to the token service's client.
+struct ProviderRefusedLogin<'a> {
+    provider: &'a str,
+    /// The provider's `error`, its text: bounded and escaped in the reason.
+    error: &'a str,
+}
+
+impl crate::http::rejection::Refused for ProviderRefusedLogin<'_> {
+    fn label(&self) -> &'static str {
+        "unauthenticated"
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(format!(
+            "provider {} refused the login: {}",
+            self.provider,
+            crate::untrusted::bounded(self.error)
+        ))
+    }
+}
+
 /// `GET /signout?rd=URL`.
 pub async fn signout(
     State(state): State<Arc<LoginFlow>>,
@@ -470,7 +493,7 @@ pub async fn signout(
 ) -> Response {
     match end_session(&state, peer, &headers, query.ok().map(|Query(query)| query)).await {
         Ok(response) => response,
-        Err((rejection, reason)) => reject(&state, "signout", rejection, &reason),
+        Err(refusal) => reject(&state, "signout", refusal),
     }
 }
 

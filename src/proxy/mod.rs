@@ -116,16 +116,12 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
     let route = match route {
         Ok(Some(route)) => route,
         Ok(None) => {
-            state.metrics.request("proxy", "no_route");
-            crate::log_decision!(
-                info,
-                DecisionLine {
-                    role: "proxy",
-                    result: "no_route",
-                    request_id: crate::http::request_id(request.headers()),
-                    ..DecisionLine::default()
-                }
-            );
+            let line = DecisionLine {
+                role: "proxy",
+                request_id: crate::http::request_id(request.headers()),
+                ..DecisionLine::default()
+            };
+            state.metrics.refused_request(line, &NoRoute);
             return crate::http::pages::not_found();
         }
         Err(rejection) => return refuse(state, rejection, request.headers()),
@@ -190,6 +186,19 @@ fn refuse(state: &ProxyState, rejection: Rejection, headers: &HeaderMap) -> Resp
     };
     state.metrics.refused_request(line, &refusal);
     refusal.into_response()
+}
+
+/// No route serves the request's host and path: the not-found page, counted as `no_route`.
+struct NoRoute;
+
+impl crate::http::rejection::Refused for NoRoute {
+    fn label(&self) -> &'static str {
+        "no_route"
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed("no route serves this host and path")
+    }
 }
 
 /// The response, the decision's `result` label and, when an identity was established, its

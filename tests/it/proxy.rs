@@ -324,6 +324,11 @@ skip = ["GET,^/api/health$"]
         404,
         "no route"
     );
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("tollgate_requests_total{role=\"proxy\",result=\"no_route\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -629,6 +629,15 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
     assert_eq!(backchannel(token.clone()).await.unwrap().status(), 200);
     assert_eq!(other.get(&gateway.url("/auth")).await.status(), 401);
     assert_eq!(backchannel(token).await.unwrap().status(), 400, "a replay");
+    // Each 503 was counted once, as its surface's store_unavailable; the replay as bad_request.
+    let metrics = gateway.metrics().await;
+    for series in [
+        "tollgate_requests_total{role=\"admin\",result=\"store_unavailable\"} 2",
+        "tollgate_requests_total{role=\"backchannel_logout\",result=\"store_unavailable\"} 2",
+        "tollgate_requests_total{role=\"backchannel_logout\",result=\"bad_request\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
 }
 
 /// SPEC §12: with sessions in Redis a logout token's `jti` is refused on every replica once

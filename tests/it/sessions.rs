@@ -299,6 +299,14 @@ async fn backchannel_logout_needs_a_server_side_store() {
             .status(),
         501
     );
+    // Counted once, under its own result (the provider's logouts are not carried out).
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(
+            "tollgate_requests_total{role=\"backchannel_logout\",result=\"not_server_side\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,174 @@
+//! `AuthorizeRefusal`: every way `/authorize` says no (a wrong authorization request, a form
+//! posted from another site, a wrong password, too many of them, a store or a federated login
+//! that failed), as one typed value. `refuse` records its one count under
+//! `tollgate_requests_total{role="token_service"}` and its one log line through
+//! `Metrics::refused`, then answers it.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::super::{TokenService, with_query};
+use crate::http::pages::{escape, page};
+use crate::http::rejection::{Refusal, Refused};
+
+/// What went wrong with an authorization request, before or after the redirect URI is known.
+pub(in crate::issuer) enum AuthorizeError {
+    /// Client or redirect URI unknown: shown to the user, never redirected (RFC 6749 §4.1.2.1).
+    Page(String),
+    /// Sent back to the client.
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
+}
+
+/// Why `/authorize` refused a request.
+pub(in crate::issuer) enum AuthorizeRefusal {
+    /// The authorization request itself is wrong: a page, or the client is told.
+    Request(AuthorizeError),
+    /// The login form was posted from another site (login CSRF), and how that showed: 403.
+    CrossSite(&'static str),
+    /// Too many failed sign-ins for this user or from this address: 429.
+    RateLimited,
+    /// A wrong username or password: the form again (with these parameters), with a notice
+    /// (401). The username is not logged.
+    WrongPassword(HashMap<String, String>),
+    /// The token service's store could not be used, and why: 503.
+    StoreUnavailable(String),
+    /// The client's registered redirect URI cannot carry the code: 400.
+    BadRedirectUri,
+    /// The client's federated login could not start at its `login_provider`.
+    Federation(Refusal),
+}
+
+impl From<AuthorizeError> for AuthorizeRefusal {
+    fn from(error: AuthorizeError) -> Self {
+        Self::Request(error)
+    }
+}
+
+impl From<super::super::state::StateError> for AuthorizeRefusal {
+    fn from(error: super::super::state::StateError) -> Self {
+        Self::StoreUnavailable(error.to_string())
+    }
+}
+
+/// Counts and logs `refusal` once, as the token service's, and answers it.
+pub(in crate::issuer) fn refuse(
+    service: &TokenService,
+    refusal: impl Into<AuthorizeRefusal>,
+) -> Response {
+    let refusal = refusal.into();
+    service.metrics.refused("token_service", &refusal);
+    refusal.into_response(service.issuer())
+}
+
+impl Refused for AuthorizeRefusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Request(AuthorizeError::Page(_)) | Self::CrossSite(_) | Self::BadRedirectUri => {
+                "bad_request"
+            }
+            // The RFC 6749 §4.1.2.1 code the client is sent, as the token endpoint's are.
+            Self::Request(AuthorizeError::Redirect { error, .. }) => error,
+            Self::RateLimited => "login_rate_limited",
+            Self::WrongPassword(_) => "login_failed",
+            // As the token endpoint counts its store failing.
+            Self::StoreUnavailable(_) => "temporarily_unavailable",
+            Self::Federation(refusal) => refusal.label(),
+        }
+    }
+
+    fn reason(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        match self {
+            Self::Request(AuthorizeError::Page(message)) => Cow::Borrowed(message),
+            Self::Request(AuthorizeError::Redirect {
+                error, description, ..
+            }) => Cow::Owned(format!("{error}: {description}")),
+            Self::CrossSite(how) => Cow::Owned(format!("login form post refused: {how}")),
+            Self::RateLimited => Cow::Borrowed("local login rate-limited"),
+            Self::WrongPassword(_) => Cow::Borrowed("local login failed"),
+            Self::StoreUnavailable(error) => Cow::Owned(format!("sign-in refused: {error}")),
+            Self::BadRedirectUri => Cow::Borrowed("the redirect_uri cannot carry the answer"),
+            Self::Federation(refusal) => Cow::Owned(format!(
+                "federated login could not start: {}",
+                refusal.reason
+            )),
+        }
+    }
+
+    /// A store or a federated login failing, and a rate limit (someone may be guessing
+    /// passwords), are for the operator to look at.
+    fn is_failure(&self) -> bool {
+        match self {
+            Self::StoreUnavailable(_) | Self::RateLimited => true,
+            Self::Federation(refusal) => refusal.is_failure(),
+            _ => false,
+        }
+    }
+}
+
+impl AuthorizeRefusal {
+    /// The answer: `issuer` is the `iss` an error sent back to the client carries.
+    fn into_response(self, issuer: &str) -> Response {
+        match self {
+            Self::Request(AuthorizeError::Page(message)) => (
+                StatusCode::BAD_REQUEST,
+                Html(page(
+                    "Sign-in request refused",
+                    &format!("<p>{}</p>", escape(&message)),
+                )),
+            )
+                .into_response(),
+            Self::Request(AuthorizeError::Redirect {
+                redirect_uri,
+                state,
+                error,
+                description,
+            }) => {
+                let mut params = vec![
+                    ("error", error),
+                    ("error_description", description.as_str()),
+                    ("iss", issuer),
+                ];
+                if let Some(state) = &state {
+                    params.push(("state", state));
+                }
+                match with_query(&redirect_uri, &params) {
+                    Some(location) => crate::http::found(&location),
+                    None => Self::BadRedirectUri.into_response(issuer),
+                }
+            }
+            Self::CrossSite(_) => (
+                StatusCode::FORBIDDEN,
+                [(header::CACHE_CONTROL, "no-store")],
+                "403 Forbidden: the sign-in form was posted from another site\n",
+            )
+                .into_response(),
+            Self::RateLimited => {
+                let mut response = crate::http::pages::html(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts",
+                    "<p>Too many failed sign-ins. Wait a minute, then try again.</p>",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                response
+            }
+            Self::WrongPassword(parameters) => {
+                super::login_form(&parameters, Some("Wrong username or password."))
+            }
+            Self::StoreUnavailable(_) => {
+                crate::http::rejection::Rejection::StoreUnavailable.into_response()
+            }
+            Self::BadRedirectUri => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
+            Self::Federation(refusal) => refusal.into_response(),
+        }
+    }
+}
