@@ -494,7 +494,11 @@ const MAX_VALIDATE_CACHE: i64 = 300;
 /// `GET /userinfo`: the caller's claims as JSON.
 pub async fn userinfo(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
     if let Some(reason) = ambiguous_credentials(&headers, None) {
-        return Rejection::InvalidRequest(reason.to_owned()).into_response();
+        let refused = (
+            Rejection::InvalidRequest(reason.to_owned()),
+            reason.to_owned(),
+        );
+        return refuse_userinfo(&state, &headers, refused);
     }
     if let Some((section, provider)) = state.forward_auth()
         && let Ok(identity) = authenticate(
@@ -511,8 +515,24 @@ pub async fn userinfo(State(state): State<Arc<ForwardAuthState>>, headers: Heade
     }
     match token_identity(&state, &headers).await {
         Ok(claims) => claims_response(&claims),
-        Err((rejection, _)) => rejection.into_response(),
+        Err(refused) => refuse_userinfo(&state, &headers, refused),
     }
+}
+
+/// A `/userinfo` refusal: counted and logged once under the `userinfo` role, then answered.
+fn refuse_userinfo(
+    state: &ForwardAuthState,
+    headers: &HeaderMap,
+    refused: (Rejection, String),
+) -> Response {
+    let refusal = Refusal::from(refused);
+    let line = DecisionLine {
+        role: "userinfo",
+        request_id: crate::http::request_id(headers),
+        ..DecisionLine::default()
+    };
+    state.metrics.refused_request(line, &refusal);
+    refusal.into_response()
 }
 
 fn claims_response(claims: &Claims) -> Response {

@@ -81,6 +81,13 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
     );
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
     assert_eq!(browser.get(&gateway.url("/userinfo")).await.status(), 401);
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains(r#"tollgate_requests_total{role="userinfo",result="unauthenticated"} 1"#),
+        "a /userinfo refusal is counted once"
+    );
     // SPEC §5: with store = "cookie" a copied cookie stays valid until it expires.
     let mut copy = Browser::new();
     copy.cookies = copied_cookies;
