@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Load test, all on 127.0.0.1 and bounded in time (DURATION seconds per target, default 10):
+# Load test, all on 127.0.0.1 and bounded in time (DURATION seconds per target, default 10,
+# ROUNDS rounds, default 3, each target judged by its median):
 #   1. Tollgate GET /ping                 (no authentication: the same server's floor)
 #   2. Tollgate GET /auth + RS256 bearer  (forward-auth, positive cache warm)
 #   3. Apache + mod_auth_openidc          (AuthType oauth20, the same token checked against a
 #                                          local JWKS served over TLS with a test CA)
-# Prints requests/s and p99 latency for each, and the ratios the targets are stated in.
+# Prints requests/s and p99 latency for each (median of the rounds), and the ratios the
+# targets are stated in.
 PACKAGES=(apache2 libapache2-mod-auth-openidc openssl)
 WORK_NAME=load
 source "$(dirname "$0")/load-common.sh"
@@ -97,21 +99,36 @@ check "tollgate /auth without token" 401 "http://127.0.0.1:$tollgate_port/auth"
 check "apache" 200 "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
 check "apache without token" 401 "http://127.0.0.1:$apache_port/protected/"
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $(date -u +%FT%TZ)"
-run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"
-run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"
-run apache-mod-auth-openidc "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
+# The targets take turns, ROUNDS times, and each is judged by its median (as in
+# load-proxy.sh): a burst of load on this shared machine then moves every target alike instead
+# of the one that happened to run during it.
+ROUNDS=${ROUNDS:-3}
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round"
+    run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"
+    run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"
+    run apache-mod-auth-openidc "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
+done
+echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$work" <<'PY'
-import sys, re
+import re, statistics, sys
 work = sys.argv[1]
-def rps(name): return float(open(f"{work}/{name}.rps").read())
-def ms(name):
-    text = open(f"{work}/{name}.p99").read().strip()
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+names = ["tollgate-ping", "tollgate-auth-bearer", "apache-mod-auth-openidc"]
+def ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text.strip()).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-auth, ping, peer = rps("tollgate-auth-bearer"), rps("tollgate-ping"), rps("apache-mod-auth-openidc")
-print(f"/auth vs /ping throughput:        {auth / ping:6.1%}   (target >= 85%)")
+runs = {name: [float(line) for line in open(f"{work}/{name}.rps")] for name in names}
+p99s = {name: [ms(line) for line in open(f"{work}/{name}.p99")] for name in names}
+rps = {name: statistics.median(values) for name, values in runs.items()}
+p99 = {name: statistics.median(values) for name, values in p99s.items()}
+print("median of the rounds:")
+for name in names:
+    print(f"  {name:<26} {rps[name]:>10.0f} req/s   p99 {p99[name]:.2f} ms   (rounds: {', '.join(f'{v:.0f}' for v in runs[name])})")
+auth, ping, peer = rps["tollgate-auth-bearer"], rps["tollgate-ping"], rps["apache-mod-auth-openidc"]
+ratios = [a / p for a, p in zip(runs["tollgate-auth-bearer"], runs["tollgate-ping"])]
+print(f"/auth vs /ping throughput:        {auth / ping:6.1%}   (target >= 85%; per round {', '.join(f'{r:.1%}' for r in ratios)})")
 print(f"/auth vs Apache throughput:       {auth / peer:6.2f}x  (target >= 5x)")
-print(f"p99 /auth vs Apache:              {ms('tollgate-auth-bearer'):.2f} ms vs {ms('apache-mod-auth-openidc'):.2f} ms (target: below)")
+print(f"p99 /auth vs Apache:              {p99['tollgate-auth-bearer']:.2f} ms vs {p99['apache-mod-auth-openidc']:.2f} ms (target: below)")
 PY

@@ -79,7 +79,7 @@ client_auth = "none"
     let provider_config = config.providers[0].clone();
     let provider = Provider::new(
         provider_config.clone(),
-        crate::oidc::client::http_client(provider_config.timeout).unwrap(),
+        crate::oidc::client::HttpClient::new(provider_config.timeout).unwrap(),
         None,
         Arc::new(crate::token::cache::TokenCache::new(16)),
         Arc::new(crate::clock::SystemClock),

@@ -309,7 +309,7 @@ fn providers(
         };
         let _ = metrics.signins.get_or_create(&labels);
         let _ = metrics.code_exchange_errors.get_or_create(&labels);
-        let http = crate::oidc::client::http_client(provider_config.timeout)
+        let http = crate::oidc::client::HttpClient::new(provider_config.timeout)
             .map_err(AppError::HttpClient)?;
         let provider = Provider::new(
             provider_config.clone(),

@@ -42,7 +42,7 @@ source = "local"
     let service = token_service(&config, &metrics);
     let provider = Arc::new(Provider::new(
         config.providers[0].clone(),
-        crate::oidc::client::http_client(config.providers[0].timeout).unwrap(),
+        crate::oidc::client::HttpClient::new(config.providers[0].timeout).unwrap(),
         Some(service.clone()),
         Arc::new(TokenCache::new(16)),
         Arc::new(SystemClock),

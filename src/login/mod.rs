@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::http::forwarded::RequestBases;
 use crate::http::rejection::{Refusal, Rejection};
 use crate::metrics::{Metrics, ProviderLabels};
-use crate::oidc::provider::CredentialError;
+use crate::oidc::provider::{CredentialError, merge_claims};
 use crate::oidc::{ProviderError, Providers};
 use crate::session::store::{SessionError, Sessions};
 use crate::session::{CookieAttributes, LoginState, Session, request_cookies};
@@ -372,18 +372,31 @@ async fn finish_login(
         Rejection::ProviderUnavailable,
         "no id_token in token response".to_owned(),
     ))?;
-    let claims = provider
-        .validate_login_id_token(id_token, &login.nonce, &tokens.access_token, code)
-        .await
-        .map_err(|error| match error {
-            CredentialError::Token(error) => (
-                Rejection::Unauthenticated,
-                format!("id_token refused: {error}"),
-            ),
-            // The keys could not be had: the provider failed, the login was not refused.
-            CredentialError::Provider(error) => (Rejection::ProviderUnavailable, error.to_string()),
-        })?;
-    let claims = match provider.merge_userinfo(&claims, &tokens.access_token).await {
+    // The userinfo request goes out first and the ID token is checked while the provider
+    // answers it: both need only the token response. The yield lets the request be written
+    // (its connection's task runs on this thread) before the check takes the thread. An ID
+    // token refused ends the login at once, the userinfo answer not awaited; it is used only
+    // with a valid ID token.
+    let (userinfo, claims) = tokio::try_join!(
+        async { Ok(provider.userinfo(&tokens.access_token).await) },
+        async {
+            tokio::task::yield_now().await;
+            provider
+                .validate_login_id_token(id_token, &login.nonce, &tokens.access_token, code)
+                .await
+                .map_err(|error| match error {
+                    CredentialError::Token(error) => (
+                        Rejection::Unauthenticated,
+                        format!("id_token refused: {error}"),
+                    ),
+                    // The keys could not be had: the provider failed, the login was not refused.
+                    CredentialError::Provider(error) => {
+                        (Rejection::ProviderUnavailable, error.to_string())
+                    }
+                })
+        }
+    )?;
+    let claims = match userinfo.and_then(|userinfo| merge_claims(&claims, userinfo)) {
         Ok(merged) => merged,
         Err(CredentialError::Token(error)) => {
             return Err((

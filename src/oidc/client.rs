@@ -23,18 +23,66 @@ pub struct ClientEndpoint<'a> {
 /// Longest answer read from a provider (SPEC §9); a larger one is a `BadResponse` (502).
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-/// The outbound HTTP client of one provider: no redirects (SSRF), every request (connecting,
-/// sending, reading the whole answer) bounded by the provider's `timeout`.
-///
-/// # Errors
-/// When the TLS stack cannot be set up.
-pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// How a provider's outbound HTTP clients are set up: no redirects (SSRF), every request
+/// (connecting, sending, reading the whole answer) bounded by the provider's `timeout`.
+fn builder(timeout: std::time::Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout.min(std::time::Duration::from_secs(5)))
         .timeout(timeout)
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+}
+
+/// A provider's HTTP client for each thread that calls it (`builder`'s settings, one TLS
+/// configuration shared by all). A pooled connection is driven by a task on the thread that
+/// opened it: with one client for all, a login on one worker often found its connection on
+/// another, and each round trip to the provider woke that thread and was woken back by it
+/// (a `/callback` makes two). Each thread keeping its own connections keeps a request's calls
+/// on its own thread, as the proxy's upstream connections are (`proxy::pool`).
+pub struct HttpClient {
+    timeout: std::time::Duration,
+    /// Built at start, so that a configuration the TLS stack refuses is found then; used as it
+    /// is where a thread's own client could not be built.
+    first: reqwest::Client,
+    tls: Option<rustls::ClientConfig>,
+    per_thread: thread_local::ThreadLocal<reqwest::Client>,
+}
+
+impl HttpClient {
+    /// The client of a provider whose answers must come within `timeout`.
+    ///
+    /// # Errors
+    /// When the TLS stack cannot be set up.
+    pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
+        // Without the system's roots the shared configuration cannot be had; each thread's
+        // client then sets up its own TLS, as reqwest does by default (the same system roots).
+        let tls = crate::tls::provider_client_config().ok();
+        let first = Self::build(timeout, tls.as_ref())?;
+        Ok(Self {
+            timeout,
+            first,
+            tls,
+            per_thread: thread_local::ThreadLocal::new(),
+        })
+    }
+
+    fn build(
+        timeout: std::time::Duration,
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        match tls {
+            Some(tls) => builder(timeout).tls_backend_preconfigured(tls.clone()),
+            None => builder(timeout),
+        }
         .build()
+    }
+
+    /// The calling thread's client.
+    pub fn get(&self) -> &reqwest::Client {
+        self.per_thread.get_or(|| {
+            Self::build(self.timeout, self.tls.as_ref()).unwrap_or_else(|_| self.first.clone())
+        })
+    }
 }
 
 /// The body of a provider's answer, read up to `MAX_ANSWER_BYTES`: an answer that says or
@@ -329,9 +377,25 @@ mod tests {
 
     async fn read(length: usize, chunked: bool) -> Result<Vec<u8>, ProviderError> {
         let url = serve_once(length, chunked).await;
-        let http = http_client(Duration::from_secs(10)).unwrap();
-        let response = http.get(url).send().await.unwrap();
+        let http = HttpClient::new(Duration::from_secs(10)).unwrap();
+        let response = http.get().get(url).send().await.unwrap();
         read_answer(response, "test").await
+    }
+
+    /// A thread keeps its own client (and so its own pooled connections); another thread gets
+    /// another.
+    #[test]
+    fn each_thread_calls_providers_through_its_own_client() {
+        let http = HttpClient::new(Duration::from_secs(10)).unwrap();
+        let here = std::ptr::from_ref(http.get()) as usize;
+        assert_eq!(here, std::ptr::from_ref(http.get()) as usize);
+        let there = std::thread::scope(|scope| {
+            scope
+                .spawn(|| std::ptr::from_ref(http.get()) as usize)
+                .join()
+                .unwrap()
+        });
+        assert_ne!(here, there);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use super::client::HttpClient;
 use super::jwks::{JwksCache, JwksSource};
 use super::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse, client};
 use crate::clock::{Clock, UnixTime};
@@ -83,7 +84,7 @@ fn check_endpoints(metadata: &ProviderMetadata) -> Result<(), ProviderError> {
 pub struct Provider {
     /// Its configuration.
     pub config: ProviderConfig,
-    http: reqwest::Client,
+    http: HttpClient,
     local: Option<Arc<dyn LocalIssuer>>,
     /// The discovery document and when it is due to be fetched again.
     metadata: RwLock<Option<(Arc<ProviderMetadata>, UnixTime)>>,
@@ -102,7 +103,7 @@ impl Provider {
     /// A provider reached over HTTP, or in-process when `local` is given.
     pub fn new(
         config: ProviderConfig,
-        http: reqwest::Client,
+        http: HttpClient,
         local: Option<Arc<dyn LocalIssuer>>,
         token_cache: Arc<TokenCache>,
         clock: Arc<dyn Clock>,
@@ -253,6 +254,7 @@ impl Provider {
         );
         let response = self
             .http
+            .get()
             .get(&url)
             .send()
             .await
@@ -295,7 +297,7 @@ impl Provider {
             return Ok((local.key_set(), None));
         }
         let source = self.jwks_source().await?;
-        let keys = self.jwks.keys(&source, &self.http).await?;
+        let keys = self.jwks.keys(&source, self.http.get()).await?;
         Ok((keys, Some(source)))
     }
 
@@ -313,7 +315,7 @@ impl Provider {
                 };
                 let fresh = self
                     .jwks
-                    .refetch_for_unknown_kid(&keys, &source, &self.http)
+                    .refetch_for_unknown_kid(&keys, &source, self.http.get())
                     .await?;
                 Ok(check(&fresh)?)
             }
@@ -394,7 +396,7 @@ impl Provider {
                 .map(Vec::as_slice),
             now,
         };
-        let answer = client::introspect(&self.http, &self.config, endpoint, token).await?;
+        let answer = client::introspect(self.http.get(), &self.config, endpoint, token).await?;
         let expected = Expectations {
             issuer: &self.config.issuer,
             audiences: &self.config.audiences,
@@ -484,21 +486,28 @@ impl Provider {
         id_claims: &Claims,
         access_token: &str,
     ) -> Result<Claims, CredentialError> {
+        merge_claims(id_claims, self.userinfo(access_token).await?)
+    }
+
+    /// The claims of the userinfo endpoint for `access_token` (OIDC Core §5.3), or `None`
+    /// when there is none to ask: the token service in-process, or no `userinfo_endpoint`.
+    ///
+    /// # Errors
+    /// Provider errors when userinfo fails.
+    pub async fn userinfo(
+        &self,
+        access_token: &str,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, CredentialError> {
         if self.local.is_some() {
-            return Ok(id_claims.clone());
+            return Ok(None);
         }
         let metadata = self.metadata().await?;
         let Some(endpoint) = metadata.userinfo_endpoint.as_deref() else {
-            return Ok(id_claims.clone());
+            return Ok(None);
         };
-        let mut merged = client::fetch_userinfo(&self.http, endpoint, access_token).await?;
-        if merged.get("sub") != id_claims.get("sub") {
-            return Err(TokenError::WrongSubject.into());
-        }
-        for (name, value) in id_claims.iter() {
-            merged.insert(name.clone(), value.clone());
-        }
-        Ok(Arc::new(merged))
+        Ok(Some(
+            client::fetch_userinfo(self.http.get(), endpoint, access_token).await?,
+        ))
     }
 
     /// Validates a back-channel logout token from this provider (its `aud` is our client id).
@@ -541,7 +550,7 @@ impl Provider {
         }
         let metadata = self.metadata().await?;
         client::refresh_tokens(
-            &self.http,
+            self.http.get(),
             &self.config,
             self.token_endpoint(&metadata),
             refresh_token,
@@ -566,7 +575,7 @@ impl Provider {
         }
         let metadata = self.metadata().await?;
         client::exchange_code(
-            &self.http,
+            self.http.get(),
             &self.config,
             self.token_endpoint(&metadata),
             code,
@@ -575,4 +584,26 @@ impl Provider {
         )
         .await
     }
+}
+
+/// `userinfo`'s claims merged under the ID token's claims (the ID token wins), or the ID
+/// token's claims alone when there were none. OIDC Core §5.3.2: a userinfo `sub` different
+/// from the ID token's is refused.
+///
+/// # Errors
+/// `Token(WrongSubject)` on a `sub` mismatch.
+pub fn merge_claims(
+    id_claims: &Claims,
+    userinfo: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Claims, CredentialError> {
+    let Some(mut merged) = userinfo else {
+        return Ok(id_claims.clone());
+    };
+    if merged.get("sub") != id_claims.get("sub") {
+        return Err(TokenError::WrongSubject.into());
+    }
+    for (name, value) in id_claims.iter() {
+        merged.insert(name.clone(), value.clone());
+    }
+    Ok(Arc::new(merged))
 }

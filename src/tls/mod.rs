@@ -184,6 +184,23 @@ fn roots_verifier(
     )
 }
 
+/// The client configuration of the calls to providers: the system's roots (read once, shared
+/// with upstreams), `h2` and `http/1.1` by ALPN. One value shared by every thread's client, so
+/// the roots are read once and a TLS session is resumed whichever thread made it.
+///
+/// # Errors
+/// When the system has no roots or rustls refuses the configuration.
+pub fn provider_client_config() -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| TlsError::Config(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(system_verifier()?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The system's roots (on Debian /etc/ssl/certs, package ca-certificates), read once: the same
 /// trust the calls to providers use.
 fn system_verifier() -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, TlsError> {
