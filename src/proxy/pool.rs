@@ -48,7 +48,8 @@ thread_local! {
 /// take (the upstream had closed it) is sent again on the next; one that may have reached the
 /// upstream is never sent twice, unless it is a safe request without a body that went out on
 /// a connection idle for a second or more and failed before any answer (the upstream's
-/// keep-alive timeout closing it at that moment): that one is sent once more. An https upstream that chose HTTP/2 gets every request but
+/// keep-alive timeout closing it at that moment): that one is sent once more, on a new
+/// connection. An https upstream that chose HTTP/2 gets every request but
 /// upgrades on one shared connection per thread.
 ///
 /// # Errors
@@ -87,21 +88,22 @@ pub async fn send(
             }
         }
     }
-    let mut replayed = false;
     while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
         if sender.ready().await.is_err() {
             continue;
         }
-        let replay = (!replayed && !upgrade && since.elapsed() >= REPLAY_AFTER_IDLE)
+        let replay = (!upgrade && since.elapsed() >= REPLAY_AFTER_IDLE)
             .then(|| Replay::of(&request))
             .flatten();
         match sender.try_send_request(request).await {
             Ok(response) => return Ok(pooled(response, sender, upstream.id())),
             Err(mut error) => match (error.take_message(), replay) {
                 (Some(unsent), _) => request = unsent,
+                // On a new connection: the other idle ones went quiet with this one and may be
+                // closing as well.
                 (None, Some(replay)) => {
-                    replayed = true;
                     request = replay.request();
+                    break;
                 }
                 (None, None) => return Err(SendError::new(error.into_error().to_string())),
             },

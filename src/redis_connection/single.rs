@@ -270,6 +270,9 @@ impl Single {
         .await?
         else {
             // An address whose socket cannot be watched: no copies are kept.
+            tracing::warn!(
+                "Redis over a Unix socket or TLS without certificate checks: sessions are not kept in process; every read goes to Redis"
+            );
             let connection = client
                 .get_multiplexed_async_connection_with_config(
                     &redis::AsyncConnectionConfig::new()

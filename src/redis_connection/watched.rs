@@ -1,9 +1,13 @@
 //! The tracked link's socket, made by Tollgate rather than by the redis crate so that a request
 //! can ask whether Redis has said something this process has not read yet.
 //!
-//! Redis writes an invalidation to a tracking connection before it answers the command that
-//! caused it, so by the time a logout on another replica is confirmed, its invalidation is in
-//! this process's socket. A kept copy may be used only when nothing is waiting there and the
+//! Redis writes an invalidation to a tracking connection in the same turn of its event loop as
+//! the reply to the command that caused it, and a delete that ends a session is answered as
+//! done only after one more round trip (`RedisConnection::query_confirmed` asks `INFO
+//! replication`, which Redis reads in a later turn). So by the time a logout on another
+//! replica is confirmed, its invalidation has left Redis, and on one host it is in this
+//! process's socket (across a network, unless its packet is delayed by more than that round
+//! trip and the client's next request). A kept copy may be used only when nothing is waiting there and the
 //! connection's reader is not in the middle of handing over what it read ([`Watch::settled`]):
 //! a replica whose reader is starved of CPU reads Redis instead of answering from a copy that
 //! an unread invalidation has already ended (SPEC §12, "from the next request on").
