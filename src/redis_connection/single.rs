@@ -63,6 +63,13 @@ fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
 }
 
 /// With Sentinel: the master the current connection goes to, and when the sentinels were
+/// A connection's settings: connecting and every answer cut off after `TIMEOUT`.
+fn timeouts() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+}
+
 /// last asked about it.
 type MasterSeen = std::sync::Mutex<Option<(redis::ConnectionAddr, tokio::time::Instant)>>;
 
@@ -213,9 +220,7 @@ impl Single {
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(client.get_connection_info().addr().to_string());
         let serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
+        let config = timeouts();
         let Some(invalidations) = self.invalidations.clone() else {
             let connection = client
                 .get_multiplexed_async_connection_with_config(&config)
@@ -274,11 +279,7 @@ impl Single {
                 "Redis over a Unix socket or TLS without certificate checks: sessions are not kept in process; every read goes to Redis"
             );
             let connection = client
-                .get_multiplexed_async_connection_with_config(
-                    &redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(TIMEOUT))
-                        .set_response_timeout(Some(TIMEOUT)),
-                )
+                .get_multiplexed_async_connection_with_config(&timeouts())
                 .await?;
             self.tracking.store(false, Ordering::SeqCst);
             invalidations.invalidate_all();

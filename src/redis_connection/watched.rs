@@ -135,7 +135,7 @@ pub(super) async fn connect(
             reading: reading.clone(),
         };
         let settings = info.redis_settings();
-        let (connection, driver) = if secure {
+        let connection = if secure {
             let name = rustls::pki_types::ServerName::try_from(host.as_str())
                 .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?
                 .to_owned();
@@ -149,32 +149,34 @@ pub(super) async fn connect(
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, stream)
                 .await?;
-            let (connection, driver) = MultiplexedConnection::new_with_config(
-                settings,
-                Watched {
-                    inner: stream,
-                    reading,
-                },
-                config,
-            )
-            .await?;
-            (connection, tokio::spawn(driver))
+            start(settings, stream, reading, config).await?
         } else {
-            let (connection, driver) = MultiplexedConnection::new_with_config(
-                settings,
-                Watched {
-                    inner: stream,
-                    reading,
-                },
-                config,
-            )
-            .await?;
-            (connection, tokio::spawn(driver))
+            start(settings, stream, reading, config).await?
         };
-        drop(driver);
         Ok::<_, RedisError>(Some((connection, watch)))
     };
     tokio::time::timeout(TIMEOUT, made)
         .await
         .map_err(|_| timed_out())?
+}
+
+/// Sets a connection up over `stream`, its reads marked in `reading`, and starts its reader
+/// (which ends when the last clone of the connection is dropped).
+async fn start<S>(
+    settings: &redis::RedisConnectionInfo,
+    stream: S,
+    reading: Arc<AtomicBool>,
+    config: AsyncConnectionConfig,
+) -> RedisResult<MultiplexedConnection>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let watched = Watched {
+        inner: stream,
+        reading,
+    };
+    let (connection, driver) =
+        MultiplexedConnection::new_with_config(settings, watched, config).await?;
+    tokio::spawn(driver);
+    Ok(connection)
 }
