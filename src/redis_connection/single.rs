@@ -62,7 +62,6 @@ fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
     redis::Client::open(info.set_redis_settings(settings))
 }
 
-/// With Sentinel: the master the current connection goes to, and when the sentinels were
 /// A connection's settings: connecting and every answer cut off after `TIMEOUT`.
 fn timeouts() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
@@ -70,6 +69,7 @@ fn timeouts() -> redis::AsyncConnectionConfig {
         .set_response_timeout(Some(TIMEOUT))
 }
 
+/// With Sentinel: the master the current connection goes to, and when the sentinels were
 /// last asked about it.
 type MasterSeen = std::sync::Mutex<Option<(redis::ConnectionAddr, tokio::time::Instant)>>;
 
