@@ -163,7 +163,13 @@ impl PublicService {
         if let Some((endpoint, _)) = own {
             span.route(request.method(), span_route(request.uri().path(), endpoint));
         }
-        crate::telemetry::within(span, self.answer(peer, request, own), Response::status).await
+        // Boxed: the span is kilobytes that a request without tracing would carry otherwise.
+        Box::pin(crate::telemetry::within(
+            span,
+            self.answer(peer, request, own),
+            Response::status,
+        ))
+        .await
     }
 
     /// Answers one request, from Tollgate's own endpoint (`own`) or the proxy.

@@ -170,10 +170,17 @@ impl Refresher {
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
-        self.shared
-            .clone()
-            .refresh_if_due(provider, sessions, cookies, session, now, attributes)
-            .await
+        if !self.shared.is_due(&session, now) {
+            return Ok((session, Vec::new()));
+        }
+        // Boxed: a refresh is rare, and its future is kilobytes that every request with a
+        // session would otherwise carry (and copy) in its own.
+        Box::pin(
+            self.shared
+                .clone()
+                .refresh_if_due(provider, sessions, cookies, session, now, attributes),
+        )
+        .await
     }
 }
 

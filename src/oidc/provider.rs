@@ -336,9 +336,22 @@ impl Provider {
         }
         let now = self.clock.now();
         if let Some(claims) = self.token_cache.get(token, now) {
-            self.check_not_revoked(&claims).await?;
+            if self.local.is_some() {
+                Box::pin(self.check_not_revoked(&claims)).await?;
+            }
             return Ok(claims);
         }
+        // Boxed: a cache hit is the common case, and the rest (keys, introspection, the
+        // revocation store) is a future of its own that the hit need not carry.
+        Box::pin(self.validate_uncached(token, now)).await
+    }
+
+    /// `validate_access_token` for a token not in the positive cache.
+    async fn validate_uncached(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<Claims, CredentialError> {
         if self.config.introspection && !looks_like_jwt(token) {
             return self.introspect(token, now).await;
         }

@@ -47,7 +47,9 @@ pub async fn connect(
     connect_timeout: Duration,
     http1_only: bool,
 ) -> Result<Connection, SendError> {
-    tokio::time::timeout(connect_timeout, open(upstream, http1_only))
+    // Boxed: a new connection is rare next to the requests that reuse one, and its future
+    // (TLS and the handshake) is kilobytes that each proxied request would carry otherwise.
+    tokio::time::timeout(connect_timeout, Box::pin(open(upstream, http1_only)))
         .await
         .map_err(|_| SendError::new("connecting timed out"))?
 }

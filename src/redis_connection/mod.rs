@@ -151,10 +151,13 @@ impl Link {
                 if let Some(existing) = cached.as_ref() {
                     return Ok(Handle::Cluster(existing.clone()));
                 }
-                let fresh =
-                    tokio::time::timeout(TIMEOUT * 2, cluster.client.get_async_connection())
-                        .await
-                        .unwrap_or_else(|_| Err(timed_out()))?;
+                // Boxed, as `Single::connection` boxes its connect: rare, and large.
+                let fresh = tokio::time::timeout(
+                    TIMEOUT * 2,
+                    Box::pin(cluster.client.get_async_connection()),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))?;
                 *cached = Some(fresh.clone());
                 Ok(Handle::Cluster(fresh))
             }

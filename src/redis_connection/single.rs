@@ -137,7 +137,9 @@ impl Single {
         if let Some(connection) = self.current() {
             return Ok(connection);
         }
-        tokio::time::timeout(TIMEOUT * 2, self.connect())
+        // Boxed: connecting is rare, and its future is kilobytes that every Redis call's own
+        // future would otherwise carry (and copy) on each request.
+        tokio::time::timeout(TIMEOUT * 2, Box::pin(self.connect()))
             .await
             .unwrap_or_else(|_| Err(timed_out()))
     }
