@@ -20,6 +20,15 @@ use crate::token::cache::TokenCache;
 
 /// The `/auth` router, and the token service's (which issues the tokens `/auth` accepts).
 fn routers() -> (Router, Router) {
+    let (state, service) = state();
+    let auth = Router::new()
+        .route("/auth", get(super::auth))
+        .with_state(state);
+    (auth, crate::issuer::tests::router(&service))
+}
+
+/// `/auth`'s state, with the token service as its provider.
+fn state() -> (Arc<ForwardAuthState>, Arc<crate::issuer::TokenService>) {
     let config = crate::issuer::tests::config(&format!(
         r#"[[provider]]
 name = "self"
@@ -64,10 +73,23 @@ source = "local"
         queries: AuthQueries::default(),
         telemetry: None,
     };
-    let auth = Router::new()
-        .route("/auth", get(super::auth))
-        .with_state(Arc::new(state));
-    (auth, crate::issuer::tests::router(&service))
+    (Arc::new(state), service)
+}
+
+/// axum moves each request's handler future into a box of its own, so all of it is copied per
+/// request: the rare paths under `/auth` (a session refresh, a key fetch, a Redis connect) are
+/// boxed where they are called. With them inline the future was 8 KB.
+#[tokio::test]
+async fn the_auth_future_carries_no_rare_path() {
+    let (state, _) = state();
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    let future = super::auth(
+        axum::extract::State(state),
+        axum::extract::ConnectInfo(peer),
+        auth_request("", None),
+    );
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 3072, "the /auth future is {size} bytes");
 }
 
 fn auth_request(query: &str, token: Option<&str>) -> Request<Body> {
