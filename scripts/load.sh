@@ -3,6 +3,8 @@
 # ROUNDS rounds, default 3, each target judged by its median):
 #   1. Tollgate GET /ping                 (no authentication: the same server's floor)
 #   2. Tollgate GET /auth + RS256 bearer  (forward-auth, positive cache warm)
+#   2b. Tollgate GET /ping with the same Authorization header (ignored): the same bytes on
+#       the wire as 2, so 2 against 2b is what checking the token costs, apart from carrying it
 #   3. Apache + mod_auth_openidc          (AuthType oauth20, the same token checked against a
 #                                          local JWKS served over TLS with a test CA)
 # Prints requests/s and p99 latency for each (median of the rounds), and the ratios the
@@ -108,6 +110,7 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round"
     run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"
     run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"
+    run tollgate-ping-same-header "${bearer[@]}" "http://127.0.0.1:$tollgate_port/ping"
     run apache-mod-auth-openidc "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
 done
 echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -115,7 +118,7 @@ echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$work" <<'PY'
 import re, statistics, sys
 work = sys.argv[1]
-names = ["tollgate-ping", "tollgate-auth-bearer", "apache-mod-auth-openidc"]
+names = ["tollgate-ping", "tollgate-auth-bearer", "tollgate-ping-same-header", "apache-mod-auth-openidc"]
 def ms(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text.strip()).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -129,6 +132,10 @@ for name in names:
 auth, ping, peer = rps["tollgate-auth-bearer"], rps["tollgate-ping"], rps["apache-mod-auth-openidc"]
 ratios = [a / p for a, p in zip(runs["tollgate-auth-bearer"], runs["tollgate-ping"])]
 print(f"/auth vs /ping throughput:        {auth / ping:6.1%}   (target >= 85%; per round {', '.join(f'{r:.1%}' for r in ratios)})")
+same = rps["tollgate-ping-same-header"]
+same_ratios = [a / p for a, p in zip(runs["tollgate-auth-bearer"], runs["tollgate-ping-same-header"])]
+print(f"/auth vs /ping, same header:      {auth / same:6.1%}   (the token's bytes on both sides; per round {', '.join(f'{r:.1%}' for r in same_ratios)})")
+print(f"/ping with the header vs without: {same / ping:6.1%}   (what carrying the token costs)")
 print(f"/auth vs Apache throughput:       {auth / peer:6.2f}x  (target >= 5x)")
 print(f"p99 /auth vs Apache:              {p99['tollgate-auth-bearer']:.2f} ms vs {p99['apache-mod-auth-openidc']:.2f} ms (target: below)")
 PY

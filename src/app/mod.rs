@@ -192,6 +192,9 @@ pub async fn start(
         ),
         (None, None) => None,
     };
+    // The random generator's first use in a process seeds it (about 46 ms here): done now, so
+    // the first login does not wait for it.
+    let _ = crate::random::bytes::<1>();
     let state = AppState::build(config, clock)?;
     // A `jwks_file` is read now, as a reload reads it, so a file with no usable key stops the
     // start instead of refusing every token later.
