@@ -504,6 +504,23 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_is_the_stored_session_and_its_last_use() {
+        let store = MemoryStore::open(None, 10);
+        let stored = session("u1", "t");
+        store.insert("a".to_owned(), stored.clone(), 10);
+        store.touch("a", 25);
+        let expected = serde_json::to_value(StoredSession {
+            session: stored,
+            last_seen: 25,
+        })
+        .ok();
+        let read = || serde_json::to_value(store.get("a")).ok();
+        // Made from the shared map, then served from this thread's copies.
+        assert_eq!(read(), expected);
+        assert_eq!(read(), expected);
+    }
+
+    #[test]
     fn a_change_that_panics_midway_leaves_no_copy_in_use() {
         let store = Arc::new(MemoryStore::open(None, 10));
         store.insert("a".to_owned(), session("u1", "t"), 10);
