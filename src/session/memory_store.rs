@@ -6,11 +6,35 @@
 //! Sessions are held compact (`compact::CompactSession`: decoded token bytes, claims not
 //! repeated); the most recently used ones are also kept expanded, so a request does not pay
 //! for expanding its session.
+//!
+//! A read that finds its session among the reading thread's own copies writes no memory
+//! another thread uses. With every worker thread serving the same sessions, taking the shared
+//! lock (its reader count) and the shared expanded cache (a shard lock, an access bit, the
+//! session's reference count) on every request would bounce those cache lines between the
+//! cores. So each thread keeps private copies of the sessions it read last
+//! (`thread_copies`: at most 64, each with reference counts of its own, of one store at a
+//! time, named by the store's never reused `id`), valid for one `generation` of the store.
+//! The generation is a counter that every change to the sessions bumps as it takes the write
+//! lock (`write`, the only way to change them); a copy is served only while the store's
+//! generation is still the one it was made at, which costs one load of a line nobody writes
+//! while nothing changes. A copy is made from the shared map under the read lock, with the
+//! generation read under that same lock, so it is never older than its generation. Hence a
+//! session removed, replaced or touched on one thread is never served from another thread's
+//! copy to a request that starts after the change returned: that request sees the new
+//! generation and reads the shared map again.
+//!
+//! Any change makes every thread's copies stale (they are dropped on that thread's next
+//! read): coarse, but with no bookkeeping per session, and changes (logins, logouts,
+//! refreshes, the minutely expiry sweep, touches: each session's at most every 30 s) are
+//! rare beside reads. The generation is bumped before the change is made, so a change that
+//! panics midway (poisoning the lock, which fails every later read) leaves no copy in use.
+
+mod thread_copies;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +64,7 @@ impl Entry {
             tracing::error!("a stored session did not expand; it is treated as ended");
         }
         Some(StoredSession {
-            session: std::sync::Arc::new(session?),
+            session: Arc::new(session?),
             last_seen: self.last_seen,
         })
     }
@@ -49,9 +73,14 @@ impl Entry {
 /// Sessions kept in memory.
 pub struct MemoryStore {
     sessions: RwLock<HashMap<String, Entry>>,
+    /// Bumped by every change to `sessions`, under its write lock (`write`).
+    generation: AtomicU64,
+    /// Names this store in threads' copies; unique per store (never an address, which a later
+    /// store could reuse).
+    id: u64,
     /// Expanded copies of recently used sessions; changed only under the write lock of
     /// `sessions`, filled under its read lock, so a copy is never older than its entry.
-    expanded: quick_cache::sync::Cache<String, std::sync::Arc<Session>>,
+    expanded: quick_cache::sync::Cache<String, Arc<Session>>,
     state_file: Option<PathBuf>,
     dirty: AtomicBool,
     changed: tokio::sync::Notify,
@@ -80,8 +109,11 @@ impl MemoryStore {
             .as_deref()
             .map(|path| read_state(path, now))
             .unwrap_or_default();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             sessions: RwLock::new(sessions),
+            generation: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             expanded: quick_cache::sync::Cache::new(EXPANDED),
             state_file,
             dirty: AtomicBool::new(false),
@@ -96,24 +128,46 @@ impl MemoryStore {
         }
     }
 
-    /// The session `id`, if present.
+    /// The write lock on the sessions, the only way to change them. Taking it bumps the
+    /// generation, before any change is made, so every thread's copies are stale from here on.
+    fn write(&self) -> Option<RwLockWriteGuard<'_, HashMap<String, Entry>>> {
+        let sessions = self.sessions.write().ok()?;
+        self.generation.fetch_add(1, Ordering::Release);
+        Some(sessions)
+    }
+
+    /// The session `id`, if present: this thread's copy while nothing changed since it was
+    /// made, else read from the shared map (and copied for this thread).
     pub fn get(&self, id: &str) -> Option<StoredSession> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(copy) = thread_copies::find(self.id, generation, id) {
+            return Some(copy);
+        }
+        let (stored, generation) = self.read(id)?;
+        Some(thread_copies::keep(self.id, generation, id, &stored))
+    }
+
+    /// The session `id` from the shared map, with the generation it is current at.
+    fn read(&self, id: &str) -> Option<(StoredSession, u64)> {
         let sessions = self.sessions.read().ok()?;
+        // Under the read lock no change can bump it: this is the map's generation.
+        let generation = self.generation.load(Ordering::Acquire);
         let entry = sessions.get(id)?;
         if let Some(session) = self.expanded.get(id) {
-            return Some(StoredSession {
+            let stored = StoredSession {
                 session,
                 last_seen: entry.last_seen,
-            });
+            };
+            return Some((stored, generation));
         }
         let stored = entry.expand()?;
         self.expanded.insert(id.to_owned(), stored.session.clone());
-        Some(stored)
+        Some((stored, generation))
     }
 
     /// Records that the session was used at `now`.
     pub fn touch(&self, id: &str, now: UnixTime) {
-        if let Ok(mut sessions) = self.sessions.write()
+        if let Some(mut sessions) = self.write()
             && let Some(entry) = sessions.get_mut(id)
         {
             entry.last_seen = now;
@@ -122,9 +176,9 @@ impl MemoryStore {
     }
 
     /// Stores a session under `id`.
-    pub fn insert(&self, id: String, session: std::sync::Arc<Session>, now: UnixTime) {
+    pub fn insert(&self, id: String, session: Arc<Session>, now: UnixTime) {
         let entry = Entry::new(&session, now);
-        if let Ok(mut sessions) = self.sessions.write() {
+        if let Some(mut sessions) = self.write() {
             self.expanded.insert(id.clone(), session);
             sessions.insert(id, entry);
         }
@@ -133,12 +187,12 @@ impl MemoryStore {
 
     /// Removes the session `id`; returns whether it was there.
     pub fn remove(&self, id: &str) -> bool {
-        let removed = match self.sessions.write() {
-            Ok(mut sessions) => {
+        let removed = match self.write() {
+            Some(mut sessions) => {
                 self.expanded.remove(id);
                 sessions.remove(id).is_some()
             }
-            Err(_) => false,
+            None => false,
         };
         if removed {
             self.mark_changed();
@@ -152,8 +206,8 @@ impl MemoryStore {
         &self,
         matching: impl Fn(&str, &SessionFacts<'_>, UnixTime) -> bool,
     ) -> usize {
-        let removed = match self.sessions.write() {
-            Ok(mut sessions) => {
+        let removed = match self.write() {
+            Some(mut sessions) => {
                 let before = sessions.len();
                 sessions.retain(|id, entry| {
                     let remove = matching(id, &entry.compact.facts(), entry.last_seen);
@@ -164,7 +218,7 @@ impl MemoryStore {
                 });
                 before - sessions.len()
             }
-            Err(_) => 0,
+            None => 0,
         };
         if removed > 0 {
             self.mark_changed();
@@ -312,7 +366,7 @@ fn write_atomically(path: &Path, snapshot: &StateFile) -> Result<(), StateFileEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::mpsc;
 
     fn session(sub: &str, access: &str) -> Arc<Session> {
         let claims = serde_json::json!({"sub": sub, "sid": format!("sid-{sub}")});
@@ -364,5 +418,122 @@ mod tests {
         let mut seen = Vec::new();
         store.visit(|id, facts, _| seen.push((id.to_owned(), facts.sub.to_owned())));
         assert_eq!(seen, [("b".to_owned(), "u2".to_owned())]);
+    }
+
+    /// Another thread, kept alive between reads so that its copies last: reads `id` from
+    /// `store` when called.
+    fn reader(store: &Arc<MemoryStore>) -> impl Fn(&str) -> Option<StoredSession> + use<> {
+        let (ask, asked) = mpsc::channel::<String>();
+        let (answer, answers) = mpsc::channel();
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for id in asked {
+                let _ = answer.send(store.get(&id));
+            }
+        });
+        move |id| {
+            ask.send(id.to_owned()).ok()?;
+            answers.recv().ok()?
+        }
+    }
+
+    #[test]
+    fn a_session_removed_on_one_thread_is_not_served_from_anothers_copy() {
+        let store = Arc::new(MemoryStore::open(None, 10));
+        store.insert("a".to_owned(), session("u1", "t"), 10);
+        store.insert("b".to_owned(), session("u2", "t"), 10);
+        let read = reader(&store);
+        assert!(read("a").is_some());
+        assert!(read("a").is_some());
+        assert!(store.remove("a"));
+        assert!(read("a").is_none());
+        // Ended by selection too (admin delete, back-channel logout, expiry).
+        assert!(read("b").is_some());
+        assert_eq!(store.remove_where(|id, _, _| id == "b"), 1);
+        assert!(read("b").is_none());
+    }
+
+    #[test]
+    fn a_session_replaced_on_one_thread_is_read_anew_on_another() {
+        let store = Arc::new(MemoryStore::open(None, 10));
+        store.insert("a".to_owned(), session("u1", "first"), 10);
+        let read = reader(&store);
+        let access = |id| read(id).and_then(|stored| stored.session.access_token.clone());
+        assert_eq!(access("a").as_deref(), Some("first"));
+        assert_eq!(access("a").as_deref(), Some("first"));
+        store.insert("a".to_owned(), session("u1", "refreshed"), 20);
+        assert_eq!(access("a").as_deref(), Some("refreshed"));
+    }
+
+    #[test]
+    fn a_touch_on_one_thread_is_seen_on_another() {
+        let store = Arc::new(MemoryStore::open(None, 10));
+        store.insert("a".to_owned(), session("u1", "t"), 10);
+        let read = reader(&store);
+        let last_seen = |id| read(id).map(|stored| stored.last_seen);
+        assert_eq!(last_seen("a"), Some(10));
+        assert_eq!(last_seen("a"), Some(10));
+        store.touch("a", 30);
+        assert_eq!(last_seen("a"), Some(30));
+    }
+
+    #[test]
+    fn one_threads_copies_of_one_store_are_never_served_for_another() {
+        let first = Arc::new(MemoryStore::open(None, 10));
+        let second = MemoryStore::open(None, 10);
+        first.insert("a".to_owned(), session("u1", "first"), 10);
+        second.insert("a".to_owned(), session("u1", "second"), 10);
+        // Both stores are at their first generation now.
+        assert_eq!(access(&first, "a").as_deref(), Some("first"));
+        assert_eq!(access(&second, "a").as_deref(), Some("second"));
+        assert_eq!(access(&first, "a").as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn a_copy_shares_no_reference_count_with_other_threads() {
+        let store = Arc::new(MemoryStore::open(None, 10));
+        store.insert("a".to_owned(), session("u1", "t"), 10);
+        let (Some(mine), Some(theirs)) = (store.get("a"), reader(&store)("a")) else {
+            panic!("the session is there");
+        };
+        assert!(!Arc::ptr_eq(&mine.session, &theirs.session));
+        assert!(!Arc::ptr_eq(&mine.session.claims, &theirs.session.claims));
+        // And a hit hands out this thread's copy again.
+        let again = store.get("a").map(|stored| stored.session);
+        assert!(again.is_some_and(|again| Arc::ptr_eq(&again, &mine.session)));
+    }
+
+    #[test]
+    fn a_copy_is_the_stored_session_and_its_last_use() {
+        let store = MemoryStore::open(None, 10);
+        let stored = session("u1", "t");
+        store.insert("a".to_owned(), stored.clone(), 10);
+        store.touch("a", 25);
+        let expected = serde_json::to_value(StoredSession {
+            session: stored,
+            last_seen: 25,
+        })
+        .ok();
+        let read = || serde_json::to_value(store.get("a")).ok();
+        // Made from the shared map, then served from this thread's copies.
+        assert_eq!(read(), expected);
+        assert_eq!(read(), expected);
+    }
+
+    #[test]
+    fn a_change_that_panics_midway_leaves_no_copy_in_use() {
+        let store = Arc::new(MemoryStore::open(None, 10));
+        store.insert("a".to_owned(), session("u1", "t"), 10);
+        let read = reader(&store);
+        assert!(read("a").is_some());
+        let writer = store.clone();
+        let panicked = std::thread::spawn(move || {
+            let _sessions = writer.write();
+            panic!("a change fails midway");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(read("a").is_none());
+        assert!(store.get("a").is_none());
     }
 }
