@@ -1,10 +1,8 @@
 //! Each thread's private copies of the memory store's sessions, valid for one store and one
 //! generation of it (the design is in `memory_store`'s doc comment).
 
+use crate::session::StoredSession;
 use std::cell::RefCell;
-use std::sync::Arc;
-
-use crate::session::{Session, StoredSession};
 
 /// Sessions each thread keeps private copies of (the most recently used).
 const COPIES_PER_THREAD: usize = 64;
@@ -50,18 +48,13 @@ pub(super) fn find(store: u64, generation: u64, id: &str) -> Option<StoredSessio
     with_copies(store, generation, |copies| copies.sessions.get(id).cloned()).flatten()
 }
 
-/// Makes this thread's copy of `stored`, session `id` of store `store` read at `generation`,
-/// and returns it. The copy shares no reference count with `stored` (the session and its
-/// claims are copied), so using it writes nothing another thread uses.
-pub(super) fn keep(store: u64, generation: u64, id: &str, stored: &StoredSession) -> StoredSession {
-    let mut session = Session::clone(&stored.session);
-    session.claims = Arc::new(serde_json::Map::clone(&session.claims));
-    let copy = StoredSession {
-        session: Arc::new(session),
-        last_seen: stored.last_seen,
-    };
+/// Keeps `stored`, session `id` of store `store` read at `generation`, as this thread's copy,
+/// and returns it. The copy shares the session itself with the shared map (an `Arc`): a hit
+/// then writes one reference count, where copying the session whole at every miss would cost
+/// more whenever many sessions take turns (each miss would copy its tokens and claims).
+pub(super) fn keep(store: u64, generation: u64, id: &str, stored: StoredSession) -> StoredSession {
     with_copies(store, generation, |copies| {
-        copies.sessions.insert(id.to_owned(), copy.clone());
+        copies.sessions.insert(id.to_owned(), stored.clone());
     });
-    copy
+    stored
 }
