@@ -4,6 +4,7 @@
 
 pub mod compact;
 pub mod error;
+mod front;
 pub mod lifetime;
 pub mod memory_store;
 mod record;
@@ -76,6 +77,13 @@ pub struct CookieJar {
     opened: quick_cache::sync::Cache<Box<str>, std::sync::Arc<Session>>,
     /// Opened session-id cookies, by sealed value.
     opened_ids: quick_cache::sync::Cache<Box<str>, std::sync::Arc<str>>,
+    /// Names this jar in threads' `front` entries.
+    id: u64,
+}
+
+thread_local! {
+    static OPENED_SESSION: front::Slot<Session> = const { std::cell::RefCell::new(None) };
+    static OPENED_ID: front::Slot<str> = const { std::cell::RefCell::new(None) };
 }
 
 /// A session cookie that was present but could not be used.
@@ -97,6 +105,10 @@ impl CookieJar {
             cookie_name,
             opened: quick_cache::sync::Cache::new(10_000),
             opened_ids: quick_cache::sync::Cache::new(10_000),
+            id: {
+                static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
     }
 
@@ -129,12 +141,25 @@ impl CookieJar {
         }
         // Opened sessions are remembered by their whole sealed value (compared in full), so a
         // busy browser's cookie is decrypted and parsed once, not on every request.
-        let session = match self.opened.get(sealed.as_ref()) {
+        let session = match front::get(&OPENED_SESSION, self.id, &sealed, own_session) {
+            Some(session) => session,
+            None => self.open_session(&sealed)?,
+        };
+        if now >= session.expires_at {
+            return Err(SessionCookieError::Expired);
+        }
+        Ok(Some(session))
+    }
+
+    /// The session `sealed` opens to, from the shared cache or opened now; made this thread's
+    /// last opened session.
+    fn open_session(&self, sealed: &str) -> Result<std::sync::Arc<Session>, SessionCookieError> {
+        let session = match self.opened.get(sealed) {
             Some(session) => session,
             None => {
                 let plaintext = self
                     .sealer
-                    .open("session", &sealed)
+                    .open("session", sealed)
                     .map_err(|_| SessionCookieError::Unreadable)?;
                 // Cookies sealed before sessions were compact hold JSON.
                 let session = if plaintext.first() == Some(&b'{') {
@@ -148,10 +173,8 @@ impl CookieJar {
                 session
             }
         };
-        if now >= session.expires_at {
-            return Err(SessionCookieError::Expired);
-        }
-        Ok(Some(session))
+        front::put(&OPENED_SESSION, self.id, sealed, &session);
+        Ok(session)
     }
 
     /// `Set-Cookie` values that store `session`, replacing whatever chunks the request had.
@@ -216,7 +239,13 @@ impl CookieJar {
             .strip_prefix("s.")
             .ok_or(SessionCookieError::Unreadable)?;
         // Opened ids are remembered by their whole sealed value, like opened sessions.
+        if let Some(id) = front::get(&OPENED_ID, self.id, sealed, |id: &str| {
+            std::sync::Arc::from(id)
+        }) {
+            return Ok(Some(id));
+        }
         if let Some(id) = self.opened_ids.get(sealed) {
+            front::put(&OPENED_ID, self.id, sealed, &id);
             return Ok(Some(id));
         }
         let id = self
@@ -227,6 +256,7 @@ impl CookieJar {
             .map_err(|_| SessionCookieError::Unreadable)?
             .into();
         self.opened_ids.insert(sealed.into(), id.clone());
+        front::put(&OPENED_ID, self.id, sealed, &id);
         Ok(Some(id))
     }
 
@@ -351,6 +381,13 @@ impl CookieJar {
     }
 }
 
+/// A thread's own copy of `session`: its claims copied too, so no reference count is shared.
+fn own_session(session: &Session) -> std::sync::Arc<Session> {
+    let mut own = session.clone();
+    own.claims = std::sync::Arc::new(serde_json::Map::clone(&session.claims));
+    std::sync::Arc::new(own)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +456,90 @@ mod tests {
         assert_eq!(
             jar.session(&old, 1000).err(),
             Some(SessionCookieError::Expired)
+        );
+    }
+
+    /// What the browser sends back for `Set-Cookie` lines.
+    fn sent(lines: &[String]) -> Vec<(String, String)> {
+        lines
+            .iter()
+            .filter_map(|line| line.split(';').next()?.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_threads_last_cookie_is_never_opened_by_another_jar() {
+        let (ours, theirs) = (jar(), {
+            let secret = crate::secret::Secret::new("another-secret-for-the-unit-tests".to_owned());
+            CookieJar::new(Sealer::new(&[secret]), "tollgate".to_owned())
+        });
+        let attributes = CookieAttributes { secure: true };
+        let lines = ours
+            .write_session(&session(), &Cookies::new(), 100, attributes)
+            .unwrap_or_default();
+        let sent_session = sent(&lines);
+        let lines = ours
+            .write_session_id("the-id", 900, &Cookies::new(), attributes)
+            .unwrap_or_default();
+        let sent_id = sent(&lines);
+        let session_cookies: Cookies<'_> = sent_session
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let id_cookies: Cookies<'_> = sent_id
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        // Read twice: this thread's entries now hold both cookies, as its own copies.
+        for _ in 0..2 {
+            assert!(
+                ours.session(&session_cookies, 200)
+                    .is_ok_and(|read| read.is_some())
+            );
+            assert_eq!(
+                ours.session_id(&id_cookies).ok().flatten().as_deref(),
+                Some("the-id")
+            );
+        }
+        // The same text at a jar with other secrets opens to nothing.
+        assert_eq!(
+            theirs.session(&session_cookies, 200).err(),
+            Some(SessionCookieError::Unreadable)
+        );
+        assert_eq!(
+            theirs.session_id(&id_cookies).err(),
+            Some(SessionCookieError::Unreadable)
+        );
+    }
+
+    #[test]
+    fn the_second_read_in_a_row_is_the_threads_own_copy() {
+        let jar = jar();
+        let lines = jar
+            .write_session(
+                &session(),
+                &Cookies::new(),
+                100,
+                CookieAttributes { secure: true },
+            )
+            .unwrap_or_default();
+        let sent = sent(&lines);
+        let cookies: Cookies<'_> = sent
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let read = || jar.session(&cookies, 200).ok().flatten();
+        let (Some(first), Some(second), Some(third)) = (read(), read(), read()) else {
+            panic!("the session opens");
+        };
+        // The first is the shared cache's; from the second on, the thread's own.
+        assert!(!std::sync::Arc::ptr_eq(&first, &second));
+        assert!(!std::sync::Arc::ptr_eq(&first.claims, &second.claims));
+        assert!(std::sync::Arc::ptr_eq(&second, &third));
+        assert_eq!(
+            serde_json::to_value(&*second).ok(),
+            serde_json::to_value(&*first).ok()
         );
     }
 }
