@@ -416,24 +416,8 @@ mod tests {
     #[test]
     fn cookie_sessions_are_sealed_compact_and_json_ones_still_open() {
         let jar = jar();
-        let written = jar
-            .write_session(
-                &session(),
-                &Cookies::new(),
-                100,
-                CookieAttributes { secure: true },
-            )
-            .unwrap_or_default();
-        // What the browser sends back.
-        let sent: Vec<(String, String)> = written
-            .iter()
-            .filter_map(|line| line.split(';').next()?.split_once('='))
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect();
-        let cookies: Cookies<'_> = sent
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
+        let sent = sent_session(&jar);
+        let cookies = cookies_of(&sent);
         let read = jar.session(&cookies, 200).ok().flatten();
         assert_eq!(
             read.map(|read| serde_json::to_value(&*read).ok()),
@@ -459,6 +443,26 @@ mod tests {
         );
     }
 
+    /// What the browser sends back for the cookie that `jar` writes for `session()`.
+    fn sent_session(jar: &CookieJar) -> Vec<(String, String)> {
+        let lines = jar
+            .write_session(
+                &session(),
+                &Cookies::new(),
+                100,
+                CookieAttributes { secure: true },
+            )
+            .unwrap_or_default();
+        sent(&lines)
+    }
+
+    /// A request's cookies, as sent.
+    fn cookies_of(sent: &[(String, String)]) -> Cookies<'_> {
+        sent.iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect()
+    }
+
     /// What the browser sends back for `Set-Cookie` lines.
     fn sent(lines: &[String]) -> Vec<(String, String)> {
         lines
@@ -474,23 +478,17 @@ mod tests {
             let secret = crate::secret::Secret::new("another-secret-for-the-unit-tests".to_owned());
             CookieJar::new(Sealer::new(&[secret]), "tollgate".to_owned())
         });
-        let attributes = CookieAttributes { secure: true };
+        let session_sent = sent_session(&ours);
         let lines = ours
-            .write_session(&session(), &Cookies::new(), 100, attributes)
+            .write_session_id(
+                "the-id",
+                900,
+                &Cookies::new(),
+                CookieAttributes { secure: true },
+            )
             .unwrap_or_default();
-        let sent_session = sent(&lines);
-        let lines = ours
-            .write_session_id("the-id", 900, &Cookies::new(), attributes)
-            .unwrap_or_default();
-        let sent_id = sent(&lines);
-        let session_cookies: Cookies<'_> = sent_session
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        let id_cookies: Cookies<'_> = sent_id
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
+        let id_sent = sent(&lines);
+        let (session_cookies, id_cookies) = (cookies_of(&session_sent), cookies_of(&id_sent));
         // Read twice: this thread's entries now hold both cookies, as its own copies.
         for _ in 0..2 {
             assert!(
@@ -516,19 +514,8 @@ mod tests {
     #[test]
     fn the_second_read_in_a_row_is_the_threads_own_copy() {
         let jar = jar();
-        let lines = jar
-            .write_session(
-                &session(),
-                &Cookies::new(),
-                100,
-                CookieAttributes { secure: true },
-            )
-            .unwrap_or_default();
-        let sent = sent(&lines);
-        let cookies: Cookies<'_> = sent
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
+        let sent = sent_session(&jar);
+        let cookies = cookies_of(&sent);
         let read = || jar.session(&cookies, 200).ok().flatten();
         let (Some(first), Some(second), Some(third)) = (read(), read(), read()) else {
             panic!("the session opens");
