@@ -18,13 +18,16 @@ pub struct TokenCache {
     id: u64,
 }
 
-/// The last token each thread found, with a private copy of its claims: a client on a
-/// keep-alive connection sends the same token again and again, and this answers it without
-/// touching the shared cache's locks or reference counts (which two cores would fight over).
+/// The last token each thread found: a client on a keep-alive connection sends the same token
+/// again and again, and this answers it without touching the shared cache's locks or
+/// reference counts (which two cores would fight over). The claims are first the shared
+/// entry's and become the thread's own copy the second time in a row, so clients taking turns
+/// on a thread cost no copy of their claims.
 struct Front {
     cache: u64,
-    token: Box<str>,
+    token: String,
     claims: Claims,
+    own: bool,
     expires_at: UnixTime,
 }
 
@@ -45,27 +48,43 @@ impl TokenCache {
     /// The claims cached for `token`, while `now` is before their expiry.
     pub fn get(&self, token: &str, now: UnixTime) -> Option<Claims> {
         let front = FRONT.with(|front| {
-            front
-                .borrow()
-                .as_ref()
-                .filter(|front| {
-                    front.cache == self.id && now < front.expires_at && &*front.token == token
-                })
-                .map(|front| front.claims.clone())
+            let mut front = front.borrow_mut();
+            let front = front.as_mut().filter(|front| {
+                front.cache == self.id && now < front.expires_at && front.token == token
+            })?;
+            if !front.own {
+                front.claims = std::sync::Arc::new(front.claims.as_ref().clone());
+                front.own = true;
+            }
+            Some(front.claims.clone())
         });
         if front.is_some() {
             return front;
         }
         let (claims, expires_at) = self.entries.get(token)?;
         if now < expires_at {
-            let private = std::sync::Arc::new(claims.as_ref().clone());
             FRONT.with(|front| {
-                *front.borrow_mut() = Some(Front {
-                    cache: self.id,
-                    token: token.into(),
-                    claims: private,
-                    expires_at,
-                });
+                let mut front = front.borrow_mut();
+                match front.as_mut() {
+                    // The token's buffer is kept: clients taking turns allocate nothing here.
+                    Some(front) => {
+                        front.cache = self.id;
+                        front.token.clear();
+                        front.token.push_str(token);
+                        front.claims = claims.clone();
+                        front.own = false;
+                        front.expires_at = expires_at;
+                    }
+                    None => {
+                        *front = Some(Front {
+                            cache: self.id,
+                            token: token.to_owned(),
+                            claims: claims.clone(),
+                            own: false,
+                            expires_at,
+                        });
+                    }
+                }
             });
             Some(claims)
         } else {
@@ -77,5 +96,64 @@ impl TokenCache {
     /// Remembers `claims` for `token` until `expires_at`.
     pub fn insert(&self, token: &str, claims: Claims, expires_at: UnixTime) {
         self.entries.insert(token.into(), (claims, expires_at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn claims(sub: &str) -> Claims {
+        Arc::new(
+            serde_json::json!({"sub": sub})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn the_second_hit_in_a_row_is_the_threads_own_copy() {
+        let cache = TokenCache::new(16);
+        let shared = claims("a");
+        cache.insert("token-a", shared.clone(), 100);
+        let (Some(first), Some(second), Some(third)) = (
+            cache.get("token-a", 10),
+            cache.get("token-a", 10),
+            cache.get("token-a", 10),
+        ) else {
+            panic!("the token is cached");
+        };
+        assert!(Arc::ptr_eq(&first, &shared));
+        assert!(!Arc::ptr_eq(&second, &shared));
+        assert!(Arc::ptr_eq(&second, &third));
+        assert_eq!(second, shared);
+    }
+
+    #[test]
+    fn tokens_taking_turns_on_a_thread_copy_no_claims() {
+        let cache = TokenCache::new(16);
+        let (a, b) = (claims("a"), claims("b"));
+        cache.insert("token-a", a.clone(), 100);
+        cache.insert("token-b", b.clone(), 100);
+        for _ in 0..3 {
+            assert!(
+                cache
+                    .get("token-a", 10)
+                    .is_some_and(|got| Arc::ptr_eq(&got, &a))
+            );
+            assert!(
+                cache
+                    .get("token-b", 10)
+                    .is_some_and(|got| Arc::ptr_eq(&got, &b))
+            );
+        }
+        // The thread's entry holds the shared claims themselves (this test's, the cache's and
+        // the entry's reference), not a copy.
+        assert_eq!(Arc::strong_count(&b), 3);
+        // And an expired token is not served from the thread's entry either.
+        assert!(cache.get("token-b", 100).is_none());
     }
 }
