@@ -21,11 +21,24 @@ pub use upstream::TestUpstream;
 /// A loopback port that was free a moment ago (for servers that take their port from a
 /// config file: nginx, redis-server, a `tollgate serve` process).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Never the same port twice in this process: a port is released here and bound later by
+    // its server, and the system may hand it out again meanwhile (two servers of one test on
+    // one port once made nginx answer a protected path from the wrong server).
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh, empty directory under the system's temp dir for one test's files (configs, keys,

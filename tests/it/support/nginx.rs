@@ -49,7 +49,27 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("nginx starts");
-        let nginx = Self { child, dir };
+        let mut nginx = Self { child, dir };
+        // nginx writes its pid file once it holds every listening socket: until then a port
+        // that accepts may be another process's, and nginx may yet fail to bind it.
+        let pid_file = nginx.dir.join("nginx.pid");
+        for _ in 0..400 {
+            if pid_file.exists() {
+                break;
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!(
+                    "nginx exited ({status}): {}",
+                    std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(
+            pid_file.exists(),
+            "nginx never started: {}",
+            std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
+        );
         for port in ports {
             let mut ready = false;
             for _ in 0..200 {
