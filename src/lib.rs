@@ -30,6 +30,7 @@ pub mod redis_connection;
 pub mod secret;
 pub mod session;
 pub mod telemetry;
+pub mod thread_front;
 pub mod tls;
 pub mod token;
 pub mod untrusted;

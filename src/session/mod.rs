@@ -4,7 +4,6 @@
 
 pub mod compact;
 pub mod error;
-mod front;
 pub mod lifetime;
 pub mod memory_store;
 mod record;
@@ -77,13 +76,13 @@ pub struct CookieJar {
     opened: quick_cache::sync::Cache<Box<str>, std::sync::Arc<Session>>,
     /// Opened session-id cookies, by sealed value.
     opened_ids: quick_cache::sync::Cache<Box<str>, std::sync::Arc<str>>,
-    /// Names this jar in threads' `front` entries.
+    /// Names this jar in threads' `thread_front` entries.
     id: u64,
 }
 
 thread_local! {
-    static OPENED_SESSION: front::Slot<Session> = const { std::cell::RefCell::new(None) };
-    static OPENED_ID: front::Slot<str> = const { std::cell::RefCell::new(None) };
+    static OPENED_SESSION: crate::thread_front::Slot<Session> = const { std::cell::RefCell::new(None) };
+    static OPENED_ID: crate::thread_front::Slot<str> = const { std::cell::RefCell::new(None) };
 }
 
 /// A session cookie that was present but could not be used.
@@ -141,8 +140,9 @@ impl CookieJar {
         }
         // Opened sessions are remembered by their whole sealed value (compared in full), so a
         // busy browser's cookie is decrypted and parsed once, not on every request.
-        let session = match front::get(&OPENED_SESSION, self.id, &sealed, own_session) {
-            Some(session) => session,
+        let session = match crate::thread_front::get(&OPENED_SESSION, self.id, &sealed, own_session)
+        {
+            Some((session, _)) => session,
             None => self.open_session(&sealed)?,
         };
         if now >= session.expires_at {
@@ -173,7 +173,7 @@ impl CookieJar {
                 session
             }
         };
-        front::put(&OPENED_SESSION, self.id, sealed, &session);
+        crate::thread_front::put(&OPENED_SESSION, self.id, sealed, &session, 0);
         Ok(session)
     }
 
@@ -239,13 +239,13 @@ impl CookieJar {
             .strip_prefix("s.")
             .ok_or(SessionCookieError::Unreadable)?;
         // Opened ids are remembered by their whole sealed value, like opened sessions.
-        if let Some(id) = front::get(&OPENED_ID, self.id, sealed, |id: &str| {
+        if let Some((id, _)) = crate::thread_front::get(&OPENED_ID, self.id, sealed, |id: &str| {
             std::sync::Arc::from(id)
         }) {
             return Ok(Some(id));
         }
         if let Some(id) = self.opened_ids.get(sealed) {
-            front::put(&OPENED_ID, self.id, sealed, &id);
+            crate::thread_front::put(&OPENED_ID, self.id, sealed, &id, 0);
             return Ok(Some(id));
         }
         let id = self
@@ -256,7 +256,7 @@ impl CookieJar {
             .map_err(|_| SessionCookieError::Unreadable)?
             .into();
         self.opened_ids.insert(sealed.into(), id.clone());
-        front::put(&OPENED_ID, self.id, sealed, &id);
+        crate::thread_front::put(&OPENED_ID, self.id, sealed, &id, 0);
         Ok(Some(id))
     }
 

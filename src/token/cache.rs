@@ -18,21 +18,11 @@ pub struct TokenCache {
     id: u64,
 }
 
-/// The last token each thread found: a client on a keep-alive connection sends the same token
-/// again and again, and this answers it without touching the shared cache's locks or
-/// reference counts (which two cores would fight over). The claims are first the shared
-/// entry's and become the thread's own copy the second time in a row, so clients taking turns
-/// on a thread cost no copy of their claims.
-struct Front {
-    cache: u64,
-    token: String,
-    claims: Claims,
-    own: bool,
-    expires_at: UnixTime,
-}
-
 thread_local! {
-    static FRONT: std::cell::RefCell<Option<Front>> = const { std::cell::RefCell::new(None) };
+    /// The last token each thread found (`thread_front`: its claims the thread's own copy from
+    /// the second time in a row, its expiry as the stamp).
+    static FRONT: crate::thread_front::Slot<serde_json::Map<String, serde_json::Value>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl TokenCache {
@@ -47,45 +37,17 @@ impl TokenCache {
 
     /// The claims cached for `token`, while `now` is before their expiry.
     pub fn get(&self, token: &str, now: UnixTime) -> Option<Claims> {
-        let front = FRONT.with(|front| {
-            let mut front = front.borrow_mut();
-            let front = front.as_mut().filter(|front| {
-                front.cache == self.id && now < front.expires_at && front.token == token
-            })?;
-            if !front.own {
-                front.claims = std::sync::Arc::new(front.claims.as_ref().clone());
-                front.own = true;
-            }
-            Some(front.claims.clone())
-        });
-        if front.is_some() {
-            return front;
+        let own = |claims: &serde_json::Map<String, serde_json::Value>| {
+            std::sync::Arc::new(claims.clone())
+        };
+        if let Some((claims, expires_at)) = crate::thread_front::get(&FRONT, self.id, token, own)
+            && now < expires_at
+        {
+            return Some(claims);
         }
         let (claims, expires_at) = self.entries.get(token)?;
         if now < expires_at {
-            FRONT.with(|front| {
-                let mut front = front.borrow_mut();
-                match front.as_mut() {
-                    // The token's buffer is kept: clients taking turns allocate nothing here.
-                    Some(front) => {
-                        front.cache = self.id;
-                        front.token.clear();
-                        front.token.push_str(token);
-                        front.claims = claims.clone();
-                        front.own = false;
-                        front.expires_at = expires_at;
-                    }
-                    None => {
-                        *front = Some(Front {
-                            cache: self.id,
-                            token: token.to_owned(),
-                            claims: claims.clone(),
-                            own: false,
-                            expires_at,
-                        });
-                    }
-                }
-            });
+            crate::thread_front::put(&FRONT, self.id, token, &claims, expires_at);
             Some(claims)
         } else {
             self.entries.remove(token);
