@@ -178,9 +178,9 @@ impl Link {
     /// Whether a write needs a replica's acknowledgement, the master having `connected`
     /// replicas (see `Single::replicas_expected`; a Cluster shard's failover is coordinated or
     /// the old master is gone, so there it is only `connected`).
-    fn replicas_expected(&self, connected: u64) -> bool {
+    async fn replicas_expected(&self, connected: u64) -> bool {
         match self {
-            Self::Single(single) => single.replicas_expected(connected),
+            Self::Single(single) => single.replicas_expected(connected).await,
             Self::Cluster(_) => connected > 0,
         }
     }
@@ -350,7 +350,7 @@ impl RedisConnection {
                     .query_at(key, redis::cmd("INFO").arg("replication").clone())
                     .await?;
                 let replicas = connected_replicas(&info)?;
-                if !link.replicas_expected(replicas) {
+                if !link.replicas_expected(replicas).await {
                     return Ok(answer);
                 }
                 if replicas == 0 {

@@ -100,24 +100,45 @@ impl Single {
     /// there needs one of them to acknowledge it. With none connected, it does when the same
     /// server had one within [`REPLICAS_REMEMBERED`] (a replica that went away may have been
     /// promoted), so such a write is not confirmed. A connection to another server (the
-    /// master the sentinels name after a failover) starts afresh.
-    pub(super) fn replicas_expected(&self, connected: u64) -> bool {
+    /// master the sentinels name after a failover) starts afresh. With Sentinel, a master that
+    /// seems alone is taken to be so only when the sentinels, asked now, name it the master and
+    /// know no replica that could take over from it: this link may not have written there for longer than it
+    /// remembers (a process that just started, or one whose last confirmed write is old), and
+    /// a master whose replica was just promoted looks alone too.
+    pub(super) async fn replicas_expected(&self, connected: u64) -> bool {
         let server = self
             .connected_to
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let mut seen = self
-            .replicas_seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if connected > 0 {
-            *seen = server.map(|server| (server, tokio::time::Instant::now()));
-            return true;
+        {
+            let mut seen = self
+                .replicas_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if connected > 0 {
+                *seen = server.map(|server| (server, tokio::time::Instant::now()));
+                return true;
+            }
+            if seen.as_ref().is_some_and(|(at_server, at)| {
+                server.as_ref() == Some(at_server) && at.elapsed() < REPLICAS_REMEMBERED
+            }) {
+                return true;
+            }
         }
-        seen.as_ref().is_some_and(|(at_server, at)| {
-            server.as_ref() == Some(at_server) && at.elapsed() < REPLICAS_REMEMBERED
-        })
+        let Source::Sentinel(sentinels) = &*self.source else {
+            return false;
+        };
+        let master = self
+            .master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(address, _)| address.clone());
+        match master {
+            Some(master) => !Box::pin(sentinels.may_write_alone(&master)).await,
+            None => true,
+        }
     }
 
     fn current(&self) -> Option<MultiplexedConnection> {

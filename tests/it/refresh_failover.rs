@@ -170,3 +170,81 @@ async fn a_master_whose_replica_just_left_confirms_no_logout_and_starts_no_refre
         "a logout only the old master has is not done"
     );
 }
+
+/// SPEC §12: with Sentinel, a master whose replica was just promoted confirms nothing alone,
+/// also on a link that never saw the replica there (a Tollgate that just started, or whose
+/// last confirmed write there is older than it remembers): it asks the sentinels, and they
+/// still see the promoted replica up. Without that, two Tollgates each took a session's
+/// refresh lease, one on the old master and one on the promoted replica, and both presented
+/// its refresh token (the e2e suite saw it in a `SENTINEL FAILOVER` under load). Once the
+/// sentinels see no replica up, the master is alone for real and takes a logout alone.
+#[tokio::test]
+async fn a_sentinel_master_whose_replica_was_promoted_confirms_nothing_alone_on_a_fresh_link() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let mut sentinel = RedisSentinel::start_with_replica().await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", sentinel.url()),
+    );
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    // No confirmed write so far: the link has never seen the master's replica.
+    let replica = sentinel.replica.as_ref().unwrap();
+    replica.cli(&["replicaof", "no", "one"]);
+    wait_until(
+        || {
+            sentinel
+                .master
+                .cli(&["info", "replication"])
+                .contains("connected_slaves:0")
+        },
+        "the master to lose its replica",
+    )
+    .await;
+    advance(&clock, &idp, 250);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        200,
+        "the session serves while its access token is valid"
+    );
+    assert_eq!(
+        idp.count("refresh"),
+        0,
+        "no refresh on a lease the promoted replica does not have"
+    );
+    assert_eq!(
+        browser.get(&gateway.url("/signout")).await.status(),
+        503,
+        "a logout the promoted replica does not have is not done"
+    );
+
+    let replica_port = replica.port.to_string();
+    sentinel.replica.as_mut().unwrap().kill();
+    wait_until(
+        || {
+            let replicas = sentinel.sentinel.cli(&["sentinel", "replicas", "mymaster"]);
+            // Each replica is a list of names and values: its flags follow "flags".
+            let flags = replicas
+                .lines()
+                .map(str::trim)
+                .skip_while(|line| *line != replica_port)
+                .skip_while(|line| *line != "flags")
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            flags.contains("disconnected") || flags.contains("s_down")
+        },
+        "the sentinel to see the promoted replica down",
+    )
+    .await;
+    assert_eq!(
+        browser.get(&gateway.url("/signout")).await.status(),
+        302,
+        "with no replica up, the master takes the logout alone"
+    );
+}
