@@ -108,6 +108,24 @@ async fn a_valid_bearer_token_is_allowed() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// `bearer_token` reads the header as UTF-8: a token with non-ASCII letters gets as far as
+/// validation, which refuses it (401), as it refused every non-ASCII header before.
+#[tokio::test]
+async fn a_bearer_token_with_non_ascii_letters_is_refused() {
+    let (auth, issuer) = routers();
+    let token = client_credentials_token(&issuer).await;
+    for spoiled in [format!("{token}é"), format!("é{token}"), "tökén".to_owned()] {
+        let (status, headers, _) = send(&auth, auth_request("", Some(&spoiled))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{spoiled}");
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+    }
+}
+
 #[tokio::test]
 async fn no_credential_is_401_with_a_bearer_challenge() {
     let (auth, _) = routers();

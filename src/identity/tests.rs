@@ -24,6 +24,11 @@ fn a_bearer_token_is_read_from_the_bearer_scheme_only() {
     assert_eq!(bearer_token(&headers(&[b"Basic YTpi"])), None);
     assert_eq!(bearer_token(&headers(&[b"Bearer  "])), None);
     assert_eq!(bearer_token(&headers(&[b"Bearer \xff"])), Some(Err(())));
+    assert_eq!(
+        bearer_token(&headers(&["Bearer tökén".as_bytes()])),
+        Some(Ok("tökén")),
+        "UTF-8 is read; validation refuses it"
+    );
     assert_eq!(bearer_token(&HeaderMap::new()), None);
 }
 

@@ -21,7 +21,9 @@ use crate::config::{OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
 use crate::http::forwarded::{RequestBases, is_trusted};
 use crate::http::rejection::{Refusal, Rejection};
-use crate::identity::{BearerTokens, Identity, IdentityError, SessionSource, authenticate_traced};
+use crate::identity::{
+    BearerTokens, Credential, Identity, IdentityError, SessionSource, authenticate_traced,
+};
 use crate::logging::decision::Decision as DecisionLine;
 use crate::login::LoginFlow;
 use crate::login::redirect::validate_redirect;
@@ -137,7 +139,7 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
     // and is replaced or removed before the request goes upstream.
     strip_client_identity_headers(route, request.headers_mut());
     // Kept for the decision line (a reference count, no copy): the request goes upstream.
-    let request_id = request.headers().get("x-request-id").cloned();
+    let request_id = request.headers().get(&crate::http::X_REQUEST_ID).cloned();
     let outcome = serve_route(state, route, peer, request).await;
     let line = DecisionLine {
         role: "proxy",
@@ -212,7 +214,7 @@ pub enum RouteDecision {
     /// A skip rule matched: forward without identity.
     Skip,
     /// Authenticated, every requirement holds: forward with these identity headers.
-    Allow(Identity, Vec<(HeaderName, HeaderValue)>),
+    Allow(Identity, identity_headers::Rendered),
     /// No credential, `on_unauthenticated = "pass"` or `"login_on_upstream_401"`: forward
     /// without identity (and, for the latter, start a login on the upstream's 401).
     Pass(OnUnauthenticated),
@@ -311,6 +313,17 @@ pub async fn decide_route(
             Refusal::new(rejection, requirement)
         },
     )?;
+    // A session's headers as this thread rendered them last (not when explaining: the trace
+    // records each header).
+    let session = identity
+        .session
+        .as_ref()
+        .filter(|_| identity.credential == Credential::SessionCookie && !trace.is_explaining());
+    if let Some(session) = session
+        && let Some(rendered) = identity_headers::rendered(state.routes.id(), route, session)
+    {
+        return Ok(RouteDecision::Allow(identity, rendered));
+    }
     // Computed before anything goes upstream: a value that cannot be a header refuses the
     // request (as `/auth` does), never sends it on without that header.
     let mut identity_headers = Vec::new();
@@ -336,7 +349,11 @@ pub async fn decide_route(
             }
         }
     }
-    Ok(RouteDecision::Allow(identity, identity_headers))
+    let rendered: identity_headers::Rendered = identity_headers.into();
+    if let Some(session) = session {
+        identity_headers::remember(state.routes.id(), route, session, &rendered);
+    }
+    Ok(RouteDecision::Allow(identity, rendered))
 }
 
 /// What `on_unauthenticated` makes of a request without a credential.
@@ -411,12 +428,12 @@ async fn serve_route(
                 .await
                 .map(|response| (response, "logout", None))
         }
-        RouteDecision::Skip => send(state, route, peer, &base, request, Vec::new())
+        RouteDecision::Skip => send(state, route, peer, &base, request, &[])
             .await
             .map(|response| (response, "skip", None)),
         RouteDecision::Allow(identity, identity_headers) => {
             crate::telemetry::with_current(|span| span.credential(identity.credential.as_str()));
-            let mut response = send(state, route, peer, &base, request, identity_headers).await?;
+            let mut response = send(state, route, peer, &base, request, &identity_headers).await?;
             for cookie in &identity.set_cookies {
                 if let Ok(value) = HeaderValue::from_str(cookie) {
                     response.headers_mut().append(header::SET_COOKIE, value);
@@ -430,7 +447,7 @@ async fn serve_route(
             let method = request.method().clone();
             let headers = request.headers().clone();
             let target = return_target(&request);
-            let response = send(state, route, peer, &base, request, Vec::new()).await?;
+            let response = send(state, route, peer, &base, request, &[]).await?;
             if response.status() != StatusCode::UNAUTHORIZED
                 || crate::http::is_api_call(&method, &headers)
             {
@@ -440,7 +457,7 @@ async fn serve_route(
                 crate::login::begin_login(&state.login, provider, &base, &headers, target).await?;
             Ok((login, "login_redirect", None))
         }
-        RouteDecision::Pass(_) => send(state, route, peer, &base, request, Vec::new())
+        RouteDecision::Pass(_) => send(state, route, peer, &base, request, &[])
             .await
             .map(|response| (response, "pass", None)),
         RouteDecision::Login => {
@@ -500,7 +517,7 @@ async fn send(
     peer: SocketAddr,
     base: &url::Url,
     mut request: Request,
-    identity_headers: Vec<(HeaderName, HeaderValue)>,
+    identity_headers: &[(HeaderName, HeaderValue)],
 ) -> Result<Response, Refusal> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
@@ -509,7 +526,7 @@ async fn send(
     );
     let add_identity = |headers: &mut HeaderMap| {
         for (name, value) in identity_headers {
-            headers.insert(name, value);
+            headers.insert(name.clone(), value.clone());
         }
         crate::telemetry::with_current(|span| span.propagate(headers));
     };

@@ -8,12 +8,25 @@ use crate::config::RouteConfig;
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
+    /// This table's number, never another table's (a reload builds a new table).
+    id: u64,
 }
+
+/// The next table's number.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl RouteTable {
     /// A table over `routes`.
     pub fn new(routes: Vec<RouteConfig>) -> Self {
-        Self { routes }
+        Self {
+            routes,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// This table's number: no other table, before or after a reload, has it.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether there are no routes.

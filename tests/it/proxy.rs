@@ -765,3 +765,118 @@ accept_bearer = true
         .unwrap();
     assert_eq!(fine.status(), 200);
 }
+
+/// Each worker thread keeps the identity headers it rendered last, for one session on one
+/// route: they are handed out for that session on that route only, and a refreshed session
+/// (the provider's new claims) gets its own.
+#[tokio::test]
+async fn identity_headers_are_the_sessions_own_on_each_route_and_after_a_refresh() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+path_prefix = "/a"
+upstream = "{upstream}"
+provider = "corp"
+[route.headers]
+"X-User" = "claim:email"
+[[route]]
+path_prefix = "/b"
+upstream = "{upstream}"
+provider = "corp"
+[route.headers]
+"X-User" = "claim:sub"
+"#;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&proxy_config(&idp, &upstream.url(), routes), clock.clone())
+            .await;
+    let mut browser = Browser::new();
+    let (first, _) = log_in_through(&mut browser, &gateway, "/a/page").await;
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(seen(&first, "x-user"), ["alice@example.com"]);
+    let sub = user_on(&mut browser, &gateway, "/b/page").await;
+    assert_eq!(sub.len(), 1);
+    assert_ne!(sub, ["alice@example.com"], "route b sends the subject");
+    for _ in 0..4 {
+        assert_eq!(
+            user_on(&mut browser, &gateway, "/a/page").await,
+            ["alice@example.com"]
+        );
+        assert_eq!(
+            user_on(&mut browser, &gateway, "/a/page").await,
+            ["alice@example.com"]
+        );
+        assert_eq!(user_on(&mut browser, &gateway, "/b/page").await, sub);
+    }
+    // The thread's last headers are the old session's on this route.
+    assert_eq!(
+        user_on(&mut browser, &gateway, "/a/page").await,
+        ["alice@example.com"]
+    );
+    idp.set_user_claim("email", json!("alice@new.example"));
+    crate::refresh::advance(&clock, &idp, 250);
+    assert_eq!(
+        user_on(&mut browser, &gateway, "/a/page").await,
+        ["alice@new.example"]
+    );
+    assert_eq!(idp.count("refresh"), 1);
+    for _ in 0..4 {
+        assert_eq!(
+            user_on(&mut browser, &gateway, "/a/page").await,
+            ["alice@new.example"]
+        );
+        assert_eq!(user_on(&mut browser, &gateway, "/b/page").await, sub);
+    }
+}
+
+/// The `X-User` values the upstream saw for `path`, asked with `browser`'s session.
+async fn user_on(browser: &mut Browser, gateway: &Gateway, path: &str) -> Vec<String> {
+    let answer = browser.get(&gateway.url(path)).await;
+    assert_eq!(answer.status(), 200, "{path}");
+    let body: Value = answer.json().await.unwrap();
+    seen(&body, "x-user")
+}
+
+/// A reload builds new routes, which may take the old ones' memory: a thread's last identity
+/// headers are never those of a route of an earlier config (the memory store keeps the session
+/// itself across reloads).
+#[tokio::test]
+async fn identity_headers_follow_a_reload_that_changes_them() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = |source: &str| {
+        let routes = format!(
+            "[[route]]\npath_prefix = \"/a\"\nupstream = \"{{upstream}}\"\nprovider = \"corp\"\n[route.headers]\n\"X-User\" = \"{source}\"\n"
+        );
+        proxy_config(&idp, &upstream.url(), &routes)
+            .replace("[session]\n", "[session]\nstore = \"memory\"\n")
+    };
+    let load = |text: &str| {
+        tollgate::config::load(text, &std::collections::BTreeMap::new())
+            .unwrap_or_else(|problems| panic!("config: {problems:?}"))
+    };
+    let gateway = Gateway::start(&config("claim:email")).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/a/page").await;
+    for _ in 0..3 {
+        assert_eq!(
+            user_on(&mut browser, &gateway, "/a/page").await,
+            ["alice@example.com"]
+        );
+    }
+    // Twice: the second config's routes are built while the first's still live; the third's
+    // may be built where the first's were.
+    gateway
+        .app
+        .reload(load(&config("access_token")))
+        .await
+        .unwrap();
+    gateway
+        .app
+        .reload(load(&config("claim:sub")))
+        .await
+        .unwrap();
+    let after = user_on(&mut browser, &gateway, "/a/page").await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, ["alice@example.com"], "the reloaded route's header");
+    assert_eq!(user_on(&mut browser, &gateway, "/a/page").await, after);
+}
