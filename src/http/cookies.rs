@@ -15,7 +15,7 @@ pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
     let mut cookies = BTreeMap::new();
     for header in headers.get_all(axum::http::header::COOKIE) {
         // Word by word, not byte by byte like `HeaderValue::to_str`: a session cookie is long.
-        let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
+        let Some(text) = super::utf8(header.as_bytes()) else {
             continue;
         };
         for pair in cookie_pairs(text) {

@@ -58,6 +58,13 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || headers.contains_key(&X_REQUESTED_WITH)
 }
 
+/// `bytes` as text when they are UTF-8, checked with SIMD (`simdutf8`): a session cookie or a
+/// bearer token runs to kilobytes on every request, and the standard library's check costs
+/// half an instruction a byte there (1,500 for a 3 KB cookie).
+pub fn utf8(bytes: &[u8]) -> Option<&str> {
+    simdutf8::basic::from_utf8(bytes).ok()
+}
+
 /// `X-Request-Id`. Named once: a lookup by text would parse and check the name on every
 /// request (about 400 instructions, a sixtieth of a cached `/auth`).
 pub static X_REQUEST_ID: axum::http::HeaderName =

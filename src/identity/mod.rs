@@ -182,13 +182,13 @@ pub fn ambiguous_credentials(headers: &HeaderMap, query: Option<&str>) -> Option
 }
 
 /// The bearer token of an `Authorization` header, if it uses the Bearer scheme. The header is
-/// read as UTF-8 (a check a word at a time), not with `HeaderValue::to_str` (a byte at a time,
-/// 900 instructions for a 1.2 KB token on every request): bytes that are not UTF-8 make it
+/// read as UTF-8 (`http::utf8`), not with `HeaderValue::to_str` (a byte at a time, 900
+/// instructions for a 1.2 KB token on every request): bytes that are not UTF-8 make it
 /// malformed as before, and a token with non-ASCII letters, which no issuer signs, is refused
 /// by validation instead (401 either way).
 pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?;
-    let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+    let Some(text) = crate::http::utf8(value.as_bytes()) else {
         return Some(Err(()));
     };
     let (scheme, token) = text.trim().split_once(' ')?;

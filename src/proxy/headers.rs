@@ -76,7 +76,7 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
     let mut changed = false;
     for value in headers.get_all(header::COOKIE) {
         // Word by word, not byte by byte like `HeaderValue::to_str`: a session cookie is long.
-        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+        let Some(text) = crate::http::utf8(value.as_bytes()) else {
             changed = true;
             continue;
         };
