@@ -143,32 +143,8 @@ async fn a_master_whose_replica_just_left_confirms_no_logout_and_starts_no_refre
         "a logout the replica acknowledged"
     );
     // The replica is promoted: the master no longer has one.
-    replica.cli(&["replicaof", "no", "one"]);
-    wait_until(
-        || {
-            master
-                .cli(&["info", "replication"])
-                .contains("connected_slaves:0")
-        },
-        "the master to lose its replica",
-    )
-    .await;
-    advance(&clock, &idp, 250);
-    assert_eq!(
-        browser.get(&gateway.url("/auth")).await.status(),
-        200,
-        "the session serves while its access token is valid"
-    );
-    assert_eq!(
-        idp.count("refresh"),
-        0,
-        "no refresh on a lease only the old master has"
-    );
-    assert_eq!(
-        browser.get(&gateway.url("/signout")).await.status(),
-        503,
-        "a logout only the old master has is not done"
-    );
+    promote_and_expect_nothing_confirmed(&master, &replica, &clock, &idp, &gateway, &mut browser)
+        .await;
 }
 
 /// SPEC §12: with Sentinel, a master whose replica was just promoted confirms nothing alone,
@@ -195,33 +171,15 @@ async fn a_sentinel_master_whose_replica_was_promoted_confirms_nothing_alone_on_
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
     // No confirmed write so far: the link has never seen the master's replica.
     let replica = sentinel.replica.as_ref().unwrap();
-    replica.cli(&["replicaof", "no", "one"]);
-    wait_until(
-        || {
-            sentinel
-                .master
-                .cli(&["info", "replication"])
-                .contains("connected_slaves:0")
-        },
-        "the master to lose its replica",
+    promote_and_expect_nothing_confirmed(
+        &sentinel.master,
+        replica,
+        &clock,
+        &idp,
+        &gateway,
+        &mut browser,
     )
     .await;
-    advance(&clock, &idp, 250);
-    assert_eq!(
-        browser.get(&gateway.url("/auth")).await.status(),
-        200,
-        "the session serves while its access token is valid"
-    );
-    assert_eq!(
-        idp.count("refresh"),
-        0,
-        "no refresh on a lease the promoted replica does not have"
-    );
-    assert_eq!(
-        browser.get(&gateway.url("/signout")).await.status(),
-        503,
-        "a logout the promoted replica does not have is not done"
-    );
 
     let replica_port = replica.port.to_string();
     sentinel.replica.as_mut().unwrap().kill();
@@ -246,5 +204,45 @@ async fn a_sentinel_master_whose_replica_was_promoted_confirms_nothing_alone_on_
         browser.get(&gateway.url("/signout")).await.status(),
         302,
         "with no replica up, the master takes the logout alone"
+    );
+}
+
+/// Promotes `replica` (`REPLICAOF NO ONE`), waits for `master` to lose it, makes the session's
+/// refresh due, and checks that `master` confirms nothing alone: the session serves while its
+/// access token is valid, no refresh starts (its lease would be on the old master alone), and
+/// a logout is 503.
+async fn promote_and_expect_nothing_confirmed(
+    master: &crate::support::redis::RedisServer,
+    replica: &crate::support::redis::RedisServer,
+    clock: &tollgate::clock::ManualClock,
+    idp: &TestIdp,
+    gateway: &Gateway,
+    browser: &mut Browser,
+) {
+    replica.cli(&["replicaof", "no", "one"]);
+    wait_until(
+        || {
+            master
+                .cli(&["info", "replication"])
+                .contains("connected_slaves:0")
+        },
+        "the master to lose its replica",
+    )
+    .await;
+    advance(clock, idp, 250);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        200,
+        "the session serves while its access token is valid"
+    );
+    assert_eq!(
+        idp.count("refresh"),
+        0,
+        "no refresh on a lease only the old master has"
+    );
+    assert_eq!(
+        browser.get(&gateway.url("/signout")).await.status(),
+        503,
+        "a logout only the old master has is not done"
     );
 }
