@@ -12,8 +12,19 @@ import { execFileSync } from 'node:child_process';
 import { X509Certificate, createHash, generateKeyPairSync } from 'node:crypto';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForTollgate, write } from './lib.mjs';
+import { until } from './cluster.mjs';
 import { logIn, startProvider } from './provider.mjs';
 import { startUpstream } from './upstream.mjs';
+
+/**
+ * Waits for `pattern` in what `process` wrote: log lines go through Tollgate's queue and its
+ * writer thread (which gathers lines for up to 1 ms), so one may reach standard error a moment
+ * after the answer it belongs to. Asked again at most 100 times.
+ */
+async function logged(process, pattern) {
+  await until(`the log line ${pattern}`, () => pattern.test(process.output), 100, 50);
+  assert.match(process.output, pattern);
+}
 
 let browser;
 
@@ -243,7 +254,7 @@ describe('private_key_jwt with a key the provider does not know', () => {
     assert.deepEqual(provider.grants.map(({ type, ok }) => ({ type, ok })), [{ type: 'authorization_code', ok: false }]);
     assert.equal(provider.assertions.length, 1);
     assert.equal(provider.assertions[0].status, 401, 'invalid_client');
-    assert.match(pair.tollgate.output, /code exchange refused: invalid_client/);
+    await logged(pair.tollgate, /code exchange refused: invalid_client/);
     assert.ok(!pair.tollgate.output.includes(provider.assertions[0].assertion.split('.')[2]), 'no assertion in the log');
 
     const again = await context.request.get(`${origin}/app/first`, { maxRedirects: 0 });
@@ -277,7 +288,7 @@ describe('private_key_jwt with a key of no algorithm the provider lists', () => 
     assert.equal((await callback).status(), 502);
     assert.deepEqual(provider.grants, [], 'the token endpoint was not called');
     assert.deepEqual(provider.assertions, []);
-    assert.match(pair.tollgate.output, /the provider accepts client assertions signed with ES256, none of this key's PS256, RS256/);
+    await logged(pair.tollgate, /the provider accepts client assertions signed with ES256, none of this key's PS256, RS256/);
     await context.close();
   });
 });
