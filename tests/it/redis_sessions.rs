@@ -764,9 +764,20 @@ async fn after_a_sentinel_failover_sessions_are_written_to_the_new_master() {
     let (idp, gateway, _second, _browser) =
         two_replicas_signed_in(&format!("\"{}\"", sentinel.url())).await;
     let replica = sentinel.replica.as_ref().unwrap();
-    sentinel.sentinel.cli(&["sentinel", "failover", "mymaster"]);
+    // A sentinel that has not yet judged the replica fit refuses the failover (`NOGOODSLAVE`)
+    // and does nothing: asked again every twentieth look until the replica is the master.
+    let mut looks = 0;
     crate::support::redis::wait_until(
-        || sentinel.master_port() == Some(replica.port),
+        || {
+            if sentinel.master_port() == Some(replica.port) {
+                return true;
+            }
+            if looks % 20 == 0 {
+                sentinel.sentinel.cli(&["sentinel", "failover", "mymaster"]);
+            }
+            looks += 1;
+            false
+        },
         "the sentinel to name the new master",
     )
     .await;
