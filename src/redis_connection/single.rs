@@ -101,10 +101,10 @@ impl Single {
     /// server had one within [`REPLICAS_REMEMBERED`] (a replica that went away may have been
     /// promoted), so such a write is not confirmed. A connection to another server (the
     /// master the sentinels name after a failover) starts afresh. With Sentinel, a master that
-    /// seems alone is taken to be so only when the sentinels, asked now, name it the master and
-    /// know no replica that could take over from it: this link may not have written there for longer than it
-    /// remembers (a process that just started, or one whose last confirmed write is old), and
-    /// a master whose replica was just promoted looks alone too.
+    /// seems alone is taken to be so only when the sentinels, asked now, name it the master
+    /// and know no replica that could take over from it: this link may not have written there
+    /// for longer than it remembers (a process that just started, or one whose last confirmed
+    /// write is old), and a master whose replica was just promoted looks alone too.
     pub(super) async fn replicas_expected(&self, connected: u64) -> bool {
         let server = self
             .connected_to
