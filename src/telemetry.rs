@@ -235,9 +235,10 @@ impl RequestSpan {
     }
 
     /// The path the decision was about (the original request's, for `/auth` and Envoy),
-    /// without its query (a query may carry a token), cut and escaped like the log line's.
+    /// without its query and fragment (either may carry a token: `?code=`, `#access_token=`),
+    /// cut and escaped like the log line's.
     pub fn path(&mut self, path: &str) {
-        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        let path = crate::logging::decision::without_query(path);
         self.facts.path = Some(crate::untrusted::bounded(path));
     }
 

@@ -86,7 +86,7 @@ async fn every_auth_and_validate_request_exports_one_span_with_its_decision_and_
         .bearer_auth(&token)
         .header(
             "x-original-url",
-            "https://app.example.com/reports?code=QUERY-SECRET",
+            format!("https://app.example.com/reports#access_token={token}"),
         )
         .header("traceparent", client_traceparent())
         .send()
@@ -96,6 +96,10 @@ async fn every_auth_and_validate_request_exports_one_span_with_its_decision_and_
     let refused = gateway
         .get("/auth")
         .bearer_auth(&expired)
+        .header(
+            "x-original-url",
+            "https://app.example.com/reports?code=QUERY-SECRET",
+        )
         .send()
         .await
         .unwrap();
