@@ -153,6 +153,7 @@ fn report(
         request_id: headers.and_then(crate::http::request_id),
         ..DecisionLine::default()
     };
+    let mut failure = false;
     match outcome {
         Outcome::Allow(_, credential, _) => {
             decision.result = "allow";
@@ -163,10 +164,16 @@ fn report(
         Outcome::Reject(rejection, reason) => {
             decision.result = rejection.result_label();
             decision.reason = Some(reason);
+            failure = rejection.is_failure();
         }
     }
     state.metrics.request("forward_auth", decision.result);
-    crate::log_decision!(info, decision);
+    // A provider or store that fails is the operator's to look at, as on every other surface.
+    if failure {
+        crate::log_decision!(warn, decision);
+    } else {
+        crate::log_decision!(info, decision);
+    }
 }
 
 /// The HTTP answer `/auth` gives for an outcome.

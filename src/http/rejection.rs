@@ -76,6 +76,19 @@ impl Rejection {
         }
     }
 
+    /// Whether the operator should look at it (a provider, an upstream or a store failing,
+    /// or a bug), rather than a routine refusal of a caller: its log line is a warning.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamUnavailable
+                | Self::UpstreamTimeout
+                | Self::StoreUnavailable
+                | Self::ProviderUnavailable
+                | Self::Internal
+        )
+    }
+
     /// The metrics label of this rejection.
     pub fn result_label(&self) -> &'static str {
         match self {
@@ -212,14 +225,7 @@ impl Refused for Refusal {
     }
 
     fn is_failure(&self) -> bool {
-        matches!(
-            self.rejection,
-            Rejection::UpstreamUnavailable
-                | Rejection::UpstreamTimeout
-                | Rejection::StoreUnavailable
-                | Rejection::ProviderUnavailable
-                | Rejection::Internal
-        )
+        self.rejection.is_failure()
     }
 }
 

@@ -101,25 +101,7 @@ async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("TOLLGATE_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{public}");
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/ping")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "tollgate did not start");
+    let (child, client, base) = serve_at_defaults(&config, public).await;
 
     let token = "eyJhbGciOiJSUzI1NiJ9.SECRET-BEARER-CLAIMS.SECRET-BEARER-SIGNATURE";
     let auth = client
@@ -166,29 +148,12 @@ async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
         .unwrap();
     assert_eq!(proxied.status(), 502, "the upstream is down");
 
-    // SIGTERM: drained, and every log line written, before it exits.
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log = stop_and_read_log(child);
     assert!(
         !log.contains("SECRET"),
         "a token or a query string was logged:\n{log}"
     );
-    let decisions: Vec<serde_json::Value> = log
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .filter(|line: &serde_json::Value| line["message"] == "decision")
-        .collect();
-    let find = |id: &str| {
-        decisions
-            .iter()
-            .find(|line| line["request_id"] == id)
-            .unwrap_or_else(|| panic!("no decision line for {id}:\n{log}"))
-    };
+    let find = |id: &str| decision_line(&log, id);
     let auth = find("req-auth-1");
     assert_eq!(auth["role"], "forward_auth");
     assert_eq!(auth["via"], "auth");
@@ -224,4 +189,91 @@ async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
     assert_eq!(proxied["level"], "WARN");
     assert!(proxied["reason"].is_string(), "{proxied}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A provider that cannot be reached is the operator's to look at: `/auth`'s decision line for
+/// it is a warning (`provider_unavailable`), as every other surface's failure is, not the
+/// `info` of a caller refused.
+#[tokio::test]
+async fn an_unreachable_provider_is_a_warning_in_the_decision_line() {
+    let dir = crate::support::scratch_dir("log-warn");
+    let (public, admin, dead) = (free_port(), free_port(), free_port());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nlog_format = \"json\"\n\
+             [session]\nsecrets = [\"a-log-test-session-secret-a-log-test\"]\n\
+             [[provider]]\nname = \"p\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"x\"\nclient_auth = \"none\"\naudiences = [\"api\"]\n\
+             [forward_auth]\nprovider = \"p\"\n"
+        ),
+    )
+    .unwrap();
+    let (child, client, base) = serve_at_defaults(&config, public).await;
+    // A well-formed token: checking it needs the provider's keys, which cannot be fetched.
+    let unreachable = client
+        .get(format!("{base}/auth"))
+        .header("X-Request-Id", "req-unreachable")
+        .bearer_auth(
+            "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.\
+             eyJpc3MiOiJ4Iiwic3ViIjoiYWxpY2UiLCJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJl",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status(), 502);
+    let log = stop_and_read_log(child);
+    let line = decision_line(&log, "req-unreachable");
+    assert_eq!(line["result"], "provider_unavailable", "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tollgate serve --config CONFIG` at the default log level, standard error kept for
+/// `stop_and_read_log`, once it answers `/ping` on `public`; with a client and its base URL.
+async fn serve_at_defaults(
+    config: &std::path::Path,
+    public: u16,
+) -> (std::process::Child, reqwest::Client, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("TOLLGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{public}");
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/ping")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "tollgate did not start");
+    (child, client, base)
+}
+
+/// SIGTERM: drained, and every log line written, before it exits. Its standard error.
+fn stop_and_read_log(child: std::process::Child) -> String {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The JSON decision line of the request with this `X-Request-Id`.
+fn decision_line(log: &str, request_id: &str) -> serde_json::Value {
+    log.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .find(|line: &serde_json::Value| {
+            line["message"] == "decision" && line["request_id"] == request_id
+        })
+        .unwrap_or_else(|| panic!("no decision line for {request_id}:\n{log}"))
 }
