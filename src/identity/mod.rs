@@ -187,16 +187,25 @@ pub fn ambiguous_credentials(headers: &HeaderMap, query: Option<&str>) -> Option
 /// malformed as before, and a token with non-ASCII letters, which no issuer signs, is refused
 /// by validation instead (401 either way).
 pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?;
-    let Some(text) = crate::http::utf8(value.as_bytes()) else {
-        return Some(Err(()));
-    };
-    let (scheme, token) = text.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    bearer_of(headers.get(axum::http::header::AUTHORIZATION)?)
+}
+
+/// `bearer_token` of one `Authorization` value. The scheme and the spaces around the token
+/// are found in the bytes (white space is ASCII in a header: a character `str::trim` would
+/// also cut, such as U+00A0, stays, and the token is refused); only the token is read as
+/// UTF-8, and when it is not, the header is malformed.
+fn bearer_of(value: &HeaderValue) -> Option<Result<&str, ()>> {
+    let bytes = value.as_bytes().trim_ascii();
+    let space = memchr::memchr(b' ', bytes)?;
+    let (scheme, token) = bytes.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let token = token.trim();
-    Some(if token.is_empty() { Err(()) } else { Ok(token) })
+    let token = token.trim_ascii();
+    if token.is_empty() {
+        return Some(Err(()));
+    }
+    Some(crate::http::utf8(token).ok_or(()))
 }
 
 fn token_error(credential: Credential, error: CredentialError) -> IdentityError {
@@ -335,10 +344,12 @@ pub async fn authenticate_traced(
             }
         }
     }
+    // Looked up once: its token, and on success the header itself for the upstream.
+    let authorization = headers.get(axum::http::header::AUTHORIZATION);
     let bearer = match bearer_tokens {
-        BearerTokens::Accepted => bearer_token(headers),
+        BearerTokens::Accepted => authorization.and_then(bearer_of),
         BearerTokens::Ignored => {
-            if headers.contains_key(axum::http::header::AUTHORIZATION) {
+            if authorization.is_some() {
                 trace.record("bearer token", "ignored", || {
                     "bearer tokens are not accepted here".to_owned()
                 });
@@ -363,7 +374,7 @@ pub async fn authenticate_traced(
                 claims,
                 credential: Credential::Bearer,
                 session: None,
-                bearer_header: headers.get(axum::http::header::AUTHORIZATION).cloned(),
+                bearer_header: authorization.cloned(),
                 cookie_token: None,
                 set_cookies: Vec::new(),
             });

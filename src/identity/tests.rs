@@ -29,6 +29,12 @@ fn a_bearer_token_is_read_from_the_bearer_scheme_only() {
         Some(Ok("tökén")),
         "UTF-8 is read; validation refuses it"
     );
+    assert_eq!(
+        bearer_token(&headers(&["Bearer abc\u{a0}".as_bytes()])),
+        Some(Ok("abc\u{a0}")),
+        "only ASCII white space is cut; validation refuses the rest"
+    );
+    assert_eq!(bearer_token(&headers(&[b"Bearer\tabc"])), None, "one space");
     assert_eq!(bearer_token(&HeaderMap::new()), None);
 }
 
