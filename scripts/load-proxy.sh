@@ -137,7 +137,7 @@ check "apache without session" 302 "http://127.0.0.1:$apache/protected/page"
 
 # The targets take turns, ROUNDS times, and each is judged by its median: a slow drift of this
 # shared machine then moves every target alike instead of the ones that happened to run late.
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ)"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"

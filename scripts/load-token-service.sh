@@ -13,14 +13,19 @@
 #      run, and the ratio is the median of the rounds' ratios: on a shared machine a
 #      signature's CPU time moves with the other work (measured here: 430 to 600 µs within a
 #      few minutes), so a floor measured once, minutes before, compares two machines;
-#   3. /validate of an issued RS256 token;
-#   4. the login round trip: LOGINS logins at a second Tollgate (a relying party, `cookie`
+#   3. the same RS256 issuance by `examples/signing_server.rs`, the least an HTTP server that
+#      signs per request does (the signature of a message as long as the token's, a body as
+#      long as Tollgate's answer, hyper, nothing else): its rate per CPU second is what the
+#      HTTP path and the kernel leave of the bare signature here, and Tollgate's over it is
+#      what Tollgate itself costs;
+#   4. /validate of an issued RS256 token;
+#   5. the login round trip: LOGINS logins at a second Tollgate (a relying party, `cookie`
 #      store) whose provider is the RS256 token service over HTTP, each timed from `/callback`
 #      in to the redirect out, beside LOGINS authorization-code exchanges made directly at the
 #      token service's `/token` and as many `/userinfo` calls (the provider's own times).
 PACKAGES=(openssl nodejs)
 WORK_NAME=load-issuer
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 LOGINS=${LOGINS:-50}
 source "$(dirname "$0")/load-common.sh"
 [[ -d e2e/node_modules/oidc-provider ]] || (cd e2e && npm ci --silent)
@@ -52,6 +57,11 @@ PY
 echo "RS256 SigningKey::sign ${sign_us} µs, bare aws-lc signature ${floor_us} µs, in thread CPU time ${floor_cpu_us} µs (medians)"
 
 declare -A port server_pid
+# The reference: an HTTP server that only signs, with the RS256 key.
+cargo build --release --locked --example signing_server >/dev/null
+port[bare]=$(free_port)
+"${CARGO_TARGET_DIR:-./target}/release/examples/signing_server" "${port[bare]}" "$work/rs256.pem" &
+pids+=($!); server_pid[bare-http-rs256]=$!
 rp=$(free_port)
 for alg in rs256 es256; do
     port[$alg]=$(free_port)
@@ -90,6 +100,7 @@ TOML
     (cd e2e && exec node issuer-peer.mjs "${port[peer-$alg]}" "$work/$alg.pem" "$secret") >"$work/peer-$alg.log" 2>&1 &
     pids+=($!); server_pid[peer-$alg]=$!
 done
+wait_for "http://127.0.0.1:${port[bare]}/"
 for alg in rs256 es256; do
     wait_for "http://127.0.0.1:${port[$alg]}/ping"
     wait_for "http://127.0.0.1:${port[peer-$alg]}/.well-known/openid-configuration"
@@ -142,7 +153,9 @@ cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 issuance() {
     local name=$1 pid=${server_pid[$1]} before after requests
     before=($(cpu_ticks "$pid"))
-    run "$name" -s "$work/token.lua" -H "Authorization: Basic $basic" "http://127.0.0.1:${port[${name#tollgate-}]}/token"
+    local url="http://127.0.0.1:${port[bare]}/"
+    [[ $name == bare-http-rs256 ]] || url="http://127.0.0.1:${port[${name#tollgate-}]}/token"
+    run "$name" -s "$work/token.lua" -H "Authorization: Basic $basic" "$url"
     after=($(cpu_ticks "$pid"))
     requests=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
     echo "$requests $((after[0] - before[0])) $((after[1] - before[1]))" >> "$work/$name.cpu"
@@ -161,7 +174,7 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS ro
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
     floor_now >> "$work/floor.rounds"
-    for name in tollgate-rs256 peer-rs256 tollgate-es256 peer-es256; do issuance "$name"; done
+    for name in tollgate-rs256 bare-http-rs256 peer-rs256 tollgate-es256 peer-es256; do issuance "$name"; done
     run validate-rs256 -H "Authorization: Bearer $token" "http://127.0.0.1:${port[rs256]}/validate"
 done
 
@@ -241,11 +254,15 @@ def per_cpu_second(name):
 # loopback sockets left out, shown as its share).
 floors = [float(line) for line in open(f"{work}/floor.rounds")]
 rounds_rs256 = [tuple(map(int, line.split())) for line in open(f"{work}/tollgate-rs256.cpu")]
+rounds_bare = [tuple(map(int, line.split())) for line in open(f"{work}/bare-http-rs256.cpu")]
 ratios = [r / ((u + s) / tick) * floor / 1e6 for (r, u, s), floor in zip(rounds_rs256, floors)]
 user_ratios = [r / (u / tick) * floor / 1e6 for (r, u, s), floor in zip(rounds_rs256, floors)]
 system_share = sum(s for _, _, s in rounds_rs256) / sum(u + s for _, u, s in rounds_rs256)
+bare_ratios = [r / ((u + s) / tick) * floor / 1e6 for (r, u, s), floor in zip(rounds_bare, floors)]
+bare_system_share = sum(s for _, _, s in rounds_bare) / sum(u + s for _, u, s in rounds_bare)
+over_bare = [(r / (u + s)) / (rb / (ub + sb)) for (r, u, s), (rb, ub, sb) in zip(rounds_rs256, rounds_bare)]
 print(f"median of {rounds} rounds:")
-for name in ("tollgate-rs256", "peer-rs256", "tollgate-es256", "peer-es256"):
+for name in ("tollgate-rs256", "bare-http-rs256", "peer-rs256", "tollgate-es256", "peer-es256"):
     print(f"  {name:<16} {rps(name):>9.0f} tokens/s   {per_cpu_second(name):>7.0f} tokens per CPU second")
 print(f"  {'validate-rs256':<16} {rps('validate-rs256'):>9.0f} req/s")
 print(f"bare RS256 signature of the same key, one core: {1e6 / floor_us:.0f}/s wall-clock, {1e6 / floor_cpu_us:.0f} per CPU second; "
@@ -256,6 +273,10 @@ print(f"RS256 issuance per CPU second (the whole server: HTTP, secret check, cla
       f"(rounds {', '.join(f'{r:.1%}' for r in ratios)}; target >= 90%); per user CPU second "
       f"{statistics.median(user_ratios):.1%}; system time {system_share:.1%} of the server's CPU time; "
       f"against the floor measured once before the rounds {per_cpu_second('tollgate-rs256') * floor_cpu_us / 1e6:.1%}")
+print(f"the same RS256 issuance by examples/signing_server.rs (an HTTP server that only signs) vs the bare signature per "
+      f"CPU second: median {statistics.median(bare_ratios):.1%} (rounds {', '.join(f'{r:.1%}' for r in bare_ratios)}; "
+      f"system time {bare_system_share:.1%}): what HTTP and the kernel leave here; Tollgate per CPU second over it: median "
+      f"{statistics.median(over_bare):.1%} (rounds {', '.join(f'{r:.1%}' for r in over_bare)})")
 for alg, target in (("rs256", 1), ("es256", 5)):
     print(f"{alg.upper()} Tollgate / oidc-provider: {rps('tollgate-' + alg) / rps('peer-' + alg):.2f}x tokens/s "
           f"(target >= {target}x), {per_cpu_second('tollgate-' + alg) / per_cpu_second('peer-' + alg):.2f}x per CPU second")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test, all on 127.0.0.1 and bounded in time (DURATION seconds per target, default 10,
-# ROUNDS rounds, default 3, each target judged by its median):
+# ROUNDS rounds, default 5, each target judged by its median):
 #   1. Tollgate GET /ping                 (no authentication: the same server's floor)
 #   2. Tollgate GET /auth + RS256 bearer  (forward-auth, positive cache warm)
 #   2b. Tollgate GET /ping with the same Authorization header (ignored): the same bytes on
@@ -104,7 +104,7 @@ check "apache without token" 401 "http://127.0.0.1:$apache_port/protected/"
 # The targets take turns, ROUNDS times, and each is judged by its median (as in
 # load-proxy.sh): a burst of load on this shared machine then moves every target alike instead
 # of the one that happened to run during it.
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
