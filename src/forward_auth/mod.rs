@@ -64,12 +64,19 @@ impl ForwardAuthState {
     }
 }
 
-/// Parsed `/auth` queries by their raw text (ingress controllers send the same few).
-pub struct AuthQueries(quick_cache::sync::Cache<String, Arc<AuthQuery>>);
+/// Parsed `/auth` queries by their raw text (ingress controllers send the same few), and the
+/// empty one (`auth_request /auth;`, the most common) apart, which needs no lookup.
+pub struct AuthQueries {
+    parsed: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
+    empty: Arc<AuthQuery>,
+}
 
 impl Default for AuthQueries {
     fn default() -> Self {
-        Self(quick_cache::sync::Cache::new(1024))
+        Self {
+            parsed: quick_cache::sync::Cache::new(1024),
+            empty: Arc::new(AuthQuery::default()),
+        }
     }
 }
 
@@ -201,7 +208,10 @@ fn outcome_response(outcome: Outcome) -> Response {
 const MAX_CACHED_QUERY: usize = 2048;
 
 fn parsed_query(state: &ForwardAuthState, raw: &str) -> Result<Arc<AuthQuery>, Rejection> {
-    if let Some(query) = state.queries.0.get(raw) {
+    if raw.is_empty() {
+        return Ok(state.queries.empty.clone());
+    }
+    if let Some(query) = state.queries.parsed.get(raw) {
         return Ok(query);
     }
     let query =
@@ -209,7 +219,7 @@ fn parsed_query(state: &ForwardAuthState, raw: &str) -> Result<Arc<AuthQuery>, R
     // Ingress configs hold a handful of short queries: only those are kept, so the cache's
     // size is bounded in bytes (1024 entries of at most MAX_CACHED_QUERY), not only in count.
     if raw.len() <= MAX_CACHED_QUERY {
-        state.queries.0.insert(raw.to_owned(), query.clone());
+        state.queries.parsed.insert(raw.to_owned(), query.clone());
     }
     Ok(query)
 }
