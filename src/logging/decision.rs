@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::Level;
@@ -38,16 +39,65 @@ pub struct Decision<'a> {
 /// (`TOLLGATE_LOG`), as a `tracing` event would be.
 #[macro_export]
 macro_rules! log_decision {
-    (info, $decision:expr) => {
-        if ::tracing::enabled!(::tracing::Level::INFO) {
+    (info, $decision:expr) => {{
+        static ENABLED: $crate::logging::decision::Enabled =
+            $crate::logging::decision::Enabled::new();
+        if ENABLED.get(|| ::tracing::enabled!(::tracing::Level::INFO)) {
             $crate::logging::decision::write(::tracing::Level::INFO, module_path!(), &$decision);
         }
-    };
-    (warn, $decision:expr) => {
-        if ::tracing::enabled!(::tracing::Level::WARN) {
+    }};
+    (warn, $decision:expr) => {{
+        static ENABLED: $crate::logging::decision::Enabled =
+            $crate::logging::decision::Enabled::new();
+        if ENABLED.get(|| ::tracing::enabled!(::tracing::Level::WARN)) {
             $crate::logging::decision::write(::tracing::Level::WARN, module_path!(), &$decision);
         }
-    };
+    }};
+}
+
+/// Whether one `log_decision!` call site's level is enabled, asked of `tracing` once and then
+/// remembered — when that is sound: `logging::init` ran (the filter is then fixed for the
+/// process's life) and its filter has no directive that depends on the current span (a `[`).
+/// Otherwise asked every time. `tracing::enabled!` asks the subscriber on every call (about
+/// 140 instructions a line, half a percent of a cached `/auth`), where an event's own
+/// call site remembers.
+pub struct Enabled(AtomicU8);
+
+const UNKNOWN: u8 = 0;
+const OFF: u8 = 1;
+const ON: u8 = 2;
+
+/// Set by `logging::init` when call sites may remember their answer.
+pub(super) static REMEMBERED: AtomicBool = AtomicBool::new(false);
+
+impl Enabled {
+    /// Not asked yet.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Self(AtomicU8::new(UNKNOWN))
+    }
+
+    /// The remembered answer, or `ask`'s.
+    pub fn get(&self, ask: impl FnOnce() -> bool) -> bool {
+        self.get_or_ask(REMEMBERED.load(Ordering::Relaxed), ask)
+    }
+
+    /// `get`, remembering only when `remember`.
+    fn get_or_ask(&self, remember: bool, ask: impl FnOnce() -> bool) -> bool {
+        if !remember {
+            return ask();
+        }
+        match self.0.load(Ordering::Relaxed) {
+            ON => true,
+            OFF => false,
+            _ => {
+                let enabled = ask();
+                self.0
+                    .store(if enabled { ON } else { OFF }, Ordering::Relaxed);
+                enabled
+            }
+        }
+    }
 }
 
 /// Where decision lines go once `logging::init` ran: the queue and the format.

@@ -193,9 +193,9 @@ async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
 
 /// A provider that cannot be reached is the operator's to look at: `/auth`'s decision line for
 /// it is a warning (`provider_unavailable`), as every other surface's failure is, not the
-/// `info` of a caller refused.
+/// `info` of a caller refused; `TOLLGATE_LOG=warn` keeps it and drops the refusals.
 #[tokio::test]
-async fn an_unreachable_provider_is_a_warning_in_the_decision_line() {
+async fn an_unreachable_provider_is_a_warning_in_the_decision_line_and_kept_at_warn() {
     let dir = crate::support::scratch_dir("log-warn");
     let (public, admin, dead) = (free_port(), free_port(), free_port());
     let config = dir.join("tollgate.toml");
@@ -209,23 +209,49 @@ async fn an_unreachable_provider_is_a_warning_in_the_decision_line() {
         ),
     )
     .unwrap();
-    let (child, client, base) = serve_at_defaults(&config, public).await;
-    // A well-formed token: checking it needs the provider's keys, which cannot be fetched.
-    let unreachable = client
-        .get(format!("{base}/auth"))
-        .header("X-Request-Id", "req-unreachable")
-        .bearer_auth(
-            "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.\
-             eyJpc3MiOiJ4Iiwic3ViIjoiYWxpY2UiLCJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJl",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unreachable.status(), 502);
-    let log = stop_and_read_log(child);
-    let line = decision_line(&log, "req-unreachable");
-    assert_eq!(line["result"], "provider_unavailable", "{line}");
-    assert_eq!(line["level"], "WARN", "{line}");
+    // At the default level, and at `warn`, where a caller refused writes no line. Each level
+    // is asked of the filter once per call site (`logging::decision::Enabled`): the second
+    // and third requests of each kind find the answer remembered.
+    for filter in [None, Some("warn")] {
+        let (child, client, base) = serve_logging(&config, public, filter).await;
+        for attempt in 0..3 {
+            // A well-formed token: checking it needs the provider's keys, which cannot be
+            // fetched.
+            let unreachable = client
+                .get(format!("{base}/auth"))
+                .header("X-Request-Id", format!("req-unreachable-{attempt}"))
+                .bearer_auth(
+                    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.\
+                     eyJpc3MiOiJ4Iiwic3ViIjoiYWxpY2UiLCJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJl",
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(unreachable.status(), 502);
+            let anonymous = client
+                .get(format!("{base}/auth"))
+                .header("X-Request-Id", format!("req-anonymous-{attempt}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(anonymous.status(), 401);
+        }
+        let log = stop_and_read_log(child);
+        for attempt in 0..3 {
+            let line = decision_line(&log, &format!("req-unreachable-{attempt}"));
+            assert_eq!(line["result"], "provider_unavailable", "{line}");
+            assert_eq!(line["level"], "WARN", "{line}");
+            let anonymous = format!("req-anonymous-{attempt}");
+            if filter.is_none() {
+                assert_eq!(decision_line(&log, &anonymous)["level"], "INFO");
+            } else {
+                assert!(
+                    !log.contains(&anonymous),
+                    "TOLLGATE_LOG=warn writes no info line:\n{log}"
+                );
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -235,10 +261,23 @@ async fn serve_at_defaults(
     config: &std::path::Path,
     public: u16,
 ) -> (std::process::Child, reqwest::Client, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    serve_logging(config, public, None).await
+}
+
+/// `serve_at_defaults` with `TOLLGATE_LOG` set to `filter`, if any.
+async fn serve_logging(
+    config: &std::path::Path,
+    public: u16,
+    filter: Option<&str>,
+) -> (std::process::Child, reqwest::Client, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.env_remove("TOLLGATE_LOG");
+    if let Some(filter) = filter {
+        command.env("TOLLGATE_LOG", filter);
+    }
+    let child = command
         .args(["serve", "--config"])
         .arg(config)
-        .env_remove("TOLLGATE_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tracing::Level;
 
-use super::{Clock, Decision, format_line};
+use super::{Clock, Decision, Enabled, format_line};
 
 fn line(decision: &Decision<'_>, json: bool, level: Level, now: SystemTime) -> String {
     let mut out = Vec::new();
@@ -348,4 +348,27 @@ fn timestamps_are_utc_rfc_3339_with_microseconds() {
 /// A moment of 2 December 2026.
 fn fixed_now() -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(1_796_171_863_360_922)
+}
+
+/// A call site asks `tracing` once when it may remember (after `logging::init`, no span
+/// directive), every time otherwise; and remembers either answer.
+#[test]
+fn a_call_site_remembers_whether_its_level_is_enabled_only_when_it_may() {
+    for answer in [true, false] {
+        let asked = std::cell::Cell::new(0);
+        let ask = || {
+            asked.set(asked.get() + 1);
+            answer
+        };
+        let remembering = Enabled::new();
+        for _ in 0..3 {
+            assert_eq!(remembering.get_or_ask(true, ask), answer);
+        }
+        assert_eq!(asked.get(), 1, "asked once, then remembered");
+        let asking = Enabled::new();
+        for _ in 0..3 {
+            assert_eq!(asking.get_or_ask(false, ask), answer);
+        }
+        assert_eq!(asked.get(), 4, "asked every time");
+    }
 }
