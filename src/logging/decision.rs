@@ -124,8 +124,9 @@ thread_local! {
 }
 
 /// Writes `decision`'s line (called by `log_decision!`, which checked the level). Before
-/// `logging::init` (a test, a library user) it goes out as a plain `tracing` event.
-pub fn write(level: Level, target: &str, decision: &Decision<'_>) {
+/// `logging::init` (a test, a library user) it goes out as a plain `tracing` event. `target`
+/// is the calling module's path (`module_path!`): identifiers and `::`, written as it is.
+pub fn write(level: Level, target: &'static str, decision: &Decision<'_>) {
     let Some(sink) = SINK.get() else {
         let mut fields = Vec::new();
         write_fields(&mut fields, decision, false);
@@ -168,7 +169,7 @@ fn format_line(
     clock: &mut Clock,
     now: SystemTime,
     level: Level,
-    target: &str,
+    target: &'static str,
     decision: &Decision<'_>,
     json: bool,
 ) {
@@ -191,7 +192,7 @@ fn format_line(
     write_fields(out.0, decision, json);
     if json {
         out.raw(",\"target\":\"");
-        let _ = Escaped { out: out.0, json }.write_str(target);
+        out.raw(target);
         out.raw("\"}\n");
     } else {
         out.raw("\n");
