@@ -7,7 +7,7 @@ use std::time::Duration;
 
 const REQUESTS: usize = 20_000;
 
-use crate::support::free_port;
+use crate::support::{free_port, stop_and_read_log};
 
 #[tokio::test]
 async fn a_log_reader_that_stopped_reading_never_stalls_requests() {
@@ -87,20 +87,11 @@ async fn a_log_reader_that_stopped_reading_never_stalls_requests() {
 /// secrets (`code=`, `access_token=`).
 #[tokio::test]
 async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
-    let dir = crate::support::scratch_dir("log-fields");
-    let (public, admin, dead) = (free_port(), free_port(), free_port());
-    let config = dir.join("tollgate.toml");
-    std::fs::write(
-        &config,
+    let (dir, config, public) = json_logging_config("log-fields", "", |dead| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nlog_format = \"json\"\n\
-             [session]\nsecrets = [\"a-log-test-session-secret-a-log-test\"]\n\
-             [[provider]]\nname = \"p\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
-             [forward_auth]\nprovider = \"p\"\n\
-             [[route]]\nhost = \"app.example.com\"\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:{dead}\"\nprovider = \"p\"\non_unauthenticated = \"pass\"\n"
-        ),
-    )
-    .unwrap();
+            "[[route]]\nhost = \"app.example.com\"\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:{dead}\"\nprovider = \"p\"\non_unauthenticated = \"pass\"\n"
+        )
+    });
     let (child, client, base) = serve_at_defaults(&config, public).await;
 
     let token = "eyJhbGciOiJSUzI1NiJ9.SECRET-BEARER-CLAIMS.SECRET-BEARER-SIGNATURE";
@@ -196,19 +187,8 @@ async fn decision_lines_are_complete_and_carry_no_query_string_or_token() {
 /// `info` of a caller refused; `TOLLGATE_LOG=warn` keeps it and drops the refusals.
 #[tokio::test]
 async fn an_unreachable_provider_is_a_warning_in_the_decision_line_and_kept_at_warn() {
-    let dir = crate::support::scratch_dir("log-warn");
-    let (public, admin, dead) = (free_port(), free_port(), free_port());
-    let config = dir.join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nlog_format = \"json\"\n\
-             [session]\nsecrets = [\"a-log-test-session-secret-a-log-test\"]\n\
-             [[provider]]\nname = \"p\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"x\"\nclient_auth = \"none\"\naudiences = [\"api\"]\n\
-             [forward_auth]\nprovider = \"p\"\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config, public) =
+        json_logging_config("log-warn", "audiences = [\"api\"]\n", |_| String::new());
     // At the default level, and at `warn`, where a caller refused writes no line. Each level
     // is asked of the filter once per call site (`logging::decision::Enabled`): the second
     // and third requests of each kind find the answer remembered.
@@ -255,6 +235,32 @@ async fn an_unreachable_provider_is_a_warning_in_the_decision_line_and_kept_at_w
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A config in a scratch directory named after `what`: JSON logs, forward-auth at a provider
+/// `p` whose issuer is a port nobody listens on (its `[[provider]]` table ending with
+/// `provider_extra`), then `rest(dead_port)`. The directory, the config's path and the public
+/// port.
+fn json_logging_config(
+    what: &str,
+    provider_extra: &str,
+    rest: impl FnOnce(u16) -> String,
+) -> (std::path::PathBuf, std::path::PathBuf, u16) {
+    let dir = crate::support::scratch_dir(what);
+    let (public, admin, dead) = (free_port(), free_port(), free_port());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nlog_format = \"json\"\n\
+             [session]\nsecrets = [\"a-log-test-session-secret-a-log-test\"]\n\
+             [[provider]]\nname = \"p\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"x\"\nclient_auth = \"none\"\n{provider_extra}\
+             [forward_auth]\nprovider = \"p\"\n{}",
+            rest(dead)
+        ),
+    )
+    .unwrap();
+    (dir, config, public)
+}
+
 /// `tollgate serve --config CONFIG` at the default log level, standard error kept for
 /// `stop_and_read_log`, once it answers `/ping` on `public`; with a client and its base URL.
 async fn serve_at_defaults(
@@ -294,17 +300,6 @@ async fn serve_logging(
     }
     assert!(up, "tollgate did not start");
     (child, client, base)
-}
-
-/// SIGTERM: drained, and every log line written, before it exits. Its standard error.
-fn stop_and_read_log(child: std::process::Child) -> String {
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let output = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The JSON decision line of the request with this `X-Request-Id`.

@@ -422,14 +422,7 @@ async fn an_unverified_upstream_is_one_log_line() {
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
-    // SIGTERM: drained, and every log line written, before it exits.
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log = crate::support::stop_and_read_log(child);
     let about_the_upstream: Vec<&str> = log
         .lines()
         .filter(|line| line.contains(&upstream_port.to_string()) || line.contains("TLS"))

@@ -51,3 +51,15 @@ pub fn scratch_dir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Stops a `tollgate serve` started with its standard error piped: SIGTERM, so that it drains
+/// and writes every log line before it exits. Its standard error.
+pub fn stop_and_read_log(child: std::process::Child) -> String {
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
