@@ -181,11 +181,11 @@ pub fn ambiguous_credentials(headers: &HeaderMap, query: Option<&str>) -> Option
     None
 }
 
-/// The bearer token of an `Authorization` header, if it uses the Bearer scheme. The header is
+/// The bearer token of an `Authorization` header, if it uses the Bearer scheme. The token is
 /// read as UTF-8 (`http::utf8`), not with `HeaderValue::to_str` (a byte at a time, 900
-/// instructions for a 1.2 KB token on every request): bytes that are not UTF-8 make it
-/// malformed as before, and a token with non-ASCII letters, which no issuer signs, is refused
-/// by validation instead (401 either way).
+/// instructions for a 1.2 KB token on every request): a token that is not UTF-8 makes the
+/// header malformed, and one with non-ASCII letters, which no issuer signs, is refused by
+/// validation instead (401 either way). Another scheme is no bearer token, whatever its bytes.
 pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     bearer_of(headers.get(axum::http::header::AUTHORIZATION)?)
 }
