@@ -51,8 +51,7 @@ fn main() {
             let key = key.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let key = key.clone();
-                    async move { Ok::<_, Infallible>(answer(&key, request)) }
+                    std::future::ready(Ok::<_, Infallible>(answer(&key, request)))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -65,16 +64,15 @@ fn main() {
 /// One signature, in a body shaped like a token answer. The request body is not read: the
 /// client's is a few dozen bytes, already in hyper's buffer.
 fn answer(key: &RsaKeyPair, _request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let message = [b'e'; MESSAGE_BYTES];
+    let mut token = "e".repeat(MESSAGE_BYTES);
     let mut signature = vec![0; key.public_modulus_len()];
     key.sign(
         &RSA_PKCS1_SHA256,
         &SystemRandom::new(),
-        &message,
+        token.as_bytes(),
         &mut signature,
     )
     .unwrap();
-    let mut token = String::from_utf8(message.to_vec()).unwrap();
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
     let body = format!(
