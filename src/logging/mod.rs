@@ -61,7 +61,9 @@ pub struct LogGuard {
 /// Installs the global subscriber: `filter` (an `EnvFilter` directive, e.g. `info`), JSON or
 /// text lines, through the non-blocking writer.
 pub fn init(filter: &str, json: bool) -> LogGuard {
-    let filter_text = filter;
+    // A directive on a span (`target[span]=level`) makes a call site's answer depend on the
+    // span it is in: then decision lines ask every time.
+    let remembered = !filter.contains('[');
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()
@@ -86,12 +88,8 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
     } else {
         builder.init();
     }
-    // From here on the filter is the process's. A directive on a span (`target[span]=level`)
-    // makes a call site's answer depend on the span it is in: then decision lines ask every time.
-    decision::REMEMBERED.store(
-        !filter_text.contains('['),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    // From here on the filter is the process's.
+    decision::REMEMBERED.store(remembered, std::sync::atomic::Ordering::Relaxed);
     LogGuard { _writer: guard }
 }
 
