@@ -69,8 +69,10 @@ impl Workers {
         let mut handles = Vec::new();
         let mut stop = Vec::new();
         for index in 0..count.max(1) {
+            // A worker hands its log lines over in batches, whenever it is about to wait.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(crate::logging::send_batch)
                 .build()?;
             let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
             handles.push(runtime.handle().clone());
@@ -78,9 +80,12 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("tollgate-worker-{index}"))
                 .spawn(move || {
+                    crate::logging::gather_lines_on_this_thread();
                     // Ends when the stop sender is dropped; remaining tasks are dropped with
                     // the runtime.
                     let _ = runtime.block_on(receiver);
+                    drop(runtime);
+                    crate::logging::send_batch();
                 })?;
         }
         Ok(Self {

@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -100,67 +99,50 @@ impl Enabled {
     }
 }
 
-/// Where decision lines go once `logging::init` ran: the queue and the format.
+/// How decision lines are written once `logging::init` ran.
 pub(super) struct Sink {
-    pub(super) writer: tracing_appender::non_blocking::NonBlocking,
     pub(super) json: bool,
 }
 
 pub(super) static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
 
-/// A thread's line buffer, its handle on the queue and its clock's last whole second.
-struct Local {
-    line: Vec<u8>,
-    writer: Option<tracing_appender::non_blocking::NonBlocking>,
-    clock: Clock,
-}
-
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local {
-        line: Vec::with_capacity(512),
-        writer: None,
-        clock: Clock::default(),
-    });
+    /// The thread's clock: its last whole second, formatted.
+    static CLOCK: RefCell<Clock> = RefCell::new(Clock::default());
 }
 
-/// Writes `decision`'s line (called by `log_decision!`, which checked the level). Before
-/// `logging::init` (a test, a library user) it goes out as a plain `tracing` event. `target`
-/// is the calling module's path (`module_path!`): identifiers and `::`, written as it is.
+/// Writes `decision`'s line (called by `log_decision!`, which checked the level) into the log
+/// queue. Before `logging::init` (a test, a library user) it goes out as a plain `tracing`
+/// event. `target` is the calling module's path (`module_path!`): identifiers and `::`,
+/// written as it is.
 pub fn write(level: Level, target: &'static str, decision: &Decision<'_>) {
-    let Some(sink) = SINK.get() else {
-        let mut fields = Vec::new();
-        write_fields(&mut fields, decision, false);
-        let fields = String::from_utf8_lossy(&fields);
-        if level == Level::WARN {
-            tracing::warn!(target: "tollgate::decision", "decision {fields}");
-        } else {
-            tracing::info!(target: "tollgate::decision", "decision {fields}");
-        }
-        return;
-    };
-    LOCAL.with(|local| {
-        let Ok(mut local) = local.try_borrow_mut() else {
-            return;
-        };
-        let Local {
-            line,
-            writer,
-            clock,
-        } = &mut *local;
-        line.clear();
-        // A log line's time is the wall clock's, as `tracing-subscriber`'s are; no decision
-        // depends on it.
-        #[allow(clippy::disallowed_methods)]
-        let now = SystemTime::now();
-        format_line(line, clock, now, level, target, decision, sink.json);
-        let writer = writer.get_or_insert_with(|| sink.writer.clone());
-        // A full queue drops the line and counts it (`lossy`): never an error, never a wait.
-        let _ = writer.write_all(line);
-        // A line that was unusually long does not keep its memory.
-        if line.capacity() > 4096 {
-            *line = Vec::with_capacity(512);
-        }
+    let queued = SINK.get().is_some_and(|sink| {
+        CLOCK
+            .try_with(|clock| {
+                let Ok(mut clock) = clock.try_borrow_mut() else {
+                    return true;
+                };
+                // A log line's time is the wall clock's, as `tracing-subscriber`'s are; no
+                // decision depends on it.
+                #[allow(clippy::disallowed_methods)]
+                let now = SystemTime::now();
+                super::queue::line(|line| {
+                    format_line(line, &mut clock, now, level, target, decision, sink.json);
+                })
+            })
+            .unwrap_or(false)
     });
+    if queued {
+        return;
+    }
+    let mut fields = Vec::new();
+    write_fields(&mut fields, decision, false);
+    let fields = String::from_utf8_lossy(&fields);
+    if level == Level::WARN {
+        tracing::warn!(target: "tollgate::decision", "decision {fields}");
+    } else {
+        tracing::info!(target: "tollgate::decision", "decision {fields}");
+    }
 }
 
 /// One whole line, newline included, into `line`.

@@ -75,7 +75,12 @@ async fn a_log_reader_that_stopped_reading_never_stalls_requests() {
         .find_map(|line| line.strip_prefix("tollgate_log_lines_dropped_total "))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no tollgate_log_lines_dropped_total in {metrics}"));
-    assert!(dropped > 0, "the lines that did not fit are counted");
+    // Every line that did not fit is counted: at most the queue's 16,384 lines and what the
+    // pipe and the writer's buffer hold (64 KiB each, some 520 lines of this size) got through.
+    assert!(
+        (REQUESTS as u64 - 16_384 - 1_000..=REQUESTS as u64).contains(&dropped),
+        "{dropped} lines counted as dropped of {REQUESTS}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,246 @@
+//! The log queue (SPEC §11): log lines go from the threads that write them, through a bounded
+//! in-memory queue, to one writer thread that writes them to standard error. A request's thread
+//! never waits on it: when the queue holds [`QUEUED_LINES`] lines (a reader that stopped
+//! reading, a full pipe), new lines are dropped and each one is counted.
+//!
+//! The public listener's worker threads gather their lines in a batch of the thread's own and
+//! hand it over whole, when it reaches [`BATCH_BYTES`] and whenever the worker's runtime is
+//! about to wait for work ([`send_batch`] as its park hook), so that a line waits for no more
+//! than the requests already in hand. One hand-over per batch instead of one per line: a line
+//! handed over alone was a buffer allocated by the request's thread and freed by the writer's,
+//! and under load those frees fought the request threads for the allocator's lock (measured as
+//! `futex` calls, a context switch each). Every other thread hands over each line at once.
+//!
+//! The writer thread writes through a buffer that it flushes whenever the queue runs empty,
+//! and after each flush it lingers ([`LINGER`]) before it looks at the queue again: lines that
+//! arrive meanwhile go out together in the next `write`, and the threads that queued them wake
+//! nobody. A line is out at most `LINGER` after it was handed over.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Lines the queue holds before new ones are dropped.
+pub const QUEUED_LINES: usize = 16_384;
+
+/// A worker thread's batch is handed over once it holds this many bytes.
+pub const BATCH_BYTES: usize = 4096;
+
+/// Bytes the writer thread gathers before it writes (it also writes when the queue is empty).
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// How long the writer thread waits after a flush before it takes the next lines.
+pub const LINGER: Duration = Duration::from_millis(1);
+
+/// What goes through the queue.
+enum Message {
+    /// Whole lines, newlines included, and how many.
+    Lines(Vec<u8>, usize),
+    /// Write out what came before, then say so.
+    Stop(Sender<()>),
+}
+
+/// The sending side of the queue.
+pub(super) struct Queue {
+    sender: Sender<Message>,
+    counts: Arc<Counts>,
+    limit: usize,
+}
+
+/// What the senders and the writer thread share.
+#[derive(Default)]
+struct Counts {
+    /// Lines handed over and not yet taken by the writer thread.
+    queued: AtomicUsize,
+    /// Lines dropped because the queue was full.
+    dropped: AtomicU64,
+}
+
+impl Queue {
+    /// A queue of `limit` lines and its writer thread, writing to `out`.
+    pub(super) fn start<W: std::io::Write + Send + 'static>(
+        out: W,
+        limit: usize,
+        linger: Duration,
+    ) -> std::io::Result<Self> {
+        let (sender, receiver) = crossbeam_channel::bounded(limit.max(1));
+        let counts = Arc::new(Counts::default());
+        let writer_counts = Arc::clone(&counts);
+        std::thread::Builder::new()
+            .name("tollgate-log".to_owned())
+            .spawn(move || write_out(&receiver, &writer_counts, out, linger))?;
+        Ok(Self {
+            sender,
+            counts,
+            limit,
+        })
+    }
+
+    /// Hands `lines` lines over, or drops and counts them when the queue is full.
+    fn send(&self, bytes: Vec<u8>, lines: usize) {
+        let queued = self.counts.queued.fetch_add(lines, Ordering::Relaxed);
+        if queued + lines > self.limit
+            || self.sender.try_send(Message::Lines(bytes, lines)).is_err()
+        {
+            self.counts.queued.fetch_sub(lines, Ordering::Relaxed);
+            self.counts
+                .dropped
+                .fetch_add(u64::try_from(lines).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped since the start.
+    pub(super) fn dropped(&self) -> u64 {
+        self.counts.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer thread to write out everything queued before this call and waits for
+    /// it, at most `wait` (a writer stuck on a full pipe is given up on).
+    pub(super) fn stop(&self, wait: Duration) {
+        let (done, finished) = crossbeam_channel::bounded(1);
+        if self.sender.send_timeout(Message::Stop(done), wait).is_ok() {
+            let _ = finished.recv_timeout(wait);
+        }
+    }
+}
+
+/// The writer thread: takes what is queued, writes it, flushes when the queue is empty, then
+/// lingers; ends when asked to or when every sender is gone.
+fn write_out<W: std::io::Write>(
+    receiver: &Receiver<Message>,
+    counts: &Counts,
+    out: W,
+    linger: Duration,
+) {
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Lines(bytes, lines) => {
+                    // A write that fails (standard error closed) loses the lines: there is
+                    // nowhere left to say so.
+                    let _ = out.write_all(&bytes);
+                    counts.queued.fetch_sub(lines, Ordering::Relaxed);
+                }
+                Message::Stop(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            next = receiver.try_recv().ok();
+        }
+        let _ = out.flush();
+        // The log's own thread, never a runtime's: waiting here is what gathers lines.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(linger);
+    }
+    let _ = out.flush();
+}
+
+/// The queue, once `logging::init` started it.
+pub(super) static QUEUE: std::sync::OnceLock<Queue> = std::sync::OnceLock::new();
+
+/// One thread's lines not yet handed over.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    lines: usize,
+    /// Whether this thread gathers lines (a worker whose runtime calls [`send_batch`]).
+    gathers: bool,
+}
+
+thread_local! {
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+}
+
+/// Makes this thread gather its lines into batches; from then on it must call [`send_batch`]
+/// whenever it may go idle (its runtime's park hook) and before it ends.
+pub fn gather_lines_on_this_thread() {
+    BATCH.with(|batch| batch.borrow_mut().gathers = true);
+}
+
+/// Hands this thread's gathered lines over to the queue (a worker runtime's park hook).
+pub fn send_batch() {
+    let Some(queue) = QUEUE.get() else { return };
+    let _ = BATCH.try_with(|batch| {
+        let Ok(mut batch) = batch.try_borrow_mut() else {
+            return;
+        };
+        if batch.lines > 0 {
+            hand_over(queue, &mut batch);
+        }
+    });
+}
+
+/// Hands `batch`'s lines over as one buffer of their size; the thread keeps its buffer for
+/// the next ones (unless one unusually long line grew it).
+fn hand_over(queue: &Queue, batch: &mut Batch) {
+    let bytes = batch.bytes.clone();
+    batch.bytes.clear();
+    if batch.bytes.capacity() > 8 * BATCH_BYTES {
+        batch.bytes = Vec::with_capacity(2 * BATCH_BYTES);
+    }
+    queue.send(bytes, std::mem::take(&mut batch.lines));
+}
+
+/// Adds one line to the queue: `write` appends it, newline included, to the buffer it is
+/// given. False, and nothing written, before `logging::init`.
+pub(super) fn line(write: impl FnOnce(&mut Vec<u8>)) -> bool {
+    let Some(queue) = QUEUE.get() else {
+        return false;
+    };
+    let mut write = Some(write);
+    let _ = BATCH.try_with(|batch| {
+        let Ok(mut batch) = batch.try_borrow_mut() else {
+            return;
+        };
+        let Some(write) = write.take() else { return };
+        write(&mut batch.bytes);
+        batch.lines += 1;
+        if !batch.gathers || batch.bytes.len() >= BATCH_BYTES {
+            hand_over(queue, &mut batch);
+        }
+    });
+    // A thread being torn down (its batch gone) hands its line over alone.
+    if let Some(write) = write {
+        let mut bytes = Vec::new();
+        write(&mut bytes);
+        queue.send(bytes, 1);
+    }
+    true
+}
+
+/// `tracing-subscriber`'s writer: each event it formats is one line of the queue.
+#[derive(Clone, Copy)]
+pub(super) struct Lines;
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if !line(|buffer| buffer.extend_from_slice(bytes)) {
+            // No writer thread could be started.
+            std::io::stderr().write_all(bytes)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! The log queue against a writer that keeps what it is given, or is held still: order, whole
+//! lines, and a count of every line a full queue drops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Batch, Queue, hand_over};
+
+/// A writer that keeps what it was given, and can be made to block until released.
+#[derive(Clone, Default)]
+struct Kept {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    gate: Arc<Mutex<()>>,
+    entered: Arc<AtomicBool>,
+}
+
+impl std::io::Write for Kept {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.entered.store(true, Ordering::SeqCst);
+        let _open = self.gate.lock().unwrap();
+        self.bytes.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn batch_of(lines: &[&str]) -> Batch {
+    let mut batch = Batch::default();
+    for line in lines {
+        batch.bytes.extend_from_slice(line.as_bytes());
+        batch.lines += 1;
+    }
+    batch
+}
+
+/// Lines handed over in batches and alone come out whole, in the order they were handed over,
+/// once the queue is stopped; nothing is counted as dropped.
+#[test]
+fn lines_come_out_whole_and_in_order() {
+    let out = Kept::default();
+    let queue = Queue::start(out.clone(), 100, Duration::ZERO).unwrap();
+    hand_over(&queue, &mut batch_of(&["one\n", "two\n"]));
+    queue.send(b"three\n".to_vec(), 1);
+    hand_over(&queue, &mut batch_of(&["four\n"]));
+    queue.stop(Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap(),
+        "one\ntwo\nthree\nfour\n"
+    );
+    assert_eq!(queue.dropped(), 0);
+}
+
+/// With the writer stuck (a pipe nobody reads), the queue takes lines up to its limit and then
+/// drops and counts every line of each batch that does not fit, never waiting; once the writer
+/// moves again, exactly the lines that were taken come out.
+#[test]
+fn a_full_queue_counts_every_line_it_drops() {
+    let out = Kept::default();
+    let stuck = out.gate.lock().unwrap();
+    let queue = Queue::start(out.clone(), 10, Duration::ZERO).unwrap();
+    // The writer thread takes the first batch and blocks writing it: 3 lines out of the queue.
+    hand_over(&queue, &mut batch_of(&["a\n", "b\n", "c\n"]));
+    while !out.entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    assert_eq!(queue.counts.queued.load(Ordering::Relaxed), 0);
+    // 4 + 4 lines fit in the queue's 10; the next 4 do not, nor does the line after them.
+    hand_over(&queue, &mut batch_of(&["d\n", "e\n", "f\n", "g\n"]));
+    hand_over(&queue, &mut batch_of(&["h\n", "i\n", "j\n", "k\n"]));
+    hand_over(&queue, &mut batch_of(&["x\n", "x\n", "x\n", "x\n"]));
+    assert_eq!(queue.dropped(), 4);
+    queue.send(b"y\n".to_vec(), 1);
+    queue.send(b"z\n".to_vec(), 1);
+    assert_eq!(queue.dropped(), 4, "two single lines still fit");
+    queue.send(b"x\n".to_vec(), 1);
+    assert_eq!(queue.dropped(), 5);
+    drop(stuck);
+    queue.stop(Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap(),
+        "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\ny\nz\n"
+    );
+}
+
+/// A batch handed over leaves the thread's buffer empty and ready, and a batch grown by one
+/// very long line does not keep its memory.
+#[test]
+fn handing_over_empties_the_batch() {
+    let out = Kept::default();
+    let queue = Queue::start(out.clone(), 100, Duration::ZERO).unwrap();
+    let mut batch = batch_of(&["one\n"]);
+    hand_over(&queue, &mut batch);
+    assert!(batch.bytes.is_empty());
+    assert_eq!(batch.lines, 0);
+    let long = "x".repeat(20 * super::BATCH_BYTES) + "\n";
+    let mut batch = batch_of(&[&long]);
+    hand_over(&queue, &mut batch);
+    assert!(batch.bytes.capacity() <= 8 * super::BATCH_BYTES);
+    queue.stop(Duration::from_secs(5));
+    assert_eq!(out.bytes.lock().unwrap().len(), 4 + long.len());
+}
