@@ -145,14 +145,27 @@ pub fn canonical_host(value: &str) -> Option<Cow<'_, str>> {
         };
         name.strip_suffix('.').unwrap_or(name)
     };
-    let valid = !name.is_empty()
-        && !name.starts_with('.')
-        && !name.ends_with('.')
-        && !name.contains("..")
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-._".contains(&byte));
-    valid.then(|| lower(name))
+    is_host_name(name).then(|| lower(name))
+}
+
+/// Labels of letters, digits, `-` and `_`, separated by single dots: not empty, no dot at
+/// either end, no two dots together. One pass over the bytes (it runs on every request).
+fn is_host_name(name: &str) -> bool {
+    // Starts as if after a dot, so that a leading dot (and an empty name) is refused.
+    let mut after_dot = true;
+    for &byte in name.as_bytes() {
+        if byte == b'.' {
+            if after_dot {
+                return false;
+            }
+            after_dot = true;
+        } else if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            after_dot = false;
+        } else {
+            return false;
+        }
+    }
+    !after_dot
 }
 
 fn lower(name: &str) -> Cow<'_, str> {
@@ -309,9 +322,16 @@ mod tests {
             "[::1]x",
             "[]",
             "::1",
+            ".app.example.com",
+            "app..example.com:443",
+            "app.example.com...",
+            "app.exämple.com",
+            "app.example.com\u{0}",
         ] {
             assert_eq!(host(bad), None, "{bad:?}");
         }
+        assert_eq!(host("a-b_c.d9").as_deref(), Some("a-b_c.d9"));
+        assert_eq!(host("x").as_deref(), Some("x"));
     }
 
     #[test]

@@ -190,9 +190,9 @@ pub fn base_parts<'a>(
     }
     let host = host.filter(|host| {
         !host.is_empty()
-            && host
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
+            && host.bytes().all(|byte| {
+                matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b':' | b'[' | b']')
+            })
     })?;
     Some((proto, host))
 }
@@ -236,22 +236,42 @@ impl RequestBases {
             return Some(url.clone());
         }
         let (proto, host) = base_parts(peer, headers, &self.trusted_proxies, self.own_proto)?;
-        thread_local! {
-            // The lookup key is built here, not allocated per request.
-            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        /// This thread's last base: its `proto://host/` text and the URL it parses to (the
+        /// same whichever `RequestBases` parsed it). A connection's requests name one host.
+        struct Last {
+            key: String,
+            url: Option<Arc<Url>>,
         }
-        KEY.with(|key| {
-            let mut key = key.borrow_mut();
-            key.clear();
-            key.push_str(proto);
-            key.push_str("://");
-            key.push_str(host);
-            key.push('/');
-            if let Some(url) = self.parsed.get(key.as_str()) {
-                return Some(url);
+        thread_local! {
+            static LAST: std::cell::RefCell<Last> =
+                const { std::cell::RefCell::new(Last { key: String::new(), url: None }) };
+        }
+        let is_key = |key: &str| {
+            key.len() == proto.len() + host.len() + 4
+                && key.starts_with(proto)
+                && key.get(proto.len()..proto.len() + 3) == Some("://")
+                && key.get(proto.len() + 3..key.len() - 1) == Some(host)
+        };
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some(url) = last.url.as_ref().filter(|_| is_key(&last.key)) {
+                return Some(url.clone());
             }
-            let url = Arc::new(Url::parse(&key).ok()?);
-            self.parsed.insert(key.as_str().into(), url.clone());
+            last.url = None;
+            last.key.clear();
+            last.key.push_str(proto);
+            last.key.push_str("://");
+            last.key.push_str(host);
+            last.key.push('/');
+            let url = match self.parsed.get(last.key.as_str()) {
+                Some(url) => url,
+                None => {
+                    let url = Arc::new(Url::parse(&last.key).ok()?);
+                    self.parsed.insert(last.key.as_str().into(), url.clone());
+                    url
+                }
+            };
+            last.url = Some(url.clone());
             Some(url)
         })
     }
@@ -395,5 +415,48 @@ mod tests {
                 .as_str(),
             "https://gate.example/"
         );
+    }
+
+    /// A thread remembers its last base: another host, another scheme, or a host that does
+    /// not parse right after one that did, each gets its own answer.
+    #[test]
+    fn a_threads_last_base_answers_only_for_its_own_scheme_and_host() {
+        let bases = RequestBases::new(None, vec!["127.0.0.0/8".parse().unwrap()]);
+        let base = |proto: &str, host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("host", host.parse().unwrap());
+            headers.insert("x-forwarded-proto", proto.parse().unwrap());
+            bases
+                .base("127.0.0.1".parse().unwrap(), &headers)
+                .map(|url| url.as_str().to_owned())
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                base("http", "a.example").as_deref(),
+                Some("http://a.example/")
+            );
+            assert_eq!(
+                base("http", "a.example").as_deref(),
+                Some("http://a.example/")
+            );
+            assert_eq!(
+                base("https", "a.example").as_deref(),
+                Some("https://a.example/")
+            );
+            assert_eq!(
+                base("http", "b.example:81").as_deref(),
+                Some("http://b.example:81/")
+            );
+            assert_eq!(base("http", "[").as_deref(), None);
+            assert_eq!(base("http", "[").as_deref(), None);
+            assert_eq!(
+                base("http", "ab.example").as_deref(),
+                Some("http://ab.example/")
+            );
+            assert_eq!(
+                base("https", "ab.exampl").as_deref(),
+                Some("https://ab.exampl/")
+            );
+        }
     }
 }

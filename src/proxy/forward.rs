@@ -49,47 +49,70 @@ impl IntoResponse for ForwardError {
     }
 }
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, never forwarded (`name` in lower case, as header names
+/// RFC 9110 §7.6.1 hop-by-hop headers, never forwarded; `hop_by_hop` numbers them.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The place of a hop-by-hop header in `HOP_BY_HOP` (`name` in lower case, as header names
 /// are kept).
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+fn hop_by_hop(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
 }
 
+/// Drops the hop-by-hop headers and those the `Connection` header names, finding them in one
+/// pass over the headers.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let hop_by_hop = |name: &&HeaderName| is_hop_by_hop(name.as_str());
-    // Most messages carry none, or only `Connection: keep-alive`.
-    if !headers.keys().any(|name| hop_by_hop(&name)) {
+    // Bit `i`: `HOP_BY_HOP[i]` is present. Most messages carry none, or only `Connection`.
+    let mut present = 0_u16;
+    for name in headers.keys() {
+        if let Some(index) = hop_by_hop(name.as_str()) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Names the `Connection` header lists go too; its usual words name no header.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|text| text.split(','))
-        .map(str::trim)
-        .filter(|word| {
-            !word.eq_ignore_ascii_case("keep-alive") && !word.eq_ignore_ascii_case("close")
-        })
-        .filter_map(|word| HeaderName::from_bytes(word.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // Names the `Connection` header lists go too; its usual words name no header.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .map(str::trim)
+            .filter(|word| {
+                !word.eq_ignore_ascii_case("keep-alive") && !word.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|word| HeaderName::from_bytes(word.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    // Few headers each, so finding the next one is cheaper than removing every name blindly.
-    while let Some(name) = headers.keys().find(hop_by_hop).cloned() {
-        headers.remove(name);
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -311,6 +334,11 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("proxy-authorization", "Basic eDp5"),
             ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authenticate", "Basic"),
+            ("trailer", "x-sum"),
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
             ("x-secret", "1"),
             ("x-kept", "2"),
             ("content-type", "text/plain"),
@@ -318,13 +346,23 @@ mod tests {
             headers.append(name, HeaderValue::from_static(value));
         }
         remove_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-kept", "content-type"]);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
 
         let mut plain = HeaderMap::new();
         plain.append("x-kept", HeaderValue::from_static("2"));
         remove_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_is_numbered_by_its_place() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name.as_str()), Some(index), "{name}");
+        }
+        assert_eq!(hop_by_hop("x-kept"), None);
+        assert_eq!(hop_by_hop("connectio"), None);
     }
 
     #[test]
