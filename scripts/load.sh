@@ -104,9 +104,9 @@ check "tollgate /auth without token" 401 "http://127.0.0.1:$tollgate_port/auth"
 check "apache" 200 "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
 check "apache without token" 401 "http://127.0.0.1:$apache_port/protected/"
 
-# The targets take turns, ROUNDS times, and each is judged by its median (as in
-# load-proxy.sh): a burst of load on this shared machine then moves every target alike instead
-# of the one that happened to run during it.
+# The targets take turns, ROUNDS times, and a ratio is judged by the median of the rounds' own
+# ratios (as in load-proxy.sh): a burst of load on this shared machine then moves both sides of
+# a round's ratio alike instead of the one target that happened to run during it.
 ROUNDS=${ROUNDS:-5}
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
