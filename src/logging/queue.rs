@@ -9,7 +9,7 @@
 //! than the requests already in hand. One hand-over per batch instead of one per line: a line
 //! handed over alone was a buffer allocated by the request's thread and freed by the writer's,
 //! and under load those frees fought the request threads for the allocator's lock (measured as
-//! `futex` calls, a context switch each). Every other thread hands over each line at once.
+//! `futex` calls). Every other thread hands over each line at once.
 //!
 //! The writer thread writes through a buffer that it flushes whenever the queue runs empty,
 //! and after each flush it lingers ([`LINGER`]) before it looks at the queue again: lines that
