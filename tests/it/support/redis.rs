@@ -556,13 +556,26 @@ impl RedisSentinel {
         let replica =
             RedisServer::with_args(&["--replicaof", "127.0.0.1", master_port.as_str()]).await;
         let replica_port = format!("{}", replica.port);
+        // Known from the master's INFO is not enough: until the sentinel has the replica's own
+        // INFO, it lists it with no working link to the master, and a master whose only
+        // replica looks like that may take writes alone (what the failover tests must not see).
         wait_until(
             || {
-                set.sentinel
-                    .cli(&["sentinel", "replicas", "mymaster"])
-                    .contains(&replica_port)
+                let replicas = set.sentinel.cli(&["sentinel", "replicas", "mymaster"]);
+                let field = |name: &str| {
+                    // Each replica is a list of names and values, its port among them.
+                    replicas
+                        .lines()
+                        .map(str::trim)
+                        .skip_while(|line| *line != replica_port)
+                        .skip_while(|line| *line != name)
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                field("master-link-status") == "ok" && !field("flags").contains("disconnected")
             },
-            "the sentinel to know the replica",
+            "the sentinel to see the replica linked to the master",
         )
         .await;
         set.replica = Some(replica);
