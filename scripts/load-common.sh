@@ -81,6 +81,21 @@ run() {
     echo "$p99" >> "$work/$name.p99"
 }
 
+# `round N TARGET…`: round N of a run, each TARGET a shell function that runs one target. Odd
+# rounds run them in the order given, even rounds in the reverse order, so over an even number
+# of rounds each target runs as often early in a round as late in it: a target is neither
+# favoured by a quiet start nor hurt by the load the targets before it left behind (ABBA).
+round() {
+    local number=$1; shift
+    local targets=("$@") index
+    echo "round $number"
+    if ((number % 2)); then
+        for index in "${!targets[@]}"; do "${targets[$index]}"; done
+    else
+        for ((index = ${#targets[@]} - 1; index >= 0; index--)); do "${targets[$index]}"; done
+    fi
+}
+
 # `log_in START LOGIN_HOST COOKIE_REGEX`: logs in as `bench` with $password through the local
 # login form with curl, starting at START; prints the cookies whose names match COOKIE_REGEX.
 log_in() {

@@ -135,31 +135,36 @@ done
 check "apache with session" 200 -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"
 check "apache without session" 302 "http://127.0.0.1:$apache/protected/page"
 
-# The targets take turns, ROUNDS times, and a ratio is judged by the median of the rounds' own
-# ratios (the ratio of the medians is printed beside it): the targets of a round run back to
-# back, so a slow drift of this shared machine moves both sides of a round's ratio alike.
-ROUNDS=${ROUNDS:-5}
+# The targets take turns, ROUNDS times, in the order below and then in reverse (`round`), and a
+# ratio is judged by the median of the rounds' own ratios (the ratio of the medians is printed
+# beside it): the targets of a round run back to back, so a slow drift of this shared machine
+# moves both sides of a round's ratio alike.
+ROUNDS=${ROUNDS:-6}
+t_upstream() { run upstream-direct "http://127.0.0.1:$upstream/"; }
+t_reference() { run nginx-proxy-no-auth-reference "http://127.0.0.1:$reference/"; }
+t_auth_off() { run tollgate-auth-off "http://127.0.0.1:${port[cookie]}/open/"; }
+session() {
+    local store=$1 profile
+    # PERF_STORE=memory (say) records a CPU profile of that Tollgate during its first run.
+    profile=$([[ "${PERF_STORE:-}" == "$store" && $number == 1 ]] && echo yes || true)
+    if [[ -n "$profile" ]]; then
+        perf record -F 999 -g -o "$work/perf.data" -p "${tollgate_pid[$store]}" -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
+    run "tollgate-session-$store" -H "Cookie: ${cookie[$store]}" "http://127.0.0.1:${port[$store]}/page"
+    if [[ -n "$profile" ]]; then
+        wait "$perf_pid" || true
+        perf report -i "$work/perf.data" --no-children --sort dso,sym -g none --percent-limit 0.3 --stdio 2>/dev/null | grep -v '^$' | head -120 > /tmp/tollgate-perf.txt
+        echo "profile: /tmp/tollgate-perf.txt"
+    fi
+}
+t_cookie() { session cookie; }
+t_memory() { session memory; }
+t_redis() { session redis; }
+t_apache() { run apache-mod-auth-openidc -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"; }
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ)"
-for round in $(seq "$ROUNDS"); do
-    echo "round $round"
-    run upstream-direct "http://127.0.0.1:$upstream/"
-    run nginx-proxy-no-auth-reference "http://127.0.0.1:$reference/"
-    run tollgate-auth-off "http://127.0.0.1:${port[cookie]}/open/"
-    for store in cookie memory redis; do
-        # PERF_STORE=memory (say) records a CPU profile of that Tollgate during its first run.
-        profile=$([[ "${PERF_STORE:-}" == "$store" && $round == 1 ]] && echo yes || true)
-        if [[ -n "$profile" ]]; then
-            perf record -F 999 -g -o "$work/perf.data" -p "${tollgate_pid[$store]}" -- sleep "$DURATION" >/dev/null 2>&1 &
-            perf_pid=$!
-        fi
-        run "tollgate-session-$store" -H "Cookie: ${cookie[$store]}" "http://127.0.0.1:${port[$store]}/page"
-        if [[ -n "$profile" ]]; then
-            wait "$perf_pid" || true
-            perf report -i "$work/perf.data" --no-children --sort dso,sym -g none --percent-limit 0.3 --stdio 2>/dev/null | grep -v '^$' | head -120 > /tmp/tollgate-perf.txt
-            echo "profile: /tmp/tollgate-perf.txt"
-        fi
-    done
-    run apache-mod-auth-openidc -H "Cookie: $apache_cookie" "http://127.0.0.1:$apache/protected/page"
+for number in $(seq "$ROUNDS"); do
+    round "$number" t_upstream t_reference t_auth_off t_cookie t_memory t_redis t_apache
 done
 
 python3 - "$work" <<'PY'

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Load test, all on 127.0.0.1 and bounded in time (DURATION seconds per target, default 10,
-# ROUNDS rounds, default 5; a ratio is judged by the median of the rounds' own ratios, as in
-# load-token-service.sh: the targets of a round run back to back, so a drift of this shared
-# machine between rounds cancels in the round's ratio; the ratio of the medians is printed
-# beside it):
+# ROUNDS rounds, default 6, every other one in reverse order; a ratio is judged by the median
+# of the rounds' own ratios, as in load-token-service.sh: the targets of a round run back to
+# back, so a drift of this shared machine between rounds cancels in the round's ratio; the
+# ratio of the medians is printed beside it):
 #   1. Tollgate GET /ping                 (no authentication: the same server's floor)
 #   2. Tollgate GET /auth + RS256 bearer  (forward-auth, positive cache warm)
 #   2b. Tollgate GET /ping with the same Authorization header (ignored): the same bytes on
@@ -104,17 +104,18 @@ check "tollgate /auth without token" 401 "http://127.0.0.1:$tollgate_port/auth"
 check "apache" 200 "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
 check "apache without token" 401 "http://127.0.0.1:$apache_port/protected/"
 
-# The targets take turns, ROUNDS times, and a ratio is judged by the median of the rounds' own
-# ratios (as in load-proxy.sh): a burst of load on this shared machine then moves both sides of
-# a round's ratio alike instead of the one target that happened to run during it.
-ROUNDS=${ROUNDS:-5}
+# The targets take turns, ROUNDS times, in the order below and then in reverse (`round`), and a
+# ratio is judged by the median of the rounds' own ratios (as in load-proxy.sh): a burst of
+# load on this shared machine then moves both sides of a round's ratio alike instead of the one
+# target that happened to run during it.
+ROUNDS=${ROUNDS:-6}
+t_ping() { run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"; }
+t_auth() { run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"; }
+t_ping_same_header() { run tollgate-ping-same-header "${bearer[@]}" "http://127.0.0.1:$tollgate_port/ping"; }
+t_apache() { run apache-mod-auth-openidc "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"; }
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for round in $(seq "$ROUNDS"); do
-    echo "round $round"
-    run tollgate-ping "http://127.0.0.1:$tollgate_port/ping"
-    run tollgate-auth-bearer "${bearer[@]}" "http://127.0.0.1:$tollgate_port/auth"
-    run tollgate-ping-same-header "${bearer[@]}" "http://127.0.0.1:$tollgate_port/ping"
-    run apache-mod-auth-openidc "${bearer[@]}" "http://127.0.0.1:$apache_port/protected/"
+for number in $(seq "$ROUNDS"); do
+    round "$number" t_ping t_auth t_ping_same_header t_apache
 done
 echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 
