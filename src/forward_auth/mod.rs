@@ -446,7 +446,10 @@ async fn token_identity(
     if let Some(service) = &state.token_service {
         match service.validate_own_access_token(&token).await {
             Ok(claims) => return Ok(claims),
-            Err(error) => reason = error.to_string(),
+            Err(error @ crate::issuer::OwnTokenError::StoreUnavailable(_)) => {
+                return Err((Rejection::StoreUnavailable, error.to_string()));
+            }
+            Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => reason = error.to_string(),
         }
     }
     Err((refused, reason))

@@ -30,6 +30,17 @@ pub use federation::{FederatedLogin, FederatedLoginFuture};
 pub use grants::grant_life;
 
 pub use state::{CODE_LIFETIME, Principal};
+
+/// Why the token service did not accept one of its own access tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnTokenError {
+    /// The token is not valid (or was revoked).
+    #[error(transparent)]
+    Invalid(TokenError),
+    /// The store could not say whether it was revoked.
+    #[error("revocation unknown: {0}")]
+    StoreUnavailable(state::StateError),
+}
 use state::{IssuerState, PendingCode};
 
 /// The token service.
@@ -162,16 +173,20 @@ impl TokenService {
     /// Validates an access token this service issued, for any of its clients' audiences.
     ///
     /// # Errors
-    /// Any `TokenError`; `Inactive` also when the store cannot say whether it was revoked.
-    pub async fn validate_own_access_token(&self, token: &str) -> Result<Claims, TokenError> {
-        let claims = self.validate_signed_access_token(token)?;
+    /// `Invalid` with any `TokenError` (`Inactive` when it was revoked); `StoreUnavailable`
+    /// when the store cannot say whether it was revoked: the token is refused, but not called
+    /// invalid (SPEC §9: 503, as every other request that needs the store).
+    pub async fn validate_own_access_token(&self, token: &str) -> Result<Claims, OwnTokenError> {
+        let claims = self
+            .validate_signed_access_token(token)
+            .map_err(OwnTokenError::Invalid)?;
         // Revocation (RFC 7009, a replayed code, a reused refresh token) is checked on every use.
         match self.revoked(&claims).await {
             Ok(false) => Ok(claims),
-            Ok(true) => Err(TokenError::Inactive),
+            Ok(true) => Err(OwnTokenError::Invalid(TokenError::Inactive)),
             Err(error) => {
                 tracing::warn!(%error, "revocation unknown; token refused");
-                Err(TokenError::Inactive)
+                Err(OwnTokenError::StoreUnavailable(error))
             }
         }
     }

@@ -176,13 +176,25 @@ async fn token_requests_are_refused_with_503_while_redis_is_down_and_served_afte
         (503, Some("temporarily_unavailable")),
         "no token is issued without the store"
     );
-    assert_eq!(
-        validate(&a, &access).await,
-        401,
-        "revocation unknown: the token is refused, never passed"
-    );
+    // Revocation unknown: the token is refused, never passed, and not called invalid either
+    // (a 401 would tell the client to throw a good token away): 503, as SPEC §9 answers every
+    // request that needs the store while it is down.
+    assert_eq!(validate(&a, &access).await, 503);
+    assert_eq!(userinfo(&a, &access).await, 503);
     redis.start().await;
     let (status, answer) = refresh(&a, &text(&issued, "refresh_token")).await;
     assert_eq!(status, 200, "served again once Redis is back: {answer}");
     assert_eq!(validate(&a, &access).await, 200);
+    assert_eq!(userinfo(&a, &access).await, 200);
+}
+
+async fn userinfo(gateway: &Gateway, access_token: &str) -> u16 {
+    gateway
+        .get("/userinfo")
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
