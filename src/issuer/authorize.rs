@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 mod refusal;
 
-use super::clients::verify_password;
+use super::clients::PasswordCheck;
 use super::{FederatedLogin, PendingCode, TokenService, is_registered_redirect, with_query};
 use crate::config::GrantType;
 use crate::http::pages::{escape, page};
@@ -269,12 +269,18 @@ async fn sign_in(
     }
     // Verify against a real hash even for unknown users, so timing does not tell who exists.
     let hash = user.map_or_else(dummy_hash, |user| user.password_hash.expose().clone());
-    let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
-    if user.is_none() || !verified {
-        service.state.count_failure(&limit_keys, now).await?;
-        return Err(AuthorizeRefusal::WrongPassword(parameters));
+    match service
+        .check_password(&limit_keys, hash, password, || false)
+        .await?
+    {
+        PasswordCheck::Right if user.is_some() => {}
+        PasswordCheck::Limited => return Err(AuthorizeRefusal::RateLimited),
+        PasswordCheck::Wrong => return Err(AuthorizeRefusal::WrongPassword(parameters)),
+        // The random dummy hash matched: never a user.
+        PasswordCheck::Right => {
+            service.state.count_failure(&limit_keys, now).await?;
+            return Err(AuthorizeRefusal::WrongPassword(parameters));
+        }
     }
     let code = service
         .store_code(PendingCode {

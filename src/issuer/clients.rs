@@ -93,7 +93,8 @@ impl TokenService {
     /// Authenticates a client. Public clients (no secret hash) must present no secret;
     /// confidential ones must present the right one. After `state::MAX_FAILURES` failures within
     /// `state::FAILURE_WINDOW` seconds, for a client id or from an address, attempts are refused
-    /// without checking (429), so secrets cannot be guessed and argon2 cannot be abused.
+    /// without checking (429), so secrets cannot be guessed and argon2 cannot be abused; an
+    /// argon2 check is made as `check_password` says, so that holds for concurrent attempts too.
     pub(super) async fn authenticate_client(
         &self,
         presented: PresentedClient,
@@ -110,55 +111,114 @@ impl TokenService {
         .into_iter()
         .flatten()
         .collect();
-        if self.state.limited(&keys, now).await? {
+        let limited = || {
             tracing::warn!(client_id = %crate::untrusted::bounded(&presented.client_id), "client authentication rate-limited");
-            return Err(IssuerError::TooManyAttempts);
+            IssuerError::TooManyAttempts
+        };
+        if self.state.limited(&keys, now).await? {
+            return Err(limited());
         }
-        let result = self.check_client(presented, now).await;
-        if result.is_err() {
-            self.state.count_failure(&keys, now).await?;
-        }
-        result
-    }
-
-    async fn check_client(
-        &self,
-        presented: PresentedClient,
-        now: crate::clock::UnixTime,
-    ) -> Result<&ClientConfig, IssuerError> {
         let invalid = IssuerError::InvalidClient {
             used_basic: presented.used_basic,
         };
         let Some(client) = self.client(&presented.client_id) else {
             tracing::info!(client_id = %crate::untrusted::bounded(&presented.client_id), "unknown client");
+            self.state.count_failure(&keys, now).await?;
             return Err(invalid);
         };
-        match (&client.client_secret_hash, presented.secret) {
-            (None, None) => Ok(client),
-            (None, Some(_)) | (Some(_), None) => Err(invalid),
-            (Some(hash), Some(secret)) => {
-                let cache_key = secret_cache_key(&client.client_id, &secret);
-                if self
-                    .verified_secrets
-                    .get(&cache_key)
-                    .is_some_and(|until| now < until)
-                {
-                    return Ok(client);
-                }
-                let hash = hash.expose().clone();
-                let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &secret))
-                    .await
-                    .unwrap_or(false);
-                if verified {
-                    self.verified_secrets
-                        .insert(cache_key, now + VERIFIED_SECRET_TTL);
-                    Ok(client)
-                } else {
-                    tracing::info!(client_id = %client.client_id, "client secret mismatch");
-                    Err(invalid)
-                }
+        let (hash, secret) = match (&client.client_secret_hash, &presented.secret) {
+            (None, None) => return Ok(client),
+            (Some(hash), Some(secret)) => (hash, secret),
+            (None, Some(_)) | (Some(_), None) => {
+                self.state.count_failure(&keys, now).await?;
+                return Err(invalid);
             }
+        };
+        let cache_key = secret_cache_key(&client.client_id, secret);
+        let remembered = || {
+            self.verified_secrets
+                .get(&cache_key)
+                .is_some_and(|until| self.now() < until)
+        };
+        if remembered() {
+            return Ok(client);
         }
+        let check = self
+            .check_password(&keys, hash.expose().clone(), secret.clone(), remembered)
+            .await?;
+        match check {
+            PasswordCheck::Right => {
+                self.verified_secrets
+                    .insert(cache_key, self.now() + VERIFIED_SECRET_TTL);
+                Ok(client)
+            }
+            PasswordCheck::Wrong => {
+                tracing::info!(client_id = %client.client_id, "client secret mismatch");
+                Err(invalid)
+            }
+            PasswordCheck::Limited => Err(limited()),
+        }
+    }
+
+    /// Checks `secret` against the argon2 `hash` on the blocking pool, unless `known` says it
+    /// was verified meanwhile or `limit_keys` are limited, and counts a wrong one against
+    /// `limit_keys`. One of the process's `PasswordChecks` permits is held from the limit check
+    /// to the failure's count: concurrent guesses cannot all pass the limit before the first of
+    /// them is counted (at most `MAX_FAILURES + permits - 1` wrong checks a window, per
+    /// replica), at most `permits` argon2 runs (about 19 MiB and 20 ms of a core each) are
+    /// under way at once, and requests that present the same right secret at once run argon2
+    /// only as often as there are permits.
+    ///
+    /// # Errors
+    /// The store failed (the check is then refused).
+    pub(super) async fn check_password(
+        &self,
+        limit_keys: &[String],
+        hash: String,
+        secret: String,
+        known: impl Fn() -> bool,
+    ) -> Result<PasswordCheck, super::state::StateError> {
+        // The semaphore is never closed; were it, no check would run (fail closed).
+        let Ok(_permit) = self.password_checks.0.acquire().await else {
+            return Ok(PasswordCheck::Limited);
+        };
+        if known() {
+            return Ok(PasswordCheck::Right);
+        }
+        // Asked again now that this check holds a permit: failures counted while it waited.
+        if self.state.limited(limit_keys, self.now()).await? {
+            return Ok(PasswordCheck::Limited);
+        }
+        let right = tokio::task::spawn_blocking(move || verify_password(&hash, &secret))
+            .await
+            .unwrap_or(false);
+        if right {
+            return Ok(PasswordCheck::Right);
+        }
+        self.state.count_failure(limit_keys, self.now()).await?;
+        Ok(PasswordCheck::Wrong)
+    }
+}
+
+/// What `TokenService::check_password` found.
+pub(super) enum PasswordCheck {
+    /// The secret matches the hash (or was verified meanwhile).
+    Right,
+    /// It does not; the failure is counted.
+    Wrong,
+    /// The limit was reached before it was checked; nothing was checked or counted.
+    Limited,
+}
+
+/// The argon2 checks a process runs at once: as many as it has cores. Shared by the token
+/// service's rebuilds, so a reload does not open a second set.
+#[derive(Clone)]
+pub(super) struct PasswordChecks(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let permits = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(permits)))
     }
 }
 

@@ -55,6 +55,8 @@ pub struct TokenService {
     /// Peers whose `X-Forwarded-For` names the client (rate limits key on the client).
     trusted_proxies: Vec<ipnet::IpNet>,
     verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
+    /// Permits for argon2 checks (`check_password`).
+    password_checks: clients::PasswordChecks,
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -115,6 +117,9 @@ impl TokenService {
             published,
             state,
             verified_secrets: quick_cache::sync::Cache::new(1024),
+            password_checks: previous
+                .map(|previous| previous.password_checks.clone())
+                .unwrap_or_default(),
             own_tokens: TokenCache::new(10_000),
             clock,
             metrics,

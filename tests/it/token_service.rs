@@ -571,6 +571,89 @@ async fn failed_client_authentication_is_rate_limited() {
     assert_eq!(response.headers()["retry-after"], "60");
 }
 
+/// Wrong secrets sent all at once: each request used to pass the limit check before the first
+/// failure was counted (an argon2 check takes tens of milliseconds), so 40 concurrent guesses
+/// were 40 checks, and as many argon2 runs of 19 MiB each under way at once. Checks now hold
+/// one of the process's permits (one per core) from the limit check to the failure's count:
+/// at most `MAX_FAILURES + cores - 1` guesses are checked, the rest are refused unchecked.
+#[tokio::test]
+async fn concurrent_wrong_client_secrets_are_limited_like_sequential_ones() {
+    let (gateway, _) = token_service().await;
+    let attempts = (0..40).map(|attempt| {
+        let request = gateway
+            .post("/token")
+            .basic_auth("machine", Some(format!("wrong-{attempt}")))
+            .form(&[("grant_type", "client_credentials")]);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    });
+    let statuses = all_at_once(attempts).await;
+    let checked = statuses.iter().filter(|status| **status == 401).count();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
+    assert_eq!(checked + refused, 40, "only 401 and 429: {statuses:?}");
+    assert!(
+        (10..=10 + cores() - 1).contains(&checked),
+        "{checked} guesses checked of 40 sent at once, on {} cores: {statuses:?}",
+        cores()
+    );
+}
+
+/// The right secret sent by many requests at once, before any was remembered: every one is
+/// served (the checks wait for a permit, and most find the secret verified meanwhile).
+#[tokio::test]
+async fn a_right_client_secret_sent_by_many_requests_at_once_serves_them_all() {
+    let (gateway, _) = token_service().await;
+    let attempts = (0..20).map(|_| {
+        let request = gateway
+            .post("/token")
+            .basic_auth("machine", Some("machine-secret"))
+            .form(&[("grant_type", "client_credentials")]);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    });
+    let statuses = all_at_once(attempts).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+}
+
+/// The login form, likewise: wrong passwords posted all at once are limited as if sent one by
+/// one.
+#[tokio::test]
+async fn concurrent_wrong_passwords_are_limited_like_sequential_ones() {
+    let (gateway, _) = token_service().await;
+    let attempts = (0..40).map(|attempt| {
+        let request = gateway
+            .post("/authorize")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "{}&username=alice&password=wrong-{attempt}",
+                authorize_query("s-concurrent", true)
+            ));
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    });
+    let statuses = all_at_once(attempts).await;
+    let checked = statuses.iter().filter(|status| **status == 401).count();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
+    assert_eq!(checked + refused, 40, "only 401 and 429: {statuses:?}");
+    assert!(
+        (10..=10 + cores() - 1).contains(&checked),
+        "{checked} passwords checked of 40 sent at once, on {} cores: {statuses:?}",
+        cores()
+    );
+}
+
+/// The answers of requests already sent, in order.
+async fn all_at_once(requests: impl Iterator<Item = tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let requests: Vec<_> = requests.collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
+    statuses
+}
+
+/// Cores of this machine, where the gateway under test runs too.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// SPEC §7: two upstream providers behind one issuer; the issued token says where the
 /// identity came from.
 #[tokio::test]
