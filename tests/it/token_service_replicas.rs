@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::support::Gateway;
 use crate::support::redis::{RedisCluster, RedisServer};
-use crate::token_service::{code_for, config, exchange, refresh, token_request, validate};
+use crate::token_service::{
+    code_for, config, exchange, get_with_token, refresh, token_request, validate,
+};
 
 /// Replica configs sharing `redis_url` (TOML) and one signing key file.
 fn replica_config(issuer: &str, redis_url: &str, key_file: &std::path::Path) -> String {
@@ -189,12 +191,5 @@ async fn token_requests_are_refused_with_503_while_redis_is_down_and_served_afte
 }
 
 async fn userinfo(gateway: &Gateway, access_token: &str) -> u16 {
-    gateway
-        .get("/userinfo")
-        .bearer_auth(access_token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    get_with_token(gateway, "/userinfo", access_token).await
 }
