@@ -126,7 +126,7 @@ impl IntoResponse for Rejection {
                     .to_owned()
             }
             Self::StoreUnavailable => {
-                "503 Service Unavailable: sessions cannot be read right now; try again shortly\n"
+                "503 Service Unavailable: the store of sessions and tokens cannot be read right now; try again shortly\n"
                     .to_owned()
             }
             Self::Internal => "500 Internal Server Error\n".to_owned(),

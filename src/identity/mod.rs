@@ -214,6 +214,9 @@ fn token_error(credential: Credential, error: CredentialError) -> IdentityError 
             credential: credential.as_str(),
             reason: reason.to_string(),
         },
+        CredentialError::Provider(error @ crate::oidc::ProviderError::StoreUnavailable(_)) => {
+            IdentityError::StoreUnavailable(error.to_string())
+        }
         CredentialError::Provider(error) => IdentityError::ProviderUnavailable(error.to_string()),
     }
 }

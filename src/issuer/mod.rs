@@ -297,7 +297,7 @@ impl LocalIssuer for TokenService {
         Box::pin(async move {
             self.revoked(claims)
                 .await
-                .map_err(|error| ProviderError::Unreachable(error.to_string()))
+                .map_err(|error| ProviderError::StoreUnavailable(error.to_string()))
         })
     }
 

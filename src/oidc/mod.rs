@@ -95,6 +95,11 @@ pub enum ProviderError {
     /// The provider refused the request (an OAuth error code).
     #[error("provider refused: {0}")]
     Refused(String),
+    /// The in-process token service's store could not answer (whether a token was revoked):
+    /// the request is refused as one that needs an unavailable store (503), not as one whose
+    /// provider is down.
+    #[error("token service store unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 /// A call to the in-process token service in flight (it may ask its store, which may be
@@ -136,7 +141,7 @@ pub trait LocalIssuer: Send + Sync + 'static {
     /// `/revoke`, a replayed code or a reused refresh token. Asked on every use, cached or not.
     ///
     /// # Errors
-    /// `Unreachable` when its store cannot say (the token is then refused).
+    /// `StoreUnavailable` when its store cannot say (the token is then refused).
     fn is_revoked<'a>(
         &'a self,
         claims: &'a serde_json::Map<String, serde_json::Value>,

@@ -1064,47 +1064,9 @@ async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client(
 #[tokio::test]
 async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_provider() {
     let upstream = crate::support::TestUpstream::start().await;
-    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
-        format!(
-            r#"[server]
-    listen = "127.0.0.1:0"
-    admin_listen = "127.0.0.1:0"
-    [session]
-    secrets = ["{secret}"]
-    [[provider]]
-    name = "self"
-    issuer = "{issuer}"
-    client_id = "gateway"
-    client_auth = "none"
-    audiences = ["odj"]
-    [forward_auth]
-    provider = "self"
-    [[route]]
-    path_prefix = "/api"
-    upstream = "{upstream}"
-    provider = "self"
-    on_unauthenticated = "deny"
-    accept_bearer = true
-    [token_service]
-    issuer = "{issuer}"
-    [[token_service.client]]
-    client_id = "machine"
-    client_secret_hash = "{secret_hash}"
-    grants = ["client_credentials"]
-    source = "myapi"
-    audience = "odj"
-    [[token_service.client]]
-    client_id = "gateway"
-    grants = ["authorization_code"]
-    redirect_uris = ["{issuer}/callback"]
-    source = "local"
-    "#,
-            secret = crate::support::gateway::SESSION_SECRET,
-            upstream = upstream.url(),
-            secret_hash = tollgate::hash_password("machine-secret").unwrap(),
-        )
-    })
-    .await;
+    let (gateway, _) =
+        Gateway::start_at_issuer(|issuer| in_process_provider_config(issuer, &upstream.url(), ""))
+            .await;
     let (status, tokens) = token_request(
         &gateway,
         &[("grant_type", "client_credentials")],
@@ -1146,6 +1108,100 @@ async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_pr
         "refused everywhere after revocation"
     );
     gateway.stop().await;
+}
+
+/// While the token service's store cannot say whether a token was revoked, the token is
+/// refused wherever the token service is the in-process provider, and as a store that is down
+/// (503, SPEC §9), not as an invalid token or an unreachable provider (502, before); served
+/// again once the store is back.
+#[tokio::test]
+async fn where_the_token_service_is_the_in_process_provider_its_store_down_is_a_503() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let mut redis = crate::support::redis::RedisServer::standalone().await;
+    let redis_url = redis.url();
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        in_process_provider_config(issuer, &upstream.url(), &redis_url)
+    })
+    .await;
+    let (status, tokens) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let statuses = || async {
+        let mut seen = Vec::new();
+        for path in ["/auth", "/validate", "/userinfo", "/api/x"] {
+            seen.push(get_with_token(&gateway, path, &access).await);
+        }
+        seen
+    };
+    assert_eq!(
+        statuses().await,
+        [200, 200, 200, 200],
+        "accepted (and cached)"
+    );
+    redis.kill();
+    assert_eq!(
+        statuses().await,
+        [503, 503, 503, 503],
+        "revocation unknown: refused as a store that is down, cached or not"
+    );
+    redis.start().await;
+    assert_eq!(statuses().await, [200, 200, 200, 200], "served again");
+    gateway.stop().await;
+}
+
+/// A gateway whose token service (at `issuer`; its state in Redis at `redis_url`, or in memory
+/// when that is empty) is the in-process provider of `/auth` and of a bearer route `/api` to
+/// `upstream`; its client `machine` gets tokens.
+fn in_process_provider_config(issuer: &str, upstream: &str, redis_url: &str) -> String {
+    let (session, store) = if redis_url.is_empty() {
+        (String::new(), "")
+    } else {
+        (format!("redis_url = \"{redis_url}\""), "store = \"redis\"")
+    };
+    format!(
+        r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    {session}
+    [[provider]]
+    name = "self"
+    issuer = "{issuer}"
+    client_id = "gateway"
+    client_auth = "none"
+    audiences = ["odj"]
+    [forward_auth]
+    provider = "self"
+    [[route]]
+    path_prefix = "/api"
+    upstream = "{upstream}"
+    provider = "self"
+    on_unauthenticated = "deny"
+    accept_bearer = true
+    [token_service]
+    issuer = "{issuer}"
+    {store}
+    [[token_service.client]]
+    client_id = "machine"
+    client_secret_hash = "{secret_hash}"
+    grants = ["client_credentials"]
+    source = "myapi"
+    audience = "odj"
+    [[token_service.client]]
+    client_id = "gateway"
+    grants = ["authorization_code"]
+    redirect_uris = ["{issuer}/callback"]
+    source = "local"
+    "#,
+        secret = crate::support::gateway::SESSION_SECRET,
+        secret_hash = tollgate::hash_password("machine-secret").unwrap(),
+    )
 }
 
 /// SPEC §12: failed client authentication is limited per client id and per client address —
