@@ -1067,34 +1067,14 @@ async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_pr
     let (gateway, _) =
         Gateway::start_at_issuer(|issuer| in_process_provider_config(issuer, &upstream.url(), ""))
             .await;
-    let (status, tokens) = token_request(
-        &gateway,
-        &[("grant_type", "client_credentials")],
-        Some(("machine", "machine-secret")),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
-    let client = reqwest::Client::new();
-    let statuses = || async {
-        let mut seen = Vec::new();
-        for path in ["/auth", "/validate", "/api/x"] {
-            let response = client
-                .get(gateway.url(path))
-                .bearer_auth(&access)
-                .send()
-                .await
-                .unwrap();
-            seen.push(response.status().as_u16());
-        }
-        seen
-    };
+    let access = machine_token(&gateway).await;
+    let statuses = || statuses_at(&gateway, &["/auth", "/validate", "/api/x"], &access);
     assert_eq!(
         statuses().await,
         [200, 200, 200],
         "accepted before revocation (and cached)"
     );
-    let revoked = client
+    let revoked = reqwest::Client::new()
         .post(gateway.url("/revoke"))
         .basic_auth("machine", Some("machine-secret"))
         .form(&[("token", access.as_str())])
@@ -1123,20 +1103,13 @@ async fn where_the_token_service_is_the_in_process_provider_its_store_down_is_a_
         in_process_provider_config(issuer, &upstream.url(), &redis_url)
     })
     .await;
-    let (status, tokens) = token_request(
-        &gateway,
-        &[("grant_type", "client_credentials")],
-        Some(("machine", "machine-secret")),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
-    let statuses = || async {
-        let mut seen = Vec::new();
-        for path in ["/auth", "/validate", "/userinfo", "/api/x"] {
-            seen.push(get_with_token(&gateway, path, &access).await);
-        }
-        seen
+    let access = machine_token(&gateway).await;
+    let statuses = || {
+        statuses_at(
+            &gateway,
+            &["/auth", "/validate", "/userinfo", "/api/x"],
+            &access,
+        )
     };
     assert_eq!(
         statuses().await,
@@ -1152,6 +1125,27 @@ async fn where_the_token_service_is_the_in_process_provider_its_store_down_is_a_
     redis.start().await;
     assert_eq!(statuses().await, [200, 200, 200, 200], "served again");
     gateway.stop().await;
+}
+
+/// An access token for the client `machine` (`client_credentials`).
+async fn machine_token(gateway: &Gateway) -> String {
+    let (status, tokens) = token_request(
+        gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The status of `GET` at each of `paths` with `access_token`, in order.
+async fn statuses_at(gateway: &Gateway, paths: &[&str], access_token: &str) -> Vec<u16> {
+    let mut seen = Vec::new();
+    for path in paths {
+        seen.push(get_with_token(gateway, path, access_token).await);
+    }
+    seen
 }
 
 /// A gateway whose token service (at `issuer`; its state in Redis at `redis_url`, or in memory
