@@ -30,6 +30,7 @@ pub use federation::{FederatedLogin, FederatedLoginFuture};
 pub use grants::grant_life;
 
 pub use state::{CODE_LIFETIME, Principal};
+use state::{IssuerState, PendingCode};
 
 /// Why the token service did not accept one of its own access tokens.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,6 @@ pub enum OwnTokenError {
     #[error("revocation unknown: {0}")]
     StoreUnavailable(state::StateError),
 }
-use state::{IssuerState, PendingCode};
 
 /// The token service.
 pub struct TokenService {

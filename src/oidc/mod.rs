@@ -97,8 +97,8 @@ pub enum ProviderError {
     Refused(String),
     /// The in-process token service's store could not answer (whether a token was revoked):
     /// the request is refused as one that needs an unavailable store (503), not as one whose
-    /// provider is down.
-    #[error("token service store unavailable: {0}")]
+    /// provider is down. It holds the store's own error, which names the store.
+    #[error("{0}")]
     StoreUnavailable(String),
 }
 
