@@ -21,10 +21,12 @@ pub use upstream::TestUpstream;
 /// A loopback port that was free a moment ago (for servers that take their port from a
 /// config file: nginx, redis-server, a `tollgate serve` process).
 ///
-/// Taken below the kernel's range of ephemeral ports (`ip_local_port_range`), which every
-/// `bind` to port 0 and every outgoing connection draws from: a port from that range could be
-/// handed to someone else between this check and the server's own bind (nginx once failed with
-/// "Address already in use" that way), one below it only to an explicit bind.
+/// Taken from 10000–19999, below the kernel's range of ephemeral ports (`ip_local_port_range`,
+/// 32768 and up by default), which every `bind` to port 0 and every outgoing connection draws
+/// from: a port from that range could be handed to someone else between this check and the
+/// server's own bind (nginx once failed with "Address already in use" that way), one below it
+/// only to an explicit bind. A Redis Cluster node also binds its bus port, the port + 10000:
+/// 20000–29999, which is checked free too and is never another server's port.
 pub fn free_port() -> u16 {
     // Never the same port twice in this process: a port is released here and bound later by
     // its server (two servers of one test on one port once made nginx answer a protected path
@@ -33,25 +35,19 @@ pub fn free_port() -> u16 {
     let mut given = GIVEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let (low, high) = (10_000_u16, ephemeral_from.max(10_001));
+    const LOW: u16 = 10_000;
+    const SPAN: u32 = 10_000;
     // Each test process starts at its own place in the range, then walks it.
-    let span = u32::from(high - low);
-    let start = (std::process::id().wrapping_mul(7919) + given.len() as u32 * 13) % span;
-    for step in 0..span {
-        let port = low + u16::try_from((start + step) % span).unwrap_or(0);
-        if given.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    let start = (std::process::id().wrapping_mul(7919) + given.len() as u32 * 13) % SPAN;
+    for step in 0..SPAN {
+        let port = LOW + u16::try_from((start + step) % SPAN).unwrap_or(0);
+        let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if !given.contains(&port) && bindable(port) && bindable(port + 10_000) {
             given.push(port);
             return port;
         }
     }
-    panic!("no free loopback port between {low} and {high}");
+    panic!("no free loopback port between 10000 and 19999");
 }
 
 /// A fresh, empty directory under the system's temp dir for one test's files (configs, keys,
