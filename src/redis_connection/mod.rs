@@ -14,7 +14,10 @@
 //! Redis's invalidations to an [`Invalidations`] (so a store can keep what it read until Redis
 //! says it changed), and one for confirmed writes ([`RedisConnection::query_confirmed`]),
 //! whose `WAIT` blocks only that link, never the main one's reads (`WAIT` counts the writes
-//! of its own connection, so it cannot have a connection of its own either).
+//! of its own connection, so it cannot have a connection of its own either). Each link follows
+//! a Sentinel failover by itself, so for a moment they may be on different servers: what must
+//! read what a confirmed write wrote runs on the confirm link too
+//! ([`RedisConnection::query_on_confirm_link`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -326,6 +329,30 @@ impl RedisConnection {
         self.main
             .run(async |handle: &mut Handle| invocation.invoke_async(handle).await)
             .await
+    }
+
+    /// Runs one command on the link of confirmed writes, without waiting for a replica: for
+    /// what must read the server those writes went to (the refresh lease and the session it
+    /// guards), which after a failover the main link may not have followed yet.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn query_on_confirm_link<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
+        self.confirm
+            .run(async |handle: &mut Handle| command.query_async(handle).await)
+            .await
+    }
+
+    /// This connection with `other`'s link of confirmed writes: the main link on one server
+    /// and the confirm link on another, as for a moment after a Sentinel failover when only
+    /// one of them has followed. For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_confirm_link_of(self, other: Self) -> Self {
+        Self {
+            main: self.main,
+            confirm: other.confirm,
+        }
     }
 
     /// Runs `pipeline` (its keys in `key`'s hash slot) and answers only once the write is

@@ -84,6 +84,20 @@ impl RedisStore {
         })
     }
 
+    /// This store with its link of confirmed writes (and of the refresh lease) to `target`,
+    /// its main link where it was: the state of a replica for a moment after a Sentinel
+    /// failover, when one link has followed and the other not yet. For tests.
+    ///
+    /// # Errors
+    /// When the URLs cannot make a client.
+    #[doc(hidden)]
+    pub fn with_confirm_link_to(mut self, target: &RedisTarget) -> Result<Self, String> {
+        self.connection = self
+            .connection
+            .with_confirm_link_of(RedisConnection::new(target, None, None)?);
+        Ok(self)
+    }
+
     /// The session cache, when reads are tracked.
     fn cache(&self) -> Option<&SessionCache> {
         self.connection.tracking().then_some(&*self.cache)

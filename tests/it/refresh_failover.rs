@@ -246,3 +246,93 @@ async fn promote_and_expect_nothing_confirmed(
         "a logout only the old master has is not done"
     );
 }
+
+/// A stored session that holds `refresh_token`.
+fn stored_with(refresh_token: &str) -> tollgate::session::StoredSession {
+    const NOW: i64 = 1_800_000_000;
+    tollgate::session::StoredSession {
+        session: std::sync::Arc::new(tollgate::session::Session {
+            provider: "corp".to_owned(),
+            claims: tollgate::token::Claims::default(),
+            id_token: "id".to_owned(),
+            access_token: Some("at".to_owned()),
+            refresh_token: Some(refresh_token.to_owned()),
+            access_expires_at: Some(NOW + 300),
+            created_at: NOW,
+            expires_at: NOW + 3600,
+        }),
+        last_seen: NOW,
+    }
+}
+
+fn session_store(url: String) -> tollgate::session::redis_store::RedisStore {
+    let sealer = tollgate::session::seal::Sealer::new(&[tollgate::secret::Secret::new(
+        "a-test-session-secret-for-split-links".to_owned(),
+    )]);
+    tollgate::session::redis_store::RedisStore::new(
+        &tollgate::config::RedisTarget::Standalone(url),
+        None,
+        "tollgate:",
+        sealer,
+        std::sync::Arc::new(tollgate::metrics::Metrics::new()),
+    )
+    .unwrap()
+}
+
+/// For a moment after a Sentinel failover, a replica's main link may still be on the old
+/// master while its link of confirmed writes (where the refresh lease is taken) is on the new
+/// one. The old master holds the session with the refresh token another replica has just
+/// spent; the new one holds its refreshed result. The refresh protocol reads the session,
+/// tests and gives back the lease where the lease is, so the replica that wins the lease sees
+/// the refreshed session and never presents the spent token. (Before, it read the old master:
+/// the spent token, which the provider refused and which ended the session; seen once in the
+/// end-to-end Sentinel failover test.)
+#[tokio::test]
+async fn the_refresh_lease_and_the_session_it_guards_are_read_on_the_same_server() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    use crate::support::redis::RedisServer;
+    let old_master = RedisServer::standalone().await;
+    let new_master = RedisServer::standalone().await;
+    session_store(old_master.url())
+        .put("s1", &stored_with("spent"), (600, 600), "alice", None)
+        .await
+        .unwrap();
+    session_store(new_master.url())
+        .put("s1", &stored_with("rotated"), (600, 600), "alice", None)
+        .await
+        .unwrap();
+    let split = session_store(old_master.url())
+        .with_confirm_link_to(&tollgate::config::RedisTarget::Standalone(new_master.url()))
+        .unwrap();
+    // The main link still reads the old master: the session as every request sees it.
+    let (_, served) = split.get("s1").await.unwrap().unwrap();
+    assert_eq!(served.session.refresh_token.as_deref(), Some("spent"));
+
+    let hold = std::time::Duration::from_secs(30);
+    assert!(split.take_lease("s1", "holder-1", hold).await.unwrap());
+    assert!(
+        new_master
+            .cli(&["exists", "tollgate:s:s1:refreshing"])
+            .trim()
+            == "1",
+        "the lease is on the new master"
+    );
+    assert!(split.lease_held("s1").await.unwrap(), "the lease is seen");
+    let (_, fresh) = split.get_fresh("s1").await.unwrap().unwrap();
+    assert_eq!(
+        fresh.session.refresh_token.as_deref(),
+        Some("rotated"),
+        "the lease's holder reads the refreshed session, not the spent token"
+    );
+    split.release_lease("s1", "holder-1").await.unwrap();
+    assert_eq!(
+        new_master
+            .cli(&["exists", "tollgate:s:s1:refreshing"])
+            .trim(),
+        "0",
+        "the lease is given back where it was taken"
+    );
+    assert!(!split.lease_held("s1").await.unwrap());
+}

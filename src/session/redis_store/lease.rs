@@ -60,13 +60,29 @@ impl RedisStore {
         }
     }
 
+    // The lease, the session it guards and its compare-and-set are all read and written on the
+    // link of confirmed writes: after a Sentinel failover the main link may still be on the
+    // old master for a moment, and a session read there holds the refresh token that the
+    // lease's holder on the new master has already spent.
+
+    /// Runs `command` where the lease and the confirmed writes are.
+    async fn run_by_lease<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.connection
+            .query_on_confirm_link(command)
+            .await
+            .map_err(|error| self.failed(&error))
+    }
+
     /// Whether some replica holds the refresh lease of session `id`.
     ///
     /// # Errors
     /// `Unavailable`.
     pub async fn lease_held(&self, id: &str) -> Result<bool, StoreError> {
         let held: i64 = self
-            .run(redis::cmd("EXISTS").arg(self.lease_key(id)))
+            .run_by_lease(redis::cmd("EXISTS").arg(self.lease_key(id)))
             .await?;
         Ok(held > 0)
     }
@@ -77,7 +93,7 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn release_lease(&self, id: &str, holder: &str) -> Result<(), StoreError> {
         let _: i64 = self
-            .run(
+            .run_by_lease(
                 redis::cmd("EVAL")
                     .arg(RELEASE)
                     .arg(1)
@@ -88,7 +104,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The session `id` as Redis has it now, never this process's copy.
+    /// The session `id` as Redis has it now where the lease is, never this process's copy
+    /// (nor kept as one: the confirm link tracks nothing).
     ///
     /// # Errors
     /// `Unavailable`.
@@ -97,7 +114,13 @@ impl RedisStore {
         id: &str,
     ) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
         self.changed(id);
-        self.get(id).await
+        let value: Option<Vec<u8>> = self
+            .run_by_lease(redis::cmd("GET").arg(self.key(id)))
+            .await?;
+        Ok(value.and_then(|bytes| {
+            let stored = self.open(id, &bytes)?;
+            Some((bytes.into(), stored))
+        }))
     }
 
     /// Stores `stored` under `id` only if Redis still holds exactly `seen`; whether it did.
