@@ -71,7 +71,7 @@ impl Rejection {
             Self::ProviderUnavailable => "The identity provider is unreachable",
             Self::UpstreamUnavailable => "The application is unavailable",
             Self::UpstreamTimeout => "The application did not answer",
-            Self::StoreUnavailable => "Sessions are unavailable",
+            Self::StoreUnavailable => "Temporarily unavailable",
             Self::Internal => "Something went wrong",
         }
     }

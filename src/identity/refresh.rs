@@ -44,8 +44,9 @@ struct Shared {
     enabled: bool,
     locks: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     recent: quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>,
-    /// When a refresh last failed for a passing reason, by refresh token.
-    failed: quick_cache::sync::Cache<[u8; 32], UnixTime>,
+    /// When a refresh last failed for a passing reason, and what was unavailable, by refresh
+    /// token.
+    failed: quick_cache::sync::Cache<[u8; 32], (UnixTime, Unavailable)>,
     metrics: Arc<Metrics>,
 }
 
@@ -98,6 +99,33 @@ pub enum RefreshError {
     Store(String),
 }
 
+/// What a refresh that failed for a passing reason could not reach: what a request whose
+/// access token has expired is told.
+#[derive(Debug, Clone, Copy)]
+enum Unavailable {
+    /// The provider (502).
+    Provider,
+    /// The in-process token service's store (503).
+    Store,
+}
+
+impl Unavailable {
+    fn of(failure: &Failure) -> Self {
+        if failure.store_unavailable {
+            Self::Store
+        } else {
+            Self::Provider
+        }
+    }
+
+    fn error(self, reason: String) -> RefreshError {
+        match self {
+            Self::Provider => RefreshError::ProviderUnavailable(reason),
+            Self::Store => RefreshError::Store(reason),
+        }
+    }
+}
+
 fn key_of(refresh_token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, refresh_token.as_bytes());
     let mut key = [0u8; 32];
@@ -119,13 +147,25 @@ fn keep(
     now: UnixTime,
     reason: &str,
 ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+    keep_or(session, set_cookies, now, || {
+        RefreshError::ProviderUnavailable(reason.to_owned())
+    })
+}
+
+/// [`keep`], with `expired` for the answer once the session's access token has expired.
+fn keep_or(
+    session: Arc<Session>,
+    set_cookies: Vec<String>,
+    now: UnixTime,
+    expired: impl FnOnce() -> RefreshError,
+) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
     if session
         .access_expires_at
         .is_none_or(|expires_at| now < expires_at)
     {
         Ok((session, set_cookies))
     } else {
-        Err(RefreshError::ProviderUnavailable(reason.to_owned()))
+        Err(expired())
     }
 }
 
@@ -192,10 +232,13 @@ impl Shared {
             .remove(key);
     }
 
-    fn failed_recently(&self, key: &[u8; 32], now: UnixTime) -> bool {
+    /// What the last refresh of `key` could not reach, when it failed within
+    /// [`RETRY_AFTER`] seconds.
+    fn failed_recently(&self, key: &[u8; 32], now: UnixTime) -> Option<Unavailable> {
         self.failed
             .get(key)
-            .is_some_and(|at| (0..RETRY_AFTER).contains(&now.saturating_sub(at)))
+            .filter(|(at, _)| (0..RETRY_AFTER).contains(&now.saturating_sub(*at)))
+            .map(|(_, unavailable)| unavailable)
     }
 
     fn is_due(&self, session: &Session, now: UnixTime) -> bool {
@@ -229,13 +272,10 @@ impl Shared {
             return Ok((session, Vec::new()));
         };
         let key = key_of(&refresh_token);
-        if self.failed_recently(&key, now) {
-            return keep(
-                session,
-                Vec::new(),
-                now,
-                "the last refresh failed; retried later",
-            );
+        if let Some(unavailable) = self.failed_recently(&key, now) {
+            return keep_or(session, Vec::new(), now, || {
+                unavailable.error("the last refresh failed; retried later".to_owned())
+            });
         }
         let lock = self
             .locks
@@ -271,15 +311,12 @@ impl Shared {
                 Replaced::Superseded(current) => Ok((current, Vec::new())),
             };
         }
-        if self.failed_recently(&key, now) {
+        if let Some(unavailable) = self.failed_recently(&key, now) {
             // The refresh this request waited for failed for a passing reason.
             self.forget_lock(&key);
-            return keep(
-                session,
-                Vec::new(),
-                now,
-                "the refresh failed; retried later",
-            );
+            return keep_or(session, Vec::new(), now, || {
+                unavailable.error("the refresh failed; retried later".to_owned())
+            });
         }
         // Longer than the refresh can take (it is cut off at the provider timeout), so the
         // lease never lapses while its holder still works.
@@ -401,6 +438,7 @@ impl Shared {
                 ends_session: false,
                 reason: "the provider did not answer within its timeout".to_owned(),
                 rotated: None,
+                store_unavailable: false,
             })
         });
         // The result is published before the lock is dropped from the map: a request that
@@ -410,7 +448,9 @@ impl Shared {
                 self.recent.insert(key, (refreshed.clone(), now));
                 self.failed.remove(&key);
             }
-            Err(failure) if !failure.ends_session => self.failed.insert(key, now),
+            Err(failure) if !failure.ends_session => {
+                self.failed.insert(key, (now, Unavailable::of(failure)));
+            }
             Err(_) => {}
         }
         self.forget_lock(&key);
@@ -488,11 +528,15 @@ impl Shared {
             Err(failure) => {
                 self.count("unavailable");
                 tracing::warn!(provider = %provider.name(), reason = %failure.reason, "refresh failed; the session is kept and the refresh retried later");
+                let unavailable = Unavailable::of(&failure);
                 let Some(rotated) = failure.rotated else {
-                    return keep(session, Vec::new(), now, &failure.reason);
+                    // With the in-process token service's store down, the request needs a
+                    // store that does not answer (503), like every other one that does.
+                    let reason = failure.reason;
+                    return keep_or(session, Vec::new(), now, || unavailable.error(reason));
                 };
                 let mut kept = Session::clone(&session);
-                self.failed.insert(key_of(&rotated), now);
+                self.failed.insert(key_of(&rotated), (now, unavailable));
                 kept.refresh_token = Some(rotated);
                 let kept = Arc::new(kept);
                 match sessions

@@ -281,10 +281,11 @@ async fn jwks(
 }
 
 /// How an `IssuerError` reaches the in-process provider: a store that could not be reached is
-/// the provider being unreachable (never `invalid_grant`, which would end a session).
+/// the store being unavailable (503; never `invalid_grant`, which would end a session, nor a
+/// provider that is unreachable, when the provider is this process).
 fn provider_error(error: &IssuerError) -> ProviderError {
     match error {
-        IssuerError::Unavailable(_) => ProviderError::Unreachable(error.to_string()),
+        IssuerError::Unavailable(reason) => ProviderError::StoreUnavailable(reason.clone()),
         other => ProviderError::Refused(other.code().to_owned()),
     }
 }

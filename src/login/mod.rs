@@ -364,6 +364,7 @@ async fn finish_login(
                     Rejection::Unauthenticated,
                     format!("code exchange refused: {code}"),
                 ),
+                ProviderError::StoreUnavailable(reason) => (Rejection::StoreUnavailable, reason),
                 other => (Rejection::ProviderUnavailable, other.to_string()),
             });
         }

@@ -1127,6 +1127,120 @@ async fn where_the_token_service_is_the_in_process_provider_its_store_down_is_a_
     gateway.stop().await;
 }
 
+/// A session whose provider is the in-process token service is refreshed there. While the
+/// token service's store is down and the session's access token has expired, the request gets
+/// the 503 of a store that is down (SPEC §9), as every other request that needs the store
+/// (also within the 10 s before the next attempt), and so does a login's callback: before,
+/// both got the 502 of an unreachable provider, although the provider is this process. The
+/// session is kept, and refreshed once the store is back.
+#[tokio::test]
+async fn a_session_refresh_at_the_in_process_token_service_with_its_store_down_is_a_503() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let mut redis = crate::support::redis::RedisServer::standalone().await;
+    let redis_url = redis.url();
+    let clock = tollgate::clock::ManualClock::new();
+    let (gateway, issuer) = Gateway::start_at_issuer_with_clock(
+        |issuer| {
+            format!(
+                r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    redis_url = "{redis_url}"
+    [[provider]]
+    name = "self"
+    issuer = "{issuer}"
+    client_id = "gateway"
+    client_auth = "none"
+    [[route]]
+    path_prefix = "/app"
+    upstream = "{upstream}"
+    provider = "self"
+    [token_service]
+    issuer = "{issuer}"
+    store = "redis"
+    [[token_service.client]]
+    client_id = "gateway"
+    grants = ["authorization_code", "refresh_token"]
+    redirect_uris = ["{issuer}/callback"]
+    source = "local"
+    [[token_service.user]]
+    username = "alice"
+    password_hash = "{password_hash}"
+    email = "alice@example.com"
+    "#,
+                secret = crate::support::gateway::SESSION_SECRET,
+                upstream = upstream.url(),
+                password_hash = tollgate::hash_password("alice-password").unwrap(),
+            )
+        },
+        clock.clone(),
+    )
+    .await;
+    let (mut browser, callback) = up_to_the_callback(&gateway, &issuer).await;
+    assert_eq!(browser.get(&callback).await.status(), 302, "the callback");
+    assert_eq!(browser.get(&gateway.url("/app/page")).await.status(), 200);
+    let (mut late, late_callback) = up_to_the_callback(&gateway, &issuer).await;
+
+    redis.kill();
+    assert_eq!(
+        late.get(&late_callback).await.status(),
+        503,
+        "a code exchange needs the store too"
+    );
+    // Past the access token's lifetime (30 minutes by default): only a refresh can serve.
+    clock.advance(31 * 60);
+    let refused = browser.get(&gateway.url("/app/page")).await;
+    assert_eq!(
+        refused.status(),
+        503,
+        "the token service's store is down: {}",
+        refused.text().await.unwrap()
+    );
+    assert_eq!(
+        browser.get(&gateway.url("/app/page")).await.status(),
+        503,
+        "within the 10 s before the next attempt, still the store's answer"
+    );
+    redis.start().await;
+    clock.advance(11);
+    assert_eq!(
+        browser.get(&gateway.url("/app/page")).await.status(),
+        200,
+        "the session was kept and is refreshed now"
+    );
+    gateway.stop().await;
+}
+
+/// A new browser that has signed alice in at the token service for `/app/page`, up to the
+/// callback it is sent to (which only the token service's store can finish).
+async fn up_to_the_callback(gateway: &Gateway, issuer: &str) -> (Browser, String) {
+    let mut browser = Browser::new();
+    let login = browser.get(&gateway.url("/app/page")).await;
+    assert_eq!(login.status(), 302, "sent to sign in");
+    let authorize = location(&login);
+    assert!(
+        authorize.starts_with(&format!("{issuer}/authorize?")),
+        "{authorize}"
+    );
+    let query = authorize.split_once('?').unwrap().1.to_owned();
+    assert_eq!(
+        browser.get(&authorize).await.status(),
+        200,
+        "the login form"
+    );
+    let signed_in = browser
+        .post_form(
+            &gateway.url("/authorize"),
+            format!("{query}&username=alice&password=alice-password"),
+        )
+        .await;
+    assert_eq!(signed_in.status(), 302, "alice's password");
+    let callback = location(&signed_in);
+    (browser, callback)
+}
+
 /// An access token for the client `machine` (`client_credentials`).
 async fn machine_token(gateway: &Gateway) -> String {
     let (status, tokens) = token_request(

@@ -28,6 +28,9 @@ pub(super) struct Failure {
     /// A refresh token the provider issued before the failure: it rotated, so this one is kept
     /// or the next attempt would present a spent token.
     pub(super) rotated: Option<String>,
+    /// Whether the provider is the in-process token service and its store did not answer: a
+    /// session whose tokens have expired then gets the store's 503, not a provider's 502.
+    pub(super) store_unavailable: bool,
 }
 
 /// The claims of the ID token stored in the session (validated when it was received).
@@ -53,11 +56,13 @@ impl Shared {
             ends_session: matches!(&error, ProviderError::Refused(code) if code == "invalid_grant"),
             reason: error.to_string(),
             rotated: None,
+            store_unavailable: matches!(error, ProviderError::StoreUnavailable(_)),
         })?;
         let failure = |ends_session: bool, reason: String| Failure {
             ends_session,
             reason,
             rotated: tokens.refresh_token.clone(),
+            store_unavailable: false,
         };
         let id_claims = match &tokens.id_token {
             Some(id_token) => {

@@ -75,18 +75,21 @@ provider = "corp"
     /// Tollgate whose public listener is bound first, so that the config can name its own
     /// address (a token service's `issuer`): `config` gets `http://127.0.0.1:<port>`.
     pub async fn start_at_issuer(config: impl FnOnce(&str) -> String) -> (Self, String) {
+        Self::start_at_issuer_with_clock(config, Arc::new(tollgate::clock::SystemClock)).await
+    }
+
+    /// [`Self::start_at_issuer`] on `clock`.
+    pub async fn start_at_issuer_with_clock(
+        config: impl FnOnce(&str) -> String,
+        clock: Arc<dyn tollgate::clock::Clock>,
+    ) -> (Self, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let config = tollgate::config::load(&config(&issuer), &BTreeMap::new())
             .unwrap_or_else(|problems| panic!("config: {problems:?}"));
-        let app = tollgate::app::start(
-            config,
-            Arc::new(tollgate::clock::SystemClock),
-            Some(listener),
-            None,
-        )
-        .await
-        .unwrap();
+        let app = tollgate::app::start(config, clock, Some(listener), None)
+            .await
+            .unwrap();
         (Self::from_app(app), issuer)
     }
 
