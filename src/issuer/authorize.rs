@@ -244,6 +244,17 @@ async fn sign_in(
     same_origin_post(headers, service.issuer()).map_err(AuthorizeRefusal::CrossSite)?;
     let parameters = parse_parameters(body).map_err(AuthorizeError::Page)?;
     let request = service.check_authorization(&parameters)?;
+    // A client with a `login_provider` signs its users in there (with that provider's own
+    // checks), never with a local password: the form is not shown for it, and not accepted.
+    if service
+        .client(&request.client_id)
+        .is_some_and(|client| client.login_provider.is_some())
+    {
+        return Err(AuthorizeError::Page(
+            "this client signs users in at its login provider, not with a password here".to_owned(),
+        )
+        .into());
+    }
     let username = parameters.get("username").cloned().unwrap_or_default();
     let password = parameters.get("password").cloned().unwrap_or_default();
     let user = service

@@ -109,18 +109,30 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     let Some(token) = token else {
         return Err(invalid("missing logout_token"));
     };
-    // Choose the provider by the token's (unverified) issuer; its keys then decide.
+    // Choose the provider by the token's (unverified) issuer; its keys then decide. Two
+    // providers may share an issuer (two clients of one realm): the token's audience is one of
+    // them, so each is tried until one accepts it.
     let issuer = unverified_issuer(&token);
-    let Some(provider) = state
+    let mut refused = None;
+    let mut accepted = None;
+    for provider in state
         .providers
         .values()
-        .find(|provider| Some(provider.config.issuer.as_str()) == issuer.as_deref())
-    else {
-        return Err(invalid("unknown issuer"));
-    };
-    let claims = match provider.validate_logout_token(&token).await {
-        Ok(claims) => claims,
-        Err(error) => return Err(invalid(&format!("logout_token refused: {error}"))),
+        .filter(|provider| Some(provider.config.issuer.as_str()) == issuer.as_deref())
+    {
+        match provider.validate_logout_token(&token).await {
+            Ok(claims) => {
+                accepted = Some((provider, claims));
+                break;
+            }
+            Err(error) => refused = Some(error),
+        }
+    }
+    let Some((provider, claims)) = accepted else {
+        return Err(match refused {
+            Some(error) => invalid(&format!("logout_token refused: {error}")),
+            None => invalid("unknown issuer"),
+        });
     };
     let now = state.clock.now();
     let jti = claims

@@ -206,6 +206,21 @@ fn route_requirements_all_must_hold() {
         json!({"email": "a@example.com", "email_verified": false}),
         Err("verified"),
     );
+    // Amazon Cognito sends the claim as a string.
+    for unverified in [json!("false"), json!("no"), json!(0)] {
+        check_route(
+            "email_domains = [\"example.com\"]",
+            json!({"email": "a@example.com", "email_verified": unverified}),
+            Err("verified"),
+        );
+    }
+    for verified in [json!(true), json!("true"), json!(null)] {
+        let mut claims = json!({"email": "a@example.com", "email_verified": verified});
+        if verified.is_null() {
+            claims.as_object_mut().unwrap().remove("email_verified");
+        }
+        check_route("email_domains = [\"example.com\"]", claims, Ok(()));
+    }
     check_route(
         "email_domains = [\"example.com\"]",
         json!({"email": "a@evil.com@example.com.evil"}),

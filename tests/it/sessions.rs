@@ -289,6 +289,31 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
     );
 }
 
+/// Two providers may be two clients of one realm (one issuer): a logout token is for the
+/// provider whose client it names, whichever of them comes first.
+#[tokio::test]
+async fn backchannel_logout_finds_the_provider_among_those_sharing_an_issuer() {
+    let idp = TestIdp::start().await;
+    let second_client = format!(
+        "[[provider]]\nname = \"another-client\"\nissuer = \"{}\"\nclient_id = \"another-client\"\nclient_secret = \"another-secret\"\n\n[forward_auth]\n",
+        idp.issuer()
+    );
+    let config = memory_config(&idp, None, "").replace("[forward_auth]\n", &second_client);
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let for_another = idp
+        .logout_token()
+        .claim("aud", json!("a-third-client"))
+        .sign();
+    assert_eq!(backchannel(&gateway, &for_another).await.status(), 400);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let response = backchannel(&gateway, &idp.logout_token().sign()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
+
 #[tokio::test]
 async fn backchannel_logout_needs_a_server_side_store() {
     let idp = TestIdp::start().await;

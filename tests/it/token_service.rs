@@ -699,13 +699,41 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     redirect_uris = ["https://partner-app.example/cb"]
     login_provider = "partner"
     source = "partner"
+    [[token_service.user]]
+    username = "alice"
+    password_hash = "{password_hash}"
+    email = "alice@local.example"
     "#,
             secret = crate::support::gateway::SESSION_SECRET,
             corp = corp.issuer(),
             partner = partner.issuer(),
+            password_hash = tollgate::hash_password("alice-password").unwrap(),
         )
     })
     .await;
+    // A client that logs in at its provider never takes a local password: a local `alice`
+    // would otherwise become `aad:alice`, the provider's alice, without its login.
+    let form = format!(
+        "response_type=code&client_id=corp-app&redirect_uri={}&scope=openid&code_challenge={}&code_challenge_method=S256&username=alice&password=alice-password",
+        url::form_urlencoded::byte_serialize(b"https://corp-app.example/cb").collect::<String>(),
+        challenge(VERIFIER)
+    );
+    let posted = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(gateway.url("/authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        posted.status(),
+        400,
+        "{:?}",
+        posted.headers().get("location")
+    );
     for (client_id, redirect, upstream, expected_sub) in [
         (
             "corp-app",
