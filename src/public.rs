@@ -215,17 +215,11 @@ impl PublicService {
         &self,
         request: &Request<B>,
     ) -> Result<(), crate::http::canonical::HostError> {
+        let host = crate::http::canonical::host_header(request.headers())?;
         let Some(authority) = request.uri().authority() else {
             return Ok(());
         };
-        crate::http::canonical::request_host(
-            request
-                .headers()
-                .get(header::HOST)
-                .map(|value| value.as_bytes()),
-            Some(authority.as_str()),
-        )
-        .map(|_| ())
+        crate::http::canonical::request_host(host, Some(authority.as_str())).map(|_| ())
     }
 
     /// Whether a request for `path` (as sent) with this `Host` is answered by one of
@@ -249,6 +243,12 @@ impl PublicService {
             .headers()
             .get(header::HOST)
             .map(|value| value.as_bytes());
+        // A prefix (`/envoy/`) is matched as sent: what follows it is another request's path,
+        // which its handler reads in canonical form; resolved together, `/envoy/../x` would
+        // escape the prefix and be answered as `/x`.
+        if let Some(own) = self.own_prefix(request.uri().path()) {
+            return (request, Some(own));
+        }
         let (mut own, rewritten) =
             match crate::http::canonical::canonical_path(request.uri().path()) {
                 Err(_) => (None, None),
@@ -291,13 +291,18 @@ impl PublicService {
     ) -> Option<(OwnEndpoint, &'static str)> {
         let own = match self.own_paths.get(path) {
             Some(role) => Some((OwnEndpoint::Path, *role)),
-            None => self.own_prefixes.iter().find_map(|(prefix, role)| {
-                path.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-                    .then_some((OwnEndpoint::Prefix(prefix.len()), *role))
-            }),
+            None => self.own_prefix(path),
         };
         own.filter(|_| !(path == "/" && self.a_route_claims_root(host_header)))
+    }
+
+    /// The own endpoint whose prefix (`/envoy`) `path` starts with, and its role.
+    fn own_prefix(&self, path: &str) -> Option<(OwnEndpoint, &'static str)> {
+        self.own_prefixes.iter().find_map(|(prefix, role)| {
+            path.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+                .then_some((OwnEndpoint::Prefix(prefix.len()), *role))
+        })
     }
 
     /// Whether a route serves `/` for this request's host (then the landing page does not).

@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth};
 use crate::http::canonical::canonical_path;
-use crate::http::forwarded::{OriginalRequest, raw_path_of_absolute};
+use crate::http::forwarded::{OriginalRequest, is_host, raw_path_of_absolute};
 use crate::http::rejection::Rejection;
 use crate::policy::{Step, Trace};
 use crate::proxy::{
@@ -186,7 +186,14 @@ fn parse(described: &ExplainRequest) -> Result<Described, String> {
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
         .ok_or("`url` must be an absolute http or https URL")?;
-    let raw_path = raw_path_of_absolute(&described.url).unwrap_or_else(|| "/".to_owned());
+    let raw_path = match raw_path_of_absolute(&described.url) {
+        Some(raw_path) => raw_path,
+        // `https://app.example.com`: the root.
+        None if is_host(described.url.split_once("://").map_or("", |(_, rest)| rest)) => {
+            "/".to_owned()
+        }
+        None => return Err("`url` must be a plain host[:port] and a path".to_owned()),
+    };
     let mut headers = HeaderMap::new();
     for (name, values) in &described.headers {
         let header_name = HeaderName::from_bytes(name.as_bytes())

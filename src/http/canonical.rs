@@ -25,6 +25,10 @@ pub enum PathError {
     /// A `..` that climbs above the root.
     #[error("the path climbs above the root")]
     AboveRoot,
+    /// A `.` or `..` segment with `;` parameters (`/public/..;/admin`): Tomcat and Jetty drop
+    /// the parameters and resolve it, other servers keep it as a name.
+    #[error("the path holds a dot segment with parameters")]
+    DotSegmentParameters,
 }
 
 /// The canonical form of `raw` (a path, maybe followed by a query or fragment, which are
@@ -99,6 +103,11 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     let mut output: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in path.split('/').skip(1) {
+        if let Some((name, _)) = segment.split_once(';')
+            && matches!(name, "." | "..")
+        {
+            return Err(PathError::DotSegmentParameters);
+        }
         match segment {
             "" => trailing_slash = true,
             "." => trailing_slash = true,
@@ -121,6 +130,64 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
         result.push('/');
     }
     Ok(result)
+}
+
+/// The other readings of a canonical path that an application behind Tollgate may take:
+/// without the `;` parameters of its segments (Tomcat, Jetty and Spring drop them, so
+/// `/admin;x/users` is `/admin/users` there), and with its remaining percent-encodings decoded
+/// (`/users/%40me` is `/users/@me` to most applications). Empty for a path with neither `;`
+/// nor `%`, as almost every path is. A decision that must hold for whatever the application
+/// serves looks at each reading.
+pub fn other_readings(path: &str) -> Vec<String> {
+    let mut readings = Vec::new();
+    let has_parameters = path.contains(';');
+    if has_parameters {
+        let without: Vec<&str> = path
+            .split('/')
+            .map(|segment| segment.split_once(';').map_or(segment, |(name, _)| name))
+            .collect();
+        if let Ok(reading) = resolve_segments(&without.join("/")) {
+            readings.push(reading);
+        }
+    }
+    if path.contains('%') {
+        let decoded = decode_all(path);
+        if has_parameters {
+            let without: Vec<&str> = decoded
+                .split('/')
+                .map(|segment| segment.split_once(';').map_or(segment, |(name, _)| name))
+                .collect();
+            readings.push(without.join("/"));
+        }
+        readings.push(decoded);
+    }
+    readings
+}
+
+/// `path` with every percent-encoding decoded (a canonical path holds only valid ones); bytes
+/// that are not UTF-8 become U+FFFD.
+fn decode_all(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let value = (byte == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match value {
+            Some(value) => {
+                decoded.push(value);
+                index += 3;
+            }
+            None => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// The host name a `Host` value (or an absolute-form target's authority) names: lower case,
@@ -189,6 +256,21 @@ pub enum HostError {
     /// The absolute-form target names another host than the `Host` header.
     #[error("the Host header and the request target name different hosts")]
     Disagree,
+    /// More than one `Host` header (RFC 9112 §3.2: 400): an upstream might read the other.
+    #[error("more than one Host header")]
+    Repeated,
+}
+
+/// A request's `Host` header, as sent.
+///
+/// # Errors
+/// `Repeated` when there is more than one.
+pub fn host_header(headers: &axum::http::HeaderMap) -> Result<Option<&[u8]>, HostError> {
+    let mut values = headers.get_all(axum::http::header::HOST).iter();
+    match (values.next(), values.next()) {
+        (_, Some(_)) => Err(HostError::Repeated),
+        (first, None) => Ok(first.map(axum::http::HeaderValue::as_bytes)),
+    }
 }
 
 /// The canonical host of a request from its `Host` header and its target's authority (absolute
@@ -258,6 +340,24 @@ mod tests {
         path("/.well-known/x", Ok("/.well-known/x"));
         path("/a/...", Ok("/a/..."));
         path("/public;/../admin", Ok("/admin"));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused_and_other_readings_listed() {
+        path("/public/..;/admin", Err(PathError::DotSegmentParameters));
+        path("/public/..;x=1/admin", Err(PathError::DotSegmentParameters));
+        path(
+            "/public/%2e%2e;/admin",
+            Err(PathError::DotSegmentParameters),
+        );
+        path("/public/.;/admin", Err(PathError::DotSegmentParameters));
+        path("/public/...;/admin", Ok("/public/...;/admin"));
+        assert!(other_readings("/public/admin").is_empty());
+        assert_eq!(other_readings("/admin;x/users"), ["/admin/users"]);
+        assert_eq!(other_readings("/a/;x/b"), ["/a/b"]);
+        assert_eq!(other_readings("/users/%40me"), ["/users/@me"]);
+        assert_eq!(other_readings("/a;b/%40c"), ["/a/%40c", "/a/@c", "/a;b/@c"]);
+        assert_eq!(other_readings("/%FF"), ["/\u{fffd}"]);
     }
 
     #[test]

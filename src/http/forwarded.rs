@@ -93,16 +93,21 @@ fn conflict<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
 }
 
 /// ingress-nginx's reading: `X-Original-URL` (absolute, or a path) and `X-Original-Method`.
+/// An absolute URL is believed only whole: when its authority is not a plain `host[:port]`
+/// followed by the path's `/`, neither its URL nor its path is read.
 fn from_original_url(original_url: &str, headers: &HeaderMap) -> OriginalRequest {
     let method =
         header(headers, &X_ORIGINAL_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-    let url = Url::parse(original_url)
+    let absolute = Url::parse(original_url)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"));
-    let raw_path = match &url {
-        Some(_) => raw_path_of_absolute(original_url),
-        None if original_url.starts_with('/') => Some(original_url.to_owned()),
-        None => None,
+    let (url, raw_path) = match absolute {
+        Some(url) => match raw_path_of_absolute(original_url) {
+            Some(raw_path) => (Some(url), Some(raw_path)),
+            None => (None, None),
+        },
+        None if original_url.starts_with('/') => (None, Some(original_url.to_owned())),
+        None => (None, None),
     };
     OriginalRequest {
         method,
@@ -117,7 +122,7 @@ fn from_forwarded_uri(uri: &str, headers: &HeaderMap) -> OriginalRequest {
         header(headers, &X_FORWARDED_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let proto = header(headers, &X_FORWARDED_PROTO).unwrap_or("https");
     let url = header(headers, &X_FORWARDED_HOST)
-        .filter(|_| matches!(proto, "http" | "https") && uri.starts_with('/'))
+        .filter(|host| is_host(host) && matches!(proto, "http" | "https") && uri.starts_with('/'))
         .and_then(|host| Url::parse(&format!("{proto}://{host}{uri}")).ok());
     OriginalRequest {
         method,
@@ -127,16 +132,23 @@ fn from_forwarded_uri(uri: &str, headers: &HeaderMap) -> OriginalRequest {
 }
 
 /// The path-and-query of an absolute URL exactly as written (not normalised by a URL parser,
-/// which would hide encoded separators from `http::canonical`).
+/// which would hide encoded separators from `http::canonical`). `None` unless a plain
+/// `host[:port]` is followed by the path's `/`: nginx lets `?` and `#` into a `Host` after its
+/// `:` and builds `X-Original-URL` from it, and `https://app:1?/admin` must not read as the
+/// path `/` with the query `/admin`.
 pub fn raw_path_of_absolute(url: &str) -> Option<String> {
     let after_scheme = url.split_once("://")?.1;
-    let start = after_scheme.find(['/', '?', '#'])?;
-    let rest = after_scheme.get(start..)?;
-    Some(if rest.starts_with('/') {
-        rest.to_owned()
-    } else {
-        format!("/{rest}")
-    })
+    let (authority, path) = after_scheme.split_at(after_scheme.find('/')?);
+    is_host(authority).then(|| path.to_owned())
+}
+
+/// Whether `value` holds only what a `host[:port]` can (a name, an IPv4 or a bracketed IPv6
+/// address, a port): no `?`, `#`, `@`, `/` or space that would move where a URL's path begins.
+pub fn is_host(value: &str) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|byte| {
+            matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b':' | b'[' | b']')
+        })
 }
 
 /// The address of the client behind a request: the peer, or — when the peer is a trusted
@@ -188,12 +200,7 @@ pub fn base_parts<'a>(
     if !matches!(proto, "http" | "https") {
         return None;
     }
-    let host = host.filter(|host| {
-        !host.is_empty()
-            && host.bytes().all(|byte| {
-                matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b':' | b'[' | b']')
-            })
-    })?;
+    let host = host.filter(|host| is_host(host))?;
     Some((proto, host))
 }
 
@@ -311,6 +318,41 @@ mod tests {
             from_traefik.url.unwrap().as_str(),
             "https://app.example.com/public/x"
         );
+    }
+
+    #[test]
+    fn an_original_url_whose_authority_is_no_host_is_not_read() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        // nginx accepts `Host: app.example.com:1?` and sends `$scheme://$http_host$request_uri`;
+        // a URL parser reads the path `/` and the query `/admin/secret`.
+        for url in [
+            "https://app.example.com:1?/admin/secret",
+            "https://app.example.com:1#/admin/secret",
+            "https://app.example.com?/admin",
+            "https://user@app.example.com/admin",
+            "https://app.example.com",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-original-url", url.parse().unwrap());
+            let read = original_request(peer, &headers, &trusted).unwrap();
+            assert_eq!((read.url, read.raw_path), (None, None), "{url}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-original-url",
+            "https://[2001:db8::1]:8443/admin?x=1".parse().unwrap(),
+        );
+        let read = original_request(peer, &headers, &trusted).unwrap();
+        assert_eq!(read.raw_path.as_deref(), Some("/admin?x=1"));
+        assert!(read.url.is_some());
+        // Traefik's `X-Forwarded-Host` is read only as a host too.
+        let mut traefik = HeaderMap::new();
+        traefik.insert("x-forwarded-uri", "/admin".parse().unwrap());
+        traefik.insert("x-forwarded-host", "app.example.com:1?".parse().unwrap());
+        let read = original_request(peer, &traefik, &trusted).unwrap();
+        assert_eq!(read.url, None);
+        assert_eq!(read.raw_path.as_deref(), Some("/admin"));
     }
 
     #[test]

@@ -49,14 +49,23 @@ pub struct SkipRule {
 
 impl SkipRule {
     /// Whether this rule lets a request with `method` and canonical `path` skip authentication.
-    /// A rule naming a method never applies when the method is not known (fail closed).
+    /// A rule naming a method never applies when the method is not known (fail closed). It
+    /// must hold for every reading the application may take of the path (see
+    /// [`other_readings`](crate::http::canonical::other_readings)): a `skip-auth` pattern
+    /// must match all of them, a `skip-auth-ne` pattern none.
     pub fn skips(&self, method: Option<&Method>, path: &str) -> bool {
         if let Some(wanted) = &self.method
             && method != Some(wanted)
         {
             return false;
         }
-        self.pattern.is_match(path) != self.negated
+        let readings = crate::http::canonical::other_readings(path);
+        let mut all = std::iter::once(path).chain(readings.iter().map(String::as_str));
+        if self.negated {
+            !all.any(|reading| self.pattern.is_match(reading))
+        } else {
+            all.all(|reading| self.pattern.is_match(reading))
+        }
     }
 }
 
@@ -212,4 +221,37 @@ fn parse_skip(parameter: &str, value: &str, negated: bool) -> Result<SkipRule, A
 /// An HTTP method name as written in a skip rule: upper-case letters only.
 fn is_method_token(text: &str) -> bool {
     !text.is_empty() && text.len() <= 16 && text.bytes().all(|byte| byte.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_rule_holds_for_every_reading_of_the_path() {
+        let skip = parse_skip("skip-auth", "^/public/", false).unwrap();
+        assert!(skip.skips(None, "/public/x"));
+        assert!(skip.skips(None, "/public/%40x"));
+        assert!(
+            !skip.skips(None, "/public;x=1/y"),
+            "a server that keeps the parameters serves /public;x=1/y, not under /public/"
+        );
+        let exact = parse_skip("skip-auth", "^/public/page$", false).unwrap();
+        assert!(
+            !exact.skips(None, "/public/page;jsessionid=1"),
+            "Tomcat serves /public/page, others /public/page;jsessionid=1: both must match"
+        );
+        let unless_me = parse_skip("skip-auth-ne", "^/api/users/@me", true).unwrap();
+        assert!(unless_me.skips(None, "/api/other"));
+        assert!(!unless_me.skips(None, "/api/users/@me"));
+        assert!(
+            !unless_me.skips(None, "/api/users/%40me"),
+            "the application decodes %40 to @"
+        );
+        let unless_admin = parse_skip("skip-auth-ne", "^/admin/", true).unwrap();
+        assert!(
+            !unless_admin.skips(None, "/admin;x/users"),
+            "Tomcat drops the parameters: /admin/users"
+        );
+    }
 }

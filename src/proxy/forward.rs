@@ -133,8 +133,36 @@ fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
     })
 }
 
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// Headers a proxy sets about the client's request (who sent it, how, to which path, with which
+/// method): from a client that is not a trusted proxy they are removed, so an upstream that
+/// believes them (`X-Original-URL` overriding the path in some frameworks,
+/// `X-HTTP-Method-Override` the method) never serves another request than the one Tollgate
+/// decided on.
+static FROM_PROXIES_ONLY: [HeaderName; 15] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Whether an `Upgrade` header asks for h2c.
+fn names_h2c(protocols: &HeaderValue) -> bool {
+    protocols.to_str().map_or(true, |text| {
+        text.split(',')
+            .any(|protocol| protocol.trim().eq_ignore_ascii_case("h2c"))
+    })
+}
 
 /// Facts about the client connection that go upstream as `X-Forwarded-*`.
 pub struct ForwardedFor<'a> {
@@ -162,7 +190,13 @@ pub async fn forward(
     forwarded: ForwardedFor<'_>,
     add_identity: impl FnOnce(&mut HeaderMap),
 ) -> Result<Response, ForwardError> {
-    let upgrade = request.headers().get(header::UPGRADE).cloned();
+    // h2c is never passed on: once the upstream switched, the client would speak HTTP/2 to it
+    // on the spliced connection, requests Tollgate never sees. The request goes as a plain one.
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|protocols| !names_h2c(protocols))
+        .cloned();
     let target = route
         .upstream
         .request_target(request.uri().path_and_query())
@@ -178,6 +212,12 @@ pub async fn forward(
             .insert(header::HOST, route.upstream.authority().clone());
     }
     remove_hop_by_hop(&mut parts.headers);
+    if !forwarded.peer_trusted {
+        // Said by proxies, never by clients: removed in every spelling an upstream might read
+        // as one of them (`X_Forwarded_For`, `x-original-url`); `X-Forwarded-For`, `-Proto`
+        // and `-Host` are set below.
+        super::headers::strip_identity_headers(&mut parts.headers, FROM_PROXIES_ONLY.iter());
+    }
     // After the hop-by-hop removal: a client's `Connection: X-User` must not take away the
     // identity headers Tollgate sends.
     add_identity(&mut parts.headers);
@@ -198,12 +238,6 @@ pub async fn forward(
         Some(chain) => parts.headers.insert(X_FORWARDED_FOR.clone(), chain),
         None => parts.headers.remove(&X_FORWARDED_FOR),
     };
-    // Other ways of saying who the client is are believed only from a trusted proxy.
-    if !forwarded.peer_trusted {
-        for name in [&X_REAL_IP, &header::FORWARDED, &X_FORWARDED_PORT] {
-            parts.headers.remove(name);
-        }
-    }
     let proto = match forwarded.proto {
         "https" => HeaderValue::from_static("https"),
         "http" => HeaderValue::from_static("http"),

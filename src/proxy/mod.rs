@@ -59,7 +59,8 @@ pub struct ProxyState {
 /// matches. `path` is the canonical path. `POST /admin/explain` chooses routes with this too.
 ///
 /// # Errors
-/// A `Host` that disagrees with the absolute-form target, or is malformed.
+/// A `Host` that disagrees with the absolute-form target, or is malformed; a path that another
+/// reading of it would give another route.
 pub fn select_route<'a>(
     state: &'a ProxyState,
     host_header: Option<&[u8]>,
@@ -68,12 +69,31 @@ pub fn select_route<'a>(
 ) -> Result<Option<&'a RouteConfig>, Rejection> {
     let host = request_host(host_header, authority)
         .map_err(|error| Rejection::BadRequest(error.to_string()))?;
-    Ok(state.routes.find(host.as_deref(), path))
+    let route = state.routes.find(host.as_deref(), path);
+    // One route for whatever the application reads the path as (`/admin;x/users` is
+    // `/admin/users` to Tomcat): a path that reads as another route's is refused.
+    for reading in crate::http::canonical::other_readings(path) {
+        let other = state.routes.find(host.as_deref(), &reading);
+        let same = match (route, other) {
+            (Some(route), Some(other)) => std::ptr::eq(route, other),
+            (route, other) => route.is_none() && other.is_none(),
+        };
+        if !same {
+            return Err(Rejection::BadRequest(
+                "the path reads as another route's without its parameters or percent-encodings"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(route)
 }
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
 /// The request's span, when tracing is on, is named after the route that serves it.
 pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) -> Response {
+    // Read before the target is rewritten to its canonical path (origin form): an absolute-form
+    // target's host must still agree with `Host`.
+    let authority = request.uri().authority().cloned();
     // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
@@ -103,18 +123,16 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
             }
         }
     }
-    let route = select_route(
-        state,
-        request
-            .headers()
-            .get(header::HOST)
-            .map(HeaderValue::as_bytes),
-        request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str()),
-        request.uri().path(),
-    );
+    let route = crate::http::canonical::host_header(request.headers())
+        .map_err(|error| Rejection::BadRequest(error.to_string()))
+        .and_then(|host| {
+            select_route(
+                state,
+                host,
+                authority.as_ref().map(|authority| authority.as_str()),
+                request.uri().path(),
+            )
+        });
     let route = match route {
         Ok(Some(route)) => route,
         Ok(None) => {
@@ -428,12 +446,13 @@ async fn serve_route(
                 .await
                 .map(|response| (response, "logout", None))
         }
-        RouteDecision::Skip => send(state, route, peer, &base, request, &[])
+        RouteDecision::Skip => send(state, route, peer, &base, request, Checked::Nothing)
             .await
             .map(|response| (response, "skip", None)),
         RouteDecision::Allow(identity, identity_headers) => {
             crate::telemetry::with_current(|span| span.credential(identity.credential.as_str()));
-            let mut response = send(state, route, peer, &base, request, &identity_headers).await?;
+            let checked = Checked::Identity(identity.credential, &identity_headers);
+            let mut response = send(state, route, peer, &base, request, checked).await?;
             for cookie in &identity.set_cookies {
                 if let Ok(value) = HeaderValue::from_str(cookie) {
                     response.headers_mut().append(header::SET_COOKIE, value);
@@ -447,7 +466,7 @@ async fn serve_route(
             let method = request.method().clone();
             let headers = request.headers().clone();
             let target = return_target(&request);
-            let response = send(state, route, peer, &base, request, &[]).await?;
+            let response = send(state, route, peer, &base, request, Checked::Nothing).await?;
             if response.status() != StatusCode::UNAUTHORIZED
                 || crate::http::is_api_call(&method, &headers)
             {
@@ -457,7 +476,7 @@ async fn serve_route(
                 crate::login::begin_login(&state.login, provider, &base, &headers, target).await?;
             Ok((login, "login_redirect", None))
         }
-        RouteDecision::Pass(_) => send(state, route, peer, &base, request, &[])
+        RouteDecision::Pass(_) => send(state, route, peer, &base, request, Checked::Nothing)
             .await
             .map(|response| (response, "pass", None)),
         RouteDecision::Login => {
@@ -509,21 +528,39 @@ async fn logout(
     .map_err(Refusal::from)
 }
 
+/// What Tollgate checked of a request it forwards.
+#[derive(Clone, Copy)]
+enum Checked<'a> {
+    /// Nothing: a `skip` rule or a `pass` without a credential.
+    Nothing,
+    /// The credential that identified the caller, and the identity headers it gives.
+    Identity(Credential, &'a [(HeaderName, HeaderValue)]),
+}
+
 /// Adds identity headers (and, when tracing, the span's `traceparent` in place of the
-/// client's), removes Tollgate's cookies, and forwards.
+/// client's), removes Tollgate's cookies, and forwards. On a route that accepts bearer tokens,
+/// the client's `Authorization` goes upstream only when it was the credential Tollgate checked:
+/// an upstream reading the token must never get one that Tollgate did not validate.
 async fn send(
     state: &ProxyState,
     route: &RouteConfig,
     peer: SocketAddr,
     base: &url::Url,
     mut request: Request,
-    identity_headers: &[(HeaderName, HeaderValue)],
+    checked: Checked<'_>,
 ) -> Result<Response, Refusal> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
         route.headers.iter().map(|(name, _)| name),
     );
+    if route.accept_bearer && !matches!(checked, Checked::Identity(Credential::Bearer, _)) {
+        request.headers_mut().remove(header::AUTHORIZATION);
+    }
+    let identity_headers = match checked {
+        Checked::Identity(_, identity_headers) => identity_headers,
+        Checked::Nothing => &[],
+    };
     let add_identity = |headers: &mut HeaderMap| {
         for (name, value) in identity_headers {
             headers.insert(name.clone(), value.clone());

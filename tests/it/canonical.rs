@@ -233,10 +233,52 @@ async fn the_proxy_forwards_the_canonical_path_and_refuses_paths_without_one() {
         ("/public/%2F../admin", (400, None)),
         ("/public/%252e%252e/admin", (400, None)),
         ("/public/../../admin", (400, None)),
+        // Tomcat reads `/public/..;/admin` as `/admin`, nginx as a name: no single reading.
+        ("/public/..;/admin", (400, None)),
+        ("/public/%2e%2e;x=1/admin", (400, None)),
+        // `/public;x/y` is `/public/y` to Tomcat, another route's path to everyone else.
+        ("/public;x/y", (400, None)),
+        ("/public/x;v=1", (200, Some("/public/x;v=1"))),
+        ("/public/%40x", (200, Some("/public/@x"))),
     ] {
         let (status, body) = raw_get(port, path, &[]).await;
         assert_eq!((status, served(&body)), expected, "{path}");
     }
+    gateway.stop().await;
+}
+
+/// nginx accepts `?` and `#` in a `Host` after its `:` and builds `X-Original-URL` from it:
+/// Tollgate must not read the path nginx serves as the query of a URL whose path is `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_turns_the_path_into_a_query_is_never_skipped() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let app_port = free_port();
+    let gateway = Gateway::start(&config(&idp, app_port)).await;
+    let tollgate_port = gateway.app.public_addr.port();
+    let (skip_root, skip_not_api) = (free_port(), free_port());
+    let fronts = [
+        (skip_root, "skip-auth=%5E/%24"),
+        (skip_not_api, "skip-auth-ne=%5E/api/"),
+    ];
+    let _nginx = Nginx::start(
+        &nginx_config(app_port, tollgate_port, &fronts),
+        &[app_port, skip_root, skip_not_api],
+    )
+    .await;
+    for host in ["127.0.0.1:1?", "127.0.0.1:1#", "127.0.0.1:1?x="] {
+        for port in [skip_root, skip_not_api] {
+            let (status, body) = raw_get(port, "/api/secret", &[("Host", host)]).await;
+            assert_eq!(status, 401, "Host: {host} on port {port}: {body:?}");
+        }
+    }
+    // The rules still skip what they name.
+    let (status, body) = raw_get(skip_root, "/", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/")));
+    let (status, body) = raw_get(skip_not_api, "/other", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/other")));
     gateway.stop().await;
 }
 
@@ -277,8 +319,28 @@ on_unauthenticated = "pass"
     )
     .await;
     assert_eq!(status, 400, "Host and absolute-form target disagree");
+    let (status, _) = raw_get(
+        port,
+        "http://other.example.com//x",
+        &[("Host", "app.example.com")],
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "they disagree also when the path is rewritten to its canonical form"
+    );
     let (status, _) = raw_get(port, "/x", &[("Host", "app.example.com..")]).await;
     assert_eq!(status, 400);
+    // Two `Host` headers (RFC 9112 §3.2): an upstream might read the other one.
+    for hosts in [
+        [("Host", "other.example.com"), ("Host", "app.example.com")],
+        [("Host", "app.example.com"), ("Host", "app.example.com")],
+    ] {
+        for target in ["/x", "/ping"] {
+            let (status, _) = raw_get(port, target, &hosts).await;
+            assert_eq!(status, 400, "{target} with {hosts:?}");
+        }
+    }
     gateway.stop().await;
 }
 

@@ -589,3 +589,42 @@ async fn grpc_sends_a_refreshed_cookie_session_back_to_the_browser() {
         HeaderAppendAction::AppendIfExistsOrAdd as i32
     );
 }
+
+/// Envoy's HTTP filter (no `normalize_path` in the README's recipe) sends the client's path as
+/// written after its prefix: its dot segments never climb out of `/envoy/` into one of
+/// Tollgate's own pages, which would answer 200 and so let Envoy pass the request.
+#[tokio::test]
+async fn http_variant_keeps_dot_segments_inside_the_prefix() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let port = gateway.app.public_addr.port();
+    for target in [
+        "/envoy/..",
+        "/envoy/../ping",
+        "/envoy/%2e%2e/ping",
+        "/envoy/x/../../ping",
+        "/envoy/../envoy/public/x",
+    ] {
+        let (status, body) = crate::support::nginx::raw_get(
+            port,
+            target,
+            &[
+                ("Host", "app.example.com"),
+                ("Accept", "application/json"),
+                ("X-Tollgate-Rules", "skip-auth=^/public/"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 401, "{target}: {body}");
+    }
+    let (status, _) = crate::support::nginx::raw_get(
+        port,
+        "/envoy/public/x",
+        &[
+            ("Host", "app.example.com"),
+            ("X-Tollgate-Rules", "skip-auth=^/public/"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "the rules still apply inside the prefix");
+}

@@ -204,6 +204,133 @@ on_unauthenticated = "pass"
     );
 }
 
+/// On a route that accepts bearer tokens, `Authorization` is Tollgate's to check: one that was
+/// not the credential (a session identified the caller, a skip rule let the request through)
+/// never reaches the upstream, which may read the caller from it.
+#[tokio::test]
+async fn an_authorization_tollgate_did_not_check_never_reaches_the_upstream() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+accept_bearer = true
+skip = ["^/public/"]
+[route.headers]
+"X-User" = "claim:email"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let forged = "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+    let client = reqwest::Client::new();
+    let skipped: Value = client
+        .get(gateway.url("/public/x"))
+        .header("authorization", forged)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(skipped["uri"], "/public/x");
+    assert!(seen(&skipped, "authorization").is_empty(), "{skipped}");
+
+    let mut browser = Browser::new();
+    let (response, _) = log_in_through(&mut browser, &gateway, "/app").await;
+    assert_eq!(response.status(), 200);
+    let with_session: Value = browser
+        .get_with(&gateway.url("/app"), &[("authorization", forged)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen(&with_session, "x-user"), ["alice@example.com"]);
+    assert!(
+        seen(&with_session, "authorization").is_empty(),
+        "{with_session}"
+    );
+
+    let token = idp.access_token().sign();
+    let with_token: Value = client
+        .get(gateway.url("/app"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&with_token, "authorization"),
+        [format!("Bearer {token}")],
+        "the token Tollgate checked goes on as sent"
+    );
+}
+
+/// Headers only a proxy may set (the client's address, an overriding path or method) are not
+/// passed on from a client that is not a trusted proxy, in any spelling; and an h2c upgrade is
+/// not passed on at all (the upstream would then take HTTP/2 requests Tollgate never saw).
+#[tokio::test]
+async fn what_only_a_proxy_may_say_and_h2c_upgrades_are_not_passed_on() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    // This client is no proxy (the default trusts loopback).
+    let config = proxy_config(&idp, &upstream.url(), routes)
+        .replace("[server]\n", "[server]\ntrusted_proxies = []\n");
+    let gateway = Gateway::start(&config).await;
+    let spoofed = [
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("x_forwarded_for", "10.9.9.9"),
+        ("x-forwarded-prefix", "/admin"),
+        ("X_Real_IP", "10.9.9.9"),
+        ("forwarded", "for=10.9.9.9"),
+    ];
+    let mut request = reqwest::Client::new().get(gateway.url("/x"));
+    for (name, value) in spoofed {
+        request = request.header(name, value);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    let names: Vec<&String> = body["headers"].as_object().unwrap().keys().collect();
+    for (name, _) in spoofed {
+        let normal = name.replace('_', "-").to_ascii_lowercase();
+        if normal == "x-forwarded-for" {
+            // Tollgate's own, checked below.
+            continue;
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|seen| seen.replace('_', "-").eq_ignore_ascii_case(&normal)),
+            "{name} reached the upstream: {names:?}"
+        );
+    }
+    assert_eq!(seen(&body, "x-forwarded-for"), ["127.0.0.1"]);
+    assert!(seen(&body, "x_forwarded_for").is_empty(), "{names:?}");
+
+    let port = gateway.app.public_addr.port();
+    let (status, answer) = crate::support::nginx::raw_get(
+        port,
+        "/x",
+        &[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert!(seen(&body, "upgrade").is_empty(), "{body}");
+    assert_eq!(body["uri"], "/x");
+}
+
 #[tokio::test]
 async fn deny_pass_and_bearer_routes() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
