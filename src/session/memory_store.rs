@@ -186,6 +186,38 @@ impl MemoryStore {
         self.mark_changed();
     }
 
+    /// Stores `session` under `id` only while the stored session still holds the refresh token
+    /// `spent`, checked and written under one lock: a logout on another thread in between is
+    /// never undone. `Err(Some(current))` when another session is stored by now (a refresh that
+    /// came first), `Err(None)` when the session is gone.
+    ///
+    /// # Errors
+    /// As above: nothing was written.
+    pub fn replace_refreshed(
+        &self,
+        id: &str,
+        spent: &str,
+        session: Arc<Session>,
+        now: UnixTime,
+    ) -> Result<(), Option<Arc<Session>>> {
+        {
+            let mut sessions = self.write().ok_or(None)?;
+            let entry = sessions.get(id).ok_or(None)?;
+            let current = match self.expanded.get(id) {
+                Some(current) => current,
+                None => entry.expand().ok_or(None)?.session,
+            };
+            if current.refresh_token.as_deref() != Some(spent) {
+                return Err(Some(current));
+            }
+            let entry = Entry::new(&session, now);
+            self.expanded.insert(id.to_owned(), session);
+            sessions.insert(id.to_owned(), entry);
+        }
+        self.mark_changed();
+        Ok(())
+    }
+
     /// Removes the session `id`; returns whether it was there.
     pub fn remove(&self, id: &str) -> bool {
         let removed = match self.write() {
@@ -404,6 +436,36 @@ mod tests {
         assert!(store.remove("a"));
         assert!(store.get("a").is_none());
         assert!(!store.remove("a"));
+    }
+
+    #[test]
+    fn a_refresh_is_stored_only_over_the_session_that_spent_its_token() {
+        let with_refresh = |access: &str, refresh: &str| {
+            let mut session = (*session("u1", access)).clone();
+            session.refresh_token = Some(refresh.to_owned());
+            Arc::new(session)
+        };
+        let store = MemoryStore::open(None, 10);
+        store.insert("a".to_owned(), with_refresh("first", "r1"), 10);
+        assert!(
+            store
+                .replace_refreshed("a", "r1", with_refresh("second", "r2"), 20)
+                .is_ok()
+        );
+        assert_eq!(access(&store, "a").as_deref(), Some("second"));
+        // A late refresh of the spent token finds the session that replaced it.
+        let superseded = store.replace_refreshed("a", "r1", with_refresh("late", "r3"), 30);
+        assert_eq!(
+            superseded.map_err(|current| current.and_then(|s| s.access_token.clone())),
+            Err(Some("second".to_owned()))
+        );
+        // Ended meanwhile (a logout): the refresh does not bring it back.
+        assert!(store.remove("a"));
+        assert!(matches!(
+            store.replace_refreshed("a", "r2", with_refresh("third", "r4"), 40),
+            Err(None)
+        ));
+        assert!(store.get("a").is_none());
     }
 
     #[test]

@@ -99,9 +99,9 @@ pub struct SessionSummary {
     pub expires_at: UnixTime,
 }
 
-/// How long a used logout token is remembered: logout tokens are short-lived, and a day is
-/// far longer than any leeway.
-const LOGOUT_TOKEN_MEMORY: i64 = 86_400;
+/// How long a used logout token is remembered: as long as one is accepted after its `iat`,
+/// plus the leeway, so it is refused by its `jti` or by its age, never neither.
+const LOGOUT_TOKEN_MEMORY: i64 = crate::token::logout_token::MAX_AGE + 3_600;
 
 /// Sessions and login states.
 pub struct Sessions {

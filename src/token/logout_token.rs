@@ -13,8 +13,13 @@ use crate::jose::KeySet;
 /// The event a logout token must carry.
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
-/// Validates a logout token: signature, `iss`, `aud`, `iat` (and `exp` when present) with
-/// leeway, the back-channel logout event, `sub` or `sid`, no `nonce`, and a `typ` header of
+/// The oldest logout token accepted, in seconds since its `iat`: a used `jti` is remembered at
+/// least this long, so a token replayed once its `jti` is forgotten is refused for its age
+/// (§2.6 leaves `exp` optional, and a token without one would otherwise be good for ever).
+pub const MAX_AGE: i64 = 86_400;
+
+/// Validates a logout token: signature, `iss`, `aud`, `iat` (no older than [`MAX_AGE`]; and
+/// `exp` when present) with leeway, the back-channel logout event, `sub` or `sid`, no `nonce`, and a `typ` header of
 /// `logout+jwt` when there is one. Replay (`jti`) is the caller's to check.
 ///
 /// # Errors
@@ -40,6 +45,9 @@ pub fn validate_logout_token(
     let iat = numeric_claim(&claims, "iat")?.ok_or(TokenError::MissingClaim("iat"))?;
     if iat > expected.now.saturating_add(expected.leeway) {
         return Err(TokenError::IssuedInFuture);
+    }
+    if expected.now.saturating_sub(iat) > MAX_AGE {
+        return Err(TokenError::Expired);
     }
     if let Some(exp) = numeric_claim(&claims, "exp")?
         && expected.now > exp.saturating_add(expected.leeway)

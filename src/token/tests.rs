@@ -170,6 +170,28 @@ fn id_tokens_and_logout_tokens_are_not_access_tokens() {
 }
 
 #[test]
+fn a_logout_token_older_than_its_jti_is_remembered_is_refused() {
+    let fixture = fixture();
+    let logout = |iat: i64| {
+        let mut claims = claims(json!({
+            "iat": iat,
+            "jti": "j-1",
+            "events": {super::logout_token::BACKCHANNEL_LOGOUT_EVENT: {}},
+        }));
+        claims.as_object_mut().unwrap().remove("exp");
+        let token = fixture.sign("logout+jwt", &claims);
+        super::logout_token::validate_logout_token(&token, &fixture.keys, &fixture.expectations())
+            .map(|_| ())
+    };
+    assert_eq!(logout(NOW - 60), Ok(()));
+    assert_eq!(logout(NOW - super::logout_token::MAX_AGE), Ok(()));
+    assert_eq!(
+        logout(NOW - super::logout_token::MAX_AGE - 1),
+        Err(TokenError::Expired)
+    );
+}
+
+#[test]
 fn none_and_hmac_and_unknown_algorithms_are_refused() {
     let fixture = fixture();
     let body = claims(json!({}));

@@ -21,6 +21,8 @@ struct RefreshRecord {
 struct GrantRecord {
     grant: Grant,
     revoked: bool,
+    /// Kept until then (pushed back as refresh tokens are issued).
+    until: UnixTime,
 }
 
 #[derive(Debug, Default)]
@@ -31,9 +33,28 @@ struct Book {
     refresh_tokens: HashMap<[u8; 32], RefreshRecord>,
     /// Revoked access tokens by `jti`, until they would have expired.
     revoked_access: HashMap<String, UnixTime>,
+    /// Grants and refresh tokens are looked through for expired ones when there are this many
+    /// refresh tokens (twice as many as after the last look, at least [`FIRST_PRUNE`]).
+    prune_at: usize,
 }
 
+/// The number of refresh tokens at which expired grants and refresh tokens are first dropped.
+const FIRST_PRUNE: usize = 1024;
+
 impl Book {
+    /// Drops refresh tokens past their expiry (spent or not: an expired one is refused either
+    /// way) and grants past their end, whenever the refresh tokens doubled since the last look:
+    /// every client that refreshes adds one, and nothing else ever removed them.
+    fn prune(&mut self, now: UnixTime) {
+        if self.refresh_tokens.len() < self.prune_at.max(FIRST_PRUNE) {
+            return;
+        }
+        self.refresh_tokens
+            .retain(|_, record| record.expires_at > now);
+        self.grants.retain(|_, record| record.until > now);
+        self.prune_at = (self.refresh_tokens.len() * 2).max(FIRST_PRUNE);
+    }
+
     fn revoke_grant(&mut self, grant_id: &str) {
         if let Some(record) = self.grants.get_mut(grant_id) {
             record.revoked = true;
@@ -90,6 +111,15 @@ pub struct MemoryState {
     failures: Mutex<HashMap<String, (u32, UnixTime)>>,
 }
 
+#[cfg(test)]
+impl MemoryState {
+    /// How many grants and refresh tokens are held.
+    pub(super) fn held(&self) -> (usize, usize) {
+        self.with_book(|book| (book.grants.len(), book.refresh_tokens.len()))
+            .unwrap_or_default()
+    }
+}
+
 /// The most failure keys kept; the oldest windows go first beyond it.
 const MAX_FAILURE_KEYS: usize = 10_000;
 
@@ -141,7 +171,7 @@ impl IssuerState for MemoryState {
         &'a self,
         grant_id: &'a str,
         grant: &'a Grant,
-        _until: UnixTime,
+        until: UnixTime,
         _now: UnixTime,
     ) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
@@ -150,6 +180,7 @@ impl IssuerState for MemoryState {
                 GrantRecord {
                     grant: grant.clone(),
                     revoked: false,
+                    until,
                 },
             );
         }))
@@ -159,10 +190,14 @@ impl IssuerState for MemoryState {
         &'a self,
         grant_id: &'a str,
         expires_at: UnixTime,
-        _grant_until: UnixTime,
-        _now: UnixTime,
+        grant_until: UnixTime,
+        now: UnixTime,
     ) -> StateFuture<'a, String> {
         ready(self.with_book(|book| {
+            book.prune(now);
+            if let Some(grant) = book.grants.get_mut(grant_id) {
+                grant.until = grant.until.max(grant_until);
+            }
             let token = super::new_refresh_token(grant_id);
             book.refresh_tokens.insert(
                 hash(&token),

@@ -107,6 +107,29 @@ fn a_refresh_token_is_spent_once_and_reuse_ends_the_grant() {
 }
 
 #[test]
+fn expired_refresh_tokens_and_ended_grants_are_dropped_as_more_are_issued() {
+    let state = MemoryState::default();
+    let ended = crate::random::token();
+    run(state.open_grant(&ended, &grant("app"), 150, 100));
+    run(state.issue_refresh_token(&ended, 150, 150, 100));
+    // A client refreshing every second for almost an hour: each refresh rotates its token
+    // (valid 50 s) and pushes its grant back.
+    let live = crate::random::token();
+    run(state.open_grant(&live, &grant("app"), 200, 100));
+    let mut latest = String::new();
+    for now in 100..3_600 {
+        latest = run(state.issue_refresh_token(&live, now + 50, now + 100, now));
+    }
+    let (grants, tokens) = state.held();
+    assert_eq!(grants, 1, "the grant that ended is gone, the live one kept");
+    assert!(tokens <= 2 * 1024, "{tokens} refresh tokens held");
+    assert!(matches!(
+        run(state.use_refresh_token(&latest, "app", 3_600)),
+        RefreshUse::Fresh(..)
+    ));
+}
+
+#[test]
 fn a_refresh_token_of_another_client_or_expired_is_invalid_and_not_spent() {
     let state = MemoryState::default();
     let grant_id = crate::random::token();

@@ -132,12 +132,11 @@ impl Sessions {
             )),
             SessionBackend::Memory(store) => {
                 let id = self.request_id(cookies)?;
-                let current = store.get(&id).ok_or(SessionCookieError::Expired)?;
-                if current.session.refresh_token.as_deref() != Some(spent) {
-                    return Ok(Replaced::Superseded(current.session));
+                match store.replace_refreshed(&id, spent, Arc::new(refreshed.clone()), now) {
+                    Ok(()) => Ok(Replaced::Stored(Vec::new())),
+                    Err(Some(current)) => Ok(Replaced::Superseded(current)),
+                    Err(None) => Err(SessionCookieError::Expired.into()),
                 }
-                store.insert(id.to_string(), Arc::new(refreshed.clone()), now);
-                Ok(Replaced::Stored(Vec::new()))
             }
             SessionBackend::Redis(store) => {
                 let id = self.request_id(cookies)?;
