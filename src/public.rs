@@ -239,16 +239,16 @@ impl PublicService {
         &self,
         mut request: Request<B>,
     ) -> (Request<B>, Option<(OwnEndpoint, &'static str)>) {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .map(|value| value.as_bytes());
         // A prefix (`/envoy/`) is matched as sent: what follows it is another request's path,
         // which its handler reads in canonical form; resolved together, `/envoy/../x` would
         // escape the prefix and be answered as `/x`.
         if let Some(own) = self.own_prefix(request.uri().path()) {
             return (request, Some(own));
         }
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|value| value.as_bytes());
         let (mut own, rewritten) =
             match crate::http::canonical::canonical_path(request.uri().path()) {
                 Err(_) => (None, None),

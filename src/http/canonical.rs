@@ -141,27 +141,25 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
 pub fn other_readings(path: &str) -> Vec<String> {
     let mut readings = Vec::new();
     let has_parameters = path.contains(';');
-    if has_parameters {
-        let without: Vec<&str> = path
-            .split('/')
-            .map(|segment| segment.split_once(';').map_or(segment, |(name, _)| name))
-            .collect();
-        if let Ok(reading) = resolve_segments(&without.join("/")) {
-            readings.push(reading);
-        }
+    if has_parameters && let Ok(reading) = resolve_segments(&without_parameters(path)) {
+        readings.push(reading);
     }
     if path.contains('%') {
         let decoded = decode_all(path);
         if has_parameters {
-            let without: Vec<&str> = decoded
-                .split('/')
-                .map(|segment| segment.split_once(';').map_or(segment, |(name, _)| name))
-                .collect();
-            readings.push(without.join("/"));
+            readings.push(without_parameters(&decoded));
         }
         readings.push(decoded);
     }
     readings
+}
+
+/// `path` with the `;` parameters of each segment dropped (`/a;x/b` is `/a/b`).
+fn without_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split_once(';').map_or(segment, |(name, _)| name))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `path` with every percent-encoding decoded (a canonical path holds only valid ones); bytes
