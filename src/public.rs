@@ -186,7 +186,7 @@ impl PublicService {
         // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
         let accept = request.headers().get(header::ACCEPT).cloned();
         let response = if !self.proxy.routes.is_empty() && own.is_none() {
-            // Boxed apart: the proxy's future is many kilobytes, and as a part of this one it
+            // Boxed apart: the proxy's future is kilobytes, and as a part of this one it
             // made every request (`/ping`, `/auth`, …) copy all of it into its box.
             Box::pin(crate::proxy::handle(
                 &self.proxy,

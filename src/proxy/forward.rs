@@ -2,8 +2,11 @@
 //! spliced, hop-by-hop headers dropped, `X-Forwarded-For/Proto/Host` added, connect and
 //! response timeouts enforced. Upstreams are reached only from here, through `proxy::pool`.
 
-use std::future::Future as _;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -11,6 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 
+use super::pool::{PooledBody, SendError};
 use crate::config::RouteConfig;
 use crate::http::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
@@ -179,17 +183,25 @@ pub struct ForwardedFor<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Sends `request` to the route's upstream and returns its response, streaming;
-/// `add_identity` adds the identity headers once the client's hop-by-hop headers are gone.
+/// A request made ready for its upstream by [`prepare`], and the client's side of an upgrade
+/// it asks for.
+pub struct Outbound {
+    request: Request,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Makes `request` the one the route's upstream gets: its target in origin form, hop-by-hop
+/// headers dropped, `X-Forwarded-*` set; `add_identity` adds the identity headers once the
+/// client's hop-by-hop headers are gone. Nothing is sent: [`exchange`] sends it.
 ///
 /// # Errors
-/// `Unavailable` or `TimedOut`.
-pub async fn forward(
+/// `Unavailable` when the upstream's URL and the request's path make no target.
+pub fn prepare(
     route: &RouteConfig,
     mut request: Request,
-    forwarded: ForwardedFor<'_>,
+    forwarded: &ForwardedFor<'_>,
     add_identity: impl FnOnce(&mut HeaderMap),
-) -> Result<Response, ForwardError> {
+) -> Result<Outbound, ForwardError> {
     // h2c is never passed on: once the upstream switched, the client would speak HTTP/2 to it
     // on the spliced connection, requests Tollgate never sees. The request goes as a plain one.
     let upgrade = request
@@ -252,24 +264,72 @@ pub async fn forward(
         Some(host) => parts.headers.insert(X_FORWARDED_HOST.clone(), host),
         None => parts.headers.remove(&X_FORWARDED_HOST),
     };
-    let outbound = Request::from_parts(parts, body);
-    let sent = super::pool::send(&route.upstream, route.connect_timeout, outbound);
-    let response = match tokio::time::timeout(route.read_timeout, sent).await {
-        Err(_) => return Err(ForwardError::TimedOut),
-        Ok(Err(error)) => return Err(ForwardError::Unavailable(error.to_string())),
-        Ok(Ok(response)) => response,
-    };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(splice_upgrade(response, client_upgrade));
+    Ok(Outbound {
+        request: Request::from_parts(parts, body),
+        client_upgrade,
+    })
+}
+
+/// Sends a prepared request to the route's upstream; the future answers with its response,
+/// streaming, or fails with `Unavailable` or `TimedOut`.
+pub fn exchange(
+    route: &RouteConfig,
+    outbound: Outbound,
+) -> Exchange<impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_> {
+    let Outbound {
+        request,
+        client_upgrade,
+    } = outbound;
+    Exchange {
+        sent: tokio::time::timeout(
+            route.read_timeout,
+            super::pool::send(&route.upstream, route.connect_timeout, request),
+        ),
+        client_upgrade,
+        read_timeout: route.read_timeout,
     }
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    let body = StallGuard {
-        inner: body,
-        timeout: route.read_timeout,
-        sleep: None,
-    };
-    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer to a prepared request, within the route's read timeout. Written
+    /// out rather than `async`: it holds the pool's send and two small fields, where every
+    /// level of `async fn` that takes the request holds it twice, and every proxied request
+    /// copies and allocates what its future holds.
+    pub struct Exchange<F> {
+        #[pin]
+        sent: tokio::time::Timeout<F>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        read_timeout: Duration,
+    }
+}
+
+impl<F> Future for Exchange<F>
+where
+    F: Future<Output = Result<hyper::Response<PooledBody>, SendError>>,
+{
+    type Output = Result<Response, ForwardError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match std::task::ready!(this.sent.poll(cx)) {
+            Err(_) => return Poll::Ready(Err(ForwardError::TimedOut)),
+            Ok(Err(error)) => {
+                return Poll::Ready(Err(ForwardError::Unavailable(error.to_string())));
+            }
+            Ok(Ok(response)) => response,
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Poll::Ready(Ok(splice_upgrade(response, this.client_upgrade.take())));
+        }
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let body = StallGuard {
+            inner: body,
+            timeout: *this.read_timeout,
+            sleep: None,
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
+    }
 }
 
 /// An upstream response body that fails when no frame arrives for `timeout`: an upstream
@@ -277,9 +337,9 @@ pub async fn forward(
 /// sees the response end early instead of waiting for ever.
 struct StallGuard<B> {
     inner: B,
-    timeout: std::time::Duration,
+    timeout: Duration,
     /// Armed while the upstream owes the next frame; dropped whenever one comes.
-    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The error a stalled upstream body ends with.
@@ -296,11 +356,10 @@ where
     type Error = axum::BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        use std::task::Poll;
-        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.sleep = None;
                 Poll::Ready(frame.map(|result| result.map_err(Into::into)))

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::oidc::Providers;
 use crate::policy::Trace;
 use crate::session::CookieAttributes;
-use forward::{ForwardedFor, forward};
+use forward::ForwardedFor;
 
 /// What the proxy uses, built once by the wiring.
 pub struct ProxyState {
@@ -89,8 +89,61 @@ pub fn select_route<'a>(
 }
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.
-/// The request's span, when tracing is on, is named after the route that serves it.
-pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) -> Response {
+/// The route is chosen (and the request's span, when tracing is on, named after it) when this
+/// is called; the future serves the request.
+pub fn handle(
+    state: &ProxyState,
+    peer: SocketAddr,
+    mut request: Request,
+) -> impl Future<Output = Response> + Send + '_ {
+    let route = route_request(state, &mut request);
+    // A block over `request` rather than an `async fn` taking it, as `serve_route`: the future
+    // holds the request once, where an `async fn` keeps its argument and a local copy of it.
+    async move {
+        let route = match route {
+            Ok(route) => route,
+            Err(response) => return response,
+        };
+        // Kept for the decision line (a reference count, no copy): the request goes upstream.
+        let request_id = request.headers().get(&crate::http::X_REQUEST_ID).cloned();
+        let outcome = serve_route(state, route, peer, request).await;
+        let line = DecisionLine {
+            role: "proxy",
+            route: Some((route.host.as_deref().unwrap_or(""), &route.path_prefix)),
+            request_id: request_id.as_ref().and_then(|id| id.to_str().ok()),
+            ..DecisionLine::default()
+        };
+        match outcome {
+            Ok((response, result, credential)) => {
+                state.metrics.request("proxy", result);
+                crate::log_decision!(
+                    info,
+                    DecisionLine {
+                        result,
+                        credential,
+                        ..line
+                    }
+                );
+                response
+            }
+            Err(refusal) => {
+                state.metrics.refused_request(line, &refusal);
+                refusal.into_response()
+            }
+        }
+    }
+}
+
+/// Makes `request` canonical (SPEC §4.1) and finds its route, from which the client's identity
+/// headers are then removed; or the answer to a request no route may serve.
+#[allow(
+    clippy::result_large_err,
+    reason = "made once per request and matched at once; boxing the answer costs an allocation"
+)]
+fn route_request<'a>(
+    state: &'a ProxyState,
+    request: &mut Request,
+) -> Result<&'a RouteConfig, Response> {
     // Read before the target is rewritten to its canonical path (origin form): an absolute-form
     // target's host must still agree with `Host`.
     let authority = request.uri().authority().cloned();
@@ -99,11 +152,11 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
         Ok(std::borrow::Cow::Borrowed(_)) => None,
         Ok(std::borrow::Cow::Owned(path)) => Some(path),
         Err(error) => {
-            return refuse(
+            return Err(refuse(
                 state,
                 Rejection::BadRequest(error.to_string()),
                 request.headers(),
-            );
+            ));
         }
     };
     if let Some(path) = path {
@@ -115,11 +168,11 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
         match target.parse::<axum::http::Uri>() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
-                return refuse(
+                return Err(refuse(
                     state,
                     Rejection::BadRequest("invalid path".to_owned()),
                     request.headers(),
-                );
+                ));
             }
         }
     }
@@ -142,9 +195,9 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
                 ..DecisionLine::default()
             };
             state.metrics.refused_request(line, &NoRoute);
-            return crate::http::pages::not_found();
+            return Err(crate::http::pages::not_found());
         }
-        Err(rejection) => return refuse(state, rejection, request.headers()),
+        Err(rejection) => return Err(refuse(state, rejection, request.headers())),
     };
     crate::telemetry::with_current(|span| {
         span.route(request.method(), &route.path_prefix);
@@ -156,33 +209,7 @@ pub async fn handle(state: &ProxyState, peer: SocketAddr, mut request: Request) 
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
     // and is replaced or removed before the request goes upstream.
     strip_client_identity_headers(route, request.headers_mut());
-    // Kept for the decision line (a reference count, no copy): the request goes upstream.
-    let request_id = request.headers().get(&crate::http::X_REQUEST_ID).cloned();
-    let outcome = serve_route(state, route, peer, request).await;
-    let line = DecisionLine {
-        role: "proxy",
-        route: Some((route.host.as_deref().unwrap_or(""), &route.path_prefix)),
-        request_id: request_id.as_ref().and_then(|id| id.to_str().ok()),
-        ..DecisionLine::default()
-    };
-    match outcome {
-        Ok((response, result, credential)) => {
-            state.metrics.request("proxy", result);
-            crate::log_decision!(
-                info,
-                DecisionLine {
-                    result,
-                    credential,
-                    ..line
-                }
-            );
-            response
-        }
-        Err(refusal) => {
-            state.metrics.refused_request(line, &refusal);
-            refusal.into_response()
-        }
-    }
+    Ok(route)
 }
 
 /// Removes the route's identity headers from the client's request, except `Authorization` on
@@ -413,79 +440,105 @@ fn unauthenticated_decision(
     decision
 }
 
-async fn serve_route(
-    state: &ProxyState,
-    route: &RouteConfig,
+/// What the route does with `request`, and the upstream's answer.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold the request twice (its argument and a local)"
+)]
+fn serve_route<'a>(
+    state: &'a ProxyState,
+    route: &'a RouteConfig,
     peer: SocketAddr,
     request: Request,
-) -> RouteResult {
-    let base = state
-        .bases
-        .base(peer.ip(), request.headers())
-        .ok_or_else(|| {
-            (
-                Rejection::BadRequest("missing or invalid Host header".to_owned()),
-                "no base URL".to_owned(),
-            )
-        })?;
-    let decision = decide_route(
-        state,
-        route,
-        request.method(),
-        request.uri().path(),
-        request.uri().query(),
-        request.headers(),
-        &base,
-        &mut Trace::off(),
-    )
-    .await?;
-    match decision {
-        RouteDecision::Logout => {
-            let query = request.uri().query().map(str::to_owned);
-            logout(state, peer, request.headers(), query.as_deref())
-                .await
-                .map(|response| (response, "logout", None))
-        }
-        RouteDecision::Skip => send(state, route, peer, &base, request, Checked::Nothing)
-            .await
-            .map(|response| (response, "skip", None)),
-        RouteDecision::Allow(identity, identity_headers) => {
-            crate::telemetry::with_current(|span| span.credential(identity.credential.as_str()));
-            let checked = Checked::Identity(identity.credential, &identity_headers);
-            let mut response = send(state, route, peer, &base, request, checked).await?;
-            for cookie in &identity.set_cookies {
-                if let Ok(value) = HeaderValue::from_str(cookie) {
-                    response.headers_mut().append(header::SET_COOKIE, value);
+) -> impl Future<Output = RouteResult> + Send + 'a {
+    async move {
+        let base = state
+            .bases
+            .base(peer.ip(), request.headers())
+            .ok_or_else(|| {
+                (
+                    Rejection::BadRequest("missing or invalid Host header".to_owned()),
+                    "no base URL".to_owned(),
+                )
+            })?;
+        let decision = decide_route(
+            state,
+            route,
+            request.method(),
+            request.uri().path(),
+            request.uri().query(),
+            request.headers(),
+            &base,
+            &mut Trace::off(),
+        )
+        .await?;
+        // Logging out and starting a login are boxed: rare, and their futures are larger than
+        // a forwarded request's.
+        match decision {
+            RouteDecision::Logout => {
+                let query = request.uri().query().map(str::to_owned);
+                Box::pin(logout(state, peer, request.headers(), query.as_deref()))
+                    .await
+                    .map(|response| (response, "logout", None))
+            }
+            RouteDecision::Skip => {
+                let response = send(state, route, peer, &base, request, Checked::Nothing)?;
+                Ok((upstream_answer(route, response.await)?, "skip", None))
+            }
+            RouteDecision::Allow(identity, identity_headers) => {
+                crate::telemetry::with_current(|span| {
+                    span.credential(identity.credential.as_str());
+                });
+                let checked = Checked::Identity(identity.credential, &identity_headers);
+                let response = send(state, route, peer, &base, request, checked)?;
+                let mut response = upstream_answer(route, response.await)?;
+                for cookie in &identity.set_cookies {
+                    if let Ok(value) = HeaderValue::from_str(cookie) {
+                        response.headers_mut().append(header::SET_COOKIE, value);
+                    }
                 }
+                Ok((response, "allow", Some(identity.credential.as_str())))
             }
-            Ok((response, "allow", Some(identity.credential.as_str())))
-        }
-        RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {
-            // Seed 000: the request goes upstream as it is; only a 401 starts the login.
-            let provider = route_provider(state, route)?;
-            let method = request.method().clone();
-            let headers = request.headers().clone();
-            let target = return_target(&request);
-            let response = send(state, route, peer, &base, request, Checked::Nothing).await?;
-            if response.status() != StatusCode::UNAUTHORIZED
-                || crate::http::is_api_call(&method, &headers)
-            {
-                return Ok((response, "pass", None));
+            RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {
+                // Seed 000: the request goes upstream as it is; only a 401 starts the login.
+                let provider = route_provider(state, route)?;
+                let method = request.method().clone();
+                let headers = request.headers().clone();
+                let target = return_target(&request);
+                let response = send(state, route, peer, &base, request, Checked::Nothing)?;
+                let response = upstream_answer(route, response.await)?;
+                if response.status() != StatusCode::UNAUTHORIZED
+                    || crate::http::is_api_call(&method, &headers)
+                {
+                    return Ok((response, "pass", None));
+                }
+                let login = Box::pin(crate::login::begin_login(
+                    &state.login,
+                    provider,
+                    &base,
+                    &headers,
+                    target,
+                ))
+                .await?;
+                Ok((login, "login_redirect", None))
             }
-            let login =
-                crate::login::begin_login(&state.login, provider, &base, &headers, target).await?;
-            Ok((login, "login_redirect", None))
-        }
-        RouteDecision::Pass(_) => send(state, route, peer, &base, request, Checked::Nothing)
-            .await
-            .map(|response| (response, "pass", None)),
-        RouteDecision::Login => {
-            let provider = route_provider(state, route)?;
-            let target = return_target(&request);
-            let response =
-                crate::login::begin_login(&state.login, provider, &base, request.headers(), target)
-                    .await?;
-            Ok((response, "login_redirect", None))
+            RouteDecision::Pass(_) => {
+                let response = send(state, route, peer, &base, request, Checked::Nothing)?;
+                Ok((upstream_answer(route, response.await)?, "pass", None))
+            }
+            RouteDecision::Login => {
+                let provider = route_provider(state, route)?;
+                let target = return_target(&request);
+                let response = Box::pin(crate::login::begin_login(
+                    &state.login,
+                    provider,
+                    &base,
+                    request.headers(),
+                    target,
+                ))
+                .await?;
+                Ok((response, "login_redirect", None))
+            }
         }
     }
 }
@@ -538,17 +591,18 @@ enum Checked<'a> {
 }
 
 /// Adds identity headers (and, when tracing, the span's `traceparent` in place of the
-/// client's), removes Tollgate's cookies, and forwards. On a route that accepts bearer tokens,
-/// the client's `Authorization` goes upstream only when it was the credential Tollgate checked:
-/// an upstream reading the token must never get one that Tollgate did not validate.
-async fn send(
+/// client's), removes Tollgate's cookies, and makes the request ready for the upstream; the
+/// future it returns sends it. On a route that accepts bearer tokens, the client's
+/// `Authorization` goes upstream only when it was the credential Tollgate checked: an upstream
+/// reading the token must never get one that Tollgate did not validate.
+fn send<'a>(
     state: &ProxyState,
-    route: &RouteConfig,
+    route: &'a RouteConfig,
     peer: SocketAddr,
     base: &url::Url,
     mut request: Request,
     checked: Checked<'_>,
-) -> Result<Response, Refusal> {
+) -> Result<impl Future<Output = Result<Response, forward::ForwardError>> + Send + 'a, Refusal> {
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
@@ -586,16 +640,27 @@ async fn send(
             .host_str()
             .map(|_| &base[url::Position::BeforeHost..url::Position::AfterPort]),
     };
-    forward(route, request, forwarded, add_identity)
-        .await
-        .map_err(|error| {
-            // Logged once, with the decision: which upstream, and why.
-            let reason = format!("{error} ({})", route.upstream);
-            match error {
-                forward::ForwardError::TimedOut => Refusal::new(Rejection::UpstreamTimeout, reason),
-                forward::ForwardError::Unavailable(_) => {
-                    Refusal::new(Rejection::UpstreamUnavailable, reason)
-                }
-            }
-        })
+    let outbound = forward::prepare(route, request, &forwarded, add_identity)
+        .map_err(|error| upstream_refusal(route, error))?;
+    Ok(forward::exchange(route, outbound))
+}
+
+/// The upstream's response, or the refusal for why there is none.
+fn upstream_answer(
+    route: &RouteConfig,
+    answer: Result<Response, forward::ForwardError>,
+) -> Result<Response, Refusal> {
+    answer.map_err(|error| upstream_refusal(route, error))
+}
+
+/// A request that got no response from its upstream: logged once, with the decision, naming
+/// the upstream and why.
+fn upstream_refusal(route: &RouteConfig, error: forward::ForwardError) -> Refusal {
+    let reason = format!("{error} ({})", route.upstream);
+    match error {
+        forward::ForwardError::TimedOut => Refusal::new(Rejection::UpstreamTimeout, reason),
+        forward::ForwardError::Unavailable(_) => {
+            Refusal::new(Rejection::UpstreamUnavailable, reason)
+        }
+    }
 }
