@@ -128,7 +128,8 @@ pub async fn send(
 }
 
 /// An HTTP/1.1-shaped request as HTTP/2 sends it: the target in absolute form, its authority
-/// the `Host` the request would have carried (RFC 9113 §8.3.1: `:authority` instead of `Host`).
+/// the `Host` the request would have carried (RFC 9113 §8.3.1: `:authority` instead of `Host`),
+/// and its body without trailers (see [`WithoutTrailers`]).
 fn for_http2(request: Request, upstream: &Upstream) -> Request {
     let (mut parts, body) = request.into_parts();
     let host = parts.headers.remove(hyper::header::HOST);
@@ -144,7 +145,42 @@ fn for_http2(request: Request, upstream: &Upstream) -> Request {
         parts.uri = absolute;
     }
     parts.version = hyper::Version::HTTP_2;
-    Request::from_parts(parts, body)
+    Request::from_parts(parts, Body::new(WithoutTrailers { inner: body }))
+}
+
+/// A request body whose trailers are dropped. The client's trailers are fields Tollgate never
+/// checked, and an upstream that merges trailers into the headers would read an `X-User` sent
+/// as one as the identity. HTTP/1.1 upstreams never get them (hyper sends only the trailers a
+/// `Trailer` header announces, and that header is hop-by-hop); HTTP/2 would pass them as they
+/// came.
+struct WithoutTrailers {
+    inner: Body,
+}
+
+impl hyper::body::Body for WithoutTrailers {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        loop {
+            return match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                // Trailers end a body: what may follow is nothing.
+                Some(Ok(frame)) if frame.is_trailers() => continue,
+                frame => Poll::Ready(frame),
+            };
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// This thread's open HTTP/2 connection to `upstream`.

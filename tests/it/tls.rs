@@ -477,6 +477,49 @@ async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
     gateway.stop().await;
 }
 
+/// A client's request trailers never reach an HTTP/2 upstream (regression: they passed as sent,
+/// so an `x-user` trailer arrived beside the identity headers Tollgate sets). The client speaks
+/// HTTP/2 to the listener, which keeps the trailers as HTTP/2 sends them; the body goes whole.
+#[tokio::test]
+async fn request_trailers_never_reach_an_http2_upstream() {
+    use http_body_util::BodyExt as _;
+    let ca = TestCa::new("trailers");
+    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
+    let routes = route(
+        "/",
+        &format!("https://localhost:{}", upstream.port),
+        Some(&ca.cert()),
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    let address = gateway.app.public_addr;
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = axum::http::HeaderMap::new();
+    trailers.insert("x-user", "mallory".parse().unwrap());
+    trailers.insert("x-checksum", "1".parse().unwrap());
+    let body = http_body_util::Full::new(axum::body::Bytes::from_static(b"hello")).with_trailers(
+        std::future::ready(Some(Ok::<_, std::convert::Infallible>(trailers))),
+    );
+    let request = hyper::Request::post(format!("http://{address}/upload"))
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(text, "body=hello trailers=");
+    assert_eq!(
+        upstream.handshakes.lock().unwrap()[0].1.as_deref(),
+        Some("h2")
+    );
+    gateway.stop().await;
+}
+
 /// Without `public_url`, a login started over the https listener comes back to it over https.
 #[tokio::test]
 async fn a_login_over_the_https_listener_returns_over_https() {

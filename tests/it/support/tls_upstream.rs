@@ -1,6 +1,7 @@
 //! A TLS upstream written on rustls directly: offers `h2` and `http/1.1` by ALPN, records the
 //! SNI and the protocol each connection chose, and answers an HTTP/1.1 `Upgrade` request with
-//! 101, then echoes every byte back.
+//! 101, then echoes every byte back. Over HTTP/2 (hyper's server) it answers every request with
+//! the body it received and the names of the request's trailers.
 
 use std::sync::{Arc, Mutex};
 
@@ -57,8 +58,20 @@ impl TlsUpstream {
                             .alpn_protocol()
                             .map(|protocol| String::from_utf8_lossy(protocol).into_owned()),
                     );
+                    let http2 = handshake.1.as_deref() == Some("h2");
                     seen.lock().unwrap().push(handshake);
-                    upgrade_and_echo(&mut stream).await;
+                    if http2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(stream),
+                            hyper::service::service_fn(body_and_trailers),
+                        )
+                        .await;
+                    } else {
+                        upgrade_and_echo(&mut stream).await;
+                    }
                 });
             }
         });
@@ -68,6 +81,31 @@ impl TlsUpstream {
             task,
         }
     }
+}
+
+/// `body=… trailers=…`: the request's body and its trailers' names, in the order received.
+async fn body_and_trailers(
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<axum::body::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt as _;
+    let text = match request.into_body().collect().await {
+        Ok(collected) => {
+            let names = collected
+                .trailers()
+                .map(|trailers| {
+                    trailers
+                        .keys()
+                        .map(|name| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let body = collected.to_bytes();
+            format!("body={} trailers={names}", String::from_utf8_lossy(&body))
+        }
+        Err(error) => format!("error={error}"),
+    };
+    Ok(hyper::Response::new(http_body_util::Full::new(text.into())))
 }
 
 /// Reads an HTTP/1.1 request head; for an `Upgrade` request answers 101 and echoes.
