@@ -4,9 +4,11 @@
 //! and the live config stays.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{AppState, ReloadError, RunningApp, discover};
 use crate::config::{Config, ConfigProblem};
+use crate::telemetry::Telemetry;
 
 /// What a [`Reloadable`] part does once every part accepted the new config: short and
 /// infallible (swap in what `prepare` read).
@@ -55,6 +57,14 @@ impl RunningApp {
             commit();
         }
         self.live.store(next.clone());
+        if let Some(replaced) = &live.telemetry
+            && !next
+                .telemetry
+                .as_ref()
+                .is_some_and(|kept| Arc::ptr_eq(kept, replaced))
+        {
+            retire(replaced.clone());
+        }
         self.follow_memory_store();
         discover(&next);
         next.metrics.config_live(&sha256, next.clock.now());
@@ -89,6 +99,31 @@ impl RunningApp {
             "configuration refused; the live one stays"
         );
     }
+}
+
+/// How long a replaced span exporter waits for the requests that began before the reload.
+const RETIRE_WAIT: Duration = Duration::from_secs(60);
+
+/// Shuts down a span exporter a reload replaced, exporting the spans it holds, once the
+/// requests that began on the old config are over (at most [`RETIRE_WAIT`]), on a thread where
+/// blocking is allowed. Left to its last owner, the shutdown would run in whichever request
+/// ends last, on a worker, and with a collector that does not answer stall every connection of
+/// that worker for up to the export timeout.
+fn retire(telemetry: Arc<Telemetry>) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RETIRE_WAIT;
+        while Arc::strong_count(&telemetry) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A request still holding it after this ends its span unexported; dropping the
+        // exporter then no longer blocks (the SDK shuts a provider down once).
+        if tokio::task::spawn_blocking(move || telemetry.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("telemetry: the replaced exporter's shutdown did not complete");
+        }
+    });
 }
 
 /// Checks `config` against the live state and builds its state, with every reloadable

@@ -75,7 +75,7 @@ impl AppState {
     /// The state for a reloaded `config`, keeping from `self` what holds state whose config
     /// did not change: the memory session store (same `state_file`), the used logout tokens,
     /// the token service's memory store and the key it made in memory (no
-    /// `signing_key_file`), the clock and the metrics. Everything else is built anew, which
+    /// `signing_key_file`), the span exporter (same `[telemetry]`), the clock and the metrics. Everything else is built anew, which
     /// re-reads every file `config` names.
     ///
     /// # Errors
@@ -131,7 +131,12 @@ impl AppState {
                 },
             ))
         };
+        // An unchanged `[telemetry]` keeps its exporter, and the spans it holds.
+        let kept = previous
+            .filter(|previous| previous.config.telemetry == config.telemetry)
+            .and_then(|previous| previous.telemetry.clone());
         let telemetry = match &config.telemetry {
+            Some(_) if kept.is_some() => kept,
             Some(section) => Some(Arc::new(
                 Telemetry::start(
                     section,

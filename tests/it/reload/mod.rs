@@ -16,6 +16,7 @@ use crate::support::gateway::{SESSION_SECRET, signed_in};
 use crate::support::{Browser, Gateway, TestIdp, TestUpstream, scratch_dir};
 
 mod sighup;
+mod telemetry;
 
 /// One HTTP/1.1 connection kept open for every request sent on it.
 struct KeptAlive {
