@@ -75,8 +75,8 @@ impl AppState {
     /// The state for a reloaded `config`, keeping from `self` what holds state whose config
     /// did not change: the memory session store (same `state_file`), the used logout tokens,
     /// the token service's memory store and the key it made in memory (no
-    /// `signing_key_file`), the span exporter (same `[telemetry]`), the clock and the metrics. Everything else is built anew, which
-    /// re-reads every file `config` names.
+    /// `signing_key_file`), the span exporter (same `[telemetry]`), the clock and the metrics.
+    /// Everything else is built anew, which re-reads every file `config` names.
     ///
     /// # Errors
     /// As [`AppState::build`].
