@@ -135,9 +135,9 @@ impl AppState {
         let kept = previous
             .filter(|previous| previous.config.telemetry == config.telemetry)
             .and_then(|previous| previous.telemetry.clone());
-        let telemetry = match &config.telemetry {
-            Some(_) if kept.is_some() => kept,
-            Some(section) => Some(Arc::new(
+        let telemetry = match (kept, &config.telemetry) {
+            (Some(kept), _) => Some(kept),
+            (None, Some(section)) => Some(Arc::new(
                 Telemetry::start(
                     section,
                     DroppedSpans {
@@ -147,7 +147,7 @@ impl AppState {
                 )
                 .map_err(AppError::Telemetry)?,
             )),
-            None => None,
+            (None, None) => None,
         };
         let (public, admin, explain) = surfaces(
             &config,

@@ -292,9 +292,9 @@ pub fn exchange(
 
 pin_project_lite::pin_project! {
     /// The upstream's answer to a prepared request, within the route's read timeout. Written
-    /// out rather than `async`: it holds the pool's send and two small fields, where every
-    /// level of `async fn` that takes the request holds it twice, and every proxied request
-    /// copies and allocates what its future holds.
+    /// out rather than `async`: it holds the pool's send and two small fields, where an
+    /// `async fn` taking the request would hold the request twice for as long as the
+    /// upstream takes to answer.
     pub struct Exchange<F> {
         #[pin]
         sent: tokio::time::Timeout<F>,

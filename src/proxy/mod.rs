@@ -482,16 +482,16 @@ fn serve_route<'a>(
                     .map(|response| (response, "logout", None))
             }
             RouteDecision::Skip => {
-                let response = send(state, route, peer, &base, request, Checked::Nothing)?;
-                Ok((upstream_answer(route, response.await)?, "skip", None))
+                let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
+                Ok((upstream_answer(route, exchange.await)?, "skip", None))
             }
             RouteDecision::Allow(identity, identity_headers) => {
                 crate::telemetry::with_current(|span| {
                     span.credential(identity.credential.as_str());
                 });
                 let checked = Checked::Identity(identity.credential, &identity_headers);
-                let response = send(state, route, peer, &base, request, checked)?;
-                let mut response = upstream_answer(route, response.await)?;
+                let exchange = send(state, route, peer, &base, request, checked)?;
+                let mut response = upstream_answer(route, exchange.await)?;
                 for cookie in &identity.set_cookies {
                     if let Ok(value) = HeaderValue::from_str(cookie) {
                         response.headers_mut().append(header::SET_COOKIE, value);
@@ -505,8 +505,8 @@ fn serve_route<'a>(
                 let method = request.method().clone();
                 let headers = request.headers().clone();
                 let target = return_target(&request);
-                let response = send(state, route, peer, &base, request, Checked::Nothing)?;
-                let response = upstream_answer(route, response.await)?;
+                let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
+                let response = upstream_answer(route, exchange.await)?;
                 if response.status() != StatusCode::UNAUTHORIZED
                     || crate::http::is_api_call(&method, &headers)
                 {
@@ -523,8 +523,8 @@ fn serve_route<'a>(
                 Ok((login, "login_redirect", None))
             }
             RouteDecision::Pass(_) => {
-                let response = send(state, route, peer, &base, request, Checked::Nothing)?;
-                Ok((upstream_answer(route, response.await)?, "pass", None))
+                let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
+                Ok((upstream_answer(route, exchange.await)?, "pass", None))
             }
             RouteDecision::Login => {
                 let provider = route_provider(state, route)?;

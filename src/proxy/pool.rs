@@ -165,12 +165,10 @@ impl hyper::body::Body for WithoutTrailers {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        loop {
-            return match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-                // Trailers end a body: what may follow is nothing.
-                Some(Ok(frame)) if frame.is_trailers() => continue,
-                frame => Poll::Ready(frame),
-            };
+        match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            // Trailers are a body's last frame: the body ends here instead.
+            Some(Ok(frame)) if frame.is_trailers() => Poll::Ready(None),
+            frame => Poll::Ready(frame),
         }
     }
 
