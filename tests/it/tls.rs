@@ -435,12 +435,8 @@ async fn an_unverified_upstream_is_one_log_line() {
     assert!(line.contains("UnknownIssuer"), "{line}");
 }
 
-/// An upgrade (WebSocket) to an https upstream that offers HTTP/2 goes over a connection that
-/// offered only HTTP/1.1, and is spliced both ways; SNI is the upstream URL's host.
-#[tokio::test]
-async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let ca = TestCa::new("upgrade");
+/// `support::tls_upstream` with a certificate of `ca`, and a gateway routing every path to it.
+async fn behind_tls_upstream(ca: &TestCa) -> (TlsUpstream, Gateway) {
     let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
     let routes = route(
         "/",
@@ -448,6 +444,16 @@ async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
         Some(&ca.cert()),
     );
     let gateway = Gateway::start(&config("", &routes)).await;
+    (upstream, gateway)
+}
+
+/// An upgrade (WebSocket) to an https upstream that offers HTTP/2 goes over a connection that
+/// offered only HTTP/1.1, and is spliced both ways; SNI is the upstream URL's host.
+#[tokio::test]
+async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new("upgrade");
+    let (upstream, gateway) = behind_tls_upstream(&ca).await;
     let address = gateway.app.public_addr;
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
@@ -484,13 +490,7 @@ async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {
 async fn request_trailers_never_reach_an_http2_upstream() {
     use http_body_util::BodyExt as _;
     let ca = TestCa::new("trailers");
-    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
-    let routes = route(
-        "/",
-        &format!("https://localhost:{}", upstream.port),
-        Some(&ca.cert()),
-    );
-    let gateway = Gateway::start(&config("", &routes)).await;
+    let (upstream, gateway) = behind_tls_upstream(&ca).await;
     let address = gateway.app.public_addr;
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
