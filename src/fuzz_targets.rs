@@ -17,13 +17,14 @@ pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call
 /// them.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("jwt", jwt),
     ("auth_query", auth_query),
     ("canonical_path", canonical),
     ("redirect", redirect),
     ("sealed_cookie", sealed_cookie),
     ("config", config),
+    ("cookie_header", cookie_header),
 ];
 
 fn text(data: &[u8]) -> String {
@@ -143,5 +144,62 @@ pub fn config(data: &[u8]) {
     let text = text(data);
     if !text.contains("_file") {
         let _ = crate::config::load(&text, &BTreeMap::new());
+    }
+}
+
+/// Reading `Cookie` headers and removing Tollgate's from them before a request goes upstream.
+/// The input is split at `\n` into headers (lines that are no valid header value are left
+/// out). After the proxy's removal, no cookie of Tollgate's is left, every other cookie reads
+/// as it did before, and headers that held none of Tollgate's (and are UTF-8) are left exactly
+/// as sent.
+pub fn cookie_header(data: &[u8]) {
+    use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
+
+    use crate::http::cookies::{Cookies, pairs, request_cookies};
+    use crate::proxy::headers::{is_tollgate_cookie, strip_tollgate_cookies};
+
+    let ours = |name: &str| is_tollgate_cookie(name, "tollgate");
+    let mut sent = HeaderMap::new();
+    for line in data.split(|byte| *byte == b'\n') {
+        if let Ok(value) = HeaderValue::from_bytes(line) {
+            sent.append(COOKIE, value);
+        }
+    }
+    let mut forwarded = sent.clone();
+    strip_tollgate_cookies(&mut forwarded, "tollgate");
+
+    let theirs: Cookies<'_> = request_cookies(&sent)
+        .into_iter()
+        .filter(|(name, _)| !ours(name))
+        .collect();
+    assert_eq!(
+        request_cookies(&forwarded),
+        theirs,
+        "the other cookies read differently after the removal: {sent:?} → {forwarded:?}"
+    );
+    let texts = |headers: &HeaderMap| -> Option<Vec<String>> {
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .map(|value| crate::http::utf8(value.as_bytes()).map(str::to_owned))
+            .collect()
+    };
+    let Some(forwarded_texts) = texts(&forwarded) else {
+        panic!("a header that is not UTF-8 was forwarded: {forwarded:?}");
+    };
+    for text in &forwarded_texts {
+        if let Some(pair) = pairs(text).find(|pair| ours(pair.name)) {
+            panic!("{pair:?} was forwarded: {sent:?} → {forwarded:?}");
+        }
+    }
+    if let Some(sent_texts) = texts(&sent)
+        && !sent_texts
+            .iter()
+            .any(|text| pairs(text).any(|pair| ours(pair.name)))
+    {
+        assert_eq!(
+            forwarded_texts, sent_texts,
+            "headers without ours were changed"
+        );
     }
 }

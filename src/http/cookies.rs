@@ -8,9 +8,46 @@ use axum::http::HeaderMap;
 /// A request's cookies by name, borrowed from its headers.
 pub type Cookies<'a> = BTreeMap<&'a str, &'a str>;
 
+/// One part of a `Cookie` header, with the blanks (SP, HTAB) around it, its name and its value
+/// removed, as RFC 6265bis §5.6 reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair<'a> {
+    /// The part without the blanks around it.
+    pub text: &'a str,
+    /// The text before the first `=`, or all of it when there is none.
+    pub name: &'a str,
+    /// The text after the first `=`; `None` without one.
+    pub value: Option<&'a str>,
+}
+
+/// The parts of one `Cookie` header's text, in order, empty ones (`;;`, a trailing `; `)
+/// left out. This is the one reading of a `Cookie` header: the names Tollgate reads its
+/// cookies by ([`request_cookies`]) are the names the proxy removes them by, by construction.
+pub fn pairs(text: &str) -> impl Iterator<Item = Pair<'_>> {
+    parts(text).filter_map(|part| {
+        // A header value holds no control character but HTAB (`HeaderValue`, `httparse`), so
+        // the ASCII blanks trimmed here are SP and HTAB.
+        let text = part.trim_ascii();
+        if text.is_empty() {
+            return None;
+        }
+        // Byte by byte, not `split_once`: a name is short, and a vectorised search costs more
+        // to start than to finish here.
+        let (name, value) = match text.bytes().position(|byte| byte == b'=') {
+            // `=` is ASCII, so both sides of it are character boundaries.
+            Some(at) => (
+                text.get(..at).unwrap_or("").trim_ascii_end(),
+                Some(text.get(at + 1..).unwrap_or("").trim_ascii_start()),
+            ),
+            None => (text, None),
+        };
+        Some(Pair { text, name, value })
+    })
+}
+
 /// All cookies of a request, by name (the first value wins for duplicated names; pairs without
-/// `=` or a name are skipped). Values are as sent, quotes included: Tollgate's own are base64url
-/// and need no decoding.
+/// `=` or a name are skipped, and so are headers that are not UTF-8). Values are as sent, quotes
+/// included: Tollgate's own are base64url and need no decoding.
 pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
     let mut cookies = BTreeMap::new();
     for header in headers.get_all(axum::http::header::COOKIE) {
@@ -18,16 +55,12 @@ pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
         let Some(text) = super::utf8(header.as_bytes()) else {
             continue;
         };
-        for pair in cookie_pairs(text) {
-            let pair = pair.trim_matches(|c: char| c == ' ' || c == '\t');
-            let Some((name, value)) = pair.split_once('=') else {
-                continue;
-            };
-            let name = name.trim();
-            if name.is_empty() {
-                continue;
+        for pair in pairs(text) {
+            if let Some(value) = pair.value
+                && !pair.name.is_empty()
+            {
+                cookies.entry(pair.name).or_insert(value);
             }
-            cookies.entry(name).or_insert(value.trim());
         }
     }
     cookies
@@ -35,7 +68,7 @@ pub fn request_cookies(headers: &HeaderMap) -> Cookies<'_> {
 
 /// The `;`-separated parts of a `Cookie` header. A session cookie runs to kilobytes: the
 /// separators are found with `memchr`'s vectorised search rather than byte by byte.
-pub fn cookie_pairs(text: &str) -> impl Iterator<Item = &str> {
+fn parts(text: &str) -> impl Iterator<Item = &str> {
     let mut start = 0;
     let ends = memchr::memchr_iter(b';', text.as_bytes()).chain(std::iter::once(text.len()));
     ends.map(move |end| {
@@ -51,12 +84,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cookie_pairs_are_the_parts_between_semicolons() {
-        let parts = |text| cookie_pairs(text).collect::<Vec<_>>();
-        assert_eq!(parts("a=1; b=2;;c"), ["a=1", " b=2", "", "c"]);
-        assert_eq!(parts("x;"), ["x", ""]);
-        assert_eq!(parts(""), [""]);
-        assert_eq!(parts("é=ü;ß"), ["é=ü", "ß"]);
+    fn parts_are_the_text_between_semicolons() {
+        let split = |text| parts(text).collect::<Vec<_>>();
+        assert_eq!(split("a=1; b=2;;c"), ["a=1", " b=2", "", "c"]);
+        assert_eq!(split("x;"), ["x", ""]);
+        assert_eq!(split(""), [""]);
+        assert_eq!(split("é=ü;ß"), ["é=ü", "ß"]);
+    }
+
+    #[test]
+    fn pairs_are_trimmed_of_blanks_only_and_split_at_the_first_equals_sign() {
+        let pair = |text, name, value| Pair { text, name, value };
+        let read = |text| pairs(text).collect::<Vec<_>>();
+        assert_eq!(
+            read(" a = 1 ;\tb=x=y\t; ;novalue;=v; c=;"),
+            [
+                pair("a = 1", "a", Some("1")),
+                pair("b=x=y", "b", Some("x=y")),
+                pair("novalue", "novalue", None),
+                pair("=v", "", Some("v")),
+                pair("c=", "c", Some("")),
+            ]
+        );
+        // No-break space (U+00A0) is not a blank: a name that holds one is another name.
+        assert_eq!(
+            read("\u{a0}tollgate=1; tollgate\u{a0}=2"),
+            [
+                pair("\u{a0}tollgate=1", "\u{a0}tollgate", Some("1")),
+                pair("tollgate\u{a0}=2", "tollgate\u{a0}", Some("2")),
+            ]
+        );
+        assert!(read("; ;\t;").is_empty());
     }
 
     #[test]

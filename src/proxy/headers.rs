@@ -80,17 +80,15 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
             changed = true;
             continue;
         };
-        for pair in crate::http::cookies::cookie_pairs(text) {
-            let pair = pair.trim();
-            let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-            if pair.is_empty() || is_tollgate_cookie(name, cookie_name) {
-                changed |= !pair.is_empty();
+        for pair in crate::http::cookies::pairs(text) {
+            if is_tollgate_cookie(pair.name, cookie_name) {
+                changed = true;
                 continue;
             }
             if !kept.is_empty() {
                 kept.push_str("; ");
             }
-            kept.push_str(pair);
+            kept.push_str(pair.text);
         }
     }
     if !changed {

@@ -24,7 +24,7 @@ pub const MAX_LOGINS_IN_FLIGHT: usize = 5;
 /// How long a login may take.
 pub const LOGIN_STATE_LIFETIME: i64 = 600;
 
-pub use crate::http::cookies::{Cookies, cookie_pairs, request_cookies};
+pub use crate::http::cookies::{Cookies, request_cookies};
 pub use record::{FederatedRequest, LoginState, Session, StoredSession};
 
 /// Attributes shared by every cookie Tollgate sets.
