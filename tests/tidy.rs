@@ -6,6 +6,11 @@
 //! Nor may two files import each other, directly or round a loop of others: a cycle inside
 //! one layer is as knotted as an upward import.
 //!
+//! And `fuzz/Cargo.lock` (the fuzz crate's own lock, used only when the fuzz targets are built)
+//! must name the same versions of Tollgate's dependencies as `Cargo.lock`: a dependency added
+//! or moved without it makes the fuzz build in CI rewrite the lock and leave the checkout
+//! modified.
+//!
 //! Upward imports that exist today are listed in `KNOWN_UPWARD` with the issue that removes
 //! them: the test fails on any new one, and on a listed one that is gone (so the list only
 //! shrinks).
@@ -254,4 +259,59 @@ fn no_two_files_import_each_other_round_a_loop() {
         })
         .collect();
     assert!(loops.is_empty(), "files that import each other: {loops:#?}");
+}
+
+/// A lock file's resolution of the `tollgate` package's dependencies: name → version.
+fn tollgate_dependencies(lock_file: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(root().join(lock_file)).unwrap();
+    let lock: toml::Table = toml::from_str(&text).unwrap();
+    let packages = lock["package"].as_array().unwrap();
+    let field = |package: &toml::Value, key: &str| package[key].as_str().unwrap().to_owned();
+    let tollgate = packages
+        .iter()
+        .find(|package| package["name"].as_str() == Some("tollgate"))
+        .unwrap_or_else(|| panic!("{lock_file} has no `tollgate` package"));
+    let entries = tollgate.get("dependencies").and_then(toml::Value::as_array);
+    entries
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            // `name` when the lock holds one version of it, else `name version`.
+            let entry = entry.as_str().unwrap();
+            let (name, version) = entry.split_once(' ').map_or_else(
+                || {
+                    let package = packages
+                        .iter()
+                        .find(|package| package["name"].as_str() == Some(entry))
+                        .unwrap();
+                    (entry.to_owned(), field(package, "version"))
+                },
+                |(name, version)| (name.to_owned(), version.to_owned()),
+            );
+            (name, version)
+        })
+        .collect()
+}
+
+#[test]
+fn the_fuzz_lock_resolves_tollgates_dependencies_as_the_main_lock_does() {
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
+    let normal: BTreeSet<&String> = manifest["dependencies"]
+        .as_table()
+        .unwrap()
+        .keys()
+        .collect();
+    // The main lock also lists the dev-dependencies, which the fuzz build does not use.
+    let main: BTreeMap<String, String> = tollgate_dependencies("Cargo.lock")
+        .into_iter()
+        .filter(|(name, _)| normal.contains(name))
+        .collect();
+    assert_eq!(main.len(), normal.len(), "Cargo.lock lacks a dependency");
+    assert_eq!(
+        tollgate_dependencies("fuzz/Cargo.lock"),
+        main,
+        "fuzz/Cargo.lock is stale: copy Cargo.lock over it, let cargo prune it (`cargo metadata \
+         --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null`) and commit it"
+    );
 }
