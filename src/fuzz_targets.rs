@@ -149,9 +149,11 @@ pub fn config(data: &[u8]) {
 
 /// Reading `Cookie` headers and removing Tollgate's from them before a request goes upstream.
 /// The input is split at `\n` into headers (lines that are no valid header value are left
-/// out). After the proxy's removal, no cookie of Tollgate's is left, every other cookie reads
-/// as it did before, and headers that held none of Tollgate's (and are UTF-8) are left exactly
-/// as sent.
+/// out). After the proxy's removal, the parts forwarded are the parts sent (of the UTF-8
+/// headers) but Tollgate's, in order, so every other cookie reads as it did before and none of
+/// Tollgate's is left; and headers that held none of Tollgate's (and are UTF-8) are left
+/// exactly as sent. "Tollgate's" is what `http::cookies::pairs` and `is_tollgate_cookie` say: the property
+/// is that the removal agrees with the reading, which the session code shares.
 pub fn cookie_header(data: &[u8]) {
     use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
 
@@ -192,6 +194,24 @@ pub fn cookie_header(data: &[u8]) {
             panic!("{pair:?} was forwarded: {sent:?} → {forwarded:?}");
         }
     }
+    let parts = |texts: &[String]| -> Vec<String> {
+        texts
+            .iter()
+            .flat_map(|text| pairs(text))
+            .filter(|pair| !ours(pair.name))
+            .map(|pair| pair.text.to_owned())
+            .collect()
+    };
+    let sent_utf8: Vec<String> = sent
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| crate::http::utf8(value.as_bytes()).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        parts(&forwarded_texts),
+        parts(&sent_utf8),
+        "parts other than Tollgate's were lost, changed or moved: {sent:?} → {forwarded:?}"
+    );
     if let Some(sent_texts) = texts(&sent)
         && !sent_texts
             .iter()

@@ -8,8 +8,9 @@ use axum::http::HeaderMap;
 /// A request's cookies by name, borrowed from its headers.
 pub type Cookies<'a> = BTreeMap<&'a str, &'a str>;
 
-/// One part of a `Cookie` header, with the blanks (SP, HTAB) around it, its name and its value
-/// removed, as RFC 6265bis §5.6 reads it.
+/// One part of a `Cookie` header, trimmed of blanks (SP, HTAB) and split into name and value.
+/// A part without `=` is all name: the safer reading for removal (`tollgate` alone is one of
+/// Tollgate's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pair<'a> {
     /// The part without the blanks around it.
