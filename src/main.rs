@@ -154,9 +154,10 @@ async fn hangup(hangups: &mut Hangups) {
 }
 
 /// SIGHUP: the file is read again with the same environment overrides and validation as at
-/// start; `reload` logs and counts the outcome.
+/// start, and so are the system's trusted roots; `reload` logs and counts the outcome.
 async fn reload(running: &tollgate::app::RunningApp, path: &Path, env: &BTreeMap<String, String>) {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    tollgate::tls::read_system_roots_again();
     match read_config(path, env) {
         Ok(config) => {
             let _ = running.reload(config).await;

@@ -6,7 +6,7 @@
 pub mod server;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -184,9 +184,9 @@ fn roots_verifier(
     )
 }
 
-/// The client configuration of the calls to providers: the system's roots (read once, shared
-/// with upstreams), `h2` and `http/1.1` by ALPN. One value shared by every thread's client, so
-/// the roots are read once and a TLS session is resumed whichever thread made it.
+/// The client configuration of the calls to providers: the system's roots (shared with
+/// upstreams), `h2` and `http/1.1` by ALPN. One value shared by every thread's client, so
+/// the roots are read once per config and a TLS session is resumed whichever thread made it.
 ///
 /// # Errors
 /// When the system has no roots or rustls refuses the configuration.
@@ -201,17 +201,33 @@ pub fn provider_client_config() -> Result<rustls::ClientConfig, TlsError> {
     Ok(config)
 }
 
-/// The system's roots (on Debian /etc/ssl/certs, package ca-certificates), read once: the same
-/// trust the calls to providers use.
+/// The system's roots (on Debian /etc/ssl/certs, package ca-certificates, or what
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` name), read when first needed and kept until
+/// [`read_system_roots_again`]: the same trust for the calls to providers, upstreams and Redis.
+/// Asked for when a config is built (at start, on reload) and when a Redis TLS connection is
+/// made, never per request.
+static SYSTEM: Mutex<Option<Arc<rustls_platform_verifier::Verifier>>> = Mutex::new(None);
+
 fn system_verifier() -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, TlsError> {
-    static SYSTEM: OnceLock<Result<Arc<rustls_platform_verifier::Verifier>, String>> =
-        OnceLock::new();
-    match SYSTEM.get_or_init(|| {
-        rustls_platform_verifier::Verifier::new(provider())
-            .map(Arc::new)
-            .map_err(|error| error.to_string())
-    }) {
-        Ok(verifier) => Ok(verifier.clone()),
-        Err(reason) => Err(TlsError::Roots(reason.clone())),
+    let mut kept = SYSTEM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(verifier) = kept.as_ref() {
+        return Ok(verifier.clone());
     }
+    // Reads and parses the roots now; a store without any is an error, not kept.
+    let verifier = rustls_platform_verifier::Verifier::new(provider())
+        .map(Arc::new)
+        .map_err(|error| TlsError::Roots(error.to_string()))?;
+    *kept = Some(verifier.clone());
+    Ok(verifier)
+}
+
+/// Makes the next config built read the system's roots again (SIGHUP): a CA bundle updated on
+/// the host is trusted from the reload on. Configs built before keep the roots they were built
+/// with, so a reload refused (for a store left without roots, say) changes nothing.
+pub fn read_system_roots_again() {
+    *SYSTEM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
 }

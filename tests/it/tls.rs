@@ -598,3 +598,97 @@ async fn an_upstream_is_trusted_through_the_system_roots() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// SIGHUP reads the system's roots again: an upstream whose CA the system store (here
+/// `SSL_CERT_FILE`) does not hold is a 502, still after the CA is added, until the reload. A
+/// reload that finds no roots at all is refused, and the live config keeps its roots.
+#[tokio::test]
+async fn sighup_reads_the_system_roots_again() {
+    if !nginx::available() {
+        return;
+    }
+    let (before, after) = (TestCa::new("roots-before"), TestCa::new("roots-after"));
+    let upstream_port = free_port();
+    let _nginx = Nginx::start(
+        &nginx_tls_server(upstream_port, &after.issue("nginx"), true),
+        &[upstream_port],
+    )
+    .await;
+    // The system's store is this file alone: `SSL_CERT_DIR` (set on some hosts) names an
+    // empty directory.
+    let store = before.path("system-roots.pem");
+    std::fs::copy(before.cert(), &store).unwrap();
+    let no_directory = before.path("no-roots");
+    std::fs::create_dir(&no_directory).unwrap();
+    let routes = route("/", &format!("https://localhost:{upstream_port}"), None);
+    let client = reqwest::Client::builder()
+        .resolve("localhost", ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
+    let log = before.path("stderr.log");
+    let (mut child, public) = serve(
+        &before.path("tollgate.toml"),
+        &config("", &routes),
+        &[("SSL_CERT_FILE", &store), ("SSL_CERT_DIR", &no_directory)],
+        std::fs::File::create(&log).unwrap().into(),
+        (&client, "http"),
+    )
+    .await;
+    let app = format!("http://localhost:{public}/app");
+    let status = || async { client.get(&app).send().await.unwrap().status().as_u16() };
+    assert_eq!(
+        status().await,
+        502,
+        "an upstream the roots do not vouch for"
+    );
+    std::fs::copy(after.cert(), &store).unwrap();
+    assert_eq!(
+        status().await,
+        502,
+        "the roots are read at start, not per request"
+    );
+
+    let hangup = || {
+        let killed = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+    hangup();
+    // The signal is handled soon, not at once: count the answers from before the reload.
+    let mut refused = 0;
+    while status().await == 502 {
+        refused += 1;
+        assert!(
+            refused < 400,
+            "SIGHUP never made the system's new root trusted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status().await, 200);
+
+    std::fs::write(&store, "").unwrap();
+    hangup();
+    let mut waited = 0;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("configuration refused") {
+            break text;
+        }
+        waited += 1;
+        assert!(
+            waited < 400,
+            "a reload without roots was not refused: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert!(text.contains("no trusted roots"), "{text}");
+    assert_eq!(
+        status().await,
+        200,
+        "the live config keeps the roots it was built with"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
