@@ -7,9 +7,10 @@
 //! one layer is as knotted as an upward import.
 //!
 //! And `fuzz/Cargo.lock` (the fuzz crate's own lock, used only when the fuzz targets are built)
-//! must name the same versions of Tollgate's dependencies as `Cargo.lock`: a dependency added
-//! or moved without it makes the fuzz build in CI rewrite the lock and leave the checkout
-//! modified.
+//! must list every dependency of Tollgate's build, and hold every package it shares with
+//! `Cargo.lock` at `Cargo.lock`'s version: a dependency added without it makes the fuzz build
+//! in CI rewrite the lock and leave the checkout modified, and a version that drifted would
+//! fuzz code Tollgate does not ship.
 //!
 //! Upward imports that exist today are listed in `KNOWN_UPWARD` with the issue that removes
 //! them: the test fails on any new one, and on a listed one that is gone (so the list only
@@ -261,57 +262,101 @@ fn no_two_files_import_each_other_round_a_loop() {
     assert!(loops.is_empty(), "files that import each other: {loops:#?}");
 }
 
-/// A lock file's resolution of the `tollgate` package's dependencies: name → version.
-fn tollgate_dependencies(lock_file: &str) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(root().join(lock_file)).unwrap();
-    let lock: toml::Table = toml::from_str(&text).unwrap();
-    let packages = lock["package"].as_array().unwrap();
-    let field = |package: &toml::Value, key: &str| package[key].as_str().unwrap().to_owned();
-    let tollgate = packages
+/// A lock file's packages, as (name, version), and the `tollgate` package's dependencies
+/// resolved the same way.
+struct Lock {
+    packages: BTreeSet<(String, String)>,
+    tollgate: BTreeSet<(String, String)>,
+}
+
+fn lock(file: &str) -> Lock {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let entries = table["package"].as_array().unwrap();
+    let text_of = |package: &toml::Value, key: &str| package[key].as_str().unwrap().to_owned();
+    let packages: BTreeSet<(String, String)> = entries
+        .iter()
+        .map(|package| (text_of(package, "name"), text_of(package, "version")))
+        .collect();
+    let tollgate = entries
         .iter()
         .find(|package| package["name"].as_str() == Some("tollgate"))
-        .unwrap_or_else(|| panic!("{lock_file} has no `tollgate` package"));
-    let entries = tollgate.get("dependencies").and_then(toml::Value::as_array);
-    entries
+        .unwrap_or_else(|| panic!("{file} has no `tollgate` package"));
+    let dependencies = tollgate.get("dependencies").and_then(toml::Value::as_array);
+    let tollgate = dependencies
         .into_iter()
         .flatten()
         .map(|entry| {
             // `name` when the lock holds one version of it, else `name version`.
             let entry = entry.as_str().unwrap();
-            let (name, version) = entry.split_once(' ').map_or_else(
-                || {
-                    let package = packages
-                        .iter()
-                        .find(|package| package["name"].as_str() == Some(entry))
-                        .unwrap();
-                    (entry.to_owned(), field(package, "version"))
-                },
-                |(name, version)| (name.to_owned(), version.to_owned()),
-            );
-            (name, version)
+            match entry.split_once(' ') {
+                Some((name, version)) => (name.to_owned(), version.to_owned()),
+                None => packages
+                    .iter()
+                    .find(|(name, _)| name == entry)
+                    .unwrap_or_else(|| panic!("{file}: no package {entry}"))
+                    .clone(),
+            }
+        })
+        .collect();
+    Lock { packages, tollgate }
+}
+
+/// The packages Tollgate's manifest names outside `[dev-dependencies]` (what a build of the
+/// library resolves, and so what the fuzz crate's lock holds), by package name.
+fn built_dependencies() -> BTreeSet<String> {
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
+    let mut tables: Vec<&toml::Table> = ["dependencies", "build-dependencies"]
+        .iter()
+        .filter_map(|key| manifest.get(*key).and_then(toml::Value::as_table))
+        .collect();
+    for target in manifest
+        .get("target")
+        .and_then(toml::Value::as_table)
+        .into_iter()
+        .flat_map(toml::Table::values)
+    {
+        for key in ["dependencies", "build-dependencies"] {
+            tables.extend(target.get(key).and_then(toml::Value::as_table));
+        }
+    }
+    tables
+        .into_iter()
+        .flat_map(|table| {
+            table.iter().map(|(key, value)| {
+                let renamed = value.get("package").and_then(toml::Value::as_str);
+                renamed.unwrap_or(key).to_owned()
+            })
         })
         .collect()
 }
 
 #[test]
-fn the_fuzz_lock_resolves_tollgates_dependencies_as_the_main_lock_does() {
-    let manifest: toml::Table =
-        toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
-    let normal: BTreeSet<&String> = manifest["dependencies"]
-        .as_table()
-        .unwrap()
-        .keys()
-        .collect();
-    // The main lock also lists the dev-dependencies, which the fuzz build does not use.
-    let main: BTreeMap<String, String> = tollgate_dependencies("Cargo.lock")
-        .into_iter()
-        .filter(|(name, _)| normal.contains(name))
-        .collect();
-    assert_eq!(main.len(), normal.len(), "Cargo.lock lacks a dependency");
-    assert_eq!(
-        tollgate_dependencies("fuzz/Cargo.lock"),
-        main,
-        "fuzz/Cargo.lock is stale: copy Cargo.lock over it, let cargo prune it (`cargo metadata \
-         --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null`) and commit it"
+fn the_fuzz_lock_resolves_what_it_shares_with_the_main_lock_alike() {
+    let (main, fuzz) = (lock("Cargo.lock"), lock("fuzz/Cargo.lock"));
+    let mut problems = Vec::new();
+    // Every dependency a build of Tollgate uses is in the fuzz lock: one added without it is
+    // what makes the fuzz build rewrite the lock.
+    let listed: BTreeSet<&String> = fuzz.tollgate.iter().map(|(name, _)| name).collect();
+    for name in built_dependencies() {
+        if !listed.contains(&name) {
+            problems.push(format!("`tollgate` does not depend on {name} there"));
+        }
+    }
+    // Every package both locks hold, at the versions Cargo.lock holds (so the fuzzers run what
+    // ships); packages only the fuzz crate uses (libFuzzer's) are its own.
+    let main_names: BTreeSet<&String> = main.packages.iter().map(|(name, _)| name).collect();
+    for (name, version) in &fuzz.packages {
+        let pair = (name.clone(), version.clone());
+        if main_names.contains(name) && !main.packages.contains(&pair) {
+            problems.push(format!("{name} {version}, which Cargo.lock does not hold"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "fuzz/Cargo.lock is stale: {}.\nCopy Cargo.lock over it, let cargo prune it (`cargo \
+         metadata --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null`) and commit it",
+        problems.join("; ")
     );
 }
