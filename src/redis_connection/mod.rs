@@ -225,6 +225,13 @@ impl RedisConnection {
             client_tls: None,
             root_cert: ca.map(<[u8]>::to_vec),
         };
+        // The watched link's TLS, made now (when the config is built) rather than at each
+        // connect: a reconnect reads no files, and a config keeps the roots it was built with
+        // however often they are read again (SIGHUP).
+        let watched_tls = |tls: bool| -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+            tls.then(|| crate::tls::client_config(ca).map_err(|error| error.to_string()))
+                .transpose()
+        };
         let (main, confirm) = match target {
             RedisTarget::Standalone(url) => {
                 let client = match ca {
@@ -232,10 +239,18 @@ impl RedisConnection {
                     None => redis::Client::open(url.as_str()),
                 }
                 .map_err(|error| error.to_string())?;
+                let verified_tls = matches!(
+                    client.get_connection_info().addr(),
+                    redis::ConnectionAddr::TcpTls {
+                        insecure: false,
+                        ..
+                    }
+                );
+                let tls = watched_tls(verified_tls)?;
                 let source = Arc::new(Source::Direct(client));
                 (
-                    Link::Single(Single::new(source.clone(), invalidations, ca)),
-                    Link::Single(Single::new(source, None, ca)),
+                    Link::Single(Single::new(source.clone(), invalidations, tls.clone())),
+                    Link::Single(Single::new(source, None, tls)),
                 )
             }
             RedisTarget::Sentinel {
@@ -243,12 +258,13 @@ impl RedisConnection {
                 service,
                 auth,
             } => {
+                let tls = watched_tls(auth.tls)?;
                 let sentinels = Sentinels::new(sentinels, service, auth, invalidations.is_some())
                     .map_err(|error| error.to_string())?;
                 let source = Arc::new(Source::Sentinel(sentinels));
                 (
-                    Link::Single(Single::new(source.clone(), invalidations, ca)),
-                    Link::Single(Single::new(source, None, ca)),
+                    Link::Single(Single::new(source.clone(), invalidations, tls.clone())),
+                    Link::Single(Single::new(source, None, tls)),
                 )
             }
             RedisTarget::Cluster(nodes) => {

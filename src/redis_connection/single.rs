@@ -36,8 +36,9 @@ pub(super) struct Single {
     serial: AtomicU64,
     /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
-    /// The CA trusted for TLS (`session.redis_ca_file`), else the system's roots.
-    ca: Option<Arc<[u8]>>,
+    /// The TLS client configuration, made with the link when its target speaks TLS (trusting
+    /// `session.redis_ca_file`, else the system's roots as they were then).
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether the current connection has tracking on, so copies may be kept.
     pub(super) tracking: AtomicBool,
     /// The server the current connection goes to.
@@ -80,11 +81,11 @@ impl Single {
     pub(super) fn new(
         source: Arc<Source>,
         invalidations: Option<Arc<dyn Invalidations>>,
-        ca: Option<&[u8]>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Self {
         Self {
             source,
-            ca: ca.map(Arc::from),
+            tls,
             master: Arc::new(std::sync::Mutex::new(None)),
             slot: Arc::new(std::sync::Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(()),
@@ -292,7 +293,7 @@ impl Single {
         let config = config.set_push_sender(on_push);
         let Some((mut connection, watch)) = watched::connect(
             resp3(&client)?.get_connection_info(),
-            self.ca.as_deref(),
+            self.tls.as_ref(),
             config,
         )
         .await?

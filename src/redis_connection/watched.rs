@@ -104,13 +104,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// Connects to the server of `info` (TCP, or TLS trusting `ca`, else the system's roots), sets the connection up as
-/// the redis crate does (`HELLO`, `AUTH`, `SELECT`) and starts its reader; returns the
-/// connection and its [`Watch`]. `None` for an address this cannot watch (a Unix socket, TLS
-/// without certificate checks): such a link keeps no copies.
+/// Connects to the server of `info` (TCP, or TLS with `tls`, the link's client configuration
+/// made with its config), sets the connection up as the redis crate does (`HELLO`, `AUTH`,
+/// `SELECT`) and starts its reader; returns the connection and its [`Watch`]. `None` for an
+/// address this cannot watch (a Unix socket, TLS without certificate checks): such a link
+/// keeps no copies.
 pub(super) async fn connect(
     info: &ConnectionInfo,
-    ca: Option<&[u8]>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     config: AsyncConnectionConfig,
 ) -> RedisResult<Option<(MultiplexedConnection, Watch)>> {
     let (host, port, secure) = match info.addr() {
@@ -139,11 +140,13 @@ pub(super) async fn connect(
             let name = rustls::pki_types::ServerName::try_from(host.as_str())
                 .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?
                 .to_owned();
-            let tls = crate::tls::client_config(ca).map_err(|error| {
+            // Made with the link (`RedisConnection::new`), never here: a reconnect reads no
+            // files, and keeps the trust its config was built with.
+            let tls = tls.cloned().ok_or_else(|| {
                 RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
                     "Redis TLS",
-                    error.to_string(),
+                    "a TLS address for a link made without TLS".to_owned(),
                 ))
             })?;
             let stream = tokio_rustls::TlsConnector::from(tls)

@@ -204,8 +204,8 @@ pub fn provider_client_config() -> Result<rustls::ClientConfig, TlsError> {
 /// The system's roots (on Debian /etc/ssl/certs, package ca-certificates, or what
 /// `SSL_CERT_FILE` / `SSL_CERT_DIR` name), read when first needed and kept until
 /// [`read_system_roots_again`]: the same trust for the calls to providers, upstreams and Redis.
-/// Asked for when a config is built (at start, on reload) and when a Redis TLS connection is
-/// made, never per request.
+/// Asked for only when a config is built (at start, on reload): never by a request or a
+/// reconnect, which use what their config was built with.
 static SYSTEM: Mutex<Option<Arc<rustls_platform_verifier::Verifier>>> = Mutex::new(None);
 
 fn system_verifier() -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, TlsError> {
