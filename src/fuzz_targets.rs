@@ -152,8 +152,8 @@ pub fn config(data: &[u8]) {
 /// out). After the proxy's removal, the parts forwarded are the parts sent (of the UTF-8
 /// headers) but Tollgate's, in order, so every other cookie reads as it did before and none of
 /// Tollgate's is left; and headers that held none of Tollgate's (and are UTF-8) are left
-/// exactly as sent. "Tollgate's" is what `http::cookies::pairs` and `is_tollgate_cookie` say: the property
-/// is that the removal agrees with the reading, which the session code shares.
+/// exactly as sent. "Tollgate's" is what `http::cookies::pairs` and `is_tollgate_cookie` say:
+/// the property is that the removal agrees with the reading, which the session code shares.
 pub fn cookie_header(data: &[u8]) {
     use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
 
