@@ -194,6 +194,15 @@ async fn serve(
     panic!("tollgate serve never answered at {ping}");
 }
 
+/// Sends SIGHUP to `child` with kill(1), as an operator does.
+fn hang_up(child: &std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
 /// `tollgate serve` as its own process, SIGHUP sent with kill(1): the next connections see the
 /// new certificate.
 #[tokio::test]
@@ -221,11 +230,7 @@ async fn sighup_makes_the_running_binary_serve_the_new_certificate() {
     assert_eq!(served_certificate(&ca, address).await, first.leaf_der());
 
     replace(&served, &second);
-    let killed = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    hang_up(&child);
     // The signal is handled soon, not at once: count the connections that still see the first.
     let mut old = 0;
     while served_certificate(&ca, address).await != second.leaf_der() {
@@ -648,14 +653,7 @@ async fn sighup_reads_the_system_roots_again() {
         "the roots are read at start, not per request"
     );
 
-    let hangup = || {
-        let killed = Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-    };
-    hangup();
+    hang_up(&child);
     // The signal is handled soon, not at once: count the answers from before the reload.
     let mut refused = 0;
     while status().await == 502 {
@@ -669,7 +667,7 @@ async fn sighup_reads_the_system_roots_again() {
     assert_eq!(status().await, 200);
 
     std::fs::write(&store, "").unwrap();
-    hangup();
+    hang_up(&child);
     let mut waited = 0;
     let text = loop {
         let text = std::fs::read_to_string(&log).unwrap();
