@@ -80,12 +80,13 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("tollgate-worker-{index}"))
                 .spawn(move || {
-                    crate::logging::gather_lines_on_this_thread();
+                    // Dropped last: the lines of the runtime's last tasks are handed over,
+                    // and the log's exit waits for that.
+                    let _gathering = crate::logging::gather_lines_on_this_thread();
                     // Ends when the stop sender is dropped; remaining tasks are dropped with
                     // the runtime.
                     let _ = runtime.block_on(receiver);
                     drop(runtime);
-                    crate::logging::send_batch();
                 })?;
         }
         Ok(Self {

@@ -13,16 +13,18 @@
 pub mod decision;
 mod queue;
 
-pub use queue::{gather_lines_on_this_thread, send_batch};
+pub use queue::{Gathering, gather_lines_on_this_thread, send_batch};
 
-/// Keeps the writer thread; dropping it writes out what is queued. Hold it until exit.
+/// Keeps the writer thread; dropping it writes out what is queued, once the threads that
+/// gather lines (the listener's workers, ending as the process does) have handed theirs over.
+/// It waits at most a second for them and a second for the writer. Hold it until exit.
 pub struct LogGuard(());
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
         queue::send_batch();
         if let Some(queue) = queue::QUEUE.get() {
-            queue.stop(std::time::Duration::from_secs(1));
+            queue.close(std::time::Duration::from_secs(1));
         }
     }
 }

@@ -11,6 +11,12 @@
 //! and under load those frees fought the request threads for the allocator's lock (measured as
 //! `futex` calls). Every other thread hands over each line at once.
 //!
+//! A thread that gathers holds a [`Gathering`] for as long as it does: dropping it hands the
+//! thread's last lines over, and [`Queue::close`] (at exit) waits for every such thread to have
+//! done so before it stops the writer. A worker ends after the listener drained, and it need
+//! not have parked since its last request's line: without the wait, a worker slower to end
+//! than the main thread lost those lines (seen as a decision line missing at exit).
+//!
 //! The writer thread writes through a buffer that it flushes whenever the queue runs empty,
 //! and after each flush it lingers ([`LINGER`]) before it looks at the queue again: lines that
 //! arrive meanwhile go out together in the next `write`, and the threads that queued them wake
@@ -18,8 +24,8 @@
 
 use std::cell::RefCell;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -49,6 +55,10 @@ pub(super) struct Queue {
     sender: Sender<Message>,
     counts: Arc<Counts>,
     limit: usize,
+    /// Threads gathering lines for this queue that have not handed their last ones over.
+    gathering: Mutex<usize>,
+    /// Told each time one of them has.
+    gathered: Condvar,
 }
 
 /// What the senders and the writer thread share.
@@ -77,6 +87,8 @@ impl Queue {
             sender,
             counts,
             limit,
+            gathering: Mutex::new(0),
+            gathered: Condvar::new(),
         })
     }
 
@@ -96,6 +108,19 @@ impl Queue {
     /// Lines dropped since the start.
     pub(super) fn dropped(&self) -> u64 {
         self.counts.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `wait`, until every thread gathering lines for this queue has handed its
+    /// last ones over (dropped its [`Gathering`]), then [`stop`](Self::stop)s the writer.
+    pub(super) fn close(&self, wait: Duration) {
+        let gathering = self
+            .gathering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _ = self
+            .gathered
+            .wait_timeout_while(gathering, wait, |gathering| *gathering > 0);
+        self.stop(wait);
     }
 
     /// Asks the writer thread to write out everything queued before this call and waits for
@@ -159,15 +184,57 @@ thread_local! {
     static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
 }
 
-/// Makes this thread gather its lines into batches; from then on it must call [`send_batch`]
-/// whenever it may go idle (its runtime's park hook) and before it ends.
-pub fn gather_lines_on_this_thread() {
-    BATCH.with(|batch| batch.borrow_mut().gathers = true);
+/// Makes this thread gather its lines into batches until the returned [`Gathering`] is
+/// dropped; meanwhile it must call [`send_batch`] whenever it may go idle (its runtime's park
+/// hook). Hold it until the thread ends. Before `logging::init` it does nothing.
+#[must_use = "the thread gathers lines only while it is held"]
+pub fn gather_lines_on_this_thread() -> Gathering {
+    Gathering::on(QUEUE.get())
+}
+
+/// A thread gathering its lines for a queue; dropping it hands the last ones over, and the
+/// queue waits for that when it closes at exit.
+pub struct Gathering(Option<&'static Queue>);
+
+impl Gathering {
+    fn on(queue: Option<&'static Queue>) -> Self {
+        if let Some(queue) = queue {
+            *queue
+                .gathering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) += 1;
+            BATCH.with(|batch| batch.borrow_mut().gathers = true);
+        }
+        Self(queue)
+    }
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        let Some(queue) = self.0 else { return };
+        send_batch_to(queue);
+        let _ = BATCH.try_with(|batch| {
+            if let Ok(mut batch) = batch.try_borrow_mut() {
+                batch.gathers = false;
+            }
+        });
+        let mut gathering = queue
+            .gathering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *gathering = gathering.saturating_sub(1);
+        queue.gathered.notify_all();
+    }
 }
 
 /// Hands this thread's gathered lines over to the queue (a worker runtime's park hook).
 pub fn send_batch() {
-    let Some(queue) = QUEUE.get() else { return };
+    if let Some(queue) = QUEUE.get() {
+        send_batch_to(queue);
+    }
+}
+
+fn send_batch_to(queue: &Queue) {
     let _ = BATCH.try_with(|batch| {
         let Ok(mut batch) = batch.try_borrow_mut() else {
             return;
@@ -195,6 +262,12 @@ pub(super) fn line(write: impl FnOnce(&mut Vec<u8>)) -> bool {
     let Some(queue) = QUEUE.get() else {
         return false;
     };
+    line_to(queue, write);
+    true
+}
+
+/// Adds one line to `queue`, through this thread's batch when it gathers.
+fn line_to(queue: &Queue, write: impl FnOnce(&mut Vec<u8>)) {
     let mut write = Some(write);
     let _ = BATCH.try_with(|batch| {
         let Ok(mut batch) = batch.try_borrow_mut() else {
@@ -213,7 +286,6 @@ pub(super) fn line(write: impl FnOnce(&mut Vec<u8>)) -> bool {
         write(&mut bytes);
         queue.send(bytes, 1);
     }
-    true
 }
 
 /// `tracing-subscriber`'s writer: each event it formats is one line of the queue.

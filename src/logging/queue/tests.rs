@@ -2,10 +2,10 @@
 //! lines, and a count of every line a full queue drops.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use super::{Batch, Queue, hand_over};
+use super::{Batch, Gathering, Queue, hand_over, line_to};
 
 /// A writer that keeps what it was given, and can be made to block until released.
 #[derive(Clone, Default)]
@@ -102,4 +102,45 @@ fn handing_over_empties_the_batch() {
     assert!(batch.bytes.capacity() <= 8 * super::BATCH_BYTES);
     queue.stop(Duration::from_secs(5));
     assert_eq!(out.bytes.lock().unwrap().len(), 4 + long.len());
+}
+
+/// A thread that gathers lines and ends only after the queue was asked to close (a worker
+/// whose runtime is still being dropped at exit): closing waits for it, and its last line,
+/// still in its batch when closing began, comes out.
+#[test]
+fn closing_waits_for_the_last_lines_of_a_thread_that_gathers() {
+    let out = Kept::default();
+    let queue: &'static Queue = Box::leak(Box::new(
+        Queue::start(out.clone(), 100, Duration::ZERO).unwrap(),
+    ));
+    let (logged, was_logged) = mpsc::channel();
+    let (end, ended) = mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let _gathering = Gathering::on(Some(queue));
+        line_to(queue, |bytes| bytes.extend_from_slice(b"last\n"));
+        logged.send(()).unwrap();
+        let _ = ended.recv();
+    });
+    was_logged.recv().unwrap();
+    assert!(
+        out.bytes.lock().unwrap().is_empty(),
+        "the line waits in the thread's batch"
+    );
+    let (closed, was_closed) = mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        queue.close(Duration::from_secs(30));
+        closed.send(()).unwrap();
+    });
+    assert!(
+        was_closed.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the queue closed while a thread still held lines"
+    );
+    drop(end);
+    was_closed.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap(),
+        "last\n"
+    );
+    worker.join().unwrap();
+    closer.join().unwrap();
 }
