@@ -17,7 +17,8 @@ pub use queue::{Gathering, gather_lines_on_this_thread, send_batch};
 
 /// Keeps the writer thread; dropping it writes out what is queued, once the threads that
 /// gather lines (the listener's workers, ending as the process does) have handed theirs over.
-/// It waits at most a second for them and a second for the writer. Hold it until exit.
+/// It waits at most a second for them, then at most two for the writer (a second to hand it
+/// the stop, a second for it to write out). Hold it until exit.
 pub struct LogGuard(());
 
 impl Drop for LogGuard {

@@ -111,7 +111,8 @@ impl Queue {
     }
 
     /// Waits, at most `wait`, until every thread gathering lines for this queue has handed its
-    /// last ones over (dropped its [`Gathering`]), then [`stop`](Self::stop)s the writer.
+    /// last ones over (dropped its [`Gathering`]), then [`stop`](Self::stop)s the writer (at
+    /// most twice `wait` more).
     pub(super) fn close(&self, wait: Duration) {
         let gathering = self
             .gathering
@@ -194,7 +195,11 @@ pub fn gather_lines_on_this_thread() -> Gathering {
 
 /// A thread gathering its lines for a queue; dropping it hands the last ones over, and the
 /// queue waits for that when it closes at exit.
-pub struct Gathering(Option<&'static Queue>);
+pub struct Gathering(
+    Option<&'static Queue>,
+    /// Not `Send`: it stands for the thread that made it (its batch is that thread's).
+    std::marker::PhantomData<*const ()>,
+);
 
 impl Gathering {
     fn on(queue: Option<&'static Queue>) -> Self {
@@ -205,7 +210,7 @@ impl Gathering {
                 .unwrap_or_else(PoisonError::into_inner) += 1;
             BATCH.with(|batch| batch.borrow_mut().gathers = true);
         }
-        Self(queue)
+        Self(queue, std::marker::PhantomData)
     }
 }
 
