@@ -209,44 +209,74 @@ impl Link {
     }
 }
 
+/// What a config's Redis links trust over TLS ([`crate::tls::redis_roots`]): as the redis crate
+/// takes it, and as the rustls configuration of the link Tollgate connects itself.
+struct Roots {
+    certificates: redis::TlsCertificates,
+    config: Arc<rustls::ClientConfig>,
+}
+
+/// Whether `url` speaks TLS with certificate checks (`rediss://`, not `#insecure`).
+fn verified_tls(url: &str) -> bool {
+    redis::IntoConnectionInfo::into_connection_info(url).is_ok_and(|info| {
+        matches!(
+            info.addr(),
+            redis::ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        )
+    })
+}
+
 impl RedisConnection {
-    /// A connection to `target`, trusting `ca` for TLS when given; nothing is connected yet.
-    /// With `invalidations`, the main link keeps `CLIENT TRACKING` on (standalone and
-    /// Sentinel; Redis may refuse it, see [`Self::tracking`]).
+    /// A connection to `target`, trusting `ca` for TLS when given, else the system's roots as
+    /// they are now; nothing is connected yet. With `invalidations`, the main link keeps
+    /// `CLIENT TRACKING` on (standalone and Sentinel; Redis may refuse it, see
+    /// [`Self::tracking`]).
+    ///
+    /// The roots are read here, when the config is built, for every link alike: the one
+    /// Tollgate connects (its rustls configuration made now) and the ones the redis crate
+    /// connects (given the same roots as PEM). So a reconnect trusts what its config was built
+    /// with however often the roots are read again (SIGHUP). (The crate still reads the
+    /// system's store at each TLS connect, and fails it when that read fails, but trusts only
+    /// what it was given.)
     ///
     /// # Errors
-    /// When the URLs cannot make a client.
+    /// When the URLs cannot make a client, or TLS is asked for and there are no roots.
     pub fn new(
         target: &RedisTarget,
         ca: Option<&[u8]>,
         invalidations: Option<Arc<dyn Invalidations>>,
     ) -> Result<Self, String> {
-        let certificates = || redis::TlsCertificates {
-            client_tls: None,
-            root_cert: ca.map(<[u8]>::to_vec),
-        };
-        // The watched link's TLS, made now (when the config is built) rather than at each
-        // connect: a reconnect reads no files, and a config keeps the roots it was built with
-        // however often they are read again (SIGHUP).
-        let watched_tls = |tls: bool| -> Result<Option<Arc<rustls::ClientConfig>>, String> {
-            tls.then(|| crate::tls::client_config(ca).map_err(|error| error.to_string()))
-                .transpose()
+        let error = |error: &dyn std::fmt::Display| error.to_string();
+        // The roots, when some URL speaks TLS with certificate checks.
+        let roots = |verified: bool| -> Result<Option<Roots>, String> {
+            if !verified {
+                return Ok(None);
+            }
+            let pem = crate::tls::redis_roots(ca).map_err(|e| error(&e))?;
+            let config = crate::tls::redis_client_config(&pem).map_err(|e| error(&e))?;
+            Ok(Some(Roots {
+                certificates: redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+                config,
+            }))
         };
         let (main, confirm) = match target {
             RedisTarget::Standalone(url) => {
-                let client = match ca {
-                    Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
+                // A CA file with a `redis://` URL is refused by `build_with_tls`, as before.
+                let roots = roots(verified_tls(url) || ca.is_some())?;
+                let client = match &roots {
+                    Some(roots) => {
+                        redis::Client::build_with_tls(url.as_str(), roots.certificates.clone())
+                    }
                     None => redis::Client::open(url.as_str()),
                 }
-                .map_err(|error| error.to_string())?;
-                let verified_tls = matches!(
-                    client.get_connection_info().addr(),
-                    redis::ConnectionAddr::TcpTls {
-                        insecure: false,
-                        ..
-                    }
-                );
-                let tls = watched_tls(verified_tls)?;
+                .map_err(|e| error(&e))?;
+                let tls = roots.map(|roots| roots.config);
                 let source = Arc::new(Source::Direct(client));
                 (
                     Link::Single(Single::new(source.clone(), invalidations, tls.clone())),
@@ -258,9 +288,16 @@ impl RedisConnection {
                 service,
                 auth,
             } => {
-                let tls = watched_tls(auth.tls)?;
-                let sentinels = Sentinels::new(sentinels, service, auth, invalidations.is_some())
-                    .map_err(|error| error.to_string())?;
+                let roots = roots(auth.tls)?;
+                let sentinels = Sentinels::new(
+                    sentinels,
+                    service,
+                    auth,
+                    invalidations.is_some(),
+                    roots.as_ref().map(|roots| roots.certificates.clone()),
+                )
+                .map_err(|e| error(&e))?;
+                let tls = roots.map(|roots| roots.config);
                 let source = Arc::new(Source::Sentinel(sentinels));
                 (
                     Link::Single(Single::new(source.clone(), invalidations, tls.clone())),
@@ -268,10 +305,13 @@ impl RedisConnection {
                 )
             }
             RedisTarget::Cluster(nodes) => {
+                // Roots make every node verified TLS: only for a Cluster all of whose nodes
+                // are (the crate refuses a mix), or with a CA file, as before.
+                let roots = roots(nodes.iter().all(|node| verified_tls(node)) || ca.is_some())?;
                 let cluster = || {
                     let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());
-                    if ca.is_some() {
-                        builder = builder.certs(certificates());
+                    if let Some(roots) = &roots {
+                        builder = builder.certs(roots.certificates.clone());
                     }
                     builder
                         .connection_timeout(TIMEOUT)
@@ -283,7 +323,7 @@ impl RedisConnection {
                                 connection: tokio::sync::Mutex::new(None),
                             }))
                         })
-                        .map_err(|error| error.to_string())
+                        .map_err(|e| error(&e))
                 };
                 (cluster()?, cluster()?)
             }

@@ -30,36 +30,49 @@ impl Sentinels {
         service: &str,
         auth: &crate::config::SentinelAuth,
         resp3: bool,
+        certificates: Option<redis::TlsCertificates>,
     ) -> RedisResult<Self> {
-        let mut settings = redis::RedisConnectionInfo::default().set_db(auth.db);
-        if let Some(username) = &auth.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &auth.password {
-            settings = settings.set_password(password.expose());
-        }
-        if resp3 {
-            settings = settings.set_protocol(redis::ProtocolVersion::RESP3);
-        }
-        let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(settings);
-        if auth.tls {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
-        }
-        let client = |urls: Vec<redis::ConnectionInfo>| {
-            redis::sentinel::SentinelClient::build(
-                urls,
+        // The master's credentials, database and protocol, and over TLS the config's roots
+        // for the master as for the sentinels (else the crate reads the system's store at
+        // every connect); the sentinels' credentials only for the client that sends them.
+        let client = |sentinels: &[ConnectionInfo], with_credentials: bool| {
+            let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                sentinels.iter().map(|sentinel| sentinel.addr().clone()),
                 service,
-                Some(node.clone()),
                 redis::sentinel::SentinelServerType::Master,
-            )
-            .map(tokio::sync::Mutex::new)
+            )?
+            .set_client_to_redis_db(auth.db);
+            if let Some(username) = &auth.username {
+                builder = builder.set_client_to_redis_username(username);
+                if with_credentials {
+                    builder = builder.set_client_to_sentinel_username(username);
+                }
+            }
+            if let Some(password) = &auth.password {
+                builder = builder.set_client_to_redis_password(password.expose());
+                if with_credentials {
+                    builder = builder.set_client_to_sentinel_password(password.expose());
+                }
+            }
+            if resp3 {
+                builder = builder.set_client_to_redis_protocol(redis::ProtocolVersion::RESP3);
+            }
+            if auth.tls {
+                builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                if let Some(certificates) = &certificates {
+                    builder = builder.set_client_to_redis_certificates(certificates.clone());
+                }
+            }
+            builder.build().map(tokio::sync::Mutex::new)
         };
         let infos = |with_credentials: bool| -> RedisResult<Vec<redis::ConnectionInfo>> {
             sentinels
                 .iter()
                 .map(|url| {
-                    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+                    let info = with_roots(
+                        certificates.as_ref(),
+                        redis::IntoConnectionInfo::into_connection_info(url.as_str())?,
+                    )?;
                     if !with_credentials {
                         return Ok(info);
                     }
@@ -80,9 +93,9 @@ impl Sentinels {
             None => None,
         };
         Ok(Self {
-            open: client(addresses.clone())?,
+            open: client(&addresses, false)?,
             with_auth: match &addresses_with_auth {
-                Some(addresses) => Some(client(addresses.clone())?),
+                Some(addresses) => Some(client(addresses, true)?),
                 None => None,
             },
             needs_auth: AtomicBool::new(false),
@@ -173,6 +186,22 @@ impl Sentinels {
             }
             other => other,
         }
+    }
+}
+
+/// `info` trusting `certificates` when it speaks TLS (else the redis crate would read the
+/// system's store at every connect).
+fn with_roots(
+    certificates: Option<&redis::TlsCertificates>,
+    info: ConnectionInfo,
+) -> RedisResult<ConnectionInfo> {
+    match certificates {
+        Some(certificates) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
+            Ok(redis::Client::build_with_tls(info, certificates.clone())?
+                .get_connection_info()
+                .clone())
+        }
+        _ => Ok(info),
     }
 }
 

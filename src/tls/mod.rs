@@ -138,30 +138,41 @@ impl UpstreamTls {
     }
 }
 
-/// A client configuration that trusts only the PEM certificates in `ca_pem` when given, else
-/// the system's roots: Redis over TLS (`rediss://`, `session.redis_ca_file`).
+/// The certificates Redis over TLS trusts, as PEM: `ca_pem` (`session.redis_ca_file`) when
+/// given, else the system's roots as they are now (read as for the other clients, kept until
+/// [`read_system_roots_again`]). A config's Redis links all trust exactly these, whether
+/// Tollgate connects them ([`redis_client_config`]) or the redis crate does (given as its
+/// `root_cert`), however the store changes afterwards.
 ///
 /// # Errors
-/// When `ca_pem` holds no certificate, or the system has no roots.
-pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let verifier = match ca_pem {
-        Some(pem) => {
-            let chain = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| TlsError::Roots("the Redis CA holds a broken certificate".into()))?;
-            if chain.is_empty() {
-                return Err(TlsError::Roots("the Redis CA holds no certificate".into()));
-            }
-            roots_verifier(chain, "the Redis CA")?
-        }
-        None => system_verifier()?,
-    };
+/// When the system has no roots.
+pub fn redis_roots(ca_pem: Option<&[u8]>) -> Result<Vec<u8>, TlsError> {
+    match ca_pem {
+        Some(pem) => Ok(pem.to_vec()),
+        None => system_roots_pem(),
+    }
+}
+
+/// A client configuration that trusts only the PEM certificates `roots_pem` ([`redis_roots`]):
+/// the Redis link Tollgate connects itself.
+///
+/// # Errors
+/// When `roots_pem` holds no certificate, or a broken one.
+pub fn redis_client_config(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(roots_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Roots("the Redis roots hold a broken certificate".into()))?;
+    if chain.is_empty() {
+        return Err(TlsError::Roots(
+            "the Redis roots hold no certificate".into(),
+        ));
+    }
     Ok(Arc::new(
         rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| TlsError::Config(error.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(roots_verifier(chain, "the Redis roots")?)
             .with_no_client_auth(),
     ))
 }
@@ -223,6 +234,53 @@ fn system_verifier() -> Result<Arc<dyn rustls::client::danger::ServerCertVerifie
     Ok(verifier)
 }
 
+/// The system's roots as PEM, read as [`SYSTEM`] is and kept as long: what the redis crate is
+/// given to trust, since it takes roots only as PEM (and would otherwise read the store at
+/// every connect).
+static SYSTEM_PEM: Mutex<Option<Arc<[u8]>>> = Mutex::new(None);
+
+fn system_roots_pem() -> Result<Vec<u8>, TlsError> {
+    let mut kept = SYSTEM_PEM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(pem) = kept.as_ref() {
+        return Ok(pem.to_vec());
+    }
+    // As the platform verifier does on Linux: the roots that could be read and parsed are
+    // used, and only a store without any is an error (not kept).
+    let found = rustls_native_certs::load_native_certs();
+    let usable: Vec<_> = found
+        .certs
+        .into_iter()
+        .filter(|root| rustls::RootCertStore::empty().add(root.clone()).is_ok())
+        .collect();
+    if usable.is_empty() {
+        return Err(TlsError::Roots(found.errors.first().map_or_else(
+            || "the system's store holds none".to_owned(),
+            ToString::to_string,
+        )));
+    }
+    let pem: Arc<[u8]> = pem_of(&usable).into();
+    *kept = Some(pem.clone());
+    Ok(pem.to_vec())
+}
+
+/// `certificates` as PEM: base64 lines of 64 characters between the markers.
+fn pem_of(certificates: &[CertificateDer<'_>]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut pem = Vec::new();
+    for certificate in certificates {
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        let text = base64::engine::general_purpose::STANDARD.encode(certificate);
+        for line in text.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    pem
+}
+
 /// Makes the next config built read the system's roots again (SIGHUP): a CA bundle updated on
 /// the host is trusted from the reload on. Configs built before keep the roots they were built
 /// with, so a reload refused (for a store left without roots, say) changes nothing.
@@ -230,4 +288,10 @@ pub fn read_system_roots_again() {
     *SYSTEM
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    *SYSTEM_PEM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
 }
+
+#[cfg(test)]
+mod tests;

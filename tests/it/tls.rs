@@ -690,3 +690,140 @@ async fn sighup_reads_the_system_roots_again() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Redis over TLS, trusted through the system's roots: every Redis link of a config trusts
+/// the roots it was built with — the link Tollgate connects itself and those the redis crate
+/// connects (here the confirmed delete of a logout). With the store emptied and the SIGHUP
+/// that found it so refused, Redis drops every client: the links connect again, still verify
+/// Redis, and the logout is confirmed. Before, the crate's links read the store at each
+/// connect and found nothing to trust.
+#[tokio::test]
+async fn redis_links_keep_the_roots_of_their_config_after_the_store_is_emptied() {
+    use crate::support::redis::{RedisServer, available};
+    if !available() {
+        return;
+    }
+    let password = "redis-roots-password";
+    let (redis, ca) = RedisServer::tls_with_password(password).await;
+    let url = format!("rediss://:{password}@127.0.0.1:{}", redis.port);
+    redis_links_keep_their_roots(&url, &ca, &[&redis]).await;
+}
+
+/// The same through a Sentinel over TLS: the crate connects the sentinels and, to ask it its
+/// role, the master they name, for both links, at every reconnect.
+#[tokio::test]
+async fn sentinel_links_keep_the_roots_of_their_config_after_the_store_is_emptied() {
+    use crate::support::redis::{RedisSentinel, available};
+    if !available() {
+        return;
+    }
+    let password = "sentinel-roots-password";
+    let (set, ca) = RedisSentinel::tls_with_password(password).await;
+    let url = format!(
+        "rediss+sentinel://:{password}@127.0.0.1:{}/mymaster",
+        set.sentinel.port
+    );
+    redis_links_keep_their_roots(&url, &ca, &[&set.master, &set.sentinel]).await;
+}
+
+/// Signs in through a `tollgate serve` whose sessions are at `redis_url`, trusted through a
+/// system store holding `ca` alone; empties the store and sends SIGHUP (refused); has each of
+/// `servers` drop every client; then the session still answers and the logout is confirmed.
+async fn redis_links_keep_their_roots(
+    redis_url: &str,
+    ca: &Path,
+    servers: &[&crate::support::redis::RedisServer],
+) {
+    let idp = crate::support::TestIdp::start().await;
+    let dir = crate::support::scratch_dir("redis-roots");
+    let store = dir.join("system-roots.pem");
+    std::fs::copy(ca, &store).unwrap();
+    let no_directory = dir.join("no-roots");
+    std::fs::create_dir(&no_directory).unwrap();
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "[session]\n",
+        &format!("[session]\nstore = \"redis\"\nredis_url = \"{redis_url}\"\n"),
+    );
+    let client = reqwest::Client::builder()
+        .resolve("localhost", ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
+    let log = dir.join("stderr.log");
+    let (mut child, public) = serve(
+        &dir.join("tollgate.toml"),
+        &config,
+        &[("SSL_CERT_FILE", &store), ("SSL_CERT_DIR", &no_directory)],
+        std::fs::File::create(&log).unwrap().into(),
+        (&client, "http"),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{public}");
+    let mut browser = crate::support::Browser::new();
+    let signin = browser.get(&format!("{base}/signin?rd=/")).await;
+    assert_eq!(signin.status(), 302);
+    let at_provider = browser
+        .get(&crate::support::browser::location(&signin))
+        .await;
+    let callback = browser
+        .get(&crate::support::browser::location(&at_provider))
+        .await;
+    assert_eq!(callback.status(), 302, "signed in over {redis_url}");
+    assert_eq!(browser.get(&format!("{base}/auth")).await.status(), 200);
+
+    std::fs::write(&store, "").unwrap();
+    hang_up(&child);
+    let mut waited = 0;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("configuration refused") {
+            break text;
+        }
+        waited += 1;
+        assert!(
+            waited < 400,
+            "a reload without roots was not refused: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    // The providers' client is built first and is the one to find no roots.
+    assert!(
+        text.contains("No CA certificates were loaded from the system"),
+        "{text}"
+    );
+
+    // Every link connects again, on the roots its config was built with.
+    for server in servers {
+        let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        assert!(
+            killed.trim().parse::<u32>().is_ok_and(|count| count > 0),
+            "Redis dropped no client: {killed}"
+        );
+    }
+    // Each link answers 503 once it finds its connection gone, then connects again.
+    let mut answer = async |path: &str| {
+        let mut answers = Vec::new();
+        loop {
+            let status = browser.get(&format!("{base}{path}")).await.status();
+            answers.push(status.as_u16());
+            if status != 503 || answers.len() == 50 {
+                return (status, answers);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let (status, answers) = answer("/auth").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        status, 200,
+        "the session link reconnected: {answers:?}\n{text}"
+    );
+    let (status, answers) = answer("/signout").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        status, 302,
+        "the link of confirmed writes reconnected: {answers:?}\n{text}"
+    );
+    assert_eq!(browser.get(&format!("{base}/auth")).await.status(), 401);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -66,6 +66,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// The `requirepass` it was started with, for `cli`.
     password: Option<String>,
+    /// The CA of its certificate, when it speaks only TLS, for `cli`.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -81,6 +83,7 @@ impl RedisServer {
             extra,
             child: None,
             password,
+            tls_ca: None,
         };
         server.start().await;
         server
@@ -217,7 +220,8 @@ impl RedisServer {
                 dir,
                 extra: Vec::new(),
                 child: Some(child),
-                password: None,
+                password: Some(password),
+                tls_ca: Some(ca.clone()),
             },
             ca,
         )
@@ -305,7 +309,14 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server; returns what it printed.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli_as(self.port, self.password.as_deref(), args)
+        match &self.tls_ca {
+            Some(ca) => {
+                let ca = ca.display().to_string();
+                let tls = ["--tls", "--cacert", ca.as_str()];
+                cli_as(self.port, self.password.as_deref(), &[&tls, args].concat())
+            }
+            None => cli_as(self.port, self.password.as_deref(), args),
+        }
     }
 
     /// How many times the server ran `command` (from `INFO commandstats`).
@@ -510,6 +521,7 @@ impl RedisSentinel {
             extra: Vec::new(),
             child: Some(child),
             password: sentinel_password.clone(),
+            tls_ca: None,
         };
         wait_until(
             || {
@@ -528,6 +540,64 @@ impl RedisSentinel {
             sentinel,
             replica: None,
         }
+    }
+
+    /// A master that speaks only TLS and wants `password` ([`RedisServer::tls_with_password`]),
+    /// and a sentinel that speaks only TLS (with the master's certificate) and watches the
+    /// master over TLS. Returns them and the CA's PEM file.
+    pub async fn tls_with_password(password: &str) -> (Self, PathBuf) {
+        let (master, ca) = RedisServer::tls_with_password(password).await;
+        let dir = temp_dir("sentinel-tls");
+        let port = free_port();
+        let file = |name: &str| master.dir.join(name).display().to_string();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 2000\n\
+                 sentinel auth-pass mymaster {password}\n",
+                file("server.pem"),
+                file("server.key"),
+                file("ca.pem"),
+                master.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(REDIS_SERVER)
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = RedisServer {
+            port,
+            dir,
+            extra: Vec::new(),
+            child: Some(child),
+            password: None,
+            tls_ca: Some(ca.clone()),
+        };
+        wait_until(
+            || {
+                sentinel
+                    .cli(&["sentinel", "get-master-addr-by-name", "mymaster"])
+                    .contains("127.0.0.1")
+            },
+            "the sentinel over TLS",
+        )
+        .await;
+        (
+            Self {
+                master,
+                sentinel,
+                replica: None,
+            },
+            ca,
+        )
     }
 
     /// A master, a replica of it, and a sentinel that knows both (so it can fail over). The
