@@ -194,6 +194,30 @@ async fn serve(
     panic!("tollgate serve never answered at {ping}");
 }
 
+/// Empties the system's store `store`, sends SIGHUP to `child`, and returns its log `log` once
+/// it says the reload was refused (as it must be: there are no roots left).
+async fn empty_the_store_and_hang_up(
+    store: &Path,
+    child: &std::process::Child,
+    log: &Path,
+) -> String {
+    std::fs::write(store, "").unwrap();
+    hang_up(child);
+    let mut waited = 0;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap();
+        if text.contains("configuration refused") {
+            return text;
+        }
+        waited += 1;
+        assert!(
+            waited < 400,
+            "a reload without roots was not refused: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// Sends SIGHUP to `child` with kill(1), as an operator does.
 fn hang_up(child: &std::process::Child) {
     let killed = Command::new("kill")
@@ -666,21 +690,7 @@ async fn sighup_reads_the_system_roots_again() {
     }
     assert_eq!(status().await, 200);
 
-    std::fs::write(&store, "").unwrap();
-    hang_up(&child);
-    let mut waited = 0;
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("configuration refused") {
-            break text;
-        }
-        waited += 1;
-        assert!(
-            waited < 400,
-            "a reload without roots was not refused: {text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let text = empty_the_store_and_hang_up(&store, &child, &log).await;
     assert!(text.contains("no trusted roots"), "{text}");
     assert_eq!(
         status().await,
@@ -770,21 +780,7 @@ async fn redis_links_keep_their_roots(
     assert_eq!(callback.status(), 302, "signed in over {redis_url}");
     assert_eq!(browser.get(&format!("{base}/auth")).await.status(), 200);
 
-    std::fs::write(&store, "").unwrap();
-    hang_up(&child);
-    let mut waited = 0;
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("configuration refused") {
-            break text;
-        }
-        waited += 1;
-        assert!(
-            waited < 400,
-            "a reload without roots was not refused: {text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let text = empty_the_store_and_hang_up(&store, &child, &log).await;
     // The providers' client is built first and is the one to find no roots.
     assert!(
         text.contains("No CA certificates were loaded from the system"),
