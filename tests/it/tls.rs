@@ -769,14 +769,7 @@ async fn redis_links_keep_their_roots(
     .await;
     let base = format!("http://127.0.0.1:{public}");
     let mut browser = crate::support::Browser::new();
-    let signin = browser.get(&format!("{base}/signin?rd=/")).await;
-    assert_eq!(signin.status(), 302);
-    let at_provider = browser
-        .get(&crate::support::browser::location(&signin))
-        .await;
-    let callback = browser
-        .get(&crate::support::browser::location(&at_provider))
-        .await;
+    let callback = crate::support::gateway::sign_in_at(&mut browser, &base, "/").await;
     assert_eq!(callback.status(), 302, "signed in over {redis_url}");
     assert_eq!(browser.get(&format!("{base}/auth")).await.status(), 200);
 

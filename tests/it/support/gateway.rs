@@ -155,8 +155,13 @@ pub async fn sign_in(
     gateway: &Gateway,
     rd: &str,
 ) -> reqwest::Response {
+    sign_in_at(browser, &gateway.url(""), rd).await
+}
+
+/// [`sign_in`] at a Tollgate answering at `base` (`http://host:port`), run in-process or not.
+pub async fn sign_in_at(browser: &mut super::Browser, base: &str, rd: &str) -> reqwest::Response {
     use super::browser::location;
-    let signin = browser.get(&gateway.url(&format!("/signin?rd={rd}"))).await;
+    let signin = browser.get(&format!("{base}/signin?rd={rd}")).await;
     assert_eq!(signin.status(), 302);
     let at_provider = browser.get(&location(&signin)).await;
     assert_eq!(at_provider.status(), 302);
