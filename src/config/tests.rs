@@ -606,3 +606,34 @@ fn a_route_under_envoys_endpoint_is_refused_while_forward_auth_is_on() {
         assert!(problems(&config(prefix, true), &[]).is_empty(), "{prefix}");
     }
 }
+
+#[test]
+fn redis_ca_file_belongs_to_a_redis_url_over_tls() {
+    let ca = std::env::temp_dir().join("tollgate-config-tests-redis-ca.pem");
+    std::fs::write(&ca, "not read as PEM until a link is built").unwrap();
+    let session = |url: &str| {
+        format!(
+            "[session]\nstore = \"redis\"\nredis_url = \"{url}\"\nredis_ca_file = \"{}\"",
+            ca.display()
+        )
+    };
+    for url in [
+        "rediss://127.0.0.1:6380",
+        "rediss+sentinel://127.0.0.1:26379/mymaster",
+    ] {
+        let config =
+            load(&session(url), &BTreeMap::new()).unwrap_or_else(|problems| panic!("{problems:?}"));
+        assert!(config.session.redis_ca.is_some(), "{url}");
+    }
+    // A Sentinel without TLS names a master reached without it: nothing would use the file.
+    check_problem(
+        &session("redis+sentinel://127.0.0.1:26379/mymaster"),
+        &[],
+        "session.redis_ca_file: only used with a rediss:// or rediss+sentinel:// redis_url",
+    );
+    check_problem(
+        &format!("[session]\nredis_ca_file = \"{}\"", ca.display()),
+        &[],
+        "session.redis_ca_file: only used with",
+    );
+}

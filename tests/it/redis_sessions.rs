@@ -299,6 +299,47 @@ async fn redis_over_tls_with_a_password() {
     );
 }
 
+/// `redis_ca_file` with Sentinels over TLS: the sentinels and the master they name are
+/// verified against the file (the test CA is not among the system's roots), for the session
+/// link and the crate's link of confirmed writes (the logout) alike; without the file, neither
+/// is trusted. Before, a CA file with a Sentinel URL was refused by `tollgate check`.
+#[tokio::test]
+async fn sentinels_over_tls_trust_the_redis_ca_file() {
+    if !available() {
+        return;
+    }
+    let password = "sentinel-ca-file-password";
+    let (set, ca) = RedisSentinel::tls_with_password(password).await;
+    let url = format!(
+        "\"rediss+sentinel://:{password}@127.0.0.1:{}/mymaster\"",
+        set.sentinel.port
+    );
+    let idp = TestIdp::start().await;
+    let with_file = format!("{url}\nredis_ca_file = \"{}\"", ca.display());
+    let gateway = Gateway::start(&redis_config(&idp, &with_file)).await;
+    let ready = |gateway: &Gateway| {
+        let url = gateway.admin_url("/readyz");
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    assert_eq!(ready(&gateway).await, 200);
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    assert_eq!(
+        browser.get(&gateway.url("/signout")).await.status(),
+        302,
+        "the confirmed delete went through the master"
+    );
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+
+    let untrusted = Gateway::start(&redis_config(&idp, &url)).await;
+    assert_eq!(
+        ready(&untrusted).await,
+        503,
+        "the test CA is not trusted without redis_ca_file"
+    );
+}
+
 /// SPEC §12: a back-channel logout that could not be recorded is answered 5xx, and the
 /// provider's retry of the same token is carried out — not refused as a replay.
 #[tokio::test]

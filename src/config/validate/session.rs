@@ -74,15 +74,14 @@ impl Checker<'_> {
         };
         let redis_ca = match raw.redis_ca_file {
             None => None,
+            // Sentinels without TLS: their master is reached without it too.
             Some(_)
-                if !matches!(
-                    redis,
-                    Some(RedisTarget::Standalone(_) | RedisTarget::Cluster(_))
-                ) =>
+                if redis.is_none()
+                    || matches!(&redis, Some(RedisTarget::Sentinel { auth, .. }) if !auth.tls) =>
             {
                 self.problem(
                     "session.redis_ca_file",
-                    "only used with a standalone or Cluster redis_url (rediss://)",
+                    "only used with a rediss:// or rediss+sentinel:// redis_url",
                 );
                 None
             }
