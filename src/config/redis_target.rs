@@ -65,6 +65,19 @@ impl RedisTarget {
         }
     }
 
+    /// Whether every link to this target speaks TLS (`rediss://`, each Cluster node's
+    /// `rediss://`, `rediss+sentinel://`): only then is a CA file of any use.
+    #[must_use]
+    pub fn speaks_tls(&self) -> bool {
+        let rediss =
+            |url: &str| redis::parse_redis_url(url).is_some_and(|url| url.scheme() == "rediss");
+        match self {
+            Self::Standalone(url) => rediss(url),
+            Self::Sentinel { auth, .. } => auth.tls,
+            Self::Cluster(nodes) => nodes.iter().all(|node| rediss(node)),
+        }
+    }
+
     fn parse_sentinel(url: &str) -> Result<Self, String> {
         let tls = url.starts_with("rediss+");
         let rest = url.split_once("://").map_or("", |(_, rest)| rest);

@@ -611,26 +611,35 @@ fn a_route_under_envoys_endpoint_is_refused_while_forward_auth_is_on() {
 fn redis_ca_file_belongs_to_a_redis_url_over_tls() {
     let ca = std::env::temp_dir().join("tollgate-config-tests-redis-ca.pem");
     std::fs::write(&ca, "not read as PEM until a link is built").unwrap();
-    let session = |url: &str| {
+    // `redis_url` as TOML: a string, or a list for a Cluster.
+    let session = |redis_url: &str| {
         format!(
-            "[session]\nstore = \"redis\"\nredis_url = \"{url}\"\nredis_ca_file = \"{}\"",
+            "[session]\nstore = \"redis\"\nredis_url = {redis_url}\nredis_ca_file = \"{}\"",
             ca.display()
         )
     };
     for url in [
-        "rediss://127.0.0.1:6380",
-        "rediss+sentinel://127.0.0.1:26379/mymaster",
+        r#""rediss://127.0.0.1:6380""#,
+        r#""rediss+sentinel://127.0.0.1:26379/mymaster""#,
+        r#"["rediss://127.0.0.1:7000", "rediss://127.0.0.1:7001"]"#,
     ] {
         let config =
             load(&session(url), &BTreeMap::new()).unwrap_or_else(|problems| panic!("{problems:?}"));
         assert!(config.session.redis_ca.is_some(), "{url}");
     }
-    // A Sentinel without TLS names a master reached without it: nothing would use the file.
-    check_problem(
-        &session("redis+sentinel://127.0.0.1:26379/mymaster"),
-        &[],
-        "session.redis_ca_file: only used with a rediss:// or rediss+sentinel:// redis_url",
-    );
+    // A server, Cluster node or Sentinel reached without TLS: nothing would use the file.
+    for url in [
+        r#""redis://127.0.0.1:6379""#,
+        r#""redis+sentinel://127.0.0.1:26379/mymaster""#,
+        r#"["rediss://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#,
+    ] {
+        check_problem(
+            &session(url),
+            &[],
+            "session.redis_ca_file: only used with a rediss:// (every Cluster node's) or \
+             rediss+sentinel:// redis_url",
+        );
+    }
     check_problem(
         &format!("[session]\nredis_ca_file = \"{}\"", ca.display()),
         &[],

@@ -267,7 +267,7 @@ impl RedisConnection {
         };
         let (main, confirm) = match target {
             RedisTarget::Standalone(url) => {
-                // A CA file with a `redis://` URL is refused by `build_with_tls`, as before.
+                // A CA file comes with a `rediss://` URL only (`tollgate check` refuses the rest).
                 let roots = roots(verified_tls(url) || ca.is_some())?;
                 let client = match &roots {
                     Some(roots) => {
@@ -306,7 +306,7 @@ impl RedisConnection {
             }
             RedisTarget::Cluster(nodes) => {
                 // Roots make every node verified TLS: only for a Cluster all of whose nodes
-                // are (the crate refuses a mix), or with a CA file, as before.
+                // are (the crate refuses a mix); a CA file comes with `rediss://` nodes only.
                 let roots = roots(nodes.iter().all(|node| verified_tls(node)) || ca.is_some())?;
                 let cluster = || {
                     let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());

@@ -74,14 +74,13 @@ impl Checker<'_> {
         };
         let redis_ca = match raw.redis_ca_file {
             None => None,
-            // Sentinels without TLS: their master is reached without it too.
-            Some(_)
-                if redis.is_none()
-                    || matches!(&redis, Some(RedisTarget::Sentinel { auth, .. }) if !auth.tls) =>
-            {
+            // Nothing would read the file unless every link speaks TLS: a `redis://` server,
+            // a Cluster node or Sentinels without TLS (their master is reached without it too).
+            Some(_) if !redis.as_ref().is_some_and(RedisTarget::speaks_tls) => {
                 self.problem(
                     "session.redis_ca_file",
-                    "only used with a rediss:// or rediss+sentinel:// redis_url",
+                    "only used with a rediss:// (every Cluster node's) or rediss+sentinel:// \
+                     redis_url",
                 );
                 None
             }
