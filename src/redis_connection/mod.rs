@@ -35,6 +35,7 @@ use sentinel::Sentinels;
 use single::{Single, Source};
 
 pub use crate::config::RedisTarget;
+pub use watched::{HEARD_WITHIN, HEARTBEAT};
 
 /// The longest one call waits for Redis (connecting twice that).
 pub const TIMEOUT: Duration = Duration::from_secs(2);

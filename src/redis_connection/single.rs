@@ -53,6 +53,53 @@ pub(super) struct Single {
 /// master takes writes until it is demoted, and loses them then).
 const REPLICAS_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Empties `slot` if it still holds the connection made by attempt `serial`; whether it did.
+fn lose(slot: &Slot, serial: u64) -> bool {
+    let mut slot = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let current = slot
+        .as_ref()
+        .is_some_and(|(current, ..)| *current == serial);
+    if current {
+        *slot = None;
+    }
+    current
+}
+
+/// Pings Redis on the tracking connection made by attempt `serial` every `HEARTBEAT` while
+/// `slot` holds it, so its reader hears from Redis while requests are answered from copies
+/// (see `watched`). A ping that fails drops the connection and every copy: the next request
+/// connects again.
+fn heartbeat(slot: Weak<Slot>, serial: u64, invalidations: Arc<dyn Invalidations>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(watched::HEARTBEAT);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(slot) = slot.upgrade() else { return };
+            let connection = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .filter(|(current, ..)| *current == serial)
+                .map(|(_, connection, _)| connection.clone());
+            let Some(mut connection) = connection else {
+                return;
+            };
+            let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+            if let Err(error) = pong {
+                if lose(&slot, serial) {
+                    tracing::warn!(%error, "Redis did not answer a ping; reconnecting");
+                    invalidations.invalidate_all();
+                }
+                return;
+            }
+        }
+    });
+}
+
 /// `client` speaking RESP3, which carries the invalidation messages.
 fn resp3(client: &redis::Client) -> RedisResult<redis::Client> {
     let info = client.get_connection_info().clone();
@@ -208,17 +255,10 @@ impl Single {
                 return;
             }
             tracing::info!(master = %client.get_connection_info().addr(), "Sentinel names a new Redis master; reconnecting");
-            let mut slot = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if slot
-                .as_ref()
-                .is_some_and(|(current, ..)| *current == serial)
+            if lose(&slot, serial)
+                && let Some(invalidations) = &invalidations
             {
-                *slot = None;
-                if let Some(invalidations) = &invalidations {
-                    invalidations.invalidate_all();
-                }
+                invalidations.invalidate_all();
             }
         });
     }
@@ -253,7 +293,7 @@ impl Single {
             return Ok(connection);
         };
         let slot: Weak<Slot> = Arc::downgrade(&self.slot);
-        let listener = invalidations.clone();
+        let (listener, watched_slot) = (invalidations.clone(), slot.clone());
         // Runs on the connection's reader, in order with the replies.
         let on_push = move |push: redis::PushInfo| {
             let lost = match push.kind {
@@ -278,15 +318,7 @@ impl Single {
                 _ => false,
             };
             if lost && let Some(slot) = slot.upgrade() {
-                let mut slot = slot
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if slot
-                    .as_ref()
-                    .is_some_and(|(current, ..)| *current == serial)
-                {
-                    *slot = None;
-                }
+                lose(&slot, serial);
             }
             Ok::<(), std::convert::Infallible>(())
         };
@@ -333,6 +365,9 @@ impl Single {
         self.tracking.store(tracked, Ordering::SeqCst);
         invalidations.invalidate_all();
         self.keep(serial, connection.clone(), tracked.then_some(watch));
+        if tracked {
+            heartbeat(watched_slot, serial, invalidations);
+        }
         Ok(connection)
     }
 
@@ -343,8 +378,9 @@ impl Single {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((serial, connection, watch));
     }
 
-    /// Whether copies of what this link read may be used now: it tracks, and Redis has said
-    /// nothing on it that its reader has not handed over yet (see `watched`).
+    /// Whether copies of what this link read may be used now: it tracks, Redis has said
+    /// nothing on it that its reader has not handed over yet, and was heard lately (see
+    /// `watched`).
     pub(super) fn settled(&self) -> bool {
         self.slot
             .lock()

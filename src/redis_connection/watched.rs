@@ -17,12 +17,19 @@
 //! "settled" is: the socket has nothing unread, and the reader's last read ended in `Pending`.
 //! A read is marked as under way before it starts, so no bytes are ever out of the socket
 //! without the mark.
+//!
+//! An empty socket says nothing when the link has gone silent (Redis's host lost, a network
+//! partition, a NAT entry dropped: no FIN, no RST), and then invalidations stop arriving
+//! unseen. So "settled" also needs bytes from Redis within [`HEARD_WITHIN`]; the link asks
+//! for them with a `PING` every [`HEARTBEAT`] (`single`). Over a link silent for longer,
+//! reads go to Redis (and fail while it cannot be reached) instead of to the copies.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
@@ -30,18 +37,48 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{TIMEOUT, timed_out};
 
+/// How often a link that keeps copies pings Redis.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// How recently a link must have read bytes from Redis for its copies to be used: a few
+/// heartbeats, so a busy worker that answers one late does not turn copies off.
+pub const HEARD_WITHIN: Duration = Duration::from_secs(1);
+
+/// When a link last read bytes from Redis: milliseconds since the link was made.
+struct Heard {
+    made: Instant,
+    at: AtomicU64,
+}
+
+impl Heard {
+    fn now(&self) -> u64 {
+        u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        self.at.store(self.now(), Ordering::SeqCst);
+    }
+
+    fn within(&self, limit: Duration) -> bool {
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.now().saturating_sub(self.at.load(Ordering::SeqCst)) <= limit
+    }
+}
+
 /// A link's socket, seen from outside its reader.
 pub(super) struct Watch {
     /// The same socket as the link's (a second descriptor of it), for peeking only.
     socket: std::net::TcpStream,
     /// Set before the reader reads; cleared when a read finds nothing (`Pending`).
     reading: Arc<AtomicBool>,
+    /// When the reader last read bytes.
+    heard: Arc<Heard>,
 }
 
 impl Watch {
     /// Whether everything Redis has sent on this link so far has been handed over by the
-    /// reader: nothing waits in the socket and no read is being handed over. A closed or
-    /// failed socket is never settled.
+    /// reader: nothing waits in the socket, no read is being handed over, and Redis was heard
+    /// within [`HEARD_WITHIN`]. A closed, failed or silent socket is never settled.
     pub(super) fn settled(&self) -> bool {
         // The socket first, then the mark: bytes taken out after the peek carry the mark.
         let waiting = match self.socket.peek(&mut [0_u8; 1]) {
@@ -49,7 +86,7 @@ impl Watch {
             // Bytes, the end of the stream, or an error.
             _ => true,
         };
-        !waiting && !self.reading.load(Ordering::SeqCst)
+        !waiting && !self.reading.load(Ordering::SeqCst) && self.heard.within(HEARD_WITHIN)
     }
 }
 
@@ -57,6 +94,7 @@ impl Watch {
 struct Watched<S> {
     inner: S,
     reading: Arc<AtomicBool>,
+    heard: Arc<Heard>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -66,9 +104,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.reading.store(true, Ordering::SeqCst);
+        let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if read.is_pending() {
-            self.reading.store(false, Ordering::SeqCst);
+        match &read {
+            Poll::Pending => self.reading.store(false, Ordering::SeqCst),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.heard.mark(),
+            Poll::Ready(_) => {}
         }
         read
     }
@@ -131,9 +172,14 @@ pub(super) async fn connect(
         let socket = std.try_clone()?;
         let stream = tokio::net::TcpStream::from_std(std)?;
         let reading = Arc::new(AtomicBool::new(false));
+        let heard = Arc::new(Heard {
+            made: Instant::now(),
+            at: AtomicU64::new(0),
+        });
         let watch = Watch {
             socket,
             reading: reading.clone(),
+            heard: heard.clone(),
         };
         let settings = info.redis_settings();
         let connection = if secure {
@@ -152,9 +198,9 @@ pub(super) async fn connect(
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, stream)
                 .await?;
-            start(settings, stream, reading, config).await?
+            start(settings, stream, (reading, heard), config).await?
         } else {
-            start(settings, stream, reading, config).await?
+            start(settings, stream, (reading, heard), config).await?
         };
         Ok::<_, RedisError>(Some((connection, watch)))
     };
@@ -163,12 +209,12 @@ pub(super) async fn connect(
         .map_err(|_| timed_out())?
 }
 
-/// Sets a connection up over `stream`, its reads marked in `reading`, and starts its reader
-/// (which ends when the last clone of the connection is dropped).
+/// Sets a connection up over `stream`, its reads marked in `reading` and `heard`, and starts
+/// its reader (which ends when the last clone of the connection is dropped).
 async fn start<S>(
     settings: &redis::RedisConnectionInfo,
     stream: S,
-    reading: Arc<AtomicBool>,
+    (reading, heard): (Arc<AtomicBool>, Arc<Heard>),
     config: AsyncConnectionConfig,
 ) -> RedisResult<MultiplexedConnection>
 where
@@ -177,6 +223,7 @@ where
     let watched = Watched {
         inner: stream,
         reading,
+        heard,
     };
     let (connection, driver) =
         MultiplexedConnection::new_with_config(settings, watched, config).await?;

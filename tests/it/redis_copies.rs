@@ -1,6 +1,7 @@
 //! A replica's kept copies of Redis sessions (client-side caching, SPEC §12) against a real
 //! redis-server: a copy serves requests while Redis has nothing new to say, and is never used
-//! while Redis has said something the replica has not read yet, however starved its reader.
+//! while Redis has said something the replica has not read yet, however starved its reader,
+//! nor once the link to Redis has gone silent.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::task::Poll;
 
 use tollgate::config::RedisTarget;
 use tollgate::metrics::Metrics;
+use tollgate::redis_connection::{HEARD_WITHIN, HEARTBEAT};
 use tollgate::secret::Secret;
 use tollgate::session::Session;
 use tollgate::session::StoredSession;
@@ -15,16 +17,21 @@ use tollgate::session::redis_store::RedisStore;
 use tollgate::session::seal::Sealer;
 
 use crate::support::redis::{RedisServer, available};
+use crate::support::relay::Relay;
 
 const NOW: i64 = 1_800_000_000;
 
 fn store(redis: &RedisServer) -> Arc<RedisStore> {
+    store_at(redis.url())
+}
+
+fn store_at(url: String) -> Arc<RedisStore> {
     let sealer = Sealer::new(&[Secret::new(
         "a-test-session-secret-for-kept-copies".to_owned(),
     )]);
     Arc::new(
         RedisStore::new(
-            &RedisTarget::Standalone(redis.url()),
+            &RedisTarget::Standalone(url),
             None,
             "tollgate:",
             sealer,
@@ -148,4 +155,46 @@ async fn a_session_ended_elsewhere_is_not_served_from_a_copy_whose_reader_is_sta
         Poll::Pending => next.await,
     };
     assert!(answer.unwrap().is_none(), "the ended session was found");
+}
+
+/// A link that went silent (Redis's host lost, a partition: no FIN, no RST) has an empty
+/// socket, like a link with nothing to say; its copies must not outlive what it last heard.
+#[tokio::test]
+async fn a_session_ended_elsewhere_is_not_served_from_a_copy_once_its_link_went_silent() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let ending = store(&redis);
+    ending
+        .put("s1", &stored(), (600, 600), "alice", None)
+        .await
+        .unwrap();
+    let relay = Relay::to(redis.port).await;
+    let replica = store_at(format!("redis://127.0.0.1:{}", relay.port));
+    for _ in 0..2 {
+        assert!(replica.get("s1").await.unwrap().is_some());
+    }
+
+    // Over a few heartbeats the copy keeps serving: the link is heard from.
+    let (gets, pings) = (redis.calls("get"), redis.calls("ping"));
+    tokio::time::sleep(HEARD_WITHIN * 2).await;
+    assert!(replica.get("s1").await.unwrap().is_some());
+    assert_eq!(redis.calls("get"), gets, "the copy served the read");
+    assert!(
+        redis.calls("ping") > pings,
+        "the replica's link pinged Redis while serving copies"
+    );
+
+    // The link goes silent, and another replica ends the session: its invalidation never
+    // reaches this replica. Once the link has been silent for longer than copies may be
+    // trusted, the next read goes to Redis (and cannot reach it).
+    relay.freeze();
+    assert!(ending.delete_confirmed("s1").await.unwrap());
+    tokio::time::sleep(HEARD_WITHIN + HEARTBEAT).await;
+    let answer = replica.get("s1").await;
+    assert!(
+        !matches!(answer, Ok(Some(_))),
+        "a session ended at another replica was served from a copy over a silent link"
+    );
 }
