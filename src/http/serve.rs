@@ -8,8 +8,11 @@
 //! admin listener is served on the main runtime.
 //!
 //! Every public connection is watched (SPEC §9): its first request's head must arrive within
-//! `header_read_timeout` (hyper enforces it for later requests on a keep-alive connection), and
-//! a connection with no request in flight and no byte moving for `keepalive_timeout` is closed.
+//! `header_read_timeout`, a later request's head on an HTTP/1 keep-alive connection within
+//! `header_read_timeout` of its first byte, and a connection with no request in flight and no
+//! byte moving for `keepalive_timeout` is closed. hyper's own header timer is off: it starts
+//! when hyper begins to wait for the next request, so it closed every keep-alive connection
+//! idle for `header_read_timeout` instead of `keepalive_timeout` (and cost a timer per request).
 //! At most `server.max_connections` are open at once: the next is accepted when one closes
 //! (until then it waits in the kernel's backlog). Envoy's gRPC listener is served the same way.
 
@@ -17,12 +20,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
@@ -105,28 +108,76 @@ impl Workers {
 /// How long a client may take to send a request's head, and to stay idle.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionTimeouts {
-    /// The first request's head must arrive within this after the connection opens; hyper
-    /// enforces it for every later request's head.
+    /// The first request's head must arrive within this after the connection opens, and a
+    /// later one's (HTTP/1) within this after its first byte.
     pub header_read: Duration,
     /// No request in flight and no byte moving for this long closes the connection.
     pub keepalive: Duration,
 }
 
-/// What the watchdog of one connection reads: bytes moved, requests begun, requests in flight.
-#[derive(Default)]
+/// What the watchdog of one connection reads: bytes read and written, requests begun and in
+/// flight, and when the head being read began.
 struct Activity {
-    bytes: AtomicU64,
+    opened: tokio::time::Instant,
+    read: AtomicU64,
+    written: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether the connection speaks HTTP/1 (known from its first request): only there do bytes
+    /// read while no request is in flight begin a request's head (HTTP/2 sends pings).
+    http1: AtomicBool,
+    /// When the first byte of a later request's head was read, in milliseconds after `opened`;
+    /// [`NO_HEAD`] while none is being read.
+    head_since: AtomicU64,
+}
+
+/// `Activity::head_since` while no request head is being read.
+const NO_HEAD: u64 = u64::MAX;
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: tokio::time::Instant::now(),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            http1: AtomicBool::new(false),
+            head_since: AtomicU64::new(NO_HEAD),
+        }
+    }
+
+    /// Milliseconds from `opened` to `at`.
+    fn millis(&self, at: tokio::time::Instant) -> u64 {
+        u64::try_from(at.duration_since(self.opened).as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
+    /// `read` bytes came in: with no request in flight on an HTTP/1 connection, the first of
+    /// them begins the next request's head.
+    fn on_read(&self, read: usize) {
+        self.read.fetch_add(read as u64, Ordering::Relaxed);
+        if self.http1.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == NO_HEAD
+        {
+            let now = self.millis(tokio::time::Instant::now());
+            self.head_since.store(now, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Marks one request in flight on a connection until dropped.
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn begin(activity: &Arc<Activity>) -> Self {
+    /// A request whose head was read in full.
+    fn begin(activity: &Arc<Activity>, version: hyper::Version) -> Self {
         activity.requests.fetch_add(1, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.head_since.store(NO_HEAD, Ordering::Relaxed);
+        if version <= hyper::Version::HTTP_11 {
+            activity.http1.store(true, Ordering::Relaxed);
+        }
         Self(activity.clone())
     }
 }
@@ -138,25 +189,46 @@ impl Drop for InFlight {
 }
 
 /// Resolves when the connection has broken its timeouts: the first request's head did not come
-/// within `header_read`, or nothing was in flight and no byte moved for `keepalive`.
+/// within `header_read`, a later one's (HTTP/1) did not complete within `header_read` of its
+/// first byte, or nothing was in flight and no byte moved for `keepalive`. A later head that
+/// came while a response was still being written (pipelined) is timed from the last byte
+/// written instead. Checked a few times per timeout, so a connection may outlive one by a
+/// quarter of the shorter.
 async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'static str {
-    let opened = tokio::time::Instant::now();
+    let opened = activity.opened;
     let tick = timeouts.header_read.min(timeouts.keepalive) / 4;
-    let mut last_bytes = activity.bytes.load(Ordering::Relaxed);
-    let mut last_change = opened;
+    let mut last = (0, 0);
+    let (mut last_change, mut last_write) = (opened, opened);
     loop {
         tokio::time::sleep(tick).await;
         let now = tokio::time::Instant::now();
-        let bytes = activity.bytes.load(Ordering::Relaxed);
-        if bytes != last_bytes {
-            last_bytes = bytes;
+        let (read, written) = (
+            activity.read.load(Ordering::Relaxed),
+            activity.written.load(Ordering::Relaxed),
+        );
+        if (read, written) != last {
             last_change = now;
         }
+        if written != last.1 {
+            last_write = now;
+        }
+        last = (read, written);
         if activity.requests.load(Ordering::Relaxed) == 0 {
             if now.duration_since(opened) >= timeouts.header_read {
                 return "no request head within header_read_timeout";
             }
-        } else if activity.in_flight.load(Ordering::Relaxed) == 0
+            continue;
+        }
+        let head_since = activity.head_since.load(Ordering::Relaxed);
+        if head_since != NO_HEAD
+            && activity
+                .millis(now)
+                .saturating_sub(head_since.max(activity.millis(last_write)))
+                >= u64::try_from(timeouts.header_read.as_millis()).unwrap_or(u64::MAX)
+        {
+            return "request head not complete within header_read_timeout";
+        }
+        if activity.in_flight.load(Ordering::Relaxed) == 0
             && now.duration_since(last_change) >= timeouts.keepalive
         {
             return "idle for keepalive_timeout";
@@ -180,9 +252,7 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if read > 0 {
-            self.activity
-                .bytes
-                .fetch_add(read as u64, Ordering::Relaxed);
+            self.activity.on_read(read);
         }
         result
     }
@@ -226,7 +296,7 @@ impl<T> Counted<T> {
     fn count(&self, result: &Poll<std::io::Result<usize>>) {
         if let Poll::Ready(Ok(written)) = result {
             self.activity
-                .bytes
+                .written
                 .fetch_add(*written as u64, Ordering::Relaxed);
         }
     }
@@ -259,7 +329,8 @@ where
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    // The watchdog times request heads (see the module's comment).
+    builder.http1().header_read_timeout(None);
     let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -299,11 +370,11 @@ where
             }
         };
         let (inner, timeouts) = for_connection(peer);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         let service = {
             let activity = activity.clone();
             hyper::service::service_fn(move |request| {
-                let in_flight = InFlight::begin(&activity);
+                let in_flight = InFlight::begin(&activity, request.version());
                 let response = hyper::service::Service::call(&inner, request);
                 async move {
                     let response = response.await;
@@ -313,8 +384,7 @@ where
             })
         };
         let watcher = graceful.watcher();
-        let mut builder = builder.clone();
-        builder.http1().header_read_timeout(timeouts.header_read);
+        let builder = builder.clone();
         let tls = tls.clone();
         workers.next().spawn(async move {
             let _place = place;

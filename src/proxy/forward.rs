@@ -323,6 +323,9 @@ where
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        // The client hears Tollgate's HTTP, not the upstream's: an HTTP/1.0 answer would make
+        // hyper answer in HTTP/1.0 and close the client's keep-alive connection.
+        parts.version = hyper::Version::HTTP_11;
         let body = StallGuard {
             inner: body,
             timeout: *this.read_timeout,

@@ -13,15 +13,56 @@ const TIMEOUTS: &str = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"
 
 /// Tollgate with a pass route to `upstream` and 1 s connection timeouts.
 async fn gateway(idp: &TestIdp, upstream: &str, route_extra: &str) -> Gateway {
+    gateway_with(idp, upstream, route_extra, TIMEOUTS).await
+}
+
+/// Tollgate with a pass route to `upstream` and the `[server]` lines `timeouts`.
+async fn gateway_with(idp: &TestIdp, upstream: &str, route_extra: &str, timeouts: &str) -> Gateway {
     let routes = format!(
         "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n{route_extra}"
     );
     let config = crate::proxy::proxy_config(idp, upstream, &routes).replacen(
         "admin_listen = \"127.0.0.1:0\"\n",
-        &format!("admin_listen = \"127.0.0.1:0\"\n{TIMEOUTS}"),
+        &format!("admin_listen = \"127.0.0.1:0\"\n{timeouts}"),
         1,
     );
     Gateway::start(&config).await
+}
+
+/// Sends one `GET /x` on `stream` and reads its whole answer; its status line, or `None` when
+/// the connection was closed or broke instead.
+async fn get_on(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .ok()?;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&received).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .expect("the answer has a Content-Length");
+                if body.len() >= length {
+                    return head.lines().next().map(str::to_owned);
+                }
+            }
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => received.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("an answer or a close")
 }
 
 /// Reads until the server closes the connection; `true` when it did within the outer bound.
@@ -88,6 +129,92 @@ async fn idle_and_slow_header_connections_are_closed() {
             "a head sent over 20 s was served: {text}"
         );
     }
+    gateway.stop().await;
+}
+
+/// A keep-alive connection is idle for `keepalive_timeout`, not `header_read_timeout`: an
+/// ingress or load balancer reusing a pooled connection that Tollgate closed early gets a
+/// reset instead of an answer. A later request's head that trickles in is still cut off
+/// after `header_read_timeout`.
+#[tokio::test]
+async fn a_keep_alive_connection_is_idle_for_keepalive_timeout_not_header_read_timeout() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let timeouts = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"6s\"\n";
+    let gateway = gateway_with(&idp, &upstream.url(), "", timeouts).await;
+    let mut kept = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    assert_eq!(get_on(&mut kept).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    // Idle for twice header_read_timeout, a third of keepalive_timeout.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        get_on(&mut kept).await.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "an idle keep-alive connection was closed after header_read_timeout"
+    );
+
+    // The next head, one byte every 200 ms: bytes move, but it never completes in time.
+    let head =
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut_off = false;
+    for byte in head {
+        if kept.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !cut_off {
+        // Every byte was accepted by the socket: the server must have closed, never served it.
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), kept.read_to_end(&mut answer)).await;
+        assert!(closed.is_ok(), "a slow later head kept its connection");
+        assert!(
+            !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+            "a later head trickled in over 12 s was served"
+        );
+    }
+    gateway.stop().await;
+}
+
+/// An upstream that speaks HTTP/1.0 (and closes after each answer) does not turn the answer
+/// to the client into HTTP/1.0, which would close the client's keep-alive connection.
+#[tokio::test]
+async fn an_http_1_0_upstream_leaves_the_clients_connection_open() {
+    let idp = TestIdp::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nOK\n")
+                    .await;
+            });
+        }
+    });
+    let gateway = gateway_with(&idp, &upstream, "", "").await;
+    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    assert_eq!(
+        get_on(&mut client).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    assert_eq!(
+        get_on(&mut client).await.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "the client's connection ended with the upstream's HTTP/1.0 answer"
+    );
     gateway.stop().await;
 }
 
