@@ -9,7 +9,11 @@
 //! than the requests already in hand. One hand-over per batch instead of one per line: a line
 //! handed over alone was a buffer allocated by the request's thread and freed by the writer's,
 //! and under load those frees fought the request threads for the allocator's lock (measured as
-//! `futex` calls). Every other thread hands over each line at once.
+//! `futex` calls). Every other thread hands over each line at once. A batch goes over in the
+//! thread's own buffer, and the thread goes on in one the writer has written out and sent
+//! back ([`SPARE_BUFFERS`] of them wait at most): in the steady state no buffer is allocated
+//! or freed for the log. When none has come back (a writer that is behind), the thread hands
+//! over a copy of the batch's size instead, so a stalled writer holds lines, not buffers.
 //!
 //! A thread that gathers holds a [`Gathering`] for as long as it does: dropping it hands the
 //! thread's last lines over, and [`Queue::close`] (at exit) waits for every such thread to have
@@ -36,6 +40,9 @@ pub const QUEUED_LINES: usize = 16_384;
 /// A worker thread's batch is handed over once it holds this many bytes.
 pub const BATCH_BYTES: usize = 4096;
 
+/// Written-out batch buffers the writer thread keeps for the threads that gather.
+const SPARE_BUFFERS: usize = 16;
+
 /// Bytes the writer thread gathers before it writes (it also writes when the queue is empty).
 const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -53,6 +60,8 @@ enum Message {
 /// The sending side of the queue.
 pub(super) struct Queue {
     sender: Sender<Message>,
+    /// Batch buffers the writer thread has written out, emptied, for the next batches.
+    spare: Receiver<Vec<u8>>,
     counts: Arc<Counts>,
     limit: usize,
     /// Threads gathering lines for this queue that have not handed their last ones over.
@@ -78,13 +87,19 @@ impl Queue {
         linger: Duration,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::bounded(limit.max(1));
+        let (give_back, spare) = crossbeam_channel::bounded(SPARE_BUFFERS);
+        // The buffers that go round; a copy handed over is of its lines' size and stays out.
+        for _ in 0..SPARE_BUFFERS / 4 {
+            let _ = give_back.try_send(Vec::with_capacity(2 * BATCH_BYTES));
+        }
         let counts = Arc::new(Counts::default());
         let writer_counts = Arc::clone(&counts);
         std::thread::Builder::new()
             .name("tollgate-log".to_owned())
-            .spawn(move || write_out(&receiver, &writer_counts, out, linger))?;
+            .spawn(move || write_out(&receiver, &give_back, &writer_counts, out, linger))?;
         Ok(Self {
             sender,
+            spare,
             counts,
             limit,
             gathering: Mutex::new(0),
@@ -135,9 +150,11 @@ impl Queue {
 }
 
 /// The writer thread: takes what is queued, writes it, flushes when the queue is empty, then
-/// lingers; ends when asked to or when every sender is gone.
+/// lingers; ends when asked to or when every sender is gone. Batch buffers go back to the
+/// threads that gather through `give_back`.
 fn write_out<W: std::io::Write>(
     receiver: &Receiver<Message>,
+    give_back: &Sender<Vec<u8>>,
     counts: &Counts,
     out: W,
     linger: Duration,
@@ -147,11 +164,15 @@ fn write_out<W: std::io::Write>(
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Lines(bytes, lines) => {
+                Message::Lines(mut bytes, lines) => {
                     // A write that fails (standard error closed) loses the lines: there is
                     // nowhere left to say so.
                     let _ = out.write_all(&bytes);
                     counts.queued.fetch_sub(lines, Ordering::Relaxed);
+                    if (BATCH_BYTES..=8 * BATCH_BYTES).contains(&bytes.capacity()) {
+                        bytes.clear();
+                        let _ = give_back.try_send(bytes);
+                    }
                 }
                 Message::Stop(done) => {
                     let _ = out.flush();
@@ -250,14 +271,21 @@ fn send_batch_to(queue: &Queue) {
     });
 }
 
-/// Hands `batch`'s lines over as one buffer of their size; the thread keeps its buffer for
-/// the next ones (unless one unusually long line grew it).
+/// Hands `batch`'s lines over: in the batch's buffer when the writer has sent one back to go on
+/// with, else as a copy of their size, the thread keeping its buffer for the next ones (unless
+/// one unusually long line grew it).
 fn hand_over(queue: &Queue, batch: &mut Batch) {
-    let bytes = batch.bytes.clone();
-    batch.bytes.clear();
-    if batch.bytes.capacity() > 8 * BATCH_BYTES {
-        batch.bytes = Vec::with_capacity(2 * BATCH_BYTES);
-    }
+    let bytes = match queue.spare.try_recv() {
+        Ok(spare) => std::mem::replace(&mut batch.bytes, spare),
+        Err(_) => {
+            let bytes = batch.bytes.clone();
+            batch.bytes.clear();
+            if batch.bytes.capacity() > 8 * BATCH_BYTES {
+                batch.bytes = Vec::with_capacity(2 * BATCH_BYTES);
+            }
+            bytes
+        }
+    };
     queue.send(bytes, std::mem::take(&mut batch.lines));
 }
 

@@ -104,6 +104,42 @@ fn handing_over_empties_the_batch() {
     assert_eq!(out.bytes.lock().unwrap().len(), 4 + long.len());
 }
 
+/// A batch goes over in the thread's buffer, which the writer sends back once written out for
+/// another batch to go on in; with none sent back (a writer that is behind), the batch goes
+/// over as a copy and the thread keeps its buffer.
+#[test]
+fn written_out_buffers_come_back_for_the_next_batches() {
+    let out = Kept::default();
+    let queue = Queue::start(out.clone(), 100, Duration::ZERO).unwrap();
+    let ready = queue.spare.len();
+    assert!(ready > 0, "the queue starts with buffers to go round");
+    let mut batch = Batch::default();
+    batch.bytes.reserve(2 * super::BATCH_BYTES);
+    batch.bytes.extend_from_slice(b"one\n");
+    batch.lines = 1;
+    hand_over(&queue, &mut batch);
+    assert_eq!(
+        queue.spare.len(),
+        ready - 1,
+        "the batch went on in a spare buffer"
+    );
+    assert!(batch.bytes.is_empty() && batch.bytes.capacity() >= super::BATCH_BYTES);
+
+    // Every spare taken: the next batch goes over as a copy.
+    let taken: Vec<Vec<u8>> = queue.spare.try_iter().collect();
+    let own = batch.bytes.as_ptr();
+    batch.bytes.extend_from_slice(b"two\n");
+    batch.lines = 1;
+    hand_over(&queue, &mut batch);
+    assert_eq!(batch.bytes.as_ptr(), own, "the thread kept its buffer");
+    queue.stop(Duration::from_secs(5));
+    assert_eq!(*out.bytes.lock().unwrap(), b"one\ntwo\n");
+    // The first batch's buffer came back; the copy, of its lines' size, did not.
+    assert_eq!(queue.spare.len(), 1);
+    assert!(queue.spare.try_recv().unwrap().is_empty());
+    drop(taken);
+}
+
 /// A thread that gathers lines and ends only after the queue was asked to close (a worker
 /// whose runtime is still being dropped at exit): closing waits for it, and its last line,
 /// still in its batch when closing began, comes out.
