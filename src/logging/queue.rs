@@ -11,7 +11,7 @@
 //! and under load those frees fought the request threads for the allocator's lock (measured as
 //! `futex` calls). Every other thread hands over each line at once. A batch goes over in the
 //! thread's own buffer, and the thread goes on in one the writer has written out and sent
-//! back ([`SPARE_BUFFERS`] of them wait at most): in the steady state no buffer is allocated
+//! back ([`SPARE_BUFFERS`] go round): in the steady state no buffer is allocated
 //! or freed for the log. When none has come back (a writer that is behind), the thread hands
 //! over a copy of the batch's size instead, so a stalled writer holds lines, not buffers.
 //!
@@ -40,8 +40,10 @@ pub const QUEUED_LINES: usize = 16_384;
 /// A worker thread's batch is handed over once it holds this many bytes.
 pub const BATCH_BYTES: usize = 4096;
 
-/// Written-out batch buffers the writer thread keeps for the threads that gather.
-const SPARE_BUFFERS: usize = 16;
+/// Batch buffers that go round between the threads that gather and the writer thread: enough
+/// for the hand-overs of one of its write-and-linger turns under load (two workers hand a
+/// batch over about every 100 µs each when they park often).
+const SPARE_BUFFERS: usize = 64;
 
 /// Bytes the writer thread gathers before it writes (it also writes when the queue is empty).
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -88,8 +90,9 @@ impl Queue {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::bounded(limit.max(1));
         let (give_back, spare) = crossbeam_channel::bounded(SPARE_BUFFERS);
-        // The buffers that go round; a copy handed over is of its lines' size and stays out.
-        for _ in 0..SPARE_BUFFERS / 4 {
+        // The buffers that go round (untouched until used); a copy handed over is of its
+        // lines' size and does not come back.
+        for _ in 0..SPARE_BUFFERS {
             let _ = give_back.try_send(Vec::with_capacity(2 * BATCH_BYTES));
         }
         let counts = Arc::new(Counts::default());
