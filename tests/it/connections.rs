@@ -218,6 +218,79 @@ async fn an_http_1_0_upstream_leaves_the_clients_connection_open() {
     gateway.stop().await;
 }
 
+/// After an upgrade, the bytes a client sends are the new protocol's, not a request's head: a
+/// client that sends for longer than `header_read_timeout` while the upstream says nothing
+/// keeps its connection (only `keepalive_timeout`'s silence ends it).
+#[tokio::test]
+async fn an_upgraded_connection_is_not_timed_as_a_request_head() {
+    let idp = TestIdp::start().await;
+    // An upstream that switches protocols, then only listens until it has ten bytes, and
+    // answers "done".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => received.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
+                    )
+                    .await;
+                let mut sunk = 0;
+                while sunk < 10 {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => sunk += read,
+                    }
+                }
+                let _ = stream.write_all(b"done").await;
+            });
+        }
+    });
+    let timeouts = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"6s\"\n";
+    let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
+    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Ten bytes over three seconds, three times header_read_timeout, and no answer meanwhile.
+    for _ in 0..10 {
+        client.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut done = [0u8; 4];
+    let answer = tokio::time::timeout(Duration::from_secs(30), client.read_exact(&mut done)).await;
+    assert!(
+        matches!(answer, Ok(Ok(_))) && &done == b"done",
+        "the upgraded connection was closed as a slow request head"
+    );
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_is_cut_off() {
     let idp = TestIdp::start().await;
