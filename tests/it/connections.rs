@@ -132,6 +132,33 @@ async fn idle_and_slow_header_connections_are_closed() {
     gateway.stop().await;
 }
 
+/// An upstream of raw sockets at the returned URL: for each connection it reads one request
+/// head, then hands the socket to `answer`.
+async fn raw_upstream<F, Answer>(answer: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Answer + Copy + Send + 'static,
+    Answer: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => head.push(buffer[0]),
+                    }
+                }
+                answer(stream).await;
+            });
+        }
+    });
+    upstream
+}
+
 /// A keep-alive connection is idle for `keepalive_timeout`, not `header_read_timeout`: an
 /// ingress or load balancer reusing a pooled connection that Tollgate closed early gets a
 /// reset instead of an answer. A later request's head that trickles in is still cut off
@@ -183,25 +210,12 @@ async fn a_keep_alive_connection_is_idle_for_keepalive_timeout_not_header_read_t
 #[tokio::test]
 async fn an_http_1_0_upstream_leaves_the_clients_connection_open() {
     let idp = TestIdp::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => request.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nOK\n")
-                    .await;
-            });
-        }
-    });
+    let upstream = raw_upstream(|mut stream| async move {
+        let _ = stream
+            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nOK\n")
+            .await;
+    })
+    .await;
     let gateway = gateway_with(&idp, &upstream, "", "").await;
     let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
         .await
@@ -220,41 +234,28 @@ async fn an_http_1_0_upstream_leaves_the_clients_connection_open() {
 
 /// After an upgrade, the bytes a client sends are the new protocol's, not a request's head: a
 /// client that sends for longer than `header_read_timeout` while the upstream says nothing
-/// keeps its connection (only `keepalive_timeout`'s silence ends it).
+/// keeps its connection.
 #[tokio::test]
 async fn an_upgraded_connection_is_not_timed_as_a_request_head() {
     let idp = TestIdp::start().await;
     // An upstream that switches protocols, then only listens until it has ten bytes, and
     // answers "done".
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut received = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !received.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => received.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
-                    )
-                    .await;
-                let mut sunk = 0;
-                while sunk < 10 {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => sunk += read,
-                    }
-                }
-                let _ = stream.write_all(b"done").await;
-            });
+    let upstream = raw_upstream(|mut stream| async move {
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
+            )
+            .await;
+        let (mut sunk, mut buffer) = (0, [0u8; 64]);
+        while sunk < 10 {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => sunk += read,
+            }
         }
-    });
+        let _ = stream.write_all(b"done").await;
+    })
+    .await;
     let timeouts = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"6s\"\n";
     let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
     let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
