@@ -13,14 +13,16 @@
 //! byte moving for `keepalive_timeout` is closed. hyper's own header timer is off: it starts
 //! when hyper begins to wait for the next request, so it closed every keep-alive connection
 //! idle for `header_read_timeout` instead of `keepalive_timeout` (and cost a timer per request).
-//! At most `server.max_connections` are open at once: the next is accepted when one closes
-//! (until then it waits in the kernel's backlog). Envoy's gRPC listener is served the same way.
+//! An upgraded connection (a WebSocket spliced to its upstream) is closed once no byte moved
+//! either way for `keepalive_timeout`. At most `server.max_connections` are open at once,
+//! upgraded ones included: the next is accepted when one closes (until then it waits in the
+//! kernel's backlog). Envoy's gRPC listener is served the same way.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -129,6 +131,14 @@ struct Activity {
     /// When the first byte of a later request's head was read, in milliseconds after `opened`;
     /// [`NO_HEAD`] while none is being read.
     head_since: AtomicU64,
+    /// The connection switched protocols: its socket now belongs to the splice (`proxy`).
+    upgraded: AtomicBool,
+    /// The upgraded socket is to fail its next read or write (idle for `keepalive`).
+    cut: AtomicBool,
+    /// The upgraded socket was dropped.
+    closed: AtomicBool,
+    /// The task using the upgraded socket, woken to find it `cut`.
+    user: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
 /// `Activity::head_since` while no request head is being read.
@@ -144,7 +154,23 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             http1: AtomicBool::new(false),
             head_since: AtomicU64::new(NO_HEAD),
+            upgraded: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            user: std::sync::Mutex::new(None),
         }
+    }
+
+    /// After an upgrade: the task polling the socket is remembered, and a `cut` socket fails.
+    fn poll_upgraded(&self, cx: &Context<'_>) -> Result<(), std::io::Error> {
+        if self.cut.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let mut user = self.user.lock().unwrap_or_else(PoisonError::into_inner);
+        if !user.as_ref().is_some_and(|user| user.will_wake(cx.waker())) {
+            *user = Some(cx.waker().clone());
+        }
+        Ok(())
     }
 
     /// Milliseconds from `opened` to `at`.
@@ -236,10 +262,51 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
     }
 }
 
-/// A socket that counts the bytes it moves, for the watchdog.
+/// Watches an upgraded connection's socket, which the splice now owns: with no byte moving for
+/// `keepalive`, it is cut (its next read or write fails, and the splice ends). Resolves then,
+/// or once the socket was dropped.
+async fn upgraded_watchdog(activity: &Activity, keepalive: Duration) -> &'static str {
+    let mut last = (u64::MAX, u64::MAX);
+    let mut last_change = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(keepalive / 4).await;
+        if activity.closed.load(Ordering::Relaxed) {
+            return "upgraded connection closed";
+        }
+        let now = tokio::time::Instant::now();
+        let moved = (
+            activity.read.load(Ordering::Relaxed),
+            activity.written.load(Ordering::Relaxed),
+        );
+        if moved != last {
+            (last, last_change) = (moved, now);
+        } else if now.duration_since(last_change) >= keepalive {
+            activity.cut.store(true, Ordering::Relaxed);
+            let user = activity
+                .user
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(user) = user {
+                user.wake();
+            }
+            return "upgraded connection idle for keepalive_timeout";
+        }
+    }
+}
+
+/// A socket that counts the bytes it moves, for the watchdog, and holds its connection's place
+/// among `max_connections` until it is dropped (after an upgrade, when the splice ends).
 struct Counted<T> {
     inner: T,
     activity: Arc<Activity>,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.activity.closed.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
@@ -248,6 +315,9 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.activity.upgraded.load(Ordering::Relaxed) {
+            self.activity.poll_upgraded(cx)?;
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
@@ -264,6 +334,9 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.activity.upgraded.load(Ordering::Relaxed) {
+            self.activity.poll_upgraded(cx)?;
+        }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.count(&result);
         result
@@ -274,6 +347,9 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.activity.upgraded.load(Ordering::Relaxed) {
+            self.activity.poll_upgraded(cx)?;
+        }
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.count(&result);
         result
@@ -378,6 +454,11 @@ where
                 let response = hyper::service::Service::call(&inner, request);
                 async move {
                     let response = response.await;
+                    if let Ok(response) = &response
+                        && response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        in_flight.0.upgraded.store(true, Ordering::Relaxed);
+                    }
                     drop(in_flight);
                     response
                 }
@@ -387,7 +468,6 @@ where
         let builder = builder.clone();
         let tls = tls.clone();
         workers.next().spawn(async move {
-            let _place = place;
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -398,6 +478,7 @@ where
             let stream = Counted {
                 inner: stream,
                 activity: activity.clone(),
+                _place: place,
             };
             // The watchdog also bounds the TLS handshake: it is part of the first request's head.
             let served = async {
@@ -418,7 +499,15 @@ where
                     }
                 }
                 // Dropping the connection closes it; nothing is in flight by then.
-                reason = watchdog(activity, timeouts) => tracing::debug!(reason, "connection closed"),
+                reason = watchdog(activity.clone(), timeouts) => {
+                    tracing::debug!(reason, "connection closed");
+                    return;
+                }
+            }
+            // The socket went on to the splice, with the connection's place.
+            if activity.upgraded.load(Ordering::Relaxed) {
+                let reason = upgraded_watchdog(&activity, timeouts.keepalive).await;
+                tracing::debug!(reason, "upgraded connection watched to its end");
             }
         });
     }

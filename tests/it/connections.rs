@@ -292,6 +292,73 @@ async fn an_upgraded_connection_is_not_timed_as_a_request_head() {
     gateway.stop().await;
 }
 
+/// An upgraded connection keeps its place among `max_connections` while it is open, and is
+/// closed once no byte moved either way for `keepalive_timeout`. Shown by order, not by time:
+/// with the only place held by a silent upgraded connection, the next connection is served
+/// only after the upgraded one was closed.
+#[tokio::test]
+async fn an_upgraded_connection_holds_its_place_and_is_closed_when_idle() {
+    let idp = TestIdp::start().await;
+    // An upstream that switches protocols, then holds its side open and silent.
+    let upstream = raw_upstream(|mut stream| async move {
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
+            )
+            .await;
+        let mut buffer = [0u8; 64];
+        while let Ok(read) = stream.read(&mut buffer).await {
+            if read == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    let timeouts =
+        "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nmax_connections = 1\n";
+    let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
+    let mut held = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    held.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        held.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    let mut next = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    // Answered (502: this upstream switches protocols unasked), which needs the place.
+    assert_eq!(
+        get_on(&mut next).await.as_deref(),
+        Some("HTTP/1.1 502 Bad Gateway"),
+        "the waiting connection is served once the upgraded one is closed"
+    );
+    // The upgraded socket's end reached it before the place it held was free.
+    let mut buffer = [0u8; 64];
+    let closed_already = match held.try_read(&mut buffer) {
+        Ok(read) => read == 0,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    assert!(
+        closed_already,
+        "a connection was served while an open upgraded one held the only place"
+    );
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_is_cut_off() {
     let idp = TestIdp::start().await;
