@@ -125,8 +125,9 @@ struct Activity {
     written: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicUsize,
-    /// Whether the connection speaks HTTP/1 (known from its first request): only there do bytes
-    /// read while no request is in flight begin a request's head (HTTP/2 sends pings).
+    /// Whether the connection speaks HTTP/1 (known from its first request) and was not upgraded:
+    /// only then do bytes read while no request is in flight begin a request's head (HTTP/2
+    /// sends pings, an upgraded connection its own protocol).
     http1: AtomicBool,
     /// When the first byte of a later request's head was read, in milliseconds after `opened`;
     /// [`NO_HEAD`] while none is being read.
@@ -158,6 +159,26 @@ impl Activity {
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             user: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection switched protocols: what follows is not request heads, and the socket
+    /// goes on to the splice (`proxy`), watched still.
+    fn upgrade(&self) {
+        self.http1.store(false, Ordering::Relaxed);
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes the upgraded socket's next read or write fail, and wakes the task using it.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+        let user = self
+            .user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(user) = user {
+            user.wake();
         }
     }
 
@@ -214,19 +235,24 @@ impl Drop for InFlight {
     }
 }
 
-/// Resolves when the connection has broken its timeouts: the first request's head did not come
-/// within `header_read`, a later one's (HTTP/1) did not complete within `header_read` of its
-/// first byte, or nothing was in flight and no byte moved for `keepalive`. A later head that
-/// came while a response was still being written (pipelined) is timed from the last byte
-/// written instead. Checked a few times per timeout, so a connection may outlive one by a
-/// quarter of the shorter.
+/// Resolves when the connection's socket was dropped, or when the connection has broken its
+/// timeouts: the first request's head did not come within `header_read`, a later one's
+/// (HTTP/1) did not complete within `header_read` of its first byte, or nothing was in flight
+/// and no byte moved for `keepalive` (from this call on: it is called again for an upgraded
+/// socket). A later head that came while a response was still being written (pipelined) is
+/// timed from the last byte written instead. Checked a few times per timeout, so a connection
+/// may outlive one by a quarter of the shorter.
 async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'static str {
     let opened = activity.opened;
     let tick = timeouts.header_read.min(timeouts.keepalive) / 4;
     let mut last = (0, 0);
-    let (mut last_change, mut last_write) = (opened, opened);
+    let started = tokio::time::Instant::now();
+    let (mut last_change, mut last_write) = (started, started);
     loop {
         tokio::time::sleep(tick).await;
+        if activity.closed.load(Ordering::Relaxed) {
+            return "closed";
+        }
         let now = tokio::time::Instant::now();
         let (read, written) = (
             activity.read.load(Ordering::Relaxed),
@@ -258,39 +284,6 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
             && now.duration_since(last_change) >= timeouts.keepalive
         {
             return "idle for keepalive_timeout";
-        }
-    }
-}
-
-/// Watches an upgraded connection's socket, which the splice now owns: with no byte moving for
-/// `keepalive`, it is cut (its next read or write fails, and the splice ends). Resolves then,
-/// or once the socket was dropped.
-async fn upgraded_watchdog(activity: &Activity, keepalive: Duration) -> &'static str {
-    let mut last = (u64::MAX, u64::MAX);
-    let mut last_change = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(keepalive / 4).await;
-        if activity.closed.load(Ordering::Relaxed) {
-            return "upgraded connection closed";
-        }
-        let now = tokio::time::Instant::now();
-        let moved = (
-            activity.read.load(Ordering::Relaxed),
-            activity.written.load(Ordering::Relaxed),
-        );
-        if moved != last {
-            (last, last_change) = (moved, now);
-        } else if now.duration_since(last_change) >= keepalive {
-            activity.cut.store(true, Ordering::Relaxed);
-            let user = activity
-                .user
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(user) = user {
-                user.wake();
-            }
-            return "upgraded connection idle for keepalive_timeout";
         }
     }
 }
@@ -457,7 +450,7 @@ where
                     if let Ok(response) = &response
                         && response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
                     {
-                        in_flight.0.upgraded.store(true, Ordering::Relaxed);
+                        in_flight.0.upgrade();
                     }
                     drop(in_flight);
                     response
@@ -504,10 +497,12 @@ where
                     return;
                 }
             }
-            // The socket went on to the splice, with the connection's place.
+            // The socket went on to the splice, with the connection's place: idle for
+            // `keepalive`, it is cut, which ends the splice.
             if activity.upgraded.load(Ordering::Relaxed) {
-                let reason = upgraded_watchdog(&activity, timeouts.keepalive).await;
-                tracing::debug!(reason, "upgraded connection watched to its end");
+                let reason = watchdog(activity.clone(), timeouts).await;
+                activity.cut();
+                tracing::debug!(reason, "upgraded connection ended");
             }
         });
     }
