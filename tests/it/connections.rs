@@ -159,6 +159,35 @@ where
     upstream
 }
 
+/// An upstream's answer switching to the test protocol `sink`.
+const SWITCHED: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n";
+
+/// A client connection to `gateway` upgraded to `sink` (the upstream answered 101).
+async fn upgraded(gateway: &Gateway) -> tokio::net::TcpStream {
+    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    client
+}
+
 /// A keep-alive connection is idle for `keepalive_timeout`, not `header_read_timeout`: an
 /// ingress or load balancer reusing a pooled connection that Tollgate closed early gets a
 /// reset instead of an answer. A later request's head that trickles in is still cut off
@@ -241,11 +270,7 @@ async fn an_upgraded_connection_is_not_timed_as_a_request_head() {
     // An upstream that switches protocols, then only listens until it has ten bytes, and
     // answers "done".
     let upstream = raw_upstream(|mut stream| async move {
-        let _ = stream
-            .write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
-            )
-            .await;
+        let _ = stream.write_all(SWITCHED).await;
         let (mut sunk, mut buffer) = (0, [0u8; 64]);
         while sunk < 10 {
             match stream.read(&mut buffer).await {
@@ -258,26 +283,7 @@ async fn an_upgraded_connection_is_not_timed_as_a_request_head() {
     .await;
     let timeouts = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"6s\"\n";
     let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
-    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
-        .await
-        .unwrap();
-    client
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        client.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut client = upgraded(&gateway).await;
     // Ten bytes over three seconds, three times header_read_timeout, and no answer meanwhile.
     for _ in 0..10 {
         client.write_all(b"x").await.unwrap();
@@ -301,11 +307,7 @@ async fn an_upgraded_connection_holds_its_place_and_is_closed_when_idle() {
     let idp = TestIdp::start().await;
     // An upstream that switches protocols, then holds its side open and silent.
     let upstream = raw_upstream(|mut stream| async move {
-        let _ = stream
-            .write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
-            )
-            .await;
+        let _ = stream.write_all(SWITCHED).await;
         let mut buffer = [0u8; 64];
         while let Ok(read) = stream.read(&mut buffer).await {
             if read == 0 {
@@ -317,25 +319,7 @@ async fn an_upgraded_connection_holds_its_place_and_is_closed_when_idle() {
     let timeouts =
         "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nmax_connections = 1\n";
     let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
-    let mut held = tokio::net::TcpStream::connect(gateway.app.public_addr)
-        .await
-        .unwrap();
-    held.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        held.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let held = upgraded(&gateway).await;
 
     let mut next = tokio::net::TcpStream::connect(gateway.app.public_addr)
         .await
