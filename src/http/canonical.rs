@@ -103,9 +103,11 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     let mut output: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in path.split('/').skip(1) {
-        if let Some((name, _)) = segment.split_once(';')
-            && matches!(name, "." | "..")
-        {
+        // `;` as sent or percent-encoded (in upper case by now): an application that decodes
+        // the path before it drops parameters reads `..%3B` as `..;`, which is `..` there.
+        let name = segment.split_once(';').map_or(segment, |(name, _)| name);
+        let name = name.split_once("%3B").map_or(name, |(name, _)| name);
+        if name.len() < segment.len() && matches!(name, "." | "..") {
             return Err(PathError::DotSegmentParameters);
         }
         match segment {
@@ -146,7 +148,8 @@ pub fn other_readings(path: &str) -> Vec<String> {
     }
     if path.contains('%') {
         let decoded = decode_all(path);
-        if has_parameters {
+        // Parameters as sent, or percent-encoded ones (`%3B`) that decoding made parameters.
+        if decoded.contains(';') {
             readings.push(without_parameters(&decoded));
         }
         readings.push(decoded);
@@ -350,6 +353,19 @@ mod tests {
         );
         path("/public/.;/admin", Err(PathError::DotSegmentParameters));
         path("/public/...;/admin", Ok("/public/...;/admin"));
+        // Encoded: an application that decodes before it drops parameters reads `..;`.
+        path("/public/..%3B/admin", Err(PathError::DotSegmentParameters));
+        path("/public/..%3b/admin", Err(PathError::DotSegmentParameters));
+        path("/public/.%3Bx/admin", Err(PathError::DotSegmentParameters));
+        path(
+            "/public/%2e%2e%3b/admin",
+            Err(PathError::DotSegmentParameters),
+        );
+        path("/public/..x%3B/admin", Ok("/public/..x%3B/admin"));
+        assert_eq!(
+            other_readings("/admin%3Bx/users"),
+            ["/admin/users", "/admin;x/users"]
+        );
         assert!(other_readings("/public/admin").is_empty());
         assert_eq!(other_readings("/admin;x/users"), ["/admin/users"]);
         assert_eq!(other_readings("/a/;x/b"), ["/a/b"]);

@@ -236,6 +236,41 @@ impl RequestBases {
         self
     }
 
+    /// The scheme and host (with a port that is not the scheme's) an upstream is told a
+    /// request from `peer` was made with, as `X-Forwarded-Proto` / `X-Forwarded-Host`: those of
+    /// its `base`, except that with `public_url` set, a request that named another host (a
+    /// route of another application) is described as it was made, not as `public_url`.
+    pub fn forwarded<'a>(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+        base: &'a Url,
+    ) -> (&'a str, Option<std::borrow::Cow<'a, str>>) {
+        let of_base = (
+            base.scheme(),
+            base.host_str().map(|_| {
+                std::borrow::Cow::Borrowed(
+                    &base[url::Position::BeforeHost..url::Position::AfterPort],
+                )
+            }),
+        );
+        let Some(public_url) = &self.public_url else {
+            return of_base;
+        };
+        let public_host = public_url
+            .host_str()
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']'));
+        match base_parts(peer, headers, &self.trusted_proxies, self.own_proto) {
+            Some((proto, host))
+                if super::canonical::canonical_host(host).as_deref() != public_host =>
+            {
+                let proto = if proto == "https" { "https" } else { "http" };
+                (proto, Some(std::borrow::Cow::Owned(host.to_owned())))
+            }
+            _ => of_base,
+        }
+    }
+
     /// The external base URL of a request from `peer` (see `base_parts`), parsed once per
     /// distinct host.
     pub fn base(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Arc<Url>> {

@@ -108,6 +108,9 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
                 !word.eq_ignore_ascii_case("keep-alive") && !word.eq_ignore_ascii_case("close")
             })
             .filter_map(|word| HeaderName::from_bytes(word.as_bytes()).ok())
+            // `Host` is for every recipient (RFC 9112 §3.2): without it the upstream would
+            // serve its default host, not the one the route was chosen for.
+            .filter(|name| *name != header::HOST)
             .collect();
         for name in listed {
             headers.remove(name);
@@ -137,28 +140,26 @@ fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
     })
 }
 
-/// Headers a proxy sets about the client's request (who sent it, how, to which path, with which
-/// method): from a client that is not a trusted proxy they are removed, so an upstream that
-/// believes them (`X-Original-URL` overriding the path in some frameworks,
-/// `X-HTTP-Method-Override` the method) never serves another request than the one Tollgate
-/// decided on.
-static FROM_PROXIES_ONLY: [HeaderName; 15] = [
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-scheme"),
-    HeaderName::from_static("x-forwarded-ssl"),
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-original-method"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
+/// Whether a request's `Transfer-Encoding`, if any, is `chunked` alone: the one coding hyper
+/// takes off a body, so the only one Tollgate can pass a body on for (nginx answers others
+/// with 501).
+pub fn chunked_only(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .all(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether a `Connection` header lists the `upgrade` option.
+fn lists_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
+}
 
 /// Whether an `Upgrade` header asks for h2c.
 fn names_h2c(protocols: &HeaderValue) -> bool {
@@ -204,11 +205,14 @@ pub fn prepare(
 ) -> Result<Outbound, ForwardError> {
     // h2c is never passed on: once the upstream switched, the client would speak HTTP/2 to it
     // on the spliced connection, requests Tollgate never sees. The request goes as a plain one.
-    let upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .filter(|protocols| !names_h2c(protocols))
-        .cloned();
+    // An `Upgrade` counts only in HTTP/1.1 and when `Connection` names it (RFC 9110 §7.8):
+    // else it is a hop-by-hop header like any other, dropped, and the request a plain one.
+    let upgrade = (request.version() == axum::http::Version::HTTP_11
+        && lists_upgrade(request.headers()))
+    .then(|| request.headers().get(header::UPGRADE))
+    .flatten()
+    .filter(|protocols| !names_h2c(protocols))
+    .cloned();
     let target = route
         .upstream
         .request_target(request.uri().path_and_query())
@@ -225,10 +229,13 @@ pub fn prepare(
     }
     remove_hop_by_hop(&mut parts.headers);
     if !forwarded.peer_trusted {
-        // Said by proxies, never by clients: removed in every spelling an upstream might read
-        // as one of them (`X_Forwarded_For`, `x-original-url`); `X-Forwarded-For`, `-Proto`
-        // and `-Host` are set below.
-        super::headers::strip_identity_headers(&mut parts.headers, FROM_PROXIES_ONLY.iter());
+        // Said by proxies about the client's request (who sent it, how, to which host and
+        // path, with which method), never by clients: removed in every spelling an upstream
+        // might read as one of them (`X_Forwarded_For`, `x-original-url`), so an upstream that
+        // believes them (`X-Original-URL` overriding the path in some frameworks,
+        // `X-HTTP-Method-Override` the method) never serves another request than the one
+        // Tollgate decided on. `X-Forwarded-For`, `-Proto` and `-Host` are set below.
+        super::headers::strip_proxy_headers(&mut parts.headers);
     }
     // After the hop-by-hop removal: a client's `Connection: X-User` must not take away the
     // identity headers Tollgate sends.

@@ -20,25 +20,103 @@ fn same_header(left: &str, right: &str) -> bool {
             .all(|(a, b)| normal(a) == normal(b))
 }
 
-/// Removes every request header that a backend could take for one of `identity_headers`.
+/// Removes every request header that a backend could take for one of `identity_headers`, or
+/// for an identity header of the gateways Tollgate replaces ([`is_identity_elsewhere`]).
 pub fn strip_identity_headers<'a>(
     headers: &mut HeaderMap,
     identity_headers: impl Iterator<Item = &'a HeaderName> + Clone,
 ) {
-    let is_forbidden = |name: &HeaderName| {
-        identity_headers
-            .clone()
-            .any(|forbidden| same_header(name.as_str(), forbidden.as_str()))
+    remove_where(headers, |name| {
+        is_identity_elsewhere(name.as_str())
+            || identity_headers
+                .clone()
+                .any(|forbidden| same_header(name.as_str(), forbidden.as_str()))
+    });
+}
+
+/// Whether a backend could take a header named `name` (in lower case) for an identity header
+/// of a gateway Tollgate replaces: oauth2-proxy's `X-Forwarded-User` and `X-Auth-Request-*`,
+/// mod_auth_openidc's `OIDC_CLAIM_*` and `OIDC_access_token`, kong-oidc's `X-Userinfo`, Kong's
+/// `X-Consumer-*`. An application moved behind Tollgate may still read them; whoever sends
+/// one, it never comes from Tollgate unless a route's `headers` names it (set afterwards).
+pub fn is_identity_elsewhere(name: &str) -> bool {
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|start| same_header(start, prefix))
     };
-    if !headers.keys().any(is_forbidden) {
+    match name.as_bytes() {
+        [b'x', b'-' | b'_', ..] => {
+            [
+                "x-forwarded-user",
+                "x-forwarded-email",
+                "x-forwarded-groups",
+                "x-forwarded-preferred-username",
+                "x-forwarded-access-token",
+                "x-userinfo",
+                "x-access-token",
+                "x-id-token",
+                "x-remote-user",
+                "x-credential-identifier",
+                "x-anonymous-consumer",
+            ]
+            .iter()
+            .any(|known| same_header(name, known))
+                || starts("x-auth-request-")
+                || starts("x-consumer-")
+                || starts("x-authenticated-")
+        }
+        [b'o', b'i', b'd', b'c', b'-' | b'_', ..] => true,
+        [b'r', ..] => starts("remote-"),
+        _ => false,
+    }
+}
+
+/// Whether a backend could take a header named `name` (in lower case, as header names are
+/// kept) for one only a proxy sets about the client's request: who sent it, how, to which
+/// host and path, with which method or identity. `X-Forwarded-*` and `X-Original-*` are
+/// whole families (oauth2-proxy's `X-Forwarded-User`, nginx's `X-Original-URI`), so any name
+/// in them is one.
+pub fn is_said_by_proxies(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    // Almost every header a client sends starts otherwise: decided on two bytes.
+    match bytes {
+        [b'x', b'-' | b'_', ..] => {}
+        [b'f', ..] => return same_header(name, "forwarded"),
+        _ => return false,
+    }
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|start| same_header(start, prefix))
+    };
+    starts("x-forwarded-")
+        || starts("x-original-")
+        || [
+            "x-real-ip",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ]
+        .iter()
+        .any(|known| same_header(name, known))
+}
+
+/// Removes every header only a proxy may set ([`is_said_by_proxies`]), in every spelling.
+pub fn strip_proxy_headers(headers: &mut HeaderMap) {
+    remove_where(headers, |name| is_said_by_proxies(name.as_str()));
+}
+
+/// Removes every header whose name `doomed` picks; looks no further when none is picked.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&doomed) {
         return;
     }
-    let doomed: Vec<HeaderName> = headers
+    let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_forbidden(name))
+        .filter(|name| doomed(name))
         .cloned()
         .collect();
-    for name in doomed {
+    for name in names {
         headers.remove(&name);
     }
 }
@@ -122,6 +200,104 @@ mod tests {
         strip_identity_headers(&mut headers, configured.iter());
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-username"], "kept");
+    }
+
+    #[test]
+    fn identity_headers_of_the_gateways_tollgate_replaces_are_removed() {
+        for name in [
+            "x-forwarded-user",
+            "x_forwarded_email",
+            "x-forwarded-groups",
+            "x-forwarded-preferred-username",
+            "x-forwarded-access-token",
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x_auth_request_access_token",
+            "oidc_claim_sub",
+            "oidc-claim-email",
+            "oidc_access_token",
+            "oidc_id_token_payload",
+            "x-userinfo",
+            "x-access-token",
+            "x-id-token",
+            "x-consumer-username",
+            "x-authenticated-userid",
+            "x-credential-identifier",
+            "remote-user",
+            "remote_groups",
+            "x-remote-user",
+        ] {
+            assert!(is_identity_elsewhere(name), "{name}");
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-user2",
+            "x-user",
+            "oidc",
+            "oidcx-claim",
+            "remote",
+            "referer",
+            "authorization",
+            "cookie",
+            "",
+        ] {
+            assert!(!is_identity_elsewhere(name), "{name}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-user", "admin".parse().unwrap());
+        headers.append("oidc_claim_email", "admin@example.com".parse().unwrap());
+        headers.append("x-user", "mallory".parse().unwrap());
+        headers.append("accept", "*/*".parse().unwrap());
+        strip_identity_headers(&mut headers, [HeaderName::from_static("x-user")].iter());
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["accept"], "*/*");
+    }
+
+    #[test]
+    fn headers_only_a_proxy_sets_are_whole_families_in_every_spelling() {
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-groups",
+            "x-forwarded-preferred-username",
+            "x_forwarded_access_token",
+            "x-forwarded-uri",
+            "x-forwarded-method",
+            "x-forwarded-client-cert",
+            "x-original-uri",
+            "x-original-url",
+            "x_original_method",
+            "x-real-ip",
+            "x_real_ip",
+            "forwarded",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            assert!(is_said_by_proxies(name), "{name}");
+        }
+        for name in [
+            "x-forwarded",
+            "x-user",
+            "x-request-id",
+            "forwarded-for",
+            "authorization",
+            "cookie",
+            "host",
+            "x",
+            "",
+        ] {
+            assert!(!is_said_by_proxies(name), "{name}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-user", "admin".parse().unwrap());
+        headers.append("x_original_uri", "/admin".parse().unwrap());
+        headers.append("accept", "*/*".parse().unwrap());
+        strip_proxy_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["accept"], "*/*");
     }
 
     #[test]

@@ -603,6 +603,16 @@ fn send<'a>(
     mut request: Request,
     checked: Checked<'_>,
 ) -> Result<impl Future<Output = Result<Response, forward::ForwardError>> + Send + 'a, Refusal> {
+    if !hyper::body::Body::is_end_stream(request.body())
+        && !forward::chunked_only(request.headers())
+    {
+        // The body arrives decoded of `chunked` only: sent on without its other codings, the
+        // upstream would read gzip bytes as the body itself.
+        return Err(Refusal::new(
+            Rejection::BadRequest("unsupported Transfer-Encoding".to_owned()),
+            "a Transfer-Encoding other than chunked",
+        ));
+    }
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
@@ -623,26 +633,39 @@ fn send<'a>(
     };
     let trusted = is_trusted(peer.ip(), &state.trusted_proxies);
     let chain = trusted
-        .then(|| {
-            request
-                .headers()
-                .get(&crate::http::forwarded::X_FORWARDED_FOR)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        })
+        .then(|| forwarded_chain(request.headers()))
         .flatten();
+    let (proto, host) = state.bases.forwarded(peer.ip(), request.headers(), base);
     let forwarded = ForwardedFor {
         peer,
         trusted_chain: chain.as_deref(),
         peer_trusted: trusted,
-        proto: base.scheme(),
-        host: base
-            .host_str()
-            .map(|_| &base[url::Position::BeforeHost..url::Position::AfterPort]),
+        proto,
+        host: host.as_deref(),
     };
     let outbound = forward::prepare(route, request, &forwarded, add_identity)
         .map_err(|error| upstream_refusal(route, error))?;
     Ok(forward::exchange(route, outbound))
+}
+
+/// A trusted proxy's `X-Forwarded-For` chain, all its headers in order as one list (the way
+/// [`crate::http::forwarded::client_address`] reads it); `None` without one, or when one is not
+/// text.
+fn forwarded_chain(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers
+        .get_all(&crate::http::forwarded::X_FORWARDED_FOR)
+        .iter();
+    let mut chain = values.next()?.to_str().ok()?.to_owned();
+    for value in values {
+        let value = value.to_str().ok()?.trim();
+        if !value.is_empty() {
+            if !chain.trim().is_empty() {
+                chain.push_str(", ");
+            }
+            chain.push_str(value);
+        }
+    }
+    Some(chain)
 }
 
 /// The upstream's response, or the refusal for why there is none.

@@ -291,6 +291,12 @@ on_unauthenticated = "pass"
         ("x-forwarded-prefix", "/admin"),
         ("X_Real_IP", "10.9.9.9"),
         ("forwarded", "for=10.9.9.9"),
+        // Whole families: any `X-Forwarded-*` or `X-Original-*` name.
+        ("x-forwarded-uri", "/admin"),
+        ("x-forwarded-method", "DELETE"),
+        ("x-forwarded-client-cert", "Hash=forged"),
+        ("x-forwarded-server", "admin"),
+        ("x-original-uri", "/admin"),
     ];
     let mut request = reqwest::Client::new().get(gateway.url("/x"));
     for (name, value) in spoofed {
@@ -329,6 +335,166 @@ on_unauthenticated = "pass"
     let body: Value = serde_json::from_str(&answer).unwrap();
     assert!(seen(&body, "upgrade").is_empty(), "{body}");
     assert_eq!(body["uri"], "/x");
+}
+
+/// Sends `head` (a request head, `\r\n` line ends, with the blank line) and `body` on a new
+/// connection to `port`; the status and the whole answer.
+async fn raw_exchange(port: u16, head: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, text)
+}
+
+/// The JSON body the echoing upstream answered with, from a whole answer.
+fn echoed(answer: &str) -> Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("{answer}"))
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_passes_its_chain_but_not_identities_or_framing_a_client_chose() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+[route.headers]
+"X-User" = "claim:email"
+"#;
+    // This client is loopback: a trusted proxy by default.
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let port = gateway.app.public_addr.port();
+
+    // The identity headers of the gateways Tollgate replaces come from no one, however
+    // trusted: an application moved behind Tollgate may still read them.
+    let identities = [
+        ("X-Forwarded-User", "admin"),
+        ("X-Forwarded-Email", "admin@example.com"),
+        ("X-Forwarded-Groups", "admins"),
+        ("X-Auth-Request-User", "admin"),
+        ("OIDC_CLAIM_sub", "admin"),
+        ("X-Userinfo", "eyJzdWIiOiJhZG1pbiJ9"),
+        ("Remote-User", "admin"),
+    ];
+    let mut request = reqwest::Client::new()
+        .get(gateway.url("/x"))
+        .header("x-forwarded-for", "6.6.6.6, 10.0.0.1")
+        .header("x-forwarded-for", "7.7.7.7");
+    for (name, value) in identities {
+        request = request.header(name, value);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    let names: Vec<&String> = body["headers"].as_object().unwrap().keys().collect();
+    for (name, _) in identities {
+        assert!(
+            !names.iter().any(|seen| seen.eq_ignore_ascii_case(name)),
+            "{name} reached the upstream: {names:?}"
+        );
+    }
+    // A trusted proxy's chain is passed on whole, every header of it, with the peer appended.
+    assert_eq!(
+        seen(&body, "x-forwarded-for"),
+        ["6.6.6.6, 10.0.0.1, 7.7.7.7, 127.0.0.1"]
+    );
+
+    // `Connection` cannot take `Host` away.
+    let (status, answer) = crate::support::nginx::raw_get(
+        port,
+        "/x",
+        &[("Host", "app.example.com"), ("Connection", "close, host")],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(seen(&body, "host"), ["app.example.com"], "{body}");
+
+    // An `Upgrade` that `Connection` does not name, or in HTTP/1.0, makes no upgrade: the
+    // request goes as a plain one.
+    for head in [
+        format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: echo\r\n\r\n"),
+        format!(
+            "GET /x HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+        ),
+    ] {
+        let (status, answer) = raw_exchange(port, &head, b"").await;
+        assert_eq!(status, 200, "{head:?}: {answer}");
+        let body = echoed(&answer);
+        assert!(seen(&body, "upgrade").is_empty(), "{head:?}: {body}");
+        assert!(seen(&body, "connection").is_empty(), "{head:?}: {body}");
+    }
+
+    // A body with a coding besides `chunked` is refused, not sent on stripped of it.
+    let head = format!(
+        "POST /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    );
+    let (status, answer) = raw_exchange(port, &head, b"3\r\nabc\r\n0\r\n\r\n").await;
+    assert_eq!(status, 400, "{answer}");
+    let head = format!(
+        "POST /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let (status, answer) = raw_exchange(port, &head, b"3\r\nabc\r\n0\r\n\r\n").await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn with_a_public_url_a_request_for_another_host_is_described_as_it_was_made() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    let config = proxy_config(&idp, &upstream.url(), routes).replace(
+        "[server]\n",
+        "[server]\npublic_url = \"https://auth.example.com\"\ntrusted_proxies = []\n",
+    );
+    let gateway = Gateway::start(&config).await;
+    let port = gateway.app.public_addr.port();
+    let forwarded = |body: &Value| {
+        (
+            seen(body, "x-forwarded-proto"),
+            seen(body, "x-forwarded-host"),
+        )
+    };
+    let (_, answer) =
+        crate::support::nginx::raw_get(port, "/x", &[("Host", "app.example.com:8443")]).await;
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        forwarded(&body),
+        (
+            vec!["http".to_owned()],
+            vec!["app.example.com:8443".to_owned()]
+        )
+    );
+    // `public_url`'s own host is described as `public_url` says (TLS ended in front).
+    let (_, answer) =
+        crate::support::nginx::raw_get(port, "/x", &[("Host", "Auth.Example.com")]).await;
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        forwarded(&body),
+        (
+            vec!["https".to_owned()],
+            vec!["auth.example.com".to_owned()]
+        )
+    );
 }
 
 #[tokio::test]
