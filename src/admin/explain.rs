@@ -256,9 +256,9 @@ async fn explain_forward_auth(
         Outcome::Allow(..) => ("allow", 200, None),
         Outcome::Skip => ("skip", 200, None),
         Outcome::Redirect(_) => ("unauthenticated", 302, None),
-        Outcome::Reject(rejection, reason) => {
-            let (decision, status) = refused(&rejection);
-            (decision, status, Some(reason))
+        Outcome::Reject(refusal) => {
+            let (decision, status) = refused(&refusal.rejection);
+            (decision, status, Some(refusal.reason))
         }
     };
     Explanation {

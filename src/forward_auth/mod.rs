@@ -92,8 +92,9 @@ pub enum Outcome {
     Skip,
     /// 302 to this sign-in location (`unauthenticated = "redirect"`, a browser).
     Redirect(String),
-    /// Refused, and why (the log line's reason).
-    Reject(Rejection, String),
+    /// Refused: what the caller is told, why (the log line's reason), and the cookies of a
+    /// session refreshed before the refusal.
+    Reject(Refusal),
 }
 
 /// `GET /auth`.
@@ -140,7 +141,7 @@ fn report(
     crate::telemetry::with_current(|span| {
         match outcome {
             Outcome::Allow(_, credential, _) => span.credential(credential),
-            Outcome::Reject(_, reason) => span.reason(reason),
+            Outcome::Reject(refusal) => span.reason(&refusal.reason),
             Outcome::Skip | Outcome::Redirect(_) => {}
         }
         if let Some(raw_path) = original.and_then(|request| request.raw_path.as_deref()) {
@@ -168,10 +169,10 @@ fn report(
         }
         Outcome::Skip => decision.result = "skip",
         Outcome::Redirect(_) => decision.result = "redirect",
-        Outcome::Reject(rejection, reason) => {
-            decision.result = rejection.result_label();
-            decision.reason = Some(reason);
-            failure = rejection.is_failure();
+        Outcome::Reject(refusal) => {
+            decision.result = refusal.rejection.result_label();
+            decision.reason = Some(&refusal.reason);
+            failure = refusal.rejection.is_failure();
         }
     }
     state.metrics.request("forward_auth", decision.result);
@@ -200,7 +201,7 @@ fn outcome_response(outcome: Outcome) -> Response {
         }
         Outcome::Skip => StatusCode::OK.into_response(),
         Outcome::Redirect(location) => crate::http::found(&location),
-        Outcome::Reject(rejection, _) => rejection.into_response(),
+        Outcome::Reject(refusal) => refusal.into_response(),
     }
 }
 
@@ -238,10 +239,10 @@ pub async fn decide_auth(
         trace.record("forward_auth", "fail", || {
             "forward-auth is not configured".to_owned()
         });
-        return Outcome::Reject(
+        return Outcome::Reject(Refusal::new(
             Rejection::Internal,
-            "forward-auth is not configured".to_owned(),
-        );
+            "forward-auth is not configured",
+        ));
     };
     // The query is checked before any credential (SPEC §4).
     let parsed = if trace.is_explaining() {
@@ -256,7 +257,7 @@ pub async fn decide_auth(
         Err(rejection) => {
             let reason = rejection.to_string();
             trace.record("query", "fail", || reason.clone());
-            return Outcome::Reject(rejection, reason);
+            return Outcome::Reject(Refusal::new(rejection, reason));
         }
     };
     trace.record("query", "pass", || {
@@ -318,10 +319,10 @@ pub async fn decide_auth(
         .map(|(_, query)| query);
     if let Some(reason) = ambiguous_credentials(headers, original_query) {
         trace.record("credentials", "fail", || reason.to_owned());
-        return Outcome::Reject(
+        return Outcome::Reject(Refusal::new(
             Rejection::InvalidRequest(reason.to_owned()),
-            reason.to_owned(),
-        );
+            reason,
+        ));
     }
     // A refreshed cookie session is written back with attributes for the original request's URL.
     let cookie_base = original
@@ -363,8 +364,7 @@ pub async fn decide_auth(
                 });
                 return Outcome::Redirect(location);
             }
-            let refusal = Refusal::from(error);
-            return Outcome::Reject(refusal.rejection, refusal.reason);
+            return Outcome::Reject(Refusal::from(error));
         }
     };
     match decide_traced(&query, &identity.claims, trace) {
@@ -377,7 +377,8 @@ pub async fn decide_auth(
             } else {
                 Rejection::Forbidden(requirement.clone())
             };
-            Outcome::Reject(rejection, requirement)
+            // A session refreshed on the way keeps its new cookie, refused or not.
+            Outcome::Reject(Refusal::new(rejection, requirement).with_cookies(identity.set_cookies))
         }
     }
 }
@@ -512,7 +513,11 @@ pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: Heade
 const MAX_VALIDATE_CACHE: i64 = 300;
 
 /// `GET /userinfo`: the caller's claims as JSON.
-pub async fn userinfo(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
+pub async fn userinfo(
+    State(state): State<Arc<ForwardAuthState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(reason) = ambiguous_credentials(&headers, None) {
         let refused = (
             Rejection::InvalidRequest(reason.to_owned()),
@@ -524,19 +529,42 @@ pub async fn userinfo(State(state): State<Arc<ForwardAuthState>>, headers: Heade
         && let Ok(identity) = authenticate(
             &headers,
             provider,
-            state.sessions.access(CookieAttributes { secure: true }),
+            state
+                .sessions
+                .access(own_cookie_attributes(&state, peer, &headers)),
             section.token_cookie.as_deref(),
             crate::identity::BearerTokens::Accepted,
             state.clock.now(),
         )
         .await
     {
-        return claims_response(&identity.claims);
+        // A session refreshed on the way goes back to the browser.
+        let mut response = claims_response(&identity.claims);
+        crate::http::rejection::append_set_cookies(&mut response, &identity.set_cookies);
+        return response;
     }
     match token_identity(&state, &headers).await {
         Ok(claims) => claims_response(&claims),
         Err(refused) => refuse_userinfo(&state, &headers, refused),
     }
+}
+
+/// The attributes of a session cookie written back on a request made to Tollgate itself (not
+/// described by an ingress): for `public_url`, else for the host and scheme the request was
+/// made with; `Secure` when neither is known.
+fn own_cookie_attributes(
+    state: &ForwardAuthState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> CookieAttributes {
+    if let Some(public_url) = &state.public_url {
+        return CookieAttributes::for_base(public_url);
+    }
+    crate::http::forwarded::base_parts(peer.ip(), headers, &state.trusted_proxies, state.own_proto)
+        .and_then(|(proto, host)| url::Url::parse(&format!("{proto}://{host}/")).ok())
+        .map_or(CookieAttributes { secure: true }, |base| {
+            CookieAttributes::for_base(&base)
+        })
 }
 
 /// A `/userinfo` refusal: counted and logged once under the `userinfo` role, then answered.

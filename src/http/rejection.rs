@@ -188,6 +188,10 @@ pub struct Refusal {
     pub rejection: Rejection,
     /// Why, for the operator.
     pub reason: String,
+    /// `Set-Cookie` values the answer carries all the same: a session refreshed before the
+    /// request was refused (a requirement, the upstream failing) must reach the browser, or
+    /// its next request would spend the rotated-away refresh token.
+    pub set_cookies: Vec<String>,
 }
 
 impl Refusal {
@@ -196,7 +200,15 @@ impl Refusal {
         Self {
             rejection,
             reason: reason.into(),
+            set_cookies: Vec::new(),
         }
+    }
+
+    /// This refusal, answered with `set_cookies` too.
+    #[must_use]
+    pub fn with_cookies(mut self, set_cookies: Vec<String>) -> Self {
+        self.set_cookies = set_cookies;
+        self
     }
 }
 
@@ -204,14 +216,14 @@ impl Refusal {
 impl From<Rejection> for Refusal {
     fn from(rejection: Rejection) -> Self {
         let reason = rejection.to_string();
-        Self { rejection, reason }
+        Self::new(rejection, reason)
     }
 }
 
 /// The `(rejection, reason)` pairs the login flow answers with.
 impl From<(Rejection, String)> for Refusal {
     fn from((rejection, reason): (Rejection, String)) -> Self {
-        Self { rejection, reason }
+        Self::new(rejection, reason)
     }
 }
 
@@ -231,6 +243,20 @@ impl Refused for Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        self.rejection.into_response()
+        let mut response = self.rejection.into_response();
+        append_set_cookies(&mut response, &self.set_cookies);
+        response
+    }
+}
+
+/// Appends `set_cookies` to `response` as `Set-Cookie` headers (values Tollgate made; one that
+/// could not be a header is left out).
+pub fn append_set_cookies(response: &mut Response, set_cookies: &[String]) {
+    for cookie in set_cookies {
+        if let Ok(value) = axum::http::HeaderValue::from_str(cookie) {
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, value);
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
 use crate::http::forwarded::{RequestBases, is_trusted};
-use crate::http::rejection::{Refusal, Rejection};
+use crate::http::rejection::{Refusal, Rejection, append_set_cookies};
 use crate::identity::{
     BearerTokens, Credential, Identity, IdentityError, SessionSource, authenticate_traced,
 };
@@ -355,7 +355,7 @@ pub async fn decide_route(
             } else {
                 Rejection::Forbidden(requirement.clone())
             };
-            Refusal::new(rejection, requirement)
+            Refusal::new(rejection, requirement).with_cookies(identity.set_cookies.clone())
         },
     )?;
     // A session's headers as this thread rendered them last (not when explaining: the trace
@@ -387,10 +387,10 @@ pub async fn decide_route(
                 });
                 // The page and the log line say the same.
                 let requirement = format!("{name}: a value a header can carry");
-                return Err(Refusal::new(
-                    Rejection::Forbidden(requirement.clone()),
-                    requirement,
-                ));
+                return Err(
+                    Refusal::new(Rejection::Forbidden(requirement.clone()), requirement)
+                        .with_cookies(identity.set_cookies),
+                );
             }
         }
     }
@@ -490,13 +490,16 @@ fn serve_route<'a>(
                     span.credential(identity.credential.as_str());
                 });
                 let checked = Checked::Identity(identity.credential, &identity_headers);
-                let exchange = send(state, route, peer, &base, request, checked)?;
-                let mut response = upstream_answer(route, exchange.await)?;
-                for cookie in &identity.set_cookies {
-                    if let Ok(value) = HeaderValue::from_str(cookie) {
-                        response.headers_mut().append(header::SET_COOKIE, value);
-                    }
-                }
+                let answer = match send(state, route, peer, &base, request, checked) {
+                    Ok(exchange) => upstream_answer(route, exchange.await),
+                    Err(refusal) => Err(refusal),
+                };
+                // A refreshed session's cookie goes back whatever the answer.
+                let mut response = match answer {
+                    Ok(response) => response,
+                    Err(refusal) => return Err(refusal.with_cookies(identity.set_cookies)),
+                };
+                append_set_cookies(&mut response, &identity.set_cookies);
                 Ok((response, "allow", Some(identity.credential.as_str())))
             }
             RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {

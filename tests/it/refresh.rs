@@ -468,3 +468,83 @@ async fn a_refresh_outlives_the_request_that_started_it() {
         "the spent token was never presented again"
     );
 }
+
+/// The `Set-Cookie` values of `response` that set Tollgate's session cookie.
+fn session_set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .filter(|cookie| cookie.starts_with("tollgate="))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cookie_session_refreshed_on_the_way_to_any_answer_gets_its_new_cookie() {
+    // Lost, the browser's next request would spend the refresh token the provider rotated
+    // away: the provider revokes the grant and the session ends.
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config(&idp, "cookie"), clock.clone()).await;
+    for (path, status) in [("/userinfo", 200), ("/auth?groups=nobody-has-this", 403)] {
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        let refreshes = idp.count("refresh");
+        clock.advance(250);
+        idp.advance_clock(250);
+        let response = reqwest::Client::new()
+            .get(gateway.url(path))
+            .header("cookie", cookie_header(&browser))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(idp.count("refresh"), refreshes + 1, "{path} refreshed");
+        assert_eq!(
+            session_set_cookies(&response).len(),
+            1,
+            "{path}: the refreshed session goes back"
+        );
+    }
+
+    let upstream = TestUpstream::start().await;
+    let routes = r#"
+[[route]]
+path_prefix = "/ops"
+upstream = "{upstream}"
+provider = "corp"
+[route.require]
+groups = ["ops"]
+
+[[route]]
+path_prefix = "/down"
+upstream = "http://127.0.0.1:9"
+provider = "corp"
+
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+"#;
+    let config = crate::proxy::proxy_config(&idp, &upstream.url(), routes).replace(
+        "[session]\n",
+        "[session]\nstore = \"cookie\"\nrefresh_before = \"60s\"\n",
+    );
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    for (path, status) in [("/ops/x", 403), ("/down/x", 502)] {
+        let mut browser = Browser::new();
+        let (landed, _) = browser.follow(&gateway.url("/")).await;
+        assert_eq!(landed.status(), 200, "logged in");
+        let refreshes = idp.count("refresh");
+        clock.advance(250);
+        idp.advance_clock(250);
+        let response = browser.get(&gateway.url(path)).await;
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(idp.count("refresh"), refreshes + 1, "{path} refreshed");
+        assert_eq!(
+            session_set_cookies(&response).len(),
+            1,
+            "{path}: the refreshed session goes back"
+        );
+    }
+}

@@ -152,10 +152,10 @@ async fn check(
             "a Check from {}, which is not in server.trusted_proxies",
             peer.ip()
         );
-        let outcome = Outcome::Reject(
+        let outcome = Outcome::Reject(crate::http::rejection::Refusal::new(
             crate::http::rejection::Rejection::Forbidden(reason.clone()),
             reason.clone(),
-        );
+        ));
         report(state, "envoy_grpc", &outcome, None, None, started);
         return Err(tonic::Status::permission_denied(reason));
     }
@@ -189,10 +189,10 @@ async fn check(
 /// metric and log line every forward-auth refusal has.
 fn refuse_malformed(state: &ForwardAuthState, started: Instant, missing: &str) -> tonic::Status {
     let reason = format!("the Check request has no {missing}");
-    let outcome = Outcome::Reject(
+    let outcome = Outcome::Reject(crate::http::rejection::Refusal::new(
         crate::http::rejection::Rejection::BadRequest(reason.clone()),
         reason.clone(),
-    );
+    ));
     report(state, "envoy_grpc", &outcome, None, None, started);
     tonic::Status::invalid_argument(reason)
 }
@@ -337,11 +337,13 @@ async fn denied(response: Response) -> CheckResponse {
                 .headers
                 .iter()
                 .map(|(name, value)| {
-                    option(
-                        name.as_str(),
-                        value.as_bytes(),
-                        HeaderAppendAction::OverwriteIfExistsOrAdd,
-                    )
+                    // Each `Set-Cookie` is its own (a session's chunks, a refreshed session).
+                    let action = if name == header::SET_COOKIE {
+                        HeaderAppendAction::AppendIfExistsOrAdd
+                    } else {
+                        HeaderAppendAction::OverwriteIfExistsOrAdd
+                    };
+                    option(name.as_str(), value.as_bytes(), action)
                 })
                 .collect(),
             body,

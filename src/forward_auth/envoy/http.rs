@@ -16,7 +16,7 @@ use axum::response::Response;
 
 use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth, outcome_response, report};
 use crate::http::forwarded::{OriginalRequest, base_parts, is_trusted};
-use crate::http::rejection::Rejection;
+use crate::http::rejection::{Refusal, Rejection};
 use crate::policy::Trace;
 
 /// The prefix Envoy's `path_prefix` adds to the original path.
@@ -48,7 +48,10 @@ pub async fn check(
     };
     let outcome = match rules {
         Ok(rules) => decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await,
-        Err(reason) => Outcome::Reject(Rejection::BadRequest(reason.to_owned()), reason.to_owned()),
+        Err(reason) => Outcome::Reject(Refusal::new(
+            Rejection::BadRequest(reason.to_owned()),
+            reason,
+        )),
     };
     report(
         &state,
