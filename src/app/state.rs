@@ -99,7 +99,7 @@ impl AppState {
                 TokenService::rebuilt(
                     token_service_config.clone(),
                     state.clone(),
-                    config.server.trusted_proxies.clone(),
+                    &config.server,
                     clock.clone(),
                     metrics.clone(),
                     previous.and_then(|previous| previous.token_service.as_deref()),

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::clients::presented_client;
-use super::minting::IssuedTokens;
+use super::minting::{IssuedTokens, Login};
 use super::state::{CodeUse, Grant, PendingCode, Redemption, RefreshUse};
 use super::{CODE_LIFETIME, IssuerError, TokenService};
 use crate::clock::UnixTime;
@@ -193,6 +193,7 @@ impl TokenService {
                 client_id: client.client_id.clone(),
                 principal: pending.principal.clone(),
                 scopes: pending.scopes.clone(),
+                auth_time: Some(pending.issued_at),
             };
             self.state
                 .open_grant(grant_id, &grant, grant_until, now)
@@ -202,7 +203,10 @@ impl TokenService {
             client,
             &pending.principal,
             &pending.scopes,
-            pending.nonce.as_deref(),
+            Login {
+                nonce: pending.nonce.as_deref(),
+                auth_time: Some(pending.issued_at),
+            },
             redemption.grant_id.as_deref(),
             (redemption.access_jti.clone(), now),
         )?;
@@ -266,7 +270,10 @@ impl TokenService {
             client,
             &grant.principal,
             &scopes,
-            None,
+            Login {
+                nonce: None,
+                auth_time: grant.auth_time,
+            },
             Some(&grant_id),
             (crate::random::token(), now),
         )?;

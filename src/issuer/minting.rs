@@ -37,6 +37,14 @@ impl IssuedTokens {
     }
 }
 
+/// What an ID token says of the login it comes from.
+pub(super) struct Login<'a> {
+    /// The client's `nonce`, on the ID token of the code's redemption.
+    pub nonce: Option<&'a str>,
+    /// When the user logged in: the same on every ID token of a grant.
+    pub auth_time: Option<UnixTime>,
+}
+
 impl TokenService {
     fn base_claims(
         &self,
@@ -120,13 +128,13 @@ impl TokenService {
     }
 
     /// Access and ID tokens for a user; `grant_id` becomes their `sid`, and the access token
-    /// gets `jti`, issued at `now`.
+    /// gets `jti`, issued at `now`; the ID token tells of `login`.
     pub(super) fn user_tokens(
         &self,
         client: &ClientConfig,
         principal: &super::Principal,
         scopes: &[String],
-        nonce: Option<&str>,
+        login: Login<'_>,
         grant_id: Option<&str>,
         (jti, now): (String, UnixTime),
     ) -> Result<IssuedTokens, IssuerError> {
@@ -149,8 +157,10 @@ impl TokenService {
                 (crate::random::token(), now),
             );
             id.remove("nbf");
-            id.insert("auth_time".into(), json!(now));
-            if let Some(nonce) = nonce {
+            if let Some(auth_time) = login.auth_time {
+                id.insert("auth_time".into(), json!(auth_time));
+            }
+            if let Some(nonce) = login.nonce {
                 id.insert("nonce".into(), json!(nonce));
             }
             id.insert(

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use url::Url;
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::TokenServiceConfig;
+use crate::config::{ServerConfig, TokenServiceConfig};
 use crate::jose::{KeySet, SigningKey, SigningKeyError};
 use crate::metrics::Metrics;
 use crate::oidc::{LocalFuture, LocalIssuer, ProviderError, ProviderMetadata, TokenResponse};
@@ -54,6 +54,9 @@ pub struct TokenService {
     state: Arc<dyn IssuerState>,
     /// Peers whose `X-Forwarded-For` names the client (rate limits key on the client).
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// `server.leeway` in seconds: the clock skew allowed when its own tokens come back (from
+    /// another replica, whose clock may be a little ahead).
+    leeway: i64,
     verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
     /// Permits for argon2 checks (`check_password`).
     password_checks: clients::PasswordChecks,
@@ -65,17 +68,18 @@ pub struct TokenService {
 impl TokenService {
     /// Builds the service: loads the signing key from `signing_key_file` (generating it there
     /// when the file does not exist) or makes an in-memory key when no file is configured.
+    /// `server` gives the trusted proxies and the leeway.
     ///
     /// # Errors
     /// When the key cannot be loaded or made.
     pub fn new(
         config: TokenServiceConfig,
         state: Arc<dyn IssuerState>,
-        trusted_proxies: Vec<ipnet::IpNet>,
+        server: &ServerConfig,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SigningKeyError> {
-        Self::rebuilt(config, state, trusted_proxies, clock, metrics, None)
+        Self::rebuilt(config, state, server, clock, metrics, None)
     }
 
     /// `new` for a reloaded config: when neither `config` nor `previous`'s names a
@@ -87,7 +91,7 @@ impl TokenService {
     pub fn rebuilt(
         config: TokenServiceConfig,
         state: Arc<dyn IssuerState>,
-        trusted_proxies: Vec<ipnet::IpNet>,
+        server: &ServerConfig,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         previous: Option<&Self>,
@@ -111,7 +115,8 @@ impl TokenService {
         let key_set = Arc::new(KeySet::from_jwks(&published));
         Ok(Self {
             config,
-            trusted_proxies,
+            trusted_proxies: server.trusted_proxies.clone(),
+            leeway: i64::try_from(server.leeway.as_secs()).unwrap_or(i64::MAX),
             signing_key,
             key_set,
             published,
@@ -220,7 +225,7 @@ impl TokenService {
         let expected = Expectations {
             issuer: self.issuer(),
             audiences: &audiences,
-            leeway: 0,
+            leeway: self.leeway,
             now,
         };
         let claims = token::validate_access_token(token, &self.key_set, &expected)?;

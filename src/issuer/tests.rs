@@ -49,7 +49,7 @@ pub(crate) fn token_service(config: &Config, metrics: &Arc<Metrics>) -> Arc<Toke
         TokenService::new(
             config.token_service.clone().unwrap(),
             Arc::new(MemoryState::default()),
-            Vec::new(),
+            &config.server,
             Arc::new(SystemClock),
             metrics.clone(),
         )
@@ -152,6 +152,44 @@ async fn client_credentials_issue_an_access_token_for_the_clients_audience() {
         .await
         .unwrap();
     assert_eq!(claims.get("aud").unwrap(), "api");
+}
+
+#[tokio::test]
+async fn its_own_tokens_are_checked_with_the_servers_leeway() {
+    // Minted by a replica whose clock is ahead (`nbf` = `iat` = its now), or checked just
+    // after expiry: within `server.leeway` both pass, as any provider's token does.
+    let config = config("").clone();
+    let clock = crate::clock::ManualClock::new();
+    let service = Arc::new(
+        TokenService::new(
+            config.token_service.clone().unwrap(),
+            Arc::new(MemoryState::default()),
+            &config.server,
+            clock.clone(),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap(),
+    );
+    let token = client_credentials_token(&router(&service)).await;
+    let lifetime = config
+        .token_service
+        .as_ref()
+        .unwrap()
+        .token_lifetime
+        .as_secs();
+    let lifetime = i64::try_from(lifetime).unwrap();
+    // In this order: a positive answer is cached until `exp`.
+    for (moved, valid) in [
+        (-61, false),
+        (-30, true),
+        (lifetime + 30, true),
+        (lifetime + 61, false),
+    ] {
+        clock.advance(moved);
+        let checked = service.validate_own_access_token(&token).await;
+        assert_eq!(checked.is_ok(), valid, "{moved} s: {checked:?}");
+        clock.advance(-moved);
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,21 @@ async fn replicas_behave_as_one(redis_url: &str) {
     assert_eq!(status, 200, "{rotated}");
     let rotated_access = text(&rotated, "access_token");
     assert_eq!(validate(&b, &rotated_access).await, 200);
+    // The grant in Redis keeps the login's time: the refreshed ID token tells the same one.
+    let auth_time = |tokens: &Value| {
+        let payload = text(tokens, "id_token")
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["auth_time"].as_i64().expect("an auth_time")
+    };
+    assert_eq!(auth_time(&rotated), auth_time(&issued));
     let (status, reused) = refresh(&b, &first_refresh).await;
     assert_eq!(
         (status, reused["error"].as_str()),

@@ -46,6 +46,11 @@ fn challenge(verifier: &str) -> String {
 
 /// A code for alice, as `/authorize` would have stored it after her login.
 async fn code(service: &TokenService) -> String {
+    code_issued_at(service, service.now()).await
+}
+
+/// A code for a login at `issued_at`.
+async fn code_issued_at(service: &TokenService, issued_at: crate::clock::UnixTime) -> String {
     service
         .store_code(PendingCode {
             client_id: "spa".to_owned(),
@@ -54,7 +59,7 @@ async fn code(service: &TokenService) -> String {
             nonce: Some("n-1".to_owned()),
             scopes: vec!["openid".to_owned(), "email".to_owned()],
             principal: Principal::Local("alice".to_owned()),
-            issued_at: service.now(),
+            issued_at,
         })
         .await
         .unwrap()
@@ -170,4 +175,34 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_grant() {
             .is_err(),
         "the grant's access tokens are revoked with it"
     );
+}
+
+/// The claims of a JWT, unchecked.
+fn claims_of(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+#[tokio::test]
+async fn every_id_token_of_a_grant_tells_the_time_of_its_login() {
+    // OpenID Connect Core 12.2: a refreshed ID token keeps the first one's `auth_time`; a new
+    // one would tell a client enforcing `max_age` that the user logged in again.
+    let (service, router) = service();
+    let logged_in = service.now() - 30;
+    let code = code_issued_at(&service, logged_in).await;
+    let (status, first) = token(&router, &redeem(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        first["refresh_token"].as_str().unwrap()
+    );
+    let (status, refreshed) = token(&router, &form).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    for tokens in [&first, &refreshed] {
+        let id = claims_of(tokens["id_token"].as_str().unwrap());
+        assert_eq!(id["auth_time"], logged_in, "{id}");
+    }
 }

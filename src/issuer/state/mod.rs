@@ -66,6 +66,10 @@ pub struct Grant {
     pub principal: Principal,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// When the user logged in (the code's issue): every ID token of the grant, refreshed
+    /// ones too, says this `auth_time` (OpenID Connect Core 12.2). `None` for a grant stored
+    /// before it was kept: its ID tokens then carry no `auth_time`.
+    pub auth_time: Option<UnixTime>,
 }
 
 /// What redeeming a code will issue, decided before the code is taken, so that the code and

@@ -228,6 +228,9 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, StateError> {
 struct GrantRecord {
     principal: super::Principal,
     scopes: Vec<String>,
+    /// Absent from grants stored before it was kept.
+    #[serde(default)]
+    auth_time: Option<UnixTime>,
 }
 
 impl IssuerState for RedisState {
@@ -278,6 +281,7 @@ impl IssuerState for RedisState {
             let record = encode(&GrantRecord {
                 principal: grant.principal.clone(),
                 scopes: grant.scopes.clone(),
+                auth_time: grant.auth_time,
             })?;
             let key = self.grant_key(grant_id);
             let pipeline = redis::pipe()
@@ -355,6 +359,7 @@ impl IssuerState for RedisState {
                             client_id: client_id.to_owned(),
                             principal: record.principal,
                             scopes: record.scopes,
+                            auth_time: record.auth_time,
                         },
                     ))
                 }

@@ -32,6 +32,7 @@ fn grant(client_id: &str) -> Grant {
         client_id: client_id.to_owned(),
         principal: Principal::Local("alice".to_owned()),
         scopes: vec!["openid".to_owned()],
+        auth_time: Some(1_000),
     }
 }
 
