@@ -397,6 +397,7 @@ async fn finish_login(
                 })
         }
     )?;
+    let access_expires_at = tokens.access_expires_at(now, Some(&claims));
     let claims = match userinfo.and_then(|userinfo| merge_claims(&claims, userinfo)) {
         Ok(merged) => merged,
         Err(CredentialError::Token(error)) => {
@@ -452,7 +453,7 @@ async fn finish_login(
         id_token: id_token.to_owned(),
         access_token: Some(tokens.access_token.clone()),
         refresh_token: tokens.refresh_token.clone(),
-        access_expires_at: tokens.expires_in.map(|seconds| now.saturating_add(seconds)),
+        access_expires_at,
         created_at: now,
         expires_at: now.saturating_add(lifetime),
     };

@@ -81,6 +81,23 @@ impl TokenResponse {
             )),
         }
     }
+
+    /// When its access token expires, received at `now`: `expires_in` from now, or, when the
+    /// provider did not say (it is optional, RFC 6749 §5.1), the `exp` of the ID token that
+    /// came with it (`fresh_id_claims`, validated); `None` when neither tells. Only a fresh ID
+    /// token counts: a refresh answered without one keeps an older ID token, whose `exp`
+    /// would make every later request refresh.
+    pub fn access_expires_at(
+        &self,
+        now: crate::clock::UnixTime,
+        fresh_id_claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Option<crate::clock::UnixTime> {
+        match self.expires_in {
+            Some(seconds) => Some(now.saturating_add(seconds)),
+            None => fresh_id_claims
+                .and_then(|claims| crate::token::numeric_claim(claims, "exp").ok().flatten()),
+        }
+    }
 }
 
 /// Why a provider could not be used.

@@ -548,3 +548,25 @@ provider = "corp"
         );
     }
 }
+
+#[tokio::test]
+async fn without_expires_in_the_fresh_id_tokens_exp_says_when_to_refresh() {
+    // `expires_in` is optional (RFC 6749 §5.1): without it the session was never refreshed
+    // and sent an expired access token upstream until its lifetime ended.
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        no_expires_in: true,
+        ..Misbehaviour::default()
+    });
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config(&idp, "memory"), clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    for round in 1..=2 {
+        // The ID tokens live 300 s; 250 s later each is within refresh_before.
+        clock.advance(250);
+        idp.advance_clock(250);
+        assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+        assert_eq!(idp.count("refresh"), round, "round {round}");
+    }
+}

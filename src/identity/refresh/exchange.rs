@@ -64,6 +64,7 @@ impl Shared {
             rotated: tokens.refresh_token.clone(),
             store_unavailable: false,
         };
+        let mut access_expires_at = tokens.access_expires_at(now, None);
         let id_claims = match &tokens.id_token {
             Some(id_token) => {
                 let original_nonce = session.claims.get("nonce").and_then(Value::as_str);
@@ -84,6 +85,7 @@ impl Shared {
                         "the refreshed ID token names another subject".to_owned(),
                     ));
                 }
+                access_expires_at = tokens.access_expires_at(now, Some(&claims));
                 claims
             }
             // No new ID token (OIDC Core 12.2 allows that): the one from before still says who
@@ -123,7 +125,7 @@ impl Shared {
         if let Some(rotated) = &tokens.refresh_token {
             refreshed.refresh_token = Some(rotated.clone());
         }
-        refreshed.access_expires_at = tokens.expires_in.map(|seconds| now.saturating_add(seconds));
+        refreshed.access_expires_at = access_expires_at;
         Ok(Arc::new(refreshed))
     }
 }

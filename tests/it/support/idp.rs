@@ -63,6 +63,8 @@ pub struct Misbehaviour {
     pub iss_parameter: bool,
     /// With `iss_parameter`, the authorization response leaves `iss` out anyway.
     pub omit_iss_parameter: bool,
+    /// Token responses (code exchange and refresh) leave out the optional `expires_in`.
+    pub no_expires_in: bool,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -576,6 +578,9 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
     *inner.last_tokens.lock().unwrap() = Some((issued_access_token.clone(), refresh_token.clone()));
     let token_type = misbehaviour.token_type.unwrap_or("Bearer");
     let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": token_type, "expires_in": 300, "refresh_token": refresh_token});
+    if misbehaviour.no_expires_in {
+        answer.as_object_mut().unwrap().remove("expires_in");
+    }
     if huge(&inner, "token") {
         answer["padding"] = padding();
     }
@@ -659,7 +664,11 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
         .claim("scope", Value::Null)
         .sign();
     let refresh_token = new_refresh_token(inner);
-    Json(json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token})).into_response()
+    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token});
+    if inner.misbehaviour.lock().unwrap().no_expires_in {
+        answer.as_object_mut().unwrap().remove("expires_in");
+    }
+    Json(answer).into_response()
 }
 
 /// RFC 7662: `opaque-…` tokens are active (for `api`, issued by this provider), except
