@@ -30,6 +30,9 @@ struct Book {
     codes: HashMap<String, PendingCode>,
     used_codes: HashMap<String, (Redemption, UnixTime)>,
     grants: HashMap<String, GrantRecord>,
+    /// Grants revoked by a code's replay before their redemption opened them (the replay
+    /// landed between `take_code` and `open_grant`), by when: opened revoked.
+    revoked_unopened: HashMap<String, UnixTime>,
     refresh_tokens: HashMap<[u8; 32], RefreshRecord>,
     /// Revoked access tokens by `jti`, until they would have expired.
     revoked_access: HashMap<String, UnixTime>,
@@ -66,6 +69,8 @@ impl Book {
             .retain(|_, pending| now - pending.issued_at <= CODE_LIFETIME);
         self.used_codes
             .retain(|_, (_, used_at)| now - *used_at <= USED_CODE_MEMORY);
+        self.revoked_unopened
+            .retain(|_, revoked_at| now - *revoked_at <= USED_CODE_MEMORY);
         if let Some(pending) = self.codes.remove(code) {
             self.used_codes
                 .insert(code.to_owned(), (redemption.clone(), now));
@@ -75,7 +80,11 @@ impl Book {
             return CodeUse::Unknown;
         };
         if let Some(grant_id) = &used.grant_id {
-            self.revoke_grant(grant_id);
+            if self.grants.contains_key(grant_id) {
+                self.revoke_grant(grant_id);
+            } else {
+                self.revoked_unopened.insert(grant_id.clone(), now);
+            }
         }
         self.revoked_access
             .insert(used.access_jti, used.access_expires_at);
@@ -175,11 +184,12 @@ impl IssuerState for MemoryState {
         _now: UnixTime,
     ) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
+            let revoked = book.revoked_unopened.remove(grant_id).is_some();
             book.grants.insert(
                 grant_id.to_owned(),
                 GrantRecord {
                     grant: grant.clone(),
-                    revoked: false,
+                    revoked,
                     until,
                 },
             );

@@ -69,6 +69,31 @@ fn a_code_is_taken_once_and_its_replay_revokes_what_it_issued() {
 }
 
 #[test]
+fn a_replay_before_the_redemption_opened_its_grant_still_revokes_it() {
+    // The replay lands between the first redemption's `take_code` and its `open_grant`.
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.put_code("c1", &pending("app", 100)));
+    let first = redemption(Some(&grant_id));
+    assert!(matches!(
+        run(state.take_code("c1", &first, 101)),
+        CodeUse::Pending(_)
+    ));
+    assert_eq!(
+        run(state.take_code("c1", &redemption(None), 101)),
+        CodeUse::Replayed
+    );
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 101));
+    assert!(run(state.is_revoked(None, Some(&grant_id))));
+    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 101));
+    assert_eq!(
+        run(state.use_refresh_token(&token, "app", 102)),
+        RefreshUse::Invalid,
+        "the grant's refresh token is refused"
+    );
+}
+
+#[test]
 fn an_unknown_or_expired_code_is_unknown() {
     let state = MemoryState::default();
     assert_eq!(
