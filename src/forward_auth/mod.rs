@@ -67,14 +67,34 @@ impl ForwardAuthState {
 /// Parsed `/auth` queries by their raw text (ingress controllers send the same few), and the
 /// empty one (`auth_request /auth;`, the most common) apart, which needs no lookup.
 pub struct AuthQueries {
-    parsed: quick_cache::sync::Cache<String, Arc<AuthQuery>>,
+    parsed: quick_cache::sync::Cache<String, Arc<AuthQuery>, QueryWeight>,
     empty: Arc<AuthQuery>,
+}
+
+/// The most the cached queries weigh ([`QueryWeight`]): 32 MiB, so that queries sent to fill
+/// it (anyone may send `/auth` a query) hold at most that much.
+const CACHED_QUERIES_WEIGHT: u64 = 32 << 20;
+
+/// What a parsed query holds, in bytes, at most: its text, a little for itself, and the
+/// compiled-size limit of each skip pattern.
+#[derive(Clone, Copy)]
+struct QueryWeight;
+
+impl quick_cache::Weighter<String, Arc<AuthQuery>> for QueryWeight {
+    fn weight(&self, raw: &String, query: &Arc<AuthQuery>) -> u64 {
+        let patterns = query.skip_rules.len() * crate::policy::auth_query::MAX_QUERY_PATTERN_SIZE;
+        u64::try_from(raw.len() + 1024 + patterns).unwrap_or(u64::MAX)
+    }
 }
 
 impl Default for AuthQueries {
     fn default() -> Self {
         Self {
-            parsed: quick_cache::sync::Cache::new(1024),
+            parsed: quick_cache::sync::Cache::with_weighter(
+                1024,
+                CACHED_QUERIES_WEIGHT,
+                QueryWeight,
+            ),
             empty: Arc::new(AuthQuery::default()),
         }
     }
@@ -217,8 +237,8 @@ fn parsed_query(state: &ForwardAuthState, raw: &str) -> Result<Arc<AuthQuery>, R
     }
     let query =
         Arc::new(AuthQuery::parse(raw).map_err(|error| Rejection::BadRequest(error.to_string()))?);
-    // Ingress configs hold a handful of short queries: only those are kept, so the cache's
-    // size is bounded in bytes (1024 entries of at most MAX_CACHED_QUERY), not only in count.
+    // Ingress configs hold a handful of short queries: only those are kept, and the cache is
+    // bounded by what they hold (`QueryWeight`), skip patterns counted at their size limit.
     if raw.len() <= MAX_CACHED_QUERY {
         state.queries.parsed.insert(raw.to_owned(), query.clone());
     }

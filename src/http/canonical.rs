@@ -13,7 +13,7 @@ pub enum PathError {
     /// Not starting with `/`.
     #[error("the path does not start with /")]
     NotAbsolute,
-    /// A control character, NUL, space, backslash or a byte outside ASCII.
+    /// A control character, NUL, space, backslash, `#` or a byte outside ASCII.
     #[error("the path holds a character that is not allowed")]
     BadCharacter,
     /// `%` not followed by two hex digits.
@@ -31,15 +31,16 @@ pub enum PathError {
     DotSegmentParameters,
 }
 
-/// The canonical form of `raw` (a path, maybe followed by a query or fragment, which are
-/// dropped): percent-encoded unreserved characters decoded, other percent-encodings in upper
+/// The canonical form of `raw` (a path, maybe followed by a query, which is dropped): a `#`
+/// is refused, not taken for a fragment (no client sends one; nginx passes it on as part of
+/// the path, which an application may resolve: `/public/#/../../admin`); percent-encoded unreserved characters decoded, other percent-encodings in upper
 /// case, runs of `/` merged, then `.` and `..` segments resolved. Borrowed when `raw`'s path is
 /// already canonical, as almost every request's is.
 ///
 /// # Errors
 /// A `PathError` when the path has no single reading.
 pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
-    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let end = raw.find('?').unwrap_or(raw.len());
     let path = &raw[..end];
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -47,7 +48,7 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let mut simple = true;
     let mut previous = 0u8;
     for &byte in path.as_bytes() {
-        if byte <= b' ' || byte >= 0x7f || byte == b'\\' {
+        if byte <= b' ' || byte >= 0x7f || byte == b'\\' || byte == b'#' {
             return Err(PathError::BadCharacter);
         }
         if byte == b'%' || (previous == b'/' && matches!(byte, b'/' | b'.')) {
@@ -319,7 +320,7 @@ mod tests {
         path("/public/x", Ok("/public/x"));
         path("/", Ok("/"));
         path("/admin?x=/public", Ok("/admin"));
-        path("/admin#/public", Ok("/admin"));
+        path("/admin#/public", Err(PathError::BadCharacter));
         path("/public/../admin", Ok("/admin"));
         path("/public/../admin/", Ok("/admin/"));
         path("/public/%2e%2e/admin", Ok("/admin"));
@@ -385,6 +386,9 @@ mod tests {
         path("/public%00", Err(PathError::EncodedSeparator));
         path("/public%0d%0a", Err(PathError::EncodedSeparator));
         path("/public\\..\\admin", Err(PathError::BadCharacter));
+        // nginx passes a raw `#` on in the path; an application may resolve what follows.
+        path("/public/#/../../admin", Err(PathError::BadCharacter));
+        path("/public/x?a=#b", Ok("/public/x"));
         path("/a b", Err(PathError::BadCharacter));
         path("/a\u{0}b", Err(PathError::BadCharacter));
         path("/café", Err(PathError::BadCharacter));

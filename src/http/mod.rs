@@ -21,6 +21,27 @@ pub fn security_headers(headers: &mut axum::http::HeaderMap) {
         .or_insert(HeaderValue::from_static("no-referrer"));
 }
 
+/// Whether a header named `name` (lower case) may not carry an identity: one that frames
+/// or routes the message (`Host`, `Content-Length`, `Transfer-Encoding`, hop-by-hop names)
+/// or carries cookies. A route's identity header or an `/auth` injection of one would break
+/// the message the ingress or the upstream reads, or set what only Tollgate sets.
+pub fn cannot_carry_identity(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "cookie"
+            | "set-cookie"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    )
+}
+
 /// A `302 Found` to `location` (what ingress controllers and OAuth flows expect).
 pub fn found(location: &str) -> Response {
     match HeaderValue::from_str(location) {

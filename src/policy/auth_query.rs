@@ -108,13 +108,26 @@ impl AuthQuery {
             let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
             let name = decode_component(raw_name)
                 .ok_or_else(|| malformed(raw_name, "invalid percent-encoding"))?;
-            let value = decode_component(raw_value)
-                .ok_or_else(|| malformed(&name, "invalid percent-encoding"))?;
+            // A pattern's `+` is the regex's: form decoding would make `^/api/.+` the
+            // `^/api/. ` no path matches, which a `skip-auth-ne` turns into a skip for all.
+            let is_pattern = matches!(name.as_str(), "skip-auth" | "skip-auth-ne");
+            let value = if is_pattern {
+                decode_percent(raw_value)
+            } else {
+                decode_component(raw_value)
+            }
+            .ok_or_else(|| malformed(&name, "invalid percent-encoding"))?;
             match name.as_str() {
                 "inject-claim" => query.injections.push(parse_inject_claim(&value)?),
                 "inject-json-claim" => query.injections.push(parse_inject_json_claim(&value)?),
-                "skip-auth" => query.skip_rules.push(parse_skip(&name, &value, false)?),
-                "skip-auth-ne" => query.skip_rules.push(parse_skip(&name, &value, true)?),
+                "skip-auth" | "skip-auth-ne" => {
+                    if query.skip_rules.len() == MAX_SKIP_RULES {
+                        return Err(malformed(&name, "too many skip rules"));
+                    }
+                    let negated = name == "skip-auth-ne";
+                    let rule = parse_skip(&name, &value, negated, MAX_QUERY_PATTERN_SIZE)?;
+                    query.skip_rules.push(rule);
+                }
                 "" => return Err(malformed("", "empty parameter name")),
                 _ => {
                     if value.is_empty() {
@@ -130,15 +143,26 @@ impl AuthQuery {
 
 /// Form-style decoding (`+` is a space) that refuses invalid UTF-8.
 fn decode_component(raw: &str) -> Option<String> {
-    let spaced = raw.replace('+', " ");
-    let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
+    decode_percent(&raw.replace('+', " "))
+}
+
+/// Percent-decoding alone (`+` stays `+`) that refuses invalid UTF-8 and control characters.
+fn decode_percent(raw: &str) -> Option<String> {
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     let text = String::from_utf8(bytes).ok()?;
     (!text.chars().any(char::is_control)).then_some(text)
 }
 
 fn header_name(parameter: &str, text: &str) -> Result<HeaderName, AuthQueryError> {
-    HeaderName::from_bytes(text.trim().as_bytes())
-        .map_err(|_| malformed(parameter, format!("`{text}` is not a valid header name")))
+    let name = HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| malformed(parameter, format!("`{text}` is not a valid header name")))?;
+    if crate::http::cannot_carry_identity(name.as_str()) {
+        return Err(malformed(
+            parameter,
+            format!("`{name}` cannot carry a claim"),
+        ));
+    }
+    Ok(name)
 }
 
 fn parse_inject_claim(value: &str) -> Result<ClaimInjection, AuthQueryError> {
@@ -185,14 +209,27 @@ fn parse_inject_json_claim(value: &str) -> Result<ClaimInjection, AuthQueryError
 /// # Errors
 /// A message saying what is wrong.
 pub fn parse_skip_rule(text: &str) -> Result<SkipRule, String> {
-    parse_skip("skip", text, false).map_err(|error| error.reason)
+    parse_skip("skip", text, false, MAX_ROUTE_PATTERN_SIZE).map_err(|error| error.reason)
 }
 
-/// Longest pattern accepted, and the compiled-size limit, so a query cannot eat memory.
+/// Longest pattern accepted.
 const MAX_PATTERN_LENGTH: usize = 1024;
-const MAX_COMPILED_SIZE: usize = 1 << 20;
+/// The compiled-size limit of a route's skip pattern (from the config).
+const MAX_ROUTE_PATTERN_SIZE: usize = 1 << 20;
+/// The compiled-size limit of a skip pattern in an `/auth` query, and the most skip rules one
+/// query may hold: anyone may send a query to `/auth`, so one parsed holds at most 1 MiB of
+/// compiled patterns, and the cache of parsed queries weighs each by its rules
+/// (`forward_auth::AuthQueries`).
+pub const MAX_QUERY_PATTERN_SIZE: usize = 128 << 10;
+/// See [`MAX_QUERY_PATTERN_SIZE`].
+pub const MAX_SKIP_RULES: usize = 8;
 
-fn parse_skip(parameter: &str, value: &str, negated: bool) -> Result<SkipRule, AuthQueryError> {
+fn parse_skip(
+    parameter: &str,
+    value: &str,
+    negated: bool,
+    size_limit: usize,
+) -> Result<SkipRule, AuthQueryError> {
     let (method, pattern) = match value.split_once(',') {
         Some((method, pattern)) if is_method_token(method) => {
             let method = Method::from_bytes(method.as_bytes())
@@ -208,7 +245,7 @@ fn parse_skip(parameter: &str, value: &str, negated: bool) -> Result<SkipRule, A
         return Err(malformed(parameter, "pattern too long"));
     }
     let pattern = regex::RegexBuilder::new(pattern)
-        .size_limit(MAX_COMPILED_SIZE)
+        .size_limit(size_limit)
         .build()
         .map_err(|error| malformed(parameter, format!("invalid regular expression: {error}")))?;
     Ok(SkipRule {
@@ -229,26 +266,34 @@ mod tests {
 
     #[test]
     fn a_skip_rule_holds_for_every_reading_of_the_path() {
-        let skip = parse_skip("skip-auth", "^/public/", false).unwrap();
+        let skip = parse_skip("skip-auth", "^/public/", false, MAX_ROUTE_PATTERN_SIZE).unwrap();
         assert!(skip.skips(None, "/public/x"));
         assert!(skip.skips(None, "/public/%40x"));
         assert!(
             !skip.skips(None, "/public;x=1/y"),
             "a server that keeps the parameters serves /public;x=1/y, not under /public/"
         );
-        let exact = parse_skip("skip-auth", "^/public/page$", false).unwrap();
+        let exact =
+            parse_skip("skip-auth", "^/public/page$", false, MAX_ROUTE_PATTERN_SIZE).unwrap();
         assert!(
             !exact.skips(None, "/public/page;jsessionid=1"),
             "Tomcat serves /public/page, others /public/page;jsessionid=1: both must match"
         );
-        let unless_me = parse_skip("skip-auth-ne", "^/api/users/@me", true).unwrap();
+        let unless_me = parse_skip(
+            "skip-auth-ne",
+            "^/api/users/@me",
+            true,
+            MAX_ROUTE_PATTERN_SIZE,
+        )
+        .unwrap();
         assert!(unless_me.skips(None, "/api/other"));
         assert!(!unless_me.skips(None, "/api/users/@me"));
         assert!(
             !unless_me.skips(None, "/api/users/%40me"),
             "the application decodes %40 to @"
         );
-        let unless_admin = parse_skip("skip-auth-ne", "^/admin/", true).unwrap();
+        let unless_admin =
+            parse_skip("skip-auth-ne", "^/admin/", true, MAX_ROUTE_PATTERN_SIZE).unwrap();
         assert!(
             !unless_admin.skips(None, "/admin;x/users"),
             "Tomcat drops the parameters: /admin/users"

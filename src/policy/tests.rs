@@ -113,6 +113,42 @@ fn malformed_parameters_name_themselves() {
     assert_eq!(error("tid="), "tid");
     assert_eq!(error("tid=%FF"), "tid");
     assert_eq!(error("=x"), "");
+    // Headers that frame, route or set cookies carry no claim (the /auth answer itself broke
+    // on an injected `Transfer-Encoding`).
+    for header in [
+        "Transfer-Encoding",
+        "content-length",
+        "Connection",
+        "Set-Cookie",
+        "Cookie",
+        "Host",
+        "TE",
+        "Upgrade",
+    ] {
+        assert_eq!(error(&format!("inject-claim=sub,{header}")), "inject-claim");
+        assert_eq!(
+            error(&format!("inject-json-claim={header},sub,$")),
+            "inject-json-claim"
+        );
+    }
+    // Anyone may send a query: it holds at most eight skip rules.
+    let nine = ["skip-auth=%5E/a"; 9].join("&");
+    assert_eq!(error(&nine), "skip-auth");
+    assert!(AuthQuery::parse(&["skip-auth=%5E/a"; 8].join("&")).is_ok());
+}
+
+#[test]
+fn a_plus_in_a_skip_pattern_is_the_regexs_and_elsewhere_a_space() {
+    // Form decoding would make `^/api/.+` the `^/api/. ` no path matches, and a `-ne` rule a
+    // skip for every path.
+    let query = AuthQuery::parse("skip-auth-ne=^/api/.+&skip-auth=^/x%2By$&tid=a+b").unwrap();
+    assert!(!query.skip_rules[0].skips(None, "/api/users"));
+    assert!(query.skip_rules[0].skips(None, "/other"));
+    assert!(
+        query.skip_rules[1].skips(None, "/xxy"),
+        "%2B is the regex's + too"
+    );
+    assert_eq!(query.claim_rules["tid"], ["a b"]);
 }
 
 fn requirements(toml_text: &str) -> Requirements {

@@ -282,6 +282,41 @@ async fn a_host_that_turns_the_path_into_a_query_is_never_skipped() {
     gateway.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_hash_or_a_plus_in_a_pattern_never_opens_a_skip_rule() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let app_port = free_port();
+    let gateway = Gateway::start(&config(&idp, app_port)).await;
+    let tollgate_port = gateway.app.public_addr.port();
+    let (skip_public, skip_not_api) = (free_port(), free_port());
+    // The README's recipe with a rule as an operator writes it: `+` as the regex's.
+    let fronts = [
+        (skip_public, "skip-auth=%5E/public/"),
+        (skip_not_api, "skip-auth-ne=%5E/api/.+"),
+    ];
+    let _nginx = Nginx::start(
+        &nginx_config(app_port, tollgate_port, &fronts),
+        &[app_port, skip_public, skip_not_api],
+    )
+    .await;
+    // nginx passes a raw `#` on as part of the path; an application may resolve what
+    // follows it (`/public/#/../../admin` is `/admin` to Go's `path.Clean`).
+    let (status, body) = raw_get(skip_public, "/public/#/../../admin", &[]).await;
+    assert_eq!(status, 401, "{body:?}");
+    // `^/api/.+` read as `^/api/. ` would match nothing, so the `-ne` rule skipped all.
+    let (status, body) = raw_get(skip_not_api, "/api/users", &[]).await;
+    assert_eq!(status, 401, "{body:?}");
+    // The rules still skip what they name.
+    let (status, body) = raw_get(skip_public, "/public/x", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/public/x")));
+    let (status, body) = raw_get(skip_not_api, "/other", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/other")));
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn hosts_are_matched_in_canonical_form_and_must_agree_with_the_target() {
     let idp = TestIdp::start().await;

@@ -231,6 +231,22 @@ async fn grpc_redirects_a_browser_to_signin_and_answers_an_api_call_401() {
     )
     .await;
     denied(&api, 401);
+    // A host that is no host (Envoy may pass on what a client wrote) builds no redirect on it.
+    let mut odd_host = check_request("/page", &[("accept", "text/html")], Some(HOST_RULES));
+    odd_host
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+        .host = "evil.example/x?".to_owned();
+    let refused = check(&gateway, odd_host).await;
+    let refused = denied(&refused, 401);
+    assert_eq!(header(&refused.headers, "location"), None);
 }
 
 #[tokio::test]
@@ -496,6 +512,27 @@ async fn http_variant_gives_the_auth_decision_for_the_original_path() {
     .await;
     assert_eq!(malformed.status(), 400);
     assert!(malformed.text().await.unwrap().contains("inject-claim"));
+
+    // Two rule headers (Envoy's and a copy a client slipped through): neither is believed.
+    let twice = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/x",
+        &[
+            ("authorization", &bearer),
+            ("x-tollgate-rules", "skip-auth=%5E/"),
+            ("x-tollgate-rules", HOST_RULES),
+        ],
+    )
+    .await;
+    assert_eq!(twice.status(), 400);
+    assert!(
+        twice
+            .text()
+            .await
+            .unwrap()
+            .contains("more than one X-Tollgate-Rules")
+    );
 }
 
 #[tokio::test]

@@ -238,10 +238,7 @@ impl Checker<'_> {
             self.problem(path, format!("`{name}` is not a valid header name"));
             return None;
         };
-        if matches!(
-            header.as_str(),
-            "host" | "cookie" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
-        ) {
+        if crate::http::cannot_carry_identity(header.as_str()) {
             self.problem(path, format!("`{name}` cannot be an identity header"));
             return None;
         }

@@ -247,9 +247,13 @@ fn original_request(http: &HttpRequest) -> OriginalRequest {
     } else {
         http.scheme.as_str()
     };
+    // A host as the other ways in read it (`host[:port]`), or no URL: Envoy may pass on what
+    // a client wrote, and the sign-in redirect is built on it.
     let url = raw_path
         .as_ref()
-        .filter(|_| matches!(scheme, "http" | "https") && !http.host.is_empty())
+        .filter(|_| {
+            matches!(scheme, "http" | "https") && crate::http::forwarded::is_host(&http.host)
+        })
         .and_then(|path| url::Url::parse(&format!("{scheme}://{}{path}", http.host)).ok());
     OriginalRequest {
         method,

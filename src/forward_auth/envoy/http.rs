@@ -37,12 +37,15 @@ pub async fn check(
     let started = Instant::now();
     let headers = request.headers();
     let original = original_request(peer, &request, &state);
-    let rules = match headers.get(&X_TOLLGATE_RULES) {
-        None => Ok(""),
-        Some(_) if !is_trusted(peer.ip(), &state.trusted_proxies) => {
+    let mut sent = headers.get_all(&X_TOLLGATE_RULES).iter();
+    let rules = match (sent.next(), sent.next()) {
+        (None, _) => Ok(""),
+        (Some(_), _) if !is_trusted(peer.ip(), &state.trusted_proxies) => {
             Err("X-Tollgate-Rules is believed only from server.trusted_proxies")
         }
-        Some(value) => value
+        // Which one Envoy set, and which one a client's copy is, cannot be told apart.
+        (Some(_), Some(_)) => Err("more than one X-Tollgate-Rules header"),
+        (Some(value), None) => value
             .to_str()
             .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
     };
