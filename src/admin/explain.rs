@@ -110,10 +110,27 @@ pub async fn explain(
     let described: ExplainRequest = match serde_json::from_slice(&body) {
         Ok(described) => described,
         Err(error) => {
+            // serde's text names a field, or quotes the value it could not take, which may be
+            // a cookie or a token of the described request: only the first kind is repeated.
+            let message = error.to_string();
+            let said =
+                if message.starts_with("unknown field") || message.starts_with("missing field") {
+                    message
+                } else {
+                    let kind = match error.classify() {
+                        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                            "not JSON"
+                        }
+                        serde_json::error::Category::Data | serde_json::error::Category::Io => {
+                            "a value of the wrong type (see the README for the shape)"
+                        }
+                    };
+                    format!("{kind} at line {} column {}", error.line(), error.column())
+                };
             return client_error(
                 &state,
                 StatusCode::BAD_REQUEST,
-                format!("invalid explain request: {error}"),
+                format!("invalid explain request: {said}"),
             );
         }
     };

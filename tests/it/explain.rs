@@ -568,6 +568,13 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
             413,
             "larger than",
         ),
+        // A value of the wrong type is not quoted back: it may be a cookie or a token.
+        (
+            json!({"url": "https://a.example/", "headers": "Cookie: tollgate=SECRETVALUE"})
+                .to_string(),
+            400,
+            "a value of the wrong type",
+        ),
     ] {
         let response = post(&gateway, Some(ADMIN_TOKEN), body.clone()).await;
         assert_eq!(response.status(), status, "{body:.80}");
@@ -575,6 +582,7 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
         let message = answer["error"].as_str().unwrap();
         assert!(message.contains(needle), "`{needle}` not in `{message}`");
         assert!(!message.contains("a\nb"));
+        assert!(!message.contains("SECRETVALUE"), "{message}");
     }
 }
 
