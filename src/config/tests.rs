@@ -73,6 +73,16 @@ fn type_errors_name_the_key_and_do_not_hide_other_sections() {
 #[test]
 fn impossible_combinations_are_problems() {
     check_problem(
+        &format!("[session]\nlifetime = \"0s\"\n{PROVIDER}"),
+        &[],
+        "session.lifetime: must be at least 1s",
+    );
+    check_problem(
+        &format!("[session]\nidle_timeout = \"500ms\"\n{PROVIDER}"),
+        &[],
+        "session.idle_timeout: must be at least 1s",
+    );
+    check_problem(
         "[session]\nstore = \"redis\"",
         &[],
         "session.redis_url: is required",

@@ -381,7 +381,7 @@ impl Shared {
             }
         };
         if let Some(current) = current
-            && current.refresh_token.as_deref() != Some(refresh_token.as_str())
+            && refreshed_since(&current, &session, &refresh_token)
         {
             sessions.release_refresh(cookies, &claim).await;
             self.recent.insert(key, (current.clone(), now));
@@ -516,7 +516,7 @@ impl Shared {
                 // Another replica may have spent this token first (its result is stored): then
                 // the refusal is about an old token, and the session lives on.
                 if let Ok(Some(current)) = sessions.current(cookies, now).await
-                    && current.refresh_token.as_deref() != Some(spent)
+                    && refreshed_since(&current, &session, spent)
                 {
                     return Ok((current, Vec::new()));
                 }
@@ -550,4 +550,12 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether `current`, the stored session now, is another refresh's result than the session
+/// `read` before, whose refresh token is `spent`: the refresh token changed (rotation) or,
+/// with a provider that sends the same one back, the access token did (every refresh brings
+/// a new one; only a login, under a new session id, brings one otherwise).
+pub(super) fn refreshed_since(current: &Session, read: &Session, spent: &str) -> bool {
+    current.refresh_token.as_deref() != Some(spent) || current.access_token != read.access_token
 }

@@ -207,7 +207,11 @@ impl MemoryStore {
                 Some(current) => current,
                 None => entry.expand().ok_or(None)?.session,
             };
-            if current.refresh_token.as_deref() != Some(spent) {
+            // Another refresh's result, or this one already stored (a provider that does
+            // not rotate sends the same refresh token back: the access token tells).
+            if current.refresh_token.as_deref() != Some(spent)
+                || current.holds_the_tokens_of(&session)
+            {
                 return Err(Some(current));
             }
             let entry = Entry::new(&session, now);

@@ -39,6 +39,15 @@ pub struct Session {
     pub expires_at: UnixTime,
 }
 
+impl Session {
+    /// Whether this session holds the tokens `other` holds (both the refresh and the access
+    /// token): a refresh's result already stored, even from a provider that sends the same
+    /// refresh token back.
+    pub fn holds_the_tokens_of(&self, other: &Session) -> bool {
+        self.refresh_token == other.refresh_token && self.access_token == other.access_token
+    }
+}
+
 /// One login in flight: what `/callback` needs to finish it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginState {

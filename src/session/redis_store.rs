@@ -10,11 +10,14 @@
 //! works; the id is the purpose, so a value cannot be moved to another key): no token is
 //! readable in Redis (SPEC §12). It
 //! expires with its lifetime or idle timeout, whichever comes first; `<prefix>all`,
-//! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sets of ids for the admin API and
-//! back-channel logout (stale members are dropped when met); `<prefix>logout:<digest>` marks a
-//! used back-channel logout token (by a digest of its provider and `jti`) for a day. An index set expires no earlier
-//! than the longest-lived session added to it (its expiry only ever moves later), so nothing
-//! grows without bound (SPEC §12).
+//! `<prefix>sub:<sub>` and `<prefix>sid:<sid>` are sorted sets of ids for the admin API and
+//! back-channel logout, each scored with the end of its session's lifetime (stale members are
+//! dropped when met); `<prefix>logout:<digest>` marks a used back-channel logout token (by a
+//! digest of its provider and `jti`) for a day. Adding to an index drops the members whose
+//! lifetime has ended, and the index expires no earlier than the longest-lived session added
+//! to it (its expiry only ever moves later): an index holds at most the sessions begun within
+//! one lifetime, so nothing grows without bound while logins go on (SPEC §12). An index an
+//! older Tollgate kept as a plain set is read as one, and made a sorted set at the next add.
 
 mod lease;
 
@@ -28,15 +31,42 @@ use crate::clock::UnixTime;
 pub use crate::config::RedisTarget;
 use crate::redis_connection::RedisConnection;
 
-/// Adds a session id (`ARGV[1]`) to an index set (`KEYS[1]`) and makes the set live at least
-/// `ARGV[2]` more seconds: its expiry moves later, never earlier (`TTL` is -1 for a set that
-/// has none yet, -2 for one that did not exist).
-const INDEX_ADD: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
+/// Adds a session id (`ARGV[1]`) whose lifetime ends at `ARGV[3]` to an index (`KEYS[1]`),
+/// drops the members whose lifetime ended before `ARGV[4]` (now), and makes the index live at
+/// least `ARGV[2]` more seconds: its expiry moves later, never earlier (`TTL` is -1 for a key
+/// that has none yet, -2 for one that did not exist). An older Tollgate's plain set becomes a
+/// sorted set first, its members scored with the set's own end (no earlier than theirs).
+const INDEX_ADD: &str = "local key = KEYS[1] \
+if redis.call('TYPE', key).ok == 'set' then \
+  local members = redis.call('SMEMBERS', key) \
+  local ttl = redis.call('TTL', key) \
+  if ttl < 0 then ttl = tonumber(ARGV[2]) end \
+  redis.call('DEL', key) \
+  for _, member in ipairs(members) do redis.call('ZADD', key, tonumber(ARGV[4]) + ttl, member) end \
+end \
+redis.call('ZADD', key, ARGV[3], ARGV[1]) \
+redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[4]) \
+if redis.call('TTL', key) < tonumber(ARGV[2]) then redis.call('EXPIRE', key, ARGV[2]) end \
 return 1";
+
+/// The ids in an index (`KEYS[1]`), sorted set or an older Tollgate's plain set.
+const INDEX_IDS: &str = "local kind = redis.call('TYPE', KEYS[1]).ok \
+if kind == 'zset' then return redis.call('ZRANGE', KEYS[1], 0, -1) end \
+if kind == 'set' then return redis.call('SMEMBERS', KEYS[1]) end \
+return {}";
+
+/// Drops an id (`ARGV[1]`) from an index (`KEYS[1]`), sorted set or plain set.
+const INDEX_FORGET: &str = "local kind = redis.call('TYPE', KEYS[1]).ok \
+if kind == 'zset' then return redis.call('ZREM', KEYS[1], ARGV[1]) end \
+if kind == 'set' then return redis.call('SREM', KEYS[1], ARGV[1]) end \
+return 0";
 
 static INDEX_ADD_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(INDEX_ADD));
+static INDEX_IDS_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(INDEX_IDS));
+static INDEX_FORGET_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(INDEX_FORGET));
 
 /// Sessions in Redis.
 pub struct RedisStore {
@@ -255,6 +285,10 @@ impl RedisStore {
             )
             .await?;
         let sid = sid.map(Index::Sid);
+        let keep = lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX));
+        // `lifetime` counts from now to the session's end.
+        let ends_at = stored.session.expires_at;
+        let now = ends_at.saturating_sub(lifetime);
         for index in [Some(Index::All), Some(Index::Sub(sub)), sid]
             .into_iter()
             .flatten()
@@ -265,7 +299,9 @@ impl RedisStore {
                     INDEX_ADD_SCRIPT
                         .key(self.index_key(index))
                         .arg(id)
-                        .arg(lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX))),
+                        .arg(keep)
+                        .arg(ends_at.max(now.saturating_add(keep)))
+                        .arg(now),
                 )
                 .await
                 .map_err(|error| self.failed(&error))?;
@@ -367,8 +403,10 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ids(&self, index: Index<'_>) -> Result<Vec<String>, StoreError> {
-        self.run(redis::cmd("SMEMBERS").arg(self.index_key(index)))
+        self.connection
+            .invoke(&INDEX_IDS_SCRIPT.key(self.index_key(index)))
             .await
+            .map_err(|error| self.failed(&error))
     }
 
     /// Drops an id that no longer has a session from an index.
@@ -377,8 +415,10 @@ impl RedisStore {
     /// `Unavailable`.
     pub async fn forget(&self, index: Index<'_>, id: &str) -> Result<(), StoreError> {
         let _: i64 = self
-            .run(redis::cmd("SREM").arg(self.index_key(index)).arg(id))
-            .await?;
+            .connection
+            .invoke(INDEX_FORGET_SCRIPT.key(self.index_key(index)).arg(id))
+            .await
+            .map_err(|error| self.failed(&error))?;
         Ok(())
     }
 

@@ -509,11 +509,60 @@ async fn index_sets_expire_with_their_sessions() {
     assert!(left.is_empty(), "keys that never expire: {left:?}");
 }
 
+/// SPEC §12: an index holds the sessions begun within one lifetime, not every session ever
+/// begun while logins go on (its own expiry keeps moving later then).
+#[tokio::test]
+async fn an_index_drops_the_sessions_whose_lifetime_ended() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    // An index an older Tollgate kept as a plain set, holding a session long gone.
+    redis.cli(&["sadd", "tollgate:all", "gone"]);
+    redis.cli(&["expire", "tollgate:all", "30"]);
+    let idp = TestIdp::start().await;
+    let config = redis_config(&idp, &format!("\"{}\"\nlifetime = \"60s\"", redis.url()));
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let members = |key: &str| -> Vec<String> {
+        let mut members: Vec<String> = redis
+            .cli(&["zrange", key, "0", "-1"])
+            .lines()
+            .map(str::to_owned)
+            .filter(|line| !line.is_empty())
+            .collect();
+        members.sort();
+        members
+    };
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(redis.cli(&["type", "tollgate:all"]).trim(), "zset");
+    let first = members("tollgate:all");
+    assert_eq!(first.len(), 2, "the old set's member kept: {first:?}");
+    assert!(first.contains(&"gone".to_owned()));
+    let sub_index = keys(&redis)
+        .into_iter()
+        .find(|key| key.starts_with("tollgate:sub:"))
+        .unwrap();
+    // A lifetime later, the next login's add drops both the first session and the old member.
+    clock.advance(61);
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let second = members("tollgate:all");
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(
+        !first.contains(&second[0]),
+        "only the new session: {second:?}"
+    );
+    assert_eq!(members(&sub_index), second);
+}
+
 /// What `redis` holds under `key`: a string's value or a set's members.
 fn value(redis: &RedisServer, key: &str) -> String {
     match redis.cli(&["type", key]).trim() {
         "string" => redis.cli(&["get", key]),
         "set" => redis.cli(&["smembers", key]),
+        "zset" => redis.cli(&["zrange", key, "0", "-1"]),
         other => panic!("{key} is a {other}"),
     }
 }

@@ -388,8 +388,25 @@ async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retr
 /// answered, and the rotated refresh token is what every replica uses next.
 #[tokio::test]
 async fn replicas_on_one_redis_refresh_a_session_once_between_them() {
+    replicas_refresh_once(false).await;
+}
+
+/// As above with a provider that sends the same refresh token back: the replicas that waited
+/// see the new access token, not a new refresh token, and do not refresh again.
+#[tokio::test]
+async fn replicas_refresh_once_when_the_provider_does_not_rotate_refresh_tokens() {
+    replicas_refresh_once(true).await;
+}
+
+async fn replicas_refresh_once(no_rotation: bool) {
     let redis = crate::support::redis::RedisServer::standalone().await;
     let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        no_rotation,
+        // Long enough that the other replicas wait on the lease.
+        refresh_delay_ms: Some(300),
+        ..Misbehaviour::default()
+    });
     let clock = tollgate::clock::ManualClock::new();
     let text = config(&idp, "redis").replace(
         "store = \"redis\"\n",

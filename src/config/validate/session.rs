@@ -118,6 +118,19 @@ impl Checker<'_> {
             raw.idle_timeout,
             Duration::from_secs(3600),
         );
+        // Whole seconds from one: 0s would end every session as it starts (a login loop), and
+        // stores keep seconds.
+        for (path, duration) in [
+            ("session.lifetime", lifetime),
+            ("session.idle_timeout", idle_timeout),
+        ] {
+            if duration.as_secs() == 0 {
+                self.problem(
+                    path,
+                    "must be at least 1s (0s would end every session at once)",
+                );
+            }
+        }
         let refresh_before = self.duration(
             "session.refresh_before",
             raw.refresh_before,

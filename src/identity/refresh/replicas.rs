@@ -46,7 +46,7 @@ impl Shared {
                 }
                 Err(error) => return Some(Err(store_error(error))),
             };
-            if current.refresh_token.as_deref() != Some(spent) {
+            if super::refreshed_since(&current, &session, spent) {
                 self.recent.insert(key_of(spent), (current.clone(), now));
                 return Some(Ok((current, Vec::new())));
             }

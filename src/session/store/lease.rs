@@ -145,7 +145,12 @@ impl Sessions {
                         .get_fresh(&id)
                         .await?
                         .ok_or(SessionCookieError::Expired)?;
-                    if current.session.refresh_token.as_deref() != Some(spent) {
+                    // Another refresh's result, or this one already stored (a provider that
+                    // does not rotate sends the same refresh token back: the access token
+                    // tells): nothing to write.
+                    if current.session.refresh_token.as_deref() != Some(spent)
+                        || current.session.holds_the_tokens_of(refreshed)
+                    {
                         return Ok(Replaced::Superseded(current.session));
                     }
                     let stored = StoredSession {

@@ -65,6 +65,9 @@ pub struct Misbehaviour {
     pub omit_iss_parameter: bool,
     /// Token responses (code exchange and refresh) leave out the optional `expires_in`.
     pub no_expires_in: bool,
+    /// The refresh grant keeps the refresh token valid and sends the same one back (no
+    /// rotation, as many providers do).
+    pub no_rotation: bool,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -646,7 +649,12 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
         )
             .into_response();
     }
-    let spent = inner.refresh_tokens.lock().unwrap().remove(&presented);
+    let no_rotation = inner.misbehaviour.lock().unwrap().no_rotation;
+    let spent = if no_rotation {
+        inner.refresh_tokens.lock().unwrap().contains(&presented)
+    } else {
+        inner.refresh_tokens.lock().unwrap().remove(&presented)
+    };
     if !spent || inner.misbehaviour.lock().unwrap().refresh_fails {
         return (
             StatusCode::BAD_REQUEST,
@@ -663,7 +671,11 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
         .claim("sid", json!("provider-session-1"))
         .claim("scope", Value::Null)
         .sign();
-    let refresh_token = new_refresh_token(inner);
+    let refresh_token = if no_rotation {
+        presented
+    } else {
+        new_refresh_token(inner)
+    };
     let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token});
     if inner.misbehaviour.lock().unwrap().no_expires_in {
         answer.as_object_mut().unwrap().remove("expires_in");
