@@ -129,6 +129,14 @@ impl PublicService {
             for (path, handler) in service.routes(federation) {
                 endpoints.add(&format!("{mount}{path}"), "token_service", handler);
             }
+            // Discovery names `/userinfo` under the issuer's path; it answers there too.
+            if !mount.is_empty() {
+                endpoints.add(
+                    &format!("{mount}/userinfo"),
+                    "userinfo",
+                    get(crate::forward_auth::userinfo).with_state(forward_auth.clone()),
+                );
+            }
         }
         Self {
             proxy,

@@ -105,16 +105,30 @@ impl TokenService {
             error,
             description: description.to_owned(),
         };
-        if get("response_type") != Some("code") {
-            return Err(fail(
-                "unsupported_response_type",
-                "only response_type=code is supported",
-            ));
+        match get("response_type") {
+            Some("code") => {}
+            // RFC 6749 §4.1.2.1: a missing parameter is an invalid request.
+            None => return Err(fail("invalid_request", "missing response_type")),
+            Some(_) => {
+                return Err(fail(
+                    "unsupported_response_type",
+                    "only response_type=code is supported",
+                ));
+            }
         }
         if !client.grants.contains(&GrantType::AuthorizationCode) {
             return Err(fail(
                 "unauthorized_client",
                 "the client may not use the authorization code grant",
+            ));
+        }
+        // The service keeps no sign-in of its own: every authorization asks the user (at the
+        // form, or at the client's `login_provider`), so one that may not (`prompt=none`,
+        // OpenID Connect Core §3.1.2.1) goes back with `login_required`.
+        if get("prompt").is_some_and(|prompt| prompt.split(' ').any(|value| value == "none")) {
+            return Err(fail(
+                "login_required",
+                "the user must log in: this service keeps no sign-in to use silently",
             ));
         }
         let code_challenge = match (get("code_challenge"), get("code_challenge_method")) {

@@ -234,6 +234,22 @@ impl TokenService {
         requested_scope: Option<&str>,
     ) -> Result<IssuedTokens, IssuerError> {
         let now = self.now();
+        // A scope the grant does not hold is refused before the token is spent: a refused
+        // request leaves the refresh token usable (RFC 6749 §6), and its retry must not look
+        // like a reuse, which ends the grant.
+        let asked: Option<Vec<String>> = requested_scope.map(|text| {
+            text.split(' ')
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_owned)
+                .collect()
+        });
+        if let Some(asked) = &asked
+            && let Some(grant_id) = super::state::grant_of_refresh_token(refresh_token)
+            && let Some(held) = self.state.grant_scopes(grant_id).await?
+            && !asked.iter().all(|scope| held.contains(scope))
+        {
+            return Err(IssuerError::InvalidScope);
+        }
         let used = self
             .state
             .use_refresh_token(refresh_token, &client.client_id, now)
@@ -252,19 +268,11 @@ impl TokenService {
                 ));
             }
         };
-        let scopes = match requested_scope {
+        let scopes = match asked {
             None => grant.scopes.clone(),
-            Some(text) => {
-                let asked: Vec<String> = text
-                    .split(' ')
-                    .filter(|scope| !scope.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if !asked.iter().all(|scope| grant.scopes.contains(scope)) {
-                    return Err(IssuerError::InvalidScope);
-                }
-                asked
-            }
+            // Checked before the token was spent; the grant's scopes never change.
+            Some(asked) if asked.iter().all(|scope| grant.scopes.contains(scope)) => asked,
+            Some(_) => return Err(IssuerError::InvalidScope),
         };
         let mut issued = self.user_tokens(
             client,

@@ -108,6 +108,44 @@ async fn discovery_and_jwks_describe_the_issuer() {
 }
 
 #[tokio::test]
+async fn an_issuer_with_a_path_answers_every_endpoint_its_discovery_names() {
+    // openid-client follows discovery: `userinfo_endpoint` under the issuer's path must answer.
+    let (gateway, issuer) =
+        Gateway::start_at_issuer(|origin| config(&format!("{origin}/oauth"), "", "")).await;
+    let issuer = format!("{issuer}/oauth");
+    let discovery: Value = reqwest::get(format!("{issuer}/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer);
+    let token: Value = reqwest::Client::new()
+        .post(discovery["token_endpoint"].as_str().unwrap())
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    for endpoint in ["userinfo_endpoint", "jwks_uri"] {
+        let url = discovery[endpoint].as_str().unwrap();
+        assert!(url.starts_with(&issuer), "{endpoint}: {url}");
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{endpoint}: {url}");
+    }
+    drop(gateway);
+}
+
+#[tokio::test]
 async fn authorization_code_with_pkce_through_the_login_form() {
     let (gateway, issuer) = token_service().await;
     let mut browser = Browser::new();
@@ -238,6 +276,30 @@ async fn bad_authorization_requests_are_refused_without_open_redirects() {
     );
     let unknown = browser.get(&gateway.url("/authorize?response_type=code&client_id=nobody&redirect_uri=https%3A%2F%2Fspa.example.com%2Fcb")).await;
     assert_eq!(unknown.status(), 400);
+    // Pages a person sees carry the page policy and are never cached (SPEC §10).
+    for page in [&unregistered, &unknown] {
+        let headers = page.headers();
+        assert_eq!(headers["cache-control"], "no-store");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'"),
+            "{headers:?}"
+        );
+    }
+    // RFC 6749 §4.1.2.1: a missing response_type is an invalid request.
+    let no_type = browser
+        .get(&gateway.url(&format!(
+            "/authorize?{}",
+            authorize_query("s", true).replace("response_type=code&", "")
+        )))
+        .await;
+    assert!(
+        location(&no_type).contains("error=invalid_request"),
+        "{}",
+        location(&no_type)
+    );
     let no_pkce = browser
         .get(&gateway.url(&format!("/authorize?{}", authorize_query("s", false))))
         .await;
@@ -245,6 +307,22 @@ async fn bad_authorization_requests_are_refused_without_open_redirects() {
     assert!(
         location(&no_pkce).contains("error=invalid_request"),
         "public clients must use PKCE"
+    );
+    // OIDC Core §3.1.2.6: the service keeps no sign-in of its own, so an authorization that
+    // may not ask the user goes back with login_required, never to the form.
+    let silent = browser
+        .get(&gateway.url(&format!(
+            "/authorize?{}&prompt=none",
+            authorize_query("s-silent", true)
+        )))
+        .await;
+    assert_eq!(silent.status(), 302);
+    let back = location(&silent);
+    assert!(
+        back.starts_with("https://spa.example.com/cb?")
+            && back.contains("error=login_required")
+            && back.contains("state=s-silent"),
+        "{back}"
     );
 }
 

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::super::{TokenService, with_query};
-use crate::http::pages::{escape, page};
+use crate::http::pages::escape;
 use crate::http::rejection::{Refusal, Refused};
 
 /// What went wrong with an authorization request, before or after the redirect URI is known.
@@ -117,14 +117,12 @@ impl AuthorizeRefusal {
     /// The answer: `issuer` is the `iss` an error sent back to the client carries.
     fn into_response(self, issuer: &str) -> Response {
         match self {
-            Self::Request(AuthorizeError::Page(message)) => (
+            // Pages a person sees (SPEC §10): the page policy and no-store, as every other.
+            Self::Request(AuthorizeError::Page(message)) => crate::http::pages::html(
                 StatusCode::BAD_REQUEST,
-                Html(page(
-                    "Sign-in request refused",
-                    &format!("<p>{}</p>", escape(&message)),
-                )),
-            )
-                .into_response(),
+                "Sign-in request refused",
+                &format!("<p>{}</p>", escape(&message)),
+            ),
             Self::Request(AuthorizeError::Redirect {
                 redirect_uri,
                 state,
@@ -144,12 +142,12 @@ impl AuthorizeRefusal {
                     None => Self::BadRedirectUri.into_response(issuer),
                 }
             }
-            Self::CrossSite(_) => (
+            Self::CrossSite(_) => crate::http::pages::html(
                 StatusCode::FORBIDDEN,
-                [(header::CACHE_CONTROL, "no-store")],
-                "403 Forbidden: the sign-in form was posted from another site\n",
-            )
-                .into_response(),
+                "Sign-in refused",
+                "<p>The sign-in form was posted from another site. Open the application \
+                 and sign in from there.</p>",
+            ),
             Self::RateLimited => {
                 let mut response = crate::http::pages::html(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -167,7 +165,11 @@ impl AuthorizeRefusal {
             Self::StoreUnavailable(_) => {
                 crate::http::rejection::Rejection::StoreUnavailable.into_response()
             }
-            Self::BadRedirectUri => (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response(),
+            Self::BadRedirectUri => crate::http::pages::html(
+                StatusCode::BAD_REQUEST,
+                "Sign-in request refused",
+                "<p>The application's redirect_uri cannot carry the answer.</p>",
+            ),
             Self::Federation(refusal) => refusal.into_response(),
         }
     }

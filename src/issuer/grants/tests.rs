@@ -206,3 +206,32 @@ async fn every_id_token_of_a_grant_tells_the_time_of_its_login() {
         assert_eq!(id["auth_time"], logged_in, "{id}");
     }
 }
+
+#[tokio::test]
+async fn a_refresh_refused_for_its_scope_leaves_the_token_usable() {
+    // RFC 6749 §6: a refused request spends nothing; its retry must not look like a reuse.
+    let (service, router) = service();
+    let code = code(&service).await;
+    let (_, first) = token(&router, &redeem(&code, VERIFIER)).await;
+    let refresh_token = first["refresh_token"].as_str().unwrap();
+    let (status, error) = token(
+        &router,
+        &format!("grant_type=refresh_token&refresh_token={refresh_token}&scope=openid%20admin"),
+    )
+    .await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_scope".into())
+    );
+    let (status, refreshed) = token(
+        &router,
+        &format!("grant_type=refresh_token&refresh_token={refresh_token}&scope=openid"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let access = first["access_token"].as_str().unwrap();
+    assert!(
+        service.validate_own_access_token(access).await.is_ok(),
+        "the grant was not ended"
+    );
+}

@@ -221,6 +221,14 @@ impl IssuerState for MemoryState {
         }))
     }
 
+    fn grant_scopes<'a>(&'a self, grant_id: &'a str) -> StateFuture<'a, Option<Vec<String>>> {
+        ready(self.with_book(|book| {
+            book.grants
+                .get(grant_id)
+                .map(|record| record.grant.scopes.clone())
+        }))
+    }
+
     fn use_refresh_token<'a>(
         &'a self,
         token: &'a str,

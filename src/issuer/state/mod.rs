@@ -147,6 +147,9 @@ pub trait IssuerState: Send + Sync + 'static {
         now: UnixTime,
     ) -> StateFuture<'a, String>;
 
+    /// The scopes of a grant, read without spending anything: `None` for a grant not held.
+    fn grant_scopes<'a>(&'a self, grant_id: &'a str) -> StateFuture<'a, Option<Vec<String>>>;
+
     /// Spends a refresh token presented by `client_id`.
     fn use_refresh_token<'a>(
         &'a self,

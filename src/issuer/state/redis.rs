@@ -369,6 +369,23 @@ impl IssuerState for RedisState {
         })
     }
 
+    fn grant_scopes<'a>(&'a self, grant_id: &'a str) -> StateFuture<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            let command = redis::cmd("HGET")
+                .arg(self.grant_key(grant_id))
+                .arg("record")
+                .to_owned();
+            let record: Option<String> = self
+                .connection
+                .query(&command)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            record
+                .map(|record| decode::<GrantRecord>(&record).map(|record| record.scopes))
+                .transpose()
+        })
+    }
+
     fn revoke_refresh_token<'a>(
         &'a self,
         token: &'a str,
