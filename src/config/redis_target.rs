@@ -51,14 +51,16 @@ impl RedisTarget {
                 Self::parse_sentinel(single)
             }
             [single] => {
-                redis::parse_redis_url(single)
-                    .ok_or_else(|| format!("`{single}` is not a redis:// or rediss:// URL"))?;
+                redis::parse_redis_url(single).ok_or_else(|| {
+                    format!("`{}` is not a redis:// or rediss:// URL", shown(single))
+                })?;
                 Ok(Self::Standalone(single.clone()))
             }
             nodes => {
                 for node in nodes {
-                    redis::parse_redis_url(node)
-                        .ok_or_else(|| format!("`{node}` is not a redis:// or rediss:// URL"))?;
+                    redis::parse_redis_url(node).ok_or_else(|| {
+                        format!("`{}` is not a redis:// or rediss:// URL", shown(node))
+                    })?;
                 }
                 Ok(Self::Cluster(nodes.to_vec()))
             }
@@ -143,5 +145,17 @@ impl RedisTarget {
                 tls,
             },
         })
+    }
+}
+
+/// A Redis URL as a problem may show it: its user and password (before the authority's last
+/// `@`) replaced by `…`.
+fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) if scheme.is_empty() => format!("…@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }

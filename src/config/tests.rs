@@ -71,6 +71,85 @@ fn type_errors_name_the_key_and_do_not_hide_other_sections() {
 }
 
 #[test]
+fn files_and_lifetimes_serve_would_refuse_are_problems() {
+    let dir = std::env::temp_dir().join(format!("tollgate-key-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let missing = dir.join("missing.pem");
+    let service =
+        |extra: &str| format!("[token_service]\nissuer = \"https://issuer.example\"\n{extra}\n");
+    let path = |file: &std::path::Path| file.display().to_string();
+    check_problem(
+        &service(&format!("signing_key_file = \"{}\"", path(&garbage))),
+        &[],
+        "token_service.signing_key_file: ",
+    );
+    check_problem(
+        &service(&format!("retired_key_files = [\"{}\"]", path(&missing))),
+        &[],
+        "token_service.retired_key_files[0]: ",
+    );
+    // A signing key file that is not there yet is made at start.
+    assert!(
+        problems(
+            &service(&format!("signing_key_file = \"{}\"", path(&missing))),
+            &[]
+        )
+        .is_empty()
+    );
+    for lifetime in ["0s", "10000years"] {
+        check_problem(
+            &service(&format!("token_lifetime = \"{lifetime}\"")),
+            &[],
+            "token_service.token_lifetime: must be from 1s to 366d",
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn problems_never_repeat_a_secret() {
+    let leaks = |text: &str, env: &[(&str, &str)], secret: &str| {
+        let found = problems(text, env);
+        assert!(!found.is_empty(), "{text}");
+        assert!(
+            found.iter().all(|problem| !problem.contains(secret)),
+            "{found:?}"
+        );
+    };
+    // A value of the wrong type (a string for a list), in the file or from the environment.
+    leaks(
+        &format!("[session]\nsecrets = \"SuperSecretSessionValue-0123456789\"\n{PROVIDER}"),
+        &[],
+        "SuperSecret",
+    );
+    leaks(
+        &format!("[session]\n{PROVIDER}"),
+        &[(
+            "TOLLGATE_SESSION__SECRETS",
+            "SuperSecretSessionValue-0123456789",
+        )],
+        "SuperSecret",
+    );
+    // A Redis URL that does not parse, with a password in it.
+    leaks(
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_url = \"redis://:TopSecretPw@redis.internal:63790000\"\n{PROVIDER}"
+        ),
+        &[],
+        "TopSecretPw",
+    );
+    leaks(
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_url = [\"redis://a:1\", \"redis://:TopSecretPw@b:99999999\"]\n{PROVIDER}"
+        ),
+        &[],
+        "TopSecretPw",
+    );
+}
+
+#[test]
 fn impossible_combinations_are_problems() {
     check_problem(
         &format!("[session]\nlifetime = \"0s\"\n{PROVIDER}"),

@@ -449,10 +449,26 @@ async fn keys_can_come_from_a_jwks_file() {
 async fn a_jwks_file_with_no_usable_key_stops_the_start() {
     let idp = TestIdp::start().await;
     let dir = crate::support::scratch_dir("jwks-broken");
-    for (name, text) in [
-        ("empty.json", "{\"keys\": []}"),
-        ("garbage.json", "not json"),
-    ] {
+    // A file that is missing or no JWK set is refused by `check` already, naming the key.
+    for (name, text) in [("garbage.json", Some("not json")), ("missing.json", None)] {
+        let path = dir.join(name);
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        let text = Gateway::forward_auth_config(&idp, "", "").replace(
+            "jwks_refetch_interval",
+            &format!("jwks_file = \"{}\"\njwks_refetch_interval", path.display()),
+        );
+        let problems = tollgate::config::load(&text, &Default::default()).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.to_string().starts_with("provider[0].jwks_file:")),
+            "{name}: {problems:?}"
+        );
+    }
+    // A JWK set with no key Tollgate can use stops the start.
+    for (name, text) in [("empty.json", "{\"keys\": []}")] {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let text = Gateway::forward_auth_config(&idp, "", "").replace(

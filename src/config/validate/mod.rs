@@ -201,11 +201,31 @@ fn section<T: DeserializeOwned + Default>(
             }
             problems.push(ConfigProblem::new(
                 join_path(base, &path),
-                error.inner().to_string(),
+                without_value(&error.inner().to_string()),
             ));
             T::default()
         }
     }
+}
+
+/// A type error's message without the value it quotes (`invalid type: string "…", expected a
+/// sequence` is `invalid type: string, expected a sequence`): the value may be a secret
+/// (`secrets = "…"` as a string), and problems are printed by `check` and logged at a reload.
+fn without_value(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_owned();
+    };
+    let lead = &message[..message.len() - rest.len()];
+    let kind = rest
+        .split([' ', ','])
+        .next()
+        .filter(|word| !word.starts_with(['"', '`']))
+        .unwrap_or("a value");
+    let expected = rest.find(", expected").map_or("", |at| &rest[at..]);
+    format!("{lead}{kind}{expected}")
 }
 
 fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
@@ -236,5 +256,27 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(ConfigProblem::new(path, message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_value;
+
+    #[test]
+    fn type_errors_name_the_kind_never_the_value() {
+        assert_eq!(
+            without_value(r#"invalid type: string "SuperSecret-value", expected a sequence"#),
+            "invalid type: string, expected a sequence"
+        );
+        assert_eq!(
+            without_value("invalid value: integer `-5`, expected u64"),
+            "invalid value: integer, expected u64"
+        );
+        assert_eq!(
+            without_value(r#"invalid value: "x", expected y"#),
+            "invalid value: a value, expected y"
+        );
+        assert_eq!(without_value("missing field `url`"), "missing field `url`");
     }
 }

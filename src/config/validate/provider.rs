@@ -102,6 +102,20 @@ impl Checker<'_> {
         if !scopes.iter().any(|scope| scope == "openid") {
             self.problem(format!("{path}.scopes"), "must include \"openid\"");
         }
+        let jwks_file = raw.jwks_file.map(PathBuf::from);
+        if let Some(file) = &jwks_file {
+            // Read at start, as `serve` does: a file that is missing or holds no key set
+            // would stop it.
+            let problem = match std::fs::read(file) {
+                Ok(bytes) => serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&bytes)
+                    .err()
+                    .map(|error| format!("{}: not a JWK set: {error}", file.display())),
+                Err(error) => Some(format!("{} cannot be read: {error}", file.display())),
+            };
+            if let Some(problem) = problem {
+                self.problem(format!("{path}.jwks_file"), problem);
+            }
+        }
         Some(ProviderConfig {
             name: name?,
             issuer: issuer?,
@@ -110,7 +124,7 @@ impl Checker<'_> {
             client_auth,
             client_key,
             scopes,
-            jwks_file: raw.jwks_file.map(PathBuf::from),
+            jwks_file,
             audiences: raw.audiences.unwrap_or_default(),
             introspection: raw.introspection.unwrap_or(false),
             end_session: raw.end_session.unwrap_or(true),

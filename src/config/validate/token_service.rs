@@ -13,6 +13,9 @@ use crate::config::{
 };
 use crate::secret::Secret;
 
+/// The longest `token_service.token_lifetime`.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl Checker<'_> {
     pub(super) fn token_service(
         &mut self,
@@ -31,6 +34,29 @@ impl Checker<'_> {
             raw.token_lifetime,
             Duration::from_secs(30 * 60),
         );
+        // A token's `exp` must stay a date a validator takes (Tollgate's own refuses years
+        // past 9999), and a token that cannot expire cannot be had.
+        if token_lifetime.as_secs() == 0 || token_lifetime > MAX_TOKEN_LIFETIME {
+            self.problem("token_service.token_lifetime", "must be from 1s to 366d");
+        }
+        let signing_key_file = raw.signing_key_file.map(PathBuf::from);
+        if let Some(file) = &signing_key_file {
+            // Generated at start when missing; one that is there must be a key.
+            self.signing_key_file("token_service.signing_key_file", file, true);
+        }
+        let retired_key_files: Vec<PathBuf> = raw
+            .retired_key_files
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        for (index, file) in retired_key_files.iter().enumerate() {
+            self.signing_key_file(
+                &format!("token_service.retired_key_files[{index}]"),
+                file,
+                false,
+            );
+        }
         let store = match raw.store.as_deref() {
             None | Some("memory") => TokenStoreKind::Memory,
             Some("redis") => TokenStoreKind::Redis,
@@ -70,18 +96,27 @@ impl Checker<'_> {
             .collect();
         Some(TokenServiceConfig {
             issuer: issuer?,
-            signing_key_file: raw.signing_key_file.map(PathBuf::from),
-            retired_key_files: raw
-                .retired_key_files
-                .unwrap_or_default()
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
+            signing_key_file,
+            retired_key_files,
             token_lifetime,
             store,
             clients,
             users,
         })
+    }
+
+    /// A problem at `path` unless `file` holds a signing key `serve` can load (or, when
+    /// `may_be_missing`, is not there yet). The key is never quoted.
+    fn signing_key_file(&mut self, path: &str, file: &std::path::Path, may_be_missing: bool) {
+        match std::fs::read(file) {
+            Ok(pem) => {
+                if let Err(error) = crate::jose::SigningKey::from_pem(&pem) {
+                    self.problem(path, format!("{}: {error}", file.display()));
+                }
+            }
+            Err(error) if may_be_missing && error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => self.problem(path, format!("{} cannot be read: {error}", file.display())),
+        }
     }
 
     fn client(
