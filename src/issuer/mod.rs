@@ -252,8 +252,12 @@ impl TokenService {
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": ["openid", "profile", "email", "groups"],
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "name", "email", "groups", "nonce", "at_hash"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "auth_time", "sid", "name", "email", "preferred_username", "groups", "nonce", "at_hash"],
             "authorization_response_iss_parameter_supported": true,
+            // Absent, OpenID Connect Discovery reads `request_uri_parameter_supported` as true.
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "claims_parameter_supported": false,
         })
     }
 

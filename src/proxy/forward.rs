@@ -207,12 +207,15 @@ pub fn prepare(
     // on the spliced connection, requests Tollgate never sees. The request goes as a plain one.
     // An `Upgrade` counts only in HTTP/1.1 and when `Connection` names it (RFC 9110 §7.8):
     // else it is a hop-by-hop header like any other, dropped, and the request a plain one.
-    let upgrade = (request.version() == axum::http::Version::HTTP_11
-        && lists_upgrade(request.headers()))
-    .then(|| request.headers().get(header::UPGRADE))
-    .flatten()
-    .filter(|protocols| !names_h2c(protocols))
-    .cloned();
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|protocols| {
+            request.version() == axum::http::Version::HTTP_11
+                && lists_upgrade(request.headers())
+                && !names_h2c(protocols)
+        })
+        .cloned();
     let target = route
         .upstream
         .request_target(request.uri().path_and_query())

@@ -43,6 +43,7 @@ if redis.call('TYPE', key).ok == 'set' then \
   if ttl < 0 then ttl = tonumber(ARGV[2]) end \
   redis.call('DEL', key) \
   for _, member in ipairs(members) do redis.call('ZADD', key, tonumber(ARGV[4]) + ttl, member) end \
+  redis.call('EXPIRE', key, ttl) \
 end \
 redis.call('ZADD', key, ARGV[3], ARGV[1]) \
 redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[4]) \

@@ -247,6 +247,35 @@ async fn the_proxy_forwards_the_canonical_path_and_refuses_paths_without_one() {
     gateway.stop().await;
 }
 
+/// Tollgate behind nginx (the README's `auth_request` recipe), one front per `/auth` rule
+/// query, on `ports` in that order; nginx is the application too.
+struct Fronted {
+    gateway: Gateway,
+    ports: Vec<u16>,
+    _nginx: Nginx,
+    _idp: TestIdp,
+}
+
+impl Fronted {
+    async fn start(rules: &[&str]) -> Self {
+        let idp = TestIdp::start().await;
+        let app_port = free_port();
+        let gateway = Gateway::start(&config(&idp, app_port)).await;
+        let tollgate_port = gateway.app.public_addr.port();
+        let fronts: Vec<(u16, &str)> = rules.iter().map(|rule| (free_port(), *rule)).collect();
+        let ports: Vec<u16> = fronts.iter().map(|(port, _)| *port).collect();
+        let mut waited = ports.clone();
+        waited.push(app_port);
+        let nginx = Nginx::start(&nginx_config(app_port, tollgate_port, &fronts), &waited).await;
+        Self {
+            gateway,
+            ports,
+            _nginx: nginx,
+            _idp: idp,
+        }
+    }
+}
+
 /// nginx accepts `?` and `#` in a `Host` after its `:` and builds `X-Original-URL` from it:
 /// Tollgate must not read the path nginx serves as the query of a URL whose path is `/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,20 +283,8 @@ async fn a_host_that_turns_the_path_into_a_query_is_never_skipped() {
     if !nginx::available() {
         return;
     }
-    let idp = TestIdp::start().await;
-    let app_port = free_port();
-    let gateway = Gateway::start(&config(&idp, app_port)).await;
-    let tollgate_port = gateway.app.public_addr.port();
-    let (skip_root, skip_not_api) = (free_port(), free_port());
-    let fronts = [
-        (skip_root, "skip-auth=%5E/%24"),
-        (skip_not_api, "skip-auth-ne=%5E/api/"),
-    ];
-    let _nginx = Nginx::start(
-        &nginx_config(app_port, tollgate_port, &fronts),
-        &[app_port, skip_root, skip_not_api],
-    )
-    .await;
+    let fronted = Fronted::start(&["skip-auth=%5E/%24", "skip-auth-ne=%5E/api/"]).await;
+    let (skip_root, skip_not_api) = (fronted.ports[0], fronted.ports[1]);
     for host in ["127.0.0.1:1?", "127.0.0.1:1#", "127.0.0.1:1?x="] {
         for port in [skip_root, skip_not_api] {
             let (status, body) = raw_get(port, "/api/secret", &[("Host", host)]).await;
@@ -279,7 +296,7 @@ async fn a_host_that_turns_the_path_into_a_query_is_never_skipped() {
     assert_eq!((status, served(&body)), (200, Some("/")));
     let (status, body) = raw_get(skip_not_api, "/other", &[]).await;
     assert_eq!((status, served(&body)), (200, Some("/other")));
-    gateway.stop().await;
+    fronted.gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,21 +304,9 @@ async fn a_raw_hash_or_a_plus_in_a_pattern_never_opens_a_skip_rule() {
     if !nginx::available() {
         return;
     }
-    let idp = TestIdp::start().await;
-    let app_port = free_port();
-    let gateway = Gateway::start(&config(&idp, app_port)).await;
-    let tollgate_port = gateway.app.public_addr.port();
-    let (skip_public, skip_not_api) = (free_port(), free_port());
     // The README's recipe with a rule as an operator writes it: `+` as the regex's.
-    let fronts = [
-        (skip_public, "skip-auth=%5E/public/"),
-        (skip_not_api, "skip-auth-ne=%5E/api/.+"),
-    ];
-    let _nginx = Nginx::start(
-        &nginx_config(app_port, tollgate_port, &fronts),
-        &[app_port, skip_public, skip_not_api],
-    )
-    .await;
+    let fronted = Fronted::start(&["skip-auth=%5E/public/", "skip-auth-ne=%5E/api/.+"]).await;
+    let (skip_public, skip_not_api) = (fronted.ports[0], fronted.ports[1]);
     // nginx passes a raw `#` on as part of the path; an application may resolve what
     // follows it (`/public/#/../../admin` is `/admin` to Go's `path.Clean`).
     let (status, body) = raw_get(skip_public, "/public/#/../../admin", &[]).await;
@@ -314,7 +319,7 @@ async fn a_raw_hash_or_a_plus_in_a_pattern_never_opens_a_skip_rule() {
     assert_eq!((status, served(&body)), (200, Some("/public/x")));
     let (status, body) = raw_get(skip_not_api, "/other", &[]).await;
     assert_eq!((status, served(&body)), (200, Some("/other")));
-    gateway.stop().await;
+    fronted.gateway.stop().await;
 }
 
 #[tokio::test]

@@ -94,6 +94,14 @@ async fn discovery_and_jwks_describe_the_issuer() {
     assert_eq!(discovery["issuer"], issuer);
     assert_eq!(discovery["token_endpoint"], format!("{issuer}/token"));
     assert_eq!(discovery["code_challenge_methods_supported"][0], "S256");
+    // Absent, OpenID Connect Discovery would read it as true.
+    assert_eq!(discovery["request_uri_parameter_supported"], false);
+    assert!(
+        discovery["claims_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("auth_time"))
+    );
     let jwks: Value = reqwest::get(gateway.url("/jwks"))
         .await
         .unwrap()
@@ -105,6 +113,21 @@ async fn discovery_and_jwks_describe_the_issuer() {
         jwks["keys"][0].get("d").is_none(),
         "no private part is published"
     );
+}
+
+/// An access token for `machine` (client_credentials) from the token endpoint at `url`.
+async fn machine_token_at(url: &str) -> String {
+    let body: Value = reqwest::Client::new()
+        .post(url)
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -120,17 +143,8 @@ async fn an_issuer_with_a_path_answers_every_endpoint_its_discovery_names() {
         .await
         .unwrap();
     assert_eq!(discovery["issuer"], issuer);
-    let token: Value = reqwest::Client::new()
-        .post(discovery["token_endpoint"].as_str().unwrap())
-        .basic_auth("machine", Some("machine-secret"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = token["access_token"].as_str().unwrap();
+    let access = machine_token_at(discovery["token_endpoint"].as_str().unwrap()).await;
+    let access = access.as_str();
     for endpoint in ["userinfo_endpoint", "jwks_uri"] {
         let url = discovery[endpoint].as_str().unwrap();
         assert!(url.starts_with(&issuer), "{endpoint}: {url}");
@@ -949,19 +963,7 @@ async fn signing_keys_persist_and_rotate_by_config() {
     };
     let issue = |gateway: &Gateway| {
         let url = gateway.url("/token");
-        async move {
-            let body: Value = reqwest::Client::new()
-                .post(url)
-                .basic_auth("machine", Some("machine-secret"))
-                .form(&[("grant_type", "client_credentials")])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["access_token"].as_str().unwrap().to_owned()
-        }
+        async move { machine_token_at(&url).await }
     };
     let header = |token: &str| -> Value {
         serde_json::from_slice(
