@@ -118,11 +118,7 @@ impl PublicService {
                 "validate",
                 get(crate::forward_auth::validate).with_state(forward_auth.clone()),
             );
-            endpoints.add(
-                "/userinfo",
-                "userinfo",
-                get(crate::forward_auth::userinfo).with_state(forward_auth.clone()),
-            );
+            endpoints.add("/userinfo", "userinfo", userinfo(&forward_auth));
         }
         if let Some(service) = &token_service {
             let mount = service.mount_path();
@@ -134,7 +130,7 @@ impl PublicService {
                 endpoints.add(
                     &format!("{mount}/userinfo"),
                     "userinfo",
-                    get(crate::forward_auth::userinfo).with_state(forward_auth.clone()),
+                    userinfo(&forward_auth),
                 );
             }
         }
@@ -330,6 +326,13 @@ async fn landing(
 ) -> Response {
     let cookies = crate::session::request_cookies(&headers);
     crate::http::pages::landing(cookies.contains_key(cookie_name.as_str()))
+}
+
+/// `/userinfo`, by GET or POST: OpenID Connect Core §5.3.1 has the UserInfo endpoint take both
+/// (the access token in the `Authorization` header either way).
+fn userinfo(forward_auth: &Arc<ForwardAuthState>) -> axum::routing::MethodRouter {
+    let handler = crate::forward_auth::userinfo;
+    get(handler).post(handler).with_state(forward_auth.clone())
 }
 
 /// The `http.route` of an own endpoint: its path, or `<prefix>/` for a prefix's.

@@ -59,22 +59,6 @@ const PARAMETERS: &[&str] = &[
     "code_challenge_method",
 ];
 
-fn parse_parameters(raw: &[u8]) -> Result<HashMap<String, String>, String> {
-    let mut parameters = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(raw) {
-        if parameters
-            .insert(name.to_string(), value.into_owned())
-            .is_some()
-        {
-            return Err(format!(
-                "parameter `{}` repeated",
-                crate::untrusted::bounded(&name)
-            ));
-        }
-    }
-    Ok(parameters)
-}
-
 impl TokenService {
     fn check_authorization(
         &self,
@@ -185,25 +169,42 @@ pub(super) async fn show_form(
     RawQuery(query): RawQuery,
 ) -> Response {
     let raw = query.unwrap_or_default();
-    let parameters = match parse_parameters(raw.as_bytes()) {
+    authorization_request(
+        &service,
+        federation.as_deref(),
+        peer,
+        &headers,
+        raw.as_bytes(),
+    )
+    .await
+}
+
+/// An authorization request, its parameters form-encoded in `raw` (the query of a GET, the
+/// body of a POST): the login form, the client's login provider, or the refusal.
+async fn authorization_request(
+    service: &TokenService,
+    federation: Option<&dyn FederatedLogin>,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+    raw: &[u8],
+) -> Response {
+    let parameters = match super::single_valued(raw) {
         Ok(parameters) => parameters,
-        Err(message) => return refuse(&service, AuthorizeError::Page(message)),
+        Err(message) => return refuse(service, AuthorizeError::Page(message)),
     };
     let request = match service.check_authorization(&parameters) {
         Ok(request) => request,
-        Err(error) => return refuse(&service, error),
+        Err(error) => return refuse(service, error),
     };
     let login_provider = service
         .client(&request.client_id)
         .and_then(|client| client.login_provider.clone());
     match login_provider {
         None => login_form(&parameters, None),
-        Some(provider) => {
-            match federate(federation.as_deref(), &provider, request, peer, &headers).await {
-                Ok(response) => response,
-                Err(refusal) => refuse(&service, AuthorizeRefusal::Federation(refusal)),
-            }
-        }
+        Some(provider) => match federate(federation, &provider, request, peer, headers).await {
+            Ok(response) => response,
+            Err(refusal) => refuse(service, AuthorizeRefusal::Federation(refusal)),
+        },
     }
 }
 
@@ -236,12 +237,23 @@ async fn federate(
         .map_err(Refusal::from)
 }
 
+/// `POST /authorize`: the login form's post, or an authorization request sent by POST (OpenID
+/// Connect Core §3.1.2.1: the service must take both methods). The form's post is the one that
+/// carries credentials; a post without them is answered as the same request by GET would be
+/// (the form, or the client's login provider), which signs nobody in and so needs no same-site
+/// check.
 pub(super) async fn submit_form(
     State(service): State<Arc<TokenService>>,
+    State(federation): State<Option<Arc<dyn FederatedLogin>>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let credentials = url::form_urlencoded::parse(&body)
+        .any(|(name, _)| name == "username" || name == "password");
+    if !credentials {
+        return authorization_request(&service, federation.as_deref(), peer, &headers, &body).await;
+    }
     match sign_in(&service, peer, &headers, &body).await {
         Ok(response) => response,
         Err(refusal) => refuse(&service, refusal),
@@ -256,7 +268,7 @@ async fn sign_in(
     body: &[u8],
 ) -> Result<Response, AuthorizeRefusal> {
     same_origin_post(headers, service.issuer()).map_err(AuthorizeRefusal::CrossSite)?;
-    let parameters = parse_parameters(body).map_err(AuthorizeError::Page)?;
+    let parameters = super::single_valued(body).map_err(AuthorizeError::Page)?;
     let request = service.check_authorization(&parameters)?;
     // A client with a `login_provider` signs its users in there (with that provider's own
     // checks), never with a local password: the form is not shown for it, and not accepted.

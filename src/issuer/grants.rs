@@ -2,7 +2,6 @@
 //! `client_credentials` grant (RFC 6749 §4.4), the `refresh_token` grant with rotation, and
 //! `POST /revoke` (RFC 7009). What they hand out is minted in `minting`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -60,16 +59,7 @@ async fn handle_token(
     body: &[u8],
     peer: Option<std::net::IpAddr>,
 ) -> Result<(&'static str, IssuedTokens), IssuerError> {
-    let mut form: HashMap<String, String> = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(body) {
-        // RFC 6749 §3.2: parameters must not be repeated.
-        if form.insert(name.to_string(), value.into_owned()).is_some() {
-            return Err(IssuerError::InvalidRequest(format!(
-                "parameter `{}` repeated",
-                crate::untrusted::bounded(&name)
-            )));
-        }
-    }
+    let form = super::single_valued(body).map_err(IssuerError::InvalidRequest)?;
     let field = |name: &str| {
         form.get(name)
             .map(String::as_str)
@@ -395,7 +385,9 @@ async fn handle_revoke(
     body: &[u8],
     peer: Option<std::net::IpAddr>,
 ) -> Result<(), IssuerError> {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    // RFC 7009 §2.1 sends the parameters as RFC 6749 does: each once. Two `token`s would leave
+    // one of them alive while the client is told both were revoked.
+    let form = super::single_valued(body).map_err(IssuerError::InvalidRequest)?;
     let field = |name: &str| {
         form.get(name)
             .map(String::as_str)

@@ -376,6 +376,25 @@ fn is_registered_redirect(registered: &[String], redirect_uri: &str) -> bool {
     registered.iter().any(|candidate| candidate == redirect_uri)
 }
 
+/// The parameters of a form-encoded request (a query or a body), by name. RFC 6749 §3.1 and
+/// §3.2: a parameter is sent once; a repeated one is an error (say which), never a choice
+/// between two values that the client and the service could read apart.
+fn single_valued(raw: &[u8]) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut parameters = std::collections::HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw) {
+        if parameters
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(format!(
+                "parameter `{}` repeated",
+                crate::untrusted::bounded(&name)
+            ));
+        }
+    }
+    Ok(parameters)
+}
+
 /// `base` with `params` appended to its query.
 fn with_query(base: &str, params: &[(&str, &str)]) -> Option<String> {
     let mut url = Url::parse(base).ok()?;

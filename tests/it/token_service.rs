@@ -156,6 +156,22 @@ async fn an_issuer_with_a_path_answers_every_endpoint_its_discovery_names() {
             .unwrap();
         assert_eq!(response.status(), 200, "{endpoint}: {url}");
     }
+    // OpenID Connect Core §5.3.1: the UserInfo endpoint takes POST as well as GET.
+    let userinfo = discovery["userinfo_endpoint"].as_str().unwrap();
+    let by = |method: reqwest::Method| {
+        reqwest::Client::new()
+            .request(method, userinfo)
+            .bearer_auth(access)
+            .send()
+    };
+    let (get, post) = (
+        by(reqwest::Method::GET).await.unwrap(),
+        by(reqwest::Method::POST).await.unwrap(),
+    );
+    assert_eq!(post.status(), 200, "POST {userinfo}");
+    let (get, post): (Value, Value) = (get.json().await.unwrap(), post.json().await.unwrap());
+    assert_eq!(post, get, "the same claims by either method");
+    assert_eq!(post["sub"], "myapi:machine");
     drop(gateway);
 }
 
@@ -627,6 +643,24 @@ async fn revocation_of_refresh_and_access_tokens() {
         401,
         "the grant's access tokens end too"
     );
+    // RFC 7009 §2.1 with RFC 6749 §3.1: each parameter once. Two tokens are refused, and
+    // neither is revoked.
+    let (_, third) = exchange(&gateway, &code_for(&gateway, "x").await).await;
+    let third_access = third["access_token"].as_str().unwrap();
+    let twice = gateway
+        .post("/revoke")
+        .form(&[
+            ("token", "not-a-token"),
+            ("token", third_access),
+            ("client_id", "spa"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    let error: Value = twice.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_request");
+    assert_eq!(validate(&gateway, third_access).await, 200);
     let machine = gateway
         .post("/revoke")
         .basic_auth("machine", Some("wrong"))
@@ -1089,6 +1123,80 @@ async fn the_login_form_refuses_a_post_from_another_site() {
         302,
         "Referrer-Policy: no-referrer makes browsers send Origin: null"
     );
+}
+
+/// OpenID Connect Core §3.1.2.1: an authorization request may be sent by POST, its parameters
+/// in a form body, as a client's page does with a form it submits itself (from its own site).
+/// It is answered as by GET: the login form (or the refusal), never the same-site refusal meant
+/// for a posted password.
+#[tokio::test]
+async fn an_authorization_request_may_be_posted() {
+    let (gateway, _) = token_service().await;
+    let mut browser = Browser::new();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |body: String| {
+        client
+            .post(gateway.url("/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "https://spa.example.com")
+            .header("sec-fetch-site", "cross-site")
+            .body(body)
+            .send()
+    };
+    let form = post(authorize_query("s-p", true)).await.unwrap();
+    assert_eq!(form.status(), 200);
+    let html = form.text().await.unwrap();
+    assert!(html.contains("name=\"password\""), "{html}");
+    assert!(
+        html.contains("name=\"state\" value=\"s-p\""),
+        "the form carries the posted request on: {html}"
+    );
+    // The user signs in on the form's own page: the code goes back with the posted `state`.
+    let signed_in = browser
+        .post_form(
+            &gateway.url("/authorize"),
+            format!(
+                "{}&username=alice&password=alice-password",
+                authorize_query("s-p", true)
+            ),
+        )
+        .await;
+    assert_eq!(signed_in.status(), 302);
+    let back = reqwest::Url::parse(&location(&signed_in)).unwrap();
+    let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
+    assert_eq!(params["state"], "s-p");
+    let (status, body) = exchange(&gateway, &params["code"]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A posted request is checked as a GET is: without PKCE (a public client) back to the
+    // client with the error, an unknown client a page, a repeated parameter a page.
+    let refused = post(authorize_query("s-q", false)).await.unwrap();
+    assert_eq!(refused.status(), 302);
+    let back = reqwest::Url::parse(&location(&refused)).unwrap();
+    let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
+    assert_eq!(
+        (params["error"].as_str(), params["state"].as_str()),
+        ("invalid_request", "s-q")
+    );
+    let unknown = post(authorize_query("s-r", true).replace("client_id=spa", "client_id=nobody"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let repeated = post(format!("{}&state=again", authorize_query("s-s", true)))
+        .await
+        .unwrap();
+    assert_eq!(repeated.status(), 400);
+    // With a password, the post is the form's: from another site it is still refused.
+    let forged = post(format!(
+        "{}&username=alice&password=alice-password",
+        authorize_query("s-t", true)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), 403);
 }
 
 /// RFC 6749 §4.1.2.1: an upstream provider's refusal of a federated login goes back to the
