@@ -1,7 +1,7 @@
 // SPEC §7 end to end with a standard client library: the npm openid-client accepts the token
 // service's discovery document unchanged, obtains client_credentials tokens (which Tollgate's
 // own /auth and /validate accept), completes authorization_code + PKCE for a public client in
-// headless Chromium, refreshes, and revokes.
+// headless Chromium (also with the authorization request sent by POST), refreshes, and revokes.
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { after, before, test } from 'node:test';
@@ -17,6 +17,7 @@ let browser;
 let callbackServer;
 let issuer;
 const upstreams = {};
+let postAuthorizePage = '';
 
 function hash(secret) {
   return execFileSync(tollgateBinary(), ['hash-secret'], { input: `${secret}\n` }).toString().trim();
@@ -37,6 +38,13 @@ before(async () => {
     if (request.url.startsWith('/hop')) {
       response.writeHead(302, { location: `http://localhost:${ports.callback}/landed` });
       response.end();
+      return;
+    }
+    if (request.url.startsWith('/post-authorize')) {
+      // A client's page that sends its authorization request by POST (OpenID Connect Core
+      // §3.1.2.1), as a form it submits itself.
+      response.writeHead(200, { 'content-type': 'text/html' });
+      response.end(postAuthorizePage);
       return;
     }
     response.end(request.url.startsWith('/landed') ? 'landed on the third origin' : 'back at the client');
@@ -196,6 +204,42 @@ test('the login form lets the redirect chain go on to a third origin in Chromium
   await page.fill('input[name=password]', 'alice-password');
   await Promise.all([page.waitForURL(`http://localhost:${ports.callback}/landed`), page.click('button[type=submit]')]);
   assert.equal(await page.locator('body').innerText(), 'landed on the third origin');
+  assert.deepEqual(problems, [], 'no CSP violation on the way');
+  await context.close();
+});
+
+test('an authorization request sent by POST from the client\'s page: the login form, then the code, in Chromium', async () => {
+  const config = await client.discovery(new URL(issuer), 'spa', undefined, client.None(), insecure);
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const redirect = `http://127.0.0.1:${ports.callback}/cb`;
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirect,
+    scope: 'openid email',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+  });
+  const attribute = (text) => text.replaceAll('&', '&amp;').replaceAll('"', '&quot;').replaceAll('<', '&lt;');
+  const fields = [...url.searchParams].map(([name, value]) => `<input type="hidden" name="${attribute(name)}" value="${attribute(value)}">`).join('');
+  postAuthorizePage = `<!doctype html><form method="post" action="${issuer}/authorize">${fields}</form><script>document.forms[0].submit()</script>`;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy|Refused to/i.test(message.text())) problems.push(message.text());
+  });
+  await page.goto(`http://127.0.0.1:${ports.callback}/post-authorize`);
+  await page.waitForSelector('input[name=password]');
+  assert.equal(new URL(page.url()).origin, issuer, 'the login form is the token service\'s page');
+  await page.fill('input[name=username]', 'alice');
+  await page.fill('input[name=password]', 'alice-password');
+  await Promise.all([page.waitForURL(`${redirect}**`), page.click('button[type=submit]')]);
+  const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
+  assert.equal(tokens.claims().sub, 'aad:alice');
+  const userinfo = await fetch(`${issuer}/userinfo`, { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
+  assert.equal(userinfo.status, 200, 'the UserInfo endpoint takes POST too');
+  assert.equal((await userinfo.json()).sub, 'aad:alice');
   assert.deepEqual(problems, [], 'no CSP violation on the way');
   await context.close();
 });
