@@ -70,6 +70,57 @@ fn type_errors_name_the_key_and_do_not_hide_other_sections() {
     );
 }
 
+/// A mistyped key used to take its whole section with it: the checks then saw a `[session]`
+/// without secrets, or a `[[provider]]` without a name, and reported those too.
+#[test]
+fn a_mistyped_key_is_one_problem_and_the_rest_of_its_section_still_counts() {
+    let forward_auth = "[forward_auth]\nprovider = \"corp\"\n";
+    let secrets = "secrets = [\"0123456789abcdef0123456789abcdef0123\"]";
+    let mut found = problems(
+        &format!(
+            "[session]\n{secrets}\nlifetime = 5\nidle_timeout = true\ncolour = 1\n{PROVIDER}{forward_auth}"
+        ),
+        &[],
+    );
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "session.colour: unknown key",
+            "session.idle_timeout: invalid type: boolean, expected a string",
+            "session.lifetime: invalid type: integer, expected a string",
+        ]
+    );
+    // A bad element leaves its list out, and what the checks would say of the list is not
+    // said again.
+    let found = problems(
+        &format!(
+            "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef0123\", 5]\n{PROVIDER}{forward_auth}"
+        ),
+        &[],
+    );
+    assert_eq!(
+        found,
+        ["session.secrets[1]: invalid type: integer, expected a string"]
+    );
+    // The provider keeps its name, so `forward_auth.provider` still finds it.
+    let found = problems(
+        &format!("[session]\n{secrets}\n{PROVIDER}timeout = 30\n{forward_auth}"),
+        &[],
+    );
+    assert_eq!(
+        found,
+        ["provider[0].timeout: invalid type: integer, expected a string"]
+    );
+    // A section that is not a table is still one problem, not one per key it lacks.
+    let found = problems(&format!("session = 5\n{PROVIDER}{forward_auth}"), &[]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("session: invalid type: integer"),
+        "{found:?}"
+    );
+}
+
 #[test]
 fn files_and_lifetimes_serve_would_refuse_are_problems() {
     let dir = std::env::temp_dir().join(format!("tollgate-key-files-{}", std::process::id()));

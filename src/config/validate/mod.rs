@@ -1,12 +1,13 @@
-//! Raw TOML → validated `Config`. Each top-level section is deserialised on its own, so a type
-//! error in one does not hide problems in another; unknown keys are collected with
-//! `serde_ignored`; every problem is kept, with its key path. Here: the loader and the
-//! `Checker` that collects problems; value checks in `primitives`, one file per section.
+//! Raw TOML → validated `Config`. Each top-level section is read on its own (`section`), so a
+//! type error in one does not hide problems in another, nor a wrong-typed key the rest of its
+//! section; every problem is kept, with its key path. Here: the loader and the `Checker` that
+//! collects problems; value checks in `primitives`, one file per section.
 
 mod forward_auth;
 mod primitives;
 mod provider;
 mod route;
+mod section;
 mod server;
 mod session;
 mod telemetry;
@@ -14,12 +15,11 @@ mod token_service;
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
-
 use super::raw::{
     RawForwardAuth, RawProvider, RawRoute, RawServer, RawSession, RawTelemetry, RawTokenService,
 };
 use super::{Config, ConfigProblem, ProviderConfig, RouteConfig};
+use section::{LeftOut, section};
 
 pub use token_service::is_same_issuer;
 
@@ -57,18 +57,23 @@ pub(super) fn load(
     let mut token_service: Option<RawTokenService> = None;
     let mut telemetry: Option<RawTelemetry> = None;
     let mut routes: Vec<(String, RawRoute)> = Vec::new();
+    let mut left_out = LeftOut::default();
     for (key, value) in table {
         match key.as_str() {
-            "server" => server = section(&key, value, &mut problems),
-            "session" => session = section(&key, value, &mut problems),
-            "forward_auth" => forward_auth = Some(section(&key, value, &mut problems)),
-            "token_service" => token_service = Some(section(&key, value, &mut problems)),
-            "telemetry" => telemetry = Some(section(&key, value, &mut problems)),
+            "server" => server = section(&key, value, &mut problems, &mut left_out),
+            "session" => session = section(&key, value, &mut problems, &mut left_out),
+            "forward_auth" => {
+                forward_auth = Some(section(&key, value, &mut problems, &mut left_out))
+            }
+            "token_service" => {
+                token_service = Some(section(&key, value, &mut problems, &mut left_out))
+            }
+            "telemetry" => telemetry = Some(section(&key, value, &mut problems, &mut left_out)),
             "provider" => match value {
                 toml::Value::Array(items) => {
                     for (index, item) in items.into_iter().enumerate() {
                         let path = format!("provider[{index}]");
-                        let provider = section(&path, item, &mut problems);
+                        let provider = section(&path, item, &mut problems, &mut left_out);
                         providers.push((path, provider));
                     }
                 }
@@ -81,7 +86,7 @@ pub(super) fn load(
                 toml::Value::Array(items) => {
                     for (index, item) in items.into_iter().enumerate() {
                         let path = format!("route[{index}]");
-                        let route = section(&path, item, &mut problems);
+                        let route = section(&path, item, &mut problems, &mut left_out);
                         routes.push((path, route));
                     }
                 }
@@ -99,6 +104,9 @@ pub(super) fn load(
         }
     }
 
+    // The checks below see each section without its wrong-typed keys; what they would say of
+    // those (a required key missing) only repeats the type error.
+    let read = problems.len();
     let mut checker = Checker { problems, env };
     let server = checker.server(server);
     let providers: Vec<ProviderConfig> = providers
@@ -147,6 +155,11 @@ pub(super) fn load(
 
     let telemetry = telemetry.and_then(|raw| checker.telemetry(raw));
 
+    let mut index = 0;
+    checker.problems.retain(|problem| {
+        index += 1;
+        index <= read || !left_out.covers(&problem.path)
+    });
     super::env::name_variables(&mut checker.problems, &overrides);
     if checker.problems.is_empty() {
         Ok(Config {
@@ -164,90 +177,6 @@ pub(super) fn load(
     }
 }
 
-/// Deserialises one section, turning unknown keys and type errors into problems with paths.
-fn section<T: DeserializeOwned + Default>(
-    base: &str,
-    value: toml::Value,
-    problems: &mut Vec<ConfigProblem>,
-) -> T {
-    let mut unknown = Vec::new();
-    let mut record =
-        |path: serde_ignored::Path<'_>| unknown.push(join_path(base, &ignored_path(&path)));
-    let deserializer = serde_ignored::Deserializer::new(value, &mut record);
-    let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
-    match result {
-        Ok(parsed) => {
-            for path in unknown {
-                problems.push(ConfigProblem::new(path, "unknown key"));
-            }
-            parsed
-        }
-        Err(error) => {
-            let mut path = String::new();
-            for segment in error.path().iter() {
-                match segment {
-                    serde_path_to_error::Segment::Seq { index } => {
-                        path.push_str(&format!("[{index}]"))
-                    }
-                    serde_path_to_error::Segment::Map { key } => {
-                        if !path.is_empty() {
-                            path.push('.');
-                        }
-                        path.push_str(key);
-                    }
-                    serde_path_to_error::Segment::Enum { .. }
-                    | serde_path_to_error::Segment::Unknown => {}
-                }
-            }
-            problems.push(ConfigProblem::new(
-                join_path(base, &path),
-                without_value(&error.inner().to_string()),
-            ));
-            T::default()
-        }
-    }
-}
-
-/// A type error's message without the value it quotes (`invalid type: string "…", expected a
-/// sequence` is `invalid type: string, expected a sequence`): the value may be a secret
-/// (`secrets = "…"` as a string), and problems are printed by `check` and logged at a reload.
-fn without_value(message: &str) -> String {
-    let Some(rest) = message
-        .strip_prefix("invalid type: ")
-        .or_else(|| message.strip_prefix("invalid value: "))
-    else {
-        return message.to_owned();
-    };
-    let lead = &message[..message.len() - rest.len()];
-    let kind = rest
-        .split([' ', ','])
-        .next()
-        .filter(|word| !word.starts_with(['"', '`']))
-        .unwrap_or("a value");
-    let expected = rest.find(", expected").map_or("", |at| &rest[at..]);
-    format!("{lead}{kind}{expected}")
-}
-
-fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
-    match path {
-        serde_ignored::Path::Root => String::new(),
-        serde_ignored::Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
-        serde_ignored::Path::Map { parent, key } => join_path(&ignored_path(parent), key),
-        serde_ignored::Path::Some { parent }
-        | serde_ignored::Path::NewtypeStruct { parent }
-        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent),
-    }
-}
-
-fn join_path(base: &str, rest: &str) -> String {
-    match (base.is_empty(), rest.is_empty()) {
-        (true, _) => rest.to_owned(),
-        (_, true) => base.to_owned(),
-        _ if rest.starts_with('[') => format!("{base}{rest}"),
-        _ => format!("{base}.{rest}"),
-    }
-}
-
 struct Checker<'a> {
     problems: Vec<ConfigProblem>,
     env: &'a BTreeMap<String, String>,
@@ -256,27 +185,5 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(ConfigProblem::new(path, message));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_value;
-
-    #[test]
-    fn type_errors_name_the_kind_never_the_value() {
-        assert_eq!(
-            without_value(r#"invalid type: string "SuperSecret-value", expected a sequence"#),
-            "invalid type: string, expected a sequence"
-        );
-        assert_eq!(
-            without_value("invalid value: integer `-5`, expected u64"),
-            "invalid value: integer, expected u64"
-        );
-        assert_eq!(
-            without_value(r#"invalid value: "x", expected y"#),
-            "invalid value: a value, expected y"
-        );
-        assert_eq!(without_value("missing field `url`"), "missing field `url`");
     }
 }
