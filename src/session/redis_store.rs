@@ -285,28 +285,57 @@ impl RedisStore {
                     .arg(ttl),
             )
             .await?;
-        let sid = sid.map(Index::Sid);
         let keep = lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX));
-        // `lifetime` counts from now to the session's end.
-        let ends_at = stored.session.expires_at;
-        let now = ends_at.saturating_sub(lifetime);
-        for index in [Some(Index::All), Some(Index::Sub(sub)), sid]
-            .into_iter()
-            .flatten()
-        {
-            let _: i64 = self
-                .connection
-                .invoke(
-                    INDEX_ADD_SCRIPT
-                        .key(self.index_key(index))
-                        .arg(id)
-                        .arg(keep)
-                        .arg(ends_at.max(now.saturating_add(keep)))
-                        .arg(now),
-                )
-                .await
-                .map_err(|error| self.failed(&error))?;
+        let indexes = [Some(Index::All), Some(Index::Sub(sub)), sid.map(Index::Sid)];
+        for index in indexes.into_iter().flatten() {
+            self.index(index, id, stored.session.expires_at, lifetime, keep)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Adds a session that a refresh gave another provider session id (`sid` of the new ID
+    /// token) to that id's index, so that a back-channel logout naming it finds the session.
+    /// The old `sid`'s index keeps it too, harmlessly: a selection checks each session's own
+    /// facts.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn index_sid(
+        &self,
+        id: &str,
+        sid: &str,
+        ends_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let lifetime = ends_at.saturating_sub(now).max(1);
+        self.index(Index::Sid(sid), id, ends_at, lifetime, lifetime)
+            .await
+    }
+
+    /// Adds `id`, a session that ends at `ends_at`, `lifetime` seconds from now, to `index`,
+    /// which then lives at least `keep` seconds more.
+    async fn index(
+        &self,
+        index: Index<'_>,
+        id: &str,
+        ends_at: UnixTime,
+        lifetime: i64,
+        keep: i64,
+    ) -> Result<(), StoreError> {
+        let now = ends_at.saturating_sub(lifetime);
+        let _: i64 = self
+            .connection
+            .invoke(
+                INDEX_ADD_SCRIPT
+                    .key(self.index_key(index))
+                    .arg(id)
+                    .arg(keep)
+                    .arg(ends_at.max(now.saturating_add(keep)))
+                    .arg(now),
+            )
+            .await
+            .map_err(|error| self.failed(&error))?;
         Ok(())
     }
 

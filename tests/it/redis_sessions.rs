@@ -1,6 +1,7 @@
 //! SPEC §5 / §9 with a real Redis: replicas share sessions; Cluster and Sentinel; an outage is a
 //! 503 (never a pass, never a crash) and service resumes without losing a session.
 
+use crate::support::idp::Misbehaviour;
 use crate::support::redis::{RedisCluster, RedisSentinel, RedisServer, available};
 use crate::support::{Browser, Gateway, TestIdp};
 
@@ -242,6 +243,49 @@ async fn sessions_through_a_redis_sentinel() {
         "back-channel logout ended it in Redis"
     );
     let _ = &sentinel.master;
+}
+
+/// A provider may name another provider session (`sid`) in the ID token of a refresh: a
+/// back-channel logout naming that one must end the session. Redis finds sessions by `sid`
+/// through an index set, which only the login used to write.
+#[tokio::test]
+async fn a_backchannel_logout_finds_a_session_by_the_sid_of_its_refreshed_id_token() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        refreshed_sid: Some("provider-session-2"),
+        ..Misbehaviour::default()
+    });
+    let config = redis_config(&idp, &format!("\"{}\"", redis.url()))
+        .replace("[session]\n", "[session]\nrefresh_before = \"60s\"\n");
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    // The access token lives 300 s; 250 s later it is within refresh_before.
+    clock.advance(250);
+    idp.advance_clock(250);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    assert_eq!(idp.count("refresh"), 1);
+    let token = idp
+        .logout_token()
+        .claim("sid", serde_json::json!("provider-session-2"))
+        .sign();
+    let response = reqwest::Client::new()
+        .post(gateway.url("/backchannel-logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        401,
+        "the logout of the provider session the refresh named ended it"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::{SessionBackend, SessionError, Sessions};
 use crate::clock::UnixTime;
 use crate::session::StoredSession;
+use crate::session::compact::SessionFacts;
 use crate::session::redis_store::RedisStore;
 use crate::session::{CookieAttributes, Cookies, Session, SessionCookieError};
 
@@ -31,6 +32,11 @@ pub enum Replaced {
     /// The stored session no longer holds the spent refresh token: another refresh got there
     /// first, and this is its result.
     Superseded(Arc<Session>),
+}
+
+/// Whether `sid` is another provider session id than the one `session` was indexed under.
+fn sid_changed(session: &Session, sid: &str) -> bool {
+    SessionFacts::of(session).sid != Some(sid)
 }
 
 /// How many times a compare-and-set is tried when only a touch (`last_seen`) raced it.
@@ -152,6 +158,15 @@ impl Sessions {
                         || current.session.holds_the_tokens_of(refreshed)
                     {
                         return Ok(Replaced::Superseded(current.session));
+                    }
+                    // A refreshed ID token may name another provider session: indexed under
+                    // it before the session is written, so that no back-channel logout naming
+                    // it can miss the session (an entry whose write then fails is harmless).
+                    let sid = SessionFacts::of(refreshed).sid;
+                    if let Some(sid) = sid
+                        && sid_changed(&current.session, sid)
+                    {
+                        store.index_sid(&id, sid, refreshed.expires_at, now).await?;
                     }
                     let stored = StoredSession {
                         session: Arc::new(refreshed.clone()),

@@ -68,6 +68,9 @@ pub struct Misbehaviour {
     /// The refresh grant keeps the refresh token valid and sends the same one back (no
     /// rotation, as many providers do).
     pub no_rotation: bool,
+    /// The refresh grant's ID token names this provider session (`sid`) instead of the
+    /// login's.
+    pub refreshed_sid: Option<&'static str>,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -665,10 +668,16 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     let issued_access_token = access_token(inner)
         .claim("jti", json!(format!("refreshed-{}", now_nanos())))
         .sign();
+    let sid = inner
+        .misbehaviour
+        .lock()
+        .unwrap()
+        .refreshed_sid
+        .unwrap_or("provider-session-1");
     let id_token = access_token(inner)
         .typ("JWT")
         .claim("aud", json!(CLIENT_ID))
-        .claim("sid", json!("provider-session-1"))
+        .claim("sid", json!(sid))
         .claim("scope", Value::Null)
         .sign();
     let refresh_token = if no_rotation {
