@@ -91,6 +91,20 @@ fn a_mistyped_key_is_one_problem_and_the_rest_of_its_section_still_counts() {
             "session.lifetime: invalid type: integer, expected a string",
         ]
     );
+    // What the checks find wrong beside a left-out key is still said.
+    let mut found = problems(
+        &format!(
+            "[session]\n{secrets}\nlifetime = 5\nidle_timeout = \"soon\"\n{PROVIDER}{forward_auth}"
+        ),
+        &[],
+    );
+    found.sort();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("session.idle_timeout: "), "{found:?}");
+    assert!(
+        found[1].starts_with("session.lifetime: invalid type"),
+        "{found:?}"
+    );
     // A bad element leaves its list out, and what the checks would say of the list is not
     // said again.
     let found = problems(

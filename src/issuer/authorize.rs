@@ -48,6 +48,18 @@ struct AuthorizationRequest {
     code_challenge: Option<String>,
 }
 
+/// The longest `state` or `nonce` a client may send.
+const MAX_CLIENT_VALUE: usize = 512;
+
+/// How an authorization request came.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// In the query of a GET.
+    Get,
+    /// In the form body of a POST without credentials.
+    Post,
+}
+
 const PARAMETERS: &[&str] = &[
     "response_type",
     "client_id",
@@ -81,6 +93,15 @@ impl TokenService {
             return Err(AuthorizeError::Page(
                 "redirect_uri is not registered for this client".to_owned(),
             ));
+        }
+        // Both travel sealed in a login cookie while a federated login runs: bounded, so that
+        // the few a browser may hold at once stay well below a proxy's header limit.
+        for name in ["state", "nonce"] {
+            if get(name).is_some_and(|value| value.len() > MAX_CLIENT_VALUE) {
+                return Err(AuthorizeError::Page(format!(
+                    "{name} is longer than {MAX_CLIENT_VALUE} bytes"
+                )));
+            }
         }
         let state = get("state").map(str::to_owned);
         let fail = |error: &'static str, description: &str| AuthorizeError::Redirect {
@@ -174,7 +195,7 @@ pub(super) async fn show_form(
         federation.as_deref(),
         peer,
         &headers,
-        raw.as_bytes(),
+        (Sent::Get, raw.as_bytes()),
     )
     .await
 }
@@ -186,7 +207,7 @@ async fn authorization_request(
     federation: Option<&dyn FederatedLogin>,
     peer: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,
-    raw: &[u8],
+    (sent, raw): (Sent, &[u8]),
 ) -> Response {
     let parameters = match super::single_valued(raw) {
         Ok(parameters) => parameters,
@@ -201,11 +222,30 @@ async fn authorization_request(
         .and_then(|client| client.login_provider.clone());
     match login_provider {
         None => login_form(&parameters, None),
+        // A federated login sets a login cookie and prunes the browser's older ones, which a
+        // cross-site POST does not carry (`SameSite=Lax`): the same request comes back as a
+        // GET, a top-level navigation that carries them.
+        Some(_) if sent == Sent::Post => as_get(&parameters),
         Some(provider) => match federate(federation, &provider, request, peer, headers).await {
             Ok(response) => response,
             Err(refusal) => refuse(service, AuthorizeRefusal::Federation(refusal)),
         },
     }
+}
+
+/// `303 See Other` to this endpoint with `parameters` in the query (sorted by name, each
+/// encoded again: nothing of the body is copied into the header as sent).
+fn as_get(parameters: &HashMap<String, String>) -> Response {
+    let mut sorted: Vec<(&String, &String)> = parameters.iter().collect();
+    sorted.sort();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(sorted)
+        .finish();
+    let mut response = crate::http::found(&format!("authorize?{query}"));
+    if response.status() == StatusCode::FOUND {
+        *response.status_mut() = StatusCode::SEE_OTHER;
+    }
+    response
 }
 
 /// Sends the user to log in at the client's upstream provider; `/callback` comes back to
@@ -239,9 +279,8 @@ async fn federate(
 
 /// `POST /authorize`: the login form's post, or an authorization request sent by POST (OpenID
 /// Connect Core §3.1.2.1: the service must take both methods). The form's post is the one that
-/// carries credentials; a post without them is answered as the same request by GET would be
-/// (the form, or the client's login provider), which signs nobody in and so needs no same-site
-/// check.
+/// carries credentials; a post without them signs nobody in and so needs no same-site check: it
+/// gets the form, or, for a client with a login provider, a `303` to the same request by GET.
 pub(super) async fn submit_form(
     State(service): State<Arc<TokenService>>,
     State(federation): State<Option<Arc<dyn FederatedLogin>>>,
@@ -252,7 +291,9 @@ pub(super) async fn submit_form(
     let credentials = url::form_urlencoded::parse(&body)
         .any(|(name, _)| name == "username" || name == "password");
     if !credentials {
-        return authorization_request(&service, federation.as_deref(), peer, &headers, &body).await;
+        let request = (Sent::Post, &body[..]);
+        return authorization_request(&service, federation.as_deref(), peer, &headers, request)
+            .await;
     }
     match sign_in(&service, peer, &headers, &body).await {
         Ok(response) => response,

@@ -880,9 +880,31 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
             url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
             challenge(VERIFIER)
         );
-        let to_upstream = browser
-            .get(&gateway.url(&format!("/authorize?{query}")))
-            .await;
+        // Posted from the client's page (cross-site: the browser's login cookies stay behind),
+        // the request comes back as a GET, which carries them; nothing is started by the POST.
+        let posted = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(gateway.url("/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "cross-site")
+            .body(query.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 303);
+        assert!(posted.headers().get("set-cookie").is_none());
+        let again = reqwest::Url::parse(&gateway.url("/authorize"))
+            .unwrap()
+            .join(&location(&posted))
+            .unwrap();
+        let sent: HashMap<String, String> = again.query_pairs().into_owned().collect();
+        let asked: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!((again.path(), &sent), ("/authorize", &asked));
+        let to_upstream = browser.get(again.as_str()).await;
         assert_eq!(to_upstream.status(), 302);
         assert!(
             location(&to_upstream).starts_with(upstream.issuer()),
@@ -1189,6 +1211,22 @@ async fn an_authorization_request_may_be_posted() {
         .await
         .unwrap();
     assert_eq!(repeated.status(), 400);
+    // `state` and `nonce` are bounded (a federated login seals them into a cookie).
+    let long_state = authorize_query(&"s".repeat(513), true);
+    assert_eq!(post(long_state.clone()).await.unwrap().status(), 400);
+    let got = client
+        .get(gateway.url(&format!("/authorize?{long_state}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 400);
+    assert_eq!(
+        post(authorize_query(&"s".repeat(512), true))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // With a password, the post is the form's: from another site it is still refused.
     let forged = post(format!(
         "{}&username=alice&password=alice-password",

@@ -11,21 +11,25 @@ use crate::config::ConfigProblem;
 /// The most keys one section can lose to type errors before it is given up as a whole.
 const MAX_LEFT_OUT: usize = 64;
 
-/// The key paths left out of their sections for their type (a whole section, when it could not
-/// be read at all). The checks run on what is left would only repeat those problems as "missing"
-/// or "required" ones, at or under these paths.
+/// What was left out of the sections for its type: keys, by their whole path, and sections
+/// that could not be read at all. A check run on what is left would only repeat such a problem
+/// as a "missing" or "required" one at the key's own path, or anywhere in a lost section.
 #[derive(Default)]
 pub(super) struct LeftOut {
-    paths: Vec<String>,
+    keys: Vec<String>,
+    sections: Vec<String>,
 }
 
 impl LeftOut {
-    /// Whether `path` is one of the left-out keys or lies under one.
+    /// Whether a problem at `path` is about something left out: the key itself (compared
+    /// whole, since a key may hold a `.`: `X-User` is not `X-User.Id`'s parent), or anything
+    /// in a lost section (`session`, `route[2]`: names without a `.` of their own).
     pub(super) fn covers(&self, path: &str) -> bool {
-        self.paths.iter().any(|left| {
-            path.strip_prefix(left.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        })
+        self.keys.iter().any(|key| key == path)
+            || self.sections.iter().any(|section| {
+                path.strip_prefix(section.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
     }
 }
 
@@ -37,8 +41,8 @@ enum Step {
 
 /// Reads the section at `base` from `value`. Unknown keys and type errors are pushed to
 /// `problems`; a key of the wrong type is recorded in `left_out` and the section is read
-/// without it. A section that cannot be read at all is its type's default (and `base` is left
-/// out).
+/// without it. A section that cannot be read at all is its type's default (and is recorded as
+/// lost).
 pub(super) fn section<T: DeserializeOwned + Default>(
     base: &str,
     mut value: toml::Value,
@@ -82,12 +86,13 @@ pub(super) fn section<T: DeserializeOwned + Default>(
         while matches!(steps.last(), Some(Step::Index(_))) {
             steps.pop();
         }
-        left_out.paths.push(join_path(base, &rendered(&steps)));
         if !remove(&mut value, &steps) {
+            left_out.sections.push(base.to_owned());
             return T::default();
         }
+        left_out.keys.push(join_path(base, &rendered(&steps)));
     }
-    left_out.paths.push(base.to_owned());
+    left_out.sections.push(base.to_owned());
     T::default()
 }
 
@@ -192,14 +197,29 @@ mod tests {
     }
 
     #[test]
-    fn a_left_out_key_covers_itself_and_what_is_under_it_only() {
+    fn a_left_out_key_covers_itself_and_a_lost_section_all_it_held() {
         let left_out = LeftOut {
-            paths: vec!["session.secrets".to_owned(), "route[1]".to_owned()],
+            keys: vec![
+                "session.secrets".to_owned(),
+                "route[0].headers.X-User".to_owned(),
+            ],
+            sections: vec!["route[1]".to_owned()],
         };
-        for path in ["session.secrets", "session.secrets[0]", "route[1].upstream"] {
+        for path in [
+            "session.secrets",
+            "route[1]",
+            "route[1].upstream",
+            "route[1].skip[0]",
+        ] {
             assert!(left_out.covers(path), "{path}");
         }
-        for path in ["session.secrets_file", "session", "route[10]", "route[0]"] {
+        for path in [
+            "session.secrets_file",
+            "session",
+            "route[0].headers.X-User.Id",
+            "route[10]",
+            "route[0]",
+        ] {
             assert!(!left_out.covers(path), "{path}");
         }
     }

@@ -160,8 +160,9 @@ impl Sessions {
                         return Ok(Replaced::Superseded(current.session));
                     }
                     // A refreshed ID token may name another provider session: indexed under
-                    // it before the session is written, so that no back-channel logout naming
-                    // it can miss the session (an entry whose write then fails is harmless).
+                    // it before the session is written, so that a back-channel logout naming
+                    // it once the session holds it finds it (an entry whose write then fails
+                    // is harmless: a selection checks each session's own `sid`).
                     let sid = SessionFacts::of(refreshed).sid;
                     if let Some(sid) = sid
                         && sid_changed(&current.session, sid)
@@ -210,6 +211,10 @@ impl Sessions {
         let holds = current.session.refresh_token.as_deref();
         if holds != Some(spent) && holds != refreshed.refresh_token.as_deref() {
             return Ok(());
+        }
+        // The index entry may have been lost with the write it came before.
+        if let Some(sid) = SessionFacts::of(refreshed).sid {
+            store.index_sid(&id, sid, refreshed.expires_at, now).await?;
         }
         let stored = StoredSession {
             session: Arc::new(refreshed.clone()),
