@@ -195,7 +195,8 @@ pub(super) async fn show_form(
         federation.as_deref(),
         peer,
         &headers,
-        (Sent::Get, raw.as_bytes()),
+        Sent::Get,
+        raw.as_bytes(),
     )
     .await
 }
@@ -207,7 +208,8 @@ async fn authorization_request(
     federation: Option<&dyn FederatedLogin>,
     peer: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,
-    (sent, raw): (Sent, &[u8]),
+    sent: Sent,
+    raw: &[u8],
 ) -> Response {
     let parameters = match super::single_valued(raw) {
         Ok(parameters) => parameters,
@@ -291,8 +293,8 @@ pub(super) async fn submit_form(
     let credentials = url::form_urlencoded::parse(&body)
         .any(|(name, _)| name == "username" || name == "password");
     if !credentials {
-        let request = (Sent::Post, &body[..]);
-        return authorization_request(&service, federation.as_deref(), peer, &headers, request)
+        let federation = federation.as_deref();
+        return authorization_request(&service, federation, peer, &headers, Sent::Post, &body)
             .await;
     }
     match sign_in(&service, peer, &headers, &body).await {

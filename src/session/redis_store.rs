@@ -286,10 +286,12 @@ impl RedisStore {
             )
             .await?;
         let keep = lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX));
+        // `lifetime` counts from now to the session's end.
+        let ends_at = stored.session.expires_at;
+        let now = ends_at.saturating_sub(lifetime);
         let indexes = [Some(Index::All), Some(Index::Sub(sub)), sid.map(Index::Sid)];
         for index in indexes.into_iter().flatten() {
-            self.index(index, id, stored.session.expires_at, lifetime, keep)
-                .await?;
+            self.index(index, id, ends_at, now, keep).await?;
         }
         Ok(())
     }
@@ -308,22 +310,20 @@ impl RedisStore {
         ends_at: UnixTime,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let lifetime = ends_at.saturating_sub(now).max(1);
-        self.index(Index::Sid(sid), id, ends_at, lifetime, lifetime)
-            .await
+        let keep = ends_at.saturating_sub(now).max(1);
+        self.index(Index::Sid(sid), id, ends_at, now, keep).await
     }
 
-    /// Adds `id`, a session that ends at `ends_at`, `lifetime` seconds from now, to `index`,
-    /// which then lives at least `keep` seconds more.
+    /// Adds `id`, a session that ends at `ends_at`, to `index` at `now`; the index then lives
+    /// at least `keep` seconds more.
     async fn index(
         &self,
         index: Index<'_>,
         id: &str,
         ends_at: UnixTime,
-        lifetime: i64,
+        now: UnixTime,
         keep: i64,
     ) -> Result<(), StoreError> {
-        let now = ends_at.saturating_sub(lifetime);
         let _: i64 = self
             .connection
             .invoke(

@@ -155,11 +155,12 @@ pub(super) fn load(
 
     let telemetry = telemetry.and_then(|raw| checker.telemetry(raw));
 
-    let mut index = 0;
-    checker.problems.retain(|problem| {
-        index += 1;
-        index <= read || !left_out.covers(&problem.path)
-    });
+    let checked = checker.problems.split_off(read);
+    checker.problems.extend(
+        checked
+            .into_iter()
+            .filter(|problem| !left_out.covers(&problem.path)),
+    );
     super::env::name_variables(&mut checker.problems, &overrides);
     if checker.problems.is_empty() {
         Ok(Config {

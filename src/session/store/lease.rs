@@ -34,11 +34,6 @@ pub enum Replaced {
     Superseded(Arc<Session>),
 }
 
-/// Whether `sid` is another provider session id than the one `session` was indexed under.
-fn sid_changed(session: &Session, sid: &str) -> bool {
-    SessionFacts::of(session).sid != Some(sid)
-}
-
 /// How many times a compare-and-set is tried when only a touch (`last_seen`) raced it.
 const WRITE_ATTEMPTS: usize = 4;
 
@@ -165,7 +160,7 @@ impl Sessions {
                     // is harmless: a selection checks each session's own `sid`).
                     let sid = SessionFacts::of(refreshed).sid;
                     if let Some(sid) = sid
-                        && sid_changed(&current.session, sid)
+                        && SessionFacts::of(&current.session).sid != Some(sid)
                     {
                         store.index_sid(&id, sid, refreshed.expires_at, now).await?;
                     }
