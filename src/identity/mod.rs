@@ -263,8 +263,12 @@ pub async fn authenticate_traced(
 ) -> Result<Identity, IdentityError> {
     let cookies = request_cookies(headers);
     if let Some(access) = sessions {
-        let loaded = if trace.is_explaining() {
-            access.sessions.peek(&cookies, now).await
+        // Without a cookie there is no session to look for.
+        let loaded = if cookies.is_empty() {
+            Ok(None)
+        } else if trace.is_explaining() {
+            // Boxed: explaining is rare, and its future need not be a part of every request's.
+            Box::pin(access.sessions.peek(&cookies, now)).await
         } else {
             access.sessions.load(&cookies, now).await
         };

@@ -210,13 +210,29 @@ impl RedisStore {
     /// `Unavailable`; a value that does not open (another secret, another key) or is not a
     /// session is treated as absent.
     pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
+        match self.tracked(id) {
+            Some(found) => Ok(Some(found)),
+            None => self.read(id).await,
+        }
+    }
+
+    /// `get` from this process's tracked copy alone, with no round trip: `None` when there is
+    /// none, when Redis has invalidated it, or when something Redis sent is still unread.
+    pub fn tracked(&self, id: &str) -> Option<(Arc<[u8]>, StoredSession)> {
         // Settled first, then the copy: an invalidation handed over after the check has
         // already removed it.
-        if self.connection.settled()
-            && let Some(cached) = self.cache().and_then(|cache| cache.get(id))
-        {
-            return Ok(Some((cached.raw, cached.stored)));
+        if !self.connection.settled() {
+            return None;
         }
+        let cached = self.cache()?.get(id)?;
+        Some((cached.raw, cached.stored))
+    }
+
+    /// `get` from Redis itself, tracking what it read.
+    ///
+    /// # Errors
+    /// As `get`.
+    pub async fn read(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
         let generation = self.cache().map(SessionCache::generation);
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
         let Some(bytes) = value else { return Ok(None) };

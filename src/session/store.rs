@@ -259,27 +259,53 @@ impl Sessions {
                 let Some(id) = self.jar.session_id(cookies)? else {
                     return Ok(None);
                 };
-                let (seen, mut stored) =
-                    store.get(&id).await?.ok_or(SessionCookieError::Expired)?;
-                match self
-                    .lifetime()
-                    .judge(stored.session.expires_at, stored.last_seen, now)
+                // The tracked copy, in a use that records nothing, needs no round trip.
+                let tracked = store.tracked(&id);
+                if let Some((_, stored)) = &tracked
+                    && let Use::Read =
+                        self.lifetime()
+                            .judge(stored.session.expires_at, stored.last_seen, now)
                 {
-                    Use::Ended => {
-                        store.delete(&id).await?;
-                        self.metrics.sessions_ended.inc();
-                        return Err(SessionCookieError::Expired.into());
-                    }
-                    Use::Touch => {
-                        stored.last_seen = now;
-                        let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
-                        store.touch(&id, &seen, &stored, ttl).await?;
-                    }
-                    Use::Read => {}
+                    return Ok(Some(stored.session.clone()));
                 }
-                Ok(Some(stored.session))
+                // Boxed: the store's round trips are a future of a kilobyte, which every
+                // caller's future (each `/auth`, with or without a session) would otherwise
+                // carry and copy into its box.
+                Box::pin(self.load_from_redis(store, &id, tracked, now)).await
             }
         }
+    }
+
+    /// `load`'s session `id` from Redis, unless `tracked` (`RedisStore::tracked`) found it.
+    async fn load_from_redis(
+        &self,
+        store: &RedisStore,
+        id: &str,
+        tracked: Option<(Arc<[u8]>, StoredSession)>,
+        now: UnixTime,
+    ) -> Result<Option<Arc<Session>>, SessionError> {
+        let found = match tracked {
+            Some(found) => Some(found),
+            None => store.read(id).await?,
+        };
+        let (seen, mut stored) = found.ok_or(SessionCookieError::Expired)?;
+        match self
+            .lifetime()
+            .judge(stored.session.expires_at, stored.last_seen, now)
+        {
+            Use::Ended => {
+                store.delete(id).await?;
+                self.metrics.sessions_ended.inc();
+                return Err(SessionCookieError::Expired.into());
+            }
+            Use::Touch => {
+                stored.last_seen = now;
+                let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
+                store.touch(id, &seen, &stored, ttl).await?;
+            }
+            Use::Read => {}
+        }
+        Ok(Some(stored.session))
     }
 
     /// Stores a new session (under a new id with a server-side store) and returns the

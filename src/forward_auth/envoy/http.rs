@@ -28,53 +28,60 @@ pub static X_TOLLGATE_RULES: HeaderName = HeaderName::from_static("x-tollgate-ru
 /// The answer header naming request headers Envoy removes before the upstream sees them.
 static HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
-/// `/envoy/<original path>`, any method.
-pub async fn check(
+/// `/envoy/<original path>`, any method. A block over the request, as `/auth`'s handler, so
+/// the future holds it once.
+// The `async fn` clippy suggests is the shape this avoids (see above).
+#[allow(clippy::manual_async_fn)]
+pub fn check(
     State(state): State<Arc<ForwardAuthState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
-) -> Response {
-    let started = Instant::now();
-    let headers = request.headers();
-    let original = original_request(peer, &request, &state);
-    let mut sent = headers.get_all(&X_TOLLGATE_RULES).iter();
-    let rules = match (sent.next(), sent.next()) {
-        (None, _) => Ok(""),
-        (Some(_), _) if !is_trusted(peer.ip(), &state.trusted_proxies) => {
-            Err("X-Tollgate-Rules is believed only from server.trusted_proxies")
+) -> impl Future<Output = Response> {
+    async move {
+        let started = Instant::now();
+        let headers = request.headers();
+        let original = original_request(peer, &request, &state);
+        let mut sent = headers.get_all(&X_TOLLGATE_RULES).iter();
+        let rules = match (sent.next(), sent.next()) {
+            (None, _) => Ok(""),
+            (Some(_), _) if !is_trusted(peer.ip(), &state.trusted_proxies) => {
+                Err("X-Tollgate-Rules is believed only from server.trusted_proxies")
+            }
+            // Which one Envoy set, and which one a client's copy is, cannot be told apart.
+            (Some(_), Some(_)) => Err("more than one X-Tollgate-Rules header"),
+            (Some(value), None) => value
+                .to_str()
+                .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
+        };
+        let outcome = match rules {
+            Ok(rules) => {
+                decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await
+            }
+            Err(reason) => Outcome::Reject(Refusal::new(
+                Rejection::BadRequest(reason.to_owned()),
+                reason,
+            )),
+        };
+        report(
+            &state,
+            "envoy_http",
+            &outcome,
+            Some(&original),
+            Some(headers),
+            started,
+        );
+        let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome);
+        let mut response = outcome_response(outcome);
+        if !remove.is_empty() {
+            let names: Vec<&str> = remove.iter().map(HeaderName::as_str).collect();
+            if let Ok(value) = HeaderValue::from_str(&names.join(",")) {
+                response
+                    .headers_mut()
+                    .insert(HEADERS_TO_REMOVE.clone(), value);
+            }
         }
-        // Which one Envoy set, and which one a client's copy is, cannot be told apart.
-        (Some(_), Some(_)) => Err("more than one X-Tollgate-Rules header"),
-        (Some(value), None) => value
-            .to_str()
-            .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
-    };
-    let outcome = match rules {
-        Ok(rules) => decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await,
-        Err(reason) => Outcome::Reject(Refusal::new(
-            Rejection::BadRequest(reason.to_owned()),
-            reason,
-        )),
-    };
-    report(
-        &state,
-        "envoy_http",
-        &outcome,
-        Some(&original),
-        Some(headers),
-        started,
-    );
-    let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome);
-    let mut response = outcome_response(outcome);
-    if !remove.is_empty() {
-        let names: Vec<&str> = remove.iter().map(HeaderName::as_str).collect();
-        if let Ok(value) = HeaderValue::from_str(&names.join(",")) {
-            response
-                .headers_mut()
-                .insert(HEADERS_TO_REMOVE.clone(), value);
-        }
+        response
     }
-    response
 }
 
 /// The request Envoy asks about: this request's method, its path and query without the
