@@ -155,19 +155,19 @@ fn format_line(
     decision: &Decision<'_>,
     json: bool,
 ) {
-    let level = if level == Level::WARN { "WARN" } else { "INFO" };
+    let warn = level == Level::WARN;
     let mut out = Line(line);
     if json {
         out.raw("{\"timestamp\":\"");
         clock.write(now, out.0);
-        out.raw("\",\"level\":\"");
-        out.raw(level);
-        out.raw("\",\"message\":\"decision\"");
+        out.raw(if warn {
+            "\",\"level\":\"WARN\",\"message\":\"decision\""
+        } else {
+            "\",\"level\":\"INFO\",\"message\":\"decision\""
+        });
     } else {
         clock.write(now, out.0);
-        out.raw("  ");
-        out.raw(level);
-        out.raw(" ");
+        out.raw(if warn { "  WARN " } else { "  INFO " });
         out.raw(target);
         out.raw(": decision");
     }
@@ -183,10 +183,10 @@ fn format_line(
 
 /// The fields of a decision, each as `,"name":"value"` (JSON) or ` name="value"` (text).
 fn write_fields(buffer: &mut Vec<u8>, decision: &Decision<'_>, json: bool) {
-    let mut field = |name: &str, value: &dyn Fn(&mut Escaped<'_>) -> fmt::Result| {
-        buffer.extend_from_slice(if json { b",\"" } else { b" " });
-        buffer.extend_from_slice(name.as_bytes());
-        buffer.extend_from_slice(if json { b"\":\"" } else { b"=\"" });
+    // `opening` is a field's text up to its value's first character, `[text, json]`: one
+    // copy where the separator, the name and the quote were three.
+    let mut field = |opening: [&str; 2], value: &dyn Fn(&mut Escaped<'_>) -> fmt::Result| {
+        buffer.extend_from_slice(opening[usize::from(json)].as_bytes());
         // Writing into a `Vec` fails only if a `Display` of the reason does.
         let _ = value(&mut Escaped {
             out: &mut *buffer,
@@ -196,29 +196,37 @@ fn write_fields(buffer: &mut Vec<u8>, decision: &Decision<'_>, json: bool) {
     };
     // `role`, `via`, `result` and `credential` are the code's own words (`&'static str`):
     // written as they are, in the same shape.
-    field("role", &|out| out.raw(decision.role));
+    field([" role=\"", ",\"role\":\""], &|out| out.raw(decision.role));
     if let Some(via) = decision.via {
-        field("via", &|out| out.raw(via));
+        field([" via=\"", ",\"via\":\""], &|out| out.raw(via));
     }
     if let Some((host, prefix)) = decision.route {
-        field("route", &|out| {
+        field([" route=\"", ",\"route\":\""], &|out| {
             out.write_str(host)?;
             out.write_str(prefix)
         });
     }
-    field("result", &|out| out.raw(decision.result));
+    field([" result=\"", ",\"result\":\""], &|out| {
+        out.raw(decision.result)
+    });
     if let Some(credential) = decision.credential {
-        field("credential", &|out| out.raw(credential));
+        field([" credential=\"", ",\"credential\":\""], &|out| {
+            out.raw(credential)
+        });
     }
     if let Some(reason) = decision.reason {
-        field("reason", &|out| write!(out, "{reason}"));
+        field([" reason=\"", ",\"reason\":\""], &|out| {
+            write!(out, "{reason}")
+        });
     }
     if let Some(path) = decision.path {
         let path = without_query(path);
-        field("path", &|out| crate::untrusted::write_bounded(path, out));
+        field([" path=\"", ",\"path\":\""], &|out| {
+            crate::untrusted::write_bounded(path, out)
+        });
     }
     if let Some(id) = decision.request_id {
-        field("request_id", &|out| {
+        field([" request_id=\"", ",\"request_id\":\""], &|out| {
             crate::untrusted::write_bounded(id, out)
         });
     }
