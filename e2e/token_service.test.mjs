@@ -139,6 +139,28 @@ after(async () => {
 
 const insecure = { execute: [client.allowInsecureRequests] };
 
+/** A public client's configuration and an authorization request for it: PKCE, a fresh state. */
+async function authorization(clientId, redirect, scope = 'openid email') {
+  const config = await client.discovery(new URL(issuer), clientId, undefined, client.None(), insecure);
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirect,
+    scope,
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+  });
+  return { config, verifier, state, url };
+}
+
+/** Signs in as alice on the token service's login form that `page` shows. */
+async function signInAsAlice(page, landing) {
+  await page.fill('input[name=username]', 'alice');
+  await page.fill('input[name=password]', 'alice-password');
+  await Promise.all([page.waitForURL(landing), page.click('button[type=submit]')]);
+}
+
 test('client_credentials through openid-client; /auth and /validate accept the token', async () => {
   const config = await client.discovery(new URL(issuer), 'scim-idp', 'scim-secret', undefined, insecure);
   assert.equal(config.serverMetadata().issuer, issuer);
@@ -154,23 +176,12 @@ test('client_credentials through openid-client; /auth and /validate accept the t
 });
 
 test('authorization_code + PKCE in Chromium, then refresh and revoke through openid-client', async () => {
-  const config = await client.discovery(new URL(issuer), 'spa', undefined, client.None(), insecure);
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
   const redirect = `http://127.0.0.1:${ports.callback}/cb`;
-  const url = client.buildAuthorizationUrl(config, {
-    redirect_uri: redirect,
-    scope: 'openid email',
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-  });
+  const { config, verifier, state, url } = await authorization('spa', redirect);
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(url.href);
-  await page.fill('input[name=username]', 'alice');
-  await page.fill('input[name=password]', 'alice-password');
-  await Promise.all([page.waitForURL(`${redirect}**`), page.click('button[type=submit]')]);
+  await signInAsAlice(page, `${redirect}**`);
   const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
   assert.equal(tokens.claims().sub, 'aad:alice');
   assert.equal(tokens.claims().email, 'alice@example.com');
@@ -184,15 +195,7 @@ test('authorization_code + PKCE in Chromium, then refresh and revoke through ope
 });
 
 test('the login form lets the redirect chain go on to a third origin in Chromium', async () => {
-  const config = await client.discovery(new URL(issuer), 'spa', undefined, client.None(), insecure);
-  const verifier = client.randomPKCECodeVerifier();
-  const url = client.buildAuthorizationUrl(config, {
-    redirect_uri: `http://127.0.0.1:${ports.callback}/hop`,
-    scope: 'openid',
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state: client.randomState(),
-  });
+  const { url } = await authorization('spa', `http://127.0.0.1:${ports.callback}/hop`, 'openid');
   const context = await browser.newContext();
   const page = await context.newPage();
   const problems = [];
@@ -200,26 +203,15 @@ test('the login form lets the redirect chain go on to a third origin in Chromium
     if (/Content Security Policy|Refused to/i.test(message.text())) problems.push(message.text());
   });
   await page.goto(url.href);
-  await page.fill('input[name=username]', 'alice');
-  await page.fill('input[name=password]', 'alice-password');
-  await Promise.all([page.waitForURL(`http://localhost:${ports.callback}/landed`), page.click('button[type=submit]')]);
+  await signInAsAlice(page, `http://localhost:${ports.callback}/landed`);
   assert.equal(await page.locator('body').innerText(), 'landed on the third origin');
   assert.deepEqual(problems, [], 'no CSP violation on the way');
   await context.close();
 });
 
 test('an authorization request sent by POST from the client\'s page: the login form, then the code, in Chromium', async () => {
-  const config = await client.discovery(new URL(issuer), 'spa', undefined, client.None(), insecure);
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
   const redirect = `http://127.0.0.1:${ports.callback}/cb`;
-  const url = client.buildAuthorizationUrl(config, {
-    redirect_uri: redirect,
-    scope: 'openid email',
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-  });
+  const { config, verifier, state, url } = await authorization('spa', redirect);
   const attribute = (text) => text.replaceAll('&', '&amp;').replaceAll('"', '&quot;').replaceAll('<', '&lt;');
   const fields = [...url.searchParams].map(([name, value]) => `<input type="hidden" name="${attribute(name)}" value="${attribute(value)}">`).join('');
   postAuthorizePage = `<!doctype html><form method="post" action="${issuer}/authorize">${fields}</form><script>document.forms[0].submit()</script>`;
@@ -232,9 +224,7 @@ test('an authorization request sent by POST from the client\'s page: the login f
   await page.goto(`http://127.0.0.1:${ports.callback}/post-authorize`);
   await page.waitForSelector('input[name=password]');
   assert.equal(new URL(page.url()).origin, issuer, 'the login form is the token service\'s page');
-  await page.fill('input[name=username]', 'alice');
-  await page.fill('input[name=password]', 'alice-password');
-  await Promise.all([page.waitForURL(`${redirect}**`), page.click('button[type=submit]')]);
+  await signInAsAlice(page, `${redirect}**`);
   const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
   assert.equal(tokens.claims().sub, 'aad:alice');
   const userinfo = await fetch(`${issuer}/userinfo`, { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
@@ -246,17 +236,8 @@ test('an authorization request sent by POST from the client\'s page: the login f
 
 test('federation: users of two upstream oidc-provider instances get tokens of one issuer', async () => {
   for (const [clientId, upstream, source, login] of [['corp-app', 'corp', 'aad', 'dana'], ['partner-app', 'partner', 'partner', 'erin']]) {
-    const config = await client.discovery(new URL(issuer), clientId, undefined, client.None(), insecure);
-    const verifier = client.randomPKCECodeVerifier();
-    const state = client.randomState();
     const redirect = `http://127.0.0.1:${ports.callback}/cb`;
-    const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: redirect,
-      scope: 'openid email',
-      code_challenge: await client.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-    });
+    const { config, verifier, state, url } = await authorization(clientId, redirect);
     const context = await browser.newContext();
     const page = await context.newPage();
     await page.goto(url.href);

@@ -230,13 +230,7 @@ async fn sessions_through_a_redis_sentinel() {
         two_replicas_signed_in(&format!("\"{}\"", sentinel.url())).await;
     assert_eq!(browser.get(&second.url("/auth")).await.status(), 200);
     let token = idp.logout_token().sign();
-    let response = reqwest::Client::new()
-        .post(second.url("/backchannel-logout"))
-        .form(&[("logout_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(second.backchannel_logout(&token).await.status(), 200);
     assert_eq!(
         browser.get(&first.url("/auth")).await.status(),
         401,
@@ -274,13 +268,7 @@ async fn a_backchannel_logout_finds_a_session_by_the_sid_of_its_refreshed_id_tok
         .logout_token()
         .claim("sid", serde_json::json!("provider-session-2"))
         .sign();
-    let response = reqwest::Client::new()
-        .post(gateway.url("/backchannel-logout"))
-        .form(&[("logout_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 200);
     assert_eq!(
         browser.get(&gateway.url("/auth")).await.status(),
         401,
@@ -398,18 +386,13 @@ async fn a_backchannel_logout_that_met_a_redis_outage_is_carried_out_on_retry() 
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
     let token = idp.logout_token().sign();
-    let post = || {
-        gateway
-            .post("/backchannel-logout")
-            .form(&[("logout_token", token.as_str())])
-            .send()
-    };
+    let post = || gateway.backchannel_logout(&token);
     redis.kill();
-    assert_eq!(post().await.unwrap().status(), 503, "not recorded: 5xx");
+    assert_eq!(post().await.status(), 503, "not recorded: 5xx");
     redis.start().await;
     let mut status = 0;
     for _ in 0..50 {
-        status = post().await.unwrap().status().as_u16();
+        status = post().await.status().as_u16();
         if status != 503 {
             break;
         }
@@ -420,11 +403,7 @@ async fn a_backchannel_logout_that_met_a_redis_outage_is_carried_out_on_retry() 
         "the retry is carried out, not refused as a replay"
     );
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
-    assert_eq!(
-        post().await.unwrap().status(),
-        400,
-        "and only then a replay"
-    );
+    assert_eq!(post().await.status(), 400, "and only then a replay");
 }
 
 /// SPEC §3: `redis+sentinel://:PASSWORD@host:port/service/db` — the password is the
@@ -711,12 +690,6 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
             .bearer_auth("admin-token-for-the-tests")
             .send()
     };
-    let backchannel = |token: String| {
-        gateway
-            .post("/backchannel-logout")
-            .form(&[("logout_token", token)])
-            .send()
-    };
 
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
@@ -757,12 +730,16 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
     crate::support::gateway::signed_in(&mut other, &gateway).await;
     let token = idp.logout_token().sign();
     replica.pause();
-    assert_eq!(backchannel(token.clone()).await.unwrap().status(), 503);
-    assert_eq!(backchannel(token.clone()).await.unwrap().status(), 503);
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 503);
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 503);
     replica.resume();
-    assert_eq!(backchannel(token.clone()).await.unwrap().status(), 200);
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 200);
     assert_eq!(other.get(&gateway.url("/auth")).await.status(), 401);
-    assert_eq!(backchannel(token).await.unwrap().status(), 400, "a replay");
+    assert_eq!(
+        gateway.backchannel_logout(&token).await.status(),
+        400,
+        "a replay"
+    );
     // Each 503 was counted once, as its surface's store_unavailable; the replay as bad_request.
     let metrics = gateway.metrics().await;
     for series in [
@@ -785,17 +762,11 @@ async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
     let mut redis = RedisServer::standalone().await;
     let (idp, first, second, mut browser) =
         two_replicas_signed_in(&format!("\"{}\"", redis.url())).await;
-    let post = |gateway: &Gateway, token: &str| {
-        gateway
-            .post("/backchannel-logout")
-            .form(&[("logout_token", token)])
-            .send()
-    };
     let token = idp.logout_token().sign();
-    assert_eq!(post(&first, &token).await.unwrap().status(), 200);
+    assert_eq!(first.backchannel_logout(&token).await.status(), 200);
     assert_eq!(browser.get(&second.url("/auth")).await.status(), 401);
     assert_eq!(
-        post(&second, &token).await.unwrap().status(),
+        second.backchannel_logout(&token).await.status(),
         400,
         "a replay at another replica"
     );
@@ -803,11 +774,11 @@ async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
     crate::support::gateway::signed_in(&mut browser, &first).await;
     let retried = idp.logout_token().sign();
     redis.kill();
-    assert_eq!(post(&first, &retried).await.unwrap().status(), 503);
+    assert_eq!(first.backchannel_logout(&retried).await.status(), 503);
     redis.start().await;
     let mut status = 0;
     for _ in 0..50 {
-        status = post(&second, &retried).await.unwrap().status().as_u16();
+        status = second.backchannel_logout(&retried).await.status().as_u16();
         if status != 503 {
             break;
         }
@@ -815,7 +786,7 @@ async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
     }
     assert_eq!(status, 200, "the retry at another replica is carried out");
     assert_eq!(browser.get(&first.url("/auth")).await.status(), 401);
-    assert_eq!(post(&first, &retried).await.unwrap().status(), 400);
+    assert_eq!(first.backchannel_logout(&retried).await.status(), 400);
 }
 
 /// Issue 12: one Cluster shard's master dies. While its replica takes over, sessions on the

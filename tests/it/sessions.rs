@@ -219,15 +219,6 @@ async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
     assert!(metrics.contains("tollgate_sessions_active 0"), "{metrics}");
 }
 
-async fn backchannel(gateway: &Gateway, token: &str) -> reqwest::Response {
-    gateway
-        .post("/backchannel-logout")
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replayed_tokens() {
     let idp = TestIdp::start().await;
@@ -261,7 +252,11 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
                 .sign(),
         ),
     ] {
-        assert_eq!(backchannel(&gateway, &token).await.status(), 400, "{name}");
+        assert_eq!(
+            gateway.backchannel_logout(&token).await.status(),
+            400,
+            "{name}"
+        );
         assert_eq!(
             browser.get(&gateway.url("/auth")).await.status(),
             200,
@@ -269,19 +264,19 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
         );
     }
     let token = idp.logout_token().sign();
-    let response = backchannel(&gateway, &token).await;
+    let response = gateway.backchannel_logout(&token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
     assert_eq!(
-        backchannel(&gateway, &token).await.status(),
+        gateway.backchannel_logout(&token).await.status(),
         400,
         "a replayed logout token is refused"
     );
     let mut again = Browser::new();
     crate::support::gateway::signed_in(&mut again, &gateway).await;
     let by_sub = idp.logout_token().claim("sid", Value::Null).sign();
-    assert_eq!(backchannel(&gateway, &by_sub).await.status(), 200);
+    assert_eq!(gateway.backchannel_logout(&by_sub).await.status(), 200);
     assert_eq!(
         again.get(&gateway.url("/auth")).await.status(),
         401,
@@ -307,9 +302,9 @@ async fn backchannel_logout_finds_the_provider_among_those_sharing_an_issuer() {
         .logout_token()
         .claim("aud", json!("a-third-client"))
         .sign();
-    assert_eq!(backchannel(&gateway, &for_another).await.status(), 400);
+    assert_eq!(gateway.backchannel_logout(&for_another).await.status(), 400);
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
-    let response = backchannel(&gateway, &idp.logout_token().sign()).await;
+    let response = gateway.backchannel_logout(&idp.logout_token().sign()).await;
     assert_eq!(response.status(), 200);
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
@@ -319,7 +314,8 @@ async fn backchannel_logout_needs_a_server_side_store() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
     assert_eq!(
-        backchannel(&gateway, &idp.logout_token().sign())
+        gateway
+            .backchannel_logout(&idp.logout_token().sign())
             .await
             .status(),
         501

@@ -55,6 +55,26 @@ pub(crate) fn config(issuer: &str, top: &str, token_service_extra: &str) -> Stri
     )
 }
 
+/// The login form's post: `spa`'s authorization request (with PKCE) and alice's `password`.
+fn login_form(state: &str, password: &str) -> String {
+    format!(
+        "{}&username=alice&password={password}",
+        authorize_query(state, true)
+    )
+}
+
+/// Posts the login form as the browser showing the token service's page does.
+async fn sign_in(
+    browser: &mut Browser,
+    gateway: &Gateway,
+    state: &str,
+    password: &str,
+) -> reqwest::Response {
+    browser
+        .post_form(&gateway.url("/authorize"), login_form(state, password))
+        .await
+}
+
 fn authorize_query(state: &str, with_pkce: bool) -> String {
     let mut query = format!(
         "response_type=code&client_id=spa&redirect_uri=https%3A%2F%2Fspa.example.com%2Fcb&scope=openid%20email&state={state}&nonce=n-1"
@@ -192,25 +212,9 @@ async fn authorization_code_with_pkce_through_the_login_form() {
         "the redirects after the form, to any origin, must be allowed: {policy}"
     );
     assert!(form.text().await.unwrap().contains("name=\"password\""));
-    let wrong = browser
-        .post_form(
-            &gateway.url("/authorize"),
-            format!(
-                "{}&username=alice&password=nope",
-                authorize_query("s-1", true)
-            ),
-        )
-        .await;
+    let wrong = sign_in(&mut browser, &gateway, "s-1", "nope").await;
     assert_eq!(wrong.status(), 401);
-    let right = browser
-        .post_form(
-            &gateway.url("/authorize"),
-            format!(
-                "{}&username=alice&password=alice-password",
-                authorize_query("s-1", true)
-            ),
-        )
-        .await;
+    let right = sign_in(&mut browser, &gateway, "s-1", "alice-password").await;
     assert_eq!(right.status(), 302);
     let back = reqwest::Url::parse(&location(&right)).unwrap();
     assert_eq!(back.host_str(), Some("spa.example.com"));
@@ -236,15 +240,7 @@ async fn authorization_code_with_pkce_through_the_login_form() {
         "a wrong verifier burns the code"
     );
 
-    let right = browser
-        .post_form(
-            &gateway.url("/authorize"),
-            format!(
-                "{}&username=alice&password=alice-password",
-                authorize_query("s-2", true)
-            ),
-        )
-        .await;
+    let right = sign_in(&mut browser, &gateway, "s-2", "alice-password").await;
     let code = reqwest::Url::parse(&location(&right))
         .unwrap()
         .query_pairs()
@@ -467,15 +463,7 @@ async fn demo_runs_the_whole_system_on_loopback() {
 /// Logs `alice` in at the form and returns the code.
 pub(crate) async fn code_for(gateway: &Gateway, state: &str) -> String {
     let mut browser = Browser::new();
-    let right = browser
-        .post_form(
-            &gateway.url("/authorize"),
-            format!(
-                "{}&username=alice&password=alice-password",
-                authorize_query(state, true)
-            ),
-        )
-        .await;
+    let right = sign_in(&mut browser, gateway, state, "alice-password").await;
     reqwest::Url::parse(&location(&right))
         .unwrap()
         .query_pairs()
@@ -745,10 +733,7 @@ async fn concurrent_wrong_passwords_are_limited_like_sequential_ones() {
         let request = gateway
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "{}&username=alice&password=wrong-{attempt}",
-                authorize_query("s-concurrent", true)
-            ));
+            .body(login_form("s-concurrent", &format!("wrong-{attempt}")));
         tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
     });
     limited_like_sequential(&all_at_once(attempts).await);
@@ -1109,10 +1094,7 @@ async fn the_login_form_refuses_a_post_from_another_site() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let body = format!(
-        "{}&username=alice&password=alice-password",
-        authorize_query("s-x", true)
-    );
+    let body = login_form("s-x", "alice-password");
     let post = |headers: Vec<(&'static str, String)>| {
         let mut request = client
             .post(gateway.url("/authorize"))
@@ -1177,15 +1159,7 @@ async fn an_authorization_request_may_be_posted() {
         "the form carries the posted request on: {html}"
     );
     // The user signs in on the form's own page: the code goes back with the posted `state`.
-    let signed_in = browser
-        .post_form(
-            &gateway.url("/authorize"),
-            format!(
-                "{}&username=alice&password=alice-password",
-                authorize_query("s-p", true)
-            ),
-        )
-        .await;
+    let signed_in = sign_in(&mut browser, &gateway, "s-p", "alice-password").await;
     assert_eq!(signed_in.status(), 302);
     let back = reqwest::Url::parse(&location(&signed_in)).unwrap();
     let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
@@ -1228,12 +1202,7 @@ async fn an_authorization_request_may_be_posted() {
         200
     );
     // With a password, the post is the form's: from another site it is still refused.
-    let forged = post(format!(
-        "{}&username=alice&password=alice-password",
-        authorize_query("s-t", true)
-    ))
-    .await
-    .unwrap();
+    let forged = post(login_form("s-t", "alice-password")).await.unwrap();
     assert_eq!(forged.status(), 403);
 }
 
@@ -1610,10 +1579,7 @@ async fn the_login_form_limits_wrong_passwords() {
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-forwarded-for", from)
-            .body(format!(
-                "{}&username=alice&password={password}",
-                authorize_query("s-limit", true)
-            ));
+            .body(login_form("s-limit", password));
         async move { request.send().await.unwrap() }
     };
     for _ in 0..10 {

@@ -124,6 +124,15 @@ provider = "corp"
         self.client.post(self.url(path))
     }
 
+    /// Posts `token` to `/backchannel-logout`, as a provider does.
+    pub async fn backchannel_logout(&self, token: &str) -> reqwest::Response {
+        self.post("/backchannel-logout")
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A request to the admin listener.
     pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(self.admin_url(path))
