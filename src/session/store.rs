@@ -260,18 +260,21 @@ impl Sessions {
                     return Ok(None);
                 };
                 // The tracked copy, in a use that records nothing, needs no round trip.
-                let tracked = store.tracked(&id);
-                if let Some((_, stored)) = &tracked
-                    && let Use::Read =
-                        self.lifetime()
-                            .judge(stored.session.expires_at, stored.last_seen, now)
-                {
-                    return Ok(Some(stored.session.clone()));
+                match store.tracked(&id) {
+                    Some((_, stored))
+                        if matches!(
+                            self.lifetime()
+                                .judge(stored.session.expires_at, stored.last_seen, now),
+                            Use::Read
+                        ) =>
+                    {
+                        Ok(Some(stored.session))
+                    }
+                    // Boxed: the store's round trips are a future of a kilobyte, which every
+                    // caller's future (each `/auth`, with or without a session) would
+                    // otherwise carry and copy into its box.
+                    tracked => Box::pin(self.load_from_redis(store, &id, tracked, now)).await,
                 }
-                // Boxed: the store's round trips are a future of a kilobyte, which every
-                // caller's future (each `/auth`, with or without a session) would otherwise
-                // carry and copy into its box.
-                Box::pin(self.load_from_redis(store, &id, tracked, now)).await
             }
         }
     }
