@@ -146,15 +146,62 @@ impl PublicService {
     }
 
     /// Serves one request from `peer`, within its span when tracing is on.
-    pub async fn serve<B>(&self, peer: SocketAddr, request: Request<B>) -> Response
+    ///
+    /// Not an `async fn`: what answers is chosen here, and the future holds the request once,
+    /// inside what answers it (`Answer`). As `async fn`s, this and the answer each kept the
+    /// request twice, and the connection's future, which boxes this one for every request,
+    /// was over the allocator's per-thread cache (1 032 bytes), so every request paid for a
+    /// large allocation.
+    pub fn serve<B>(
+        &self,
+        peer: SocketAddr,
+        request: Request<B>,
+    ) -> impl Future<Output = Result<Response, std::convert::Infallible>> + Send + use<B>
     where
         B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let (request, own) = self.own_endpoint(crate::http::host_from_authority(request));
-        let Some(telemetry) = &self.telemetry else {
-            return self.answer(peer, request, own).await;
+        let (mut request, own) = self.own_endpoint(crate::http::host_from_authority(request));
+        // Boxed: the span is hundreds of bytes that a request without tracing would carry. The
+        // tracer is held with it, so a reload retires it only once this request is over.
+        let traced = self.telemetry.as_ref().map(|telemetry| {
+            Box::new((self.span(telemetry, peer, &request, own), telemetry.clone()))
+        });
+        // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
+        let accept = request.headers().get(header::ACCEPT).cloned();
+        let mut answer = if !self.proxy.routes.is_empty() && own.is_none() {
+            Answer::Proxy(self.proxy.clone(), Some(request.map(Body::new)))
+        } else if let Err(error) = self.target_agrees_with_host(&request) {
+            Answer::Ready(Some(
+                crate::http::rejection::Rejection::BadRequest(error.to_string()).into_response(),
+            ))
+        } else {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            Answer::Own(self.router.clone().oneshot(request))
         };
+        async move {
+            let response = match traced {
+                None => answer.run(peer).await,
+                // Boxed: the span's scope around the answer, a request without tracing does
+                // not carry.
+                Some(traced) => {
+                    let (span, _tracer) = *traced;
+                    let answered = async move { answer.run(peer).await };
+                    Box::pin(crate::telemetry::within(span, answered, Response::status)).await
+                }
+            };
+            Ok(crate::http::pages::negotiate(accept.as_ref(), response))
+        }
+    }
+
+    /// The span of a request that `own` (or the proxy) answers.
+    fn span<B>(
+        &self,
+        telemetry: &Telemetry,
+        peer: SocketAddr,
+        request: &Request<B>,
+        own: Option<(OwnEndpoint, &'static str)>,
+    ) -> crate::telemetry::RequestSpan {
         // Tollgate's own endpoint: named by its path (a prefix's `/envoy/`); anything else is
         // the proxy's, which names the span after its route once it found one.
         let (name, role): (Cow<'static, str>, _) = match own {
@@ -167,49 +214,7 @@ impl PublicService {
         if let Some((endpoint, _)) = own {
             span.route(request.method(), span_route(request.uri().path(), endpoint));
         }
-        // Boxed: the span is kilobytes that a request without tracing would carry otherwise.
-        Box::pin(crate::telemetry::within(
-            span,
-            self.answer(peer, request, own),
-            Response::status,
-        ))
-        .await
-    }
-
-    /// Answers one request, from Tollgate's own endpoint (`own`) or the proxy.
-    async fn answer<B>(
-        &self,
-        peer: SocketAddr,
-        mut request: Request<B>,
-        own: Option<(OwnEndpoint, &'static str)>,
-    ) -> Response
-    where
-        B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-        B::Error: Into<axum::BoxError>,
-    {
-        // Kept for rendering a refusal as a page or as JSON (`http::pages::negotiate`).
-        let accept = request.headers().get(header::ACCEPT).cloned();
-        let response = if !self.proxy.routes.is_empty() && own.is_none() {
-            // Boxed apart: the proxy's future is kilobytes, and as a part of this one it
-            // made every request (`/ping`, `/auth`, …) copy all of it into its box.
-            Box::pin(crate::proxy::handle(
-                &self.proxy,
-                peer,
-                request.map(Body::new),
-            ))
-            .await
-        } else if let Err(error) = self.target_agrees_with_host(&request) {
-            crate::http::rejection::Rejection::BadRequest(error.to_string()).into_response()
-        } else {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let mut response = match self.router.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            crate::http::security_headers(response.headers_mut());
-            response
-        };
-        crate::http::pages::negotiate(accept.as_ref(), response)
+        span
     }
 
     /// SPEC §4.1: an absolute-form target (or HTTP/2 `:authority`) naming another host than
@@ -333,6 +338,52 @@ async fn landing(
 fn userinfo(forward_auth: &Arc<ForwardAuthState>) -> axum::routing::MethodRouter {
     let handler = crate::forward_auth::userinfo;
     get(handler).post(handler).with_state(forward_auth.clone())
+}
+
+/// What answers one request, chosen before its future is made. It holds the request, and
+/// stays where it is while it answers (`run` borrows it), so the request's future holds the
+/// request once.
+enum Answer<B>
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    /// The proxy, for a path none of Tollgate's own endpoints has.
+    Proxy(Arc<ProxyState>, Option<Request<Body>>),
+    /// Tollgate's own endpoints, through the router.
+    Own(tower::util::Oneshot<Router, Request<B>>),
+    /// An answer known without either (a request refused before routing).
+    Ready(Option<Response>),
+}
+
+impl<B> Answer<B>
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    /// Answers, once. The proxy's route is chosen (and the span named) when this future first
+    /// runs, inside the request's span.
+    async fn run(&mut self, peer: SocketAddr) -> Response {
+        match self {
+            Answer::Proxy(proxy, request) => match request.take() {
+                // Boxed apart: the proxy's future is kilobytes, and as a part of this one it
+                // would make every request (`/ping`, `/auth`, …) copy all of it into its box.
+                Some(request) => Box::pin(crate::proxy::handle(proxy, peer, request)).await,
+                None => crate::http::rejection::Rejection::Internal.into_response(),
+            },
+            Answer::Own(router) => {
+                let mut response = match router.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                crate::http::security_headers(response.headers_mut());
+                response
+            }
+            Answer::Ready(response) => response
+                .take()
+                .unwrap_or_else(|| crate::http::rejection::Rejection::Internal.into_response()),
+        }
+    }
 }
 
 /// The `http.route` of an own endpoint: its path, or `<prefix>/` for a prefix's.

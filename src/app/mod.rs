@@ -312,10 +312,9 @@ fn for_connection(
 ) {
     let timeouts = connection_timeouts(&live);
     let service = hyper::service::service_fn(move |request| {
-        let state = live.load_full();
-        // The request's future is large; boxed once here, every later move of it (into the
-        // connection's dispatcher and its wrappers) moves a pointer, not the future.
-        Box::pin(async move { Ok(state.public.serve(peer, request).await) })
+        // Boxed once here: every later move of the request's future (into the connection's
+        // dispatcher and its wrappers) moves a pointer, not the future.
+        Box::pin(live.load().public.serve(peer, request))
     });
     (service, timeouts)
 }
