@@ -829,11 +829,8 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         url::form_urlencoded::byte_serialize(b"https://corp-app.example/cb").collect::<String>(),
         challenge(VERIFIER)
     );
-    let posted = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(gateway.url("/authorize"))
+    let posted = gateway
+        .post("/authorize")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form)
         .send()
@@ -867,11 +864,8 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         );
         // Posted from the client's page (cross-site: the browser's login cookies stay behind),
         // the request comes back as a GET, which carries them; nothing is started by the POST.
-        let posted = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .post(gateway.url("/authorize"))
+        let posted = gateway
+            .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("sec-fetch-site", "cross-site")
             .body(query.clone())
