@@ -104,8 +104,8 @@ impl ConnectionLike for Handle {
 }
 
 impl Handle {
-    /// Runs `command` on the master that holds `key` (a command without keys of its own, such
-    /// as `WAIT` or `INFO`, after a write to `key` on the same connection).
+    /// Runs `command`, one without keys of its own such as `INFO`, on the master that holds
+    /// `key` as far as the client knows.
     async fn query_at(&mut self, key: &[u8], command: Cmd) -> RedisResult<Value> {
         match self {
             Self::Multiplexed(connection) => command.query_async(connection).await,
@@ -418,44 +418,61 @@ impl RedisConnection {
     /// that has none connected but had one a moment ago on this connection confirms nothing:
     /// with Sentinel that is an old master whose replica was just promoted.
     ///
+    /// `WAIT` counts the writes of the connection it runs on, so it goes in one pipeline with
+    /// the write (and `INFO replication` after it): a Cluster client routes and redirects a
+    /// pipeline as a whole (an `ASK` or `MOVED` sends all of it to the new node), where a
+    /// `WAIT` sent on its own could land on another node's connection, or a fresh one, and
+    /// confirm nothing. Whether to wait is asked first (`INFO replication` on the key's
+    /// master), as `WAIT 1` on a master without replicas blocks for its whole timeout.
+    ///
     /// # Errors
-    /// As [`Self::query`], and when replicas are connected (or just were) but none
-    /// acknowledged the write.
+    /// As [`Self::query`]; when replicas are connected (or just were) but none acknowledged
+    /// the write; and for a `MULTI` pipeline, inside which `WAIT` never blocks.
     pub async fn query_confirmed<T: FromRedisValue>(
         &self,
         key: &[u8],
         pipeline: &Pipeline,
     ) -> RedisResult<T> {
+        if pipeline.is_transaction() {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "a confirmed write must be a plain pipeline, not MULTI",
+            )));
+        }
         let link = &self.confirm;
+        let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
         self.confirm
             .run(async |handle: &mut Handle| {
-                let answer: T = pipeline.query_async(&mut *handle).await?;
-                let info = handle
+                let before = handle
                     .query_at(key, redis::cmd("INFO").arg("replication").clone())
                     .await?;
+                let wait = connected_replicas(&before)? > 0;
+                let mut confirmed = pipeline.clone();
+                confirmed.cmd("INFO").arg("replication");
+                if wait {
+                    confirmed.cmd("WAIT").arg(1).arg(timeout);
+                }
+                let mut values: Vec<Value> = confirmed.query_async(&mut *handle).await?;
+                let acknowledged = if wait { values.pop() } else { None };
+                let info = values.pop().unwrap_or(Value::Nil);
+                let answer: T = redis::from_redis_value(Value::Array(values))?;
                 let replicas = connected_replicas(&info)?;
                 if !link.replicas_expected(replicas).await {
                     return Ok(answer);
                 }
-                if replicas == 0 {
-                    return Err(RedisError::from((
-                        redis::ErrorKind::Client,
-                        "no replica acknowledged the write",
-                        "the master's replica went away a moment ago".to_owned(),
-                    )));
-                }
-                let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
-                let acknowledged = handle
-                    .query_at(key, redis::cmd("WAIT").arg(1).arg(timeout).clone())
-                    .await?;
                 match acknowledged {
-                    Value::Int(count) if count >= 1 => Ok(answer),
-                    // Not the connection's fault: it is kept, so a retry's WAIT still covers
-                    // this write (WAIT counts every earlier write of its connection).
+                    Some(Value::Int(count)) if count >= 1 => Ok(answer),
+                    // Not the connection's fault: it is kept.
                     _ => Err(RedisError::from((
                         redis::ErrorKind::Client,
                         "no replica acknowledged the write",
-                        format!("{replicas} replica(s) connected"),
+                        if replicas == 0 {
+                            "the master's replica went away a moment ago".to_owned()
+                        } else if wait {
+                            format!("{replicas} replica(s) connected")
+                        } else {
+                            format!("{replicas} replica(s) connected while it was sent")
+                        },
                     ))),
                 }
             })

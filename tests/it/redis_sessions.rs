@@ -218,6 +218,10 @@ async fn sessions_in_a_redis_cluster() {
     for browser in &mut browsers {
         assert_eq!(browser.get(&first.url("/auth")).await.status(), 401);
     }
+    // The deletes were confirmed without waiting for replicas these shards do not have (a
+    // `WAIT 1` there blocks for its whole timeout).
+    let waits: u64 = cluster.nodes.iter().map(|node| node.calls("wait")).sum();
+    assert_eq!(waits, 0);
 }
 
 #[tokio::test]
@@ -909,4 +913,71 @@ async fn after_a_sentinel_failover_sessions_are_written_to_the_new_master() {
         "new sessions go to the master the sentinels name"
     );
     let _ = idp;
+}
+
+/// A confirmed write (a logout, a refresh's compare-and-set, a refresh lease) into a Cluster
+/// slot being migrated is answered by the node Redis redirects it to (`ASK`), so the replica
+/// that must acknowledge it is that node's. Its `WAIT` used to go on its own to the slot's
+/// old master, whose replica had acknowledged everything written there: a write the new
+/// node's replica never received was confirmed.
+#[tokio::test]
+async fn a_confirmed_write_redirected_in_a_slot_migration_waits_for_the_new_nodes_replica() {
+    use tollgate::redis_connection::{RedisConnection, RedisTarget};
+    if !available() {
+        return;
+    }
+    let cluster = RedisCluster::start_with_replicas(1).await;
+    let slot: u16 = cluster.nodes[0]
+        .cli(&["cluster", "keyslot", "{migrating}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let source = cluster.master_of(slot);
+    let target = (0..3).find(|&index| index != source).unwrap();
+    let target_replica = cluster.replica_of(target);
+    let (source_id, target_id) = (cluster.node_id(source), cluster.node_id(target));
+    let slot = slot.to_string();
+    let importing = ["cluster", "setslot", &slot, "importing", &source_id];
+    assert_eq!(cluster.nodes[target].cli(&importing).trim(), "OK");
+    let migrating = ["cluster", "setslot", &slot, "migrating", &target_id];
+    assert_eq!(cluster.nodes[source].cli(&migrating).trim(), "OK");
+
+    let urls = cluster.nodes.iter().map(RedisServer::url).collect();
+    let connection = RedisConnection::new(&RedisTarget::Cluster(urls), None, None).unwrap();
+    let set = |key: &str| {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("SET").arg(key).arg("value");
+        pipeline
+    };
+    let written: (String,) = connection
+        .query_confirmed(b"{migrating}one", &set("{migrating}one"))
+        .await
+        .expect("the new node's replica acknowledges it");
+    assert_eq!(written.0, "OK");
+    let keys_in_slot =
+        |node: usize| cluster.nodes[node].cli(&["cluster", "countkeysinslot", &slot]);
+    assert_eq!(
+        keys_in_slot(target).trim(),
+        "1",
+        "the write went to the new node"
+    );
+    assert_eq!(keys_in_slot(source).trim(), "0");
+
+    // The new node's replica stays connected but acknowledges nothing.
+    cluster.nodes[target_replica].pause();
+    let unacknowledged = connection
+        .query_confirmed::<(String,)>(b"{migrating}two", &set("{migrating}two"))
+        .await;
+    cluster.nodes[target_replica].resume();
+    let error = unacknowledged.expect_err("no replica acknowledged the write");
+    assert!(
+        error.to_string().contains("no replica acknowledged"),
+        "{error}"
+    );
+    assert_eq!(keys_in_slot(target).trim(), "2");
+    assert_eq!(
+        cluster.nodes[target].calls("wait"),
+        2,
+        "both waits ran where the writes did"
+    );
 }

@@ -441,6 +441,73 @@ impl RedisCluster {
             })
     }
 
+    /// `CLUSTER NODES` as node indexes: each node's `(index, id, flags, its master's id,
+    /// slot ranges)`.
+    fn listing(&self) -> Vec<(usize, String, String, String, Vec<String>)> {
+        self.nodes[0]
+            .cli(&["cluster", "nodes"])
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port: u16 = fields[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .and_then(|port| port.parse().ok())
+                    .unwrap();
+                let index = self
+                    .nodes
+                    .iter()
+                    .position(|node| node.port == port)
+                    .unwrap();
+                let slots = fields[8..]
+                    .iter()
+                    .map(|range| (*range).to_owned())
+                    .collect();
+                (
+                    index,
+                    fields[0].to_owned(),
+                    fields[2].to_owned(),
+                    fields[3].to_owned(),
+                    slots,
+                )
+            })
+            .collect()
+    }
+
+    /// The master that serves `slot`, as an index into `nodes`.
+    pub fn master_of(&self, slot: u16) -> usize {
+        let serves = |range: &String| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            match (low.parse::<u16>(), high.parse::<u16>()) {
+                (Ok(low), Ok(high)) => (low..=high).contains(&slot),
+                _ => false,
+            }
+        };
+        self.listing()
+            .into_iter()
+            .find(|(_, _, flags, _, slots)| flags.contains("master") && slots.iter().any(serves))
+            .unwrap()
+            .0
+    }
+
+    /// The replica of master `index`, as an index into `nodes`.
+    pub fn replica_of(&self, index: usize) -> usize {
+        let id = self.node_id(index);
+        self.listing()
+            .into_iter()
+            .find(|(_, _, flags, master, _)| flags.contains("slave") && *master == id)
+            .unwrap()
+            .0
+    }
+
+    /// The node id of node `index`.
+    pub fn node_id(&self, index: usize) -> String {
+        self.nodes[index]
+            .cli(&["cluster", "myid"])
+            .trim()
+            .to_owned()
+    }
+
     /// Kills master `index` (one of the first three nodes).
     pub fn kill_master(&mut self, index: usize) {
         self.nodes[index].kill();
