@@ -139,6 +139,7 @@ test('every page a person may see is a page, with its reason, and no CSP violati
     ['refused', `${tollgate}/auth?groups=admin`, 403, 'Access refused', 'groups'],
     ['bad-request', `${tollgate}/signin?rd=${encodeURIComponent('https://evil.example/')}`, 400, 'Bad request', 'rd'],
     ['not-found', `${tollgate}/no/such/page`, 404, 'Page not found', 'nothing at this address'],
+    ['method-not-allowed', `${tollgate}/token`, 405, 'Method not allowed', 'does not answer GET'],
     ['landing-signed-in', `${tollgate}/`, 200, 'You are signed in', 'Sign out'],
   ];
   for (const [name, url, status, title, reason] of pages) {

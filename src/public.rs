@@ -138,7 +138,10 @@ impl PublicService {
             proxy,
             router: endpoints
                 .router
-                .fallback(|| async { crate::http::pages::not_found() }),
+                .fallback(|| async { crate::http::pages::not_found() })
+                .method_not_allowed_fallback(|method: axum::http::Method| async move {
+                    crate::http::pages::method_not_allowed(&method)
+                }),
             own_paths: Arc::new(endpoints.paths),
             own_prefixes: Arc::new(endpoints.prefixes),
             telemetry,

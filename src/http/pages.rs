@@ -152,6 +152,23 @@ pub fn landing(signed_in: bool) -> Response {
     }
 }
 
+/// The page for a method an address does not answer (axum's router adds `Allow`, naming the
+/// ones it does): a `GET` of the token endpoint typed into a browser, say.
+pub fn method_not_allowed(method: &axum::http::Method) -> Response {
+    let message = format!("This address does not answer {method} requests.");
+    let mut response = html(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        &format!("<p>{}</p>", escape(&message)),
+    );
+    response.extensions_mut().insert(RefusalPage {
+        error: "method_not_allowed",
+        title: "Method not allowed",
+        message,
+    });
+    response
+}
+
 /// The page for a path nothing answers.
 pub fn not_found() -> Response {
     let mut response = html(

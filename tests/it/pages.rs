@@ -100,3 +100,45 @@ async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
     assert_eq!(missing_json["error"], "not_found");
     gateway.stop().await;
 }
+
+/// A method an address does not answer (a `GET` of an endpoint that takes `POST`, a `POST` of
+/// one that takes `GET`) is a page saying so, or its JSON twin, with `Allow`; it used to be a
+/// 405 with an empty body.
+#[tokio::test]
+async fn a_method_an_address_does_not_answer_is_a_page_with_allow() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let page = client
+        .post(gateway.url("/validate"))
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 405);
+    assert_eq!(page.headers()["allow"], "GET,HEAD");
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let text = page.text().await.unwrap();
+    assert!(text.contains("Method not allowed"), "{text}");
+    assert!(text.contains("does not answer POST requests"), "{text}");
+    let json: Value = client
+        .get(gateway.url("/backchannel-logout"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["error"], "method_not_allowed");
+    assert_eq!(
+        json["message"],
+        "This address does not answer GET requests."
+    );
+    gateway.stop().await;
+}
