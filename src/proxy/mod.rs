@@ -490,12 +490,14 @@ fn serve_route<'a>(
                     span.credential(identity.credential.as_str());
                 });
                 let checked = Checked::Identity(identity.credential, &identity_headers);
-                let answer = match send(state, route, peer, &base, request, checked) {
-                    Ok(exchange) => upstream_answer(route, exchange.await),
-                    Err(refusal) => Err(refusal),
+                // A refreshed session's cookie goes back whatever the answer. (The exchange is
+                // taken out of `send`'s result before it is awaited: awaited inside a `match`
+                // on that result, the future kept room for both.)
+                let exchange = match send(state, route, peer, &base, request, checked) {
+                    Ok(exchange) => exchange,
+                    Err(refusal) => return Err(refusal.with_cookies(identity.set_cookies)),
                 };
-                // A refreshed session's cookie goes back whatever the answer.
-                let mut response = match answer {
+                let mut response = match upstream_answer(route, exchange.await) {
                     Ok(response) => response,
                     Err(refusal) => return Err(refusal.with_cookies(identity.set_cookies)),
                 };

@@ -54,74 +54,80 @@ thread_local! {
 ///
 /// # Errors
 /// When no response arrived.
-pub async fn send(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold the request twice (its argument and a local)"
+)]
+pub fn send(
     upstream: &Upstream,
     connect_timeout: Duration,
     mut request: Request,
-) -> Result<hyper::Response<PooledBody>, SendError> {
-    let upgrade = request.headers().contains_key(hyper::header::UPGRADE);
-    if !upgrade && upstream.tls().is_some() {
-        while let Some(mut sender) = multiplexed(upstream.id()) {
+) -> impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_ {
+    async move {
+        let upgrade = request.headers().contains_key(hyper::header::UPGRADE);
+        if !upgrade && upstream.tls().is_some() {
+            while let Some(mut sender) = multiplexed(upstream.id()) {
+                if sender.ready().await.is_err() {
+                    forget_multiplexed(upstream.id());
+                    continue;
+                }
+                // Kept to turn the request back into HTTP/1.1 shape should it come back unsent.
+                let (target, host) = (
+                    request.uri().clone(),
+                    request.headers().get(hyper::header::HOST).cloned(),
+                );
+                match sender.try_send_request(for_http2(request, upstream)).await {
+                    Ok(response) => return Ok(unpooled(response, upstream.id())),
+                    Err(mut error) => match error.take_message() {
+                        Some(mut unsent) => {
+                            forget_multiplexed(upstream.id());
+                            *unsent.uri_mut() = target;
+                            *unsent.version_mut() = hyper::Version::HTTP_11;
+                            if let Some(host) = host {
+                                unsent.headers_mut().insert(hyper::header::HOST, host);
+                            }
+                            request = unsent;
+                        }
+                        None => return Err(SendError::new(error.into_error().to_string())),
+                    },
+                }
+            }
+        }
+        while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
             if sender.ready().await.is_err() {
-                forget_multiplexed(upstream.id());
                 continue;
             }
-            // Kept to turn the request back into HTTP/1.1 shape should it come back unsent.
-            let (target, host) = (
-                request.uri().clone(),
-                request.headers().get(hyper::header::HOST).cloned(),
-            );
-            match sender.try_send_request(for_http2(request, upstream)).await {
-                Ok(response) => return Ok(unpooled(response, upstream.id())),
-                Err(mut error) => match error.take_message() {
-                    Some(mut unsent) => {
-                        forget_multiplexed(upstream.id());
-                        *unsent.uri_mut() = target;
-                        *unsent.version_mut() = hyper::Version::HTTP_11;
-                        if let Some(host) = host {
-                            unsent.headers_mut().insert(hyper::header::HOST, host);
-                        }
-                        request = unsent;
+            let replay = (!upgrade && since.elapsed() >= REPLAY_AFTER_IDLE)
+                .then(|| Replay::of(&request))
+                .flatten();
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(pooled(response, sender, upstream.id())),
+                Err(mut error) => match (error.take_message(), replay) {
+                    (Some(unsent), _) => request = unsent,
+                    // On a new connection: the other idle ones went quiet with this one and may be
+                    // closing as well.
+                    (None, Some(replay)) => {
+                        request = replay.request();
+                        break;
                     }
-                    None => return Err(SendError::new(error.into_error().to_string())),
+                    (None, None) => return Err(SendError::new(error.into_error().to_string())),
                 },
             }
         }
-    }
-    while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        let replay = (!upgrade && since.elapsed() >= REPLAY_AFTER_IDLE)
-            .then(|| Replay::of(&request))
-            .flatten();
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok(pooled(response, sender, upstream.id())),
-            Err(mut error) => match (error.take_message(), replay) {
-                (Some(unsent), _) => request = unsent,
-                // On a new connection: the other idle ones went quiet with this one and may be
-                // closing as well.
-                (None, Some(replay)) => {
-                    request = replay.request();
-                    break;
-                }
-                (None, None) => return Err(SendError::new(error.into_error().to_string())),
-            },
-        }
-    }
-    match connect(upstream, connect_timeout, upgrade).await? {
-        Connection::Http1(mut sender) => match sender.send_request(request).await {
-            Ok(response) => Ok(pooled(response, sender, upstream.id())),
-            Err(error) => Err(SendError::new(error.to_string())),
-        },
-        Connection::Http2(mut sender) => {
-            MULTIPLEXED.with_borrow_mut(|shared| {
-                shared.retain(|(id, _)| *id != upstream.id());
-                shared.push((upstream.id(), sender.clone()));
-            });
-            match sender.send_request(for_http2(request, upstream)).await {
-                Ok(response) => Ok(unpooled(response, upstream.id())),
+        match connect(upstream, connect_timeout, upgrade).await? {
+            Connection::Http1(mut sender) => match sender.send_request(request).await {
+                Ok(response) => Ok(pooled(response, sender, upstream.id())),
                 Err(error) => Err(SendError::new(error.to_string())),
+            },
+            Connection::Http2(mut sender) => {
+                MULTIPLEXED.with_borrow_mut(|shared| {
+                    shared.retain(|(id, _)| *id != upstream.id());
+                    shared.push((upstream.id(), sender.clone()));
+                });
+                match sender.send_request(for_http2(request, upstream)).await {
+                    Ok(response) => Ok(unpooled(response, upstream.id())),
+                    Err(error) => Err(SendError::new(error.to_string())),
+                }
             }
         }
     }
