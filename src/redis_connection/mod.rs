@@ -418,12 +418,16 @@ impl RedisConnection {
     /// that has none connected but had one a moment ago on this connection confirms nothing:
     /// with Sentinel that is an old master whose replica was just promoted.
     ///
-    /// `WAIT` counts the writes of the connection it runs on, so it goes in one pipeline with
-    /// the write (and `INFO replication` after it): a Cluster client routes and redirects a
-    /// pipeline as a whole (an `ASK` or `MOVED` sends all of it to the new node), where a
-    /// `WAIT` sent on its own could land on another node's connection, or a fresh one, and
-    /// confirm nothing. Whether to wait is asked first (`INFO replication` on the key's
-    /// master), as `WAIT 1` on a master without replicas blocks for its whole timeout.
+    /// `WAIT` counts the writes of the connection it runs on. Standalone and Sentinel have one
+    /// connection: the write, `INFO replication` and `WAIT` go one after the other, so the
+    /// answer comes at least one round trip after the write's (see `watched`). A Cluster client
+    /// routes each request by itself, and a `WAIT` sent on its own after a redirected write
+    /// (`ASK` or `MOVED`), a reconnect or a fallback ran on another connection and confirmed
+    /// nothing; there the write, `INFO replication` and `WAIT` go as one pipeline, which the
+    /// client routes by the write's key and redirects as a whole. Whether to wait is asked
+    /// first (`INFO replication` on the key's master), as `WAIT 1` on a master without replicas
+    /// blocks for its whole timeout (a write redirected from a master with replicas to one
+    /// without still waits that out, and one redirected the other way is refused).
     ///
     /// # Errors
     /// As [`Self::query`]; when replicas are connected (or just were) but none acknowledged
@@ -440,38 +444,29 @@ impl RedisConnection {
             )));
         }
         let link = &self.confirm;
-        let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
         self.confirm
             .run(async |handle: &mut Handle| {
-                let before = handle
-                    .query_at(key, redis::cmd("INFO").arg("replication").clone())
-                    .await?;
-                let wait = connected_replicas(&before)? > 0;
-                let mut confirmed = pipeline.clone();
-                confirmed.cmd("INFO").arg("replication");
-                if wait {
-                    confirmed.cmd("WAIT").arg(1).arg(timeout);
+                let written = match handle {
+                    Handle::Multiplexed(connection) => {
+                        write_then_wait(connection, pipeline).await?
+                    }
+                    Handle::Cluster(_) => write_and_wait(handle, key, pipeline).await?,
+                };
+                if !link.replicas_expected(written.replicas).await {
+                    return Ok(written.answer);
                 }
-                let mut values: Vec<Value> = confirmed.query_async(&mut *handle).await?;
-                let acknowledged = if wait { values.pop() } else { None };
-                let info = values.pop().unwrap_or(Value::Nil);
-                let answer: T = redis::from_redis_value(Value::Array(values))?;
-                let replicas = connected_replicas(&info)?;
-                if !link.replicas_expected(replicas).await {
-                    return Ok(answer);
-                }
-                match acknowledged {
-                    Some(Value::Int(count)) if count >= 1 => Ok(answer),
+                match written.acknowledged {
+                    Some(Value::Int(count)) if count >= 1 => Ok(written.answer),
                     // Not the connection's fault: it is kept.
-                    _ => Err(RedisError::from((
+                    acknowledged => Err(RedisError::from((
                         redis::ErrorKind::Client,
                         "no replica acknowledged the write",
-                        if replicas == 0 {
-                            "the master's replica went away a moment ago".to_owned()
-                        } else if wait {
-                            format!("{replicas} replica(s) connected")
-                        } else {
-                            format!("{replicas} replica(s) connected while it was sent")
+                        match (written.replicas, acknowledged) {
+                            (0, _) => "the master's replica went away a moment ago".to_owned(),
+                            (replicas, Some(_)) => format!("{replicas} replica(s) connected"),
+                            (replicas, None) => {
+                                format!("{replicas} replica(s) connected while it was sent")
+                            }
                         },
                     ))),
                 }
@@ -487,6 +482,69 @@ impl RedisConnection {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+/// A write and what its master said of its replicas: `INFO replication`'s count after it, and
+/// `WAIT 1`'s answer when it was asked.
+struct Written<T> {
+    answer: T,
+    replicas: u64,
+    acknowledged: Option<Value>,
+}
+
+/// On one connection: the write, then `INFO replication`, then (with replicas) `WAIT 1`.
+async fn write_then_wait<T: FromRedisValue>(
+    connection: &mut MultiplexedConnection,
+    pipeline: &Pipeline,
+) -> RedisResult<Written<T>> {
+    let answer: T = pipeline.query_async(connection).await?;
+    let info: Value = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(connection)
+        .await?;
+    let replicas = connected_replicas(&info)?;
+    let acknowledged = if replicas > 0 {
+        Some(wait_command().query_async(connection).await?)
+    } else {
+        None
+    };
+    Ok(Written {
+        answer,
+        replicas,
+        acknowledged,
+    })
+}
+
+/// On a Cluster: `INFO replication` on `key`'s master, then one pipeline of the write,
+/// `INFO replication` and (when that master had replicas) `WAIT 1`.
+async fn write_and_wait<T: FromRedisValue>(
+    handle: &mut Handle,
+    key: &[u8],
+    pipeline: &Pipeline,
+) -> RedisResult<Written<T>> {
+    let before = handle
+        .query_at(key, redis::cmd("INFO").arg("replication").clone())
+        .await?;
+    let wait = connected_replicas(&before)? > 0;
+    let mut confirmed = pipeline.clone();
+    confirmed.cmd("INFO").arg("replication");
+    if wait {
+        confirmed.add_command(wait_command());
+    }
+    let mut values: Vec<Value> = confirmed.query_async(&mut *handle).await?;
+    let acknowledged = if wait { values.pop() } else { None };
+    let info = values.pop().unwrap_or(Value::Nil);
+    Ok(Written {
+        answer: redis::from_redis_value(Value::Array(values))?,
+        replicas: connected_replicas(&info)?,
+        acknowledged,
+    })
+}
+
+/// `WAIT 1` for up to [`REPLICA_WAIT`].
+fn wait_command() -> Cmd {
+    let timeout = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(1000);
+    redis::cmd("WAIT").arg(1).arg(timeout).clone()
 }
 
 /// `connected_slaves` of an `INFO replication` answer.
