@@ -29,6 +29,11 @@ pub enum PathError {
     /// the parameters and resolve it, other servers keep it as a name.
     #[error("the path holds a dot segment with parameters")]
     DotSegmentParameters,
+    /// A segment that is only `;` parameters (`/public/;/../admin`): Tomcat drops the
+    /// parameters and merges the empty segment away (`/admin`), other servers keep `;` as a
+    /// name that the `..` after it removes (`/public/admin`).
+    #[error("the path holds a segment that is only parameters")]
+    EmptySegmentParameters,
 }
 
 /// The canonical form of `raw` (a path, maybe followed by a query, which is dropped): a `#`
@@ -51,7 +56,7 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
         if byte <= b' ' || byte >= 0x7f || byte == b'\\' || byte == b'#' {
             return Err(PathError::BadCharacter);
         }
-        if byte == b'%' || (previous == b'/' && matches!(byte, b'/' | b'.')) {
+        if byte == b'%' || (previous == b'/' && matches!(byte, b'/' | b'.' | b';')) {
             simple = false;
         }
         previous = byte;
@@ -108,8 +113,12 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
         // the path before it drops parameters reads `..%3B` as `..;`, which is `..` there.
         let name = segment.split_once(';').map_or(segment, |(name, _)| name);
         let name = name.split_once("%3B").map_or(name, |(name, _)| name);
-        if name.len() < segment.len() && matches!(name, "." | "..") {
-            return Err(PathError::DotSegmentParameters);
+        if name.len() < segment.len() {
+            match name {
+                "." | ".." => return Err(PathError::DotSegmentParameters),
+                "" => return Err(PathError::EmptySegmentParameters),
+                _ => {}
+            }
         }
         match segment {
             "" => trailing_slash = true,
@@ -363,6 +372,22 @@ mod tests {
             Err(PathError::DotSegmentParameters),
         );
         path("/public/..x%3B/admin", Ok("/public/..x%3B/admin"));
+        // A segment that is only parameters: Tomcat merges it away, so the `..` after it
+        // climbs out of `/public/` there and not here.
+        path("/public/;/../admin", Err(PathError::EmptySegmentParameters));
+        path(
+            "/public/;x/../admin",
+            Err(PathError::EmptySegmentParameters),
+        );
+        path(
+            "/public/%3B/../admin",
+            Err(PathError::EmptySegmentParameters),
+        );
+        path(
+            "/public/%3bx=1/../admin",
+            Err(PathError::EmptySegmentParameters),
+        );
+        path("/;/admin", Err(PathError::EmptySegmentParameters));
         assert_eq!(
             other_readings("/admin%3Bx/users"),
             ["/admin/users", "/admin;x/users"]

@@ -322,6 +322,30 @@ async fn a_raw_hash_or_a_plus_in_a_pattern_never_opens_a_skip_rule() {
     fronted.gateway.stop().await;
 }
 
+/// `/public/;/../admin` is `/admin` to Tomcat (it drops `;` parameters, merges the empty
+/// segment, then resolves `..`), and was `/public/admin` here (a segment named `;` that the
+/// `..` removed), so `skip-auth=^/public/` skipped it and nginx sent it on as it came. A
+/// segment that is only parameters has no single reading now: never skipped.
+#[tokio::test]
+async fn a_segment_that_is_only_parameters_never_opens_a_skip_rule() {
+    if !nginx::available() {
+        return;
+    }
+    let fronted = Fronted::start(&["skip-auth=%5E/public/"]).await;
+    let port = fronted.ports[0];
+    for path in [
+        "/public/;/../admin",
+        "/public/;x=1/../admin",
+        "/public/%3B/../admin",
+    ] {
+        let (status, body) = raw_get(port, path, &[]).await;
+        assert_eq!(status, 401, "{path}: {body:?}");
+    }
+    let (status, body) = raw_get(port, "/public/x;v=1", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/public/x;v=1")));
+    fronted.gateway.stop().await;
+}
+
 #[tokio::test]
 async fn hosts_are_matched_in_canonical_form_and_must_agree_with_the_target() {
     let idp = TestIdp::start().await;
