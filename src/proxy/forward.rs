@@ -239,6 +239,9 @@ pub fn prepare(
         // `X-HTTP-Method-Override` the method) never serves another request than the one
         // Tollgate decided on. `X-Forwarded-For`, `-Proto` and `-Host` are set below.
         super::headers::strip_proxy_headers(&mut parts.headers);
+    } else {
+        // From a trusted proxy too: an ingress copies its client's headers on.
+        super::headers::strip_request_line_overrides(&mut parts.headers);
     }
     // After the hop-by-hop removal: a client's `Connection: X-User` must not take away the
     // identity headers Tollgate sends.

@@ -106,6 +106,31 @@ pub fn strip_proxy_headers(headers: &mut HeaderMap) {
     remove_where(headers, |name| is_said_by_proxies(name.as_str()));
 }
 
+/// Whether an upstream could take a header named `name` (in lower case) for another path or
+/// method than the request line's: `X-Original-URL` and `-URI` (Symfony, Zend, IIS rewrite),
+/// `X-Original-Method`, `X-Rewrite-URL`, `X-HTTP-Method-Override` and its kind. Tollgate
+/// decides on the request line, and a trusted ingress in front copies a client's headers, so
+/// these never go upstream, whoever sent them.
+pub fn overrides_the_request_line(name: &str) -> bool {
+    matches!(name.as_bytes(), [b'x', b'-' | b'_', ..])
+        && [
+            "x-original-url",
+            "x-original-uri",
+            "x-original-method",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ]
+        .iter()
+        .any(|known| same_header(name, known))
+}
+
+/// Removes every header that [`overrides_the_request_line`], in every spelling.
+pub fn strip_request_line_overrides(headers: &mut HeaderMap) {
+    remove_where(headers, |name| overrides_the_request_line(name.as_str()));
+}
+
 /// Removes every header whose name `doomed` picks; looks no further when none is picked.
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     if !headers.keys().any(&doomed) {

@@ -266,6 +266,54 @@ skip = ["^/public/"]
     );
 }
 
+/// A header that names another path or method than the request line (`X-Original-URL`,
+/// `X-Rewrite-URL`, `X-HTTP-Method-Override`, …) never goes upstream, even from a trusted
+/// proxy: an ingress in front copies its client's headers on, and an application that believes
+/// one would serve another request than the one Tollgate decided on. The forwarding headers a
+/// trusted proxy sets still pass.
+#[tokio::test]
+async fn headers_that_override_the_request_line_are_removed_even_from_a_trusted_proxy() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    // The default trusts loopback: this client is a trusted proxy.
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let overrides = [
+        ("x-original-url", "/admin"),
+        ("X_Original_URI", "/admin"),
+        ("x-original-method", "DELETE"),
+        ("x-rewrite-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("x-method-override", "DELETE"),
+    ];
+    let mut request = reqwest::Client::new()
+        .get(gateway.url("/x"))
+        .header("x-real-ip", "10.1.2.3")
+        .header("x-forwarded-prefix", "/app");
+    for (name, value) in overrides {
+        request = request.header(name, value);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    let names: Vec<&String> = body["headers"].as_object().unwrap().keys().collect();
+    for (name, _) in overrides {
+        let normal = name.replace('_', "-").to_ascii_lowercase();
+        assert!(
+            !names
+                .iter()
+                .any(|seen| seen.replace('_', "-").eq_ignore_ascii_case(&normal)),
+            "{name} reached the upstream: {names:?}"
+        );
+    }
+    assert_eq!(seen(&body, "x-real-ip"), ["10.1.2.3"], "{names:?}");
+    assert_eq!(seen(&body, "x-forwarded-prefix"), ["/app"], "{names:?}");
+    gateway.stop().await;
+}
+
 /// Headers only a proxy may set (the client's address, an overriding path or method) are not
 /// passed on from a client that is not a trusted proxy, in any spelling; and an h2c upgrade is
 /// not passed on at all (the upstream would then take HTTP/2 requests Tollgate never saw).
