@@ -9,6 +9,8 @@ use std::sync::Arc;
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 mod refusal;
 
@@ -332,18 +334,16 @@ async fn sign_in(
         .iter()
         .find(|user| user.username == username);
     // Wrong passwords are limited like client secrets (per user and per client address), so
-    // the form cannot be used to guess passwords or to run argon2 without end.
+    // the form cannot be used to guess passwords or to run argon2 without end. Every name
+    // posted is counted, a user's or not: were only users' names, a name refused with 429
+    // after ten wrong passwords would be a user's, and 401 a name nobody has. Keyed by a
+    // digest, so a long name is not a long key.
     let now = service.now();
-    let limit_keys: Vec<String> = [
-        user.map(|user| format!("user:{}", user.username)),
-        Some(format!(
-            "address:{}",
-            service.client_address(peer.ip(), headers)
-        )),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let name_digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
+    let limit_keys: Vec<String> = vec![
+        format!("user:{}", URL_SAFE_NO_PAD.encode(name_digest.as_ref())),
+        format!("address:{}", service.client_address(peer.ip(), headers)),
+    ];
     if service.state.limited(&limit_keys, now).await? {
         return Err(AuthorizeRefusal::RateLimited);
     }

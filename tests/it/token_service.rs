@@ -1584,3 +1584,38 @@ async fn the_login_form_limits_wrong_passwords() {
     assert_eq!(limited.headers()["retry-after"], "60");
     assert!(limited.text().await.unwrap().contains("Too many"));
 }
+
+/// A name nobody has is limited as a user's is: ten wrong passwords for it, and it answers 429
+/// from any address. It used to answer 401 for ever, so the 429 told which names were users'.
+#[tokio::test]
+async fn the_login_form_limits_a_name_nobody_has_as_a_users() {
+    let (gateway, _) = token_service().await;
+    let post = |username: &'static str, from: &'static str| {
+        let body = login_form("s-names", "wrong").replace("username=alice", username);
+        let request = gateway
+            .post("/authorize")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", from)
+            .body(body);
+        async move { request.send().await.unwrap().status() }
+    };
+    for (index, from) in ["203.0.113.1", "203.0.113.2"].into_iter().enumerate() {
+        for _ in 0..5 {
+            assert_eq!(
+                post("username=nobody", from).await,
+                401,
+                "attempt from {index}"
+            );
+        }
+    }
+    assert_eq!(
+        post("username=nobody", "198.51.100.8").await,
+        429,
+        "ten wrong passwords for the name, from any address"
+    );
+    assert_eq!(
+        post("username=somebody-else", "198.51.100.8").await,
+        401,
+        "another name from that address is still checked"
+    );
+}
