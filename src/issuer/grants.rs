@@ -139,7 +139,9 @@ impl TokenService {
     /// Stores a new authorization code and returns it.
     pub(super) async fn store_code(&self, pending: PendingCode) -> Result<String, IssuerError> {
         let code = crate::random::token();
-        self.state.put_code(&code, &pending).await?;
+        self.state
+            .put_code(&code_of_client(&pending.client_id, &code), &pending)
+            .await?;
         Ok(code)
     }
 
@@ -162,7 +164,8 @@ impl TokenService {
             access_jti: crate::random::token(),
             access_expires_at: now.saturating_add(self.lifetime()),
         };
-        let pending = match self.state.take_code(code, &redemption, now).await? {
+        let stored_as = code_of_client(&client.client_id, code);
+        let pending = match self.state.take_code(&stored_as, &redemption, now).await? {
             CodeUse::Pending(pending) => pending,
             CodeUse::Replayed => {
                 tracing::warn!(client_id = %client.client_id, "authorization code replayed; what it issued is revoked");
@@ -287,6 +290,15 @@ impl TokenService {
         );
         Ok(issued)
     }
+}
+
+/// What the store keeps `code`, issued to `client_id`, under. Only its own client can take a
+/// code: another client that presents it (a code leaked from a browser's history or a log)
+/// finds no code, so it neither spends it before its client redeems it nor, once it was
+/// redeemed, revokes what it issued as a replay would. (A code is random and has no newline,
+/// so two clients' names for codes never meet.)
+fn code_of_client(client_id: &str, code: &str) -> String {
+    format!("{client_id}\n{code}")
 }
 
 /// The checks of RFC 6749 §4.1.3 and RFC 7636 §4.6 on a code just taken.

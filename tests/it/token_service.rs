@@ -578,6 +578,49 @@ async fn a_replayed_code_revokes_what_it_issued() {
     );
 }
 
+/// A code presented by a client it was not issued to (a leaked code, and any public client's
+/// id) neither spends it nor, once its own client redeemed it, revokes what it issued: it used
+/// to do both, so a leaked code could fail the login it belonged to or sign its user out.
+#[tokio::test]
+async fn another_clients_code_is_neither_spent_nor_revoked_by_a_client() {
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        config(
+            issuer,
+            "",
+            r#"[[token_service.client]]
+    client_id = "other-spa"
+    grants = ["authorization_code"]
+    redirect_uris = ["https://spa.example.com/cb"]"#,
+        )
+    })
+    .await;
+    let code = code_for(&gateway, "o").await;
+    let by_other = || {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "https://spa.example.com/cb"),
+            ("client_id", "other-spa"),
+            ("code_verifier", VERIFIER),
+        ];
+        let gateway = &gateway;
+        async move { token_request(gateway, &form, None).await }
+    };
+    let (status, refused) = by_other().await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, issued) = exchange(&gateway, &code).await;
+    assert_eq!(status, 200, "its own client still redeems it: {issued}");
+    let (status, _) = by_other().await;
+    assert_eq!(status, 400);
+    let access_token = issued["access_token"].as_str().unwrap();
+    assert_eq!(validate(&gateway, access_token).await, 200, "not revoked");
+    let (status, _) = refresh(&gateway, issued["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "its grant is not revoked");
+}
+
 #[tokio::test]
 async fn revocation_of_refresh_and_access_tokens() {
     let (gateway, _) = token_service().await;
