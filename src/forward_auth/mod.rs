@@ -346,7 +346,9 @@ pub async fn decide_auth(
         .and_then(|request| request.raw_path.as_deref())
         .and_then(|path| path.split_once('?'))
         .map(|(_, query)| query);
-    if let Some(reason) = ambiguous_credentials(headers, original_query) {
+    if let Some(reason) =
+        ambiguous_credentials(headers, original_query, section.token_cookie.as_deref())
+    {
         trace.record("credentials", "fail", || reason.to_owned());
         return Outcome::Reject(Refusal::new(
             Rejection::InvalidRequest(reason.to_owned()),
@@ -444,7 +446,7 @@ async fn token_identity(
     let token_cookie = state
         .forward_auth()
         .and_then(|(section, _)| section.token_cookie.as_deref());
-    if let Some(reason) = ambiguous_credentials(headers, None) {
+    if let Some(reason) = ambiguous_credentials(headers, None, token_cookie) {
         return Err((
             Rejection::InvalidRequest(reason.to_owned()),
             reason.to_owned(),
@@ -549,7 +551,10 @@ pub async fn userinfo(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(reason) = ambiguous_credentials(&headers, None) {
+    let token_cookie = state
+        .forward_auth()
+        .and_then(|(section, _)| section.token_cookie.as_deref());
+    if let Some(reason) = ambiguous_credentials(&headers, None, token_cookie) {
         let refused = (
             Rejection::InvalidRequest(reason.to_owned()),
             reason.to_owned(),

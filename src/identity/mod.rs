@@ -162,15 +162,32 @@ impl From<IdentityError> for Refusal {
     }
 }
 
-/// RFC 6750 §2: a client sends its token by one method only. Two `Authorization` headers, or
-/// an `Authorization` header with an `access_token` in `query` (the URL the application will
-/// see), leave open which token the application behind reads, so they are refused (400)
+/// RFC 6750 §2: a client sends its token by one method only. Two `Authorization` headers, an
+/// `Authorization` header with an `access_token` in `query` (the URL the application will
+/// see), or two cookies named `token_cookie` (Tollgate checks the first, some frameworks read
+/// the last) leave open which token the application behind reads, so they are refused (400)
 /// before any credential is looked at. Returns why.
-pub fn ambiguous_credentials(headers: &HeaderMap, query: Option<&str>) -> Option<&'static str> {
+pub fn ambiguous_credentials(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    token_cookie: Option<&str>,
+) -> Option<&'static str> {
     let mut authorization = headers.get_all(axum::http::header::AUTHORIZATION).iter();
     let first = authorization.next();
     if authorization.next().is_some() {
         return Some("two Authorization headers");
+    }
+    if let Some(name) = token_cookie {
+        let sent = headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|header| crate::http::utf8(header.as_bytes()))
+            .flat_map(crate::http::cookies::pairs)
+            .filter(|pair| pair.name == name)
+            .count();
+        if sent > 1 {
+            return Some("two token cookies");
+        }
     }
     let token_in_query = query.is_some_and(|query| {
         url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token")

@@ -40,22 +40,47 @@ fn a_bearer_token_is_read_from_the_bearer_scheme_only() {
 
 #[test]
 fn two_authorization_headers_or_a_header_and_a_query_token_are_ambiguous() {
-    assert_eq!(ambiguous_credentials(&headers(&[b"Bearer a"]), None), None);
+    let ambiguous = |headers: &HeaderMap, query| ambiguous_credentials(headers, query, None);
+    assert_eq!(ambiguous(&headers(&[b"Bearer a"]), None), None);
+    assert_eq!(ambiguous(&headers(&[b"Bearer a"]), Some("x=1&y=2")), None);
     assert_eq!(
-        ambiguous_credentials(&headers(&[b"Bearer a"]), Some("x=1&y=2")),
-        None
-    );
-    assert_eq!(
-        ambiguous_credentials(&headers(&[b"Bearer a", b"Bearer b"]), None),
+        ambiguous(&headers(&[b"Bearer a", b"Bearer b"]), None),
         Some("two Authorization headers")
     );
     assert_eq!(
-        ambiguous_credentials(&headers(&[b"Bearer a"]), Some("x=1&access_token=b")),
+        ambiguous(&headers(&[b"Bearer a"]), Some("x=1&access_token=b")),
         Some("a token both in the Authorization header and in the query")
     );
     // A token in the query alone is the application's business, not an ambiguity.
+    assert_eq!(ambiguous(&HeaderMap::new(), Some("access_token=b")), None);
+}
+
+#[test]
+fn two_token_cookies_are_ambiguous_in_one_cookie_header_or_two() {
+    let cookies = |values: &[&'static str]| {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(
+                axum::http::header::COOKIE,
+                axum::http::HeaderValue::from_static(value),
+            );
+        }
+        map
+    };
+    let ambiguous = |map: &HeaderMap| ambiguous_credentials(map, None, Some("tok"));
+    assert_eq!(ambiguous(&cookies(&["a=1; tok=x; b=2"])), None);
     assert_eq!(
-        ambiguous_credentials(&HeaderMap::new(), Some("access_token=b")),
+        ambiguous(&cookies(&["tok=x; tok=y"])),
+        Some("two token cookies")
+    );
+    assert_eq!(
+        ambiguous(&cookies(&["tok=x", "tok=y"])),
+        Some("two token cookies")
+    );
+    assert_eq!(ambiguous(&cookies(&["tokx=1; xtok=2; tok=y"])), None);
+    // Without a token cookie configured, cookies are no credential of this kind.
+    assert_eq!(
+        ambiguous_credentials(&cookies(&["tok=x; tok=y"]), None, None),
         None
     );
 }

@@ -321,7 +321,7 @@ pub async fn decide_route(
     };
     // RFC 6750 §2: one token, sent one way, so the upstream cannot read another one.
     if route.accept_bearer
-        && let Some(reason) = crate::identity::ambiguous_credentials(headers, query)
+        && let Some(reason) = crate::identity::ambiguous_credentials(headers, query, None)
     {
         trace.record("credentials", "fail", || reason.to_owned());
         return Err(Refusal::new(

@@ -346,6 +346,12 @@ async fn token_cookie_is_a_credential() {
         auth(&gateway, "", &[("cookie", &expired)]).await.status(),
         401
     );
+    // Two token cookies: Tollgate would check the first, some frameworks read the last.
+    let forged = format!("odj_access_token={token}; odj_access_token=forged.admin.token");
+    assert_eq!(
+        auth(&gateway, "", &[("cookie", &forged)]).await.status(),
+        400
+    );
 }
 
 #[tokio::test]
