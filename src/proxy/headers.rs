@@ -90,15 +90,8 @@ pub fn is_said_by_proxies(name: &str) -> bool {
     };
     starts("x-forwarded-")
         || starts("x-original-")
-        || [
-            "x-real-ip",
-            "x-rewrite-url",
-            "x-http-method-override",
-            "x-http-method",
-            "x-method-override",
-        ]
-        .iter()
-        .any(|known| same_header(name, known))
+        || same_header(name, "x-real-ip")
+        || overrides_the_request_line(name)
 }
 
 /// Removes every header only a proxy may set ([`is_said_by_proxies`]), in every spelling.

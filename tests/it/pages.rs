@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::support::{Gateway, TestIdp};
 
 const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
+const JSON: &str = "application/json";
 
 #[tokio::test]
 async fn refusals_are_pages_for_browsers_and_json_for_api_calls() {
@@ -67,36 +68,33 @@ async fn refusals_are_pages_for_browsers_and_json_for_api_calls() {
     gateway.stop().await;
 }
 
+/// `method path` at `gateway`, accepting `accept`.
+async fn ask(
+    gateway: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    accept: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(method, gateway.url(path))
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
-    let client = reqwest::Client::new();
-    let landing = client
-        .get(gateway.url("/"))
-        .header("accept", HTML)
-        .send()
-        .await
-        .unwrap();
+    let landing = ask(&gateway, reqwest::Method::GET, "/", HTML).await;
     assert_eq!(landing.status(), 200);
     assert!(landing.text().await.unwrap().contains("You are signed out"));
-    let missing = client
-        .get(gateway.url("/no/such/page"))
-        .header("accept", HTML)
-        .send()
-        .await
-        .unwrap();
+    let missing = ask(&gateway, reqwest::Method::GET, "/no/such/page", HTML).await;
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("Page not found"));
-    let missing_json: Value = client
-        .get(gateway.url("/no/such/page"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let missing = ask(&gateway, reqwest::Method::GET, "/no/such/page", JSON).await;
+    let missing_json: Value = missing.json().await.unwrap();
     assert_eq!(missing_json["error"], "not_found");
     gateway.stop().await;
 }
@@ -108,13 +106,7 @@ async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
 async fn a_method_an_address_does_not_answer_is_a_page_with_allow() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
-    let client = reqwest::Client::new();
-    let page = client
-        .post(gateway.url("/validate"))
-        .header("accept", HTML)
-        .send()
-        .await
-        .unwrap();
+    let page = ask(&gateway, reqwest::Method::POST, "/validate", HTML).await;
     assert_eq!(page.status(), 405);
     assert_eq!(page.headers()["allow"], "GET,HEAD");
     assert!(
@@ -126,15 +118,10 @@ async fn a_method_an_address_does_not_answer_is_a_page_with_allow() {
     let text = page.text().await.unwrap();
     assert!(text.contains("Method not allowed"), "{text}");
     assert!(text.contains("does not answer POST requests"), "{text}");
-    let json: Value = client
-        .get(gateway.url("/backchannel-logout"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refusal = ask(&gateway, reqwest::Method::GET, "/backchannel-logout", JSON).await;
+    assert_eq!(refusal.status(), 405);
+    assert_eq!(refusal.headers()["allow"], "POST");
+    let json: Value = refusal.json().await.unwrap();
     assert_eq!(json["error"], "method_not_allowed");
     assert_eq!(
         json["message"],
