@@ -29,10 +29,10 @@ pub enum PathError {
     /// the parameters and resolve it, other servers keep it as a name.
     #[error("the path holds a dot segment with parameters")]
     DotSegmentParameters,
-    /// A segment that is only `;` parameters (`/public/;/../admin`): Tomcat drops the
-    /// parameters and merges the empty segment away (`/admin`), other servers keep `;` as a
-    /// name that the `..` after it removes (`/public/admin`).
-    #[error("the path holds a segment that is only parameters")]
+    /// A segment that is only `;` parameters with a `..` after it (`/public/;/../admin`):
+    /// Tomcat drops the parameters and merges the empty segment away (`/admin`), other
+    /// servers keep `;` as a name that the `..` removes (`/public/admin`).
+    #[error("the path holds a segment that is only parameters, then `..`")]
     EmptySegmentParameters,
 }
 
@@ -108,6 +108,9 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 fn resolve_segments(path: &str) -> Result<String, PathError> {
     let mut output: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
+    // A segment that is only parameters (`;x`, Tomcat's `/app/;jsessionid=…`) is a name here
+    // and nothing to Tomcat, harmless until a `..` counts it.
+    let mut parameters_only = false;
     for segment in path.split('/').skip(1) {
         // `;` as sent or percent-encoded (in upper case by now): an application that decodes
         // the path before it drops parameters reads `..%3B` as `..;`, which is `..` there.
@@ -116,13 +119,14 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
         if name.len() < segment.len() {
             match name {
                 "." | ".." => return Err(PathError::DotSegmentParameters),
-                "" => return Err(PathError::EmptySegmentParameters),
+                "" => parameters_only = true,
                 _ => {}
             }
         }
         match segment {
             "" => trailing_slash = true,
             "." => trailing_slash = true,
+            ".." if parameters_only => return Err(PathError::EmptySegmentParameters),
             ".." => {
                 output.pop().ok_or(PathError::AboveRoot)?;
                 trailing_slash = true;
@@ -387,7 +391,16 @@ mod tests {
             "/public/%3bx=1/../admin",
             Err(PathError::EmptySegmentParameters),
         );
-        path("/;/admin", Err(PathError::EmptySegmentParameters));
+        path(
+            "/public/;x/a/../../admin",
+            Err(PathError::EmptySegmentParameters),
+        );
+        // Without a `..` after it, the segment is a name here and nothing to Tomcat, which
+        // `other_readings` lists; Tomcat's session ids in URLs take this shape.
+        path("/;/admin", Ok("/;/admin"));
+        path("/app/;jsessionid=ABC", Ok("/app/;jsessionid=ABC"));
+        path("/a/b/../;x/c", Ok("/a/;x/c"));
+        assert_eq!(other_readings("/public/;x/admin"), ["/public/admin"]);
         assert_eq!(
             other_readings("/admin%3Bx/users"),
             ["/admin/users", "/admin;x/users"]
