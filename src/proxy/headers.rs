@@ -101,7 +101,9 @@ pub fn strip_proxy_headers(headers: &mut HeaderMap) {
 
 /// Whether an upstream could take a header named `name` (in lower case) for another path or
 /// method than the request line's: `X-Original-URL` and `-URI` (Symfony, Zend, IIS rewrite),
-/// `X-Original-Method`, `X-Rewrite-URL`, `X-HTTP-Method-Override` and its kind. Tollgate
+/// `X-Original-Method`, `X-Forwarded-Uri` and `-Method` (what Traefik and Caddy say of the
+/// original request, which `/auth` itself reads), `X-Rewrite-URL`, `X-HTTP-Method-Override` and
+/// its kind. Tollgate
 /// decides on the request line, and a trusted ingress in front copies a client's headers, so
 /// these never go upstream, whoever sent them.
 pub fn overrides_the_request_line(name: &str) -> bool {
@@ -110,6 +112,8 @@ pub fn overrides_the_request_line(name: &str) -> bool {
             "x-original-url",
             "x-original-uri",
             "x-original-method",
+            "x-forwarded-uri",
+            "x-forwarded-method",
             "x-rewrite-url",
             "x-http-method-override",
             "x-http-method",

@@ -306,6 +306,8 @@ on_unauthenticated = "pass"
         ("x-original-url", "/admin"),
         ("X_Original_URI", "/admin"),
         ("x-original-method", "DELETE"),
+        ("X-Forwarded-Uri", "/admin"),
+        ("x_forwarded_method", "DELETE"),
         ("x-rewrite-url", "/admin"),
         ("x-http-method-override", "DELETE"),
         ("X-HTTP-Method", "DELETE"),
