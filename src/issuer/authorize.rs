@@ -334,14 +334,22 @@ async fn sign_in(
         .iter()
         .find(|user| user.username == username);
     // Wrong passwords are limited like client secrets (per user and per client address), so
-    // the form cannot be used to guess passwords or to run argon2 without end. Every name
-    // posted is counted, a user's or not: were only users' names, a name refused with 429
-    // after ten wrong passwords would be a user's, and 401 a name nobody has. Keyed by a
-    // digest, so a long name is not a long key.
+    // the form cannot be used to guess passwords or to run argon2 without end. A name no user
+    // has is counted too: were only users' names, a name refused with 429 after ten wrong
+    // passwords would be a user's, and 401 a name nobody has. Such a name is keyed by a digest
+    // (a long name is not a long key) under `name:`, which a full in-process store may evict,
+    // as it may an address: anyone can make up names, and they must not push out the keys
+    // that protect users.
     let now = service.now();
-    let name_digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
+    let name_key = match user {
+        Some(user) => format!("user:{}", user.username),
+        None => {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
+            format!("name:{}", URL_SAFE_NO_PAD.encode(digest.as_ref()))
+        }
+    };
     let limit_keys: Vec<String> = vec![
-        format!("user:{}", URL_SAFE_NO_PAD.encode(name_digest.as_ref())),
+        name_key,
         format!("address:{}", service.client_address(peer.ip(), headers)),
     ];
     if service.state.limited(&limit_keys, now).await? {

@@ -164,6 +164,13 @@ impl TokenService {
             access_jti: crate::random::token(),
             access_expires_at: now.saturating_add(self.lifetime()),
         };
+        // Only a code this service could have made is looked for: its client's name and the
+        // code are one key, and a made-up code must not reach across to another client's.
+        if !is_token_shaped(code) {
+            return Err(IssuerError::InvalidGrant(
+                "unknown or expired code".to_owned(),
+            ));
+        }
         let stored_as = code_of_client(&client.client_id, code);
         let pending = match self.state.take_code(&stored_as, &redemption, now).await? {
             CodeUse::Pending(pending) => pending,
@@ -292,11 +299,19 @@ impl TokenService {
     }
 }
 
+/// Whether `value` has the shape of `random::token`: 43 base64url characters.
+fn is_token_shaped(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
 /// What the store keeps `code`, issued to `client_id`, under. Only its own client can take a
 /// code: another client that presents it (a code leaked from a browser's history or a log)
 /// finds no code, so it neither spends it before its client redeems it nor, once it was
-/// redeemed, revokes what it issued as a replay would. (A code is random and has no newline,
-/// so two clients' names for codes never meet.)
+/// redeemed, revokes what it issued as a replay would. (A code is 43 base64url characters,
+/// checked before it is looked for, so two clients' names for codes never meet.)
 fn code_of_client(client_id: &str, code: &str) -> String {
     format!("{client_id}\n{code}")
 }

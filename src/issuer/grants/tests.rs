@@ -235,3 +235,15 @@ async fn a_refresh_refused_for_its_scope_leaves_the_token_usable() {
         "the grant was not ended"
     );
 }
+
+/// A code is looked for only when it has the shape of one this service makes: its store key
+/// is its client's name and the code, and a made-up code with a newline in it must not reach
+/// across to another client's (`a` presenting `b\n<code>` for a client named `a\nb`).
+#[test]
+fn only_a_code_shaped_like_ours_is_looked_for() {
+    assert!(super::is_token_shaped(&crate::random::token()));
+    let code = crate::random::token();
+    assert!(!super::is_token_shaped(&format!("b\n{}", &code[2..])));
+    assert!(!super::is_token_shaped(&code[1..]));
+    assert!(!super::is_token_shaped(&format!("{}=", &code[1..])));
+}

@@ -303,12 +303,16 @@ impl IssuerState for MemoryState {
             }
             for key in keys {
                 if failures.len() >= MAX_FAILURE_KEYS && !failures.contains_key(key) {
-                    // Full of live windows: an address makes room. Client and user keys are
-                    // few (configured), so they are always counted.
-                    let evicted = failures
-                        .keys()
-                        .find(|existing| existing.starts_with("address:"))
-                        .cloned();
+                    // Full of live windows: a name no user has makes room, else an address
+                    // (anyone can make up either). Client and user keys are few (configured),
+                    // so they are always counted.
+                    let evictable = |prefix: &str| {
+                        failures
+                            .keys()
+                            .find(|existing| existing.starts_with(prefix))
+                            .cloned()
+                    };
+                    let evicted = evictable("name:").or_else(|| evictable("address:"));
                     match evicted {
                         Some(evicted) => {
                             failures.remove(&evicted);

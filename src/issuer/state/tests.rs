@@ -219,6 +219,25 @@ fn ten_failures_in_a_window_limit_a_key_and_the_window_ends() {
     assert!(!run(state.limited(&keys, 100 + FAILURE_WINDOW)));
 }
 
+/// Made-up user names fill a full in-process store first, and go first: a user's key and a
+/// new address are still counted, so guessing a user's password stays limited.
+#[test]
+fn made_up_names_never_push_out_what_protects_users() {
+    let state = MemoryState::default();
+    for index in 0..10_000 {
+        run(state.count_failure(&[format!("name:{index}")], 100));
+    }
+    let alice = ["user:alice".to_owned(), "address:192.0.2.9".to_owned()];
+    for _ in 0..MAX_FAILURES {
+        run(state.count_failure(&alice, 101));
+    }
+    assert!(run(state.limited(&alice[..1], 101)), "the user is counted");
+    assert!(
+        run(state.limited(&alice[1..], 101)),
+        "the address is counted"
+    );
+}
+
 #[test]
 fn a_refresh_token_names_its_grant_only_when_well_formed() {
     let grant_id = crate::random::token();
