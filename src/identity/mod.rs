@@ -165,8 +165,9 @@ impl From<IdentityError> for Refusal {
 /// RFC 6750 §2: a client sends its token by one method only. Two `Authorization` headers, an
 /// `Authorization` header with an `access_token` in `query` (the URL the application will
 /// see), or two cookies named `token_cookie` (Tollgate checks the first, some frameworks read
-/// the last) leave open which token the application behind reads, so they are refused (400)
-/// before any credential is looked at. Returns why.
+/// the last; names compared as ASP.NET Core and PHP read them, without case and
+/// percent-decoded) leave open which token the application behind reads, so they are refused
+/// (400) before any credential is looked at. Returns why.
 pub fn ambiguous_credentials(
     headers: &HeaderMap,
     query: Option<&str>,
@@ -183,7 +184,11 @@ pub fn ambiguous_credentials(
             .iter()
             .filter_map(|header| crate::http::utf8(header.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| pair.name == name)
+            .filter(|pair| {
+                percent_encoding::percent_decode_str(pair.name)
+                    .decode_utf8_lossy()
+                    .eq_ignore_ascii_case(name)
+            })
             .count();
         if sent > 1 {
             return Some("two token cookies");

@@ -78,6 +78,15 @@ fn two_token_cookies_are_ambiguous_in_one_cookie_header_or_two() {
         Some("two token cookies")
     );
     assert_eq!(ambiguous(&cookies(&["tokx=1; xtok=2; tok=y"])), None);
+    // Names as ASP.NET Core (any case) and PHP (percent-decoded) read them.
+    assert_eq!(
+        ambiguous(&cookies(&["TOK=x; tok=y"])),
+        Some("two token cookies")
+    );
+    assert_eq!(
+        ambiguous(&cookies(&["%74ok=x; tok=y"])),
+        Some("two token cookies")
+    );
     // Without a token cookie configured, cookies are no credential of this kind.
     assert_eq!(
         ambiguous_credentials(&cookies(&["tok=x; tok=y"]), None, None),
