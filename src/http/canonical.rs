@@ -164,7 +164,10 @@ pub fn other_readings(path: &str) -> Vec<String> {
         let decoded = decode_all(path);
         // Parameters as sent, or percent-encoded ones (`%3B`) that decoding made parameters.
         if decoded.contains(';') {
-            readings.push(without_parameters(&decoded));
+            // Without its parameters, a segment that was only `%3B…` is empty: merged, as the
+            // application merges it (`/%3Bx/admin` is `/admin` there).
+            let stripped = without_parameters(&decoded);
+            readings.push(resolve_segments(&stripped).unwrap_or(stripped));
         }
         readings.push(decoded);
     }
@@ -401,6 +404,8 @@ mod tests {
         path("/app/;jsessionid=ABC", Ok("/app/;jsessionid=ABC"));
         path("/a/b/../;x/c", Ok("/a/;x/c"));
         assert_eq!(other_readings("/public/;x/admin"), ["/public/admin"]);
+        // Encoded, the application decodes, drops the parameters and merges the slashes.
+        assert!(other_readings("/%3Bx/admin").contains(&"/admin".to_owned()));
         assert_eq!(
             other_readings("/admin%3Bx/users"),
             ["/admin/users", "/admin;x/users"]
