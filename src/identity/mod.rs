@@ -165,8 +165,8 @@ impl From<IdentityError> for Refusal {
 /// RFC 6750 §2: a client sends its token by one method only. Two `Authorization` headers, an
 /// `Authorization` header with an `access_token` in `query` (the URL the application will
 /// see), or two cookies named `token_cookie` (Tollgate checks the first, some frameworks read
-/// the last; names compared as ASP.NET Core and PHP read them, without case and
-/// percent-decoded) leave open which token the application behind reads, so they are refused
+/// the last; names compared as ASP.NET Core and PHP read them: `cookie_name_as_read`) leave
+/// open which token the application behind reads, so they are refused
 /// (400) before any credential is looked at. Returns why.
 pub fn ambiguous_credentials(
     headers: &HeaderMap,
@@ -184,11 +184,7 @@ pub fn ambiguous_credentials(
             .iter()
             .filter_map(|header| crate::http::utf8(header.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| {
-                percent_encoding::percent_decode_str(pair.name)
-                    .decode_utf8_lossy()
-                    .eq_ignore_ascii_case(name)
-            })
+            .filter(|pair| cookie_name_as_read(pair.name) == cookie_name_as_read(name))
             .count();
         if sent > 1 {
             return Some("two token cookies");
@@ -201,6 +197,20 @@ pub fn ambiguous_credentials(
         return Some("a token both in the Authorization header and in the query");
     }
     None
+}
+
+/// A cookie name as the laxest application reads it: percent-decoded (PHP), without case
+/// (ASP.NET Core), and with `.`, space and `[` as `_` (PHP). Two names the same here may be
+/// one cookie to an application.
+fn cookie_name_as_read(name: &str) -> String {
+    percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .chars()
+        .map(|character| match character {
+            '.' | ' ' | '[' => '_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// The bearer token of an `Authorization` header, if it uses the Bearer scheme. The token is

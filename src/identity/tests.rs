@@ -78,6 +78,27 @@ fn two_token_cookies_are_ambiguous_in_one_cookie_header_or_two() {
         Some("two token cookies")
     );
     assert_eq!(ambiguous(&cookies(&["tokx=1; xtok=2; tok=y"])), None);
+    // Names as PHP reads them: `.`, space and `[` are `_`.
+    let odj = |map: &HeaderMap| ambiguous_credentials(map, None, Some("odj_access_token"));
+    for header in [
+        "odj.access.token=x; odj_access_token=y",
+        "odj%2Eaccess_token=x; odj_access_token=y",
+        "odj[access_token=x; odj_access_token=y",
+        "ODJ access_token=x; odj_access_token=y",
+    ] {
+        assert_eq!(
+            odj(&cookies(&[header])),
+            Some("two token cookies"),
+            "{header}"
+        );
+    }
+    assert_eq!(odj(&cookies(&["odj_access_token=y"])), None);
+    // A configured name that itself holds `%` still finds its twin.
+    let percent = |map: &HeaderMap| ambiguous_credentials(map, None, Some("a%41"));
+    assert_eq!(
+        percent(&cookies(&["a%41=x; a%41=y"])),
+        Some("two token cookies")
+    );
     // Names as ASP.NET Core (any case) and PHP (percent-decoded) read them.
     assert_eq!(
         ambiguous(&cookies(&["TOK=x; tok=y"])),
