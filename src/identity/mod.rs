@@ -179,12 +179,13 @@ pub fn ambiguous_credentials(
         return Some("two Authorization headers");
     }
     if let Some(name) = token_cookie {
+        let wanted = cookie_name_as_read(name);
         let sent = headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|header| crate::http::utf8(header.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| cookie_name_as_read(pair.name) == cookie_name_as_read(name))
+            .filter(|pair| cookie_name_as_read(pair.name) == wanted)
             .count();
         if sent > 1 {
             return Some("two token cookies");
