@@ -18,6 +18,7 @@ use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
     Credential, IdentityError, SessionSource, ambiguous_credentials, authenticate,
     authenticate_traced, bearer_token,
+    other_tokens::{Reaching, check_other_tokens, other_tokens, same_caller},
 };
 use crate::issuer::TokenService;
 use crate::logging::decision::Decision as DecisionLine;
@@ -400,6 +401,25 @@ pub async fn decide_auth(
             return Outcome::Reject(Refusal::from(error));
         }
     };
+    // The application behind gets the whole request: every token in it must be one Tollgate
+    // accepts, for the same caller.
+    let reaching = Reaching {
+        authorization: true,
+        query: original_query,
+        token_cookie: section.token_cookie.as_deref(),
+    };
+    let others = other_tokens(headers, reaching, Some(identity.credential));
+    if !others.is_empty()
+        && let Err(refusal) = Box::pin(check_other_tokens(
+            provider,
+            Some(&identity),
+            &others,
+            trace,
+        ))
+        .await
+    {
+        return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
+    }
     match decide_traced(&query, &identity.claims, trace) {
         Decision::Allow(injected) => {
             Outcome::Allow(injected, identity.credential.as_str(), identity.set_cookies)
@@ -437,7 +457,8 @@ fn signin_location(state: &ForwardAuthState, original: Option<&OriginalRequest>)
 }
 
 /// Validates a bearer token from `Authorization` or the token cookie, against the forward-auth
-/// provider and then the token service's own tokens.
+/// provider and then the token service's own tokens. When both are sent, the token cookie
+/// (which the application may read too) must be valid and name the same caller.
 async fn token_identity(
     state: &ForwardAuthState,
     headers: &HeaderMap,
@@ -452,8 +473,12 @@ async fn token_identity(
             reason.to_owned(),
         ));
     }
-    let (token, refused) = match bearer_token(headers) {
-        Some(Ok(token)) => (token.to_owned(), Rejection::InvalidToken),
+    let (token, refused, used) = match bearer_token(headers) {
+        Some(Ok(token)) => (
+            token.to_owned(),
+            Rejection::InvalidToken,
+            Credential::Bearer,
+        ),
         Some(Err(())) => {
             return Err((
                 Rejection::InvalidToken,
@@ -461,32 +486,71 @@ async fn token_identity(
             ));
         }
         None => match token_cookie.and_then(|name| cookies.get(name)) {
-            Some(token) => ((*token).to_owned(), Rejection::Unauthenticated),
+            Some(token) => (
+                (*token).to_owned(),
+                Rejection::Unauthenticated,
+                Credential::TokenCookie,
+            ),
             None => return Err((Rejection::Unauthenticated, "no token".to_owned())),
         },
     };
+    let claims = one_token_identity(state, &token)
+        .await
+        .map_err(|refusal| refusal.unwrap_or_else(|reason| (refused, reason)))?;
+    let reaching = Reaching {
+        authorization: true,
+        query: None,
+        token_cookie,
+    };
+    for other in other_tokens(headers, reaching, Some(used)) {
+        let other_claims = one_token_identity(state, &other.token)
+            .await
+            .map_err(|refusal| {
+                refusal.unwrap_or_else(|reason| {
+                    let reason = format!("a second token, not the credential: {reason}");
+                    (Rejection::Unauthenticated, reason)
+                })
+            })?;
+        if !same_caller(&claims, &other_claims) {
+            let reason = "tokens of two callers";
+            return Err((
+                Rejection::InvalidRequest(reason.to_owned()),
+                reason.to_owned(),
+            ));
+        }
+    }
+    Ok(claims)
+}
+
+/// One token's claims, at the forward-auth provider or else the token service. `Err(Ok(_))`
+/// is a refusal as it stands (an unreachable provider or store), `Err(Err(reason))` a token
+/// that is not valid.
+async fn one_token_identity(
+    state: &ForwardAuthState,
+    token: &str,
+) -> Result<Claims, Result<(Rejection, String), String>> {
     let mut reason = String::from("no validator");
     if let Some((_, provider)) = state.forward_auth() {
-        match provider.validate_access_token(&token).await {
+        match provider.validate_access_token(token).await {
             Ok(claims) => return Ok(claims),
             Err(crate::oidc::provider::CredentialError::Provider(error))
                 if state.token_service.is_none() =>
             {
-                return Err((Rejection::ProviderUnavailable, error.to_string()));
+                return Err(Ok((Rejection::ProviderUnavailable, error.to_string())));
             }
             Err(error) => reason = error.to_string(),
         }
     }
     if let Some(service) = &state.token_service {
-        match service.validate_own_access_token(&token).await {
+        match service.validate_own_access_token(token).await {
             Ok(claims) => return Ok(claims),
             Err(error @ crate::issuer::OwnTokenError::StoreUnavailable(_)) => {
-                return Err((Rejection::StoreUnavailable, error.to_string()));
+                return Err(Ok((Rejection::StoreUnavailable, error.to_string())));
             }
             Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => reason = error.to_string(),
         }
     }
-    Err((refused, reason))
+    Err(Err(reason))
 }
 
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.

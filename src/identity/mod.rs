@@ -9,6 +9,7 @@ use crate::http::rejection::{Refusal, Rejection};
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
 use crate::policy::Trace;
+pub mod other_tokens;
 pub mod refresh;
 
 use crate::session::CookieAttributes;

@@ -23,6 +23,7 @@ use crate::http::forwarded::{RequestBases, is_trusted};
 use crate::http::rejection::{Refusal, Rejection, append_set_cookies};
 use crate::identity::{
     BearerTokens, Credential, Identity, IdentityError, SessionSource, authenticate_traced,
+    other_tokens::{Reaching, check_other_tokens, other_tokens},
 };
 use crate::logging::decision::Decision as DecisionLine;
 use crate::login::LoginFlow;
@@ -342,12 +343,18 @@ pub async fn decide_route(
     {
         Ok(identity) => identity,
         Err(IdentityError::Missing) => {
+            check_query_tokens(route, provider, None, headers, query, trace).await?;
             return unauthenticated_decision(route, method, headers, trace);
         }
         // A credential that is present and invalid is refused, whatever the route allows; a
         // store or provider that cannot be reached refuses too.
         Err(error) => return Err(error.into()),
     };
+    if let Err(refusal) =
+        check_query_tokens(route, provider, Some(&identity), headers, query, trace).await
+    {
+        return Err(refusal.with_cookies(identity.set_cookies));
+    }
     crate::policy::check_requirements_traced(&route.require, &identity.claims, trace).map_err(
         |requirement| {
             let rejection = if identity.credential == crate::identity::Credential::Bearer {
@@ -399,6 +406,36 @@ pub async fn decide_route(
         identity_headers::remember(state.routes.id(), route, session, &rendered);
     }
     Ok(RouteDecision::Allow(identity, rendered))
+}
+
+/// On a route that accepts bearer tokens, an `access_token` in the query goes upstream with
+/// the request (Tollgate reads the `Authorization` header only, and removes it when it was not
+/// the credential): it must be valid, and name the caller when there is one.
+async fn check_query_tokens(
+    route: &RouteConfig,
+    provider: &crate::oidc::Provider,
+    identity: Option<&Identity>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    trace: &mut Trace,
+) -> Result<(), Refusal> {
+    if !route.accept_bearer {
+        return Ok(());
+    }
+    let reaching = Reaching {
+        authorization: false,
+        query,
+        token_cookie: None,
+    };
+    let others = other_tokens(
+        headers,
+        reaching,
+        identity.map(|identity| identity.credential),
+    );
+    if others.is_empty() {
+        return Ok(());
+    }
+    Box::pin(check_other_tokens(provider, identity, &others, trace)).await
 }
 
 /// What `on_unauthenticated` makes of a request without a credential.

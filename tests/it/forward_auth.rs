@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
+use crate::support::gateway::signed_in;
 use crate::support::idp::{AUDIENCE, Alg, now};
-use crate::support::{Gateway, TestIdp};
+use crate::support::{Browser, Gateway, TestIdp};
 
 async fn auth(gateway: &Gateway, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let client = reqwest::Client::builder()
@@ -352,6 +353,68 @@ async fn token_cookie_is_a_credential() {
         auth(&gateway, "", &[("cookie", &forged)]).await.status(),
         400
     );
+}
+
+/// The application behind `/auth` gets the whole request: a token beside the credential that
+/// identified the caller must be valid and name the same caller, or it could act on a token
+/// Tollgate never checked.
+#[tokio::test]
+async fn every_token_beside_the_credential_is_checked() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "token_cookie = \"odj_access_token\"",
+    ))
+    .await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let url = gateway.url("/auth");
+    assert_eq!(browser.get(&url).await.status(), 200, "the session alone");
+    let alice = idp.access_token().sign();
+    let bob = idp.access_token().claim("sub", json!("bob")).sign();
+    let forged = "forged.admin.token";
+    let mut with =
+        async |name: &str, value: String| browser.get_with(&url, &[(name, &value)]).await.status();
+    let bearer = |token: &str| format!("Bearer {token}");
+    let cookie = |token: &str| format!("odj_access_token={token}");
+    let original = |token: &str| format!("/page?access_token={token}");
+    // Beside the session: a bearer token, a token cookie, a token in the original query.
+    for (name, value) in [
+        ("authorization", &bearer as &dyn Fn(&str) -> String),
+        ("cookie", &cookie),
+        ("x-forwarded-uri", &original),
+    ] {
+        assert_eq!(with(name, value(&alice)).await, 200, "{name}: alice's");
+        assert_eq!(with(name, value(forged)).await, 401, "{name}: forged");
+        assert_eq!(
+            with(name, value(&bob)).await,
+            400,
+            "{name}: another caller's"
+        );
+    }
+    // Read as the token cookie by ASP.NET Core, which ignores case.
+    assert_eq!(
+        with("cookie", format!("ODJ_ACCESS_TOKEN={forged}")).await,
+        401
+    );
+    // Beside a bearer token: the token cookie, at `/auth` and at `/validate`.
+    for path in ["/auth", "/validate"] {
+        let client = reqwest::Client::new();
+        let ask = async |token: &str| {
+            client
+                .get(gateway.url(path))
+                .bearer_auth(&alice)
+                .header("cookie", cookie(token))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(ask(&alice).await, 200, "{path}");
+        assert_eq!(ask(forged).await, 401, "{path}");
+        assert_eq!(ask(&bob).await, 400, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! SPEC §4 `/signin`, `/callback`, `/signout`, `/userinfo`: the authorization code flow with
 //! state, nonce and PKCE against the test provider, sealed cookie sessions, RP-initiated logout.
 
+use serde_json::json;
+
 use crate::support::browser::location;
 use crate::support::idp::Misbehaviour;
 use crate::support::{Browser, Gateway, TestIdp};
@@ -376,19 +378,24 @@ async fn a_large_session_is_split_over_several_cookies_and_stale_chunks_are_remo
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
 
+/// The session identifies the caller; a bearer token beside it reaches the application too, so
+/// it must be the same caller's and valid (`forward_auth::every_token_beside_the_credential_is_checked`).
 #[tokio::test]
 async fn the_session_cookie_is_tried_before_the_bearer_token() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
     let mut browser = Browser::new();
     crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
-    let response = browser
-        .get_with(
-            &gateway.url("/auth"),
-            &[("authorization", "Bearer not-a-token")],
-        )
-        .await;
+    // The session's claims decide: its ID token has group `admin`, this access token none.
+    let url = gateway.url("/auth?groups=admin");
+    let token = idp.access_token().claim("groups", json!([])).sign();
+    let bearer = format!("Bearer {token}");
+    let response = browser.get_with(&url, &[("authorization", &bearer)]).await;
     assert_eq!(response.status(), 200);
+    let response = browser
+        .get_with(&url, &[("authorization", "Bearer not-a-token")])
+        .await;
+    assert_eq!(response.status(), 401);
 }
 
 #[tokio::test]

@@ -700,6 +700,48 @@ on_unauthenticated = "login_on_upstream_401"
     assert_eq!(seen(&body, "x-user"), ["alice@example.com"]);
 }
 
+/// On a route that accepts bearer tokens, a token in the query goes upstream with the request:
+/// beside a session it must be valid and the session's caller's, and without one, valid.
+#[tokio::test]
+async fn a_token_in_the_query_of_a_bearer_route_is_checked() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+path_prefix = "/pass"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+accept_bearer = true
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+accept_bearer = true
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let mut browser = Browser::new();
+    let (response, _) = browser.follow(&gateway.url("/app")).await;
+    assert_eq!(response.status(), 200, "signed in");
+    let alice = idp.access_token().sign();
+    let bob = idp.access_token().claim("sub", json!("bob")).sign();
+    let forged = "forged.admin.token";
+    for (path, anonymous) in [("/app", false), ("/pass/x", true)] {
+        for (token, with_session, without) in [
+            (alice.as_str(), 200, 200),
+            (forged, 401, 401),
+            (bob.as_str(), 400, 200),
+        ] {
+            let url = gateway.url(&format!("{path}?access_token={token}"));
+            let status = if anonymous {
+                reqwest::get(&url).await.unwrap().status()
+            } else {
+                browser.get(&url).await.status()
+            };
+            let expected = if anonymous { without } else { with_session };
+            assert_eq!(status, expected, "{path}, anonymous {anonymous}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn requirements_refuse_with_a_page_naming_the_requirement() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);

@@ -1,0 +1,244 @@
+//! Tokens a request carries besides the credential that identified the caller. The application
+//! behind may read any of them (a session-authenticated browser that also sends
+//! `Authorization: Bearer`, or `?access_token=` beside a token cookie), so each must be one
+//! Tollgate would accept, and name the same caller: otherwise the application acts for someone
+//! Tollgate never checked.
+
+use std::borrow::Cow;
+
+use axum::http::HeaderMap;
+
+use super::{Credential, Identity, bearer_of, cookie_name_as_read, token_error};
+use crate::http::rejection::{Refusal, Rejection};
+use crate::oidc::Provider;
+use crate::policy::Trace;
+use crate::token::Claims;
+
+/// A token that did not identify the caller, and where it was.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OtherToken<'a> {
+    /// Where it was: the credential kind it would be, or `query`.
+    pub place: &'static str,
+    /// The token; empty for an `Authorization: Bearer` header that is malformed.
+    pub token: Cow<'a, str>,
+}
+
+/// What of a request reaches the application unchanged: the `Authorization` header (not when
+/// the proxy removes it), the query the application will see, the configured token cookie.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaching<'a> {
+    /// Whether the client's `Authorization` header reaches the application.
+    pub authorization: bool,
+    /// The query of the URL the application will see.
+    pub query: Option<&'a str>,
+    /// The configured token cookie's name.
+    pub token_cookie: Option<&'a str>,
+}
+
+/// The tokens of `headers` and `reaching.query` that did not identify the caller (`used`; none
+/// when nobody was identified): a bearer token, a cookie an application reads as the token
+/// cookie (`cookie_name_as_read`), every `access_token` of the query (never a credential).
+pub fn other_tokens<'a>(
+    headers: &'a HeaderMap,
+    reaching: Reaching<'a>,
+    used: Option<Credential>,
+) -> Vec<OtherToken<'a>> {
+    let mut others = Vec::new();
+    if reaching.authorization
+        && used != Some(Credential::Bearer)
+        && let Some(bearer) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(bearer_of)
+    {
+        others.push(OtherToken {
+            place: Credential::Bearer.as_str(),
+            token: Cow::Borrowed(bearer.unwrap_or("")),
+        });
+    }
+    if let Some(name) = reaching.token_cookie
+        && used != Some(Credential::TokenCookie)
+    {
+        let wanted = cookie_name_as_read(name);
+        let cookies = headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|header| crate::http::utf8(header.as_bytes()))
+            .flat_map(crate::http::cookies::pairs)
+            .filter(|pair| cookie_name_as_read(pair.name) == wanted);
+        others.extend(cookies.map(|pair| OtherToken {
+            place: Credential::TokenCookie.as_str(),
+            token: Cow::Borrowed(pair.value.unwrap_or("")),
+        }));
+    }
+    // Found without decoding the query first: most requests have no such parameter.
+    if let Some(query) = reaching.query
+        && memchr::memmem::find(query.as_bytes(), b"access_token").is_some()
+    {
+        let tokens = url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| name == "access_token");
+        others.extend(tokens.map(|(_, token)| OtherToken {
+            place: "query",
+            token,
+        }));
+    }
+    others
+}
+
+/// Whether two sets of claims name the same caller: the same `sub`. Both were validated at one
+/// provider, so one issuer.
+pub fn same_caller(one: &Claims, other: &Claims) -> bool {
+    match (one.get("sub"), other.get("sub")) {
+        (Some(one), Some(other)) => one == other,
+        _ => false,
+    }
+}
+
+/// Checks each of `others` at `provider`: it must be valid (401, `invalid_token` for a bearer
+/// token) and name `identity`'s caller (400 otherwise); with no identity, valid is enough.
+///
+/// # Errors
+/// The refusal, as the caller is told it.
+pub async fn check_other_tokens(
+    provider: &Provider,
+    identity: Option<&Identity>,
+    others: &[OtherToken<'_>],
+    trace: &mut Trace,
+) -> Result<(), Refusal> {
+    for other in others {
+        let claims = match provider.validate_access_token(&other.token).await {
+            Ok(claims) => claims,
+            Err(error) => {
+                let credential = match other.place {
+                    "bearer" => Credential::Bearer,
+                    _ => Credential::TokenCookie,
+                };
+                let error = match token_error(credential, error) {
+                    super::IdentityError::Invalid { reason, .. } => super::IdentityError::Invalid {
+                        credential: other.place,
+                        reason: format!("a second token, not the credential: {reason}"),
+                    },
+                    other => other,
+                };
+                trace.record("other token", "invalid", || error.to_string());
+                return Err(error.into());
+            }
+        };
+        if let Some(identity) = identity
+            && !same_caller(&identity.claims, &claims)
+        {
+            let reason = "tokens of two callers";
+            trace.record("other token", "fail", || {
+                format!("the {} token names another caller", other.place)
+            });
+            return Err(Refusal::new(
+                Rejection::InvalidRequest(reason.to_owned()),
+                reason,
+            ));
+        }
+        trace.record("other token", "valid", || {
+            format!("the {} token names the same caller", other.place)
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderValue, header};
+
+    use super::*;
+
+    fn request(authorization: Option<&'static str>, cookie: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        if let Some(value) = cookie {
+            headers.insert(header::COOKIE, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn places<'a>(others: &'a [OtherToken<'a>]) -> Vec<(&'static str, &'a str)> {
+        others
+            .iter()
+            .map(|other| (other.place, other.token.as_ref()))
+            .collect()
+    }
+
+    #[test]
+    fn every_token_that_did_not_identify_the_caller_is_found() {
+        let everything = Reaching {
+            authorization: true,
+            query: Some("a=1&access_token=q%2B1&access_token=q2"),
+            token_cookie: Some("tok"),
+        };
+        let headers = request(Some("Bearer b"), Some("session=s; TOK=c"));
+        let found = other_tokens(&headers, everything, Some(Credential::SessionCookie));
+        assert_eq!(
+            places(&found),
+            [
+                ("bearer", "b"),
+                ("token_cookie", "c"),
+                ("query", "q+1"),
+                ("query", "q2")
+            ]
+        );
+        let found = other_tokens(&headers, everything, Some(Credential::Bearer));
+        assert_eq!(
+            places(&found)[0],
+            ("token_cookie", "c"),
+            "not the credential"
+        );
+        let headers = request(Some("Bearer b"), Some("tok=c"));
+        let found = other_tokens(&headers, everything, Some(Credential::TokenCookie));
+        assert_eq!(places(&found)[0], ("bearer", "b"));
+        assert_eq!(places(&found).len(), 3);
+    }
+
+    #[test]
+    fn what_does_not_reach_the_application_or_is_no_token_is_not_found() {
+        let headers = request(Some("Basic YTpi"), Some("tok=c"));
+        let nothing_configured = Reaching {
+            authorization: true,
+            query: Some("access=1&token=2"),
+            token_cookie: None,
+        };
+        assert_eq!(other_tokens(&headers, nothing_configured, None), []);
+        let removed = Reaching {
+            authorization: false,
+            query: None,
+            token_cookie: None,
+        };
+        let headers = request(Some("Bearer b"), None);
+        assert_eq!(other_tokens(&headers, removed, None), []);
+    }
+
+    #[test]
+    fn a_malformed_bearer_header_is_found_without_a_token() {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"Bearer \xff").unwrap();
+        headers.insert(header::AUTHORIZATION, value);
+        let reaching = Reaching {
+            authorization: true,
+            query: None,
+            token_cookie: None,
+        };
+        let found = other_tokens(&headers, reaching, Some(Credential::SessionCookie));
+        assert_eq!(places(&found), [("bearer", "")], "refused when checked");
+    }
+
+    #[test]
+    fn the_same_caller_is_the_same_subject() {
+        let claims = |value: serde_json::Value| -> Claims {
+            std::sync::Arc::new(value.as_object().unwrap().clone())
+        };
+        let alice = claims(serde_json::json!({"sub": "alice", "scope": "a"}));
+        let alice_again = claims(serde_json::json!({"sub": "alice"}));
+        let bob = claims(serde_json::json!({"sub": "bob"}));
+        let nobody = claims(serde_json::json!({}));
+        assert!(same_caller(&alice, &alice_again));
+        assert!(!same_caller(&alice, &bob));
+        assert!(!same_caller(&nobody, &nobody), "no subject is nobody's");
+    }
+}
