@@ -101,10 +101,23 @@ impl TokenService {
         peer: Option<std::net::IpAddr>,
     ) -> Result<&ClientConfig, IssuerError> {
         let now = self.now();
-        // Only configured client ids are counted: an unknown one protects nothing, and keying
-        // on it would let an attacker fill the map with megabyte-long names.
+        let configured = self.client(&presented.client_id);
+        // A secret verified a moment ago passes before any limit: whoever fails for a client id
+        // cannot lock out the client that holds its secret.
+        if let Some(client) = configured
+            && client.client_secret_hash.is_some()
+            && let Some(secret) = &presented.secret
+            && self.is_remembered(&secret_cache_key(&client.client_id, secret))
+        {
+            return Ok(client);
+        }
+        // Only configured confidential client ids are counted: an unknown one protects nothing
+        // (and keying on it would let an attacker fill the map with megabyte-long names), and a
+        // public one has no secret to guess, so counting it would only let anyone refuse its
+        // every request.
         let keys: Vec<String> = [
-            self.client(&presented.client_id)
+            configured
+                .filter(|client| client.client_secret_hash.is_some())
                 .map(|client| format!("client:{}", client.client_id)),
             peer.map(|address| format!("address:{address}")),
         ]
@@ -121,7 +134,7 @@ impl TokenService {
         let invalid = IssuerError::InvalidClient {
             used_basic: presented.used_basic,
         };
-        let Some(client) = self.client(&presented.client_id) else {
+        let Some(client) = configured else {
             tracing::info!(client_id = %crate::untrusted::bounded(&presented.client_id), "unknown client");
             self.state.count_failure(&keys, now).await?;
             return Err(invalid);
@@ -135,14 +148,7 @@ impl TokenService {
             }
         };
         let cache_key = secret_cache_key(&client.client_id, secret);
-        let remembered = || {
-            self.verified_secrets
-                .get(&cache_key)
-                .is_some_and(|until| self.now() < until)
-        };
-        if remembered() {
-            return Ok(client);
-        }
+        let remembered = || self.is_remembered(&cache_key);
         let check = self
             .check_password(&keys, hash.expose().clone(), secret.clone(), remembered)
             .await?;
@@ -158,6 +164,13 @@ impl TokenService {
             }
             PasswordCheck::Limited => Err(limited()),
         }
+    }
+
+    /// Whether the secret of `cache_key` was verified within `VERIFIED_SECRET_TTL`.
+    fn is_remembered(&self, cache_key: &[u8; 32]) -> bool {
+        self.verified_secrets
+            .get(cache_key)
+            .is_some_and(|until| self.now() < until)
     }
 
     /// Checks `secret` against the argon2 `hash` on the blocking pool, unless `known` says it

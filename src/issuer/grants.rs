@@ -162,7 +162,10 @@ impl TokenService {
                 .contains(&GrantType::RefreshToken)
                 .then(crate::random::token),
             access_jti: crate::random::token(),
-            access_expires_at: now.saturating_add(self.lifetime()),
+            // Kept as long as validation accepts the token: its `exp` plus the leeway.
+            access_expires_at: now
+                .saturating_add(self.lifetime())
+                .saturating_add(self.leeway),
         };
         // Only a code this service could have made is looked for: its client's name and the
         // code are one key, and a made-up code must not reach across to another client's.
@@ -441,7 +444,9 @@ async fn handle_revoke(
             claims.get("exp").and_then(Value::as_i64),
         ) {
             let sid = claims.get("sid").and_then(Value::as_str);
-            service.state.revoke_access(jti, sid, exp, now).await?;
+            // RFC 7009 §2: refused as long as validation would accept it, the leeway included.
+            let until = exp.saturating_add(service.leeway);
+            service.state.revoke_access(jti, sid, until, now).await?;
         }
     }
     Ok(())

@@ -1350,6 +1350,50 @@ async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_pr
     gateway.stop().await;
 }
 
+/// RFC 7009 §2: a revoked token stays refused as long as validation would accept it, which is
+/// its `exp` plus the leeway; its revocation used to be forgotten at `exp` (here: pruned by the
+/// next revocation), and the token accepted again for the leeway's minute.
+#[tokio::test]
+async fn a_revoked_token_stays_refused_through_the_leeway_after_it_expires() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let (gateway, _) = Gateway::start_at_issuer_with_clock(
+        |issuer| in_process_provider_config(issuer, &upstream.url(), ""),
+        clock.clone(),
+    )
+    .await;
+    let revoke = async |token: &str| {
+        let revoked = reqwest::Client::new()
+            .post(gateway.url("/revoke"))
+            .basic_auth("machine", Some("machine-secret"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200);
+    };
+    let (status, tokens) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    revoke(&access).await;
+    let statuses = || statuses_at(&gateway, &["/auth", "/validate", "/api/x"], &access);
+    assert_eq!(statuses().await, [401, 401, 401]);
+    // 30 s past `exp`, inside the default leeway of 60 s; another revocation prunes the store.
+    clock.advance(tokens["expires_in"].as_i64().unwrap() + 30);
+    revoke(&machine_token(&gateway).await).await;
+    assert_eq!(
+        statuses().await,
+        [401, 401, 401],
+        "still refused while validation would accept it"
+    );
+    gateway.stop().await;
+}
+
 /// While the token service's store cannot say whether a token was revoked, the token is
 /// refused wherever the token service is the in-process provider, and as a store that is down
 /// (503, SPEC §9), not as an invalid token or an unreachable provider (502, before); served
@@ -1603,6 +1647,57 @@ async fn client_authentication_limits_key_on_the_real_client_behind_a_trusted_pr
         attempt("198.51.100.7", "machine".to_owned(), "machine-secret").await,
         200,
         "another client behind the same proxy does not"
+    );
+}
+
+/// Failures counted for a client id lock out a confidential client only, and never one whose
+/// right secret was verified a moment ago: a public client has no secret to guess, so anyone
+/// sending its id with a secret ten times a minute refused every request it made.
+#[tokio::test]
+async fn failures_sent_by_others_lock_out_no_public_client_and_no_known_secret() {
+    let (gateway, _) = token_service().await;
+    let attempt = |from: String, form: &[(&str, &str)], basic: Option<&str>| {
+        let mut request = gateway
+            .post("/token")
+            .header("x-forwarded-for", from)
+            .form(form);
+        if let Some(secret) = basic {
+            request = request.basic_auth("machine", Some(secret));
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let machine = [("grant_type", "client_credentials")];
+    let spa_refresh = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "spa"),
+        ("refresh_token", "unknown.token"),
+    ];
+    let spa_with_secret = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "spa"),
+        ("client_secret", "x"),
+    ];
+    let real = || "198.51.100.7".to_owned();
+    assert_eq!(attempt(real(), &machine, Some("machine-secret")).await, 200);
+    for index in 0..10 {
+        let from = || format!("203.0.113.{index}");
+        assert_eq!(attempt(from(), &spa_with_secret, None).await, 401);
+        assert_eq!(attempt(from(), &machine, Some("wrong")).await, 401);
+    }
+    assert_eq!(
+        attempt(real(), &spa_refresh, None).await,
+        400,
+        "the public client is served: invalid_grant, not 429"
+    );
+    assert_eq!(
+        attempt(real(), &machine, Some("machine-secret")).await,
+        200,
+        "the secret verified a moment ago is still served"
+    );
+    assert_eq!(
+        attempt(real(), &machine, Some("another-guess")).await,
+        429,
+        "a guess at the confidential client's secret waits out the window"
     );
 }
 

@@ -80,7 +80,8 @@ pub struct Redemption {
     pub grant_id: Option<String>,
     /// The `jti` of the access token it issues.
     pub access_jti: String,
-    /// When that access token expires.
+    /// Until when that access token is accepted: its expiry plus the validation leeway, so a
+    /// replay's revocation is kept that long.
     pub access_expires_at: UnixTime,
 }
 
@@ -166,8 +167,8 @@ pub trait IssuerState: Send + Sync + 'static {
         client_id: &'a str,
     ) -> StateFuture<'a, bool>;
 
-    /// Refuses one access token (its `jti`, and its grant `sid` when it has one) until it
-    /// would have expired.
+    /// Refuses one access token (its `jti`, and its grant `sid` when it has one) until
+    /// `expires_at`: when validation would stop accepting it (its `exp` plus the leeway).
     fn revoke_access<'a>(
         &'a self,
         jti: &'a str,
