@@ -139,7 +139,10 @@ impl TokenService {
             ));
         }
         let code_challenge = match (get("code_challenge"), get("code_challenge_method")) {
-            (Some(challenge), Some("S256")) if challenge.len() == 43 => Some(challenge.to_owned()),
+            // RFC 7636 §4.2: the base64url of a SHA-256 digest.
+            (Some(challenge), Some("S256")) if super::grants::is_token_shaped(challenge) => {
+                Some(challenge.to_owned())
+            }
             (Some(_), Some("S256")) => {
                 return Err(fail("invalid_request", "malformed code_challenge"));
             }

@@ -140,7 +140,10 @@ impl TokenService {
     pub(super) async fn store_code(&self, pending: PendingCode) -> Result<String, IssuerError> {
         let code = crate::random::token();
         self.state
-            .put_code(&code_of_client(&pending.client_id, &code), &pending)
+            .put_code(
+                &stored_code(&pending.client_id, &code, pending.code_challenge.as_deref()),
+                &pending,
+            )
             .await?;
         Ok(code)
     }
@@ -174,7 +177,18 @@ impl TokenService {
                 "unknown or expired code".to_owned(),
             ));
         }
-        let stored_as = code_of_client(&client.client_id, code);
+        // RFC 7636 §4.6: the verifier's challenge is a part of the code's key, so a redemption
+        // without the right verifier finds nothing.
+        let challenge = match code_verifier {
+            Some(verifier) if !is_valid_verifier(verifier) => {
+                return Err(IssuerError::InvalidRequest(
+                    "malformed code_verifier".to_owned(),
+                ));
+            }
+            Some(verifier) => Some(s256(verifier)),
+            None => None,
+        };
+        let stored_as = stored_code(&client.client_id, code, challenge.as_deref());
         let pending = match self.state.take_code(&stored_as, &redemption, now).await? {
             CodeUse::Pending(pending) => pending,
             CodeUse::Replayed => {
@@ -185,7 +199,7 @@ impl TokenService {
             }
             CodeUse::Unknown => {
                 return Err(IssuerError::InvalidGrant(
-                    "unknown or expired code".to_owned(),
+                    "unknown or expired code, or not its code_verifier".to_owned(),
                 ));
             }
         };
@@ -302,21 +316,30 @@ impl TokenService {
     }
 }
 
-/// Whether `value` has the shape of `random::token`: 43 base64url characters.
-fn is_token_shaped(value: &str) -> bool {
+/// Whether `value` has the shape of `random::token` (and of an S256 challenge, RFC 7636
+/// §4.2): 43 base64url characters.
+pub(super) fn is_token_shaped(value: &str) -> bool {
     value.len() == 43
         && value
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
-/// What the store keeps `code`, issued to `client_id`, under. Only its own client can take a
-/// code: another client that presents it (a code leaked from a browser's history or a log)
-/// finds no code, so it neither spends it before its client redeems it nor, once it was
-/// redeemed, revokes what it issued as a replay would. (A code is 43 base64url characters,
-/// checked before it is looked for, so two clients' names for codes never meet.)
-fn code_of_client(client_id: &str, code: &str) -> String {
-    format!("{client_id}\n{code}")
+/// What the store keeps `code`, issued to `client_id` with the PKCE `challenge`, under. Only
+/// its own client can take a code, and only with its verifier when it has a challenge: another
+/// client that presents it, or anyone with a leaked code but not the verifier (a public
+/// client's id is no secret), finds no code. So a leaked code (from a browser's history or a
+/// log) can neither be spent before its client redeems it nor, once it was redeemed, revoke
+/// what it issued as a replay would. (A code is 43 base64url characters, checked before it is
+/// looked for, and so is a challenge, so two clients' names for codes never meet.)
+fn stored_code(client_id: &str, code: &str, challenge: Option<&str>) -> String {
+    format!("{client_id}\n{code}\n{}", challenge.unwrap_or(""))
+}
+
+/// RFC 7636 §4.2: the S256 challenge of `verifier`.
+fn s256(verifier: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 /// The checks of RFC 6749 §4.1.3 and RFC 7636 §4.6 on a code just taken.
@@ -347,11 +370,7 @@ fn check_redemption(
                     "malformed code_verifier".to_owned(),
                 ));
             }
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-            if !constant_time_eq(
-                URL_SAFE_NO_PAD.encode(digest.as_ref()).as_bytes(),
-                challenge.as_bytes(),
-            ) {
+            if !constant_time_eq(s256(verifier).as_bytes(), challenge.as_bytes()) {
                 return Err(IssuerError::InvalidGrant(
                     "PKCE verification failed".to_owned(),
                 ));

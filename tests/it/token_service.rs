@@ -621,6 +621,46 @@ async fn another_clients_code_is_neither_spent_nor_revoked_by_a_client() {
     assert_eq!(status, 200, "its grant is not revoked");
 }
 
+/// RFC 7636 §4.6: a public client's id is no secret, so whoever holds a leaked code could
+/// present it as that client: without the code's verifier (or without any), the code is
+/// neither spent before its client redeems it nor, once redeemed, a replay that revokes what
+/// it issued. It used to be taken before its verifier was checked.
+#[tokio::test]
+async fn a_code_without_its_verifier_is_neither_spent_nor_revoked() {
+    let (gateway, _) = token_service().await;
+    let code = code_for(&gateway, "p").await;
+    let without_verifier = async |verifier: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "https://spa.example.com/cb"),
+            ("client_id", "spa"),
+        ];
+        form.extend(verifier.map(|verifier| ("code_verifier", verifier)));
+        let (status, refused) = token_request(&gateway, &form, None).await;
+        (
+            status,
+            refused["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let wrong = "another-code-verifier-that-is-long-enough-for-rfc-7636-98765";
+    let refused = (400, "invalid_grant".to_owned());
+    assert_eq!(without_verifier(Some(wrong)).await, refused);
+    assert_eq!(without_verifier(None).await, refused);
+    let (status, issued) = exchange(&gateway, &code).await;
+    assert_eq!(status, 200, "its client still redeems it: {issued}");
+    assert_eq!(without_verifier(Some(wrong)).await, refused);
+    assert_eq!(without_verifier(None).await, refused);
+    let access_token = issued["access_token"].as_str().unwrap();
+    assert_eq!(validate(&gateway, access_token).await, 200, "not revoked");
+    let (status, _) = refresh(&gateway, issued["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "its grant is not revoked");
+    // With the verifier, a replay is one, and revokes what the code issued.
+    let (status, _) = exchange(&gateway, &code).await;
+    assert_eq!(status, 400);
+    assert_eq!(validate(&gateway, access_token).await, 401);
+}
+
 #[tokio::test]
 async fn revocation_of_refresh_and_access_tokens() {
     let (gateway, _) = token_service().await;
