@@ -155,6 +155,36 @@ test('every page a person may see is a page, with its reason, and no CSP violati
   await watched.context.close();
 });
 
+test('a sign-out another site asked for is confirmed first, and the button signs out', async () => {
+  const watched = await watchedPage();
+  const { page, context } = watched;
+  await page.goto(printed.url);
+  await page.waitForSelector('input[name=password]');
+  await signIn(page, 'alice', printed.passwords.alice);
+  await page.waitForSelector('text=Alice Example');
+  const tollgate = new URL(printed.proxied);
+  // Another site: Tollgate's not-found page under the name `localhost`, not 127.0.0.1.
+  await page.goto(`http://localhost:${tollgate.port}/another-site`);
+  await page.evaluate((target) => {
+    const link = document.createElement('a');
+    link.href = target;
+    link.textContent = 'a link to sign out';
+    document.querySelector('main').append(link);
+  }, `${tollgate.origin}/signout?rd=/`);
+  await Promise.all([page.waitForNavigation(), page.click('text=a link to sign out')]);
+  assert.equal(await page.locator('h1').innerText(), 'Sign out?');
+  assertClean(watched, 'the sign-out confirmation');
+  await page.screenshot({ path: join(screenshots, 'sign-out-confirm.png') });
+  const other = await context.newPage();
+  await other.goto(`${tollgate.origin}/`);
+  assert.equal(await other.locator('h1').innerText(), 'You are signed in', 'nothing changed yet');
+  await other.close();
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  await page.waitForSelector('text=signed out');
+  assertClean(watched, 'signing out from the confirmation');
+  await watched.context.close();
+});
+
 test('the provider-unreachable page', async () => {
   const dead = await freePort();
   const [listen, admin] = [await freePort(), await freePort()];

@@ -103,7 +103,9 @@ impl PublicService {
             endpoints.add(
                 "/signout",
                 "signout",
-                get(crate::login::signout).with_state(login.clone()),
+                get(crate::login::signout)
+                    .post(crate::login::signout)
+                    .with_state(login.clone()),
             );
             endpoints.add(
                 "/backchannel-logout",

@@ -5,6 +5,7 @@
 pub mod backchannel;
 pub mod federation;
 pub mod redirect;
+pub mod signout_confirm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -499,25 +500,35 @@ impl crate::http::rejection::Refused for ProviderRefusedLogin<'_> {
     }
 }
 
-/// `GET /signout?rd=URL`.
+/// `GET /signout?rd=URL`, and `POST` from its "Sign out?" page.
 pub async fn signout(
     State(state): State<Arc<LoginFlow>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: axum::http::Method,
     headers: HeaderMap,
     query: Result<Query<RedirectQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    match end_session(&state, peer, &headers, query.ok().map(|Query(query)| query)).await {
+    let query = query.ok().map(|Query(query)| query);
+    match end_session(&state, peer, &method, &headers, query).await {
         Ok(response) => response,
         Err(refusal) => reject(&state, "signout", refusal),
     }
 }
 
+/// Ends the session of a sign-out the user asked for (`signout_confirm`); one another page
+/// may have asked for gets the "Sign out?" page instead, and nothing changes.
 pub(crate) async fn end_session(
     state: &LoginFlow,
     peer: SocketAddr,
+    method: &axum::http::Method,
     headers: &HeaderMap,
     query: Option<RedirectQuery>,
 ) -> Result<Response, (Rejection, String)> {
+    if !signout_confirm::is_the_users_own(method, headers) {
+        tracing::info!("sign-out asked for by another page: the user is asked to confirm");
+        state.metrics.request("signout", "confirm");
+        return Ok(signout_confirm::confirmation());
+    }
     let query = query.ok_or_else(|| {
         (
             Rejection::BadRequest("malformed query".to_owned()),

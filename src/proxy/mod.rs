@@ -514,7 +514,8 @@ fn serve_route<'a>(
         match decision {
             RouteDecision::Logout => {
                 let query = request.uri().query().map(str::to_owned);
-                Box::pin(logout(state, peer, request.headers(), query.as_deref()))
+                let (method, headers) = (request.method(), request.headers());
+                Box::pin(logout(state, peer, method, headers, query.as_deref()))
                     .await
                     .map(|response| (response, "logout", None))
             }
@@ -607,6 +608,7 @@ fn return_target(request: &Request) -> String {
 async fn logout(
     state: &ProxyState,
     peer: SocketAddr,
+    method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Response, Refusal> {
@@ -616,6 +618,7 @@ async fn logout(
     crate::login::end_session(
         &state.login,
         peer,
+        method,
         headers,
         Some(crate::login::RedirectQuery { rd }),
     )

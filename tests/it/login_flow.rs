@@ -232,6 +232,58 @@ async fn login_state_cookies_are_capped() {
     assert_eq!(in_flight, 5);
 }
 
+/// What Fetch Metadata says of a request the user did not make: an image posted into an
+/// application (`<img src="/signout">`), and another site's link.
+pub const NOT_THE_USERS: [&[(&str, &str)]; 2] = [
+    &[
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "no-cors"),
+        ("sec-fetch-dest", "image"),
+    ],
+    &[
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-user", "?1"),
+    ],
+];
+
+/// A sign-out another page may have asked for shows "Sign out?" and changes nothing; the page's
+/// button posts it from Tollgate's own origin. Any `GET` used to end the session (and, with
+/// `id_token_hint`, the provider's).
+#[tokio::test]
+async fn a_signout_another_page_asked_for_is_confirmed_first() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let url = gateway.url("/signout?rd=/bye");
+    for headers in NOT_THE_USERS {
+        let asked = browser.get_with(&url, headers).await;
+        assert_eq!(asked.status(), 200, "{headers:?}");
+        assert!(asked.headers().get("set-cookie").is_none());
+        let page = asked.text().await.unwrap();
+        assert!(page.contains("<h1>Sign out?</h1>"), "{page}");
+        assert!(page.contains("<form method=\"post\">"), "{page}");
+        let still = browser.get(&gateway.url("/auth")).await;
+        assert_eq!(still.status(), 200, "still signed in after {headers:?}");
+    }
+    let cross_site_post = browser
+        .post_with(&url, &[("sec-fetch-site", "cross-site")])
+        .await;
+    assert_eq!(
+        cross_site_post.status(),
+        200,
+        "another site's form: asked too"
+    );
+    let confirmed = browser
+        .post_with(&url, &[("sec-fetch-site", "same-origin")])
+        .await;
+    assert_eq!(confirmed.status(), 302);
+    assert!(location(&confirmed).starts_with(&format!("{}/end_session", idp.issuer())));
+    assert!(!browser.cookies.contains_key("tollgate"), "signed out");
+}
+
 #[tokio::test]
 async fn open_redirects_are_refused_at_signin_and_signout() {
     let idp = TestIdp::start().await;

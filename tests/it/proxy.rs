@@ -836,6 +836,22 @@ async fn logout_on_a_route_ends_the_session() {
         302,
         "logged out: login again"
     );
+    // Another page's `<img src="/logout">` or link: "Sign out?", and the session stays.
+    browser.follow(&gateway.url("/")).await;
+    for headers in crate::login_flow::NOT_THE_USERS {
+        let asked = browser.get_with(&gateway.url("/logout"), headers).await;
+        assert_eq!(asked.status(), 200, "{headers:?}");
+        assert!(asked.text().await.unwrap().contains("<h1>Sign out?</h1>"));
+        assert_eq!(browser.get(&gateway.url("/")).await.status(), 200);
+    }
+    let confirmed = browser
+        .post_with(
+            &gateway.url("/logout"),
+            &[("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert_eq!(confirmed.status(), 302);
+    assert!(!browser.cookies.contains_key("tollgate"));
 }
 
 #[tokio::test]

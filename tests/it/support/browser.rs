@@ -64,6 +64,20 @@ impl Browser {
         response
     }
 
+    /// A `POST` without a body, as a page's form of one button sends it, with `headers`.
+    pub async fn post_with(&mut self, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.post(url).header("content-length", "0");
+        if !self.cookies.is_empty() {
+            request = request.header("cookie", self.cookie_header());
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        self.remember(&response);
+        response
+    }
+
     pub async fn post_form(&mut self, url: &str, body: String) -> reqwest::Response {
         let mut request = self
             .client

@@ -1,0 +1,112 @@
+//! Whether a sign-out (`/signout`, a route's `/logout`) is the user's own request, read from
+//! the browser's Fetch Metadata (`Sec-Fetch-*`), and the "Sign out?" page shown when it may not
+//! be: another site's link or script, or an image that someone posted into an application
+//! (`<img src="/logout">`), would otherwise end the session and, with `id_token_hint`, the
+//! provider's too.
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+
+/// Whether the request to sign out is the user's own:
+/// - a navigation (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) from Tollgate's or
+///   the application's own origin, or typed or bookmarked (`Sec-Fetch-Site: same-origin` or
+///   `none`);
+/// - one from another origin of the same site (an application on a sibling host) that the user
+///   clicked (`Sec-Fetch-User: ?1`);
+/// - a `POST` of the "Sign out?" page (same origin);
+/// - a request without Fetch Metadata (a browser from before 2023, a script): what it says
+///   cannot be read, so it is served as before.
+pub fn is_the_users_own(method: &Method, headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(site) = text("sec-fetch-site") else {
+        return true;
+    };
+    let same_origin = matches!(site, "same-origin" | "none");
+    if method == Method::POST {
+        return same_origin;
+    }
+    let navigation = text("sec-fetch-mode").is_none_or(|mode| mode == "navigate")
+        && text("sec-fetch-dest").is_none_or(|dest| dest == "document");
+    let clicked = text("sec-fetch-user") == Some("?1");
+    method == Method::GET && navigation && (same_origin || (site == "same-site" && clicked))
+}
+
+/// The "Sign out?" page: one button that posts the same address (its `rd` included) from
+/// Tollgate's own page, which `is_the_users_own` then accepts.
+pub fn confirmation() -> Response {
+    crate::http::pages::html(
+        StatusCode::OK,
+        "Sign out?",
+        "<p>Another page asked to sign you out. Nothing has changed yet.</p>\
+         <form method=\"post\"><button type=\"submit\">Sign out</button></form>",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn navigation(site: &'static str, user: bool) -> HeaderMap {
+        let mut fields = vec![
+            ("sec-fetch-site", site),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ];
+        if user {
+            fields.push(("sec-fetch-user", "?1"));
+        }
+        headers(&fields)
+    }
+
+    #[test]
+    fn the_users_own_navigations_sign_out() {
+        let get = |headers: &HeaderMap| is_the_users_own(&Method::GET, headers);
+        assert!(get(&navigation("same-origin", false)), "a link of the page");
+        assert!(get(&navigation("none", false)), "typed or bookmarked");
+        assert!(
+            get(&navigation("same-site", true)),
+            "a sibling host's link, clicked"
+        );
+        assert!(
+            get(&HeaderMap::new()),
+            "no Fetch Metadata: served as before"
+        );
+        let confirmed = headers(&[("sec-fetch-site", "same-origin")]);
+        assert!(is_the_users_own(&Method::POST, &confirmed));
+    }
+
+    #[test]
+    fn what_another_page_asks_for_is_confirmed_first() {
+        let get = |headers: &HeaderMap| is_the_users_own(&Method::GET, headers);
+        assert!(!get(&navigation("cross-site", true)), "another site's link");
+        assert!(!get(&navigation("same-site", false)), "a sibling's script");
+        let image = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "image"),
+        ]);
+        assert!(!get(&image), "an image posted into the application");
+        let frame = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "iframe"),
+        ]);
+        assert!(!get(&frame));
+        let cross_post = headers(&[("sec-fetch-site", "cross-site")]);
+        assert!(!is_the_users_own(&Method::POST, &cross_post));
+        assert!(!is_the_users_own(
+            &Method::PUT,
+            &navigation("same-origin", true)
+        ));
+    }
+}
