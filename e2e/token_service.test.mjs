@@ -99,7 +99,7 @@ extra_claims = { api_product_list = ["odj-core"] }
 client_id = "spa"
 grants = ["authorization_code", "refresh_token"]
 redirect_uris = ["http://127.0.0.1:${ports.callback}/cb", "http://127.0.0.1:${ports.callback}/hop", "${issuer}/callback"]
-source = "aad"
+source = "local"
 audience = "odj"
 
 [[token_service.client]]
@@ -183,7 +183,7 @@ test('authorization_code + PKCE in Chromium, then refresh and revoke through ope
   await page.goto(url.href);
   await signInAsAlice(page, `${redirect}**`);
   const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
-  assert.equal(tokens.claims().sub, 'aad:alice');
+  assert.equal(tokens.claims().sub, 'local:alice');
   assert.equal(tokens.claims().email, 'alice@example.com');
   assert.ok(tokens.refresh_token);
   const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
@@ -226,10 +226,10 @@ test('an authorization request sent by POST from the client\'s page: the login f
   assert.equal(new URL(page.url()).origin, issuer, 'the login form is the token service\'s page');
   await signInAsAlice(page, `${redirect}**`);
   const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state });
-  assert.equal(tokens.claims().sub, 'aad:alice');
+  assert.equal(tokens.claims().sub, 'local:alice');
   const userinfo = await fetch(`${issuer}/userinfo`, { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
   assert.equal(userinfo.status, 200, 'the UserInfo endpoint takes POST too');
-  assert.equal((await userinfo.json()).sub, 'aad:alice');
+  assert.equal((await userinfo.json()).sub, 'local:alice');
   assert.deepEqual(problems, [], 'no CSP violation on the way');
   await context.close();
 });

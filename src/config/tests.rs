@@ -800,3 +800,85 @@ fn redis_ca_file_belongs_to_a_redis_url_over_tls() {
         "session.redis_ca_file: only used with",
     );
 }
+
+/// `sub` is `<source>:<identity>`, and `source` defaults to `local`: a source that would name
+/// an upstream user, a local user or a machine client alike is refused, so none can be taken
+/// for another.
+#[test]
+fn one_source_never_names_two_kinds_of_identity_alike() {
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    const SECRET: &str = "a-session-secret-of-at-least-32-bytes-long";
+    let config = |clients: &str| {
+        format!(
+            "[session]\nsecrets = [\"{SECRET}\"]\n\
+             [[provider]]\nname = \"corp\"\nissuer = \"https://corp.example\"\nclient_id = \"x\"\n\
+             client_auth = \"none\"\n\
+             [[provider]]\nname = \"partner\"\nissuer = \"https://partner.example\"\n\
+             client_id = \"x\"\nclient_auth = \"none\"\n\
+             [token_service]\nissuer = \"https://issuer.example\"\n\
+             [[token_service.user]]\nusername = \"admin\"\npassword_hash = \"{HASH}\"\n{clients}"
+        )
+    };
+    let client = |id: &str, grants: &str, extra: &str| {
+        let secret = if grants.contains("client_credentials") {
+            format!("client_secret_hash = \"{HASH}\"\n")
+        } else {
+            "redirect_uris = [\"https://app.example/cb\"]\n".to_owned()
+        };
+        format!(
+            "[[token_service.client]]\nclient_id = \"{id}\"\ngrants = [{grants}]\n{secret}{extra}\n"
+        )
+    };
+    let code = "\"authorization_code\"";
+    let machine = "\"client_credentials\"";
+    let local = client("local-app", code, "");
+    let corp = |id: &str, source: &str| {
+        client(
+            id,
+            code,
+            &format!("login_provider = \"corp\"\nsource = \"{source}\""),
+        )
+    };
+    let partner = client(
+        "partner-app",
+        code,
+        "login_provider = \"partner\"\nsource = \"aad\"",
+    );
+    let refused = |clients: String, expected: &str| {
+        check_problem(&config(&clients), &[], expected);
+    };
+    refused(
+        format!("{local}{}", corp("corp-app", "local")),
+        "token_service.client[1].source: `local` would name the users of provider `corp` and \
+         the local users of client `local-app` alike",
+    );
+    refused(
+        format!("{}{partner}", corp("corp-app", "aad")),
+        "token_service.client[1].source: `aad` would name the users of provider `partner`",
+    );
+    refused(
+        format!("{local}{}", client("admin", machine, "")),
+        "token_service.client[1].source: `local` would name the machine client `admin`",
+    );
+    refused(
+        format!(
+            "{}{}",
+            corp("corp-app", "aad"),
+            client("robot", machine, "source = \"aad\"")
+        ),
+        "token_service.client[1].source: `aad` would name the machine client `robot`",
+    );
+    // One kind each, or one upstream provider's users through two clients: no clash.
+    let apart = format!(
+        "{local}{}{}{}{}",
+        corp("corp-app", "aad"),
+        corp("corp-admin", "aad"),
+        client("robot", machine, ""),
+        client(
+            "partner-app",
+            code,
+            "login_provider = \"partner\"\nsource = \"partner\""
+        )
+    );
+    assert_eq!(problems(&config(&apart), &[]), Vec::<String>::new());
+}

@@ -94,6 +94,7 @@ impl Checker<'_> {
             .enumerate()
             .filter_map(|(index, user)| self.user(&format!("token_service.user[{index}]"), user))
             .collect();
+        self.subjects_stay_apart(&clients, &users);
         Some(TokenServiceConfig {
             issuer: issuer?,
             signing_key_file,
@@ -103,6 +104,46 @@ impl Checker<'_> {
             clients,
             users,
         })
+    }
+
+    /// SPEC §7: a token's `sub` is `<source>:<identity>`, so one `source` must not give
+    /// subjects to two kinds of identity that may share a name: the users of two upstream
+    /// providers, an upstream's users and local users or a machine client, a local user and a
+    /// machine client of the same name. One could otherwise be taken for the other (an
+    /// upstream user whose `sub` is `admin` would be the local user `admin`). Every client's
+    /// `source` defaults to `local`, so this is what a forgotten `source` leads to.
+    fn subjects_stay_apart(&mut self, clients: &[ClientConfig], users: &[UserConfig]) {
+        let mut seen: Vec<(&str, Subjects<'_>, &str)> = Vec::new();
+        for (index, client) in clients.iter().enumerate() {
+            let mut kinds = Vec::new();
+            if client.grants.contains(&GrantType::AuthorizationCode) {
+                kinds.push(match &client.login_provider {
+                    Some(provider) => Subjects::Upstream(provider),
+                    None => Subjects::LocalUsers,
+                });
+            }
+            if client.grants.contains(&GrantType::ClientCredentials) {
+                kinds.push(Subjects::Machine(&client.client_id));
+            }
+            for kind in kinds {
+                let clash = seen.iter().find(|(source, earlier, _)| {
+                    *source == client.source && earlier.may_share_a_name(&kind, users)
+                });
+                if let Some((_, earlier, earlier_client)) = clash {
+                    self.problem(
+                        format!("token_service.client[{index}].source"),
+                        format!(
+                            "`{}` would name {} and {} of client `{earlier_client}` alike; give \
+                             one of them another `source`",
+                            client.source,
+                            kind.describe(),
+                            earlier.describe()
+                        ),
+                    );
+                }
+                seen.push((&client.source, kind, &client.client_id));
+            }
+        }
     }
 
     /// A problem at `path` unless `file` holds a signing key `serve` can load (or, when
@@ -273,4 +314,38 @@ impl Checker<'_> {
 /// Whether a provider's issuer string names the token service's issuer URL.
 pub fn is_same_issuer(provider_issuer: &str, token_service_issuer: &Url) -> bool {
     provider_issuer.trim_end_matches('/') == token_service_issuer.as_str().trim_end_matches('/')
+}
+
+/// Whose `sub` a client's tokens carry.
+#[derive(Debug, Clone, Copy)]
+enum Subjects<'a> {
+    /// The configured users, by `username` (the login form).
+    LocalUsers,
+    /// The users of this upstream provider, by its `sub` (`login_provider`).
+    Upstream(&'a str),
+    /// The client itself, by `client_id` (`client_credentials`).
+    Machine(&'a str),
+}
+
+impl Subjects<'_> {
+    /// Whether an identity of `self` and one of `other` may have the same name.
+    fn may_share_a_name(&self, other: &Self, users: &[UserConfig]) -> bool {
+        match (self, other) {
+            (Self::LocalUsers, Self::LocalUsers) | (Self::Machine(_), Self::Machine(_)) => false,
+            (Self::Upstream(one), Self::Upstream(other)) => one != other,
+            (Self::Upstream(_), _) | (_, Self::Upstream(_)) => true,
+            (Self::LocalUsers, Self::Machine(client))
+            | (Self::Machine(client), Self::LocalUsers) => {
+                users.iter().any(|user| user.username == *client)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::LocalUsers => "the local users".to_owned(),
+            Self::Upstream(provider) => format!("the users of provider `{provider}`"),
+            Self::Machine(client) => format!("the machine client `{client}`"),
+        }
+    }
 }
