@@ -155,31 +155,41 @@ pub fn landing(signed_in: bool) -> Response {
 /// The page for a method an address does not answer (axum's router adds `Allow`, naming the
 /// ones it does): a `GET` of the token endpoint typed into a browser, say.
 pub fn method_not_allowed(method: &axum::http::Method) -> Response {
-    let message = format!("This address does not answer {method} requests.");
-    let mut response = html(
+    refusal(
         StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed",
-        &format!("<p>{}</p>", escape(&message)),
-    );
-    response.extensions_mut().insert(RefusalPage {
-        error: "method_not_allowed",
-        title: "Method not allowed",
-        message,
-    });
-    response
+        RefusalPage {
+            error: "method_not_allowed",
+            title: "Method not allowed",
+            message: format!("This address does not answer {method} requests."),
+        },
+    )
 }
 
 /// The page for a path nothing answers.
 pub fn not_found() -> Response {
-    let mut response = html(
+    refusal(
         StatusCode::NOT_FOUND,
-        "Page not found",
-        "<p>There is nothing at this address.</p>",
+        RefusalPage {
+            error: "not_found",
+            title: "Page not found",
+            message: "There is nothing at this address.".to_owned(),
+        },
+    )
+}
+
+/// A refusal in plain text (`404 Not Found: There is nothing at this address.`), carrying
+/// `page` for `negotiate` to render as a page or as JSON when the caller asks for one.
+fn refusal(status: StatusCode, page: RefusalPage) -> Response {
+    let reason = status.canonical_reason().unwrap_or_default();
+    let body = format!("{} {reason}: {}\n", status.as_u16(), page.message);
+    let mut response = (status, body).into_response();
+    response.extensions_mut().insert(page);
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    response.extensions_mut().insert(RefusalPage {
-        error: "not_found",
-        title: "Page not found",
-        message: "There is nothing at this address.".to_owned(),
-    });
+    super::security_headers(headers);
     response
 }

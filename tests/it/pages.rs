@@ -96,6 +96,23 @@ async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
     let missing = ask(&gateway, reqwest::Method::GET, "/no/such/page", JSON).await;
     let missing_json: Value = missing.json().await.unwrap();
     assert_eq!(missing_json["error"], "not_found");
+    // Neither a page nor JSON asked for: plain text, as every other refusal.
+    let missing = ask(&gateway, reqwest::Method::GET, "/no/such/page", "*/*").await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(missing.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        missing.text().await.unwrap(),
+        "404 Not Found: There is nothing at this address.\n"
+    );
+    let wrong_method = ask(&gateway, reqwest::Method::GET, "/backchannel-logout", "*/*").await;
+    assert_eq!(
+        wrong_method.text().await.unwrap(),
+        "405 Method Not Allowed: This address does not answer GET requests.\n"
+    );
     gateway.stop().await;
 }
 
