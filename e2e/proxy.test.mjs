@@ -104,6 +104,35 @@ test('login through the proxy, identity headers, a refresh, logout, refused agai
   await context.close();
 });
 
+test('a logout another site links to asks first; its button goes on to the provider on another origin', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy|Refused to/i.test(message.text())) problems.push(message.text());
+  });
+  await page.goto(`${origin}/app/page`);
+  await logIn(page, origin, 'dave');
+  // Another site: the upstream under the name `localhost`, not 127.0.0.1.
+  await page.goto(`http://localhost:${ports.upstream}/elsewhere`);
+  await page.evaluate((target) => {
+    const link = document.createElement('a');
+    link.href = target;
+    link.textContent = 'sign out';
+    document.body.append(link);
+  }, `${origin}/logout?rd=/`);
+  await Promise.all([page.waitForNavigation(), page.click('text=sign out')]);
+  assert.equal(await page.locator('h1').innerText(), 'Sign out?');
+  const still = await context.request.get(`${origin}/app/page`, { maxRedirects: 0 });
+  assert.equal(still.status(), 200, 'nothing changed yet');
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  assert.ok(page.url().startsWith(provider.issuer), `the button goes on to the provider's logout, not ${page.url()}`);
+  assert.deepEqual(problems, [], 'no CSP violation on the way');
+  const refused = await context.request.get(`${origin}/app/page`, { maxRedirects: 0 });
+  assert.equal(refused.status(), 302, 'signed out');
+  await context.close();
+});
+
 test('login_on_upstream_401: anonymous requests pass, the upstream 401 starts the login', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

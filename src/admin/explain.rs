@@ -369,7 +369,14 @@ async fn explain_route(
         Ok(RouteDecision::Allow(..) | RouteDecision::Pass(_)) => ("allow", None, None),
         Ok(RouteDecision::Skip) => ("skip", None, None),
         Ok(RouteDecision::Login) => ("unauthenticated", Some(302), None),
-        Ok(RouteDecision::Logout) => ("logout", Some(302), None),
+        // 200 when the user is asked first ("Sign out?").
+        Ok(RouteDecision::Logout) => {
+            let own = crate::login::signout_confirm::is_the_users_own(
+                &described.method,
+                &described.headers,
+            );
+            ("logout", Some(if own { 302 } else { 200 }), None)
+        }
         Err(refusal) => {
             let (decision, status) = refused(&refusal.rejection);
             (decision, Some(status), Some(refusal.reason))

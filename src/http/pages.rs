@@ -10,6 +10,13 @@ use axum::response::{IntoResponse, Response};
 /// nothing frames it, its only style is inline.
 pub const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// The policy of a page whose form's answer redirects on to another origin (the login form to
+/// the client's redirect URI, "Sign out?" to the provider's logout): `POLICY` without
+/// `form-action`, which browsers apply to every redirect after the `POST` too. Such a page has
+/// no markup a request can inject (every value is escaped), which is what form-action guards.
+pub const FORM_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
+
 const STYLE: &str = "\
 :root{color-scheme:light dark;--accent:#1a5fb4;--error:#a51d2d}\
 body{font:1rem/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;padding:1.5rem}\

@@ -455,12 +455,9 @@ fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Re
     } else {
         StatusCode::OK
     };
-    // No `form-action`: browsers apply it to every redirect that follows the POST, and the
-    // chain goes on from the client's redirect URI to wherever that sends the user (another
-    // origin for most apps), which no list written here can know. The page has no markup a
-    // request can inject (every value is escaped), which is what form-action would guard.
-    let policy =
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
+    // The chain goes on from the client's redirect URI to wherever that sends the user
+    // (another origin for most apps), which no `form-action` list written here can know.
+    let policy = crate::http::pages::FORM_POLICY;
     let mut response = (
         status,
         [

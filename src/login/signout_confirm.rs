@@ -8,38 +8,51 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 
 /// Whether the request to sign out is the user's own:
-/// - a navigation (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) from Tollgate's or
-///   the application's own origin, or typed or bookmarked (`Sec-Fetch-Site: same-origin` or
-///   `none`);
-/// - one from another origin of the same site (an application on a sibling host) that the user
-///   clicked (`Sec-Fetch-User: ?1`);
-/// - a `POST` of the "Sign out?" page (same origin);
-/// - a request without Fetch Metadata (a browser from before 2023, a script): what it says
-///   cannot be read, so it is served as before.
+/// - a navigation to a document (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) from
+///   Tollgate's or the application's own origin, or typed or bookmarked (`Sec-Fetch-Site:
+///   same-origin` or `none`): a link, or the "Sign out?" page's button;
+/// - a script of that origin (`fetch`, `XMLHttpRequest`: mode `cors` or `same-origin`), as a
+///   single-page application signs out;
+/// - a navigation from another origin of the same site (an application on a sibling host)
+///   that the user clicked (`Sec-Fetch-User: ?1`);
+/// - a request without Fetch Metadata (browsers before 2023, plain `http://` origins, which
+///   browsers send none to, scripts): what it says cannot be read, so it is served as before.
+///
+/// Never a prefetch or prerender (`Sec-Purpose`, `Purpose`): a browser that fetches links
+/// ahead of a click would sign the user out for hovering over "Sign out".
 pub fn is_the_users_own(method: &Method, headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if headers.contains_key("sec-purpose") || headers.contains_key("purpose") {
+        return false;
+    }
     let Some(site) = text("sec-fetch-site") else {
         return true;
     };
-    let same_origin = matches!(site, "same-origin" | "none");
-    if method == Method::POST {
-        return same_origin;
-    }
-    let navigation = text("sec-fetch-mode").is_none_or(|mode| mode == "navigate")
+    let mode = text("sec-fetch-mode");
+    let navigation = mode.is_none_or(|mode| mode == "navigate")
         && text("sec-fetch-dest").is_none_or(|dest| dest == "document");
-    let clicked = text("sec-fetch-user") == Some("?1");
-    method == Method::GET && navigation && (same_origin || (site == "same-site" && clicked))
+    match site {
+        "same-origin" | "none" => navigation || matches!(mode, Some("cors" | "same-origin")),
+        "same-site" => method == Method::GET && navigation && text("sec-fetch-user") == Some("?1"),
+        _ => false,
+    }
 }
 
 /// The "Sign out?" page: one button that posts the same address (its `rd` included) from
-/// Tollgate's own page, which `is_the_users_own` then accepts.
+/// Tollgate's own page, which `is_the_users_own` then accepts. Its policy has no
+/// `form-action`: the answer redirects on to the provider's logout, on another origin.
 pub fn confirmation() -> Response {
-    crate::http::pages::html(
+    let mut response = crate::http::pages::html(
         StatusCode::OK,
         "Sign out?",
         "<p>Another page asked to sign you out. Nothing has changed yet.</p>\
          <form method=\"post\"><button type=\"submit\">Sign out</button></form>",
-    )
+    );
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(crate::http::pages::FORM_POLICY),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -81,8 +94,20 @@ mod tests {
             get(&HeaderMap::new()),
             "no Fetch Metadata: served as before"
         );
-        let confirmed = headers(&[("sec-fetch-site", "same-origin")]);
+        let mut confirmed = navigation("same-origin", true);
+        assert!(
+            is_the_users_own(&Method::POST, &confirmed),
+            "the page's button"
+        );
+        confirmed.insert("sec-fetch-site", HeaderValue::from_static("none"));
         assert!(is_the_users_own(&Method::POST, &confirmed));
+        let script = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+        ]);
+        assert!(get(&script), "a single-page application's fetch");
+        assert!(is_the_users_own(&Method::DELETE, &script));
     }
 
     #[test]
@@ -102,11 +127,13 @@ mod tests {
             ("sec-fetch-dest", "iframe"),
         ]);
         assert!(!get(&frame));
-        let cross_post = headers(&[("sec-fetch-site", "cross-site")]);
+        let cross_post = navigation("cross-site", true);
         assert!(!is_the_users_own(&Method::POST, &cross_post));
-        assert!(!is_the_users_own(
-            &Method::PUT,
-            &navigation("same-origin", true)
-        ));
+        let cross_script = headers(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")]);
+        assert!(!get(&cross_script));
+        let mut prefetch = navigation("same-origin", false);
+        prefetch.insert("sec-purpose", HeaderValue::from_static("prefetch"));
+        assert!(!get(&prefetch), "a link fetched ahead of a click");
+        assert!(!get(&headers(&[("purpose", "prefetch")])));
     }
 }

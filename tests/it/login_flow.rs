@@ -233,8 +233,9 @@ async fn login_state_cookies_are_capped() {
 }
 
 /// What Fetch Metadata says of a request the user did not make: an image posted into an
-/// application (`<img src="/signout">`), and another site's link.
-pub const NOT_THE_USERS: [&[(&str, &str)]; 2] = [
+/// application (`<img src="/signout">`), another site's link, and a link fetched ahead of a
+/// click.
+pub const NOT_THE_USERS: [&[(&str, &str)]; 3] = [
     &[
         ("sec-fetch-site", "same-origin"),
         ("sec-fetch-mode", "no-cors"),
@@ -245,6 +246,12 @@ pub const NOT_THE_USERS: [&[(&str, &str)]; 2] = [
         ("sec-fetch-mode", "navigate"),
         ("sec-fetch-dest", "document"),
         ("sec-fetch-user", "?1"),
+    ],
+    &[
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("sec-purpose", "prefetch"),
     ],
 ];
 
@@ -281,6 +288,15 @@ async fn a_signout_another_page_asked_for_is_confirmed_first() {
         .await;
     assert_eq!(confirmed.status(), 302);
     assert!(location(&confirmed).starts_with(&format!("{}/end_session", idp.issuer())));
+    assert!(!browser.cookies.contains_key("tollgate"), "signed out");
+    // A single-page application's own `fetch` signs out at once.
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let script = [
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
+    ];
+    assert_eq!(browser.get_with(&url, &script).await.status(), 302);
     assert!(!browser.cookies.contains_key("tollgate"), "signed out");
 }
 
