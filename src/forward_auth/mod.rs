@@ -403,9 +403,16 @@ pub async fn decide_auth(
     };
     // The application behind gets the whole request: every token in it must be one Tollgate
     // accepts, for the same caller.
+    let queries: Vec<&str> = original_query
+        .into_iter()
+        .chain(
+            crate::http::forwarded::queries_said(headers)
+                .filter(|query| Some(*query) != original_query),
+        )
+        .collect();
     let reaching = Reaching {
         authorization: true,
-        query: original_query,
+        queries: &queries,
         token_cookie: section.token_cookie.as_deref(),
     };
     let others = other_tokens(headers, reaching, Some(identity.credential));
@@ -499,7 +506,7 @@ async fn token_identity(
         .map_err(|refusal| refusal.unwrap_or_else(|reason| (refused, reason)))?;
     let reaching = Reaching {
         authorization: true,
-        query: None,
+        queries: &[],
         token_cookie,
     };
     for other in other_tokens(headers, reaching, Some(used)) {

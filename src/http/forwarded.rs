@@ -87,6 +87,21 @@ pub fn original_request(
     }
 }
 
+/// The query of every original URL the request's headers say (`X-Original-URL`,
+/// `X-Forwarded-Uri`, each value), believed or not, trusted peer or not: where one token
+/// could reach the application, all are checked, and checking one that never does only
+/// refuses more.
+pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    let values = headers
+        .get_all(&X_ORIGINAL_URL)
+        .iter()
+        .chain(headers.get_all(&X_FORWARDED_URI).iter());
+    values
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|url| url.split_once('?'))
+        .map(|(_, query)| query.split_once('#').map_or(query, |(query, _)| query))
+}
+
 /// Whether two proxies' readings both say something, and not the same.
 fn conflict<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if a != b)

@@ -193,7 +193,9 @@ pub fn ambiguous_credentials(
         }
     }
     let token_in_query = query.is_some_and(|query| {
-        url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token")
+        other_tokens::access_token_parameters(query)
+            .next()
+            .is_some()
     });
     if first.is_some() && token_in_query {
         return Some("a token both in the Authorization header and in the query");

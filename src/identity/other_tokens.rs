@@ -24,20 +24,24 @@ pub struct OtherToken<'a> {
 }
 
 /// What of a request reaches the application unchanged: the `Authorization` header (not when
-/// the proxy removes it), the query the application will see, the configured token cookie.
+/// the proxy removes it), the query of the URL the application will see, the configured token
+/// cookie.
 #[derive(Debug, Clone, Copy)]
 pub struct Reaching<'a> {
     /// Whether the client's `Authorization` header reaches the application.
     pub authorization: bool,
-    /// The query of the URL the application will see.
-    pub query: Option<&'a str>,
+    /// The queries the application may see: every one a proxy or the client said, believed or
+    /// not (checking a token that never reaches it only refuses more).
+    pub queries: &'a [&'a str],
     /// The configured token cookie's name.
     pub token_cookie: Option<&'a str>,
 }
 
-/// The tokens of `headers` and `reaching.query` that did not identify the caller (`used`; none
-/// when nobody was identified): a bearer token, a cookie an application reads as the token
-/// cookie (`cookie_name_as_read`), every `access_token` of the query (never a credential).
+/// The tokens of `headers` and `reaching.queries` that did not identify the caller (`used`;
+/// none when nobody was identified): a bearer token, a cookie an application reads as the
+/// token cookie (`cookie_name_as_read`), every parameter of a query that an application reads
+/// as `access_token` (`query_tokens`; never a credential). An empty cookie or parameter is no
+/// token.
 pub fn other_tokens<'a>(
     headers: &'a HeaderMap,
     reaching: Reaching<'a>,
@@ -65,18 +69,17 @@ pub fn other_tokens<'a>(
             .filter_map(|header| crate::http::utf8(header.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
             .filter(|pair| cookie_name_as_read(pair.name) == wanted);
-        others.extend(cookies.map(|pair| OtherToken {
-            place: Credential::TokenCookie.as_str(),
-            token: Cow::Borrowed(pair.value.unwrap_or("")),
-        }));
+        others.extend(
+            cookies
+                .filter_map(|pair| pair.value.filter(|value| !value.is_empty()))
+                .map(|token| OtherToken {
+                    place: Credential::TokenCookie.as_str(),
+                    token: Cow::Borrowed(token),
+                }),
+        );
     }
-    // Found without decoding the query first: most requests have no such parameter.
-    if let Some(query) = reaching.query
-        && memchr::memmem::find(query.as_bytes(), b"access_token").is_some()
-    {
-        let tokens = url::form_urlencoded::parse(query.as_bytes())
-            .filter(|(name, _)| name == "access_token");
-        others.extend(tokens.map(|(_, token)| OtherToken {
+    for query in reaching.queries {
+        others.extend(query_tokens(query).map(|token| OtherToken {
             place: "query",
             token,
         }));
@@ -84,11 +87,47 @@ pub fn other_tokens<'a>(
     others
 }
 
-/// Whether two sets of claims name the same caller: the same `sub`. Both were validated at one
-/// provider, so one issuer.
+/// The values of `query` that the laxest application reads as `access_token`, but for empty
+/// ones, which are no token: see `access_token_parameters`.
+pub fn query_tokens(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    access_token_parameters(query).filter(|token| !token.is_empty())
+}
+
+/// The values of `query` that the laxest application reads as `access_token`: parameters
+/// split at `&` and at `;` (Rack, older Python and Go), names form-decoded and compared as
+/// `cookie_name_as_read` compares cookie names (ASP.NET Core ignores case; PHP reads `.`,
+/// space and `[` as `_`). A query that holds no `%` and no `token` in any case has none, and
+/// is not decoded.
+pub fn access_token_parameters(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    let may_hold = memchr::memchr(b'%', query.as_bytes()).is_some()
+        || query
+            .as_bytes()
+            .windows(5)
+            .any(|window| window.eq_ignore_ascii_case(b"token"));
+    let parameters = may_hold
+        .then(|| query.split(['&', ';']))
+        .into_iter()
+        .flatten();
+    parameters.filter_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        if cookie_name_as_read(&name.replace('+', " ")) != "access_token" {
+            return None;
+        }
+        let value = value.replace('+', " ");
+        let value = percent_encoding::percent_decode_str(&value).decode_utf8_lossy();
+        Some(Cow::Owned(value.into_owned()))
+    })
+}
+
+/// Whether two sets of claims name the same caller: the same `sub`, and the same `iss` when
+/// both say one (`/validate` accepts tokens of the provider and of the token service).
 pub fn same_caller(one: &Claims, other: &Claims) -> bool {
-    match (one.get("sub"), other.get("sub")) {
+    let issuers_agree = match (one.get("iss"), other.get("iss")) {
         (Some(one), Some(other)) => one == other,
+        _ => true,
+    };
+    match (one.get("sub"), other.get("sub")) {
+        (Some(one), Some(other)) => issuers_agree && one == other,
         _ => false,
     }
 }
@@ -104,7 +143,23 @@ pub async fn check_other_tokens(
     others: &[OtherToken<'_>],
     trace: &mut Trace,
 ) -> Result<(), Refusal> {
+    // The session's own access token, sent by the page it serves: its `sub` may differ from
+    // the ID token's (Okta, Entra ID), and it was the provider's answer to this login.
+    let own = identity
+        .filter(|identity| identity.credential == Credential::SessionCookie)
+        .and_then(Identity::access_token);
     for other in others {
+        if own.is_some_and(|own| {
+            crate::secret::constant_time_eq(own.as_bytes(), other.token.as_bytes())
+        }) {
+            trace.record("other token", "valid", || {
+                format!(
+                    "the {} token is the session's own access token",
+                    other.place
+                )
+            });
+            continue;
+        }
         let claims = match provider.validate_access_token(&other.token).await {
             Ok(claims) => claims,
             Err(error) => {
@@ -170,7 +225,7 @@ mod tests {
     fn every_token_that_did_not_identify_the_caller_is_found() {
         let everything = Reaching {
             authorization: true,
-            query: Some("a=1&access_token=q%2B1&access_token=q2"),
+            queries: &["a=1&access_token=q%2B1&access_token=q2"],
             token_cookie: Some("tok"),
         };
         let headers = request(Some("Bearer b"), Some("session=s; TOK=c"));
@@ -201,13 +256,13 @@ mod tests {
         let headers = request(Some("Basic YTpi"), Some("tok=c"));
         let nothing_configured = Reaching {
             authorization: true,
-            query: Some("access=1&token=2"),
+            queries: &["access=1&token=2&access_token=&access_token"],
             token_cookie: None,
         };
         assert_eq!(other_tokens(&headers, nothing_configured, None), []);
         let removed = Reaching {
             authorization: false,
-            query: None,
+            queries: &[],
             token_cookie: None,
         };
         let headers = request(Some("Bearer b"), None);
@@ -221,11 +276,42 @@ mod tests {
         headers.insert(header::AUTHORIZATION, value);
         let reaching = Reaching {
             authorization: true,
-            query: None,
+            queries: &[],
             token_cookie: None,
         };
         let found = other_tokens(&headers, reaching, Some(Credential::SessionCookie));
         assert_eq!(places(&found), [("bearer", "")], "refused when checked");
+    }
+
+    #[test]
+    fn a_query_token_is_found_under_every_name_an_application_reads_as_access_token() {
+        let tokens = |query| query_tokens(query).collect::<Vec<_>>();
+        for query in [
+            "access_token=t",
+            "Access_Token=t",
+            "ACCESS_TOKEN=t",
+            "access%5Ftoken=t",
+            "access%5ftoken=t",
+            "access.token=t",
+            "access+token=t",
+            "access%20token=t",
+            "access[token=t",
+            "a=1;access_token=t",
+            "%61ccess_token=t",
+        ] {
+            assert_eq!(tokens(query), ["t"], "{query}");
+        }
+        assert_eq!(tokens("access_token=a%2Bb+c"), ["a+b c"], "form-decoded");
+        for query in [
+            "",
+            "a=1",
+            "access_token=",
+            "access_token",
+            "token=t",
+            "access_tokens=t",
+        ] {
+            assert_eq!(tokens(query), Vec::<Cow<'_, str>>::new(), "{query}");
+        }
     }
 
     #[test]
@@ -240,5 +326,9 @@ mod tests {
         assert!(same_caller(&alice, &alice_again));
         assert!(!same_caller(&alice, &bob));
         assert!(!same_caller(&nobody, &nobody), "no subject is nobody's");
+        let elsewhere = claims(serde_json::json!({"sub": "alice", "iss": "https://other"}));
+        let here = claims(serde_json::json!({"sub": "alice", "iss": "https://here"}));
+        assert!(!same_caller(&here, &elsewhere), "another issuer's alice");
+        assert!(same_caller(&here, &alice), "an issuer on one side only");
     }
 }

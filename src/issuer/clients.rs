@@ -102,14 +102,19 @@ impl TokenService {
     ) -> Result<&ClientConfig, IssuerError> {
         let now = self.now();
         let configured = self.client(&presented.client_id);
-        // A secret verified a moment ago passes before any limit: whoever fails for a client id
-        // cannot lock out the client that holds its secret.
+        // A secret verified a moment ago passes before any limit, and each use keeps it
+        // remembered: whoever fails for a client id cannot lock out a client that keeps using
+        // its secret.
         if let Some(client) = configured
             && client.client_secret_hash.is_some()
             && let Some(secret) = &presented.secret
-            && self.is_remembered(&secret_cache_key(&client.client_id, secret))
         {
-            return Ok(client);
+            let cache_key = secret_cache_key(&client.client_id, secret);
+            if self.is_remembered(&cache_key) {
+                self.verified_secrets
+                    .insert(cache_key, self.now() + VERIFIED_SECRET_TTL);
+                return Ok(client);
+            }
         }
         // Only configured confidential client ids are counted: an unknown one protects nothing
         // (and keying on it would let an attacker fill the map with megabyte-long names), and a

@@ -422,9 +422,13 @@ async fn check_query_tokens(
     if !route.accept_bearer {
         return Ok(());
     }
+    let queries: &[&str] = match &query {
+        Some(query) => std::slice::from_ref(query),
+        None => &[],
+    };
     let reaching = Reaching {
         authorization: false,
-        query,
+        queries,
         token_cookie: None,
     };
     let others = other_tokens(

@@ -398,6 +398,31 @@ async fn every_token_beside_the_credential_is_checked() {
         with("cookie", format!("ODJ_ACCESS_TOKEN={forged}")).await,
         401
     );
+    // Read as `access_token` by some application: another case, encoded, PHP's `.`, after `;`.
+    for query in [
+        "Access_Token=",
+        "access%5Ftoken=",
+        "access.token=",
+        "a=1;access_token=",
+    ] {
+        let url = format!("/page?{query}{forged}");
+        assert_eq!(with("x-forwarded-uri", url).await, 401, "{query}");
+    }
+    // An empty token cookie (an application's logout leaves one) or parameter is no token.
+    assert_eq!(with("cookie", "odj_access_token=".to_owned()).await, 200);
+    let empty = "/page?access_token=&x=1".to_owned();
+    assert_eq!(with("x-forwarded-uri", empty).await, 200);
+    // Two original URLs that disagree are neither believed, but the tokens of both are
+    // checked: the application gets one of them.
+    let disagreeing = [
+        ("x-original-url", "/x".to_owned()),
+        ("x-forwarded-uri", format!("/page?access_token={forged}")),
+    ];
+    let pairs: Vec<(&str, &str)> = disagreeing
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    assert_eq!(browser.get_with(&url, &pairs).await.status(), 401);
     // Beside a bearer token: the token cookie, at `/auth` and at `/validate`.
     for path in ["/auth", "/validate"] {
         let client = reqwest::Client::new();
@@ -415,6 +440,34 @@ async fn every_token_beside_the_credential_is_checked() {
         assert_eq!(ask(forged).await, 401, "{path}");
         assert_eq!(ask(&bob).await, 400, "{path}");
     }
+}
+
+/// The session's own access token, sent by the page it serves, is accepted beside the session
+/// even when it names the user by another `sub` than the ID token (Okta, Entra ID); another
+/// token of that `sub` is not the session's.
+#[tokio::test]
+async fn the_sessions_own_access_token_is_its_callers() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        access_token_subject: Some("00u-login-name"),
+        ..Default::default()
+    });
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let (own, _) = idp.last_tokens().unwrap();
+    let url = gateway.url("/auth");
+    let own = format!("Bearer {own}");
+    let response = browser.get_with(&url, &[("authorization", &own)]).await;
+    assert_eq!(response.status(), 200);
+    let other = idp
+        .access_token()
+        .claim("sub", json!("00u-login-name"))
+        .claim("jti", json!("another-token"))
+        .sign();
+    let other = format!("Bearer {other}");
+    let response = browser.get_with(&url, &[("authorization", &other)]).await;
+    assert_eq!(response.status(), 400, "tokens of two callers");
 }
 
 #[tokio::test]

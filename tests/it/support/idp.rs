@@ -61,6 +61,9 @@ pub struct Misbehaviour {
     pub token_endpoint_status: Option<u16>,
     /// Discovery advertises RFC 9207 and the authorization response carries `iss`.
     pub iss_parameter: bool,
+    /// The access token of the code exchange names the user by this `sub`, not the ID
+    /// token's (Okta's login name, Entra ID's per-application subject).
+    pub access_token_subject: Option<&'static str>,
     /// With `iss_parameter`, the authorization response leaves `iss` out anyway.
     pub omit_iss_parameter: bool,
     /// Token responses (code exchange and refresh) leave out the optional `expires_in`.
@@ -523,7 +526,11 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         )
             .into_response();
     }
-    let issued_access_token = access_token(&inner).sign();
+    let mut issued_access_token = access_token(&inner);
+    if let Some(subject) = misbehaviour.access_token_subject {
+        issued_access_token = issued_access_token.claim("sub", json!(subject));
+    }
+    let issued_access_token = issued_access_token.sign();
     let left_half = |value: &str| {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
         URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
