@@ -75,13 +75,20 @@ pub fn is_identity_elsewhere(name: &str) -> bool {
 /// kept) for one only a proxy sets about the client's request: who sent it, how, to which
 /// host and path, with which method or identity. `X-Forwarded-*` and `X-Original-*` are
 /// whole families (oauth2-proxy's `X-Forwarded-User`, nginx's `X-Original-URI`), so any name
-/// in them is one.
+/// in them is one. The client-address headers of CDNs and of libraries that read them before
+/// `X-Forwarded-For` (npm `request-ip` reads `X-Client-IP` first) are too.
 pub fn is_said_by_proxies(name: &str) -> bool {
     let bytes = name.as_bytes();
     // Almost every header a client sends starts otherwise: decided on two bytes.
     match bytes {
         [b'x', b'-' | b'_', ..] => {}
-        [b'f', ..] => return same_header(name, "forwarded"),
+        [b'f', ..] => {
+            return ["forwarded", "forwarded-for", "fastly-client-ip"]
+                .iter()
+                .any(|known| same_header(name, known));
+        }
+        [b't', b'r', ..] => return same_header(name, "true-client-ip"),
+        [b'c', b'f', ..] => return same_header(name, "cf-connecting-ip"),
         _ => return false,
     }
     let starts = |prefix: &str| {
@@ -90,7 +97,14 @@ pub fn is_said_by_proxies(name: &str) -> bool {
     };
     starts("x-forwarded-")
         || starts("x-original-")
-        || same_header(name, "x-real-ip")
+        || [
+            "x-forwarded",
+            "x-real-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+        ]
+        .iter()
+        .any(|known| same_header(name, known))
         || overrides_the_request_line(name)
 }
 
@@ -153,6 +167,32 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
             suffix.bytes().all(|byte| byte.is_ascii_digit()) && !suffix.is_empty()
         })
         || rest.starts_with("_login_")
+}
+
+/// Removes the upstream's `Set-Cookie`s of Tollgate's own cookies (the session, its chunks,
+/// login states): an application must not set, shadow (a narrower `Path` is sent first) or
+/// delete them, swapping the browser's session for another. Returns whether any was removed.
+pub fn strip_tollgate_set_cookies(headers: &mut HeaderMap, cookie_name: &str) -> bool {
+    let ours = |value: &HeaderValue| {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let pair = text.split(';').next().unwrap_or("");
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+        is_tollgate_cookie(name, cookie_name)
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
+        return false;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|value| !ours(value))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
+    true
 }
 
 /// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order. Headers
@@ -297,14 +337,20 @@ mod tests {
             "x-http-method-override",
             "x-http-method",
             "x-method-override",
+            "x-forwarded",
+            "forwarded-for",
+            "x-client-ip",
+            "x_cluster_client_ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
         ] {
             assert!(is_said_by_proxies(name), "{name}");
         }
         for name in [
-            "x-forwarded",
             "x-user",
             "x-request-id",
-            "forwarded-for",
+            "cf-ray",
             "authorization",
             "cookie",
             "host",

@@ -525,7 +525,7 @@ fn serve_route<'a>(
             }
             RouteDecision::Skip => {
                 let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
-                Ok((upstream_answer(route, exchange.await)?, "skip", None))
+                Ok((upstream_answer(state, route, exchange.await)?, "skip", None))
             }
             RouteDecision::Allow(identity, identity_headers) => {
                 crate::telemetry::with_current(|span| {
@@ -539,11 +539,19 @@ fn serve_route<'a>(
                     Ok(exchange) => exchange,
                     Err(refusal) => return Err(refusal.with_cookies(identity.set_cookies)),
                 };
-                let mut response = match upstream_answer(route, exchange.await) {
+                let mut response = match upstream_answer(state, route, exchange.await) {
                     Ok(response) => response,
                     Err(refusal) => return Err(refusal.with_cookies(identity.set_cookies)),
                 };
-                append_set_cookies(&mut response, &identity.set_cookies);
+                if !identity.set_cookies.is_empty() {
+                    append_set_cookies(&mut response, &identity.set_cookies);
+                    // The refreshed session's cookie must never be stored by a shared cache
+                    // and handed to someone else, whatever the upstream allowed.
+                    response.headers_mut().insert(
+                        axum::http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("private, no-store"),
+                    );
+                }
                 Ok((response, "allow", Some(identity.credential.as_str())))
             }
             RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {
@@ -553,7 +561,7 @@ fn serve_route<'a>(
                 let headers = request.headers().clone();
                 let target = return_target(&request);
                 let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
-                let response = upstream_answer(route, exchange.await)?;
+                let response = upstream_answer(state, route, exchange.await)?;
                 if response.status() != StatusCode::UNAUTHORIZED
                     || crate::http::is_api_call(&method, &headers)
                 {
@@ -571,7 +579,7 @@ fn serve_route<'a>(
             }
             RouteDecision::Pass(_) => {
                 let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
-                Ok((upstream_answer(route, exchange.await)?, "pass", None))
+                Ok((upstream_answer(state, route, exchange.await)?, "pass", None))
             }
             RouteDecision::Login => {
                 let provider = route_provider(state, route)?;
@@ -719,10 +727,15 @@ fn forwarded_chain(headers: &HeaderMap) -> Option<String> {
 
 /// The upstream's response, or the refusal for why there is none.
 fn upstream_answer(
+    state: &ProxyState,
     route: &RouteConfig,
     answer: Result<Response, forward::ForwardError>,
 ) -> Result<Response, Refusal> {
-    answer.map_err(|error| upstream_refusal(route, error))
+    let mut response = answer.map_err(|error| upstream_refusal(route, error))?;
+    if headers::strip_tollgate_set_cookies(response.headers_mut(), &state.cookie_name) {
+        tracing::warn!(upstream = %route.upstream, "the upstream set one of Tollgate's own cookies; removed");
+    }
+    Ok(response)
 }
 
 /// A request that got no response from its upstream: logged once, with the decision, naming

@@ -354,6 +354,14 @@ on_unauthenticated = "pass"
         ("x-forwarded-client-cert", "Hash=forged"),
         ("x-forwarded-server", "admin"),
         ("x-original-uri", "/admin"),
+        // The client-address headers of CDNs and of libraries that read them first.
+        ("X-Client-IP", "10.9.9.9"),
+        ("x-cluster-client-ip", "10.9.9.9"),
+        ("True-Client-IP", "10.9.9.9"),
+        ("cf-connecting-ip", "10.9.9.9"),
+        ("fastly-client-ip", "10.9.9.9"),
+        ("x-forwarded", "for=10.9.9.9"),
+        ("forwarded-for", "10.9.9.9"),
     ];
     let body = echo_of(&gateway, &spoofed).await;
     for (name, _) in spoofed {
@@ -740,6 +748,41 @@ accept_bearer = true
             assert_eq!(status, expected, "{path}, anonymous {anonymous}");
         }
     }
+}
+
+/// An application must not set, shadow or delete Tollgate's own cookies: the upstream's
+/// `Set-Cookie`s of the session, its chunks and login states are removed, its others kept.
+#[tokio::test]
+async fn the_upstream_cannot_set_tollgates_cookies() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let cookies = [
+        "tollgate=s.attackers-session; Path=/app",
+        "tollgate_1=x",
+        "tollgate_login_abc=y; Path=/",
+        "app=1; Path=/",
+        "tollgateway=2",
+    ];
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(cookies.iter().map(|cookie| ("c", *cookie)))
+        .finish();
+    let response = reqwest::get(gateway.url(&format!("/set-cookies?{query}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set: Vec<&str> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["app=1; Path=/", "tollgateway=2"]);
 }
 
 #[tokio::test]
@@ -1204,8 +1247,18 @@ provider = "corp"
     );
     idp.set_user_claim("email", json!("alice@new.example"));
     crate::refresh::advance(&clock, &idp, 250);
+    let refreshed = browser.get(&gateway.url("/a/page")).await;
+    assert!(
+        refreshed.headers().contains_key("set-cookie"),
+        "the new session"
+    );
     assert_eq!(
-        user_on(&mut browser, &gateway, "/a/page").await,
+        refreshed.headers()["cache-control"],
+        "private, no-store",
+        "a response carrying a session is never stored by a shared cache"
+    );
+    assert_eq!(
+        seen(&refreshed.json().await.unwrap(), "x-user"),
         ["alice@new.example"]
     );
     assert_eq!(idp.count("refresh"), 1);

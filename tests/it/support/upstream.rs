@@ -59,6 +59,19 @@ async fn upload(request: Request) -> String {
     total.to_string()
 }
 
+/// Answers each `c` parameter of the query as a `Set-Cookie`.
+async fn set_cookies(request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let mut response = "cookies set".into_response();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name == "c" {
+            let value = axum::http::HeaderValue::from_str(&value).unwrap();
+            response.headers_mut().append("set-cookie", value);
+        }
+    }
+    response
+}
+
 async fn slow() -> &'static str {
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     "late"
@@ -88,6 +101,7 @@ impl TestUpstream {
             .route("/upload", post(upload))
             .route("/slow", get(slow))
             .route("/ws", get(websocket))
+            .route("/set-cookies", get(set_cookies))
             .fallback(any(echo));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self { addr }
