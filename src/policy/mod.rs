@@ -63,7 +63,7 @@ pub fn decide_traced(
                     .and_then(|value| json_path_text(value, path)),
             ),
         };
-        let Some(text) = text else {
+        let Some(text) = text.map(|text| text.map_err(|Unreadable| ())) else {
             trace.record("inject header", "none", || {
                 format!(
                     "`{}` is not sent: {}",
@@ -73,7 +73,7 @@ pub fn decide_traced(
             });
             continue;
         };
-        match HeaderValue::from_str(&text) {
+        match text.and_then(|text| HeaderValue::from_str(&text).map_err(|_| ())) {
             Ok(value) => {
                 trace.record("inject header", "pass", || {
                     format!(
@@ -121,17 +121,58 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
     }
 }
 
-/// A claim as header text: strings as they are, arrays joined with `,`, others as JSON.
-pub fn header_text(value: &Value) -> String {
+/// A claim value whose header text would not read back as that value: a string with white
+/// space at either end (every HTTP parser trims it, so `"admin "` would be read as `admin`),
+/// or an element of a list that holds `,` (`["eng,admin"]` would be read as two groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// A claim as header text: strings as they are, arrays joined with `,`, others as JSON; or
+/// `Unreadable`.
+///
+/// # Errors
+/// `Unreadable` when the text would not read back as the value.
+pub fn header_text(value: &Value) -> Result<String, Unreadable> {
     match value {
-        Value::String(text) => text.clone(),
-        Value::Array(items) => items.iter().map(header_text).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
+        Value::String(text) => {
+            let ends = |byte: Option<&u8>| matches!(byte, Some(b' ' | b'\t'));
+            if ends(text.as_bytes().first()) || ends(text.as_bytes().last()) {
+                return Err(Unreadable);
+            }
+            Ok(text.clone())
+        }
+        Value::Array(items) => joined(items),
+        other => Ok(other.to_string()),
     }
 }
 
+/// `values` as one comma-separated header text, the elements of arrays among them in line,
+/// each as `header_text` writes it; `Unreadable` when one holds a `,` of its own.
+fn joined<'a>(values: impl IntoIterator<Item = &'a Value>) -> Result<String, Unreadable> {
+    fn push(value: &Value, parts: &mut Vec<String>) -> Result<(), Unreadable> {
+        if let Value::Array(items) = value {
+            return items.iter().try_for_each(|item| push(item, parts));
+        }
+        let text = header_text(value)?;
+        if text.contains(',') {
+            return Err(Unreadable);
+        }
+        parts.push(text);
+        Ok(())
+    }
+    let mut parts = Vec::new();
+    for value in values {
+        push(value, &mut parts)?;
+    }
+    Ok(parts.join(","))
+}
+
 /// Runs a JSONPath over a claim that holds JSON or a JSON string; `None` when nothing matched.
-fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<String> {
+/// One match is written as `header_text` writes it, several joined as a list's elements.
+pub fn json_path_text(
+    value: &Value,
+    path: &serde_json_path::JsonPath,
+) -> Option<Result<String, Unreadable>> {
     let parsed;
     let document = match value {
         Value::String(text) => {
@@ -141,16 +182,11 @@ fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<Str
         other => other,
     };
     let nodes = path.query(document).all();
-    if nodes.is_empty() {
-        return None;
+    match nodes.as_slice() {
+        [] => None,
+        [one] => Some(header_text(one)),
+        many => Some(joined(many.iter().copied())),
     }
-    Some(
-        nodes
-            .into_iter()
-            .map(header_text)
-            .collect::<Vec<_>>()
-            .join(","),
-    )
 }
 
 /// `[route.require]`: every listed requirement must hold.

@@ -80,6 +80,31 @@ fn claim_values_that_cannot_be_headers_deny() {
     );
 }
 
+/// A value the application would read back as another one is refused, not sent: a group
+/// named `eng,admin` would read as two groups, `"admin "` as `admin` (parsers trim).
+#[test]
+fn claim_values_that_would_read_back_as_others_deny() {
+    let deny = |claims: serde_json::Value, query: &str| check(claims, query, "deny");
+    deny(json!({"groups": ["eng,admin"]}), "inject-claim=groups");
+    deny(json!({"user": "admin "}), "inject-claim=user");
+    deny(json!({"user": "\tadmin"}), "inject-claim=user");
+    deny(json!({"groups": ["eng", " admin"]}), "inject-claim=groups");
+    let nested = json!({"realm": {"roles": ["eng,admin", "dev"]}});
+    deny(nested, "inject-json-claim=X-Roles,realm,$.roles[*]");
+    // One value with a comma of its own is one value; a list of lists is read in line.
+    check(
+        json!({"name": "Doe, Jane"}),
+        "inject-claim=name",
+        "allow [name=Doe, Jane]",
+    );
+    let lists = json!({"realm": {"a": ["x", "y"], "b": ["z"]}});
+    check(
+        lists,
+        "inject-json-claim=X-Roles,realm,$.*",
+        "allow [x-roles=x,y,z]",
+    );
+}
+
 #[test]
 fn skip_rules_with_and_without_method() {
     let query = AuthQuery::parse("skip-auth=GET,/favicon.ico$&skip-auth=/api/").unwrap();

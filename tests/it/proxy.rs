@@ -1096,11 +1096,20 @@ on_unauthenticated = "deny"
 accept_bearer = true
 [route.headers]
 "X-User" = "claim:email"
+"X-Groups" = "claim:groups"
 "#;
     let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let client = reqwest::Client::new();
-    for bad in ["a@example.com\r\nX-Admin: 1", "a@example.com\nx", "a\u{0}b"] {
-        let token = idp.access_token().claim("email", json!(bad)).sign();
+    // A value the upstream would read back as another (parsers trim white space, and split a
+    // list at its commas) is refused too.
+    for (claim, bad) in [
+        ("email", json!("a@example.com\r\nX-Admin: 1")),
+        ("email", json!("a@example.com\nx")),
+        ("email", json!("a\u{0}b")),
+        ("email", json!("admin@example.com ")),
+        ("groups", json!(["eng,admin"])),
+    ] {
+        let token = idp.access_token().claim(claim, bad.clone()).sign();
         let response = client
             .get(gateway.url("/x"))
             .bearer_auth(token)
@@ -1112,6 +1121,7 @@ accept_bearer = true
     let token = idp
         .access_token()
         .claim("email", json!("a@example.com"))
+        .claim("groups", json!(["eng", "admin"]))
         .sign();
     let response = client
         .get(gateway.url("/x"))
@@ -1122,6 +1132,7 @@ accept_bearer = true
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(seen(&body, "x-user"), ["a@example.com"]);
+    assert_eq!(seen(&body, "x-groups"), ["eng,admin"]);
     gateway.stop().await;
 }
 
