@@ -352,7 +352,7 @@ async fn explain_route(
             route.provider
         )
     });
-    strip_client_identity_headers(route, &mut described.headers);
+    strip_client_identity_headers(&state.routes, route, &mut described.headers);
     let base = public_url.cloned().unwrap_or_else(|| described.url.clone());
     let decision = decide_route(
         state,

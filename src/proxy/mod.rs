@@ -209,18 +209,24 @@ fn route_request<'a>(
     // Identity headers named by the route are removed before anything reads the request; only
     // `Authorization` survives on a route that accepts bearer tokens, as the credential itself,
     // and is replaced or removed before the request goes upstream.
-    strip_client_identity_headers(route, request.headers_mut());
+    strip_client_identity_headers(&state.routes, route, request.headers_mut());
     Ok(route)
 }
 
-/// Removes the route's identity headers from the client's request, except `Authorization` on
-/// a route that accepts bearer tokens (it is the credential).
-pub fn strip_client_identity_headers(route: &RouteConfig, headers: &mut HeaderMap) {
+/// Removes every route's identity headers from the client's request (`RouteTable::
+/// identity_headers`), and the route's own `Authorization` unless it accepts bearer tokens
+/// (then it is the credential).
+pub fn strip_client_identity_headers(
+    table: &routes::RouteTable,
+    route: &RouteConfig,
+    headers: &mut HeaderMap,
+) {
     let identity_headers = route
         .headers
         .iter()
         .map(|(name, _)| name)
-        .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION));
+        .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION))
+        .chain(table.identity_headers());
     headers::strip_identity_headers(headers, identity_headers);
 }
 
@@ -673,7 +679,11 @@ fn send<'a>(
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
-        route.headers.iter().map(|(name, _)| name),
+        route
+            .headers
+            .iter()
+            .map(|(name, _)| name)
+            .chain(state.routes.identity_headers()),
     );
     if route.accept_bearer && !matches!(checked, Checked::Identity(Credential::Bearer, _)) {
         request.headers_mut().remove(header::AUTHORIZATION);

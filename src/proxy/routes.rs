@@ -8,6 +8,8 @@ use crate::config::RouteConfig;
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
+    /// Every route's identity header names but `Authorization`, once each.
+    identity_headers: Vec<axum::http::HeaderName>,
     /// This table's number, never another table's (a reload builds a new table).
     id: u64,
 }
@@ -18,10 +20,25 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 impl RouteTable {
     /// A table over `routes`.
     pub fn new(routes: Vec<RouteConfig>) -> Self {
+        let mut identity_headers: Vec<axum::http::HeaderName> = Vec::new();
+        for (name, _) in routes.iter().flat_map(|route| &route.headers) {
+            if *name != axum::http::header::AUTHORIZATION && !identity_headers.contains(name) {
+                identity_headers.push(name.clone());
+            }
+        }
         Self {
             routes,
+            identity_headers,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// The identity header names of every route but `Authorization` (which a route without it
+    /// may pass on as the client's own credentials for the upstream): a client's header of one
+    /// of these names is removed on every route, since an application behind several routes
+    /// may read `X-User` on all its paths, including one whose route does not set it.
+    pub fn identity_headers(&self) -> &[axum::http::HeaderName] {
+        &self.identity_headers
     }
 
     /// This table's number: no other table, before or after a reload, has it.

@@ -785,6 +785,45 @@ on_unauthenticated = "pass"
     assert_eq!(set, ["app=1; Path=/", "tollgateway=2"]);
 }
 
+/// An application behind several routes may read `X-User` on all its paths: a client's
+/// header named like any route's identity header is removed on every route, also one that
+/// sets no identity headers. A client's `Authorization` still reaches a route that does not
+/// name it, though another route sets one.
+#[tokio::test]
+async fn every_routes_identity_headers_are_removed_on_every_route() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+path_prefix = "/static"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+accept_bearer = true
+[route.headers]
+"X-User" = "claim:email"
+"Authorization" = "bearer_access_token"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    let body: Value = gateway
+        .get("/static/x")
+        .header("x-user", "admin@example.com")
+        .header("X_User", "admin@example.com")
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!reached(&body, "x-user"), "{body}");
+    assert!(!reached(&body, "x_user"), "{body}");
+    assert_eq!(seen(&body, "authorization"), ["Basic YTpi"]);
+}
+
 #[tokio::test]
 async fn requirements_refuse_with_a_page_naming_the_requirement() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
