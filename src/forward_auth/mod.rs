@@ -2,6 +2,7 @@
 //! Caddy; `/validate` for token-only checks; `/userinfo`. Glue only: the query goes to `policy`,
 //! credentials to `identity`, failures out through `Rejection`.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -403,16 +404,23 @@ pub async fn decide_auth(
     };
     // The application behind gets the whole request: every token in it must be one Tollgate
     // accepts, for the same caller.
-    let queries: Vec<&str> = original_query
-        .into_iter()
-        .chain(
-            crate::http::forwarded::queries_said(headers)
-                .filter(|query| Some(*query) != original_query),
-        )
-        .collect();
+    // The believed original URL's query; when none was believed (two that disagree, one not
+    // text), every one said.
+    let said: Vec<Cow<'_, str>>;
+    let believed: [Cow<'_, str>; 1];
+    let queries: &[Cow<'_, str>] = match original_query {
+        Some(query) => {
+            believed = [Cow::Borrowed(query)];
+            &believed
+        }
+        None => {
+            said = crate::http::forwarded::queries_said(headers).collect();
+            &said
+        }
+    };
     let reaching = Reaching {
         authorization: true,
-        queries: &queries,
+        queries,
         token_cookie: section.token_cookie.as_deref(),
     };
     let others = other_tokens(headers, reaching, Some(identity.credential));

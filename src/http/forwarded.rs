@@ -88,18 +88,26 @@ pub fn original_request(
 }
 
 /// The query of every original URL the request's headers say (`X-Original-URL`,
-/// `X-Forwarded-Uri`, each value), believed or not, trusted peer or not: where one token
-/// could reach the application, all are checked, and checking one that never does only
-/// refuses more.
-pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// `X-Forwarded-Uri`, each value), believed or not, trusted peer or not, its bytes read as
+/// UTF-8 with replacements (nginx passes a client's raw bytes on): where one token could reach
+/// the application, all are checked, and checking one that never does only refuses more.
+pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
     let values = headers
         .get_all(&X_ORIGINAL_URL)
         .iter()
         .chain(headers.get_all(&X_FORWARDED_URI).iter());
-    values
-        .filter_map(|value| value.to_str().ok())
-        .filter_map(|url| url.split_once('?'))
-        .map(|(_, query)| query.split_once('#').map_or(query, |(query, _)| query))
+    let query_of = |url: &str| -> Option<std::ops::Range<usize>> {
+        let start = url.find('?')? + 1;
+        let end = url[start..].find('#').map_or(url.len(), |end| start + end);
+        Some(start..end)
+    };
+    values.filter_map(
+        move |value| match String::from_utf8_lossy(value.as_bytes()) {
+            Cow::Borrowed(url) => query_of(url).map(|range| Cow::Borrowed(&url[range])),
+            Cow::Owned(url) => query_of(&url).map(|range| Cow::Owned(url[range].to_owned())),
+        },
+    )
 }
 
 /// Whether two proxies' readings both say something, and not the same.

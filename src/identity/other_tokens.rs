@@ -32,7 +32,7 @@ pub struct Reaching<'a> {
     pub authorization: bool,
     /// The queries the application may see: every one a proxy or the client said, believed or
     /// not (checking a token that never reaches it only refuses more).
-    pub queries: &'a [&'a str],
+    pub queries: &'a [Cow<'a, str>],
     /// The configured token cookie's name.
     pub token_cookie: Option<&'a str>,
 }
@@ -94,29 +94,43 @@ pub fn query_tokens(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
 }
 
 /// The values of `query` that the laxest application reads as `access_token`: parameters
-/// split at `&` and at `;` (Rack, older Python and Go), names form-decoded and compared as
-/// `cookie_name_as_read` compares cookie names (ASP.NET Core ignores case; PHP reads `.`,
-/// space and `[` as `_`). A query that holds no `%` and no `token` in any case has none, and
-/// is not decoded.
+/// split at `&` and at `;` (Rack, older Python and Go), names read as `query_name_as_read`
+/// says. A query, or a name, that holds no `%` and no `token` in any case has none, and is
+/// not decoded.
 pub fn access_token_parameters(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
-    let may_hold = memchr::memchr(b'%', query.as_bytes()).is_some()
-        || query
-            .as_bytes()
-            .windows(5)
-            .any(|window| window.eq_ignore_ascii_case(b"token"));
-    let parameters = may_hold
+    let may_hold = |text: &str| {
+        memchr::memchr(b'%', text.as_bytes()).is_some()
+            || text
+                .as_bytes()
+                .windows(5)
+                .any(|window| window.eq_ignore_ascii_case(b"token"))
+    };
+    let parameters = may_hold(query)
         .then(|| query.split(['&', ';']))
         .into_iter()
         .flatten();
-    parameters.filter_map(|parameter| {
+    parameters.filter_map(move |parameter| {
         let (name, value) = parameter.split_once('=')?;
-        if cookie_name_as_read(&name.replace('+', " ")) != "access_token" {
+        if !may_hold(name) || query_name_as_read(name) != "access_token" {
             return None;
         }
         let value = value.replace('+', " ");
         let value = percent_encoding::percent_decode_str(&value).decode_utf8_lossy();
         Some(Cow::Owned(value.into_owned()))
     })
+}
+
+/// A query parameter's name as the laxest application reads it: form-decoded, cut at a NUL
+/// and without leading spaces (PHP), without the `[` and `]` around it (Rack), then as
+/// `cookie_name_as_read` reads a cookie's (case, PHP's `.`, space and `[` as `_`).
+fn query_name_as_read(name: &str) -> String {
+    let spaced = name.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
+    let cut = decoded.split('\0').next().unwrap_or_default();
+    let bare = cut
+        .trim_start_matches(' ')
+        .trim_matches(|character| matches!(character, '[' | ']'));
+    cookie_name_as_read(bare)
 }
 
 /// Whether two sets of claims name the same caller: the same `sub`, and the same `iss` when
@@ -225,7 +239,7 @@ mod tests {
     fn every_token_that_did_not_identify_the_caller_is_found() {
         let everything = Reaching {
             authorization: true,
-            queries: &["a=1&access_token=q%2B1&access_token=q2"],
+            queries: &[Cow::Borrowed("a=1&access_token=q%2B1&access_token=q2")],
             token_cookie: Some("tok"),
         };
         let headers = request(Some("Bearer b"), Some("session=s; TOK=c"));
@@ -256,7 +270,7 @@ mod tests {
         let headers = request(Some("Basic YTpi"), Some("tok=c"));
         let nothing_configured = Reaching {
             authorization: true,
-            queries: &["access=1&token=2&access_token=&access_token"],
+            queries: &[Cow::Borrowed("access=1&token=2&access_token=&access_token")],
             token_cookie: None,
         };
         assert_eq!(other_tokens(&headers, nothing_configured, None), []);
@@ -298,6 +312,10 @@ mod tests {
             "access[token=t",
             "a=1;access_token=t",
             "%61ccess_token=t",
+            "+access_token=t",
+            "%20access_token=t",
+            "access_token%00x=t",
+            "[access_token]=t",
         ] {
             assert_eq!(tokens(query), ["t"], "{query}");
         }

@@ -63,7 +63,7 @@ pub fn decide_traced(
                     .and_then(|value| json_path_text(value, path)),
             ),
         };
-        let Some(text) = text.map(|text| text.map_err(|Unreadable| ())) else {
+        let Some(text) = text else {
             trace.record("inject header", "none", || {
                 format!(
                     "`{}` is not sent: {}",
@@ -73,7 +73,7 @@ pub fn decide_traced(
             });
             continue;
         };
-        match text.and_then(|text| HeaderValue::from_str(&text).map_err(|_| ())) {
+        match HeaderValue::from_str(&text) {
             Ok(value) => {
                 trace.record("inject header", "pass", || {
                     format!(
@@ -121,58 +121,77 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
     }
 }
 
-/// A claim value whose header text would not read back as that value: a string with white
-/// space at either end (every HTTP parser trims it, so `"admin "` would be read as `admin`),
-/// or an element of a list that holds `,` (`["eng,admin"]` would be read as two groups).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreadable;
-
-/// A claim as header text: strings as they are, arrays joined with `,`, others as JSON; or
-/// `Unreadable`.
+/// A claim as header text: strings as they are, arrays joined with `,`, others as JSON.
 ///
-/// # Errors
-/// `Unreadable` when the text would not read back as the value.
-pub fn header_text(value: &Value) -> Result<String, Unreadable> {
+/// A value the application would read back as another is sent as an RFC 8941 string (in
+/// quotes, `\` and `"` escaped) instead: a string with white space at either end (every
+/// parser trims it, so `"admin "` would be read as `admin`), and an element of a list that
+/// holds `,` or starts with `"` (`["eng,admin"]` would be read as two groups, one of them
+/// `admin`). Quoted, it reads as what it is, or as nothing anyone has; never refused, so a
+/// directory's `cn=admins,ou=groups` locks no one out.
+pub fn header_text(value: &Value) -> String {
     match value {
-        Value::String(text) => {
-            let ends = |byte: Option<&u8>| matches!(byte, Some(b' ' | b'\t'));
-            if ends(text.as_bytes().first()) || ends(text.as_bytes().last()) {
-                return Err(Unreadable);
-            }
-            Ok(text.clone())
-        }
+        Value::String(text) if has_white_ends(text) => quoted(text),
+        Value::String(text) => text.clone(),
         Value::Array(items) => joined(items),
-        other => Ok(other.to_string()),
+        other => other.to_string(),
     }
 }
 
 /// `values` as one comma-separated header text, the elements of arrays among them in line,
-/// each as `header_text` writes it; `Unreadable` when one holds a `,` of its own.
-fn joined<'a>(values: impl IntoIterator<Item = &'a Value>) -> Result<String, Unreadable> {
-    fn push(value: &Value, parts: &mut Vec<String>) -> Result<(), Unreadable> {
-        if let Value::Array(items) = value {
-            return items.iter().try_for_each(|item| push(item, parts));
+/// each a list element (`element_text`).
+fn joined<'a>(values: impl IntoIterator<Item = &'a Value>) -> String {
+    fn push(value: &Value, parts: &mut Vec<String>) {
+        match value {
+            Value::Array(items) => items.iter().for_each(|item| push(item, parts)),
+            other => parts.push(element_text(other)),
         }
-        let text = header_text(value)?;
-        if text.contains(',') {
-            return Err(Unreadable);
-        }
-        parts.push(text);
-        Ok(())
     }
     let mut parts = Vec::new();
     for value in values {
-        push(value, &mut parts)?;
+        push(value, &mut parts);
     }
-    Ok(parts.join(","))
+    parts.join(",")
+}
+
+/// One list element as header text: quoted (`quoted`) when it holds `,`, starts with `"` or
+/// has white space at either end, since a reader splitting the list would read it otherwise.
+fn element_text(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    };
+    if text.contains(',') || text.starts_with('"') || has_white_ends(&text) {
+        quoted(&text)
+    } else {
+        text.into_owned()
+    }
+}
+
+/// Whether `text` starts or ends with SP or HTAB, which header parsers trim.
+fn has_white_ends(text: &str) -> bool {
+    let white = |byte: Option<&u8>| matches!(byte, Some(b' ' | b'\t'));
+    white(text.as_bytes().first()) || white(text.as_bytes().last())
+}
+
+/// `text` as an RFC 8941 §3.3.3 string: in `"`, with `\` and `"` escaped.
+fn quoted(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        if matches!(character, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(character);
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// Runs a JSONPath over a claim that holds JSON or a JSON string; `None` when nothing matched.
-/// One match is written as `header_text` writes it, several joined as a list's elements.
-pub fn json_path_text(
-    value: &Value,
-    path: &serde_json_path::JsonPath,
-) -> Option<Result<String, Unreadable>> {
+/// Every match is a list element (`element_text`), even a single one: a path like
+/// `$.roles[*]` may match one element of a list.
+pub fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<String> {
     let parsed;
     let document = match value {
         Value::String(text) => {
@@ -182,11 +201,10 @@ pub fn json_path_text(
         other => other,
     };
     let nodes = path.query(document).all();
-    match nodes.as_slice() {
-        [] => None,
-        [one] => Some(header_text(one)),
-        many => Some(joined(many.iter().copied())),
+    if nodes.is_empty() {
+        return None;
     }
+    Some(joined(nodes))
 }
 
 /// `[route.require]`: every listed requirement must hold.

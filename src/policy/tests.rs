@@ -80,28 +80,51 @@ fn claim_values_that_cannot_be_headers_deny() {
     );
 }
 
-/// A value the application would read back as another one is refused, not sent: a group
+/// A value the application would read back as another is sent quoted (RFC 8941): a group
 /// named `eng,admin` would read as two groups, `"admin "` as `admin` (parsers trim).
 #[test]
-fn claim_values_that_would_read_back_as_others_deny() {
-    let deny = |claims: serde_json::Value, query: &str| check(claims, query, "deny");
-    deny(json!({"groups": ["eng,admin"]}), "inject-claim=groups");
-    deny(json!({"user": "admin "}), "inject-claim=user");
-    deny(json!({"user": "\tadmin"}), "inject-claim=user");
-    deny(json!({"groups": ["eng", " admin"]}), "inject-claim=groups");
-    let nested = json!({"realm": {"roles": ["eng,admin", "dev"]}});
-    deny(nested, "inject-json-claim=X-Roles,realm,$.roles[*]");
+fn claim_values_that_would_read_back_as_others_are_quoted() {
+    let sent = |claims: serde_json::Value, query: &str, expected: &str| {
+        check(claims, query, &format!("allow [{expected}]"));
+    };
+    sent(
+        json!({"groups": ["eng,admin", "dev"]}),
+        "inject-claim=groups",
+        r#"groups="eng,admin",dev"#,
+    );
+    sent(
+        json!({"user": "admin "}),
+        "inject-claim=user",
+        r#"user="admin ""#,
+    );
+    sent(
+        json!({"user": "\tadmin"}),
+        "inject-claim=user",
+        "user=\"\tadmin\"",
+    );
+    sent(
+        json!({"groups": ["\"admin\"", "a\\b"]}),
+        "inject-claim=groups",
+        r#"groups="\"admin\"",a\b"#,
+    );
+    // One element matched by `[*]` is a list element too.
+    let roles = json!({"realm": {"roles": ["eng,admin"]}});
+    sent(
+        roles,
+        "inject-json-claim=X-Roles,realm,$.roles[*]",
+        r#"x-roles="eng,admin""#,
+    );
     // One value with a comma of its own is one value; a list of lists is read in line.
-    check(
+    sent(
         json!({"name": "Doe, Jane"}),
         "inject-claim=name",
-        "allow [name=Doe, Jane]",
+        "name=Doe, Jane",
     );
     let lists = json!({"realm": {"a": ["x", "y"], "b": ["z"]}});
-    check(
+    sent(
         lists,
         "inject-json-claim=X-Roles,realm,$.*",
-        "allow [x-roles=x,y,z]",
+        "x-roles=x,y,z",
     );
 }
 

@@ -83,9 +83,14 @@ pub fn is_said_by_proxies(name: &str) -> bool {
     match bytes {
         [b'x', b'-' | b'_', ..] => {}
         [b'f', ..] => {
-            return ["forwarded", "forwarded-for", "fastly-client-ip"]
-                .iter()
-                .any(|known| same_header(name, known));
+            return [
+                "forwarded",
+                "forwarded-for",
+                "fastly-client-ip",
+                "fly-client-ip",
+            ]
+            .iter()
+            .any(|known| same_header(name, known));
         }
         [b't', b'r', ..] => return same_header(name, "true-client-ip"),
         [b'c', b'f', ..] => return same_header(name, "cf-connecting-ip"),
@@ -102,6 +107,8 @@ pub fn is_said_by_proxies(name: &str) -> bool {
             "x-real-ip",
             "x-client-ip",
             "x-cluster-client-ip",
+            "x-envoy-external-address",
+            "x-azure-clientip",
         ]
         .iter()
         .any(|known| same_header(name, known))
@@ -176,7 +183,13 @@ pub fn strip_tollgate_set_cookies(headers: &mut HeaderMap, cookie_name: &str) ->
     let ours = |value: &HeaderValue| {
         let text = String::from_utf8_lossy(value.as_bytes());
         let pair = text.split(';').next().unwrap_or("");
-        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+        let (name, rest) = pair.split_once('=').unwrap_or(("", pair));
+        // A cookie with an empty name (`=tollgate=x`) is stored by browsers and sent back as
+        // `tollgate=x`: its value's own name is the one that counts.
+        let name = match name.trim() {
+            "" => rest.split_once('=').map_or(rest, |(name, _)| name).trim(),
+            name => name,
+        };
         is_tollgate_cookie(name, cookie_name)
     };
     if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
@@ -344,6 +357,9 @@ mod tests {
             "true-client-ip",
             "cf-connecting-ip",
             "fastly-client-ip",
+            "fly-client-ip",
+            "x-envoy-external-address",
+            "x-azure-clientip",
         ] {
             assert!(is_said_by_proxies(name), "{name}");
         }

@@ -66,8 +66,7 @@ pub(super) fn remember(
 }
 
 /// The value of one identity header: `Ok(None)` when the identity has nothing for it, `Err`
-/// when its value holds characters a header cannot carry (CR, LF, NUL, …) or would not read
-/// back as the claim (`policy::Unreadable`).
+/// when its value holds characters a header cannot carry (CR, LF, NUL, …).
 pub(super) fn header_value(
     identity: &Identity,
     source: &HeaderSource,
@@ -75,28 +74,23 @@ pub(super) fn header_value(
     let Some(text) = header_text(identity, source) else {
         return Ok(None);
     };
-    HeaderValue::from_maybe_shared(axum::body::Bytes::from(text.map_err(|_| ())?))
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(text))
         .map(Some)
         .map_err(|_| ())
 }
 
-fn header_text(
-    identity: &Identity,
-    source: &HeaderSource,
-) -> Option<Result<String, crate::policy::Unreadable>> {
+fn header_text(identity: &Identity, source: &HeaderSource) -> Option<String> {
     let access_token = identity.access_token();
-    Some(Ok(match source {
+    Some(match source {
         HeaderSource::AccessToken => access_token?.to_owned(),
         HeaderSource::BearerAccessToken => format!("Bearer {}", access_token?),
         HeaderSource::IdToken => identity.session.as_ref()?.id_token.clone(),
         HeaderSource::UserinfoBase64 => base64::engine::general_purpose::STANDARD
             .encode(serde_json::to_vec(identity.claims.as_ref()).ok()?),
-        HeaderSource::Claim(name) => {
-            return Some(crate::policy::header_text(identity.claims.get(name)?));
-        }
+        HeaderSource::Claim(name) => crate::policy::header_text(identity.claims.get(name)?),
         HeaderSource::Json(path) => {
             let document = serde_json::Value::Object(identity.claims.as_ref().clone());
             return crate::policy::json_path_text(&document, path);
         }
-    }))
+    })
 }

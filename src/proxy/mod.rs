@@ -213,9 +213,9 @@ fn route_request<'a>(
     Ok(route)
 }
 
-/// Removes every route's identity headers from the client's request (`RouteTable::
-/// identity_headers`), and the route's own `Authorization` unless it accepts bearer tokens
-/// (then it is the credential).
+/// Removes the identity headers of every route to the same upstream from the client's request
+/// (`RouteTable::identity_headers`), and the route's own `Authorization` unless it accepts
+/// bearer tokens (then it is the credential).
 pub fn strip_client_identity_headers(
     table: &routes::RouteTable,
     route: &RouteConfig,
@@ -226,7 +226,7 @@ pub fn strip_client_identity_headers(
         .iter()
         .map(|(name, _)| name)
         .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION))
-        .chain(table.identity_headers());
+        .chain(table.identity_headers(route));
     headers::strip_identity_headers(headers, identity_headers);
 }
 
@@ -428,13 +428,13 @@ async fn check_query_tokens(
     if !route.accept_bearer {
         return Ok(());
     }
-    let queries: &[&str] = match &query {
-        Some(query) => std::slice::from_ref(query),
-        None => &[],
+    let Some(query) = query else {
+        return Ok(());
     };
+    let queries = [std::borrow::Cow::Borrowed(query)];
     let reaching = Reaching {
         authorization: false,
-        queries,
+        queries: &queries,
         token_cookie: None,
     };
     let others = other_tokens(
@@ -553,10 +553,20 @@ fn serve_route<'a>(
                     append_set_cookies(&mut response, &identity.set_cookies);
                     // The refreshed session's cookie must never be stored by a shared cache
                     // and handed to someone else, whatever the upstream allowed.
-                    response.headers_mut().insert(
+                    let headers = response.headers_mut();
+                    headers.insert(
                         axum::http::header::CACHE_CONTROL,
                         HeaderValue::from_static("private, no-store"),
                     );
+                    // A CDN reads these before `Cache-Control`.
+                    for name in [
+                        "cdn-cache-control",
+                        "cloudflare-cdn-cache-control",
+                        "surrogate-control",
+                        "edge-control",
+                    ] {
+                        headers.remove(name);
+                    }
                 }
                 Ok((response, "allow", Some(identity.credential.as_str())))
             }
@@ -683,7 +693,7 @@ fn send<'a>(
             .headers
             .iter()
             .map(|(name, _)| name)
-            .chain(state.routes.identity_headers()),
+            .chain(state.routes.identity_headers(route)),
     );
     if route.accept_bearer && !matches!(checked, Checked::Identity(Credential::Bearer, _)) {
         request.headers_mut().remove(header::AUTHORIZATION);

@@ -8,8 +8,9 @@ use crate::config::RouteConfig;
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
-    /// Every route's identity header names but `Authorization`, once each.
-    identity_headers: Vec<axum::http::HeaderName>,
+    /// For each route (in `routes`' order), the identity header names but `Authorization` of
+    /// every route to the same upstream address, once each.
+    identity_headers: Vec<Vec<axum::http::HeaderName>>,
     /// This table's number, never another table's (a reload builds a new table).
     id: u64,
 }
@@ -20,12 +21,21 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 impl RouteTable {
     /// A table over `routes`.
     pub fn new(routes: Vec<RouteConfig>) -> Self {
-        let mut identity_headers: Vec<axum::http::HeaderName> = Vec::new();
-        for (name, _) in routes.iter().flat_map(|route| &route.headers) {
-            if *name != axum::http::header::AUTHORIZATION && !identity_headers.contains(name) {
-                identity_headers.push(name.clone());
-            }
-        }
+        let identity_headers = routes
+            .iter()
+            .map(|route| {
+                let mut names: Vec<axum::http::HeaderName> = Vec::new();
+                let same_upstream = routes
+                    .iter()
+                    .filter(|other| other.upstream.address() == route.upstream.address());
+                for (name, _) in same_upstream.flat_map(|other| &other.headers) {
+                    if *name != axum::http::header::AUTHORIZATION && !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                }
+                names
+            })
+            .collect();
         Self {
             routes,
             identity_headers,
@@ -33,12 +43,16 @@ impl RouteTable {
         }
     }
 
-    /// The identity header names of every route but `Authorization` (which a route without it
-    /// may pass on as the client's own credentials for the upstream): a client's header of one
-    /// of these names is removed on every route, since an application behind several routes
-    /// may read `X-User` on all its paths, including one whose route does not set it.
-    pub fn identity_headers(&self) -> &[axum::http::HeaderName] {
-        &self.identity_headers
+    /// The identity header names of every route to `route`'s upstream address (the same
+    /// application) but `Authorization` (which a route without it may pass on as the client's
+    /// own credentials): a client's header of one of these names is removed on each of those
+    /// routes, since an application behind several routes may read `X-User` on all its paths,
+    /// including one whose route does not set it. Another application's headers are left to
+    /// it. Empty for a route not of this table.
+    pub fn identity_headers(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
+        self.index_of(route)
+            .and_then(|index| self.identity_headers.get(index))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// This table's number: no other table, before or after a reload, has it.

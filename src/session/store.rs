@@ -360,46 +360,6 @@ impl Sessions {
         Ok(set_cookies)
     }
 
-    /// Stores a changed session (after a refresh) under the request's session id, or in new
-    /// cookies with the cookie store.
-    ///
-    /// # Errors
-    /// When sealing or the store fails.
-    pub async fn replace(
-        &self,
-        cookies: &Cookies<'_>,
-        session: &Session,
-        now: UnixTime,
-        attributes: CookieAttributes,
-    ) -> Result<Vec<String>, SessionError> {
-        match &self.backend {
-            SessionBackend::Cookie => {
-                Ok(self.jar.write_session(session, cookies, now, attributes)?)
-            }
-            SessionBackend::Memory(store) => {
-                let id = self
-                    .jar
-                    .session_id(cookies)?
-                    .ok_or(SessionCookieError::Unreadable)?;
-                store.insert(id.to_string(), Arc::new(session.clone()), now);
-                Ok(Vec::new())
-            }
-            SessionBackend::Redis(store) => {
-                let id = self
-                    .jar
-                    .session_id(cookies)?
-                    .ok_or(SessionCookieError::Unreadable)?;
-                let stored = StoredSession {
-                    session: Arc::new(session.clone()),
-                    last_seen: now,
-                };
-                let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
-                store.expire(&id, &stored, ttl).await?;
-                Ok(Vec::new())
-            }
-        }
-    }
-
     /// Ends the request's session: removed from the store, cookies cleared. Returns the session
     /// that was ended, if it could be read, and the `Set-Cookie` values.
     ///

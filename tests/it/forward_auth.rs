@@ -404,10 +404,15 @@ async fn every_token_beside_the_credential_is_checked() {
         "access%5Ftoken=",
         "access.token=",
         "a=1;access_token=",
+        "+access_token=",
+        "[access_token]=",
     ] {
         let url = format!("/page?{query}{forged}");
         assert_eq!(with("x-forwarded-uri", url).await, 401, "{query}");
     }
+    // An original URL with raw bytes that are not ASCII (nginx passes them on) is read too.
+    let raw = format!("/page?q=\u{e9}&access_token={forged}");
+    assert_eq!(with("x-original-url", raw).await, 401);
     // An empty token cookie (an application's logout leaves one) or parameter is no token.
     assert_eq!(with("cookie", "odj_access_token=".to_owned()).await, 200);
     let empty = "/page?access_token=&x=1".to_owned();
