@@ -49,6 +49,20 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// The one value of header `name`, trimmed (`None` when absent or empty); `Err` when it is
+/// sent more than once or is not text.
+fn only_one<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ()> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    let text = first.to_str().map_err(|_| ())?.trim();
+    Ok(Some(text).filter(|text| !text.is_empty()))
+}
+
 /// Rebuilds the original request from a trusted proxy's headers; `None` when the peer is not
 /// trusted or sent nothing usable (rules that need the path then fail closed).
 ///
@@ -56,7 +70,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 /// family it does not set itself may be the client's: when both `X-Original-URL` and
 /// `X-Forwarded-Uri` are present they must describe the same request (path and query, and
 /// method and URL where both say), else neither is believed and nothing is known about the
-/// original request.
+/// original request. Neither is believed either when one of them is sent twice or is not text:
+/// nginx writes a client's raw bytes into `X-Original-URL`, and reading such a header as absent
+/// would believe the other family, which the client may have sent.
 pub fn original_request(
     peer: IpAddr,
     headers: &HeaderMap,
@@ -65,9 +81,18 @@ pub fn original_request(
     if !is_trusted(peer, trusted) {
         return None;
     }
-    let nginx = header(headers, &X_ORIGINAL_URL)
-        .map(|original_url| from_original_url(original_url, headers));
-    let forwarded = header(headers, &X_FORWARDED_URI).map(|uri| from_forwarded_uri(uri, headers));
+    let (Ok(original_url), Ok(forwarded_uri)) = (
+        only_one(headers, &X_ORIGINAL_URL),
+        only_one(headers, &X_FORWARDED_URI),
+    ) else {
+        return Some(OriginalRequest {
+            method: None,
+            url: None,
+            raw_path: None,
+        });
+    };
+    let nginx = original_url.map(|original_url| from_original_url(original_url, headers));
+    let forwarded = forwarded_uri.map(|uri| from_forwarded_uri(uri, headers));
     match (nginx, forwarded) {
         (Some(nginx), Some(forwarded)) => Some(
             if nginx.raw_path == forwarded.raw_path
@@ -97,10 +122,10 @@ pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Co
         .get_all(&X_ORIGINAL_URL)
         .iter()
         .chain(headers.get_all(&X_FORWARDED_URI).iter());
+    // To its end, `#` included: Go's `ParseRequestURI` keeps what follows one in the query.
     let query_of = |url: &str| -> Option<std::ops::Range<usize>> {
         let start = url.find('?')? + 1;
-        let end = url[start..].find('#').map_or(url.len(), |end| start + end);
-        Some(start..end)
+        Some(start..url.len())
     };
     values.filter_map(
         move |value| match String::from_utf8_lossy(value.as_bytes()) {

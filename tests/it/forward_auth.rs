@@ -475,6 +475,38 @@ async fn the_sessions_own_access_token_is_its_callers() {
     assert_eq!(response.status(), 400, "tokens of two callers");
 }
 
+/// nginx writes a client's raw bytes into `X-Original-URL`; such a header used to read as
+/// absent, so the client's own `X-Forwarded-Uri` (which ingress-nginx passes to `/auth`) was
+/// believed alone and opened a skip rule. A header that is not text, or that is sent twice,
+/// now makes neither family believed.
+#[tokio::test]
+async fn an_original_url_that_is_not_text_or_sent_twice_believes_neither() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let ask = async |headers: &[(&str, &[u8])]| {
+        let mut request = client.get(gateway.url("/auth?skip-auth=^/public/"));
+        for (name, value) in headers {
+            let value = reqwest::header::HeaderValue::from_bytes(value).unwrap();
+            request = request.header(*name, value);
+        }
+        request.send().await.unwrap().status()
+    };
+    assert_eq!(
+        ask(&[("x-forwarded-uri", b"/public/x")]).await,
+        200,
+        "a skip"
+    );
+    let raw: &[u8] = b"http://app.example.com/admin/users?x=\xe9";
+    let spoofed: &[(&str, &[u8])] = &[("x-original-url", raw), ("x-forwarded-uri", b"/public/")];
+    assert_eq!(ask(spoofed).await, 401);
+    let twice: &[(&str, &[u8])] = &[
+        ("x-forwarded-uri", b"/public/"),
+        ("x-forwarded-uri", b"/admin/users"),
+    ];
+    assert_eq!(ask(twice).await, 401);
+}
+
 #[tokio::test]
 async fn redirect_mode_sends_browsers_to_signin_and_api_calls_get_401() {
     let idp = TestIdp::start().await;
