@@ -403,36 +403,41 @@ pub async fn decide_auth(
         }
     };
     // The application behind gets the whole request: every token in it must be one Tollgate
-    // accepts, for the same caller.
-    // The believed original URL's query; when none was believed (two that disagree, one not
-    // text), every one said.
-    let said: Vec<Cow<'_, str>>;
-    let believed: [Cow<'_, str>; 1];
-    let queries: &[Cow<'_, str>] = match original_query {
-        Some(query) => {
-            believed = [Cow::Borrowed(query)];
-            &believed
-        }
-        None => {
-            said = crate::http::forwarded::queries_said(headers).collect();
-            &said
+    // accepts, for the same caller. The check is built in an inner block and boxed, so what it
+    // needs is not a part of this future, which every `/auth` allocates (almost no request has
+    // a token to check); it is consumed in the outer one, so no borrow of the identity
+    // outlives it.
+    let refused = {
+        let check = {
+            // The believed original URL's query; when none was believed (two that disagree, one
+            // not text), every one said.
+            let said: Vec<Cow<'_, str>>;
+            let believed: [Cow<'_, str>; 1];
+            let queries: &[Cow<'_, str>] = match original_query {
+                Some(query) => {
+                    believed = [Cow::Borrowed(query)];
+                    &believed
+                }
+                None => {
+                    said = crate::http::forwarded::queries_said(headers).collect();
+                    &said
+                }
+            };
+            let reaching = Reaching {
+                authorization: true,
+                queries,
+                token_cookie: section.token_cookie.as_deref(),
+            };
+            let others = other_tokens(headers, reaching, Some(identity.credential));
+            (!others.is_empty())
+                .then(|| Box::pin(check_other_tokens(provider, Some(&identity), others, trace)))
+        };
+        match check {
+            Some(check) => check.await.err(),
+            None => None,
         }
     };
-    let reaching = Reaching {
-        authorization: true,
-        queries,
-        token_cookie: section.token_cookie.as_deref(),
-    };
-    let others = other_tokens(headers, reaching, Some(identity.credential));
-    if !others.is_empty()
-        && let Err(refusal) = Box::pin(check_other_tokens(
-            provider,
-            Some(&identity),
-            &others,
-            trace,
-        ))
-        .await
-    {
+    if let Some(refusal) = refused {
         return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
     }
     match decide_traced(&query, &identity.claims, trace) {

@@ -27,12 +27,11 @@ pub struct OtherToken<'a> {
 /// the proxy removes it), the query of the URL the application will see, the configured token
 /// cookie.
 #[derive(Debug, Clone, Copy)]
-pub struct Reaching<'a> {
+pub struct Reaching<'a, 'q> {
     /// Whether the client's `Authorization` header reaches the application.
     pub authorization: bool,
-    /// The queries the application may see: every one a proxy or the client said, believed or
-    /// not (checking a token that never reaches it only refuses more).
-    pub queries: &'a [Cow<'a, str>],
+    /// The queries the application may see (their tokens are copied out of them).
+    pub queries: &'q [Cow<'q, str>],
     /// The configured token cookie's name.
     pub token_cookie: Option<&'a str>,
 }
@@ -44,7 +43,7 @@ pub struct Reaching<'a> {
 /// token.
 pub fn other_tokens<'a>(
     headers: &'a HeaderMap,
-    reaching: Reaching<'a>,
+    reaching: Reaching<'a, '_>,
     used: Option<Credential>,
 ) -> Vec<OtherToken<'a>> {
     let mut others = Vec::new();
@@ -81,7 +80,7 @@ pub fn other_tokens<'a>(
     for query in reaching.queries {
         others.extend(query_tokens(query).map(|token| OtherToken {
             place: "query",
-            token,
+            token: Cow::Owned(token),
         }));
     }
     others
@@ -89,7 +88,7 @@ pub fn other_tokens<'a>(
 
 /// The values of `query` that the laxest application reads as `access_token`, but for empty
 /// ones, which are no token: see `access_token_parameters`.
-pub fn query_tokens(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
+pub fn query_tokens(query: &str) -> impl Iterator<Item = String> {
     access_token_parameters(query).filter(|token| !token.is_empty())
 }
 
@@ -97,7 +96,7 @@ pub fn query_tokens(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
 /// split at `&` and at `;` (Rack, older Python and Go), names read as `query_name_as_read`
 /// says. A query, or a name, that holds no `%` and no `token` in any case has none, and is
 /// not decoded.
-pub fn access_token_parameters(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
+pub fn access_token_parameters(query: &str) -> impl Iterator<Item = String> {
     let may_hold = |text: &str| {
         memchr::memchr(b'%', text.as_bytes()).is_some()
             || text
@@ -116,21 +115,25 @@ pub fn access_token_parameters(query: &str) -> impl Iterator<Item = Cow<'_, str>
         }
         let value = value.replace('+', " ");
         let value = percent_encoding::percent_decode_str(&value).decode_utf8_lossy();
-        Some(Cow::Owned(value.into_owned()))
+        Some(value.into_owned())
     })
 }
 
 /// A query parameter's name as the laxest application reads it: form-decoded, cut at a NUL
-/// and without leading spaces (PHP), without the `[` and `]` around it (Rack), then as
-/// `cookie_name_as_read` reads a cookie's (case, PHP's `.`, space and `[` as `_`).
+/// and without leading spaces (PHP), without the `[` and `]` around it (Rack), without an
+/// array's `[…]` after it (`access_token[]`, `access_token[0]`: PHP, Rack and Express `qs`
+/// give the application a list holding the token), then as `cookie_name_as_read` reads a
+/// cookie's (case, PHP's `.`, space and `[` as `_`).
 fn query_name_as_read(name: &str) -> String {
     let spaced = name.replace('+', " ");
     let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
     let cut = decoded.split('\0').next().unwrap_or_default();
-    let bare = cut
-        .trim_start_matches(' ')
-        .trim_matches(|character| matches!(character, '[' | ']'));
-    cookie_name_as_read(bare)
+    let bare = cut.trim_start_matches(' ').trim_start_matches('[');
+    let bare = match bare.find('[') {
+        Some(open) if bare[open..].contains(']') => &bare[..open],
+        _ => bare,
+    };
+    cookie_name_as_read(bare.trim_end_matches(']'))
 }
 
 /// Whether two sets of claims name the same caller: the same `sub`, and the same `iss` when
@@ -154,7 +157,7 @@ pub fn same_caller(one: &Claims, other: &Claims) -> bool {
 pub async fn check_other_tokens(
     provider: &Provider,
     identity: Option<&Identity>,
-    others: &[OtherToken<'_>],
+    others: Vec<OtherToken<'_>>,
     trace: &mut Trace,
 ) -> Result<(), Refusal> {
     // The session's own access token, sent by the page it serves: its `sub` may differ from
@@ -299,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_query_token_is_found_under_every_name_an_application_reads_as_access_token() {
-        let tokens = |query| query_tokens(query).collect::<Vec<_>>();
+        let tokens = |query| query_tokens(query).collect::<Vec<String>>();
         for query in [
             "access_token=t",
             "Access_Token=t",
@@ -316,6 +319,9 @@ mod tests {
             "%20access_token=t",
             "access_token%00x=t",
             "[access_token]=t",
+            "access_token[]=t",
+            "access_token[0]=t",
+            "access[token=t",
         ] {
             assert_eq!(tokens(query), ["t"], "{query}");
         }
@@ -328,7 +334,7 @@ mod tests {
             "token=t",
             "access_tokens=t",
         ] {
-            assert_eq!(tokens(query), Vec::<Cow<'_, str>>::new(), "{query}");
+            assert_eq!(tokens(query), Vec::<String>::new(), "{query}");
         }
     }
 

@@ -123,15 +123,16 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
 
 /// A claim as header text: strings as they are, arrays joined with `,`, others as JSON.
 ///
-/// A value the application would read back as another is sent as an RFC 8941 string (in
-/// quotes, `\` and `"` escaped) instead: a string with white space at either end (every
-/// parser trims it, so `"admin "` would be read as `admin`), and an element of a list that
-/// holds `,` or starts with `"` (`["eng,admin"]` would be read as two groups, one of them
-/// `admin`). Quoted, it reads as what it is, or as nothing anyone has; never refused, so a
-/// directory's `cn=admins,ou=groups` locks no one out.
+/// What the application would read back as another value is percent-encoded instead (with
+/// the `%` of such a value as `%25`): white space at either end of a string, which parsers and
+/// applications trim (`"admin "` would be `admin`), and a `,` in a list element, at which
+/// applications split (Spring splits `X-Groups: x,admin,y` into three, one of them `admin`).
+/// Encoded, such a value never reads as another identity, and locks no one out (a
+/// directory's `cn=admins,ou=groups` arrives as `cn=admins%2Cou=groups`); percent-decoding
+/// gives it back.
 pub fn header_text(value: &Value) -> String {
     match value {
-        Value::String(text) if has_white_ends(text) => quoted(text),
+        Value::String(text) if has_white_ends(text) => encoded(text, false),
         Value::String(text) => text.clone(),
         Value::Array(items) => joined(items),
         other => other.to_string(),
@@ -154,43 +155,50 @@ fn joined<'a>(values: impl IntoIterator<Item = &'a Value>) -> String {
     parts.join(",")
 }
 
-/// One list element as header text: quoted (`quoted`) when it holds `,`, starts with `"` or
-/// has white space at either end, since a reader splitting the list would read it otherwise.
+/// One list element as header text: encoded (`encoded`) when it holds `,` or has white space
+/// at either end, since a reader splitting the list would read it otherwise.
 fn element_text(value: &Value) -> String {
     let text = match value {
         Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
         other => std::borrow::Cow::Owned(other.to_string()),
     };
-    if text.contains(',') || text.starts_with('"') || has_white_ends(&text) {
-        quoted(&text)
+    if text.contains(',') || has_white_ends(&text) {
+        encoded(&text, true)
     } else {
         text.into_owned()
     }
 }
 
-/// Whether `text` starts or ends with SP or HTAB, which header parsers trim.
+/// Whether `text` starts or ends with white space (any, as `str::trim` and Go's
+/// `strings.TrimSpace` cut it, not only the SP and HTAB header parsers cut).
 fn has_white_ends(text: &str) -> bool {
-    let white = |byte: Option<&u8>| matches!(byte, Some(b' ' | b'\t'));
-    white(text.as_bytes().first()) || white(text.as_bytes().last())
+    text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace)
 }
 
-/// `text` as an RFC 8941 §3.3.3 string: in `"`, with `\` and `"` escaped.
-fn quoted(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for character in text.chars() {
-        if matches!(character, '"' | '\\') {
-            quoted.push('\\');
+/// `text` with `%`, the white space at its ends and, with `commas`, every `,` percent-encoded
+/// (their UTF-8 bytes).
+fn encoded(text: &str, commas: bool) -> String {
+    let start = text.len() - text.trim_start().len();
+    let end = text.trim_end().len();
+    let mut encoded = String::with_capacity(text.len() + 6);
+    for (index, character) in text.char_indices() {
+        let at_an_end = index < start || index >= end;
+        if character == '%' || (commas && character == ',') || at_an_end {
+            let mut bytes = [0; 4];
+            for byte in character.encode_utf8(&mut bytes).bytes() {
+                encoded.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            encoded.push(character);
         }
-        quoted.push(character);
     }
-    quoted.push('"');
-    quoted
+    encoded
 }
 
 /// Runs a JSONPath over a claim that holds JSON or a JSON string; `None` when nothing matched.
-/// Every match is a list element (`element_text`), even a single one: a path like
-/// `$.roles[*]` may match one element of a list.
+/// A match that is a string, and every match when there are several, is a list element
+/// (`element_text`): a path like `$.roles[*]` may match one element of a list. One match of
+/// another kind is written as `header_text` writes it (an object as its JSON).
 pub fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<String> {
     let parsed;
     let document = match value {
@@ -201,10 +209,11 @@ pub fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option
         other => other,
     };
     let nodes = path.query(document).all();
-    if nodes.is_empty() {
-        return None;
+    match nodes.as_slice() {
+        [] => None,
+        [one] if !one.is_string() => Some(header_text(one)),
+        _ => Some(joined(nodes)),
     }
-    Some(joined(nodes))
 }
 
 /// `[route.require]`: every listed requirement must hold.

@@ -80,39 +80,49 @@ fn claim_values_that_cannot_be_headers_deny() {
     );
 }
 
-/// A value the application would read back as another is sent quoted (RFC 8941): a group
-/// named `eng,admin` would read as two groups, `"admin "` as `admin` (parsers trim).
+/// A value the application would read back as another is sent percent-encoded: a group
+/// `eng,admin` would read as two groups, `"admin "` as `admin` (parsers and applications trim).
 #[test]
-fn claim_values_that_would_read_back_as_others_are_quoted() {
+fn claim_values_that_would_read_back_as_others_are_encoded() {
     let sent = |claims: serde_json::Value, query: &str, expected: &str| {
         check(claims, query, &format!("allow [{expected}]"));
     };
     sent(
-        json!({"groups": ["eng,admin", "dev"]}),
+        json!({"groups": ["x,admin,y", "dev"]}),
         "inject-claim=groups",
-        r#"groups="eng,admin",dev"#,
+        "groups=x%2Cadmin%2Cy,dev",
     );
     sent(
         json!({"user": "admin "}),
         "inject-claim=user",
-        r#"user="admin ""#,
+        "user=admin%20",
     );
     sent(
         json!({"user": "\tadmin"}),
         "inject-claim=user",
-        "user=\"\tadmin\"",
+        "user=%09admin",
     );
     sent(
-        json!({"groups": ["\"admin\"", "a\\b"]}),
-        "inject-claim=groups",
-        r#"groups="\"admin\"",a\b"#,
+        json!({"user": "admin\u{a0}"}),
+        "inject-claim=user",
+        "user=admin%C2%A0",
     );
-    // One element matched by `[*]` is a list element too.
-    let roles = json!({"realm": {"roles": ["eng,admin"]}});
+    sent(
+        json!({"groups": ["100%,x", "50%"]}),
+        "inject-claim=groups",
+        "groups=100%25%2Cx,50%",
+    );
+    // One element matched by `[*]` is a list element too; one object match is its JSON.
+    let roles = json!({"realm": {"roles": ["eng,admin"], "o": {"a": 1, "b": 2}}});
+    sent(
+        roles.clone(),
+        "inject-json-claim=X-Roles,realm,$.roles[*]",
+        "x-roles=eng%2Cadmin",
+    );
     sent(
         roles,
-        "inject-json-claim=X-Roles,realm,$.roles[*]",
-        r#"x-roles="eng,admin""#,
+        "inject-json-claim=X-O,realm,$.o",
+        r#"x-o={"a":1,"b":2}"#,
     );
     // One value with a comma of its own is one value; a list of lists is read in line.
     sent(

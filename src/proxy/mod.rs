@@ -349,16 +349,24 @@ pub async fn decide_route(
     {
         Ok(identity) => identity,
         Err(IdentityError::Missing) => {
-            check_query_tokens(route, provider, None, headers, query, trace).await?;
+            if let Some(check) = check_query_tokens(route, provider, None, headers, query, trace) {
+                check.await?;
+            }
             return unauthenticated_decision(route, method, headers, trace);
         }
         // A credential that is present and invalid is refused, whatever the route allows; a
         // store or provider that cannot be reached refuses too.
         Err(error) => return Err(error.into()),
     };
-    if let Err(refusal) =
-        check_query_tokens(route, provider, Some(&identity), headers, query, trace).await
-    {
+    // The check is consumed within this block, so no borrow of the identity outlives it.
+    let refused = {
+        let check = check_query_tokens(route, provider, Some(&identity), headers, query, trace);
+        match check {
+            Some(check) => check.await.err(),
+            None => None,
+        }
+    };
+    if let Some(refusal) = refused {
         return Err(refusal.with_cookies(identity.set_cookies));
     }
     crate::policy::check_requirements_traced(&route.require, &identity.claims, trace).map_err(
@@ -416,22 +424,21 @@ pub async fn decide_route(
 
 /// On a route that accepts bearer tokens, an `access_token` in the query goes upstream with
 /// the request (Tollgate reads the `Authorization` header only, and removes it when it was not
-/// the credential): it must be valid, and name the caller when there is one.
-async fn check_query_tokens(
+/// the credential): it must be valid, and name the caller when there is one. The check, when
+/// there is one to make, boxed: almost no request has one, and its state is not a part of
+/// every proxied request's future.
+fn check_query_tokens<'a>(
     route: &RouteConfig,
-    provider: &crate::oidc::Provider,
-    identity: Option<&Identity>,
-    headers: &HeaderMap,
+    provider: &'a crate::oidc::Provider,
+    identity: Option<&'a Identity>,
+    headers: &'a HeaderMap,
     query: Option<&str>,
-    trace: &mut Trace,
-) -> Result<(), Refusal> {
+    trace: &'a mut Trace,
+) -> Option<std::pin::Pin<Box<impl Future<Output = Result<(), Refusal>> + Send + 'a>>> {
     if !route.accept_bearer {
-        return Ok(());
+        return None;
     }
-    let Some(query) = query else {
-        return Ok(());
-    };
-    let queries = [std::borrow::Cow::Borrowed(query)];
+    let queries = [std::borrow::Cow::Borrowed(query?)];
     let reaching = Reaching {
         authorization: false,
         queries: &queries,
@@ -442,10 +449,7 @@ async fn check_query_tokens(
         reaching,
         identity.map(|identity| identity.credential),
     );
-    if others.is_empty() {
-        return Ok(());
-    }
-    Box::pin(check_other_tokens(provider, identity, &others, trace)).await
+    (!others.is_empty()).then(|| Box::pin(check_other_tokens(provider, identity, others, trace)))
 }
 
 /// What `on_unauthenticated` makes of a request without a credential.
