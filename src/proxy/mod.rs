@@ -221,13 +221,7 @@ pub fn strip_client_identity_headers(
     route: &RouteConfig,
     headers: &mut HeaderMap,
 ) {
-    let identity_headers = route
-        .headers
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !(route.accept_bearer && *name == header::AUTHORIZATION))
-        .chain(table.identity_headers(route));
-    headers::strip_identity_headers(headers, identity_headers);
+    headers::strip_identity_headers(headers, table.stripped_from_client(route).iter());
 }
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.
@@ -693,11 +687,7 @@ fn send<'a>(
     headers::strip_tollgate_cookies(request.headers_mut(), &state.cookie_name);
     headers::strip_identity_headers(
         request.headers_mut(),
-        route
-            .headers
-            .iter()
-            .map(|(name, _)| name)
-            .chain(state.routes.identity_headers(route)),
+        state.routes.stripped_before_sending(route).iter(),
     );
     if route.accept_bearer && !matches!(checked, Checked::Identity(Credential::Bearer, _)) {
         request.headers_mut().remove(header::AUTHORIZATION);

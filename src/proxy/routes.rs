@@ -8,11 +8,24 @@ use crate::config::RouteConfig;
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
-    /// For each route (in `routes`' order), the identity header names but `Authorization` of
-    /// every route to the same upstream address, once each.
-    identity_headers: Vec<Vec<axum::http::HeaderName>>,
+    /// For each route (in `routes`' order), the header names removed from its requests.
+    stripped: Vec<Stripped>,
     /// This table's number, never another table's (a reload builds a new table).
     id: u64,
+}
+
+/// The identity header names removed from one route's requests, each once: its own, and those
+/// of every route to the same upstream address (the same application) but `Authorization`
+/// (which a route that does not name it may pass on as the client's own credentials). An
+/// application behind several routes may read `X-User` on all its paths, one whose route does
+/// not set it too; another application's headers are left to it.
+#[derive(Debug, Clone, Default)]
+struct Stripped {
+    /// Before anything reads the client's request: not the route's own `Authorization` when
+    /// it accepts bearer tokens (then it is the credential).
+    from_client: Vec<axum::http::HeaderName>,
+    /// Before the request goes upstream, where the route's identity headers are then set.
+    before_sending: Vec<axum::http::HeaderName>,
 }
 
 /// The next table's number.
@@ -21,38 +34,52 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 impl RouteTable {
     /// A table over `routes`.
     pub fn new(routes: Vec<RouteConfig>) -> Self {
-        let identity_headers = routes
+        let stripped = routes
             .iter()
             .map(|route| {
-                let mut names: Vec<axum::http::HeaderName> = Vec::new();
+                let own = route.headers.iter().map(|(name, _)| name);
                 let same_upstream = routes
                     .iter()
-                    .filter(|other| other.upstream.address() == route.upstream.address());
-                for (name, _) in same_upstream.flat_map(|other| &other.headers) {
-                    if *name != axum::http::header::AUTHORIZATION && !names.contains(name) {
-                        names.push(name.clone());
-                    }
+                    .filter(|other| other.upstream.address() == route.upstream.address())
+                    .flat_map(|other| other.headers.iter().map(|(name, _)| name))
+                    .filter(|name| **name != axum::http::header::AUTHORIZATION);
+                let is_credential = |name: &&axum::http::HeaderName| {
+                    route.accept_bearer && **name == axum::http::header::AUTHORIZATION
+                };
+                Stripped {
+                    from_client: once_each(
+                        own.clone()
+                            .filter(|name| !is_credential(name))
+                            .chain(same_upstream.clone()),
+                    ),
+                    before_sending: once_each(own.chain(same_upstream)),
                 }
-                names
             })
             .collect();
         Self {
             routes,
-            identity_headers,
+            stripped,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
-    /// The identity header names of every route to `route`'s upstream address (the same
-    /// application) but `Authorization` (which a route without it may pass on as the client's
-    /// own credentials): a client's header of one of these names is removed on each of those
-    /// routes, since an application behind several routes may read `X-User` on all its paths,
-    /// including one whose route does not set it. Another application's headers are left to
-    /// it. Empty for a route not of this table.
-    pub fn identity_headers(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
+    /// The identity header names removed from a client's request on `route` before anything
+    /// reads it ([`Stripped`]); empty for a route not of this table.
+    pub fn stripped_from_client(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
+        self.stripped_of(route)
+            .map_or(&[], |stripped| &stripped.from_client)
+    }
+
+    /// The identity header names removed from a request on `route` before it goes upstream
+    /// ([`Stripped`]); empty for a route not of this table.
+    pub fn stripped_before_sending(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
+        self.stripped_of(route)
+            .map_or(&[], |stripped| &stripped.before_sending)
+    }
+
+    fn stripped_of(&self, route: &RouteConfig) -> Option<&Stripped> {
         self.index_of(route)
-            .and_then(|index| self.identity_headers.get(index))
-            .map_or(&[], Vec::as_slice)
+            .and_then(|index| self.stripped.get(index))
     }
 
     /// This table's number: no other table, before or after a reload, has it.
@@ -102,6 +129,19 @@ fn is_prefix_on_segments(prefix: &str, path: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `names` without repeats, in their first order.
+fn once_each<'a>(
+    names: impl Iterator<Item = &'a axum::http::HeaderName>,
+) -> Vec<axum::http::HeaderName> {
+    let mut once: Vec<axum::http::HeaderName> = Vec::new();
+    for name in names {
+        if !once.contains(name) {
+            once.push(name.clone());
+        }
+    }
+    once
 }
 
 #[cfg(test)]
