@@ -120,7 +120,8 @@ pub fn access_token_parameters(query: &str) -> impl Iterator<Item = String> {
 }
 
 /// A query parameter's name as the laxest application reads it: form-decoded, cut at a NUL
-/// and without leading spaces (PHP), without the `[` and `]` around it (Rack), without an
+/// and without leading spaces (PHP), without the `[` and `]` around it (Rack 2 drops every
+/// leading one), without an
 /// array's `[…]` after it (`access_token[]`, `access_token[0]`: PHP, Rack and Express `qs`
 /// give the application a list holding the token), then as `cookie_name_as_read` reads a
 /// cookie's (case, PHP's `.`, space and `[` as `_`).
@@ -128,7 +129,7 @@ fn query_name_as_read(name: &str) -> String {
     let spaced = name.replace('+', " ");
     let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
     let cut = decoded.split('\0').next().unwrap_or_default();
-    let bare = cut.trim_start_matches(' ').trim_start_matches('[');
+    let bare = cut.trim_start_matches(' ').trim_start_matches(['[', ']']);
     let bare = match bare.find('[') {
         Some(open) if bare[open..].contains(']') => &bare[..open],
         _ => bare,
@@ -319,6 +320,8 @@ mod tests {
             "%20access_token=t",
             "access_token%00x=t",
             "[access_token]=t",
+            "]access_token=t",
+            "[]access_token=t",
             "access_token[]=t",
             "access_token[0]=t",
             "access[token=t",

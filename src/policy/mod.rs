@@ -128,13 +128,15 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
 /// applications trim (`"admin "` would be `admin`), and a `,` in a list element, at which
 /// applications split (Spring splits `X-Groups: x,admin,y` into three, one of them `admin`).
 /// Encoded, such a value never reads as another identity, and locks no one out (a
-/// directory's `cn=admins,ou=groups` arrives as `cn=admins%2Cou=groups`); percent-decoding
-/// gives it back.
+/// directory's `cn=admins,ou=groups` arrives as `cn=admins%2Cou=groups`). An object is its
+/// JSON with its commas encoded the same way (`{"k":"x,admin,y"}` split at commas would hold
+/// `admin`).
 pub fn header_text(value: &Value) -> String {
     match value {
         Value::String(text) if has_white_ends(text) => encoded(text, false),
         Value::String(text) => text.clone(),
         Value::Array(items) => joined(items),
+        object @ Value::Object(_) => element_text(object),
         other => other.to_string(),
     }
 }
@@ -198,7 +200,7 @@ fn encoded(text: &str, commas: bool) -> String {
 /// Runs a JSONPath over a claim that holds JSON or a JSON string; `None` when nothing matched.
 /// A match that is a string, and every match when there are several, is a list element
 /// (`element_text`): a path like `$.roles[*]` may match one element of a list. One match of
-/// another kind is written as `header_text` writes it (an object as its JSON).
+/// another kind is written as `header_text` writes it.
 pub fn json_path_text(value: &Value, path: &serde_json_path::JsonPath) -> Option<String> {
     let parsed;
     let document = match value {

@@ -112,7 +112,7 @@ fn claim_values_that_would_read_back_as_others_are_encoded() {
         "inject-claim=groups",
         "groups=100%25%2Cx,50%",
     );
-    // One element matched by `[*]` is a list element too; one object match is its JSON.
+    // One element matched by `[*]` is a list element too; an object's commas are encoded.
     let roles = json!({"realm": {"roles": ["eng,admin"], "o": {"a": 1, "b": 2}}});
     sent(
         roles.clone(),
@@ -122,7 +122,7 @@ fn claim_values_that_would_read_back_as_others_are_encoded() {
     sent(
         roles,
         "inject-json-claim=X-O,realm,$.o",
-        r#"x-o={"a":1,"b":2}"#,
+        r#"x-o={"a":1%2C"b":2}"#,
     );
     // One value with a comma of its own is one value; a list of lists is read in line.
     sent(

@@ -214,7 +214,7 @@ fn route_request<'a>(
 }
 
 /// Removes the identity headers of every route to the same upstream from the client's request
-/// (`RouteTable::identity_headers`), and the route's own `Authorization` unless it accepts
+/// (`RouteTable::stripped_from_client`), and the route's own `Authorization` unless it accepts
 /// bearer tokens (then it is the credential).
 pub fn strip_client_identity_headers(
     table: &routes::RouteTable,

@@ -78,8 +78,10 @@ impl RouteTable {
     }
 
     fn stripped_of(&self, route: &RouteConfig) -> Option<&Stripped> {
-        self.index_of(route)
-            .and_then(|index| self.stripped.get(index))
+        let index = self.index_of(route);
+        // Every caller's route comes from this table (`find`); another would strip nothing.
+        debug_assert!(index.is_some(), "a route of another table");
+        index.and_then(|index| self.stripped.get(index))
     }
 
     /// This table's number: no other table, before or after a reload, has it.
