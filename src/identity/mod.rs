@@ -179,18 +179,10 @@ pub fn ambiguous_credentials(
     if authorization.next().is_some() {
         return Some("two Authorization headers");
     }
-    if let Some(name) = token_cookie {
-        let wanted = cookie_name_as_read(name);
-        let sent = headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|header| crate::http::utf8(header.as_bytes()))
-            .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| cookie_name_as_read(pair.name) == wanted)
-            .count();
-        if sent > 1 {
-            return Some("two token cookies");
-        }
+    if let Some(name) = token_cookie
+        && cookies_read_as(headers, name).nth(1).is_some()
+    {
+        return Some("two token cookies");
     }
     // Read only with an `Authorization` header: most requests have none beside a query.
     let token_in_query = || {
@@ -204,6 +196,21 @@ pub fn ambiguous_credentials(
         return Some("a token both in the Authorization header and in the query");
     }
     None
+}
+
+/// The cookies of `headers` that an application may read as the one named `name`
+/// (`cookie_name_as_read`), in order.
+fn cookies_read_as<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> impl Iterator<Item = crate::http::cookies::Pair<'a>> {
+    let wanted = cookie_name_as_read(name);
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|header| crate::http::utf8(header.as_bytes()))
+        .flat_map(crate::http::cookies::pairs)
+        .filter(move |pair| cookie_name_as_read(pair.name) == wanted)
 }
 
 /// A cookie name as the laxest application reads it: percent-decoded (PHP), without case

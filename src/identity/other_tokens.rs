@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use axum::http::HeaderMap;
 
-use super::{Credential, Identity, bearer_of, cookie_name_as_read, token_error};
+use super::{Credential, Identity, bearer_of, cookie_name_as_read, cookies_read_as, token_error};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::oidc::Provider;
 use crate::policy::Trace;
@@ -61,15 +61,8 @@ pub fn other_tokens<'a>(
     if let Some(name) = reaching.token_cookie
         && used != Some(Credential::TokenCookie)
     {
-        let wanted = cookie_name_as_read(name);
-        let cookies = headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|header| crate::http::utf8(header.as_bytes()))
-            .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| cookie_name_as_read(pair.name) == wanted);
         others.extend(
-            cookies
+            cookies_read_as(headers, name)
                 .filter_map(|pair| pair.value.filter(|value| !value.is_empty()))
                 .map(|token| OtherToken {
                     place: Credential::TokenCookie.as_str(),
