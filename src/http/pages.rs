@@ -189,6 +189,12 @@ pub fn not_found() -> Response {
 fn refusal(status: StatusCode, page: RefusalPage) -> Response {
     let reason = status.canonical_reason().unwrap_or_default();
     let body = format!("{} {reason}: {}\n", status.as_u16(), page.message);
+    plain_refusal(status, body, page)
+}
+
+/// `body` as a plain-text, uncached refusal with the security headers, carrying `page` for
+/// `negotiate`.
+pub fn plain_refusal(status: StatusCode, body: String, page: RefusalPage) -> Response {
     let mut response = (status, body).into_response();
     response.extensions_mut().insert(page);
     let headers = response.headers_mut();

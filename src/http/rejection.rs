@@ -139,15 +139,8 @@ impl IntoResponse for Rejection {
                 .map_or(body.trim(), |(_, message)| message.trim())
                 .to_owned(),
         };
-        let mut response = (self.status(), body).into_response();
-        response.extensions_mut().insert(refusal);
+        let mut response = super::pages::plain_refusal(self.status(), body, refusal);
         let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        super::security_headers(headers);
         // RFC 6750 §3: no error code without a credential; the code when a bearer token failed.
         let challenge = match self {
             Self::Unauthenticated => Some("Bearer"),
