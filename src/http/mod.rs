@@ -66,17 +66,25 @@ pub fn host_from_authority<B>(mut request: axum::http::Request<B>) -> axum::http
 }
 
 /// Whether a request is an API call rather than a browser navigating (SPEC §5): not GET or
-/// HEAD, `X-Requested-With` set, or asking for JSON and not HTML. API calls get a 401 where
-/// browsers are sent to log in.
+/// HEAD, `X-Requested-With` set, or asking for JSON and not HTML; and, beyond SPEC, a
+/// browser's request that says it is no navigation (`Sec-Fetch-Mode` other than `navigate`:
+/// an image, a script, a `fetch`). API calls get a 401 where browsers are sent to log in: a
+/// subresource cannot show the provider's page, so a login it began could only end silently
+/// (the provider's single sign-on), making a session nobody asked for, such as right after an
+/// administrator or a logout ended the last one (a page's `/favicon.ico` arriving late).
 pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     let wants_json = accept.contains("application/json") && !accept.contains("text/html");
+    let subresource = headers
+        .get(&SEC_FETCH_MODE)
+        .is_some_and(|mode| mode != "navigate" && mode != "nested-navigate");
     !(method == axum::http::Method::GET || method == axum::http::Method::HEAD)
         || wants_json
         || headers.contains_key(&X_REQUESTED_WITH)
+        || subresource
 }
 
 /// `bytes` as text when they are UTF-8, checked with SIMD (`simdutf8`): a session cookie or a
@@ -94,6 +102,10 @@ pub static X_REQUEST_ID: axum::http::HeaderName =
 /// `X-Requested-With`, named once like [`X_REQUEST_ID`].
 static X_REQUESTED_WITH: axum::http::HeaderName =
     axum::http::HeaderName::from_static("x-requested-with");
+
+/// `Sec-Fetch-Mode` (Fetch Metadata), named once like [`X_REQUEST_ID`].
+static SEC_FETCH_MODE: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("sec-fetch-mode");
 
 /// The request's `X-Request-Id` (set by ingress-nginx, Envoy and others), for its decision
 /// log line: the client's text, which the line bounds and escapes.

@@ -532,6 +532,16 @@ async fn redirect_mode_sends_browsers_to_signin_and_api_calls_get_401() {
     let mut api = headers.to_vec();
     api.push(("x-requested-with", "XMLHttpRequest"));
     assert_eq!(auth(&gateway, "", &api).await.status(), 401);
+    let mut navigation = headers.to_vec();
+    navigation.extend([
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+    ]);
+    assert_eq!(auth(&gateway, "", &navigation).await.status(), 302);
+    // A page's image or script cannot show the sign-in page: 401, not a login begun.
+    let mut image = headers.to_vec();
+    image.extend([("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")]);
+    assert_eq!(auth(&gateway, "", &image).await.status(), 401);
 }
 
 #[tokio::test]

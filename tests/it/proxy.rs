@@ -114,6 +114,54 @@ async fn a_login_redirect_is_counted_once_under_the_role_that_answered() {
 }
 
 #[tokio::test]
+async fn a_browsers_subresource_gets_401_and_starts_no_login() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
+    let mut browser = Browser::new();
+    // What Chromium sends for a page's icon, an `<img>`, a script and a `fetch()`.
+    for (mode, dest) in [
+        ("no-cors", "image"),
+        ("no-cors", "script"),
+        ("cors", "empty"),
+        ("same-origin", "empty"),
+        ("websocket", "websocket"),
+    ] {
+        let answer = browser
+            .get_with(
+                &gateway.url("/favicon.ico"),
+                &[
+                    ("accept", "image/avif,image/webp,*/*"),
+                    ("sec-fetch-site", "same-origin"),
+                    ("sec-fetch-mode", mode),
+                    ("sec-fetch-dest", dest),
+                ],
+            )
+            .await;
+        assert_eq!(answer.status(), 401, "{mode} {dest}");
+        assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+        assert!(
+            answer.headers().get("set-cookie").is_none(),
+            "no login state for {mode} {dest}"
+        );
+    }
+    for dest in ["document", "iframe"] {
+        let page = browser
+            .get_with(
+                &gateway.url("/app/page"),
+                &[
+                    ("accept", "text/html"),
+                    ("sec-fetch-site", "none"),
+                    ("sec-fetch-mode", "navigate"),
+                    ("sec-fetch-dest", dest),
+                ],
+            )
+            .await;
+        assert_eq!(page.status(), 302, "a navigation to a {dest} logs in");
+        assert!(location(&page).starts_with(idp.issuer()));
+    }
+}
+
+#[tokio::test]
 async fn login_route_logs_browsers_in_and_sends_identity_headers() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
