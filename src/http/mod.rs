@@ -87,6 +87,23 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || subresource
 }
 
+/// Whether two header names read the same to a backend that ignores case and reads `_` as `-`
+/// (CGI's `HTTP_X_USER`, PHP, Rack, Django, many WSGI servers).
+pub fn same_header_name(left: &str, right: &str) -> bool {
+    let normal = |byte: u8| {
+        if byte == b'_' {
+            b'-'
+        } else {
+            byte.to_ascii_lowercase()
+        }
+    };
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .all(|(a, b)| normal(a) == normal(b))
+}
+
 /// `bytes` as text when they are UTF-8, checked with SIMD (`simdutf8`): a session cookie or a
 /// bearer token runs to kilobytes on every request, and the standard library's check costs
 /// half an instruction a byte there (1,500 for a 3 KB cookie).

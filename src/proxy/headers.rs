@@ -4,21 +4,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
-/// Whether two header names read the same to a backend that ignores case and reads `_` as `-`.
-fn same_header(left: &str, right: &str) -> bool {
-    let normal = |byte: u8| {
-        if byte == b'_' {
-            b'-'
-        } else {
-            byte.to_ascii_lowercase()
-        }
-    };
-    left.len() == right.len()
-        && left
-            .bytes()
-            .zip(right.bytes())
-            .all(|(a, b)| normal(a) == normal(b))
-}
+use crate::http::same_header_name as same_header;
 
 /// Removes every request header that a backend could take for one of `identity_headers`, or
 /// for an identity header of the gateways Tollgate replaces ([`is_identity_elsewhere`]).

@@ -325,18 +325,101 @@ async fn grpc_skip_rules_from_context_extensions_see_the_canonical_path() {
     let idp = TestIdp::start().await;
     let gateway = gateway(&idp, "").await;
     ok(&check(&gateway, check_request("/public/x", &[], Some(HOST_RULES))).await);
+    // Not canonical: Envoy routed it as written, so it is refused before any rule.
     denied(
         &check(
             &gateway,
             check_request("/public/../admin/", &[], Some(HOST_RULES)),
         )
         .await,
-        401,
+        400,
     );
     // Without rules for the route there is no skip rule at all.
     denied(
         &check(&gateway, check_request("/public/x", &[], None)).await,
         401,
+    );
+}
+
+/// Envoy picks a route, and with it the route's rules, on the path as the client wrote it
+/// (the README's recipe: `groups=admin` on `prefix: "/admin/"`, none on `/`). A path that the
+/// application reads as `/admin/users` but Envoy does not is refused, even for a caller the
+/// rules of `/` would let in.
+#[tokio::test]
+async fn grpc_refuses_a_path_envoy_and_the_application_read_apart() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    // A signed-in user outside `admin`, on the rules of `/`.
+    let bearer = format!(
+        "Bearer {}",
+        idp.access_token()
+            .claim("groups", serde_json::json!(["dev"]))
+            .sign()
+    );
+    let headers = [("authorization", bearer.as_str())];
+    for path in [
+        "/%61dmin/users",
+        "//admin/users",
+        "/x/../admin/users",
+        "/./admin/users",
+        "/admin;x/users",
+        "/%2e%2e/admin",
+        "*",
+    ] {
+        let refused = check(&gateway, check_request(path, &headers, Some(HOST_RULES))).await;
+        denied(&refused, 400);
+    }
+    ok(&check(
+        &gateway,
+        check_request("/admin/users?a=%61", &headers, Some(HOST_RULES)),
+    )
+    .await);
+    ok(&check(
+        &gateway,
+        check_request("/caf%C3%A9", &headers, Some(HOST_RULES)),
+    )
+    .await);
+}
+
+/// Envoy passes headers with underscores on by default, and an application reading headers
+/// the CGI way takes `x_email` for `X-Email`: the client's other spellings of an injected name
+/// are removed whether Tollgate sets the header or not.
+#[tokio::test]
+async fn grpc_removes_the_clients_other_spellings_of_injected_headers() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let forged = [
+        ("authorization", bearer.as_str()),
+        ("x_email", "mallory@example.com"),
+        ("x_department", "finance"),
+    ];
+    let response = check(
+        &gateway,
+        check_request("/reports", &forged, Some(HOST_RULES)),
+    )
+    .await;
+    let allowed = ok(&response);
+    assert_eq!(
+        header(&allowed.headers, "x-email"),
+        Some("alice@example.com")
+    );
+    let mut removed = allowed.headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(removed, ["x-department", "x_department", "x_email"]);
+    let skipped = check(
+        &gateway,
+        check_request(
+            "/public/x",
+            &[("x_email", "mallory@example.com")],
+            Some(HOST_RULES),
+        ),
+    )
+    .await;
+    let skipped = ok(&skipped);
+    assert!(
+        skipped.headers_to_remove.contains(&"x_email".to_owned()),
+        "{skipped:?}"
     );
 }
 
@@ -652,7 +735,7 @@ async fn http_variant_keeps_dot_segments_inside_the_prefix() {
             ],
         )
         .await;
-        assert_eq!(status, 401, "{target}: {body}");
+        assert_eq!(status, 400, "{target}: {body}");
     }
     let (status, _) = crate::support::nginx::raw_get(
         port,

@@ -205,6 +205,29 @@ async fn grpc_recipe_in_envoy() {
     let forbidden = get(port, "/admin/users", &[("authorization", &dev)]).await;
     assert_eq!(forbidden.status(), 403);
     assert!(forbidden.text().await.unwrap().contains("groups"));
+    // Spellings of /admin/users that Envoy, as written, would route by `/`: the recipe routes
+    // them as /admin/ (403), and what reaches Tollgate unnormalised is refused (400). Never
+    // the application.
+    for path in [
+        "/%61dmin/users",
+        "//admin/users",
+        "/x/../admin/users",
+        "/admin;x/users",
+    ] {
+        let status = get(port, path, &[("authorization", &dev)]).await.status();
+        assert!(status == 403 || status == 400, "{path}: {status}");
+    }
+    // A client's X_Email never reaches an application that reads it as X-Email.
+    let underscored = get(
+        port,
+        "/reports",
+        &[
+            ("authorization", &admin),
+            ("x_email", "mallory@example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(underscored.status(), 400, "{}", envoy.log());
     // No credential: an API call gets 401, a browser the sign-in redirect.
     let api = get(port, "/admin/users", &[("accept", "application/json")]).await;
     assert_eq!(api.status(), 401);

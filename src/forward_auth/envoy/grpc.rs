@@ -172,7 +172,10 @@ async fn check(
         .map_or("", String::as_str);
     let headers = request_headers(&http);
     let original = original_request(&http);
-    let outcome = decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await;
+    let outcome = match super::unreadable_path(&original) {
+        Some(refused) => refused,
+        None => decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await,
+    };
     report(
         state,
         "envoy_grpc",
@@ -181,7 +184,7 @@ async fn check(
         Some(&headers),
         started,
     );
-    let remove = super::headers_to_remove(state, rules, &outcome);
+    let remove = super::headers_to_remove(state, rules, &outcome, &headers);
     Ok(tonic::Response::new(answer(outcome, &remove).await))
 }
 

@@ -53,14 +53,15 @@ pub fn check(
                 .to_str()
                 .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
         };
-        let outcome = match rules {
-            Ok(rules) => {
-                decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await
-            }
-            Err(reason) => Outcome::Reject(Refusal::new(
+        let outcome = match (rules, super::unreadable_path(&original)) {
+            (Err(reason), _) => Outcome::Reject(Refusal::new(
                 Rejection::BadRequest(reason.to_owned()),
                 reason,
             )),
+            (Ok(_), Some(refused)) => refused,
+            (Ok(rules), None) => {
+                decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await
+            }
         };
         report(
             &state,
@@ -70,7 +71,7 @@ pub fn check(
             Some(headers),
             started,
         );
-        let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome);
+        let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome, headers);
         let mut response = outcome_response(outcome);
         if !remove.is_empty() {
             let names: Vec<&str> = remove.iter().map(HeaderName::as_str).collect();

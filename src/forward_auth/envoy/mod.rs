@@ -7,14 +7,24 @@
 pub mod grpc;
 pub mod http;
 
-use axum::http::HeaderName;
+use axum::http::{HeaderMap, HeaderName};
 
 use super::{ForwardAuthState, Outcome, parsed_query};
+use crate::http::forwarded::OriginalRequest;
+use crate::http::rejection::{Refusal, Rejection};
 
-/// The header names the rules inject that this allowed answer does not carry (an absent claim,
-/// or a skip rule that ran no checks): Envoy removes them from the client's request, so a copy
-/// the client sent never reaches the upstream as if Tollgate had vouched for it.
-fn headers_to_remove(state: &ForwardAuthState, rules: &str, outcome: &Outcome) -> Vec<HeaderName> {
+/// The header names Envoy removes from the client's request before the upstream sees it: each
+/// name the rules inject that this allowed answer does not carry (an absent claim, or a skip
+/// rule that ran no checks), and every other spelling of an injected name that the client sent
+/// (`x_email` beside `x-email`: Envoy passes underscores on by default, and an application
+/// reading headers the CGI way takes both for `HTTP_X_EMAIL`). So no copy the client sent
+/// reaches the upstream as if Tollgate had vouched for it.
+fn headers_to_remove(
+    state: &ForwardAuthState,
+    rules: &str,
+    outcome: &Outcome,
+    sent: &HeaderMap,
+) -> Vec<HeaderName> {
     let injected: &[(HeaderName, axum::http::HeaderValue)] = match outcome {
         Outcome::Allow(injected, _, _) => injected,
         Outcome::Skip => &[],
@@ -31,6 +41,42 @@ fn headers_to_remove(state: &ForwardAuthState, rules: &str, outcome: &Outcome) -
         if !injected.iter().any(|(present, _)| present == name) && !names.contains(name) {
             names.push(name.clone());
         }
+        for other in sent.keys() {
+            if other != name
+                && crate::http::same_header_name(other.as_str(), name.as_str())
+                && !names.contains(other)
+            {
+                names.push(other.clone());
+            }
+        }
     }
     names
+}
+
+/// A refusal (400) of a request whose path Envoy and the application may read apart from
+/// Tollgate, or `None` when its path is already canonical (SPEC §4.1). Envoy picks its route,
+/// and with it the route's rules, on the path as sent unless `normalize_path` and
+/// `merge_slashes` are on: `/%61dmin/users`, `//admin/users` or `/x/../admin/users` miss a
+/// `/admin/` route for the rules of `/`, while the application serves `/admin/users`; so does
+/// `/admin;x/users` for an application that drops `;` parameters (Tomcat, Jetty, Spring). No
+/// reading of such a path is decided on.
+fn unreadable_path(original: &OriginalRequest) -> Option<Outcome> {
+    let reason = match original.raw_path.as_deref() {
+        None => "the path is not origin-form",
+        Some(target) => {
+            let path = target.split_once('?').map_or(target, |(path, _)| path);
+            match crate::http::canonical::canonical_path(path) {
+                Err(_) => "the path has no single reading",
+                Ok(canonical) if !canonical.eq_ignore_ascii_case(path) => {
+                    "the path is not in canonical form (turn on Envoy's normalize_path and merge_slashes)"
+                }
+                Ok(_) if path.contains(';') => "the path holds ; parameters",
+                Ok(_) => return None,
+            }
+        }
+    };
+    Some(Outcome::Reject(Refusal::new(
+        Rejection::BadRequest(reason.to_owned()),
+        reason,
+    )))
 }
