@@ -110,7 +110,9 @@ fn session(index: u64) -> Session {
 }
 
 fn main() {
-    let store = MemoryStore::open(None, 1_800_000_000);
+    // No state file: the sealer is never used.
+    let sealer = tollgate::session::seal::Sealer::new(&[]);
+    let store = MemoryStore::open(None, sealer, 1_800_000_000);
     let sample = session(0);
     let token_bytes = sample.id_token.len()
         + sample.access_token.as_ref().map_or(0, String::len)

@@ -99,7 +99,9 @@ impl RunningApp {
     }
 
     /// Starts (or keeps) the background tasks of the live state's memory session store: a
-    /// store a reload replaced has its tasks stopped and is written to its state file.
+    /// store a reload replaced has its tasks stopped and is written to its state file; a store
+    /// a reload kept seals its file with the live session secrets from now on (only once the
+    /// new config is live: a reload that fails leaves the file to the secrets still in use).
     fn follow_memory_store(&self) {
         let state = self.state();
         let Ok(mut current) = self.memory_tasks.lock() else {
@@ -112,6 +114,11 @@ impl RunningApp {
             _ => false,
         };
         if same {
+            if let Some(store) = wanted {
+                store.seal_with(crate::session::seal::Sealer::new(
+                    &state.config.session.secrets,
+                ));
+            }
             return;
         }
         if let Some(old) = current.take() {

@@ -394,6 +394,7 @@ fn session_backend(
                 Some(store) => store.clone(),
                 None => Arc::new(crate::session::memory_store::MemoryStore::open(
                     config.session.state_file.clone(),
+                    Sealer::new(&config.session.secrets),
                     now,
                 )),
             })

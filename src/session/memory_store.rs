@@ -1,7 +1,11 @@
 //! `store = "memory"`: sessions in this process, optionally kept in `state_file` so they
 //! survive a restart. The file is rewritten whole, at most about once a second after a change
-//! and at shutdown: written to a temporary file in the same directory, synced, then renamed
-//! over the old one, so a crash mid-write leaves the previous file intact.
+//! and at shutdown: written to a temporary file in the same directory (created anew, mode
+//! 0600, never through a link someone left there), synced, then renamed over the old one, so a
+//! crash mid-write leaves the previous file intact. Its sessions (ids and tokens) are sealed
+//! with the session secrets like Redis's values (`seal::Sealer`; the first secret seals, every
+//! listed one opens), so a copy of the file or a backup gives nobody a session; a file of an
+//! older Tollgate, in clear, is read and sealed at the next write.
 //!
 //! Sessions are held compact (`compact::CompactSession`: decoded token bytes, claims not
 //! repeated); the most recently used ones are also kept expanded, so a request does not pay
@@ -40,6 +44,7 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 
 use super::compact::{CompactSession, SessionFacts};
+use super::seal::Sealer;
 use super::{Session, StoredSession};
 use crate::clock::UnixTime;
 
@@ -83,6 +88,8 @@ pub struct MemoryStore {
     /// `sessions`, filled under its read lock, so a copy is never older than its entry.
     expanded: quick_cache::sync::Cache<String, Arc<Session>>,
     state_file: Option<PathBuf>,
+    /// Seals the state file: the live config's session secrets.
+    sealer: arc_swap::ArcSwap<Sealer>,
     dirty: AtomicBool,
     changed: tokio::sync::Notify,
 }
@@ -95,31 +102,56 @@ pub struct StateFileError {
     message: String,
 }
 
+/// The state file: `sealed` holds the sessions' JSON sealed for [`STATE_FILE_PURPOSE`].
 #[derive(Serialize, Deserialize)]
 struct StateFile {
+    version: u32,
+    sealed: String,
+}
+
+/// The state file of a Tollgate before sealing: the sessions in clear.
+#[derive(Deserialize)]
+struct ClearStateFile {
     version: u32,
     sessions: HashMap<String, StoredSession>,
 }
 
+/// The sealing purpose of the state file's sessions.
+const STATE_FILE_PURPOSE: &str = "memory-state-file";
+
 impl MemoryStore {
-    /// A store, loaded from `state_file` when it exists. A file that cannot be read as a state
-    /// file is moved aside (`<name>.unreadable-<time>`) with an error log, never silently
-    /// dropped, and the store starts empty.
-    pub fn open(state_file: Option<PathBuf>, now: UnixTime) -> Self {
-        let sessions = state_file
+    /// A store, loaded from `state_file` when it exists, whose file `sealer` seals and opens.
+    /// A file that cannot be read as a state file (or opened with any listed secret) is moved
+    /// aside (`<name>.unreadable-<time>`) with an error log, never silently dropped, and the
+    /// store starts empty.
+    pub fn open(state_file: Option<PathBuf>, sealer: Sealer, now: UnixTime) -> Self {
+        let (sessions, in_clear) = state_file
             .as_deref()
-            .map(|path| read_state(path, now))
+            .map(|path| read_state(path, &sealer, now))
             .unwrap_or_default();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Self {
+        let store = Self {
             sessions: RwLock::new(sessions),
             generation: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             expanded: quick_cache::sync::Cache::new(EXPANDED),
             state_file,
+            sealer: arc_swap::ArcSwap::from_pointee(sealer),
             dirty: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+        };
+        if in_clear {
+            // Sealed at the write-behind's first write, not left in clear until a change.
+            store.mark_changed();
         }
+        store
+    }
+
+    /// Seals the state file with `sealer` from now on (a reload's session secrets), and
+    /// rewrites it with them.
+    pub fn seal_with(&self, sealer: Sealer) {
+        self.sealer.store(Arc::new(sealer));
+        self.mark_changed();
     }
 
     fn mark_changed(&self) {
@@ -296,20 +328,22 @@ impl MemoryStore {
         if !self.dirty.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
-        let snapshot = StateFile {
-            version: 1,
-            sessions: self
-                .sessions
-                .read()
-                .map(|sessions| {
-                    sessions
-                        .iter()
-                        .filter_map(|(id, entry)| Some((id.clone(), entry.expand()?)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        let result = write_atomically(path, &snapshot);
+        let sessions: HashMap<String, StoredSession> = self
+            .sessions
+            .read()
+            .map(|sessions| {
+                sessions
+                    .iter()
+                    .filter_map(|(id, entry)| Some((id.clone(), entry.expand()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let result = seal_state(&self.sealer.load(), &sessions)
+            .map_err(|message| StateFileError {
+                path: path.display().to_string(),
+                message,
+            })
+            .and_then(|snapshot| write_atomically(path, &snapshot));
         if result.is_err() {
             self.dirty.store(true, Ordering::SeqCst);
         }
@@ -332,31 +366,59 @@ impl MemoryStore {
     }
 }
 
-fn read_state(path: &Path, now: UnixTime) -> HashMap<String, Entry> {
+/// The state file holding `sessions`, sealed by `sealer`.
+fn seal_state(
+    sealer: &Sealer,
+    sessions: &HashMap<String, StoredSession>,
+) -> Result<StateFile, String> {
+    let json = serde_json::to_vec(sessions).map_err(|error| error.to_string())?;
+    let sealed = sealer
+        .seal(STATE_FILE_PURPOSE, &json)
+        .map_err(|_| "no session secret to seal with".to_owned())?;
+    Ok(StateFile { version: 2, sealed })
+}
+
+/// The sessions a state file holds, and whether it held them in clear (an older Tollgate's).
+fn open_state(sealer: &Sealer, bytes: &[u8]) -> Option<(HashMap<String, StoredSession>, bool)> {
+    if let Ok(state) = serde_json::from_slice::<StateFile>(bytes) {
+        if state.version != 2 {
+            return None;
+        }
+        let json = sealer.open(STATE_FILE_PURPOSE, &state.sealed).ok()?;
+        return Some((serde_json::from_slice(&json).ok()?, false));
+    }
+    let state = serde_json::from_slice::<ClearStateFile>(bytes).ok()?;
+    (state.version == 1).then_some((state.sessions, true))
+}
+
+/// The sessions of the state file at `path` that have not ended by `now`, and whether the file
+/// held them in clear.
+fn read_state(path: &Path, sealer: &Sealer, now: UnixTime) -> (HashMap<String, Entry>, bool) {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return (HashMap::new(), false);
+        }
         Err(error) => {
             tracing::error!(path = %path.display(), %error, "cannot read the session state file; starting empty");
-            return HashMap::new();
+            return (HashMap::new(), false);
         }
     };
-    match serde_json::from_slice::<StateFile>(&bytes) {
-        Ok(state) if state.version == 1 => {
-            let sessions: HashMap<String, Entry> = state
-                .sessions
+    match open_state(sealer, &bytes) {
+        Some((stored, in_clear)) => {
+            let sessions: HashMap<String, Entry> = stored
                 .into_iter()
                 .filter(|(_, stored)| stored.session.expires_at > now)
                 .map(|(id, stored)| (id, Entry::new(&stored.session, stored.last_seen)))
                 .collect();
-            tracing::info!(path = %path.display(), sessions = sessions.len(), "restored sessions");
-            sessions
+            tracing::info!(path = %path.display(), sessions = sessions.len(), in_clear, "restored sessions");
+            (sessions, in_clear)
         }
-        _ => {
+        None => {
             let aside = path.with_extension(format!("unreadable-{now}"));
             let moved = std::fs::rename(path, &aside);
-            tracing::error!(path = %path.display(), aside = %aside.display(), moved = moved.is_ok(), "the session state file is not readable; moved aside, starting empty");
-            HashMap::new()
+            tracing::error!(path = %path.display(), aside = %aside.display(), moved = moved.is_ok(), "the session state file is not readable (damaged, or sealed with a secret no longer listed); moved aside, starting empty");
+            (HashMap::new(), false)
         }
     }
 }
@@ -379,16 +441,23 @@ fn write_atomically(path: &Path, snapshot: &StateFile) -> Result<(), StateFileEr
             .unwrap_or("sessions"),
         std::process::id()
     ));
+    // Created anew: a file or a link left at the name (a crashed write, or someone with
+    // access to the directory) is removed, never written through.
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(&temporary)
-        .map_err(|error| fail(error.to_string()))?;
+    let mut file = match options.open(&temporary) {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&temporary).map_err(|error| fail(error.to_string()))?;
+            options.open(&temporary)
+        }
+        opened => opened,
+    }
+    .map_err(|error| fail(error.to_string()))?;
     file.write_all(&bytes)
         .map_err(|error| fail(error.to_string()))?;
     file.sync_all().map_err(|error| fail(error.to_string()))?;
@@ -404,6 +473,116 @@ fn write_atomically(path: &Path, snapshot: &StateFile) -> Result<(), StateFileEr
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    const SECRET: &str = "state-file-secret-state-file-secret-0";
+    const NEXT: &str = "state-file-secret-state-file-secret-1";
+
+    fn sealer(lines: &[&str]) -> Sealer {
+        Sealer::new(
+            &lines
+                .iter()
+                .map(|line| crate::secret::Secret::new((*line).to_owned()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// A state file path in a directory of its own.
+    fn state_path(name: &str) -> PathBuf {
+        let directory = std::env::temp_dir().join(format!(
+            "tollgate-state-{name}-{}-{}",
+            std::process::id(),
+            crate::random::token()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        directory.join("sessions")
+    }
+
+    #[test]
+    fn the_state_file_holds_no_session_id_or_token_in_clear() {
+        let path = state_path("sealed");
+        let store = MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 10);
+        store.insert(
+            "id-in-the-cookie".to_owned(),
+            session("alice", "access-token-of-alice"),
+            20,
+        );
+        store.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for secret in [
+            "id-in-the-cookie",
+            "access-token-of-alice",
+            "alice",
+            "eyJhbGci",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        // A rotation that still lists the secret opens it; the next write seals with the new one.
+        let rotated = MemoryStore::open(Some(path.clone()), sealer(&[NEXT, SECRET]), 30);
+        assert_eq!(
+            rotated
+                .get("id-in-the-cookie")
+                .and_then(|stored| stored.session.access_token.clone()),
+            Some("access-token-of-alice".to_owned())
+        );
+        rotated.seal_with(sealer(&[NEXT]));
+        rotated.flush().unwrap();
+        let reopened = MemoryStore::open(Some(path.clone()), sealer(&[NEXT]), 30);
+        assert!(reopened.get("id-in-the-cookie").is_some());
+    }
+
+    #[test]
+    fn a_state_file_in_clear_is_read_and_sealed_at_the_next_write() {
+        let path = state_path("clear");
+        let clear = serde_json::json!({"version": 1, "sessions": {
+            "old-id": StoredSession { session: session("bob", "access-token-of-bob"), last_seen: 20 },
+        }});
+        std::fs::write(&path, clear.to_string()).unwrap();
+        let store = MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 30);
+        assert!(
+            store.get("old-id").is_some(),
+            "an older Tollgate's sessions are kept"
+        );
+        store.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("access-token-of-bob") && !text.contains("old-id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_state_file_no_listed_secret_opens_is_moved_aside() {
+        let path = state_path("rotated-out");
+        let store = MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 10);
+        store.insert("a".to_owned(), session("alice", "t"), 20);
+        store.flush().unwrap();
+        let other = MemoryStore::open(Some(path.clone()), sealer(&[NEXT]), 30);
+        assert!(other.is_empty());
+        let aside = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|entry| entry.file_name().to_string_lossy().contains("unreadable"));
+        assert!(aside, "kept beside for the operator");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_temporary_name_is_not_written_through() {
+        let path = state_path("link");
+        let target = path.with_file_name("elsewhere");
+        std::fs::write(&target, "untouched").unwrap();
+        let temporary = path.with_file_name(format!(".sessions.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&target, &temporary).unwrap();
+        let store = MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 10);
+        store.insert("a".to_owned(), session("alice", "t"), 20);
+        store.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(
+            MemoryStore::open(Some(path), sealer(&[SECRET]), 30)
+                .get("a")
+                .is_some()
+        );
+    }
 
     fn session(sub: &str, access: &str) -> Arc<Session> {
         let claims = serde_json::json!({"sub": sub, "sid": format!("sid-{sub}")});
@@ -425,7 +604,7 @@ mod tests {
 
     #[test]
     fn the_expanded_copy_follows_every_change() {
-        let store = MemoryStore::open(None, 10);
+        let store = MemoryStore::open(None, sealer(&[SECRET]), 10);
         store.insert("a".to_owned(), session("u1", "first"), 10);
         assert_eq!(access(&store, "a").as_deref(), Some("first"));
         store.insert("a".to_owned(), session("u1", "refreshed"), 20);
@@ -449,7 +628,7 @@ mod tests {
             session.refresh_token = Some(refresh.to_owned());
             Arc::new(session)
         };
-        let store = MemoryStore::open(None, 10);
+        let store = MemoryStore::open(None, sealer(&[SECRET]), 10);
         store.insert("a".to_owned(), with_refresh("first", "r1"), 10);
         assert!(
             store
@@ -474,7 +653,7 @@ mod tests {
 
     #[test]
     fn selection_sees_provider_sub_and_sid_without_expanding() {
-        let store = MemoryStore::open(None, 10);
+        let store = MemoryStore::open(None, sealer(&[SECRET]), 10);
         store.insert("a".to_owned(), session("u1", "t"), 10);
         store.insert("b".to_owned(), session("u2", "t"), 50);
         let removed = store.remove_where(|_, facts, last_seen| {
@@ -506,7 +685,7 @@ mod tests {
 
     #[test]
     fn a_session_removed_on_one_thread_is_not_served_from_anothers_copy() {
-        let store = Arc::new(MemoryStore::open(None, 10));
+        let store = Arc::new(MemoryStore::open(None, sealer(&[SECRET]), 10));
         store.insert("a".to_owned(), session("u1", "t"), 10);
         store.insert("b".to_owned(), session("u2", "t"), 10);
         let read = reader(&store);
@@ -522,7 +701,7 @@ mod tests {
 
     #[test]
     fn a_session_replaced_on_one_thread_is_read_anew_on_another() {
-        let store = Arc::new(MemoryStore::open(None, 10));
+        let store = Arc::new(MemoryStore::open(None, sealer(&[SECRET]), 10));
         store.insert("a".to_owned(), session("u1", "first"), 10);
         let read = reader(&store);
         let access = |id| read(id).and_then(|stored| stored.session.access_token.clone());
@@ -534,7 +713,7 @@ mod tests {
 
     #[test]
     fn a_touch_on_one_thread_is_seen_on_another() {
-        let store = Arc::new(MemoryStore::open(None, 10));
+        let store = Arc::new(MemoryStore::open(None, sealer(&[SECRET]), 10));
         store.insert("a".to_owned(), session("u1", "t"), 10);
         let read = reader(&store);
         let last_seen = |id| read(id).map(|stored| stored.last_seen);
@@ -546,8 +725,8 @@ mod tests {
 
     #[test]
     fn one_threads_copies_of_one_store_are_never_served_for_another() {
-        let first = Arc::new(MemoryStore::open(None, 10));
-        let second = MemoryStore::open(None, 10);
+        let first = Arc::new(MemoryStore::open(None, sealer(&[SECRET]), 10));
+        let second = MemoryStore::open(None, sealer(&[SECRET]), 10);
         first.insert("a".to_owned(), session("u1", "first"), 10);
         second.insert("a".to_owned(), session("u1", "second"), 10);
         // Both stores are at their first generation now.
@@ -558,7 +737,7 @@ mod tests {
 
     #[test]
     fn a_hit_hands_out_the_copy_this_thread_kept() {
-        let store = Arc::new(MemoryStore::open(None, 10));
+        let store = Arc::new(MemoryStore::open(None, sealer(&[SECRET]), 10));
         store.insert("a".to_owned(), session("u1", "t"), 10);
         let first = store.get("a").map(|stored| stored.session);
         // Another thread's read changes nothing: it is not a change of the sessions.
@@ -573,7 +752,7 @@ mod tests {
 
     #[test]
     fn a_copy_is_the_stored_session_and_its_last_use() {
-        let store = MemoryStore::open(None, 10);
+        let store = MemoryStore::open(None, sealer(&[SECRET]), 10);
         let stored = session("u1", "t");
         store.insert("a".to_owned(), stored.clone(), 10);
         store.touch("a", 25);
@@ -590,7 +769,7 @@ mod tests {
 
     #[test]
     fn a_change_that_panics_midway_leaves_no_copy_in_use() {
-        let store = Arc::new(MemoryStore::open(None, 10));
+        let store = Arc::new(MemoryStore::open(None, sealer(&[SECRET]), 10));
         store.insert("a".to_owned(), session("u1", "t"), 10);
         let read = reader(&store);
         assert!(read("a").is_some());

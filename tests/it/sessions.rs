@@ -83,6 +83,12 @@ async fn sessions_survive_a_restart_through_the_state_file() {
         serde_json::from_str::<Value>(&text).is_ok(),
         "the file is whole JSON"
     );
+    // Sealed like Redis's values: no token, claim or session id in clear.
+    let session_id = browser.cookies.get("tollgate").cloned().unwrap_or_default();
+    for clear in ["eyJhbGci", "eyJ0eXAi", "eyJraWQi", "alice", "refresh"] {
+        assert!(!text.contains(clear), "{clear} in the state file: {text}");
+    }
+    assert!(!session_id.is_empty() && !text.contains(&session_id));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

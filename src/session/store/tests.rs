@@ -21,7 +21,13 @@ fn sessions(idle_seconds: u64) -> Sessions {
     );
     Sessions::new(
         jar,
-        SessionBackend::Memory(Arc::new(MemoryStore::open(None, NOW))),
+        SessionBackend::Memory(Arc::new(MemoryStore::open(
+            None,
+            Sealer::new(&[Secret::new(
+                "a-unit-test-session-secret-a-unit-test".to_owned(),
+            )]),
+            NOW,
+        ))),
         std::time::Duration::from_secs(idle_seconds),
         Arc::new(Metrics::new()),
     )
