@@ -134,10 +134,23 @@ fn check_token(
     }
 }
 
-/// Query of the admin session endpoints.
+/// Query of the admin session endpoints: a user, and the provider that names it (a `sub` is
+/// unique only at its issuer: two providers' `alice` are two people).
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SubQuery {
     sub: Option<String>,
+    provider: Option<String>,
+}
+
+type SubQueryResult = Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The query's `sub` and `provider`, or `BadQuery` for anything else (a field twice, another
+/// field), which must not be read as "no filter".
+fn sub_query(query: SubQueryResult) -> Result<SubQuery, AdminRefusal> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|_| AdminRefusal::BadQuery)
 }
 
 /// The answer of an admin session endpoint: its response, or its refusal, counted and logged.
@@ -150,37 +163,45 @@ fn sessions(state: &AdminState) -> Result<&Sessions, AdminRefusal> {
     state.sessions.as_deref().ok_or(AdminRefusal::NotServerSide)
 }
 
-/// `GET /admin/sessions[?sub=…]`.
+/// `GET /admin/sessions[?sub=…[&provider=…]]`.
 async fn list_sessions(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
-    query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
+    query: SubQueryResult,
 ) -> Response {
-    let sub = query.ok().and_then(|Query(query)| query.sub);
     let result = async {
         check_token(state.admin_token.as_ref(), &headers)?;
-        let list = sessions(&state)?.list(sub.as_deref()).await?;
+        let query = sub_query(query)?;
+        let list = sessions(&state)?
+            .list(query.sub.as_deref(), query.provider.as_deref())
+            .await?;
         Ok(axum::Json(list).into_response())
     };
     answer(&state, result.await)
 }
 
-/// `DELETE /admin/sessions?sub=…`: ends every session of a user.
+/// `DELETE /admin/sessions?sub=…[&provider=…]`: ends every session of a user (at one
+/// provider, when named).
 async fn end_sessions_of_sub(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
-    query: Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>,
+    query: SubQueryResult,
 ) -> Response {
-    let sub = query
-        .ok()
-        .and_then(|Query(query)| query.sub)
-        .filter(|sub| !sub.is_empty());
     let result = async {
         check_token(state.admin_token.as_ref(), &headers)?;
-        let sub = sub.ok_or(AdminRefusal::MissingSub)?;
-        let ended = sessions(&state)?
-            .end_selected(crate::session::store::SessionSelector::Sub(&sub))
-            .await?;
+        let query = sub_query(query)?;
+        let sub = query
+            .sub
+            .filter(|sub| !sub.is_empty())
+            .ok_or(AdminRefusal::MissingSub)?;
+        let selector = match query.provider.as_deref() {
+            Some(provider) => crate::session::store::SessionSelector::SubAt {
+                provider,
+                sub: &sub,
+            },
+            None => crate::session::store::SessionSelector::Sub(&sub),
+        };
+        let ended = sessions(&state)?.end_selected(selector).await?;
         tracing::info!(ended, "admin ended the sessions of a user");
         Ok(axum::Json(serde_json::json!({ "ended": ended })).into_response())
     };

@@ -17,6 +17,9 @@ pub(super) enum AdminRefusal {
     WrongToken,
     /// `DELETE /admin/sessions` without a `sub` (400).
     MissingSub,
+    /// A session query that is not `sub=` and `provider=`, each at most once (400): read as no
+    /// filter, it would list or select every session.
+    BadQuery,
     /// No session has that handle (404). The handle is not logged.
     NoSuchSession,
     /// The session store keeps no sessions on the server (`session.store = "cookie"`, or no
@@ -54,7 +57,7 @@ impl crate::http::rejection::Refused for AdminRefusal {
         match self {
             Self::Disabled => "forbidden",
             Self::WrongToken => "unauthenticated",
-            Self::MissingSub => "bad_request",
+            Self::MissingSub | Self::BadQuery => "bad_request",
             Self::NoSuchSession => "not_found",
             Self::NotServerSide => "not_server_side",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -67,6 +70,7 @@ impl crate::http::rejection::Refused for AdminRefusal {
             Self::Disabled => "the admin API is disabled (no server.admin_token)",
             Self::WrongToken => "missing or wrong admin token",
             Self::MissingSub => "no sub to end the sessions of",
+            Self::BadQuery => "a session query other than sub= and provider=, once each",
             Self::NoSuchSession => "no session has that handle",
             Self::NotServerSide => "the session store keeps no sessions on the server",
             Self::StoreUnavailable(reason) => {
@@ -98,6 +102,11 @@ impl IntoResponse for AdminRefusal {
             Self::MissingSub => {
                 (StatusCode::BAD_REQUEST, "400 Bad Request: give ?sub=…\n").into_response()
             }
+            Self::BadQuery => (
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: give sub= and provider= at most once each\n",
+            )
+                .into_response(),
             Self::NoSuchSession => {
                 (StatusCode::NOT_FOUND, "404 Not Found: no such session\n").into_response()
             }

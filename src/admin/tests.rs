@@ -193,3 +193,112 @@ async fn a_wrong_admin_token_is_counted_once_as_unauthenticated() {
         0
     );
 }
+
+/// An admin state over a memory store holding `alice` at two providers (two people: a `sub` is
+/// unique only at its issuer) and `bob` at one.
+fn state_with_sessions() -> Arc<AdminState> {
+    use crate::session::memory_store::MemoryStore;
+    use crate::session::seal::Sealer;
+    use crate::session::store::{SessionBackend, Sessions};
+    let secrets = [Secret::new(
+        "admin-tests-session-secret-0123456789".to_owned(),
+    )];
+    let store = Arc::new(MemoryStore::open(None, Sealer::new(&secrets), 10));
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    for (id, provider, sub) in [
+        ("a", "corp", "alice"),
+        ("b", "partner", "alice"),
+        ("c", "corp", "bob"),
+    ] {
+        let claims = serde_json::json!({ "sub": sub });
+        store.insert(
+            id.to_owned(),
+            Arc::new(crate::session::Session {
+                provider: provider.to_owned(),
+                claims: Arc::new(claims.as_object().cloned().unwrap_or_default()),
+                id_token: String::new(),
+                access_token: None,
+                refresh_token: None,
+                access_expires_at: None,
+                created_at: now,
+                expires_at: now + 3600,
+            }),
+            now,
+        );
+    }
+    let jar = crate::session::CookieJar::new(Sealer::new(&secrets), "tollgate".to_owned());
+    let metrics = Arc::new(Metrics::new());
+    let sessions = Sessions::new(
+        jar,
+        SessionBackend::Memory(store),
+        std::time::Duration::from_secs(3600),
+        metrics.clone(),
+    );
+    Arc::new(AdminState {
+        sessions: Some(Arc::new(sessions)),
+        metrics,
+        ..state(Some(ADMIN_TOKEN), Providers::new())
+    })
+}
+
+/// The providers of the sessions `GET path` lists, sorted.
+async fn listed(state: &Arc<AdminState>, path: &str) -> Vec<String> {
+    let (status, body) = get(super::routes(state.clone()), path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let mut found: Vec<String> = sessions
+        .iter()
+        .map(|session| format!("{}:{}", session["provider"], session["sub"]).replace('"', ""))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_ended_by_user_at_one_provider() {
+    let state = state_with_sessions();
+    assert_eq!(
+        listed(&state, "/admin/sessions?sub=alice").await,
+        ["corp:alice", "partner:alice"]
+    );
+    assert_eq!(
+        listed(&state, "/admin/sessions?sub=alice&provider=partner").await,
+        ["partner:alice"]
+    );
+    assert_eq!(
+        listed(&state, "/admin/sessions?provider=corp").await,
+        ["corp:alice", "corp:bob"]
+    );
+    // The partner's alice is another person: only corp's ends.
+    assert_eq!(
+        delete(state.clone(), "/admin/sessions?sub=alice&provider=corp").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        listed(&state, "/admin/sessions").await,
+        ["corp:bob", "partner:alice"]
+    );
+}
+
+#[tokio::test]
+async fn a_session_query_that_is_not_sub_and_provider_once_each_is_400_not_every_session() {
+    let state = state_with_sessions();
+    for path in [
+        "/admin/sessions?sub=alice&sub=bob",
+        "/admin/sessions?user=alice",
+        "/admin/sessions?sub=alice&provider=corp&provider=partner",
+    ] {
+        let (status, _) = get(super::routes(state.clone()), path, Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "GET {path}");
+        assert_eq!(
+            delete(state.clone(), path).await,
+            StatusCode::BAD_REQUEST,
+            "DELETE {path}"
+        );
+    }
+    assert_eq!(
+        listed(&state, "/admin/sessions").await.len(),
+        3,
+        "nothing ended"
+    );
+}

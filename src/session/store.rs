@@ -389,11 +389,15 @@ impl Sessions {
         Ok((session, self.jar.clear_session(cookies, attributes)))
     }
 
-    /// Every session, or those of `sub`.
+    /// Every session, or those of `sub`, or those of `provider` (of `sub` at `provider`).
     ///
     /// # Errors
     /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails.
-    pub async fn list(&self, sub: Option<&str>) -> Result<Vec<SessionSummary>, StoreError> {
+    pub async fn list(
+        &self,
+        sub: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
         let summary = |id: &str, facts: &SessionFacts<'_>, last_seen| SessionSummary {
             handle: handle_of(id),
             sub: facts.sub.to_owned(),
@@ -402,7 +406,10 @@ impl Sessions {
             last_seen,
             expires_at: facts.expires_at,
         };
-        let wanted = |facts: &SessionFacts<'_>| sub.is_none_or(|wanted| facts.sub == wanted);
+        let wanted = |facts: &SessionFacts<'_>| {
+            sub.is_none_or(|wanted| facts.sub == wanted)
+                && provider.is_none_or(|wanted| facts.provider == wanted)
+        };
         let mut summaries = Vec::new();
         match &self.backend {
             SessionBackend::Cookie => return Err(StoreError::NotServerSide),
