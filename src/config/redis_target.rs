@@ -148,12 +148,13 @@ impl RedisTarget {
     }
 }
 
-/// A Redis URL as a problem may show it: its user and password (before the authority's last
-/// `@`) replaced by `…`.
-fn shown(url: &str) -> String {
+/// A URL as a problem may show it: whatever stands between its `://` and the last `@` of the
+/// whole text (a user and a password) replaced by `…`. The last `@` anywhere, not the
+/// authority's: a password pasted without percent-encoding may hold `/`, `?` or `#`, which
+/// end the authority for a URL parser, and the URL is shown because it did not parse.
+pub(super) fn shown(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match authority.rfind('@') {
+    match rest.rfind('@') {
         Some(at) if scheme.is_empty() => format!("…@{}", &rest[at + 1..]),
         Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
         None => url.to_owned(),

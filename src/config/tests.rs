@@ -212,6 +212,22 @@ fn problems_never_repeat_a_secret() {
         &[],
         "TopSecretPw",
     );
+    // A password pasted from `openssl rand -base64`, with a `/` the URL parser takes for the
+    // path: the URL does not parse, and is named without it.
+    leaks(
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_url = \"redis://default:Top/SecretPw@redis:6379\"\n{PROVIDER}"
+        ),
+        &[],
+        "SecretPw",
+    );
+    leaks(
+        &format!(
+            "[telemetry]\notlp_endpoint = \"https://u:Top/SecretPw@collector:43180\"\n[session]\n{PROVIDER}"
+        ),
+        &[],
+        "SecretPw",
+    );
 }
 
 #[test]

@@ -57,11 +57,13 @@ impl Checker<'_> {
                 Some(url)
             }
             Ok(_) => {
-                self.problem(path, format!("`{value}` must be an http or https URL"));
+                let shown = super::super::redis_target::shown(value);
+                self.problem(path, format!("`{shown}` must be an http or https URL"));
                 None
             }
             Err(error) => {
-                self.problem(path, format!("`{value}` is not a URL: {error}"));
+                let shown = super::super::redis_target::shown(value);
+                self.problem(path, format!("`{shown}` is not a URL: {error}"));
                 None
             }
         }
