@@ -212,7 +212,10 @@ impl PublicService {
         let (name, role): (Cow<'static, str>, _) = match own {
             Some((_, role)) => (Cow::Borrowed(""), role),
             None if !self.proxy.routes.is_empty() => (Cow::Borrowed("proxy"), "proxy"),
-            None => (Cow::Owned(request.method().as_str().to_owned()), "page"),
+            None => (
+                Cow::Borrowed(crate::telemetry::known_method(request.method())),
+                "page",
+            ),
         };
         let trusted = crate::http::forwarded::is_trusted(peer.ip(), &self.proxy.trusted_proxies);
         let mut span = telemetry.begin(name, role, request.method(), request.headers(), trusted);

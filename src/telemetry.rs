@@ -148,7 +148,10 @@ impl Telemetry {
             .with_kind(SpanKind::Server)
             .with_attributes([KeyValue::new(
                 "http.request.method",
-                method.as_str().to_owned(),
+                match known_method(method) {
+                    "HTTP" => "_OTHER",
+                    known => known,
+                },
             )])
             .start_with_context(&self.tracer, &parent);
         RequestSpan {
@@ -220,12 +223,31 @@ pub struct RequestSpan {
     facts: Facts,
 }
 
+/// A request method as a span may name it: one of HTTP's nine, else `HTTP` (OpenTelemetry's
+/// HTTP conventions; the attribute then says `_OTHER`). Any other text a client sends as its
+/// method would be a span name and an attribute value of its own, without bound, in every
+/// collector and backend that indexes them.
+pub fn known_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "HTTP",
+    }
+}
+
 impl RequestSpan {
     /// The route that serves the request: `http.route`, and the span's name
     /// (`<method> <route>`).
     pub fn route(&mut self, method: &Method, route: &str) {
         self.span
-            .update_name(Cow::Owned(format!("{} {route}", method.as_str())));
+            .update_name(Cow::Owned(format!("{} {route}", known_method(method))));
         self.facts.route = Some(route.to_owned());
     }
 

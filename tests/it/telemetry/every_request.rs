@@ -95,10 +95,32 @@ async fn every_public_request_gets_one_span_with_its_role_route_and_decision() {
     assert_eq!(ping.status(), 200);
     let nowhere = gateway.get("/nowhere").send().await.unwrap();
     assert_eq!(nowhere.status(), 404);
+    // A method of the client's own making names no span: each would be a name of its own.
+    let invented = reqwest::Method::from_bytes(b"X0001").unwrap();
+    for path in ["/nowhere", "/ping"] {
+        let answer = reqwest::Client::new()
+            .request(invented.clone(), gateway.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_client_error(),
+            "{path}: {}",
+            answer.status()
+        );
+    }
     gateway.stop().await;
 
     let spans = collector.spans();
-    assert_eq!(spans.len(), 8, "one span per request: {spans:#?}");
+    assert_eq!(spans.len(), 10, "one span per request: {spans:#?}");
+    for name in ["HTTP", "HTTP /ping"] {
+        let span = named(&spans, name);
+        assert_eq!(
+            attribute(span, "http.request.method").as_deref(),
+            Some("_OTHER"),
+            "{span:#?}"
+        );
+    }
     assert_span(
         named(&spans, "GET /signin"),
         "signin",
@@ -166,6 +188,7 @@ async fn every_public_request_gets_one_span_with_its_role_route_and_decision() {
                 "QUERY-SECRET",
                 "CODE-SECRET",
                 "not-the-secret",
+                "X0001",
             ] {
                 assert!(!text.contains(secret), "{secret} in a span: {text}");
             }
