@@ -226,6 +226,15 @@ test('Caddy forward_auth with redirect mode: login, identity headers, sign-out, 
   assert.equal(skipped.status, 200);
   const seen = await skipped.json();
   assert.notEqual(seen.headers['x-auth-email'], 'mallory@evil.example', JSON.stringify(seen.headers));
+  // Caddy removes and copies the exact name only; an application reading headers the CGI way
+  // takes X_Auth_Email for X-Auth-Email. Tollgate refuses the request instead.
+  for (const path of ['/public/x', '/private/page']) {
+    const underscored = await fetch(`http://127.0.0.1:${ports.caddy}${path}`, {
+      redirect: 'manual',
+      headers: { X_Auth_Email: 'mallory@evil.example', Accept: 'application/json' },
+    });
+    assert.equal(underscored.status, path === '/public/x' ? 400 : 401, `${path}: ${await underscored.text()}`);
+  }
 });
 
 test('Caddy passes a client\'s X-Original-URL on to /auth: it never makes a protected path public', async () => {

@@ -137,14 +137,10 @@ pub fn auth(
         let started = Instant::now();
         let headers = request.headers();
         let original = original_request(peer.ip(), headers, &state.trusted_proxies);
-        let outcome = decide_auth(
-            &state,
-            headers,
-            request.uri().query().unwrap_or(""),
-            original.as_ref(),
-            &mut Trace::off(),
-        )
-        .await;
+        let rules = request.uri().query().unwrap_or("");
+        let outcome =
+            decide_auth(&state, headers, rules, original.as_ref(), &mut Trace::off()).await;
+        let outcome = refuse_other_spellings(&state, rules, headers, outcome);
         report(
             &state,
             "auth",
@@ -215,23 +211,82 @@ fn report(
     }
 }
 
-/// The HTTP answer `/auth` gives for an outcome.
+/// An allowed `/auth` answer to a request that also carries another spelling of a header the
+/// rules inject (`X_Auth_Email` beside `inject-claim=email,X-Auth-Email`), made a 400. Traefik
+/// and Caddy send `/auth` the client's headers and replace only the exact name upstream (Go
+/// keeps `X_auth_email` as a name of its own), and an application reading headers the CGI way
+/// (PHP, Rack, many WSGI servers) takes both for `HTTP_X_AUTH_EMAIL`: the client's copy would
+/// stand beside Tollgate's, or alone when a skip rule or an absent claim sets none. nginx drops
+/// such names unless `underscores_in_headers` is on. No client has a reason to send one.
+fn refuse_other_spellings(
+    state: &ForwardAuthState,
+    rules: &str,
+    headers: &HeaderMap,
+    outcome: Outcome,
+) -> Outcome {
+    if rules.is_empty() || !matches!(outcome, Outcome::Allow(..) | Outcome::Skip) {
+        return outcome;
+    }
+    // The rules parsed already (the decision checks them first): a cache hit.
+    let Ok(query) = parsed_query(state, rules) else {
+        return outcome;
+    };
+    let other = headers.keys().find(|sent| {
+        sent.as_str().contains('_')
+            && query.injections.iter().any(|injection| {
+                crate::http::same_header_name(sent.as_str(), injection.header().as_str())
+            })
+    });
+    match other {
+        Some(sent) => {
+            let reason = format!(
+                "the request carries {}, another spelling of a header the rules set",
+                sent.as_str()
+            );
+            Outcome::Reject(Refusal::new(Rejection::BadRequest(reason.clone()), reason))
+        }
+        None => outcome,
+    }
+}
+
+/// `Vary` of an allowed answer: it holds for this credential, wherever it came from.
+static VARY_CREDENTIALS: HeaderValue = HeaderValue::from_static("Cookie, Authorization");
+
+/// The HTTP answer `/auth` gives for an outcome. An ingress may cache it (ingress-nginx
+/// `auth-cache-key`, nginx `proxy_cache` in the auth location) under a key the operator
+/// chose: an allowed answer says it varies with `Cookie` and `Authorization`, so one user's
+/// 200 is never served to another request than the same credential's; a skip or a redirect
+/// holds for its path alone and is not stored (`no-store`), so an anonymous skip of
+/// `/public/x` cached under the empty cookie never lets `/admin` through. Refusals are
+/// `no-store` already.
 fn outcome_response(outcome: Outcome) -> Response {
     match outcome {
         Outcome::Allow(injected, _, set_cookies) => {
             let mut response = StatusCode::OK.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::VARY, VARY_CREDENTIALS.clone());
             for (name, value) in injected {
-                response.headers_mut().append(name, value);
+                headers.append(name, value);
             }
             for cookie in set_cookies {
                 if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response.headers_mut().append(header::SET_COOKIE, value);
+                    headers.append(header::SET_COOKIE, value);
                 }
             }
             response
         }
-        Outcome::Skip => StatusCode::OK.into_response(),
-        Outcome::Redirect(location) => crate::http::found(&location),
+        Outcome::Skip => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        )
+            .into_response(),
+        Outcome::Redirect(location) => {
+            let mut response = crate::http::found(&location);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
         Outcome::Reject(refusal) => refusal.into_response(),
     }
 }

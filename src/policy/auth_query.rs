@@ -236,10 +236,26 @@ fn parse_skip(
                 .map_err(|_| malformed(parameter, "invalid method"))?;
             (Some(method), pattern)
         }
+        // `get,^/admin/` read as one pattern never matches (its `^` is mid-way), so as a
+        // `skip-auth-ne` it would skip every request; oidc-guard takes `get` for a method
+        // that no request has, and skips none.
+        Some((method, _))
+            if !method.is_empty() && method.bytes().all(|byte| byte.is_ascii_alphabetic()) =>
+        {
+            return Err(malformed(
+                parameter,
+                "a method is written in upper case (GET,^/path)",
+            ));
+        }
         _ => (None, value),
     };
     if pattern.is_empty() {
         return Err(malformed(parameter, "empty pattern"));
+    }
+    // `GET, ^/admin/`: no canonical path holds white space, so the pattern would never match
+    // (and as a `skip-auth-ne`, skip every GET).
+    if pattern.starts_with(|c: char| c.is_whitespace()) {
+        return Err(malformed(parameter, "the pattern starts with white space"));
     }
     if pattern.len() > MAX_PATTERN_LENGTH {
         return Err(malformed(parameter, "pattern too long"));
@@ -263,6 +279,24 @@ fn is_method_token(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_method_not_in_upper_case_or_a_pattern_after_a_space_is_refused_not_inert() {
+        for value in ["get,^/admin/", "Get,^/admin/", "GET, ^/admin/", " ^/admin/"] {
+            for negated in [false, true] {
+                assert!(
+                    parse_skip("skip-auth-ne", value, negated, MAX_ROUTE_PATTERN_SIZE).is_err(),
+                    "{value}"
+                );
+            }
+        }
+        let rule =
+            parse_skip("skip-auth-ne", "GET,^/admin/", true, MAX_ROUTE_PATTERN_SIZE).unwrap();
+        assert!(!rule.skips(Some(&Method::GET), "/admin/x"));
+        assert!(rule.skips(Some(&Method::GET), "/public/x"));
+        // A pattern whose first part is no word is a pattern, not a method.
+        assert!(parse_skip("skip-auth", "/a,b", false, MAX_ROUTE_PATTERN_SIZE).is_ok());
+    }
 
     #[test]
     fn a_skip_rule_holds_for_every_reading_of_the_path() {

@@ -324,6 +324,77 @@ async fn forwarded_headers_from_untrusted_peers_are_ignored() {
     );
 }
 
+/// An ingress may cache `/auth` answers under a key of its operator's choosing (ingress-nginx
+/// `auth-cache-key`): an allowed answer varies with the credential, and a skip or a redirect,
+/// which hold for one path alone, are never stored.
+#[tokio::test]
+async fn answers_say_how_an_ingress_may_cache_them() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "unauthenticated = \"redirect\"",
+    ))
+    .await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let allowed = auth(&gateway, "", &[("authorization", &bearer)]).await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["vary"], "Cookie, Authorization");
+    let original = [
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-host", "app.example.com"),
+        ("x-forwarded-proto", "https"),
+        ("accept", "text/html"),
+    ];
+    let skipped = auth(&gateway, "?skip-auth=^/public/", &original).await;
+    assert_eq!(skipped.status(), 200);
+    assert_eq!(skipped.headers()["cache-control"], "no-store");
+    let mut page = original.to_vec();
+    page[0] = ("x-forwarded-uri", "/admin");
+    let redirected = auth(&gateway, "?skip-auth=^/public/", &page).await;
+    assert_eq!(redirected.status(), 302);
+    assert_eq!(redirected.headers()["cache-control"], "no-store");
+}
+
+/// Traefik and Caddy send `/auth` the client's headers and replace only the exact name of an
+/// injected header upstream: a client's `X_Auth_Email` would reach an application that reads
+/// headers the CGI way as `HTTP_X_AUTH_EMAIL`, beside Tollgate's or alone.
+#[tokio::test]
+async fn another_spelling_of_an_injected_header_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let rules = "?skip-auth=^/public/&inject-claim=email,X-Auth-Email";
+    let public = [
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-method", "GET"),
+    ];
+    for spelling in ["x_auth_email", "X_Auth-Email", "x-auth_email"] {
+        let mut forged = vec![
+            ("authorization", bearer.as_str()),
+            (spelling, "ceo@example.com"),
+        ];
+        assert_eq!(
+            auth(&gateway, rules, &forged).await.status(),
+            400,
+            "{spelling}"
+        );
+        forged.extend(public);
+        assert_eq!(
+            auth(&gateway, rules, &forged[1..]).await.status(),
+            400,
+            "{spelling} on a skip"
+        );
+    }
+    let plain = auth(&gateway, rules, &[("authorization", bearer.as_str())]).await;
+    assert_eq!(plain.status(), 200);
+    assert_eq!(plain.headers()["x-auth-email"], "alice@example.com");
+    // Other headers with underscores are no one's business here.
+    let other = [("authorization", bearer.as_str()), ("x_custom", "1")];
+    assert_eq!(auth(&gateway, rules, &other).await.status(), 200);
+}
+
 #[tokio::test]
 async fn token_cookie_is_a_credential() {
     let idp = TestIdp::start().await;
