@@ -104,6 +104,15 @@ impl TokenService {
                     "{name} is longer than {MAX_CLIENT_VALUE} bytes"
                 )));
             }
+            // RFC 6749 appendix A.5: VSCHAR. Anything else grows up to six times in the
+            // cookie's JSON (`\u0001`).
+            if get(name)
+                .is_some_and(|value| !value.bytes().all(|byte| (0x20..=0x7e).contains(&byte)))
+            {
+                return Err(AuthorizeError::Page(format!(
+                    "{name} holds a character other than printable ASCII"
+                )));
+            }
         }
         let state = get("state").map(str::to_owned);
         let fail = |error: &'static str, description: &str| AuthorizeError::Redirect {
@@ -160,12 +169,13 @@ impl TokenService {
             }
             (None, _) => None,
         };
-        let scopes: Vec<String> = get("scope")
-            .unwrap_or("openid")
-            .split(' ')
-            .filter(|scope| !scope.is_empty())
-            .map(str::to_owned)
-            .collect();
+        // Each scope once: repeated, they would only grow the login state's cookie.
+        let mut scopes: Vec<String> = Vec::new();
+        for scope in get("scope").unwrap_or("openid").split(' ') {
+            if !scope.is_empty() && !scopes.iter().any(|kept| kept == scope) {
+                scopes.push(scope.to_owned());
+            }
+        }
         let always_allowed = ["openid", "profile", "email", "groups"];
         if !scopes
             .iter()

@@ -87,7 +87,15 @@ pub enum RedirectError {
     /// An absolute URL whose host is not allowed.
     #[error("redirect target host is not in allowed_redirect_domains")]
     HostNotAllowed,
+    /// Longer than [`MAX_REDIRECT_LENGTH`].
+    #[error("redirect target is longer than 2048 bytes")]
+    TooLong,
 }
+
+/// The longest redirect target kept: one travels sealed in a login-state cookie, which must
+/// stay well below a browser's 4 KB per cookie and, with the others a browser holds, below a
+/// proxy's limit on the `Cookie` header (nginx: 8 KB).
+pub const MAX_REDIRECT_LENGTH: usize = 2048;
 
 /// Checks a redirect target and returns it in normalised form.
 ///
@@ -102,6 +110,9 @@ pub fn validate_redirect(
     target: &str,
     allowed: &[AllowedRedirectDomain],
 ) -> Result<String, RedirectError> {
+    if target.len() > MAX_REDIRECT_LENGTH {
+        return Err(RedirectError::TooLong);
+    }
     if target.is_empty() || has_forbidden_characters(target) {
         return Err(RedirectError::ForbiddenCharacters);
     }
@@ -177,6 +188,13 @@ mod tests {
     fn relative_paths_are_allowed() {
         check("/", Ok("/"));
         check("/app/page?x=1#top", Ok("/app/page?x=1#top"));
+    }
+
+    #[test]
+    fn a_target_longer_than_a_login_state_may_carry_is_refused() {
+        let longest = format!("/{}", "x".repeat(MAX_REDIRECT_LENGTH - 1));
+        check(&longest, Ok(longest.as_str()));
+        check(&format!("{longest}y"), Err(RedirectError::TooLong));
     }
 
     #[test]

@@ -21,6 +21,12 @@ const CHUNK_SIZE: usize = 3800;
 const MAX_CHUNKS: usize = 8;
 /// Logins in flight (state cookies) kept per browser.
 pub const MAX_LOGINS_IN_FLIGHT: usize = 5;
+/// Bytes of login-state cookies (names and values) kept per browser, the newest login's
+/// included: a few large ones (long return URLs, a federated client's long `state`), which a
+/// page could make a browser collect by navigating it, must not push the `Cookie` header past
+/// a proxy's limit (nginx: 8 KB per header), which would refuse every request of that browser
+/// until they expire. A login's own cookie is at most about 3.5 KB.
+pub const LOGIN_COOKIES_BUDGET: usize = 4096;
 /// How long a login may take.
 pub const LOGIN_STATE_LIFETIME: i64 = 600;
 
@@ -334,31 +340,37 @@ impl CookieJar {
             .sealer
             .seal("login", &plaintext)
             .map_err(|_| SessionCookieError::Unreadable)?;
+        let name = self.state_cookie_name(&login.state);
         let mut headers = vec![set_cookie(
-            &self.state_cookie_name(&login.state),
+            &name,
             &sealed,
             Some(LOGIN_STATE_LIFETIME),
             attributes,
         )];
-        // Keep the newest logins: unreadable ones go first, then the oldest.
+        // Keep the newest logins, as many as the cap and the byte budget allow (the new one
+        // always): unreadable ones go first, then the oldest.
         let prefix = self.state_prefix();
-        let mut in_flight: Vec<(UnixTime, &str)> = cookies
+        let mut in_flight: Vec<(UnixTime, &str, usize)> = cookies
             .iter()
-            .filter(|(name, _)| name.starts_with(&prefix))
-            .map(|(name, value)| {
+            .filter(|(other, _)| other.starts_with(&prefix) && **other != name)
+            .map(|(other, value)| {
                 let created = self
                     .sealer
                     .open("login", value)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<LoginState>(&bytes).ok())
                     .map_or(UnixTime::MIN, |state| state.created_at);
-                (created, *name)
+                (created, *other, other.len() + value.len())
             })
             .collect();
-        in_flight.sort();
-        let excess = (in_flight.len() + 1).saturating_sub(MAX_LOGINS_IN_FLIGHT);
-        for (_, name) in in_flight.into_iter().take(excess) {
-            headers.push(delete_cookie(name, attributes));
+        in_flight.sort_unstable_by(|left, right| right.cmp(left));
+        let mut kept = (1, name.len() + sealed.len());
+        for (_, other, size) in in_flight {
+            if kept.0 < MAX_LOGINS_IN_FLIGHT && kept.1 + size <= LOGIN_COOKIES_BUDGET {
+                kept = (kept.0 + 1, kept.1 + size);
+            } else {
+                headers.push(delete_cookie(other, attributes));
+            }
         }
         Ok(headers)
     }
@@ -457,6 +469,73 @@ mod tests {
     }
 
     /// A request's cookies, as sent.
+    fn login(state: &str, redirect_to: &str, created_at: UnixTime) -> LoginState {
+        LoginState {
+            state: state.to_owned(),
+            nonce: "n".repeat(43),
+            code_verifier: "v".repeat(43),
+            redirect_to: redirect_to.to_owned(),
+            provider: "corp".to_owned(),
+            redirect_uri: "https://auth.example.com/callback".to_owned(),
+            created_at,
+            federation: None,
+        }
+    }
+
+    /// The login cookies a browser holds after each `Set-Cookie` of a login start.
+    fn start_logins(jar: &CookieJar, logins: &[LoginState]) -> Vec<(String, String)> {
+        let mut held: Vec<(String, String)> = Vec::new();
+        for login in logins {
+            let lines = jar
+                .start_login(login, &cookies_of(&held), CookieAttributes { secure: true })
+                .unwrap();
+            for line in lines {
+                let (pair, attributes) = line.split_once(';').unwrap_or((&line, ""));
+                let (name, value) = pair.split_once('=').unwrap();
+                held.retain(|(kept, _)| kept != name);
+                if !attributes.contains("Max-Age=0") {
+                    held.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+        held
+    }
+
+    #[test]
+    fn login_cookies_stay_within_their_count_and_their_bytes() {
+        let jar = jar();
+        // Five tabs with ordinary return URLs: all five logins are kept.
+        let tabs: Vec<LoginState> = (0..6)
+            .map(|tab| login(&format!("tab{tab}-0123456789abcdef"), "/page", 100 + tab))
+            .collect();
+        let held = start_logins(&jar, &tabs);
+        assert_eq!(held.len(), MAX_LOGINS_IN_FLIGHT, "{held:?}");
+        assert!(
+            held.iter().all(|(name, _)| !name.ends_with("tab0-0123456")),
+            "the oldest went"
+        );
+        // Navigations to long return URLs, one after another (a page can make a browser do
+        // that): the newest stays, and never more bytes than the budget.
+        let long = format!("/{}", "x".repeat(2000));
+        let big: Vec<LoginState> = (0..5)
+            .map(|round| login(&format!("big{round}-0123456789abcdef"), &long, 200 + round))
+            .collect();
+        let held = start_logins(&jar, &big);
+        let bytes: usize = held
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        assert!(
+            bytes <= LOGIN_COOKIES_BUDGET,
+            "{bytes} bytes in {} cookies",
+            held.len()
+        );
+        assert!(
+            held.iter().any(|(name, _)| name.ends_with("big4-0123456")),
+            "{held:?}"
+        );
+    }
+
     fn cookies_of(sent: &[(String, String)]) -> Cookies<'_> {
         sent.iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))

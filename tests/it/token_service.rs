@@ -1278,6 +1278,15 @@ async fn an_authorization_request_may_be_posted() {
             .status(),
         200
     );
+    // Only printable ASCII (RFC 6749 VSCHAR): a control character grows six times in the
+    // login state's JSON.
+    assert_eq!(
+        post(authorize_query("s%01%01%01", true))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
     // With a password, the post is the form's: from another site it is still refused.
     let forged = post(login_form("s-t", "alice-password")).await.unwrap();
     assert_eq!(forged.status(), 403);
