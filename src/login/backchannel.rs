@@ -146,18 +146,10 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     };
     let sid = claims.get("sid").and_then(Value::as_str);
     let sub = claims.get("sub").and_then(Value::as_str);
+    if sid.is_none() && sub.is_none() {
+        return Err(invalid("logout_token has neither sid nor sub"));
+    }
     let provider_name = provider.name().to_owned();
-    let selector = match (sid, sub) {
-        (Some(sid), _) => SessionSelector::SidAt {
-            provider: &provider_name,
-            sid,
-        },
-        (None, Some(sub)) => SessionSelector::SubAt {
-            provider: &provider_name,
-            sub,
-        },
-        (None, None) => return Err(invalid("logout_token has neither sid nor sub")),
-    };
     // Checked first, recorded only once the sessions ended: a logout that failed is served
     // again when the provider retries it. Two copies at once both end the sessions, which is
     // the same logout.
@@ -166,24 +158,46 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
         Ok(true) => return Err(invalid("logout_token replayed")),
         Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
     }
-    match sessions.end_selected(selector).await {
-        Ok(count) => {
-            if let Err(error) = sessions
-                .remember_logout_token(&provider_name, jti, now)
-                .await
-            {
-                // Ended, but a replay would not be recognised: the retry records it.
-                return Err(BackchannelRefusal::Unavailable(error));
+    // Every provider that is the same client of the same issuer (two `[[provider]]` entries
+    // with other scopes, say) had the user's sessions too: the provider sent one token for
+    // that client, and each of them accepts it. The first to accept names the replay record.
+    let same_client = state.providers.values().filter(|other| {
+        other.config.issuer == provider.config.issuer
+            && other.config.client_id == provider.config.client_id
+    });
+    let mut count = 0;
+    for other in same_client {
+        let selector = match (sid, sub) {
+            (Some(sid), _) => SessionSelector::SidAt {
+                provider: other.name(),
+                sid,
+            },
+            (None, Some(sub)) => SessionSelector::SubAt {
+                provider: other.name(),
+                sub,
+            },
+            (None, None) => return Err(invalid("logout_token has neither sid nor sub")),
+        };
+        match sessions.end_selected(selector).await {
+            Ok(ended) => count += ended,
+            Err(StoreError::NotServerSide) => {
+                return Err(BackchannelRefusal::NotServerSide(
+                    "back-channel logout needs a server-side session store (session.store = \"memory\")",
+                ));
             }
-            state.metrics.request("backchannel_logout", "ended");
-            tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
-            Ok(answer(StatusCode::OK, None))
+            Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
         }
-        Err(StoreError::NotServerSide) => Err(BackchannelRefusal::NotServerSide(
-            "back-channel logout needs a server-side session store (session.store = \"memory\")",
-        )),
-        Err(error) => Err(BackchannelRefusal::Unavailable(error)),
     }
+    if let Err(error) = sessions
+        .remember_logout_token(&provider_name, jti, now)
+        .await
+    {
+        // Ended, but a replay would not be recognised: the retry records it.
+        return Err(BackchannelRefusal::Unavailable(error));
+    }
+    state.metrics.request("backchannel_logout", "ended");
+    tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
+    Ok(answer(StatusCode::OK, None))
 }
 
 fn unverified_issuer(token: &str) -> Option<String> {

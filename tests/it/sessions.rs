@@ -315,6 +315,28 @@ async fn backchannel_logout_finds_the_provider_among_those_sharing_an_issuer() {
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
 
+/// Two providers may also be the same client of one issuer (two `[[provider]]` entries with
+/// other scopes): the provider sends one logout token for that client, and it ends the user's
+/// sessions at both, whichever of them the session was made at.
+#[tokio::test]
+async fn backchannel_logout_ends_the_sessions_at_every_provider_of_the_same_client() {
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
+    let idp = TestIdp::start().await;
+    // Named to come before `corp`, where the browser signs in.
+    let same_client = format!(
+        "[[provider]]\nname = \"aaa-same-client\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n[forward_auth]\n",
+        idp.issuer()
+    );
+    let config = memory_config(&idp, None, "").replace("[forward_auth]\n", &same_client);
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let response = gateway.backchannel_logout(&idp.logout_token().sign()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
+
 #[tokio::test]
 async fn backchannel_logout_needs_a_server_side_store() {
     let idp = TestIdp::start().await;
