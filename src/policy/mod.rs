@@ -130,10 +130,11 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
 /// Encoded, such a value never reads as another identity, and locks no one out (a
 /// directory's `cn=admins,ou=groups` arrives as `cn=admins%2Cou=groups`). An object is its
 /// JSON with its commas encoded the same way (`{"k":"x,admin,y"}` split at commas would hold
-/// `admin`).
+/// `admin`). Characters outside ASCII, which a header cannot carry as text, are encoded too
+/// (`José` as `Jos%C3%A9`), so a user with such a name is not refused.
 pub fn header_text(value: &Value) -> String {
     match value {
-        Value::String(text) if has_white_ends(text) => encoded(text, false),
+        Value::String(text) if has_white_ends(text) || !text.is_ascii() => encoded(text, false),
         Value::String(text) => text.clone(),
         Value::Array(items) => joined(items),
         object @ Value::Object(_) => element_text(object),
@@ -164,7 +165,7 @@ fn element_text(value: &Value) -> String {
         Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
         other => std::borrow::Cow::Owned(other.to_string()),
     };
-    if text.contains(',') || has_white_ends(&text) {
+    if text.contains(',') || has_white_ends(&text) || !text.is_ascii() {
         encoded(&text, true)
     } else {
         text.into_owned()
@@ -177,15 +178,15 @@ fn has_white_ends(text: &str) -> bool {
     text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace)
 }
 
-/// `text` with `%`, the white space at its ends and, with `commas`, every `,` percent-encoded
-/// (their UTF-8 bytes).
+/// `text` with `%`, the white space at its ends, every character outside ASCII and, with
+/// `commas`, every `,` percent-encoded (their UTF-8 bytes).
 fn encoded(text: &str, commas: bool) -> String {
     let start = text.len() - text.trim_start().len();
     let end = text.trim_end().len();
     let mut encoded = String::with_capacity(text.len() + 6);
     for (index, character) in text.char_indices() {
         let at_an_end = index < start || index >= end;
-        if character == '%' || (commas && character == ',') || at_an_end {
+        if character == '%' || (commas && character == ',') || at_an_end || !character.is_ascii() {
             let mut bytes = [0; 4];
             for byte in character.encode_utf8(&mut bytes).bytes() {
                 encoded.push_str(&format!("%{byte:02X}"));

@@ -112,6 +112,17 @@ fn claim_values_that_would_read_back_as_others_are_encoded() {
         "inject-claim=groups",
         "groups=100%25%2Cx,50%",
     );
+    // Outside ASCII a header carries no text: encoded, not a refusal of the user.
+    sent(
+        json!({"name": "José 100%"}),
+        "inject-claim=name",
+        "name=Jos%C3%A9 100%25",
+    );
+    sent(
+        json!({"groups": ["Ärzte", "dev"]}),
+        "inject-claim=groups",
+        "groups=%C3%84rzte,dev",
+    );
     // One element matched by `[*]` is a list element too; an object's commas are encoded.
     let roles = json!({"realm": {"roles": ["eng,admin"], "o": {"a": 1, "b": 2}}});
     sent(
