@@ -146,11 +146,16 @@ struct SubQuery {
 type SubQueryResult = Result<Query<SubQuery>, axum::extract::rejection::QueryRejection>;
 
 /// The query's `sub` and `provider`, or `BadQuery` for anything else (a field twice, another
-/// field), which must not be read as "no filter".
-fn sub_query(query: SubQueryResult) -> Result<SubQuery, AdminRefusal> {
-    query
-        .map(|Query(query)| query)
-        .map_err(|_| AdminRefusal::BadQuery)
+/// field), which must not be read as "no filter"; `UnknownProvider` for a provider `state`
+/// does not have.
+fn sub_query(state: &AdminState, query: SubQueryResult) -> Result<SubQuery, AdminRefusal> {
+    let Query(query) = query.map_err(|_| AdminRefusal::BadQuery)?;
+    match &query.provider {
+        Some(provider) if !state.providers.contains_key(provider) => {
+            Err(AdminRefusal::UnknownProvider)
+        }
+        _ => Ok(query),
+    }
 }
 
 /// The answer of an admin session endpoint: its response, or its refusal, counted and logged.
@@ -171,7 +176,7 @@ async fn list_sessions(
 ) -> Response {
     let result = async {
         check_token(state.admin_token.as_ref(), &headers)?;
-        let query = sub_query(query)?;
+        let query = sub_query(&state, query)?;
         let list = sessions(&state)?
             .list(query.sub.as_deref(), query.provider.as_deref())
             .await?;
@@ -189,7 +194,7 @@ async fn end_sessions_of_sub(
 ) -> Response {
     let result = async {
         check_token(state.admin_token.as_ref(), &headers)?;
-        let query = sub_query(query)?;
+        let query = sub_query(&state, query)?;
         let sub = query
             .sub
             .filter(|sub| !sub.is_empty())

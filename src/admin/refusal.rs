@@ -20,6 +20,8 @@ pub(super) enum AdminRefusal {
     /// A session query that is not `sub=` and `provider=`, each at most once (400): read as no
     /// filter, it would list or select every session.
     BadQuery,
+    /// `provider=` names no configured provider (400): a typo would select nothing.
+    UnknownProvider,
     /// No session has that handle (404). The handle is not logged.
     NoSuchSession,
     /// The session store keeps no sessions on the server (`session.store = "cookie"`, or no
@@ -57,7 +59,7 @@ impl crate::http::rejection::Refused for AdminRefusal {
         match self {
             Self::Disabled => "forbidden",
             Self::WrongToken => "unauthenticated",
-            Self::MissingSub | Self::BadQuery => "bad_request",
+            Self::MissingSub | Self::BadQuery | Self::UnknownProvider => "bad_request",
             Self::NoSuchSession => "not_found",
             Self::NotServerSide => "not_server_side",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -71,6 +73,7 @@ impl crate::http::rejection::Refused for AdminRefusal {
             Self::WrongToken => "missing or wrong admin token",
             Self::MissingSub => "no sub to end the sessions of",
             Self::BadQuery => "a session query other than sub= and provider=, once each",
+            Self::UnknownProvider => "provider= names no configured provider",
             Self::NoSuchSession => "no session has that handle",
             Self::NotServerSide => "the session store keeps no sessions on the server",
             Self::StoreUnavailable(reason) => {
@@ -105,6 +108,11 @@ impl IntoResponse for AdminRefusal {
             Self::BadQuery => (
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request: give sub= and provider= at most once each\n",
+            )
+                .into_response(),
+            Self::UnknownProvider => (
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: provider= names no configured provider\n",
             )
                 .into_response(),
             Self::NoSuchSession => {

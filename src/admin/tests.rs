@@ -60,33 +60,43 @@ async fn readyz_is_ready_when_nothing_is_waiting_to_be_discovered() {
     assert_eq!(body, "ready\n");
 }
 
-#[tokio::test]
-async fn readyz_is_503_naming_a_provider_that_cannot_be_discovered() {
-    // Port 9 (discard) on loopback: nothing listens, discovery fails at once.
+/// Providers of these names, at an issuer where nothing listens (port 9, discard, on
+/// loopback: discovery fails at once).
+fn providers(names: &[&str]) -> Providers {
+    let sections: String = names
+        .iter()
+        .map(|name| {
+            format!(
+                "[[provider]]\nname = \"{name}\"\nissuer = \"http://127.0.0.1:9/{name}\"\nclient_id = \"gateway\"\nclient_auth = \"none\"\n"
+            )
+        })
+        .collect();
     let config = crate::config::load(
-        r#"[server]
-listen = "127.0.0.1:0"
-[[provider]]
-name = "down"
-issuer = "http://127.0.0.1:9"
-client_id = "gateway"
-client_auth = "none"
-"#,
+        &format!("[server]\nlisten = \"127.0.0.1:0\"\n{sections}"),
         &Default::default(),
     )
     .unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let provider_config = config.providers[0].clone();
-    let provider = Provider::new(
-        provider_config.clone(),
-        crate::oidc::client::HttpClient::new(provider_config.timeout).unwrap(),
-        None,
-        Arc::new(crate::token::cache::TokenCache::new(16)),
-        Arc::new(crate::clock::SystemClock),
-        60,
-        metrics,
-    );
-    let providers = Providers::from([("down".to_owned(), Arc::new(provider))]);
+    config
+        .providers
+        .iter()
+        .map(|provider_config| {
+            let provider = Provider::new(
+                provider_config.clone(),
+                crate::oidc::client::HttpClient::new(provider_config.timeout).unwrap(),
+                None,
+                Arc::new(crate::token::cache::TokenCache::new(16)),
+                Arc::new(crate::clock::SystemClock),
+                60,
+                Arc::new(Metrics::new()),
+            );
+            (provider_config.name.clone(), Arc::new(provider))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_a_provider_that_cannot_be_discovered() {
+    let providers = providers(&["down"]);
     let (status, body) = get(router(state(None, providers)), "/readyz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("provider down"), "{body}");
@@ -237,7 +247,7 @@ fn state_with_sessions() -> Arc<AdminState> {
     Arc::new(AdminState {
         sessions: Some(Arc::new(sessions)),
         metrics,
-        ..state(Some(ADMIN_TOKEN), Providers::new())
+        ..state(Some(ADMIN_TOKEN), providers(&["corp", "partner"]))
     })
 }
 
@@ -287,6 +297,7 @@ async fn a_session_query_that_is_not_sub_and_provider_once_each_is_400_not_every
         "/admin/sessions?sub=alice&sub=bob",
         "/admin/sessions?user=alice",
         "/admin/sessions?sub=alice&provider=corp&provider=partner",
+        "/admin/sessions?sub=alice&provider=corpp",
     ] {
         let (status, _) = get(super::routes(state.clone()), path, Some(ADMIN_TOKEN)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "GET {path}");

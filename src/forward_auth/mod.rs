@@ -237,16 +237,22 @@ fn refuse_other_spellings(
                 crate::http::same_header_name(sent.as_str(), injection.header().as_str())
             })
     });
-    match other {
-        Some(sent) => {
-            let reason = format!(
-                "the request carries {}, another spelling of a header the rules set",
-                sent.as_str()
-            );
-            Outcome::Reject(Refusal::new(Rejection::BadRequest(reason.clone()), reason))
+    let Some(sent) = other else {
+        return outcome;
+    };
+    let reason = format!(
+        "the request carries {}, another spelling of a header the rules set",
+        sent.as_str()
+    );
+    let refusal = Refusal::new(Rejection::BadRequest(reason.clone()), reason);
+    // A cookie session refreshed on the way goes back all the same: its old refresh token is
+    // spent.
+    Outcome::Reject(match outcome {
+        Outcome::Allow(_, _, set_cookies) if !set_cookies.is_empty() => {
+            refusal.with_cookies(set_cookies)
         }
-        None => outcome,
-    }
+        _ => refusal,
+    })
 }
 
 /// `Vary` of an allowed answer: it holds for this credential, wherever it came from.

@@ -223,7 +223,7 @@ pub(crate) async fn begin_login_for(
         state: crate::random::token(),
         nonce: crate::random::token(),
         code_verifier: crate::random::token(),
-        redirect_to,
+        redirect_to: redirect::kept_for_return(redirect_to),
         provider: provider.name().to_owned(),
         redirect_uri: format!("{}/callback", base.as_str().trim_end_matches('/')),
         created_at: state.clock.now(),

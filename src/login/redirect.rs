@@ -87,15 +87,27 @@ pub enum RedirectError {
     /// An absolute URL whose host is not allowed.
     #[error("redirect target host is not in allowed_redirect_domains")]
     HostNotAllowed,
-    /// Longer than [`MAX_REDIRECT_LENGTH`].
-    #[error("redirect target is longer than 2048 bytes")]
-    TooLong,
 }
 
-/// The longest redirect target kept: one travels sealed in a login-state cookie, which must
-/// stay well below a browser's 4 KB per cookie and, with the others a browser holds, below a
-/// proxy's limit on the `Cookie` header (nginx: 8 KB).
-pub const MAX_REDIRECT_LENGTH: usize = 2048;
+/// The longest return target a login keeps: it travels sealed in a login-state cookie, which
+/// must stay well below a browser's 4 KB per cookie and, with the others a browser holds,
+/// below a proxy's limit on the `Cookie` header (nginx: 8 KB).
+pub const MAX_RETURN_LENGTH: usize = 2048;
+
+/// A validated target as a login keeps it to return to: as it is when it is at most
+/// [`MAX_RETURN_LENGTH`] bytes, else without its query and fragment (the page, if not the
+/// exact view), else `/`. A long URL is no reason to refuse a login.
+pub fn kept_for_return(target: String) -> String {
+    if target.len() <= MAX_RETURN_LENGTH {
+        return target;
+    }
+    let page = target.split(['?', '#']).next().unwrap_or("/");
+    if page.len() <= MAX_RETURN_LENGTH && !page.is_empty() {
+        page.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
 
 /// Checks a redirect target and returns it in normalised form.
 ///
@@ -110,9 +122,6 @@ pub fn validate_redirect(
     target: &str,
     allowed: &[AllowedRedirectDomain],
 ) -> Result<String, RedirectError> {
-    if target.len() > MAX_REDIRECT_LENGTH {
-        return Err(RedirectError::TooLong);
-    }
     if target.is_empty() || has_forbidden_characters(target) {
         return Err(RedirectError::ForbiddenCharacters);
     }
@@ -191,10 +200,17 @@ mod tests {
     }
 
     #[test]
-    fn a_target_longer_than_a_login_state_may_carry_is_refused() {
-        let longest = format!("/{}", "x".repeat(MAX_REDIRECT_LENGTH - 1));
-        check(&longest, Ok(longest.as_str()));
-        check(&format!("{longest}y"), Err(RedirectError::TooLong));
+    fn a_login_keeps_a_long_target_without_its_query_or_else_the_root() {
+        let longest = format!("/{}", "x".repeat(MAX_RETURN_LENGTH - 1));
+        assert_eq!(kept_for_return(longest.clone()), longest);
+        let query = format!("/dashboard?state={}", "q".repeat(MAX_RETURN_LENGTH));
+        assert_eq!(kept_for_return(query), "/dashboard");
+        let absolute = format!(
+            "https://app.example.com/d#{}",
+            "f".repeat(MAX_RETURN_LENGTH)
+        );
+        assert_eq!(kept_for_return(absolute), "https://app.example.com/d");
+        assert_eq!(kept_for_return(format!("{longest}y")), "/");
     }
 
     #[test]

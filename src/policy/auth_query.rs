@@ -257,6 +257,14 @@ fn parse_skip(
     if pattern.starts_with(|c: char| c.is_whitespace()) {
         return Err(malformed(parameter, "the pattern starts with white space"));
     }
+    // `GET ,^/admin/`, `GET|HEAD,^/admin/`, `GET;^/admin/`: a method the parser did not take
+    // for one leaves a `^` mid-way, which nothing matches.
+    if has_a_caret_mid_way(pattern) {
+        return Err(malformed(
+            parameter,
+            "`^` stands mid-way, where nothing can match it (a method is one upper-case word before the first comma)",
+        ));
+    }
     if pattern.len() > MAX_PATTERN_LENGTH {
         return Err(malformed(parameter, "pattern too long"));
     }
@@ -271,6 +279,30 @@ fn parse_skip(
     })
 }
 
+/// Whether `pattern` holds a `^` that is not at its start or the start of a group or an
+/// alternative (nor escaped, nor in a class): without the multi-line flag, which a skip rule
+/// has no use for, such a `^` matches nothing after the first character.
+fn has_a_caret_mid_way(pattern: &str) -> bool {
+    let mut previous: Option<char> = None;
+    let mut escaped = false;
+    let mut in_class = false;
+    for character in pattern.chars() {
+        if escaped {
+            escaped = false;
+        } else if character == '\\' {
+            escaped = true;
+        } else if in_class {
+            in_class = character != ']';
+        } else if character == '[' {
+            in_class = true;
+        } else if character == '^' && !matches!(previous, None | Some('(' | '|' | ':' | ')')) {
+            return true;
+        }
+        previous = Some(character);
+    }
+    false
+}
+
 /// An HTTP method name as written in a skip rule: upper-case letters only.
 fn is_method_token(text: &str) -> bool {
     !text.is_empty() && text.len() <= 16 && text.bytes().all(|byte| byte.is_ascii_uppercase())
@@ -282,7 +314,16 @@ mod tests {
 
     #[test]
     fn a_method_not_in_upper_case_or_a_pattern_after_a_space_is_refused_not_inert() {
-        for value in ["get,^/admin/", "Get,^/admin/", "GET, ^/admin/", " ^/admin/"] {
+        for value in [
+            "get,^/admin/",
+            "Get,^/admin/",
+            "GET, ^/admin/",
+            " ^/admin/",
+            "GET ,^/admin/",
+            "GET|HEAD,^/admin/",
+            "GET;^/admin/",
+            "M-SEARCH,^/x",
+        ] {
             for negated in [false, true] {
                 assert!(
                     parse_skip("skip-auth-ne", value, negated, MAX_ROUTE_PATTERN_SIZE).is_err(),
@@ -294,8 +335,23 @@ mod tests {
             parse_skip("skip-auth-ne", "GET,^/admin/", true, MAX_ROUTE_PATTERN_SIZE).unwrap();
         assert!(!rule.skips(Some(&Method::GET), "/admin/x"));
         assert!(rule.skips(Some(&Method::GET), "/public/x"));
-        // A pattern whose first part is no word is a pattern, not a method.
-        assert!(parse_skip("skip-auth", "/a,b", false, MAX_ROUTE_PATTERN_SIZE).is_ok());
+        // A pattern whose first part is no word is a pattern, not a method; a `^` that starts
+        // a group or an alternative, is escaped or negates a class stands where it may.
+        for value in [
+            "/a,b",
+            "^/a|^/b",
+            "(^/a)",
+            "(?:^/a)",
+            "(?i)^/a",
+            r"/a\^b",
+            "/[^x]",
+            "GET,(^/a|^/b)",
+        ] {
+            assert!(
+                parse_skip("skip-auth", value, false, MAX_ROUTE_PATTERN_SIZE).is_ok(),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
 /// (`José` as `Jos%C3%A9`), so a user with such a name is not refused.
 pub fn header_text(value: &Value) -> String {
     match value {
-        Value::String(text) if has_white_ends(text) || !text.is_ascii() => encoded(text, false),
+        Value::String(text) if needs_encoding(text) => encoded(text, false),
         Value::String(text) => text.clone(),
         Value::Array(items) => joined(items),
         object @ Value::Object(_) => element_text(object),
@@ -165,11 +165,27 @@ fn element_text(value: &Value) -> String {
         Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
         other => std::borrow::Cow::Owned(other.to_string()),
     };
-    if text.contains(',') || has_white_ends(&text) || !text.is_ascii() {
+    if text.contains(',') || needs_encoding(&text) {
         encoded(&text, true)
     } else {
         text.into_owned()
     }
+}
+
+/// Whether `text` is sent percent-encoded (`encoded`): white space at an end, a character
+/// outside ASCII, or a `%` followed by two hex digits, which an encoded value could be
+/// (`Jos%C3%A9`, literally, would otherwise read as the encoded `José`; it is sent as
+/// `Jos%25C3%25A9`). Every encoded value holds such an escape and no other value does, so no
+/// two values are sent alike.
+fn needs_encoding(text: &str) -> bool {
+    has_white_ends(text) || !text.is_ascii() || has_percent_escape(text)
+}
+
+/// Whether `text` holds `%` and two hex digits.
+fn has_percent_escape(text: &str) -> bool {
+    text.as_bytes().windows(3).any(|window| {
+        window[0] == b'%' && window[1].is_ascii_hexdigit() && window[2].is_ascii_hexdigit()
+    })
 }
 
 /// Whether `text` starts or ends with white space (any, as `str::trim` and Go's

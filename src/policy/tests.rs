@@ -123,6 +123,13 @@ fn claim_values_that_would_read_back_as_others_are_encoded() {
         "inject-claim=groups",
         "groups=%C3%84rzte,dev",
     );
+    // What an encoded value could be is encoded too: never sent as José's.
+    sent(
+        json!({"name": "Jos%C3%A9"}),
+        "inject-claim=name",
+        "name=Jos%25C3%25A9",
+    );
+    sent(json!({"name": "100%"}), "inject-claim=name", "name=100%");
     // One element matched by `[*]` is a list element too; an object's commas are encoded.
     let roles = json!({"realm": {"roles": ["eng,admin"], "o": {"a": 1, "b": 2}}});
     sent(

@@ -622,15 +622,13 @@ fn route_provider<'a>(
         .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))
 }
 
-/// Where to return after login: the original path and query, relative, so it stays on this
-/// host; the path alone when that is refused (a query longer than a login state may carry),
-/// else `/`.
+/// Where to return after login: the original path and query, relative, so it stays on this host.
 fn return_target(request: &Request) -> String {
-    let uri = request.uri();
-    let target = uri.path_and_query().map_or("/", |value| value.as_str());
-    validate_redirect(target, &[])
-        .or_else(|_| validate_redirect(uri.path(), &[]))
-        .unwrap_or_else(|_| "/".to_owned())
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |value| value.as_str());
+    validate_redirect(target, &[]).unwrap_or_else(|_| "/".to_owned())
 }
 
 async fn logout(

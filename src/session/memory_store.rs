@@ -90,6 +90,9 @@ pub struct MemoryStore {
     state_file: Option<PathBuf>,
     /// Seals the state file: the live config's session secrets.
     sealer: arc_swap::ArcSwap<Sealer>,
+    /// Held while the state file is written: the write-behind, a replaced store's last write
+    /// and shutdown's may overlap, and share the temporary file's name.
+    writing: std::sync::Mutex<()>,
     dirty: AtomicBool,
     changed: tokio::sync::Notify,
 }
@@ -137,6 +140,7 @@ impl MemoryStore {
             expanded: quick_cache::sync::Cache::new(EXPANDED),
             state_file,
             sealer: arc_swap::ArcSwap::from_pointee(sealer),
+            writing: std::sync::Mutex::new(()),
             dirty: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         };
@@ -325,6 +329,11 @@ impl MemoryStore {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
+        // A write that panicked left no lock worth keeping: the file is written whole or not.
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !self.dirty.swap(false, Ordering::SeqCst) {
             return Ok(());
         }

@@ -25,8 +25,9 @@ pub const MAX_LOGINS_IN_FLIGHT: usize = 5;
 /// included: a few large ones (long return URLs, a federated client's long `state`), which a
 /// page could make a browser collect by navigating it, must not push the `Cookie` header past
 /// a proxy's limit (nginx: 8 KB per header), which would refuse every request of that browser
-/// until they expire. A login's own cookie is at most about 3.5 KB.
-pub const LOGIN_COOKIES_BUDGET: usize = 4096;
+/// until they expire. A login's own cookie is at most about 3.5 KB; an ordinary one, with a
+/// return URL of a few hundred bytes, under 1 KB, so five of those fit.
+pub const LOGIN_COOKIES_BUDGET: usize = 6144;
 /// How long a login may take.
 pub const LOGIN_STATE_LIFETIME: i64 = 600;
 
@@ -364,11 +365,15 @@ impl CookieJar {
             })
             .collect();
         in_flight.sort_unstable_by(|left, right| right.cmp(left));
-        let mut kept = (1, name.len() + sealed.len());
+        // The newest ones while they fit; from the first that does not, every older one goes.
+        let mut kept = Some((1, name.len() + sealed.len()));
         for (_, other, size) in in_flight {
-            if kept.0 < MAX_LOGINS_IN_FLIGHT && kept.1 + size <= LOGIN_COOKIES_BUDGET {
-                kept = (kept.0 + 1, kept.1 + size);
-            } else {
+            kept = kept
+                .filter(|&(count, bytes)| {
+                    count < MAX_LOGINS_IN_FLIGHT && bytes + size <= LOGIN_COOKIES_BUDGET
+                })
+                .map(|(count, bytes)| (count + 1, bytes + size));
+            if kept.is_none() {
                 headers.push(delete_cookie(other, attributes));
             }
         }
@@ -516,7 +521,7 @@ mod tests {
         );
         // Navigations to long return URLs, one after another (a page can make a browser do
         // that): the newest stays, and never more bytes than the budget.
-        let long = format!("/{}", "x".repeat(2000));
+        let long = format!("/{}", "x".repeat(2040));
         let big: Vec<LoginState> = (0..5)
             .map(|round| login(&format!("big{round}-0123456789abcdef"), &long, 200 + round))
             .collect();

@@ -363,6 +363,7 @@ async fn grpc_refuses_a_path_envoy_and_the_application_read_apart() {
         "/x/../admin/users",
         "/./admin/users",
         "/admin;x/users",
+        "/admin%3bx/users",
         "/%2e%2e/admin",
         "*",
     ] {

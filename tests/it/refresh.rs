@@ -504,18 +504,28 @@ async fn a_cookie_session_refreshed_on_the_way_to_any_answer_gets_its_new_cookie
     let idp = TestIdp::start().await;
     let clock = tollgate::clock::ManualClock::new();
     let gateway = Gateway::start_with_clock(&config(&idp, "cookie"), clock.clone()).await;
-    for (path, status) in [("/userinfo", 200), ("/auth?groups=nobody-has-this", 403)] {
+    for (path, status, extra) in [
+        ("/userinfo", 200, None),
+        ("/auth?groups=nobody-has-this", 403, None),
+        // Another spelling of an injected header: refused after the refresh it needed.
+        (
+            "/auth?inject-claim=email,X-Auth-Email",
+            400,
+            Some(("x_auth_email", "ceo@example.com")),
+        ),
+    ] {
         let mut browser = Browser::new();
         crate::support::gateway::signed_in(&mut browser, &gateway).await;
         let refreshes = idp.count("refresh");
         clock.advance(250);
         idp.advance_clock(250);
-        let response = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .get(gateway.url(path))
-            .header("cookie", cookie_header(&browser))
-            .send()
-            .await
-            .unwrap();
+            .header("cookie", cookie_header(&browser));
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), status, "{path}");
         assert_eq!(idp.count("refresh"), refreshes + 1, "{path} refreshed");
         assert_eq!(

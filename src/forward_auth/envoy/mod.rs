@@ -70,7 +70,9 @@ fn unreadable_path(original: &OriginalRequest) -> Option<Outcome> {
                 Ok(canonical) if !canonical.eq_ignore_ascii_case(path) => {
                     "the path is not in canonical form (turn on Envoy's normalize_path and merge_slashes)"
                 }
-                Ok(_) if path.contains(';') => "the path holds ; parameters",
+                Ok(_) if path.contains(';') || has_encoded_semicolon(path) => {
+                    "the path holds ; parameters"
+                }
                 Ok(_) => return None,
             }
         }
@@ -79,4 +81,12 @@ fn unreadable_path(original: &OriginalRequest) -> Option<Outcome> {
         Rejection::BadRequest(reason.to_owned()),
         reason,
     )))
+}
+
+/// Whether `path` holds `%3B`, a `;` to an application that decodes before it drops
+/// parameters.
+fn has_encoded_semicolon(path: &str) -> bool {
+    path.as_bytes()
+        .windows(3)
+        .any(|window| window.eq_ignore_ascii_case(b"%3b"))
 }
