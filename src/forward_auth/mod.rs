@@ -140,7 +140,12 @@ pub fn auth(
         let rules = request.uri().query().unwrap_or("");
         let outcome =
             decide_auth(&state, headers, rules, original.as_ref(), &mut Trace::off()).await;
-        let outcome = refuse_other_spellings(&state, rules, headers, outcome);
+        // Only a query injects headers; the check stays out of the common path's code.
+        let outcome = if rules.is_empty() {
+            outcome
+        } else {
+            refuse_other_spellings(&state, rules, headers, outcome)
+        };
         report(
             &state,
             "auth",
@@ -218,13 +223,14 @@ fn report(
 /// (PHP, Rack, many WSGI servers) takes both for `HTTP_X_AUTH_EMAIL`: the client's copy would
 /// stand beside Tollgate's, or alone when a skip rule or an absent claim sets none. nginx drops
 /// such names unless `underscores_in_headers` is on. No client has a reason to send one.
+#[inline(never)]
 fn refuse_other_spellings(
     state: &ForwardAuthState,
     rules: &str,
     headers: &HeaderMap,
     outcome: Outcome,
 ) -> Outcome {
-    if rules.is_empty() || !matches!(outcome, Outcome::Allow(..) | Outcome::Skip) {
+    if !matches!(outcome, Outcome::Allow(..) | Outcome::Skip) {
         return outcome;
     }
     // The rules parsed already (the decision checks them first): a cache hit.
@@ -255,6 +261,15 @@ fn refuse_other_spellings(
     })
 }
 
+/// `response` with `Cache-Control: no-store`; out of line, off the allowed answer's path.
+#[inline(never)]
+fn not_stored(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The HTTP answer `/auth` gives for an outcome. An ingress may cache it (ingress-nginx
 /// `auth-cache-key`, nginx `proxy_cache` in the auth location) under a key the operator
 /// chose, which must hold the credential (README): an allowed answer holds for that credential
@@ -278,18 +293,8 @@ fn outcome_response(outcome: Outcome) -> Response {
             }
             response
         }
-        Outcome::Skip => (
-            StatusCode::OK,
-            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        )
-            .into_response(),
-        Outcome::Redirect(location) => {
-            let mut response = crate::http::found(&location);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        Outcome::Skip => not_stored(StatusCode::OK.into_response()),
+        Outcome::Redirect(location) => not_stored(crate::http::found(&location)),
         Outcome::Reject(refusal) => refusal.into_response(),
     }
 }
