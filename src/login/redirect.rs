@@ -96,16 +96,19 @@ pub const MAX_RETURN_LENGTH: usize = 2048;
 
 /// A validated target as a login keeps it to return to: as it is when it is at most
 /// [`MAX_RETURN_LENGTH`] bytes, else without its query and fragment (the page, if not the
-/// exact view), else `/`. A long URL is no reason to refuse a login.
+/// exact view), else the root of its origin (`/` for a relative one). A long URL is no reason
+/// to refuse a login.
 pub fn kept_for_return(target: String) -> String {
     if target.len() <= MAX_RETURN_LENGTH {
         return target;
     }
     let page = target.split(['?', '#']).next().unwrap_or("/");
     if page.len() <= MAX_RETURN_LENGTH && !page.is_empty() {
-        page.to_owned()
-    } else {
-        "/".to_owned()
+        return page.to_owned();
+    }
+    match Url::parse(&target) {
+        Ok(url) if !target.starts_with('/') => format!("{}/", url.origin().ascii_serialization()),
+        _ => "/".to_owned(),
     }
 }
 
@@ -211,6 +214,8 @@ mod tests {
         );
         assert_eq!(kept_for_return(absolute), "https://app.example.com/d");
         assert_eq!(kept_for_return(format!("{longest}y")), "/");
+        let long_page = format!("https://app.example.com/{}", "p".repeat(MAX_RETURN_LENGTH));
+        assert_eq!(kept_for_return(long_page), "https://app.example.com/");
     }
 
     #[test]

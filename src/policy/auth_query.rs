@@ -279,26 +279,64 @@ fn parse_skip(
     })
 }
 
-/// Whether `pattern` holds a `^` that is not at its start or the start of a group or an
-/// alternative (nor escaped, nor in a class): without the multi-line flag, which a skip rule
-/// has no use for, such a `^` matches nothing after the first character.
+/// Whether `pattern` holds a `^` that cannot stand at the start of the text: one that follows
+/// something the pattern must match first (`GET:^/admin/`, `GET(^/admin/)`). Without the
+/// multi-line flag, which a skip rule has no use for, such a `^` matches nothing. A `^` at the
+/// start of the pattern, of an alternative, or of a group that itself stands at the start
+/// (`(^/a|^/b)`, `(?:^/a)`, `(?P<n>^/a)`, after `(?i)`) is where it may be; an escaped one
+/// (`\^`) or one in a class (`[^x]`) is no anchor. Conservative: after a group or a
+/// repetition nothing counts as the start.
 fn has_a_caret_mid_way(pattern: &str) -> bool {
-    let mut previous: Option<char> = None;
-    let mut escaped = false;
-    let mut in_class = false;
-    for character in pattern.chars() {
-        if escaped {
-            escaped = false;
-        } else if character == '\\' {
-            escaped = true;
-        } else if in_class {
-            in_class = character != ']';
-        } else if character == '[' {
-            in_class = true;
-        } else if character == '^' && !matches!(previous, None | Some('(' | '|' | ':' | ')')) {
-            return true;
+    let characters: Vec<char> = pattern.chars().collect();
+    // For each open group, whether it opened at the start of the text.
+    let mut groups: Vec<bool> = Vec::new();
+    let mut at_start = true;
+    let mut index = 0;
+    while let Some(&character) = characters.get(index) {
+        index += 1;
+        match character {
+            '\\' => {
+                index += 1;
+                at_start = false;
+            }
+            '[' => {
+                // A class: `[^` negates, and a `]` first in it is a member.
+                if characters.get(index) == Some(&'^') {
+                    index += 1;
+                }
+                if characters.get(index) == Some(&']') {
+                    index += 1;
+                }
+                while let Some(&member) = characters.get(index) {
+                    index += if member == '\\' { 2 } else { 1 };
+                    if member == ']' {
+                        break;
+                    }
+                }
+                at_start = false;
+            }
+            '(' if characters.get(index) == Some(&'?') => {
+                // `(?flags)` sets flags and matches nothing; `(?flags:`, `(?P<n>` and `(?<n>`
+                // open a group.
+                let end = characters[index..]
+                    .iter()
+                    .position(|&c| matches!(c, ':' | ')' | '>'))
+                    .map_or(characters.len(), |offset| index + offset);
+                if characters.get(end) != Some(&')') {
+                    groups.push(at_start);
+                }
+                index = end + 1;
+            }
+            '(' => groups.push(at_start),
+            '|' => at_start = groups.last().copied().unwrap_or(true),
+            ')' => {
+                groups.pop();
+                at_start = false;
+            }
+            '^' if !at_start => return true,
+            '^' => {}
+            _ => at_start = false,
         }
-        previous = Some(character);
     }
     false
 }
@@ -323,6 +361,11 @@ mod tests {
             "GET|HEAD,^/admin/",
             "GET;^/admin/",
             "M-SEARCH,^/x",
+            "GET:^/admin/",
+            "GET(^/admin/)",
+            "GET|HEAD:^/admin/",
+            r"GET\(^/admin/",
+            "(/a)^/b",
         ] {
             for negated in [false, true] {
                 assert!(
@@ -343,9 +386,14 @@ mod tests {
             "(^/a)",
             "(?:^/a)",
             "(?i)^/a",
+            "(?P<n>^/a)",
+            "(?<n>^/a)",
             r"/a\^b",
             "/[^x]",
+            "/[]^]",
             "GET,(^/a|^/b)",
+            "GET,^/healthz$",
+            "^/api/public",
         ] {
             assert!(
                 parse_skip("skip-auth", value, false, MAX_ROUTE_PATTERN_SIZE).is_ok(),

@@ -176,7 +176,7 @@ fn element_text(value: &Value) -> String {
 /// outside ASCII, or a `%` followed by two hex digits, which an encoded value could be
 /// (`Jos%C3%A9`, literally, would otherwise read as the encoded `José`; it is sent as
 /// `Jos%25C3%25A9`). Every encoded value holds such an escape and no other value does, so no
-/// two values are sent alike.
+/// two strings are sent alike.
 fn needs_encoding(text: &str) -> bool {
     has_white_ends(text) || !text.is_ascii() || has_percent_escape(text)
 }

@@ -622,13 +622,14 @@ fn route_provider<'a>(
         .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))
 }
 
-/// Where to return after login: the original path and query, relative, so it stays on this host.
+/// Where to return after login: the original path and query, relative, so it stays on this
+/// host; the path alone when the query is refused (`?q=a%20b` decodes to white space), else `/`.
 fn return_target(request: &Request) -> String {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |value| value.as_str());
-    validate_redirect(target, &[]).unwrap_or_else(|_| "/".to_owned())
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or("/", |value| value.as_str());
+    validate_redirect(target, &[])
+        .or_else(|_| validate_redirect(uri.path(), &[]))
+        .unwrap_or_else(|_| "/".to_owned())
 }
 
 async fn logout(

@@ -161,6 +161,17 @@ async fn a_browsers_subresource_gets_401_and_starts_no_login() {
     }
 }
 
+/// A query that cannot be a return URL (`%20` decodes to white space) costs the query, not
+/// the page: the login returns to the path.
+#[tokio::test]
+async fn a_login_returns_to_the_page_when_its_query_cannot_come_along() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
+    let mut browser = Browser::new();
+    let (_, url) = log_in_through(&mut browser, &gateway, "/app/search?q=a%20b").await;
+    assert_eq!(url, gateway.url("/app/search"));
+}
+
 #[tokio::test]
 async fn login_route_logs_browsers_in_and_sends_identity_headers() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
