@@ -148,6 +148,18 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     Ok(result)
 }
 
+/// Whether `path` (without its query) holds `;` parameters, as sent or percent-encoded: `%3B`
+/// is a `;` to an application that decodes the path before it drops parameters. A proxy in
+/// front chooses its location on a path with them (`/admin;x/users` is not under `/admin/` to
+/// nginx or Envoy) that Tomcat, Jetty and Spring serve without them.
+pub fn holds_parameters(path: &str) -> bool {
+    path.contains(';')
+        || path
+            .as_bytes()
+            .windows(3)
+            .any(|window| window.eq_ignore_ascii_case(b"%3b"))
+}
+
 /// The other readings of a canonical path that an application behind Tollgate may take:
 /// without the `;` parameters of its segments (Tomcat, Jetty and Spring drop them, so
 /// `/admin;x/users` is `/admin/users` there), and with its remaining percent-encodings decoded

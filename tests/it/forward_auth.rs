@@ -244,14 +244,16 @@ async fn skip_rules_see_only_the_canonical_original_path() {
         skip("https://app.example.com/public/%2e%2e/admin").await,
         401
     );
+    // No single reading: refused whatever the credential.
     assert_eq!(
         skip("https://app.example.com/public%2F..%2Fadmin").await,
-        401
+        400
     );
     assert_eq!(
         skip("https://app.example.com/public/%5C..%5Cadmin").await,
-        401
+        400
     );
+    assert_eq!(skip("https://app.example.com/public;x/logo.png").await, 400);
     assert_eq!(
         skip("https://app.example.com/%70ublic/x").await,
         200,

@@ -70,7 +70,7 @@ fn unreadable_path(original: &OriginalRequest) -> Option<Outcome> {
                 Ok(canonical) if !canonical.eq_ignore_ascii_case(path) => {
                     "the path is not in canonical form (turn on Envoy's normalize_path and merge_slashes)"
                 }
-                Ok(_) if path.contains(';') || has_encoded_semicolon(path) => {
+                Ok(_) if crate::http::canonical::holds_parameters(path) => {
                     "the path holds ; parameters"
                 }
                 Ok(_) => return None,
@@ -81,12 +81,4 @@ fn unreadable_path(original: &OriginalRequest) -> Option<Outcome> {
         Rejection::BadRequest(reason.to_owned()),
         reason,
     )))
-}
-
-/// Whether `path` holds `%3B`, a `;` to an application that decodes before it drops
-/// parameters.
-fn has_encoded_semicolon(path: &str) -> bool {
-    path.as_bytes()
-        .windows(3)
-        .any(|window| window.eq_ignore_ascii_case(b"%3b"))
 }
