@@ -280,6 +280,26 @@ async fn authorization_code_with_pkce_through_the_login_form() {
     );
 }
 
+/// A scope asked for twice is granted once: repeated, scopes only grew the login state (a
+/// federated login seals the request into a cookie) and the token's `scope`.
+#[tokio::test]
+async fn a_scope_asked_for_twice_is_granted_once() {
+    let (gateway, _) = token_service().await;
+    let mut browser = Browser::new();
+    let form = login_form("s-d", "alice-password").replace(
+        "scope=openid%20email",
+        "scope=openid%20email%20openid%20%20email",
+    );
+    let signed_in = browser.post_form(&gateway.url("/authorize"), form).await;
+    assert_eq!(signed_in.status(), 302);
+    let back = reqwest::Url::parse(&location(&signed_in)).unwrap();
+    let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
+    let (status, body) = exchange(&gateway, &params["code"]).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = decode_payload(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["scope"], "openid email");
+}
+
 fn decode_payload(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
