@@ -593,6 +593,41 @@ mod tests {
         );
     }
 
+    /// Flushes on several threads at once (the write-behind task and a shutdown, or two
+    /// reloads) share one temporary name: each is taken in turn, so none removes another's
+    /// file before its rename, and the last one written holds every session.
+    #[test]
+    fn flushes_on_several_threads_each_succeed_and_lose_nothing() {
+        let path = state_path("threads");
+        let store = Arc::new(MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 10));
+        let threads = 4;
+        let rounds = 40;
+        let start = Arc::new(std::sync::Barrier::new(threads));
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let store = store.clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..rounds)
+                        .filter(|round| {
+                            let id = format!("{thread}-{round}");
+                            store.insert(id, session("alice", "t"), 20);
+                            store.flush().is_err()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let failed: usize = workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap())
+            .sum();
+        assert_eq!(failed, 0, "flushes that failed");
+        let reopened = MemoryStore::open(Some(path), sealer(&[SECRET]), 30);
+        assert_eq!(reopened.len(), threads * rounds);
+    }
+
     fn session(sub: &str, access: &str) -> Arc<Session> {
         let claims = serde_json::json!({"sub": sub, "sid": format!("sid-{sub}")});
         Arc::new(Session {
