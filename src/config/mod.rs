@@ -263,6 +263,9 @@ pub struct TokenServiceConfig {
     pub retired_key_files: Vec<PathBuf>,
     /// Lifetime of issued access and ID tokens.
     pub token_lifetime: Duration,
+    /// How long after a sign-in its grant may still be refreshed: `session.lifetime`, the same
+    /// bound a browser's session has (refreshing never asks the upstream provider again).
+    pub grant_lifetime: Duration,
     /// Where codes, grants, refresh tokens, revocations and failure counters are kept.
     pub store: TokenStoreKind,
     /// Registered clients.

@@ -176,11 +176,7 @@ impl TokenService {
                 scopes.push(scope.to_owned());
             }
         }
-        let always_allowed = ["openid", "profile", "email", "groups"];
-        if !scopes
-            .iter()
-            .all(|scope| always_allowed.contains(&scope.as_str()) || client.scopes.contains(scope))
-        {
+        if !scopes.iter().all(|scope| super::may_ask_for(client, scope)) {
             return Err(fail(
                 "invalid_scope",
                 "a requested scope is not allowed for this client",

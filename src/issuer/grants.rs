@@ -230,11 +230,31 @@ impl TokenService {
         if let Some(grant_id) = &redemption.grant_id {
             issued.refresh_token = Some(
                 self.state
-                    .issue_refresh_token(grant_id, now + REFRESH_TOKEN_LIFETIME, grant_until, now)
+                    .issue_refresh_token(
+                        grant_id,
+                        self.refresh_token_until(pending.issued_at, now),
+                        grant_until,
+                        now,
+                    )
                     .await?,
             );
         }
         Ok(issued)
+    }
+
+    /// When the sign-in at `auth_time` ends for its grant: `session.lifetime` on. Refreshing
+    /// never asks the upstream provider again, so without an end a user it has disabled would
+    /// keep getting tokens for as long as a client kept refreshing.
+    fn sign_in_ends(&self, auth_time: UnixTime) -> UnixTime {
+        let lifetime = i64::try_from(self.config.grant_lifetime.as_secs()).unwrap_or(i64::MAX);
+        auth_time.saturating_add(lifetime)
+    }
+
+    /// When a refresh token issued at `now` for the sign-in at `auth_time` expires: a day on,
+    /// never past the sign-in's end.
+    fn refresh_token_until(&self, auth_time: UnixTime, now: UnixTime) -> UnixTime {
+        now.saturating_add(REFRESH_TOKEN_LIFETIME)
+            .min(self.sign_in_ends(auth_time))
     }
 
     /// How long a grant made or refreshed at `now` is kept: past its last refresh token and
@@ -285,19 +305,27 @@ impl TokenService {
                 ));
             }
         };
-        let scopes = match asked {
+        // A grant stored without its sign-in's time (by an older Tollgate) has no known end.
+        let Some(auth_time) = grant.auth_time.filter(|at| self.sign_in_ends(*at) > now) else {
+            return Err(IssuerError::InvalidGrant(
+                "the sign-in is older than session.lifetime; sign in again".to_owned(),
+            ));
+        };
+        let mut scopes = match asked {
             None => grant.scopes.clone(),
             // Checked before the token was spent; the grant's scopes never change.
             Some(asked) if asked.iter().all(|scope| grant.scopes.contains(scope)) => asked,
             Some(_) => return Err(IssuerError::InvalidScope),
         };
+        // The client as configured now: a scope a reload took from it is not granted again.
+        scopes.retain(|scope| super::may_ask_for(client, scope));
         let mut issued = self.user_tokens(
             client,
             &grant.principal,
             &scopes,
             Login {
                 nonce: None,
-                auth_time: grant.auth_time,
+                auth_time: Some(auth_time),
             },
             Some(&grant_id),
             (crate::random::token(), now),
@@ -306,7 +334,7 @@ impl TokenService {
             self.state
                 .issue_refresh_token(
                     &grant_id,
-                    now + REFRESH_TOKEN_LIFETIME,
+                    self.refresh_token_until(auth_time, now),
                     self.grant_until(now),
                     now,
                 )

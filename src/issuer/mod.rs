@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use url::Url;
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::{ServerConfig, TokenServiceConfig};
+use crate::config::{ClientConfig, ServerConfig, TokenServiceConfig};
 use crate::jose::{KeySet, SigningKey, SigningKeyError};
 use crate::metrics::Metrics;
 use crate::oidc::{LocalFuture, LocalIssuer, ProviderError, ProviderMetadata, TokenResponse};
@@ -63,6 +63,13 @@ pub struct TokenService {
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+}
+
+/// Whether `client` may be granted `scope` for a user: the OpenID Connect ones always, others
+/// when its `scopes` list them.
+fn may_ask_for(client: &ClientConfig, scope: &str) -> bool {
+    ["openid", "profile", "email", "groups"].contains(&scope)
+        || client.scopes.iter().any(|allowed| allowed == scope)
 }
 
 impl TokenService {

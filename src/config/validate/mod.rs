@@ -119,7 +119,8 @@ pub(super) fn load(
         .is_some_and(|raw| raw.store.as_deref() == Some("redis"));
     let session = checker.session(session, token_service_redis);
     let forward_auth = forward_auth.and_then(|raw| checker.forward_auth(raw, &providers));
-    let token_service = token_service.and_then(|raw| checker.token_service(raw, &providers));
+    let token_service =
+        token_service.and_then(|raw| checker.token_service(raw, &providers, session.lifetime));
     if forward_auth.is_some() && session.secrets.is_empty() {
         checker.problem("session.secrets", "forward_auth needs session secrets to seal its cookies (secrets, secrets_file or secrets_env)");
     }

@@ -21,6 +21,7 @@ impl Checker<'_> {
         &mut self,
         raw: RawTokenService,
         providers: &[ProviderConfig],
+        session_lifetime: Duration,
     ) -> Option<TokenServiceConfig> {
         let issuer = self.required("token_service.issuer", raw.issuer);
         let issuer = issuer.and_then(|text| self.url("token_service.issuer", &text));
@@ -100,6 +101,7 @@ impl Checker<'_> {
             signing_key_file,
             retired_key_files,
             token_lifetime,
+            grant_lifetime: session_lifetime,
             store,
             clients,
             users,

@@ -236,6 +236,118 @@ async fn a_refresh_refused_for_its_scope_leaves_the_token_usable() {
     );
 }
 
+/// A grant is refreshed until `session.lifetime` after its sign-in, then never again: the
+/// upstream provider is not asked on a refresh, so a user it has disabled would otherwise keep
+/// getting tokens for as long as a client kept refreshing (each rotation moved the end a day
+/// on). A scope a reload took from the client is not granted again.
+#[tokio::test]
+async fn a_grant_is_refreshed_until_the_session_lifetime_and_within_the_clients_scopes() {
+    let config = config(&format!(
+        r#"[session]
+lifetime = "12h"
+[[token_service.client]]
+client_id = "spa"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["{REDIRECT}"]
+scopes = ["scim"]
+source = "aad"
+[[token_service.user]]
+username = "alice"
+password_hash = "{hash}"
+"#,
+        hash = crate::issuer::hash_password("alice-password").unwrap(),
+    ));
+    let clock = crate::clock::ManualClock::new();
+    let service = Arc::new(
+        TokenService::new(
+            config.token_service.clone().unwrap(),
+            Arc::new(crate::issuer::state::memory::MemoryState::default()),
+            &config.server,
+            clock.clone(),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap(),
+    );
+    let router = router(&service);
+    let code = service
+        .store_code(PendingCode {
+            client_id: "spa".to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: Some(challenge(VERIFIER)),
+            nonce: None,
+            scopes: vec!["openid".to_owned(), "scim".to_owned()],
+            principal: Principal::Local("alice".to_owned()),
+            issued_at: service.now(),
+        })
+        .await
+        .unwrap();
+    let (status, mut tokens) = token(&router, &redeem(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    // Every five hours, within the refresh token's day: twice, then the sign-in is 15 h old.
+    for hours in [5, 10, 15] {
+        clock.advance(5 * 3600);
+        let form = format!(
+            "grant_type=refresh_token&refresh_token={}",
+            tokens["refresh_token"].as_str().unwrap()
+        );
+        let (status, next) = token(&router, &form).await;
+        if hours < 12 {
+            assert_eq!(status, StatusCode::OK, "after {hours} h: {next}");
+            tokens = next;
+        } else {
+            assert_eq!(
+                (status, &next["error"]),
+                (StatusCode::BAD_REQUEST, &"invalid_grant".into()),
+                "after {hours} h: {next}"
+            );
+        }
+    }
+
+    // A new sign-in; a reload takes `scim` from the client.
+    let code = service
+        .store_code(PendingCode {
+            client_id: "spa".to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: Some(challenge(VERIFIER)),
+            nonce: None,
+            scopes: vec!["openid".to_owned(), "scim".to_owned()],
+            principal: Principal::Local("alice".to_owned()),
+            issued_at: service.now(),
+        })
+        .await
+        .unwrap();
+    let (_, tokens) = token(&router, &redeem(&code, VERIFIER)).await;
+    assert_eq!(
+        claims_of(tokens["access_token"].as_str().unwrap())["scope"],
+        "openid scim"
+    );
+    let mut reloaded = config.token_service.clone().unwrap();
+    reloaded
+        .clients
+        .iter_mut()
+        .for_each(|client| client.scopes.clear());
+    let service = Arc::new(
+        TokenService::new(
+            reloaded,
+            service.state.clone(),
+            &config.server,
+            clock.clone(),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap(),
+    );
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        tokens["refresh_token"].as_str().unwrap()
+    );
+    let (status, refreshed) = token(&super::super::tests::router(&service), &form).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(
+        claims_of(refreshed["access_token"].as_str().unwrap())["scope"],
+        "openid"
+    );
+}
+
 /// A code is looked for only when it has the shape of one this service makes: its store key
 /// is its client's name and the code, and a made-up code with a newline in it must not reach
 /// across to another client's (`a` presenting `b\n<code>` for a client named `a\nb`).
