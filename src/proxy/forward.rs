@@ -53,8 +53,11 @@ impl IntoResponse for ForwardError {
     }
 }
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, never forwarded; `hop_by_hop` numbers them.
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// RFC 9110 §7.6.1 hop-by-hop headers, never forwarded; `hop_by_hop` numbers them. `Expect`
+/// too: Tollgate answers it (hyper sends the client `100 Continue` when the body is first
+/// read), and its client sends the body upstream at once, so an upstream that answered early
+/// and kept reading would take the body for a request of its own.
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -64,6 +67,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::EXPECT,
 ];
 
 /// The place of a hop-by-hop header in `HOP_BY_HOP` (`name` in lower case, as header names
@@ -79,6 +83,7 @@ fn hop_by_hop(name: &str) -> Option<usize> {
         "trailer" => 6,
         "transfer-encoding" => 7,
         "upgrade" => 8,
+        "expect" => 9,
         _ => return None,
     })
 }
@@ -241,7 +246,7 @@ pub fn prepare(
         super::headers::strip_proxy_headers(&mut parts.headers);
     } else {
         // From a trusted proxy too: an ingress copies its client's headers on.
-        super::headers::strip_request_line_overrides(&mut parts.headers);
+        super::headers::strip_overrides_and_forwarded(&mut parts.headers);
     }
     // After the hop-by-hop removal: a client's `Connection: X-User` must not take away the
     // identity headers Tollgate sends.

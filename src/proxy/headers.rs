@@ -130,9 +130,16 @@ pub fn overrides_the_request_line(name: &str) -> bool {
         .any(|known| same_header(name, known))
 }
 
-/// Removes every header that [`overrides_the_request_line`], in every spelling.
-pub fn strip_request_line_overrides(headers: &mut HeaderMap) {
-    remove_where(headers, |name| overrides_the_request_line(name.as_str()));
+/// Removes, from a trusted proxy's request, every header that
+/// [`overrides_the_request_line`] and `Forwarded` (RFC 7239), in every spelling. `Forwarded`
+/// says again, in its own words, what the `X-Forwarded-*` headers Tollgate sets say: an
+/// upstream that prefers it (Spring's `ForwardedHeaderFilter`, Rack) would read the host and
+/// scheme the client wrote, which an ingress in front copies on.
+pub fn strip_overrides_and_forwarded(headers: &mut HeaderMap) {
+    remove_where(headers, |name| {
+        let name = name.as_str();
+        overrides_the_request_line(name) || same_header(name, "forwarded")
+    });
 }
 
 /// Removes every header whose name `doomed` picks; looks no further when none is picked.

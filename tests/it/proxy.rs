@@ -373,8 +373,20 @@ on_unauthenticated = "pass"
         ("x-method-override", "DELETE"),
     ];
     let forwarding = [("x-real-ip", "10.1.2.3"), ("x-forwarded-prefix", "/app")];
-    let body = echo_of(&gateway, &[&forwarding[..], &overrides[..]].concat()).await;
-    for (name, _) in overrides {
+    // `Forwarded` would tell an upstream that prefers it another host and scheme than the
+    // `X-Forwarded-*` Tollgate sets; `Expect` is answered by Tollgate, whose client sends the
+    // body at once.
+    let also = [
+        ("forwarded", "for=6.6.6.6;host=evil.example;proto=http"),
+        ("Expect", "100-continue"),
+    ];
+    let body = echo_of(
+        &gateway,
+        &[&forwarding[..], &overrides[..], &also[..]].concat(),
+    )
+    .await;
+    assert_eq!(seen(&body, "x-forwarded-host").len(), 1, "{body}");
+    for (name, _) in overrides.iter().chain(&also) {
         assert!(!reached(&body, name), "{name} reached the upstream: {body}");
     }
     assert_eq!(seen(&body, "x-real-ip"), ["10.1.2.3"], "{body}");
