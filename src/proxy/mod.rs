@@ -97,7 +97,7 @@ pub fn handle(
     peer: SocketAddr,
     mut request: Request,
 ) -> impl Future<Output = Response> + Send + '_ {
-    let route = route_request(state, &mut request);
+    let route = route_request(state, peer, &mut request);
     // A block over `request` rather than an `async fn` taking it, as `serve_route`: the future
     // holds the request once, where an `async fn` keeps its argument and a local copy of it.
     async move {
@@ -143,6 +143,7 @@ pub fn handle(
 )]
 fn route_request<'a>(
     state: &'a ProxyState,
+    peer: SocketAddr,
     request: &mut Request,
 ) -> Result<&'a RouteConfig, Response> {
     // Read before the target is rewritten to its canonical path (origin form): an absolute-form
@@ -187,6 +188,15 @@ fn route_request<'a>(
                 request.uri().path(),
             )
         });
+    // A trusted proxy's `X-Forwarded-Host` is the host the upstream is told (and the base of
+    // redirects): it must choose the route `Host` chose, or an upstream that serves several
+    // hosts by it would serve one host's pages under another's rules.
+    let route = route.and_then(|route| {
+        if state.routes.by_host() && is_trusted(peer.ip(), &state.trusted_proxies) {
+            forwarded_host_agrees(state, route, request.headers(), request.uri().path())?;
+        }
+        Ok(route)
+    });
     let route = match route {
         Ok(Some(route)) => route,
         Ok(None) => {
@@ -211,6 +221,34 @@ fn route_request<'a>(
     // and is replaced or removed before the request goes upstream.
     strip_client_identity_headers(&state.routes, route, request.headers_mut());
     Ok(route)
+}
+
+/// `Ok` when a trusted proxy's `X-Forwarded-Host` (canonical, as `Host` is) chooses `route`
+/// for `path`, or names no host Tollgate would pass on (the upstream then gets none).
+fn forwarded_host_agrees(
+    state: &ProxyState,
+    route: Option<&RouteConfig>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(), Rejection> {
+    let Some(forwarded) = headers
+        .get(&crate::http::forwarded::X_FORWARDED_HOST)
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::http::canonical::canonical_host)
+    else {
+        return Ok(());
+    };
+    let same = match (route, state.routes.find(Some(&forwarded), path)) {
+        (Some(route), Some(other)) => std::ptr::eq(route, other),
+        (route, other) => route.is_none() && other.is_none(),
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(Rejection::BadRequest(
+            "Host and the trusted X-Forwarded-Host choose different routes".to_owned(),
+        ))
+    }
 }
 
 /// Removes the identity headers of every route to the same upstream from the client's request

@@ -12,6 +12,8 @@ pub struct RouteTable {
     stripped: Vec<Stripped>,
     /// This table's number, never another table's (a reload builds a new table).
     id: u64,
+    /// Whether a route names a host (else the host never changes the route).
+    by_host: bool,
 }
 
 /// The identity header names removed from one route's requests, each once: its own, and those
@@ -57,6 +59,7 @@ impl RouteTable {
             })
             .collect();
         Self {
+            by_host: routes.iter().any(|route| route.host.is_some()),
             routes,
             stripped,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -104,6 +107,11 @@ impl RouteTable {
     /// The route for the canonical `host` (lower case, no port, no trailing dot) and canonical
     /// `path`: routes naming the host win over routes for any host; among those, the longest
     /// matching prefix.
+    /// Whether a route names a host: without one, every host gets the same route.
+    pub fn by_host(&self) -> bool {
+        self.by_host
+    }
+
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteConfig> {
         let matching = |route: &&RouteConfig| is_prefix_on_segments(&route.path_prefix, path);
         let named = self

@@ -493,6 +493,72 @@ on_unauthenticated = "pass"
     gateway.stop().await;
 }
 
+/// A trusted proxy's `X-Forwarded-Host` goes upstream (and bases redirects): when it chose
+/// another route than `Host`, an upstream serving several hosts by it (Django's
+/// `USE_X_FORWARDED_HOST`, Spring) served `app.example.com`'s pages under the pass route's
+/// rules. An ingress that passes its client's `X-Forwarded-Host` on (AWS ALB, an nginx that
+/// does not set it) lets anyone send one.
+#[tokio::test]
+async fn host_and_a_trusted_forwarded_host_must_choose_the_same_route() {
+    let idp = TestIdp::start().await;
+    let upstream = crate::support::TestUpstream::start().await;
+    let routes = r#"
+[[route]]
+host = "app.example.com"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    let config = crate::proxy::proxy_config(&idp, &upstream.url(), routes);
+    // The default trusts loopback: this client is a trusted proxy.
+    let gateway = Gateway::start(&config).await;
+    let port = gateway.app.public_addr.port();
+    let get = |host: &'static str, forwarded: &'static str| async move {
+        raw_get(
+            port,
+            "/x",
+            &[("Host", host), ("X-Forwarded-Host", forwarded)],
+        )
+        .await
+    };
+    let (status, body) = get("other.example.com", "app.example.com").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get("app.example.com", "other.example.com").await;
+    assert_eq!(status, 400, "{body}");
+    // Agreeing, or naming hosts of one route, or no host at all: decided as before.
+    let (status, body) = get("other.example.com", "third.example.com").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("third.example.com"), "{body}");
+    let (status, _) = get("app.example.com", "App.Example.com:443").await;
+    assert_eq!(status, 401);
+    // One that is no host is refused, as before: no base URL can be built on it.
+    let (status, body) = get("other.example.com", "not a host").await;
+    assert_eq!(status, 400, "{body}");
+    gateway.stop().await;
+
+    // From a peer that is no proxy, the header is not believed (and not passed on).
+    let gateway =
+        Gateway::start(&config.replace("[server]\n", "[server]\ntrusted_proxies = []\n")).await;
+    let port = gateway.app.public_addr.port();
+    let (status, body) = raw_get(
+        port,
+        "/x",
+        &[
+            ("Host", "other.example.com"),
+            ("X-Forwarded-Host", "app.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("app.example.com"), "{body}");
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn a_method_specific_skip_rule_needs_the_original_method() {
     let idp = TestIdp::start().await;
