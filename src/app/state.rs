@@ -61,6 +61,8 @@ pub struct AppState {
     issuer_state: Option<Arc<dyn IssuerState>>,
     /// The tracer, when `[telemetry]` is configured.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The refresher every surface shares; a reload's build shares its refreshes in flight.
+    refresher: crate::identity::refresh::Refresher,
 }
 
 impl AppState {
@@ -149,10 +151,25 @@ impl AppState {
             )),
             (None, None) => None,
         };
+        let refresher = match previous {
+            Some(previous) => previous.refresher.reconfigured(
+                config.session.refresh,
+                config.session.refresh_before,
+                metrics.clone(),
+            ),
+            None => crate::identity::refresh::Refresher::new(
+                config.session.refresh,
+                config.session.refresh_before,
+                metrics.clone(),
+            ),
+        };
         let (public, admin, explain) = surfaces(
             &config,
             &providers,
-            sessions.as_ref(),
+            SessionSource {
+                sessions: sessions.clone(),
+                refresher: refresher.clone(),
+            },
             token_service.clone(),
             &clock,
             &metrics,
@@ -172,6 +189,7 @@ impl AppState {
             token_service,
             issuer_state,
             telemetry,
+            refresher,
         }))
     }
 
@@ -188,20 +206,14 @@ impl AppState {
 fn surfaces(
     config: &Config,
     providers: &Arc<Providers>,
-    sessions: Option<&Arc<Sessions>>,
+    session_source: SessionSource,
     token_service: Option<Arc<TokenService>>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     telemetry: Option<&Arc<Telemetry>>,
 ) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
-    let session_source = SessionSource {
-        sessions: sessions.cloned(),
-        refresher: crate::identity::refresh::Refresher::new(
-            config.session.refresh,
-            config.session.refresh_before,
-            metrics.clone(),
-        ),
-    };
+    let sessions = session_source.sessions.clone();
+    let sessions = sessions.as_ref();
     let server = &config.server;
     let forward_auth_section = config
         .forward_auth

@@ -38,15 +38,24 @@ pub struct Refresher {
     shared: Arc<Shared>,
 }
 
+/// One lock per refresh token being spent (by its key): the refresh in flight holds it.
+type Locks = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+/// The session a refresh token's refresh gave, and when.
+type Recent = quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>;
+/// When a refresh token's refresh last failed for a passing reason, and what was unavailable.
+type Failed = quick_cache::sync::Cache<[u8; 32], (UnixTime, Unavailable)>;
+
 /// What a refresh running on its own task needs of the refresher.
 struct Shared {
     refresh_before: i64,
     enabled: bool,
-    locks: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
-    recent: quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>,
+    // The refreshes in flight, their results and failures: shared with the refresher a reload
+    // builds (`Refresher::reconfigured`), so a refresh running across a reload stays the only one.
+    locks: Arc<Locks>,
+    recent: Arc<Recent>,
     /// When a refresh last failed for a passing reason, and what was unavailable, by refresh
     /// token.
-    failed: quick_cache::sync::Cache<[u8; 32], (UnixTime, Unavailable)>,
+    failed: Arc<Failed>,
     metrics: Arc<Metrics>,
 }
 
@@ -176,9 +185,32 @@ impl Refresher {
             shared: Arc::new(Shared {
                 refresh_before: i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX),
                 enabled,
-                locks: Mutex::new(HashMap::new()),
-                recent: quick_cache::sync::Cache::new(10_000),
-                failed: quick_cache::sync::Cache::new(10_000),
+                locks: Arc::default(),
+                recent: Arc::new(quick_cache::sync::Cache::new(10_000)),
+                failed: Arc::new(quick_cache::sync::Cache::new(10_000)),
+                metrics,
+            }),
+        }
+    }
+
+    /// A refresher with a reloaded config's settings that shares `self`'s refreshes in flight,
+    /// their results and their failures: a request that arrives after a reload, while a
+    /// refresh it started is still running, waits for it rather than spending the same refresh
+    /// token again (which the provider answers with `invalid_grant`, ending the session, or by
+    /// revoking the whole grant).
+    pub fn reconfigured(
+        &self,
+        enabled: bool,
+        refresh_before: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                refresh_before: i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX),
+                enabled,
+                locks: self.shared.locks.clone(),
+                recent: self.shared.recent.clone(),
+                failed: self.shared.failed.clone(),
                 metrics,
             }),
         }

@@ -486,6 +486,50 @@ async fn a_refresh_outlives_the_request_that_started_it() {
     );
 }
 
+/// A reload (a rotated secret file, a SIGHUP) while a refresh is in flight: a request after it
+/// waits for that refresh rather than spending the same refresh token again, which the provider
+/// answers by refusing one of the two (ending the session) or revoking the grant. Each reload
+/// built a new refresher, without the refreshes in flight.
+#[tokio::test]
+async fn a_reload_while_a_refresh_is_in_flight_refreshes_once() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "memory");
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    idp.misbehave(Misbehaviour {
+        refresh_delay_ms: Some(800),
+        ..Default::default()
+    });
+    advance(&clock, &idp, 250);
+    let first = {
+        let (url, cookie) = (gateway.url("/auth"), cookie_header(&browser));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // The refresh is at the provider now.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let reloaded = tollgate::config::load(&text, &std::collections::BTreeMap::new()).unwrap();
+    gateway.app.reload(reloaded).await.unwrap();
+    let second = browser.get(&gateway.url("/auth")).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        idp.count("refresh"),
+        1,
+        "the refresh token was presented twice"
+    );
+}
+
 /// The `Set-Cookie` values of `response` that set Tollgate's session cookie.
 fn session_set_cookies(response: &reqwest::Response) -> Vec<String> {
     response
