@@ -44,6 +44,8 @@ type Locks = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
 type Recent = quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>;
 /// When a refresh token's refresh last failed for a passing reason, and what was unavailable.
 type Failed = quick_cache::sync::Cache<[u8; 32], (UnixTime, Unavailable)>;
+/// Refresh tokens the provider refused: never presented again.
+type Refused = quick_cache::sync::Cache<[u8; 32], ()>;
 
 /// What a refresh running on its own task needs of the refresher.
 struct Shared {
@@ -56,6 +58,10 @@ struct Shared {
     /// When a refresh last failed for a passing reason, and what was unavailable, by refresh
     /// token.
     failed: Arc<Failed>,
+    /// Refresh tokens the provider refused. A cookie-store session keeps its cookie (the
+    /// refused request may not clear it: a 401 to an API call sets none), and each request
+    /// with it would otherwise ask the provider again, with Tollgate's client credentials.
+    refused: Arc<Refused>,
     metrics: Arc<Metrics>,
 }
 
@@ -188,6 +194,7 @@ impl Refresher {
                 locks: Arc::default(),
                 recent: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 failed: Arc::new(quick_cache::sync::Cache::new(10_000)),
+                refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 metrics,
             }),
         }
@@ -211,6 +218,7 @@ impl Refresher {
                 locks: self.shared.locks.clone(),
                 recent: self.shared.recent.clone(),
                 failed: self.shared.failed.clone(),
+                refused: self.shared.refused.clone(),
                 metrics,
             }),
         }
@@ -254,6 +262,28 @@ impl Refresher {
         )
         .await
     }
+}
+
+/// The answer to a request whose session holds a refresh token the provider has refused: the
+/// session as another request refreshed it since, when one did (the refusal was of a token
+/// spent there), else the session ends, as it did for the request that was refused.
+async fn ended_before(
+    sessions: &Sessions,
+    cookies: &crate::session::Cookies<'_>,
+    session: &Session,
+    spent: &str,
+    now: UnixTime,
+    attributes: CookieAttributes,
+) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+    if let Ok(Some(current)) = sessions.current(cookies, now).await
+        && refreshed_since(&current, session, spent)
+    {
+        return Ok((current, Vec::new()));
+    }
+    let _ = sessions.end(cookies, now, attributes).await;
+    Err(RefreshError::Ended(
+        "the provider refused this session's refresh token before".to_owned(),
+    ))
 }
 
 impl Shared {
@@ -342,6 +372,11 @@ impl Shared {
                 Replaced::Stored(set_cookies) => Ok((refreshed, set_cookies)),
                 Replaced::Superseded(current) => Ok((current, Vec::new())),
             };
+        }
+        if self.refused.get(&key).is_some() {
+            self.forget_lock(&key);
+            return ended_before(sessions, cookies, &session, &refresh_token, now, attributes)
+                .await;
         }
         if let Some(unavailable) = self.failed_recently(&key, now) {
             // The refresh this request waited for failed for a passing reason.
@@ -483,7 +518,7 @@ impl Shared {
             Err(failure) if !failure.ends_session => {
                 self.failed.insert(key, (now, Unavailable::of(failure)));
             }
-            Err(_) => {}
+            Err(_) => self.refused.insert(key, ()),
         }
         self.forget_lock(&key);
         drop(single_flight);

@@ -486,6 +486,48 @@ async fn a_refresh_outlives_the_request_that_started_it() {
     );
 }
 
+/// A refresh token the provider refused is never presented again: a `cookie`-store session
+/// keeps its cookie after the refusal (an API call's 401 clears none), and each request with
+/// it asked the provider again, with Tollgate's client credentials: anyone could sign in,
+/// revoke, and drive the token endpoint until the provider rate-limited the client for every
+/// user. Concurrent requests behind the refused one are answered the same way.
+#[tokio::test]
+async fn a_refused_refresh_token_is_never_presented_again() {
+    for store in ["cookie", "memory"] {
+        let idp = TestIdp::start().await;
+        let clock = tollgate::clock::ManualClock::new();
+        let gateway = Gateway::start_with_clock(&config(&idp, store), clock.clone()).await;
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, &gateway).await;
+        idp.misbehave(Misbehaviour {
+            refresh_fails: true,
+            refresh_delay_ms: Some(200),
+            ..Default::default()
+        });
+        advance(&clock, &idp, 250);
+        let cookie = cookie_header(&browser);
+        let responses = parallel_auth(&gateway, cookie.clone(), 8).await;
+        assert!(
+            responses.iter().all(|response| response.status() == 401),
+            "{store}"
+        );
+        for _ in 0..5 {
+            let response = reqwest::Client::new()
+                .get(gateway.url("/auth"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{store}");
+        }
+        assert_eq!(
+            idp.count("refresh"),
+            1,
+            "{store}: the refused token went again"
+        );
+    }
+}
+
 /// A reload (a rotated secret file, a SIGHUP) while a refresh is in flight: a request after it
 /// waits for that refresh rather than spending the same refresh token again, which the provider
 /// answers by refusing one of the two (ending the session) or revoking the grant. Each reload
