@@ -119,18 +119,17 @@ pub enum Outcome {
     Reject(Refusal),
 }
 
-/// The canonical form of an original request's path (`target`, its query dropped), or why
-/// no decision is taken on it (SPEC §4.1): a path with no single reading, or with `;`
-/// parameters. nginx chooses a `location` on `/admin;x/users` as a path that is not under
-/// `/admin/`, and with it that location's `/auth` rules, while Tomcat, Jetty and Spring serve
-/// `/admin/users` (Spring Security refuses `;` in paths by default for the same reason).
-fn readable_path(target: &str) -> Result<Cow<'_, str>, &'static str> {
+/// `Err` with the reason when an original request's path (`target`, its query dropped) holds
+/// `;` parameters, sent or percent-encoded. nginx chooses a `location` on `/admin;x/users` as
+/// a path outside `location /admin/`, and with it that location's `/auth` rules, while Tomcat,
+/// Jetty and Spring serve `/admin/users` (Spring Security refuses `;` in paths by default for
+/// the same reason). Beyond SPEC §4.1, which says only that such a path never skips.
+fn without_parameters(target: &str) -> Result<(), &'static str> {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let canonical = canonical_path(path).map_err(|_| "the original path has no single reading")?;
     if crate::http::canonical::holds_parameters(path) {
         return Err("the original path holds ; parameters");
     }
-    Ok(canonical)
+    Ok(())
 }
 
 /// `GET /auth`.
@@ -376,32 +375,31 @@ pub async fn decide_auth(
             query.skip_rules.len()
         )
     });
-    // The original path, when one was believed, has a single reading, or nothing is decided on
-    // it: the ingress chose its location (and with it these rules) on one reading, and the
-    // application could serve another.
-    let original_path = match original.and_then(|request| request.raw_path.as_deref()) {
-        Some(target) => match readable_path(target) {
-            Ok(path) => Some(path),
-            Err(reason) => {
-                trace.record("path", "fail", || reason.to_owned());
-                return Outcome::Reject(Refusal::new(
-                    Rejection::BadRequest(reason.to_owned()),
-                    reason,
-                ));
-            }
-        },
-        None => None,
-    };
+    // An original path with `;` parameters is refused: the ingress chose its location (and with
+    // it these rules) on it, while the application may serve it without them.
+    if let Some(target) = original.and_then(|request| request.raw_path.as_deref())
+        && let Err(reason) = without_parameters(target)
+    {
+        trace.record("path", "fail", || reason.to_owned());
+        return Outcome::Reject(Refusal::new(
+            Rejection::BadRequest(reason.to_owned()),
+            reason,
+        ));
+    }
     // Skip rules see the canonical original path only; without a trusted original request they
-    // cannot match (fail closed).
+    // cannot match (fail closed), nor when the path has no single reading (it is then
+    // authenticated as usual, SPEC §4).
     if !query.skip_rules.is_empty() {
-        let canonical = original_path
-            .as_ref()
-            .map(|path| (original.and_then(|request| request.method.as_ref()), path));
+        let canonical = original.and_then(|request| {
+            Some((
+                request.method.as_ref(),
+                canonical_path(request.raw_path.as_deref()?).ok()?,
+            ))
+        });
         match canonical {
             Some((method, path)) => {
                 for rule in &query.skip_rules {
-                    let skips = rule.skips(method, path);
+                    let skips = rule.skips(method, &path);
                     trace.record(
                         "skip rule",
                         if skips { "match" } else { "no_match" },

@@ -153,11 +153,13 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
 /// front chooses its location on a path with them (`/admin;x/users` is not under `/admin/` to
 /// nginx or Envoy) that Tomcat, Jetty and Spring serve without them.
 pub fn holds_parameters(path: &str) -> bool {
-    path.contains(';')
-        || path
-            .as_bytes()
-            .windows(3)
-            .any(|window| window.eq_ignore_ascii_case(b"%3b"))
+    let bytes = path.as_bytes();
+    memchr::memchr2_iter(b';', b'%', bytes).any(|at| {
+        bytes[at] == b';'
+            || bytes
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.eq_ignore_ascii_case(b"3b"))
+    })
 }
 
 /// The other readings of a canonical path that an application behind Tollgate may take:

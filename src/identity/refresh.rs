@@ -201,7 +201,7 @@ impl Refresher {
     }
 
     /// A refresher with a reloaded config's settings that shares `self`'s refreshes in flight,
-    /// their results and their failures: a request that arrives after a reload, while a
+    /// their results and their passing failures (not the tokens refused): a request that arrives after a reload, while a
     /// refresh it started is still running, waits for it rather than spending the same refresh
     /// token again (which the provider answers with `invalid_grant`, ending the session, or by
     /// revoking the whole grant).
@@ -218,7 +218,9 @@ impl Refresher {
                 locks: self.shared.locks.clone(),
                 recent: self.shared.recent.clone(),
                 failed: self.shared.failed.clone(),
-                refused: self.shared.refused.clone(),
+                // Not shared: a reload may have mended what made the provider refuse (its
+                // token endpoint, the client's credentials).
+                refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 metrics,
             }),
         }

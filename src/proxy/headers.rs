@@ -138,8 +138,21 @@ pub fn overrides_the_request_line(name: &str) -> bool {
 pub fn strip_overrides_and_forwarded(headers: &mut HeaderMap) {
     remove_where(headers, |name| {
         let name = name.as_str();
-        overrides_the_request_line(name) || same_header(name, "forwarded")
+        overrides_the_request_line(name)
+            || same_header(name, "forwarded")
+            || is_other_spelling_of_forwarding(name)
     });
+}
+
+/// Whether `name` is `X_Forwarded_Host`, `-Proto` or `-For` spelt with `_`: Tollgate sets the
+/// `-` names, and an application reading headers the CGI way (`HTTP_X_FORWARDED_HOST`) would
+/// take the client's copy, which an ingress passes on, for Tollgate's.
+fn is_other_spelling_of_forwarding(name: &str) -> bool {
+    name.starts_with(['x', 'X'])
+        && name.contains('_')
+        && ["x-forwarded-host", "x-forwarded-proto", "x-forwarded-for"]
+            .iter()
+            .any(|known| same_header(name, known))
 }
 
 /// Removes every header whose name `doomed` picks; looks no further when none is picked.

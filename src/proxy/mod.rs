@@ -223,22 +223,29 @@ fn route_request<'a>(
     Ok(route)
 }
 
-/// `Ok` when a trusted proxy's `X-Forwarded-Host` (canonical, as `Host` is) chooses `route`
-/// for `path`, or names no host Tollgate would pass on (the upstream then gets none).
+/// `Ok` when a trusted proxy's `X-Forwarded-Host` chooses `route` for `path` as `Host` did,
+/// read the same way (canonical, and for every other reading of the path); `Err` when it
+/// chooses another or is no host Tollgate can read (a spelling the base URL might still take:
+/// `host:000443`, `host:`).
 fn forwarded_host_agrees(
     state: &ProxyState,
     route: Option<&RouteConfig>,
     headers: &HeaderMap,
     path: &str,
 ) -> Result<(), Rejection> {
-    let Some(forwarded) = headers
-        .get(&crate::http::forwarded::X_FORWARDED_HOST)
-        .and_then(|value| value.to_str().ok())
-        .and_then(crate::http::canonical::canonical_host)
-    else {
+    let Some(forwarded) = headers.get(&crate::http::forwarded::X_FORWARDED_HOST) else {
         return Ok(());
     };
-    let same = match (route, state.routes.find(Some(&forwarded), path)) {
+    // Most ingresses send on the `Host` they got: nothing to choose again.
+    if headers.get(header::HOST) == Some(forwarded) {
+        return Ok(());
+    }
+    let other = select_route(state, Some(forwarded.as_bytes()), None, path).map_err(|_| {
+        Rejection::BadRequest(
+            "the trusted X-Forwarded-Host is no host, or reads as another route's".to_owned(),
+        )
+    })?;
+    let same = match (route, other) {
         (Some(route), Some(other)) => std::ptr::eq(route, other),
         (route, other) => route.is_none() && other.is_none(),
     };
@@ -251,6 +258,15 @@ fn forwarded_host_agrees(
     }
 }
 
+/// Whether an `Authorization` value uses the Bearer scheme (any case), with or without a token.
+fn is_bearer_scheme(value: &[u8]) -> bool {
+    value
+        .trim_ascii()
+        .split(|byte| *byte == b' ')
+        .next()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
+}
+
 /// Removes the identity headers of every route to the same upstream from the client's request
 /// (`RouteTable::stripped_from_client`), and the route's own `Authorization` unless it accepts
 /// bearer tokens (then it is the credential).
@@ -260,6 +276,14 @@ pub fn strip_client_identity_headers(
     headers: &mut HeaderMap,
 ) {
     headers::strip_identity_headers(headers, table.stripped_from_client(route).iter());
+    if table.strips_client_bearer(route)
+        && headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .any(|value| is_bearer_scheme(value.as_bytes()))
+    {
+        headers.remove(header::AUTHORIZATION);
+    }
 }
 
 /// A request refused before a route was chosen: one log line, never the attacker's text.

@@ -28,6 +28,11 @@ struct Stripped {
     from_client: Vec<axum::http::HeaderName>,
     /// Before the request goes upstream, where the route's identity headers are then set.
     before_sending: Vec<axum::http::HeaderName>,
+    /// Whether a client's `Authorization: Bearer` is removed too: another route to the same
+    /// upstream sets `Authorization` to the access token Tollgate checked, and this one neither
+    /// checks a bearer token (`accept_bearer`) nor sets its own. An application that believes
+    /// the token it gets there would believe a client's here. Other schemes (`Basic`) pass.
+    client_bearer: bool,
 }
 
 /// The next table's number.
@@ -36,6 +41,12 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 impl RouteTable {
     /// A table over `routes`.
     pub fn new(routes: Vec<RouteConfig>) -> Self {
+        let sets_authorization = |route: &RouteConfig| {
+            route
+                .headers
+                .iter()
+                .any(|(name, _)| *name == axum::http::header::AUTHORIZATION)
+        };
         let stripped = routes
             .iter()
             .map(|route| {
@@ -55,6 +66,12 @@ impl RouteTable {
                             .chain(same_upstream.clone()),
                     ),
                     before_sending: once_each(own.chain(same_upstream)),
+                    client_bearer: !route.accept_bearer
+                        && !sets_authorization(route)
+                        && routes.iter().any(|other| {
+                            other.upstream.address() == route.upstream.address()
+                                && sets_authorization(other)
+                        }),
                 }
             })
             .collect();
@@ -78,6 +95,12 @@ impl RouteTable {
     pub fn stripped_before_sending(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
         self.stripped_of(route)
             .map_or(&[], |stripped| &stripped.before_sending)
+    }
+
+    /// Whether a client's `Authorization: Bearer` is removed on `route` ([`Stripped`]).
+    pub fn strips_client_bearer(&self, route: &RouteConfig) -> bool {
+        self.stripped_of(route)
+            .is_some_and(|stripped| stripped.client_bearer)
     }
 
     fn stripped_of(&self, route: &RouteConfig) -> Option<&Stripped> {

@@ -191,7 +191,7 @@ async fn nothing_nginx_serves_as_protected_is_skipped_or_routed_as_public() {
                 passed[case] += 1;
             } else {
                 assert!(
-                    // 500: nginx's answer to a 400 from `/auth`.
+                    // 500: nginx's answer to a 400 from `/auth` (a path with `;`).
                     matches!(status, 400 | 401 | 404 | 500),
                     "case {case}: {path:?} answered {status}"
                 );
@@ -311,7 +311,7 @@ async fn a_raw_hash_or_a_plus_in_a_pattern_never_opens_a_skip_rule() {
     // nginx passes a raw `#` on as part of the path; an application may resolve what
     // follows it (`/public/#/../../admin` is `/admin` to Go's `path.Clean`).
     let (status, body) = raw_get(skip_public, "/public/#/../../admin", &[]).await;
-    assert_eq!(status, 500, "{body:?}");
+    assert_eq!(status, 401, "{body:?}");
     // `^/api/.+` read as `^/api/. ` would match nothing, so the `-ne` rule skipped all.
     let (status, body) = raw_get(skip_not_api, "/api/users", &[]).await;
     assert_eq!(status, 401, "{body:?}");
@@ -376,7 +376,7 @@ fn per_location_config(app_port: u16, tollgate_port: u16, front_port: u16) -> St
 /// `/auth` of `location /`, and an application that drops `;` parameters (Tomcat, Jetty,
 /// Spring) served `/admin/users` to a user outside `admin`. nginx sends the path on as the
 /// client wrote it: `;` as sent, `%3B`, or a dot segment with parameters. `/auth` now refuses a
-/// path with parameters or without a single reading (400, which nginx answers with a 500).
+/// path with parameters (400, which nginx answers with a 500).
 #[tokio::test]
 async fn a_path_with_parameters_never_reaches_a_laxer_location() {
     if !nginx::available() {
@@ -510,6 +510,13 @@ provider = "corp"
 on_unauthenticated = "deny"
 
 [[route]]
+host = "api.example.com"
+path_prefix = "/admin"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+
+[[route]]
 upstream = "{upstream}"
 provider = "corp"
 on_unauthenticated = "pass"
@@ -518,14 +525,15 @@ on_unauthenticated = "pass"
     // The default trusts loopback: this client is a trusted proxy.
     let gateway = Gateway::start(&config).await;
     let port = gateway.app.public_addr.port();
-    let get = |host: &'static str, forwarded: &'static str| async move {
+    let get_path = |path: &'static str, host: &'static str, forwarded: &'static str| async move {
         raw_get(
             port,
-            "/x",
+            path,
             &[("Host", host), ("X-Forwarded-Host", forwarded)],
         )
         .await
     };
+    let get = |host, forwarded| get_path("/x", host, forwarded);
     let (status, body) = get("other.example.com", "app.example.com").await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = get("app.example.com", "other.example.com").await;
@@ -536,9 +544,18 @@ on_unauthenticated = "pass"
     assert!(body.contains("third.example.com"), "{body}");
     let (status, _) = get("app.example.com", "App.Example.com:443").await;
     assert_eq!(status, 401);
-    // One that is no host is refused, as before: no base URL can be built on it.
-    let (status, body) = get("other.example.com", "not a host").await;
+    // One that is no host is refused, as before: no base URL can be built on it; nor on
+    // spellings a URL parser would still read as `app.example.com`.
+    for forwarded in ["not a host", "app.example.com:000443", "app.example.com:"] {
+        let (status, body) = get("other.example.com", forwarded).await;
+        assert_eq!(status, 400, "{forwarded}: {body}");
+    }
+    // Every reading of the path: `/admin;x/users` is the catch-all's under both hosts, but
+    // `/admin/users` to Tomcat, which is `api.example.com`'s deny route.
+    let (status, body) = get_path("/admin;x/users", "other.example.com", "api.example.com").await;
     assert_eq!(status, 400, "{body}");
+    let (status, _) = get_path("/admin;x/users", "other.example.com", "other.example.com").await;
+    assert_eq!(status, 200);
     gateway.stop().await;
 
     // From a peer that is no proxy, the header is not believed (and not passed on).

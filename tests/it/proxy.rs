@@ -380,12 +380,26 @@ on_unauthenticated = "pass"
         ("forwarded", "for=6.6.6.6;host=evil.example;proto=http"),
         ("Expect", "100-continue"),
     ];
+    // A CGI-style application reads these as Tollgate's `X-Forwarded-Host`, `-Proto`, `-For`.
+    let spellings = [
+        ("X_Forwarded_Host", "evil.example"),
+        ("x_forwarded_proto", "http"),
+        ("X_Forwarded_For", "6.6.6.6"),
+    ];
     let body = echo_of(
         &gateway,
-        &[&forwarding[..], &overrides[..], &also[..]].concat(),
+        &[&forwarding[..], &overrides[..], &also[..], &spellings[..]].concat(),
     )
     .await;
     assert_eq!(seen(&body, "x-forwarded-host").len(), 1, "{body}");
+    for (name, _) in spellings {
+        assert!(
+            seen(&body, &name.to_ascii_lowercase()).is_empty(),
+            "{name} reached the upstream: {body}"
+        );
+    }
+    assert!(!body.to_string().contains("evil.example"), "{body}");
+    assert!(!body.to_string().contains("6.6.6.6"), "{body}");
     for (name, _) in overrides.iter().chain(&also) {
         assert!(!reached(&body, name), "{name} reached the upstream: {body}");
     }
@@ -910,6 +924,36 @@ accept_bearer = true
     assert_eq!(seen(&body, "authorization"), ["Basic YTpi"]);
     let body = send("/other/x").await;
     assert_eq!(seen(&body, "x-user"), ["admin@example.com"], "{body}");
+    // A client's bearer token (an unsigned one saying `admin`) never reaches an application
+    // that gets the access token Tollgate checked as `Authorization` on another route: it
+    // would believe this one too. Another application's route passes it.
+    let forged = "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+    for scheme in [
+        forged.to_owned(),
+        forged.to_lowercase(),
+        "Bearer".to_owned(),
+    ] {
+        let body: Value = gateway
+            .get("/static/x")
+            .header("authorization", &scheme)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!reached(&body, "authorization"), "{scheme}: {body}");
+    }
+    let body: Value = gateway
+        .get("/other/x")
+        .header("authorization", forged)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen(&body, "authorization"), [forged], "{body}");
 }
 
 #[tokio::test]
