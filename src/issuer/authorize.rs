@@ -48,6 +48,10 @@ struct AuthorizationRequest {
     state: Option<String>,
     nonce: Option<String>,
     code_challenge: Option<String>,
+    /// `prompt=login` (OpenID Connect Core §3.1.2.1).
+    prompt_login: bool,
+    /// `max_age`, in seconds.
+    max_age: Option<u64>,
 }
 
 /// The longest `state` or `nonce` a client may send.
@@ -147,6 +151,20 @@ impl TokenService {
                 "the user must log in: this service keeps no sign-in to use silently",
             ));
         }
+        // A client that wants the user to sign in again (before a sensitive action) says so;
+        // the local form always asks, a federated login passes both on to the provider.
+        let prompt_login =
+            get("prompt").is_some_and(|prompt| prompt.split(' ').any(|value| value == "login"));
+        let max_age = get("max_age")
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| {
+                    fail(
+                        "invalid_request",
+                        "max_age must be a whole number of seconds",
+                    )
+                })
+            })
+            .transpose()?;
         let code_challenge = match (get("code_challenge"), get("code_challenge_method")) {
             // RFC 7636 §4.2: the base64url of a SHA-256 digest.
             (Some(challenge), Some("S256")) if super::grants::is_token_shaped(challenge) => {
@@ -189,6 +207,8 @@ impl TokenService {
             state,
             nonce: get("nonce").map(str::to_owned),
             code_challenge,
+            prompt_login,
+            max_age,
         })
     }
 }
@@ -283,6 +303,8 @@ async fn federate(
         state: request.state,
         nonce: request.nonce,
         code_challenge: request.code_challenge,
+        prompt_login: request.prompt_login,
+        max_age: request.max_age,
     };
     federation
         .start(provider_name, request, peer, headers)

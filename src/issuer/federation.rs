@@ -60,6 +60,20 @@ impl TokenService {
             .any(|client| client.login_provider.is_some())
     }
 
+    /// The client `request` was made for, as the live config has it, when it may still be
+    /// answered: a reload since the login began (up to ten minutes ago) may have taken away its
+    /// redirect URI, its code grant or its login provider, and a code or an error sent to a URI
+    /// no longer registered (a domain given up) would reach whoever holds it now.
+    fn still_answerable(&self, request: &FederatedRequest) -> Option<&crate::config::ClientConfig> {
+        self.client(&request.client_id).filter(|client| {
+            client.login_provider.is_some()
+                && client
+                    .grants
+                    .contains(&crate::config::GrantType::AuthorizationCode)
+                && client.redirect_uris.contains(&request.redirect_uri)
+        })
+    }
+
     /// Where a federated login the upstream provider refused goes: back to the client with
     /// the error (RFC 6749 §4.1.2.1), its `state` and this issuer's `iss`. Only the error codes
     /// of RFC 6749 and OIDC Core pass; anything else becomes `access_denied`.
@@ -68,6 +82,7 @@ impl TokenService {
         request: &FederatedRequest,
         upstream_error: &str,
     ) -> Option<String> {
+        self.still_answerable(request)?;
         let error = KNOWN_ERRORS
             .iter()
             .find(|known| **known == upstream_error)
@@ -90,8 +105,12 @@ impl TokenService {
         request: &FederatedRequest,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, IssuerError> {
-        self.client(&request.client_id)
-            .ok_or_else(|| IssuerError::InvalidRequest("unknown client".to_owned()))?;
+        let client = self.still_answerable(request).ok_or_else(|| {
+            IssuerError::InvalidRequest(
+                "the client, its redirect URI, its code grant or its login provider is gone"
+                    .to_owned(),
+            )
+        })?;
         let sub = claims
             .get("sub")
             .and_then(serde_json::Value::as_str)
@@ -99,6 +118,21 @@ impl TokenService {
             .ok_or_else(|| {
                 IssuerError::InvalidRequest("the upstream identity has no sub".to_owned())
             })?;
+        // OpenID Connect Core §3.1.2.1: with `max_age`, the sign-in must be that recent. A
+        // provider that kept an older one (its single sign-on) and says so in `auth_time` did
+        // not honour it: the client is told `login_required`, never a code that would say the
+        // user just signed in.
+        if let Some(max_age) = request.max_age
+            && let Some(auth_time) = claims.get("auth_time").and_then(serde_json::Value::as_i64)
+            && self.now().saturating_sub(auth_time)
+                > i64::try_from(max_age)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(self.leeway)
+        {
+            return self
+                .fail_federation(request, "login_required")
+                .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));
+        }
         let carried = ["name", "email", "email_verified", "preferred_username"]
             .iter()
             .filter_map(|name| {
@@ -113,7 +147,13 @@ impl TokenService {
                 redirect_uri: request.redirect_uri.clone(),
                 code_challenge: request.code_challenge.clone(),
                 nonce: request.nonce.clone(),
-                scopes: request.scopes.clone(),
+                // Those the client may still be granted.
+                scopes: request
+                    .scopes
+                    .iter()
+                    .filter(|scope| super::may_ask_for(client, scope))
+                    .cloned()
+                    .collect(),
                 principal: Principal::Federated {
                     sub: sub.to_owned(),
                     claims: carried,

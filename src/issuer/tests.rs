@@ -224,6 +224,94 @@ async fn a_federated_client_without_a_federated_login_is_a_server_error() {
     assert_eq!(requests_counted(&metrics, "token_service", "error"), 1);
 }
 
+/// A federated login that began before a reload answers the client as the live config has it:
+/// not at a redirect URI, to a client or through a login provider the reload took away (the
+/// URI's domain may have been given up), and with only the scopes the client still has.
+#[tokio::test]
+async fn a_federated_login_finishes_under_the_live_config() {
+    let mut config = config("");
+    let service_config = config.token_service.as_mut().unwrap();
+    let mut corp_app = service_config.clients[0].clone();
+    corp_app.client_id = "corp-app".to_owned();
+    corp_app.client_secret_hash = None;
+    corp_app.grants = vec![crate::config::GrantType::AuthorizationCode];
+    corp_app.redirect_uris = vec!["https://corp-app.example/cb".to_owned()];
+    corp_app.scopes = Vec::new();
+    corp_app.login_provider = Some("corp".to_owned());
+    service_config.clients.push(corp_app);
+    let service = token_service(&config, &Arc::new(Metrics::new()));
+    const VERIFIER: &str = "a-pkce-code-verifier-long-enough-for-rfc-7636-section-4-1";
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
+    let challenge = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        digest.as_ref(),
+    );
+    let request = |redirect_uri: &str, client_id: &str| crate::session::FederatedRequest {
+        client_id: client_id.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        scopes: vec!["openid".to_owned(), "scim".to_owned()],
+        state: Some("s".to_owned()),
+        nonce: None,
+        code_challenge: Some(challenge.clone()),
+        prompt_login: false,
+        max_age: None,
+    };
+    let claims = serde_json::json!({"sub": "alice"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    // Registered: answered, without the scope the client no longer has.
+    let live = request("https://corp-app.example/cb", "corp-app");
+    let back = service.complete_federation(&live, &claims).await.unwrap();
+    assert!(
+        back.starts_with("https://corp-app.example/cb?code="),
+        "{back}"
+    );
+    assert!(service.fail_federation(&live, "access_denied").is_some());
+    let code = url::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let form = format!(
+        "grant_type=authorization_code&code={code}&client_id=corp-app&code_verifier={VERIFIER}\
+         &redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb"
+    );
+    let token_request = axum::http::Request::post("/token")
+        .header(
+            axum::http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(axum::body::Body::from(form))
+        .unwrap();
+    let (status, _, body) = send(&router(&service), token_request).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let payload = tokens["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let access_claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(access_claims["scope"], "openid");
+    // A redirect URI, a client, or a login provider taken away: neither a code nor an error.
+    for gone in [
+        request("https://old.corp-app.example/cb", "corp-app"),
+        request("https://corp-app.example/cb", "machine"),
+        request("https://corp-app.example/cb", "nobody"),
+    ] {
+        assert!(service.complete_federation(&gone, &claims).await.is_err());
+        assert!(service.fail_federation(&gone, "access_denied").is_none());
+    }
+}
+
 /// How many requests `metrics` counted under `tollgate_requests_total{role, result}`, from the
 /// text `/metrics` serves (0 when the series does not exist).
 pub(crate) fn requests_counted(metrics: &Metrics, role: &str, result: &str) -> u64 {

@@ -249,6 +249,17 @@ pub(crate) async fn begin_login_for(
         .append_pair("nonce", &login.nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
+    // A token-service client's request to see the user sign in again goes on to the provider.
+    if let Some(federation) = &login.federation {
+        if federation.prompt_login {
+            authorize.query_pairs_mut().append_pair("prompt", "login");
+        }
+        if let Some(max_age) = federation.max_age {
+            authorize
+                .query_pairs_mut()
+                .append_pair("max_age", &max_age.to_string());
+        }
+    }
     let cookies = sessions
         .jar
         .start_login(

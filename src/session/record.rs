@@ -86,4 +86,11 @@ pub struct FederatedRequest {
     pub nonce: Option<String>,
     /// The client's PKCE challenge (S256).
     pub code_challenge: Option<String>,
+    /// The client asked for `prompt=login`: sent on to the upstream provider.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_login: bool,
+    /// The client's `max_age` in seconds: sent on, and an upstream sign-in older than it is
+    /// refused (`login_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }

@@ -1387,6 +1387,91 @@ async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client(
     gateway.stop().await;
 }
 
+/// A client that asks the user to sign in again (`prompt=login`, `max_age`, OpenID Connect
+/// Core §3.1.2.1) before a sensitive action: the request goes on to the upstream provider, and
+/// a sign-in there older than `max_age` (its single sign-on kept one, as its `auth_time` says)
+/// is `login_required`, not a code for a fresh sign-in. Both were dropped: the upstream's
+/// session signed the user in silently and the ID token said `auth_time` = now.
+#[tokio::test]
+async fn a_federated_client_asking_for_a_fresh_sign_in_gets_one_or_login_required() {
+    use crate::support::TestIdp;
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
+    let corp = TestIdp::start().await;
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    [[provider]]
+    name = "corp"
+    issuer = "{corp}"
+    client_id = "{CLIENT_ID}"
+    client_secret = "{CLIENT_SECRET}"
+    [token_service]
+    issuer = "{issuer}"
+    [[token_service.client]]
+    client_id = "corp-app"
+    grants = ["authorization_code"]
+    redirect_uris = ["https://corp-app.example/cb"]
+    login_provider = "corp"
+    source = "aad"
+    "#,
+            secret = crate::support::gateway::SESSION_SECRET,
+            corp = corp.issuer(),
+        )
+    })
+    .await;
+    let login = async |extra: &str, auth_time_ago: i64| {
+        corp.set_user_claim(
+            "auth_time",
+            serde_json::json!(crate::support::idp::now() - auth_time_ago),
+        );
+        let mut browser = Browser::new();
+        let query = format!(
+            "response_type=code&client_id=corp-app&redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb&scope=openid&state=s&code_challenge={}&code_challenge_method=S256{extra}",
+            challenge(VERIFIER)
+        );
+        let to_upstream = browser
+            .get(&gateway.url(&format!("/authorize?{query}")))
+            .await;
+        assert_eq!(to_upstream.status(), 302);
+        let upstream: HashMap<String, String> = reqwest::Url::parse(&location(&to_upstream))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        let back = browser.get(&location(&to_upstream)).await;
+        let callback = browser.get(&location(&back)).await;
+        assert_eq!(callback.status(), 302);
+        let to_client: HashMap<String, String> = reqwest::Url::parse(&location(&callback))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        (upstream, to_client)
+    };
+    let (upstream, to_client) = login("&prompt=login&max_age=300", 3600).await;
+    assert_eq!(upstream.get("prompt").map(String::as_str), Some("login"));
+    assert_eq!(upstream.get("max_age").map(String::as_str), Some("300"));
+    assert_eq!(
+        (
+            to_client.get("error").map(String::as_str),
+            to_client.get("code")
+        ),
+        (Some("login_required"), None),
+        "an hour-old sign-in for max_age=300"
+    );
+    let (_, to_client) = login("&max_age=300", 10).await;
+    assert!(to_client.contains_key("code"), "{to_client:?}");
+    // Without them, nothing is asked of the provider, and an old sign-in is one.
+    let (upstream, to_client) = login("", 3600).await;
+    assert!(!upstream.contains_key("prompt") && !upstream.contains_key("max_age"));
+    assert!(to_client.contains_key("code"), "{to_client:?}");
+    gateway.stop().await;
+}
+
 /// SPEC §12 / issue 12: an access token the token service revoked is refused wherever the
 /// token service is the in-process provider — `/auth`, `/validate` and a bearer route — not
 /// only at its own endpoints.
