@@ -244,7 +244,23 @@ pub fn canonical_host(value: &str) -> Option<Cow<'_, str>> {
         };
         name.strip_suffix('.').unwrap_or(name)
     };
-    is_host_name(name).then(|| lower(name))
+    (is_host_name(name) && !is_loose_ipv4(name)).then(|| lower(name))
+}
+
+/// Whether `name` ends in a number (its last label all digits, or `0x` and hex) without being
+/// a dotted quad as written: a URL parser (WHATWG, `url`) reads `10.5`, `0x0a000005` or
+/// `012.0.0.5` as an IPv4 address, which a route matching the text would not.
+fn is_loose_ipv4(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|digits| digits.bytes().all(|byte| byte.is_ascii_hexdigit()));
+    let number = hex || (!last.is_empty() && last.bytes().all(|byte| byte.is_ascii_digit()));
+    number
+        && name
+            .parse::<std::net::Ipv4Addr>()
+            .map_or(true, |address| address.to_string() != name)
 }
 
 /// Labels of letters, digits, `-` and `_`, separated by single dots: not empty, no dot at
@@ -502,9 +518,20 @@ mod tests {
             "app.example.com...",
             "app.exämple.com",
             "app.example.com\u{0}",
+            // Numbers a URL parser reads as an IPv4 address the text is not.
+            "10.5",
+            "10.0.5",
+            "0x0a000005",
+            "0X0A.0.0.5",
+            "012.0.0.5",
+            "167772165",
+            "app.example.0x1",
         ] {
             assert_eq!(host(bad), None, "{bad:?}");
         }
+        assert_eq!(host("10.0.0.5:80").as_deref(), Some("10.0.0.5"));
+        assert_eq!(host("10.0.0.5.").as_deref(), Some("10.0.0.5"));
+        assert_eq!(host("0x.example.com").as_deref(), Some("0x.example.com"));
         assert_eq!(host("a-b_c.d9").as_deref(), Some("a-b_c.d9"));
         assert_eq!(host("x").as_deref(), Some("x"));
     }

@@ -49,6 +49,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// The `X-Forwarded-Host` a trusted proxy said, as the base URL reads it: its first value,
+/// trimmed; `None` when absent or empty.
+pub fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
+    header(headers, &X_FORWARDED_HOST)
+}
+
 /// The one value of header `name`, trimmed (`None` when absent or empty); `Err` when it is
 /// sent more than once or is not text.
 fn only_one<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ()> {
@@ -241,7 +247,7 @@ pub fn base_parts<'a>(
         if let Some(forwarded_proto) = header(headers, &X_FORWARDED_PROTO) {
             proto = forwarded_proto;
         }
-        if let Some(forwarded_host) = header(headers, &X_FORWARDED_HOST) {
+        if let Some(forwarded_host) = forwarded_host(headers) {
             host = Some(forwarded_host);
         }
     }

@@ -52,6 +52,8 @@ struct AuthorizationRequest {
     prompt_login: bool,
     /// `max_age`, in seconds.
     max_age: Option<u64>,
+    /// When the request came, with `prompt_login`.
+    asked_at: Option<crate::clock::UnixTime>,
 }
 
 /// The longest `state` or `nonce` a client may send.
@@ -209,6 +211,7 @@ impl TokenService {
             code_challenge,
             prompt_login,
             max_age,
+            asked_at: prompt_login.then(|| self.now()),
         })
     }
 }
@@ -305,6 +308,7 @@ async fn federate(
         code_challenge: request.code_challenge,
         prompt_login: request.prompt_login,
         max_age: request.max_age,
+        asked_at: request.asked_at,
     };
     federation
         .start(provider_name, request, peer, headers)

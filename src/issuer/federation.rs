@@ -74,6 +74,32 @@ impl TokenService {
         })
     }
 
+    /// Whether the upstream sign-in in `claims` is older than `request` allows: past its
+    /// `max_age` (or of unknown age: `auth_time` is then required), or, with `prompt=login`,
+    /// from before the request (when the provider says; many send `auth_time` only when asked
+    /// for a `max_age`).
+    fn sign_in_too_old(
+        &self,
+        request: &FederatedRequest,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        let auth_time = claims.get("auth_time").and_then(serde_json::Value::as_i64);
+        let now = self.now();
+        let past_max_age = request.max_age.is_some_and(|max_age| {
+            auth_time.is_none_or(|at| {
+                now.saturating_sub(at)
+                    > i64::try_from(max_age)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(self.leeway)
+            })
+        });
+        let before_asking = request.prompt_login
+            && auth_time
+                .zip(request.asked_at)
+                .is_some_and(|(at, asked)| at < asked.saturating_sub(self.leeway));
+        past_max_age || before_asking
+    }
+
     /// Where a federated login the upstream provider refused goes: back to the client with
     /// the error (RFC 6749 §4.1.2.1), its `state` and this issuer's `iss`. Only the error codes
     /// of RFC 6749 and OIDC Core pass; anything else becomes `access_denied`.
@@ -118,17 +144,11 @@ impl TokenService {
             .ok_or_else(|| {
                 IssuerError::InvalidRequest("the upstream identity has no sub".to_owned())
             })?;
-        // OpenID Connect Core §3.1.2.1: with `max_age`, the sign-in must be that recent. A
-        // provider that kept an older one (its single sign-on) and says so in `auth_time` did
-        // not honour it: the client is told `login_required`, never a code that would say the
-        // user just signed in.
-        if let Some(max_age) = request.max_age
-            && let Some(auth_time) = claims.get("auth_time").and_then(serde_json::Value::as_i64)
-            && self.now().saturating_sub(auth_time)
-                > i64::try_from(max_age)
-                    .unwrap_or(i64::MAX)
-                    .saturating_add(self.leeway)
-        {
+        // OpenID Connect Core §3.1.2.1: with `max_age`, the sign-in must be that recent, and the
+        // provider must say when it was (`auth_time`); with `prompt=login`, it must be new. A
+        // provider that kept an older one (its single sign-on) did not honour the request: the
+        // client is told `login_required`, never a code that would say the user just signed in.
+        if self.sign_in_too_old(request, claims) {
             return self
                 .fail_federation(request, "login_required")
                 .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));

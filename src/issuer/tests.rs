@@ -238,7 +238,15 @@ async fn a_federated_login_finishes_under_the_live_config() {
     corp_app.redirect_uris = vec!["https://corp-app.example/cb".to_owned()];
     corp_app.scopes = Vec::new();
     corp_app.login_provider = Some("corp".to_owned());
+    let mut no_grant = corp_app.clone();
+    no_grant.client_id = "no-grant".to_owned();
+    no_grant.grants = vec![crate::config::GrantType::RefreshToken];
+    let mut no_provider = corp_app.clone();
+    no_provider.client_id = "no-provider".to_owned();
+    no_provider.login_provider = None;
     service_config.clients.push(corp_app);
+    service_config.clients.push(no_grant);
+    service_config.clients.push(no_provider);
     let service = token_service(&config, &Arc::new(Metrics::new()));
     const VERIFIER: &str = "a-pkce-code-verifier-long-enough-for-rfc-7636-section-4-1";
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
@@ -255,6 +263,7 @@ async fn a_federated_login_finishes_under_the_live_config() {
         code_challenge: Some(challenge.clone()),
         prompt_login: false,
         max_age: None,
+        asked_at: None,
     };
     let claims = serde_json::json!({"sub": "alice"})
         .as_object()
@@ -305,6 +314,8 @@ async fn a_federated_login_finishes_under_the_live_config() {
     for gone in [
         request("https://old.corp-app.example/cb", "corp-app"),
         request("https://corp-app.example/cb", "machine"),
+        request("https://corp-app.example/cb", "no-grant"),
+        request("https://corp-app.example/cb", "no-provider"),
         request("https://corp-app.example/cb", "nobody"),
     ] {
         assert!(service.complete_federation(&gone, &claims).await.is_err());

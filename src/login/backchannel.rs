@@ -167,25 +167,38 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     });
     let mut count = 0;
     for other in same_client {
-        let selector = match (sid, sub) {
-            (Some(sid), _) => SessionSelector::SidAt {
-                provider: other.name(),
-                sid,
-            },
-            (None, Some(sub)) => SessionSelector::SubAt {
-                provider: other.name(),
-                sub,
-            },
+        // With a `sid`, that provider session's; with a `sub` beside it, also that user's
+        // sessions that have no `sid` (their ID token carried none, so no `sid` can name them).
+        let selectors = match (sid, sub) {
+            (Some(sid), sub) => [
+                Some(SessionSelector::SidAt {
+                    provider: other.name(),
+                    sid,
+                }),
+                sub.map(|sub| SessionSelector::SubWithoutSidAt {
+                    provider: other.name(),
+                    sub,
+                }),
+            ],
+            (None, Some(sub)) => [
+                Some(SessionSelector::SubAt {
+                    provider: other.name(),
+                    sub,
+                }),
+                None,
+            ],
             (None, None) => return Err(invalid("logout_token has neither sid nor sub")),
         };
-        match sessions.end_selected(selector).await {
-            Ok(ended) => count += ended,
-            Err(StoreError::NotServerSide) => {
-                return Err(BackchannelRefusal::NotServerSide(
-                    "back-channel logout needs a server-side session store (session.store = \"memory\")",
-                ));
+        for selector in selectors.into_iter().flatten() {
+            match sessions.end_selected(selector).await {
+                Ok(ended) => count += ended,
+                Err(StoreError::NotServerSide) => {
+                    return Err(BackchannelRefusal::NotServerSide(
+                        "back-channel logout needs a server-side session store (session.store = \"memory\")",
+                    ));
+                }
+                Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
             }
-            Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
         }
     }
     if let Err(error) = sessions

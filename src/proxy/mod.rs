@@ -233,11 +233,15 @@ fn forwarded_host_agrees(
     headers: &HeaderMap,
     path: &str,
 ) -> Result<(), Rejection> {
-    let Some(forwarded) = headers.get(&crate::http::forwarded::X_FORWARDED_HOST) else {
+    // Read as the base URL reads it: an empty one is none (HAProxy sends one).
+    let Some(forwarded) = crate::http::forwarded::forwarded_host(headers) else {
         return Ok(());
     };
     // Most ingresses send on the `Host` they got: nothing to choose again.
-    if headers.get(header::HOST) == Some(forwarded) {
+    if headers
+        .get(header::HOST)
+        .is_some_and(|host| host.as_bytes() == forwarded.as_bytes())
+    {
         return Ok(());
     }
     let other = select_route(state, Some(forwarded.as_bytes()), None, path).map_err(|_| {
@@ -258,13 +262,11 @@ fn forwarded_host_agrees(
     }
 }
 
-/// Whether an `Authorization` value uses the Bearer scheme (any case), with or without a token.
-fn is_bearer_scheme(value: &[u8]) -> bool {
-    value
-        .trim_ascii()
-        .split(|byte| *byte == b' ')
-        .next()
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
+/// Whether an `Authorization` value uses the Basic scheme (any case) with its credentials
+/// after a space or a tab.
+fn is_basic_scheme(value: &[u8]) -> bool {
+    let value = value.trim_ascii_start();
+    value.len() > 6 && value[..5].eq_ignore_ascii_case(b"basic") && matches!(value[5], b' ' | b'\t')
 }
 
 /// Removes the identity headers of every route to the same upstream from the client's request
@@ -276,11 +278,11 @@ pub fn strip_client_identity_headers(
     headers: &mut HeaderMap,
 ) {
     headers::strip_identity_headers(headers, table.stripped_from_client(route).iter());
-    if table.strips_client_bearer(route)
+    if table.strips_client_tokens(route)
         && headers
             .get_all(header::AUTHORIZATION)
             .iter()
-            .any(|value| is_bearer_scheme(value.as_bytes()))
+            .any(|value| !is_basic_scheme(value.as_bytes()))
     {
         headers.remove(header::AUTHORIZATION);
     }

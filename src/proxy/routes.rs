@@ -28,11 +28,12 @@ struct Stripped {
     from_client: Vec<axum::http::HeaderName>,
     /// Before the request goes upstream, where the route's identity headers are then set.
     before_sending: Vec<axum::http::HeaderName>,
-    /// Whether a client's `Authorization: Bearer` is removed too: another route to the same
-    /// upstream sets `Authorization` to the access token Tollgate checked, and this one neither
-    /// checks a bearer token (`accept_bearer`) nor sets its own. An application that believes
-    /// the token it gets there would believe a client's here. Other schemes (`Basic`) pass.
-    client_bearer: bool,
+    /// Whether a client's `Authorization` other than `Basic` is removed too: another route to
+    /// the same upstream passes it a token Tollgate checked (it sets `Authorization`, or takes
+    /// bearer tokens as credentials), and this one neither checks one (`accept_bearer`) nor
+    /// sets its own. An application that believes the token it gets there would believe a
+    /// client's here, in whatever scheme it reads (`Bearer`, `JWT`, `Token`, a tab after it).
+    client_tokens: bool,
 }
 
 /// The next table's number.
@@ -66,11 +67,11 @@ impl RouteTable {
                             .chain(same_upstream.clone()),
                     ),
                     before_sending: once_each(own.chain(same_upstream)),
-                    client_bearer: !route.accept_bearer
+                    client_tokens: !route.accept_bearer
                         && !sets_authorization(route)
                         && routes.iter().any(|other| {
                             other.upstream.address() == route.upstream.address()
-                                && sets_authorization(other)
+                                && (sets_authorization(other) || other.accept_bearer)
                         }),
                 }
             })
@@ -97,10 +98,11 @@ impl RouteTable {
             .map_or(&[], |stripped| &stripped.before_sending)
     }
 
-    /// Whether a client's `Authorization: Bearer` is removed on `route` ([`Stripped`]).
-    pub fn strips_client_bearer(&self, route: &RouteConfig) -> bool {
+    /// Whether a client's `Authorization` other than `Basic` is removed on `route`
+    /// ([`Stripped`]).
+    pub fn strips_client_tokens(&self, route: &RouteConfig) -> bool {
         self.stripped_of(route)
-            .is_some_and(|stripped| stripped.client_bearer)
+            .is_some_and(|stripped| stripped.client_tokens)
     }
 
     fn stripped_of(&self, route: &RouteConfig) -> Option<&Stripped> {

@@ -93,4 +93,8 @@ pub struct FederatedRequest {
     /// refused (`login_required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<u64>,
+    /// With `prompt_login`: when the client asked. An upstream `auth_time` before it (less the
+    /// leeway) is an older sign-in, refused (`login_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_at: Option<crate::clock::UnixTime>,
 }

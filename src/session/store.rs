@@ -43,6 +43,14 @@ pub enum SessionSelector<'a> {
         /// The user.
         sub: &'a str,
     },
+    /// Every session of a user at one provider that has no provider session id (its ID token
+    /// carried no `sid`).
+    SubWithoutSidAt {
+        /// The provider.
+        provider: &'a str,
+        /// The user.
+        sub: &'a str,
+    },
     /// Every session of one provider session (`sid`).
     SidAt {
         /// The provider.
@@ -58,6 +66,9 @@ impl SessionSelector<'_> {
             Self::Handle(handle) => handle_of(id) == handle,
             Self::Sub(sub) => facts.sub == sub,
             Self::SubAt { provider, sub } => facts.provider == provider && facts.sub == sub,
+            Self::SubWithoutSidAt { provider, sub } => {
+                facts.provider == provider && facts.sub == sub && facts.sid.is_none()
+            }
             Self::SidAt { provider, sid } => facts.provider == provider && facts.sid == Some(sid),
         }
     }
@@ -65,7 +76,9 @@ impl SessionSelector<'_> {
     fn index(&self) -> Index<'_> {
         match *self {
             Self::Handle(_) => Index::All,
-            Self::Sub(sub) | Self::SubAt { sub, .. } => Index::Sub(sub),
+            Self::Sub(sub) | Self::SubAt { sub, .. } | Self::SubWithoutSidAt { sub, .. } => {
+                Index::Sub(sub)
+            }
             Self::SidAt { sid, .. } => Index::Sid(sid),
         }
     }

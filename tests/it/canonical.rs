@@ -544,6 +544,9 @@ on_unauthenticated = "pass"
     assert!(body.contains("third.example.com"), "{body}");
     let (status, _) = get("app.example.com", "App.Example.com:443").await;
     assert_eq!(status, 401);
+    // An empty one is none, as the base URL reads it (HAProxy sends one).
+    let (status, body) = get("other.example.com", "").await;
+    assert_eq!(status, 200, "{body}");
     // One that is no host is refused, as before: no base URL can be built on it; nor on
     // spellings a URL parser would still read as `app.example.com`.
     for forwarded in ["not a host", "app.example.com:000443", "app.example.com:"] {

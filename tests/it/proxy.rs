@@ -932,6 +932,8 @@ accept_bearer = true
         forged.to_owned(),
         forged.to_lowercase(),
         "Bearer".to_owned(),
+        forged.replace(' ', "\t"),
+        "JWT eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.".to_owned(),
     ] {
         let body: Value = gateway
             .get("/static/x")
@@ -954,6 +956,34 @@ accept_bearer = true
         .await
         .unwrap();
     assert_eq!(seen(&body, "authorization"), [forged], "{body}");
+    gateway.stop().await;
+
+    // A route that takes bearer tokens as credentials passes the one it checked on too.
+    let routes = r#"
+[[route]]
+path_prefix = "/api"
+upstream = "{upstream}"
+provider = "corp"
+accept_bearer = true
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    for (scheme, passes) in [(forged, false), ("Basic YTpi", true)] {
+        let body: Value = gateway
+            .get("/graphql")
+            .header("authorization", scheme)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(reached(&body, "authorization"), passes, "{scheme}: {body}");
+    }
+    gateway.stop().await;
 }
 
 #[tokio::test]

@@ -290,6 +290,31 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
     );
 }
 
+/// A logout token naming a `sid` and a `sub` ends that user's sessions that have no `sid` too:
+/// their ID token carried none (Back-Channel Logout 1.0 §2.1 makes `sid` optional there), so
+/// no `sid` can name them, and they survived the logout.
+#[tokio::test]
+async fn backchannel_logout_with_sid_and_sub_ends_the_users_sessions_without_a_sid() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        no_sid: true,
+        ..Default::default()
+    });
+    let mut without_sid = Browser::new();
+    crate::support::gateway::signed_in(&mut without_sid, &gateway).await;
+    // Another user's session without a `sid` stays.
+    let token = idp
+        .logout_token()
+        .claim("sub", json!("someone-else"))
+        .sign();
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 200);
+    assert_eq!(without_sid.get(&gateway.url("/auth")).await.status(), 200);
+    let token = idp.logout_token().sign();
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 200);
+    assert_eq!(without_sid.get(&gateway.url("/auth")).await.status(), 401);
+}
+
 /// Two providers may be two clients of one realm (one issuer): a logout token is for the
 /// provider whose client it names, whichever of them comes first.
 #[tokio::test]

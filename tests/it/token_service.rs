@@ -1423,11 +1423,7 @@ async fn a_federated_client_asking_for_a_fresh_sign_in_gets_one_or_login_require
         )
     })
     .await;
-    let login = async |extra: &str, auth_time_ago: i64| {
-        corp.set_user_claim(
-            "auth_time",
-            serde_json::json!(crate::support::idp::now() - auth_time_ago),
-        );
+    let login_as_is = async |extra: &str| {
         let mut browser = Browser::new();
         let query = format!(
             "response_type=code&client_id=corp-app&redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb&scope=openid&state=s&code_challenge={}&code_challenge_method=S256{extra}",
@@ -1452,6 +1448,13 @@ async fn a_federated_client_asking_for_a_fresh_sign_in_gets_one_or_login_require
             .collect();
         (upstream, to_client)
     };
+    let login = async |extra: &str, auth_time_ago: i64| {
+        corp.set_user_claim(
+            "auth_time",
+            serde_json::json!(crate::support::idp::now() - auth_time_ago),
+        );
+        login_as_is(extra).await
+    };
     let (upstream, to_client) = login("&prompt=login&max_age=300", 3600).await;
     assert_eq!(upstream.get("prompt").map(String::as_str), Some("login"));
     assert_eq!(upstream.get("max_age").map(String::as_str), Some("300"));
@@ -1465,6 +1468,21 @@ async fn a_federated_client_asking_for_a_fresh_sign_in_gets_one_or_login_require
     );
     let (_, to_client) = login("&max_age=300", 10).await;
     assert!(to_client.contains_key("code"), "{to_client:?}");
+    // `prompt=login`: a sign-in from before the request is not a new one; one after it is.
+    let (_, to_client) = login("&prompt=login", 600).await;
+    assert_eq!(
+        to_client.get("error").map(String::as_str),
+        Some("login_required")
+    );
+    let (_, to_client) = login("&prompt=login", 0).await;
+    assert!(to_client.contains_key("code"), "{to_client:?}");
+    // With `max_age` the provider must say when the user signed in (OpenID Connect Core 2).
+    corp.set_user_claim("auth_time", serde_json::Value::Null);
+    let (_, to_client) = login_as_is("&max_age=300").await;
+    assert_eq!(
+        to_client.get("error").map(String::as_str),
+        Some("login_required")
+    );
     // Without them, nothing is asked of the provider, and an old sign-in is one.
     let (upstream, to_client) = login("", 3600).await;
     assert!(!upstream.contains_key("prompt") && !upstream.contains_key("max_age"));

@@ -33,6 +33,8 @@ pub struct Misbehaviour {
     pub jwks_no_cache: bool,
     /// The refresh grant answers `invalid_grant`.
     pub refresh_fails: bool,
+    /// The code exchange's ID token carries no `sid`.
+    pub no_sid: bool,
     /// Discovery names a plain-http token endpoint on another host.
     pub plain_http_token_endpoint: bool,
     /// The refresh grant answers this status (`temporarily_unavailable`), the token unspent.
@@ -561,7 +563,14 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         )
         .claim("at_hash", json!(at_hash))
         .claim("c_hash", json!(c_hash))
-        .claim("sid", json!("provider-session-1"))
+        .claim(
+            "sid",
+            if misbehaviour.no_sid {
+                Value::Null
+            } else {
+                json!("provider-session-1")
+            },
+        )
         .claim("scope", Value::Null);
     if misbehaviour.week_old_id_token {
         let now = now() + inner.clock_offset.load(Ordering::SeqCst);
