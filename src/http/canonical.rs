@@ -257,10 +257,22 @@ fn is_loose_ipv4(name: &str) -> bool {
         .or_else(|| last.strip_prefix("0X"))
         .is_some_and(|digits| digits.bytes().all(|byte| byte.is_ascii_hexdigit()));
     let number = hex || (!last.is_empty() && last.bytes().all(|byte| byte.is_ascii_digit()));
-    number
-        && name
-            .parse::<std::net::Ipv4Addr>()
-            .map_or(true, |address| address.to_string() != name)
+    number && !is_dotted_quad(name)
+}
+
+/// Whether `name` is four decimal numbers of at most 255, without leading zeros, joined by
+/// dots: an IPv4 address as its own canonical text. By hand, without formatting: it runs for
+/// every request whose `Host` is an address.
+fn is_dotted_quad(name: &str) -> bool {
+    let mut labels = 0;
+    name.split('.').all(|label| {
+        labels += 1;
+        labels <= 4
+            && (1..=3).contains(&label.len())
+            && label.bytes().all(|byte| byte.is_ascii_digit())
+            && (label == "0" || !label.starts_with('0'))
+            && label.parse::<u16>().is_ok_and(|value| value <= 255)
+    }) && labels == 4
 }
 
 /// Labels of letters, digits, `-` and `_`, separated by single dots: not empty, no dot at
@@ -530,6 +542,10 @@ mod tests {
             assert_eq!(host(bad), None, "{bad:?}");
         }
         assert_eq!(host("10.0.0.5:80").as_deref(), Some("10.0.0.5"));
+        assert_eq!(host("255.0.10.100").as_deref(), Some("255.0.10.100"));
+        for bad in ["256.0.0.1", "1.2.3.4.5", "1.2.3.04", "1.2.3.", "1..2.3"] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
         assert_eq!(host("10.0.0.5.").as_deref(), Some("10.0.0.5"));
         assert_eq!(host("0x.example.com").as_deref(), Some("0x.example.com"));
         assert_eq!(host("a-b_c.d9").as_deref(), Some("a-b_c.d9"));

@@ -83,7 +83,15 @@ impl TokenService {
         request: &FederatedRequest,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> bool {
-        let auth_time = claims.get("auth_time").and_then(serde_json::Value::as_i64);
+        // A number of seconds, maybe with a fraction (RFC 7519 NumericDate).
+        let auth_time = claims.get("auth_time").and_then(|value| {
+            value.as_i64().or_else(|| {
+                value
+                    .as_f64()
+                    .filter(|seconds| seconds.is_finite() && seconds.abs() < 1e15)
+                    .map(|seconds| seconds.floor() as i64)
+            })
+        });
         let now = self.now();
         let past_max_age = request.max_age.is_some_and(|max_age| {
             auth_time.is_none_or(|at| {

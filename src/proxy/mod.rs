@@ -262,11 +262,28 @@ fn forwarded_host_agrees(
     }
 }
 
-/// Whether an `Authorization` value uses the Basic scheme (any case) with its credentials
-/// after a space or a tab.
+/// Whether an `Authorization` value is Basic credentials (RFC 7617): the scheme in any case,
+/// white space, then standard base64 only. A token written after `Basic ` (a JWT has `.`, `-`,
+/// `_`) is not, as an application that takes whatever follows the scheme would read it.
 fn is_basic_scheme(value: &[u8]) -> bool {
-    let value = value.trim_ascii_start();
-    value.len() > 6 && value[..5].eq_ignore_ascii_case(b"basic") && matches!(value[5], b' ' | b'\t')
+    let value = value.trim_ascii();
+    if value.len() < 7
+        || !value[..5].eq_ignore_ascii_case(b"basic")
+        || !matches!(value[5], b' ' | b'\t')
+    {
+        return false;
+    }
+    let credentials = value[6..].trim_ascii_start();
+    let padding = credentials
+        .iter()
+        .rev()
+        .take_while(|byte| **byte == b'=')
+        .count();
+    !credentials.is_empty()
+        && padding <= 2
+        && credentials[..credentials.len() - padding]
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/'))
 }
 
 /// Removes the identity headers of every route to the same upstream from the client's request

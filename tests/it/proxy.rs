@@ -934,6 +934,8 @@ accept_bearer = true
         "Bearer".to_owned(),
         forged.replace(' ', "\t"),
         "JWT eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.".to_owned(),
+        // After `Basic `, a token, not base64 credentials.
+        "Basic eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.".to_owned(),
     ] {
         let body: Value = gateway
             .get("/static/x")
