@@ -74,12 +74,7 @@ pub fn select_route<'a>(
     // One route for whatever the application reads the path as (`/admin;x/users` is
     // `/admin/users` to Tomcat): a path that reads as another route's is refused.
     for reading in crate::http::canonical::other_readings(path) {
-        let other = state.routes.find(host.as_deref(), &reading);
-        let same = match (route, other) {
-            (Some(route), Some(other)) => std::ptr::eq(route, other),
-            (route, other) => route.is_none() && other.is_none(),
-        };
-        if !same {
+        if !same_route(route, state.routes.find(host.as_deref(), &reading)) {
             return Err(Rejection::BadRequest(
                 "the path reads as another route's without its parameters or percent-encodings"
                     .to_owned(),
@@ -223,6 +218,14 @@ fn route_request<'a>(
     Ok(route)
 }
 
+/// Whether two lookups chose the same route (or both none).
+fn same_route(one: Option<&RouteConfig>, other: Option<&RouteConfig>) -> bool {
+    match (one, other) {
+        (Some(one), Some(other)) => std::ptr::eq(one, other),
+        (one, other) => one.is_none() && other.is_none(),
+    }
+}
+
 /// `Ok` when a trusted proxy's `X-Forwarded-Host` chooses `route` for `path` as `Host` did,
 /// read the same way (canonical, and for every other reading of the path); `Err` when it
 /// chooses another or is no host Tollgate can read (a spelling the base URL might still take:
@@ -249,11 +252,7 @@ fn forwarded_host_agrees(
             "the trusted X-Forwarded-Host is no host, or reads as another route's".to_owned(),
         )
     })?;
-    let same = match (route, other) {
-        (Some(route), Some(other)) => std::ptr::eq(route, other),
-        (route, other) => route.is_none() && other.is_none(),
-    };
-    if same {
+    if same_route(route, other) {
         Ok(())
     } else {
         Err(Rejection::BadRequest(
@@ -288,14 +287,16 @@ fn is_basic_scheme(value: &[u8]) -> bool {
 
 /// Removes the identity headers of every route to the same upstream from the client's request
 /// (`RouteTable::stripped_from_client`), and the route's own `Authorization` unless it accepts
-/// bearer tokens (then it is the credential).
+/// bearer tokens (then it is the credential); where another route to the upstream passes it a
+/// checked token, a client's `Authorization` other than `Basic` too.
 pub fn strip_client_identity_headers(
     table: &routes::RouteTable,
     route: &RouteConfig,
     headers: &mut HeaderMap,
 ) {
-    headers::strip_identity_headers(headers, table.stripped_from_client(route).iter());
-    if table.strips_client_tokens(route)
+    let (names, client_tokens) = table.stripped_from_client(route);
+    headers::strip_identity_headers(headers, names.iter());
+    if client_tokens
         && headers
             .get_all(header::AUTHORIZATION)
             .iter()

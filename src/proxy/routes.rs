@@ -84,11 +84,13 @@ impl RouteTable {
         }
     }
 
-    /// The identity header names removed from a client's request on `route` before anything
-    /// reads it ([`Stripped`]); empty for a route not of this table.
-    pub fn stripped_from_client(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
-        self.stripped_of(route)
-            .map_or(&[], |stripped| &stripped.from_client)
+    /// What is removed from a client's request on `route` before anything reads it
+    /// ([`Stripped`]): the identity header names, and whether its `Authorization` other than
+    /// `Basic` goes too. Nothing for a route not of this table.
+    pub fn stripped_from_client(&self, route: &RouteConfig) -> (&[axum::http::HeaderName], bool) {
+        self.stripped_of(route).map_or((&[], false), |stripped| {
+            (&stripped.from_client, stripped.client_tokens)
+        })
     }
 
     /// The identity header names removed from a request on `route` before it goes upstream
@@ -96,13 +98,6 @@ impl RouteTable {
     pub fn stripped_before_sending(&self, route: &RouteConfig) -> &[axum::http::HeaderName] {
         self.stripped_of(route)
             .map_or(&[], |stripped| &stripped.before_sending)
-    }
-
-    /// Whether a client's `Authorization` other than `Basic` is removed on `route`
-    /// ([`Stripped`]).
-    pub fn strips_client_tokens(&self, route: &RouteConfig) -> bool {
-        self.stripped_of(route)
-            .is_some_and(|stripped| stripped.client_tokens)
     }
 
     fn stripped_of(&self, route: &RouteConfig) -> Option<&Stripped> {
