@@ -1312,14 +1312,11 @@ async fn an_authorization_request_may_be_posted() {
     assert_eq!(forged.status(), 403);
 }
 
-/// RFC 6749 §4.1.2.1: an upstream provider's refusal of a federated login goes back to the
-/// client with the error, the client's `state` and this issuer's `iss`, not to a dead end.
-#[tokio::test]
-async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client() {
-    use crate::support::TestIdp;
+/// A token service whose client `corp-app` (code grant, `https://corp-app.example/cb`) signs
+/// its users in at `corp`; and its issuer.
+async fn federated_corp_app(corp: &crate::support::TestIdp) -> (Gateway, String) {
     use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
-    let corp = TestIdp::start().await;
-    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
+    Gateway::start_at_issuer(|issuer| {
         format!(
             r#"[server]
     listen = "127.0.0.1:0"
@@ -1344,7 +1341,16 @@ async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client(
             corp = corp.issuer(),
         )
     })
-    .await;
+    .await
+}
+
+/// RFC 6749 §4.1.2.1: an upstream provider's refusal of a federated login goes back to the
+/// client with the error, the client's `state` and this issuer's `iss`, not to a dead end.
+#[tokio::test]
+async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client() {
+    use crate::support::TestIdp;
+    let corp = TestIdp::start().await;
+    let (gateway, issuer) = federated_corp_app(&corp).await;
     for (upstream_error, expected) in [
         ("access_denied", "access_denied"),
         ("login_required", "login_required"),
@@ -1395,34 +1401,8 @@ async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client(
 #[tokio::test]
 async fn a_federated_client_asking_for_a_fresh_sign_in_gets_one_or_login_required() {
     use crate::support::TestIdp;
-    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
     let corp = TestIdp::start().await;
-    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
-        format!(
-            r#"[server]
-    listen = "127.0.0.1:0"
-    admin_listen = "127.0.0.1:0"
-    [session]
-    secrets = ["{secret}"]
-    [[provider]]
-    name = "corp"
-    issuer = "{corp}"
-    client_id = "{CLIENT_ID}"
-    client_secret = "{CLIENT_SECRET}"
-    [token_service]
-    issuer = "{issuer}"
-    [[token_service.client]]
-    client_id = "corp-app"
-    grants = ["authorization_code"]
-    redirect_uris = ["https://corp-app.example/cb"]
-    login_provider = "corp"
-    source = "aad"
-    "#,
-            secret = crate::support::gateway::SESSION_SECRET,
-            corp = corp.issuer(),
-        )
-    })
-    .await;
+    let (gateway, _) = federated_corp_app(&corp).await;
     let login_as_is = async |extra: &str| {
         let mut browser = Browser::new();
         let query = format!(

@@ -269,18 +269,7 @@ password_hash = "{hash}"
         .unwrap(),
     );
     let router = router(&service);
-    let code = service
-        .store_code(PendingCode {
-            client_id: "spa".to_owned(),
-            redirect_uri: REDIRECT.to_owned(),
-            code_challenge: Some(challenge(VERIFIER)),
-            nonce: None,
-            scopes: vec!["openid".to_owned(), "scim".to_owned()],
-            principal: Principal::Local("alice".to_owned()),
-            issued_at: service.now(),
-        })
-        .await
-        .unwrap();
+    let code = sign_in_with_scim(&service).await;
     let (status, mut tokens) = token(&router, &redeem(&code, VERIFIER)).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     // Every five hours, within the refresh token's day: twice, then the sign-in is 15 h old.
@@ -304,18 +293,7 @@ password_hash = "{hash}"
     }
 
     // A new sign-in; a reload takes `scim` from the client.
-    let code = service
-        .store_code(PendingCode {
-            client_id: "spa".to_owned(),
-            redirect_uri: REDIRECT.to_owned(),
-            code_challenge: Some(challenge(VERIFIER)),
-            nonce: None,
-            scopes: vec!["openid".to_owned(), "scim".to_owned()],
-            principal: Principal::Local("alice".to_owned()),
-            issued_at: service.now(),
-        })
-        .await
-        .unwrap();
+    let code = sign_in_with_scim(&service).await;
     let (_, tokens) = token(&router, &redeem(&code, VERIFIER)).await;
     assert_eq!(
         claims_of(tokens["access_token"].as_str().unwrap())["scope"],
@@ -346,6 +324,22 @@ password_hash = "{hash}"
         claims_of(refreshed["access_token"].as_str().unwrap())["scope"],
         "openid"
     );
+}
+
+/// A code for alice's sign-in now, with the scopes `openid scim`.
+async fn sign_in_with_scim(service: &TokenService) -> String {
+    service
+        .store_code(PendingCode {
+            client_id: "spa".to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: Some(challenge(VERIFIER)),
+            nonce: None,
+            scopes: vec!["openid".to_owned(), "scim".to_owned()],
+            principal: Principal::Local("alice".to_owned()),
+            issued_at: service.now(),
+        })
+        .await
+        .unwrap()
 }
 
 /// A code is looked for only when it has the shape of one this service makes: its store key
