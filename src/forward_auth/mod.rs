@@ -299,6 +299,14 @@ fn outcome_response(outcome: Outcome) -> Response {
             for (name, value) in injected {
                 headers.append(name, value);
             }
+            if !set_cookies.is_empty() {
+                // A refreshed session's cookie: the answer, and the application's answer that
+                // Envoy's HTTP filter adds it to, is never stored by a shared cache.
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-store"),
+                );
+            }
             for cookie in set_cookies {
                 if let Ok(value) = HeaderValue::from_str(&cookie) {
                     headers.append(header::SET_COOKIE, value);

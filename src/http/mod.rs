@@ -111,6 +111,17 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
     simdutf8::basic::from_utf8(bytes).ok()
 }
 
+/// The headers a CDN reads before `Cache-Control` (RFC 9213 and vendors' own): an answer that
+/// carries a session's `Set-Cookie` removes them (the proxy role) or sets them to `no-store`
+/// (Envoy, which can only replace), beside `Cache-Control: private, no-store`, so no shared
+/// cache stores one person's session for another, whatever the upstream allowed.
+pub const CDN_CACHE_CONTROLS: [&str; 4] = [
+    "cdn-cache-control",
+    "cloudflare-cdn-cache-control",
+    "surrogate-control",
+    "edge-control",
+];
+
 /// `X-Request-Id`. Named once: a lookup by text would parse and check the name on every
 /// request (about 400 instructions, a sixtieth of a cached `/auth`).
 pub static X_REQUEST_ID: axum::http::HeaderName =

@@ -639,12 +639,7 @@ fn serve_route<'a>(
                         HeaderValue::from_static("private, no-store"),
                     );
                     // A CDN reads these before `Cache-Control`.
-                    for name in [
-                        "cdn-cache-control",
-                        "cloudflare-cdn-cache-control",
-                        "surrogate-control",
-                        "edge-control",
-                    ] {
+                    for name in crate::http::CDN_CACHE_CONTROLS {
                         headers.remove(name);
                     }
                 }

@@ -446,18 +446,24 @@ async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_
         "INVALID_ARGUMENT"
     );
 
-    let mut client = client(&gateway).await;
-    let empty = client.check(CheckRequest::default()).await.unwrap_err();
-    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
-    assert!(empty.message().contains("attributes"), "{empty:?}");
-    let no_http = client
-        .check(CheckRequest {
+    // A Check that describes no request is refused with an answer, never a failed RPC, which
+    // Envoy with `failure_mode_allow: true` would let through.
+    let empty = check(&gateway, CheckRequest::default()).await;
+    assert!(denied(&empty, 400).body.contains("attributes"), "{empty:?}");
+    assert_eq!(empty.status.as_ref().unwrap().code, 3, "INVALID_ARGUMENT");
+    let no_http = check(
+        &gateway,
+        CheckRequest {
             attributes: Some(AttributeContext::default()),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(no_http.code(), tonic::Code::InvalidArgument);
-    assert!(no_http.message().contains("attributes.request.http"));
+        },
+    )
+    .await;
+    assert!(
+        denied(&no_http, 400)
+            .body
+            .contains("attributes.request.http"),
+        "{no_http:?}"
+    );
     let metrics = gateway.metrics().await;
     assert!(
         metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"bad_request\"} 3"),
@@ -709,6 +715,50 @@ async fn grpc_sends_a_refreshed_cookie_session_back_to_the_browser() {
         set_cookie.append_action,
         HeaderAppendAction::AppendIfExistsOrAdd as i32
     );
+    // And no shared cache stores the answer that carries them, whatever the upstream said.
+    let replaced = |name: &str| {
+        allowed.response_headers_to_add.iter().find_map(|option| {
+            let header = option.header.as_ref()?;
+            (header.key == name
+                && option.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+                .then(|| header.value.clone())
+        })
+    };
+    assert_eq!(
+        replaced("cache-control").as_deref(),
+        Some("private, no-store")
+    );
+    assert_eq!(replaced("cdn-cache-control").as_deref(), Some("no-store"));
+    assert_eq!(replaced("surrogate-control").as_deref(), Some("no-store"));
+}
+
+/// A header Tollgate cannot read as HTTP (a control byte in `x_email`, a second token cookie in
+/// a `cookie` with one) is refused: Envoy forwards it all the same, so reading past it would
+/// let it reach the upstream unchecked and not removed.
+#[tokio::test]
+async fn grpc_refuses_a_header_that_is_not_valid_http() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let valid = check(
+        &gateway,
+        check_request("/x", &[("authorization", &bearer)], None),
+    )
+    .await;
+    ok(&valid);
+    for (name, value) in [
+        ("x_email", "ceo@example.com\u{1}"),
+        ("cookie", "a=b\u{7f}"),
+        ("x email", "ceo@example.com"),
+    ] {
+        let refused = check(
+            &gateway,
+            check_request("/x", &[("authorization", &bearer), (name, value)], None),
+        )
+        .await;
+        let refusal = denied(&refused, 400);
+        assert!(refusal.body.contains("not valid HTTP"), "{refusal:?}");
+    }
 }
 
 /// Envoy's HTTP filter (no `normalize_path` in the README's recipe) sends the client's path as

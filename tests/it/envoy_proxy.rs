@@ -48,8 +48,21 @@ pub fn listener(name: &str, port: u16, connection_manager: &str) -> String {
 
 /// The bootstrap: the README's gRPC block as one listener, its HTTP filter as another (with
 /// the same routes: sign-in paths to Tollgate unchecked, the rest to the application).
-fn bootstrap(grpc_port: u16, http_port: u16, gateway: &Gateway, upstream: &TestUpstream) -> String {
-    let blocks = readme_yaml();
+/// With `fail_open`, both filters say `failure_mode_allow: true`.
+fn bootstrap(
+    grpc_port: u16,
+    http_port: u16,
+    gateway: &Gateway,
+    upstream: &TestUpstream,
+    fail_open: bool,
+) -> String {
+    let mut blocks = readme_yaml();
+    if fail_open {
+        for block in &mut blocks {
+            assert!(block.contains("failure_mode_allow: false"), "{block}");
+            *block = block.replace("failure_mode_allow: false", "failure_mode_allow: true");
+        }
+    }
     assert_eq!(
         blocks.len(),
         2,
@@ -103,17 +116,22 @@ struct Setup {
 
 /// Tollgate as the README's recipe configures it (on loopback), the application, and Envoy.
 async fn setup() -> Setup {
+    setup_with("allowed_redirect_domains = [\"app.example.com\"]", false).await
+}
+
+/// `setup` with these `[server]` lines, and Envoy failing open when `fail_open`.
+async fn setup_with(server: &str, fail_open: bool) -> Setup {
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&Gateway::forward_auth_config(
         &idp,
-        "allowed_redirect_domains = [\"app.example.com\"]",
+        server,
         "unauthenticated = \"redirect\"\ngrpc_listen = \"127.0.0.1:0\"",
     ))
     .await;
     let upstream = TestUpstream::start().await;
     let (grpc_port, http_port) = (free_port(), free_port());
     let envoy = Envoy::start(
-        &bootstrap(grpc_port, http_port, &gateway, &upstream),
+        &bootstrap(grpc_port, http_port, &gateway, &upstream, fail_open),
         &[grpc_port, http_port],
     )
     .await;
@@ -322,4 +340,66 @@ async fn http_recipe_in_envoy() {
         browser.headers()["location"],
         "http://app.example.com/signin?rd=http%3A%2F%2Fapp.example.com%2Fpage%3Fa%3D1"
     );
+}
+
+/// A client that sends an injected header twice: Tollgate's value must replace every copy
+/// (Envoy's overwrite), never stand beside a second one that an application joining repeated
+/// headers would read as `alice@example.com, mallory@example.com`. By either recipe.
+#[tokio::test]
+async fn an_injected_header_sent_twice_reaches_the_application_once() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup().await;
+    let admin = format!("Bearer {}", idp.access_token().sign());
+    for port in [grpc_port, http_port] {
+        let response = get(
+            port,
+            "/admin/users",
+            &[
+                ("authorization", &admin),
+                ("x-email", "x"),
+                ("x-email", "mallory@example.com"),
+            ],
+        )
+        .await;
+        let echo = upstream_saw(response, &envoy).await;
+        assert_eq!(
+            seen(&echo, "x-email"),
+            Some(&json!(["alice@example.com"])),
+            "port {port}: {echo}"
+        );
+    }
+}
+
+/// An Envoy set to fail open (`failure_mode_allow: true`, which lets a request through when
+/// the authorization service errs) still never passes a request Tollgate refused: every
+/// refusal is an answer, also a Check from a peer outside `trusted_proxies` or one that
+/// describes no readable request, never a failed call.
+#[tokio::test]
+async fn an_envoy_that_fails_open_still_gets_every_refusal() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup_with("trusted_proxies = [\"203.0.113.0/24\"]", true).await;
+    let admin = format!("Bearer {}", idp.access_token().sign());
+    // gRPC: the peer is refused (403); HTTP: its X-Tollgate-Rules header is (400).
+    for (port, expected) in [(grpc_port, 403), (http_port, 400)] {
+        let response = get(port, "/admin/users", &[("authorization", &admin)]).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, expected, "port {port}: {text}\n{}", envoy.log());
+        assert!(
+            !text.contains("\"uri\""),
+            "port {port}: reached the application: {text}"
+        );
+    }
 }

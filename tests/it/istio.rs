@@ -287,7 +287,13 @@ async fn istio_grpc_provider_admits_any_signed_in_caller_and_trust_is_the_peers_
         .await
         .check(istio_grpc_check(&[("authorization", &dev)]))
         .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        .unwrap()
+        .into_inner();
+    // An answer, never a failed RPC, which `failure_mode_allow: true` would let through.
+    assert_eq!(refused.status.unwrap().code, 7, "PERMISSION_DENIED");
+    let Some(HttpResponse::DeniedResponse(denied)) = refused.http_response else {
+        panic!("refused: {:?}", refused.http_response);
+    };
+    assert_eq!(denied.status.unwrap().code, 403);
     gateway.stop().await;
 }

@@ -592,6 +592,7 @@ async fn a_cookie_session_refreshed_on_the_way_to_any_answer_gets_its_new_cookie
     let gateway = Gateway::start_with_clock(&config(&idp, "cookie"), clock.clone()).await;
     for (path, status, extra) in [
         ("/userinfo", 200, None),
+        ("/auth", 200, None),
         ("/auth?groups=nobody-has-this", 403, None),
         // Another spelling of an injected header: refused after the refresh it needed.
         (
@@ -619,6 +620,15 @@ async fn a_cookie_session_refreshed_on_the_way_to_any_answer_gets_its_new_cookie
             1,
             "{path}: the refreshed session goes back"
         );
+        // In an answer no shared cache stores (Envoy's HTTP filter adds it to the
+        // application's answer).
+        if path.starts_with("/auth") {
+            let cache_control = response.headers().get("cache-control");
+            assert!(
+                cache_control.is_some_and(|value| value.to_str().unwrap().contains("no-store")),
+                "{path}: {cache_control:?}"
+            );
+        }
     }
 
     let upstream = TestUpstream::start().await;

@@ -1,14 +1,17 @@
 //! Envoy `ext_authz` over gRPC: `envoy.service.auth.v3.Authorization/Check` on
 //! `forward_auth.grpc_listen`. The request Envoy describes in `attributes.request.http` is
 //! decided as `/auth` decides it, under the rules in `context_extensions["rules"]` (an `/auth`
-//! query string). A Check without `attributes.request.http` describes no request: it is
-//! refused with `INVALID_ARGUMENT`; everything else is answered with an HTTP outcome
-//! (malformed rules: a `denied_response` 400 naming the parameter, as `/auth` answers).
+//! query string). Every Check gets a `CheckResponse`, refusals a `denied_response`, never a
+//! failed RPC: Envoy takes a failed RPC for an authorization service that is down, and with
+//! `failure_mode_allow: true` lets the request through. A Check without
+//! `attributes.request.http` describes no request: 400 (`INVALID_ARGUMENT`); so is one with a
+//! header that is not valid HTTP (Envoy forwards what it could not show Tollgate); malformed
+//! rules: 400 naming the parameter, as `/auth` answers.
 //!
 //! Everything in a Check is what a proxy says about a request (its method, path, host,
 //! headers, rules), so a Check is answered only for a peer in `server.trusted_proxies`, the
 //! proxies whose `X-Original-*` / `X-Forwarded-*` and `X-Tollgate-Rules` the public listener
-//! believes; any other peer's Check fails with `PERMISSION_DENIED`. The peer is the TCP peer
+//! believes; any other peer's Check is refused, 403 (`PERMISSION_DENIED`). The peer is the TCP peer
 //! (Envoy), never `attributes.source.address` (Envoy's report of its client, which no
 //! forward-auth decision reads). The listener is served like the public one
 //! (`http::serve::serve_on_workers`: its timeouts and `server.max_connections`).
@@ -116,10 +119,7 @@ impl Authorization for EnvoyCheck {
         crate::telemetry::within(span, check(&state, trusted, self.peer, request), |answer| {
             match answer {
                 Ok(response) => answered_status(response.get_ref()),
-                Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                    StatusCode::FORBIDDEN
-                }
-                Err(_) => StatusCode::BAD_REQUEST,
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
             }
         })
         .await
@@ -154,23 +154,34 @@ async fn check(
         );
         let outcome = Outcome::Reject(crate::http::rejection::Refusal::new(
             crate::http::rejection::Rejection::Forbidden(reason.clone()),
-            reason.clone(),
+            reason,
         ));
-        report(state, "envoy_grpc", &outcome, None, None, started);
-        return Err(tonic::Status::permission_denied(reason));
+        return Ok(refused(state, outcome, started).await);
     }
     let check = request.into_inner();
     let Some(attributes) = check.attributes else {
-        return Err(refuse_malformed(state, started, "attributes"));
+        return Ok(refuse_malformed(state, started, "the Check request has no attributes").await);
     };
     let Some(http) = attributes.request.and_then(|request| request.http) else {
-        return Err(refuse_malformed(state, started, "attributes.request.http"));
+        return Ok(refuse_malformed(
+            state,
+            started,
+            "the Check request has no attributes.request.http",
+        )
+        .await);
     };
     let rules = attributes
         .context_extensions
         .get(RULES)
         .map_or("", String::as_str);
-    let headers = request_headers(&http);
+    let Ok(headers) = request_headers(&http) else {
+        return Ok(refuse_malformed(
+            state,
+            started,
+            "the request carries a header that is not valid HTTP",
+        )
+        .await);
+    };
     let original = original_request(&http);
     let outcome = match super::unreadable_path(&original) {
         Some(refused) => refused,
@@ -188,29 +199,50 @@ async fn check(
     Ok(tonic::Response::new(answer(outcome, &remove).await))
 }
 
-/// A Check that describes no HTTP request: `INVALID_ARGUMENT` naming what is missing, with the
-/// metric and log line every forward-auth refusal has.
-fn refuse_malformed(state: &ForwardAuthState, started: Instant, missing: &str) -> tonic::Status {
-    let reason = format!("the Check request has no {missing}");
+/// A Check that describes no request Tollgate can read: a `denied_response` 400
+/// (`INVALID_ARGUMENT`) saying why, with the metric and log line every forward-auth refusal has.
+async fn refuse_malformed(
+    state: &ForwardAuthState,
+    started: Instant,
+    reason: &'static str,
+) -> tonic::Response<CheckResponse> {
     let outcome = Outcome::Reject(crate::http::rejection::Refusal::new(
-        crate::http::rejection::Rejection::BadRequest(reason.clone()),
-        reason.clone(),
+        crate::http::rejection::Rejection::BadRequest(reason.to_owned()),
+        reason,
     ));
+    refused(state, outcome, started).await
+}
+
+/// A refusal decided before the described request was read: reported, then answered.
+async fn refused(
+    state: &ForwardAuthState,
+    outcome: Outcome,
+    started: Instant,
+) -> tonic::Response<CheckResponse> {
     report(state, "envoy_grpc", &outcome, None, None, started);
-    tonic::Status::invalid_argument(reason)
+    tonic::Response::new(answer(outcome, &[]).await)
 }
 
 /// The described request's headers. Envoy sends them in `headers` (lower-case names, repeated
-/// ones joined), or in `header_map` with `encode_raw_headers`; pseudo-headers (`:path`…) and
-/// anything that is not a valid header are left out, so they can never be a credential.
-fn request_headers(http: &HttpRequest) -> HeaderMap {
+/// ones joined), or in `header_map` with `encode_raw_headers`; pseudo-headers (`:path`…) are
+/// left out, so they can never be a credential. `Err` when a header is not valid HTTP: Envoy
+/// forwards it all the same, and a credential or an identity header Tollgate could not see
+/// would reach the upstream unchecked and not removed.
+fn request_headers(http: &HttpRequest) -> Result<HeaderMap, ()> {
     let mut headers = HeaderMap::new();
+    let mut valid = true;
     let mut add = |name: &str, value: &[u8]| {
-        if let (Ok(name), Ok(value)) = (
+        if name.starts_with(':') {
+            return;
+        }
+        match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value),
         ) {
-            headers.append(name, value);
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => valid = false,
         }
     };
     match &http.header_map {
@@ -236,7 +268,7 @@ fn request_headers(http: &HttpRequest) -> HeaderMap {
     {
         headers.insert(header::HOST, host);
     }
-    headers
+    if valid { Ok(headers) } else { Err(()) }
 }
 
 /// The request as Envoy saw it: method, path with query as sent, and its URL from scheme and
@@ -282,7 +314,8 @@ async fn answer(outcome: Outcome, remove: &[HeaderName]) -> CheckResponse {
                     })
                     .collect(),
                 headers_to_remove: remove.iter().map(|name| name.as_str().to_owned()).collect(),
-                // A refreshed cookie session goes back to the browser.
+                // A refreshed cookie session goes back to the browser, in an answer no shared
+                // cache stores (Envoy can replace the upstream's cache headers, not remove them).
                 response_headers_to_add: set_cookies
                     .iter()
                     .map(|cookie| {
@@ -292,6 +325,7 @@ async fn answer(outcome: Outcome, remove: &[HeaderName]) -> CheckResponse {
                             HeaderAppendAction::AppendIfExistsOrAdd,
                         )
                     })
+                    .chain(not_stored(!set_cookies.is_empty()))
                     .collect(),
                 ..OkHttpResponse::default()
             };
@@ -303,6 +337,23 @@ async fn answer(outcome: Outcome, remove: &[HeaderName]) -> CheckResponse {
         }),
         refused => denied(outcome_response(refused)).await,
     }
+}
+
+/// When `cookies`: the options that keep a shared cache from storing the answer, each replacing
+/// the upstream's.
+fn not_stored(cookies: bool) -> impl Iterator<Item = HeaderValueOption> {
+    let cache_control = (header::CACHE_CONTROL.as_str(), "private, no-store");
+    let cdn = crate::http::CDN_CACHE_CONTROLS.map(|name| (name, "no-store"));
+    std::iter::once(cache_control)
+        .chain(cdn)
+        .filter(move |_| cookies)
+        .map(|(name, value)| {
+            option(
+                name,
+                value.as_bytes(),
+                HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )
+        })
 }
 
 fn allowed(ok: OkHttpResponse) -> CheckResponse {
