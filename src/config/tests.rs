@@ -305,6 +305,94 @@ fn impossible_combinations_are_problems() {
     );
 }
 
+/// Settings that would leave something open without saying so: a route that never matches (a
+/// prefix in another form than requests are matched in, or one another route has), its
+/// requests falling through to a broader route; requirements only signed-in requests meet; a
+/// leeway of days; a redirect suffix of a whole top-level domain.
+#[test]
+fn settings_that_would_quietly_open_a_way_are_problems() {
+    const SECRETS: &str = "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n";
+    let route = |lines: &str| {
+        format!(
+            "{SECRETS}{PROVIDER}\n[[route]]\nupstream = \"http://x\"\nprovider = \"corp\"\n{lines}"
+        )
+    };
+    for (prefix, problem) in [
+        (
+            "/api//v2",
+            "route[0].path_prefix: `/api//v2` is not in canonical form",
+        ),
+        (
+            "/%7Euser",
+            "route[0].path_prefix: `/%7Euser` is not in canonical form",
+        ),
+        (
+            "/a/./b",
+            "route[0].path_prefix: `/a/./b` is not in canonical form",
+        ),
+        (
+            "/a%2Fb",
+            "route[0].path_prefix: `/a%2Fb` has no single reading",
+        ),
+    ] {
+        check_problem(&route(&format!("path_prefix = \"{prefix}\"")), &[], problem);
+    }
+    assert_eq!(
+        problems(&route("path_prefix = \"/api/v2/\""), &[]),
+        Vec::<String>::new()
+    );
+    let twice = format!(
+        "{}\n[[route]]\nupstream = \"http://y\"\nprovider = \"corp\"\npath_prefix = \"/admin/\"",
+        route("path_prefix = \"/admin\"\n[route.require]\ngroups = [\"admin\"]")
+    );
+    check_problem(
+        &twice,
+        &[],
+        "route[1].path_prefix: `/admin` on every host is route[0]'s",
+    );
+    let elsewhere = twice.replacen(
+        "path_prefix = \"/admin/\"",
+        "host = \"other.example.com\"\npath_prefix = \"/admin/\"",
+        1,
+    );
+    assert_eq!(problems(&elsewhere, &[]), Vec::<String>::new());
+    for on_unauthenticated in ["pass", "login_on_upstream_401"] {
+        let open = route(&format!(
+            "on_unauthenticated = \"{on_unauthenticated}\"\n[route.require]\ngroups = [\"admin\"]"
+        ));
+        check_problem(
+            &open,
+            &[],
+            "route[0].require: applies only to signed-in requests",
+        );
+        let optional = route(&format!("on_unauthenticated = \"{on_unauthenticated}\""));
+        assert_eq!(problems(&optional, &[]), Vec::<String>::new());
+    }
+    check_problem(
+        &format!("[server]\nleeway = \"30d\"\n{PROVIDER}"),
+        &[],
+        "server.leeway: is clock skew, at most 5m",
+    );
+    assert_eq!(
+        problems(&format!("[server]\nleeway = \"5m\"\n{PROVIDER}"), &[]),
+        Vec::<String>::new()
+    );
+    check_problem(
+        &format!("[server]\nallowed_redirect_domains = [\".com\"]\n{PROVIDER}"),
+        &[],
+        "server.allowed_redirect_domains[0]: `.com` is a suffix of one label",
+    );
+    assert_eq!(
+        problems(
+            &format!(
+                "[server]\nallowed_redirect_domains = [\".example.com\", \".localhost\", \"intranet\"]\n{PROVIDER}"
+            ),
+            &[]
+        ),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn a_secret_may_be_given_once_inline_from_a_file_or_from_the_environment() {
     let path = std::env::temp_dir().join(format!("tollgate-config-test-{}", std::process::id()));

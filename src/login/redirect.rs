@@ -43,6 +43,13 @@ impl FromStr for AllowedRedirectDomain {
                 "`{text}` is not a host, a .suffix, or either with :port"
             ));
         }
+        // `.com` would allow a redirect to any host of a top-level domain.
+        if suffix && !host.contains('.') && host != "localhost" {
+            return Err(format!(
+                "`{text}` is a suffix of one label, which allows every host under a top-level \
+                 domain: name your own domain (`.example.com`)"
+            ));
+        }
         Ok(Self {
             host: host.to_owned(),
             suffix,

@@ -258,6 +258,20 @@ pub struct Requirements {
     pub claims: BTreeMap<String, Vec<String>>,
 }
 
+impl Requirements {
+    /// Whether nothing is required (`roles_claim` alone requires nothing).
+    pub fn is_empty(&self) -> bool {
+        self.issuers.is_empty()
+            && self.scopes.is_empty()
+            && self.roles.is_empty()
+            && self.realm_roles.is_empty()
+            && self.client_roles.is_empty()
+            && self.groups.is_empty()
+            && self.email_domains.is_empty()
+            && self.claims.is_empty()
+    }
+}
+
 /// Checks a route's requirements (SPEC §5 `route.require`); all must hold.
 ///
 /// # Errors

@@ -137,16 +137,18 @@ pub(super) fn load(
             "federated logins (login_provider) need session secrets to seal their login state",
         );
     }
-    let routes: Vec<RouteConfig> = routes
-        .into_iter()
-        .filter_map(|(path, raw)| {
-            let route = checker.route(&path, raw, &providers)?;
-            if forward_auth.is_some() {
-                checker.route_clear_of_envoy(&path, &route);
-            }
-            Some(route)
-        })
-        .collect();
+    let mut checked: Vec<(String, RouteConfig)> = Vec::new();
+    for (path, raw) in routes {
+        let Some(route) = checker.route(&path, raw, &providers) else {
+            continue;
+        };
+        if forward_auth.is_some() {
+            checker.route_clear_of_envoy(&path, &route);
+        }
+        checker.route_distinct(&path, &route, &checked);
+        checked.push((path, route));
+    }
+    let routes: Vec<RouteConfig> = checked.into_iter().map(|(_, route)| route).collect();
     if !routes.is_empty() && session.secrets.is_empty() {
         checker.problem(
             "session.secrets",

@@ -31,6 +31,29 @@ impl Checker<'_> {
         }
     }
 
+    /// Two routes for the same host and path prefix: one would never see a request, and which
+    /// one depends on their order (an overlay's route silently replacing a stricter one).
+    pub(super) fn route_distinct(
+        &mut self,
+        path: &str,
+        route: &RouteConfig,
+        earlier: &[(String, RouteConfig)],
+    ) {
+        let same = earlier
+            .iter()
+            .find(|(_, other)| other.host == route.host && other.path_prefix == route.path_prefix);
+        if let Some((other, _)) = same {
+            self.problem(
+                format!("{path}.path_prefix"),
+                format!(
+                    "`{}` on {} is {other}'s too: one of them would never see a request",
+                    route.path_prefix,
+                    route.host.as_deref().unwrap_or("every host"),
+                ),
+            );
+        }
+    }
+
     pub(super) fn route(
         &mut self,
         path: &str,
@@ -62,6 +85,25 @@ impl Checker<'_> {
             "" => "/".to_owned(),
             trimmed => trimmed.to_owned(),
         };
+        // Routes are chosen on a request's canonical path (SPEC §4.1): a prefix in another form
+        // (`/api//v2`, `/%7Euser`, `/a/./b`) would never match, and its requests would fall
+        // through to a broader route and its rules.
+        if path_prefix.starts_with('/') {
+            match crate::http::canonical::canonical_path(&path_prefix) {
+                Ok(canonical) if canonical == path_prefix.as_str() => {}
+                Ok(canonical) => self.problem(
+                    format!("{path}.path_prefix"),
+                    format!(
+                        "`{path_prefix}` is not in canonical form, which requests are matched in: \
+                         write `{canonical}`"
+                    ),
+                ),
+                Err(_) => self.problem(
+                    format!("{path}.path_prefix"),
+                    format!("`{path_prefix}` has no single reading (an encoded `/`, `..` above the root…)"),
+                ),
+            }
+        }
         let upstream = self.required(&format!("{path}.upstream"), raw.upstream);
         let upstream = upstream.and_then(|text| self.url(&format!("{path}.upstream"), &text));
         if upstream
@@ -170,6 +212,22 @@ impl Checker<'_> {
         );
         let require =
             self.requirements(&format!("{path}.require"), raw.require.unwrap_or_default());
+        // `pass` and `login_on_upstream_401` forward a request without a credential unchecked:
+        // requirements would hold only for those who signed in, and the route would stand open
+        // to everyone else. Refused rather than read either way.
+        if !require.is_empty()
+            && matches!(
+                on_unauthenticated,
+                OnUnauthenticated::Pass | OnUnauthenticated::LoginOnUpstream401
+            )
+        {
+            self.problem(
+                format!("{path}.require"),
+                "applies only to signed-in requests, while on_unauthenticated = \"pass\" or \
+                 \"login_on_upstream_401\" forwards anonymous ones unchecked: use \"login\" or \
+                 \"deny\" where these must hold",
+            );
+        }
         let headers = raw
             .headers
             .unwrap_or_default()

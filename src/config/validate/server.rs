@@ -10,6 +10,9 @@ use crate::config::raw::RawServer;
 use crate::config::{ListenerTls, LogFormat, ServerConfig};
 use crate::login::redirect::AllowedRedirectDomain;
 
+/// The longest `server.leeway` accepted.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
 /// `server.max_connections` when unset (SPEC §3).
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -81,6 +84,13 @@ impl Checker<'_> {
             self.problem("server.admin_token", "must be at least 16 characters");
         }
         let leeway = self.duration("server.leeway", raw.leeway, Duration::from_secs(60));
+        // Clock skew is seconds; a leeway of days would accept tokens that expired days ago.
+        if leeway > MAX_LEEWAY {
+            self.problem(
+                "server.leeway",
+                "is clock skew, at most 5m: a longer one accepts expired tokens for as long",
+            );
+        }
         let log_format = match raw.log_format.as_deref() {
             None | Some("auto") => LogFormat::Auto,
             Some("json") => LogFormat::Json,

@@ -297,9 +297,18 @@ async fn a_check_from_an_untrusted_peer_is_refused_and_starts_a_new_trace() {
     request
         .metadata_mut()
         .insert("traceparent", client_traceparent().parse().unwrap());
-    let refused = client(&gateway).await.check(request).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    assert!(refused.message().contains("trusted_proxies"), "{refused:?}");
+    let refused = client(&gateway)
+        .await
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.status.unwrap().code, 7, "PERMISSION_DENIED");
+    let Some(HttpResponse::DeniedResponse(denied)) = refused.http_response else {
+        panic!("refused: {:?}", refused.http_response);
+    };
+    assert_eq!(denied.status.unwrap().code, 403);
+    assert!(denied.body.contains("trusted_proxies"), "{denied:?}");
     let metrics = gateway.metrics().await;
     assert!(
         metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"forbidden\"} 1"),
