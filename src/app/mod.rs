@@ -238,10 +238,17 @@ pub async fn start(
     let admin_addr = match admin {
         Some(listener) => {
             let address = listener.local_addr()?;
-            tasks.spawn(crate::http::serve::serve(
+            // Served like the public listener: a connection that sends its request head
+            // slowly, or nothing, is closed, and at most `max_connections` are open, so no
+            // client of this port can take every file descriptor the process has.
+            let admin_live = live.clone();
+            tasks.spawn(crate::http::serve::serve_on_workers(
                 listener,
-                admin_router(live.clone()),
+                move |peer| admin_connection(admin_live.clone(), peer),
                 wait_for(receiver.clone()),
+                workers.clone(),
+                None,
+                state.config.server.max_connections,
             ));
             Some(address)
         }
@@ -335,14 +342,33 @@ fn connection_timeouts(live: &Live) -> crate::http::serve::ConnectionTimeouts {
     }
 }
 
-/// The admin listener's router: each request goes to the live state's admin routes.
-fn admin_router(live: Live) -> axum::Router {
-    axum::Router::new().fallback_service(tower::service_fn(
-        move |request: axum::extract::Request| {
-            let state = live.load_full();
-            async move { state.admin_router.clone().oneshot(request).await }
-        },
-    ))
+/// The admin listener's service for one connection from `peer`: each request goes to the live
+/// state's admin routes.
+fn admin_connection(
+    live: Live,
+    peer: SocketAddr,
+) -> (
+    impl hyper::service::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+                 + Send
+                 + 'static,
+    > + Send
+    + 'static,
+    crate::http::serve::ConnectionTimeouts,
+) {
+    let timeouts = connection_timeouts(&live);
+    let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let state = live.load_full();
+        async move { state.admin_router.clone().oneshot(request).await }
+    });
+    (service, timeouts)
 }
 
 /// Starts every provider's discovery in the background, so the first request finds it done.

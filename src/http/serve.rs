@@ -1,11 +1,10 @@
-//! Serving a listener until a shutdown future resolves, then draining: the admin router with
-//! [`serve`], the public listener's per-connection service with [`serve_on_workers`].
+//! Serving a listener until a shutdown future resolves, then draining: [`serve_on_workers`]
+//! serves each listener (public, admin, Envoy's gRPC) with a service per connection.
 //!
 //! The public listener's connections are dealt out in turn to [`Workers`]: threads that each
 //! run a single-threaded runtime, so everything one connection does — its requests, the
 //! upstream connections they use (each worker keeps its own, see `proxy::pool`) and
-//! the tasks that drive those — stays on one thread, with no wake-ups across threads. The
-//! admin listener is served on the main runtime.
+//! the tasks that drive those — stays on one thread, with no wake-ups across threads.
 //!
 //! Every public connection is watched (SPEC §9): its first request's head must arrive within
 //! `header_read_timeout`, a later request's head on an HTTP/1 keep-alive connection within
@@ -16,7 +15,7 @@
 //! An upgraded connection (a WebSocket spliced to its upstream) is closed once no byte moved
 //! either way for `keepalive_timeout`. At most `server.max_connections` are open at once,
 //! upgraded ones included: the next is accepted when one closes (until then it waits in the
-//! kernel's backlog). Envoy's gRPC listener is served the same way.
+//! kernel's backlog). The admin and Envoy's gRPC listeners are served the same way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,28 +25,9 @@ use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-
-/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` resolves, then lets
-/// in-flight requests finish.
-///
-/// # Errors
-/// When the listener fails.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
 
 /// Threads with a single-threaded runtime each, serving the connections given to them.
 pub struct Workers {

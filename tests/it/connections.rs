@@ -411,3 +411,41 @@ async fn forwarding_headers_from_the_client_never_reach_the_upstream() {
     assert_ne!(headers["x-forwarded-host"][0], "evil.example");
     gateway.stop().await;
 }
+
+/// The admin listener is watched like the public one: a connection that sends nothing, or its
+/// request head a byte at a time, is closed, so no client of the admin port holds file
+/// descriptors the public listener needs.
+#[tokio::test]
+async fn the_admin_listener_closes_idle_and_slow_header_connections() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = gateway(&idp, &upstream.url(), "").await;
+    let addr = gateway.app.admin_addr.unwrap();
+
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_by_server(&mut idle).await,
+        "a silent admin connection stays open"
+    );
+
+    // A head that takes 3 s, three times header_read_timeout: never answered.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut_off = false;
+    for byte in head.iter().take(30) {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !cut_off {
+        assert!(
+            closed_by_server(&mut slow).await,
+            "a slow admin head stays open"
+        );
+    }
+    // A whole request is still answered.
+    let health = reqwest::get(gateway.admin_url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    gateway.stop().await;
+}
