@@ -228,6 +228,31 @@ fn problems_never_repeat_a_secret() {
         &[],
         "SecretPw",
     );
+    // A secret written under the key that names its file or variable.
+    for key in [
+        "server.admin_token_env",
+        "server.admin_token_file",
+        "session.secrets_env",
+        "session.secrets_file",
+    ] {
+        let (section, key) = key.split_once('.').unwrap();
+        leaks(
+            &format!("[{section}]\n{key} = \"k8Hq+Wz/TopSecret0123456789=\"\n{PROVIDER}"),
+            &[],
+            "TopSecret",
+        );
+    }
+    // A path or a variable name is still named.
+    check_problem(
+        &format!("[server]\nadmin_token_file = \"/run/none/token\"\n{PROVIDER}"),
+        &[],
+        "server.admin_token_file: cannot read `/run/none/token`",
+    );
+    check_problem(
+        &format!("[server]\nadmin_token_env = \"ADMIN_TOKEN\"\n{PROVIDER}"),
+        &[],
+        "server.admin_token_env: environment variable `ADMIN_TOKEN` is not set",
+    );
 }
 
 #[test]

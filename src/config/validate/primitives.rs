@@ -102,7 +102,7 @@ impl Checker<'_> {
                 Err(error) => {
                     self.problem(
                         format!("{path}_file"),
-                        format!("cannot read `{file}`: {error}"),
+                        format!("cannot read {}: {error}", shown_path(&file)),
                     );
                     None
                 }
@@ -114,12 +114,48 @@ impl Checker<'_> {
                 None => {
                     self.problem(
                         format!("{path}_env"),
-                        format!("environment variable `{name}` is not set"),
+                        format!("environment variable {} is not set", shown_env_name(&name)),
                     );
                     None
                 }
             };
         }
         None
+    }
+}
+
+/// A `*_file` value as a problem names it: in full when it reads like a path (`/run/x`,
+/// `secrets.txt`); else not, as it may be the secret itself, written under the wrong key.
+pub(super) fn shown_path(file: &str) -> String {
+    let path_like = file.starts_with('/')
+        || (file.contains(['.', '/'])
+            && file
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._/-".contains(&byte)));
+    if path_like {
+        format!("`{file}`")
+    } else {
+        format!(
+            "the file named there ({} characters, not shown: is it the secret itself?)",
+            file.chars().count()
+        )
+    }
+}
+
+/// A `*_env` value as a problem names it: in full when it reads like a variable name; else not,
+/// as it may be the secret itself, written under the wrong key.
+pub(super) fn shown_env_name(name: &str) -> String {
+    let variable_like = name.len() <= 64
+        && !name.starts_with(|first: char| first.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if variable_like && !name.is_empty() {
+        format!("`{name}`")
+    } else {
+        format!(
+            "named there ({} characters, not shown: is it the secret itself?)",
+            name.chars().count()
+        )
     }
 }

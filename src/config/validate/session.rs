@@ -209,7 +209,10 @@ impl Checker<'_> {
                 Err(error) => {
                     self.problem(
                         "session.secrets_file",
-                        format!("cannot read `{file}`: {error}"),
+                        format!(
+                            "cannot read {}: {error}",
+                            super::primitives::shown_path(&file)
+                        ),
                     );
                     return Vec::new();
                 }
@@ -220,7 +223,10 @@ impl Checker<'_> {
                 None => {
                     self.problem(
                         "session.secrets_env",
-                        format!("environment variable `{name}` is not set"),
+                        format!(
+                            "environment variable {} is not set",
+                            super::primitives::shown_env_name(&name)
+                        ),
                     );
                     return Vec::new();
                 }
