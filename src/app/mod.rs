@@ -290,9 +290,13 @@ pub async fn start(
         public_addr,
         admin_addr,
         grpc_addr,
+        reloadables: tokio::sync::Mutex::new(
+            tls.iter()
+                .map(|certificate| reload::listener_certificate(certificate.clone()))
+                .collect(),
+        ),
         tls,
         live,
-        reloadables: tokio::sync::Mutex::new(Vec::new()),
         memory_tasks: std::sync::Mutex::new(None),
         shutdown,
         tasks,

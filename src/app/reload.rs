@@ -27,6 +27,28 @@ pub trait Reloadable: Send + Sync {
     fn prepare(&self, config: &Config) -> Result<Commit, Vec<ConfigProblem>>;
 }
 
+/// The public listener's certificate as a reloadable part: the files a reloaded config names
+/// were read (and checked to belong together) when it was loaded; they are served once it goes
+/// live, never with a config that was refused.
+pub(super) fn listener_certificate(
+    certificate: Arc<crate::tls::server::ServerCertificate>,
+) -> Arc<dyn Reloadable> {
+    struct ListenerCertificate(Arc<crate::tls::server::ServerCertificate>);
+    impl Reloadable for ListenerCertificate {
+        fn prepare(&self, config: &Config) -> Result<Commit, Vec<ConfigProblem>> {
+            // Without `tls` the reload is refused already (the listener's files are fixed).
+            let key = config.server.tls.as_ref().map(|tls| tls.key.clone());
+            let certificate = self.0.clone();
+            Ok(Box::new(move || {
+                if let Some(key) = key {
+                    certificate.serve(key);
+                }
+            }))
+        }
+    }
+    Arc::new(ListenerCertificate(certificate))
+}
+
 impl RunningApp {
     /// Adds a part that follows the config on every later reload.
     pub async fn add_reloadable(&self, part: Arc<dyn Reloadable>) {

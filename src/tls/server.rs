@@ -1,7 +1,8 @@
 //! The public listener's TLS (SPEC §3): HTTP/2 and HTTP/1.1 offered by ALPN, the certificate
-//! served from an `ArcSwap` so that `reload` (on SIGHUP, SPEC §2) changes it for new
-//! connections without touching open ones. A reload that cannot use the new files keeps the
-//! old certificate and says why in one log line.
+//! served from an `ArcSwap` so that a config reload (on SIGHUP, SPEC §2) changes it for new
+//! connections without touching open ones. The reload reads the files with the rest of the
+//! config and swaps the certificate only when the whole config goes live: one that cannot be
+//! used keeps the old certificate and the old config together.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ pub struct ServerCertificate {
 }
 
 impl ServerCertificate {
-    /// Serves `key`, read from `cert_file` and `key_file` (which `reload` reads again).
+    /// Serves `key`, read from `cert_file` and `key_file`.
     pub fn new(cert_file: PathBuf, key_file: PathBuf, key: Arc<CertifiedKey>) -> Self {
         Self {
             cert_file,
@@ -30,22 +31,11 @@ impl ServerCertificate {
         }
     }
 
-    /// Reads the files again; new connections get the new certificate. When they cannot be
-    /// used, the one served so far stays, and the problem is logged.
-    ///
-    /// # Errors
-    /// Why the new files were not taken.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        match super::load_certified_key(&self.cert_file, &self.key_file) {
-            Ok(key) => {
-                self.current.store(Arc::new(key));
-                tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate reloaded");
-                Ok(())
-            }
-            Err(error) => {
-                tracing::error!(%error, "TLS certificate not reloaded; the previous one is still served");
-                Err(error)
-            }
+    /// Serves `key` (read again from the same files by a reloaded config) to new connections.
+    pub fn serve(&self, key: Arc<CertifiedKey>) {
+        if !Arc::ptr_eq(&self.current.load(), &key) {
+            self.current.store(key);
+            tracing::info!(cert_file = %self.cert_file.display(), key_file = %self.key_file.display(), "TLS certificate reloaded");
         }
     }
 
@@ -62,25 +52,10 @@ impl ServerCertificate {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-
-    /// Reloads on every SIGHUP for as long as the process runs (spawn it once per listener).
-    pub async fn reload_on_sighup(self: Arc<Self>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGHUP; the TLS certificate will not be reloaded");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            let _ = self.reload();
-        }
-    }
 }
 
-/// What the public listener needs for `tls` (none without it): the certificate, reloaded on
-/// every SIGHUP from now on, and the acceptor serving it.
+/// What the public listener needs for `tls` (none without it): the certificate, which a
+/// reloaded config replaces, and the acceptor serving it.
 ///
 /// # Errors
 /// When rustls refuses the server configuration.
@@ -102,7 +77,6 @@ pub fn for_listener(
         tls.key.clone(),
     ));
     let acceptor = tokio_rustls::TlsAcceptor::from(certificate.server_config()?);
-    tokio::spawn(certificate.clone().reload_on_sighup());
     Ok((Some(certificate), Some(acceptor)))
 }
 

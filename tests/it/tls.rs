@@ -129,26 +129,37 @@ async fn a_reload_serves_the_new_certificate_and_a_bad_one_keeps_the_old() {
         key: ca.path("served.key"),
     };
     replace(&served, &first);
-    let gateway = Gateway::start(&config(&listener_tls(&served), "")).await;
+    let text = config(&listener_tls(&served), "");
+    let gateway = Gateway::start(&text).await;
     let address = gateway.app.public_addr;
-    let certificate = gateway.app.tls.as_ref().expect("the listener serves https");
     assert_eq!(served_certificate(&ca, address).await, first.leaf_der());
+    // What SIGHUP does: the file loaded again, then made live.
+    let reload = || async {
+        let loaded = tollgate::config::load(&text, &std::collections::BTreeMap::new());
+        match loaded {
+            Ok(config) => gateway.app.reload(config).await.is_ok(),
+            Err(problems) => {
+                gateway.app.refuse(problems);
+                false
+            }
+        }
+    };
 
     replace(&served, &second);
-    certificate.reload().unwrap();
+    assert!(reload().await);
     assert_eq!(served_certificate(&ca, address).await, second.leaf_der());
 
     // A certificate file that is no certificate: the second stays.
     std::fs::write(&served.cert, "not a certificate\n").unwrap();
-    assert!(certificate.reload().is_err());
+    assert!(!reload().await);
     assert_eq!(served_certificate(&ca, address).await, second.leaf_der());
     // The third's certificate with the second's key: they do not belong together.
     std::fs::copy(&third.cert, &served.cert).unwrap();
-    assert!(certificate.reload().is_err());
+    assert!(!reload().await);
     // A key file that went missing.
     std::fs::copy(&second.cert, &served.cert).unwrap();
     std::fs::remove_file(&served.key).unwrap();
-    assert!(certificate.reload().is_err());
+    assert!(!reload().await);
     assert_eq!(served_certificate(&ca, address).await, second.leaf_der());
     gateway.stop().await;
 }
@@ -242,11 +253,12 @@ async fn sighup_makes_the_running_binary_serve_the_new_certificate() {
     let client = client_trusting(&ca, ([127, 0, 0, 1], 0).into())
         .build()
         .unwrap();
+    let log = ca.path("tollgate.log");
     let (mut child, public) = serve(
         &ca.path("tollgate.toml"),
         &config(&listener_tls(&served), ""),
         &[],
-        Stdio::null(),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
         (&client, "https"),
     )
     .await;
@@ -262,6 +274,34 @@ async fn sighup_makes_the_running_binary_serve_the_new_certificate() {
         assert!(old < 400, "SIGHUP never brought the new certificate");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+    // A config the reload refuses (it moves a listener, which needs a restart) beside a new
+    // certificate: neither goes live, the certificate stays the second.
+    let third = ca.issue("third");
+    replace(&served, &third);
+    let config_file = ca.path("tollgate.toml");
+    let written = std::fs::read_to_string(&config_file).unwrap();
+    let moved = written.replacen(
+        "admin_listen = \"127.0.0.1:",
+        "admin_listen = \"127.0.0.2:",
+        1,
+    );
+    assert_ne!(moved, written);
+    std::fs::write(&config_file, moved).unwrap();
+    hang_up(&child);
+    let mut waited = 0;
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("configuration refused")
+    {
+        waited += 1;
+        assert!(waited < 400, "the reload was never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        served_certificate(&ca, address).await,
+        second.leaf_der(),
+        "a refused reload changed the certificate"
+    );
     // Still running: SIGHUP reloads, it does not stop the process.
     assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
