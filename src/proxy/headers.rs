@@ -170,8 +170,10 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     }
 }
 
-/// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, login states.
+/// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, login states
+/// (`__Host-` ones included).
 pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
+    let name = name.strip_prefix("__Host-").unwrap_or(name);
     let Some(rest) = name.strip_prefix(cookie_name) else {
         return false;
     };
@@ -399,7 +401,9 @@ mod tests {
         );
         headers.append(
             header::COOKIE,
-            "tollgate_login_abc=s; tollgatex=keep; b=2".parse().unwrap(),
+            "tollgate_login_abc=s; tollgatex=keep; __Host-tollgate_login_d=s; b=2"
+                .parse()
+                .unwrap(),
         );
         strip_tollgate_cookies(&mut headers, "tollgate");
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);

@@ -314,14 +314,20 @@ impl CookieJar {
         headers
     }
 
-    fn state_prefix(&self) -> String {
-        format!("{}_login_", self.cookie_name)
+    /// The names of logins in flight begin with this. With `Secure`, `__Host-` first: a
+    /// browser takes such a cookie only from this host itself (no `Domain`), so a sibling
+    /// subdomain (`x.example.com`, or a page with XSS there) cannot plant its own login state
+    /// for `auth.example.com`, with its own PKCE verifier and nonce, and have the victim's
+    /// browser finish the attacker's login (login CSRF). Beyond SPEC §3's `<name>_login_<id>`.
+    fn state_prefix(&self, attributes: CookieAttributes) -> String {
+        let host_only = if attributes.secure { "__Host-" } else { "" };
+        format!("{host_only}{}_login_", self.cookie_name)
     }
 
-    fn state_cookie_name(&self, state: &str) -> String {
+    fn state_cookie_name(&self, state: &str, attributes: CookieAttributes) -> String {
         format!(
             "{}{}",
-            self.state_prefix(),
+            self.state_prefix(attributes),
             state.get(..12).unwrap_or(state)
         )
     }
@@ -342,7 +348,7 @@ impl CookieJar {
             .sealer
             .seal("login", &plaintext)
             .map_err(|_| SessionCookieError::Unreadable)?;
-        let name = self.state_cookie_name(&login.state);
+        let name = self.state_cookie_name(&login.state, attributes);
         let mut headers = vec![set_cookie(
             &name,
             &sealed,
@@ -351,7 +357,7 @@ impl CookieJar {
         )];
         // Keep the newest logins, as many as the cap and the byte budget allow (the new one
         // always): unreadable ones go first, then the oldest.
-        let prefix = self.state_prefix();
+        let prefix = self.state_prefix(attributes);
         let mut in_flight: Vec<(UnixTime, &str, usize)> = cookies
             .iter()
             .filter(|(other, _)| other.starts_with(&prefix) && **other != name)
@@ -389,7 +395,7 @@ impl CookieJar {
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Option<(LoginState, String)> {
-        let name = self.state_cookie_name(state);
+        let name = self.state_cookie_name(state, attributes);
         let sealed = cookies.get(name.as_str())?;
         let plaintext = self.sealer.open("login", sealed).ok()?;
         let login: LoginState = serde_json::from_slice(&plaintext).ok()?;
@@ -505,6 +511,33 @@ mod tests {
             }
         }
         held
+    }
+
+    /// Over https a login's state is in a `__Host-` cookie, which only this host can set: one
+    /// of the plain name (which a sibling subdomain can set with `Domain`) finishes nothing.
+    #[test]
+    fn a_login_state_over_https_is_read_only_from_a_host_only_cookie() {
+        let jar = jar();
+        let secure = CookieAttributes { secure: true };
+        let login = login("planted-0123456789abcdef", "/page", 100);
+        let lines = jar.start_login(&login, &Cookies::new(), secure).unwrap();
+        let (pair, _) = lines[0].split_once(';').unwrap();
+        let (name, value) = pair.split_once('=').unwrap();
+        assert_eq!(name, "__Host-tollgate_login_planted-0123");
+        let own = Cookies::from([(name, value)]);
+        assert!(jar.finish_login(&login.state, &own, 101, secure).is_some());
+        let planted = Cookies::from([("tollgate_login_planted-0123", value)]);
+        assert!(
+            jar.finish_login(&login.state, &planted, 101, secure)
+                .is_none()
+        );
+        // Plain http on loopback cannot use the prefix (it requires `Secure`).
+        let plain = CookieAttributes { secure: false };
+        let lines = jar.start_login(&login, &Cookies::new(), plain).unwrap();
+        assert!(
+            lines[0].starts_with("tollgate_login_planted-0123="),
+            "{lines:?}"
+        );
     }
 
     #[test]

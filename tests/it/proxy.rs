@@ -851,6 +851,7 @@ on_unauthenticated = "pass"
         "tollgate=s.attackers-session; Path=/app",
         "tollgate_1=x",
         "tollgate_login_abc=y; Path=/",
+        "__Host-tollgate_login_abc=y; Path=/; Secure",
         "=tollgate=s.attackers-session; Path=/app",
         " = tollgate_1=x",
         "app=1; Path=/",
