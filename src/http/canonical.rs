@@ -45,14 +45,18 @@ pub enum PathError {
 /// # Errors
 /// A `PathError` when the path has no single reading.
 pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
-    let end = raw.find('?').unwrap_or(raw.len());
-    let path = &raw[..end];
-    if !path.starts_with('/') {
+    if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    // One pass to the query's `?` (a path is short: a byte loop, no searcher to set up).
+    let mut end = raw.len();
     let mut simple = true;
     let mut previous = 0u8;
-    for &byte in path.as_bytes() {
+    for (index, &byte) in raw.as_bytes().iter().enumerate() {
+        if byte == b'?' {
+            end = index;
+            break;
+        }
         if byte <= b' ' || byte >= 0x7f || byte == b'\\' || byte == b'#' {
             return Err(PathError::BadCharacter);
         }
@@ -61,6 +65,8 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
         }
         previous = byte;
     }
+    // `?` is ASCII: a character boundary.
+    let path = raw.get(..end).unwrap_or(raw);
     if simple {
         return Ok(Cow::Borrowed(path));
     }
@@ -237,8 +243,10 @@ pub fn canonical_host(value: &str) -> Option<Cow<'_, str>> {
                 .all(|byte| byte.is_ascii_hexdigit() || b":.".contains(&byte));
         return valid.then(|| lower(address));
     } else {
-        let name = match value.rsplit_once(':') {
-            Some((name, port)) if is_port(port) => name,
+        // By bytes, not `rsplit_once`: this runs on every request, and a host is short.
+        let name = match value.bytes().rposition(|byte| byte == b':') {
+            // `:` is ASCII: character boundaries on both sides.
+            Some(at) if is_port(value.get(at + 1..)?) => value.get(..at)?,
             Some(_) => return None,
             None => value,
         };
@@ -251,7 +259,10 @@ pub fn canonical_host(value: &str) -> Option<Cow<'_, str>> {
 /// a dotted quad as written: a URL parser (WHATWG, `url`) reads `10.5`, `0x0a000005` or
 /// `012.0.0.5` as an IPv4 address, which a route matching the text would not.
 fn is_loose_ipv4(name: &str) -> bool {
-    let last = name.rsplit('.').next().unwrap_or(name);
+    let last = match name.bytes().rposition(|byte| byte == b'.') {
+        Some(at) => name.get(at + 1..).unwrap_or(""),
+        None => name,
+    };
     let hex = last
         .strip_prefix("0x")
         .or_else(|| last.strip_prefix("0X"))
@@ -261,18 +272,30 @@ fn is_loose_ipv4(name: &str) -> bool {
 }
 
 /// Whether `name` is four decimal numbers of at most 255, without leading zeros, joined by
-/// dots: an IPv4 address as its own canonical text. By hand, without formatting: it runs for
-/// every request whose `Host` is an address.
+/// dots: an IPv4 address as its own canonical text. One pass over the bytes, without
+/// formatting or splitting: it runs for every request whose `Host` is an address.
 fn is_dotted_quad(name: &str) -> bool {
-    let mut labels = 0;
-    name.split('.').all(|label| {
-        labels += 1;
-        labels <= 4
-            && (1..=3).contains(&label.len())
-            && label.bytes().all(|byte| byte.is_ascii_digit())
-            && (label == "0" || !label.starts_with('0'))
-            && label.parse::<u16>().is_ok_and(|value| value <= 255)
-    }) && labels == 4
+    let (mut dots, mut digits, mut value, mut leading_zero) = (0, 0, 0u16, false);
+    for &byte in name.as_bytes() {
+        match byte {
+            b'0'..=b'9' => {
+                if digits == 0 {
+                    leading_zero = byte == b'0';
+                } else if leading_zero || digits == 3 {
+                    return false;
+                }
+                digits += 1;
+                value = value * 10 + u16::from(byte - b'0');
+            }
+            b'.' if digits > 0 && value <= 255 && dots < 3 => {
+                dots += 1;
+                digits = 0;
+                value = 0;
+            }
+            _ => return false,
+        }
+    }
+    dots == 3 && digits > 0 && value <= 255
 }
 
 /// Labels of letters, digits, `-` and `_`, separated by single dots: not empty, no dot at
@@ -550,6 +573,54 @@ mod tests {
         assert_eq!(host("0x.example.com").as_deref(), Some("0x.example.com"));
         assert_eq!(host("a-b_c.d9").as_deref(), Some("a-b_c.d9"));
         assert_eq!(host("x").as_deref(), Some("x"));
+    }
+
+    /// The byte-by-byte reading of a dotted quad agrees with the standard library's parser
+    /// and formatter: an address that is its own canonical text, and nothing else.
+    #[test]
+    fn a_dotted_quad_is_an_address_written_as_its_canonical_text() {
+        let reference = |name: &str| {
+            name.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|address| address.to_string() == name)
+        };
+        for name in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "01.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4a",
+            "1000.0.0.1",
+            "10.0.0.00",
+            "",
+        ] {
+            assert_eq!(is_dotted_quad(name), reference(name), "{name:?}");
+        }
+        // Random strings of digits and dots, from a fixed seed.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"0123456789.";
+        for _ in 0..200_000 {
+            let length = 1 + usize::try_from(next() % 16).unwrap();
+            let name: String = (0..length)
+                .map(|_| {
+                    let pick = usize::try_from(next() % 11).unwrap();
+                    // Dots and small digits more often, so that many are near a quad.
+                    char::from(alphabet[if pick > 8 { 10 } else { pick }])
+                })
+                .collect();
+            assert_eq!(is_dotted_quad(&name), reference(&name), "{name:?}");
+        }
     }
 
     #[test]

@@ -55,18 +55,54 @@ pub fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
     header(headers, &X_FORWARDED_HOST)
 }
 
-/// The one value of header `name`, trimmed (`None` when absent or empty); `Err` when it is
-/// sent more than once or is not text.
-fn only_one<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ()> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(());
+/// For each of `names`, what [`header`] reads: its first value, trimmed, when it is text and
+/// not empty. One pass over the headers, as in [`only_one_each`].
+fn first_each<'a, const N: usize>(
+    headers: &'a HeaderMap,
+    names: [&HeaderName; N],
+) -> [Option<&'a str>; N] {
+    let mut first: [Option<&'a axum::http::HeaderValue>; N] = [None; N];
+    for (name, value) in headers {
+        for (wanted, slot) in names.iter().zip(first.iter_mut()) {
+            if slot.is_none() && name == *wanted {
+                *slot = Some(value);
+            }
+        }
     }
-    let text = first.to_str().map_err(|_| ())?.trim();
-    Ok(Some(text).filter(|text| !text.is_empty()))
+    first.map(|value| {
+        value
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    })
+}
+
+/// For each of `names`, its one value, trimmed (`None` when absent or empty); `Err` when it is
+/// sent more than once or is not text. One pass over the headers: a request carries a handful,
+/// and comparing their names costs less than a hashed lookup of each of these names, which
+/// are outside the standard set (every `/auth` asks, and most have none of them).
+fn only_one_each<'a, const N: usize>(
+    headers: &'a HeaderMap,
+    names: [&HeaderName; N],
+) -> [Result<Option<&'a str>, ()>; N] {
+    let mut found: [Result<Option<&'a axum::http::HeaderValue>, ()>; N] = [Ok(None); N];
+    for (name, value) in headers {
+        for (wanted, slot) in names.iter().zip(found.iter_mut()) {
+            if name == *wanted {
+                *slot = match slot {
+                    Ok(None) => Ok(Some(value)),
+                    _ => Err(()),
+                };
+            }
+        }
+    }
+    found.map(|slot| {
+        let Some(value) = slot? else {
+            return Ok(None);
+        };
+        let text = value.to_str().map_err(|_| ())?.trim();
+        Ok(Some(text).filter(|text| !text.is_empty()))
+    })
 }
 
 /// Rebuilds the original request from a trusted proxy's headers; `None` when the peer is not
@@ -87,10 +123,9 @@ pub fn original_request(
     if !is_trusted(peer, trusted) {
         return None;
     }
-    let (Ok(original_url), Ok(forwarded_uri)) = (
-        only_one(headers, &X_ORIGINAL_URL),
-        only_one(headers, &X_FORWARDED_URI),
-    ) else {
+    let [Ok(original_url), Ok(forwarded_uri)] =
+        only_one_each(headers, [&X_ORIGINAL_URL, &X_FORWARDED_URI])
+    else {
         return Some(OriginalRequest {
             method: None,
             url: None,
@@ -124,10 +159,11 @@ pub fn original_request(
 /// the application, all are checked, and checking one that never does only refuses more.
 pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
+    // One pass over the headers, as `only_one_each` reads them.
     let values = headers
-        .get_all(&X_ORIGINAL_URL)
         .iter()
-        .chain(headers.get_all(&X_FORWARDED_URI).iter());
+        .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
+        .map(|(_, value)| value);
     // To its end, `#` included: Go's `ParseRequestURI` keeps what follows one in the query.
     let query_of = |url: &str| -> Option<std::ops::Range<usize>> {
         let start = url.find('?')? + 1;
@@ -244,10 +280,13 @@ pub fn base_parts<'a>(
 ) -> Option<(&'a str, &'a str)> {
     let (mut proto, mut host) = (own_proto, header(headers, &HOST));
     if is_trusted(peer, trusted) {
-        if let Some(forwarded_proto) = header(headers, &X_FORWARDED_PROTO) {
+        // Read as `header` reads each, in one pass (see `only_one_each`).
+        let [forwarded_proto, forwarded_host] =
+            first_each(headers, [&X_FORWARDED_PROTO, &X_FORWARDED_HOST]);
+        if let Some(forwarded_proto) = forwarded_proto {
             proto = forwarded_proto;
         }
-        if let Some(forwarded_host) = forwarded_host(headers) {
+        if let Some(forwarded_host) = forwarded_host {
             host = Some(forwarded_host);
         }
     }
