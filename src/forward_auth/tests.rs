@@ -78,7 +78,7 @@ source = "local"
 
 /// axum moves each request's handler future into a box of its own, so all of it is copied per
 /// request: the rare paths under `/auth` (a session refresh, a key fetch, a Redis connect) are
-/// boxed where they are called. With them inline the future was 8 KB.
+/// boxed where they are called (with them inline the future was 8 KB), and so is the decision.
 #[tokio::test]
 async fn the_auth_future_carries_no_rare_path() {
     let (state, _) = state();
@@ -89,7 +89,10 @@ async fn the_auth_future_carries_no_rare_path() {
         auth_request("", None),
     );
     let size = std::mem::size_of_val(&future);
-    assert!(size <= 3072, "the /auth future is {size} bytes");
+    // axum boxes it with its extraction around it: at 776 bytes (the decision inline) that box
+    // was over the 1 032 bytes glibc's per-thread cache serves, and cost each `/auth` about
+    // 300 instructions in `malloc` and `free` (callgrind); with the decision boxed, 496.
+    assert!(size <= 600, "the /auth future is {size} bytes");
 }
 
 fn auth_request(query: &str, token: Option<&str>) -> Request<Body> {

@@ -412,7 +412,7 @@ pub async fn authenticate_traced(
     };
     match bearer {
         Some(Ok(token)) => {
-            let claims = match provider.validate_access_token(token).await {
+            let claims = match provider.validate_access_token_at(token, now).await {
                 Ok(claims) => claims,
                 Err(error) => {
                     let error = token_error(Credential::Bearer, error);
@@ -453,7 +453,7 @@ pub async fn authenticate_traced(
             trace.record("token cookie", "none", || format!("no `{name}` cookie"));
             return Err(IdentityError::Missing);
         };
-        let claims = match provider.validate_access_token(token).await {
+        let claims = match provider.validate_access_token_at(token, now).await {
             Ok(claims) => claims,
             Err(error) => {
                 let error = token_error(Credential::TokenCookie, error);

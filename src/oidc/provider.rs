@@ -331,10 +331,22 @@ impl Provider {
     /// `Token` for an invalid token (also when no audience is configured), `Provider` when the
     /// keys cannot be had.
     pub async fn validate_access_token(&self, token: &str) -> Result<Claims, CredentialError> {
+        self.validate_access_token_at(token, self.clock.now()).await
+    }
+
+    /// `validate_access_token` at `now`, read from this provider's clock by a caller that
+    /// already has it (one clock read a request, not two).
+    ///
+    /// # Errors
+    /// As `validate_access_token`.
+    pub async fn validate_access_token_at(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<Claims, CredentialError> {
         if self.config.audiences.is_empty() {
             return Err(TokenError::WrongAudience.into());
         }
-        let now = self.clock.now();
         if let Some(claims) = self.token_cache.get(token, now) {
             if self.local.is_some() {
                 Box::pin(self.check_not_revoked(&claims)).await?;
