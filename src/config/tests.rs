@@ -393,6 +393,26 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
         let optional = route(&format!("on_unauthenticated = \"{on_unauthenticated}\""));
         assert_eq!(problems(&optional, &[]), Vec::<String>::new());
     }
+    // A route that logs in on a host other than public_url's would never finish a login.
+    let central = |host: &str, on_unauthenticated: &str| {
+        format!(
+            "[server]\npublic_url = \"https://auth.example.com\"\n{}",
+            route(&format!(
+                "host = \"{host}\"\non_unauthenticated = \"{on_unauthenticated}\""
+            ))
+        )
+    };
+    check_problem(
+        &central("app.example.com", "login"),
+        &[],
+        "route[0].host: `app.example.com` is not server.public_url's host",
+    );
+    for fine in [
+        central("auth.example.com", "login"),
+        central("app.example.com", "deny"),
+    ] {
+        assert_eq!(problems(&fine, &[]), Vec::<String>::new(), "{fine}");
+    }
     check_problem(
         &format!("[server]\nleeway = \"30d\"\n{PROVIDER}"),
         &[],
