@@ -221,7 +221,13 @@ fn surfaces(
         .and_then(|section| Some((section.clone(), providers.get(&section.provider)?.clone())));
     let bases = Arc::new(
         RequestBases::new(server.public_url.clone(), server.trusted_proxies.clone())
-            .over_tls(server.tls.is_some()),
+            .over_tls(server.tls.is_some())
+            .with_route_hosts(
+                config
+                    .routes
+                    .iter()
+                    .filter_map(|route| route.host.as_deref()),
+            ),
     );
     let login = Arc::new(LoginFlow {
         providers: providers.clone(),

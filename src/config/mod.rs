@@ -527,6 +527,21 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    // Valid (optional authentication, SPEC §5), and easily read as a guarded route.
+    for (index, route) in config.routes.iter().enumerate() {
+        if !route.require.is_empty()
+            && matches!(
+                route.on_unauthenticated,
+                OnUnauthenticated::Pass | OnUnauthenticated::LoginOnUpstream401
+            )
+        {
+            warnings.push(format!(
+                "route[{index}].require: holds only for signed-in requests; on_unauthenticated \
+                 = \"pass\" or \"login_on_upstream_401\" forwards anonymous ones unchecked (use \
+                 \"login\" or \"deny\" where the requirements must hold for everyone)"
+            ));
+        }
+    }
     warnings
 }
 

@@ -614,9 +614,9 @@ mod tests {
             let length = 1 + usize::try_from(next() % 16).unwrap();
             let name: String = (0..length)
                 .map(|_| {
-                    let pick = usize::try_from(next() % 11).unwrap();
-                    // Dots and small digits more often, so that many are near a quad.
-                    char::from(alphabet[if pick > 8 { 10 } else { pick }])
+                    let pick = usize::try_from(next() % 13).unwrap();
+                    // Dots more often (three picks in thirteen), so that many are near a quad.
+                    char::from(alphabet[pick.min(10)])
                 })
                 .collect();
             assert_eq!(is_dotted_quad(&name), reference(&name), "{name:?}");

@@ -298,10 +298,15 @@ pub fn base_parts<'a>(
 }
 
 /// The external base URL of each request: `public_url`, else what `base_parts` says, each
-/// distinct `proto://host` parsed once.
+/// distinct `proto://host` parsed once. With `public_url` set, a request for a host a route
+/// names (other than `public_url`'s) is based at that host all the same: a login the route
+/// starts must return to that host's `/callback`, where the browser sends that host's cookies
+/// (the login state's, then the session's); at `public_url`'s it would send neither.
 pub struct RequestBases {
     /// `public_url`, shared, when configured.
     public_url: Option<Arc<Url>>,
+    /// The hosts routes name, other than `public_url`'s (canonical), served at their own base.
+    own_hosts: Vec<String>,
     /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
     trusted_proxies: Vec<IpNet>,
     /// Parsed base URLs by `proto://host/`.
@@ -315,10 +320,31 @@ impl RequestBases {
     pub fn new(public_url: Option<Url>, trusted_proxies: Vec<IpNet>) -> Self {
         Self {
             public_url: public_url.map(Arc::new),
+            own_hosts: Vec::new(),
             trusted_proxies,
             parsed: quick_cache::sync::Cache::new(1024),
             own_proto: "http",
         }
+    }
+
+    /// These bases, with the hosts routes name (`route.host`, canonical) served at their own
+    /// base when `public_url` names another.
+    #[must_use]
+    pub fn with_route_hosts<'a>(mut self, hosts: impl IntoIterator<Item = &'a str>) -> Self {
+        let public_host = self
+            .public_url
+            .as_ref()
+            .and_then(|url| url.host_str())
+            .and_then(super::canonical::canonical_host)
+            .map(std::borrow::Cow::into_owned);
+        self.own_hosts = hosts
+            .into_iter()
+            .filter(|host| public_host.as_deref() != Some(*host))
+            .map(str::to_owned)
+            .collect();
+        self.own_hosts.sort_unstable();
+        self.own_hosts.dedup();
+        self
     }
 
     /// Bases for a listener that serves https: a request no trusted proxy describes was made
@@ -368,9 +394,24 @@ impl RequestBases {
     /// distinct host.
     pub fn base(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Arc<Url>> {
         if let Some(url) = &self.public_url {
-            return Some(url.clone());
+            let own = (!self.own_hosts.is_empty())
+                .then(|| base_parts(peer, headers, &self.trusted_proxies, self.own_proto))
+                .flatten()
+                .filter(|(_, host)| {
+                    super::canonical::canonical_host(host)
+                        .is_some_and(|host| self.own_hosts.iter().any(|own| *own == host))
+                });
+            return match own {
+                Some((proto, host)) => self.parsed_base(proto, host),
+                None => Some(url.clone()),
+            };
         }
         let (proto, host) = base_parts(peer, headers, &self.trusted_proxies, self.own_proto)?;
+        self.parsed_base(proto, host)
+    }
+
+    /// `proto://host/`, parsed once per distinct text.
+    fn parsed_base(&self, proto: &str, host: &str) -> Option<Arc<Url>> {
         /// This thread's last base: its `proto://host/` text and the URL it parses to (the
         /// same whichever `RequestBases` parsed it). A connection's requests name one host.
         struct Last {

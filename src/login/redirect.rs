@@ -43,8 +43,19 @@ impl FromStr for AllowedRedirectDomain {
                 "`{text}` is not a host, a .suffix, or either with :port"
             ));
         }
-        // `.com` would allow a redirect to any host of a top-level domain.
-        if suffix && !host.contains('.') && host != "localhost" {
+        // `.com` would allow a redirect to any host of a top-level domain; names kept off the
+        // public Internet (RFC 6761, RFC 6762, ICANN's `.internal`, and the usual intranet
+        // ones) may stand alone.
+        const PRIVATE: [&str; 7] = [
+            "localhost",
+            "internal",
+            "lan",
+            "local",
+            "test",
+            "corp",
+            "home",
+        ];
+        if suffix && !host.contains('.') && !PRIVATE.contains(&host) {
             return Err(format!(
                 "`{text}` is a suffix of one label, which allows every host under a top-level \
                  domain: name your own domain (`.example.com`)"

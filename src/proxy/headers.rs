@@ -173,7 +173,14 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
 /// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, login states
 /// (`__Host-` ones included).
 pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
-    let name = name.strip_prefix("__Host-").unwrap_or(name);
+    is_named(name, cookie_name)
+        || name
+            .strip_prefix("__Host-")
+            .is_some_and(|name| is_named(name, cookie_name))
+}
+
+/// Whether `name` is `cookie_name`, one of its chunks, or one of its login states.
+fn is_named(name: &str, cookie_name: &str) -> bool {
     let Some(rest) = name.strip_prefix(cookie_name) else {
         return false;
     };
@@ -416,6 +423,16 @@ mod tests {
         lookalike.append(header::COOKIE, "tollgatex=keep".parse().unwrap());
         strip_tollgate_cookies(&mut lookalike, "tollgate");
         assert_eq!(lookalike[header::COOKIE], "tollgatex=keep");
+        // A `cookie_name` that is itself `__Host-` prefixed, with its login states.
+        let mut prefixed = HeaderMap::new();
+        prefixed.append(
+            header::COOKIE,
+            "__Host-tg=s.x; __Host-tg_1=y; __Host-tg_login_a=z; tg=keep"
+                .parse()
+                .unwrap(),
+        );
+        strip_tollgate_cookies(&mut prefixed, "__Host-tg");
+        assert_eq!(prefixed[header::COOKIE], "tg=keep");
         let mut none_of_ours = HeaderMap::new();
         none_of_ours.append(header::COOKIE, "a=1;b=2".parse().unwrap());
         none_of_ours.append(header::COOKIE, "c=3".parse().unwrap());

@@ -320,7 +320,11 @@ impl CookieJar {
     /// for `auth.example.com`, with its own PKCE verifier and nonce, and have the victim's
     /// browser finish the attacker's login (login CSRF). Beyond SPEC §3's `<name>_login_<id>`.
     fn state_prefix(&self, attributes: CookieAttributes) -> String {
-        let host_only = if attributes.secure { "__Host-" } else { "" };
+        let host_only = if attributes.secure && !self.cookie_name.starts_with("__Host-") {
+            "__Host-"
+        } else {
+            ""
+        };
         format!("{host_only}{}_login_", self.cookie_name)
     }
 

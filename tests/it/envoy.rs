@@ -541,6 +541,21 @@ async fn http_variant_gives_the_auth_decision_for_the_original_path() {
         absent.headers()["x-envoy-auth-headers-to-remove"],
         "x-department"
     );
+    // A skip rule's answer carries no `Cache-Control`: the recipe hands an allowed answer's on
+    // to the client, and a public page (`/public/app.js`) must stay cacheable.
+    let skipped = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/public/app.js",
+        &[("x-tollgate-rules", HOST_RULES)],
+    )
+    .await;
+    assert_eq!(skipped.status(), 200);
+    assert!(
+        skipped.headers().get("cache-control").is_none(),
+        "{:?}",
+        skipped.headers()
+    );
 
     let dev = format!(
         "Bearer {}",

@@ -1550,3 +1550,51 @@ async fn identity_headers_follow_a_reload_that_changes_them() {
     assert_ne!(after, ["alice@example.com"], "the reloaded route's header");
     assert_eq!(user_on(&mut browser, &gateway, "/a/page").await, after);
 }
+
+/// SPEC §3's own example: `public_url` at `auth.example.com`, a route for `app.example.com`
+/// that logs in. The login the route starts returns to `app.example.com`'s `/callback`, where
+/// the browser sends that host's cookies: the login finishes, and the session cookie it sets
+/// is that host's. (With every base at `public_url`, the provider sent the browser to
+/// `auth.example.com/callback`, which never saw the login's cookie.)
+#[tokio::test]
+async fn with_a_public_url_a_route_on_another_host_logs_in_on_its_own_host() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+host = "app.example.com"
+upstream = "{upstream}"
+provider = "corp"
+"#;
+    let config = proxy_config(&idp, &upstream.url(), routes).replace(
+        "[server]\n",
+        "[server]\npublic_url = \"https://auth.example.com\"\n",
+    );
+    let gateway = Gateway::start(&config).await;
+    // The browser's cookies for app.example.com; every request names that host.
+    let mut app = Browser::new();
+    let host = [("host", "app.example.com"), ("accept", "text/html")];
+    let start = app.get_with(&gateway.url("/page?x=1"), &host).await;
+    assert_eq!(start.status(), 302);
+    let authorize = reqwest::Url::parse(&location(&start)).unwrap();
+    let redirect_uri = authorize
+        .query_pairs()
+        .find(|(name, _)| name == "redirect_uri")
+        .map(|(_, value)| value.into_owned());
+    assert_eq!(
+        redirect_uri.as_deref(),
+        Some("http://app.example.com/callback")
+    );
+    // The provider signs the user in and sends the browser back to that address.
+    let back = Browser::new()
+        .follow_until(authorize.as_str(), "http://app.example.com/")
+        .await;
+    let back = reqwest::Url::parse(&back).unwrap();
+    let callback = format!("/callback?{}", back.query().unwrap());
+    let finished = app.get_with(&gateway.url(&callback), &host).await;
+    assert_eq!(finished.status(), 302, "{:?}", finished.text().await);
+    assert_eq!(location(&finished), "/page?x=1");
+    let page = app.get_with(&gateway.url("/page?x=1"), &host).await;
+    assert_eq!(page.status(), 200);
+    let echo: Value = page.json().await.unwrap();
+    assert_eq!(echo["uri"], "/page?x=1", "{echo}");
+}

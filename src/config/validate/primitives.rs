@@ -127,11 +127,18 @@ impl Checker<'_> {
 /// A `*_file` value as a problem names it: in full when it reads like a path (`/run/x`,
 /// `secrets.txt`); else not, as it may be the secret itself, written under the wrong key.
 pub(super) fn shown_path(file: &str) -> String {
+    // A secret may hold `.` or `/` too: only an absolute or `./` path, or a name with a file
+    // extension secrets are kept in, reads like a path.
+    const EXTENSIONS: [&str; 8] = [
+        ".pem", ".key", ".crt", ".json", ".txt", ".jwks", ".secret", ".token",
+    ];
+    let plain = file
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"._/-".contains(&byte));
     let path_like = file.starts_with('/')
-        || (file.contains(['.', '/'])
-            && file
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b"._/-".contains(&byte)));
+        || file.starts_with("./")
+        || file.starts_with("../")
+        || (plain && EXTENSIONS.iter().any(|extension| file.ends_with(extension)));
     if path_like {
         format!("`{file}`")
     } else {
@@ -145,11 +152,12 @@ pub(super) fn shown_path(file: &str) -> String {
 /// A `*_env` value as a problem names it: in full when it reads like a variable name; else not,
 /// as it may be the secret itself, written under the wrong key.
 pub(super) fn shown_env_name(name: &str) -> String {
+    // Upper case, as environment variables are named: a token of letters and digits is not.
     let variable_like = name.len() <= 64
         && !name.starts_with(|first: char| first.is_ascii_digit())
         && name
             .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
     if variable_like && !name.is_empty() {
         format!("`{name}`")
     } else {

@@ -54,40 +54,6 @@ impl Checker<'_> {
         }
     }
 
-    /// A route that starts logins for a host other than `public_url`'s would never finish one:
-    /// every request's base is `public_url`, so the provider returns to its host's
-    /// `/callback`, where the browser does not send the login cookie set on the route's host,
-    /// and the session cookie set there is never sent to the route's host. Without
-    /// `public_url` each host is its own base (and its `/callback` a redirect URI).
-    pub(super) fn route_logs_in_at_public_url(
-        &mut self,
-        path: &str,
-        route: &RouteConfig,
-        public_url: Option<&url::Url>,
-    ) {
-        let (Some(host), Some(public_url)) = (route.host.as_deref(), public_url) else {
-            return;
-        };
-        let public_host = public_url
-            .host_str()
-            .and_then(crate::http::canonical::canonical_host);
-        let logs_in = matches!(
-            route.on_unauthenticated,
-            OnUnauthenticated::Login | OnUnauthenticated::LoginOnUpstream401
-        );
-        if logs_in && public_host.as_deref() != Some(host) {
-            self.problem(
-                format!("{path}.host"),
-                format!(
-                    "`{host}` is not server.public_url's host: its logins would return to \
-                     `{public_url}`, where the browser sends none of {host}'s cookies; leave \
-                     public_url unset to serve several hosts (each is then its own base, its \
-                     /callback a redirect URI at the provider)"
-                ),
-            );
-        }
-    }
-
     pub(super) fn route(
         &mut self,
         path: &str,
@@ -246,22 +212,7 @@ impl Checker<'_> {
         );
         let require =
             self.requirements(&format!("{path}.require"), raw.require.unwrap_or_default());
-        // `pass` and `login_on_upstream_401` forward a request without a credential unchecked:
-        // requirements would hold only for those who signed in, and the route would stand open
-        // to everyone else. Refused rather than read either way.
-        if !require.is_empty()
-            && matches!(
-                on_unauthenticated,
-                OnUnauthenticated::Pass | OnUnauthenticated::LoginOnUpstream401
-            )
-        {
-            self.problem(
-                format!("{path}.require"),
-                "applies only to signed-in requests, while on_unauthenticated = \"pass\" or \
-                 \"login_on_upstream_401\" forwards anonymous ones unchecked: use \"login\" or \
-                 \"deny\" where these must hold",
-            );
-        }
+
         let headers = raw
             .headers
             .unwrap_or_default()

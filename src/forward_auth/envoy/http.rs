@@ -72,7 +72,16 @@ pub fn check(
             started,
         );
         let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome, headers);
+        let skipped = matches!(outcome, Outcome::Skip);
         let mut response = outcome_response(outcome);
+        // A skip's `no-store` is for an ingress that caches `/auth` answers; Envoy caches none,
+        // and the recipe hands `Cache-Control` of an allowed answer on to the client, where it
+        // would make a public page (`/static/app.js`) uncacheable.
+        if skipped {
+            response
+                .headers_mut()
+                .remove(axum::http::header::CACHE_CONTROL);
+        }
         if !remove.is_empty() {
             let names: Vec<&str> = remove.iter().map(HeaderName::as_str).collect();
             if let Ok(value) = HeaderValue::from_str(&names.join(",")) {

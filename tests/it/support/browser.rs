@@ -112,6 +112,32 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Follows redirects from `url` until one points at an address starting with `stop`, and
+    /// returns that address without requesting it (another host, which the test serves).
+    pub async fn follow_until(&mut self, url: &str, stop: &str) -> String {
+        let mut url = url.to_owned();
+        for _ in 0..10 {
+            let response = self.get(&url).await;
+            assert!(
+                response.status().is_redirection(),
+                "{url}: {}",
+                response.status()
+            );
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            url = reqwest::Url::parse(&url)
+                .unwrap()
+                .join(&location)
+                .unwrap()
+                .to_string();
+            if url.starts_with(stop) {
+                return url;
+            }
+        }
+        panic!("too many redirects");
+    }
+}
+
 pub fn location(response: &reqwest::Response) -> String {
     response
         .headers()
