@@ -232,6 +232,7 @@ fn problems_never_repeat_a_secret() {
     for secret in [
         "deadbeefcafe0123456789abcdef0123TopSecret",
         "TopSecret.abc/def",
+        "/q8ZrTopSecret+Tq=",
     ] {
         for key in ["admin_token_env", "admin_token_file"] {
             leaks(
@@ -259,6 +260,11 @@ fn problems_never_repeat_a_secret() {
         &format!("[server]\nadmin_token_file = \"/run/none/token\"\n{PROVIDER}"),
         &[],
         "server.admin_token_file: cannot read `/run/none/token`",
+    );
+    leaks(
+        &format!("[server]\nadmin_token_env = \"JBSWY3DPEHPK3PXPTOPSECRET\"\n{PROVIDER}"),
+        &[],
+        "TOPSECRET",
     );
     check_problem(
         &format!("[server]\nadmin_token_env = \"ADMIN_TOKEN\"\n{PROVIDER}"),

@@ -401,8 +401,10 @@ impl RequestBases {
                     super::canonical::canonical_host(host)
                         .is_some_and(|host| self.own_hosts.iter().any(|own| *own == host))
                 });
+            // In `public_url`'s scheme: the hosts are reached the way it is (TLS ended in front,
+            // which a proxy outside `trusted_proxies` does not get to say).
             return match own {
-                Some((proto, host)) => self.parsed_base(proto, host),
+                Some((_, host)) => self.parsed_base(url.scheme(), host),
                 None => Some(url.clone()),
             };
         }
@@ -625,6 +627,53 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "https://gate.example/"
+        );
+    }
+
+    /// With `public_url`, a host a route names is based at itself, in `public_url`'s scheme;
+    /// every other host (a forged one, `public_url`'s own) at `public_url`. A `X-Forwarded-Host`
+    /// counts only from a trusted proxy.
+    #[test]
+    fn a_route_host_is_its_own_base_under_a_public_url() {
+        let bases = RequestBases::new(
+            Some(Url::parse("https://auth.example.com/").unwrap()),
+            vec!["10.0.0.0/8".parse().unwrap()],
+        )
+        .with_route_hosts(["app.example.com", "auth.example.com"]);
+        let base = |peer: &str, fields: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in fields {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            bases
+                .base(peer.parse().unwrap(), &headers)
+                .map(|url| url.to_string())
+        };
+        let public = Some("https://auth.example.com/".to_owned());
+        for host in [
+            "app.example.com",
+            "App.Example.com.",
+            "app.example.com:8443",
+        ] {
+            let expected = format!("https://{host}/")
+                .replace("https://App.Example.com./", "https://app.example.com./");
+            assert_eq!(
+                base("192.0.2.1", &[("host", host)]),
+                Some(expected),
+                "{host}"
+            );
+        }
+        assert_eq!(base("192.0.2.1", &[("host", "evil.example")]), public);
+        assert_eq!(base("192.0.2.1", &[("host", "auth.example.com")]), public);
+        // The host an untrusted peer says it forwarded is not believed; a trusted one's is.
+        let forwarded = [
+            ("host", "evil.example"),
+            ("x-forwarded-host", "app.example.com"),
+        ];
+        assert_eq!(base("192.0.2.1", &forwarded), public);
+        assert_eq!(
+            base("10.1.2.3", &forwarded),
+            Some("https://app.example.com/".to_owned())
         );
     }
 

@@ -1582,11 +1582,11 @@ provider = "corp"
         .map(|(_, value)| value.into_owned());
     assert_eq!(
         redirect_uri.as_deref(),
-        Some("http://app.example.com/callback")
+        Some("https://app.example.com/callback")
     );
     // The provider signs the user in and sends the browser back to that address.
     let back = Browser::new()
-        .follow_until(authorize.as_str(), "http://app.example.com/")
+        .follow_until(authorize.as_str(), "https://app.example.com/")
         .await;
     let back = reqwest::Url::parse(&back).unwrap();
     let callback = format!("/callback?{}", back.query().unwrap());

@@ -135,10 +135,11 @@ pub(super) fn shown_path(file: &str) -> String {
     let plain = file
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || b"._/-".contains(&byte));
-    let path_like = file.starts_with('/')
-        || file.starts_with("./")
-        || file.starts_with("../")
-        || (plain && EXTENSIONS.iter().any(|extension| file.ends_with(extension)));
+    let path_like = plain
+        && (file.starts_with('/')
+            || file.starts_with("./")
+            || file.starts_with("../")
+            || EXTENSIONS.iter().any(|extension| file.ends_with(extension)));
     if path_like {
         format!("`{file}`")
     } else {
@@ -152,8 +153,10 @@ pub(super) fn shown_path(file: &str) -> String {
 /// A `*_env` value as a problem names it: in full when it reads like a variable name; else not,
 /// as it may be the secret itself, written under the wrong key.
 pub(super) fn shown_env_name(name: &str) -> String {
-    // Upper case, as environment variables are named: a token of letters and digits is not.
-    let variable_like = name.len() <= 64
+    // Upper case, as environment variables are named, and words joined by `_` (or one short
+    // word): a token of letters and digits (base32) is not.
+    let variable_like = (name.contains('_') || name.len() <= 12)
+        && name.len() <= 64
         && !name.starts_with(|first: char| first.is_ascii_digit())
         && name
             .bytes()
