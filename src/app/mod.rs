@@ -317,15 +317,7 @@ fn for_connection(
     live: Live,
     peer: SocketAddr,
 ) -> (
-    impl hyper::service::Service<
-        axum::http::Request<hyper::body::Incoming>,
-        Response = axum::response::Response,
-        Error = std::convert::Infallible,
-        Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
-                 + Send
-                 + 'static,
-    > + Send
-    + 'static,
+    impl ConnectionService,
     crate::http::serve::ConnectionTimeouts,
 ) {
     let timeouts = connection_timeouts(&live);
@@ -352,15 +344,7 @@ fn admin_connection(
     live: Live,
     peer: SocketAddr,
 ) -> (
-    impl hyper::service::Service<
-        axum::http::Request<hyper::body::Incoming>,
-        Response = axum::response::Response,
-        Error = std::convert::Infallible,
-        Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
-                 + Send
-                 + 'static,
-    > + Send
-    + 'static,
+    impl ConnectionService,
     crate::http::serve::ConnectionTimeouts,
 ) {
     let timeouts = connection_timeouts(&live);
@@ -373,6 +357,29 @@ fn admin_connection(
         async move { state.admin_router.clone().oneshot(request).await }
     });
     (service, timeouts)
+}
+
+/// What a listener's connection answers each request with (`http::serve::serve_on_workers`).
+trait ConnectionService:
+    hyper::service::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: hyper::service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
 }
 
 /// Starts every provider's discovery in the background, so the first request finds it done.
