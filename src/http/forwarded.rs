@@ -401,10 +401,16 @@ impl RequestBases {
                     super::canonical::canonical_host(host)
                         .is_some_and(|host| self.own_hosts.iter().any(|own| *own == host))
                 });
-            // In `public_url`'s scheme: the hosts are reached the way it is (TLS ended in front,
-            // which a proxy outside `trusted_proxies` does not get to say).
+            // In the scheme a trusted proxy says, else in `public_url`'s: the hosts are reached
+            // the way it is (TLS ended in front, by a balancer outside `trusted_proxies`).
             return match own {
-                Some((_, host)) => self.parsed_base(url.scheme(), host),
+                Some((_, host)) => {
+                    let said = is_trusted(peer, &self.trusted_proxies)
+                        .then(|| header(headers, &X_FORWARDED_PROTO))
+                        .flatten()
+                        .filter(|proto| matches!(*proto, "http" | "https"));
+                    self.parsed_base(said.unwrap_or(url.scheme()), host)
+                }
                 None => Some(url.clone()),
             };
         }
@@ -673,6 +679,16 @@ mod tests {
         assert_eq!(base("192.0.2.1", &forwarded), public);
         assert_eq!(
             base("10.1.2.3", &forwarded),
+            Some("https://app.example.com/".to_owned())
+        );
+        // A trusted proxy's scheme is believed; an untrusted one's is not.
+        let plain = [("host", "app.example.com"), ("x-forwarded-proto", "http")];
+        assert_eq!(
+            base("10.1.2.3", &plain),
+            Some("http://app.example.com/".to_owned())
+        );
+        assert_eq!(
+            base("192.0.2.1", &plain),
             Some("https://app.example.com/".to_owned())
         );
     }

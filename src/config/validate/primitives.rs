@@ -135,11 +135,17 @@ pub(super) fn shown_path(file: &str) -> String {
     let plain = file
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || b"._/-".contains(&byte));
-    let path_like = plain
-        && (file.starts_with('/')
-            || file.starts_with("./")
-            || file.starts_with("../")
-            || EXTENSIONS.iter().any(|extension| file.ends_with(extension)));
+    // An absolute path may also hold `@` and `:` (systemd's `/run/credentials/x@y.service/`),
+    // which base64 never does.
+    let absolute = file.starts_with('/')
+        && file
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._/-@:".contains(&byte));
+    let path_like = absolute
+        || (plain
+            && (file.starts_with("./")
+                || file.starts_with("../")
+                || EXTENSIONS.iter().any(|extension| file.ends_with(extension))));
     if path_like {
         format!("`{file}`")
     } else {
