@@ -96,7 +96,8 @@ fn ok(response: &CheckResponse) -> &OkHttpResponse {
     }
 }
 
-fn denied(response: &CheckResponse, status: i32) -> &DeniedHttpResponse {
+/// The `denied_response` of a refused Check, whose HTTP status is `status`.
+pub fn denied(response: &CheckResponse, status: i32) -> &DeniedHttpResponse {
     assert_ne!(response.status.as_ref().unwrap().code, 0, "{response:?}");
     match &response.http_response {
         Some(HttpResponse::DeniedResponse(denied)) => {

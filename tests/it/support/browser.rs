@@ -101,12 +101,7 @@ impl Browser {
             if !response.status().is_redirection() {
                 return (response, url);
             }
-            let location = response.headers()["location"].to_str().unwrap().to_owned();
-            url = reqwest::Url::parse(&url)
-                .unwrap()
-                .join(&location)
-                .unwrap()
-                .to_string();
+            url = redirected_to(&url, &response);
         }
         panic!("too many redirects");
     }
@@ -124,18 +119,22 @@ impl Browser {
                 "{url}: {}",
                 response.status()
             );
-            let location = response.headers()["location"].to_str().unwrap().to_owned();
-            url = reqwest::Url::parse(&url)
-                .unwrap()
-                .join(&location)
-                .unwrap()
-                .to_string();
+            url = redirected_to(&url, &response);
             if url.starts_with(stop) {
                 return url;
             }
         }
         panic!("too many redirects");
     }
+}
+
+/// The absolute address a redirect from `url` points at.
+fn redirected_to(url: &str, response: &reqwest::Response) -> String {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .join(&location(response))
+        .unwrap()
+        .to_string()
 }
 
 pub fn location(response: &reqwest::Response) -> String {
