@@ -91,41 +91,98 @@ pub fn handle(
     state: &ProxyState,
     peer: SocketAddr,
     mut request: Request,
-) -> impl Future<Output = Response> + Send + '_ {
-    let route = route_request(state, peer, &mut request);
-    // A block over `request` rather than an `async fn` taking it, as `serve_route`: the future
-    // holds the request once, where an `async fn` keeps its argument and a local copy of it.
-    async move {
-        let route = match route {
-            Ok(route) => route,
-            Err(response) => return response,
-        };
-        // Kept for the decision line (a reference count, no copy): the request goes upstream.
-        let request_id = request.headers().get(&crate::http::X_REQUEST_ID).cloned();
-        let outcome = serve_route(state, route, peer, request).await;
-        let line = DecisionLine {
-            role: "proxy",
-            route: Some((route.host.as_deref().unwrap_or(""), &route.path_prefix)),
-            request_id: request_id.as_ref().and_then(|id| id.to_str().ok()),
-            ..DecisionLine::default()
-        };
-        match outcome {
-            Ok((response, result, credential)) => {
-                state.metrics.request("proxy", result);
-                crate::log_decision!(
-                    info,
-                    DecisionLine {
-                        result,
-                        credential,
-                        ..line
-                    }
-                );
+) -> Handled<'_, impl Future<Output = RouteResult> + Send + '_> {
+    let route = match route_request(state, peer, &mut request) {
+        Ok(route) => route,
+        Err(response) => {
+            return Handled::Refused {
+                response: Some(response),
+            };
+        }
+    };
+    // Kept for the decision line (a reference count, no copy): the request goes upstream.
+    let request_id = request.headers().get(&crate::http::X_REQUEST_ID).cloned();
+    Handled::Serving {
+        serving: serve_route(state, route, peer, request),
+        state,
+        route,
+        request_id,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A proxied request's future: its route's, then its decision line. Written out rather
+    /// than `async`: a block awaiting the route's future would keep the request it was made
+    /// from as well, and every proxied request's future is boxed (`public::Answer`).
+    #[project = HandledProjection]
+    pub enum Handled<'a, F> {
+        Serving {
+            #[pin]
+            serving: F,
+            state: &'a ProxyState,
+            route: &'a RouteConfig,
+            request_id: Option<HeaderValue>,
+        },
+        /// A request no route may serve, answered once.
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F: Future<Output = RouteResult>> Future for Handled<'_, F> {
+    type Output = Response;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        match self.project() {
+            HandledProjection::Serving {
+                serving,
+                state,
+                route,
+                request_id,
+            } => {
+                let outcome = std::task::ready!(serving.poll(cx));
+                std::task::Poll::Ready(decided(state, route, request_id.as_ref(), outcome))
+            }
+            HandledProjection::Refused { response } => std::task::Poll::Ready(
                 response
-            }
-            Err(refusal) => {
-                state.metrics.refused_request(line, &refusal);
-                refusal.into_response()
-            }
+                    .take()
+                    .unwrap_or_else(|| Rejection::Internal.into_response()),
+            ),
+        }
+    }
+}
+
+/// The answer to a served request, counted and written as its decision line.
+fn decided(
+    state: &ProxyState,
+    route: &RouteConfig,
+    request_id: Option<&HeaderValue>,
+    outcome: RouteResult,
+) -> Response {
+    let line = DecisionLine {
+        role: "proxy",
+        route: Some((route.host.as_deref().unwrap_or(""), &route.path_prefix)),
+        request_id: request_id.and_then(|id| id.to_str().ok()),
+        ..DecisionLine::default()
+    };
+    match outcome {
+        Ok((response, result, credential)) => {
+            state.metrics.request("proxy", result);
+            crate::log_decision!(
+                info,
+                DecisionLine {
+                    result,
+                    credential,
+                    ..line
+                }
+            );
+            response
+        }
+        Err(refusal) => {
+            state.metrics.refused_request(line, &refusal);
+            refusal.into_response()
         }
     }
 }
@@ -839,5 +896,30 @@ fn upstream_refusal(route: &RouteConfig, error: forward::ForwardError) -> Refusa
         forward::ForwardError::Unavailable(_) => {
             Refusal::new(Rejection::UpstreamUnavailable, reason)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of what the closure returns, found without calling it.
+    fn size_of_output<F>(_: impl FnOnce() -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every proxied request's future is boxed and moved whole (`public::Answer`), so the rare
+    /// paths are boxed where they are taken: the pool's HTTP/2 and new-connection sends, a
+    /// login, a logout. Inline, the pool's send was 920 bytes and the request's future 2 264.
+    #[test]
+    #[allow(unreachable_code, clippy::diverging_sub_expression)]
+    fn a_proxied_request_future_carries_no_rare_path() {
+        let send =
+            size_of_output(|| super::pool::send(unreachable!(), unreachable!(), unreachable!()));
+        assert!(send <= 640, "the pool's send future is {send} bytes");
+        let handle =
+            size_of_output(|| super::handle(unreachable!(), unreachable!(), unreachable!()));
+        assert!(
+            handle <= 1600,
+            "a proxied request's future is {handle} bytes"
+        );
     }
 }

@@ -63,42 +63,24 @@ pub fn send(
     connect_timeout: Duration,
     mut request: Request,
 ) -> impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_ {
+    // Every proxied request's future holds this one: the HTTP/2 and new-connection paths are
+    // boxed where they are taken, so that the common one (an idle HTTP/1.1 connection) keeps
+    // the whole request's future within the allocator's per-thread cache.
     async move {
         let upgrade = request.headers().contains_key(hyper::header::UPGRADE);
         if !upgrade && upstream.tls().is_some() {
-            while let Some(mut sender) = multiplexed(upstream.id()) {
-                if sender.ready().await.is_err() {
-                    forget_multiplexed(upstream.id());
-                    continue;
-                }
-                // Kept to turn the request back into HTTP/1.1 shape should it come back unsent.
-                let (target, host) = (
-                    request.uri().clone(),
-                    request.headers().get(hyper::header::HOST).cloned(),
-                );
-                match sender.try_send_request(for_http2(request, upstream)).await {
-                    Ok(response) => return Ok(unpooled(response, upstream.id())),
-                    Err(mut error) => match error.take_message() {
-                        Some(mut unsent) => {
-                            forget_multiplexed(upstream.id());
-                            *unsent.uri_mut() = target;
-                            *unsent.version_mut() = hyper::Version::HTTP_11;
-                            if let Some(host) = host {
-                                unsent.headers_mut().insert(hyper::header::HOST, host);
-                            }
-                            request = unsent;
-                        }
-                        None => return Err(SendError::new(error.into_error().to_string())),
-                    },
-                }
-            }
+            request = match Box::pin(send_multiplexed(upstream, request)).await {
+                Multiplexed::Answered(answer) => return answer,
+                Multiplexed::Unsent(request) => request,
+            };
         }
         while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
             if sender.ready().await.is_err() {
                 continue;
             }
+            // Boxed: made only after a second idle, and the size of a request's head.
             let replay = (!upgrade && since.elapsed() >= REPLAY_AFTER_IDLE)
-                .then(|| Replay::of(&request))
+                .then(|| Replay::of(&request).map(Box::new))
                 .flatten();
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(pooled(response, sender, upstream.id())),
@@ -114,20 +96,71 @@ pub fn send(
                 },
             }
         }
-        match connect(upstream, connect_timeout, upgrade).await? {
-            Connection::Http1(mut sender) => match sender.send_request(request).await {
-                Ok(response) => Ok(pooled(response, sender, upstream.id())),
-                Err(error) => Err(SendError::new(error.to_string())),
-            },
-            Connection::Http2(mut sender) => {
-                MULTIPLEXED.with_borrow_mut(|shared| {
-                    shared.retain(|(id, _)| *id != upstream.id());
-                    shared.push((upstream.id(), sender.clone()));
-                });
-                match sender.send_request(for_http2(request, upstream)).await {
-                    Ok(response) => Ok(unpooled(response, upstream.id())),
-                    Err(error) => Err(SendError::new(error.to_string())),
+        Box::pin(send_connected(upstream, connect_timeout, upgrade, request)).await
+    }
+}
+
+/// What the shared HTTP/2 connection did with a request.
+enum Multiplexed {
+    Answered(Result<hyper::Response<PooledBody>, SendError>),
+    /// No open connection took it; in HTTP/1.1 shape again.
+    Unsent(Request),
+}
+
+/// Sends `request` on this thread's HTTP/2 connection to `upstream`, if there is one open.
+async fn send_multiplexed(upstream: &Upstream, mut request: Request) -> Multiplexed {
+    while let Some(mut sender) = multiplexed(upstream.id()) {
+        if sender.ready().await.is_err() {
+            forget_multiplexed(upstream.id());
+            continue;
+        }
+        // Kept to turn the request back into HTTP/1.1 shape should it come back unsent.
+        let (target, host) = (
+            request.uri().clone(),
+            request.headers().get(hyper::header::HOST).cloned(),
+        );
+        match sender.try_send_request(for_http2(request, upstream)).await {
+            Ok(response) => return Multiplexed::Answered(Ok(unpooled(response, upstream.id()))),
+            Err(mut error) => match error.take_message() {
+                Some(mut unsent) => {
+                    forget_multiplexed(upstream.id());
+                    *unsent.uri_mut() = target;
+                    *unsent.version_mut() = hyper::Version::HTTP_11;
+                    if let Some(host) = host {
+                        unsent.headers_mut().insert(hyper::header::HOST, host);
+                    }
+                    request = unsent;
                 }
+                None => {
+                    let error = SendError::new(error.into_error().to_string());
+                    return Multiplexed::Answered(Err(error));
+                }
+            },
+        }
+    }
+    Multiplexed::Unsent(request)
+}
+
+/// Sends `request` on a new connection to `upstream`.
+async fn send_connected(
+    upstream: &Upstream,
+    connect_timeout: Duration,
+    upgrade: bool,
+    request: Request,
+) -> Result<hyper::Response<PooledBody>, SendError> {
+    match connect(upstream, connect_timeout, upgrade).await? {
+        Connection::Http1(mut sender) => match sender.send_request(request).await {
+            Ok(response) => Ok(pooled(response, sender, upstream.id())),
+            Err(error) => Err(SendError::new(error.to_string())),
+        },
+        Connection::Http2(mut sender) => {
+            MULTIPLEXED.with_borrow_mut(|shared| {
+                shared.retain(|(id, _)| *id != upstream.id());
+                shared.push((upstream.id(), sender.clone()));
+            });
+            match sender.send_request(for_http2(request, upstream)).await {
+                Ok(response) => Ok(unpooled(response, upstream.id())),
+                Err(error) => Err(SendError::new(error.to_string())),
             }
         }
     }
