@@ -270,9 +270,93 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
     }
 }
 
+/// Keeps an answer to an authenticated request out of shared caches unless the upstream said
+/// a shared cache may keep it: `private` is added to its `Cache-Control` unless that already
+/// says `private` (naming no fields), `no-store`, `public` or `s-maxage`. A cache in front of Tollgate (a CDN, an
+/// nginx `proxy_cache`) keys by URL: it never sees the identity headers the upstream answered,
+/// and the upstream never sees the cookie a `Vary` could name, so an answer it kept would be
+/// served to the next person asking, signed in or not. `no-cache` and `max-age` alone let a
+/// shared cache keep it (and, revalidating with another user's cookie, hand it on).
+pub fn keep_out_of_shared_caches(headers: &mut HeaderMap) {
+    let mut directives = Vec::new();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.as_bytes().split(|&byte| byte == b',') {
+            let mut parts = directive.splitn(2, |&byte| byte == b'=');
+            let name = parts.next().unwrap_or_default().trim_ascii();
+            let qualified = parts.next().is_some();
+            // `private="set-cookie"` keeps only the fields it names from a shared cache.
+            let said = if qualified {
+                name.eq_ignore_ascii_case(b"s-maxage")
+            } else {
+                [&b"private"[..], b"no-store", b"public"]
+                    .iter()
+                    .any(|said| name.eq_ignore_ascii_case(said))
+            };
+            if said {
+                return;
+            }
+        }
+        directives.push(value.as_bytes().trim_ascii());
+    }
+    directives.retain(|value| !value.is_empty());
+    if directives.is_empty() {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
+    // One field line, the upstream's directives first.
+    let mut value = directives.join(&b", "[..]);
+    value.extend_from_slice(b", private");
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(header::CACHE_CONTROL, value);
+    } else {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authenticated_answer_is_private_unless_the_upstream_said_otherwise() {
+        let marked = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
+            }
+            keep_out_of_shared_caches(&mut headers);
+            headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .map(|value| value.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(marked(&[]), ["private"]);
+        assert_eq!(marked(&[""]), ["private"]);
+        assert_eq!(marked(&["max-age=60"]), ["max-age=60, private"]);
+        assert_eq!(
+            marked(&["no-cache", " must-revalidate "]),
+            ["no-cache, must-revalidate, private"]
+        );
+        for said in [
+            "private",
+            "PUBLIC, max-age=60",
+            "max-age=60, s-maxage=600",
+            "no-store",
+        ] {
+            assert_eq!(marked(&[said]), [said], "the upstream said: {said}");
+        }
+        assert_eq!(
+            marked(&["max-age=60, private=\"set-cookie\""]),
+            ["max-age=60, private=\"set-cookie\", private"],
+            "a private naming fields lets a shared cache keep the rest"
+        );
+        assert_eq!(
+            marked(&["max-age=60", "public"]),
+            ["max-age=60", "public"],
+            "said on a second line"
+        );
+    }
 
     #[test]
     fn identity_headers_are_removed_in_every_spelling() {

@@ -1598,3 +1598,63 @@ provider = "corp"
     let echo: Value = page.json().await.unwrap();
     assert_eq!(echo["uri"], "/page?x=1", "{echo}");
 }
+
+/// A cache in front of Tollgate (a CDN; here nginx's `proxy_cache`) keys by URL. An answer the
+/// upstream made for a signed-in user and let be cached (`max-age`, `no-cache`) is marked
+/// `private`, so the cache never serves it to the next person, signed in or not; an answer the
+/// upstream declared shareable (`public`) is the upstream's call and is cached.
+#[tokio::test]
+async fn a_cache_in_front_never_serves_one_persons_answer_to_another() {
+    use crate::support::nginx::{self, Nginx, free_port, raw_get};
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let cache_port = free_port();
+    let cache_dir = crate::support::scratch_dir("nginx-cache");
+    let _nginx = Nginx::start(
+        &format!(
+            "proxy_cache_path {dir} keys_zone=shared:1m;\n\
+             server {{ listen 127.0.0.1:{cache_port};\n\
+             location / {{ proxy_cache shared; proxy_pass http://{tollgate};\n\
+             add_header X-Cache $upstream_cache_status; }} }}",
+            dir = cache_dir.display(),
+            tollgate = gateway.app.public_addr,
+        ),
+        &[cache_port],
+    )
+    .await;
+
+    for cache_control in [
+        "max-age%3D60",
+        "no-cache",
+        "max-age%3D60,%20private%3D%22x-a%22",
+    ] {
+        let target = format!("/cache-control?cc={cache_control}");
+        let (status, mine) = raw_get(cache_port, &target, &[("Cookie", &cookie)]).await;
+        assert_eq!(status, 200, "{cache_control}: {mine}");
+        assert!(
+            mine.contains("alice@example.com"),
+            "{cache_control}: {mine}"
+        );
+        let (status, theirs) = raw_get(cache_port, &target, &[]).await;
+        assert_ne!(status, 200, "{cache_control}: {theirs}");
+        assert!(
+            !theirs.contains("alice@example.com"),
+            "{cache_control}: the cache served the signed-in answer to someone else: {theirs}"
+        );
+    }
+
+    // The cache works: an answer the upstream declared public is kept and served again.
+    let target = "/cache-control?cc=public,%20max-age%3D60";
+    let (status, _) = raw_get(cache_port, target, &[("Cookie", &cookie)]).await;
+    assert_eq!(status, 200);
+    let (status, again) = raw_get(cache_port, target, &[]).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(again.contains("alice@example.com"), "{again}");
+}

@@ -1,6 +1,7 @@
 //! `TestUpstream`: the application behind a route. Echoes the request as JSON, answers 401 on
 //! `/needs-login` unless an `X-User` header arrives, counts uploaded bytes on `/upload`, sleeps
-//! on `/slow`, and echoes bytes on an upgraded connection at `/ws`.
+//! on `/slow`, echoes bytes on an upgraded connection at `/ws`, and echoes with the
+//! `Cache-Control` its `cc` query parameter names on `/cache-control`.
 
 use std::net::SocketAddr;
 
@@ -72,6 +73,19 @@ async fn set_cookies(request: Request) -> Response {
     response
 }
 
+/// The echo, with the `cc` query parameter as its `Cache-Control`.
+async fn cache_control(request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let mut response = echo(request).await.into_response();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name == "cc" {
+            let value = axum::http::HeaderValue::from_str(&value).unwrap();
+            response.headers_mut().append("cache-control", value);
+        }
+    }
+    response
+}
+
 async fn slow() -> &'static str {
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     "late"
@@ -102,6 +116,7 @@ impl TestUpstream {
             .route("/slow", get(slow))
             .route("/ws", get(websocket))
             .route("/set-cookies", get(set_cookies))
+            .route("/cache-control", get(cache_control))
             .fallback(any(echo));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self { addr }
