@@ -2,7 +2,7 @@
 //! the client's request in every spelling a backend might read as the same name (any case,
 //! `_` for `-`, repeated), and Tollgate's own cookies never reach the upstream. Pure.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::http::same_header_name as same_header;
 
@@ -272,44 +272,124 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
 
 /// Keeps an answer to an authenticated request out of shared caches unless the upstream said
 /// a shared cache may keep it: `private` is added to its `Cache-Control` unless that already
-/// says `private` (naming no fields), `no-store`, `public` or `s-maxage`. A cache in front of Tollgate (a CDN, an
-/// nginx `proxy_cache`) keys by URL: it never sees the identity headers the upstream answered,
-/// and the upstream never sees the cookie a `Vary` could name, so an answer it kept would be
+/// says `private` (naming no fields), `no-store`, `public` or `s-maxage`. (A CDN that reads a
+/// header of its own, [`crate::http::CDN_CACHE_CONTROLS`], follows what the upstream put
+/// there.) A cache in front of Tollgate (a CDN, an nginx
+/// `proxy_cache`) keys by URL: it never sees the identity headers the upstream answered, and
+/// the upstream never sees the cookie a `Vary` could name, so an answer it kept would be
 /// served to the next person asking, signed in or not. `no-cache` and `max-age` alone let a
-/// shared cache keep it (and, revalidating with another user's cookie, hand it on).
-pub fn keep_out_of_shared_caches(headers: &mut HeaderMap) {
-    let mut directives = Vec::new();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        for directive in value.as_bytes().split(|&byte| byte == b',') {
-            let mut parts = directive.splitn(2, |&byte| byte == b'=');
-            let name = parts.next().unwrap_or_default().trim_ascii();
-            let qualified = parts.next().is_some();
-            // `private="set-cookie"` keeps only the fields it names from a shared cache.
-            let said = if qualified {
-                name.eq_ignore_ascii_case(b"s-maxage")
-            } else {
-                [&b"private"[..], b"no-store", b"public"]
-                    .iter()
-                    .any(|said| name.eq_ignore_ascii_case(said))
-            };
-            if said {
-                return;
-            }
-        }
-        directives.push(value.as_bytes().trim_ascii());
+/// shared cache keep it (and, revalidating with another user's cookie, hand it on). A
+/// `Cache-Control` that does not parse becomes `private`: a cache may drop it, and with it an
+/// added directive.
+/// Interim answers and `304` are left alone: a cache takes a `304`'s fields into the answer
+/// it holds, which was marked when it came.
+pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
+    if status.is_informational() || status == StatusCode::NOT_MODIFIED {
+        return;
     }
-    directives.retain(|value| !value.is_empty());
-    if directives.is_empty() {
+    let mut lines = Vec::new();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Some(directives) = cache_directives(value.as_bytes()) else {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            return;
+        };
+        let shared_said = directives.iter().any(|&(name, argument)| {
+            let is = |said: &[u8]| name.eq_ignore_ascii_case(said);
+            match argument {
+                // `private="set-cookie"` keeps only the fields it names from a shared cache.
+                None => is(b"private") || is(b"no-store") || is(b"public"),
+                Some(seconds) => {
+                    is(b"s-maxage") && !seconds.is_empty() && seconds.iter().all(u8::is_ascii_digit)
+                }
+            }
+        });
+        if shared_said {
+            return;
+        }
+        if !directives.is_empty() {
+            lines.push(value.as_bytes().trim_ascii());
+        }
+    }
+    if lines.is_empty() {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         return;
     }
     // One field line, the upstream's directives first.
-    let mut value = directives.join(&b", "[..]);
+    let mut value = lines.join(&b", "[..]);
     value.extend_from_slice(b", private");
-    if let Ok(value) = HeaderValue::from_bytes(&value) {
-        headers.insert(header::CACHE_CONTROL, value);
-    } else {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    let value =
+        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("private"));
+    headers.insert(header::CACHE_CONTROL, value);
+}
+
+/// A `Cache-Control` directive's name, and its argument when it has one.
+type Directive<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// The directives of one `Cache-Control` line (RFC 9111 §5.2: `name[=token|quoted-string]`,
+/// comma-separated, empty elements and white space around elements allowed): each name and its
+/// argument. `None` for a line that does not parse that way (a quoted string that does not
+/// end, white space around `=`, a name or token with a character it cannot hold, anything
+/// after an argument), which caches read in ways of their own.
+fn cache_directives(line: &[u8]) -> Option<Vec<Directive<'_>>> {
+    let is_token = |text: &[u8]| {
+        !text.is_empty()
+            && text
+                .iter()
+                .all(|&byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+    };
+    let mut directives = Vec::new();
+    let mut rest = line;
+    loop {
+        let end = rest
+            .iter()
+            .position(|&byte| byte == b',' || byte == b'=')
+            .unwrap_or(rest.len());
+        if rest.get(end) == Some(&b'=') {
+            let name = rest[..end].trim_ascii_start();
+            let (argument, after) = argument(&rest[end + 1..])?;
+            if !is_token(name) || !(argument.starts_with(b"\"") || is_token(argument)) {
+                return None;
+            }
+            directives.push((name, Some(argument)));
+            rest = after.trim_ascii_start();
+            if !rest.is_empty() && rest[0] != b',' {
+                return None;
+            }
+        } else {
+            let name = rest[..end].trim_ascii();
+            if !name.is_empty() {
+                if !is_token(name) {
+                    return None;
+                }
+                directives.push((name, None));
+            }
+            rest = &rest[end..];
+        }
+        match rest.split_first() {
+            Some((_, after)) => rest = after,
+            None => return Some(directives),
+        }
+    }
+}
+
+/// A directive's argument at the start of `text` (a token up to `,` or white space, or a
+/// quoted string with `\\` escapes, quotes included) and what follows it; `None` when a
+/// quoted string does not end.
+fn argument(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    if text.first() != Some(&b'"') {
+        let end = text
+            .iter()
+            .position(|&byte| byte == b',' || byte.is_ascii_whitespace())
+            .unwrap_or(text.len());
+        return Some(text.split_at(end));
+    }
+    let mut at = 1;
+    loop {
+        match *text.get(at)? {
+            b'"' => return Some(text.split_at(at + 1)),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
     }
 }
 
@@ -319,20 +399,27 @@ mod tests {
 
     #[test]
     fn an_authenticated_answer_is_private_unless_the_upstream_said_otherwise() {
-        let marked = |values: &[&str]| {
+        let marked_with = |status: StatusCode, fields: &[(&'static str, &str)]| {
             let mut headers = HeaderMap::new();
-            for value in values {
-                headers.append(header::CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
+            for (name, value) in fields {
+                headers.append(*name, HeaderValue::from_str(value).unwrap());
             }
-            keep_out_of_shared_caches(&mut headers);
+            keep_out_of_shared_caches(status, &mut headers);
             headers
                 .get_all(header::CACHE_CONTROL)
                 .iter()
                 .map(|value| value.to_str().unwrap().to_owned())
                 .collect::<Vec<_>>()
         };
+        let marked = |values: &[&str]| {
+            let fields: Vec<_> = values
+                .iter()
+                .map(|value| ("cache-control", *value))
+                .collect();
+            marked_with(StatusCode::OK, &fields)
+        };
         assert_eq!(marked(&[]), ["private"]);
-        assert_eq!(marked(&[""]), ["private"]);
+        assert_eq!(marked(&["", " , "]), ["private"]);
         assert_eq!(marked(&["max-age=60"]), ["max-age=60, private"]);
         assert_eq!(
             marked(&["no-cache", " must-revalidate "]),
@@ -343,19 +430,61 @@ mod tests {
             "PUBLIC, max-age=60",
             "max-age=60, s-maxage=600",
             "no-store",
+            "max-age=60,private",
+            "x=\"a,b\", no-store",
         ] {
             assert_eq!(marked(&[said]), [said], "the upstream said: {said}");
         }
-        assert_eq!(
-            marked(&["max-age=60, private=\"set-cookie\""]),
-            ["max-age=60, private=\"set-cookie\", private"],
-            "a private naming fields lets a shared cache keep the rest"
-        );
         assert_eq!(
             marked(&["max-age=60", "public"]),
             ["max-age=60", "public"],
             "said on a second line"
         );
+        // Not what they look like: a `private` naming fields, directives inside a quoted
+        // string, a name with white space before its `=`, an argument where none belongs.
+        for not_said in [
+            "max-age=60, private=\"set-cookie\"",
+            "no-cache=\"x, no-store\", max-age=60",
+            "private=\"x-foo, public\"",
+            "max-age=60, x=\"a \\\" public, b\"",
+            "s-maxage=\"60\"",
+            "public=1",
+        ] {
+            assert_eq!(
+                marked(&[not_said]),
+                [format!("{not_said}, private")],
+                "the upstream did not say: {not_said}"
+            );
+        }
+        // What does not parse is read by caches in ways of their own, which may drop an
+        // added directive with it (a quoted string that does not end takes it in).
+        for malformed in [
+            "max-age=60, x=\"a, public",
+            "max-age=60, x=\"a\\",
+            "s-maxage =60",
+            "s-maxage= 60",
+            "x=a \"b, public, c\"",
+            "max-age=60 public",
+            "=\"x\", public",
+            "max-age=",
+            "no:store",
+        ] {
+            assert_eq!(marked(&[malformed]), ["private"], "{malformed}");
+        }
+        // A CDN's own header is the CDN's; every other cache reads `Cache-Control`.
+        assert_eq!(
+            marked_with(
+                StatusCode::OK,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "no-store")
+                ]
+            ),
+            ["max-age=60, private"]
+        );
+        for status in [StatusCode::NOT_MODIFIED, StatusCode::SWITCHING_PROTOCOLS] {
+            assert!(marked_with(status, &[]).is_empty(), "{status}");
+        }
     }
 
     #[test]

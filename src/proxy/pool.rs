@@ -65,11 +65,14 @@ pub fn send(
 ) -> impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_ {
     // Every proxied request's future holds this one: the HTTP/2 and new-connection paths are
     // boxed where they are taken, so that the common one (an idle HTTP/1.1 connection) keeps
-    // the whole request's future within the allocator's per-thread cache.
+    // the request's future small (it is moved whole into its box, `public::Answer`).
     async move {
         let upgrade = request.headers().contains_key(hyper::header::UPGRADE);
-        if !upgrade && upstream.tls().is_some() {
-            request = match Box::pin(send_multiplexed(upstream, request)).await {
+        if !upgrade
+            && upstream.tls().is_some()
+            && let Some(sender) = multiplexed(upstream.id())
+        {
+            request = match Box::pin(send_multiplexed(upstream, sender, request)).await {
                 Multiplexed::Answered(answer) => return answer,
                 Multiplexed::Unsent(request) => request,
             };
@@ -107,11 +110,18 @@ enum Multiplexed {
     Unsent(Request),
 }
 
-/// Sends `request` on this thread's HTTP/2 connection to `upstream`, if there is one open.
-async fn send_multiplexed(upstream: &Upstream, mut request: Request) -> Multiplexed {
-    while let Some(mut sender) = multiplexed(upstream.id()) {
+/// Sends `request` on `sender`, this thread's HTTP/2 connection to `upstream`, or on the one
+/// that replaced it.
+async fn send_multiplexed(
+    upstream: &Upstream,
+    sender: http2::SendRequest<Body>,
+    mut request: Request,
+) -> Multiplexed {
+    let mut next = Some(sender);
+    while let Some(mut sender) = next.take() {
         if sender.ready().await.is_err() {
             forget_multiplexed(upstream.id());
+            next = multiplexed(upstream.id());
             continue;
         }
         // Kept to turn the request back into HTTP/1.1 shape should it come back unsent.
@@ -130,6 +140,7 @@ async fn send_multiplexed(upstream: &Upstream, mut request: Request) -> Multiple
                         unsent.headers_mut().insert(hyper::header::HOST, host);
                     }
                     request = unsent;
+                    next = multiplexed(upstream.id());
                 }
                 None => {
                     let error = SendError::new(error.into_error().to_string());
