@@ -414,6 +414,7 @@ async fn sign_in(
             scopes: request.scopes,
             principal: super::Principal::Local(username),
             issued_at: service.now(),
+            signed_in: super::state::SignedIn::AtIssue,
         })
         .await
         .map_err(|error| AuthorizeRefusal::StoreUnavailable(error.to_string()))?;

@@ -10,8 +10,9 @@ use std::pin::Pin;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::state::PendingCode;
+use super::state::{PendingCode, SignedIn};
 use super::{IssuerError, Principal, TokenService, with_query};
+use crate::clock::UnixTime;
 use crate::http::rejection::Rejection;
 use crate::login::federation::{FederatedAuthorization, FederationError, FederationFuture};
 use crate::session::FederatedRequest;
@@ -83,15 +84,7 @@ impl TokenService {
         request: &FederatedRequest,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> bool {
-        // A number of seconds, maybe with a fraction (RFC 7519 NumericDate).
-        let auth_time = claims.get("auth_time").and_then(|value| {
-            value.as_i64().or_else(|| {
-                value
-                    .as_f64()
-                    .filter(|seconds| seconds.is_finite() && seconds.abs() < 1e15)
-                    .map(|seconds| seconds.floor() as i64)
-            })
-        });
+        let auth_time = upstream_auth_time(claims);
         let now = self.now();
         let past_max_age = request.max_age.is_some_and(|max_age| {
             auth_time.is_none_or(|at| {
@@ -187,6 +180,10 @@ impl TokenService {
                     claims: carried,
                 },
                 issued_at: self.now(),
+                // The upstream sign-in's time, which its single sign-on may have made long
+                // before this code (never later than now).
+                signed_in: upstream_auth_time(claims)
+                    .map_or(SignedIn::Unknown, |at| SignedIn::At(at.min(self.now()))),
             })
             .await?;
         let mut params = vec![("code", code.as_str()), ("iss", self.issuer())];
@@ -220,4 +217,17 @@ impl FederatedAuthorization for TokenService {
     fn fail(&self, request: &FederatedRequest, upstream_error: &str) -> Option<String> {
         self.fail_federation(request, upstream_error)
     }
+}
+
+/// The upstream ID token's `auth_time`: a number of seconds, maybe with a fraction (RFC 7519
+/// NumericDate).
+fn upstream_auth_time(claims: &serde_json::Map<String, serde_json::Value>) -> Option<UnixTime> {
+    claims.get("auth_time").and_then(|value| {
+        value.as_i64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|seconds| seconds.is_finite() && seconds.abs() < 1e15)
+                .map(|seconds| seconds.floor() as i64)
+        })
+    })
 }

@@ -211,6 +211,7 @@ impl TokenService {
                 principal: pending.principal.clone(),
                 scopes: pending.scopes.clone(),
                 auth_time: Some(pending.issued_at),
+                signed_in: pending.signed_in,
             };
             self.state
                 .open_grant(grant_id, &grant, grant_until, now)
@@ -222,7 +223,7 @@ impl TokenService {
             &pending.scopes,
             Login {
                 nonce: pending.nonce.as_deref(),
-                auth_time: Some(pending.issued_at),
+                auth_time: pending.signed_in.auth_time(pending.issued_at),
             },
             redemption.grant_id.as_deref(),
             (redemption.access_jti.clone(), now),
@@ -282,7 +283,7 @@ impl TokenService {
         });
         if let Some(asked) = &asked
             && let Some(grant_id) = super::state::grant_of_refresh_token(refresh_token)
-            && let Some(held) = self.state.grant_scopes(grant_id).await?
+            && let Some(held) = self.state.grant_scopes(grant_id, &client.client_id).await?
             && !asked.iter().all(|scope| held.contains(scope))
         {
             return Err(IssuerError::InvalidScope);
@@ -325,7 +326,7 @@ impl TokenService {
             &scopes,
             Login {
                 nonce: None,
-                auth_time: Some(auth_time),
+                auth_time: grant.signed_in.auth_time(auth_time),
             },
             Some(&grant_id),
             (crate::random::token(), now),

@@ -641,6 +641,82 @@ async fn another_clients_code_is_neither_spent_nor_revoked_by_a_client() {
     assert_eq!(status, 200, "its grant is not revoked");
 }
 
+/// A refresh token is bound to the client it was issued to (RFC 6749 §6): presented by another
+/// client (a public one needs no secret), it is refused and ends nothing, spent or not. Reuse
+/// detection used to come first, so whoever held an old, spent refresh token of `spa` ended
+/// `spa`'s grant, and its access tokens, by presenting it as `other-spa`; and a scope check
+/// before it told `other-spa` which scopes a live token of `spa` held. In memory and in Redis
+/// (the spending script).
+#[tokio::test]
+async fn another_clients_refresh_token_spent_or_not_ends_nothing() {
+    let redis = crate::support::redis::RedisServer::standalone().await;
+    for store in ["memory", "redis"] {
+        let (top, store_line) = match store {
+            "redis" => (
+                format!(
+                    "[session]\nsecrets = [\"{}\"]\nredis_url = \"{}\"",
+                    crate::support::gateway::SESSION_SECRET,
+                    redis.url()
+                ),
+                "store = \"redis\"",
+            ),
+            _ => (String::new(), ""),
+        };
+        let extra = format!(
+            r#"{store_line}
+    [[token_service.client]]
+    client_id = "other-spa"
+    grants = ["authorization_code", "refresh_token"]
+    redirect_uris = ["https://other.example.com/cb"]"#
+        );
+        let (gateway, _) = Gateway::start_at_issuer(|issuer| config(issuer, &top, &extra)).await;
+        let by_other = async |refresh_token: &str, scope: Option<&str>| {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", "other-spa"),
+            ];
+            form.extend(scope.map(|scope| ("scope", scope)));
+            let (status, refused) = token_request(&gateway, &form, None).await;
+            (
+                status,
+                refused["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        };
+        let (status, first) = exchange(&gateway, &code_for(&gateway, "o").await).await;
+        assert_eq!(status, 200, "{store}: {first}");
+        let spent = first["refresh_token"].as_str().unwrap().to_owned();
+        let (status, second) = refresh(&gateway, &spent).await;
+        assert_eq!(status, 200, "{store}: {second}");
+        let live = second["refresh_token"].as_str().unwrap().to_owned();
+
+        assert_eq!(
+            by_other(&spent, None).await,
+            (400, "invalid_grant".to_owned()),
+            "{store}"
+        );
+        assert_eq!(
+            by_other(&live, Some("not-held")).await,
+            (400, "invalid_grant".to_owned()),
+            "{store}: another client learns nothing of the grant's scopes"
+        );
+        assert_eq!(
+            by_other(&live, None).await,
+            (400, "invalid_grant".to_owned()),
+            "{store}"
+        );
+        let access_token = second["access_token"].as_str().unwrap();
+        assert_eq!(
+            validate(&gateway, access_token).await,
+            200,
+            "{store}: not revoked"
+        );
+        let (status, third) = refresh(&gateway, &live).await;
+        assert_eq!(status, 200, "{store}: the grant lives on: {third}");
+        gateway.stop().await;
+    }
+}
+
 /// RFC 7636 §4.6: a public client's id is no secret, so whoever holds a leaked code could
 /// present it as that client: without the code's verifier (or without any), the code is
 /// neither spent before its client redeems it nor, once redeemed, a replay that revokes what
@@ -1467,6 +1543,34 @@ async fn a_federated_client_asking_for_a_fresh_sign_in_gets_one_or_login_require
     let (upstream, to_client) = login("", 3600).await;
     assert!(!upstream.contains_key("prompt") && !upstream.contains_key("max_age"));
     assert!(to_client.contains_key("code"), "{to_client:?}");
+    // Its ID token says when that sign-in was, not when the code was made (it said now); a
+    // provider that does not say gets no `auth_time` rather than an invented one.
+    let auth_time_of = async |code: &str| {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", "https://corp-app.example/cb"),
+            ("client_id", "corp-app"),
+            ("code_verifier", VERIFIER),
+        ];
+        let (status, issued) = token_request(&gateway, &form, None).await;
+        assert_eq!(status, 200, "{issued}");
+        decode_payload(issued["id_token"].as_str().unwrap())["auth_time"].clone()
+    };
+    let signed_in = auth_time_of(&to_client["code"]).await;
+    let an_hour_ago = crate::support::idp::now() - 3600;
+    assert!(
+        signed_in
+            .as_i64()
+            .is_some_and(|at| (an_hour_ago - 5..=an_hour_ago + 5).contains(&at)),
+        "auth_time {signed_in}, the upstream sign-in at {an_hour_ago}"
+    );
+    corp.set_user_claim("auth_time", serde_json::Value::Null);
+    let (_, to_client) = login_as_is("").await;
+    assert_eq!(
+        auth_time_of(&to_client["code"]).await,
+        serde_json::Value::Null
+    );
     gateway.stop().await;
 }
 

@@ -60,6 +60,7 @@ async fn code_issued_at(service: &TokenService, issued_at: crate::clock::UnixTim
             scopes: vec!["openid".to_owned(), "email".to_owned()],
             principal: Principal::Local("alice".to_owned()),
             issued_at,
+            signed_in: crate::issuer::state::SignedIn::AtIssue,
         })
         .await
         .unwrap()
@@ -337,6 +338,7 @@ async fn sign_in_with_scim(service: &TokenService) -> String {
             scopes: vec!["openid".to_owned(), "scim".to_owned()],
             principal: Principal::Local("alice".to_owned()),
             issued_at: service.now(),
+            signed_in: crate::issuer::state::SignedIn::AtIssue,
         })
         .await
         .unwrap()

@@ -96,6 +96,15 @@ impl Book {
             return RefreshUse::Invalid;
         };
         let grant_id = record.grant_id.clone();
+        // Whose token it is, before whether it was spent: a spent token of another client,
+        // presented by any client that may refresh (a public one needs no secret), must not
+        // end that client's grant (RFC 6749 §6: the token is bound to its client).
+        let Some(grant) = self.grants.get(&grant_id) else {
+            return RefreshUse::Invalid;
+        };
+        if grant.grant.client_id != client_id {
+            return RefreshUse::Invalid;
+        }
         if record.used {
             self.revoke_grant(&grant_id);
             return RefreshUse::Reused;
@@ -103,7 +112,7 @@ impl Book {
         let Some(grant) = self.grants.get(&grant_id) else {
             return RefreshUse::Invalid;
         };
-        if grant.revoked || grant.grant.client_id != client_id || now >= record.expires_at {
+        if grant.revoked || now >= record.expires_at {
             return RefreshUse::Invalid;
         }
         record.used = true;
@@ -221,10 +230,15 @@ impl IssuerState for MemoryState {
         }))
     }
 
-    fn grant_scopes<'a>(&'a self, grant_id: &'a str) -> StateFuture<'a, Option<Vec<String>>> {
+    fn grant_scopes<'a>(
+        &'a self,
+        grant_id: &'a str,
+        client_id: &'a str,
+    ) -> StateFuture<'a, Option<Vec<String>>> {
         ready(self.with_book(|book| {
             book.grants
                 .get(grant_id)
+                .filter(|record| record.grant.client_id == client_id)
                 .map(|record| record.grant.scopes.clone())
         }))
     }

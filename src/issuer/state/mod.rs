@@ -38,6 +38,31 @@ pub enum Principal {
     },
 }
 
+/// When the user authenticated: the ID token's `auth_time` (OpenID Connect Core §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignedIn {
+    /// When the code was issued: a local login (and records stored before this was kept).
+    #[default]
+    AtIssue,
+    /// At this time: a federated login's upstream `auth_time`, which may be long before the
+    /// code (the provider's single sign-on).
+    At(UnixTime),
+    /// Not known: a federated login whose provider did not say. The ID token then carries no
+    /// `auth_time` rather than one that would say the user had just signed in.
+    Unknown,
+}
+
+impl SignedIn {
+    /// The `auth_time` to state, for a code issued (or a grant begun) at `issued_at`.
+    pub fn auth_time(self, issued_at: UnixTime) -> Option<UnixTime> {
+        match self {
+            Self::AtIssue => Some(issued_at),
+            Self::At(at) => Some(at),
+            Self::Unknown => None,
+        }
+    }
+}
+
 /// A code handed to a client, waiting for `/token`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingCode {
@@ -55,6 +80,9 @@ pub struct PendingCode {
     pub principal: Principal,
     /// When it was issued.
     pub issued_at: UnixTime,
+    /// When the user authenticated.
+    #[serde(default)]
+    pub signed_in: SignedIn,
 }
 
 /// One login's grant.
@@ -66,10 +94,13 @@ pub struct Grant {
     pub principal: Principal,
     /// The scopes granted.
     pub scopes: Vec<String>,
-    /// When the user logged in (the code's issue): every ID token of the grant, refreshed
-    /// ones too, says this `auth_time` (OpenID Connect Core 12.2). `None` for a grant stored
-    /// before it was kept: its ID tokens then carry no `auth_time`.
+    /// When the grant's sign-in was made (the code's issue), from which `session.lifetime`
+    /// runs. `None` for a grant stored before it was kept: it cannot be refreshed.
     pub auth_time: Option<UnixTime>,
+    /// When the user authenticated: every ID token of the grant, refreshed ones too, says it
+    /// (OpenID Connect Core 12.2).
+    #[serde(default)]
+    pub signed_in: SignedIn,
 }
 
 /// What redeeming a code will issue, decided before the code is taken, so that the code and
@@ -148,8 +179,13 @@ pub trait IssuerState: Send + Sync + 'static {
         now: UnixTime,
     ) -> StateFuture<'a, String>;
 
-    /// The scopes of a grant, read without spending anything: `None` for a grant not held.
-    fn grant_scopes<'a>(&'a self, grant_id: &'a str) -> StateFuture<'a, Option<Vec<String>>>;
+    /// The scopes of a grant, read without spending anything: `None` for a grant not held,
+    /// or held by another client than `client_id`.
+    fn grant_scopes<'a>(
+        &'a self,
+        grant_id: &'a str,
+        client_id: &'a str,
+    ) -> StateFuture<'a, Option<Vec<String>>>;
 
     /// Spends a refresh token presented by `client_id`.
     fn use_refresh_token<'a>(

@@ -41,18 +41,19 @@ end
 return {'unknown'}
 ";
 
-/// Spends a refresh token: KEYS refresh, grant, revoked; ARGV client id, grant life.
+/// Spends a refresh token: KEYS refresh, grant, revoked; ARGV client id, grant life. Whose
+/// token it is comes first: another client's spent token revokes nothing (RFC 6749 §6).
 const USE_REFRESH: &str = r"
 local state = redis.call('GET', KEYS[1])
 if not state then
   return {'invalid'}
 end
+if redis.call('HGET', KEYS[2], 'client') ~= ARGV[1] then
+  return {'invalid'}
+end
 if state == 'used' then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
   return {'reused'}
-end
-if redis.call('HGET', KEYS[2], 'client') ~= ARGV[1] then
-  return {'invalid'}
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {'invalid'}
@@ -231,6 +232,8 @@ struct GrantRecord {
     /// Absent from grants stored before it was kept.
     #[serde(default)]
     auth_time: Option<UnixTime>,
+    #[serde(default)]
+    signed_in: super::SignedIn,
 }
 
 impl IssuerState for RedisState {
@@ -282,6 +285,7 @@ impl IssuerState for RedisState {
                 principal: grant.principal.clone(),
                 scopes: grant.scopes.clone(),
                 auth_time: grant.auth_time,
+                signed_in: grant.signed_in,
             })?;
             let key = self.grant_key(grant_id);
             let pipeline = redis::pipe()
@@ -360,6 +364,7 @@ impl IssuerState for RedisState {
                             principal: record.principal,
                             scopes: record.scopes,
                             auth_time: record.auth_time,
+                            signed_in: record.signed_in,
                         },
                     ))
                 }
@@ -369,18 +374,24 @@ impl IssuerState for RedisState {
         })
     }
 
-    fn grant_scopes<'a>(&'a self, grant_id: &'a str) -> StateFuture<'a, Option<Vec<String>>> {
+    fn grant_scopes<'a>(
+        &'a self,
+        grant_id: &'a str,
+        client_id: &'a str,
+    ) -> StateFuture<'a, Option<Vec<String>>> {
         Box::pin(async move {
-            let command = redis::cmd("HGET")
+            let command = redis::cmd("HMGET")
                 .arg(self.grant_key(grant_id))
+                .arg("client")
                 .arg("record")
                 .to_owned();
-            let record: Option<String> = self
+            let (client, record): (Option<String>, Option<String>) = self
                 .connection
                 .query(&command)
                 .await
                 .map_err(|error| unavailable(&error))?;
             record
+                .filter(|_| client.as_deref() == Some(client_id))
                 .map(|record| decode::<GrantRecord>(&record).map(|record| record.scopes))
                 .transpose()
         })

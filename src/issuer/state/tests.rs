@@ -16,6 +16,7 @@ fn pending(client_id: &str, issued_at: UnixTime) -> PendingCode {
         scopes: vec!["openid".to_owned()],
         principal: Principal::Local("alice".to_owned()),
         issued_at,
+        signed_in: super::SignedIn::AtIssue,
     }
 }
 
@@ -33,6 +34,7 @@ fn grant(client_id: &str) -> Grant {
         principal: Principal::Local("alice".to_owned()),
         scopes: vec!["openid".to_owned()],
         auth_time: Some(1_000),
+        signed_in: super::SignedIn::AtIssue,
     }
 }
 
