@@ -2,6 +2,7 @@
 //! the client's request in every spelling a backend might read as the same name (any case,
 //! `_` for `-`, repeated), and Tollgate's own cookies never reach the upstream. Pure.
 
+use axum::http::header::Entry;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::http::same_header_name as same_header;
@@ -287,11 +288,19 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
     if status.is_informational() || status == StatusCode::NOT_MODIFIED {
         return;
     }
-    let mut lines = Vec::new();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        let Some(directives) = cache_directives(value.as_bytes()) else {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    // One lookup: most answers carry no `Cache-Control`, and get one.
+    let mut entry = match headers.entry(header::CACHE_CONTROL) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(HeaderValue::from_static("private"));
             return;
+        }
+        Entry::Occupied(occupied) => occupied,
+    };
+    let mut lines = Vec::new();
+    for value in entry.iter() {
+        let Some(directives) = cache_directives(value.as_bytes()) else {
+            lines.clear();
+            break;
         };
         let shared_said = directives.iter().any(|&(name, argument)| {
             let is = |said: &[u8]| name.eq_ignore_ascii_case(said);
@@ -310,16 +319,15 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
             lines.push(value.as_bytes().trim_ascii());
         }
     }
-    if lines.is_empty() {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-        return;
-    }
-    // One field line, the upstream's directives first.
-    let mut value = lines.join(&b", "[..]);
-    value.extend_from_slice(b", private");
-    let value =
-        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("private"));
-    headers.insert(header::CACHE_CONTROL, value);
+    // One field line, the upstream's directives first; `private` alone when none parsed.
+    let value = if lines.is_empty() {
+        HeaderValue::from_static("private")
+    } else {
+        let mut value = lines.join(&b", "[..]);
+        value.extend_from_slice(b", private");
+        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("private"))
+    };
+    entry.insert(value);
 }
 
 /// A `Cache-Control` directive's name, and its argument when it has one.
