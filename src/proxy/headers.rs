@@ -298,24 +298,19 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
     };
     let mut lines = Vec::new();
     for value in entry.iter() {
-        let Some(directives) = cache_directives(value.as_bytes()) else {
+        let (mut shared_said, mut any) = (false, false);
+        let parsed = cache_directives(value.as_bytes(), |name, argument| {
+            any = true;
+            shared_said |= says_how_shared_caches_keep_it(name, argument);
+        });
+        if parsed.is_none() {
             lines.clear();
             break;
-        };
-        let shared_said = directives.iter().any(|&(name, argument)| {
-            let is = |said: &[u8]| name.eq_ignore_ascii_case(said);
-            match argument {
-                // `private="set-cookie"` keeps only the fields it names from a shared cache.
-                None => is(b"private") || is(b"no-store") || is(b"public"),
-                Some(seconds) => {
-                    is(b"s-maxage") && !seconds.is_empty() && seconds.iter().all(u8::is_ascii_digit)
-                }
-            }
-        });
+        }
         if shared_said {
             return;
         }
-        if !directives.is_empty() {
+        if any {
             lines.push(value.as_bytes().trim_ascii());
         }
     }
@@ -330,22 +325,35 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
     entry.insert(value);
 }
 
-/// A `Cache-Control` directive's name, and its argument when it has one.
-type Directive<'a> = (&'a [u8], Option<&'a [u8]>);
+/// Whether a `Cache-Control` directive (its name, and its argument when it has one) says how a
+/// shared cache may keep the answer. `private="set-cookie"` keeps only the fields it names from
+/// a shared cache, so it does not.
+fn says_how_shared_caches_keep_it(name: &[u8], argument: Option<&[u8]>) -> bool {
+    let is = |said: &[u8]| name.eq_ignore_ascii_case(said);
+    match argument {
+        None => is(b"private") || is(b"no-store") || is(b"public"),
+        Some(seconds) => {
+            is(b"s-maxage") && !seconds.is_empty() && seconds.iter().all(u8::is_ascii_digit)
+        }
+    }
+}
 
-/// The directives of one `Cache-Control` line (RFC 9111 §5.2: `name[=token|quoted-string]`,
-/// comma-separated, empty elements and white space around elements allowed): each name and its
-/// argument. `None` for a line that does not parse that way (a quoted string that does not
-/// end, white space around `=`, a name or token with a character it cannot hold, anything
-/// after an argument), which caches read in ways of their own.
-fn cache_directives(line: &[u8]) -> Option<Vec<Directive<'_>>> {
+/// Reads one `Cache-Control` line (RFC 9111 §5.2: `name[=token|quoted-string]`,
+/// comma-separated, empty elements and white space around elements allowed), giving `each`
+/// every directive's name and argument in order. `None` for a line that does not parse that
+/// way (a quoted string that does not end, white space around `=`, a name or token with a
+/// character it cannot hold, anything after an argument), which caches read in ways of their
+/// own; `each` may then have seen the directives before the fault.
+fn cache_directives<'a>(
+    line: &'a [u8],
+    mut each: impl FnMut(&'a [u8], Option<&'a [u8]>),
+) -> Option<()> {
     let is_token = |text: &[u8]| {
         !text.is_empty()
             && text
                 .iter()
                 .all(|&byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
     };
-    let mut directives = Vec::new();
     let mut rest = line;
     loop {
         let end = rest
@@ -358,7 +366,7 @@ fn cache_directives(line: &[u8]) -> Option<Vec<Directive<'_>>> {
             if !is_token(name) || !(argument.starts_with(b"\"") || is_token(argument)) {
                 return None;
             }
-            directives.push((name, Some(argument)));
+            each(name, Some(argument));
             rest = after.trim_ascii_start();
             if !rest.is_empty() && rest[0] != b',' {
                 return None;
@@ -369,13 +377,13 @@ fn cache_directives(line: &[u8]) -> Option<Vec<Directive<'_>>> {
                 if !is_token(name) {
                     return None;
                 }
-                directives.push((name, None));
+                each(name, None);
             }
             rest = &rest[end..];
         }
         match rest.split_first() {
             Some((_, after)) => rest = after,
-            None => return Some(directives),
+            None => return Some(()),
         }
     }
 }

@@ -686,9 +686,10 @@ fn serve_route<'a>(
                     Ok(response) => response,
                     Err(refusal) => return Err(refusal.with_cookies(identity.set_cookies)),
                 };
-                let status = response.status();
-                headers::keep_out_of_shared_caches(status, response.headers_mut());
-                if !identity.set_cookies.is_empty() {
+                if identity.set_cookies.is_empty() {
+                    let status = response.status();
+                    headers::keep_out_of_shared_caches(status, response.headers_mut());
+                } else {
                     append_set_cookies(&mut response, &identity.set_cookies);
                     // The refreshed session's cookie must never be stored by a shared cache
                     // and handed to someone else, whatever the upstream allowed.
