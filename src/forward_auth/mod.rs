@@ -545,6 +545,22 @@ pub async fn decide_auth(
     if let Some(refusal) = refused {
         return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
     }
+    if identity.credential == Credential::SessionCookie
+        && let Some(host) = original
+            .and_then(|request| request.url.as_ref())
+            .and_then(url::Url::host_str)
+        && crate::http::origin::websocket_from_another_host(headers, host)
+    {
+        let reason = "a WebSocket asked for by a page of another host";
+        trace.record("origin", "fail", || reason.to_owned());
+        let refusal = Refusal::new(
+            Rejection::Forbidden(
+                "a connection opened by a page of this site's own host".to_owned(),
+            ),
+            reason,
+        );
+        return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
+    }
     match decide_traced(&query, &identity.claims, trace) {
         Decision::Allow(injected) => {
             Outcome::Allow(injected, identity.credential.as_str(), identity.set_cookies)

@@ -3,6 +3,7 @@
 pub mod canonical;
 pub mod cookies;
 pub mod forwarded;
+pub mod origin;
 pub mod pages;
 pub mod rejection;
 pub mod serve;

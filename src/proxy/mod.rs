@@ -674,6 +674,20 @@ fn serve_route<'a>(
                 crate::telemetry::with_current(|span| {
                     span.credential(identity.credential.as_str());
                 });
+                if identity.credential == Credential::SessionCookie
+                    && crate::http::origin::websocket_from_another_host(
+                        request.headers(),
+                        base.host_str().unwrap_or_default(),
+                    )
+                {
+                    let refusal = Refusal::new(
+                        Rejection::Forbidden(
+                            "a connection opened by a page of this site's own host".to_owned(),
+                        ),
+                        "a WebSocket asked for by a page of another host",
+                    );
+                    return Err(refusal.with_cookies(identity.set_cookies));
+                }
                 let checked = Checked::Identity(identity.credential, &identity_headers);
                 // A refreshed session's cookie goes back whatever the answer. (The exchange is
                 // taken out of `send`'s result before it is awaited: awaited inside a `match`

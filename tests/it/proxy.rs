@@ -1224,6 +1224,117 @@ async fn upgraded_connections_are_spliced_both_ways() {
     assert_eq!(echoed, "ping over the upgraded connection");
 }
 
+/// The head of the answer to `GET /ws` asking to upgrade with `headers` (each `Name: value`).
+pub async fn upgrade_answer(address: std::net::SocketAddr, headers: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut head = format!(
+            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        );
+        for header in headers {
+            head.push_str(&header);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            answer.push(byte[0]);
+        }
+        String::from_utf8(answer).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A page of a sibling subdomain (or a sandboxed frame) that opens a WebSocket gets the
+/// browser's session cookie sent along and no CORS check: it could act as the signed-in person.
+#[tokio::test]
+async fn a_websocket_asked_for_by_a_page_of_another_host_is_refused() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = format!("Cookie: {}", crate::refresh::cookie_header(&browser));
+    let address = gateway.app.public_addr;
+    let port = address.port();
+    for origin in [
+        "http://sibling.localhost".to_owned(),
+        format!("http://127.0.0.2:{port}"),
+        "null".to_owned(),
+    ] {
+        let answer =
+            upgrade_answer(address, vec![cookie.clone(), format!("Origin: {origin}")]).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{origin}: {answer}");
+    }
+    // The page's own host (any scheme or port: cookies tell neither apart), or a client that is
+    // no browser, is spliced.
+    for origin in [
+        Some(format!("http://127.0.0.1:{port}")),
+        Some("https://127.0.0.1".to_owned()),
+        None,
+    ] {
+        let mut headers = vec![cookie.clone()];
+        headers.extend(origin.iter().map(|origin| format!("Origin: {origin}")));
+        let answer = upgrade_answer(address, headers).await;
+        assert!(answer.starts_with("HTTP/1.1 101"), "{origin:?}: {answer}");
+    }
+}
+
+/// The same through nginx's `auth_request` (the README's recipe, with the WebSocket
+/// `proxy_set_header`s): nginx drops `Upgrade` on the way to `/auth`, and passes the
+/// handshake's `Sec-WebSocket-Key` and the page's `Origin`.
+#[tokio::test]
+async fn forward_auth_refuses_a_websocket_asked_for_by_a_page_of_another_host() {
+    use crate::support::nginx::{self, Nginx, free_port};
+    if !nginx::available() {
+        return;
+    }
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = format!("{LOGIN_ROUTE}\n[forward_auth]\nprovider = \"corp\"\n");
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), &config)).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = format!("Cookie: {}", crate::refresh::cookie_header(&browser));
+    let front = free_port();
+    let _nginx = Nginx::start(
+        &format!(
+            "server {{\n listen 127.0.0.1:{front};\n\
+             location = /_tollgate_auth {{\n internal;\n \
+             proxy_pass http://{tollgate}/auth;\n \
+             proxy_pass_request_body off;\n proxy_set_header Content-Length \"\";\n \
+             proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n \
+             proxy_set_header X-Original-Method $request_method;\n }}\n\
+             location / {{\n auth_request /_tollgate_auth;\n proxy_pass {upstream};\n \
+             proxy_http_version 1.1;\n proxy_set_header Upgrade $http_upgrade;\n \
+             proxy_set_header Connection upgrade;\n }}\n}}\n",
+            tollgate = gateway.app.public_addr,
+            upstream = upstream.url(),
+        ),
+        &[front],
+    )
+    .await;
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], front).into();
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".to_owned();
+    for origin in ["http://sibling.localhost".to_owned(), "null".to_owned()] {
+        let headers = vec![cookie.clone(), key.clone(), format!("Origin: {origin}")];
+        let answer = upgrade_answer(address, headers).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{origin}: {answer}");
+    }
+    let headers = vec![
+        cookie.clone(),
+        key.clone(),
+        format!("Origin: http://127.0.0.1:{front}"),
+    ];
+    let answer = upgrade_answer(address, headers).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+}
+
 #[tokio::test]
 async fn clients_may_speak_http2() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
