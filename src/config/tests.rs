@@ -286,6 +286,14 @@ fn impossible_combinations_are_problems() {
         "session.idle_timeout: must be at least 1s",
     );
     check_problem(
+        &PROVIDER.replace(
+            "[[provider]]\n",
+            "[[provider]]\njwks_refetch_interval = \"0s\"\n",
+        ),
+        &[],
+        "provider[0].jwks_refetch_interval: must be at least 1s",
+    );
+    check_problem(
         "[session]\nstore = \"redis\"",
         &[],
         "session.redis_url: is required",

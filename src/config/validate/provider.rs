@@ -77,6 +77,14 @@ impl Checker<'_> {
             raw.jwks_refetch_interval,
             Duration::from_secs(10),
         );
+        // Anyone can send a token with a made-up `kid`: with no interval, each one would fetch
+        // the provider's keys again, one fetch after another.
+        if jwks_refetch_interval.as_secs() == 0 {
+            self.problem(
+                format!("{path}.jwks_refetch_interval"),
+                "must be at least 1s (with less, every token with an unknown `kid` fetches the keys again)",
+            );
+        }
         let timeout = self.duration(
             &format!("{path}.timeout"),
             raw.timeout,
