@@ -447,6 +447,19 @@ async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_
         "INVALID_ARGUMENT"
     );
 
+    // A misspelled `rules` is refused, never read as no rules (which lets any caller through).
+    let mut misspelled = check_request("/x", &[("authorization", &bearer)], None);
+    if let Some(attributes) = misspelled.attributes.as_mut() {
+        attributes
+            .context_extensions
+            .insert("rule".to_owned(), "groups=admins".to_owned());
+    }
+    let misspelled = check(&gateway, misspelled).await;
+    assert!(
+        denied(&misspelled, 400).body.contains("`rule`"),
+        "{misspelled:?}"
+    );
+
     // A Check that describes no request is refused with an answer, never a failed RPC, which
     // Envoy with `failure_mode_allow: true` would let through.
     let empty = check(&gateway, CheckRequest::default()).await;
@@ -467,7 +480,7 @@ async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_
     );
     let metrics = gateway.metrics().await;
     assert!(
-        metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"bad_request\"} 3"),
+        metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"bad_request\"} 4"),
         "{metrics}"
     );
 }

@@ -170,6 +170,23 @@ async fn check(
         )
         .await);
     };
+    // A key of another name is most likely `rules` misspelled: read as no rules, it would let
+    // every signed-in caller through whatever the route meant to require.
+    if let Some(key) = attributes
+        .context_extensions
+        .keys()
+        .find(|key| *key != RULES)
+    {
+        let reason = format!(
+            "the Check request's context_extensions hold `{}`: the only key read is `{RULES}`",
+            crate::untrusted::bounded(key)
+        );
+        let outcome = Outcome::Reject(crate::http::rejection::Refusal::new(
+            crate::http::rejection::Rejection::BadRequest(reason.clone()),
+            reason,
+        ));
+        return Ok(refused(state, outcome, started).await);
+    }
     let rules = attributes
         .context_extensions
         .get(RULES)
