@@ -778,14 +778,17 @@ async fn jwks_cache_control_is_honoured() {
         jwks_no_cache: true,
         ..Default::default()
     });
-    // max-age=0 asks for a fetch on every use; `jwks_refetch_interval` still bounds them.
+    // max-age=0 asks for a fetch on every use; `jwks_refetch_interval` (at least 1s) still
+    // bounds them.
     let uncached = Gateway::start(&Gateway::forward_auth_config(&idp, "", "").replace(
         "jwks_refetch_interval = \"1h\"",
-        "jwks_refetch_interval = \"0s\"",
+        "jwks_refetch_interval = \"1s\"",
     ))
     .await;
     let before = idp.count("jwks");
     for index in 0..3 {
+        // The shortest interval, waited out.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let token = idp
             .access_token()
             .claim("jti", json!(format!("t-{index}")))

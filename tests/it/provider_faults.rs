@@ -41,9 +41,10 @@ fn advance(clock: &tollgate::clock::ManualClock, idp: &TestIdp, seconds: i64) {
 async fn a_jwks_answer_without_usable_keys_never_replaces_a_good_key_set() {
     for fault in [JwksFault::Empty, JwksFault::OctOnly] {
         let idp = TestIdp::start().await;
-        // No rate limit: every unknown `kid` fetches.
-        let gateway = Gateway::start(&config(&idp, "jwks_refetch_interval = \"0s\"")).await;
+        // The shortest limit, waited out: the unknown `kid` fetches.
+        let gateway = Gateway::start(&config(&idp, "jwks_refetch_interval = \"1s\"")).await;
         assert_eq!(status(&gateway, &fresh_token(&idp, "a")).await, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         idp.misbehave(Misbehaviour {
             jwks_fault: fault,
             ..Default::default()
