@@ -113,6 +113,14 @@ http://127.0.0.1:${ports.caddy} {
     }
   }
 }
+http://127.0.0.1:${ports.caddyBare} {
+  route {
+    forward_auth 127.0.0.1:${ports.tollgateCaddy} {
+      uri /auth
+    }
+    reverse_proxy 127.0.0.1:${ports.upstream}
+  }
+}
 `;
 }
 
@@ -120,7 +128,7 @@ before(async () => {
   requireProgram('/usr/sbin/nginx');
   requireProgram('/usr/bin/caddy');
   requireProgram('/usr/bin/chromium');
-  for (const name of ['provider', 'upstream', 'nginx', 'caddy', 'tollgateNginx', 'tollgateNginxAdmin', 'tollgateCaddy', 'tollgateCaddyAdmin']) {
+  for (const name of ['provider', 'upstream', 'nginx', 'caddy', 'caddyBare', 'tollgateNginx', 'tollgateNginxAdmin', 'tollgateCaddy', 'tollgateCaddyAdmin']) {
     ports[name] = await freePort();
   }
   const nginxOrigin = `http://127.0.0.1:${ports.nginx}`;
@@ -235,6 +243,18 @@ test('Caddy forward_auth with redirect mode: login, identity headers, sign-out, 
     });
     assert.equal(underscored.status, path === '/public/x' ? 400 : 401, `${path}: ${await underscored.text()}`);
   }
+});
+
+test('Caddy with `uri /auth` (no `?`) passes the client\'s query on: it is never read as the rules', async () => {
+  const origin = `http://127.0.0.1:${ports.caddyBare}`;
+  const plain = await fetch(`${origin}/private/page`, { redirect: 'manual' });
+  assert.equal(plain.status, 401, 'no credential and no rules: refused');
+  // Caddy's rewrite to `/auth` keeps the request's query when `uri` has none: the client would
+  // write the rules. Refused, never a skip.
+  const written = await fetch(`${origin}/private/page?skip-auth=.`, { redirect: 'manual' });
+  const text = await written.text();
+  assert.equal(written.status, 400, text);
+  assert.match(text, /the original request's own query/);
 });
 
 test('Caddy passes a client\'s X-Original-URL on to /auth: it never makes a protected path public', async () => {

@@ -527,6 +527,19 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    // Valid (oidc-guard's patterns are searched, not anchored), and easily read as a prefix:
+    // `/healthz` skips `/admin/healthz` too.
+    for (index, route) in config.routes.iter().enumerate() {
+        for (rule_index, rule) in route.skip.iter().enumerate() {
+            let pattern = rule.pattern.as_str();
+            if !pattern.contains('^') {
+                warnings.push(format!(
+                    "route[{index}].skip[{rule_index}]: `{pattern}` matches anywhere in a path \
+                     (`/admin{pattern}` too); anchor it with `^` unless that is meant"
+                ));
+            }
+        }
+    }
     // Valid (optional authentication, SPEC §5), and easily read as a guarded route.
     for (index, route) in config.routes.iter().enumerate() {
         if !route.require.is_empty()

@@ -325,6 +325,29 @@ fn impossible_combinations_are_problems() {
         &[],
         "route[0].provider: is required",
     );
+    // An empty list under `require` requires nothing: every signed-in caller would pass.
+    let route = format!("{PROVIDER}\n[[route]]\nupstream = \"http://x\"\nprovider = \"corp\"\n");
+    for (require, path) in [
+        ("groups = []", "route[0].require.groups"),
+        ("email_domains = []", "route[0].require.email_domains"),
+        ("client_roles = {}", "route[0].require.client_roles"),
+        (
+            "client_roles = { api = [] }",
+            "route[0].require.client_roles.api",
+        ),
+        ("claims = { tid = [] }", "route[0].require.claims.tid"),
+    ] {
+        check_problem(
+            &format!("{route}[route.require]\n{require}"),
+            &[],
+            &format!("{path}: an empty list requires nothing"),
+        );
+    }
+    check_problem(
+        &format!("{route}[route.require]\ngroups = [\"admin\"]"),
+        &[("TOLLGATE_ROUTE__0__REQUIRE__GROUPS", "[]")],
+        "route[0].require.groups: an empty list requires nothing",
+    );
     check_problem(
         &format!("{PROVIDER}\n[[route]]\nupstream = \"http://app:secret@x\"\nprovider = \"corp\""),
         &[],
@@ -421,6 +444,18 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
             warnings(&loaded)
         );
     }
+    // A skip pattern is searched anywhere in the path: one without `^` is warned about.
+    let searched = load(
+        &route("skip = [\"/healthz\", \"GET,^/public/\"]"),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        warnings(&searched),
+        [
+            "route[0].skip[0]: `/healthz` matches anywhere in a path (`/admin/healthz` too); anchor it with `^` unless that is meant"
+        ]
+    );
     check_problem(
         &format!("[server]\nleeway = \"30d\"\n{PROVIDER}"),
         &[],

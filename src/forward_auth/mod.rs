@@ -154,14 +154,21 @@ pub fn auth(
         // Boxed: axum boxes this future with its own around it, and at over a kilobyte that
         // box leaves the allocator's per-thread cache (hundreds of instructions a request);
         // two boxes under it cost less.
-        let outcome = Box::pin(decide_auth(
-            &state,
-            headers,
-            rules,
-            original.as_ref(),
-            &mut Trace::off(),
-        ))
-        .await;
+        let outcome = if is_the_clients_query(rules, headers) {
+            Outcome::Reject(Refusal::new(
+                Rejection::BadRequest(CLIENTS_QUERY.to_owned()),
+                CLIENTS_QUERY,
+            ))
+        } else {
+            Box::pin(decide_auth(
+                &state,
+                headers,
+                rules,
+                original.as_ref(),
+                &mut Trace::off(),
+            ))
+            .await
+        };
         // Only a query injects headers; the check stays out of the common path's code.
         let outcome = if rules.is_empty() {
             outcome
@@ -178,6 +185,20 @@ pub fn auth(
         );
         outcome_response(outcome)
     }
+}
+
+/// Why a query that is the original request's own is refused as `/auth`'s rules.
+const CLIENTS_QUERY: &str = "the rules are the original request's own query, which its client \
+     wrote (Caddy's `forward_auth` keeps it when `uri` has no `?`: write `uri /auth?` or \
+     `uri /auth?<rules>`)";
+
+/// Whether `/auth`'s query (its rules) is the query of the original request the ingress
+/// describes (`X-Forwarded-Uri`, `X-Original-URL`): an ingress that passes its client's query
+/// on (Caddy's `forward_auth` with `uri /auth`, no `?`) lets the client write the rules, a
+/// `skip-auth=.` or an `inject-claim` into a header the application trusts. Any one said
+/// counts, believed or not: a client that names its own only refuses itself.
+fn is_the_clients_query(rules: &str, headers: &HeaderMap) -> bool {
+    !rules.is_empty() && crate::http::forwarded::queries_said(headers).any(|query| query == rules)
 }
 
 /// The one metric update and log line of a forward-auth decision, however it was asked for
@@ -545,7 +566,8 @@ pub async fn decide_auth(
     if let Some(refusal) = refused {
         return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
     }
-    if identity.credential == Credential::SessionCookie
+    // A cookie (the session's, the token cookie) is what a browser adds by itself.
+    if identity.credential != Credential::Bearer
         && let Some(host) = original
             .and_then(|request| request.url.as_ref())
             .and_then(url::Url::host_str)

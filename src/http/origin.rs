@@ -2,16 +2,25 @@
 
 use axum::http::{HeaderMap, header};
 
-/// Whether `headers` are a WebSocket handshake (an `Upgrade`, or the handshake's
+use super::SEC_FETCH_MODE;
+
+/// Whether `headers` are a WebSocket handshake (an `Upgrade`; the handshake's
 /// `Sec-WebSocket-Key`, which an ingress passes to forward-auth where it drops the hop-by-hop
-/// `Upgrade`) from a page whose `Origin` names a host other than `host`, the one the request
-/// is for, or is no URL (`null`). A browser sends a page's WebSocket the session cookie
+/// `Upgrade`; or `Sec-Fetch-Mode: websocket`, which a browser sends on every handshake, over
+/// HTTP/2 too, where there is neither) from a page whose `Origin` names a host other than
+/// `host`, the one the request is for, or is no URL (`null`). A browser sends a page's WebSocket the session cookie
 /// whenever the two are the same site (a sibling subdomain) and applies no CORS to it, so such
 /// a page could read and act as the signed-in person; the cookie's own boundary is the host
 /// (never the scheme or the port), and so is this one. A client that sends no `Origin` is no
 /// browser.
 pub fn websocket_from_another_host(headers: &HeaderMap, host: &str) -> bool {
-    if !headers.contains_key(header::UPGRADE) && !headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+    let handshake = headers.contains_key(header::UPGRADE)
+        || headers.contains_key(header::SEC_WEBSOCKET_KEY)
+        || headers
+            .get_all(&SEC_FETCH_MODE)
+            .iter()
+            .any(|mode| mode.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !handshake {
         return false;
     }
     headers.get_all(header::ORIGIN).iter().any(|origin| {
@@ -62,6 +71,15 @@ mod tests {
         // An ingress drops `Upgrade` (hop by hop) before `/auth`, and passes the handshake's key.
         assert!(from(&[
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("origin", "https://evil.example.com"),
+        ]));
+        // A browser's WebSocket over HTTP/2 (RFC 8441) has neither, and says what it is.
+        assert!(from(&[
+            ("sec-fetch-mode", "websocket"),
+            ("origin", "https://evil.example.com"),
+        ]));
+        assert!(!from(&[
+            ("sec-fetch-mode", "cors"),
             ("origin", "https://evil.example.com"),
         ]));
         // Any one of several.

@@ -252,10 +252,17 @@ fn parse_skip(
     if pattern.is_empty() {
         return Err(malformed(parameter, "empty pattern"));
     }
-    // `GET, ^/admin/`: no canonical path holds white space, so the pattern would never match
-    // (and as a `skip-auth-ne`, skip every GET).
+    // `GET, ^/admin/`, `^/admin/ ` (a space before the next `&`): no canonical path holds
+    // white space, so the pattern would never match (and as a `skip-auth-ne`, skip every
+    // request), nor does a space in a class or escaped.
     if pattern.starts_with(|c: char| c.is_whitespace()) {
         return Err(malformed(parameter, "the pattern starts with white space"));
+    }
+    if pattern.contains(|c: char| c.is_whitespace()) {
+        return Err(malformed(
+            parameter,
+            "the pattern holds white space, which no canonical path does (an encoded space is `%20`)",
+        ));
     }
     // `GET ,^/admin/`, `GET|HEAD,^/admin/`, `GET;^/admin/`: a method the parser did not take
     // for one leaves a `^` mid-way, which nothing matches.

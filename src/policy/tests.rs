@@ -189,6 +189,11 @@ fn malformed_parameters_name_themselves() {
     assert_eq!(error("tid="), "tid");
     assert_eq!(error("tid=%FF"), "tid");
     assert_eq!(error("=x"), "");
+    // White space in a pattern matches no canonical path: as a `-ne` rule, it skipped every
+    // request (`skip-auth-ne=^/admin/ &groups=admin`, a space before the `&`).
+    assert_eq!(error("skip-auth-ne=^/admin/%20"), "skip-auth-ne");
+    assert_eq!(error("skip-auth-ne=^/admin/[%20]x"), "skip-auth-ne");
+    assert_eq!(error("skip-auth=GET,^/a%09b"), "skip-auth");
     // Headers that frame, route or set cookies carry no claim (the /auth answer itself broke
     // on an injected `Transfer-Encoding`).
     for header in [

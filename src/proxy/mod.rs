@@ -674,7 +674,7 @@ fn serve_route<'a>(
                 crate::telemetry::with_current(|span| {
                     span.credential(identity.credential.as_str());
                 });
-                if identity.credential == Credential::SessionCookie
+                if identity.credential != Credential::Bearer
                     && crate::http::origin::websocket_from_another_host(
                         request.headers(),
                         base.host_str().unwrap_or_default(),

@@ -459,6 +459,11 @@ async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_
         denied(&misspelled, 400).body.contains("`rule`"),
         "{misspelled:?}"
     );
+    assert_eq!(
+        misspelled.status.as_ref().unwrap().code,
+        3,
+        "INVALID_ARGUMENT"
+    );
 
     // A Check that describes no request is refused with an answer, never a failed RPC, which
     // Envoy with `failure_mode_allow: true` would let through.
@@ -691,6 +696,44 @@ async fn http_variant_refuses_rules_from_an_untrusted_peer() {
     assert_eq!(plain.status(), 200);
     let none = envoy_http(&gateway, reqwest::Method::GET, "/admin/", &[]).await;
     assert_eq!(none.status(), 401);
+}
+
+/// A misspelled `X-Tollgate-Rules` in Envoy's `headers_to_add` is refused, never read as no
+/// rules (which lets every signed-in caller through).
+#[tokio::test]
+async fn http_variant_refuses_a_misspelled_rules_header() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let misspelled = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/admin/",
+        &[
+            ("authorization", &bearer),
+            ("x-tollgate-rule", "groups=nobody"),
+        ],
+    )
+    .await;
+    assert_eq!(misspelled.status(), 400);
+    assert!(
+        misspelled
+            .text()
+            .await
+            .unwrap()
+            .contains("other than X-Tollgate-Rules")
+    );
+    let spelled = envoy_http(
+        &gateway,
+        reqwest::Method::GET,
+        "/admin/",
+        &[
+            ("authorization", &bearer),
+            ("x-tollgate-rules", "groups=nobody"),
+        ],
+    )
+    .await;
+    assert_eq!(spelled.status(), 403);
 }
 
 #[tokio::test]

@@ -342,6 +342,48 @@ async fn http_recipe_in_envoy() {
     );
 }
 
+/// A page of another host opening a WebSocket with the session cookie, by either recipe: Envoy
+/// passes the handshake's `Origin` and `Sec-WebSocket-Key` on, and Tollgate refuses it; the
+/// page's own host is let through.
+#[tokio::test]
+async fn both_recipes_refuse_a_websocket_asked_for_by_a_page_of_another_host() {
+    let Setup {
+        idp: _idp,
+        gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup().await;
+    let mut browser = crate::support::Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    for port in [grpc_port, http_port] {
+        for (origin, status) in [
+            ("http://sibling.example.com", 403),
+            ("null", 403),
+            ("http://app.example.com", 200),
+        ] {
+            let response = get(
+                port,
+                "/admin/users",
+                &[
+                    ("cookie", &cookie),
+                    ("origin", origin),
+                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+            )
+            .await;
+            assert_eq!(
+                response.status(),
+                status,
+                "port {port}, {origin}: {}",
+                envoy.log()
+            );
+        }
+    }
+}
+
 /// A client that sends an injected header twice: Tollgate's value must replace every copy
 /// (Envoy's overwrite), never stand beside a second one that an application joining repeated
 /// headers would read as `alice@example.com, mallory@example.com`. By either recipe.

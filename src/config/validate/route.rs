@@ -250,6 +250,44 @@ impl Checker<'_> {
     }
 
     fn requirements(&mut self, path: &str, raw: RawRequire) -> Requirements {
+        // An empty list would require nothing (a template that rendered no value, an
+        // environment override of `[]`): every signed-in caller would pass. Only a missing key
+        // means "no requirement".
+        let lists = [
+            ("issuers", raw.issuers.as_ref()),
+            ("scopes", raw.scopes.as_ref()),
+            ("roles", raw.roles.as_ref()),
+            ("realm_roles", raw.realm_roles.as_ref()),
+            ("groups", raw.groups.as_ref()),
+            ("email_domains", raw.email_domains.as_ref()),
+        ];
+        let tables = [
+            ("client_roles", raw.client_roles.as_ref()),
+            ("claims", raw.claims.as_ref()),
+        ];
+        let mut empty: Vec<String> = lists
+            .iter()
+            .filter(|(_, list)| list.is_some_and(Vec::is_empty))
+            .map(|(key, _)| format!("{path}.{key}"))
+            .collect();
+        for (key, table) in tables {
+            let Some(table) = table else { continue };
+            if table.is_empty() {
+                empty.push(format!("{path}.{key}"));
+            }
+            empty.extend(
+                table
+                    .iter()
+                    .filter(|(_, list)| list.is_empty())
+                    .map(|(name, _)| format!("{path}.{key}.{name}")),
+            );
+        }
+        for key in empty {
+            self.problem(
+                key,
+                "an empty list requires nothing: name at least one value, or remove the key",
+            );
+        }
         let roles_claim = raw
             .roles_claim
             .and_then(|text| self.json_path(&format!("{path}.roles_claim"), &text));

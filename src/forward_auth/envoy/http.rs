@@ -42,7 +42,15 @@ pub fn check(
         let headers = request.headers();
         let original = original_request(peer, &request, &state);
         let mut sent = headers.get_all(&X_TOLLGATE_RULES).iter();
+        // `X-Tollgate-Rule` (a misspelled `headers_to_add`) read as no rules would let every
+        // signed-in caller through whatever the route meant to require.
+        let misspelled = headers
+            .keys()
+            .any(|name| name.as_str().starts_with("x-tollgate-") && *name != X_TOLLGATE_RULES);
         let rules = match (sent.next(), sent.next()) {
+            _ if misspelled => {
+                Err("an X-Tollgate- header other than X-Tollgate-Rules, the only one read")
+            }
             (None, _) => Ok(""),
             (Some(_), _) if !is_trusted(peer.ip(), &state.trusted_proxies) => {
                 Err("X-Tollgate-Rules is believed only from server.trusted_proxies")
