@@ -4,6 +4,7 @@
 // upstream receives the injected identity headers; after sign-out the browser is refused.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, freePort, requireProgram, start, tempDir, tollgateBinary, waitForHttp, waitForTollgate, write } from './lib.mjs';
 import { logIn, startProvider } from './provider.mjs';
@@ -255,7 +256,23 @@ test('Caddy with `uri /auth` (no `?`) passes the client\'s query on: it is never
   const text = await written.text();
   assert.equal(written.status, 400, text);
   assert.match(text, /the original request's own query/);
+  // A `#` (sent raw: clients strip fragments) stays in Go's query and out of the one Tollgate
+  // reads from its target.
+  const answer = await rawRequest(ports.caddyBare, 'GET /private/page?skip-auth=.# HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  assert.match(answer, /^HTTP\/1\.1 400 /, answer);
 });
+
+// The whole answer to `request`, sent as it is on a new connection to `port`.
+function rawRequest(port, request) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(request));
+    let answer = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk) => { answer += chunk; });
+    socket.on('end', () => resolve(answer));
+    socket.on('error', reject);
+  });
+}
 
 test('Caddy passes a client\'s X-Original-URL on to /auth: it never makes a protected path public', async () => {
   const origin = `http://127.0.0.1:${ports.caddy}`;

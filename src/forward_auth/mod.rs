@@ -192,13 +192,26 @@ const CLIENTS_QUERY: &str = "the rules are the original request's own query, whi
      wrote (Caddy's `forward_auth` keeps it when `uri` has no `?`: write `uri /auth?` or \
      `uri /auth?<rules>`)";
 
-/// Whether `/auth`'s query (its rules) is the query of the original request the ingress
-/// describes (`X-Forwarded-Uri`, `X-Original-URL`): an ingress that passes its client's query
-/// on (Caddy's `forward_auth` with `uri /auth`, no `?`) lets the client write the rules, a
-/// `skip-auth=.` or an `inject-claim` into a header the application trusts. Any one said
-/// counts, believed or not: a client that names its own only refuses itself.
+/// Whether `/auth`'s query (its rules) is, or holds as whole parameters, the query of the
+/// original request the ingress describes (`X-Forwarded-Uri`, `X-Original-URL`): an ingress
+/// that passes its client's query on (Caddy's `forward_auth` with `uri /auth`, no `?`) lets
+/// the client write the rules, a `skip-auth=.` or an `inject-claim` into a header the
+/// application trusts. Any one said counts, believed or not: a client that names its own only
+/// refuses itself.
 fn is_the_clients_query(rules: &str, headers: &HeaderMap) -> bool {
-    !rules.is_empty() && crate::http::forwarded::queries_said(headers).any(|query| query == rules)
+    !rules.is_empty()
+        && crate::http::forwarded::queries_said(headers).any(|said| {
+            // `http` drops a `#` and what follows from `/auth`'s target, Go keeps them in the
+            // query, and a `uri /auth?groups=admin&{query}` puts the client's after the
+            // operator's: the said query, up to any `#`, standing as whole parameters anywhere.
+            let said = said.split('#').next().unwrap_or_default();
+            !said.is_empty()
+                && rules.match_indices(said).any(|(at, _)| {
+                    let (before, after) = (&rules[..at], &rules[at + said.len()..]);
+                    (before.is_empty() || before.ends_with('&'))
+                        && (after.is_empty() || after.starts_with('&'))
+                })
+        })
 }
 
 /// The one metric update and log line of a forward-auth decision, however it was asked for
@@ -415,9 +428,14 @@ pub async fn decide_auth(
     });
     // An original path with `;` parameters is refused: the ingress chose its location (and with
     // it these rules) on it, while the application may serve it without them.
-    if let Some(target) = original.and_then(|request| request.raw_path.as_deref())
-        && let Err(reason) = without_parameters(target)
-    {
+    // Every path said, believed or not: a client that adds a disagreeing `X-Forwarded-Uri`
+    // makes the original request unknown, which must not switch this check off.
+    let believed = original.and_then(|request| request.raw_path.as_deref());
+    let mut said = believed
+        .map(Cow::Borrowed)
+        .into_iter()
+        .chain(crate::http::forwarded::paths_said(headers));
+    if let Some(reason) = said.find_map(|target| without_parameters(&target).err()) {
         trace.record("path", "fail", || reason.to_owned());
         return Outcome::Reject(Refusal::new(
             Rejection::BadRequest(reason.to_owned()),

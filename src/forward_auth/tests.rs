@@ -103,6 +103,31 @@ fn auth_request(query: &str, token: Option<&str>) -> Request<Body> {
     request.body(Body::empty()).unwrap()
 }
 
+#[test]
+fn rules_holding_the_clients_own_query_are_the_clients() {
+    let said = |uri: &str| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-forwarded-uri", uri.parse().unwrap());
+        headers
+    };
+    let clients = |rules: &str, uri: &str| super::is_the_clients_query(rules, &said(uri));
+    // Caddy's `uri /auth`: the client's query whole, after a `#` too (which `http` drops from
+    // `/auth`'s target and Go keeps in the query).
+    assert!(clients("skip-auth=.", "/admin?skip-auth=."));
+    assert!(clients("skip-auth=.", "/admin?skip-auth=.#"));
+    // Put beside the operator's rules, before, after or between them.
+    assert!(clients("groups=admin&skip-auth=.", "/admin?skip-auth=."));
+    assert!(clients("skip-auth=.&groups=admin", "/admin?skip-auth=."));
+    assert!(clients("a=1&skip-auth=.&b=2", "/admin?skip-auth=."));
+    // Not as whole parameters, or nothing said: the operator's own.
+    assert!(!clients("groups=admin", "/admin?groups=ad"));
+    assert!(!clients("xgroups=admin", "/admin?groups=admin"));
+    assert!(!clients("groups=admin", "/admin"));
+    assert!(!clients("groups=admin", "/admin?"));
+    assert!(!clients("groups=admin", "/admin?#groups=admin"));
+    assert!(!clients("", "/admin?skip-auth=."));
+}
+
 #[tokio::test]
 async fn a_valid_bearer_token_is_allowed() {
     let (auth, issuer) = routers();

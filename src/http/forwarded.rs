@@ -177,6 +177,36 @@ pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Co
     )
 }
 
+/// The path of every original URL the request's headers say (`X-Original-URL`, absolute or a
+/// path, and `X-Forwarded-Uri`, each value), believed or not, read as `queries_said` reads
+/// them, up to its `?`: a check that must hold for the path the application will serve runs
+/// over all of them.
+pub fn paths_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let values = headers
+        .iter()
+        .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
+        .map(|(_, value)| value);
+    // From the first `/` after an authority (`scheme://host`), or from the start; to its `?`.
+    let path_of = |url: &str| -> std::ops::Range<usize> {
+        let start = url.find("://").map_or(0, |at| {
+            url[at + 3..]
+                .find('/')
+                .map_or(url.len(), |slash| at + 3 + slash)
+        });
+        let end = url[start..]
+            .find('?')
+            .map_or(url.len(), |query| start + query);
+        start..end
+    };
+    values.map(
+        move |value| match String::from_utf8_lossy(value.as_bytes()) {
+            Cow::Borrowed(url) => Cow::Borrowed(&url[path_of(url)]),
+            Cow::Owned(url) => Cow::Owned(url[path_of(&url)].to_owned()),
+        },
+    )
+}
+
 /// Whether two proxies' readings both say something, and not the same.
 fn conflict<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if a != b)

@@ -427,6 +427,19 @@ async fn a_path_with_parameters_never_reaches_a_laxer_location() {
             let (status, body) = get(path, bearer).await;
             assert_eq!((status, served(&body)), (500, None), "{path}: {body:?}");
         }
+        // nginx passes the client's other headers to `/auth`: an `X-Forwarded-Uri` that
+        // disagrees with nginx's `X-Original-URL` makes the original request unknown, which
+        // switched this check off (200 on the old code).
+        let headers = [
+            ("Authorization", outsider.as_str()),
+            ("X-Forwarded-Uri", "/x"),
+        ];
+        let (status, body) = raw_get(front_port, path, &headers).await;
+        assert_eq!(
+            (status, served(&body)),
+            (500, None),
+            "{path} with X-Forwarded-Uri: {body:?}"
+        );
     }
     gateway.stop().await;
 }
