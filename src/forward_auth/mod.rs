@@ -192,25 +192,20 @@ const CLIENTS_QUERY: &str = "the rules are the original request's own query, whi
      wrote (Caddy's `forward_auth` keeps it when `uri` has no `?`: write `uri /auth?` or \
      `uri /auth?<rules>`)";
 
-/// Whether `/auth`'s query (its rules) is, or holds as whole parameters, the query of the
-/// original request the ingress describes (`X-Forwarded-Uri`, `X-Original-URL`): an ingress
-/// that passes its client's query on (Caddy's `forward_auth` with `uri /auth`, no `?`) lets
-/// the client write the rules, a `skip-auth=.` or an `inject-claim` into a header the
-/// application trusts. Any one said counts, believed or not: a client that names its own only
-/// refuses itself.
+/// Whether `/auth`'s query (its rules) is the query of the original request the ingress
+/// describes (`X-Forwarded-Uri`, `X-Original-URL`), up to any `#`: an ingress that passes its
+/// client's query on (Caddy's `forward_auth` with `uri /auth`, no `?`) lets the client write
+/// the rules, a `skip-auth=.` or an `inject-claim` into a header the application trusts. Any
+/// one said counts, believed or not: a client that names its own only refuses itself. (Rules
+/// that merely hold the client's query among the operator's, an ingress template with the
+/// client's query in it, are not told apart from a page whose own query repeats one of the
+/// rules, `/admin/users?groups=admin`: the README forbids such templates instead.)
 fn is_the_clients_query(rules: &str, headers: &HeaderMap) -> bool {
     !rules.is_empty()
         && crate::http::forwarded::queries_said(headers).any(|said| {
-            // `http` drops a `#` and what follows from `/auth`'s target, Go keeps them in the
-            // query, and a `uri /auth?groups=admin&{query}` puts the client's after the
-            // operator's: the said query, up to any `#`, standing as whole parameters anywhere.
-            let said = said.split('#').next().unwrap_or_default();
-            !said.is_empty()
-                && rules.match_indices(said).any(|(at, _)| {
-                    let (before, after) = (&rules[..at], &rules[at + said.len()..]);
-                    (before.is_empty() || before.ends_with('&'))
-                        && (after.is_empty() || after.starts_with('&'))
-                })
+            // `http` drops a `#` and what follows from `/auth`'s target; Go keeps them in the
+            // query.
+            said.split('#').next() == Some(rules)
         })
 }
 

@@ -187,16 +187,23 @@ pub fn paths_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<
         .iter()
         .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
         .map(|(_, value)| value);
-    // From the first `/` after an authority (`scheme://host`), or from the start; to its `?`.
+    // Up to its `?`; from the first `/` after the authority when it starts with a scheme
+    // (`https://host/…`), else from its start (a `://` in a path-only value is the path's).
     let path_of = |url: &str| -> std::ops::Range<usize> {
-        let start = url.find("://").map_or(0, |at| {
-            url[at + 3..]
-                .find('/')
-                .map_or(url.len(), |slash| at + 3 + slash)
+        let end = url.find('?').unwrap_or(url.len());
+        let target = &url[..end];
+        let scheme = target.find("://").filter(|&at| {
+            let scheme = &target[..at];
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         });
-        let end = url[start..]
-            .find('?')
-            .map_or(url.len(), |query| start + query);
+        let start = scheme.map_or(0, |at| {
+            target[at + 3..]
+                .find('/')
+                .map_or(end, |slash| at + 3 + slash)
+        });
         start..end
     };
     values.map(
@@ -494,6 +501,34 @@ impl RequestBases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_said_are_each_values_path_up_to_its_query() {
+        use axum::http::HeaderValue;
+        let said = |values: &[(&'static str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in values {
+                headers.append(*name, HeaderValue::from_str(value).unwrap());
+            }
+            let mut paths: Vec<String> =
+                paths_said(&headers).map(|path| path.into_owned()).collect();
+            paths.sort();
+            paths
+        };
+        assert_eq!(
+            said(&[
+                (
+                    "x-original-url",
+                    "https://app.example.com/admin;x/users?a=1"
+                ),
+                ("x-forwarded-uri", "/x?next=http://e/y;z"),
+                ("x-forwarded-uri", "/admin;x/users?next=http://e"),
+                ("x-original-url", "/path-only"),
+                ("x-original-url", "https://app.example.com"),
+            ]),
+            ["", "/admin;x/users", "/admin;x/users", "/path-only", "/x"]
+        );
+    }
 
     #[test]
     fn original_request_only_from_trusted_peers() {

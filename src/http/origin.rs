@@ -14,24 +14,28 @@ use super::SEC_FETCH_MODE;
 /// (never the scheme or the port), and so is this one. A client that sends no `Origin` is no
 /// browser.
 pub fn websocket_from_another_host(headers: &HeaderMap, host: &str) -> bool {
+    // `Origin` first: most requests carry none (a browser's navigations, every API client),
+    // and one lookup then ends it.
+    let origins = headers.get_all(header::ORIGIN);
+    if origins.iter().next().is_none() {
+        return false;
+    }
     let handshake = headers.contains_key(header::UPGRADE)
         || headers.contains_key(header::SEC_WEBSOCKET_KEY)
         || headers
             .get_all(&SEC_FETCH_MODE)
             .iter()
             .any(|mode| mode.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if !handshake {
-        return false;
-    }
-    headers.get_all(header::ORIGIN).iter().any(|origin| {
-        let url = origin
-            .to_str()
-            .ok()
-            .and_then(|origin| url::Url::parse(origin).ok());
-        url.as_ref()
-            .and_then(url::Url::host_str)
-            .is_none_or(|origin_host| !origin_host.eq_ignore_ascii_case(host))
-    })
+    handshake
+        && origins.iter().any(|origin| {
+            let url = origin
+                .to_str()
+                .ok()
+                .and_then(|origin| url::Url::parse(origin).ok());
+            url.as_ref()
+                .and_then(url::Url::host_str)
+                .is_none_or(|origin_host| !origin_host.eq_ignore_ascii_case(host))
+        })
 }
 
 #[cfg(test)]
