@@ -423,14 +423,15 @@ pub async fn decide_auth(
     });
     // An original path with `;` parameters is refused: the ingress chose its location (and with
     // it these rules) on it, while the application may serve it without them.
-    // Every path said, believed or not: a client that adds a disagreeing `X-Forwarded-Uri`
-    // makes the original request unknown, which must not switch this check off.
-    let believed = original.and_then(|request| request.raw_path.as_deref());
-    let mut said = believed
-        .map(Cow::Borrowed)
-        .into_iter()
-        .chain(crate::http::forwarded::paths_said(headers));
-    if let Some(reason) = said.find_map(|target| without_parameters(&target).err()) {
+    // A believed path is every path said (the headers that say one agree); without one, every
+    // path said, believed or not: a client that adds a disagreeing `X-Forwarded-Uri` makes the
+    // original request unknown, which must not switch this check off.
+    let unreadable = match original.and_then(|request| request.raw_path.as_deref()) {
+        Some(target) => without_parameters(target).err(),
+        None => crate::http::forwarded::paths_said(headers)
+            .find_map(|target| without_parameters(&target).err()),
+    };
+    if let Some(reason) = unreadable {
         trace.record("path", "fail", || reason.to_owned());
         return Outcome::Reject(Refusal::new(
             Rejection::BadRequest(reason.to_owned()),
@@ -586,14 +587,8 @@ pub async fn decide_auth(
             .and_then(url::Url::host_str)
         && crate::http::origin::websocket_from_another_host(headers, host)
     {
-        let reason = "a WebSocket asked for by a page of another host";
-        trace.record("origin", "fail", || reason.to_owned());
-        let refusal = Refusal::new(
-            Rejection::Forbidden(
-                "a connection opened by a page of this site's own host".to_owned(),
-            ),
-            reason,
-        );
+        let refusal = crate::http::origin::refusal();
+        trace.record("origin", "fail", || refusal.reason.clone());
         return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
     }
     match decide_traced(&query, &identity.claims, trace) {

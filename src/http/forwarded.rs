@@ -158,38 +158,21 @@ pub fn original_request(
 /// UTF-8 with replacements (nginx passes a client's raw bytes on): where one token could reach
 /// the application, all are checked, and checking one that never does only refuses more.
 pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
-    use std::borrow::Cow;
-    // One pass over the headers, as `only_one_each` reads them.
-    let values = headers
-        .iter()
-        .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
-        .map(|(_, value)| value);
     // To its end, `#` included: Go's `ParseRequestURI` keeps what follows one in the query.
-    let query_of = |url: &str| -> Option<std::ops::Range<usize>> {
+    said(headers, |url| {
         let start = url.find('?')? + 1;
         Some(start..url.len())
-    };
-    values.filter_map(
-        move |value| match String::from_utf8_lossy(value.as_bytes()) {
-            Cow::Borrowed(url) => query_of(url).map(|range| Cow::Borrowed(&url[range])),
-            Cow::Owned(url) => query_of(&url).map(|range| Cow::Owned(url[range].to_owned())),
-        },
-    )
+    })
 }
 
 /// The path of every original URL the request's headers say (`X-Original-URL`, absolute or a
-/// path, and `X-Forwarded-Uri`, each value), believed or not, read as `queries_said` reads
+/// path, and `X-Forwarded-Uri`, each value), believed or not, read as [`queries_said`] reads
 /// them, up to its `?`: a check that must hold for the path the application will serve runs
 /// over all of them.
 pub fn paths_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
-    use std::borrow::Cow;
-    let values = headers
-        .iter()
-        .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
-        .map(|(_, value)| value);
-    // Up to its `?`; from the first `/` after the authority when it starts with a scheme
-    // (`https://host/…`), else from its start (a `://` in a path-only value is the path's).
-    let path_of = |url: &str| -> std::ops::Range<usize> {
+    // From the first `/` after the authority when it starts with a scheme (`https://host/…`),
+    // else from its start (a `://` in a path-only value is the path's).
+    said(headers, |url| {
         let end = url.find('?').unwrap_or(url.len());
         let target = &url[..end];
         let scheme = target.find("://").filter(|&at| {
@@ -204,14 +187,27 @@ pub fn paths_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<
                 .find('/')
                 .map_or(end, |slash| at + 3 + slash)
         });
-        start..end
-    };
-    values.map(
-        move |value| match String::from_utf8_lossy(value.as_bytes()) {
-            Cow::Borrowed(url) => Cow::Borrowed(&url[path_of(url)]),
-            Cow::Owned(url) => Cow::Owned(url[path_of(&url)].to_owned()),
-        },
-    )
+        Some(start..end)
+    })
+}
+
+/// The `part` of each `X-Original-URL` and `X-Forwarded-Uri` value, read as UTF-8 with
+/// replacements, in one pass over the headers (as `only_one_each` reads them); borrowed
+/// unless a replacement was made.
+fn said(
+    headers: &HeaderMap,
+    part: impl Fn(&str) -> Option<std::ops::Range<usize>>,
+) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    headers
+        .iter()
+        .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
+        .filter_map(
+            move |(_, value)| match String::from_utf8_lossy(value.as_bytes()) {
+                Cow::Borrowed(url) => part(url).map(|range| Cow::Borrowed(&url[range])),
+                Cow::Owned(url) => part(&url).map(|range| Cow::Owned(url[range].to_owned())),
+            },
+        )
 }
 
 /// Whether two proxies' readings both say something, and not the same.

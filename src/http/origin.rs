@@ -3,6 +3,7 @@
 use axum::http::{HeaderMap, header};
 
 use super::SEC_FETCH_MODE;
+use super::rejection::{Refusal, Rejection};
 
 /// Whether `headers` are a WebSocket handshake (an `Upgrade`; the handshake's
 /// `Sec-WebSocket-Key`, which an ingress passes to forward-auth where it drops the hop-by-hop
@@ -36,6 +37,15 @@ pub fn websocket_from_another_host(headers: &HeaderMap, host: &str) -> bool {
                 .and_then(url::Url::host_str)
                 .is_none_or(|origin_host| !origin_host.eq_ignore_ascii_case(host))
         })
+}
+
+/// The refusal of a WebSocket [`websocket_from_another_host`] found: a 403 naming what is
+/// let through, the same from the proxy and from forward-auth.
+pub fn refusal() -> Refusal {
+    Refusal::new(
+        Rejection::Forbidden("a connection opened by a page of this site's own host".to_owned()),
+        "a WebSocket asked for by a page of another host",
+    )
 }
 
 #[cfg(test)]

@@ -680,12 +680,7 @@ fn serve_route<'a>(
                         base.host_str().unwrap_or_default(),
                     )
                 {
-                    let refusal = Refusal::new(
-                        Rejection::Forbidden(
-                            "a connection opened by a page of this site's own host".to_owned(),
-                        ),
-                        "a WebSocket asked for by a page of another host",
-                    );
+                    let refusal = crate::http::origin::refusal();
                     return Err(refusal.with_cookies(identity.set_cookies));
                 }
                 let checked = Checked::Identity(identity.credential, &identity_headers);
