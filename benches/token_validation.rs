@@ -72,9 +72,11 @@ fn bench(c: &mut Criterion) {
     };
 
     let (rs256, rs_keys, rsa_key) = rs256_token_and_keys();
-    assert!(validate_access_token(&rs256, &rs_keys, &expected).is_ok());
+    assert!(validate_access_token(&rs256, &rs_keys, &expected, Some("tollgate")).is_ok());
     c.bench_function("rs256/cold: validate_access_token", |b| {
-        b.iter(|| validate_access_token(black_box(&rs256), &rs_keys, &expected).unwrap());
+        b.iter(|| {
+            validate_access_token(black_box(&rs256), &rs_keys, &expected, Some("tollgate")).unwrap()
+        });
     });
     let (message, signature_part) = rs256.rsplit_once('.').unwrap();
     let signature_bytes = URL_SAFE_NO_PAD.decode(signature_part).unwrap();
@@ -94,11 +96,13 @@ fn bench(c: &mut Criterion) {
     let es_keys = KeySet::from_jwks(std::slice::from_ref(es_key.public_jwk()));
     let es256 = es_key.sign("at+jwt", &claims()).unwrap();
     c.bench_function("es256/cold: validate_access_token", |b| {
-        b.iter(|| validate_access_token(black_box(&es256), &es_keys, &expected).unwrap());
+        b.iter(|| {
+            validate_access_token(black_box(&es256), &es_keys, &expected, Some("tollgate")).unwrap()
+        });
     });
 
     let cache = TokenCache::new(10_000);
-    let claims = validate_access_token(&rs256, &rs_keys, &expected).unwrap();
+    let claims = validate_access_token(&rs256, &rs_keys, &expected, Some("tollgate")).unwrap();
     cache.insert(&rs256, Arc::clone(&claims), NOW + 300);
     c.bench_function("rs256/cached: cache hit", |b| {
         b.iter(|| cache.get(black_box(&rs256), NOW).unwrap());

@@ -54,7 +54,9 @@ pub fn jwt(data: &[u8]) {
                 return;
             };
             let token = text(rest);
-            if let Ok(claims) = crate::token::validate_access_token(&token, &keys, &expected) {
+            if let Ok(claims) =
+                crate::token::validate_access_token(&token, &keys, &expected, Some("client"))
+            {
                 panic!("a token no key signed was accepted: {claims:?}");
             }
         }

@@ -235,7 +235,7 @@ impl TokenService {
             leeway: self.leeway,
             now,
         };
-        let claims = token::validate_access_token(token, &self.key_set, &expected)?;
+        let claims = token::validate_access_token(token, &self.key_set, &expected, None)?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
             self.own_tokens.insert(token, claims.clone(), exp);
         }

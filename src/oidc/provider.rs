@@ -374,7 +374,9 @@ impl Provider {
             now,
         };
         let claims = self
-            .with_keys(|keys| token::validate_access_token(token, keys, &expected))
+            .with_keys(|keys| {
+                token::validate_access_token(token, keys, &expected, Some(&self.config.client_id))
+            })
             .await?;
         self.check_not_revoked(&claims).await?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {

@@ -272,17 +272,47 @@ pub fn numeric_claim(
     }
 }
 
+/// The claims by which a token says it is an access token: the scopes it grants (`scope`,
+/// `scp`), an application's roles (`roles`), the client it was issued to (`client_id`, RFC
+/// 9068; `cid`). An ID token carries none of them.
+const ACCESS_TOKEN_CLAIMS: [&str; 5] = ["scope", "scp", "roles", "client_id", "cid"];
+
 /// Refuses tokens that are not access tokens: ID tokens (`nonce`, `at_hash`, `c_hash`, a `typ`
-/// of `ID` or an `id_token+jwt` header), logout tokens (`events`) (SPEC §6).
+/// of `ID` or an `id_token+jwt` header), logout tokens (`events`) (SPEC §6). `client_id` is
+/// the client Tollgate signs in with at this provider: a token for that audience without an
+/// `at+jwt` header and without any claim of an access token ([`ACCESS_TOKEN_CLAIMS`]) is that
+/// client's ID token too. A provider leaves `nonce` out of the ID tokens it issues on refresh,
+/// and may leave `at_hash` out of all of them; Tollgate hands such an ID token to upstreams
+/// (`id_token` identity headers), which must not be able to replay it as a bearer token
+/// where `audiences` names the client id.
 ///
 /// # Errors
 /// `NotAnAccessToken`.
 pub fn ensure_access_token(
     header: &TokenHeader,
     claims: &Map<String, Value>,
+    client_id: Option<&str>,
 ) -> Result<(), TokenError> {
     let header_type = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
-    let id_like_header = header_type.contains("id_token") || header_type.contains("logout");
+    let says_access_token = matches!(header_type.as_str(), "at+jwt" | "application/at+jwt");
+    let client_ids_id_token = || {
+        client_id.is_some_and(|client_id| {
+            let names_it = match claims.get("aud") {
+                Some(Value::String(audience)) => audience == client_id,
+                Some(Value::Array(audiences)) => audiences
+                    .iter()
+                    .any(|audience| audience.as_str() == Some(client_id)),
+                _ => false,
+            };
+            names_it
+                && !ACCESS_TOKEN_CLAIMS
+                    .iter()
+                    .any(|name| claims.contains_key(*name))
+        })
+    };
+    let id_like_header = header_type.contains("id_token")
+        || header_type.contains("logout")
+        || (!says_access_token && client_ids_id_token());
     let id_like_claims = ["nonce", "at_hash", "c_hash", "events"]
         .iter()
         .any(|name| claims.contains_key(*name))
@@ -299,7 +329,9 @@ pub fn ensure_access_token(
     }
 }
 
-/// Full access-token validation: header, signature, claims, kind.
+/// Full access-token validation: header, signature, claims, kind (`client_id`: the client
+/// Tollgate signs in with at the issuer, whose ID tokens are refused, see
+/// [`ensure_access_token`]).
 ///
 /// # Errors
 /// Any `TokenError`; `UnknownKey` means the caller may refresh `keys` and retry once.
@@ -307,11 +339,12 @@ pub fn validate_access_token(
     token: &str,
     keys: &KeySet,
     expected: &Expectations<'_>,
+    client_id: Option<&str>,
 ) -> Result<Claims, TokenError> {
     let header = read_header(token)?;
     let claims = verify_signature(token, &header, keys)?;
     check_claims(&claims, expected)?;
-    ensure_access_token(&header, &claims)?;
+    ensure_access_token(&header, &claims, client_id)?;
     Ok(Arc::new(claims))
 }
 

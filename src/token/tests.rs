@@ -61,7 +61,9 @@ impl Fixture {
     #[track_caller]
     fn check(&self, claims: serde_json::Value, expected: Result<(), TokenError>) {
         let token = self.sign("at+jwt", &claims);
-        let result = validate_access_token(&token, &self.keys, &self.expectations()).map(|_| ());
+        let result =
+            validate_access_token(&token, &self.keys, &self.expectations(), Some("client"))
+                .map(|_| ());
         assert_eq!(result, expected, "claims {claims}");
     }
 }
@@ -79,7 +81,13 @@ fn unsigned(header: serde_json::Value, claims: &serde_json::Value, signature: &[
 fn valid_token_passes_and_claims_come_back() {
     let fixture = fixture();
     let token = fixture.sign("at+jwt", &claims(json!({"email": "a@example.com"})));
-    let claims = validate_access_token(&token, &fixture.keys, &fixture.expectations()).unwrap();
+    let claims = validate_access_token(
+        &token,
+        &fixture.keys,
+        &fixture.expectations(),
+        Some("client"),
+    )
+    .unwrap();
     assert_eq!(claims["email"], "a@example.com");
 }
 
@@ -100,7 +108,13 @@ fn every_asymmetric_algorithm_of_a_provider_verifies() {
     ] {
         let token = fixture.key.sign_jwt(alg, None, "at+jwt", &body);
         assert!(
-            validate_access_token(&token, &fixture.keys, &fixture.expectations()).is_ok(),
+            validate_access_token(
+                &token,
+                &fixture.keys,
+                &fixture.expectations(),
+                Some("client")
+            )
+            .is_ok(),
             "{alg:?}"
         );
     }
@@ -144,6 +158,48 @@ fn issuer_audience_and_times_are_checked_with_leeway() {
 }
 
 #[test]
+fn the_clients_id_token_without_nonce_or_at_hash_is_not_an_access_token() {
+    // As a provider issues it on refresh: no `nonce`, no `at_hash`, the client's audience.
+    let mut fixture = fixture();
+    fixture.audiences = vec!["api".to_owned(), "client".to_owned()];
+    let id_token = claims(json!({"aud": "client", "azp": "client", "auth_time": NOW}));
+    let signed = |typ: &str, claims: &serde_json::Value| {
+        let token = fixture.sign(typ, claims);
+        validate_access_token(
+            &token,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client"),
+        )
+        .map(|_| ())
+    };
+    assert_eq!(signed("JWT", &id_token), Err(TokenError::NotAnAccessToken));
+    let both = claims(json!({"aud": ["api", "client"]}));
+    assert_eq!(signed("JWT", &both), Err(TokenError::NotAnAccessToken));
+    // An access token for that audience says so: by its claims, or by its header.
+    for (name, value) in [
+        ("scope", json!("openid read")),
+        ("scp", json!(["read"])),
+        ("roles", json!(["reader"])),
+        ("client_id", json!("client")),
+        ("cid", json!("client")),
+    ] {
+        let mut access = id_token.clone();
+        access[name] = value;
+        assert_eq!(signed("JWT", &access), Ok(()), "with {name}");
+    }
+    assert_eq!(signed("at+jwt", &id_token), Ok(()));
+    assert_eq!(signed("application/at+jwt", &id_token), Ok(()));
+    // Another audience is not the client's ID token, and without a client id nothing is.
+    assert_eq!(signed("JWT", &claims(json!({}))), Ok(()));
+    let token = fixture.sign("JWT", &id_token);
+    assert_eq!(
+        validate_access_token(&token, &fixture.keys, &fixture.expectations(), None).map(|_| ()),
+        Ok(())
+    );
+}
+
+#[test]
 fn id_tokens_and_logout_tokens_are_not_access_tokens() {
     let fixture = fixture();
     fixture.check(
@@ -164,7 +220,12 @@ fn id_tokens_and_logout_tokens_are_not_access_tokens() {
     );
     let token = fixture.sign("logout+jwt", &claims(json!({})));
     assert_eq!(
-        validate_access_token(&token, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &token,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::NotAnAccessToken)
     );
 }
@@ -197,12 +258,22 @@ fn none_and_hmac_and_unknown_algorithms_are_refused() {
     let body = claims(json!({}));
     let none = unsigned(json!({"alg": "none", "typ": "JWT"}), &body, b"");
     assert_eq!(
-        validate_access_token(&none, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &none,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::DisallowedAlgorithm)
     );
     let none_upper = unsigned(json!({"alg": "NONE"}), &body, b"");
     assert_eq!(
-        validate_access_token(&none_upper, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &none_upper,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::DisallowedAlgorithm)
     );
     // HMAC keyed with the RSA public key's JSON: the classic algorithm-confusion attack.
@@ -210,12 +281,22 @@ fn none_and_hmac_and_unknown_algorithms_are_refused() {
         .key
         .sign_jwt(Alg::Hs256WithPublicKey, None, "JWT", &body);
     assert_eq!(
-        validate_access_token(&hmac, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &hmac,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::DisallowedAlgorithm)
     );
     let unknown = unsigned(json!({"alg": "XS999"}), &body, b"sig");
     assert_eq!(
-        validate_access_token(&unknown, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &unknown,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::DisallowedAlgorithm)
     );
     let crit = unsigned(
@@ -224,7 +305,12 @@ fn none_and_hmac_and_unknown_algorithms_are_refused() {
         b"sig",
     );
     assert_eq!(
-        validate_access_token(&crit, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &crit,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::UnsupportedCritical)
     );
 }
@@ -237,12 +323,22 @@ fn tampering_and_garbage_are_refused() {
     let forged = URL_SAFE_NO_PAD.encode(claims(json!({"sub": "mallory"})).to_string());
     parts[1] = &forged;
     assert_eq!(
-        validate_access_token(&parts.join("."), &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &parts.join("."),
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::BadSignature)
     );
     for garbage in ["", "a", "a.b", "a.b.c", "....", "eyJ.eyJ.x", "a.b.c.d"] {
         assert_eq!(
-            validate_access_token(garbage, &fixture.keys, &fixture.expectations()),
+            validate_access_token(
+                garbage,
+                &fixture.keys,
+                &fixture.expectations(),
+                Some("client")
+            ),
             Err(TokenError::Malformed),
             "{garbage:?}"
         );
@@ -260,7 +356,12 @@ fn unknown_kid_is_reported_for_refetch() {
         &claims(json!({})),
     );
     assert_eq!(
-        validate_access_token(&token, &fixture.keys, &fixture.expectations()),
+        validate_access_token(
+            &token,
+            &fixture.keys,
+            &fixture.expectations(),
+            Some("client")
+        ),
         Err(TokenError::UnknownKey(Some("ec-other".to_owned())))
     );
 }
@@ -521,7 +622,13 @@ fn an_attackers_kid_is_bounded_in_the_error() {
     let body = claims(json!({}));
     let header = json!({"alg": "ES256", "kid": kid});
     let token = unsigned(header, &body, &[0; 64]);
-    let error = validate_access_token(&token, &fixture.keys, &fixture.expectations()).unwrap_err();
+    let error = validate_access_token(
+        &token,
+        &fixture.keys,
+        &fixture.expectations(),
+        Some("client"),
+    )
+    .unwrap_err();
     assert!(
         matches!(error, TokenError::UnknownKey(Some(_))),
         "{error:?}"

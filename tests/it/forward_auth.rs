@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::support::gateway::signed_in;
-use crate::support::idp::{AUDIENCE, Alg, now};
+use crate::support::idp::{AUDIENCE, Alg, CLIENT_ID, now};
 use crate::support::{Browser, Gateway, TestIdp};
 
 async fn auth(gateway: &Gateway, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -120,6 +120,30 @@ async fn invalid_bearer_tokens_get_401() {
         401,
         "not bearer"
     );
+}
+
+/// SPEC §6: an ID token is never a bearer access token, also when `audiences` names the client
+/// id and the ID token is one a provider issues on refresh (no `nonce`) without `at_hash`: the
+/// one Tollgate hands an upstream in an `id_token` identity header.
+#[tokio::test]
+async fn the_clients_id_token_is_no_bearer_token_where_audiences_name_the_client() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        &format!("audiences = [\"{AUDIENCE}\"]"),
+        &format!("audiences = [\"{AUDIENCE}\", \"{CLIENT_ID}\"]"),
+    );
+    let gateway = Gateway::start(&config).await;
+    let id_token = || {
+        idp.access_token()
+            .typ("JWT")
+            .claim("aud", json!(CLIENT_ID))
+            .claim("azp", json!(CLIENT_ID))
+            .claim("scope", serde_json::Value::Null)
+    };
+    assert_eq!(status(&gateway, "", &id_token().sign()).await, 401);
+    // An access token for the client's audience is still one.
+    let access_token = id_token().claim("scope", json!("openid read")).sign();
+    assert_eq!(status(&gateway, "", &access_token).await, 200);
 }
 
 #[tokio::test]
