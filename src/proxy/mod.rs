@@ -342,7 +342,7 @@ fn is_basic_scheme(value: &[u8]) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/'))
 }
 
-/// Removes the identity headers of every route to the same upstream from the client's request
+/// Removes the identity headers of every route from the client's request
 /// (`RouteTable::stripped_from_client`), and the route's own `Authorization` unless it accepts
 /// bearer tokens (then it is the credential); where another route to the upstream passes it a
 /// checked token, a client's `Authorization` other than `Basic` too.

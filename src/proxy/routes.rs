@@ -17,10 +17,11 @@ pub struct RouteTable {
 }
 
 /// The identity header names removed from one route's requests, each once: its own, and those
-/// of every route to the same upstream address (the same application) but `Authorization`
-/// (which a route that does not name it may pass on as the client's own credentials). An
-/// application behind several routes may read `X-User` on all its paths, one whose route does
-/// not set it too; another application's headers are left to it.
+/// of every other route but `Authorization` (which a route that does not name it may pass on
+/// as the client's own credentials). An application behind several routes may read `X-User`
+/// on all its paths, one whose route does not set it too, and which routes reach one
+/// application cannot be told from their upstreams' addresses (`localhost:9000` and
+/// `127.0.0.1:9000`, a service's short and long DNS names).
 #[derive(Debug, Clone, Default)]
 struct Stripped {
     /// Before anything reads the client's request: not the route's own `Authorization` when
@@ -29,7 +30,7 @@ struct Stripped {
     /// Before the request goes upstream, where the route's identity headers are then set.
     before_sending: Vec<axum::http::HeaderName>,
     /// Whether a client's `Authorization` other than `Basic` is removed too: another route to
-    /// the same upstream passes it a token Tollgate checked (it sets `Authorization`, or takes
+    /// the same upstream ([`same_application`]) passes it a token Tollgate checked (it sets `Authorization`, or takes
     /// bearer tokens as credentials), and this one neither checks one (`accept_bearer`) nor
     /// sets its own. An application that believes the token it gets there would believe a
     /// client's here, in whatever scheme it reads (`Bearer`, `JWT`, `Token`, a tab after it).
@@ -52,9 +53,8 @@ impl RouteTable {
             .iter()
             .map(|route| {
                 let own = route.headers.iter().map(|(name, _)| name);
-                let same_upstream = routes
+                let every_routes = routes
                     .iter()
-                    .filter(|other| other.upstream.address() == route.upstream.address())
                     .flat_map(|other| other.headers.iter().map(|(name, _)| name))
                     .filter(|name| **name != axum::http::header::AUTHORIZATION);
                 let is_credential = |name: &&axum::http::HeaderName| {
@@ -64,13 +64,13 @@ impl RouteTable {
                     from_client: once_each(
                         own.clone()
                             .filter(|name| !is_credential(name))
-                            .chain(same_upstream.clone()),
+                            .chain(every_routes.clone()),
                     ),
-                    before_sending: once_each(own.chain(same_upstream)),
+                    before_sending: once_each(own.chain(every_routes)),
                     client_tokens: !route.accept_bearer
                         && !sets_authorization(route)
                         && routes.iter().any(|other| {
-                            other.upstream.address() == route.upstream.address()
+                            same_application(&other.upstream, &route.upstream)
                                 && (sets_authorization(other) || other.accept_bearer)
                         }),
                 }
@@ -162,6 +162,24 @@ fn is_prefix_on_segments(prefix: &str, path: &str) -> bool {
 }
 
 /// `names` without repeats, in their first order.
+/// Whether two upstreams are taken for one application: the same address, or the same port on
+/// loopback however it is spelt (`localhost`, `127.0.0.1`, `[::1]`). Other names for one host
+/// (a service's short and long DNS names) are not known to be one.
+fn same_application(left: &crate::config::Upstream, right: &crate::config::Upstream) -> bool {
+    let loopback_port = |upstream: &crate::config::Upstream| {
+        let url = upstream.url();
+        let loopback = match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            None => false,
+        };
+        loopback.then(|| url.port_or_known_default()).flatten()
+    };
+    left.address() == right.address()
+        || loopback_port(left).is_some_and(|port| loopback_port(right) == Some(port))
+}
+
 fn once_each<'a>(
     names: impl Iterator<Item = &'a axum::http::HeaderName>,
 ) -> Vec<axum::http::HeaderName> {
@@ -209,6 +227,20 @@ provider = "p"
                 .unwrap()
                 .routes,
         )
+    }
+
+    #[test]
+    fn one_application_on_loopback_however_its_address_is_spelt() {
+        let upstream =
+            |url: &str| crate::config::Upstream::new(url::Url::parse(url).unwrap(), None).unwrap();
+        let same = |left: &str, right: &str| same_application(&upstream(left), &upstream(right));
+        assert!(same("http://127.0.0.1:9000", "http://127.0.0.1:9000/app"));
+        assert!(same("http://localhost:9000", "http://127.0.0.1:9000"));
+        assert!(same("http://LocalHost:9000", "http://[::1]:9000"));
+        assert!(same("http://127.0.0.2:80", "http://localhost"));
+        assert!(!same("http://localhost:9000", "http://127.0.0.1:9001"));
+        assert!(!same("http://app:9000", "http://app.default.svc:9000"));
+        assert!(!same("http://10.0.0.1:9000", "http://127.0.0.1:9000"));
     }
 
     #[track_caller]
