@@ -17,7 +17,7 @@ use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
-    Credential, IdentityError, SessionSource, ambiguous_credentials, authenticate,
+    Credential, IdentityError, SessionAccess, SessionSource, ambiguous_credentials, authenticate,
     authenticate_traced, bearer_token,
     other_tokens::{Reaching, check_other_tokens, other_tokens, same_caller},
 };
@@ -510,7 +510,13 @@ pub async fn decide_auth(
     let identity = match Box::pin(authenticate_traced(
         headers,
         provider,
-        state.sessions.access(attributes),
+        state
+            .sessions
+            .access(attributes)
+            .map(|access| SessionAccess {
+                binding: access.binding && cookie_base.is_some(),
+                ..access
+            }),
         section.token_cookie.as_deref(),
         crate::identity::BearerTokens::Accepted,
         state.clock.now(),

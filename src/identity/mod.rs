@@ -73,6 +73,7 @@ impl SessionSource {
             sessions: self.sessions.as_ref()?,
             refresher: &self.refresher,
             attributes,
+            binding: attributes.secure,
         })
     }
 }
@@ -87,6 +88,10 @@ pub struct SessionAccess<'a> {
     pub refresher: &'a refresh::Refresher,
     /// For a refreshed cookie session.
     pub attributes: CookieAttributes,
+    /// Whether the session cookie must come with its binding (`CookieJar::is_bound`): over
+    /// https, and not where the request's URL is unknown (an `/auth` told neither its URL nor
+    /// `public_url`), where the cookie may have been set over plain http on loopback.
+    pub binding: bool,
 }
 
 /// Whether `Authorization: Bearer` counts as a credential where the identity is sought.
@@ -312,6 +317,10 @@ pub async fn authenticate_traced(
         // Without a cookie there is no session to look for.
         let loaded = if cookies.is_empty() {
             Ok(None)
+        } else if access.binding && !access.sessions.jar.is_bound(&cookies) {
+            Err(SessionError::Cookie(
+                crate::session::SessionCookieError::Unbound,
+            ))
         } else if trace.is_explaining() {
             // Boxed: explaining is rare, and its future need not be a part of every request's.
             Box::pin(access.sessions.peek(&cookies, now)).await

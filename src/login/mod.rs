@@ -215,6 +215,16 @@ pub(crate) async fn begin_login_for(
             "login base host not allowed".to_owned(),
         ));
     }
+    if sessions.jar.is_sent_twice(headers) {
+        return Err((
+            Rejection::BadRequest(
+                "this browser sends two session cookies for this site, one of them set by \
+                 another host of the same domain; clear this site's cookies, then sign in again"
+                    .to_owned(),
+            ),
+            "two session cookies: one set by another host of the site".to_owned(),
+        ));
+    }
     let metadata = provider
         .metadata()
         .await

@@ -171,8 +171,8 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     }
 }
 
-/// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, login states
-/// (`__Host-` ones included).
+/// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, its binding,
+/// login states (`__Host-` ones included).
 pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
     is_named(name, cookie_name)
         || name
@@ -180,7 +180,8 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
             .is_some_and(|name| is_named(name, cookie_name))
 }
 
-/// Whether `name` is `cookie_name`, one of its chunks, or one of its login states.
+/// Whether `name` is `cookie_name`, one of its chunks, its binding (`_bind`) or one of its
+/// login states.
 fn is_named(name: &str, cookie_name: &str) -> bool {
     let Some(rest) = name.strip_prefix(cookie_name) else {
         return false;
@@ -189,6 +190,7 @@ fn is_named(name: &str, cookie_name: &str) -> bool {
         || rest.strip_prefix('_').is_some_and(|suffix| {
             suffix.bytes().all(|byte| byte.is_ascii_digit()) && !suffix.is_empty()
         })
+        || rest == "_bind"
         || rest.starts_with("_login_")
 }
 
@@ -637,13 +639,16 @@ mod tests {
         );
         headers.append(
             header::COOKIE,
-            "tollgate_login_abc=s; tollgatex=keep; __Host-tollgate_login_d=s; b=2"
+            "tollgate_login_abc=s; tollgatex=keep; __Host-tollgate_login_d=s; b=2; __Host-tollgate_bind=x; tollgate_binding=keep"
                 .parse()
                 .unwrap(),
         );
         strip_tollgate_cookies(&mut headers, "tollgate");
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(headers[header::COOKIE], "a=1; tollgatex=keep; b=2");
+        assert_eq!(
+            headers[header::COOKIE],
+            "a=1; tollgatex=keep; b=2; tollgate_binding=keep"
+        );
         let mut only_ours = HeaderMap::new();
         only_ours.append(header::COOKIE, "tollgate=1".parse().unwrap());
         strip_tollgate_cookies(&mut only_ours, "tollgate");

@@ -86,6 +86,20 @@ pub struct CookieJar {
     opened_ids: quick_cache::sync::Cache<Box<str>, std::sync::Arc<str>>,
     /// Names this jar in threads' `thread_front` entries.
     id: u64,
+    /// `__Host-<name>_bind`, the cookie binding the session cookie to this browser over https
+    /// ([`CookieJar::is_bound`]); `None` when `cookie_name` is itself a `__Host-` cookie.
+    binding_name: Option<String>,
+}
+
+/// The length of a binding: the start of the sealed value, its version, key id and random
+/// nonce (18 bytes in base64url), never the same for two seals.
+const BINDING_LEN: usize = 24;
+
+/// The binding of a session cookie's value (`<count>.<sealed>` or `s.<sealed>`): the first
+/// [`BINDING_LEN`] characters of the sealed value. Not a secret: what makes it hold is that no
+/// other host can set the `__Host-` cookie carrying it.
+fn binding_of(value: &str) -> Option<&str> {
+    value.split_once('.')?.1.get(..BINDING_LEN)
 }
 
 thread_local! {
@@ -102,6 +116,11 @@ pub enum SessionCookieError {
     /// Past its lifetime.
     #[error("session expired")]
     Expired,
+    /// Over https, without the `__Host-` cookie that binds it to the browser it was set in:
+    /// set by another host of the same site (`Domain=example.com` from `x.example.com`), or
+    /// from before 6 December 2026.
+    #[error("session cookie not bound to this browser (set by another host?)")]
+    Unbound,
 }
 
 impl CookieJar {
@@ -109,14 +128,59 @@ impl CookieJar {
     pub fn new(sealer: Sealer, cookie_name: String) -> Self {
         Self {
             sealer,
-            cookie_name,
             opened: quick_cache::sync::Cache::new(10_000),
             opened_ids: quick_cache::sync::Cache::new(10_000),
             id: {
                 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
                 NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
+            binding_name: (!cookie_name.starts_with("__Host-"))
+                .then(|| format!("__Host-{cookie_name}_bind")),
+            cookie_name,
         }
+    }
+
+    /// Whether the session cookie in `cookies`, if any, was set in this browser by this host.
+    /// Over https a session cookie goes with a `__Host-` cookie holding its binding
+    /// ([`binding_of`]), which only this host can set: a sibling subdomain (`x.example.com`, or
+    /// XSS there) can set `tollgate` for the whole site with `Domain=example.com`, and would
+    /// otherwise sign a visitor in as the attacker (whose own cookie it copied) or, with a
+    /// longer `Path`, shadow the visitor's session with it. Asked only over https (plain http
+    /// on loopback has no `__Host-` cookie); always true for a `__Host-` `cookie_name`.
+    pub fn is_bound(&self, cookies: &Cookies<'_>) -> bool {
+        let Some(binding_name) = self.binding_name.as_deref() else {
+            return true;
+        };
+        let Some(value) = cookies.get(self.cookie_name.as_str()) else {
+            return true;
+        };
+        binding_of(value).is_some_and(|binding| cookies.get(binding_name) == Some(&binding))
+    }
+
+    /// Whether a request sends the session cookie twice: one of them set for the whole site by
+    /// another host (`Domain=example.com`), since Tollgate sets one, host-only, at `Path=/`.
+    /// Neither can be told to be the browser's own here, and signing in again would not help:
+    /// the other host's cookie stays, sent first whenever its `Path` is longer or it is older.
+    pub fn is_sent_twice(&self, headers: &axum::http::HeaderMap) -> bool {
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|value| crate::http::utf8(value.as_bytes()))
+            .flat_map(crate::http::cookies::pairs)
+            .filter(|pair| pair.name == self.cookie_name)
+            .nth(1)
+            .is_some()
+    }
+
+    /// The `Set-Cookie` of the binding of a session cookie's `value`, over https.
+    fn bind(&self, value: &str, max_age: i64, attributes: CookieAttributes) -> Option<String> {
+        let name = self.binding_name.as_deref().filter(|_| attributes.secure)?;
+        Some(set_cookie(
+            name,
+            binding_of(value)?,
+            Some(max_age),
+            attributes,
+        ))
     }
 
     /// The session of this request: `Ok(None)` without a session cookie.
@@ -222,6 +286,9 @@ impl CookieJar {
                 (format!("{}_{index}", self.cookie_name), (*chunk).to_owned())
             };
             headers.push(set_cookie(&name, &value, Some(max_age), attributes));
+            if index == 0 {
+                headers.extend(self.bind(&value, max_age, attributes));
+            }
         }
         for index in chunks.len()..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
@@ -283,12 +350,14 @@ impl CookieJar {
             .sealer
             .seal("session-id", id.as_bytes())
             .map_err(|_| SessionCookieError::Unreadable)?;
+        let value = format!("s.{sealed}");
         let mut headers = vec![set_cookie(
             &self.cookie_name,
-            &format!("s.{sealed}"),
+            &value,
             Some(max_age),
             attributes,
         )];
+        headers.extend(self.bind(&value, max_age, attributes));
         for index in 1..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
             if cookies.contains_key(name.as_str()) {
@@ -305,6 +374,11 @@ impl CookieJar {
         attributes: CookieAttributes,
     ) -> Vec<String> {
         let mut headers = vec![delete_cookie(&self.cookie_name, attributes)];
+        if let Some(name) = &self.binding_name
+            && cookies.contains_key(name.as_str())
+        {
+            headers.push(delete_cookie(name, attributes));
+        }
         for index in 1..=MAX_CHUNKS {
             let name = format!("{}_{index}", self.cookie_name);
             if cookies.contains_key(name.as_str()) {
@@ -472,6 +546,66 @@ mod tests {
     }
 
     /// What the browser sends back for the cookie that `jar` writes for `session()`.
+    #[test]
+    fn over_https_a_session_cookie_is_bound_to_the_browser_by_a_host_only_cookie() {
+        let jar = jar();
+        let secure = CookieAttributes { secure: true };
+        let cookie_store = jar
+            .write_session(&session(), &Cookies::new(), 100, secure)
+            .unwrap();
+        let id_store = jar
+            .write_session_id("id-1", 900, &Cookies::new(), secure)
+            .unwrap();
+        for lines in [&cookie_store, &id_store] {
+            let binding = lines
+                .iter()
+                .find(|line| line.starts_with("__Host-tollgate_bind="))
+                .unwrap();
+            assert!(binding.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=900"));
+            let held = sent(lines);
+            let cookies = cookies_of(&held);
+            assert!(jar.is_bound(&cookies));
+            assert_eq!(jar.session_id(&cookies).is_ok(), lines == &id_store);
+            // Without its binding, or with another seal's, the cookie is not this browser's.
+            let mut alone = cookies.clone();
+            alone.remove("__Host-tollgate_bind");
+            assert!(!jar.is_bound(&alone));
+            let other = sent(
+                &jar.write_session_id("id-1", 900, &Cookies::new(), secure)
+                    .unwrap(),
+            );
+            let mut mixed = cookies.clone();
+            mixed.insert("__Host-tollgate_bind", &other[1].1);
+            assert!(!jar.is_bound(&mixed));
+            // A sign-out removes it.
+            let cleared = sent(&jar.clear_session(&cookies, secure));
+            assert!(cleared.contains(&("__Host-tollgate_bind".to_owned(), String::new())));
+        }
+        // Nothing to bind without a session cookie; over plain http, no `__Host-` cookie.
+        assert!(jar.is_bound(&Cookies::new()));
+        let plain = jar
+            .write_session(
+                &session(),
+                &Cookies::new(),
+                100,
+                CookieAttributes { secure: false },
+            )
+            .unwrap();
+        assert!(!plain.iter().any(|line| line.contains("_bind")));
+        // A `__Host-` session cookie is host-only itself.
+        let host_only = CookieJar::new(
+            Sealer::new(&[crate::secret::Secret::new(
+                "a-session-secret-for-the-unit-tests".to_owned(),
+            )]),
+            "__Host-tg".to_owned(),
+        );
+        let lines = host_only
+            .write_session(&session(), &Cookies::new(), 100, secure)
+            .unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(host_only.is_bound(&cookies_of(&sent(&lines))));
+    }
+
     fn sent_session(jar: &CookieJar) -> Vec<(String, String)> {
         let lines = jar
             .write_session(

@@ -438,7 +438,10 @@ async fn explaining_changes_nothing() {
     .await;
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
-    let cookie = format!("tollgate={}", browser.cookies["tollgate"]);
+    let cookie = format!(
+        "tollgate={}; __Host-tollgate_bind={}",
+        browser.cookies["tollgate"], browser.cookies["__Host-tollgate_bind"]
+    );
     let metrics = gateway.metrics().await;
     let refreshes = idp.count("refresh");
     let mut explanations = Vec::new();
@@ -494,7 +497,10 @@ async fn explaining_does_not_touch_the_session() {
     .await;
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
-    let cookie = format!("tollgate={}", browser.cookies["tollgate"]);
+    let cookie = format!(
+        "tollgate={}; __Host-tollgate_bind={}",
+        browser.cookies["tollgate"], browser.cookies["__Host-tollgate_bind"]
+    );
     clock.advance(60);
     let explanation = explain(
         &gateway,

@@ -1049,3 +1049,136 @@ async fn bearer_refusals_carry_rfc_6750_errors() {
         "RFC 6750 §3.1: no error code without a credential"
     );
 }
+
+/// Over https a session cookie goes with a `__Host-` cookie binding it to the browser it was
+/// set in. A sibling subdomain can set `tollgate` for the whole site (`Domain=example.com`)
+/// but no `__Host-` cookie: the attacker's own session cookie planted in a visitor's browser
+/// must not sign the visitor in as the attacker, nor shadow the visitor's session.
+#[tokio::test]
+async fn a_session_cookie_planted_by_another_host_signs_no_one_in() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "trusted_proxies = [\"127.0.0.1/32\"]", "");
+    let gateway = Gateway::start(&config).await;
+    let https = [("x-forwarded-proto", "https")];
+    // The attacker signs in over https, in a browser of their own.
+    let mut attacker = Browser::new();
+    let signin = attacker
+        .get_with(&gateway.url("/signin?rd=/"), &https)
+        .await;
+    assert_eq!(signin.status(), 302);
+    let at_provider = attacker
+        .get(&crate::support::browser::location(&signin))
+        .await;
+    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
+    let signed_in = attacker.get_with(&callback, &https).await;
+    assert_eq!(
+        signed_in.status(),
+        302,
+        "{}",
+        signed_in.text().await.unwrap()
+    );
+    let session = attacker.cookies["tollgate"].clone();
+    let binding = attacker.cookies["__Host-tollgate_bind"].clone();
+    assert!(
+        signed_in
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(
+                |value| value.to_str().unwrap().starts_with("__Host-tollgate_bind=")
+                    && value
+                        .to_str()
+                        .unwrap()
+                        .contains("; Path=/; HttpOnly; SameSite=Lax; Secure")
+            ),
+        "{:?}",
+        signed_in.headers()
+    );
+    // As an ingress asks: the original URL, over https.
+    let cookie = |value: String| {
+        [
+            ("cookie", value),
+            ("x-original-url", "https://app.example.com/".to_owned()),
+        ]
+    };
+    let status = async |headers: [(&str, String); 2]| {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        auth(&gateway, "", &headers).await.status().as_u16()
+    };
+    assert_eq!(
+        status(cookie(format!(
+            "tollgate={session}; __Host-tollgate_bind={binding}"
+        )))
+        .await,
+        200,
+        "the attacker's own browser"
+    );
+    // Planted in the visitor's browser: the session cookie without its binding, or beside the
+    // visitor's own binding.
+    assert_eq!(status(cookie(format!("tollgate={session}"))).await, 401);
+    let mut visitor = Browser::new();
+    let signin = visitor.get_with(&gateway.url("/signin?rd=/"), &https).await;
+    let at_provider = visitor
+        .get(&crate::support::browser::location(&signin))
+        .await;
+    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
+    assert_eq!(visitor.get_with(&callback, &https).await.status(), 302);
+    let (own, own_binding) = (
+        visitor.cookies["tollgate"].clone(),
+        visitor.cookies["__Host-tollgate_bind"].clone(),
+    );
+    assert_ne!(own_binding, binding);
+    assert_eq!(
+        status(cookie(format!(
+            "tollgate={session}; tollgate={own}; __Host-tollgate_bind={own_binding}"
+        )))
+        .await,
+        401,
+        "the planted cookie, sent first, shadows none"
+    );
+    // Signing in again would not help while the other host's cookie stays: a page says so.
+    let twice = auth_at(
+        &gateway,
+        "/signin?rd=/",
+        &[
+            ("cookie", &format!("tollgate={session}; tollgate={own}")),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(twice.status(), 400);
+    assert!(twice.text().await.unwrap().contains("two session cookies"));
+    // Over plain http on loopback there are no `__Host-` cookies, and no binding.
+    let mut plain = Browser::new();
+    signed_in_plainly(&mut plain, &gateway).await;
+    assert!(!plain.cookies.contains_key("__Host-tollgate_bind"));
+    let alone = format!("tollgate={}", plain.cookies["tollgate"]);
+    let answer = auth(
+        &gateway,
+        "",
+        &[("cookie", &alone), ("x-original-url", "http://127.0.0.1/")],
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+}
+
+async fn auth_at(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client.get(gateway.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// Signed in over plain http on loopback, with only the cookies Tollgate set.
+async fn signed_in_plainly(browser: &mut Browser, gateway: &Gateway) {
+    let done = crate::support::gateway::sign_in(browser, gateway, "/").await;
+    assert_eq!(done.status(), 302);
+}

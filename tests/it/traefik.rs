@@ -27,7 +27,7 @@ use crate::support::{Browser, Gateway, TestIdp};
 const ADDRESS: &str = "/auth?skip-auth=GET,^/public/&inject-claim=email,X-Auth-Email";
 /// The recipe's `authResponseHeaders`.
 const AUTH_RESPONSE_HEADERS: &[&str] = &["X-Auth-Email"];
-/// The recipe's `addAuthCookiesToResponse`: the session cookie and its chunks.
+/// The recipe's `addAuthCookiesToResponse`: the session cookie, its chunks and its binding.
 const ADD_AUTH_COOKIES: &[&str] = &[
     "tollgate",
     "tollgate_1",
@@ -38,6 +38,7 @@ const ADD_AUTH_COOKIES: &[&str] = &[
     "tollgate_6",
     "tollgate_7",
     "tollgate_8",
+    "__Host-tollgate_bind",
 ];
 const HOP_BY_HOP: &[&str] = &[
     "connection",

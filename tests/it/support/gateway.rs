@@ -177,7 +177,22 @@ pub async fn sign_in_at(browser: &mut super::Browser, base: &str, rd: &str) -> r
     browser.get(&location(&at_provider)).await
 }
 
-/// `sign_in` that must succeed.
+/// `sign_in` that must succeed. The browser then also holds the binding a sign-in over https
+/// sets beside the session cookie (`__Host-tollgate_bind`: the first 24 characters of its
+/// sealed value, after the `.`): tests sign in over plain http on loopback, and some then
+/// describe the request as one to `https://app.example.com`, where a session cookie counts
+/// only with its binding.
 pub async fn signed_in(browser: &mut super::Browser, gateway: &Gateway) {
     assert_eq!(sign_in(browser, gateway, "/").await.status(), 302);
+    let binding = browser
+        .cookies
+        .get("tollgate")
+        .and_then(|value| value.split_once('.'))
+        .and_then(|(_, sealed)| sealed.get(..24))
+        .map(str::to_owned);
+    if let Some(binding) = binding {
+        browser
+            .cookies
+            .insert("__Host-tollgate_bind".to_owned(), binding);
+    }
 }
