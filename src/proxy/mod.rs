@@ -447,6 +447,14 @@ pub async fn decide_route(
             },
         );
         if skips {
+            // A skip's query goes upstream as sent: a token in it must be one Tollgate would
+            // take (the route's application believes the tokens it is given here).
+            if let Some(provider) = state.providers.get(&route.provider)
+                && let Some(check) =
+                    check_query_tokens(route, provider, None, headers, query, trace)
+            {
+                check.await?;
+            }
             return Ok(RouteDecision::Skip);
         }
     }
@@ -557,7 +565,8 @@ pub async fn decide_route(
 
 /// On a route that accepts bearer tokens, an `access_token` in the query goes upstream with
 /// the request (Tollgate reads the `Authorization` header only, and removes it when it was not
-/// the credential): it must be valid, and name the caller when there is one. The check, when
+/// the credential), on a skip rule's path too: it must be valid, and name the caller when
+/// there is one. The check, when
 /// there is one to make, boxed: almost no request has one, and its state is not a part of
 /// every proxied request's future.
 fn check_query_tokens<'a>(

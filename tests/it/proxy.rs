@@ -794,7 +794,8 @@ on_unauthenticated = "login_on_upstream_401"
 }
 
 /// On a route that accepts bearer tokens, a token in the query goes upstream with the request:
-/// beside a session it must be valid and the session's caller's, and without one, valid.
+/// beside a session it must be valid and the session's caller's, and without one, valid; on a
+/// skip rule's path too, where the application reads the query as sent.
 #[tokio::test]
 async fn a_token_in_the_query_of_a_bearer_route_is_checked() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
@@ -809,6 +810,7 @@ accept_bearer = true
 upstream = "{upstream}"
 provider = "corp"
 accept_bearer = true
+skip = ["^/public/"]
 "#;
     let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let mut browser = Browser::new();
@@ -833,6 +835,18 @@ accept_bearer = true
             assert_eq!(status, expected, "{path}, anonymous {anonymous}");
         }
     }
+    for (token, expected) in [(alice.as_str(), 200), (forged, 401), (bob.as_str(), 200)] {
+        let url = gateway.url(&format!("/public/x?access_token={token}"));
+        assert_eq!(reqwest::get(&url).await.unwrap().status(), expected);
+    }
+    assert_eq!(
+        reqwest::get(&gateway.url("/public/x?page=2"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "a skip needs no credential"
+    );
 }
 
 /// An application must not set, shadow or delete Tollgate's own cookies: the upstream's
