@@ -17,7 +17,7 @@ use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
-    Credential, IdentityError, SessionAccess, SessionSource, ambiguous_credentials, authenticate,
+    Credential, IdentityError, SessionSource, ambiguous_credentials, authenticate,
     authenticate_traced, bearer_token,
     other_tokens::{Reaching, check_other_tokens, other_tokens, same_caller},
 };
@@ -501,22 +501,13 @@ pub async fn decide_auth(
     let cookie_base = original
         .and_then(|request| request.url.as_ref())
         .or(state.public_url.as_ref());
-    let attributes = cookie_base.map_or(
-        CookieAttributes { secure: true },
-        CookieAttributes::for_base,
-    );
+    let attributes = cookie_base.map_or(CookieAttributes::UNKNOWN_BASE, CookieAttributes::for_base);
     // Boxed: a few hundred bytes that would otherwise make every caller's future (`/auth`'s
     // with axum's around it) too large for the allocator's per-thread cache.
     let identity = match Box::pin(authenticate_traced(
         headers,
         provider,
-        state
-            .sessions
-            .access(attributes)
-            .map(|access| SessionAccess {
-                binding: access.binding && cookie_base.is_some(),
-                ..access
-            }),
+        state.sessions.access(attributes),
         section.token_cookie.as_deref(),
         crate::identity::BearerTokens::Accepted,
         state.clock.now(),
@@ -828,7 +819,7 @@ pub async fn userinfo(
 
 /// The attributes of a session cookie written back on a request made to Tollgate itself (not
 /// described by an ingress): for `public_url`, else for the host and scheme the request was
-/// made with; `Secure` when neither is known.
+/// made with; `CookieAttributes::UNKNOWN_BASE` when neither is known.
 fn own_cookie_attributes(
     state: &ForwardAuthState,
     peer: SocketAddr,
@@ -839,7 +830,7 @@ fn own_cookie_attributes(
     }
     crate::http::forwarded::base_parts(peer.ip(), headers, &state.trusted_proxies, state.own_proto)
         .and_then(|(proto, host)| url::Url::parse(&format!("{proto}://{host}/")).ok())
-        .map_or(CookieAttributes { secure: true }, |base| {
+        .map_or(CookieAttributes::UNKNOWN_BASE, |base| {
             CookieAttributes::for_base(&base)
         })
 }

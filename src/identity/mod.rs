@@ -73,7 +73,6 @@ impl SessionSource {
             sessions: self.sessions.as_ref()?,
             refresher: &self.refresher,
             attributes,
-            binding: attributes.secure,
         })
     }
 }
@@ -86,12 +85,9 @@ pub struct SessionAccess<'a> {
     pub sessions: &'a Arc<Sessions>,
     /// Refreshes expiring tokens.
     pub refresher: &'a refresh::Refresher,
-    /// For a refreshed cookie session.
+    /// For a refreshed cookie session, and whether the session cookie must come with its
+    /// binding (`CookieAttributes::bound`).
     pub attributes: CookieAttributes,
-    /// Whether the session cookie must come with its binding (`CookieJar::is_bound`): over
-    /// https, and not where the request's URL is unknown (an `/auth` told neither its URL nor
-    /// `public_url`), where the cookie may have been set over plain http on loopback.
-    pub binding: bool,
 }
 
 /// Whether `Authorization: Bearer` counts as a credential where the identity is sought.
@@ -317,7 +313,7 @@ pub async fn authenticate_traced(
         // Without a cookie there is no session to look for.
         let loaded = if cookies.is_empty() {
             Ok(None)
-        } else if access.binding && !access.sessions.jar.is_bound(&cookies) {
+        } else if access.attributes.bound && !access.sessions.jar.is_bound(&cookies) {
             Err(SessionError::Cookie(
                 crate::session::SessionCookieError::Unbound,
             ))

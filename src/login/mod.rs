@@ -215,7 +215,7 @@ pub(crate) async fn begin_login_for(
             "login base host not allowed".to_owned(),
         ));
     }
-    if sessions.jar.is_sent_twice(headers) {
+    if federation.is_none() && sessions.jar.is_sent_twice(headers) {
         return Err((
             Rejection::BadRequest(
                 "this browser sends two session cookies for this site, one of them set by \
@@ -574,12 +574,18 @@ pub(crate) async fn end_session(
         ),
     };
     let cookies = request_cookies(headers);
+    let attributes = CookieAttributes::for_base(&base);
+    // A session cookie without its binding is another host's (or from before bindings): its
+    // session is not this browser's to end, nor its ID token the one to show the provider.
+    if attributes.bound && !sessions.jar.is_bound(&cookies) {
+        tracing::info!("sign-out with a session cookie not bound to this browser: cookies cleared");
+        state.metrics.request("signout", "signed_out");
+        let clear = sessions.jar.clear_session(&cookies, attributes);
+        let fallback = redirect_to.unwrap_or_else(|| "/".to_owned());
+        return Ok(with_cookies(crate::http::found(&fallback), clear));
+    }
     let (session, clear) = sessions
-        .end(
-            &cookies,
-            state.clock.now(),
-            CookieAttributes::for_base(&base),
-        )
+        .end(&cookies, state.clock.now(), attributes)
         .await
         .map_err(|error| {
             (

@@ -161,9 +161,8 @@ fn is_prefix_on_segments(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// `names` without repeats, in their first order.
 /// Whether two upstreams are taken for one application: the same address, or the same port on
-/// loopback however it is spelt (`localhost`, `127.0.0.1`, `[::1]`). Other names for one host
+/// loopback however it is spelt (`localhost`, `127.0.0.1`, `[::1]`, `[::ffff:127.0.0.1]`). Other names for one host
 /// (a service's short and long DNS names) are not known to be one.
 fn same_application(left: &crate::config::Upstream, right: &crate::config::Upstream) -> bool {
     let loopback_port = |upstream: &crate::config::Upstream| {
@@ -171,7 +170,12 @@ fn same_application(left: &crate::config::Upstream, right: &crate::config::Upstr
         let loopback = match url.host() {
             Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
             Some(url::Host::Ipv4(address)) => address.is_loopback(),
-            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => {
+                address.is_loopback()
+                    || address
+                        .to_ipv4_mapped()
+                        .is_some_and(|mapped| mapped.is_loopback())
+            }
             None => false,
         };
         loopback.then(|| url.port_or_known_default()).flatten()
@@ -180,6 +184,7 @@ fn same_application(left: &crate::config::Upstream, right: &crate::config::Upstr
         || loopback_port(left).is_some_and(|port| loopback_port(right) == Some(port))
 }
 
+/// `names` without repeats, in their first order.
 fn once_each<'a>(
     names: impl Iterator<Item = &'a axum::http::HeaderName>,
 ) -> Vec<axum::http::HeaderName> {
@@ -237,6 +242,10 @@ provider = "p"
         assert!(same("http://127.0.0.1:9000", "http://127.0.0.1:9000/app"));
         assert!(same("http://localhost:9000", "http://127.0.0.1:9000"));
         assert!(same("http://LocalHost:9000", "http://[::1]:9000"));
+        assert!(same(
+            "http://[::ffff:127.0.0.1]:9000",
+            "http://localhost:9000"
+        ));
         assert!(same("http://127.0.0.2:80", "http://localhost"));
         assert!(!same("http://localhost:9000", "http://127.0.0.1:9001"));
         assert!(!same("http://app:9000", "http://app.default.svc:9000"));

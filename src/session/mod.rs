@@ -40,6 +40,9 @@ pub use record::{FederatedRequest, LoginState, Session, StoredSession};
 pub struct CookieAttributes {
     /// `Secure`, dropped only for plain-http loopback.
     pub secure: bool,
+    /// Whether the session cookie goes with its `__Host-` binding: written with one, and read
+    /// only with one ([`CookieJar::is_bound`]). Over https.
+    pub bound: bool,
 }
 
 impl CookieAttributes {
@@ -51,10 +54,21 @@ impl CookieAttributes {
             Some(url::Host::Ipv6(address)) => address.is_loopback(),
             None => false,
         };
+        let secure = !(base.scheme() == "http" && loopback);
         Self {
-            secure: !(base.scheme() == "http" && loopback),
+            secure,
+            bound: secure,
         }
     }
+
+    /// For a request whose URL is not known (an `/auth` told neither its URL nor `public_url`):
+    /// `Secure`, and no binding either way, since the session cookie may have been set over
+    /// plain http on loopback. A session refreshed there is written without a binding, so a
+    /// cookie another host planted never becomes a bound one.
+    pub const UNKNOWN_BASE: Self = Self {
+        secure: true,
+        bound: false,
+    };
 }
 
 fn set_cookie(
@@ -161,20 +175,35 @@ impl CookieJar {
     /// another host (`Domain=example.com`), since Tollgate sets one, host-only, at `Path=/`.
     /// Neither can be told to be the browser's own here, and signing in again would not help:
     /// the other host's cookie stays, sent first whenever its `Path` is longer or it is older.
+    /// Its chunks too: another host's `tollgate_1` with a longer `Path` is sent before the
+    /// browser's own, and its session would never open again.
     pub fn is_sent_twice(&self, headers: &axum::http::HeaderMap) -> bool {
+        let is_session_or_chunk = |name: &str| {
+            name.strip_prefix(self.cookie_name.as_str())
+                .is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest.strip_prefix('_').is_some_and(|index| {
+                            !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
+                        })
+                })
+        };
+        let mut seen = Vec::new();
         headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|value| crate::http::utf8(value.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| pair.name == self.cookie_name)
-            .nth(1)
-            .is_some()
+            .filter(|pair| is_session_or_chunk(pair.name))
+            .any(|pair| {
+                let again = seen.contains(&pair.name);
+                seen.push(pair.name);
+                again
+            })
     }
 
-    /// The `Set-Cookie` of the binding of a session cookie's `value`, over https.
+    /// The `Set-Cookie` of the binding of a session cookie's `value`, when `attributes.bound`.
     fn bind(&self, value: &str, max_age: i64, attributes: CookieAttributes) -> Option<String> {
-        let name = self.binding_name.as_deref().filter(|_| attributes.secure)?;
+        let name = self.binding_name.as_deref().filter(|_| attributes.bound)?;
         Some(set_cookie(
             name,
             binding_of(value)?,
@@ -549,7 +578,10 @@ mod tests {
     #[test]
     fn over_https_a_session_cookie_is_bound_to_the_browser_by_a_host_only_cookie() {
         let jar = jar();
-        let secure = CookieAttributes { secure: true };
+        let secure = CookieAttributes {
+            secure: true,
+            bound: true,
+        };
         let cookie_store = jar
             .write_session(&session(), &Cookies::new(), 100, secure)
             .unwrap();
@@ -581,6 +613,28 @@ mod tests {
             let cleared = sent(&jar.clear_session(&cookies, secure));
             assert!(cleared.contains(&("__Host-tollgate_bind".to_owned(), String::new())));
         }
+        // Where the request's URL is not known, a refreshed session is written without one.
+        let unknown = jar
+            .write_session(
+                &session(),
+                &Cookies::new(),
+                100,
+                CookieAttributes::UNKNOWN_BASE,
+            )
+            .unwrap();
+        assert!(unknown[0].contains("; Secure"));
+        assert!(!unknown.iter().any(|line| line.contains("_bind")));
+        // Sent twice, the session cookie or a chunk: another host set one.
+        let twice = |cookie: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(axum::http::header::COOKIE, cookie.parse().unwrap());
+            jar.is_sent_twice(&headers)
+        };
+        assert!(twice("tollgate=a; x=1; tollgate=b"));
+        assert!(twice("tollgate=2.a; tollgate_1=b; tollgate_1=c"));
+        assert!(!twice(
+            "tollgate=2.a; tollgate_1=b; tollgate_bind=c; tollgatex=d; tollgatex=e"
+        ));
         // Nothing to bind without a session cookie; over plain http, no `__Host-` cookie.
         assert!(jar.is_bound(&Cookies::new()));
         let plain = jar
@@ -588,7 +642,10 @@ mod tests {
                 &session(),
                 &Cookies::new(),
                 100,
-                CookieAttributes { secure: false },
+                CookieAttributes {
+                    secure: false,
+                    bound: false,
+                },
             )
             .unwrap();
         assert!(!plain.iter().any(|line| line.contains("_bind")));
@@ -612,7 +669,10 @@ mod tests {
                 &session(),
                 &Cookies::new(),
                 100,
-                CookieAttributes { secure: true },
+                CookieAttributes {
+                    secure: true,
+                    bound: true,
+                },
             )
             .unwrap_or_default();
         sent(&lines)
@@ -637,7 +697,14 @@ mod tests {
         let mut held: Vec<(String, String)> = Vec::new();
         for login in logins {
             let lines = jar
-                .start_login(login, &cookies_of(&held), CookieAttributes { secure: true })
+                .start_login(
+                    login,
+                    &cookies_of(&held),
+                    CookieAttributes {
+                        secure: true,
+                        bound: true,
+                    },
+                )
                 .unwrap();
             for line in lines {
                 let (pair, attributes) = line.split_once(';').unwrap_or((&line, ""));
@@ -656,7 +723,10 @@ mod tests {
     #[test]
     fn a_login_state_over_https_is_read_only_from_a_host_only_cookie() {
         let jar = jar();
-        let secure = CookieAttributes { secure: true };
+        let secure = CookieAttributes {
+            secure: true,
+            bound: true,
+        };
         let login = login("planted-0123456789abcdef", "/page", 100);
         let lines = jar.start_login(&login, &Cookies::new(), secure).unwrap();
         let (pair, _) = lines[0].split_once(';').unwrap();
@@ -670,7 +740,10 @@ mod tests {
                 .is_none()
         );
         // Plain http on loopback cannot use the prefix (it requires `Secure`).
-        let plain = CookieAttributes { secure: false };
+        let plain = CookieAttributes {
+            secure: false,
+            bound: false,
+        };
         let lines = jar.start_login(&login, &Cookies::new(), plain).unwrap();
         assert!(
             lines[0].starts_with("tollgate_login_planted-0123="),
@@ -740,7 +813,10 @@ mod tests {
                 "the-id",
                 900,
                 &Cookies::new(),
-                CookieAttributes { secure: true },
+                CookieAttributes {
+                    secure: true,
+                    bound: true,
+                },
             )
             .unwrap_or_default();
         let id_sent = sent(&lines);

@@ -273,9 +273,11 @@ pub fn numeric_claim(
 }
 
 /// The claims by which a token says it is an access token: the scopes it grants (`scope`,
-/// `scp`), an application's roles (`roles`), the client it was issued to (`client_id`, RFC
-/// 9068; `cid`). An ID token carries none of them.
-const ACCESS_TOKEN_CLAIMS: [&str; 5] = ["scope", "scp", "roles", "client_id", "cid"];
+/// `scp`), the client it was issued to (`client_id`, RFC 9068; Okta's `cid`, Entra ID's
+/// `appid` in v1 tokens and `azpacr` in v2). An ID token carries none of them. Not `roles`:
+/// Entra ID puts a user's app roles in ID tokens too (an app-only Entra token says `appid` or
+/// `azpacr` beside them), nor `azp`, which an ID token for several audiences carries.
+const ACCESS_TOKEN_CLAIMS: [&str; 6] = ["scope", "scp", "client_id", "cid", "appid", "azpacr"];
 
 /// Refuses tokens that are not access tokens: ID tokens (`nonce`, `at_hash`, `c_hash`, a `typ`
 /// of `ID` or an `id_token+jwt` header), logout tokens (`events`) (SPEC §6). `client_id` is

@@ -176,13 +176,21 @@ fn the_clients_id_token_without_nonce_or_at_hash_is_not_an_access_token() {
     assert_eq!(signed("JWT", &id_token), Err(TokenError::NotAnAccessToken));
     let both = claims(json!({"aud": ["api", "client"]}));
     assert_eq!(signed("JWT", &both), Err(TokenError::NotAnAccessToken));
+    // Entra ID puts a user's app roles in the ID token.
+    let mut with_roles = id_token.clone();
+    with_roles["roles"] = json!(["admin"]);
+    assert_eq!(
+        signed("JWT", &with_roles),
+        Err(TokenError::NotAnAccessToken)
+    );
     // An access token for that audience says so: by its claims, or by its header.
     for (name, value) in [
         ("scope", json!("openid read")),
         ("scp", json!(["read"])),
-        ("roles", json!(["reader"])),
         ("client_id", json!("client")),
         ("cid", json!("client")),
+        ("appid", json!("client")),
+        ("azpacr", json!("1")),
     ] {
         let mut access = id_token.clone();
         access[name] = value;

@@ -1139,6 +1139,35 @@ async fn a_session_cookie_planted_by_another_host_signs_no_one_in() {
         401,
         "the planted cookie, sent first, shadows none"
     );
+    // Signing out with it ends no one's session at the provider (nor shows it the attacker's
+    // ID token): the cookies go, and the browser goes where it asked.
+    let out = auth_at(
+        &gateway,
+        "/signout?rd=/bye",
+        &[
+            ("cookie", &format!("tollgate={session}")),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status(), 302);
+    assert_eq!(crate::support::browser::location(&out), "/bye");
+    let own_signout = auth_at(
+        &gateway,
+        "/signout?rd=/bye",
+        &[
+            (
+                "cookie",
+                &format!("tollgate={session}; __Host-tollgate_bind={binding}"),
+            ),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert!(
+        crate::support::browser::location(&own_signout).contains("id_token_hint="),
+        "the attacker's own sign-out goes on to the provider"
+    );
     // Signing in again would not help while the other host's cookie stays: a page says so.
     let twice = auth_at(
         &gateway,

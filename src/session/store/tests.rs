@@ -60,7 +60,10 @@ fn cookie_header(set_cookies: &[String]) -> HeaderMap {
     headers
 }
 
-const ATTRIBUTES: CookieAttributes = CookieAttributes { secure: true };
+const ATTRIBUTES: CookieAttributes = CookieAttributes {
+    secure: true,
+    bound: true,
+};
 
 #[tokio::test]
 async fn a_created_session_is_found_by_its_cookie_and_not_after_it_ended() {
