@@ -734,6 +734,24 @@ async fn http_variant_refuses_a_misspelled_rules_header() {
     )
     .await;
     assert_eq!(spelled.status(), 403);
+    // A value that expanded to nothing is no set of rules either.
+    for empty in ["", " "] {
+        let answer = envoy_http(
+            &gateway,
+            reqwest::Method::GET,
+            "/admin/",
+            &[("authorization", &bearer), ("x-tollgate-rules", empty)],
+        )
+        .await;
+        assert_eq!(answer.status(), 400, "{empty:?}");
+        assert!(
+            answer
+                .text()
+                .await
+                .unwrap()
+                .contains("X-Tollgate-Rules is empty")
+        );
+    }
 }
 
 #[tokio::test]

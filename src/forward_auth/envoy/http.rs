@@ -57,6 +57,12 @@ pub fn check(
             }
             // Which one Envoy set, and which one a client's copy is, cannot be told apart.
             (Some(_), Some(_)) => Err("more than one X-Tollgate-Rules header"),
+            // Envoy drops a `headers_to_add` value that is empty: one that arrives is a
+            // template that expanded to nothing, which read as no rules would let every
+            // signed-in caller through.
+            (Some(value), None) if value.as_bytes().trim_ascii().is_empty() => {
+                Err("X-Tollgate-Rules is empty (no rules would be read as allow everyone)")
+            }
             (Some(value), None) => value
                 .to_str()
                 .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
