@@ -151,6 +151,7 @@ test('a session cookie another host of the site planted signs no one in', async 
   assert.equal(await visitor.page.title(), 'planted', 'Chromium took the cookie for the whole site');
   const planted = (await visitor.context.cookies(app)).find((cookie) => cookie.name === 'tollgate');
   assert.equal(planted?.domain, '.example.test', 'the browser sends it to app.example.test');
+  assert.equal(planted.value, session.value, "the attacker's own session cookie");
 
   // At the application the visitor is not bob: Tollgate sends them to sign in.
   await visitor.page.goto(`${app}/`);

@@ -294,6 +294,25 @@ pub async fn authenticate(
     .await
 }
 
+/// The attributes a refreshed session cookie is written with: the request's, except where its
+/// URL is not known (`CookieAttributes::UNKNOWN_BASE`, which reads no binding), where the
+/// cookie keeps a binding when the browser sent it one (a session signed in over https keeps
+/// working on Tollgate's own endpoints, which know their URL) and gets none otherwise (a
+/// cookie another host planted never becomes a bound one).
+fn written_with(
+    access: SessionAccess<'_>,
+    cookies: &crate::session::Cookies<'_>,
+) -> CookieAttributes {
+    let attributes = access.attributes;
+    if attributes.bound || !attributes.secure {
+        return attributes;
+    }
+    CookieAttributes {
+        bound: access.sessions.jar.is_bound(cookies),
+        ..attributes
+    }
+}
+
 /// `authenticate`, recording each credential in `trace`. When the trace is explaining, the
 /// session is only read (`Sessions::peek`): not touched, not ended, not refreshed.
 ///
@@ -353,7 +372,7 @@ pub async fn authenticate_traced(
                         &cookies,
                         session,
                         now,
-                        access.attributes,
+                        written_with(access, &cookies),
                     )
                     .await
                 {

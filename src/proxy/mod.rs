@@ -430,6 +430,12 @@ pub async fn decide_route(
         });
         return Ok(RouteDecision::Logout);
     }
+    let provider = state
+        .providers
+        .get(&route.provider)
+        .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))?;
+    // Asked only of a request with a query.
+    let believes_tokens = || route.accept_bearer || state.routes.stripped_from_client(route).1;
     // The path is canonical already (`handle`).
     for rule in &route.skip {
         let skips = rule.skips(Some(method), path);
@@ -449,19 +455,14 @@ pub async fn decide_route(
         if skips {
             // A skip's query goes upstream as sent: a token in it must be one Tollgate would
             // take (the route's application believes the tokens it is given here).
-            if let Some(provider) = state.providers.get(&route.provider)
-                && let Some(check) =
-                    check_query_tokens(route, provider, None, headers, query, trace)
+            if let Some(check) =
+                check_query_tokens(&believes_tokens, provider, None, headers, query, trace)
             {
                 check.await?;
             }
             return Ok(RouteDecision::Skip);
         }
     }
-    let provider = state
-        .providers
-        .get(&route.provider)
-        .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))?;
     let bearer_tokens = if route.accept_bearer {
         BearerTokens::Accepted
     } else {
@@ -490,7 +491,9 @@ pub async fn decide_route(
     {
         Ok(identity) => identity,
         Err(IdentityError::Missing) => {
-            if let Some(check) = check_query_tokens(route, provider, None, headers, query, trace) {
+            if let Some(check) =
+                check_query_tokens(&believes_tokens, provider, None, headers, query, trace)
+            {
                 check.await?;
             }
             return unauthenticated_decision(route, method, headers, trace);
@@ -501,7 +504,14 @@ pub async fn decide_route(
     };
     // The check is consumed within this block, so no borrow of the identity outlives it.
     let refused = {
-        let check = check_query_tokens(route, provider, Some(&identity), headers, query, trace);
+        let check = check_query_tokens(
+            &believes_tokens,
+            provider,
+            Some(&identity),
+            headers,
+            query,
+            trace,
+        );
         match check {
             Some(check) => check.await.err(),
             None => None,
@@ -563,24 +573,27 @@ pub async fn decide_route(
     Ok(RouteDecision::Allow(identity, rendered))
 }
 
-/// On a route that accepts bearer tokens, an `access_token` in the query goes upstream with
-/// the request (Tollgate reads the `Authorization` header only, and removes it when it was not
-/// the credential), on a skip rule's path too: it must be valid, and name the caller when
+/// On a route whose application believes the tokens it gets (`believes_tokens`: the route
+/// accepts bearer tokens, or another route to its application passes it a checked one, so a
+/// client's `Authorization` is removed here), an `access_token` in the query goes upstream
+/// with the request (Tollgate reads the `Authorization` header only, and removes it when it was
+/// not the credential), on a skip rule's path too: it must be valid, and name the caller when
 /// there is one. The check, when
 /// there is one to make, boxed: almost no request has one, and its state is not a part of
 /// every proxied request's future.
 fn check_query_tokens<'a>(
-    route: &RouteConfig,
+    believes_tokens: impl FnOnce() -> bool,
     provider: &'a crate::oidc::Provider,
     identity: Option<&'a Identity>,
     headers: &'a HeaderMap,
     query: Option<&str>,
     trace: &'a mut Trace,
 ) -> Option<std::pin::Pin<Box<impl Future<Output = Result<(), Refusal>> + Send + 'a>>> {
-    if !route.accept_bearer {
+    let query = query?;
+    if !believes_tokens() {
         return None;
     }
-    let queries = [std::borrow::Cow::Borrowed(query?)];
+    let queries = [std::borrow::Cow::Borrowed(query)];
     let reaching = Reaching {
         authorization: false,
         queries: &queries,

@@ -61,10 +61,12 @@ impl CookieAttributes {
         }
     }
 
-    /// For a request whose URL is not known (an `/auth` told neither its URL nor `public_url`):
+    /// For a request whose URL is not known (an `/auth` told neither its URL nor `public_url`,
+    /// a `/userinfo` without a `Host`):
     /// `Secure`, and no binding either way, since the session cookie may have been set over
-    /// plain http on loopback. A session refreshed there is written without a binding, so a
-    /// cookie another host planted never becomes a bound one.
+    /// plain http on loopback. A session refreshed there keeps a binding only when the browser
+    /// sent a matching one (`identity::written_with`), so a cookie another host planted never
+    /// becomes a bound one.
     pub const UNKNOWN_BASE: Self = Self {
         secure: true,
         bound: false,

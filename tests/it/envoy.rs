@@ -465,6 +465,20 @@ async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_
         "INVALID_ARGUMENT"
     );
 
+    // So is a `rules` that holds none (a template that expanded to nothing).
+    for empty in ["", " ", "&", " & "] {
+        let answer = check(
+            &gateway,
+            check_request("/x", &[("authorization", &bearer)], Some(empty)),
+        )
+        .await;
+        assert!(
+            denied(&answer, 400).body.contains("holds no rule"),
+            "{empty:?}: {answer:?}"
+        );
+        assert_eq!(answer.status.as_ref().unwrap().code, 3, "INVALID_ARGUMENT");
+    }
+
     // A Check that describes no request is refused with an answer, never a failed RPC, which
     // Envoy with `failure_mode_allow: true` would let through.
     let empty = check(&gateway, CheckRequest::default()).await;
@@ -485,7 +499,7 @@ async fn grpc_refuses_malformed_rules_with_400_and_a_check_without_a_request_as_
     );
     let metrics = gateway.metrics().await;
     assert!(
-        metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"bad_request\"} 4"),
+        metrics.contains("tollgate_requests_total{role=\"forward_auth\",result=\"bad_request\"} 8"),
         "{metrics}"
     );
 }
@@ -735,7 +749,7 @@ async fn http_variant_refuses_a_misspelled_rules_header() {
     .await;
     assert_eq!(spelled.status(), 403);
     // A value that expanded to nothing is no set of rules either.
-    for empty in ["", " "] {
+    for empty in ["", " ", "&", "& "] {
         let answer = envoy_http(
             &gateway,
             reqwest::Method::GET,
@@ -749,7 +763,7 @@ async fn http_variant_refuses_a_misspelled_rules_header() {
                 .text()
                 .await
                 .unwrap()
-                .contains("X-Tollgate-Rules is empty")
+                .contains("X-Tollgate-Rules holds no rule")
         );
     }
 }

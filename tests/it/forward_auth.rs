@@ -1211,3 +1211,91 @@ async fn signed_in_plainly(browser: &mut Browser, gateway: &Gateway) {
     let done = crate::support::gateway::sign_in(browser, gateway, "/").await;
     assert_eq!(done.status(), 302);
 }
+
+/// An `/auth` told neither its URL nor `public_url` reads a session cookie without its binding
+/// (it may have been set over plain http on loopback). A session it refreshes keeps a binding
+/// only when the browser sent the matching one: a browser that signed in over https keeps
+/// working on Tollgate's own endpoints, and a cookie another host planted never becomes bound.
+#[tokio::test]
+async fn a_refresh_where_the_url_is_unknown_keeps_a_binding_only_the_browser_sent() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = Gateway::forward_auth_config(&idp, "trusted_proxies = [\"127.0.0.1/32\"]", "")
+        .replace(
+            "[session]\n",
+            "[session]\nstore = \"cookie\"\nrefresh_before = \"60s\"\n",
+        );
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    // Signed in over https: the session cookie and its binding.
+    let https = [("x-forwarded-proto", "https")];
+    let mut browser = Browser::new();
+    let signin = browser.get_with(&gateway.url("/signin?rd=/"), &https).await;
+    let at_provider = browser
+        .get(&crate::support::browser::location(&signin))
+        .await;
+    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
+    assert_eq!(browser.get_with(&callback, &https).await.status(), 302);
+    let session = browser.cookies["tollgate"].clone();
+    let binding = browser.cookies["__Host-tollgate_bind"].clone();
+    // The access token lives 300 s; 250 s later it is within refresh_before.
+    clock.advance(250);
+    idp.advance_clock(250);
+    let gateway = &gateway;
+    let refreshed = async |cookie: String| {
+        let answer = auth(gateway, "", &[("cookie", &cookie)]).await;
+        assert_eq!(answer.status(), 200);
+        answer
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let bound = refreshed(format!(
+        "tollgate={session}; __Host-tollgate_bind={binding}"
+    ))
+    .await;
+    let value_of = |lines: &[String], name: &str| {
+        lines.iter().find_map(|line| {
+            line.split(';')
+                .next()
+                .and_then(|pair| pair.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        })
+    };
+    let new_session = value_of(&bound, "tollgate").expect("the refreshed session");
+    let new_binding = value_of(&bound, "__Host-tollgate_bind").expect("and its binding");
+    assert_ne!(new_session, session);
+    assert_eq!(
+        new_session.split_once('.').unwrap().1.get(..24),
+        Some(new_binding.as_str())
+    );
+    // The refreshed pair works where the URL is known (over https).
+    let known = auth(
+        gateway,
+        "",
+        &[
+            (
+                "cookie",
+                &format!("tollgate={new_session}; __Host-tollgate_bind={new_binding}"),
+            ),
+            ("x-original-url", "https://app.example.com/"),
+        ],
+    )
+    .await;
+    assert_eq!(known.status(), 200);
+    // The same session cookie without its binding (planted elsewhere) is refreshed unbound.
+    let mut other = Browser::new();
+    let signin = other.get_with(&gateway.url("/signin?rd=/"), &https).await;
+    let at_provider = other.get(&crate::support::browser::location(&signin)).await;
+    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
+    assert_eq!(other.get_with(&callback, &https).await.status(), 302);
+    clock.advance(250);
+    idp.advance_clock(250);
+    let unbound = refreshed(format!("tollgate={}", other.cookies["tollgate"])).await;
+    assert!(value_of(&unbound, "tollgate").is_some(), "{unbound:?}");
+    assert!(
+        value_of(&unbound, "__Host-tollgate_bind").is_none(),
+        "{unbound:?}"
+    );
+}

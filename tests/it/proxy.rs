@@ -795,7 +795,8 @@ on_unauthenticated = "login_on_upstream_401"
 
 /// On a route that accepts bearer tokens, a token in the query goes upstream with the request:
 /// beside a session it must be valid and the session's caller's, and without one, valid; on a
-/// skip rule's path too, where the application reads the query as sent.
+/// skip rule's path too, where the application reads the query as sent, and on another route
+/// to the same application.
 #[tokio::test]
 async fn a_token_in_the_query_of_a_bearer_route_is_checked() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
@@ -811,6 +812,11 @@ upstream = "{upstream}"
 provider = "corp"
 accept_bearer = true
 skip = ["^/public/"]
+[[route]]
+path_prefix = "/sibling"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
 "#;
     let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let mut browser = Browser::new();
@@ -835,9 +841,18 @@ skip = ["^/public/"]
             assert_eq!(status, expected, "{path}, anonymous {anonymous}");
         }
     }
-    for (token, expected) in [(alice.as_str(), 200), (forged, 401), (bob.as_str(), 200)] {
-        let url = gateway.url(&format!("/public/x?access_token={token}"));
-        assert_eq!(reqwest::get(&url).await.unwrap().status(), expected);
+    // On a route without `accept_bearer` to the same application too: it believes the token
+    // it gets on the other route, so a client's `Authorization` is removed here, and a token
+    // in the query is checked.
+    for path in ["/public/x", "/sibling/x"] {
+        for (token, expected) in [(alice.as_str(), 200), (forged, 401), (bob.as_str(), 200)] {
+            let url = gateway.url(&format!("{path}?access_token={token}"));
+            assert_eq!(
+                reqwest::get(&url).await.unwrap().status(),
+                expected,
+                "{path}"
+            );
+        }
     }
     assert_eq!(
         reqwest::get(&gateway.url("/public/x?page=2"))

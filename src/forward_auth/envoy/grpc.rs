@@ -191,6 +191,16 @@ async fn check(
         .context_extensions
         .get(RULES)
         .map_or("", String::as_str);
+    // A `rules` that is there but holds none (a template that expanded to nothing) would read
+    // as no rules: every signed-in caller let through whatever the route meant to require.
+    if attributes.context_extensions.contains_key(RULES) && super::holds_no_rule(rules) {
+        let reason = format!("the Check request's `{RULES}` holds no rule");
+        let outcome = Outcome::Reject(crate::http::rejection::Refusal::new(
+            crate::http::rejection::Rejection::BadRequest(reason.clone()),
+            reason,
+        ));
+        return Ok(refused(state, outcome, started).await);
+    }
     let Ok(headers) = request_headers(&http) else {
         return Ok(refuse_malformed(
             state,

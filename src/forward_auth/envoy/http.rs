@@ -57,11 +57,10 @@ pub fn check(
             }
             // Which one Envoy set, and which one a client's copy is, cannot be told apart.
             (Some(_), Some(_)) => Err("more than one X-Tollgate-Rules header"),
-            // Envoy drops a `headers_to_add` value that is empty: one that arrives is a
-            // template that expanded to nothing, which read as no rules would let every
-            // signed-in caller through.
-            (Some(value), None) if value.as_bytes().trim_ascii().is_empty() => {
-                Err("X-Tollgate-Rules is empty (no rules would be read as allow everyone)")
+            // A value that holds no rule (blank, `&`: a template that expanded to nothing)
+            // read as no rules would let every signed-in caller through.
+            (Some(value), None) if value.to_str().is_ok_and(super::holds_no_rule) => {
+                Err("X-Tollgate-Rules holds no rule (read as none, it would allow everyone)")
             }
             (Some(value), None) => value
                 .to_str()

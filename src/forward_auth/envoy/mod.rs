@@ -53,6 +53,12 @@ fn headers_to_remove(
     names
 }
 
+/// Whether rules that were sent hold none: blank, or only `&` between blanks (a template that
+/// expanded to nothing). Read as no rules they would let every signed-in caller through.
+fn holds_no_rule(rules: &str) -> bool {
+    rules.split('&').all(|piece| piece.trim_ascii().is_empty())
+}
+
 /// A refusal (400) of a request whose path Envoy and the application may read apart from
 /// Tollgate, or `None` when its path is already canonical (SPEC §4.1). Envoy picks its route,
 /// and with it the route's rules, on the path as sent unless `normalize_path` and
