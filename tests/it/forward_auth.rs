@@ -1059,18 +1059,9 @@ async fn a_session_cookie_planted_by_another_host_signs_no_one_in() {
     let idp = TestIdp::start().await;
     let config = Gateway::forward_auth_config(&idp, "trusted_proxies = [\"127.0.0.1/32\"]", "");
     let gateway = Gateway::start(&config).await;
-    let https = [("x-forwarded-proto", "https")];
     // The attacker signs in over https, in a browser of their own.
     let mut attacker = Browser::new();
-    let signin = attacker
-        .get_with(&gateway.url("/signin?rd=/"), &https)
-        .await;
-    assert_eq!(signin.status(), 302);
-    let at_provider = attacker
-        .get(&crate::support::browser::location(&signin))
-        .await;
-    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
-    let signed_in = attacker.get_with(&callback, &https).await;
+    let signed_in = signed_in_over_https(&mut attacker, &gateway).await;
     assert_eq!(
         signed_in.status(),
         302,
@@ -1120,12 +1111,8 @@ async fn a_session_cookie_planted_by_another_host_signs_no_one_in() {
     // visitor's own binding.
     assert_eq!(status(cookie(format!("tollgate={session}"))).await, 401);
     let mut visitor = Browser::new();
-    let signin = visitor.get_with(&gateway.url("/signin?rd=/"), &https).await;
-    let at_provider = visitor
-        .get(&crate::support::browser::location(&signin))
-        .await;
-    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
-    assert_eq!(visitor.get_with(&callback, &https).await.status(), 302);
+    let signed_in = signed_in_over_https(&mut visitor, &gateway).await;
+    assert_eq!(signed_in.status(), 302);
     let (own, own_binding) = (
         visitor.cookies["tollgate"].clone(),
         visitor.cookies["__Host-tollgate_bind"].clone(),
@@ -1227,14 +1214,9 @@ async fn a_refresh_where_the_url_is_unknown_keeps_a_binding_only_the_browser_sen
         );
     let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
     // Signed in over https: the session cookie and its binding.
-    let https = [("x-forwarded-proto", "https")];
     let mut browser = Browser::new();
-    let signin = browser.get_with(&gateway.url("/signin?rd=/"), &https).await;
-    let at_provider = browser
-        .get(&crate::support::browser::location(&signin))
-        .await;
-    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
-    assert_eq!(browser.get_with(&callback, &https).await.status(), 302);
+    let signed_in = signed_in_over_https(&mut browser, &gateway).await;
+    assert_eq!(signed_in.status(), 302);
     let session = browser.cookies["tollgate"].clone();
     let binding = browser.cookies["__Host-tollgate_bind"].clone();
     // The access token lives 300 s; 250 s later it is within refresh_before.
@@ -1286,10 +1268,8 @@ async fn a_refresh_where_the_url_is_unknown_keeps_a_binding_only_the_browser_sen
     assert_eq!(known.status(), 200);
     // The same session cookie without its binding (planted elsewhere) is refreshed unbound.
     let mut other = Browser::new();
-    let signin = other.get_with(&gateway.url("/signin?rd=/"), &https).await;
-    let at_provider = other.get(&crate::support::browser::location(&signin)).await;
-    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
-    assert_eq!(other.get_with(&callback, &https).await.status(), 302);
+    let signed_in = signed_in_over_https(&mut other, gateway).await;
+    assert_eq!(signed_in.status(), 302);
     clock.advance(250);
     idp.advance_clock(250);
     let unbound = refreshed(format!("tollgate={}", other.cookies["tollgate"])).await;
@@ -1298,4 +1278,18 @@ async fn a_refresh_where_the_url_is_unknown_keeps_a_binding_only_the_browser_sen
         value_of(&unbound, "__Host-tollgate_bind").is_none(),
         "{unbound:?}"
     );
+}
+
+/// Signs `browser` in as one that reaches Tollgate over https through a trusted proxy
+/// (`X-Forwarded-Proto: https`; the gateway trusts 127.0.0.1); the callback's answer.
+async fn signed_in_over_https(browser: &mut Browser, gateway: &Gateway) -> reqwest::Response {
+    let https = [("x-forwarded-proto", "https")];
+    let signin = browser.get_with(&gateway.url("/signin?rd=/"), &https).await;
+    assert_eq!(signin.status(), 302);
+    let at_provider = browser
+        .get(&crate::support::browser::location(&signin))
+        .await;
+    // The redirect URI is https; the test reaches the gateway's plain listener.
+    let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
+    browser.get_with(&callback, &https).await
 }
