@@ -576,14 +576,10 @@ pub(crate) async fn end_session(
     let cookies = request_cookies(headers);
     let attributes = CookieAttributes::for_base(&base);
     // A session cookie without its binding is another host's (or from before bindings): its
-    // session is not this browser's to end, nor its ID token the one to show the provider.
-    if attributes.bound && !sessions.jar.is_bound(&cookies) {
-        tracing::info!("sign-out with a session cookie not bound to this browser: cookies cleared");
-        state.metrics.request("signout", "signed_out");
-        let clear = sessions.jar.clear_session(&cookies, attributes);
-        let fallback = redirect_to.unwrap_or_else(|| "/".to_owned());
-        return Ok(with_cookies(crate::http::found(&fallback), clear));
-    }
+    // session is ended (whoever holds the cookie may use it: its binding can be read from it),
+    // but its ID token is not the one to show the provider, nor its provider's logout this
+    // browser's.
+    let unbound = attributes.bound && !sessions.jar.is_bound(&cookies);
     let (session, clear) = sessions
         .end(&cookies, state.clock.now(), attributes)
         .await
@@ -601,7 +597,12 @@ pub(crate) async fn end_session(
             .unwrap_or_else(|_| base.to_string())
     };
     let fallback = redirect_to.clone().unwrap_or_else(|| "/".to_owned());
-    let Some(session) = session else {
+    let Some(session) = session.filter(|_| !unbound) else {
+        if unbound {
+            tracing::info!(
+                "signed out with a session cookie not bound to this browser: no provider logout"
+            );
+        }
         return Ok(with_cookies(crate::http::found(&fallback), clear));
     };
     let Some(provider) = state

@@ -435,7 +435,14 @@ pub async fn decide_route(
         .get(&route.provider)
         .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))?;
     // Asked only of a request with a query.
-    let believes_tokens = || route.accept_bearer || state.routes.stripped_from_client(route).1;
+    let believes_tokens = || {
+        route.accept_bearer
+            || route
+                .headers
+                .iter()
+                .any(|(name, _)| *name == axum::http::header::AUTHORIZATION)
+            || state.routes.stripped_from_client(route).1
+    };
     // The path is canonical already (`handle`).
     for rule in &route.skip {
         let skips = rule.skips(Some(method), path);
@@ -574,8 +581,8 @@ pub async fn decide_route(
 }
 
 /// On a route whose application believes the tokens it gets (`believes_tokens`: the route
-/// accepts bearer tokens, or another route to its application passes it a checked one, so a
-/// client's `Authorization` is removed here), an `access_token` in the query goes upstream
+/// accepts bearer tokens or sets `Authorization` itself, or another route to its application
+/// passes it a checked one, so a client's `Authorization` is removed here), an `access_token` in the query goes upstream
 /// with the request (Tollgate reads the `Authorization` header only, and removes it when it was
 /// not the credential), on a skip rule's path too: it must be valid, and name the caller when
 /// there is one. The check, when

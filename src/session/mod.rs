@@ -108,7 +108,8 @@ pub struct CookieJar {
 }
 
 /// The length of a binding: the start of the sealed value, its version, key id and random
-/// nonce (18 bytes in base64url), never the same for two seals.
+/// nonce (17 bytes) and one byte of ciphertext, 18 bytes in base64url; never the same for two
+/// seals.
 const BINDING_LEN: usize = 24;
 
 /// The binding of a session cookie's value (`<count>.<sealed>` or `s.<sealed>`): the first
@@ -576,7 +577,6 @@ mod tests {
         );
     }
 
-    /// What the browser sends back for the cookie that `jar` writes for `session()`.
     #[test]
     fn over_https_a_session_cookie_is_bound_to_the_browser_by_a_host_only_cookie() {
         let jar = jar();
@@ -665,6 +665,7 @@ mod tests {
         assert!(host_only.is_bound(&cookies_of(&sent(&lines))));
     }
 
+    /// What the browser sends back for the cookie that `jar` writes for `session()`.
     fn sent_session(jar: &CookieJar) -> Vec<(String, String)> {
         let lines = jar
             .write_session(

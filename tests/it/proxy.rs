@@ -795,8 +795,8 @@ on_unauthenticated = "login_on_upstream_401"
 
 /// On a route that accepts bearer tokens, a token in the query goes upstream with the request:
 /// beside a session it must be valid and the session's caller's, and without one, valid; on a
-/// skip rule's path too, where the application reads the query as sent, and on another route
-/// to the same application.
+/// skip rule's path too, where the application reads the query as sent, on another route to
+/// the same application, and on a route that sets `Authorization` itself.
 #[tokio::test]
 async fn a_token_in_the_query_of_a_bearer_route_is_checked() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
@@ -817,8 +817,18 @@ path_prefix = "/sibling"
 upstream = "{upstream}"
 provider = "corp"
 on_unauthenticated = "pass"
+[[route]]
+path_prefix = "/sets"
+upstream = "{other}"
+provider = "corp"
+on_unauthenticated = "pass"
+[route.headers]
+"Authorization" = "bearer_access_token"
 "#;
-    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
+    // Another application, whose route hands it the session's access token.
+    let other = TestUpstream::start().await;
+    let routes = routes.replace("{other}", &other.url());
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), &routes)).await;
     let mut browser = Browser::new();
     let (response, _) = browser.follow(&gateway.url("/app")).await;
     assert_eq!(response.status(), 200, "signed in");
@@ -844,7 +854,7 @@ on_unauthenticated = "pass"
     // On a route without `accept_bearer` to the same application too: it believes the token
     // it gets on the other route, so a client's `Authorization` is removed here, and a token
     // in the query is checked.
-    for path in ["/public/x", "/sibling/x"] {
+    for path in ["/public/x", "/sibling/x", "/sets/x"] {
         for (token, expected) in [(alice.as_str(), 200), (forged, 401), (bob.as_str(), 200)] {
             let url = gateway.url(&format!("{path}?access_token={token}"));
             assert_eq!(
