@@ -46,6 +46,17 @@ pub fn pairs(text: &str) -> impl Iterator<Item = Pair<'_>> {
     })
 }
 
+/// Whether `name` is the session cookie `cookie_name` or one of its chunks (`<name>_1` …).
+/// The one reading of those names: sessions look for them sent twice, the proxy removes them.
+pub fn is_session_or_chunk(name: &str, cookie_name: &str) -> bool {
+    name.strip_prefix(cookie_name).is_some_and(|rest| {
+        rest.is_empty()
+            || rest.strip_prefix('_').is_some_and(|index| {
+                !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
+            })
+    })
+}
+
 /// All cookies of a request, by name (the first value wins for duplicated names; pairs without
 /// `=` or a name are skipped, and so are headers that are not UTF-8). Values are as sent, quotes
 /// included: Tollgate's own are base64url and need no decoding.

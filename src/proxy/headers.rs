@@ -183,15 +183,10 @@ pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
 /// Whether `name` is `cookie_name`, one of its chunks, its binding (`_bind`) or one of its
 /// login states.
 fn is_named(name: &str, cookie_name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(cookie_name) else {
-        return false;
-    };
-    rest.is_empty()
-        || rest.strip_prefix('_').is_some_and(|suffix| {
-            suffix.bytes().all(|byte| byte.is_ascii_digit()) && !suffix.is_empty()
-        })
-        || rest == "_bind"
-        || rest.starts_with("_login_")
+    crate::http::cookies::is_session_or_chunk(name, cookie_name)
+        || name
+            .strip_prefix(cookie_name)
+            .is_some_and(|rest| rest == "_bind" || rest.starts_with("_login_"))
 }
 
 /// Removes the upstream's `Set-Cookie`s of Tollgate's own cookies (the session, its chunks,

@@ -181,22 +181,13 @@ impl CookieJar {
     /// Its chunks too: another host's `tollgate_1` with a longer `Path` is sent before the
     /// browser's own, and its session would never open again.
     pub fn is_sent_twice(&self, headers: &axum::http::HeaderMap) -> bool {
-        let is_session_or_chunk = |name: &str| {
-            name.strip_prefix(self.cookie_name.as_str())
-                .is_some_and(|rest| {
-                    rest.is_empty()
-                        || rest.strip_prefix('_').is_some_and(|index| {
-                            !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
-                        })
-                })
-        };
         let mut seen = Vec::new();
         headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|value| crate::http::utf8(value.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
-            .filter(|pair| is_session_or_chunk(pair.name))
+            .filter(|pair| crate::http::cookies::is_session_or_chunk(pair.name, &self.cookie_name))
             .any(|pair| {
                 let again = seen.contains(&pair.name);
                 seen.push(pair.name);
