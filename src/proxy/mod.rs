@@ -435,14 +435,7 @@ pub async fn decide_route(
         .get(&route.provider)
         .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))?;
     // Asked only of a request with a query.
-    let believes_tokens = || {
-        route.accept_bearer
-            || route
-                .headers
-                .iter()
-                .any(|(name, _)| *name == axum::http::header::AUTHORIZATION)
-            || state.routes.stripped_from_client(route).1
-    };
+    let believes_tokens = || state.routes.believes_tokens(route);
     // The path is canonical already (`handle`).
     for rule in &route.skip {
         let skips = rule.skips(Some(method), path);

@@ -35,6 +35,10 @@ struct Stripped {
     /// sets its own. An application that believes the token it gets there would believe a
     /// client's here, in whatever scheme it reads (`Bearer`, `JWT`, `Token`, a tab after it).
     client_tokens: bool,
+    /// Whether the route's application believes the tokens it gets: the route takes bearer
+    /// tokens or sets `Authorization` itself, or `client_tokens` (another route to it does).
+    /// A token in a query it is sent must then be checked.
+    believes_tokens: bool,
 }
 
 /// The next table's number.
@@ -60,6 +64,12 @@ impl RouteTable {
                 let is_credential = |name: &&axum::http::HeaderName| {
                     route.accept_bearer && **name == axum::http::header::AUTHORIZATION
                 };
+                let client_tokens = !route.accept_bearer
+                    && !sets_authorization(route)
+                    && routes.iter().any(|other| {
+                        same_application(&other.upstream, &route.upstream)
+                            && (sets_authorization(other) || other.accept_bearer)
+                    });
                 Stripped {
                     from_client: once_each(
                         own.clone()
@@ -67,12 +77,10 @@ impl RouteTable {
                             .chain(every_routes.clone()),
                     ),
                     before_sending: once_each(own.chain(every_routes)),
-                    client_tokens: !route.accept_bearer
-                        && !sets_authorization(route)
-                        && routes.iter().any(|other| {
-                            same_application(&other.upstream, &route.upstream)
-                                && (sets_authorization(other) || other.accept_bearer)
-                        }),
+                    client_tokens,
+                    believes_tokens: route.accept_bearer
+                        || sets_authorization(route)
+                        || client_tokens,
                 }
             })
             .collect();
@@ -91,6 +99,15 @@ impl RouteTable {
         self.stripped_of(route).map_or((&[], false), |stripped| {
             (&stripped.from_client, stripped.client_tokens)
         })
+    }
+
+    /// Whether `route`'s application believes the tokens it gets ([`Stripped`]); for a route
+    /// not of this table, whether it takes bearer tokens.
+    pub fn believes_tokens(&self, route: &RouteConfig) -> bool {
+        route.accept_bearer
+            || self
+                .stripped_of(route)
+                .is_some_and(|stripped| stripped.believes_tokens)
     }
 
     /// The identity header names removed from a request on `route` before it goes upstream
