@@ -214,7 +214,11 @@ fn parse(described: &ExplainRequest) -> Result<Described, String> {
     let mut headers = HeaderMap::new();
     for (name, values) in &described.headers {
         let header_name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+            // The name is not quoted: a header line pasted whole as a name carries its value.
+            .map_err(|_| {
+                "a name in `headers` is not a valid header name (put the value on its right)"
+                    .to_owned()
+            })?;
         let values = match values {
             HeaderValues::One(value) => std::slice::from_ref(value),
             HeaderValues::Many(values) => values.as_slice(),

@@ -62,16 +62,17 @@ fn routes(state: Arc<AdminState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    if let Some(active) = state
+    // Set on every scrape, to 0 where the store cannot count (`cookie`, `redis`) or there are
+    // no sessions: a reload away from the memory store must not leave its last count behind.
+    let active = state
         .sessions
         .as_ref()
         .and_then(|sessions| sessions.active())
-    {
-        state
-            .metrics
-            .sessions_active
-            .set(i64::try_from(active).unwrap_or(i64::MAX));
-    }
+        .unwrap_or(0);
+    state
+        .metrics
+        .sessions_active
+        .set(i64::try_from(active).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

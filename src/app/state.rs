@@ -115,6 +115,7 @@ impl AppState {
             token_service.as_ref(),
             &clock,
             &metrics,
+            previous.map(|previous| previous.providers.as_ref()),
         )?);
         let sessions = if config.session.secrets.is_empty() {
             None
@@ -312,6 +313,7 @@ fn providers(
     token_service: Option<&Arc<TokenService>>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
+    previous: Option<&Providers>,
 ) -> Result<Providers, AppError> {
     let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
     let mut providers = Providers::new();
@@ -343,6 +345,10 @@ fn providers(
             leeway,
             metrics.clone(),
         );
+        let provider = match previous.and_then(|previous| previous.get(&provider_config.name)) {
+            Some(previous) => provider.keeping_what_was_fetched_by(previous),
+            None => provider,
+        };
         providers.insert(provider_config.name.clone(), Arc::new(provider));
     }
     Ok(providers)

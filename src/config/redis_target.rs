@@ -83,10 +83,10 @@ impl RedisTarget {
     fn parse_sentinel(url: &str) -> Result<Self, String> {
         let tls = url.starts_with("rediss+");
         let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-        let (authority, path) = rest
-            .split_once('/')
-            .ok_or("a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster")?;
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
+        // The credentials end at the last `@` (hosts, service and db hold none), before the
+        // path is looked for: a password pasted without percent-encoding may hold `/`, which
+        // would otherwise be read as the service and quoted in a problem.
+        let (userinfo, rest) = match rest.rsplit_once('@') {
             Some((userinfo, _)) if userinfo.contains(',') => {
                 return Err(
                     "a Sentinel URL has one user and password, before the first host \
@@ -94,9 +94,12 @@ impl RedisTarget {
                         .to_owned(),
                 );
             }
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, rest),
         };
+        let (hosts, path) = rest
+            .split_once('/')
+            .ok_or("a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster")?;
         let mut path = path.trim_end_matches('/').splitn(2, '/');
         let service = path.next().unwrap_or_default();
         if service.is_empty() || hosts.is_empty() {

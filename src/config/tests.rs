@@ -221,6 +221,14 @@ fn problems_never_repeat_a_secret() {
         &[],
         "SecretPw",
     );
+    // The same in a Sentinel URL: the password is not read as service or db (and quoted).
+    leaks(
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_url = \"redis+sentinel://:a/b/TopSecret@s1:26379\"\n{PROVIDER}"
+        ),
+        &[],
+        "TopSecret",
+    );
     leaks(
         &format!(
             "[telemetry]\notlp_endpoint = \"https://u:Top/SecretPw@collector:43180\"\n[session]\n{PROVIDER}"
@@ -922,6 +930,8 @@ fn max_connections_is_a_whole_number_from_one_and_may_come_from_the_environment(
         "max_connections = 0",
         "max_connections = -3",
         "max_connections = \"many\"",
+        // Beyond what a Tokio semaphore holds: `serve` would panic on its first connection.
+        "max_connections = 3000000000000000000",
     ] {
         check_problem(
             &format!("[server]\n{bad}\n{PROVIDER}"),
@@ -1073,4 +1083,29 @@ fn one_source_never_names_two_kinds_of_identity_alike() {
         )
     );
     assert_eq!(problems(&config(&apart), &[]), Vec::<String>::new());
+}
+
+#[test]
+fn a_sentinel_password_may_hold_slashes() {
+    let target = crate::config::RedisTarget::parse(&[
+        "redis+sentinel://:a/b/TopSecret@s1:26379,s2:26380/mymaster/2".to_owned(),
+    ])
+    .unwrap();
+    let crate::config::RedisTarget::Sentinel {
+        sentinels,
+        service,
+        auth,
+    } = target
+    else {
+        panic!("not a Sentinel target: {target:?}");
+    };
+    assert_eq!(sentinels, ["redis://s1:26379", "redis://s2:26380"]);
+    assert_eq!(service, "mymaster");
+    assert_eq!(auth.db, 2);
+    assert_eq!(
+        auth.password
+            .as_ref()
+            .map(|password| password.expose().as_str()),
+        Some("a/b/TopSecret")
+    );
 }

@@ -91,6 +91,24 @@ impl JwksCache {
         }
     }
 
+    /// Takes the keys `previous` holds, with when they were fetched (a reloaded config's
+    /// provider of the same issuer: SPEC §9, a fetch that fails never replaces a good key set,
+    /// and a reload is no fetch at all).
+    pub fn keep_keys_of(&self, previous: &Self) {
+        let kept = previous.with_snapshot(|snapshot| Snapshot {
+            keys: snapshot.keys.clone(),
+            generation: snapshot.generation,
+            fetched_at: snapshot.fetched_at,
+            max_age: snapshot.max_age,
+            attempted_at: snapshot.attempted_at,
+            last_error: snapshot.last_error.clone(),
+        });
+        match self.snapshot.write() {
+            Ok(mut snapshot) => *snapshot = kept,
+            Err(poisoned) => *poisoned.into_inner() = kept,
+        }
+    }
+
     fn with_snapshot<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
         match self.snapshot.read() {
             Ok(snapshot) => read(&snapshot),

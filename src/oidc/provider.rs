@@ -154,6 +154,28 @@ impl Provider {
         Ok(())
     }
 
+    /// Takes over the discovery document and the keys `previous` fetched, when both reach the
+    /// same issuer over the network (a config reload): otherwise every reload would start
+    /// from nothing, and while the provider is unreachable every bearer token would be
+    /// refused and `/readyz` would fail on every replica at once. A `jwks_file` is read anew
+    /// by `load_key_file`; a provider served in-process fetches nothing.
+    #[must_use]
+    pub fn keeping_what_was_fetched_by(self, previous: &Self) -> Self {
+        let same = self.local.is_none()
+            && previous.local.is_none()
+            && self.config.jwks_file.is_none()
+            && previous.config.jwks_file.is_none()
+            && self.config.issuer == previous.config.issuer;
+        if same {
+            let fetched = previous.metadata.read().ok().and_then(|slot| slot.clone());
+            if let Ok(mut slot) = self.metadata.write() {
+                *slot = fetched;
+            }
+            self.jwks.keep_keys_of(&previous.jwks);
+        }
+        self
+    }
+
     /// Whether discovery has succeeded.
     pub fn is_discovered(&self) -> bool {
         self.local.is_some()

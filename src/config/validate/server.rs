@@ -150,9 +150,13 @@ impl Checker<'_> {
             Some(_) => None,
         };
         match number.and_then(|number| usize::try_from(number).ok()) {
-            Some(number) if number >= 1 => number,
+            // Tokio's semaphore holds at most `MAX_PERMITS` (and panics beyond it).
+            Some(number) if (1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&number) => number,
             _ => {
-                self.problem(KEY, "must be a whole number of connections, at least 1");
+                self.problem(
+                    KEY,
+                    "must be a whole number of connections, at least 1 (and at most 2^61 - 1)",
+                );
                 DEFAULT_MAX_CONNECTIONS
             }
         }

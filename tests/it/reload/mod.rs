@@ -549,3 +549,87 @@ async fn the_token_service_keeps_its_generated_key_and_its_revocations_across_a_
     assert_eq!(validate(revoked).await, 401, "still revoked");
     assert_eq!(validate(issue().await).await, 200);
 }
+
+#[tokio::test]
+async fn a_reload_while_the_provider_is_unreachable_keeps_its_discovery_and_keys() {
+    let idp = TestIdp::start().await;
+    let text = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "timeout = \"2s\"\njwks_refetch_interval",
+    );
+    let gateway = Gateway::start(&text).await;
+    let bearer = |token: String| {
+        let url = gateway.url("/auth");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(bearer(idp.access_token().sign()).await, 200);
+    let (discoveries, fetches) = (idp.count("discovery"), idp.count("jwks"));
+
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        discovery_hangs: true,
+        jwks_fault: crate::support::idp::JwksFault::Status(503),
+        ..Default::default()
+    });
+    gateway.app.reload(load(&text)).await.unwrap();
+    // Another token: the new state's token cache is empty, so this one is checked with the keys.
+    let other = idp
+        .access_token()
+        .claim("sub", serde_json::json!("after-reload"))
+        .sign();
+    assert_eq!(
+        bearer(other).await,
+        200,
+        "a token signed with the keys fetched before the reload is still accepted"
+    );
+    assert_eq!(
+        reqwest::get(gateway.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the provider counts as discovered after the reload"
+    );
+    assert_eq!(
+        (idp.count("discovery"), idp.count("jwks")),
+        (discoveries, fetches),
+        "the reload fetched nothing again"
+    );
+}
+
+#[tokio::test]
+async fn the_active_sessions_gauge_follows_a_reload_away_from_the_memory_store() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gateway = Gateway::start(&config(&idp, &upstream, None, "")).await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let active = || async {
+        let metrics = reqwest::get(gateway.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("tollgate_sessions_active "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no tollgate_sessions_active in {metrics}"))
+    };
+    assert_eq!(active().await, "1");
+    // The cookie store counts no sessions: the gauge must not keep the memory store's count.
+    gateway
+        .app
+        .reload(load(&Gateway::forward_auth_config(&idp, "", "")))
+        .await
+        .unwrap();
+    assert_eq!(active().await, "0");
+}
