@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::clients::presented_client;
 use super::minting::{IssuedTokens, Login};
-use super::state::{CodeUse, Grant, PendingCode, Redemption, RefreshUse};
+use super::state::{CodeUse, Grant, PendingCode, Redemption, RefreshUse, Successor};
 use super::{CODE_LIFETIME, IssuerError, TokenService};
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, GrantType};
@@ -265,6 +265,9 @@ impl TokenService {
     }
 
     /// Spends a refresh token (rotation: a new one comes back; a reused one revokes the grant).
+    /// Everything that can refuse the request or fail is done before the token is spent, and
+    /// the spend and its successor are one store step: a refused or failed request leaves the
+    /// token usable (RFC 6749 §6), so its retry is no reuse, which would end the grant.
     pub(super) async fn redeem_refresh_token(
         &self,
         client: &ClientConfig,
@@ -272,38 +275,26 @@ impl TokenService {
         requested_scope: Option<&str>,
     ) -> Result<IssuedTokens, IssuerError> {
         let now = self.now();
-        // A scope the grant does not hold is refused before the token is spent: a refused
-        // request leaves the refresh token usable (RFC 6749 §6), and its retry must not look
-        // like a reuse, which ends the grant.
-        let asked: Option<Vec<String>> = requested_scope.map(|text| {
-            text.split(' ')
-                .filter(|scope| !scope.is_empty())
-                .map(str::to_owned)
-                .collect()
-        });
-        if let Some(asked) = &asked
-            && let Some(grant_id) = super::state::grant_of_refresh_token(refresh_token)
-            && let Some(held) = self.state.grant_scopes(grant_id, &client.client_id).await?
-            && !asked.iter().all(|scope| held.contains(scope))
-        {
-            return Err(IssuerError::InvalidScope);
-        }
-        let used = self
+        let unknown =
+            || IssuerError::InvalidGrant("unknown, expired or revoked refresh token".to_owned());
+        let grant_id = super::state::grant_of_refresh_token(refresh_token).ok_or_else(unknown)?;
+        let grant = self
             .state
-            .use_refresh_token(refresh_token, &client.client_id, now)
-            .await?;
-        let (grant_id, grant) = match used {
-            RefreshUse::Fresh(grant_id, grant) => (grant_id, grant),
-            RefreshUse::Reused => {
-                tracing::warn!(client_id = %client.client_id, "refresh token reused; the whole grant is revoked");
-                return Err(IssuerError::InvalidGrant(
-                    "refresh token already used; the grant is revoked".to_owned(),
-                ));
-            }
-            RefreshUse::Invalid => {
-                return Err(IssuerError::InvalidGrant(
-                    "unknown, expired or revoked refresh token".to_owned(),
-                ));
+            .grant(grant_id, &client.client_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let mut scopes = match requested_scope {
+            None => grant.scopes.clone(),
+            Some(text) => {
+                let asked: Vec<String> = text
+                    .split(' ')
+                    .filter(|scope| !scope.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if !asked.iter().all(|scope| grant.scopes.contains(scope)) {
+                    return Err(IssuerError::InvalidScope);
+                }
+                asked
             }
         };
         // A grant stored without its sign-in's time (by an older Tollgate) has no known end.
@@ -311,12 +302,6 @@ impl TokenService {
             return Err(IssuerError::InvalidGrant(
                 "the sign-in is older than session.lifetime; sign in again".to_owned(),
             ));
-        };
-        let mut scopes = match asked {
-            None => grant.scopes.clone(),
-            // Checked before the token was spent; the grant's scopes never change.
-            Some(asked) if asked.iter().all(|scope| grant.scopes.contains(scope)) => asked,
-            Some(_) => return Err(IssuerError::InvalidScope),
         };
         // The client as configured now: a scope a reload took from it is not granted again.
         scopes.retain(|scope| super::may_ask_for(client, scope));
@@ -328,20 +313,30 @@ impl TokenService {
                 nonce: None,
                 auth_time: grant.signed_in.auth_time(auth_time),
             },
-            Some(&grant_id),
+            Some(grant_id),
             (crate::random::token(), now),
         )?;
-        issued.refresh_token = Some(
-            self.state
-                .issue_refresh_token(
-                    &grant_id,
-                    self.refresh_token_until(auth_time, now),
-                    self.grant_until(now),
-                    now,
-                )
-                .await?,
-        );
-        Ok(issued)
+        let successor = Successor {
+            expires_at: self.refresh_token_until(auth_time, now),
+            grant_until: self.grant_until(now),
+        };
+        match self
+            .state
+            .rotate_refresh_token(refresh_token, &client.client_id, successor, now)
+            .await?
+        {
+            RefreshUse::Fresh(next) => {
+                issued.refresh_token = Some(next);
+                Ok(issued)
+            }
+            RefreshUse::Reused => {
+                tracing::warn!(client_id = %client.client_id, "refresh token reused; the whole grant is revoked");
+                Err(IssuerError::InvalidGrant(
+                    "refresh token already used; the grant is revoked".to_owned(),
+                ))
+            }
+            RefreshUse::Invalid => Err(unknown()),
+        }
     }
 }
 

@@ -208,3 +208,55 @@ async fn token_requests_are_refused_with_503_while_redis_is_down_and_served_afte
 async fn userinfo(gateway: &Gateway, access_token: &str) -> u16 {
     get_with_token(gateway, "/userinfo", access_token).await
 }
+
+/// SPEC §12: a revocation and a rotation are answered only once a replica has them, where the
+/// master has one (a failover must not bring back a revoked grant or a spent refresh token);
+/// a rotation no replica acknowledged is undone, so the client's retry is a rotation again and
+/// not a reuse that ends the grant.
+#[tokio::test]
+async fn revocations_and_rotations_wait_for_a_replica_and_an_unconfirmed_rotation_can_be_retried() {
+    let master = RedisServer::standalone().await;
+    let replica = RedisServer::replica_of(&master).await;
+    let dir = tempfile_dir();
+    let (a, b, _) = replicas(&format!("\"{}\"", master.url()), &dir.join("key.pem")).await;
+    let (status, issued) = exchange(&a, &code_for(&a, "w").await).await;
+    assert_eq!(status, 200, "{issued}");
+    let access = text(&issued, "access_token");
+    let first_refresh = text(&issued, "refresh_token");
+
+    replica.pause();
+    let (status, answer) = refresh(&a, &first_refresh).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "no replica acknowledged the rotation: {answer}"
+    );
+    replica.resume();
+    let (status, rotated) = refresh(&b, &first_refresh).await;
+    assert_eq!(
+        status, 200,
+        "the retry is a rotation, not a reuse: {rotated}"
+    );
+    assert_eq!(validate(&a, &access).await, 200, "the grant lives");
+    let next_refresh = text(&rotated, "refresh_token");
+
+    replica.pause();
+    assert_eq!(
+        revoke(&a, &next_refresh).await,
+        503,
+        "no replica has the revocation"
+    );
+    replica.resume();
+    assert_eq!(revoke(&b, &next_refresh).await, 200);
+    let (status, refused) = refresh(&a, &next_refresh).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+    assert_eq!(
+        validate(&a, &access).await,
+        401,
+        "the grant's access tokens are revoked with it"
+    );
+}

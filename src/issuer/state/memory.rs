@@ -91,7 +91,13 @@ impl Book {
         CodeUse::Replayed
     }
 
-    fn use_refresh_token(&mut self, token: &str, client_id: &str, now: UnixTime) -> RefreshUse {
+    fn rotate_refresh_token(
+        &mut self,
+        token: &str,
+        client_id: &str,
+        successor: super::Successor,
+        now: UnixTime,
+    ) -> RefreshUse {
         let Some(record) = self.refresh_tokens.get_mut(&hash(token)) else {
             return RefreshUse::Invalid;
         };
@@ -116,7 +122,35 @@ impl Book {
             return RefreshUse::Invalid;
         }
         record.used = true;
-        RefreshUse::Fresh(grant_id, grant.grant.clone())
+        RefreshUse::Fresh(self.issue_refresh_token(
+            &grant_id,
+            successor.expires_at,
+            successor.grant_until,
+            now,
+        ))
+    }
+
+    fn issue_refresh_token(
+        &mut self,
+        grant_id: &str,
+        expires_at: UnixTime,
+        grant_until: UnixTime,
+        now: UnixTime,
+    ) -> String {
+        self.prune(now);
+        if let Some(grant) = self.grants.get_mut(grant_id) {
+            grant.until = grant.until.max(grant_until);
+        }
+        let token = super::new_refresh_token(grant_id);
+        self.refresh_tokens.insert(
+            hash(&token),
+            RefreshRecord {
+                grant_id: grant_id.to_owned(),
+                used: false,
+                expires_at,
+            },
+        );
+        token
     }
 }
 
@@ -212,44 +246,32 @@ impl IssuerState for MemoryState {
         grant_until: UnixTime,
         now: UnixTime,
     ) -> StateFuture<'a, String> {
-        ready(self.with_book(|book| {
-            book.prune(now);
-            if let Some(grant) = book.grants.get_mut(grant_id) {
-                grant.until = grant.until.max(grant_until);
-            }
-            let token = super::new_refresh_token(grant_id);
-            book.refresh_tokens.insert(
-                hash(&token),
-                RefreshRecord {
-                    grant_id: grant_id.to_owned(),
-                    used: false,
-                    expires_at,
-                },
-            );
-            token
-        }))
+        ready(
+            self.with_book(|book| book.issue_refresh_token(grant_id, expires_at, grant_until, now)),
+        )
     }
 
-    fn grant_scopes<'a>(
+    fn grant<'a>(
         &'a self,
         grant_id: &'a str,
         client_id: &'a str,
-    ) -> StateFuture<'a, Option<Vec<String>>> {
+    ) -> StateFuture<'a, Option<Grant>> {
         ready(self.with_book(|book| {
             book.grants
                 .get(grant_id)
                 .filter(|record| record.grant.client_id == client_id)
-                .map(|record| record.grant.scopes.clone())
+                .map(|record| record.grant.clone())
         }))
     }
 
-    fn use_refresh_token<'a>(
+    fn rotate_refresh_token<'a>(
         &'a self,
         token: &'a str,
         client_id: &'a str,
+        successor: super::Successor,
         now: UnixTime,
     ) -> StateFuture<'a, RefreshUse> {
-        ready(self.with_book(|book| book.use_refresh_token(token, client_id, now)))
+        ready(self.with_book(|book| book.rotate_refresh_token(token, client_id, successor, now)))
     }
 
     fn revoke_refresh_token<'a>(

@@ -130,12 +130,21 @@ pub enum CodeUse {
 /// The result of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefreshUse {
-    /// Valid: the grant it belongs to (by id); the token is now spent.
-    Fresh(String, Grant),
+    /// Valid: the token is now spent, and this is its successor.
+    Fresh(String),
     /// Already spent: the whole grant is now revoked.
     Reused,
     /// Unknown, expired, of another client, or of a revoked grant.
     Invalid,
+}
+
+/// How long a rotated refresh token's successor lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Successor {
+    /// When the successor expires.
+    pub expires_at: UnixTime,
+    /// The grant is kept at least until then.
+    pub grant_until: UnixTime,
 }
 
 /// The store could not be used; the request is refused (fail closed).
@@ -179,19 +188,21 @@ pub trait IssuerState: Send + Sync + 'static {
         now: UnixTime,
     ) -> StateFuture<'a, String>;
 
-    /// The scopes of a grant, read without spending anything: `None` for a grant not held,
-    /// or held by another client than `client_id`.
-    fn grant_scopes<'a>(
-        &'a self,
-        grant_id: &'a str,
-        client_id: &'a str,
-    ) -> StateFuture<'a, Option<Vec<String>>>;
+    /// A grant, read without spending anything: `None` for a grant not held, or held by
+    /// another client than `client_id`. (What a grant holds never changes; whether it was
+    /// revoked is `rotate_refresh_token`'s to say.)
+    fn grant<'a>(&'a self, grant_id: &'a str, client_id: &'a str)
+    -> StateFuture<'a, Option<Grant>>;
 
-    /// Spends a refresh token presented by `client_id`.
-    fn use_refresh_token<'a>(
+    /// Spends a refresh token presented by `client_id` and, in the same step, issues its
+    /// successor (valid until `successor.expires_at`, its grant kept at least until
+    /// `successor.grant_until`): a spent token is never left without its successor, whose
+    /// loss would make the client's retry a reuse that ends the grant.
+    fn rotate_refresh_token<'a>(
         &'a self,
         token: &'a str,
         client_id: &'a str,
+        successor: Successor,
         now: UnixTime,
     ) -> StateFuture<'a, RefreshUse>;
 

@@ -11,8 +11,11 @@
 //! - `jti:{<grant or jti>}:<jti>` a revoked access token, until it would have expired;
 //! - `fail:<key>` failures counted in the current window.
 //!
-//! Taking a code, spending a refresh token and revoking by refresh token are Lua scripts, so
-//! each single-use rule holds across replicas.
+//! Taking a code, rotating a refresh token and revoking by refresh token are Lua scripts, so
+//! each single-use rule holds across replicas. Revocations and rotations are confirmed writes
+//! (`RedisConnection::query_confirmed`: a replica has them, where the master has one), so a
+//! failover cannot undo them; taking a code is not (a code lost in a failover could be
+//! redeemed once more within its minute, still with its PKCE verifier).
 
 use std::sync::Arc;
 
@@ -41,28 +44,43 @@ end
 return {'unknown'}
 ";
 
-/// Spends a refresh token: KEYS refresh, grant, revoked; ARGV client id, grant life. Whose
-/// token it is comes first: another client's spent token revokes nothing (RFC 6749 §6).
-const USE_REFRESH: &str = r"
+/// Spends a refresh token and stores its successor: KEYS refresh, grant, revoked, successor;
+/// ARGV client id, grant life, successor's life, the grant's least life. Whose token it is
+/// comes first: another client's spent token revokes nothing (RFC 6749 §6).
+const ROTATE_REFRESH: &str = r"
 local state = redis.call('GET', KEYS[1])
 if not state then
-  return {'invalid'}
+  return 'invalid'
 end
 if redis.call('HGET', KEYS[2], 'client') ~= ARGV[1] then
-  return {'invalid'}
+  return 'invalid'
 end
 if state == 'used' then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
-  return {'reused'}
+  return 'reused'
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
-  return {'invalid'}
+  return 'invalid'
 end
 redis.call('SET', KEYS[1], 'used', 'KEEPTTL')
-return {'fresh', redis.call('HGET', KEYS[2], 'record')}
+redis.call('SET', KEYS[4], 'fresh', 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4], 'GT')
+return 'fresh'
 ";
 
-/// Revokes the grant of a refresh token its client presents: KEYS as `USE_REFRESH`.
+/// Undoes a rotation whose answer never reached the client: KEYS refresh, successor. Only
+/// while the successor is unused (it was never handed out, so no one else can have used it).
+const UNDO_ROTATION: &str = r"
+if redis.call('GET', KEYS[1]) == 'used' and redis.call('GET', KEYS[2]) == 'fresh' then
+  redis.call('SET', KEYS[1], 'fresh', 'KEEPTTL')
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+";
+
+/// Revokes the grant of a refresh token its client presents: KEYS refresh, grant, revoked;
+/// ARGV client id, grant life.
 const REVOKE_REFRESH: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
@@ -82,8 +100,6 @@ pub struct RedisState {
     /// in seconds: how long a revocation is kept.
     grant_life: i64,
     take_code: Script,
-    use_refresh: Script,
-    revoke_refresh: Script,
 }
 
 fn unavailable(error: &redis::RedisError) -> StateError {
@@ -112,8 +128,6 @@ impl RedisState {
             prefix: format!("{prefix}ts:"),
             grant_life,
             take_code: Script::new(TAKE_CODE),
-            use_refresh: Script::new(USE_REFRESH),
-            revoke_refresh: Script::new(REVOKE_REFRESH),
         }
     }
 
@@ -161,60 +175,47 @@ impl RedisState {
         ])
     }
 
-    /// `SET key value EX seconds`.
-    async fn set_expiring(
+    /// Runs `pipeline` (its keys on `key`'s slot) and answers once Redis confirmed it and, where
+    /// the master has replicas, one acknowledged it: a revocation or a spent refresh token that
+    /// a failover loses would make a security decision undone (SPEC §12). Otherwise
+    /// unavailable (503), and the client's retry writes it again.
+    async fn confirmed<T: redis::FromRedisValue>(
         &self,
-        key: String,
-        value: impl redis::ToRedisArgs,
-        seconds: i64,
-    ) -> Result<(), StateError> {
-        let command = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("EX")
-            .arg(seconds)
-            .to_owned();
+        key: &str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, StateError> {
         self.connection
-            .query::<()>(&command)
+            .query_confirmed(key.as_bytes(), pipeline)
             .await
             .map_err(|error| unavailable(&error))
     }
 
-    /// Runs a refresh-token script (`USE_REFRESH`, `REVOKE_REFRESH`) on the token's keys;
-    /// `None` for a malformed token.
-    async fn on_refresh_token<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        token: &str,
-        client_id: &str,
-    ) -> Result<Option<T>, StateError> {
-        let Some(keys) = self.refresh_keys(token) else {
-            return Ok(None);
-        };
-        let mut invocation = script.prepare_invoke();
-        for key in &keys {
-            invocation.key(key);
-        }
-        invocation.arg(client_id).arg(self.grant_life);
-        self.connection
-            .invoke(&invocation)
-            .await
-            .map(Some)
-            .map_err(|error| unavailable(&error))
+    /// `SET key 1 EX seconds`, confirmed: a revocation.
+    async fn revoke_key(&self, key: String, seconds: i64) -> Result<(), StateError> {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("SET").arg(&key).arg(1).arg("EX").arg(seconds);
+        self.confirmed::<()>(&key, &pipeline).await
     }
 
     async fn revoke_redemption(&self, used: &Redemption, now: UnixTime) -> Result<(), StateError> {
         if let Some(grant_id) = &used.grant_id {
-            self.set_expiring(self.revoked_key(grant_id), 1, self.grant_life)
+            self.revoke_key(self.revoked_key(grant_id), self.grant_life)
                 .await?;
         }
-        self.set_expiring(
+        self.revoke_key(
             self.jti_key(&used.access_jti, used.grant_id.as_deref()),
-            1,
             seconds_until(used.access_expires_at, now),
         )
         .await
     }
+}
+
+/// `EVAL script` on `keys`, as one pipeline (for a confirmed write); its arguments follow
+/// with `Pipeline::arg`.
+fn eval(script: &str, keys: &[&str]) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
+    pipeline.cmd("EVAL").arg(script).arg(keys.len()).arg(keys);
+    pipeline
 }
 
 fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StateError> {
@@ -239,8 +240,16 @@ struct GrantRecord {
 impl IssuerState for RedisState {
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            self.set_expiring(self.code_key(code), encode(pending)?, CODE_LIFETIME)
+            let command = redis::cmd("SET")
+                .arg(self.code_key(code))
+                .arg(encode(pending)?)
+                .arg("EX")
+                .arg(CODE_LIFETIME)
+                .to_owned();
+            self.connection
+                .query::<()>(&command)
                 .await
+                .map_err(|error| unavailable(&error))
         })
     }
 
@@ -340,45 +349,50 @@ impl IssuerState for RedisState {
         })
     }
 
-    fn use_refresh_token<'a>(
+    fn rotate_refresh_token<'a>(
         &'a self,
         token: &'a str,
         client_id: &'a str,
-        _now: UnixTime,
+        successor: super::Successor,
+        now: UnixTime,
     ) -> StateFuture<'a, RefreshUse> {
         Box::pin(async move {
-            let Some(answer) = self
-                .on_refresh_token::<Vec<String>>(&self.use_refresh, token, client_id)
-                .await?
-            else {
+            let Some([refresh, grant, revoked]) = self.refresh_keys(token) else {
                 return Ok(RefreshUse::Invalid);
             };
-            match answer.as_slice() {
-                [kind, record] if kind == "fresh" => {
-                    let record: GrantRecord = decode(record)?;
-                    let grant_id = grant_of_refresh_token(token).unwrap_or_default().to_owned();
-                    Ok(RefreshUse::Fresh(
-                        grant_id,
-                        Grant {
-                            client_id: client_id.to_owned(),
-                            principal: record.principal,
-                            scopes: record.scopes,
-                            auth_time: record.auth_time,
-                            signed_in: record.signed_in,
-                        },
-                    ))
+            let grant_id = grant_of_refresh_token(token).unwrap_or_default();
+            let next = super::new_refresh_token(grant_id);
+            let next_key = self.refresh_key(grant_id, &next);
+            let mut pipeline = eval(ROTATE_REFRESH, &[&refresh, &grant, &revoked, &next_key]);
+            pipeline
+                .arg(client_id)
+                .arg(self.grant_life)
+                .arg(seconds_until(successor.expires_at, now))
+                .arg(seconds_until(successor.grant_until, now));
+            let answer = match self.confirmed::<(String,)>(&refresh, &pipeline).await {
+                Ok((answer,)) => answer,
+                Err(error) => {
+                    // The successor is never handed out: where the rotation reached the master,
+                    // it is undone (as far as it can be), so that the client's retry is a
+                    // rotation again and not a reuse that ends the grant.
+                    let undo = eval(UNDO_ROTATION, &[&refresh, &next_key]);
+                    let _ = self.connection.pipeline::<()>(&undo).await;
+                    return Err(error);
                 }
-                [kind] if kind == "reused" => Ok(RefreshUse::Reused),
-                _ => Ok(RefreshUse::Invalid),
-            }
+            };
+            Ok(match answer.as_str() {
+                "fresh" => RefreshUse::Fresh(next),
+                "reused" => RefreshUse::Reused,
+                _ => RefreshUse::Invalid,
+            })
         })
     }
 
-    fn grant_scopes<'a>(
+    fn grant<'a>(
         &'a self,
         grant_id: &'a str,
         client_id: &'a str,
-    ) -> StateFuture<'a, Option<Vec<String>>> {
+    ) -> StateFuture<'a, Option<Grant>> {
         Box::pin(async move {
             let command = redis::cmd("HMGET")
                 .arg(self.grant_key(grant_id))
@@ -392,7 +406,15 @@ impl IssuerState for RedisState {
                 .map_err(|error| unavailable(&error))?;
             record
                 .filter(|_| client.as_deref() == Some(client_id))
-                .map(|record| decode::<GrantRecord>(&record).map(|record| record.scopes))
+                .map(|record| {
+                    decode::<GrantRecord>(&record).map(|record| Grant {
+                        client_id: client_id.to_owned(),
+                        principal: record.principal,
+                        scopes: record.scopes,
+                        auth_time: record.auth_time,
+                        signed_in: record.signed_in,
+                    })
+                })
                 .transpose()
         })
     }
@@ -403,10 +425,13 @@ impl IssuerState for RedisState {
         client_id: &'a str,
     ) -> StateFuture<'a, bool> {
         Box::pin(async move {
-            let revoked: Option<i64> = self
-                .on_refresh_token(&self.revoke_refresh, token, client_id)
-                .await?;
-            Ok(revoked == Some(1))
+            let Some([refresh, grant, revoked]) = self.refresh_keys(token) else {
+                return Ok(false);
+            };
+            let mut pipeline = eval(REVOKE_REFRESH, &[&refresh, &grant, &revoked]);
+            pipeline.arg(client_id).arg(self.grant_life);
+            let (done,): (i64,) = self.confirmed(&refresh, &pipeline).await?;
+            Ok(done == 1)
         })
     }
 
@@ -418,7 +443,7 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            self.set_expiring(self.jti_key(jti, sid), 1, seconds_until(expires_at, now))
+            self.revoke_key(self.jti_key(jti, sid), seconds_until(expires_at, now))
                 .await
         })
     }

@@ -38,6 +38,12 @@ fn grant(client_id: &str) -> Grant {
     }
 }
 
+/// A successor's lifetime far beyond every test's clock.
+const LONG: Successor = Successor {
+    expires_at: 5_000,
+    grant_until: 10_000,
+};
+
 /// Runs a store future to its end (the memory store's are ready at once).
 fn run<T>(future: StateFuture<'_, T>) -> T {
     tokio::runtime::Builder::new_current_thread()
@@ -89,7 +95,7 @@ fn a_replay_before_the_redemption_opened_its_grant_still_revokes_it() {
     assert!(run(state.is_revoked(None, Some(&grant_id))));
     let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 101));
     assert_eq!(
-        run(state.use_refresh_token(&token, "app", 102)),
+        run(state.rotate_refresh_token(&token, "app", LONG, 102)),
         RefreshUse::Invalid,
         "the grant's refresh token is refused"
     );
@@ -117,19 +123,59 @@ fn a_refresh_token_is_spent_once_and_reuse_ends_the_grant() {
     let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
     assert_eq!(grant_of_refresh_token(&token), Some(grant_id.as_str()));
 
+    let RefreshUse::Fresh(next) = run(state.rotate_refresh_token(&token, "app", LONG, 100)) else {
+        panic!("the token was fresh");
+    };
+    assert_eq!(grant_of_refresh_token(&next), Some(grant_id.as_str()));
+    assert_ne!(next, token);
     assert_eq!(
-        run(state.use_refresh_token(&token, "app", 100)),
-        RefreshUse::Fresh(grant_id.clone(), grant("app"))
-    );
-    let next = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
-    assert_eq!(
-        run(state.use_refresh_token(&token, "app", 101)),
+        run(state.rotate_refresh_token(&token, "app", LONG, 101)),
         RefreshUse::Reused
     );
     assert!(run(state.is_revoked(None, Some(&grant_id))));
     // The rotated token died with its grant.
     assert_eq!(
-        run(state.use_refresh_token(&next, "app", 102)),
+        run(state.rotate_refresh_token(&next, "app", LONG, 102)),
+        RefreshUse::Invalid
+    );
+}
+
+#[test]
+fn a_rotated_tokens_successor_is_spent_once_too_and_a_grant_is_read_by_its_client_only() {
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+    assert_eq!(run(state.grant(&grant_id, "app")), Some(grant("app")));
+    assert_eq!(run(state.grant(&grant_id, "other")), None);
+    let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
+    let RefreshUse::Fresh(next) = run(state.rotate_refresh_token(&token, "app", LONG, 100)) else {
+        panic!("the token was fresh");
+    };
+    let short = Successor {
+        expires_at: 300,
+        grant_until: 10_000,
+    };
+    let RefreshUse::Fresh(last) = run(state.rotate_refresh_token(&next, "app", short, 101)) else {
+        panic!("the successor was fresh");
+    };
+    assert_eq!(
+        run(state.rotate_refresh_token(&next, "app", LONG, 102)),
+        RefreshUse::Reused
+    );
+    assert_eq!(
+        run(state.rotate_refresh_token(&last, "app", LONG, 103)),
+        RefreshUse::Invalid,
+        "the grant is revoked"
+    );
+    // The successor lives as long as it was told.
+    let other = crate::random::token();
+    run(state.open_grant(&other, &grant("app"), 10_000, 100));
+    let token = run(state.issue_refresh_token(&other, 5_000, 10_000, 100));
+    let RefreshUse::Fresh(next) = run(state.rotate_refresh_token(&token, "app", short, 100)) else {
+        panic!("the token was fresh");
+    };
+    assert_eq!(
+        run(state.rotate_refresh_token(&next, "app", LONG, 300)),
         RefreshUse::Invalid
     );
 }
@@ -152,7 +198,7 @@ fn expired_refresh_tokens_and_ended_grants_are_dropped_as_more_are_issued() {
     assert_eq!(grants, 1, "the grant that ended is gone, the live one kept");
     assert!(tokens <= 2 * 1024, "{tokens} refresh tokens held");
     assert!(matches!(
-        run(state.use_refresh_token(&latest, "app", 3_600)),
+        run(state.rotate_refresh_token(&latest, "app", LONG, 3_600)),
         RefreshUse::Fresh(..)
     ));
 }
@@ -164,19 +210,19 @@ fn a_refresh_token_of_another_client_or_expired_is_invalid_and_not_spent() {
     run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
     let token = run(state.issue_refresh_token(&grant_id, 200, 10_000, 100));
     assert_eq!(
-        run(state.use_refresh_token(&token, "other", 100)),
+        run(state.rotate_refresh_token(&token, "other", LONG, 100)),
         RefreshUse::Invalid
     );
     assert_eq!(
-        run(state.use_refresh_token(&token, "app", 200)),
+        run(state.rotate_refresh_token(&token, "app", LONG, 200)),
         RefreshUse::Invalid
     );
     assert_eq!(
-        run(state.use_refresh_token("garbage", "app", 100)),
+        run(state.rotate_refresh_token("garbage", "app", LONG, 100)),
         RefreshUse::Invalid
     );
     assert!(matches!(
-        run(state.use_refresh_token(&token, "app", 199)),
+        run(state.rotate_refresh_token(&token, "app", LONG, 199)),
         RefreshUse::Fresh(..)
     ));
 }
@@ -192,7 +238,7 @@ fn revoking_a_refresh_token_needs_its_client() {
     assert!(run(state.revoke_refresh_token(&token, "app")));
     assert!(run(state.is_revoked(None, Some(&grant_id))));
     assert_eq!(
-        run(state.use_refresh_token(&token, "app", 100)),
+        run(state.rotate_refresh_token(&token, "app", LONG, 100)),
         RefreshUse::Invalid
     );
 }
