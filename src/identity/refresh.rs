@@ -82,7 +82,19 @@ fn borrow(cookies: &OwnedCookies) -> crate::session::Cookies<'_> {
         .collect()
 }
 
-/// A refresh handed to its own task.
+/// A due refresh handed to its own task.
+struct Due {
+    provider: Arc<Provider>,
+    sessions: Arc<Sessions>,
+    cookies: OwnedCookies,
+    session: Arc<Session>,
+    refresh_token: String,
+    key: [u8; 32],
+    now: UnixTime,
+    attributes: CookieAttributes,
+}
+
+/// A refresh whose lock and lease are held.
 struct Refresh {
     provider: Arc<Provider>,
     sessions: Arc<Sessions>,
@@ -236,8 +248,9 @@ impl Refresher {
     /// values that store it (only the cookie store needs them). When the refresh fails for a
     /// passing reason the session is returned as it is while its access token is valid.
     ///
-    /// The refresh itself runs on a task of its own: a request that goes away (a client that
-    /// disconnects) never drops a refresh token the provider has already rotated.
+    /// The refresh, with the wait for one in flight, runs on a task of its own: a request that
+    /// goes away (a client that disconnects) never drops a refresh token the provider has
+    /// already rotated, a lock entry, or a lease.
     ///
     /// # Errors
     /// `Ended` when the provider refuses the refresh token (the session is then ended in the
@@ -341,6 +354,44 @@ impl Shared {
                 unavailable.error("the last refresh failed; retried later".to_owned())
             });
         }
+        // From here on the work runs on a task of its own, to its end whether or not the
+        // request still waits: a request dropped while it held the lock entry or the Redis
+        // lease would leave the entry in the map for ever and the lease without a holder
+        // until it lapsed (other replicas waiting on it meanwhile).
+        let task = tokio::spawn(self.clone().single_flight(Due {
+            provider: provider.clone(),
+            sessions: sessions.clone(),
+            cookies: own(cookies),
+            session,
+            refresh_token,
+            key,
+            now,
+            attributes,
+        }));
+        task.await.unwrap_or_else(|error| {
+            Err(RefreshError::Store(format!(
+                "the refresh task failed: {error}"
+            )))
+        })
+    }
+
+    /// The refresh of a due session, one per refresh token in this process (the lock) and
+    /// across replicas (the lease), or the result of the one that ran.
+    async fn single_flight(
+        self: Arc<Self>,
+        due: Due,
+    ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+        let Due {
+            provider,
+            sessions,
+            cookies: owned,
+            session,
+            refresh_token,
+            key,
+            now,
+            attributes,
+        } = due;
+        let (provider, sessions, cookies) = (&provider, &sessions, &borrow(&owned));
         let lock = self
             .locks
             .lock()
@@ -457,23 +508,20 @@ impl Shared {
             self.forget_lock(&key);
             return Ok((current, Vec::new()));
         }
-        let task = tokio::spawn(self.clone().refresh_and_store(Refresh {
-            provider: provider.clone(),
-            sessions: sessions.clone(),
-            cookies: own(cookies),
-            session,
-            refresh_token,
-            now,
-            attributes,
-            claim,
-            lease_until,
-            single_flight,
-        }));
-        task.await.unwrap_or_else(|error| {
-            Err(RefreshError::Store(format!(
-                "the refresh task failed: {error}"
-            )))
-        })
+        self.clone()
+            .refresh_and_store(Refresh {
+                provider: provider.clone(),
+                sessions: sessions.clone(),
+                cookies: owned.clone(),
+                session,
+                refresh_token,
+                now,
+                attributes,
+                claim,
+                lease_until,
+                single_flight,
+            })
+            .await
     }
 
     /// The refresh on its own task: ask the provider, publish the result to this process,

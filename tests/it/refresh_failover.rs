@@ -336,3 +336,74 @@ async fn the_refresh_lease_and_the_session_it_guards_are_read_on_the_same_server
     );
     assert!(!split.lease_held("s1").await.unwrap());
 }
+
+/// A request that goes away while its refresh waits for the lease's confirmation (a replica
+/// slow to acknowledge) still has its refresh carried out and the lease given back: dropped
+/// with the request, the lease stayed without a holder until it lapsed (31 s at the default
+/// timeout), no refresh ran, and every replica's requests for that session waited on it.
+#[tokio::test]
+async fn a_request_that_goes_away_while_the_lease_is_confirmed_leaves_no_lease_behind() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let master = crate::support::redis::RedisServer::standalone().await;
+    let relay = Relay::to(master.port).await;
+    let relay_port = relay.port.to_string();
+    let replica =
+        crate::support::redis::RedisServer::with_args(&["--replicaof", "127.0.0.1", &relay_port])
+            .await;
+    wait_until(
+        || {
+            replica
+                .cli(&["info", "replication"])
+                .contains("master_link_status:up")
+                && master
+                    .cli(&["info", "replication"])
+                    .contains("connected_slaves:1")
+        },
+        "the replica",
+    )
+    .await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", master.url()),
+    );
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    advance(&clock, &idp, 250);
+
+    // The lease is written on the master; its acknowledgement waits on the frozen relay.
+    relay.freeze();
+    let gone = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(150))
+        .build()
+        .unwrap()
+        .get(gateway.url("/auth"))
+        .header("cookie", cookie_header(&browser))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up while the lease waited");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    relay.thaw();
+    wait_until(
+        || idp.count("refresh") == 1,
+        "the refresh of the request that went away",
+    )
+    .await;
+    wait_until(
+        || {
+            master
+                .cli(&["--scan", "--pattern", "*:refreshing"])
+                .trim()
+                .is_empty()
+        },
+        "the lease to be given back",
+    )
+    .await;
+    let next = browser.get(&gateway.url("/auth")).await;
+    assert_eq!(next.status(), 200, "the session lives on, refreshed");
+    assert_eq!(idp.count("refresh"), 1, "refreshed once");
+}

@@ -62,6 +62,11 @@ impl Relay {
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
+
+    /// Forwards again, what was held first.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Relay {
