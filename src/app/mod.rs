@@ -304,6 +304,7 @@ pub async fn start(
     };
     running.follow_memory_store();
     discover(&state);
+    warn_if_redis_may_evict(&state);
     state
         .metrics
         .config_live(&state.config.source_sha256, state.clock.now());
@@ -390,6 +391,23 @@ fn discover(state: &AppState) {
             if let Err(error) = provider.metadata().await {
                 tracing::warn!(provider = %provider.name(), %error, "discovery failed; will retry on use");
             }
+        });
+    }
+}
+
+/// When sessions or the token service live in Redis: a warning when its eviction policy may
+/// drop their keys (read once, in the background).
+fn warn_if_redis_may_evict(state: &AppState) {
+    let config = &state.config;
+    let uses_redis = config.session.store == crate::config::SessionStoreKind::Redis
+        || config
+            .token_service
+            .as_ref()
+            .is_some_and(|service| service.store == crate::config::TokenStoreKind::Redis);
+    if let (true, Some(target)) = (uses_redis, config.session.redis.clone()) {
+        let ca = config.session.redis_ca.clone();
+        tokio::spawn(async move {
+            crate::redis_connection::warn_if_keys_may_be_evicted(&target, ca.as_deref()).await;
         });
     }
 }

@@ -474,6 +474,23 @@ impl RedisConnection {
             .await
     }
 
+    /// Redis's `maxmemory-policy` (`CONFIG GET`; one node's on a Cluster).
+    ///
+    /// # Errors
+    /// As [`Self::query`]; also when `CONFIG` is refused (managed Redis services often rename
+    /// or forbid it).
+    pub async fn eviction_policy(&self) -> RedisResult<String> {
+        let mut answer: std::collections::HashMap<String, String> = self
+            .query(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+            .await?;
+        answer.remove("maxmemory-policy").ok_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "CONFIG GET named no maxmemory-policy",
+            ))
+        })
+    }
+
     /// Whether Redis answers.
     ///
     /// # Errors
@@ -482,6 +499,32 @@ impl RedisConnection {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+/// Every key Tollgate writes expires, so every `maxmemory-policy` but `noeviction` may drop
+/// one under memory pressure: a session, or worse a revocation, a spent refresh token's mark,
+/// a used logout token's `jti` or a failure count. Says so once, as a warning, when Redis is
+/// reached (and, at `info`, when the policy cannot be read).
+pub async fn warn_if_keys_may_be_evicted(target: &RedisTarget, ca: Option<&[u8]>) {
+    let connection = match RedisConnection::new(target, ca, None) {
+        Ok(connection) => connection,
+        Err(_) => return,
+    };
+    match connection.eviction_policy().await {
+        Ok(policy) if may_evict(&policy) => tracing::warn!(
+            %policy,
+            "Redis may evict Tollgate's keys under memory pressure (a session, a revocation, a \
+             spent refresh token's mark); set maxmemory-policy noeviction"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::info!(%error, "Redis's maxmemory-policy could not be read"),
+    }
+}
+
+/// Whether keys with an expiry may be evicted under `policy` (every policy but `noeviction`).
+#[must_use]
+pub fn may_evict(policy: &str) -> bool {
+    !policy.eq_ignore_ascii_case("noeviction")
 }
 
 /// A write and what its master said of its replicas: `INFO replication`'s count after it, and

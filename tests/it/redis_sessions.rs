@@ -981,3 +981,30 @@ async fn a_confirmed_write_redirected_in_a_slot_migration_waits_for_the_new_node
         "both waits ran where the writes did"
     );
 }
+
+/// Every key Tollgate writes expires, so any `maxmemory-policy` but `noeviction` may drop a
+/// revocation or a session under memory pressure: the policy Tollgate warns about is read from
+/// Redis itself.
+#[tokio::test]
+async fn the_eviction_policy_is_read_from_redis_and_only_noeviction_keeps_every_key() {
+    if !available() {
+        return;
+    }
+    let policy = |redis: &RedisServer| {
+        let target = tollgate::config::RedisTarget::Standalone(redis.url());
+        async move {
+            tollgate::redis_connection::RedisConnection::new(&target, None, None)
+                .unwrap()
+                .eviction_policy()
+                .await
+                .unwrap()
+        }
+    };
+    let evicting = RedisServer::with_args(&["--maxmemory-policy", "volatile-ttl"]).await;
+    let keeping = RedisServer::standalone().await;
+    assert_eq!(policy(&evicting).await, "volatile-ttl");
+    assert_eq!(policy(&keeping).await, "noeviction");
+    assert!(tollgate::redis_connection::may_evict("volatile-ttl"));
+    assert!(tollgate::redis_connection::may_evict("allkeys-lru"));
+    assert!(!tollgate::redis_connection::may_evict("noeviction"));
+}
