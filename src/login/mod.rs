@@ -130,6 +130,19 @@ async fn start_login(
             "malformed query".to_owned(),
         )
     })?;
+    // As a route refuses to send them to log in (SPEC §5, `http::is_api_call`): an image, a
+    // script's `fetch` or a prefetch cannot show the provider's page, so a login it began
+    // could only end silently in a session nobody asked for, and each would push one of the
+    // browser's logins in progress out of its capped cookies.
+    if crate::http::is_api_call(&axum::http::Method::GET, headers)
+        || headers.contains_key("sec-purpose")
+        || headers.contains_key("purpose")
+    {
+        return Err((
+            Rejection::Unauthenticated,
+            "not a navigation: no login is started for it".to_owned(),
+        ));
+    }
     let provider = state.signin_provider.as_ref().ok_or((
         Rejection::Internal,
         "forward-auth not configured".to_owned(),

@@ -10,7 +10,11 @@ use axum::response::Response;
 /// Whether the request to sign out is the user's own:
 /// - a navigation to a document (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) from
 ///   Tollgate's or the application's own origin, or typed or bookmarked (`Sec-Fetch-Site:
-///   same-origin` or `none`): a link, or the "Sign out?" page's button;
+///   same-origin` or `none`): a `GET` the user made (`Sec-Fetch-User: ?1`: a clicked link, a
+///   typed address), or a form's `POST` (the "Sign out?" page's button; HTML alone cannot post
+///   a form without a click). A `GET` nobody clicked (`<meta http-equiv="refresh">` posted
+///   into an application, a script's redirect) is asked about, as is every `GET` from a
+///   browser that sends no `Sec-Fetch-User` (one more click; its `POST` then signs out);
 /// - a script of that origin (`fetch`, `XMLHttpRequest`: mode `cors` or `same-origin`), as a
 ///   single-page application signs out;
 /// - a navigation from another origin of the same site (an application on a sibling host)
@@ -31,9 +35,13 @@ pub fn is_the_users_own(method: &Method, headers: &HeaderMap) -> bool {
     let mode = text("sec-fetch-mode");
     let navigation = mode.is_none_or(|mode| mode == "navigate")
         && text("sec-fetch-dest").is_none_or(|dest| dest == "document");
+    let clicked = text("sec-fetch-user") == Some("?1");
     match site {
-        "same-origin" | "none" => navigation || matches!(mode, Some("cors" | "same-origin")),
-        "same-site" => method == Method::GET && navigation && text("sec-fetch-user") == Some("?1"),
+        "same-origin" | "none" => {
+            (navigation && (clicked || method == Method::POST))
+                || matches!(mode, Some("cors" | "same-origin"))
+        }
+        "same-site" => method == Method::GET && navigation && clicked,
         _ => false,
     }
 }
@@ -84,8 +92,8 @@ mod tests {
     #[test]
     fn the_users_own_navigations_sign_out() {
         let get = |headers: &HeaderMap| is_the_users_own(&Method::GET, headers);
-        assert!(get(&navigation("same-origin", false)), "a link of the page");
-        assert!(get(&navigation("none", false)), "typed or bookmarked");
+        assert!(get(&navigation("same-origin", true)), "a link of the page");
+        assert!(get(&navigation("none", true)), "typed or bookmarked");
         assert!(
             get(&navigation("same-site", true)),
             "a sibling host's link, clicked"
@@ -115,6 +123,14 @@ mod tests {
         let get = |headers: &HeaderMap| is_the_users_own(&Method::GET, headers);
         assert!(!get(&navigation("cross-site", true)), "another site's link");
         assert!(!get(&navigation("same-site", false)), "a sibling's script");
+        assert!(
+            !get(&navigation("same-origin", false)),
+            "a meta refresh posted into the application"
+        );
+        assert!(
+            is_the_users_own(&Method::POST, &navigation("same-origin", false)),
+            "the page's button, in a browser without Sec-Fetch-User"
+        );
         let image = headers(&[
             ("sec-fetch-site", "same-origin"),
             ("sec-fetch-mode", "no-cors"),

@@ -232,14 +232,64 @@ async fn login_state_cookies_are_capped() {
     assert_eq!(in_flight, 5);
 }
 
+/// `/signin` starts no login for what cannot show the provider's page (an image posted into
+/// an application, a script's `fetch`, a prefetch), as a route does not: each pushed one of the
+/// browser's logins in progress out of its capped cookies, and one ending silently at the
+/// provider would make a session nobody asked for.
+#[tokio::test]
+async fn signin_starts_no_login_for_a_subresource_or_a_prefetch() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    let url = gateway.url("/signin?rd=/");
+    for headers in [
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "image"),
+        ][..],
+        &[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")],
+        &[("x-requested-with", "XMLHttpRequest")],
+        &[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+            ("sec-purpose", "prefetch"),
+        ],
+    ] {
+        let refused = browser.get_with(&url, headers).await;
+        assert_eq!(refused.status(), 401, "{headers:?}");
+        assert!(refused.headers().get("set-cookie").is_none(), "{headers:?}");
+    }
+    assert_eq!(idp.count("authorize"), 0);
+    let navigation = browser
+        .get_with(
+            &url,
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+        )
+        .await;
+    assert_eq!(navigation.status(), 302, "a navigation is sent to log in");
+    assert!(location(&navigation).starts_with(&idp.issuer().to_owned()));
+}
+
 /// What Fetch Metadata says of a request the user did not make: an image posted into an
 /// application (`<img src="/signout">`), another site's link, and a link fetched ahead of a
 /// click.
-pub const NOT_THE_USERS: [&[(&str, &str)]; 3] = [
+pub const NOT_THE_USERS: [&[(&str, &str)]; 4] = [
     &[
         ("sec-fetch-site", "same-origin"),
         ("sec-fetch-mode", "no-cors"),
         ("sec-fetch-dest", "image"),
+    ],
+    // A navigation nobody clicked: `<meta http-equiv="refresh">` posted into an application
+    // (HTML only, no script), or a script's redirect.
+    &[
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
     ],
     &[
         ("sec-fetch-site", "cross-site"),
