@@ -34,6 +34,12 @@ pub enum PathError {
     /// servers keep `;` as a name that the `..` removes (`/public/admin`).
     #[error("the path holds a segment that is only parameters, then `..`")]
     EmptySegmentParameters,
+    /// A `..` that removes an empty segment (`/admin//../x`): merged first, as nginx and
+    /// Tollgate read it, that is `/x`; an application that resolves dot segments without
+    /// merging slashes (RFC 3986 §5.2.4, WHATWG URL: Node's `new URL`, Deno, Bun) serves
+    /// `/admin/x`.
+    #[error("the path holds an empty segment that a `..` removes")]
+    EmptySegmentDots,
 }
 
 /// The canonical form of `raw` (a path, maybe followed by a query, which is dropped): a `#`
@@ -117,7 +123,12 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     // A segment that is only parameters (`;x`, Tomcat's `/app/;jsessionid=…`) is a name here
     // and nothing to Tomcat, harmless until a `..` counts it.
     let mut parameters_only = false;
-    for segment in path.split('/').skip(1) {
+    // The same path resolved without merging slashes (RFC 3986 §5.2.4): whether each segment
+    // on its stack is empty. Its non-empty segments are `output`'s until a `..` removes an
+    // empty one, where the two readings part.
+    let mut unmerged: Vec<bool> = Vec::new();
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
         // `;` as sent or percent-encoded (in upper case by now): an application that decodes
         // the path before it drops parameters reads `..%3B` as `..;`, which is `..` there.
         let name = segment.split_once(';').map_or(segment, |(name, _)| name);
@@ -130,15 +141,25 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
             }
         }
         match segment {
-            "" => trailing_slash = true,
+            "" => {
+                trailing_slash = true;
+                // The last one is the trailing slash, in both readings.
+                if segments.peek().is_some() {
+                    unmerged.push(true);
+                }
+            }
             "." => trailing_slash = true,
             ".." if parameters_only => return Err(PathError::EmptySegmentParameters),
             ".." => {
+                if unmerged.pop() == Some(true) {
+                    return Err(PathError::EmptySegmentDots);
+                }
                 output.pop().ok_or(PathError::AboveRoot)?;
                 trailing_slash = true;
             }
             other => {
                 output.push(other);
+                unmerged.push(false);
                 trailing_slash = false;
             }
         }
@@ -408,7 +429,7 @@ mod tests {
         path("/public/%2E%2e/admin", Ok("/admin"));
         path("/public/.%2e/admin", Ok("/admin"));
         path("/public/./../admin/", Ok("/admin/"));
-        path("/public//../admin/", Ok("/admin/"));
+        path("/public//../admin/", Err(PathError::EmptySegmentDots));
         path("/%70ublic/x", Ok("/public/x"));
         path("/a/./b/", Ok("/a/b/"));
         path("/a/b/..", Ok("/a/"));
@@ -447,6 +468,17 @@ mod tests {
         // A segment that is only parameters: Tomcat merges it away, so the `..` after it
         // climbs out of `/public/` there and not here.
         path("/public/;/../admin", Err(PathError::EmptySegmentParameters));
+        // An empty segment a `..` removes: `/x` merged first, `/admin/x` to an application
+        // that does not merge slashes.
+        path("/admin//../x", Err(PathError::EmptySegmentDots));
+        path("/admin//./../x", Err(PathError::EmptySegmentDots));
+        path("/admin//b/../../x", Err(PathError::EmptySegmentDots));
+        path("/admin/%2E%2E//../x", Err(PathError::EmptySegmentDots));
+        // Empty segments no `..` reaches read alike either way.
+        path("/a//b", Ok("/a/b"));
+        path("/a//b/../x", Ok("/a/x"));
+        path("/a/b//", Ok("/a/b/"));
+        path("/a/b/..//", Ok("/a/"));
         path(
             "/public/;x/../admin",
             Err(PathError::EmptySegmentParameters),

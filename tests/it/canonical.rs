@@ -350,6 +350,35 @@ async fn a_segment_that_is_only_parameters_never_opens_a_skip_rule() {
     fronted.gateway.stop().await;
 }
 
+/// `/admin//../x` is `/x` merged first (nginx, Tollgate) and `/admin/x` to an application that
+/// resolves dot segments without merging slashes (RFC 3986, WHATWG URL: Node's `new URL`,
+/// Deno, Bun), which nginx's `proxy_pass` without a URI sends it to as it came: so
+/// `skip-auth-ne=^/admin/` skipped it, and `skip-auth=^/public/` skipped
+/// `/admin//../public/x`. A `..` that removes an empty segment has no single reading: no
+/// skip rule applies (the proxy refuses it with 400).
+#[tokio::test]
+async fn a_dot_segment_that_removes_an_empty_one_never_opens_a_skip_rule() {
+    if !nginx::available() {
+        return;
+    }
+    let fronted = Fronted::start(&["skip-auth-ne=%5E/admin/", "skip-auth=%5E/public/"]).await;
+    let (skip_not_admin, skip_public) = (fronted.ports[0], fronted.ports[1]);
+    for (port, path) in [
+        (skip_not_admin, "/admin//../x"),
+        (skip_not_admin, "/admin//b/../../x"),
+        (skip_public, "/admin//../public/x"),
+    ] {
+        let (status, body) = raw_get(port, path, &[]).await;
+        assert_eq!((status, served(&body)), (401, None), "{path}: {body:?}");
+    }
+    // Empty segments no `..` reaches are merged, as nginx merges them.
+    let (status, body) = raw_get(skip_public, "/public//x", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/public/x")));
+    let (status, body) = raw_get(skip_not_admin, "/other//x", &[]).await;
+    assert_eq!((status, served(&body)), (200, Some("/other/x")));
+    fronted.gateway.stop().await;
+}
+
 /// nginx with a stricter `/auth` for `/admin/` than for `/` (an operator's usual layout), and
 /// nginx as the application, which answers with the path it resolved.
 fn per_location_config(app_port: u16, tollgate_port: u16, front_port: u16) -> String {
