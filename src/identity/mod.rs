@@ -180,10 +180,20 @@ pub fn ambiguous_credentials(
     if authorization.next().is_some() {
         return Some("two Authorization headers");
     }
-    if let Some(name) = token_cookie
-        && cookies_read_as(headers, name).nth(1).is_some()
-    {
-        return Some("two token cookies");
+    if let Some(name) = token_cookie {
+        // Such a header is not read here (`cookies_read_as`), where an application (Go, Node)
+        // reads its other pairs: a token cookie in it would go unchecked, or be the one of two
+        // that the application takes.
+        if headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .any(|header| crate::http::utf8(header.as_bytes()).is_none())
+        {
+            return Some("a Cookie header that is not UTF-8 beside a token cookie");
+        }
+        if cookies_read_as(headers, name).nth(1).is_some() {
+            return Some("two token cookies");
+        }
     }
     // Read only with an `Authorization` header: most requests have none beside a query.
     let token_in_query = || {
@@ -235,6 +245,51 @@ fn cookie_name_as_read(name: &str) -> String {
 /// validation instead (401 either way). Another scheme is no bearer token, whatever its bytes.
 pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     bearer_of(headers.get(axum::http::header::AUTHORIZATION)?)
+}
+
+/// The token an application may read in an `Authorization` value that is not the caller's
+/// credential: a Bearer token however it is spaced (`Bearer<TAB>…`, which RFC 7235 does not
+/// allow and Python's `split()` reads), or a JWT-shaped credential under any other scheme but
+/// Basic, or none (`JWT …` as djangorestframework-jwt reads it, `Token …`, the bare token).
+/// `Err` for a Bearer scheme with no token, or a token that is not UTF-8.
+pub(crate) fn token_an_application_may_read(value: &HeaderValue) -> Option<Result<&str, ()>> {
+    if let Some(bearer) = bearer_of(value) {
+        return Some(bearer);
+    }
+    let bytes = value.as_bytes().trim_ascii();
+    let (scheme, credential) = match bytes.iter().position(u8::is_ascii_whitespace) {
+        Some(at) => (&bytes[..at], bytes[at..].trim_ascii()),
+        None => (&b""[..], bytes),
+    };
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return Some(
+            crate::http::utf8(credential)
+                .filter(|token| !token.is_empty())
+                .ok_or(()),
+        );
+    }
+    if scheme.eq_ignore_ascii_case(b"basic") || !is_jwt_shaped(credential) {
+        return None;
+    }
+    Some(crate::http::utf8(credential).ok_or(()))
+}
+
+/// Three base64url parts joined by `.`, the first two not empty (the third is for an unsigned
+/// `alg: none` token).
+fn is_jwt_shaped(bytes: &[u8]) -> bool {
+    let mut parts = bytes.split(|byte| *byte == b'.');
+    let part = |part: Option<&[u8]>, may_be_empty: bool| {
+        part.is_some_and(|part| {
+            (may_be_empty || !part.is_empty())
+                && part
+                    .iter()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+        })
+    };
+    part(parts.next(), false)
+        && part(parts.next(), false)
+        && part(parts.next(), true)
+        && parts.next().is_none()
 }
 
 /// `bearer_token` of one `Authorization` value. The scheme and the spaces around the token

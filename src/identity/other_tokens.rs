@@ -8,7 +8,10 @@ use std::borrow::Cow;
 
 use axum::http::HeaderMap;
 
-use super::{Credential, Identity, bearer_of, cookie_name_as_read, cookies_read_as, token_error};
+use super::{
+    Credential, Identity, cookie_name_as_read, cookies_read_as, token_an_application_may_read,
+    token_error,
+};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::oidc::Provider;
 use crate::policy::Trace;
@@ -37,7 +40,7 @@ pub struct Reaching<'a, 'q> {
 }
 
 /// The tokens of `headers` and `reaching.queries` that did not identify the caller (`used`;
-/// none when nobody was identified): a bearer token, a cookie an application reads as the
+/// none when nobody was identified): a token in `Authorization` (`token_an_application_may_read`), a cookie an application reads as the
 /// token cookie (`cookie_name_as_read`), every parameter of a query that an application reads
 /// as `access_token` (`query_tokens`; never a credential). An empty cookie or parameter is no
 /// token.
@@ -51,7 +54,7 @@ pub fn other_tokens<'a>(
         && used != Some(Credential::Bearer)
         && let Some(bearer) = headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(bearer_of)
+            .and_then(token_an_application_may_read)
     {
         others.push(OtherToken {
             place: Credential::Bearer.as_str(),

@@ -556,6 +556,67 @@ async fn every_token_beside_the_credential_is_checked() {
     }
 }
 
+/// An application may read a token from an `Authorization` value that is not exactly
+/// `Bearer <token>` (a tab, `JWT`, `Token`, no scheme at all: Python's `split()`,
+/// djangorestframework-jwt), and Go and Node read the other pairs of a `Cookie` header that is
+/// not UTF-8: such tokens beside a session went unchecked (200).
+#[tokio::test]
+async fn a_token_however_it_is_written_beside_the_credential_is_checked() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "",
+        "token_cookie = \"odj_access_token\"",
+    ))
+    .await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    let url = gateway.url("/auth");
+    let alice = idp.access_token().sign();
+    let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+    for (value, status) in [
+        (format!("Bearer\t{unsigned}"), 401),
+        (format!("bearer   {unsigned}"), 401),
+        (format!("JWT {unsigned}"), 401),
+        (format!("Token {unsigned}"), 401),
+        (unsigned.to_owned(), 401),
+        (format!("JWT {alice}"), 200),
+        // The application's own credentials: not tokens Tollgate could check.
+        ("Basic YWxpY2U6c2VjcmV0".to_owned(), 200),
+        ("Digest username=\"alice\", nonce=\"x\"".to_owned(), 200),
+        (
+            "Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b".to_owned(),
+            200,
+        ),
+    ] {
+        let answer = browser.get_with(&url, &[("authorization", &value)]).await;
+        assert_eq!(answer.status(), status, "{value}");
+    }
+    let session: String = browser
+        .cookies
+        .iter()
+        .map(|(name, value)| format!("{name}={value}; "))
+        .collect();
+    let mut raw = b"odj_access_token=".to_vec();
+    raw.extend_from_slice(unsigned.as_bytes());
+    raw.extend_from_slice(b"; legacy=caf\xe9");
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .header("cookie", session)
+        .header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(&raw).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        400,
+        "a token cookie in a header not read here"
+    );
+}
+
 /// The session's own access token, sent by the page it serves, is accepted beside the session
 /// even when it names the user by another `sub` than the ID token (Okta, Entra ID); another
 /// token of that `sub` is not the session's.
