@@ -323,8 +323,8 @@ fn not_stored(mut response: Response) -> Response {
 
 /// The HTTP answer `/auth` gives for an outcome. An ingress may cache it (ingress-nginx
 /// `auth-cache-key`, nginx `proxy_cache` in the auth location) under a key the operator
-/// chose, which must hold the credential (README): an allowed answer holds for that credential
-/// on any path. A skip or a redirect holds for its path alone and is not stored (`no-store`),
+/// chose, which must hold the credential, the `Origin` and the original URL (README): an
+/// allowed answer holds for that credential, from that origin, on that URL. A skip or a redirect holds for its path alone and is not stored (`no-store`),
 /// so an anonymous skip of `/public/x` cached under the empty cookie never lets `/admin`
 /// through. Refusals are `no-store` already. (An allowed answer carries no `Vary`: its first
 /// header would cost each cached `/auth` 3.6% more instructions, measured, for a key that

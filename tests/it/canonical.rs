@@ -721,3 +721,85 @@ async fn own_endpoints_are_found_by_the_canonical_path() {
     assert_eq!(status, 400);
     gateway.stop().await;
 }
+
+/// README, "What an ingress may cache": the `auth-cache-key` it recommends holds the
+/// credential, the `Origin` and the original URL. A key of the credential alone (the advice
+/// before) served a 200 cached for `/other` to `/admin;x/users` from the same laxer `location`
+/// (which `/auth` refuses, and Tomcat serves as `/admin/users`), and to a WebSocket handshake
+/// that a page of another host opened with the visitor's cookie (which `/auth` refuses by its
+/// `Origin`). Both nginx fronts cache `/auth` answers, one with each key.
+#[tokio::test]
+async fn the_recommended_auth_cache_key_keeps_refusals_that_hold_for_one_path_or_origin() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let app_port = free_port();
+    let gateway = Gateway::start(&config(&idp, app_port)).await;
+    let mut browser = crate::support::Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let tollgate_port = gateway.app.public_addr.port();
+    let (recommended, credential_only) = (free_port(), free_port());
+    let cache_dir = crate::support::scratch_dir("nginx-auth-cache");
+    let front = |port: u16, zone: &str, key: &str| {
+        let auth = |name: &str, rules: &str| {
+            format!(
+                "location = /{name} {{\n internal;\n \
+                 proxy_cache {zone};\n proxy_cache_key \"{key}\";\n proxy_cache_valid 200 1m;\n \
+                 proxy_pass http://127.0.0.1:{tollgate_port}/auth?{rules};\n \
+                 proxy_pass_request_body off;\n proxy_set_header Content-Length \"\";\n \
+                 proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n \
+                 proxy_set_header X-Original-Method $request_method;\n }}\n"
+            )
+        };
+        format!(
+            "server {{\n listen 127.0.0.1:{port};\n{}{}\
+             location /admin/ {{\n auth_request /_auth_admin;\n proxy_pass http://127.0.0.1:{app_port};\n }}\n\
+             location / {{\n auth_request /_auth;\n proxy_pass http://127.0.0.1:{app_port};\n }}\n}}\n",
+            auth("_auth_admin", "groups=admin"),
+            auth("_auth", ""),
+        )
+    };
+    let _nginx = Nginx::start(
+        &format!(
+            "proxy_cache_path {dir}/a keys_zone=recommended:1m;\n\
+             proxy_cache_path {dir}/b keys_zone=credential_only:1m;\n\
+             server {{ listen 127.0.0.1:{app_port}; location / {{ return 200 \"served=$uri\\n\"; }} }}\n{}{}",
+            front(
+                recommended,
+                "recommended",
+                "$http_cookie$http_authorization$http_origin$request_uri"
+            ),
+            front(credential_only, "credential_only", "$http_cookie$http_authorization"),
+            dir = cache_dir.display(),
+        ),
+        &[app_port, recommended, credential_only],
+    )
+    .await;
+    let handshake = [
+        ("Cookie", cookie.as_str()),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Origin", "http://evil.example.com"),
+    ];
+    for port in [recommended, credential_only] {
+        // The visitor's own page, cached.
+        let (status, body) = raw_get(port, "/other", &[("Cookie", &cookie)]).await;
+        assert_eq!((status, served(&body)), (200, Some("/other")));
+    }
+    // With the recommended key both refusals hold (nginx answers `/auth`'s 400 and 403 with
+    // 500 and 403)...
+    let (status, body) = raw_get(recommended, "/admin;x/users", &[("Cookie", &cookie)]).await;
+    assert_eq!((status, served(&body)), (500, None), "{body:?}");
+    let (status, body) = raw_get(recommended, "/other", &handshake).await;
+    assert_eq!((status, served(&body)), (403, None), "{body:?}");
+    // ...which the credential alone let a cached 200 skip.
+    let (status, body) = raw_get(credential_only, "/admin;x/users", &[("Cookie", &cookie)]).await;
+    assert_eq!((status, served(&body)), (200, Some("/admin;x/users")));
+    let (status, body) = raw_get(credential_only, "/other", &handshake).await;
+    assert_eq!(status, 200, "{body:?}");
+    gateway.stop().await;
+}
