@@ -193,7 +193,62 @@ pub struct ForwardedFor<'a> {
 /// it asks for.
 pub struct Outbound {
     request: Request,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<Box<ClientUpgrade>>,
+}
+
+/// A client's upgrade, passed on: what it asked for, and its connection once switched.
+pub struct ClientUpgrade {
+    on: hyper::upgrade::OnUpgrade,
+    /// The `Upgrade` value asked for.
+    protocols: HeaderValue,
+    /// The `Sec-WebSocket-Accept` a WebSocket server answers its `Sec-WebSocket-Key` with.
+    websocket_accept: Option<String>,
+}
+
+impl ClientUpgrade {
+    /// Whether `answer`, a 101, switched to what was asked (RFC 9110 §15.2.2: `Upgrade` names
+    /// the protocol switched to, and it is one asked for; `Connection` lists `upgrade`; and
+    /// for a WebSocket, RFC 6455 §4.1: the accept value of the key). Any other 101 (an
+    /// application that answers whatever status a query names) leaves the upstream speaking
+    /// HTTP: splicing would give the client a raw connection to it, past every rule and with
+    /// identity headers of its own.
+    fn is_switched_by(&self, answer: &HeaderMap) -> bool {
+        let tokens = |value: &[u8]| -> Vec<Vec<u8>> {
+            value
+                .split(|byte| *byte == b',')
+                .map(|token| token.trim_ascii().to_ascii_lowercase())
+                .filter(|token| !token.is_empty())
+                .collect()
+        };
+        let asked = tokens(self.protocols.as_bytes());
+        let mut switched = answer.get_all(header::UPGRADE).iter();
+        let (Some(protocol), None) = (switched.next(), switched.next()) else {
+            return false;
+        };
+        let switched = tokens(protocol.as_bytes());
+        let connection_upgrade = answer.get_all(header::CONNECTION).iter().any(|value| {
+            tokens(value.as_bytes())
+                .iter()
+                .any(|token| token == b"upgrade")
+        });
+        let accepted = self.websocket_accept.as_ref().is_none_or(|expected| {
+            answer
+                .get("sec-websocket-accept")
+                .is_some_and(|accept| accept.as_bytes().trim_ascii() == expected.as_bytes())
+        });
+        matches!(switched.as_slice(), [one] if asked.contains(one))
+            && connection_upgrade
+            && accepted
+    }
+}
+
+/// RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the protocol's GUID.
+fn websocket_accept(key: &HeaderValue) -> String {
+    use base64::Engine as _;
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key.as_bytes().trim_ascii());
+    context.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(context.finish().as_ref())
 }
 
 /// Makes `request` the one the route's upstream gets: its target in origin form, hop-by-hop
@@ -225,7 +280,22 @@ pub fn prepare(
         .upstream
         .request_target(request.uri().path_and_query())
         .ok_or_else(|| ForwardError::Unavailable("bad upstream URI".to_owned()))?;
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let client_upgrade = upgrade.as_ref().map(|protocols| {
+        let websocket = protocols
+            .as_bytes()
+            .split(|byte| *byte == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+        let websocket_accept = request
+            .headers()
+            .get("sec-websocket-key")
+            .filter(|_| websocket)
+            .map(websocket_accept);
+        Box::new(ClientUpgrade {
+            on: hyper::upgrade::on(&mut request),
+            protocols: protocols.clone(),
+            websocket_accept,
+        })
+    });
     let (mut parts, body) = request.into_parts();
     parts.uri = target;
     parts.version = axum::http::Version::HTTP_11;
@@ -316,7 +386,7 @@ pin_project_lite::pin_project! {
     pub struct Exchange<F> {
         #[pin]
         sent: tokio::time::Timeout<F>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        client_upgrade: Option<Box<ClientUpgrade>>,
         read_timeout: Duration,
     }
 }
@@ -413,12 +483,20 @@ where
 /// Answers 101 to the client and copies bytes both ways between the two upgraded connections.
 fn splice_upgrade(
     mut response: hyper::Response<super::pool::PooledBody>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<Box<ClientUpgrade>>,
 ) -> Response {
     let Some(client_upgrade) = client_upgrade else {
         return ForwardError::Unavailable("upstream switched protocols unasked".to_owned())
             .into_response();
     };
+    if !client_upgrade.is_switched_by(response.headers()) {
+        // Dropped, never spliced or pooled: the upstream's connection closes with it.
+        return ForwardError::Unavailable(
+            "upstream answered 101 without switching to the protocol asked for".to_owned(),
+        )
+        .into_response();
+    }
+    let client_upgrade = client_upgrade.on;
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
         let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
@@ -438,6 +516,62 @@ fn splice_upgrade(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upgrade_is_spliced_only_when_the_upstream_switched_to_what_was_asked() {
+        let asked = |protocols: &'static str, key: Option<&'static str>| ClientUpgrade {
+            on: hyper::upgrade::on(axum::http::Request::new(())),
+            protocols: HeaderValue::from_static(protocols),
+            websocket_accept: key.map(|key| websocket_accept(&HeaderValue::from_static(key))),
+        };
+        let answer = |fields: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in fields {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            headers
+        };
+        // RFC 6455 §1.3's example key and accept value.
+        let websocket = asked("websocket", Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(websocket.is_switched_by(&answer(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ])));
+        for fields in [
+            &[][..],
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", "wrong"),
+            ],
+            &[
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ],
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "h2c"),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ],
+        ] {
+            assert!(!websocket.is_switched_by(&answer(fields)), "{fields:?}");
+        }
+        let echo = asked("echo, other", None);
+        assert!(echo.is_switched_by(&answer(&[
+            ("connection", "keep-alive, upgrade"),
+            ("upgrade", "other")
+        ])));
+        assert!(!echo.is_switched_by(&answer(&[
+            ("connection", "upgrade"),
+            ("upgrade", "echo, other")
+        ])));
+        assert!(!echo.is_switched_by(&answer(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket")
+        ])));
+    }
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

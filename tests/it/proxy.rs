@@ -1276,6 +1276,93 @@ async fn upgraded_connections_are_spliced_both_ways() {
     assert_eq!(echoed, "ping over the upgraded connection");
 }
 
+/// An application that answers whatever status its query names (`?code=101`, as httpbin's
+/// `/status/101` does) answers 101 without switching: it goes on reading HTTP on the
+/// connection. Spliced, the client would speak to it directly, past every rule and with
+/// identity headers of its own; the 101 must name the protocol asked for.
+#[tokio::test]
+async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_address = upstream.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = upstream.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    buffer.clear();
+                    while !buffer.ends_with(b"\r\n\r\n") {
+                        if stream.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        buffer.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&buffer).into_owned();
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    record.lock().unwrap().push(head.clone());
+                    let answer = if line.contains("code=101") {
+                        "HTTP/1.1 101 Switching Protocols\r\n\r\n".to_owned()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{line}",
+                            line.len()
+                        )
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let idp = TestIdp::start().await;
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    let gateway = Gateway::start(&proxy_config(
+        &idp,
+        &format!("http://{upstream_address}"),
+        routes,
+    ))
+    .await;
+    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    client
+        .write_all(
+            b"GET /public/s?code=101 HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    // What the client would send on a spliced connection, straight to the application.
+    let _ = client
+        .write_all(b"GET /admin HTTP/1.1\r\nHost: app\r\nX-User: admin@corp\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        client.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let seen = seen.lock().unwrap().clone();
+    // The second request came through Tollgate as a request of its own, or not at all.
+    assert!(
+        seen.iter()
+            .all(|request| request.contains("\r\nx-forwarded-for: ")),
+        "the application was reached past Tollgate: {seen:?}"
+    );
+}
+
 /// The head of the answer to `GET /ws` asking to upgrade with `headers` (each `Name: value`).
 pub async fn upgrade_answer(address: std::net::SocketAddr, headers: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {

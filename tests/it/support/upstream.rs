@@ -92,18 +92,35 @@ async fn slow() -> &'static str {
 }
 
 async fn websocket(mut request: Request) -> Response {
+    // Switches to what was asked for (`echo` by default), and answers a WebSocket key as RFC
+    // 6455 §4.2.2 says (computed here, not with Tollgate's code).
+    let protocol = request
+        .headers()
+        .get("upgrade")
+        .cloned()
+        .unwrap_or(axum::http::HeaderValue::from_static("echo"));
+    let accept = request.headers().get("sec-websocket-key").map(|key| {
+        use base64::Engine as _;
+        let mut keyed = key.as_bytes().to_vec();
+        keyed.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &keyed);
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    });
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let upgraded = upgrade.await.unwrap();
         let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
         tokio::io::copy(&mut reader, &mut writer).await.ok();
     });
-    Response::builder()
+    let mut answer = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("connection", "upgrade")
-        .header("upgrade", "echo")
-        .body(Body::empty())
-        .unwrap()
+        .header("upgrade", protocol);
+    if let Some(accept) = accept {
+        answer = answer.header("sec-websocket-accept", accept);
+    }
+    answer.body(Body::empty()).unwrap()
 }
 
 impl TestUpstream {
