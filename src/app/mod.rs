@@ -19,6 +19,7 @@ use tower::ServiceExt as _;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::stalled_body::{StallGuard, Stalled};
 use crate::session::memory_store::MemoryStore;
 
 pub use error::{AppError, ReloadError};
@@ -322,7 +323,12 @@ fn for_connection(
     crate::http::serve::ConnectionTimeouts,
 ) {
     let timeouts = connection_timeouts(&live);
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
+        // A body that stops coming is cut off (the handler reading it, or the upstream being
+        // sent it, sees an error), else it held its request, its connection and a shutdown's
+        // drain for ever: the watchdog times only connections with nothing in flight.
+        let request =
+            request.map(|body| StallGuard::new(body, timeouts.keepalive, Stalled::Client));
         // Boxed once here: every later move of the request's future (into the connection's
         // dispatcher and its wrappers) moves a pointer, not the future.
         Box::pin(live.load().public.serve(peer, request))
@@ -350,7 +356,9 @@ fn admin_connection(
 ) {
     let timeouts = connection_timeouts(&live);
     let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
-        let mut request = request.map(axum::body::Body::new);
+        let mut request = request.map(|body| {
+            axum::body::Body::new(StallGuard::new(body, timeouts.keepalive, Stalled::Client))
+        });
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));

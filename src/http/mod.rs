@@ -7,6 +7,7 @@ pub mod origin;
 pub mod pages;
 pub mod rejection;
 pub mod serve;
+pub mod stalled_body;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

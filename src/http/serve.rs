@@ -487,6 +487,21 @@ where
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Bounded: a response that never ends (a stream, a client that stopped reading one) would
+    // hold the drain, and with it the memory store's last write, until the orchestrator kills
+    // the process (Kubernetes: 30 s after SIGTERM).
+    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = DRAIN_LIMIT.as_secs(),
+            "connections still busy after the drain limit are not waited for"
+        );
+    }
     Ok(())
 }
+
+/// The longest a shutdown waits for the requests in flight: less than Kubernetes' default
+/// 30 s grace, so the memory store's flush and the last spans still go out.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(20);

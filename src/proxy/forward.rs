@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use super::pool::{PooledBody, SendError};
 use crate::config::RouteConfig;
 use crate::http::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::http::stalled_body::{StallGuard, Stalled};
 
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -414,69 +415,8 @@ where
         // The client hears Tollgate's HTTP, not the upstream's: an HTTP/1.0 answer would make
         // hyper answer in HTTP/1.0 and close the client's keep-alive connection.
         parts.version = hyper::Version::HTTP_11;
-        let body = StallGuard {
-            inner: body,
-            timeout: *this.read_timeout,
-            sleep: None,
-        };
+        let body = StallGuard::new(body, *this.read_timeout, Stalled::Upstream);
         Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
-    }
-}
-
-/// An upstream response body that fails when no frame arrives for `timeout`: an upstream
-/// that stalls mid-body is cut off after the route's `read_timeout` (SPEC §9), and the client
-/// sees the response end early instead of waiting for ever.
-struct StallGuard<B> {
-    inner: B,
-    timeout: Duration,
-    /// Armed while the upstream owes the next frame; dropped whenever one comes.
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-/// The error a stalled upstream body ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the upstream sent no data within the route's read_timeout")]
-struct UpstreamStalled;
-
-impl<B> hyper::body::Body for StallGuard<B>
-where
-    B: hyper::body::Body + Unpin,
-    B::Error: Into<axum::BoxError>,
-{
-    type Data = B::Data;
-    type Error = axum::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                self.sleep = None;
-                Poll::Ready(frame.map(|result| result.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        tracing::warn!("upstream stalled mid-body; response cut off");
-                        Poll::Ready(Some(Err(UpstreamStalled.into())))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -449,3 +449,64 @@ async fn the_admin_listener_closes_idle_and_slow_header_connections() {
     assert_eq!(health.status(), 200);
     gateway.stop().await;
 }
+
+/// A request whose body never comes (a head with `Content-Length: 100`, then nothing) was in
+/// flight for ever: the watchdog times only connections with nothing in flight, and hyper
+/// has no body timeout. It held its connection, its place among `max_connections`, and a
+/// shutdown's drain. A body that sends nothing for `keepalive_timeout` is cut off now: to
+/// Tollgate's own endpoint that reads it (`/backchannel-logout`) and to a proxied route.
+#[tokio::test]
+async fn a_request_body_that_never_comes_is_cut_off() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gateway = gateway(&idp, &upstream.url(), "").await;
+    for path in ["/backchannel-logout", "/upload"] {
+        let mut stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                     Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            closed_by_server(&mut stream).await,
+            "{path}: the stalled request still holds its connection"
+        );
+    }
+    gateway.stop().await;
+}
+
+/// A shutdown waits for the requests in flight at most `DRAIN_LIMIT`: an upstream that never
+/// answers (within a `read_timeout` longer than that) held it for ever, and with it the memory
+/// store's last write, until the orchestrator killed the process.
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_ever_on_a_request_in_flight() {
+    let idp = TestIdp::start().await;
+    let upstream = raw_upstream(|stream| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(stream);
+    })
+    .await;
+    let gateway = gateway_with(
+        &idp,
+        &upstream,
+        "read_timeout = \"1h\"\n",
+        "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1h\"\n",
+    )
+    .await;
+    let held = tokio::spawn(reqwest::get(gateway.url("/held")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drained = tokio::time::timeout(
+        tollgate::http::serve::DRAIN_LIMIT * 3,
+        gateway.app.shutdown(),
+    )
+    .await;
+    assert!(drained.is_ok(), "the shutdown waited for the held request");
+    held.abort();
+}
