@@ -272,11 +272,13 @@ pub async fn start(
                 listener,
                 move |peer| {
                     let forward_auth = live.clone();
+                    let timeouts = connection_timeouts(&live);
                     let service = crate::forward_auth::envoy::grpc::service(
                         Arc::new(move || forward_auth.load().explain.forward_auth.clone()),
                         peer,
+                        timeouts.keepalive,
                     );
-                    (service, connection_timeouts(&live))
+                    (service, timeouts)
                 },
                 wait_for(receiver),
                 workers.clone(),

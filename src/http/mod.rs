@@ -134,7 +134,7 @@ static X_REQUESTED_WITH: axum::http::HeaderName =
     axum::http::HeaderName::from_static("x-requested-with");
 
 /// `Sec-Fetch-Mode` (Fetch Metadata), named once like [`X_REQUEST_ID`].
-static SEC_FETCH_MODE: axum::http::HeaderName =
+pub static SEC_FETCH_MODE: axum::http::HeaderName =
     axum::http::HeaderName::from_static("sec-fetch-mode");
 
 /// The request's `X-Request-Id` (set by ingress-nginx, Envoy and others), for its decision

@@ -24,8 +24,10 @@ pub struct StallGuard<B> {
     inner: B,
     timeout: Duration,
     side: Stalled,
-    /// Armed while the next frame is owed; dropped whenever one comes.
+    /// Made at the first wait and reset at each later one (one timer, not one per frame).
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether a frame is owed now: the sleep runs from the first `Pending` after a frame.
+    waiting: bool,
 }
 
 impl<B> StallGuard<B> {
@@ -36,6 +38,7 @@ impl<B> StallGuard<B> {
             timeout,
             side,
             sleep: None,
+            waiting: false,
         }
     }
 }
@@ -49,22 +52,33 @@ where
     type Error = axum::BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.sleep = None;
+                this.waiting = false;
                 Poll::Ready(frame.map(|result| result.map_err(Into::into)))
             }
             Poll::Pending => {
-                let timeout = self.timeout;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let timeout = this.timeout;
+                let deadline = move || tokio::time::Instant::now() + timeout;
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if !this.waiting {
+                            sleep.as_mut().reset(deadline());
+                        }
+                        sleep
+                    }
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline()))),
+                };
+                this.waiting = true;
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        match self.side {
+                        match this.side {
                             Stalled::Upstream => {
                                 tracing::warn!("upstream stalled mid-body; response cut off");
                             }
@@ -72,7 +86,7 @@ where
                                 tracing::info!("client stalled mid-body; request cut off");
                             }
                         }
-                        Poll::Ready(Some(Err(self.side.into())))
+                        Poll::Ready(Some(Err(this.side.into())))
                     }
                     Poll::Pending => Poll::Pending,
                 }

@@ -181,18 +181,29 @@ pub fn ambiguous_credentials(
         return Some("two Authorization headers");
     }
     if let Some(name) = token_cookie {
-        // Such a header is not read here (`cookies_read_as`), where an application (Go, Node)
-        // reads its other pairs: a token cookie in it would go unchecked, or be the one of two
-        // that the application takes.
-        if headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .any(|header| crate::http::utf8(header.as_bytes()).is_none())
-        {
-            return Some("a Cookie header that is not UTF-8 beside a token cookie");
-        }
-        if cookies_read_as(headers, name).nth(1).is_some() {
-            return Some("two token cookies");
+        let wanted = cookie_name_as_read(name);
+        let mut found = 0;
+        for header in headers.get_all(axum::http::header::COOKIE) {
+            found += match crate::http::utf8(header.as_bytes()) {
+                Some(text) => crate::http::cookies::pairs(text)
+                    .filter(|pair| cookie_name_as_read(pair.name) == wanted)
+                    .count(),
+                // Not read as a credential or another token here (`cookies_read_as`), where an
+                // application (Go, Node) reads the header's other pairs: a token cookie in it
+                // would go unchecked, or be the one of two that the application takes.
+                None => {
+                    let text = String::from_utf8_lossy(header.as_bytes());
+                    if crate::http::cookies::pairs(&text)
+                        .any(|pair| cookie_name_as_read(pair.name) == wanted)
+                    {
+                        return Some("a token cookie in a Cookie header that is not UTF-8");
+                    }
+                    0
+                }
+            };
+            if found > 1 {
+                return Some("two token cookies");
+            }
         }
     }
     // Read only with an `Authorization` header: most requests have none beside a query.

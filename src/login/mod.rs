@@ -130,14 +130,16 @@ async fn start_login(
             "malformed query".to_owned(),
         )
     })?;
-    // As a route refuses to send them to log in (SPEC §5, `http::is_api_call`): an image, a
-    // script's `fetch` or a prefetch cannot show the provider's page, so a login it began
-    // could only end silently in a session nobody asked for, and each would push one of the
-    // browser's logins in progress out of its capped cookies.
-    if crate::http::is_api_call(&axum::http::Method::GET, headers)
-        || headers.contains_key("sec-purpose")
-        || headers.contains_key("purpose")
-    {
+    // What the browser says is no navigation (`Sec-Fetch-Mode`: an image, a script's
+    // `fetch`, also one that followed an ingress's redirect here) or a prefetch cannot show
+    // the provider's page, so a login it began could only end silently in a session nobody
+    // asked for, and each would push one of the browser's logins in progress out of its
+    // capped cookies. (Not `http::is_api_call` whole: an Android WebView sends
+    // `X-Requested-With` on its navigations, and `/signin` is where an ingress sends them.)
+    let not_a_navigation = headers
+        .get(&crate::http::SEC_FETCH_MODE)
+        .is_some_and(|mode| mode != "navigate" && mode != "nested-navigate");
+    if not_a_navigation || headers.contains_key("sec-purpose") || headers.contains_key("purpose") {
         return Err((
             Rejection::Unauthenticated,
             "not a navigation: no login is started for it".to_owned(),

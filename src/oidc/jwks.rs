@@ -91,17 +91,18 @@ impl JwksCache {
         }
     }
 
-    /// Takes the keys `previous` holds, with when they were fetched (a reloaded config's
-    /// provider of the same issuer: SPEC §9, a fetch that fails never replaces a good key set,
-    /// and a reload is no fetch at all).
+    /// Takes the keys `previous` holds as past keys (a reloaded config's provider of the same
+    /// issuer): the first use fetches again, as after any reload, and while that fetch runs or
+    /// when it fails these are used (SPEC §9: a fetch that fails never replaces a good key
+    /// set).
     pub fn keep_keys_of(&self, previous: &Self) {
         let kept = previous.with_snapshot(|snapshot| Snapshot {
             keys: snapshot.keys.clone(),
             generation: snapshot.generation,
-            fetched_at: snapshot.fetched_at,
+            fetched_at: None,
             max_age: snapshot.max_age,
-            attempted_at: snapshot.attempted_at,
-            last_error: snapshot.last_error.clone(),
+            attempted_at: None,
+            last_error: None,
         });
         match self.snapshot.write() {
             Ok(mut snapshot) => *snapshot = kept,

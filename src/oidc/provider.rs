@@ -154,11 +154,12 @@ impl Provider {
         Ok(())
     }
 
-    /// Takes over the discovery document and the keys `previous` fetched, when both reach the
-    /// same issuer over the network (a config reload): otherwise every reload would start
-    /// from nothing, and while the provider is unreachable every bearer token would be
-    /// refused and `/readyz` would fail on every replica at once. A `jwks_file` is read anew
-    /// by `load_key_file`; a provider served in-process fetches nothing.
+    /// Takes over the discovery document and the keys `previous` fetched, as past ones, when
+    /// both reach the same issuer over the network (a config reload): the first use fetches
+    /// both again, as a reload always did, and uses these while that fetch runs or when it
+    /// fails. Otherwise a reload while the provider is unreachable refused every bearer token
+    /// and failed `/readyz` on every replica at once. A `jwks_file` is read anew by
+    /// `load_key_file`; a provider served in-process fetches nothing.
     #[must_use]
     pub fn keeping_what_was_fetched_by(self, previous: &Self) -> Self {
         let same = self.local.is_none()
@@ -167,9 +168,10 @@ impl Provider {
             && previous.config.jwks_file.is_none()
             && self.config.issuer == previous.config.issuer;
         if same {
+            // Due at once: past, not current.
             let fetched = previous.metadata.read().ok().and_then(|slot| slot.clone());
             if let Ok(mut slot) = self.metadata.write() {
-                *slot = fetched;
+                *slot = fetched.map(|(metadata, _)| (metadata, 0));
             }
             self.jwks.keep_keys_of(&previous.jwks);
         }

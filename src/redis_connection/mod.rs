@@ -400,6 +400,20 @@ impl RedisConnection {
             .await
     }
 
+    /// Runs `pipeline` on the link of confirmed writes, without waiting for a replica: to undo,
+    /// on the server it went to, a confirmed write that no replica acknowledged.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn pipeline_on_confirm_link<T: FromRedisValue>(
+        &self,
+        pipeline: &Pipeline,
+    ) -> RedisResult<T> {
+        self.confirm
+            .run(async |handle: &mut Handle| pipeline.query_async(handle).await)
+            .await
+    }
+
     /// This connection with `other`'s link of confirmed writes: the main link on one server
     /// and the confirm link on another, as for a moment after a Sentinel failover when only
     /// one of them has followed. For tests.

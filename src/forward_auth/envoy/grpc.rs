@@ -65,6 +65,7 @@ const CHECK_SPAN: &str = "envoy.service.auth.v3.Authorization/Check";
 pub fn service(
     state: LiveState,
     peer: SocketAddr,
+    body_timeout: std::time::Duration,
 ) -> impl hyper::service::Service<
     axum::http::Request<hyper::body::Incoming>,
     Response = Response,
@@ -73,7 +74,16 @@ pub fn service(
 > + Send
 + 'static {
     let server = AuthorizationServer::new(EnvoyCheck { state, peer });
-    hyper::service::service_fn(move |request| {
+    hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+        // A Check whose message stops coming is cut off, as on the public listener (tonic
+        // reads the whole message before the peer's trust is looked at).
+        let request = request.map(|body| {
+            crate::http::stalled_body::StallGuard::new(
+                body,
+                body_timeout,
+                crate::http::stalled_body::Stalled::Client,
+            )
+        });
         let call = tower::ServiceExt::oneshot(server.clone(), request);
         async move {
             match call.await {

@@ -197,16 +197,28 @@ impl RedisState {
         self.confirmed::<()>(&key, &pipeline).await
     }
 
+    /// Revokes what a redeemed code issued, in one confirmed write: its access token and,
+    /// when it opened one, its grant (both keys on the grant's slot).
     async fn revoke_redemption(&self, used: &Redemption, now: UnixTime) -> Result<(), StateError> {
+        let jti = self.jti_key(&used.access_jti, used.grant_id.as_deref());
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(&jti)
+            .arg(1)
+            .arg("EX")
+            .arg(seconds_until(used.access_expires_at, now))
+            .ignore();
         if let Some(grant_id) = &used.grant_id {
-            self.revoke_key(self.revoked_key(grant_id), self.grant_life)
-                .await?;
+            pipeline
+                .cmd("SET")
+                .arg(self.revoked_key(grant_id))
+                .arg(1)
+                .arg("EX")
+                .arg(self.grant_life)
+                .ignore();
         }
-        self.revoke_key(
-            self.jti_key(&used.access_jti, used.grant_id.as_deref()),
-            seconds_until(used.access_expires_at, now),
-        )
-        .await
+        self.confirmed::<()>(&jti, &pipeline).await
     }
 }
 
@@ -376,7 +388,9 @@ impl IssuerState for RedisState {
                     // it is undone (as far as it can be), so that the client's retry is a
                     // rotation again and not a reuse that ends the grant.
                     let undo = eval(UNDO_ROTATION, &[&refresh, &next_key]);
-                    let _ = self.connection.pipeline::<()>(&undo).await;
+                    // On the link the rotation went over: after a failover the other one
+                    // may still reach another server.
+                    let _ = self.connection.pipeline_on_confirm_link::<()>(&undo).await;
                     return Err(error);
                 }
             };
