@@ -398,7 +398,7 @@ fn discover(state: &AppState) {
     for provider in state.providers.values() {
         let provider = provider.clone();
         tokio::spawn(async move {
-            if let Err(error) = provider.metadata().await {
+            if let Err(error) = provider.warm().await {
                 tracing::warn!(provider = %provider.name(), %error, "discovery failed; will retry on use");
             }
         });

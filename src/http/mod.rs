@@ -130,7 +130,7 @@ pub static X_REQUEST_ID: axum::http::HeaderName =
     axum::http::HeaderName::from_static("x-request-id");
 
 /// `X-Requested-With`, named once like [`X_REQUEST_ID`].
-static X_REQUESTED_WITH: axum::http::HeaderName =
+pub static X_REQUESTED_WITH: axum::http::HeaderName =
     axum::http::HeaderName::from_static("x-requested-with");
 
 /// `Sec-Fetch-Mode` (Fetch Metadata), named once like [`X_REQUEST_ID`].

@@ -191,11 +191,16 @@ pub fn ambiguous_credentials(
                 // Not read as a credential or another token here (`cookies_read_as`), where an
                 // application (Go, Node) reads the header's other pairs: a token cookie in it
                 // would go unchecked, or be the one of two that the application takes.
+                // Read both ways an application may decode it: UTF-8 with replacements, and
+                // Latin-1 (Starlette, WSGI), where `\xa0` is a space that `strip()` drops.
                 None => {
-                    let text = String::from_utf8_lossy(header.as_bytes());
-                    if crate::http::cookies::pairs(&text)
-                        .any(|pair| cookie_name_as_read(pair.name) == wanted)
-                    {
+                    let bytes = header.as_bytes();
+                    let latin1: String = bytes.iter().map(|&byte| char::from(byte)).collect();
+                    let readings = [String::from_utf8_lossy(bytes).into_owned(), latin1];
+                    if readings.iter().any(|text| {
+                        crate::http::cookies::pairs(text)
+                            .any(|pair| cookie_name_as_read(pair.name) == wanted)
+                    }) {
                         return Some("a token cookie in a Cookie header that is not UTF-8");
                     }
                     0
@@ -241,6 +246,9 @@ fn cookies_read_as<'a>(
 fn cookie_name_as_read(name: &str) -> String {
     percent_encoding::percent_decode_str(name)
         .decode_utf8_lossy()
+        // Python's `str.strip()` (Django's `parse_cookie`, Starlette) also drops U+00A0 and
+        // U+0085 around a name.
+        .trim()
         .chars()
         .map(|character| match character {
             '.' | ' ' | '[' => '_',

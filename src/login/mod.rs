@@ -135,10 +135,14 @@ async fn start_login(
     // the provider's page, so a login it began could only end silently in a session nobody
     // asked for, and each would push one of the browser's logins in progress out of its
     // capped cookies. (Not `http::is_api_call` whole: an Android WebView sends
-    // `X-Requested-With` on its navigations, and `/signin` is where an ingress sends them.)
+    // `X-Requested-With` with its package name on its navigations, and `/signin` is where an
+    // ingress sends them; `XMLHttpRequest` there is a script's.)
     let not_a_navigation = headers
         .get(&crate::http::SEC_FETCH_MODE)
-        .is_some_and(|mode| mode != "navigate" && mode != "nested-navigate");
+        .is_some_and(|mode| mode != "navigate" && mode != "nested-navigate")
+        || headers
+            .get(&crate::http::X_REQUESTED_WITH)
+            .is_some_and(|with| with.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
     if not_a_navigation || headers.contains_key("sec-purpose") || headers.contains_key("purpose") {
         return Err((
             Rejection::Unauthenticated,

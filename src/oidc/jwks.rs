@@ -110,6 +110,11 @@ impl JwksCache {
         }
     }
 
+    /// Whether keys from before are held but due to be fetched again (kept across a reload).
+    pub fn holds_past_keys(&self) -> bool {
+        self.with_snapshot(|snapshot| snapshot.generation > 0 && snapshot.fetched_at.is_none())
+    }
+
     fn with_snapshot<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
         match self.snapshot.read() {
             Ok(snapshot) => read(&snapshot),

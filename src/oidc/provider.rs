@@ -178,6 +178,19 @@ impl Provider {
         self
     }
 
+    /// Fetches the discovery document, and the keys when past ones were kept across a reload
+    /// (so that no request waits on that fetch: they are given the past keys meanwhile).
+    ///
+    /// # Errors
+    /// When a fetch fails (the past document and keys stay in use).
+    pub async fn warm(&self) -> Result<(), ProviderError> {
+        self.metadata().await?;
+        if self.local.is_none() && self.jwks.holds_past_keys() {
+            self.keys().await?;
+        }
+        Ok(())
+    }
+
     /// Whether discovery has succeeded.
     pub fn is_discovered(&self) -> bool {
         self.local.is_some()

@@ -620,6 +620,13 @@ async fn a_token_however_it_is_written_beside_the_credential_is_checked() {
     );
     // A stray cookie of another application, without a token cookie beside it, is no reason.
     assert_eq!(with_raw_cookie(b"legacy=caf\xe9").await, 200);
+    // A name that Python's `strip()` reads as the token cookie's (U+00A0 before it), in a
+    // header read as Latin-1 and in one read as UTF-8.
+    let mut latin1 = b"legacy=caf\xe9; \xa0odj_access_token=".to_vec();
+    latin1.extend_from_slice(unsigned.as_bytes());
+    assert_eq!(with_raw_cookie(&latin1).await, 400);
+    let utf8 = format!("\u{a0}odj_access_token={unsigned}");
+    assert_eq!(with_raw_cookie(utf8.as_bytes()).await, 401);
 }
 
 /// The session's own access token, sent by the page it serves, is accepted beside the session

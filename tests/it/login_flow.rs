@@ -249,6 +249,7 @@ async fn signin_starts_no_login_for_a_subresource_or_a_prefetch() {
             ("sec-fetch-dest", "image"),
         ][..],
         &[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")],
+        &[("x-requested-with", "XMLHttpRequest")],
         &[
             ("sec-fetch-mode", "navigate"),
             ("sec-fetch-dest", "document"),

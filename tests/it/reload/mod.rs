@@ -601,7 +601,10 @@ async fn a_reload_while_the_provider_is_unreachable_keeps_its_discovery_and_keys
         idp.count("discovery") > discoveries,
         "the reload's first use fetched discovery again (and kept the past one when that failed)"
     );
-    let _ = fetches;
+    assert!(
+        idp.count("jwks") > fetches,
+        "the reload fetched the keys again (and kept the past ones when that failed)"
+    );
 }
 
 #[tokio::test]
