@@ -178,17 +178,21 @@ impl Provider {
         self
     }
 
-    /// Fetches the discovery document, and the keys when past ones were kept across a reload
-    /// (so that no request waits on that fetch: they are given the past keys meanwhile).
+    /// Fetches the discovery document, and, when past ones were kept across a reload, the keys
+    /// at the same time: this task then holds both fetches' locks, so that requests meanwhile
+    /// are given the past document and keys at once instead of one of them fetching (and
+    /// waiting up to the provider timeout while the provider is unreachable).
     ///
     /// # Errors
-    /// When a fetch fails (the past document and keys stay in use).
+    /// When discovery fails with no document to keep (past ones stay in use otherwise).
     pub async fn warm(&self) -> Result<(), ProviderError> {
-        self.metadata().await?;
         if self.local.is_none() && self.jwks.holds_past_keys() {
-            self.keys().await?;
+            let (metadata, keys) = tokio::join!(self.metadata(), self.keys());
+            metadata?;
+            keys?;
+            return Ok(());
         }
-        Ok(())
+        self.metadata().await.map(|_| ())
     }
 
     /// Whether discovery has succeeded.
