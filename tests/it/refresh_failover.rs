@@ -348,22 +348,8 @@ async fn a_request_that_goes_away_while_the_lease_is_confirmed_leaves_no_lease_b
     }
     let master = crate::support::redis::RedisServer::standalone().await;
     let relay = Relay::to(master.port).await;
-    let relay_port = relay.port.to_string();
-    let replica =
-        crate::support::redis::RedisServer::with_args(&["--replicaof", "127.0.0.1", &relay_port])
-            .await;
-    wait_until(
-        || {
-            replica
-                .cli(&["info", "replication"])
-                .contains("master_link_status:up")
-                && master
-                    .cli(&["info", "replication"])
-                    .contains("connected_slaves:1")
-        },
-        "the replica",
-    )
-    .await;
+    let _replica =
+        crate::support::redis::RedisServer::replica_of_through(&master, relay.port).await;
     let idp = TestIdp::start().await;
     let clock = tollgate::clock::ManualClock::new();
     let text = config(&idp, "redis").replace(

@@ -229,7 +229,13 @@ impl RedisServer {
 
     /// A replica of `master`, once it has the master's data and the master counts it.
     pub async fn replica_of(master: &RedisServer) -> Self {
-        let master_port = master.port.to_string();
+        Self::replica_of_through(master, master.port).await
+    }
+
+    /// A replica of `master` that reaches it at `port` (a relay in between), once it has the
+    /// master's data and the master counts it.
+    pub async fn replica_of_through(master: &RedisServer, port: u16) -> Self {
+        let master_port = port.to_string();
         let replica = Self::with_args(&["--replicaof", "127.0.0.1", &master_port]).await;
         wait_until(
             || {
