@@ -12,8 +12,10 @@
 //! byte moving for `keepalive_timeout` is closed. hyper's own header timer is off: it starts
 //! when hyper begins to wait for the next request, so it closed every keep-alive connection
 //! idle for `header_read_timeout` instead of `keepalive_timeout` (and cost a timer per request).
-//! An upgraded connection (a WebSocket spliced to its upstream) is closed once no byte moved
-//! either way for `keepalive_timeout`. At most `server.max_connections` are open at once,
+//! An HTTP/2 connection is also closed when a response's frame stays untaken by its client for
+//! `keepalive_timeout` ([`Watched`]: PINGs keep bytes moving on a connection whose client never
+//! opens its window). An upgraded connection (a WebSocket spliced to its upstream) is closed
+//! once no byte moved either way for `keepalive_timeout`. At most `server.max_connections` are open at once,
 //! upgraded ones included: the next is accepted when one closes (until then it waits in the
 //! kernel's backlog). The admin and Envoy's gRPC listeners are served the same way.
 
@@ -120,7 +122,16 @@ struct Activity {
     closed: AtomicBool,
     /// The task using the upgraded socket, woken to find it `cut`.
     user: std::sync::Mutex<Option<std::task::Waker>>,
+    /// Quarters of `keepalive` since `opened`, as the watchdog last counted them.
+    quarter: AtomicU64,
+    /// How many HTTP/2 response bodies gave a frame not yet taken further, by the quarter they
+    /// gave it in (modulo [`QUARTERS`]): see [`Watched`].
+    untaken: [AtomicUsize; QUARTERS],
 }
+
+/// The quarters of `keepalive` a frame not taken is counted in: a count still there when its
+/// slot comes round again is a frame left for at least `keepalive`.
+const QUARTERS: usize = 5;
 
 /// `Activity::head_since` while no request head is being read.
 const NO_HEAD: u64 = u64::MAX;
@@ -139,6 +150,8 @@ impl Activity {
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             user: std::sync::Mutex::new(None),
+            quarter: AtomicU64::new(0),
+            untaken: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
 
@@ -215,16 +228,130 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body on an HTTP/2 connection, counted in its connection's [`Activity`] while a
+/// frame it gave has not been taken further: hyper polls the body again only once the client's
+/// flow-control window lets the frame out. A client that keeps its window shut (and sends
+/// PINGs, so bytes still move) would otherwise hold the body, and the upstream connection
+/// behind it, for ever. Frames are given at most [`FRAME_MOST`] bytes at a time, so a client
+/// that takes its response slowly but steadily takes each within `keepalive`. HTTP/1 needs
+/// none of it: there a client that stops reading stops every byte, and the idle rule closes
+/// the connection.
+struct Watched {
+    inner: axum::body::Body,
+    /// Only on HTTP/2 connections.
+    activity: Option<Arc<Activity>>,
+    /// The slot of `Activity::untaken` this body is counted in, while it is.
+    counted: Option<usize>,
+    /// What is left of a data frame longer than [`FRAME_MOST`].
+    rest: Option<hyper::body::Bytes>,
+}
+
+/// The most bytes an HTTP/2 response body gives at once: one HTTP/2 DATA frame at the
+/// protocol's default size. A client taking fewer than this per `keepalive_timeout` (75 s:
+/// about 220 bytes a second) has its connection closed.
+const FRAME_MOST: usize = 16 * 1024;
+
+impl Watched {
+    fn new(inner: axum::body::Body, activity: Option<Arc<Activity>>) -> Self {
+        Self {
+            inner,
+            activity,
+            counted: None,
+            rest: None,
+        }
+    }
+
+    fn uncount(&mut self) {
+        if let (Some(activity), Some(slot)) = (&self.activity, self.counted.take()) {
+            activity.untaken[slot].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.uncount();
+    }
+}
+
+impl hyper::body::Body for Watched {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.activity.is_none() {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        }
+        this.uncount();
+        let frame = match this.rest.take() {
+            Some(rest) => hyper::body::Frame::data(rest),
+            None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                other => return other,
+            },
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                if data.len() > FRAME_MOST {
+                    this.rest = Some(data.split_off(FRAME_MOST));
+                }
+                hyper::body::Frame::data(data)
+            }
+            Err(frame) => frame,
+        };
+        if let Some(activity) = &this.activity {
+            let slot = slot_of(activity.quarter.load(Ordering::Relaxed));
+            activity.untaken[slot].fetch_add(1, Ordering::Relaxed);
+            this.counted = Some(slot);
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let mut hint = self.inner.size_hint();
+        if let Some(rest) = &self.rest {
+            // The upper bound first: a lower one above it would panic.
+            let rest = rest.len() as u64;
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper.saturating_add(rest));
+            }
+            hint.set_lower(hint.lower().saturating_add(rest));
+        }
+        hint
+    }
+}
+
+/// The slot of `Activity::untaken` for `quarter`.
+fn slot_of(quarter: u64) -> usize {
+    // Below QUARTERS: the cast cannot truncate.
+    (quarter % QUARTERS as u64) as usize
+}
+
+/// The reason [`watchdog`] gives for a response body left untaken.
+const UNTAKEN: &str = "a response frame not taken by the client for keepalive_timeout";
+
 /// Resolves when the connection's socket was dropped, or when the connection has broken its
 /// timeouts: the first request's head did not come within `header_read`, a later one's
-/// (HTTP/1) did not complete within `header_read` of its first byte, or nothing was in flight
+/// (HTTP/1) did not complete within `header_read` of its first byte, nothing was in flight
 /// and no byte moved for `keepalive` (from this call on: it is called again for an upgraded
-/// socket). A later head that came while a response was still being written (pipelined) is
-/// timed from the last byte written instead. Checked a few times per timeout, so a connection
-/// may outlive one by a quarter of the shorter.
+/// socket), or an HTTP/2 response's frame was not taken for `keepalive` ([`Watched`]). A later
+/// head that came while a response was still being written (pipelined) is timed from the last
+/// byte written instead. Checked a few times per timeout, so a connection may outlive one by a
+/// quarter of the shorter (an untaken frame: by up to half of `keepalive`).
 async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'static str {
     let opened = activity.opened;
     let tick = timeouts.header_read.min(timeouts.keepalive) / 4;
+    let quarter_millis = u64::try_from((timeouts.keepalive / 4).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     let mut last = (0, 0);
     let started = tokio::time::Instant::now();
     let (mut last_change, mut last_write) = (started, started);
@@ -245,6 +372,18 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
             last_write = now;
         }
         last = (read, written);
+        // Each slot coming round again must be empty: a count left in it is a frame given at
+        // least `keepalive` ago and not taken since.
+        let quarter = activity.millis(now) / quarter_millis;
+        let counted = activity.quarter.load(Ordering::Relaxed);
+        for passed in (counted + 1..=quarter).take(QUARTERS) {
+            if activity.untaken[slot_of(passed)].load(Ordering::Relaxed) != 0 {
+                return UNTAKEN;
+            }
+        }
+        activity
+            .quarter
+            .store(quarter.max(counted), Ordering::Relaxed);
         if activity.requests.load(Ordering::Relaxed) == 0 {
             if now.duration_since(opened) >= timeouts.header_read {
                 return "no request head within header_read_timeout";
@@ -423,7 +562,8 @@ where
         let service = {
             let activity = activity.clone();
             hyper::service::service_fn(move |request| {
-                let in_flight = InFlight::begin(&activity, request.version());
+                let version = request.version();
+                let in_flight = InFlight::begin(&activity, version);
                 let response = hyper::service::Service::call(&inner, request);
                 async move {
                     let response = response.await;
@@ -432,8 +572,9 @@ where
                     {
                         in_flight.0.upgrade();
                     }
+                    let watched = (version == hyper::Version::HTTP_2).then(|| in_flight.0.clone());
                     drop(in_flight);
-                    response
+                    response.map(|response| response.map(|inner| Watched::new(inner, watched)))
                 }
             })
         };
@@ -471,9 +612,13 @@ where
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 }
-                // Dropping the connection closes it; nothing is in flight by then.
+                // Dropping the connection closes it, and ends its HTTP/2 streams' tasks.
                 reason = watchdog(activity.clone(), timeouts) => {
-                    tracing::debug!(reason, "connection closed");
+                    if reason == UNTAKEN {
+                        tracing::info!(reason, "connection closed");
+                    } else {
+                        tracing::debug!(reason, "connection closed");
+                    }
                     return;
                 }
             }

@@ -510,3 +510,105 @@ async fn a_shutdown_does_not_wait_for_ever_on_a_request_in_flight() {
     assert!(drained.is_ok(), "the shutdown waited for the held request");
     held.abort();
 }
+
+/// An HTTP/2 client that never takes its response (a stream window of 0, and PINGs so bytes
+/// keep moving) held the response's upstream connection for ever: nothing was in flight once
+/// the head went out, the PINGs kept the connection from being idle, and the upstream body,
+/// never polled again, never reached its `read_timeout`. A response whose frame is not taken
+/// for `keepalive_timeout` now closes the connection, and with it the upstream's.
+#[tokio::test]
+async fn an_http2_client_that_never_takes_its_response_is_cut_off() {
+    let idp = TestIdp::start().await;
+    // An upstream with an endless body, which reports when its connection is closed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (closed, mut upstream_closed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let read = stream.read(&mut request).await.unwrap_or(0);
+                let chunk = vec![b'x'; 16 * 1024];
+                if request[..read].starts_with(b"GET /slow ") {
+                    // A finite body, for the client that takes it slowly.
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 262144\r\n\r\n")
+                        .await;
+                    for _ in 0..16 {
+                        let _ = stream.write_all(&chunk).await;
+                    }
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                    .await;
+                while stream.write_all(&chunk).await.is_ok() {}
+                let _ = closed.send(());
+            });
+        }
+    });
+    let gateway = gateway(&idp, &upstream, "read_timeout = \"1s\"\n").await;
+
+    let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .initial_stream_window_size(0)
+            .keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+    let mut connection = tokio::spawn(connection);
+    let request = hyper::Request::get(gateway.url("/big"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The body is held and never read; the PINGs go on.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), &mut connection)
+            .await
+            .is_ok(),
+        "the connection of a client that never takes its response stays open"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), upstream_closed.recv())
+            .await
+            .is_ok_and(|closed| closed.is_some()),
+        "the upstream connection of a response nobody takes stays open"
+    );
+    drop(response);
+
+    // A client that takes its response slowly, a frame at a time over four keepalive_timeouts,
+    // is served all of it: it is the frame left untaken that closes a connection, not time.
+    let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(16 * 1024)
+            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(gateway.url("/slow"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let mut taken = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.expect("a client taking its response slowly is cut off");
+        taken += frame.data_ref().map_or(0, hyper::body::Buf::remaining);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(taken, 262_144);
+    gateway.stop().await;
+}
