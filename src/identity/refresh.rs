@@ -96,13 +96,7 @@ struct Due {
 
 /// A refresh whose lock and lease are held.
 struct Refresh {
-    provider: Arc<Provider>,
-    sessions: Arc<Sessions>,
-    cookies: OwnedCookies,
-    session: Arc<Session>,
-    refresh_token: String,
-    now: UnixTime,
-    attributes: CookieAttributes,
+    due: Due,
     claim: RefreshClaim,
     /// Before the lease runs out (with Redis): until then an unconfirmed result is written
     /// again.
@@ -381,17 +375,14 @@ impl Shared {
         self: Arc<Self>,
         due: Due,
     ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
-        let Due {
-            provider,
-            sessions,
-            cookies: owned,
-            session,
-            refresh_token,
-            key,
-            now,
-            attributes,
-        } = due;
-        let (provider, sessions, cookies) = (&provider, &sessions, &borrow(&owned));
+        let (provider, sessions, cookies) = (&due.provider, &due.sessions, &borrow(&due.cookies));
+        let (session, refresh_token, key, now, attributes) = (
+            due.session.clone(),
+            due.refresh_token.as_str(),
+            due.key,
+            due.now,
+            due.attributes,
+        );
         let lock = self
             .locks
             .lock()
@@ -418,7 +409,7 @@ impl Shared {
             // the map would keep one lock per late request for ever.
             self.forget_lock(&key);
             return match sessions
-                .replace_refreshed(cookies, &refresh_token, &refreshed, now, attributes)
+                .replace_refreshed(cookies, refresh_token, &refreshed, now, attributes)
                 .await
                 .map_err(store_error)?
             {
@@ -428,8 +419,7 @@ impl Shared {
         }
         if self.refused.get(&key).is_some() {
             self.forget_lock(&key);
-            return ended_before(sessions, cookies, &session, &refresh_token, now, attributes)
-                .await;
+            return ended_before(sessions, cookies, &session, refresh_token, now, attributes).await;
         }
         if let Some(unavailable) = self.failed_recently(&key, now) {
             // The refresh this request waited for failed for a passing reason.
@@ -465,7 +455,7 @@ impl Shared {
                     sessions,
                     cookies,
                     session.clone(),
-                    &refresh_token,
+                    refresh_token,
                     now,
                 )
                 .await;
@@ -501,7 +491,7 @@ impl Shared {
             }
         };
         if let Some(current) = current
-            && refreshed_since(&current, &session, &refresh_token)
+            && refreshed_since(&current, &session, refresh_token)
         {
             sessions.release_refresh(cookies, &claim).await;
             self.recent.insert(key, (current.clone(), now));
@@ -510,13 +500,7 @@ impl Shared {
         }
         self.clone()
             .refresh_and_store(Refresh {
-                provider: provider.clone(),
-                sessions: sessions.clone(),
-                cookies: owned.clone(),
-                session,
-                refresh_token,
-                now,
-                attributes,
+                due,
                 claim,
                 lease_until,
                 single_flight,
@@ -531,20 +515,22 @@ impl Shared {
         refresh: Refresh,
     ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
         let Refresh {
-            provider,
-            sessions,
-            cookies,
-            session,
-            refresh_token,
-            now,
-            attributes,
+            due,
             claim,
             lease_until,
             single_flight,
         } = refresh;
-        let owned = cookies;
+        let Due {
+            provider,
+            sessions,
+            cookies: owned,
+            session,
+            refresh_token,
+            key,
+            now,
+            attributes,
+        } = due;
         let cookies = borrow(&owned);
-        let key = key_of(&refresh_token);
         let result = tokio::time::timeout(
             provider.timeout(),
             self.refresh(&provider, &session, &refresh_token, now),
