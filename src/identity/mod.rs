@@ -270,14 +270,16 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 /// credential: a Bearer token however it is spaced (`Bearer<TAB>…`, which RFC 7235 does not
 /// allow and Python's `split()` reads), or a JWT-shaped credential under any other scheme but
 /// Basic, or none (`JWT …` as djangorestframework-jwt reads it, `Token …`, the bare token).
+/// The scheme ends at white space as any reader may split there ([`white_space_at`]:
+/// `Bearer` and a NO-BREAK SPACE is a Bearer token to a WSGI application).
 /// `Err` for a Bearer scheme with no token, or a token that is not UTF-8.
 pub(crate) fn token_an_application_may_read(value: &HeaderValue) -> Option<Result<&str, ()>> {
     if let Some(bearer) = bearer_of(value) {
         return Some(bearer);
     }
-    let bytes = value.as_bytes().trim_ascii();
-    let (scheme, credential) = match bytes.iter().position(u8::is_ascii_whitespace) {
-        Some(at) => (&bytes[..at], bytes[at..].trim_ascii()),
+    let bytes = trim_white_space(value.as_bytes());
+    let (scheme, credential) = match (0..bytes.len()).find(|at| white_space_at(&bytes[*at..]) > 0) {
+        Some(at) => (&bytes[..at], trim_white_space(&bytes[at..])),
         None => (&b""[..], bytes),
     };
     if scheme.eq_ignore_ascii_case(b"bearer") {
@@ -291,6 +293,42 @@ pub(crate) fn token_an_application_may_read(value: &HeaderValue) -> Option<Resul
         return None;
     }
     Some(crate::http::utf8(credential).ok_or(()))
+}
+
+/// How many bytes of white space, as an application may split a header at it, `bytes` starts
+/// with: ASCII white space; NEL and NO-BREAK SPACE as single bytes (Python's `str.split()` on a
+/// header read as Latin-1, as WSGI hands it over); Unicode white space in UTF-8 (Go's
+/// `strings.Fields`, a UTF-8 reader's `split()`).
+fn white_space_at(bytes: &[u8]) -> usize {
+    match bytes {
+        [0xc2, 0x85 | 0xa0, ..] => 2,
+        [0xe1, 0x9a, 0x80, ..]
+        | [0xe2, 0x80, 0x80..=0x8a | 0xa8 | 0xa9 | 0xaf, ..]
+        | [0xe2, 0x81, 0x9f, ..]
+        | [0xe3, 0x80, 0x80, ..] => 3,
+        [byte, ..] if byte.is_ascii_whitespace() || matches!(byte, 0x0b | 0x85 | 0xa0) => 1,
+        _ => 0,
+    }
+}
+
+/// `bytes` without the white space ([`white_space_at`]) at either end.
+fn trim_white_space(mut bytes: &[u8]) -> &[u8] {
+    loop {
+        let at_start = white_space_at(bytes);
+        if at_start > 0 {
+            bytes = &bytes[at_start..];
+            continue;
+        }
+        // The longest white space that ends `bytes`: a NO-BREAK SPACE in UTF-8 ends in the
+        // byte that is one in Latin-1.
+        let at_end = (1..=3.min(bytes.len()))
+            .rev()
+            .find(|length| white_space_at(&bytes[bytes.len() - length..]) == *length);
+        match at_end {
+            Some(length) => bytes = &bytes[..bytes.len() - length],
+            None => return bytes,
+        }
+    }
 }
 
 /// Three base64url parts joined by `.`, the first two not empty (the third is for an unsigned

@@ -38,6 +38,40 @@ fn a_bearer_token_is_read_from_the_bearer_scheme_only() {
     assert_eq!(bearer_token(&HeaderMap::new()), None);
 }
 
+/// What an application may read as a token, split at white space as its reader splits:
+/// Latin-1 bytes as WSGI hands a header to Python, UTF-8 as Go's `strings.Fields` reads it.
+#[test]
+fn a_token_an_application_may_read_is_found_past_any_white_space_a_reader_splits_at() {
+    let jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+    let read = |value: &[u8]| {
+        token_an_application_may_read(&HeaderValue::from_bytes(value).unwrap())
+            .map(|token| token.map(str::to_owned))
+    };
+    for (before, after) in [
+        (&b"Bearer\xa0"[..], &b""[..]),
+        (b"Bearer\x85", b"\xa0"),
+        ("Bearer\u{a0}".as_bytes(), "\u{a0}".as_bytes()),
+        ("JWT\u{3000}".as_bytes(), b""),
+        ("\u{2009}JWT\u{2009}".as_bytes(), " \u{a0}".as_bytes()),
+        (b"Token\xa0 ", b""),
+        (b"\xa0", b"\xa0"),
+    ] {
+        let value = [before, jwt.as_bytes(), after].concat();
+        assert_eq!(
+            read(&value),
+            Some(Ok(jwt.to_owned())),
+            "{}",
+            String::from_utf8_lossy(&value)
+        );
+    }
+    assert_eq!(read(b"Bearer\xa0opaque"), Some(Ok("opaque".to_owned())));
+    assert_eq!(read(b"Bearer\xa0\xff"), Some(Err(())));
+    assert_eq!(read(b"Basic\xa0YWxpY2U6c2VjcmV0"), None);
+    assert_eq!(read(b"Digest realm=\"a.b.c\", nonce=\"x\""), None);
+    // Bytes of a letter that are not white space in either reading stay in the scheme.
+    assert_eq!(read("Béarer\u{e9}x".as_bytes()), None);
+}
+
 #[test]
 fn two_authorization_headers_or_a_header_and_a_query_token_are_ambiguous() {
     let ambiguous = |headers: &HeaderMap, query| ambiguous_credentials(headers, query, None);

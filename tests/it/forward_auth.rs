@@ -627,6 +627,23 @@ async fn a_token_however_it_is_written_beside_the_credential_is_checked() {
     assert_eq!(with_raw_cookie(&latin1).await, 400);
     let utf8 = format!("\u{a0}odj_access_token={unsigned}");
     assert_eq!(with_raw_cookie(utf8.as_bytes()).await, 401);
+    // A scheme that ends at a NO-BREAK SPACE: where Python splits a header WSGI read as
+    // Latin-1, and Go's `strings.Fields` one read as UTF-8.
+    for scheme in [&b"Bearer\xa0"[..], "JWT\u{a0}".as_bytes()] {
+        let raw = [scheme, unsigned.as_bytes()].concat();
+        let status = reqwest::Client::new()
+            .get(&url)
+            .header("cookie", session.as_str())
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(&raw).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&raw));
+    }
 }
 
 /// The session's own access token, sent by the page it serves, is accepted beside the session
