@@ -12,9 +12,9 @@
 //! byte moving for `keepalive_timeout` is closed. hyper's own header timer is off: it starts
 //! when hyper begins to wait for the next request, so it closed every keep-alive connection
 //! idle for `header_read_timeout` instead of `keepalive_timeout` (and cost a timer per request).
-//! An HTTP/2 connection is also closed when a response's frame stays untaken by its client for
-//! `keepalive_timeout` ([`Watched`]: PINGs keep bytes moving on a connection whose client never
-//! opens its window). An upgraded connection (a WebSocket spliced to its upstream) is closed
+//! On HTTP/2, idle means no response body live and no stream moving (PINGs move bytes), and a
+//! response whose frame its client leaves untaken for `keepalive_timeout` is released
+//! ([`streams`]). An upgraded connection (a WebSocket spliced to its upstream) is closed
 //! once no byte moved either way for `keepalive_timeout`. At most `server.max_connections` are open at once,
 //! upgraded ones included: the next is accepted when one closes (until then it waits in the
 //! kernel's backlog). The admin and Envoy's gRPC listeners are served the same way.
@@ -30,6 +30,10 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+
+use streams::{Streams, Watched};
+
+mod streams;
 
 /// Threads with a single-threaded runtime each, serving the connections given to them.
 pub struct Workers {
@@ -122,24 +126,21 @@ struct Activity {
     closed: AtomicBool,
     /// The task using the upgraded socket, woken to find it `cut`.
     user: std::sync::Mutex<Option<std::task::Waker>>,
-    /// Quarters of `keepalive` since `opened`, as the watchdog last counted them.
-    quarter: AtomicU64,
-    /// How many HTTP/2 response bodies gave a frame not yet taken further, by the quarter they
-    /// gave it in (modulo [`QUARTERS`]): see [`Watched`].
-    untaken: [AtomicUsize; QUARTERS],
+    /// Whether the connection speaks HTTP/2 (known from its first request): then its idle
+    /// time is counted from what its streams did, not from bytes (PINGs move bytes).
+    http2: AtomicBool,
+    /// What its HTTP/2 streams did, and their response bodies.
+    streams: Arc<Streams>,
 }
-
-/// The quarters of `keepalive` a frame not taken is counted in: a count still there when its
-/// slot comes round again is a frame left for at least `keepalive`.
-const QUARTERS: usize = 5;
 
 /// `Activity::head_since` while no request head is being read.
 const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
+        let opened = tokio::time::Instant::now();
         Self {
-            opened: tokio::time::Instant::now(),
+            opened,
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -150,8 +151,8 @@ impl Activity {
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             user: std::sync::Mutex::new(None),
-            quarter: AtomicU64::new(0),
-            untaken: std::array::from_fn(|_| AtomicUsize::new(0)),
+            http2: AtomicBool::new(false),
+            streams: Arc::new(Streams::new(opened)),
         }
     }
 
@@ -217,6 +218,9 @@ impl InFlight {
         activity.head_since.store(NO_HEAD, Ordering::Relaxed);
         if version <= hyper::Version::HTTP_11 {
             activity.http1.store(true, Ordering::Relaxed);
+        } else if version == hyper::Version::HTTP_2 {
+            activity.http2.store(true, Ordering::Relaxed);
+            activity.streams.moved();
         }
         Self(activity.clone())
     }
@@ -225,133 +229,24 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body on an HTTP/2 connection, counted in its connection's [`Activity`] while a
-/// frame it gave has not been taken further: hyper polls the body again only once the client's
-/// flow-control window lets the frame out. A client that keeps its window shut (and sends
-/// PINGs, so bytes still move) would otherwise hold the body, and the upstream connection
-/// behind it, for ever. Frames are given at most [`FRAME_MOST`] bytes at a time, so a client
-/// that takes its response slowly but steadily takes each within `keepalive`. HTTP/1 needs
-/// none of it: there a client that stops reading stops every byte, and the idle rule closes
-/// the connection.
-struct Watched {
-    inner: axum::body::Body,
-    /// Only on HTTP/2 connections.
-    activity: Option<Arc<Activity>>,
-    /// The slot of `Activity::untaken` this body is counted in, while it is.
-    counted: Option<usize>,
-    /// What is left of a data frame longer than [`FRAME_MOST`].
-    rest: Option<hyper::body::Bytes>,
-}
-
-/// The most bytes an HTTP/2 response body gives at once: one HTTP/2 DATA frame at the
-/// protocol's default size. A client taking fewer than this per `keepalive_timeout` (75 s:
-/// about 220 bytes a second) has its connection closed.
-const FRAME_MOST: usize = 16 * 1024;
-
-impl Watched {
-    fn new(inner: axum::body::Body, activity: Option<Arc<Activity>>) -> Self {
-        Self {
-            inner,
-            activity,
-            counted: None,
-            rest: None,
-        }
-    }
-
-    fn uncount(&mut self) {
-        if let (Some(activity), Some(slot)) = (&self.activity, self.counted.take()) {
-            activity.untaken[slot].fetch_sub(1, Ordering::Relaxed);
+        if self.0.http2.load(Ordering::Relaxed) {
+            self.0.streams.moved();
         }
     }
 }
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        self.uncount();
-    }
-}
-
-impl hyper::body::Body for Watched {
-    type Data = hyper::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        if this.activity.is_none() {
-            return Pin::new(&mut this.inner).poll_frame(cx);
-        }
-        this.uncount();
-        let frame = match this.rest.take() {
-            Some(rest) => hyper::body::Frame::data(rest),
-            None => match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => frame,
-                other => return other,
-            },
-        };
-        let frame = match frame.into_data() {
-            Ok(mut data) => {
-                if data.len() > FRAME_MOST {
-                    this.rest = Some(data.split_off(FRAME_MOST));
-                }
-                hyper::body::Frame::data(data)
-            }
-            Err(frame) => frame,
-        };
-        if let Some(activity) = &this.activity {
-            let slot = slot_of(activity.quarter.load(Ordering::Relaxed));
-            activity.untaken[slot].fetch_add(1, Ordering::Relaxed);
-            this.counted = Some(slot);
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.rest.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        let mut hint = self.inner.size_hint();
-        if let Some(rest) = &self.rest {
-            // The upper bound first: a lower one above it would panic.
-            let rest = rest.len() as u64;
-            if let Some(upper) = hint.upper() {
-                hint.set_upper(upper.saturating_add(rest));
-            }
-            hint.set_lower(hint.lower().saturating_add(rest));
-        }
-        hint
-    }
-}
-
-/// The slot of `Activity::untaken` for `quarter`.
-fn slot_of(quarter: u64) -> usize {
-    // Below QUARTERS: the cast cannot truncate.
-    (quarter % QUARTERS as u64) as usize
-}
-
-/// The reason [`watchdog`] gives for a response body left untaken.
-const UNTAKEN: &str = "a response frame not taken by the client for keepalive_timeout";
 
 /// Resolves when the connection's socket was dropped, or when the connection has broken its
 /// timeouts: the first request's head did not come within `header_read`, a later one's
-/// (HTTP/1) did not complete within `header_read` of its first byte, nothing was in flight
+/// (HTTP/1) did not complete within `header_read` of its first byte, or nothing was in flight
 /// and no byte moved for `keepalive` (from this call on: it is called again for an upgraded
-/// socket), or an HTTP/2 response's frame was not taken for `keepalive` ([`Watched`]). A later
+/// socket; on HTTP/2: no response body live and no stream moved, see [`streams`]). A later
 /// head that came while a response was still being written (pipelined) is timed from the last
 /// byte written instead. Checked a few times per timeout, so a connection may outlive one by a
-/// quarter of the shorter (an untaken frame: by up to half of `keepalive`).
+/// quarter of the shorter. Each check also releases the HTTP/2 responses whose client left a
+/// frame untaken for `keepalive`.
 async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'static str {
     let opened = activity.opened;
     let tick = timeouts.header_read.min(timeouts.keepalive) / 4;
-    let quarter_millis = u64::try_from((timeouts.keepalive / 4).as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
     let mut last = (0, 0);
     let started = tokio::time::Instant::now();
     let (mut last_change, mut last_write) = (started, started);
@@ -372,18 +267,6 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
             last_write = now;
         }
         last = (read, written);
-        // Each slot coming round again must be empty: a count left in it is a frame given at
-        // least `keepalive` ago and not taken since.
-        let quarter = activity.millis(now) / quarter_millis;
-        let counted = activity.quarter.load(Ordering::Relaxed);
-        for passed in (counted + 1..=quarter).take(QUARTERS) {
-            if activity.untaken[slot_of(passed)].load(Ordering::Relaxed) != 0 {
-                return UNTAKEN;
-            }
-        }
-        activity
-            .quarter
-            .store(quarter.max(counted), Ordering::Relaxed);
         if activity.requests.load(Ordering::Relaxed) == 0 {
             if now.duration_since(opened) >= timeouts.header_read {
                 return "no request head within header_read_timeout";
@@ -399,9 +282,16 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
         {
             return "request head not complete within header_read_timeout";
         }
-        if activity.in_flight.load(Ordering::Relaxed) == 0
-            && now.duration_since(last_change) >= timeouts.keepalive
-        {
+        // On HTTP/2: how many response bodies are live, once those left untaken are released.
+        let live = activity
+            .http2
+            .load(Ordering::Relaxed)
+            .then(|| activity.streams.release_untaken(now, timeouts.keepalive));
+        let idle = match live {
+            Some(live) => live == 0 && activity.streams.still_for(now) >= timeouts.keepalive,
+            None => now.duration_since(last_change) >= timeouts.keepalive,
+        };
+        if activity.in_flight.load(Ordering::Relaxed) == 0 && idle {
             return "idle for keepalive_timeout";
         }
     }
@@ -572,9 +462,15 @@ where
                     {
                         in_flight.0.upgrade();
                     }
-                    let watched = (version == hyper::Version::HTTP_2).then(|| in_flight.0.clone());
+                    let streams =
+                        (version == hyper::Version::HTTP_2).then(|| in_flight.0.streams.clone());
                     drop(in_flight);
-                    response.map(|response| response.map(|inner| Watched::new(inner, watched)))
+                    response.map(|response| {
+                        response.map(|body| match &streams {
+                            Some(streams) => streams.watch(body),
+                            None => Watched::Plain(body),
+                        })
+                    })
                 }
             })
         };
@@ -614,11 +510,7 @@ where
                 }
                 // Dropping the connection closes it, and ends its HTTP/2 streams' tasks.
                 reason = watchdog(activity.clone(), timeouts) => {
-                    if reason == UNTAKEN {
-                        tracing::info!(reason, "connection closed");
-                    } else {
-                        tracing::debug!(reason, "connection closed");
-                    }
+                    tracing::debug!(reason, "connection closed");
                     return;
                 }
             }

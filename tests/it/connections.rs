@@ -511,15 +511,18 @@ async fn a_shutdown_does_not_wait_for_ever_on_a_request_in_flight() {
     held.abort();
 }
 
-/// An HTTP/2 client that never takes its response (a stream window of 0, and PINGs so bytes
+/// An HTTP/2 client that never takes its response (its stream's window shut, PINGs so bytes
 /// keep moving) held the response's upstream connection for ever: nothing was in flight once
 /// the head went out, the PINGs kept the connection from being idle, and the upstream body,
-/// never polled again, never reached its `read_timeout`. A response whose frame is not taken
-/// for `keepalive_timeout` now closes the connection, and with it the upstream's.
+/// never polled again, never reached its `read_timeout`. A response whose frame is left
+/// untaken for `keepalive_timeout` is released now, and with it its upstream connection, while
+/// the connection's other streams go on (a proxy in front multiplexes users on it); a
+/// connection with nothing else than PINGs is idle.
 #[tokio::test]
 async fn an_http2_client_that_never_takes_its_response_is_cut_off() {
     let idp = TestIdp::start().await;
-    // An upstream with an endless body, which reports when its connection is closed.
+    // An upstream with an endless body at any path but `/slow`, which reports when the
+    // connection of an endless one is closed.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}", listener.local_addr().unwrap());
     let (closed, mut upstream_closed) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -531,7 +534,6 @@ async fn an_http2_client_that_never_takes_its_response_is_cut_off() {
                 let read = stream.read(&mut request).await.unwrap_or(0);
                 let chunk = vec![b'x'; 16 * 1024];
                 if request[..read].starts_with(b"GET /slow ") {
-                    // A finite body, for the client that takes it slowly.
                     let _ = stream
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 262144\r\n\r\n")
                         .await;
@@ -556,7 +558,7 @@ async fn an_http2_client_that_never_takes_its_response_is_cut_off() {
     let (mut sender, connection) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
-            .initial_stream_window_size(0)
+            .initial_stream_window_size(16 * 1024)
             .keep_alive_interval(Duration::from_millis(100))
             .keep_alive_while_idle(true)
             .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
@@ -565,50 +567,38 @@ async fn an_http2_client_that_never_takes_its_response_is_cut_off() {
             .await
             .unwrap();
     let mut connection = tokio::spawn(connection);
-    let request = hyper::Request::get(gateway.url("/big"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    // The body is held and never read; the PINGs go on.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(30), &mut connection)
-            .await
-            .is_ok(),
-        "the connection of a client that never takes its response stays open"
-    );
+    let get = |path: &str| {
+        hyper::Request::get(gateway.url(path))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    // Its head comes; its body is never read, so its window stays shut after the first frame.
+    let untaken = sender.send_request(get("/big")).await.unwrap();
+    assert_eq!(untaken.status(), 200);
+
+    // Another stream on the same connection, taken slowly, a frame at a time over four
+    // keepalive_timeouts, is served all of it meanwhile.
+    let mut body = sender.send_request(get("/slow")).await.unwrap().into_body();
+    let mut taken = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.expect("a stream taken slowly beside an untaken one is cut off");
+        taken += frame.data_ref().map_or(0, hyper::body::Buf::remaining);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(taken, 262_144);
     assert!(
         tokio::time::timeout(Duration::from_secs(30), upstream_closed.recv())
             .await
             .is_ok_and(|closed| closed.is_some()),
         "the upstream connection of a response nobody takes stays open"
     );
-    drop(response);
-
-    // A client that takes its response slowly, a frame at a time over four keepalive_timeouts,
-    // is served all of it: it is the frame left untaken that closes a connection, not time.
-    let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
-        .await
-        .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(16 * 1024)
-            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
-                hyper_util::rt::TokioIo::new(stream),
-            )
+    // Nothing left but PINGs: the connection is idle.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), &mut connection)
             .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::get(gateway.url("/slow"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let mut body = sender.send_request(request).await.unwrap().into_body();
-    let mut taken = 0;
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let frame = frame.expect("a client taking its response slowly is cut off");
-        taken += frame.data_ref().map_or(0, hyper::body::Buf::remaining);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(taken, 262_144);
+            .is_ok(),
+        "a connection with nothing but PINGs and an untaken response stays open"
+    );
+    drop(untaken);
     gateway.stop().await;
 }
