@@ -111,7 +111,10 @@ impl PublicService {
                 "/backchannel-logout",
                 "backchannel_logout",
                 axum::routing::post(crate::login::backchannel::backchannel_logout)
-                    .with_state(login.clone()),
+                    .with_state(login.clone())
+                    .layer(axum::extract::DefaultBodyLimit::max(
+                        crate::login::backchannel::BODY_MOST,
+                    )),
             );
         }
         if forward_auth_on || token_service.is_some() {

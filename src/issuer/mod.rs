@@ -12,6 +12,7 @@ pub mod state;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::MethodRouter;
 use axum::routing::{get, post};
 use url::Url;
@@ -180,10 +181,21 @@ impl TokenService {
                     .with_state(authorize::AuthorizeState {
                         service: self.clone(),
                         federation,
-                    }),
+                    })
+                    .layer(DefaultBodyLimit::max(FORM_MOST)),
             ),
-            ("/token", post(grants::token).with_state(self.clone())),
-            ("/revoke", post(grants::revoke).with_state(self.clone())),
+            (
+                "/token",
+                post(grants::token)
+                    .with_state(self.clone())
+                    .layer(DefaultBodyLimit::max(FORM_MOST)),
+            ),
+            (
+                "/revoke",
+                post(grants::revoke)
+                    .with_state(self.clone())
+                    .layer(DefaultBodyLimit::max(FORM_MOST)),
+            ),
         ]
     }
 
@@ -383,12 +395,25 @@ fn is_registered_redirect(registered: &[String], redirect_uri: &str) -> bool {
     registered.iter().any(|candidate| candidate == redirect_uri)
 }
 
+/// The longest form the token service reads (`/token`, `/revoke`, the login form): a client
+/// assertion or a token to exchange is a few kilobytes; a longer body is refused (413) before
+/// it is read whole, not parsed into a map of its parameters.
+const FORM_MOST: usize = 64 * 1024;
+
+/// The most parameters a request of the token service may send: OAuth 2.0 and OpenID Connect
+/// name fewer than thirty for any one endpoint.
+const PARAMETERS_MOST: usize = 64;
+
 /// The parameters of a form-encoded request (a query or a body), by name. RFC 6749 §3.1 and
 /// §3.2: a parameter is sent once; a repeated one is an error (say which), never a choice
-/// between two values that the client and the service could read apart.
+/// between two values that the client and the service could read apart. More than
+/// [`PARAMETERS_MOST`] are an error too.
 fn single_valued(raw: &[u8]) -> Result<std::collections::HashMap<String, String>, String> {
     let mut parameters = std::collections::HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw) {
+        if parameters.len() == PARAMETERS_MOST {
+            return Err(format!("more than {PARAMETERS_MOST} parameters"));
+        }
         if parameters
             .insert(name.to_string(), value.into_owned())
             .is_some()

@@ -87,6 +87,10 @@ fn answer(status: StatusCode, error: Option<&str>) -> Response {
         .into_response()
 }
 
+/// The longest back-channel logout request read: a logout token is a JWT of a kilobyte or
+/// two; a longer body is refused (413) before it is read whole.
+pub const BODY_MOST: usize = 64 * 1024;
+
 /// `POST /backchannel-logout`.
 pub async fn backchannel_logout(
     State(state): State<Arc<LoginFlow>>,

@@ -482,6 +482,28 @@ async fn a_request_body_that_never_comes_is_cut_off() {
     gateway.stop().await;
 }
 
+/// A back-channel logout request longer than any logout token is refused before it is read
+/// whole (axum's default let it buffer 2 MB).
+#[tokio::test]
+async fn a_back_channel_logout_longer_than_any_logout_token_is_refused() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = gateway(&idp, &upstream.url(), "").await;
+    let post = async |length: usize| {
+        reqwest::Client::new()
+            .post(gateway.url("/backchannel-logout"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("logout_token={}", "a".repeat(length)))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(post(70_000).await, 413);
+    // One within the limit is read, and refused for what it is.
+    assert_eq!(post(2_000).await, 400);
+    gateway.stop().await;
+}
+
 /// A shutdown waits for the requests in flight at most `DRAIN_LIMIT`: an upstream that never
 /// answers (within a `read_timeout` longer than that) held it for ever, and with it the memory
 /// store's last write, until the orchestrator killed the process.
