@@ -104,6 +104,30 @@ async fn replicas_behave_as_one(redis_url: &str) {
     );
     assert_eq!(validate(&a, &rotated_access).await, 401);
 
+    // A grant refreshed in a loop keeps its last 16 spent tokens (counted in the standalone
+    // test's keys): an older one is refused as unknown, its grant left as it is; a recent
+    // one's reuse still ends the grant.
+    let (_, issued) = exchange(&a, &code_for(&b, "s4").await).await;
+    let mut spent = vec![text(&issued, "refresh_token")];
+    for round in 0..40 {
+        let replica = if round % 2 == 0 { &a } else { &b };
+        let (status, rotated) = refresh(replica, spent.last().unwrap()).await;
+        assert_eq!(status, 200, "{rotated}");
+        spent.push(text(&rotated, "refresh_token"));
+    }
+    let (status, _) = refresh(&b, &spent[0]).await;
+    assert_eq!(status, 400, "a token spent 40 refreshes ago");
+    let (status, kept) = refresh(&a, spent.last().unwrap()).await;
+    assert_eq!(status, 200, "an old spent token ends no grant: {kept}");
+    spent.push(text(&kept, "refresh_token"));
+    let recent = &spent[spent.len() - 3];
+    assert_eq!(refresh(&b, recent).await.0, 400);
+    assert_eq!(
+        refresh(&a, spent.last().unwrap()).await.0,
+        400,
+        "a recent spent token's reuse ends the grant"
+    );
+
     // A revocation on B holds on A, and after A restarts.
     let (_, issued) = exchange(&b, &code_for(&a, "s3").await).await;
     let access = text(&issued, "access_token");
@@ -167,6 +191,15 @@ async fn token_service_replicas_share_one_truth_on_standalone_redis() {
     assert!(
         !keys.trim().is_empty() && keys.lines().all(|key| key.starts_with("acme:ts:")),
         "every key is the token service's, under session.redis_key_prefix: {keys}"
+    );
+    // The grant refreshed 41 times holds 16 spent tokens and its last; the others a few.
+    let refresh_keys = keys
+        .lines()
+        .filter(|key| key.starts_with("acme:ts:refresh:"))
+        .count();
+    assert!(
+        refresh_keys < 30,
+        "{refresh_keys} refresh-token keys: spent ones are kept without bound"
     );
 }
 

@@ -1,12 +1,13 @@
 //! `token_service.store = "memory"`: the token service's state in this process, behind one
 //! lock. Lost on restart; not shared with other replicas.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::{
     CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
-    Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, hash,
+    Redemption, RefreshUse, SPENT_REFRESH_TOKENS_KEPT, StateError, StateFuture, USED_CODE_MEMORY,
+    hash,
 };
 use crate::clock::UnixTime;
 
@@ -23,6 +24,9 @@ struct GrantRecord {
     revoked: bool,
     /// Kept until then (pushed back as refresh tokens are issued).
     until: UnixTime,
+    /// Its spent refresh tokens still remembered, oldest first (at most
+    /// [`SPENT_REFRESH_TOKENS_KEPT`]).
+    spent: VecDeque<[u8; 32]>,
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +102,8 @@ impl Book {
         successor: super::Successor,
         now: UnixTime,
     ) -> RefreshUse {
-        let Some(record) = self.refresh_tokens.get_mut(&hash(token)) else {
+        let spent = hash(token);
+        let Some(record) = self.refresh_tokens.get_mut(&spent) else {
             return RefreshUse::Invalid;
         };
         let grant_id = record.grant_id.clone();
@@ -122,6 +127,14 @@ impl Book {
             return RefreshUse::Invalid;
         }
         record.used = true;
+        if let Some(grant) = self.grants.get_mut(&grant_id) {
+            grant.spent.push_back(spent);
+            if grant.spent.len() > SPENT_REFRESH_TOKENS_KEPT
+                && let Some(oldest) = grant.spent.pop_front()
+            {
+                self.refresh_tokens.remove(&oldest);
+            }
+        }
         RefreshUse::Fresh(self.issue_refresh_token(
             &grant_id,
             successor.expires_at,
@@ -234,6 +247,7 @@ impl IssuerState for MemoryState {
                     grant: grant.clone(),
                     revoked,
                     until,
+                    spent: VecDeque::new(),
                 },
             );
         }))

@@ -23,6 +23,12 @@ pub const CODE_LIFETIME: i64 = 60;
 /// How long a redeemed code is remembered, so that its replay revokes what it issued.
 pub const USED_CODE_MEMORY: i64 = 600;
 
+/// How many spent refresh tokens of a grant are remembered, to tell their reuse (which ends
+/// the grant) from a token never issued: a client refreshing in a loop would otherwise add one
+/// record per refresh for as long as its tokens live. An older spent token is refused as
+/// unknown (`invalid_grant`), its grant left as it is.
+pub const SPENT_REFRESH_TOKENS_KEPT: usize = 16;
+
 /// Who a code or a grant is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Principal {

@@ -298,3 +298,43 @@ fn a_refresh_token_names_its_grant_only_when_well_formed() {
         None
     );
 }
+
+/// A client refreshing in a loop added a spent record per refresh for as long as its tokens
+/// lived (a day): memory, or Redis keys, without bound. A grant keeps its last
+/// `SPENT_REFRESH_TOKENS_KEPT` spent tokens: their reuse still ends the grant; an older one is
+/// refused as unknown.
+#[test]
+fn a_grant_keeps_a_bounded_number_of_spent_refresh_tokens() {
+    let state = MemoryState::default();
+    let grant_id = crate::random::token();
+    run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+    let first = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
+    let mut spent = vec![first.clone()];
+    let mut latest = first;
+    for _ in 0..1_000 {
+        let RefreshUse::Fresh(next) = run(state.rotate_refresh_token(&latest, "app", LONG, 100))
+        else {
+            panic!("the latest token was fresh");
+        };
+        spent.push(next.clone());
+        latest = next;
+    }
+    let (_, tokens) = state.held();
+    assert_eq!(
+        tokens,
+        SPENT_REFRESH_TOKENS_KEPT + 1,
+        "spent ones kept, and the latest"
+    );
+    assert_eq!(
+        run(state.rotate_refresh_token(&spent[0], "app", LONG, 101)),
+        RefreshUse::Invalid,
+        "forgotten: refused, the grant left as it is"
+    );
+    assert!(!run(state.is_revoked(None, Some(&grant_id))));
+    let recent = &spent[spent.len() - 1 - SPENT_REFRESH_TOKENS_KEPT];
+    assert_eq!(
+        run(state.rotate_refresh_token(recent, "app", LONG, 101)),
+        RefreshUse::Reused
+    );
+    assert!(run(state.is_revoked(None, Some(&grant_id))));
+}
