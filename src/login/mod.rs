@@ -592,8 +592,22 @@ pub(crate) async fn end_session(
             })?,
         ),
     };
-    let cookies = request_cookies(headers);
     let attributes = CookieAttributes::for_base(&base);
+    // Every session a session cookie of this request names is ended; the browser's own (its
+    // binding names it) is the one signed out of at the provider.
+    let mut each = sessions.jar.each_session_cookie(headers);
+    let cookies = each.remove(0);
+    for other in &each {
+        sessions
+            .end(other, state.clock.now(), attributes)
+            .await
+            .map_err(|error| {
+                (
+                    Rejection::StoreUnavailable,
+                    format!("the session could not be ended: {error}"),
+                )
+            })?;
+    }
     // A session cookie without its binding is another host's (or from before bindings): its
     // session is ended (whoever holds the cookie may use it: its binding can be read from it),
     // but its ID token is not the one to show the provider, nor its provider's logout this

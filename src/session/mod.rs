@@ -195,6 +195,38 @@ impl CookieJar {
             })
     }
 
+    /// The request's cookies once for each value of the session cookie it sends, the browser's
+    /// own first: the one its binding names, else the first sent. A cookie another host set
+    /// for the whole site at a longer `Path` (`/signout`) is sent before the browser's own, and
+    /// read alone it would stand in for it.
+    pub fn each_session_cookie<'a>(&self, headers: &'a axum::http::HeaderMap) -> Vec<Cookies<'a>> {
+        let cookies = crate::http::cookies::request_cookies(headers);
+        let values: Vec<(&str, &str)> = headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|value| crate::http::utf8(value.as_bytes()))
+            .flat_map(crate::http::cookies::pairs)
+            .filter(|pair| pair.name == self.cookie_name)
+            .filter_map(|pair| Some((pair.name, pair.value?)))
+            .collect();
+        if values.len() < 2 {
+            return vec![cookies];
+        }
+        let mut each: Vec<Cookies<'a>> = values
+            .into_iter()
+            .map(|(name, value)| {
+                let mut with = cookies.clone();
+                with.insert(name, value);
+                with
+            })
+            .collect();
+        if let Some(own) = each.iter().position(|cookies| self.is_bound(cookies)) {
+            let own = each.remove(own);
+            each.insert(0, own);
+        }
+        each
+    }
+
     /// The `Set-Cookie` of the binding of a session cookie's `value`, when `attributes.bound`.
     fn bind(&self, value: &str, max_age: i64, attributes: CookieAttributes) -> Option<String> {
         let name = self.binding_name.as_deref().filter(|_| attributes.bound)?;

@@ -1271,6 +1271,62 @@ async fn a_session_cookie_planted_by_another_host_signs_no_one_in() {
     assert_eq!(answer.status(), 200);
 }
 
+/// A sibling subdomain's cookie set for the whole site at `Path=/signout` is sent before the
+/// browser's own at sign-out. Read alone, it made the sign-out end nothing: the browser's own
+/// session stayed valid in the store (any copy of its cookie kept working) and the provider's
+/// session was not ended, with the browser told it had signed out.
+#[tokio::test]
+async fn a_session_cookie_planted_for_the_signout_path_leaves_nothing_signed_in() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "trusted_proxies = [\"127.0.0.1/32\"]", "")
+        .replacen("[session]\n", "[session]\nstore = \"memory\"\n", 1);
+    let gateway = Gateway::start(&config).await;
+    let mut visitor = Browser::new();
+    assert_eq!(
+        signed_in_over_https(&mut visitor, &gateway).await.status(),
+        302
+    );
+    let own = format!(
+        "tollgate={}; __Host-tollgate_bind={}",
+        visitor.cookies["tollgate"], visitor.cookies["__Host-tollgate_bind"]
+    );
+    let served = async |cookie: &str| {
+        auth(
+            &gateway,
+            "",
+            &[
+                ("cookie", cookie),
+                ("x-original-url", "https://app.example.com/"),
+            ],
+        )
+        .await
+        .status()
+        .as_u16()
+    };
+    assert_eq!(served(&own).await, 200);
+    let out = auth_at(
+        &gateway,
+        "/signout?rd=/bye",
+        &[
+            ("cookie", &format!("tollgate=s.planted; {own}")),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status(), 302);
+    assert!(
+        crate::support::browser::location(&out).contains("id_token_hint="),
+        "the browser's own sign-out goes on to the provider: {}",
+        crate::support::browser::location(&out)
+    );
+    assert_eq!(
+        served(&own).await,
+        401,
+        "the browser's own session was ended"
+    );
+    gateway.stop().await;
+}
+
 async fn auth_at(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
