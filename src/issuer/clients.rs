@@ -106,10 +106,10 @@ impl TokenService {
         // remembered: whoever fails for a client id cannot lock out a client that keeps using
         // its secret.
         if let Some(client) = configured
-            && client.client_secret_hash.is_some()
+            && let Some(hash) = &client.client_secret_hash
             && let Some(secret) = &presented.secret
         {
-            let cache_key = secret_cache_key(&client.client_id, secret);
+            let cache_key = secret_cache_key(&client.client_id, hash.expose(), secret);
             if self.is_remembered(&cache_key) {
                 self.verified_secrets
                     .insert(cache_key, self.now() + VERIFIED_SECRET_TTL);
@@ -152,7 +152,7 @@ impl TokenService {
                 return Err(invalid);
             }
         };
-        let cache_key = secret_cache_key(&client.client_id, secret);
+        let cache_key = secret_cache_key(&client.client_id, hash.expose(), secret);
         let remembered = || self.is_remembered(&cache_key);
         let check = self
             .check_password(&keys, hash.expose().clone(), secret.clone(), remembered)
@@ -240,10 +240,14 @@ impl Default for PasswordChecks {
     }
 }
 
-/// SHA-256 of a client id and a presented secret: the secret itself is never kept.
-fn secret_cache_key(client_id: &str, secret: &str) -> [u8; 32] {
+/// SHA-256 of a client id, its configured hash and a presented secret: the secret itself is
+/// never kept, and a secret verified against a hash a reload replaced is not remembered for
+/// the new one (the remembered secrets outlive reloads).
+fn secret_cache_key(client_id: &str, hash: &str, secret: &str) -> [u8; 32] {
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     context.update(client_id.as_bytes());
+    context.update(&[0]);
+    context.update(hash.as_bytes());
     context.update(&[0]);
     context.update(secret.as_bytes());
     let mut key = [0u8; 32];

@@ -58,7 +58,10 @@ pub struct TokenService {
     /// `server.leeway` in seconds: the clock skew allowed when its own tokens come back (from
     /// another replica, whose clock may be a little ahead).
     leeway: i64,
-    verified_secrets: quick_cache::sync::Cache<[u8; 32], UnixTime>,
+    /// Client secrets verified lately (`clients::secret_cache_key`), kept across reloads: a
+    /// reload must not hand the client's id back to whoever fails for it (10 a minute limit
+    /// it, and a remembered secret passes before the limit).
+    verified_secrets: Arc<quick_cache::sync::Cache<[u8; 32], UnixTime>>,
     /// Permits for argon2 checks (`check_password`).
     password_checks: clients::PasswordChecks,
     own_tokens: TokenCache,
@@ -129,7 +132,10 @@ impl TokenService {
             key_set,
             published,
             state,
-            verified_secrets: quick_cache::sync::Cache::new(1024),
+            verified_secrets: previous.map_or_else(
+                || Arc::new(quick_cache::sync::Cache::new(1024)),
+                |previous| previous.verified_secrets.clone(),
+            ),
             password_checks: previous
                 .map(|previous| previous.password_checks.clone())
                 .unwrap_or_default(),

@@ -2059,3 +2059,59 @@ async fn a_form_too_long_or_with_too_many_parameters_is_refused_before_it_is_rea
     assert!(!token.is_empty());
     gateway.stop().await;
 }
+
+/// A client that keeps using its secret cannot be locked out by whoever fails for its id: its
+/// verified secret passes before the limit. A reload forgot every verified secret, so ten
+/// failures a minute from anywhere refused the real client (429) after each reload. They are
+/// kept now, for the hash they were verified against: a reload that changes the hash does
+/// not let the old secret through.
+#[tokio::test]
+async fn a_reload_does_not_hand_a_clients_id_to_whoever_fails_for_it() {
+    let mut text = String::new();
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        text = config(issuer, "", "");
+        text.clone()
+    })
+    .await;
+    let right = || {
+        token_request(
+            &gateway,
+            &[("grant_type", "client_credentials")],
+            Some(("machine", "machine-secret")),
+        )
+    };
+    assert_eq!(right().await.0, 200);
+    for _ in 0..10 {
+        let (status, _) = token_request(
+            &gateway,
+            &[("grant_type", "client_credentials")],
+            Some(("machine", "wrong")),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(right().await.0, 200, "the verified secret passes the limit");
+    let load =
+        |text: &str| tollgate::config::load(text, &std::collections::BTreeMap::new()).unwrap();
+    gateway.app.reload(load(&text)).await.unwrap();
+    assert_eq!(right().await.0, 200, "and still after a reload");
+    // The secret rotated: the old one is checked against the new hash, and refused.
+    let line = text
+        .lines()
+        .find(|line| line.trim_start().starts_with("client_secret_hash"))
+        .unwrap();
+    let rotated = text.replace(
+        line,
+        &format!(
+            "client_secret_hash = \"{}\"",
+            tollgate::hash_password("machine-secret-2").unwrap()
+        ),
+    );
+    gateway.app.reload(load(&rotated)).await.unwrap();
+    assert_ne!(
+        right().await.0,
+        200,
+        "the old secret after its hash was replaced"
+    );
+    gateway.stop().await;
+}
