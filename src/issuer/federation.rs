@@ -130,14 +130,20 @@ impl TokenService {
     pub async fn complete_federation(
         &self,
         request: &FederatedRequest,
+        provider: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, IssuerError> {
-        let client = self.still_answerable(request).ok_or_else(|| {
-            IssuerError::InvalidRequest(
-                "the client, its redirect URI, its code grant or its login provider is gone"
-                    .to_owned(),
-            )
-        })?;
+        // The provider the login went to must be the client's still: a reload may have given
+        // the client another, and this `sub` names a user of the first one only.
+        let client = self
+            .still_answerable(request)
+            .filter(|client| client.login_provider.as_deref() == Some(provider))
+            .ok_or_else(|| {
+                IssuerError::InvalidRequest(
+                    "the client, its redirect URI, its code grant or its login provider is gone"
+                        .to_owned(),
+                )
+            })?;
         let sub = claims
             .get("sub")
             .and_then(serde_json::Value::as_str)
@@ -178,6 +184,7 @@ impl TokenService {
                 principal: Principal::Federated {
                     sub: sub.to_owned(),
                     claims: carried,
+                    provider: Some(provider.to_owned()),
                 },
                 issued_at: self.now(),
                 // The upstream sign-in's time, which its single sign-on may have made long
@@ -199,10 +206,11 @@ impl FederatedAuthorization for TokenService {
     fn complete<'a>(
         &'a self,
         request: &'a FederatedRequest,
+        provider: &'a str,
         claims: &'a serde_json::Map<String, serde_json::Value>,
     ) -> FederationFuture<'a> {
         Box::pin(async move {
-            self.complete_federation(request, claims)
+            self.complete_federation(request, provider, claims)
                 .await
                 .map_err(|error| {
                     if error.is_unavailable() {

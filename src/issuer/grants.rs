@@ -303,8 +303,14 @@ impl TokenService {
                 "the sign-in is older than session.lifetime; sign in again".to_owned(),
             ));
         };
-        // The client as configured now: a scope a reload took from it is not granted again.
+        // The client as configured now: a scope a reload took from it is not granted again, nor
+        // a user of where it no longer signs its users in.
         scopes.retain(|scope| super::may_ask_for(client, scope));
+        if !grant.principal.signs_in_at(client) {
+            return Err(IssuerError::InvalidGrant(
+                "the client signs its users in elsewhere now; sign in again".to_owned(),
+            ));
+        }
         let mut issued = self.user_tokens(
             client,
             &grant.principal,
@@ -387,6 +393,11 @@ fn check_redemption(
             "redirect_uri does not match".to_owned(),
         ));
     }
+    if !pending.principal.signs_in_at(client) {
+        return Err(IssuerError::InvalidGrant(
+            "the client signs its users in elsewhere now; sign in again".to_owned(),
+        ));
+    }
     match (&pending.code_challenge, code_verifier) {
         (Some(challenge), Some(verifier)) => {
             if !is_valid_verifier(verifier) {
@@ -406,6 +417,11 @@ fn check_redemption(
         )),
         (None, Some(_)) => Err(IssuerError::InvalidGrant(
             "no code_challenge was sent for this code".to_owned(),
+        )),
+        // A code issued without PKCE to a client a reload has made public: without a secret,
+        // its `client_id` alone would redeem it.
+        (None, None) if client.client_secret_hash.is_none() => Err(IssuerError::InvalidGrant(
+            "a public client's code needs PKCE".to_owned(),
         )),
         (None, None) => Ok(()),
     }

@@ -114,7 +114,7 @@ impl TokenService {
         principal: &super::Principal,
     ) -> Result<(String, Map<String, Value>), IssuerError> {
         match principal {
-            super::Principal::Federated { sub, claims } => Ok((sub.clone(), claims.clone())),
+            super::Principal::Federated { sub, claims, .. } => Ok((sub.clone(), claims.clone())),
             super::Principal::Local(username) => {
                 let user = self
                     .config

@@ -271,7 +271,17 @@ async fn a_federated_login_finishes_under_the_live_config() {
         .unwrap();
     // Registered: answered, without the scope the client no longer has.
     let live = request("https://corp-app.example/cb", "corp-app");
-    let back = service.complete_federation(&live, &claims).await.unwrap();
+    let back = service
+        .complete_federation(&live, "corp", &claims)
+        .await
+        .unwrap();
+    // A login that went to another provider than the client's (a reload changed it since).
+    assert!(
+        service
+            .complete_federation(&live, "partner", &claims)
+            .await
+            .is_err()
+    );
     assert!(
         back.starts_with("https://corp-app.example/cb?code="),
         "{back}"
@@ -318,7 +328,12 @@ async fn a_federated_login_finishes_under_the_live_config() {
         request("https://corp-app.example/cb", "no-provider"),
         request("https://corp-app.example/cb", "nobody"),
     ] {
-        assert!(service.complete_federation(&gone, &claims).await.is_err());
+        assert!(
+            service
+                .complete_federation(&gone, "corp", &claims)
+                .await
+                .is_err()
+        );
         assert!(service.fail_federation(&gone, "access_denied").is_none());
     }
 }

@@ -23,8 +23,9 @@ pub type FederationFuture<'a> =
 
 /// The token service, as the login flow sees it.
 pub trait FederatedAuthorization: Send + Sync {
-    /// Answers the client's authorization `request` after the user logged in upstream with
-    /// these `claims`: the location that returns the browser to the client with a code.
+    /// Answers the client's authorization `request` after the user logged in upstream at
+    /// `provider` with these `claims`: the location that returns the browser to the client
+    /// with a code.
     ///
     /// # Errors
     /// `Refused` when the client is gone or the identity has no `sub`; `Unavailable` when the
@@ -32,6 +33,7 @@ pub trait FederatedAuthorization: Send + Sync {
     fn complete<'a>(
         &'a self,
         request: &'a FederatedRequest,
+        provider: &'a str,
         claims: &'a serde_json::Map<String, serde_json::Value>,
     ) -> FederationFuture<'a>;
 

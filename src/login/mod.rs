@@ -466,19 +466,18 @@ async fn finish_login(
             Rejection::Internal,
             "federated login without a token service".to_owned(),
         ))?;
-        let location =
-            service
-                .complete(federation, &claims)
-                .await
-                .map_err(|error| match error {
-                    FederationError::Unavailable(reason) => {
-                        (Rejection::StoreUnavailable, format!("federation: {reason}"))
-                    }
-                    FederationError::Refused(error) => (
-                        Rejection::BadRequest(error.clone()),
-                        format!("federation refused: {error}"),
-                    ),
-                })?;
+        let location = service
+            .complete(federation, provider.name(), &claims)
+            .await
+            .map_err(|error| match error {
+                FederationError::Unavailable(reason) => {
+                    (Rejection::StoreUnavailable, format!("federation: {reason}"))
+                }
+                FederationError::Refused(error) => (
+                    Rejection::BadRequest(error.clone()),
+                    format!("federation refused: {error}"),
+                ),
+            })?;
         state.metrics.signins.get_or_create(&labels).inc();
         state.metrics.request("callback", "federated");
         tracing::info!(provider = %provider.name(), client_id = %federation.client_id, "federated login");

@@ -355,3 +355,104 @@ fn only_a_code_shaped_like_ours_is_looked_for() {
     assert!(!super::is_token_shaped(&code[1..]));
     assert!(!super::is_token_shaped(&format!("{}=", &code[1..])));
 }
+
+/// A code or a grant is answered only while its client signs its users in where the code's
+/// user signed in: a reload that gave the client another login provider (whose `sub` values
+/// are another namespace; the tokens' `sub` is made from the live client's `source`) or took
+/// it from the login form to a provider refused neither, so a user of the old provider got
+/// tokens naming a user of the new one.
+#[tokio::test]
+async fn a_code_or_grant_is_answered_only_where_its_client_still_signs_users_in() {
+    let (service, router) = service();
+    let federated = |provider: Option<&str>| Principal::Federated {
+        sub: "00u-partner-user".to_owned(),
+        claims: serde_json::Map::new(),
+        provider: provider.map(str::to_owned),
+    };
+    for principal in [federated(Some("partner")), federated(None)] {
+        let code = service
+            .store_code(PendingCode {
+                client_id: "spa".to_owned(),
+                redirect_uri: REDIRECT.to_owned(),
+                code_challenge: Some(challenge(VERIFIER)),
+                nonce: None,
+                scopes: vec!["openid".to_owned()],
+                principal: principal.clone(),
+                issued_at: service.now(),
+                signed_in: crate::issuer::state::SignedIn::AtIssue,
+            })
+            .await
+            .unwrap();
+        let (status, error) = token(&router, &redeem(&code, VERIFIER)).await;
+        assert_eq!(
+            (status, &error["error"]),
+            (StatusCode::BAD_REQUEST, &"invalid_grant".into()),
+            "{principal:?} at a client of the login form"
+        );
+    }
+    // A grant of the login form's alice, refreshed after a reload moved `spa` to a provider.
+    let (_, issued) = token(&router, &redeem(&code(&service).await, VERIFIER)).await;
+    let mut moved = service.config.clone();
+    moved
+        .clients
+        .iter_mut()
+        .filter(|client| client.client_id == "spa")
+        .for_each(|client| client.login_provider = Some("partner".to_owned()));
+    let reloaded = Arc::new(
+        TokenService::rebuilt(
+            moved,
+            service.state.clone(),
+            &crate::config::load(
+                "[token_service]\nissuer = \"https://issuer.example\"\n",
+                &std::collections::BTreeMap::new(),
+            )
+            .unwrap()
+            .server,
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(Metrics::new()),
+            Some(&service),
+        )
+        .unwrap(),
+    );
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        issued["refresh_token"].as_str().unwrap()
+    );
+    let (status, error) = token(&crate::issuer::tests::router(&reloaded), &refresh).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into())
+    );
+    // Under the config it was issued in, the grant is untouched by that refusal.
+    assert_eq!(token(&router, &refresh).await.0, StatusCode::OK);
+}
+
+/// A code issued without PKCE, to a client that was confidential then and is public after a
+/// reload, was redeemed with the client's id alone.
+#[tokio::test]
+async fn a_public_clients_code_without_pkce_is_not_redeemed() {
+    let (service, router) = service();
+    let code = service
+        .store_code(PendingCode {
+            client_id: "spa".to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: None,
+            nonce: None,
+            scopes: vec!["openid".to_owned()],
+            principal: Principal::Local("alice".to_owned()),
+            issued_at: service.now(),
+            signed_in: crate::issuer::state::SignedIn::AtIssue,
+        })
+        .await
+        .unwrap();
+    let form = format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={}",
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
+    );
+    let (status, error) = token(&router, &form).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into()),
+        "{error}"
+    );
+}

@@ -78,7 +78,7 @@ impl Book {
         if let Some(pending) = self.codes.remove(code) {
             self.used_codes
                 .insert(code.to_owned(), (redemption.clone(), now));
-            return CodeUse::Pending(pending);
+            return CodeUse::Pending(Box::new(pending));
         }
         let Some((used, _)) = self.used_codes.get(code).cloned() else {
             return CodeUse::Unknown;

@@ -41,7 +41,29 @@ pub enum Principal {
         sub: String,
         /// Claims carried over.
         claims: serde_json::Map<String, serde_json::Value>,
+        /// The upstream provider (`provider.name`); `None` in records stored before it was
+        /// kept. A code or grant is answered only while its client still signs its users in
+        /// there: `sub` means a user in that provider's namespace alone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
     },
+}
+
+impl Principal {
+    /// Whether `client`, as the live config has it, still signs its users in where this
+    /// principal signed in: a reload may have moved it to another login provider (another
+    /// namespace of `sub`, and the tokens' `sub` is made from the live client's `source`), or
+    /// from the login form to a provider, or back.
+    pub fn signs_in_at(&self, client: &crate::config::ClientConfig) -> bool {
+        match self {
+            Self::Local(_) => client.login_provider.is_none(),
+            Self::Federated {
+                provider: Some(provider),
+                ..
+            } => client.login_provider.as_deref() == Some(provider.as_str()),
+            Self::Federated { provider: None, .. } => client.login_provider.is_some(),
+        }
+    }
 }
 
 /// When the user authenticated: the ID token's `auth_time` (OpenID Connect Core §2).
@@ -126,7 +148,7 @@ pub struct Redemption {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodeUse {
     /// The code was waiting: it is now used, and this is what it was for.
-    Pending(PendingCode),
+    Pending(Box<PendingCode>),
     /// The code was redeemed before: what that redemption issued is now revoked.
     Replayed,
     /// Never issued, or forgotten.

@@ -298,7 +298,9 @@ impl IssuerState for RedisState {
                 .await
                 .map_err(|error| unavailable(&error))?;
             match answer.as_slice() {
-                [kind, pending] if kind == "pending" => Ok(CodeUse::Pending(decode(pending)?)),
+                [kind, pending] if kind == "pending" => {
+                    Ok(CodeUse::Pending(Box::new(decode(pending)?)))
+                }
                 [kind, used] if kind == "replayed" => {
                     self.revoke_redemption(&decode(used)?, now).await?;
                     Ok(CodeUse::Replayed)

@@ -61,7 +61,7 @@ fn a_code_is_taken_once_and_its_replay_revokes_what_it_issued() {
     let first = redemption(Some(&grant_id));
     assert_eq!(
         run(state.take_code("c1", &first, 101)),
-        CodeUse::Pending(pending("app", 100))
+        CodeUse::Pending(Box::new(pending("app", 100)))
     );
     run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
     assert!(!run(
