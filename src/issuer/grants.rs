@@ -325,6 +325,7 @@ impl TokenService {
         let successor = Successor {
             expires_at: self.refresh_token_until(auth_time, now),
             grant_until: self.grant_until(now),
+            rotations_most: self.rotations_most(),
         };
         match self
             .state
@@ -342,9 +343,25 @@ impl TokenService {
                 ))
             }
             RefreshUse::Invalid => Err(unknown()),
+            RefreshUse::Exhausted => {
+                tracing::warn!(client_id = %client.client_id, "a grant refreshed as often as it may be; the user signs in again");
+                Err(IssuerError::InvalidGrant(
+                    "refreshed too often; sign in again".to_owned(),
+                ))
+            }
         }
     }
+
+    /// How many rotations a grant may have: one a minute on average over its whole life
+    /// (`grant_lifetime`), and at least [`ROTATIONS_LEAST`].
+    fn rotations_most(&self) -> u64 {
+        (self.config.grant_lifetime.as_secs() / 60).max(ROTATIONS_LEAST)
+    }
 }
+
+/// The fewest rotations any grant may have, whatever its lifetime: a client refreshing every
+/// minute for the default 12 h needs 720.
+const ROTATIONS_LEAST: u64 = 1_000;
 
 /// Whether `value` has the shape of `random::token` (and of an S256 challenge, RFC 7636
 /// §4.2): 43 base64url characters.

@@ -104,28 +104,23 @@ async fn replicas_behave_as_one(redis_url: &str) {
     );
     assert_eq!(validate(&a, &rotated_access).await, 401);
 
-    // A grant refreshed in a loop keeps its last 16 spent tokens (counted in the standalone
-    // test's keys): an older one is refused as unknown, its grant left as it is; a recent
-    // one's reuse still ends the grant.
+    // A grant refreshed in a loop on both replicas: its rotations are counted (the standalone
+    // test reads the count), and the first spent token, forty rotations on, is still a reuse
+    // that ends the grant.
     let (_, issued) = exchange(&a, &code_for(&b, "s4").await).await;
-    let mut spent = vec![text(&issued, "refresh_token")];
+    let first = text(&issued, "refresh_token");
+    let mut latest = first.clone();
     for round in 0..40 {
         let replica = if round % 2 == 0 { &a } else { &b };
-        let (status, rotated) = refresh(replica, spent.last().unwrap()).await;
+        let (status, rotated) = refresh(replica, &latest).await;
         assert_eq!(status, 200, "{rotated}");
-        spent.push(text(&rotated, "refresh_token"));
+        latest = text(&rotated, "refresh_token");
     }
-    let (status, _) = refresh(&b, &spent[0]).await;
-    assert_eq!(status, 400, "a token spent 40 refreshes ago");
-    let (status, kept) = refresh(&a, spent.last().unwrap()).await;
-    assert_eq!(status, 200, "an old spent token ends no grant: {kept}");
-    spent.push(text(&kept, "refresh_token"));
-    let recent = &spent[spent.len() - 3];
-    assert_eq!(refresh(&b, recent).await.0, 400);
+    assert_eq!(refresh(&b, &first).await.0, 400);
     assert_eq!(
-        refresh(&a, spent.last().unwrap()).await.0,
+        refresh(&a, &latest).await.0,
         400,
-        "a recent spent token's reuse ends the grant"
+        "the first token's reuse ended the grant"
     );
 
     // A revocation on B holds on A, and after A restarts.
@@ -192,15 +187,13 @@ async fn token_service_replicas_share_one_truth_on_standalone_redis() {
         !keys.trim().is_empty() && keys.lines().all(|key| key.starts_with("acme:ts:")),
         "every key is the token service's, under session.redis_key_prefix: {keys}"
     );
-    // The grant refreshed 41 times holds 16 spent tokens and its last; the others a few.
-    let refresh_keys = keys
+    // The grant refreshed 40 times counts its rotations, towards its limit.
+    let counts: Vec<String> = keys
         .lines()
-        .filter(|key| key.starts_with("acme:ts:refresh:"))
-        .count();
-    assert!(
-        refresh_keys < 30,
-        "{refresh_keys} refresh-token keys: spent ones are kept without bound"
-    );
+        .filter(|key| key.starts_with("acme:ts:rotations:"))
+        .map(|key| redis.cli(&["GET", key]).trim().to_owned())
+        .collect();
+    assert!(counts.iter().any(|count| count == "40"), "{counts:?}");
 }
 
 #[tokio::test]
@@ -292,4 +285,33 @@ async fn revocations_and_rotations_wait_for_a_replica_and_an_unconfirmed_rotatio
         401,
         "the grant's access tokens are revoked with it"
     );
+}
+
+/// On Redis too, a grant rotates at most `max(1000, grant_lifetime / 60)` times: then its
+/// token is refused unspent (the user signs in again), never a reuse.
+#[tokio::test]
+async fn a_grant_refreshed_as_often_as_it_may_be_is_refused_unspent_on_redis() {
+    let redis = RedisServer::standalone().await;
+    let dir = tempfile_dir();
+    let key_file = dir.join("rotations-key.pem");
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        replica_config(issuer, &format!("\"{}\"", redis.url()), &key_file)
+    })
+    .await;
+    let (_, issued) = exchange(&gateway, &code_for(&gateway, "r1").await).await;
+    let mut latest = text(&issued, "refresh_token");
+    for _ in 0..1_000 {
+        let (status, rotated) = refresh(&gateway, &latest).await;
+        assert_eq!(status, 200, "{rotated}");
+        latest = text(&rotated, "refresh_token");
+    }
+    for _ in 0..2 {
+        let (status, refused) = refresh(&gateway, &latest).await;
+        assert_eq!(
+            (status, refused["error_description"].as_str()),
+            (400, Some("refreshed too often; sign in again")),
+            "refused, and left unspent: not a reuse the second time"
+        );
+    }
+    gateway.stop().await;
 }

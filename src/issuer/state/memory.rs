@@ -1,13 +1,12 @@
 //! `token_service.store = "memory"`: the token service's state in this process, behind one
 //! lock. Lost on restart; not shared with other replicas.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
     CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
-    Redemption, RefreshUse, SPENT_REFRESH_TOKENS_KEPT, StateError, StateFuture, USED_CODE_MEMORY,
-    hash,
+    Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, hash,
 };
 use crate::clock::UnixTime;
 
@@ -24,9 +23,8 @@ struct GrantRecord {
     revoked: bool,
     /// Kept until then (pushed back as refresh tokens are issued).
     until: UnixTime,
-    /// Its spent refresh tokens still remembered, oldest first (at most
-    /// [`SPENT_REFRESH_TOKENS_KEPT`]).
-    spent: VecDeque<[u8; 32]>,
+    /// How many times its refresh token was rotated.
+    rotations: u64,
 }
 
 #[derive(Debug, Default)]
@@ -102,8 +100,7 @@ impl Book {
         successor: super::Successor,
         now: UnixTime,
     ) -> RefreshUse {
-        let spent = hash(token);
-        let Some(record) = self.refresh_tokens.get_mut(&spent) else {
+        let Some(record) = self.refresh_tokens.get_mut(&hash(token)) else {
             return RefreshUse::Invalid;
         };
         let grant_id = record.grant_id.clone();
@@ -126,14 +123,12 @@ impl Book {
         if grant.revoked || now >= record.expires_at {
             return RefreshUse::Invalid;
         }
+        if grant.rotations >= successor.rotations_most {
+            return RefreshUse::Exhausted;
+        }
         record.used = true;
         if let Some(grant) = self.grants.get_mut(&grant_id) {
-            grant.spent.push_back(spent);
-            if grant.spent.len() > SPENT_REFRESH_TOKENS_KEPT
-                && let Some(oldest) = grant.spent.pop_front()
-            {
-                self.refresh_tokens.remove(&oldest);
-            }
+            grant.rotations += 1;
         }
         RefreshUse::Fresh(self.issue_refresh_token(
             &grant_id,
@@ -247,7 +242,7 @@ impl IssuerState for MemoryState {
                     grant: grant.clone(),
                     revoked,
                     until,
-                    spent: VecDeque::new(),
+                    rotations: 0,
                 },
             );
         }))

@@ -23,12 +23,6 @@ pub const CODE_LIFETIME: i64 = 60;
 /// How long a redeemed code is remembered, so that its replay revokes what it issued.
 pub const USED_CODE_MEMORY: i64 = 600;
 
-/// How many spent refresh tokens of a grant are remembered, to tell their reuse (which ends
-/// the grant) from a token never issued: a client refreshing in a loop would otherwise add one
-/// record per refresh for as long as its tokens live. An older spent token is refused as
-/// unknown (`invalid_grant`), its grant left as it is.
-pub const SPENT_REFRESH_TOKENS_KEPT: usize = 16;
-
 /// Who a code or a grant is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Principal {
@@ -164,15 +158,22 @@ pub enum RefreshUse {
     Reused,
     /// Unknown, expired, of another client, or of a revoked grant.
     Invalid,
+    /// The grant was refreshed as often as it may be (`Successor::rotations_most`): the token
+    /// is left unspent, and the user signs in again.
+    Exhausted,
 }
 
-/// How long a rotated refresh token's successor lives.
+/// How long a rotated refresh token's successor lives, and how often its grant may rotate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Successor {
     /// When the successor expires.
     pub expires_at: UnixTime,
     /// The grant is kept at least until then.
     pub grant_until: UnixTime,
+    /// How many rotations the grant may have in all. Every spent token is remembered until it
+    /// expires, so that its reuse ends the grant (however many rotations later); without a
+    /// bound, a client refreshing in a loop would add a record per refresh for a day.
+    pub rotations_most: u64,
 }
 
 /// The store could not be used; the request is refused (fail closed).

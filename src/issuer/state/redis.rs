@@ -45,8 +45,8 @@ return {'unknown'}
 ";
 
 /// Spends a refresh token and stores its successor: KEYS refresh, grant, revoked, successor,
-/// spent list; ARGV client id, grant life, successor's life, the grant's least life, how many
-/// spent tokens are kept (the oldest beyond is deleted). Whose token it is comes first:
+/// rotation count; ARGV client id, grant life, successor's life, the grant's least life, how
+/// many rotations the grant may have (beyond: 'exhausted', nothing spent). Whose token it is comes first:
 /// another client's spent token revokes nothing (RFC 6749 §6).
 const ROTATE_REFRESH: &str = r"
 local state = redis.call('GET', KEYS[1])
@@ -63,24 +63,24 @@ end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return 'invalid'
 end
-redis.call('SET', KEYS[1], 'used', 'KEEPTTL')
-redis.call('LPUSH', KEYS[5], KEYS[1])
-redis.call('EXPIRE', KEYS[5], ARGV[4])
-if redis.call('LLEN', KEYS[5]) > tonumber(ARGV[5]) then
-  redis.call('DEL', redis.call('RPOP', KEYS[5]))
+if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[5]) then
+  return 'exhausted'
 end
+redis.call('SET', KEYS[1], 'used', 'KEEPTTL')
+redis.call('INCR', KEYS[5])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
 redis.call('SET', KEYS[4], 'fresh', 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4], 'GT')
 return 'fresh'
 ";
 
-/// Undoes a rotation whose answer never reached the client: KEYS refresh, successor, spent
-/// list. Only
+/// Undoes a rotation whose answer never reached the client: KEYS refresh, successor, rotation
+/// count. Only
 /// while the successor is unused (it was never handed out, so no one else can have used it).
 const UNDO_ROTATION: &str = r"
 if redis.call('GET', KEYS[1]) == 'used' and redis.call('GET', KEYS[2]) == 'fresh' then
   redis.call('SET', KEYS[1], 'fresh', 'KEEPTTL')
-  redis.call('LREM', KEYS[3], 1, KEYS[1])
+  redis.call('DECR', KEYS[3])
   redis.call('DEL', KEYS[2])
   return 1
 end
@@ -155,10 +155,9 @@ impl RedisState {
         format!("{}revoked:{{{grant_id}}}", self.prefix)
     }
 
-    /// The list of a grant's spent refresh tokens' keys still kept, newest first (at most
-    /// `SPENT_REFRESH_TOKENS_KEPT`: the script that spends one deletes the oldest beyond).
-    fn spent_key(&self, grant_id: &str) -> String {
-        format!("{}spent:{{{grant_id}}}", self.prefix)
+    /// How many times a grant's refresh token was rotated.
+    fn rotations_key(&self, grant_id: &str) -> String {
+        format!("{}rotations:{{{grant_id}}}", self.prefix)
     }
 
     fn refresh_key(&self, grant_id: &str, token: &str) -> String {
@@ -391,24 +390,24 @@ impl IssuerState for RedisState {
             let grant_id = grant_of_refresh_token(token).unwrap_or_default();
             let next = super::new_refresh_token(grant_id);
             let next_key = self.refresh_key(grant_id, &next);
-            let spent = self.spent_key(grant_id);
+            let rotations = self.rotations_key(grant_id);
             let mut pipeline = eval(
                 ROTATE_REFRESH,
-                &[&refresh, &grant, &revoked, &next_key, &spent],
+                &[&refresh, &grant, &revoked, &next_key, &rotations],
             );
             pipeline
                 .arg(client_id)
                 .arg(self.grant_life)
                 .arg(seconds_until(successor.expires_at, now))
                 .arg(seconds_until(successor.grant_until, now))
-                .arg(super::SPENT_REFRESH_TOKENS_KEPT);
+                .arg(successor.rotations_most);
             let answer = match self.confirmed::<(String,)>(&refresh, &pipeline).await {
                 Ok((answer,)) => answer,
                 Err(error) => {
                     // The successor is never handed out: where the rotation reached the master,
                     // it is undone (as far as it can be), so that the client's retry is a
                     // rotation again and not a reuse that ends the grant.
-                    let undo = eval(UNDO_ROTATION, &[&refresh, &next_key, &spent]);
+                    let undo = eval(UNDO_ROTATION, &[&refresh, &next_key, &rotations]);
                     // On the link the rotation went over: after a failover the other one
                     // may still reach another server.
                     let _ = self.connection.pipeline_on_confirm_link::<()>(&undo).await;
@@ -418,6 +417,7 @@ impl IssuerState for RedisState {
             Ok(match answer.as_str() {
                 "fresh" => RefreshUse::Fresh(next),
                 "reused" => RefreshUse::Reused,
+                "exhausted" => RefreshUse::Exhausted,
                 _ => RefreshUse::Invalid,
             })
         })
