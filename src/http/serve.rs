@@ -287,6 +287,9 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
             .http2
             .load(Ordering::Relaxed)
             .then(|| activity.streams.release_untaken(now, timeouts.keepalive));
+        if activity.streams.released() > streams::RELEASED_MOST {
+            return "more HTTP/2 responses left untaken than a client leaves by chance";
+        }
         let idle = match live {
             Some(live) => live == 0 && activity.streams.still_for(now) >= timeouts.keepalive,
             None => now.duration_since(last_change) >= timeouts.keepalive,

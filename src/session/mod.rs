@@ -112,6 +112,10 @@ pub struct CookieJar {
 /// seals.
 const BINDING_LEN: usize = 24;
 
+/// The most values of the session cookie a sign-out reads: the browser's own, and a few that
+/// other hosts of the site set.
+const SESSION_VALUES_MOST: usize = 4;
+
 /// The binding of a session cookie's value (`<count>.<sealed>` or `s.<sealed>`): the first
 /// [`BINDING_LEN`] characters of the sealed value. Not a secret: what makes it hold is that no
 /// other host can set the `__Host-` cookie carrying it.
@@ -195,20 +199,29 @@ impl CookieJar {
             })
     }
 
-    /// The request's cookies once for each value of the session cookie it sends, the browser's
-    /// own first: the one its binding names, else the first sent. A cookie another host set
-    /// for the whole site at a longer `Path` (`/signout`) is sent before the browser's own, and
-    /// read alone it would stand in for it.
+    /// The request's cookies once for each value of the session cookie it sends (each value
+    /// once, at most [`SESSION_VALUES_MOST`]: a request must not buy a store round trip per
+    /// repeat), the browser's own first: the one its binding names, else the first sent. A
+    /// cookie another host set for the whole site at a longer `Path` (`/signout`) is sent
+    /// before the browser's own, and read alone it would stand in for it.
     pub fn each_session_cookie<'a>(&self, headers: &'a axum::http::HeaderMap) -> Vec<Cookies<'a>> {
         let cookies = crate::http::cookies::request_cookies(headers);
-        let values: Vec<(&str, &str)> = headers
+        let mut values: Vec<(&str, &str)> = Vec::new();
+        let sent = headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|value| crate::http::utf8(value.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
             .filter(|pair| pair.name == self.cookie_name)
-            .filter_map(|pair| Some((pair.name, pair.value?)))
-            .collect();
+            .filter_map(|pair| Some((pair.name, pair.value?)));
+        for value in sent {
+            if !values.contains(&value) {
+                values.push(value);
+            }
+            if values.len() == SESSION_VALUES_MOST {
+                break;
+            }
+        }
         if values.len() < 2 {
             return vec![cookies];
         }
@@ -660,6 +673,31 @@ mod tests {
         assert!(!twice(
             "tollgate=2.a; tollgate_1=b; tollgate_bind=c; tollgatex=d; tollgatex=e"
         ));
+        // Each value of the session cookie once, at most four, the one the binding names
+        // first (whichever comes first in the header).
+        let each = |cookie: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(axum::http::header::COOKIE, cookie.parse().unwrap());
+            jar.each_session_cookie(&headers)
+                .iter()
+                .map(|cookies| cookies["tollgate"].to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            each(
+                "tollgate=s.a; tollgate=s.a; tollgate=s.b; tollgate=s.a; tollgate=s.c; tollgate=s.d; tollgate=s.e"
+            ),
+            ["s.a", "s.b", "s.c", "s.d"]
+        );
+        let own = "s.0123456789abcdefghijklmnopqrstuvwxyz";
+        let binding = binding_of(own).unwrap();
+        assert_eq!(
+            each(&format!(
+                "tollgate=s.planted; tollgate={own}; __Host-tollgate_bind={binding}"
+            )),
+            [own, "s.planted"]
+        );
+        assert_eq!(each("tollgate=s.a"), ["s.a"]);
         // Nothing to bind without a session cookie; over plain http, no `__Host-` cookie.
         assert!(jar.is_bound(&Cookies::new()));
         let plain = jar

@@ -12,7 +12,7 @@
 //! for `keepalive_timeout`: PINGs do not count.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,7 +33,14 @@ pub struct Streams {
     moved: AtomicU64,
     /// The response bodies in flight.
     responses: Mutex<Vec<Arc<Outgoing>>>,
+    /// How many released responses are still open: each keeps its stream, and the frame hyper
+    /// holds for it, until the client opens its window or resets it.
+    released: AtomicUsize,
 }
+
+/// The most released responses a connection may hold open: beyond, the client is not reading
+/// on purpose, and its connection is closed (each holds a stream and up to [`FRAME_MOST`]).
+pub const RELEASED_MOST: usize = 16;
 
 /// One response body in flight, shared by its [`Watched`] body and the watchdog.
 pub struct Outgoing {
@@ -62,6 +69,7 @@ impl Streams {
             opened,
             moved: AtomicU64::new(0),
             responses: Mutex::new(Vec::new()),
+            released: AtomicUsize::new(0),
         }
     }
 
@@ -117,6 +125,7 @@ impl Streams {
                 .unwrap_or_else(PoisonError::into_inner);
             if given != NOT_GIVEN && now.saturating_sub(given) >= keepalive {
                 if source.take().is_some() {
+                    self.released.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         "an HTTP/2 response not taken by its client for keepalive_timeout was released"
                     );
@@ -128,7 +137,22 @@ impl Streams {
         live
     }
 
+    /// How many released responses are still open.
+    pub fn released(&self) -> usize {
+        self.released.load(Ordering::Relaxed)
+    }
+
     fn forget(&self, outgoing: &Arc<Outgoing>) {
+        // Its last frame was taken, or it ended otherwise: a stream moved.
+        self.moved();
+        if outgoing
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            self.released.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut responses = self
             .responses
             .lock()
@@ -308,6 +332,37 @@ mod tests {
                 .unwrap()
                 .len(),
             7_232
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_responses_are_counted_while_they_are_open() {
+        let keepalive = Duration::from_secs(1);
+        let streams = streams();
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let mut body = streams.watch(axum::body::Body::from(vec![7u8; 40_000]));
+            body.frame().await.unwrap().unwrap();
+            bodies.push(body);
+        }
+        tokio::time::advance(keepalive).await;
+        assert_eq!(
+            streams.release_untaken(tokio::time::Instant::now(), keepalive),
+            0
+        );
+        assert_eq!(streams.released(), 3);
+        // Released again at the next look: counted once.
+        assert_eq!(
+            streams.release_untaken(tokio::time::Instant::now(), keepalive),
+            0
+        );
+        assert_eq!(streams.released(), 3);
+        bodies.pop();
+        assert_eq!(streams.released(), 2);
+        // Dropping one is a stream moving.
+        assert_eq!(
+            streams.still_for(tokio::time::Instant::now()),
+            Duration::ZERO
         );
     }
 
