@@ -215,6 +215,15 @@ pub fn other_readings(path: &str) -> Vec<String> {
     readings
 }
 
+/// `path` without the format suffix of its last segment (`/admin.json` is `/admin`), as Rails
+/// (`/admin(.:format)`) and Spring's suffix patterns read it; `None` when the last segment has
+/// no `.` after its first character (`/.well-known` has none).
+pub fn without_format(path: &str) -> Option<&str> {
+    let last = path.rfind('/').map_or(0, |at| at + 1);
+    let dot = path.get(last + 1..)?.find('.')?;
+    path.get(..last + 1 + dot)
+}
+
 /// `path` with the `;` parameters of each segment dropped (`/a;x/b` is `/a/b`).
 fn without_parameters(path: &str) -> String {
     path.split('/')
@@ -415,6 +424,17 @@ mod tests {
             expected,
             "raw {raw:?}"
         );
+    }
+
+    #[test]
+    fn a_format_suffix_is_read_off_the_last_segment_only() {
+        assert_eq!(without_format("/admin.json"), Some("/admin"));
+        assert_eq!(without_format("/admin/users.tar.gz"), Some("/admin/users"));
+        assert_eq!(without_format("/a.b/c"), None);
+        assert_eq!(without_format("/.well-known"), None);
+        assert_eq!(without_format("/x/.hidden.txt"), Some("/x/.hidden"));
+        assert_eq!(without_format("/"), None);
+        assert_eq!(without_format("/admin."), Some("/admin"));
     }
 
     #[test]

@@ -73,10 +73,19 @@ pub fn select_route<'a>(
     let route = state.routes.find(host.as_deref(), path);
     // One route for whatever the application reads the path as (`/admin;x/users` is
     // `/admin/users` to Tomcat): a path that reads as another route's is refused.
-    for reading in crate::http::canonical::other_readings(path) {
-        if !same_route(route, state.routes.find(host.as_deref(), &reading)) {
+    // And with its format suffix (`/admin.json` is `/admin` to Rails), in any of them.
+    let readings = crate::http::canonical::other_readings(path);
+    let formats: Vec<&str> = readings
+        .iter()
+        .map(String::as_str)
+        .chain([path])
+        .filter_map(crate::http::canonical::without_format)
+        .collect();
+    for reading in readings.iter().map(String::as_str).chain(formats) {
+        if !same_route(route, state.routes.find(host.as_deref(), reading)) {
             return Err(Rejection::BadRequest(
-                "the path reads as another route's without its parameters or percent-encodings"
+                "the path reads as another route's without its parameters, percent-encodings \
+                 or format suffix"
                     .to_owned(),
             ));
         }

@@ -241,6 +241,12 @@ async fn the_proxy_forwards_the_canonical_path_and_refuses_paths_without_one() {
         ("/public;x/y", (400, None)),
         ("/public/x;v=1", (200, Some("/public/x;v=1"))),
         ("/public/%40x", (200, Some("/public/@x"))),
+        // `/public.json` is `/public` to Rails (`/public(.:format)`), another route's path to
+        // nginx; also when the dot is encoded. A suffix within one route changes nothing.
+        ("/public.json", (400, None)),
+        ("/public%2Ejson", (400, None)),
+        ("/public/app.js", (200, Some("/public/app.js"))),
+        ("/x.json", (401, None)),
     ] {
         let (status, body) = raw_get(port, path, &[]).await;
         assert_eq!((status, served(&body)), expected, "{path}");
