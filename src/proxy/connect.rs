@@ -23,6 +23,18 @@ impl SendError {
     }
 }
 
+/// How much of a response an HTTP/2 upstream may send ahead of what Tollgate read, per stream:
+/// Tollgate reads as its client takes, so a client that never reads holds this much of the
+/// shared connection's window. hyper's 2 MiB let three such clients fill the connection's
+/// 5 MiB, stalling every other response of the worker. 256 KiB still moves 25 MB/s a stream
+/// at 10 ms round trips.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+
+/// The shared connection's window: 128 streams that never read fill it (an upstream's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` is 100 to 128 with nginx and Envoy), and it bounds what a
+/// worker buffers from one upstream.
+const H2_CONNECTION_WINDOW: u32 = 128 * H2_STREAM_WINDOW;
+
 /// How often a shared HTTP/2 connection is pinged, and how long its answer may take before
 /// the connection is closed.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -79,6 +91,8 @@ async fn open(upstream: &Upstream, http1_only: bool) -> Result<Connection, SendE
         // (a dropped NAT entry) before a request waits on it.
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
             .keep_alive_while_idle(true)

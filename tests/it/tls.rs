@@ -856,3 +856,65 @@ async fn redis_links_keep_their_roots(
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Each worker sends its requests to an HTTP/2 upstream over one shared connection, whose
+/// flow-control window a stream's unread data takes up until Tollgate reads it, that is until
+/// its client takes it. With hyper's defaults (2 MiB a stream, 5 MiB the connection) three
+/// clients that never read a large response filled a worker's connection window, and every
+/// other response on that worker got its head and no body until the route's `read_timeout`.
+/// A stream may now hold a small part of the connection's window.
+#[tokio::test]
+async fn clients_that_never_read_do_not_starve_a_shared_http2_upstream_connection() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new("windows");
+    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
+    let routes = format!(
+        "{}read_timeout = \"3s\"\n",
+        route(
+            "/",
+            &format!("https://localhost:{}", upstream.port),
+            Some(&ca.cert())
+        )
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    let address = gateway.app.public_addr;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes();
+    // Clients on every worker that ask for 16 MiB, read the head and nothing more, through a
+    // small receive buffer.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(address).await.unwrap();
+        stream.write_all(&get("/bytes/16777216")).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        stalled.push(stream);
+    }
+    // Let the upstream fill what the windows allow.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Small responses on every worker still come whole.
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /bytes/1000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .expect("an answer or a close");
+        let text = String::from_utf8_lossy(&answer);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && body.len() == 1000,
+            "a small response behind clients that never read: {text:?}"
+        );
+    }
+    drop(stalled);
+    gateway.stop().await;
+}

@@ -1,7 +1,8 @@
 //! A TLS upstream written on rustls directly: offers `h2` and `http/1.1` by ALPN, records the
 //! SNI and the protocol each connection chose, and answers an HTTP/1.1 `Upgrade` request with
-//! 101, then echoes every byte back. Over HTTP/2 (hyper's server) it answers every request with
-//! the body it received and the names of the request's trailers.
+//! 101, then echoes every byte back. Over HTTP/2 (hyper's server) it answers `/bytes/<n>` with
+//! `n` bytes, and every other request with the body it received and the names of the request's
+//! trailers.
 
 use std::sync::{Arc, Mutex};
 
@@ -88,6 +89,16 @@ async fn body_and_trailers(
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<http_body_util::Full<axum::body::Bytes>>, std::convert::Infallible> {
     use http_body_util::BodyExt as _;
+    if let Some(count) = request
+        .uri()
+        .path()
+        .strip_prefix("/bytes/")
+        .and_then(|count| count.parse::<usize>().ok())
+    {
+        return Ok(hyper::Response::new(http_body_util::Full::new(
+            vec![b'x'; count].into(),
+        )));
+    }
     let text = match request.into_body().collect().await {
         Ok(collected) => {
             let names = collected
