@@ -215,10 +215,15 @@ pub fn other_readings(path: &str) -> Vec<String> {
     readings
 }
 
-/// `path` without the format suffix of its last segment (`/admin.json` is `/admin`), as Rails
-/// (`/admin(.:format)`) and Spring's suffix patterns read it; `None` when the last segment has
-/// no `.` after its first character (`/.well-known` has none).
+/// `path` without the format suffix of its last segment (`/admin.json` is `/admin`, and so is
+/// `/admin.json/`), as Rails (`/admin(.:format)`, which drops a trailing slash) and Spring's
+/// suffix patterns read it; `None` when the last segment has no `.` after its first character
+/// (`/.well-known` has none).
 pub fn without_format(path: &str) -> Option<&str> {
+    let path = path
+        .strip_suffix('/')
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(path);
     let last = path.rfind('/').map_or(0, |at| at + 1);
     let dot = path.get(last + 1..)?.find('.')?;
     path.get(..last + 1 + dot)
@@ -435,6 +440,8 @@ mod tests {
         assert_eq!(without_format("/x/.hidden.txt"), Some("/x/.hidden"));
         assert_eq!(without_format("/"), None);
         assert_eq!(without_format("/admin."), Some("/admin"));
+        assert_eq!(without_format("/admin.json/"), Some("/admin"));
+        assert_eq!(without_format("/a/"), None);
     }
 
     #[test]

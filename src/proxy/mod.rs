@@ -73,24 +73,40 @@ pub fn select_route<'a>(
     let route = state.routes.find(host.as_deref(), path);
     // One route for whatever the application reads the path as (`/admin;x/users` is
     // `/admin/users` to Tomcat): a path that reads as another route's is refused.
-    // And with its format suffix (`/admin.json` is `/admin` to Rails), in any of them.
     let readings = crate::http::canonical::other_readings(path);
-    let formats: Vec<&str> = readings
-        .iter()
-        .map(String::as_str)
-        .chain([path])
-        .filter_map(crate::http::canonical::without_format)
-        .collect();
-    for reading in readings.iter().map(String::as_str).chain(formats) {
+    for reading in &readings {
         if !same_route(route, state.routes.find(host.as_deref(), reading)) {
             return Err(Rejection::BadRequest(
-                "the path reads as another route's without its parameters, percent-encodings \
-                 or format suffix"
+                "the path reads as another route's without its parameters or percent-encodings"
                     .to_owned(),
             ));
         }
     }
+    // And without its format suffix (`/admin.json` is `/admin` to Rails), in any of them, when
+    // that reading's route is the more specific: a route named after a file (`/robots.txt`)
+    // keeps its path.
+    let formats = readings
+        .iter()
+        .map(String::as_str)
+        .chain([path])
+        .filter_map(crate::http::canonical::without_format);
+    for reading in formats {
+        if let Some(other) = state.routes.find(host.as_deref(), reading)
+            && !same_route(route, Some(other))
+            && route.is_none_or(|route| more_specific(other, route))
+        {
+            return Err(Rejection::BadRequest(
+                "the path reads as a stricter route's without its format suffix".to_owned(),
+            ));
+        }
+    }
     Ok(route)
+}
+
+/// Whether `route` would be chosen over `than` for a path both match: named for the host, or
+/// with the longer prefix (`Routes::find`).
+fn more_specific(route: &RouteConfig, than: &RouteConfig) -> bool {
+    (route.host.is_some(), route.path_prefix.len()) > (than.host.is_some(), than.path_prefix.len())
 }
 
 /// The proxy's entry point: every public request whose path is not one of Tollgate's own.

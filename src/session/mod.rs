@@ -112,8 +112,8 @@ pub struct CookieJar {
 /// seals.
 const BINDING_LEN: usize = 24;
 
-/// The most values of the session cookie a sign-out reads: the browser's own, and a few that
-/// other hosts of the site set.
+/// The most values of the session cookie a sign-out ends: the browser's own (wherever it was
+/// sent), and the first few others, which other hosts of the site set.
 const SESSION_VALUES_MOST: usize = 4;
 
 /// The binding of a session cookie's value (`<count>.<sealed>` or `s.<sealed>`): the first
@@ -201,7 +201,8 @@ impl CookieJar {
 
     /// The request's cookies once for each value of the session cookie it sends (each value
     /// once, at most [`SESSION_VALUES_MOST`]: a request must not buy a store round trip per
-    /// repeat), the browser's own first: the one its binding names, else the first sent. A
+    /// repeat), the browser's own first, however many were sent before it: the one its binding
+    /// names, else the first sent. A
     /// cookie another host set for the whole site at a longer `Path` (`/signout`) is sent
     /// before the browser's own, and read alone it would stand in for it.
     pub fn each_session_cookie<'a>(&self, headers: &'a axum::http::HeaderMap) -> Vec<Cookies<'a>> {
@@ -214,30 +215,30 @@ impl CookieJar {
             .flat_map(crate::http::cookies::pairs)
             .filter(|pair| pair.name == self.cookie_name)
             .filter_map(|pair| Some((pair.name, pair.value?)));
+        // Every value is looked at (reading them costs nothing; ending them costs a store round
+        // trip each): the one the binding names is kept wherever it was sent.
         for value in sent {
             if !values.contains(&value) {
                 values.push(value);
-            }
-            if values.len() == SESSION_VALUES_MOST {
-                break;
             }
         }
         if values.len() < 2 {
             return vec![cookies];
         }
-        let mut each: Vec<Cookies<'a>> = values
-            .into_iter()
-            .map(|(name, value)| {
-                let mut with = cookies.clone();
-                with.insert(name, value);
-                with
-            })
-            .collect();
-        if let Some(own) = each.iter().position(|cookies| self.is_bound(cookies)) {
-            let own = each.remove(own);
-            each.insert(0, own);
-        }
-        each
+        let with = |(name, value): (&'a str, &'a str)| {
+            let mut with = cookies.clone();
+            with.insert(name, value);
+            with
+        };
+        let own = values
+            .iter()
+            .position(|value| self.is_bound(&with(*value)))
+            .unwrap_or(0);
+        let own = values.remove(own);
+        std::iter::once(own)
+            .chain(values.into_iter().take(SESSION_VALUES_MOST - 1))
+            .map(with)
+            .collect()
     }
 
     /// The `Set-Cookie` of the binding of a session cookie's `value`, when `attributes.bound`.
@@ -698,6 +699,14 @@ mod tests {
             [own, "s.planted"]
         );
         assert_eq!(each("tollgate=s.a"), ["s.a"]);
+        // The own one is kept behind four others.
+        assert_eq!(
+            each(&format!(
+                "tollgate=s.p1; tollgate=s.p2; tollgate=s.p3; tollgate=s.p4; tollgate={own}; \
+                 __Host-tollgate_bind={binding}"
+            )),
+            [own, "s.p1", "s.p2", "s.p3"]
+        );
         // Nothing to bind without a session cookie; over plain http, no `__Host-` cookie.
         assert!(jar.is_bound(&Cookies::new()));
         let plain = jar

@@ -111,6 +111,12 @@ provider = "corp"
 on_unauthenticated = "pass"
 
 [[route]]
+path_prefix = "/robots.txt"
+upstream = "http://127.0.0.1:{app_port}"
+provider = "corp"
+on_unauthenticated = "pass"
+
+[[route]]
 upstream = "http://127.0.0.1:{app_port}"
 provider = "corp"
 on_unauthenticated = "deny"
@@ -244,9 +250,12 @@ async fn the_proxy_forwards_the_canonical_path_and_refuses_paths_without_one() {
         // `/public.json` is `/public` to Rails (`/public(.:format)`), another route's path to
         // nginx; also when the dot is encoded. A suffix within one route changes nothing.
         ("/public.json", (400, None)),
+        ("/public.json/", (400, None)),
         ("/public%2Ejson", (400, None)),
         ("/public/app.js", (200, Some("/public/app.js"))),
         ("/x.json", (401, None)),
+        // A route named after a file keeps its path: `/robots` is the laxer route's.
+        ("/robots.txt", (200, Some("/robots.txt"))),
     ] {
         let (status, body) = raw_get(port, path, &[]).await;
         assert_eq!((status, served(&body)), expected, "{path}");
