@@ -352,14 +352,16 @@ impl TokenService {
         }
     }
 
-    /// How many rotations a grant may have: one a minute on average over its whole life
-    /// (`grant_lifetime`), and at least [`ROTATIONS_LEAST`].
+    /// How many rotations a grant may have: twice what a client refreshing as each access
+    /// token expires (`token_lifetime`) makes over the grant's whole life (`grant_lifetime`),
+    /// and at least [`ROTATIONS_LEAST`].
     fn rotations_most(&self) -> u64 {
-        (self.config.grant_lifetime.as_secs() / 60).max(ROTATIONS_LEAST)
+        let token_lifetime = self.config.token_lifetime.as_secs().max(1);
+        (2 * self.config.grant_lifetime.as_secs() / token_lifetime).max(ROTATIONS_LEAST)
     }
 }
 
-/// The fewest rotations any grant may have, whatever its lifetime: a client refreshing every
+/// The fewest rotations any grant may have, whatever its lifetimes: a client refreshing every
 /// minute for the default 12 h needs 720.
 const ROTATIONS_LEAST: u64 = 1_000;
 

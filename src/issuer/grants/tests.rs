@@ -456,3 +456,29 @@ async fn a_public_clients_code_without_pkce_is_not_redeemed() {
         "{error}"
     );
 }
+
+/// A grant may rotate twice as often as a client refreshing at each access token's expiry
+/// would over its life: with one-second access tokens, a thousand rotations would have ended
+/// a 12 h grant after 17 minutes.
+#[test]
+fn a_grant_may_rotate_twice_as_often_as_its_access_tokens_expire() {
+    let (service, _) = service();
+    assert_eq!(service.rotations_most(), 1_000, "12 h of 30 min tokens");
+    let mut short = service.config.clone();
+    short.token_lifetime = std::time::Duration::from_secs(1);
+    let short = TokenService::rebuilt(
+        short,
+        service.state.clone(),
+        &crate::config::load(
+            "[token_service]\nissuer = \"https://issuer.example\"\n",
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap()
+        .server,
+        Arc::new(crate::clock::SystemClock),
+        Arc::new(Metrics::new()),
+        Some(&service),
+    )
+    .unwrap();
+    assert_eq!(short.rotations_most(), 2 * 12 * 3_600);
+}

@@ -80,7 +80,9 @@ return 'fresh'
 const UNDO_ROTATION: &str = r"
 if redis.call('GET', KEYS[1]) == 'used' and redis.call('GET', KEYS[2]) == 'fresh' then
   redis.call('SET', KEYS[1], 'fresh', 'KEEPTTL')
-  redis.call('DECR', KEYS[3])
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('DECR', KEYS[3])
+  end
   redis.call('DEL', KEYS[2])
   return 1
 end
