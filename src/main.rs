@@ -299,7 +299,14 @@ fn main() -> ExitCode {
                 eprintln!("cannot read standard input");
                 return ExitCode::FAILURE;
             }
-            match tollgate::hash_password(secret.trim_end_matches(['\r', '\n'])) {
+            let secret = secret.trim_end_matches(['\r', '\n']);
+            // An empty input is a pipe from an unset variable or a missing file, never a
+            // secret: its hash would let an empty secret in.
+            if secret.trim().is_empty() {
+                eprintln!("no secret on standard input: nothing hashed");
+                return ExitCode::FAILURE;
+            }
+            match tollgate::hash_password(secret) {
                 Ok(hash) => {
                     println!("{hash}");
                     ExitCode::SUCCESS

@@ -362,6 +362,8 @@ async fn sign_in(
         .into());
     }
     let username = parameters.get("username").cloned().unwrap_or_default();
+    // An empty password is refused as a wrong one (below), even against a hash an empty input
+    // made.
     let password = parameters.get("password").cloned().unwrap_or_default();
     let user = service
         .config
@@ -392,14 +394,15 @@ async fn sign_in(
     }
     // Verify against a real hash even for unknown users, so timing does not tell who exists.
     let hash = user.map_or_else(dummy_hash, |user| user.password_hash.expose().clone());
+    let password_was_empty = password.is_empty();
     match service
         .check_password(&limit_keys, hash, password, || false)
         .await?
     {
-        PasswordCheck::Right if user.is_some() => {}
+        PasswordCheck::Right if user.is_some() && !password_was_empty => {}
         PasswordCheck::Limited => return Err(AuthorizeRefusal::RateLimited),
         PasswordCheck::Wrong => return Err(AuthorizeRefusal::WrongPassword(parameters)),
-        // The random dummy hash matched: never a user.
+        // The random dummy hash matched (never a user), or an empty password did.
         PasswordCheck::Right => {
             service.state.count_failure(&limit_keys, now).await?;
             return Err(AuthorizeRefusal::WrongPassword(parameters));

@@ -60,7 +60,9 @@ pub(super) fn presented_client(
         }
         return Ok(PresentedClient {
             client_id: id,
-            secret: Some(secret),
+            // `id:` is a public client's Basic header: an empty secret is no secret (never one
+            // an empty-input hash would let in).
+            secret: Some(secret).filter(|secret| !secret.is_empty()),
             used_basic: true,
         });
     }

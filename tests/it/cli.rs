@@ -213,3 +213,35 @@ provider = "corp"
     );
     assert!(!fine.contains("warning"), "{fine}");
 }
+
+/// `hash-secret` with nothing on standard input (a pipe from an unset variable or a missing
+/// file) printed the hash of an empty secret and exited 0; that hash let an empty secret in.
+#[test]
+fn hash_secret_refuses_an_empty_input() {
+    use std::io::Write as _;
+    let run = |input: &str| {
+        let mut child = tollgate()
+            .arg("hash-secret")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for empty in ["", "\n", "  \r\n"] {
+        let output = run(empty);
+        assert_eq!(output.status.code(), Some(1), "{empty:?}");
+        assert!(output.stdout.is_empty(), "{empty:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("no secret"));
+    }
+    let output = run("s3cret\n");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("$argon2"));
+}

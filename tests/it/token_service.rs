@@ -2115,3 +2115,48 @@ async fn a_reload_does_not_hand_a_clients_id_to_whoever_fails_for_it() {
     );
     gateway.stop().await;
 }
+
+/// A hash made from an empty input (`hash-secret` fed nothing, before it refused) let an empty
+/// secret in: `Authorization: Basic <id>:` as the confidential client, an empty password at the
+/// login form. An empty secret is no secret now.
+#[tokio::test]
+async fn an_empty_secret_or_password_is_never_right() {
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        let text = config(issuer, "", "");
+        let empty = tollgate::hash_password("").unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        for line in &mut lines {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("client_secret_hash") {
+                *line = format!("client_secret_hash = \"{empty}\"");
+            } else if trimmed.starts_with("password_hash") {
+                *line = format!("password_hash = \"{empty}\"");
+            }
+        }
+        lines.join("\n")
+    })
+    .await;
+    let (status, body) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let form = gateway
+        .post("/authorize")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(login_form("s-empty", ""))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !form.status().is_redirection(),
+        "an empty password signed alice in: {}",
+        form.status()
+    );
+    gateway.stop().await;
+}
