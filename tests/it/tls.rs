@@ -879,10 +879,12 @@ async fn clients_that_never_read_do_not_starve_a_shared_http2_upstream_connectio
     let gateway = Gateway::start(&config("", &routes)).await;
     let address = gateway.app.public_addr;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes();
-    // Clients on every worker that ask for 16 MiB, read the head and nothing more, through a
-    // small receive buffer.
+    // Clients that ask for 16 MiB, read the head and nothing more, through a small receive
+    // buffer: four on each worker (one per core, dealt in turn), more than hyper's windows
+    // took to fill a worker's connection.
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut stalled = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..4 * workers {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let mut stream = socket.connect(address).await.unwrap();
@@ -895,7 +897,7 @@ async fn clients_that_never_read_do_not_starve_a_shared_http2_upstream_connectio
     // Let the upstream fill what the windows allow.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // Small responses on every worker still come whole.
-    for _ in 0..4 {
+    for _ in 0..2 * workers {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"GET /bytes/1000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")

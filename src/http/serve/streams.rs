@@ -145,6 +145,12 @@ impl Streams {
     fn forget(&self, outgoing: &Arc<Outgoing>) {
         // Its last frame was taken, or it ended otherwise: a stream moved.
         self.moved();
+        // In `release_untaken`'s order (the list, then the body): a release between reading
+        // the body and leaving the list would be counted and never taken back.
+        let mut responses = self
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if outgoing
             .source
             .lock()
@@ -153,10 +159,6 @@ impl Streams {
         {
             self.released.fetch_sub(1, Ordering::Relaxed);
         }
-        let mut responses = self
-            .responses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         if let Some(at) = responses
             .iter()
             .position(|response| Arc::ptr_eq(response, outgoing))
