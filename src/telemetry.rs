@@ -30,8 +30,8 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, SdkTracer, SdkTracerProvider, SpanData,
-    SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, Sampler, SdkTracer, SdkTracerProvider,
+    SpanData, SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::{Resource, trace::Span};
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +46,7 @@ const QUEUE: usize = 2048;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 tokio::task_local! {
     /// The span of the request the current task serves (set by [`within`]).
@@ -118,6 +119,11 @@ impl Telemetry {
                     .build(),
             )
             .with_id_generator(OsRandomIds)
+            // Every request's span, whatever the incoming `traceparent`'s sampled flag says: an
+            // ingress that passes its clients' headers on unread (nginx `auth_request`, Traefik
+            // or Caddy without tracing) is trusted, and a client's `-00` would hide its requests
+            // (the SDK's default follows the parent's flag).
+            .with_sampler(Sampler::AlwaysOn)
             .build();
         let tracer = provider.tracer("tollgate");
         Ok(Self { provider, tracer })
@@ -160,6 +166,7 @@ impl Telemetry {
                 role,
                 ..Facts::default()
             },
+            trusted_peer,
         }
     }
 
@@ -221,6 +228,8 @@ struct Facts {
 pub struct RequestSpan {
     span: Span,
     facts: Facts,
+    /// Whether the request's trace context (and its `baggage`) came from a trusted peer.
+    trusted_peer: bool,
 }
 
 /// A request method as a span may name it: one of HTTP's nine, else `HTTP` (OpenTelemetry's
@@ -293,10 +302,16 @@ impl RequestSpan {
     }
 
     /// Replaces any `traceparent` and `tracestate` in `headers` (an upstream request's) with
-    /// this span's context, so the upstream's spans are its children.
+    /// this span's context, so the upstream's spans are its children; removes an untrusted
+    /// peer's `baggage`.
     pub fn propagate(&self, headers: &mut HeaderMap) {
         headers.remove(&TRACEPARENT);
         headers.remove(&TRACESTATE);
+        // W3C Baggage belongs to the trace it came with: an untrusted client's would reach the
+        // upstream as if it came from Tollgate's trace.
+        if !self.trusted_peer {
+            headers.remove(&BAGGAGE);
+        }
         let context = self.span.span_context();
         if !context.is_valid() {
             return;

@@ -259,6 +259,45 @@ async fn a_proxied_request_continues_a_trusted_trace_and_sends_its_span_upstream
     assert!(texts(span).iter().all(|text| !text.contains(&token)));
 }
 
+/// An ingress that passes its clients' headers on unread is trusted, so a client's
+/// `traceparent` flagged not sampled (`-00`) was followed: its requests left no span in
+/// Tollgate, nor (the flag sent on) in the upstream. Every request is sampled now.
+#[tokio::test]
+async fn a_trusted_traceparent_that_says_not_sampled_hides_no_request() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let collector = Collector::start().await;
+    let gateway = Gateway::start(&proxy_config(
+        &idp,
+        &upstream,
+        "",
+        &telemetry_section(&collector),
+    ))
+    .await;
+    let response = gateway
+        .get("/app/page")
+        .bearer_auth(idp.access_token().sign())
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"))
+        .header("baggage", "tenant=acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    gateway.stop().await;
+    let sent = upstream_traceparents(&echo);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].ends_with("-01"), "sampled upstream too: {sent:?}");
+    // A trusted peer's baggage goes on with its trace.
+    assert_eq!(
+        echo["headers"]["baggage"],
+        serde_json::json!(["tenant=acme"])
+    );
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(hex(&spans[0].1.trace_id), CLIENT_TRACE);
+}
+
 #[tokio::test]
 async fn an_untrusted_clients_traceparent_is_replaced_by_a_new_trace() {
     let idp = TestIdp::start().await;
@@ -277,6 +316,7 @@ async fn an_untrusted_clients_traceparent_is_replaced_by_a_new_trace() {
         .bearer_auth(idp.access_token().sign())
         .header("traceparent", client_traceparent())
         .header("tracestate", "vendor=client")
+        .header("baggage", "user.id=admin")
         .send()
         .await
         .unwrap();
@@ -300,6 +340,8 @@ async fn an_untrusted_clients_traceparent_is_replaced_by_a_new_trace() {
     );
     assert!(!sent[0].contains(CLIENT_TRACE), "{sent:?}");
     assert!(echo["headers"]["tracestate"].is_null(), "{echo}");
+    // Nor does its baggage reach the upstream as if it came with Tollgate's trace.
+    assert!(echo["headers"]["baggage"].is_null(), "{echo}");
 
     let spans = collector.spans();
     assert_eq!(spans.len(), 2, "{spans:#?}");
