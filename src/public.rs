@@ -221,7 +221,13 @@ impl PublicService {
             ),
         };
         let trusted = crate::http::forwarded::is_trusted(peer.ip(), &self.proxy.trusted_proxies);
-        let mut span = telemetry.begin(name, role, request.method(), request.headers(), trusted);
+        let mut span = telemetry.begin(
+            name,
+            role,
+            request.method(),
+            request.headers(),
+            (trusted, false),
+        );
         if let Some((endpoint, _)) = own {
             span.route(request.method(), span_route(request.uri().path(), endpoint));
         }

@@ -24,14 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceFlags, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, Sampler, SdkTracer, SdkTracerProvider,
-    SpanData, SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, SdkTracer, SdkTracerProvider, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::{Resource, trace::Span};
 use prometheus_client::metrics::counter::Counter;
@@ -119,11 +121,6 @@ impl Telemetry {
                     .build(),
             )
             .with_id_generator(OsRandomIds)
-            // Every request's span, whatever the incoming `traceparent`'s sampled flag says: an
-            // ingress that passes its clients' headers on unread (nginx `auth_request`, Traefik
-            // or Caddy without tracing) is trusted, and a client's `-00` would hide its requests
-            // (the SDK's default follows the parent's flag).
-            .with_sampler(Sampler::AlwaysOn)
             .build();
         let tracer = provider.tracer("tollgate");
         Ok(Self { provider, tracer })
@@ -131,16 +128,19 @@ impl Telemetry {
 
     /// Begins the server span of a request answered by `role`, named `name` (`<method>
     /// <route>` once a route is known). `headers`' trace context is the parent only when
-    /// `trusted_peer`.
+    /// `trusted_peer`; its sampled flag is followed only when `follow_sampling` (an Envoy's
+    /// gRPC metadata, its own): an ingress that passes its clients' headers on unread (nginx
+    /// `auth_request`, Traefik or Caddy without tracing) is trusted too, and a client's `-00`
+    /// would hide its requests.
     pub fn begin(
         &self,
         name: Cow<'static, str>,
         role: &'static str,
         method: &Method,
         headers: &HeaderMap,
-        trusted_peer: bool,
+        (trusted_peer, follow_sampling): (bool, bool),
     ) -> RequestSpan {
-        let parent = if trusted_peer {
+        let mut parent = if trusted_peer {
             opentelemetry::propagation::TextMapPropagator::extract(
                 &TraceContextPropagator::new(),
                 &opentelemetry_http::HeaderExtractor(headers),
@@ -148,6 +148,19 @@ impl Telemetry {
         } else {
             Context::new()
         };
+        if !follow_sampling {
+            use opentelemetry::trace::TraceContextExt as _;
+            let remote = parent.span().span_context().clone();
+            if remote.is_valid() && !remote.is_sampled() {
+                parent = parent.with_remote_span_context(SpanContext::new(
+                    remote.trace_id(),
+                    remote.span_id(),
+                    TraceFlags::SAMPLED,
+                    true,
+                    remote.trace_state().clone(),
+                ));
+            }
+        }
         let span = self
             .tracer
             .span_builder(name)
@@ -308,7 +321,8 @@ impl RequestSpan {
         headers.remove(&TRACEPARENT);
         headers.remove(&TRACESTATE);
         // W3C Baggage belongs to the trace it came with: an untrusted client's would reach the
-        // upstream as if it came from Tollgate's trace.
+        // upstream as if it came with Tollgate's trace (a trusted peer's is kept, with its trace
+        // context or without).
         if !self.trusted_peer {
             headers.remove(&BAGGAGE);
         }

@@ -354,10 +354,13 @@ impl TokenService {
 
     /// How many rotations a grant may have: twice what a client refreshing as each access
     /// token expires (`token_lifetime`) makes over the grant's whole life (`grant_lifetime`),
-    /// and at least [`ROTATIONS_LEAST`].
+    /// one a minute over that life, and at least [`ROTATIONS_LEAST`], whichever is most.
     fn rotations_most(&self) -> u64 {
+        let grant_lifetime = self.config.grant_lifetime.as_secs();
         let token_lifetime = self.config.token_lifetime.as_secs().max(1);
-        (2 * self.config.grant_lifetime.as_secs() / token_lifetime).max(ROTATIONS_LEAST)
+        (2 * grant_lifetime / token_lifetime)
+            .max(grant_lifetime / 60)
+            .max(ROTATIONS_LEAST)
     }
 }
 

@@ -96,7 +96,7 @@ pub fn select_route<'a>(
             && route.is_none_or(|route| more_specific(other, route))
         {
             return Err(Rejection::BadRequest(
-                "the path reads as a stricter route's without its format suffix".to_owned(),
+                "the path reads as a more specific route's without its format suffix".to_owned(),
             ));
         }
     }

@@ -207,7 +207,19 @@ impl CookieJar {
     /// before the browser's own, and read alone it would stand in for it.
     pub fn each_session_cookie<'a>(&self, headers: &'a axum::http::HeaderMap) -> Vec<Cookies<'a>> {
         let cookies = crate::http::cookies::request_cookies(headers);
-        let mut values: Vec<(&str, &str)> = Vec::new();
+        // The value the binding names (any, when there is no binding to name one).
+        let binding = self
+            .binding_name
+            .as_deref()
+            .and_then(|name| cookies.get(name).copied());
+        let is_own = |value: &str| {
+            self.binding_name.is_none()
+                || binding.is_some_and(|binding| binding_of(value) == Some(binding))
+        };
+        // One pass over every value, keeping the own one wherever it was sent and the first
+        // few others: a header of thousands of values costs one look at each.
+        let mut own: Option<(&str, &str)> = None;
+        let mut others: Vec<(&str, &str)> = Vec::new();
         let sent = headers
             .get_all(axum::http::header::COOKIE)
             .iter()
@@ -215,29 +227,28 @@ impl CookieJar {
             .flat_map(crate::http::cookies::pairs)
             .filter(|pair| pair.name == self.cookie_name)
             .filter_map(|pair| Some((pair.name, pair.value?)));
-        // Every value is looked at (reading them costs nothing; ending them costs a store round
-        // trip each): the one the binding names is kept wherever it was sent.
         for value in sent {
-            if !values.contains(&value) {
-                values.push(value);
+            if own.is_none() && is_own(value.1) {
+                own = Some(value);
+                others.retain(|other| *other != value);
+            } else if own != Some(value)
+                && others.len() < SESSION_VALUES_MOST
+                && !others.contains(&value)
+            {
+                others.push(value);
             }
         }
-        if values.len() < 2 {
+        let own = own.or_else(|| (!others.is_empty()).then(|| others.remove(0)));
+        let Some(own) = own.filter(|_| !others.is_empty()) else {
             return vec![cookies];
-        }
-        let with = |(name, value): (&'a str, &'a str)| {
-            let mut with = cookies.clone();
-            with.insert(name, value);
-            with
         };
-        let own = values
-            .iter()
-            .position(|value| self.is_bound(&with(*value)))
-            .unwrap_or(0);
-        let own = values.remove(own);
         std::iter::once(own)
-            .chain(values.into_iter().take(SESSION_VALUES_MOST - 1))
-            .map(with)
+            .chain(others.into_iter().take(SESSION_VALUES_MOST - 1))
+            .map(|(name, value)| {
+                let mut with = cookies.clone();
+                with.insert(name, value);
+                with
+            })
             .collect()
     }
 
@@ -699,6 +710,16 @@ mod tests {
             [own, "s.planted"]
         );
         assert_eq!(each("tollgate=s.a"), ["s.a"]);
+        // Thousands of values: the own one, sent last, is still found.
+        let many: String = (0..5_000)
+            .map(|index| format!("tollgate=s.v{index}; "))
+            .collect();
+        assert_eq!(
+            each(&format!(
+                "{many}tollgate={own}; __Host-tollgate_bind={binding}"
+            )),
+            [own, "s.v0", "s.v1", "s.v2"]
+        );
         // The own one is kept behind four others.
         assert_eq!(
             each(&format!(

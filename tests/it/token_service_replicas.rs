@@ -287,7 +287,8 @@ async fn revocations_and_rotations_wait_for_a_replica_and_an_unconfirmed_rotatio
     );
 }
 
-/// On Redis too, a grant rotates at most `max(1000, 2 × grant_lifetime / token_lifetime)` times
+/// On Redis too, a grant rotates at most `max(1000, grant_lifetime / 60, 2 × grant_lifetime /
+/// token_lifetime)` times
 /// (1000 with this config's 12 h and 30 min): then its
 /// token is refused unspent (the user signs in again), never a reuse.
 #[tokio::test]

@@ -121,7 +121,7 @@ impl Authorization for EnvoyCheck {
             "forward_auth",
             &Method::POST,
             request.metadata().as_ref(),
-            trusted,
+            (trusted, true),
         );
         span.attribute("rpc.system", "grpc");
         span.attribute("rpc.service", "envoy.service.auth.v3.Authorization");

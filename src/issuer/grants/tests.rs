@@ -481,4 +481,23 @@ fn a_grant_may_rotate_twice_as_often_as_its_access_tokens_expire() {
     )
     .unwrap();
     assert_eq!(short.rotations_most(), 2 * 12 * 3_600);
+    // And never fewer than one a minute over a long grant's life.
+    let mut long = service.config.clone();
+    long.grant_lifetime = std::time::Duration::from_secs(30 * 86_400);
+    long.token_lifetime = std::time::Duration::from_secs(3_600);
+    let long = TokenService::rebuilt(
+        long,
+        service.state.clone(),
+        &crate::config::load(
+            "[token_service]\nissuer = \"https://issuer.example\"\n",
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap()
+        .server,
+        Arc::new(crate::clock::SystemClock),
+        Arc::new(Metrics::new()),
+        Some(&service),
+    )
+    .unwrap();
+    assert_eq!(long.rotations_most(), 30 * 24 * 60);
 }

@@ -232,10 +232,20 @@ async fn every_envoy_grpc_check_gets_a_span_continuing_a_trusted_envoys_trace() 
         answer.http_response,
         Some(HttpResponse::DeniedResponse(_))
     ));
+    // A Check of a trace Envoy did not sample is not sampled here either: its decision comes
+    // in its own metadata, never from a client.
+    let mut unsampled = tonic::Request::new(check_request("/admin/z", &[], None));
+    unsampled.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")
+            .parse()
+            .unwrap(),
+    );
+    envoy.check(unsampled).await.unwrap();
     gateway.stop().await;
 
     let spans = collector.spans();
-    assert_eq!(spans.len(), 2, "one span per Check: {spans:#?}");
+    assert_eq!(spans.len(), 2, "one span per sampled Check: {spans:#?}");
     for (_, span) in &spans {
         assert_eq!(span.name, CHECK);
         assert_eq!(attribute(span, "rpc.system").as_deref(), Some("grpc"));
