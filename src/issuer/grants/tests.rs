@@ -39,6 +39,25 @@ email = "alice@example.com"
     (service, router)
 }
 
+/// `service` rebuilt as a reload with `config` would: its state and key kept.
+fn reloaded(service: &TokenService, config: crate::config::TokenServiceConfig) -> TokenService {
+    let server = crate::config::load(
+        "[token_service]\nissuer = \"https://issuer.example\"\n",
+        &std::collections::BTreeMap::new(),
+    )
+    .unwrap()
+    .server;
+    TokenService::rebuilt(
+        config,
+        service.state.clone(),
+        &server,
+        Arc::new(crate::clock::SystemClock),
+        Arc::new(Metrics::new()),
+        Some(service),
+    )
+    .unwrap()
+}
+
 fn challenge(verifier: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
@@ -398,22 +417,7 @@ async fn a_code_or_grant_is_answered_only_where_its_client_still_signs_users_in(
         .iter_mut()
         .filter(|client| client.client_id == "spa")
         .for_each(|client| client.login_provider = Some("partner".to_owned()));
-    let reloaded = Arc::new(
-        TokenService::rebuilt(
-            moved,
-            service.state.clone(),
-            &crate::config::load(
-                "[token_service]\nissuer = \"https://issuer.example\"\n",
-                &std::collections::BTreeMap::new(),
-            )
-            .unwrap()
-            .server,
-            Arc::new(crate::clock::SystemClock),
-            Arc::new(Metrics::new()),
-            Some(&service),
-        )
-        .unwrap(),
-    );
+    let reloaded = Arc::new(reloaded(&service, moved));
     let refresh = format!(
         "grant_type=refresh_token&refresh_token={}",
         issued["refresh_token"].as_str().unwrap()
@@ -466,38 +470,12 @@ fn a_grant_may_rotate_twice_as_often_as_its_access_tokens_expire() {
     assert_eq!(service.rotations_most(), 1_000, "12 h of 30 min tokens");
     let mut short = service.config.clone();
     short.token_lifetime = std::time::Duration::from_secs(1);
-    let short = TokenService::rebuilt(
-        short,
-        service.state.clone(),
-        &crate::config::load(
-            "[token_service]\nissuer = \"https://issuer.example\"\n",
-            &std::collections::BTreeMap::new(),
-        )
-        .unwrap()
-        .server,
-        Arc::new(crate::clock::SystemClock),
-        Arc::new(Metrics::new()),
-        Some(&service),
-    )
-    .unwrap();
+    let short = reloaded(&service, short);
     assert_eq!(short.rotations_most(), 2 * 12 * 3_600);
     // And never fewer than one a minute over a long grant's life.
     let mut long = service.config.clone();
     long.grant_lifetime = std::time::Duration::from_secs(30 * 86_400);
     long.token_lifetime = std::time::Duration::from_secs(3_600);
-    let long = TokenService::rebuilt(
-        long,
-        service.state.clone(),
-        &crate::config::load(
-            "[token_service]\nissuer = \"https://issuer.example\"\n",
-            &std::collections::BTreeMap::new(),
-        )
-        .unwrap()
-        .server,
-        Arc::new(crate::clock::SystemClock),
-        Arc::new(Metrics::new()),
-        Some(&service),
-    )
-    .unwrap();
+    let long = reloaded(&service, long);
     assert_eq!(long.rotations_most(), 30 * 24 * 60);
 }
