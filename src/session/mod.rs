@@ -202,9 +202,9 @@ impl CookieJar {
     /// The request's cookies once for each value of the session cookie it sends (each value
     /// once, at most [`SESSION_VALUES_MOST`]: a request must not buy a store round trip per
     /// repeat), the browser's own first, however many were sent before it: the one its binding
-    /// names, else the first sent. A
-    /// cookie another host set for the whole site at a longer `Path` (`/signout`) is sent
-    /// before the browser's own, and read alone it would stand in for it.
+    /// names, else the first sent. A cookie another host set for the whole site at a longer
+    /// `Path` (`/signout`) is sent before the browser's own, and read alone it would stand in
+    /// for it.
     pub fn each_session_cookie<'a>(&self, headers: &'a axum::http::HeaderMap) -> Vec<Cookies<'a>> {
         let cookies = crate::http::cookies::request_cookies(headers);
         // The value the binding names (any, when there is no binding to name one).
@@ -228,9 +228,9 @@ impl CookieJar {
             .filter(|pair| pair.name == self.cookie_name)
             .filter_map(|pair| Some((pair.name, pair.value?)));
         for value in sent {
+            // A value is the own one from its first sight, so it never waits among the others.
             if own.is_none() && is_own(value.1) {
                 own = Some(value);
-                others.retain(|other| *other != value);
             } else if own != Some(value)
                 && others.len() < SESSION_VALUES_MOST
                 && !others.contains(&value)
