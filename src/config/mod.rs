@@ -397,6 +397,9 @@ pub struct Upstream {
     url: Url,
     /// Tells upstreams apart in connection pools: unique in the process.
     id: u64,
+    /// Held by every copy of this upstream (its config, the requests sent to it): a pool drops
+    /// a connection to an upstream nothing holds any more.
+    held: std::sync::Arc<()>,
     /// `host:port` to connect to.
     address: String,
     /// `host[:port]` for a request that arrives without a `Host` header.
@@ -425,6 +428,7 @@ impl Upstream {
         let base_path = url.path().trim_end_matches('/').to_owned();
         Some(Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            held: std::sync::Arc::new(()),
             url,
             address,
             authority,
@@ -446,6 +450,11 @@ impl Upstream {
     /// Unique in the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whether a config or a request still holds this upstream: gone once the last copy is.
+    pub fn held(&self) -> std::sync::Weak<()> {
+        std::sync::Arc::downgrade(&self.held)
     }
 
     /// `host:port` to connect to.

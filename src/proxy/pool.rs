@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
+use std::sync::Weak;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,30 @@ struct Idle {
     since: Instant,
 }
 
+/// A thread's HTTP/2 connection to an upstream. Dropped (and the connection closed once its
+/// streams are over) when no config holds the upstream any more (a reload gave every upstream
+/// a new id, and nothing asks for the old one again) or when no request took it for
+/// [`IDLE_TIMEOUT`]; its pings would otherwise keep it open for as long as the process runs.
+struct Shared {
+    upstream: u64,
+    held: Weak<()>,
+    used: Instant,
+    sender: http2::SendRequest<Body>,
+}
+
+impl Shared {
+    fn kept(&self) -> bool {
+        !self.sender.is_closed()
+            && self.held.strong_count() > 0
+            && self.used.elapsed() < IDLE_TIMEOUT
+    }
+}
+
 thread_local! {
     /// Per upstream (by `Upstream::id`), idle connections, most recently used last.
     static IDLE: RefCell<Vec<(u64, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
     /// Per upstream, this thread's HTTP/2 connection, shared by its requests.
-    static MULTIPLEXED: RefCell<Vec<(u64, http2::SendRequest<Body>)>> = const { RefCell::new(Vec::new()) };
+    static MULTIPLEXED: RefCell<Vec<Shared>> = const { RefCell::new(Vec::new()) };
     /// Whether this thread runs a task that closes its expired idle connections.
     static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -166,9 +186,15 @@ async fn send_connected(
         },
         Connection::Http2(mut sender) => {
             MULTIPLEXED.with_borrow_mut(|shared| {
-                shared.retain(|(id, _)| *id != upstream.id());
-                shared.push((upstream.id(), sender.clone()));
+                shared.retain(|entry| entry.upstream != upstream.id());
+                shared.push(Shared {
+                    upstream: upstream.id(),
+                    held: upstream.held(),
+                    used: Instant::now(),
+                    sender: sender.clone(),
+                });
             });
+            sweeping();
             match sender.send_request(for_http2(request, upstream)).await {
                 Ok(response) => Ok(unpooled(response, upstream.id())),
                 Err(error) => Err(SendError::new(error.to_string())),
@@ -234,16 +260,15 @@ impl hyper::body::Body for WithoutTrailers {
 /// This thread's open HTTP/2 connection to `upstream`.
 fn multiplexed(upstream: u64) -> Option<http2::SendRequest<Body>> {
     MULTIPLEXED.with_borrow_mut(|shared| {
-        shared.retain(|(_, sender)| !sender.is_closed());
-        shared
-            .iter()
-            .find(|(id, _)| *id == upstream)
-            .map(|(_, sender)| sender.clone())
+        shared.retain(Shared::kept);
+        let entry = shared.iter_mut().find(|entry| entry.upstream == upstream)?;
+        entry.used = Instant::now();
+        Some(entry.sender.clone())
     })
 }
 
 fn forget_multiplexed(upstream: u64) {
-    MULTIPLEXED.with_borrow_mut(|shared| shared.retain(|(id, _)| *id != upstream));
+    MULTIPLEXED.with_borrow_mut(|shared| shared.retain(|entry| entry.upstream != upstream));
 }
 
 /// This thread's most recently used idle connection to `upstream` that is still open.
@@ -307,6 +332,11 @@ fn checkin(upstream: u64, sender: SendRequest<Body>) {
             since: Instant::now(),
         });
     });
+    sweeping();
+}
+
+/// Starts this thread's sweep, unless it runs already.
+fn sweeping() {
     if !SWEEPING.replace(true) {
         tokio::spawn(sweep());
     }
@@ -319,8 +349,9 @@ fn expired(idle: &[Idle]) -> usize {
         .count()
 }
 
-/// Closes this thread's expired idle connections now and then, so that they do not stay open
-/// when no request comes to reuse them; runs as long as the thread's runtime.
+/// Closes this thread's expired idle connections, and its HTTP/2 connections no longer kept,
+/// now and then, so that they do not stay open when no request comes to reuse them; runs as
+/// long as the thread's runtime.
 async fn sweep() {
     let mut ticks = tokio::time::interval(IDLE_TIMEOUT / 3);
     loop {
@@ -331,6 +362,7 @@ async fn sweep() {
             }
             pools.retain(|(_, idle)| !idle.is_empty());
         });
+        MULTIPLEXED.with_borrow_mut(|shared| shared.retain(Shared::kept));
     }
 }
 

@@ -920,3 +920,84 @@ async fn clients_that_never_read_do_not_starve_a_shared_http2_upstream_connectio
     drop(stalled);
     gateway.stop().await;
 }
+
+/// A worker's HTTP/2 connection to an upstream is pinged to stay open while it is shared. A
+/// reload gives every upstream a new identity, and the connections to the old one stayed open
+/// for as long as the process ran: one more per worker and upstream at every reload. They
+/// close once no config holds their upstream.
+#[tokio::test]
+async fn a_reload_closes_the_http2_upstream_connections_of_the_config_it_replaced() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const RELOADS: usize = 4;
+    let ca = TestCa::new("reload-h2");
+    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
+    let text = |timeout: usize| {
+        config(
+            "",
+            &format!(
+                "{}read_timeout = \"{}s\"\n",
+                route(
+                    "/",
+                    &format!("https://localhost:{}", upstream.port),
+                    Some(&ca.cert())
+                ),
+                10 + timeout
+            ),
+        )
+    };
+    let gateway = Gateway::start(&text(0)).await;
+    let address = gateway.app.public_addr;
+    // Fresh client connections are dealt to the workers in turn: twice as many reach each.
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let on_every_worker = || async move {
+        for _ in 0..2 * workers {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(
+                    b"GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            assert!(
+                answer.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    };
+    on_every_worker().await;
+    let at_start = upstream.open_http2.load(Ordering::SeqCst);
+    assert!(
+        (1..=workers).contains(&at_start),
+        "one shared connection per worker at most: {at_start}"
+    );
+    for reload in 1..=RELOADS {
+        let config = tollgate::config::load(&text(reload), &std::collections::BTreeMap::new())
+            .expect("the config loads");
+        gateway.app.reload(config).await.unwrap();
+        on_every_worker().await;
+    }
+    let handshakes = upstream.handshakes.lock().unwrap().len();
+    assert!(
+        handshakes > at_start,
+        "the reloads gave the upstream new connections: {handshakes}"
+    );
+    // The old ones close as the workers next look for theirs (a request), not later.
+    let mut open = upstream.open_http2.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        if open <= workers {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        open = upstream.open_http2.load(Ordering::SeqCst);
+    }
+    assert!(
+        open <= workers,
+        "after {RELOADS} reloads, {open} HTTP/2 connections stay open for {workers} workers \
+         ({handshakes} made)"
+    );
+    gateway.stop().await;
+}

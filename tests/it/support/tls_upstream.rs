@@ -18,6 +18,8 @@ pub type Handshake = (Option<String>, Option<String>);
 pub struct TlsUpstream {
     pub port: u16,
     pub handshakes: Arc<Mutex<Vec<Handshake>>>,
+    /// HTTP/2 connections open now.
+    pub open_http2: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,12 +44,14 @@ impl TlsUpstream {
         let port = listener.local_addr().unwrap().port();
         let handshakes = Arc::new(Mutex::new(Vec::new()));
         let seen = handshakes.clone();
+        let open_http2 = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = open_http2.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                let (acceptor, seen, open) = (acceptor.clone(), seen.clone(), open.clone());
                 tokio::spawn(async move {
                     let Ok(mut stream) = acceptor.accept(stream).await else {
                         return;
@@ -62,6 +66,7 @@ impl TlsUpstream {
                     let http2 = handshake.1.as_deref() == Some("h2");
                     seen.lock().unwrap().push(handshake);
                     if http2 {
+                        open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let _ = hyper::server::conn::http2::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
                         )
@@ -70,6 +75,7 @@ impl TlsUpstream {
                             hyper::service::service_fn(body_and_trailers),
                         )
                         .await;
+                        open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     } else {
                         upgrade_and_echo(&mut stream).await;
                     }
@@ -79,6 +85,7 @@ impl TlsUpstream {
         Self {
             port,
             handshakes,
+            open_http2,
             task,
         }
     }
