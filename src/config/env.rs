@@ -44,16 +44,23 @@ pub(super) fn apply_overrides(
     env: &BTreeMap<String, String>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Vec<Override> {
+    let mut overrides: Vec<(&String, &String, Vec<String>)> = env
+        .iter()
+        .filter_map(|(name, value)| {
+            let path = name.strip_prefix("TOLLGATE_")?;
+            let section = path.split_once("__").map_or(path, |(first, _)| first);
+            let segments = path.split("__").map(str::to_ascii_lowercase).collect();
+            is_section(section).then_some((name, value, segments))
+        })
+        .collect();
+    // Array entries in the order of their indexes, not of their names: `ROUTE__10__…` sorts
+    // before `ROUTE__2__…` by name, and would be refused as skipping entries.
+    overrides.sort_by(|(_, _, one), (_, _, other)| {
+        let order = |segment: &String| (segment.parse::<u64>().ok(), segment.clone());
+        one.iter().map(order).cmp(other.iter().map(order))
+    });
     let mut applied = Vec::new();
-    for (name, value) in env {
-        let Some(path) = name.strip_prefix("TOLLGATE_") else {
-            continue;
-        };
-        let section = path.split_once("__").map_or(path, |(first, _)| first);
-        if !is_section(section) {
-            continue;
-        }
-        let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    for (name, value, segments) in overrides {
         if segments.iter().any(String::is_empty) {
             problems.push(ConfigProblem::new(name, "malformed override variable name"));
             continue;

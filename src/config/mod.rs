@@ -522,17 +522,54 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    let plain_outside_loopback = |url: &Url, plain: &str| {
+        url.scheme() == plain
+            && !url.host().is_some_and(|host| match host {
+                // A `redis://` URL's host is not parsed as an address (not a special scheme).
+                url::Host::Domain(name) => {
+                    name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|address| address.is_loopback())
+                }
+                url::Host::Ipv4(address) => address.is_loopback(),
+                url::Host::Ipv6(address) => address.is_loopback(),
+            })
+    };
     if let Some(url) = &config.server.public_url
-        && url.scheme() == "http"
-        && !url.host().is_some_and(|host| match host {
-            url::Host::Domain(name) => name == "localhost",
-            url::Host::Ipv4(address) => address.is_loopback(),
-            url::Host::Ipv6(address) => address.is_loopback(),
-        })
+        && plain_outside_loopback(url, "http")
     {
         warnings.push(
             "server.public_url: plain http outside loopback sends session cookies and \
              authorization codes unencrypted; use https"
+                .to_owned(),
+        );
+    }
+    for (index, provider) in config.providers.iter().enumerate() {
+        if Url::parse(&provider.issuer).is_ok_and(|url| plain_outside_loopback(&url, "http")) {
+            warnings.push(format!(
+                "provider[{index}].issuer: plain http outside loopback: whoever is on the path \
+                 can hand Tollgate their own signing keys (forged tokens are then accepted) \
+                 and read its client secret; use https"
+            ));
+        }
+    }
+    if let Some(service) = &config.token_service
+        && plain_outside_loopback(&service.issuer, "http")
+    {
+        warnings.push(
+            "token_service.issuer: plain http outside loopback sends codes, tokens and client \
+             secrets unencrypted; use https"
+                .to_owned(),
+        );
+    }
+    if let Some(redis) = &config.session.redis
+        && redis_password_in_clear(redis, |url| plain_outside_loopback(url, "redis"))
+    {
+        warnings.push(
+            "session.redis_url: the Redis password goes unencrypted to a host outside \
+             loopback (and, through Sentinel, to whichever master the path names); use \
+             rediss:// or rediss+sentinel://"
                 .to_owned(),
         );
     }
@@ -565,6 +602,26 @@ pub fn warnings(config: &Config) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Whether `target` sends a password without TLS to a host `outside` says is not loopback.
+fn redis_password_in_clear(target: &RedisTarget, outside: impl Fn(&Url) -> bool) -> bool {
+    let url_in_clear = |url: &str| {
+        redis::parse_redis_url(url).is_some_and(|url| url.password().is_some() && outside(&url))
+    };
+    match target {
+        RedisTarget::Standalone(url) => url_in_clear(url),
+        RedisTarget::Cluster(nodes) => nodes.iter().any(|node| url_in_clear(node)),
+        RedisTarget::Sentinel {
+            sentinels, auth, ..
+        } => {
+            auth.password.is_some()
+                && !auth.tls
+                && sentinels
+                    .iter()
+                    .any(|sentinel| Url::parse(sentinel).is_ok_and(|url| outside(&url)))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use crate::secret::Secret;
 
-/// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Redis is. Its `Debug` leaves out the passwords that URLs hold.
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server.
     Standalone(String),
@@ -19,6 +19,31 @@ pub enum RedisTarget {
     },
     /// Cluster nodes to start from.
     Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Standalone(url) => formatter
+                .debug_tuple("Standalone")
+                .field(&shown(url))
+                .finish(),
+            Self::Sentinel {
+                sentinels,
+                service,
+                auth,
+            } => formatter
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("service", service)
+                .field("auth", auth)
+                .finish(),
+            Self::Cluster(nodes) => formatter
+                .debug_tuple("Cluster")
+                .field(&nodes.iter().map(|node| shown(node)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// The master's credentials, database and TLS of a Sentinel URL.
@@ -51,20 +76,32 @@ impl RedisTarget {
                 Self::parse_sentinel(single)
             }
             [single] => {
-                redis::parse_redis_url(single).ok_or_else(|| {
-                    format!("`{}` is not a redis:// or rediss:// URL", shown(single))
-                })?;
+                Self::check_url(single)?;
                 Ok(Self::Standalone(single.clone()))
             }
             nodes => {
                 for node in nodes {
-                    redis::parse_redis_url(node).ok_or_else(|| {
-                        format!("`{}` is not a redis:// or rediss:// URL", shown(node))
-                    })?;
+                    Self::check_url(node)?;
                 }
                 Ok(Self::Cluster(nodes.to_vec()))
             }
         }
+    }
+
+    /// A `redis://` or `rediss://` URL without a fragment: the Redis client reads `#insecure`
+    /// as "no certificate checks", which this build refuses at every connection, after
+    /// `check` said the config was fine.
+    fn check_url(url: &str) -> Result<(), String> {
+        let parsed = redis::parse_redis_url(url)
+            .ok_or_else(|| format!("`{}` is not a redis:// or rediss:// URL", shown(url)))?;
+        if parsed.fragment().is_some() {
+            return Err(format!(
+                "`{}` has a fragment (`#…`): a Redis URL takes none, and certificates are \
+                 always checked (use `redis_ca_file` for a private CA)",
+                shown(url)
+            ));
+        }
+        Ok(())
     }
 
     /// Whether every link to this target speaks TLS (`rediss://`, each Cluster node's
@@ -97,6 +134,13 @@ impl RedisTarget {
             Some((userinfo, rest)) => (Some(userinfo), rest),
             None => (None, rest),
         };
+        if rest.contains('#') {
+            return Err(
+                "a Sentinel URL takes no fragment (`#…`): certificates are always checked \
+                 (use `redis_ca_file` for a private CA)"
+                    .to_owned(),
+            );
+        }
         let (hosts, path) = rest
             .split_once('/')
             .ok_or("a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster")?;

@@ -163,7 +163,7 @@ fn files_and_lifetimes_serve_would_refuse_are_problems() {
         )
         .is_empty()
     );
-    for lifetime in ["0s", "10000years"] {
+    for lifetime in ["0s", "400d"] {
         check_problem(
             &service(&format!("token_lifetime = \"{lifetime}\"")),
             &[],
@@ -1108,4 +1108,184 @@ fn a_sentinel_password_may_hold_slashes() {
             .map(|password| password.expose().as_str()),
         Some("a/b/TopSecret")
     );
+}
+
+#[test]
+fn a_duration_longer_than_ten_years_is_refused() {
+    for (section, key) in [
+        ("server", "keepalive_timeout"),
+        ("server", "header_read_timeout"),
+        ("session", "idle_timeout"),
+    ] {
+        check_problem(
+            &format!("[{section}]\n{key} = \"300000000000y\"\n{PROVIDER}"),
+            &[],
+            &format!(
+                "{section}.{key}: `300000000000y` is longer than any duration Tollgate takes (3650 days)"
+            ),
+        );
+    }
+    let config = load(
+        &format!("[server]\nkeepalive_timeout = \"3650d\"\n{PROVIDER}"),
+        &BTreeMap::new(),
+    )
+    .expect("ten years is taken");
+    assert_eq!(
+        config.server.keepalive_timeout,
+        std::time::Duration::from_secs(3650 * 86_400)
+    );
+}
+
+#[test]
+fn a_redis_url_with_a_fragment_is_refused_and_no_password_is_shown_in_debug() {
+    for url in [
+        "rediss://:TopSecret@redis.example:6380#insecure",
+        "rediss+sentinel://:TopSecret@s1:26379/mymaster#insecure",
+    ] {
+        let refused = crate::config::RedisTarget::parse(&[url.to_owned()])
+            .expect_err("a fragment is refused");
+        assert!(refused.contains("fragment"), "{refused}");
+        assert!(!refused.contains("TopSecret"), "{refused}");
+    }
+    assert!(
+        crate::config::RedisTarget::parse(&[
+            "rediss://a:6379".to_owned(),
+            "rediss://b:6379#insecure".to_owned(),
+        ])
+        .is_err(),
+        "nor in a Cluster node"
+    );
+    for url in [
+        "redis://:TopSecret@redis.example:6379/2",
+        "redis+sentinel://:TopSecret@s1:26379/mymaster",
+    ] {
+        let target = crate::config::RedisTarget::parse(&[url.to_owned()]).unwrap();
+        let shown = format!("{target:?}");
+        assert!(!shown.contains("TopSecret"), "{shown}");
+        assert!(
+            shown.contains("s1:26379") || shown.contains("redis.example:6379"),
+            "{shown}"
+        );
+    }
+    let cluster = crate::config::RedisTarget::parse(&[
+        "redis://:TopSecret@a:6379".to_owned(),
+        "redis://:TopSecret@b:6379".to_owned(),
+    ])
+    .unwrap();
+    assert!(!format!("{cluster:?}").contains("TopSecret"));
+}
+
+#[test]
+fn a_user_named_twice_is_refused() {
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let user = |name: &str| {
+        format!("[[token_service.user]]\nusername = \"{name}\"\npassword_hash = \"{HASH}\"\n")
+    };
+    let config = |users: &str| {
+        format!(
+            "[session]\nsecrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n{PROVIDER}\n\
+             [token_service]\nissuer = \"https://issuer.example\"\n{users}"
+        )
+    };
+    check_problem(
+        &config(&[user("admin"), user("ops"), user("admin")].concat()),
+        &[],
+        "token_service.user[2].username: `admin` is used by an earlier user",
+    );
+    assert_eq!(
+        problems(&config(&[user("admin"), user("ops")].concat()), &[]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn eleven_routes_may_come_from_the_environment_alone() {
+    let mut env = BTreeMap::new();
+    for index in 0..12 {
+        for (key, value) in [
+            ("PATH_PREFIX", format!("/app{index}")),
+            ("UPSTREAM", format!("http://127.0.0.1:{}", 9000 + index)),
+            ("PROVIDER", "corp".to_owned()),
+        ] {
+            env.insert(format!("TOLLGATE_ROUTE__{index}__{key}"), value);
+        }
+    }
+    let config = load(
+        &format!(
+            "[session]\nsecrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n{PROVIDER}"
+        ),
+        &env,
+    )
+    .unwrap_or_else(|problems| panic!("{problems:?}"));
+    let prefixes: Vec<String> = config
+        .routes
+        .iter()
+        .map(|route| route.path_prefix.clone())
+        .collect();
+    assert_eq!(
+        prefixes,
+        (0..12)
+            .map(|index| format!("/app{index}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn plain_links_outside_loopback_that_carry_keys_or_passwords_are_warned_about() {
+    const SECRET: &str = "a-session-secret-of-at-least-32-bytes-long";
+    let warned = |text: &str| {
+        let config = load(text, &BTreeMap::new()).unwrap_or_else(|problems| panic!("{problems:?}"));
+        warnings(&config)
+    };
+    let provider = |issuer: &str| {
+        format!(
+            "[[provider]]\nname = \"corp\"\nissuer = \"{issuer}\"\nclient_id = \"x\"\nclient_auth = \"none\"\n"
+        )
+    };
+    let starts = |warnings: &[String], start: &str| warnings.iter().any(|w| w.starts_with(start));
+    assert!(starts(
+        &warned(&provider("http://idp.example.com/realms/corp")),
+        "provider[0].issuer: plain http outside loopback"
+    ));
+    for quiet in [
+        "http://127.0.0.1:8080/realms/corp",
+        "http://localhost:8080",
+        "https://idp.example.com",
+    ] {
+        assert_eq!(warned(&provider(quiet)), Vec::<String>::new(), "{quiet}");
+    }
+    let service = format!(
+        "[session]\nsecrets = [\"{SECRET}\"]\n{}[token_service]\nissuer = \"http://auth.example.com\"\n",
+        provider("https://idp.example.com")
+    );
+    assert!(starts(
+        &warned(&service),
+        "token_service.issuer: plain http outside loopback"
+    ));
+    let redis = |url: &str| {
+        format!(
+            "[session]\nsecrets = [\"{SECRET}\"]\nstore = \"redis\"\nredis_url = \"{url}\"\n{}",
+            provider("https://idp.example.com")
+        )
+    };
+    for in_clear in [
+        "redis://:pw@redis.internal:6379",
+        "redis+sentinel://:pw@s1.internal:26379/mymaster",
+    ] {
+        assert!(
+            starts(
+                &warned(&redis(in_clear)),
+                "session.redis_url: the Redis password goes unencrypted"
+            ),
+            "{in_clear}"
+        );
+    }
+    for quiet in [
+        "redis://redis.internal:6379",
+        "redis://:pw@127.0.0.1:6379",
+        "rediss://:pw@redis.internal:6380",
+        "rediss+sentinel://:pw@s1.internal:26379/mymaster",
+    ] {
+        assert_eq!(warned(&redis(quiet)), Vec::<String>::new(), "{quiet}");
+    }
 }

@@ -9,6 +9,11 @@ use url::Url;
 use super::Checker;
 use crate::secret::Secret;
 
+/// The longest duration any key takes: ten years. Timers and deadlines are computed by adding
+/// a duration to the current instant, which cannot reach past what the clock can count (a
+/// `keepalive_timeout` of "300000000000y" made every slow request body panic its connection).
+const LONGEST_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
 impl Checker<'_> {
     pub(super) fn required<T>(&mut self, path: &str, value: Option<T>) -> Option<T> {
         if value.is_none() {
@@ -17,6 +22,7 @@ impl Checker<'_> {
         value
     }
 
+    /// A duration: refused when it does not parse, or is longer than [`LONGEST_DURATION`].
     pub(super) fn duration(
         &mut self,
         path: &str,
@@ -26,7 +32,14 @@ impl Checker<'_> {
         match value {
             None => default,
             Some(text) => match humantime::parse_duration(text.trim()) {
-                Ok(duration) => duration,
+                Ok(duration) if duration <= LONGEST_DURATION => duration,
+                Ok(_) => {
+                    self.problem(
+                        path,
+                        format!("`{text}` is longer than any duration Tollgate takes (3650 days)"),
+                    );
+                    default
+                }
                 Err(error) => {
                     self.problem(
                         path,

@@ -89,12 +89,24 @@ impl Checker<'_> {
                 );
             }
         }
-        let users: Vec<UserConfig> = raw
-            .user
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, user)| self.user(&format!("token_service.user[{index}]"), user))
-            .collect();
+        let mut users: Vec<UserConfig> = Vec::new();
+        for (index, user) in raw.user.into_iter().enumerate() {
+            let Some(user) = self.user(&format!("token_service.user[{index}]"), user) else {
+                continue;
+            };
+            // A login takes the first user of its name: a later one (an overlay meant to
+            // replace a password or groups) would be silently ignored.
+            if users
+                .iter()
+                .any(|earlier| earlier.username == user.username)
+            {
+                self.problem(
+                    format!("token_service.user[{index}].username"),
+                    format!("`{}` is used by an earlier user", user.username),
+                );
+            }
+            users.push(user);
+        }
         self.subjects_stay_apart(&clients, &users);
         Some(TokenServiceConfig {
             issuer: issuer?,
