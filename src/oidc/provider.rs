@@ -440,7 +440,7 @@ impl Provider {
     }
 
     /// RFC 7662, checked by `token::introspection::check_introspection` (`active`, `iss`,
-    /// not a refresh token, `aud`, `exp`, `sub`). Positive answers are cached until `exp`, at
+    /// an access token, for an accepted `aud`, `exp`, `sub`). Positive answers are cached until `exp`, at
     /// most `INTROSPECTION_CACHE_SECONDS`.
     async fn introspect(
         &self,

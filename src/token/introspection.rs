@@ -5,9 +5,15 @@ use serde_json::{Map, Value};
 use super::{Expectations, TokenError, audience_matches, check_subject, numeric_claim};
 
 /// Checks an introspection answer (SPEC §6): `active` must be true; `iss`, when present, must be
-/// the provider's issuer; a refresh token (`token_type` or `token_use` of `refresh_token`) is
-/// not an access token; `aud`, when present, must hold an accepted audience; `exp`, when
-/// present, must not be past; `sub` is bounded. Returns `exp`.
+/// the provider's issuer; a `token_type` or `token_use`, when present, must name an access
+/// token (a refresh token, an ID token or a DPoP-bound token is refused); `aud`, when present,
+/// must hold an accepted audience; an answer with neither an `aud` nor a kind is refused (see
+/// below); `exp`, when present, must not be past; `sub` is bounded. Returns `exp`.
+///
+/// Some servers look a token up among every kind they issue, whatever the hint, and answer
+/// for a refresh token or an authorization code with only `active`, `client_id`, `iat` and
+/// `exp` (Spring Authorization Server): such an answer says neither whom the token is for nor
+/// that it is an access token, and taking it would let any client's refresh token or code in.
 ///
 /// # Errors
 /// The first check that fails.
@@ -23,15 +29,15 @@ pub fn check_introspection(
         Some(Value::String(issuer)) if issuer == expected.issuer => {}
         Some(_) => return Err(TokenError::WrongIssuer),
     }
-    let is_refresh_token = ["token_type", "token_use"].iter().any(|name| {
-        answer
-            .get(*name)
-            .and_then(Value::as_str)
-            .is_some_and(|kind| {
-                kind.eq_ignore_ascii_case("refresh_token") || kind.eq_ignore_ascii_case("refresh")
-            })
-    });
-    if is_refresh_token {
+    let mut kinds = ["token_type", "token_use"]
+        .iter()
+        .filter_map(|name| answer.get(*name))
+        .peekable();
+    let says_its_kind = kinds.peek().is_some();
+    if !kinds.all(|kind| kind.as_str().is_some_and(names_an_access_token)) {
+        return Err(TokenError::NotAnAccessToken);
+    }
+    if !says_its_kind && !answer.contains_key("aud") {
         return Err(TokenError::NotAnAccessToken);
     }
     if answer.contains_key("aud") && !audience_matches(answer, expected.audiences) {
@@ -43,4 +49,16 @@ pub fn check_introspection(
     }
     check_subject(answer)?;
     Ok(exp)
+}
+
+/// Whether an introspection answer's `token_type` or `token_use` names a bearer access token.
+fn names_an_access_token(kind: &str) -> bool {
+    [
+        "bearer",
+        "access_token",
+        "access",
+        "urn:ietf:params:oauth:token-type:access_token",
+    ]
+    .iter()
+    .any(|name| kind.eq_ignore_ascii_case(name))
 }

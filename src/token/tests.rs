@@ -581,7 +581,46 @@ fn introspection_answers_are_checked() {
         answer
     };
     assert_eq!(check(base.clone()), Ok(Some(NOW + 60)));
-    assert_eq!(check(json!({"active": true})), Ok(None));
+    // Says neither whom it is for nor what it is: Spring Authorization Server's answer for a
+    // refresh token or an authorization code, which it looks up whatever the hint.
+    for unsaid in [
+        json!({"active": true}),
+        json!({"active": true, "client_id": "other-client", "iat": NOW - 10, "exp": NOW + 60}),
+    ] {
+        assert_eq!(check(unsaid), Err(TokenError::NotAnAccessToken));
+    }
+    // Either is enough: an audience (Spring's access tokens), or the kind (Doorkeeper's).
+    assert_eq!(
+        check(json!({"active": true, "aud": ["api"], "exp": NOW + 60})),
+        Ok(Some(NOW + 60))
+    );
+    for kind in [
+        "Bearer",
+        "access_token",
+        "urn:ietf:params:oauth:token-type:access_token",
+    ] {
+        assert_eq!(
+            check(json!({"active": true, "token_type": kind, "sub": "alice"})),
+            Ok(None),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        check(json!({"active": true, "token_use": "access"})),
+        Ok(None)
+    );
+    for other in [
+        json!("id_token"),
+        json!("DPoP"),
+        json!("authorization_code"),
+        json!(1),
+    ] {
+        assert_eq!(
+            check(with("token_type", other.clone())),
+            Err(TokenError::NotAnAccessToken),
+            "{other}"
+        );
+    }
     assert_eq!(
         check(with("active", json!(false))),
         Err(TokenError::Inactive)

@@ -1026,6 +1026,16 @@ async fn introspection_answers_are_checked_for_issuer_token_type_and_subject() {
     );
     assert_eq!(status(&gateway, "", "opaque-other-issuer").await, 401);
     assert_eq!(status(&gateway, "", "opaque-refresh-token").await, 401);
+    assert_eq!(
+        status(&gateway, "", "opaque-spring-refresh-token").await,
+        401,
+        "an answer that says neither whom the token is for nor what it is"
+    );
+    assert_eq!(
+        status(&gateway, "", "opaque-kind-only").await,
+        200,
+        "an access token's kind, without an audience"
+    );
     assert_eq!(status(&gateway, "", "opaque-long-subject").await, 401);
 }
 

@@ -710,7 +710,8 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
 
 /// RFC 7662: `opaque-…` tokens are active (for `api`, issued by this provider), except
 /// `opaque-inactive`; `opaque-other-audience`, `opaque-other-issuer`, `opaque-no-issuer`,
-/// `opaque-refresh-token` and `opaque-long-subject` answer what they say. The client must
+/// `opaque-refresh-token`, `opaque-spring-refresh-token`, `opaque-kind-only` and
+/// `opaque-long-subject` answer what they say. The client must
 /// authenticate with HTTP Basic.
 async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     count(&inner, "introspect");
@@ -740,6 +741,15 @@ async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: S
         }
         "opaque-no-issuer" => {
             json!({"active": true, "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
+        }
+        // Spring Authorization Server's answer for a refresh token or a code, which it looks
+        // up whatever the hint: no audience, no kind, no subject.
+        "opaque-spring-refresh-token" => {
+            json!({"active": true, "client_id": "another-client", "iat": now - 10, "exp": now + 300})
+        }
+        // Doorkeeper's answer for an access token: its kind, no audience.
+        "opaque-kind-only" => {
+            json!({"active": true, "token_type": "Bearer", "sub": "alice", "exp": now + 300})
         }
         "opaque-refresh-token" => {
             json!({"active": true, "iss": inner.issuer, "token_type": "refresh_token", "aud": AUDIENCE, "sub": "alice", "exp": now + 300})
