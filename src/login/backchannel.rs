@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::LoginFlow;
+use crate::oidc::provider::CredentialError;
 use crate::session::error::StoreError;
 use crate::session::store::SessionSelector;
+use crate::token::TokenError;
 
 /// Why a back-channel logout was not carried out. The handler records its one count under
 /// `tollgate_requests_total{role="backchannel_logout"}` and its one log line through
@@ -29,6 +31,11 @@ enum BackchannelRefusal {
     /// The session store could not carry the logout out, and why: 503 (the provider retries a
     /// 5xx with the same token).
     Unavailable(StoreError),
+    /// The token could not be checked: the provider's keys could not be fetched, or none of
+    /// them is the token's (a rotation the key set has not caught up with, re-fetched at most
+    /// once per `jwks_refetch_interval`). 503, so that the provider retries: a 400 is final,
+    /// and the user's sessions would live on.
+    KeysUnavailable(String),
 }
 
 impl Refused for BackchannelRefusal {
@@ -37,6 +44,7 @@ impl Refused for BackchannelRefusal {
             Self::Invalid(_) => "bad_request",
             Self::NotServerSide(_) => "not_server_side",
             Self::Unavailable(_) => "store_unavailable",
+            Self::KeysUnavailable(_) => "keys_unavailable",
         }
     }
 
@@ -47,11 +55,17 @@ impl Refused for BackchannelRefusal {
             Self::Unavailable(error) => std::borrow::Cow::Owned(format!(
                 "back-channel logout could not be carried out by the session store: {error}"
             )),
+            Self::KeysUnavailable(reason) => std::borrow::Cow::Owned(format!(
+                "back-channel logout token could not be checked: {reason}"
+            )),
         }
     }
 
     fn is_failure(&self) -> bool {
-        matches!(self, Self::NotServerSide(_) | Self::Unavailable(_))
+        matches!(
+            self,
+            Self::NotServerSide(_) | Self::Unavailable(_) | Self::KeysUnavailable(_)
+        )
     }
 }
 
@@ -63,6 +77,11 @@ impl IntoResponse for BackchannelRefusal {
             Self::Unavailable(_) => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("session store unavailable"),
+            ),
+            // What failed (an internal URL) is for the log, not for whoever posted.
+            Self::KeysUnavailable(_) => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("the provider's signing keys are unavailable; retry"),
             ),
         }
     }
@@ -118,6 +137,7 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     // them, so each is tried until one accepts it.
     let issuer = unverified_issuer(&token);
     let mut refused = None;
+    let mut unchecked = None;
     let mut accepted = None;
     for provider in state
         .providers
@@ -129,13 +149,19 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
                 accepted = Some((provider, claims));
                 break;
             }
+            Err(
+                error @ (CredentialError::Provider(_)
+                | CredentialError::Token(TokenError::UnknownKey(_))),
+            ) => unchecked = Some(error),
             Err(error) => refused = Some(error),
         }
     }
     let Some((provider, claims)) = accepted else {
-        return Err(match refused {
-            Some(error) => invalid(&format!("logout_token refused: {error}")),
-            None => invalid("unknown issuer"),
+        // A provider that could not check the token may be the one it is for.
+        return Err(match (unchecked, refused) {
+            (Some(error), _) => BackchannelRefusal::KeysUnavailable(error.to_string()),
+            (None, Some(error)) => invalid(&format!("logout_token refused: {error}")),
+            (None, None) => invalid("unknown issuer"),
         });
     };
     let now = state.clock.now();

@@ -433,3 +433,47 @@ async fn a_short_idle_timeout_never_ends_a_session_in_use() {
         "idle for longer than idle_timeout"
     );
 }
+
+/// A logout token that cannot be checked, because the provider rotated its keys and its JWKS
+/// endpoint fails meanwhile, is answered 503, not 400: a provider retries a 5xx and takes a
+/// 400 as final, which left the user's sessions alive. The answer names no internal URL.
+#[tokio::test]
+async fn a_backchannel_logout_whose_keys_cannot_be_had_is_503_and_carried_out_on_retry() {
+    use crate::support::idp::{JwksFault, Misbehaviour};
+    let idp = TestIdp::start().await;
+    let config = memory_config(&idp, None, "").replace(
+        "jwks_refetch_interval = \"1h\"",
+        "jwks_refetch_interval = \"1s\"",
+    );
+    assert!(config.contains("jwks_refetch_interval = \"1s\""));
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    idp.rotate_keys("rsa-rotated");
+    idp.misbehave(Misbehaviour {
+        jwks_fault: JwksFault::Status(500),
+        ..Misbehaviour::default()
+    });
+    let token = idp.logout_token().sign();
+    let response = gateway.backchannel_logout(&token).await;
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(!body.contains("127.0.0.1"), "no internal URL: {body}");
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        200,
+        "nothing ended yet"
+    );
+    idp.misbehave(Misbehaviour::default());
+    // The provider retries; the keys are fetched again once the refetch interval is over.
+    let mut status = 503;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = gateway.backchannel_logout(&token).await.status().as_u16();
+        if status != 503 {
+            break;
+        }
+    }
+    assert_eq!(status, 200, "the retry is carried out");
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
