@@ -73,7 +73,9 @@ pub fn host_from_authority<B>(mut request: axum::http::Request<B>) -> axum::http
 /// an image, a script, a `fetch`). API calls get a 401 where browsers are sent to log in: a
 /// subresource cannot show the provider's page, so a login it began could only end silently
 /// (the provider's single sign-on), making a session nobody asked for, such as right after an
-/// administrator or a logout ended the last one (a page's `/favicon.ico` arriving late).
+/// administrator or a logout ended the last one (a page's `/favicon.ico` arriving late). A
+/// navigation fetched ahead of a click (`Sec-Purpose` or `Purpose`: a prefetch, a prerender)
+/// is no navigation yet: the click that follows is one, and logs in then.
 pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
     let accept = headers
         .get(header::ACCEPT)
@@ -87,6 +89,8 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || wants_json
         || headers.contains_key(&X_REQUESTED_WITH)
         || subresource
+        || headers.contains_key("sec-purpose")
+        || headers.contains_key("purpose")
 }
 
 /// Whether two header names read the same to a backend that ignores case and reads `_` as `-`

@@ -159,6 +159,32 @@ async fn a_browsers_subresource_gets_401_and_starts_no_login() {
         assert_eq!(page.status(), 302, "a navigation to a {dest} logs in");
         assert!(location(&page).starts_with(idp.issuer()));
     }
+    // A link fetched ahead of a click (speculation rules, `<link rel=prefetch>`) is no
+    // navigation yet: each would push a login in progress out of the browser's capped
+    // cookies, and one ending silently at the provider would make a session nobody asked for.
+    for (name, value) in [
+        ("sec-purpose", "prefetch"),
+        ("sec-purpose", "prefetch;prerender"),
+        ("purpose", "prefetch"),
+    ] {
+        let ahead = browser
+            .get_with(
+                &gateway.url("/app/next"),
+                &[
+                    ("accept", "text/html"),
+                    ("sec-fetch-site", "same-origin"),
+                    ("sec-fetch-mode", "navigate"),
+                    ("sec-fetch-dest", "document"),
+                    (name, value),
+                ],
+            )
+            .await;
+        assert_eq!(ahead.status(), 401, "{name}: {value}");
+        assert!(
+            ahead.headers().get("set-cookie").is_none(),
+            "{name}: {value}"
+        );
+    }
 }
 
 /// A query that cannot be a return URL (`%20` decodes to white space) costs the query, not
