@@ -38,6 +38,10 @@ pub enum CredentialError {
 const DISCOVERY_TTL: UnixTime = 3600;
 /// How soon a failed discovery refresh is tried again (seconds).
 const DISCOVERY_RETRY: UnixTime = 60;
+/// How soon a failed discovery is tried again while no document was ever had: soon, so that
+/// logins work as soon as the provider does, but not once per request, which would keep a
+/// provider that is down (or coming up) under a stream of fetches.
+const FIRST_DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Every endpoint of a discovery document must be https, or plain http on the issuer's own
 /// host when the issuer itself is plain http (a provider on loopback in development): a
@@ -89,10 +93,11 @@ pub struct Provider {
     /// The discovery document and when it is due to be fetched again.
     metadata: RwLock<Option<(Arc<ProviderMetadata>, UnixTime)>>,
     discovery_lock: tokio::sync::Mutex<()>,
-    /// Discoveries that failed, and why the last one did: a request that waited for a
-    /// discovery takes its failure instead of starting another (single flight).
+    /// Discoveries that failed, and why and when the last one did: a request that waited for
+    /// a discovery takes its failure instead of starting another (single flight), and so does
+    /// one that comes within `FIRST_DISCOVERY_RETRY` of it while no document was ever had.
     discovery_failures: std::sync::atomic::AtomicU64,
-    discovery_error: std::sync::Mutex<Option<ProviderError>>,
+    discovery_error: std::sync::Mutex<Option<(ProviderError, std::time::Instant)>>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
     clock: Arc<dyn Clock>,
@@ -220,6 +225,11 @@ impl Provider {
             Some((metadata, due)) if now < due => return Ok(metadata),
             other => other.map(|(metadata, _)| metadata),
         };
+        if stale.is_none()
+            && let Some(error) = self.discovery_failed_within(FIRST_DISCOVERY_RETRY)
+        {
+            return Err(error);
+        }
         use std::sync::atomic::Ordering;
         let failures_seen = self.discovery_failures.load(Ordering::SeqCst);
         // One fetch at a time. While one is under way, others use the document they have;
@@ -249,7 +259,7 @@ impl Provider {
         }
         if stale.is_none()
             && self.discovery_failures.load(Ordering::SeqCst) != failures_seen
-            && let Some(error) = self
+            && let Some((error, _)) = self
                 .discovery_error
                 .lock()
                 .ok()
@@ -267,7 +277,7 @@ impl Provider {
             }
             Err(error) => {
                 if let Ok(mut slot) = self.discovery_error.lock() {
-                    *slot = Some(error.clone());
+                    *slot = Some((error.clone(), std::time::Instant::now()));
                 }
                 self.discovery_failures.fetch_add(1, Ordering::SeqCst);
                 match stale {
@@ -280,6 +290,13 @@ impl Provider {
                 }
             }
         }
+    }
+
+    /// Why the last discovery failed, when it failed less than `within` ago.
+    fn discovery_failed_within(&self, within: std::time::Duration) -> Option<ProviderError> {
+        let slot = self.discovery_error.lock().ok()?;
+        let (error, at) = slot.as_ref()?;
+        (at.elapsed() < within).then(|| error.clone())
     }
 
     fn store_metadata(&self, metadata: Arc<ProviderMetadata>, due: UnixTime) {

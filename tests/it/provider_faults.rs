@@ -188,10 +188,54 @@ async fn a_hanging_discovery_holds_no_request_beyond_the_provider_timeout() {
     );
     idp.misbehave(Misbehaviour::default());
     assert_eq!(
-        status(&gateway, &fresh_token(&idp, "back")).await,
+        until_answered(&gateway, &idp).await,
         200,
         "discovery is retried on use"
     );
+}
+
+/// A request's status once discovery has been retried: it is, at most a second after the
+/// last failure.
+async fn until_answered(gateway: &Gateway, idp: &TestIdp) -> u16 {
+    let mut answer = 502;
+    for attempt in 0..40 {
+        answer = status(gateway, &fresh_token(idp, &format!("back-{attempt}"))).await;
+        if answer != 502 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    answer
+}
+
+/// A provider whose discovery fails fast, and never answered one: requests do not each fetch
+/// it again back to back (which kept a provider that is down, or coming up, under a stream of
+/// fetches); it is tried again a second after a failure, and logins work once it answers.
+#[tokio::test]
+async fn a_failing_first_discovery_is_not_fetched_again_by_every_request() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        discovery_status: Some(503),
+        ..Default::default()
+    });
+    let gateway = Gateway::start(&config(&idp, "")).await;
+    let before = idp.count("discovery");
+    let started = std::time::Instant::now();
+    for index in 0..50 {
+        assert_eq!(
+            status(&gateway, &fresh_token(&idp, &format!("t-{index}"))).await,
+            502
+        );
+    }
+    let fetched = idp.count("discovery") - before;
+    // At most one a second, however fast the requests came (one each on the old code).
+    let seconds = usize::try_from(started.elapsed().as_secs()).unwrap();
+    assert!(
+        fetched <= seconds + 1,
+        "50 requests in {seconds} s fetched discovery {fetched} times"
+    );
+    idp.misbehave(Misbehaviour::default());
+    assert_eq!(until_answered(&gateway, &idp).await, 200);
 }
 
 #[tokio::test]

@@ -51,6 +51,8 @@ pub struct Misbehaviour {
     pub huge_answer: Option<&'static str>,
     /// Discovery never answers.
     pub discovery_hangs: bool,
+    /// Discovery answers this status at once, with no document.
+    pub discovery_status: Option<u16>,
     /// The ID token of the code exchange was issued a week ago (and is still unexpired).
     pub week_old_id_token: bool,
     /// The ID token's `sub` (and userinfo's) is 256 characters long.
@@ -362,10 +364,13 @@ fn count(inner: &Inner, endpoint: &'static str) {
         .fetch_add(1, Ordering::SeqCst);
 }
 
-async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
+async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
     count(&inner, "discovery");
     if inner.misbehaviour.lock().unwrap().discovery_hangs {
         hang().await;
+    }
+    if let Some(status) = inner.misbehaviour.lock().unwrap().discovery_status {
+        return StatusCode::from_u16(status).unwrap().into_response();
     }
     let issuer = &inner.issuer;
     let token_endpoint = if inner.misbehaviour.lock().unwrap().plain_http_token_endpoint {
@@ -390,7 +395,7 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Json<Value> {
     if huge(&inner, "discovery") {
         document["padding"] = padding();
     }
-    Json(document)
+    Json(document).into_response()
 }
 
 async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
