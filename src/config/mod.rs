@@ -522,22 +522,10 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
-    let plain_outside_loopback = |url: &Url, plain: &str| {
-        url.scheme() == plain
-            && !url.host().is_some_and(|host| match host {
-                // A `redis://` URL's host is not parsed as an address (not a special scheme).
-                url::Host::Domain(name) => {
-                    name == "localhost"
-                        || name
-                            .parse::<std::net::IpAddr>()
-                            .is_ok_and(|address| address.is_loopback())
-                }
-                url::Host::Ipv4(address) => address.is_loopback(),
-                url::Host::Ipv6(address) => address.is_loopback(),
-            })
-    };
+    let plain_outside_loopback =
+        |url: &Url, plain: &[&str]| plain.contains(&url.scheme()) && !on_loopback(url);
     if let Some(url) = &config.server.public_url
-        && plain_outside_loopback(url, "http")
+        && plain_outside_loopback(url, &["http"])
     {
         warnings.push(
             "server.public_url: plain http outside loopback sends session cookies and \
@@ -546,7 +534,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
         );
     }
     for (index, provider) in config.providers.iter().enumerate() {
-        if Url::parse(&provider.issuer).is_ok_and(|url| plain_outside_loopback(&url, "http")) {
+        if Url::parse(&provider.issuer).is_ok_and(|url| plain_outside_loopback(&url, &["http"])) {
             warnings.push(format!(
                 "provider[{index}].issuer: plain http outside loopback: whoever is on the path \
                  can hand Tollgate their own signing keys (forged tokens are then accepted) \
@@ -555,7 +543,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
         }
     }
     if let Some(service) = &config.token_service
-        && plain_outside_loopback(&service.issuer, "http")
+        && plain_outside_loopback(&service.issuer, &["http"])
     {
         warnings.push(
             "token_service.issuer: plain http outside loopback sends codes, tokens and client \
@@ -564,7 +552,9 @@ pub fn warnings(config: &Config) -> Vec<String> {
         );
     }
     if let Some(redis) = &config.session.redis
-        && redis_password_in_clear(redis, |url| plain_outside_loopback(url, "redis"))
+        && redis_password_in_clear(redis, |url| {
+            plain_outside_loopback(url, &["redis", "valkey"])
+        })
     {
         warnings.push(
             "session.redis_url: the Redis password goes unencrypted to a host outside \
@@ -602,6 +592,29 @@ pub fn warnings(config: &Config) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Whether `url`'s host is this machine: `localhost` (and names under it), or a loopback
+/// address (also IPv4 mapped into IPv6, and written in a `redis://` URL, whose host is not
+/// parsed as an address).
+fn on_loopback(url: &Url) -> bool {
+    let address_on_loopback = |address: std::net::IpAddr| match address {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name.parse().is_ok_and(address_on_loopback)
+        }
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address_on_loopback(address.into()),
+        None => false,
+    }
 }
 
 /// Whether `target` sends a password without TLS to a host `outside` says is not loopback.

@@ -198,12 +198,17 @@ impl RedisTarget {
 /// A URL as a problem may show it: whatever stands between its `://` and the last `@` of the
 /// whole text (a user and a password) replaced by `…`. The last `@` anywhere, not the
 /// authority's: a password pasted without percent-encoding may hold `/`, `?` or `#`, which
-/// end the authority for a URL parser, and the URL is shown because it did not parse.
+/// end the authority for a URL parser, and the URL is shown because it did not parse. The
+/// query is left out as well: a `unix://` URL carries its password there (`?pass=`).
 pub(super) fn shown(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    match rest.rfind('@') {
+    let shown = match rest.rfind('@') {
         Some(at) if scheme.is_empty() => format!("…@{}", &rest[at + 1..]),
         Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
         None => url.to_owned(),
+    };
+    match shown.split_once('?') {
+        Some((before, _)) => format!("{before}?…"),
+        None => shown,
     }
 }

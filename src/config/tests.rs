@@ -1158,12 +1158,15 @@ fn a_redis_url_with_a_fragment_is_refused_and_no_password_is_shown_in_debug() {
     for url in [
         "redis://:TopSecret@redis.example:6379/2",
         "redis+sentinel://:TopSecret@s1:26379/mymaster",
+        "redis+unix:///run/redis.sock?pass=TopSecret",
     ] {
         let target = crate::config::RedisTarget::parse(&[url.to_owned()]).unwrap();
         let shown = format!("{target:?}");
         assert!(!shown.contains("TopSecret"), "{shown}");
         assert!(
-            shown.contains("s1:26379") || shown.contains("redis.example:6379"),
+            ["s1:26379", "redis.example:6379", "/run/redis.sock"]
+                .iter()
+                .any(|place| shown.contains(place)),
             "{shown}"
         );
     }
@@ -1249,6 +1252,9 @@ fn plain_links_outside_loopback_that_carry_keys_or_passwords_are_warned_about() 
     ));
     for quiet in [
         "http://127.0.0.1:8080/realms/corp",
+        "http://LOCALHOST.:8080",
+        "http://idp.localhost",
+        "http://[::ffff:127.0.0.1]:8080",
         "http://localhost:8080",
         "https://idp.example.com",
     ] {
@@ -1271,6 +1277,7 @@ fn plain_links_outside_loopback_that_carry_keys_or_passwords_are_warned_about() 
     for in_clear in [
         "redis://:pw@redis.internal:6379",
         "redis+sentinel://:pw@s1.internal:26379/mymaster",
+        "valkey://:pw@redis.internal:6379",
     ] {
         assert!(
             starts(
@@ -1283,6 +1290,8 @@ fn plain_links_outside_loopback_that_carry_keys_or_passwords_are_warned_about() 
     for quiet in [
         "redis://redis.internal:6379",
         "redis://:pw@127.0.0.1:6379",
+        "redis://:pw@[::1]:6379",
+        "redis://:pw@LocalHost:6379",
         "rediss://:pw@redis.internal:6380",
         "rediss+sentinel://:pw@s1.internal:26379/mymaster",
     ] {

@@ -31,11 +31,13 @@ enum BackchannelRefusal {
     /// The session store could not carry the logout out, and why: 503 (the provider retries a
     /// 5xx with the same token).
     Unavailable(StoreError),
-    /// The token could not be checked: the provider's keys could not be fetched, or none of
-    /// them is the token's (a rotation the key set has not caught up with, re-fetched at most
-    /// once per `jwks_refetch_interval`). 503, so that the provider retries: a 400 is final,
-    /// and the user's sessions would live on.
+    /// The token could not be checked: the provider's keys could not be fetched. 503, so that
+    /// the provider retries: a 400 is final, and the user's sessions would live on.
     KeysUnavailable(String),
+    /// No key is the token's, and the keys are not fetched again before
+    /// `jwks_refetch_interval` is over (a key rotated in since the last fetch): 503, and not a
+    /// failure of Tollgate's, since anyone can send a made-up `kid`.
+    KeyNotYetFetched,
 }
 
 impl Refused for BackchannelRefusal {
@@ -45,6 +47,7 @@ impl Refused for BackchannelRefusal {
             Self::NotServerSide(_) => "not_server_side",
             Self::Unavailable(_) => "store_unavailable",
             Self::KeysUnavailable(_) => "keys_unavailable",
+            Self::KeyNotYetFetched => "key_not_yet_fetched",
         }
     }
 
@@ -58,6 +61,9 @@ impl Refused for BackchannelRefusal {
             Self::KeysUnavailable(reason) => std::borrow::Cow::Owned(format!(
                 "back-channel logout token could not be checked: {reason}"
             )),
+            Self::KeyNotYetFetched => std::borrow::Cow::Borrowed(
+                "back-channel logout token names a key the provider's keys lack; they are fetched again within jwks_refetch_interval",
+            ),
         }
     }
 
@@ -79,7 +85,7 @@ impl IntoResponse for BackchannelRefusal {
                 Some("session store unavailable"),
             ),
             // What failed (an internal URL) is for the log, not for whoever posted.
-            Self::KeysUnavailable(_) => answer(
+            Self::KeysUnavailable(_) | Self::KeyNotYetFetched => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("the provider's signing keys are unavailable; retry"),
             ),
@@ -149,17 +155,26 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
                 accepted = Some((provider, claims));
                 break;
             }
-            Err(
-                error @ (CredentialError::Provider(_)
-                | CredentialError::Token(TokenError::UnknownKey(_))),
-            ) => unchecked = Some(error),
-            Err(error) => refused = Some(error),
+            Err((CredentialError::Provider(error), _)) => {
+                unchecked = Some(BackchannelRefusal::KeysUnavailable(error.to_string()));
+            }
+            // No key is the token's, and the keys were not fetched again for it.
+            Err((CredentialError::Token(TokenError::UnknownKey(_)), false)) => {
+                if provider.keys_fetch_failed() {
+                    unchecked = Some(BackchannelRefusal::KeysUnavailable(
+                        "the last JWKS fetch failed".to_owned(),
+                    ));
+                } else {
+                    unchecked = unchecked.or(Some(BackchannelRefusal::KeyNotYetFetched));
+                }
+            }
+            Err((error, _)) => refused = Some(error),
         }
     }
     let Some((provider, claims)) = accepted else {
         // A provider that could not check the token may be the one it is for.
         return Err(match (unchecked, refused) {
-            (Some(error), _) => BackchannelRefusal::KeysUnavailable(error.to_string()),
+            (Some(unchecked), _) => unchecked,
             (None, Some(error)) => invalid(&format!("logout_token refused: {error}")),
             (None, None) => invalid("unknown issuer"),
         });

@@ -115,6 +115,11 @@ impl JwksCache {
         self.with_snapshot(|snapshot| snapshot.generation > 0 && snapshot.fetched_at.is_none())
     }
 
+    /// Whether the last fetch failed.
+    pub fn last_fetch_failed(&self) -> bool {
+        self.with_snapshot(|snapshot| snapshot.last_error.is_some())
+    }
+
     fn with_snapshot<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
         match self.snapshot.read() {
             Ok(snapshot) => read(&snapshot),

@@ -365,19 +365,30 @@ impl Provider {
         &self,
         check: impl Fn(&KeySet) -> Result<T, TokenError>,
     ) -> Result<T, CredentialError> {
-        let (keys, source) = self.keys().await?;
-        match check(&keys) {
-            Err(TokenError::UnknownKey(_)) if source.is_some() => {
-                let Some(source) = source else {
-                    return Err(TokenError::UnknownKey(None).into());
-                };
+        self.with_keys_looked(check)
+            .await
+            .map_err(|(error, _)| error)
+    }
+
+    /// `with_keys`, telling with a failure whether the keys were current for it: `false` when
+    /// the token named a key they lack and they were not fetched again for it (the re-fetch
+    /// was not due yet, or failed and the keys stayed), so a later try may find the key.
+    async fn with_keys_looked<T>(
+        &self,
+        check: impl Fn(&KeySet) -> Result<T, TokenError>,
+    ) -> Result<T, (CredentialError, bool)> {
+        let (keys, source) = self.keys().await.map_err(|error| (error.into(), false))?;
+        match (check(&keys), source) {
+            (Err(TokenError::UnknownKey(_)), Some(source)) => {
                 let fresh = self
                     .jwks
                     .refetch_for_unknown_kid(&keys, &source, self.http.get())
-                    .await?;
-                Ok(check(&fresh)?)
+                    .await
+                    .map_err(|error| (error.into(), false))?;
+                let looked = !Arc::ptr_eq(&fresh, &keys);
+                check(&fresh).map_err(|error| (error.into(), looked))
             }
-            other => Ok(other?),
+            (checked, _) => checked.map_err(|error| (error.into(), true)),
         }
     }
 
@@ -598,8 +609,12 @@ impl Provider {
     /// Validates a back-channel logout token from this provider (its `aud` is our client id).
     ///
     /// # Errors
-    /// As `validate_access_token`.
-    pub async fn validate_logout_token(&self, token: &str) -> Result<Claims, CredentialError> {
+    /// As `validate_access_token`, with whether the keys were current for the token (`false`:
+    /// it names a key they lack, and they were not fetched again for it; a retry may find it).
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+    ) -> Result<Claims, (CredentialError, bool)> {
         let audiences = [self.config.client_id.clone()];
         let expected = Expectations {
             issuer: &self.config.issuer,
@@ -607,10 +622,16 @@ impl Provider {
             leeway: self.leeway,
             now: self.clock.now(),
         };
-        self.with_keys(|keys| {
+        self.with_keys_looked(|keys| {
             crate::token::logout_token::validate_logout_token(token, keys, &expected)
         })
         .await
+    }
+
+    /// Whether this provider's last JWKS fetch failed (never for the in-process token
+    /// service, whose keys are its own).
+    pub fn keys_fetch_failed(&self) -> bool {
+        self.local.is_none() && self.jwks.last_fetch_failed()
     }
 
     /// The token endpoint, where client assertions are signed with an algorithm of

@@ -654,7 +654,8 @@ fn unauthenticated_decision(
         match (&route.on_unauthenticated, &decision) {
             (OnUnauthenticated::Deny, _) => "deny: no credential is refused".to_owned(),
             (OnUnauthenticated::Login, Err(_)) => {
-                "login: an API call (not GET/HEAD, X-Requested-With, or JSON wanted) is refused"
+                "login: no navigation is refused (not GET/HEAD, X-Requested-With, JSON wanted, \
+                 Sec-Fetch-Mode other than navigate, or a prefetch: Sec-Purpose, Purpose)"
                     .to_owned()
             }
             (OnUnauthenticated::Login, Ok(_)) => {

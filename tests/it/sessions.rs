@@ -455,10 +455,24 @@ async fn a_backchannel_logout_whose_keys_cannot_be_had_is_503_and_carried_out_on
         ..Misbehaviour::default()
     });
     let token = idp.logout_token().sign();
-    let response = gateway.backchannel_logout(&token).await;
-    assert_eq!(response.status(), 503);
-    let body = response.text().await.unwrap();
-    assert!(!body.contains("127.0.0.1"), "no internal URL: {body}");
+    // The provider retries while the keys cannot be fetched: 503 each time, first because the
+    // next fetch is not due (the login's was just now), then because it failed.
+    let failed = "role=\"backchannel_logout\",result=\"keys_unavailable\"";
+    for _ in 0..40 {
+        let response = gateway.backchannel_logout(&token).await;
+        assert_eq!(response.status(), 503);
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("127.0.0.1"), "no internal URL: {body}");
+        if gateway.metrics().await.contains(failed) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(failed),
+        "the failed fetch is counted as such: {metrics}"
+    );
     assert_eq!(
         browser.get(&gateway.url("/auth")).await.status(),
         200,
@@ -476,4 +490,18 @@ async fn a_backchannel_logout_whose_keys_cannot_be_had_is_503_and_carried_out_on
     }
     assert_eq!(status, 200, "the retry is carried out");
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    // A made-up `kid` while the keys are fetched: refused as invalid once they were fetched
+    // again for it (before, 503: the next fetch is not due, and a retry could find a key
+    // rotated in since; not counted as a failure, since anyone can send one).
+    let made_up = idp.logout_token().kid(Some("made-up")).sign();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let status = gateway.backchannel_logout(&made_up).await.status().as_u16();
+        statuses.push(status);
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses.last(), Some(&400), "{statuses:?}");
 }
