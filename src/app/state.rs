@@ -479,6 +479,7 @@ fn issuer_state(
                 Arc::new(connection),
                 &config.session.redis_key_prefix,
                 crate::issuer::grant_life(lifetime),
+                &config.session.secrets,
             ))
         }
     })

@@ -1298,3 +1298,25 @@ fn plain_links_outside_loopback_that_carry_keys_or_passwords_are_warned_about() 
         assert_eq!(warned(&redis(quiet)), Vec::<String>::new(), "{quiet}");
     }
 }
+
+#[test]
+fn a_token_service_in_redis_needs_session_secrets() {
+    let service = |secrets: &str| {
+        format!(
+            "[session]\n{secrets}redis_url = \"redis://127.0.0.1:6379\"\n{PROVIDER}\n\
+             [token_service]\nissuer = \"https://issuer.example\"\nstore = \"redis\"\n"
+        )
+    };
+    check_problem(
+        &service(""),
+        &[],
+        "session.secrets: token_service.store = \"redis\" needs session secrets",
+    );
+    assert_eq!(
+        problems(
+            &service("secrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n"),
+            &[]
+        ),
+        Vec::<String>::new()
+    );
+}

@@ -9,9 +9,9 @@ use serde_json::Value;
 use crate::support::browser::location;
 use crate::support::{Browser, Gateway};
 
-const VERIFIER: &str = "a-code-verifier-that-is-long-enough-for-rfc-7636-0123456789";
+pub(crate) const VERIFIER: &str = "a-code-verifier-that-is-long-enough-for-rfc-7636-0123456789";
 
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }

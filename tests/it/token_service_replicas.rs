@@ -14,9 +14,24 @@ use crate::token_service::{
 
 /// Replica configs sharing `redis_url` (TOML) and one signing key file.
 fn replica_config(issuer: &str, redis_url: &str, key_file: &std::path::Path) -> String {
+    deployment_config(
+        issuer,
+        redis_url,
+        key_file,
+        crate::support::gateway::SESSION_SECRET,
+    )
+}
+
+/// A replica's config, sealing with `secret`.
+fn deployment_config(
+    issuer: &str,
+    redis_url: &str,
+    key_file: &std::path::Path,
+    secret: &str,
+) -> String {
     config(
         issuer,
-        &format!("[session]\nredis_url = {redis_url}"),
+        &format!("[session]\nsecrets = [\"{secret}\"]\nredis_url = {redis_url}"),
         &format!(
             "store = \"redis\"\nsigning_key_file = \"{}\"",
             key_file.display()
@@ -316,4 +331,90 @@ async fn a_grant_refreshed_as_often_as_it_may_be_is_refused_unspent_on_redis() {
         );
     }
     gateway.stop().await;
+}
+
+/// The SHA-256 of `text` in hex, as the store names a code's or a refresh token's key.
+fn sha256_hex(text: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Whoever can write to Redis (a pod beside it, or another deployment sharing it under the
+/// same prefix) could move a code's record to a code of their choosing, mark a refresh token of
+/// their own making fresh for a grant they see there, or refresh the other deployment's
+/// tokens, and have this service mint the user's tokens: records are sealed for their key, and
+/// refresh tokens tagged, with the session secrets.
+#[tokio::test]
+async fn records_and_tokens_written_to_redis_by_anyone_else_mint_no_token() {
+    let redis = RedisServer::standalone().await;
+    let url = format!("\"{}\"", redis.url());
+    let dir = tempfile_dir();
+    let (prod, _) = Gateway::start_at_issuer(|issuer| {
+        deployment_config(
+            issuer,
+            &url,
+            &dir.join("prod-key.pem"),
+            "prod-session-secret-prod-session-secret",
+        )
+    })
+    .await;
+    // A code's record, moved to a code the attacker chose (PKCE is theirs too).
+    // The store names a code by a digest of its client, the code and its PKCE challenge.
+    let code_key = |code: &str| {
+        let challenge = crate::token_service::challenge(crate::token_service::VERIFIER);
+        let stored = format!("spa\n{code}\n{challenge}");
+        format!("tollgate:ts:code:{{{}}}", sha256_hex(&stored))
+    };
+    let real = code_for(&prod, "moved").await;
+    let record = redis.cli(&["GET", &code_key(&real)]);
+    assert!(record.len() > 20, "the code's record: {record}");
+    // Shaped as the codes this service makes.
+    let planted = &"p".repeat(43);
+    redis.cli(&[
+        "SET",
+        &code_key(planted),
+        record.trim_end_matches('\n'),
+        "EX",
+        "60",
+    ]);
+    let (status, answer) = exchange(&prod, planted).await;
+    assert_eq!(status, 400, "a record moved to another code: {answer}");
+    // A refresh token of the attacker's making, marked fresh for alice's grant.
+    let (status, issued) = exchange(&prod, &code_for(&prod, "grant").await).await;
+    assert_eq!(status, 200, "{issued}");
+    let genuine = text(&issued, "refresh_token");
+    let (grant_id, _) = genuine.split_once('.').unwrap();
+    let forged = format!("{grant_id}.{}", "A".repeat(43));
+    redis.cli(&[
+        "SET",
+        &format!("tollgate:ts:refresh:{{{grant_id}}}:{}", sha256_hex(&forged)),
+        "fresh",
+        "EX",
+        "600",
+    ]);
+    let (status, answer) = refresh(&prod, &forged).await;
+    assert_eq!(status, 400, "a token marked fresh by hand: {answer}");
+    // Another deployment (staging: its own secret and issuer) on the same Redis and prefix:
+    // its grants are not this one's.
+    let (staging, _) = Gateway::start_at_issuer(|issuer| {
+        deployment_config(
+            issuer,
+            &url,
+            &dir.join("staging-key.pem"),
+            "staging-session-secret-staging-secret",
+        )
+    })
+    .await;
+    let (status, staged) = exchange(&staging, &code_for(&staging, "staging").await).await;
+    assert_eq!(status, 200, "{staged}");
+    let (status, answer) = refresh(&prod, &text(&staged, "refresh_token")).await;
+    assert_eq!(status, 400, "another deployment's refresh token: {answer}");
+    // What this deployment issued still works.
+    let (status, rotated) = refresh(&prod, &genuine).await;
+    assert_eq!(status, 200, "{rotated}");
+    staging.stop().await;
+    prod.stop().await;
 }

@@ -131,6 +131,13 @@ pub(super) fn load(
             .iter()
             .any(|client| client.login_provider.is_some())
     });
+    if token_service_redis && session.secrets.is_empty() {
+        checker.problem(
+            "session.secrets",
+            "token_service.store = \"redis\" needs session secrets to seal its records and tag \
+             its refresh tokens (secrets, secrets_file or secrets_env)",
+        );
+    }
     if federates && session.secrets.is_empty() {
         checker.problem(
             "session.secrets",

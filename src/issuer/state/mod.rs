@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod redis;
+mod refresh_tags;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -11,6 +11,15 @@
 //! - `jti:{<grant or jti>}:<jti>` a revoked access token, until it would have expired;
 //! - `fail:<key>` failures counted in the current window.
 //!
+//! Records (`code`, `used`, the grant's `record`) are sealed with the session secrets, the key
+//! they are stored under as the purpose, and refresh tokens carry a tag of those secrets
+//! (`refresh_tags`): whoever can write to Redis, or another deployment sharing it under the
+//! same prefix, can neither plant a code, a grant or a fresh token that this service would
+//! take, nor move a record to another key; a grant's sealed record names its client, so
+//! rewriting the hash's plain `client` does not hand the grant to another client. A record an
+//! older Tollgate stored in clear is not read (its code or grant is unknown: the client signs
+//! in again), except a redeemed code's, whose replay still revokes what it issued.
+//!
 //! Taking a code, rotating a refresh token and revoking by refresh token are Lua scripts, so
 //! each single-use rule holds across replicas. Revocations and rotations are confirmed writes
 //! (`RedisConnection::query_confirmed`: a replica has them, where the master has one), so a
@@ -21,6 +30,7 @@ use std::sync::Arc;
 
 use redis::Script;
 
+use super::refresh_tags::RefreshTags;
 use super::{
     CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
     Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, grant_of_refresh_token,
@@ -28,6 +38,8 @@ use super::{
 };
 use crate::clock::UnixTime;
 use crate::redis_connection::RedisConnection;
+use crate::secret::Secret;
+use crate::session::seal::Sealer;
 
 /// Takes a waiting code once and records what it issues; or reports the earlier redemption.
 const TAKE_CODE: &str = r"
@@ -110,6 +122,10 @@ pub struct RedisState {
     /// in seconds: how long a revocation is kept.
     grant_life: i64,
     take_code: Script,
+    /// Seals records with the session secrets.
+    sealer: Sealer,
+    /// Tags refresh tokens with the session secrets.
+    tags: RefreshTags,
 }
 
 fn unavailable(error: &redis::RedisError) -> StateError {
@@ -131,14 +147,44 @@ fn hex(bytes: &[u8]) -> String {
 
 impl RedisState {
     /// The state on `connection`, every key starting with `prefix` + `ts:`; a revoked grant is
-    /// remembered for `grant_life` seconds.
-    pub fn new(connection: Arc<RedisConnection>, prefix: &str, grant_life: i64) -> Self {
+    /// remembered for `grant_life` seconds; records are sealed, and refresh tokens tagged, with
+    /// the session `secrets`.
+    pub fn new(
+        connection: Arc<RedisConnection>,
+        prefix: &str,
+        grant_life: i64,
+        secrets: &[Secret<String>],
+    ) -> Self {
         Self {
             connection,
             prefix: format!("{prefix}ts:"),
             grant_life,
             take_code: Script::new(TAKE_CODE),
+            sealer: Sealer::new(secrets),
+            tags: RefreshTags::new(secrets),
         }
+    }
+
+    /// `value` as stored under `key`: its JSON sealed for that key.
+    fn seal<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<String, StateError> {
+        self.sealer
+            .seal(key, encode(value)?.as_bytes())
+            .map_err(|_| StateError("no session secret to seal the record with".to_owned()))
+    }
+
+    /// The record sealed for `key` in `text`: `None` for anything not sealed for that key by a
+    /// listed secret (planted, moved from another key, another deployment's, or stored in
+    /// clear by an older Tollgate).
+    fn open<T: serde::de::DeserializeOwned>(&self, key: &str, text: &str) -> Option<T> {
+        let json = self.sealer.open(key, text).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// A new refresh token for `grant_id`, tagged.
+    fn new_refresh_token(&self, grant_id: &str) -> Result<String, StateError> {
+        self.tags
+            .token(grant_id)
+            .ok_or_else(|| StateError("no session secret to tag the token with".to_owned()))
     }
 
     fn code_key(&self, code: &str) -> String {
@@ -180,9 +226,13 @@ impl RedisState {
         format!("{}fail:{key}", self.prefix)
     }
 
-    /// The three keys a refresh token's scripts touch, or `None` for a malformed token.
+    /// The three keys a refresh token's scripts touch, or `None` for a malformed token or one
+    /// this deployment did not make (its tag).
     fn refresh_keys(&self, token: &str) -> Option<[String; 3]> {
         let grant_id = grant_of_refresh_token(token)?;
+        if !self.tags.verify(token) {
+            return None;
+        }
         Some([
             self.refresh_key(grant_id, token),
             self.grant_key(grant_id),
@@ -255,6 +305,9 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, StateError> {
 
 #[derive(serde::Deserialize, serde::Serialize)]
 struct GrantRecord {
+    /// The client the grant is for, sealed with the rest (the hash's plain `client` is what
+    /// the scripts compare).
+    client_id: String,
     principal: super::Principal,
     scopes: Vec<String>,
     /// Absent from grants stored before it was kept.
@@ -267,9 +320,10 @@ struct GrantRecord {
 impl IssuerState for RedisState {
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
         Box::pin(async move {
+            let key = self.code_key(code);
             let command = redis::cmd("SET")
-                .arg(self.code_key(code))
-                .arg(encode(pending)?)
+                .arg(&key)
+                .arg(self.seal(&key, pending)?)
                 .arg("EX")
                 .arg(CODE_LIFETIME)
                 .to_owned();
@@ -287,11 +341,12 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, CodeUse> {
         Box::pin(async move {
+            let (code_key, used_key) = (self.code_key(code), self.used_key(code));
             let mut invocation = self.take_code.prepare_invoke();
             invocation
-                .key(self.code_key(code))
-                .key(self.used_key(code))
-                .arg(encode(redemption)?)
+                .key(&code_key)
+                .key(&used_key)
+                .arg(self.seal(&used_key, redemption)?)
                 .arg(USED_CODE_MEMORY);
             let answer: Vec<String> = self
                 .connection
@@ -299,11 +354,18 @@ impl IssuerState for RedisState {
                 .await
                 .map_err(|error| unavailable(&error))?;
             match answer.as_slice() {
-                [kind, pending] if kind == "pending" => {
-                    Ok(CodeUse::Pending(Box::new(decode(pending)?)))
-                }
+                [kind, pending] if kind == "pending" => Ok(match self.open(&code_key, pending) {
+                    Some(pending) => CodeUse::Pending(Box::new(pending)),
+                    None => CodeUse::Unknown,
+                }),
                 [kind, used] if kind == "replayed" => {
-                    self.revoke_redemption(&decode(used)?, now).await?;
+                    // An older Tollgate's record in clear is still believed here: what a
+                    // record can make happen is a revocation, never a token.
+                    let used = match self.open(&used_key, used) {
+                        Some(used) => used,
+                        None => decode(used)?,
+                    };
+                    self.revoke_redemption(&used, now).await?;
                     Ok(CodeUse::Replayed)
                 }
                 _ => Ok(CodeUse::Unknown),
@@ -319,13 +381,17 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            let record = encode(&GrantRecord {
-                principal: grant.principal.clone(),
-                scopes: grant.scopes.clone(),
-                auth_time: grant.auth_time,
-                signed_in: grant.signed_in,
-            })?;
             let key = self.grant_key(grant_id);
+            let record = self.seal(
+                &key,
+                &GrantRecord {
+                    client_id: grant.client_id.clone(),
+                    principal: grant.principal.clone(),
+                    scopes: grant.scopes.clone(),
+                    auth_time: grant.auth_time,
+                    signed_in: grant.signed_in,
+                },
+            )?;
             let pipeline = redis::pipe()
                 .atomic()
                 .cmd("HSET")
@@ -355,7 +421,7 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, String> {
         Box::pin(async move {
-            let token = super::new_refresh_token(grant_id);
+            let token = self.new_refresh_token(grant_id)?;
             let pipeline = redis::pipe()
                 .atomic()
                 .cmd("SET")
@@ -390,7 +456,7 @@ impl IssuerState for RedisState {
                 return Ok(RefreshUse::Invalid);
             };
             let grant_id = grant_of_refresh_token(token).unwrap_or_default();
-            let next = super::new_refresh_token(grant_id);
+            let next = self.new_refresh_token(grant_id)?;
             let next_key = self.refresh_key(grant_id, &next);
             let rotations = self.rotations_key(grant_id);
             let mut pipeline = eval(
@@ -431,8 +497,9 @@ impl IssuerState for RedisState {
         client_id: &'a str,
     ) -> StateFuture<'a, Option<Grant>> {
         Box::pin(async move {
+            let key = self.grant_key(grant_id);
             let command = redis::cmd("HMGET")
-                .arg(self.grant_key(grant_id))
+                .arg(&key)
                 .arg("client")
                 .arg("record")
                 .to_owned();
@@ -441,18 +508,17 @@ impl IssuerState for RedisState {
                 .query(&command)
                 .await
                 .map_err(|error| unavailable(&error))?;
-            record
+            Ok(record
                 .filter(|_| client.as_deref() == Some(client_id))
-                .map(|record| {
-                    decode::<GrantRecord>(&record).map(|record| Grant {
-                        client_id: client_id.to_owned(),
-                        principal: record.principal,
-                        scopes: record.scopes,
-                        auth_time: record.auth_time,
-                        signed_in: record.signed_in,
-                    })
-                })
-                .transpose()
+                .and_then(|record| self.open::<GrantRecord>(&key, &record))
+                .filter(|record| record.client_id == client_id)
+                .map(|record| Grant {
+                    client_id: record.client_id,
+                    principal: record.principal,
+                    scopes: record.scopes,
+                    auth_time: record.auth_time,
+                    signed_in: record.signed_in,
+                }))
         })
     }
 
