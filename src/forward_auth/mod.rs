@@ -577,12 +577,15 @@ pub async fn decide_auth(
     if let Some(refusal) = refused {
         return Outcome::Reject(refusal.with_cookies(identity.set_cookies));
     }
-    // A cookie (the session's, the token cookie) is what a browser adds by itself.
+    // A cookie (the session's, the token cookie) is what a browser adds by itself. The
+    // request's host is the original URL's, else `public_url`'s; with neither known (a peer
+    // whose forwarded headers are not believed, a path-only `X-Original-URL`), no host is
+    // this one, so a handshake that carries an `Origin` is refused.
     if identity.credential != Credential::Bearer
-        && let Some(host) = original
-            .and_then(|request| request.url.as_ref())
-            .and_then(url::Url::host_str)
-        && crate::http::origin::websocket_from_another_host(headers, host)
+        && crate::http::origin::websocket_from_another_host(
+            headers,
+            cookie_base.and_then(url::Url::host_str).unwrap_or_default(),
+        )
     {
         let refusal = crate::http::origin::refusal();
         trace.record("origin", "fail", || refusal.reason.clone());

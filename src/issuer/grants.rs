@@ -277,7 +277,10 @@ impl TokenService {
         let now = self.now();
         let unknown =
             || IssuerError::InvalidGrant("unknown, expired or revoked refresh token".to_owned());
-        let grant_id = super::state::grant_of_refresh_token(refresh_token).ok_or_else(unknown)?;
+        let grant_id = self
+            .state
+            .refresh_token_grant(refresh_token)
+            .ok_or_else(unknown)?;
         let grant = self
             .state
             .grant(grant_id, &client.client_id)

@@ -115,6 +115,12 @@ impl JwksCache {
         self.with_snapshot(|snapshot| snapshot.generation > 0 && snapshot.fetched_at.is_none())
     }
 
+    /// How many fetches replaced the keys so far: a later value means keys newer than an
+    /// earlier one's.
+    pub fn generation(&self) -> u64 {
+        self.with_snapshot(|snapshot| snapshot.generation)
+    }
+
     /// Whether the last fetch failed.
     pub fn last_fetch_failed(&self) -> bool {
         self.with_snapshot(|snapshot| snapshot.last_error.is_some())

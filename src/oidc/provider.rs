@@ -371,12 +371,15 @@ impl Provider {
     }
 
     /// `with_keys`, telling with a failure whether the keys were current for it: `false` when
-    /// the token named a key they lack and they were not fetched again for it (the re-fetch
+    /// the token named a key they lack and no keys were fetched since it came (the re-fetch
     /// was not due yet, or failed and the keys stayed), so a later try may find the key.
     async fn with_keys_looked<T>(
         &self,
         check: impl Fn(&KeySet) -> Result<T, TokenError>,
     ) -> Result<T, (CredentialError, bool)> {
+        // Keys fetched from here on (by `keys` itself, by the re-fetch, or by another request
+        // meanwhile) were fetched since the token came.
+        let before = self.jwks.generation();
         let (keys, source) = self.keys().await.map_err(|error| (error.into(), false))?;
         match (check(&keys), source) {
             (Err(TokenError::UnknownKey(_)), Some(source)) => {
@@ -385,7 +388,7 @@ impl Provider {
                     .refetch_for_unknown_kid(&keys, &source, self.http.get())
                     .await
                     .map_err(|error| (error.into(), false))?;
-                let looked = !Arc::ptr_eq(&fresh, &keys);
+                let looked = self.jwks.generation() != before;
                 check(&fresh).map_err(|error| (error.into(), looked))
             }
             (checked, _) => checked.map_err(|error| (error.into(), true)),

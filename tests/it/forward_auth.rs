@@ -1449,3 +1449,29 @@ async fn signed_in_over_https(browser: &mut Browser, gateway: &Gateway) -> reqwe
     let callback = crate::support::browser::location(&at_provider).replacen("https:", "http:", 1);
     browser.get_with(&callback, &https).await
 }
+
+/// A WebSocket handshake authenticated by the session cookie is refused when its page is of
+/// another host, also when the original URL is not known (a path-only `X-Original-URL`, as a
+/// misconfigured ingress sends): the check was skipped then, and any page could open one.
+#[tokio::test]
+async fn a_websocket_whose_original_host_is_unknown_is_refused_when_a_page_asked_for_it() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let handshake = |origin: Option<&'static str>| {
+        let mut headers = vec![
+            ("x-original-url", "/socket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        headers.extend(origin.map(|origin| ("origin", origin)));
+        headers
+    };
+    let url = gateway.url("/auth");
+    for origin in ["https://evil.example", "null"] {
+        let answer = browser.get_with(&url, &handshake(Some(origin))).await;
+        assert_eq!(answer.status(), 403, "{origin}");
+    }
+    let answer = browser.get_with(&url, &handshake(None)).await;
+    assert_eq!(answer.status(), 200, "no Origin: no browser's page");
+}

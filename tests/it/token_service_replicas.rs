@@ -415,6 +415,11 @@ async fn records_and_tokens_written_to_redis_by_anyone_else_mint_no_token() {
     // What this deployment issued still works.
     let (status, rotated) = refresh(&prod, &genuine).await;
     assert_eq!(status, 200, "{rotated}");
+    // Revoking is all an untagged token can do (an older Tollgate's, during an upgrade): its
+    // grant ends.
+    assert_eq!(revoke(&prod, &forged).await, 200);
+    let (status, answer) = refresh(&prod, &text(&rotated, "refresh_token")).await;
+    assert_eq!(status, 400, "the grant was revoked: {answer}");
     staging.stop().await;
     prod.stop().await;
 }

@@ -187,6 +187,12 @@ pub type StateFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>>
 
 /// What the token service keeps between requests. Every method is one atomic step.
 pub trait IssuerState: Send + Sync + 'static {
+    /// The grant of a refresh token this store could have made: `None` for one of another
+    /// shape, or (Redis) without this deployment's tag, before anything is read for it.
+    fn refresh_token_grant<'a>(&self, token: &'a str) -> Option<&'a str> {
+        grant_of_refresh_token(token)
+    }
+
     /// Keeps a new code for `CODE_LIFETIME` seconds.
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()>;
 

@@ -18,7 +18,11 @@
 //! take, nor move a record to another key; a grant's sealed record names its client, so
 //! rewriting the hash's plain `client` does not hand the grant to another client. A record an
 //! older Tollgate stored in clear is not read (its code or grant is unknown: the client signs
-//! in again), except a redeemed code's, whose replay still revokes what it issued.
+//! in again), except a redeemed code's, whose replay still revokes what it issued; and
+//! `/revoke` takes a refresh token without a tag (an older Tollgate's): revoking is all it can
+//! do. What Redis holds can still be deleted or set back (a revocation undone, a failure count
+//! cleared, a spent token's state set back to `fresh` by someone who also holds that token),
+//! as anything in Redis can.
 //!
 //! Taking a code, rotating a refresh token and revoking by refresh token are Lua scripts, so
 //! each single-use rule holds across replicas. Revocations and rotations are confirmed writes
@@ -226,13 +230,9 @@ impl RedisState {
         format!("{}fail:{key}", self.prefix)
     }
 
-    /// The three keys a refresh token's scripts touch, or `None` for a malformed token or one
-    /// this deployment did not make (its tag).
+    /// The three keys a refresh token's scripts touch, or `None` for a malformed token.
     fn refresh_keys(&self, token: &str) -> Option<[String; 3]> {
         let grant_id = grant_of_refresh_token(token)?;
-        if !self.tags.verify(token) {
-            return None;
-        }
         Some([
             self.refresh_key(grant_id, token),
             self.grant_key(grant_id),
@@ -318,6 +318,10 @@ struct GrantRecord {
 }
 
 impl IssuerState for RedisState {
+    fn refresh_token_grant<'a>(&self, token: &'a str) -> Option<&'a str> {
+        grant_of_refresh_token(token).filter(|_| self.tags.verify(token))
+    }
+
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
         Box::pin(async move {
             let key = self.code_key(code);
@@ -360,12 +364,14 @@ impl IssuerState for RedisState {
                 }),
                 [kind, used] if kind == "replayed" => {
                     // An older Tollgate's record in clear is still believed here: what a
-                    // record can make happen is a revocation, never a token.
-                    let used = match self.open(&used_key, used) {
-                        Some(used) => used,
-                        None => decode(used)?,
-                    };
-                    self.revoke_redemption(&used, now).await?;
+                    // record can make happen is a revocation, never a token. One that is
+                    // neither (another deployment's) revokes nothing here.
+                    let used = self
+                        .open(&used_key, used)
+                        .or_else(|| decode::<Redemption>(used).ok());
+                    if let Some(used) = used {
+                        self.revoke_redemption(&used, now).await?;
+                    }
                     Ok(CodeUse::Replayed)
                 }
                 _ => Ok(CodeUse::Unknown),
@@ -452,6 +458,9 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, RefreshUse> {
         Box::pin(async move {
+            if self.refresh_token_grant(token).is_none() {
+                return Ok(RefreshUse::Invalid);
+            }
             let Some([refresh, grant, revoked]) = self.refresh_keys(token) else {
                 return Ok(RefreshUse::Invalid);
             };
