@@ -97,8 +97,11 @@ logins() {
 import http.client, sys, urllib.parse
 rp_port, issuer_port, password, count = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 connections = {port: http.client.HTTPConnection("127.0.0.1", port) for port in (rp_port, issuer_port)}
-def request(port, method, path, body=None, cookie=""):
+def request(port, method, path, body=None, cookie="", same_origin=False):
     headers = {"Cookie": cookie} if cookie else {}
+    if same_origin:
+        # The login form's own page posts it (Fetch Metadata, as a browser sends it).
+        headers["Sec-Fetch-Site"] = "same-origin"
     if body is not None:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     connections[port].request(method, path, body=body, headers=headers)
@@ -110,7 +113,7 @@ for _ in range(count):
     status, location, state = request(rp_port, "GET", "/page")
     assert status == 302, f"/page answered {status}"
     query = urllib.parse.urlsplit(location).query
-    status, location, _ = request(issuer_port, "POST", "/authorize", f"{query}&username=bench&password={password}")
+    status, location, _ = request(issuer_port, "POST", "/authorize", f"{query}&username=bench&password={password}", same_origin=True)
     assert status in (302, 303), f"/authorize answered {status}"
     target = urllib.parse.urlsplit(location)
     status, _, session = request(rp_port, "GET", f"{target.path}?{target.query}", cookie=state)

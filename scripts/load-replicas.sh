@@ -127,6 +127,7 @@ log_in() {
     jar=$(mktemp -p "$work")
     location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$issuer/signin?rd=/")
     location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" \
+        -H 'Sec-Fetch-Site: same-origin' \
         --data "${location#*\?}&username=bench$1&password=$password" "$issuer/authorize")
     curl -s -o /dev/null -c "$jar" -b "$jar" "$location"
     awk '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ /^tollgate/ { printf "%s=%s; ", $6, $7 }' "$jar"
@@ -199,7 +200,7 @@ done
 # The tokens those sessions hold, as the token service issues them to a client (`probe`).
 verifier="load-test-code-verifier-load-test-code-verifier-0123"
 challenge=$(printf '%s' "$verifier" | openssl dgst -sha256 -binary | base64 | tr '+/' '-_' | tr -d '=')
-location=$(curl -s -o /dev/null -w '%{redirect_url}' --data "response_type=code&client_id=probe&redirect_uri=http%3A%2F%2F127.0.0.1%2Fprobe&scope=openid%20profile%20email&state=s&nonce=n&code_challenge=$challenge&code_challenge_method=S256&username=bench1&password=$password" "$issuer/authorize")
+location=$(curl -s -o /dev/null -w '%{redirect_url}' -H 'Sec-Fetch-Site: same-origin' --data "response_type=code&client_id=probe&redirect_uri=http%3A%2F%2F127.0.0.1%2Fprobe&scope=openid%20profile%20email&state=s&nonce=n&code_challenge=$challenge&code_challenge_method=S256&username=bench1&password=$password" "$issuer/authorize")
 code=$(sed 's/.*[?&]code=\([^&]*\).*/\1/' <<<"$location")
 curl -s --data "grant_type=authorization_code&code=$code&redirect_uri=http%3A%2F%2F127.0.0.1%2Fprobe&client_id=probe&code_verifier=$verifier" "$issuer/token" > "$work/tokens.json"
 token_sizes=$(jq -r '"RS256 ID token \(.id_token | length) B, access token \(.access_token | length) B, refresh token \(.refresh_token | length) B"' "$work/tokens.json")

@@ -203,7 +203,7 @@ def request(port, method, path, body=None, headers=None):
 cookie_header = lambda jar: {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
 
 def sign_in(query):
-    status, location, _, _, _ = request(issuer_port, "POST", "/authorize", query + f"&username=bench&password={password}")
+    status, location, _, _, _ = request(issuer_port, "POST", "/authorize", query + f"&username=bench&password={password}", {"Sec-Fetch-Site": "same-origin"})
     assert status in (302, 303), f"/authorize answered {status}"
     return urllib.parse.urlsplit(location)
 

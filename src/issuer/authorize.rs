@@ -12,6 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+mod form_token;
 mod refusal;
 
 use super::clients::PasswordCheck;
@@ -19,6 +20,7 @@ use super::{FederatedLogin, PendingCode, TokenService, is_registered_redirect, w
 use crate::config::GrantType;
 use crate::http::pages::{escape, page};
 use crate::http::rejection::{Refusal, Rejection};
+use form_token::FormToken;
 use refusal::{AuthorizeError, AuthorizeRefusal, refuse};
 
 /// What `/authorize` uses: the service, and what starts federated logins.
@@ -257,7 +259,10 @@ async fn authorization_request(
         .client(&request.client_id)
         .and_then(|client| client.login_provider.clone());
     match login_provider {
-        None => login_form(&parameters, None),
+        None => {
+            let token = FormToken::for_form(headers, is_https(service.issuer()));
+            login_form(&parameters, None, &token)
+        }
         // A federated login sets a login cookie and prunes the browser's older ones, which a
         // cross-site POST does not carry (`SameSite=Lax`): the same request comes back as a
         // GET, a top-level navigation that carries them.
@@ -347,8 +352,16 @@ async fn sign_in(
     headers: &axum::http::HeaderMap,
     body: &[u8],
 ) -> Result<Response, AuthorizeRefusal> {
-    same_origin_post(headers, service.issuer()).map_err(AuthorizeRefusal::CrossSite)?;
     let parameters = super::single_valued(body).map_err(AuthorizeError::Page)?;
+    let secure = is_https(service.issuer());
+    same_origin_post(headers, service.issuer(), || {
+        FormToken::posted(
+            headers,
+            parameters.get(form_token::FIELD).map(String::as_str),
+            secure,
+        )
+    })
+    .map_err(AuthorizeRefusal::CrossSite)?;
     let request = service.check_authorization(&parameters)?;
     // A client with a `login_provider` signs its users in there (with that provider's own
     // checks), never with a local password: the form is not shown for it, and not accepted.
@@ -401,11 +414,15 @@ async fn sign_in(
     {
         PasswordCheck::Right if user.is_some() && !password_was_empty => {}
         PasswordCheck::Limited => return Err(AuthorizeRefusal::RateLimited),
-        PasswordCheck::Wrong => return Err(AuthorizeRefusal::WrongPassword(parameters)),
+        PasswordCheck::Wrong => {
+            let token = FormToken::for_form(headers, secure);
+            return Err(AuthorizeRefusal::WrongPassword(parameters, token));
+        }
         // The random dummy hash matched (never a user), or an empty password did.
         PasswordCheck::Right => {
             service.state.count_failure(&limit_keys, now).await?;
-            return Err(AuthorizeRefusal::WrongPassword(parameters));
+            let token = FormToken::for_form(headers, secure);
+            return Err(AuthorizeRefusal::WrongPassword(parameters, token));
         }
     }
     let code = service
@@ -430,15 +447,26 @@ async fn sign_in(
         .ok_or(AuthorizeRefusal::BadRedirectUri)
 }
 
+/// Whether the issuer is served over https (the form's cookie is then `__Host-` and `Secure`).
+fn is_https(issuer: &str) -> bool {
+    issuer.starts_with("https://")
+}
+
 /// Refuses a login form posted from another site (login CSRF: a victim signed in as the
-/// attacker): by the browser's `Sec-Fetch-Site`, and by `Origin` when it names an origin (the
-/// form's `Referrer-Policy: no-referrer` makes browsers send `Origin: null` for it).
-fn same_origin_post(headers: &axum::http::HeaderMap, issuer: &str) -> Result<(), &'static str> {
+/// attacker): by the browser's `Sec-Fetch-Site`, or, from a browser that sends none, by the
+/// form's token (`token_matches`, see [`form_token`]); and by `Origin` when it names an origin
+/// (the form's `Referrer-Policy: no-referrer` makes browsers send `Origin: null` for it).
+fn same_origin_post(
+    headers: &axum::http::HeaderMap,
+    issuer: &str,
+    token_matches: impl FnOnce() -> bool,
+) -> Result<(), &'static str> {
     let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    if let Some(site) = text("sec-fetch-site")
-        && !matches!(site, "same-origin" | "none")
-    {
-        return Err("Sec-Fetch-Site is not same-origin");
+    match text("sec-fetch-site") {
+        Some("same-origin" | "none") => {}
+        Some(_) => return Err("Sec-Fetch-Site is not same-origin"),
+        None if token_matches() => {}
+        None => return Err("no Sec-Fetch-Site, and the form's token is not its cookie's"),
     }
     if let Some(origin) = text("origin")
         && origin != "null"
@@ -467,8 +495,16 @@ fn dummy_hash() -> String {
         .clone()
 }
 
-fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Response {
-    let mut hidden = String::new();
+fn login_form(
+    parameters: &HashMap<String, String>,
+    message: Option<&str>,
+    token: &FormToken,
+) -> Response {
+    let mut hidden = format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+        form_token::FIELD,
+        escape(token.value())
+    );
     for name in PARAMETERS {
         if let Some(value) = parameters.get(*name) {
             hidden.push_str(&format!(
@@ -507,5 +543,6 @@ fn login_form(parameters: &HashMap<String, String>, message: Option<&str>) -> Re
         header::CONTENT_SECURITY_POLICY,
         axum::http::HeaderValue::from_static(policy),
     );
+    token.set_on(&mut response);
     response
 }

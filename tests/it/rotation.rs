@@ -215,9 +215,10 @@ async fn log_in(first: &Replica, second: &Replica, third: &Replica) -> String {
     let form = browser.get(&authorize).await;
     assert_eq!(form.status(), 200, "the login form");
     let submitted = browser
-        .post_form(
+        .post_login(
             &second.url("/authorize"),
-            format!("{query}&username=alice&password=alice-password"),
+            &query,
+            "username=alice&password=alice-password",
         )
         .await;
     assert_eq!(submitted.status(), 302, "alice's password");

@@ -63,7 +63,8 @@ fn login_form(state: &str, password: &str) -> String {
     )
 }
 
-/// Posts the login form as the browser showing the token service's page does.
+/// Posts the login form as the browser showing the token service's page does (one that sends
+/// no Fetch Metadata: the form's token and its cookie vouch for the post).
 async fn sign_in(
     browser: &mut Browser,
     gateway: &Gateway,
@@ -71,7 +72,11 @@ async fn sign_in(
     password: &str,
 ) -> reqwest::Response {
     browser
-        .post_form(&gateway.url("/authorize"), login_form(state, password))
+        .post_login(
+            &gateway.url("/authorize"),
+            &authorize_query(state, true),
+            &format!("username=alice&password={password}"),
+        )
         .await
 }
 
@@ -286,11 +291,17 @@ async fn authorization_code_with_pkce_through_the_login_form() {
 async fn a_scope_asked_for_twice_is_granted_once() {
     let (gateway, _) = token_service().await;
     let mut browser = Browser::new();
-    let form = login_form("s-d", "alice-password").replace(
+    let query = authorize_query("s-d", true).replace(
         "scope=openid%20email",
         "scope=openid%20email%20openid%20%20email",
     );
-    let signed_in = browser.post_form(&gateway.url("/authorize"), form).await;
+    let signed_in = browser
+        .post_login(
+            &gateway.url("/authorize"),
+            &query,
+            "username=alice&password=alice-password",
+        )
+        .await;
     assert_eq!(signed_in.status(), 302);
     let back = reqwest::Url::parse(&location(&signed_in)).unwrap();
     let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
@@ -466,9 +477,10 @@ async fn demo_runs_the_whole_system_on_loopback() {
         .unwrap();
     let query = form_url.split_once('?').unwrap().1;
     let submitted = browser
-        .post_form(
+        .post_login(
             &format!("http://{}/authorize", demo.tollgate.public_addr),
-            format!("{query}&username=alice&password={}", alice.password),
+            query,
+            &format!("username=alice&password={}", alice.password),
         )
         .await;
     assert_eq!(submitted.status(), 302);
@@ -912,6 +924,7 @@ async fn concurrent_wrong_passwords_are_limited_like_sequential_ones() {
         let request = gateway
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
             .body(login_form("s-concurrent", &format!("wrong-{attempt}")));
         tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
     });
@@ -1011,6 +1024,7 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     let posted = gateway
         .post("/authorize")
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
         .body(form)
         .send()
         .await
@@ -1295,10 +1309,48 @@ async fn the_login_form_refuses_a_post_from_another_site() {
         302,
         "the form's own page posts it"
     );
+    // A browser that sends no Fetch Metadata (Safari before 16.4): `Origin: null` (the form's
+    // `Referrer-Policy: no-referrer`) is what another site's page can send too, with its own
+    // `no-referrer`. The form's token and its cookie tell the form's own post apart.
     assert_eq!(
         post(vec![("origin", "null".to_owned())]).await,
+        403,
+        "another site's page, without Fetch Metadata"
+    );
+    let mut browser = Browser::new();
+    let form = browser
+        .get(&gateway.url(&format!("/authorize?{}", authorize_query("s-x", true))))
+        .await;
+    let set_cookie = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.starts_with("tollgate_form=") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let html = form.text().await.unwrap();
+    let token = html
+        .split_once("name=\"form_token\" value=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(token, _)| token.to_owned())
+        .unwrap();
+    // The attacker's own form's token, without the victim's cookie (a cross-site post does not
+    // carry a `SameSite=Strict` cookie).
+    let with_token = format!("{body}&form_token={token}");
+    let without_cookie = client
+        .post(gateway.url("/authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "null")
+        .body(with_token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_cookie.status(), 403, "a token without its cookie");
+    let own = browser
+        .post_form(&gateway.url("/authorize"), with_token)
+        .await;
+    assert_eq!(
+        own.status(),
         302,
-        "Referrer-Policy: no-referrer makes browsers send Origin: null"
+        "the form's own post, with its token and cookie"
     );
 }
 
@@ -1791,9 +1843,10 @@ async fn up_to_the_callback(gateway: &Gateway, issuer: &str) -> (Browser, String
         "the login form"
     );
     let signed_in = browser
-        .post_form(
+        .post_login(
             &gateway.url("/authorize"),
-            format!("{query}&username=alice&password=alice-password"),
+            &query,
+            "username=alice&password=alice-password",
         )
         .await;
     assert_eq!(signed_in.status(), 302, "alice's password");
@@ -1967,6 +2020,7 @@ async fn the_login_form_limits_wrong_passwords() {
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-forwarded-for", from)
+            .header("sec-fetch-site", "same-origin")
             .body(login_form("s-limit", password));
         async move { request.send().await.unwrap() }
     };
@@ -1990,6 +2044,7 @@ async fn the_login_form_limits_a_name_nobody_has_as_a_users() {
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-forwarded-for", from)
+            .header("sec-fetch-site", "same-origin")
             .body(body);
         async move { request.send().await.unwrap().status() }
     };
@@ -2149,6 +2204,7 @@ async fn an_empty_secret_or_password_is_never_right() {
     let form = gateway
         .post("/authorize")
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
         .body(login_form("s-empty", ""))
         .send()
         .await

@@ -36,7 +36,7 @@ pub(in crate::issuer) enum AuthorizeRefusal {
     RateLimited,
     /// A wrong username or password: the form again (with these parameters), with a notice
     /// (401). The username is not logged.
-    WrongPassword(HashMap<String, String>),
+    WrongPassword(HashMap<String, String>, super::FormToken),
     /// The token service's store could not be used, and why: 503.
     StoreUnavailable(String),
     /// The client's registered redirect URI cannot carry the code: 400.
@@ -76,7 +76,7 @@ impl Refused for AuthorizeRefusal {
             // The RFC 6749 §4.1.2.1 code the client is sent, as the token endpoint's are.
             Self::Request(AuthorizeError::Redirect { error, .. }) => error,
             Self::RateLimited => "login_rate_limited",
-            Self::WrongPassword(_) => "login_failed",
+            Self::WrongPassword(..) => "login_failed",
             // As the token endpoint counts its store failing.
             Self::StoreUnavailable(_) => "temporarily_unavailable",
             Self::Federation(refusal) => refusal.label(),
@@ -92,7 +92,7 @@ impl Refused for AuthorizeRefusal {
             }) => Cow::Owned(format!("{error}: {description}")),
             Self::CrossSite(how) => Cow::Owned(format!("login form post refused: {how}")),
             Self::RateLimited => Cow::Borrowed("local login rate-limited"),
-            Self::WrongPassword(_) => Cow::Borrowed("local login failed"),
+            Self::WrongPassword(..) => Cow::Borrowed("local login failed"),
             Self::StoreUnavailable(error) => Cow::Owned(format!("sign-in refused: {error}")),
             Self::BadRedirectUri => Cow::Borrowed("the redirect_uri cannot carry the answer"),
             Self::Federation(refusal) => Cow::Owned(format!(
@@ -159,8 +159,8 @@ impl AuthorizeRefusal {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
                 response
             }
-            Self::WrongPassword(parameters) => {
-                super::login_form(&parameters, Some("Wrong username or password."))
+            Self::WrongPassword(parameters, token) => {
+                super::login_form(&parameters, Some("Wrong username or password."), &token)
             }
             Self::StoreUnavailable(_) => {
                 crate::http::rejection::Rejection::StoreUnavailable.into_response()

@@ -92,6 +92,29 @@ impl Browser {
         response
     }
 
+    /// Signs in at the token service's login form as a browser that sends no Fetch Metadata
+    /// does: the form at `authorize_url` with `query` first (its hidden token, and the cookie
+    /// that holds it), then the form posted with `credentials` (`username=…&password=…`).
+    pub async fn post_login(
+        &mut self,
+        authorize_url: &str,
+        query: &str,
+        credentials: &str,
+    ) -> reqwest::Response {
+        let form = self.get(&format!("{authorize_url}?{query}")).await;
+        let html = form.text().await.unwrap();
+        let token = html
+            .split_once("name=\"form_token\" value=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(token, _)| token.to_owned())
+            .unwrap_or_else(|| panic!("no form token in the login form: {html}"));
+        self.post_form(
+            authorize_url,
+            format!("{query}&{credentials}&form_token={token}"),
+        )
+        .await
+    }
+
     /// Follows redirects (sending cookies to every host: all tests run on 127.0.0.1) until a
     /// non-redirect answer; returns it and the last URL.
     pub async fn follow(&mut self, url: &str) -> (reqwest::Response, String) {
