@@ -7,7 +7,7 @@
 # "Container image and Kubernetes").
 #
 #   docker build -t tollgate .
-#   docker run --read-only -p 4180:4180 -p 8080:8080 \
+#   docker run --read-only -p 4180:4180 -p 127.0.0.1:8080:8080 \
 #       -v "$PWD/secrets:/run/secrets/tollgate:ro" tollgate
 
 FROM docker.io/library/rust:1.95-bookworm AS build

@@ -295,7 +295,12 @@ impl RequestSpan {
 
     /// Why the request was refused (the log line's reason).
     pub fn reason(&mut self, reason: &str) {
-        self.facts.reason = Some(reason.to_owned());
+        let kept = crate::untrusted::cut(reason, crate::untrusted::REASON_MOST);
+        self.facts.reason = Some(if kept.len() < reason.len() {
+            format!("{kept}…")
+        } else {
+            kept.to_owned()
+        });
     }
 
     /// Which credential identified the caller (`session`, `bearer`, `token_cookie`).

@@ -6,6 +6,23 @@
 /// included).
 pub const MAX_CHARS: usize = 64;
 
+/// The most bytes of a refusal's reason a log line or a span carries: reasons are the code's
+/// own words around bounded quotes of what came in; one longer than this is cut wherever it
+/// came from.
+pub const REASON_MOST: usize = 1024;
+
+/// The longest start of `text` of at most `most` bytes that ends on a character boundary.
+pub fn cut(text: &str, most: usize) -> &str {
+    if text.len() <= most {
+        return text;
+    }
+    let mut end = most;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
+
 /// `text` cut to `MAX_CHARS` characters (an ellipsis marks the cut), with control characters
 /// and bidirectional overrides escaped as `\u{…}`.
 pub fn bounded(text: &str) -> String {

@@ -216,7 +216,16 @@ fn write_fields(buffer: &mut Vec<u8>, decision: &Decision<'_>, json: bool) {
     }
     if let Some(reason) = decision.reason {
         field([" reason=\"", ",\"reason\":\""], &|out| {
-            write!(out, "{reason}")
+            let mut capped = Capped {
+                out,
+                left: crate::untrusted::REASON_MOST,
+                cut: false,
+            };
+            write!(capped, "{reason}")?;
+            if capped.cut {
+                capped.out.write_str("…")?;
+            }
+            Ok(())
         });
     }
     if let Some(path) = decision.path {
@@ -273,6 +282,24 @@ impl Escaped<'_> {
         );
         self.out.extend_from_slice(text.as_bytes());
         Ok(())
+    }
+}
+
+/// A reason written at most `left` bytes long (`untrusted::REASON_MOST`): a reason that
+/// quotes what came in whole (a 60 KB `/auth` parameter) would otherwise be a line as long,
+/// and the queue of lines is bounded by count, not size.
+struct Capped<'a, 'b> {
+    out: &'a mut Escaped<'b>,
+    left: usize,
+    cut: bool,
+}
+
+impl fmt::Write for Capped<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let kept = crate::untrusted::cut(text, self.left);
+        self.cut |= kept.len() < text.len();
+        self.left -= kept.len();
+        self.out.write_str(kept)
     }
 }
 

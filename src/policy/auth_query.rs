@@ -90,9 +90,11 @@ pub struct AuthQueryError {
     pub reason: String,
 }
 
+/// The error of a malformed `parameter`, which is quoted bounded: a name can be as long as
+/// the URL (and ends up in the decision line).
 fn malformed(parameter: &str, reason: impl Into<String>) -> AuthQueryError {
     AuthQueryError {
-        parameter: parameter.to_owned(),
+        parameter: crate::untrusted::bounded(parameter),
         reason: reason.into(),
     }
 }
@@ -154,8 +156,10 @@ fn decode_percent(raw: &str) -> Option<String> {
 }
 
 fn header_name(parameter: &str, text: &str) -> Result<HeaderName, AuthQueryError> {
-    let name = HeaderName::from_bytes(text.trim().as_bytes())
-        .map_err(|_| malformed(parameter, format!("`{text}` is not a valid header name")))?;
+    let name = HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| {
+        let text = crate::untrusted::bounded(text);
+        malformed(parameter, format!("`{text}` is not a valid header name"))
+    })?;
     if crate::http::cannot_carry_identity(name.as_str()) {
         return Err(malformed(
             parameter,

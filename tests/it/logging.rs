@@ -316,3 +316,31 @@ fn decision_line(log: &str, request_id: &str) -> serde_json::Value {
         })
         .unwrap_or_else(|| panic!("no decision line for {request_id}:\n{log}"))
 }
+
+/// A refusal's reason quotes what came in bounded: an `/auth` parameter named with the whole
+/// URL (60 KB, invalid UTF-8 at its end) made a decision line as long, and a stalled log
+/// reader's queue (bounded by lines) a gigabyte.
+#[tokio::test]
+async fn a_long_malformed_auth_parameter_makes_a_short_decision_line() {
+    let (_dir, config, public) = json_logging_config("log-long-reason", "", |_| String::new());
+    let (child, client, base) = serve_at_defaults(&config, public).await;
+    let name = "A".repeat(60_000);
+    let refused = client
+        .get(format!("{base}/auth?{name}%FF=x"))
+        .header("X-Request-Id", "req-long-name")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let log = stop_and_read_log(child);
+    let line = decision_line(&log, "req-long-name");
+    let reason = line["reason"].as_str().unwrap();
+    assert!(reason.contains("malformed query parameter"), "{reason}");
+    assert!(
+        reason.len() < 300,
+        "the parameter is quoted bounded ({} bytes)",
+        reason.len()
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or_default();
+    assert!(longest < 4096, "the longest line is {longest} bytes");
+}

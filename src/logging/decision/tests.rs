@@ -372,3 +372,36 @@ fn a_call_site_remembers_whether_its_level_is_enabled_only_when_it_may() {
         assert_eq!(asked.get(), 4, "asked every time");
     }
 }
+
+#[test]
+fn a_reason_longer_than_a_kilobyte_is_cut_on_a_character_boundary() {
+    // Multi-byte characters, so the cut falls inside one unless it is moved to a boundary.
+    let reason = "é".repeat(3000);
+    for json in [true, false] {
+        let written = line(&every_field(&reason, "/x"), json, Level::INFO, fixed_now());
+        let value = if json {
+            let parsed: Value = serde_json::from_str(written.trim_end()).unwrap();
+            parsed["reason"].as_str().unwrap().to_owned()
+        } else {
+            text_fields(&written)
+                .into_iter()
+                .find(|(name, _)| name == "reason")
+                .unwrap()
+                .1
+        };
+        assert!(value.ends_with('…'), "{json}: {}", value.len());
+        assert!(
+            value.len() <= crate::untrusted::REASON_MOST + '…'.len_utf8(),
+            "{json}: {} bytes",
+            value.len()
+        );
+        assert!(value.starts_with("éé"));
+    }
+    let short = line(
+        &every_field(&"no credential", "/x"),
+        true,
+        Level::INFO,
+        fixed_now(),
+    );
+    assert!(short.contains("\"reason\":\"no credential\""), "{short}");
+}
