@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
-use crate::support::Gateway;
 use crate::support::redis::{RedisCluster, RedisServer};
+use crate::support::{Gateway, sha256_hex};
 use crate::token_service::{
     code_for, config, exchange, get_with_token, refresh, token_request, validate,
 };
@@ -331,15 +331,6 @@ async fn a_grant_refreshed_as_often_as_it_may_be_is_refused_unspent_on_redis() {
         );
     }
     gateway.stop().await;
-}
-
-/// The SHA-256 of `text` in hex, as the store names a code's or a refresh token's key.
-fn sha256_hex(text: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 /// Whoever can write to Redis (a pod beside it, or another deployment sharing it under the

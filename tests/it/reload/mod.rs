@@ -79,14 +79,7 @@ fn load(text: &str) -> tollgate::config::Config {
         .unwrap_or_else(|problems| panic!("config: {problems:?}"))
 }
 
-/// SHA-256 of `text` in hex, computed here (not with Tollgate's code).
-fn sha256(text: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
+use crate::support::sha256_hex as sha256;
 
 fn cookie_header(browser: &Browser) -> String {
     browser

@@ -61,6 +61,16 @@ pub fn scratch_dir(what: &str) -> std::path::PathBuf {
     dir
 }
 
+/// SHA-256 of `text` in lower-case hex, computed here (not with Tollgate's code): what a
+/// config's digest is reported as, and what the token service's store names keys by.
+pub fn sha256_hex(text: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// Stops a `tollgate serve` started with its standard error piped: SIGTERM, so that it drains
 /// and writes every log line before it exits. Its standard error.
 pub fn stop_and_read_log(child: std::process::Child) -> String {
