@@ -354,14 +354,23 @@ async fn sign_in(
 ) -> Result<Response, AuthorizeRefusal> {
     let parameters = super::single_valued(body).map_err(AuthorizeError::Page)?;
     let secure = is_https(service.issuer());
-    same_origin_post(headers, service.issuer(), || {
+    let token_matches = || {
         FormToken::posted(
             headers,
             parameters.get(form_token::FIELD).map(String::as_str),
             secure,
         )
-    })
-    .map_err(AuthorizeRefusal::CrossSite)?;
+    };
+    match same_origin_post(headers, service.issuer(), token_matches) {
+        Ok(()) => {}
+        Err(Unvouched::CrossSite(how)) => return Err(AuthorizeRefusal::CrossSite(how)),
+        // Shown again, with this browser's token: an older form of a browser without Fetch
+        // Metadata, or another site's post, which signs nobody in either way.
+        Err(Unvouched::WithoutToken) => {
+            let token = FormToken::for_form(headers, secure);
+            return Err(AuthorizeRefusal::FormExpired(parameters, token));
+        }
+    }
     let request = service.check_authorization(&parameters)?;
     // A client with a `login_provider` signs its users in there (with that provider's own
     // checks), never with a local password: the form is not shown for it, and not accepted.
@@ -452,6 +461,15 @@ fn is_https(issuer: &str) -> bool {
     issuer.starts_with("https://")
 }
 
+/// Why a login form's post is not taken as the form's own.
+enum Unvouched {
+    /// The browser said it comes from another site (`Sec-Fetch-Site`, `Origin`).
+    CrossSite(&'static str),
+    /// The browser said nothing of where it comes from, and the form's token is not its
+    /// cookie's.
+    WithoutToken,
+}
+
 /// Refuses a login form posted from another site (login CSRF: a victim signed in as the
 /// attacker): by the browser's `Sec-Fetch-Site`, or, from a browser that sends none, by the
 /// form's token (`token_matches`, see [`form_token`]); and by `Origin` when it names an origin
@@ -460,14 +478,13 @@ fn same_origin_post(
     headers: &axum::http::HeaderMap,
     issuer: &str,
     token_matches: impl FnOnce() -> bool,
-) -> Result<(), &'static str> {
+) -> Result<(), Unvouched> {
     let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    match text("sec-fetch-site") {
-        Some("same-origin" | "none") => {}
-        Some(_) => return Err("Sec-Fetch-Site is not same-origin"),
-        None if token_matches() => {}
-        None => return Err("no Sec-Fetch-Site, and the form's token is not its cookie's"),
-    }
+    let needs_token = match text("sec-fetch-site") {
+        Some("same-origin" | "none") => false,
+        Some(_) => return Err(Unvouched::CrossSite("Sec-Fetch-Site is not same-origin")),
+        None => true,
+    };
     if let Some(origin) = text("origin")
         && origin != "null"
     {
@@ -481,8 +498,11 @@ fn same_origin_post(
             || host_origin("http").as_deref() == Some(origin)
             || host_origin("https").as_deref() == Some(origin);
         if !same {
-            return Err("Origin is another site");
+            return Err(Unvouched::CrossSite("Origin is another site"));
         }
+    }
+    if needs_token && !token_matches() {
+        return Err(Unvouched::WithoutToken);
     }
     Ok(())
 }

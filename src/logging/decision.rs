@@ -296,8 +296,11 @@ struct Capped<'a, 'b> {
 
 impl fmt::Write for Capped<'_, '_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        if self.cut {
+            return Ok(());
+        }
         let kept = crate::untrusted::cut(text, self.left);
-        self.cut |= kept.len() < text.len();
+        self.cut = kept.len() < text.len();
         self.left -= kept.len();
         self.out.write_str(kept)
     }

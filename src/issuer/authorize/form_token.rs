@@ -1,11 +1,15 @@
 //! The login form's token, for browsers that do not say where a post comes from (no Fetch
 //! Metadata: Safari before 16.4, older Chrome and Firefox). The form carries a random token
-//! that a cookie of this host holds too (`SameSite=Strict`, and `__Host-` over https, so no
-//! other host can set it); a post whose token is not its cookie's is refused. A page of
-//! another site can make a browser post the form with the attacker's password (login CSRF: the
-//! victim then uses the client as the attacker), but cannot read the cookie, and the browser
-//! does not send a `Strict` cookie with a cross-site post. A browser that says the post comes
-//! from this origin (`Sec-Fetch-Site`) needs no token: it could not be made to say so.
+//! that a cookie of this host holds too (`SameSite=Lax`, and `__Host-` over https, so no
+//! other host can set it); a post whose token is not its cookie's gets the form again. A page
+//! of another site can make a browser post the form with the attacker's password (login CSRF:
+//! the victim then uses the client as the attacker), but cannot read the cookie, and the
+//! browser sends no `Lax` cookie with a cross-site post. `Lax`, not `Strict`: the form is
+//! reached by a cross-site redirect from the client, which carries a `Lax` cookie, so the
+//! browser's token is kept, and every open form of the browser shares it. Over plain http a
+//! sibling subdomain can set the cookie for the whole site: the defence holds over https. A
+//! browser that says the post comes from this origin (`Sec-Fetch-Site`) needs no token: it
+//! could not be made to say so.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -56,9 +60,9 @@ impl FormToken {
         }
         let value = crate::random::token();
         let attributes = if secure {
-            "; Path=/; Secure; HttpOnly; SameSite=Strict"
+            "; Path=/; Secure; HttpOnly; SameSite=Lax"
         } else {
-            "; Path=/; HttpOnly; SameSite=Strict"
+            "; Path=/; HttpOnly; SameSite=Lax"
         };
         let set_cookie =
             HeaderValue::from_str(&format!("{}={value}{attributes}", cookie_name(secure))).ok();
@@ -111,7 +115,7 @@ mod tests {
             )),
             "{cookie}"
         );
-        assert!(cookie.ends_with("SameSite=Strict"), "{cookie}");
+        assert!(cookie.ends_with("SameSite=Lax"), "{cookie}");
         let kept = FormToken::for_form(
             &with_cookie(&format!("__Host-tollgate_form={}", new.value())),
             true,

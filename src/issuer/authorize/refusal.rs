@@ -32,6 +32,9 @@ pub(in crate::issuer) enum AuthorizeRefusal {
     Request(AuthorizeError),
     /// The login form was posted from another site (login CSRF), and how that showed: 403.
     CrossSite(&'static str),
+    /// A post without Fetch Metadata whose form token is not its cookie's (an older form, or
+    /// another site's post): the form again, with this browser's token (400).
+    FormExpired(HashMap<String, String>, super::FormToken),
     /// Too many failed sign-ins for this user or from this address: 429.
     RateLimited,
     /// A wrong username or password: the form again (with these parameters), with a notice
@@ -70,9 +73,10 @@ pub(in crate::issuer) fn refuse(
 impl Refused for AuthorizeRefusal {
     fn label(&self) -> &'static str {
         match self {
-            Self::Request(AuthorizeError::Page(_)) | Self::CrossSite(_) | Self::BadRedirectUri => {
-                "bad_request"
-            }
+            Self::Request(AuthorizeError::Page(_))
+            | Self::CrossSite(_)
+            | Self::FormExpired(..)
+            | Self::BadRedirectUri => "bad_request",
             // The RFC 6749 §4.1.2.1 code the client is sent, as the token endpoint's are.
             Self::Request(AuthorizeError::Redirect { error, .. }) => error,
             Self::RateLimited => "login_rate_limited",
@@ -91,6 +95,9 @@ impl Refused for AuthorizeRefusal {
                 error, description, ..
             }) => Cow::Owned(format!("{error}: {description}")),
             Self::CrossSite(how) => Cow::Owned(format!("login form post refused: {how}")),
+            Self::FormExpired(..) => Cow::Borrowed(
+                "login form post refused: no Sec-Fetch-Site, and the form's token is not its cookie's",
+            ),
             Self::RateLimited => Cow::Borrowed("local login rate-limited"),
             Self::WrongPassword(..) => Cow::Borrowed("local login failed"),
             Self::StoreUnavailable(error) => Cow::Owned(format!("sign-in refused: {error}")),
@@ -158,6 +165,15 @@ impl AuthorizeRefusal {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
                 response
+            }
+            Self::FormExpired(parameters, token) => {
+                let mut form = super::login_form(
+                    &parameters,
+                    Some("This sign-in form has expired. Sign in again."),
+                    &token,
+                );
+                *form.status_mut() = StatusCode::BAD_REQUEST;
+                form
             }
             Self::WrongPassword(parameters, token) => {
                 super::login_form(&parameters, Some("Wrong username or password."), &token)
