@@ -410,8 +410,22 @@ where
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The watchdog times request heads (see the module's comment).
-    builder.http1().header_read_timeout(None);
+    // The watchdog times request heads (see the module's comment). A request head of at most
+    // 64 KiB (hyper's default buffer grows to about 400 KB, which a few hundred connections
+    // sending heads without their end would hold in memory for `header_read_timeout`).
+    builder
+        .http1()
+        .header_read_timeout(None)
+        .max_buf_size(HEAD_MOST);
+    // HTTP/2: at most 100 streams a connection (hyper's default is 200), and at most one frame
+    // of a response queued in the connection at a time (hyper's default is 400 KB a stream):
+    // a client with a wide-open window that stops reading its socket made each stream hold
+    // that much, some 80 MB a connection; and the watchdog's "taken" is then what the client
+    // took (`streams`).
+    builder
+        .http2()
+        .max_concurrent_streams(HTTP2_STREAMS_MOST)
+        .max_send_buf_size(streams::FRAME_MOST);
     let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -541,6 +555,12 @@ where
     }
     Ok(())
 }
+
+/// The longest HTTP/1 request head read (431 beyond; nginx's own is 4 × 8 KiB).
+const HEAD_MOST: usize = 64 * 1024;
+
+/// The most streams an HTTP/2 client may have open on one connection (nginx's is 128).
+const HTTP2_STREAMS_MOST: u32 = 100;
 
 /// The longest a shutdown waits for the requests in flight: less than Kubernetes' default
 /// 30 s grace, so the memory store's flush and the last spans still go out.

@@ -903,3 +903,70 @@ async fn http_variant_keeps_dot_segments_inside_the_prefix() {
     .await;
     assert_eq!(status, 200, "the rules still apply inside the prefix");
 }
+
+/// A peer outside `trusted_proxies` gets its PERMISSION_DENIED without its message being
+/// read: tonic read a whole message (4 MiB, as its prefix said) before the Check ran, so any
+/// pod could make each stream hold that much for as long as it trickled it.
+#[tokio::test]
+async fn grpc_answers_an_untrusted_peer_without_reading_its_message() {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "grpc_listen = \"127.0.0.1:0\"\n")
+        .replacen(
+            "[server]\n",
+            "[server]\ntrusted_proxies = [\"10.9.9.9/32\"]\n",
+            1,
+        );
+    assert!(config.contains("10.9.9.9/32"));
+    let gateway = Gateway::start(&config).await;
+    let address = gateway.app.grpc_addr.expect("grpc_listen is bound");
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake::<_, _, Trickle>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // A message whose prefix says 4 MiB, of which a kilobyte comes, and then nothing more.
+    let mut start = vec![0u8, 0, 0x40, 0, 0];
+    start.extend(std::iter::repeat_n(0u8, 1024));
+    let request = hyper::Request::post(format!(
+        "http://{address}/envoy.service.auth.v3.Authorization/Check"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(Trickle(Some(start.into())))
+    .unwrap();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sender.send_request(request),
+    )
+    .await
+    .expect("answered while the message is still coming")
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.len() >= 5, "a gRPC message: {body:?}");
+    let response = CheckResponse::decode(&body[5..]).unwrap();
+    assert_eq!(response.status.unwrap().code, 7, "PERMISSION_DENIED");
+}
+
+/// A request body that gives its first bytes and then never another.
+struct Trickle(Option<hyper::body::Bytes>);
+
+impl hyper::body::Body for Trickle {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.take() {
+            Some(data) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}

@@ -57,6 +57,13 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
+/// The longest Check message read: a Check describes a request's head (and, where Envoy is
+/// told to send it, a part of its body); tonic's own limit is 4 MiB.
+const CHECK_MOST: usize = 256 * 1024;
+
+/// A gRPC message of no bytes: an empty `CheckRequest` (flag 0, length 0).
+const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
+
 /// The span name of a Check (OpenTelemetry's `<service>/<method>` for an RPC).
 const CHECK_SPAN: &str = "envoy.service.auth.v3.Authorization/Check";
 
@@ -73,16 +80,25 @@ pub fn service(
     Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send + 'static,
 > + Send
 + 'static {
-    let server = AuthorizationServer::new(EnvoyCheck { state, peer });
+    let live = state.clone();
+    let server =
+        AuthorizationServer::new(EnvoyCheck { state, peer }).max_decoding_message_size(CHECK_MOST);
     hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
-        // A Check whose message stops coming is cut off, as on the public listener (tonic
-        // reads the whole message before the peer's trust is looked at).
+        // A peer outside `trusted_proxies` is answered without its message being read: tonic
+        // reads a whole message (as long as its prefix says) before the Check runs, so any
+        // peer could make each stream hold that much for as long as it trickles it. Its Check
+        // is an empty one; the refusal does not look at it.
+        let trusted = crate::http::forwarded::is_trusted(peer.ip(), &live().trusted_proxies);
         let request = request.map(|body| {
-            crate::http::stalled_body::StallGuard::new(
+            if !trusted {
+                return axum::body::Body::from(EMPTY_MESSAGE);
+            }
+            // A Check whose message stops coming is cut off, as on the public listener.
+            axum::body::Body::new(crate::http::stalled_body::StallGuard::new(
                 body,
                 body_timeout,
                 crate::http::stalled_body::Stalled::Client,
-            )
+            ))
         });
         let call = tower::ServiceExt::oneshot(server.clone(), request);
         async move {
