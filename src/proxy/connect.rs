@@ -35,6 +35,9 @@ const H2_STREAM_WINDOW: u32 = 256 * 1024;
 /// worker buffers from one upstream.
 const H2_CONNECTION_WINDOW: u32 = 128 * H2_STREAM_WINDOW;
 
+/// The most an HTTP/1.1 upstream connection reads ahead of what its response's client took.
+const UPSTREAM_READ_MOST: usize = 64 * 1024;
+
 /// How often a shared HTTP/2 connection is pinged, and how long its answer may take before
 /// the connection is closed.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -113,7 +116,12 @@ async fn http1<T>(stream: T) -> Result<Connection, SendError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+    // A response is read at most 64 KiB at a time (hyper's buffer grows to about 400 KB):
+    // what an HTTP/2 client that stops reading leaves held in Tollgate, per stream, is a few
+    // such reads.
+    let (sender, connection) = http1::Builder::new()
+        .max_buf_size(UPSTREAM_READ_MOST)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|error| SendError::new(error.to_string()))?;
     tokio::spawn(async move {

@@ -57,9 +57,10 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// The longest Check message read: a Check describes a request's head (and, where Envoy is
-/// told to send it, a part of its body); tonic's own limit is 4 MiB.
-const CHECK_MOST: usize = 256 * 1024;
+/// Whether the peer of a Check is in `trusted_proxies`, as the connection's service found
+/// it when the Check came (tonic hands a request's extensions on).
+#[derive(Clone, Copy)]
+struct PeerTrusted(bool);
 
 /// A gRPC message of no bytes: an empty `CheckRequest` (flag 0, length 0).
 const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
@@ -81,15 +82,14 @@ pub fn service(
 > + Send
 + 'static {
     let live = state.clone();
-    let server =
-        AuthorizationServer::new(EnvoyCheck { state, peer }).max_decoding_message_size(CHECK_MOST);
+    let server = AuthorizationServer::new(EnvoyCheck { state, peer });
     hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
         // A peer outside `trusted_proxies` is answered without its message being read: tonic
         // reads a whole message (as long as its prefix says) before the Check runs, so any
         // peer could make each stream hold that much for as long as it trickles it. Its Check
         // is an empty one; the refusal does not look at it.
         let trusted = crate::http::forwarded::is_trusted(peer.ip(), &live().trusted_proxies);
-        let request = request.map(|body| {
+        let mut request = request.map(|body| {
             if !trusted {
                 return axum::body::Body::from(EMPTY_MESSAGE);
             }
@@ -100,6 +100,9 @@ pub fn service(
                 crate::http::stalled_body::Stalled::Client,
             ))
         });
+        // Decided once: a reload between here and the Check must not read an untrusted
+        // peer's empty message as a trusted Envoy's.
+        request.extensions_mut().insert(PeerTrusted(trusted));
         let call = tower::ServiceExt::oneshot(server.clone(), request);
         async move {
             match call.await {
@@ -127,7 +130,10 @@ impl Authorization for EnvoyCheck {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let state = (self.state)();
-        let trusted = crate::http::forwarded::is_trusted(self.peer.ip(), &state.trusted_proxies);
+        let trusted = request.extensions().get::<PeerTrusted>().map_or_else(
+            || crate::http::forwarded::is_trusted(self.peer.ip(), &state.trusted_proxies),
+            |trusted| trusted.0,
+        );
         let Some(telemetry) = &state.telemetry else {
             return check(&state, trusted, self.peer, request).await;
         };
