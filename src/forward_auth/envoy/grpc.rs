@@ -130,10 +130,11 @@ impl Authorization for EnvoyCheck {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let state = (self.state)();
-        let trusted = request.extensions().get::<PeerTrusted>().map_or_else(
-            || crate::http::forwarded::is_trusted(self.peer.ip(), &state.trusted_proxies),
-            |trusted| trusted.0,
-        );
+        // Set by `service` for every Check; a Check without it is not believed.
+        let trusted = request
+            .extensions()
+            .get::<PeerTrusted>()
+            .is_some_and(|trusted| trusted.0);
         let Some(telemetry) = &state.telemetry else {
             return check(&state, trusted, self.peer, request).await;
         };
