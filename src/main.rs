@@ -202,6 +202,19 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
     let public = bind(listen.to_owned()).await?;
     let app = bind(app_listen.to_owned()).await?;
     let admin = bind(admin_listen.to_owned()).await?;
+    // The demo's users, clients and keys are for trying it out, over plain HTTP: said once
+    // where another machine can reach them.
+    for listener in [&public, &app, &admin] {
+        if let Ok(address) = listener.local_addr()
+            && !address.ip().is_loopback()
+        {
+            tracing::warn!(
+                %address,
+                "the demo listens beyond loopback: other machines can reach its demo users, \
+                 its metrics and its app, over plain HTTP"
+            );
+        }
+    }
     let demo =
         tollgate::demo::start(public, app, admin, Arc::new(tollgate::clock::SystemClock)).await?;
     println!("Tollgate demo is running.\n");

@@ -421,11 +421,14 @@ where
     // of a response queued in the connection at a time (hyper's default is 400 KB a stream):
     // a client with a wide-open window that stops reading its socket made each stream hold
     // that much, some 80 MB a connection; and the watchdog's "taken" is then what the client
-    // took (`streams`).
+    // took (`streams`). A request's header list as long as an HTTP/1 head (hyper's default of
+    // 16 KiB is below a session in cookies at its largest, 8 chunks of 3 800 bytes: such a
+    // browser over HTTP/2 got 431 for its own session).
     builder
         .http2()
         .max_concurrent_streams(HTTP2_STREAMS_MOST)
-        .max_send_buf_size(streams::FRAME_MOST);
+        .max_send_buf_size(streams::FRAME_MOST)
+        .max_header_list_size(HEAD_MOST as u32);
     let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -556,7 +559,8 @@ where
     Ok(())
 }
 
-/// The longest HTTP/1 request head read (431 beyond; nginx's own is 4 × 8 KiB).
+/// The longest HTTP/1 request head read, and HTTP/2 header list (431 beyond; nginx's own is
+/// 4 × 8 KiB).
 const HEAD_MOST: usize = 64 * 1024;
 
 /// The most streams an HTTP/2 client may have open on one connection (nginx's is 128).

@@ -49,7 +49,11 @@ pub fn decide_traced(
             )
         });
         if !holds {
-            return Decision::Deny(format!("claim `{claim}` does not have a required value"));
+            // The claim's name is the query's: quoted bounded, as the caller is told it.
+            return Decision::Deny(format!(
+                "claim `{}` does not have a required value",
+                crate::untrusted::bounded(claim)
+            ));
         }
     }
     let mut headers = Vec::new();

@@ -34,6 +34,19 @@ fn claim_rules_repeat_means_any_different_means_all() {
     check(claims.clone(), "missing=x", "deny");
 }
 
+/// A claim rule's name is the query's, as long as a request head: the caller's 403 names it
+/// quoted bounded, never whole.
+#[test]
+fn a_denied_claim_is_named_bounded() {
+    let long = "c".repeat(20_000);
+    let query = AuthQuery::parse(&format!("{long}=x")).unwrap();
+    let Decision::Deny(requirement) = decide(&query, json!({}).as_object().unwrap()) else {
+        panic!("a missing claim is allowed");
+    };
+    assert!(requirement.len() < 200, "{} bytes", requirement.len());
+    assert!(requirement.starts_with("claim `ccc"), "{requirement}");
+}
+
 #[test]
 fn inject_claim_with_and_without_header_name() {
     let claims = json!({"email": "a@example.com", "groups": ["admin", "dev"], "scope": "a b"});

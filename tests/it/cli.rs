@@ -245,3 +245,40 @@ fn hash_secret_refuses_an_empty_input() {
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("$argon2"));
 }
+
+/// `tollgate demo` on an address beyond loopback says so: its users, metrics and app are
+/// reachable from other machines, over plain HTTP. On loopback it says nothing of the kind.
+#[test]
+fn demo_warns_when_it_listens_beyond_loopback() {
+    use std::io::BufRead as _;
+    let run = |app_listen: &str| {
+        let mut child = tollgate()
+            .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen"])
+            .arg("127.0.0.1:0")
+            .args(["--app-listen", app_listen])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let started = stdout
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Press Ctrl-C"));
+        assert!(started, "the demo on {app_listen} did not start");
+        // Stopped as by Ctrl-C, so that its log is written out.
+        let stopped = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    };
+    let beyond = run("0.0.0.0:0");
+    assert!(
+        beyond.contains("the demo listens beyond loopback") && beyond.contains("0.0.0.0:"),
+        "{beyond}"
+    );
+    let loopback = run("127.0.0.1:0");
+    assert!(!loopback.contains("beyond loopback"), "{loopback}");
+}

@@ -662,6 +662,48 @@ async fn a_request_head_beyond_64_kib_is_refused() {
     }
 }
 
+/// Over HTTP/2 a request's header list may be as long as an HTTP/1 head: a browser sends each
+/// cookie as a header of its own, and a session in cookies at its largest is 8 chunks of
+/// 3 800 bytes, beyond hyper's default of 16 KiB (431 for the browser's own session). Longer
+/// than 64 KiB is refused.
+#[tokio::test]
+async fn an_http2_header_list_as_long_as_a_session_in_cookies_is_read() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gateway = gateway(&idp, &upstream.url(), "").await;
+    let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for (crumbs, refused) in [(8, false), (17, true)] {
+        let mut request = hyper::Request::get(gateway.url("/x"));
+        for crumb in 0..crumbs {
+            request = request.header("cookie", format!("app_{crumb}={}", "v".repeat(3800)));
+        }
+        let response = sender
+            .send_request(request.body(http_body_util::Empty::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status() == 431,
+            refused,
+            "{crumbs} cookies of 3 800 bytes: {}",
+            response.status()
+        );
+        if !refused {
+            assert_eq!(response.status(), 200);
+        }
+    }
+    gateway.stop().await;
+}
+
 /// An HTTP/2 client that opens its windows wide and then stops reading its socket: each of
 /// its streams' responses is queued in Tollgate a frame at a time. With hyper's default (400 KB
 /// a stream, 200 streams) such a connection held some 80 MB, and a few of them ended a pod at
