@@ -443,9 +443,15 @@ pub async fn decide_auth(
     // authenticated as usual, SPEC §4).
     if !query.skip_rules.is_empty() {
         let canonical = original.and_then(|request| {
+            let raw_path = request.raw_path.as_deref()?;
+            // The method is known only when nothing asks the application to take another.
+            let overridden = crate::http::method_may_be_overridden(
+                headers,
+                raw_path.split_once('?').map(|(_, query)| query),
+            );
             Some((
-                request.method.as_ref(),
-                canonical_path(request.raw_path.as_deref()?).ok()?,
+                request.method.as_ref().filter(|_| !overridden),
+                canonical_path(raw_path).ok()?,
             ))
         });
         match canonical {

@@ -93,6 +93,30 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || headers.contains_key("purpose")
 }
 
+/// Whether the application may take the request for another method than its request line's:
+/// it carries `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override` (in any
+/// spelling), or a `_method` query parameter (Rails' `Rack::MethodOverride`, Laravel, Symfony
+/// and Express `method-override` turn a `POST` into what these say). A rule that names a
+/// method then cannot know the method the application will act on. `query` is the request's,
+/// without `?`. (A `_method` in a form body is not seen.)
+pub fn method_may_be_overridden(headers: &axum::http::HeaderMap, query: Option<&str>) -> bool {
+    let said_by_header = headers.keys().any(|name| {
+        matches!(name.as_str().as_bytes(), [b'x', b'-' | b'_', ..])
+            && [
+                "x-http-method-override",
+                "x-http-method",
+                "x-method-override",
+            ]
+            .iter()
+            .any(|known| same_header_name(name.as_str(), known))
+    });
+    said_by_header
+        || query.is_some_and(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .any(|(name, _)| name.trim().eq_ignore_ascii_case("_method"))
+        })
+}
+
 /// Whether two header names read the same to a backend that ignores case and reads `_` as `-`
 /// (CGI's `HTTP_X_USER`, PHP, Rack, Django, many WSGI servers).
 pub fn same_header_name(left: &str, right: &str) -> bool {

@@ -81,6 +81,9 @@ pub fn is_said_by_proxies(name: &str) -> bool {
         }
         [b't', b'r', ..] => return same_header(name, "true-client-ip"),
         [b'c', b'f', ..] => return same_header(name, "cf-connecting-ip"),
+        // PHP's common `getUserIP()` reads `HTTP_CLIENT_IP` before `X-Forwarded-For`.
+        [b'c', b'l', ..] => return same_header(name, "client-ip"),
+        [b'd', b'o', ..] => return same_header(name, "do-connecting-ip"),
         _ => return false,
     }
     let starts = |prefix: &str| {
@@ -96,6 +99,11 @@ pub fn is_said_by_proxies(name: &str) -> bool {
             "x-cluster-client-ip",
             "x-envoy-external-address",
             "x-azure-clientip",
+            "x-remote-ip",
+            "x-remote-addr",
+            "x-originating-ip",
+            "x-proxyuser-ip",
+            "x-appengine-user-ip",
         ]
         .iter()
         .any(|known| same_header(name, known))
@@ -601,6 +609,14 @@ mod tests {
             "fly-client-ip",
             "x-envoy-external-address",
             "x-azure-clientip",
+            "client-ip",
+            "client_ip",
+            "x-remote-ip",
+            "x-remote-addr",
+            "x-originating-ip",
+            "x-proxyuser-ip",
+            "do-connecting-ip",
+            "x-appengine-user-ip",
         ] {
             assert!(is_said_by_proxies(name), "{name}");
         }

@@ -461,9 +461,18 @@ pub async fn decide_route(
         .ok_or_else(|| Refusal::new(Rejection::Internal, "route provider missing"))?;
     // Asked only of a request with a query.
     let believes_tokens = || state.routes.believes_tokens(route);
-    // The path is canonical already (`handle`).
+    // The path is canonical already (`handle`). A rule naming a method knows the method only
+    // when nothing asks the application to take another (asked once, of the first such rule).
+    let mut known_method = None;
     for rule in &route.skip {
-        let skips = rule.skips(Some(method), path);
+        let method_read = if rule.method.is_some() {
+            *known_method.get_or_insert_with(|| {
+                (!crate::http::method_may_be_overridden(headers, query)).then_some(method)
+            })
+        } else {
+            Some(method)
+        };
+        let skips = rule.skips(method_read, path);
         trace.record(
             "skip rule",
             if skips { "match" } else { "no_match" },

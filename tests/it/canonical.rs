@@ -663,6 +663,73 @@ async fn a_method_specific_skip_rule_needs_the_original_method() {
     gateway.stop().await;
 }
 
+/// A skip rule naming `POST` does not skip a `POST` the application may take for another
+/// method (Rails, Laravel, Symfony and Express turn it into what `X-HTTP-Method-Override` or a
+/// `_method` parameter says): `POST /api/comments/42?_method=DELETE` deleted anonymously.
+#[tokio::test]
+async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let status = |url: &'static str, header: Option<(&'static str, &'static str)>| {
+        let mut request = client
+            .get(gateway.url("/auth?skip-auth=POST,%5E/api/comments"))
+            .header("x-original-url", url)
+            .header("x-original-method", "POST");
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let plain = "https://app.example.com/api/comments/42";
+    assert_eq!(status(plain, None).await, 200, "a plain POST skips");
+    for header in [
+        ("x-http-method-override", "DELETE"),
+        ("X_HTTP_Method", "DELETE"),
+        ("x-method-override", "PUT"),
+    ] {
+        assert_eq!(status(plain, Some(header)).await, 401, "{header:?}");
+    }
+    for url in [
+        "https://app.example.com/api/comments/42?_method=DELETE",
+        "https://app.example.com/api/comments/42?a=1&_Method=patch",
+        "https://app.example.com/api/comments/42?%5Fmethod=DELETE",
+    ] {
+        assert_eq!(status(url, None).await, 401, "{url}");
+    }
+    gateway.stop().await;
+
+    // The reverse proxy: the same rule on a route.
+    let upstream = crate::support::TestUpstream::start().await;
+    let routes = format!(
+        "[[route]]\nupstream = \"{}\"\nprovider = \"corp\"\non_unauthenticated = \"deny\"\nskip = [\"POST,^/api/comments\"]\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&crate::proxy::proxy_config(&idp, &upstream.url(), &routes)).await;
+    let post = |path: &'static str, header: Option<(&'static str, &'static str)>| {
+        let mut request = client.post(gateway.url(path));
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        post("/api/comments/42", None).await,
+        200,
+        "a plain POST skips"
+    );
+    assert_eq!(
+        post(
+            "/api/comments/42",
+            Some(("x-http-method-override", "DELETE"))
+        )
+        .await,
+        401
+    );
+    assert_eq!(post("/api/comments/42?_method=DELETE", None).await, 401);
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn signin_never_builds_a_redirect_uri_on_a_host_it_does_not_serve() {
     let idp = TestIdp::start().await;

@@ -473,6 +473,9 @@ on_unauthenticated = "pass"
         ("fastly-client-ip", "10.9.9.9"),
         ("x-forwarded", "for=10.9.9.9"),
         ("forwarded-for", "10.9.9.9"),
+        ("Client-IP", "10.9.9.9"),
+        ("x-remote-addr", "10.9.9.9"),
+        ("do-connecting-ip", "10.9.9.9"),
     ];
     let body = echo_of(&gateway, &spoofed).await;
     for (name, _) in spoofed {
