@@ -22,6 +22,8 @@ use crate::session::{CookieAttributes, Session};
 
 mod exchange;
 mod replicas;
+#[cfg(test)]
+mod tests;
 use exchange::Failure;
 use replicas::{Unconfirmed, confirm_later};
 
@@ -490,13 +492,24 @@ impl Shared {
                 return Err(store_error(error));
             }
         };
-        if let Some(current) = current
-            && refreshed_since(&current, &session, refresh_token)
-        {
-            sessions.release_refresh(cookies, &claim).await;
-            self.recent.insert(key, (current.clone(), now));
-            self.forget_lock(&key);
-            return Ok((current, Vec::new()));
+        match current {
+            // Ended meanwhile (a logout, an admin delete, a back-channel logout): its refresh
+            // token is not presented again; the provider would be asked for tokens of a
+            // session it may itself have ended.
+            None => {
+                sessions.release_refresh(cookies, &claim).await;
+                self.forget_lock(&key);
+                return Err(RefreshError::Ended(
+                    "the session ended while its refresh was due".to_owned(),
+                ));
+            }
+            Some(current) if refreshed_since(&current, &session, refresh_token) => {
+                sessions.release_refresh(cookies, &claim).await;
+                self.recent.insert(key, (current.clone(), now));
+                self.forget_lock(&key);
+                return Ok((current, Vec::new()));
+            }
+            Some(_) => {}
         }
         self.clone()
             .refresh_and_store(Refresh {

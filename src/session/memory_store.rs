@@ -94,8 +94,28 @@ pub struct MemoryStore {
     /// and shutdown's may overlap, and share the temporary file's name.
     writing: std::sync::Mutex<()>,
     dirty: AtomicBool,
+    /// Counts the changes the state file must hold (`mark_changed`); touches are not among
+    /// them.
+    changes: AtomicU64,
     changed: tokio::sync::Notify,
+    /// The last write of the state file: what it held and whether it was written.
+    written: tokio::sync::watch::Sender<Written>,
 }
+
+/// A write of the state file, as those waiting for theirs see it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    /// Counts the writes tried.
+    attempt: u64,
+    /// The changes the write held (every one counted up to this).
+    changes: u64,
+    /// Whether the file was written.
+    ok: bool,
+}
+
+/// How long an ended session waits for the state file to hold its end: the write-behind
+/// writes about a second after a change.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The state file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +162,9 @@ impl MemoryStore {
             sealer: arc_swap::ArcSwap::from_pointee(sealer),
             writing: std::sync::Mutex::new(()),
             dirty: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            written: tokio::sync::watch::Sender::new(Written::default()),
         };
         if in_clear {
             // Sealed at the write-behind's first write, not left in clear until a change.
@@ -160,6 +182,9 @@ impl MemoryStore {
 
     fn mark_changed(&self) {
         if self.state_file.is_some() {
+            // Counted after the change, before it is marked: a write that finds the mark
+            // holds the change.
+            self.changes.fetch_add(1, Ordering::SeqCst);
             self.dirty.store(true, Ordering::SeqCst);
             self.changed.notify_one();
         }
@@ -337,6 +362,9 @@ impl MemoryStore {
         if !self.dirty.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
+        // Every change counted so far was made before it was counted: the sessions read
+        // next hold them all.
+        let changes = self.changes.load(Ordering::SeqCst);
         let sessions: HashMap<String, StoredSession> = self
             .sessions
             .read()
@@ -356,7 +384,49 @@ impl MemoryStore {
         if result.is_err() {
             self.dirty.store(true, Ordering::SeqCst);
         }
+        let ok = result.is_ok();
+        self.written.send_modify(|written| {
+            *written = Written {
+                attempt: written.attempt + 1,
+                changes,
+                ok,
+            };
+        });
         result
+    }
+
+    /// Waits until the state file holds every change made so far (an ended session, so that
+    /// a restart does not bring it back): at once without a state file.
+    ///
+    /// # Errors
+    /// When the file could not be written, or no write came within [`DURABLE_WAIT`].
+    pub async fn durable(&self) -> Result<(), StateFileError> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let failed = |message: &str| StateFileError {
+            path: path.display().to_string(),
+            message: message.to_owned(),
+        };
+        let mut written = self.written.subscribe();
+        let since = *written.borrow_and_update();
+        let wanted = self.changes.load(Ordering::SeqCst);
+        if since.ok && since.changes >= wanted {
+            return Ok(());
+        }
+        // A write that failed waits for the next change: this asks for one.
+        self.changed.notify_one();
+        let outcome = tokio::time::timeout(
+            DURABLE_WAIT,
+            written
+                .wait_for(|written| written.attempt > since.attempt && written.changes >= wanted),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(written)) if written.ok => Ok(()),
+            Ok(_) => Err(failed("not written")),
+            Err(_) => Err(failed("not written in time")),
+        }
     }
 
     /// Writes the state file after changes, at most about once a second, until the process

@@ -390,6 +390,8 @@ impl Sessions {
         match (&self.backend, self.jar.session_id(cookies)) {
             (SessionBackend::Memory(store), Ok(Some(id))) => {
                 store.remove(&id);
+                // With a state file, a restart must not bring the session back.
+                store.durable().await.map_err(unwritten)?;
             }
             (SessionBackend::Redis(store), Ok(Some(id))) => {
                 store.delete_confirmed(&id).await?;
@@ -462,7 +464,9 @@ impl Sessions {
         let ended = match &self.backend {
             SessionBackend::Cookie => return Err(StoreError::NotServerSide),
             SessionBackend::Memory(store) => {
-                store.remove_where(|id, facts, _| selector.selects(id, facts))
+                let ended = store.remove_where(|id, facts, _| selector.selects(id, facts));
+                store.durable().await.map_err(unwritten)?;
+                ended
             }
             SessionBackend::Redis(store) => {
                 let index = selector.index();
@@ -545,6 +549,13 @@ impl Sessions {
             Use::Touch | Use::Read => Ok(Some(stored.session)),
         }
     }
+}
+
+/// A state file that does not hold an ended session yet: the end is not answered as done, as
+/// with a Redis delete no replica confirmed.
+fn unwritten(error: crate::session::memory_store::StateFileError) -> StoreError {
+    tracing::warn!(%error, "a session ended in memory is not in the state file yet");
+    StoreError::Unavailable(error.to_string())
 }
 
 #[cfg(test)]

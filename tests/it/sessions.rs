@@ -99,6 +99,57 @@ async fn sessions_survive_a_restart_through_the_state_file() {
     }
 }
 
+/// A logout with `state_file` is answered as done only once the file no longer holds the
+/// session: before, the file was written about a second later, and a crash in that second
+/// brought the ended session (and every copy of its cookie) back at the restart. A file that
+/// cannot be written makes the logout a 503 that keeps the cookie, as a Redis delete no
+/// replica confirmed.
+#[tokio::test]
+async fn a_logout_answered_is_in_the_state_file_so_a_crash_does_not_undo_it() {
+    let idp = TestIdp::start().await;
+    let state_file = temp_path("durable-logout");
+    let config = memory_config(&idp, Some(&state_file), "");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let copied = browser.cookies.clone();
+    let mut copy = Browser::new();
+    copy.cookies = copied.clone();
+    // The write-behind has put the session in the file.
+    for _ in 0..100 {
+        if state_file.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(state_file.exists(), "the session never reached the file");
+    let restarted = Gateway::start(&config).await;
+    assert_eq!(copy.get(&restarted.url("/auth")).await.status(), 200);
+    restarted.stop().await;
+    let written = std::fs::read(&state_file).unwrap();
+
+    // The file cannot be written (a directory where it goes): not answered as done.
+    std::fs::remove_file(&state_file).ok();
+    std::fs::create_dir(&state_file).unwrap();
+    let signout = browser.get(&gateway.url("/signout")).await;
+    assert_eq!(signout.status(), 503, "answered as done, unwritten");
+    assert!(signout.headers().get("set-cookie").is_none());
+    std::fs::remove_dir(&state_file).unwrap();
+    // Back as it was, holding the session.
+    std::fs::write(&state_file, &written).unwrap();
+
+    // Written: answered as done, and a process started from the file at once (as after a
+    // crash, the first one still running) does not know the session.
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    let restarted = Gateway::start(&config).await;
+    assert_eq!(
+        copy.get(&restarted.url("/auth")).await.status(),
+        401,
+        "the ended session came back after a restart"
+    );
+    assert_eq!(copy.get(&gateway.url("/auth")).await.status(), 401);
+}
+
 #[tokio::test]
 async fn an_unreadable_state_file_is_moved_aside_not_lost() {
     let idp = TestIdp::start().await;

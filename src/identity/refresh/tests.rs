@@ -1,0 +1,121 @@
+//! Unit tests of the refresher against a session store in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use super::{RefreshError, Refresher};
+use crate::clock::{SystemClock, UnixTime};
+use crate::metrics::Metrics;
+use crate::oidc::Provider;
+use crate::secret::Secret;
+use crate::session::memory_store::MemoryStore;
+use crate::session::seal::Sealer;
+use crate::session::store::{SessionBackend, Sessions};
+use crate::session::{CookieAttributes, CookieJar, Cookies, Session, request_cookies};
+
+const NOW: UnixTime = 1_800_000_000;
+const SECRET: &str = "a-unit-test-session-secret-a-unit-test";
+const ATTRIBUTES: CookieAttributes = CookieAttributes {
+    secure: true,
+    bound: true,
+};
+
+fn sessions() -> Arc<Sessions> {
+    let sealer = || Sealer::new(&[Secret::new(SECRET.to_owned())]);
+    Arc::new(Sessions::new(
+        CookieJar::new(sealer(), "tollgate".to_owned()),
+        SessionBackend::Memory(Arc::new(MemoryStore::open(None, sealer(), NOW))),
+        std::time::Duration::from_secs(3600),
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// A provider at `issuer`, with the refresh due 60 s before the access token expires.
+fn provider(issuer: &str, metrics: &Arc<Metrics>) -> Arc<Provider> {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[session]\nsecrets = [\"{SECRET}\"]\n\
+         [[provider]]\nname = \"corp\"\nissuer = \"{issuer}\"\nclient_id = \"gateway\"\n\
+         client_auth = \"none\"\n"
+    );
+    let config = crate::config::load(&text, &BTreeMap::new()).unwrap();
+    let provider = config.providers[0].clone();
+    Arc::new(Provider::new(
+        provider.clone(),
+        crate::oidc::client::HttpClient::new(provider.timeout).unwrap(),
+        None,
+        Arc::new(crate::token::cache::TokenCache::new(16)),
+        Arc::new(SystemClock),
+        60,
+        metrics.clone(),
+    ))
+}
+
+/// The request headers a browser sends back after these `Set-Cookie` values.
+fn cookie_header(set_cookies: &[String]) -> HeaderMap {
+    let pairs: Vec<&str> = set_cookies
+        .iter()
+        .filter_map(|cookie| cookie.split(';').next())
+        .collect();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        HeaderValue::from_str(&pairs.join("; ")).unwrap(),
+    );
+    headers
+}
+
+/// A request read its session, due for a refresh, and the session was ended (a logout, an
+/// admin delete, a back-channel logout) before the refresh began: its refresh token is never
+/// presented (the provider may have ended the session itself, and a rotating one takes a
+/// token presented after that for theft), and the request is not served from the session it
+/// read. Before, the provider was asked, and when it could not be reached the ended session
+/// served the request.
+#[tokio::test]
+async fn an_ended_sessions_refresh_token_is_never_presented() {
+    // The provider: a listener that counts who connects.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let metrics = Arc::new(Metrics::new());
+    let provider = provider(&issuer, &metrics);
+    let sessions = sessions();
+    let due = Session {
+        provider: "corp".to_owned(),
+        claims: crate::token::Claims::default(),
+        id_token: "id".to_owned(),
+        access_token: Some("at".to_owned()),
+        refresh_token: Some("r-1".to_owned()),
+        access_expires_at: Some(NOW + 30),
+        created_at: NOW,
+        expires_at: NOW + 3600,
+    };
+    let set = sessions
+        .create(due, &Cookies::default(), NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    let read = sessions.load(&cookies, NOW).await.unwrap().unwrap();
+    sessions.end(&cookies, NOW, ATTRIBUTES).await.unwrap();
+
+    let refresher = Refresher::new(true, std::time::Duration::from_secs(60), metrics);
+    assert!(refresher.is_due(&read, NOW));
+    let answer = refresher
+        .refresh_if_due(&provider, &sessions, &cookies, read, NOW, ATTRIBUTES)
+        .await;
+    assert!(
+        matches!(answer, Err(RefreshError::Ended(_))),
+        "an ended session is served: {answer:?}"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "the provider was asked");
+}
