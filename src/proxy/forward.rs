@@ -229,9 +229,11 @@ impl ClientUpgrade {
         let [switched] = &tokens(protocol.as_bytes())[..] else {
             return false;
         };
-        // A WebSocket's handshake is checked when the client sent a key to check it by.
+        // A WebSocket's handshake is checked by the client's key; without one (RFC 6455 §4.1
+        // requires it) nothing could tell an application's real switch from an answer it
+        // relays (a URL preview fetching a server that answers 101 to anything).
         let accepted = switched.as_slice() != b"websocket"
-            || self.websocket_accept.as_ref().is_none_or(|expected| {
+            || self.websocket_accept.as_ref().is_some_and(|expected| {
                 answer
                     .get("sec-websocket-accept")
                     .is_some_and(|accept| accept.as_bytes().trim_ascii() == expected.as_bytes())
@@ -495,6 +497,13 @@ mod tests {
         ] {
             assert!(!websocket.is_switched_by(&answer(fields)), "{fields:?}");
         }
+        // A WebSocket asked for without a key: no switch to it is believed.
+        let keyless = asked("websocket", None);
+        assert!(!keyless.is_switched_by(&answer(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ])));
         // Asked for either: switched to the other, no WebSocket handshake to check.
         let either = asked("websocket, echo", Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert!(either.is_switched_by(&answer(&[("connection", "upgrade"), ("upgrade", "echo")])));

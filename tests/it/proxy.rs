@@ -1400,7 +1400,8 @@ pub async fn upgrade_answer(address: std::net::SocketAddr, headers: Vec<String>)
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         let mut head = format!(
-            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         );
         for header in headers {
             head.push_str(&header);
