@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,20 @@ struct Shared {
     held: Weak<()>,
     used: Instant,
     sender: http2::SendRequest<Body>,
+    /// Cloned for each stream on it, from its request until its response body is dropped.
+    streams: Stream,
 }
+
+/// A stream's hold on its HTTP/2 connection: the connection's streams in flight are the
+/// holds on it, less its own.
+type Stream = Arc<()>;
+
+/// The most streams in flight on one HTTP/2 upstream connection: a worker opens another one
+/// beyond. RFC 9113 §6.5.2 recommends that a server allow at least 100 (nginx 128, Tomcat and
+/// Kestrel 100, hyper 200); once a connection has the streams its server allows, further
+/// requests on it wait for one to end, so long polls and event streams on one connection
+/// would hold up every other request of the worker.
+const STREAMS_PER_CONNECTION: usize = 100;
 
 impl Shared {
     fn kept(&self) -> bool {
@@ -57,7 +70,8 @@ impl Shared {
 thread_local! {
     /// Per upstream (by `Upstream::id`), idle connections, most recently used last.
     static IDLE: RefCell<Vec<(u64, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
-    /// Per upstream, this thread's HTTP/2 connection, shared by its requests.
+    /// Per upstream, this thread's HTTP/2 connections, shared by its requests; another is
+    /// opened when each has [`STREAMS_PER_CONNECTION`] streams in flight.
     static MULTIPLEXED: RefCell<Vec<Shared>> = const { RefCell::new(Vec::new()) };
     /// Whether this thread runs a task that closes its expired idle connections.
     static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -70,7 +84,8 @@ thread_local! {
 /// a connection idle for a second or more and failed before any answer (the upstream's
 /// keep-alive timeout closing it at that moment): that one is sent once more, on a new
 /// connection. An https upstream that chose HTTP/2 gets every request but
-/// upgrades on one shared connection per thread.
+/// upgrades on connections this thread shares, up to [`STREAMS_PER_CONNECTION`] at a time
+/// on each.
 ///
 /// # Errors
 /// When no response arrived.
@@ -90,9 +105,9 @@ pub fn send(
         let upgrade = request.headers().contains_key(hyper::header::UPGRADE);
         if !upgrade
             && upstream.tls().is_some()
-            && let Some(sender) = multiplexed(upstream.id())
+            && let Some(shared) = multiplexed(upstream.id())
         {
-            request = match Box::pin(send_multiplexed(upstream, sender, request)).await {
+            request = match Box::pin(send_multiplexed(upstream, shared, request)).await {
                 Multiplexed::Answered(answer) => return answer,
                 Multiplexed::Unsent(request) => request,
             };
@@ -130,17 +145,17 @@ enum Multiplexed {
     Unsent(Request),
 }
 
-/// Sends `request` on `sender`, this thread's HTTP/2 connection to `upstream`, or on the one
-/// that replaced it.
+/// Sends `request` on `shared`, one of this thread's HTTP/2 connections to `upstream`, or on
+/// another when that one is closed.
 async fn send_multiplexed(
     upstream: &Upstream,
-    sender: http2::SendRequest<Body>,
+    shared: (http2::SendRequest<Body>, Stream),
     mut request: Request,
 ) -> Multiplexed {
-    let mut next = Some(sender);
-    while let Some(mut sender) = next.take() {
+    let mut next = Some(shared);
+    while let Some((mut sender, stream)) = next.take() {
         if sender.ready().await.is_err() {
-            forget_multiplexed(upstream.id());
+            forget_multiplexed(&stream);
             next = multiplexed(upstream.id());
             continue;
         }
@@ -150,10 +165,12 @@ async fn send_multiplexed(
             request.headers().get(hyper::header::HOST).cloned(),
         );
         match sender.try_send_request(for_http2(request, upstream)).await {
-            Ok(response) => return Multiplexed::Answered(Ok(unpooled(response, upstream.id()))),
+            Ok(response) => {
+                return Multiplexed::Answered(Ok(unpooled(response, upstream.id(), stream)));
+            }
             Err(mut error) => match error.take_message() {
                 Some(mut unsent) => {
-                    forget_multiplexed(upstream.id());
+                    forget_multiplexed(&stream);
                     *unsent.uri_mut() = target;
                     *unsent.version_mut() = hyper::Version::HTTP_11;
                     if let Some(host) = host {
@@ -185,18 +202,19 @@ async fn send_connected(
             Err(error) => Err(SendError::new(error.to_string())),
         },
         Connection::Http2(mut sender) => {
+            let stream = Stream::default();
             MULTIPLEXED.with_borrow_mut(|shared| {
-                shared.retain(|entry| entry.upstream != upstream.id());
                 shared.push(Shared {
                     upstream: upstream.id(),
                     held: upstream.held(),
                     used: Instant::now(),
                     sender: sender.clone(),
+                    streams: stream.clone(),
                 });
             });
             sweeping();
             match sender.send_request(for_http2(request, upstream)).await {
-                Ok(response) => Ok(unpooled(response, upstream.id())),
+                Ok(response) => Ok(unpooled(response, upstream.id(), stream)),
                 Err(error) => Err(SendError::new(error.to_string())),
             }
         }
@@ -257,18 +275,26 @@ impl hyper::body::Body for WithoutTrailers {
     }
 }
 
-/// This thread's open HTTP/2 connection to `upstream`.
-fn multiplexed(upstream: u64) -> Option<http2::SendRequest<Body>> {
+/// One of this thread's open HTTP/2 connections to `upstream` with room for a stream, and a
+/// hold on it for the stream.
+fn multiplexed(upstream: u64) -> Option<(http2::SendRequest<Body>, Stream)> {
     MULTIPLEXED.with_borrow_mut(|shared| {
         shared.retain(Shared::kept);
-        let entry = shared.iter_mut().find(|entry| entry.upstream == upstream)?;
+        // Its own hold, and fewer than the most in flight.
+        let entry = shared.iter_mut().find(|entry| {
+            entry.upstream == upstream
+                && Arc::strong_count(&entry.streams) <= STREAMS_PER_CONNECTION
+        })?;
         entry.used = Instant::now();
-        Some(entry.sender.clone())
+        Some((entry.sender.clone(), entry.streams.clone()))
     })
 }
 
-fn forget_multiplexed(upstream: u64) {
-    MULTIPLEXED.with_borrow_mut(|shared| shared.retain(|entry| entry.upstream != upstream));
+/// Forgets the connection `stream` is on (it closed).
+fn forget_multiplexed(stream: &Stream) {
+    MULTIPLEXED.with_borrow_mut(|shared| {
+        shared.retain(|entry| !Arc::ptr_eq(&entry.streams, stream));
+    });
 }
 
 /// This thread's most recently used idle connection to `upstream` that is still open.
@@ -366,13 +392,18 @@ async fn sweep() {
     }
 }
 
-/// A response on a shared HTTP/2 connection: nothing to give back when it ends.
-fn unpooled(response: hyper::Response<Incoming>, upstream: u64) -> hyper::Response<PooledBody> {
+/// A response on a shared HTTP/2 connection, holding its stream's place on it until dropped.
+fn unpooled(
+    response: hyper::Response<Incoming>,
+    upstream: u64,
+    stream: Stream,
+) -> hyper::Response<PooledBody> {
     let (parts, inner) = response.into_parts();
     let body = PooledBody {
         inner,
         sender: None,
         upstream,
+        _stream: Some(stream),
     };
     hyper::Response::from_parts(parts, body)
 }
@@ -389,6 +420,7 @@ fn pooled(
         inner,
         sender: keep.then_some(sender),
         upstream,
+        _stream: None,
     };
     if body.inner.is_end_stream() {
         body.release();
@@ -402,6 +434,8 @@ pub struct PooledBody {
     inner: Incoming,
     sender: Option<SendRequest<Body>>,
     upstream: u64,
+    /// On a shared HTTP/2 connection: the stream's place on it.
+    _stream: Option<Stream>,
 }
 
 impl PooledBody {

@@ -921,6 +921,80 @@ async fn clients_that_never_read_do_not_starve_a_shared_http2_upstream_connectio
     gateway.stop().await;
 }
 
+/// An HTTP/2 upstream allows so many streams on a connection (here 100, as Tomcat and Kestrel
+/// do): a worker that sent every request on one connection held up every request beyond that
+/// behind long polls and event streams until one ended. A worker opens another connection
+/// when each of its own has 100 streams in flight.
+#[tokio::test]
+async fn long_requests_beyond_a_connections_streams_do_not_hold_up_the_others() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new("streams");
+    let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
+    let routes = format!(
+        "{}read_timeout = \"60s\"\n",
+        route(
+            "/",
+            &format!("https://localhost:{}", upstream.port),
+            Some(&ca.cert())
+        )
+    );
+    let gateway = Gateway::start(&config("", &routes)).await;
+    let address = gateway.app.public_addr;
+    // More long requests than every worker's one connection could carry (fresh client
+    // connections are dealt to the workers in turn).
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let short = || async move {
+        for _ in 0..2 * workers {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(
+                    b"GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                stream.read_to_end(&mut answer),
+            )
+            .await
+            .expect("a short request held up behind long ones")
+            .unwrap();
+            assert!(
+                answer.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    };
+    // Every worker has its connection.
+    short().await;
+    let long = 100 * workers + 30;
+    let mut held = Vec::new();
+    for _ in 0..long {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /hang HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let mut arrived = 0;
+    for _ in 0..200 {
+        arrived = upstream.hanging.load(Ordering::SeqCst);
+        if arrived == long {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(arrived, long, "long requests held up behind the others");
+    // And short ones on every worker are answered meanwhile.
+    short().await;
+    drop(held);
+    gateway.stop().await;
+}
+
 /// A worker's HTTP/2 connection to an upstream is pinged to stay open while it is shared. A
 /// reload gives every upstream a new identity, and the connections to the old one stayed open
 /// for as long as the process ran: one more per worker and upstream at every reload. They

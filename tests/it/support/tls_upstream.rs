@@ -1,7 +1,8 @@
 //! A TLS upstream written on rustls directly: offers `h2` and `http/1.1` by ALPN, records the
 //! SNI and the protocol each connection chose, and answers an HTTP/1.1 `Upgrade` request with
 //! 101, then echoes every byte back. Over HTTP/2 (hyper's server) it answers `/bytes/<n>` with
-//! `n` bytes, and every other request with the body it received and the names of the request's
+//! `n` bytes, holds `/hang` unanswered (counting them) at most 100 streams a connection, and
+//! answers every other request with the body it received and the names of the request's
 //! trailers.
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ pub struct TlsUpstream {
     pub handshakes: Arc<Mutex<Vec<Handshake>>>,
     /// HTTP/2 connections open now.
     pub open_http2: Arc<std::sync::atomic::AtomicUsize>,
+    /// `/hang` requests received.
+    pub hanging: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,12 +49,15 @@ impl TlsUpstream {
         let seen = handshakes.clone();
         let open_http2 = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let open = open_http2.clone();
+        let hanging = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hung = hanging.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (acceptor, seen, open) = (acceptor.clone(), seen.clone(), open.clone());
+                let (acceptor, seen, open, hung) =
+                    (acceptor.clone(), seen.clone(), open.clone(), hung.clone());
                 tokio::spawn(async move {
                     let Ok(mut stream) = acceptor.accept(stream).await else {
                         return;
@@ -70,9 +76,12 @@ impl TlsUpstream {
                         let _ = hyper::server::conn::http2::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
                         )
+                        .max_concurrent_streams(100)
                         .serve_connection(
                             hyper_util::rt::TokioIo::new(stream),
-                            hyper::service::service_fn(body_and_trailers),
+                            hyper::service::service_fn(move |request| {
+                                body_and_trailers(request, hung.clone())
+                            }),
                         )
                         .await;
                         open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -86,6 +95,7 @@ impl TlsUpstream {
             port,
             handshakes,
             open_http2,
+            hanging,
             task,
         }
     }
@@ -94,8 +104,13 @@ impl TlsUpstream {
 /// `body=… trailers=…`: the request's body and its trailers' names, in the order received.
 async fn body_and_trailers(
     request: hyper::Request<hyper::body::Incoming>,
+    hanging: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<hyper::Response<http_body_util::Full<axum::body::Bytes>>, std::convert::Infallible> {
     use http_body_util::BodyExt as _;
+    if request.uri().path() == "/hang" {
+        hanging.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
     if let Some(count) = request
         .uri()
         .path()
