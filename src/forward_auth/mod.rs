@@ -444,11 +444,14 @@ pub async fn decide_auth(
     if !query.skip_rules.is_empty() {
         let canonical = original.and_then(|request| {
             let raw_path = request.raw_path.as_deref()?;
-            // The method is known only when nothing asks the application to take another.
-            let overridden = crate::http::method_may_be_overridden(
-                headers,
-                raw_path.split_once('?').map(|(_, query)| query),
-            );
+            // The method is known only when nothing asks the application to take another
+            // (looked for only when a rule names a method).
+            let names_method = query.skip_rules.iter().any(|rule| rule.method.is_some());
+            let overridden = names_method
+                && (crate::http::method_override_header(headers)
+                    || raw_path
+                        .split_once('?')
+                        .is_some_and(|(_, query)| crate::http::method_override_query(query)));
             Some((
                 request.method.as_ref().filter(|_| !overridden),
                 canonical_path(raw_path).ok()?,

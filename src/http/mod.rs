@@ -93,14 +93,12 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || headers.contains_key("purpose")
 }
 
-/// Whether the application may take the request for another method than its request line's:
-/// it carries `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override` (in any
-/// spelling), or a `_method` query parameter (Rails' `Rack::MethodOverride`, Laravel, Symfony
-/// and Express `method-override` turn a `POST` into what these say). A rule that names a
-/// method then cannot know the method the application will act on. `query` is the request's,
-/// without `?`. (A `_method` in a form body is not seen.)
-pub fn method_may_be_overridden(headers: &axum::http::HeaderMap, query: Option<&str>) -> bool {
-    let said_by_header = headers.keys().any(|name| {
+/// Whether the application may take the request for another method than its request line's
+/// by a header: `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override` in any
+/// spelling (Rails' `Rack::MethodOverride`, Laravel, Symfony and Express's `method-override`
+/// read one). A rule that names a method cannot know the method the application acts on then.
+pub fn method_override_header(headers: &axum::http::HeaderMap) -> bool {
+    headers.keys().any(|name| {
         matches!(name.as_str().as_bytes(), [b'x', b'-' | b'_', ..])
             && [
                 "x-http-method-override",
@@ -109,12 +107,28 @@ pub fn method_may_be_overridden(headers: &axum::http::HeaderMap, query: Option<&
             ]
             .iter()
             .any(|known| same_header_name(name.as_str(), known))
-    });
-    said_by_header
-        || query.is_some_and(|query| {
-            url::form_urlencoded::parse(query.as_bytes())
-                .any(|(name, _)| name.trim().eq_ignore_ascii_case("_method"))
-        })
+    })
+}
+
+/// Whether `query` (without `?`) names another method for the application: a `_method`
+/// parameter (Laravel and Symfony read it, Express's `method-override` when set up so), its
+/// name read as PHP reads names into `$_GET` (leading spaces dropped, cut at a NUL, ` `, `.`
+/// and `[` read as `_`: `?.method=DELETE` is `_method`), in any case. (A `_method` in a form
+/// body, as Rails reads it, is not seen.)
+pub fn method_override_query(query: &str) -> bool {
+    url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| {
+        let name = name.trim_start_matches(' ');
+        let name = name.split('\0').next().unwrap_or_default();
+        let read: String = name
+            .chars()
+            .map(|character| match character {
+                ' ' | '.' | '[' => '_',
+                other => other.to_ascii_lowercase(),
+            })
+            .collect();
+        read.strip_prefix("_method")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+    })
 }
 
 /// Whether two header names read the same to a backend that ignores case and reads `_` as `-`

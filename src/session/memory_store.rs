@@ -94,8 +94,7 @@ pub struct MemoryStore {
     /// and shutdown's may overlap, and share the temporary file's name.
     writing: std::sync::Mutex<()>,
     dirty: AtomicBool,
-    /// Counts the changes the state file must hold (`mark_changed`); touches are not among
-    /// them.
+    /// Counts the changes the state file must hold (`mark_changed`, touches too).
     changes: AtomicU64,
     changed: tokio::sync::Notify,
     /// The last write of the state file: what it held and whether it was written.
@@ -164,7 +163,11 @@ impl MemoryStore {
             dirty: AtomicBool::new(false),
             changes: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
-            written: tokio::sync::watch::Sender::new(Written::default()),
+            // The file holds what was read from it (a file in clear counts as a change).
+            written: tokio::sync::watch::Sender::new(Written {
+                ok: true,
+                ..Written::default()
+            }),
         };
         if in_clear {
             // Sealed at the write-behind's first write, not left in clear until a change.
@@ -607,6 +610,29 @@ mod tests {
         rotated.flush().unwrap();
         let reopened = MemoryStore::open(Some(path.clone()), sealer(&[NEXT]), 30);
         assert!(reopened.get("id-in-the-cookie").is_some());
+    }
+
+    /// An end waits for the write that holds it; with nothing changed since the file was read
+    /// there is nothing to wait for (a logout of a session this process does not hold: it waited
+    /// 5 s for a write that never came, then failed); a write that does not come is a failure.
+    #[tokio::test(start_paused = true)]
+    async fn durable_waits_for_the_write_that_holds_every_change() {
+        let path = state_path("durable");
+        let store = Arc::new(MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 10));
+        store
+            .durable()
+            .await
+            .expect("nothing changed: nothing to wait for");
+        store.insert("a".to_owned(), session("alice", "t"), 20);
+        assert!(store.durable().await.is_err(), "no write came");
+        let writer = store.clone();
+        let write_behind = tokio::spawn(async move { writer.write_behind().await });
+        store.remove("a");
+        store.durable().await.expect("the write-behind wrote it");
+        let reopened = MemoryStore::open(Some(path), sealer(&[SECRET]), 30);
+        assert!(reopened.get("a").is_none(), "the file holds the end");
+        store.durable().await.expect("written already");
+        write_behind.abort();
     }
 
     #[test]

@@ -682,7 +682,7 @@ async fn an_http2_header_list_as_long_as_a_session_in_cookies_is_read() {
             .await
             .unwrap();
     tokio::spawn(connection);
-    for (crumbs, refused) in [(8, false), (17, true)] {
+    for (crumbs, refused) in [(8, false), (18, true)] {
         let mut request = hyper::Request::get(gateway.url("/x"));
         for crumb in 0..crumbs {
             request = request.header("cookie", format!("app_{crumb}={}", "v".repeat(3800)));

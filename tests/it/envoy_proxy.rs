@@ -55,8 +55,15 @@ fn bootstrap(
     gateway: &Gateway,
     upstream: &TestUpstream,
     fail_open: bool,
+    rules: Option<&str>,
 ) -> String {
     let mut blocks = readme_yaml();
+    if let Some(rules) = rules {
+        for block in &mut blocks {
+            assert!(block.contains(RECIPE_RULES), "{block}");
+            *block = block.replace(RECIPE_RULES, rules);
+        }
+    }
     if fail_open {
         for block in &mut blocks {
             assert!(block.contains("failure_mode_allow: false"), "{block}");
@@ -116,11 +123,19 @@ struct Setup {
 
 /// Tollgate as the README's recipe configures it (on loopback), the application, and Envoy.
 async fn setup() -> Setup {
-    setup_with("allowed_redirect_domains = [\"app.example.com\"]", false).await
+    setup_with(
+        "allowed_redirect_domains = [\"app.example.com\"]",
+        false,
+        None,
+    )
+    .await
 }
 
+/// The rules both blocks of the README's recipe send.
+const RECIPE_RULES: &str = "groups=admin&inject-claim=email,X-Email";
+
 /// `setup` with these `[server]` lines, and Envoy failing open when `fail_open`.
-async fn setup_with(server: &str, fail_open: bool) -> Setup {
+async fn setup_with(server: &str, fail_open: bool, rules: Option<&str>) -> Setup {
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&Gateway::forward_auth_config(
         &idp,
@@ -131,7 +146,7 @@ async fn setup_with(server: &str, fail_open: bool) -> Setup {
     let upstream = TestUpstream::start().await;
     let (grpc_port, http_port) = (free_port(), free_port());
     let envoy = Envoy::start(
-        &bootstrap(grpc_port, http_port, &gateway, &upstream, fail_open),
+        &bootstrap(grpc_port, http_port, &gateway, &upstream, fail_open, rules),
         &[grpc_port, http_port],
     )
     .await;
@@ -431,7 +446,7 @@ async fn an_envoy_that_fails_open_still_gets_every_refusal() {
         envoy,
         grpc_port,
         http_port,
-    } = setup_with("trusted_proxies = [\"203.0.113.0/24\"]", true).await;
+    } = setup_with("trusted_proxies = [\"203.0.113.0/24\"]", true, None).await;
     let admin = format!("Bearer {}", idp.access_token().sign());
     // gRPC: the peer is refused (403); HTTP: its X-Tollgate-Rules header is (400).
     for (port, expected) in [(grpc_port, 403), (http_port, 400)] {
@@ -442,6 +457,64 @@ async fn an_envoy_that_fails_open_still_gets_every_refusal() {
         assert!(
             !text.contains("\"uri\""),
             "port {port}: reached the application: {text}"
+        );
+    }
+}
+
+/// A skip rule naming `POST`, by either recipe: a `POST` that says another method (a
+/// method-override header, which the HTTP recipe lists in `allowed_headers` for this, or a
+/// `_method` query parameter) is not skipped; Envoy passes the header on to the application,
+/// which would act on it.
+#[tokio::test]
+async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
+    let Setup {
+        idp: _idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup_with(
+        "allowed_redirect_domains = [\"app.example.com\"]",
+        false,
+        Some("skip-auth=POST,^/admin/api/&groups=admin"),
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for port in [grpc_port, http_port] {
+        let post = |path: &str, header: Option<(&str, &str)>| {
+            let mut request = client
+                .post(format!("http://127.0.0.1:{port}{path}"))
+                .header("host", "app.example.com");
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(
+            post("/admin/api/x", None).await,
+            200,
+            "port {port}: {}",
+            envoy.log()
+        );
+        for header in [
+            ("x-http-method-override", "DELETE"),
+            ("x-method-override", "DELETE"),
+        ] {
+            assert_eq!(
+                post("/admin/api/x", Some(header)).await,
+                401,
+                "port {port}, {header:?}: {}",
+                envoy.log()
+            );
+        }
+        assert_eq!(
+            post("/admin/api/x?_method=DELETE", None).await,
+            401,
+            "port {port}"
         );
     }
 }
