@@ -274,6 +274,23 @@ pub fn is_host(value: &str) -> bool {
         })
 }
 
+/// The key a rate limit counts a client address under: an IPv4 address whole, an IPv6 one by
+/// its /64, the least a site is given (one host picks any address in it, so a limit per
+/// address would count each attempt apart).
+pub fn limit_key(address: IpAddr) -> String {
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("address:{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+        IpAddr::V6(v6) => format!(
+            "address:{}",
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        ),
+        v4 @ IpAddr::V4(_) => format!("address:{v4}"),
+    }
+}
+
 /// The address of the client behind a request: the peer, or — when the peer is a trusted
 /// proxy — the last address in `X-Forwarded-For` that is not itself a trusted proxy (the
 /// one the first trusted hop saw). Rate limits key on this, so clients behind one load
@@ -497,6 +514,16 @@ impl RequestBases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_counts_an_ipv6_address_by_its_64() {
+        let key = |text: &str| limit_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.1"), "address:192.0.2.1");
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1"), "address:192.0.2.1");
+    }
 
     #[test]
     fn paths_said_are_each_values_path_up_to_its_query() {

@@ -409,7 +409,7 @@ async fn sign_in(
     };
     let limit_keys: Vec<String> = vec![
         name_key,
-        format!("address:{}", service.client_address(peer.ip(), headers)),
+        crate::http::forwarded::limit_key(service.client_address(peer.ip(), headers)),
     ];
     if service.state.limited(&limit_keys, now).await? {
         return Err(AuthorizeRefusal::RateLimited);

@@ -126,7 +126,7 @@ impl TokenService {
             configured
                 .filter(|client| client.client_secret_hash.is_some())
                 .map(|client| format!("client:{}", client.client_id)),
-            peer.map(|address| format!("address:{address}")),
+            peer.map(crate::http::forwarded::limit_key),
         ]
         .into_iter()
         .flatten()
@@ -198,8 +198,15 @@ impl TokenService {
         secret: String,
         known: impl Fn() -> bool,
     ) -> Result<PasswordCheck, super::state::StateError> {
+        // At most so many wait: beyond, a flood of checks (new names from new addresses,
+        // each under no limit yet) is refused rather than queued without end in front of
+        // everyone's sign-in.
+        let Some(_waiting) = self.password_checks.wait() else {
+            tracing::warn!("password checks queued to their limit; refused");
+            return Ok(PasswordCheck::Limited);
+        };
         // The semaphore is never closed; were it, no check would run (fail closed).
-        let Ok(_permit) = self.password_checks.0.acquire().await else {
+        let Ok(_permit) = self.password_checks.permits.acquire().await else {
             return Ok(PasswordCheck::Limited);
         };
         if known() {
@@ -230,15 +237,46 @@ pub(super) enum PasswordCheck {
     Limited,
 }
 
-/// The argon2 checks a process runs at once: as many as it has cores. Shared by the token
-/// service's rebuilds, so a reload does not open a second set.
+/// The argon2 checks a process runs at once: as many as it has cores, with at most
+/// [`PASSWORD_CHECKS_WAITING`] waiting for one. Shared by the token service's rebuilds, so a
+/// reload does not open a second set.
 #[derive(Clone)]
-pub(super) struct PasswordChecks(std::sync::Arc<tokio::sync::Semaphore>);
+pub(super) struct PasswordChecks {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The most password checks waiting for a core (a check takes some 20 ms: about a second's
+/// worth on two cores).
+const PASSWORD_CHECKS_WAITING: usize = 100;
+
+/// A place among the checks waiting, given back when dropped.
+pub(super) struct Waiting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl PasswordChecks {
+    /// A place to wait for a check, unless the queue is full.
+    pub(super) fn wait(&self) -> Option<Waiting> {
+        let before = self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let waiting = Waiting(self.waiting.clone());
+        (before < PASSWORD_CHECKS_WAITING).then_some(waiting)
+    }
+}
 
 impl Default for PasswordChecks {
     fn default() -> Self {
         let permits = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(permits)))
+        Self {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+            waiting: std::sync::Arc::default(),
+        }
     }
 }
 

@@ -474,3 +474,14 @@ async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
         1
     );
 }
+
+/// At most 100 password checks wait for a core; beyond, a check is refused unqueued (a flood
+/// of them queued without end in front of everyone's sign-in).
+#[test]
+fn password_checks_wait_at_most_a_hundred() {
+    let checks = super::clients::PasswordChecks::default();
+    let waiting: Vec<_> = (0..100).map(|_| checks.wait().expect("a place")).collect();
+    assert!(checks.wait().is_none(), "a 101st waits");
+    drop(waiting);
+    assert!(checks.wait().is_some(), "places are given back");
+}

@@ -583,6 +583,38 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_whole_grant() {
     );
 }
 
+/// A refresh token made up from a real grant's id (every token of the grant carries it as
+/// `sid`) is unknown before anything is read for it: it was answered from the grant (whether
+/// it exists, which scopes it holds, whether its sign-in is too old), two tokens signed before
+/// the token was looked up.
+#[tokio::test]
+async fn a_made_up_refresh_token_of_a_real_grant_is_unknown_at_once() {
+    let (gateway, _) = token_service().await;
+    let (status, issued) = exchange(&gateway, &code_for(&gateway, "m").await).await;
+    assert_eq!(status, 200, "{issued}");
+    let real = issued["refresh_token"].as_str().unwrap();
+    let (grant, _) = real.split_once('.').unwrap();
+    let made_up = format!("{grant}.{}", "A".repeat(43));
+    let (status, answer) = token_request(
+        &gateway,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &made_up),
+            ("client_id", "spa"),
+            ("scope", "openid no-such-scope"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{answer}"
+    );
+    // The real one still works.
+    assert_eq!(refresh(&gateway, real).await.0, 200);
+}
+
 #[tokio::test]
 async fn a_replayed_code_revokes_what_it_issued() {
     let (gateway, _) = token_service().await;
@@ -929,6 +961,50 @@ async fn concurrent_wrong_passwords_are_limited_like_sequential_ones() {
         tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
     });
     limited_like_sequential(&all_at_once(attempts).await);
+}
+
+/// Wrong passwords for made-up names, each from another IPv6 address of one /64 (a host picks
+/// any address in its /64): every post was under no limit, each ran an argon2 check, and a
+/// flood of them kept every core busy in front of everyone's sign-in. Addresses of one /64 are
+/// one client to the limit.
+#[tokio::test]
+async fn wrong_passwords_from_one_ipv6_64_are_limited_together() {
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        config(issuer, "trusted_proxies = [\"127.0.0.1/32\"]", "")
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for attempt in 0..12 {
+        let response = gateway
+            .post("/authorize")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .header(
+                "x-forwarded-for",
+                format!("2001:db8:1:2::{:x}", attempt + 1),
+            )
+            .body(format!(
+                "{}&username=nobody-{attempt}&password=wrong",
+                authorize_query("s-v6", true)
+            ))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429; 2], "{statuses:?}");
+    // Another /64 is another client.
+    let response = gateway
+        .post("/authorize")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .header("x-forwarded-for", "2001:db8:1:3::1")
+        .body(login_form("s-v6", "alice-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
 }
 
 /// Asserts that of wrong credentials sent all at once, between `MAX_FAILURES` (10) and

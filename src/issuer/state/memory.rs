@@ -209,6 +209,17 @@ fn ready<'a, T: Send + 'a>(value: Result<T, StateError>) -> StateFuture<'a, T> {
 }
 
 impl IssuerState for MemoryState {
+    /// A refresh token this store issued (spent or not: a spent one's reuse ends its grant),
+    /// before anything is read for it: a made-up token of a real grant (its id is every
+    /// token's `sid`) would else be answered from the grant, its tokens signed before the
+    /// token was looked up.
+    fn refresh_token_grant<'a>(&self, token: &'a str) -> Option<&'a str> {
+        let grant = super::grant_of_refresh_token(token)?;
+        self.with_book(|book| book.refresh_tokens.contains_key(&hash(token)))
+            .unwrap_or(false)
+            .then_some(grant)
+    }
+
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
             let now = pending.issued_at;
