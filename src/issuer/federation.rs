@@ -160,14 +160,27 @@ impl TokenService {
                 .fail_federation(request, "login_required")
                 .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));
         }
-        let carried = ["name", "email", "email_verified", "preferred_username"]
-            .iter()
-            .filter_map(|name| {
-                claims
-                    .get(*name)
-                    .map(|value| ((*name).to_owned(), value.clone()))
-            })
-            .collect();
+        let mut carried: serde_json::Map<String, serde_json::Value> =
+            ["name", "email", "preferred_username"]
+                .iter()
+                .filter_map(|name| {
+                    claims
+                        .get(*name)
+                        .map(|value| ((*name).to_owned(), value.clone()))
+                })
+                .collect();
+        // Every upstream's users get tokens of this one issuer, so an address is verified only
+        // where its provider said so: a provider that says nothing (a multi-tenant one whose
+        // users set their own address) would else vouch for another provider's users' domain
+        // to every rule that takes silence for verified (`email_domains`, as oauth2-proxy does).
+        if carried.contains_key("email") {
+            let verified = match claims.get("email_verified") {
+                Some(serde_json::Value::Bool(verified)) => *verified,
+                Some(serde_json::Value::String(text)) => text.eq_ignore_ascii_case("true"),
+                _ => false,
+            };
+            carried.insert("email_verified".to_owned(), verified.into());
+        }
         let code = self
             .store_code(PendingCode {
                 client_id: request.client_id.clone(),

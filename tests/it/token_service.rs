@@ -1047,6 +1047,8 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     use crate::support::TestIdp;
     use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
     let (corp, partner) = (TestIdp::start().await, TestIdp::start().await);
+    // corp says its addresses are verified; partner says nothing of them.
+    corp.set_user_claim("email_verified", serde_json::json!(true));
     let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
         format!(
             r#"[server]
@@ -1183,6 +1185,13 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         assert_eq!(claims["sub"], expected_sub);
         assert_eq!(claims["iss"], issuer);
         assert_eq!(claims["email"], "alice@example.com");
+        // An address is verified only where its provider said so: partner's alice is not
+        // corp's to a rule that takes silence for verified.
+        assert_eq!(
+            claims["email_verified"],
+            client_id == "corp-app",
+            "{client_id}"
+        );
         assert_eq!(
             decode_payload(body["id_token"].as_str().unwrap())["nonce"],
             "n-1"
