@@ -278,17 +278,21 @@ pub fn is_host(value: &str) -> bool {
 /// its /64, the least a site is given (one host picks any address in it, so a limit per
 /// address would count each attempt apart).
 pub fn limit_key(address: IpAddr) -> String {
-    match address {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let [a, b, c, d, ..] = v6.segments();
-            format!("address:{a:x}:{b:x}:{c:x}:{d:x}::/64")
-        }
-        IpAddr::V6(v6) => format!(
-            "address:{}",
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        ),
-        v4 @ IpAddr::V4(_) => format!("address:{v4}"),
+    let IpAddr::V6(v6) = address else {
+        return format!("address:{address}");
+    };
+    // An IPv4 address in IPv6 form (mapped, compatible) is that IPv4 address; one translated
+    // by NAT64 (RFC 6052's 64:ff9b::/96, RFC 8215's 64:ff9b:1::/48) is counted whole, as each
+    // such address is another IPv4 client.
+    if let Some(v4) = v6.to_ipv4() {
+        return format!("address:{v4}");
     }
+    let segments = v6.segments();
+    if segments[..2] == [0x64, 0xff9b] {
+        return format!("address:{v6}");
+    }
+    let [a, b, c, d, ..] = segments;
+    format!("address:{a:x}:{b:x}:{c:x}:{d:x}::/64")
 }
 
 /// The address of the client behind a request: the peer, or — when the peer is a trusted
@@ -523,6 +527,10 @@ mod tests {
         assert_eq!(key("192.0.2.1"), "address:192.0.2.1");
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
         assert_eq!(key("::ffff:192.0.2.1"), "address:192.0.2.1");
+        assert_eq!(key("::192.0.2.1"), "address:192.0.2.1");
+        // Translated IPv4 clients (NAT64) are each their own.
+        assert_ne!(key("64:ff9b::c000:201"), key("64:ff9b::c000:202"));
+        assert_ne!(key("64:ff9b:1::c000:201"), key("64:ff9b:1::c000:202"));
     }
 
     #[test]

@@ -423,6 +423,7 @@ async fn sign_in(
     {
         PasswordCheck::Right if user.is_some() && !password_was_empty => {}
         PasswordCheck::Limited => return Err(AuthorizeRefusal::RateLimited),
+        PasswordCheck::Busy => return Err(AuthorizeRefusal::Busy),
         PasswordCheck::Wrong => {
             let token = FormToken::for_form(headers, secure);
             return Err(AuthorizeRefusal::WrongPassword(parameters, token));

@@ -170,6 +170,9 @@ impl TokenService {
                 Err(invalid)
             }
             PasswordCheck::Limited => Err(limited()),
+            PasswordCheck::Busy => Err(IssuerError::Unavailable(
+                "password checks are busy".to_owned(),
+            )),
         }
     }
 
@@ -201,12 +204,12 @@ impl TokenService {
         // At most so many wait: beyond, a flood of checks (new names from new addresses,
         // each under no limit yet) is refused rather than queued without end in front of
         // everyone's sign-in.
-        let Some(_waiting) = self.password_checks.wait() else {
-            tracing::warn!("password checks queued to their limit; refused");
-            return Ok(PasswordCheck::Limited);
+        let Some(waiting) = self.password_checks.wait() else {
+            tracing::warn!("password checks queued to their limit; refused as busy");
+            return Ok(PasswordCheck::Busy);
         };
         // The semaphore is never closed; were it, no check would run (fail closed).
-        let Ok(_permit) = self.password_checks.permits.acquire().await else {
+        let Ok(permit) = self.password_checks.permits.clone().acquire_owned().await else {
             return Ok(PasswordCheck::Limited);
         };
         if known() {
@@ -216,14 +219,23 @@ impl TokenService {
         if self.state.limited(limit_keys, self.now()).await? {
             return Ok(PasswordCheck::Limited);
         }
-        let right = tokio::task::spawn_blocking(move || verify_password(&hash, &secret))
-            .await
-            .unwrap_or(false);
-        if right {
-            return Ok(PasswordCheck::Right);
-        }
-        self.state.count_failure(limit_keys, self.now()).await?;
-        Ok(PasswordCheck::Wrong)
+        // The check, its failure's count and the permit on a task of their own: a client that
+        // goes away mid-check (its request dropped) would else free the permit while argon2
+        // runs on, and leave its failure uncounted, so checks sent and dropped at once ran
+        // without limit.
+        let (state, clock, keys) = (self.state.clone(), self.clock.clone(), limit_keys.to_vec());
+        let check = tokio::spawn(async move {
+            let _held = (permit, waiting);
+            let right = tokio::task::spawn_blocking(move || verify_password(&hash, &secret))
+                .await
+                .unwrap_or(false);
+            if right {
+                return Ok(PasswordCheck::Right);
+            }
+            state.count_failure(&keys, clock.now()).await?;
+            Ok(PasswordCheck::Wrong)
+        });
+        check.await.unwrap_or(Ok(PasswordCheck::Limited))
     }
 }
 
@@ -235,20 +247,25 @@ pub(super) enum PasswordCheck {
     Wrong,
     /// The limit was reached before it was checked; nothing was checked or counted.
     Limited,
+    /// Too many checks wait already (a flood): nothing was checked or counted; a moment
+    /// later it may be (503).
+    Busy,
 }
 
 /// The argon2 checks a process runs at once: as many as it has cores, with at most
-/// [`PASSWORD_CHECKS_WAITING`] waiting for one. Shared by the token service's rebuilds, so a
+/// [`PASSWORD_CHECKS_WAITING`] a core waiting or running. Shared by the token service's rebuilds, so a
 /// reload does not open a second set.
 #[derive(Clone)]
 pub(super) struct PasswordChecks {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The most waiting or running: [`PASSWORD_CHECKS_WAITING`] per permit.
+    waiting_most: usize,
 }
 
-/// The most password checks waiting for a core (a check takes some 20 ms: about a second's
-/// worth on two cores).
-const PASSWORD_CHECKS_WAITING: usize = 100;
+/// The most password checks waiting for a core or running, per core: a check takes some
+/// 20 ms, so about a second's worth.
+const PASSWORD_CHECKS_WAITING: usize = 50;
 
 /// A place among the checks waiting, given back when dropped.
 pub(super) struct Waiting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
@@ -260,13 +277,19 @@ impl Drop for Waiting {
 }
 
 impl PasswordChecks {
+    /// Whether no check runs.
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
     /// A place to wait for a check, unless the queue is full.
     pub(super) fn wait(&self) -> Option<Waiting> {
         let before = self
             .waiting
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let waiting = Waiting(self.waiting.clone());
-        (before < PASSWORD_CHECKS_WAITING).then_some(waiting)
+        (before < self.waiting_most).then_some(waiting)
     }
 }
 
@@ -276,6 +299,7 @@ impl Default for PasswordChecks {
         Self {
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
             waiting: std::sync::Arc::default(),
+            waiting_most: permits * PASSWORD_CHECKS_WAITING,
         }
     }
 }

@@ -475,13 +475,47 @@ async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
     );
 }
 
-/// At most 100 password checks wait for a core; beyond, a check is refused unqueued (a flood
+/// At most 50 password checks a core wait or run; beyond, a check is refused unqueued (a flood
 /// of them queued without end in front of everyone's sign-in).
 #[test]
-fn password_checks_wait_at_most_a_hundred() {
+fn password_checks_wait_at_most_fifty_a_core() {
     let checks = super::clients::PasswordChecks::default();
-    let waiting: Vec<_> = (0..100).map(|_| checks.wait().expect("a place")).collect();
-    assert!(checks.wait().is_none(), "a 101st waits");
+    let most = 50 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let waiting: Vec<_> = (0..most).map(|_| checks.wait().expect("a place")).collect();
+    assert!(checks.wait().is_none(), "one more waits");
     drop(waiting);
     assert!(checks.wait().is_some(), "places are given back");
+}
+
+/// A password check whose request goes away once its argon2 run started (a client that
+/// disconnects) still runs to its end and counts its failure: dropped checks freed their turn
+/// while argon2 ran on and were never counted, so guesses sent and dropped at once ran
+/// without limit.
+#[tokio::test]
+async fn a_password_check_dropped_mid_run_is_counted() {
+    let metrics = Arc::new(Metrics::new());
+    let service = token_service(&config(""), &metrics);
+    let keys = vec!["user:alice".to_owned()];
+    let hash = super::hash_password("the-right-one").unwrap();
+    for _ in 0..super::state::MAX_FAILURES {
+        // Polled once (its check starts: nothing else runs), then dropped.
+        let check = service.check_password(&keys, hash.clone(), "wrong".to_owned(), || false);
+        assert!(
+            tokio::time::timeout(std::time::Duration::ZERO, check)
+                .await
+                .is_err(),
+            "the check ended within one poll"
+        );
+        for _ in 0..600 {
+            if service.password_checks.idle() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(service.password_checks.idle(), "a check never ended");
+    }
+    assert!(
+        service.state.limited(&keys, service.now()).await.unwrap(),
+        "the dropped checks' failures were not counted"
+    );
 }

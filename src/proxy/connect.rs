@@ -30,9 +30,9 @@ impl SendError {
 /// at 10 ms round trips.
 const H2_STREAM_WINDOW: u32 = 256 * 1024;
 
-/// The shared connection's window: 128 streams that never read fill it (an upstream's
-/// `SETTINGS_MAX_CONCURRENT_STREAMS` is 100 to 128 with nginx and Envoy), and it bounds what a
-/// worker buffers from one upstream.
+/// A shared connection's window: more than its 100 streams (`pool::STREAMS_PER_CONNECTION`)
+/// that never read can fill, and it bounds what one connection buffers; a worker keeps at
+/// most `pool::CONNECTIONS_MOST` to one upstream.
 const H2_CONNECTION_WINDOW: u32 = 128 * H2_STREAM_WINDOW;
 
 /// The most an HTTP/1.1 upstream connection reads ahead of what its response's client took.

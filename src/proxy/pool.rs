@@ -59,7 +59,19 @@ type Stream = Arc<()>;
 /// would hold up every other request of the worker.
 const STREAMS_PER_CONNECTION: usize = 100;
 
+/// The most HTTP/2 connections a worker keeps to one upstream: beyond, requests share the
+/// least busy of them, and wait there for a stream as the server allows. Each connection's
+/// flow-control window bounds what it buffers (`connect::H2_CONNECTION_WINDOW`), so this
+/// bounds what a worker buffers from one upstream for clients that do not read.
+const CONNECTIONS_MOST: usize = 8;
+
 impl Shared {
+    /// Fewer than [`STREAMS_PER_CONNECTION`] streams in flight (the count is the holds on
+    /// `streams`, less the entry's own).
+    fn has_room(&self) -> bool {
+        Arc::strong_count(&self.streams) <= STREAMS_PER_CONNECTION
+    }
+
     fn kept(&self) -> bool {
         !self.sender.is_closed()
             && self.held.strong_count() > 0
@@ -203,7 +215,19 @@ async fn send_connected(
         },
         Connection::Http2(mut sender) => {
             let stream = Stream::default();
-            MULTIPLEXED.with_borrow_mut(|shared| {
+            // Kept for the requests to come only when none of this worker's has room and it
+            // has fewer than the most: requests that all found every connection full open
+            // one each, and the others close once their one stream ends.
+            let kept = MULTIPLEXED.with_borrow_mut(|shared| {
+                shared.retain(Shared::kept);
+                let ours = || {
+                    shared
+                        .iter()
+                        .filter(|entry| entry.upstream == upstream.id())
+                };
+                if ours().any(Shared::has_room) || ours().count() >= CONNECTIONS_MOST {
+                    return false;
+                }
                 shared.push(Shared {
                     upstream: upstream.id(),
                     held: upstream.held(),
@@ -211,8 +235,11 @@ async fn send_connected(
                     sender: sender.clone(),
                     streams: stream.clone(),
                 });
+                true
             });
-            sweeping();
+            if kept {
+                sweeping();
+            }
             match sender.send_request(for_http2(request, upstream)).await {
                 Ok(response) => Ok(unpooled(response, upstream.id(), stream)),
                 Err(error) => Err(SendError::new(error.to_string())),
@@ -275,16 +302,27 @@ impl hyper::body::Body for WithoutTrailers {
     }
 }
 
-/// One of this thread's open HTTP/2 connections to `upstream` with room for a stream, and a
-/// hold on it for the stream.
+/// One of this thread's open HTTP/2 connections to `upstream` with room for a stream (or,
+/// with [`CONNECTIONS_MOST`] of them full, the least busy), and a hold on it for the stream;
+/// `None` when another connection is to be opened.
 fn multiplexed(upstream: u64) -> Option<(http2::SendRequest<Body>, Stream)> {
     MULTIPLEXED.with_borrow_mut(|shared| {
         shared.retain(Shared::kept);
-        // Its own hold, and fewer than the most in flight.
-        let entry = shared.iter_mut().find(|entry| {
-            entry.upstream == upstream
-                && Arc::strong_count(&entry.streams) <= STREAMS_PER_CONNECTION
-        })?;
+        let ours = |entry: &&Shared| entry.upstream == upstream;
+        let index = match shared
+            .iter()
+            .position(|entry| ours(&entry) && entry.has_room())
+        {
+            Some(index) => index,
+            None if shared.iter().filter(ours).count() < CONNECTIONS_MOST => return None,
+            None => shared
+                .iter()
+                .enumerate()
+                .filter(|(_, entry)| ours(entry))
+                .min_by_key(|(_, entry)| Arc::strong_count(&entry.streams))
+                .map(|(index, _)| index)?,
+        };
+        let entry = &mut shared[index];
         entry.used = Instant::now();
         Some((entry.sender.clone(), entry.streams.clone()))
     })

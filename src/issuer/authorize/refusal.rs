@@ -37,6 +37,8 @@ pub(in crate::issuer) enum AuthorizeRefusal {
     FormExpired(HashMap<String, String>, super::FormToken),
     /// Too many failed sign-ins for this user or from this address: 429.
     RateLimited,
+    /// Too many password checks wait already (a flood): 503, try again in a moment.
+    Busy,
     /// A wrong username or password: the form again (with these parameters), with a notice
     /// (401). The username is not logged.
     WrongPassword(HashMap<String, String>, super::FormToken),
@@ -80,6 +82,7 @@ impl Refused for AuthorizeRefusal {
             // The RFC 6749 §4.1.2.1 code the client is sent, as the token endpoint's are.
             Self::Request(AuthorizeError::Redirect { error, .. }) => error,
             Self::RateLimited => "login_rate_limited",
+            Self::Busy => "temporarily_unavailable",
             Self::WrongPassword(..) => "login_failed",
             // As the token endpoint counts its store failing.
             Self::StoreUnavailable(_) => "temporarily_unavailable",
@@ -99,6 +102,7 @@ impl Refused for AuthorizeRefusal {
                 "login form post refused: no Sec-Fetch-Site, and the form's token is not its cookie's",
             ),
             Self::RateLimited => Cow::Borrowed("local login rate-limited"),
+            Self::Busy => Cow::Borrowed("sign-in refused: password checks are busy"),
             Self::WrongPassword(..) => Cow::Borrowed("local login failed"),
             Self::StoreUnavailable(error) => Cow::Owned(format!("sign-in refused: {error}")),
             Self::BadRedirectUri => Cow::Borrowed("the redirect_uri cannot carry the answer"),
@@ -113,7 +117,7 @@ impl Refused for AuthorizeRefusal {
     /// passwords), are for the operator to look at.
     fn is_failure(&self) -> bool {
         match self {
-            Self::StoreUnavailable(_) | Self::RateLimited => true,
+            Self::StoreUnavailable(_) | Self::RateLimited | Self::Busy => true,
             Self::Federation(refusal) => refusal.is_failure(),
             _ => false,
         }
@@ -180,6 +184,17 @@ impl AuthorizeRefusal {
             }
             Self::StoreUnavailable(_) => {
                 crate::http::rejection::Rejection::StoreUnavailable.into_response()
+            }
+            Self::Busy => {
+                let mut response = crate::http::pages::html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Busy",
+                    "<p>Sign-in is busy right now. Try again in a moment.</p>",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
             }
             Self::BadRedirectUri => crate::http::pages::html(
                 StatusCode::BAD_REQUEST,
