@@ -149,6 +149,10 @@ impl Unavailable {
     }
 }
 
+/// How much longer than the provider timeout a request waits for a refresh in flight in
+/// this process: the refresh stores its result after the provider answered.
+const STORE_GRACE: Duration = Duration::from_secs(1);
+
 fn key_of(refresh_token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, refresh_token.as_bytes());
     let mut key = [0u8; 32];
@@ -392,15 +396,18 @@ impl Shared {
             .entry(key)
             .or_default()
             .clone();
-        // The refresh in flight is cut off at the provider timeout; nobody waits longer for it.
-        let Ok(single_flight) = tokio::time::timeout(provider.timeout(), lock.lock_owned()).await
+        // The refresh in flight asks the provider for at most its timeout, which began before
+        // this request came, then stores what it got: waited for a second more, so that its
+        // result (or the provider's failure) is this request's too. One that takes longer is
+        // held up by the store (Redis failing over), and an expired session says so (503).
+        let Ok(single_flight) =
+            tokio::time::timeout(provider.timeout() + STORE_GRACE, lock.lock_owned()).await
         else {
-            return keep(
-                session,
-                Vec::new(),
-                now,
-                "the refresh in flight did not finish within the provider timeout",
-            );
+            return keep_or(session, Vec::new(), now, || {
+                RefreshError::Store(
+                    "the refresh in flight is not stored within the provider timeout".to_owned(),
+                )
+            });
         };
         if let Some((refreshed, _)) = self
             .recent
@@ -466,14 +473,16 @@ impl Shared {
                 // confirmed, or its refresh failed): this request claims the refresh once more
                 // rather than answer for a refresh nobody finished.
                 None if !waited => waited = true,
+                // Given back twice without a stored result: what failed is not known here, and
+                // the replicas meet in the store, so an expired session is told it is the
+                // store (503), as when the wait for another replica runs out.
                 None => {
                     self.forget_lock(&key);
-                    return keep(
-                        session,
-                        Vec::new(),
-                        now,
-                        "another replica's refresh did not finish; retried later",
-                    );
+                    return keep_or(session, Vec::new(), now, || {
+                        RefreshError::Store(
+                            "another replica's refresh did not finish; retried later".to_owned(),
+                        )
+                    });
                 }
                 Some(result) => {
                     self.forget_lock(&key);
