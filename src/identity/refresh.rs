@@ -42,6 +42,8 @@ pub struct Refresher {
 
 /// One lock per refresh token being spent (by its key): the refresh in flight holds it.
 type Locks = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+/// The refreshes that are asking their provider now, by refresh token.
+type Asking = Mutex<std::collections::HashSet<[u8; 32]>>;
 /// The session a refresh token's refresh gave, and when.
 type Recent = quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>;
 /// When a refresh token's refresh last failed for a passing reason, and what was unavailable.
@@ -56,6 +58,7 @@ struct Shared {
     // The refreshes in flight, their results and failures: shared with the refresher a reload
     // builds (`Refresher::reconfigured`), so a refresh running across a reload stays the only one.
     locks: Arc<Locks>,
+    asking: Arc<Asking>,
     recent: Arc<Recent>,
     /// When a refresh last failed for a passing reason, and what was unavailable, by refresh
     /// token.
@@ -204,6 +207,7 @@ impl Refresher {
                 refresh_before: i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX),
                 enabled,
                 locks: Arc::default(),
+                asking: Arc::default(),
                 recent: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 failed: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
@@ -228,6 +232,7 @@ impl Refresher {
                 refresh_before: i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX),
                 enabled,
                 locks: self.shared.locks.clone(),
+                asking: self.shared.asking.clone(),
                 recent: self.shared.recent.clone(),
                 failed: self.shared.failed.clone(),
                 // Not shared: a reload may have mended what made the provider refuse (its
@@ -396,17 +401,26 @@ impl Shared {
             .entry(key)
             .or_default()
             .clone();
-        // The refresh in flight asks the provider for at most its timeout, which began before
-        // this request came, then stores what it got: waited for a second more, so that its
-        // result (or the provider's failure) is this request's too. One that takes longer is
-        // held up by the store (Redis failing over), and an expired session says so (503).
+        // The refresh in flight claims its lease in the store, then asks the provider for at
+        // most its timeout: waited for that and a second more, so that its result (or the
+        // provider's failure) is normally this request's too. An expired session still waiting
+        // is told what holds the refresh up: the provider while it is being asked (502), else
+        // the store (503: Redis failing over).
         let Ok(single_flight) =
             tokio::time::timeout(provider.timeout() + STORE_GRACE, lock.lock_owned()).await
         else {
+            let asking = self
+                .asking
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&key);
+            let reason = "the refresh in flight did not finish in time".to_owned();
             return keep_or(session, Vec::new(), now, || {
-                RefreshError::Store(
-                    "the refresh in flight is not stored within the provider timeout".to_owned(),
-                )
+                if asking {
+                    RefreshError::ProviderUnavailable(reason)
+                } else {
+                    RefreshError::Store(reason)
+                }
             });
         };
         if let Some((refreshed, _)) = self
@@ -553,6 +567,10 @@ impl Shared {
             attributes,
         } = due;
         let cookies = borrow(&owned);
+        self.asking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key);
         let result = tokio::time::timeout(
             provider.timeout(),
             self.refresh(&provider, &session, &refresh_token, now),
@@ -566,6 +584,10 @@ impl Shared {
                 store_unavailable: false,
             })
         });
+        self.asking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
         // The result is published before the lock is dropped from the map: a request that
         // arrives later with the old session must find it, never refresh the spent token again.
         match &result {

@@ -235,7 +235,11 @@ impl TokenService {
             state.count_failure(&keys, clock.now()).await?;
             Ok(PasswordCheck::Wrong)
         });
-        check.await.unwrap_or(Ok(PasswordCheck::Limited))
+        check.await.unwrap_or_else(|error| {
+            Err(super::state::StateError(format!(
+                "the password check failed: {error}"
+            )))
+        })
     }
 }
 

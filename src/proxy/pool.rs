@@ -1,6 +1,7 @@
 //! Upstream connections: HTTP/1.1 (over TCP or TLS), one list of idle connections per upstream
-//! and worker thread; HTTP/2 (over TLS, chosen by the upstream by ALPN), one shared connection
-//! per upstream and worker thread. A request, the connection it borrows and the task driving that connection
+//! and worker thread; HTTP/2 (over TLS, chosen by the upstream by ALPN), shared connections per
+//! upstream and worker thread, up to 100 streams on each and up to 8 kept. A request, the
+//! connection it borrows and the task driving that connection
 //! stay on one thread; a connection goes back to its list once its response has been read to
 //! the end, and is closed instead when the response was abandoned.
 
