@@ -98,16 +98,22 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
 /// spelling (Rails' `Rack::MethodOverride`, Laravel, Symfony and Express's `method-override`
 /// read one). A rule that names a method cannot know the method the application acts on then.
 pub fn method_override_header(headers: &axum::http::HeaderMap) -> bool {
-    headers.keys().any(|name| {
-        matches!(name.as_str().as_bytes(), [b'x', b'-' | b'_', ..])
-            && [
-                "x-http-method-override",
-                "x-http-method",
-                "x-method-override",
-            ]
-            .iter()
-            .any(|known| same_header_name(name.as_str(), known))
-    })
+    headers
+        .keys()
+        .any(|name| is_method_override_name(name.as_str()))
+}
+
+/// Whether `name` (lower case, as header names are kept) is `X-HTTP-Method-Override`,
+/// `X-HTTP-Method` or `X-Method-Override`, in any spelling.
+pub fn is_method_override_name(name: &str) -> bool {
+    matches!(name.as_bytes(), [b'x', b'-' | b'_', ..])
+        && [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ]
+        .iter()
+        .any(|known| same_header_name(name, known))
 }
 
 /// Whether `query` (without `?`) names another method for the application: a `_method`

@@ -131,12 +131,10 @@ pub fn overrides_the_request_line(name: &str) -> bool {
             "x-forwarded-uri",
             "x-forwarded-method",
             "x-rewrite-url",
-            "x-http-method-override",
-            "x-http-method",
-            "x-method-override",
         ]
         .iter()
         .any(|known| same_header(name, known))
+        || crate::http::is_method_override_name(name)
 }
 
 /// Removes, from a trusted proxy's request, every header that
