@@ -559,4 +559,4 @@ fn unwritten(error: crate::session::memory_store::StateFileError) -> StoreError 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -516,6 +516,24 @@ async fn behind_tls_upstream(ca: &TestCa) -> (TlsUpstream, Gateway) {
     (upstream, gateway)
 }
 
+/// A gateway routing every path to `upstream`, whose certificate `ca` issued, with the route's
+/// `read_timeout`.
+async fn behind_tls_upstream_reading(
+    ca: &TestCa,
+    upstream: &TlsUpstream,
+    read_timeout: &str,
+) -> Gateway {
+    let routes = format!(
+        "{}read_timeout = \"{read_timeout}\"\n",
+        route(
+            "/",
+            &format!("https://localhost:{}", upstream.port),
+            Some(&ca.cert())
+        )
+    );
+    Gateway::start(&config("", &routes)).await
+}
+
 /// An upgrade (WebSocket) to an https upstream that offers HTTP/2 goes over a connection that
 /// offered only HTTP/1.1, and is spliced both ways; SNI is the upstream URL's host.
 #[tokio::test]
@@ -868,15 +886,7 @@ async fn clients_that_never_read_do_not_starve_a_shared_http2_upstream_connectio
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let ca = TestCa::new("windows");
     let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
-    let routes = format!(
-        "{}read_timeout = \"3s\"\n",
-        route(
-            "/",
-            &format!("https://localhost:{}", upstream.port),
-            Some(&ca.cert())
-        )
-    );
-    let gateway = Gateway::start(&config("", &routes)).await;
+    let gateway = behind_tls_upstream_reading(&ca, &upstream, "3s").await;
     let address = gateway.app.public_addr;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes();
     // Clients that ask for 16 MiB, read the head and nothing more, through a small receive
@@ -931,15 +941,7 @@ async fn long_requests_beyond_a_connections_streams_do_not_hold_up_the_others() 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let ca = TestCa::new("streams");
     let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
-    let routes = format!(
-        "{}read_timeout = \"60s\"\n",
-        route(
-            "/",
-            &format!("https://localhost:{}", upstream.port),
-            Some(&ca.cert())
-        )
-    );
-    let gateway = Gateway::start(&config("", &routes)).await;
+    let gateway = behind_tls_upstream_reading(&ca, &upstream, "60s").await;
     let address = gateway.app.public_addr;
     // More long requests than every worker's one connection could carry (fresh client
     // connections are dealt to the workers in turn).

@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::http::{HeaderMap, HeaderValue, header};
-
 use super::{RefreshError, Refresher};
 use crate::clock::{SystemClock, UnixTime};
 use crate::metrics::Metrics;
@@ -13,6 +11,7 @@ use crate::oidc::Provider;
 use crate::secret::Secret;
 use crate::session::memory_store::MemoryStore;
 use crate::session::seal::Sealer;
+use crate::session::store::tests::cookie_header;
 use crate::session::store::{SessionBackend, Sessions};
 use crate::session::{CookieAttributes, CookieJar, Cookies, Session, request_cookies};
 
@@ -51,20 +50,6 @@ fn provider(issuer: &str, metrics: &Arc<Metrics>) -> Arc<Provider> {
         60,
         metrics.clone(),
     ))
-}
-
-/// The request headers a browser sends back after these `Set-Cookie` values.
-fn cookie_header(set_cookies: &[String]) -> HeaderMap {
-    let pairs: Vec<&str> = set_cookies
-        .iter()
-        .filter_map(|cookie| cookie.split(';').next())
-        .collect();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::COOKIE,
-        HeaderValue::from_str(&pairs.join("; ")).unwrap(),
-    );
-    headers
 }
 
 /// A request read its session, due for a refresh, and the session was ended (a logout, an

@@ -47,7 +47,7 @@ fn session(refresh_token: &str) -> Session {
 }
 
 /// The request headers a browser sends back after these `Set-Cookie` values.
-fn cookie_header(set_cookies: &[String]) -> HeaderMap {
+pub(crate) fn cookie_header(set_cookies: &[String]) -> HeaderMap {
     let pairs: Vec<&str> = set_cookies
         .iter()
         .filter_map(|cookie| cookie.split(';').next())
