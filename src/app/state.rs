@@ -127,12 +127,7 @@ impl AppState {
             let backend = session_backend(&config, clock.now(), &metrics, previous)?;
             let sessions =
                 Sessions::new(jar, backend, config.session.idle_timeout, metrics.clone());
-            Some(Arc::new(
-                match previous.and_then(|previous| previous.sessions.as_deref()) {
-                    Some(previous) => sessions.remembering_logout_tokens_of(previous),
-                    None => sessions,
-                },
-            ))
+            Some(Arc::new(sessions))
         };
         // An unchanged `[telemetry]` keeps its exporter, and the spans it holds.
         let kept = previous

@@ -174,11 +174,7 @@ impl TokenService {
         // users set their own address) would else vouch for another provider's users' domain
         // to every rule that takes silence for verified (`email_domains`, as oauth2-proxy does).
         if carried.contains_key("email") {
-            let verified = match claims.get("email_verified") {
-                Some(serde_json::Value::Bool(verified)) => *verified,
-                Some(serde_json::Value::String(text)) => text.eq_ignore_ascii_case("true"),
-                _ => false,
-            };
+            let verified = crate::token::email_verified(claims) == Some(true);
             carried.insert("email_verified".to_owned(), verified.into());
         }
         let code = self

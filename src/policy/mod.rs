@@ -461,14 +461,9 @@ pub fn check_requirements_traced(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_ascii_lowercase();
-        // `false`, or `"false"` as some providers (Amazon Cognito) send it. A provider that
-        // sends no `email_verified` at all is taken at its word, as oauth2-proxy does.
-        let unverified = match claims.get("email_verified") {
-            Some(Value::Bool(verified)) => !verified,
-            Some(Value::String(text)) => !text.eq_ignore_ascii_case("true"),
-            Some(_) => true,
-            None => false,
-        };
+        // A provider that sends no `email_verified` at all is taken at its word, as
+        // oauth2-proxy does.
+        let unverified = crate::token::email_verified(claims) == Some(false);
         let domain_ok = email
             .rsplit_once('@')
             .is_some_and(|(_, domain)| require.email_domains.iter().any(|wanted| wanted == domain));

@@ -5,7 +5,9 @@
 //! crash mid-write leaves the previous file intact. Its sessions (ids and tokens) are sealed
 //! with the session secrets like Redis's values (`seal::Sealer`; the first secret seals, every
 //! listed one opens), so a copy of the file or a backup gives nobody a session; a file of an
-//! older Tollgate, in clear, is read and sealed at the next write.
+//! older Tollgate, in clear, is read and sealed at the next write. The back-channel logout
+//! tokens used are kept beside them (sealed too), so a logout token replayed after a restart
+//! is still refused.
 //!
 //! Sessions are held compact (`compact::CompactSession`: decoded token bytes, claims not
 //! repeated); the most recently used ones are also kept expanded, so a request does not pay
@@ -99,7 +101,13 @@ pub struct MemoryStore {
     changed: tokio::sync::Notify,
     /// The last write of the state file: what it held and whether it was written.
     written: tokio::sync::watch::Sender<Written>,
+    /// Back-channel logout tokens used (digests of provider and `jti`), each with when it may
+    /// be forgotten; kept in the state file too, so a restart does not take a replay.
+    logout_tokens: std::sync::Mutex<HashMap<String, UnixTime>>,
 }
+
+/// The most used logout tokens remembered; beyond it the soonest forgotten goes first.
+const LOGOUT_TOKENS_MOST: usize = 100_000;
 
 /// A write of the state file, as those waiting for theirs see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,11 +132,32 @@ pub struct StateFileError {
     message: String,
 }
 
-/// The state file: `sealed` holds the sessions' JSON sealed for [`STATE_FILE_PURPOSE`].
+/// The state file: `sealed` holds the sessions' JSON sealed for [`STATE_FILE_PURPOSE`],
+/// `logout_tokens` the used logout tokens' sealed for [`LOGOUT_TOKENS_PURPOSE`] (a field an
+/// older Tollgate ignores, so it still reads the sessions).
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     version: u32,
     sealed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logout_tokens: Option<String>,
+}
+
+/// What a state file holds.
+struct Opened {
+    sessions: HashMap<String, StoredSession>,
+    logout_tokens: HashMap<String, UnixTime>,
+    /// Written by an older Tollgate, in clear.
+    in_clear: bool,
+}
+
+/// What a state file held that has not ended.
+#[derive(Default)]
+struct Restored {
+    sessions: HashMap<String, Entry>,
+    logout_tokens: HashMap<String, UnixTime>,
+    /// Written by an older Tollgate, in clear.
+    in_clear: bool,
 }
 
 /// The state file of a Tollgate before sealing: the sessions in clear.
@@ -141,19 +170,22 @@ struct ClearStateFile {
 /// The sealing purpose of the state file's sessions.
 const STATE_FILE_PURPOSE: &str = "memory-state-file";
 
+/// The sealing purpose of the state file's used logout tokens.
+const LOGOUT_TOKENS_PURPOSE: &str = "memory-state-file-logout-tokens";
+
 impl MemoryStore {
     /// A store, loaded from `state_file` when it exists, whose file `sealer` seals and opens.
     /// A file that cannot be read as a state file (or opened with any listed secret) is moved
     /// aside (`<name>.unreadable-<time>`) with an error log, never silently dropped, and the
     /// store starts empty.
     pub fn open(state_file: Option<PathBuf>, sealer: Sealer, now: UnixTime) -> Self {
-        let (sessions, in_clear) = state_file
+        let restored = state_file
             .as_deref()
             .map(|path| read_state(path, &sealer, now))
             .unwrap_or_default();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let store = Self {
-            sessions: RwLock::new(sessions),
+            sessions: RwLock::new(restored.sessions),
             generation: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             expanded: quick_cache::sync::Cache::new(EXPANDED),
@@ -168,8 +200,9 @@ impl MemoryStore {
                 ok: true,
                 ..Written::default()
             }),
+            logout_tokens: std::sync::Mutex::new(restored.logout_tokens),
         };
-        if in_clear {
+        if restored.in_clear {
             // Sealed at the write-behind's first write, not left in clear until a change.
             store.mark_changed();
         }
@@ -327,6 +360,48 @@ impl MemoryStore {
         removed
     }
 
+    /// Whether the logout token `key` was used and is still remembered at `now`.
+    pub fn logout_token_used(&self, key: &str, now: UnixTime) -> bool {
+        self.logout_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .is_some_and(|until| now < *until)
+    }
+
+    /// Remembers the logout token `key` as used until `until`, and waits until the state file
+    /// holds it (as [`Self::durable`]).
+    ///
+    /// # Errors
+    /// When the state file was not written.
+    pub async fn remember_logout_token(
+        &self,
+        key: String,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> Result<(), StateFileError> {
+        {
+            let mut tokens = self
+                .logout_tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if tokens.len() >= LOGOUT_TOKENS_MOST {
+                tokens.retain(|_, kept_until| now < *kept_until);
+            }
+            if tokens.len() >= LOGOUT_TOKENS_MOST
+                && let Some(soonest) = tokens
+                    .iter()
+                    .min_by_key(|(_, kept_until)| **kept_until)
+                    .map(|(soonest, _)| soonest.clone())
+            {
+                tokens.remove(&soonest);
+            }
+            tokens.insert(key, until);
+        }
+        self.mark_changed();
+        self.durable().await
+    }
+
     /// Calls `visit` with every session's id, facts and last use.
     pub fn visit(&self, mut visit: impl FnMut(&str, &SessionFacts<'_>, UnixTime)) {
         if let Ok(sessions) = self.sessions.read() {
@@ -378,7 +453,12 @@ impl MemoryStore {
                     .collect()
             })
             .unwrap_or_default();
-        let result = seal_state(&self.sealer.load(), &sessions)
+        let logout_tokens = self
+            .logout_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let result = seal_state(&self.sealer.load(), &sessions, &logout_tokens)
             .map_err(|message| StateFileError {
                 path: path.display().to_string(),
                 message,
@@ -448,59 +528,100 @@ impl MemoryStore {
     }
 }
 
-/// The state file holding `sessions`, sealed by `sealer`.
+/// The state file holding `sessions` and `logout_tokens`, sealed by `sealer`.
 fn seal_state(
     sealer: &Sealer,
     sessions: &HashMap<String, StoredSession>,
+    logout_tokens: &HashMap<String, UnixTime>,
 ) -> Result<StateFile, String> {
+    let seal = |purpose: &str, json: Vec<u8>| {
+        sealer
+            .seal(purpose, &json)
+            .map_err(|_| "no session secret to seal with".to_owned())
+    };
     let json = serde_json::to_vec(sessions).map_err(|error| error.to_string())?;
-    let sealed = sealer
-        .seal(STATE_FILE_PURPOSE, &json)
-        .map_err(|_| "no session secret to seal with".to_owned())?;
-    Ok(StateFile { version: 2, sealed })
+    let sealed = seal(STATE_FILE_PURPOSE, json)?;
+    let logout_tokens = if logout_tokens.is_empty() {
+        None
+    } else {
+        let json = serde_json::to_vec(logout_tokens).map_err(|error| error.to_string())?;
+        Some(seal(LOGOUT_TOKENS_PURPOSE, json)?)
+    };
+    Ok(StateFile {
+        version: 2,
+        sealed,
+        logout_tokens,
+    })
 }
 
-/// The sessions a state file holds, and whether it held them in clear (an older Tollgate's).
-fn open_state(sealer: &Sealer, bytes: &[u8]) -> Option<(HashMap<String, StoredSession>, bool)> {
+/// The sessions and used logout tokens a state file holds, and whether it held them in clear
+/// (an older Tollgate's, which kept no logout tokens).
+fn open_state(sealer: &Sealer, bytes: &[u8]) -> Option<Opened> {
     if let Ok(state) = serde_json::from_slice::<StateFile>(bytes) {
         if state.version != 2 {
             return None;
         }
         let json = sealer.open(STATE_FILE_PURPOSE, &state.sealed).ok()?;
-        return Some((serde_json::from_slice(&json).ok()?, false));
+        let logout_tokens = match &state.logout_tokens {
+            Some(sealed) => {
+                serde_json::from_slice(&sealer.open(LOGOUT_TOKENS_PURPOSE, sealed).ok()?).ok()?
+            }
+            None => HashMap::new(),
+        };
+        return Some(Opened {
+            sessions: serde_json::from_slice(&json).ok()?,
+            logout_tokens,
+            in_clear: false,
+        });
     }
     let state = serde_json::from_slice::<ClearStateFile>(bytes).ok()?;
-    (state.version == 1).then_some((state.sessions, true))
+    (state.version == 1).then(|| Opened {
+        sessions: state.sessions,
+        logout_tokens: HashMap::new(),
+        in_clear: true,
+    })
 }
 
-/// The sessions of the state file at `path` that have not ended by `now`, and whether the file
-/// held them in clear.
-fn read_state(path: &Path, sealer: &Sealer, now: UnixTime) -> (HashMap<String, Entry>, bool) {
+/// The sessions and used logout tokens of the state file at `path` that have not ended by
+/// `now`.
+fn read_state(path: &Path, sealer: &Sealer, now: UnixTime) -> Restored {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return (HashMap::new(), false);
+            return Restored::default();
         }
         Err(error) => {
             tracing::error!(path = %path.display(), %error, "cannot read the session state file; starting empty");
-            return (HashMap::new(), false);
+            return Restored::default();
         }
     };
     match open_state(sealer, &bytes) {
-        Some((stored, in_clear)) => {
-            let sessions: HashMap<String, Entry> = stored
+        Some(Opened {
+            sessions,
+            logout_tokens,
+            in_clear,
+        }) => {
+            let sessions: HashMap<String, Entry> = sessions
                 .into_iter()
                 .filter(|(_, stored)| stored.session.expires_at > now)
                 .map(|(id, stored)| (id, Entry::new(&stored.session, stored.last_seen)))
                 .collect();
-            tracing::info!(path = %path.display(), sessions = sessions.len(), in_clear, "restored sessions");
-            (sessions, in_clear)
+            let logout_tokens: HashMap<String, UnixTime> = logout_tokens
+                .into_iter()
+                .filter(|(_, until)| now < *until)
+                .collect();
+            tracing::info!(path = %path.display(), sessions = sessions.len(), logout_tokens = logout_tokens.len(), in_clear, "restored sessions");
+            Restored {
+                sessions,
+                logout_tokens,
+                in_clear,
+            }
         }
         None => {
             let aside = path.with_extension(format!("unreadable-{now}"));
             let moved = std::fs::rename(path, &aside);
             tracing::error!(path = %path.display(), aside = %aside.display(), moved = moved.is_ok(), "the session state file is not readable (damaged, or sealed with a secret no longer listed); moved aside, starting empty");
-            (HashMap::new(), false)
+            Restored::default()
         }
     }
 }

@@ -121,9 +121,6 @@ pub struct Sessions {
     /// Cookies: sealing, chunks, login states.
     pub jar: CookieJar,
     backend: SessionBackend,
-    /// Logout tokens used, by digest, with when they may be forgotten (stores other than Redis,
-    /// which keeps them for every replica).
-    used_logout_tokens: Arc<quick_cache::sync::Cache<String, UnixTime>>,
     idle_timeout: i64,
     metrics: Arc<Metrics>,
 }
@@ -166,22 +163,14 @@ impl Sessions {
         Self {
             jar,
             backend,
-            used_logout_tokens: Arc::new(quick_cache::sync::Cache::new(100_000)),
             idle_timeout,
             metrics,
         }
     }
 
-    /// These sessions, remembering the logout tokens `previous` saw used (a config reload
-    /// builds new `Sessions`; a replayed logout token stays refused across it).
-    #[must_use]
-    pub fn remembering_logout_tokens_of(mut self, previous: &Self) -> Self {
-        self.used_logout_tokens = previous.used_logout_tokens.clone();
-        self
-    }
-
     /// Whether a back-channel logout token (its provider and `jti`) was used before: with
-    /// Redis on any replica, else in this process.
+    /// Redis on any replica, with the memory store in this process (and its state file). The
+    /// cookie store has no back-channel logout.
     ///
     /// # Errors
     /// `Unavailable` when Redis fails.
@@ -194,18 +183,17 @@ impl Sessions {
         let key = logout_token_digest(provider, jti);
         match &self.backend {
             SessionBackend::Redis(store) => store.logout_token_used(&key).await,
-            SessionBackend::Cookie | SessionBackend::Memory(_) => Ok(self
-                .used_logout_tokens
-                .get(&key)
-                .is_some_and(|until| now < until)),
+            SessionBackend::Memory(store) => Ok(store.logout_token_used(&key, now)),
+            SessionBackend::Cookie => Ok(false),
         }
     }
 
     /// Records a back-channel logout token as used; call it only once its logout was carried
-    /// out, so a logout that failed (503) is served again when the provider retries it.
+    /// out, so a logout that failed (503) is served again when the provider retries it. With a
+    /// memory store's state file, answers once the file holds it.
     ///
     /// # Errors
-    /// `Unavailable` when Redis fails.
+    /// `Unavailable` when Redis fails or the state file is not written.
     pub async fn remember_logout_token(
         &self,
         provider: &str,
@@ -217,11 +205,11 @@ impl Sessions {
             SessionBackend::Redis(store) => {
                 store.remember_logout_token(&key, LOGOUT_TOKEN_MEMORY).await
             }
-            SessionBackend::Cookie | SessionBackend::Memory(_) => {
-                self.used_logout_tokens
-                    .insert(key, now + LOGOUT_TOKEN_MEMORY);
-                Ok(())
-            }
+            SessionBackend::Memory(store) => store
+                .remember_logout_token(key, now, now + LOGOUT_TOKEN_MEMORY)
+                .await
+                .map_err(unwritten),
+            SessionBackend::Cookie => Ok(()),
         }
     }
 
@@ -554,7 +542,7 @@ impl Sessions {
 /// A state file that does not hold an ended session yet: the end is not answered as done, as
 /// with a Redis delete no replica confirmed.
 fn unwritten(error: crate::session::memory_store::StateFileError) -> StoreError {
-    tracing::warn!(%error, "a session ended in memory is not in the state file yet");
+    tracing::warn!(%error, "a session ended (or a logout token used) in memory is not in the state file yet");
     StoreError::Unavailable(error.to_string())
 }
 

@@ -252,6 +252,17 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
     }
 }
 
+/// What `email_verified` says: `Some(true)` for `true` (or `"true"`, as Amazon Cognito sends
+/// it), `Some(false)` for any other value, `None` when the claim is absent. Each reader decides
+/// what silence means.
+pub fn email_verified(claims: &Map<String, Value>) -> Option<bool> {
+    claims.get("email_verified").map(|value| match value {
+        Value::Bool(verified) => *verified,
+        Value::String(text) => text.eq_ignore_ascii_case("true"),
+        _ => false,
+    })
+}
+
 /// A NumericDate claim in whole seconds; `None` when absent.
 ///
 /// # Errors

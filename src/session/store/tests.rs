@@ -136,3 +136,74 @@ async fn a_refresh_is_stored_only_over_the_token_it_spent() {
     let loaded = sessions.load(&cookies, NOW + 3).await.unwrap().unwrap();
     assert_eq!(loaded.refresh_token.as_deref(), Some("r-2"));
 }
+
+/// A back-channel logout token used before a restart is still refused after it: the memory
+/// store's state file keeps it (it was kept only in the process, so a replay after a restart
+/// signed the user out of the session they had signed in to since).
+#[tokio::test]
+async fn a_used_logout_token_is_still_refused_after_a_restart() {
+    let directory = std::env::temp_dir().join(format!(
+        "tollgate-logout-tokens-{}-{}",
+        std::process::id(),
+        crate::random::token()
+    ));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("sessions");
+    let secret = || {
+        Sealer::new(&[Secret::new(
+            "a-unit-test-session-secret-a-unit-test".to_owned(),
+        )])
+    };
+    let over = |store: Arc<MemoryStore>| {
+        Sessions::new(
+            CookieJar::new(secret(), "tollgate".to_owned()),
+            SessionBackend::Memory(store),
+            std::time::Duration::from_secs(3600),
+            Arc::new(Metrics::new()),
+        )
+    };
+    let store = Arc::new(MemoryStore::open(Some(path.clone()), secret(), NOW));
+    let writer = store.clone();
+    let write_behind = tokio::spawn(async move { writer.write_behind().await });
+    let before = over(store);
+    assert!(
+        !before
+            .logout_token_used("corp", "jti-1", NOW)
+            .await
+            .unwrap()
+    );
+    before
+        .remember_logout_token("corp", "jti-1", NOW)
+        .await
+        .expect("the state file holds it");
+    write_behind.abort();
+    drop(before);
+
+    let after = over(Arc::new(MemoryStore::open(Some(path), secret(), NOW + 60)));
+    assert!(
+        after
+            .logout_token_used("corp", "jti-1", NOW + 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !after
+            .logout_token_used("corp", "jti-2", NOW + 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !after
+            .logout_token_used("other", "jti-1", NOW + 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !after
+            .logout_token_used("corp", "jti-1", NOW + LOGOUT_TOKEN_MEMORY)
+            .await
+            .unwrap(),
+        "forgotten once its age alone refuses it"
+    );
+    std::fs::remove_dir_all(directory).unwrap();
+}
