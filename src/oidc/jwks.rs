@@ -5,7 +5,10 @@
 //! never replaces a good key set; fetches — failed ones included — happen at most once per
 //! `jwks_refetch_interval`; one fetch runs at a time (single flight) and is cut off at the
 //! provider's `timeout`, and no request waits on it longer than that: past keys are used while
-//! a refresh is in flight, and a request that needs the fetch gives up at the timeout.
+//! a refresh is in flight, and a request that needs the fetch gives up at the timeout. A fetch
+//! runs on a task of its own, which records it: a request that goes away meanwhile (its client
+//! closed the connection) neither cancels it nor leaves it unrecorded, so closing connections
+//! cannot start a fetch per request.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -46,8 +49,10 @@ struct Snapshot {
 /// The cached keys of one provider.
 pub struct JwksCache {
     provider: String,
-    snapshot: RwLock<Snapshot>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// Shared with the fetch in flight, which records its result.
+    snapshot: Arc<RwLock<Snapshot>>,
+    /// Held by the fetch in flight (its task) until it recorded its result.
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
     /// Whole seconds, rounded up.
     refetch_interval: i64,
     timeout: Duration,
@@ -82,8 +87,8 @@ impl JwksCache {
             refetch_interval.as_secs() + u64::from(refetch_interval.subsec_nanos() > 0);
         Self {
             provider,
-            snapshot: RwLock::new(snapshot),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            snapshot: Arc::new(RwLock::new(snapshot)),
+            fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
             refetch_interval: i64::try_from(whole_seconds).unwrap_or(i64::MAX),
             timeout,
             clock,
@@ -158,17 +163,13 @@ impl JwksCache {
         if generation == 0 {
             return self.fetch_once(generation, source, http).await;
         }
-        // Good keys past their max-age: refreshing them is worth no one's wait.
-        let Ok(guard) = self.fetch_lock.try_lock() else {
-            return Ok(keys);
-        };
-        match self.fetch_locked(guard, generation, source, http).await {
-            Ok(fresh) => Ok(fresh),
-            Err(error) => {
-                tracing::warn!(provider = %self.provider, %error, "JWKS refresh failed; keeping the keys we have");
-                Ok(keys)
-            }
+        // Good keys past their max-age: refreshing them is worth no one's wait. The fetch
+        // runs on, and is recorded, without this request.
+        if let Ok(guard) = self.fetch_lock.clone().try_lock_owned() {
+            // Its failure is logged by its task; these keys are kept meanwhile.
+            let _running = self.start_fetch(guard, generation, source, http, true);
         }
+        Ok(keys)
     }
 
     /// Called when a token names a `kid` that `seen` does not have: re-fetches unless another
@@ -221,31 +222,80 @@ impl JwksCache {
             return answer;
         }
         // Single flight: one fetch runs; the others wait for it, at most the provider timeout.
-        let Ok(guard) = tokio::time::timeout(self.timeout, self.fetch_lock.lock()).await else {
+        let Ok(guard) =
+            tokio::time::timeout(self.timeout, self.fetch_lock.clone().lock_owned()).await
+        else {
             return Err(ProviderError::Unreachable(
                 "the JWKS fetch in flight did not finish within the provider timeout".to_owned(),
             ));
         };
-        self.fetch_locked(guard, seen_generation, source, http)
-            .await
+        let fetch = match self.start_fetch(guard, seen_generation, source, http, false) {
+            Ok(fetch) => fetch,
+            Err(answer) => return answer,
+        };
+        fetch.await.unwrap_or_else(|error| {
+            Err(ProviderError::Unreachable(format!(
+                "the JWKS fetch failed: {error}"
+            )))
+        })
     }
 
-    async fn fetch_locked(
+    /// Starts the fetch on a task of its own holding `single_flight` until it recorded its
+    /// result (a `refresh` of keys there are logs its failure). When none is due (another one
+    /// brought newer keys, or the last one was too recent), the answer without one instead.
+    fn start_fetch(
         &self,
-        _single_flight: tokio::sync::MutexGuard<'_, ()>,
+        single_flight: tokio::sync::OwnedMutexGuard<()>,
         seen_generation: u64,
         source: &JwksSource,
         http: &reqwest::Client,
-    ) -> Result<Arc<KeySet>, ProviderError> {
+        refresh: bool,
+    ) -> Result<FetchTask, Result<Arc<KeySet>, ProviderError>> {
         if let Some(answer) = self.without_fetch(seen_generation) {
-            return answer;
+            return Err(answer);
         }
-        let result = match tokio::time::timeout(self.timeout, fetch(source, http)).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Unreachable(
-                "JWKS fetch timed out".to_owned(),
-            )),
+        let record = Recorder {
+            provider: self.provider.clone(),
+            snapshot: self.snapshot.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            refresh,
         };
+        let (timeout, source, http) = (self.timeout, source.clone(), http.clone());
+        Ok(tokio::spawn(async move {
+            let result = match tokio::time::timeout(timeout, fetch(&source, &http)).await {
+                Ok(result) => result,
+                Err(_) => Err(ProviderError::Unreachable(
+                    "JWKS fetch timed out".to_owned(),
+                )),
+            };
+            let recorded = record.fetched(result);
+            drop(single_flight);
+            recorded
+        }))
+    }
+}
+
+/// A fetch running on its own task, and what it brings.
+type FetchTask = tokio::task::JoinHandle<Result<Arc<KeySet>, ProviderError>>;
+
+/// What a fetch's task needs to record its result.
+struct Recorder {
+    provider: String,
+    snapshot: Arc<RwLock<Snapshot>>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// A refresh of keys there are, which no request waits for.
+    refresh: bool,
+}
+
+impl Recorder {
+    /// Records a fetch, failed ones too (the rate limit counts them); a failed one keeps the
+    /// keys there are.
+    fn fetched(
+        &self,
+        result: Result<(KeySet, i64), ProviderError>,
+    ) -> Result<Arc<KeySet>, ProviderError> {
         let label = JwksFetchLabels {
             provider: self.provider.clone(),
             result: if result.is_ok() { "ok" } else { "error" },
@@ -271,6 +321,10 @@ impl JwksCache {
             }
             Err(error) => {
                 snapshot.last_error = Some(error.clone());
+                drop(snapshot);
+                if self.refresh {
+                    tracing::warn!(provider = %self.provider, %error, "JWKS refresh failed; keeping the keys we have");
+                }
                 Err(error)
             }
         }

@@ -84,20 +84,113 @@ fn check_endpoints(metadata: &ProviderMetadata) -> Result<(), ProviderError> {
     Ok(())
 }
 
+/// The discovery document of `issuer` (OpenID Connect Discovery 1.0 §4).
+async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ProviderMetadata, ProviderError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
+    if !response.status().is_success() {
+        return Err(ProviderError::BadResponse(format!(
+            "discovery answered {}",
+            response.status()
+        )));
+    }
+    let body = client::read_answer(response, "discovery").await?;
+    let metadata: ProviderMetadata = serde_json::from_slice(&body)
+        .map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
+    // OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one configured.
+    if metadata.issuer != issuer {
+        return Err(ProviderError::BadResponse(format!(
+            "discovery says issuer {:?}, config says {:?}",
+            crate::untrusted::bounded(&metadata.issuer),
+            issuer
+        )));
+    }
+    check_endpoints(&metadata)?;
+    Ok(metadata)
+}
+
+/// The discovery document and its fetches, shared with the fetch in flight: that runs on a
+/// task of its own, so a request that goes away (its client closed the connection) neither
+/// cancels it nor leaves it unrecorded, and closing connections cannot start one per request.
+#[derive(Default)]
+struct Discovery {
+    /// The document and when it is due to be fetched again.
+    metadata: RwLock<Option<(Arc<ProviderMetadata>, UnixTime)>>,
+    /// Held by the discovery in flight (its task) until it recorded its result.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Discoveries that failed, and why and when the last one did: a request that waited for
+    /// a discovery takes its failure instead of starting another (single flight), and so does
+    /// one that comes within `FIRST_DISCOVERY_RETRY` of it while no document was ever had.
+    failures: std::sync::atomic::AtomicU64,
+    error: std::sync::Mutex<Option<(ProviderError, std::time::Instant)>>,
+}
+
+impl Discovery {
+    fn current(&self) -> Option<(Arc<ProviderMetadata>, UnixTime)> {
+        self.metadata.read().ok().and_then(|slot| slot.clone())
+    }
+
+    fn store(&self, metadata: Arc<ProviderMetadata>, due: UnixTime) {
+        if let Ok(mut slot) = self.metadata.write() {
+            *slot = Some((metadata, due));
+        }
+    }
+
+    /// Why the last discovery failed, when it failed less than `within` ago.
+    fn failed_within(&self, within: std::time::Duration) -> Option<ProviderError> {
+        let slot = self.error.lock().ok()?;
+        let (error, at) = slot.as_ref()?;
+        (at.elapsed() < within).then(|| error.clone())
+    }
+
+    /// Records a discovery begun at `now`; a failed one keeps the `stale` document there was.
+    fn record(
+        &self,
+        provider: &str,
+        result: Result<ProviderMetadata, ProviderError>,
+        stale: Option<Arc<ProviderMetadata>>,
+        now: UnixTime,
+    ) -> Result<Arc<ProviderMetadata>, ProviderError> {
+        match result {
+            Ok(metadata) => {
+                let metadata = Arc::new(metadata);
+                self.store(metadata.clone(), now + DISCOVERY_TTL);
+                tracing::info!(provider = %provider, "discovered provider");
+                Ok(metadata)
+            }
+            Err(error) => {
+                if let Ok(mut slot) = self.error.lock() {
+                    *slot = Some((error.clone(), std::time::Instant::now()));
+                }
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match stale {
+                    Some(metadata) => {
+                        tracing::warn!(provider = %provider, %error, "discovery refresh failed; keeping the document");
+                        self.store(metadata.clone(), now + DISCOVERY_RETRY);
+                        Ok(metadata)
+                    }
+                    None => Err(error),
+                }
+            }
+        }
+    }
+}
+
 /// One upstream OpenID Provider.
 pub struct Provider {
     /// Its configuration.
     pub config: ProviderConfig,
     http: HttpClient,
     local: Option<Arc<dyn LocalIssuer>>,
-    /// The discovery document and when it is due to be fetched again.
-    metadata: RwLock<Option<(Arc<ProviderMetadata>, UnixTime)>>,
-    discovery_lock: tokio::sync::Mutex<()>,
-    /// Discoveries that failed, and why and when the last one did: a request that waited for
-    /// a discovery takes its failure instead of starting another (single flight), and so does
-    /// one that comes within `FIRST_DISCOVERY_RETRY` of it while no document was ever had.
-    discovery_failures: std::sync::atomic::AtomicU64,
-    discovery_error: std::sync::Mutex<Option<(ProviderError, std::time::Instant)>>,
+    discovery: Arc<Discovery>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
     clock: Arc<dyn Clock>,
@@ -126,10 +219,7 @@ impl Provider {
             config,
             http,
             local,
-            metadata: RwLock::new(None),
-            discovery_lock: tokio::sync::Mutex::new(()),
-            discovery_failures: std::sync::atomic::AtomicU64::new(0),
-            discovery_error: std::sync::Mutex::new(None),
+            discovery: Arc::default(),
             jwks,
             token_cache,
             clock,
@@ -174,8 +264,8 @@ impl Provider {
             && self.config.issuer == previous.config.issuer;
         if same {
             // Due at once: past, not current.
-            let fetched = previous.metadata.read().ok().and_then(|slot| slot.clone());
-            if let Ok(mut slot) = self.metadata.write() {
+            let fetched = previous.discovery.current();
+            if let Ok(mut slot) = self.discovery.metadata.write() {
                 *slot = fetched.map(|(metadata, _)| (metadata, 0));
             }
             self.jwks.keep_keys_of(&previous.jwks);
@@ -202,11 +292,7 @@ impl Provider {
 
     /// Whether discovery has succeeded.
     pub fn is_discovered(&self) -> bool {
-        self.local.is_some()
-            || self
-                .metadata
-                .read()
-                .is_ok_and(|metadata| metadata.is_some())
+        self.local.is_some() || self.discovery.current().is_some()
     }
 
     /// The discovery document, fetched on first use and again every `DISCOVERY_TTL`; a
@@ -220,29 +306,30 @@ impl Provider {
             return Ok(Arc::new(local.metadata()));
         }
         let now = self.clock.now();
-        let current = || self.metadata.read().ok().and_then(|slot| slot.clone());
-        let stale = match current() {
+        let discovery = &self.discovery;
+        let stale = match discovery.current() {
             Some((metadata, due)) if now < due => return Ok(metadata),
             other => other.map(|(metadata, _)| metadata),
         };
         if stale.is_none()
-            && let Some(error) = self.discovery_failed_within(FIRST_DISCOVERY_RETRY)
+            && let Some(error) = discovery.failed_within(FIRST_DISCOVERY_RETRY)
         {
             return Err(error);
         }
         use std::sync::atomic::Ordering;
-        let failures_seen = self.discovery_failures.load(Ordering::SeqCst);
+        let failures_seen = discovery.failures.load(Ordering::SeqCst);
         // One fetch at a time. While one is under way, others use the document they have;
         // without one, they wait for it at most the provider timeout (the fetch in flight is
         // cut off then too).
-        let _single_flight = match self.discovery_lock.try_lock() {
+        let single_flight = match discovery.lock.clone().try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => {
                 if let Some(metadata) = &stale {
                     return Ok(metadata.clone());
                 }
                 let Ok(guard) =
-                    tokio::time::timeout(self.config.timeout, self.discovery_lock.lock()).await
+                    tokio::time::timeout(self.config.timeout, discovery.lock.clone().lock_owned())
+                        .await
                 else {
                     return Err(ProviderError::Unreachable(
                         "the discovery in flight did not finish within the provider timeout"
@@ -252,90 +339,32 @@ impl Provider {
                 guard
             }
         };
-        if let Some((metadata, due)) = current()
+        if let Some((metadata, due)) = discovery.current()
             && now < due
         {
             return Ok(metadata);
         }
         if stale.is_none()
-            && self.discovery_failures.load(Ordering::SeqCst) != failures_seen
-            && let Some((error, _)) = self
-                .discovery_error
-                .lock()
-                .ok()
-                .and_then(|error| error.clone())
+            && discovery.failures.load(Ordering::SeqCst) != failures_seen
+            && let Some((error, _)) = discovery.error.lock().ok().and_then(|error| error.clone())
         {
             // The discovery this request waited for failed: that is its answer too.
             return Err(error);
         }
-        match self.discover().await {
-            Ok(metadata) => {
-                let metadata = Arc::new(metadata);
-                self.store_metadata(metadata.clone(), now + DISCOVERY_TTL);
-                tracing::info!(provider = %self.config.name, "discovered provider");
-                Ok(metadata)
-            }
-            Err(error) => {
-                if let Ok(mut slot) = self.discovery_error.lock() {
-                    *slot = Some((error.clone(), std::time::Instant::now()));
-                }
-                self.discovery_failures.fetch_add(1, Ordering::SeqCst);
-                match stale {
-                    Some(metadata) => {
-                        tracing::warn!(provider = %self.config.name, %error, "discovery refresh failed; keeping the document");
-                        self.store_metadata(metadata.clone(), now + DISCOVERY_RETRY);
-                        Ok(metadata)
-                    }
-                    None => Err(error),
-                }
-            }
-        }
-    }
-
-    /// Why the last discovery failed, when it failed less than `within` ago.
-    fn discovery_failed_within(&self, within: std::time::Duration) -> Option<ProviderError> {
-        let slot = self.discovery_error.lock().ok()?;
-        let (error, at) = slot.as_ref()?;
-        (at.elapsed() < within).then(|| error.clone())
-    }
-
-    fn store_metadata(&self, metadata: Arc<ProviderMetadata>, due: UnixTime) {
-        if let Ok(mut slot) = self.metadata.write() {
-            *slot = Some((metadata, due));
-        }
-    }
-
-    async fn discover(&self) -> Result<ProviderMetadata, ProviderError> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.config.issuer.trim_end_matches('/')
-        );
-        let response = self
-            .http
-            .get()
-            .get(&url)
-            .send()
-            .await
-            .map_err(|error| ProviderError::Unreachable(error.to_string()))?;
-        if !response.status().is_success() {
-            return Err(ProviderError::BadResponse(format!(
-                "discovery answered {}",
-                response.status()
-            )));
-        }
-        let body = client::read_answer(response, "discovery").await?;
-        let metadata: ProviderMetadata = serde_json::from_slice(&body)
-            .map_err(|error| ProviderError::BadResponse(format!("discovery document: {error}")))?;
-        // OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one configured.
-        if metadata.issuer != self.config.issuer {
-            return Err(ProviderError::BadResponse(format!(
-                "discovery says issuer {:?}, config says {:?}",
-                crate::untrusted::bounded(&metadata.issuer),
-                self.config.issuer
-            )));
-        }
-        check_endpoints(&metadata)?;
-        Ok(metadata)
+        // On a task of its own, which records it whether or not this request waits on.
+        let (discovery, provider) = (discovery.clone(), self.config.name.clone());
+        let (http, issuer) = (self.http.get().clone(), self.config.issuer.clone());
+        let task = tokio::spawn(async move {
+            let result = discover(&http, &issuer).await;
+            let recorded = discovery.record(&provider, result, stale, now);
+            drop(single_flight);
+            recorded
+        });
+        task.await.unwrap_or_else(|error| {
+            Err(ProviderError::Unreachable(format!(
+                "the discovery failed: {error}"
+            )))
+        })
     }
 
     async fn jwks_source(&self) -> Result<JwksSource, ProviderError> {

@@ -109,6 +109,8 @@ async fn a_failing_jwks_endpoint_is_fetched_at_most_once_per_refetch_interval() 
             let token = fresh_token(&idp, &format!("stale-{round}-{index}"));
             assert_eq!(status(&gateway, &token).await, 200, "the keys are kept");
         }
+        // The refresh runs on without the request that started it.
+        crate::support::redis::wait_until(|| idp.count("jwks") >= 2 + round, "the refresh").await;
         assert_eq!(idp.count("jwks"), 2 + round, "one fetch per interval");
     }
 }
@@ -155,6 +157,80 @@ async fn a_hanging_jwks_endpoint_holds_no_request_beyond_the_provider_timeout() 
     .expect("answered without waiting");
     assert_eq!(again, 401);
     assert_eq!(idp.count("jwks"), 2, "rate-limited after the failed fetch");
+}
+
+/// A request whose client goes away while the JWKS is fetched for its unknown `kid` neither
+/// cancels the fetch nor leaves it unrecorded: before, the fetch ran in the request and was
+/// dropped with it, and the next request fetched again, so closing connections made one JWKS
+/// fetch per request instead of one per `jwks_refetch_interval`.
+#[tokio::test]
+async fn requests_that_go_away_mid_fetch_start_no_fetch_of_their_own() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "jwks_refetch_interval = \"10s\"\ntimeout = \"2s\"");
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    assert_eq!(status(&gateway, &fresh_token(&idp, "first")).await, 200);
+    assert_eq!(idp.count("jwks"), 1);
+    idp.misbehave(Misbehaviour {
+        jwks_fault: JwksFault::Hangs,
+        ..Default::default()
+    });
+    advance(&clock, &idp, 10);
+    for index in 0..5 {
+        let token = idp
+            .access_token()
+            .kid(Some("unknown"))
+            .claim("jti", json!(format!("gone-{index}")))
+            .sign();
+        let gone = tokio::time::timeout(Duration::from_millis(300), status(&gateway, &token)).await;
+        assert!(
+            gone.is_err(),
+            "the fetch hangs, so the client gives up first"
+        );
+    }
+    assert_eq!(idp.count("jwks"), 2, "the five requests shared one fetch");
+    // The fetch ran on to the provider timeout and was recorded: within the interval, no
+    // request fetches again.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let unknown = idp.access_token().kid(Some("unknown")).sign();
+    assert_eq!(status(&gateway, &unknown).await, 401);
+    assert_eq!(
+        idp.count("jwks"),
+        2,
+        "rate-limited after the recorded fetch"
+    );
+}
+
+/// The same for discovery: requests that go away while it is under way share the one in
+/// flight, which runs on and is recorded without them.
+#[tokio::test]
+async fn requests_that_go_away_mid_discovery_start_no_discovery_of_their_own() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        discovery_hangs: true,
+        ..Default::default()
+    });
+    let gateway = Gateway::start(&config(&idp, "timeout = \"3s\"")).await;
+    // The start-up discovery times out, and its failure is past `FIRST_DISCOVERY_RETRY`: the
+    // next use discovers again.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let discovered = idp.count("discovery");
+    for index in 0..5 {
+        let gone = tokio::time::timeout(
+            Duration::from_millis(300),
+            status(&gateway, &fresh_token(&idp, &format!("gone-{index}"))),
+        )
+        .await;
+        assert!(
+            gone.is_err(),
+            "discovery hangs, so the client gives up first"
+        );
+    }
+    assert_eq!(
+        idp.count("discovery"),
+        discovered + 1,
+        "the five requests shared one discovery"
+    );
 }
 
 #[tokio::test]
