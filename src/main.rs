@@ -171,9 +171,11 @@ async fn serve(
     path: &Path,
     env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
+    // Listened for before the start: a SIGHUP while starting (a secret rotated meanwhile) is
+    // kept for the loop below, never lost, nor the end of the process (its default action).
+    let mut hangups = hangups();
     let mut running =
         tollgate::app::start(config, Arc::new(tollgate::clock::SystemClock), None, None).await?;
-    let mut hangups = hangups();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

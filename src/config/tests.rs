@@ -1320,3 +1320,57 @@ fn a_token_service_in_redis_needs_session_secrets() {
         Vec::<String>::new()
     );
 }
+
+/// Every address Tollgate builds appends to `public_url`: with a query,
+/// `https://auth.example.com/?x=1` made the redirect URI `https://auth.example.com/?x=1/callback`.
+#[test]
+fn public_url_has_no_query_fragment_or_credentials() {
+    for public_url in [
+        "https://auth.example.com/?x=1",
+        "https://auth.example.com/#top",
+        "https://user@auth.example.com",
+        "https://user:pass@auth.example.com",
+    ] {
+        check_problem(
+            &format!("[server]\npublic_url = \"{public_url}\"\n{PROVIDER}"),
+            &[],
+            "server.public_url: must not have a query",
+        );
+    }
+    assert_eq!(
+        problems(
+            &format!("[server]\npublic_url = \"https://auth.example.com/tollgate\"\n{PROVIDER}"),
+            &[]
+        ),
+        Vec::<String>::new()
+    );
+}
+
+/// A provider naming the token service is served in-process, and its tokens' `iss` (and RFC
+/// 9207's at the callback) are compared with its `issuer` string: with a trailing slash that
+/// the token service's tokens never carry, every login and bearer token failed as a mix-up.
+#[test]
+fn a_provider_naming_the_token_service_writes_its_issuer_as_the_tokens_do() {
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    const SECRET: &str = "a-session-secret-of-at-least-32-bytes-long";
+    let config = |provider_issuer: &str| {
+        format!(
+            "[session]\nsecrets = [\"{SECRET}\"]\n\
+             [[provider]]\nname = \"own\"\nissuer = \"{provider_issuer}\"\nclient_id = \"app\"\n\
+             client_auth = \"none\"\n\
+             [token_service]\nissuer = \"https://auth.example.com/tg\"\n\
+             [[token_service.user]]\nusername = \"admin\"\npassword_hash = \"{HASH}\"\n\
+             [[token_service.client]]\nclient_id = \"app\"\ngrants = [\"authorization_code\"]\n\
+             redirect_uris = [\"https://app.example/cb\"]\n"
+        )
+    };
+    check_problem(
+        &config("https://auth.example.com/tg/"),
+        &[],
+        "provider[0].issuer: names the token service, whose tokens say `iss` = `https://auth.example.com/tg`",
+    );
+    assert_eq!(
+        problems(&config("https://auth.example.com/tg"), &[]),
+        Vec::<String>::new()
+    );
+}

@@ -328,7 +328,7 @@ impl Shared {
             && session.refresh_token.is_some()
             && session
                 .access_expires_at
-                .is_some_and(|expires_at| expires_at - now <= self.refresh_before)
+                .is_some_and(|expires_at| expires_at.saturating_sub(now) <= self.refresh_before)
     }
 
     fn count(&self, result: &'static str) {

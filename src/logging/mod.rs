@@ -36,6 +36,15 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
     // A directive on a span (`target[span]=level`) makes a call site's answer depend on the
     // span it is in: then decision lines ask every time.
     let remembered = !filter.contains('[');
+    if !enables_tollgate(filter) {
+        // Written straight away: the filter may let no warning of Tollgate's through.
+        eprintln!(
+            "tollgate: TOLLGATE_LOG={:?} turns on no level for Tollgate's own lines (decisions, \
+             errors): a word that is not a level (`trace`, `debug`, `info`, `warn`, `error`, \
+             `off`) names a module; did you mean `warn`?",
+            crate::untrusted::bounded(filter)
+        );
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match queue::Queue::start(std::io::stderr(), queue::QUEUED_LINES, queue::LINGER) {
@@ -63,4 +72,49 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
 /// Log lines dropped because the queue was full, since start.
 pub fn dropped_lines() -> u64 {
     queue::QUEUE.get().map_or(0, queue::Queue::dropped)
+}
+
+/// Whether `filter` lets some of Tollgate's own lines through: one of its directives is a
+/// level other than `off`, or names a `tollgate` target. `warning` (a word that is no level
+/// names a target, at `trace`) lets none through, and nothing says so but [`init`].
+fn enables_tollgate(filter: &str) -> bool {
+    const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+    filter.split(',').map(str::trim).any(|directive| {
+        let target = directive.split(['=', '[']).next().unwrap_or_default();
+        LEVELS
+            .iter()
+            .any(|level| directive.eq_ignore_ascii_case(level))
+            || (target.starts_with("tollgate") && !directive.to_ascii_lowercase().ends_with("=off"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enables_tollgate;
+
+    #[test]
+    fn a_filter_that_turns_every_line_of_tollgate_off_is_told_apart() {
+        for on in [
+            "info",
+            "WARN",
+            "error,hyper=debug",
+            "tollgate=debug",
+            "tollgate::proxy=trace,warn",
+            "tollgate",
+            "hyper=debug, info",
+        ] {
+            assert!(enables_tollgate(on), "{on}");
+        }
+        for off in [
+            "warning",
+            "fatal",
+            "notice",
+            "off",
+            "hyper=debug",
+            "tollgate=off",
+            "",
+        ] {
+            assert!(!enables_tollgate(off), "{off}");
+        }
+    }
 }

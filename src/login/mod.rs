@@ -656,7 +656,12 @@ pub(crate) async fn end_session(
     let post_logout = match (&provider.config.post_logout_redirect_uri, &redirect_to) {
         (Some(configured), _) => configured.to_string(),
         (None, Some(target)) => absolute(target),
-        (None, None) => absolute("/"),
+        // SPEC §3: `public_url + "/"`, the address registered at the provider, also when
+        // signing out on a route's own host; the request's base without `public_url`.
+        (None, None) => match &state.public_url {
+            Some(public_url) => format!("{}/", public_url.as_str().trim_end_matches('/')),
+            None => absolute("/"),
+        },
     };
     logout
         .query_pairs_mut()

@@ -113,15 +113,16 @@ pub enum RedirectError {
 pub const MAX_RETURN_LENGTH: usize = 2048;
 
 /// A validated target as a login keeps it to return to: as it is when it is at most
-/// [`MAX_RETURN_LENGTH`] bytes, else without its query and fragment (the page, if not the
-/// exact view), else the root of its origin (`/` for a relative one). A long URL is no reason
-/// to refuse a login.
+/// [`MAX_RETURN_LENGTH`] bytes as the login state holds it (JSON, where a `"` takes two),
+/// else without its query and fragment (the page, if not the exact view), else the root of
+/// its origin (`/` for a relative one). A long URL is no reason to refuse a login.
 pub fn kept_for_return(target: String) -> String {
-    if target.len() <= MAX_RETURN_LENGTH {
+    let held = |text: &str| serde_json::to_string(text).map_or(usize::MAX, |json| json.len() - 2);
+    if held(&target) <= MAX_RETURN_LENGTH {
         return target;
     }
     let page = target.split(['?', '#']).next().unwrap_or("/");
-    if page.len() <= MAX_RETURN_LENGTH && !page.is_empty() {
+    if held(page) <= MAX_RETURN_LENGTH && !page.is_empty() {
         return page.to_owned();
     }
     match Url::parse(&target) {
@@ -234,6 +235,19 @@ mod tests {
         assert_eq!(kept_for_return(format!("{longest}y")), "/");
         let long_page = format!("https://app.example.com/{}", "p".repeat(MAX_RETURN_LENGTH));
         assert_eq!(kept_for_return(long_page), "https://app.example.com/");
+        // Measured as the login state holds it: a `"` is two bytes there, so a path of quotes
+        // within the limit in bytes doubled the cookie past a browser's 4 KB, and the login
+        // could not finish.
+        let quotes = format!("/{}", "\"".repeat(MAX_RETURN_LENGTH - 1));
+        assert_eq!(check_quotes(&quotes), "/");
+        let half = format!("/{}", "\"".repeat(MAX_RETURN_LENGTH / 2 - 1));
+        assert_eq!(check_quotes(&half), half);
+    }
+
+    fn check_quotes(target: &str) -> String {
+        let kept = kept_for_return(validate_redirect(target, &[]).unwrap());
+        assert!(serde_json::to_string(&kept).unwrap().len() <= MAX_RETURN_LENGTH + 2);
+        kept
     }
 
     #[test]

@@ -57,10 +57,31 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     /// The refresh token.
     pub refresh_token: Option<String>,
-    /// Seconds until the access token expires.
+    /// Seconds until the access token expires: a number, or a string of one (Azure AD's v1
+    /// endpoint sends `"3599"`), at least 0 and at most [`LONGEST_EXPIRES_IN`].
+    #[serde(default, deserialize_with = "expires_in")]
     pub expires_in: Option<i64>,
     /// `Bearer`.
     pub token_type: Option<String>,
+}
+
+/// The longest `expires_in` taken as said: ten years.
+pub const LONGEST_EXPIRES_IN: i64 = 10 * 366 * 86_400;
+
+/// `expires_in` as a number or a string of digits, held to `0..=LONGEST_EXPIRES_IN`; any other
+/// value is refused (the answer is a bad response).
+fn expires_in<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error as _;
+    let seconds = match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Number(number)) => number
+            .as_i64()
+            .or_else(|| number.as_u64().map(|_| i64::MAX)),
+        Some(serde_json::Value::String(text)) => text.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    };
+    let seconds = seconds.ok_or_else(|| D::Error::custom("expires_in is not a number"))?;
+    Ok(Some(seconds.clamp(0, LONGEST_EXPIRES_IN)))
 }
 
 impl TokenResponse {
@@ -200,5 +221,29 @@ mod tests {
             panic!("a long token_type is refused");
         };
         assert!(error.to_string().len() < 200, "bounded: {error}");
+    }
+
+    /// `expires_in` as a string (Azure AD's v1 endpoint) is read; a negative or huge one is
+    /// held in range, so no later arithmetic on it can overflow or make it never due.
+    #[test]
+    fn expires_in_is_a_number_or_a_string_of_one_held_in_range() {
+        let read = |expires_in: &str| {
+            serde_json::from_str::<TokenResponse>(&format!(
+                r#"{{"access_token":"at","token_type":"Bearer"{expires_in}}}"#
+            ))
+            .map(|response| response.expires_in)
+            .map_err(|_| ())
+        };
+        assert_eq!(read(r#","expires_in":3599"#), Ok(Some(3599)));
+        assert_eq!(read(r#","expires_in":"3599""#), Ok(Some(3599)));
+        assert_eq!(read(""), Ok(None));
+        assert_eq!(read(r#","expires_in":null"#), Ok(None));
+        assert_eq!(read(r#","expires_in":-9223372036854775808"#), Ok(Some(0)));
+        assert_eq!(
+            read(r#","expires_in":18446744073709551615"#),
+            Ok(Some(LONGEST_EXPIRES_IN))
+        );
+        assert_eq!(read(r#","expires_in":"soon""#), Err(()));
+        assert_eq!(read(r#","expires_in":[1]"#), Err(()));
     }
 }

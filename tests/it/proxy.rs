@@ -1877,6 +1877,16 @@ provider = "corp"
     assert_eq!(page.status(), 200);
     let echo: Value = page.json().await.unwrap();
     assert_eq!(echo["uri"], "/page?x=1", "{echo}");
+    // Signing out there without `rd` returns to `public_url + "/"` (SPEC §3), the address
+    // registered at the provider, not to the route's host.
+    let signout = app.get_with(&gateway.url("/logout"), &host).await;
+    assert_eq!(signout.status(), 302);
+    let to_provider = reqwest::Url::parse(&location(&signout)).unwrap();
+    let post_logout = to_provider
+        .query_pairs()
+        .find(|(name, _)| name == "post_logout_redirect_uri")
+        .map(|(_, value)| value.into_owned());
+    assert_eq!(post_logout.as_deref(), Some("https://auth.example.com/"));
 }
 
 /// A cache in front of Tollgate (a CDN; here nginx's `proxy_cache`) keys by URL. An answer the

@@ -31,6 +31,19 @@ impl Checker<'_> {
             .public_url
             .as_deref()
             .and_then(|value| self.url("server.public_url", value));
+        // Every address Tollgate builds appends to it (`/callback`, `/signin`, `/`): a query or
+        // a fragment would swallow them, and a user name or password would be sent to browsers.
+        if let Some(url) = &public_url
+            && (url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+                || url.password().is_some())
+        {
+            self.problem(
+                "server.public_url",
+                "must not have a query, a fragment, or a user name or password",
+            );
+        }
         let trusted_proxies = match raw.trusted_proxies {
             None => vec!["127.0.0.0/8".parse().ok(), "::1/128".parse().ok()]
                 .into_iter()

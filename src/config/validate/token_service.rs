@@ -310,6 +310,14 @@ impl Checker<'_> {
             if !is_same_issuer(&provider.issuer, &token_service.issuer) {
                 continue;
             }
+            // Its tokens' `iss`, and RFC 9207's at the callback, are compared with this string.
+            let issued_as = token_service.issuer.as_str().trim_end_matches('/');
+            if provider.issuer != issued_as {
+                self.problem(
+                    format!("provider[{index}].issuer"),
+                    format!("names the token service, whose tokens say `iss` = `{issued_as}`: write it exactly so (without a trailing slash)"),
+                );
+            }
             let client = token_service
                 .clients
                 .iter()
