@@ -710,13 +710,13 @@ async fn one_token_identity(
     token: &str,
 ) -> Result<Claims, Result<(Rejection, String), String>> {
     let mut reason = String::from("no validator");
+    let mut unreachable = None;
     if let Some((_, provider)) = state.forward_auth() {
         match provider.validate_access_token(token).await {
             Ok(claims) => return Ok(claims),
-            Err(crate::oidc::provider::CredentialError::Provider(error))
-                if state.token_service.is_none() =>
-            {
-                return Err(Ok((Rejection::ProviderUnavailable, error.to_string())));
+            Err(crate::oidc::provider::CredentialError::Provider(error)) => {
+                reason = error.to_string();
+                unreachable = Some((Rejection::ProviderUnavailable, reason.clone()));
             }
             Err(error) => reason = error.to_string(),
         }
@@ -727,10 +727,23 @@ async fn one_token_identity(
             Err(error @ crate::issuer::OwnTokenError::StoreUnavailable(_)) => {
                 return Err(Ok((Rejection::StoreUnavailable, error.to_string())));
             }
-            Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => reason = error.to_string(),
+            // The token service's own token is refused for what it is; any other, while the
+            // provider that could check it is unreachable, is not known to be bad (502, SPEC
+            // §9: a client told `invalid_token` throws a good token away).
+            Err(crate::issuer::OwnTokenError::Invalid(_))
+                if unreachable.is_some()
+                    && crate::token::unverified_issuer(token).as_deref()
+                        != Some(service.issuer()) => {}
+            Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => {
+                reason = error.to_string();
+                unreachable = None;
+            }
         }
     }
-    Err(Err(reason))
+    match unreachable {
+        Some(refusal) => Err(Ok(refusal)),
+        None => Err(Err(reason)),
+    }
 }
 
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.

@@ -141,7 +141,7 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     // Choose the provider by the token's (unverified) issuer; its keys then decide. Two
     // providers may share an issuer (two clients of one realm): the token's audience is one of
     // them, so each is tried until one accepts it.
-    let issuer = unverified_issuer(&token);
+    let issuer = crate::token::unverified_issuer(&token);
     let mut refused = None;
     let mut unchecked = None;
     let mut accepted = None;
@@ -256,14 +256,4 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     state.metrics.request("backchannel_logout", "ended");
     tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
     Ok(answer(StatusCode::OK, None))
-}
-
-fn unverified_issuer(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
 }

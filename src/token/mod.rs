@@ -252,6 +252,17 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
     }
 }
 
+/// The `iss` a JWT says it has, unverified: only to choose who checks it, never to trust it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
 /// What `email_verified` says: `Some(true)` for `true` (or `"true"`, as Amazon Cognito sends
 /// it), `Some(false)` for any other value, `None` when the claim is absent. Each reader decides
 /// what silence means.

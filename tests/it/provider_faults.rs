@@ -361,3 +361,53 @@ async fn provider_answers_over_one_mib_are_refused_as_a_provider_failure() {
     assert_eq!(callback.status(), 502);
     assert!(!browser.cookies.contains_key("tollgate"), "no session");
 }
+
+/// With a token service beside the forward-auth provider, a token of that provider while its
+/// keys cannot be fetched is not known to be bad: `/validate` and `/userinfo` answer 502, as
+/// without a token service (SPEC §9). Before, the token service's refusal ("wrong issuer")
+/// made it a 401 `invalid_token`, and the client threw a good token away. A token that says
+/// it is the token service's is still refused for what it is.
+#[tokio::test]
+async fn an_unreachable_provider_beside_a_token_service_is_a_502_not_an_invalid_token() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        jwks_fault: JwksFault::Status(500),
+        ..Default::default()
+    });
+    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            "{}\n[token_service]\nissuer = \"{issuer}\"\n\
+             [[token_service.client]]\nclient_id = \"machine\"\n\
+             client_secret_hash = \"{hash}\"\ngrants = [\"client_credentials\"]\n",
+            Gateway::forward_auth_config(&idp, "", ""),
+            hash = tollgate::hash_password("machine-secret").unwrap(),
+        )
+    })
+    .await;
+    let token = fresh_token(&idp, "while-down");
+    for path in ["/validate", "/userinfo"] {
+        let answer = gateway
+            .get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 502, "{path}");
+    }
+    let own = idp
+        .access_token()
+        .claim("iss", json!(issuer))
+        .claim("jti", json!("own"))
+        .sign();
+    let answer = gateway
+        .get("/validate")
+        .header("authorization", format!("Bearer {own}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        401,
+        "the token service's own token, refused"
+    );
+}
