@@ -67,6 +67,10 @@ struct Shared {
     /// refused request may not clear it: a 401 to an API call sets none), and each request
     /// with it would otherwise ask the provider again, with Tollgate's client credentials.
     refused: Arc<Refused>,
+    /// The access-token lifetime each provider gave at its last refresh here: a session is due
+    /// at the latest half-way through it, so one whose tokens live no longer than
+    /// `refresh_before` is not refreshed at every request.
+    lifetimes: std::sync::RwLock<std::collections::HashMap<String, i64>>,
     metrics: Arc<Metrics>,
 }
 
@@ -211,6 +215,7 @@ impl Refresher {
                 recent: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 failed: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
+                lifetimes: std::sync::RwLock::default(),
                 metrics,
             }),
         }
@@ -238,6 +243,7 @@ impl Refresher {
                 // Not shared: a reload may have mended what made the provider refuse (its
                 // token endpoint, the client's credentials).
                 refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
+                lifetimes: std::sync::RwLock::default(),
                 metrics,
             }),
         }
@@ -326,9 +332,39 @@ impl Shared {
     fn is_due(&self, session: &Session, now: UnixTime) -> bool {
         self.enabled
             && session.refresh_token.is_some()
-            && session
-                .access_expires_at
-                .is_some_and(|expires_at| expires_at.saturating_sub(now) <= self.refresh_before)
+            && session.access_expires_at.is_some_and(|expires_at| {
+                let left = expires_at.saturating_sub(now);
+                left <= self.refresh_before && left <= self.half_lifetime(&session.provider)
+            })
+    }
+
+    /// Half the access-token lifetime `provider` gave at its last refresh here; unbounded
+    /// before one.
+    fn half_lifetime(&self, provider: &str) -> i64 {
+        self.lifetimes
+            .read()
+            .ok()
+            .and_then(|lifetimes| lifetimes.get(provider).copied())
+            .map_or(i64::MAX, |lifetime| lifetime / 2)
+    }
+
+    /// Remembers the access-token lifetime a refresh of `provider` gave; one no longer than
+    /// `refresh_before` is logged the first time it is seen.
+    fn observe_lifetime(&self, provider: &str, lifetime: i64) {
+        let Ok(mut lifetimes) = self.lifetimes.write() else {
+            return;
+        };
+        let before = lifetimes.insert(provider.to_owned(), lifetime);
+        if lifetime <= self.refresh_before
+            && before.is_none_or(|before| before > self.refresh_before)
+        {
+            tracing::warn!(
+                provider,
+                lifetime,
+                refresh_before = self.refresh_before,
+                "the provider's access tokens live no longer than session.refresh_before: sessions are refreshed half-way through their tokens' life instead; set refresh_before below half of it"
+            );
+        }
     }
 
     fn count(&self, result: &'static str) {
@@ -649,6 +685,9 @@ impl Shared {
     ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
         match result {
             Ok(refreshed) => {
+                if let Some(expires_at) = refreshed.access_expires_at {
+                    self.observe_lifetime(provider.name(), expires_at.saturating_sub(now));
+                }
                 let replaced = sessions
                     .replace_refreshed(cookies, spent, &refreshed, now, attributes)
                     .await

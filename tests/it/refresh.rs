@@ -693,3 +693,45 @@ async fn without_expires_in_the_fresh_id_tokens_exp_says_when_to_refresh() {
         assert_eq!(idp.count("refresh"), round, "round {round}");
     }
 }
+
+/// A provider whose access tokens live no longer than `refresh_before` (here both 5 minutes):
+/// before, every session was due again as soon as it was refreshed, so every request asked the
+/// provider. Now a session is due at the latest half-way through its token's life.
+#[tokio::test]
+async fn tokens_that_live_no_longer_than_refresh_before_are_not_refreshed_at_every_request() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text =
+        config(&idp, "memory").replace("refresh_before = \"60s\"", "refresh_before = \"5m\"");
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let auth = |browser: &Browser| {
+        let (url, cookie) = (gateway.url("/auth"), cookie_header(browser));
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Due at once (nothing is known of the provider's tokens yet): refreshed once.
+    assert_eq!(auth(&browser).await, 200);
+    assert_eq!(idp.count("refresh"), 1);
+    for _ in 0..5 {
+        assert_eq!(auth(&browser).await, 200);
+    }
+    assert_eq!(
+        idp.count("refresh"),
+        1,
+        "not refreshed again while most of its life is left"
+    );
+    // Past half of the refreshed token's 300 s: due.
+    clock.advance(160);
+    idp.advance_clock(160);
+    assert_eq!(auth(&browser).await, 200);
+    assert_eq!(idp.count("refresh"), 2);
+}
