@@ -406,16 +406,26 @@ fn session_backend(
     Ok(match config.session.store {
         SessionStoreKind::Cookie => SessionBackend::Cookie,
         SessionStoreKind::Memory => {
-            let kept = previous
-                .filter(|previous| previous.config.session.state_file == config.session.state_file)
-                .and_then(AppState::memory_store);
+            let before = previous.and_then(AppState::memory_store);
+            let kept = before.filter(|_| {
+                previous.is_some_and(|previous| {
+                    previous.config.session.state_file == config.session.state_file
+                })
+            });
             SessionBackend::Memory(match kept {
                 Some(store) => store.clone(),
-                None => Arc::new(crate::session::memory_store::MemoryStore::open(
-                    config.session.state_file.clone(),
-                    Sealer::new(&config.session.secrets),
-                    now,
-                )),
+                None => {
+                    let store = crate::session::memory_store::MemoryStore::open(
+                        config.session.state_file.clone(),
+                        Sealer::new(&config.session.secrets),
+                        now,
+                    );
+                    // Another state file: a logout token used before stays refused.
+                    if let Some(before) = before {
+                        store.remember_logout_tokens_of(before);
+                    }
+                    Arc::new(store)
+                }
             })
         }
         SessionStoreKind::Redis => {

@@ -1374,3 +1374,26 @@ fn a_provider_naming_the_token_service_writes_its_issuer_as_the_tokens_do() {
         Vec::<String>::new()
     );
 }
+
+/// A note above the secrets in a secrets file or variable was taken as the first secret, the
+/// one that seals, when it was 32 characters or more: a known text sealed every session.
+#[test]
+fn a_comment_among_the_session_secrets_is_refused_not_taken_as_one() {
+    let text = "# newest first; each one at least 32 characters long\n\
+                k8Hq+Wz/0123456789abcdefghijklmnopqrstuv=\n";
+    check_problem(
+        &format!("[session]\nsecrets_env = \"SESSION_SECRETS\"\n{PROVIDER}"),
+        &[("SESSION_SECRETS", text)],
+        "session.secrets[0]: starts with `#`",
+    );
+    assert_eq!(
+        problems(
+            &format!("[session]\nsecrets_env = \"SESSION_SECRETS\"\n{PROVIDER}"),
+            &[(
+                "SESSION_SECRETS",
+                "k8Hq+Wz/0123456789abcdefghijklmnopqrstuv=\n"
+            )]
+        ),
+        Vec::<String>::new()
+    );
+}

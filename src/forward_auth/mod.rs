@@ -714,9 +714,17 @@ async fn one_token_identity(
     if let Some((_, provider)) = state.forward_auth() {
         match provider.validate_access_token(token).await {
             Ok(claims) => return Ok(claims),
+            // Only for a token that may be the provider's: one that says so, or an opaque one
+            // where the provider introspects (a malformed one stays a 4xx, SPEC §9).
             Err(crate::oidc::provider::CredentialError::Provider(error)) => {
                 reason = error.to_string();
-                unreachable = Some((Rejection::ProviderUnavailable, reason.clone()));
+                let issuer = crate::token::unverified_issuer(token);
+                if state.token_service.is_none()
+                    || issuer.as_deref() == Some(provider.config.issuer.as_str())
+                    || (issuer.is_none() && provider.config.introspection)
+                {
+                    unreachable = Some((Rejection::ProviderUnavailable, reason.clone()));
+                }
             }
             Err(error) => reason = error.to_string(),
         }
@@ -727,17 +735,10 @@ async fn one_token_identity(
             Err(error @ crate::issuer::OwnTokenError::StoreUnavailable(_)) => {
                 return Err(Ok((Rejection::StoreUnavailable, error.to_string())));
             }
-            // The token service's own token is refused for what it is; any other, while the
-            // provider that could check it is unreachable, is not known to be bad (502, SPEC
-            // §9: a client told `invalid_token` throws a good token away).
-            Err(crate::issuer::OwnTokenError::Invalid(_))
-                if unreachable.is_some()
-                    && crate::token::unverified_issuer(token).as_deref()
-                        != Some(service.issuer()) => {}
-            Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => {
-                reason = error.to_string();
-                unreachable = None;
-            }
+            // The provider's token, while the provider is unreachable, is not known to be bad
+            // (502, SPEC §9: a client told `invalid_token` throws a good token away).
+            Err(crate::issuer::OwnTokenError::Invalid(_)) if unreachable.is_some() => {}
+            Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => reason = error.to_string(),
         }
     }
     match unreachable {

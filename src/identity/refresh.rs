@@ -67,8 +67,8 @@ struct Shared {
     /// refused request may not clear it: a 401 to an API call sets none), and each request
     /// with it would otherwise ask the provider again, with Tollgate's client credentials.
     refused: Arc<Refused>,
-    /// The access-token lifetime each provider gave at its last refresh here: a session is due
-    /// at the latest half-way through it, so one whose tokens live no longer than
+    /// The longest access-token lifetime each provider gave at a refresh here: a session is not
+    /// due before half of it is left, so one whose tokens live no longer than
     /// `refresh_before` is not refreshed at every request.
     lifetimes: std::sync::RwLock<std::collections::HashMap<String, i64>>,
     metrics: Arc<Metrics>,
@@ -338,7 +338,7 @@ impl Shared {
             })
     }
 
-    /// Half the access-token lifetime `provider` gave at its last refresh here; unbounded
+    /// Half the longest access-token lifetime `provider` gave at a refresh here; unbounded
     /// before one.
     fn half_lifetime(&self, provider: &str) -> i64 {
         self.lifetimes
@@ -348,21 +348,26 @@ impl Shared {
             .map_or(i64::MAX, |lifetime| lifetime / 2)
     }
 
-    /// Remembers the access-token lifetime a refresh of `provider` gave; one no longer than
-    /// `refresh_before` is logged the first time it is seen.
+    /// Remembers the access-token lifetime a refresh of `provider` gave, when longer than the
+    /// ones before (one user's token cut short, at the end of their provider session, does not
+    /// shorten everyone's margin); the first, when no longer than `refresh_before`, is logged.
     fn observe_lifetime(&self, provider: &str, lifetime: i64) {
+        // An `exp` taken from the ID token may be just past, within the leeway.
+        let lifetime = lifetime.max(0);
         let Ok(mut lifetimes) = self.lifetimes.write() else {
             return;
         };
-        let before = lifetimes.insert(provider.to_owned(), lifetime);
-        if lifetime <= self.refresh_before
-            && before.is_none_or(|before| before > self.refresh_before)
-        {
+        if let Some(longest) = lifetimes.get_mut(provider) {
+            *longest = (*longest).max(lifetime);
+            return;
+        }
+        lifetimes.insert(provider.to_owned(), lifetime);
+        if lifetime <= self.refresh_before {
             tracing::warn!(
                 provider,
                 lifetime,
                 refresh_before = self.refresh_before,
-                "the provider's access tokens live no longer than session.refresh_before: sessions are refreshed half-way through their tokens' life instead; set refresh_before below half of it"
+                "the provider's access tokens live no longer than session.refresh_before: sessions are refreshed once half their tokens' life is left instead; set refresh_before below half of it"
             );
         }
     }

@@ -95,7 +95,9 @@ impl TokenService {
 
     /// `new` for a reloaded config: when neither `config` nor `previous`'s names a
     /// `signing_key_file`, the key `previous` made in memory keeps signing, so tokens it issued
-    /// stay valid; a configured key file is read again.
+    /// stay valid; a configured key file is read again, and the file `previous` signs with must
+    /// still be there (a mount briefly empty): a new key made in its place would end every
+    /// token issued, and would take over at the next start even if the reload is refused.
     ///
     /// # Errors
     /// When the key cannot be loaded or made.
@@ -110,18 +112,18 @@ impl TokenService {
         let generated = previous
             .filter(|previous| previous.config.signing_key_file.is_none())
             .map(|previous| previous.signing_key.clone());
+        let signing_with = |path: &std::path::PathBuf| {
+            previous.is_some_and(|previous| previous.config.signing_key_file.as_ref() == Some(path))
+        };
         let signing_key = match (&config.signing_key_file, generated) {
+            (Some(path), _) if signing_with(path) => Arc::new(SigningKey::load(path)?),
             (Some(path), _) => Arc::new(SigningKey::load_or_generate(path)?),
             (None, Some(generated)) => generated,
             (None, None) => Arc::new(SigningKey::generate_es256()?.0),
         };
         let mut published = vec![signing_key.public_jwk().clone()];
         for path in &config.retired_key_files {
-            let pem = std::fs::read(path).map_err(|error| SigningKeyError::File {
-                path: path.display().to_string(),
-                message: error.to_string(),
-            })?;
-            published.push(SigningKey::from_pem(&pem)?.public_jwk().clone());
+            published.push(SigningKey::load(path)?.public_jwk().clone());
         }
         let key_set = Arc::new(KeySet::from_jwks(&published));
         Ok(Self {

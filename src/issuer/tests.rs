@@ -519,3 +519,48 @@ async fn a_password_check_dropped_mid_run_is_counted() {
         "the dropped checks' failures were not counted"
     );
 }
+
+/// A reload that finds the signing key file the service signs with gone (a mount briefly
+/// empty) is refused: before, a new key was made and written there, so every token issued
+/// stopped being valid, and the new key took over at the next start even when the reload was
+/// refused for another reason.
+#[test]
+fn a_reload_whose_signing_key_file_is_gone_is_refused_and_makes_no_key() {
+    let directory = std::env::temp_dir().join(format!(
+        "tollgate-signing-{}-{}",
+        std::process::id(),
+        crate::random::token()
+    ));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("signing.pem");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[token_service]\nissuer = \"{ISSUER}\"\n\
+         signing_key_file = \"{}\"\n[[token_service.client]]\nclient_id = \"machine\"\n\
+         client_secret_hash = \"{}\"\ngrants = [\"client_credentials\"]\n",
+        path.display(),
+        super::hash_password("machine-secret").unwrap()
+    );
+    let config = crate::config::load(&text, &BTreeMap::new()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let build = |previous: Option<&TokenService>| {
+        TokenService::rebuilt(
+            config.token_service.clone().unwrap(),
+            Arc::new(MemoryState::default()),
+            &config.server,
+            Arc::new(SystemClock),
+            metrics.clone(),
+            previous,
+        )
+    };
+    let first = build(None).unwrap();
+    assert!(path.exists(), "made at the first start");
+    assert_eq!(
+        build(Some(&first)).unwrap().signing_key.kid(),
+        first.signing_key.kid(),
+        "read again"
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert!(build(Some(&first)).is_err());
+    assert!(!path.exists(), "no key made in its place");
+    std::fs::remove_dir_all(directory).unwrap();
+}

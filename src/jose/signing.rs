@@ -134,6 +134,18 @@ impl SigningKey {
         Err(SigningKeyError::Unsupported)
     }
 
+    /// Loads the key at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
+        let pem = std::fs::read(path).map_err(|error| SigningKeyError::File {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        Self::from_pem(&pem)
+    }
+
     /// Loads the key at `path`, or generates an ES256 key and writes it there (mode 0600) when
     /// the file does not exist yet, so a restart keeps issued tokens valid.
     ///

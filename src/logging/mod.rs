@@ -74,17 +74,23 @@ pub fn dropped_lines() -> u64 {
     queue::QUEUE.get().map_or(0, queue::Queue::dropped)
 }
 
-/// Whether `filter` lets some of Tollgate's own lines through: one of its directives is a
-/// level other than `off`, or names a `tollgate` target. `warning` (a word that is no level
-/// names a target, at `trace`) lets none through, and nothing says so but [`init`].
+/// Whether `filter` lets some of Tollgate's own lines through: it is `off` (asked for) or empty
+/// (`tracing`'s default, errors), or one
+/// of its directives is a level other than `off`, names a `tollgate` target, or names a span
+/// (whose lines cannot be told here). `warning` (a word that is no level names a target, at
+/// `trace`) lets none through, and nothing says so but [`init`].
 fn enables_tollgate(filter: &str) -> bool {
     const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+    if filter.trim().is_empty() || filter.trim().eq_ignore_ascii_case("off") {
+        return true;
+    }
     filter.split(',').map(str::trim).any(|directive| {
         let target = directive.split(['=', '[']).next().unwrap_or_default();
+        let named = target.starts_with("tollgate") || directive.starts_with('[');
         LEVELS
             .iter()
             .any(|level| directive.eq_ignore_ascii_case(level))
-            || (target.starts_with("tollgate") && !directive.to_ascii_lowercase().ends_with("=off"))
+            || (named && !directive.to_ascii_lowercase().ends_with("=off"))
     })
 }
 
@@ -102,18 +108,13 @@ mod tests {
             "tollgate::proxy=trace,warn",
             "tollgate",
             "hyper=debug, info",
+            "[request]=debug",
+            "off",
+            "",
         ] {
             assert!(enables_tollgate(on), "{on}");
         }
-        for off in [
-            "warning",
-            "fatal",
-            "notice",
-            "off",
-            "hyper=debug",
-            "tollgate=off",
-            "",
-        ] {
+        for off in ["warning", "fatal", "notice", "hyper=debug", "tollgate=off"] {
             assert!(!enables_tollgate(off), "{off}");
         }
     }

@@ -210,49 +210,43 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
         other.config.issuer == provider.config.issuer
             && other.config.client_id == provider.config.client_id
     });
-    let mut count = 0;
+    let mut selectors = Vec::new();
     for other in same_client {
         // With a `sid`, that provider session's; with a `sub` beside it, also that user's
         // sessions that have no `sid` (their ID token carried none, so no `sid` can name them).
-        let selectors = match (sid, sub) {
-            (Some(sid), sub) => [
-                Some(SessionSelector::SidAt {
+        match (sid, sub) {
+            (Some(sid), sub) => {
+                selectors.push(SessionSelector::SidAt {
                     provider: other.name(),
                     sid,
-                }),
-                sub.map(|sub| SessionSelector::SubWithoutSidAt {
-                    provider: other.name(),
-                    sub,
-                }),
-            ],
-            (None, Some(sub)) => [
-                Some(SessionSelector::SubAt {
-                    provider: other.name(),
-                    sub,
-                }),
-                None,
-            ],
-            (None, None) => return Err(invalid("logout_token has neither sid nor sub")),
-        };
-        for selector in selectors.into_iter().flatten() {
-            match sessions.end_selected(selector).await {
-                Ok(ended) => count += ended,
-                Err(StoreError::NotServerSide) => {
-                    return Err(BackchannelRefusal::NotServerSide(
-                        "back-channel logout needs a server-side session store (session.store = \"memory\")",
-                    ));
+                });
+                if let Some(sub) = sub {
+                    selectors.push(SessionSelector::SubWithoutSidAt {
+                        provider: other.name(),
+                        sub,
+                    });
                 }
-                Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
             }
+            (None, Some(sub)) => selectors.push(SessionSelector::SubAt {
+                provider: other.name(),
+                sub,
+            }),
+            (None, None) => return Err(invalid("logout_token has neither sid nor sub")),
         }
     }
-    if let Err(error) = sessions
-        .remember_logout_token(&provider_name, jti, now)
+    let count = match sessions
+        .end_for_logout_token(&selectors, &provider_name, jti, now)
         .await
     {
-        // Ended, but a replay would not be recognised: the retry records it.
-        return Err(BackchannelRefusal::Unavailable(error));
-    }
+        Ok(count) => count,
+        Err(StoreError::NotServerSide) => {
+            return Err(BackchannelRefusal::NotServerSide(
+                "back-channel logout needs a server-side session store (session.store = \"memory\")",
+            ));
+        }
+        // Nothing recorded: the provider's retry is served.
+        Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
+    };
     state.metrics.request("backchannel_logout", "ended");
     tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
     Ok(answer(StatusCode::OK, None))

@@ -273,10 +273,11 @@ impl Provider {
         self
     }
 
-    /// Fetches the discovery document, and, when past ones were kept across a reload, the keys
-    /// at the same time: this task then holds both fetches' locks, so that requests meanwhile
-    /// are given the past document and keys at once instead of one of them fetching (and
-    /// waiting up to the provider timeout while the provider is unreachable).
+    /// Fetches the discovery document, and, when past ones were kept across a reload, starts
+    /// the keys' fetch at the same time (on a task of its own, not waited for): both fetches'
+    /// locks are then held, so that requests meanwhile are given the past document and keys at
+    /// once instead of one of them fetching (and waiting up to the provider timeout while the
+    /// provider is unreachable).
     ///
     /// # Errors
     /// When discovery fails with no document to keep (past ones stay in use otherwise).

@@ -370,24 +370,27 @@ impl MemoryStore {
     }
 
     /// Remembers the logout token `key` as used until `until`, and waits until the state file
-    /// holds it (as [`Self::durable`]).
+    /// holds it and every change before it (as [`Self::durable`]): the sessions its logout
+    /// removed too.
     ///
     /// # Errors
-    /// When the state file was not written.
+    /// When the state file was not written; the token is then forgotten again, so that the
+    /// provider's retry is served, not refused as a replay.
     pub async fn remember_logout_token(
         &self,
         key: String,
         now: UnixTime,
         until: UnixTime,
     ) -> Result<(), StateFileError> {
-        {
-            let mut tokens = self
-                .logout_tokens
+        let tokens = || {
+            self.logout_tokens
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if tokens.len() >= LOGOUT_TOKENS_MOST {
-                tokens.retain(|_, kept_until| now < *kept_until);
-            }
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        {
+            let mut tokens = tokens();
+            // Forgotten once their age alone refuses them, so the file holds about a day's.
+            tokens.retain(|_, kept_until| now < *kept_until);
             if tokens.len() >= LOGOUT_TOKENS_MOST
                 && let Some(soonest) = tokens
                     .iter()
@@ -396,10 +399,35 @@ impl MemoryStore {
             {
                 tokens.remove(&soonest);
             }
-            tokens.insert(key, until);
+            tokens.insert(key.clone(), until);
         }
         self.mark_changed();
-        self.durable().await
+        let written = self.durable().await;
+        if written.is_err() {
+            let mut tokens = tokens();
+            if tokens.get(&key) == Some(&until) {
+                tokens.remove(&key);
+            }
+        }
+        written
+    }
+
+    /// Takes over the used logout tokens `previous` holds (a reload that names another state
+    /// file opens another store).
+    pub fn remember_logout_tokens_of(&self, previous: &Self) {
+        let taken = previous
+            .logout_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if taken.is_empty() {
+            return;
+        }
+        self.logout_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(taken);
+        self.mark_changed();
     }
 
     /// Calls `visit` with every session's id, facts and last use.

@@ -188,28 +188,46 @@ impl Sessions {
         }
     }
 
-    /// Records a back-channel logout token as used; call it only once its logout was carried
-    /// out, so a logout that failed (503) is served again when the provider retries it. With a
-    /// memory store's state file, answers once the file holds it.
+    /// Carries out a back-channel logout: ends the sessions the `selectors` select, then
+    /// records its token (its provider and `jti`) as used, only once they ended, so that a
+    /// logout that failed (503) is served again when the provider retries it. With a memory
+    /// store's state file, it answers once the file holds both (one write).
     ///
     /// # Errors
-    /// `Unavailable` when Redis fails or the state file is not written.
-    pub async fn remember_logout_token(
+    /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails or the state file
+    /// is not written.
+    pub async fn end_for_logout_token(
         &self,
+        selectors: &[SessionSelector<'_>],
         provider: &str,
         jti: &str,
         now: UnixTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let key = logout_token_digest(provider, jti);
+        let until = now + LOGOUT_TOKEN_MEMORY;
         match &self.backend {
-            SessionBackend::Redis(store) => {
-                store.remember_logout_token(&key, LOGOUT_TOKEN_MEMORY).await
+            SessionBackend::Cookie => Err(StoreError::NotServerSide),
+            SessionBackend::Memory(store) => {
+                let ended = store.remove_where(|id, facts, _| {
+                    selectors.iter().any(|selector| selector.selects(id, facts))
+                });
+                self.metrics.sessions_ended.inc_by(ended as u64);
+                store
+                    .remember_logout_token(key, now, until)
+                    .await
+                    .map_err(unwritten)?;
+                Ok(ended)
             }
-            SessionBackend::Memory(store) => store
-                .remember_logout_token(key, now, now + LOGOUT_TOKEN_MEMORY)
-                .await
-                .map_err(unwritten),
-            SessionBackend::Cookie => Ok(()),
+            SessionBackend::Redis(store) => {
+                let mut ended = 0;
+                for selector in selectors {
+                    ended += self.end_selected(*selector).await?;
+                }
+                store
+                    .remember_logout_token(&key, LOGOUT_TOKEN_MEMORY)
+                    .await?;
+                Ok(ended)
+            }
         }
     }
 

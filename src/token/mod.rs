@@ -252,15 +252,23 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
     }
 }
 
-/// The `iss` a JWT says it has, unverified: only to choose who checks it, never to trust it.
-pub fn unverified_issuer(token: &str) -> Option<String> {
+/// The claims a JWT's payload holds, unverified: for a token validated before (kept in a
+/// session), or to choose who checks one, never to trust it.
+pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `iss` a JWT says it has, unverified: only to choose who checks it, never to trust it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    unverified_claims(token)?
+        .get("iss")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// What `email_verified` says: `Some(true)` for `true` (or `"true"`, as Amazon Cognito sends

@@ -235,6 +235,15 @@ impl Checker<'_> {
             Vec::new()
         };
         for (index, line) in lines.iter().enumerate() {
+            // A note above the secrets (`# newest first`) would else be the first secret, the
+            // one that seals, and a long one would pass the length rule: a known text.
+            if line.starts_with('#') {
+                self.problem(
+                    format!("session.secrets[{index}]"),
+                    "starts with `#`: the secrets hold one secret per line and no comments",
+                );
+                continue;
+            }
             if line.len() < 32 {
                 self.problem(
                     format!("session.secrets[{index}]"),

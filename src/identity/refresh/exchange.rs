@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::Shared;
 use crate::clock::UnixTime;
@@ -35,13 +34,7 @@ pub(super) struct Failure {
 
 /// The claims of the ID token stored in the session (validated when it was received).
 fn stored_id_token_claims(id_token: &str) -> Option<Claims> {
-    let payload = id_token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice::<Map<String, Value>>(&bytes)
-        .ok()
-        .map(Arc::new)
+    crate::token::unverified_claims(id_token).map(Arc::new)
 }
 
 impl Shared {

@@ -137,35 +137,47 @@ async fn a_refresh_is_stored_only_over_the_token_it_spent() {
     assert_eq!(loaded.refresh_token.as_deref(), Some("r-2"));
 }
 
-/// A back-channel logout token used before a restart is still refused after it: the memory
-/// store's state file keeps it (it was kept only in the process, so a replay after a restart
-/// signed the user out of the session they had signed in to since).
-#[tokio::test]
-async fn a_used_logout_token_is_still_refused_after_a_restart() {
-    let directory = std::env::temp_dir().join(format!(
-        "tollgate-logout-tokens-{}-{}",
-        std::process::id(),
-        crate::random::token()
-    ));
-    std::fs::create_dir_all(&directory).unwrap();
-    let path = directory.join("sessions");
+/// Sessions over a memory store kept in `path`, with one session of `alice` at `corp`.
+async fn with_state_file(path: &std::path::Path) -> (Sessions, Arc<MemoryStore>) {
     let secret = || {
         Sealer::new(&[Secret::new(
             "a-unit-test-session-secret-a-unit-test".to_owned(),
         )])
     };
-    let over = |store: Arc<MemoryStore>| {
-        Sessions::new(
-            CookieJar::new(secret(), "tollgate".to_owned()),
-            SessionBackend::Memory(store),
-            std::time::Duration::from_secs(3600),
-            Arc::new(Metrics::new()),
-        )
-    };
-    let store = Arc::new(MemoryStore::open(Some(path.clone()), secret(), NOW));
+    let store = Arc::new(MemoryStore::open(Some(path.to_owned()), secret(), NOW));
+    let sessions = Sessions::new(
+        CookieJar::new(secret(), "tollgate".to_owned()),
+        SessionBackend::Memory(store.clone()),
+        std::time::Duration::from_secs(3600),
+        Arc::new(Metrics::new()),
+    );
+    (sessions, store)
+}
+
+fn state_path(name: &str) -> std::path::PathBuf {
+    let directory = std::env::temp_dir().join(format!(
+        "tollgate-{name}-{}-{}",
+        std::process::id(),
+        crate::random::token()
+    ));
+    std::fs::create_dir_all(&directory).unwrap();
+    directory.join("sessions")
+}
+
+const ALICE: [SessionSelector<'static>; 1] = [SessionSelector::SubAt {
+    provider: "corp",
+    sub: "alice",
+}];
+
+/// A back-channel logout token used before a restart is still refused after it: the memory
+/// store's state file keeps it (it was kept only in the process, so a replay after a restart
+/// signed the user out of the session they had signed in to since).
+#[tokio::test]
+async fn a_used_logout_token_is_still_refused_after_a_restart() {
+    let path = state_path("logout-tokens");
+    let (before, store) = with_state_file(&path).await;
     let writer = store.clone();
     let write_behind = tokio::spawn(async move { writer.write_behind().await });
-    let before = over(store);
     assert!(
         !before
             .logout_token_used("corp", "jti-1", NOW)
@@ -173,37 +185,57 @@ async fn a_used_logout_token_is_still_refused_after_a_restart() {
             .unwrap()
     );
     before
-        .remember_logout_token("corp", "jti-1", NOW)
+        .end_for_logout_token(&ALICE, "corp", "jti-1", NOW)
         .await
         .expect("the state file holds it");
     write_behind.abort();
     drop(before);
 
-    let after = over(Arc::new(MemoryStore::open(Some(path), secret(), NOW + 60)));
+    let (after, _) = with_state_file(&path).await;
+    let used = |provider, jti, at| after.logout_token_used(provider, jti, at);
+    assert!(used("corp", "jti-1", NOW + 60).await.unwrap());
+    assert!(!used("corp", "jti-2", NOW + 60).await.unwrap());
+    assert!(!used("other", "jti-1", NOW + 60).await.unwrap());
     assert!(
-        after
-            .logout_token_used("corp", "jti-1", NOW + 60)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !after
-            .logout_token_used("corp", "jti-2", NOW + 60)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !after
-            .logout_token_used("other", "jti-1", NOW + 60)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !after
-            .logout_token_used("corp", "jti-1", NOW + LOGOUT_TOKEN_MEMORY)
+        !used("corp", "jti-1", NOW + LOGOUT_TOKEN_MEMORY)
             .await
             .unwrap(),
         "forgotten once its age alone refuses it"
     );
-    std::fs::remove_dir_all(directory).unwrap();
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// A back-channel logout whose state file is not written answers 503 and leaves its token
+/// unused, so the provider's retry is served rather than refused as a replay.
+#[tokio::test(start_paused = true)]
+async fn a_logout_token_whose_logout_was_not_written_is_not_taken_as_used() {
+    let path = state_path("logout-unwritten");
+    // No write-behind runs: no write comes.
+    let (sessions, store) = with_state_file(&path).await;
+    store.insert(
+        "id".to_owned(),
+        Arc::new(Session {
+            claims: Arc::new(
+                serde_json::json!({"sub": "alice"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            ..session("r")
+        }),
+        NOW,
+    );
+    assert!(
+        sessions
+            .end_for_logout_token(&ALICE, "corp", "jti-1", NOW)
+            .await
+            .is_err()
+    );
+    assert!(
+        !sessions
+            .logout_token_used("corp", "jti-1", NOW)
+            .await
+            .unwrap()
+    );
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
