@@ -57,7 +57,7 @@ struct Cluster {
 }
 
 enum Link {
-    Single(Single),
+    Single(Box<Single>),
     Cluster(Box<Cluster>),
 }
 
@@ -147,13 +147,18 @@ fn connection_suspect(error: &RedisError) -> bool {
 }
 
 impl Link {
-    async fn handle(&self) -> RedisResult<Handle> {
+    /// A handle on the link's connection, with the serial of the attempt that made it (a
+    /// standalone or Sentinel link's).
+    async fn handle(&self) -> RedisResult<(Option<u64>, Handle)> {
         match self {
-            Self::Single(single) => Ok(Handle::Multiplexed(single.connection().await?)),
+            Self::Single(single) => {
+                let (serial, connection) = single.connection().await?;
+                Ok((Some(serial), Handle::Multiplexed(connection)))
+            }
             Self::Cluster(cluster) => {
                 let mut cached = cluster.connection.lock().await;
                 if let Some(existing) = cached.as_ref() {
-                    return Ok(Handle::Cluster(existing.clone()));
+                    return Ok((None, Handle::Cluster(existing.clone())));
                 }
                 // Boxed, as `Single::connection` boxes its connect: rare, and large.
                 let fresh = tokio::time::timeout(
@@ -163,19 +168,19 @@ impl Link {
                 .await
                 .unwrap_or_else(|_| Err(timed_out()))?;
                 *cached = Some(fresh.clone());
-                Ok(Handle::Cluster(fresh))
+                Ok((None, Handle::Cluster(fresh)))
             }
         }
     }
 
-    /// Forgets the connection after a failure, so the next call makes a new one. A Cluster
-    /// connection is kept: it holds one connection per node, remakes the one that failed and
-    /// refreshes the slot map by itself, so a shard's failover leaves the other shards'
-    /// connections (and the requests on them) alone.
-    fn reset(&self) {
-        match self {
-            Self::Single(single) => single.reset(),
-            Self::Cluster(_) => {}
+    /// Forgets the connection made by attempt `serial` after a failure on it, so the next call
+    /// makes a new one (one made since is kept). A Cluster connection is kept: it holds one
+    /// connection per node, remakes the one that failed and refreshes the slot map by itself,
+    /// so a shard's failover leaves the other shards' connections (and the requests on them)
+    /// alone.
+    fn reset(&self, serial: Option<u64>) {
+        if let (Self::Single(single), Some(serial)) = (self, serial) {
+            single.reset(serial);
         }
     }
 
@@ -195,16 +200,20 @@ impl Link {
     where
         F: AsyncFnOnce(&mut Handle) -> RedisResult<T>,
     {
-        let result = match self.handle().await {
-            Ok(mut handle) => tokio::time::timeout(TIMEOUT, call(&mut handle))
-                .await
-                .unwrap_or_else(|_| Err(timed_out())),
-            Err(error) => Err(error),
+        let (serial, result) = match self.handle().await {
+            Ok((serial, mut handle)) => (
+                serial,
+                tokio::time::timeout(TIMEOUT, call(&mut handle))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out())),
+            ),
+            // No connection to forget.
+            Err(error) => return Err(error),
         };
         if let Err(error) = &result
             && connection_suspect(error)
         {
-            self.reset();
+            self.reset(serial);
         }
         result
     }
@@ -280,8 +289,12 @@ impl RedisConnection {
                 let tls = roots.map(|roots| roots.config);
                 let source = Arc::new(Source::Direct(client));
                 (
-                    Link::Single(Single::new(source.clone(), invalidations, tls.clone())),
-                    Link::Single(Single::new(source, None, tls)),
+                    Link::Single(Box::new(Single::new(
+                        source.clone(),
+                        invalidations,
+                        tls.clone(),
+                    ))),
+                    Link::Single(Box::new(Single::new(source, None, tls))),
                 )
             }
             RedisTarget::Sentinel {
@@ -301,8 +314,12 @@ impl RedisConnection {
                 let tls = roots.map(|roots| roots.config);
                 let source = Arc::new(Source::Sentinel(sentinels));
                 (
-                    Link::Single(Single::new(source.clone(), invalidations, tls.clone())),
-                    Link::Single(Single::new(source, None, tls)),
+                    Link::Single(Box::new(Single::new(
+                        source.clone(),
+                        invalidations,
+                        tls.clone(),
+                    ))),
+                    Link::Single(Box::new(Single::new(source, None, tls))),
                 )
             }
             RedisTarget::Cluster(nodes) => {
@@ -604,18 +621,30 @@ fn wait_command() -> Cmd {
     redis::cmd("WAIT").arg(1).arg(timeout).clone()
 }
 
-/// `connected_slaves` of an `INFO replication` answer.
+/// The replicas of an `INFO replication` answer that can acknowledge a write: those whose
+/// `slaveN:` line says `state=online`. One still in its full synchronisation (`wait_bgsave`,
+/// `send_bulk`) counts in `connected_slaves` but acknowledges nothing until it is done, which
+/// can take minutes: counted, every confirmed write would wait for `WAIT` to time out and fail.
 fn connected_replicas(info: &Value) -> RedisResult<u64> {
     let text: String = redis::from_redis_value_ref(info)?;
-    text.lines()
-        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
-        .and_then(|count| count.parse().ok())
-        .ok_or_else(|| {
-            RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "INFO replication names no connected_slaves",
-            ))
+    let lines = || text.lines().map(str::trim);
+    if !lines().any(|line| line.starts_with("connected_slaves:")) {
+        return Err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "INFO replication names no connected_slaves",
+        )));
+    }
+    let online = lines()
+        .filter(|line| {
+            line.strip_prefix("slave")
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(index, fields)| {
+                    index.bytes().all(|byte| byte.is_ascii_digit())
+                        && fields.split(',').any(|field| field == "state=online")
+                })
         })
+        .count();
+    Ok(u64::try_from(online).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -675,10 +704,21 @@ mod tests {
     #[test]
     fn the_replica_count_is_read_from_info() {
         let info = Value::BulkString(
-            b"# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_repl_offset:10\r\n"
+            b"# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+              slave0:ip=10.0.0.2,port=6379,state=online,offset=10,lag=0\r\n\
+              slave1:ip=10.0.0.3,port=6379,state=online,offset=10,lag=1\r\n\
+              master_repl_offset:10\r\n"
                 .to_vec(),
         );
         assert_eq!(connected_replicas(&info).ok(), Some(2));
+        // One still in its full synchronisation acknowledges nothing yet.
+        let syncing = Value::BulkString(
+            b"# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+              slave0:ip=10.0.0.2,port=6379,state=online,offset=10,lag=0\r\n\
+              slave1:ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=0\r\n"
+                .to_vec(),
+        );
+        assert_eq!(connected_replicas(&syncing).ok(), Some(1));
         assert!(connected_replicas(&Value::BulkString(b"role:master".to_vec())).is_err());
     }
 }

@@ -33,6 +33,12 @@ pub(super) struct Single {
     master: Arc<MasterSeen>,
     slot: Arc<Slot>,
     connecting: tokio::sync::Mutex<()>,
+    /// Connection attempts that failed, and why the last one did: a call that waited for an
+    /// attempt takes its failure instead of making another, so that while Redis cannot be
+    /// reached the calls waiting are answered (503) after one attempt, not in turn after one
+    /// attempt each. A call that comes after it tries again: Redis may be back.
+    failures: AtomicU64,
+    failed: std::sync::Mutex<Option<redis::RedisError>>,
     serial: AtomicU64,
     /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
@@ -136,6 +142,8 @@ impl Single {
             master: Arc::new(std::sync::Mutex::new(None)),
             slot: Arc::new(std::sync::Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(()),
+            failures: AtomicU64::new(0),
+            failed: std::sync::Mutex::new(None),
             serial: AtomicU64::new(0),
             invalidations,
             tracking: AtomicBool::new(false),
@@ -189,28 +197,53 @@ impl Single {
         }
     }
 
-    fn current(&self) -> Option<MultiplexedConnection> {
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
         let slot = self
             .slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.as_ref().map(|(_, connection, _)| connection.clone())
+        slot.as_ref()
+            .map(|(serial, connection, _)| (*serial, connection.clone()))
     }
 
-    pub(super) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(connection) = self.current() {
+    /// The connection, with the serial of the attempt that made it; made first when there is
+    /// none (one attempt at a time).
+    pub(super) async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.current() {
             self.check_master();
-            return Ok(connection);
+            return Ok(current);
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(connection) = self.current() {
-            return Ok(connection);
+        let failures_seen = self.failures.load(Ordering::SeqCst);
+        let Ok(_connecting) = tokio::time::timeout(TIMEOUT * 2, self.connecting.lock()).await
+        else {
+            return Err(timed_out());
+        };
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        if self.failures.load(Ordering::SeqCst) != failures_seen
+            && let Some(error) = self
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        {
+            // The attempt this call waited for failed: that is its answer too.
+            return Err(error);
         }
         // Boxed: connecting is rare, and its future is kilobytes that every Redis call's own
         // future would otherwise carry (and copy) on each request.
-        tokio::time::timeout(TIMEOUT * 2, Box::pin(self.connect()))
+        let made = tokio::time::timeout(TIMEOUT * 2, Box::pin(self.connect()))
             .await
-            .unwrap_or_else(|_| Err(timed_out()))
+            .unwrap_or_else(|_| Err(timed_out()));
+        if let Err(error) = &made {
+            *self
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        made
     }
 
     /// With Sentinel, at most every `MASTER_CHECK` and off the request's path: asks the
@@ -263,7 +296,7 @@ impl Single {
         });
     }
 
-    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
+    async fn connect(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         let client = match &*self.source {
             Source::Direct(client) => client.clone(),
             Source::Sentinel(sentinels) => {
@@ -290,7 +323,7 @@ impl Single {
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
             self.keep(serial, connection.clone(), None);
-            return Ok(connection);
+            return Ok((serial, connection));
         };
         let slot: Weak<Slot> = Arc::downgrade(&self.slot);
         let (listener, watched_slot) = (invalidations.clone(), slot.clone());
@@ -340,7 +373,7 @@ impl Single {
             self.tracking.store(false, Ordering::SeqCst);
             invalidations.invalidate_all();
             self.keep(serial, connection.clone(), None);
-            return Ok(connection);
+            return Ok((serial, connection));
         };
         let tracking: RedisResult<()> = redis::cmd("CLIENT")
             .arg("TRACKING")
@@ -368,7 +401,7 @@ impl Single {
         if tracked {
             heartbeat(watched_slot, serial, invalidations);
         }
-        Ok(connection)
+        Ok((serial, connection))
     }
 
     fn keep(&self, serial: u64, connection: MultiplexedConnection, watch: Option<Watch>) {
@@ -390,13 +423,14 @@ impl Single {
             .is_some_and(Watch::settled)
     }
 
-    pub(super) fn reset(&self) {
-        if let Some(invalidations) = &self.invalidations {
+    /// Forgets the connection made by attempt `serial` (a call on it failed), and every copy
+    /// read through it; a connection made since is kept, so the calls that were in flight on
+    /// the lost one, failing one after another, do not drop each new one in turn.
+    pub(super) fn reset(&self, serial: u64) {
+        if lose(&self.slot, serial)
+            && let Some(invalidations) = &self.invalidations
+        {
             invalidations.invalidate_all();
         }
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }

@@ -198,3 +198,52 @@ async fn a_session_ended_elsewhere_is_not_served_from_a_copy_once_its_link_went_
         "a session ended at another replica was served from a copy over a silent link"
     );
 }
+
+/// While Redis cannot be reached (a silent link: no FIN, no RST), the calls waiting for a
+/// connection share one attempt and take its failure: before, each made an attempt of its own
+/// in turn, so the last of many requests got its 503 only after all the others' attempts, and
+/// the calls that failed on the lost connection each dropped the one made after it.
+#[tokio::test]
+async fn calls_while_redis_cannot_be_reached_share_one_connection_attempt() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    store(&redis)
+        .put("s1", &stored(), (600, 600), "alice", None)
+        .await
+        .unwrap();
+    let relay = Relay::to(redis.port).await;
+    let replica = store_at(format!("redis://127.0.0.1:{}", relay.port));
+    assert!(replica.get("s1").await.unwrap().is_some());
+    relay.freeze();
+    let calls = 12;
+    let gets = || {
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..calls {
+            let replica = replica.clone();
+            // Each its own id: no copy answers.
+            tasks.spawn(async move { replica.get(&format!("other-{index}")).await.is_err() });
+        }
+        async move {
+            let mut failed = 0;
+            while let Some(result) = tasks.join_next().await {
+                failed += usize::from(result.unwrap());
+            }
+            failed
+        }
+    };
+    // On the lost connection: each call times out.
+    assert_eq!(gets().await, calls);
+    let before = relay.accepted();
+    // No connection now: one attempt, whose failure every waiting call takes.
+    let failed = tokio::time::timeout(std::time::Duration::from_secs(120), gets())
+        .await
+        .expect("answered");
+    assert_eq!(failed, calls);
+    assert!(
+        relay.accepted() - before <= 2,
+        "{} connection attempts for {calls} calls",
+        relay.accepted() - before
+    );
+}

@@ -4,7 +4,7 @@
 //! nothing the master writes reaches it and none of its acknowledgements come back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Relay {
     pub port: u16,
     frozen: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -43,9 +44,11 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(AtomicBool::new(false));
-        let shared = frozen.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (shared, counted) = (frozen.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                     continue;
                 };
@@ -55,7 +58,17 @@ impl Relay {
                 tokio::spawn(pump(server_read, client_write, shared.clone()));
             }
         });
-        Self { port, frozen, task }
+        Self {
+            port,
+            frozen,
+            accepted,
+            task,
+        }
+    }
+
+    /// How many connections it accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// From now on no byte is forwarded (the connections stay open).
