@@ -721,7 +721,7 @@ async fn one_token_identity(
                 let issuer = crate::token::unverified_issuer(token);
                 if state.token_service.is_none()
                     || issuer.as_deref() == Some(provider.config.issuer.as_str())
-                    || (issuer.is_none() && provider.config.introspection)
+                    || (!crate::token::looks_like_jwt(token) && provider.config.introspection)
                 {
                     unreachable = Some((Rejection::ProviderUnavailable, reason.clone()));
                 }

@@ -50,6 +50,8 @@ type Recent = quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>;
 type Failed = quick_cache::sync::Cache<[u8; 32], (UnixTime, Unavailable)>;
 /// Refresh tokens the provider refused: never presented again.
 type Refused = quick_cache::sync::Cache<[u8; 32], ()>;
+/// The lifetime of the access token a refresh gave, by its refresh token.
+type Lifetimes = quick_cache::sync::Cache<[u8; 32], i64>;
 
 /// What a refresh running on its own task needs of the refresher.
 struct Shared {
@@ -67,10 +69,13 @@ struct Shared {
     /// refused request may not clear it: a 401 to an API call sets none), and each request
     /// with it would otherwise ask the provider again, with Tollgate's client credentials.
     refused: Arc<Refused>,
-    /// The longest access-token lifetime each provider gave at a refresh here: a session is not
-    /// due before half of it is left, so one whose tokens live no longer than
-    /// `refresh_before` is not refreshed at every request.
-    lifetimes: std::sync::RwLock<std::collections::HashMap<String, i64>>,
+    /// The lifetime of the access token a refresh here gave, by the refresh token that came
+    /// with it: the session holding them is not due before half of it is left, so one whose
+    /// tokens live no longer than `refresh_before` is not refreshed at every request.
+    lifetimes: Arc<Lifetimes>,
+    /// The providers whose tokens were seen to live no longer than `refresh_before` (logged
+    /// once each).
+    short_lived: std::sync::Mutex<std::collections::HashSet<String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -215,7 +220,8 @@ impl Refresher {
                 recent: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 failed: Arc::new(quick_cache::sync::Cache::new(10_000)),
                 refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
-                lifetimes: std::sync::RwLock::default(),
+                lifetimes: Arc::new(quick_cache::sync::Cache::new(10_000)),
+                short_lived: std::sync::Mutex::default(),
                 metrics,
             }),
         }
@@ -243,7 +249,8 @@ impl Refresher {
                 // Not shared: a reload may have mended what made the provider refuse (its
                 // token endpoint, the client's credentials).
                 refused: Arc::new(quick_cache::sync::Cache::new(10_000)),
-                lifetimes: std::sync::RwLock::default(),
+                lifetimes: self.shared.lifetimes.clone(),
+                short_lived: std::sync::Mutex::default(),
                 metrics,
             }),
         }
@@ -330,39 +337,35 @@ impl Shared {
     }
 
     fn is_due(&self, session: &Session, now: UnixTime) -> bool {
+        let Some(refresh_token) = &session.refresh_token else {
+            return false;
+        };
         self.enabled
-            && session.refresh_token.is_some()
             && session.access_expires_at.is_some_and(|expires_at| {
                 let left = expires_at.saturating_sub(now);
-                left <= self.refresh_before && left <= self.half_lifetime(&session.provider)
+                // Looked up only within `refresh_before` of the expiry.
+                left <= self.refresh_before
+                    && self
+                        .lifetimes
+                        .get(&key_of(refresh_token))
+                        .is_none_or(|lifetime| left <= lifetime / 2)
             })
     }
 
-    /// Half the longest access-token lifetime `provider` gave at a refresh here; unbounded
-    /// before one.
-    fn half_lifetime(&self, provider: &str) -> i64 {
-        self.lifetimes
-            .read()
-            .ok()
-            .and_then(|lifetimes| lifetimes.get(provider).copied())
-            .map_or(i64::MAX, |lifetime| lifetime / 2)
-    }
-
-    /// Remembers the access-token lifetime a refresh of `provider` gave, when longer than the
-    /// ones before (one user's token cut short, at the end of their provider session, does not
-    /// shorten everyone's margin); the first, when no longer than `refresh_before`, is logged.
-    fn observe_lifetime(&self, provider: &str, lifetime: i64) {
+    /// Remembers the lifetime of the access token a refresh of `provider` gave, by the refresh
+    /// token that came with it; a provider whose tokens live no longer than `refresh_before`
+    /// is logged the first time.
+    fn observe_lifetime(&self, provider: &str, refresh_token: &str, lifetime: i64) {
         // An `exp` taken from the ID token may be just past, within the leeway.
         let lifetime = lifetime.max(0);
-        let Ok(mut lifetimes) = self.lifetimes.write() else {
-            return;
-        };
-        if let Some(longest) = lifetimes.get_mut(provider) {
-            *longest = (*longest).max(lifetime);
-            return;
-        }
-        lifetimes.insert(provider.to_owned(), lifetime);
-        if lifetime <= self.refresh_before {
+        self.lifetimes.insert(key_of(refresh_token), lifetime);
+        if lifetime <= self.refresh_before
+            && self
+                .short_lived
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(provider.to_owned())
+        {
             tracing::warn!(
                 provider,
                 lifetime,
@@ -690,8 +693,14 @@ impl Shared {
     ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
         match result {
             Ok(refreshed) => {
-                if let Some(expires_at) = refreshed.access_expires_at {
-                    self.observe_lifetime(provider.name(), expires_at.saturating_sub(now));
+                if let (Some(expires_at), Some(refresh_token)) =
+                    (refreshed.access_expires_at, &refreshed.refresh_token)
+                {
+                    self.observe_lifetime(
+                        provider.name(),
+                        refresh_token,
+                        expires_at.saturating_sub(now),
+                    );
                 }
                 let replaced = sessions
                     .replace_refreshed(cookies, spent, &refreshed, now, attributes)

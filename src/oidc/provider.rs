@@ -18,11 +18,6 @@ use crate::token::{self, Claims, Expectations, TokenError};
 /// Longest time a positive introspection answer is reused.
 const INTROSPECTION_CACHE_SECONDS: i64 = 60;
 
-/// Three dot-separated parts: a JWS compact serialisation, not an opaque token.
-fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|byte| *byte == b'.').count() == 2
-}
-
 /// Why a credential from this provider was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
@@ -466,7 +461,7 @@ impl Provider {
         token: &str,
         now: UnixTime,
     ) -> Result<Claims, CredentialError> {
-        if self.config.introspection && !looks_like_jwt(token) {
+        if self.config.introspection && !token::looks_like_jwt(token) {
             return self.introspect(token, now).await;
         }
         let expected = Expectations {

@@ -292,18 +292,6 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let bytes = self.seal(id, stored)?;
         let ttl = u64::try_from(ttl.max(1)).unwrap_or(1);
-        let keep = lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX));
-        // `lifetime` counts from now to the session's end.
-        let ends_at = stored.session.expires_at;
-        let now = ends_at.saturating_sub(lifetime);
-        // Indexed before it is written: a replica that has the session has its index entries
-        // too (standalone and Sentinel: replication keeps the master's order), so a back-channel
-        // logout or an admin delete after a failover finds it; an entry whose session then
-        // fails to be written is harmless (a selection checks each session's own facts).
-        let indexes = [Some(Index::All), Some(Index::Sub(sub)), sid.map(Index::Sid)];
-        for index in indexes.into_iter().flatten() {
-            self.index(index, id, ends_at, now, keep).await?;
-        }
         let () = self
             .run(
                 redis::cmd("SET")
@@ -313,6 +301,17 @@ impl RedisStore {
                     .arg(ttl),
             )
             .await?;
+        let keep = lifetime.max(1).max(i64::try_from(ttl).unwrap_or(i64::MAX));
+        // `lifetime` counts from now to the session's end.
+        let ends_at = stored.session.expires_at;
+        let now = ends_at.saturating_sub(lifetime);
+        // Indexed once written: an action that reads the index meanwhile and finds no session
+        // drops the entry (`forget`), and one added before the write would then be lost for
+        // the session's whole life.
+        let indexes = [Some(Index::All), Some(Index::Sub(sub)), sid.map(Index::Sid)];
+        for index in indexes.into_iter().flatten() {
+            self.index(index, id, ends_at, now, keep).await?;
+        }
         Ok(())
     }
 

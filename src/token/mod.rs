@@ -252,6 +252,11 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
     }
 }
 
+/// Three dot-separated parts: a JWS compact serialisation, not an opaque token.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|byte| *byte == b'.').count() == 2
+}
+
 /// The claims a JWT's payload holds, unverified: for a token validated before (kept in a
 /// session), or to choose who checks one, never to trust it.
 pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
