@@ -36,7 +36,8 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
     // A directive on a span (`target[span]=level`) makes a call site's answer depend on the
     // span it is in: then decision lines ask every time.
     let remembered = !filter.contains('[');
-    if !enables_tollgate(filter) {
+    // A filter `EnvFilter` refuses falls back to `info` below: nothing to report then.
+    if tracing_subscriber::EnvFilter::try_new(filter).is_ok() && !enables_tollgate(filter) {
         // Written straight away: the filter may let no warning of Tollgate's through.
         eprintln!(
             "tollgate: TOLLGATE_LOG={:?} turns on no level for Tollgate's own lines (decisions, \
@@ -84,14 +85,22 @@ fn enables_tollgate(filter: &str) -> bool {
     if filter.trim().is_empty() || filter.trim().eq_ignore_ascii_case("off") {
         return true;
     }
-    filter.split(',').map(str::trim).any(|directive| {
+    let directives = || filter.split(',').map(str::trim);
+    let off = |directive: &str| directive.to_ascii_lowercase().ends_with("=off");
+    let named = |directive: &str| {
         let target = directive.split(['=', '[']).next().unwrap_or_default();
-        let named = target.starts_with("tollgate") || directive.starts_with('[');
-        LEVELS
-            .iter()
-            .any(|level| directive.eq_ignore_ascii_case(level))
-            || (named && !directive.to_ascii_lowercase().ends_with("=off"))
-    })
+        target.starts_with("tollgate") || directive.starts_with('[')
+    };
+    // `tollgate=off` turns off what a bare level turned on.
+    let all_off = directives()
+        .any(|directive| directive.split('=').next() == Some("tollgate") && off(directive));
+    directives().any(|directive| named(directive) && !off(directive))
+        || (!all_off
+            && directives().any(|directive| {
+                LEVELS
+                    .iter()
+                    .any(|level| directive.eq_ignore_ascii_case(level))
+            }))
 }
 
 #[cfg(test)]
@@ -109,12 +118,20 @@ mod tests {
             "tollgate",
             "hyper=debug, info",
             "[request]=debug",
+            "info,tollgate=off,tollgate::proxy=debug",
             "off",
             "",
         ] {
             assert!(enables_tollgate(on), "{on}");
         }
-        for off in ["warning", "fatal", "notice", "hyper=debug", "tollgate=off"] {
+        for off in [
+            "warning",
+            "fatal",
+            "notice",
+            "hyper=debug",
+            "tollgate=off",
+            "info,tollgate=off",
+        ] {
             assert!(!enables_tollgate(off), "{off}");
         }
     }

@@ -701,7 +701,7 @@ fn write_atomically(path: &Path, snapshot: &StateFile) -> Result<(), StateFileEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::mpsc;
 
@@ -718,7 +718,7 @@ mod tests {
     }
 
     /// A state file path in a directory of its own.
-    fn state_path(name: &str) -> PathBuf {
+    pub(crate) fn state_path(name: &str) -> PathBuf {
         let directory = std::env::temp_dir().join(format!(
             "tollgate-state-{name}-{}-{}",
             std::process::id(),

@@ -424,4 +424,34 @@ async fn an_unreachable_provider_beside_a_token_service_is_a_502_not_an_invalid_
             .unwrap();
         assert_eq!(answer.status(), 401, "{token}");
     }
+
+    // An opaque token where the provider introspects, while introspection fails: 502; a
+    // malformed JWT-shaped one is no opaque token, and stays a 401.
+    let idp = TestIdp::start().await;
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            "{}\n[token_service]\nissuer = \"{issuer}\"\n\
+             [[token_service.client]]\nclient_id = \"machine\"\n\
+             client_secret_hash = \"{hash}\"\ngrants = [\"client_credentials\"]\n",
+            Gateway::forward_auth_config(&idp, "", "").replace(
+                "jwks_refetch_interval",
+                "introspection = true\njwks_refetch_interval"
+            ),
+            hash = tollgate::hash_password("machine-secret").unwrap(),
+        )
+    })
+    .await;
+    idp.misbehave(Misbehaviour {
+        huge_answer: Some("introspect"),
+        ..Default::default()
+    });
+    for (token, expected) in [("opaque-abc", 502), ("x.y.z", 401)] {
+        let answer = gateway
+            .get("/validate")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected, "{token}");
+    }
 }

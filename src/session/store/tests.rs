@@ -137,7 +137,7 @@ async fn a_refresh_is_stored_only_over_the_token_it_spent() {
     assert_eq!(loaded.refresh_token.as_deref(), Some("r-2"));
 }
 
-/// Sessions over a memory store kept in `path`, with one session of `alice` at `corp`.
+/// Sessions over a memory store kept in `path`.
 async fn with_state_file(path: &std::path::Path) -> (Sessions, Arc<MemoryStore>) {
     let secret = || {
         Sealer::new(&[Secret::new(
@@ -154,14 +154,19 @@ async fn with_state_file(path: &std::path::Path) -> (Sessions, Arc<MemoryStore>)
     (sessions, store)
 }
 
-fn state_path(name: &str) -> std::path::PathBuf {
-    let directory = std::env::temp_dir().join(format!(
-        "tollgate-{name}-{}-{}",
-        std::process::id(),
-        crate::random::token()
-    ));
-    std::fs::create_dir_all(&directory).unwrap();
-    directory.join("sessions")
+use crate::session::memory_store::tests::state_path;
+
+/// A session of `alice` at `corp`.
+fn alice() -> Arc<Session> {
+    Arc::new(Session {
+        claims: Arc::new(
+            serde_json::json!({"sub": "alice"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+        ..session("r")
+    })
 }
 
 const ALICE: [SessionSelector<'static>; 1] = [SessionSelector::SubAt {
@@ -176,6 +181,7 @@ const ALICE: [SessionSelector<'static>; 1] = [SessionSelector::SubAt {
 async fn a_used_logout_token_is_still_refused_after_a_restart() {
     let path = state_path("logout-tokens");
     let (before, store) = with_state_file(&path).await;
+    store.insert("alice-session".to_owned(), alice(), NOW);
     let writer = store.clone();
     let write_behind = tokio::spawn(async move { writer.write_behind().await });
     assert!(
@@ -191,7 +197,11 @@ async fn a_used_logout_token_is_still_refused_after_a_restart() {
     write_behind.abort();
     drop(before);
 
-    let (after, _) = with_state_file(&path).await;
+    let (after, reopened) = with_state_file(&path).await;
+    assert!(
+        reopened.get("alice-session").is_none(),
+        "the file holds the logout's end too"
+    );
     let used = |provider, jti, at| after.logout_token_used(provider, jti, at);
     assert!(used("corp", "jti-1", NOW + 60).await.unwrap());
     assert!(!used("corp", "jti-2", NOW + 60).await.unwrap());
@@ -212,19 +222,7 @@ async fn a_logout_token_whose_logout_was_not_written_is_not_taken_as_used() {
     let path = state_path("logout-unwritten");
     // No write-behind runs: no write comes.
     let (sessions, store) = with_state_file(&path).await;
-    store.insert(
-        "id".to_owned(),
-        Arc::new(Session {
-            claims: Arc::new(
-                serde_json::json!({"sub": "alice"})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-            ),
-            ..session("r")
-        }),
-        NOW,
-    );
+    store.insert("id".to_owned(), alice(), NOW);
     assert!(
         sessions
             .end_for_logout_token(&ALICE, "corp", "jti-1", NOW)
