@@ -54,6 +54,46 @@ pub trait Invalidations: Send + Sync {
 struct Cluster {
     client: redis::cluster::ClusterClient,
     connection: tokio::sync::Mutex<Option<ClusterConnection>>,
+    attempts: FailedAttempts,
+}
+
+/// A link's connection attempts that failed, and why the last one did: a call that waited for
+/// an attempt (made one at a time) takes its failure instead of making another, so that while
+/// Redis cannot be reached the calls waiting are answered (503) after one attempt, not in turn
+/// after one attempt each. A call that comes after it tries again: Redis may be back.
+#[derive(Default)]
+struct FailedAttempts {
+    count: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<RedisError>>,
+}
+
+impl FailedAttempts {
+    /// A mark to hand [`Self::since`] once the caller's turn to connect has come.
+    fn mark(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The failure of an attempt that ended after `mark`, if one did.
+    fn since(&self, mark: u64) -> Option<RedisError> {
+        if self.mark() == mark {
+            return None;
+        }
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `made`'s failure, if it failed.
+    fn record<T>(&self, made: &RedisResult<T>) {
+        if let Err(error) = made {
+            *self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
+            self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 enum Link {
@@ -156,17 +196,27 @@ impl Link {
                 Ok((Some(serial), Handle::Multiplexed(connection)))
             }
             Self::Cluster(cluster) => {
-                let mut cached = cluster.connection.lock().await;
+                let mark = cluster.attempts.mark();
+                let Ok(mut cached) =
+                    tokio::time::timeout(TIMEOUT * 2, cluster.connection.lock()).await
+                else {
+                    return Err(timed_out());
+                };
                 if let Some(existing) = cached.as_ref() {
                     return Ok((None, Handle::Cluster(existing.clone())));
                 }
+                if let Some(error) = cluster.attempts.since(mark) {
+                    return Err(error);
+                }
                 // Boxed, as `Single::connection` boxes its connect: rare, and large.
-                let fresh = tokio::time::timeout(
+                let made = tokio::time::timeout(
                     TIMEOUT * 2,
                     Box::pin(cluster.client.get_async_connection()),
                 )
                 .await
-                .unwrap_or_else(|_| Err(timed_out()))?;
+                .unwrap_or_else(|_| Err(timed_out()));
+                cluster.attempts.record(&made);
+                let fresh = made?;
                 *cached = Some(fresh.clone());
                 Ok((None, Handle::Cluster(fresh)))
             }
@@ -339,6 +389,7 @@ impl RedisConnection {
                             Link::Cluster(Box::new(Cluster {
                                 client,
                                 connection: tokio::sync::Mutex::new(None),
+                                attempts: FailedAttempts::default(),
                             }))
                         })
                         .map_err(|e| error(&e))

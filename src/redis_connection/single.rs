@@ -10,7 +10,7 @@ use redis::{RedisResult, Value};
 
 use super::sentinel::Sentinels;
 use super::watched::{self, Watch};
-use super::{Invalidations, TIMEOUT, timed_out};
+use super::{FailedAttempts, Invalidations, TIMEOUT, timed_out};
 
 /// The connection a single-server link keeps, with the serial of the attempt that made it and,
 /// when it tracks, the watch on its socket; emptied when it is lost.
@@ -33,12 +33,8 @@ pub(super) struct Single {
     master: Arc<MasterSeen>,
     slot: Arc<Slot>,
     connecting: tokio::sync::Mutex<()>,
-    /// Connection attempts that failed, and why the last one did: a call that waited for an
-    /// attempt takes its failure instead of making another, so that while Redis cannot be
-    /// reached the calls waiting are answered (503) after one attempt, not in turn after one
-    /// attempt each. A call that comes after it tries again: Redis may be back.
-    failures: AtomicU64,
-    failed: std::sync::Mutex<Option<redis::RedisError>>,
+    /// The attempts `connecting` let through that failed.
+    attempts: FailedAttempts,
     serial: AtomicU64,
     /// With these, the connection speaks RESP3 with `CLIENT TRACKING` on.
     pub(super) invalidations: Option<Arc<dyn Invalidations>>,
@@ -142,8 +138,7 @@ impl Single {
             master: Arc::new(std::sync::Mutex::new(None)),
             slot: Arc::new(std::sync::Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(()),
-            failures: AtomicU64::new(0),
-            failed: std::sync::Mutex::new(None),
+            attempts: FailedAttempts::default(),
             serial: AtomicU64::new(0),
             invalidations,
             tracking: AtomicBool::new(false),
@@ -213,7 +208,7 @@ impl Single {
             self.check_master();
             return Ok(current);
         }
-        let failures_seen = self.failures.load(Ordering::SeqCst);
+        let mark = self.attempts.mark();
         let Ok(_connecting) = tokio::time::timeout(TIMEOUT * 2, self.connecting.lock()).await
         else {
             return Err(timed_out());
@@ -221,13 +216,7 @@ impl Single {
         if let Some(current) = self.current() {
             return Ok(current);
         }
-        if self.failures.load(Ordering::SeqCst) != failures_seen
-            && let Some(error) = self
-                .failed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-        {
+        if let Some(error) = self.attempts.since(mark) {
             // The attempt this call waited for failed: that is its answer too.
             return Err(error);
         }
@@ -236,13 +225,7 @@ impl Single {
         let made = tokio::time::timeout(TIMEOUT * 2, Box::pin(self.connect()))
             .await
             .unwrap_or_else(|_| Err(timed_out()));
-        if let Err(error) = &made {
-            *self
-                .failed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
-            self.failures.fetch_add(1, Ordering::SeqCst);
-        }
+        self.attempts.record(&made);
         made
     }
 

@@ -247,3 +247,44 @@ async fn calls_while_redis_cannot_be_reached_share_one_connection_attempt() {
         relay.accepted() - before
     );
 }
+
+/// The same for a Cluster link's connection: the calls waiting for it share one attempt.
+#[tokio::test]
+async fn calls_while_a_cluster_cannot_be_reached_share_one_connection_attempt() {
+    use tollgate::redis_connection::{RedisConnection, RedisTarget};
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let relay = Relay::to(redis.port).await;
+    relay.freeze();
+    let seed = format!("redis://127.0.0.1:{}", relay.port);
+    let connection =
+        Arc::new(RedisConnection::new(&RedisTarget::Cluster(vec![seed]), None, None).unwrap());
+    let calls = 12;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..calls {
+        let connection = connection.clone();
+        tasks.spawn(async move {
+            connection
+                .query::<String>(&redis::cmd("PING"))
+                .await
+                .is_err()
+        });
+    }
+    let failed = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        let mut failed = 0;
+        while let Some(result) = tasks.join_next().await {
+            failed += usize::from(result.unwrap());
+        }
+        failed
+    })
+    .await
+    .expect("answered");
+    assert_eq!(failed, calls);
+    assert!(
+        relay.accepted() <= 2,
+        "{} connection attempts for {calls} calls",
+        relay.accepted()
+    );
+}
