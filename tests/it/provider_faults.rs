@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::support::idp::{JwksFault, Misbehaviour};
 use crate::support::{Gateway, TestIdp};
+use crate::token_service::get_with_token;
 
 async fn status(gateway: &Gateway, token: &str) -> u16 {
     gateway
@@ -374,39 +375,18 @@ async fn an_unreachable_provider_beside_a_token_service_is_a_502_not_an_invalid_
         jwks_fault: JwksFault::Status(500),
         ..Default::default()
     });
-    let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
-        format!(
-            "{}\n[token_service]\nissuer = \"{issuer}\"\n\
-             [[token_service.client]]\nclient_id = \"machine\"\n\
-             client_secret_hash = \"{hash}\"\ngrants = [\"client_credentials\"]\n",
-            Gateway::forward_auth_config(&idp, "", ""),
-            hash = tollgate::hash_password("machine-secret").unwrap(),
-        )
-    })
-    .await;
+    let (gateway, issuer) = beside_a_token_service(&idp, "").await;
     let token = fresh_token(&idp, "while-down");
     for path in ["/validate", "/userinfo"] {
-        let answer = gateway
-            .get(path)
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 502, "{path}");
+        assert_eq!(get_with_token(&gateway, path, &token).await, 502, "{path}");
     }
     let own = idp
         .access_token()
         .claim("iss", json!(issuer))
         .claim("jti", json!("own"))
         .sign();
-    let answer = gateway
-        .get("/validate")
-        .header("authorization", format!("Bearer {own}"))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        answer.status(),
+        get_with_token(&gateway, "/validate", &own).await,
         401,
         "the token service's own token, refused"
     );
@@ -416,42 +396,44 @@ async fn an_unreachable_provider_beside_a_token_service_is_a_502_not_an_invalid_
         .claim("iss", json!("https://elsewhere.example"))
         .sign();
     for token in ["abc".to_owned(), other] {
-        let answer = gateway
-            .get("/validate")
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 401, "{token}");
+        assert_eq!(
+            get_with_token(&gateway, "/validate", &token).await,
+            401,
+            "{token}"
+        );
     }
 
     // An opaque token where the provider introspects, while introspection fails: 502; a
     // malformed JWT-shaped one is no opaque token, and stays a 401.
     let idp = TestIdp::start().await;
-    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
-        format!(
-            "{}\n[token_service]\nissuer = \"{issuer}\"\n\
-             [[token_service.client]]\nclient_id = \"machine\"\n\
-             client_secret_hash = \"{hash}\"\ngrants = [\"client_credentials\"]\n",
-            Gateway::forward_auth_config(&idp, "", "").replace(
-                "jwks_refetch_interval",
-                "introspection = true\njwks_refetch_interval"
-            ),
-            hash = tollgate::hash_password("machine-secret").unwrap(),
-        )
-    })
-    .await;
+    let (gateway, _) = beside_a_token_service(&idp, "introspection = true\n").await;
     idp.misbehave(Misbehaviour {
         huge_answer: Some("introspect"),
         ..Default::default()
     });
     for (token, expected) in [("opaque-abc", 502), ("x.y.z", 401)] {
-        let answer = gateway
-            .get("/validate")
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), expected, "{token}");
+        assert_eq!(
+            get_with_token(&gateway, "/validate", token).await,
+            expected,
+            "{token}"
+        );
     }
+}
+
+/// A gateway whose forward-auth provider is `idp` (with `provider_extra` in its section),
+/// with a token service beside it that has a `client_credentials` client; and its issuer.
+async fn beside_a_token_service(idp: &TestIdp, provider_extra: &str) -> (Gateway, String) {
+    Gateway::start_at_issuer(|issuer| {
+        format!(
+            "{}\n[token_service]\nissuer = \"{issuer}\"\n\
+             [[token_service.client]]\nclient_id = \"machine\"\n\
+             client_secret_hash = \"{hash}\"\ngrants = [\"client_credentials\"]\n",
+            Gateway::forward_auth_config(idp, "", "").replace(
+                "jwks_refetch_interval",
+                &format!("{provider_extra}jwks_refetch_interval")
+            ),
+            hash = tollgate::hash_password("machine-secret").unwrap(),
+        )
+    })
+    .await
 }
