@@ -191,6 +191,9 @@ pub struct SessionConfig {
     pub lifetime: Duration,
     /// Idle timeout (server-side stores).
     pub idle_timeout: Duration,
+    /// Whether the file or environment set `idle_timeout` (the cookie store cannot honour it:
+    /// `warnings` says so).
+    pub idle_timeout_given: bool,
     /// Refresh tokens before they expire.
     pub refresh: bool,
     /// How long before expiry a token counts as expiring.
@@ -560,6 +563,15 @@ pub fn warnings(config: &Config) -> Vec<String> {
             "session.redis_url: the Redis password goes unencrypted to a host outside \
              loopback (and, through Sentinel, to whichever master the path names); use \
              rediss:// or rediss+sentinel://"
+                .to_owned(),
+        );
+    }
+    // Valid (SPEC §3's own example sets it), and easily read as a limit that holds.
+    if config.session.idle_timeout_given && config.session.store == SessionStoreKind::Cookie {
+        warnings.push(
+            "session.idle_timeout: the cookie store cannot end a session left unused (the \
+             cookie carries the whole session, and a copy of it stays valid until \
+             `lifetime`); use store = \"memory\" or \"redis\" for an idle timeout"
                 .to_owned(),
         );
     }

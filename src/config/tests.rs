@@ -1397,3 +1397,32 @@ fn a_comment_among_the_session_secrets_is_refused_not_taken_as_one() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn an_idle_timeout_the_cookie_store_cannot_honour_is_warned_about() {
+    const SECRET: &str = "a-session-secret-of-at-least-32-bytes-long";
+    let warned = |session: &str, env: &[(&str, &str)]| {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let text = format!("[session]\nsecrets = [\"{SECRET}\"]\n{session}{PROVIDER}");
+        let config = load(&text, &env).unwrap_or_else(|problems| panic!("{problems:?}"));
+        warnings(&config)
+            .into_iter()
+            .filter(|warning| warning.starts_with("session.idle_timeout: "))
+            .count()
+    };
+    assert_eq!(warned("idle_timeout = \"1h\"\n", &[]), 1);
+    assert_eq!(
+        warned("store = \"cookie\"\nidle_timeout = \"30m\"\n", &[]),
+        1
+    );
+    assert_eq!(warned("", &[("TOLLGATE_SESSION__IDLE_TIMEOUT", "5m")]), 1);
+    // Left at its default, or set where a store keeps the session: nothing to say.
+    assert_eq!(warned("", &[]), 0);
+    assert_eq!(
+        warned("store = \"memory\"\nidle_timeout = \"1h\"\n", &[]),
+        0
+    );
+}

@@ -113,6 +113,7 @@ impl Checker<'_> {
             raw.lifetime,
             Duration::from_secs(12 * 3600),
         );
+        let idle_timeout_given = raw.idle_timeout.is_some();
         let idle_timeout = self.duration(
             "session.idle_timeout",
             raw.idle_timeout,
@@ -142,6 +143,7 @@ impl Checker<'_> {
             secrets,
             lifetime,
             idle_timeout,
+            idle_timeout_given,
             refresh: raw.refresh.unwrap_or(true),
             refresh_before,
             state_file: raw.state_file.map(PathBuf::from),
