@@ -343,178 +343,191 @@ async fn finish_login(
         .jar
         .finish_login(returned_state, &cookies, now, attributes)
         .ok_or_else(|| bad("unknown or expired login state; start the login again"))?;
-    let provider = state
-        .providers
-        .get(&login.provider)
-        .ok_or((Rejection::Internal, "provider gone".to_owned()))?;
-    // RFC 9207 (also for error responses): a provider that says who it is must be the one we
-    // sent the user to, and one that promises to say it must say it.
-    match query.iss.as_deref() {
-        Some(iss) if iss != provider.config.issuer => {
-            return Err(bad("iss does not match the provider (mix-up)"));
-        }
-        Some(_) => {}
-        None => {
-            let metadata = provider
-                .metadata()
-                .await
-                .map_err(|error| (Rejection::ProviderUnavailable, error.to_string()))?;
-            if metadata.authorization_response_iss_parameter_supported {
-                return Err(bad(
-                    "missing iss although the provider sends it (RFC 9207 mix-up defence)",
-                ));
+    // The login in flight is used up by a refusal: its cookie goes, so the state cannot be
+    // answered again (RFC 9700 §2.1: a one-time CSRF token). A failure (the provider or the
+    // store unreachable) keeps it: a reload of this page retries the exchange with the code.
+    let outcome: Result<Response, (Rejection, String)> = async {
+        let provider = state
+            .providers
+            .get(&login.provider)
+            .ok_or((Rejection::Internal, "provider gone".to_owned()))?;
+        // RFC 9207 (also for error responses): a provider that says who it is must be the one we
+        // sent the user to, and one that promises to say it must say it.
+        match query.iss.as_deref() {
+            Some(iss) if iss != provider.config.issuer => {
+                return Err(bad("iss does not match the provider (mix-up)"));
+            }
+            Some(_) => {}
+            None => {
+                let metadata = provider
+                    .metadata()
+                    .await
+                    .map_err(|error| (Rejection::ProviderUnavailable, error.to_string()))?;
+                if metadata.authorization_response_iss_parameter_supported {
+                    return Err(bad(
+                        "missing iss although the provider sends it (RFC 9207 mix-up defence)",
+                    ));
+                }
             }
         }
-    }
-    if let Some(error) = &query.error {
-        state.metrics.refused(
-            "callback",
-            &ProviderRefusedLogin {
-                provider: provider.name(),
-                error,
-            },
-        );
-        // A federated login answers the token service's client, as its own provider would.
-        let federated = login
-            .federation
-            .as_ref()
-            .and_then(|federation| state.federation.as_ref()?.fail(federation, error));
-        let response = match federated {
-            Some(location) => crate::http::found(&location),
-            None => Rejection::Unauthenticated.into_response(),
-        };
-        return Ok(with_cookies(response, vec![clear_state]));
-    }
-    let code = query.code.as_deref().ok_or_else(|| bad("missing code"))?;
-    let labels = ProviderLabels {
-        provider: provider.name().to_owned(),
-    };
-    let tokens = match provider
-        .exchange_code(code, &login.redirect_uri, &login.code_verifier)
-        .await
-    {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            state
-                .metrics
-                .code_exchange_errors
-                .get_or_create(&labels)
-                .inc();
-            return Err(match error {
-                ProviderError::Refused(code) => (
-                    Rejection::Unauthenticated,
-                    format!("code exchange refused: {code}"),
-                ),
-                ProviderError::StoreUnavailable(reason) => (Rejection::StoreUnavailable, reason),
-                other => (Rejection::ProviderUnavailable, other.to_string()),
-            });
+        if let Some(error) = &query.error {
+            state.metrics.refused(
+                "callback",
+                &ProviderRefusedLogin {
+                    provider: provider.name(),
+                    error,
+                },
+            );
+            // A federated login answers the token service's client, as its own provider would.
+            let federated = login
+                .federation
+                .as_ref()
+                .and_then(|federation| state.federation.as_ref()?.fail(federation, error));
+            let response = match federated {
+                Some(location) => crate::http::found(&location),
+                None => Rejection::Unauthenticated.into_response(),
+            };
+            return Ok(with_cookies(response, vec![clear_state.clone()]));
         }
-    };
-    let id_token = tokens.id_token.as_deref().ok_or((
-        Rejection::ProviderUnavailable,
-        "no id_token in token response".to_owned(),
-    ))?;
-    // The userinfo request goes out first and the ID token is checked while the provider
-    // answers it: both need only the token response. The yield lets the request be written
-    // (its connection's task runs on this thread) before the check takes the thread. An ID
-    // token refused ends the login at once, the userinfo answer not awaited; it is used only
-    // with a valid ID token.
-    let (userinfo, claims) = tokio::try_join!(
-        async { Ok(provider.userinfo(&tokens.access_token).await) },
-        async {
-            tokio::task::yield_now().await;
-            provider
-                .validate_login_id_token(id_token, &login.nonce, &tokens.access_token, code)
+        let code = query.code.as_deref().ok_or_else(|| bad("missing code"))?;
+        let labels = ProviderLabels {
+            provider: provider.name().to_owned(),
+        };
+        let tokens = match provider
+            .exchange_code(code, &login.redirect_uri, &login.code_verifier)
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                state
+                    .metrics
+                    .code_exchange_errors
+                    .get_or_create(&labels)
+                    .inc();
+                return Err(match error {
+                    ProviderError::Refused(code) => (
+                        Rejection::Unauthenticated,
+                        format!("code exchange refused: {code}"),
+                    ),
+                    ProviderError::StoreUnavailable(reason) => (Rejection::StoreUnavailable, reason),
+                    other => (Rejection::ProviderUnavailable, other.to_string()),
+                });
+            }
+        };
+        let id_token = tokens.id_token.as_deref().ok_or((
+            Rejection::ProviderUnavailable,
+            "no id_token in token response".to_owned(),
+        ))?;
+        // The userinfo request goes out first and the ID token is checked while the provider
+        // answers it: both need only the token response. The yield lets the request be written
+        // (its connection's task runs on this thread) before the check takes the thread. An ID
+        // token refused ends the login at once, the userinfo answer not awaited; it is used only
+        // with a valid ID token.
+        let (userinfo, claims) = tokio::try_join!(
+            async { Ok(provider.userinfo(&tokens.access_token).await) },
+            async {
+                tokio::task::yield_now().await;
+                provider
+                    .validate_login_id_token(id_token, &login.nonce, &tokens.access_token, code)
+                    .await
+                    .map_err(|error| match error {
+                        CredentialError::Token(error) => (
+                            Rejection::Unauthenticated,
+                            format!("id_token refused: {error}"),
+                        ),
+                        // The keys could not be had: the provider failed, the login was not refused.
+                        CredentialError::Provider(error) => {
+                            (Rejection::ProviderUnavailable, error.to_string())
+                        }
+                    })
+            }
+        )?;
+        let access_expires_at = tokens.access_expires_at(now, Some(&claims));
+        let claims = match userinfo.and_then(|userinfo| merge_claims(&claims, userinfo)) {
+            Ok(merged) => merged,
+            Err(CredentialError::Token(error)) => {
+                return Err((
+                    Rejection::Unauthenticated,
+                    format!("userinfo refused: {error}"),
+                ));
+            }
+            // An answer the provider should not have given (over the size cap, not JSON) is its
+            // failure: 502 (SPEC §9). Only an unreachable userinfo falls back to the ID token.
+            Err(CredentialError::Provider(error @ crate::oidc::ProviderError::BadResponse(_))) => {
+                return Err((
+                    Rejection::ProviderUnavailable,
+                    format!("userinfo unusable: {error}"),
+                ));
+            }
+            Err(CredentialError::Provider(error)) => {
+                tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
+                claims
+            }
+        };
+        // The token service's federated login: answer the client, create no session here.
+        if let Some(federation) = &login.federation {
+            let service = state.federation.as_ref().ok_or((
+                Rejection::Internal,
+                "federated login without a token service".to_owned(),
+            ))?;
+            let location = service
+                .complete(federation, provider.name(), &claims)
                 .await
                 .map_err(|error| match error {
-                    CredentialError::Token(error) => (
-                        Rejection::Unauthenticated,
-                        format!("id_token refused: {error}"),
-                    ),
-                    // The keys could not be had: the provider failed, the login was not refused.
-                    CredentialError::Provider(error) => {
-                        (Rejection::ProviderUnavailable, error.to_string())
+                    FederationError::Unavailable(reason) => {
+                        (Rejection::StoreUnavailable, format!("federation: {reason}"))
                     }
-                })
-        }
-    )?;
-    let access_expires_at = tokens.access_expires_at(now, Some(&claims));
-    let claims = match userinfo.and_then(|userinfo| merge_claims(&claims, userinfo)) {
-        Ok(merged) => merged,
-        Err(CredentialError::Token(error)) => {
-            return Err((
-                Rejection::Unauthenticated,
-                format!("userinfo refused: {error}"),
+                    FederationError::Refused(error) => (
+                        Rejection::BadRequest(error.clone()),
+                        format!("federation refused: {error}"),
+                    ),
+                })?;
+            state.metrics.signins.get_or_create(&labels).inc();
+            state.metrics.request("callback", "federated");
+            tracing::info!(provider = %provider.name(), client_id = %federation.client_id, "federated login");
+            return Ok(with_cookies(
+                crate::http::found(&location),
+                vec![clear_state.clone()],
             ));
         }
-        // An answer the provider should not have given (over the size cap, not JSON) is its
-        // failure: 502 (SPEC §9). Only an unreachable userinfo falls back to the ID token.
-        Err(CredentialError::Provider(error @ crate::oidc::ProviderError::BadResponse(_))) => {
-            return Err((
-                Rejection::ProviderUnavailable,
-                format!("userinfo unusable: {error}"),
-            ));
-        }
-        Err(CredentialError::Provider(error)) => {
-            tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
-            claims
-        }
-    };
-    // The token service's federated login: answer the client, create no session here.
-    if let Some(federation) = &login.federation {
-        let service = state.federation.as_ref().ok_or((
-            Rejection::Internal,
-            "federated login without a token service".to_owned(),
-        ))?;
-        let location = service
-            .complete(federation, provider.name(), &claims)
+        let lifetime = i64::try_from(state.session_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let session = Session {
+            provider: provider.name().to_owned(),
+            claims: claims.clone(),
+            id_token: id_token.to_owned(),
+            access_token: Some(tokens.access_token.clone()),
+            refresh_token: tokens.refresh_token.clone(),
+            access_expires_at,
+            created_at: now,
+            expires_at: now.saturating_add(lifetime),
+        };
+        let mut set_cookies = sessions
+            .create(session, &cookies, now, attributes)
             .await
             .map_err(|error| match error {
-                FederationError::Unavailable(reason) => {
-                    (Rejection::StoreUnavailable, format!("federation: {reason}"))
-                }
-                FederationError::Refused(error) => (
-                    Rejection::BadRequest(error.clone()),
-                    format!("federation refused: {error}"),
+                SessionError::Store(error) => (Rejection::StoreUnavailable, error.to_string()),
+                SessionError::Cookie(_) => (
+                    Rejection::Internal,
+                    "session too large to store in cookies".to_owned(),
                 ),
             })?;
+        set_cookies.push(clear_state.clone());
         state.metrics.signins.get_or_create(&labels).inc();
-        state.metrics.request("callback", "federated");
-        tracing::info!(provider = %provider.name(), client_id = %federation.client_id, "federated login");
-        return Ok(with_cookies(
-            crate::http::found(&location),
-            vec![clear_state],
-        ));
+        state.metrics.request("callback", "signed_in");
+        tracing::info!(provider = %provider.name(), "signed in");
+        Ok(with_cookies(
+            crate::http::found(&login.redirect_to),
+            set_cookies,
+        ))
     }
-    let lifetime = i64::try_from(state.session_lifetime.as_secs()).unwrap_or(i64::MAX);
-    let session = Session {
-        provider: provider.name().to_owned(),
-        claims: claims.clone(),
-        id_token: id_token.to_owned(),
-        access_token: Some(tokens.access_token.clone()),
-        refresh_token: tokens.refresh_token.clone(),
-        access_expires_at,
-        created_at: now,
-        expires_at: now.saturating_add(lifetime),
-    };
-    let mut set_cookies = sessions
-        .create(session, &cookies, now, attributes)
-        .await
-        .map_err(|error| match error {
-            SessionError::Store(error) => (Rejection::StoreUnavailable, error.to_string()),
-            SessionError::Cookie(_) => (
-                Rejection::Internal,
-                "session too large to store in cookies".to_owned(),
-            ),
-        })?;
-    set_cookies.push(clear_state);
-    state.metrics.signins.get_or_create(&labels).inc();
-    state.metrics.request("callback", "signed_in");
-    tracing::info!(provider = %provider.name(), "signed in");
-    Ok(with_cookies(
-        crate::http::found(&login.redirect_to),
-        set_cookies,
-    ))
+    .await;
+    match outcome {
+        Err(refusal) if !refusal.0.is_failure() => Ok(with_cookies(
+            reject(state, "callback", refusal),
+            vec![clear_state],
+        )),
+        outcome => outcome,
+    }
 }
 
 /// The provider answered `/callback` with an `error` instead of a code: the user is not

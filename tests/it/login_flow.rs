@@ -166,6 +166,13 @@ async fn a_misbehaving_provider_never_yields_a_session() {
         let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
         assert_eq!(callback.status(), 401, "{name}");
         assert!(!browser.cookies.contains_key("tollgate"), "{name}");
+        assert!(
+            !browser
+                .cookies
+                .keys()
+                .any(|name| name.starts_with("tollgate_login_")),
+            "{name}: the login in flight is used up"
+        );
     }
     let metrics = gateway.metrics().await;
     assert!(
@@ -684,14 +691,51 @@ async fn a_token_endpoint_failure_at_login_is_a_502_not_a_401() {
             "token endpoint answering {status}"
         );
     }
-    // An OAuth error from the provider (here: a code it does not know) stays a refusal.
+    // A failure keeps the login in flight: once the provider answers again, a reload of the
+    // callback signs in with the code it had not seen.
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
+    idp.misbehave(Misbehaviour {
+        token_endpoint_status: Some(503),
+        ..Default::default()
+    });
     let mut browser = Browser::new();
     let signin = browser.get(&gateway.url("/signin")).await;
     let at_provider = browser.get(&location(&signin)).await;
-    let callback_url = location(&at_provider).replace("code=code-0", "code=unknown");
-    assert_eq!(browser.get(&callback_url).await.status(), 401);
+    let callback_url = location(&at_provider);
+    assert_eq!(browser.get(&callback_url).await.status(), 502);
+    idp.misbehave(Misbehaviour::default());
+    assert_eq!(browser.get(&callback_url).await.status(), 302);
+    assert!(browser.cookies.contains_key("tollgate"));
+    // An OAuth error from the provider (here: a code it does not know) stays a refusal, and
+    // uses the login up: its cookie goes, and the state answers nothing more, not even the
+    // provider's real code.
+    let mut browser = Browser::new();
+    let signin = browser.get(&gateway.url("/signin")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback_url = location(&at_provider);
+    let mut unknown = reqwest::Url::parse(&callback_url).unwrap();
+    let pairs: Vec<(String, String)> = unknown
+        .query_pairs()
+        .map(|(name, value)| match &*name {
+            "code" => (name.into_owned(), "unknown".to_owned()),
+            _ => (name.into_owned(), value.into_owned()),
+        })
+        .collect();
+    unknown.query_pairs_mut().clear().extend_pairs(pairs);
+    let unknown = unknown.to_string();
+    assert!(unknown.contains("code=unknown&") || unknown.ends_with("code=unknown"));
+    assert_eq!(browser.get(&unknown).await.status(), 401);
+    assert!(
+        !browser
+            .cookies
+            .keys()
+            .any(|name| name.starts_with("tollgate_login_")),
+        "{:?}",
+        browser.cookies
+    );
+    assert_eq!(browser.get(&callback_url).await.status(), 400);
+    assert!(!browser.cookies.contains_key("tollgate"));
 }
 
 #[tokio::test]
