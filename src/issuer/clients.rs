@@ -48,10 +48,12 @@ pub(super) fn presented_client(
         let (id, secret) = decoded
             .split_once(':')
             .ok_or(IssuerError::InvalidClient { used_basic: true })?;
+        // RFC 6749 §2.3.1: each is form-urlencoded as a whole (a raw `&` or `=` is part of it).
         let decode = |text: &str| {
-            url::form_urlencoded::parse(format!("x={text}").as_bytes())
-                .next()
-                .map(|(_, value)| value.into_owned())
+            percent_encoding::percent_decode_str(&text.replace('+', " "))
+                .decode_utf8()
+                .ok()
+                .map(std::borrow::Cow::into_owned)
         };
         let id = decode(id).ok_or(IssuerError::InvalidClient { used_basic: true })?;
         let secret = decode(secret).ok_or(IssuerError::InvalidClient { used_basic: true })?;
@@ -347,4 +349,33 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use base64::Engine as _;
+
+    fn basic(credentials: &str) -> Option<(String, Option<String>)> {
+        let mut headers = HeaderMap::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
+        let presented = super::presented_client(&headers, None, None).ok()?;
+        Some((presented.client_id, presented.secret))
+    }
+
+    #[test]
+    fn a_basic_id_and_secret_are_each_decoded_whole() {
+        let pair = |id: &str, secret: &str| Some((id.to_owned(), Some(secret.to_owned())));
+        assert_eq!(basic("app:se%26cret"), pair("app", "se&cret"));
+        // A raw `&` is part of the secret, not its end: `S&anything` is not the secret `S`.
+        assert_eq!(basic("app:se&cret"), pair("app", "se&cret"));
+        assert_eq!(basic("app:a=b&c=d"), pair("app", "a=b&c=d"));
+        assert_eq!(basic("my%3Aapp:p+w%2B"), pair("my:app", "p w+"));
+        assert_eq!(basic("app:"), Some(("app".to_owned(), None)));
+        assert_eq!(basic("app:%FF"), None, "not UTF-8 once decoded");
+    }
 }
