@@ -158,9 +158,11 @@ pub fn original_request(
 /// UTF-8 with replacements (nginx passes a client's raw bytes on): where one token could reach
 /// the application, all are checked, and checking one that never does only refuses more.
 pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
-    // To its end, `#` included: Go's `ParseRequestURI` keeps what follows one in the query.
+    // From the first `?` of the path on (one in the authority is not the query's), to its end,
+    // `#` included: Go's `ParseRequestURI` keeps what follows one in the query.
     said(headers, |url| {
-        let start = url.find('?')? + 1;
+        let path = path_start(url);
+        let start = path + url[path..].find('?')? + 1;
         Some(start..url.len())
     })
 }
@@ -170,24 +172,30 @@ pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Co
 /// them, up to its `?`: a check that must hold for the path the application will serve runs
 /// over all of them.
 pub fn paths_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
-    // From the first `/` after the authority when it starts with a scheme (`https://host/…`),
-    // else from its start (a `://` in a path-only value is the path's).
     said(headers, |url| {
-        let end = url.find('?').unwrap_or(url.len());
-        let target = &url[..end];
-        let scheme = target.find("://").filter(|&at| {
-            let scheme = &target[..at];
-            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        });
-        let start = scheme.map_or(0, |at| {
-            target[at + 3..]
-                .find('/')
-                .map_or(end, |slash| at + 3 + slash)
-        });
+        let start = path_start(url);
+        let end = url[start..].find('?').map_or(url.len(), |at| start + at);
         Some(start..end)
+    })
+}
+
+/// Where the path of an original URL said starts: at the first `/` after the authority when it
+/// starts with a scheme (`https://host/…`; its end when no `/` follows), else at its start (a
+/// `://` in a path-only value is the path's). The authority ends at a `/` only: nginx takes a
+/// `Host` holding `?` or `#` (never `/`) and writes it into `X-Original-URL` as it came, so
+/// `https://app:1?/admin;x/users` is the path `/admin;x/users`, not a query.
+fn path_start(url: &str) -> usize {
+    let scheme = url.find("://").filter(|&at| {
+        let scheme = &url[..at];
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    });
+    scheme.map_or(0, |at| {
+        url[at + 3..]
+            .find('/')
+            .map_or(url.len(), |slash| at + 3 + slash)
     })
 }
 
@@ -559,6 +567,22 @@ mod tests {
             ]),
             ["", "/admin;x/users", "/admin;x/users", "/path-only", "/x"]
         );
+        // A `Host` holding `?` or `#` (nginx takes one, and writes it as it came): the path
+        // starts at the first `/` after the authority, and the query after it.
+        assert_eq!(
+            said(&[
+                ("x-original-url", "https://app.example.com:1?/admin;x/users"),
+                ("x-original-url", "http://h#?/a?b=c"),
+                ("x-original-url", "https://app?"),
+            ]),
+            ["", "/a", "/admin;x/users"]
+        );
+        let mut headers = HeaderMap::new();
+        for value in ["https://h:1?/api?access_token=B", "http://h?x=y", "/p?q=1"] {
+            headers.append("x-original-url", HeaderValue::from_str(value).unwrap());
+        }
+        let queries: Vec<String> = queries_said(&headers).map(|q| q.into_owned()).collect();
+        assert_eq!(queries, ["access_token=B", "q=1"]);
     }
 
     #[test]

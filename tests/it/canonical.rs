@@ -484,6 +484,35 @@ async fn a_path_with_parameters_never_reaches_a_laxer_location() {
             (500, None),
             "{path} with X-Forwarded-Uri: {body:?}"
         );
+        // A `Host` holding `?` or `#`, which nginx takes and writes into `X-Original-URL`
+        // before the path: the URL is not believed, and the path was then read as empty (a
+        // query or fragment), so no `;` was seen (200 on the old code).
+        for host in ["127.0.0.1:1?", "127.0.0.1:1#", "127.0.0.1:1?x="] {
+            let headers = [("Authorization", outsider.as_str()), ("Host", host)];
+            let (status, body) = raw_get(front_port, path, &headers).await;
+            assert_eq!(
+                (status, served(&body)),
+                (500, None),
+                "{path} with Host: {host}: {body:?}"
+            );
+        }
+    }
+    // A token in the query beside the Authorization header: two credentials the application
+    // may read differently, refused however the `Host` reads (the query was read from the
+    // `?` in the `Host`, which left `access_token` unseen).
+    let other = idp
+        .access_token()
+        .claim("sub", serde_json::json!("mallory"))
+        .sign();
+    let target = format!("/other?access_token={other}");
+    for host in ["127.0.0.1", "127.0.0.1:1?", "127.0.0.1:1?x="] {
+        let headers = [("Authorization", outsider.as_str()), ("Host", host)];
+        let (status, body) = raw_get(front_port, &target, &headers).await;
+        assert_eq!(
+            (status, served(&body)),
+            (500, None),
+            "Host: {host}: {body:?}"
+        );
     }
     gateway.stop().await;
 }
