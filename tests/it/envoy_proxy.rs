@@ -399,6 +399,51 @@ async fn both_recipes_refuse_a_websocket_asked_for_by_a_page_of_another_host() {
     }
 }
 
+/// Two `Authorization` headers beside a session cookie: Envoy describes them as one, joined with
+/// `,`, so the refusal of two never ran and a `Basic` first hid the `Bearer` token after it from
+/// every check (allowed on the old code), while Envoy passes both on to the application. By
+/// either recipe; one credential of a scheme with parameters still passes.
+#[tokio::test]
+async fn two_authorization_headers_joined_by_envoy_are_refused() {
+    let Setup {
+        idp: _idp,
+        gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup().await;
+    let mut browser = crate::support::Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    for port in [grpc_port, http_port] {
+        let two = get(
+            port,
+            "/admin/users",
+            &[
+                ("cookie", &cookie),
+                ("authorization", "Basic eDp5"),
+                ("authorization", "Bearer forged.by.mallory"),
+            ],
+        )
+        .await;
+        assert_eq!(two.status(), 400, "port {port}: {}", envoy.log());
+        let digest = get(
+            port,
+            "/admin/users",
+            &[
+                ("cookie", &cookie),
+                (
+                    "authorization",
+                    "Digest username=\"alice\", realm=\"app\", nonce=\"n\", uri=\"/\"",
+                ),
+            ],
+        )
+        .await;
+        upstream_saw(digest, &envoy).await;
+    }
+}
+
 /// A client that sends an injected header twice: Tollgate's value must replace every copy
 /// (Envoy's overwrite), never stand beside a second one that an application joining repeated
 /// headers would read as `alice@example.com, mallory@example.com`. By either recipe.

@@ -243,10 +243,11 @@ async fn check(
         .await);
     };
     let original = original_request(&http);
-    let outcome = match super::unreadable_path(&original) {
-        Some(refused) => refused,
-        None => decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await,
-    };
+    let outcome =
+        match super::unreadable_path(&original).or_else(|| super::joined_credentials(&headers)) {
+            Some(refused) => refused,
+            None => decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await,
+        };
     report(
         state,
         "envoy_grpc",

@@ -66,7 +66,9 @@ pub fn check(
                 .to_str()
                 .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
         };
-        let outcome = match (rules, super::unreadable_path(&original)) {
+        let unreadable =
+            super::unreadable_path(&original).or_else(|| super::joined_credentials(headers));
+        let outcome = match (rules, unreadable) {
             (Err(reason), _) => Outcome::Reject(Refusal::new(
                 Rejection::BadRequest(reason.to_owned()),
                 reason,

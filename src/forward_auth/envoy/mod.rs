@@ -59,6 +59,38 @@ fn holds_no_rule(rules: &str) -> bool {
     rules.split('&').all(|piece| piece.trim_ascii().is_empty())
 }
 
+/// A refusal (400) of a request that sent two `Authorization` headers, which Envoy describes
+/// as one, their values joined with `,` (unless `encode_raw_headers` keeps them apart): so the
+/// "two Authorization headers" refusal never ran, and a `Basic` credential first hid a
+/// `Bearer` token after it from every check, while Envoy passes both headers on and an
+/// application may take the second. A piece after a `,` that starts a credential of its own
+/// (`scheme SP …`) is such a second header: no single credential holds one (a token68 has no
+/// `,`, and a parameter of `Digest` is `name=value`).
+fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
+    let starts_a_credential = |piece: &str| {
+        let piece = piece.trim_start_matches([' ', '\t']);
+        piece.find([' ', '\t']).is_some_and(|at| {
+            at > 0 && !piece[..at].contains('=') && !piece[at..].trim().is_empty()
+        })
+    };
+    let joined = headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter()
+        .any(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .split(',')
+                .skip(1)
+                .any(starts_a_credential)
+        });
+    joined.then(|| {
+        let reason = "two Authorization headers (Envoy describes them as one, joined with `,`)";
+        Outcome::Reject(Refusal::new(
+            Rejection::InvalidRequest(reason.to_owned()),
+            reason,
+        ))
+    })
+}
+
 /// A refusal (400) of a request whose path Envoy and the application may read apart from
 /// Tollgate, or `None` when its path is already canonical (SPEC §4.1). Envoy picks its route,
 /// and with it the route's rules, on the path as sent unless `normalize_path` and
@@ -87,4 +119,33 @@ fn unreadable_path(original: &OriginalRequest) -> Option<Outcome> {
         Rejection::BadRequest(reason.to_owned()),
         reason,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn joined(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        super::joined_credentials(&headers).is_some()
+    }
+
+    #[test]
+    fn a_second_credential_after_a_comma_is_a_second_header() {
+        assert!(joined(&["Basic eDp5,Bearer forged"]));
+        assert!(joined(&["Basic eDp5, Bearer forged"]));
+        assert!(joined(&["Bearer a,\tToken b"]));
+        assert!(joined(&["Digest username=\"a\", realm=\"r\", Bearer x"]));
+        // One credential: a token68, or parameters of a scheme that has them.
+        assert!(!joined(&["Bearer eyJ.eyJ.sig"]));
+        assert!(!joined(&["Basic eDp5"]));
+        assert!(!joined(&[
+            "Digest username=\"alice\", realm=\"app\", qop=auth"
+        ]));
+        assert!(!joined(&["Bearer a,"]));
+        assert!(!joined(&[]));
+    }
 }
