@@ -388,6 +388,8 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     /// Waiting for the upstream's response headers.
     pub read_timeout: Duration,
+    /// The protocols a client may switch to (`Upgrade`), lower case: `websocket` unless set.
+    pub upgrades: Vec<String>,
     /// Authorisation requirements.
     pub require: crate::policy::Requirements,
     /// Identity headers sent upstream.

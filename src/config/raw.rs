@@ -128,6 +128,7 @@ pub(super) struct RawRoute {
     pub skip: Option<Vec<String>>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    pub upgrades: Option<Vec<String>>,
     pub require: Option<RawRequire>,
     pub headers: Option<BTreeMap<String, String>>,
 }

@@ -1426,3 +1426,37 @@ fn an_idle_timeout_the_cookie_store_cannot_honour_is_warned_about() {
         0
     );
 }
+
+#[test]
+fn route_upgrades_are_protocol_names_and_never_h2c() {
+    let route = |upgrades: &str| {
+        format!(
+            "[[route]]\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n{upgrades}\n[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n{PROVIDER}"
+        )
+    };
+    let loaded = |upgrades: &str| {
+        load(&route(upgrades), &BTreeMap::new())
+            .unwrap_or_else(|problems| panic!("{problems:?}"))
+            .routes[0]
+            .upgrades
+            .clone()
+    };
+    assert_eq!(loaded(""), ["websocket"]);
+    assert_eq!(
+        loaded("upgrades = [\"WebSocket\", \"SPDY/3.1\", \"websocket\"]"),
+        ["websocket", "spdy/3.1"]
+    );
+    assert_eq!(loaded("upgrades = []"), Vec::<String>::new());
+    check_problem(
+        &route("upgrades = [\"h2c\"]"),
+        &[],
+        "route[0].upgrades[0]: h2c is never passed on",
+    );
+    for bad in ["", "web socket", "a/b/c", "x,y"] {
+        check_problem(
+            &route(&format!("upgrades = [\"{bad}\"]")),
+            &[],
+            "route[0].upgrades[0]: must be a protocol name",
+        );
+    }
+}

@@ -1,6 +1,7 @@
-//! Forwarding to an upstream: bodies streamed both ways, WebSocket (and any HTTP/1.1) upgrades
-//! spliced, hop-by-hop headers dropped, `X-Forwarded-For/Proto/Host` added, connect and
-//! response timeouts enforced. Upstreams are reached only from here, through `proxy::pool`.
+//! Forwarding to an upstream: bodies streamed both ways, WebSocket (and the other HTTP/1.1
+//! upgrades a route lists) spliced, hop-by-hop headers dropped, `X-Forwarded-For/Proto/Host`
+//! added, connect and response timeouts enforced. Upstreams are reached only from here, through
+//! `proxy::pool`.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -167,13 +168,36 @@ fn lists_upgrade(headers: &HeaderMap) -> bool {
         .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Whether an `Upgrade` header asks for h2c.
-fn names_h2c(protocols: &HeaderValue) -> bool {
-    protocols.to_str().map_or(true, |text| {
-        text.split(',')
-            .any(|protocol| protocol.trim().eq_ignore_ascii_case("h2c"))
-    })
+/// The protocols of the client's `Upgrade` that `route.upgrades` lets through, as sent
+/// upstream; `None` leaves the request a plain one (its `Upgrade` dropped as hop-by-hop). An
+/// `Upgrade` counts only in HTTP/1.1 and when `Connection` names it (RFC 9110 §7.8), and a
+/// WebSocket only with its key (RFC 6455 §4.1). A protocol not listed is never spliced: an
+/// application that relays a fetched answer (a URL preview) would otherwise pass on a 101 its
+/// fetched server made up, and the client would speak HTTP to the application on the spliced
+/// connection, past every rule.
+fn passed_upgrade(route: &RouteConfig, request: &Request) -> Option<HeaderValue> {
+    let headers = request.headers();
+    if request.version() != axum::http::Version::HTTP_11 || !lists_upgrade(headers) {
+        return None;
+    }
+    let keyed = headers.contains_key(SEC_WEBSOCKET_KEY);
+    let asked = headers.get(header::UPGRADE)?.to_str().ok()?;
+    let passed: Vec<&str> = asked
+        .split(',')
+        .map(str::trim)
+        .filter(|protocol| {
+            let lower = protocol.to_ascii_lowercase();
+            route.upgrades.contains(&lower) && (lower != "websocket" || keyed)
+        })
+        .collect();
+    if passed.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&passed.join(", ")).ok()
 }
+
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
 
 /// Facts about the client connection that go upstream as `X-Forwarded-*`.
 pub struct ForwardedFor<'a> {
@@ -202,8 +226,38 @@ pub struct ClientUpgrade {
     on: hyper::upgrade::OnUpgrade,
     /// The `Upgrade` value asked for.
     protocols: HeaderValue,
-    /// The `Sec-WebSocket-Accept` a WebSocket server answers its `Sec-WebSocket-Key` with.
-    websocket_accept: Option<String>,
+    /// A WebSocket's handshake, when one was asked for.
+    websocket: Option<WebSocketKeys>,
+}
+
+/// A WebSocket handshake passed on with a key of Tollgate's own (RFC 6455 §4.1): the upstream
+/// must answer that key, which nobody else knows, so an application relaying a 101 that a
+/// server of the client's choosing made up for the client's key is not believed. The client
+/// gets the accept value of its own key.
+struct WebSocketKeys {
+    /// The `Sec-WebSocket-Key` sent upstream.
+    sent: HeaderValue,
+    /// The `Sec-WebSocket-Accept` the upstream must answer `sent` with.
+    upstream_accept: String,
+    /// The `Sec-WebSocket-Accept` of the client's key, which the client's 101 carries.
+    client_accept: HeaderValue,
+}
+
+impl WebSocketKeys {
+    /// Keys for a handshake whose client sent `client_key`: a fresh random one goes upstream.
+    fn new(client_key: &HeaderValue) -> Option<Self> {
+        use base64::Engine as _;
+        let sent = base64::engine::general_purpose::STANDARD.encode(crate::random::bytes::<16>());
+        Self::sending(client_key, HeaderValue::from_str(&sent).ok()?)
+    }
+
+    fn sending(client_key: &HeaderValue, sent: HeaderValue) -> Option<Self> {
+        Some(Self {
+            upstream_accept: websocket_accept(sent.as_bytes()),
+            client_accept: HeaderValue::from_str(&websocket_accept(client_key.as_bytes())).ok()?,
+            sent,
+        })
+    }
 }
 
 impl ClientUpgrade {
@@ -229,24 +283,24 @@ impl ClientUpgrade {
         let [switched] = &tokens(protocol.as_bytes())[..] else {
             return false;
         };
-        // A WebSocket's handshake is checked by the client's key; without one (RFC 6455 §4.1
-        // requires it) nothing could tell an application's real switch from an answer it
-        // relays (a URL preview fetching a server that answers 101 to anything).
+        // A WebSocket's handshake is checked by the key Tollgate sent; without one nothing
+        // could tell an application's real switch from an answer it relays (a URL preview
+        // fetching a server that answers 101 to anything).
         let accepted = switched.as_slice() != b"websocket"
-            || self.websocket_accept.as_ref().is_some_and(|expected| {
-                answer
-                    .get("sec-websocket-accept")
-                    .is_some_and(|accept| accept.as_bytes().trim_ascii() == expected.as_bytes())
+            || self.websocket.as_ref().is_some_and(|keys| {
+                answer.get(SEC_WEBSOCKET_ACCEPT).is_some_and(|accept| {
+                    accept.as_bytes().trim_ascii() == keys.upstream_accept.as_bytes()
+                })
             });
         asked.contains(switched) && lists_upgrade(answer) && accepted
     }
 }
 
 /// RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the protocol's GUID.
-fn websocket_accept(key: &HeaderValue) -> String {
+fn websocket_accept(key: &[u8]) -> String {
     use base64::Engine as _;
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    context.update(key.as_bytes().trim_ascii());
+    context.update(key.trim_ascii());
     context.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
     base64::engine::general_purpose::STANDARD.encode(context.finish().as_ref())
 }
@@ -263,19 +317,10 @@ pub fn prepare(
     forwarded: &ForwardedFor<'_>,
     add_identity: impl FnOnce(&mut HeaderMap),
 ) -> Result<Outbound, ForwardError> {
-    // h2c is never passed on: once the upstream switched, the client would speak HTTP/2 to it
-    // on the spliced connection, requests Tollgate never sees. The request goes as a plain one.
-    // An `Upgrade` counts only in HTTP/1.1 and when `Connection` names it (RFC 9110 §7.8):
-    // else it is a hop-by-hop header like any other, dropped, and the request a plain one.
-    let upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .filter(|protocols| {
-            request.version() == axum::http::Version::HTTP_11
-                && lists_upgrade(request.headers())
-                && !names_h2c(protocols)
-        })
-        .cloned();
+    // h2c is never passed on (`route.upgrades` cannot name it): once the upstream switched,
+    // the client would speak HTTP/2 to it on the spliced connection, requests Tollgate never
+    // sees. The request goes as a plain one.
+    let upgrade = passed_upgrade(route, &request);
     let target = route
         .upstream
         .request_target(request.uri().path_and_query())
@@ -285,15 +330,15 @@ pub fn prepare(
             .as_bytes()
             .split(|byte| *byte == b',')
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"));
-        let websocket_accept = request
+        let websocket = request
             .headers()
-            .get("sec-websocket-key")
+            .get(SEC_WEBSOCKET_KEY)
             .filter(|_| websocket)
-            .map(websocket_accept);
+            .and_then(WebSocketKeys::new);
         Box::new(ClientUpgrade {
             on: hyper::upgrade::on(&mut request),
             protocols: protocols.clone(),
-            websocket_accept,
+            websocket,
         })
     });
     let (mut parts, body) = request.into_parts();
@@ -326,6 +371,12 @@ pub fn prepare(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
+        if let Some(keys) = client_upgrade
+            .as_ref()
+            .and_then(|upgrade| upgrade.websocket.as_ref())
+        {
+            parts.headers.insert(SEC_WEBSOCKET_KEY, keys.sent.clone());
+        }
     }
     let ip = forwarded.peer.ip();
     let chain = match forwarded.trusted_chain {
@@ -435,6 +486,12 @@ fn splice_upgrade(
         )
         .into_response();
     }
+    if let Some(keys) = &client_upgrade.websocket {
+        // Harmless where the upstream switched to another protocol asked for beside it.
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_ACCEPT, keys.client_accept.clone());
+    }
     let client_upgrade = client_upgrade.on;
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
@@ -461,7 +518,13 @@ mod tests {
         let asked = |protocols: &'static str, key: Option<&'static str>| ClientUpgrade {
             on: hyper::upgrade::on(axum::http::Request::new(())),
             protocols: HeaderValue::from_static(protocols),
-            websocket_accept: key.map(|key| websocket_accept(&HeaderValue::from_static(key))),
+            // The RFC's example key as the one sent upstream, the client's another.
+            websocket: key.and_then(|key| {
+                WebSocketKeys::sending(
+                    &HeaderValue::from_static("Y2xpZW50cyBvd24ga2V5IQ=="),
+                    HeaderValue::from_static(key),
+                )
+            }),
         };
         let answer = |fields: &[(&'static str, &'static str)]| {
             let mut headers = HeaderMap::new();

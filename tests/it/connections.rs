@@ -282,7 +282,7 @@ async fn an_upgraded_connection_is_not_timed_as_a_request_head() {
     })
     .await;
     let timeouts = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"6s\"\n";
-    let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
+    let gateway = gateway_with(&idp, &upstream, "upgrades = [\"sink\"]\n", timeouts).await;
     let mut client = upgraded(&gateway).await;
     // Ten bytes over three seconds, three times header_read_timeout, and no answer meanwhile.
     for _ in 0..10 {
@@ -318,7 +318,7 @@ async fn an_upgraded_connection_holds_its_place_and_is_closed_when_idle() {
     .await;
     let timeouts =
         "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nmax_connections = 1\n";
-    let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
+    let gateway = gateway_with(&idp, &upstream, "upgrades = [\"sink\"]\n", timeouts).await;
     let held = upgraded(&gateway).await;
 
     let mut next = tokio::net::TcpStream::connect(gateway.app.public_addr)

@@ -1272,7 +1272,8 @@ fn futures_stream(
 #[tokio::test]
 async fn upgraded_connections_are_spliced_both_ways() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
-    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    // A protocol other than WebSocket is passed on only when the route lists it.
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\nupgrades = [\"websocket\", \"Echo\"]\n";
     let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), routes)).await;
     let address = gateway.app.public_addr;
     let echoed = tokio::task::spawn_blocking(move || {
@@ -1334,7 +1335,24 @@ async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
                     let line = head.lines().next().unwrap_or_default().to_owned();
                     record.lock().unwrap().push(head.clone());
                     let answer = if line.contains("code=101") {
-                        "HTTP/1.1 101 Switching Protocols\r\n\r\n".to_owned()
+                        // The switch the query makes up: `upgrade=` and `accept=` name the
+                        // `Upgrade` and `Sec-WebSocket-Accept` of the answer.
+                        let named = |name: &str| {
+                            let value = line
+                                .split([' ', '?', '&'])
+                                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+                            Some(value.replace("%2B", "+").replace("%3D", "="))
+                        };
+                        let mut answer = "HTTP/1.1 101 Switching Protocols\r\n".to_owned();
+                        if let Some(protocol) = named("upgrade") {
+                            answer.push_str(&format!(
+                                "Connection: Upgrade\r\nUpgrade: {protocol}\r\n"
+                            ));
+                        }
+                        if let Some(accept) = named("accept") {
+                            answer.push_str(&format!("Sec-WebSocket-Accept: {accept}\r\n"));
+                        }
+                        answer + "\r\n"
                     } else {
                         format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{line}",
@@ -1356,33 +1374,51 @@ async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
         routes,
     ))
     .await;
-    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
-        .await
-        .unwrap();
-    client
-        .write_all(
-            b"GET /public/s?code=101 HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    const WEBSOCKET: &str = "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
+    for (asked, query) in [
+        // A 101 that switched to nothing.
+        (WEBSOCKET, "code=101"),
+        // A protocol with no handshake to check, which the route does not list (spliced on
+        // the old code).
+        ("Upgrade: x-smuggle", "code=101&upgrade=x-smuggle"),
+        // A WebSocket whose made-up 101 answers the client's own key, which the client knows
+        // (spliced on the old code): the upstream must answer the key Tollgate sent.
+        (
+            WEBSOCKET,
+            "code=101&upgrade=websocket&accept=s3pPLMBiTxaQ9kYGzzhZRbK%2BxOo%3D",
+        ),
+    ] {
+        let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
+            .await
+            .unwrap();
+        client
+            .write_all(
+                format!(
+                    "GET /public/s?{query} HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\n{asked}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        // What the client would send on a spliced connection, straight to the application.
+        let _ = client
+            .write_all(b"GET /admin HTTP/1.1\r\nHost: app\r\nX-User: admin@corp\r\n\r\n")
+            .await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            client.read_to_end(&mut rest),
         )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        client.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    // What the client would send on a spliced connection, straight to the application.
-    let _ = client
-        .write_all(b"GET /admin HTTP/1.1\r\nHost: app\r\nX-User: admin@corp\r\n\r\n")
         .await;
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        client.read_to_end(&mut rest),
-    )
-    .await;
-    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+        assert!(head.starts_with("HTTP/1.1 502"), "{query}: {head}");
+    }
     let seen = seen.lock().unwrap().clone();
     // The second request came through Tollgate as a request of its own, or not at all.
     assert!(
@@ -1452,6 +1488,14 @@ async fn a_websocket_asked_for_by_a_page_of_another_host_is_refused() {
         headers.extend(origin.iter().map(|origin| format!("Origin: {origin}")));
         let answer = upgrade_answer(address, headers).await;
         assert!(answer.starts_with("HTTP/1.1 101"), "{origin:?}: {answer}");
+        // The accept value of the client's own key (RFC 6455 §1.3's example), though the
+        // upstream answered the key Tollgate sent it.
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+            "{answer}"
+        );
     }
 }
 

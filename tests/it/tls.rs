@@ -507,10 +507,14 @@ async fn an_unverified_upstream_is_one_log_line() {
 /// `support::tls_upstream` with a certificate of `ca`, and a gateway routing every path to it.
 async fn behind_tls_upstream(ca: &TestCa) -> (TlsUpstream, Gateway) {
     let upstream = TlsUpstream::start(&ca.issue("upstream")).await;
-    let routes = route(
-        "/",
-        &format!("https://localhost:{}", upstream.port),
-        Some(&ca.cert()),
+    // The upstream's test protocol, which the route must list to have it passed on.
+    let routes = format!(
+        "{}upgrades = [\"echo\"]\n",
+        route(
+            "/",
+            &format!("https://localhost:{}", upstream.port),
+            Some(&ca.cert()),
+        )
     );
     let gateway = Gateway::start(&config("", &routes)).await;
     (upstream, gateway)
@@ -534,7 +538,7 @@ async fn behind_tls_upstream_reading(
     Gateway::start(&config("", &routes)).await
 }
 
-/// An upgrade (WebSocket) to an https upstream that offers HTTP/2 goes over a connection that
+/// An upgrade (a protocol the route lists) to an https upstream that offers HTTP/2 goes over a connection that
 /// offered only HTTP/1.1, and is spliced both ways; SNI is the upstream URL's host.
 #[tokio::test]
 async fn an_upgrade_to_an_https_upstream_is_spliced_over_http1() {

@@ -210,6 +210,7 @@ impl Checker<'_> {
             raw.read_timeout,
             Duration::from_secs(60),
         );
+        let upgrades = self.upgrades(&format!("{path}.upgrades"), raw.upgrades);
         let require =
             self.requirements(&format!("{path}.require"), raw.require.unwrap_or_default());
 
@@ -231,9 +232,48 @@ impl Checker<'_> {
             skip,
             connect_timeout,
             read_timeout,
+            upgrades,
             require,
             headers,
         })
+    }
+
+    /// `route.upgrades`: protocol names (RFC 9110 §7.8, `name[/version]` of token characters),
+    /// kept in lower case; `websocket` when absent. Never `h2c`: the client would then speak
+    /// HTTP/2 to the upstream on the spliced connection, requests Tollgate never sees.
+    fn upgrades(&mut self, path: &str, raw: Option<Vec<String>>) -> Vec<String> {
+        let Some(raw) = raw else {
+            return vec!["websocket".to_owned()];
+        };
+        let token = |text: &str| {
+            !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+        };
+        let mut upgrades = Vec::new();
+        for (index, protocol) in raw.iter().enumerate() {
+            let lower = protocol.to_ascii_lowercase();
+            let named = match lower.split_once('/') {
+                Some((name, version)) => token(name) && token(version),
+                None => token(&lower),
+            };
+            if !named {
+                self.problem(
+                    format!("{path}[{index}]"),
+                    "must be a protocol name, `name` or `name/version` (RFC 9110 §7.8)",
+                );
+            } else if lower == "h2c" || lower.starts_with("h2c/") {
+                self.problem(
+                    format!("{path}[{index}]"),
+                    "h2c is never passed on: on the switched connection the client would send \
+                     requests Tollgate never sees",
+                );
+            } else if !upgrades.contains(&lower) {
+                upgrades.push(lower);
+            }
+        }
+        upgrades
     }
 
     fn json_path(&mut self, path: &str, text: &str) -> Option<serde_json_path::JsonPath> {
