@@ -156,14 +156,17 @@ pub fn original_request(
 /// The query of every original URL the request's headers say (`X-Original-URL`,
 /// `X-Forwarded-Uri`, each value), believed or not, trusted peer or not, its bytes read as
 /// UTF-8 with replacements (nginx passes a client's raw bytes on): where one token could reach
-/// the application, all are checked, and checking one that never does only refuses more.
+/// the application, all are checked, and checking one that never does only refuses more. An
+/// absolute URL whose path may start in two places (see [`path_starts`]) says two.
 pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
-    // From the first `?` of the path on (one in the authority is not the query's), to its end,
-    // `#` included: Go's `ParseRequestURI` keeps what follows one in the query.
+    // From the first `?` of the path on, to its end, `#` included: Go's `ParseRequestURI`
+    // keeps what follows one in the query.
     said(headers, |url| {
-        let path = path_start(url);
-        let start = path + url[path..].find('?')? + 1;
-        Some(start..url.len())
+        path_starts(url).map(|start| {
+            let start = start?;
+            let query = start + url[start..].find('?')? + 1;
+            Some(query..url.len())
+        })
     })
 }
 
@@ -173,18 +176,21 @@ pub fn queries_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Co
 /// over all of them.
 pub fn paths_said(headers: &HeaderMap) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
     said(headers, |url| {
-        let start = path_start(url);
-        let end = url[start..].find('?').map_or(url.len(), |at| start + at);
-        Some(start..end)
+        path_starts(url).map(|start| {
+            let start = start?;
+            Some(start..url[start..].find('?').map_or(url.len(), |at| start + at))
+        })
     })
 }
 
-/// Where the path of an original URL said starts: at the first `/` after the authority when it
-/// starts with a scheme (`https://host/…`; its end when no `/` follows), else at its start (a
-/// `://` in a path-only value is the path's). The authority ends at a `/` only: nginx takes a
+/// Where the path of an original URL said may start: an absolute one (`https://host/…`) at the
+/// first `/` after the authority (its end when none follows), as nginx wrote it: nginx takes a
 /// `Host` holding `?` or `#` (never `/`) and writes it into `X-Original-URL` as it came, so
-/// `https://app:1?/admin;x/users` is the path `/admin;x/users`, not a query.
-fn path_start(url: &str) -> usize {
+/// `https://app:1?/admin;x/users` is the path `/admin;x/users`; and, when a `?` comes first,
+/// also there, as a URL is read: nginx's own request line may have an empty path
+/// (`GET http://x?access_token=T`), so `https://h?access_token=T` is a query. A value without
+/// a scheme starts at its start (a `://` in a path-only value is the path's).
+fn path_starts(url: &str) -> [Option<usize>; 2] {
     let scheme = url.find("://").filter(|&at| {
         let scheme = &url[..at];
         scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -192,30 +198,41 @@ fn path_start(url: &str) -> usize {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     });
-    scheme.map_or(0, |at| {
-        url[at + 3..]
-            .find('/')
-            .map_or(url.len(), |slash| at + 3 + slash)
-    })
+    let Some(at) = scheme else {
+        return [Some(0), None];
+    };
+    let authority = at + 3;
+    let slash = url[authority..]
+        .find('/')
+        .map_or(url.len(), |slash| authority + slash);
+    let query = url[authority..slash].find('?').map(|at| authority + at);
+    [Some(slash), query]
 }
 
-/// The `part` of each `X-Original-URL` and `X-Forwarded-Uri` value, read as UTF-8 with
+/// The `part`s of each `X-Original-URL` and `X-Forwarded-Uri` value, read as UTF-8 with
 /// replacements, in one pass over the headers (as `only_one_each` reads them); borrowed
 /// unless a replacement was made.
 fn said(
     headers: &HeaderMap,
-    part: impl Fn(&str) -> Option<std::ops::Range<usize>>,
+    part: impl Fn(&str) -> [Option<std::ops::Range<usize>>; 2],
 ) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
     headers
         .iter()
         .filter(|(name, _)| **name == X_ORIGINAL_URL || **name == X_FORWARDED_URI)
-        .filter_map(
-            move |(_, value)| match String::from_utf8_lossy(value.as_bytes()) {
-                Cow::Borrowed(url) => part(url).map(|range| Cow::Borrowed(&url[range])),
-                Cow::Owned(url) => part(&url).map(|range| Cow::Owned(url[range].to_owned())),
-            },
-        )
+        .flat_map(move |(_, value)| {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            let ranges = part(&text);
+            let parts: [Option<Cow<'_, str>>; 2] = match text {
+                Cow::Borrowed(url) => {
+                    ranges.map(|range| range.map(|range| Cow::Borrowed(&url[range])))
+                }
+                Cow::Owned(url) => {
+                    ranges.map(|range| range.map(|range| Cow::Owned(url[range].to_owned())))
+                }
+            };
+            parts.into_iter().flatten()
+        })
 }
 
 /// Whether two proxies' readings both say something, and not the same.
@@ -572,17 +589,33 @@ mod tests {
         assert_eq!(
             said(&[
                 ("x-original-url", "https://app.example.com:1?/admin;x/users"),
-                ("x-original-url", "http://h#?/a?b=c"),
+                ("x-original-url", "http://h#/a?b=c"),
                 ("x-original-url", "https://app?"),
             ]),
-            ["", "/a", "/admin;x/users"]
+            // The path as a URL is read, empty when a `?` comes first, is said too: nginx's own
+            // request line may have an empty path.
+            ["", "", "", "/a", "/admin;x/users"]
         );
         let mut headers = HeaderMap::new();
-        for value in ["https://h:1?/api?access_token=B", "http://h?x=y", "/p?q=1"] {
+        for value in [
+            "https://h:1?/api?access_token=B",
+            "http://h?access_token=T&next=/home",
+            "http://h?x=y",
+            "/p?q=1",
+        ] {
             headers.append("x-original-url", HeaderValue::from_str(value).unwrap());
         }
         let queries: Vec<String> = queries_said(&headers).map(|q| q.into_owned()).collect();
-        assert_eq!(queries, ["access_token=B", "q=1"]);
+        assert_eq!(
+            queries,
+            [
+                "access_token=B",
+                "/api?access_token=B",
+                "access_token=T&next=/home",
+                "x=y",
+                "q=1"
+            ]
+        );
     }
 
     #[test]

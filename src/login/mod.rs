@@ -343,9 +343,12 @@ async fn finish_login(
         .jar
         .finish_login(returned_state, &cookies, now, attributes)
         .ok_or_else(|| bad("unknown or expired login state; start the login again"))?;
-    // The login in flight is used up by a refusal: its cookie goes, so the state cannot be
-    // answered again (RFC 9700 §2.1: a one-time CSRF token). A failure (the provider or the
-    // store unreachable) keeps it: a reload of this page retries the exchange with the code.
+    // The login in flight is used up by a refusal, and by anything once its code was spent:
+    // its cookie goes, so the state cannot be answered again (RFC 9700 §2.1: a one-time CSRF
+    // token), nor a spent code presented again (which a provider may answer by revoking what
+    // it issued for it, RFC 6749 §4.1.2). A failure before the exchange (the provider or the
+    // store unreachable) keeps it: a reload of this page retries with the code.
+    let mut code_spent = false;
     let outcome: Result<Response, (Rejection, String)> = async {
         let provider = state
             .providers
@@ -397,7 +400,10 @@ async fn finish_login(
             .exchange_code(code, &login.redirect_uri, &login.code_verifier)
             .await
         {
-            Ok(tokens) => tokens,
+            Ok(tokens) => {
+                code_spent = true;
+                tokens
+            }
             Err(error) => {
                 state
                     .metrics
@@ -522,7 +528,7 @@ async fn finish_login(
     }
     .await;
     match outcome {
-        Err(refusal) if !refusal.0.is_failure() => Ok(with_cookies(
+        Err(refusal) if code_spent || !refusal.0.is_failure() => Ok(with_cookies(
             reject(state, "callback", refusal),
             vec![clear_state],
         )),

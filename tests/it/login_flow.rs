@@ -707,6 +707,27 @@ async fn a_token_endpoint_failure_at_login_is_a_502_not_a_401() {
     idp.misbehave(Misbehaviour::default());
     assert_eq!(browser.get(&callback_url).await.status(), 302);
     assert!(browser.cookies.contains_key("tollgate"));
+    // A failure once the code was spent (here the userinfo answer over its size cap, a 502)
+    // uses the login up too: a reload would present the spent code again.
+    idp.misbehave(Misbehaviour {
+        huge_answer: Some("userinfo"),
+        ..Default::default()
+    });
+    let mut browser = Browser::new();
+    let signin = browser.get(&gateway.url("/signin")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback_url = location(&at_provider);
+    assert_eq!(browser.get(&callback_url).await.status(), 502);
+    assert!(
+        !browser
+            .cookies
+            .keys()
+            .any(|name| name.starts_with("tollgate_login_")),
+        "{:?}",
+        browser.cookies
+    );
+    assert_eq!(browser.get(&callback_url).await.status(), 400);
+    idp.misbehave(Misbehaviour::default());
     // An OAuth error from the provider (here: a code it does not know) stays a refusal, and
     // uses the login up: its cookie goes, and the state answers nothing more, not even the
     // provider's real code.

@@ -63,31 +63,47 @@ fn holds_no_rule(rules: &str) -> bool {
 /// as one, their values joined with `,` (unless `encode_raw_headers` keeps them apart): so the
 /// "two Authorization headers" refusal never ran, and a `Basic` credential first hid a
 /// `Bearer` token after it from every check, while Envoy passes both headers on and an
-/// application may take the second. A piece after a `,` that starts a credential of its own
-/// (`scheme SP …`) is such a second header: no single credential holds one (a token68 has no
-/// `,`, and a parameter of `Digest` is `name=value`).
+/// application may take the second. One credential holds a `,` only between parameters
+/// (`Digest username="a", realm="r"`; a token68 has none): any piece after a `,` (outside
+/// quotes) that is neither empty nor a `name=value` parameter is a second header, however its
+/// scheme is set apart (an application reading Latin-1 splits on `\xa0` too) or left out.
 fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
-    let starts_a_credential = |piece: &str| {
-        let piece = piece.trim_start_matches([' ', '\t']);
-        piece.find([' ', '\t']).is_some_and(|at| {
-            at > 0 && !piece[..at].contains('=') && !piece[at..].trim().is_empty()
-        })
-    };
     let joined = headers
         .get_all(axum::http::header::AUTHORIZATION)
         .iter()
-        .any(|value| {
-            String::from_utf8_lossy(value.as_bytes())
-                .split(',')
-                .skip(1)
-                .any(starts_a_credential)
-        });
+        .any(|value| !later_pieces_are_parameters(value.as_bytes()));
     joined.then(|| {
         let reason = "two Authorization headers (Envoy describes them as one, joined with `,`)";
         Outcome::Reject(Refusal::new(
             Rejection::InvalidRequest(reason.to_owned()),
             reason,
         ))
+    })
+}
+
+/// Whether every piece of a credential after its first `,` outside a quoted string is empty or
+/// an auth-param, `token BWS "=" …` (RFC 9110 §11.2).
+fn later_pieces_are_parameters(value: &[u8]) -> bool {
+    let mut pieces = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (at, &byte) in value.iter().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                pieces.push(&value[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&value[start..]);
+    let token = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+    pieces.iter().skip(1).all(|piece| {
+        let piece = piece.trim_ascii();
+        let name = piece.iter().take_while(|&&byte| token(byte)).count();
+        piece.is_empty() || (name > 0 && piece[name..].trim_ascii_start().first() == Some(&b'='))
     })
 }
 
@@ -139,6 +155,12 @@ mod tests {
         assert!(joined(&["Basic eDp5, Bearer forged"]));
         assert!(joined(&["Bearer a,\tToken b"]));
         assert!(joined(&["Digest username=\"a\", realm=\"r\", Bearer x"]));
+        // Without a scheme, or one set apart by what only some read as a space.
+        assert!(joined(&["Basic eDp5,eyJ.eyJ.sig"]));
+        let latin1 = HeaderValue::from_bytes(b"Basic eDp5,Bearer\xa0forged").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(header::AUTHORIZATION, latin1);
+        assert!(super::joined_credentials(&headers).is_some());
         // One credential: a token68, or parameters of a scheme that has them.
         assert!(!joined(&["Bearer eyJ.eyJ.sig"]));
         assert!(!joined(&["Basic eDp5"]));
@@ -146,6 +168,9 @@ mod tests {
             "Digest username=\"alice\", realm=\"app\", qop=auth"
         ]));
         assert!(!joined(&["Bearer a,"]));
+        assert!(!joined(&[
+            "Digest realm = \"Example, Inc. app\", nonce=\"a\\\"b, c d\""
+        ]));
         assert!(!joined(&[]));
     }
 }
