@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 
 use super::pool::{PooledBody, SendError};
@@ -351,6 +354,18 @@ pub fn prepare(
             .insert(header::HOST, route.upstream.authority().clone());
     }
     remove_hop_by_hop(&mut parts.headers);
+    // A body of unknown length (the client's was chunked) goes chunked: hyper's client would
+    // send a `GET`'s or a `HEAD`'s with no length as no body at all (a search API's query gone,
+    // the request's meaning changed). Other methods it chunks by itself.
+    if !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     if !forwarded.peer_trusted {
         // Said by proxies about the client's request (who sent it, how, to which host and
         // path, with which method), never by clients: removed in every spelling an upstream
@@ -416,27 +431,95 @@ pub fn exchange(
     outbound: Outbound,
 ) -> Exchange<impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_> {
     let Outbound {
-        request,
+        mut request,
         client_upgrade,
     } = outbound;
+    // The read timeout runs from the request body's last progress (a frame taken, or its end),
+    // as nginx's `proxy_send_timeout` and then `proxy_read_timeout`: an upload that takes
+    // longer than it to send is no upstream stalling, one the upstream stopped taking is. A
+    // request without a body starts it at once.
+    let origin = tokio::time::Instant::now();
+    let progress = (!request.body().is_end_stream()).then(|| {
+        let progress = Arc::new(BodyProgress {
+            origin,
+            moved: AtomicU64::new(0),
+        });
+        let body = std::mem::take(request.body_mut());
+        *request.body_mut() = Body::new(Watched {
+            body,
+            progress: progress.clone(),
+        });
+        progress
+    });
     Exchange {
-        sent: tokio::time::timeout(
-            route.read_timeout,
-            super::pool::send(&route.upstream, route.connect_timeout, request),
-        ),
+        sent: super::pool::send(&route.upstream, route.connect_timeout, request),
+        deadline: tokio::time::sleep_until(origin + route.read_timeout),
+        progress,
         client_upgrade,
         read_timeout: route.read_timeout,
     }
 }
 
+/// When a request body last moved toward its upstream.
+struct BodyProgress {
+    origin: tokio::time::Instant,
+    /// Nanoseconds from `origin` to the last frame taken (or the end).
+    moved: AtomicU64,
+}
+
+impl BodyProgress {
+    fn moved_at(&self) -> tokio::time::Instant {
+        self.origin + Duration::from_nanos(self.moved.load(Ordering::Relaxed))
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The upstream's answer to a prepared request, within the route's read timeout. Written
-    /// out rather than `async`: it holds the pool's send and two small fields, where an
-    /// `async fn` taking the request would hold the request twice for as long as the
-    /// upstream takes to answer.
+    /// A request body that records its progress.
+    struct Watched {
+        #[pin]
+        body: Body,
+        progress: Arc<BodyProgress>,
+    }
+}
+
+impl hyper::body::Body for Watched {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.body.poll_frame(cx));
+        let since = this.progress.origin.elapsed().as_nanos();
+        this.progress
+            .moved
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer to a prepared request, within the route's read timeout of the
+    /// request body's last progress. Written out rather than `async`: it holds the pool's
+    /// send and a few small fields, where an `async fn` taking the request would hold the
+    /// request twice for as long as the upstream takes to answer.
     pub struct Exchange<F> {
         #[pin]
-        sent: tokio::time::Timeout<F>,
+        sent: F,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        // The request body's progress; `None` without a body.
+        progress: Option<Arc<BodyProgress>>,
         client_upgrade: Option<Box<ClientUpgrade>>,
         read_timeout: Duration,
     }
@@ -449,13 +532,28 @@ where
     type Output = Result<Response, ForwardError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = match std::task::ready!(this.sent.poll(cx)) {
-            Err(_) => return Poll::Ready(Err(ForwardError::TimedOut)),
-            Ok(Err(error)) => {
+        let mut this = self.project();
+        let response = match this.sent.poll(cx) {
+            Poll::Pending => loop {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Due, unless the request body moved since: then due that long after it.
+                let due = this
+                    .progress
+                    .as_ref()
+                    .map(|progress| progress.moved_at() + *this.read_timeout);
+                match due {
+                    Some(due) if due > this.deadline.deadline() => {
+                        this.deadline.as_mut().reset(due);
+                    }
+                    _ => return Poll::Ready(Err(ForwardError::TimedOut)),
+                }
+            },
+            Poll::Ready(Err(error)) => {
                 return Poll::Ready(Err(ForwardError::Unavailable(error.to_string())));
             }
-            Ok(Ok(response)) => response,
+            Poll::Ready(Ok(response)) => response,
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Poll::Ready(Ok(splice_upgrade(response, this.client_upgrade.take())));

@@ -1211,6 +1211,80 @@ read_timeout = "200ms"
     assert_eq!(slow.status(), 504);
 }
 
+/// `read_timeout` runs from the request's end, as nginx's `proxy_read_timeout`: an upload that
+/// takes longer than it, to an upstream that reads it all before answering, is no upstream
+/// stalling (504 on the old code, which timed the upload too). A `GET`'s chunked body reaches
+/// the upstream (hyper's client sent a `GET` of unknown length with no body).
+#[tokio::test]
+async fn the_read_timeout_starts_once_the_request_is_sent_and_a_get_keeps_its_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    // An upstream that takes connections and never reads from them.
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stuck_url = format!("http://{}", stuck.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = stuck.accept().await {
+            held.push(stream);
+        }
+    });
+    let routes = format!(
+        "[[route]]\nupstream = \"{{upstream}}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\nread_timeout = \"1s\"\n\
+         [[route]]\npath_prefix = \"/stuck\"\nupstream = \"{stuck_url}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\nread_timeout = \"1s\"\n"
+    );
+    let gateway = Gateway::start(&proxy_config(&idp, &upstream.url(), &routes)).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Six chunks half a second apart: three times the read timeout.
+    for _ in 0..6 {
+        stream.write_all(b"4\r\nxxxx\r\n").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n24"), "{answer}");
+    // An upstream that takes longer than it to answer, once the request is sent, still gets
+    // 504.
+    let slow = reqwest::get(gateway.url("/slow")).await.unwrap();
+    assert_eq!(slow.status(), 504);
+    let (status, answer) = raw_exchange(
+        gateway.app.public_addr.port(),
+        "GET /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.ends_with("\r\n\r\n5"), "{answer}");
+    // An upstream that stops taking the body (its socket buffers full): no progress for the
+    // read timeout is a 504, as before, however long the body still is.
+    const LENGTH: usize = 64 << 20;
+    let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        let head =
+            format!("POST /stuck/upload HTTP/1.1\r\nHost: app\r\nContent-Length: {LENGTH}\r\n\r\n");
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&vec![b'x'; LENGTH]).await;
+    });
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        reader.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+}
+
 fn peak_resident_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status

@@ -1,5 +1,5 @@
 //! `TestUpstream`: the application behind a route. Echoes the request as JSON, answers 401 on
-//! `/needs-login` unless an `X-User` header arrives, counts uploaded bytes on `/upload`, sleeps
+//! `/needs-login` unless an `X-User` header arrives, counts uploaded bytes on `/upload` (any method), sleeps
 //! on `/slow`, echoes bytes on an upgraded connection at `/ws`, and echoes with the
 //! `Cache-Control` its `cc` query parameter names on `/cache-control`.
 
@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
@@ -129,7 +129,7 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         let router = Router::new()
             .route("/needs-login", get(needs_login))
-            .route("/upload", post(upload))
+            .route("/upload", any(upload))
             .route("/slow", get(slow))
             .route("/ws", get(websocket))
             .route("/set-cookies", get(set_cookies))
