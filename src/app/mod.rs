@@ -394,12 +394,33 @@ impl<S> ConnectionService for S where
 }
 
 /// Starts every provider's discovery in the background, so the first request finds it done.
+///
+/// Every provider's logins return to the one `/callback`, so a provider could answer a login
+/// begun at another (a mix-up, RFC 9700 §4.4): the defence is the provider naming itself there
+/// (RFC 9207 `iss`), or client authentication, without which a code it was handed is its to
+/// redeem. A provider with neither, beside others, is warned about once its discovery is read.
 fn discover(state: &AppState) {
+    let several = state.providers.len() > 1;
     for provider in state.providers.values() {
         let provider = provider.clone();
         tokio::spawn(async move {
             if let Err(error) = provider.warm().await {
                 tracing::warn!(provider = %provider.name(), %error, "discovery failed; will retry on use");
+                return;
+            }
+            let public = provider.config.client_auth == crate::config::ClientAuth::None;
+            if several
+                && public
+                && let Ok(metadata) = provider.metadata().await
+                && !metadata.authorization_response_iss_parameter_supported
+            {
+                tracing::warn!(
+                    provider = %provider.name(),
+                    "the provider does not name itself at the callback (RFC 9207) and Tollgate \
+                     logs in there without client authentication, beside other providers: one of \
+                     them could have a login's code sent to it and redeem it (a mix-up, RFC 9700 \
+                     §4.4); give Tollgate a client secret or key at this provider"
+                );
             }
         });
     }

@@ -123,7 +123,8 @@ impl AppState {
             let jar = crate::session::CookieJar::new(
                 Sealer::new(&config.session.secrets),
                 config.session.cookie_name.clone(),
-            );
+            )
+            .with_lifetime(config.session.lifetime);
             let backend = session_backend(&config, clock.now(), &metrics, previous)?;
             let sessions =
                 Sessions::new(jar, backend, config.session.idle_timeout, metrics.clone());

@@ -444,7 +444,12 @@ pub async fn authenticate_traced(
         // Without a cookie there is no session to look for.
         let loaded = if cookies.is_empty() {
             Ok(None)
-        } else if access.attributes.bound && !access.sessions.jar.is_bound(&cookies) {
+        } else if (access.attributes.bound || access.sessions.jar.sends_binding(&cookies))
+            && !access.sessions.jar.is_bound(&cookies)
+        {
+            // Where the URL is unknown too, a binding the browser sends is its own (set over
+            // https at sign-in): a session cookie it does not match was planted by another host
+            // (`Domain=example.com`, a longer `Path`, sent first).
             Err(SessionError::Cookie(
                 crate::session::SessionCookieError::Unbound,
             ))

@@ -105,6 +105,9 @@ pub struct CookieJar {
     /// `__Host-<name>_bind`, the cookie binding the session cookie to this browser over https
     /// ([`CookieJar::is_bound`]); `None` when `cookie_name` is itself a `__Host-` cookie.
     binding_name: Option<String>,
+    /// `session.lifetime` now, in seconds: a session ends this long after its login even when
+    /// it was made under a longer one (a reload that shortens it ends the older sessions).
+    lifetime: i64,
 }
 
 /// The length of a binding: the start of the sealed value, its version, key id and random
@@ -158,7 +161,23 @@ impl CookieJar {
             binding_name: (!cookie_name.starts_with("__Host-"))
                 .then(|| format!("__Host-{cookie_name}_bind")),
             cookie_name,
+            lifetime: i64::MAX,
         }
+    }
+
+    /// This jar, ending every session `lifetime` after its login at the latest.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// When `session` ends: at its `expires_at`, or `session.lifetime` after its login when
+    /// that is now sooner.
+    pub fn ends_at(&self, session: &Session) -> UnixTime {
+        session
+            .expires_at
+            .min(session.created_at.saturating_add(self.lifetime))
     }
 
     /// Whether the session cookie in `cookies`, if any, was set in this browser by this host.
@@ -176,6 +195,14 @@ impl CookieJar {
             return true;
         };
         binding_of(value).is_some_and(|binding| cookies.get(binding_name) == Some(&binding))
+    }
+
+    /// Whether the browser sends a binding: it signed in over https, so a session cookie that
+    /// does not match it was planted, wherever the request's URL is unknown.
+    pub fn sends_binding(&self, cookies: &Cookies<'_>) -> bool {
+        self.binding_name
+            .as_deref()
+            .is_some_and(|name| cookies.get(name).is_some())
     }
 
     /// Whether a request sends the session cookie twice: one of them set for the whole site by
@@ -297,7 +324,7 @@ impl CookieJar {
             Some((session, _)) => session,
             None => self.open_session(&sealed)?,
         };
-        if now >= session.expires_at {
+        if now >= self.ends_at(&session) {
             return Err(SessionCookieError::Expired);
         }
         Ok(Some(session))
@@ -354,7 +381,7 @@ impl CookieJar {
         if chunks.len() > MAX_CHUNKS {
             return Err(SessionCookieError::Unreadable);
         }
-        let max_age = session.expires_at - now;
+        let max_age = self.ends_at(session) - now;
         let mut headers = Vec::new();
         for (index, chunk) in chunks.iter().enumerate() {
             let (name, value) = if index == 0 {

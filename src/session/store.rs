@@ -260,10 +260,11 @@ impl Sessions {
                     return Ok(None);
                 };
                 let stored = store.get(&id).ok_or(SessionCookieError::Expired)?;
-                match self
-                    .lifetime()
-                    .judge(stored.session.expires_at, stored.last_seen, now)
-                {
+                match self.lifetime().judge(
+                    self.jar.ends_at(&stored.session),
+                    stored.last_seen,
+                    now,
+                ) {
                     Use::Ended => {
                         store.remove(&id);
                         self.metrics.sessions_ended.inc();
@@ -282,8 +283,11 @@ impl Sessions {
                 match store.tracked(&id) {
                     Some((_, stored))
                         if matches!(
-                            self.lifetime()
-                                .judge(stored.session.expires_at, stored.last_seen, now),
+                            self.lifetime().judge(
+                                self.jar.ends_at(&stored.session),
+                                stored.last_seen,
+                                now
+                            ),
                             Use::Read
                         ) =>
                     {
@@ -313,7 +317,7 @@ impl Sessions {
         let (seen, mut stored) = found.ok_or(SessionCookieError::Expired)?;
         match self
             .lifetime()
-            .judge(stored.session.expires_at, stored.last_seen, now)
+            .judge(self.jar.ends_at(&stored.session), stored.last_seen, now)
         {
             Use::Ended => {
                 store.delete(id).await?;
@@ -549,7 +553,7 @@ impl Sessions {
         let stored = stored.ok_or(SessionCookieError::Expired)?;
         match self
             .lifetime()
-            .judge(stored.session.expires_at, stored.last_seen, now)
+            .judge(self.jar.ends_at(&stored.session), stored.last_seen, now)
         {
             Use::Ended => Err(SessionCookieError::Expired.into()),
             Use::Touch | Use::Read => Ok(Some(stored.session)),

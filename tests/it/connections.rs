@@ -482,6 +482,56 @@ async fn a_request_body_that_never_comes_is_cut_off() {
     gateway.stop().await;
 }
 
+/// A body trickled a byte at a time, never long enough apart to stall, held its connection and
+/// its place among `max_connections` for as long as the client liked (a byte a minute: weeks;
+/// 10 000 such connections take the listener). Beyond its first `keepalive_timeout` a body
+/// must average 500 bytes a second: to Tollgate's own endpoint and to a proxied route, the
+/// place is freed for the next connection.
+#[tokio::test]
+async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let timeouts = "keepalive_timeout = \"1s\"\nmax_connections = 1\n";
+    let gateway = gateway_with(&idp, &upstream.url(), "", timeouts).await;
+    for path in ["/backchannel-logout", "/upload"] {
+        let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
+            .await
+            .unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        // A byte every 300 ms of 1000: five minutes, never a second without one.
+        let trickle = tokio::spawn(async move {
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+            );
+            writer.write_all(head.as_bytes()).await?;
+            for _ in 0..1000 {
+                writer.write_all(b"a").await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut answer = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answer))
+            .await
+            .is_ok();
+        assert!(
+            ended,
+            "{path}: the trickled request still holds its connection"
+        );
+        trickle.abort();
+        // The place it held serves the next connection.
+        let mut next = tokio::net::TcpStream::connect(gateway.app.public_addr)
+            .await
+            .unwrap();
+        assert!(
+            get_on(&mut next).await.is_some(),
+            "{path}: the next connection is served"
+        );
+    }
+    gateway.stop().await;
+}
+
 /// A back-channel logout request longer than any logout token is refused before it is read
 /// whole (axum's default let it buffer 2 MB).
 #[tokio::test]

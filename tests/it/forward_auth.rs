@@ -1436,6 +1436,19 @@ async fn a_refresh_where_the_url_is_unknown_keeps_a_binding_only_the_browser_sen
         value_of(&unbound, "__Host-tollgate_bind").is_none(),
         "{unbound:?}"
     );
+    // Another's session cookie beside this browser's own binding (another host planted it for
+    // the whole site, sent first): refused where the URL is unknown too (200 as the other
+    // person on the old code), as where it is known.
+    let planted = format!(
+        "tollgate={}; __Host-tollgate_bind={new_binding}",
+        other.cookies["tollgate"]
+    );
+    for url in [None, Some("https://app.example.com/")] {
+        let mut headers = vec![("cookie", planted.as_str())];
+        headers.extend(url.map(|url| ("x-original-url", url)));
+        let answer = auth(gateway, "", &headers).await;
+        assert_eq!(answer.status(), 401, "URL {url:?}");
+    }
 }
 
 /// Signs `browser` in as one that reaches Tollgate over https through a trusted proxy

@@ -344,3 +344,87 @@ async fn a_long_malformed_auth_parameter_makes_a_short_decision_line() {
     let longest = log.lines().map(str::len).max().unwrap_or_default();
     assert!(longest < 4096, "the longest line is {longest} bytes");
 }
+
+/// Every provider's logins return to one `/callback`: the mix-up defence (RFC 9700 §4.4) rests
+/// on each provider naming itself there (RFC 9207) or on client authentication. A public client
+/// at a provider that sends no `iss`, beside another provider, is warned about once discovery
+/// is read, by name; one at a provider that sends `iss` is not.
+#[tokio::test]
+async fn a_public_client_at_a_provider_that_names_itself_nowhere_is_warned_about() {
+    use crate::support::TestIdp;
+    use crate::support::idp::Misbehaviour;
+    let quiet = TestIdp::start().await;
+    let naming = TestIdp::start().await;
+    naming.misbehave(Misbehaviour {
+        iss_parameter: true,
+        ..Default::default()
+    });
+    let dir = crate::support::scratch_dir("log-mix-up");
+    let (public, admin) = (free_port(), free_port());
+    let config = dir.join("tollgate.toml");
+    let provider = |name: &str, issuer: &str| {
+        format!(
+            "[[provider]]\nname = \"{name}\"\nissuer = \"{issuer}\"\nclient_id = \"tollgate\"\nclient_auth = \"none\"\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             [session]\nsecrets = [\"a-log-test-session-secret-a-log-test\"]\n{}{}\
+             [forward_auth]\nprovider = \"quiet\"\n",
+            provider("quiet", quiet.issuer()),
+            provider("naming", naming.issuer()),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_remove("TOLLGATE_LOG")
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Standard error read as it comes, until the warning (or the end).
+    let stderr = child.stderr.take().unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let warns = |line: &str, name: &str| {
+        line.contains("RFC 9207") && line.contains(&format!("\"provider\":\"{name}\""))
+    };
+    // Read off the runtime, whose thread serves the two providers meanwhile.
+    let (mut log, read) = tokio::task::spawn_blocking(move || {
+        let mut log = Vec::new();
+        while let Ok(line) = read.recv_timeout(Duration::from_secs(30)) {
+            let done = warns(&line, "quiet");
+            log.push(line);
+            if done {
+                break;
+            }
+        }
+        (log, read)
+    })
+    .await
+    .unwrap();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    child.wait().unwrap();
+    reader.join().unwrap();
+    log.extend(read.try_iter());
+    let log = log.join("\n");
+    assert!(log.lines().any(|line| warns(line, "quiet")), "{log}");
+    assert!(!log.lines().any(|line| warns(line, "naming")), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

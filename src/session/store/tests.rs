@@ -237,3 +237,47 @@ async fn a_logout_token_whose_logout_was_not_written_is_not_taken_as_used() {
     );
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
+
+/// A reload that shortens `session.lifetime` ends the sessions already older than the new one
+/// (they kept the `expires_at` of their login's lifetime), with the memory store it keeps and
+/// with the cookie store.
+#[tokio::test]
+async fn a_shortened_lifetime_ends_older_sessions() {
+    let secret = || {
+        Sealer::new(&[Secret::new(
+            "a-unit-test-session-secret-a-unit-test".to_owned(),
+        )])
+    };
+    let store = Arc::new(MemoryStore::open(None, secret(), NOW));
+    let with_lifetime = |seconds: u64| {
+        Sessions::new(
+            CookieJar::new(secret(), "tollgate".to_owned())
+                .with_lifetime(std::time::Duration::from_secs(seconds)),
+            SessionBackend::Memory(store.clone()),
+            std::time::Duration::from_secs(3600),
+            Arc::new(Metrics::new()),
+        )
+    };
+    let before = with_lifetime(3600);
+    let set = before
+        .create(session("r-1"), &Cookies::default(), NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    assert!(before.load(&cookies, NOW + 700).await.unwrap().is_some());
+    let after = with_lifetime(600);
+    assert!(after.load(&cookies, NOW + 700).await.is_err(), "memory");
+    // The cookie store: the session is the cookie, sealed with its old `expires_at`.
+    let jar = CookieJar::new(secret(), "tollgate".to_owned());
+    let set = jar
+        .write_session(&session("r-2"), &Cookies::default(), NOW, ATTRIBUTES)
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    assert!(jar.session(&cookies, NOW + 700).is_ok());
+    let shorter = CookieJar::new(secret(), "tollgate".to_owned())
+        .with_lifetime(std::time::Duration::from_secs(600));
+    assert!(shorter.session(&cookies, NOW + 599).is_ok());
+    assert!(shorter.session(&cookies, NOW + 700).is_err(), "cookie");
+}
