@@ -147,13 +147,17 @@ impl MemoryTasks {
             let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every_minute.tick().await;
-                // The live config's idle timeout, clock and metrics.
+                // The live config's lifetime, idle timeout, clock and metrics.
                 let state = live.load_full();
                 let now = state.clock.now();
                 let idle =
                     i64::try_from(state.config.session.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+                let Some(sessions) = &state.sessions else {
+                    continue;
+                };
                 let count = purged.remove_where(|_, facts, last_seen| {
-                    now >= facts.expires_at || now - last_seen > idle
+                    now >= sessions.jar.end_of(facts.expires_at, facts.created_at)
+                        || now - last_seen > idle
                 });
                 state.metrics.sessions_ended.inc_by(count as u64);
             }
@@ -329,8 +333,19 @@ fn for_connection(
         // A body that stops coming is cut off (the handler reading it, or the upstream being
         // sent it, sees an error), else it held its request, its connection and a shutdown's
         // drain for ever: the watchdog times only connections with nothing in flight.
-        let request =
-            request.map(|body| StallGuard::new(body, timeouts.keepalive, Stalled::Client));
+        // One that trickles is cut off too, unless it is a stream's (gRPC or Connect,
+        // proxied), which sends a message when it has one.
+        let streaming = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|kind| {
+                let kind = kind.as_bytes();
+                kind.starts_with(b"application/grpc") || kind.starts_with(b"application/connect+")
+            });
+        let request = request.map(|body| {
+            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client);
+            if streaming { guard.streaming() } else { guard }
+        });
         // Boxed once here: every later move of the request's future (into the connection's
         // dispatcher and its wrappers) moves a pointer, not the future.
         Box::pin(live.load().public.serve(peer, request))

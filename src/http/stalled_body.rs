@@ -26,22 +26,28 @@ pub enum Stalled {
 }
 
 /// The bytes a second a client's request body must average beyond its first
-/// `keepalive_timeout` (Apache `mod_reqtimeout`'s default `MinRate`): each byte adds its share
-/// of a second to the time the whole body may take.
+/// `keepalive_timeout` of waiting (Apache `mod_reqtimeout`'s default `MinRate`): each byte
+/// adds its share of a second to the time the body may keep Tollgate waiting.
 pub const CLIENT_MIN_RATE: u64 = 500;
 
 /// `inner`, failing with `side` when no frame arrives for `timeout` while one is awaited (and,
-/// for a client's body, when it falls below [`CLIENT_MIN_RATE`] after `timeout`).
+/// for a client's body, once it kept Tollgate waiting longer than `timeout` and its share for
+/// the bytes it brought, at [`CLIENT_MIN_RATE`]). Only time spent waiting on the body counts:
+/// an upstream that stops taking a request body does not make its client too slow.
 pub struct StallGuard<B> {
     inner: B,
     timeout: Duration,
     side: Stalled,
-    /// A client's body: when it was first awaited, and the bytes it brought since.
-    budget: Option<(tokio::time::Instant, u64)>,
+    /// Whether a client's body must keep [`CLIENT_MIN_RATE`] (not a stream's).
+    min_rate: bool,
+    /// The time spent waiting on the body before the present wait, and the bytes it brought.
+    waited: Duration,
+    received: u64,
     /// Made at the first wait and reset at each later one (one timer, not one per frame).
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether a frame is owed now: the sleep runs from the first `Pending` after a frame.
-    waiting: bool,
+    /// When the present wait began, while a frame is owed: the sleep runs from the first
+    /// `Pending` after a frame.
+    waiting_since: Option<tokio::time::Instant>,
 }
 
 impl<B> StallGuard<B> {
@@ -51,17 +57,31 @@ impl<B> StallGuard<B> {
             inner,
             timeout,
             side,
-            budget: None,
+            min_rate: side == Stalled::Client,
+            waited: Duration::ZERO,
+            received: 0,
             sleep: None,
-            waiting: false,
+            waiting_since: None,
         }
     }
 
-    /// When a client's body that brought `received` bytes since `started` has had its time.
-    fn budget_end(&self) -> Option<tokio::time::Instant> {
-        let (started, received) = self.budget?;
-        let earned = Duration::from_millis(received.saturating_mul(1000) / CLIENT_MIN_RATE);
-        Some(started + self.timeout + earned)
+    /// This guard without the minimum rate: a stream's body (gRPC's client and bidirectional
+    /// streams send a message when they have one) is cut off only when it stalls.
+    #[must_use]
+    pub fn streaming(mut self) -> Self {
+        self.min_rate = false;
+        self
+    }
+
+    /// How long a wait beginning now may last: `timeout`, or less when the body's waiting
+    /// allowance (with the minimum rate) is nearly spent.
+    fn wait_allowed(&self) -> Duration {
+        if !self.min_rate {
+            return self.timeout;
+        }
+        let earned = Duration::from_millis(self.received.saturating_mul(1000) / CLIENT_MIN_RATE);
+        let allowance = self.timeout.saturating_add(earned);
+        allowance.saturating_sub(self.waited).min(self.timeout)
     }
 }
 
@@ -81,34 +101,28 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.waiting = false;
-                if let (Some((_, received)), Some(Ok(frame))) = (&mut this.budget, &frame) {
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited = this.waited.saturating_add(since.elapsed());
+                }
+                if let Some(Ok(frame)) = &frame {
                     let bytes = frame.data_ref().map_or(0, |data| data.remaining());
-                    *received = received.saturating_add(bytes as u64);
+                    this.received = this.received.saturating_add(bytes as u64);
                 }
                 Poll::Ready(frame.map(|result| result.map_err(Into::into)))
             }
             Poll::Pending => {
-                if this.side == Stalled::Client && this.budget.is_none() {
-                    this.budget = Some((tokio::time::Instant::now(), 0));
-                }
-                let (timeout, budget_end) = (this.timeout, this.budget_end());
-                let deadline = move || {
-                    let stalled = tokio::time::Instant::now() + timeout;
-                    budget_end.map_or(stalled, |end| end.min(stalled))
-                };
-                let sleep = match &mut this.sleep {
-                    Some(sleep) => {
-                        if !this.waiting {
-                            sleep.as_mut().reset(deadline());
-                        }
-                        sleep
+                if this.waiting_since.is_none() {
+                    let now = tokio::time::Instant::now();
+                    let deadline = now + this.wait_allowed();
+                    this.waiting_since = Some(now);
+                    match &mut this.sleep {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
                     }
-                    None => this
-                        .sleep
-                        .insert(Box::pin(tokio::time::sleep_until(deadline()))),
+                }
+                let Some(sleep) = &mut this.sleep else {
+                    return Poll::Pending;
                 };
-                this.waiting = true;
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         match this.side {
@@ -135,5 +149,113 @@ where
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    /// A body whose frames come through a channel, as a client sends them.
+    struct Fed(tokio::sync::mpsc::Receiver<axum::body::Bytes>);
+
+    impl hyper::body::Body for Fed {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|data| data.map(|data| Ok(hyper::body::Frame::data(data))))
+        }
+    }
+
+    /// A byte every 5 s never stalls for a `timeout` of 10 s, and falls below the minimum
+    /// rate once the first 10 s (and the 2 ms each byte earns) are gone: cut off, unless the
+    /// body is a stream's.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_client_body_is_cut_off_and_a_streams_is_not() {
+        for streaming in [false, true] {
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            let guard = StallGuard::new(Fed(receiver), Duration::from_secs(10), Stalled::Client);
+            let mut body = if streaming { guard.streaming() } else { guard };
+            let feeder = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    if sender
+                        .send(axum::body::Bytes::from_static(b"a"))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let mut frames = 0;
+            let cut_off = loop {
+                match body.frame().await {
+                    Some(Ok(_)) if frames == 9 => break false,
+                    Some(Ok(_)) => frames += 1,
+                    Some(Err(_)) => break true,
+                    None => panic!("the body ended"),
+                }
+            };
+            feeder.abort();
+            assert_eq!(
+                cut_off, !streaming,
+                "streaming: {streaming}, after {frames} frames"
+            );
+            if cut_off {
+                assert_eq!(frames, 2, "cut off once 10 s passed, not before");
+            }
+        }
+    }
+
+    /// Only time spent waiting on the client counts: an upstream that stopped taking the body
+    /// for a while (the guard not polled) leaves the client's allowance as it was, and what
+    /// the client sent meanwhile is taken at once.
+    #[tokio::test(start_paused = true)]
+    async fn time_the_body_was_not_asked_for_is_not_the_clients() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(200);
+        let mut body = StallGuard::new(Fed(receiver), Duration::from_secs(10), Stalled::Client);
+        let feeder = tokio::spawn(async move {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = sender.send(axum::body::Bytes::from_static(b"a")).await;
+            }
+        });
+        body.frame().await.unwrap().unwrap();
+        // The upstream takes nothing for 60 s: the client's next 60 bytes wait in the channel.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Those, then five more a second apart: 6 s of waiting in all, within the 10 s.
+        for _ in 0..65 {
+            body.frame().await.unwrap().unwrap();
+        }
+        feeder.abort();
+    }
+
+    /// A body that keeps the rate, however long it runs, is never cut off.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_body_at_the_minimum_rate_runs_to_its_end() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let mut body = StallGuard::new(Fed(receiver), Duration::from_secs(10), Stalled::Client);
+        let feeder = tokio::spawn(async move {
+            // 1000 bytes a second for 100 s, in one frame a second.
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = sender.send(axum::body::Bytes::from(vec![b'a'; 1000])).await;
+            }
+        });
+        let mut received = 0;
+        while let Some(frame) = body.frame().await {
+            received += frame.unwrap().into_data().unwrap().len();
+        }
+        feeder.await.unwrap();
+        assert_eq!(received, 100_000);
     }
 }

@@ -180,11 +180,12 @@ fn lists_upgrade(headers: &HeaderMap) -> bool {
 /// connection, past every rule.
 fn passed_upgrade(route: &RouteConfig, request: &Request) -> Option<HeaderValue> {
     let headers = request.headers();
+    let asked = headers.get(header::UPGRADE)?;
     if request.version() != axum::http::Version::HTTP_11 || !lists_upgrade(headers) {
         return None;
     }
     let keyed = headers.contains_key(SEC_WEBSOCKET_KEY);
-    let asked = headers.get(header::UPGRADE)?.to_str().ok()?;
+    let asked = asked.to_str().ok()?;
     let passed: Vec<&str> = asked
         .split(',')
         .map(str::trim)

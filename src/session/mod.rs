@@ -175,9 +175,13 @@ impl CookieJar {
     /// When `session` ends: at its `expires_at`, or `session.lifetime` after its login when
     /// that is now sooner.
     pub fn ends_at(&self, session: &Session) -> UnixTime {
-        session
-            .expires_at
-            .min(session.created_at.saturating_add(self.lifetime))
+        self.end_of(session.expires_at, session.created_at)
+    }
+
+    /// [`CookieJar::ends_at`] of a session that expires at `expires_at` and began at
+    /// `created_at`.
+    pub fn end_of(&self, expires_at: UnixTime, created_at: UnixTime) -> UnixTime {
+        expires_at.min(created_at.saturating_add(self.lifetime))
     }
 
     /// Whether the session cookie in `cookies`, if any, was set in this browser by this host.

@@ -429,7 +429,7 @@ impl Sessions {
             provider: facts.provider.to_owned(),
             created_at: facts.created_at,
             last_seen,
-            expires_at: facts.expires_at,
+            expires_at: self.jar.end_of(facts.expires_at, facts.created_at),
         };
         let wanted = |facts: &SessionFacts<'_>| {
             sub.is_none_or(|wanted| facts.sub == wanted)

@@ -1449,6 +1449,13 @@ async fn a_refresh_where_the_url_is_unknown_keeps_a_binding_only_the_browser_sen
         let answer = auth(gateway, "", &headers).await;
         assert_eq!(answer.status(), 401, "URL {url:?}");
     }
+    // Over plain http on loopback no binding is written or asked for: one the browser kept
+    // from a sign-in at `https://localhost` does not refuse the session it has there.
+    let headers = [
+        ("cookie", planted.as_str()),
+        ("x-original-url", "http://localhost:8080/"),
+    ];
+    assert_eq!(auth(gateway, "", &headers).await.status(), 200);
 }
 
 /// Signs `browser` in as one that reaches Tollgate over https through a trusted proxy

@@ -82,7 +82,9 @@ fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
 }
 
 /// Whether every piece of a credential after its first `,` outside a quoted string is empty or
-/// an auth-param, `token BWS "=" …` (RFC 9110 §11.2).
+/// an auth-param, `token BWS "=" BWS ( token / quoted-string )` (RFC 9110 §11.2). A quote left
+/// open is no credential's: it would hide the `,` of a second header (`Basic "` then `Bearer
+/// …`).
 fn later_pieces_are_parameters(value: &[u8]) -> bool {
     let mut pieces = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
@@ -98,13 +100,45 @@ fn later_pieces_are_parameters(value: &[u8]) -> bool {
             _ => {}
         }
     }
+    if quoted {
+        return false;
+    }
     pieces.push(&value[start..]);
-    let token = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
-    pieces.iter().skip(1).all(|piece| {
-        let piece = piece.trim_ascii();
-        let name = piece.iter().take_while(|&&byte| token(byte)).count();
-        piece.is_empty() || (name > 0 && piece[name..].trim_ascii_start().first() == Some(&b'='))
-    })
+    pieces
+        .iter()
+        .skip(1)
+        .all(|piece| piece.trim_ascii().is_empty() || is_auth_param(piece.trim_ascii()))
+}
+
+/// Whether `piece` is one `name=value` (the value a token or a whole quoted string), and
+/// nothing more: not a token68 with `=` padding (`c2VjcmV0a2V5==`).
+fn is_auth_param(piece: &[u8]) -> bool {
+    let token = |byte: &u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(byte);
+    let name = piece.iter().take_while(|byte| token(byte)).count();
+    let Some(rest) = piece[name..].trim_ascii_start().strip_prefix(b"=") else {
+        return false;
+    };
+    let value = rest.trim_ascii_start();
+    let length = match value.first() {
+        Some(b'"') => {
+            let mut escaped = false;
+            let close = value.iter().enumerate().skip(1).find_map(|(at, byte)| {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => return Some(at),
+                    _ => {}
+                }
+                None
+            });
+            match close {
+                Some(at) => at + 1,
+                None => return false,
+            }
+        }
+        _ => value.iter().take_while(|byte| token(byte)).count(),
+    };
+    name > 0 && length > 0 && value[length..].trim_ascii().is_empty()
 }
 
 /// A refusal (400) of a request whose path Envoy and the application may read apart from
@@ -168,6 +202,11 @@ mod tests {
             "Digest username=\"alice\", realm=\"app\", qop=auth"
         ]));
         assert!(!joined(&["Bearer a,"]));
+        // A quote left open, or a token68 whose padding looks like a parameter: two headers.
+        assert!(joined(&["Basic \",Bearer forged"]));
+        assert!(joined(&["Basic eDp5,c2VjcmV0a2V5=="]));
+        assert!(joined(&["Digest a=b, c=\"unclosed"]));
+        assert!(joined(&["Digest a=b, c=d e"]));
         assert!(!joined(&[
             "Digest realm = \"Example, Inc. app\", nonce=\"a\\\"b, c d\""
         ]));
