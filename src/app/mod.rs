@@ -333,8 +333,9 @@ fn for_connection(
         // A body that stops coming is cut off (the handler reading it, or the upstream being
         // sent it, sees an error), else it held its request, its connection and a shutdown's
         // drain for ever: the watchdog times only connections with nothing in flight.
-        // One that trickles is cut off too, unless it is a stream's (gRPC or Connect,
-        // proxied), which sends a message when it has one.
+        // One that trickles is cut off too, unless it is a stream's (gRPC or Connect), which
+        // sends a message when it has one: an exemption only the proxy grants, once it sends
+        // the request on (Tollgate's own endpoints never do, whatever the content type says).
         let streaming = request
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
@@ -342,10 +343,19 @@ fn for_connection(
                 let kind = kind.as_bytes();
                 kind.starts_with(b"application/grpc") || kind.starts_with(b"application/connect+")
             });
-        let request = request.map(|body| {
+        let mut exemption = None;
+        let mut request = request.map(|body| {
             let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client);
-            if streaming { guard.streaming() } else { guard }
+            if !streaming {
+                return guard;
+            }
+            let (guard, granted) = guard.exemptible();
+            exemption = Some(granted);
+            guard
         });
+        if let Some(exemption) = exemption {
+            request.extensions_mut().insert(exemption);
+        }
         // Boxed once here: every later move of the request's future (into the connection's
         // dispatcher and its wrappers) moves a pointer, not the future.
         Box::pin(live.load().public.serve(peer, request))

@@ -137,6 +137,38 @@ pub fn method_override_query(query: &str) -> bool {
     })
 }
 
+/// Whether `byte` may be part of an HTTP token (RFC 9110 §5.6.2 `tchar`).
+pub fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Whether `text` is an HTTP token: one `tchar` or more.
+pub fn is_token(text: &[u8]) -> bool {
+    !text.is_empty() && text.iter().all(|&byte| is_token_byte(byte))
+}
+
+/// A parameter's value at the start of `text` and what follows it: a quoted string with `\`
+/// escapes, quotes included (RFC 9110 §5.6.4), or a run up to `,` or white space (a token,
+/// or what a lenient writer puts there: AWS's `Credential=AKID/…/aws4_request`); `None` when
+/// a quoted string does not end.
+pub fn parameter_value(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    if text.first() != Some(&b'"') {
+        let end = text
+            .iter()
+            .position(|&byte| byte == b',' || byte.is_ascii_whitespace())
+            .unwrap_or(text.len());
+        return Some(text.split_at(end));
+    }
+    let mut at = 1;
+    loop {
+        match *text.get(at)? {
+            b'"' => return Some(text.split_at(at + 1)),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+}
+
 /// Whether two header names read the same to a backend that ignores case and reads `_` as `-`
 /// (CGI's `HTTP_X_USER`, PHP, Rack, Django, many WSGI servers).
 pub fn same_header_name(left: &str, right: &str) -> bool {

@@ -8,6 +8,8 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +27,20 @@ pub enum Stalled {
     Client,
 }
 
+/// A request body's exemption from [`CLIENT_MIN_RATE`], kept in the request's extensions. Its
+/// route grants it once the request is known to go to an upstream as a stream (a proxied gRPC
+/// or Connect request): never a body that Tollgate's own endpoints read, whatever the client
+/// says its content is.
+#[derive(Clone)]
+pub struct StreamExemption(Arc<AtomicBool>);
+
+impl StreamExemption {
+    /// The body is a stream's: cut off only when it stalls.
+    pub fn grant(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The bytes a second a client's request body must average beyond its first
 /// `keepalive_timeout` of waiting (Apache `mod_reqtimeout`'s default `MinRate`): each byte
 /// adds its share of a second to the time the body may keep Tollgate waiting.
@@ -38,8 +54,9 @@ pub struct StallGuard<B> {
     inner: B,
     timeout: Duration,
     side: Stalled,
-    /// Whether a client's body must keep [`CLIENT_MIN_RATE`] (not a stream's).
+    /// Whether a client's body must keep [`CLIENT_MIN_RATE`], unless `exemption` was granted.
     min_rate: bool,
+    exemption: Option<Arc<AtomicBool>>,
     /// The time spent waiting on the body before the present wait, and the bytes it brought.
     waited: Duration,
     received: u64,
@@ -58,6 +75,7 @@ impl<B> StallGuard<B> {
             timeout,
             side,
             min_rate: side == Stalled::Client,
+            exemption: None,
             waited: Duration::ZERO,
             received: 0,
             sleep: None,
@@ -65,18 +83,24 @@ impl<B> StallGuard<B> {
         }
     }
 
-    /// This guard without the minimum rate: a stream's body (gRPC's client and bidirectional
-    /// streams send a message when they have one) is cut off only when it stalls.
+    /// This guard, and the exemption from the minimum rate that whoever learns where the body
+    /// goes may grant it: a stream's body (gRPC's client and bidirectional streams send a
+    /// message when they have one) is then cut off only when it stalls.
     #[must_use]
-    pub fn streaming(mut self) -> Self {
-        self.min_rate = false;
-        self
+    pub fn exemptible(mut self) -> (Self, StreamExemption) {
+        let exemption = Arc::new(AtomicBool::new(false));
+        self.exemption = Some(exemption.clone());
+        (self, StreamExemption(exemption))
     }
 
     /// How long a wait beginning now may last: `timeout`, or less when the body's waiting
     /// allowance (with the minimum rate) is nearly spent.
     fn wait_allowed(&self) -> Duration {
-        if !self.min_rate {
+        let exempt = self
+            .exemption
+            .as_ref()
+            .is_some_and(|exemption| exemption.load(Ordering::Relaxed));
+        if !self.min_rate || exempt {
             return self.timeout;
         }
         let earned = Duration::from_millis(self.received.saturating_mul(1000) / CLIENT_MIN_RATE);
@@ -182,8 +206,12 @@ mod tests {
     async fn a_trickling_client_body_is_cut_off_and_a_streams_is_not() {
         for streaming in [false, true] {
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
-            let guard = StallGuard::new(Fed(receiver), Duration::from_secs(10), Stalled::Client);
-            let mut body = if streaming { guard.streaming() } else { guard };
+            let (mut body, exemption) =
+                StallGuard::new(Fed(receiver), Duration::from_secs(10), Stalled::Client)
+                    .exemptible();
+            if streaming {
+                exemption.grant();
+            }
             let feeder = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(5)).await;

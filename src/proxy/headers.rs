@@ -351,12 +351,7 @@ fn cache_directives<'a>(
     line: &'a [u8],
     mut each: impl FnMut(&'a [u8], Option<&'a [u8]>),
 ) -> Option<()> {
-    let is_token = |text: &[u8]| {
-        !text.is_empty()
-            && text
-                .iter()
-                .all(|&byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
-    };
+    use crate::http::is_token;
     let mut rest = line;
     loop {
         let end = rest
@@ -365,7 +360,7 @@ fn cache_directives<'a>(
             .unwrap_or(rest.len());
         if rest.get(end) == Some(&b'=') {
             let name = rest[..end].trim_ascii_start();
-            let (argument, after) = argument(&rest[end + 1..])?;
+            let (argument, after) = crate::http::parameter_value(&rest[end + 1..])?;
             if !is_token(name) || !(argument.starts_with(b"\"") || is_token(argument)) {
                 return None;
             }
@@ -387,27 +382,6 @@ fn cache_directives<'a>(
         match rest.split_first() {
             Some((_, after)) => rest = after,
             None => return Some(()),
-        }
-    }
-}
-
-/// A directive's argument at the start of `text` (a token up to `,` or white space, or a
-/// quoted string with `\\` escapes, quotes included) and what follows it; `None` when a
-/// quoted string does not end.
-fn argument(text: &[u8]) -> Option<(&[u8], &[u8])> {
-    if text.first() != Some(&b'"') {
-        let end = text
-            .iter()
-            .position(|&byte| byte == b',' || byte.is_ascii_whitespace())
-            .unwrap_or(text.len());
-        return Some(text.split_at(end));
-    }
-    let mut at = 1;
-    loop {
-        match *text.get(at)? {
-            b'"' => return Some(text.split_at(at + 1)),
-            b'\\' => at += 2,
-            _ => at += 1,
         }
     }
 }

@@ -245,12 +245,7 @@ impl Checker<'_> {
         let Some(raw) = raw else {
             return vec!["websocket".to_owned()];
         };
-        let token = |text: &str| {
-            !text.is_empty()
-                && text
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
-        };
+        let token = |text: &str| crate::http::is_token(text.as_bytes());
         let mut upgrades = Vec::new();
         for (index, protocol) in raw.iter().enumerate() {
             let lower = protocol.to_ascii_lowercase();

@@ -63,15 +63,14 @@ fn holds_no_rule(rules: &str) -> bool {
 /// as one, their values joined with `,` (unless `encode_raw_headers` keeps them apart): so the
 /// "two Authorization headers" refusal never ran, and a `Basic` credential first hid a
 /// `Bearer` token after it from every check, while Envoy passes both headers on and an
-/// application may take the second. One credential holds a `,` only between parameters
-/// (`Digest username="a", realm="r"`; a token68 has none): any piece after a `,` (outside
-/// quotes) that is neither empty nor a `name=value` parameter is a second header, however its
-/// scheme is set apart (an application reading Latin-1 splits on `\xa0` too) or left out.
+/// application may take the second. A value that is not one credential by its grammar (RFC
+/// 9110 §11.4: a scheme, then a token68 alone or `name=value` parameters) is such a pair,
+/// however the second is written (without a scheme, set apart by `\xa0`, behind a quote).
 fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
     let joined = headers
         .get_all(axum::http::header::AUTHORIZATION)
         .iter()
-        .any(|value| !later_pieces_are_parameters(value.as_bytes()));
+        .any(|value| !is_one_credential(value.as_bytes()));
     joined.then(|| {
         let reason = "two Authorization headers (Envoy describes them as one, joined with `,`)";
         Outcome::Reject(Refusal::new(
@@ -81,64 +80,62 @@ fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
     })
 }
 
-/// Whether every piece of a credential after its first `,` outside a quoted string is empty or
-/// an auth-param, `token BWS "=" BWS ( token / quoted-string )` (RFC 9110 §11.2). A quote left
-/// open is no credential's: it would hide the `,` of a second header (`Basic "` then `Bearer
-/// …`).
-fn later_pieces_are_parameters(value: &[u8]) -> bool {
-    let mut pieces = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (at, &byte) in value.iter().enumerate() {
-        match byte {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                pieces.push(&value[start..at]);
-                start = at + 1;
-            }
-            _ => {}
-        }
+/// Whether `value` is one credential, `scheme [ 1*SP ( token68 / #auth-param ) ]`, or empty.
+fn is_one_credential(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let scheme = value
+        .iter()
+        .take_while(|&&byte| crate::http::is_token_byte(byte))
+        .count();
+    let rest = &value[scheme..];
+    if rest.is_empty() {
+        return true;
     }
-    if quoted {
+    if scheme == 0 || !matches!(rest[0], b' ' | b'\t') {
         return false;
     }
-    pieces.push(&value[start..]);
-    pieces
+    let rest = rest.trim_ascii_start();
+    let token68 = rest
         .iter()
-        .skip(1)
-        .all(|piece| piece.trim_ascii().is_empty() || is_auth_param(piece.trim_ascii()))
+        .take_while(|byte| byte.is_ascii_alphanumeric() || b"-._~+/".contains(byte))
+        .count();
+    let padded = token68
+        + rest[token68..]
+            .iter()
+            .take_while(|&&byte| byte == b'=')
+            .count();
+    (token68 > 0 && rest[padded..].trim_ascii().is_empty()) || are_parameters(rest)
 }
 
-/// Whether `piece` is one `name=value` (the value a token or a whole quoted string), and
-/// nothing more: not a token68 with `=` padding (`c2VjcmV0a2V5==`).
-fn is_auth_param(piece: &[u8]) -> bool {
-    let token = |byte: &u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(byte);
-    let name = piece.iter().take_while(|byte| token(byte)).count();
-    let Some(rest) = piece[name..].trim_ascii_start().strip_prefix(b"=") else {
-        return false;
-    };
-    let value = rest.trim_ascii_start();
-    let length = match value.first() {
-        Some(b'"') => {
-            let mut escaped = false;
-            let close = value.iter().enumerate().skip(1).find_map(|(at, byte)| {
-                match byte {
-                    _ if escaped => escaped = false,
-                    b'\\' => escaped = true,
-                    b'"' => return Some(at),
-                    _ => {}
-                }
-                None
-            });
-            match close {
-                Some(at) => at + 1,
-                None => return false,
-            }
+/// Whether `text` is a list of `name=value` parameters (empty elements allowed), and nothing
+/// else.
+fn are_parameters(mut text: &[u8]) -> bool {
+    loop {
+        text = text.trim_ascii_start();
+        while let Some(after) = text.strip_prefix(b",") {
+            text = after.trim_ascii_start();
         }
-        _ => value.iter().take_while(|byte| token(byte)).count(),
-    };
-    name > 0 && length > 0 && value[length..].trim_ascii().is_empty()
+        if text.is_empty() {
+            return true;
+        }
+        let name = text
+            .iter()
+            .take_while(|&&byte| crate::http::is_token_byte(byte))
+            .count();
+        let Some(after) = text[name..].trim_ascii_start().strip_prefix(b"=") else {
+            return false;
+        };
+        let Some((value, after)) = crate::http::parameter_value(after.trim_ascii_start()) else {
+            return false;
+        };
+        if name == 0 || value.is_empty() {
+            return false;
+        }
+        text = after.trim_ascii_start();
+        if !(text.is_empty() || text.starts_with(b",")) {
+            return false;
+        }
+    }
 }
 
 /// A refusal (400) of a request whose path Envoy and the application may read apart from
@@ -201,9 +198,18 @@ mod tests {
         assert!(!joined(&[
             "Digest username=\"alice\", realm=\"app\", qop=auth"
         ]));
-        assert!(!joined(&["Bearer a,"]));
-        // A quote left open, or a token68 whose padding looks like a parameter: two headers.
+        assert!(!joined(&[
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b1316"
+        ]));
+        assert!(!joined(&[
+            "Negotiate YIIBnwYGKwYBBQUCoIIBkzCCAY+gJDAiBgkqhkiC9xIBAgIGCSqGSIb3EgE="
+        ]));
+        // An empty second header, a quote left open or spanning the join, a token68 whose
+        // padding looks like a parameter: two headers.
+        assert!(joined(&["Bearer a,"]));
         assert!(joined(&["Basic \",Bearer forged"]));
+        assert!(joined(&["Basic \",Bearer forged \""]));
         assert!(joined(&["Basic eDp5,c2VjcmV0a2V5=="]));
         assert!(joined(&["Digest a=b, c=\"unclosed"]));
         assert!(joined(&["Digest a=b, c=d e"]));
