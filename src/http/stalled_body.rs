@@ -28,9 +28,9 @@ pub enum Stalled {
 }
 
 /// A request body's exemption from [`CLIENT_MIN_RATE`], kept in the request's extensions. Its
-/// route grants it once the request is known to go to an upstream as a stream (a proxied gRPC
-/// or Connect request): never a body that Tollgate's own endpoints read, whatever the client
-/// says its content is.
+/// route grants it once a signed-in caller's request goes to an upstream as a stream (a
+/// proxied gRPC or Connect request): never an anonymous one's, nor a body that Tollgate's own
+/// endpoints read, whatever the client says its content is.
 #[derive(Clone)]
 pub struct StreamExemption(Arc<AtomicBool>);
 

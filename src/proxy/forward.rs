@@ -325,13 +325,6 @@ pub fn prepare(
     // the client would speak HTTP/2 to it on the spliced connection, requests Tollgate never
     // sees. The request goes as a plain one.
     let upgrade = passed_upgrade(route, &request);
-    // A stream's body (gRPC, Connect) goes on to an upstream: only its stalls cut it off now.
-    if let Some(exemption) = request
-        .extensions()
-        .get::<crate::http::stalled_body::StreamExemption>()
-    {
-        exemption.grant();
-    }
     let target = route
         .upstream
         .request_target(request.uri().path_and_query())

@@ -898,7 +898,18 @@ fn send<'a>(
         request.headers_mut().remove(header::AUTHORIZATION);
     }
     let identity_headers = match checked {
-        Checked::Identity(_, identity_headers) => identity_headers,
+        Checked::Identity(_, identity_headers) => {
+            // A signed-in caller's stream (gRPC, Connect) goes on to its upstream: only its
+            // stalls cut its body off now, not the minimum rate. Never an anonymous one's (a
+            // `pass` or `skip` request could claim a stream's content type to trickle).
+            if let Some(exemption) = request
+                .extensions()
+                .get::<crate::http::stalled_body::StreamExemption>()
+            {
+                exemption.grant();
+            }
+            identity_headers
+        }
         Checked::Nothing => &[],
     };
     let add_identity = |headers: &mut HeaderMap| {

@@ -493,14 +493,22 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let timeouts = "keepalive_timeout = \"1s\"\nmax_connections = 1\n";
-    let gateway = gateway_with(&idp, &upstream.url(), "", timeouts).await;
+    let gateway = gateway_with(&idp, &upstream.url(), "accept_bearer = true\n", timeouts).await;
+    let signed_in = format!("Authorization: Bearer {}\r\n", idp.access_token().sign());
     const FORM: &str = "application/x-www-form-urlencoded";
-    for (path, kind, length, cut_off) in [
-        ("/backchannel-logout", FORM, 1000, true),
-        ("/upload", FORM, 1000, true),
-        ("/backchannel-logout", "application/grpc", 1000, true),
-        ("/upload", "application/grpc", 10, false),
+    const GRPC: &str = "application/grpc";
+    for (path, kind, cookie, length, cut_off) in [
+        ("/backchannel-logout", FORM, "", 1000, true),
+        ("/upload", FORM, "", 1000, true),
+        ("/upload", FORM, signed_in.as_str(), 1000, true),
+        // A stream's content type: never for Tollgate's own endpoint, nor for an anonymous
+        // caller (this route passes anonymous requests on); a signed-in one's stream goes.
+        ("/backchannel-logout", GRPC, signed_in.as_str(), 1000, true),
+        ("/upload", GRPC, "", 1000, true),
+        ("/upload", GRPC, signed_in.as_str(), 10, false),
     ] {
+        let signed = !cookie.is_empty();
+        let cookie = cookie.to_owned();
         let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
             .await
             .unwrap();
@@ -508,7 +516,7 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
         // A byte every 300 ms (of 1000: five minutes), never a second without one.
         let trickle = tokio::spawn(async move {
             let head = format!(
-                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{cookie}\
                  Content-Type: {kind}\r\nContent-Length: {length}\r\n\r\n"
             );
             writer.write_all(head.as_bytes()).await?;
@@ -526,7 +534,7 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(
             ended,
-            "{path} as {kind}: the trickled request still holds its connection"
+            "{path} as {kind} (signed in: {signed}): the trickled request still holds its connection"
         );
         if !cut_off {
             assert!(

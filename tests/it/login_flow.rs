@@ -32,13 +32,7 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
         !session_cookie.contains("Secure"),
         "plain-http loopback drops Secure"
     );
-    assert!(
-        !browser
-            .cookies
-            .keys()
-            .any(|name| name.starts_with("tollgate_login_")),
-        "the state cookie is removed"
-    );
+    assert!(!holds_a_login(&browser), "the state cookie is removed");
 
     let allowed = browser
         .get_with(
@@ -167,10 +161,7 @@ async fn a_misbehaving_provider_never_yields_a_session() {
         assert_eq!(callback.status(), 401, "{name}");
         assert!(!browser.cookies.contains_key("tollgate"), "{name}");
         assert!(
-            !browser
-                .cookies
-                .keys()
-                .any(|name| name.starts_with("tollgate_login_")),
+            !holds_a_login(&browser),
             "{name}: the login in flight is used up"
         );
     }
@@ -699,10 +690,7 @@ async fn a_token_endpoint_failure_at_login_is_a_502_not_a_401() {
         token_endpoint_status: Some(503),
         ..Default::default()
     });
-    let mut browser = Browser::new();
-    let signin = browser.get(&gateway.url("/signin")).await;
-    let at_provider = browser.get(&location(&signin)).await;
-    let callback_url = location(&at_provider);
+    let (mut browser, callback_url) = at_the_callback(&gateway).await;
     assert_eq!(browser.get(&callback_url).await.status(), 502);
     idp.misbehave(Misbehaviour::default());
     assert_eq!(browser.get(&callback_url).await.status(), 302);
@@ -713,28 +701,15 @@ async fn a_token_endpoint_failure_at_login_is_a_502_not_a_401() {
         huge_answer: Some("userinfo"),
         ..Default::default()
     });
-    let mut browser = Browser::new();
-    let signin = browser.get(&gateway.url("/signin")).await;
-    let at_provider = browser.get(&location(&signin)).await;
-    let callback_url = location(&at_provider);
+    let (mut browser, callback_url) = at_the_callback(&gateway).await;
     assert_eq!(browser.get(&callback_url).await.status(), 502);
-    assert!(
-        !browser
-            .cookies
-            .keys()
-            .any(|name| name.starts_with("tollgate_login_")),
-        "{:?}",
-        browser.cookies
-    );
+    assert!(!holds_a_login(&browser), "{:?}", browser.cookies);
     assert_eq!(browser.get(&callback_url).await.status(), 400);
     idp.misbehave(Misbehaviour::default());
     // An OAuth error from the provider (here: a code it does not know) stays a refusal, and
     // uses the login up: its cookie goes, and the state answers nothing more, not even the
     // provider's real code.
-    let mut browser = Browser::new();
-    let signin = browser.get(&gateway.url("/signin")).await;
-    let at_provider = browser.get(&location(&signin)).await;
-    let callback_url = location(&at_provider);
+    let (mut browser, callback_url) = at_the_callback(&gateway).await;
     let mut unknown = reqwest::Url::parse(&callback_url).unwrap();
     let pairs: Vec<(String, String)> = unknown
         .query_pairs()
@@ -747,16 +722,27 @@ async fn a_token_endpoint_failure_at_login_is_a_502_not_a_401() {
     let unknown = unknown.to_string();
     assert!(unknown.contains("code=unknown&") || unknown.ends_with("code=unknown"));
     assert_eq!(browser.get(&unknown).await.status(), 401);
-    assert!(
-        !browser
-            .cookies
-            .keys()
-            .any(|name| name.starts_with("tollgate_login_")),
-        "{:?}",
-        browser.cookies
-    );
+    assert!(!holds_a_login(&browser), "{:?}", browser.cookies);
     assert_eq!(browser.get(&callback_url).await.status(), 400);
     assert!(!browser.cookies.contains_key("tollgate"));
+}
+
+/// A browser that began a login at `gateway` and was sent back by the provider: it, and the
+/// callback URL it was sent to (not yet asked for).
+async fn at_the_callback(gateway: &Gateway) -> (Browser, String) {
+    let mut browser = Browser::new();
+    let signin = browser.get(&gateway.url("/signin")).await;
+    let at_provider = browser.get(&location(&signin)).await;
+    let callback_url = location(&at_provider);
+    (browser, callback_url)
+}
+
+/// Whether `browser` holds the cookie of a login in flight.
+fn holds_a_login(browser: &Browser) -> bool {
+    browser
+        .cookies
+        .keys()
+        .any(|name| name.starts_with("tollgate_login_"))
 }
 
 #[tokio::test]
