@@ -485,9 +485,9 @@ async fn a_request_body_that_never_comes_is_cut_off() {
 /// A body trickled a byte at a time, never long enough apart to stall, held its connection and
 /// its place among `max_connections` for as long as the client liked (a byte a minute: weeks;
 /// 10 000 such connections take the listener). Beyond its first `keepalive_timeout` a body
-/// must average 500 bytes a second: to Tollgate's own endpoint and to a proxied route, the
-/// place is freed for the next connection. A stream's content type spares a proxied body,
-/// never one Tollgate's own endpoint reads.
+/// must average 500 bytes a second: to Tollgate's own endpoint (400) and to a proxied route
+/// (502), the place is freed for the next connection. A stream's content type spares a signed-in
+/// caller's proxied body, never an anonymous one's nor one Tollgate's own endpoint reads.
 #[tokio::test]
 async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
     let idp = TestIdp::start().await;
@@ -497,7 +497,7 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
     let signed_in = format!("Authorization: Bearer {}\r\n", idp.access_token().sign());
     const FORM: &str = "application/x-www-form-urlencoded";
     const GRPC: &str = "application/grpc";
-    for (path, kind, cookie, length, cut_off) in [
+    for (path, kind, credential, length, cut_off) in [
         ("/backchannel-logout", FORM, "", 1000, true),
         ("/upload", FORM, "", 1000, true),
         ("/upload", FORM, signed_in.as_str(), 1000, true),
@@ -507,8 +507,8 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
         ("/upload", GRPC, "", 1000, true),
         ("/upload", GRPC, signed_in.as_str(), 10, false),
     ] {
-        let signed = !cookie.is_empty();
-        let cookie = cookie.to_owned();
+        let signed = !credential.is_empty();
+        let credential = credential.to_owned();
         let stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
             .await
             .unwrap();
@@ -516,7 +516,7 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
         // A byte every 300 ms (of 1000: five minutes), never a second without one.
         let trickle = tokio::spawn(async move {
             let head = format!(
-                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{cookie}\
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{credential}\
                  Content-Type: {kind}\r\nContent-Length: {length}\r\n\r\n"
             );
             writer.write_all(head.as_bytes()).await?;
@@ -536,7 +536,17 @@ async fn a_request_body_trickled_below_the_minimum_rate_is_cut_off() {
             ended,
             "{path} as {kind} (signed in: {signed}): the trickled request still holds its connection"
         );
-        if !cut_off {
+        if cut_off {
+            let refused = if path == "/upload" {
+                "HTTP/1.1 502"
+            } else {
+                "HTTP/1.1 400"
+            };
+            assert!(
+                answer.starts_with(refused),
+                "{path} as {kind} (signed in: {signed}): {answer}"
+            );
+        } else {
             assert!(
                 answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\n10"),
                 "{path} as {kind}: a proxied stream goes through whole: {answer}"

@@ -80,7 +80,7 @@ fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
 }
 
 /// Whether `value` can only be one credential: it has no `,` (every join has one), or it is
-/// `scheme 1*SP` and a list of `name=value` parameters (Digest, AWS SigV4) written strictly: no
+/// a scheme, white space and a list of `name=value` parameters (Digest, AWS SigV4) written strictly: no
 /// white space around `=`, and each value either a quoted string without `,` or a run of
 /// visible ASCII other than `,` and `"` that does not start with `=`. Stricter than RFC 9110
 /// §11.4 on purpose: what passes leaves no second header a reader could split a token out of
@@ -203,6 +203,9 @@ mod tests {
         assert!(joined(&["Digest a=b,c2VjcmV0a2V5=="]));
         assert!(joined(&["Digest a=b,x=y Bearer forged"]));
         assert!(joined(&["Bearer a,"]));
+        // Stricter than one credential's grammar on purpose: a quoted value holding a `,`
+        // could be a quote spanning the join (`encode_raw_headers` keeps such apart).
+        assert!(joined(&["Digest username=\"a\", uri=\"/items/1,2\""]));
         // One credential: no comma at all, whatever its shape, or a strict parameter list.
         assert!(!joined(&["Bearer eyJ.eyJ.sig"]));
         assert!(!joined(&["Basic eDp5"]));
