@@ -15,9 +15,12 @@
 //! On HTTP/2, idle means no response body live and no stream moving (PINGs move bytes), and a
 //! response whose frame its client leaves untaken for `keepalive_timeout` is released
 //! ([`streams`]). An upgraded connection (a WebSocket spliced to its upstream) is closed
-//! once no byte moved either way for `keepalive_timeout`. At most `server.max_connections` are open at once,
-//! upgraded ones included: the next is accepted when one closes (until then it waits in the
-//! kernel's backlog). The admin and Envoy's gRPC listeners are served the same way.
+//! once no byte moved either way for `keepalive_timeout`. At most `server.max_connections` are
+//! open at once, upgraded ones included. With every place taken, the connection idle longest
+//! between requests is closed to make room for the next (as nginx reuses idle keep-alive
+//! connections; see `Activity::idle_since`); while every one is busy, the next is served when
+//! one closes (it waits accepted, later ones in the kernel's backlog). The admin and Envoy's
+//! gRPC listeners are served the same way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use streams::{Streams, Watched};
+use streams::Streams;
 
 mod streams;
 
@@ -129,12 +132,25 @@ struct Activity {
     /// Whether the connection speaks HTTP/2 (known from its first request): then its idle
     /// time is counted from what its streams did, not from bytes (PINGs move bytes).
     http2: AtomicBool,
-    /// What its HTTP/2 streams did, and their response bodies.
+    /// What its HTTP/2 streams did, and the response bodies being written (both protocols).
     streams: Arc<Streams>,
+    /// What the watchdog saw at its last look: the bytes read ([`NOT_SEEN`] before its first
+    /// look) and written, and since when (milliseconds after `opened`) they had not changed.
+    seen_read: AtomicU64,
+    seen_written: AtomicU64,
+    still_since: AtomicU64,
+    /// The listener is full and this connection was the one idle longest: the watchdog
+    /// closes it if it is still idle ([`Activity::idle_since`]).
+    shed: tokio::sync::Notify,
+    /// `shed` was asked and not yet answered.
+    shed_asked: AtomicBool,
 }
 
 /// `Activity::head_since` while no request head is being read.
 const NO_HEAD: u64 = u64::MAX;
+
+/// `Activity::seen_read` before the watchdog's first look.
+const NOT_SEEN: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
@@ -153,7 +169,48 @@ impl Activity {
             user: std::sync::Mutex::new(None),
             http2: AtomicBool::new(false),
             streams: Arc::new(Streams::new(opened)),
+            seen_read: AtomicU64::new(NOT_SEEN),
+            seen_written: AtomicU64::new(0),
+            still_since: AtomicU64::new(0),
+            shed: tokio::sync::Notify::new(),
+            shed_asked: AtomicBool::new(false),
         }
+    }
+
+    /// Since when the connection is idle, or `None` while it is busy. Idle is between
+    /// requests: nothing in flight, no request head being read, no response body being
+    /// written, not upgraded, and no byte moved since the watchdog last looked (on HTTP/2: no
+    /// stream moved; PINGs do not count). A connection that has sent nothing yet is idle from
+    /// when it opened, once the watchdog has looked at it (a request on its way in the
+    /// kernel's buffers is not lost); one that has sent part of its first head, or of a TLS
+    /// handshake, is busy.
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        let busy = self.closed.load(Ordering::Relaxed)
+            || self.upgraded.load(Ordering::Relaxed)
+            || self.in_flight.load(Ordering::Relaxed) != 0
+            || self.head_since.load(Ordering::Relaxed) != NO_HEAD
+            || !self.streams.none_live();
+        if busy {
+            return None;
+        }
+        let read = self.read.load(Ordering::Relaxed);
+        if self.requests.load(Ordering::Relaxed) == 0 && read > 0 {
+            return None;
+        }
+        if self.http2.load(Ordering::Relaxed) {
+            let now = tokio::time::Instant::now();
+            return Some(
+                now.checked_sub(self.streams.still_for(now))
+                    .unwrap_or(self.opened),
+            );
+        }
+        let written = self.written.load(Ordering::Relaxed);
+        let seen = (
+            self.seen_read.load(Ordering::Relaxed),
+            self.seen_written.load(Ordering::Relaxed),
+        );
+        (seen == (read, written))
+            .then(|| self.opened + Duration::from_millis(self.still_since.load(Ordering::Relaxed)))
     }
 
     /// The connection switched protocols: what follows is not request heads, and the socket
@@ -251,7 +308,16 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
     let started = tokio::time::Instant::now();
     let (mut last_change, mut last_write) = (started, started);
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = activity.shed.notified() => {
+                activity.shed_asked.store(false, Ordering::Relaxed);
+                if activity.idle_since().is_some() {
+                    return "closed to make room: max_connections reached and idle longest";
+                }
+                continue;
+            }
+        }
         if activity.closed.load(Ordering::Relaxed) {
             return "closed";
         }
@@ -267,6 +333,13 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
             last_write = now;
         }
         last = (read, written);
+        // For `Activity::idle_since`: the still time first, so that the bytes, once they
+        // match, never pair with an older one.
+        activity
+            .still_since
+            .store(activity.millis(last_change), Ordering::Relaxed);
+        activity.seen_read.store(read, Ordering::Relaxed);
+        activity.seen_written.store(written, Ordering::Relaxed);
         if activity.requests.load(Ordering::Relaxed) == 0 {
             if now.duration_since(opened) >= timeouts.header_read {
                 return "no request head within header_read_timeout";
@@ -430,14 +503,9 @@ where
         .max_send_buf_size(streams::FRAME_MOST)
         .max_header_list_size(HEAD_MOST as u32);
     let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut connections = Connections::default();
     tokio::pin!(shutdown);
     loop {
-        // A connection is accepted only with a free place; it holds it until it closes.
-        let place = tokio::select! {
-            place = open.clone().acquire_owned() => place,
-            () = &mut shutdown => break,
-        };
-        let Ok(place) = place else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -458,6 +526,22 @@ where
                 continue;
             }
         };
+        // A connection is served only with a free place, and holds it until it closes. With
+        // none free, the connection idle longest is closed to make room (as nginx reuses its
+        // idle keep-alive connections), or one is waited for while every one is busy: this
+        // one waits accepted, the next ones in the kernel's backlog.
+        let place = match open.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                let room = connections.make_room(&open);
+                let place = tokio::select! {
+                    place = room => place,
+                    () = &mut shutdown => break,
+                };
+                let Ok(place) = place else { break };
+                place
+            }
+        };
         let _ = stream.set_nodelay(true);
         // Handed over as a plain socket: it joins the worker's own event loop there.
         let stream = match stream.into_std() {
@@ -469,6 +553,7 @@ where
         };
         let (inner, timeouts) = for_connection(peer);
         let activity = Arc::new(Activity::new());
+        connections.add(&activity);
         let service = {
             let activity = activity.clone();
             hyper::service::service_fn(move |request| {
@@ -482,13 +567,15 @@ where
                     {
                         in_flight.0.upgrade();
                     }
-                    let streams =
-                        (version == hyper::Version::HTTP_2).then(|| in_flight.0.streams.clone());
+                    let streams = in_flight.0.streams.clone();
                     drop(in_flight);
                     response.map(|response| {
-                        response.map(|body| match &streams {
-                            Some(streams) => streams.watch(body),
-                            None => Watched::Plain(body),
+                        response.map(|body| {
+                            if version == hyper::Version::HTTP_2 {
+                                streams.watch(body)
+                            } else {
+                                streams.watch_plain(body)
+                            }
                         })
                     })
                 }
@@ -559,6 +646,82 @@ where
     Ok(())
 }
 
+/// The open connections of a listener, as its accept loop knows them: to make room for a new
+/// one when `max_connections` are open.
+#[derive(Default)]
+struct Connections {
+    /// Each open connection's activity, and some closed ones' until the next sweep.
+    open: Vec<std::sync::Weak<Activity>>,
+    /// The length of `open` at which closed ones are swept out.
+    sweep_at: usize,
+    /// How many were closed to make room since the last warning, and when that was.
+    shed: u64,
+    warned: Option<tokio::time::Instant>,
+}
+
+/// How often a full listener looks again for an idle connection while every one is busy.
+const ROOM_LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// How often, at most, a full listener's closing of idle connections is warned about.
+const SHED_WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl Connections {
+    fn add(&mut self, activity: &Arc<Activity>) {
+        // Swept each time it doubled since the last sweep: a constant cost per connection.
+        if self.open.len() >= self.sweep_at {
+            self.open.retain(|activity| activity.strong_count() > 0);
+            self.sweep_at = (2 * self.open.len()).max(64);
+        }
+        self.open.push(Arc::downgrade(activity));
+    }
+
+    /// Asks the connection idle longest, if one is, to close (it does unless it has become busy
+    /// since).
+    fn shed_idlest(&mut self) {
+        self.open.retain(|activity| activity.strong_count() > 0);
+        let idlest = self
+            .open
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|activity| !activity.shed_asked.load(Ordering::Relaxed))
+            .filter_map(|activity| Some((activity.idle_since()?, activity)))
+            .min_by_key(|(since, _)| *since);
+        let Some((_, activity)) = idlest else {
+            return;
+        };
+        activity.shed_asked.store(true, Ordering::Relaxed);
+        activity.shed.notify_one();
+        self.shed += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .warned
+            .is_none_or(|warned| now.duration_since(warned) >= SHED_WARN_EVERY)
+        {
+            tracing::warn!(
+                closed = self.shed,
+                "server.max_connections reached: idle connections are closed to make room"
+            );
+            self.warned = Some(now);
+            self.shed = 0;
+        }
+    }
+
+    /// A free place among `open`'s: the idle connection closed to make room, or the first one
+    /// busy connection that closes.
+    async fn make_room(
+        &mut self,
+        places: &Arc<tokio::sync::Semaphore>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        loop {
+            self.shed_idlest();
+            tokio::select! {
+                place = places.clone().acquire_owned() => return place,
+                () = tokio::time::sleep(ROOM_LOOK_EVERY) => {}
+            }
+        }
+    }
+}
+
 /// The longest HTTP/1 request head read, and HTTP/2 header list (431 beyond; nginx's own is
 /// 4 × 8 KiB).
 const HEAD_MOST: usize = 64 * 1024;
@@ -569,3 +732,47 @@ const HTTP2_STREAMS_MOST: u32 = 100;
 /// The longest a shutdown waits for the requests in flight: less than Kubernetes' default
 /// 30 s grace, so the memory store's flush and the last spans still go out.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An activity the watchdog looked at `still_ms` after it opened, with nothing moved since.
+    fn looked_at(still_ms: u64) -> Arc<Activity> {
+        let activity = Arc::new(Activity::new());
+        activity.seen_read.store(0, Ordering::Relaxed);
+        activity.still_since.store(still_ms, Ordering::Relaxed);
+        activity
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_idle_longest_is_asked_to_make_room_and_a_busy_one_never() {
+        let recent = looked_at(900);
+        let longest = looked_at(100);
+        let unseen = Arc::new(Activity::new());
+        let in_flight = looked_at(0);
+        let _request = InFlight::begin(&in_flight, hyper::Version::HTTP_11);
+        let writing = looked_at(0);
+        let _body = writing.streams.watch_plain(axum::body::Body::empty());
+        let mut connections = Connections::default();
+        for activity in [&recent, &longest, &unseen, &in_flight, &writing] {
+            connections.add(activity);
+        }
+        let asked = |activity: &Arc<Activity>| activity.shed_asked.load(Ordering::Relaxed);
+
+        connections.shed_idlest();
+        assert!(asked(&longest));
+        assert!(!asked(&recent));
+        // Asked already, so the next is the next idlest; then none is left.
+        connections.shed_idlest();
+        assert!(asked(&recent));
+        connections.shed_idlest();
+        assert!(!asked(&unseen) && !asked(&in_flight) && !asked(&writing));
+        // A byte read since the watchdog looked makes an idle connection busy.
+        let moved = looked_at(0);
+        moved.on_read(1);
+        connections.add(&moved);
+        connections.shed_idlest();
+        assert!(!asked(&moved));
+    }
+}

@@ -1,9 +1,10 @@
 //! `server.max_connections` (SPEC §3) on the public listener and on Envoy's gRPC listener: with
-//! every place taken, the next connection is accepted only when one closes. Shown by order,
-//! not by time: the held connection is closed by the server (it sent nothing within
-//! `header_read_timeout`) before the waiting client gets its answer, so by the time that answer
-//! is read the held socket already reads end-of-file. The gRPC listener is cut off by the same
-//! watchdog as the public one.
+//! every place taken by a busy connection, the next one is served only when one closes. Shown
+//! by order, not by time: the held connection, which sent part of its first request, is closed
+//! by the server (its head did not come whole within `header_read_timeout`) before the waiting
+//! client gets its answer, so by the time that answer is read the held socket already reads
+//! end-of-file. The gRPC listener is cut off by the same watchdog as the public one. (An idle
+//! connection is closed to make room at once: `connections`.)
 
 use std::time::Duration;
 
@@ -21,6 +22,15 @@ async fn gateway(idp: &TestIdp) -> Gateway {
     .await
 }
 
+/// `connected`, busy: it sent the first line of HTTP/2's preface, the start of a request on
+/// either listener, so it is not idle and is not closed early to make room.
+async fn busy(connected: std::io::Result<tokio::net::TcpStream>) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut held = connected.unwrap();
+    held.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    held
+}
+
 /// Whether the server has closed `held`: a read finds end-of-file now, without waiting.
 fn closed_already(held: &tokio::net::TcpStream) -> bool {
     let mut buffer = [0u8; 64];
@@ -31,9 +41,7 @@ fn closed_already(held: &tokio::net::TcpStream) -> bool {
 async fn the_public_listener_accepts_no_connection_past_max_connections() {
     let idp = TestIdp::start().await;
     let gateway = gateway(&idp).await;
-    let held = tokio::net::TcpStream::connect(gateway.app.public_addr)
-        .await
-        .unwrap();
+    let held = busy(tokio::net::TcpStream::connect(gateway.app.public_addr).await).await;
     let answer = tokio::time::timeout(Duration::from_secs(30), gateway.get("/ping").send())
         .await
         .expect("the waiting connection is served once the held one closes")
@@ -47,12 +55,10 @@ async fn the_public_listener_accepts_no_connection_past_max_connections() {
 }
 
 #[tokio::test]
-async fn the_grpc_listener_accepts_no_connection_past_max_connections_and_closes_silent_ones() {
+async fn the_grpc_listener_accepts_no_connection_past_max_connections_and_closes_stalled_ones() {
     let idp = TestIdp::start().await;
     let gateway = gateway(&idp).await;
-    let held = tokio::net::TcpStream::connect(gateway.app.grpc_addr.unwrap())
-        .await
-        .unwrap();
+    let held = busy(tokio::net::TcpStream::connect(gateway.app.grpc_addr.unwrap()).await).await;
     let check = async {
         client(&gateway)
             .await
@@ -70,7 +76,7 @@ async fn the_grpc_listener_accepts_no_connection_past_max_connections_and_closes
     );
     assert!(
         closed_already(&held),
-        "the Check was served while the silent connection held the only place"
+        "the Check was served while the stalled connection held the only place"
     );
     gateway.stop().await;
 }

@@ -32,10 +32,22 @@ async fn gateway_with(idp: &TestIdp, upstream: &str, route_extra: &str, timeouts
 /// Sends one `GET /x` on `stream` and reads its whole answer; its status line, or `None` when
 /// the connection was closed or broke instead.
 async fn get_on(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    get_path_on(stream, "/x").await
+}
+
+/// Sends one `GET path` on `stream` and reads its whole answer (with a `Content-Length`); its
+/// status line, or `None` when the connection was closed or broke instead.
+async fn get_path_on(stream: &mut tokio::net::TcpStream, path: &str) -> Option<String> {
     stream
-        .write_all(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .await
         .ok()?;
+    read_answer(stream).await
+}
+
+/// Reads one whole answer (with a `Content-Length`) on `stream`; its status line, or `None`
+/// when the connection was closed or broke instead.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     let read = async {
@@ -340,6 +352,83 @@ async fn an_upgraded_connection_holds_its_place_and_is_closed_when_idle() {
         closed_already,
         "a connection was served while an open upgraded one held the only place"
     );
+    gateway.stop().await;
+}
+
+/// With `max_connections` open, the connection idle longest between requests is closed to
+/// make room for a new one, as nginx reuses its idle keep-alive connections; one writing a
+/// response body keeps its place however quiet the body is. Before, an idle keep-alive
+/// connection held its place for `keepalive_timeout` (75 s), so idle connections a client
+/// opened and left shut the listener to everyone else.
+#[tokio::test]
+async fn a_full_listener_closes_the_idlest_connection_to_make_room_never_one_writing_a_body() {
+    static BODY_ENDS: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    let idp = TestIdp::start().await;
+    // A streamed body: its first chunk, then nothing until the test says.
+    let upstream = raw_upstream(|mut stream| async move {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let _ = stream.write_all(head).await;
+        BODY_ENDS.notified().await;
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let _ = stream.read(&mut [0u8; 64]).await;
+    })
+    .await;
+    let timeouts =
+        "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1h\"\nmax_connections = 1\n";
+    let gateway = gateway_with(&idp, &upstream, "", timeouts).await;
+    let connect = || tokio::net::TcpStream::connect(gateway.app.public_addr);
+
+    let mut idle = connect().await.unwrap();
+    assert_eq!(
+        get_path_on(&mut idle, "/ping").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let mut next = connect().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(30), get_path_on(&mut next, "/ping"))
+        .await
+        .expect("a new connection waits while an idle one holds the only place");
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert!(
+        closed_by_server(&mut idle).await,
+        "the idle connection is closed to make room"
+    );
+
+    // `next` is idle now: a streamed body takes its place, and keeps it while quiet.
+    let mut streaming = connect().await.unwrap();
+    streaming
+        .write_all(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    while !received.ends_with(b"hello\r\n") {
+        let mut buffer = [0u8; 256];
+        let read = streaming.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "{}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buffer[..read]);
+    }
+    let mut waiting = connect().await.unwrap();
+    waiting
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(3), read_answer(&mut waiting));
+    assert!(
+        early.await.is_err(),
+        "a connection writing a quiet body was closed to make room"
+    );
+    // Once its body ends, the streaming connection is idle, and makes room.
+    BODY_ENDS.notify_one();
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"0\r\n\r\n") {
+        let mut buffer = [0u8; 64];
+        let read = streaming.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the body's end was cut off");
+        rest.extend_from_slice(&buffer[..read]);
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(30), read_answer(&mut waiting))
+        .await
+        .expect("the waiting connection is served once the body ended");
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
     gateway.stop().await;
 }
 

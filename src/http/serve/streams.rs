@@ -36,6 +36,9 @@ pub struct Streams {
     /// How many released responses are still open: each keeps its stream, and the frame hyper
     /// holds for it, until the client opens its window or resets it.
     released: AtomicUsize,
+    /// How many HTTP/1 response bodies are being written (a streamed one may be quiet for
+    /// long; a connection writing one is not idle, whatever its bytes say).
+    plain: AtomicUsize,
 }
 
 /// The most released responses a connection may hold open: beyond, the client is not reading
@@ -70,7 +73,27 @@ impl Streams {
             moved: AtomicU64::new(0),
             responses: Mutex::new(Vec::new()),
             released: AtomicUsize::new(0),
+            plain: AtomicUsize::new(0),
         }
+    }
+
+    /// `body`, an HTTP/1 response's, counted among the bodies being written while it lasts.
+    pub fn watch_plain(self: &Arc<Self>, body: axum::body::Body) -> Watched {
+        self.plain.fetch_add(1, Ordering::Relaxed);
+        Watched::Plain {
+            body,
+            streams: self.clone(),
+        }
+    }
+
+    /// Whether no response body is being written, on either protocol.
+    pub fn none_live(&self) -> bool {
+        self.plain.load(Ordering::Relaxed) == 0
+            && self
+                .responses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
     }
 
     fn millis(&self, at: tokio::time::Instant) -> u64 {
@@ -168,10 +191,14 @@ impl Streams {
     }
 }
 
-/// A response body: on HTTP/2 one of its connection's [`Streams`], else as it is (on HTTP/1 a
-/// client that stops reading stops every byte, and the idle rule ends the connection).
+/// A response body: on HTTP/2 one of its connection's [`Streams`], else as it is, only
+/// counted while it lasts (on HTTP/1 a client that stops reading stops every byte, and the
+/// idle rule ends the connection).
 pub enum Watched {
-    Plain(axum::body::Body),
+    Plain {
+        body: axum::body::Body,
+        streams: Arc<Streams>,
+    },
     Http2 {
         outgoing: Arc<Outgoing>,
         streams: Arc<Streams>,
@@ -180,8 +207,11 @@ pub enum Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        if let Self::Http2 { outgoing, streams } = self {
-            streams.forget(outgoing);
+        match self {
+            Self::Http2 { outgoing, streams } => streams.forget(outgoing),
+            Self::Plain { streams, .. } => {
+                streams.plain.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -195,7 +225,7 @@ impl hyper::body::Body for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let (outgoing, streams) = match self.get_mut() {
-            Self::Plain(body) => return Pin::new(body).poll_frame(cx),
+            Self::Plain { body, .. } => return Pin::new(body).poll_frame(cx),
             Self::Http2 { outgoing, streams } => (outgoing, streams),
         };
         // Polled again: the frame given last was taken.
@@ -231,7 +261,7 @@ impl hyper::body::Body for Watched {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Plain(body) => body.is_end_stream(),
+            Self::Plain { body, .. } => body.is_end_stream(),
             // A released body is not at its end: polled, it fails, and the stream is reset.
             Self::Http2 { outgoing, .. } => outgoing
                 .source
@@ -245,7 +275,7 @@ impl hyper::body::Body for Watched {
     fn size_hint(&self) -> hyper::body::SizeHint {
         let Self::Http2 { outgoing, .. } = self else {
             return match self {
-                Self::Plain(body) => body.size_hint(),
+                Self::Plain { body, .. } => body.size_hint(),
                 Self::Http2 { .. } => hyper::body::SizeHint::default(),
             };
         };
