@@ -62,12 +62,20 @@ pub fn write_bounded(text: &str, out: &mut impl std::fmt::Write) -> std::fmt::Re
 }
 
 /// Whether `character` is escaped in a log line: a control character, or a bidirectional or
-/// invisible formatting one.
+/// invisible formatting one (the Arabic letter mark, the Mongolian vowel separator, the
+/// zero-width and directional marks, the word joiner and invisible operators, the
+/// byte-order mark).
 pub fn is_unsafe(character: char) -> bool {
     character.is_control()
         || matches!(
             character,
-            '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
         )
 }
 
@@ -86,6 +94,8 @@ mod tests {
         let forged = bounded("x\r\n2026-12-01 INFO forged line\u{202e}\0");
         assert!(!forged.contains(['\r', '\n', '\0', '\u{202e}']), "{forged}");
         assert!(forged.starts_with("x\\u{d}\\u{a}2026"), "{forged}");
+        let hidden = bounded("a\u{061c}b\u{feff}c\u{2060}d\u{180e}");
+        assert_eq!(hidden, "a\\u{61c}b\\u{feff}c\\u{2060}d\\u{180e}");
         let newlines = bounded(&"\n".repeat(1000));
         assert!(newlines.chars().count() <= MAX_CHARS + 1, "{newlines}");
     }

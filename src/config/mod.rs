@@ -556,6 +556,24 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    // RFC 9700 §2.6: a code goes to a plain-http redirect URI only on loopback (RFC 8252's
+    // native apps); elsewhere whoever is on the path takes it (with a public client's PKCE
+    // the code alone is worth nothing, a confidential one's needs the secret: still a warning).
+    for (index, client) in config
+        .token_service
+        .iter()
+        .flat_map(|service| service.clients.iter())
+        .enumerate()
+    {
+        for uri in &client.redirect_uris {
+            if Url::parse(uri).is_ok_and(|url| plain_outside_loopback(&url, &["http"])) {
+                warnings.push(format!(
+                    "token_service.client[{index}].redirect_uris: `{uri}` is plain http \
+                     outside loopback: the authorization code travels unencrypted; use https"
+                ));
+            }
+        }
+    }
     if let Some(redis) = &config.session.redis
         && redis_password_in_clear(redis, |url| {
             plain_outside_loopback(url, &["redis", "valkey"])

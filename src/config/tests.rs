@@ -1268,6 +1268,23 @@ fn plain_links_outside_loopback_that_carry_keys_or_passwords_are_warned_about() 
         &warned(&service),
         "token_service.issuer: plain http outside loopback"
     ));
+    let client = |redirect_uri: &str| {
+        format!(
+            "[session]\nsecrets = [\"{SECRET}\"]\n{}[token_service]\nissuer = \"https://auth.example.com\"\n[[token_service.client]]\nclient_id = \"app\"\ngrants = [\"authorization_code\"]\nredirect_uris = [\"{redirect_uri}\"]\n",
+            provider("https://idp.example.com")
+        )
+    };
+    assert!(starts(
+        &warned(&client("http://app.example.com/cb")),
+        "token_service.client[0].redirect_uris: `http://app.example.com/cb` is plain http"
+    ));
+    for quiet in [
+        "https://app.example.com/cb",
+        "http://127.0.0.1:9000/cb",
+        "http://localhost/cb",
+    ] {
+        assert_eq!(warned(&client(quiet)), Vec::<String>::new(), "{quiet}");
+    }
     let redis = |url: &str| {
         format!(
             "[session]\nsecrets = [\"{SECRET}\"]\nstore = \"redis\"\nredis_url = \"{url}\"\n{}",

@@ -93,6 +93,23 @@ pub fn is_api_call(method: &axum::http::Method, headers: &axum::http::HeaderMap)
         || headers.contains_key("purpose")
 }
 
+/// Whether what the browser says of the request (`Sec-Fetch-Mode`: an image, a script's `fetch`,
+/// also one that followed a redirect there; `X-Requested-With: XMLHttpRequest`; a prefetch)
+/// means it cannot show a page: a login begun for it could only end silently, or never, and
+/// would push one of the browser's logins in progress out of its capped cookies. (Not
+/// [`is_api_call`] whole: an Android WebView sends `X-Requested-With` with its package name
+/// on its navigations.)
+pub fn is_no_navigation(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(&SEC_FETCH_MODE)
+        .is_some_and(|mode| mode != "navigate" && mode != "nested-navigate")
+        || headers
+            .get(&X_REQUESTED_WITH)
+            .is_some_and(|with| with.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))
+        || headers.contains_key("sec-purpose")
+        || headers.contains_key("purpose")
+}
+
 /// Whether the application may take the request for another method than its request line's
 /// by a header: `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override` in any
 /// spelling (Rails' `Rack::MethodOverride`, Laravel, Symfony and Express's `method-override`

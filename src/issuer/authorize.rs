@@ -267,6 +267,12 @@ async fn authorization_request(
         // cross-site POST does not carry (`SameSite=Lax`): the same request comes back as a
         // GET, a top-level navigation that carries them.
         Some(_) if sent == Sent::Post => as_get(&parameters),
+        // As `/signin`: an image or a prefetch of this URL on a same-site page would set a
+        // login cookie each time, pushing the browser's real login in progress out.
+        Some(_) if crate::http::is_no_navigation(headers) => refuse(
+            service,
+            AuthorizeError::Page("not a navigation: no login is started for it".to_owned()),
+        ),
         Some(provider) => match federate(federation, &provider, request, peer, headers).await {
             Ok(response) => response,
             Err(refusal) => refuse(service, AuthorizeRefusal::Federation(refusal)),

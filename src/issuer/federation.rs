@@ -122,7 +122,8 @@ impl TokenService {
     }
 
     /// Answers a client's authorization request after the user logged in at its upstream
-    /// provider: a code for `<source>:<upstream sub>` with `name` / `email` carried over.
+    /// provider: a code for `<source>:<upstream sub>` with `name` / `email` carried over, and
+    /// `preferred_username` as `<source>:<upstream username>`.
     /// Returns where to send the browser.
     ///
     /// # Errors
@@ -160,15 +161,27 @@ impl TokenService {
                 .fail_federation(request, "login_required")
                 .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));
         }
-        let mut carried: serde_json::Map<String, serde_json::Value> =
-            ["name", "email", "preferred_username"]
-                .iter()
-                .filter_map(|name| {
-                    claims
-                        .get(*name)
-                        .map(|value| ((*name).to_owned(), value.clone()))
-                })
-                .collect();
+        let mut carried: serde_json::Map<String, serde_json::Value> = ["name", "email"]
+            .iter()
+            .filter_map(|name| {
+                claims
+                    .get(*name)
+                    .map(|value| ((*name).to_owned(), value.clone()))
+            })
+            .collect();
+        // A user name is the provider's to give, as `sub` is: where users choose their own (a
+        // self-registering realm), one named `alice` would else be the local `alice`, or
+        // another provider's, to every reader of this one issuer's `preferred_username` (a
+        // route header, Kubernetes' `--oidc-username-claim`). So it gets `sub`'s namespace.
+        if let Some(username) = claims
+            .get("preferred_username")
+            .and_then(serde_json::Value::as_str)
+        {
+            carried.insert(
+                "preferred_username".to_owned(),
+                format!("{}:{username}", client.source).into(),
+            );
+        }
         // Every upstream's users get tokens of this one issuer, so an address is verified only
         // where its provider said so: a provider that says nothing (a multi-tenant one whose
         // users set their own address) would else vouch for another provider's users' domain

@@ -130,20 +130,11 @@ async fn start_login(
             "malformed query".to_owned(),
         )
     })?;
-    // What the browser says is no navigation (`Sec-Fetch-Mode`: an image, a script's
-    // `fetch`, also one that followed an ingress's redirect here) or a prefetch cannot show
-    // the provider's page, so a login it began could only end silently in a session nobody
-    // asked for, and each would push one of the browser's logins in progress out of its
-    // capped cookies. (Not `http::is_api_call` whole: an Android WebView sends
-    // `X-Requested-With` with its package name on its navigations, and `/signin` is where an
-    // ingress sends them; `XMLHttpRequest` there is a script's.)
-    let not_a_navigation = headers
-        .get(&crate::http::SEC_FETCH_MODE)
-        .is_some_and(|mode| mode != "navigate" && mode != "nested-navigate")
-        || headers
-            .get(&crate::http::X_REQUESTED_WITH)
-            .is_some_and(|with| with.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
-    if not_a_navigation || headers.contains_key("sec-purpose") || headers.contains_key("purpose") {
+    // A request that cannot show the provider's page (an image, a script's `fetch`, one that
+    // followed an ingress's redirect here, a prefetch) begins no login: it could only end
+    // silently in a session nobody asked for. `/signin` is where an ingress sends a
+    // WebView's navigations, so its `X-Requested-With` is not taken for a script's.
+    if crate::http::is_no_navigation(headers) {
         return Err((
             Rejection::Unauthenticated,
             "not a navigation: no login is started for it".to_owned(),

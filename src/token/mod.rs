@@ -315,7 +315,8 @@ pub fn numeric_claim(
 const ACCESS_TOKEN_CLAIMS: [&str; 6] = ["scope", "scp", "client_id", "cid", "appid", "azpacr"];
 
 /// Refuses tokens that are not access tokens: ID tokens (`nonce`, `at_hash`, `c_hash`, a `typ`
-/// of `ID` or an `id_token+jwt` header), logout tokens (`events`) (SPEC §6). `client_id` is
+/// of `ID`, a `token_use` other than `access`, or an `id_token+jwt` header), logout tokens
+/// (`events`) (SPEC §6). `client_id` is
 /// the client Tollgate signs in with at this provider: a token for that audience without an
 /// `at+jwt` header and without any claim of an access token ([`ACCESS_TOKEN_CLAIMS`]) is that
 /// client's ID token too. A provider leaves `nonce` out of the ID tokens it issues on refresh,
@@ -358,7 +359,12 @@ pub fn ensure_access_token(
             .and_then(Value::as_str)
             .is_some_and(|typ| {
                 typ.eq_ignore_ascii_case("id") || typ.eq_ignore_ascii_case("logout")
-            });
+            })
+        // Amazon Cognito names each of its tokens (`id` or `access`), as its introspection
+        // answers do.
+        || claims
+            .get("token_use")
+            .is_some_and(|token_use| token_use.as_str() != Some("access"));
     if id_like_header || id_like_claims {
         Err(TokenError::NotAnAccessToken)
     } else {

@@ -226,6 +226,15 @@ fn id_tokens_and_logout_tokens_are_not_access_tokens() {
         claims(json!({"events": {}})),
         Err(TokenError::NotAnAccessToken),
     );
+    // Amazon Cognito says which token it is: an ID token for another app client of the
+    // pool, without `at_hash`, was a bearer token where `audiences` named that client.
+    for token_use in ["id", "refresh", "", "ID"] {
+        fixture.check(
+            claims(json!({"token_use": token_use})),
+            Err(TokenError::NotAnAccessToken),
+        );
+    }
+    fixture.check(claims(json!({"token_use": "access"})), Ok(()));
     let token = fixture.sign("logout+jwt", &claims(json!({})));
     assert_eq!(
         validate_access_token(

@@ -1047,8 +1047,12 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     use crate::support::TestIdp;
     use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
     let (corp, partner) = (TestIdp::start().await, TestIdp::start().await);
-    // corp says its addresses are verified; partner says nothing of them.
+    // corp says its addresses are verified; partner says nothing of them. Each has a user who
+    // calls themself alice, as the local one is called.
     corp.set_user_claim("email_verified", serde_json::json!(true));
+    for upstream in [&corp, &partner] {
+        upstream.set_user_claim("preferred_username", serde_json::json!("alice"));
+    }
     let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
         format!(
             r#"[server]
@@ -1154,6 +1158,18 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
             .into_owned()
             .collect();
         assert_eq!((again.path(), &sent), ("/authorize", &asked));
+        // An image or a prefetch of the same URL (a same-site page may embed it) starts no
+        // login: each would set a login cookie and push the browser's real one out.
+        for (name, value) in [("sec-fetch-mode", "no-cors"), ("sec-purpose", "prefetch")] {
+            let embedded = gateway
+                .get(&format!("/authorize?{}", again.query().unwrap()))
+                .header(name, value)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(embedded.status(), 400, "{name}: {value}");
+            assert!(embedded.headers().get("set-cookie").is_none(), "{name}");
+        }
         let to_upstream = browser.get(again.as_str()).await;
         assert_eq!(to_upstream.status(), 302);
         assert!(
@@ -1185,6 +1201,11 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         assert_eq!(claims["sub"], expected_sub);
         assert_eq!(claims["iss"], issuer);
         assert_eq!(claims["email"], "alice@example.com");
+        // An upstream's user name is that provider's, as its `sub` is: not the local alice's.
+        for token in ["access_token", "id_token"] {
+            let claims = decode_payload(body[token].as_str().unwrap());
+            assert_eq!(claims["preferred_username"], expected_sub, "{token}");
+        }
         // An address is verified only where its provider said so: partner's alice is not
         // corp's to a rule that takes silence for verified.
         assert_eq!(
