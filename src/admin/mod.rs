@@ -33,6 +33,8 @@ pub struct AdminState {
     pub sessions: Option<Arc<Sessions>>,
     /// The token service, whose store `/readyz` checks.
     pub token_service: Option<Arc<TokenService>>,
+    /// Wall-clock time: the sessions listed are those not ended now.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// The admin routes: `state`'s and `POST /admin/explain`.
@@ -179,7 +181,11 @@ async fn list_sessions(
         check_token(state.admin_token.as_ref(), &headers)?;
         let query = sub_query(&state, query)?;
         let list = sessions(&state)?
-            .list(query.sub.as_deref(), query.provider.as_deref())
+            .list(
+                query.sub.as_deref(),
+                query.provider.as_deref(),
+                state.clock.now(),
+            )
             .await?;
         Ok(axum::Json(list).into_response())
     };

@@ -22,6 +22,7 @@ fn state(admin_token: Option<&str>, providers: Providers) -> AdminState {
         providers: Arc::new(providers),
         sessions: None,
         token_service: None,
+        clock: Arc::new(crate::clock::SystemClock),
     }
 }
 
@@ -215,10 +216,13 @@ fn state_with_sessions() -> Arc<AdminState> {
     )];
     let store = Arc::new(MemoryStore::open(None, Sealer::new(&secrets), 10));
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-    for (id, provider, sub) in [
-        ("a", "corp", "alice"),
-        ("b", "partner", "alice"),
-        ("c", "corp", "bob"),
+    // corp's carol's session ended a second ago: the store purges it later, the listing
+    // shows it no more.
+    for (id, provider, sub, expires_in) in [
+        ("a", "corp", "alice", 3600),
+        ("b", "partner", "alice", 3600),
+        ("c", "corp", "bob", 3600),
+        ("d", "corp", "carol", -1),
     ] {
         let claims = serde_json::json!({ "sub": sub });
         store.insert(
@@ -231,7 +235,7 @@ fn state_with_sessions() -> Arc<AdminState> {
                 refresh_token: None,
                 access_expires_at: None,
                 created_at: now,
-                expires_at: now + 3600,
+                expires_at: now + expires_in,
             }),
             now,
         );

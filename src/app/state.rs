@@ -292,6 +292,7 @@ fn surfaces(
         providers: providers.clone(),
         sessions: sessions.cloned(),
         token_service,
+        clock: clock.clone(),
     });
     let explain = Arc::new(ExplainState {
         admin_token: server.admin_token.clone(),

@@ -414,7 +414,8 @@ impl Sessions {
         Ok((session, self.jar.clear_session(cookies, attributes)))
     }
 
-    /// Every session, or those of `sub`, or those of `provider` (of `sub` at `provider`).
+    /// Every session, or those of `sub`, or those of `provider` (of `sub` at `provider`), that
+    /// has not ended at `now` (the memory store's purge and Redis' expiry come later).
     ///
     /// # Errors
     /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails.
@@ -422,6 +423,7 @@ impl Sessions {
         &self,
         sub: Option<&str>,
         provider: Option<&str>,
+        now: UnixTime,
     ) -> Result<Vec<SessionSummary>, StoreError> {
         let summary = |id: &str, facts: &SessionFacts<'_>, last_seen| SessionSummary {
             handle: handle_of(id),
@@ -431,15 +433,17 @@ impl Sessions {
             last_seen,
             expires_at: self.jar.end_of(facts.expires_at, facts.created_at),
         };
-        let wanted = |facts: &SessionFacts<'_>| {
+        let wanted = |facts: &SessionFacts<'_>, last_seen| {
+            let ends_at = self.jar.end_of(facts.expires_at, facts.created_at);
             sub.is_none_or(|wanted| facts.sub == wanted)
                 && provider.is_none_or(|wanted| facts.provider == wanted)
+                && !matches!(self.lifetime().judge(ends_at, last_seen, now), Use::Ended)
         };
         let mut summaries = Vec::new();
         match &self.backend {
             SessionBackend::Cookie => return Err(StoreError::NotServerSide),
             SessionBackend::Memory(store) => store.visit(|id, facts, last_seen| {
-                if wanted(facts) {
+                if wanted(facts, last_seen) {
                     summaries.push(summary(id, facts, last_seen));
                 }
             }),
@@ -449,7 +453,7 @@ impl Sessions {
                     match store.get(&id).await? {
                         Some((_, stored)) => {
                             let facts = SessionFacts::of(&stored.session);
-                            if wanted(&facts) {
+                            if wanted(&facts, stored.last_seen) {
                                 summaries.push(summary(&id, &facts, stored.last_seen));
                             }
                         }
