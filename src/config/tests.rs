@@ -506,15 +506,18 @@ fn a_secret_may_be_given_once_inline_from_a_file_or_from_the_environment() {
         "client_secret = \"s\"",
         "client_secret_env = \"CORP_SECRET\"",
     );
-    let env = BTreeMap::from([("CORP_SECRET".to_owned(), "from-env".to_owned())]);
-    assert_eq!(
-        load(&text, &env).unwrap().providers[0]
-            .client_secret
-            .as_ref()
-            .unwrap()
-            .expose(),
-        "from-env"
-    );
+    for value in ["from-env", "from-env\n", "from-env\r\n"] {
+        let env = BTreeMap::from([("CORP_SECRET".to_owned(), value.to_owned())]);
+        assert_eq!(
+            load(&text, &env).unwrap().providers[0]
+                .client_secret
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "from-env",
+            "{value:?}"
+        );
+    }
     check_problem(&text, &[], "provider[0].client_secret_env:");
     let twice = PROVIDER.replace(
         "client_secret = \"s\"",

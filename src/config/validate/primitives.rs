@@ -104,14 +104,17 @@ impl Checker<'_> {
         if let Some(value) = inline {
             return Some(Secret::new(value));
         }
+        // One line end after the secret is the file's, or the file's a variable was made
+        // from (`kubectl create secret --from-file`, then `secretKeyRef`), not the secret's.
+        let without_line_end = |text: &str| {
+            text.strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(text)
+                .to_owned()
+        };
         if let Some(file) = file {
             return match std::fs::read_to_string(&file) {
-                Ok(text) => Some(Secret::new(
-                    text.strip_suffix('\n')
-                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                        .unwrap_or(&text)
-                        .to_owned(),
-                )),
+                Ok(text) => Some(Secret::new(without_line_end(&text))),
                 Err(error) => {
                     self.problem(
                         format!("{path}_file"),
@@ -123,7 +126,7 @@ impl Checker<'_> {
         }
         if let Some(name) = env_name {
             return match self.env.get(&name) {
-                Some(value) => Some(Secret::new(value.clone())),
+                Some(value) => Some(Secret::new(without_line_end(value))),
                 None => {
                     self.problem(
                         format!("{path}_env"),
