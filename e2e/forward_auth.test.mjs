@@ -236,13 +236,16 @@ test('Caddy forward_auth with redirect mode: login, identity headers, sign-out, 
   const seen = await skipped.json();
   assert.notEqual(seen.headers['x-auth-email'], 'mallory@evil.example', JSON.stringify(seen.headers));
   // Caddy removes and copies the exact name only; an application reading headers the CGI way
-  // takes X_Auth_Email for X-Auth-Email. Tollgate refuses the request instead.
-  for (const path of ['/public/x', '/private/page']) {
-    const underscored = await fetch(`http://127.0.0.1:${ports.caddy}${path}`, {
-      redirect: 'manual',
-      headers: { X_Auth_Email: 'mallory@evil.example', Accept: 'application/json' },
-    });
-    assert.equal(underscored.status, path === '/public/x' ? 400 : 401, `${path}: ${await underscored.text()}`);
+  // takes X_Auth_Email for X-Auth-Email, and PHP X.Auth.Email too (Caddy's php_fastcgi keeps
+  // the dot, PHP reads it as `_`). Tollgate refuses the request instead.
+  for (const name of ['X_Auth_Email', 'X.Auth.Email']) {
+    for (const path of ['/public/x', '/private/page']) {
+      const other = await fetch(`http://127.0.0.1:${ports.caddy}${path}`, {
+        redirect: 'manual',
+        headers: { [name]: 'mallory@evil.example', Accept: 'application/json' },
+      });
+      assert.equal(other.status, path === '/public/x' ? 400 : 401, `${name} ${path}: ${await other.text()}`);
+    }
   }
 });
 

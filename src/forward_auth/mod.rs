@@ -289,7 +289,7 @@ fn refuse_other_spellings(
         return outcome;
     };
     let other = headers.keys().find(|sent| {
-        sent.as_str().contains('_')
+        sent.as_str().contains(['_', '.'])
             && query.injections.iter().any(|injection| {
                 crate::http::same_header_name(sent.as_str(), injection.header().as_str())
             })

@@ -123,7 +123,7 @@ pub fn method_override_header(headers: &axum::http::HeaderMap) -> bool {
 /// Whether `name` (lower case, as header names are kept) is `X-HTTP-Method-Override`,
 /// `X-HTTP-Method` or `X-Method-Override`, in any spelling.
 pub fn is_method_override_name(name: &str) -> bool {
-    matches!(name.as_bytes(), [b'x', b'-' | b'_', ..])
+    matches!(name.as_bytes(), [b'x', b'-' | b'_' | b'.', ..])
         && [
             "x-http-method-override",
             "x-http-method",
@@ -187,10 +187,12 @@ pub fn parameter_value(text: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Whether two header names read the same to a backend that ignores case and reads `_` as `-`
-/// (CGI's `HTTP_X_USER`, PHP, Rack, Django, many WSGI servers).
+/// (CGI's `HTTP_X_USER`, PHP, Rack, Django, many WSGI servers), or `.` as `_` and so as `-`
+/// (PHP names its `$_SERVER` variables so, and Caddy's `php_fastcgi` and FrankenPHP keep a
+/// header's `.` in the variable they hand it: `X.User` is PHP's `HTTP_X_USER`).
 pub fn same_header_name(left: &str, right: &str) -> bool {
     let normal = |byte: u8| {
-        if byte == b'_' {
+        if byte == b'_' || byte == b'.' {
             b'-'
         } else {
             byte.to_ascii_lowercase()

@@ -1,6 +1,6 @@
 //! Header hygiene for the proxy: identity headers named in `route.headers` are removed from
 //! the client's request in every spelling a backend might read as the same name (any case,
-//! `_` for `-`, repeated), and Tollgate's own cookies never reach the upstream. Pure.
+//! `_` or `.` for `-`, repeated), and Tollgate's own cookies never reach the upstream. Pure.
 
 use axum::http::header::Entry;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -32,7 +32,7 @@ pub fn is_identity_elsewhere(name: &str) -> bool {
             .is_some_and(|start| same_header(start, prefix))
     };
     match name.as_bytes() {
-        [b'x', b'-' | b'_', ..] => {
+        [b'x', b'-' | b'_' | b'.', ..] => {
             [
                 "x-forwarded-user",
                 "x-forwarded-email",
@@ -52,7 +52,7 @@ pub fn is_identity_elsewhere(name: &str) -> bool {
                 || starts("x-consumer-")
                 || starts("x-authenticated-")
         }
-        [b'o', b'i', b'd', b'c', b'-' | b'_', ..] => true,
+        [b'o', b'i', b'd', b'c', b'-' | b'_' | b'.', ..] => true,
         [b'r', ..] => starts("remote-"),
         _ => false,
     }
@@ -68,7 +68,7 @@ pub fn is_said_by_proxies(name: &str) -> bool {
     let bytes = name.as_bytes();
     // Almost every header a client sends starts otherwise: decided on two bytes.
     match bytes {
-        [b'x', b'-' | b'_', ..] => {}
+        [b'x', b'-' | b'_' | b'.', ..] => {}
         [b'f', ..] => {
             return [
                 "forwarded",
@@ -123,7 +123,7 @@ pub fn strip_proxy_headers(headers: &mut HeaderMap) {
 /// decides on the request line, and a trusted ingress in front copies a client's headers, so
 /// these never go upstream, whoever sent them.
 pub fn overrides_the_request_line(name: &str) -> bool {
-    matches!(name.as_bytes(), [b'x', b'-' | b'_', ..])
+    matches!(name.as_bytes(), [b'x', b'-' | b'_' | b'.', ..])
         && [
             "x-original-url",
             "x-original-uri",
@@ -151,12 +151,13 @@ pub fn strip_overrides_and_forwarded(headers: &mut HeaderMap) {
     });
 }
 
-/// Whether `name` is `X_Forwarded_Host`, `-Proto` or `-For` spelt with `_`: Tollgate sets the
-/// `-` names, and an application reading headers the CGI way (`HTTP_X_FORWARDED_HOST`) would
-/// take the client's copy, which an ingress passes on, for Tollgate's.
+/// Whether `name` is `X_Forwarded_Host`, `-Proto` or `-For` spelt with `_` or `.`: Tollgate
+/// sets the `-` names, and an application reading headers the CGI way
+/// (`HTTP_X_FORWARDED_HOST`) would take the client's copy, which an ingress passes on, for
+/// Tollgate's.
 fn is_other_spelling_of_forwarding(name: &str) -> bool {
     name.starts_with(['x', 'X'])
-        && name.contains('_')
+        && name.contains(['_', '.'])
         && ["x-forwarded-host", "x-forwarded-proto", "x-forwarded-for"]
             .iter()
             .any(|known| same_header(name, known))
@@ -487,6 +488,8 @@ mod tests {
         headers.append("X-USER", "mallory2".parse().unwrap());
         headers.append("x_user", "mallory3".parse().unwrap());
         headers.append("X_User", "mallory4".parse().unwrap());
+        headers.append("X.User", "mallory5".parse().unwrap());
+        headers.append("x.user", "mallory6".parse().unwrap());
         headers.append("x-username", "kept".parse().unwrap());
         headers.append("authorization", "Bearer forged".parse().unwrap());
         let configured = [
@@ -511,6 +514,9 @@ mod tests {
             "x_auth_request_access_token",
             "oidc_claim_sub",
             "oidc-claim-email",
+            "oidc.claim.email",
+            "x.forwarded.user",
+            "x.auth.request.email",
             "oidc_access_token",
             "oidc_id_token_payload",
             "x-userinfo",
@@ -566,6 +572,9 @@ mod tests {
             "x_original_method",
             "x-real-ip",
             "x_real_ip",
+            "x.real.ip",
+            "x.forwarded.for",
+            "x.http.method.override",
             "forwarded",
             "x-rewrite-url",
             "x-http-method-override",

@@ -506,6 +506,41 @@ async fn an_envoy_that_fails_open_still_gets_every_refusal() {
     }
 }
 
+/// A client's `X.Email` is PHP's `HTTP_X_EMAIL` (Caddy's `php_fastcgi` and FrankenPHP keep a
+/// name's `.`), and Envoy has no setting that refuses it as `headers_with_underscores_action`
+/// refuses `X_Email`: by either recipe Tollgate names it for removal, and the application sees
+/// only Tollgate's `X-Email`.
+#[tokio::test]
+async fn a_header_spelt_with_dots_never_reaches_the_application_by_either_recipe() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup().await;
+    let admin = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["admin"])).sign()
+    );
+    for port in [grpc_port, http_port] {
+        let forged = [
+            ("authorization", admin.as_str()),
+            ("X.Email", "ceo@example.com"),
+            ("x.email", "ceo@example.com"),
+        ];
+        let echo = upstream_saw(get(port, "/admin/users", &forged).await, &envoy).await;
+        let names: Vec<&String> = echo["headers"].as_object().unwrap().keys().collect();
+        assert!(
+            !names.iter().any(|name| name.contains('.')),
+            "port {port}: {names:?}"
+        );
+        assert!(!echo.to_string().contains("ceo@"), "port {port}: {echo}");
+        assert!(seen(&echo, "x-email").is_some(), "port {port}: {echo}");
+    }
+}
+
 /// A skip rule naming `POST`, by either recipe: a `POST` that says another method (a
 /// method-override header, which the HTTP recipe lists in `allowed_headers` for this, or a
 /// `_method` query parameter) is not skipped; Envoy passes the header on to the application,
@@ -548,6 +583,8 @@ async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
         for header in [
             ("x-http-method-override", "DELETE"),
             ("x-method-override", "DELETE"),
+            // PHP reads `.` in a name as `_`; Envoy passes such names on.
+            ("X.HTTP.Method.Override", "DELETE"),
         ] {
             assert_eq!(
                 post("/admin/api/x", Some(header)).await,

@@ -79,12 +79,12 @@ async fn echo_of(gateway: &Gateway, headers: &[(&str, &str)]) -> Value {
 /// Whether the upstream saw a header that a backend reading names without case and `_` as `-`
 /// would take for `name`.
 fn reached(body: &Value, name: &str) -> bool {
-    let normal = name.replace('_', "-").to_ascii_lowercase();
+    let normal = |name: &str| name.replace(['_', '.'], "-").to_ascii_lowercase();
     body["headers"]
         .as_object()
         .unwrap()
         .keys()
-        .any(|seen| seen.replace('_', "-").eq_ignore_ascii_case(&normal))
+        .any(|seen| normal(seen) == normal(name))
 }
 
 #[tokio::test]
@@ -281,6 +281,8 @@ on_unauthenticated = "pass"
         .header("X-User", "mallory")
         .header("x_user", "mallory")
         .header("X_USER", "mallory")
+        // PHP reads `.` in a name as `_` (Caddy's `php_fastcgi`, FrankenPHP keep it).
+        .header("X.User", "mallory")
         .header("x-user", "mallory-again")
         .send()
         .await
@@ -290,7 +292,7 @@ on_unauthenticated = "pass"
     assert!(
         !names
             .iter()
-            .any(|name| name.replace('_', "-").eq_ignore_ascii_case("x-user")),
+            .any(|name| name.replace(['_', '.'], "-").eq_ignore_ascii_case("x-user")),
         "{names:?}"
     );
     let token = idp.access_token().sign();
@@ -397,6 +399,8 @@ on_unauthenticated = "pass"
         ("x-http-method-override", "DELETE"),
         ("X-HTTP-Method", "DELETE"),
         ("x-method-override", "DELETE"),
+        ("X.HTTP.Method.Override", "DELETE"),
+        ("x.original.url", "/admin"),
     ];
     let forwarding = [("x-real-ip", "10.1.2.3"), ("x-forwarded-prefix", "/app")];
     // `Forwarded` would tell an upstream that prefers it another host and scheme than the
@@ -411,6 +415,7 @@ on_unauthenticated = "pass"
         ("X_Forwarded_Host", "evil.example"),
         ("x_forwarded_proto", "http"),
         ("X_Forwarded_For", "6.6.6.6"),
+        ("X.Forwarded.Host", "evil.example"),
     ];
     let body = echo_of(
         &gateway,
@@ -456,6 +461,7 @@ on_unauthenticated = "pass"
         ("x-http-method-override", "DELETE"),
         ("x-method-override", "DELETE"),
         ("x_forwarded_for", "10.9.9.9"),
+        ("x.forwarded.for", "10.9.9.9"),
         ("x-forwarded-prefix", "/admin"),
         ("X_Real_IP", "10.9.9.9"),
         ("forwarded", "for=10.9.9.9"),
@@ -480,12 +486,13 @@ on_unauthenticated = "pass"
     let body = echo_of(&gateway, &spoofed).await;
     for (name, _) in spoofed {
         // `X-Forwarded-For` is Tollgate's own, checked below.
-        if !name.eq_ignore_ascii_case("x_forwarded_for") {
+        if !["x_forwarded_for", "x.forwarded.for"].contains(&name) {
             assert!(!reached(&body, name), "{name} reached the upstream: {body}");
         }
     }
     assert_eq!(seen(&body, "x-forwarded-for"), ["127.0.0.1"]);
     assert!(seen(&body, "x_forwarded_for").is_empty(), "{body}");
+    assert!(seen(&body, "x.forwarded.for").is_empty(), "{body}");
 
     let port = gateway.app.public_addr.port();
     let (status, answer) = crate::support::nginx::raw_get(
