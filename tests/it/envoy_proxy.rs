@@ -250,6 +250,12 @@ async fn grpc_recipe_in_envoy() {
         let status = get(port, path, &[("authorization", &dev)]).await.status();
         assert!(status == 403 || status == 400, "{path}: {status}");
     }
+    // What applications serve as the admin section beside `/admin/…`: the page itself
+    // (Express, Spring) and format suffixes (Rails). `prefix: "/admin/"` gave them `/`'s rules.
+    for path in ["/admin", "/admin?x=1", "/admin.json", "/admin/users.json"] {
+        let status = get(port, path, &[("authorization", &dev)]).await.status();
+        assert_eq!(status, 403, "{path}");
+    }
     // A client's X_Email never reaches an application that reads it as X-Email.
     let underscored = get(
         port,
