@@ -445,13 +445,18 @@ pub async fn decide_auth(
         let canonical = original.and_then(|request| {
             let raw_path = request.raw_path.as_deref()?;
             // The method is known only when nothing asks the application to take another
-            // (looked for only when a rule names a method).
+            // (looked for only when a rule names a method): a header, the query, or a body
+            // that may hold `_method` (a form `POST`).
             let names_method = query.skip_rules.iter().any(|rule| rule.method.is_some());
             let overridden = names_method
                 && (crate::http::method_override_header(headers)
                     || raw_path
                         .split_once('?')
-                        .is_some_and(|(_, query)| crate::http::method_override_query(query)));
+                        .is_some_and(|(_, query)| crate::http::method_override_query(query))
+                    || request
+                        .method
+                        .as_ref()
+                        .is_some_and(|method| crate::http::method_override_body(method, headers)));
             Some((
                 request.method.as_ref().filter(|_| !overridden),
                 canonical_path(raw_path).ok()?,

@@ -154,6 +154,33 @@ pub fn method_override_query(query: &str) -> bool {
     })
 }
 
+/// Whether the application may take a request with these headers for another method by a
+/// `_method` in its body, which is not read here: a `POST` with a form body
+/// (`application/x-www-form-urlencoded` or `multipart/form-data`: Rails' `Rack::MethodOverride`,
+/// Symfony and Laravel read `_method` there) or with no `Content-Type` (Rack parses that body
+/// as a form). A rule that names a method cannot know the method the application acts on then.
+/// (Laravel reads a JSON body's `_method` too; see the README.)
+pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
+    if method != axum::http::Method::POST {
+        return false;
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter().peekable();
+    if types.peek().is_none() {
+        return true;
+    }
+    types.any(|value| {
+        let media_type = value
+            .as_bytes()
+            .split(|&byte| byte == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        media_type.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+            || media_type.eq_ignore_ascii_case(b"multipart/form-data")
+            || media_type.is_empty()
+    })
+}
+
 /// Whether `byte` may be part of an HTTP token (RFC 9110 §5.6.2 `tchar`).
 pub fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)

@@ -462,13 +462,15 @@ pub async fn decide_route(
     // Asked only of a request with a query.
     let believes_tokens = || state.routes.believes_tokens(route);
     // The path is canonical already (`handle`). A rule naming a method knows the method only
-    // when the query names no other (asked once, of the first such rule; the override headers
-    // never go upstream).
+    // when neither the query nor a form body may name another (asked once, of the first such
+    // rule; the override headers never go upstream).
     let mut known_method = None;
     for rule in &route.skip {
         let method_read = if rule.method.is_some() {
             *known_method.get_or_insert_with(|| {
-                (!query.is_some_and(crate::http::method_override_query)).then_some(method)
+                let overridden = query.is_some_and(crate::http::method_override_query)
+                    || crate::http::method_override_body(method, headers);
+                (!overridden).then_some(method)
             })
         } else {
             Some(method)

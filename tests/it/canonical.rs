@@ -694,31 +694,49 @@ async fn a_method_specific_skip_rule_needs_the_original_method() {
 
 /// A skip rule naming `POST` does not skip a `POST` the application may take for another
 /// method (Laravel and Symfony turn it into what `X-HTTP-Method-Override` or a `_method` query
-/// parameter says, Rails and Express into what the header says): `POST /api/comments/42?_method=DELETE` deleted anonymously.
+/// parameter says, Rails and Express into what the header says, and Rails, Symfony and
+/// Laravel into what a form body's `_method` says): `POST /api/comments/42?_method=DELETE`,
+/// or with `_method=delete` in its form body, deleted anonymously.
 #[tokio::test]
 async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;
     let client = reqwest::Client::new();
-    let status = |url: &'static str, header: Option<(&'static str, &'static str)>| {
+    const JSON: (&str, &str) = ("content-type", "application/json");
+    let status = |url: &'static str, headers: &[(&'static str, &'static str)]| {
         let mut request = client
             .get(gateway.url("/auth?skip-auth=POST,%5E/api/comments"))
             .header("x-original-url", url)
             .header("x-original-method", "POST");
-        if let Some((name, value)) = header {
-            request = request.header(name, value);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         async move { request.send().await.unwrap().status().as_u16() }
     };
     let plain = "https://app.example.com/api/comments/42";
-    assert_eq!(status(plain, None).await, 200, "a plain POST skips");
+    assert_eq!(status(plain, &[JSON]).await, 200, "a JSON POST skips");
     for header in [
         ("x-http-method-override", "DELETE"),
         ("X_HTTP_Method", "DELETE"),
         ("x-method-override", "PUT"),
     ] {
-        assert_eq!(status(plain, Some(header)).await, 401, "{header:?}");
+        assert_eq!(status(plain, &[JSON, header]).await, 401, "{header:?}");
     }
+    // A body that may hold `_method`, which `/auth` never sees.
+    for form in [
+        "application/x-www-form-urlencoded",
+        "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+        "multipart/form-data; boundary=x",
+        "",
+    ] {
+        let header = ("content-type", form);
+        assert_eq!(status(plain, &[header]).await, 401, "{form}");
+    }
+    assert_eq!(
+        status(plain, &[]).await,
+        401,
+        "no Content-Type: Rack reads a form"
+    );
     for url in [
         "https://app.example.com/api/comments/42?_method=DELETE",
         "https://app.example.com/api/comments/42?a=1&_Method=patch",
@@ -729,7 +747,7 @@ async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
         "https://app.example.com/api/comments/42?%20_method=DELETE",
         "https://app.example.com/api/comments/42?_method%00x=DELETE",
     ] {
-        assert_eq!(status(url, None).await, 401, "{url}");
+        assert_eq!(status(url, &[JSON]).await, 401, "{url}");
     }
     gateway.stop().await;
 
@@ -740,30 +758,33 @@ async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
         upstream.url()
     );
     let gateway = Gateway::start(&crate::proxy::proxy_config(&idp, &upstream.url(), &routes)).await;
-    let post = |path: &'static str, header: Option<(&'static str, &'static str)>| {
-        let mut request = client.post(gateway.url(path));
-        if let Some((name, value)) = header {
-            request = request.header(name, value);
+    let post = |path: &'static str, headers: &[(&'static str, &'static str)]| {
+        let mut request = client.post(gateway.url(path)).body("{}");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(
-        post("/api/comments/42", None).await,
+        post("/api/comments/42", &[JSON]).await,
         200,
-        "a plain POST skips"
+        "a JSON POST skips"
     );
     // The override headers never go upstream: the POST is what the application gets.
     assert_eq!(
         post(
             "/api/comments/42",
-            Some(("x-http-method-override", "DELETE"))
+            &[JSON, ("x-http-method-override", "DELETE")]
         )
         .await,
         200
     );
-    assert_eq!(post("/api/comments/42?_method=DELETE", None).await, 401);
-    assert_eq!(post("/api/comments/42?.method=DELETE", None).await, 401);
-    assert_eq!(post("/api/comments/42?_methods=1", None).await, 200);
+    assert_eq!(post("/api/comments/42?_method=DELETE", &[JSON]).await, 401);
+    assert_eq!(post("/api/comments/42?.method=DELETE", &[JSON]).await, 401);
+    assert_eq!(post("/api/comments/42?_methods=1", &[JSON]).await, 200);
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    assert_eq!(post("/api/comments/42", &[form]).await, 401, "a form POST");
+    assert_eq!(post("/api/comments/42", &[]).await, 401, "no Content-Type");
     gateway.stop().await;
 }
 

@@ -549,7 +549,7 @@ async fn a_header_spelt_with_dots_never_reaches_the_application_by_either_recipe
 
 /// A skip rule naming `POST`, by either recipe: a `POST` that says another method (a
 /// method-override header, which the HTTP recipe lists in `allowed_headers` for this, or a
-/// `_method` query parameter) is not skipped; Envoy passes the header on to the application,
+/// `_method` query parameter) or may say it in its body (a form) is not skipped; Envoy passes the header on to the application,
 /// which would act on it.
 #[tokio::test]
 async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
@@ -570,22 +570,38 @@ async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    const JSON: (&str, &str) = ("content-type", "application/json");
     for port in [grpc_port, http_port] {
-        let post = |path: &str, header: Option<(&str, &str)>| {
+        let post = |path: &str, headers: &[(&str, &str)]| {
             let mut request = client
                 .post(format!("http://127.0.0.1:{port}{path}"))
-                .header("host", "app.example.com");
-            if let Some((name, value)) = header {
-                request = request.header(name, value);
+                .header("host", "app.example.com")
+                .body("{}");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
             }
             async move { request.send().await.unwrap().status().as_u16() }
         };
         assert_eq!(
-            post("/admin/api/x", None).await,
+            post("/admin/api/x", &[JSON]).await,
             200,
             "port {port}: {}",
             envoy.log()
         );
+        // A form body may hold `_method` (Rails, Symfony, Laravel), and so may a body without
+        // `Content-Type` (Rack): the HTTP recipe lists `content-type` for this.
+        for form in [
+            &[("content-type", "application/x-www-form-urlencoded")][..],
+            &[("content-type", "multipart/form-data; boundary=x")][..],
+            &[][..],
+        ] {
+            assert_eq!(
+                post("/admin/api/x", form).await,
+                401,
+                "port {port}, {form:?}: {}",
+                envoy.log()
+            );
+        }
         for header in [
             ("x-http-method-override", "DELETE"),
             ("x-method-override", "DELETE"),
@@ -593,14 +609,14 @@ async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
             ("X.HTTP.Method.Override", "DELETE"),
         ] {
             assert_eq!(
-                post("/admin/api/x", Some(header)).await,
+                post("/admin/api/x", &[JSON, header]).await,
                 401,
                 "port {port}, {header:?}: {}",
                 envoy.log()
             );
         }
         assert_eq!(
-            post("/admin/api/x?_method=DELETE", None).await,
+            post("/admin/api/x?_method=DELETE", &[JSON]).await,
             401,
             "port {port}"
         );
