@@ -425,21 +425,32 @@ impl RedisStore {
             .await
     }
 
-    /// Records a used logout token for `seconds`, for every replica.
+    /// Records a used logout token for `seconds`, for every replica: done once a replica of
+    /// the master acknowledged it, as the deletes of the sessions it ended (a record the master
+    /// alone held was lost with it in a failover, and the token could end the sessions of its
+    /// `sub` or `sid` again for a day).
     ///
     /// # Errors
-    /// `Unavailable`.
+    /// `Unavailable`, the record then undone (as far as Redis can be reached), so that the
+    /// provider's retry carries the logout out again instead of meeting a replay.
     pub async fn remember_logout_token(&self, key: &str, seconds: i64) -> Result<(), StoreError> {
-        let _: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.logout_token_key(key))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(seconds.max(1)),
-            )
-            .await?;
+        let key = self.logout_token_key(key);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("EX")
+            .arg(seconds.max(1));
+        let written: redis::RedisResult<(redis::Value,)> = self
+            .connection
+            .query_confirmed(key.as_bytes(), &pipeline)
+            .await;
+        if let Err(error) = written {
+            let _: redis::RedisResult<i64> =
+                self.connection.query(redis::cmd("DEL").arg(&key)).await;
+            return Err(self.failed(&error));
+        }
         Ok(())
     }
 

@@ -753,6 +753,16 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");
     }
+
+    // A logout token whose sessions have all ended: the record of its `jti`, which alone keeps
+    // it from being used again, is its one write, and waits for a replica as well (a record the
+    // master alone held was lost in a failover). The retry then finds no replay.
+    let late = idp.logout_token().sign();
+    replica.pause();
+    assert_eq!(gateway.backchannel_logout(&late).await.status(), 503);
+    replica.resume();
+    assert_eq!(gateway.backchannel_logout(&late).await.status(), 200);
+    assert_eq!(gateway.backchannel_logout(&late).await.status(), 400);
 }
 
 /// SPEC §12: with sessions in Redis a logout token's `jti` is refused on every replica once
