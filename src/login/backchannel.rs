@@ -189,6 +189,8 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
             "no sessions are configured",
         ));
     };
+    // When the provider ended its session (checked: at most a day ago, not ahead of now).
+    let issued_at = claims.get("iat").and_then(Value::as_i64).unwrap_or(now);
     let sid = claims.get("sid").and_then(Value::as_str);
     let sub = claims.get("sub").and_then(Value::as_str);
     if sid.is_none() && sub.is_none() {
@@ -235,7 +237,7 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
         }
     }
     let count = match sessions
-        .end_for_logout_token(&selectors, &provider_name, jti, now)
+        .end_for_logout_token(&selectors, (&provider_name, jti, issued_at), now)
         .await
     {
         Ok(count) => count,

@@ -22,6 +22,7 @@ use crate::http::rejection::{Refusal, Rejection};
 use crate::metrics::{Metrics, ProviderLabels};
 use crate::oidc::provider::{CredentialError, merge_claims};
 use crate::oidc::{ProviderError, Providers};
+use crate::session::SessionCookieError;
 use crate::session::store::{SessionError, Sessions};
 use crate::session::{CookieAttributes, LoginState, Session, request_cookies};
 use federation::{FederatedAuthorization, FederationError};
@@ -503,6 +504,12 @@ async fn finish_login(
             .await
             .map_err(|error| match error {
                 SessionError::Store(error) => (Rejection::StoreUnavailable, error.to_string()),
+                SessionError::Cookie(SessionCookieError::Expired) => (
+                    Rejection::Unauthenticated,
+                    "the provider ended this session (a back-channel logout) as the sign-in \
+                     completed"
+                        .to_owned(),
+                ),
                 SessionError::Cookie(_) => (
                     Rejection::Internal,
                     "session too large to store in cookies".to_owned(),

@@ -104,6 +104,10 @@ pub struct MemoryStore {
     /// Back-channel logout tokens used (digests of provider and `jti`), each with when it may
     /// be forgotten; kept in the state file too, so a restart does not take a replay.
     logout_tokens: std::sync::Mutex<HashMap<String, UnixTime>>,
+    /// Provider sessions a back-channel logout ended (digests of provider and `sid`), each
+    /// with when it may be forgotten and when the provider ended it (its logout token's
+    /// `iat`): for a sign-in or refresh storing one of them meanwhile.
+    ended_provider_sessions: std::sync::Mutex<HashMap<String, (UnixTime, UnixTime)>>,
 }
 
 /// The most used logout tokens remembered; beyond it the soonest forgotten goes first.
@@ -201,6 +205,7 @@ impl MemoryStore {
                 ..Written::default()
             }),
             logout_tokens: std::sync::Mutex::new(restored.logout_tokens),
+            ended_provider_sessions: std::sync::Mutex::new(HashMap::new()),
         };
         if restored.in_clear {
             // Sealed at the write-behind's first write, not left in clear until a change.
@@ -410,6 +415,36 @@ impl MemoryStore {
             }
         }
         written
+    }
+
+    /// Remembers until `until` that the provider ended the provider session `key` at `at`.
+    pub fn mark_provider_session_ended(
+        &self,
+        key: String,
+        at: UnixTime,
+        (now, until): (UnixTime, UnixTime),
+    ) {
+        let mut ended = self
+            .ended_provider_sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ended.len() >= LOGOUT_TOKENS_MOST {
+            ended.retain(|_, (kept_until, _)| now < *kept_until);
+        }
+        if ended.len() < LOGOUT_TOKENS_MOST {
+            let at = ended.get(&key).map_or(at, |(_, earlier)| at.max(*earlier));
+            ended.insert(key, (until, at));
+        }
+    }
+
+    /// When the provider ended the provider session `key`, as remembered at `now`.
+    pub fn provider_session_ended(&self, key: &str, now: UnixTime) -> Option<UnixTime> {
+        self.ended_provider_sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .filter(|(until, _)| now < *until)
+            .map(|(_, at)| *at)
     }
 
     /// Takes over the used logout tokens `previous` holds (a reload that names another state

@@ -458,6 +458,47 @@ impl RedisStore {
         format!("{}logout:{key}", self.prefix)
     }
 
+    /// Records for `seconds`, for every replica, that the provider ended the provider session
+    /// `key` (a digest of provider and `sid`) at `at`: done once a replica acknowledged it, as
+    /// a logout's deletes.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn mark_provider_session_ended(
+        &self,
+        key: &str,
+        at: UnixTime,
+        seconds: i64,
+    ) -> Result<(), StoreError> {
+        let key = self.ended_key(key);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(&key)
+            .arg(at)
+            .arg("EX")
+            .arg(seconds.max(1));
+        let _: (redis::Value,) = self
+            .connection
+            .query_confirmed(key.as_bytes(), &pipeline)
+            .await
+            .map_err(|error| self.failed(&error))?;
+        Ok(())
+    }
+
+    /// When the provider ended the provider session `key`, if it did lately (see
+    /// [`Self::mark_provider_session_ended`]).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn provider_session_ended(&self, key: &str) -> Result<Option<UnixTime>, StoreError> {
+        self.run(redis::cmd("GET").arg(self.ended_key(key))).await
+    }
+
+    fn ended_key(&self, key: &str) -> String {
+        format!("{}ended:{key}", self.prefix)
+    }
+
     /// Ids in an index set: every session, or those of a `sub` or a `sid`.
     ///
     /// # Errors

@@ -116,6 +116,10 @@ pub struct SessionSummary {
 /// plus the leeway, so it is refused by its `jti` or by its age, never neither.
 const LOGOUT_TOKEN_MEMORY: i64 = crate::token::logout_token::MAX_AGE + 3_600;
 
+/// How long a provider session a back-channel logout ended is remembered: longer than a
+/// sign-in's code exchange or a refresh takes to store a session that names it.
+const ENDED_PROVIDER_SESSION_MEMORY: i64 = 600;
+
 /// Sessions and login states.
 pub struct Sessions {
     /// Cookies: sealing, chunks, login states.
@@ -136,8 +140,8 @@ pub fn handle_of(id: &str) -> String {
         .collect()
 }
 
-/// A logout token's provider and `jti` as 64 hex digits (SHA-256), so a key has a fixed size
-/// whatever the token carries.
+/// A logout token's provider and `jti` (or a provider session's provider and `sid`) as 64 hex
+/// digits (SHA-256), so a key has a fixed size whatever the token carries.
 fn logout_token_digest(provider: &str, jti: &str) -> String {
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     context.update(provider.as_bytes());
@@ -199,12 +203,35 @@ impl Sessions {
     pub async fn end_for_logout_token(
         &self,
         selectors: &[SessionSelector<'_>],
-        provider: &str,
-        jti: &str,
+        (provider, jti, issued_at): (&str, &str, UnixTime),
         now: UnixTime,
     ) -> Result<usize, StoreError> {
         let key = logout_token_digest(provider, jti);
         let until = now + LOGOUT_TOKEN_MEMORY;
+        // First, each provider session named ends for the sign-ins and refreshes storing it
+        // right now, after this scan (`provider_session_ended`): they look once they wrote.
+        for selector in selectors {
+            if let SessionSelector::SidAt { provider, sid } = selector {
+                let ended = logout_token_digest(provider, sid);
+                match &self.backend {
+                    SessionBackend::Cookie => return Err(StoreError::NotServerSide),
+                    SessionBackend::Memory(store) => store.mark_provider_session_ended(
+                        ended,
+                        issued_at,
+                        (now, now + ENDED_PROVIDER_SESSION_MEMORY),
+                    ),
+                    SessionBackend::Redis(store) => {
+                        store
+                            .mark_provider_session_ended(
+                                &ended,
+                                issued_at,
+                                ENDED_PROVIDER_SESSION_MEMORY,
+                            )
+                            .await?;
+                    }
+                }
+            }
+        }
         match &self.backend {
             SessionBackend::Cookie => Err(StoreError::NotServerSide),
             SessionBackend::Memory(store) => {
@@ -229,6 +256,38 @@ impl Sessions {
                 Ok(ended)
             }
         }
+    }
+
+    /// Whether a back-channel logout ended the provider session `session` names (its `sid`)
+    /// after the provider issued `session`'s ID token (its `iat`, against the logout token's,
+    /// both the provider's clock): asked by a sign-in or refresh once it stored `session`,
+    /// which it then ends again, as the logout's scan may have run before the write and missed
+    /// it. An ID token issued after the logout is a new sign-in at a provider session that
+    /// lives on (Keycloak ends one client's sessions and keeps the user's), and stays.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis fails.
+    pub(super) async fn provider_session_ended(
+        &self,
+        session: &Session,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let facts = SessionFacts::of(session);
+        let Some(sid) = facts.sid else {
+            return Ok(false);
+        };
+        let key = logout_token_digest(facts.provider, sid);
+        let ended_at = match &self.backend {
+            SessionBackend::Cookie => None,
+            SessionBackend::Memory(store) => store.provider_session_ended(&key, now),
+            SessionBackend::Redis(store) => store.provider_session_ended(&key).await?,
+        };
+        let issued_at = session
+            .claims
+            .get("iat")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(UnixTime::MIN);
+        Ok(ended_at.is_some_and(|ended_at| issued_at <= ended_at))
     }
 
     /// The expiry and idle rule of the server-side stores.
@@ -355,7 +414,12 @@ impl Sessions {
                 }
                 let id = crate::random::token();
                 let max_age = session.expires_at - now;
-                store.insert(id.clone(), Arc::new(session), now);
+                let session = Arc::new(session);
+                store.insert(id.clone(), session.clone(), now);
+                if self.provider_session_ended(&session, now).await? {
+                    store.remove(&id);
+                    return Err(SessionCookieError::Expired.into());
+                }
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
@@ -375,6 +439,10 @@ impl Sessions {
                 store
                     .put(&id, &stored, (ttl, lifetime), facts.sub, facts.sid)
                     .await?;
+                if self.provider_session_ended(&stored.session, now).await? {
+                    store.delete_confirmed(&id).await?;
+                    return Err(SessionCookieError::Expired.into());
+                }
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }

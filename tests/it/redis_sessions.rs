@@ -280,6 +280,47 @@ async fn a_backchannel_logout_finds_a_session_by_the_sid_of_its_refreshed_id_tok
     );
 }
 
+/// The other order: the back-channel logout of the provider session comes while the refresh
+/// that names it is on its way (its scan finds no session of that `sid` yet; the refreshed ID
+/// token was issued before the provider ended its session). The refresh's write then meets
+/// the logout's mark and ends the session, on every replica, rather than leaving it to live
+/// out its lifetime.
+#[tokio::test]
+async fn a_refresh_that_names_a_provider_session_ended_meanwhile_ends_the_session() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        refreshed_sid: Some("provider-session-2"),
+        ..Misbehaviour::default()
+    });
+    let config = redis_config(&idp, &format!("\"{}\"", redis.url()))
+        .replace("[session]\n", "[session]\nrefresh_before = \"60s\"\n");
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    // The access token lives 300 s; 250 s later it is within refresh_before. The provider
+    // ended provider-session-2 30 s after it issues the refreshed ID token (within leeway).
+    clock.advance(250);
+    idp.advance_clock(250);
+    let token = idp
+        .logout_token()
+        .claim("sid", serde_json::json!("provider-session-2"))
+        .claim("iat", serde_json::json!(crate::support::idp::now() + 280))
+        .sign();
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 200);
+    assert_eq!(
+        browser.get(&gateway.url("/auth")).await.status(),
+        401,
+        "the refreshed session names a provider session that ended"
+    );
+    assert_eq!(idp.count("refresh"), 1);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
+
 #[tokio::test]
 async fn redis_over_tls_with_a_password() {
     if !available() {
@@ -785,6 +826,8 @@ async fn a_logout_token_used_at_one_replica_is_refused_at_every_other() {
         "a replay at another replica"
     );
 
+    // A sign-in after that logout (the test provider names every session alike) is a new one.
+    idp.advance_clock(2);
     crate::support::gateway::signed_in(&mut browser, &first).await;
     let retried = idp.logout_token().sign();
     redis.kill();

@@ -330,6 +330,9 @@ async fn backchannel_logout_ends_the_sessions_of_a_sid_and_refuses_bad_or_replay
         400,
         "a replayed logout token is refused"
     );
+    // The test provider names every sign-in's session `provider-session-1`: a sign-in after
+    // that session's logout (its ID token issued later) is a new one at a session that lives on.
+    idp.advance_clock(2);
     let mut again = Browser::new();
     crate::support::gateway::signed_in(&mut again, &gateway).await;
     let by_sub = idp.logout_token().claim("sid", Value::Null).sign();

@@ -134,6 +134,11 @@ impl Sessions {
             SessionBackend::Memory(store) => {
                 let id = self.request_id(cookies)?;
                 match store.replace_refreshed(&id, spent, Arc::new(refreshed.clone()), now) {
+                    // A back-channel logout of the provider session it names came meanwhile.
+                    Ok(()) if self.provider_session_ended(refreshed, now).await? => {
+                        store.remove(&id);
+                        Err(SessionCookieError::Expired.into())
+                    }
                     Ok(()) => Ok(Replaced::Stored(Vec::new())),
                     Err(Some(current)) => Ok(Replaced::Superseded(current)),
                     Err(None) => Err(SessionCookieError::Expired.into()),
@@ -170,6 +175,12 @@ impl Sessions {
                     };
                     let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
                     if store.compare_and_set(&id, &seen, &stored, ttl).await? {
+                        // A back-channel logout of the provider session it names may have
+                        // scanned before this write.
+                        if self.provider_session_ended(refreshed, now).await? {
+                            store.delete_confirmed(&id).await?;
+                            return Err(SessionCookieError::Expired.into());
+                        }
                         return Ok(Replaced::Stored(Vec::new()));
                     }
                 }

@@ -191,7 +191,7 @@ async fn a_used_logout_token_is_still_refused_after_a_restart() {
             .unwrap()
     );
     before
-        .end_for_logout_token(&ALICE, "corp", "jti-1", NOW)
+        .end_for_logout_token(&ALICE, ("corp", "jti-1", NOW), NOW)
         .await
         .expect("the state file holds it");
     write_behind.abort();
@@ -225,7 +225,7 @@ async fn a_logout_token_whose_logout_was_not_written_is_not_taken_as_used() {
     store.insert("id".to_owned(), alice(), NOW);
     assert!(
         sessions
-            .end_for_logout_token(&ALICE, "corp", "jti-1", NOW)
+            .end_for_logout_token(&ALICE, ("corp", "jti-1", NOW), NOW)
             .await
             .is_err()
     );
@@ -280,4 +280,81 @@ async fn a_shortened_lifetime_ends_older_sessions() {
         .with_lifetime(std::time::Duration::from_secs(600));
     assert!(shorter.session(&cookies, NOW + 599).is_ok());
     assert!(shorter.session(&cookies, NOW + 700).is_err(), "cookie");
+}
+
+/// `session`, of the provider session `sid`, its ID token issued at `iat`.
+fn of_provider_session(refresh_token: &str, sid: &str, iat: UnixTime) -> Session {
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".to_owned(), serde_json::json!("alice"));
+    claims.insert("sid".to_owned(), serde_json::json!(sid));
+    claims.insert("iat".to_owned(), serde_json::json!(iat));
+    Session {
+        claims: Arc::new(claims),
+        ..session(refresh_token)
+    }
+}
+
+/// A back-channel logout scans the sessions of its `sid` once; a sign-in or refresh storing a
+/// session of that provider session meanwhile (its ID token issued before the logout, its
+/// write landing after the scan) is ended as it is stored, not left to live out its lifetime.
+/// An ID token issued after the logout is a new sign-in at a provider session that lives on
+/// (Keycloak ending one client's sessions), and stays.
+#[tokio::test]
+async fn a_session_stored_after_its_provider_session_ended_is_ended() {
+    let sessions = sessions(3600);
+    let ended = [SessionSelector::SidAt {
+        provider: "corp",
+        sid: "provider-session-2",
+    }];
+    let none = Cookies::default();
+    let create = |refresh_token: &str, sid: &str, iat: UnixTime, now: UnixTime| {
+        sessions.create(
+            of_provider_session(refresh_token, sid, iat),
+            &none,
+            now,
+            ATTRIBUTES,
+        )
+    };
+    // A refresh whose new ID token names the provider session a logout ends meanwhile.
+    let set = create("r-1", "provider-session-1", NOW - 10, NOW)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    assert_eq!(
+        sessions
+            .end_for_logout_token(&ended, ("corp", "jti-1", NOW), NOW)
+            .await
+            .unwrap(),
+        0
+    );
+    let refreshed = of_provider_session("r-2", "provider-session-2", NOW - 1);
+    assert!(
+        sessions
+            .replace_refreshed(&cookies, "r-1", &refreshed, NOW + 1, ATTRIBUTES)
+            .await
+            .is_err()
+    );
+    assert!(sessions.load(&cookies, NOW + 2).await.is_err());
+    // A sign-in of it, whose code was exchanged before the logout.
+    let signed_in = create("r-3", "provider-session-2", NOW, NOW + 3).await;
+    assert!(matches!(
+        signed_in,
+        Err(SessionError::Cookie(SessionCookieError::Expired))
+    ));
+    assert_eq!(sessions.active(), Some(0));
+    // A sign-in after the logout at the same provider session, another provider session, and
+    // the same one once it is long forgotten are not touched.
+    for (sid, iat, now) in [
+        ("provider-session-2", NOW + 1, NOW + 4),
+        ("provider-session-3", NOW - 1, NOW + 4),
+        (
+            "provider-session-2",
+            NOW - 1,
+            NOW + 3 + ENDED_PROVIDER_SESSION_MEMORY,
+        ),
+    ] {
+        assert!(create("r-4", sid, iat, now).await.is_ok(), "{sid} {iat}");
+    }
+    assert_eq!(sessions.active(), Some(3));
 }
