@@ -444,6 +444,15 @@ pub async fn decide_auth(
     if !query.skip_rules.is_empty() {
         let canonical = original.and_then(|request| {
             let raw_path = request.raw_path.as_deref()?;
+            // A path that begins `//` is a network-path reference to an application that
+            // reads its request target as a URL (WHATWG `new URL(req.url, base)` in Node,
+            // Python's `urlsplit`, PHP's `parse_url`): `//public/admin` is the path `/admin`
+            // of the authority `public` there, while merged it is `/public/admin`. No
+            // single reading: no skip rule matches it (nginx, Caddy and HAProxy pass it on
+            // as sent).
+            if raw_path.starts_with("//") {
+                return None;
+            }
             // The method is known only when nothing asks the application to take another
             // (looked for only when a rule names a method): a header, the query, or a body
             // that may hold `_method` (a form `POST`).

@@ -49,6 +49,19 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// The method a proxy said in `name`; `None` when it is sent twice: a proxy that appends its
+/// own (HAProxy's `add-header`) after the client's copy, which Traefik, Caddy or nginx pass
+/// on, would else have the client's believed (`GET` under a `GET` skip rule for a `DELETE`).
+fn said_method(headers: &HeaderMap, name: &HeaderName) -> Option<Method> {
+    let mut said = headers.get_all(name).iter();
+    let first = said.next()?;
+    if said.next().is_some() {
+        return None;
+    }
+    let method = first.to_str().ok()?.trim();
+    Method::from_bytes(method.as_bytes()).ok()
+}
+
 /// The `X-Forwarded-Host` a trusted proxy said, as the base URL reads it: its first value,
 /// trimmed; `None` when absent or empty.
 pub fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
@@ -244,8 +257,7 @@ fn conflict<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
 /// An absolute URL is believed only whole: when its authority is not a plain `host[:port]`
 /// followed by the path's `/`, neither its URL nor its path is read.
 fn from_original_url(original_url: &str, headers: &HeaderMap) -> OriginalRequest {
-    let method =
-        header(headers, &X_ORIGINAL_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let method = said_method(headers, &X_ORIGINAL_METHOD);
     let absolute = Url::parse(original_url)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"));
@@ -266,8 +278,7 @@ fn from_original_url(original_url: &str, headers: &HeaderMap) -> OriginalRequest
 
 /// Traefik's and Caddy's reading: `X-Forwarded-Uri`, `-Method`, `-Proto`, `-Host`.
 fn from_forwarded_uri(uri: &str, headers: &HeaderMap) -> OriginalRequest {
-    let method =
-        header(headers, &X_FORWARDED_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let method = said_method(headers, &X_FORWARDED_METHOD);
     let proto = header(headers, &X_FORWARDED_PROTO).unwrap_or("https");
     let url = header(headers, &X_FORWARDED_HOST)
         .filter(|host| is_host(host) && matches!(proto, "http" | "https") && uri.starts_with('/'))

@@ -692,6 +692,76 @@ async fn a_method_specific_skip_rule_needs_the_original_method() {
     gateway.stop().await;
 }
 
+/// A path that begins `//` is, to an application that reads its request target as a URL
+/// (Node's `new URL(req.url, base)`, Python's `urlsplit`, PHP's `parse_url`), the path after
+/// an authority: `//public/admin` is `/admin` of the host `public` there, `/public/admin`
+/// merged. nginx, Caddy and HAProxy pass it on as sent, so it skips nothing; a method said
+/// twice (a proxy that appends its own after the client's) is no method.
+#[tokio::test]
+async fn a_network_path_or_a_method_said_twice_never_skips() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let client = reqwest::Client::new();
+    let status = |rules: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let mut request = client.get(gateway.url(&format!("/auth?{rules}")));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let public = "skip-auth=%5E/public/";
+    assert_eq!(
+        status(public, vec![("x-forwarded-uri", "/public/admin")]).await,
+        200
+    );
+    for (name, value) in [
+        ("x-forwarded-uri", "//public/admin"),
+        ("x-forwarded-uri", "///public/admin"),
+        ("x-original-url", "https://app.example.com//public/admin"),
+        ("x-original-url", "//public/admin"),
+    ] {
+        assert_eq!(status(public, vec![(name, value)]).await, 401, "{value}");
+    }
+    let not_admin = "skip-auth-ne=%5E/admin";
+    assert_eq!(
+        status(not_admin, vec![("x-forwarded-uri", "/x/admin")]).await,
+        200
+    );
+    assert_eq!(
+        status(not_admin, vec![("x-forwarded-uri", "//x/admin")]).await,
+        401
+    );
+    let get = "skip-auth=GET,%5E/public/";
+    for family in [
+        ("x-forwarded-uri", "/public/x", "x-forwarded-method"),
+        (
+            "x-original-url",
+            "https://app.example.com/public/x",
+            "x-original-method",
+        ),
+    ] {
+        let (uri_header, uri, method_header) = family;
+        assert_eq!(
+            status(get, vec![(uri_header, uri), (method_header, "GET")]).await,
+            200
+        );
+        assert_eq!(
+            status(
+                get,
+                vec![
+                    (uri_header, uri),
+                    (method_header, "GET"),
+                    (method_header, "DELETE")
+                ]
+            )
+            .await,
+            401,
+            "{method_header} twice"
+        );
+    }
+    gateway.stop().await;
+}
+
 /// A skip rule naming `POST` does not skip a `POST` the application may take for another
 /// method (Laravel and Symfony turn it into what `X-HTTP-Method-Override` or a `_method` query
 /// parameter says, Rails and Express into what the header says, and Rails, Symfony and

@@ -1508,3 +1508,32 @@ async fn a_websocket_whose_original_host_is_unknown_is_refused_when_a_page_asked
     let answer = browser.get_with(&url, &handshake(None)).await;
     assert_eq!(answer.status(), 200, "no Origin: no browser's page");
 }
+
+/// The README's Caddy recipe is a Caddyfile Caddy reads (a matcher written inline takes one
+/// path: `handle /signin* /callback* /signout*` was refused), and it sends Tollgate's own
+/// paths, exactly, to Tollgate.
+#[tokio::test]
+async fn the_readme_caddy_recipe_is_read_by_caddy() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("### Caddy\n").expect("a Caddy recipe")..];
+    let recipe = section
+        .split("```caddyfile\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("a Caddyfile block");
+    let dir = crate::support::scratch_dir("caddy-recipe");
+    let file = dir.join("Caddyfile");
+    std::fs::write(&file, recipe).unwrap();
+    let adapted = std::process::Command::new("caddy")
+        .args(["adapt", "--adapter", "caddyfile", "--config"])
+        .arg(&file)
+        .output()
+        .expect("caddy is installed (scripts/test.sh installs it)");
+    let stderr = String::from_utf8_lossy(&adapted.stderr);
+    assert!(adapted.status.success(), "{stderr}");
+    let json = String::from_utf8_lossy(&adapted.stdout);
+    assert!(
+        json.contains(r#""path":["/signin","/callback","/signout"]"#),
+        "{json}"
+    );
+}
