@@ -168,13 +168,14 @@ pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::H
     if types.peek().is_none() {
         return true;
     }
+    // The media type as Rack (up to `;` or `,`) and PHP (up to `;`, `,` or a space) read it.
     types.any(|value| {
         let media_type = value
             .as_bytes()
-            .split(|&byte| byte == b';')
+            .trim_ascii_start()
+            .split(|&byte| matches!(byte, b';' | b',') || byte.is_ascii_whitespace())
             .next()
-            .unwrap_or_default()
-            .trim_ascii();
+            .unwrap_or_default();
         media_type.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
             || media_type.eq_ignore_ascii_case(b"multipart/form-data")
             || media_type.is_empty()

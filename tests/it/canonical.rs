@@ -797,6 +797,9 @@ async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
         "application/x-www-form-urlencoded",
         "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
         "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded, text/plain",
+        "application/x-www-form-urlencoded text/plain",
+        "multipart/form-data,x",
         "",
     ] {
         let header = ("content-type", form);

@@ -251,8 +251,16 @@ async fn grpc_recipe_in_envoy() {
         assert!(status == 403 || status == 400, "{path}: {status}");
     }
     // What applications serve as the admin section beside `/admin/…`: the page itself
-    // (Express, Spring) and format suffixes (Rails). `prefix: "/admin/"` gave them `/`'s rules.
-    for path in ["/admin", "/admin?x=1", "/admin.json", "/admin/users.json"] {
+    // (Express, Spring), format suffixes (Rails) and other cases (Express, ASP.NET Core).
+    // `prefix: "/admin/"` gave them `/`'s rules.
+    for path in [
+        "/admin",
+        "/admin?x=1",
+        "/admin.json",
+        "/admin/users.json",
+        "/ADMIN/users",
+        "/Admin",
+    ] {
         let status = get(port, path, &[("authorization", &dev)]).await.status();
         assert_eq!(status, 403, "{path}");
     }

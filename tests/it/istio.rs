@@ -88,11 +88,21 @@ fn readme_provider() -> Provider {
     }
 }
 
-/// Istio's `ListStringMatcher` for a list of header names.
+/// Istio's `ListStringMatcher` for a list of header names: `*abc` is a suffix, `abc*` a
+/// prefix, anything else exact, each ignoring case (Istio's `includeRequestHeadersInCheck`).
 fn matchers(names: &[String]) -> String {
     let patterns: Vec<String> = names
         .iter()
-        .map(|name| format!("{{ exact: \"{name}\", ignore_case: true }}"))
+        .map(|name| {
+            let name = name.trim_matches('"');
+            if let Some(suffix) = name.strip_prefix('*') {
+                format!("{{ suffix: \"{suffix}\", ignore_case: true }}")
+            } else if let Some(prefix) = name.strip_suffix('*') {
+                format!("{{ prefix: \"{prefix}\", ignore_case: true }}")
+            } else {
+                format!("{{ exact: \"{name}\", ignore_case: true }}")
+            }
+        })
         .collect();
     format!("{{ patterns: [{}] }}", patterns.join(", "))
 }
@@ -177,6 +187,20 @@ async fn istio_http_provider_in_envoy_carries_the_rules_of_the_readme() {
     .await;
     let echo = upstream_saw(allowed, &envoy).await;
     assert_eq!(seen(&echo, "x-email"), Some(&json!(["alice@example.com"])));
+    // Its other spellings, which an application reading headers the CGI way (PHP: `_` and
+    // `.` alike) takes for X-Email, reach Tollgate through `*email` and never the application.
+    let spelt = get(
+        port,
+        "/admin/users",
+        &[
+            ("authorization", &admin),
+            ("x_email", "mallory@example.com"),
+            ("X.Email", "mallory@example.com"),
+        ],
+    )
+    .await;
+    let echo = upstream_saw(spelt, &envoy).await;
+    assert!(!echo.to_string().contains("mallory"), "{echo}");
     // Not an admin: the rules Envoy sent refuse it, whatever rules the client sends.
     let dev = format!(
         "Bearer {}",
