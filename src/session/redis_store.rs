@@ -431,15 +431,17 @@ impl RedisStore {
     /// `sub` or `sid` again for a day).
     ///
     /// # Errors
-    /// `Unavailable`, the record then undone (as far as Redis can be reached), so that the
-    /// provider's retry carries the logout out again instead of meeting a replay.
+    /// `Unavailable`, this record then undone (as far as Redis can be reached; one another
+    /// replica wrote for the same token meanwhile stays), so that the provider's retry carries
+    /// the logout out again instead of meeting a replay.
     pub async fn remember_logout_token(&self, key: &str, seconds: i64) -> Result<(), StoreError> {
         let key = self.logout_token_key(key);
+        let mine = crate::random::token();
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("SET")
             .arg(&key)
-            .arg(1)
+            .arg(&mine)
             .arg("EX")
             .arg(seconds.max(1));
         let written: redis::RedisResult<(redis::Value,)> = self
@@ -447,8 +449,16 @@ impl RedisStore {
             .query_confirmed(key.as_bytes(), &pipeline)
             .await;
         if let Err(error) = written {
-            let _: redis::RedisResult<i64> =
-                self.connection.query(redis::cmd("DEL").arg(&key)).await;
+            let _: redis::RedisResult<i64> = self
+                .connection
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(lease::RELEASE)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(&mine),
+                )
+                .await;
             return Err(self.failed(&error));
         }
         Ok(())

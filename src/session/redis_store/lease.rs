@@ -10,9 +10,10 @@ use super::RedisStore;
 use crate::session::StoredSession;
 use crate::session::error::StoreError;
 
-/// Deletes the lease only for its holder (a lease that expired and was taken again is not
-/// another replica's to drop).
-const RELEASE: &str =
+/// Deletes a key only while it holds its writer's value: the lease only for its holder (a
+/// lease that expired and was taken again is not another replica's to drop), a logout token's
+/// record only for the attempt that wrote it.
+pub(super) const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /// Writes the value only over exactly the one that was read; 1 when written.
