@@ -177,6 +177,13 @@ impl Activity {
         }
     }
 
+    /// Since when the connection is idle, when it has been for [`SHED_IDLE_LEAST`] at `now`: a
+    /// connection between two requests of a busy client is not closed to make room.
+    fn sheddable(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.idle_since()
+            .filter(|since| now.saturating_duration_since(*since) >= SHED_IDLE_LEAST)
+    }
+
     /// Since when the connection is idle, or `None` while it is busy. Idle is between
     /// requests: nothing in flight, no request head being read, no response body being
     /// written, not upgraded, and no byte moved since the watchdog last looked (on HTTP/2: no
@@ -206,7 +213,7 @@ impl Activity {
         }
         let written = self.written.load(Ordering::Relaxed);
         let seen = (
-            self.seen_read.load(Ordering::Relaxed),
+            self.seen_read.load(Ordering::Acquire),
             self.seen_written.load(Ordering::Relaxed),
         );
         (seen == (read, written))
@@ -307,12 +314,15 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
     let mut last = (0, 0);
     let started = tokio::time::Instant::now();
     let (mut last_change, mut last_write) = (started, started);
+    let mut next_look = started + tick;
     loop {
+        // One deadline across the asks to make room, so they never put the next look off.
         tokio::select! {
-            () = tokio::time::sleep(tick) => {}
+            () = tokio::time::sleep_until(next_look) => next_look += tick,
             () = activity.shed.notified() => {
-                activity.shed_asked.store(false, Ordering::Relaxed);
-                if activity.idle_since().is_some() {
+                let sheddable = activity.sheddable(tokio::time::Instant::now()).is_some();
+                activity.shed_asked.store(false, Ordering::Release);
+                if sheddable {
                     return "closed to make room: max_connections reached and idle longest";
                 }
                 continue;
@@ -338,8 +348,8 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
         activity
             .still_since
             .store(activity.millis(last_change), Ordering::Relaxed);
-        activity.seen_read.store(read, Ordering::Relaxed);
         activity.seen_written.store(written, Ordering::Relaxed);
+        activity.seen_read.store(read, Ordering::Release);
         if activity.requests.load(Ordering::Relaxed) == 0 {
             if now.duration_since(opened) >= timeouts.header_read {
                 return "no request head within header_read_timeout";
@@ -652,6 +662,9 @@ where
 struct Connections {
     /// Each open connection's activity, and some closed ones' until the next sweep.
     open: Vec<std::sync::Weak<Activity>>,
+    /// The connection last asked to close, until it has closed or said no: one at a time, so
+    /// a worker slow to answer does not cost several connections for one place.
+    asked: std::sync::Weak<Activity>,
     /// The length of `open` at which closed ones are swept out.
     sweep_at: usize,
     /// How many were closed to make room since the last warning, and when that was.
@@ -661,6 +674,9 @@ struct Connections {
 
 /// How often a full listener looks again for an idle connection while every one is busy.
 const ROOM_LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a connection must have been idle to be closed to make room.
+const SHED_IDLE_LEAST: Duration = Duration::from_secs(1);
 
 /// How often, at most, a full listener's closing of idle connections is warned about.
 const SHED_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -678,21 +694,27 @@ impl Connections {
     /// Asks the connection idle longest, if one is, to close (it does unless it has become busy
     /// since).
     fn shed_idlest(&mut self) {
+        if self.asked.upgrade().is_some_and(|asked| {
+            asked.shed_asked.load(Ordering::Acquire) && !asked.closed.load(Ordering::Relaxed)
+        }) {
+            return;
+        }
         self.open.retain(|activity| activity.strong_count() > 0);
+        let now = tokio::time::Instant::now();
         let idlest = self
             .open
             .iter()
             .filter_map(std::sync::Weak::upgrade)
-            .filter(|activity| !activity.shed_asked.load(Ordering::Relaxed))
-            .filter_map(|activity| Some((activity.idle_since()?, activity)))
+            .filter(|activity| !activity.shed_asked.load(Ordering::Acquire))
+            .filter_map(|activity| Some((activity.sheddable(now)?, activity)))
             .min_by_key(|(since, _)| *since);
         let Some((_, activity)) = idlest else {
             return;
         };
-        activity.shed_asked.store(true, Ordering::Relaxed);
+        activity.shed_asked.store(true, Ordering::Release);
         activity.shed.notify_one();
+        self.asked = Arc::downgrade(&activity);
         self.shed += 1;
-        let now = tokio::time::Instant::now();
         if self
             .warned
             .is_none_or(|warned| now.duration_since(warned) >= SHED_WARN_EVERY)
@@ -754,25 +776,32 @@ mod tests {
         let _request = InFlight::begin(&in_flight, hyper::Version::HTTP_11);
         let writing = looked_at(0);
         let _body = writing.streams.watch_plain(axum::body::Body::empty());
+        let moved = looked_at(0);
         let mut connections = Connections::default();
-        for activity in [&recent, &longest, &unseen, &in_flight, &writing] {
+        for activity in [&recent, &longest, &unseen, &in_flight, &writing, &moved] {
             connections.add(activity);
         }
         let asked = |activity: &Arc<Activity>| activity.shed_asked.load(Ordering::Relaxed);
+        // Idle for less than `SHED_IDLE_LEAST`: a client between two requests.
+        connections.shed_idlest();
+        assert!(!asked(&longest) && !asked(&recent));
+        tokio::time::advance(SHED_IDLE_LEAST * 2).await;
+        // A byte read since the watchdog looked makes an idle connection busy.
+        moved.on_read(1);
 
         connections.shed_idlest();
         assert!(asked(&longest));
         assert!(!asked(&recent));
-        // Asked already, so the next is the next idlest; then none is left.
+        // One ask at a time: the next is asked once the first has closed.
+        connections.shed_idlest();
+        assert!(!asked(&recent));
+        longest.closed.store(true, Ordering::Relaxed);
         connections.shed_idlest();
         assert!(asked(&recent));
+        recent.closed.store(true, Ordering::Relaxed);
         connections.shed_idlest();
-        assert!(!asked(&unseen) && !asked(&in_flight) && !asked(&writing));
-        // A byte read since the watchdog looked makes an idle connection busy.
-        let moved = looked_at(0);
-        moved.on_read(1);
-        connections.add(&moved);
-        connections.shed_idlest();
-        assert!(!asked(&moved));
+        for busy in [&unseen, &in_flight, &writing, &moved] {
+            assert!(!asked(busy));
+        }
     }
 }
