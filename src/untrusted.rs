@@ -62,20 +62,30 @@ pub fn write_bounded(text: &str, out: &mut impl std::fmt::Write) -> std::fmt::Re
 }
 
 /// Whether `character` is escaped in a log line: a control character, or a bidirectional or
-/// invisible formatting one (the Arabic letter mark, the Mongolian vowel separator, the
-/// zero-width and directional marks, the word joiner and invisible operators, the
-/// byte-order mark).
+/// invisible formatting one (the soft hyphen, the combining grapheme joiner, the Arabic letter
+/// mark, the Hangul and Khmer fillers, the Mongolian vowel separator, the zero-width and
+/// directional marks, the word joiner and invisible operators, the deprecated format
+/// characters, the byte-order mark, the interlinear annotation characters, the tags).
 pub fn is_unsafe(character: char) -> bool {
     character.is_control()
         || matches!(
             character,
-            '\u{061c}'
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
                 | '\u{180e}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
                 | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -94,8 +104,11 @@ mod tests {
         let forged = bounded("x\r\n2026-12-01 INFO forged line\u{202e}\0");
         assert!(!forged.contains(['\r', '\n', '\0', '\u{202e}']), "{forged}");
         assert!(forged.starts_with("x\\u{d}\\u{a}2026"), "{forged}");
-        let hidden = bounded("a\u{061c}b\u{feff}c\u{2060}d\u{180e}");
-        assert_eq!(hidden, "a\\u{61c}b\\u{feff}c\\u{2060}d\\u{180e}");
+        let hidden = bounded("a\u{061c}b\u{feff}c\u{2060}d\u{180e}e\u{ad}f\u{e0041}");
+        assert_eq!(
+            hidden,
+            "a\\u{61c}b\\u{feff}c\\u{2060}d\\u{180e}e\\u{ad}f\\u{e0041}"
+        );
         let newlines = bounded(&"\n".repeat(1000));
         assert!(newlines.chars().count() <= MAX_CHARS + 1, "{newlines}");
     }

@@ -1048,10 +1048,10 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
     let (corp, partner) = (TestIdp::start().await, TestIdp::start().await);
     // corp says its addresses are verified; partner says nothing of them. Each has a user who
-    // calls themself alice, as the local one is called.
+    // calls themself alice.smith, as a local one could be called.
     corp.set_user_claim("email_verified", serde_json::json!(true));
     for upstream in [&corp, &partner] {
-        upstream.set_user_claim("preferred_username", serde_json::json!("alice"));
+        upstream.set_user_claim("preferred_username", serde_json::json!("alice.smith"));
     }
     let (gateway, issuer) = Gateway::start_at_issuer(|issuer| {
         format!(
@@ -1201,10 +1201,14 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         assert_eq!(claims["sub"], expected_sub);
         assert_eq!(claims["iss"], issuer);
         assert_eq!(claims["email"], "alice@example.com");
-        // An upstream's user name is that provider's, as its `sub` is: not the local alice's.
+        // An upstream's user name is that provider's, as its `sub` is: not a local user's.
         for token in ["access_token", "id_token"] {
             let claims = decode_payload(body[token].as_str().unwrap());
-            assert_eq!(claims["preferred_username"], expected_sub, "{token}");
+            assert_eq!(
+                claims["preferred_username"],
+                format!("{expected_sub}.smith"),
+                "{token}"
+            );
         }
         // An address is verified only where its provider said so: partner's alice is not
         // corp's to a rule that takes silence for verified.
