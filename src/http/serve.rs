@@ -314,11 +314,13 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
     let mut last = (0, 0);
     let started = tokio::time::Instant::now();
     let (mut last_change, mut last_write) = (started, started);
-    let mut next_look = started + tick;
+    // One schedule across the asks to make room, so they never put the next look off; a look
+    // missed (a worker busy for long) is made once, not caught up tick by tick.
+    let mut looks = tokio::time::interval_at(started + tick, tick);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // One deadline across the asks to make room, so they never put the next look off.
         tokio::select! {
-            () = tokio::time::sleep_until(next_look) => next_look += tick,
+            _ = looks.tick() => {}
             () = activity.shed.notified() => {
                 let sheddable = activity.sheddable(tokio::time::Instant::now()).is_some();
                 activity.shed_asked.store(false, Ordering::Release);
