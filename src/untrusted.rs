@@ -63,9 +63,10 @@ pub fn write_bounded(text: &str, out: &mut impl std::fmt::Write) -> std::fmt::Re
 
 /// Whether `character` is escaped in a log line: a control character, or a bidirectional or
 /// invisible formatting one (the soft hyphen, the combining grapheme joiner, the Arabic letter
-/// mark, the Hangul and Khmer fillers, the Mongolian vowel separator, the zero-width and
-/// directional marks, the word joiner and invisible operators, the deprecated format
-/// characters, the byte-order mark, the interlinear annotation characters, the tags).
+/// mark, the Hangul and Khmer fillers, the Mongolian free variation selectors and vowel
+/// separator, the zero-width and directional marks, the word joiner and invisible operators,
+/// the deprecated format characters, the variation selectors, the byte-order mark, the
+/// interlinear annotation characters, the shorthand and musical format controls, the tags).
 pub fn is_unsafe(character: char) -> bool {
     character.is_control()
         || matches!(
@@ -77,15 +78,18 @@ pub fn is_unsafe(character: char) -> bool {
                 | '\u{1160}'
                 | '\u{17b4}'
                 | '\u{17b5}'
-                | '\u{180e}'
+                | '\u{180b}'..='\u{180f}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{206f}'
                 | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
                 | '\u{feff}'
                 | '\u{ffa0}'
                 | '\u{fff9}'..='\u{fffb}'
-                | '\u{e0000}'..='\u{e007f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
         )
 }
 

@@ -157,8 +157,8 @@ pub fn method_override_query(query: &str) -> bool {
 /// Whether the application may take a request with these headers for another method by a
 /// `_method` in its body, which is not read here: a `POST` with a form body
 /// (`application/x-www-form-urlencoded` or `multipart/form-data`: Rails' `Rack::MethodOverride`,
-/// Symfony and Laravel read `_method` there) or with no `Content-Type` (Rack parses that body
-/// as a form). A rule that names a method cannot know the method the application acts on then.
+/// Symfony and Laravel read `_method` there; any other `multipart/…`, which Rack parses too)
+/// or with no `Content-Type` (Rack parses that body as a form). A rule that names a method cannot know the method the application acts on then.
 /// (Laravel reads a JSON body's `_method` too; see the README.)
 pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
     if method != axum::http::Method::POST {
@@ -177,7 +177,9 @@ pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::H
             .next()
             .unwrap_or_default();
         media_type.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
-            || media_type.eq_ignore_ascii_case(b"multipart/form-data")
+            || media_type
+                .get(..b"multipart/".len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(b"multipart/"))
             || media_type.is_empty()
     })
 }

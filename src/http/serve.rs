@@ -322,11 +322,11 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
         tokio::select! {
             _ = looks.tick() => {}
             () = activity.shed.notified() => {
-                let sheddable = activity.sheddable(tokio::time::Instant::now()).is_some();
-                activity.shed_asked.store(false, Ordering::Release);
-                if sheddable {
+                // Asked still until it is closed: the accept loop asks no other meanwhile.
+                if activity.sheddable(tokio::time::Instant::now()).is_some() {
                     return "closed to make room: max_connections reached and idle longest";
                 }
+                activity.shed_asked.store(false, Ordering::Release);
                 continue;
             }
         }

@@ -331,9 +331,9 @@ impl fmt::Write for Escaped<'_> {
                 // A multi-byte character: text mode escapes the C1 controls (their first byte
                 // is 0xC2) and the bidirectional and invisible formatting characters (U+00AD:
                 // 0xC2, U+034F: 0xCD, U+061C: 0xD8, U+115F… U+180E: 0xE1, U+200B… U+206F:
-                // 0xE2, U+3164: 0xE3, U+FEFF… U+FFFB: 0xEF, the tags U+E0000…: 0xF3), as
-                // `untrusted` does.
-                0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf3 => self.json,
+                // 0xE2, U+3164: 0xE3, U+FE00… U+FFFB: 0xEF, U+1BCA0… U+1D17A: 0xF0, the tags
+                // and variation selectors U+E0000…: 0xF3), as `untrusted` does.
+                0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0 | 0xf3 => self.json,
                 _ => true,
             };
             if plain {
@@ -348,7 +348,7 @@ impl fmt::Write for Escaped<'_> {
                 b'\n' => self.out.extend_from_slice(b"\\n"),
                 b'\r' => self.out.extend_from_slice(b"\\r"),
                 b'\t' => self.out.extend_from_slice(b"\\t"),
-                0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf3 => {
+                0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0 | 0xf3 => {
                     // Text mode: escaped when unsafe.
                     let character = text
                         .get(index..)

@@ -431,10 +431,17 @@ impl MemoryStore {
         if ended.len() >= LOGOUT_TOKENS_MOST {
             ended.retain(|_, (kept_until, _)| now < *kept_until);
         }
-        if ended.len() < LOGOUT_TOKENS_MOST {
-            let at = ended.get(&key).map_or(at, |(_, earlier)| at.max(*earlier));
-            ended.insert(key, (until, at));
+        // Full of live marks: the soonest forgotten goes, as with logout tokens.
+        if ended.len() >= LOGOUT_TOKENS_MOST
+            && let Some(soonest) = ended
+                .iter()
+                .min_by_key(|(_, (kept_until, _))| *kept_until)
+                .map(|(soonest, _)| soonest.clone())
+        {
+            ended.remove(&soonest);
         }
+        let at = ended.get(&key).map_or(at, |(_, earlier)| at.max(*earlier));
+        ended.insert(key, (until, at));
     }
 
     /// When the provider ended the provider session `key`, as remembered at `now`.

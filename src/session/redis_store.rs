@@ -442,6 +442,7 @@ impl RedisStore {
             .cmd("SET")
             .arg(&key)
             .arg(&mine)
+            .arg("NX")
             .arg("EX")
             .arg(seconds.max(1));
         let written: redis::RedisResult<(redis::Value,)> = self
@@ -449,9 +450,11 @@ impl RedisStore {
             .query_confirmed(key.as_bytes(), &pipeline)
             .await;
         if let Err(error) = written {
+            // On the server the write went to; a record another replica wrote first (`NX`
+            // kept it) is not this attempt's to undo.
             let _: redis::RedisResult<i64> = self
                 .connection
-                .query(
+                .query_on_confirm_link(
                     redis::cmd("EVAL")
                         .arg(lease::RELEASE)
                         .arg(1)
@@ -480,13 +483,17 @@ impl RedisStore {
         at: UnixTime,
         seconds: i64,
     ) -> Result<(), StoreError> {
+        // The later of two logouts' times stays, whichever is written last (a provider's retry
+        // of an older token after a newer one), as in the memory store.
+        const MARK: &str = "local at = redis.call('GET', KEYS[1]) if at and tonumber(at) >= tonumber(ARGV[1]) then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])";
         let key = self.ended_key(key);
         let mut pipeline = redis::pipe();
         pipeline
-            .cmd("SET")
+            .cmd("EVAL")
+            .arg(MARK)
+            .arg(1)
             .arg(&key)
             .arg(at)
-            .arg("EX")
             .arg(seconds.max(1));
         let _: (redis::Value,) = self
             .connection
@@ -497,12 +504,16 @@ impl RedisStore {
     }
 
     /// When the provider ended the provider session `key`, if it did lately (see
-    /// [`Self::mark_provider_session_ended`]).
+    /// [`Self::mark_provider_session_ended`]): read where the mark was confirmed (after a
+    /// failover the main link may not have followed yet), and never kept as a copy.
     ///
     /// # Errors
     /// `Unavailable`.
     pub async fn provider_session_ended(&self, key: &str) -> Result<Option<UnixTime>, StoreError> {
-        self.run(redis::cmd("GET").arg(self.ended_key(key))).await
+        self.connection
+            .query_on_confirm_link(redis::cmd("GET").arg(self.ended_key(key)))
+            .await
+            .map_err(|error| self.failed(&error))
     }
 
     fn ended_key(&self, key: &str) -> String {

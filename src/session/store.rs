@@ -61,6 +61,20 @@ pub enum SessionSelector<'a> {
 }
 
 impl SessionSelector<'_> {
+    /// The mark a back-channel logout leaves for what this selector ends, so that a session
+    /// of it stored after the logout's scan is ended too (`Sessions::provider_session_ended`):
+    /// a provider session, every session of a user, or those of a user without a `sid`.
+    fn ended_mark(&self) -> Option<String> {
+        match self {
+            Self::SidAt { provider, sid } => Some(ended_mark(provider, "sid", sid)),
+            Self::SubAt { provider, sub } => Some(ended_mark(provider, "sub", sub)),
+            Self::SubWithoutSidAt { provider, sub } => {
+                Some(ended_mark(provider, "sub-without-sid", sub))
+            }
+            Self::Handle(_) | Self::Sub(_) => None,
+        }
+    }
+
     fn selects(&self, id: &str, facts: &SessionFacts<'_>) -> bool {
         match *self {
             Self::Handle(handle) => handle_of(id) == handle,
@@ -140,8 +154,14 @@ pub fn handle_of(id: &str) -> String {
         .collect()
 }
 
-/// A logout token's provider and `jti` (or a provider session's provider and `sid`) as 64 hex
-/// digits (SHA-256), so a key has a fixed size whatever the token carries.
+/// The key of an ended-mark ([`SessionSelector::ended_mark`]): `kind` and `value` of
+/// `provider`'s, as a digest.
+fn ended_mark(provider: &str, kind: &str, value: &str) -> String {
+    logout_token_digest(provider, &format!("{kind}\0{value}"))
+}
+
+/// A logout token's provider and `jti` (or an ended-mark's provider and what it names) as 64
+/// hex digits (SHA-256), so a key has a fixed size whatever the token carries.
 fn logout_token_digest(provider: &str, jti: &str) -> String {
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     context.update(provider.as_bytes());
@@ -208,11 +228,10 @@ impl Sessions {
     ) -> Result<usize, StoreError> {
         let key = logout_token_digest(provider, jti);
         let until = now + LOGOUT_TOKEN_MEMORY;
-        // First, each provider session named ends for the sign-ins and refreshes storing it
+        // First, what it ends is marked, for the sign-ins and refreshes storing a session of it
         // right now, after this scan (`provider_session_ended`): they look once they wrote.
         for selector in selectors {
-            if let SessionSelector::SidAt { provider, sid } = selector {
-                let ended = logout_token_digest(provider, sid);
+            if let Some(ended) = selector.ended_mark() {
                 match &self.backend {
                     SessionBackend::Cookie => return Err(StoreError::NotServerSide),
                     SessionBackend::Memory(store) => store.mark_provider_session_ended(
@@ -258,12 +277,13 @@ impl Sessions {
         }
     }
 
-    /// Whether a back-channel logout ended the provider session `session` names (its `sid`)
-    /// after the provider issued `session`'s ID token (its `iat`, against the logout token's,
-    /// both the provider's clock): asked by a sign-in or refresh once it stored `session`,
-    /// which it then ends again, as the logout's scan may have run before the write and missed
-    /// it. An ID token issued after the logout is a new sign-in at a provider session that
-    /// lives on (Keycloak ends one client's sessions and keeps the user's), and stays.
+    /// Whether a back-channel logout ended `session` (its provider session, or its user's
+    /// sessions, or those of its user without a `sid` when it has none) after the provider
+    /// issued `session`'s ID token (its `iat`, against the logout token's, both the provider's
+    /// clock): asked by a sign-in or refresh once it stored `session`, which it then ends
+    /// again, as the logout's scan may have run before the write and missed it. An ID token
+    /// issued after the logout is a new sign-in at a provider session that lives on (Keycloak
+    /// ends one client's sessions and keeps the user's), and stays.
     ///
     /// # Errors
     /// `Unavailable` when Redis fails.
@@ -273,15 +293,22 @@ impl Sessions {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let facts = SessionFacts::of(session);
-        let Some(sid) = facts.sid else {
-            return Ok(false);
-        };
-        let key = logout_token_digest(facts.provider, sid);
-        let ended_at = match &self.backend {
-            SessionBackend::Cookie => None,
-            SessionBackend::Memory(store) => store.provider_session_ended(&key, now),
-            SessionBackend::Redis(store) => store.provider_session_ended(&key).await?,
-        };
+        let marks = [
+            ended_mark(facts.provider, "sub", facts.sub),
+            match facts.sid {
+                Some(sid) => ended_mark(facts.provider, "sid", sid),
+                None => ended_mark(facts.provider, "sub-without-sid", facts.sub),
+            },
+        ];
+        let mut ended_at = None;
+        for mark in &marks {
+            let at = match &self.backend {
+                SessionBackend::Cookie => None,
+                SessionBackend::Memory(store) => store.provider_session_ended(mark, now),
+                SessionBackend::Redis(store) => store.provider_session_ended(mark).await?,
+            };
+            ended_at = ended_at.max(at);
+        }
         let issued_at = session
             .claims
             .get("iat")

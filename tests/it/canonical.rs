@@ -800,6 +800,8 @@ async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
         "application/x-www-form-urlencoded, text/plain",
         "application/x-www-form-urlencoded text/plain",
         "multipart/form-data,x",
+        "multipart/mixed; boundary=b",
+        "Multipart/Related; boundary=b",
         "",
     ] {
         let header = ("content-type", form);

@@ -285,6 +285,11 @@ fn generated_values_round_trip_in_both_formats() {
         '\u{e007f}',
         '\u{1f600}',
         '\u{3000}',
+        '\u{180c}',
+        '\u{fe0f}',
+        '\u{1bca1}',
+        '\u{1d175}',
+        '\u{e0100}',
     ];
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move |bound: usize| {

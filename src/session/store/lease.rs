@@ -228,6 +228,10 @@ impl Sessions {
         };
         let ttl = RedisStore::ttl(&stored, now, self.idle_timeout);
         if store.compare_and_set(&id, &seen, &stored, ttl).await? {
+            // As `replace_refreshed`: a logout that scanned before this write ends it.
+            if self.provider_session_ended(refreshed, now).await? {
+                store.delete_confirmed(&id).await?;
+            }
             Ok(())
         } else {
             Err(crate::session::error::StoreError::Unavailable(

@@ -358,3 +358,64 @@ async fn a_session_stored_after_its_provider_session_ended_is_ended() {
     }
     assert_eq!(sessions.active(), Some(3));
 }
+
+/// The same for a logout by `sub`: every session of the user, or (beside a `sid`) those of the
+/// user whose ID token had no `sid`, stored after the scan with an ID token issued before it.
+#[tokio::test]
+async fn a_session_of_a_user_logged_out_meanwhile_is_ended_as_it_is_stored() {
+    let sessions = sessions(3600);
+    let none = Cookies::default();
+    let without_sid = |iat: UnixTime| {
+        let mut session = of_provider_session("r-1", "unused", iat);
+        let mut claims = (*session.claims).clone();
+        claims.remove("sid");
+        session.claims = Arc::new(claims);
+        session
+    };
+    let by_sub_without_sid = [SessionSelector::SubWithoutSidAt {
+        provider: "corp",
+        sub: "alice",
+    }];
+    sessions
+        .end_for_logout_token(&by_sub_without_sid, ("corp", "jti-1", NOW), NOW)
+        .await
+        .unwrap();
+    let refused = sessions
+        .create(without_sid(NOW - 1), &none, NOW + 1, ATTRIBUTES)
+        .await;
+    assert!(refused.is_err(), "a session without a sid");
+    let kept = sessions
+        .create(
+            of_provider_session("r-2", "provider-session-9", NOW - 1),
+            &none,
+            NOW + 1,
+            ATTRIBUTES,
+        )
+        .await;
+    assert!(kept.is_ok(), "its sid is not the one the logout named");
+    assert_eq!(sessions.active(), Some(1));
+
+    let by_sub = [SessionSelector::SubAt {
+        provider: "corp",
+        sub: "alice",
+    }];
+    sessions
+        .end_for_logout_token(&by_sub, ("corp", "jti-2", NOW + 2), NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(sessions.active(), Some(0));
+    for session in [
+        of_provider_session("r-3", "provider-session-10", NOW + 1),
+        without_sid(NOW + 2),
+    ] {
+        let stored = sessions.create(session, &none, NOW + 3, ATTRIBUTES).await;
+        assert!(stored.is_err());
+    }
+    assert!(
+        sessions
+            .create(without_sid(NOW + 3), &none, NOW + 3, ATTRIBUTES)
+            .await
+            .is_ok(),
+        "issued after the logout"
+    );
+}
