@@ -158,8 +158,9 @@ pub fn method_override_query(query: &str) -> bool {
 /// `_method` in its body, which is not read here: a `POST` with a form body
 /// (`application/x-www-form-urlencoded` or `multipart/form-data`: Rails' `Rack::MethodOverride`,
 /// Symfony and Laravel read `_method` there; any other `multipart/…`, which Rack parses too)
-/// or with no `Content-Type` (Rack parses that body as a form). A rule that names a method cannot know the method the application acts on then.
-/// (Laravel reads a JSON body's `_method` too; see the README.)
+/// or with no `Content-Type` (Rack parses that body as a form). A rule that names a method
+/// cannot know the method the application acts on then. (Laravel reads a JSON body's
+/// `_method` too; see the README.)
 pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
     if method != axum::http::Method::POST {
         return false;

@@ -431,8 +431,10 @@ impl MemoryStore {
         if ended.len() >= LOGOUT_TOKENS_MOST {
             ended.retain(|_, (kept_until, _)| now < *kept_until);
         }
-        // Full of live marks: the soonest forgotten goes, as with logout tokens.
+        // Full of live marks: the soonest forgotten goes, as with logout tokens (not this one:
+        // its earlier time stays the floor).
         if ended.len() >= LOGOUT_TOKENS_MOST
+            && !ended.contains_key(&key)
             && let Some(soonest) = ended
                 .iter()
                 .min_by_key(|(_, (kept_until, _))| *kept_until)

@@ -449,7 +449,18 @@ impl RedisStore {
             .connection
             .query_confirmed(key.as_bytes(), &pipeline)
             .await;
-        if let Err(error) = written {
+        let error = match written {
+            Ok((redis::Value::Nil,)) => {
+                // Another replica is recording the same token and may yet undo its record:
+                // the provider's retry then finds it confirmed (a replay) or gone (served).
+                return Err(StoreError::Unavailable(
+                    "another replica is recording the same logout token".to_owned(),
+                ));
+            }
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        {
             // On the server the write went to; a record another replica wrote first (`NX`
             // kept it) is not this attempt's to undo.
             let _: redis::RedisResult<i64> = self
@@ -462,9 +473,8 @@ impl RedisStore {
                         .arg(&mine),
                 )
                 .await;
-            return Err(self.failed(&error));
+            Err(self.failed(&error))
         }
-        Ok(())
     }
 
     fn logout_token_key(&self, key: &str) -> String {

@@ -466,9 +466,17 @@ impl Sessions {
                 store
                     .put(&id, &stored, (ttl, lifetime), facts.sub, facts.sid)
                     .await?;
-                if self.provider_session_ended(&stored.session, now).await? {
-                    store.delete_confirmed(&id).await?;
-                    return Err(SessionCookieError::Expired.into());
+                match self.provider_session_ended(&stored.session, now).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        store.delete_confirmed(&id).await?;
+                        return Err(SessionCookieError::Expired.into());
+                    }
+                    // Nobody holds its id: not left to its expiry in the indexes.
+                    Err(error) => {
+                        let _ = store.delete(&id).await;
+                        return Err(error.into());
+                    }
                 }
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
