@@ -451,6 +451,16 @@ impl RedisStore {
             .await;
         let error = match written {
             Ok((redis::Value::Nil,)) => {
+                // This attempt's own, when the client sent the pipeline again after a dropped
+                // connection (Cluster retries), and the retry's `WAIT` confirmed it.
+                let held: Option<String> = self
+                    .connection
+                    .query_on_confirm_link(redis::cmd("GET").arg(&key))
+                    .await
+                    .map_err(|error| self.failed(&error))?;
+                if held.as_deref() == Some(mine.as_str()) {
+                    return Ok(());
+                }
                 // Another replica is recording the same token and may yet undo its record:
                 // the provider's retry then finds it confirmed (a replay) or gone (served).
                 return Err(StoreError::Unavailable(

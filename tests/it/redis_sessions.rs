@@ -243,14 +243,17 @@ async fn sessions_through_a_redis_sentinel() {
     let _ = &sentinel.master;
 }
 
-/// A provider may name another provider session (`sid`) in the ID token of a refresh: a
-/// back-channel logout naming that one must end the session. Redis finds sessions by `sid`
-/// through an index set, which only the login used to write.
-#[tokio::test]
-async fn a_backchannel_logout_finds_a_session_by_the_sid_of_its_refreshed_id_token() {
-    if !available() {
-        return;
-    }
+/// A browser signed in through Tollgate on Redis, with Tollgate's and the provider's clocks
+/// 250 s on: the access token (300 s) is within `refresh_before`, and the refresh's ID token
+/// names the provider session `provider-session-2`.
+struct DueForRefresh {
+    _redis: RedisServer,
+    idp: TestIdp,
+    gateway: Gateway,
+    browser: Browser,
+}
+
+async fn due_for_a_refresh_naming_another_provider_session() -> DueForRefresh {
     let redis = RedisServer::standalone().await;
     let idp = TestIdp::start().await;
     idp.misbehave(Misbehaviour {
@@ -263,9 +266,31 @@ async fn a_backchannel_logout_finds_a_session_by_the_sid_of_its_refreshed_id_tok
     let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
-    // The access token lives 300 s; 250 s later it is within refresh_before.
     clock.advance(250);
     idp.advance_clock(250);
+    DueForRefresh {
+        _redis: redis,
+        idp,
+        gateway,
+        browser,
+    }
+}
+
+/// A provider may name another provider session (`sid`) in the ID token of a refresh: a
+/// back-channel logout naming that one must end the session. Redis finds sessions by `sid`
+/// through an index set, which only the login used to write.
+#[tokio::test]
+async fn a_backchannel_logout_finds_a_session_by_the_sid_of_its_refreshed_id_token() {
+    if !available() {
+        return;
+    }
+    // Every part is bound: one left to `..` would be dropped (Redis stopped) right here.
+    let DueForRefresh {
+        _redis,
+        idp,
+        gateway,
+        mut browser,
+    } = due_for_a_refresh_naming_another_provider_session().await;
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
     assert_eq!(idp.count("refresh"), 1);
     let token = idp
@@ -290,22 +315,15 @@ async fn a_refresh_that_names_a_provider_session_ended_meanwhile_ends_the_sessio
     if !available() {
         return;
     }
-    let redis = RedisServer::standalone().await;
-    let idp = TestIdp::start().await;
-    idp.misbehave(Misbehaviour {
-        refreshed_sid: Some("provider-session-2"),
-        ..Misbehaviour::default()
-    });
-    let config = redis_config(&idp, &format!("\"{}\"", redis.url()))
-        .replace("[session]\n", "[session]\nrefresh_before = \"60s\"\n");
-    let clock = tollgate::clock::ManualClock::new();
-    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
-    let mut browser = Browser::new();
-    crate::support::gateway::signed_in(&mut browser, &gateway).await;
-    // The access token lives 300 s; 250 s later it is within refresh_before. The provider
-    // ended provider-session-2 30 s after it issues the refreshed ID token (within leeway).
-    clock.advance(250);
-    idp.advance_clock(250);
+    // Every part is bound: one left to `..` would be dropped (Redis stopped) right here.
+    let DueForRefresh {
+        _redis,
+        idp,
+        gateway,
+        mut browser,
+    } = due_for_a_refresh_naming_another_provider_session().await;
+    // The provider ended provider-session-2 30 s after it issues the refreshed ID token
+    // (within leeway).
     let token = idp
         .logout_token()
         .claim("sid", serde_json::json!("provider-session-2"))
