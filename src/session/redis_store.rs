@@ -470,21 +470,19 @@ impl RedisStore {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };
-        {
-            // On the server the write went to; a record another replica wrote first (`NX`
-            // kept it) is not this attempt's to undo.
-            let _: redis::RedisResult<i64> = self
-                .connection
-                .query_on_confirm_link(
-                    redis::cmd("EVAL")
-                        .arg(lease::RELEASE)
-                        .arg(1)
-                        .arg(&key)
-                        .arg(&mine),
-                )
-                .await;
-            Err(self.failed(&error))
-        }
+        // On the server the write went to; a record another replica wrote first (`NX` kept
+        // it) is not this attempt's to undo.
+        let _: redis::RedisResult<i64> = self
+            .connection
+            .query_on_confirm_link(
+                redis::cmd("EVAL")
+                    .arg(lease::RELEASE)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(&mine),
+            )
+            .await;
+        Err(self.failed(&error))
     }
 
     fn logout_token_key(&self, key: &str) -> String {
