@@ -5,6 +5,7 @@
 
 pub mod assertion;
 pub mod client;
+pub mod introspection_gate;
 pub mod jwks;
 pub mod provider;
 

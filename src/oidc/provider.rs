@@ -5,6 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use super::client::HttpClient;
+use super::introspection_gate::IntrospectionGate;
 use super::jwks::{JwksCache, JwksSource};
 use super::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse, client};
 use crate::clock::{Clock, UnixTime};
@@ -188,6 +189,7 @@ pub struct Provider {
     discovery: Arc<Discovery>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
+    introspection: IntrospectionGate,
     clock: Arc<dyn Clock>,
     leeway: i64,
 }
@@ -217,6 +219,7 @@ impl Provider {
             discovery: Arc::default(),
             jwks,
             token_cache,
+            introspection: IntrospectionGate::default(),
             clock,
             leeway,
         }
@@ -497,12 +500,30 @@ impl Provider {
 
     /// RFC 7662, checked by `token::introspection::check_introspection` (`active`, `iss`,
     /// an access token, for an accepted `aud`, `exp`, `sub`). Positive answers are cached until `exp`, at
-    /// most `INTROSPECTION_CACHE_SECONDS`.
+    /// most `INTROSPECTION_CACHE_SECONDS`; refused ones for `introspection_gate::REFUSAL_SECONDS`.
+    /// One token is asked about once at a time, and a question that finds every lane taken for
+    /// the provider's timeout is not asked (the provider is down: 502), so made-up tokens cannot each cost a call.
     async fn introspect(
         &self,
         token: &str,
         now: crate::clock::UnixTime,
     ) -> Result<Claims, CredentialError> {
+        if let Some(error) = self.introspection.refusal(token, now) {
+            return Err(error.into());
+        }
+        let Some(_lane) = self.introspection.lane(token, self.config.timeout).await else {
+            return Err(ProviderError::Unreachable(
+                "every introspection lane stayed busy for the provider's timeout".to_owned(),
+            )
+            .into());
+        };
+        // The request this one waited for may have asked about the same token.
+        if let Some(claims) = self.token_cache.get(token, now) {
+            return Ok(claims);
+        }
+        if let Some(error) = self.introspection.refusal(token, now) {
+            return Err(error.into());
+        }
         let metadata = self.metadata().await?;
         let endpoint = metadata.introspection_endpoint.as_deref().ok_or_else(|| {
             ProviderError::BadResponse(
@@ -527,7 +548,8 @@ impl Provider {
             leeway: self.leeway,
             now,
         };
-        let exp = token::introspection::check_introspection(&answer, &expected)?;
+        let exp = token::introspection::check_introspection(&answer, &expected)
+            .inspect_err(|error| self.introspection.refuse(token, error.clone(), now))?;
         let claims = Arc::new(answer);
         let until = exp.map_or(now + INTROSPECTION_CACHE_SECONDS, |exp| {
             exp.min(now + INTROSPECTION_CACHE_SECONDS)

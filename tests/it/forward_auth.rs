@@ -978,6 +978,60 @@ async fn opaque_tokens_are_checked_by_introspection_and_cached() {
 }
 
 #[tokio::test]
+async fn made_up_opaque_tokens_cannot_each_cost_an_introspection_call() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "introspection = true\ntimeout = \"2s\"\njwks_refetch_interval",
+    );
+    let gateway = std::sync::Arc::new(Gateway::start(&config).await);
+    // The same made-up token at once, from many clients: one question.
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        introspection_delay_ms: Some(300),
+        ..Default::default()
+    });
+    let at_once = (0..20).map(|_| {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { status(&gateway, "", "made-up").await })
+    });
+    for answer in at_once {
+        assert_eq!(answer.await.unwrap(), 401);
+    }
+    assert_eq!(
+        idp.count("introspect"),
+        1,
+        "one question for one token at a time"
+    );
+    // And again later: the refusal is remembered.
+    for _ in 0..5 {
+        assert_eq!(status(&gateway, "", "made-up").await, 401);
+    }
+    assert_eq!(idp.count("introspect"), 1, "a refusal is remembered");
+    assert_eq!(status(&gateway, "", "made-up-too").await, 401);
+    assert_eq!(idp.count("introspect"), 2);
+    // A provider that stops answering: 40 different tokens at once, but no more questions in
+    // flight than there are lanes; the rest wait, then are refused as the provider down (502).
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        introspection_delay_ms: Some(u64::MAX),
+        ..Default::default()
+    });
+    let different = (0..40).map(|n| {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { status(&gateway, "", &format!("made-up-{n}")).await })
+    });
+    let different: Vec<_> = different.collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let asked = idp.count("introspect") - 2;
+    assert!(
+        (1..=32).contains(&asked),
+        "{asked} questions in flight at once"
+    );
+    for answer in different {
+        assert_eq!(answer.await.unwrap(), 502);
+    }
+}
+
+#[tokio::test]
 async fn exp_nbf_and_iat_must_be_integers_in_a_sane_range() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::forward_auth(&idp).await;

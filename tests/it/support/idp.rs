@@ -51,6 +51,8 @@ pub struct Misbehaviour {
     pub huge_answer: Option<&'static str>,
     /// Discovery never answers.
     pub discovery_hangs: bool,
+    /// Introspection answers only after this many milliseconds (`u64::MAX`: never).
+    pub introspection_delay_ms: Option<u64>,
     /// Discovery answers this status at once, with no document.
     pub discovery_status: Option<u16>,
     /// The ID token of the code exchange was issued a week ago (and is still unexpired).
@@ -735,6 +737,12 @@ async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: S
         .into_owned()
         .collect();
     let token = form.get("token").cloned().unwrap_or_default();
+    let delay = inner.misbehaviour.lock().unwrap().introspection_delay_ms;
+    match delay {
+        Some(u64::MAX) => hang().await,
+        Some(delay) => tokio::time::sleep(std::time::Duration::from_millis(delay)).await,
+        None => {}
+    }
     let now = now() + inner.clock_offset.load(Ordering::SeqCst);
     let answer = match token.as_str() {
         "opaque-inactive" => json!({"active": false}),
