@@ -152,6 +152,16 @@ impl TokenService {
             .ok_or_else(|| {
                 IssuerError::InvalidRequest("the upstream identity has no sub".to_owned())
             })?;
+        // Its tokens name the user `<source>:<upstream sub>`, which must fit OpenID Connect
+        // Core §2's 255 characters, or every reader of them (`/validate`, `/userinfo`, the
+        // client) refuses the tokens the client is given: the client hears `access_denied`.
+        if client.source.chars().count() + 1 + sub.chars().count() > crate::token::MAX_SUBJECT_CHARS
+        {
+            tracing::warn!(client_id = %client.client_id, provider, "a federated login refused: `<source>:<upstream sub>` is longer than 255 characters");
+            return self
+                .fail_federation(request, "access_denied")
+                .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));
+        }
         // OpenID Connect Core §3.1.2.1: with `max_age`, the sign-in must be that recent, and the
         // provider must say when it was (`auth_time`); with `prompt=login`, it must be new. A
         // provider that kept an older one (its single sign-on) did not honour the request: the

@@ -265,9 +265,13 @@ impl TokenService {
     }
 
     /// Spends a refresh token (rotation: a new one comes back; a reused one revokes the grant).
-    /// Everything that can refuse the request or fail is done before the token is spent, and
-    /// the spend and its successor are one store step: a refused or failed request leaves the
-    /// token usable (RFC 6749 §6), so its retry is no reuse, which would end the grant.
+    /// Everything that can refuse the request for a while or fail is done before the token is
+    /// spent, and the spend and its successor are one store step: a refused or failed request
+    /// leaves the token usable (RFC 6749 §6), so its retry is no reuse, which would end the
+    /// grant. The tokens are signed only after the spend: a dead, spent or exhausted refresh
+    /// token, which a public client may present without a secret again and again, costs no
+    /// signature. What may refuse then (the user gone from the config) refuses for good, and
+    /// signing with a loaded key does not fail.
     pub(super) async fn redeem_refresh_token(
         &self,
         client: &ClientConfig,
@@ -314,17 +318,6 @@ impl TokenService {
                 "the client signs its users in elsewhere now; sign in again".to_owned(),
             ));
         }
-        let mut issued = self.user_tokens(
-            client,
-            &grant.principal,
-            &scopes,
-            Login {
-                nonce: None,
-                auth_time: grant.signed_in.auth_time(auth_time),
-            },
-            Some(grant_id),
-            (crate::random::token(), now),
-        )?;
         let successor = Successor {
             expires_at: self.refresh_token_until(auth_time, now),
             grant_until: self.grant_until(now),
@@ -336,6 +329,17 @@ impl TokenService {
             .await?
         {
             RefreshUse::Fresh(next) => {
+                let mut issued = self.user_tokens(
+                    client,
+                    &grant.principal,
+                    &scopes,
+                    Login {
+                        nonce: None,
+                        auth_time: grant.signed_in.auth_time(auth_time),
+                    },
+                    Some(grant_id),
+                    (crate::random::token(), now),
+                )?;
                 issued.refresh_token = Some(next);
                 Ok(issued)
             }

@@ -69,6 +69,9 @@ impl TokenService {
     }
 
     fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, IssuerError> {
+        #[cfg(test)]
+        self.signatures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.signing_key
             .sign(typ, &Value::Object(claims))
             .map_err(|error| {

@@ -67,6 +67,9 @@ pub struct TokenService {
     own_tokens: TokenCache,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// How many tokens it signed: tests show what costs a signature.
+    #[cfg(test)]
+    signatures: std::sync::atomic::AtomicUsize,
 }
 
 /// Whether `client` may be granted `scope` for a user: the OpenID Connect ones always, others
@@ -144,6 +147,8 @@ impl TokenService {
             own_tokens: TokenCache::new(10_000),
             clock,
             metrics,
+            #[cfg(test)]
+            signatures: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

@@ -287,6 +287,23 @@ async fn a_federated_login_finishes_under_the_live_config() {
         "{back}"
     );
     assert!(service.fail_federation(&live, "access_denied").is_some());
+    // An upstream `sub` that makes `<source>:<sub>` longer than 255 characters: no code for
+    // tokens every reader would refuse.
+    let source = service.config.clients[0].source.chars().count();
+    for (length, answer) in [
+        (254 - source, "code="),
+        (255 - source, "error=access_denied"),
+    ] {
+        let long = serde_json::json!({"sub": "é".repeat(length)})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let back = service
+            .complete_federation(&live, "corp", &long)
+            .await
+            .unwrap();
+        assert!(back.contains(answer), "{length}: {back}");
+    }
     let code = url::Url::parse(&back)
         .unwrap()
         .query_pairs()

@@ -179,6 +179,10 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_grant() {
     );
 
     // The first refresh token again: reuse, so the whole grant ends, the rotated one with it.
+    // Neither refusal signs anything: a public client may send dead tokens again and again.
+    let signed = service
+        .signatures
+        .load(std::sync::atomic::Ordering::Relaxed);
     let (status, error) = token(&router, &refresh(&first)).await;
     assert_eq!(
         (status, &error["error"]),
@@ -187,6 +191,13 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_grant() {
     assert_eq!(
         token(&router, &refresh(&second)).await.1["error"],
         "invalid_grant"
+    );
+    assert_eq!(
+        service
+            .signatures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        signed,
+        "a reused or revoked refresh token costs no signature"
     );
     assert!(
         service
