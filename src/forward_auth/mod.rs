@@ -725,14 +725,23 @@ async fn one_token_identity(
 ) -> Result<Claims, Result<(Rejection, String), String>> {
     let mut reason = String::from("no validator");
     let mut unreachable = None;
-    if let Some((_, provider)) = state.forward_auth() {
+    // A token that names the token service as its issuer could never pass at another provider
+    // (`iss` must be the provider's): it is not taken there, where its key, unknown, would
+    // send the provider's keys to be fetched again, or wait for a hanging fetch.
+    let issuer = crate::token::unverified_issuer(token);
+    let provider = state.forward_auth().filter(|(_, provider)| {
+        state.token_service.as_ref().is_none_or(|service| {
+            issuer.as_deref() != Some(service.issuer())
+                || provider.config.issuer.trim_end_matches('/') == service.issuer()
+        })
+    });
+    if let Some((_, provider)) = provider {
         match provider.validate_access_token(token).await {
             Ok(claims) => return Ok(claims),
             // Only for a token that may be the provider's: one that says so, or an opaque one
             // where the provider introspects (a malformed one stays a 4xx, SPEC §9).
             Err(crate::oidc::provider::CredentialError::Provider(error)) => {
                 reason = error.to_string();
-                let issuer = crate::token::unverified_issuer(token);
                 if state.token_service.is_none()
                     || issuer.as_deref() == Some(provider.config.issuer.as_str())
                     || (!crate::token::looks_like_jwt(token) && provider.config.introspection)

@@ -2332,3 +2332,45 @@ async fn an_empty_secret_or_password_is_never_right() {
     );
     gateway.stop().await;
 }
+
+/// `/validate` with a forward-auth provider beside the token service: a token that names the
+/// token service as its issuer is never taken to the provider, where its key, unknown there,
+/// would send the provider's keys to be fetched again (or wait for a hanging fetch).
+#[tokio::test]
+async fn the_token_services_own_tokens_never_send_the_providers_keys_to_be_fetched() {
+    use crate::support::TestIdp;
+    use crate::support::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET};
+    let idp = TestIdp::start().await;
+    let top = format!(
+        r#"[session]
+    secrets = ["a-session-secret-of-at-least-32-bytes-long"]
+    [[provider]]
+    name = "corp"
+    issuer = "{}"
+    client_id = "{CLIENT_ID}"
+    client_secret = "{CLIENT_SECRET}"
+    audiences = ["{AUDIENCE}"]
+    jwks_refetch_interval = "1s"
+    [forward_auth]
+    provider = "corp"
+    "#,
+        idp.issuer()
+    );
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| config(issuer, &top, "")).await;
+    let validate = |token: String| {
+        let request = gateway.get("/validate").bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(validate(idp.access_token().sign()).await, 200);
+    let fetched = idp.count("jwks");
+    for _ in 0..3 {
+        assert_eq!(validate(machine_token(&gateway).await).await, 200);
+        // Past `jwks_refetch_interval`: an unknown key at the provider would be fetched for.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(
+        idp.count("jwks"),
+        fetched,
+        "the provider's keys were fetched again"
+    );
+}
