@@ -9,7 +9,7 @@
 mod client_key;
 mod signing;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 #[cfg(test)]
@@ -72,8 +72,9 @@ pub struct KeySet {
 /// A JWK set that could not be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    /// Not JSON, or no `keys` array.
-    #[error("not a JWK set: {0}")]
+    /// Not JSON, or no `keys` array. What the parser said is cut to `untrusted::REASON_MOST`
+    /// bytes where it is shown: it may quote the document.
+    #[error("not a JWK set: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     Malformed(String),
 }
 
@@ -141,7 +142,19 @@ impl KeySet {
 
 /// Turns one JWK into a verifying key, or `None` when it is not a usable signature key.
 fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
-    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+    // RFC 7517 §4.2, §4.3: a key whose `use` is anything but `sig`, or whose `key_ops` leave
+    // out `verify`, is not for checking signatures.
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|used| *used != PublicKeyUse::Signature)
+        || jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_some_and(|operations| !operations.contains(&KeyOperations::Verify))
+    {
         return None;
     }
     let by_type: Vec<Algorithm> = match &jwk.algorithm {
@@ -206,6 +219,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_a_document_says_is_cut_where_it_is_shown() {
+        let long = "x".repeat(100_000);
+        let shown = JwksError::Malformed(long.clone()).to_string();
+        assert!(
+            shown.len() <= crate::untrusted::REASON_MOST + 20,
+            "{}",
+            shown.len()
+        );
+    }
+
+    #[test]
     fn symmetric_and_encryption_keys_are_skipped() {
         let document = br#"{"keys":[
             {"kty":"oct","k":"c2VjcmV0","kid":"h"},
@@ -217,6 +241,20 @@ mod tests {
         let set = KeySet::from_jwks_json(document).unwrap();
         assert_eq!(set.len(), 1);
         assert!(set.find(Some("s"), Algorithm::ES256).is_some());
+        // Any `use` but `sig`, or `key_ops` without `verify`: not a signature key either.
+        let key = r#""kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0""#;
+        for (extra, usable) in [
+            (r#""use":"sig""#, true),
+            (r#""key_ops":["verify"]"#, true),
+            (r#""key_ops":["sign","verify"]"#, true),
+            (r#""use":"tls""#, false),
+            (r#""key_ops":["encrypt"]"#, false),
+            (r#""key_ops":[]"#, false),
+        ] {
+            let document = format!(r#"{{"keys":[{{{key},{extra},"kid":"k"}}]}}"#);
+            let set = KeySet::from_jwks_json(document.as_bytes()).unwrap();
+            assert_eq!(set.len(), usize::from(usable), "{extra}");
+        }
         assert!(set.find(Some("s"), Algorithm::RS256).is_none());
         assert!(set.find(Some("h"), Algorithm::HS256).is_none());
         assert!(set.find(Some("e"), Algorithm::ES256).is_none());

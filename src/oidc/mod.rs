@@ -122,17 +122,19 @@ impl TokenResponse {
     }
 }
 
-/// Why a provider could not be used.
+/// Why a provider could not be used. What it says is cut to `untrusted::REASON_MOST` bytes
+/// where it is shown: it may quote the provider's answer (a serde error quotes a string of the
+/// wrong type whole) or a URL from its discovery document, and it goes to log lines.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
     /// Network error or timeout.
-    #[error("provider unreachable: {0}")]
+    #[error("provider unreachable: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     Unreachable(String),
     /// The provider answered something Tollgate cannot use.
-    #[error("bad response from provider: {0}")]
+    #[error("bad response from provider: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     BadResponse(String),
     /// The provider refused the request (an OAuth error code).
-    #[error("provider refused: {0}")]
+    #[error("provider refused: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     Refused(String),
     /// The in-process token service's store could not answer (whether a token was revoked):
     /// the request is refused as one that needs an unavailable store (503), not as one whose
@@ -198,6 +200,23 @@ mod tests {
             refresh_token: None,
             expires_in: None,
             token_type: token_type.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn what_a_provider_says_is_cut_where_it_is_shown() {
+        let long = "x".repeat(100_000);
+        for error in [
+            ProviderError::Unreachable(long.clone()),
+            ProviderError::BadResponse(long.clone()),
+            ProviderError::Refused(long.clone()),
+        ] {
+            let shown = error.to_string();
+            assert!(
+                shown.len() <= crate::untrusted::REASON_MOST + 40,
+                "{}",
+                shown.len()
+            );
         }
     }
 
