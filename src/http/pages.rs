@@ -54,6 +54,8 @@ pub fn html(status: StatusCode, title: &str, body: &str) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(POLICY),
     );
+    // `frame-ancestors 'none'` for browsers and web views that read no CSP level 2.
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     super::security_headers(headers);
     response
 }
@@ -124,8 +126,12 @@ pub fn negotiate(accept: Option<&HeaderValue>, mut response: Response) -> Respon
     };
     let (new_parts, new_body) = rendered.into_parts();
     // The refusal's own headers (WWW-Authenticate, Cache-Control, Set-Cookie…) stay; the
-    // body's type and policy are the page's.
-    for name in [header::CONTENT_TYPE, header::CONTENT_SECURITY_POLICY] {
+    // body's type, policy and framing are the page's.
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_SECURITY_POLICY,
+        header::X_FRAME_OPTIONS,
+    ] {
         match new_parts.headers.get(&name) {
             Some(value) => {
                 parts.headers.insert(name, value.clone());

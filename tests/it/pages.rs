@@ -38,6 +38,7 @@ async fn refusals_are_pages_for_browsers_and_json_for_api_calls() {
             .starts_with("default-src 'none'")
     );
     assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     let text = page.text().await.unwrap();
     assert!(text.contains("<h1>Access refused</h1>"), "{text}");
@@ -89,6 +90,8 @@ async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
     let gateway = Gateway::forward_auth(&idp).await;
     let landing = ask(&gateway, reqwest::Method::GET, "/", HTML).await;
     assert_eq!(landing.status(), 200);
+    // No page of Tollgate's may be framed, in a browser that reads no CSP level 2 either.
+    assert_eq!(landing.headers()["x-frame-options"], "DENY");
     assert!(landing.text().await.unwrap().contains("You are signed out"));
     let missing = ask(&gateway, reqwest::Method::GET, "/no/such/page", HTML).await;
     assert_eq!(missing.status(), 404);
