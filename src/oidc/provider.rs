@@ -1,6 +1,7 @@
 //! `Provider`: one configured OpenID Provider with its discovered metadata and keys, and the
 //! validation of the tokens it issues (with the positive-result cache and the unknown-`kid`
-//! re-fetch). Discovery happens on first use and is retried on later uses until it succeeds.
+//! re-fetch). Discovery happens on first use and is retried on later uses until it succeeds;
+//! a document due again is fetched in the background while it serves.
 
 use std::sync::{Arc, RwLock};
 
@@ -353,12 +354,18 @@ impl Provider {
         // On a task of its own, which records it whether or not this request waits on.
         let (discovery, provider) = (discovery.clone(), self.config.name.clone());
         let (http, issuer) = (self.http.get().clone(), self.config.issuer.clone());
+        let kept = stale.clone();
         let task = tokio::spawn(async move {
             let result = discover(&http, &issuer).await;
             let recorded = discovery.record(&provider, result, stale, now);
             drop(single_flight);
             recorded
         });
+        // A refresh: the document there is serves this request too, as the keys there are
+        // serve during a key fetch; only a first discovery is waited for.
+        if let Some(metadata) = kept {
+            return Ok(metadata);
+        }
         task.await.unwrap_or_else(|error| {
             Err(ProviderError::Unreachable(format!(
                 "the discovery failed: {error}"

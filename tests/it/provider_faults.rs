@@ -271,6 +271,38 @@ async fn a_hanging_discovery_holds_no_request_beyond_the_provider_timeout() {
     );
 }
 
+/// A discovery document due to be fetched again is fetched in the background: no request
+/// waits for a provider that hangs meanwhile, the one that starts the fetch included.
+#[tokio::test]
+async fn a_discovery_refresh_holds_no_request_while_a_document_is_there() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&config(&idp, "timeout = \"30s\""), clock.clone()).await;
+    assert_eq!(status(&gateway, &fresh_token(&idp, "first")).await, 200);
+    let discovered = idp.count("discovery");
+    idp.misbehave(Misbehaviour {
+        discovery_hangs: true,
+        ..Default::default()
+    });
+    // Past the document's hour.
+    advance(&clock, &idp, 3601);
+    for index in 0..3 {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(10),
+            status(&gateway, &fresh_token(&idp, &format!("due-{index}"))),
+        )
+        .await
+        .expect("no request waits for the refresh (the provider's timeout is 30 s)");
+        assert_eq!(answered, 200);
+    }
+    assert_eq!(
+        idp.count("discovery"),
+        discovered + 1,
+        "one refresh was started, and is still under way"
+    );
+}
+
 /// A request's status once discovery has been retried: it is, at most a second after the
 /// last failure.
 async fn until_answered(gateway: &Gateway, idp: &TestIdp) -> u16 {
