@@ -206,6 +206,27 @@ async fn grpc_refuses_401_without_a_credential_and_403_when_a_rule_fails() {
             .contains("tollgate_requests_total{role=\"forward_auth\",result=\"forbidden\"} 1"),
         "{metrics}"
     );
+    // A browser's request is refused with the page, an API call's with JSON (SPEC §10).
+    for (accept, kind, start) in [
+        ("text/html", "text/html", "<!doctype html>"),
+        ("application/json", "application/json", "{"),
+    ] {
+        let asked = check(
+            &gateway,
+            check_request(
+                "/admin/",
+                &[("authorization", &dev), ("accept", accept)],
+                Some(ADMIN_RULES),
+            ),
+        )
+        .await;
+        let refusal = denied(&asked, 403);
+        assert!(
+            header(&refusal.headers, "content-type").is_some_and(|value| value.starts_with(kind)),
+            "{refusal:?}"
+        );
+        assert!(refusal.body.starts_with(start), "{refusal:?}");
+    }
 }
 
 #[tokio::test]

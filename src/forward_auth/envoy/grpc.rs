@@ -257,7 +257,9 @@ async fn check(
         started,
     );
     let remove = super::headers_to_remove(state, rules, &outcome, &headers);
-    Ok(tonic::Response::new(answer(outcome, &remove).await))
+    Ok(tonic::Response::new(
+        answer(outcome, &remove, headers.get(header::ACCEPT)).await,
+    ))
 }
 
 /// A Check that describes no request Tollgate can read: a `denied_response` 400
@@ -281,7 +283,7 @@ async fn refused(
     started: Instant,
 ) -> tonic::Response<CheckResponse> {
     report(state, "envoy_grpc", &outcome, None, None, started);
-    tonic::Response::new(answer(outcome, &[]).await)
+    tonic::Response::new(answer(outcome, &[], None).await)
 }
 
 /// The described request's headers. Envoy sends them in `headers` (lower-case names, repeated
@@ -360,7 +362,11 @@ fn original_request(http: &HttpRequest) -> OriginalRequest {
 
 /// The Check answer for an outcome: `ok_response` when allowed, else `denied_response` with
 /// the status, headers and body `/auth` answers.
-async fn answer(outcome: Outcome, remove: &[HeaderName]) -> CheckResponse {
+async fn answer(
+    outcome: Outcome,
+    remove: &[HeaderName],
+    accept: Option<&HeaderValue>,
+) -> CheckResponse {
     match outcome {
         Outcome::Allow(injected, _, set_cookies) => {
             let ok = OkHttpResponse {
@@ -396,7 +402,14 @@ async fn answer(outcome: Outcome, remove: &[HeaderName]) -> CheckResponse {
             headers_to_remove: remove.iter().map(|name| name.as_str().to_owned()).collect(),
             ..OkHttpResponse::default()
         }),
-        refused => denied(outcome_response(refused)).await,
+        // A page for a browser, JSON for an API call, as `/auth` answers (SPEC §10).
+        refused => {
+            denied(crate::http::pages::negotiate(
+                accept,
+                outcome_response(refused),
+            ))
+            .await
+        }
     }
 }
 
