@@ -1,55 +1,87 @@
 //! What stands between requests and a provider's introspection endpoint (RFC 7662). Each
 //! question is a client-authenticated call the provider may count against Tollgate's client,
-//! so requests carrying made-up opaque tokens must not become one call each: a refused token
-//! is refused again without asking for [`REFUSAL_SECONDS`], one token is asked about once at a
-//! time, and at most [`LANES`] questions are in flight.
+//! so requests carrying the same made-up opaque token must not become one call each: a token
+//! the answer refused is refused again without asking for [`REFUSAL_SECONDS`], and one token
+//! is asked about once at a time (requests with it at once share the answer). At most
+//! [`IN_FLIGHT`] questions are in flight, any free place serving any token.
+//!
+//! Tokens are known here by their SHA-256 only: a remembered refusal costs 32 bytes and an
+//! entry, whatever the token's length.
 
-use std::hash::BuildHasher;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::UnixTime;
 use crate::token::TokenError;
 
-/// How long a token the provider's answer refused is refused without asking again (seconds).
-/// Every refusal `check_introspection` gives stays true: an inactive token does not come back.
-pub const REFUSAL_SECONDS: UnixTime = 60;
+/// How long a token the provider's answer refused is refused without asking again (seconds):
+/// long enough that one token sent again and again costs a call every few seconds at most,
+/// short enough that a new token a lagging provider replica did not know yet is not refused
+/// for long.
+pub const REFUSAL_SECONDS: UnixTime = 10;
 
 /// How many refusals are remembered (the oldest go first).
 const REFUSALS: usize = 10_000;
 
-/// How many questions may be in flight at once. A token always takes the same lane, so a
-/// second request with it waits for the first's answer, then finds it remembered.
-pub const LANES: usize = 32;
+/// How many questions may be in flight at once.
+pub const IN_FLIGHT: usize = 64;
+
+type Digest = [u8; 32];
 
 /// One provider's gate.
 pub struct IntrospectionGate {
-    refused: Cache<Box<str>, (TokenError, UnixTime)>,
-    lanes: Box<[Mutex<()>]>,
-    /// Randomly seeded, so crafted tokens cannot pile into one lane.
-    hasher: std::hash::RandomState,
+    refused: Cache<Digest, (TokenError, UnixTime)>,
+    /// The token being asked about, each with its waiters' turn.
+    asking: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    places: Arc<Semaphore>,
 }
 
 impl Default for IntrospectionGate {
     fn default() -> Self {
         Self {
             refused: Cache::new(REFUSALS),
-            lanes: (0..LANES).map(|_| Mutex::new(())).collect(),
-            hasher: std::hash::RandomState::new(),
+            asking: Mutex::default(),
+            places: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
+}
+
+/// A question's right to be asked: this token's turn and a place among those in flight.
+/// Dropped when the answer is in.
+pub struct Turn<'a> {
+    gate: &'a IntrospectionGate,
+    digest: Digest,
+    token_turn: Option<OwnedMutexGuard<()>>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.token_turn.take());
+        self.gate.forget_if_unused(&self.digest);
+    }
+}
+
+fn digest(token: &str) -> Digest {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0_u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 impl IntrospectionGate {
     /// Why `token` was refused, while that answer is remembered at `now`.
     pub fn refusal(&self, token: &str, now: UnixTime) -> Option<TokenError> {
-        let (error, until) = self.refused.get(token)?;
+        let key = digest(token);
+        let (error, until) = self.refused.get(&key)?;
         if now < until {
             Some(error)
         } else {
-            self.refused.remove(token);
+            self.refused.remove(&key);
             None
         }
     }
@@ -57,16 +89,43 @@ impl IntrospectionGate {
     /// Remembers that the provider's answer about `token` was refused with `error` at `now`.
     pub fn refuse(&self, token: &str, error: TokenError, now: UnixTime) {
         self.refused
-            .insert(token.into(), (error, now.saturating_add(REFUSAL_SECONDS)));
+            .insert(digest(token), (error, now.saturating_add(REFUSAL_SECONDS)));
     }
 
-    /// `token`'s lane, held while its question is asked; `None` when it stays taken for
-    /// `wait` (the provider's timeout: the questions before this one are hanging).
-    pub async fn lane(&self, token: &str, wait: Duration) -> Option<MutexGuard<'_, ()>> {
-        let index = usize::try_from(self.hasher.hash_one(token) % LANES as u64).unwrap_or(0);
-        tokio::time::timeout(wait, self.lanes[index].lock())
-            .await
-            .ok()
+    /// Waits, at most `wait` in all, for `token`'s turn (after a question about it in flight)
+    /// and for a place among those in flight; `None` when the wait ran out.
+    pub async fn turn(&self, token: &str, wait: Duration) -> Option<Turn<'_>> {
+        let digest = digest(token);
+        let token_lock = self.asking.lock().ok()?.entry(digest).or_default().clone();
+        let taken = tokio::time::timeout(wait, async {
+            let token_turn = token_lock.lock_owned().await;
+            let place = self.places.clone().acquire_owned().await.ok()?;
+            Some((token_turn, place))
+        })
+        .await;
+        match taken {
+            Ok(Some((token_turn, place))) => Some(Turn {
+                gate: self,
+                digest,
+                token_turn: Some(token_turn),
+                _place: place,
+            }),
+            _ => {
+                self.forget_if_unused(&digest);
+                None
+            }
+        }
+    }
+
+    /// Drops a token's entry once no request holds or waits for its turn.
+    fn forget_if_unused(&self, digest: &Digest) {
+        if let Ok(mut asking) = self.asking.lock()
+            && asking
+                .get(digest)
+                .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            asking.remove(digest);
+        }
     }
 }
 
@@ -88,18 +147,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_token_waits_for_its_own_question_and_gives_up_after_the_wait() {
+    async fn one_token_waits_for_its_own_question_and_others_do_not() {
         let gate = IntrospectionGate::default();
-        let held = gate.lane("token", Duration::from_secs(1)).await;
+        let held = gate.turn("token", Duration::from_secs(1)).await;
         assert!(held.is_some());
         assert!(
-            gate.lane("token", Duration::from_millis(20))
+            gate.turn("token", Duration::from_millis(20))
                 .await
                 .is_none()
         );
+        // Another token is not held up by it.
+        assert!(
+            gate.turn("another", Duration::from_millis(20))
+                .await
+                .is_some()
+        );
         drop(held);
         assert!(
-            gate.lane("token", Duration::from_millis(20))
+            gate.turn("token", Duration::from_millis(20))
+                .await
+                .is_some()
+        );
+        // Nothing is left behind once every turn is over.
+        assert!(gate.asking.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_more_questions_than_places_are_in_flight() {
+        let gate = IntrospectionGate::default();
+        let mut turns = Vec::new();
+        for index in 0..IN_FLIGHT {
+            let turn = gate
+                .turn(&format!("token-{index}"), Duration::from_secs(1))
+                .await;
+            turns.push(turn.expect("a free place"));
+        }
+        assert!(
+            gate.turn("one-more", Duration::from_millis(20))
+                .await
+                .is_none()
+        );
+        turns.pop();
+        assert!(
+            gate.turn("one-more", Duration::from_millis(20))
                 .await
                 .is_some()
         );

@@ -508,8 +508,9 @@ impl Provider {
     /// RFC 7662, checked by `token::introspection::check_introspection` (`active`, `iss`,
     /// an access token, for an accepted `aud`, `exp`, `sub`). Positive answers are cached until `exp`, at
     /// most `INTROSPECTION_CACHE_SECONDS`; refused ones for `introspection_gate::REFUSAL_SECONDS`.
-    /// One token is asked about once at a time, and a question that finds every lane taken for
-    /// the provider's timeout is not asked (the provider is down: 502), so made-up tokens cannot each cost a call.
+    /// One token is asked about once at a time, and at most `introspection_gate::IN_FLIGHT`
+    /// questions are in flight; a request that cannot ask within the provider's timeout is
+    /// refused as when the provider is down (502).
     async fn introspect(
         &self,
         token: &str,
@@ -518,9 +519,11 @@ impl Provider {
         if let Some(error) = self.introspection.refusal(token, now) {
             return Err(error.into());
         }
-        let Some(_lane) = self.introspection.lane(token, self.config.timeout).await else {
+        let Some(_turn) = self.introspection.turn(token, self.config.timeout).await else {
             return Err(ProviderError::Unreachable(
-                "every introspection lane stayed busy for the provider's timeout".to_owned(),
+                "no introspection could be asked within the provider's timeout (the questions in \
+                 flight did not finish)"
+                    .to_owned(),
             )
             .into());
         };
