@@ -161,12 +161,16 @@ pub fn method_override_query(query: &str) -> bool {
 /// or with no `Content-Type` (Rack parses that body as a form). A rule that names a method
 /// cannot know the method the application acts on then. (Laravel reads a JSON body's
 /// `_method` too; see the README.)
+///
+/// A `Content-Type` that a `Connection` header names counts as none: a proxy between the
+/// client and the application that drops the headers `Connection` names (Go's, so Caddy's and
+/// Traefik's) would send the application the body without it.
 pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::HeaderMap) -> bool {
     if method != axum::http::Method::POST {
         return false;
     }
     let mut types = headers.get_all(header::CONTENT_TYPE).iter().peekable();
-    if types.peek().is_none() {
+    if types.peek().is_none() || connection_names(headers, header::CONTENT_TYPE.as_str()) {
         return true;
     }
     // The media type as Rack (up to `;` or `,`) and PHP (up to `;`, `,` or a space) read it.
@@ -183,6 +187,15 @@ pub fn method_override_body(method: &axum::http::Method, headers: &axum::http::H
                 .is_some_and(|start| start.eq_ignore_ascii_case(b"multipart/"))
             || media_type.is_empty()
     })
+}
+
+/// Whether a `Connection` header of `headers` names the header `name` (lower case).
+fn connection_names(headers: &axum::http::HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .any(|word| word.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Whether `byte` may be part of an HTTP token (RFC 9110 §5.6.2 `tchar`).

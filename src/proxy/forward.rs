@@ -93,8 +93,25 @@ fn hop_by_hop(name: &str) -> Option<usize> {
     })
 }
 
-/// Drops the hop-by-hop headers and those the `Connection` header names, finding them in one
-/// pass over the headers.
+/// Headers a `Connection` header may name but that are never removed: they say what the
+/// request is or who sends it, Tollgate read them to decide, and the upstream must get the
+/// request that was decided on. `Host` is for every recipient (RFC 9112 §3.2; without it the
+/// upstream would serve its default host, not the route's). Without its `Content-Type`, a
+/// JSON `POST` that a `POST` skip rule let through would reach Rack as a form, whose `_method`
+/// names another method; without `Origin`, `Cookie` or `Authorization` the upstream would
+/// judge another request than Tollgate did.
+const SAYS_WHAT_THE_REQUEST_IS: [HeaderName; 7] = [
+    header::HOST,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::COOKIE,
+    header::AUTHORIZATION,
+    header::ORIGIN,
+];
+
+/// Drops the hop-by-hop headers and those the `Connection` header names (but
+/// [`SAYS_WHAT_THE_REQUEST_IS`]), finding them in one pass over the headers.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Bit `i`: `HOP_BY_HOP[i]` is present. Most messages carry none, or only `Connection`.
     let mut present = 0_u16;
@@ -118,9 +135,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
                 !word.eq_ignore_ascii_case("keep-alive") && !word.eq_ignore_ascii_case("close")
             })
             .filter_map(|word| HeaderName::from_bytes(word.as_bytes()).ok())
-            // `Host` is for every recipient (RFC 9112 §3.2): without it the upstream would
-            // serve its default host, not the one the route was chosen for.
-            .filter(|name| *name != header::HOST)
+            .filter(|name| !SAYS_WHAT_THE_REQUEST_IS.contains(name))
             .collect();
         for name in listed {
             headers.remove(name);
@@ -701,13 +716,29 @@ mod tests {
             ("x-secret", "1"),
             ("x-kept", "2"),
             ("content-type", "text/plain"),
+            (
+                "connection",
+                "Content-Type, cookie, Origin, authorization, host",
+            ),
+            ("cookie", "a=1"),
+            ("origin", "https://app.example"),
+            ("authorization", "Bearer x"),
         ] {
             headers.append(name, HeaderValue::from_static(value));
         }
         remove_hop_by_hop(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["content-type", "x-kept"]);
+        assert_eq!(
+            left,
+            [
+                "authorization",
+                "content-type",
+                "cookie",
+                "origin",
+                "x-kept"
+            ]
+        );
 
         let mut plain = HeaderMap::new();
         plain.append("x-kept", HeaderValue::from_static("2"));

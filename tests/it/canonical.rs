@@ -812,6 +812,11 @@ async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
         401,
         "no Content-Type: Rack reads a form"
     );
+    // A `Content-Type` the proxy in front may drop (Go's drop what `Connection` names) is none.
+    for connection in ["Content-Type", "close, content-type"] {
+        let headers = [JSON, ("connection", connection)];
+        assert_eq!(status(plain, &headers).await, 401, "{connection}");
+    }
     for url in [
         "https://app.example.com/api/comments/42?_method=DELETE",
         "https://app.example.com/api/comments/42?a=1&_Method=patch",
@@ -860,6 +865,9 @@ async fn a_post_skip_rule_does_not_skip_a_post_that_says_another_method() {
     let form = ("content-type", "application/x-www-form-urlencoded");
     assert_eq!(post("/api/comments/42", &[form]).await, 401, "a form POST");
     assert_eq!(post("/api/comments/42", &[]).await, 401, "no Content-Type");
+    // Nor with a `Content-Type` that `Connection` names, which a proxy may drop.
+    let dropped = [JSON, ("connection", "Content-Type")];
+    assert_eq!(post("/api/comments/42", &dropped).await, 401);
     gateway.stop().await;
 }
 
