@@ -270,8 +270,8 @@ impl TokenService {
     /// leaves the token usable (RFC 6749 §6), so its retry is no reuse, which would end the
     /// grant. The tokens are signed only after the spend: a dead, spent or exhausted refresh
     /// token, which a public client may present without a secret again and again, costs no
-    /// signature. What may refuse then (the user gone from the config) refuses for good, and
-    /// signing with a loaded key does not fail.
+    /// signature. Only a failed signature, which a loaded key does not give, then spends the
+    /// token for nothing (the user signs in again).
     pub(super) async fn redeem_refresh_token(
         &self,
         client: &ClientConfig,
@@ -318,6 +318,9 @@ impl TokenService {
                 "the client signs its users in elsewhere now; sign in again".to_owned(),
             ));
         }
+        // The user still exists (a reload may have removed a local one): a refusal before the
+        // spend, so that a user put back by another reload keeps the grant.
+        self.identity_of(&grant.principal)?;
         let successor = Successor {
             expires_at: self.refresh_token_until(auth_time, now),
             grant_until: self.grant_until(now),

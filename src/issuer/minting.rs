@@ -112,7 +112,7 @@ impl TokenService {
 
     /// The identity and claims of a principal: a local user as configured (who must still
     /// exist), a federated user with the claims carried over.
-    fn identity_of(
+    pub(super) fn identity_of(
         &self,
         principal: &super::Principal,
     ) -> Result<(String, Map<String, Value>), IssuerError> {

@@ -282,12 +282,12 @@ impl Provider {
     /// When discovery fails with no document to keep (past ones stay in use otherwise).
     pub async fn warm(&self) -> Result<(), ProviderError> {
         if self.local.is_none() && self.jwks.holds_past_keys() {
-            let (metadata, keys) = tokio::join!(self.metadata(), self.keys());
+            let (metadata, keys) = tokio::join!(self.discovered(true), self.keys());
             metadata?;
             keys?;
             return Ok(());
         }
-        self.metadata().await.map(|_| ())
+        self.discovered(true).await.map(|_| ())
     }
 
     /// Whether discovery has succeeded.
@@ -302,6 +302,15 @@ impl Provider {
     /// When the provider cannot be reached or its document is unusable, and none was fetched
     /// before.
     pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, ProviderError> {
+        self.discovered(false).await
+    }
+
+    /// `metadata`; a refresh is waited for when `wait_for_refresh` (a reload's warm-up, whose
+    /// readers want the document as it is now), else served from the document there.
+    async fn discovered(
+        &self,
+        wait_for_refresh: bool,
+    ) -> Result<Arc<ProviderMetadata>, ProviderError> {
         if let Some(local) = &self.local {
             return Ok(Arc::new(local.metadata()));
         }
@@ -363,7 +372,9 @@ impl Provider {
         });
         // A refresh: the document there is serves this request too, as the keys there are
         // serve during a key fetch; only a first discovery is waited for.
-        if let Some(metadata) = kept {
+        if let Some(metadata) = kept
+            && !wait_for_refresh
+        {
             return Ok(metadata);
         }
         task.await.unwrap_or_else(|error| {

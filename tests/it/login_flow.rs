@@ -565,7 +565,8 @@ async fn discovery_is_refreshed_and_plain_http_endpoints_elsewhere_are_refused()
     assert_eq!(idp.count("discovery"), 1, "the document is kept");
     clock.advance(3601);
     assert_eq!(signin().await, 302);
-    assert_eq!(idp.count("discovery"), 2, "and fetched again after an hour");
+    // In the background, while the document there serves.
+    until_discovered(&idp, 2, "and fetched again after an hour").await;
 
     // The next document sends the code exchange over plain http to another host: refused, and
     // the old document is kept meanwhile, so logins still go to the real provider.
@@ -574,7 +575,12 @@ async fn discovery_is_refreshed_and_plain_http_endpoints_elsewhere_are_refused()
         ..Misbehaviour::default()
     });
     clock.advance(3601);
-    assert_eq!(signin().await, 302, "the last good document is kept");
+    assert_eq!(signin().await, 302);
+    until_discovered(&idp, 3, "fetched again").await;
+    // Requests go on meanwhile and after, and the refusal is not retried for a minute.
+    for _ in 0..3 {
+        assert_eq!(signin().await, 302, "the last good document is kept");
+    }
     assert_eq!(idp.count("discovery"), 3);
     let fresh = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
     let refused = client
@@ -584,6 +590,18 @@ async fn discovery_is_refreshed_and_plain_http_endpoints_elsewhere_are_refused()
         .unwrap()
         .status();
     assert_eq!(refused, 502, "a first document like that is unusable");
+}
+
+/// Waits until `idp` was asked for its discovery document `times` times (a refresh runs in the
+/// background), at most 10 s.
+async fn until_discovered(idp: &TestIdp, times: usize, what: &str) {
+    for _ in 0..200 {
+        if idp.count("discovery") >= times {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(idp.count("discovery"), times, "{what}");
 }
 
 /// Logs in once with `misbehaviour` at a fresh provider and gateway; the callback's status.

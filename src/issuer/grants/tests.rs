@@ -442,6 +442,27 @@ async fn a_code_or_grant_is_answered_only_where_its_client_still_signs_users_in(
     assert_eq!(token(&router, &refresh).await.0, StatusCode::OK);
 }
 
+/// A refresh while a reload has removed the grant's user is refused before the token is
+/// spent: under a config that has the user again, the grant goes on.
+#[tokio::test]
+async fn a_refresh_for_a_removed_user_spends_nothing() {
+    let (service, router) = service();
+    let (_, issued) = token(&router, &redeem(&code(&service).await, VERIFIER)).await;
+    let mut without_alice = service.config.clone();
+    without_alice.users.clear();
+    let reloaded = Arc::new(reloaded(&service, without_alice));
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        issued["refresh_token"].as_str().unwrap()
+    );
+    let (status, error) = token(&crate::issuer::tests::router(&reloaded), &refresh).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into())
+    );
+    assert_eq!(token(&router, &refresh).await.0, StatusCode::OK);
+}
+
 /// A code issued without PKCE, to a client that was confidential then and is public after a
 /// reload, was redeemed with the client's id alone.
 #[tokio::test]
