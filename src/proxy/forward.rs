@@ -240,6 +240,10 @@ pub struct Outbound {
     client_upgrade: Option<Box<ClientUpgrade>>,
 }
 
+/// Resolves when the credential an upgraded connection was let in on no longer lets it in;
+/// the connection is closed then (made by `proxy::lasting`).
+pub type Lasting = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A client's upgrade, passed on: what it asked for, and its connection once switched.
 pub struct ClientUpgrade {
     on: hyper::upgrade::OnUpgrade,
@@ -247,6 +251,8 @@ pub struct ClientUpgrade {
     protocols: HeaderValue,
     /// A WebSocket's handshake, when one was asked for.
     websocket: Option<WebSocketKeys>,
+    /// Closes the connection once switched when it resolves.
+    lasting: Option<Lasting>,
 }
 
 /// A WebSocket handshake passed on with a key of Tollgate's own (RFC 6455 §4.1): the upstream
@@ -335,6 +341,7 @@ pub fn prepare(
     mut request: Request,
     forwarded: &ForwardedFor<'_>,
     add_identity: impl FnOnce(&mut HeaderMap),
+    lasting: Option<Lasting>,
 ) -> Result<Outbound, ForwardError> {
     // h2c is never passed on (`route.upgrades` cannot name it): once the upstream switched,
     // the client would speak HTTP/2 to it on the spliced connection, requests Tollgate never
@@ -358,6 +365,7 @@ pub fn prepare(
             on: hyper::upgrade::on(&mut request),
             protocols: protocols.clone(),
             websocket,
+            lasting,
         })
     });
     let (mut parts, body) = request.into_parts();
@@ -606,7 +614,11 @@ fn splice_upgrade(
             .headers_mut()
             .insert(SEC_WEBSOCKET_ACCEPT, keys.client_accept.clone());
     }
-    let client_upgrade = client_upgrade.on;
+    let ClientUpgrade {
+        on: client_upgrade,
+        lasting,
+        ..
+    } = *client_upgrade;
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
         let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
@@ -615,8 +627,23 @@ fn splice_upgrade(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(%error, "upgraded connection ended");
+        let spliced = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        let lasting = async {
+            match lasting {
+                Some(lasting) => lasting.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = spliced => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "upgraded connection ended");
+                }
+            }
+            () = lasting => {
+                // Both ends are dropped, so closed, when this task ends.
+                tracing::info!("an upgraded connection closed: the session or token it was opened on ended");
+            }
         }
     });
     let (parts, _) = response.into_parts();
@@ -639,6 +666,7 @@ mod tests {
                     HeaderValue::from_static(key),
                 )
             }),
+            lasting: None,
         };
         let answer = |fields: &[(&'static str, &'static str)]| {
             let mut headers = HeaderMap::new();

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod forward;
 pub mod headers;
 mod identity_headers;
+pub mod lasting;
 pub mod pool;
 pub mod routes;
 
@@ -743,7 +744,20 @@ fn serve_route<'a>(
                     let refusal = crate::http::origin::refusal();
                     return Err(refusal.with_cookies(identity.set_cookies));
                 }
-                let checked = Checked::Identity(identity.credential, &identity_headers);
+                // An upgrade lasts as long as what let it in (built only for one).
+                let lasting = request
+                    .headers()
+                    .contains_key(axum::http::header::UPGRADE)
+                    .then(|| {
+                        lasting::lasting(
+                            state.sessions.sessions.as_ref(),
+                            &state.clock,
+                            &identity,
+                            request.headers(),
+                        )
+                    })
+                    .flatten();
+                let checked = Checked::Identity(identity.credential, &identity_headers, lasting);
                 // A refreshed session's cookie goes back whatever the answer. (The exchange is
                 // taken out of `send`'s result before it is awaited: awaited inside a `match`
                 // on that result, the future kept room for both.)
@@ -860,12 +874,16 @@ async fn logout(
 }
 
 /// What Tollgate checked of a request it forwards.
-#[derive(Clone, Copy)]
 enum Checked<'a> {
     /// Nothing: a `skip` rule or a `pass` without a credential.
     Nothing,
-    /// The credential that identified the caller, and the identity headers it gives.
-    Identity(Credential, &'a [(HeaderName, HeaderValue)]),
+    /// The credential that identified the caller, the identity headers it gives, and, for an
+    /// upgrade, how long the upgraded connection may last.
+    Identity(
+        Credential,
+        &'a [(HeaderName, HeaderValue)],
+        Option<lasting::Lasting>,
+    ),
 }
 
 /// Adds identity headers (and, when tracing, the span's `traceparent` in place of the
@@ -896,11 +914,11 @@ fn send<'a>(
         request.headers_mut(),
         state.routes.stripped_before_sending(route).iter(),
     );
-    if route.accept_bearer && !matches!(checked, Checked::Identity(Credential::Bearer, _)) {
+    if route.accept_bearer && !matches!(checked, Checked::Identity(Credential::Bearer, ..)) {
         request.headers_mut().remove(header::AUTHORIZATION);
     }
-    let identity_headers = match checked {
-        Checked::Identity(_, identity_headers) => {
+    let (identity_headers, lasting) = match checked {
+        Checked::Identity(_, identity_headers, lasting) => {
             // A signed-in caller's stream (gRPC, Connect) goes on to its upstream: only its
             // stalls cut its body off now, not the minimum rate. Never an anonymous one's (a
             // `pass` or `skip` request could claim a stream's content type to trickle).
@@ -910,9 +928,9 @@ fn send<'a>(
             {
                 exemption.grant();
             }
-            identity_headers
+            (identity_headers, lasting)
         }
-        Checked::Nothing => &[],
+        Checked::Nothing => (&[][..], None),
     };
     let add_identity = |headers: &mut HeaderMap| {
         for (name, value) in identity_headers {
@@ -932,7 +950,7 @@ fn send<'a>(
         proto,
         host: host.as_deref(),
     };
-    let outbound = forward::prepare(route, request, &forwarded, add_identity)
+    let outbound = forward::prepare(route, request, &forwarded, add_identity, lasting)
         .map_err(|error| upstream_refusal(route, error))?;
     Ok(forward::exchange(route, outbound))
 }

@@ -1580,6 +1580,79 @@ async fn a_websocket_asked_for_by_a_page_of_another_host_is_refused() {
     }
 }
 
+/// A WebSocket lasts as long as the session it was opened on: signed out, it is closed (within
+/// `proxy::lasting::LOOK_EVERY`), where it used to act for its user until it fell idle.
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_session_ends() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
+        .replace("[session]\n", "[session]\nstore = \"memory\"\n");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let address = gateway.app.public_addr;
+    let mut stream = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Cookie: {cookie}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        stream
+    })
+    .await
+    .unwrap();
+    let echo = |mut stream: std::net::TcpStream| {
+        tokio::task::spawn_blocking(move || {
+            stream.write_all(b"still here?").unwrap();
+            let mut reply = [0u8; 11];
+            stream.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"still here?");
+            stream
+        })
+    };
+    // Open past a look at the session, while the session lives.
+    tokio::time::sleep(tollgate::proxy::lasting::LOOK_EVERY + std::time::Duration::from_secs(1))
+        .await;
+    stream = echo(stream).await.unwrap();
+    // Signed out elsewhere (another tab): the WebSocket goes with the session.
+    assert_eq!(
+        browser
+            .get(&gateway.url("/signout"))
+            .await
+            .status()
+            .as_u16(),
+        302
+    );
+    let read = tokio::task::spawn_blocking(move || {
+        let mut byte = [0u8; 1];
+        stream.read(&mut byte)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset),
+        "the WebSocket is still open after the sign-out: {read:?}"
+    );
+}
+
 /// The same through nginx's `auth_request` (the README's recipe, with the WebSocket
 /// `proxy_set_header`s): nginx drops `Upgrade` on the way to `/auth`, and passes the
 /// handshake's `Sec-WebSocket-Key` and the page's `Origin`.
