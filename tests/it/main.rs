@@ -56,6 +56,7 @@ mod envoy_proxy;
 mod explain;
 mod forward_auth;
 mod fuzz;
+mod haproxy;
 mod istio;
 mod logging;
 mod login_flow;
