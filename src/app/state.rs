@@ -272,6 +272,7 @@ fn surfaces(
         trusted_proxies: server.trusted_proxies.clone(),
         cookie_name: config.session.cookie_name.clone(),
         clock: clock.clone(),
+        leeway: i64::try_from(config.server.leeway.as_secs()).unwrap_or(60),
         metrics: metrics.clone(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {

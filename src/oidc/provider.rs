@@ -333,17 +333,21 @@ impl Provider {
         let single_flight = match discovery.lock.clone().try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => {
-                if let Some(metadata) = &stale {
+                if let Some(metadata) = &stale
+                    && !wait_for_refresh
+                {
                     return Ok(metadata.clone());
                 }
                 let Ok(guard) =
                     tokio::time::timeout(self.config.timeout, discovery.lock.clone().lock_owned())
                         .await
                 else {
-                    return Err(ProviderError::Unreachable(
-                        "the discovery in flight did not finish within the provider timeout"
-                            .to_owned(),
-                    ));
+                    return stale.ok_or_else(|| {
+                        ProviderError::Unreachable(
+                            "the discovery in flight did not finish within the provider timeout"
+                                .to_owned(),
+                        )
+                    });
                 };
                 guard
             }

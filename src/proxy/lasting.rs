@@ -6,49 +6,57 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::clock::Clock;
 use crate::identity::{Credential, Identity};
 use crate::session::store::{SessionError, Sessions};
 
-/// How often the session of an open upgraded connection is looked at.
-pub const LOOK_EVERY: Duration = Duration::from_secs(5);
-
 pub use super::forward::Lasting;
 
+/// How often the session of an open upgraded connection is looked at, at the most (each
+/// connection waits up to a fifth more, at random, so that those opened together do not
+/// look together).
+pub const LOOK_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a connection `identity` opens with the handshake's `headers` may last:
-/// - on a session, until the session ends, looked at every [`LOOK_EVERY`] as a request would
-///   use it (an open connection is one whose bytes moved within `keepalive_timeout`, so it
-///   counts as use for `idle_timeout`); a store that cannot answer leaves it open until one
+/// - on a session, until the session ends, looked at about every [`LOOK_EVERY`] as a request
+///   would use it (an open connection is one whose bytes moved within `keepalive_timeout`, so
+///   it counts as use for `idle_timeout`); a store that cannot answer leaves it open until one
 ///   that can says the session ended;
-/// - on a bearer token or the token cookie, until the token's `exp`.
+/// - on a bearer token or the token cookie, until the token's `exp` and the `leeway` it is
+///   accepted for.
 ///
 /// `None` when nothing ends it (no session store, a token without `exp`).
 pub fn lasting(
     sessions: Option<&Arc<Sessions>>,
-    clock: &Arc<dyn Clock>,
+    (clock, leeway): (&Arc<dyn Clock>, i64),
     identity: &Identity,
     headers: &HeaderMap,
 ) -> Option<Lasting> {
     match identity.credential {
         Credential::SessionCookie => {
             let (sessions, clock) = (sessions?.clone(), clock.clone());
+            // Copied, not shared: a shared value would keep the whole request head's buffer.
             let cookies: HeaderMap = headers
                 .get_all(header::COOKIE)
                 .iter()
-                .map(|value| (header::COOKIE, value.clone()))
+                .filter_map(|value| HeaderValue::from_bytes(value.as_bytes()).ok())
+                .map(|value| (header::COOKIE, value))
                 .collect();
             Some(Box::pin(async move {
-                let start = tokio::time::Instant::now() + LOOK_EVERY;
-                let mut every = tokio::time::interval_at(start, LOOK_EVERY);
+                let mut unanswered = false;
                 loop {
-                    every.tick().await;
+                    let extra = LOOK_EVERY / 5 * u32::from(crate::random::bytes::<1>()[0]) / 256;
+                    tokio::time::sleep(LOOK_EVERY + extra).await;
                     let jar = crate::http::cookies::request_cookies(&cookies);
                     match sessions.load(&jar, clock.now()).await {
-                        Ok(Some(_)) => {}
+                        Ok(Some(_)) => unanswered = false,
                         Err(SessionError::Store(error)) => {
-                            tracing::warn!(%error, "the session of an upgraded connection could not be looked at; it stays open");
+                            if !unanswered {
+                                tracing::warn!(%error, "the session of an upgraded connection could not be looked at; it stays open");
+                            }
+                            unanswered = true;
                         }
                         Ok(None) | Err(SessionError::Cookie(_)) => return,
                     }
@@ -59,7 +67,8 @@ pub fn lasting(
             let exp = crate::token::numeric_claim(&identity.claims, "exp")
                 .ok()
                 .flatten()?;
-            let left = u64::try_from(exp.saturating_sub(clock.now())).unwrap_or(0);
+            let left = exp.saturating_add(leeway).saturating_sub(clock.now());
+            let left = u64::try_from(left).unwrap_or(0);
             Some(Box::pin(tokio::time::sleep(Duration::from_secs(left))))
         }
     }

@@ -53,6 +53,8 @@ pub struct ProxyState {
     pub cookie_name: String,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
+    /// `server.leeway` in seconds: a token is valid until `exp` and this.
+    pub leeway: i64,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -751,7 +753,7 @@ fn serve_route<'a>(
                     .then(|| {
                         lasting::lasting(
                             state.sessions.sessions.as_ref(),
-                            &state.clock,
+                            (&state.clock, state.leeway),
                             &identity,
                             request.headers(),
                         )

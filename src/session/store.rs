@@ -406,8 +406,10 @@ impl Sessions {
             .judge(self.jar.ends_at(&stored.session), stored.last_seen, now)
         {
             Use::Ended => {
-                store.delete(id).await?;
-                self.metrics.sessions_ended.inc();
+                // Counted once, by the replica whose delete removed it.
+                if store.delete(id).await? {
+                    self.metrics.sessions_ended.inc();
+                }
                 return Err(SessionCookieError::Expired.into());
             }
             Use::Touch => {
