@@ -7,6 +7,7 @@
 //! keeps it until it is answered.
 
 mod error;
+mod open_files;
 mod reload;
 mod state;
 
@@ -208,6 +209,15 @@ pub async fn start(
     // the first login does not wait for it.
     let _ = crate::random::bytes::<1>();
     let state = AppState::build(config, clock)?;
+    let listeners = 2 + usize::from(
+        state
+            .config
+            .forward_auth
+            .as_ref()
+            .and_then(|section| section.grpc_listen)
+            .is_some(),
+    );
+    open_files::raise(listeners, state.config.server.max_connections);
     // A `jwks_file` is read now, as a reload reads it, so a file with no usable key stops the
     // start instead of refusing every token later.
     for provider_config in &state.config.providers {

@@ -525,15 +525,26 @@ where
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Per-connection failures are the client's; others (EMFILE) need a pause.
+                // Per-connection failures are the client's; others need a pause. Out of file
+                // descriptors (EMFILE, ENFILE) the listener is as full as with no place left:
+                // the connection idle longest is asked to close, as there.
                 if !matches!(
                     error.kind(),
                     std::io::ErrorKind::ConnectionAborted
                         | std::io::ErrorKind::ConnectionReset
                         | std::io::ErrorKind::ConnectionRefused
                 ) {
-                    tracing::error!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if matches!(
+                        error.raw_os_error(),
+                        Some(OUT_OF_FILES | OUT_OF_FILES_SYSTEM)
+                    ) {
+                        connections.shed_idlest();
+                        tracing::warn!(%error, "accept failed: out of file descriptors");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        tracing::error!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
                 continue;
             }
@@ -745,6 +756,10 @@ impl Connections {
         }
     }
 }
+
+/// `EMFILE` and `ENFILE`: the process's or the system's open files are all taken.
+const OUT_OF_FILES: i32 = 24;
+const OUT_OF_FILES_SYSTEM: i32 = 23;
 
 /// The longest HTTP/1 request head read, and HTTP/2 header list (431 beyond; nginx's own is
 /// 4 × 8 KiB).

@@ -1015,3 +1015,101 @@ async fn an_http2_client_that_stops_reading_its_socket_holds_little_memory() {
         grown / 1024
     );
 }
+
+/// Out of file descriptors, a listener is as full as at `max_connections`: the connection idle
+/// longest is closed to make room. Before, `accept` failed (EMFILE) every 100 ms for as long as
+/// idle keep-alive connections held the descriptors (75 s each), so a client opening about a
+/// thousand of them shut every listener under a container's usual limit of 1 024. And at start
+/// the soft limit is raised to the hard one, as Go's runtime does.
+#[tokio::test]
+async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make_room() {
+    let dir = crate::support::scratch_dir("out-of-files");
+    let (public, admin) = (crate::support::free_port(), crate::support::free_port());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             [session]\nsecrets = [\"{}\"]\n\
+             [[provider]]\nname = \"corp\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
+             [[route]]\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n",
+            crate::support::gateway::SESSION_SECRET
+        ),
+    )
+    .unwrap();
+    /// Ends the child however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // A soft limit of 48 and a hard one of 96 (util-linux's `prlimit` runs the command itself).
+    let child = Killed(
+        std::process::Command::new("prlimit")
+            .arg("--nofile=48:96")
+            .arg(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prlimit runs (util-linux)"),
+    );
+    let address = format!("127.0.0.1:{public}");
+    let mut first = None;
+    for _ in 0..200 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await
+            && get_path_on(&mut stream, "/ping").await.as_deref() == Some("HTTP/1.1 200 OK")
+        {
+            first = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = first.expect("tollgate did not start");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        open_files,
+        ["96", "96"],
+        "the soft limit is raised: {limits}"
+    );
+    // Idle keep-alive connections until one is not accepted: the descriptors are all taken.
+    let mut idle = vec![first];
+    let waiting = loop {
+        assert!(idle.len() < 200, "100 descriptors never ran out");
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), read_answer(&mut stream)).await {
+            Ok(answer) => {
+                assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
+                idle.push(stream);
+            }
+            Err(_) => break stream,
+        }
+    };
+    // Once the idlest has been idle a second, it is closed, and the waiting one is answered.
+    let mut waiting = waiting;
+    let answered = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut waiting)).await;
+    assert_eq!(
+        answered.ok().flatten().as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "a connection out of descriptors waits for ever while idle ones hold them"
+    );
+    assert!(
+        closed_by_server(&mut idle[0]).await,
+        "the connection idle longest was closed"
+    );
+}
