@@ -309,11 +309,10 @@ fn main() -> ExitCode {
             }
         }
         Command::HashSecret => {
-            let mut secret = String::new();
-            if std::io::stdin().read_line(&mut secret).is_err() {
+            let Ok(secret) = read_secret() else {
                 eprintln!("cannot read standard input");
                 return ExitCode::FAILURE;
-            }
+            };
             let secret = secret.trim_end_matches(['\r', '\n']);
             // An empty input is a pipe from an unset variable or a missing file, never a
             // secret: its hash would let an empty secret in.
@@ -333,4 +332,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// One line of standard input. On a terminal, after a prompt on standard error and with the
+/// terminal's echo off while it is typed, so the secret is neither on the screen nor in its
+/// scrollback or a session recording (and nobody pipes it in from `echo`, into the shell's
+/// history, for want of a prompt).
+fn read_secret() -> std::io::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::IsTerminal as _;
+    let stdin = std::io::stdin();
+    let mut secret = String::new();
+    if !stdin.is_terminal() {
+        stdin.read_line(&mut secret)?;
+        return Ok(secret);
+    }
+    // Echo off before the prompt: what is typed (or pasted) as soon as it shows stays unseen.
+    let before = tcgetattr(&stdin)?;
+    let mut quiet = before.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    eprint!("Secret to hash (not shown): ");
+    let read = stdin.read_line(&mut secret);
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &before);
+    eprintln!();
+    read?;
+    restored?;
+    Ok(secret)
 }

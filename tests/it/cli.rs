@@ -217,6 +217,55 @@ provider = "corp"
 /// `hash-secret` with nothing on standard input (a pipe from an unset variable or a missing
 /// file) printed the hash of an empty secret and exited 0; that hash let an empty secret in.
 #[test]
+fn hash_secret_on_a_terminal_prompts_and_does_not_show_the_secret() {
+    use std::io::Write as _;
+    // util-linux's `script` runs the command on a pseudo-terminal and copies what it shows.
+    let mut child = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} hash-secret", env!("CARGO_BIN_EXE_tollgate")))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script runs (util-linux)");
+    use std::io::Read as _;
+    let (mut input, mut output) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    // What the terminal shows, byte by byte, read on a thread of its own.
+    let (sender, shown_bytes) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut byte = [0_u8; 1];
+        while output.read(&mut byte).is_ok_and(|read| read == 1) {
+            if sender.send(byte[0]).is_err() {
+                break;
+            }
+        }
+    });
+    // Typed once the prompt is up, as a person would; the pipe stays open until the answer is
+    // in.
+    let mut shown = Vec::new();
+    while !String::from_utf8_lossy(&shown).contains("Secret to hash (not shown): ") {
+        match shown_bytes.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(byte) => shown.push(byte),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no prompt: {}", String::from_utf8_lossy(&shown));
+            }
+        }
+    }
+    input.write_all(b"s3cret-typed\n").unwrap();
+    child.wait().unwrap();
+    drop(input);
+    reader.join().unwrap();
+    shown.extend(shown_bytes.try_iter());
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(shown.contains("$argon2id$"), "{shown}");
+    assert!(
+        !shown.contains("s3cret-typed"),
+        "the secret was echoed: {shown}"
+    );
+}
+
+#[test]
 fn hash_secret_refuses_an_empty_input() {
     use std::io::Write as _;
     let run = |input: &str| {
