@@ -217,7 +217,7 @@ pub async fn start(
             .and_then(|section| section.grpc_listen)
             .is_some(),
     );
-    open_files::raise(listeners, state.config.server.max_connections);
+    let places = open_files::raise(listeners, state.config.server.max_connections);
     // A `jwks_file` is read now, as a reload reads it, so a file with no usable key stops the
     // start instead of refusing every token later.
     for provider_config in &state.config.providers {
@@ -248,7 +248,7 @@ pub async fn start(
         signal,
         workers.clone(),
         acceptor,
-        state.config.server.max_connections,
+        places,
     ));
     let admin_addr = match admin {
         Some(listener) => {
@@ -263,7 +263,7 @@ pub async fn start(
                 wait_for(receiver.clone()),
                 workers.clone(),
                 None,
-                state.config.server.max_connections,
+                places,
             ));
             Some(address)
         }
@@ -297,7 +297,7 @@ pub async fn start(
                 wait_for(receiver),
                 workers.clone(),
                 None,
-                state.config.server.max_connections,
+                places,
             ));
             Some(bound)
         }

@@ -8,9 +8,12 @@ const BESIDE_LISTENERS: u64 = 1024;
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime does: a container's
 /// soft limit is often 1 024, so a listener would fail to accept (EMFILE) long before
-/// `max_connections`, where its idle connections are closed to make room. Warns when the limit
-/// in force stays below what `listeners` listeners of `max_connections` each may hold.
-pub fn raise(listeners: usize, max_connections: usize) {
+/// `max_connections`. Returns how many connections each of the `listeners` may hold:
+/// `max_connections`, or fewer when the limit in force would run out first (all but 1 024 of
+/// it, or half of a smaller one, shared between them), so that a full listener closes its
+/// idlest connection to make room while descriptors are left for upstreams, providers and
+/// Redis. Warns when that is fewer.
+pub fn raise(listeners: usize, max_connections: usize) -> usize {
     let limit = getrlimit(Resource::Nofile);
     let raised = Rlimit {
         current: limit.maximum,
@@ -27,19 +30,23 @@ pub fn raise(listeners: usize, max_connections: usize) {
             }
         }
     };
-    let wanted = u64::try_from(listeners.saturating_mul(max_connections))
-        .unwrap_or(u64::MAX)
-        .saturating_add(BESIDE_LISTENERS);
-    if let Some(in_force) = in_force
-        && in_force < wanted
-    {
+    // No limit: the listeners' own.
+    let Some(in_force) = in_force else {
+        return max_connections;
+    };
+    let beside = (in_force / 2).min(BESIDE_LISTENERS);
+    let listeners = u64::try_from(listeners.max(1)).unwrap_or(u64::MAX);
+    let places = usize::try_from((in_force - beside) / listeners)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if places < max_connections {
         tracing::warn!(
             limit = in_force,
-            wanted,
-            "the open-file limit is below what the listeners may hold (server.max_connections \
-             each, and connections beside them): past it new connections wait while idle ones \
-             are closed; raise the hard limit (ulimit -n, LimitNOFILE=, the container runtime's \
-             nofile) or lower server.max_connections"
+            places,
+            "the open-file limit is below what the listeners may hold: each holds at most this \
+             many connections instead of server.max_connections; raise the hard limit (ulimit \
+             -n, LimitNOFILE=, the container runtime's nofile) or lower server.max_connections"
         );
     }
+    places.min(max_connections)
 }

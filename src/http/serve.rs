@@ -538,9 +538,11 @@ where
                         error.raw_os_error(),
                         Some(OUT_OF_FILES | OUT_OF_FILES_SYSTEM)
                     ) {
-                        connections.shed_idlest();
-                        tracing::warn!(%error, "accept failed: out of file descriptors");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Soon again when one was asked to close, else after a while.
+                        let asked = connections.shed_idlest();
+                        connections.out_of_files(&error);
+                        let pause = if asked { 10 } else { 250 };
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
                     } else {
                         tracing::error!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -683,6 +685,10 @@ struct Connections {
     /// How many were closed to make room since the last warning, and when that was.
     shed: u64,
     warned: Option<tokio::time::Instant>,
+    /// How many accepts failed out of file descriptors since the last warning, and when that
+    /// was.
+    out_of_files: u64,
+    out_of_files_warned: Option<tokio::time::Instant>,
 }
 
 /// How often a full listener looks again for an idle connection while every one is busy.
@@ -706,11 +712,11 @@ impl Connections {
 
     /// Asks the connection idle longest, if one is, to close (it does unless it has become busy
     /// since).
-    fn shed_idlest(&mut self) {
+    fn shed_idlest(&mut self) -> bool {
         if self.asked.upgrade().is_some_and(|asked| {
             asked.shed_asked.load(Ordering::Acquire) && !asked.closed.load(Ordering::Relaxed)
         }) {
-            return;
+            return true;
         }
         self.open.retain(|activity| activity.strong_count() > 0);
         let now = tokio::time::Instant::now();
@@ -722,7 +728,7 @@ impl Connections {
             .filter_map(|activity| Some((activity.sheddable(now)?, activity)))
             .min_by_key(|(since, _)| *since);
         let Some((_, activity)) = idlest else {
-            return;
+            return false;
         };
         activity.shed_asked.store(true, Ordering::Release);
         activity.shed.notify_one();
@@ -734,10 +740,27 @@ impl Connections {
         {
             tracing::warn!(
                 closed = self.shed,
-                "server.max_connections reached: idle connections are closed to make room"
+                "server.max_connections or the open-file limit reached: idle connections are \
+                 closed to make room"
             );
             self.warned = Some(now);
             self.shed = 0;
+        }
+        true
+    }
+
+    /// Counts an accept that failed out of file descriptors, and says so at most once a
+    /// `SHED_WARN_EVERY`.
+    fn out_of_files(&mut self, error: &std::io::Error) {
+        self.out_of_files += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .out_of_files_warned
+            .is_none_or(|warned| now.duration_since(warned) >= SHED_WARN_EVERY)
+        {
+            tracing::warn!(%error, failed = self.out_of_files, "accept failed: out of file descriptors");
+            self.out_of_files_warned = Some(now);
+            self.out_of_files = 0;
         }
     }
 

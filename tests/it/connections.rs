@@ -1045,10 +1045,11 @@ async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make
             let _ = self.0.wait();
         }
     }
-    // A soft limit of 48 and a hard one of 96 (util-linux's `prlimit` runs the command itself).
+    // A soft limit of 256 under a hard one of 4 096 (util-linux's `prlimit` runs the command
+    // itself, so its pid is Tollgate's).
     let child = Killed(
         std::process::Command::new("prlimit")
-            .arg("--nofile=48:96")
+            .arg("--nofile=256:4096")
             .arg(env!("CARGO_BIN_EXE_tollgate"))
             .args(["serve", "--config"])
             .arg(&config)
@@ -1057,6 +1058,7 @@ async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make
             .spawn()
             .expect("prlimit runs (util-linux)"),
     );
+    let pid = child.0.id();
     let address = format!("127.0.0.1:{public}");
     let mut first = None;
     for _ in 0..200 {
@@ -1069,7 +1071,7 @@ async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let first = first.expect("tollgate did not start");
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open_files = limits
         .lines()
         .find(|line| line.starts_with("Max open files"))
@@ -1080,34 +1082,54 @@ async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make
         .collect::<Vec<_>>();
     assert_eq!(
         open_files,
-        ["96", "96"],
+        ["4096", "4096"],
         "the soft limit is raised: {limits}"
     );
-    // Idle keep-alive connections until one is not accepted: the descriptors are all taken.
-    let mut idle = vec![first];
-    let waiting = loop {
-        assert!(idle.len() < 200, "100 descriptors never ran out");
+    // Now a limit 20 descriptors above those open, and 40 keep-alive connections more, each
+    // with a request sent: the descriptors run out, and the rest wait in the backlog.
+    let open = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let limit = open() + 20;
+    let lowered = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(lowered.success());
+    let mut waiting = Vec::new();
+    for _ in 0..40 {
         let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
         stream
             .write_all(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .unwrap();
-        match tokio::time::timeout(Duration::from_millis(300), read_answer(&mut stream)).await {
-            Ok(answer) => {
-                assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
-                idle.push(stream);
-            }
-            Err(_) => break stream,
+        waiting.push(stream);
+    }
+    let mut full = false;
+    for _ in 0..200 {
+        if open() >= limit {
+            full = true;
+            break;
         }
-    };
-    // Once the idlest has been idle a second, it is closed, and the waiting one is answered.
-    let mut waiting = waiting;
-    let answered = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut waiting)).await;
-    assert_eq!(
-        answered.ok().flatten().as_deref(),
-        Some("HTTP/1.1 200 OK"),
-        "a connection out of descriptors waits for ever while idle ones hold them"
-    );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(full, "{} descriptors open, the limit {limit}", open());
+    // Each is answered in turn: the idlest connections (idle a second) are closed for them.
+    let mut idle = vec![first];
+    for mut stream in waiting {
+        assert_eq!(
+            read_answer(&mut stream).await.as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "a connection out of descriptors waits while idle ones hold them"
+        );
+        idle.push(stream);
+    }
     assert!(
         closed_by_server(&mut idle[0]).await,
         "the connection idle longest was closed"

@@ -97,6 +97,14 @@ provider = "corp"
         ("x-forwarded-host", "evil.example"),
         ("x-forwarded-for", "203.0.113.66"),
         ("x-real-ip", "203.0.113.66"),
+        ("x_real_ip", "203.0.113.66"),
+        ("x-client-ip", "203.0.113.66"),
+        ("client-ip", "203.0.113.66"),
+        ("true-client-ip", "203.0.113.66"),
+        ("cf-connecting-ip", "203.0.113.66"),
+        ("x-cluster-client-ip", "203.0.113.66"),
+        ("x-original-host", "evil.example"),
+        ("x-forwarded-server", "evil.example"),
         ("x-forwarded-proto", "http"),
         ("forwarded", "for=203.0.113.66;host=evil.example;proto=http"),
     ];
@@ -125,6 +133,11 @@ provider = "corp"
         serde_json::json!([format!("localhost:{port}")])
     );
     assert_eq!(seen("x-forwarded-proto"), serde_json::json!(["https"]));
+    // HAProxy's address for the client, then Tollgate's for HAProxy.
+    assert_eq!(
+        seen("x-forwarded-for"),
+        serde_json::json!(["127.0.0.1, 127.0.0.1"])
+    );
     let text = echoed.to_string();
     assert!(!text.contains("203.0.113.66"), "{text}");
     assert!(!text.contains("evil.example"), "{text}");
