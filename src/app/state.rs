@@ -272,7 +272,7 @@ fn surfaces(
         trusted_proxies: server.trusted_proxies.clone(),
         cookie_name: config.session.cookie_name.clone(),
         clock: clock.clone(),
-        leeway: i64::try_from(config.server.leeway.as_secs()).unwrap_or(60),
+        leeway: leeway(config),
         metrics: metrics.clone(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
@@ -305,6 +305,11 @@ fn surfaces(
     (public, admin, explain)
 }
 
+/// `server.leeway` in seconds, as tokens are checked with it.
+fn leeway(config: &Config) -> i64 {
+    i64::try_from(config.server.leeway.as_secs()).unwrap_or(60)
+}
+
 /// The configured providers; one that is the token service is served by it in-process.
 fn providers(
     config: &Config,
@@ -313,7 +318,7 @@ fn providers(
     metrics: &Arc<Metrics>,
     previous: Option<&Providers>,
 ) -> Result<Providers, AppError> {
-    let leeway = i64::try_from(config.server.leeway.as_secs()).unwrap_or(60);
+    let leeway = leeway(config);
     let mut providers = Providers::new();
     for provider_config in &config.providers {
         let local: Option<Arc<dyn LocalIssuer>> = match (token_service, &config.token_service) {

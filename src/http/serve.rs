@@ -324,7 +324,7 @@ async fn watchdog(activity: Arc<Activity>, timeouts: ConnectionTimeouts) -> &'st
             () = activity.shed.notified() => {
                 // Asked still until it is closed: the accept loop asks no other meanwhile.
                 if activity.sheddable(tokio::time::Instant::now()).is_some() {
-                    return "closed to make room: max_connections reached and idle longest";
+                    return "closed to make room: the listener full (max_connections, or out of file descriptors) and this connection idle longest";
                 }
                 activity.shed_asked.store(false, Ordering::Release);
                 continue;
@@ -780,9 +780,10 @@ impl Connections {
     }
 }
 
-/// `EMFILE` and `ENFILE`: the process's or the system's open files are all taken.
-const OUT_OF_FILES: i32 = 24;
-const OUT_OF_FILES_SYSTEM: i32 = 23;
+/// `EMFILE`: the process's open files are all taken.
+const OUT_OF_FILES: i32 = rustix::io::Errno::MFILE.raw_os_error();
+/// `ENFILE`: the system's open files are all taken.
+const OUT_OF_FILES_SYSTEM: i32 = rustix::io::Errno::NFILE.raw_os_error();
 
 /// The longest HTTP/1 request head read, and HTTP/2 header list (431 beyond; nginx's own is
 /// 4 × 8 KiB).

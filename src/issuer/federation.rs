@@ -121,6 +121,17 @@ impl TokenService {
         with_query(&request.redirect_uri, &params)
     }
 
+    /// `fail_federation` as `complete_federation` answers it: where to send the browser with
+    /// `error`, or `InvalidRequest` when the client can no longer be answered.
+    fn federation_refused(
+        &self,
+        request: &FederatedRequest,
+        error: &str,
+    ) -> Result<String, IssuerError> {
+        self.fail_federation(request, error)
+            .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()))
+    }
+
     /// Answers a client's authorization request after the user logged in at its upstream
     /// provider: a code for `<source>:<upstream sub>` with `name` / `email` carried over, and
     /// `preferred_username` as `<source>:<upstream username>`.
@@ -158,18 +169,14 @@ impl TokenService {
         if client.source.chars().count() + 1 + sub.chars().count() > crate::token::MAX_SUBJECT_CHARS
         {
             tracing::warn!(client_id = %client.client_id, provider, "a federated login refused: `<source>:<upstream sub>` is longer than 255 characters");
-            return self
-                .fail_federation(request, "access_denied")
-                .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));
+            return self.federation_refused(request, "access_denied");
         }
         // OpenID Connect Core §3.1.2.1: with `max_age`, the sign-in must be that recent, and the
         // provider must say when it was (`auth_time`); with `prompt=login`, it must be new. A
         // provider that kept an older one (its single sign-on) did not honour the request: the
         // client is told `login_required`, never a code that would say the user just signed in.
         if self.sign_in_too_old(request, claims) {
-            return self
-                .fail_federation(request, "login_required")
-                .ok_or_else(|| IssuerError::InvalidRequest("bad redirect_uri".to_owned()));
+            return self.federation_refused(request, "login_required");
         }
         let mut carried: serde_json::Map<String, serde_json::Value> = ["name", "email"]
             .iter()

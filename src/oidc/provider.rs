@@ -374,7 +374,7 @@ impl Provider {
             drop(single_flight);
             recorded
         });
-        // A refresh: the document there is serves this request too, as the keys there are
+        // A refresh: the document already held serves this request too, as the keys held
         // serve during a key fetch; only a first discovery is waited for.
         if let Some(metadata) = kept
             && !wait_for_refresh

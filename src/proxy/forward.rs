@@ -100,7 +100,7 @@ fn hop_by_hop(name: &str) -> Option<usize> {
 /// JSON `POST` that a `POST` skip rule let through would reach Rack as a form, whose `_method`
 /// names another method; without `Origin`, `Cookie` or `Authorization` the upstream would
 /// judge another request than Tollgate did.
-const SAYS_WHAT_THE_REQUEST_IS: [HeaderName; 7] = [
+const NEVER_DROPPED_FOR_CONNECTION: [HeaderName; 7] = [
     header::HOST,
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
@@ -111,7 +111,7 @@ const SAYS_WHAT_THE_REQUEST_IS: [HeaderName; 7] = [
 ];
 
 /// Drops the hop-by-hop headers and those the `Connection` header names (but
-/// [`SAYS_WHAT_THE_REQUEST_IS`]), finding them in one pass over the headers.
+/// [`NEVER_DROPPED_FOR_CONNECTION`]), finding them in one pass over the headers.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Bit `i`: `HOP_BY_HOP[i]` is present. Most messages carry none, or only `Connection`.
     let mut present = 0_u16;
@@ -135,7 +135,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
                 !word.eq_ignore_ascii_case("keep-alive") && !word.eq_ignore_ascii_case("close")
             })
             .filter_map(|word| HeaderName::from_bytes(word.as_bytes()).ok())
-            .filter(|name| !SAYS_WHAT_THE_REQUEST_IS.contains(name))
+            .filter(|name| !NEVER_DROPPED_FOR_CONNECTION.contains(name))
             .collect();
         for name in listed {
             headers.remove(name);

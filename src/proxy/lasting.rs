@@ -30,7 +30,8 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// `None` when nothing ends it (no session store, a token without `exp`).
 pub fn lasting(
     sessions: Option<&Arc<Sessions>>,
-    (clock, leeway): (&Arc<dyn Clock>, i64),
+    clock: &Arc<dyn Clock>,
+    leeway: i64,
     identity: &Identity,
     headers: &HeaderMap,
 ) -> Option<Lasting> {

@@ -753,7 +753,8 @@ fn serve_route<'a>(
                     .then(|| {
                         lasting::lasting(
                             state.sessions.sessions.as_ref(),
-                            (&state.clock, state.leeway),
+                            &state.clock,
+                            state.leeway,
                             &identity,
                             request.headers(),
                         )

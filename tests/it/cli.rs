@@ -214,11 +214,12 @@ provider = "corp"
     assert!(!fine.contains("warning"), "{fine}");
 }
 
-/// `hash-secret` with nothing on standard input (a pipe from an unset variable or a missing
-/// file) printed the hash of an empty secret and exited 0; that hash let an empty secret in.
+/// On a terminal `hash-secret` prompts and turns the echo off: the secret typed stayed on the
+/// screen, in its scrollback and in session recordings.
 #[test]
 fn hash_secret_on_a_terminal_prompts_and_does_not_show_the_secret() {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
+    use std::sync::mpsc::RecvTimeoutError;
     // util-linux's `script` runs the command on a pseudo-terminal and copies what it shows.
     let mut child = Command::new("script")
         .args(["-qec"])
@@ -228,7 +229,6 @@ fn hash_secret_on_a_terminal_prompts_and_does_not_show_the_secret() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("script runs (util-linux)");
-    use std::io::Read as _;
     let (mut input, mut output) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
     // What the terminal shows, byte by byte, read on a thread of its own.
     let (sender, shown_bytes) = std::sync::mpsc::channel();
@@ -248,11 +248,27 @@ fn hash_secret_on_a_terminal_prompts_and_does_not_show_the_secret() {
             Ok(byte) => shown.push(byte),
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("no prompt: {}", String::from_utf8_lossy(&shown));
             }
         }
     }
     input.write_all(b"s3cret-typed\n").unwrap();
+    // The rest, until the terminal closes: the command ended.
+    loop {
+        match shown_bytes.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(byte) => shown.push(byte),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "hash-secret did not finish: {}",
+                    String::from_utf8_lossy(&shown)
+                );
+            }
+        }
+    }
     child.wait().unwrap();
     drop(input);
     reader.join().unwrap();
@@ -265,6 +281,8 @@ fn hash_secret_on_a_terminal_prompts_and_does_not_show_the_secret() {
     );
 }
 
+/// `hash-secret` with nothing on standard input (a pipe from an unset variable or a missing
+/// file) printed the hash of an empty secret and exited 0; that hash let an empty secret in.
 #[test]
 fn hash_secret_refuses_an_empty_input() {
     use std::io::Write as _;

@@ -320,6 +320,8 @@ async fn a_signout_another_page_asked_for_is_confirmed_first() {
         let asked = browser.get_with(&url, headers).await;
         assert_eq!(asked.status(), 200, "{headers:?}");
         assert!(asked.headers().get("set-cookie").is_none());
+        // Never framed, so its button cannot be clicked through another site's page.
+        assert_eq!(asked.headers()["x-frame-options"], "DENY");
         let page = asked.text().await.unwrap();
         assert!(page.contains("<h1>Sign out?</h1>"), "{page}");
         assert!(page.contains("<form method=\"post\">"), "{page}");

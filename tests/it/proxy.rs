@@ -1625,9 +1625,11 @@ async fn a_websocket_is_closed_when_its_session_ends() {
             stream
         })
     };
-    // Open past a look at the session, while the session lives.
-    tokio::time::sleep(tollgate::proxy::lasting::LOOK_EVERY + std::time::Duration::from_secs(1))
-        .await;
+    // Open past a look at the session (10 to 12 s after the handshake), while it lives.
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
     stream = echo(stream).await.unwrap();
     // Signed out elsewhere (another tab): the WebSocket goes with the session.
     assert_eq!(
@@ -1650,6 +1652,59 @@ async fn a_websocket_is_closed_when_its_session_ends() {
                 .as_ref()
                 .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset),
         "the WebSocket is still open after the sign-out: {read:?}"
+    );
+}
+
+/// A WebSocket opened with a bearer token lasts until the token's `exp` and the leeway: it
+/// used to act for the token's holder as long as bytes moved, the token long expired.
+#[tokio::test]
+async fn a_websocket_opened_with_a_bearer_token_is_closed_when_the_token_expires() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes =
+        "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\naccept_bearer = true\n";
+    let config = proxy_config(&idp, &upstream.url(), routes)
+        .replace("[server]\n", "[server]\nleeway = \"1s\"\n");
+    let gateway = Gateway::start(&config).await;
+    let token = idp
+        .access_token()
+        .claim("exp", serde_json::json!(crate::support::idp::now() + 3))
+        .sign();
+    let address = gateway.app.public_addr;
+    let read = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Authorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        stream.write_all(b"before exp").unwrap();
+        let mut reply = [0u8; 10];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"before exp");
+        // Then nothing but the close, about 4 s on.
+        stream.read(&mut byte)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset),
+        "the WebSocket is still open after the token expired: {read:?}"
     );
 }
 
