@@ -903,38 +903,8 @@ async fn an_http2_client_that_stops_reading_its_socket_holds_little_memory() {
             });
         }
     });
-    let dir = crate::support::scratch_dir("h2-send-buffers");
-    let (public, admin) = (crate::support::free_port(), crate::support::free_port());
-    let config = dir.join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-             [session]\nsecrets = [\"{}\"]\n\
-             [[provider]]\nname = \"corp\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
-             [[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n",
-            crate::support::gateway::SESSION_SECRET
-        ),
-    )
-    .unwrap();
-    /// Ends the child however the test ends.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let address = format!("127.0.0.1:{public}");
+    let child = own_process("h2-send-buffers", &upstream, &[]);
+    let address = child.address.clone();
     let mut up = false;
     for _ in 0..200 {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
@@ -952,7 +922,7 @@ async fn an_http2_client_that_stops_reading_its_socket_holds_little_memory() {
     }
     assert!(up, "tollgate did not start");
     let resident = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.child.id())).unwrap();
         let kib: usize = status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -1023,43 +993,15 @@ async fn an_http2_client_that_stops_reading_its_socket_holds_little_memory() {
 /// the soft limit is raised to the hard one, as Go's runtime does.
 #[tokio::test]
 async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make_room() {
-    let dir = crate::support::scratch_dir("out-of-files");
-    let (public, admin) = (crate::support::free_port(), crate::support::free_port());
-    let config = dir.join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-             [session]\nsecrets = [\"{}\"]\n\
-             [[provider]]\nname = \"corp\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
-             [[route]]\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n",
-            crate::support::gateway::SESSION_SECRET
-        ),
-    )
-    .unwrap();
-    /// Ends the child however the test ends.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     // A soft limit of 256 under a hard one of 4 096 (util-linux's `prlimit` runs the command
     // itself, so its pid is Tollgate's).
-    let child = Killed(
-        std::process::Command::new("prlimit")
-            .arg("--nofile=256:4096")
-            .arg(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prlimit runs (util-linux)"),
+    let child = own_process(
+        "out-of-files",
+        "http://127.0.0.1:9",
+        &["prlimit", "--nofile=256:4096"],
     );
-    let pid = child.0.id();
-    let address = format!("127.0.0.1:{public}");
+    let pid = child.child.id();
+    let address = child.address.clone();
     let mut first = None;
     for _ in 0..200 {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await
@@ -1141,4 +1083,59 @@ async fn a_listener_out_of_file_descriptors_closes_the_idlest_connection_to_make
         }
     }
     assert!(closed >= 1, "no idle connection was closed to make room");
+}
+
+/// Tollgate as a process of its own (the binary, not the library in the test's process),
+/// proxying everything to `upstream` with authentication off; killed when dropped.
+struct OwnProcess {
+    child: std::process::Child,
+    /// Its public listener's address.
+    address: String,
+}
+
+impl Drop for OwnProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an [`OwnProcess`] with its files in a scratch directory named `name`, run by
+/// `launcher` (a command such as `prlimit` that runs the binary with its arguments), or
+/// directly when `launcher` is empty.
+fn own_process(name: &str, upstream: &str, launcher: &[&str]) -> OwnProcess {
+    let dir = crate::support::scratch_dir(name);
+    let (public, admin) = (crate::support::free_port(), crate::support::free_port());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             [session]\nsecrets = [\"{}\"]\n\
+             [[provider]]\nname = \"corp\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"x\"\nclient_auth = \"none\"\n\
+             [[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n",
+            crate::support::gateway::SESSION_SECRET
+        ),
+    )
+    .unwrap();
+    let binary = env!("CARGO_BIN_EXE_tollgate");
+    let mut command = match launcher.split_first() {
+        Some((program, arguments)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(arguments).arg(binary);
+            command
+        }
+        None => std::process::Command::new(binary),
+    };
+    let child = command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{launcher:?} {binary} does not start: {error}"));
+    OwnProcess {
+        child,
+        address: format!("127.0.0.1:{public}"),
+    }
 }

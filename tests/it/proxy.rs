@@ -1580,28 +1580,19 @@ async fn a_websocket_asked_for_by_a_page_of_another_host_is_refused() {
     }
 }
 
-/// A WebSocket lasts as long as the session it was opened on: signed out, it is closed (within
-/// `proxy::lasting::LOOK_EVERY`), where it used to act for its user until it fell idle.
-#[tokio::test]
-async fn a_websocket_is_closed_when_its_session_ends() {
-    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
-    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
-        .replace("[session]\n", "[session]\nstore = \"memory\"\n");
-    let gateway = Gateway::start(&config).await;
-    let mut browser = Browser::new();
-    log_in_through(&mut browser, &gateway, "/").await;
-    let cookie = crate::refresh::cookie_header(&browser);
-    let address = gateway.app.public_addr;
-    let mut stream = tokio::task::spawn_blocking(move || {
+/// A WebSocket handshake for `/ws` on `address` with one more header line (`Name: value`), on
+/// a blocking thread; the connection once switched (its reads cut off after 30 s).
+async fn websocket_opened(address: std::net::SocketAddr, header: String) -> std::net::TcpStream {
+    tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(address).unwrap();
         stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
             .unwrap();
         write!(
             stream,
             "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Cookie: {cookie}\r\n\r\n"
+             {header}\r\n\r\n"
         )
         .unwrap();
         let mut head = Vec::new();
@@ -1615,22 +1606,61 @@ async fn a_websocket_is_closed_when_its_session_ends() {
         stream
     })
     .await
+    .unwrap()
+}
+
+/// Sends `message` on a switched connection and reads it back from the echoing upstream.
+async fn echo_through(
+    mut stream: std::net::TcpStream,
+    message: &'static [u8],
+) -> std::net::TcpStream {
+    tokio::task::spawn_blocking(move || {
+        stream.write_all(message).unwrap();
+        let mut reply = vec![0u8; message.len()];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, message);
+        stream
+    })
+    .await
+    .unwrap()
+}
+
+/// Whether Tollgate closes a switched connection (within its 30 s read limit), rather than it
+/// staying open.
+async fn closed_by_tollgate(mut stream: std::net::TcpStream) -> Result<(), std::io::Error> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut byte = [0u8; 1];
+        stream.read(&mut byte)
+    })
+    .await
     .unwrap();
-    let echo = |mut stream: std::net::TcpStream| {
-        tokio::task::spawn_blocking(move || {
-            stream.write_all(b"still here?").unwrap();
-            let mut reply = [0u8; 11];
-            stream.read_exact(&mut reply).unwrap();
-            assert_eq!(&reply, b"still here?");
-            stream
-        })
-    };
+    match read {
+        Ok(0) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Ok(_) => Err(std::io::Error::other("bytes, not a close")),
+        Err(error) => Err(error),
+    }
+}
+
+/// A WebSocket lasts as long as the session it was opened on: signed out, it is closed (within
+/// `proxy::lasting::LOOK_EVERY` and a fifth), where it used to act for its user until it fell
+/// idle.
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_session_ends() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
+        .replace("[session]\n", "[session]\nstore = \"memory\"\n");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let stream = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
     // Open past a look at the session (10 to 12 s after the handshake), while it lives.
     tokio::time::sleep(
         tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
     )
     .await;
-    stream = echo(stream).await.unwrap();
+    let stream = echo_through(stream, b"still here?").await;
     // Signed out elsewhere (another tab): the WebSocket goes with the session.
     assert_eq!(
         browser
@@ -1640,18 +1670,10 @@ async fn a_websocket_is_closed_when_its_session_ends() {
             .as_u16(),
         302
     );
-    let read = tokio::task::spawn_blocking(move || {
-        let mut byte = [0u8; 1];
-        stream.read(&mut byte)
-    })
-    .await
-    .unwrap();
+    let closed = closed_by_tollgate(stream).await;
     assert!(
-        matches!(read, Ok(0))
-            || read
-                .as_ref()
-                .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset),
-        "the WebSocket is still open after the sign-out: {read:?}"
+        closed.is_ok(),
+        "the WebSocket is still open after the sign-out: {closed:?}"
     );
 }
 
@@ -1669,42 +1691,14 @@ async fn a_websocket_opened_with_a_bearer_token_is_closed_when_the_token_expires
         .access_token()
         .claim("exp", serde_json::json!(crate::support::idp::now() + 3))
         .sign();
-    let address = gateway.app.public_addr;
-    let read = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        stream.write_all(b"before exp").unwrap();
-        let mut reply = [0u8; 10];
-        stream.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"before exp");
-        // Then nothing but the close, about 4 s on.
-        stream.read(&mut byte)
-    })
-    .await
-    .unwrap();
+    let header = format!("Authorization: Bearer {token}");
+    let stream = websocket_opened(gateway.app.public_addr, header).await;
+    let stream = echo_through(stream, b"before exp").await;
+    // Then nothing but the close, about 4 s on.
+    let closed = closed_by_tollgate(stream).await;
     assert!(
-        matches!(read, Ok(0))
-            || read
-                .as_ref()
-                .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset),
-        "the WebSocket is still open after the token expired: {read:?}"
+        closed.is_ok(),
+        "the WebSocket is still open after the token expired: {closed:?}"
     );
 }
 
