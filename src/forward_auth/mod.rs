@@ -727,8 +727,14 @@ async fn one_token_identity(
     let mut unreachable = None;
     // A token that names the token service as its issuer could never pass at another provider
     // (`iss` must be the provider's): it is not taken there, where its key, unknown, would
-    // send the provider's keys to be fetched again, or wait for a hanging fetch.
-    let issuer = crate::token::unverified_issuer(token);
+    // send the provider's keys to be fetched again, or wait for a hanging fetch. Read only
+    // where a token service is beside the provider: a cached token of the provider alone is
+    // not parsed for it.
+    let issuer = state
+        .token_service
+        .is_some()
+        .then(|| crate::token::unverified_issuer(token))
+        .flatten();
     let provider = state.forward_auth().filter(|(_, provider)| {
         state.token_service.as_ref().is_none_or(|service| {
             issuer.as_deref() != Some(service.issuer())
