@@ -321,7 +321,7 @@ impl RequestSpan {
 
     /// Replaces any `traceparent` and `tracestate` in `headers` (an upstream request's) with
     /// this span's context, so the upstream's spans are its children; removes an untrusted
-    /// peer's `baggage`.
+    /// peer's `baggage` and its trace context in other formats.
     pub fn propagate(&self, headers: &mut HeaderMap) {
         headers.remove(&TRACEPARENT);
         headers.remove(&TRACESTATE);
@@ -330,6 +330,7 @@ impl RequestSpan {
         // context or without).
         if !self.trusted_peer {
             headers.remove(&BAGGAGE);
+            remove_other_trace_formats(headers);
         }
         let context = self.span.span_context();
         if !context.is_valid() {
@@ -513,6 +514,43 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// Trace context and baggage in the formats other than W3C's that tracers read (B3, Jaeger,
+/// OpenTracing, Datadog, Google Cloud, AWS X-Ray, SkyWalking, gRPC's binary one): from an
+/// untrusted client they would choose the upstream's trace id, force its sampling (B3's debug
+/// flag, `jaeger-debug-id`) or add baggage, as `traceparent` and `baggage` would.
+fn remove_other_trace_formats(headers: &mut HeaderMap) {
+    const NAMES: [&str; 10] = [
+        "b3",
+        "uber-trace-id",
+        "jaeger-debug-id",
+        "jaeger-baggage",
+        "x-cloud-trace-context",
+        "x-amzn-trace-id",
+        "grpc-trace-bin",
+        "sw8",
+        "sw8-correlation",
+        "sw8-x",
+    ];
+    const PREFIXES: [&str; 5] = [
+        "x-b3-",
+        "uberctx-",
+        "ot-tracer-",
+        "ot-baggage-",
+        "x-datadog-",
+    ];
+    let other: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+        })
+        .cloned()
+        .collect();
+    for name in other {
+        headers.remove(name);
     }
 }
 

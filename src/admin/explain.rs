@@ -111,22 +111,30 @@ pub async fn explain(
         Ok(described) => described,
         Err(error) => {
             // serde's text names a field, or quotes the value it could not take, which may be
-            // a cookie or a token of the described request: only the first kind is repeated.
+            // a cookie or a token of the described request: only a field name is repeated, and
+            // an unknown one only when it looks like a name (a header line pasted at the top
+            // level, `"Authorization: Bearer …": ""`, is an unknown field that holds a token).
             let message = error.to_string();
-            let said =
-                if message.starts_with("unknown field") || message.starts_with("missing field") {
-                    message
-                } else {
-                    let kind = match error.classify() {
-                        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                            "not JSON"
-                        }
-                        serde_json::error::Category::Data | serde_json::error::Category::Io => {
-                            "a value of the wrong type (see the README for the shape)"
-                        }
-                    };
-                    format!("{kind} at line {} column {}", error.line(), error.column())
+            let said = if message.starts_with("missing field") || unknown_field_named(&message) {
+                message
+            } else if message.starts_with("unknown field") {
+                format!(
+                    "an unknown field at line {} column {} (its name is not repeated: it \
+                         is not a word; headers go in `headers`)",
+                    error.line(),
+                    error.column()
+                )
+            } else {
+                let kind = match error.classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                        "not JSON"
+                    }
+                    serde_json::error::Category::Data | serde_json::error::Category::Io => {
+                        "a value of the wrong type (see the README for the shape)"
+                    }
                 };
+                format!("{kind} at line {} column {}", error.line(), error.column())
+            };
             return client_error(
                 &state,
                 StatusCode::BAD_REQUEST,
@@ -191,6 +199,21 @@ struct Described {
     /// Path and query exactly as written in `url` (a URL parser would resolve `..`).
     raw_path: String,
     headers: HeaderMap,
+}
+
+/// Whether serde's "unknown field" text names a field that looks like one: at most 24
+/// lower-case letters and `_`, as the fields are, which a value (a token, a cookie) pasted as a
+/// name is not.
+fn unknown_field_named(message: &str) -> bool {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .is_some_and(|(name, _)| {
+            (1..=24).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+        })
 }
 
 fn parse(described: &ExplainRequest) -> Result<Described, String> {

@@ -106,7 +106,13 @@ impl AppState {
                     metrics.clone(),
                     previous.and_then(|previous| previous.token_service.as_deref()),
                 )
-                .map_err(AppError::SigningKey)?,
+                .map_err(AppError::SigningKey)?
+                .with_route_hosts(
+                    config
+                        .routes
+                        .iter()
+                        .filter_map(|route| route.host.as_deref()),
+                ),
             )),
             _ => None,
         };

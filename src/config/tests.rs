@@ -356,6 +356,26 @@ fn impossible_combinations_are_problems() {
         &[("TOLLGATE_ROUTE__0__REQUIRE__GROUPS", "[]")],
         "route[0].require.groups: an empty list requires nothing",
     );
+    // Nor may a value be empty: `issuers = [""]` matched an answer without `iss`.
+    for (require, path) in [
+        ("issuers = [\"\"]", "route[0].require.issuers"),
+        (
+            "email_domains = [\"example.com\", \"\"]",
+            "route[0].require.email_domains",
+        ),
+        ("groups = [\"\"]", "route[0].require.groups"),
+        (
+            "client_roles = { api = [\"\"] }",
+            "route[0].require.client_roles.api",
+        ),
+        ("claims = { tid = [\"\"] }", "route[0].require.claims.tid"),
+    ] {
+        check_problem(
+            &format!("{route}[route.require]\n{require}"),
+            &[],
+            &format!("{path}: an empty value"),
+        );
+    }
     check_problem(
         &format!("{PROVIDER}\n[[route]]\nupstream = \"http://app:secret@x\"\nprovider = \"corp\""),
         &[],

@@ -463,7 +463,13 @@ pub async fn authenticate_traced(
             access.sessions.load(&cookies, now).await
         };
         match loaded {
-            Ok(Some(session)) if session.provider == provider.name() => {
+            Ok(Some(session))
+                if session.made_at(
+                    provider.name(),
+                    &provider.config.issuer,
+                    &provider.config.client_id,
+                ) =>
+            {
                 if trace.is_explaining() {
                     trace.record("session cookie", "valid", || {
                         format!("a session at provider `{}`", session.provider)
@@ -522,11 +528,19 @@ pub async fn authenticate_traced(
             }
             Ok(Some(session)) => {
                 trace.record("session cookie", "ignored", || {
-                    format!(
-                        "a session at provider `{}`, not `{}`",
-                        session.provider,
-                        provider.name()
-                    )
+                    if session.provider == provider.name() {
+                        format!(
+                            "a session at provider `{}` made before its issuer or client_id \
+                             changed",
+                            session.provider
+                        )
+                    } else {
+                        format!(
+                            "a session at provider `{}`, not `{}`",
+                            session.provider,
+                            provider.name()
+                        )
+                    }
                 });
                 tracing::info!("session of another provider ignored");
             }

@@ -140,6 +140,28 @@ impl TokenService {
                 ));
             }
         }
+        // OpenID Connect Core §6.1, §6.2: a request object, by value or by reference, is not
+        // supported, and the client is told so: ignored, what it holds (a `prompt=login`, a
+        // `max_age`) would be dropped and the code issued without it. A `response_mode` other
+        // than `query` would have the code go where the client does not look for it.
+        if get("request").is_some() {
+            return Err(fail(
+                "request_not_supported",
+                "request objects are not supported",
+            ));
+        }
+        if get("request_uri").is_some() {
+            return Err(fail(
+                "request_uri_not_supported",
+                "request_uri is not supported",
+            ));
+        }
+        if get("response_mode").is_some_and(|mode| mode != "query") {
+            return Err(fail(
+                "invalid_request",
+                "only response_mode=query is supported",
+            ));
+        }
         if !client.grants.contains(&GrantType::AuthorizationCode) {
             return Err(fail(
                 "unauthorized_client",
@@ -288,11 +310,7 @@ fn as_get(parameters: &HashMap<String, String>) -> Response {
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(sorted)
         .finish();
-    let mut response = crate::http::found(&format!("authorize?{query}"));
-    if response.status() == StatusCode::FOUND {
-        *response.status_mut() = StatusCode::SEE_OTHER;
-    }
-    response
+    see_other(crate::http::found(&format!("authorize?{query}")))
 }
 
 /// Sends the user to log in at the client's upstream provider; `/callback` comes back to
@@ -367,6 +385,11 @@ async fn sign_in(
             secure,
         )
     };
+    if service.addressed_to_a_route_host(headers) {
+        return Err(AuthorizeRefusal::CrossSite(
+            "posted to an application's host, not the issuer's",
+        ));
+    }
     match same_origin_post(headers, service.issuer(), token_matches) {
         Ok(()) => {}
         Err(Unvouched::CrossSite(how)) => return Err(AuthorizeRefusal::CrossSite(how)),
@@ -458,9 +481,19 @@ async fn sign_in(
     if let Some(state) = &request.state {
         params.push(("state", state));
     }
+    // RFC 9700 §4.12: after a post that carried the user's credentials, a 303, which no
+    // client may answer by posting them again to the redirect URI.
     with_query(&request.redirect_uri, &params)
-        .map(|location| crate::http::found(&location))
+        .map(|location| see_other(crate::http::found(&location)))
         .ok_or(AuthorizeRefusal::BadRedirectUri)
+}
+
+/// `response` (a redirect) as a 303 See Other.
+fn see_other(mut response: Response) -> Response {
+    if response.status() == StatusCode::FOUND {
+        *response.status_mut() = StatusCode::SEE_OTHER;
+    }
+    response
 }
 
 /// Whether the issuer is served over https (the form's cookie is then `__Host-` and `Secure`).

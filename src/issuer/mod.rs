@@ -55,6 +55,9 @@ pub struct TokenService {
     state: Arc<dyn IssuerState>,
     /// Peers whose `X-Forwarded-For` names the client (rate limits key on the client).
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// The hosts routes name (canonical) other than the issuer's: an application's pages are
+    /// served there, and a login form posted there is the application's, not this service's.
+    route_hosts: Vec<String>,
     /// `server.leeway` in seconds: the clock skew allowed when its own tokens come back (from
     /// another replica, whose clock may be a little ahead).
     leeway: i64,
@@ -96,6 +99,44 @@ impl TokenService {
         Self::rebuilt(config, state, server, clock, metrics, None)
     }
 
+    /// This service, told the hosts `[[route]]`s name: a login form is never taken on one of
+    /// them (other than the issuer's own host), since a page there is the application's, and
+    /// the browser calls its post to the same host `same-origin`.
+    #[must_use]
+    pub fn with_route_hosts<'a>(mut self, hosts: impl IntoIterator<Item = &'a str>) -> Self {
+        let issuer_host = self
+            .config
+            .issuer
+            .host_str()
+            .and_then(crate::http::canonical::canonical_host)
+            .map(std::borrow::Cow::into_owned);
+        self.route_hosts = hosts
+            .into_iter()
+            .filter_map(crate::http::canonical::canonical_host)
+            .map(std::borrow::Cow::into_owned)
+            .filter(|host| issuer_host.as_deref() != Some(host.as_str()))
+            .collect();
+        self.route_hosts.sort_unstable();
+        self.route_hosts.dedup();
+        self
+    }
+
+    /// Whether `headers` address a route's host (by `Host` or any `X-Forwarded-Host`, believed
+    /// or not: either may be what the browser sent to).
+    fn addressed_to_a_route_host(&self, headers: &axum::http::HeaderMap) -> bool {
+        if self.route_hosts.is_empty() {
+            return false;
+        }
+        headers
+            .get_all(axum::http::header::HOST)
+            .iter()
+            .chain(headers.get_all("x-forwarded-host").iter())
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|value| crate::http::canonical::canonical_host(value.trim()))
+            .any(|host| self.route_hosts.iter().any(|route| *route == host))
+    }
+
     /// `new` for a reloaded config: when neither `config` nor `previous`'s names a
     /// `signing_key_file`, the key `previous` made in memory keeps signing, so tokens it issued
     /// stay valid; a configured key file is read again, and the file `previous` signs with must
@@ -132,6 +173,7 @@ impl TokenService {
         Ok(Self {
             config,
             trusted_proxies: server.trusted_proxies.clone(),
+            route_hosts: Vec::new(),
             leeway: i64::try_from(server.leeway.as_secs()).unwrap_or(i64::MAX),
             signing_key,
             key_set,

@@ -379,7 +379,13 @@ fn requests(metrics: &Metrics) -> Vec<String> {
 /// A service with a public `authorization_code` client `web` (redirect URI
 /// `https://web.example/cb`) and a user `alice` (password `alice-password`), and its metrics.
 fn form_service() -> (Arc<TokenService>, Arc<Metrics>) {
-    let config = config(&format!(
+    let metrics = Arc::new(Metrics::new());
+    (token_service(&form_config(), &metrics), metrics)
+}
+
+/// The config of [`form_service`]: a public client `web` and a local user `alice`.
+fn form_config() -> Config {
+    config(&format!(
         r#"[[token_service.client]]
 client_id = "web"
 grants = ["authorization_code"]
@@ -390,9 +396,7 @@ username = "alice"
 password_hash = "{hash}"
 "#,
         hash = super::hash_password("alice-password").unwrap(),
-    ));
-    let metrics = Arc::new(Metrics::new());
-    (token_service(&config, &metrics), metrics)
+    ))
 }
 
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -458,6 +462,58 @@ async fn a_login_form_posted_from_another_site_is_403_counted_once() {
     );
 }
 
+/// A page on an application's host (a route's `host`, which the public listener also answers
+/// `/authorize` on) posting the login form to that host: the browser calls the post
+/// `same-origin`, and it signed the victim in as the attacker. The issuer's own host is
+/// answered, a route naming it too.
+#[tokio::test]
+async fn a_login_form_posted_to_an_applications_host_is_refused() {
+    let config = form_config();
+    let service = Arc::new(
+        TokenService::new(
+            config.token_service.clone().unwrap(),
+            Arc::new(MemoryState::default()),
+            &config.server,
+            Arc::new(SystemClock),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+        .with_route_hosts(["Files.Example.com", "issuer.test"]),
+    );
+    let router = router(&service);
+    let body = format!(
+        "response_type=code&client_id=web&redirect_uri=https%3A%2F%2Fweb.example%2Fcb\
+         &code_challenge={CHALLENGE}&code_challenge_method=S256&username=alice&password=alice-password"
+    );
+    let post = |host: &str, forwarded: Option<&str>| {
+        let mut request = form_post(&body, "same-origin");
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, host.parse().unwrap());
+        headers.insert(header::ORIGIN, format!("https://{host}").parse().unwrap());
+        if let Some(forwarded) = forwarded {
+            headers.insert("x-forwarded-host", forwarded.parse().unwrap());
+        }
+        request
+    };
+    for (host, forwarded) in [
+        ("files.example.com", None),
+        ("files.example.com:443", None),
+        ("tollgate:8080", Some("files.example.com")),
+    ] {
+        let (status, _, page) = send(&router, post(host, forwarded)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host} {forwarded:?}");
+        assert!(String::from_utf8_lossy(&page).contains("posted from another site"));
+    }
+    let (status, headers, _) = send(&router, post("issuer.test", None)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("https://web.example/cb?code=")
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
     let (service, metrics) = form_service();
@@ -479,7 +535,8 @@ async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
         form_post(&format!("{body}alice-password"), "same-origin"),
     )
     .await;
-    assert_eq!(status, StatusCode::FOUND);
+    // RFC 9700 §4.12: a 303 after the credentials' post.
+    assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(
         headers[header::LOCATION]
             .to_str()

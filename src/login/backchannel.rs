@@ -197,17 +197,22 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
         return Err(invalid("logout_token has neither sid nor sub"));
     }
     let provider_name = provider.name().to_owned();
+    // The replay record is the client's, not the accepting provider's: with two providers
+    // that are one client of one issuer, which of them accepts a token depends on each one's
+    // keys, which differ from replica to replica and over a key rotation, and a record under
+    // one name let the other accept the token again (and end sessions signed in after it).
+    let record = replay_record(&provider.config.issuer, &provider.config.client_id);
     // Checked first, recorded only once the sessions ended: a logout that failed is served
     // again when the provider retries it. Two copies at once both end the sessions, which is
     // the same logout.
-    match sessions.logout_token_used(&provider_name, jti, now).await {
+    match sessions.logout_token_used(&record, jti, now).await {
         Ok(false) => {}
         Ok(true) => return Err(invalid("logout_token replayed")),
         Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
     }
     // Every provider that is the same client of the same issuer (two `[[provider]]` entries
     // with other scopes, say) had the user's sessions too: the provider sent one token for
-    // that client, and each of them accepts it. The first to accept names the replay record.
+    // that client, and each of them accepts it.
     let same_client = state.providers.values().filter(|other| {
         other.config.issuer == provider.config.issuer
             && other.config.client_id == provider.config.client_id
@@ -237,7 +242,7 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
         }
     }
     let count = match sessions
-        .end_for_logout_token(&selectors, (&provider_name, jti, issued_at), now)
+        .end_for_logout_token(&selectors, (&record, jti, issued_at), now)
         .await
     {
         Ok(count) => count,
@@ -252,4 +257,10 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     state.metrics.request("backchannel_logout", "ended");
     tracing::info!(provider = %provider_name, sessions = count, "back-channel logout");
     Ok(answer(StatusCode::OK, None))
+}
+
+/// What a logout token's replay record is kept under: its client (issuer and client id), whose
+/// providers all accept it, separated by a byte neither holds.
+fn replay_record(issuer: &str, client_id: &str) -> String {
+    format!("{issuer}\u{0}{client_id}")
 }

@@ -654,10 +654,19 @@ pub(crate) async fn end_session(
         }
         return Ok(with_cookies(crate::http::found(&fallback), clear));
     };
+    // A session made before its provider's name was given another issuer or client is
+    // ended here only: its ID token is not the new provider's to hear of.
     let Some(provider) = state
         .providers
         .get(&session.provider)
         .filter(|provider| provider.config.end_session)
+        .filter(|provider| {
+            session.made_at(
+                provider.name(),
+                &provider.config.issuer,
+                &provider.config.client_id,
+            )
+        })
     else {
         return Ok(with_cookies(crate::http::found(&fallback), clear));
     };

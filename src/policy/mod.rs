@@ -36,7 +36,7 @@ pub fn decide_traced(
 ) -> Decision {
     // Different claims must all match; a claim named more than once matches any of its values.
     for (claim, wanted) in &query.claim_rules {
-        let holds = claims.get(claim).is_some_and(|value| {
+        let holds = vouched_claim(claims, claim).is_some_and(|value| {
             wanted
                 .iter()
                 .any(|candidate| value_matches(value, candidate))
@@ -45,7 +45,7 @@ pub fn decide_traced(
             format!(
                 "`{claim}` must be one of {}; saw {}",
                 wanted.join(", "),
-                seen(claim, claims.get(claim))
+                trace::seen_vouched(claims, claim)
             )
         });
         if !holds {
@@ -59,7 +59,9 @@ pub fn decide_traced(
     let mut headers = Vec::new();
     for injection in &query.injections {
         let (claim, text) = match injection {
-            ClaimInjection::Claim { claim, .. } => (claim, claims.get(claim).map(header_text)),
+            ClaimInjection::Claim { claim, .. } => {
+                (claim, vouched_claim(claims, claim).map(header_text))
+            }
             ClaimInjection::JsonPath { claim, path, .. } => (
                 claim,
                 claims
@@ -72,7 +74,7 @@ pub fn decide_traced(
                 format!(
                     "`{}` is not sent: {}",
                     injection.header(),
-                    seen(claim, claims.get(claim))
+                    trace::seen_vouched(claims, claim)
                 )
             });
             continue;
@@ -83,7 +85,7 @@ pub fn decide_traced(
                     format!(
                         "`{}` from {}",
                         injection.header(),
-                        seen(claim, claims.get(claim))
+                        trace::seen_vouched(claims, claim)
                     )
                 });
                 headers.push((injection.header().clone(), value));
@@ -93,7 +95,7 @@ pub fn decide_traced(
                     format!(
                         "`{}` cannot carry the value of {}",
                         injection.header(),
-                        seen(claim, claims.get(claim))
+                        trace::seen_vouched(claims, claim)
                     )
                 });
                 return Decision::Deny(format!(
@@ -104,6 +106,18 @@ pub fn decide_traced(
         }
     }
     Decision::Allow(headers)
+}
+
+/// A claim as Tollgate vouches for it to a rule or an application: as the claims hold it,
+/// except `email` when `email_verified` says it is not verified (`false`, or anything but
+/// `true`). Where users may set their own address, an unverified `ceo@corp.example` in
+/// `X-Auth-Email` would be the CEO to the application; oauth2-proxy refuses such an address
+/// too. An address without `email_verified` is taken at the provider's word.
+pub fn vouched_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if name == "email" && crate::token::email_verified(claims) == Some(false) {
+        return None;
+    }
+    claims.get(name)
 }
 
 /// A step's outcome for a rule that holds or not.
@@ -129,8 +143,11 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
 ///
 /// What the application would read back as another value is percent-encoded instead (with
 /// the `%` of such a value as `%25`): white space at either end of a string, which parsers and
-/// applications trim (`"admin "` would be `admin`), and a `,` in a list element, at which
-/// applications split (Spring splits `X-Groups: x,admin,y` into three, one of them `admin`).
+/// applications trim (`"admin "` would be `admin`), and a `,` in a string, at which
+/// applications split (Spring splits `X-Groups: x,admin,y` into three, one of them `admin`),
+/// whether it is a list's element or the claim's one value (a provider such as AD FS sends a
+/// list of one as a plain string: `groups: "x,admin"` is no member of `admin` to a rule, and
+/// must not read as one to the application either; so `Doe, Jane` arrives as `Doe%2C Jane`).
 /// Encoded, such a value never reads as another identity, and locks no one out (a
 /// directory's `cn=admins,ou=groups` arrives as `cn=admins%2Cou=groups`). An object is its
 /// JSON with its commas encoded the same way (`{"k":"x,admin,y"}` split at commas would hold
@@ -138,10 +155,8 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
 /// (`José` as `Jos%C3%A9`), so a user with such a name is not refused.
 pub fn header_text(value: &Value) -> String {
     match value {
-        Value::String(text) if needs_encoding(text) => encoded(text, false),
-        Value::String(text) => text.clone(),
         Value::Array(items) => joined(items),
-        object @ Value::Object(_) => element_text(object),
+        one @ (Value::String(_) | Value::Object(_)) => element_text(one),
         other => other.to_string(),
     }
 }
@@ -487,7 +502,7 @@ pub fn check_requirements_traced(
         )?;
     }
     for (claim, wanted) in &require.claims {
-        let holds = claims.get(claim).is_some_and(|value| {
+        let holds = vouched_claim(claims, claim).is_some_and(|value| {
             wanted
                 .iter()
                 .any(|candidate| value_matches(value, candidate))
@@ -499,7 +514,7 @@ pub fn check_requirements_traced(
                 format!(
                     "claims: `{claim}` one of {}; saw {}",
                     wanted.join(", "),
-                    seen(claim, claims.get(claim))
+                    trace::seen_vouched(claims, claim)
                 )
             },
             || format!("claim `{claim}` does not have a required value"),

@@ -96,6 +96,36 @@ fn claim_values_that_cannot_be_headers_deny() {
 /// A value the application would read back as another is sent percent-encoded: a group
 /// `eng,admin` would read as two groups, `"admin "` as `admin` (parsers and applications trim).
 #[test]
+fn an_address_the_provider_has_not_verified_is_no_identity() {
+    for unverified in [json!(false), json!("false")] {
+        let claims = json!({"email": "ceo@corp.example", "email_verified": unverified});
+        check(
+            claims.clone(),
+            "inject-claim=email,X-Auth-Email",
+            "allow []",
+        );
+        check(claims.clone(), "email=ceo@corp.example", "deny");
+        let route = Requirements {
+            claims: BTreeMap::from([("email".to_owned(), vec!["ceo@corp.example".to_owned()])]),
+            ..Requirements::default()
+        };
+        assert!(check_requirements(&route, claims.as_object().unwrap()).is_err());
+    }
+    // Verified, or not said either way: the provider's word.
+    for claims in [
+        json!({"email": "ceo@corp.example", "email_verified": true}),
+        json!({"email": "ceo@corp.example"}),
+    ] {
+        check(
+            claims.clone(),
+            "inject-claim=email,X-Auth-Email",
+            "allow [x-auth-email=ceo@corp.example]",
+        );
+        check(claims, "email=ceo@corp.example", "allow []");
+    }
+}
+
+#[test]
 fn claim_values_that_would_read_back_as_others_are_encoded() {
     let sent = |claims: serde_json::Value, query: &str, expected: &str| {
         check(claims, query, &format!("allow [{expected}]"));
@@ -155,11 +185,24 @@ fn claim_values_that_would_read_back_as_others_are_encoded() {
         "inject-json-claim=X-O,realm,$.o",
         r#"x-o={"a":1%2C"b":2}"#,
     );
-    // One value with a comma of its own is one value; a list of lists is read in line.
+    // One string with a comma of its own is one value, and is sent as one: a list of one
+    // sent as a plain string (AD FS) reads as no other member than a rule read. A list of
+    // lists is read in line.
     sent(
         json!({"name": "Doe, Jane"}),
         "inject-claim=name",
-        "name=Doe, Jane",
+        "name=Doe%2C Jane",
+    );
+    sent(
+        json!({"groups": "x,admin"}),
+        "inject-claim=groups",
+        "groups=x%2Cadmin",
+    );
+    check(json!({"groups": "x,admin"}), "groups=admin", "deny");
+    sent(
+        json!({"realm": {"groups": "x,admin"}}),
+        "inject-json-claim=X-Groups,realm,$.groups",
+        "x-groups=x%2Cadmin",
     );
     let lists = json!({"realm": {"a": ["x", "y"], "b": ["z"]}});
     sent(

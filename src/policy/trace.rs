@@ -66,6 +66,15 @@ impl Trace {
 /// The longest claim value an explanation shows.
 const MAX_SHOWN: usize = 256;
 
+/// What [`seen`] says of a claim as [`super::vouched_claim`] reads it, saying so when an
+/// address is there but not vouched for.
+pub fn seen_vouched(claims: &serde_json::Map<String, Value>, name: &str) -> String {
+    match (claims.get(name), super::vouched_claim(claims, name)) {
+        (Some(_), None) => format!("`{name}` not verified (`email_verified` is not true)"),
+        (_, value) => seen(name, value),
+    }
+}
+
 /// `name = <value as JSON>` for a step's detail, or that the claim is absent; long values
 /// are cut.
 pub fn seen(name: &str, value: Option<&Value>) -> String {

@@ -87,9 +87,15 @@ fn header_text(identity: &Identity, source: &HeaderSource) -> Option<String> {
         HeaderSource::IdToken => identity.session.as_ref()?.id_token.clone(),
         HeaderSource::UserinfoBase64 => base64::engine::general_purpose::STANDARD
             .encode(serde_json::to_vec(identity.claims.as_ref()).ok()?),
-        HeaderSource::Claim(name) => crate::policy::header_text(identity.claims.get(name)?),
+        HeaderSource::Claim(name) => {
+            crate::policy::header_text(crate::policy::vouched_claim(&identity.claims, name)?)
+        }
         HeaderSource::Json(path) => {
-            let document = serde_json::Value::Object(identity.claims.as_ref().clone());
+            let mut claims = identity.claims.as_ref().clone();
+            if crate::policy::vouched_claim(&claims, "email").is_none() {
+                claims.remove("email");
+            }
+            let document = serde_json::Value::Object(claims);
             return crate::policy::json_path_text(&document, path);
         }
     })

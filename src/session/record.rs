@@ -46,6 +46,25 @@ impl Session {
     pub fn holds_the_tokens_of(&self, other: &Session) -> bool {
         self.refresh_token == other.refresh_token && self.access_token == other.access_token
     }
+
+    /// Whether this session was made at the provider named `provider` as it is now: its ID
+    /// token's issuer is `issuer` and its audience holds `client_id`. A reload that points a
+    /// provider's name at another issuer or client (a move to another identity provider or
+    /// tenant, one dropped as compromised) leaves the sessions made before it to no provider:
+    /// they would else pass that provider's routes with the other namespace's `sub` and groups,
+    /// post their refresh tokens to the new provider, and send it their ID tokens at sign-out.
+    pub fn made_at(&self, provider: &str, issuer: &str, client_id: &str) -> bool {
+        let audience_holds = match self.claims.get("aud") {
+            Some(serde_json::Value::String(audience)) => audience == client_id,
+            Some(serde_json::Value::Array(audiences)) => audiences
+                .iter()
+                .any(|audience| audience.as_str() == Some(client_id)),
+            _ => false,
+        };
+        self.provider == provider
+            && self.claims.get("iss").and_then(serde_json::Value::as_str) == Some(issuer)
+            && audience_holds
+    }
 }
 
 /// One login in flight: what `/callback` needs to finish it.

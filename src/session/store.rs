@@ -162,9 +162,9 @@ fn ended_mark(provider: &str, kind: &str, value: &str) -> String {
 
 /// A logout token's provider and `jti` (or an ended-mark's provider and what it names) as 64
 /// hex digits (SHA-256), so a key has a fixed size whatever the token carries.
-fn logout_token_digest(provider: &str, jti: &str) -> String {
+fn logout_token_digest(record: &str, jti: &str) -> String {
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    context.update(provider.as_bytes());
+    context.update(record.as_bytes());
     context.update(&[0]);
     context.update(jti.as_bytes());
     context
@@ -192,7 +192,7 @@ impl Sessions {
         }
     }
 
-    /// Whether a back-channel logout token (its provider and `jti`) was used before: with
+    /// Whether a back-channel logout token (its client's record and `jti`) was used before: with
     /// Redis on any replica, with the memory store in this process (and its state file). The
     /// cookie store has no back-channel logout.
     ///
@@ -200,11 +200,11 @@ impl Sessions {
     /// `Unavailable` when Redis fails.
     pub async fn logout_token_used(
         &self,
-        provider: &str,
+        record: &str,
         jti: &str,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let key = logout_token_digest(provider, jti);
+        let key = logout_token_digest(record, jti);
         match &self.backend {
             SessionBackend::Redis(store) => store.logout_token_used(&key).await,
             SessionBackend::Memory(store) => Ok(store.logout_token_used(&key, now)),
@@ -213,7 +213,7 @@ impl Sessions {
     }
 
     /// Carries out a back-channel logout: ends the sessions the `selectors` select, then
-    /// records its token (its provider and `jti`) as used, only once they ended, so that a
+    /// records its token (its client's record and `jti`) as used, only once they ended, so that a
     /// logout that failed (503) is served again when the provider retries it. With a memory
     /// store's state file, it answers once the file holds both (one write).
     ///
@@ -223,10 +223,10 @@ impl Sessions {
     pub async fn end_for_logout_token(
         &self,
         selectors: &[SessionSelector<'_>],
-        (provider, jti, issued_at): (&str, &str, UnixTime),
+        (record, jti, issued_at): (&str, &str, UnixTime),
         now: UnixTime,
     ) -> Result<usize, StoreError> {
-        let key = logout_token_digest(provider, jti);
+        let key = logout_token_digest(record, jti);
         let until = now + LOGOUT_TOKEN_MEMORY;
         // First, what it ends is marked, for the sign-ins and refreshes storing a session of it
         // right now, after this scan (`provider_session_ended`): they look once they wrote.

@@ -582,6 +582,18 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
             413,
             "larger than",
         ),
+        // Nor one pasted at the top level, where it is an unknown field.
+        (
+            json!({"url": "https://a.example/", "Authorization: Bearer SECRETVALUE": ""})
+                .to_string(),
+            400,
+            "an unknown field at line 1",
+        ),
+        (
+            json!({"url": "https://a.example/", "x7KqSECRETVALUE": ""}).to_string(),
+            400,
+            "an unknown field at line 1",
+        ),
         // A value of the wrong type is not quoted back: it may be a cookie or a token.
         (
             json!({"url": "https://a.example/", "headers": "Cookie: tollgate=SECRETVALUE"})

@@ -725,6 +725,24 @@ skip = ["GET,^/api/health$"]
         .await
         .unwrap();
     assert_eq!(seen(&known, "x-user"), ["alice@example.com"]);
+    // An address the provider says it has not verified is nobody's identity: not sent, and
+    // the client's own copy of the header is gone as ever.
+    let unverified: Value = client
+        .get(gateway.url("/pass/x"))
+        .bearer_auth(
+            idp.access_token()
+                .claim("email", json!("ceo@corp.example"))
+                .claim("email_verified", json!(false))
+                .sign(),
+        )
+        .header("X-User", "ceo@corp.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seen(&unverified, "x-user").is_empty(), "{unverified}");
     let invalid = client
         .get(gateway.url("/pass/x"))
         .bearer_auth(idp.access_token().expires_in(-600).sign())

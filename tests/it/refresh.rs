@@ -49,6 +49,33 @@ pub(crate) fn cookie_header(browser: &Browser) -> String {
         .join("; ")
 }
 
+/// An unusable userinfo answer at a refresh (over the size cap) is the provider's failure, as
+/// at login: the session keeps the claims userinfo gave it (here `department`), and is not
+/// refreshed into one without them.
+#[tokio::test]
+async fn an_unusable_userinfo_answer_at_refresh_keeps_the_sessions_claims() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config(&idp, "memory"), clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let department = gateway.url("/auth?department=engineering");
+    assert_eq!(browser.get(&department).await.status(), 200);
+    idp.misbehave(Misbehaviour {
+        huge_answer: Some("userinfo"),
+        ..Misbehaviour::default()
+    });
+    // Due for a refresh, its access token still valid.
+    clock.advance(250);
+    idp.advance_clock(250);
+    assert_eq!(
+        browser.get(&department).await.status(),
+        200,
+        "the claims userinfo gave are kept"
+    );
+    assert_eq!(idp.count("refresh"), 1, "the refresh was tried");
+}
+
 #[tokio::test]
 async fn many_parallel_requests_refresh_once_and_the_rotated_token_is_kept() {
     for store in ["memory", "cookie"] {

@@ -221,7 +221,7 @@ async fn log_in(first: &Replica, second: &Replica, third: &Replica) -> String {
             "username=alice&password=alice-password",
         )
         .await;
-    assert_eq!(submitted.status(), 302, "alice's password");
+    assert_eq!(submitted.status(), 303, "alice's password");
     let callback = browser.get(&at(third, &location(&submitted))).await;
     assert_eq!(
         callback.status(),

@@ -416,6 +416,74 @@ async fn backchannel_logout_ends_the_sessions_at_every_provider_of_the_same_clie
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
 
+/// A logout token is one logout of its client, whichever of the client's providers accepts it.
+/// Which one does depends on each one's keys: here, after a key rotation, `corp` fetches the
+/// new key after a second and the provider named before it only after five. The token was
+/// recorded under `corp`'s name, and the other provider, once it had the key, accepted the
+/// same token again and ended the session signed in after the logout.
+#[tokio::test]
+async fn a_logout_token_is_used_once_whichever_provider_of_its_client_accepts_it() {
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET};
+    let idp = TestIdp::start().await;
+    let same_client = format!(
+        "[[provider]]\nname = \"aaa-same-client\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\njwks_refetch_interval = \"5s\"\n\n[forward_auth]\n",
+        idp.issuer()
+    );
+    let config = memory_config(&idp, None, "")
+        .replace(
+            "jwks_refetch_interval = \"1h\"",
+            "jwks_refetch_interval = \"1s\"",
+        )
+        .replace("[forward_auth]\n", &same_client);
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    // The other provider, tried first, fetches its keys for another user's logout.
+    let another = idp
+        .logout_token()
+        .claim("sid", json!("another-provider-session"))
+        .claim("sub", json!("bob"))
+        .sign();
+    assert_eq!(gateway.backchannel_logout(&another).await.status(), 200);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    idp.rotate_keys("rsa-rotated");
+    let token = idp.logout_token().sign();
+    // 503 (neither has the key yet) until `corp` may fetch it again.
+    let mut status = 503;
+    for _ in 0..100 {
+        status = gateway.backchannel_logout(&token).await.status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    let fetched = idp.count("jwks");
+    // Signed in again, after the logout (its ID token issued after the logout token).
+    idp.advance_clock(2);
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    // Replayed until the other provider has fetched the new key too, and once more.
+    let mut replays = 0;
+    loop {
+        let other_has_the_key = idp.count("jwks") > fetched;
+        let response = gateway.backchannel_logout(&token).await;
+        assert_eq!(response.status(), 400, "replay {replays}");
+        assert!(response.text().await.unwrap().contains("replayed"));
+        replays += 1;
+        if other_has_the_key {
+            break;
+        }
+        assert!(
+            replays < 200,
+            "the other provider never fetched the new key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+}
+
 #[tokio::test]
 async fn backchannel_logout_needs_a_server_side_store() {
     let idp = TestIdp::start().await;

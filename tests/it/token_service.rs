@@ -220,7 +220,7 @@ async fn authorization_code_with_pkce_through_the_login_form() {
     let wrong = sign_in(&mut browser, &gateway, "s-1", "nope").await;
     assert_eq!(wrong.status(), 401);
     let right = sign_in(&mut browser, &gateway, "s-1", "alice-password").await;
-    assert_eq!(right.status(), 302);
+    assert_eq!(right.status(), 303);
     let back = reqwest::Url::parse(&location(&right)).unwrap();
     assert_eq!(back.host_str(), Some("spa.example.com"));
     let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
@@ -302,7 +302,7 @@ async fn a_scope_asked_for_twice_is_granted_once() {
             "username=alice&password=alice-password",
         )
         .await;
-    assert_eq!(signed_in.status(), 302);
+    assert_eq!(signed_in.status(), 303);
     let back = reqwest::Url::parse(&location(&signed_in)).unwrap();
     let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
     let (status, body) = exchange(&gateway, &params["code"]).await;
@@ -381,6 +381,43 @@ async fn bad_authorization_requests_are_refused_without_open_redirects() {
             && back.contains("state=s-silent"),
         "{back}"
     );
+    // OIDC Core §6.1, §6.2: a request object is refused, never ignored with the `prompt` or
+    // `max_age` it holds; a response mode other than `query` is refused too.
+    for (extra, error) in [
+        (
+            "request=eyJhbGciOiJub25lIn0.eyJwcm9tcHQiOiJsb2dpbiJ9.",
+            "request_not_supported",
+        ),
+        (
+            "request_uri=https%3A%2F%2Fspa.example.com%2Frequest.jwt",
+            "request_uri_not_supported",
+        ),
+        ("response_mode=form_post", "invalid_request"),
+        ("response_mode=fragment", "invalid_request"),
+    ] {
+        let refused = browser
+            .get(&gateway.url(&format!(
+                "/authorize?{}&{extra}",
+                authorize_query("s-object", true)
+            )))
+            .await;
+        assert_eq!(refused.status(), 302, "{extra}");
+        let back = location(&refused);
+        assert!(
+            back.starts_with("https://spa.example.com/cb?")
+                && back.contains(&format!("error={error}&"))
+                && back.contains("state=s-object")
+                && !back.contains("code="),
+            "{extra}: {back}"
+        );
+    }
+    let query_mode = browser
+        .get(&gateway.url(&format!(
+            "/authorize?{}&response_mode=query",
+            authorize_query("s-query", true)
+        )))
+        .await;
+    assert_eq!(query_mode.status(), 200, "the form, as without it");
 }
 
 #[tokio::test]
@@ -483,7 +520,7 @@ async fn demo_runs_the_whole_system_on_loopback() {
             &format!("username=alice&password={}", alice.password),
         )
         .await;
-    assert_eq!(submitted.status(), 302);
+    assert_eq!(submitted.status(), 303);
     let (page, page_url) = browser.follow(&location(&submitted)).await;
     assert_eq!(page_url, app_url);
     let html = page.text().await.unwrap();
@@ -1004,7 +1041,7 @@ async fn wrong_passwords_from_one_ipv6_64_are_limited_together() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 302);
+    assert_eq!(response.status(), 303);
 }
 
 /// Asserts that of wrong credentials sent all at once, between `MAX_FAILURES` (10) and
@@ -1416,7 +1453,7 @@ async fn the_login_form_refuses_a_post_from_another_site() {
             ("sec-fetch-site", "same-origin".to_owned())
         ])
         .await,
-        302,
+        303,
         "the form's own page posts it"
     );
     // A browser that sends no Fetch Metadata (Safari before 16.4): `Origin: null` (the form's
@@ -1464,7 +1501,7 @@ async fn the_login_form_refuses_a_post_from_another_site() {
         .await;
     assert_eq!(
         own.status(),
-        302,
+        303,
         "the form's own post, with its token and cookie"
     );
 }
@@ -1500,7 +1537,7 @@ async fn an_authorization_request_may_be_posted() {
     );
     // The user signs in on the form's own page: the code goes back with the posted `state`.
     let signed_in = sign_in(&mut browser, &gateway, "s-p", "alice-password").await;
-    assert_eq!(signed_in.status(), 302);
+    assert_eq!(signed_in.status(), 303);
     let back = reqwest::Url::parse(&location(&signed_in)).unwrap();
     let params: HashMap<String, String> = back.query_pairs().into_owned().collect();
     assert_eq!(params["state"], "s-p");
@@ -1964,7 +2001,7 @@ async fn up_to_the_callback(gateway: &Gateway, issuer: &str) -> (Browser, String
             "username=alice&password=alice-password",
         )
         .await;
-    assert_eq!(signed_in.status(), 302, "alice's password");
+    assert_eq!(signed_in.status(), 303, "alice's password");
     let callback = location(&signed_in);
     (browser, callback)
 }

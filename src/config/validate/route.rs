@@ -323,6 +323,28 @@ impl Checker<'_> {
                 "an empty list requires nothing: name at least one value, or remove the key",
             );
         }
+        // An empty value, the same template's other failure: `issuers = [""]` matched any
+        // introspection answer without `iss`, `email_domains = [""]` an address `a@`.
+        let mut blank: Vec<String> = lists
+            .iter()
+            .filter(|(_, list)| list.is_some_and(|values| values.iter().any(String::is_empty)))
+            .map(|(key, _)| format!("{path}.{key}"))
+            .collect();
+        for (key, table) in tables {
+            blank.extend(
+                table
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, values)| values.iter().any(String::is_empty))
+                    .map(|(name, _)| format!("{path}.{key}.{name}")),
+            );
+        }
+        for key in blank {
+            self.problem(
+                key,
+                "an empty value: name a value, or remove it from the list",
+            );
+        }
         let roles_claim = raw
             .roles_claim
             .and_then(|text| self.json_path(&format!("{path}.roles_claim"), &text));

@@ -97,6 +97,13 @@ impl Shared {
             Err(CredentialError::Token(error)) => {
                 return Err(failure(true, format!("userinfo refused: {error}")));
             }
+            // An answer the provider should not have given (over the size cap, not JSON) is its
+            // failure, as at login: the session keeps the claims it has until a refresh gets a
+            // usable one. Built from the ID token alone, it lost what only userinfo says (an
+            // `email_verified: false`, which `email_domains` then took as verified).
+            Err(CredentialError::Provider(error @ crate::oidc::ProviderError::BadResponse(_))) => {
+                return Err(failure(false, format!("userinfo unusable: {error}")));
+            }
             Err(CredentialError::Provider(error)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable at refresh; using the ID token's claims");
                 id_claims

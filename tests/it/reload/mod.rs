@@ -90,6 +90,53 @@ fn cookie_header(browser: &Browser) -> String {
         .join("; ")
 }
 
+/// A reload that points a provider's name at another issuer (a move to another identity
+/// provider or tenant) leaves the sessions made at the old one to no provider: they are not
+/// accepted, refreshed at the new one, or sent to it at sign-out.
+#[tokio::test]
+async fn a_session_made_before_its_providers_issuer_changed_is_no_ones() {
+    let (old, new) = (TestIdp::start().await, TestIdp::start().await);
+    let upstream = TestUpstream::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&config(&old, &upstream, None, ""), clock.clone()).await;
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    gateway
+        .app
+        .reload(load(&config(&new, &upstream, None, "")))
+        .await
+        .unwrap();
+    // Also once its access token is due for a refresh.
+    for advance in [0, 3600] {
+        clock.advance(advance);
+        old.advance_clock(advance);
+        new.advance_clock(advance);
+        assert_eq!(
+            browser.get(&gateway.url("/auth")).await.status(),
+            401,
+            "advanced {advance} s"
+        );
+    }
+    assert_eq!(
+        new.count("refresh"),
+        0,
+        "no refresh token posted to the new issuer"
+    );
+    let signed_out = browser.get(&gateway.url("/signout")).await;
+    let location = signed_out
+        .headers()
+        .get("location")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(!location.starts_with(new.issuer()), "{location}");
+    // Signed in at the new issuer, the browser has a session again.
+    let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+}
+
 #[tokio::test]
 async fn a_reloaded_route_answers_the_next_request_on_a_kept_alive_connection() {
     let idp = TestIdp::start().await;

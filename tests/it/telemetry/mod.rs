@@ -298,6 +298,33 @@ async fn a_trusted_traceparent_that_says_not_sampled_hides_no_request() {
     assert_eq!(hex(&spans[0].1.trace_id), CLIENT_TRACE);
 }
 
+/// Trace context, a forced sampling and baggage in the formats of B3, Jaeger, OpenTracing and
+/// Datadog, as a client may send them.
+fn other_trace_formats() -> reqwest::header::HeaderMap {
+    [
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-sampled", "1"),
+        ("x-b3-flags", "1"),
+        (
+            "uber-trace-id",
+            "80f198ee56343ba864fe8b2a57d3eff7:e457b5a2e4d86bd1:0:1",
+        ),
+        ("jaeger-debug-id", "forced"),
+        ("uberctx-tenant", "other"),
+        ("ot-baggage-user", "admin"),
+        ("x-datadog-sampling-priority", "2"),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        (
+            reqwest::header::HeaderName::from_static(name),
+            reqwest::header::HeaderValue::from_static(value),
+        )
+    })
+    .collect()
+}
+
 #[tokio::test]
 async fn an_untrusted_clients_traceparent_is_replaced_by_a_new_trace() {
     let idp = TestIdp::start().await;
@@ -317,6 +344,7 @@ async fn an_untrusted_clients_traceparent_is_replaced_by_a_new_trace() {
         .header("traceparent", client_traceparent())
         .header("tracestate", "vendor=client")
         .header("baggage", "user.id=admin")
+        .headers(other_trace_formats())
         .send()
         .await
         .unwrap();
@@ -340,8 +368,12 @@ async fn an_untrusted_clients_traceparent_is_replaced_by_a_new_trace() {
     );
     assert!(!sent[0].contains(CLIENT_TRACE), "{sent:?}");
     assert!(echo["headers"]["tracestate"].is_null(), "{echo}");
-    // Nor does its baggage reach the upstream as if it came with Tollgate's trace.
+    // Nor does its baggage reach the upstream as if it came with Tollgate's trace, nor its
+    // trace context or baggage in another tracer's format.
     assert!(echo["headers"]["baggage"].is_null(), "{echo}");
+    for (name, _) in &other_trace_formats() {
+        assert!(echo["headers"][name.as_str()].is_null(), "{name}: {echo}");
+    }
 
     let spans = collector.spans();
     assert_eq!(spans.len(), 2, "{spans:#?}");
