@@ -498,10 +498,25 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
         &[],
         "server.allowed_redirect_domains[0]: `.com` is a suffix of one label",
     );
+    // Nor may a suffix be a public one, where anyone may have a site: ICANN's (`.co.uk`), a
+    // hosting service's (`.github.io`), or one whose every child is (`*.compute.amazonaws.com`).
+    for public in [
+        ".co.uk",
+        ".github.io",
+        ".Herokuapp.com:443",
+        ".vercel.app",
+        ".compute.amazonaws.com",
+    ] {
+        check_problem(
+            &format!("[server]\nallowed_redirect_domains = [\"{public}\"]\n{PROVIDER}"),
+            &[],
+            &format!("server.allowed_redirect_domains[0]: `{public}` is a public suffix"),
+        );
+    }
     assert_eq!(
         problems(
             &format!(
-                "[server]\nallowed_redirect_domains = [\".example.com\", \".localhost\", \"intranet\"]\n{PROVIDER}"
+                "[server]\nallowed_redirect_domains = [\".example.com\", \".localhost\", \"intranet\", \".example.co.uk\", \".myorg.github.io\", \"github.io\", \".corp.internal\"]\n{PROVIDER}"
             ),
             &[]
         ),

@@ -61,12 +61,31 @@ impl FromStr for AllowedRedirectDomain {
                  domain: name your own domain (`.example.com`)"
             ));
         }
+        if suffix && is_public_suffix(host) {
+            return Err(format!(
+                "`{text}` is a public suffix, under which anyone may have a site (the Public \
+                 Suffix List: `.co.uk`, `.github.io`, `.herokuapp.com`): name your own \
+                 (`.example.co.uk`, `myorg.github.io`)"
+            ));
+        }
         Ok(Self {
             host: host.to_owned(),
             suffix,
             port,
         })
     }
+}
+
+/// Whether `host` is on the Public Suffix List (ICANN's section or the private one, where
+/// hosting services list the domains their users publish under), or every name under it is
+/// (a wildcard rule such as `*.compute.amazonaws.com`): a `.suffix` entry of such a host lets
+/// `rd` point at sites other people run.
+fn is_public_suffix(host: &str) -> bool {
+    let listed = |name: &str| {
+        psl::suffix(name.as_bytes())
+            .is_some_and(|found| found.is_known() && found.as_bytes() == name.as_bytes())
+    };
+    listed(host) || listed(&format!("a.{host}"))
 }
 
 impl AllowedRedirectDomain {
