@@ -162,6 +162,15 @@ def base_checks(resources, grpc=False):
         and volumes["secrets"]["secret"]["secretName"] == NAME,
         f"the Secret {NAME} must be mounted at {SECRET_MOUNT}",
     )
+    # Readable by Tollgate's group only (Tollgate warns about a secret file others may read):
+    # the volume's mode leaves others out, and the pod's fsGroup owns the files.
+    mode = volumes["secrets"]["secret"].get("defaultMode", 0o644)
+    check(mode & 0o007 == 0, f"the Secret's defaultMode {mode:o} lets every user read it")
+    check(
+        spec.get("securityContext", {}).get("fsGroup")
+        == spec.get("securityContext", {}).get("runAsGroup"),
+        "the pod's fsGroup must be the group Tollgate runs as, which may read the secrets",
+    )
     text = config_map["data"]["tollgate.toml"]
     config = tomllib.loads(text)
 

@@ -518,12 +518,18 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
 }
 
 /// Trace context and baggage in the formats other than W3C's that tracers read (B3, Jaeger,
-/// OpenTracing, Datadog, Google Cloud, AWS X-Ray, SkyWalking, gRPC's binary one): from an
-/// untrusted client they would choose the upstream's trace id, force its sampling (B3's debug
-/// flag, `jaeger-debug-id`) or add baggage, as `traceparent` and `baggage` would.
+/// OpenTracing, Envoy's, Datadog, New Relic, Elastic, Instana, Google Cloud, AWS X-Ray,
+/// SkyWalking, gRPC's binary one): from an untrusted client they would choose the upstream's
+/// trace id, force its sampling (B3's debug flag, `jaeger-debug-id`, `x-envoy-force-trace`)
+/// or add baggage, as `traceparent` and `baggage` would.
 fn remove_other_trace_formats(headers: &mut HeaderMap) {
-    const NAMES: [&str; 10] = [
+    const NAMES: [&str; 15] = [
         "b3",
+        "x-ot-span-context",
+        "x-envoy-force-trace",
+        "x-client-trace-id",
+        "newrelic",
+        "elastic-apm-traceparent",
         "uber-trace-id",
         "jaeger-debug-id",
         "jaeger-baggage",
@@ -534,12 +540,13 @@ fn remove_other_trace_formats(headers: &mut HeaderMap) {
         "sw8-correlation",
         "sw8-x",
     ];
-    const PREFIXES: [&str; 5] = [
+    const PREFIXES: [&str; 6] = [
         "x-b3-",
         "uberctx-",
         "ot-tracer-",
         "ot-baggage-",
         "x-datadog-",
+        "x-instana-",
     ];
     let other: Vec<HeaderName> = headers
         .keys()

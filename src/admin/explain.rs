@@ -205,9 +205,12 @@ struct Described {
 /// lower-case letters and `_`, as the fields are, which a value (a token, a cookie) pasted as a
 /// name is not.
 fn unknown_field_named(message: &str) -> bool {
+    // serde's text is "unknown field `NAME`, expected …" (or ", there are no fields"): a name
+    // holding a backtick of its own would end early, and what follows it is not ", ".
     message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once('`'))
+        .filter(|(_, after)| after.is_empty() || after.starts_with(", "))
         .is_some_and(|(name, _)| {
             (1..=24).contains(&name.len())
                 && name

@@ -67,6 +67,9 @@ pub struct Config {
     pub source_sha256: String,
     /// `[telemetry]`, when present: spans exported over OTLP/HTTP.
     pub telemetry: Option<TelemetryConfig>,
+    /// The `*_file` keys whose secret was read from a file every user of the host may read
+    /// (`warnings` names them).
+    pub secret_files_readable_by_all: Vec<String>,
 }
 
 impl Config {
@@ -511,10 +514,42 @@ pub fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
     env::ignored_variables(env)
 }
 
+/// Whether every user of the host may read the file at `path` (its mode has the bit for
+/// others set; the link's target's, for a link, as a Kubernetes secret volume's files are).
+/// A file that cannot be looked at says nothing.
+pub(crate) fn readable_by_all(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.permissions().mode() & 0o004 != 0)
+}
+
 /// Settings that are valid but unsafe in most deployments: `check` prints them and `serve` logs
 /// them at start, each naming its key.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
+    let mut readable: Vec<(String, &std::path::Path)> = Vec::new();
+    if let Some(tls) = &config.server.tls {
+        readable.push(("server.tls_key_file".to_owned(), &tls.key_file));
+    }
+    if let Some(path) = config
+        .token_service
+        .as_ref()
+        .and_then(|service| service.signing_key_file.as_deref())
+    {
+        readable.push(("token_service.signing_key_file".to_owned(), path));
+    }
+    for key in config.secret_files_readable_by_all.iter().cloned().chain(
+        readable
+            .into_iter()
+            .filter(|(_, path)| readable_by_all(path))
+            .map(|(key, _)| key),
+    ) {
+        warnings.push(format!(
+            "{key}: the file is readable by every user of this host (its mode lets others \
+             read it); make it readable by Tollgate's user or group only (chmod o-r; in \
+             Kubernetes, the secret volume's defaultMode 0440 with the pod's fsGroup, as the \
+             base in deploy/kubernetes does)"
+        ));
+    }
     if config
         .server
         .trusted_proxies

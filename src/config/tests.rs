@@ -363,7 +363,7 @@ fn impossible_combinations_are_problems() {
             "email_domains = [\"example.com\", \"\"]",
             "route[0].require.email_domains",
         ),
-        ("groups = [\"\"]", "route[0].require.groups"),
+        ("groups = [\" \"]", "route[0].require.groups"),
         (
             "client_roles = { api = [\"\"] }",
             "route[0].require.client_roles.api",
@@ -522,6 +522,51 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
         ),
         Vec::<String>::new()
     );
+}
+
+/// A secret in a file every user of the host may read (a Kubernetes secret volume's default
+/// mode, 0644) is named by the warnings; readable by its owner and group only, it is not.
+#[test]
+fn a_secret_file_readable_by_every_user_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("tollgate-secret-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, "from-file\n").unwrap();
+    let text = PROVIDER.replace(
+        "client_secret = \"s\"",
+        &format!("client_secret_file = \"{}\"", secret.display()),
+    );
+    let readable = |mode: u32| {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        super::warnings(&load(&text, &BTreeMap::new()).unwrap())
+            .iter()
+            .any(|warning| {
+                warning.starts_with(
+                    "provider[0].client_secret_file: the file is readable by every user",
+                )
+            })
+    };
+    assert!(readable(0o644));
+    assert!(readable(0o604));
+    assert!(!readable(0o640));
+    assert!(!readable(0o400));
+    // Through a link, as a secret volume's files are, the file's own mode counts.
+    let link = dir.join("linked");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let linked = PROVIDER.replace(
+        "client_secret = \"s\"",
+        &format!("client_secret_file = \"{}\"", link.display()),
+    );
+    assert_eq!(
+        load(&linked, &BTreeMap::new())
+            .unwrap()
+            .secret_files_readable_by_all,
+        ["provider[0].client_secret_file"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -364,8 +364,9 @@ pub(super) async fn submit_form(
             .await;
     }
     match sign_in(&service, peer, &headers, &body).await {
-        Ok(response) => response,
-        Err(refusal) => refuse(&service, refusal),
+        Ok(response) => see_other(response),
+        // An error sent back to the client is a 303 too (RFC 9700 §4.12).
+        Err(refusal) => see_other(refuse(&service, refusal)),
     }
 }
 
@@ -482,9 +483,9 @@ async fn sign_in(
         params.push(("state", state));
     }
     // RFC 9700 §4.12: after a post that carried the user's credentials, a 303, which no
-    // client may answer by posting them again to the redirect URI.
+    // client may answer by posting them again to the redirect URI (`submit_form` makes it so).
     with_query(&request.redirect_uri, &params)
-        .map(|location| see_other(crate::http::found(&location)))
+        .map(|location| crate::http::found(&location))
         .ok_or(AuthorizeRefusal::BadRedirectUri)
 }
 

@@ -535,13 +535,28 @@ async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
         form_post(&format!("{body}alice-password"), "same-origin"),
     )
     .await;
-    // RFC 9700 §4.12: a 303 after the credentials' post.
+    // RFC 9700 §4.12: a 303 after the credentials' post, an error sent back included.
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(
         headers[header::LOCATION]
             .to_str()
             .unwrap()
             .starts_with("https://web.example/cb?code=")
+    );
+    let (status, headers, _) = send(
+        &router,
+        form_post(
+            &format!("{body}alice-password").replace("S256", "plain"),
+            "same-origin",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("error=invalid_request")
     );
     assert_eq!(
         requests_counted(&metrics, "token_service", "login_failed"),

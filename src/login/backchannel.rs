@@ -210,6 +210,13 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
         Ok(true) => return Err(invalid("logout_token replayed")),
         Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
     }
+    // A Tollgate before 6 December 2026 kept the record under the provider's name: looked at
+    // too, so a token used before an upgrade is not served again after it (within its day).
+    match sessions.logout_token_used(&provider_name, jti, now).await {
+        Ok(false) => {}
+        Ok(true) => return Err(invalid("logout_token replayed")),
+        Err(error) => return Err(BackchannelRefusal::Unavailable(error)),
+    }
     // Every provider that is the same client of the same issuer (two `[[provider]]` entries
     // with other scopes, say) had the user's sessions too: the provider sent one token for
     // that client, and each of them accepts it.

@@ -457,8 +457,15 @@ async fn finish_login(
                     format!("userinfo unusable: {error}"),
                 ));
             }
+            // Userinfo may be where the provider says an address is not verified: without it,
+            // an address the ID token does not say that of is taken as unverified.
             Err(CredentialError::Provider(error)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
+                let mut claims = claims;
+                if claims.contains_key("email") && !claims.contains_key("email_verified") {
+                    std::sync::Arc::make_mut(&mut claims)
+                        .insert("email_verified".to_owned(), false.into());
+                }
                 claims
             }
         };

@@ -64,9 +64,7 @@ pub fn decide_traced(
             }
             ClaimInjection::JsonPath { claim, path, .. } => (
                 claim,
-                claims
-                    .get(claim)
-                    .and_then(|value| json_path_text(value, path)),
+                vouched_claim(claims, claim).and_then(|value| json_path_text(value, path)),
             ),
         };
         let Some(text) = text else {
@@ -139,7 +137,8 @@ fn value_matches(value: &Value, wanted: &str) -> bool {
     }
 }
 
-/// A claim as header text: strings as they are, arrays joined with `,`, others as JSON.
+/// A claim as header text: strings as they are (but for what follows), arrays joined with
+/// `,`, others as JSON.
 ///
 /// What the application would read back as another value is percent-encoded instead (with
 /// the `%` of such a value as `%25`): white space at either end of a string, which parsers and

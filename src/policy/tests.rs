@@ -93,8 +93,7 @@ fn claim_values_that_cannot_be_headers_deny() {
     );
 }
 
-/// A value the application would read back as another is sent percent-encoded: a group
-/// `eng,admin` would read as two groups, `"admin "` as `admin` (parsers and applications trim).
+/// An address the provider says it has not verified reaches no header and no rule.
 #[test]
 fn an_address_the_provider_has_not_verified_is_no_identity() {
     for unverified in [json!(false), json!("false")] {
@@ -102,6 +101,11 @@ fn an_address_the_provider_has_not_verified_is_no_identity() {
         check(
             claims.clone(),
             "inject-claim=email,X-Auth-Email",
+            "allow []",
+        );
+        check(
+            claims.clone(),
+            "inject-json-claim=X-Auth-Email,email,$",
             "allow []",
         );
         check(claims.clone(), "email=ceo@corp.example", "deny");
@@ -125,6 +129,8 @@ fn an_address_the_provider_has_not_verified_is_no_identity() {
     }
 }
 
+/// A value the application would read back as another is sent percent-encoded: a group
+/// `eng,admin` would read as two groups, `"admin "` as `admin` (parsers and applications trim).
 #[test]
 fn claim_values_that_would_read_back_as_others_are_encoded() {
     let sent = |claims: serde_json::Value, query: &str, expected: &str| {

@@ -594,6 +594,11 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
             400,
             "an unknown field at line 1",
         ),
+        (
+            json!({"url": "https://a.example/", "x`SECRETVALUE": ""}).to_string(),
+            400,
+            "an unknown field at line 1",
+        ),
         // A value of the wrong type is not quoted back: it may be a cookie or a token.
         (
             json!({"url": "https://a.example/", "headers": "Cookie: tollgate=SECRETVALUE"})

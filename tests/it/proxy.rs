@@ -681,6 +681,7 @@ on_unauthenticated = "pass"
 accept_bearer = true
 [route.headers]
 "X-User" = "claim:email"
+"X-User-Json" = "json:$.email"
 [[route]]
 path_prefix = "/api"
 upstream = "{upstream}"
@@ -725,6 +726,7 @@ skip = ["GET,^/api/health$"]
         .await
         .unwrap();
     assert_eq!(seen(&known, "x-user"), ["alice@example.com"]);
+    assert_eq!(seen(&known, "x-user-json"), ["alice@example.com"]);
     // An address the provider says it has not verified is nobody's identity: not sent, and
     // the client's own copy of the header is gone as ever.
     let unverified: Value = client
@@ -743,6 +745,7 @@ skip = ["GET,^/api/health$"]
         .await
         .unwrap();
     assert!(seen(&unverified, "x-user").is_empty(), "{unverified}");
+    assert!(seen(&unverified, "x-user-json").is_empty(), "{unverified}");
     let invalid = client
         .get(gateway.url("/pass/x"))
         .bearer_auth(idp.access_token().expires_in(-600).sign())

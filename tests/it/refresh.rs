@@ -76,6 +76,53 @@ async fn an_unusable_userinfo_answer_at_refresh_keeps_the_sessions_claims() {
     assert_eq!(idp.count("refresh"), 1, "the refresh was tried");
 }
 
+/// An address userinfo said was not verified stays unverified when userinfo is down at a
+/// refresh (the session is built from the ID token, which says nothing of it), and an address
+/// the ID token gives while userinfo is down at login is taken as unverified: silence would
+/// vouch for it.
+#[tokio::test]
+async fn an_address_stays_unverified_when_userinfo_is_down() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config(&idp, "memory"), clock.clone()).await;
+    let email = gateway.url("/auth?inject-claim=email,X-Email");
+    idp.misbehave(Misbehaviour {
+        userinfo_unverified_email: true,
+        ..Misbehaviour::default()
+    });
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let sent = |response: &reqwest::Response| response.headers().get("x-email").cloned();
+    let answer = browser.get(&email).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(sent(&answer), None, "not verified, says userinfo");
+    idp.misbehave(Misbehaviour {
+        userinfo_status: Some(503),
+        ..Misbehaviour::default()
+    });
+    clock.advance(250);
+    idp.advance_clock(250);
+    let answer = browser.get(&email).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(idp.count("refresh"), 1, "refreshed without userinfo");
+    assert_eq!(sent(&answer), None, "still not verified");
+    // Signed in while userinfo is down: the ID token's address, unverified.
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let answer = browser.get(&email).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(sent(&answer), None, "userinfo could not say");
+    // Userinfo back, saying nothing of it: the provider's word.
+    idp.misbehave(Misbehaviour::default());
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let answer = browser.get(&email).await;
+    assert_eq!(
+        sent(&answer).as_ref().map(|value| value.to_str().unwrap()),
+        Some("alice@example.com")
+    );
+}
+
 #[tokio::test]
 async fn many_parallel_requests_refresh_once_and_the_rotated_token_is_kept() {
     for store in ["memory", "cookie"] {

@@ -107,7 +107,11 @@ pub(super) fn load(
     // The checks below see each section without its wrong-typed keys; what they would say of
     // those (a required key missing) only repeats the type error.
     let read = problems.len();
-    let mut checker = Checker { problems, env };
+    let mut checker = Checker {
+        problems,
+        env,
+        readable_by_all: Vec::new(),
+    };
     let server = checker.server(server);
     let providers: Vec<ProviderConfig> = providers
         .into_iter()
@@ -182,6 +186,7 @@ pub(super) fn load(
             routes,
             source_sha256: sha256_hex(toml_text),
             telemetry,
+            secret_files_readable_by_all: checker.readable_by_all,
         })
     } else {
         Err(checker.problems)
@@ -191,6 +196,8 @@ pub(super) fn load(
 struct Checker<'a> {
     problems: Vec<ConfigProblem>,
     env: &'a BTreeMap<String, String>,
+    /// The `*_file` keys of secrets read from files every user may read.
+    readable_by_all: Vec<String>,
 }
 
 impl Checker<'_> {

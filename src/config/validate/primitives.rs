@@ -114,7 +114,12 @@ impl Checker<'_> {
         };
         if let Some(file) = file {
             return match std::fs::read_to_string(&file) {
-                Ok(text) => Some(Secret::new(without_line_end(&text))),
+                Ok(text) => {
+                    if super::super::readable_by_all(std::path::Path::new(&file)) {
+                        self.readable_by_all.push(format!("{path}_file"));
+                    }
+                    Some(Secret::new(without_line_end(&text)))
+                }
                 Err(error) => {
                     self.problem(
                         format!("{path}_file"),

@@ -323,11 +323,13 @@ impl Checker<'_> {
                 "an empty list requires nothing: name at least one value, or remove the key",
             );
         }
-        // An empty value, the same template's other failure: `issuers = [""]` matched any
+        // An empty (or blank) value, the same template's other failure: `issuers = [""]` matched any
         // introspection answer without `iss`, `email_domains = [""]` an address `a@`.
         let mut blank: Vec<String> = lists
             .iter()
-            .filter(|(_, list)| list.is_some_and(|values| values.iter().any(String::is_empty)))
+            .filter(|(_, list)| {
+                list.is_some_and(|values| values.iter().any(|value| value.trim().is_empty()))
+            })
             .map(|(key, _)| format!("{path}.{key}"))
             .collect();
         for (key, table) in tables {
@@ -335,7 +337,7 @@ impl Checker<'_> {
                 table
                     .into_iter()
                     .flatten()
-                    .filter(|(_, values)| values.iter().any(String::is_empty))
+                    .filter(|(_, values)| values.iter().any(|value| value.trim().is_empty()))
                     .map(|(name, _)| format!("{path}.{key}.{name}")),
             );
         }

@@ -106,7 +106,7 @@ impl Shared {
             }
             Err(CredentialError::Provider(error)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable at refresh; using the ID token's claims");
-                id_claims
+                unverified_as_before(id_claims, &session.claims)
             }
         };
         for name in SESSION_CLAIMS {
@@ -128,4 +128,17 @@ impl Shared {
         refreshed.access_expires_at = access_expires_at;
         Ok(Arc::new(refreshed))
     }
+}
+
+/// The ID token's claims standing in for userinfo's: where they say nothing of `email_verified`
+/// and the session said it (userinfo did), what the session said is kept. Left out, a `false`
+/// would read as the provider's silence, which vouches for the address.
+fn unverified_as_before(mut claims: Claims, before: &Claims) -> Claims {
+    if claims.contains_key("email")
+        && !claims.contains_key("email_verified")
+        && let Some(said) = before.get("email_verified")
+    {
+        Arc::make_mut(&mut claims).insert("email_verified".to_owned(), said.clone());
+    }
+    claims
 }

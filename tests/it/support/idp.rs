@@ -80,6 +80,11 @@ pub struct Misbehaviour {
     /// The refresh grant's ID token names this provider session (`sid`) instead of the
     /// login's.
     pub refreshed_sid: Option<&'static str>,
+    /// Userinfo says the user's address is not verified (`email_verified: false`), which the
+    /// ID token does not say either way.
+    pub userinfo_unverified_email: bool,
+    /// Userinfo answers with this status, no claims.
+    pub userinfo_status: Option<u16>,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -634,8 +639,14 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
     {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    if let Some(status) = inner.misbehaviour.lock().unwrap().userinfo_status {
+        return StatusCode::from_u16(status).unwrap().into_response();
+    }
     let mut claims = inner.user_claims.lock().unwrap().clone();
     claims.insert("department".into(), json!("engineering"));
+    if inner.misbehaviour.lock().unwrap().userinfo_unverified_email {
+        claims.insert("email_verified".into(), json!(false));
+    }
     if inner.misbehaviour.lock().unwrap().large_userinfo {
         claims.insert("biography".into(), json!("x".repeat(6000)));
     }

@@ -314,6 +314,18 @@ fn other_trace_formats() -> reqwest::header::HeaderMap {
         ("uberctx-tenant", "other"),
         ("ot-baggage-user", "admin"),
         ("x-datadog-sampling-priority", "2"),
+        ("x-envoy-force-trace", "true"),
+        ("x-client-trace-id", "chosen"),
+        ("sw8", "1-chosen"),
+        (
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        ),
+        (
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793",
+        ),
+        ("grpc-trace-bin", "AAA"),
     ]
     .into_iter()
     .map(|(name, value)| {
