@@ -46,6 +46,10 @@ pub fn pairs(text: &str) -> impl Iterator<Item = Pair<'_>> {
     })
 }
 
+/// The token service's login form token cookie (`__Host-` over https): fixed, whatever
+/// `session.cookie_name` is, and Tollgate's all the same.
+pub const FORM_TOKEN_COOKIE: &str = "tollgate_form";
+
 /// Whether `name` is the session cookie `cookie_name` or one of its chunks (`<name>_1` …).
 /// The one reading of those names: sessions look for them sent twice, the proxy removes them.
 pub fn is_session_or_chunk(name: &str, cookie_name: &str) -> bool {

@@ -230,6 +230,43 @@ pub fn parameter_value(text: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// Whether a backend could take a header named `name` (in lower case) for an identity header
+/// of a gateway Tollgate replaces: oauth2-proxy's `X-Forwarded-User` and `X-Auth-Request-*`,
+/// mod_auth_openidc's `OIDC_CLAIM_*` and `OIDC_access_token`, kong-oidc's `X-Userinfo`, Kong's
+/// `X-Consumer-*`. An application moved behind Tollgate may still read them; whoever sends
+/// one, it never comes from Tollgate unless a route's `headers` names it (set afterwards).
+pub fn is_identity_elsewhere(name: &str) -> bool {
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|start| same_header_name(start, prefix))
+    };
+    match name.as_bytes() {
+        [b'x', b'-' | b'_' | b'.', ..] => {
+            [
+                "x-forwarded-user",
+                "x-forwarded-email",
+                "x-forwarded-groups",
+                "x-forwarded-preferred-username",
+                "x-forwarded-access-token",
+                "x-userinfo",
+                "x-access-token",
+                "x-id-token",
+                "x-remote-user",
+                "x-credential-identifier",
+                "x-anonymous-consumer",
+            ]
+            .iter()
+            .any(|known| same_header_name(name, known))
+                || starts("x-auth-request-")
+                || starts("x-consumer-")
+                || starts("x-authenticated-")
+        }
+        [b'o', b'i', b'd', b'c', b'-' | b'_' | b'.', ..] => true,
+        [b'r', ..] => starts("remote-"),
+        _ => false,
+    }
+}
+
 /// Whether two header names read the same to a backend that ignores case and reads `_` as `-`
 /// (CGI's `HTTP_X_USER`, PHP, Rack, Django, many WSGI servers), or `.` as `_` and so as `-`
 /// (PHP names its `$_SERVER` variables so, and Caddy's `php_fastcgi` and FrankenPHP keep a

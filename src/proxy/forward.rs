@@ -583,6 +583,12 @@ where
             return Poll::Ready(Ok(splice_upgrade(response, this.client_upgrade.take())));
         }
         let (mut parts, body) = response.into_parts();
+        // RFC 9112 §6.3: with `Transfer-Encoding` the body is read chunked, and an intermediary
+        // that forwards the answer removes a `Content-Length` beside it: passed on, it framed
+        // the client's answer (the body cut at it, or the connection ended short of it).
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         remove_hop_by_hop(&mut parts.headers);
         // The client hears Tollgate's HTTP, not the upstream's: an HTTP/1.0 answer would make
         // hyper answer in HTTP/1.0 and close the client's keep-alive connection.

@@ -5,7 +5,7 @@
 use axum::http::header::Entry;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use crate::http::same_header_name as same_header;
+use crate::http::{is_identity_elsewhere, same_header_name as same_header};
 
 /// Removes every request header that a backend could take for one of `identity_headers`, or
 /// for an identity header of the gateways Tollgate replaces ([`is_identity_elsewhere`]).
@@ -19,43 +19,6 @@ pub fn strip_identity_headers<'a>(
                 .clone()
                 .any(|forbidden| same_header(name.as_str(), forbidden.as_str()))
     });
-}
-
-/// Whether a backend could take a header named `name` (in lower case) for an identity header
-/// of a gateway Tollgate replaces: oauth2-proxy's `X-Forwarded-User` and `X-Auth-Request-*`,
-/// mod_auth_openidc's `OIDC_CLAIM_*` and `OIDC_access_token`, kong-oidc's `X-Userinfo`, Kong's
-/// `X-Consumer-*`. An application moved behind Tollgate may still read them; whoever sends
-/// one, it never comes from Tollgate unless a route's `headers` names it (set afterwards).
-pub fn is_identity_elsewhere(name: &str) -> bool {
-    let starts = |prefix: &str| {
-        name.get(..prefix.len())
-            .is_some_and(|start| same_header(start, prefix))
-    };
-    match name.as_bytes() {
-        [b'x', b'-' | b'_' | b'.', ..] => {
-            [
-                "x-forwarded-user",
-                "x-forwarded-email",
-                "x-forwarded-groups",
-                "x-forwarded-preferred-username",
-                "x-forwarded-access-token",
-                "x-userinfo",
-                "x-access-token",
-                "x-id-token",
-                "x-remote-user",
-                "x-credential-identifier",
-                "x-anonymous-consumer",
-            ]
-            .iter()
-            .any(|known| same_header(name, known))
-                || starts("x-auth-request-")
-                || starts("x-consumer-")
-                || starts("x-authenticated-")
-        }
-        [b'o', b'i', b'd', b'c', b'-' | b'_' | b'.', ..] => true,
-        [b'r', ..] => starts("remote-"),
-        _ => false,
-    }
 }
 
 /// Whether a backend could take a header named `name` (in lower case, as header names are
@@ -179,12 +142,11 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
 }
 
 /// Whether a cookie name is one of Tollgate's: the session cookie, its chunks, its binding,
-/// login states (`__Host-` ones included).
+/// login states, the token service's form token (`__Host-` ones included).
 pub fn is_tollgate_cookie(name: &str, cookie_name: &str) -> bool {
-    is_named(name, cookie_name)
-        || name
-            .strip_prefix("__Host-")
-            .is_some_and(|name| is_named(name, cookie_name))
+    let ours =
+        |name: &str| is_named(name, cookie_name) || name == crate::http::cookies::FORM_TOKEN_COOKIE;
+    ours(name) || name.strip_prefix("__Host-").is_some_and(ours)
 }
 
 /// Whether `name` is `cookie_name`, one of its chunks, its binding (`_bind`) or one of its
@@ -284,8 +246,10 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
 /// the upstream never sees the cookie a `Vary` could name, so an answer it kept would be
 /// served to the next person asking, signed in or not. `no-cache` and `max-age` alone let a
 /// shared cache keep it (and, revalidating with another user's cookie, hand it on). A
-/// `Cache-Control` that does not parse becomes `private`: a cache may drop it, and with it an
-/// added directive.
+/// `Cache-Control` that does not parse becomes `private, no-store`: a cache may drop it, and
+/// with it an added directive, and a browser may have read a `no-store` in it
+/// (`no-store, max-age=0; must-revalidate` fails at the `;`) that `private` alone would lose,
+/// leaving a signed-in page in its disk cache after sign-out.
 /// Interim answers and `304` are left alone: a cache takes a `304`'s fields into the answer
 /// it holds, which was marked when it came.
 pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
@@ -301,6 +265,7 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
         Entry::Occupied(occupied) => occupied,
     };
     let mut lines = Vec::new();
+    let mut unparsed = false;
     for value in entry.iter() {
         let (mut shared_said, mut any) = (false, false);
         let parsed = cache_directives(value.as_bytes(), |name, argument| {
@@ -308,7 +273,7 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
             shared_said |= says_how_shared_caches_keep_it(name, argument);
         });
         if parsed.is_none() {
-            lines.clear();
+            unparsed = true;
             break;
         }
         if shared_said {
@@ -318,8 +283,10 @@ pub fn keep_out_of_shared_caches(status: StatusCode, headers: &mut HeaderMap) {
             lines.push(value.as_bytes().trim_ascii());
         }
     }
-    // One field line, the upstream's directives first; `private` alone when none parsed.
-    let value = if lines.is_empty() {
+    // One field line, the upstream's directives first; `private` alone when none were given.
+    let value = if unparsed {
+        HeaderValue::from_static("private, no-store")
+    } else if lines.is_empty() {
         HeaderValue::from_static("private")
     } else {
         let mut value = lines.join(&b", "[..]);
@@ -451,8 +418,10 @@ mod tests {
             );
         }
         // What does not parse is read by caches in ways of their own, which may drop an
-        // added directive with it (a quoted string that does not end takes it in).
+        // added directive with it (a quoted string that does not end takes it in), and by
+        // browsers, which may have read a `no-store` in it: kept from every cache.
         for malformed in [
+            "no-store, max-age=0; must-revalidate",
             "max-age=60, x=\"a, public",
             "max-age=60, x=\"a\\",
             "s-maxage =60",
@@ -463,8 +432,13 @@ mod tests {
             "max-age=",
             "no:store",
         ] {
-            assert_eq!(marked(&[malformed]), ["private"], "{malformed}");
+            assert_eq!(marked(&[malformed]), ["private, no-store"], "{malformed}");
         }
+        assert_eq!(
+            marked(&["max-age=0;", "no-store"]),
+            ["private, no-store"],
+            "a line that does not parse before one that does"
+        );
         // A CDN's own header is the CDN's; every other cache reads `Cache-Control`.
         assert_eq!(
             marked_with(
@@ -631,7 +605,7 @@ mod tests {
         );
         headers.append(
             header::COOKIE,
-            "tollgate_login_abc=s; tollgatex=keep; __Host-tollgate_login_d=s; b=2; __Host-tollgate_bind=x; tollgate_binding=keep"
+            "tollgate_login_abc=s; tollgatex=keep; __Host-tollgate_login_d=s; b=2; __Host-tollgate_bind=x; tollgate_binding=keep; __Host-tollgate_form=f; tollgate_form=f; tollgate_formx=keep"
                 .parse()
                 .unwrap(),
         );
@@ -639,7 +613,7 @@ mod tests {
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(
             headers[header::COOKIE],
-            "a=1; tollgatex=keep; b=2; tollgate_binding=keep"
+            "a=1; tollgatex=keep; b=2; tollgate_binding=keep; tollgate_formx=keep"
         );
         let mut only_ours = HeaderMap::new();
         only_ours.append(header::COOKIE, "tollgate=1".parse().unwrap());

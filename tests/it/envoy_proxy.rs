@@ -132,7 +132,8 @@ async fn setup() -> Setup {
 }
 
 /// The rules both blocks of the README's recipe send.
-const RECIPE_RULES: &str = "groups=admin&inject-claim=email,X-Email";
+const RECIPE_RULES: &str =
+    "groups=admin&inject-claim=email,X-Email&inject-claim=department,X-Department";
 
 /// `setup` with these `[server]` lines, and Envoy failing open when `fail_open`.
 async fn setup_with(server: &str, fail_open: bool, rules: Option<&str>) -> Setup {
@@ -552,6 +553,57 @@ async fn a_header_spelt_with_dots_never_reaches_the_application_by_either_recipe
         );
         assert!(!echo.to_string().contains("ceo@"), "port {port}: {echo}");
         assert!(seen(&echo, "x-email").is_some(), "port {port}: {echo}");
+    }
+}
+
+/// No identity header a client sends reaches the application by either recipe: one that
+/// another route's rules inject (`X-Department` on `/admin`, where alice has none), or one of
+/// the gateways Tollgate replaces (oauth2-proxy's, mod_auth_openidc's, kong-oidc's), on an
+/// allowed request and on a skipped one.
+#[tokio::test]
+async fn a_clients_identity_headers_never_reach_the_application_by_either_recipe() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup().await;
+    let admin = format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["admin"])).sign()
+    );
+    let forged = [
+        ("x-department", "finance"),
+        ("x-forwarded-user", "ceo"),
+        ("x-auth-request-email", "ceo@example.com"),
+        ("remote-user", "ceo"),
+        ("oidc-claim-email", "ceo@example.com"),
+        ("x-userinfo", "eyJzdWIiOiJjZW8ifQ"),
+    ];
+    // The HTTP recipe's one set of rules has no skip rule: `/public/` is the gRPC recipe's.
+    for (port, path, credential) in [
+        (grpc_port, "/admin/users", Some(admin.as_str())),
+        (grpc_port, "/public/x", None),
+        (http_port, "/admin/users", Some(admin.as_str())),
+    ] {
+        let mut headers = forged.to_vec();
+        if let Some(credential) = credential {
+            headers.push(("authorization", credential));
+        }
+        let echo = upstream_saw(get(port, path, &headers).await, &envoy).await;
+        for (name, _) in forged {
+            assert_eq!(
+                seen(&echo, name),
+                None,
+                "port {port} {path}: {name} in {echo}"
+            );
+        }
+        assert!(
+            !echo.to_string().contains("ceo"),
+            "port {port} {path}: {echo}"
+        );
     }
 }
 

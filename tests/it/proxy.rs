@@ -932,7 +932,8 @@ on_unauthenticated = "pass"
 }
 
 /// An application must not set, shadow or delete Tollgate's own cookies: the upstream's
-/// `Set-Cookie`s of the session, its chunks and login states are removed, its others kept.
+/// `Set-Cookie`s of the session, its chunks, login states and the token service's form token
+/// are removed, its others kept.
 #[tokio::test]
 async fn the_upstream_cannot_set_tollgates_cookies() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
@@ -948,6 +949,8 @@ on_unauthenticated = "pass"
         "tollgate_1=x",
         "tollgate_login_abc=y; Path=/",
         "__Host-tollgate_login_abc=y; Path=/; Secure",
+        "tollgate_form=planted-form-token-planted-form-token-abcdefgh",
+        "__Host-tollgate_form=x; Path=/; Secure; SameSite=None",
         "=tollgate=s.attackers-session; Path=/app",
         " = tollgate_1=x",
         "app=1; Path=/",
@@ -1412,6 +1415,44 @@ async fn upgraded_connections_are_spliced_both_ways() {
 /// `/status/101` does) answers 101 without switching: it goes on reading HTTP on the
 /// connection. Spliced, the client would speak to it directly, past every rule and with
 /// identity headers of its own; the 101 must name the protocol asked for.
+/// An upstream answer with both `Content-Length` and `Transfer-Encoding` is read chunked, and
+/// its `Content-Length` is not passed on (RFC 9112 §6.3): it framed the client's answer, which
+/// got the first 5 of the body's 10 bytes.
+#[tokio::test]
+async fn an_upstream_answer_with_a_length_and_chunks_reaches_the_client_whole() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_address = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let idp = TestIdp::start().await;
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    let gateway = Gateway::start(&proxy_config(
+        &idp,
+        &format!("http://{upstream_address}"),
+        routes,
+    ))
+    .await;
+    let response = reqwest::get(gateway.url("/framed")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(response.text().await.unwrap(), "0123456789");
+}
+
 #[tokio::test]
 async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

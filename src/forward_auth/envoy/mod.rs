@@ -17,8 +17,11 @@ use crate::http::rejection::{Refusal, Rejection};
 /// name the rules inject that this allowed answer does not carry (an absent claim, or a skip
 /// rule that ran no checks), and every other spelling of an injected name that the client sent
 /// (`x_email` beside `x-email`: Envoy passes underscores on by default, and an application
-/// reading headers the CGI way takes both for `HTTP_X_EMAIL`). So no copy the client sent
-/// reaches the upstream as if Tollgate had vouched for it.
+/// reading headers the CGI way takes both for `HTTP_X_EMAIL`), and every identity header of
+/// the gateways Tollgate replaces that the client sent (`X-Forwarded-User`,
+/// `X-Auth-Request-Email`, `OIDC_CLAIM_*`: an application moved from oauth2-proxy may still
+/// read them, as the proxy role removes them) unless these rules inject it. So no copy the
+/// client sent reaches the upstream as if Tollgate had vouched for it.
 fn headers_to_remove(
     state: &ForwardAuthState,
     rules: &str,
@@ -35,7 +38,14 @@ fn headers_to_remove(
     let Ok(query) = parsed_query(state, rules) else {
         return Vec::new();
     };
-    let mut names: Vec<HeaderName> = Vec::new();
+    let mut names: Vec<HeaderName> = sent
+        .keys()
+        .filter(|name| {
+            crate::http::is_identity_elsewhere(name.as_str())
+                && !injected.iter().any(|(present, _)| present == *name)
+        })
+        .cloned()
+        .collect();
     for injection in &query.injections {
         let name = injection.header();
         if !injected.iter().any(|(present, _)| present == name) && !names.contains(name) {

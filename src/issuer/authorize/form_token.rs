@@ -28,7 +28,7 @@ fn cookie_name(secure: bool) -> &'static str {
     if secure {
         "__Host-tollgate_form"
     } else {
-        "tollgate_form"
+        crate::http::cookies::FORM_TOKEN_COOKIE
     }
 }
 
@@ -97,6 +97,14 @@ impl FormToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn its_cookie_is_tollgates_under_either_name() {
+        assert_eq!(
+            cookie_name(true),
+            format!("__Host-{}", crate::http::cookies::FORM_TOKEN_COOKIE)
+        );
+    }
 
     fn with_cookie(cookie: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
