@@ -274,6 +274,7 @@ fn refused(rejection: &Rejection) -> (&'static str, u16) {
         | Rejection::StoreUnavailable
         | Rejection::UpstreamUnavailable
         | Rejection::UpstreamTimeout => "unavailable",
+        Rejection::TooManyRequests(_) => "rate_limited",
         Rejection::Internal => "error",
     };
     (decision, rejection.status().as_u16())

@@ -250,6 +250,7 @@ fn surfaces(
         federation: token_service
             .clone()
             .map(|service| service as Arc<dyn crate::login::federation::FederatedAuthorization>),
+        exchanges: Arc::default(),
         clock: clock.clone(),
         metrics: metrics.clone(),
     });

@@ -437,6 +437,12 @@ impl RequestBases {
         self
     }
 
+    /// The client's address for a request from `peer` ([`client_address`] through the
+    /// trusted proxies).
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_address(peer, headers, &self.trusted_proxies)
+    }
+
     /// Bases for a listener that serves https: a request no trusted proxy describes was made
     /// with https.
     #[must_use]

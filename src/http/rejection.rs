@@ -40,6 +40,9 @@ pub enum Rejection {
     /// The application behind a route did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The caller failed too often lately; the message says when to try again.
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
     /// The session store cannot be reached: nothing is passed, nothing half-written.
     #[error("session store unavailable")]
     StoreUnavailable,
@@ -57,6 +60,7 @@ impl Rejection {
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::ProviderUnavailable | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,6 +75,7 @@ impl Rejection {
             Self::ProviderUnavailable => "The identity provider is unreachable",
             Self::UpstreamUnavailable => "The application is unavailable",
             Self::UpstreamTimeout => "The application did not answer",
+            Self::TooManyRequests(_) => "Too many attempts",
             Self::StoreUnavailable => "Temporarily unavailable",
             Self::Internal => "Something went wrong",
         }
@@ -98,6 +103,7 @@ impl Rejection {
             Self::ProviderUnavailable => "provider_unavailable",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::TooManyRequests(_) => "rate_limited",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "error",
         }
@@ -129,6 +135,7 @@ impl IntoResponse for Rejection {
                 "503 Service Unavailable: the store of sessions and tokens cannot be read right now; try again shortly\n"
                     .to_owned()
             }
+            Self::TooManyRequests(message) => format!("429 Too Many Requests: {message}\n"),
             Self::Internal => "500 Internal Server Error\n".to_owned(),
         };
         let refusal = super::pages::RefusalPage {
@@ -149,6 +156,9 @@ impl IntoResponse for Rejection {
             Self::InsufficientScope(_) => Some("Bearer error=\"insufficient_scope\""),
             _ => None,
         };
+        if matches!(self, Self::TooManyRequests(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
         if let Some(challenge) = challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,

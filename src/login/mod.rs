@@ -3,6 +3,7 @@
 //! `/signout` ends it, with RP-initiated logout at the provider when it offers it.
 
 pub mod backchannel;
+pub mod exchanges;
 pub mod federation;
 pub mod redirect;
 pub mod signout_confirm;
@@ -49,6 +50,9 @@ pub struct LoginFlow {
     pub session_lifetime: std::time::Duration,
     /// The token service, which answers a federated login `/callback` finishes.
     pub federation: Option<Arc<dyn FederatedAuthorization>>,
+    /// The code exchanges `/callback` asked for: one a login state, and none for a client
+    /// address whose exchanges the provider keeps refusing.
+    pub exchanges: Arc<exchanges::Exchanges>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Metrics.
@@ -388,6 +392,24 @@ async fn finish_login(
         let labels = ProviderLabels {
             provider: provider.name().to_owned(),
         };
+        // A login state is exchanged once, and an address the provider keeps refusing is not
+        // asked for a while (`exchanges`): a kept state cookie replayed with made-up codes cost
+        // a client-authenticated token-endpoint call each.
+        let client = crate::http::forwarded::limit_key(state.bases.client_address(peer.ip(), headers));
+        if state.exchanges.limited(&client, now) {
+            return Err((
+                Rejection::TooManyRequests(
+                    "too many sign-ins failed from this address; try again in a minute".to_owned(),
+                ),
+                "code exchanges refused too often from this address".to_owned(),
+            ));
+        }
+        let until = login.created_at + crate::session::LOGIN_STATE_LIFETIME;
+        if state.exchanges.take(returned_state, until, now) == exchanges::Turn::Spent {
+            return Err(bad(
+                "this sign-in was finished already; start the login again",
+            ));
+        }
         let tokens = match provider
             .exchange_code(code, &login.redirect_uri, &login.code_verifier)
             .await
@@ -403,12 +425,21 @@ async fn finish_login(
                     .get_or_create(&labels)
                     .inc();
                 return Err(match error {
-                    ProviderError::Refused(code) => (
-                        Rejection::Unauthenticated,
-                        format!("code exchange refused: {code}"),
-                    ),
-                    ProviderError::StoreUnavailable(reason) => (Rejection::StoreUnavailable, reason),
-                    other => (Rejection::ProviderUnavailable, other.to_string()),
+                    ProviderError::Refused(code) => {
+                        state.exchanges.count_refused(&client, now);
+                        (
+                            Rejection::Unauthenticated,
+                            format!("code exchange refused: {code}"),
+                        )
+                    }
+                    ProviderError::StoreUnavailable(reason) => {
+                        state.exchanges.unasked(returned_state);
+                        (Rejection::StoreUnavailable, reason)
+                    }
+                    other => {
+                        state.exchanges.unasked(returned_state);
+                        (Rejection::ProviderUnavailable, other.to_string())
+                    }
                 });
             }
         };

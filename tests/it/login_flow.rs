@@ -199,6 +199,74 @@ async fn callback_without_the_login_state_or_with_a_mixed_up_issuer_is_refused()
     );
 }
 
+/// A login begun at `/signin`, its cookies kept and its `state` read; the provider's answer
+/// never fetched.
+async fn begun(
+    browser: &mut Browser,
+    gateway: &Gateway,
+) -> (std::collections::BTreeMap<String, String>, String) {
+    let signin = browser.get(&gateway.url("/signin")).await;
+    let to_provider = reqwest::Url::parse(&location(&signin)).unwrap();
+    let state = to_provider
+        .query_pairs()
+        .find(|(name, _)| name == "state")
+        .map(|(_, value)| value.into_owned())
+        .unwrap();
+    (browser.cookies.clone(), state)
+}
+
+/// A login state cookie kept and replayed with made-up codes: each `/callback` was a
+/// client-authenticated call to the provider's token endpoint. Now a login state is exchanged
+/// once, concurrent replays included, and an address whose exchanges the provider refused ten
+/// times within a minute is answered 429 without asking.
+#[tokio::test]
+async fn replayed_callbacks_cannot_each_cost_a_code_exchange() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    let (kept, state) = begun(&mut browser, &gateway).await;
+    let before = idp.count("token");
+    let mut tasks = tokio::task::JoinSet::new();
+    for attempt in 0..20 {
+        let mut replayer = Browser::new();
+        replayer.cookies = kept.clone();
+        let url = gateway.url(&format!("/callback?state={state}&code=made-up-{attempt}"));
+        tasks.spawn(async move { replayer.get(&url).await.status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    for attempt in 0..20 {
+        let mut replayer = Browser::new();
+        replayer.cookies = kept.clone();
+        let url = gateway.url(&format!("/callback?state={state}&code=again-{attempt}"));
+        statuses.push(replayer.get(&url).await.status().as_u16());
+    }
+    assert_eq!(idp.count("token"), before + 1, "one exchange: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 1);
+    assert_eq!(statuses.iter().filter(|status| **status == 400).count(), 39);
+    // Fresh login states, each with a made-up code: refused by the provider nine more times,
+    // then 429 without asking it.
+    let mut limited = None;
+    for attempt in 0..15 {
+        let mut browser = Browser::new();
+        let (_, state) = begun(&mut browser, &gateway).await;
+        let answer = browser
+            .get(&gateway.url(&format!("/callback?state={state}&code=fresh-{attempt}")))
+            .await;
+        if answer.status() == 429 {
+            limited = Some((attempt, answer));
+            break;
+        }
+        assert_eq!(answer.status(), 401, "attempt {attempt}");
+    }
+    let (attempt, answer) = limited.expect("answered 429 at last");
+    assert_eq!(attempt, 9, "ten refused exchanges from this address");
+    assert_eq!(answer.headers()["retry-after"], "60");
+    assert_eq!(idp.count("token"), before + 10);
+}
+
 #[tokio::test]
 async fn parallel_logins_in_several_tabs_do_not_break_each_other() {
     let idp = TestIdp::start().await;
