@@ -166,9 +166,11 @@ def base_checks(resources, grpc=False):
     # the volume's mode leaves others out, and the pod's fsGroup owns the files.
     mode = volumes["secrets"]["secret"].get("defaultMode", 0o644)
     check(mode & 0o007 == 0, f"the Secret's defaultMode {mode:o} lets every user read it")
+    check(mode & 0o040 != 0, f"the Secret's defaultMode {mode:o} does not let its group read it")
+    pod_security = spec.get("securityContext", {})
     check(
-        spec.get("securityContext", {}).get("fsGroup")
-        == spec.get("securityContext", {}).get("runAsGroup"),
+        pod_security.get("fsGroup") is not None
+        and pod_security.get("fsGroup") == pod_security.get("runAsGroup"),
         "the pod's fsGroup must be the group Tollgate runs as, which may read the secrets",
     )
     text = config_map["data"]["tollgate.toml"]

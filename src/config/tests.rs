@@ -566,6 +566,20 @@ fn a_secret_file_readable_by_every_user_is_warned_about() {
             .secret_files_readable_by_all,
         ["provider[0].client_secret_file"]
     );
+    // The session secrets too, read by their own reader.
+    let secrets = dir.join("session-secrets");
+    std::fs::write(&secrets, "a-session-secret-of-thirty-two-bytes-or-more\n").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let session = format!(
+        "[session]\nsecrets_file = \"{}\"\n{PROVIDER}",
+        secrets.display()
+    );
+    assert_eq!(
+        load(&session, &BTreeMap::new())
+            .unwrap()
+            .secret_files_readable_by_all,
+        ["session.secrets_file"]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -395,20 +395,20 @@ async fn finish_login(
         // A login state is exchanged once, and an address the provider keeps refusing is not
         // asked for a while (`exchanges`): a kept state cookie replayed with made-up codes cost
         // a client-authenticated token-endpoint call each.
-        let client = crate::http::forwarded::limit_key(state.bases.client_address(peer.ip(), headers));
-        if state.exchanges.limited(&client, now) {
+        let client =
+            crate::http::forwarded::limit_key(state.bases.client_address(peer.ip(), headers));
+        let Some(mut admission) = state.exchanges.admit(&client, now) else {
             return Err((
                 Rejection::TooManyRequests(
-                    "too many sign-ins failed from this address; try again in a minute".to_owned(),
+                    "too many sign-ins failed from this address; try again in a minute"
+                        .to_owned(),
                 ),
                 "code exchanges refused too often from this address".to_owned(),
             ));
-        }
+        };
         let until = login.created_at + crate::session::LOGIN_STATE_LIFETIME;
         if state.exchanges.take(returned_state, until, now) == exchanges::Turn::Spent {
-            return Err(bad(
-                "this sign-in was finished already; start the login again",
-            ));
+            return Err(bad("this sign-in was finished already; start the login again"));
         }
         let tokens = match provider
             .exchange_code(code, &login.redirect_uri, &login.code_verifier)
@@ -426,23 +426,40 @@ async fn finish_login(
                     .inc();
                 return Err(match error {
                     ProviderError::Refused(code) => {
-                        state.exchanges.count_refused(&client, now);
+                        admission.refused();
                         (
                             Rejection::Unauthenticated,
                             format!("code exchange refused: {code}"),
                         )
                     }
+                    // The provider answered, but not with tokens (a 5xx, a throttling 429, a
+                    // body that is no token response): counted against the address as a
+                    // refusal is, so a state cookie replayed into a provider that throttles is
+                    // bounded too; the login stays for the user's reload, as below.
+                    ProviderError::BadResponse(reason) => {
+                        admission.refused();
+                        state.exchanges.unasked(returned_state);
+                        (
+                            Rejection::ProviderUnavailable,
+                            ProviderError::BadResponse(reason).to_string(),
+                        )
+                    }
+                    // Not asked, or no answer heard: the user's reload retries with the code.
                     ProviderError::StoreUnavailable(reason) => {
                         state.exchanges.unasked(returned_state);
                         (Rejection::StoreUnavailable, reason)
                     }
-                    other => {
+                    ProviderError::Unreachable(reason) => {
                         state.exchanges.unasked(returned_state);
-                        (Rejection::ProviderUnavailable, other.to_string())
+                        (
+                            Rejection::ProviderUnavailable,
+                            ProviderError::Unreachable(reason).to_string(),
+                        )
                     }
                 });
             }
         };
+        drop(admission);
         let id_token = tokens.id_token.as_deref().ok_or((
             Rejection::ProviderUnavailable,
             "no id_token in token response".to_owned(),
@@ -564,10 +581,17 @@ async fn finish_login(
     }
     .await;
     match outcome {
-        Err(refusal) if code_spent || !refusal.0.is_failure() => Ok(with_cookies(
-            reject(state, "callback", refusal),
-            vec![clear_state],
-        )),
+        // A 429 asked the provider nothing: the login stays for a try after the window.
+        Err(refusal)
+            if code_spent
+                || !(refusal.0.is_failure()
+                    || matches!(refusal.0, Rejection::TooManyRequests(_))) =>
+        {
+            Ok(with_cookies(
+                reject(state, "callback", refusal),
+                vec![clear_state],
+            ))
+        }
         outcome => outcome,
     }
 }

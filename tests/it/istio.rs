@@ -61,12 +61,18 @@ fn readme_provider() -> Provider {
         .find("- name: tollgate-admins")
         .expect("the HTTP provider")..];
     let admins = &admins[..admins.find("\n---").unwrap_or(admins.len())];
+    // A key's value: the rest of its line, and for a flow list the lines it runs on to its `]`.
     let value = |key: &str| {
-        admins
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{key}: ")))
-            .unwrap_or_else(|| panic!("`{key}` in the README's tollgate-admins provider"))
-            .to_owned()
+        let at = admins
+            .find(&format!(" {key}: "))
+            .unwrap_or_else(|| panic!("`{key}` in the README's tollgate-admins provider"));
+        let rest = &admins[at + key.len() + 3..];
+        let end = if rest.starts_with('[') {
+            rest.find(']').expect("a flow list ends") + 1
+        } else {
+            rest.find('\n').unwrap_or(rest.len())
+        };
+        rest[..end].to_owned()
     };
     // `{ X-Tollgate-Rules: "groups=admin&…" }`
     let additional = value("includeAdditionalHeadersInCheck");
@@ -200,6 +206,21 @@ async fn istio_http_provider_in_envoy_carries_the_rules_of_the_readme() {
     )
     .await;
     let echo = upstream_saw(spelt, &envoy).await;
+    assert!(!echo.to_string().contains("mallory"), "{echo}");
+    // Nor the identity headers of the gateways Tollgate replaces.
+    let others = [
+        ("x-forwarded-user", "mallory"),
+        ("x-auth-request-user", "mallory"),
+        ("remote-user", "mallory"),
+        ("oidc_claim_email", "mallory@example.com"),
+        ("x-userinfo", "mallory"),
+    ];
+    let mut headers = vec![("authorization", admin.as_str())];
+    headers.extend(others);
+    let echo = upstream_saw(get(port, "/admin/users", &headers).await, &envoy).await;
+    for (name, _) in others {
+        assert_eq!(seen(&echo, name), None, "{name}: {echo}");
+    }
     assert!(!echo.to_string().contains("mallory"), "{echo}");
     // Not an admin: the rules Envoy sent refuse it, whatever rules the client sends.
     let dev = format!(

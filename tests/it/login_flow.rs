@@ -222,7 +222,10 @@ async fn begun(
 #[tokio::test]
 async fn replayed_callbacks_cannot_each_cost_a_code_exchange() {
     let idp = TestIdp::start().await;
-    let gateway = Gateway::forward_auth(&idp).await;
+    // The address's window runs on this clock, which stands still here.
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&Gateway::forward_auth_config(&idp, "", ""), clock.clone()).await;
     let mut browser = Browser::new();
     let (kept, state) = begun(&mut browser, &gateway).await;
     let before = idp.count("token");
@@ -265,6 +268,28 @@ async fn replayed_callbacks_cannot_each_cost_a_code_exchange() {
     assert_eq!(attempt, 9, "ten refused exchanges from this address");
     assert_eq!(answer.headers()["retry-after"], "60");
     assert_eq!(idp.count("token"), before + 10);
+    // A minute on, another burst: twenty fresh login states' callbacks at once are not all
+    // admitted before the provider refuses the first (those under way count).
+    clock.advance(60);
+    let mut states = Vec::new();
+    for _ in 0..20 {
+        let mut browser = Browser::new();
+        let (cookies, state) = begun(&mut browser, &gateway).await;
+        states.push((cookies, state));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (attempt, (cookies, state)) in states.into_iter().enumerate() {
+        let mut replayer = Browser::new();
+        replayer.cookies = cookies;
+        let url = gateway.url(&format!("/callback?state={state}&code=burst-{attempt}"));
+        tasks.spawn(async move { replayer.get(&url).await.status().as_u16() });
+    }
+    let mut burst = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        burst.push(status.unwrap());
+    }
+    assert_eq!(idp.count("token"), before + 20, "{burst:?}");
+    assert_eq!(burst.iter().filter(|status| **status == 429).count(), 10);
 }
 
 #[tokio::test]

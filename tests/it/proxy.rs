@@ -1411,10 +1411,6 @@ async fn upgraded_connections_are_spliced_both_ways() {
     assert_eq!(echoed, "ping over the upgraded connection");
 }
 
-/// An application that answers whatever status its query names (`?code=101`, as httpbin's
-/// `/status/101` does) answers 101 without switching: it goes on reading HTTP on the
-/// connection. Spliced, the client would speak to it directly, past every rule and with
-/// identity headers of its own; the 101 must name the protocol asked for.
 /// An upstream answer with both `Content-Length` and `Transfer-Encoding` is read chunked, and
 /// its `Content-Length` is not passed on (RFC 9112 §6.3): it framed the client's answer, which
 /// got the first 5 of the body's 10 bytes.
@@ -1453,6 +1449,10 @@ async fn an_upstream_answer_with_a_length_and_chunks_reaches_the_client_whole() 
     assert_eq!(response.text().await.unwrap(), "0123456789");
 }
 
+/// An application that answers whatever status its query names (`?code=101`, as httpbin's
+/// `/status/101` does) answers 101 without switching: it goes on reading HTTP on the
+/// connection. Spliced, the client would speak to it directly, past every rule and with
+/// identity headers of its own; the 101 must name the protocol asked for.
 #[tokio::test]
 async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

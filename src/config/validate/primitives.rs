@@ -84,6 +84,14 @@ impl Checker<'_> {
 
     /// Resolves a secret given inline, as `<key>_file` or as `<key>_env`; more than one is a
     /// problem.
+    /// Notes the secret file at `file` (the key `key` names it) when every user of the host
+    /// may read it, for `config::warnings`.
+    pub(super) fn note_readable_by_all(&mut self, key: &str, file: &str) {
+        if super::super::readable_by_all(std::path::Path::new(file)) {
+            self.readable_by_all.push(key.to_owned());
+        }
+    }
+
     pub(super) fn secret(
         &mut self,
         path: &str,
@@ -115,9 +123,7 @@ impl Checker<'_> {
         if let Some(file) = file {
             return match std::fs::read_to_string(&file) {
                 Ok(text) => {
-                    if super::super::readable_by_all(std::path::Path::new(&file)) {
-                        self.readable_by_all.push(format!("{path}_file"));
-                    }
+                    self.note_readable_by_all(&format!("{path}_file"), &file);
                     Some(Secret::new(without_line_end(&text)))
                 }
                 Err(error) => {

@@ -188,7 +188,10 @@ impl Checker<'_> {
             return None;
         };
         match ClientKeyConfig::load(PathBuf::from(file), keys.id.clone(), audience) {
-            Ok(client_key) => Some(client_key),
+            Ok(client_key) => {
+                self.note_readable_by_all(&format!("{path}.client_key_file"), file);
+                Some(client_key)
+            }
             Err(error) => {
                 self.problem(format!("{path}.client_key_file"), error.to_string());
                 None

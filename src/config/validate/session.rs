@@ -207,7 +207,10 @@ impl Checker<'_> {
             list
         } else if let Some(file) = file {
             match std::fs::read_to_string(&file) {
-                Ok(text) => from_text(&text),
+                Ok(text) => {
+                    self.note_readable_by_all("session.secrets_file", &file);
+                    from_text(&text)
+                }
                 Err(error) => {
                     self.problem(
                         "session.secrets_file",
