@@ -107,23 +107,37 @@ pub async fn explain(
             format!("the request body is larger than {MAX_BODY} bytes"),
         );
     };
+    // An unknown top-level field is named only when it looks like a name: a header line pasted
+    // there (`"Authorization: Bearer …": ""`) is a field whose name holds the token, which
+    // serde's text would quote whole.
+    if let Ok(fields) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+        && let Some(unknown) = fields.keys().find(|name| !FIELDS.contains(&name.as_str()))
+    {
+        let said = if is_a_field_name(unknown) {
+            format!(
+                "unknown field `{unknown}`, expected one of {}",
+                FIELDS.join(", ")
+            )
+        } else {
+            "an unknown field (its name is not repeated: it is not a word; headers go in \
+             `headers`)"
+                .to_owned()
+        };
+        return client_error(
+            &state,
+            StatusCode::BAD_REQUEST,
+            format!("invalid explain request: {said}"),
+        );
+    }
     let described: ExplainRequest = match serde_json::from_slice(&body) {
         Ok(described) => described,
         Err(error) => {
-            // serde's text names a field, or quotes the value it could not take, which may be
-            // a cookie or a token of the described request: only a field name is repeated, and
-            // an unknown one only when it looks like a name (a header line pasted at the top
-            // level, `"Authorization: Bearer …": ""`, is an unknown field that holds a token).
+            // serde's text names a missing field, or quotes the value it could not take, which
+            // may be a cookie or a token of the described request: only the first is repeated
+            // (unknown fields were looked at above).
             let message = error.to_string();
-            let said = if message.starts_with("missing field") || unknown_field_named(&message) {
+            let said = if message.starts_with("missing field") {
                 message
-            } else if message.starts_with("unknown field") {
-                format!(
-                    "an unknown field at line {} column {} (its name is not repeated: it \
-                         is not a word; headers go in `headers`)",
-                    error.line(),
-                    error.column()
-                )
             } else {
                 let kind = match error.classify() {
                     serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
@@ -201,22 +215,16 @@ struct Described {
     headers: HeaderMap,
 }
 
-/// Whether serde's "unknown field" text names a field that looks like one: at most 24
-/// lower-case letters and `_`, as the fields are, which a value (a token, a cookie) pasted as a
-/// name is not.
-fn unknown_field_named(message: &str) -> bool {
-    // serde's text is "unknown field `NAME`, expected …" (or ", there are no fields"): a name
-    // holding a backtick of its own would end early, and what follows it is not ", ".
-    message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split_once('`'))
-        .filter(|(_, after)| after.is_empty() || after.starts_with(", "))
-        .is_some_and(|(name, _)| {
-            (1..=24).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
-        })
+/// The top-level fields of an explain request.
+const FIELDS: [&str; 4] = ["method", "url", "headers", "auth_query"];
+
+/// Whether an unknown field's name may be repeated: at most 24 lower-case letters and `_`, as
+/// the fields are, which a value (a token, a cookie) pasted as a name is not.
+fn is_a_field_name(name: &str) -> bool {
+    (1..=24).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
 }
 
 fn parse(described: &ExplainRequest) -> Result<Described, String> {

@@ -250,7 +250,7 @@ fn surfaces(
         federation: token_service
             .clone()
             .map(|service| service as Arc<dyn crate::login::federation::FederatedAuthorization>),
-        exchanges: Arc::default(),
+        exchanges: Arc::new(crate::login::exchanges::Exchanges::new(clock.clone())),
         clock: clock.clone(),
         metrics: metrics.clone(),
     });

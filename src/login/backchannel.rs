@@ -212,6 +212,8 @@ async fn logout(state: &LoginFlow, body: &[u8]) -> Result<Response, BackchannelR
     }
     // A Tollgate before 6 December 2026 kept the record under the provider's name: looked at
     // too, so a token used before an upgrade is not served again after it (within its day).
+    // Such records live a day (`LOGOUT_TOKEN_MEMORY`): this lookup may go once no Tollgate
+    // older than that runs anywhere a store is shared.
     match sessions.logout_token_used(&provider_name, jti, now).await {
         Ok(false) => {}
         Ok(true) => return Err(invalid("logout_token replayed")),

@@ -2,20 +2,21 @@
 //! cookie its client may keep and send again, with any code: each such `/callback` was one
 //! client-authenticated call to the provider's token endpoint (with `private_key_jwt`, a
 //! signature here too), which providers throttle per client, so real users' logins and
-//! refreshes failed once someone looped on it. Now a login state is exchanged once (its
-//! exchange answered by the provider, or one in flight, ends it here; one the provider could
-//! not be asked leaves it for a retry), and a client address whose exchanges the provider
-//! refused [`MAX_REFUSED`] times within [`WINDOW`] seconds is answered 429 until the window
-//! ends, without asking. Kept in this process (a replica each): a cookie replayed to every
-//! replica costs one exchange at each, and a fresh login state costs the client a `/signin`.
+//! refreshes failed once someone looped on it. Now a login state is exchanged once (an
+//! exchange under way or answered with tokens or a refusal ends it here; one that got no
+//! tokens, the provider unreachable or failing, leaves it for the user's reload), and a client
+//! address is answered 429, without asking, while its refused or failed exchanges in the
+//! current [`WINDOW`] and those under way reach [`MAX_A_WINDOW`]. Kept in this process (a
+//! replica each): a cookie replayed to every replica costs one exchange at each, and a fresh
+//! login state costs the client a `/signin`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::clock::UnixTime;
+use crate::clock::{Clock, UnixTime};
 
-/// Exchanges from one client address within a window that the provider refused or that are
-/// under way, before the next is answered 429.
-pub const MAX_REFUSED: u32 = 10;
+/// Exchanges from one client address that the provider refused or answered without tokens
+/// within a window, and those under way, before the next is answered 429.
+pub const MAX_A_WINDOW: u32 = 10;
 
 /// The window, in seconds.
 pub const WINDOW: i64 = 60;
@@ -42,6 +43,18 @@ struct Window {
     under_way: u32,
 }
 
+impl Window {
+    /// This window as it stands at `now`: a new one, its refusals forgotten, once [`WINDOW`]
+    /// seconds passed since it began.
+    fn at(mut self, now: UnixTime) -> Self {
+        if now - self.start >= WINDOW {
+            self.start = now;
+            self.refused = 0;
+        }
+        self
+    }
+}
+
 /// The code exchanges of this process.
 pub struct Exchanges {
     /// A login state's SHA-256, and until when it lives.
@@ -49,15 +62,8 @@ pub struct Exchanges {
     /// A client address's limit key, and its window. Behind one lock: an exchange is admitted
     /// and counted in one step, so concurrent ones cannot all see room.
     windows: Mutex<quick_cache::unsync::Cache<String, Window>>,
-}
-
-impl Default for Exchanges {
-    fn default() -> Self {
-        Self {
-            states: quick_cache::sync::Cache::new(REMEMBERED),
-            windows: Mutex::new(quick_cache::unsync::Cache::new(REMEMBERED)),
-        }
-    }
+    /// The time an exchange is admitted and ended at.
+    clock: Arc<dyn Clock>,
 }
 
 fn digest(state: &str) -> [u8; 32] {
@@ -68,9 +74,19 @@ fn digest(state: &str) -> [u8; 32] {
 }
 
 impl Exchanges {
+    /// None taken yet, timed by `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            states: quick_cache::sync::Cache::new(REMEMBERED),
+            windows: Mutex::new(quick_cache::unsync::Cache::new(REMEMBERED)),
+            clock,
+        }
+    }
+
     /// Takes the login `state`'s one exchange, which lives until `until` (included, as the
     /// login state does): `Spent` when it was taken before or is being taken right now.
-    pub fn take(&self, state: &str, until: UnixTime, now: UnixTime) -> Turn {
+    pub fn take(&self, state: &str, until: UnixTime) -> Turn {
+        let now = self.clock.now();
         let key = digest(state);
         match self
             .states
@@ -89,9 +105,9 @@ impl Exchanges {
         }
     }
 
-    /// Gives back the login `state`'s exchange when the provider never got the code (it could
-    /// not be reached, or the in-process token service's store failed): the user's retry may
-    /// take it.
+    /// Gives back the login `state`'s exchange when it got no tokens (the provider could not
+    /// be reached or failed, or the in-process token service's store did): the user's reload
+    /// may take it.
     pub fn unasked(&self, state: &str) {
         self.states.remove(&digest(state));
     }
@@ -99,51 +115,46 @@ impl Exchanges {
     /// Admits one exchange from the client address of `key`, counted as under way until its
     /// [`Admission`] is dropped (a request given up mid-exchange included): `None` (and nothing
     /// counted) when the refused and the under-way exchanges of its window reach
-    /// [`MAX_REFUSED`].
-    pub fn admit(&self, key: &str, now: UnixTime) -> Option<Admission<'_>> {
-        self.count_in(key, now).then(|| Admission {
+    /// [`MAX_A_WINDOW`].
+    pub fn admit(&self, key: &str) -> Option<Admission<'_>> {
+        let now = self.clock.now();
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut window = windows
+            .get(key)
+            .copied()
+            .unwrap_or(Window {
+                start: now,
+                refused: 0,
+                under_way: 0,
+            })
+            .at(now);
+        if window.refused.saturating_add(window.under_way) >= MAX_A_WINDOW {
+            return None;
+        }
+        window.under_way += 1;
+        windows.insert(key.to_owned(), window);
+        Some(Admission {
             exchanges: self,
             key: key.to_owned(),
-            now,
             refused: false,
         })
     }
 
-    fn count_in(&self, key: &str, now: UnixTime) -> bool {
+    /// Ends an admitted exchange, at the time it ended: `refused` counts in the window then.
+    fn settle(&self, key: &str, refused: bool) {
+        let now = self.clock.now();
         let mut windows = self
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut window = windows.get(key).copied().unwrap_or(Window {
-            start: now,
-            refused: 0,
-            under_way: 0,
-        });
-        if now - window.start >= WINDOW {
-            window.start = now;
-            window.refused = 0;
-        }
-        if window.refused.saturating_add(window.under_way) >= MAX_REFUSED {
-            return false;
-        }
-        window.under_way += 1;
-        windows.insert(key.to_owned(), window);
-        true
-    }
-
-    fn settle(&self, key: &str, refused: bool, now: UnixTime) {
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(mut window) = windows.get(key).copied() else {
+        let Some(window) = windows.get(key).copied() else {
             return;
         };
+        let mut window = window.at(now);
         window.under_way = window.under_way.saturating_sub(1);
-        if now - window.start >= WINDOW {
-            window.start = now;
-            window.refused = 0;
-        }
         if refused {
             window.refused = window.refused.saturating_add(1);
         }
@@ -155,7 +166,6 @@ impl Exchanges {
 pub struct Admission<'a> {
     exchanges: &'a Exchanges,
     key: String,
-    now: UnixTime,
     refused: bool,
 }
 
@@ -169,58 +179,90 @@ impl Admission<'_> {
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        self.exchanges.settle(&self.key, self.refused, self.now);
+        self.exchanges.settle(&self.key, self.refused);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+
+    fn at(clock: &Arc<ManualClock>) -> Exchanges {
+        Exchanges::new(clock.clone())
+    }
 
     #[test]
-    fn a_login_state_is_exchanged_once_unless_the_provider_was_not_asked() {
-        let exchanges = Exchanges::default();
-        assert_eq!(exchanges.take("state-a", 1_600, 1_000), Turn::Go);
-        assert_eq!(exchanges.take("state-a", 1_600, 1_001), Turn::Spent);
-        // To the last second of its life, as the login state lives.
-        assert_eq!(exchanges.take("state-a", 1_600, 1_600), Turn::Spent);
-        assert_eq!(exchanges.take("state-b", 1_600, 1_001), Turn::Go);
+    fn a_login_state_is_exchanged_once_unless_it_got_no_tokens() {
+        let clock = ManualClock::new();
+        let exchanges = at(&clock);
+        let until = clock.now() + 600;
+        assert_eq!(exchanges.take("state-a", until), Turn::Go);
+        clock.advance(1);
+        assert_eq!(exchanges.take("state-a", until), Turn::Spent);
+        assert_eq!(exchanges.take("state-b", until), Turn::Go);
         exchanges.unasked("state-b");
-        assert_eq!(exchanges.take("state-b", 1_600, 1_002), Turn::Go);
-        // Past its life the state is refused by the login flow anyway; here it is free again.
-        assert_eq!(exchanges.take("state-a", 2_201, 1_601), Turn::Go);
+        assert_eq!(exchanges.take("state-b", until), Turn::Go);
+        // To the last second of its life, as the login state lives; past it, free again
+        // (the login flow refuses such a state anyway).
+        clock.advance(599);
+        assert_eq!(exchanges.take("state-a", until), Turn::Spent);
+        clock.advance(1);
+        assert_eq!(exchanges.take("state-a", until + 600), Turn::Go);
     }
 
     #[test]
     fn refused_and_under_way_exchanges_limit_an_address_for_the_rest_of_the_window() {
-        let exchanges = Exchanges::default();
+        let clock = ManualClock::new();
+        let exchanges = at(&clock);
         let key = "address:192.0.2.1";
-        let refused = |now| exchanges.admit(key, now).expect("admitted").refused();
-        for _ in 0..MAX_REFUSED - 1 {
-            refused(1_000);
+        let refused = || exchanges.admit(key).expect("admitted").refused();
+        for _ in 0..MAX_A_WINDOW - 1 {
+            refused();
         }
         // Answered with tokens: not counted.
-        drop(exchanges.admit(key, 1_005).expect("admitted"));
-        refused(1_010);
-        assert!(exchanges.admit(key, 1_059).is_none());
-        assert!(exchanges.admit("address:192.0.2.2", 1_059).is_some());
+        clock.advance(5);
+        drop(exchanges.admit(key).expect("admitted"));
+        clock.advance(5);
+        refused();
+        clock.advance(49);
+        assert!(exchanges.admit(key).is_none());
+        assert!(exchanges.admit("address:192.0.2.2").is_some());
         // A new window.
-        refused(1_060);
-        assert!(exchanges.admit(key, 1_061).is_some());
+        clock.advance(1);
+        refused();
+        assert!(exchanges.admit(key).is_some());
+    }
+
+    #[test]
+    fn a_refusal_counts_in_the_window_it_came_in() {
+        let clock = ManualClock::new();
+        let exchanges = at(&clock);
+        let key = "address:203.0.113.9";
+        let mut late: Vec<Admission<'_>> = (0..MAX_A_WINDOW)
+            .map(|_| exchanges.admit(key).expect("admitted"))
+            .collect();
+        // Admitted in one window, refused in the next: they count there.
+        clock.advance(WINDOW);
+        for admission in &mut late {
+            admission.refused();
+        }
+        drop(late);
+        assert!(exchanges.admit(key).is_none());
     }
 
     #[test]
     fn exchanges_under_way_count_so_a_burst_cannot_all_be_admitted() {
-        let exchanges = Exchanges::default();
+        let clock = ManualClock::new();
+        let exchanges = at(&clock);
         let key = "address:198.51.100.7";
-        let mut under_way: Vec<Admission<'_>> = (0..50)
-            .filter_map(|_| exchanges.admit(key, 1_000))
-            .collect();
-        assert_eq!(under_way.len(), MAX_REFUSED as usize);
+        let mut under_way: Vec<Admission<'_>> =
+            (0..50).filter_map(|_| exchanges.admit(key)).collect();
+        assert_eq!(under_way.len(), MAX_A_WINDOW as usize);
         // One ends with tokens, or its request is given up: its place is free again.
         drop(under_way.pop());
-        assert!(exchanges.admit(key, 1_000).is_some());
-        under_way.push(exchanges.admit(key, 1_000).expect("admitted"));
-        assert!(exchanges.admit(key, 1_000).is_none());
+        assert!(exchanges.admit(key).is_some());
+        under_way.push(exchanges.admit(key).expect("admitted"));
+        assert!(exchanges.admit(key).is_none());
     }
 }

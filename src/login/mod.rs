@@ -397,7 +397,7 @@ async fn finish_login(
         // a client-authenticated token-endpoint call each.
         let client =
             crate::http::forwarded::limit_key(state.bases.client_address(peer.ip(), headers));
-        let Some(mut admission) = state.exchanges.admit(&client, now) else {
+        let Some(mut admission) = state.exchanges.admit(&client) else {
             return Err((
                 Rejection::TooManyRequests(
                     "too many sign-ins failed from this address; try again in a minute"
@@ -407,7 +407,7 @@ async fn finish_login(
             ));
         };
         let until = login.created_at + crate::session::LOGIN_STATE_LIFETIME;
-        if state.exchanges.take(returned_state, until, now) == exchanges::Turn::Spent {
+        if state.exchanges.take(returned_state, until) == exchanges::Turn::Spent {
             return Err(bad("this sign-in was finished already; start the login again"));
         }
         let tokens = match provider
@@ -433,9 +433,10 @@ async fn finish_login(
                         )
                     }
                     // The provider answered, but not with tokens (a 5xx, a throttling 429, a
-                    // body that is no token response): counted against the address as a
-                    // refusal is, so a state cookie replayed into a provider that throttles is
-                    // bounded too; the login stays for the user's reload, as below.
+                    // body that is no token response, `oidc::client::token_request`): counted
+                    // against the address as a refusal is, so a state cookie replayed into a
+                    // provider that throttles is bounded too; the login stays for the user's
+                    // reload, as below.
                     ProviderError::BadResponse(reason) => {
                         admission.refused();
                         state.exchanges.unasked(returned_state);

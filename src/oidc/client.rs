@@ -234,9 +234,12 @@ async fn token_request(
     form: Vec<(&str, &str)>,
 ) -> Result<TokenResponse, ProviderError> {
     let (status, body) = client_post(http, provider, token_endpoint, form).await?;
-    // RFC 6749 §5.2: a refusal is a 4xx with an error code; a 5xx or anything else is the
-    // provider failing, not refusing (a refresh keeps its session then).
-    if !status.is_success() && !status.is_client_error() {
+    // RFC 6749 §5.2: a refusal is a 4xx with an error code; a 5xx, a 429 (the provider
+    // throttling this client: it refused no grant) or anything else is the provider failing,
+    // not refusing (a refresh keeps its session then, a login may be retried).
+    if !status.is_success()
+        && (!status.is_client_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+    {
         return Err(ProviderError::BadResponse(format!(
             "token endpoint answered {status}"
         )));

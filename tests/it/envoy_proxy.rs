@@ -605,6 +605,26 @@ async fn a_clients_identity_headers_never_reach_the_application_by_either_recipe
             "port {port} {path}: {echo}"
         );
     }
+    // A user who has a department: Tollgate's value replaces the client's on either recipe.
+    let with_department = format!(
+        "Bearer {}",
+        idp.access_token()
+            .claim("groups", json!(["admin"]))
+            .claim("department", json!("engineering"))
+            .sign()
+    );
+    for port in [grpc_port, http_port] {
+        let headers = [
+            ("authorization", with_department.as_str()),
+            ("x-department", "finance"),
+        ];
+        let echo = upstream_saw(get(port, "/admin/users", &headers).await, &envoy).await;
+        assert_eq!(
+            seen(&echo, "x-department"),
+            Some(&json!(["engineering"])),
+            "port {port}: {echo}"
+        );
+    }
 }
 
 /// A skip rule naming `POST`, by either recipe: a `POST` that says another method (a

@@ -268,9 +268,13 @@ async fn replayed_callbacks_cannot_each_cost_a_code_exchange() {
     assert_eq!(attempt, 9, "ten refused exchanges from this address");
     assert_eq!(answer.headers()["retry-after"], "60");
     assert_eq!(idp.count("token"), before + 10);
-    // A minute on, another burst: twenty fresh login states' callbacks at once are not all
-    // admitted before the provider refuses the first (those under way count).
+    // A minute on, another burst: twenty fresh login states' callbacks at once, while the
+    // provider takes its time to refuse each, are not all admitted (those under way count).
     clock.advance(60);
+    idp.misbehave(Misbehaviour {
+        code_exchange_delay_ms: Some(1_000),
+        ..Misbehaviour::default()
+    });
     let mut states = Vec::new();
     for _ in 0..20 {
         let mut browser = Browser::new();

@@ -1411,24 +1411,28 @@ async fn upgraded_connections_are_spliced_both_ways() {
     assert_eq!(echoed, "ping over the upgraded connection");
 }
 
+/// A gateway whose one route passes anonymous requests on to the application at `address`.
+async fn passing_to(idp: &TestIdp, address: std::net::SocketAddr) -> Gateway {
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
+    Gateway::start(&proxy_config(idp, &format!("http://{address}"), routes)).await
+}
+
 /// An upstream answer with both `Content-Length` and `Transfer-Encoding` is read chunked, and
 /// its `Content-Length` is not passed on (RFC 9112 §6.3): it framed the client's answer, which
 /// got the first 5 of the body's 10 bytes.
 #[tokio::test]
 async fn an_upstream_answer_with_a_length_and_chunks_reaches_the_client_whole() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_address = upstream.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = upstream.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if crate::support::read_request_head(&mut stream)
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
                 let answer = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n";
                 let _ = stream.write_all(answer.as_bytes()).await;
@@ -1436,13 +1440,7 @@ async fn an_upstream_answer_with_a_length_and_chunks_reaches_the_client_whole() 
         }
     });
     let idp = TestIdp::start().await;
-    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
-    let gateway = Gateway::start(&proxy_config(
-        &idp,
-        &format!("http://{upstream_address}"),
-        routes,
-    ))
-    .await;
+    let gateway = passing_to(&idp, upstream_address).await;
     let response = reqwest::get(gateway.url("/framed")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("content-length").is_none());
@@ -1464,17 +1462,10 @@ async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
         while let Ok((mut stream, _)) = upstream.accept().await {
             let record = record.clone();
             tokio::spawn(async move {
-                let mut buffer = Vec::new();
-                let mut byte = [0u8; 1];
                 loop {
-                    buffer.clear();
-                    while !buffer.ends_with(b"\r\n\r\n") {
-                        if stream.read_exact(&mut byte).await.is_err() {
-                            return;
-                        }
-                        buffer.push(byte[0]);
-                    }
-                    let head = String::from_utf8_lossy(&buffer).into_owned();
+                    let Some(head) = crate::support::read_request_head(&mut stream).await else {
+                        return;
+                    };
                     let line = head.lines().next().unwrap_or_default().to_owned();
                     record.lock().unwrap().push(head.clone());
                     let answer = if line.contains("code=101") {
@@ -1510,13 +1501,7 @@ async fn a_101_that_switched_to_nothing_asked_for_is_not_spliced() {
         }
     });
     let idp = TestIdp::start().await;
-    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\non_unauthenticated = \"pass\"\n";
-    let gateway = Gateway::start(&proxy_config(
-        &idp,
-        &format!("http://{upstream_address}"),
-        routes,
-    ))
-    .await;
+    let gateway = passing_to(&idp, upstream_address).await;
     const WEBSOCKET: &str = "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
     for (asked, query) in [
         // A 101 that switched to nothing.

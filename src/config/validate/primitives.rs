@@ -82,8 +82,6 @@ impl Checker<'_> {
         }
     }
 
-    /// Resolves a secret given inline, as `<key>_file` or as `<key>_env`; more than one is a
-    /// problem.
     /// Notes the secret file at `file` (the key `key` names it) when every user of the host
     /// may read it, for `config::warnings`.
     pub(super) fn note_readable_by_all(&mut self, key: &str, file: &str) {
@@ -92,6 +90,8 @@ impl Checker<'_> {
         }
     }
 
+    /// Resolves a secret given inline, as `<key>_file` or as `<key>_env`; more than one is a
+    /// problem.
     pub(super) fn secret(
         &mut self,
         path: &str,

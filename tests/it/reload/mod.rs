@@ -135,6 +135,12 @@ async fn a_session_made_before_its_providers_issuer_changed_is_no_ones() {
     let mut browser = Browser::new();
     signed_in(&mut browser, &gateway).await;
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    // The same issuer, another client: the session's audience is the old client's.
+    let other_client = config(&new, &upstream, None, "")
+        .replace("client_id = \"tollgate\"", "client_id = \"another-client\"");
+    assert!(other_client.contains("another-client"));
+    gateway.app.reload(load(&other_client)).await.unwrap();
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
 }
 
 #[tokio::test]

@@ -85,6 +85,8 @@ pub struct Misbehaviour {
     pub userinfo_unverified_email: bool,
     /// Userinfo answers with this status, no claims.
     pub userinfo_status: Option<u16>,
+    /// The code exchange answers only after this many milliseconds.
+    pub code_exchange_delay_ms: Option<u64>,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -520,6 +522,9 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             "<html><body>Internal Server Error</body></html>",
         )
             .into_response();
+    }
+    if let Some(delay) = misbehaviour.code_exchange_delay_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let code = form.get("code").cloned().unwrap_or_default();
     let Some(pending) = inner.codes.lock().unwrap().remove(&code) else {

@@ -18,6 +18,19 @@ pub use gateway::Gateway;
 pub use idp::TestIdp;
 pub use upstream::TestUpstream;
 
+/// Reads an HTTP/1 request head from `stream` a byte at a time (so nothing after it is
+/// taken): its text, or `None` when the stream ends first.
+pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.ok()?;
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// A loopback port that was free a moment ago (for servers that take their port from a
 /// config file: nginx, redis-server, a `tollgate serve` process).
 ///

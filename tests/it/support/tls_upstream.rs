@@ -143,15 +143,10 @@ async fn body_and_trailers(
 
 /// Reads an HTTP/1.1 request head; for an `Upgrade` request answers 101 and echoes.
 async fn upgrade_and_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read_exact(&mut byte).await.is_err() {
-            return;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let Some(head) = super::read_request_head(stream).await else {
+        return;
+    };
+    let head = head.to_ascii_lowercase();
     if !head
         .lines()
         .next()
