@@ -510,12 +510,7 @@ async fn finish_login(
             // an address the ID token does not say that of is taken as unverified.
             Err(CredentialError::Provider(error)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
-                let mut claims = claims;
-                if claims.contains_key("email") && !claims.contains_key("email_verified") {
-                    std::sync::Arc::make_mut(&mut claims)
-                        .insert("email_verified".to_owned(), false.into());
-                }
-                claims
+                crate::token::without_userinfo(claims, None)
             }
         };
         // The token service's federated login: answer the client, create no session here.

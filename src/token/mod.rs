@@ -287,6 +287,28 @@ pub fn email_verified(claims: &Map<String, Value>) -> Option<bool> {
     })
 }
 
+/// The ID token's claims standing in for userinfo's, which could not be had: userinfo may be
+/// where the provider says an address is not verified, and left out, a `false` would read as
+/// the provider's silence, which vouches for the address. Where the claims say nothing of
+/// `email_verified`, at a login (`before` is `None`) the address is taken as unverified; at a
+/// refresh what the session said (`before`, when it said anything) is kept for the same
+/// address, and another address is unverified.
+pub fn without_userinfo(mut claims: Claims, before: Option<&Map<String, Value>>) -> Claims {
+    if !claims.contains_key("email") || claims.contains_key("email_verified") {
+        return claims;
+    }
+    let said = match before {
+        None => Value::Bool(false),
+        Some(before) => match before.get("email_verified") {
+            None => return claims,
+            Some(_) if claims.get("email") != before.get("email") => Value::Bool(false),
+            Some(said) => said.clone(),
+        },
+    };
+    Arc::make_mut(&mut claims).insert("email_verified".to_owned(), said);
+    claims
+}
+
 /// A NumericDate claim in whole seconds; `None` when absent.
 ///
 /// # Errors

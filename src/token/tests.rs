@@ -693,3 +693,41 @@ fn an_attackers_kid_is_bounded_in_the_error() {
     assert!(message.len() < 200, "{} bytes", message.len());
     assert!(!message.contains(['\r', '\n']));
 }
+
+#[test]
+fn without_userinfo_an_address_is_unverified_unless_the_session_said_so_of_it() {
+    let claims = |value: Value| -> Claims { Arc::new(value.as_object().unwrap().clone()) };
+    let verified = |claims: &Claims| claims.get("email_verified").cloned();
+    // At a login: unverified.
+    let login = without_userinfo(claims(json!({"email": "a@example.com"})), None);
+    assert_eq!(verified(&login), Some(json!(false)));
+    // At a refresh: what the session said of the same address, else unverified.
+    let before = claims(json!({"email": "a@example.com", "email_verified": false}));
+    let same = without_userinfo(claims(json!({"email": "a@example.com"})), Some(&before));
+    assert_eq!(verified(&same), Some(json!(false)));
+    let was_verified = claims(json!({"email": "a@example.com", "email_verified": true}));
+    let moved = without_userinfo(
+        claims(json!({"email": "b@example.com"})),
+        Some(&was_verified),
+    );
+    assert_eq!(verified(&moved), Some(json!(false)), "another address");
+    let kept = without_userinfo(
+        claims(json!({"email": "a@example.com"})),
+        Some(&was_verified),
+    );
+    assert_eq!(verified(&kept), Some(json!(true)));
+    // What the ID token says stands; a session that never said stays silent.
+    let said = claims(json!({"email": "a@example.com", "email_verified": true}));
+    assert_eq!(
+        verified(&without_userinfo(said, Some(&before))),
+        Some(json!(true))
+    );
+    let silent = claims(json!({"email": "a@example.com"}));
+    assert_eq!(
+        verified(&without_userinfo(silent.clone(), Some(&silent))),
+        None
+    );
+    // No address: nothing said.
+    let none = without_userinfo(claims(json!({"sub": "a"})), None);
+    assert_eq!(verified(&none), None);
+}

@@ -106,7 +106,7 @@ impl Shared {
             }
             Err(CredentialError::Provider(error)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable at refresh; using the ID token's claims");
-                unverified_as_before(id_claims, &session.claims)
+                crate::token::without_userinfo(id_claims, Some(&session.claims))
             }
         };
         for name in SESSION_CLAIMS {
@@ -127,63 +127,5 @@ impl Shared {
         }
         refreshed.access_expires_at = access_expires_at;
         Ok(Arc::new(refreshed))
-    }
-}
-
-/// The ID token's claims standing in for userinfo's: where they say nothing of `email_verified`
-/// and the session said it (userinfo did), what the session said is kept for the same
-/// address, and another address is unverified. Left out, a `false` would read as the
-/// provider's silence, which vouches for the address.
-fn unverified_as_before(mut claims: Claims, before: &Claims) -> Claims {
-    if claims.contains_key("email")
-        && !claims.contains_key("email_verified")
-        && let Some(said) = before.get("email_verified")
-    {
-        let said = if claims.get("email") == before.get("email") {
-            said.clone()
-        } else {
-            Value::Bool(false)
-        };
-        Arc::make_mut(&mut claims).insert("email_verified".to_owned(), said);
-    }
-    claims
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn claims(value: Value) -> Claims {
-        Arc::new(value.as_object().unwrap().clone())
-    }
-
-    #[test]
-    fn userinfo_down_keeps_what_was_said_of_the_same_address_only() {
-        let before = claims(json!({"email": "a@example.com", "email_verified": false}));
-        let same = unverified_as_before(claims(json!({"email": "a@example.com"})), &before);
-        assert_eq!(same.get("email_verified"), Some(&json!(false)));
-        let verified = claims(json!({"email": "a@example.com", "email_verified": true}));
-        let moved = unverified_as_before(claims(json!({"email": "b@example.com"})), &verified);
-        assert_eq!(
-            moved.get("email_verified"),
-            Some(&json!(false)),
-            "another address"
-        );
-        let kept = unverified_as_before(claims(json!({"email": "a@example.com"})), &verified);
-        assert_eq!(kept.get("email_verified"), Some(&json!(true)));
-        // What the ID token says stands; a session that never said stays silent.
-        let said = claims(json!({"email": "a@example.com", "email_verified": true}));
-        assert_eq!(
-            unverified_as_before(said, &before).get("email_verified"),
-            Some(&json!(true))
-        );
-        let silent = claims(json!({"email": "a@example.com"}));
-        assert!(
-            unverified_as_before(silent.clone(), &silent)
-                .get("email_verified")
-                .is_none()
-        );
     }
 }
