@@ -399,6 +399,14 @@ password_hash = "{hash}"
     ))
 }
 
+/// Where the answer to a post of the login form sends the browser: a 303 (RFC 9700 §4.12),
+/// whether it carries a code or an error.
+#[track_caller]
+fn sent_on(status: StatusCode, headers: &HeaderMap) -> String {
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    headers[header::LOCATION].to_str().unwrap().to_owned()
+}
+
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 fn form_post(body: &str, site: &str) -> Request<Body> {
@@ -505,13 +513,7 @@ async fn a_login_form_posted_to_an_applications_host_is_refused() {
         assert!(String::from_utf8_lossy(&page).contains("posted from another site"));
     }
     let (status, headers, _) = send(&router, post("issuer.test", None)).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(
-        headers[header::LOCATION]
-            .to_str()
-            .unwrap()
-            .starts_with("https://web.example/cb?code=")
-    );
+    assert!(sent_on(status, &headers).starts_with("https://web.example/cb?code="));
 }
 
 #[tokio::test]
@@ -536,13 +538,7 @@ async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
     )
     .await;
     // RFC 9700 §4.12: a 303 after the credentials' post, an error sent back included.
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(
-        headers[header::LOCATION]
-            .to_str()
-            .unwrap()
-            .starts_with("https://web.example/cb?code=")
-    );
+    assert!(sent_on(status, &headers).starts_with("https://web.example/cb?code="));
     let (status, headers, _) = send(
         &router,
         form_post(
@@ -551,13 +547,7 @@ async fn a_wrong_password_shows_the_form_again_counted_once_as_login_failed() {
         ),
     )
     .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(
-        headers[header::LOCATION]
-            .to_str()
-            .unwrap()
-            .contains("error=invalid_request")
-    );
+    assert!(sent_on(status, &headers).contains("error=invalid_request"));
     assert_eq!(
         requests_counted(&metrics, "token_service", "login_failed"),
         1

@@ -184,6 +184,14 @@ pub async fn upstream_saw(response: reqwest::Response, envoy: &Envoy) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// An `Authorization` value for a member of `admin`, whom the recipe's `/admin` rules admit.
+fn admin_bearer(idp: &TestIdp) -> String {
+    format!(
+        "Bearer {}",
+        idp.access_token().claim("groups", json!(["admin"])).sign()
+    )
+}
+
 pub fn seen<'a>(echo: &'a Value, name: &str) -> Option<&'a Value> {
     echo["headers"].get(name)
 }
@@ -535,10 +543,7 @@ async fn a_header_spelt_with_dots_never_reaches_the_application_by_either_recipe
         grpc_port,
         http_port,
     } = setup().await;
-    let admin = format!(
-        "Bearer {}",
-        idp.access_token().claim("groups", json!(["admin"])).sign()
-    );
+    let admin = admin_bearer(&idp);
     for port in [grpc_port, http_port] {
         let forged = [
             ("authorization", admin.as_str()),
@@ -570,10 +575,7 @@ async fn a_clients_identity_headers_never_reach_the_application_by_either_recipe
         grpc_port,
         http_port,
     } = setup().await;
-    let admin = format!(
-        "Bearer {}",
-        idp.access_token().claim("groups", json!(["admin"])).sign()
-    );
+    let admin = admin_bearer(&idp);
     let forged = [
         ("x-department", "finance"),
         ("x-forwarded-user", "ceo"),
