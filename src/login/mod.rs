@@ -570,10 +570,14 @@ async fn finish_login(
         state.metrics.signins.get_or_create(&labels).inc();
         state.metrics.request("callback", "signed_in");
         tracing::info!(provider = %provider.name(), "signed in");
-        Ok(with_cookies(
-            crate::http::found(&login.redirect_to),
-            set_cookies,
-        ))
+        // Checked again against the live `allowed_redirect_domains`: a domain a reload removed
+        // (an incident's response) is no longer a login's destination, whenever it began.
+        let redirect_to = validate_redirect(&login.redirect_to, &state.allowed_redirects(&base))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "the return target is no longer allowed: sent to /");
+                "/".to_owned()
+            });
+        Ok(with_cookies(crate::http::found(&redirect_to), set_cookies))
     }
     .await;
     match outcome {

@@ -98,13 +98,17 @@ impl AllowedRedirectDomain {
         })
     }
 
-    /// Whether this entry allows `host` (lower case) on `port`.
+    /// Whether this entry allows `host` (lower case) on `port`. A `.suffix` entry allows no
+    /// host whose public suffix lies below it: `.amazonaws.com` is no public suffix, but
+    /// `s3.amazonaws.com` under it is, and a bucket there is anyone's site.
     pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
         let host_matches = if self.suffix {
             host == self.host
-                || host
+                || (host
                     .strip_suffix(self.host.as_str())
                     .is_some_and(|head| head.ends_with('.'))
+                    && psl::suffix(host.as_bytes())
+                        .is_none_or(|public| public.as_bytes().len() <= self.host.len()))
         } else {
             host == self.host
         };
@@ -283,6 +287,35 @@ mod tests {
             "https://example.com.evil.com/",
             Err(RedirectError::HostNotAllowed),
         );
+    }
+
+    #[test]
+    fn a_suffix_allows_no_site_under_a_public_suffix_below_it() {
+        // Neither `amazonaws.com` nor `windows.net` is a public suffix, so each may be listed;
+        // `s3.amazonaws.com` and `blob.core.windows.net` below them are, and a bucket there is
+        // anyone's.
+        let allowed: Vec<AllowedRedirectDomain> = [".amazonaws.com", ".windows.net"]
+            .iter()
+            .map(|entry| entry.parse().unwrap())
+            .collect();
+        for target in [
+            "https://evil.s3.amazonaws.com/p.html",
+            "https://evil.blob.core.windows.net/p.html",
+        ] {
+            assert_eq!(
+                validate_redirect(target, &allowed),
+                Err(RedirectError::HostNotAllowed),
+                "{target}"
+            );
+        }
+        for target in ["https://console.amazonaws.com/", "https://amazonaws.com/"] {
+            assert_eq!(
+                validate_redirect(target, &allowed),
+                Ok(target.to_owned()),
+                "{target}"
+            );
+        }
+        check("https://a.b.example.com/", Ok("https://a.b.example.com/"));
     }
 
     #[test]

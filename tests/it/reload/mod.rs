@@ -252,6 +252,33 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     );
 }
 
+/// A domain a reload takes out of `allowed_redirect_domains` is no login's destination from
+/// then on, also for a login begun before the reload.
+#[tokio::test]
+async fn a_login_begun_before_a_reload_returns_only_where_the_live_config_allows() {
+    use crate::support::browser::location;
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let allowing = "allowed_redirect_domains = [\".old.example\"]\n";
+    let gateway = Gateway::start(&config(&idp, &upstream, None, allowing)).await;
+    let mut browser = Browser::new();
+    let signin = browser
+        .get(&gateway.url("/signin?rd=https://x.old.example/page"))
+        .await;
+    assert_eq!(signin.status(), 302);
+    let at_provider = browser.get(&location(&signin)).await;
+    assert_eq!(at_provider.status(), 302);
+    gateway
+        .app
+        .reload(load(&config(&idp, &upstream, None, "")))
+        .await
+        .unwrap();
+    let signed_in = browser.get(&location(&at_provider)).await;
+    assert_eq!(signed_in.status(), 302);
+    assert_eq!(signed_in.headers()["location"], "/", "not x.old.example");
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+}
+
 #[tokio::test]
 async fn memory_sessions_survive_a_reload() {
     let idp = TestIdp::start().await;
