@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::clock::Clock;
 use crate::config::{ForwardAuthConfig, Unauthenticated};
-use crate::http::canonical::canonical_path;
+use crate::http::canonical::{PathError, canonical_path};
 use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
@@ -119,15 +119,35 @@ pub enum Outcome {
     Reject(Refusal),
 }
 
-/// `Err` with the reason when an original request's path (`target`, its query dropped) holds
-/// `;` parameters, sent or percent-encoded. nginx chooses a `location` on `/admin;x/users` as
-/// a path outside `location /admin/`, and with it that location's `/auth` rules, while Tomcat,
-/// Jetty and Spring serve `/admin/users` (Spring Security refuses `;` in paths by default for
-/// the same reason). Beyond SPEC §4.1, which says only that such a path never skips.
-fn without_parameters(target: &str) -> Result<(), &'static str> {
+/// `Err` with the reason when an original request's path (`target`, its query dropped) has no
+/// single reading, so that the ingress may have chosen its `location` (and with it that
+/// location's `/auth` rules) on another path than the application serves:
+/// - `;` parameters, sent or percent-encoded: nginx reads `/admin;x/users` as a path outside
+///   `location /admin/`, while Tomcat, Jetty and Spring serve `/admin/users` (Spring Security
+///   refuses `;` in paths by default for the same reason);
+/// - a `..` that removes an empty segment: nginx merges slashes first (`/admin//../users` is
+///   `/users`), while Node's `new URL`, Deno and Bun serve `/admin/users`;
+/// - a `\` or a `#`: nginx takes neither as a separator (`/x/#/../../admin/users` is under
+///   `location /x/` there), while IIS reads `\` as `/` and Go's `path.Clean` resolves past `#`;
+/// - a leading `//`, a network-path reference to an application that reads its target as a
+///   URL (`//public/admin` is `/admin` of the authority `public` there).
+///
+/// The proxy role sends the application the canonical path and refuses a path with none
+/// (SPEC §4.1); behind nginx `auth_request` the application gets the path as the client sent
+/// it. Beyond SPEC §4, which says only that such a path never skips.
+fn single_reading(target: &str) -> Result<(), &'static str> {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     if crate::http::canonical::holds_parameters(path) {
         return Err("the original path holds ; parameters");
+    }
+    if path.starts_with("//") {
+        return Err("the original path begins with //");
+    }
+    if path.bytes().any(|byte| byte == b'\\' || byte == b'#') {
+        return Err("the original path holds a backslash or #");
+    }
+    if canonical_path(path) == Err(PathError::EmptySegmentDots) {
+        return Err("the original path holds an empty segment that a `..` removes");
     }
     Ok(())
 }
@@ -421,15 +441,16 @@ pub async fn decide_auth(
             query.skip_rules.len()
         )
     });
-    // An original path with `;` parameters is refused: the ingress chose its location (and with
-    // it these rules) on it, while the application may serve it without them.
+    // An original path with no single reading is refused (`single_reading`): the ingress chose
+    // its location (and with it these rules) on one reading, while the application may serve
+    // another.
     // A believed path is every path said (the headers that say one agree); without one, every
     // path said, believed or not: a client that adds a disagreeing `X-Forwarded-Uri` makes the
     // original request unknown, which must not switch this check off.
     let unreadable = match original.and_then(|request| request.raw_path.as_deref()) {
-        Some(target) => without_parameters(target).err(),
+        Some(target) => single_reading(target).err(),
         None => crate::http::forwarded::paths_said(headers)
-            .find_map(|target| without_parameters(&target).err()),
+            .find_map(|target| single_reading(&target).err()),
     };
     if let Some(reason) = unreadable {
         trace.record("path", "fail", || reason.to_owned());
@@ -444,15 +465,6 @@ pub async fn decide_auth(
     if !query.skip_rules.is_empty() {
         let canonical = original.and_then(|request| {
             let raw_path = request.raw_path.as_deref()?;
-            // A path that begins `//` is a network-path reference to an application that
-            // reads its request target as a URL (WHATWG `new URL(req.url, base)` in Node,
-            // Python's `urlsplit`, PHP's `parse_url`): `//public/admin` is the path `/admin`
-            // of the authority `public` there, while merged it is `/public/admin`. No
-            // single reading: no skip rule matches it (nginx, Caddy and HAProxy pass it on
-            // as sent).
-            if raw_path.starts_with("//") {
-                return None;
-            }
             // The method is known only when nothing asks the application to take another
             // (looked for only when a rule names a method): a header, the query, or a body
             // that may hold `_method` (a form `POST`).
