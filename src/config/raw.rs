@@ -145,3 +145,25 @@ pub(super) struct RawRequire {
     pub email_domains: Option<Vec<String>>,
     pub claims: Option<BTreeMap<String, Vec<String>>>,
 }
+
+impl RawRequire {
+    /// Whether it names no requirement (`roles_claim` only says where roles are read).
+    pub(super) fn is_empty(&self) -> bool {
+        let Self {
+            issuers,
+            scopes,
+            roles,
+            roles_claim: _,
+            realm_roles,
+            client_roles,
+            groups,
+            email_domains,
+            claims,
+        } = self;
+        [issuers, scopes, roles, realm_roles, groups, email_domains]
+            .iter()
+            .all(|list| list.is_none())
+            && client_roles.is_none()
+            && claims.is_none()
+    }
+}

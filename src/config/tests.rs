@@ -351,6 +351,15 @@ fn impossible_combinations_are_problems() {
             &format!("{path}: an empty list requires nothing"),
         );
     }
+    // Nor a table with no requirement in it (a template's `{{- if .groups }}` that rendered
+    // nothing under `[route.require]`).
+    for require in ["", "roles_claim = \"roles\""] {
+        check_problem(
+            &format!("{route}[route.require]\n{require}"),
+            &[],
+            "route[0].require: requires nothing",
+        );
+    }
     check_problem(
         &format!("{route}[route.require]\ngroups = [\"admin\"]"),
         &[("TOLLGATE_ROUTE__0__REQUIRE__GROUPS", "[]")],

@@ -52,7 +52,11 @@ impl SkipRule {
     /// A rule naming a method never applies when the method is not known (fail closed). It
     /// must hold for every reading the application may take of the path (see
     /// [`other_readings`](crate::http::canonical::other_readings)): a `skip-auth` pattern
-    /// must match all of them, a `skip-auth-ne` pattern none.
+    /// must match all of them, a `skip-auth-ne` pattern none. A `skip-auth-ne` pattern also
+    /// none of them without its format suffix (`/admin.json` is `/admin` to Rails and
+    /// Spring, [`without_format`](crate::http::canonical::without_format)): another reading
+    /// only makes its skipping rarer. A `skip-auth` pattern is not held to those (`\.js$` would
+    /// match no asset).
     pub fn skips(&self, method: Option<&Method>, path: &str) -> bool {
         if let Some(wanted) = &self.method
             && method != Some(wanted)
@@ -62,7 +66,11 @@ impl SkipRule {
         let readings = crate::http::canonical::other_readings(path);
         let mut all = std::iter::once(path).chain(readings.iter().map(String::as_str));
         if self.negated {
-            !all.any(|reading| self.pattern.is_match(reading))
+            !all.any(|reading| {
+                self.pattern.is_match(reading)
+                    || crate::http::canonical::without_format(reading)
+                        .is_some_and(|reading| self.pattern.is_match(reading))
+            })
         } else {
             all.all(|reading| self.pattern.is_match(reading))
         }

@@ -239,6 +239,22 @@ fn skip_rules_with_and_without_method() {
     assert!(api.skips(None, "/v1/api/x"));
 }
 
+/// `/admin.json` is `/admin` as JSON to Rails (`/admin(.:format)`) and Spring's suffix
+/// patterns: a `skip-auth-ne` rule that names `/admin` does not skip it.
+#[test]
+fn a_negated_skip_rule_sees_the_path_without_its_format_suffix() {
+    let query = AuthQuery::parse("skip-auth-ne=^/admin(/|$)").unwrap();
+    let rule = &query.skip_rules[0];
+    for path in ["/admin.json", "/admin.json/", "/admin.xml", "/admin;x.json"] {
+        assert!(!rule.skips(Some(&Method::GET), path), "{path}");
+    }
+    assert!(rule.skips(Some(&Method::GET), "/home.json"));
+    assert!(rule.skips(Some(&Method::GET), "/administrator.json"));
+    // A `skip-auth` pattern is held to the path as sent: an asset rule still matches.
+    let assets = AuthQuery::parse("skip-auth=\\.js$").unwrap();
+    assert!(assets.skip_rules[0].skips(Some(&Method::GET), "/app.js"));
+}
+
 #[test]
 fn malformed_parameters_name_themselves() {
     let error = |query: &str| AuthQuery::parse(query).unwrap_err().parameter;

@@ -211,6 +211,14 @@ impl Checker<'_> {
             Duration::from_secs(60),
         );
         let upgrades = self.upgrades(&format!("{path}.upgrades"), raw.upgrades);
+        // A `[route.require]` table with no requirement in it (a template that rendered
+        // nothing under it) requires nothing, as an empty list does.
+        if raw.require.as_ref().is_some_and(RawRequire::is_empty) {
+            self.problem(
+                format!("{path}.require"),
+                "requires nothing: name a requirement, or remove the table",
+            );
+        }
         let require =
             self.requirements(&format!("{path}.require"), raw.require.unwrap_or_default());
 
