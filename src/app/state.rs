@@ -112,7 +112,8 @@ impl AppState {
                         .routes
                         .iter()
                         .filter_map(|route| route.host.as_deref()),
-                ),
+                )
+                .with_providers(&config.providers),
             )),
             _ => None,
         };

@@ -156,6 +156,19 @@ impl TokenService {
                         .to_owned(),
                 )
             })?;
+        // Where the user signed in, as the ID token says (its `iss` and `aud`, which userinfo
+        // cannot change): the provider's issuer and client id must still be those of the live
+        // config, and the code is answered only while they stay so.
+        let at = self
+            .providers
+            .get(provider)
+            .filter(|at| crate::token::issued_by_to(claims, &at.issuer, &at.client_id))
+            .cloned()
+            .ok_or_else(|| {
+                IssuerError::InvalidRequest(
+                    "the login's provider is gone or moved to another issuer or client".to_owned(),
+                )
+            })?;
         let sub = claims
             .get("sub")
             .and_then(serde_json::Value::as_str)
@@ -224,6 +237,7 @@ impl TokenService {
                     sub: sub.to_owned(),
                     claims: carried,
                     provider: Some(provider.to_owned()),
+                    at: Some(at),
                 },
                 issued_at: self.now(),
                 // The upstream sign-in's time, which its single sign-on may have made long

@@ -204,12 +204,25 @@ impl TokenService {
             }
         };
         check_redemption(&pending, client, redirect_uri, code_verifier, now)?;
+        if !pending.principal.signs_in_at(client, &self.providers) {
+            return Err(IssuerError::InvalidGrant(
+                "the client signs its users in elsewhere now; sign in again".to_owned(),
+            ));
+        }
+        // The client as configured now, as at a refresh: a scope a reload took from it in the
+        // code's minute is not granted.
+        let scopes: Vec<String> = pending
+            .scopes
+            .iter()
+            .filter(|scope| super::may_ask_for(client, scope))
+            .cloned()
+            .collect();
         let grant_until = self.grant_until(now);
         if let Some(grant_id) = &redemption.grant_id {
             let grant = Grant {
                 client_id: client.client_id.clone(),
                 principal: pending.principal.clone(),
-                scopes: pending.scopes.clone(),
+                scopes: scopes.clone(),
                 auth_time: Some(pending.issued_at),
                 signed_in: pending.signed_in,
             };
@@ -220,7 +233,7 @@ impl TokenService {
         let mut issued = self.user_tokens(
             client,
             &pending.principal,
-            &pending.scopes,
+            &scopes,
             Login {
                 nonce: pending.nonce.as_deref(),
                 auth_time: pending.signed_in.auth_time(pending.issued_at),
@@ -313,7 +326,7 @@ impl TokenService {
         // The client as configured now: a scope a reload took from it is not granted again, nor
         // a user of where it no longer signs its users in.
         scopes.retain(|scope| super::may_ask_for(client, scope));
-        if !grant.principal.signs_in_at(client) {
+        if !grant.principal.signs_in_at(client, &self.providers) {
             return Err(IssuerError::InvalidGrant(
                 "the client signs its users in elsewhere now; sign in again".to_owned(),
             ));
@@ -423,11 +436,6 @@ fn check_redemption(
     if redirect_uri != Some(pending.redirect_uri.as_str()) {
         return Err(IssuerError::InvalidGrant(
             "redirect_uri does not match".to_owned(),
-        ));
-    }
-    if !pending.principal.signs_in_at(client) {
-        return Err(IssuerError::InvalidGrant(
-            "the client signs its users in elsewhere now; sign in again".to_owned(),
         ));
     }
     match (&pending.code_challenge, code_verifier) {

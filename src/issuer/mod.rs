@@ -58,6 +58,9 @@ pub struct TokenService {
     /// The hosts routes name (canonical) other than the issuer's: an application's pages are
     /// served there, and a login form posted there is the application's, not this service's.
     route_hosts: Vec<String>,
+    /// The live providers' issuers and client ids, by name: a federated code or grant is
+    /// answered only while its provider is still where the user signed in.
+    providers: std::collections::BTreeMap<String, state::ProviderAt>,
     /// `server.leeway` in seconds: the clock skew allowed when its own tokens come back (from
     /// another replica, whose clock may be a little ahead).
     leeway: i64,
@@ -121,6 +124,29 @@ impl TokenService {
         self
     }
 
+    /// This service, told the providers of the config (`[[provider]]`): a federated sign-in
+    /// is answered, and its grant refreshed, only while its provider has the issuer and client
+    /// id it had at the sign-in.
+    #[must_use]
+    pub fn with_providers<'a>(
+        mut self,
+        providers: impl IntoIterator<Item = &'a crate::config::ProviderConfig>,
+    ) -> Self {
+        self.providers = providers
+            .into_iter()
+            .map(|provider| {
+                (
+                    provider.name.clone(),
+                    state::ProviderAt {
+                        issuer: provider.issuer.clone(),
+                        client_id: provider.client_id.clone(),
+                    },
+                )
+            })
+            .collect();
+        self
+    }
+
     /// Whether `headers` address a route's host (by `Host` or any `X-Forwarded-Host`, believed
     /// or not: either may be what the browser sent to).
     fn addressed_to_a_route_host(&self, headers: &axum::http::HeaderMap) -> bool {
@@ -174,6 +200,7 @@ impl TokenService {
             config,
             trusted_proxies: server.trusted_proxies.clone(),
             route_hosts: Vec::new(),
+            providers: std::collections::BTreeMap::new(),
             leeway: i64::try_from(server.leeway.as_secs()).unwrap_or(i64::MAX),
             signing_key,
             key_set,

@@ -247,7 +247,16 @@ async fn a_federated_login_finishes_under_the_live_config() {
     service_config.clients.push(corp_app);
     service_config.clients.push(no_grant);
     service_config.clients.push(no_provider);
-    let service = token_service(&config, &Arc::new(Metrics::new()));
+    let mut service = Arc::into_inner(token_service(&config, &Arc::new(Metrics::new()))).unwrap();
+    service.providers = [(
+        "corp".to_owned(),
+        super::state::ProviderAt {
+            issuer: "https://corp.example".to_owned(),
+            client_id: "tollgate".to_owned(),
+        },
+    )]
+    .into();
+    let service = Arc::new(service);
     const VERIFIER: &str = "a-pkce-code-verifier-long-enough-for-rfc-7636-section-4-1";
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
     let challenge = base64::Engine::encode(
@@ -265,10 +274,29 @@ async fn a_federated_login_finishes_under_the_live_config() {
         max_age: None,
         asked_at: None,
     };
-    let claims = serde_json::json!({"sub": "alice"})
-        .as_object()
-        .cloned()
-        .unwrap();
+    let claims = serde_json::json!({
+        "sub": "alice", "iss": "https://corp.example", "aud": ["tollgate", "other"]
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+    // An ID token of another issuer, or for another client, than the live provider's (a
+    // reload moved it while the user was signing in there).
+    for (name, value) in [("iss", "https://other.example"), ("aud", "another-client")] {
+        let mut elsewhere = claims.clone();
+        elsewhere.insert(name.to_owned(), value.into());
+        assert!(
+            service
+                .complete_federation(
+                    &request("https://corp-app.example/cb", "corp-app"),
+                    "corp",
+                    &elsewhere
+                )
+                .await
+                .is_err(),
+            "{name}"
+        );
+    }
     // Registered: answered, without the scope the client no longer has.
     let live = request("https://corp-app.example/cb", "corp-app");
     let back = service
@@ -294,10 +322,8 @@ async fn a_federated_login_finishes_under_the_live_config() {
         (254 - source, "code="),
         (255 - source, "error=access_denied"),
     ] {
-        let long = serde_json::json!({"sub": "é".repeat(length)})
-            .as_object()
-            .cloned()
-            .unwrap();
+        let mut long = claims.clone();
+        long.insert("sub".to_owned(), "é".repeat(length).into());
         let back = service
             .complete_federation(&live, "corp", &long)
             .await

@@ -54,16 +54,7 @@ impl Session {
     /// they would else pass that provider's routes with the other namespace's `sub` and groups,
     /// post their refresh tokens to the new provider, and send it their ID tokens at sign-out.
     pub fn made_at(&self, provider: &str, issuer: &str, client_id: &str) -> bool {
-        let audience_holds = match self.claims.get("aud") {
-            Some(serde_json::Value::String(audience)) => audience == client_id,
-            Some(serde_json::Value::Array(audiences)) => audiences
-                .iter()
-                .any(|audience| audience.as_str() == Some(client_id)),
-            _ => false,
-        };
-        self.provider == provider
-            && self.claims.get("iss").and_then(serde_json::Value::as_str) == Some(issuer)
-            && audience_holds
+        self.provider == provider && crate::token::issued_by_to(&self.claims, issuer, client_id)
     }
 }
 

@@ -62,10 +62,22 @@ if kind == 'zset' then return redis.call('ZREM', KEYS[1], ARGV[1]) end \
 if kind == 'set' then return redis.call('SREM', KEYS[1], ARGV[1]) end \
 return 0";
 
-static INDEX_ADD_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(INDEX_ADD));
-static INDEX_IDS_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(INDEX_IDS));
+/// Deletes a session (`KEYS[1]`), and writes even when it was gone: `WAIT` counts the writes
+/// of its own connection, so a delete that found nothing (an earlier attempt's did it, on a
+/// connection since dropped) would have nothing to wait for, and would confirm what no replica
+/// may have. A write of its own makes the `WAIT` that follows cover the whole replication
+/// stream up to it, that earlier delete included.
+const DELETE: &str = "local deleted = redis.call('DEL', KEYS[1]) \
+if deleted == 0 then redis.call('SET', KEYS[1], '', 'PX', 1) redis.call('DEL', KEYS[1]) end \
+return deleted";
+
+/// Records a used logout token (`KEYS[1]`) as this attempt's (`ARGV[1]`) for `ARGV[2]`
+/// seconds: 1 when recorded now, 2 when an earlier attempt of the same call recorded it (its
+/// expiry written again, so that the `WAIT` that follows covers it, as for [`DELETE`]), 0
+/// when another's record is there.
+const REMEMBER: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end \
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 2 end \
+return 0";
 static INDEX_FORGET_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(INDEX_FORGET));
 
@@ -334,7 +346,10 @@ impl RedisStore {
     }
 
     /// Adds `id`, a session that ends at `ends_at`, to `index` at `now`; the index then lives
-    /// at least `keep` seconds more.
+    /// at least `keep` seconds more. Confirmed, as a logout's delete (SPEC §12): a back-channel
+    /// logout and an admin's delete find a session only through its indexes, so an entry lost
+    /// in a failover (or, on a Cluster, with the shard that holds the index) would leave the
+    /// session to live out its lifetime.
     async fn index(
         &self,
         index: Index<'_>,
@@ -343,16 +358,20 @@ impl RedisStore {
         now: UnixTime,
         keep: i64,
     ) -> Result<(), StoreError> {
-        let _: i64 = self
+        let key = self.index_key(index);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("EVAL")
+            .arg(INDEX_ADD)
+            .arg(1)
+            .arg(&key)
+            .arg(id)
+            .arg(keep)
+            .arg(ends_at.max(now.saturating_add(keep)))
+            .arg(now);
+        let (_,): (i64,) = self
             .connection
-            .invoke(
-                INDEX_ADD_SCRIPT
-                    .key(self.index_key(index))
-                    .arg(id)
-                    .arg(keep)
-                    .arg(ends_at.max(now.saturating_add(keep)))
-                    .arg(now),
-            )
+            .query_confirmed(key.as_bytes(), &pipeline)
             .await
             .map_err(|error| self.failed(&error))?;
         Ok(())
@@ -406,7 +425,7 @@ impl RedisStore {
         self.changed(id);
         let key = self.key(id);
         let mut pipeline = redis::pipe();
-        pipeline.cmd("DEL").arg(&key);
+        pipeline.cmd("EVAL").arg(DELETE).arg(1).arg(&key);
         let (deleted,): (i64,) = self
             .connection
             .query_confirmed(key.as_bytes(), &pipeline)
@@ -421,8 +440,12 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn logout_token_used(&self, key: &str) -> Result<bool, StoreError> {
-        self.run(redis::cmd("EXISTS").arg(self.logout_token_key(key)))
+        // Read where the record was confirmed: after a failover the main link may not have
+        // followed yet.
+        self.connection
+            .query_on_confirm_link(redis::cmd("EXISTS").arg(self.logout_token_key(key)))
             .await
+            .map_err(|error| self.failed(&error))
     }
 
     /// Records a used logout token for `seconds`, for every replica: done once a replica of
@@ -439,28 +462,20 @@ impl RedisStore {
         let mine = crate::random::token();
         let mut pipeline = redis::pipe();
         pipeline
-            .cmd("SET")
+            .cmd("EVAL")
+            .arg(REMEMBER)
+            .arg(1)
             .arg(&key)
             .arg(&mine)
-            .arg("NX")
-            .arg("EX")
             .arg(seconds.max(1));
-        let written: redis::RedisResult<(redis::Value,)> = self
+        // 2: this attempt's own, when the client sent the pipeline again after a dropped
+        // connection (Cluster retries); the script wrote again, so the retry's `WAIT` covers it.
+        let written: redis::RedisResult<(i64,)> = self
             .connection
             .query_confirmed(key.as_bytes(), &pipeline)
             .await;
         let error = match written {
-            Ok((redis::Value::Nil,)) => {
-                // This attempt's own, when the client sent the pipeline again after a dropped
-                // connection (Cluster retries), and the retry's `WAIT` confirmed it.
-                let held: Option<String> = self
-                    .connection
-                    .query_on_confirm_link(redis::cmd("GET").arg(&key))
-                    .await
-                    .map_err(|error| self.failed(&error))?;
-                if held.as_deref() == Some(mine.as_str()) {
-                    return Ok(());
-                }
+            Ok((0,)) => {
                 // Another replica is recording the same token and may yet undo its record:
                 // the provider's retry then finds it confirmed (a replay) or gone (served).
                 return Err(StoreError::Unavailable(
@@ -543,8 +558,15 @@ impl RedisStore {
     /// # Errors
     /// `Unavailable`.
     pub async fn ids(&self, index: Index<'_>) -> Result<Vec<String>, StoreError> {
+        // Read where the confirmed writes of the indexes went (after a failover the main link
+        // may not have followed yet).
         self.connection
-            .invoke(&INDEX_IDS_SCRIPT.key(self.index_key(index)))
+            .query_on_confirm_link(
+                redis::cmd("EVAL")
+                    .arg(INDEX_IDS)
+                    .arg(1)
+                    .arg(self.index_key(index)),
+            )
             .await
             .map_err(|error| self.failed(&error))
     }

@@ -287,6 +287,19 @@ pub fn email_verified(claims: &Map<String, Value>) -> Option<bool> {
     })
 }
 
+/// Whether an ID token's `claims` say it was issued by `issuer` to `client_id` (`iss`, and
+/// `aud` or one of its values).
+pub fn issued_by_to(claims: &Map<String, Value>, issuer: &str, client_id: &str) -> bool {
+    let audience_holds = match claims.get("aud") {
+        Some(Value::String(audience)) => audience == client_id,
+        Some(Value::Array(audiences)) => audiences
+            .iter()
+            .any(|audience| audience.as_str() == Some(client_id)),
+        _ => false,
+    };
+    claims.get("iss").and_then(Value::as_str) == Some(issuer) && audience_holds
+}
+
 /// The ID token's claims standing in for userinfo's, which could not be had: userinfo may be
 /// where the provider says an address is not verified, and left out, a `false` would read as
 /// the provider's silence, which vouches for the address. Where the claims say nothing of

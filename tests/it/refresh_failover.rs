@@ -166,10 +166,12 @@ async fn a_sentinel_master_whose_replica_was_promoted_confirms_nothing_alone_on_
         "store = \"redis\"\n",
         &format!("store = \"redis\"\nredis_url = \"{}\"\n", sentinel.url()),
     );
-    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let signing_in = Gateway::start_with_clock(&text, clock.clone()).await;
     let mut browser = Browser::new();
-    crate::support::gateway::signed_in(&mut browser, &gateway).await;
-    // No confirmed write so far: the link has never seen the master's replica.
+    crate::support::gateway::signed_in(&mut browser, &signing_in).await;
+    // A sign-in confirms its writes: the session is served from here on by a Tollgate that
+    // has made none, whose link has never seen the master's replica.
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
     let replica = sentinel.replica.as_ref().unwrap();
     promote_and_expect_nothing_confirmed(
         &sentinel.master,
@@ -392,4 +394,60 @@ async fn a_request_that_goes_away_while_the_lease_is_confirmed_leaves_no_lease_b
     let next = browser.get(&gateway.url("/auth")).await;
     assert_eq!(next.status(), 200, "the session lives on, refreshed");
     assert_eq!(idp.count("refresh"), 1, "refreshed once");
+}
+
+/// SPEC §12: what a back-channel logout or an admin's delete relies on is written for every
+/// replica. A session's index entries (the only way to find it by `sub` or `sid`) are
+/// confirmed like a logout's delete: written to the master alone, a failover lost them and
+/// the logout then ended nothing (before, `put` answered at once). A delete that finds
+/// nothing, on a connection made after an earlier attempt's (which did delete, and timed out
+/// waiting for the replica), is confirmed only once a replica has that earlier delete too:
+/// the delete writes even then, so its `WAIT` covers the replication stream up to it (the
+/// Redis 7.0 these tests run waited here already; a `WAIT` that counts only the connection's
+/// own writes would not have).
+#[tokio::test]
+async fn index_entries_and_a_repeated_delete_are_done_only_once_a_replica_has_them() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    use crate::support::redis::RedisServer;
+    let master = RedisServer::standalone().await;
+    let replica = RedisServer::replica_of(&master).await;
+    let store = session_store(master.url());
+    let stored = stored_with("rt");
+    let ends_at = stored.session.expires_at;
+    store
+        .put("s1", &stored, (600, 600), "alice", Some("sid-1"))
+        .await
+        .unwrap();
+    // Connected, acknowledging nothing.
+    replica.pause();
+    assert!(
+        store
+            .put("s2", &stored, (600, 600), "bob", Some("sid-2"))
+            .await
+            .is_err(),
+        "a session whose index entries no replica has is not stored"
+    );
+    assert!(
+        store
+            .index_sid("s1", "sid-3", ends_at, ends_at - 600)
+            .await
+            .is_err(),
+        "nor is a refresh's new sid"
+    );
+    for attempt in 0..4 {
+        assert!(
+            store.delete_confirmed("s1").await.is_err(),
+            "attempt {attempt}: no replica has the delete"
+        );
+        // The attempt's connection is dropped: the next one is made anew.
+        master.cli(&["client", "kill", "type", "normal"]);
+    }
+    replica.resume();
+    assert!(
+        !store.delete_confirmed("s1").await.unwrap(),
+        "gone since the first attempt, and now confirmed"
+    );
+    assert_eq!(replica.cli(&["exists", "tollgate:s:s1"]).trim(), "0");
 }

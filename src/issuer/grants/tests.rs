@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 
 use crate::issuer::TokenService;
-use crate::issuer::state::{PendingCode, Principal};
+use crate::issuer::state::{PendingCode, Principal, ProviderAt};
 use crate::issuer::tests::{config, router, send, token_service};
 use crate::metrics::Metrics;
 
@@ -398,6 +398,7 @@ async fn a_code_or_grant_is_answered_only_where_its_client_still_signs_users_in(
         sub: "00u-partner-user".to_owned(),
         claims: serde_json::Map::new(),
         provider: provider.map(str::to_owned),
+        at: None,
     };
     for principal in [federated(Some("partner")), federated(None)] {
         let code = service
@@ -510,4 +511,116 @@ fn a_grant_may_rotate_twice_as_often_as_its_access_tokens_expire() {
     long.token_lifetime = std::time::Duration::from_secs(3_600);
     let long = reloaded(&service, long);
     assert_eq!(long.rotations_most(), 30 * 24 * 60);
+}
+
+/// A federated code or grant is answered only while its provider is where the user signed
+/// in: a reload that pointed the provider's name at another issuer (another tenant, an
+/// identity provider dropped as compromised) or client refused neither, so a refresh token of
+/// the old issuer's user went on getting tokens naming `aad:<sub>`, now a user of the new one.
+#[tokio::test]
+async fn a_federated_code_or_grant_is_no_ones_once_its_provider_moved() {
+    let (base, _) = service();
+    let mut config = base.config.clone();
+    config
+        .clients
+        .iter_mut()
+        .filter(|client| client.client_id == "spa")
+        .for_each(|client| client.login_provider = Some("corp".to_owned()));
+    let at = |issuer: &str, client_id: &str| ProviderAt {
+        issuer: issuer.to_owned(),
+        client_id: client_id.to_owned(),
+    };
+    let serving = |providers_at: ProviderAt| {
+        let mut service = reloaded(&base, config.clone());
+        service.providers = [("corp".to_owned(), providers_at)].into();
+        let service = Arc::new(service);
+        let router = crate::issuer::tests::router(&service);
+        (service, router)
+    };
+    let signed_in_at = at("https://tenant-a.example", "tollgate");
+    let (service, router) = serving(signed_in_at.clone());
+    let code_for = |at: Option<ProviderAt>| {
+        let service = service.clone();
+        async move {
+            service
+                .store_code(PendingCode {
+                    client_id: "spa".to_owned(),
+                    redirect_uri: REDIRECT.to_owned(),
+                    code_challenge: Some(challenge(VERIFIER)),
+                    nonce: None,
+                    scopes: vec!["openid".to_owned()],
+                    principal: Principal::Federated {
+                        sub: "u-1".to_owned(),
+                        claims: serde_json::Map::new(),
+                        provider: Some("corp".to_owned()),
+                        at,
+                    },
+                    issued_at: service.now(),
+                    signed_in: crate::issuer::state::SignedIn::AtIssue,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let (status, issued) = token(
+        &router,
+        &redeem(&code_for(Some(signed_in_at.clone())).await, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        issued["refresh_token"].as_str().unwrap()
+    );
+    let waiting = code_for(Some(signed_in_at.clone())).await;
+    for moved in [
+        at("https://tenant-b.example", "tollgate"),
+        at("https://tenant-a.example", "another-client"),
+    ] {
+        let (_, moved_router) = serving(moved.clone());
+        for form in [refresh.as_str(), &redeem(&waiting, VERIFIER)] {
+            let (status, error) = token(&moved_router, form).await;
+            assert_eq!(
+                (status, &error["error"]),
+                (StatusCode::BAD_REQUEST, &"invalid_grant".into()),
+                "{moved:?}: {form}"
+            );
+        }
+    }
+    // Refused before anything was spent: where the provider still is, the grant goes on.
+    assert_eq!(token(&router, &refresh).await.0, StatusCode::OK);
+    // A record stored before the provider's issuer was kept cannot tell where it was made.
+    let (status, error) = token(&router, &redeem(&code_for(None).await, VERIFIER)).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (StatusCode::BAD_REQUEST, &"invalid_grant".into())
+    );
+}
+
+/// A code is redeemed for the scopes its client may be granted now: a scope a reload took
+/// from it in the code's minute was still in the tokens (refreshes already filtered).
+#[tokio::test]
+async fn a_code_grants_only_the_scopes_its_client_may_have_now() {
+    let (service, router) = service();
+    let code = service
+        .store_code(PendingCode {
+            client_id: "spa".to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: Some(challenge(VERIFIER)),
+            nonce: None,
+            // `spa` lists no `scim` (any more).
+            scopes: vec!["openid".to_owned(), "scim".to_owned()],
+            principal: Principal::Local("alice".to_owned()),
+            issued_at: service.now(),
+            signed_in: crate::issuer::state::SignedIn::AtIssue,
+        })
+        .await
+        .unwrap();
+    let (status, issued) = token(&router, &redeem(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert_eq!(issued["scope"], "openid");
+    assert_eq!(
+        claims_of(issued["access_token"].as_str().unwrap())["scope"],
+        "openid"
+    );
 }

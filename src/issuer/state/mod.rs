@@ -41,22 +41,48 @@ pub enum Principal {
         /// there: `sub` means a user in that provider's namespace alone.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider: Option<String>,
+        /// Its issuer and this service's client id there at the sign-in; `None` in records
+        /// stored before they were kept. A reload that points the provider's name at another
+        /// issuer (another tenant, another identity provider) or client ends what was signed
+        /// in at the old one: its `sub` names no one there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<ProviderAt>,
     },
+}
+
+/// A provider as a federated sign-in met it: its `issuer` and the `client_id` this Tollgate
+/// has there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAt {
+    /// `provider.issuer`.
+    pub issuer: String,
+    /// `provider.client_id`.
+    pub client_id: String,
 }
 
 impl Principal {
     /// Whether `client`, as the live config has it, still signs its users in where this
     /// principal signed in: a reload may have moved it to another login provider (another
     /// namespace of `sub`, and the tokens' `sub` is made from the live client's `source`), or
-    /// from the login form to a provider, or back.
-    pub fn signs_in_at(&self, client: &crate::config::ClientConfig) -> bool {
+    /// from the login form to a provider, or back, or pointed its provider's name at another
+    /// issuer or client (`providers`: each live provider's, by name). A federated record
+    /// stored before the provider's issuer was kept cannot tell: it is no one's.
+    pub fn signs_in_at(
+        &self,
+        client: &crate::config::ClientConfig,
+        providers: &std::collections::BTreeMap<String, ProviderAt>,
+    ) -> bool {
         match self {
             Self::Local(_) => client.login_provider.is_none(),
             Self::Federated {
                 provider: Some(provider),
+                at: Some(at),
                 ..
-            } => client.login_provider.as_deref() == Some(provider.as_str()),
-            Self::Federated { provider: None, .. } => client.login_provider.is_some(),
+            } => {
+                client.login_provider.as_deref() == Some(provider.as_str())
+                    && providers.get(provider) == Some(at)
+            }
+            Self::Federated { .. } => false,
         }
     }
 }
