@@ -355,7 +355,8 @@ fn for_connection(
             });
         let mut exemption = None;
         let mut request = request.map(|body| {
-            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client);
+            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client)
+                .first_byte_within(timeouts.header_read);
             if !streaming {
                 return guard;
             }
@@ -394,7 +395,10 @@ fn admin_connection(
     let timeouts = connection_timeouts(&live);
     let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
         let mut request = request.map(|body| {
-            axum::body::Body::new(StallGuard::new(body, timeouts.keepalive, Stalled::Client))
+            axum::body::Body::new(
+                StallGuard::new(body, timeouts.keepalive, Stalled::Client)
+                    .first_byte_within(timeouts.header_read),
+            )
         });
         request
             .extensions_mut()

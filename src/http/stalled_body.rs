@@ -1,7 +1,9 @@
 //! A body that fails when no frame arrives for a while: an upstream that stalls mid-body is
 //! cut off after the route's `read_timeout`, and a client that stalls mid-body after
 //! `keepalive_timeout` (SPEC §9: slow clients are cut off), so neither holds a connection, an
-//! upstream connection or a shutdown's drain for ever. A client's body must also keep an
+//! upstream connection or a shutdown's drain for ever. A client's body must begin within
+//! `header_read_timeout` (as its head must: a head whose body never begins held its place for
+//! `keepalive_timeout`, 75 s by default, and was never shed, being in flight). It must also keep an
 //! average of [`CLIENT_MIN_RATE`] once `keepalive_timeout` has passed (as Apache's
 //! `mod_reqtimeout` `MinRate`): one that trickles a byte now and then would else hold its
 //! connection's place for as long as it likes.
@@ -19,10 +21,11 @@ pub enum Stalled {
     /// An upstream's response body, cut off after the route's `read_timeout`.
     #[error("the upstream sent no data within the route's read_timeout")]
     Upstream,
-    /// A client's request body, cut off after `keepalive_timeout` without data, or once it
-    /// falls below [`CLIENT_MIN_RATE`] beyond it.
+    /// A client's request body, cut off when it does not begin within `header_read_timeout`,
+    /// after `keepalive_timeout` without data, or once it falls below [`CLIENT_MIN_RATE`]
+    /// beyond it.
     #[error(
-        "the client's request body stalled (nothing for keepalive_timeout) or trickled (below 500 bytes a second beyond it)"
+        "the client's request body did not begin (within header_read_timeout), stalled (nothing for keepalive_timeout) or trickled (below 500 bytes a second beyond it)"
     )]
     Client,
 }
@@ -57,6 +60,8 @@ pub struct StallGuard<B> {
     /// Whether a client's body must keep [`CLIENT_MIN_RATE`], unless `exemption` was granted.
     min_rate: bool,
     exemption: Option<Arc<AtomicBool>>,
+    /// The longest a client's body may take to bring its first byte, unless exempt.
+    first_byte_within: Option<Duration>,
     /// The time spent waiting on the body before the present wait, and the bytes it brought.
     waited: Duration,
     received: u64,
@@ -76,6 +81,7 @@ impl<B> StallGuard<B> {
             side,
             min_rate: side == Stalled::Client,
             exemption: None,
+            first_byte_within: None,
             waited: Duration::ZERO,
             received: 0,
             sleep: None,
@@ -93,6 +99,14 @@ impl<B> StallGuard<B> {
         (self, StreamExemption(exemption))
     }
 
+    /// This guard, cutting off a client's body whose first byte has not come within `limit`
+    /// of waiting (the head's `header_read_timeout`), unless exempt as a stream's.
+    #[must_use]
+    pub fn first_byte_within(mut self, limit: Duration) -> Self {
+        self.first_byte_within = Some(limit);
+        self
+    }
+
     /// How long a wait beginning now may last: `timeout`, or less when the body's waiting
     /// allowance (with the minimum rate) is nearly spent.
     fn wait_allowed(&self) -> Duration {
@@ -105,7 +119,11 @@ impl<B> StallGuard<B> {
         }
         let earned = Duration::from_millis(self.received.saturating_mul(1000) / CLIENT_MIN_RATE);
         let allowance = self.timeout.saturating_add(earned);
-        allowance.saturating_sub(self.waited).min(self.timeout)
+        let allowed = allowance.saturating_sub(self.waited).min(self.timeout);
+        match self.first_byte_within {
+            Some(limit) if self.received == 0 => allowed.min(limit.saturating_sub(self.waited)),
+            _ => allowed,
+        }
     }
 }
 

@@ -543,12 +543,17 @@ async fn the_admin_listener_closes_idle_and_slow_header_connections() {
 /// flight for ever: the watchdog times only connections with nothing in flight, and hyper
 /// has no body timeout. It held its connection, its place among `max_connections`, and a
 /// shutdown's drain. A body that sends nothing for `keepalive_timeout` is cut off now: to
-/// Tollgate's own endpoint that reads it (`/backchannel-logout`) and to a proxied route.
+/// Tollgate's own endpoint that reads it (`/backchannel-logout`) and to a proxied route. One
+/// that never begins is cut off after `header_read_timeout`, as its head would be: with the
+/// default 75 s `keepalive_timeout`, heads whose bodies never came held the listener's places
+/// (in flight, never shed) at a fraction of the connections slow heads need (here
+/// `keepalive_timeout` is an hour, so only the first-byte limit can close it).
 #[tokio::test]
 async fn a_request_body_that_never_comes_is_cut_off() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gateway = gateway(&idp, &upstream.url(), "").await;
+    let timeouts = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1h\"\n";
+    let gateway = gateway_with(&idp, &upstream.url(), "", timeouts).await;
     for path in ["/backchannel-logout", "/upload"] {
         let mut stream = tokio::net::TcpStream::connect(gateway.app.public_addr)
             .await
