@@ -244,8 +244,9 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
 }
 
 /// What `check` and `serve` say about a variable spelt like an override of no section.
-const IGNORED_VARIABLE: &str =
-    "ignored: spelt like an override, but its first segment names no config section";
+const IGNORED_VARIABLE: &str = "ignored: not an override, which is spelt \
+     TOLLGATE_<SECTION>__<KEY> with a config section and two underscores between segments \
+     (TOLLGATE_ROUTE__0__ON_UNAUTHENTICATED)";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

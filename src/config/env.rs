@@ -48,6 +48,9 @@ pub(super) fn apply_overrides(
         .iter()
         .filter_map(|(name, value)| {
             let path = name.strip_prefix("TOLLGATE_")?;
+            if is_kubernetes_service_link(path) {
+                return None;
+            }
             let section = path.split_once("__").map_or(path, |(first, _)| first);
             let segments = path.split("__").map(str::to_ascii_lowercase).collect();
             is_section(section).then_some((name, value, segments))
@@ -76,19 +79,63 @@ pub(super) fn apply_overrides(
     applied
 }
 
-/// Variables spelt like an override (`TOLLGATE_<SEGMENT>__<KEY>`) whose first segment is no
-/// section, such as a misspelt `TOLLGATE_SESSON__STORE`. SPEC §2 has them ignored, so they do
-/// not stop a start; `check` and `serve` name them so that the typo is seen. Kubernetes' own
-/// variables never hold `__` (a port name has no two hyphens in a row), so they are not named.
+/// Variables that look meant as overrides but are none: spelt like one
+/// (`TOLLGATE_<SEGMENT>__<KEY>`) with a first segment that is no section, such as a misspelt
+/// `TOLLGATE_SESSON__STORE`, or a section followed by one underscore, as other gateways spell
+/// theirs (`TOLLGATE_SERVER_TRUSTED_PROXIES`, oauth2-proxy's `OAUTH2_PROXY_…`). SPEC §2 has
+/// them ignored, so they do not stop a start; `check` and `serve` name them so that the
+/// mistake is seen. Kubernetes' service links (`TOLLGATE_SERVER_SERVICE_HOST` for a Service
+/// named `tollgate-server`) are not named.
 pub(super) fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
     env.keys()
         .filter(|name| {
-            name.strip_prefix("TOLLGATE_")
-                .and_then(|path| path.split_once("__"))
-                .is_some_and(|(section, _)| !is_section(section))
+            let Some(path) = name.strip_prefix("TOLLGATE_") else {
+                return false;
+            };
+            if is_kubernetes_service_link(path) {
+                return false;
+            }
+            match path.split_once("__") {
+                Some((section, _)) => !is_section(section),
+                None => SECTIONS.iter().any(|section| {
+                    path.len() > section.len()
+                        && path.is_char_boundary(section.len())
+                        && path[..section.len()].eq_ignore_ascii_case(section)
+                        && path.as_bytes()[section.len()] == b'_'
+                }),
+            }
         })
         .cloned()
         .collect()
+}
+
+/// Whether `path` (a variable's name after `TOLLGATE_`) ends as the variables Kubernetes
+/// injects for a Service whose name begins `tollgate-` end: `…_SERVICE_HOST`,
+/// `…_SERVICE_PORT[_<PORT NAME>]`, `…_PORT`, `…_PORT_<N>_<PROTOCOL>[_ADDR|_PORT|_PROTO]`. A
+/// Service named `tollgate-session--redis` injects `TOLLGATE_SESSION__REDIS_SERVICE_HOST`,
+/// which read as an override was an unknown key, and stopped every start. No config key ends
+/// so.
+fn is_kubernetes_service_link(path: &str) -> bool {
+    let last = path.rsplit("__").next().unwrap_or(path);
+    if last.ends_with("_SERVICE_HOST") || last.ends_with("_PORT") || last.contains("_SERVICE_PORT")
+    {
+        return true;
+    }
+    let Some((_, port)) = last.rsplit_once("_PORT_") else {
+        return false;
+    };
+    let mut parts = port.split('_');
+    let number = parts.next().is_some_and(|number| {
+        !number.is_empty() && number.bytes().all(|byte| byte.is_ascii_digit())
+    });
+    let protocol = parts
+        .next()
+        .is_some_and(|protocol| ["TCP", "UDP", "SCTP"].contains(&protocol));
+    let rest = parts.next();
+    number
+        && protocol
+        && matches!(rest, None | Some("ADDR" | "PORT" | "PROTO"))
+        && parts.next().is_none()
 }
 
 /// `provider`, `0`, `client_id` → `provider[0].client_id`, as problems spell key paths.
@@ -259,11 +306,39 @@ mod tests {
             .collect();
         env.insert("TOLLGATE_SESSION__STORE".to_owned(), "memory".to_owned());
         assert!(ignored_variables(&env).is_empty(), "{env:?}");
+        // A Service named `tollgate-server` or `tollgate-session--redis`: its links are no
+        // overrides, named or applied.
+        for link in [
+            "TOLLGATE_SERVER_SERVICE_HOST",
+            "TOLLGATE_SERVER_SERVICE_PORT_HTTP",
+            "TOLLGATE_SERVER_PORT_4180_TCP_ADDR",
+            "TOLLGATE_SESSION__REDIS_SERVICE_HOST",
+            "TOLLGATE_SESSION__REDIS_SERVICE_PORT",
+            "TOLLGATE_SESSION__REDIS_PORT",
+            "TOLLGATE_SESSION__REDIS_PORT_6379_TCP_PROTO",
+        ] {
+            env.insert(link.to_owned(), "10.96.0.7".to_owned());
+        }
+        assert!(ignored_variables(&env).is_empty(), "{env:?}");
         env.insert("TOLLGATE_SESSON__STORE".to_owned(), "redis".to_owned());
         env.insert("TOLLGATE_PROVIDERS__0__NAME".to_owned(), "x".to_owned());
+        // Another gateway's spelling, with one underscore: never applied, so named.
+        env.insert(
+            "TOLLGATE_ROUTE_0_ON_UNAUTHENTICATED".to_owned(),
+            "deny".to_owned(),
+        );
+        env.insert(
+            "TOLLGATE_SERVER_TRUSTED_PROXIES".to_owned(),
+            "[]".to_owned(),
+        );
         assert_eq!(
             ignored_variables(&env),
-            ["TOLLGATE_PROVIDERS__0__NAME", "TOLLGATE_SESSON__STORE"]
+            [
+                "TOLLGATE_PROVIDERS__0__NAME",
+                "TOLLGATE_ROUTE_0_ON_UNAUTHENTICATED",
+                "TOLLGATE_SERVER_TRUSTED_PROXIES",
+                "TOLLGATE_SESSON__STORE"
+            ]
         );
     }
 

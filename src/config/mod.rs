@@ -530,12 +530,14 @@ pub fn warnings(config: &Config) -> Vec<String> {
     if let Some(tls) = &config.server.tls {
         readable.push(("server.tls_key_file".to_owned(), &tls.key_file));
     }
-    if let Some(path) = config
-        .token_service
-        .as_ref()
-        .and_then(|service| service.signing_key_file.as_deref())
-    {
-        readable.push(("token_service.signing_key_file".to_owned(), path));
+    if let Some(service) = &config.token_service {
+        if let Some(path) = service.signing_key_file.as_deref() {
+            readable.push(("token_service.signing_key_file".to_owned(), path));
+        }
+        // A retired key still verifies: whoever reads it signs tokens this service accepts.
+        for (index, path) in service.retired_key_files.iter().enumerate() {
+            readable.push((format!("token_service.retired_key_files[{index}]"), path));
+        }
     }
     for key in config.secret_files_readable_by_all.iter().cloned().chain(
         readable

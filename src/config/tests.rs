@@ -263,6 +263,23 @@ fn problems_never_repeat_a_secret() {
             "TopSecret",
         );
     }
+    // A key's PEM rendered into the key that names its file (a chart's `{{ .Values.key }}`
+    // under `_file`): never quoted, and a signing key's is no path to make a key at.
+    let pem = "-----BEGIN PRIVATE KEY-----\\nMIIEvTopSecret0123\\n-----END PRIVATE KEY-----";
+    let token_service = "[token_service]\nissuer = \"https://issuer.example\"\n";
+    for text in [
+        format!(
+            "[server]\ntls_cert_file = \"/etc/tollgate/tls.crt\"\ntls_key_file = \"{pem}\"\n{PROVIDER}"
+        ),
+        format!("{token_service}signing_key_file = \"{pem}\"\n{PROVIDER}"),
+        format!("{token_service}retired_key_files = [\"{pem}\"]\n{PROVIDER}"),
+        format!(
+            "{}\nclient_auth = \"private_key_jwt\"\nclient_key_file = \"{pem}\"\n",
+            PROVIDER.replace("client_secret = \"s\"\n", "")
+        ),
+    ] {
+        leaks(&text, &[], "TopSecret");
+    }
     // A path or a variable name is still named.
     check_problem(
         &format!("[server]\nadmin_token_file = \"/run/none/token\"\n{PROVIDER}"),
@@ -589,6 +606,25 @@ fn a_secret_file_readable_by_every_user_is_warned_about() {
             .secret_files_readable_by_all,
         ["session.secrets_file"]
     );
+    // A retired signing key still verifies: whoever reads it signs tokens the service takes.
+    let retired = dir.join("retired.pem");
+    std::fs::write(
+        &retired,
+        crate::jose::SigningKey::generate_es256().unwrap().1,
+    )
+    .unwrap();
+    std::fs::set_permissions(&retired, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let service = format!(
+        "[token_service]\nissuer = \"https://issuer.example\"\nretired_key_files = [\"{}\"]\n{PROVIDER}",
+        retired.display()
+    );
+    assert!(
+        super::warnings(&load(&service, &BTreeMap::new()).unwrap())
+            .iter()
+            .any(|warning| warning.starts_with(
+                "token_service.retired_key_files[0]: the file is readable by every user"
+            ))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -666,6 +702,10 @@ const KUBERNETES_SERVICE_VARIABLES: &[(&str, &str)] = &[
 fn kubernetes_service_variables_are_not_overrides() {
     let mut env = KUBERNETES_SERVICE_VARIABLES.to_vec();
     env.push(("TOLLGATE_LOG", "debug"));
+    // A Service named `tollgate-session--redis` (two hyphens): its links hold `__`, and read
+    // as overrides were unknown keys that stopped every start.
+    env.push(("TOLLGATE_SESSION__REDIS_SERVICE_HOST", "10.96.0.7"));
+    env.push(("TOLLGATE_SESSION__REDIS_PORT_6379_TCP_ADDR", "10.96.0.7"));
     assert_eq!(problems(PROVIDER, &env), Vec::<String>::new());
     env.push(("TOLLGATE_PROVIDER__0__CLIENT_ID", "from-env"));
     let env: BTreeMap<String, String> = env
@@ -936,7 +976,7 @@ fn tls_files_come_in_pairs_and_must_hold_a_certificate_and_its_key() {
     check_problem(
         "[server]\ntls_cert_file = \"/nonexistent/tls.crt\"\ntls_key_file = \"/nonexistent/tls.key\"",
         &[],
-        "server.tls_cert_file: cannot read /nonexistent/tls.crt",
+        "server.tls_cert_file: cannot read `/nonexistent/tls.crt`",
     );
     // A file that is no PEM certificate.
     let not_pem = std::env::temp_dir().join(format!("tollgate-not-pem-{}", std::process::id()));
@@ -982,7 +1022,7 @@ fn upstream_ca_file_belongs_to_https_upstreams() {
             "upstream_ca_file = \"/nonexistent/ca.pem\"",
         ),
         &[],
-        "route[0].upstream_ca_file: cannot read /nonexistent/ca.pem",
+        "route[0].upstream_ca_file: cannot read `/nonexistent/ca.pem`",
     );
     // An https upstream is accepted, verified against the system roots.
     let config = load(

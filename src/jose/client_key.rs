@@ -35,7 +35,7 @@ impl std::fmt::Debug for ClientKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientKeyError {
     /// The file could not be read.
-    #[error("cannot read `{path}`: {message}")]
+    #[error("cannot read {path}: {message}")]
     File {
         /// The file.
         path: String,
@@ -67,7 +67,7 @@ impl ClientKey {
     /// `File` when the file cannot be read, `Unusable` as `from_pem`.
     pub fn load(path: &Path, kid: Option<String>) -> Result<Self, ClientKeyError> {
         let pem = std::fs::read(path).map_err(|error| ClientKeyError::File {
-            path: path.display().to_string(),
+            path: crate::secret::shown(path),
             message: error.to_string(),
         })?;
         Self::from_pem(&pem, kid)

@@ -140,7 +140,7 @@ impl SigningKey {
     /// When the file cannot be read or parsed.
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
         let pem = std::fs::read(path).map_err(|error| SigningKeyError::File {
-            path: path.display().to_string(),
+            path: crate::secret::shown(path),
             message: error.to_string(),
         })?;
         Self::from_pem(&pem)
@@ -153,7 +153,7 @@ impl SigningKey {
     /// When the file cannot be read, parsed or written.
     pub fn load_or_generate(path: &Path) -> Result<Self, SigningKeyError> {
         let file_error = |error: std::io::Error| SigningKeyError::File {
-            path: path.display().to_string(),
+            path: crate::secret::shown(path),
             message: error.to_string(),
         };
         match std::fs::read(path) {

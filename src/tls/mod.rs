@@ -16,7 +16,7 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {reason}")]
+    #[error("cannot read {}: {reason}", crate::secret::shown(path))]
     Read {
         /// The file.
         path: PathBuf,
@@ -24,13 +24,17 @@ pub enum TlsError {
         reason: String,
     },
     /// A certificate file holds no PEM certificate, or a broken one.
-    #[error("{0} holds no usable PEM certificate")]
+    #[error("{} holds no usable PEM certificate", crate::secret::shown(.0))]
     NoCertificate(PathBuf),
     /// A key file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[error("{0} holds no usable PEM private key")]
+    #[error("{} holds no usable PEM private key", crate::secret::shown(.0))]
     NoKey(PathBuf),
     /// The key is of a type rustls cannot sign with, or does not belong to the certificate.
-    #[error("the key in {key} does not fit the certificate in {cert}: {reason}")]
+    #[error(
+        "the key in {} does not fit the certificate in {}: {reason}",
+        crate::secret::shown(key),
+        crate::secret::shown(cert)
+    )]
     Mismatch {
         /// The certificate file.
         cert: PathBuf,

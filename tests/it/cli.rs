@@ -155,7 +155,7 @@ provider = "corp"
     assert_eq!(output.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("warning: TOLLGATE_SESSON__STORE: ignored: spelt like an override"),
+        stderr.contains("warning: TOLLGATE_SESSON__STORE: ignored: not an override"),
         "{stderr}"
     );
     let output = check(&[("TOLLGATE_SESSION__NOPE", "1")]);

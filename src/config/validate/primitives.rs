@@ -151,37 +151,7 @@ impl Checker<'_> {
     }
 }
 
-/// A `*_file` value as a problem names it: in full when it reads like a path (`/run/x`,
-/// `secrets.txt`); else not, as it may be the secret itself, written under the wrong key.
-pub(super) fn shown_path(file: &str) -> String {
-    // A secret may hold `.` or `/` too: only an absolute or `./` path, or a name with a file
-    // extension secrets are kept in, reads like a path.
-    const EXTENSIONS: [&str; 8] = [
-        ".pem", ".key", ".crt", ".json", ".txt", ".jwks", ".secret", ".token",
-    ];
-    let plain = file
-        .bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || b"._/-".contains(&byte));
-    // An absolute path may also hold `@` and `:` (systemd's `/run/credentials/x@y.service/`),
-    // which base64 never does.
-    let absolute = file.starts_with('/')
-        && file
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"._/-@:".contains(&byte));
-    let path_like = absolute
-        || (plain
-            && (file.starts_with("./")
-                || file.starts_with("../")
-                || EXTENSIONS.iter().any(|extension| file.ends_with(extension))));
-    if path_like {
-        format!("`{file}`")
-    } else {
-        format!(
-            "the file named there ({} characters, not shown: is it the secret itself?)",
-            file.chars().count()
-        )
-    }
-}
+pub(super) use crate::secret::shown_path;
 
 /// A `*_env` value as a problem names it: in full when it reads like a variable name; else not,
 /// as it may be the secret itself, written under the wrong key.

@@ -163,14 +163,20 @@ impl Checker<'_> {
     /// A problem at `path` unless `file` holds a signing key `serve` can load (or, when
     /// `may_be_missing`, is not there yet). The key is never quoted.
     fn signing_key_file(&mut self, path: &str, file: &std::path::Path, may_be_missing: bool) {
+        use crate::secret::shown;
         match std::fs::read(file) {
             Ok(pem) => {
                 if let Err(error) = crate::jose::SigningKey::from_pem(&pem) {
-                    self.problem(path, format!("{}: {error}", file.display()));
+                    self.problem(path, format!("{}: {error}", shown(file)));
                 }
             }
-            Err(error) if may_be_missing && error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => self.problem(path, format!("{} cannot be read: {error}", file.display())),
+            // Not there yet: `serve` makes the key there, unless the value is no path but the
+            // key itself (a PEM rendered into it), which would name the file it writes.
+            Err(error)
+                if may_be_missing
+                    && error.kind() == std::io::ErrorKind::NotFound
+                    && crate::secret::looks_like_path(&file.to_string_lossy()) => {}
+            Err(error) => self.problem(path, format!("{} cannot be read: {error}", shown(file))),
         }
     }
 
