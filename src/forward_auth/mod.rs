@@ -813,9 +813,18 @@ pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: Heade
                 }
             );
             // `private`: a shared cache must not give one caller's answer to another; `Vary`:
-            // the answer is for these credentials only.
-            let cache_control = HeaderValue::from_str(&format!("private, max-age={left}"))
-                .unwrap_or(HeaderValue::from_static("no-store"));
+            // the answer is for these credentials only. A token of the token service may be
+            // revoked (`/revoke`) at any moment, and is refused from then on: its answer is
+            // not kept at all.
+            let revocable = state.token_service.as_ref().is_some_and(|service| {
+                claims.get("iss").and_then(serde_json::Value::as_str) == Some(service.issuer())
+            });
+            let cache_control = if revocable {
+                HeaderValue::from_static("no-store")
+            } else {
+                HeaderValue::from_str(&format!("private, max-age={left}"))
+                    .unwrap_or(HeaderValue::from_static("no-store"))
+            };
             (
                 StatusCode::OK,
                 [

@@ -442,6 +442,9 @@ async fn client_credentials_issue_tokens_that_validate_accepts() {
         .await
         .unwrap();
     assert_eq!(validate.status(), 200);
+    // Revocable at `/revoke` any moment: a resource server's private cache must not keep
+    // accepting it (it was `private, max-age=300`).
+    assert_eq!(validate.headers()["cache-control"], "no-store");
 
     let post = [
         ("grant_type", "client_credentials"),
