@@ -23,7 +23,7 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// - on a session, until the session ends, looked at about every [`LOOK_EVERY`] as a request
 ///   would use it (an open connection is one whose bytes moved within `keepalive_timeout`, so
 ///   it counts as use for `idle_timeout`); a store that cannot answer leaves it open until one
-///   that can says the session ended;
+///   that can says the session ended, or the session's lifetime, known here, is over;
 /// - on a bearer token or the token cookie, until the token's `exp` and the `leeway` it is
 ///   accepted for.
 ///
@@ -45,6 +45,9 @@ pub fn lasting(
                 .filter_map(|value| HeaderValue::from_bytes(value.as_bytes()).ok())
                 .map(|value| (header::COOKIE, value))
                 .collect();
+            // The end of its lifetime (`session.lifetime` from the sign-in), as the handshake
+            // and each look since found it.
+            let mut ends_at = identity.session.as_ref().map(|session| session.expires_at);
             Some(Box::pin(async move {
                 let mut unanswered = false;
                 loop {
@@ -52,7 +55,19 @@ pub fn lasting(
                     tokio::time::sleep(LOOK_EVERY + extra).await;
                     let jar = crate::http::cookies::request_cookies(&cookies);
                     match sessions.load(&jar, clock.now()).await {
-                        Ok(Some(_)) => unanswered = false,
+                        Ok(Some(session)) => {
+                            unanswered = false;
+                            ends_at = Some(session.expires_at);
+                        }
+                        // Whatever else happened meanwhile, the session has ended by now.
+                        Err(SessionError::Store(_))
+                            if ends_at.is_some_and(|end| clock.now() >= end) =>
+                        {
+                            tracing::info!(
+                                "an upgraded connection's session lifetime is over while the store cannot answer: closed"
+                            );
+                            return;
+                        }
                         Err(SessionError::Store(error)) => {
                             if !unanswered {
                                 tracing::warn!(%error, "the session of an upgraded connection could not be looked at; it stays open");

@@ -1724,6 +1724,42 @@ async fn a_websocket_is_closed_when_its_session_ends() {
     );
 }
 
+/// A WebSocket on a session whose store cannot answer (Redis cut off from this replica) stays
+/// open, but not past the session's lifetime, which the handshake told: it used to act for its
+/// user for as long as the store stayed away, the session long over.
+#[tokio::test]
+async fn a_websocket_closes_at_its_sessions_end_while_the_store_cannot_answer() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let redis = crate::support::redis::RedisServer::standalone().await;
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE).replace(
+        "[session]\n",
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+            redis.url()
+        ),
+    );
+    assert!(config.contains("store = \"redis\""));
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let stream = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
+    let stream = echo_through(stream, b"open").await;
+    let mut redis = redis;
+    redis.kill();
+    // Past `session.lifetime` (12 h): the next look finds the store away, and the session over.
+    clock.advance(13 * 3600);
+    let closed = closed_by_tollgate(stream).await;
+    assert!(
+        closed.is_ok(),
+        "the WebSocket outlived its session while the store was away: {closed:?}"
+    );
+}
+
 /// A WebSocket opened with a bearer token lasts until the token's `exp` and the leeway: it
 /// used to act for the token's holder as long as bytes moved, the token long expired.
 #[tokio::test]
