@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::clock::Clock;
 use crate::config::{ForwardAuthConfig, Unauthenticated};
-use crate::http::canonical::{PathError, canonical_path};
+use crate::http::canonical::canonical_path;
 use crate::http::forwarded::{OriginalRequest, original_request};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
@@ -126,9 +126,11 @@ pub enum Outcome {
 ///   `location /admin/`, while Tomcat, Jetty and Spring serve `/admin/users` (Spring Security
 ///   refuses `;` in paths by default for the same reason);
 /// - a `..` that removes an empty segment: nginx merges slashes first (`/admin//../users` is
-///   `/users`), while Node's `new URL`, Deno and Bun serve `/admin/users`;
-/// - a `\` or a `#`: nginx takes neither as a separator (`/x/#/../../admin/users` is under
-///   `location /x/` there), while IIS reads `\` as `/` and Go's `path.Clean` resolves past `#`;
+///   `/users`), while Node's `new URL`, Deno and Bun serve `/admin/users` (whatever other
+///   percent-encodings the path holds);
+/// - a `\` (sent, or as `%5C`) or a `#`: nginx takes neither as a separator
+///   (`/x/#/../../admin/users` is under `location /x/` there), while IIS reads `\` as `/` and
+///   Go's `path.Clean` resolves past `#`;
 /// - a leading `//`, a network-path reference to an application that reads its target as a
 ///   URL (`//public/admin` is `/admin` of the authority `public` there).
 ///
@@ -143,10 +145,15 @@ fn single_reading(target: &str) -> Result<(), &'static str> {
     if path.starts_with("//") {
         return Err("the original path begins with //");
     }
-    if path.bytes().any(|byte| byte == b'\\' || byte == b'#') {
+    let encoded_backslash = || {
+        path.as_bytes()
+            .windows(3)
+            .any(|window| window.eq_ignore_ascii_case(b"%5c"))
+    };
+    if path.bytes().any(|byte| byte == b'\\' || byte == b'#') || encoded_backslash() {
         return Err("the original path holds a backslash or #");
     }
-    if canonical_path(path) == Err(PathError::EmptySegmentDots) {
+    if crate::http::canonical::removes_an_empty_segment(path) {
         return Err("the original path holds an empty segment that a `..` removes");
     }
     Ok(())

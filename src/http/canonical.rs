@@ -175,6 +175,19 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     Ok(result)
 }
 
+/// Whether `path` (without its query) holds a `..` that removes an empty segment
+/// ([`PathError::EmptySegmentDots`]) when only its `%2E`s are decoded: whatever other
+/// percent-encodings it holds (`/admin//../users%2Fx`), which [`canonical_path`] refuses before
+/// it looks at segments, a server that merges slashes and one that does not part there.
+pub fn removes_an_empty_segment(path: &str) -> bool {
+    let dots = if path.contains('%') {
+        Cow::Owned(path.replace("%2E", ".").replace("%2e", "."))
+    } else {
+        Cow::Borrowed(path)
+    };
+    resolve_segments(&dots) == Err(PathError::EmptySegmentDots)
+}
+
 /// Whether `path` (without its query) holds `;` parameters, as sent or percent-encoded: `%3B`
 /// is a `;` to an application that decodes the path before it drops parameters. A proxy in
 /// front chooses its location on a path with them (`/admin;x/users` is not under `/admin/` to

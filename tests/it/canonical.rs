@@ -471,9 +471,13 @@ async fn a_path_with_no_single_reading_never_reaches_a_laxer_location() {
         // `/users` under `location /`, Node's `new URL` serves `/admin/users` (200 on the old
         // code).
         "/admin//../users",
+        // Whatever else the path holds, percent-encoded separators included.
+        "/admin//../users%2Fx",
+        "/admin//%2e%2e/users",
         // nginx takes `#` and `\` for no separator; Go's `path.Clean` and IIS do.
         "/other/#/../../admin/users",
         "/other\\..\\admin/users",
+        "/other%5C..%5Cadmin/users",
         // A network-path reference: `/admin` of the authority `other` to Node's `new URL`.
         "//other/admin/users",
     ] {
