@@ -48,7 +48,7 @@ pub(super) fn apply_overrides(
         .iter()
         .filter_map(|(name, value)| {
             let path = name.strip_prefix("TOLLGATE_")?;
-            if is_kubernetes_service_link(path) {
+            if is_kubernetes_service_link(path, value) {
                 return None;
             }
             let section = path.split_once("__").map_or(path, |(first, _)| first);
@@ -85,15 +85,16 @@ pub(super) fn apply_overrides(
 /// theirs (`TOLLGATE_SERVER_TRUSTED_PROXIES`, oauth2-proxy's `OAUTH2_PROXY_…`). SPEC §2 has
 /// them ignored, so they do not stop a start; `check` and `serve` name them so that the
 /// mistake is seen. Kubernetes' service links (`TOLLGATE_SERVER_SERVICE_HOST` for a Service
-/// named `tollgate-server`) are not named.
+/// named `tollgate-server`) are not named, but for one spelt like an override (a Service
+/// named with `--`), which may as well be an override the operator meant: it is named.
 pub(super) fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
-    env.keys()
-        .filter(|name| {
+    env.iter()
+        .filter(|(name, value)| {
             let Some(path) = name.strip_prefix("TOLLGATE_") else {
                 return false;
             };
-            if is_kubernetes_service_link(path) {
-                return false;
+            if is_kubernetes_service_link(path, value) {
+                return path.contains("__");
             }
             match path.split_once("__") {
                 Some((section, _)) => !is_section(section),
@@ -105,37 +106,55 @@ pub(super) fn ignored_variables(env: &BTreeMap<String, String>) -> Vec<String> {
                 }),
             }
         })
-        .cloned()
+        .map(|(name, _)| name.clone())
         .collect()
 }
 
-/// Whether `path` (a variable's name after `TOLLGATE_`) ends as the variables Kubernetes
-/// injects for a Service whose name begins `tollgate-` end: `…_SERVICE_HOST`,
-/// `…_SERVICE_PORT[_<PORT NAME>]`, `…_PORT`, `…_PORT_<N>_<PROTOCOL>[_ADDR|_PORT|_PROTO]`. A
-/// Service named `tollgate-session--redis` injects `TOLLGATE_SESSION__REDIS_SERVICE_HOST`,
-/// which read as an override was an unknown key, and stopped every start. No config key ends
-/// so.
-fn is_kubernetes_service_link(path: &str) -> bool {
+/// Whether `path` (a variable's name after `TOLLGATE_`) and `value` are one of the variables
+/// Kubernetes injects for a Service whose name begins `tollgate-`: a name that ends
+/// `…_SERVICE_HOST`, `…_SERVICE_PORT[_<PORT NAME>]`, `…_PORT` or
+/// `…_PORT_<N>_<TCP|UDP|SCTP>[_ADDR|_PORT|_PROTO]`, with the value Kubernetes gives it (an
+/// address, a port number, `tcp://…`, a protocol). A Service named `tollgate-session--redis`
+/// injects `TOLLGATE_SESSION__REDIS_SERVICE_HOST=10.96.0.7`, which read as an override was an
+/// unknown key, and stopped every start. The value is looked at too, as a key of a map the
+/// operator names may end so (`…__REQUIRE__CLAIMS__SSH_PORT='["22"]'` is an override).
+fn is_kubernetes_service_link(path: &str, value: &str) -> bool {
     let last = path.rsplit("__").next().unwrap_or(path);
-    if last.ends_with("_SERVICE_HOST") || last.ends_with("_PORT") || last.contains("_SERVICE_PORT")
-    {
-        return true;
+    let address = || value.parse::<std::net::IpAddr>().is_ok();
+    let number = || !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
+    let url = || {
+        ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| value.starts_with(scheme))
+    };
+    if last.ends_with("_SERVICE_HOST") {
+        return address();
     }
-    let Some((_, port)) = last.rsplit_once("_PORT_") else {
-        return false;
+    if last.contains("_SERVICE_PORT") {
+        return number();
+    }
+    // `…_PORT_<N>_TCP_PORT` ends `_PORT` too: the numbered form is looked for first.
+    let Some((_, port)) = last
+        .rsplit_once("_PORT_")
+        .filter(|(_, port)| port.starts_with(|first: char| first.is_ascii_digit()))
+    else {
+        return last.ends_with("_PORT") && url();
     };
     let mut parts = port.split('_');
-    let number = parts.next().is_some_and(|number| {
+    let numbered = parts.next().is_some_and(|number| {
         !number.is_empty() && number.bytes().all(|byte| byte.is_ascii_digit())
     });
     let protocol = parts
         .next()
-        .is_some_and(|protocol| ["TCP", "UDP", "SCTP"].contains(&protocol));
-    let rest = parts.next();
-    number
-        && protocol
-        && matches!(rest, None | Some("ADDR" | "PORT" | "PROTO"))
-        && parts.next().is_none()
+        .filter(|protocol| ["TCP", "UDP", "SCTP"].contains(protocol));
+    let fits = match parts.next() {
+        None => url(),
+        Some("ADDR") => address(),
+        Some("PORT") => number(),
+        Some("PROTO") => protocol.is_some_and(|protocol| value.eq_ignore_ascii_case(protocol)),
+        Some(_) => false,
+    };
+    numbered && protocol.is_some() && fits && parts.next().is_none()
 }
 
 /// `provider`, `0`, `client_id` → `provider[0].client_id`, as problems spell key paths.
@@ -306,20 +325,41 @@ mod tests {
             .collect();
         env.insert("TOLLGATE_SESSION__STORE".to_owned(), "memory".to_owned());
         assert!(ignored_variables(&env).is_empty(), "{env:?}");
-        // A Service named `tollgate-server` or `tollgate-session--redis`: its links are no
-        // overrides, named or applied.
-        for link in [
-            "TOLLGATE_SERVER_SERVICE_HOST",
-            "TOLLGATE_SERVER_SERVICE_PORT_HTTP",
-            "TOLLGATE_SERVER_PORT_4180_TCP_ADDR",
-            "TOLLGATE_SESSION__REDIS_SERVICE_HOST",
-            "TOLLGATE_SESSION__REDIS_SERVICE_PORT",
-            "TOLLGATE_SESSION__REDIS_PORT",
-            "TOLLGATE_SESSION__REDIS_PORT_6379_TCP_PROTO",
+        // A Service named `tollgate-server`: its links are no overrides, nor named.
+        for (link, value) in [
+            ("TOLLGATE_SERVER_SERVICE_HOST", "10.96.0.7"),
+            ("TOLLGATE_SERVER_SERVICE_PORT_HTTP", "4180"),
+            ("TOLLGATE_SERVER_PORT", "tcp://10.96.0.7:4180"),
+            ("TOLLGATE_SERVER_PORT_4180_TCP_ADDR", "10.96.0.7"),
+            ("TOLLGATE_SERVER_PORT_4180_TCP_PROTO", "tcp"),
         ] {
-            env.insert(link.to_owned(), "10.96.0.7".to_owned());
+            env.insert(link.to_owned(), value.to_owned());
         }
         assert!(ignored_variables(&env).is_empty(), "{env:?}");
+        // One named `tollgate-session--redis`: its links are spelt like overrides, not applied
+        // (an unknown key that stopped every start) but named, as an override the operator
+        // meant may look the same.
+        let links = [
+            ("TOLLGATE_SESSION__REDIS_SERVICE_HOST", "10.96.0.8"),
+            ("TOLLGATE_SESSION__REDIS_PORT_6379_TCP_PORT", "6379"),
+        ];
+        let (table, problems) = apply("", &links);
+        assert!(problems.is_empty() && table.is_empty(), "{table:?}");
+        let named: BTreeMap<String, String> = links
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        assert_eq!(ignored_variables(&named).len(), 2);
+        // A map key the operator names may end like a link: an override, whose value is none
+        // of a link's.
+        let (table, _) = apply(
+            "",
+            &[("TOLLGATE_ROUTE__0__REQUIRE__CLAIMS__SSH_PORT", "[\"22\"]")],
+        );
+        assert_eq!(
+            table["route"][0]["require"]["claims"]["ssh_port"][0].as_str(),
+            Some("22")
+        );
         env.insert("TOLLGATE_SESSON__STORE".to_owned(), "redis".to_owned());
         env.insert("TOLLGATE_PROVIDERS__0__NAME".to_owned(), "x".to_owned());
         // Another gateway's spelling, with one underscore: never applied, so named.
