@@ -411,6 +411,12 @@ impl RedisConnection {
         }
     }
 
+    /// Whether every key is on one server (standalone or Sentinel, not a Cluster): then one
+    /// confirmed pipeline may write keys of any hash slot.
+    pub fn one_server(&self) -> bool {
+        matches!(self.confirm, Link::Single(_))
+    }
+
     /// Whether a store may answer from what it kept, now: the main link tracks, and nothing
     /// Redis sent on it is still unread or being handed over (an invalidation may be among
     /// it). Checked before every use of a copy, so a replica whose reader is starved of CPU

@@ -321,6 +321,23 @@ impl RedisStore {
         // drops the entry (`forget`), and one added before the write would then be lost for
         // the session's whole life.
         let indexes = [Some(Index::All), Some(Index::Sub(sub)), sid.map(Index::Sid)];
+        // On one server, one pipeline and one wait for a replica: a sign-in's three waits in a
+        // row would queue everything else on the link of confirmed writes behind them. A
+        // Cluster's indexes are on their own shards, each confirmed there.
+        if self.connection.one_server() {
+            let mut pipeline = redis::pipe();
+            let indexes: Vec<Index<'_>> = indexes.into_iter().flatten().collect();
+            for index in &indexes {
+                self.add_to(&mut pipeline, *index, id, ends_at, now, keep);
+            }
+            let key = self.index_key(Index::All);
+            let _: Vec<i64> = self
+                .connection
+                .query_confirmed(key.as_bytes(), &pipeline)
+                .await
+                .map_err(|error| self.failed(&error))?;
+            return Ok(());
+        }
         for index in indexes.into_iter().flatten() {
             self.index(index, id, ends_at, now, keep).await?;
         }
@@ -360,21 +377,34 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let key = self.index_key(index);
         let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("EVAL")
-            .arg(INDEX_ADD)
-            .arg(1)
-            .arg(&key)
-            .arg(id)
-            .arg(keep)
-            .arg(ends_at.max(now.saturating_add(keep)))
-            .arg(now);
+        self.add_to(&mut pipeline, index, id, ends_at, now, keep);
         let (_,): (i64,) = self
             .connection
             .query_confirmed(key.as_bytes(), &pipeline)
             .await
             .map_err(|error| self.failed(&error))?;
         Ok(())
+    }
+
+    /// Appends to `pipeline` the script that adds `id` to `index` (see [`Self::index`]).
+    fn add_to(
+        &self,
+        pipeline: &mut redis::Pipeline,
+        index: Index<'_>,
+        id: &str,
+        ends_at: UnixTime,
+        now: UnixTime,
+        keep: i64,
+    ) {
+        pipeline
+            .cmd("EVAL")
+            .arg(INDEX_ADD)
+            .arg(1)
+            .arg(self.index_key(index))
+            .arg(id)
+            .arg(keep)
+            .arg(ends_at.max(now.saturating_add(keep)))
+            .arg(now);
     }
 
     /// Sets a session's expiry to `ttl` seconds from now (idle timeout after use).

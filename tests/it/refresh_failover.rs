@@ -416,10 +416,22 @@ async fn index_entries_and_a_repeated_delete_are_done_only_once_a_replica_has_th
     let store = session_store(master.url());
     let stored = stored_with("rt");
     let ends_at = stored.session.expires_at;
+    let waits = master.calls("wait");
     store
         .put("s1", &stored, (600, 600), "alice", Some("sid-1"))
         .await
         .unwrap();
+    assert_eq!(
+        master.calls("wait") - waits,
+        1,
+        "one wait for the three entries: three in a row queued the link's other calls"
+    );
+    assert_eq!(
+        replica
+            .cli(&["zrange", "tollgate:sid:sid-1", "0", "-1"])
+            .trim(),
+        "s1"
+    );
     // Connected, acknowledging nothing.
     replica.pause();
     assert!(
