@@ -66,7 +66,9 @@ impl Principal {
     /// namespace of `sub`, and the tokens' `sub` is made from the live client's `source`), or
     /// from the login form to a provider, or back, or pointed its provider's name at another
     /// issuer or client (`providers`: each live provider's, by name). A federated record
-    /// stored before the provider's issuer was kept cannot tell: it is no one's.
+    /// stored before the provider's issuer was kept (by a Tollgate older than 6 December 2026)
+    /// is checked by the provider's name alone, as then, so that an upgrade, rolling or not,
+    /// ends no grant; it lives at most `session.lifetime` on.
     pub fn signs_in_at(
         &self,
         client: &crate::config::ClientConfig,
@@ -76,13 +78,15 @@ impl Principal {
             Self::Local(_) => client.login_provider.is_none(),
             Self::Federated {
                 provider: Some(provider),
-                at: Some(at),
+                at,
                 ..
             } => {
                 client.login_provider.as_deref() == Some(provider.as_str())
-                    && providers.get(provider) == Some(at)
+                    && at
+                        .as_ref()
+                        .is_none_or(|at| providers.get(provider) == Some(at))
             }
-            Self::Federated { .. } => false,
+            Self::Federated { provider: None, .. } => client.login_provider.is_some(),
         }
     }
 }
