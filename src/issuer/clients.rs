@@ -187,12 +187,15 @@ impl TokenService {
 
     /// Checks `secret` against the argon2 `hash` on the blocking pool, unless `known` says it
     /// was verified meanwhile or `limit_keys` are limited, and counts a wrong one against
-    /// `limit_keys`. One of the process's `PasswordChecks` permits is held from the limit check
-    /// to the failure's count: concurrent guesses cannot all pass the limit before the first of
-    /// them is counted (at most `MAX_FAILURES + permits - 1` wrong checks a window, per
-    /// replica), at most `permits` argon2 runs (about 19 MiB and 20 ms of a core each) are
-    /// under way at once, and requests that present the same right secret at once run argon2
-    /// only as often as there are permits.
+    /// `limit_keys`: every check is counted before it runs, and taken back once it proves
+    /// right, so a store that cannot count (full, refusing writes, a Redis before 7.0) refuses
+    /// the check. Counted after the check, a right secret passed there and a wrong one got a
+    /// 503: an oracle without the limit. One of the process's `PasswordChecks` permits is
+    /// held from the limit check to the count: concurrent guesses cannot all pass the limit
+    /// before the first of them is counted (at most `MAX_FAILURES + permits - 1` checks a
+    /// window, per replica), at most `permits` argon2 runs (about 19 MiB and 20 ms of a core
+    /// each) are under way at once, and requests that present the same right secret at once
+    /// run argon2 only as often as there are permits.
     ///
     /// # Errors
     /// The store failed (the check is then refused).
@@ -221,10 +224,10 @@ impl TokenService {
         if self.state.limited(limit_keys, self.now()).await? {
             return Ok(PasswordCheck::Limited);
         }
-        // The check, its failure's count and the permit on a task of their own: a client that
+        self.state.count_failure(limit_keys, self.now()).await?;
+        // The check, its forgiveness and the permit on a task of their own: a client that
         // goes away mid-check (its request dropped) would else free the permit while argon2
-        // runs on, and leave its failure uncounted, so checks sent and dropped at once ran
-        // without limit.
+        // runs on.
         let (state, clock, keys) = (self.state.clone(), self.clock.clone(), limit_keys.to_vec());
         let check = tokio::spawn(async move {
             let _held = (permit, waiting);
@@ -232,9 +235,9 @@ impl TokenService {
                 .await
                 .unwrap_or(false);
             if right {
+                state.forgive_failure(&keys, clock.now()).await?;
                 return Ok(PasswordCheck::Right);
             }
-            state.count_failure(&keys, clock.now()).await?;
             Ok(PasswordCheck::Wrong)
         });
         check.await.unwrap_or_else(|error| {

@@ -414,3 +414,49 @@ async fn records_and_tokens_written_to_redis_by_anyone_else_mint_no_token() {
     staging.stop().await;
     prod.stop().await;
 }
+
+/// A client secret is checked only while its failure can be counted: counted after the check,
+/// a Redis that refused writes but answered reads (at `maxmemory` with `noeviction`, or with
+/// `min-replicas-to-write` and no replica) let a right secret through and answered a wrong one
+/// 503, a guessing oracle without the 10-a-minute limit (before, the right secret got 200).
+#[tokio::test]
+async fn a_client_secret_is_not_checked_while_its_failures_cannot_be_counted() {
+    let redis = RedisServer::standalone().await;
+    let dir = tempfile_dir();
+    let (a, b, _) = replicas(&format!("\"{}\"", redis.url()), &dir.join("key.pem")).await;
+    let issue = |replica: &'static str, secret: &'static str| {
+        let gateway = if replica == "a" { &a } else { &b };
+        async move {
+            token_request(
+                gateway,
+                &[("grant_type", "client_credentials"), ("scope", "scim")],
+                Some(("machine", secret)),
+            )
+            .await
+            .0
+        }
+    };
+    // Writes refused, reads served.
+    assert_eq!(
+        redis
+            .cli(&["config", "set", "min-replicas-to-write", "1"])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(issue("a", "wrong").await, 503);
+    assert_eq!(issue("a", "machine-secret").await, 503, "no oracle");
+    assert_eq!(
+        redis
+            .cli(&["config", "set", "min-replicas-to-write", "0"])
+            .trim(),
+        "OK"
+    );
+    for _ in 0..9 {
+        assert_eq!(issue("a", "wrong").await, 401);
+    }
+    // Counted before its check, and taken back once right (at `b`, which has not verified it
+    // yet): the count stays at nine, the limit's tenth is still a wrong secret's.
+    assert_eq!(issue("b", "machine-secret").await, 200);
+    assert_eq!(issue("a", "wrong").await, 401);
+    assert_eq!(issue("a", "wrong").await, 429);
+}

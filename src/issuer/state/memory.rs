@@ -352,6 +352,18 @@ impl IssuerState for MemoryState {
         }))
     }
 
+    fn forgive_failure<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, ()> {
+        ready(self.with_failures(|failures| {
+            for key in keys {
+                if let Some((count, since)) = failures.get_mut(key)
+                    && now - *since < FAILURE_WINDOW
+                {
+                    *count = count.saturating_sub(1);
+                }
+            }
+        }))
+    }
+
     fn count_failure<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, ()> {
         ready(self.with_failures(|failures| {
             if failures.len() >= MAX_FAILURE_KEYS {

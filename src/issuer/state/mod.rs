@@ -303,6 +303,10 @@ pub trait IssuerState: Send + Sync + 'static {
     /// Counts one failure against each of `keys`.
     fn count_failure<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, ()>;
 
+    /// Takes back one failure counted against each of `keys` (an attempt counted before its
+    /// check, which proved right).
+    fn forgive_failure<'a>(&'a self, keys: &'a [String], now: UnixTime) -> StateFuture<'a, ()>;
+
     /// Whether the store can be used (for `/readyz`).
     fn check(&self) -> StateFuture<'_, ()>;
 }

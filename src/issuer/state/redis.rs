@@ -603,23 +603,45 @@ impl IssuerState for RedisState {
     }
 
     fn count_failure<'a>(&'a self, keys: &'a [String], _now: UnixTime) -> StateFuture<'a, ()> {
+        // The window starts with its first failure, as in the memory store (a script rather
+        // than `EXPIRE … NX`, which Redis before 7.0 refuses).
+        const COUNT: &str = "local count = redis.call('INCR', KEYS[1]) \
+if count == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
+return count";
         Box::pin(async move {
             for key in keys {
-                let key = self.failure_key(key);
-                // The window starts with its first failure (`NX`), as in the memory store.
-                let pipeline = redis::pipe()
-                    .atomic()
-                    .cmd("INCR")
-                    .arg(&key)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(FAILURE_WINDOW)
-                    .arg("NX")
-                    .ignore()
-                    .to_owned();
-                self.connection
-                    .pipeline::<()>(&pipeline)
+                let _: i64 = self
+                    .connection
+                    .query(
+                        redis::cmd("EVAL")
+                            .arg(COUNT)
+                            .arg(1)
+                            .arg(self.failure_key(key))
+                            .arg(FAILURE_WINDOW),
+                    )
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn forgive_failure<'a>(&'a self, keys: &'a [String], _now: UnixTime) -> StateFuture<'a, ()> {
+        // Only a count that is there (its window may have ended meanwhile).
+        const FORGIVE: &str = "if redis.call('GET', KEYS[1]) then \
+local count = redis.call('DECR', KEYS[1]) \
+if count <= 0 then redis.call('DEL', KEYS[1]) end end \
+return 0";
+        Box::pin(async move {
+            for key in keys {
+                let _: i64 = self
+                    .connection
+                    .query(
+                        redis::cmd("EVAL")
+                            .arg(FORGIVE)
+                            .arg(1)
+                            .arg(self.failure_key(key)),
+                    )
                     .await
                     .map_err(|error| unavailable(&error))?;
             }
