@@ -624,10 +624,7 @@ pub async fn decide_auth(
     // whose forwarded headers are not believed, a path-only `X-Original-URL`), no host is
     // this one, so a handshake that carries an `Origin` is refused.
     if identity.credential != Credential::Bearer
-        && crate::http::origin::websocket_from_another_host(
-            headers,
-            cookie_base.and_then(url::Url::host_str).unwrap_or_default(),
-        )
+        && crate::http::origin::websocket_from_another_host(headers, cookie_base)
     {
         let refusal = crate::http::origin::refusal();
         trace.record("origin", "fail", || refusal.reason.clone());

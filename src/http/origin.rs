@@ -9,12 +9,15 @@ use super::rejection::{Refusal, Rejection};
 /// `Sec-WebSocket-Key`, which an ingress passes to forward-auth where it drops the hop-by-hop
 /// `Upgrade`; or `Sec-Fetch-Mode: websocket`, which a browser sends on every handshake, over
 /// HTTP/2 too, where there is neither) from a page whose `Origin` names a host other than
-/// `host`, the one the request is for, or is no URL (`null`). A browser sends a page's WebSocket the session cookie
-/// whenever the two are the same site (a sibling subdomain) and applies no CORS to it, so such
-/// a page could read and act as the signed-in person; the cookie's own boundary is the host
-/// (never the scheme or the port), and so is this one. A client that sends no `Origin` is no
+/// `base`'s, the one the request is for (none: every host is another), or is no URL (`null`),
+/// or, when the request is over https, a page of plain http. A browser sends a page's
+/// WebSocket the session cookie whenever the two are the same site (a sibling subdomain, and
+/// where a browser takes http and https for one site, a page over http) and applies no CORS to
+/// it, so such a page could read and act as the signed-in person. The cookie's own boundary is
+/// the host, never the port; over https, whose cookies are `Secure`, it is the scheme too: a
+/// page over plain http is anyone's on the network path. A client that sends no `Origin` is no
 /// browser.
-pub fn websocket_from_another_host(headers: &HeaderMap, host: &str) -> bool {
+pub fn websocket_from_another_host(headers: &HeaderMap, base: Option<&url::Url>) -> bool {
     // `Origin` first: most requests carry none (a browser's navigations, every API client),
     // and one lookup then ends it.
     let origins = headers.get_all(header::ORIGIN);
@@ -33,9 +36,13 @@ pub fn websocket_from_another_host(headers: &HeaderMap, host: &str) -> bool {
                 .to_str()
                 .ok()
                 .and_then(|origin| url::Url::parse(origin).ok());
-            url.as_ref()
-                .and_then(url::Url::host_str)
-                .is_none_or(|origin_host| !origin_host.eq_ignore_ascii_case(host))
+            let host = base.and_then(url::Url::host_str).unwrap_or_default();
+            let secure = base.is_some_and(|base| base.scheme() == "https");
+            url.as_ref().is_none_or(|url| {
+                url.host_str()
+                    .is_none_or(|origin_host| !origin_host.eq_ignore_ascii_case(host))
+                    || (secure && url.scheme() != "https")
+            })
         })
 }
 
@@ -56,13 +63,15 @@ mod tests {
 
     #[test]
     fn an_upgrade_is_from_another_host_when_its_origin_names_one() {
-        let from = |fields: &[(&'static str, &str)]| {
+        let https = url::Url::parse("https://app.example.com/").unwrap();
+        let from_to = |base: &url::Url, fields: &[(&'static str, &str)]| {
             let mut headers = HeaderMap::new();
             for (name, value) in fields {
                 headers.append(*name, HeaderValue::from_str(value).unwrap());
             }
-            websocket_from_another_host(&headers, "app.example.com")
+            websocket_from_another_host(&headers, Some(base))
         };
+        let from = |fields: &[(&'static str, &str)]| from_to(&https, fields);
         let upgrade = ("upgrade", "websocket");
         for origin in [
             "https://evil.example.com",
@@ -74,14 +83,25 @@ mod tests {
         ] {
             assert!(from(&[upgrade, ("origin", origin)]), "{origin}");
         }
-        // The cookie's boundary is the host: another scheme or port of it is the same.
-        for origin in [
-            "https://app.example.com",
-            "https://APP.example.com:8443",
-            "http://app.example.com",
-        ] {
+        // The cookie's boundary is the host: another port of it is the same.
+        for origin in ["https://app.example.com", "https://APP.example.com:8443"] {
             assert!(!from(&[upgrade, ("origin", origin)]), "{origin}");
         }
+        // Over https, a page of plain http is anyone's on the network path (its `Secure`
+        // cookies go with a `wss:` handshake such a page opens): another.
+        assert!(from(&[upgrade, ("origin", "http://app.example.com")]));
+        let http = url::Url::parse("http://app.example.com:8080/").unwrap();
+        for origin in ["http://app.example.com", "https://app.example.com"] {
+            assert!(!from_to(&http, &[upgrade, ("origin", origin)]), "{origin}");
+        }
+        // With no host known, every page is another's.
+        let mut headers = HeaderMap::new();
+        headers.append("upgrade", HeaderValue::from_static("websocket"));
+        headers.append(
+            "origin",
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(websocket_from_another_host(&headers, None));
         // An ingress drops `Upgrade` (hop by hop) before `/auth`, and passes the handshake's key.
         assert!(from(&[
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),

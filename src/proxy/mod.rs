@@ -740,7 +740,7 @@ fn serve_route<'a>(
                 if identity.credential != Credential::Bearer
                     && crate::http::origin::websocket_from_another_host(
                         request.headers(),
-                        base.host_str().unwrap_or_default(),
+                        Some(&base),
                     )
                 {
                     let refusal = crate::http::origin::refusal();
