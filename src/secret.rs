@@ -47,7 +47,7 @@ pub fn shown_path(file: &str) -> String {
 
 /// Whether a `*_file` value reads like a path rather than a secret: an absolute or `./`
 /// path, or a name with an extension secrets are kept in.
-pub fn looks_like_path(file: &str) -> bool {
+fn looks_like_path(file: &str) -> bool {
     // A secret may hold `.` or `/` too: only an absolute or `./` path, or a name with a file
     // extension secrets are kept in, reads like a path.
     const EXTENSIONS: [&str; 8] = [

@@ -355,10 +355,11 @@ fn for_connection(
             });
         let mut exemption = None;
         let mut request = request.map(|body| {
-            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client)
-                .first_byte_within(timeouts.header_read);
+            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client);
+            // A stream's client may wait for the server's first message before its own (a
+            // bidirectional gRPC call): it keeps `keepalive_timeout` for its first byte.
             if !streaming {
-                return guard;
+                return guard.first_byte_within(timeouts.header_read);
             }
             let (guard, granted) = guard.exemptible();
             exemption = Some(granted);

@@ -155,14 +155,18 @@ fn files_and_lifetimes_serve_would_refuse_are_problems() {
         &[],
         "token_service.retired_key_files[0]: ",
     );
-    // A signing key file that is not there yet is made at start.
-    assert!(
-        problems(
-            &service(&format!("signing_key_file = \"{}\"", path(&missing))),
-            &[]
-        )
-        .is_empty()
-    );
+    // A signing key file that is not there yet is made at start, whatever its path looks like
+    // (relative, without an extension, with a space).
+    for file in [
+        path(&missing),
+        "keys/signing".to_owned(),
+        "/var/lib/tollgate keys/k".to_owned(),
+    ] {
+        assert!(
+            problems(&service(&format!("signing_key_file = \"{file}\"")), &[]).is_empty(),
+            "{file}"
+        );
+    }
     for lifetime in ["0s", "400d"] {
         check_problem(
             &service(&format!("token_lifetime = \"{lifetime}\"")),

@@ -100,7 +100,7 @@ impl<B> StallGuard<B> {
     }
 
     /// This guard, cutting off a client's body whose first byte has not come within `limit`
-    /// of waiting (the head's `header_read_timeout`), unless exempt as a stream's.
+    /// of waiting (the head's `header_read_timeout`), unless exempt from the minimum rate.
     #[must_use]
     pub fn first_byte_within(mut self, limit: Duration) -> Self {
         self.first_byte_within = Some(limit);

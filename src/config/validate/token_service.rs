@@ -170,12 +170,12 @@ impl Checker<'_> {
                     self.problem(path, format!("{}: {error}", shown(file)));
                 }
             }
-            // Not there yet: `serve` makes the key there, unless the value is no path but the
-            // key itself (a PEM rendered into it), which would name the file it writes.
+            // Not there yet: `serve` makes the key there, unless the value is no path but a key
+            // itself (a PEM rendered into it), which would name the file it writes.
             Err(error)
                 if may_be_missing
                     && error.kind() == std::io::ErrorKind::NotFound
-                    && crate::secret::looks_like_path(&file.to_string_lossy()) => {}
+                    && !is_pem(&file.to_string_lossy()) => {}
             Err(error) => self.problem(path, format!("{} cannot be read: {error}", shown(file))),
         }
     }
@@ -376,4 +376,10 @@ impl Subjects<'_> {
             Self::Machine(client) => format!("the machine client `{client}`"),
         }
     }
+}
+
+/// Whether a `*_file` value is PEM text rather than a path (a key rendered into the key that
+/// names its file).
+fn is_pem(value: &str) -> bool {
+    value.contains("-----BEGIN") || value.contains('\n')
 }
