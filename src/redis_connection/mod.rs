@@ -411,6 +411,21 @@ impl RedisConnection {
         }
     }
 
+    /// Whether the two links are connected to different servers now: for a moment after a
+    /// Sentinel failover, when only one of them has followed. A read whose answer decides
+    /// access (is a session still there, is a token revoked) then goes on the link of
+    /// confirmed writes, where an ending was confirmed; the main link may be on the old master
+    /// (reachable, the sentinels cut off from it) for a second or two more.
+    pub fn links_apart(&self) -> bool {
+        match (&self.main, &self.confirm) {
+            (Link::Single(main), Link::Single(confirm)) => main
+                .server()
+                .zip(confirm.server())
+                .is_some_and(|(main, confirm)| main != confirm),
+            _ => false,
+        }
+    }
+
     /// Whether every key is on one server (standalone or Sentinel, not a Cluster): then one
     /// confirmed pipeline may write keys of any hash slot.
     pub fn one_server(&self) -> bool {

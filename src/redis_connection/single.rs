@@ -156,6 +156,13 @@ impl Single {
     /// and know no replica that could take over from it: this link may not have written there
     /// for longer than it remembers (a process that just started, or one whose last confirmed
     /// write is old), and a master whose replica was just promoted looks alone too.
+    pub(super) fn server(&self) -> Option<String> {
+        self.connected_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub(super) async fn replicas_expected(&self, connected: u64) -> bool {
         let server = self
             .connected_to

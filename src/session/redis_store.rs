@@ -222,6 +222,19 @@ impl RedisStore {
     /// `Unavailable`; a value that does not open (another secret, another key) or is not a
     /// session is treated as absent.
     pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
+        // Where a logout was confirmed, while the main link lags a failover: neither its copies
+        // nor its server may know of the ending.
+        if self.connection.links_apart() {
+            let value: Option<Vec<u8>> = self
+                .connection
+                .query_on_confirm_link(redis::cmd("GET").arg(self.key(id)))
+                .await
+                .map_err(|error| self.failed(&error))?;
+            return Ok(value.and_then(|bytes| {
+                let stored = self.open(id, &bytes)?;
+                Some((bytes.into(), stored))
+            }));
+        }
         match self.tracked(id) {
             Some(found) => Ok(Some(found)),
             None => self.read(id).await,

@@ -463,3 +463,34 @@ async fn index_entries_and_a_repeated_delete_are_done_only_once_a_replica_has_th
     );
     assert_eq!(replica.cli(&["exists", "tollgate:s:s1"]).trim(), "0");
 }
+
+/// SPEC §12: for a moment after a Sentinel failover one link of a replica may be on the old
+/// master (still reachable, the sentinels cut off from it) and the other on the new one. A
+/// logout confirmed on the new master was not seen by requests, read on the old: the ended
+/// session was served for a second or two more. Reads that decide access go where endings are
+/// confirmed while the links are apart.
+#[tokio::test]
+async fn a_session_ended_where_confirmed_is_not_served_from_the_master_a_link_still_reads() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    use crate::support::redis::RedisServer;
+    let old_master = RedisServer::standalone().await;
+    let new_master = RedisServer::standalone().await;
+    for master in [&old_master, &new_master] {
+        session_store(master.url())
+            .put("s1", &stored_with("rt"), (600, 600), "alice", None)
+            .await
+            .unwrap();
+    }
+    let split = session_store(old_master.url())
+        .with_confirm_link_to(&tollgate::config::RedisTarget::Standalone(new_master.url()))
+        .unwrap();
+    assert!(split.get("s1").await.unwrap().is_some());
+    assert!(split.delete_confirmed("s1").await.unwrap());
+    assert_eq!(old_master.cli(&["exists", "tollgate:s:s1"]).trim(), "1");
+    assert!(
+        split.get("s1").await.unwrap().is_none(),
+        "the session ended where the logout was confirmed"
+    );
+}

@@ -460,3 +460,36 @@ async fn a_client_secret_is_not_checked_while_its_failures_cannot_be_counted() {
     assert_eq!(issue("a", "wrong").await, 401);
     assert_eq!(issue("a", "wrong").await, 429);
 }
+
+/// SPEC §12: a revocation confirmed on the new master is seen by a replica whose main link is
+/// still on the old one (for a moment after a Sentinel failover): it read the old master,
+/// and the revoked token was taken there for a second or two more.
+#[tokio::test]
+async fn a_revocation_confirmed_on_the_new_master_holds_while_a_link_still_reads_the_old() {
+    use std::sync::Arc;
+    use tollgate::issuer::state::IssuerState as _;
+    use tollgate::redis_connection::{RedisConnection, RedisTarget};
+    let old_master = RedisServer::standalone().await;
+    let new_master = RedisServer::standalone().await;
+    let link =
+        |url: String| RedisConnection::new(&RedisTarget::Standalone(url), None, None).unwrap();
+    let split = link(old_master.url()).with_confirm_link_of(link(new_master.url()));
+    let secrets = [tollgate::secret::Secret::new(
+        crate::support::gateway::SESSION_SECRET.to_owned(),
+    )];
+    let state = tollgate::issuer::state::redis::RedisState::new(
+        Arc::new(split),
+        "tollgate:",
+        3600,
+        &secrets,
+    );
+    let now = crate::support::idp::now();
+    // The main link in use, as every request's check keeps it.
+    assert!(!state.is_revoked(Some("j-1"), None).await.unwrap());
+    state
+        .revoke_access("j-1", None, now + 600, now)
+        .await
+        .unwrap();
+    assert_eq!(new_master.cli(&["dbsize"]).trim(), "1");
+    assert!(state.is_revoked(Some("j-1"), None).await.unwrap());
+}

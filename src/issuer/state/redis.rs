@@ -577,11 +577,13 @@ impl IssuerState for RedisState {
             if jti.is_none() && sid.is_none() {
                 return Ok(false);
             }
-            let found: i64 = self
-                .connection
-                .query(&command)
-                .await
-                .map_err(|error| unavailable(&error))?;
+            // Where revocations are confirmed, while the main link lags a failover.
+            let found: i64 = if self.connection.links_apart() {
+                self.connection.query_on_confirm_link(&command).await
+            } else {
+                self.connection.query(&command).await
+            }
+            .map_err(|error| unavailable(&error))?;
             Ok(found > 0)
         })
     }
