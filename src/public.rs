@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, get};
 use tower::ServiceExt as _;
@@ -37,6 +37,9 @@ pub struct PublicParts {
     pub cookie_name: String,
     /// The tracer (`[telemetry]`); `None`: no span is begun.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// Whether the listener serves TLS itself (`server.tls_cert_file`): every answer then
+    /// tells the browser to stay on https (`Strict-Transport-Security`).
+    pub over_tls: bool,
 }
 
 /// What serves the public listener's requests.
@@ -52,6 +55,8 @@ pub struct PublicService {
     own_prefixes: Arc<Vec<(String, &'static str)>>,
     /// The tracer (`[telemetry]`).
     telemetry: Option<Arc<Telemetry>>,
+    /// `PublicParts::over_tls`.
+    over_tls: bool,
 }
 
 impl PublicService {
@@ -65,6 +70,7 @@ impl PublicService {
             federation,
             cookie_name,
             telemetry,
+            over_tls,
         } = parts;
         let mut endpoints = Endpoints::default();
         // `/ping` answers without any check, as oauth2-proxy's does: for load balancers.
@@ -150,6 +156,7 @@ impl PublicService {
             own_paths: Arc::new(endpoints.paths),
             own_prefixes: Arc::new(endpoints.prefixes),
             telemetry,
+            over_tls,
         }
     }
 
@@ -187,8 +194,9 @@ impl PublicService {
             request.extensions_mut().insert(ConnectInfo(peer));
             Answer::Own(self.router.clone().oneshot(request))
         };
+        let over_tls = self.over_tls;
         async move {
-            let response = match traced {
+            let mut response = match traced {
                 None => answer.run(peer).await,
                 // Boxed: the span's scope around the answer, a request without tracing does
                 // not carry.
@@ -198,6 +206,17 @@ impl PublicService {
                     Box::pin(crate::telemetry::within(span, answered, Response::status)).await
                 }
             };
+            // The host's only listener is TLS: a plain-http request for it is always someone
+            // else's answer (a network attacker's, or one that strips https from a typed
+            // address and shows a login form on this host's name). Not `includeSubDomains`:
+            // the other hosts of the domain are not this listener's to speak for. An
+            // application's own header is kept.
+            if over_tls {
+                response
+                    .headers_mut()
+                    .entry(header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert(HeaderValue::from_static("max-age=31536000"));
+            }
             Ok(crate::http::pages::negotiate(accept.as_ref(), response))
         }
     }

@@ -294,6 +294,7 @@ fn surfaces(
         federation: Some(federation),
         cookie_name: config.session.cookie_name.clone(),
         telemetry: telemetry.cloned(),
+        over_tls: server.tls.is_some(),
     });
     let admin = Arc::new(AdminState {
         admin_token: server.admin_token.clone(),

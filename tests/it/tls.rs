@@ -74,6 +74,12 @@ async fn the_listener_serves_https_with_http2_and_http1_by_alpn() {
         .await
         .unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    // The host's only listener is TLS: the browser is told to stay on https, so a plain-http
+    // request for this host (a network attacker's answer) is never made.
+    assert_eq!(
+        h2.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
     assert_eq!(h2.text().await.unwrap(), "OK");
 
     let http1 = client_trusting(&ca, address).http1_only().build().unwrap();
