@@ -180,6 +180,10 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
 /// percent-encodings it holds (`/admin//../users%2Fx`), which [`canonical_path`] refuses before
 /// it looks at segments, a server that merges slashes and one that does not part there.
 pub fn removes_an_empty_segment(path: &str) -> bool {
+    // No empty segment, nothing to remove: almost every path, without a pass over segments.
+    if memchr::memmem::find(path.as_bytes(), b"//").is_none() {
+        return false;
+    }
     let dots = if path.contains('%') {
         Cow::Owned(path.replace("%2E", ".").replace("%2e", "."))
     } else {
@@ -713,5 +717,26 @@ mod tests {
             request_host(None, Some("x.example")).unwrap().as_deref(),
             Some("x.example")
         );
+    }
+
+    #[test]
+    fn a_dot_segment_that_removes_an_empty_one_is_found_whatever_else_is_encoded() {
+        for path in [
+            "/admin//../users",
+            "/admin//../users%2Fx",
+            "/admin//%2E%2E/users",
+            "/admin//%2e./users%25",
+            "/a//b/../../c",
+        ] {
+            assert!(removes_an_empty_segment(path), "{path}");
+        }
+        for path in [
+            "/admin/../users",
+            "/admin//users",
+            "/admin/%2e%2e/x%2F",
+            "/",
+        ] {
+            assert!(!removes_an_empty_segment(path), "{path}");
+        }
     }
 }
