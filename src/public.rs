@@ -177,6 +177,7 @@ impl PublicService {
         B::Error: Into<axum::BoxError>,
     {
         let (mut request, own) = self.own_endpoint(crate::http::host_from_authority(request));
+        let hsts = self.over_tls && !names_no_site(request.headers().get(header::HOST));
         // Boxed: the span is hundreds of bytes that a request without tracing would carry. The
         // tracer is held with it, so a reload retires it only once this request is over.
         let traced = self.telemetry.as_ref().map(|telemetry| {
@@ -194,7 +195,6 @@ impl PublicService {
             request.extensions_mut().insert(ConnectInfo(peer));
             Answer::Own(self.router.clone().oneshot(request))
         };
-        let over_tls = self.over_tls;
         async move {
             let mut response = match traced {
                 None => answer.run(peer).await,
@@ -211,7 +211,7 @@ impl PublicService {
             // address and shows a login form on this host's name). Not `includeSubDomains`:
             // the other hosts of the domain are not this listener's to speak for. An
             // application's own header is kept.
-            if over_tls {
+            if hsts {
                 response
                     .headers_mut()
                     .entry(header::STRICT_TRANSPORT_SECURITY)
@@ -422,6 +422,25 @@ where
     }
 }
 
+/// Whether a `Host` names no site HSTS should pin for a year: none, an IP address (browsers
+/// ignore HSTS there anyway) or a loopback name (`localhost`, `*.localhost`), where a
+/// developer's other plain-http servers share the name with every port.
+fn names_no_site(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|host| host.to_str().ok()) else {
+        return true;
+    };
+    let name = host
+        .rsplit_once(':')
+        .filter(|(name, port)| !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    name.starts_with('[')
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+}
+
 /// The `http.route` of an own endpoint: its path, or `<prefix>/` for a prefix's.
 fn span_route(path: &str, own: OwnEndpoint) -> &str {
     match own {
@@ -459,5 +478,39 @@ impl Endpoints {
         self.router = std::mem::take(&mut self.router)
             .route(&format!("{prefix}/"), handler.clone())
             .route(&format!("{prefix}/{{*rest}}"), handler);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn hsts_pins_names_of_sites_never_addresses_or_loopback_names() {
+        for host in [
+            "localhost",
+            "localhost:8443",
+            "app.localhost",
+            "LOCALHOST.",
+            "127.0.0.1:8443",
+            "[::1]:8443",
+            "10.0.0.7",
+        ] {
+            assert!(
+                super::names_no_site(Some(&HeaderValue::from_static(host))),
+                "{host}"
+            );
+        }
+        assert!(super::names_no_site(None));
+        for host in [
+            "auth.example.com",
+            "auth.example.com:443",
+            "localhost.example.com",
+        ] {
+            assert!(
+                !super::names_no_site(Some(&HeaderValue::from_static(host))),
+                "{host}"
+            );
+        }
     }
 }

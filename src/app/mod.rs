@@ -355,11 +355,12 @@ fn for_connection(
             });
         let mut exemption = None;
         let mut request = request.map(|body| {
-            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client);
-            // A stream's client may wait for the server's first message before its own (a
-            // bidirectional gRPC call): it keeps `keepalive_timeout` for its first byte.
+            // A signed-in caller's stream, once exempt (below), keeps `keepalive_timeout` for
+            // its first byte too: its client may wait for the server's first message.
+            let guard = StallGuard::new(body, timeouts.keepalive, Stalled::Client)
+                .first_byte_within(timeouts.header_read);
             if !streaming {
-                return guard.first_byte_within(timeouts.header_read);
+                return guard;
             }
             let (guard, granted) = guard.exemptible();
             exemption = Some(granted);

@@ -176,20 +176,45 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
 }
 
 /// Whether `path` (without its query) holds a `..` that removes an empty segment
-/// ([`PathError::EmptySegmentDots`]) when only its `%2E`s are decoded: whatever other
-/// percent-encodings it holds (`/admin//../users%2Fx`), which [`canonical_path`] refuses before
-/// it looks at segments, a server that merges slashes and one that does not part there.
+/// ([`PathError::EmptySegmentDots`]), where a server that merges slashes and one that does not
+/// part: with its `%2E`s and `%2F`s decoded and whatever other percent-encodings it holds
+/// (`/admin//../users%2Fx`, which [`canonical_path`] refuses before it looks at segments), and
+/// past a `..` above the root.
 pub fn removes_an_empty_segment(path: &str) -> bool {
+    let encoded = path.contains('%');
     // No empty segment, nothing to remove: almost every path, without a pass over segments.
-    if memchr::memmem::find(path.as_bytes(), b"//").is_none() {
+    if !encoded && memchr::memmem::find(path.as_bytes(), b"//").is_none() {
         return false;
     }
-    let dots = if path.contains('%') {
-        Cow::Owned(path.replace("%2E", ".").replace("%2e", "."))
+    // `%2E` is a dot to both readings, and `%2F` a slash to one that decodes first.
+    let decoded = if encoded {
+        Cow::Owned(
+            path.replace("%2E", ".")
+                .replace("%2e", ".")
+                .replace("%2F", "/")
+                .replace("%2f", "/"),
+        )
     } else {
         Cow::Borrowed(path)
     };
-    resolve_segments(&dots) == Err(PathError::EmptySegmentDots)
+    // Whether each segment on the unmerged reading's stack is empty; a `..` above the root
+    // stays at the root (as Traefik and browsers clamp it), so an earlier one hides nothing.
+    let mut empty: Vec<bool> = Vec::new();
+    let mut segments = decoded.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        match segment {
+            // The last one is the trailing slash, in both readings.
+            "" if segments.peek().is_some() => empty.push(true),
+            "" | "." => {}
+            ".." => {
+                if empty.pop() == Some(true) {
+                    return true;
+                }
+            }
+            _ => empty.push(false),
+        }
+    }
+    false
 }
 
 /// Whether `path` (without its query) holds `;` parameters, as sent or percent-encoded: `%3B`
@@ -727,6 +752,9 @@ mod tests {
             "/admin//%2E%2E/users",
             "/admin//%2e./users%25",
             "/a//b/../../c",
+            // An earlier `..` above the root hides nothing; an empty segment encoded.
+            "/../admin//../public/x",
+            "/admin/%2F/../users",
         ] {
             assert!(removes_an_empty_segment(path), "{path}");
         }

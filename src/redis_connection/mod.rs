@@ -412,16 +412,13 @@ impl RedisConnection {
     }
 
     /// Whether the two links are connected to different servers now: for a moment after a
-    /// Sentinel failover, when only one of them has followed. A read whose answer decides
-    /// access (is a session still there, is a token revoked) then goes on the link of
-    /// confirmed writes, where an ending was confirmed; the main link may be on the old master
-    /// (reachable, the sentinels cut off from it) for a second or two more.
+    /// Sentinel failover, when only one of them has followed (which one is not known: each
+    /// looks for the master only as it is used). A read whose answer decides access (is a
+    /// session still there, is a token revoked) then asks both, and takes the stricter answer:
+    /// an ending confirmed on either server holds.
     pub fn links_apart(&self) -> bool {
         match (&self.main, &self.confirm) {
-            (Link::Single(main), Link::Single(confirm)) => main
-                .server()
-                .zip(confirm.server())
-                .is_some_and(|(main, confirm)| main != confirm),
+            (Link::Single(main), Link::Single(confirm)) => main.on_another_server_than(confirm),
             _ => false,
         }
     }

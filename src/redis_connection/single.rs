@@ -147,6 +147,19 @@ impl Single {
         }
     }
 
+    /// Whether this link and `other` are connected to different servers (both connected).
+    pub(super) fn on_another_server_than(&self, other: &Self) -> bool {
+        let mine = self
+            .connected_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let theirs = other
+            .connected_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!((&*mine, &*theirs), (Some(mine), Some(theirs)) if mine != theirs)
+    }
+
     /// The master of the current connection says it has `connected` replicas: whether a write
     /// there needs one of them to acknowledge it. With none connected, it does when the same
     /// server had one within [`REPLICAS_REMEMBERED`] (a replica that went away may have been
@@ -156,13 +169,6 @@ impl Single {
     /// and know no replica that could take over from it: this link may not have written there
     /// for longer than it remembers (a process that just started, or one whose last confirmed
     /// write is old), and a master whose replica was just promoted looks alone too.
-    pub(super) fn server(&self) -> Option<String> {
-        self.connected_to
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     pub(super) async fn replicas_expected(&self, connected: u64) -> bool {
         let server = self
             .connected_to

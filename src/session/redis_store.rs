@@ -222,19 +222,6 @@ impl RedisStore {
     /// `Unavailable`; a value that does not open (another secret, another key) or is not a
     /// session is treated as absent.
     pub async fn get(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
-        // Where a logout was confirmed, while the main link lags a failover: neither its copies
-        // nor its server may know of the ending.
-        if self.connection.links_apart() {
-            let value: Option<Vec<u8>> = self
-                .connection
-                .query_on_confirm_link(redis::cmd("GET").arg(self.key(id)))
-                .await
-                .map_err(|error| self.failed(&error))?;
-            return Ok(value.and_then(|bytes| {
-                let stored = self.open(id, &bytes)?;
-                Some((bytes.into(), stored))
-            }));
-        }
         match self.tracked(id) {
             Some(found) => Ok(Some(found)),
             None => self.read(id).await,
@@ -246,7 +233,9 @@ impl RedisStore {
     pub fn tracked(&self, id: &str) -> Option<(Arc<[u8]>, StoredSession)> {
         // Settled first, then the copy: an invalidation handed over after the check has
         // already removed it.
-        if !self.connection.settled() {
+        // While the links are apart (a failover half followed), copies of either server's may
+        // miss an ending confirmed on the other: `read` asks both.
+        if !self.connection.settled() || self.connection.links_apart() {
             return None;
         }
         let cached = self.cache()?.get(id)?;
@@ -260,6 +249,19 @@ impl RedisStore {
     pub async fn read(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
         let generation = self.cache().map(SessionCache::generation);
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
+        if self.connection.links_apart() {
+            // A failover half followed: a session either server no longer has has ended (a
+            // logout confirmed there), and nothing read now is kept.
+            let confirmed: Option<Vec<u8>> = self
+                .connection
+                .query_on_confirm_link(redis::cmd("GET").arg(self.key(id)))
+                .await
+                .map_err(|error| self.failed(&error))?;
+            let (Some(bytes), Some(_)) = (value, confirmed) else {
+                return Ok(None);
+            };
+            return Ok(self.open(id, &bytes).map(|stored| (bytes.into(), stored)));
+        }
         let Some(bytes) = value else { return Ok(None) };
         let Some(stored) = self.open(id, &bytes) else {
             return Ok(None);

@@ -359,6 +359,10 @@ impl IssuerState for MemoryState {
                     && now - *since < FAILURE_WINDOW
                 {
                     *count = count.saturating_sub(1);
+                    // As Redis drops the key: a window begins with a failure, never a success.
+                    if *count == 0 {
+                        failures.remove(key);
+                    }
                 }
             }
         }))
@@ -399,5 +403,32 @@ impl IssuerState for MemoryState {
 
     fn check(&self) -> StateFuture<'_, ()> {
         ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check is counted before it runs and forgiven once right: the count is where it was,
+    /// and a first attempt that proved right leaves no window behind.
+    #[tokio::test]
+    async fn a_forgiven_check_leaves_the_count_where_it_was() {
+        let state = MemoryState::default();
+        let keys = vec!["client:machine".to_owned()];
+        for _ in 0..MAX_FAILURES {
+            state.count_failure(&keys, 100).await.unwrap();
+        }
+        assert!(state.limited(&keys, 100).await.unwrap());
+        state.forgive_failure(&keys, 100).await.unwrap();
+        assert!(!state.limited(&keys, 100).await.unwrap());
+        let fresh = vec!["client:other".to_owned()];
+        state.count_failure(&fresh, 100).await.unwrap();
+        state.forgive_failure(&fresh, 100).await.unwrap();
+        assert!(
+            state
+                .with_failures(|failures| !failures.contains_key("client:other"))
+                .unwrap()
+        );
     }
 }

@@ -86,7 +86,9 @@ impl Principal {
                         .as_ref()
                         .is_none_or(|at| providers.get(provider) == Some(at))
             }
-            Self::Federated { provider: None, .. } => client.login_provider.is_some(),
+            // Stored before even the provider's name was kept (before 5 December 2026): whose
+            // `sub` it is cannot be told.
+            Self::Federated { provider: None, .. } => false,
         }
     }
 }

@@ -577,13 +577,20 @@ impl IssuerState for RedisState {
             if jti.is_none() && sid.is_none() {
                 return Ok(false);
             }
-            // Where revocations are confirmed, while the main link lags a failover.
-            let found: i64 = if self.connection.links_apart() {
-                self.connection.query_on_confirm_link(&command).await
-            } else {
-                self.connection.query(&command).await
+            let found: i64 = self
+                .connection
+                .query(&command)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            // A failover half followed: a revocation confirmed on either server holds.
+            if found == 0 && self.connection.links_apart() {
+                let confirmed: i64 = self
+                    .connection
+                    .query_on_confirm_link(&command)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                return Ok(confirmed > 0);
             }
-            .map_err(|error| unavailable(&error))?;
             Ok(found > 0)
         })
     }
