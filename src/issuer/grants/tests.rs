@@ -610,20 +610,8 @@ async fn a_federated_code_or_grant_is_no_ones_once_its_provider_moved() {
 #[tokio::test]
 async fn a_code_grants_only_the_scopes_its_client_may_have_now() {
     let (service, router) = service();
-    let code = service
-        .store_code(PendingCode {
-            client_id: "spa".to_owned(),
-            redirect_uri: REDIRECT.to_owned(),
-            code_challenge: Some(challenge(VERIFIER)),
-            nonce: None,
-            // `spa` lists no `scim` (any more).
-            scopes: vec!["openid".to_owned(), "scim".to_owned()],
-            principal: Principal::Local("alice".to_owned()),
-            issued_at: service.now(),
-            signed_in: crate::issuer::state::SignedIn::AtIssue,
-        })
-        .await
-        .unwrap();
+    // `spa` lists no `scim` (any more).
+    let code = sign_in_with_scim(&service).await;
     let (status, issued) = token(&router, &redeem(&code, VERIFIER)).await;
     assert_eq!(status, StatusCode::OK, "{issued}");
     assert_eq!(issued["scope"], "openid");

@@ -317,6 +317,30 @@ struct GrantRecord {
     signed_in: super::SignedIn,
 }
 
+impl RedisState {
+    /// Runs `script` on the failure count of each of `keys` (its one key), with `argument`.
+    async fn on_each_failure_key(
+        &self,
+        script: &str,
+        keys: &[String],
+        argument: Option<i64>,
+    ) -> Result<(), StateError> {
+        for key in keys {
+            let mut command = redis::cmd("EVAL");
+            command.arg(script).arg(1).arg(self.failure_key(key));
+            if let Some(argument) = argument {
+                command.arg(argument);
+            }
+            let _: i64 = self
+                .connection
+                .query(&command)
+                .await
+                .map_err(|error| unavailable(&error))?;
+        }
+        Ok(())
+    }
+}
+
 impl IssuerState for RedisState {
     fn refresh_token_grant<'a>(&self, token: &'a str) -> Option<&'a str> {
         grant_of_refresh_token(token).filter(|_| self.tags.verify(token))
@@ -617,22 +641,7 @@ impl IssuerState for RedisState {
         const COUNT: &str = "local count = redis.call('INCR', KEYS[1]) \
 if count == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
 return count";
-        Box::pin(async move {
-            for key in keys {
-                let _: i64 = self
-                    .connection
-                    .query(
-                        redis::cmd("EVAL")
-                            .arg(COUNT)
-                            .arg(1)
-                            .arg(self.failure_key(key))
-                            .arg(FAILURE_WINDOW),
-                    )
-                    .await
-                    .map_err(|error| unavailable(&error))?;
-            }
-            Ok(())
-        })
+        Box::pin(self.on_each_failure_key(COUNT, keys, Some(FAILURE_WINDOW)))
     }
 
     fn forgive_failure<'a>(&'a self, keys: &'a [String], _now: UnixTime) -> StateFuture<'a, ()> {
@@ -641,21 +650,7 @@ return count";
 local count = redis.call('DECR', KEYS[1]) \
 if count <= 0 then redis.call('DEL', KEYS[1]) end end \
 return 0";
-        Box::pin(async move {
-            for key in keys {
-                let _: i64 = self
-                    .connection
-                    .query(
-                        redis::cmd("EVAL")
-                            .arg(FORGIVE)
-                            .arg(1)
-                            .arg(self.failure_key(key)),
-                    )
-                    .await
-                    .map_err(|error| unavailable(&error))?;
-            }
-            Ok(())
-        })
+        Box::pin(self.on_each_failure_key(FORGIVE, keys, None))
     }
 
     fn check(&self) -> StateFuture<'_, ()> {
