@@ -433,12 +433,12 @@ fn names_no_site(host: Option<&HeaderValue>) -> bool {
         .rsplit_once(':')
         .filter(|(name, port)| !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()))
         .map_or(host, |(name, _)| name)
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    name.starts_with('[')
-        || name.parse::<std::net::IpAddr>().is_ok()
-        || name == "localhost"
-        || name.ends_with(".localhost")
+        .trim_end_matches('.');
+    let loopback = name.len() >= 9
+        && name.is_char_boundary(name.len() - 9)
+        && name[name.len() - 9..].eq_ignore_ascii_case("localhost")
+        && (name.len() == 9 || name.as_bytes()[name.len() - 10] == b'.');
+    name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() || loopback
 }
 
 /// The `http.route` of an own endpoint: its path, or `<prefix>/` for a prefix's.

@@ -181,19 +181,42 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
 /// (`/admin//../users%2Fx`, which [`canonical_path`] refuses before it looks at segments), and
 /// past a `..` above the root.
 pub fn removes_an_empty_segment(path: &str) -> bool {
-    let encoded = path.contains('%');
-    // No empty segment, nothing to remove: almost every path, without a pass over segments.
-    if !encoded && memchr::memmem::find(path.as_bytes(), b"//").is_none() {
+    let bytes = path.as_bytes();
+    let encoded = memchr::memchr(b'%', bytes).is_some();
+    // Neither an empty segment nor a `..` to remove one: almost every path, without a copy.
+    let dots = memchr::memmem::find(bytes, b"..").is_some()
+        || (encoded
+            && bytes
+                .windows(3)
+                .any(|window| window.eq_ignore_ascii_case(b"%2e")));
+    let empty = memchr::memmem::find(bytes, b"//").is_some()
+        || (encoded
+            && bytes
+                .windows(3)
+                .any(|window| window.eq_ignore_ascii_case(b"%2f")));
+    if !dots || !empty {
         return false;
     }
     // `%2E` is a dot to both readings, and `%2F` a slash to one that decodes first.
     let decoded = if encoded {
-        Cow::Owned(
-            path.replace("%2E", ".")
-                .replace("%2e", ".")
-                .replace("%2F", "/")
-                .replace("%2f", "/"),
-        )
+        let mut decoded = String::with_capacity(path.len());
+        let mut rest = path;
+        while let Some(at) = rest.find('%') {
+            decoded.push_str(&rest[..at]);
+            let code = rest.get(at..at + 3).unwrap_or("");
+            if code.eq_ignore_ascii_case("%2e") {
+                decoded.push('.');
+            } else if code.eq_ignore_ascii_case("%2f") {
+                decoded.push('/');
+            } else {
+                decoded.push_str(code.get(..1).unwrap_or("%"));
+                rest = &rest[at + 1..];
+                continue;
+            }
+            rest = &rest[at + 3..];
+        }
+        decoded.push_str(rest);
+        Cow::Owned(decoded)
     } else {
         Cow::Borrowed(path)
     };

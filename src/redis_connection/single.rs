@@ -147,7 +147,8 @@ impl Single {
         }
     }
 
-    /// Whether this link and `other` are connected to different servers (both connected).
+    /// Whether this link and `other` last connected, or tried to connect, to different servers
+    /// (kept after a connection is lost: a link that moves nowhere yet may lag a failover).
     pub(super) fn on_another_server_than(&self, other: &Self) -> bool {
         let mine = self
             .connected_to

@@ -248,8 +248,10 @@ impl RedisStore {
     /// As `get`.
     pub async fn read(&self, id: &str) -> Result<Option<(Arc<[u8]>, StoredSession)>, StoreError> {
         let generation = self.cache().map(SessionCache::generation);
+        // Looked at before the read too: a link may move while it is under way.
+        let apart = self.connection.links_apart();
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(id))).await?;
-        if self.connection.links_apart() {
+        if apart || self.connection.links_apart() {
             // A failover half followed: a session either server no longer has has ended (a
             // logout confirmed there), and nothing read now is kept.
             let confirmed: Option<Vec<u8>> = self
@@ -257,7 +259,8 @@ impl RedisStore {
                 .query_on_confirm_link(redis::cmd("GET").arg(self.key(id)))
                 .await
                 .map_err(|error| self.failed(&error))?;
-            let (Some(bytes), Some(_)) = (value, confirmed) else {
+            // Both have it: the confirmed link's, where refreshes are written.
+            let (Some(_), Some(bytes)) = (value, confirmed) else {
                 return Ok(None);
             };
             return Ok(self.open(id, &bytes).map(|stored| (bytes.into(), stored)));

@@ -601,13 +601,15 @@ impl IssuerState for RedisState {
             if jti.is_none() && sid.is_none() {
                 return Ok(false);
             }
+            // Looked at before the query too: a link may move while it is under way.
+            let apart = self.connection.links_apart();
             let found: i64 = self
                 .connection
                 .query(&command)
                 .await
                 .map_err(|error| unavailable(&error))?;
             // A failover half followed: a revocation confirmed on either server holds.
-            if found == 0 && self.connection.links_apart() {
+            if found == 0 && (apart || self.connection.links_apart()) {
                 let confirmed: i64 = self
                     .connection
                     .query_on_confirm_link(&command)
