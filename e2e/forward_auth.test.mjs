@@ -106,6 +106,9 @@ http://127.0.0.1:${ports.caddy} {
     route {
       request_header -X-Auth-Email
       request_header -X-Auth-Groups
+      request_header -X-Forwarded-User
+      request_header -X-Auth-Request-*
+      request_header -Remote-*
       forward_auth 127.0.0.1:${ports.tollgateCaddy} {
         uri /auth?skip-auth=^/public/&${INJECT}
         copy_headers X-Auth-Email X-Auth-Groups
@@ -229,12 +232,22 @@ test('Caddy forward_auth with redirect mode: login, identity headers, sign-out, 
   // header never reaches the application. When the answer has no value, Caddy 2.10 leaves the
   // request's header as it was and Caddy 2.6 sends the placeholder's text: the recipe removes
   // the client's copy first.
+  // Nor does the identity header of a gateway Tollgate replaced (the README recipe's lines,
+  // `X-Auth-Request-*` and `Remote-*` removed by prefix).
   const skipped = await fetch(`http://127.0.0.1:${ports.caddy}/public/x`, {
-    headers: { 'X-Auth-Email': 'mallory@evil.example' },
+    headers: {
+      'X-Auth-Email': 'mallory@evil.example',
+      'X-Forwarded-User': 'mallory',
+      'X-Auth-Request-User': 'mallory',
+      'Remote-User': 'mallory',
+    },
   });
   assert.equal(skipped.status, 200);
   const seen = await skipped.json();
   assert.notEqual(seen.headers['x-auth-email'], 'mallory@evil.example', JSON.stringify(seen.headers));
+  for (const name of ['x-forwarded-user', 'x-auth-request-user', 'remote-user']) {
+    assert.equal(seen.headers[name], undefined, `${name}: ${JSON.stringify(seen.headers)}`);
+  }
   // Caddy removes and copies the exact name only; an application reading headers the CGI way
   // takes X_Auth_Email for X-Auth-Email, and PHP X.Auth.Email too (Caddy's php_fastcgi keeps
   // the dot, PHP reads it as `_`). Tollgate refuses the request instead.

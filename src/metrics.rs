@@ -289,39 +289,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a refusal by `role`: its one count in `tollgate_requests_total` and its one
-    /// log line (`warn` when the operator should look at it, else `info`).
-    pub fn refused(&self, role: &'static str, refusal: &dyn crate::http::rejection::Refused) {
-        self.refused_request(
-            crate::logging::decision::Decision {
-                role,
-                ..Default::default()
-            },
-            refusal,
-        );
-    }
-
-    /// `refused`, with what else the line says about the request (`line.role`, its route, its
-    /// request id); its result and reason are the refusal's.
-    pub fn refused_request(
+    /// Counts a refusal by `role` in `tollgate_requests_total` and names it on the request's
+    /// span; answers its reason for the decision line (`refused!` writes both).
+    pub fn counted_refusal<'a>(
         &self,
-        line: crate::logging::decision::Decision<'_>,
-        refusal: &dyn crate::http::rejection::Refused,
-    ) {
-        let result = refusal.label();
-        self.request(line.role, result);
+        role: &'static str,
+        refusal: &'a dyn crate::http::rejection::Refused,
+    ) -> std::borrow::Cow<'a, str> {
+        self.request(role, refusal.label());
         let reason = refusal.reason();
         crate::telemetry::with_current(|span| span.reason(&reason));
-        let line = crate::logging::decision::Decision {
-            result,
-            reason: Some(&reason),
-            ..line
-        };
-        if refusal.is_failure() {
-            crate::log_decision!(warn, line);
-        } else {
-            crate::log_decision!(info, line);
-        }
+        reason
     }
 
     /// The counter of trace spans dropped for `reason` (`queue_full`, `export_failed`).
@@ -484,6 +462,40 @@ impl EncodeMetric for LatencyHistogram {
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// Records a refusal where it happens: its one count in `tollgate_requests_total` and its one
+/// decision line (`warn` when the operator should look at it, else `info`), logged, like the
+/// surface's other lines, under the calling module (`TOLLGATE_LOG=warn,tollgate::proxy=info`
+/// keeps the proxy's refusals). `refused!(metrics, role, &refusal)`, or with the line's other
+/// fields (`line.role`, its route, its request id): `refused!(metrics, line = line, &refusal)`.
+#[macro_export]
+macro_rules! refused {
+    ($metrics:expr, line = $line:expr, $refusal:expr $(,)?) => {{
+        let refusal: &dyn $crate::http::rejection::Refused = $refusal;
+        let line: $crate::logging::decision::Decision<'_> = $line;
+        let reason = $metrics.counted_refusal(line.role, refusal);
+        let line = $crate::logging::decision::Decision {
+            result: refusal.label(),
+            reason: Some(&reason),
+            ..line
+        };
+        if refusal.is_failure() {
+            $crate::log_decision!(warn, line);
+        } else {
+            $crate::log_decision!(info, line);
+        }
+    }};
+    ($metrics:expr, $role:expr, $refusal:expr $(,)?) => {
+        $crate::refused!(
+            $metrics,
+            line = $crate::logging::decision::Decision {
+                role: $role,
+                ..::core::default::Default::default()
+            },
+            $refusal
+        )
+    };
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl From<StoreError> for AdminRefusal {
 
 /// Counts and logs `refusal` once, as the admin API's, and answers it.
 pub(super) fn refuse(metrics: &Metrics, refusal: AdminRefusal) -> Response {
-    metrics.refused("admin", &refusal);
+    crate::refused!(metrics, "admin", &refusal);
     refusal.into_response()
 }
 

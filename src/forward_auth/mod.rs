@@ -848,7 +848,7 @@ pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: Heade
                 request_id,
                 ..DecisionLine::default()
             };
-            state.metrics.refused_request(line, &refusal);
+            crate::refused!(state.metrics, line = line, &refusal);
             refusal.into_response()
         }
     }
@@ -927,7 +927,7 @@ fn refuse_userinfo(
         request_id: crate::http::request_id(headers),
         ..DecisionLine::default()
     };
-    state.metrics.refused_request(line, &refusal);
+    crate::refused!(state.metrics, line = line, &refusal);
     refusal.into_response()
 }
 

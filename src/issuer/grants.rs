@@ -47,7 +47,7 @@ pub(super) async fn token(
             response
         }
         Err(error) => {
-            service.metrics.refused("token_service", &error);
+            crate::refused!(service.metrics, "token_service", &error);
             error.into_response()
         }
     }
@@ -502,7 +502,7 @@ pub(super) async fn revoke(
                 .into_response()
         }
         Err(error) => {
-            service.metrics.refused("token_service", &error);
+            crate::refused!(service.metrics, "token_service", &error);
             error.into_response()
         }
     }

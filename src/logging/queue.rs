@@ -27,7 +27,6 @@
 //! nobody. A line is out at most `LINGER` after it was handed over.
 
 use std::cell::RefCell;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -77,7 +76,7 @@ pub(super) struct Queue {
 struct Counts {
     /// Lines handed over and not yet taken by the writer thread.
     queued: AtomicUsize,
-    /// Lines dropped because the queue was full.
+    /// Lines dropped because the queue was full, or lost to a write that failed.
     dropped: AtomicU64,
 }
 
@@ -162,15 +161,13 @@ fn write_out<W: std::io::Write>(
     out: W,
     linger: Duration,
 ) {
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+    let mut out = Out::new(out);
     while let Ok(first) = receiver.recv() {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Lines(mut bytes, lines) => {
-                    // A write that fails (standard error closed) loses the lines: there is
-                    // nowhere left to say so.
-                    let _ = out.write_all(&bytes);
+                    out.write(&bytes, lines, counts);
                     counts.queued.fetch_sub(lines, Ordering::Relaxed);
                     if (BATCH_BYTES..=8 * BATCH_BYTES).contains(&bytes.capacity()) {
                         bytes.clear();
@@ -178,19 +175,65 @@ fn write_out<W: std::io::Write>(
                     }
                 }
                 Message::Stop(done) => {
-                    let _ = out.flush();
+                    out.flush(counts);
                     let _ = done.send(());
                     return;
                 }
             }
             next = receiver.try_recv().ok();
         }
-        let _ = out.flush();
+        out.flush(counts);
         // The log's own thread, never a runtime's: waiting here is what gathers lines.
         #[allow(clippy::disallowed_methods)]
         std::thread::sleep(linger);
     }
-    let _ = out.flush();
+    out.flush(counts);
+}
+
+/// Standard error behind a buffer of [`WRITE_BUFFER`] bytes, and how many lines the buffer
+/// holds. A write that fails (standard error closed, or a full pipe that does not block)
+/// loses those lines: each is counted as dropped, the metric being the one place left to say
+/// so (some may have been written before the error).
+struct Out<W: std::io::Write> {
+    out: W,
+    buffer: Vec<u8>,
+    lines: usize,
+}
+
+impl<W: std::io::Write> Out<W> {
+    fn new(out: W) -> Self {
+        Self {
+            out,
+            buffer: Vec::with_capacity(WRITE_BUFFER),
+            lines: 0,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8], lines: usize, counts: &Counts) {
+        if self.buffer.len() + bytes.len() > WRITE_BUFFER {
+            self.flush(counts);
+        }
+        self.buffer.extend_from_slice(bytes);
+        self.lines += lines;
+    }
+
+    fn flush(&mut self, counts: &Counts) {
+        if !self.buffer.is_empty() {
+            let written = self
+                .out
+                .write_all(&self.buffer)
+                .and_then(|()| self.out.flush());
+            if written.is_err() {
+                counts.dropped.fetch_add(
+                    u64::try_from(self.lines).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        self.buffer.clear();
+        self.buffer.shrink_to(WRITE_BUFFER);
+        self.lines = 0;
+    }
 }
 
 /// The queue, once `logging::init` started it.

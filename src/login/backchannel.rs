@@ -124,7 +124,7 @@ pub async fn backchannel_logout(
     match logout(&state, &body).await {
         Ok(response) => response,
         Err(refusal) => {
-            state.metrics.refused("backchannel_logout", &refusal);
+            crate::refused!(state.metrics, "backchannel_logout", &refusal);
             refusal.into_response()
         }
     }

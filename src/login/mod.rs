@@ -106,7 +106,7 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
 /// count and log line through `Metrics::refused`, then the rejection's answer.
 fn reject(state: &LoginFlow, role: &'static str, refusal: impl Into<Refusal>) -> Response {
     let refusal = refusal.into();
-    state.metrics.refused(role, &refusal);
+    crate::refused!(state.metrics, role, &refusal);
     refusal.into_response()
 }
 
@@ -370,7 +370,7 @@ async fn finish_login(
             }
         }
         if let Some(error) = &query.error {
-            state.metrics.refused(
+            crate::refused!(state.metrics,
                 "callback",
                 &ProviderRefusedLogin {
                     provider: provider.name(),

@@ -428,3 +428,93 @@ async fn a_public_client_at_a_provider_that_names_itself_nowhere_is_warned_about
     assert!(!log.lines().any(|line| warns(line, "naming")), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A proxied request whose client hangs up while the upstream works on it: the upstream had
+/// the request, so its decision line is written and it is counted. hyper dropped the request's
+/// future, and with it the line written once the answer came, so a caller could choose which
+/// of its requests left no trace.
+#[tokio::test]
+async fn a_request_whose_client_left_before_the_upstream_answered_is_still_logged() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let (dir, config, public) = json_logging_config("log-client-gone", "", |_| {
+        format!(
+            "[[route]]\npath_prefix = \"/slow\"\nupstream = \"{}\"\nprovider = \"p\"\non_unauthenticated = \"pass\"\n",
+            upstream.url()
+        )
+    });
+    let (child, client, base) = serve_at_defaults(&config, public).await;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", public))
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                b"GET /slow HTTP/1.1\r\nHost: app.example.com\r\nX-Request-Id: gone-1\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // The upstream sleeps five seconds before it answers `/slow`.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Tollgate sees the connection end while the upstream still sleeps.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client
+            .get(format!("{base}/ping"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let log = stop_and_read_log(child);
+    let gone = decision_line(&log, "gone-1");
+    assert_eq!(gone["role"], "proxy");
+    assert_eq!(gone["route"], "/slow");
+    assert_eq!(gone["result"], "pass");
+    assert_eq!(
+        gone["reason"],
+        "the client went away before the upstream answered"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refusal's decision line is logged under its surface's module, as the surface's allowed
+/// lines are: `TOLLGATE_LOG=warn,tollgate::proxy=info` keeps the proxy's refusals (every
+/// surface's were logged as `tollgate::metrics`, so such a filter dropped them).
+#[tokio::test]
+async fn a_refusal_is_logged_under_its_surface_for_a_filter_that_names_it() {
+    let (dir, config, public) = json_logging_config("log-refusal-target", "", |dead| {
+        format!(
+            "[[route]]\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:{dead}\"\nprovider = \"p\"\non_unauthenticated = \"deny\"\n"
+        )
+    });
+    let (child, client, base) =
+        serve_logging(&config, public, Some("warn,tollgate::proxy=info")).await;
+    let refused = client
+        .get(format!("{base}/app/page"))
+        .header("X-Request-Id", "refused-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let auth = client
+        .get(format!("{base}/auth"))
+        .header("X-Original-URL", "http://127.0.0.1/page")
+        .header("X-Request-Id", "auth-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), 401);
+    let log = stop_and_read_log(child);
+    let refused = decision_line(&log, "refused-1");
+    assert_eq!(refused["role"], "proxy");
+    assert_eq!(refused["result"], "unauthenticated");
+    assert_eq!(refused["target"], "tollgate::proxy");
+    assert!(
+        !log.contains("auth-2"),
+        "an info line of another surface was kept:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

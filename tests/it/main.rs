@@ -60,6 +60,7 @@ mod haproxy;
 mod istio;
 mod logging;
 mod login_flow;
+mod nginx_recipe;
 mod pages;
 mod provider_faults;
 mod proxy;

@@ -68,7 +68,7 @@ pub(in crate::issuer) fn refuse(
     refusal: impl Into<AuthorizeRefusal>,
 ) -> Response {
     let refusal = refusal.into();
-    service.metrics.refused("token_service", &refusal);
+    crate::refused!(service.metrics, "token_service", &refusal);
     refusal.into_response(service.issuer())
 }
 

@@ -180,3 +180,25 @@ fn closing_waits_for_the_last_lines_of_a_thread_that_gathers() {
     worker.join().unwrap();
     closer.join().unwrap();
 }
+
+/// Standard error closed (or a full pipe that does not block): every write fails. Each line
+/// the writer could not write is counted as dropped; none was lost uncounted.
+#[test]
+fn lines_a_failed_write_lost_are_counted_as_dropped() {
+    struct Closed;
+    impl std::io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+    let queue = Queue::start(Closed, 100_000, Duration::ZERO).unwrap();
+    let line = format!("{}\n", "x".repeat(99));
+    for _ in 0..200 {
+        hand_over(&queue, &mut batch_of(&[line.as_str(); 10]));
+    }
+    queue.stop(Duration::from_secs(5));
+    assert_eq!(queue.dropped(), 2_000);
+}
