@@ -704,3 +704,69 @@ async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
         );
     }
 }
+
+/// Failed sign-ins are limited per client address (ten a minute): through the recipe
+/// (`use_remote_address`), that is the address Envoy saw, never one a client's own
+/// `X-Forwarded-For` claims, so a client cannot buy a provider call per made-up address. The
+/// client connects from 127.0.0.2, which Tollgate does not trust; Envoy from 127.0.0.1.
+#[tokio::test]
+async fn the_grpc_recipe_limits_failed_sign_ins_by_the_address_envoy_saw() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        ..
+    } = setup_with(
+        "allowed_redirect_domains = [\"app.example.com\"]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        false,
+        None,
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let before = idp.count("token");
+    let mut statuses = Vec::new();
+    for attempt in 0..12 {
+        let claimed = format!("203.0.113.{}", attempt + 1);
+        let signin = client
+            .get(format!("http://127.0.0.1:{grpc_port}/signin"))
+            .header("host", "app.example.com")
+            .header("x-forwarded-for", &claimed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signin.status(), 302, "{}", envoy.log());
+        let cookies: Vec<&str> = signin
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|cookie| cookie.to_str().ok()?.split(';').next())
+            .collect();
+        let to_provider =
+            reqwest::Url::parse(signin.headers()["location"].to_str().unwrap()).unwrap();
+        let state = to_provider
+            .query_pairs()
+            .find(|(name, _)| name == "state")
+            .map(|(_, value)| value.into_owned())
+            .unwrap();
+        let answer = client
+            .get(format!(
+                "http://127.0.0.1:{grpc_port}/callback?state={state}&code=made-up-{attempt}"
+            ))
+            .header("host", "app.example.com")
+            .header("x-forwarded-for", &claimed)
+            .header("cookie", cookies.join("; "))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [429; 2], "{statuses:?}");
+    assert_eq!(idp.count("token"), before + 10);
+}
