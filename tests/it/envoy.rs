@@ -991,3 +991,20 @@ impl hyper::body::Body for Trickle {
         }
     }
 }
+
+/// A Check above tonic's default 4 MiB, from headers as large as Envoy lets through
+/// (`max_request_headers_kb` up to 8 MiB), is answered: a failed RPC is what Envoy with
+/// `failure_mode_allow: true` lets through.
+#[tokio::test]
+async fn grpc_answers_a_check_with_headers_larger_than_four_mebibytes() {
+    let idp = TestIdp::start().await;
+    let gateway = gateway(&idp, "").await;
+    let large = "x".repeat(6 * 1024 * 1024);
+    let answer = client(&gateway)
+        .await
+        .check(check_request("/x", &[("x-large", &large)], None))
+        .await
+        .expect("an answer, not a failed RPC")
+        .into_inner();
+    denied(&answer, 401);
+}

@@ -62,6 +62,12 @@ mod code {
 #[derive(Clone, Copy)]
 struct PeerTrusted(bool);
 
+/// The largest Check read: one with every header Envoy can pass (`max_request_headers_kb` is
+/// at most 8 MiB) and the rest of what it describes. tonic's default, 4 MiB, made a Check with
+/// larger headers a failed RPC, which Envoy with `failure_mode_allow: true` lets through. Only
+/// a request body (`with_request_body`, which no decision reads) can make a Check larger.
+const MAX_CHECK_BYTES: usize = 12 * 1024 * 1024;
+
 /// A gRPC message of no bytes: an empty `CheckRequest` (flag 0, length 0).
 const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
 
@@ -82,7 +88,8 @@ pub fn service(
 > + Send
 + 'static {
     let live = state.clone();
-    let server = AuthorizationServer::new(EnvoyCheck { state, peer });
+    let server = AuthorizationServer::new(EnvoyCheck { state, peer })
+        .max_decoding_message_size(MAX_CHECK_BYTES);
     hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
         // A peer outside `trusted_proxies` is answered without its message being read: tonic
         // reads a whole message (as long as its prefix says) before the Check runs, so any
