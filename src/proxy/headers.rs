@@ -190,8 +190,10 @@ pub fn strip_tollgate_set_cookies(headers: &mut HeaderMap, cookie_name: &str) ->
     true
 }
 
-/// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order. Headers
-/// that are not UTF-8 are dropped.
+/// Removes Tollgate's cookies from the `Cookie` header(s), keeping the others in order, in one
+/// field: an HTTP/2 client may split its cookies over several (RFC 9113 §8.2.3), which must be
+/// joined before they go to an HTTP/1.1 upstream (Starlette reads the first field only,
+/// gunicorn joins them with `,`). Headers that are not UTF-8 are dropped.
 pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
     // The common case on a session: one header holding only Tollgate's session cookie.
     let mut values = headers.get_all(header::COOKIE).iter();
@@ -209,7 +211,8 @@ pub fn strip_tollgate_cookies(headers: &mut HeaderMap, cookie_name: &str) {
     }
     let mut kept = String::new();
     let mut changed = false;
-    for value in headers.get_all(header::COOKIE) {
+    for (field, value) in headers.get_all(header::COOKIE).iter().enumerate() {
+        changed |= field > 0;
         // Word by word, not byte by byte like `HeaderValue::to_str`: a session cookie is long.
         let Some(text) = crate::http::utf8(value.as_bytes()) else {
             changed = true;
@@ -637,8 +640,16 @@ mod tests {
         none_of_ours.append(header::COOKIE, "a=1;b=2".parse().unwrap());
         none_of_ours.append(header::COOKIE, "c=3".parse().unwrap());
         strip_tollgate_cookies(&mut none_of_ours, "tollgate");
-        let untouched: Vec<_> = none_of_ours.get_all(header::COOKIE).iter().collect();
-        assert_eq!(untouched, ["a=1;b=2", "c=3"], "left exactly as sent");
+        let joined: Vec<_> = none_of_ours.get_all(header::COOKIE).iter().collect();
+        assert_eq!(
+            joined,
+            ["a=1; b=2; c=3"],
+            "the fields of an HTTP/2 client, joined"
+        );
+        let mut one_field = HeaderMap::new();
+        one_field.append(header::COOKIE, "a=1;b=2".parse().unwrap());
+        strip_tollgate_cookies(&mut one_field, "tollgate");
+        assert_eq!(one_field[header::COOKIE], "a=1;b=2", "left exactly as sent");
         let mut not_utf8 = HeaderMap::new();
         not_utf8.append(header::COOKIE, "a=1".parse().unwrap());
         not_utf8.append(
