@@ -167,7 +167,7 @@ fn write_out<W: std::io::Write>(
         while let Some(message) = next.take() {
             match message {
                 Message::Lines(mut bytes, lines) => {
-                    out.write(&bytes, lines, counts);
+                    out.write(&bytes, counts);
                     counts.queued.fetch_sub(lines, Ordering::Relaxed);
                     if (BATCH_BYTES..=8 * BATCH_BYTES).contains(&bytes.capacity()) {
                         bytes.clear();
@@ -190,14 +190,14 @@ fn write_out<W: std::io::Write>(
     out.flush(counts);
 }
 
-/// Standard error behind a buffer of [`WRITE_BUFFER`] bytes, and how many lines the buffer
-/// holds. A write that fails (standard error closed, or a full pipe that does not block)
-/// loses those lines: each is counted as dropped, the metric being the one place left to say
-/// so (some may have been written before the error).
+/// Standard error behind a buffer of [`WRITE_BUFFER`] bytes. A write that fails (standard
+/// error closed, or a full pipe that does not block) loses the lines it did not write: each is
+/// counted as dropped, the metric being the one place left to say so. The end of a line it
+/// began is kept and written first next time, so the log never holds half a line run into the
+/// next.
 struct Out<W: std::io::Write> {
     out: W,
     buffer: Vec<u8>,
-    lines: usize,
 }
 
 impl<W: std::io::Write> Out<W> {
@@ -205,34 +205,46 @@ impl<W: std::io::Write> Out<W> {
         Self {
             out,
             buffer: Vec::with_capacity(WRITE_BUFFER),
-            lines: 0,
         }
     }
 
-    fn write(&mut self, bytes: &[u8], lines: usize, counts: &Counts) {
+    fn write(&mut self, bytes: &[u8], counts: &Counts) {
         if self.buffer.len() + bytes.len() > WRITE_BUFFER {
             self.flush(counts);
         }
         self.buffer.extend_from_slice(bytes);
-        self.lines += lines;
     }
 
     fn flush(&mut self, counts: &Counts) {
-        if !self.buffer.is_empty() {
-            let written = self
-                .out
-                .write_all(&self.buffer)
-                .and_then(|()| self.out.flush());
-            if written.is_err() {
-                counts.dropped.fetch_add(
-                    u64::try_from(self.lines).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
+        let mut written = 0;
+        let failed = loop {
+            if written == self.buffer.len() {
+                break false;
             }
+            match self.out.write(&self.buffer[written..]) {
+                Ok(0) => break true,
+                Ok(count) => written += count,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        let mut kept = written;
+        if failed {
+            // The rest of a line begun is kept; every line after it is lost.
+            if written > 0 && self.buffer[written - 1] != b'\n' {
+                kept = memchr::memchr(b'\n', &self.buffer[written..])
+                    .map_or(self.buffer.len(), |at| written + at + 1);
+            }
+            let lost = memchr::memchr_iter(b'\n', &self.buffer[kept..]).count();
+            counts
+                .dropped
+                .fetch_add(u64::try_from(lost).unwrap_or(u64::MAX), Ordering::Relaxed);
+        } else {
+            let _ = self.out.flush();
         }
-        self.buffer.clear();
+        self.buffer.copy_within(written..kept, 0);
+        self.buffer.truncate(kept - written);
         self.buffer.shrink_to(WRITE_BUFFER);
-        self.lines = 0;
     }
 }
 

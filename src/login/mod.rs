@@ -103,7 +103,7 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
 }
 
 /// Refuses a request of the login flow's `role` (`signin`, `callback`, `signout`): its one
-/// count and log line through `Metrics::refused`, then the rejection's answer.
+/// count and log line through `refused!`, then the rejection's answer.
 fn reject(state: &LoginFlow, role: &'static str, refusal: impl Into<Refusal>) -> Response {
     let refusal = refusal.into();
     crate::refused!(state.metrics, role, &refusal);

@@ -799,30 +799,41 @@ fn serve_route<'a>(
                 Ok((response, "allow", credential))
             }
             RouteDecision::Pass(OnUnauthenticated::LoginOnUpstream401) => {
-                // Seed 000: the request goes upstream as it is; only a 401 starts the login.
-                let provider = route_provider(state, route)?;
-                let method = request.method().clone();
-                let headers = request.headers().clone();
-                let target = return_target(&request);
-                let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
-                let unanswered = Unanswered::new(state, route, request_id, "pass", None);
-                let answer = exchange.await;
-                unanswered.answered();
-                let response = upstream_answer(state, route, answer)?;
-                if response.status() != StatusCode::UNAUTHORIZED
-                    || crate::http::is_api_call(&method, &headers)
-                {
-                    return Ok((response, "pass", None));
-                }
-                let login = Box::pin(crate::login::begin_login(
-                    &state.login,
-                    provider,
-                    &base,
-                    &headers,
-                    target,
-                ))
-                .await?;
-                Ok((login, "login_redirect", None))
+                // Boxed: what it keeps until a 401 begins the login (the request's method and
+                // headers, its return target, the line's guard) would make every forwarded
+                // request's future larger.
+                let served: RouteResult = Box::pin(async move {
+                    // Seed 000: the request goes upstream as it is; only a 401 starts the login.
+                    let provider = route_provider(state, route)?;
+                    let method = request.method().clone();
+                    let headers = request.headers().clone();
+                    let target = return_target(&request);
+                    let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;
+                    // Until the login is begun (its provider's metadata may be fetched first).
+                    let unanswered = Unanswered::new(state, route, request_id, "pass", None);
+                    let answer = exchange.await;
+                    let response = match upstream_answer(state, route, answer) {
+                        Ok(response) => response,
+                        Err(refusal) => {
+                            unanswered.answered();
+                            return Err(refusal);
+                        }
+                    };
+                    if response.status() != StatusCode::UNAUTHORIZED
+                        || crate::http::is_api_call(&method, &headers)
+                    {
+                        unanswered.answered();
+                        return Ok((response, "pass", None));
+                    }
+                    drop(response);
+                    let login =
+                        crate::login::begin_login(&state.login, provider, &base, &headers, target)
+                            .await;
+                    unanswered.answered();
+                    Ok((login?, "login_redirect", None))
+                })
+                .await;
+                served
             }
             RouteDecision::Pass(_) => {
                 let exchange = send(state, route, peer, &base, request, Checked::Nothing)?;

@@ -1,9 +1,10 @@
-//! A request that went upstream and whose client went away before the upstream answered. hyper
+//! A request that went upstream and whose connection ended before it was answered. hyper
 //! drops a request's future when its client closes the connection (or resets its HTTP/2
-//! stream), so the decision line written once the answer is ready (`decided`) never was, nor
-//! the request counted, though the upstream had the request and may have acted on it: anyone
-//! signed in could leave no trace of what they chose by hanging up. [`Unanswered`] writes that
-//! line, and counts the request, when it is dropped before [`Unanswered::answered`].
+//! stream), as does the end of a drain at shutdown, so the decision line written once the
+//! answer is ready (`decided`) never was, nor the request counted, though the upstream had the
+//! request and may have acted on it: anyone signed in could leave no trace of what they chose
+//! by hanging up. [`Unanswered`] writes that line, and counts the request, when it is dropped
+//! before [`Unanswered::answered`].
 
 use axum::http::HeaderValue;
 
@@ -11,8 +12,8 @@ use super::ProxyState;
 use crate::config::RouteConfig;
 use crate::logging::decision::Decision as DecisionLine;
 
-/// Why the line of a request whose client left is written without an answer.
-const REASON: &str = "the client went away before the upstream answered";
+/// Why the line of a request whose connection ended is written without an answer.
+const REASON: &str = "the connection ended before the request was answered";
 
 /// A proxy decision line for `route`, with the request's `X-Request-Id`.
 pub fn line<'a>(route: &'a RouteConfig, request_id: Option<&'a HeaderValue>) -> DecisionLine<'a> {

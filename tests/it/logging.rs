@@ -454,8 +454,15 @@ async fn a_request_whose_client_left_before_the_upstream_answered_is_still_logge
             )
             .await
             .unwrap();
-        // The upstream sleeps five seconds before it answers `/slow`.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The upstream has the request, and sleeps five seconds before it answers `/slow`.
+        let arrived = &upstream.slow_requests;
+        for _ in 0..400 {
+            if arrived.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(arrived.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
     // Tollgate sees the connection end while the upstream still sleeps.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -475,7 +482,7 @@ async fn a_request_whose_client_left_before_the_upstream_answered_is_still_logge
     assert_eq!(gone["result"], "pass");
     assert_eq!(
         gone["reason"],
-        "the client went away before the upstream answered"
+        "the connection ended before the request was answered"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,11 +62,13 @@ mod code {
 #[derive(Clone, Copy)]
 struct PeerTrusted(bool);
 
-/// The largest Check read: one with every header Envoy can pass (`max_request_headers_kb` is
-/// at most 8 MiB) and the rest of what it describes. tonic's default, 4 MiB, made a Check with
-/// larger headers a failed RPC, which Envoy with `failure_mode_allow: true` lets through. Only
-/// a request body (`with_request_body`, which no decision reads) can make a Check larger.
-const MAX_CHECK_BYTES: usize = 12 * 1024 * 1024;
+/// The largest Check read: one describing a request head as large as Envoy passes on
+/// (`max_request_headers_kb` is at most 8 MiB), whose path and host it carries twice (in
+/// `headers` as `:path` and `:authority`, and as `path` and `host`). tonic's default, 4 MiB,
+/// made a Check with larger headers a failed RPC, which Envoy with `failure_mode_allow: true`
+/// lets through. Only a request body (`with_request_body`, which no decision reads) can make a
+/// Check larger.
+const MAX_CHECK_BYTES: usize = 24 * 1024 * 1024;
 
 /// A gRPC message of no bytes: an empty `CheckRequest` (flag 0, length 0).
 const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];

@@ -202,3 +202,58 @@ fn lines_a_failed_write_lost_are_counted_as_dropped() {
     queue.stop(Duration::from_secs(5));
     assert_eq!(queue.dropped(), 2_000);
 }
+
+/// A full pipe opened non-blocking takes part of a write and refuses the rest: the line it cut
+/// is finished by the next write, the lines it refused are counted as dropped, and every line
+/// written is whole.
+#[test]
+fn a_write_cut_short_leaves_no_half_line() {
+    #[derive(Clone, Default)]
+    struct Jammed {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<Mutex<usize>>,
+    }
+    impl std::io::Write for Jammed {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut writes = self.writes.lock().unwrap();
+            *writes += 1;
+            match *writes {
+                // 150 bytes, then the pipe is full once.
+                1 => {
+                    let taken = bytes.len().min(150);
+                    self.bytes
+                        .lock()
+                        .unwrap()
+                        .extend_from_slice(&bytes[..taken]);
+                    Ok(taken)
+                }
+                2 => Err(std::io::ErrorKind::WouldBlock.into()),
+                _ => {
+                    self.bytes.lock().unwrap().extend_from_slice(bytes);
+                    Ok(bytes.len())
+                }
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Jammed::default();
+    let queue = Queue::start(out.clone(), 1_000, Duration::ZERO).unwrap();
+    let line = format!("{}\n", "x".repeat(99));
+    hand_over(&queue, &mut batch_of(&[line.as_str(); 10]));
+    while *out.writes.lock().unwrap() < 2 {
+        std::thread::yield_now();
+    }
+    hand_over(&queue, &mut batch_of(&[line.as_str(); 10]));
+    queue.stop(Duration::from_secs(5));
+    let written = String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap();
+    assert!(written.ends_with('\n'), "{written:?}");
+    let lines: Vec<&str> = written.lines().collect();
+    assert!(
+        lines.iter().all(|written| *written == &line[..99]),
+        "{lines:?}"
+    );
+    assert_eq!(lines.len() as u64 + queue.dropped(), 20, "{lines:?}");
+    assert_eq!(lines.len(), 12, "two lines begun, then the second batch");
+}

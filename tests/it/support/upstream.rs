@@ -17,6 +17,8 @@ use serde_json::json;
 
 pub struct TestUpstream {
     pub addr: SocketAddr,
+    /// How many `/slow` requests arrived.
+    pub slow_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn echo_json(method: &str, uri: &str, headers: &HeaderMap) -> serde_json::Value {
@@ -127,16 +129,29 @@ impl TestUpstream {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let slow_requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let router = Router::new()
             .route("/needs-login", get(needs_login))
             .route("/upload", any(upload))
-            .route("/slow", get(slow))
+            .route(
+                "/slow",
+                get({
+                    let slow_requests = std::sync::Arc::clone(&slow_requests);
+                    move || {
+                        slow_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        slow()
+                    }
+                }),
+            )
             .route("/ws", get(websocket))
             .route("/set-cookies", get(set_cookies))
             .route("/cache-control", get(cache_control))
             .fallback(any(echo));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { addr }
+        Self {
+            addr,
+            slow_requests,
+        }
     }
 
     pub fn url(&self) -> String {
