@@ -401,21 +401,25 @@ fn is_dotted_quad(name: &str) -> bool {
 /// Labels of letters, digits, `-` and `_`, separated by single dots: not empty, no dot at
 /// either end, no two dots together. One pass over the bytes (it runs on every request).
 fn is_host_name(name: &str) -> bool {
+    // DNS's limits: 253 bytes, 63 a label.
+    if name.len() > 253 {
+        return false;
+    }
     // Starts as if after a dot, so that a leading dot (and an empty name) is refused.
-    let mut after_dot = true;
+    let mut label = 0;
     for &byte in name.as_bytes() {
         if byte == b'.' {
-            if after_dot {
+            if label == 0 {
                 return false;
             }
-            after_dot = true;
-        } else if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-            after_dot = false;
+            label = 0;
+        } else if (byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') && label < 63 {
+            label += 1;
         } else {
             return false;
         }
     }
-    !after_dot
+    label > 0
 }
 
 fn lower(name: &str) -> Cow<'_, str> {
@@ -646,6 +650,14 @@ mod tests {
     #[test]
     fn hosts_lose_case_port_and_one_trailing_dot() {
         let host = |value: &str| canonical_host(value).map(Cow::into_owned);
+        // DNS's limits: a label of 63 bytes, a name of 253.
+        let label = "a".repeat(63);
+        assert!(host(&format!("{label}.example")).is_some());
+        assert_eq!(host(&format!("{label}b.example")), None);
+        let name = format!("{label}.{label}.{label}.{}", "a".repeat(61));
+        assert_eq!(name.len(), 253);
+        assert!(host(&name).is_some());
+        assert_eq!(host(&format!("{name}a")), None);
         assert_eq!(host("App.Example.com").as_deref(), Some("app.example.com"));
         assert_eq!(host("app.example.com.").as_deref(), Some("app.example.com"));
         assert_eq!(

@@ -304,11 +304,18 @@ pub fn raw_path_of_absolute(url: &str) -> Option<String> {
 /// Whether `value` holds only what a `host[:port]` can (a name, an IPv4 or a bracketed IPv6
 /// address, a port): no `?`, `#`, `@`, `/` or space that would move where a URL's path begins.
 pub fn is_host(value: &str) -> bool {
+    // A name of DNS's 253 bytes, a trailing dot and a port: a longer `Host` names no site, and
+    // each distinct one would be parsed and kept (`RequestBases::parsed`) at its length.
     !value.is_empty()
+        && value.len() <= MAX_HOST
         && value.bytes().all(|byte| {
             matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b':' | b'[' | b']')
         })
 }
+
+/// The longest host (with its port) read from a request: DNS's 253 bytes, a trailing dot and
+/// `:65535`.
+pub const MAX_HOST: usize = 253 + 1 + 6;
 
 /// The key a rate limit counts a client address under: an IPv4 address whole, an IPv6 one by
 /// its /64, the least a site is given (one host picks any address in it, so a limit per
@@ -895,6 +902,9 @@ mod tests {
             );
             assert_eq!(base("http", "[").as_deref(), None);
             assert_eq!(base("http", "[").as_deref(), None);
+            // A `Host` no DNS name is as long as, parsed and kept at its length, never.
+            let long = format!("{}.example:443", "a.".repeat(30_000));
+            assert_eq!(base("http", &long).as_deref(), None);
             assert_eq!(
                 base("http", "ab.example").as_deref(),
                 Some("http://ab.example/")
