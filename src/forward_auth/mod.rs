@@ -132,7 +132,11 @@ pub enum Outcome {
 ///   (`/x/#/../../admin/users` is under `location /x/` there), while IIS reads `\` as `/` and
 ///   Go's `path.Clean` resolves past `#`;
 /// - a leading `//`, a network-path reference to an application that reads its target as a
-///   URL (`//public/admin` is `/admin` of the authority `public` there).
+///   URL (`//public/admin` is `/admin` of the authority `public` there);
+/// - a `.` or `..` segment, sent or with its dots as `%2e`: nginx resolves it
+///   (`/admin/../public/x` is under `location /public/`, and meets `skip-auth=^/public/`),
+///   while an application that routes on the path as sent does not (Express's
+///   `app.use('/admin')` takes it). Browsers resolve them before they send a URL.
 ///
 /// The proxy role sends the application the canonical path and refuses a path with none
 /// (SPEC §4.1); behind nginx `auth_request` the application gets the path as the client sent
@@ -155,6 +159,12 @@ fn single_reading(target: &str) -> Result<(), &'static str> {
     }
     if crate::http::canonical::removes_an_empty_segment(path) {
         return Err("the original path holds an empty segment that a `..` removes");
+    }
+    if crate::http::canonical::holds_a_dot_segment(path) {
+        return Err(
+            "the original path holds a `.` or `..` segment, which an application that routes \
+             on the path as sent does not resolve",
+        );
     }
     Ok(())
 }

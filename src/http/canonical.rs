@@ -175,6 +175,30 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     Ok(result)
 }
 
+/// Whether a segment of `path` (without its query) is `.` or `..`, as sent or with a dot
+/// percent-encoded (`%2e`, `.%2E`). nginx resolves it before it picks a location, and so do
+/// the skip rules (on [`canonical_path`]); an application that routes on the path as sent does
+/// not: Express's `app.use('/admin')` takes `/admin/../public/x`, which nginx serves from
+/// `location /public/`.
+pub fn holds_a_dot_segment(path: &str) -> bool {
+    // Only a path holding a dot, sent or encoded, can.
+    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let (mut dots, mut rest) = (0, segment.as_bytes());
+        loop {
+            match rest {
+                [] => break matches!(dots, 1 | 2),
+                [b'.', tail @ ..] => rest = tail,
+                [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => rest = tail,
+                _ => break false,
+            }
+            dots += 1;
+        }
+    })
+}
+
 /// Whether `path` (without its query) holds a `..` that removes an empty segment
 /// ([`PathError::EmptySegmentDots`]), where a server that merges slashes and one that does not
 /// part: with its `%2E`s and `%2F`s decoded and whatever other percent-encodings it holds
@@ -609,6 +633,37 @@ mod tests {
         assert_eq!(other_readings("/users/%40me"), ["/users/@me"]);
         assert_eq!(other_readings("/a;b/%40c"), ["/a/%40c", "/a/@c", "/a;b/@c"]);
         assert_eq!(other_readings("/%FF"), ["/\u{fffd}"]);
+    }
+
+    #[test]
+    fn dot_segments_are_found_sent_or_encoded() {
+        for path in [
+            "/.",
+            "/..",
+            "/admin/../public/x",
+            "/admin/./x",
+            "/admin/%2e%2e/public",
+            "/admin/.%2E/public",
+            "/admin/%2E./public",
+            "/admin/%2e/x",
+            "/x/..",
+        ] {
+            assert!(holds_a_dot_segment(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/app.js",
+            "/a/.../b",
+            "/a/..b/c",
+            "/a/b../c",
+            "/.well-known/x",
+            "/a/%2e%2e%2e",
+            "/a/%2f",
+            "/a%2e",
+            "",
+        ] {
+            assert!(!holds_a_dot_segment(path), "{path}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::support::gateway::SESSION_SECRET;
 use crate::support::idp::{AUDIENCE, CLIENT_ID, CLIENT_SECRET};
 use crate::support::nginx::{self, Nginx, free_port, raw_get};
-use crate::support::{Gateway, TestIdp};
+use crate::support::{Gateway, TestIdp, TestUpstream};
 
 /// Pieces tricky paths are made of: separators written every way, dot segments written every
 /// way, names that decode to the protected ones.
@@ -1038,5 +1038,50 @@ async fn the_recommended_auth_cache_key_keeps_refusals_that_hold_for_one_path_or
     assert_eq!((status, served(&body)), (200, Some("/admin;x/users")));
     let (status, body) = raw_get(credential_only, "/other", &handshake).await;
     assert_eq!(status, 200, "{body:?}");
+    gateway.stop().await;
+}
+
+/// `/admin/../public/x` is `/public/x` to nginx, which picks its location on it, and to the
+/// skip rules; an application that routes on the path as sent (Express's `app.use('/admin')`,
+/// here `TestUpstream`, which answers whatever it is sent) takes it as `/admin`'s. A dot
+/// segment, sent or encoded, has no single reading: `/auth` refuses it (nginx answers its
+/// 400 with a 500) and the application never sees it.
+#[tokio::test]
+async fn a_dot_segment_never_reaches_an_application_that_routes_on_the_path_as_sent() {
+    if !nginx::available() {
+        return;
+    }
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    let front = free_port();
+    let http = format!(
+        "server {{\n listen 127.0.0.1:{front};\n\
+         location = /_tollgate_auth {{\n internal;\n \
+         proxy_pass http://{}/auth?skip-auth=%5E/public/;\n \
+         proxy_pass_request_body off;\n proxy_set_header Content-Length \"\";\n \
+         proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n \
+         proxy_set_header X-Original-Method $request_method;\n }}\n\
+         location / {{\n auth_request /_tollgate_auth;\n proxy_pass http://{};\n }}\n}}\n",
+        gateway.app.public_addr, upstream.addr
+    );
+    let _nginx = Nginx::start(&http, &[front]).await;
+    let (status, body) = raw_get(front, "/public/x", &[]).await;
+    assert_eq!(status, 200, "a public path as a browser sends it: {body}");
+    assert!(body.contains("\"/public/x\""), "{body}");
+    for path in [
+        "/admin/../public/x",
+        "/admin/%2e%2e/public/x",
+        "/admin/.%2E/public/x",
+        "/admin/./../public/x",
+        "/admin/x/../../public/x",
+    ] {
+        let (status, body) = raw_get(front, path, &[]).await;
+        assert!(
+            !body.contains("\"uri\""),
+            "{path} reached the application: {body}"
+        );
+        assert_eq!(status, 500, "{path}: nginx's answer to a 400 from /auth");
+    }
     gateway.stop().await;
 }

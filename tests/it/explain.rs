@@ -253,9 +253,13 @@ async fn forward_auth_refusals_are_explained_as_auth_decides_them() {
     let skipped = explain(&gateway, skip("/public/logo.png")).await;
     assert_decision(&skipped, "skip", json!(200));
     assert_eq!(step(&skipped, "skip rule")["outcome"], "match");
+    let merged = explain(&gateway, skip("/public//logo.png")).await;
+    assert_decision(&merged, "skip", json!(200));
+    assert_eq!(step(&merged, "skip rule")["outcome"], "match");
+    // A dot segment has no single reading: refused before any rule.
     let climbing = explain(&gateway, skip("/public/../admin")).await;
-    assert_decision(&climbing, "unauthenticated", json!(401));
-    assert_eq!(step(&climbing, "skip rule")["outcome"], "no_match");
+    assert_decision(&climbing, "bad_request", json!(400));
+    assert_eq!(step(&climbing, "path")["outcome"], "fail");
 
     // A malformed query.
     let malformed = explain(

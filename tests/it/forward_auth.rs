@@ -265,11 +265,14 @@ async fn skip_rules_see_only_the_canonical_original_path() {
     let skip = |url| async move { auth(gateway, query, &original(url)).await.status().as_u16() };
     assert_eq!(skip("https://app.example.com/public/logo.png").await, 200);
     assert_eq!(skip("https://app.example.com/admin?x=/public/").await, 401);
-    assert_eq!(skip("https://app.example.com/public/../admin").await, 401);
+    // A dot segment has no single reading (an application routing on the path as sent does
+    // not resolve it): refused, whichever way it leads.
+    assert_eq!(skip("https://app.example.com/public/../admin").await, 400);
     assert_eq!(
         skip("https://app.example.com/public/%2e%2e/admin").await,
-        401
+        400
     );
+    assert_eq!(skip("https://app.example.com/admin/../public/x").await, 400);
     assert_eq!(
         skip("https://app.example.com/public%2F..%2Fadmin").await,
         401
