@@ -17,10 +17,11 @@ pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call
 /// them.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("jwt", jwt),
     ("auth_query", auth_query),
     ("canonical_path", canonical),
+    ("path_readings", path_readings),
     ("redirect", redirect),
     ("sealed_cookie", sealed_cookie),
     ("config", config),
@@ -99,6 +100,75 @@ pub fn canonical(data: &[u8]) {
     if let Some(host) = canonical_host(&raw).filter(|host| !host.contains(':')) {
         assert_eq!(canonical_host(&host).as_deref(), Some(&*host), "{raw:?}");
     }
+}
+
+/// `/auth`'s reading of an original path against other readings of it. A path `/auth` takes
+/// (it has a single reading, `forward_auth::single_reading`) is decided on its canonical path;
+/// nginx picks its location on the path decoded, with slashes merged and dot segments
+/// resolved, and an application may route on the path as sent (Express), decoded. Whatever
+/// the skip rules and nginx see under `/public/` or outside `/admin/`, each reading does too:
+/// no reading puts a path `/auth` skipped in another section.
+pub fn path_readings(data: &[u8]) {
+    let text = text(data);
+    let raw = text.split(['?', '#']).next().unwrap_or_default();
+    if crate::forward_auth::single_reading(raw).is_err() {
+        return;
+    }
+    let Ok(canonical) = canonical_path(raw) else {
+        return;
+    };
+    let (Some(decided), Some(as_sent)) = (percent_decoded(&canonical), percent_decoded(raw)) else {
+        return;
+    };
+    let nginx = resolved(&as_sent);
+    for reading in [&as_sent, &nginx] {
+        for section in ["/public/", "/admin/"] {
+            assert_eq!(
+                decided.starts_with(section),
+                reading.starts_with(section),
+                "{raw:?}: decided on {decided:?}, read as {reading:?}"
+            );
+        }
+    }
+    assert_eq!(decided, nginx, "{raw:?}: nginx reads another path");
+}
+
+/// `text` with every `%XX` decoded (lossy), or `None` when an escape is not one (nginx answers
+/// 400).
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(byte);
+            index += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A decoded path as nginx resolves it: slashes merged, `.` and `..` segments resolved.
+fn resolved(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/').filter(|segment| !segment.is_empty()) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    if path.ends_with('/') && out.len() > 1 {
+        out.push('/');
+    }
+    out
 }
 
 /// Redirect (`rd`) validation: whatever passes is a plain path on this host or a URL whose

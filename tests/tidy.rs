@@ -360,3 +360,44 @@ fn the_fuzz_lock_resolves_what_it_shares_with_the_main_lock_alike() {
         problems.join("; ")
     );
 }
+
+/// Every fuzz target the library names (`tollgate::fuzz_targets::TARGETS`, which the stable
+/// runner uses) has its libFuzzer binary in `fuzz/Cargo.toml`, its entry file, its corpus, and
+/// its place in `scripts/fuzz.sh`, and nothing else is listed there: a target added to one
+/// list alone was never fuzzed by libFuzzer.
+#[test]
+fn every_fuzz_target_is_listed_everywhere_it_runs() {
+    let named: BTreeSet<&str> = tollgate::fuzz_targets::TARGETS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).unwrap();
+    let bins: BTreeSet<&str> = manifest
+        .lines()
+        .filter_map(|line| line.strip_prefix("name = \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .filter(|name| *name != "tollgate-fuzz")
+        .collect();
+    assert_eq!(bins, named, "fuzz/Cargo.toml's [[bin]]s");
+    let script = std::fs::read_to_string(root().join("scripts/fuzz.sh")).unwrap();
+    let listed: BTreeSet<&str> = script
+        .lines()
+        .find_map(|line| line.strip_prefix("targets=("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .expect("scripts/fuzz.sh names its targets")
+        .split_whitespace()
+        .collect();
+    assert_eq!(listed, named, "scripts/fuzz.sh's targets");
+    for name in named {
+        assert!(
+            root()
+                .join(format!("fuzz/fuzz_targets/{name}.rs"))
+                .is_file(),
+            "{name} has no entry file"
+        );
+        assert!(
+            root().join(format!("fuzz/corpus/{name}")).is_dir(),
+            "{name} has no corpus"
+        );
+    }
+}

@@ -141,7 +141,7 @@ pub enum Outcome {
 /// The proxy role sends the application the canonical path and refuses a path with none
 /// (SPEC §4.1); behind nginx `auth_request` the application gets the path as the client sent
 /// it. Beyond SPEC §4, which says only that such a path never skips.
-fn single_reading(target: &str) -> Result<(), &'static str> {
+pub(crate) fn single_reading(target: &str) -> Result<(), &'static str> {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     if crate::http::canonical::holds_parameters(path) {
         return Err("the original path holds ; parameters");
