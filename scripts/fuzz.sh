@@ -36,7 +36,12 @@ for target in "${targets[@]}"; do
         echo "fuzz target $target failed (exit $status); the input is in fuzz/artifacts/$target/"
         exit 1
     fi
-    runs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$scratch.log" | grep -oE '[0-9]+$' || echo '?')"
+    runs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$scratch.log" | grep -oE '[0-9]+$' || echo 0)"
+    if [[ "$runs" -eq 0 ]]; then
+        tail -n 40 "$scratch.log"
+        echo "fuzz target $target ran no input"
+        exit 1
+    fi
     rm -rf "$scratch" "$scratch.log"
     echo "fuzz target $target: no crash in ${seconds}s ($runs inputs)"
 done

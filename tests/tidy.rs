@@ -390,10 +390,16 @@ fn every_fuzz_target_is_listed_everywhere_it_runs() {
     assert_eq!(listed, named, "scripts/fuzz.sh's targets");
     for name in named {
         assert!(
-            root()
-                .join(format!("fuzz/fuzz_targets/{name}.rs"))
-                .is_file(),
-            "{name} has no entry file"
+            manifest.contains(&format!(
+                "name = \"{name}\"\npath = \"fuzz_targets/{name}.rs\"\n"
+            )),
+            "{name}'s [[bin]] is not fuzz_targets/{name}.rs"
+        );
+        let entry = std::fs::read_to_string(root().join(format!("fuzz/fuzz_targets/{name}.rs")))
+            .unwrap_or_else(|error| panic!("{name} has no entry file: {error}"));
+        assert!(
+            entry.contains(&format!("*name == \"{name}\"")),
+            "fuzz/fuzz_targets/{name}.rs runs another target"
         );
         assert!(
             root().join(format!("fuzz/corpus/{name}")).is_dir(),

@@ -131,9 +131,11 @@ pub enum Outcome {
 /// - a `\` (sent, or as `%5C`) or a `#`: nginx takes neither as a separator
 ///   (`/x/#/../../admin/users` is under `location /x/` there), while IIS reads `\` as `/` and
 ///   Go's `path.Clean` resolves past `#`;
-/// - a leading `//`, a network-path reference to an application that reads its target as a
-///   URL (`//public/admin` is `/admin` of the authority `public` there);
-/// - a `.` or `..` segment, sent or with its dots as `%2e`: nginx resolves it
+/// - a leading `//` (or `/%2F`, which nginx decodes and merges), a network-path reference to
+///   an application that reads its target as a URL (`//public/admin` is `/admin` of the
+///   authority `public` there);
+/// - a `.` or `..` segment, sent or with its dots as `%2e`, ended by `/` or `%2F` (which nginx
+///   decodes and goes on resolving): nginx resolves it
 ///   (`/admin/../public/x` is under `location /public/`, and meets `skip-auth=^/public/`),
 ///   while an application that routes on the path as sent does not (Express's
 ///   `app.use('/admin')` takes it). Browsers resolve them before they send a URL.
@@ -146,7 +148,12 @@ pub(crate) fn single_reading(target: &str) -> Result<(), &'static str> {
     if crate::http::canonical::holds_parameters(path) {
         return Err("the original path holds ; parameters");
     }
-    if path.starts_with("//") {
+    // `/%2F` too: nginx decodes and merges it, so its location is that of the second segment.
+    if path.starts_with("//")
+        || path
+            .get(..4)
+            .is_some_and(|start| start.eq_ignore_ascii_case("/%2f"))
+    {
         return Err("the original path begins with //");
     }
     let encoded_backslash = || {

@@ -176,27 +176,40 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
 }
 
 /// Whether a segment of `path` (without its query) is `.` or `..`, as sent or with a dot
-/// percent-encoded (`%2e`, `.%2E`). nginx resolves it before it picks a location, and so do
-/// the skip rules (on [`canonical_path`]); an application that routes on the path as sent does
-/// not: Express's `app.use('/admin')` takes `/admin/../public/x`, which nginx serves from
-/// `location /public/`.
+/// percent-encoded (`%2e`, `.%2E`), segments ending at a `/` sent or encoded (`%2F`: nginx
+/// decodes it and goes on resolving, `/admin/x/..%2F..%2Fy` is `/y` there). nginx resolves it
+/// before it picks a location, and so do the skip rules (on [`canonical_path`]); an
+/// application that routes on the path as sent does not: Express's `app.use('/admin')` takes
+/// `/admin/../public/x`, which nginx serves from `location /public/`.
 pub fn holds_a_dot_segment(path: &str) -> bool {
+    let bytes = path.as_bytes();
     // Only a path holding a dot, sent or encoded, can.
-    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
+    if memchr::memchr2(b'.', b'%', bytes).is_none() {
         return false;
     }
-    path.split('/').any(|segment| {
-        let (mut dots, mut rest) = (0, segment.as_bytes());
-        loop {
-            match rest {
-                [] => break matches!(dots, 1 | 2),
-                [b'.', tail @ ..] => rest = tail,
-                [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => rest = tail,
-                _ => break false,
+    let is_dots = |dots: usize, other: bool| !other && matches!(dots, 1 | 2);
+    let (mut dots, mut other, mut index) = (0, false, 0);
+    while let Some(&byte) = bytes.get(index) {
+        let encoded = (byte == b'%' && bytes.get(index + 1) == Some(&b'2'))
+            .then(|| bytes.get(index + 2).map(u8::to_ascii_lowercase))
+            .flatten();
+        match (byte, encoded) {
+            (b'/', _) | (_, Some(b'f')) => {
+                if is_dots(dots, other) {
+                    return true;
+                }
+                (dots, other) = (0, false);
             }
-            dots += 1;
+            (b'.', _) | (_, Some(b'e')) => dots += 1,
+            _ => other = true,
         }
-    })
+        index += if encoded.is_some_and(|code| code == b'e' || code == b'f') {
+            3
+        } else {
+            1
+        };
+    }
+    is_dots(dots, other)
 }
 
 /// Whether `path` (without its query) holds a `..` that removes an empty segment
@@ -361,7 +374,9 @@ pub fn canonical_host(value: &str) -> Option<Cow<'_, str>> {
         if !(after.is_empty() || is_port(after.strip_prefix(':')?)) {
             return None;
         }
+        // The longest IPv6 text, an IPv4 tail included, is 45 bytes.
         let valid = address.contains(':')
+            && address.len() <= 45
             && address
                 .bytes()
                 .all(|byte| byte.is_ascii_hexdigit() || b":.".contains(&byte));
@@ -647,6 +662,10 @@ mod tests {
             "/admin/%2E./public",
             "/admin/%2e/x",
             "/x/..",
+            "/admin/x/..%2F..%2Fy",
+            "/admin/%2e%2e%2fx",
+            "/a/.%2F",
+            "/a/%2E%2F",
         ] {
             assert!(holds_a_dot_segment(path), "{path}");
         }
@@ -660,6 +679,9 @@ mod tests {
             "/a/%2e%2e%2e",
             "/a/%2f",
             "/a%2e",
+            "/a/x.%2Fy",
+            "/a/%2e%2e%2e%2fb",
+            "/a/%25%2e",
             "",
         ] {
             assert!(!holds_a_dot_segment(path), "{path}");
@@ -713,6 +735,11 @@ mod tests {
         assert_eq!(name.len(), 253);
         assert!(host(&name).is_some());
         assert_eq!(host(&format!("{name}a")), None);
+        assert_eq!(
+            host("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]").as_deref(),
+            Some("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255")
+        );
+        assert_eq!(host(&format!("[{}]", "1:".repeat(30_000))), None);
         assert_eq!(host("App.Example.com").as_deref(), Some("app.example.com"));
         assert_eq!(host("app.example.com.").as_deref(), Some("app.example.com"));
         assert_eq!(

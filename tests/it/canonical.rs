@@ -474,12 +474,17 @@ async fn a_path_with_no_single_reading_never_reaches_a_laxer_location() {
         // Whatever else the path holds, percent-encoded separators included.
         "/admin//../users%2Fx",
         "/admin//%2e%2e/users",
+        // nginx decodes `%2F` and goes on resolving: `/x` under `location /`, while an
+        // application routing on the path as sent takes it as `/admin`'s (200 on the old code).
+        "/admin/reports/..%2F..%2Fx",
+        "/admin/%2e%2e%2fx",
         // nginx takes `#` and `\` for no separator; Go's `path.Clean` and IIS do.
         "/other/#/../../admin/users",
         "/other\\..\\admin/users",
         "/other%5C..%5Cadmin/users",
         // A network-path reference: `/admin` of the authority `other` to Node's `new URL`.
         "//other/admin/users",
+        "/%2Fother/admin/users",
     ] {
         for bearer in [&outsider, &admin] {
             let (status, body) = get(path, bearer).await;
