@@ -198,6 +198,9 @@ fn write_out<W: std::io::Write>(
 struct Out<W: std::io::Write> {
     out: W,
     buffer: Vec<u8>,
+    /// Whether what reached `out` last ended inside a line (a write cut short): the buffer
+    /// then begins with that line's rest.
+    mid_line: bool,
 }
 
 impl<W: std::io::Write> Out<W> {
@@ -205,6 +208,7 @@ impl<W: std::io::Write> Out<W> {
         Self {
             out,
             buffer: Vec::with_capacity(WRITE_BUFFER),
+            mid_line: false,
         }
     }
 
@@ -228,10 +232,14 @@ impl<W: std::io::Write> Out<W> {
                 Err(_) => break true,
             }
         };
+        if written > 0 {
+            self.mid_line = self.buffer[written - 1] != b'\n';
+        }
         let mut kept = written;
         if failed {
-            // The rest of a line begun is kept; every line after it is lost.
-            if written > 0 && self.buffer[written - 1] != b'\n' {
+            // The rest of a line begun (in this write or an earlier one) is kept; every line
+            // after it is lost.
+            if self.mid_line {
                 kept = memchr::memchr(b'\n', &self.buffer[written..])
                     .map_or(self.buffer.len(), |at| written + at + 1);
             }

@@ -218,7 +218,7 @@ fn a_write_cut_short_leaves_no_half_line() {
             let mut writes = self.writes.lock().unwrap();
             *writes += 1;
             match *writes {
-                // 150 bytes, then the pipe is full once.
+                // 150 bytes, then the pipe is full for two writes.
                 1 => {
                     let taken = bytes.len().min(150);
                     self.bytes
@@ -227,7 +227,7 @@ fn a_write_cut_short_leaves_no_half_line() {
                         .extend_from_slice(&bytes[..taken]);
                     Ok(taken)
                 }
-                2 => Err(std::io::ErrorKind::WouldBlock.into()),
+                2 | 3 => Err(std::io::ErrorKind::WouldBlock.into()),
                 _ => {
                     self.bytes.lock().unwrap().extend_from_slice(bytes);
                     Ok(bytes.len())
@@ -245,6 +245,11 @@ fn a_write_cut_short_leaves_no_half_line() {
     while *out.writes.lock().unwrap() < 2 {
         std::thread::yield_now();
     }
+    // A second batch while the pipe is still full: the line begun is still kept.
+    hand_over(&queue, &mut batch_of(&[line.as_str(); 10]));
+    while *out.writes.lock().unwrap() < 3 {
+        std::thread::yield_now();
+    }
     hand_over(&queue, &mut batch_of(&[line.as_str(); 10]));
     queue.stop(Duration::from_secs(5));
     let written = String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap();
@@ -254,6 +259,6 @@ fn a_write_cut_short_leaves_no_half_line() {
         lines.iter().all(|written| *written == &line[..99]),
         "{lines:?}"
     );
-    assert_eq!(lines.len() as u64 + queue.dropped(), 20, "{lines:?}");
-    assert_eq!(lines.len(), 12, "two lines begun, then the second batch");
+    assert_eq!(lines.len() as u64 + queue.dropped(), 30, "{lines:?}");
+    assert_eq!(lines.len(), 12, "two lines begun, then the third batch");
 }
