@@ -749,11 +749,7 @@ async fn the_grpc_recipe_limits_failed_sign_ins_by_the_address_envoy_saw() {
             .collect();
         let to_provider =
             reqwest::Url::parse(signin.headers()["location"].to_str().unwrap()).unwrap();
-        let state = to_provider
-            .query_pairs()
-            .find(|(name, _)| name == "state")
-            .map(|(_, value)| value.into_owned())
-            .unwrap();
+        let state = crate::support::browser::query_value(&to_provider, "state").unwrap();
         let answer = client
             .get(format!(
                 "http://127.0.0.1:{grpc_port}/callback?state={state}&code=made-up-{attempt}"

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::browser::location;
+use crate::support::browser::{location, query_value};
 use crate::support::idp::Misbehaviour;
 use crate::support::{Browser, Gateway, TestIdp};
 
@@ -207,11 +207,7 @@ async fn begun(
 ) -> (std::collections::BTreeMap<String, String>, String) {
     let signin = browser.get(&gateway.url("/signin")).await;
     let to_provider = reqwest::Url::parse(&location(&signin)).unwrap();
-    let state = to_provider
-        .query_pairs()
-        .find(|(name, _)| name == "state")
-        .map(|(_, value)| value.into_owned())
-        .unwrap();
+    let state = query_value(&to_provider, "state").unwrap();
     (browser.cookies.clone(), state)
 }
 

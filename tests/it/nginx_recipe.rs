@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::browser::location;
+use crate::support::browser::{location, query_value};
 use crate::support::nginx::{self, Nginx};
 use crate::support::{Browser, Gateway, TestIdp, TestUpstream, free_port};
 
@@ -113,17 +113,9 @@ async fn the_readme_nginx_recipe_limits_failed_sign_ins_by_the_address_nginx_saw
         let signin = browser.get_with(&format!("{base}/signin"), &headers).await;
         assert_eq!(signin.status(), 302, "attempt {attempt}");
         let to_provider = reqwest::Url::parse(&location(&signin)).unwrap();
-        let redirect_uri = to_provider
-            .query_pairs()
-            .find(|(name, _)| name == "redirect_uri")
-            .map(|(_, value)| value.into_owned())
-            .unwrap();
-        assert_eq!(redirect_uri, format!("{base}/callback"));
-        let state = to_provider
-            .query_pairs()
-            .find(|(name, _)| name == "state")
-            .map(|(_, value)| value.into_owned())
-            .unwrap();
+        let redirect_uri = query_value(&to_provider, "redirect_uri");
+        assert_eq!(redirect_uri, Some(format!("{base}/callback")));
+        let state = query_value(&to_provider, "state").unwrap();
         let callback = format!("{base}/callback?state={state}&code=made-up-{attempt}");
         let answer = browser.get_with(&callback, &headers).await;
         statuses.push(answer.status().as_u16());

@@ -167,3 +167,10 @@ pub fn location(response: &reqwest::Response) -> String {
         .map(|value| value.to_str().unwrap().to_owned())
         .unwrap_or_default()
 }
+
+/// The value of the query parameter `name` in `url`, decoded.
+pub fn query_value(url: &reqwest::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
