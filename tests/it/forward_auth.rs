@@ -1578,13 +1578,7 @@ async fn a_websocket_whose_original_host_is_unknown_is_refused_when_a_page_asked
 /// paths, exactly, to Tollgate.
 #[tokio::test]
 async fn the_readme_caddy_recipe_is_read_by_caddy() {
-    let readme = include_str!("../../README.md");
-    let section = &readme[readme.find("### Caddy\n").expect("a Caddy recipe")..];
-    let recipe = section
-        .split("```caddyfile\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("a Caddyfile block");
+    let recipe = crate::support::readme_block("### Caddy\n", "caddyfile");
     let dir = crate::support::scratch_dir("caddy-recipe");
     let file = dir.join("Caddyfile");
     std::fs::write(&file, recipe).unwrap();

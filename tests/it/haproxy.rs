@@ -24,16 +24,7 @@ impl Drop for Haproxy {
 
 /// The README's `haproxy` block.
 fn recipe() -> String {
-    let readme = include_str!("../../README.md");
-    let section = &readme[readme
-        .find("### HAProxy in front of replicas\n")
-        .expect("a HAProxy recipe")..];
-    section
-        .split("```haproxy\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("a haproxy block")
-        .to_owned()
+    crate::support::readme_block("### HAProxy in front of replicas\n", "haproxy").to_owned()
 }
 
 #[tokio::test]

@@ -46,17 +46,7 @@ fn flow_list(value: &str) -> Vec<String> {
 }
 
 fn readme_provider() -> Provider {
-    let readme = include_str!("../../README.md");
-    let istio = &readme[readme
-        .find("**Istio.**")
-        .expect("README has an Istio recipe")..];
-    let block = istio
-        .split("```yaml\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
+    let block = crate::support::readme_block("**Istio.**", "yaml");
     let admins = &block[block
         .find("- name: tollgate-admins")
         .expect("the HTTP provider")..];

@@ -10,16 +10,7 @@ use crate::support::{Browser, Gateway, TestIdp, TestUpstream, free_port};
 
 /// The README's `nginx` block of the `auth_request` recipe.
 fn recipe() -> String {
-    let readme = include_str!("../../README.md");
-    let section = &readme[readme
-        .find("### nginx `auth_request`\n")
-        .expect("an nginx recipe")..];
-    section
-        .split("```nginx\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("an nginx block")
-        .to_owned()
+    crate::support::readme_block("### nginx `auth_request`\n", "nginx").to_owned()
 }
 
 /// nginx on a free port with the recipe as its one server, `app` being `upstream`; answers

@@ -18,6 +18,20 @@ pub use gateway::Gateway;
 pub use idp::TestIdp;
 pub use upstream::TestUpstream;
 
+/// The first ```` ```language ```` block of README.md after the line `after` (a heading or a
+/// paragraph's first words): a recipe as the README gives it.
+pub fn readme_block(after: &str, language: &str) -> &'static str {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("README has no {after:?}"));
+    readme[start..]
+        .split(&format!("```{language}\n"))
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("README has no {language} block after {after:?}"))
+}
+
 /// Reads an HTTP/1 request head from `stream` a byte at a time (so nothing after it is
 /// taken): its text, or `None` when the stream ends first.
 pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
