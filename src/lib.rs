@@ -6,6 +6,7 @@
 // deeper than the default limit lets the compiler lay out.
 #![recursion_limit = "256"]
 
+pub mod address_budget;
 pub mod admin;
 pub mod app;
 pub mod clock;

@@ -5,6 +5,7 @@
 //! counted), and no token or cookie value is echoed.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -14,7 +15,7 @@ use url::Url;
 
 use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth};
 use crate::http::canonical::canonical_path;
-use crate::http::forwarded::{OriginalRequest, is_host, raw_path_of_absolute};
+use crate::http::forwarded::{ClientAddress, OriginalRequest, is_host, raw_path_of_absolute};
 use crate::http::rejection::Rejection;
 use crate::policy::{Step, Trace};
 use crate::proxy::{
@@ -95,6 +96,7 @@ fn client_error(state: &ExplainState, status: StatusCode, message: impl Into<Str
 /// `POST /admin/explain`.
 pub async fn explain(
     axum::extract::State(state): axum::extract::State<Arc<ExplainState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     request: axum::extract::Request,
 ) -> Response {
     if let Err(refusal) = super::check_token(state.admin_token.as_ref(), request.headers()) {
@@ -169,7 +171,7 @@ pub async fn explain(
                     "`auth_query` asks for a forward-auth decision, but forward_auth is not enabled",
                 );
             }
-            explain_forward_auth(&state.forward_auth, &parsed, query).await
+            explain_forward_auth(&state.forward_auth, &parsed, query, peer.ip()).await
         }
         None => {
             // The public listener answers its own paths itself: no route sees them.
@@ -196,7 +198,7 @@ pub async fn explain(
                     "no [[route]] is configured: give `auth_query` for a forward-auth decision",
                 );
             }
-            explain_route(&state.proxy, state.public_url.as_ref(), parsed).await
+            explain_route(&state.proxy, state.public_url.as_ref(), parsed, peer.ip()).await
         }
     };
     (
@@ -288,10 +290,17 @@ fn refused(rejection: &Rejection) -> (&'static str, u16) {
     (decision, rejection.status().as_u16())
 }
 
+/// The client an explanation's provider questions count against (`introspection_gate`): the
+/// admin API's caller, whatever `X-Forwarded-For` the described request holds.
+fn asker(peer: IpAddr, headers: &HeaderMap) -> ClientAddress<'_> {
+    ClientAddress::new(peer, headers, &[])
+}
+
 async fn explain_forward_auth(
     state: &ForwardAuthState,
     described: &Described,
     query: &str,
+    peer: IpAddr,
 ) -> Explanation {
     // The described request is the original request an ingress asks about.
     let original = OriginalRequest {
@@ -305,6 +314,7 @@ async fn explain_forward_auth(
         &described.headers,
         query,
         Some(&original),
+        asker(peer, &described.headers),
         &mut trace,
     )
     .await;
@@ -330,6 +340,7 @@ async fn explain_route(
     state: &ProxyState,
     public_url: Option<&Url>,
     mut described: Described,
+    peer: IpAddr,
 ) -> Explanation {
     let mut trace = Trace::explaining();
     let bad_request = |mut trace: Trace, reason: String| {
@@ -401,6 +412,7 @@ async fn explain_route(
         query,
         &described.headers,
         &base,
+        asker(peer, &described.headers),
         &mut trace,
     )
     .await;

@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use crate::clock::Clock;
 use crate::config::{ForwardAuthConfig, Unauthenticated};
 use crate::http::canonical::canonical_path;
-use crate::http::forwarded::{OriginalRequest, original_request};
+use crate::http::forwarded::{ClientAddress, OriginalRequest, original_request};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::identity::{
-    Credential, IdentityError, SessionSource, ambiguous_credentials, authenticate,
-    authenticate_traced, bearer_token,
+    Credential, IdentityError, SessionSource, TOO_MANY_UNKNOWN_TOKENS, ambiguous_credentials,
+    authenticate, authenticate_traced, bearer_token,
     other_tokens::{Reaching, check_other_tokens, other_tokens, same_caller},
 };
 use crate::issuer::TokenService;
@@ -209,6 +209,7 @@ pub fn auth(
                 headers,
                 rules,
                 original.as_ref(),
+                ClientAddress::new(peer.ip(), headers, &state.trusted_proxies),
                 &mut Trace::off(),
             ))
             .await
@@ -430,6 +431,7 @@ pub async fn decide_auth(
     headers: &HeaderMap,
     raw_query: &str,
     original: Option<&OriginalRequest>,
+    client: ClientAddress<'_>,
     trace: &mut Trace,
 ) -> Outcome {
     let Some((section, provider)) = state.forward_auth() else {
@@ -570,6 +572,7 @@ pub async fn decide_auth(
         section.token_cookie.as_deref(),
         crate::identity::BearerTokens::Accepted,
         state.clock.now(),
+        client,
         trace,
     ))
     .await
@@ -625,8 +628,15 @@ pub async fn decide_auth(
                 token_cookie: section.token_cookie.as_deref(),
             };
             let others = other_tokens(headers, reaching, Some(identity.credential));
-            (!others.is_empty())
-                .then(|| Box::pin(check_other_tokens(provider, Some(&identity), others, trace)))
+            (!others.is_empty()).then(|| {
+                Box::pin(check_other_tokens(
+                    provider,
+                    Some(&identity),
+                    others,
+                    client,
+                    trace,
+                ))
+            })
         };
         match check {
             Some(check) => check.await.err(),
@@ -689,6 +699,7 @@ fn signin_location(state: &ForwardAuthState, original: Option<&OriginalRequest>)
 async fn token_identity(
     state: &ForwardAuthState,
     headers: &HeaderMap,
+    client: ClientAddress<'_>,
 ) -> Result<Claims, (Rejection, String)> {
     let cookies = request_cookies(headers);
     let token_cookie = state
@@ -721,7 +732,7 @@ async fn token_identity(
             None => return Err((Rejection::Unauthenticated, "no token".to_owned())),
         },
     };
-    let claims = one_token_identity(state, &token)
+    let claims = one_token_identity(state, &token, client)
         .await
         .map_err(|refusal| refusal.unwrap_or_else(|reason| (refused, reason)))?;
     let reaching = Reaching {
@@ -730,7 +741,7 @@ async fn token_identity(
         token_cookie,
     };
     for other in other_tokens(headers, reaching, Some(used)) {
-        let other_claims = one_token_identity(state, &other.token)
+        let other_claims = one_token_identity(state, &other.token, client)
             .await
             .map_err(|refusal| {
                 refusal.unwrap_or_else(|reason| {
@@ -755,6 +766,7 @@ async fn token_identity(
 async fn one_token_identity(
     state: &ForwardAuthState,
     token: &str,
+    client: ClientAddress<'_>,
 ) -> Result<Claims, Result<(Rejection, String), String>> {
     let mut reason = String::from("no validator");
     let mut unreachable = None;
@@ -775,7 +787,7 @@ async fn one_token_identity(
         })
     });
     if let Some((_, provider)) = provider {
-        match provider.validate_access_token(token).await {
+        match provider.validate_access_token(token, client).await {
             Ok(claims) => return Ok(claims),
             // Only for a token that may be the provider's: one that says so, or an opaque one
             // where the provider introspects (a malformed one stays a 4xx, SPEC §9).
@@ -787,6 +799,14 @@ async fn one_token_identity(
                 {
                     unreachable = Some((Rejection::ProviderUnavailable, reason.clone()));
                 }
+            }
+            // An opaque token the provider was not asked about: it is not known to be bad.
+            Err(error @ crate::oidc::provider::CredentialError::TooManyRefused) => {
+                reason = error.to_string();
+                unreachable = Some((
+                    Rejection::TooManyRequests(TOO_MANY_UNKNOWN_TOKENS.to_owned()),
+                    reason.clone(),
+                ));
             }
             Err(error) => reason = error.to_string(),
         }
@@ -810,10 +830,15 @@ async fn one_token_identity(
 }
 
 /// `GET /validate`: 200 or 401 for a bearer token, cacheable for at most its remaining life.
-pub async fn validate(State(state): State<Arc<ForwardAuthState>>, headers: HeaderMap) -> Response {
+pub async fn validate(
+    State(state): State<Arc<ForwardAuthState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
     let request_id = crate::http::request_id(&headers);
-    let result = token_identity(&state, &headers).await;
+    let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
+    let result = token_identity(&state, &headers, client).await;
     state.metrics.decision_seconds.observe(started.elapsed());
     match result {
         Ok(claims) => {
@@ -900,6 +925,7 @@ pub async fn userinfo(
             section.token_cookie.as_deref(),
             crate::identity::BearerTokens::Accepted,
             state.clock.now(),
+            ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies),
         )
         .await
     {
@@ -908,7 +934,8 @@ pub async fn userinfo(
         crate::http::rejection::append_set_cookies(&mut response, &identity.set_cookies);
         return response;
     }
-    match token_identity(&state, &headers).await {
+    let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
+    match token_identity(&state, &headers, client).await {
         Ok(claims) => claims_response(&claims),
         Err(refused) => refuse_userinfo(&state, &headers, refused),
     }

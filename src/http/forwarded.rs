@@ -365,6 +365,32 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
     client
 }
 
+/// A request's client address ([`client_address`]), read only when asked for: most requests
+/// never need it.
+#[derive(Clone, Copy)]
+pub struct ClientAddress<'a> {
+    peer: IpAddr,
+    headers: &'a HeaderMap,
+    trusted: &'a [IpNet],
+}
+
+impl<'a> ClientAddress<'a> {
+    /// The client of a request from `peer` with `headers`, `X-Forwarded-For` believed from
+    /// `trusted` peers.
+    pub fn new(peer: IpAddr, headers: &'a HeaderMap, trusted: &'a [IpNet]) -> Self {
+        Self {
+            peer,
+            headers,
+            trusted,
+        }
+    }
+
+    /// The address.
+    pub fn address(&self) -> IpAddr {
+        client_address(self.peer, self.headers, self.trusted)
+    }
+}
+
 /// The scheme and host of this request as seen from outside: `X-Forwarded-Proto` /
 /// `X-Forwarded-Host` from a trusted peer, else the listener's own scheme (`own_proto`: `https`
 /// when it serves TLS) and the `Host` header. `None` when the host is missing or holds

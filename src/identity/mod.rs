@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
 
+use crate::http::forwarded::ClientAddress;
 use crate::http::rejection::{Refusal, Rejection};
 use crate::oidc::Provider;
 use crate::oidc::provider::CredentialError;
@@ -133,6 +134,10 @@ pub enum IdentityError {
     /// The provider could not be reached to check a credential.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
+    /// The provider was not asked about a token: the client address's questions were refused
+    /// too often lately.
+    #[error("{}", CredentialError::TooManyRefused)]
+    TooManyRefused,
 }
 
 impl IdentityError {
@@ -142,6 +147,11 @@ impl IdentityError {
         matches!(self, Self::Invalid { credential, .. } if *credential == Credential::Bearer.as_str())
     }
 }
+
+/// What a client is told whose unknown tokens the provider was not asked about
+/// (`IdentityError::TooManyRefused`).
+pub const TOO_MANY_UNKNOWN_TOKENS: &str =
+    "too many unknown tokens from this address; try again in a minute";
 
 /// What the caller is told when no identity could be established: no credential or a refused
 /// one is 401 (RFC 6750 `invalid_token` when it was a bearer token), an unreachable store 503,
@@ -154,6 +164,9 @@ impl From<IdentityError> for Refusal {
             IdentityError::Invalid { .. } => Rejection::Unauthenticated,
             IdentityError::StoreUnavailable(_) => Rejection::StoreUnavailable,
             IdentityError::ProviderUnavailable(_) => Rejection::ProviderUnavailable,
+            IdentityError::TooManyRefused => {
+                Rejection::TooManyRequests(TOO_MANY_UNKNOWN_TOKENS.to_owned())
+            }
         };
         let reason = match error {
             IdentityError::StoreUnavailable(reason)
@@ -377,15 +390,17 @@ fn token_error(credential: Credential, error: CredentialError) -> IdentityError 
             IdentityError::StoreUnavailable(error.to_string())
         }
         CredentialError::Provider(error) => IdentityError::ProviderUnavailable(error.to_string()),
+        CredentialError::TooManyRefused => IdentityError::TooManyRefused,
     }
 }
 
 /// Establishes the caller's identity at `provider` from, in order, the session cookie, the
 /// bearer token and the token cookie (SPEC §4). An unusable session cookie is logged and
-/// skipped; a bearer token that is present decides on its own.
+/// skipped; a bearer token that is present decides on its own. `client` is the request's client
+/// address, read only when an opaque token is to be introspected (`oidc::introspection_gate`).
 ///
 /// # Errors
-/// `Missing`, `Invalid` or `ProviderUnavailable`.
+/// `Missing`, `Invalid`, `ProviderUnavailable`, `StoreUnavailable` or `TooManyRefused`.
 pub async fn authenticate(
     headers: &HeaderMap,
     provider: &Arc<Provider>,
@@ -393,6 +408,7 @@ pub async fn authenticate(
     token_cookie: Option<&str>,
     bearer_tokens: BearerTokens,
     now: crate::clock::UnixTime,
+    client: ClientAddress<'_>,
 ) -> Result<Identity, IdentityError> {
     authenticate_traced(
         headers,
@@ -401,6 +417,7 @@ pub async fn authenticate(
         token_cookie,
         bearer_tokens,
         now,
+        client,
         &mut Trace::off(),
     )
     .await
@@ -430,6 +447,7 @@ fn written_with(
 ///
 /// # Errors
 /// As `authenticate`.
+#[allow(clippy::too_many_arguments)]
 pub async fn authenticate_traced(
     headers: &HeaderMap,
     provider: &Arc<Provider>,
@@ -437,6 +455,7 @@ pub async fn authenticate_traced(
     token_cookie: Option<&str>,
     bearer_tokens: BearerTokens,
     now: crate::clock::UnixTime,
+    client: ClientAddress<'_>,
     trace: &mut Trace,
 ) -> Result<Identity, IdentityError> {
     let cookies = request_cookies(headers);
@@ -570,7 +589,7 @@ pub async fn authenticate_traced(
     };
     match bearer {
         Some(Ok(token)) => {
-            let claims = match provider.validate_access_token_at(token, now).await {
+            let claims = match provider.validate_access_token_at(token, now, client).await {
                 Ok(claims) => claims,
                 Err(error) => {
                     let error = token_error(Credential::Bearer, error);
@@ -611,7 +630,7 @@ pub async fn authenticate_traced(
             trace.record("token cookie", "none", || format!("no `{name}` cookie"));
             return Err(IdentityError::Missing);
         };
-        let claims = match provider.validate_access_token_at(token, now).await {
+        let claims = match provider.validate_access_token_at(token, now, client).await {
             Ok(claims) => claims,
             Err(error) => {
                 let error = token_error(Credential::TokenCookie, error);

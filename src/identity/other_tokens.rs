@@ -12,6 +12,7 @@ use super::{
     Credential, Identity, cookie_name_as_read, cookies_read_as, token_an_application_may_read,
     token_error,
 };
+use crate::http::forwarded::ClientAddress;
 use crate::http::rejection::{Refusal, Rejection};
 use crate::oidc::Provider;
 use crate::policy::Trace;
@@ -155,6 +156,7 @@ pub async fn check_other_tokens(
     provider: &Provider,
     identity: Option<&Identity>,
     others: Vec<OtherToken<'_>>,
+    client: ClientAddress<'_>,
     trace: &mut Trace,
 ) -> Result<(), Refusal> {
     // The session's own access token, sent by the page it serves: its `sub` may differ from
@@ -174,7 +176,7 @@ pub async fn check_other_tokens(
             });
             continue;
         }
-        let claims = match provider.validate_access_token(&other.token).await {
+        let claims = match provider.validate_access_token(&other.token, client).await {
             Ok(claims) => claims,
             Err(error) => {
                 let credential = match other.place {

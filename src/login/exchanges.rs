@@ -10,8 +10,10 @@
 //! replica each): a cookie replayed to every replica costs one exchange at each, and a fresh
 //! login state costs the client a `/signin`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::address_budget::AddressBudget;
+pub use crate::address_budget::Admission;
 use crate::clock::{Clock, UnixTime};
 
 /// Exchanges from one client address that the provider refused or answered without tokens
@@ -21,8 +23,8 @@ pub const MAX_A_WINDOW: u32 = 10;
 /// The window, in seconds.
 pub const WINDOW: i64 = 60;
 
-/// Login states remembered as exchanged, and client addresses' windows, at most: beyond, the
-/// least used are forgotten (each forgotten state cost a provider call to add).
+/// Login states remembered as exchanged at most: beyond, the least used are forgotten (each
+/// forgotten state cost a provider call to add).
 const REMEMBERED: usize = 65_536;
 
 /// Whether a login state may be exchanged now.
@@ -34,35 +36,13 @@ pub enum Turn {
     Spent,
 }
 
-/// One client address's window: when it began, the exchanges the provider refused in it, and
-/// the exchanges under way (whatever window they began in).
-#[derive(Clone, Copy)]
-struct Window {
-    start: UnixTime,
-    refused: u32,
-    under_way: u32,
-}
-
-impl Window {
-    /// This window as it stands at `now`: a new one, its refusals forgotten, once [`WINDOW`]
-    /// seconds passed since it began.
-    fn at(mut self, now: UnixTime) -> Self {
-        if now - self.start >= WINDOW {
-            self.start = now;
-            self.refused = 0;
-        }
-        self
-    }
-}
-
 /// The code exchanges of this process.
 pub struct Exchanges {
     /// A login state's SHA-256, and until when it lives.
     states: quick_cache::sync::Cache<[u8; 32], UnixTime>,
-    /// A client address's limit key, and its window. Behind one lock: an exchange is admitted
-    /// and counted in one step, so concurrent ones cannot all see room.
-    windows: Mutex<quick_cache::unsync::Cache<String, Window>>,
-    /// The time an exchange is admitted and ended at.
+    /// Each client address's refused and under-way exchanges.
+    budget: AddressBudget,
+    /// The time a login state is taken at.
     clock: Arc<dyn Clock>,
 }
 
@@ -78,7 +58,7 @@ impl Exchanges {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             states: quick_cache::sync::Cache::new(REMEMBERED),
-            windows: Mutex::new(quick_cache::unsync::Cache::new(REMEMBERED)),
+            budget: AddressBudget::new(MAX_A_WINDOW, WINDOW, clock.clone()),
             clock,
         }
     }
@@ -117,69 +97,7 @@ impl Exchanges {
     /// counted) when the refused and the under-way exchanges of its window reach
     /// [`MAX_A_WINDOW`].
     pub fn admit(&self, key: &str) -> Option<Admission<'_>> {
-        let now = self.clock.now();
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut window = windows
-            .get(key)
-            .copied()
-            .unwrap_or(Window {
-                start: now,
-                refused: 0,
-                under_way: 0,
-            })
-            .at(now);
-        if window.refused.saturating_add(window.under_way) >= MAX_A_WINDOW {
-            return None;
-        }
-        window.under_way += 1;
-        windows.insert(key.to_owned(), window);
-        Some(Admission {
-            exchanges: self,
-            key: key.to_owned(),
-            refused: false,
-        })
-    }
-
-    /// Ends an admitted exchange, at the time it ended: `refused` counts in the window then.
-    fn settle(&self, key: &str, refused: bool) {
-        let now = self.clock.now();
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(window) = windows.get(key).copied() else {
-            return;
-        };
-        let mut window = window.at(now);
-        window.under_way = window.under_way.saturating_sub(1);
-        if refused {
-            window.refused = window.refused.saturating_add(1);
-        }
-        windows.insert(key.to_owned(), window);
-    }
-}
-
-/// One exchange [`Exchanges::admit`] let go ahead, under way until dropped.
-pub struct Admission<'a> {
-    exchanges: &'a Exchanges,
-    key: String,
-    refused: bool,
-}
-
-impl Admission<'_> {
-    /// The provider refused the exchange, or answered something other than tokens: counted
-    /// against the address for the rest of its window.
-    pub fn refused(&mut self) {
-        self.refused = true;
-    }
-}
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        self.exchanges.settle(&self.key, self.refused);
+        self.budget.admit(key)
     }
 }
 
@@ -212,57 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn refused_and_under_way_exchanges_limit_an_address_for_the_rest_of_the_window() {
+    fn an_address_has_max_a_window_refused_exchanges_a_window() {
         let clock = ManualClock::new();
         let exchanges = at(&clock);
         let key = "address:192.0.2.1";
-        let refused = || exchanges.admit(key).expect("admitted").refused();
-        for _ in 0..MAX_A_WINDOW - 1 {
-            refused();
+        for _ in 0..MAX_A_WINDOW {
+            exchanges.admit(key).expect("admitted").refused();
         }
-        // Answered with tokens: not counted.
-        clock.advance(5);
-        drop(exchanges.admit(key).expect("admitted"));
-        clock.advance(5);
-        refused();
-        clock.advance(49);
         assert!(exchanges.admit(key).is_none());
-        assert!(exchanges.admit("address:192.0.2.2").is_some());
-        // A new window.
-        clock.advance(1);
-        refused();
-        assert!(exchanges.admit(key).is_some());
-    }
-
-    #[test]
-    fn a_refusal_counts_in_the_window_it_came_in() {
-        let clock = ManualClock::new();
-        let exchanges = at(&clock);
-        let key = "address:203.0.113.9";
-        let mut late: Vec<Admission<'_>> = (0..MAX_A_WINDOW)
-            .map(|_| exchanges.admit(key).expect("admitted"))
-            .collect();
-        // Admitted in one window, refused in the next: they count there.
         clock.advance(WINDOW);
-        for admission in &mut late {
-            admission.refused();
-        }
-        drop(late);
-        assert!(exchanges.admit(key).is_none());
-    }
-
-    #[test]
-    fn exchanges_under_way_count_so_a_burst_cannot_all_be_admitted() {
-        let clock = ManualClock::new();
-        let exchanges = at(&clock);
-        let key = "address:198.51.100.7";
-        let mut under_way: Vec<Admission<'_>> =
-            (0..50).filter_map(|_| exchanges.admit(key)).collect();
-        assert_eq!(under_way.len(), MAX_A_WINDOW as usize);
-        // One ends with tokens, or its request is given up: its place is free again.
-        drop(under_way.pop());
         assert!(exchanges.admit(key).is_some());
-        under_way.push(exchanges.admit(key).expect("admitted"));
-        assert!(exchanges.admit(key).is_none());
     }
 }

@@ -483,7 +483,7 @@ async fn finish_login(
                             format!("id_token refused: {error}"),
                         ),
                         // The keys could not be had: the provider failed, the login was not refused.
-                        CredentialError::Provider(error) => {
+                        error @ (CredentialError::Provider(_) | CredentialError::TooManyRefused) => {
                             (Rejection::ProviderUnavailable, error.to_string())
                         }
                     })
@@ -508,7 +508,7 @@ async fn finish_login(
             }
             // Userinfo may be where the provider says an address is not verified: without it,
             // an address the ID token does not say that of is taken as unverified.
-            Err(CredentialError::Provider(error)) => {
+            Err(error) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
                 crate::token::without_userinfo(claims, None)
             }

@@ -5,6 +5,12 @@
 //! is asked about once at a time (requests with it at once share the answer). At most
 //! [`IN_FLIGHT`] questions are in flight, any free place serving any token.
 //!
+//! A new made-up token each time is a new question, so a client address whose questions the
+//! provider refused (or failed to answer) [`REFUSED_A_WINDOW`] times in a [`WINDOW`] is not
+//! asked for until the window ends (`AddressBudget`): its requests are answered 429. Questions
+//! in flight do not count (the places bound them): a service calling with many users' tokens
+//! at once is one address.
+//!
 //! Tokens are known here by their SHA-256 only: a remembered refusal costs 32 bytes and an
 //! entry, whatever the token's length.
 
@@ -15,7 +21,10 @@ use std::time::Duration;
 use quick_cache::sync::Cache;
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
-use crate::clock::UnixTime;
+use crate::address_budget::AddressBudget;
+pub use crate::address_budget::Admission;
+use crate::clock::{Clock, UnixTime};
+use crate::http::forwarded::{ClientAddress, limit_key};
 use crate::token::TokenError;
 
 /// How long a token the provider's answer refused is refused without asking again (seconds):
@@ -30,6 +39,15 @@ const REFUSALS: usize = 10_000;
 /// How many questions may be in flight at once.
 pub const IN_FLIGHT: usize = 64;
 
+/// Questions from one client address the provider refused or failed to answer within a
+/// [`WINDOW`] before the next is answered 429 without asking. Generous:
+/// a refused token is not asked about again for [`REFUSAL_SECONDS`] anyway, and behind one NAT
+/// many users' expired tokens count together.
+pub const REFUSED_A_WINDOW: u32 = 30;
+
+/// The window, in seconds.
+pub const WINDOW: UnixTime = 60;
+
 type Digest = [u8; 32];
 
 /// One provider's gate.
@@ -38,16 +56,8 @@ pub struct IntrospectionGate {
     /// The token being asked about, each with its waiters' turn.
     asking: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     places: Arc<Semaphore>,
-}
-
-impl Default for IntrospectionGate {
-    fn default() -> Self {
-        Self {
-            refused: Cache::new(REFUSALS),
-            asking: Mutex::default(),
-            places: Arc::new(Semaphore::new(IN_FLIGHT)),
-        }
-    }
+    /// Each client address's refused and in-flight questions.
+    budget: AddressBudget,
 }
 
 /// A question's right to be asked: this token's turn and a place among those in flight.
@@ -74,6 +84,23 @@ fn digest(token: &str) -> Digest {
 }
 
 impl IntrospectionGate {
+    /// No question asked yet; client addresses' windows timed by `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            refused: Cache::new(REFUSALS),
+            asking: Mutex::default(),
+            places: Arc::new(Semaphore::new(IN_FLIGHT)),
+            budget: AddressBudget::refused_only(REFUSED_A_WINDOW, WINDOW, clock),
+        }
+    }
+
+    /// Admits one question from `client`, in flight until its [`Admission`] is dropped (told
+    /// `refused` unless the answer was a valid token): `None` while the client address's
+    /// refused questions reach [`REFUSED_A_WINDOW`].
+    pub fn admit(&self, client: ClientAddress<'_>) -> Option<Admission<'_>> {
+        self.budget.admit(&limit_key(client.address()))
+    }
+
     /// Why `token` was refused, while that answer is remembered at `now`.
     pub fn refusal(&self, token: &str, now: UnixTime) -> Option<TokenError> {
         let key = digest(token);
@@ -135,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_remembered_for_its_time_only() {
-        let gate = IntrospectionGate::default();
+        let gate = IntrospectionGate::new(crate::clock::ManualClock::new());
         gate.refuse("made-up", TokenError::Inactive, 100);
         assert_eq!(gate.refusal("made-up", 100), Some(TokenError::Inactive));
         assert_eq!(
@@ -148,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_token_waits_for_its_own_question_and_others_do_not() {
-        let gate = IntrospectionGate::default();
+        let gate = IntrospectionGate::new(crate::clock::ManualClock::new());
         let held = gate.turn("token", Duration::from_secs(1)).await;
         assert!(held.is_some());
         assert!(
@@ -174,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_more_questions_than_places_are_in_flight() {
-        let gate = IntrospectionGate::default();
+        let gate = IntrospectionGate::new(crate::clock::ManualClock::new());
         let mut turns = Vec::new();
         for index in 0..IN_FLIGHT {
             let turn = gate

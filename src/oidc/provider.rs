@@ -11,6 +11,7 @@ use super::jwks::{JwksCache, JwksSource};
 use super::{LocalIssuer, ProviderError, ProviderMetadata, TokenResponse, client};
 use crate::clock::{Clock, UnixTime};
 use crate::config::ProviderConfig;
+use crate::http::forwarded::ClientAddress;
 use crate::jose::KeySet;
 use crate::metrics::Metrics;
 use crate::token::cache::TokenCache;
@@ -29,6 +30,10 @@ pub enum CredentialError {
     /// The provider (or its keys) could not be reached.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// The provider was not asked: the client address's questions were refused too often
+    /// lately (`introspection_gate::REFUSED_A_WINDOW`).
+    #[error("introspections refused too often from this address lately; not asked")]
+    TooManyRefused,
 }
 
 /// How long a discovery document is used before it is fetched again (seconds).
@@ -220,7 +225,7 @@ impl Provider {
             discovery: Arc::default(),
             jwks,
             token_cache,
-            introspection: IntrospectionGate::default(),
+            introspection: IntrospectionGate::new(clock.clone()),
             clock,
             leeway,
         }
@@ -452,8 +457,13 @@ impl Provider {
     /// # Errors
     /// `Token` for an invalid token (also when no audience is configured), `Provider` when the
     /// keys cannot be had.
-    pub async fn validate_access_token(&self, token: &str) -> Result<Claims, CredentialError> {
-        self.validate_access_token_at(token, self.clock.now()).await
+    pub async fn validate_access_token(
+        &self,
+        token: &str,
+        client: ClientAddress<'_>,
+    ) -> Result<Claims, CredentialError> {
+        self.validate_access_token_at(token, self.clock.now(), client)
+            .await
     }
 
     /// `validate_access_token` at `now`, read from this provider's clock by a caller that
@@ -465,6 +475,7 @@ impl Provider {
         &self,
         token: &str,
         now: UnixTime,
+        client: ClientAddress<'_>,
     ) -> Result<Claims, CredentialError> {
         if self.config.audiences.is_empty() {
             return Err(TokenError::WrongAudience.into());
@@ -477,7 +488,7 @@ impl Provider {
         }
         // Boxed: a cache hit is the common case, and the rest (keys, introspection, the
         // revocation store) is a future of its own that the hit need not carry.
-        Box::pin(self.validate_uncached(token, now)).await
+        Box::pin(self.validate_uncached(token, now, client)).await
     }
 
     /// `validate_access_token` for a token not in the positive cache.
@@ -485,9 +496,10 @@ impl Provider {
         &self,
         token: &str,
         now: UnixTime,
+        client: ClientAddress<'_>,
     ) -> Result<Claims, CredentialError> {
         if self.config.introspection && !token::looks_like_jwt(token) {
-            return self.introspect(token, now).await;
+            return self.introspect(token, now, client).await;
         }
         let expected = Expectations {
             issuer: &self.config.issuer,
@@ -525,11 +537,13 @@ impl Provider {
     /// most `INTROSPECTION_CACHE_SECONDS`; refused ones for `introspection_gate::REFUSAL_SECONDS`.
     /// One token is asked about once at a time, and at most `introspection_gate::IN_FLIGHT`
     /// questions are in flight; a request that cannot ask within the provider's timeout is
-    /// refused as when the provider is down (502).
+    /// refused as when the provider is down (502). A `client` whose questions were refused
+    /// `introspection_gate::REFUSED_A_WINDOW` times lately is not asked for (`TooManyRefused`).
     async fn introspect(
         &self,
         token: &str,
         now: crate::clock::UnixTime,
+        client: ClientAddress<'_>,
     ) -> Result<Claims, CredentialError> {
         if let Some(error) = self.introspection.refusal(token, now) {
             return Err(error.into());
@@ -549,6 +563,22 @@ impl Provider {
         if let Some(error) = self.introspection.refusal(token, now) {
             return Err(error.into());
         }
+        let Some(mut admission) = self.introspection.admit(client) else {
+            return Err(CredentialError::TooManyRefused);
+        };
+        let answer = self.ask_introspection(token, now).await;
+        if answer.is_err() {
+            admission.refused();
+        }
+        answer
+    }
+
+    /// The question of `introspect`, asked.
+    async fn ask_introspection(
+        &self,
+        token: &str,
+        now: crate::clock::UnixTime,
+    ) -> Result<Claims, CredentialError> {
         let metadata = self.metadata().await?;
         let endpoint = metadata.introspection_endpoint.as_deref().ok_or_else(|| {
             ProviderError::BadResponse(

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use crate::clock::Clock;
 use crate::config::{OnUnauthenticated, RouteConfig};
 use crate::http::canonical::{canonical_path, request_host};
-use crate::http::forwarded::{RequestBases, is_trusted};
+use crate::http::forwarded::{ClientAddress, RequestBases, is_trusted};
 use crate::http::rejection::{Refusal, Rejection, append_set_cookies};
 use crate::identity::{
     BearerTokens, Credential, Identity, IdentityError, SessionSource, authenticate_traced,
@@ -447,6 +447,7 @@ pub async fn decide_route(
     query: Option<&str>,
     headers: &HeaderMap,
     base: &url::Url,
+    client: ClientAddress<'_>,
     trace: &mut Trace,
 ) -> Result<RouteDecision, Refusal> {
     if path == "/logout" {
@@ -492,9 +493,15 @@ pub async fn decide_route(
         if skips {
             // A skip's query goes upstream as sent: a token in it must be one Tollgate would
             // take (the route's application believes the tokens it is given here).
-            if let Some(check) =
-                check_query_tokens(&believes_tokens, provider, None, headers, query, trace)
-            {
+            if let Some(check) = check_query_tokens(
+                &believes_tokens,
+                provider,
+                None,
+                headers,
+                query,
+                client,
+                trace,
+            ) {
                 check.await?;
             }
             return Ok(RouteDecision::Skip);
@@ -522,15 +529,22 @@ pub async fn decide_route(
         None,
         bearer_tokens,
         state.clock.now(),
+        client,
         trace,
     )
     .await
     {
         Ok(identity) => identity,
         Err(IdentityError::Missing) => {
-            if let Some(check) =
-                check_query_tokens(&believes_tokens, provider, None, headers, query, trace)
-            {
+            if let Some(check) = check_query_tokens(
+                &believes_tokens,
+                provider,
+                None,
+                headers,
+                query,
+                client,
+                trace,
+            ) {
                 check.await?;
             }
             return unauthenticated_decision(route, method, headers, trace);
@@ -547,6 +561,7 @@ pub async fn decide_route(
             Some(&identity),
             headers,
             query,
+            client,
             trace,
         );
         match check {
@@ -624,6 +639,7 @@ fn check_query_tokens<'a>(
     identity: Option<&'a Identity>,
     headers: &'a HeaderMap,
     query: Option<&str>,
+    client: ClientAddress<'a>,
     trace: &'a mut Trace,
 ) -> Option<std::pin::Pin<Box<impl Future<Output = Result<(), Refusal>> + Send + 'a>>> {
     let query = query?;
@@ -641,7 +657,11 @@ fn check_query_tokens<'a>(
         reaching,
         identity.map(|identity| identity.credential),
     );
-    (!others.is_empty()).then(|| Box::pin(check_other_tokens(provider, identity, others, trace)))
+    (!others.is_empty()).then(|| {
+        Box::pin(check_other_tokens(
+            provider, identity, others, client, trace,
+        ))
+    })
 }
 
 /// What `on_unauthenticated` makes of a request without a credential.
@@ -716,6 +736,7 @@ fn serve_route<'a>(
             request.uri().query(),
             request.headers(),
             &base,
+            ClientAddress::new(peer.ip(), request.headers(), &state.trusted_proxies),
             &mut Trace::off(),
         )
         .await?;

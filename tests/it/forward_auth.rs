@@ -1020,10 +1020,17 @@ async fn made_up_opaque_tokens_cannot_each_cost_an_introspection_call() {
         introspection_delay_ms: Some(u64::MAX),
         ..Default::default()
     });
+    // From as many clients (a trusted proxy's `X-Forwarded-For`): none has used up its
+    // refusals.
     let different: Vec<_> = (0..70)
         .map(|n| {
             let gateway = gateway.clone();
-            tokio::spawn(async move { status(&gateway, "", &format!("made-up-{n}")).await })
+            tokio::spawn(async move {
+                let token = format!("Bearer made-up-{n}");
+                let client = format!("198.51.100.{n}");
+                let headers = [("authorization", &*token), ("x-forwarded-for", &*client)];
+                auth(&gateway, "", &headers).await.status().as_u16()
+            })
         })
         .collect();
     // Every place taken (the questions hang for the provider's 10 s), and no more.
@@ -1039,6 +1046,53 @@ async fn made_up_opaque_tokens_cannot_each_cost_an_introspection_call() {
     for answer in different {
         assert_eq!(answer.await.unwrap(), 502);
     }
+}
+
+#[tokio::test]
+async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_for() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "introspection = true\njwks_refetch_interval",
+    );
+    let gateway = Gateway::start(&config).await;
+    // The client address nginx in front reports.
+    let gateway = &gateway;
+    let from = |client: &'static str, token: &str| {
+        let token = format!("Bearer {token}");
+        async move {
+            let headers = [("authorization", &*token), ("x-forwarded-for", client)];
+            auth(gateway, "", &headers).await
+        }
+    };
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
+    for n in 0..limit {
+        let token = format!("made-up-{n}");
+        assert_eq!(from("192.0.2.7", &token).await.status(), 401);
+    }
+    assert_eq!(idp.count("introspect"), limit as usize);
+    // A new made-up token from that address: not asked about, 429.
+    let limited = from("192.0.2.7", "made-up-next").await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(idp.count("introspect"), limit as usize, "not asked");
+    // Nor at `/validate`.
+    let validate = reqwest::Client::new()
+        .get(gateway.url("/validate"))
+        .header("authorization", "Bearer made-up-validate")
+        .header("x-forwarded-for", "192.0.2.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validate.status(), 429);
+    assert_eq!(idp.count("introspect"), limit as usize, "not asked");
+    // Another address is asked as before, and a good token it had checked stays good for the
+    // limited address (cached, no question).
+    assert_eq!(from("192.0.2.8", "made-up-next").await.status(), 401);
+    assert_eq!(from("192.0.2.8", "opaque-abc").await.status(), 200);
+    assert_eq!(idp.count("introspect"), limit as usize + 2);
+    assert_eq!(from("192.0.2.7", "opaque-abc").await.status(), 200);
+    assert_eq!(idp.count("introspect"), limit as usize + 2);
 }
 
 #[tokio::test]

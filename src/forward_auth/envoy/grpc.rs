@@ -38,7 +38,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::rpc;
 
 use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth, outcome_response, report};
-use crate::http::forwarded::OriginalRequest;
+use crate::http::forwarded::{ClientAddress, OriginalRequest};
 use crate::policy::Trace;
 
 /// The `context_extensions` key holding the rules.
@@ -255,7 +255,18 @@ async fn check(
     let outcome =
         match super::unreadable_path(&original).or_else(|| super::joined_credentials(&headers)) {
             Some(refused) => refused,
-            None => decide_auth(state, &headers, rules, Some(&original), &mut Trace::off()).await,
+            None => {
+                let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
+                decide_auth(
+                    state,
+                    &headers,
+                    rules,
+                    Some(&original),
+                    client,
+                    &mut Trace::off(),
+                )
+                .await
+            }
         };
     report(
         state,

@@ -15,7 +15,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 
 use crate::forward_auth::{ForwardAuthState, Outcome, decide_auth, outcome_response, report};
-use crate::http::forwarded::{OriginalRequest, base_parts, is_trusted};
+use crate::http::forwarded::{ClientAddress, OriginalRequest, base_parts, is_trusted};
 use crate::http::rejection::{Refusal, Rejection};
 use crate::policy::Trace;
 
@@ -75,7 +75,16 @@ pub fn check(
             )),
             (Ok(_), Some(refused)) => refused,
             (Ok(rules), None) => {
-                decide_auth(&state, headers, rules, Some(&original), &mut Trace::off()).await
+                let client = ClientAddress::new(peer.ip(), headers, &state.trusted_proxies);
+                decide_auth(
+                    &state,
+                    headers,
+                    rules,
+                    Some(&original),
+                    client,
+                    &mut Trace::off(),
+                )
+                .await
             }
         };
         report(
