@@ -133,6 +133,12 @@ impl Admission<'_> {
     pub fn refused(&mut self) {
         self.refused = true;
     }
+
+    /// The call is not counted after all (after `refused`, which a call taken to be refused
+    /// unless it gets its answer says first: one given up midway then counts).
+    pub fn not_refused(&mut self) {
+        self.refused = false;
+    }
 }
 
 impl Drop for Admission<'_> {

@@ -169,7 +169,8 @@ impl MemoryTasks {
         }
     }
 
-    /// Stops both tasks (the write-behind one only ever stops between writes).
+    /// Stops both tasks (a state-file write under way on its blocking thread finishes, under
+    /// the store's `writing` lock, which a shutdown's or a reload's write waits for).
     fn stop(&self) {
         for handle in &self.handles {
             handle.abort();

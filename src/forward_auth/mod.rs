@@ -579,9 +579,12 @@ pub async fn decide_auth(
     {
         Ok(identity) => identity,
         Err(error) => {
+            // Not a missing credential: a browser sent to sign in would come back with it.
             let unreachable = matches!(
                 error,
-                IdentityError::ProviderUnavailable(_) | IdentityError::StoreUnavailable(_)
+                IdentityError::ProviderUnavailable(_)
+                    | IdentityError::StoreUnavailable(_)
+                    | IdentityError::TooManyRefused
             );
             if !unreachable
                 && section.unauthenticated == Unauthenticated::Redirect

@@ -141,4 +141,12 @@ mod tests {
         clock.advance(WINDOW);
         assert!(exchanges.admit(key).is_some());
     }
+
+    #[test]
+    fn exchanges_under_way_count_so_a_burst_cannot_all_be_admitted() {
+        let exchanges = at(&ManualClock::new());
+        let key = "address:198.51.100.7";
+        let under_way: Vec<Admission<'_>> = (0..50).filter_map(|_| exchanges.admit(key)).collect();
+        assert_eq!(under_way.len(), MAX_A_WINDOW as usize);
+    }
 }

@@ -6,8 +6,10 @@
 //! [`IN_FLIGHT`] questions are in flight, any free place serving any token.
 //!
 //! A new made-up token each time is a new question, so a client address whose questions the
-//! provider refused (or failed to answer) [`REFUSED_A_WINDOW`] times in a [`WINDOW`] is not
-//! asked for until the window ends (`AddressBudget`): its requests are answered 429. Questions
+//! provider refused (or answered unusably, or that were given up before the answer came)
+//! [`REFUSED_A_WINDOW`] times in a [`WINDOW`] is not asked for until the window ends
+//! (`AddressBudget`): its requests are answered 429. A provider that cannot be reached counts
+//! against nobody. Questions
 //! in flight do not count (the places bound them): a service calling with many users' tokens
 //! at once is one address.
 //!
@@ -39,8 +41,8 @@ const REFUSALS: usize = 10_000;
 /// How many questions may be in flight at once.
 pub const IN_FLIGHT: usize = 64;
 
-/// Questions from one client address the provider refused or failed to answer within a
-/// [`WINDOW`] before the next is answered 429 without asking. Generous:
+/// Questions from one client address the provider refused, answered unusably or that were
+/// given up, within a [`WINDOW`], before the next is answered 429 without asking. Generous:
 /// a refused token is not asked about again for [`REFUSAL_SECONDS`] anyway, and behind one NAT
 /// many users' expired tokens count together.
 pub const REFUSED_A_WINDOW: u32 = 30;
@@ -94,9 +96,9 @@ impl IntrospectionGate {
         }
     }
 
-    /// Admits one question from `client`, in flight until its [`Admission`] is dropped (told
-    /// `refused` unless the answer was a valid token): `None` while the client address's
-    /// refused questions reach [`REFUSED_A_WINDOW`].
+    /// Admits one question from `client`, in flight until its [`Admission`] is dropped
+    /// (`refused` unless it ends with a valid token or an unreachable provider): `None` while
+    /// the client address's refused questions reach [`REFUSED_A_WINDOW`].
     pub fn admit(&self, client: ClientAddress<'_>) -> Option<Admission<'_>> {
         self.budget.admit(&limit_key(client.address()))
     }

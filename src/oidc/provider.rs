@@ -566,9 +566,16 @@ impl Provider {
         let Some(mut admission) = self.introspection.admit(client) else {
             return Err(CredentialError::TooManyRefused);
         };
+        // Refused unless answered: a request given up mid-question (its client gone, the
+        // ingress's timeout) still cost the provider a call. A provider that cannot be reached
+        // is not the client's doing (an office's users would be refused after an outage).
+        admission.refused();
         let answer = self.ask_introspection(token, now).await;
-        if answer.is_err() {
-            admission.refused();
+        if matches!(
+            answer,
+            Ok(_) | Err(CredentialError::Provider(ProviderError::Unreachable(_)))
+        ) {
+            admission.not_refused();
         }
         answer
     }

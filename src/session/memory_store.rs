@@ -53,15 +53,28 @@ use crate::clock::UnixTime;
 /// Sessions kept expanded (the most recently used).
 const EXPANDED: usize = 512;
 
+/// The most sessions one user (a provider's `sub`) holds at once: a sign-in beyond it ends
+/// that user's oldest. A person has a few browsers; one account signing in again and again
+/// (silent SSO in a loop) would otherwise fill the process's memory.
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// The key of a user's sessions: its provider and `sub`.
+fn user_key(facts: &SessionFacts<'_>) -> String {
+    format!("{}\0{}", facts.provider, facts.sub)
+}
+
+/// A stored session: shared, so the state file's write takes a snapshot of every session
+/// under the lock (a reference count each) and expands them after it.
+#[derive(Clone)]
 struct Entry {
-    compact: CompactSession,
+    compact: Arc<CompactSession>,
     last_seen: UnixTime,
 }
 
 impl Entry {
     fn new(session: &Session, last_seen: UnixTime) -> Self {
         Self {
-            compact: CompactSession::new(session),
+            compact: Arc::new(CompactSession::new(session)),
             last_seen,
         }
     }
@@ -108,6 +121,10 @@ pub struct MemoryStore {
     /// with when it may be forgotten and when the provider ended it (its logout token's
     /// `iat`): for a sign-in or refresh storing one of them meanwhile.
     ended_provider_sessions: std::sync::Mutex<HashMap<String, (UnixTime, UnixTime)>>,
+    /// Each user's session ids (`user_key`), oldest first; ids of sessions ended since are
+    /// dropped at the user's next sign-in and by `remove_where` (the minutely sweep). Taken
+    /// only under the write lock of `sessions`.
+    users: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The most used logout tokens remembered; beyond it the soonest forgotten goes first.
@@ -188,7 +205,18 @@ impl MemoryStore {
             .map(|path| read_state(path, &sealer, now))
             .unwrap_or_default();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let mut restored_ids: Vec<(&String, SessionFacts<'_>)> = restored
+            .sessions
+            .iter()
+            .map(|(id, entry)| (id, entry.compact.facts()))
+            .collect();
+        restored_ids.sort_by_key(|(_, facts)| facts.created_at);
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for (id, facts) in restored_ids {
+            users.entry(user_key(&facts)).or_default().push(id.clone());
+        }
         let store = Self {
+            users: std::sync::Mutex::new(users),
             sessions: RwLock::new(restored.sessions),
             generation: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -278,14 +306,61 @@ impl MemoryStore {
         self.mark_changed();
     }
 
-    /// Stores a session under `id`.
+    /// Stores a new session under `id`, the newest of its user's.
     pub fn insert(&self, id: String, session: Arc<Session>, now: UnixTime) {
         let entry = Entry::new(&session, now);
+        let user = user_key(&entry.compact.facts());
         if let Some(mut sessions) = self.write() {
+            let mut users = self
+                .users
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ids = users.entry(user).or_default();
+            ids.retain(|listed| *listed != id && sessions.contains_key(listed));
+            ids.push(id.clone());
             self.expanded.insert(id.clone(), session);
             sessions.insert(id, entry);
         }
         self.mark_changed();
+    }
+
+    /// Ends the oldest sessions of the user of session `id` beyond
+    /// [`MAX_SESSIONS_PER_USER`], never `id` itself; returns how many it ended.
+    pub fn end_beyond_the_users_limit(&self, id: &str) -> usize {
+        let Some(mut sessions) = self.write() else {
+            return 0;
+        };
+        let Some(user) = sessions
+            .get(id)
+            .map(|entry| user_key(&entry.compact.facts()))
+        else {
+            return 0;
+        };
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(ids) = users.get_mut(&user) else {
+            return 0;
+        };
+        ids.retain(|listed| sessions.contains_key(listed));
+        let beyond = ids.len().saturating_sub(MAX_SESSIONS_PER_USER);
+        let ended: Vec<String> = ids
+            .iter()
+            .filter(|listed| *listed != id)
+            .take(beyond)
+            .cloned()
+            .collect();
+        ids.retain(|listed| !ended.contains(listed));
+        for oldest in &ended {
+            self.expanded.remove(oldest);
+            sessions.remove(oldest);
+        }
+        drop((users, sessions));
+        if !ended.is_empty() {
+            self.mark_changed();
+        }
+        ended.len()
     }
 
     /// Stores `session` under `id` only while the stored session still holds the refresh token
@@ -355,6 +430,14 @@ impl MemoryStore {
                     }
                     !remove
                 });
+                // Ended sessions, these and those ended one by one, leave their users' lists.
+                self.users
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|_, ids| {
+                        ids.retain(|id| sessions.contains_key(id));
+                        !ids.is_empty()
+                    });
                 before - sessions.len()
             }
             None => 0,
@@ -515,16 +598,22 @@ impl MemoryStore {
         // Every change counted so far was made before it was counted: the sessions read
         // next hold them all.
         let changes = self.changes.load(Ordering::SeqCst);
-        let sessions: HashMap<String, StoredSession> = self
+        // Under the lock only the entries are taken (a reference count each): expanding them
+        // all there would hold every login, logout and touch up meanwhile.
+        let snapshot: Vec<(String, Entry)> = self
             .sessions
             .read()
             .map(|sessions| {
                 sessions
                     .iter()
-                    .filter_map(|(id, entry)| Some((id.clone(), entry.expand()?)))
+                    .map(|(id, entry)| (id.clone(), entry.clone()))
                     .collect()
             })
             .unwrap_or_default();
+        let sessions: HashMap<String, StoredSession> = snapshot
+            .into_iter()
+            .filter_map(|(id, entry)| Some((id, entry.expand()?)))
+            .collect();
         let logout_tokens = self
             .logout_tokens
             .lock()
@@ -585,16 +674,26 @@ impl MemoryStore {
     }
 
     /// Writes the state file after changes, at most about once a second, until the process
-    /// ends. Call once, from a spawned task.
-    pub async fn write_behind(&self) {
+    /// ends. Call once, from a spawned task. Each write runs on a blocking thread: expanding,
+    /// sealing and syncing every session takes a runtime worker away from requests for as long.
+    pub async fn write_behind(self: Arc<Self>) {
         if self.state_file.is_none() {
             return;
         }
         loop {
             self.changed.notified().await;
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            if let Err(error) = self.flush() {
-                tracing::error!(%error, "cannot write the session state file; will retry on the next change");
+            let store = self.clone();
+            let written = tokio::task::spawn_blocking(move || store.flush()).await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "cannot write the session state file; will retry on the next change");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the session state file's write failed; will retry on the next change");
+                    self.dirty.store(true, Ordering::SeqCst);
+                }
             }
         }
     }
@@ -828,6 +927,45 @@ pub(crate) mod tests {
         write_behind.abort();
     }
 
+    /// The write-behind writes on a blocking thread: while its write waits (here for the file,
+    /// which another write holds) the runtime's thread serves its other tasks. On one thread,
+    /// as `#[tokio::test]` runs, a write on the runtime held this test's task up until the
+    /// holder gave up.
+    #[tokio::test]
+    async fn a_state_file_write_holds_no_runtime_thread_up() {
+        let path = state_path("off-runtime");
+        let store = Arc::new(MemoryStore::open(Some(path), sealer(&[SECRET]), 10));
+        let (release, released) = mpsc::channel::<()>();
+        let (held_sender, held) = mpsc::channel();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _writing = store.writing.lock().unwrap();
+                held_sender.send(()).unwrap();
+                // Released by this test's task, or given up.
+                released
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .is_ok()
+            })
+        };
+        held.recv().unwrap();
+        let writer = store.clone();
+        let write_behind = tokio::spawn(async move { writer.write_behind().await });
+        store.insert("a".to_owned(), session("alice", "t"), 20);
+        // The write begins a second after the change, and waits for the file.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let _ = release.send(());
+        assert!(
+            holder.join().unwrap(),
+            "this task ran while the write waited"
+        );
+        store
+            .durable()
+            .await
+            .expect("written once the file was free");
+        write_behind.abort();
+    }
+
     #[test]
     fn a_state_file_in_clear_is_read_and_sealed_at_the_next_write() {
         let path = state_path("clear");
@@ -901,7 +1039,8 @@ pub(crate) mod tests {
                     (0..rounds)
                         .filter(|round| {
                             let id = format!("{thread}-{round}");
-                            store.insert(id, session("alice", "t"), 20);
+                            let user = format!("user-{thread}-{round}");
+                            store.insert(id, session(&user, "t"), 20);
                             store.flush().is_err()
                         })
                         .count()
@@ -929,6 +1068,40 @@ pub(crate) mod tests {
             created_at: 10,
             expires_at: 1000,
         })
+    }
+
+    #[test]
+    fn a_users_oldest_sessions_end_beyond_the_limit_and_no_one_elses() {
+        let store = MemoryStore::open(None, sealer(&[SECRET]), 10);
+        let sign_in = |id: &str, session: Arc<Session>| {
+            store.insert(id.to_owned(), session, 10);
+            store.end_beyond_the_users_limit(id)
+        };
+        sign_in("bob", session("bob", "t"));
+        let mut elsewhere = (*session("alice", "t")).clone();
+        elsewhere.provider = "other".to_owned();
+        sign_in("elsewhere-alice", Arc::new(elsewhere));
+        for n in 0..MAX_SESSIONS_PER_USER {
+            assert_eq!(sign_in(&format!("alice-{n}"), session("alice", "t")), 0);
+        }
+        assert_eq!(sign_in("alice-new", session("alice", "t")), 1);
+        assert!(store.get("alice-0").is_none(), "the oldest ended");
+        for kept in ["alice-1", "alice-new", "bob", "elsewhere-alice"] {
+            assert!(store.get(kept).is_some(), "{kept}");
+        }
+        // One ended meanwhile is not counted; one stored again is listed once.
+        store.remove("alice-1");
+        assert_eq!(sign_in("alice-again", session("alice", "t")), 0);
+        assert_eq!(sign_in("alice-again", session("alice", "t")), 0);
+        assert_eq!(sign_in("alice-more", session("alice", "t")), 1);
+        assert!(store.get("alice-2").is_none());
+        // The sweep leaves no ended session's id in the users' lists.
+        store.remove_where(|id, _, _| id.starts_with("alice-"));
+        assert_eq!(
+            store.users.lock().unwrap().len(),
+            2,
+            "bob and alice elsewhere"
+        );
     }
 
     fn access(store: &MemoryStore, id: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use super::Cookies;
 use super::compact::SessionFacts;
 use super::error::StoreError;
 use super::lifetime::{Lifetime, Use};
-use super::memory_store::MemoryStore;
+use super::memory_store::{MAX_SESSIONS_PER_USER, MemoryStore};
 use super::record::StoredSession;
 use super::redis_store::{Index, RedisStore};
 use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
@@ -449,6 +449,7 @@ impl Sessions {
                     store.remove(&id);
                     return Err(SessionCookieError::Expired.into());
                 }
+                self.ended_beyond_the_users_limit(store.end_beyond_the_users_limit(&id));
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
@@ -469,7 +470,13 @@ impl Sessions {
                     .put(&id, &stored, (ttl, lifetime), facts.sub, facts.sid)
                     .await?;
                 match self.provider_session_ended(&stored.session, now).await {
-                    Ok(false) => {}
+                    Ok(false) => match end_beyond_the_users_limit(store, &facts, &id).await {
+                        Ok(ended) => self.ended_beyond_the_users_limit(ended),
+                        // The sign-in stands; the next one tries again.
+                        Err(error) => {
+                            tracing::warn!(%error, "the user's oldest sessions could not be counted or ended");
+                        }
+                    },
                     Ok(true) => {
                         store.delete_confirmed(&id).await?;
                         return Err(SessionCookieError::Expired.into());
@@ -486,6 +493,19 @@ impl Sessions {
         };
         self.metrics.sessions_created.inc();
         Ok(set_cookies)
+    }
+
+    /// Counts and logs the sessions a sign-in ended: its user's oldest, beyond
+    /// [`MAX_SESSIONS_PER_USER`].
+    fn ended_beyond_the_users_limit(&self, ended: usize) {
+        if ended > 0 {
+            self.metrics.sessions_ended.inc_by(ended as u64);
+            tracing::info!(
+                ended,
+                limit = MAX_SESSIONS_PER_USER,
+                "a sign-in ended its user's oldest sessions, beyond the sessions one user may hold"
+            );
+        }
     }
 
     /// Ends the request's session: removed from the store, cookies cleared. Returns the session
@@ -675,6 +695,44 @@ impl Sessions {
 fn unwritten(error: crate::session::memory_store::StateFileError) -> StoreError {
     tracing::warn!(%error, "a session ended (or a logout token used) in memory is not in the state file yet");
     StoreError::Unavailable(error.to_string())
+}
+
+/// Ends the oldest sessions in Redis of the user `facts` names beyond
+/// [`MAX_SESSIONS_PER_USER`]; returns how many it ended. The user's index is by `sub` alone,
+/// so its sessions are read only when it holds more than the limit, to count those of this
+/// provider, oldest first by their own `created_at` (seconds: sessions begun in one second tie,
+/// and which of them ends is not told apart). The new session `new` is never among those
+/// ended.
+async fn end_beyond_the_users_limit(
+    store: &RedisStore,
+    facts: &SessionFacts<'_>,
+    new: &str,
+) -> Result<usize, StoreError> {
+    let index = Index::Sub(facts.sub);
+    let ids = store.ids(index).await?;
+    if ids.len() <= MAX_SESSIONS_PER_USER {
+        return Ok(0);
+    }
+    let mut others = Vec::new();
+    for id in ids.into_iter().filter(|id| id != new) {
+        match store.get(&id).await? {
+            Some((_, stored)) if stored.session.provider == facts.provider => {
+                others.push((stored.session.created_at, id));
+            }
+            Some(_) => {}
+            None => store.forget(index, &id).await?,
+        }
+    }
+    others.sort_by_key(|(created_at, _)| *created_at);
+    let beyond = (others.len() + 1).saturating_sub(MAX_SESSIONS_PER_USER);
+    let mut ended = 0;
+    for (_, id) in others.iter().take(beyond) {
+        if store.delete(id).await? {
+            ended += 1;
+        }
+        store.forget(index, id).await?;
+    }
+    Ok(ended)
 }
 
 #[cfg(test)]

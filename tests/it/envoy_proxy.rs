@@ -90,8 +90,12 @@ fn bootstrap(
         "uri: \"http://tollgate:4180\"",
         &format!("uri: \"http://127.0.0.1:{public}\""),
     );
+    // The README puts the gRPC recipe's connection manager settings beside the HTTP filter too.
+    let (manager_settings, _) = grpc_manager
+        .split_once("http_filters:\n")
+        .expect("the gRPC block's connection manager settings come before its filters");
     let http_manager = format!(
-        "http_filters:\n{http_filter}\
+        "{manager_settings}http_filters:\n{http_filter}\
          - name: envoy.filters.http.router\n  \
            typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n\
          route_config:\n  virtual_hosts:\n  - name: app\n    domains: [\"app.example.com\"]\n    routes:\n    \
@@ -137,12 +141,22 @@ const RECIPE_RULES: &str =
 
 /// `setup` with these `[server]` lines, and Envoy failing open when `fail_open`.
 async fn setup_with(server: &str, fail_open: bool, rules: Option<&str>) -> Setup {
+    setup_configured(server, |config| config, fail_open, rules).await
+}
+
+/// `setup_with`, the configuration changed by `change` first.
+async fn setup_configured(
+    server: &str,
+    change: impl FnOnce(String) -> String,
+    fail_open: bool,
+    rules: Option<&str>,
+) -> Setup {
     let idp = TestIdp::start().await;
-    let gateway = Gateway::start(&Gateway::forward_auth_config(
+    let gateway = Gateway::start(&change(Gateway::forward_auth_config(
         &idp,
         server,
         "unauthenticated = \"redirect\"\ngrpc_listen = \"127.0.0.1:0\"",
-    ))
+    )))
     .await;
     let upstream = TestUpstream::start().await;
     let (grpc_port, http_port) = (free_port(), free_port());
@@ -765,4 +779,96 @@ async fn the_grpc_recipe_limits_failed_sign_ins_by_the_address_envoy_saw() {
     assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
     assert_eq!(statuses[10..], [429; 2], "{statuses:?}");
     assert_eq!(idp.count("token"), before + 10);
+}
+
+/// Unknown opaque tokens cost a provider call each, up to a budget per client address: through
+/// either recipe that is the address Envoy saw (127.0.0.2 to 127.0.0.5 here; Envoy itself is
+/// 127.0.0.1), never one a client claims in its own `X-Forwarded-For`, and never Envoy's own,
+/// which every client would share (the HTTP filter sends `x-forwarded-for` only when listed).
+#[tokio::test]
+async fn both_recipes_count_unknown_opaque_tokens_against_the_client_envoy_saw() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup_configured(
+        "allowed_redirect_domains = [\"app.example.com\"]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        |config| {
+            config.replace(
+                "jwks_refetch_interval",
+                "introspection = true\njwks_refetch_interval",
+            )
+        },
+        false,
+        None,
+    )
+    .await;
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW as usize;
+    let from = |address: [u8; 4]| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(std::net::IpAddr::from(address))
+            .build()
+            .unwrap()
+    };
+    // Each recipe with clients of its own: the first's limited address stays limited for the
+    // rest of its minute.
+    for (port, name, limited, other) in [
+        (
+            grpc_port,
+            "grpc",
+            from([127, 0, 0, 2]),
+            from([127, 0, 0, 3]),
+        ),
+        (
+            http_port,
+            "http",
+            from([127, 0, 0, 4]),
+            from([127, 0, 0, 5]),
+        ),
+    ] {
+        let ask = |client: &reqwest::Client, token: String, claimed: String| {
+            client
+                .get(format!("http://127.0.0.1:{port}/api/x"))
+                .header("host", "app.example.com")
+                .header("accept", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-forwarded-for", claimed)
+                .send()
+        };
+        let before = idp.count("introspect");
+        for n in 0..limit {
+            let answer = ask(
+                &limited,
+                format!("made-up-{name}-{n}"),
+                format!("203.0.113.{n}"),
+            )
+            .await
+            .unwrap();
+            assert_eq!(answer.status(), 401, "{name} {n}: {}", envoy.log());
+        }
+        assert_eq!(idp.count("introspect"), before + limit, "{name}");
+        let answer = ask(
+            &limited,
+            format!("made-up-{name}-next"),
+            "198.51.100.1".to_owned(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 429, "{name}: not asked");
+        assert_eq!(idp.count("introspect"), before + limit, "{name}");
+        // Another client is asked as before.
+        let answer = ask(
+            &other,
+            format!("made-up-{name}-other"),
+            "198.51.100.1".to_owned(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 401, "{name}: another client");
+        assert_eq!(idp.count("introspect"), before + limit + 1, "{name}");
+    }
 }

@@ -1095,6 +1095,65 @@ async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_fo
     assert_eq!(idp.count("introspect"), limit as usize + 2);
 }
 
+/// A client that hangs up before the provider's answer has still cost a call: each counts as
+/// refused, so hanging up does not buy unlimited questions.
+#[tokio::test]
+async fn questions_given_up_before_the_answer_count_against_the_client() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval",
+        "introspection = true\njwks_refetch_interval",
+    );
+    let gateway = Gateway::start(&config).await;
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        introspection_delay_ms: Some(60_000),
+        ..Default::default()
+    });
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW as usize;
+    for n in 0..limit {
+        let sent = impatient
+            .get(gateway.url("/auth"))
+            .header("authorization", format!("Bearer made-up-{n}"))
+            .header("x-forwarded-for", "192.0.2.9")
+            .send()
+            .await;
+        assert!(sent.is_err(), "given up before the answer");
+        // Asked before the next: the provider got the call.
+        for _ in 0..100 {
+            if idp.count("introspect") > n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(idp.count("introspect"), n + 1);
+    }
+    // The counts settle as each request's future is dropped, once the server sees the hang-up.
+    let mut status = 0;
+    for _ in 0..100 {
+        let answer = auth(
+            &gateway,
+            "",
+            &[
+                ("authorization", "Bearer made-up-next"),
+                ("x-forwarded-for", "192.0.2.9"),
+            ],
+        );
+        match tokio::time::timeout(std::time::Duration::from_millis(500), answer).await {
+            Ok(answer) => {
+                status = answer.status().as_u16();
+                break;
+            }
+            // Asked (not yet counted): the provider hangs.
+            Err(_) => continue,
+        }
+    }
+    assert_eq!(status, 429);
+}
+
 #[tokio::test]
 async fn exp_nbf_and_iat_must_be_integers_in_a_sane_range() {
     let idp = TestIdp::start().await;

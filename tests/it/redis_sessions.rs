@@ -1083,3 +1083,14 @@ async fn the_eviction_policy_is_read_from_redis_and_only_noeviction_keeps_every_
     assert!(tollgate::redis_connection::may_evict("allkeys-lru"));
     assert!(!tollgate::redis_connection::may_evict("noeviction"));
 }
+
+#[tokio::test]
+async fn one_user_signing_in_in_a_loop_holds_at_most_the_limit_of_redis_sessions() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", redis.url()))).await;
+    crate::sessions::one_user_holds_at_most_the_limit_of_sessions(&gateway, false).await;
+}

@@ -624,3 +624,53 @@ async fn a_backchannel_logout_whose_keys_cannot_be_had_is_503_and_carried_out_on
     }
     assert_eq!(statuses.last(), Some(&400), "{statuses:?}");
 }
+
+/// One user signing in again and again (silent SSO in a loop): the store holds at most
+/// `MAX_SESSIONS_PER_USER` of theirs, the newest kept. With `oldest_known`, the first one
+/// signed in is the one ended (the memory store keeps the order of sign-ins; Redis knows it to
+/// the second, and sessions begun in one second tie).
+pub(crate) async fn one_user_holds_at_most_the_limit_of_sessions(
+    gateway: &Gateway,
+    oldest_known: bool,
+) {
+    let limit = tollgate::session::memory_store::MAX_SESSIONS_PER_USER;
+    let mut browsers = Vec::new();
+    for _ in 0..limit {
+        let mut browser = Browser::new();
+        crate::support::gateway::signed_in(&mut browser, gateway).await;
+        browsers.push(browser);
+    }
+    let mut signed_in = 0;
+    for browser in &mut browsers {
+        if browser.get(&gateway.url("/auth")).await.status() == 200 {
+            signed_in += 1;
+        }
+    }
+    assert_eq!(signed_in, limit, "up to the limit, every session is kept");
+    let mut newest = Browser::new();
+    crate::support::gateway::signed_in(&mut newest, gateway).await;
+    assert_eq!(newest.get(&gateway.url("/auth")).await.status(), 200);
+    let mut ended = Vec::new();
+    for (index, browser) in browsers.iter_mut().enumerate() {
+        if browser.get(&gateway.url("/auth")).await.status() == 401 {
+            ended.push(index);
+        }
+    }
+    assert_eq!(ended.len(), 1, "one session ended: {ended:?}");
+    if oldest_known {
+        assert_eq!(ended, [0], "the oldest ended");
+    }
+    let listed: Vec<Value> = admin(gateway, reqwest::Method::GET, "/admin/sessions?sub=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), limit);
+}
+
+#[tokio::test]
+async fn one_user_signing_in_in_a_loop_holds_at_most_the_limit_of_memory_sessions() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    one_user_holds_at_most_the_limit_of_sessions(&gateway, true).await;
+}

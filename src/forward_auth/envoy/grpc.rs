@@ -12,8 +12,10 @@
 //! headers, rules), so a Check is answered only for a peer in `server.trusted_proxies`, the
 //! proxies whose `X-Original-*` / `X-Forwarded-*` and `X-Tollgate-Rules` the public listener
 //! believes; any other peer's Check is refused, 403 (`PERMISSION_DENIED`). The peer is the TCP peer
-//! (Envoy), never `attributes.source.address` (Envoy's report of its client, which no
-//! forward-auth decision reads). The listener is served like the public one
+//! (Envoy), never `attributes.source.address`. The client a Check counts against (the
+//! introspection budget) is read as on the public listener: the Check's `X-Forwarded-For`,
+//! believed from the trusted peer (Envoy appends the address it saw, with the recipe's
+//! `use_remote_address`). The listener is served like the public one
 //! (`http::serve::serve_on_workers`: its timeouts and `server.max_connections`).
 
 use std::borrow::Cow;
