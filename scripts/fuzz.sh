@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-60}"
-targets=(jwt auth_query canonical_path path_readings redirect sealed_cookie config cookie_header)
+targets=(jwt auth_query canonical_path path_readings redirect sealed_cookie config cookie_header compact_session)
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     echo "== fuzzing: no nightly toolchain here; the targets ran on stable over the corpus"

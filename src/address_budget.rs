@@ -34,7 +34,11 @@ impl Window {
 }
 
 /// The calls of each client address, against a limit per window.
-pub struct AddressBudget {
+pub struct AddressBudget(Arc<Windows>);
+
+/// What an [`AddressBudget`] keeps, shared with its admissions (which may outlive the request
+/// that took them, on a task of their own).
+struct Windows {
     /// Refused (and, when `under_way_count`, under-way) calls an address may have before the
     /// next is not admitted.
     limit: u32,
@@ -53,31 +57,36 @@ impl AddressBudget {
     /// `limit` refused or under-way calls an address within `window` seconds, timed by `clock`:
     /// a burst at once cannot all be admitted.
     pub fn new(limit: u32, window: UnixTime, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            under_way_count: true,
-            ..Self::refused_only(limit, window, clock)
-        }
+        Self::with(limit, true, window, clock)
     }
 
     /// `limit` refused calls an address within `window` seconds, timed by `clock`: for calls
     /// whose concurrency is bounded otherwise, where many good ones at once from one address
     /// (a service calling on behalf of many users) must not be turned away.
     pub fn refused_only(limit: u32, window: UnixTime, clock: Arc<dyn Clock>) -> Self {
-        Self {
+        Self::with(limit, false, window, clock)
+    }
+
+    fn with(limit: u32, under_way_count: bool, window: UnixTime, clock: Arc<dyn Clock>) -> Self {
+        Self(Arc::new(Windows {
             limit,
-            under_way_count: false,
+            under_way_count,
             window,
             windows: Mutex::new(quick_cache::unsync::Cache::new(REMEMBERED)),
             clock,
-        }
+        }))
     }
 
     /// Admits one call from the client address of `key`, counted as under way until its
     /// [`Admission`] is dropped (a request given up mid-call included): `None` (and nothing
     /// counted) when the refused (and counted under-way) calls of its window reach the limit.
-    pub fn admit(&self, key: &str) -> Option<Admission<'_>> {
-        let now = self.clock.now();
-        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+    pub fn admit(&self, key: &str) -> Option<Admission> {
+        let budget = &self.0;
+        let now = budget.clock.now();
+        let mut windows = budget
+            .windows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut window = windows
             .get(key)
             .copied()
@@ -86,24 +95,26 @@ impl AddressBudget {
                 refused: 0,
                 under_way: 0,
             })
-            .at(now, self.window);
-        let under_way = if self.under_way_count {
+            .at(now, budget.window);
+        let under_way = if budget.under_way_count {
             window.under_way
         } else {
             0
         };
-        if window.refused.saturating_add(under_way) >= self.limit {
+        if window.refused.saturating_add(under_way) >= budget.limit {
             return None;
         }
         window.under_way += 1;
         windows.insert(key.to_owned(), window);
         Some(Admission {
-            budget: self,
+            budget: budget.clone(),
             key: key.to_owned(),
             refused: false,
         })
     }
+}
 
+impl Windows {
     /// Ends an admitted call, at the time it ended: `refused` counts in the window then.
     fn settle(&self, key: &str, refused: bool) {
         let now = self.clock.now();
@@ -121,27 +132,21 @@ impl AddressBudget {
 }
 
 /// One call [`AddressBudget::admit`] let go ahead, under way until dropped.
-pub struct Admission<'a> {
-    budget: &'a AddressBudget,
+pub struct Admission {
+    budget: Arc<Windows>,
     key: String,
     refused: bool,
 }
 
-impl Admission<'_> {
+impl Admission {
     /// The provider refused the call, or answered something else than it was asked for:
     /// counted against the address for the rest of its window.
     pub fn refused(&mut self) {
         self.refused = true;
     }
-
-    /// The call is not counted after all (after `refused`, which a call taken to be refused
-    /// unless it gets its answer says first: one given up midway then counts).
-    pub fn not_refused(&mut self) {
-        self.refused = false;
-    }
 }
 
-impl Drop for Admission<'_> {
+impl Drop for Admission {
     fn drop(&mut self) {
         self.budget.settle(&self.key, self.refused);
     }
@@ -187,7 +192,7 @@ mod tests {
         let clock = ManualClock::new();
         let budget = at(&clock);
         let key = "address:203.0.113.9";
-        let mut late: Vec<Admission<'_>> = (0..LIMIT)
+        let mut late: Vec<Admission> = (0..LIMIT)
             .map(|_| budget.admit(key).expect("admitted"))
             .collect();
         // Admitted in one window, refused in the next: they count there.
@@ -204,7 +209,7 @@ mod tests {
         let clock = ManualClock::new();
         let budget = at(&clock);
         let key = "address:198.51.100.7";
-        let mut under_way: Vec<Admission<'_>> = (0..50).filter_map(|_| budget.admit(key)).collect();
+        let mut under_way: Vec<Admission> = (0..50).filter_map(|_| budget.admit(key)).collect();
         assert_eq!(under_way.len(), LIMIT as usize);
         // One ends as asked, or its request is given up: its place is free again.
         drop(under_way.pop());
@@ -218,7 +223,7 @@ mod tests {
         let clock = ManualClock::new();
         let budget = AddressBudget::refused_only(LIMIT, WINDOW, clock.clone());
         let key = "address:198.51.100.8";
-        let mut under_way: Vec<Admission<'_>> = (0..50).filter_map(|_| budget.admit(key)).collect();
+        let mut under_way: Vec<Admission> = (0..50).filter_map(|_| budget.admit(key)).collect();
         assert_eq!(under_way.len(), 50);
         for admission in under_way.iter_mut().take(LIMIT as usize - 1) {
             admission.refused();

@@ -17,7 +17,7 @@ pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call
 /// them.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("jwt", jwt),
     ("auth_query", auth_query),
     ("canonical_path", canonical),
@@ -26,6 +26,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("sealed_cookie", sealed_cookie),
     ("config", config),
     ("cookie_header", cookie_header),
+    ("compact_session", compact_session),
 ];
 
 fn text(data: &[u8]) -> String {
@@ -309,4 +310,105 @@ pub fn cookie_header(data: &[u8]) {
             "a header without ours was changed"
         );
     }
+}
+
+/// The compact form of a session, which the memory store keeps and the cookie store seals:
+/// the first byte chooses what the rest is.
+///
+/// Even: a session as lines (provider, ID token, access token, refresh token, claims). The
+/// claims line is a JSON object; or `=`, the ID token's own claims; or `+` and an object laid
+/// over them; or anything else, a `sub` alone. The same session comes back (tokens and
+/// claims exactly), through the cookie's bytes too, and its facts (provider, `sub`, `sid`,
+/// which select sessions for a back-channel logout and count a user's sessions) are the
+/// session's own.
+///
+/// Odd: bytes a cookie may open to. They are refused, or expand to a session whose compact
+/// form expands to it again; never a panic.
+pub fn compact_session(data: &[u8]) {
+    use crate::session::Session;
+    use crate::session::compact::{CompactSession, SessionFacts};
+
+    let as_json = |session: Option<&Session>| session.and_then(|s| serde_json::to_value(s).ok());
+    let Some((&choice, rest)) = data.split_first() else {
+        return;
+    };
+    if choice % 2 == 1 {
+        if let Some(compact) = CompactSession::from_bytes(rest) {
+            let _ = compact.facts();
+            if let Some(session) = compact.expand() {
+                let again = CompactSession::new(&session).expand();
+                assert_eq!(as_json(again.as_ref()), as_json(Some(&session)));
+            }
+        }
+        return;
+    }
+    let text = text(rest);
+    let mut lines = text.split('\n');
+    let mut next = || lines.next().unwrap_or_default().to_owned();
+    let (provider, id_token, access, refresh, claims) = (next(), next(), next(), next(), next());
+    let own = || {
+        use base64::Engine as _;
+        id_token
+            .split('.')
+            .nth(1)
+            .and_then(|payload| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .ok()
+            })
+            .and_then(|bytes| {
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()
+            })
+            .unwrap_or_default()
+    };
+    let claims = if claims == "=" {
+        own()
+    } else if let Some(overlay) = claims.strip_prefix('+') {
+        let mut merged = own();
+        if let Ok(serde_json::Value::Object(overlay)) = serde_json::from_str(overlay) {
+            merged.extend(overlay);
+        }
+        merged
+    } else {
+        match serde_json::from_str(&claims) {
+            Ok(serde_json::Value::Object(object)) => object,
+            _ => serde_json::Map::from_iter([("sub".to_owned(), claims.into())]),
+        }
+    };
+    let session = Session {
+        provider,
+        claims: std::sync::Arc::new(claims),
+        id_token,
+        access_token: (!access.is_empty()).then_some(access),
+        refresh_token: (!refresh.is_empty()).then_some(refresh),
+        access_expires_at: (choice & 2 != 0).then_some(1_700_000_300),
+        created_at: 1_700_000_000,
+        expires_at: 1_700_086_400,
+    };
+    let compact = CompactSession::new(&session);
+    assert_eq!(
+        as_json(compact.expand().as_ref()),
+        as_json(Some(&session)),
+        "{session:?}"
+    );
+    let read_back = CompactSession::from_bytes(&compact.to_bytes());
+    assert_eq!(read_back.as_ref(), Some(&compact));
+    let (facts, expected) = (compact.facts(), SessionFacts::of(&session));
+    assert_eq!(
+        (
+            facts.provider,
+            facts.sub,
+            facts.sid,
+            facts.created_at,
+            facts.expires_at
+        ),
+        (
+            expected.provider,
+            expected.sub,
+            expected.sid,
+            expected.created_at,
+            expected.expires_at
+        ),
+        "{session:?}"
+    );
 }

@@ -169,8 +169,9 @@ impl MemoryTasks {
         }
     }
 
-    /// Stops both tasks (a state-file write under way on its blocking thread finishes, under
-    /// the store's `writing` lock, which a shutdown's or a reload's write waits for).
+    /// Stops both tasks. A state-file write already handed to its blocking thread is not
+    /// cancelled: it runs to its end under the store's `writing` lock (a write of this store's
+    /// taken after it finds nothing left to write).
     fn stop(&self) {
         for handle in &self.handles {
             handle.abort();

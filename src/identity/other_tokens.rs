@@ -5,6 +5,7 @@
 //! Tollgate never checked.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
@@ -153,7 +154,7 @@ pub fn same_caller(one: &Claims, other: &Claims) -> bool {
 /// # Errors
 /// The refusal, as the caller is told it.
 pub async fn check_other_tokens(
-    provider: &Provider,
+    provider: &Arc<Provider>,
     identity: Option<&Identity>,
     others: Vec<OtherToken<'_>>,
     client: ClientAddress<'_>,

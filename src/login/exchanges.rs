@@ -96,7 +96,7 @@ impl Exchanges {
     /// [`Admission`] is dropped (a request given up mid-exchange included): `None` (and nothing
     /// counted) when the refused and the under-way exchanges of its window reach
     /// [`MAX_A_WINDOW`].
-    pub fn admit(&self, key: &str) -> Option<Admission<'_>> {
+    pub fn admit(&self, key: &str) -> Option<Admission> {
         self.budget.admit(key)
     }
 }
@@ -146,7 +146,7 @@ mod tests {
     fn exchanges_under_way_count_so_a_burst_cannot_all_be_admitted() {
         let exchanges = at(&ManualClock::new());
         let key = "address:198.51.100.7";
-        let under_way: Vec<Admission<'_>> = (0..50).filter_map(|_| exchanges.admit(key)).collect();
+        let under_way: Vec<Admission> = (0..50).filter_map(|_| exchanges.admit(key)).collect();
         assert_eq!(under_way.len(), MAX_A_WINDOW as usize);
     }
 }

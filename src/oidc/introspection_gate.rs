@@ -56,25 +56,29 @@ type Digest = [u8; 32];
 pub struct IntrospectionGate {
     refused: Cache<Digest, (TokenError, UnixTime)>,
     /// The token being asked about, each with its waiters' turn.
-    asking: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    asking: Arc<Asking>,
     places: Arc<Semaphore>,
     /// Each client address's refused and in-flight questions.
     budget: AddressBudget,
 }
 
+/// The tokens being asked about, each with its waiters' turn.
+type Asking = Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>;
+
 /// A question's right to be asked: this token's turn and a place among those in flight.
-/// Dropped when the answer is in.
-pub struct Turn<'a> {
-    gate: &'a IntrospectionGate,
+/// Dropped when the answer is in (on the task the question runs on, which outlives a request
+/// given up meanwhile).
+pub struct Turn {
+    asking: Arc<Asking>,
     digest: Digest,
     token_turn: Option<OwnedMutexGuard<()>>,
     _place: OwnedSemaphorePermit,
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     fn drop(&mut self) {
         drop(self.token_turn.take());
-        self.gate.forget_if_unused(&self.digest);
+        forget_if_unused(&self.asking, &self.digest);
     }
 }
 
@@ -90,7 +94,7 @@ impl IntrospectionGate {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             refused: Cache::new(REFUSALS),
-            asking: Mutex::default(),
+            asking: Arc::default(),
             places: Arc::new(Semaphore::new(IN_FLIGHT)),
             budget: AddressBudget::refused_only(REFUSED_A_WINDOW, WINDOW, clock),
         }
@@ -99,7 +103,7 @@ impl IntrospectionGate {
     /// Admits one question from `client`, in flight until its [`Admission`] is dropped
     /// (`refused` unless it ends with a valid token or an unreachable provider): `None` while
     /// the client address's refused questions reach [`REFUSED_A_WINDOW`].
-    pub fn admit(&self, client: ClientAddress<'_>) -> Option<Admission<'_>> {
+    pub fn admit(&self, client: ClientAddress<'_>) -> Option<Admission> {
         self.budget.admit(&limit_key(client.address()))
     }
 
@@ -123,7 +127,7 @@ impl IntrospectionGate {
 
     /// Waits, at most `wait` in all, for `token`'s turn (after a question about it in flight)
     /// and for a place among those in flight; `None` when the wait ran out.
-    pub async fn turn(&self, token: &str, wait: Duration) -> Option<Turn<'_>> {
+    pub async fn turn(&self, token: &str, wait: Duration) -> Option<Turn> {
         let digest = digest(token);
         let token_lock = self.asking.lock().ok()?.entry(digest).or_default().clone();
         let taken = tokio::time::timeout(wait, async {
@@ -134,27 +138,27 @@ impl IntrospectionGate {
         .await;
         match taken {
             Ok(Some((token_turn, place))) => Some(Turn {
-                gate: self,
+                asking: self.asking.clone(),
                 digest,
                 token_turn: Some(token_turn),
                 _place: place,
             }),
             _ => {
-                self.forget_if_unused(&digest);
+                forget_if_unused(&self.asking, &digest);
                 None
             }
         }
     }
+}
 
-    /// Drops a token's entry once no request holds or waits for its turn.
-    fn forget_if_unused(&self, digest: &Digest) {
-        if let Ok(mut asking) = self.asking.lock()
-            && asking
-                .get(digest)
-                .is_some_and(|lock| Arc::strong_count(lock) == 1)
-        {
-            asking.remove(digest);
-        }
+/// Drops a token's entry once no request holds or waits for its turn.
+fn forget_if_unused(asking: &Asking, digest: &Digest) {
+    if let Ok(mut asking) = asking.lock()
+        && asking
+            .get(digest)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+    {
+        asking.remove(digest);
     }
 }
 

@@ -458,7 +458,7 @@ impl Provider {
     /// `Token` for an invalid token (also when no audience is configured), `Provider` when the
     /// keys cannot be had.
     pub async fn validate_access_token(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         client: ClientAddress<'_>,
     ) -> Result<Claims, CredentialError> {
@@ -472,7 +472,7 @@ impl Provider {
     /// # Errors
     /// As `validate_access_token`.
     pub async fn validate_access_token_at(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         now: UnixTime,
         client: ClientAddress<'_>,
@@ -493,7 +493,7 @@ impl Provider {
 
     /// `validate_access_token` for a token not in the positive cache.
     async fn validate_uncached(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         now: UnixTime,
         client: ClientAddress<'_>,
@@ -539,8 +539,11 @@ impl Provider {
     /// questions are in flight; a request that cannot ask within the provider's timeout is
     /// refused as when the provider is down (502). A `client` whose questions were refused
     /// `introspection_gate::REFUSED_A_WINDOW` times lately is not asked for (`TooManyRefused`).
+    /// The question runs on a task of its own: a request given up meanwhile (its client gone,
+    /// the ingress's timeout) does not cancel it, so what it cost the provider is counted by
+    /// its answer, and a good answer is cached.
     async fn introspect(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         now: crate::clock::UnixTime,
         client: ClientAddress<'_>,
@@ -548,7 +551,7 @@ impl Provider {
         if let Some(error) = self.introspection.refusal(token, now) {
             return Err(error.into());
         }
-        let Some(_turn) = self.introspection.turn(token, self.config.timeout).await else {
+        let Some(turn) = self.introspection.turn(token, self.config.timeout).await else {
             return Err(ProviderError::Unreachable(
                 "no introspection could be asked within the provider's timeout (the questions in \
                  flight did not finish)"
@@ -566,18 +569,26 @@ impl Provider {
         let Some(mut admission) = self.introspection.admit(client) else {
             return Err(CredentialError::TooManyRefused);
         };
-        // Refused unless answered: a request given up mid-question (its client gone, the
-        // ingress's timeout) still cost the provider a call. A provider that cannot be reached
-        // is not the client's doing (an office's users would be refused after an outage).
-        admission.refused();
-        let answer = self.ask_introspection(token, now).await;
-        if matches!(
-            answer,
-            Ok(_) | Err(CredentialError::Provider(ProviderError::Unreachable(_)))
-        ) {
-            admission.not_refused();
-        }
-        answer
+        let (provider, token) = (self.clone(), token.to_owned());
+        let question = tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let answer = provider.ask_introspection(&token, now).await;
+            // A provider that cannot be reached, or is throttling or failing, is not the
+            // client's doing (an office's users would be refused after an outage).
+            if !matches!(
+                answer,
+                Ok(_) | Err(CredentialError::Provider(ProviderError::Unreachable(_)))
+            ) {
+                admission.refused();
+            }
+            drop((admission, turn));
+            answer
+        }));
+        question.await.unwrap_or_else(|error| {
+            Err(
+                ProviderError::Unreachable(format!("the introspection task failed: {error}"))
+                    .into(),
+            )
+        })
     }
 
     /// The question of `introspect`, asked.

@@ -635,7 +635,7 @@ pub async fn decide_route(
 /// every proxied request's future.
 fn check_query_tokens<'a>(
     believes_tokens: impl FnOnce() -> bool,
-    provider: &'a crate::oidc::Provider,
+    provider: &'a Arc<crate::oidc::Provider>,
     identity: Option<&'a Identity>,
     headers: &'a HeaderMap,
     query: Option<&str>,

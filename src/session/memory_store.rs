@@ -693,6 +693,11 @@ impl MemoryStore {
                 Err(error) => {
                     tracing::error!(%error, "the session state file's write failed; will retry on the next change");
                     self.dirty.store(true, Ordering::SeqCst);
+                    // Those waiting for it hear of the failure now, not at their time limit.
+                    self.written.send_modify(|written| {
+                        written.attempt += 1;
+                        written.ok = false;
+                    });
                 }
             }
         }
@@ -1102,6 +1107,26 @@ pub(crate) mod tests {
             2,
             "bob and alice elsewhere"
         );
+    }
+
+    #[test]
+    fn a_restored_store_knows_its_users_sessions_oldest_first() {
+        let path = state_path("users");
+        let store = MemoryStore::open(Some(path.clone()), sealer(&[SECRET]), 10);
+        // Signed in in turn, kept in a map: the file holds no order but their `created_at`.
+        for n in (0..MAX_SESSIONS_PER_USER).rev() {
+            let mut signed_in = (*session("alice", "t")).clone();
+            signed_in.created_at = 10 + i64::try_from(n).unwrap();
+            store.insert(format!("alice-{n}"), Arc::new(signed_in), 10);
+        }
+        store.flush().unwrap();
+        let reopened = MemoryStore::open(Some(path), sealer(&[SECRET]), 200);
+        let mut newest = (*session("alice", "t")).clone();
+        newest.created_at = 200;
+        reopened.insert("alice-new".to_owned(), Arc::new(newest), 200);
+        assert_eq!(reopened.end_beyond_the_users_limit("alice-new"), 1);
+        assert!(reopened.get("alice-0").is_none(), "the oldest ended");
+        assert!(reopened.get("alice-1").is_some());
     }
 
     fn access(store: &MemoryStore, id: &str) -> Option<String> {

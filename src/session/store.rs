@@ -717,20 +717,26 @@ async fn end_beyond_the_users_limit(
     for id in ids.into_iter().filter(|id| id != new) {
         match store.get(&id).await? {
             Some((_, stored)) if stored.session.provider == facts.provider => {
-                others.push((stored.session.created_at, id));
+                let sid = SessionFacts::of(&stored.session).sid.map(str::to_owned);
+                others.push((stored.session.created_at, id, sid));
             }
             Some(_) => {}
             None => store.forget(index, &id).await?,
         }
     }
-    others.sort_by_key(|(created_at, _)| *created_at);
+    others.sort_by_key(|(created_at, _, _)| *created_at);
     let beyond = (others.len() + 1).saturating_sub(MAX_SESSIONS_PER_USER);
     let mut ended = 0;
-    for (_, id) in others.iter().take(beyond) {
-        if store.delete(id).await? {
+    // Ended for good, as an admin's end is: confirmed before it leaves the indexes, so a
+    // failover cannot bring back a session no index names.
+    for (_, id, sid) in others.iter().take(beyond) {
+        if store.delete_confirmed(id).await? {
             ended += 1;
         }
         store.forget(index, id).await?;
+        if let Some(sid) = sid {
+            store.forget(Index::Sid(sid), id).await?;
+        }
     }
     Ok(ended)
 }
