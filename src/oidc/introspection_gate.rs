@@ -6,10 +6,11 @@
 //! [`IN_FLIGHT`] questions are in flight, any free place serving any token.
 //!
 //! A new made-up token each time is a new question, so a client address whose questions the
-//! provider refused (or answered unusably, or that were given up before the answer came)
-//! [`REFUSED_A_WINDOW`] times in a [`WINDOW`] is not asked for until the window ends
-//! (`AddressBudget`): its requests are answered 429. A provider that cannot be reached counts
-//! against nobody. Questions
+//! provider refused or answered unusably (its 429s and 5xx included: a provider throttling
+//! Tollgate's client is asked less) [`REFUSED_A_WINDOW`] times in a [`WINDOW`] is not asked for
+//! until the window ends (`AddressBudget`): its requests are answered 429. A question runs to
+//! its answer on a task of its own (`Provider::introspect`), so a request given up meanwhile
+//! buys nothing; one the provider could not be reached for counts against nobody. Questions
 //! in flight do not count (the places bound them): a service calling with many users' tokens
 //! at once is one address.
 //!
@@ -41,8 +42,8 @@ const REFUSALS: usize = 10_000;
 /// How many questions may be in flight at once.
 pub const IN_FLIGHT: usize = 64;
 
-/// Questions from one client address the provider refused, answered unusably or that were
-/// given up, within a [`WINDOW`], before the next is answered 429 without asking. Generous:
+/// Questions from one client address the provider refused or answered unusably within a
+/// [`WINDOW`], before the next is answered 429 without asking. Generous:
 /// a refused token is not asked about again for [`REFUSAL_SECONDS`] anyway, and behind one NAT
 /// many users' expired tokens count together.
 pub const REFUSED_A_WINDOW: u32 = 30;
@@ -129,6 +130,12 @@ impl IntrospectionGate {
     /// and for a place among those in flight; `None` when the wait ran out.
     pub async fn turn(&self, token: &str, wait: Duration) -> Option<Turn> {
         let digest = digest(token);
+        // However the wait ends (a turn, the time out, or its request given up), the token's
+        // entry goes once nobody holds or waits for it: declared first, dropped last.
+        let _waiting = Waiting {
+            asking: &self.asking,
+            digest,
+        };
         let token_lock = self.asking.lock().ok()?.entry(digest).or_default().clone();
         let taken = tokio::time::timeout(wait, async {
             let token_turn = token_lock.lock_owned().await;
@@ -143,11 +150,20 @@ impl IntrospectionGate {
                 token_turn: Some(token_turn),
                 _place: place,
             }),
-            _ => {
-                forget_if_unused(&self.asking, &digest);
-                None
-            }
+            _ => None,
         }
+    }
+}
+
+/// A wait for a token's turn, under way.
+struct Waiting<'a> {
+    asking: &'a Asking,
+    digest: Digest,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        forget_if_unused(self.asking, &self.digest);
     }
 }
 
@@ -202,6 +218,24 @@ mod tests {
                 .is_some()
         );
         // Nothing is left behind once every turn is over.
+        assert!(gate.asking.lock().unwrap().is_empty());
+    }
+
+    /// A request given up while it waits for its token's turn leaves no entry behind, even
+    /// when the turn it waited for ended first.
+    #[tokio::test]
+    async fn a_wait_given_up_leaves_nothing_behind() {
+        let gate = IntrospectionGate::new(crate::clock::ManualClock::new());
+        let held = gate.turn("token", Duration::from_secs(1)).await;
+        let mut waiting = Box::pin(gate.turn("token", Duration::from_secs(10)));
+        // Polled (it waits behind the held turn), then given up.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(held);
+        drop(waiting);
         assert!(gate.asking.lock().unwrap().is_empty());
     }
 

@@ -572,8 +572,8 @@ impl Provider {
         let (provider, token) = (self.clone(), token.to_owned());
         let question = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let answer = provider.ask_introspection(&token, now).await;
-            // A provider that cannot be reached, or is throttling or failing, is not the
-            // client's doing (an office's users would be refused after an outage).
+            // A provider that cannot be reached is not the client's doing (an office's users
+            // would be refused after an outage). One that answers 429 or 5xx is asked less.
             if !matches!(
                 answer,
                 Ok(_) | Err(CredentialError::Provider(ProviderError::Unreachable(_)))

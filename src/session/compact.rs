@@ -509,6 +509,22 @@ mod tests {
         assert!(CompactSession::from_bytes(&[]).is_none());
     }
 
+    /// Claims stored as JSON text are read back as the same numbers, whatever their digits:
+    /// a float that did not parse back exactly (or at all, near `f64::MAX`) changed or lost the
+    /// session.
+    #[test]
+    fn claims_with_any_number_come_back_exactly() {
+        let own = serde_json::json!({"sub": "u1", "n": 1.5});
+        for number in [2.003_039_774_426_776_2e-253, f64::MAX, 0.1, 5e-324, 1e23] {
+            let claims = serde_json::json!({"sub": "u1", "n": number});
+            // As the ID token's claims with an overlay, and as claims of their own.
+            assert_round_trip(&session(&own, &claims, None));
+            let mut plain = session(&own, &claims, None);
+            plain.id_token = "not-a-jwt".to_owned();
+            assert_round_trip(&plain);
+        }
+    }
+
     #[test]
     fn a_damaged_buffer_does_not_expand() {
         let claims = serde_json::json!({"sub": "u1"});

@@ -694,9 +694,13 @@ impl MemoryStore {
                     tracing::error!(%error, "the session state file's write failed; will retry on the next change");
                     self.dirty.store(true, Ordering::SeqCst);
                     // Those waiting for it hear of the failure now, not at their time limit.
+                    let changes = self.changes.load(Ordering::SeqCst);
                     self.written.send_modify(|written| {
-                        written.attempt += 1;
-                        written.ok = false;
+                        *written = Written {
+                            attempt: written.attempt + 1,
+                            changes,
+                            ok: false,
+                        };
                     });
                 }
             }
