@@ -1,5 +1,5 @@
 //! How many calls a client address may cost a provider: those the provider refused within a
-//! window, and those under way, are counted against the address, and the next is not admitted
+//! window, and (with `AddressBudget::new`) those under way, are counted against the address, and the next is not admitted
 //! once they reach the budget's limit. Used where one client-authenticated call to a provider
 //! (a code exchange, an introspection) is the price of one request, so that a loop of bad
 //! requests from one address cannot get Tollgate's client throttled by the provider for

@@ -170,8 +170,8 @@ impl MemoryTasks {
     }
 
     /// Stops both tasks. A state-file write already handed to its blocking thread is not
-    /// cancelled: it runs to its end under the store's `writing` lock (a write of this store's
-    /// taken after it finds nothing left to write).
+    /// cancelled: it runs to its end under the store's `writing` lock, which a later write of
+    /// this store waits for before it writes whatever changed since.
     fn stop(&self) {
         for handle in &self.handles {
             handle.abort();

@@ -580,13 +580,13 @@ pub async fn decide_auth(
         Ok(identity) => identity,
         Err(error) => {
             // Not a missing credential: a browser sent to sign in would come back with it.
-            let unreachable = matches!(
+            let not_known_bad = matches!(
                 error,
                 IdentityError::ProviderUnavailable(_)
                     | IdentityError::StoreUnavailable(_)
                     | IdentityError::TooManyRefused
             );
-            if !unreachable
+            if !not_known_bad
                 && section.unauthenticated == Unauthenticated::Redirect
                 && !crate::http::is_api_call(
                     original
@@ -764,7 +764,8 @@ async fn token_identity(
 }
 
 /// One token's claims, at the forward-auth provider or else the token service. `Err(Ok(_))`
-/// is a refusal as it stands (an unreachable provider or store), `Err(Err(reason))` a token
+/// is a refusal as it stands (an unreachable provider or store, a token the provider was not
+/// asked about: none known to be bad), `Err(Err(reason))` a token
 /// that is not valid.
 async fn one_token_identity(
     state: &ForwardAuthState,
@@ -772,7 +773,7 @@ async fn one_token_identity(
     client: ClientAddress<'_>,
 ) -> Result<Claims, Result<(Rejection, String), String>> {
     let mut reason = String::from("no validator");
-    let mut unreachable = None;
+    let mut not_known_bad = None;
     // A token that names the token service as its issuer could never pass at another provider
     // (`iss` must be the provider's): it is not taken there, where its key, unknown, would
     // send the provider's keys to be fetched again, or wait for a hanging fetch. Read only
@@ -800,13 +801,13 @@ async fn one_token_identity(
                     || issuer.as_deref() == Some(provider.config.issuer.as_str())
                     || (!crate::token::looks_like_jwt(token) && provider.config.introspection)
                 {
-                    unreachable = Some((Rejection::ProviderUnavailable, reason.clone()));
+                    not_known_bad = Some((Rejection::ProviderUnavailable, reason.clone()));
                 }
             }
             // An opaque token the provider was not asked about: it is not known to be bad.
             Err(error @ crate::oidc::provider::CredentialError::TooManyRefused) => {
                 reason = error.to_string();
-                unreachable = Some((
+                not_known_bad = Some((
                     Rejection::TooManyRequests(TOO_MANY_UNKNOWN_TOKENS.to_owned()),
                     reason.clone(),
                 ));
@@ -822,11 +823,11 @@ async fn one_token_identity(
             }
             // The provider's token, while the provider is unreachable, is not known to be bad
             // (502, SPEC §9: a client told `invalid_token` throws a good token away).
-            Err(crate::issuer::OwnTokenError::Invalid(_)) if unreachable.is_some() => {}
+            Err(crate::issuer::OwnTokenError::Invalid(_)) if not_known_bad.is_some() => {}
             Err(error @ crate::issuer::OwnTokenError::Invalid(_)) => reason = error.to_string(),
         }
     }
-    match unreachable {
+    match not_known_bad {
         Some(refusal) => Err(Ok(refusal)),
         None => Err(Err(reason)),
     }

@@ -135,7 +135,7 @@ pub enum IdentityError {
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
     /// The provider was not asked about a token: the client address's questions were refused
-    /// too often lately.
+    /// (or answered unusably) too often lately.
     #[error("{}", CredentialError::TooManyRefused)]
     TooManyRefused,
 }
@@ -148,14 +148,15 @@ impl IdentityError {
     }
 }
 
-/// What a client is told whose unknown tokens the provider was not asked about
+/// What a client is told whose token the provider was not asked about
 /// (`IdentityError::TooManyRefused`).
 pub const TOO_MANY_UNKNOWN_TOKENS: &str =
-    "too many unknown tokens from this address; try again in a minute";
+    "too many token checks failed for this address lately; try again in a minute";
 
 /// What the caller is told when no identity could be established: no credential or a refused
 /// one is 401 (RFC 6750 `invalid_token` when it was a bearer token), an unreachable store 503,
-/// an unreachable provider 502; the error's text is the log line's reason.
+/// an unreachable provider 502, a token not asked about (`TooManyRefused`) 429; the error's
+/// text is the log line's reason.
 impl From<IdentityError> for Refusal {
     fn from(error: IdentityError) -> Self {
         let rejection = match &error {

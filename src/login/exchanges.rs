@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::address_budget::AddressBudget;
-pub use crate::address_budget::Admission;
+use crate::address_budget::Admission;
 use crate::clock::{Clock, UnixTime};
 
 /// Exchanges from one client address that the provider refused or answered without tokens

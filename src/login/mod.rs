@@ -508,7 +508,7 @@ async fn finish_login(
             }
             // Userinfo may be where the provider says an address is not verified: without it,
             // an address the ID token does not say that of is taken as unverified.
-            Err(error) => {
+            Err(error @ (CredentialError::Provider(_) | CredentialError::TooManyRefused)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable; using the ID token's claims");
                 crate::token::without_userinfo(claims, None)
             }

@@ -25,7 +25,7 @@ use quick_cache::sync::Cache;
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::address_budget::AddressBudget;
-pub use crate::address_budget::Admission;
+use crate::address_budget::Admission;
 use crate::clock::{Clock, UnixTime};
 use crate::http::forwarded::{ClientAddress, limit_key};
 use crate::token::TokenError;
@@ -59,7 +59,7 @@ pub struct IntrospectionGate {
     /// The token being asked about, each with its waiters' turn.
     asking: Arc<Asking>,
     places: Arc<Semaphore>,
-    /// Each client address's refused and in-flight questions.
+    /// Each client address's refused questions (those in flight do not count).
     budget: AddressBudget,
 }
 

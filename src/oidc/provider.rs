@@ -18,6 +18,13 @@ use crate::token::cache::TokenCache;
 use crate::token::id_token::{IdTokenExpectations, validate_id_token};
 use crate::token::{self, Claims, Expectations, TokenError};
 
+/// Introspection is on, but discovery names no endpoint for it.
+fn no_introspection_endpoint() -> ProviderError {
+    ProviderError::BadResponse(
+        "introspection is enabled but discovery has no introspection_endpoint".to_owned(),
+    )
+}
+
 /// Longest time a positive introspection answer is reused.
 const INTROSPECTION_CACHE_SECONDS: i64 = 60;
 
@@ -30,8 +37,8 @@ pub enum CredentialError {
     /// The provider (or its keys) could not be reached.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The provider was not asked: the client address's questions were refused too often
-    /// lately (`introspection_gate::REFUSED_A_WINDOW`).
+    /// The provider was not asked: the client address's questions were refused (or answered
+    /// unusably) too often lately (`introspection_gate::REFUSED_A_WINDOW`).
     #[error("introspections refused too often from this address lately; not asked")]
     TooManyRefused,
 }
@@ -456,7 +463,8 @@ impl Provider {
     ///
     /// # Errors
     /// `Token` for an invalid token (also when no audience is configured), `Provider` when the
-    /// keys cannot be had.
+    /// keys cannot be had (or the introspection endpoint), `TooManyRefused` for an opaque token
+    /// not asked about (`client`'s questions were refused too often lately).
     pub async fn validate_access_token(
         self: &Arc<Self>,
         token: &str,
@@ -566,6 +574,11 @@ impl Provider {
         if let Some(error) = self.introspection.refusal(token, now) {
             return Err(error.into());
         }
+        // A provider without an introspection endpoint is misconfigured, not refusing clients:
+        // found out before anything is counted.
+        if self.metadata().await?.introspection_endpoint.is_none() {
+            return Err(no_introspection_endpoint().into());
+        }
         let Some(mut admission) = self.introspection.admit(client) else {
             return Err(CredentialError::TooManyRefused);
         };
@@ -598,11 +611,10 @@ impl Provider {
         now: crate::clock::UnixTime,
     ) -> Result<Claims, CredentialError> {
         let metadata = self.metadata().await?;
-        let endpoint = metadata.introspection_endpoint.as_deref().ok_or_else(|| {
-            ProviderError::BadResponse(
-                "introspection is enabled but discovery has no introspection_endpoint".to_owned(),
-            )
-        })?;
+        let endpoint = metadata
+            .introspection_endpoint
+            .as_deref()
+            .ok_or_else(no_introspection_endpoint)?;
         let endpoint = client::ClientEndpoint {
             url: endpoint,
             signing_algs: metadata

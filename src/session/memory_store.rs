@@ -47,16 +47,11 @@ use serde::{Deserialize, Serialize};
 
 use super::compact::{CompactSession, SessionFacts};
 use super::seal::Sealer;
-use super::{Session, StoredSession};
+use super::{MAX_SESSIONS_PER_USER, Session, StoredSession};
 use crate::clock::UnixTime;
 
 /// Sessions kept expanded (the most recently used).
 const EXPANDED: usize = 512;
-
-/// The most sessions one user (a provider's `sub`) holds at once: a sign-in beyond it ends
-/// that user's oldest. A person has a few browsers; one account signing in again and again
-/// (silent SSO in a loop) would otherwise fill the process's memory.
-pub const MAX_SESSIONS_PER_USER: usize = 100;
 
 /// The key of a user's sessions: its provider and `sub`.
 fn user_key(facts: &SessionFacts<'_>) -> String {
@@ -961,8 +956,15 @@ pub(crate) mod tests {
         let writer = store.clone();
         let write_behind = tokio::spawn(async move { writer.write_behind().await });
         store.insert("a".to_owned(), session("alice", "t"), 20);
-        // The write begins a second after the change, and waits for the file.
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        // The write begins a second after the change (its blocking task then holds the store
+        // too: this test, the holder, the write-behind and the write), and waits for the file.
+        for _ in 0..3000 {
+            if Arc::strong_count(&store) == 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(Arc::strong_count(&store), 4, "a write is under way");
         let _ = release.send(());
         assert!(
             holder.join().unwrap(),

@@ -32,6 +32,12 @@ pub const LOGIN_COOKIES_BUDGET: usize = 4096;
 /// How long a login may take.
 pub const LOGIN_STATE_LIFETIME: i64 = 600;
 
+/// The most sessions one user (a provider's `sub`) holds at once in the memory or Redis store:
+/// a sign-in beyond it ends that user's oldest. A person has a few browsers; one account
+/// signing in again and again (silent SSO in a loop) would otherwise fill the process's memory,
+/// or Redis.
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
 pub use crate::http::cookies::{Cookies, request_cookies};
 pub use record::{FederatedRequest, LoginState, Session, StoredSession};
 

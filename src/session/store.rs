@@ -9,10 +9,11 @@ use std::sync::Arc;
 pub use lease::{RefreshClaim, Replaced};
 
 use super::Cookies;
+use super::MAX_SESSIONS_PER_USER;
 use super::compact::SessionFacts;
 use super::error::StoreError;
 use super::lifetime::{Lifetime, Use};
-use super::memory_store::{MAX_SESSIONS_PER_USER, MemoryStore};
+use super::memory_store::MemoryStore;
 use super::record::StoredSession;
 use super::redis_store::{Index, RedisStore};
 use super::{CookieAttributes, CookieJar, Session, SessionCookieError};
@@ -449,7 +450,7 @@ impl Sessions {
                     store.remove(&id);
                     return Err(SessionCookieError::Expired.into());
                 }
-                self.ended_beyond_the_users_limit(store.end_beyond_the_users_limit(&id));
+                self.count_ended_by_the_users_limit(store.end_beyond_the_users_limit(&id));
                 self.jar
                     .write_session_id(&id, max_age, cookies, attributes)?
             }
@@ -471,7 +472,7 @@ impl Sessions {
                     .await?;
                 match self.provider_session_ended(&stored.session, now).await {
                     Ok(false) => match end_beyond_the_users_limit(store, &facts, &id).await {
-                        Ok(ended) => self.ended_beyond_the_users_limit(ended),
+                        Ok(ended) => self.count_ended_by_the_users_limit(ended),
                         // The sign-in stands; the next one tries again.
                         Err(error) => {
                             tracing::warn!(%error, "the user's oldest sessions could not be counted or ended");
@@ -497,7 +498,7 @@ impl Sessions {
 
     /// Counts and logs the sessions a sign-in ended: its user's oldest, beyond
     /// [`MAX_SESSIONS_PER_USER`].
-    fn ended_beyond_the_users_limit(&self, ended: usize) {
+    fn count_ended_by_the_users_limit(&self, ended: usize) {
         if ended > 0 {
             self.metrics.sessions_ended.inc_by(ended as u64);
             tracing::info!(

@@ -719,6 +719,16 @@ async fn a_post_skip_rule_does_not_skip_a_method_override_by_either_recipe() {
     }
 }
 
+/// A client connecting from `address` (a loopback address other than Envoy's), following no
+/// redirect.
+fn client_from(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(address))
+        .build()
+        .unwrap()
+}
+
 /// Failed sign-ins are limited per client address (ten a minute): through the recipe
 /// (`use_remote_address`), that is the address Envoy saw, never one a client's own
 /// `X-Forwarded-For` claims, so a client cannot buy a provider call per made-up address. The
@@ -738,11 +748,7 @@ async fn the_grpc_recipe_limits_failed_sign_ins_by_the_address_envoy_saw() {
         None,
     )
     .await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
+    let client = client_from([127, 0, 0, 2]);
     let before = idp.count("token");
     let mut statuses = Vec::new();
     for attempt in 0..12 {
@@ -796,38 +802,26 @@ async fn both_recipes_count_unknown_opaque_tokens_against_the_client_envoy_saw()
         http_port,
     } = setup_configured(
         "allowed_redirect_domains = [\"app.example.com\"]\ntrusted_proxies = [\"127.0.0.1/32\"]",
-        |config| {
-            config.replace(
-                "jwks_refetch_interval",
-                "introspection = true\njwks_refetch_interval",
-            )
-        },
+        crate::forward_auth::with_introspection,
         false,
         None,
     )
     .await;
     let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW as usize;
-    let from = |address: [u8; 4]| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .local_address(std::net::IpAddr::from(address))
-            .build()
-            .unwrap()
-    };
     // Each recipe with clients of its own: the first's limited address stays limited for the
     // rest of its minute.
     for (port, name, limited, other) in [
         (
             grpc_port,
             "grpc",
-            from([127, 0, 0, 2]),
-            from([127, 0, 0, 3]),
+            client_from([127, 0, 0, 2]),
+            client_from([127, 0, 0, 3]),
         ),
         (
             http_port,
             "http",
-            from([127, 0, 0, 4]),
-            from([127, 0, 0, 5]),
+            client_from([127, 0, 0, 4]),
+            client_from([127, 0, 0, 5]),
         ),
     ] {
         let ask = |client: &reqwest::Client, token: String, claimed: String| {

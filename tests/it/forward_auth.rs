@@ -18,6 +18,25 @@ async fn auth(gateway: &Gateway, query: &str, headers: &[(&str, &str)]) -> reqwe
     request.send().await.unwrap()
 }
 
+/// `config` with its provider introspecting opaque tokens.
+pub fn with_introspection(config: String) -> String {
+    config.replace(
+        "jwks_refetch_interval",
+        "introspection = true\njwks_refetch_interval",
+    )
+}
+
+/// `/auth` for a bearer token from `client`, the address a trusted proxy in front names.
+async fn bearer_from(gateway: &Gateway, client: &str, token: &str) -> reqwest::Response {
+    let token = format!("Bearer {token}");
+    auth(
+        gateway,
+        "",
+        &[("authorization", &token), ("x-forwarded-for", client)],
+    )
+    .await
+}
+
 async fn status(gateway: &Gateway, query: &str, token: &str) -> u16 {
     auth(
         gateway,
@@ -950,10 +969,7 @@ async fn jwks_cache_control_is_honoured() {
 #[tokio::test]
 async fn opaque_tokens_are_checked_by_introspection_and_cached() {
     let idp = TestIdp::start().await;
-    let config = Gateway::forward_auth_config(&idp, "", "").replace(
-        "jwks_refetch_interval",
-        "introspection = true\njwks_refetch_interval",
-    );
+    let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
     let gateway = Gateway::start(&config).await;
     let response = auth(
         &gateway,
@@ -1051,28 +1067,20 @@ async fn made_up_opaque_tokens_cannot_each_cost_an_introspection_call() {
 #[tokio::test]
 async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_for() {
     let idp = TestIdp::start().await;
-    let config = Gateway::forward_auth_config(&idp, "", "").replace(
-        "jwks_refetch_interval",
-        "introspection = true\njwks_refetch_interval",
-    );
+    let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
     let gateway = Gateway::start(&config).await;
     // The client address nginx in front reports.
-    let gateway = &gateway;
-    let from = |client: &'static str, token: &str| {
-        let token = format!("Bearer {token}");
-        async move {
-            let headers = [("authorization", &*token), ("x-forwarded-for", client)];
-            auth(gateway, "", &headers).await
-        }
-    };
     let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
     for n in 0..limit {
         let token = format!("made-up-{n}");
-        assert_eq!(from("192.0.2.7", &token).await.status(), 401);
+        assert_eq!(
+            bearer_from(&gateway, "192.0.2.7", &token).await.status(),
+            401
+        );
     }
     assert_eq!(idp.count("introspect"), limit as usize);
     // A new made-up token from that address: not asked about, 429.
-    let limited = from("192.0.2.7", "made-up-next").await;
+    let limited = bearer_from(&gateway, "192.0.2.7", "made-up-next").await;
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(idp.count("introspect"), limit as usize, "not asked");
@@ -1088,10 +1096,25 @@ async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_fo
     assert_eq!(idp.count("introspect"), limit as usize, "not asked");
     // Another address is asked as before, and a good token it had checked stays good for the
     // limited address (cached, no question).
-    assert_eq!(from("192.0.2.8", "made-up-next").await.status(), 401);
-    assert_eq!(from("192.0.2.8", "opaque-abc").await.status(), 200);
+    assert_eq!(
+        bearer_from(&gateway, "192.0.2.8", "made-up-next")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        bearer_from(&gateway, "192.0.2.8", "opaque-abc")
+            .await
+            .status(),
+        200
+    );
     assert_eq!(idp.count("introspect"), limit as usize + 2);
-    assert_eq!(from("192.0.2.7", "opaque-abc").await.status(), 200);
+    assert_eq!(
+        bearer_from(&gateway, "192.0.2.7", "opaque-abc")
+            .await
+            .status(),
+        200
+    );
     assert_eq!(idp.count("introspect"), limit as usize + 2);
 }
 
@@ -1100,15 +1123,11 @@ async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_fo
 #[tokio::test]
 async fn a_browser_whose_token_was_not_asked_about_is_not_sent_to_sign_in() {
     let idp = TestIdp::start().await;
-    let config = Gateway::forward_auth_config(
+    let config = with_introspection(Gateway::forward_auth_config(
         &idp,
         "",
         "unauthenticated = \"redirect\"\ntoken_cookie = \"at\"",
-    )
-    .replace(
-        "jwks_refetch_interval",
-        "introspection = true\njwks_refetch_interval",
-    );
+    ));
     let gateway = Gateway::start(&config).await;
     let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
     let navigate = |n: u32| {
@@ -1137,10 +1156,7 @@ async fn a_browser_whose_token_was_not_asked_about_is_not_sent_to_sign_in() {
 #[tokio::test]
 async fn questions_given_up_before_the_answer_still_count_against_the_client() {
     let idp = TestIdp::start().await;
-    let config = Gateway::forward_auth_config(&idp, "", "").replace(
-        "jwks_refetch_interval",
-        "introspection = true\njwks_refetch_interval",
-    );
+    let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
     let gateway = Gateway::start(&config).await;
     idp.misbehave(crate::support::idp::Misbehaviour {
         introspection_delay_ms: Some(400),
@@ -1151,14 +1167,6 @@ async fn questions_given_up_before_the_answer_still_count_against_the_client() {
         .build()
         .unwrap();
     let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW as usize;
-    let gateway = &gateway;
-    let from_client = |token: String| {
-        let token = format!("Bearer {token}");
-        async move {
-            let headers = [("authorization", &*token), ("x-forwarded-for", "192.0.2.9")];
-            auth(gateway, "", &headers).await.status().as_u16()
-        }
-    };
     for n in 0..limit {
         let sent = impatient
             .get(gateway.url("/auth"))
@@ -1170,10 +1178,20 @@ async fn questions_given_up_before_the_answer_still_count_against_the_client() {
     }
     // Each token again: it waits for its question, whose refusal is then remembered.
     for n in 0..limit {
-        assert_eq!(from_client(format!("made-up-{n}")).await, 401);
+        assert_eq!(
+            bearer_from(&gateway, "192.0.2.9", &format!("made-up-{n}"))
+                .await
+                .status(),
+            401
+        );
     }
     assert_eq!(idp.count("introspect"), limit, "each asked once");
-    assert_eq!(from_client("made-up-next".to_owned()).await, 429);
+    assert_eq!(
+        bearer_from(&gateway, "192.0.2.9", "made-up-next")
+            .await
+            .status(),
+        429
+    );
     assert_eq!(idp.count("introspect"), limit, "not asked");
 }
 
@@ -1226,10 +1244,7 @@ async fn a_subject_over_255_characters_is_refused() {
 #[tokio::test]
 async fn introspection_answers_are_checked_for_issuer_token_type_and_subject() {
     let idp = TestIdp::start().await;
-    let config = Gateway::forward_auth_config(&idp, "", "").replace(
-        "jwks_refetch_interval",
-        "introspection = true\njwks_refetch_interval",
-    );
+    let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
     let gateway = Gateway::start(&config).await;
     assert_eq!(status(&gateway, "", "opaque-abc").await, 200);
     assert_eq!(

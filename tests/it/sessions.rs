@@ -633,7 +633,7 @@ pub(crate) async fn one_user_holds_at_most_the_limit_of_sessions(
     gateway: &Gateway,
     oldest_known: bool,
 ) {
-    let limit = tollgate::session::memory_store::MAX_SESSIONS_PER_USER;
+    let limit = tollgate::session::MAX_SESSIONS_PER_USER;
     let mut browsers = Vec::new();
     for _ in 0..limit {
         let mut browser = Browser::new();

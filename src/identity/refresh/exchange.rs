@@ -104,7 +104,7 @@ impl Shared {
             Err(CredentialError::Provider(error @ crate::oidc::ProviderError::BadResponse(_))) => {
                 return Err(failure(false, format!("userinfo unusable: {error}")));
             }
-            Err(error) => {
+            Err(error @ (CredentialError::Provider(_) | CredentialError::TooManyRefused)) => {
                 tracing::warn!(provider = %provider.name(), %error, "userinfo unavailable at refresh; using the ID token's claims");
                 crate::token::without_userinfo(id_claims, Some(&session.claims))
             }
