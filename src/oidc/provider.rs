@@ -576,7 +576,8 @@ impl Provider {
         }
         // A provider without an introspection endpoint is misconfigured, not refusing clients:
         // found out before anything is counted.
-        if self.metadata().await?.introspection_endpoint.is_none() {
+        let metadata = self.metadata().await?;
+        if metadata.introspection_endpoint.is_none() {
             return Err(no_introspection_endpoint().into());
         }
         let Some(mut admission) = self.introspection.admit(client) else {
@@ -584,7 +585,7 @@ impl Provider {
         };
         let (provider, token) = (self.clone(), token.to_owned());
         let question = tokio::spawn(tracing::Instrument::in_current_span(async move {
-            let answer = provider.ask_introspection(&token, now).await;
+            let answer = provider.ask_introspection(&metadata, &token, now).await;
             // A provider that cannot be reached is not the client's doing (an office's users
             // would be refused after an outage). One that answers 429 or 5xx is asked less.
             if !matches!(
@@ -604,13 +605,13 @@ impl Provider {
         })
     }
 
-    /// The question of `introspect`, asked.
+    /// The question of `introspect`, asked of the provider `metadata` describes.
     async fn ask_introspection(
         &self,
+        metadata: &ProviderMetadata,
         token: &str,
         now: crate::clock::UnixTime,
     ) -> Result<Claims, CredentialError> {
-        let metadata = self.metadata().await?;
         let endpoint = metadata
             .introspection_endpoint
             .as_deref()
