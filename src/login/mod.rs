@@ -445,6 +445,16 @@ async fn finish_login(
                             ProviderError::BadResponse(reason).to_string(),
                         )
                     }
+                    // Tollgate's own client credentials refused (a rotated secret): not the
+                    // address's doing, so not counted; the code was not taken, so the login
+                    // stays for the user's reload once the credentials are mended.
+                    ProviderError::ClientRejected(reason) => {
+                        state.exchanges.unasked(returned_state);
+                        (
+                            Rejection::ProviderUnavailable,
+                            ProviderError::ClientRejected(reason).to_string(),
+                        )
+                    }
                     // Not asked, or no answer heard: the user's reload retries with the code.
                     ProviderError::StoreUnavailable(reason) => {
                         state.exchanges.unasked(returned_state);

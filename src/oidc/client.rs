@@ -133,7 +133,8 @@ fn basic_credentials(client_id: &str, secret: &str) -> String {
 /// Exchanges an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5).
 ///
 /// # Errors
-/// `Unreachable`, `Refused` with the provider's error code, or `BadResponse`.
+/// `Unreachable`, `Refused` with the provider's error code, `ClientRejected` when that code
+/// is `invalid_client`, or `BadResponse`.
 pub async fn exchange_code(
     http: &reqwest::Client,
     provider: &ProviderConfig,
@@ -245,18 +246,7 @@ async fn token_request(
         )));
     }
     if !status.is_success() {
-        let code = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|value| {
-                value
-                    .get("error")
-                    .and_then(serde_json::Value::as_str)
-                    // An error code is a short ASCII word (RFC 6749 §5.2); it reaches the logs,
-                    // so no more of the provider's text than that, escaped.
-                    .map(crate::untrusted::bounded)
-            })
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        return Err(ProviderError::Refused(code));
+        return Err(refusal("token endpoint", status, &body));
     }
     let response: TokenResponse = serde_json::from_slice(&body).map_err(|error| {
         ProviderError::BadResponse(format!(
@@ -266,6 +256,32 @@ async fn token_request(
     })?;
     response.ensure_bearer()?;
     Ok(response)
+}
+
+/// A non-2xx answer of the token or introspection endpoint: `ClientRejected` when it refuses
+/// Tollgate's client authentication (the code `invalid_client`, or a 401 without a code: RFC
+/// 6749 §5.2, RFC 7662 §2.3), otherwise `Refused` with its OAuth error code (or the status).
+fn refusal(endpoint: &str, status: reqwest::StatusCode, body: &[u8]) -> ProviderError {
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| {
+            value
+                .get("error")
+                .and_then(serde_json::Value::as_str)
+                // An error code is a short ASCII word (RFC 6749 §5.2); it reaches the logs,
+                // so no more of the provider's text than that, escaped.
+                .map(crate::untrusted::bounded)
+        });
+    match code {
+        Some(code) if code == "invalid_client" && status.is_client_error() => {
+            ProviderError::ClientRejected(format!("the {endpoint} answered invalid_client"))
+        }
+        None if status == reqwest::StatusCode::UNAUTHORIZED => {
+            ProviderError::ClientRejected(format!("the {endpoint} answered {status}"))
+        }
+        Some(code) => ProviderError::Refused(code),
+        None => ProviderError::Refused(format!("HTTP {status}")),
+    }
 }
 
 /// Asks the provider whether an opaque token is active (RFC 7662 §2), authenticating as the
@@ -282,9 +298,10 @@ pub async fn introspect(
     let form = vec![("token", token), ("token_type_hint", "access_token")];
     let (status, body) = client_post(http, provider, introspection_endpoint, form).await?;
     if !status.is_success() {
-        return Err(ProviderError::Refused(format!(
-            "introspection answered {status}"
-        )));
+        return Err(match refusal("introspection endpoint", status, &body) {
+            rejected @ ProviderError::ClientRejected(_) => rejected,
+            _ => ProviderError::Refused(format!("introspection answered {status}")),
+        });
     }
     serde_json::from_slice(&body).map_err(|error| {
         ProviderError::BadResponse(format!(
@@ -417,6 +434,49 @@ mod tests {
                     ),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_client_itself_is_client_rejected() {
+        use reqwest::StatusCode;
+        let rejected = |status: StatusCode, body: &str| {
+            matches!(
+                refusal("token endpoint", status, body.as_bytes()),
+                ProviderError::ClientRejected(_)
+            )
+        };
+        assert!(rejected(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid_client"}"#
+        ));
+        assert!(rejected(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid_client"}"#
+        ));
+        assert!(rejected(StatusCode::UNAUTHORIZED, ""));
+        assert!(rejected(StatusCode::UNAUTHORIZED, "<html>no</html>"));
+        // The user's grant refused, even with a 401: a refusal of the request, not the client.
+        assert!(!rejected(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid_grant"}"#
+        ));
+        assert!(!rejected(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid_grant"}"#
+        ));
+        assert!(!rejected(StatusCode::FORBIDDEN, ""));
+        assert!(!rejected(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"invalid_client"}"#
+        ));
+        match refusal(
+            "token endpoint",
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_grant"}"#,
+        ) {
+            ProviderError::Refused(code) => assert_eq!(code, "invalid_grant"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -136,6 +136,17 @@ pub enum ProviderError {
     /// The provider refused the request (an OAuth error code).
     #[error("provider refused: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     Refused(String),
+    /// The provider refused Tollgate's own client authentication at its token or introspection
+    /// endpoint (`invalid_client`, RFC 6749 §5.2, or a bare 401): a wrong `client_secret`, a
+    /// client key it does not know, a client disabled there. Nothing the request's client did,
+    /// so it is not counted against the client's address (`introspection_gate`,
+    /// `login::exchanges`) and ends no session; answered as a provider failing (502).
+    #[error(
+        "the provider refused Tollgate's client authentication (check client_id, client_secret \
+         or the client key): {}",
+        crate::untrusted::cut(.0, crate::untrusted::REASON_MOST)
+    )]
+    ClientRejected(String),
     /// The in-process token service's store could not answer (whether a token was revoked):
     /// the request is refused as one that needs an unavailable store (503), not as one whose
     /// provider is down. It holds the store's own error, which names the store.

@@ -430,6 +430,43 @@ async fn route_refusals_are_explained_as_the_proxy_decides_them() {
     assert_decision(&ambiguous, "bad_request", json!(400));
 }
 
+/// An explanation may introspect an opaque token: the question counts against the admin
+/// API's caller, never against the address the described request names (an admin explaining
+/// a user's refusals must not lock that user's office out), and an address over its budget
+/// is explained as the 429 it gets.
+#[tokio::test]
+async fn explained_introspections_count_against_the_admin_caller() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config =
+        config(&idp, &upstream, "").replace("audiences = [", "introspection = true\naudiences = [");
+    let gateway = Gateway::start(&config).await;
+    let url = "https://app.example.com/x";
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
+    let described = |n: u32| {
+        json!({
+            "url": url,
+            "auth_query": "",
+            "headers": {
+                "Authorization": format!("Bearer made-up-{n}"),
+                "X-Forwarded-For": "192.0.2.7",
+            },
+        })
+    };
+    for n in 0..limit {
+        let refused = explain(&gateway, described(n)).await;
+        assert_decision(&refused, "unauthenticated", json!(401));
+    }
+    assert_eq!(idp.count("introspect"), limit as usize);
+    let limited = explain(&gateway, described(limit)).await;
+    assert_decision(&limited, "rate_limited", json!(429));
+    assert_eq!(idp.count("introspect"), limit as usize, "not asked");
+    // The address the described request named was not counted: its own request is asked.
+    let made_up = ("Authorization", "Bearer made-up-real".to_owned());
+    let named = ("X-Forwarded-For", "192.0.2.7".to_owned());
+    assert_eq!(real_auth(&gateway, "", &[made_up, named]).await.0, 401);
+    assert_eq!(idp.count("introspect"), limit as usize + 1);
+}
+
 #[tokio::test]
 async fn explaining_changes_nothing() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
