@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::lapsing::Lapsing;
 use super::{
     CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
     Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, hash,
@@ -27,17 +28,19 @@ struct GrantRecord {
     rotations: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Book {
-    codes: HashMap<String, PendingCode>,
-    used_codes: HashMap<String, (Redemption, UnixTime)>,
+    /// Codes not yet redeemed, for `CODE_LIFETIME`.
+    codes: Lapsing<String, PendingCode>,
+    /// Codes redeemed, and when, for `USED_CODE_MEMORY`: a second redemption is a replay.
+    used_codes: Lapsing<String, (Redemption, UnixTime)>,
     grants: HashMap<String, GrantRecord>,
     /// Grants revoked by a code's replay before their redemption opened them (the replay
     /// landed between `take_code` and `open_grant`), by when: opened revoked.
-    revoked_unopened: HashMap<String, UnixTime>,
+    revoked_unopened: Lapsing<String, UnixTime>,
     refresh_tokens: HashMap<[u8; 32], RefreshRecord>,
     /// Revoked access tokens by `jti`, until they would have expired.
-    revoked_access: HashMap<String, UnixTime>,
+    revoked_access: Lapsing<String, UnixTime>,
     /// Grants and refresh tokens are looked through for expired ones when there are this many
     /// refresh tokens (twice as many as after the last look, at least [`FIRST_PRUNE`]).
     prune_at: usize,
@@ -45,6 +48,20 @@ struct Book {
 
 /// The number of refresh tokens at which expired grants and refresh tokens are first dropped.
 const FIRST_PRUNE: usize = 1024;
+
+impl Default for Book {
+    fn default() -> Self {
+        Self {
+            codes: Lapsing::new(|pending, now| now - pending.issued_at > CODE_LIFETIME),
+            used_codes: Lapsing::new(|(_, used_at), now| now - used_at > USED_CODE_MEMORY),
+            grants: HashMap::new(),
+            revoked_unopened: Lapsing::new(|revoked_at, now| now - revoked_at > USED_CODE_MEMORY),
+            refresh_tokens: HashMap::new(),
+            revoked_access: Lapsing::new(|until, now| *until <= now),
+            prune_at: 0,
+        }
+    }
+}
 
 impl Book {
     /// Drops refresh tokens past their expiry (spent or not: an expired one is refused either
@@ -67,29 +84,23 @@ impl Book {
     }
 
     fn take_code(&mut self, code: &str, redemption: &Redemption, now: UnixTime) -> CodeUse {
-        self.codes
-            .retain(|_, pending| now - pending.issued_at <= CODE_LIFETIME);
-        self.used_codes
-            .retain(|_, (_, used_at)| now - *used_at <= USED_CODE_MEMORY);
-        self.revoked_unopened
-            .retain(|_, revoked_at| now - *revoked_at <= USED_CODE_MEMORY);
-        if let Some(pending) = self.codes.remove(code) {
+        if let Some(pending) = self.codes.remove(code, now) {
             self.used_codes
-                .insert(code.to_owned(), (redemption.clone(), now));
+                .insert(code.to_owned(), (redemption.clone(), now), now);
             return CodeUse::Pending(Box::new(pending));
         }
-        let Some((used, _)) = self.used_codes.get(code).cloned() else {
+        let Some((used, _)) = self.used_codes.get(code, now).cloned() else {
             return CodeUse::Unknown;
         };
         if let Some(grant_id) = &used.grant_id {
             if self.grants.contains_key(grant_id) {
                 self.revoke_grant(grant_id);
             } else {
-                self.revoked_unopened.insert(grant_id.clone(), now);
+                self.revoked_unopened.insert(grant_id.clone(), now, now);
             }
         }
         self.revoked_access
-            .insert(used.access_jti, used.access_expires_at);
+            .insert(used.access_jti, used.access_expires_at, now);
         CodeUse::Replayed
     }
 
@@ -222,10 +233,8 @@ impl IssuerState for MemoryState {
 
     fn put_code<'a>(&'a self, code: &'a str, pending: &'a PendingCode) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
-            let now = pending.issued_at;
             book.codes
-                .retain(|_, existing| now - existing.issued_at <= CODE_LIFETIME);
-            book.codes.insert(code.to_owned(), pending.clone());
+                .insert(code.to_owned(), pending.clone(), pending.issued_at);
         }))
     }
 
@@ -243,10 +252,10 @@ impl IssuerState for MemoryState {
         grant_id: &'a str,
         grant: &'a Grant,
         until: UnixTime,
-        _now: UnixTime,
+        now: UnixTime,
     ) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
-            let revoked = book.revoked_unopened.remove(grant_id).is_some();
+            let revoked = book.revoked_unopened.remove(grant_id, now).is_some();
             book.grants.insert(
                 grant_id.to_owned(),
                 GrantRecord {
@@ -326,8 +335,7 @@ impl IssuerState for MemoryState {
         now: UnixTime,
     ) -> StateFuture<'a, ()> {
         ready(self.with_book(|book| {
-            book.revoked_access.retain(|_, until| *until > now);
-            book.revoked_access.insert(jti.to_owned(), expires_at);
+            book.revoked_access.insert(jti.to_owned(), expires_at, now);
         }))
     }
 
@@ -337,7 +345,8 @@ impl IssuerState for MemoryState {
         sid: Option<&'a str>,
     ) -> StateFuture<'a, bool> {
         ready(self.with_book(|book| {
-            jti.is_some_and(|jti| book.revoked_access.contains_key(jti))
+            // A lapsed entry is a token past its expiry, refused as expired anyway.
+            jti.is_some_and(|jti| book.revoked_access.get(jti, UnixTime::MIN).is_some())
                 || sid.is_some_and(|sid| book.grants.get(sid).is_some_and(|grant| grant.revoked))
         }))
     }

@@ -7,6 +7,7 @@
 //! refresh token spent once, reuse ending the grant) is carried out inside one store call, so
 //! two replicas cannot both win.
 
+mod lapsing;
 pub mod memory;
 pub mod redis;
 mod refresh_tags;
