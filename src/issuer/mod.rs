@@ -420,7 +420,7 @@ impl LocalIssuer for TokenService {
         Box::pin(async move {
             let client = self
                 .client(client_id)
-                .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+                .ok_or_else(|| ProviderError::ClientRejected("no such client".to_owned()))?;
             if !client
                 .grants
                 .contains(&crate::config::GrantType::RefreshToken)
@@ -463,7 +463,7 @@ impl LocalIssuer for TokenService {
         Box::pin(async move {
             let client = self
                 .client(client_id)
-                .ok_or_else(|| ProviderError::Refused("invalid_client".to_owned()))?;
+                .ok_or_else(|| ProviderError::ClientRejected("no such client".to_owned()))?;
             self.redeem_code(client, code, Some(redirect_uri), Some(code_verifier))
                 .await
                 .map(minting::IssuedTokens::into_token_response)

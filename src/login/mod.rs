@@ -445,11 +445,14 @@ async fn finish_login(
                             ProviderError::BadResponse(reason).to_string(),
                         )
                     }
-                    // Tollgate's own client credentials refused (a rotated secret): not the
-                    // address's doing, so not counted; the code was not taken, so the login
-                    // stays for the user's reload once the credentials are mended.
+                    // Tollgate's client authentication refused: a 502 naming the client's
+                    // credentials, not a 401 as though the user's login were refused. Counted
+                    // and used up as a refusal is: some providers answer `invalid_client` to a
+                    // made-up code (older Spring Authorization Server releases, with PKCE), so the
+                    // answer alone cannot tell a rotated secret from a replayed state cookie.
                     ProviderError::ClientRejected(reason) => {
-                        state.exchanges.unasked(returned_state);
+                        admission.refused();
+                        code_spent = true;
                         (
                             Rejection::ProviderUnavailable,
                             ProviderError::ClientRejected(reason).to_string(),

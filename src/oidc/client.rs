@@ -134,7 +134,7 @@ fn basic_credentials(client_id: &str, secret: &str) -> String {
 ///
 /// # Errors
 /// `Unreachable`, `Refused` with the provider's error code, `ClientRejected` when that code
-/// is `invalid_client`, or `BadResponse`.
+/// is `invalid_client` (or a 401 names none), or `BadResponse`.
 pub async fn exchange_code(
     http: &reqwest::Client,
     provider: &ProviderConfig,
@@ -273,7 +273,12 @@ fn refusal(endpoint: &str, status: reqwest::StatusCode, body: &[u8]) -> Provider
                 .map(crate::untrusted::bounded)
         });
     match code {
-        Some(code) if code == "invalid_client" && status.is_client_error() => {
+        // A 429 is the provider throttling, whatever code it names.
+        Some(code)
+            if code == "invalid_client"
+                && status.is_client_error()
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+        {
             ProviderError::ClientRejected(format!("the {endpoint} answered invalid_client"))
         }
         None if status == reqwest::StatusCode::UNAUTHORIZED => {
@@ -288,7 +293,9 @@ fn refusal(endpoint: &str, status: reqwest::StatusCode, body: &[u8]) -> Provider
 /// client the way `client_auth` says.
 ///
 /// # Errors
-/// As `exchange_code`; the answer is the introspection response's JSON object.
+/// `Unreachable`; `ClientRejected` as for `exchange_code`; `Refused` naming the status for
+/// any other answer that is not a 2xx; `BadResponse` when the answer is no JSON object. The
+/// answer is the introspection response's JSON object.
 pub async fn introspect(
     http: &reqwest::Client,
     provider: &ProviderConfig,
@@ -466,6 +473,10 @@ mod tests {
             r#"{"error":"invalid_grant"}"#
         ));
         assert!(!rejected(StatusCode::FORBIDDEN, ""));
+        assert!(!rejected(
+            StatusCode::TOO_MANY_REQUESTS,
+            r#"{"error":"invalid_client"}"#
+        ));
         assert!(!rejected(
             StatusCode::INTERNAL_SERVER_ERROR,
             r#"{"error":"invalid_client"}"#

@@ -136,11 +136,13 @@ pub enum ProviderError {
     /// The provider refused the request (an OAuth error code).
     #[error("provider refused: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     Refused(String),
-    /// The provider refused Tollgate's own client authentication at its token or introspection
-    /// endpoint (`invalid_client`, RFC 6749 §5.2, or a bare 401): a wrong `client_secret`, a
-    /// client key it does not know, a client disabled there. Nothing the request's client did,
-    /// so it is not counted against the client's address (`introspection_gate`,
-    /// `login::exchanges`) and ends no session; answered as a provider failing (502).
+    /// The provider refused Tollgate's client authentication at its token or introspection
+    /// endpoint (`invalid_client`, RFC 6749 §5.2, or a 401 without an error code): most often a
+    /// wrong `client_secret`, a client key it does not know, a client disabled there. Answered
+    /// as a provider failing (502), with a reason that names the client's credentials; it ends
+    /// no session. Still counted against the client's address as a refusal is
+    /// (`introspection_gate`, `login::exchanges`): some providers answer `invalid_client` to a
+    /// made-up code, so it is not proof that the request's client did nothing wrong.
     #[error(
         "the provider refused Tollgate's client authentication (check client_id, client_secret \
          or the client key): {}",
@@ -221,10 +223,11 @@ mod tests {
             ProviderError::Unreachable(long.clone()),
             ProviderError::BadResponse(long.clone()),
             ProviderError::Refused(long.clone()),
+            ProviderError::ClientRejected(long.clone()),
         ] {
             let shown = error.to_string();
             assert!(
-                shown.len() <= crate::untrusted::REASON_MOST + 40,
+                shown.len() <= crate::untrusted::REASON_MOST + 120,
                 "{}",
                 shown.len()
             );

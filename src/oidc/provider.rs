@@ -586,16 +586,11 @@ impl Provider {
         let (provider, token) = (self.clone(), token.to_owned());
         let question = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let answer = provider.ask_introspection(&metadata, &token, now).await;
-            // A provider that cannot be reached, or that refuses Tollgate's own credentials, is
-            // not the client's doing (an office's users would be refused after an outage, or
-            // for a minute after a rotated secret was mended). One that answers 429 or 5xx is
-            // asked less.
+            // A provider that cannot be reached is not the client's doing (an office's users
+            // would be refused after an outage). One that answers 429 or 5xx is asked less.
             if !matches!(
                 answer,
-                Ok(_)
-                    | Err(CredentialError::Provider(
-                        ProviderError::Unreachable(_) | ProviderError::ClientRejected(_)
-                    ))
+                Ok(_) | Err(CredentialError::Provider(ProviderError::Unreachable(_)))
             ) {
                 admission.refused();
             }

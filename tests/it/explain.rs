@@ -467,6 +467,38 @@ async fn explained_introspections_count_against_the_admin_caller() {
     assert_eq!(idp.count("introspect"), limit as usize + 1);
 }
 
+/// A provider refusing Tollgate's own client authentication at its introspection endpoint (a
+/// rotated secret): the opaque token's 502 says so, in the explanation as in the log line,
+/// rather than that the provider "refused" (which read as the token refused).
+#[tokio::test]
+async fn a_provider_refusing_tollgates_credentials_at_introspection_is_named() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = config(&idp, &upstream, "")
+        .replace("audiences = [", "introspection = true\naudiences = [")
+        .replace(
+            crate::support::idp::CLIENT_SECRET,
+            "a-secret-the-provider-no-longer-knows",
+        );
+    let gateway = Gateway::start(&config).await;
+    let explained = explain(
+        &gateway,
+        json!({"url": "https://app.example.com/x", "headers": bearer("opaque-abc"), "auth_query": ""}),
+    )
+    .await;
+    assert_decision(&explained, "unavailable", json!(502));
+    let detail = step(&explained, "bearer token")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("refused Tollgate's client authentication")
+            && detail.contains("client_secret"),
+        "{detail}"
+    );
+    let authorization = ("Authorization", "Bearer opaque-def".to_owned());
+    assert_eq!(real_auth(&gateway, "", &[authorization]).await.0, 502);
+}
+
 #[tokio::test]
 async fn explaining_changes_nothing() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);

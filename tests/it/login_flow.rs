@@ -292,28 +292,40 @@ async fn replayed_callbacks_cannot_each_cost_a_code_exchange() {
     assert_eq!(burst.iter().filter(|status| **status == 429).count(), 10);
 }
 
-/// A provider refusing Tollgate's own client credentials at its token endpoint (a rotated
-/// secret): each `/callback` is a 502 naming the credentials, not a 401 as though the user's
-/// login were refused, and not counted against the address (ten of them were a 429 for a
-/// minute, mended or not). The login stays for a reload once the credentials are mended.
+/// A provider refusing Tollgate's own client authentication at its token endpoint (a rotated
+/// secret): `/callback` is a 502, not a 401 as though the user's login were refused. It is
+/// still a refusal for the budget (some providers answer `invalid_client` to a made-up code):
+/// the login is used up, and ten from one address within a minute are a 429.
 #[tokio::test]
-async fn a_provider_refusing_tollgates_credentials_at_login_is_a_502_never_counted() {
+async fn a_provider_refusing_tollgates_credentials_at_login_is_a_502() {
     let idp = TestIdp::start().await;
     let config = Gateway::forward_auth_config(&idp, "", "").replace(
         crate::support::idp::CLIENT_SECRET,
         "a-secret-the-provider-no-longer-knows",
     );
     let gateway = Gateway::start(&config).await;
-    let attempts = tollgate::login::exchanges::MAX_A_WINDOW + 3;
-    for attempt in 0..attempts {
+    let limit = tollgate::login::exchanges::MAX_A_WINDOW;
+    for attempt in 0..limit {
         let (mut browser, callback_url) = at_the_callback(&gateway).await;
-        let answer = browser.get(&callback_url).await;
-        assert_eq!(answer.status(), 502, "attempt {attempt}");
-        assert!(holds_a_login(&browser), "attempt {attempt}");
-        let again = browser.get(&callback_url).await;
-        assert_eq!(again.status(), 502, "a reload is asked again: {attempt}");
+        assert_eq!(
+            browser.get(&callback_url).await.status(),
+            502,
+            "attempt {attempt}"
+        );
+        assert!(!holds_a_login(&browser), "used up: {attempt}");
+        assert_eq!(browser.get(&callback_url).await.status(), 400, "{attempt}");
     }
-    assert_eq!(idp.count("token"), 2 * attempts as usize, "every one asked");
+    assert_eq!(idp.count("token"), limit as usize, "each asked once");
+    let (mut browser, callback_url) = at_the_callback(&gateway).await;
+    assert_eq!(browser.get(&callback_url).await.status(), 429);
+    assert_eq!(idp.count("token"), limit as usize, "not asked");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            r#"tollgate_requests_total{{role="callback",result="provider_unavailable"}} {limit}"#
+        )),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
