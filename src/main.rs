@@ -79,6 +79,13 @@ fn read_text(path: &Path) -> Result<String, tollgate::config::ConfigProblem> {
     })
 }
 
+/// The warning for a config file that gives secrets inline and that every user may read (the
+/// file read again: it was read moments ago, and a file gone since has nothing to warn about).
+fn readable_file_warning(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    tollgate::config::readable_file_warning(path, &text)
+}
+
 /// Reads and validates the config file (as at start, for a reload): the config, or every
 /// problem.
 fn read_config(
@@ -160,7 +167,11 @@ async fn reload(running: &tollgate::app::RunningApp, path: &Path, env: &BTreeMap
     tollgate::tls::read_system_roots_again();
     match read_config(path, env) {
         Ok(config) => {
-            let _ = running.reload(config).await;
+            if running.reload(config).await.is_ok()
+                && let Some(warning) = readable_file_warning(path)
+            {
+                tracing::warn!(%warning, "unsafe setting");
+            }
         }
         Err(problems) => running.refuse(problems),
     }
@@ -267,6 +278,9 @@ fn main() -> ExitCode {
                 for warning in tollgate::config::warnings(&loaded) {
                     eprintln!("warning: {warning}");
                 }
+                if let Some(warning) = readable_file_warning(&config) {
+                    eprintln!("warning: {warning}");
+                }
                 for variable in tollgate::config::ignored_variables(&env) {
                     eprintln!("warning: {variable}: {IGNORED_VARIABLE}");
                 }
@@ -282,6 +296,9 @@ fn main() -> ExitCode {
             };
             let _log = init_logging(&env, config.server.log_format);
             for warning in tollgate::config::warnings(&config) {
+                tracing::warn!(%warning, "unsafe setting");
+            }
+            if let Some(warning) = readable_file_warning(&path) {
                 tracing::warn!(%warning, "unsafe setting");
             }
             for variable in tollgate::config::ignored_variables(&env) {

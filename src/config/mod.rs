@@ -3,6 +3,7 @@
 
 mod client_key;
 mod env;
+mod inline_secrets;
 mod raw;
 mod redis_target;
 mod validate;
@@ -505,6 +506,7 @@ pub fn load(toml_text: &str, env: &BTreeMap<String, String>) -> Result<Config, V
     validate::load(toml_text, env)
 }
 
+pub use inline_secrets::readable_file_warning;
 pub use validate::is_same_issuer;
 
 /// `TOLLGATE_…` variables spelt like an override whose first segment names no section (a

@@ -6,9 +6,13 @@ fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
+/// Writes a config file readable by its owner only, as one that holds secrets should be
+/// (`check` warns about a readable one).
 fn write(name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = crate::support::scratch_dir("cli").join(name);
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
@@ -212,6 +216,47 @@ provider = "corp"
         "public_url = \"https://auth.example.com\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
     );
     assert!(!fine.contains("warning"), "{fine}");
+}
+
+/// A config file that gives secrets inline and that every user of the host may read (a 0644
+/// `/etc/tollgate/config.toml`): `check` names the file and the secrets. A secret given as
+/// `<key>_file` was warned about when its file was readable; one written into the config was
+/// not.
+#[test]
+fn check_warns_about_a_readable_config_file_with_inline_secrets() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let text = r#"
+[server]
+admin_token = "an-admin-token-for-the-cli-test"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+[[provider]]
+name = "corp"
+issuer = "https://login.example.com"
+client_id = "tollgate"
+client_secret = "inline-client-secret"
+[forward_auth]
+provider = "corp"
+"#;
+    let path = write("inline-secrets.toml", text);
+    let check = |mode: u32| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let output = tollgate()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "valid, with warnings");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let readable = check(0o644);
+    assert!(
+        readable.contains("the config file gives secrets inline (server.admin_token, session.secrets, provider[0].client_secret)"),
+        "{readable}"
+    );
+    assert!(readable.contains("readable by every user"), "{readable}");
+    let kept = check(0o640);
+    assert!(!kept.contains("warning"), "{kept}");
 }
 
 /// On a terminal `hash-secret` prompts and turns the echo off: the secret typed stayed on the
