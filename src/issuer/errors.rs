@@ -101,13 +101,18 @@ impl IntoResponse for IssuerError {
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // RFC 6749 §5.1 asks for it beside `no-store`, for HTTP/1.0 caches.
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if matches!(self, Self::TooManyAttempts) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
         if matches!(self, Self::Unavailable(_)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, Self::InvalidClient { used_basic: true }) {
+        // Every 401 names a scheme (RFC 9110 §15.5.2), whichever way the client tried (RFC 6749
+        // §5.2 makes it a must after HTTP Basic; after the form body, the 401 says that Basic
+        // is the scheme to use).
+        if matches!(self, Self::InvalidClient { .. }) {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"tollgate\""),

@@ -41,9 +41,10 @@ pub(super) async fn token(
                 .inc();
             service.metrics.request("token_service", "issued");
             let mut response = axum::Json(issued).into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            // RFC 6749 §5.1 asks for it beside `no-store`, for HTTP/1.0 caches.
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             response
         }
         Err(error) => {

@@ -420,6 +420,49 @@ async fn bad_authorization_requests_are_refused_without_open_redirects() {
     assert_eq!(query_mode.status(), 200, "the form, as without it");
 }
 
+/// `/token`'s answers, tokens or errors, are kept by no cache (RFC 6749 §5.1: `no-store` and
+/// `Pragma: no-cache`), and every 401 names the scheme to authenticate with (RFC 9110
+/// §15.5.2), also to a client that sent its secret in the form body, or none.
+#[tokio::test]
+async fn token_answers_are_never_cached_and_each_401_names_its_scheme() {
+    let (gateway, _) = token_service().await;
+    let send = |form: Vec<(&'static str, &'static str)>,
+                basic: Option<(&'static str, &'static str)>| {
+        let mut request = gateway.post("/token").form(&form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let grant = ("grant_type", "client_credentials");
+    let issued = send(vec![grant], Some(("machine", "machine-secret"))).await;
+    let refused = send(
+        vec![("grant_type", "password")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    for (answer, status) in [(&issued, 200), (&refused, 400)] {
+        assert_eq!(answer.status(), status);
+        assert_eq!(answer.headers()["cache-control"], "no-store");
+        assert_eq!(answer.headers()["pragma"], "no-cache");
+    }
+    let basic = send(vec![grant], Some(("machine", "wrong"))).await;
+    let in_body = send(
+        vec![grant, ("client_id", "machine"), ("client_secret", "wrong")],
+        None,
+    )
+    .await;
+    let unnamed = send(vec![grant], None).await;
+    for answer in [&basic, &in_body, &unnamed] {
+        assert_eq!(answer.status(), 401);
+        assert_eq!(
+            answer.headers()["www-authenticate"],
+            "Basic realm=\"tollgate\""
+        );
+        assert_eq!(answer.headers()["pragma"], "no-cache");
+    }
+}
+
 #[tokio::test]
 async fn client_credentials_issue_tokens_that_validate_accepts() {
     let (gateway, issuer) = token_service().await;
