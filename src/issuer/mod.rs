@@ -396,6 +396,7 @@ async fn jwks(
 fn provider_error(error: &IssuerError) -> ProviderError {
     match error {
         IssuerError::Unavailable(reason) => ProviderError::StoreUnavailable(reason.clone()),
+        IssuerError::InvalidClient { .. } => ProviderError::ClientRejected(error.code().to_owned()),
         other => ProviderError::Refused(other.code().to_owned()),
     }
 }

@@ -343,8 +343,9 @@ async fn finish_login(
     // its cookie goes, so the state cannot be answered again (RFC 9700 §2.1: a one-time CSRF
     // token), nor a spent code presented again (which a provider may answer by revoking what
     // it issued for it, RFC 6749 §4.1.2). A failure before the exchange (the provider or the
-    // store unreachable) keeps it: a reload of this page retries with the code.
-    let mut code_spent = false;
+    // store unreachable) keeps it: a reload of this page retries with the code. A provider
+    // refusing Tollgate's client authentication (a 502) uses it up as a refusal does.
+    let mut used_up = false;
     let outcome: Result<Response, (Rejection, String)> = async {
         let provider = state
             .providers
@@ -415,7 +416,7 @@ async fn finish_login(
             .await
         {
             Ok(tokens) => {
-                code_spent = true;
+                used_up = true;
                 tokens
             }
             Err(error) => {
@@ -452,7 +453,7 @@ async fn finish_login(
                     // answer alone cannot tell a rotated secret from a replayed state cookie.
                     ProviderError::ClientRejected(reason) => {
                         admission.refused();
-                        code_spent = true;
+                        used_up = true;
                         (
                             Rejection::ProviderUnavailable,
                             ProviderError::ClientRejected(reason).to_string(),
@@ -596,7 +597,7 @@ async fn finish_login(
     match outcome {
         // A 429 asked the provider nothing: the login stays for a try after the window.
         Err(refusal)
-            if code_spent
+            if used_up
                 || !(refusal.0.is_failure()
                     || matches!(refusal.0, Rejection::TooManyRequests(_))) =>
         {

@@ -1118,6 +1118,30 @@ async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_fo
     assert_eq!(idp.count("introspect"), limit as usize + 2);
 }
 
+/// A provider refusing Tollgate's own client authentication at its introspection endpoint is a
+/// 502 for each token, and still counted against the asking address: some providers answer
+/// `invalid_client` (or a bare 401) to a token they do not like, so the answer alone does not
+/// clear the client, and made-up tokens stay bounded.
+#[tokio::test]
+async fn a_provider_refusing_tollgates_credentials_at_introspection_still_counts() {
+    let idp = TestIdp::start().await;
+    let config = with_introspection(Gateway::forward_auth_config(&idp, "", "")).replace(
+        crate::support::idp::CLIENT_SECRET,
+        "a-secret-the-provider-no-longer-knows",
+    );
+    let gateway = Gateway::start(&config).await;
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
+    for n in 0..limit {
+        let token = format!("made-up-{n}");
+        let status = bearer_from(&gateway, "192.0.2.7", &token).await.status();
+        assert_eq!(status, 502, "question {n}");
+    }
+    assert_eq!(idp.count("introspect"), limit as usize);
+    let limited = bearer_from(&gateway, "192.0.2.7", "made-up-next").await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(idp.count("introspect"), limit as usize, "not asked");
+}
+
 /// A browser refused for its unknown token cookies is answered 429, not sent to sign in: it
 /// would only come back with the same cookie.
 #[tokio::test]

@@ -322,7 +322,7 @@ async fn a_provider_refusing_tollgates_credentials_at_login_is_a_502() {
     let metrics = gateway.metrics().await;
     assert!(
         metrics.contains(&format!(
-            r#"tollgate_requests_total{{role="callback",result="provider_unavailable"}} {limit}"#
+            "tollgate_requests_total{{role=\"callback\",result=\"provider_unavailable\"}} {limit}\n"
         )),
         "{metrics}"
     );

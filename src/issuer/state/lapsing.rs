@@ -96,13 +96,14 @@ mod tests {
         entries.insert(1, 100, 0);
         assert_eq!(entries.get(&1, 99), Some(&100));
         assert_eq!(entries.get(&1, 100), None);
+        assert_eq!(entries.held(), 1, "still held, absent all the same");
         assert_eq!(entries.remove(&1, 100), None);
         assert_eq!(entries.held(), 0);
         entries.insert(2, 100, 0);
         assert_eq!(entries.remove(&2, 50), Some(100));
     }
 
-    /// Held entries stay within twice the live ones (and the first pass's size), however many
+    /// Held entries stay within twice those live at the last pass (or the first pass's size), however many
     /// were added: each pass drops the lapsed, and the next waits until the map doubled; so the
     /// passes look at a few entries per insert, not at every entry held (as a pass on each
     /// insert did: here 100 000 inserts would have looked at about a billion).

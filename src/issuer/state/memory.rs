@@ -57,7 +57,8 @@ impl Default for Book {
             grants: HashMap::new(),
             revoked_unopened: Lapsing::new(|revoked_at, now| now - revoked_at > USED_CODE_MEMORY),
             refresh_tokens: HashMap::new(),
-            revoked_access: Lapsing::new(|until, now| *until <= now),
+            // Validation accepts a token through the second `until` (its `exp` plus the leeway).
+            revoked_access: Lapsing::new(|until, now| *until < now),
             prune_at: 0,
         }
     }
@@ -345,7 +346,7 @@ impl IssuerState for MemoryState {
         sid: Option<&'a str>,
     ) -> StateFuture<'a, bool> {
         ready(self.with_book(|book| {
-            // A lapsed entry is a token past its expiry, refused as expired anyway.
+            // A lapsed entry is a token past its `exp` and the leeway, refused as expired.
             jti.is_some_and(|jti| book.revoked_access.get(jti, UnixTime::MIN).is_some())
                 || sid.is_some_and(|sid| book.grants.get(sid).is_some_and(|grant| grant.revoked))
         }))
@@ -418,6 +419,33 @@ impl IssuerState for MemoryState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A revocation holds through the last second validation accepts its token (`exp` plus
+    /// the leeway, which `until` is), and a redeemed code is known for `USED_CODE_MEMORY`.
+    #[test]
+    fn revocations_and_redeemed_codes_lapse_after_their_last_second() {
+        let mut book = Book::default();
+        book.revoked_access.insert("jti".to_owned(), 110, 100);
+        assert!(book.revoked_access.get("jti", 110).is_some());
+        assert!(book.revoked_access.get("jti", 111).is_none());
+        let redeemed = Redemption {
+            grant_id: None,
+            access_jti: "a".to_owned(),
+            access_expires_at: 200,
+        };
+        book.used_codes
+            .insert("code".to_owned(), (redeemed, 100), 100);
+        assert!(
+            book.used_codes
+                .get("code", 100 + USED_CODE_MEMORY)
+                .is_some()
+        );
+        assert!(
+            book.used_codes
+                .get("code", 101 + USED_CODE_MEMORY)
+                .is_none()
+        );
+    }
 
     /// A check is counted before it runs and forgiven once right: the count is where it was,
     /// and a first attempt that proved right leaves no window behind.

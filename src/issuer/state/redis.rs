@@ -141,6 +141,13 @@ fn seconds_until(until: UnixTime, now: UnixTime) -> i64 {
     until.saturating_sub(now).max(1)
 }
 
+/// A TTL that keeps a revocation through the second `until` itself, which validation still
+/// accepts its token in (`exp` plus the leeway): set at `now`'s first instant, a key of
+/// `until - now` seconds would be gone for that whole second.
+fn seconds_through(until: UnixTime, now: UnixTime) -> i64 {
+    seconds_until(until, now).saturating_add(1)
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::new(), |mut text, byte| {
@@ -272,7 +279,7 @@ impl RedisState {
             .arg(&jti)
             .arg(1)
             .arg("EX")
-            .arg(seconds_until(used.access_expires_at, now))
+            .arg(seconds_through(used.access_expires_at, now))
             .ignore();
         if let Some(grant_id) = &used.grant_id {
             pipeline
@@ -579,7 +586,7 @@ impl IssuerState for RedisState {
         now: UnixTime,
     ) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            self.revoke_key(self.jti_key(jti, sid), seconds_until(expires_at, now))
+            self.revoke_key(self.jti_key(jti, sid), seconds_through(expires_at, now))
                 .await
         })
     }
