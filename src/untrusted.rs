@@ -93,9 +93,30 @@ pub fn is_unsafe(character: char) -> bool {
         )
 }
 
+/// `text` as an OAuth `error_description` may carry it (RFC 6749 §5.2: printable ASCII but
+/// `"` and `\`): every other character, an escape's backslash included, becomes `?`. The
+/// description quotes what a request sent (a repeated parameter's name), which may hold any.
+pub fn oauth_description(text: &str) -> String {
+    text.chars()
+        .map(|character| match character {
+            ' ' | '!' | '#'..='[' | ']'..='~' => character,
+            _ => '?',
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oauth_description_holds_only_what_rfc_6749_allows() {
+        assert_eq!(
+            oauth_description("parameter `scope` repeated"),
+            "parameter `scope` repeated"
+        );
+        assert_eq!(oauth_description("a\"b\\c\u{e9}\n\u{202e}"), "a?b?c???");
+    }
 
     #[test]
     fn long_text_is_cut_and_control_characters_are_escaped() {

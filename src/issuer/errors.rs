@@ -92,7 +92,8 @@ impl IntoResponse for IssuerError {
         };
         let mut body = serde_json::json!({ "error": self.code() });
         if let Self::InvalidRequest(description) | Self::InvalidGrant(description) = &self {
-            body["error_description"] = serde_json::Value::String(description.clone());
+            body["error_description"] =
+                serde_json::Value::String(crate::untrusted::oauth_description(description));
         }
         if matches!(self, Self::TooManyAttempts) {
             body["error_description"] =

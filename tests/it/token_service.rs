@@ -424,7 +424,7 @@ async fn bad_authorization_requests_are_refused_without_open_redirects() {
 /// `Pragma: no-cache`), and every 401 names the scheme to authenticate with (RFC 9110
 /// §15.5.2), also to a client that sent its secret in the form body, or none.
 #[tokio::test]
-async fn token_answers_are_never_cached_and_each_401_names_its_scheme() {
+async fn token_answers_are_uncached_name_their_401_scheme_and_quote_only_safe_text() {
     let (gateway, _) = token_service().await;
     let send = |form: Vec<(&'static str, &'static str)>,
                 basic: Option<(&'static str, &'static str)>| {
@@ -461,6 +461,20 @@ async fn token_answers_are_never_cached_and_each_401_names_its_scheme() {
         );
         assert_eq!(answer.headers()["pragma"], "no-cache");
     }
+    // An error's description quotes what was sent only in the characters RFC 6749 §5.2 allows
+    // there: a repeated parameter named `"x\` is described as `?x?`.
+    let repeated = gateway
+        .post("/token")
+        .basic_auth("machine", Some("machine-secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&%22x%5C=1&%22x%5C=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repeated.status(), 400);
+    let body: Value = repeated.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["error_description"], "parameter `?x?` repeated");
 }
 
 #[tokio::test]

@@ -140,6 +140,7 @@ impl AuthorizeRefusal {
                 error,
                 description,
             }) => {
+                let description = crate::untrusted::oauth_description(&description);
                 let mut params = vec![
                     ("error", error),
                     ("error_description", description.as_str()),
