@@ -493,3 +493,135 @@ async fn a_revocation_confirmed_on_the_new_master_holds_while_a_link_still_reads
     assert_eq!(new_master.cli(&["dbsize"]).trim(), "1");
     assert!(state.is_revoked(Some("j-1"), None).await.unwrap());
 }
+
+/// One user signing in to one client again and again (each sign-in a grant, each grant up to
+/// a thousand remembered refresh tokens for a day) filled the store. Beyond
+/// `MAX_GRANTS_PER_USER` grants of one holder at one client, opening one ends the oldest:
+/// revoked, and its refresh tokens, spent and fresh, forgotten (deleted in Redis). Another
+/// user's grants and the same user's at another client are untouched. The same rules on each
+/// store: memory, standalone Redis and Cluster.
+async fn a_holders_grants_beyond_the_limit_end_oldest_first(
+    state: &dyn tollgate::issuer::state::IssuerState,
+    refresh_tokens_held: impl Fn() -> Option<usize>,
+) {
+    use tollgate::issuer::state::{
+        Grant, MAX_GRANTS_PER_USER, Principal, RefreshUse, SignedIn, Successor,
+    };
+    let now = crate::support::idp::now();
+    let grant = |client: &str, user: &str| Grant {
+        client_id: client.to_owned(),
+        principal: Principal::Local(user.to_owned()),
+        scopes: vec!["openid".to_owned()],
+        auth_time: Some(now),
+        signed_in: SignedIn::AtIssue,
+    };
+    let successor = Successor {
+        expires_at: now + 3600,
+        grant_until: now + 3600,
+        rotations_most: 1000,
+    };
+    // Opens a grant with a refresh token spent once: (grant id, its fresh token).
+    let open = |client: &'static str, user: &'static str| {
+        let grant = grant(client, user);
+        async move {
+            let id = tollgate::random::token();
+            state
+                .open_grant(&id, &grant, now + 3600, now)
+                .await
+                .unwrap();
+            let first = state
+                .issue_refresh_token(&id, now + 3600, now + 3600, now)
+                .await
+                .unwrap();
+            let RefreshUse::Fresh(fresh) = state
+                .rotate_refresh_token(&first, client, successor, now)
+                .await
+                .unwrap()
+            else {
+                panic!("a fresh token rotates");
+            };
+            (id, fresh)
+        }
+    };
+    let bob = open("app", "bob").await;
+    let elsewhere = open("other-app", "alice").await;
+    let mut alice = Vec::new();
+    for _ in 0..MAX_GRANTS_PER_USER {
+        alice.push(open("app", "alice").await);
+    }
+    let before = refresh_tokens_held();
+    let newest = open("app", "alice").await;
+    let (oldest, oldest_token) = &alice[0];
+    assert!(state.is_revoked(None, Some(oldest)).await.unwrap());
+    assert_eq!(
+        state
+            .rotate_refresh_token(oldest_token, "app", successor, now)
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the oldest grant ended"
+    );
+    if let (Some(before), Some(after)) = (before, refresh_tokens_held()) {
+        // The newest grant's two refresh tokens came, the oldest's two went.
+        assert_eq!(after, before, "refresh tokens held");
+    }
+    for (id, token) in [&alice[1], &newest, &bob, &elsewhere] {
+        assert!(!state.is_revoked(None, Some(id)).await.unwrap());
+        assert!(matches!(
+            state
+                .rotate_refresh_token(
+                    token,
+                    if *id == elsewhere.0 {
+                        "other-app"
+                    } else {
+                        "app"
+                    },
+                    successor,
+                    now
+                )
+                .await
+                .unwrap(),
+            RefreshUse::Fresh(_)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_holders_grants_beyond_the_limit_end_oldest_first_in_every_store() {
+    use std::sync::Arc;
+    use tollgate::redis_connection::{RedisConnection, RedisTarget};
+    let memory = tollgate::issuer::state::memory::MemoryState::default();
+    a_holders_grants_beyond_the_limit_end_oldest_first(&memory, || None).await;
+    let secrets = [tollgate::secret::Secret::new(
+        crate::support::gateway::SESSION_SECRET.to_owned(),
+    )];
+    let standalone = RedisServer::standalone().await;
+    let connection =
+        RedisConnection::new(&RedisTarget::Standalone(standalone.url()), None, None).unwrap();
+    let state = tollgate::issuer::state::redis::RedisState::new(
+        Arc::new(connection),
+        "tollgate:",
+        3600,
+        &secrets,
+    );
+    let keys = || {
+        Some(
+            standalone
+                .cli(&["keys", "tollgate:ts:refresh:*"])
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .count(),
+        )
+    };
+    a_holders_grants_beyond_the_limit_end_oldest_first(&state, keys).await;
+    let cluster = RedisCluster::start().await;
+    let urls = cluster.nodes.iter().map(RedisServer::url).collect();
+    let connection = RedisConnection::new(&RedisTarget::Cluster(urls), None, None).unwrap();
+    let state = tollgate::issuer::state::redis::RedisState::new(
+        Arc::new(connection),
+        "tollgate:",
+        3600,
+        &secrets,
+    );
+    a_holders_grants_beyond_the_limit_end_oldest_first(&state, || None).await;
+}

@@ -1,13 +1,13 @@
 //! `token_service.store = "memory"`: the token service's state in this process, behind one
 //! lock. Lost on restart; not shared with other replicas.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::lapsing::Lapsing;
 use super::{
-    CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
-    Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, hash,
+    CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, MAX_GRANTS_PER_USER,
+    PendingCode, Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, hash,
 };
 use crate::clock::UnixTime;
 
@@ -26,6 +26,8 @@ struct GrantRecord {
     until: UnixTime,
     /// How many times its refresh token was rotated.
     rotations: u64,
+    /// Its refresh tokens (by hash), spent or not, forgotten with it when it ends.
+    tokens: Vec<[u8; 32]>,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,8 @@ struct Book {
     /// landed between `take_code` and `open_grant`), by when: opened revoked.
     revoked_unopened: Lapsing<String, UnixTime>,
     refresh_tokens: HashMap<[u8; 32], RefreshRecord>,
+    /// Each holder's grants (`Grant::holder`), oldest first.
+    holders: HashMap<String, VecDeque<String>>,
     /// Revoked access tokens by `jti`, until they would have expired.
     revoked_access: Lapsing<String, UnixTime>,
     /// Grants and refresh tokens are looked through for expired ones when there are this many
@@ -57,6 +61,7 @@ impl Default for Book {
             grants: HashMap::new(),
             revoked_unopened: Lapsing::new(|revoked_at, now| now - revoked_at > USED_CODE_MEMORY),
             refresh_tokens: HashMap::new(),
+            holders: HashMap::new(),
             // Validation accepts a token through the second `until` (its `exp` plus the leeway).
             revoked_access: Lapsing::new(|until, now| *until < now),
             prune_at: 0,
@@ -75,7 +80,48 @@ impl Book {
         self.refresh_tokens
             .retain(|_, record| record.expires_at > now);
         self.grants.retain(|_, record| record.until > now);
+        let grants = &self.grants;
+        self.holders.retain(|_, ids| {
+            ids.retain(|id| grants.contains_key(id));
+            !ids.is_empty()
+        });
         self.prune_at = (self.refresh_tokens.len() * 2).max(FIRST_PRUNE);
+    }
+
+    /// Opens `grant` under `grant_id`, kept until `until`; the holder's grants beyond
+    /// [`MAX_GRANTS_PER_USER`] end, oldest first.
+    fn open_grant(&mut self, grant_id: &str, grant: &Grant, until: UnixTime, now: UnixTime) {
+        let revoked = self.revoked_unopened.remove(grant_id, now).is_some();
+        self.grants.insert(
+            grant_id.to_owned(),
+            GrantRecord {
+                grant: grant.clone(),
+                revoked,
+                until,
+                rotations: 0,
+                tokens: Vec::new(),
+            },
+        );
+        let Self {
+            grants,
+            holders,
+            refresh_tokens,
+            ..
+        } = self;
+        let ids = holders.entry(grant.holder()).or_default();
+        ids.retain(|id| grants.get(id).is_some_and(|record| !record.revoked));
+        ids.push_back(grant_id.to_owned());
+        while ids.len() > MAX_GRANTS_PER_USER {
+            let Some(oldest) = ids.pop_front() else {
+                break;
+            };
+            if let Some(record) = grants.get_mut(&oldest) {
+                record.revoked = true;
+                for token in record.tokens.drain(..) {
+                    refresh_tokens.remove(&token);
+                }
+            }
+        }
     }
 
     fn revoke_grant(&mut self, grant_id: &str) {
@@ -162,6 +208,9 @@ impl Book {
             grant.until = grant.until.max(grant_until);
         }
         let token = super::new_refresh_token(grant_id);
+        if let Some(grant) = self.grants.get_mut(grant_id) {
+            grant.tokens.push(hash(&token));
+        }
         self.refresh_tokens.insert(
             hash(&token),
             RefreshRecord {
@@ -255,18 +304,7 @@ impl IssuerState for MemoryState {
         until: UnixTime,
         now: UnixTime,
     ) -> StateFuture<'a, ()> {
-        ready(self.with_book(|book| {
-            let revoked = book.revoked_unopened.remove(grant_id, now).is_some();
-            book.grants.insert(
-                grant_id.to_owned(),
-                GrantRecord {
-                    grant: grant.clone(),
-                    revoked,
-                    until,
-                    rotations: 0,
-                },
-            );
-        }))
+        ready(self.with_book(|book| book.open_grant(grant_id, grant, until, now)))
     }
 
     fn issue_refresh_token<'a>(

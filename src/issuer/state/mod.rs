@@ -25,6 +25,12 @@ pub const CODE_LIFETIME: i64 = 60;
 /// How long a redeemed code is remembered, so that its replay revokes what it issued.
 pub const USED_CODE_MEMORY: i64 = 600;
 
+/// The most grants one user holds at one client (a sign-in each, with its refresh tokens):
+/// opening one more ends the oldest (revoked, its refresh tokens forgotten). Without a bound,
+/// one account signing in and refreshing in a loop filled the store: every spent refresh
+/// token is remembered for a day, up to `Successor::rotations_most` of them a grant.
+pub const MAX_GRANTS_PER_USER: usize = 100;
+
 /// Who a code or a grant is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Principal {
@@ -159,6 +165,37 @@ pub struct Grant {
     pub signed_in: SignedIn,
 }
 
+impl Grant {
+    /// Who holds the grant at its client, as a key (a user of the login form by username, a
+    /// federated user by provider and `sub`; the claims carried over do not count): hex of a
+    /// SHA-256, so that it is short and reveals no name in Redis.
+    pub fn holder(&self) -> String {
+        let (kind, provider, name) = match &self.principal {
+            Principal::Local(username) => ("local", "", username.as_str()),
+            Principal::Federated { sub, provider, .. } => (
+                "federated",
+                provider.as_deref().unwrap_or_default(),
+                sub.as_str(),
+            ),
+        };
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in [self.client_id.as_str(), kind, provider, name] {
+            // Each part's length first: no two holders read as the same bytes.
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part.as_bytes());
+        }
+        context
+            .finish()
+            .as_ref()
+            .iter()
+            .fold(String::with_capacity(64), |mut text, byte| {
+                use std::fmt::Write as _;
+                let _ = write!(text, "{byte:02x}");
+                text
+            })
+    }
+}
+
 /// What redeeming a code will issue, decided before the code is taken, so that the code and
 /// its record become "used" in one step: a replay, however close, finds the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,7 +275,8 @@ pub trait IssuerState: Send + Sync + 'static {
         now: UnixTime,
     ) -> StateFuture<'a, CodeUse>;
 
-    /// Opens a grant at `now`, kept until `until`.
+    /// Opens a grant at `now`, kept until `until`. Its holder's grants at its client beyond
+    /// [`MAX_GRANTS_PER_USER`] end, oldest first: revoked, their refresh tokens forgotten.
     fn open_grant<'a>(
         &'a self,
         grant_id: &'a str,

@@ -8,6 +8,10 @@
 //! - `grant:{<grant>}` a hash (`client`, `record`), kept past its last refresh token;
 //! - `revoked:{<grant>}` present once the grant is revoked, for a grant's whole life;
 //! - `refresh:{<grant>}:<sha256 of the token>` `fresh` or `used`, until the token expires;
+//! - `tokens:{<grant>}` a set of the grant's refresh tokens (their SHA-256 in hex), deleted
+//!   with them when the grant ends beyond its holder's limit;
+//! - `holder:{<Grant::holder>}` a sorted set of one user's grants at one client, in the order
+//!   they were opened (`holder-sequence:{…}` counts), for `MAX_GRANTS_PER_USER`;
 //! - `jti:{<grant or jti>}:<jti>` a revoked access token, until it would have expired;
 //! - `fail:<key>` failures counted in the current window.
 //!
@@ -36,9 +40,9 @@ use redis::Script;
 
 use super::refresh_tags::RefreshTags;
 use super::{
-    CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, PendingCode,
-    Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY, grant_of_refresh_token,
-    hash,
+    CODE_LIFETIME, CodeUse, FAILURE_WINDOW, Grant, IssuerState, MAX_FAILURES, MAX_GRANTS_PER_USER,
+    PendingCode, Redemption, RefreshUse, StateError, StateFuture, USED_CODE_MEMORY,
+    grant_of_refresh_token, hash,
 };
 use crate::clock::UnixTime;
 use crate::redis_connection::RedisConnection;
@@ -61,8 +65,9 @@ return {'unknown'}
 ";
 
 /// Spends a refresh token and stores its successor: KEYS refresh, grant, revoked, successor,
-/// rotation count; ARGV client id, grant life, successor's life, the grant's least life, how
-/// many rotations the grant may have (beyond: 'exhausted', nothing spent). Whose token it is comes first:
+/// rotation count, the grant's token set; ARGV client id, grant life, successor's life, the
+/// grant's least life, how many rotations the grant may have (beyond: 'exhausted', nothing
+/// spent), the successor's hash in hex. Whose token it is comes first:
 /// another client's spent token revokes nothing (RFC 6749 §6).
 const ROTATE_REFRESH: &str = r"
 local state = redis.call('GET', KEYS[1])
@@ -87,7 +92,26 @@ redis.call('INCR', KEYS[5])
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 redis.call('SET', KEYS[4], 'fresh', 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4], 'GT')
+redis.call('SADD', KEYS[6], ARGV[6])
+redis.call('EXPIRE', KEYS[6], ARGV[4])
 return 'fresh'
+";
+
+/// Adds a grant to its holder's index and takes out the oldest beyond the limit, returning
+/// them: KEYS the holder's sorted set, its sequence; ARGV the grant id, how long the index
+/// lives (a grant's life), the limit.
+const ADD_TO_HOLDER: &str = r"
+local sequence = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[1], sequence, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local beyond = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if beyond <= 0 then
+  return {}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, beyond - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, beyond - 1)
+return oldest
 ";
 
 /// Undoes a rotation whose answer never reached the client: KEYS refresh, successor, rotation
@@ -219,6 +243,21 @@ impl RedisState {
         format!("{}rotations:{{{grant_id}}}", self.prefix)
     }
 
+    /// The set of a grant's refresh tokens, by their hash in hex.
+    fn tokens_key(&self, grant_id: &str) -> String {
+        format!("{}tokens:{{{grant_id}}}", self.prefix)
+    }
+
+    /// The sorted set of one holder's grants (`Grant::holder`), in the order they were opened.
+    fn holder_key(&self, holder: &str) -> String {
+        format!("{}holder:{{{holder}}}", self.prefix)
+    }
+
+    /// The count that orders a holder's grants (seconds would tie).
+    fn holder_sequence_key(&self, holder: &str) -> String {
+        format!("{}holder-sequence:{{{holder}}}", self.prefix)
+    }
+
     fn refresh_key(&self, grant_id: &str, token: &str) -> String {
         format!(
             "{}refresh:{{{grant_id}}}:{}",
@@ -267,6 +306,56 @@ impl RedisState {
         let mut pipeline = redis::pipe();
         pipeline.cmd("SET").arg(&key).arg(1).arg("EX").arg(seconds);
         self.confirmed::<()>(&key, &pipeline).await
+    }
+
+    /// Ends the holder's grants beyond [`MAX_GRANTS_PER_USER`] once `grant_id` is opened for
+    /// it: the oldest beyond the limit leave the holder's index in one step (so two replicas
+    /// never both pick them), then each is ended.
+    async fn end_beyond_the_holders_limit(
+        &self,
+        holder: &str,
+        grant_id: &str,
+    ) -> Result<(), StateError> {
+        let mut pipeline = eval(
+            ADD_TO_HOLDER,
+            &[&self.holder_key(holder), &self.holder_sequence_key(holder)],
+        );
+        pipeline
+            .arg(grant_id)
+            .arg(self.grant_life.max(1))
+            .arg(MAX_GRANTS_PER_USER);
+        let (beyond,): (Vec<String>,) = self
+            .connection
+            .pipeline(&pipeline)
+            .await
+            .map_err(|error| unavailable(&error))?;
+        for ended in &beyond {
+            self.end_grant(ended).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a grant: revoked first (confirmed: no rotation succeeds after it), then its refresh
+    /// tokens deleted (those its set names: a grant an older Tollgate rotated may keep some
+    /// until they expire, refused as the grant's).
+    async fn end_grant(&self, grant_id: &str) -> Result<(), StateError> {
+        self.revoke_key(self.revoked_key(grant_id), self.grant_life)
+            .await?;
+        let tokens_key = self.tokens_key(grant_id);
+        let hashes: Vec<String> = self
+            .connection
+            .query(redis::cmd("SMEMBERS").arg(&tokens_key))
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let mut delete = redis::cmd("DEL");
+        delete.arg(&tokens_key).arg(self.rotations_key(grant_id));
+        for hash in &hashes {
+            delete.arg(format!("{}refresh:{{{grant_id}}}:{hash}", self.prefix));
+        }
+        self.connection
+            .query::<()>(&delete)
+            .await
+            .map_err(|error| unavailable(&error))
     }
 
     /// Revokes what a redeemed code issued, in one confirmed write: its access token and,
@@ -446,7 +535,9 @@ impl IssuerState for RedisState {
             self.connection
                 .pipeline::<()>(&pipeline)
                 .await
-                .map_err(|error| unavailable(&error))
+                .map_err(|error| unavailable(&error))?;
+            self.end_beyond_the_holders_limit(&grant.holder(), grant_id)
+                .await
         })
     }
 
@@ -471,6 +562,14 @@ impl IssuerState for RedisState {
                 .arg(self.grant_key(grant_id))
                 .arg(seconds_until(grant_until, now))
                 .arg("GT")
+                .ignore()
+                .cmd("SADD")
+                .arg(self.tokens_key(grant_id))
+                .arg(hex(&hash(&token)))
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(self.tokens_key(grant_id))
+                .arg(seconds_until(grant_until, now))
                 .ignore()
                 .to_owned();
             self.connection
@@ -499,16 +598,18 @@ impl IssuerState for RedisState {
             let next = self.new_refresh_token(grant_id)?;
             let next_key = self.refresh_key(grant_id, &next);
             let rotations = self.rotations_key(grant_id);
+            let tokens = self.tokens_key(grant_id);
             let mut pipeline = eval(
                 ROTATE_REFRESH,
-                &[&refresh, &grant, &revoked, &next_key, &rotations],
+                &[&refresh, &grant, &revoked, &next_key, &rotations, &tokens],
             );
             pipeline
                 .arg(client_id)
                 .arg(self.grant_life)
                 .arg(seconds_until(successor.expires_at, now))
                 .arg(seconds_until(successor.grant_until, now))
-                .arg(successor.rotations_most);
+                .arg(successor.rotations_most)
+                .arg(hex(&hash(&next)));
             let answer = match self.confirmed::<(String,)>(&refresh, &pipeline).await {
                 Ok((answer,)) => answer,
                 Err(error) => {

@@ -331,3 +331,28 @@ fn a_grant_rotates_a_bounded_number_of_times_and_remembers_every_spent_token() {
     );
     assert!(run(state.is_revoked(None, Some(&grant_id))));
 }
+
+/// A holder's grants beyond `MAX_GRANTS_PER_USER` at one client end oldest first, and their
+/// refresh tokens, spent ones included, are forgotten: the store holds no more of them.
+#[test]
+fn a_holders_grants_beyond_the_limit_take_their_refresh_tokens_with_them() {
+    let state = MemoryState::default();
+    let mut first = None;
+    for n in 0..=MAX_GRANTS_PER_USER {
+        let grant_id = crate::random::token();
+        run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+        let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
+        let RefreshUse::Fresh(_) = run(state.rotate_refresh_token(&token, "app", LONG, 100)) else {
+            panic!("fresh");
+        };
+        if n == 0 {
+            first = Some(grant_id);
+        }
+    }
+    assert!(run(state.is_revoked(None, first.as_deref())));
+    assert_eq!(
+        state.held(),
+        (MAX_GRANTS_PER_USER + 1, 2 * MAX_GRANTS_PER_USER),
+        "the ended grant's two refresh tokens are gone (the grant stays, revoked, until it lapses)"
+    );
+}
