@@ -96,6 +96,8 @@ impl IntoResponse for BackchannelRefusal {
 fn answer(status: StatusCode, error: Option<&str>) -> Response {
     let body = match error {
         Some(description) => {
+            // The reason may quote the logout token (a `kid`): only what RFC 6749 §5.2 allows.
+            let description = crate::untrusted::oauth_description(description);
             serde_json::json!({"error": "invalid_request", "error_description": description})
                 .to_string()
         }

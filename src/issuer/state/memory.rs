@@ -46,7 +46,7 @@ struct Book {
     /// Revoked access tokens by `jti`, until they would have expired.
     revoked_access: Lapsing<String, UnixTime>,
     /// Grants and refresh tokens are looked through for expired ones when there are this many
-    /// refresh tokens (twice as many as after the last look, at least [`FIRST_PRUNE`]).
+    /// of them together (twice as many as after the last look, at least [`FIRST_PRUNE`]).
     prune_at: usize,
 }
 
@@ -71,10 +71,10 @@ impl Default for Book {
 
 impl Book {
     /// Drops refresh tokens past their expiry (spent or not: an expired one is refused either
-    /// way) and grants past their end, whenever the refresh tokens doubled since the last look:
-    /// every client that refreshes adds one, and nothing else ever removed them.
+    /// way) and grants past their end, whenever the two together doubled since the last look:
+    /// every client that refreshes adds a token, every sign-in a grant.
     fn prune(&mut self, now: UnixTime) {
-        if self.refresh_tokens.len() < self.prune_at.max(FIRST_PRUNE) {
+        if self.refresh_tokens.len() + self.grants.len() < self.prune_at.max(FIRST_PRUNE) {
             return;
         }
         self.refresh_tokens
@@ -85,12 +85,14 @@ impl Book {
             ids.retain(|id| grants.contains_key(id));
             !ids.is_empty()
         });
-        self.prune_at = (self.refresh_tokens.len() * 2).max(FIRST_PRUNE);
+        self.prune_at = ((self.refresh_tokens.len() + self.grants.len()) * 2).max(FIRST_PRUNE);
     }
 
     /// Opens `grant` under `grant_id`, kept until `until`; the holder's grants beyond
     /// [`MAX_GRANTS_PER_USER`] end, oldest first.
     fn open_grant(&mut self, grant_id: &str, grant: &Grant, until: UnixTime, now: UnixTime) {
+        // A sign-in loop whose grants end beyond the limit adds grants, not refresh tokens.
+        self.prune(now);
         let revoked = self.revoked_unopened.remove(grant_id, now).is_some();
         self.grants.insert(
             grant_id.to_owned(),
@@ -109,7 +111,10 @@ impl Book {
             ..
         } = self;
         let ids = holders.entry(grant.holder()).or_default();
-        ids.retain(|id| grants.get(id).is_some_and(|record| !record.revoked));
+        // Revoked grants count until they lapse: a revoked grant's refresh tokens are kept (a
+        // reuse still refused as one), so a user revoking each grant would else never reach
+        // the limit.
+        ids.retain(|id| grants.contains_key(id));
         ids.push_back(grant_id.to_owned());
         while ids.len() > MAX_GRANTS_PER_USER {
             let Some(oldest) = ids.pop_front() else {

@@ -11,7 +11,7 @@
 //! - `tokens:{<grant>}` a set of the grant's refresh tokens (their SHA-256 in hex), deleted
 //!   with them when the grant ends beyond its holder's limit;
 //! - `holder:{<Grant::holder>}` a sorted set of one user's grants at one client, in the order
-//!   they were opened (`holder-sequence:{…}` counts), for `MAX_GRANTS_PER_USER`;
+//!   they were opened (each scored one above the newest), for `MAX_GRANTS_PER_USER`;
 //! - `jti:{<grant or jti>}:<jti>` a revoked access token, until it would have expired;
 //! - `fail:<key>` failures counted in the current window.
 //!
@@ -97,21 +97,23 @@ redis.call('EXPIRE', KEYS[6], ARGV[4])
 return 'fresh'
 ";
 
-/// Adds a grant to its holder's index and takes out the oldest beyond the limit, returning
-/// them: KEYS the holder's sorted set, its sequence; ARGV the grant id, how long the index
-/// lives (a grant's life), the limit.
+/// Adds a grant to its holder's index, after the newest there, and returns the oldest beyond
+/// the limit (left in the index until each is ended: ending one twice does no harm): KEYS the
+/// holder's sorted set; ARGV the grant id, how long the index lives (a grant's life), the
+/// limit.
 const ADD_TO_HOLDER: &str = r"
-local sequence = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[1], sequence, ARGV[1])
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local score = 1
+if newest[2] then
+  score = tonumber(newest[2]) + 1
+end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 local beyond = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
 if beyond <= 0 then
   return {}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, beyond - 1)
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, beyond - 1)
-return oldest
+return redis.call('ZRANGE', KEYS[1], 0, beyond - 1)
 ";
 
 /// Undoes a rotation whose answer never reached the client: KEYS refresh, successor, rotation
@@ -253,11 +255,6 @@ impl RedisState {
         format!("{}holder:{{{holder}}}", self.prefix)
     }
 
-    /// The count that orders a holder's grants (seconds would tie).
-    fn holder_sequence_key(&self, holder: &str) -> String {
-        format!("{}holder-sequence:{{{holder}}}", self.prefix)
-    }
-
     fn refresh_key(&self, grant_id: &str, token: &str) -> String {
         format!(
             "{}refresh:{{{grant_id}}}:{}",
@@ -309,17 +306,15 @@ impl RedisState {
     }
 
     /// Ends the holder's grants beyond [`MAX_GRANTS_PER_USER`] once `grant_id` is opened for
-    /// it: the oldest beyond the limit leave the holder's index in one step (so two replicas
-    /// never both pick them), then each is ended.
+    /// it, oldest first; each leaves the holder's index once it is ended, so one that failed
+    /// to end is ended by a later sign-in (two replicas may both end one: no harm).
     async fn end_beyond_the_holders_limit(
         &self,
         holder: &str,
         grant_id: &str,
     ) -> Result<(), StateError> {
-        let mut pipeline = eval(
-            ADD_TO_HOLDER,
-            &[&self.holder_key(holder), &self.holder_sequence_key(holder)],
-        );
+        let key = self.holder_key(holder);
+        let mut pipeline = eval(ADD_TO_HOLDER, &[&key]);
         pipeline
             .arg(grant_id)
             .arg(self.grant_life.max(1))
@@ -331,6 +326,10 @@ impl RedisState {
             .map_err(|error| unavailable(&error))?;
         for ended in &beyond {
             self.end_grant(ended).await?;
+            self.connection
+                .query::<()>(redis::cmd("ZREM").arg(&key).arg(ended))
+                .await
+                .map_err(|error| unavailable(&error))?;
         }
         Ok(())
     }

@@ -356,3 +356,24 @@ fn a_holders_grants_beyond_the_limit_take_their_refresh_tokens_with_them() {
         "the ended grant's two refresh tokens are gone (the grant stays, revoked, until it lapses)"
     );
 }
+
+/// A revoked grant (here by its refresh token's reuse; `/revoke` does the same) keeps its
+/// refresh tokens until it lapses, so it still counts towards its holder's limit: a user
+/// revoking each grant they open cannot get past the limit that way.
+#[test]
+fn revoked_grants_count_towards_their_holders_limit() {
+    let state = MemoryState::default();
+    for _ in 0..=MAX_GRANTS_PER_USER {
+        let grant_id = crate::random::token();
+        run(state.open_grant(&grant_id, &grant("app"), 10_000, 100));
+        let token = run(state.issue_refresh_token(&grant_id, 5_000, 10_000, 100));
+        let RefreshUse::Fresh(_) = run(state.rotate_refresh_token(&token, "app", LONG, 100)) else {
+            panic!("fresh");
+        };
+        assert_eq!(
+            run(state.rotate_refresh_token(&token, "app", LONG, 100)),
+            RefreshUse::Reused
+        );
+    }
+    assert_eq!(state.held().1, 2 * MAX_GRANTS_PER_USER);
+}
