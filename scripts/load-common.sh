@@ -102,7 +102,9 @@ log_in() {
     local start=$1 login_host=$2 jar; jar=$(mktemp "$work/jar.XXXXXX")
     local location; location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$start")
     local query=${location#*\?}
-    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Sec-Fetch-Site: same-origin' --data "$query&username=bench&password=$password" "http://$login_host/authorize")
+    # The form first, as a browser is shown it: its token (field and cookie) vouches for the post.
+    local token; token=$(curl -s -c "$jar" -b "$jar" "$location" | sed -n 's/.*name="form_token" value="\([^"]*\)".*/\1/p' | head -1)
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Sec-Fetch-Site: same-origin' --data "$query&username=bench&password=$password&form_token=$token" "http://$login_host/authorize")
     location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$location")
     awk -v wanted="$3" '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ wanted { sub(/^#HttpOnly_/, "", $1); printf "%s=%s; ", $6, $7 }' "$jar"
 }

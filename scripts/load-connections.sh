@@ -113,7 +113,9 @@ for _ in range(count):
     status, location, state = request(rp_port, "GET", "/page")
     assert status == 302, f"/page answered {status}"
     query = urllib.parse.urlsplit(location).query
-    status, location, _ = request(issuer_port, "POST", "/authorize", f"{query}&username=bench&password={password}", same_origin=True)
+    # The login form's token, in its cookie and its field, as the form's page sets both.
+    form_token = "load-test-form-token-load-test-form-token-l"
+    status, location, _ = request(issuer_port, "POST", "/authorize", f"{query}&username=bench&password={password}&form_token={form_token}", cookie=f"tollgate_form={form_token}", same_origin=True)
     assert status in (302, 303), f"/authorize answered {status}"
     target = urllib.parse.urlsplit(location)
     status, _, session = request(rp_port, "GET", f"{target.path}?{target.query}", cookie=state)

@@ -126,9 +126,11 @@ log_in() {
     local jar location
     jar=$(mktemp -p "$work")
     location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" "$issuer/signin?rd=/")
+    # The form first, as a browser is shown it: its token (field and cookie) vouches for the post.
+    local token; token=$(curl -s -c "$jar" -b "$jar" "$location" | sed -n 's/.*name="form_token" value="\([^"]*\)".*/\1/p' | head -1)
     location=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" \
         -H 'Sec-Fetch-Site: same-origin' \
-        --data "${location#*\?}&username=bench$1&password=$password" "$issuer/authorize")
+        --data "${location#*\?}&username=bench$1&password=$password&form_token=$token" "$issuer/authorize")
     curl -s -o /dev/null -c "$jar" -b "$jar" "$location"
     awk '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ /^tollgate/ { printf "%s=%s; ", $6, $7 }' "$jar"
 }
@@ -200,7 +202,9 @@ done
 # The tokens those sessions hold, as the token service issues them to a client (`probe`).
 verifier="load-test-code-verifier-load-test-code-verifier-0123"
 challenge=$(printf '%s' "$verifier" | openssl dgst -sha256 -binary | base64 | tr '+/' '-_' | tr -d '=')
-location=$(curl -s -o /dev/null -w '%{redirect_url}' -H 'Sec-Fetch-Site: same-origin' --data "response_type=code&client_id=probe&redirect_uri=http%3A%2F%2F127.0.0.1%2Fprobe&scope=openid%20profile%20email&state=s&nonce=n&code_challenge=$challenge&code_challenge_method=S256&username=bench1&password=$password" "$issuer/authorize")
+# The login form's token in its cookie and its field, as the form's page sets both.
+form_token="load-test-form-token-load-test-form-token-l"
+location=$(curl -s -o /dev/null -w '%{redirect_url}' -H 'Sec-Fetch-Site: same-origin' -H "Cookie: tollgate_form=$form_token" --data "response_type=code&client_id=probe&redirect_uri=http%3A%2F%2F127.0.0.1%2Fprobe&scope=openid%20profile%20email&state=s&nonce=n&code_challenge=$challenge&code_challenge_method=S256&username=bench1&password=$password&form_token=$form_token" "$issuer/authorize")
 code=$(sed 's/.*[?&]code=\([^&]*\).*/\1/' <<<"$location")
 curl -s --data "grant_type=authorization_code&code=$code&redirect_uri=http%3A%2F%2F127.0.0.1%2Fprobe&client_id=probe&code_verifier=$verifier" "$issuer/token" > "$work/tokens.json"
 token_sizes=$(jq -r '"RS256 ID token \(.id_token | length) B, access token \(.access_token | length) B, refresh token \(.refresh_token | length) B"' "$work/tokens.json")

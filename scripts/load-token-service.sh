@@ -203,7 +203,9 @@ def request(port, method, path, body=None, headers=None):
 cookie_header = lambda jar: {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
 
 def sign_in(query):
-    status, location, _, _, _ = request(issuer_port, "POST", "/authorize", query + f"&username=bench&password={password}", {"Sec-Fetch-Site": "same-origin"})
+    # The login form's token in its cookie and its field, as the form's page sets both.
+    form_token = "load-test-form-token-load-test-form-token-l"
+    status, location, _, _, _ = request(issuer_port, "POST", "/authorize", query + f"&username=bench&password={password}&form_token={form_token}", {"Sec-Fetch-Site": "same-origin", "Cookie": f"tollgate_form={form_token}"})
     assert status in (302, 303), f"/authorize answered {status}"
     return urllib.parse.urlsplit(location)
 

@@ -394,8 +394,8 @@ async fn sign_in(
     match same_origin_post(headers, service.issuer(), token_matches) {
         Ok(()) => {}
         Err(Unvouched::CrossSite(how)) => return Err(AuthorizeRefusal::CrossSite(how)),
-        // Shown again, with this browser's token: an older form of a browser without Fetch
-        // Metadata, or another site's post, which signs nobody in either way.
+        // Shown again, with this browser's token: an older form, or a post by a page that
+        // does not know the token (another site's, one on this origin), which signs nobody in.
         Err(Unvouched::WithoutToken) => {
             let token = FormToken::for_form(headers, secure);
             return Err(AuthorizeRefusal::FormExpired(parameters, token));
@@ -506,26 +506,25 @@ fn is_https(issuer: &str) -> bool {
 enum Unvouched {
     /// The browser said it comes from another site (`Sec-Fetch-Site`, `Origin`).
     CrossSite(&'static str),
-    /// The browser said nothing of where it comes from, and the form's token is not its
-    /// cookie's.
+    /// The form's token is not its cookie's.
     WithoutToken,
 }
 
 /// Refuses a login form posted from another site (login CSRF: a victim signed in as the
-/// attacker): by the browser's `Sec-Fetch-Site`, or, from a browser that sends none, by the
-/// form's token (`token_matches`, see [`form_token`]); and by `Origin` when it names an origin
-/// (the form's `Referrer-Policy: no-referrer` makes browsers send `Origin: null` for it).
+/// attacker): by the browser's `Sec-Fetch-Site`, by `Origin` when it names an origin (the
+/// form's `Referrer-Policy: no-referrer` makes browsers send `Origin: null` for it), and, for
+/// every post, by the form's token (`token_matches`, see [`form_token`]).
 fn same_origin_post(
     headers: &axum::http::HeaderMap,
     issuer: &str,
     token_matches: impl FnOnce() -> bool,
 ) -> Result<(), Unvouched> {
     let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    let needs_token = match text("sec-fetch-site") {
-        Some("same-origin" | "none") => false,
-        Some(_) => return Err(Unvouched::CrossSite("Sec-Fetch-Site is not same-origin")),
-        None => true,
-    };
+    if let Some(site) = text("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(Unvouched::CrossSite("Sec-Fetch-Site is not same-origin"));
+    }
     if let Some(origin) = text("origin")
         && origin != "null"
     {
@@ -542,7 +541,11 @@ fn same_origin_post(
             return Err(Unvouched::CrossSite("Origin is another site"));
         }
     }
-    if needs_token && !token_matches() {
+    // Asked of every post, `same-origin` ones too: a page of an application served on the
+    // issuer's own origin (a route with no `host`) is `same-origin` to the browser, and its
+    // HTML alone (a form and a button) could post the attacker's password; it cannot know
+    // the browser's token.
+    if !token_matches() {
         return Err(Unvouched::WithoutToken);
     }
     Ok(())

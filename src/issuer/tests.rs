@@ -435,11 +435,20 @@ fn sent_on(status: StatusCode, headers: &HeaderMap) -> String {
 
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
+/// The login form's token as its page sets it (the cookie, by either name) and the form
+/// carries it (the field).
+const FORM_TOKEN: &str = "form-token-of-the-tests-form-token-of-the-t";
+
+/// `body` posted as the login form's page posts it (its token included), from `site`.
 fn form_post(body: &str, site: &str) -> Request<Body> {
     Request::post("/authorize")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header("sec-fetch-site", site)
-        .body(Body::from(body.to_owned()))
+        .header(
+            header::COOKIE,
+            format!("tollgate_form={FORM_TOKEN}; __Host-tollgate_form={FORM_TOKEN}"),
+        )
+        .body(Body::from(format!("{body}&form_token={FORM_TOKEN}")))
         .unwrap()
 }
 

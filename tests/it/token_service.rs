@@ -56,9 +56,17 @@ pub(crate) fn config(issuer: &str, top: &str, token_service_extra: &str) -> Stri
 }
 
 /// The login form's post: `spa`'s authorization request (with PKCE) and alice's `password`.
+/// A login form's token as its page sets it (cookie) and the form carries it (field): a post
+/// of credentials needs both, whatever `Sec-Fetch-Site` says.
+const FORM_TOKEN: &str = "form-token-of-the-tests-form-token-of-the-t";
+
+/// The `Cookie` header of a browser that was shown the login form.
+const FORM_COOKIE: &str = "tollgate_form=form-token-of-the-tests-form-token-of-the-t";
+
+/// The login form as the browser posts it, its token included.
 fn login_form(state: &str, password: &str) -> String {
     format!(
-        "{}&username=alice&password={password}",
+        "{}&username=alice&password={password}&form_token={FORM_TOKEN}",
         authorize_query(state, true)
     )
 }
@@ -1054,6 +1062,7 @@ async fn concurrent_wrong_passwords_are_limited_like_sequential_ones() {
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("sec-fetch-site", "same-origin")
+            .header("cookie", FORM_COOKIE)
             .body(login_form("s-concurrent", &format!("wrong-{attempt}")));
         tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
     });
@@ -1076,12 +1085,13 @@ async fn wrong_passwords_from_one_ipv6_64_are_limited_together() {
             .post("/authorize")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("sec-fetch-site", "same-origin")
+            .header("cookie", FORM_COOKIE)
             .header(
                 "x-forwarded-for",
                 format!("2001:db8:1:2::{:x}", attempt + 1),
             )
             .body(format!(
-                "{}&username=nobody-{attempt}&password=wrong",
+                "{}&username=nobody-{attempt}&password=wrong&form_token={FORM_TOKEN}",
                 authorize_query("s-v6", true)
             ))
             .send()
@@ -1096,6 +1106,7 @@ async fn wrong_passwords_from_one_ipv6_64_are_limited_together() {
         .post("/authorize")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("sec-fetch-site", "same-origin")
+        .header("cookie", FORM_COOKIE)
         .header("x-forwarded-for", "2001:db8:1:3::1")
         .body(login_form("s-v6", "alice-password"))
         .send()
@@ -1204,6 +1215,7 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         .post("/authorize")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("sec-fetch-site", "same-origin")
+        .header("cookie", FORM_COOKIE)
         .body(form)
         .send()
         .await
@@ -1510,12 +1522,26 @@ async fn the_login_form_refuses_a_post_from_another_site() {
     assert_eq!(
         post(vec![
             ("origin", issuer.clone()),
-            ("sec-fetch-site", "same-origin".to_owned())
+            ("sec-fetch-site", "same-origin".to_owned()),
+            ("cookie", FORM_COOKIE.to_owned()),
         ])
         .await,
         303,
         "the form's own page posts it"
     );
+    // A page of an application served on the issuer's own origin (a route with no `host`) is
+    // `same-origin` to the browser: its HTML alone, a form and a button, posted the attacker's
+    // password and was taken. It cannot know the browser's token: the form again, nobody
+    // signed in.
+    let victims_cookie = format!("tollgate_form={}", "v".repeat(43));
+    for cookie in [None, Some(victims_cookie)] {
+        let mut headers = vec![
+            ("origin", issuer.clone()),
+            ("sec-fetch-site", "same-origin".to_owned()),
+        ];
+        headers.extend(cookie.map(|cookie| ("cookie", cookie)));
+        assert_eq!(post(headers).await, 400, "a same-origin page's own form");
+    }
     // A browser that sends no Fetch Metadata (Safari before 16.4): `Origin: null` (the form's
     // `Referrer-Policy: no-referrer`) is what another site's page can send too, with its own
     // `no-referrer`. The form's token and its cookie tell the form's own post apart.
@@ -1541,7 +1567,11 @@ async fn the_login_form_refuses_a_post_from_another_site() {
         .unwrap();
     // The attacker's own form's token, without the victim's cookie (a cross-site post does not
     // carry a `SameSite=Strict` cookie).
-    let with_token = format!("{body}&form_token={token}");
+    let bare = format!(
+        "{}&username=alice&password=alice-password",
+        authorize_query("s-x", true)
+    );
+    let with_token = format!("{bare}&form_token={token}");
     let without_cookie = client
         .post(gateway.url("/authorize"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -2233,6 +2263,7 @@ async fn the_login_form_limits_wrong_passwords() {
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-forwarded-for", from)
             .header("sec-fetch-site", "same-origin")
+            .header("cookie", FORM_COOKIE)
             .body(login_form("s-limit", password));
         async move { request.send().await.unwrap() }
     };
@@ -2257,6 +2288,7 @@ async fn the_login_form_limits_a_name_nobody_has_as_a_users() {
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-forwarded-for", from)
             .header("sec-fetch-site", "same-origin")
+            .header("cookie", FORM_COOKIE)
             .body(body);
         async move { request.send().await.unwrap().status() }
     };
@@ -2417,6 +2449,7 @@ async fn an_empty_secret_or_password_is_never_right() {
         .post("/authorize")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("sec-fetch-site", "same-origin")
+        .header("cookie", FORM_COOKIE)
         .body(login_form("s-empty", ""))
         .send()
         .await

@@ -1,5 +1,6 @@
-//! The login form's token, for browsers that do not say where a post comes from (no Fetch
-//! Metadata: Safari before 16.4, older Chrome and Firefox). The form carries a random token
+//! The login form's token, asked of every post of credentials: for browsers that do not say
+//! where a post comes from (no Fetch Metadata: Safari before 16.4, older Chrome and Firefox),
+//! and for pages on the issuer's own origin. The form carries a random token
 //! that a cookie of this host holds too (`SameSite=Lax`, and `__Host-` over https, so no
 //! other host can set it); a post whose token is not its cookie's gets the form again. A page
 //! of another site can make a browser post the form with the attacker's password (login CSRF:
@@ -8,8 +9,9 @@
 //! reached by a cross-site redirect from the client, which carries a `Lax` cookie, so the
 //! browser's token is kept, and every open form of the browser shares it. Over plain http a
 //! sibling subdomain can set the cookie for the whole site: the defence holds over https. A
-//! browser that says the post comes from this origin (`Sec-Fetch-Site`) needs no token: it
-//! could not be made to say so.
+//! browser that says the post comes from this origin (`Sec-Fetch-Site`) needs the token too: a
+//! page of an application served on the issuer's origin is `same-origin`, and its HTML alone
+//! could post the form.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
