@@ -6,8 +6,8 @@
 use std::path::Path;
 
 /// The key paths of the secrets `toml_text` gives inline: `server.admin_token`,
-/// `session.secrets`, each provider's `client_secret`, and a `session.redis_url` that holds a
-/// user name or password. Text that is not TOML names none (loading it reports why).
+/// `session.secrets`, each provider's `client_secret`, and a `session.redis_url` or
+/// `telemetry.otlp_endpoint` that holds a user name or password. Text that is not TOML names none (loading it reports why).
 pub fn inline_secrets(toml_text: &str) -> Vec<String> {
     let Ok(table) = toml_text.parse::<toml::Table>() else {
         return Vec::new();
@@ -30,6 +30,13 @@ pub fn inline_secrets(toml_text: &str) -> Vec<String> {
             found.push("session.redis_url".to_owned());
         }
     }
+    if section("telemetry")
+        .and_then(|telemetry| telemetry.get("otlp_endpoint"))
+        .and_then(toml::Value::as_str)
+        .is_some_and(holds_credentials)
+    {
+        found.push("telemetry.otlp_endpoint".to_owned());
+    }
     if let Some(providers) = table.get("provider").and_then(toml::Value::as_array) {
         for (index, provider) in providers.iter().enumerate() {
             if provider
@@ -43,8 +50,8 @@ pub fn inline_secrets(toml_text: &str) -> Vec<String> {
     found
 }
 
-/// Whether a Redis URL names a user or password (`redis://:password@host`, also with several
-/// hosts after the `@`, as Sentinel URLs have).
+/// Whether a URL names a user or password (`redis://:password@host`, also with several hosts
+/// after the `@`, as Sentinel URLs have).
 fn holds_credentials(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
         return false;
@@ -81,6 +88,8 @@ admin_token = "an-admin-token-of-sixteen"
 [session]
 secrets = ["a-session-secret-a-session-secret-a-session"]
 redis_url = ["redis://node-a:6379", "redis://:password@node-b:6379"]
+[telemetry]
+otlp_endpoint = "https://user:token@collector.example:4318"
 [[provider]]
 name = "a"
 client_secret_file = "/run/secrets/a"
@@ -94,6 +103,7 @@ client_secret = "inline"
                 "server.admin_token",
                 "session.secrets",
                 "session.redis_url",
+                "telemetry.otlp_endpoint",
                 "provider[1].client_secret"
             ]
         );

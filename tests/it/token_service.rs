@@ -1207,7 +1207,7 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
     // A client that logs in at its provider never takes a local password: a local `alice`
     // would otherwise become `aad:alice`, the provider's alice, without its login.
     let form = format!(
-        "response_type=code&client_id=corp-app&redirect_uri={}&scope=openid&code_challenge={}&code_challenge_method=S256&username=alice&password=alice-password",
+        "response_type=code&client_id=corp-app&redirect_uri={}&scope=openid&code_challenge={}&code_challenge_method=S256&username=alice&password=alice-password&form_token={FORM_TOKEN}",
         url::form_urlencoded::byte_serialize(b"https://corp-app.example/cb").collect::<String>(),
         challenge(VERIFIER)
     );
@@ -1226,6 +1226,8 @@ async fn federated_logins_at_two_upstream_providers_become_tokens_of_one_issuer(
         "{:?}",
         posted.headers().get("location")
     );
+    let page = posted.text().await.unwrap();
+    assert!(page.contains("login provider"), "{page}");
     for (client_id, redirect, upstream, expected_sub) in [
         (
             "corp-app",
@@ -1566,7 +1568,7 @@ async fn the_login_form_refuses_a_post_from_another_site() {
         .map(|(token, _)| token.to_owned())
         .unwrap();
     // The attacker's own form's token, without the victim's cookie (a cross-site post does not
-    // carry a `SameSite=Strict` cookie).
+    // carry a `SameSite=Lax` cookie).
     let bare = format!(
         "{}&username=alice&password=alice-password",
         authorize_query("s-x", true)
@@ -1583,8 +1585,8 @@ async fn the_login_form_refuses_a_post_from_another_site() {
     assert_eq!(without_cookie.status(), 400, "a token without its cookie");
     let again = without_cookie.text().await.unwrap();
     assert!(
-        again.contains("has expired") && again.contains("name=\"form_token\""),
-        "the form again: {again}"
+        again.contains("allow cookies for this site") && again.contains("name=\"form_token\""),
+        "the form again, saying what a browser keeping no cookie needs: {again}"
     );
     let own = browser
         .post_form(&gateway.url("/authorize"), with_token)

@@ -81,6 +81,12 @@ impl FormToken {
         }
     }
 
+    /// Whether the request this token answers sent none (the browser had no cookie of the
+    /// form, or does not keep this host's cookies).
+    pub(super) fn is_new(&self) -> bool {
+        self.set_cookie.is_some()
+    }
+
     /// The token, for the form's hidden field.
     pub(super) fn value(&self) -> &str {
         &self.value

@@ -98,9 +98,12 @@ impl Refused for AuthorizeRefusal {
                 error, description, ..
             }) => Cow::Owned(format!("{error}: {description}")),
             Self::CrossSite(how) => Cow::Owned(format!("login form post refused: {how}")),
-            Self::FormExpired(..) => Cow::Borrowed(
-                "login form post refused: no Sec-Fetch-Site, and the form's token is not its cookie's",
+            Self::FormExpired(_, token) if token.is_new() => Cow::Borrowed(
+                "login form post refused: no form cookie came with it (cookies blocked, or the form's page never shown)",
             ),
+            Self::FormExpired(..) => {
+                Cow::Borrowed("login form post refused: the form's token is not its cookie's")
+            }
             Self::RateLimited => Cow::Borrowed("local login rate-limited"),
             Self::Busy => Cow::Borrowed("sign-in refused: password checks are busy"),
             Self::WrongPassword(..) => Cow::Borrowed("local login failed"),
@@ -172,11 +175,15 @@ impl AuthorizeRefusal {
                 response
             }
             Self::FormExpired(parameters, token) => {
-                let mut form = super::login_form(
-                    &parameters,
-                    Some("This sign-in form has expired. Sign in again."),
-                    &token,
-                );
+                // A browser that keeps no cookie of this host would be shown this form again
+                // and again: say what it needs.
+                let notice = if token.is_new() {
+                    "Your browser sent no cookie of this site with the form: allow cookies for \
+                     this site, then sign in again."
+                } else {
+                    "This sign-in form has expired. Sign in again."
+                };
+                let mut form = super::login_form(&parameters, Some(notice), &token);
                 *form.status_mut() = StatusCode::BAD_REQUEST;
                 form
             }

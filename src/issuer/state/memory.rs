@@ -50,7 +50,7 @@ struct Book {
     prune_at: usize,
 }
 
-/// The number of refresh tokens at which expired grants and refresh tokens are first dropped.
+/// The number of grants and refresh tokens together at which expired ones are first dropped.
 const FIRST_PRUNE: usize = 1024;
 
 impl Default for Book {
