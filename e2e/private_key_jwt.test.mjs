@@ -3,7 +3,8 @@
 // algorithm; Chromium logs in through Tollgate's proxy, the session is refreshed, and an opaque
 // access token is introspected, for an RSA key signing RS256, an RSA key signing PS256 and a
 // P-256 key signing ES256 (keys made here with node's crypto). A key the provider does not know
-// gets a clear 401 at the callback and no session; a key of no algorithm the provider lists
+// gets a clear 502 at the callback naming Tollgate's own credentials (the provider's
+// `invalid_client`), and no session; a key of no algorithm the provider lists
 // gets no request sent and a 502. `client_assertion_audience` is tested both ways, and an
 // openssl certificate beside the PS256 key gives the `x5t#S256` header.
 import { after, before, describe, test } from 'node:test';
@@ -238,7 +239,7 @@ describe('private_key_jwt with a key the provider does not know', () => {
     await pair?.close();
   });
 
-  test('the provider refuses the assertion; Tollgate answers 401 at the callback and keeps no session', async () => {
+  test('the provider refuses the assertion; Tollgate answers 502 at the callback, naming its own credentials, and keeps no session', async () => {
     const { origin, provider } = pair;
     const context = await browser.newContext();
     const page = await context.newPage();
@@ -246,7 +247,9 @@ describe('private_key_jwt with a key the provider does not know', () => {
     const callback = page.waitForResponse((response) => new URL(response.url()).pathname === '/callback');
     await logIn(page, origin, 'erin');
     const answer = await callback;
-    assert.equal(answer.status(), 401);
+    // Tollgate's own client authentication refused: the provider failing it, not the user's
+    // login refused.
+    assert.equal(answer.status(), 502);
     assert.equal(new URL(page.url()).pathname, '/callback');
     const text = await page.locator('body').innerText();
     assert.ok(!text.includes('erin@example.com'), 'no upstream page');
@@ -254,7 +257,7 @@ describe('private_key_jwt with a key the provider does not know', () => {
     assert.deepEqual(provider.grants.map(({ type, ok }) => ({ type, ok })), [{ type: 'authorization_code', ok: false }]);
     assert.equal(provider.assertions.length, 1);
     assert.equal(provider.assertions[0].status, 401, 'invalid_client');
-    await logged(pair.tollgate, /code exchange refused: invalid_client/);
+    await logged(pair.tollgate, /refused Tollgate's client authentication \(check client_id, client_secret or the client key\): the token endpoint answered invalid_client/);
     assert.ok(!pair.tollgate.output.includes(provider.assertions[0].assertion.split('.')[2]), 'no assertion in the log');
 
     const again = await context.request.get(`${origin}/app/first`, { maxRedirects: 0 });
