@@ -1627,3 +1627,24 @@ fn route_upgrades_are_protocol_names_and_never_h2c() {
         );
     }
 }
+
+/// A session cookie name so long that its chunks (values up to `session::CHUNK_SIZE`) pass a
+/// browser's 4 096 bytes a cookie is refused: browsers drop such a cookie without a word, and
+/// every sign-in would loop.
+#[test]
+fn a_session_cookie_name_longer_than_64_characters_is_refused() {
+    let with_name = |name: &str| {
+        format!(
+            "[session]\ncookie_name = \"{name}\"\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n{PROVIDER}[forward_auth]\nprovider = \"corp\"\n"
+        )
+    };
+    check_problem(
+        &with_name(&"n".repeat(65)),
+        &[],
+        "session.cookie_name: must be at most 64 characters",
+    );
+    assert_eq!(
+        problems(&with_name(&"n".repeat(64)), &[]),
+        Vec::<String>::new()
+    );
+}

@@ -293,15 +293,18 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
     simdutf8::basic::from_utf8(bytes).ok()
 }
 
-/// The headers a CDN reads before `Cache-Control` (RFC 9213 and vendors' own): an answer that
-/// carries a session's `Set-Cookie` removes them (the proxy role) or sets them to `no-store`
-/// (Envoy, which can only replace), beside `Cache-Control: private, no-store`, so no shared
-/// cache stores one person's session for another, whatever the upstream allowed.
-pub const CDN_CACHE_CONTROLS: [&str; 4] = [
+/// The headers a shared cache reads before `Cache-Control` (RFC 9213 and CDN vendors' own;
+/// nginx's `X-Accel-Expires`, which its `proxy_cache` obeys over `Cache-Control`): an answer
+/// that carries a session's `Set-Cookie` removes them (the proxy role) or overwrites them
+/// (Envoy, which can only replace: `no-store`, and `0` for nginx's, which takes seconds),
+/// beside `Cache-Control: private, no-store`, so no shared cache stores one person's session
+/// for another, whatever the upstream allowed.
+pub const CDN_CACHE_CONTROLS: [&str; 5] = [
     "cdn-cache-control",
     "cloudflare-cdn-cache-control",
     "surrogate-control",
     "edge-control",
+    "x-accel-expires",
 ];
 
 /// `X-Request-Id`. Named once: a lookup by text would parse and check the name on every

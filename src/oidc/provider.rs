@@ -26,7 +26,7 @@ fn no_introspection_endpoint() -> ProviderError {
 }
 
 /// Longest time a positive introspection answer is reused.
-const INTROSPECTION_CACHE_SECONDS: i64 = 60;
+pub const INTROSPECTION_CACHE_SECONDS: i64 = 60;
 
 /// Why a credential from this provider was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -828,9 +828,28 @@ impl Provider {
     }
 }
 
+/// Claims about the ID token and the sign-in, not about the user: only the ID token says them
+/// (OIDC Core §2), so a userinfo answer naming one is not heard. A `sid` from userinfo, where
+/// the ID token had none, hid the session from a back-channel logout by `sub` alone.
+const ID_TOKEN_ONLY: [&str; 12] = [
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "auth_time",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "sid",
+    "jti",
+];
+
 /// `userinfo`'s claims merged under the ID token's claims (the ID token wins), or the ID
 /// token's claims alone when there were none. OIDC Core §5.3.2: a userinfo `sub` different
-/// from the ID token's is refused.
+/// from the ID token's is refused. The ID token's own claims ([`ID_TOKEN_ONLY`]) come from it
+/// alone.
 ///
 /// # Errors
 /// `Token(WrongSubject)` on a `sub` mismatch.
@@ -843,6 +862,9 @@ pub fn merge_claims(
     };
     if merged.get("sub") != id_claims.get("sub") {
         return Err(TokenError::WrongSubject.into());
+    }
+    for name in ID_TOKEN_ONLY {
+        merged.remove(name);
     }
     for (name, value) in id_claims.iter() {
         merged.insert(name.clone(), value.clone());

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::clock::Clock;
 use crate::identity::{Credential, Identity};
+use crate::policy::Requirements;
 use crate::session::store::{SessionError, Sessions};
 
 pub use super::forward::Lasting;
@@ -20,20 +21,24 @@ pub use super::forward::Lasting;
 pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a connection `identity` opens with the handshake's `headers` may last:
-/// - on a session, until the session ends, looked at about every [`LOOK_EVERY`] as a request
-///   would use it (an open connection is one whose bytes moved within `keepalive_timeout`, so
-///   it counts as use for `idle_timeout`); a store that cannot answer leaves it open until one
-///   that can says the session ended, or the session's lifetime, known here, is over;
+/// - on a session, until the session ends, or its claims (a refresh changes them) no longer
+///   meet `require`, the route's requirements; looked at about every [`LOOK_EVERY`] as a
+///   request would use it (an open connection is one whose bytes moved within
+///   `keepalive_timeout`, so it counts as use for `idle_timeout`); a store that cannot answer
+///   leaves it open until one that can says the session ended, or the session's lifetime,
+///   known here, is over;
 /// - on a bearer token or the token cookie, until the token's `exp` and the `leeway` it is
-///   accepted for.
+///   accepted for; one without `exp` (an introspection answer need not have one) for as long
+///   as a request trusts an introspection's answer, `INTROSPECTION_CACHE_SECONDS`.
 ///
-/// `None` when nothing ends it (no session store, a token without `exp`).
+/// `None` when nothing ends it (no session store).
 pub fn lasting(
     sessions: Option<&Arc<Sessions>>,
     clock: &Arc<dyn Clock>,
     leeway: i64,
     identity: &Identity,
     headers: &HeaderMap,
+    require: &Requirements,
 ) -> Option<Lasting> {
     match identity.credential {
         Credential::SessionCookie => {
@@ -48,6 +53,7 @@ pub fn lasting(
             // The end of its lifetime (`session.lifetime` from the sign-in), as the handshake
             // and each look since found it.
             let mut ends_at = identity.session.as_ref().map(|session| session.expires_at);
+            let require = require.clone();
             Some(Box::pin(async move {
                 let mut unanswered = false;
                 loop {
@@ -58,6 +64,13 @@ pub fn lasting(
                         Ok(Some(session)) => {
                             unanswered = false;
                             ends_at = Some(session.expires_at);
+                            // A refresh may have taken away what let it in (a group, a role).
+                            if let Err(requirement) =
+                                crate::policy::check_requirements(&require, &session.claims)
+                            {
+                                tracing::info!(%requirement, "an upgraded connection's session no longer meets its route's requirements: closed");
+                                return;
+                            }
                         }
                         // Whatever else happened meanwhile, the session has ended by now.
                         Err(SessionError::Store(_))
@@ -80,12 +93,53 @@ pub fn lasting(
             }))
         }
         Credential::Bearer | Credential::TokenCookie => {
-            let exp = crate::token::numeric_claim(&identity.claims, "exp")
-                .ok()
-                .flatten()?;
-            let left = exp.saturating_add(leeway).saturating_sub(clock.now());
-            let left = u64::try_from(left).unwrap_or(0);
-            Some(Box::pin(tokio::time::sleep(Duration::from_secs(left))))
+            let left = token_lasts(&identity.claims, leeway, clock.now());
+            Some(Box::pin(tokio::time::sleep(left)))
         }
+    }
+}
+
+/// How long from `now` a connection opened with a token of `claims` lasts: until its `exp` and
+/// the `leeway`; without `exp` (an introspection answer need not have one: it was left open for
+/// good), for as long as a request trusts an introspection's answer.
+fn token_lasts(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    leeway: i64,
+    now: i64,
+) -> Duration {
+    let end = crate::token::numeric_claim(claims, "exp")
+        .ok()
+        .flatten()
+        .map_or(
+            now.saturating_add(crate::oidc::provider::INTROSPECTION_CACHE_SECONDS),
+            |exp| exp.saturating_add(leeway),
+        );
+    Duration::from_secs(u64::try_from(end.saturating_sub(now)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_without_exp_lasts_as_long_as_an_introspection_is_trusted() {
+        let claims = |exp: Option<i64>| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".to_owned(), "x".into());
+            if let Some(exp) = exp {
+                claims.insert("exp".to_owned(), exp.into());
+            }
+            claims
+        };
+        assert_eq!(
+            token_lasts(&claims(Some(1_100)), 30, 1_000),
+            Duration::from_secs(130)
+        );
+        assert_eq!(token_lasts(&claims(Some(900)), 30, 1_000), Duration::ZERO);
+        assert_eq!(
+            token_lasts(&claims(None), 30, 1_000),
+            Duration::from_secs(60),
+            "not for good"
+        );
     }
 }

@@ -781,6 +781,7 @@ fn serve_route<'a>(
                             state.leeway,
                             &identity,
                             request.headers(),
+                            &route.require,
                         )
                     })
                     .flatten();

@@ -855,6 +855,7 @@ async fn grpc_sends_a_refreshed_cookie_session_back_to_the_browser() {
     );
     assert_eq!(replaced("cdn-cache-control").as_deref(), Some("no-store"));
     assert_eq!(replaced("surrogate-control").as_deref(), Some("no-store"));
+    assert_eq!(replaced("x-accel-expires").as_deref(), Some("0"));
 }
 
 /// A header Tollgate cannot read as HTTP (a control byte in `x_email`, a second token cookie in

@@ -1724,6 +1724,43 @@ async fn a_websocket_is_closed_when_its_session_ends() {
     );
 }
 
+/// A WebSocket on a route that requires a group is closed once a refresh took the group away
+/// (within `proxy::lasting::LOOK_EVERY` and a fifth): the session lives on, and its requests
+/// are refused 403 at once, but the socket, checked only at its handshake, went on acting with
+/// what the user no longer had for the session's whole lifetime.
+#[tokio::test]
+async fn a_websocket_is_closed_when_a_refresh_takes_away_what_let_it_in() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let route = LOGIN_ROUTE.replace(
+        "[route.headers]",
+        "[route.require]\ngroups = [\"admin\"]\n[route.headers]",
+    );
+    let config = proxy_config(&idp, &upstream.url(), &route).replace(
+        "[session]\n",
+        "[session]\nstore = \"memory\"\nrefresh_before = \"60s\"\n",
+    );
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let stream = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
+    let stream = echo_through(stream, b"an admin's console").await;
+    // The user leaves `admin`; their next request refreshes the session with the claims the
+    // provider gives now.
+    idp.set_user_claim("groups", serde_json::json!(["dev"]));
+    clock.advance(250);
+    idp.advance_clock(250);
+    let refreshes = idp.count("refresh");
+    assert_eq!(browser.get(&gateway.url("/page")).await.status(), 403);
+    assert_eq!(idp.count("refresh"), refreshes + 1, "refreshed");
+    let closed = closed_by_tollgate(stream).await;
+    assert!(
+        closed.is_ok(),
+        "the WebSocket is still open without the group its route requires: {closed:?}"
+    );
+}
+
 /// A WebSocket on a session whose store cannot answer (Redis cut off from this replica) stays
 /// open, but not past the session's lifetime, which the handshake told: it used to act for its
 /// user for as long as the store stayed away, the session long over.

@@ -728,7 +728,10 @@ provider = "corp"
         "[session]\nstore = \"cookie\"\nrefresh_before = \"60s\"\n",
     );
     let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
-    for (path, status) in [("/ops/x", 403), ("/down/x", 502)] {
+    // The upstream lets shared caches keep its answer, for nginx's `proxy_cache` too
+    // (`X-Accel-Expires`, which nginx reads before `Cache-Control`).
+    let cacheable = "/cache-control?cc=public,%20max-age%3D600&h=x-accel-expires:600&h=cdn-cache-control:max-age%3D600";
+    for (path, status) in [("/ops/x", 403), ("/down/x", 502), (cacheable, 200)] {
         let mut browser = Browser::new();
         let (landed, _) = browser.follow(&gateway.url("/")).await;
         assert_eq!(landed.status(), 200, "logged in");
@@ -743,6 +746,14 @@ provider = "corp"
             1,
             "{path}: the refreshed session goes back"
         );
+        if status == 200 {
+            // In an answer no shared cache in front stores, whatever the upstream allowed.
+            let headers = response.headers();
+            assert_eq!(headers["cache-control"], "private, no-store");
+            for name in ["x-accel-expires", "cdn-cache-control"] {
+                assert!(!headers.contains_key(name), "{name}: {headers:?}");
+            }
+        }
     }
 }
 

@@ -369,6 +369,31 @@ async fn backchannel_logout_with_sid_and_sub_ends_the_users_sessions_without_a_s
     assert_eq!(without_sid.get(&gateway.url("/auth")).await.status(), 401);
 }
 
+/// A `sid` in the userinfo answer, where the ID token had none, became the session's: a
+/// back-channel logout naming the user's `sub` (with the provider's real `sid`) then matched
+/// neither by `sid` nor as a session without one, and the session lived on. Only the ID token
+/// names the provider session.
+#[tokio::test]
+async fn a_sid_from_userinfo_does_not_hide_a_session_from_backchannel_logout() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    idp.misbehave(crate::support::idp::Misbehaviour {
+        no_sid: true,
+        userinfo_sid: Some("a-sid-from-userinfo"),
+        ..Default::default()
+    });
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert!(
+        idp.count("userinfo") > 0,
+        "userinfo was asked at the sign-in"
+    );
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let token = idp.logout_token().sign();
+    assert_eq!(gateway.backchannel_logout(&token).await.status(), 200);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+}
+
 /// Two providers may be two clients of one realm (one issuer): a logout token is for the
 /// provider whose client it names, whichever of them comes first.
 #[tokio::test]

@@ -9,6 +9,9 @@ use crate::config::raw::RawSession;
 use crate::config::{RedisTarget, SessionConfig, SessionStoreKind};
 use crate::secret::Secret;
 
+/// The longest session cookie name: its chunks' names and values fit a browser's cookie.
+const MAX_COOKIE_NAME: usize = 64;
+
 impl Checker<'_> {
     /// `token_service_redis`: the token service keeps its state in Redis too (at the same
     /// `redis_url`).
@@ -105,6 +108,14 @@ impl Checker<'_> {
             self.problem(
                 "session.cookie_name",
                 "must be letters, digits, `_` and `-` only",
+            );
+        } else if cookie_name.len() > MAX_COOKIE_NAME {
+            // A chunk's value runs to `session::CHUNK_SIZE` bytes: with a long name, name and
+            // value pass the browsers' 4 096 bytes a cookie, which they drop without a word
+            // (the user signed in over and over).
+            self.problem(
+                "session.cookie_name",
+                format!("must be at most {MAX_COOKIE_NAME} characters"),
             );
         }
         let secrets = self.session_secrets(raw.secrets, raw.secrets_file, raw.secrets_env);

@@ -439,7 +439,17 @@ async fn answer(
 /// the upstream's.
 fn not_stored(cookies: bool) -> impl Iterator<Item = HeaderValueOption> {
     let cache_control = (header::CACHE_CONTROL.as_str(), "private, no-store");
-    let cdn = crate::http::CDN_CACHE_CONTROLS.map(|name| (name, "no-store"));
+    // nginx's `X-Accel-Expires` takes seconds: `0` is "do not cache".
+    let cdn = crate::http::CDN_CACHE_CONTROLS.map(|name| {
+        (
+            name,
+            if name == "x-accel-expires" {
+                "0"
+            } else {
+                "no-store"
+            },
+        )
+    });
     std::iter::once(cache_control)
         .chain(cdn)
         .filter(move |_| cookies)

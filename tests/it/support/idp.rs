@@ -35,6 +35,8 @@ pub struct Misbehaviour {
     pub refresh_fails: bool,
     /// The code exchange's ID token carries no `sid`.
     pub no_sid: bool,
+    /// Userinfo answers with this `sid` (a provider's, or an attribute an admin mapped so).
+    pub userinfo_sid: Option<&'static str>,
     /// Discovery names a plain-http token endpoint on another host.
     pub plain_http_token_endpoint: bool,
     /// The refresh grant answers this status (`temporarily_unavailable`), the token unspent.
@@ -654,6 +656,9 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
     }
     if inner.misbehaviour.lock().unwrap().large_userinfo {
         claims.insert("biography".into(), json!("x".repeat(6000)));
+    }
+    if let Some(sid) = inner.misbehaviour.lock().unwrap().userinfo_sid {
+        claims.insert("sid".into(), json!(sid));
     }
     if inner.misbehaviour.lock().unwrap().userinfo_other_subject {
         claims.insert("sub".into(), json!("mallory"));

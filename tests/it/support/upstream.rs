@@ -84,6 +84,14 @@ async fn cache_control(request: Request) -> Response {
             let value = axum::http::HeaderValue::from_str(&value).unwrap();
             response.headers_mut().append("cache-control", value);
         }
+        // Any other header, as `h=name:value`.
+        if name == "h"
+            && let Some((header, value)) = value.split_once(':')
+        {
+            let header = axum::http::HeaderName::from_bytes(header.as_bytes()).unwrap();
+            let value = axum::http::HeaderValue::from_str(value).unwrap();
+            response.headers_mut().append(header, value);
+        }
     }
     response
 }
