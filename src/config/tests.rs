@@ -1628,9 +1628,9 @@ fn route_upgrades_are_protocol_names_and_never_h2c() {
     }
 }
 
-/// A session cookie name so long that its chunks (values up to `session::CHUNK_SIZE`) pass a
-/// browser's 4 096 bytes a cookie is refused: browsers drop such a cookie without a word, and
-/// every sign-in would loop.
+/// A session cookie name beyond 64 characters is refused: its chunks' values run near a
+/// browser's 4 096 bytes a cookie (`session::CHUNK_SIZE`), and a cookie past them is dropped
+/// without a word, every sign-in looping; 64 keeps a margin.
 #[test]
 fn a_session_cookie_name_longer_than_64_characters_is_refused() {
     let with_name = |name: &str| {

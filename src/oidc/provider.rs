@@ -871,3 +871,31 @@ pub fn merge_claims(
     }
     Ok(Arc::new(merged))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Userinfo's statements about the user join the ID token's claims; the ID token's own
+    /// claims come from the ID token alone, also those it does not have (a userinfo `sid` hid
+    /// a session from a back-channel logout by `sub`).
+    #[test]
+    fn userinfo_adds_what_it_says_of_the_user_and_nothing_of_the_id_tokens() {
+        let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+        let id = Arc::new(object(serde_json::json!({
+            "sub": "u", "iss": "https://idp.example", "aud": "app", "exp": 2_000, "iat": 1_000
+        })));
+        let userinfo = object(serde_json::json!({
+            "sub": "u", "sid": "from-userinfo", "exp": 9_999, "nonce": "n", "auth_time": 5,
+            "acr": "mfa", "groups": ["admin"], "email": "u@example.com"
+        }));
+        let merged = merge_claims(&id, Some(userinfo)).unwrap_or_else(|_| panic!("same sub"));
+        assert_eq!(merged.get("exp"), Some(&serde_json::json!(2_000)));
+        for absent in ["sid", "nonce", "auth_time"] {
+            assert!(!merged.contains_key(absent), "{absent}: {merged:?}");
+        }
+        for kept in ["acr", "groups", "email", "iss", "aud", "iat"] {
+            assert!(merged.contains_key(kept), "{kept}: {merged:?}");
+        }
+    }
+}

@@ -21,15 +21,16 @@ pub use super::forward::Lasting;
 pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a connection `identity` opens with the handshake's `headers` may last:
-/// - on a session, until the session ends, or its claims (a refresh changes them) no longer
-///   meet `require`, the route's requirements; looked at about every [`LOOK_EVERY`] as a
+/// - on a session, until the session ends, or (memory and Redis stores) its claims, which a
+///   refresh changes, no longer meet `require`, the route's requirements; looked at about
+///   every [`LOOK_EVERY`] as a
 ///   request would use it (an open connection is one whose bytes moved within
 ///   `keepalive_timeout`, so it counts as use for `idle_timeout`); a store that cannot answer
 ///   leaves it open until one that can says the session ended, or the session's lifetime,
 ///   known here, is over;
 /// - on a bearer token or the token cookie, until the token's `exp` and the `leeway` it is
-///   accepted for; one without `exp` (an introspection answer need not have one) for as long
-///   as a request trusts an introspection's answer, `INTROSPECTION_CACHE_SECONDS`.
+///   accepted for; one without `exp` (an introspection answer need not have one) for
+///   `INTROSPECTION_CACHE_SECONDS` from the handshake, as long as a request trusts an answer.
 ///
 /// `None` when nothing ends it (no session store).
 pub fn lasting(
@@ -53,7 +54,11 @@ pub fn lasting(
             // The end of its lifetime (`session.lifetime` from the sign-in), as the handshake
             // and each look since found it.
             let mut ends_at = identity.session.as_ref().map(|session| session.expires_at);
-            let require = require.clone();
+            // With the `cookie` store a look reads the handshake's cookie, as it was before any
+            // refresh the handshake itself made: its claims say nothing new, and checked against
+            // the route they could close what the refreshed session was let in for.
+            let require =
+                (sessions.is_server_side() && !require.is_empty()).then(|| require.clone());
             Some(Box::pin(async move {
                 let mut unanswered = false;
                 loop {
@@ -65,8 +70,9 @@ pub fn lasting(
                             unanswered = false;
                             ends_at = Some(session.expires_at);
                             // A refresh may have taken away what let it in (a group, a role).
-                            if let Err(requirement) =
-                                crate::policy::check_requirements(&require, &session.claims)
+                            if let Some(require) = &require
+                                && let Err(requirement) =
+                                    crate::policy::check_requirements(require, &session.claims)
                             {
                                 tracing::info!(%requirement, "an upgraded connection's session no longer meets its route's requirements: closed");
                                 return;

@@ -323,6 +323,12 @@ impl Sessions {
         Lifetime::new(self.idle_timeout)
     }
 
+    /// Whether sessions are kept here (memory, Redis), so that a refresh changes what a later
+    /// load of the same cookie finds; with the `cookie` store the cookie is the session.
+    pub fn is_server_side(&self) -> bool {
+        !matches!(self.backend, SessionBackend::Cookie)
+    }
+
     /// The memory store, when that is the backend.
     pub fn memory(&self) -> Option<&Arc<MemoryStore>> {
         match &self.backend {

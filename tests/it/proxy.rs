@@ -1746,6 +1746,17 @@ async fn a_websocket_is_closed_when_a_refresh_takes_away_what_let_it_in() {
     let cookie = crate::refresh::cookie_header(&browser);
     let stream = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
     let stream = echo_through(stream, b"an admin's console").await;
+    // A refresh that keeps the group keeps the socket, past a look at the session.
+    clock.advance(250);
+    idp.advance_clock(250);
+    let refreshes = idp.count("refresh");
+    assert_eq!(browser.get(&gateway.url("/page")).await.status(), 200);
+    assert_eq!(idp.count("refresh"), refreshes + 1, "refreshed");
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    let stream = echo_through(stream, b"still an admin").await;
     // The user leaves `admin`; their next request refreshes the session with the claims the
     // provider gives now.
     idp.set_user_claim("groups", serde_json::json!(["dev"]));
@@ -1759,6 +1770,44 @@ async fn a_websocket_is_closed_when_a_refresh_takes_away_what_let_it_in() {
         closed.is_ok(),
         "the WebSocket is still open without the group its route requires: {closed:?}"
     );
+}
+
+/// With the `cookie` store a look at an open WebSocket's session reads the handshake's cookie,
+/// as it was before any refresh the handshake made: the route's requirements are not checked
+/// against it, or a group the handshake's own refresh brought would close the socket it let in.
+#[tokio::test]
+async fn a_cookie_session_websocket_let_in_by_its_handshakes_refresh_stays_open() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let route = LOGIN_ROUTE.replace(
+        "[route.headers]",
+        "[route.require]\ngroups = [\"ops\"]\n[route.headers]",
+    );
+    let config = proxy_config(&idp, &upstream.url(), &route).replace(
+        "[session]\n",
+        "[session]\nstore = \"cookie\"\nrefresh_before = \"60s\"\n",
+    );
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    let (landed, _) = browser.follow(&gateway.url("/page")).await;
+    assert_eq!(landed.status(), 403, "signed in, not yet in `ops`");
+    // Added to `ops`; the handshake is the request that refreshes the session.
+    idp.set_user_claim("groups", serde_json::json!(["ops"]));
+    clock.advance(250);
+    idp.advance_clock(250);
+    let refreshes = idp.count("refresh");
+    let cookie = crate::refresh::cookie_header(&browser);
+    let stream = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
+    assert_eq!(
+        idp.count("refresh"),
+        refreshes + 1,
+        "the handshake refreshed"
+    );
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    echo_through(stream, b"let in by the refresh").await;
 }
 
 /// A WebSocket on a session whose store cannot answer (Redis cut off from this replica) stays

@@ -110,9 +110,9 @@ impl Checker<'_> {
                 "must be letters, digits, `_` and `-` only",
             );
         } else if cookie_name.len() > MAX_COOKIE_NAME {
-            // A chunk's value runs to `session::CHUNK_SIZE` bytes: with a long name, name and
-            // value pass the browsers' 4 096 bytes a cookie, which they drop without a word
-            // (the user signed in over and over).
+            // A chunk's value runs to `session::CHUNK_SIZE` bytes, near the browsers' 4 096
+            // bytes a cookie (name and value), beyond which they drop it without a word (the
+            // user signed in over and over): a short name keeps a margin.
             self.problem(
                 "session.cookie_name",
                 format!("must be at most {MAX_COOKIE_NAME} characters"),
