@@ -132,7 +132,7 @@ log_in() {
         -H 'Sec-Fetch-Site: same-origin' \
         --data "${location#*\?}&username=bench$1&password=$password&form_token=$token" "$issuer/authorize")
     curl -s -o /dev/null -c "$jar" -b "$jar" "$location"
-    awk '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ /^tollgate/ { printf "%s=%s; ", $6, $7 }' "$jar"
+    awk '$0 !~ /^#( |$)/ && NF >= 7 && $6 ~ /^tollgate/ && $6 != "tollgate_form" { printf "%s=%s; ", $6, $7 }' "$jar"
 }
 
 check() {

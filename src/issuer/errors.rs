@@ -13,7 +13,8 @@ pub enum IssuerError {
     /// §5.2 `invalid_client` (401).
     #[error("invalid_client")]
     InvalidClient {
-        /// Whether the client tried HTTP Basic (then the answer carries `WWW-Authenticate`).
+        /// Whether the client tried HTTP Basic (RFC 6749 §5.2 makes `WWW-Authenticate` a must
+        /// then; every 401 carries it anyway).
         used_basic: bool,
     },
     /// §5.2 `invalid_grant`.

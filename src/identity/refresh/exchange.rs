@@ -109,12 +109,11 @@ impl Shared {
                 crate::token::without_userinfo(id_claims, Some(&session.claims))
             }
         };
-        // Kept from the login's ID token, not from the session's claims: a session made before
-        // userinfo's claims of that name were dropped may hold userinfo's `sid` there.
-        let kept = stored_id_token_claims(&session.id_token);
+        // Carried in the session's claims from refresh to refresh (its `id_token` is the last
+        // refreshed one, which may leave them out).
         for name in SESSION_CLAIMS {
             if !claims.contains_key(name)
-                && let Some(value) = kept.as_ref().and_then(|kept| kept.get(name))
+                && let Some(value) = session.claims.get(name)
             {
                 Arc::make_mut(&mut claims).insert(name.to_owned(), value.clone());
             }

@@ -32,8 +32,9 @@ pub(in crate::issuer) enum AuthorizeRefusal {
     Request(AuthorizeError),
     /// The login form was posted from another site (login CSRF), and how that showed: 403.
     CrossSite(&'static str),
-    /// A post without Fetch Metadata whose form token is not its cookie's (an older form, or
-    /// another site's post): the form again, with this browser's token (400).
+    /// A post of credentials whose form token is not its cookie's (an older form, a page of
+    /// another site or of this origin, a browser that keeps no cookie): the form again, with
+    /// this browser's token (400).
     FormExpired(HashMap<String, String>, super::FormToken),
     /// Too many failed sign-ins for this user or from this address: 429.
     RateLimited,
