@@ -79,11 +79,11 @@ fn read_text(path: &Path) -> Result<String, tollgate::config::ConfigProblem> {
     })
 }
 
-/// The warning for a config file that gives secrets inline and that every user may read (the
-/// file read again: it was read moments ago, and a file gone since has nothing to warn about).
-fn readable_file_warning(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    tollgate::config::readable_file_warning(path, &text)
+/// A valid config, with the warning for a file that gives secrets inline and that every user
+/// may read (from the text the config was read from).
+struct Loaded {
+    config: tollgate::config::Config,
+    readable_file_warning: Option<String>,
 }
 
 /// Reads and validates the config file (as at start, for a reload): the config, or every
@@ -91,16 +91,16 @@ fn readable_file_warning(path: &Path) -> Option<String> {
 fn read_config(
     path: &Path,
     env: &BTreeMap<String, String>,
-) -> Result<tollgate::config::Config, Vec<tollgate::config::ConfigProblem>> {
-    tollgate::config::load(&read_text(path).map_err(|problem| vec![problem])?, env)
+) -> Result<Loaded, Vec<tollgate::config::ConfigProblem>> {
+    let text = read_text(path).map_err(|problem| vec![problem])?;
+    Ok(Loaded {
+        config: tollgate::config::load(&text, env)?,
+        readable_file_warning: tollgate::config::readable_file_warning(path, &text),
+    })
 }
 
-fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<tollgate::config::Config, ExitCode> {
-    let text = read_text(path).map_err(|problem| {
-        eprintln!("{problem}");
-        ExitCode::from(2)
-    })?;
-    tollgate::config::load(&text, env).map_err(|problems| {
+fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Loaded, ExitCode> {
+    read_config(path, env).map_err(|problems| {
         for problem in &problems {
             eprintln!("{problem}");
         }
@@ -166,9 +166,9 @@ async fn reload(running: &tollgate::app::RunningApp, path: &Path, env: &BTreeMap
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     tollgate::tls::read_system_roots_again();
     match read_config(path, env) {
-        Ok(config) => {
-            if running.reload(config).await.is_ok()
-                && let Some(warning) = readable_file_warning(path)
+        Ok(loaded) => {
+            if running.reload(loaded.config).await.is_ok()
+                && let Some(warning) = loaded.readable_file_warning
             {
                 tracing::warn!(%warning, "unsafe setting");
             }
@@ -275,10 +275,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match load(&config, &env) {
             Ok(loaded) => {
-                for warning in tollgate::config::warnings(&loaded) {
+                for warning in tollgate::config::warnings(&loaded.config) {
                     eprintln!("warning: {warning}");
                 }
-                if let Some(warning) = readable_file_warning(&config) {
+                if let Some(warning) = loaded.readable_file_warning {
                     eprintln!("warning: {warning}");
                 }
                 for variable in tollgate::config::ignored_variables(&env) {
@@ -290,15 +290,18 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Serve { config: path } => {
-            let config = match load(&path, &env) {
-                Ok(config) => config,
+            let Loaded {
+                config,
+                readable_file_warning,
+            } = match load(&path, &env) {
+                Ok(loaded) => loaded,
                 Err(code) => return code,
             };
             let _log = init_logging(&env, config.server.log_format);
             for warning in tollgate::config::warnings(&config) {
                 tracing::warn!(%warning, "unsafe setting");
             }
-            if let Some(warning) = readable_file_warning(&path) {
+            if let Some(warning) = readable_file_warning {
                 tracing::warn!(%warning, "unsafe setting");
             }
             for variable in tollgate::config::ignored_variables(&env) {

@@ -64,6 +64,16 @@ impl<K: Eq + Hash, V> Lapsing<K, V> {
             .filter(|value| !(self.lapsed)(value, now))
     }
 
+    /// Whether an entry for `key` is held, lapsed or not: for a caller that refuses what lapsed
+    /// on its own account (a revoked token past its `exp` is refused as expired).
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.contains_key(key)
+    }
+
     /// Takes `key`'s entry out: `None` when there is none or it lapsed by `now`.
     pub fn remove<Q>(&mut self, key: &Q, now: UnixTime) -> Option<V>
     where
@@ -97,6 +107,8 @@ mod tests {
         assert_eq!(entries.get(&1, 99), Some(&100));
         assert_eq!(entries.get(&1, 100), None);
         assert_eq!(entries.held(), 1, "still held, absent all the same");
+        assert!(entries.contains_key(&1), "held, lapsed or not");
+        assert!(!entries.contains_key(&2));
         assert_eq!(entries.remove(&1, 100), None);
         assert_eq!(entries.held(), 0);
         entries.insert(2, 100, 0);

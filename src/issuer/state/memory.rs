@@ -213,11 +213,12 @@ impl Book {
             grant.until = grant.until.max(grant_until);
         }
         let token = super::new_refresh_token(grant_id);
+        let digest = hash(&token);
         if let Some(grant) = self.grants.get_mut(grant_id) {
-            grant.tokens.push(hash(&token));
+            grant.tokens.push(digest);
         }
         self.refresh_tokens.insert(
-            hash(&token),
+            digest,
             RefreshRecord {
                 grant_id: grant_id.to_owned(),
                 used: false,
@@ -390,7 +391,7 @@ impl IssuerState for MemoryState {
     ) -> StateFuture<'a, bool> {
         ready(self.with_book(|book| {
             // A lapsed entry is a token past its `exp` and the leeway, refused as expired.
-            jti.is_some_and(|jti| book.revoked_access.get(jti, UnixTime::MIN).is_some())
+            jti.is_some_and(|jti| book.revoked_access.contains_key(jti))
                 || sid.is_some_and(|sid| book.grants.get(sid).is_some_and(|grant| grant.revoked))
         }))
     }

@@ -255,12 +255,10 @@ impl RedisState {
         format!("{}holder:{{{holder}}}", self.prefix)
     }
 
-    fn refresh_key(&self, grant_id: &str, token: &str) -> String {
-        format!(
-            "{}refresh:{{{grant_id}}}:{}",
-            self.prefix,
-            hex(&hash(token))
-        )
+    /// A refresh token's key, by the hex of its SHA-256 (`digest`, as its grant's `tokens` set
+    /// holds it).
+    fn refresh_key(&self, grant_id: &str, digest: &str) -> String {
+        format!("{}refresh:{{{grant_id}}}:{digest}", self.prefix)
     }
 
     /// A revoked access token's key, on its grant's slot when it has one.
@@ -277,7 +275,7 @@ impl RedisState {
     fn refresh_keys(&self, token: &str) -> Option<[String; 3]> {
         let grant_id = grant_of_refresh_token(token)?;
         Some([
-            self.refresh_key(grant_id, token),
+            self.refresh_key(grant_id, &hex(&hash(token))),
             self.grant_key(grant_id),
             self.revoked_key(grant_id),
         ])
@@ -556,10 +554,11 @@ impl IssuerState for RedisState {
     ) -> StateFuture<'a, String> {
         Box::pin(async move {
             let token = self.new_refresh_token(grant_id)?;
+            let digest = hex(&hash(&token));
             let pipeline = redis::pipe()
                 .atomic()
                 .cmd("SET")
-                .arg(self.refresh_key(grant_id, &token))
+                .arg(self.refresh_key(grant_id, &digest))
                 .arg("fresh")
                 .arg("EX")
                 .arg(seconds_until(expires_at, now))
@@ -571,7 +570,7 @@ impl IssuerState for RedisState {
                 .ignore()
                 .cmd("SADD")
                 .arg(self.tokens_key(grant_id))
-                .arg(hex(&hash(&token)))
+                .arg(&digest)
                 .ignore()
                 .cmd("EXPIRE")
                 .arg(self.tokens_key(grant_id))
@@ -602,7 +601,8 @@ impl IssuerState for RedisState {
             };
             let grant_id = grant_of_refresh_token(token).unwrap_or_default();
             let next = self.new_refresh_token(grant_id)?;
-            let next_key = self.refresh_key(grant_id, &next);
+            let next_digest = hex(&hash(&next));
+            let next_key = self.refresh_key(grant_id, &next_digest);
             let rotations = self.rotations_key(grant_id);
             let tokens = self.tokens_key(grant_id);
             let mut pipeline = eval(
@@ -615,7 +615,7 @@ impl IssuerState for RedisState {
                 .arg(seconds_until(successor.expires_at, now))
                 .arg(seconds_until(successor.grant_until, now))
                 .arg(successor.rotations_most)
-                .arg(hex(&hash(&next)));
+                .arg(&next_digest);
             let answer = match self.confirmed::<(String,)>(&refresh, &pipeline).await {
                 Ok((answer,)) => answer,
                 Err(error) => {
