@@ -444,10 +444,26 @@ impl LocalIssuer for TokenService {
             userinfo_endpoint: Some(self.endpoint("/userinfo")),
             end_session_endpoint: None,
             introspection_endpoint: None,
+            revocation_endpoint: Some(self.endpoint("/revoke")),
             authorization_response_iss_parameter_supported: true,
             token_endpoint_auth_signing_alg_values_supported: None,
             introspection_endpoint_auth_signing_alg_values_supported: None,
+            revocation_endpoint_auth_signing_alg_values_supported: None,
         }
+    }
+
+    fn revoke_refresh_token<'a>(
+        &'a self,
+        client_id: &'a str,
+        refresh_token: &'a str,
+    ) -> LocalFuture<'a, ()> {
+        Box::pin(async move {
+            self.state
+                .revoke_refresh_token(refresh_token, client_id)
+                .await
+                .map(drop)
+                .map_err(|error| ProviderError::Unreachable(error.to_string()))
+        })
     }
 
     fn key_set(&self) -> Arc<KeySet> {

@@ -6,6 +6,7 @@ pub mod backchannel;
 pub mod exchanges;
 pub mod federation;
 pub mod redirect;
+pub mod revocation;
 pub mod signout_confirm;
 
 use std::net::SocketAddr;
@@ -689,8 +690,9 @@ pub(crate) async fn end_session(
     // binding names it) is the one signed out of at the provider.
     let mut each = sessions.jar.each_session_cookie(headers);
     let cookies = each.remove(0);
+    let mut ended = Vec::new();
     for other in &each {
-        sessions
+        let (session, _) = sessions
             .end(other, state.clock.now(), attributes)
             .await
             .map_err(|error| {
@@ -699,6 +701,7 @@ pub(crate) async fn end_session(
                     format!("the session could not be ended: {error}"),
                 )
             })?;
+        ended.extend(session);
     }
     // A session cookie without its binding is another host's (or from before bindings): its
     // session is ended (whoever holds the cookie may use it: its binding can be read from it),
@@ -714,6 +717,8 @@ pub(crate) async fn end_session(
                 format!("the session could not be ended: {error}"),
             )
         })?;
+    ended.extend(session.clone());
+    revocation::revoke_refresh_tokens(&state.providers, &ended).await;
     state.metrics.signouts.inc();
     state.metrics.request("signout", "signed_out");
     let absolute = |target: &str| {

@@ -318,6 +318,30 @@ pub async fn introspect(
     })
 }
 
+/// Revokes a refresh token (RFC 7009 §2.1), authenticating as the client the way `client_auth`
+/// says. A 200 is the answer for a token revoked or unknown alike (§2.2).
+///
+/// # Errors
+/// `Unreachable`; `ClientRejected` as for `exchange_code`; `Refused` with the OAuth error code
+/// (or the status) for any other answer that is not a 2xx.
+pub async fn revoke(
+    http: &reqwest::Client,
+    provider: &ProviderConfig,
+    revocation_endpoint: ClientEndpoint<'_>,
+    refresh_token: &str,
+) -> Result<(), ProviderError> {
+    let form = vec![
+        ("token", refresh_token),
+        ("token_type_hint", "refresh_token"),
+    ];
+    let (status, body) = client_post(http, provider, revocation_endpoint, form).await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(refusal("revocation endpoint", status, &body))
+    }
+}
+
 /// Fetches the userinfo claims with an access token (OIDC Core §5.3).
 ///
 /// # Errors

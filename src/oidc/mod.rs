@@ -38,6 +38,9 @@ pub struct ProviderMetadata {
     /// RFC 7662 token introspection.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// RFC 7009 token revocation: a session's refresh token is revoked there at sign-out.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
     /// RFC 9207: every authorization response carries `iss`, so one without it is refused.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -47,6 +50,9 @@ pub struct ProviderMetadata {
     /// The same for the introspection endpoint (RFC 8414 §2); the token endpoint's when absent.
     #[serde(default)]
     pub introspection_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// The same for the revocation endpoint (RFC 8414 §2); the token endpoint's when absent.
+    #[serde(default)]
+    pub revocation_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// A provider's answer at its token endpoint.
@@ -200,6 +206,17 @@ pub trait LocalIssuer: Send + Sync + 'static {
         &'a self,
         claims: &'a serde_json::Map<String, serde_json::Value>,
     ) -> LocalFuture<'a, bool>;
+
+    /// Revokes a refresh token it issued to `client_id` and its grant, as `POST /revoke` would
+    /// (RFC 7009: an unknown token is no error).
+    ///
+    /// # Errors
+    /// `Unreachable` when its store cannot be used.
+    fn revoke_refresh_token<'a>(
+        &'a self,
+        client_id: &'a str,
+        refresh_token: &'a str,
+    ) -> LocalFuture<'a, ()>;
 }
 
 #[cfg(test)]

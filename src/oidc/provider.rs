@@ -74,6 +74,7 @@ fn check_endpoints(metadata: &ProviderMetadata) -> Result<(), ProviderError> {
             "introspection_endpoint",
             metadata.introspection_endpoint.as_ref(),
         ),
+        ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
     ];
     for (name, endpoint) in endpoints {
         let Some(endpoint) = endpoint else {
@@ -798,6 +799,37 @@ impl Provider {
             refresh_token,
         )
         .await
+    }
+
+    /// Revokes a refresh token of this provider's (RFC 7009), as a sign-out does. `false` when
+    /// the provider names no revocation endpoint.
+    ///
+    /// # Errors
+    /// As `client::revoke`, or the discovery failing.
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> Result<bool, ProviderError> {
+        if let Some(local) = &self.local {
+            local
+                .revoke_refresh_token(&self.config.client_id, refresh_token)
+                .await?;
+            return Ok(true);
+        }
+        let metadata = self.metadata().await?;
+        let Some(url) = metadata.revocation_endpoint.as_deref() else {
+            return Ok(false);
+        };
+        let endpoint = client::ClientEndpoint {
+            url,
+            signing_algs: metadata
+                .revocation_endpoint_auth_signing_alg_values_supported
+                .as_ref()
+                .or(metadata
+                    .token_endpoint_auth_signing_alg_values_supported
+                    .as_ref())
+                .map(Vec::as_slice),
+            now: self.clock.now(),
+        };
+        client::revoke(self.http.get(), &self.config, endpoint, refresh_token).await?;
+        Ok(true)
     }
 
     /// Exchanges an authorization code at this provider.

@@ -90,6 +90,44 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
     assert_eq!(copy.get(&gateway.url("/auth")).await.status(), 200);
 }
 
+/// A copy of a `cookie`-store session holds its refresh token: a sign-out revokes it at the
+/// provider (RFC 7009), so a copy taken before cannot refresh once its access token expires.
+#[tokio::test]
+async fn signing_out_revokes_the_sessions_refresh_token_at_the_provider() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&crate::refresh::config(&idp, "cookie"), clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    let (_, refresh_token) = idp.last_tokens().unwrap();
+    let mut copy = Browser::new();
+    copy.cookies = browser.cookies.clone();
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(idp.revoked_tokens(), [refresh_token], "before the answer");
+    assert_eq!(copy.get(&gateway.url("/auth")).await.status(), 200);
+    crate::refresh::advance(&clock, &idp, 250);
+    assert_eq!(
+        copy.get(&gateway.url("/auth")).await.status(),
+        401,
+        "the copy's refresh is refused"
+    );
+    assert_eq!(idp.count("refresh"), 1);
+
+    // A provider that does not answer the revocation holds a sign-out for a while, not forever.
+    idp.misbehave(Misbehaviour {
+        revoke_hangs: true,
+        ..Default::default()
+    });
+    let mut browser = Browser::new();
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    let signed_out = browser.get(&gateway.url("/signout")).await;
+    assert_eq!(signed_out.status(), 302);
+    assert!(location(&signed_out).contains("/end_session?"));
+    assert!(!browser.cookies.contains_key("tollgate"));
+    assert_eq!(idp.count("revoke"), 2);
+}
+
 #[tokio::test]
 async fn a_tampered_session_cookie_is_refused() {
     let idp = TestIdp::start().await;

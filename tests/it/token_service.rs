@@ -2069,6 +2069,62 @@ async fn a_session_refresh_at_the_in_process_token_service_with_its_store_down_i
     gateway.stop().await;
 }
 
+/// Where the token service is the in-process provider, a sign-out revokes the session's grant
+/// there: a copy of the (`cookie`-store) session taken before cannot refresh.
+#[tokio::test]
+async fn a_sign_out_revokes_the_sessions_grant_at_the_in_process_token_service() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let (gateway, issuer) = Gateway::start_at_issuer_with_clock(
+        |issuer| {
+            format!(
+                r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    [[provider]]
+    name = "self"
+    issuer = "{issuer}"
+    client_id = "gateway"
+    client_auth = "none"
+    [[route]]
+    path_prefix = "/app"
+    upstream = "{upstream}"
+    provider = "self"
+    [token_service]
+    issuer = "{issuer}"
+    [[token_service.client]]
+    client_id = "gateway"
+    grants = ["authorization_code", "refresh_token"]
+    redirect_uris = ["{issuer}/callback"]
+    source = "local"
+    [[token_service.user]]
+    username = "alice"
+    password_hash = "{password_hash}"
+    "#,
+                secret = crate::support::gateway::SESSION_SECRET,
+                upstream = upstream.url(),
+                password_hash = tollgate::hash_password("alice-password").unwrap(),
+            )
+        },
+        clock.clone(),
+    )
+    .await;
+    let (mut browser, callback) = up_to_the_callback(&gateway, &issuer).await;
+    assert_eq!(browser.get(&callback).await.status(), 302, "the callback");
+    let mut copy = Browser::new();
+    copy.cookies = browser.cookies.clone();
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(copy.get(&gateway.url("/app/page")).await.status(), 200);
+    // Past the access token's lifetime (30 minutes by default): only a refresh can serve.
+    clock.advance(31 * 60);
+    let refused = copy.get(&gateway.url("/app/page")).await;
+    assert_eq!(refused.status(), 302, "sent to sign in again");
+    assert!(location(&refused).starts_with(&format!("{issuer}/authorize?")));
+    gateway.stop().await;
+}
+
 /// A new browser that has signed alice in at the token service for `/app/page`, up to the
 /// callback it is sent to (which only the token service's store can finish).
 async fn up_to_the_callback(gateway: &Gateway, issuer: &str) -> (Browser, String) {

@@ -92,7 +92,8 @@ fn cookie_header(browser: &Browser) -> String {
 
 /// A reload that points a provider's name at another issuer (a move to another identity
 /// provider or tenant) leaves the sessions made at the old one to no provider: they are not
-/// accepted, refreshed at the new one, or sent to it at sign-out.
+/// accepted, refreshed at the new one, or sent to it at sign-out (their refresh tokens are not
+/// posted to its revocation endpoint).
 #[tokio::test]
 async fn a_session_made_before_its_providers_issuer_changed_is_no_ones() {
     let (old, new) = (TestIdp::start().await, TestIdp::start().await);
@@ -131,8 +132,15 @@ async fn a_session_made_before_its_providers_issuer_changed_is_no_ones() {
         "/",
         "signed out here only, not sent to the new issuer"
     );
-    // Signed in at the new issuer, the browser has a session again.
+    // Signed in at the new issuer, the browser has a session again; its sign-out revokes that
+    // session's refresh token, and never posted the old session's to the new issuer.
     let mut browser = Browser::new();
+    signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let (_, refresh_token) = new.last_tokens().unwrap();
+    assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(new.revoked_tokens(), [refresh_token]);
+    assert_eq!(old.count("revoke"), 0);
     signed_in(&mut browser, &gateway).await;
     assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
     // The same issuer, another client: the session's audience is the old client's.

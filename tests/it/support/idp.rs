@@ -89,6 +89,8 @@ pub struct Misbehaviour {
     pub userinfo_status: Option<u16>,
     /// The code exchange answers only after this many milliseconds.
     pub code_exchange_delay_ms: Option<u64>,
+    /// `/revoke` never answers.
+    pub revoke_hangs: bool,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -144,6 +146,8 @@ struct Inner {
     refresh_tokens: Mutex<std::collections::HashSet<String>>,
     /// Every refresh token presented to the refresh grant, in order.
     presented_refresh_tokens: Mutex<Vec<String>>,
+    /// Every token revoked at `/revoke` by the authenticated client, in order.
+    revoked_tokens: Mutex<Vec<String>>,
     refresh_counter: AtomicUsize,
     /// Seconds this provider's clock is ahead of the real one (to follow a `ManualClock`).
     clock_offset: std::sync::atomic::AtomicI64,
@@ -242,6 +246,7 @@ impl TestIdp {
             last_tokens: Mutex::new(None),
             refresh_tokens: Mutex::new(std::collections::HashSet::new()),
             presented_refresh_tokens: Mutex::new(Vec::new()),
+            revoked_tokens: Mutex::new(Vec::new()),
             refresh_counter: AtomicUsize::new(0),
             clock_offset: std::sync::atomic::AtomicI64::new(0),
             user_claims: Mutex::new(user),
@@ -254,6 +259,7 @@ impl TestIdp {
             .route("/end_session", get(end_session))
             .route("/userinfo", get(userinfo))
             .route("/introspect", post(introspect))
+            .route("/revoke", post(revoke))
             .with_state(inner.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
@@ -338,6 +344,11 @@ impl TestIdp {
     }
 
     /// The access token and refresh token the last login (code exchange) was given.
+    /// The tokens revoked at `/revoke` so far, in order.
+    pub fn revoked_tokens(&self) -> Vec<String> {
+        self.inner.revoked_tokens.lock().unwrap().clone()
+    }
+
     pub fn last_tokens(&self) -> Option<(String, String)> {
         self.inner.last_tokens.lock().unwrap().clone()
     }
@@ -399,6 +410,7 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
         "end_session_endpoint": format!("{issuer}/end_session"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
         "introspection_endpoint": format!("{issuer}/introspect"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -734,6 +746,33 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
         answer.as_object_mut().unwrap().remove("expires_in");
     }
     Json(answer).into_response()
+}
+
+/// RFC 7009: the client authenticates as at `/introspect`; a refresh token it names can no
+/// longer be used, and the answer is 200 whether it was known or not.
+async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    count(&inner, "revoke");
+    if inner.misbehaviour.lock().unwrap().revoke_hangs {
+        hang().await;
+    }
+    let expected_basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let token = form.get("token").cloned().unwrap_or_default();
+    inner.refresh_tokens.lock().unwrap().remove(&token);
+    inner.revoked_tokens.lock().unwrap().push(token);
+    StatusCode::OK.into_response()
 }
 
 /// RFC 7662: `opaque-…` tokens are active (for `api`, issued by this provider), except
