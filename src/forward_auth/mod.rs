@@ -313,7 +313,8 @@ fn report(
 }
 
 /// An allowed `/auth` answer to a request that also carries another spelling of a header the
-/// rules inject (`X_Auth_Email` beside `inject-claim=email,X-Auth-Email`), made a 400. Traefik
+/// rules inject (`X_Auth_Email` beside `inject-claim=email,X-Auth-Email`, or `X-Auth-Email`
+/// beside `inject-claim=email,X_Auth_Email`), made a 400. Traefik
 /// and Caddy send `/auth` the client's headers and replace only the exact name upstream (Go
 /// keeps `X_auth_email` as a name of its own), and an application reading headers the CGI way
 /// (PHP, Rack, many WSGI servers) takes both for `HTTP_X_AUTH_EMAIL`: the client's copy would
@@ -333,10 +334,20 @@ fn refuse_other_spellings(
     let Ok(query) = parsed_query(state, rules) else {
         return outcome;
     };
+    // Two spellings of one name differ only where one of them has `_` or `.`: the exact name
+    // a proxy replaces, all dashes, is no other spelling of itself.
+    let spelt_otherwise = |name: &str| name.contains(['_', '.']);
+    let injected_otherwise = query
+        .injections
+        .iter()
+        .any(|injection| spelt_otherwise(injection.header().as_str()));
     let other = headers.keys().find(|sent| {
-        sent.as_str().contains(['_', '.'])
+        let sent = sent.as_str();
+        (injected_otherwise || spelt_otherwise(sent))
             && query.injections.iter().any(|injection| {
-                crate::http::same_header_name(sent.as_str(), injection.header().as_str())
+                let name = injection.header().as_str();
+                (spelt_otherwise(sent) || spelt_otherwise(name))
+                    && crate::http::same_header_name(sent, name)
             })
     });
     let Some(sent) = other else {

@@ -239,6 +239,26 @@ pub fn ambiguous_credentials(
     None
 }
 
+/// Whether a `Cookie` header names a cookie read as `token_cookie` (`cookie_name_as_read`)
+/// after a `,`: where Envoy describes two `Cookie` headers as one, their values joined with
+/// `,`, such a token cookie is the second header's, hidden from every check in the first one's
+/// last value (a cookie value holds no `,`, RFC 6265 §4.1.1), while the application behind
+/// reads both headers.
+pub fn token_cookie_after_a_comma(headers: &HeaderMap, token_cookie: &str) -> bool {
+    let wanted = cookie_name_as_read(token_cookie);
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .map(|header| String::from_utf8_lossy(header.as_bytes()))
+        .any(|text| {
+            text.split(',').skip(1).any(|after| {
+                crate::http::cookies::pairs(after)
+                    .next()
+                    .is_some_and(|pair| cookie_name_as_read(pair.name) == wanted)
+            })
+        })
+}
+
 /// The cookies of `headers` that an application may read as the one named `name`
 /// (`cookie_name_as_read`), in order.
 fn cookies_read_as<'a>(

@@ -199,3 +199,22 @@ fn the_access_token_is_the_bearer_then_the_cookie_token() {
     assert_eq!(identity(None, Some("t-2")).access_token(), Some("t-2"));
     assert_eq!(identity(None, None).access_token(), None);
 }
+
+#[test]
+fn a_token_cookie_after_a_comma_is_found_however_an_application_reads_its_name() {
+    let with = |values: &[&[u8]]| {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::COOKIE, HeaderValue::from_bytes(value).unwrap());
+        }
+        token_cookie_after_a_comma(&headers, "odj_access_token")
+    };
+    assert!(with(&[b"odj_access_token=a; x=1,odj_access_token=b"]));
+    assert!(with(&[b"x=1, ODJ.Access_Token=b"]));
+    assert!(with(&[b"x=1", b"y=2,odj%5Faccess%5Ftoken=b; z=3"]));
+    assert!(with(&[b"x=\xff,odj_access_token=b"]), "not UTF-8 before it");
+    // A `,` inside a value, and a token cookie before any `,`, hide nothing.
+    assert!(!with(&[b"odj_access_token=a; pref=a,b; y=c,d"]));
+    assert!(!with(&[b"x=1,other=odj_access_token"]));
+    assert!(!with(&[]));
+}

@@ -481,6 +481,48 @@ async fn two_authorization_headers_joined_by_envoy_are_refused() {
     }
 }
 
+/// Two `Cookie` headers, the second holding another token cookie: Envoy describes them as one,
+/// joined with `,`, where that token hid in the first header's last value, while the
+/// application reads both headers. Refused by either recipe, as `/auth` refuses two token
+/// cookies.
+#[tokio::test]
+async fn a_token_cookie_in_a_second_cookie_header_joined_by_envoy_is_refused() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup_configured(
+        "",
+        |config| {
+            config.replace(
+                "grpc_listen = ",
+                "token_cookie = \"odj_access_token\"\ngrpc_listen = ",
+            )
+        },
+        false,
+        None,
+    )
+    .await;
+    let own = format!("odj_access_token={}; x=1", idp.access_token().sign());
+    for port in [grpc_port, http_port] {
+        let two = get(
+            port,
+            "/admin/users",
+            &[
+                ("cookie", own.as_str()),
+                ("cookie", "odj_access_token=forged.by.mallory"),
+            ],
+        )
+        .await;
+        assert_eq!(two.status(), 400, "port {port}: {}", envoy.log());
+        let one = get(port, "/admin/users", &[("cookie", own.as_str())]).await;
+        upstream_saw(one, &envoy).await;
+    }
+}
+
 /// A client that sends an injected header twice: Tollgate's value must replace every copy
 /// (Envoy's overwrite), never stand beside a second one that an application joining repeated
 /// headers would read as `alice@example.com, mallory@example.com`. By either recipe.

@@ -465,6 +465,23 @@ async fn another_spelling_of_an_injected_header_is_refused() {
         ("x.custom", "1"),
     ];
     assert_eq!(auth(&gateway, rules, &other).await.status(), 200);
+    // The other way round: the rules inject a name with `_` or `.` (one kept from
+    // mod_auth_openidc's `OIDC_CLAIM_…`), and the client sends it with dashes.
+    for injected in ["X_Auth_User", "X.Auth.User", "x_auth-user"] {
+        let rules = format!("?inject-claim=sub,{injected}");
+        for sent in ["x-auth-user", "X_Auth_User"] {
+            let forged = [("authorization", bearer.as_str()), (sent, "admin")];
+            assert_eq!(
+                auth(&gateway, &rules, &forged).await.status(),
+                400,
+                "{sent} beside {injected}"
+            );
+        }
+        let plain = auth(&gateway, &rules, &[("authorization", bearer.as_str())]).await;
+        assert_eq!(plain.status(), 200, "{injected}");
+        let alone = [("authorization", bearer.as_str()), ("x-auth-other", "1")];
+        assert_eq!(auth(&gateway, &rules, &alone).await.status(), 200);
+    }
 }
 
 #[tokio::test]

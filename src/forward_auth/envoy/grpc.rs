@@ -254,22 +254,24 @@ async fn check(
         .await);
     };
     let original = original_request(&http);
-    let outcome =
-        match super::unreadable_path(&original).or_else(|| super::joined_credentials(&headers)) {
-            Some(refused) => refused,
-            None => {
-                let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
-                decide_auth(
-                    state,
-                    &headers,
-                    rules,
-                    Some(&original),
-                    client,
-                    &mut Trace::off(),
-                )
-                .await
-            }
-        };
+    let outcome = match super::unreadable_path(&original)
+        .or_else(|| super::joined_credentials(&headers))
+        .or_else(|| super::joined_token_cookies(state, &headers))
+    {
+        Some(refused) => refused,
+        None => {
+            let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
+            decide_auth(
+                state,
+                &headers,
+                rules,
+                Some(&original),
+                client,
+                &mut Trace::off(),
+            )
+            .await
+        }
+    };
     report(
         state,
         "envoy_grpc",

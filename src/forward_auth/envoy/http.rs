@@ -66,8 +66,9 @@ pub fn check(
                 .to_str()
                 .map_err(|_| "X-Tollgate-Rules is not printable ASCII"),
         };
-        let unreadable =
-            super::unreadable_path(&original).or_else(|| super::joined_credentials(headers));
+        let unreadable = super::unreadable_path(&original)
+            .or_else(|| super::joined_credentials(headers))
+            .or_else(|| super::joined_token_cookies(&state, headers));
         let outcome = match (rules, unreadable) {
             (Err(reason), _) => Outcome::Reject(Refusal::new(
                 Rejection::BadRequest(reason.to_owned()),

@@ -89,6 +89,22 @@ fn joined_credentials(headers: &HeaderMap) -> Option<Outcome> {
     })
 }
 
+/// A refusal (400) of a request that sent two `Cookie` headers, the second holding a cookie
+/// read as `token_cookie`: Envoy joins them with `,`, so that token hid in the first header's
+/// last value from the "two token cookies" refusal and every check, while the application
+/// behind reads both headers (Django keeps the last of two cookies of a name).
+fn joined_token_cookies(state: &ForwardAuthState, headers: &HeaderMap) -> Option<Outcome> {
+    let token_cookie = state.forward_auth()?.0.token_cookie.as_deref()?;
+    crate::identity::token_cookie_after_a_comma(headers, token_cookie).then(|| {
+        let reason = "a token cookie after a `,` in a Cookie header (Envoy joins two Cookie \
+                      headers with `,`)";
+        Outcome::Reject(Refusal::new(
+            Rejection::InvalidRequest(reason.to_owned()),
+            reason,
+        ))
+    })
+}
+
 /// Whether `value` can only be one credential: it has no `,` (every join has one), or it is
 /// a scheme, white space and a list of `name=value` parameters (Digest, AWS SigV4) written strictly: no
 /// white space around `=`, and each value either a quoted string without `,` or a run of
