@@ -858,11 +858,19 @@ pub async fn validate(
     match result {
         Ok(claims) => {
             let now = state.clock.now();
+            // An opaque token's answer is trusted no longer than Tollgate trusts its
+            // introspection: the provider may revoke it meanwhile.
+            let most = match state.forward_auth() {
+                Some((_, provider)) if provider.config.introspection => {
+                    crate::oidc::provider::INTROSPECTION_CACHE_SECONDS
+                }
+                _ => MAX_VALIDATE_CACHE,
+            };
             let left = numeric_claim(&claims, "exp")
                 .ok()
                 .flatten()
                 .map_or(0, |exp| exp - now)
-                .clamp(0, MAX_VALIDATE_CACHE);
+                .clamp(0, most);
             state.metrics.request("validate", "allow");
             crate::log_decision!(
                 info,

@@ -44,6 +44,9 @@ pub struct VerifyingKey {
     algorithms: Vec<Algorithm>,
     /// The key itself.
     pub key: DecodingKey,
+    /// The JWK's key parameters as JSON (`kty`, `n`, `e`, `crv`, `x`, `y`): what tells two
+    /// keys under one `kid` apart.
+    material: Box<[u8]>,
 }
 
 impl VerifyingKey {
@@ -129,6 +132,18 @@ impl KeySet {
         }
     }
 
+    /// Whether a key of `earlier` is not in this set (its `kid`, algorithms and key parameters
+    /// all alike): a key the issuer withdrew, whose signatures no longer count.
+    pub fn withdraws_any_of(&self, earlier: &KeySet) -> bool {
+        earlier.keys.iter().any(|old| {
+            !self.keys.iter().any(|new| {
+                new.kid == old.kid
+                    && new.algorithms == old.algorithms
+                    && new.material == old.material
+            })
+        })
+    }
+
     /// How many usable keys the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -191,10 +206,12 @@ fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
         }
     };
     let key = DecodingKey::from_jwk(jwk).ok()?;
+    let material = serde_json::to_vec(&jwk.algorithm).ok()?.into_boxed_slice();
     Some(VerifyingKey {
         kid: jwk.common.key_id.clone(),
         algorithms,
         key,
+        material,
     })
 }
 
@@ -227,6 +244,44 @@ mod tests {
             "{}",
             shown.len()
         );
+    }
+
+    #[test]
+    fn a_set_withdraws_a_key_it_no_longer_holds_alike() {
+        let set = |keys: &[(&str, &str)]| {
+            let jwks: Vec<String> = keys
+                .iter()
+                .map(|(kid, point)| {
+                    format!(r#"{{"kty":"EC","crv":"P-256","kid":"{kid}",{point}}}"#)
+                })
+                .collect();
+            KeySet::from_jwks_json(format!(r#"{{"keys":[{}]}}"#, jwks.join(",")).as_bytes())
+                .unwrap()
+        };
+        let a = r#""x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0""#;
+        let b = r#""x":"axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY","y":"T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU""#;
+        let before = set(&[("1", a)]);
+        assert_eq!(before.len(), 1);
+        assert!(!set(&[("1", a)]).withdraws_any_of(&before), "the same key");
+        assert!(
+            !set(&[("2", b), ("1", a)]).withdraws_any_of(&before),
+            "one added"
+        );
+        assert!(set(&[("2", b)]).withdraws_any_of(&before), "one removed");
+        assert!(
+            set(&[("1", b)]).withdraws_any_of(&before),
+            "another key under its kid"
+        );
+        let declared = KeySet::from_jwks_json(
+            format!(r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"1","alg":"ES256",{a}}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            !declared.withdraws_any_of(&before),
+            "the algorithms it verifies alike"
+        );
+        assert!(!before.withdraws_any_of(&KeySet::default()));
     }
 
     #[test]

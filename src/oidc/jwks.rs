@@ -18,6 +18,7 @@ use super::ProviderError;
 use crate::clock::{Clock, UnixTime};
 use crate::jose::KeySet;
 use crate::metrics::{JwksFetchLabels, Metrics};
+use crate::token::cache::TokenCache;
 
 /// Keys are re-fetched after this long (seconds) when the provider gives no `max-age`.
 const DEFAULT_MAX_AGE: i64 = 3600;
@@ -58,6 +59,8 @@ pub struct JwksCache {
     timeout: Duration,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// The tokens these keys validated: forgotten when a fetch withdraws a key.
+    validated: Arc<TokenCache>,
 }
 
 /// Whether `at` is less than `seconds` before `now` (a clock that went back counts as elapsed).
@@ -74,6 +77,7 @@ impl JwksCache {
         timeout: Duration,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        validated: Arc<TokenCache>,
     ) -> Self {
         let snapshot = Snapshot {
             keys: Arc::new(KeySet::default()),
@@ -93,6 +97,7 @@ impl JwksCache {
             timeout,
             clock,
             metrics,
+            validated,
         }
     }
 
@@ -259,6 +264,7 @@ impl JwksCache {
             snapshot: self.snapshot.clone(),
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
+            validated: self.validated.clone(),
             refresh,
         };
         let (timeout, source, http) = (self.timeout, source.clone(), http.clone());
@@ -285,6 +291,7 @@ struct Recorder {
     snapshot: Arc<RwLock<Snapshot>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    validated: Arc<TokenCache>,
     /// A refresh of keys there are, which no request waits for.
     refresh: bool,
 }
@@ -310,6 +317,7 @@ impl Recorder {
         match result {
             Ok((keys, max_age)) => {
                 let keys = Arc::new(keys);
+                let withdrawn = keys.withdraws_any_of(&snapshot.keys);
                 snapshot.keys = keys.clone();
                 snapshot.generation += 1;
                 snapshot.fetched_at = Some(now);
@@ -317,6 +325,12 @@ impl Recorder {
                 snapshot.last_error = None;
                 drop(snapshot);
                 tracing::info!(provider = %self.provider, keys = keys.len(), "fetched JWKS");
+                // A token a withdrawn key signed is refused from now on, not served from the
+                // cache until its `exp` (a leaked key is withdrawn for that very reason).
+                if withdrawn {
+                    self.validated.forget_all();
+                    tracing::info!(provider = %self.provider, "a key was withdrawn: the tokens validated so far are checked again");
+                }
                 Ok(keys)
             }
             Err(error) => {

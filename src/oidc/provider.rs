@@ -225,6 +225,7 @@ impl Provider {
             config.timeout,
             clock.clone(),
             metrics,
+            token_cache.clone(),
         );
         Self {
             config,
@@ -516,6 +517,7 @@ impl Provider {
             leeway: self.leeway,
             now,
         };
+        let epoch = self.token_cache.epoch();
         let claims = self
             .with_keys(|keys| {
                 token::validate_access_token(token, keys, &expected, Some(&self.config.client_id))
@@ -523,8 +525,12 @@ impl Provider {
             .await?;
         self.check_not_revoked(&claims).await?;
         if let Ok(Some(exp)) = token::numeric_claim(&claims, "exp") {
-            self.token_cache
-                .insert(token, claims.clone(), exp.saturating_add(self.leeway));
+            self.token_cache.insert_validated(
+                epoch,
+                token,
+                claims.clone(),
+                exp.saturating_add(self.leeway),
+            );
         }
         Ok(claims)
     }

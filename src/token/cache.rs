@@ -6,6 +6,8 @@
 //! the token service's own), so a token accepted in one place is never taken from the cache in
 //! another.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use quick_cache::sync::Cache;
 
 use super::Claims;
@@ -14,9 +16,13 @@ use crate::clock::UnixTime;
 /// Cached claims of tokens that passed validation.
 pub struct TokenCache {
     entries: Cache<Box<str>, (Claims, UnixTime)>,
-    /// Unique per cache (never an address, which a later cache could reuse).
-    id: u64,
+    /// Unique per cache and per [`TokenCache::forget_all`] (never an address, which a later
+    /// cache could reuse): the threads' entries of an earlier one are never read.
+    id: AtomicU64,
 }
+
+/// The next cache id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// The last token each thread found (`thread_front`: its claims the thread's own copy from
@@ -28,11 +34,24 @@ thread_local! {
 impl TokenCache {
     /// A cache holding at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             entries: Cache::new(capacity),
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: AtomicU64::new(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         }
+    }
+
+    /// What [`TokenCache::insert_validated`] is given: the cache as it was when a validation
+    /// started.
+    pub fn epoch(&self) -> u64 {
+        self.id.load(Ordering::Acquire)
+    }
+
+    /// Forgets every token (the threads' entries too): the keys some were validated with were
+    /// withdrawn.
+    pub fn forget_all(&self) {
+        self.id
+            .store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+        self.entries.clear();
     }
 
     /// The claims cached for `token`, while `now` is before their expiry.
@@ -40,14 +59,15 @@ impl TokenCache {
         let own = |claims: &serde_json::Map<String, serde_json::Value>| {
             std::sync::Arc::new(claims.clone())
         };
-        if let Some((claims, expires_at)) = crate::thread_front::get(&FRONT, self.id, token, own)
+        let id = self.id.load(Ordering::Acquire);
+        if let Some((claims, expires_at)) = crate::thread_front::get(&FRONT, id, token, own)
             && now < expires_at
         {
             return Some(claims);
         }
         let (claims, expires_at) = self.entries.get(token)?;
         if now < expires_at {
-            crate::thread_front::put(&FRONT, self.id, token, &claims, expires_at);
+            crate::thread_front::put(&FRONT, id, token, &claims, expires_at);
             Some(claims)
         } else {
             self.entries.remove(token);
@@ -58,6 +78,18 @@ impl TokenCache {
     /// Remembers `claims` for `token` until `expires_at`.
     pub fn insert(&self, token: &str, claims: Claims, expires_at: UnixTime) {
         self.entries.insert(token.into(), (claims, expires_at));
+    }
+
+    /// [`TokenCache::insert`], unless every token was forgotten since `epoch`: a signature
+    /// checked with keys fetched before a withdrawal is not remembered after it.
+    pub fn insert_validated(&self, epoch: u64, token: &str, claims: Claims, expires_at: UnixTime) {
+        if self.epoch() == epoch {
+            self.entries.insert(token.into(), (claims, expires_at));
+            // Forgotten meanwhile: forgotten again.
+            if self.epoch() != epoch {
+                self.entries.remove(token);
+            }
+        }
     }
 }
 
@@ -74,6 +106,22 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
         )
+    }
+
+    #[test]
+    fn forgotten_tokens_are_gone_from_the_threads_entries_too() {
+        let cache = TokenCache::new(16);
+        let epoch = cache.epoch();
+        cache.insert_validated(epoch, "token-a", claims("a"), 100);
+        assert!(cache.get("token-a", 10).is_some());
+        assert!(cache.get("token-a", 10).is_some(), "the thread's own entry");
+        cache.forget_all();
+        assert!(cache.get("token-a", 10).is_none());
+        // Validated with keys from before the withdrawal: not remembered after it.
+        cache.insert_validated(epoch, "token-a", claims("a"), 100);
+        assert!(cache.get("token-a", 10).is_none());
+        cache.insert_validated(cache.epoch(), "token-a", claims("a"), 100);
+        assert!(cache.get("token-a", 10).is_some());
     }
 
     #[test]

@@ -174,6 +174,38 @@ async fn bearer_tokens_need_a_configured_audience() {
     assert_eq!(status(&gateway, "", &idp.access_token().sign()).await, 401);
 }
 
+/// A key the provider withdraws (a leaked key is withdrawn for that very reason) no longer
+/// validates the tokens it signed that were cached before, whatever their `exp`.
+#[tokio::test]
+async fn a_withdrawn_key_no_longer_validates_the_tokens_it_signed_that_were_cached() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = Gateway::forward_auth_config(&idp, "", "").replace(
+        "jwks_refetch_interval = \"1h\"",
+        "jwks_refetch_interval = \"1s\"",
+    );
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let old = idp.access_token().expires_in(86_400).sign();
+    for _ in 0..3 {
+        assert_eq!(status(&gateway, "", &old).await, 200);
+    }
+    clock.advance(2);
+    idp.advance_clock(2);
+    idp.rotate_keys("rsa-2");
+    assert_eq!(
+        status(&gateway, "", &idp.access_token().sign()).await,
+        200,
+        "the new key, after one re-fetch"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            status(&gateway, "", &old).await,
+            401,
+            "its key was withdrawn"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unknown_kid_burst_causes_one_jwks_refetch_and_rotation_needs_no_restart() {
     let idp = TestIdp::start().await;
@@ -841,6 +873,31 @@ async fn validate_answers_200_with_bounded_max_age_or_401_no_store() {
         .unwrap();
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["cache-control"], "no-store");
+
+    // An opaque token (the test provider's introspection says it lives 300 s more) is cached
+    // no longer than Tollgate trusts an introspection answer.
+    let gateway = Gateway::start(&with_introspection(Gateway::forward_auth_config(
+        &idp, "", "",
+    )))
+    .await;
+    let opaque = client
+        .get(gateway.url("/validate"))
+        .bearer_auth("opaque-validate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opaque.status(), 200);
+    let max_age: i64 = opaque.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("private, max-age=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=tollgate::oidc::provider::INTROSPECTION_CACHE_SECONDS).contains(&max_age),
+        "max-age {max_age}"
+    );
 }
 
 #[tokio::test]
