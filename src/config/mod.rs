@@ -662,6 +662,53 @@ pub fn warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
+    warnings.extend(requirements_shadowed_by_host_routes(&config.routes));
+    warnings
+}
+
+/// Valid (a route naming the host wins over routes for any host, SPEC §5), and easily missed:
+/// a route without a host that requires something (`/admin`, group `admin`) is not the route
+/// for its paths on a host that has a route of its own covering them (`/` of
+/// `app.example.com`), so its requirements do not hold there.
+fn requirements_shadowed_by_host_routes(routes: &[RouteConfig]) -> Vec<String> {
+    let covers = |prefix: &str, path: &str| {
+        prefix == "/"
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let mut warnings = Vec::new();
+    for (index, route) in routes.iter().enumerate() {
+        if route.host.is_some() || route.require.is_empty() {
+            continue;
+        }
+        let mut hosts: Vec<&str> = routes
+            .iter()
+            .filter_map(|other| other.host.as_deref())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for host in hosts {
+            let taken_by = routes
+                .iter()
+                .enumerate()
+                .filter(|(_, other)| {
+                    other.host.as_deref() == Some(host)
+                        && covers(&other.path_prefix, &route.path_prefix)
+                })
+                .max_by_key(|(_, other)| other.path_prefix.len());
+            if let Some((other_index, other)) = taken_by {
+                warnings.push(format!(
+                    "route[{index}].require: does not hold on {host}, where route[{other_index}] \
+                     (host = \"{host}\", path_prefix = \"{}\") takes the requests under \
+                     \"{}\" (a route naming the host wins over routes for any host); give \
+                     {host} a route of its own with these requirements",
+                    other.path_prefix, route.path_prefix
+                ));
+            }
+        }
+    }
     warnings
 }
 

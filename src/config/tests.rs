@@ -1648,3 +1648,43 @@ fn a_session_cookie_name_longer_than_64_characters_is_refused() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn a_host_route_taking_a_hostless_routes_requirements_away_is_warned_about() {
+    let warned = |routes: &str| {
+        let text = format!(
+            "{routes}\n[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n{PROVIDER}"
+        );
+        let config =
+            load(&text, &BTreeMap::new()).unwrap_or_else(|problems| panic!("{problems:?}"));
+        warnings(&config)
+            .into_iter()
+            .filter(|warning| warning.contains("a route naming the host wins"))
+            .collect::<Vec<_>>()
+    };
+    let admin = "[[route]]\npath_prefix = \"/admin\"\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n[route.require]\ngroups = [\"admin\"]\n";
+    let host = |prefix: &str| {
+        format!(
+            "[[route]]\nhost = \"app.example.com\"\npath_prefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n"
+        )
+    };
+    let shadowed = warned(&format!("{admin}{}", host("/")));
+    assert_eq!(shadowed.len(), 1, "{shadowed:?}");
+    assert!(
+        shadowed[0]
+            .starts_with("route[0].require: does not hold on app.example.com, where route[1]"),
+        "{}",
+        shadowed[0]
+    );
+    assert_eq!(warned(&format!("{admin}{}", host("/admin"))).len(), 1);
+    // The host's routes cover other paths only, or the route requires nothing: nothing to say.
+    assert!(warned(&format!("{admin}{}", host("/app"))).is_empty());
+    assert!(warned(&format!("{admin}{}", host("/adm"))).is_empty());
+    assert!(
+        warned(&format!(
+            "[[route]]\npath_prefix = \"/admin\"\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n{}",
+            host("/")
+        ))
+        .is_empty()
+    );
+}
