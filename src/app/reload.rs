@@ -79,6 +79,10 @@ impl RunningApp {
             commit();
         }
         self.live.store(next.clone());
+        // Upgraded connections the replaced state let in are looked at by this one from now on.
+        if !Arc::ptr_eq(&live.explain.proxy, &next.explain.proxy) {
+            let _ = live.explain.proxy.successor.set(next.explain.proxy.clone());
+        }
         if let Some(replaced) = &live.telemetry
             && !next
                 .telemetry

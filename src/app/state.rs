@@ -282,6 +282,7 @@ fn surfaces(
         clock: clock.clone(),
         leeway: leeway(config),
         metrics: metrics.clone(),
+        successor: Arc::default(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
         login: login.clone(),

@@ -3,15 +3,15 @@
 //! session would go on acting for its user after the session ended (a sign-out, an admin's
 //! end, a back-channel logout, its lifetime) for as long as bytes kept moving on it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
-use crate::clock::Clock;
+use crate::config::RouteConfig;
 use crate::identity::{Credential, Identity};
-use crate::policy::Requirements;
-use crate::session::store::{SessionError, Sessions};
+use crate::session::store::SessionError;
+
+use super::ProxyState;
 
 pub use super::forward::Lasting;
 
@@ -27,23 +27,28 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 ///   request would use it (an open connection is one whose bytes moved within
 ///   `keepalive_timeout`, so it counts as use for `idle_timeout`); a store that cannot answer
 ///   leaves it open until one that can says the session ended, or the session's lifetime,
-///   known here, is over;
+///   known here, is over; after a config reload, each look is the reloaded config's: its
+///   session secrets open the cookie, and its route of the same `host` and `path_prefix`
+///   (with the same provider) must still be there and its requirements hold, whatever the
+///   store;
 /// - on a bearer token or the token cookie, until the token's `exp` and the `leeway` it is
 ///   accepted for; one without `exp` (an introspection answer need not have one) for
 ///   `INTROSPECTION_CACHE_SECONDS` from the handshake, as long as a request trusts an answer.
 ///
 /// `None` when nothing ends it (no session store).
 pub fn lasting(
-    sessions: Option<&Arc<Sessions>>,
-    clock: &Arc<dyn Clock>,
-    leeway: i64,
+    state: &ProxyState,
+    route: &RouteConfig,
     identity: &Identity,
     headers: &HeaderMap,
-    require: &Requirements,
 ) -> Option<Lasting> {
+    let (clock, leeway) = (&state.clock, state.leeway);
     match identity.credential {
         Credential::SessionCookie => {
-            let (sessions, clock) = (sessions?.clone(), clock.clone());
+            let (mut sessions, clock) = (state.sessions.sessions.clone()?, clock.clone());
+            let reloads = state.successor.clone();
+            let (host, path_prefix) = (route.host.clone(), route.path_prefix.clone());
+            let provider = route.provider.clone();
             // Copied, not shared: a shared value would keep the whole request head's buffer.
             let cookies: HeaderMap = headers
                 .get_all(header::COOKIE)
@@ -57,13 +62,29 @@ pub fn lasting(
             // With the `cookie` store a look reads the handshake's cookie, as it was before any
             // refresh the handshake itself made: its claims say nothing new, and checked against
             // the route they could close what the refreshed session was let in for.
-            let require =
-                (sessions.is_server_side() && !require.is_empty()).then(|| require.clone());
+            let mut require = (sessions.is_server_side() && !route.require.is_empty())
+                .then(|| route.require.clone());
             Some(Box::pin(async move {
                 let mut unanswered = false;
                 loop {
                     let extra = LOOK_EVERY / 5 * u32::from(crate::random::bytes::<1>()[0]) / 256;
                     tokio::time::sleep(LOOK_EVERY + extra).await;
+                    if let Some(current) = ProxyState::latest_after(&reloads) {
+                        let route = current
+                            .routes
+                            .named(host.as_deref(), &path_prefix)
+                            .filter(|route| route.provider == provider);
+                        let (Some(route), Some(current_sessions)) =
+                            (route, current.sessions.sessions.clone())
+                        else {
+                            tracing::info!(
+                                "an upgraded connection's route or sessions are gone after a config reload: closed"
+                            );
+                            return;
+                        };
+                        sessions = current_sessions;
+                        require = (!route.require.is_empty()).then(|| route.require.clone());
+                    }
                     let jar = crate::http::cookies::request_cookies(&cookies);
                     match sessions.load(&jar, clock.now()).await {
                         Ok(Some(session)) => {

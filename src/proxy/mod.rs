@@ -59,6 +59,21 @@ pub struct ProxyState {
     pub leeway: i64,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The state a reload replaced this one with, once one did: an upgraded connection let in
+    /// by this state is looked at by the latest one ([`ProxyState::latest_after`]).
+    pub successor: Arc<std::sync::OnceLock<Arc<ProxyState>>>,
+}
+
+impl ProxyState {
+    /// The live state after the reloads since the state whose `successor` slot this is:
+    /// `None` while no reload replaced it.
+    pub fn latest_after(slot: &std::sync::OnceLock<Arc<ProxyState>>) -> Option<Arc<ProxyState>> {
+        let mut latest = slot.get()?.clone();
+        while let Some(next) = latest.successor.get() {
+            latest = next.clone();
+        }
+        Some(latest)
+    }
 }
 
 /// The canonical host of a request and its route (SPEC §4.1): `Ok(None)` when no route
@@ -774,16 +789,7 @@ fn serve_route<'a>(
                 let lasting = request
                     .headers()
                     .contains_key(axum::http::header::UPGRADE)
-                    .then(|| {
-                        lasting::lasting(
-                            state.sessions.sessions.as_ref(),
-                            &state.clock,
-                            state.leeway,
-                            &identity,
-                            request.headers(),
-                            &route.require,
-                        )
-                    })
+                    .then(|| lasting::lasting(state, route, &identity, request.headers()))
                     .flatten();
                 let checked = Checked::Identity(identity.credential, &identity_headers, lasting);
                 // A refreshed session's cookie goes back whatever the answer. (The exchange is

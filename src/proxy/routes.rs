@@ -141,14 +141,21 @@ impl RouteTable {
             .position(|candidate| std::ptr::eq(candidate, route))
     }
 
-    /// The route for the canonical `host` (lower case, no port, no trailing dot) and canonical
-    /// `path`: routes naming the host win over routes for any host; among those, the longest
-    /// matching prefix.
     /// Whether a route names a host: without one, every host gets the same route.
     pub fn by_host(&self) -> bool {
         self.by_host
     }
 
+    /// The route with this `host` and `path_prefix`, if there is one.
+    pub fn named(&self, host: Option<&str>, path_prefix: &str) -> Option<&RouteConfig> {
+        self.routes
+            .iter()
+            .find(|route| route.host.as_deref() == host && route.path_prefix == path_prefix)
+    }
+
+    /// The route for the canonical `host` (lower case, no port, no trailing dot) and canonical
+    /// `path`: routes naming the host win over routes for any host; among those, the longest
+    /// matching prefix.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteConfig> {
         let matching = |route: &&RouteConfig| is_prefix_on_segments(&route.path_prefix, path);
         let named = self

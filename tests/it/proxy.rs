@@ -1772,6 +1772,59 @@ async fn a_websocket_is_closed_when_a_refresh_takes_away_what_let_it_in() {
     );
 }
 
+/// A config reload ends what let an open WebSocket in: its looks from then on are the new
+/// config's. A route's new requirement the session does not meet, or a removed session secret
+/// (the answer to a leaked one), closes it; a reload whose requirements it meets keeps it.
+#[tokio::test]
+async fn a_websocket_is_looked_at_by_the_config_a_reload_made_live() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
+        .replace("[session]\n", "[session]\nstore = \"cookie\"\n");
+    let requiring = |group: &str| {
+        config.replace(
+            "[route.headers]",
+            &format!("[route.require]\ngroups = [\"{group}\"]\n[route.headers]"),
+        )
+    };
+    let load =
+        |text: &str| tollgate::config::load(text, &std::collections::BTreeMap::new()).unwrap();
+    let gateway = Gateway::start(&config).await;
+    let look = tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1);
+    let opened = |browser: &Browser| {
+        let cookie = crate::refresh::cookie_header(browser);
+        websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}"))
+    };
+
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let stream = opened(&browser).await;
+    gateway.app.reload(load(&requiring("admin"))).await.unwrap();
+    tokio::time::sleep(look).await;
+    let stream = echo_through(stream, b"alice is in admin").await;
+    gateway.app.reload(load(&requiring("ops"))).await.unwrap();
+    let closed = closed_by_tollgate(stream).await;
+    assert!(
+        closed.is_ok(),
+        "open without the group its route now requires: {closed:?}"
+    );
+
+    gateway.app.reload(load(&config)).await.unwrap();
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let stream = echo_through(opened(&browser).await, b"signed in again").await;
+    let new_secret = config.replace(
+        crate::support::gateway::SESSION_SECRET,
+        "another-session-secret-another-session-secret",
+    );
+    assert_ne!(new_secret, config);
+    gateway.app.reload(load(&new_secret)).await.unwrap();
+    let closed = closed_by_tollgate(stream).await;
+    assert!(
+        closed.is_ok(),
+        "open on a secret the config no longer has: {closed:?}"
+    );
+}
+
 /// With the `cookie` store a look at an open WebSocket's session reads the handshake's cookie,
 /// as it was before any refresh the handshake made: the route's requirements are not checked
 /// against it, or a group the handshake's own refresh brought would close the socket it let in.
