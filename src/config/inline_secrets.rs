@@ -50,14 +50,20 @@ pub fn inline_secrets(toml_text: &str) -> Vec<String> {
     found
 }
 
-/// Whether a URL names a user or password (`redis://:password@host`, also with several hosts
-/// after the `@`, as Sentinel URLs have).
+/// Whether a URL names a user or password in its authority (`redis://:password@host`, also
+/// with several hosts after the `@`, as Sentinel URLs have), or a password in its query, where
+/// the Redis client reads one for a Unix socket (`unix:///run/redis.sock?pass=…`).
 fn holds_credentials(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let query = rest
+        .split_once('?')
+        .map_or("", |(_, query)| query.split('#').next().unwrap_or_default());
     authority.contains('@')
+        || url::form_urlencoded::parse(query.as_bytes())
+            .any(|(name, _)| matches!(&*name, "pass" | "password"))
 }
 
 /// The warning for the config file at `path` holding `toml_text`: `None` unless it gives
@@ -123,6 +129,13 @@ client_secret_file = "/run/secrets/a"
         ));
         assert!(!holds_credentials("redis://redis.example:6379/0?user=x@y"));
         assert!(inline_secrets("not [ toml").is_empty());
+        assert_eq!(
+            inline_secrets("[session]\nredis_url = \"unix:///run/redis.sock?db=1&pass=hunter2\""),
+            ["session.redis_url"]
+        );
+        assert!(
+            inline_secrets("[session]\nredis_url = \"unix:///run/redis.sock?db=1\"").is_empty()
+        );
     }
 
     #[test]

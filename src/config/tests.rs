@@ -1688,3 +1688,27 @@ fn a_host_route_taking_a_hostless_routes_requirements_away_is_warned_about() {
         .is_empty()
     );
 }
+
+#[test]
+fn zero_route_timeouts_are_problems() {
+    let problems = |timeouts: &str| {
+        let text = format!(
+            "[[route]]\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n{timeouts}\n[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n{PROVIDER}"
+        );
+        match load(&text, &BTreeMap::new()) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .into_iter()
+                .map(|problem| problem.to_string())
+                .collect(),
+        }
+    };
+    assert_eq!(
+        problems("connect_timeout = \"0s\"\nread_timeout = \"0ms\""),
+        [
+            "route[0].connect_timeout: must be longer than zero",
+            "route[0].read_timeout: must be longer than zero"
+        ]
+    );
+    assert!(problems("connect_timeout = \"1ms\"\nread_timeout = \"1s\"").is_empty());
+}

@@ -210,6 +210,15 @@ impl Checker<'_> {
             raw.read_timeout,
             Duration::from_secs(60),
         );
+        // Zero would time out every request at once (a 504 before the upstream was asked).
+        for (key, timeout) in [
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+        ] {
+            if timeout.is_zero() {
+                self.problem(format!("{path}.{key}"), "must be longer than zero");
+            }
+        }
         let upgrades = self.upgrades(&format!("{path}.upgrades"), raw.upgrades);
         // A `[route.require]` table with no requirement in it (a template that rendered
         // nothing under it) requires nothing, as an empty list does.
