@@ -597,7 +597,10 @@ pub async fn decide_auth(
                     | IdentityError::StoreUnavailable(_)
                     | IdentityError::TooManyRefused
             );
+            // A bearer token is an API client's: told `invalid_token` (RFC 6750), not sent to
+            // a sign-in page it cannot use.
             if !not_known_bad
+                && !error.is_bearer_refusal()
                 && section.unauthenticated == Unauthenticated::Redirect
                 && !crate::http::is_api_call(
                     original
@@ -938,8 +941,8 @@ pub async fn userinfo(
         );
         return refuse_userinfo(&state, &headers, refused);
     }
-    if let Some((section, provider)) = state.forward_auth()
-        && let Ok(identity) = authenticate(
+    if let Some((section, provider)) = state.forward_auth() {
+        let authenticated = authenticate(
             &headers,
             provider,
             state
@@ -950,12 +953,26 @@ pub async fn userinfo(
             state.clock.now(),
             ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies),
         )
-        .await
-    {
-        // A session refreshed on the way goes back to the browser.
-        let mut response = claims_response(&identity.claims);
-        crate::http::rejection::append_set_cookies(&mut response, &identity.set_cookies);
-        return response;
+        .await;
+        match authenticated {
+            Ok(identity) => {
+                // A session refreshed on the way goes back to the browser.
+                let mut response = claims_response(&identity.claims);
+                crate::http::rejection::append_set_cookies(&mut response, &identity.set_cookies);
+                return response;
+            }
+            // Not a missing or refused credential (SPEC §9): a store or provider that cannot
+            // answer is a 503 or 502, never a 401 that sends the user to sign in again.
+            Err(
+                error @ (IdentityError::StoreUnavailable(_)
+                | IdentityError::ProviderUnavailable(_)
+                | IdentityError::TooManyRefused),
+            ) => {
+                let refusal = Refusal::from(error);
+                return refuse_userinfo(&state, &headers, (refusal.rejection, refusal.reason));
+            }
+            Err(_) => {}
+        }
     }
     let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
     match token_identity(&state, &headers, client).await {

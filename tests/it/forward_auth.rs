@@ -824,6 +824,17 @@ async fn redirect_mode_sends_browsers_to_signin_and_api_calls_get_401() {
     let mut image = headers.to_vec();
     image.extend([("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")]);
     assert_eq!(auth(&gateway, "", &image).await.status(), 401);
+    // An expired bearer token is an API client's, however it asks: `invalid_token`.
+    let expired = format!("Bearer {}", idp.access_token().expires_in(-3600).sign());
+    let mut bearer = headers.to_vec();
+    bearer.push(("authorization", &expired));
+    for accept in ["text/html", "*/*"] {
+        bearer[4] = ("accept", accept);
+        let refused = auth(&gateway, "", &bearer).await;
+        assert_eq!(refused.status(), 401, "{accept}");
+        let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+    }
 }
 
 #[tokio::test]

@@ -149,6 +149,11 @@ async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
             "no pass, no crash while Redis is down"
         );
     }
+    assert_eq!(
+        browser.get(&gateway.url("/userinfo")).await.status(),
+        503,
+        "not a 401 that sends the user to sign in again"
+    );
     let mut newcomer = Browser::new();
     assert_eq!(
         newcomer.get(&gateway.url("/auth")).await.status(),
