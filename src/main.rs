@@ -109,24 +109,50 @@ fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Loaded, ExitCode>
     })
 }
 
-async fn shutdown_signal() {
+/// The SIGTERM stream, where there is one.
+#[cfg(unix)]
+type Terminations = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Terminations = ();
+
+fn terminations() -> Terminations {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    }
+}
+
+/// Resolves at the next SIGTERM or Ctrl-C.
+async fn shutdown_signal(mut terminations: Terminations) {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
-            };
+        let terminate = async {
+            match &mut terminations {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
-            _ = terminate.recv() => {}
+            () = terminate => {}
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = terminations;
         let _ = interrupt.await;
     }
+}
+
+/// The signals `serve` acts on, listened for before anything else it does: the default
+/// action of a SIGHUP (a secret rotated while Tollgate reads its config and starts) is the
+/// end of the process, and a SIGTERM once it serves must drain, not kill it.
+struct Signals {
+    hangups: Hangups,
+    terminations: Terminations,
 }
 
 /// The SIGHUP stream, where there is one.
@@ -181,13 +207,17 @@ async fn serve(
     config: tollgate::config::Config,
     path: &Path,
     env: &BTreeMap<String, String>,
+    signals: Signals,
 ) -> anyhow::Result<()> {
-    // Listened for before the start: a SIGHUP while starting (a secret rotated meanwhile) is
-    // kept for the loop below, never lost, nor the end of the process (its default action).
-    let mut hangups = hangups();
+    // Listened for before the config was read: a SIGHUP while starting is kept for the loop
+    // below, never lost.
+    let Signals {
+        mut hangups,
+        terminations,
+    } = signals;
     let mut running =
         tollgate::app::start(config, Arc::new(tollgate::clock::SystemClock), None, None).await?;
-    let shutdown = shutdown_signal();
+    let shutdown = shutdown_signal(terminations);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -249,7 +279,7 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
         println!("    {:<8} {}", user.username, user.password);
     }
     println!("\nPress Ctrl-C to stop.");
-    shutdown_signal().await;
+    shutdown_signal(terminations()).await;
     demo.shutdown().await?;
     Ok(())
 }
@@ -290,6 +320,13 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Serve { config: path } => {
+            let signals = {
+                let _runtime = runtime.enter();
+                Signals {
+                    hangups: hangups(),
+                    terminations: terminations(),
+                }
+            };
             let Loaded {
                 config,
                 readable_file_warning,
@@ -307,7 +344,7 @@ fn main() -> ExitCode {
             for variable in tollgate::config::ignored_variables(&env) {
                 tracing::warn!(%variable, "{IGNORED_VARIABLE}");
             }
-            match runtime.block_on(serve(config, &path, &env)) {
+            match runtime.block_on(serve(config, &path, &env, signals)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "tollgate stopped");
