@@ -3,13 +3,16 @@
 //! session would go on acting for its user after the session ended (a sign-out, an admin's
 //! end, a back-channel logout, its lifetime) for as long as bytes kept moving on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::config::RouteConfig;
 use crate::identity::{Credential, Identity};
-use crate::session::store::SessionError;
+use crate::oidc::Provider;
+use crate::oidc::provider::CredentialError;
+use crate::session::store::{SessionError, Sessions};
 
 use super::ProxyState;
 
@@ -27,13 +30,21 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 ///   request would use it (an open connection is one whose bytes moved within
 ///   `keepalive_timeout`, so it counts as use for `idle_timeout`); a store that cannot answer
 ///   leaves it open until one that can says the session ended, or the session's lifetime,
-///   known here, is over; after a config reload, each look is the reloaded config's: its
-///   session secrets open the cookie, and its route of the same `host` and `path_prefix`
-///   (with the same provider) must still be there and its requirements hold, whatever the
-///   store;
+///   known here, is over;
 /// - on a bearer token or the token cookie, until the token's `exp` and the `leeway` it is
 ///   accepted for; one without `exp` (an introspection answer need not have one) for
-///   `INTROSPECTION_CACHE_SECONDS` from the handshake, as long as a request trusts an answer.
+///   `INTROSPECTION_CACHE_SECONDS` from the handshake, as long as a request trusts an answer;
+///   and an `Authorization` bearer token is validated again about every [`LOOK_EVERY`], as a
+///   request's would be (the route's provider's cache, its revocations, a new introspection
+///   once the last is no longer trusted, its keys as fetched since), and its claims checked
+///   against the route's `require`: refused, it closes the connection; a provider that cannot
+///   answer leaves it open.
+///
+/// After a config reload, each look is the reloaded config's ([`Followed`]): the route of the
+/// same `host` and `path_prefix` with the same provider must still be there, the session's
+/// provider still the one that made it (`Session::made_at`), its secrets must open the cookie,
+/// and its `require` must hold (with the `cookie` store, whose look reads the handshake's
+/// cookie, the requirements are not looked at again).
 ///
 /// `None` when nothing ends it (no session store).
 pub fn lasting(
@@ -41,14 +52,18 @@ pub fn lasting(
     route: &RouteConfig,
     identity: &Identity,
     headers: &HeaderMap,
+    client: std::net::IpAddr,
 ) -> Option<Lasting> {
     let (clock, leeway) = (&state.clock, state.leeway);
+    let followed = Followed {
+        reloads: state.successor.clone(),
+        host: route.host.clone(),
+        path_prefix: route.path_prefix.clone(),
+        provider: route.provider.clone(),
+    };
     match identity.credential {
         Credential::SessionCookie => {
-            let (mut sessions, clock) = (state.sessions.sessions.clone()?, clock.clone());
-            let reloads = state.successor.clone();
-            let (host, path_prefix) = (route.host.clone(), route.path_prefix.clone());
-            let provider = route.provider.clone();
+            let sessions = state.sessions.sessions.clone()?;
             // Copied, not shared: a shared value would keep the whole request head's buffer.
             let cookies: HeaderMap = headers
                 .get_all(header::COOKIE)
@@ -58,70 +73,231 @@ pub fn lasting(
                 .collect();
             // The end of its lifetime (`session.lifetime` from the sign-in), as the handshake
             // and each look since found it.
-            let mut ends_at = identity.session.as_ref().map(|session| session.expires_at);
+            let ends_at = identity.session.as_ref().map(|session| session.expires_at);
             // With the `cookie` store a look reads the handshake's cookie, as it was before any
             // refresh the handshake itself made: its claims say nothing new, and checked against
             // the route they could close what the refreshed session was let in for.
-            let mut require = (sessions.is_server_side() && !route.require.is_empty())
+            let require = (sessions.is_server_side() && !route.require.is_empty())
                 .then(|| route.require.clone());
-            Some(Box::pin(async move {
-                let mut unanswered = false;
-                loop {
-                    let extra = LOOK_EVERY / 5 * u32::from(crate::random::bytes::<1>()[0]) / 256;
-                    tokio::time::sleep(LOOK_EVERY + extra).await;
-                    if let Some(current) = ProxyState::latest_after(&reloads) {
-                        let route = current
-                            .routes
-                            .named(host.as_deref(), &path_prefix)
-                            .filter(|route| route.provider == provider);
-                        let (Some(route), Some(current_sessions)) =
-                            (route, current.sessions.sessions.clone())
-                        else {
-                            tracing::info!(
-                                "an upgraded connection's route or sessions are gone after a config reload: closed"
-                            );
-                            return;
-                        };
-                        sessions = current_sessions;
-                        require = (!route.require.is_empty()).then(|| route.require.clone());
-                    }
-                    let jar = crate::http::cookies::request_cookies(&cookies);
-                    match sessions.load(&jar, clock.now()).await {
-                        Ok(Some(session)) => {
-                            unanswered = false;
-                            ends_at = Some(session.expires_at);
-                            // A refresh may have taken away what let it in (a group, a role).
-                            if let Some(require) = &require
-                                && let Err(requirement) =
-                                    crate::policy::check_requirements(require, &session.claims)
-                            {
-                                tracing::info!(%requirement, "an upgraded connection's session no longer meets its route's requirements: closed");
-                                return;
-                            }
-                        }
-                        // Whatever else happened meanwhile, the session has ended by now.
-                        Err(SessionError::Store(_))
-                            if ends_at.is_some_and(|end| clock.now() >= end) =>
-                        {
-                            tracing::info!(
-                                "an upgraded connection's session lifetime is over while the store cannot answer: closed"
-                            );
-                            return;
-                        }
-                        Err(SessionError::Store(error)) => {
-                            if !unanswered {
-                                tracing::warn!(%error, "the session of an upgraded connection could not be looked at; it stays open");
-                            }
-                            unanswered = true;
-                        }
-                        Ok(None) | Err(SessionError::Cookie(_)) => return,
-                    }
-                }
-            }))
+            Some(Box::pin(session_lasting(
+                followed,
+                sessions,
+                cookies,
+                ends_at,
+                require,
+                clock.clone(),
+            )))
         }
         Credential::Bearer | Credential::TokenCookie => {
             let left = token_lasts(&identity.claims, leeway, clock.now());
-            Some(Box::pin(tokio::time::sleep(left)))
+            let token = crate::identity::bearer_token(headers).and_then(Result::ok);
+            let provider = state.providers.get(&route.provider);
+            match (identity.credential, token, provider) {
+                (Credential::Bearer, Some(token), Some(provider)) => {
+                    Some(Box::pin(bearer_lasting(
+                        followed,
+                        provider.clone(),
+                        route.require.clone(),
+                        token.to_owned(),
+                        client,
+                        clock.clone(),
+                        left,
+                    )))
+                }
+                _ => Some(Box::pin(tokio::time::sleep(left))),
+            }
+        }
+    }
+}
+
+/// The route an upgraded connection was let in on, followed through config reloads.
+struct Followed {
+    /// The `successor` slot of the newest state seen: only that one is held.
+    reloads: Arc<std::sync::OnceLock<Arc<ProxyState>>>,
+    host: Option<String>,
+    path_prefix: String,
+    provider: String,
+}
+
+/// What a look finds of the route since the last one.
+enum Since {
+    /// No reload.
+    Unchanged,
+    /// A reload left no route of the same host and prefix with the same provider.
+    Gone,
+    /// A reload made `state` live, with this route and its provider.
+    Reloaded {
+        state: Arc<ProxyState>,
+        route: Box<RouteConfig>,
+        provider: Arc<Provider>,
+    },
+}
+
+impl Followed {
+    /// What a reload since the last look made of the route.
+    fn since(&mut self) -> Since {
+        let Some(state) = ProxyState::latest_after(&self.reloads) else {
+            return Since::Unchanged;
+        };
+        self.reloads = state.successor.clone();
+        let route = state
+            .routes
+            .named(self.host.as_deref(), &self.path_prefix)
+            .filter(|route| route.provider == self.provider)
+            .map(|route| Box::new(route.clone()));
+        match (route, state.providers.get(&self.provider).cloned()) {
+            (Some(route), Some(provider)) => Since::Reloaded {
+                state,
+                route,
+                provider,
+            },
+            _ => Since::Gone,
+        }
+    }
+}
+
+/// Waits between looks: [`LOOK_EVERY`] and up to a fifth more, at random, so that connections
+/// opened together do not look together.
+fn next_look() -> Duration {
+    LOOK_EVERY + LOOK_EVERY / 5 * u32::from(crate::random::bytes::<1>()[0]) / 256
+}
+
+/// Until the session of `cookies` ends or no longer meets `require` (see [`lasting`]).
+async fn session_lasting(
+    mut followed: Followed,
+    mut sessions: Arc<Sessions>,
+    cookies: HeaderMap,
+    mut ends_at: Option<crate::clock::UnixTime>,
+    mut require: Option<crate::policy::Requirements>,
+    clock: Arc<dyn crate::clock::Clock>,
+) {
+    let mut unanswered = false;
+    // After a reload: the provider, by name, issuer and client, that must have made it.
+    let mut made_by: Option<Arc<Provider>> = None;
+    loop {
+        tokio::time::sleep(next_look()).await;
+        match followed.since() {
+            Since::Unchanged => {}
+            Since::Gone => {
+                tracing::info!(
+                    "an upgraded connection's route is gone after a config reload: closed"
+                );
+                return;
+            }
+            Since::Reloaded {
+                state,
+                route,
+                provider,
+            } => {
+                let Some(current_sessions) = state.sessions.sessions.clone() else {
+                    tracing::info!(
+                        "an upgraded connection's sessions are gone after a config reload: closed"
+                    );
+                    return;
+                };
+                sessions = current_sessions;
+                require = (sessions.is_server_side() && !route.require.is_empty())
+                    .then_some(route.require);
+                made_by = Some(provider);
+            }
+        }
+        let jar = crate::http::cookies::request_cookies(&cookies);
+        match sessions.load(&jar, clock.now()).await {
+            Ok(Some(session)) => {
+                unanswered = false;
+                ends_at = Some(session.expires_at);
+                if let Some(provider) = &made_by
+                    && !session.made_at(
+                        provider.name(),
+                        &provider.config.issuer,
+                        &provider.config.client_id,
+                    )
+                {
+                    tracing::info!(
+                        "an upgraded connection's session is no longer its provider's after a config reload: closed"
+                    );
+                    return;
+                }
+                // A refresh may have taken away what let it in (a group, a role).
+                if let Some(require) = &require
+                    && let Err(requirement) =
+                        crate::policy::check_requirements(require, &session.claims)
+                {
+                    tracing::info!(%requirement, "an upgraded connection's session no longer meets its route's requirements: closed");
+                    return;
+                }
+            }
+            // Whatever else happened meanwhile, the session has ended by now.
+            Err(SessionError::Store(_)) if ends_at.is_some_and(|end| clock.now() >= end) => {
+                tracing::info!(
+                    "an upgraded connection's session lifetime is over while the store cannot answer: closed"
+                );
+                return;
+            }
+            Err(SessionError::Store(error)) => {
+                if !unanswered {
+                    tracing::warn!(%error, "the session of an upgraded connection could not be looked at; it stays open");
+                }
+                unanswered = true;
+            }
+            Ok(None) | Err(SessionError::Cookie(_)) => return,
+        }
+    }
+}
+
+/// Until `left` is over, or a look finds `token` refused by the route's provider (asked as a
+/// request from `client` would ask it) or its claims short of the route's `require`.
+async fn bearer_lasting(
+    mut followed: Followed,
+    mut provider: Arc<Provider>,
+    mut require: crate::policy::Requirements,
+    token: String,
+    client: std::net::IpAddr,
+    clock: Arc<dyn crate::clock::Clock>,
+    left: Duration,
+) {
+    let end = tokio::time::Instant::now() + left;
+    let no_headers = HeaderMap::new();
+    loop {
+        let look = tokio::time::Instant::now() + next_look();
+        if look >= end {
+            tokio::time::sleep_until(end).await;
+            return;
+        }
+        tokio::time::sleep_until(look).await;
+        match followed.since() {
+            Since::Unchanged => {}
+            Since::Gone => {
+                tracing::info!(
+                    "an upgraded connection's route is gone after a config reload: closed"
+                );
+                return;
+            }
+            Since::Reloaded {
+                route,
+                provider: current,
+                ..
+            } => {
+                provider = current;
+                require = route.require;
+            }
+        }
+        let client = crate::http::forwarded::ClientAddress::new(client, &no_headers, &[]);
+        match provider
+            .validate_access_token_at(&token, clock.now(), client)
+            .await
+        {
+            Ok(claims) => {
+                if let Err(requirement) = crate::policy::check_requirements(&require, &claims) {
+                    tracing::info!(%requirement, "an upgraded connection's bearer token no longer meets its route's requirements: closed");
+                    return;
+                }
+            }
+            Err(CredentialError::Provider(_) | CredentialError::TooManyRefused) => {}
+            Err(CredentialError::Token(error)) => {
+                tracing::info!(%error, "an upgraded connection's bearer token is no longer accepted: closed");
+                return;
+            }
         }
     }
 }

@@ -789,7 +789,15 @@ fn serve_route<'a>(
                 let lasting = request
                     .headers()
                     .contains_key(axum::http::header::UPGRADE)
-                    .then(|| lasting::lasting(state, route, &identity, request.headers()))
+                    .then(|| {
+                        let client = ClientAddress::new(
+                            peer.ip(),
+                            request.headers(),
+                            &state.trusted_proxies,
+                        )
+                        .address();
+                        lasting::lasting(state, route, &identity, request.headers(), client)
+                    })
                     .flatten();
                 let checked = Checked::Identity(identity.credential, &identity_headers, lasting);
                 // A refreshed session's cookie goes back whatever the answer. (The exchange is

@@ -1630,6 +1630,15 @@ async fn a_websocket_asked_for_by_a_page_of_another_host_is_refused() {
 /// A WebSocket handshake for `/ws` on `address` with one more header line (`Name: value`), on
 /// a blocking thread; the connection once switched (its reads cut off after 30 s).
 async fn websocket_opened(address: std::net::SocketAddr, header: String) -> std::net::TcpStream {
+    websocket_opened_at(address, "/ws", header).await
+}
+
+/// [`websocket_opened`] for `path`.
+pub(crate) async fn websocket_opened_at(
+    address: std::net::SocketAddr,
+    path: &'static str,
+    header: String,
+) -> std::net::TcpStream {
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(address).unwrap();
         stream
@@ -1637,7 +1646,7 @@ async fn websocket_opened(address: std::net::SocketAddr, header: String) -> std:
             .unwrap();
         write!(
             stream,
-            "GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              {header}\r\n\r\n"
         )
@@ -1657,7 +1666,7 @@ async fn websocket_opened(address: std::net::SocketAddr, header: String) -> std:
 }
 
 /// Sends `message` on a switched connection and reads it back from the echoing upstream.
-async fn echo_through(
+pub(crate) async fn echo_through(
     mut stream: std::net::TcpStream,
     message: &'static [u8],
 ) -> std::net::TcpStream {
@@ -1674,7 +1683,9 @@ async fn echo_through(
 
 /// Whether Tollgate closes a switched connection (within its 30 s read limit), rather than it
 /// staying open.
-async fn closed_by_tollgate(mut stream: std::net::TcpStream) -> Result<(), std::io::Error> {
+pub(crate) async fn closed_by_tollgate(
+    mut stream: std::net::TcpStream,
+) -> Result<(), std::io::Error> {
     let read = tokio::task::spawn_blocking(move || {
         let mut byte = [0u8; 1];
         stream.read(&mut byte)
@@ -1773,13 +1784,22 @@ async fn a_websocket_is_closed_when_a_refresh_takes_away_what_let_it_in() {
 }
 
 /// A config reload ends what let an open WebSocket in: its looks from then on are the new
-/// config's. A route's new requirement the session does not meet, or a removed session secret
-/// (the answer to a leaked one), closes it; a reload whose requirements it meets keeps it.
+/// config's. A route's new requirement the session (or bearer token) does not meet, or a
+/// removed session secret (the answer to a leaked one), closes it; a reload whose requirements
+/// it meets keeps it.
 #[tokio::test]
 async fn a_websocket_is_looked_at_by_the_config_a_reload_made_live() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
-    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
-        .replace("[session]\n", "[session]\nstore = \"cookie\"\n");
+    let config = proxy_config(
+        &idp,
+        &upstream.url(),
+        &LOGIN_ROUTE.replace(
+            "provider = \"corp\"\n",
+            "provider = \"corp\"\naccept_bearer = true\n",
+        ),
+    )
+    .replace("[session]\n", "[session]\nstore = \"memory\"\n");
+    assert!(config.contains("accept_bearer"));
     let requiring = |group: &str| {
         config.replace(
             "[route.headers]",
@@ -1797,16 +1817,24 @@ async fn a_websocket_is_looked_at_by_the_config_a_reload_made_live() {
 
     let mut browser = Browser::new();
     log_in_through(&mut browser, &gateway, "/").await;
-    let stream = opened(&browser).await;
+    let session = opened(&browser).await;
+    let bearer = websocket_opened(
+        gateway.app.public_addr,
+        format!("Authorization: Bearer {}", idp.access_token().sign()),
+    )
+    .await;
     gateway.app.reload(load(&requiring("admin"))).await.unwrap();
     tokio::time::sleep(look).await;
-    let stream = echo_through(stream, b"alice is in admin").await;
+    let session = echo_through(session, b"alice is in admin").await;
+    let bearer = echo_through(bearer, b"so is her token").await;
     gateway.app.reload(load(&requiring("ops"))).await.unwrap();
-    let closed = closed_by_tollgate(stream).await;
+    let closed = closed_by_tollgate(session).await;
     assert!(
         closed.is_ok(),
         "open without the group its route now requires: {closed:?}"
     );
+    let closed = closed_by_tollgate(bearer).await;
+    assert!(closed.is_ok(), "a bearer token's, too: {closed:?}");
 
     gateway.app.reload(load(&config)).await.unwrap();
     let mut browser = Browser::new();

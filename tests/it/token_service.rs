@@ -1902,6 +1902,46 @@ async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_pr
     gateway.stop().await;
 }
 
+/// A WebSocket opened with a token of the in-process token service is closed once the token is
+/// revoked (within a look, about 12 s), as requests with it are refused at once: it used to
+/// stay open until the token's `exp`.
+#[tokio::test]
+async fn a_websocket_opened_with_a_token_revoked_since_is_closed() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            "{}\n[[route]]\npath_prefix = \"/ws\"\nupstream = \"{}\"\nprovider = \"self\"\n\
+             on_unauthenticated = \"deny\"\naccept_bearer = true\n",
+            in_process_provider_config(issuer, &upstream.url(), ""),
+            upstream.url()
+        )
+    })
+    .await;
+    let access = machine_token(&gateway).await;
+    let header = format!("Authorization: Bearer {access}");
+    let opened = crate::proxy::websocket_opened_at(gateway.app.public_addr, "/ws", header).await;
+    let stream = crate::proxy::echo_through(opened, b"before the revocation").await;
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    let stream = crate::proxy::echo_through(stream, b"a look later, still valid").await;
+    let revoked = reqwest::Client::new()
+        .post(gateway.url("/revoke"))
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let closed = crate::proxy::closed_by_tollgate(stream).await;
+    assert!(
+        closed.is_ok(),
+        "still open with a revoked token: {closed:?}"
+    );
+    gateway.stop().await;
+}
+
 /// RFC 7009 §2: a revoked token stays refused as long as validation would accept it, which is
 /// its `exp` plus the leeway; its revocation used to be forgotten at `exp` (here: pruned by the
 /// next revocation), and the token accepted again for the leeway's minute.
