@@ -962,12 +962,16 @@ pub async fn userinfo(
                 return response;
             }
             // Not a missing or refused credential (SPEC §9): a store or provider that cannot
-            // answer is a 503 or 502, never a 401 that sends the user to sign in again.
+            // answer a session is a 503 or 502, never a 401 that sends the user to sign in
+            // again. (A token is the token service's to answer too: `token_identity` asks it.)
             Err(
                 error @ (IdentityError::StoreUnavailable(_)
                 | IdentityError::ProviderUnavailable(_)
                 | IdentityError::TooManyRefused),
-            ) => {
+            ) if headers.get(header::AUTHORIZATION).is_none()
+                && token_cookie
+                    .is_none_or(|name| !request_cookies(&headers).contains_key(name)) =>
+            {
                 let refusal = Refusal::from(error);
                 return refuse_userinfo(&state, &headers, (refusal.rejection, refusal.reason));
             }

@@ -412,6 +412,18 @@ async fn an_unreachable_provider_beside_a_token_service_is_a_502_not_an_invalid_
     for path in ["/validate", "/userinfo"] {
         assert_eq!(get_with_token(&gateway, path, &token).await, 502, "{path}");
     }
+    // The token service's own token is its to answer, the provider down or not.
+    let (status, tokens) = crate::token_service::token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("machine", "machine-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let machine = tokens["access_token"].as_str().unwrap();
+    for path in ["/validate", "/userinfo"] {
+        assert_eq!(get_with_token(&gateway, path, machine).await, 200, "{path}");
+    }
     let own = idp
         .access_token()
         .claim("iss", json!(issuer))
