@@ -252,6 +252,7 @@ fn surfaces(
             .clone()
             .map(|service| service as Arc<dyn crate::login::federation::FederatedAuthorization>),
         exchanges: Arc::new(crate::login::exchanges::Exchanges::new(clock.clone())),
+        revocations: Arc::default(),
         clock: clock.clone(),
         metrics: metrics.clone(),
     });

@@ -54,6 +54,8 @@ pub struct LoginFlow {
     /// The code exchanges `/callback` asked for: one a login state, and none for a client
     /// address whose exchanges the provider keeps refusing.
     pub exchanges: Arc<exchanges::Exchanges>,
+    /// The refresh tokens sign-outs revoked, so that none is revoked twice.
+    pub revocations: Arc<revocation::Revocations>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Metrics.
@@ -718,7 +720,10 @@ pub(crate) async fn end_session(
             )
         })?;
     ended.extend(session.clone());
-    revocation::revoke_refresh_tokens(&state.providers, &ended).await;
+    state
+        .revocations
+        .revoke_refresh_tokens(&state.providers, &ended)
+        .await;
     state.metrics.signouts.inc();
     state.metrics.request("signout", "signed_out");
     let absolute = |target: &str| {

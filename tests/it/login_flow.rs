@@ -105,6 +105,14 @@ async fn signing_out_revokes_the_sessions_refresh_token_at_the_provider() {
     copy.cookies = browser.cookies.clone();
     assert_eq!(browser.get(&gateway.url("/signout")).await.status(), 302);
     assert_eq!(idp.revoked_tokens(), [refresh_token], "before the answer");
+    // The copy opens still, and signs out again as often as it likes: its refresh token is
+    // revoked once, not once per request (each a call with Tollgate's client credentials).
+    for _ in 0..5 {
+        let mut replay = Browser::new();
+        replay.cookies = copy.cookies.clone();
+        assert_eq!(replay.get(&gateway.url("/signout")).await.status(), 302);
+    }
+    assert_eq!(idp.count("revoke"), 1);
     assert_eq!(copy.get(&gateway.url("/auth")).await.status(), 200);
     crate::refresh::advance(&clock, &idp, 250);
     assert_eq!(
