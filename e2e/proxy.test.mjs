@@ -133,6 +133,39 @@ test('a logout another site links to asks first; its button goes on to the provi
   await context.close();
 });
 
+test('an element posted into an application cannot sign its user out; its script can', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${origin}/app/page`);
+  await logIn(page, origin, 'frank');
+  // Elements that ask in `cors` mode, as HTML posted into the application could hold them.
+  await page.evaluate(async () => {
+    const done = (element) => new Promise((resolve) => {
+      element.onload = resolve;
+      element.onerror = resolve;
+    });
+    const image = document.createElement('img');
+    image.crossOrigin = 'anonymous';
+    const imageDone = done(image);
+    image.src = '/logout';
+    document.body.append(image);
+    const style = document.createElement('link');
+    style.rel = 'stylesheet';
+    style.crossOrigin = 'anonymous';
+    const styleDone = done(style);
+    style.href = '/logout?rd=/';
+    document.head.append(style);
+    await Promise.all([imageDone, styleDone]);
+  });
+  const still = await context.request.get(`${origin}/app/page`, { maxRedirects: 0 });
+  assert.equal(still.status(), 200, 'still signed in');
+  // The application's own script (a single-page application's sign-out).
+  await page.evaluate(async () => { await fetch('/logout', { redirect: 'manual' }); });
+  const refused = await context.request.get(`${origin}/app/page`, { maxRedirects: 0 });
+  assert.equal(refused.status(), 302, 'signed out by the script');
+  await context.close();
+});
+
 test('login_on_upstream_401: anonymous requests pass, the upstream 401 starts the login', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

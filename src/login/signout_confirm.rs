@@ -15,8 +15,11 @@ use axum::response::Response;
 ///   a form without a click). A `GET` nobody clicked (`<meta http-equiv="refresh">` posted
 ///   into an application, a script's redirect) is asked about, as is every `GET` from a
 ///   browser that sends no `Sec-Fetch-User` (one more click; its `POST` then signs out);
-/// - a script of that origin (`fetch`, `XMLHttpRequest`: mode `cors` or `same-origin`), as a
-///   single-page application signs out;
+/// - a script of that origin (`fetch`, `XMLHttpRequest`: mode `cors` or `same-origin`, for no
+///   element: `Sec-Fetch-Dest: empty`), as a single-page application signs out; an element
+///   asking in `cors` mode (`<img crossorigin>`, a web font, `<link rel=stylesheet
+///   crossorigin>`, `<script type=module>`, which HTML posted into an application can hold
+///   without any script) is asked about;
 /// - a navigation from another origin of the same site (an application on a sibling host)
 ///   that the user clicked (`Sec-Fetch-User: ?1`);
 /// - a request without Fetch Metadata (browsers before 2023, plain `http://` origins, which
@@ -39,7 +42,8 @@ pub fn is_the_users_own(method: &Method, headers: &HeaderMap) -> bool {
     match site {
         "same-origin" | "none" => {
             (navigation && (clicked || method == Method::POST))
-                || matches!(mode, Some("cors" | "same-origin"))
+                || (matches!(mode, Some("cors" | "same-origin"))
+                    && text("sec-fetch-dest") == Some("empty"))
         }
         "same-site" => method == Method::GET && navigation && clicked,
         _ => false,
@@ -137,6 +141,15 @@ mod tests {
             ("sec-fetch-dest", "image"),
         ]);
         assert!(!get(&image), "an image posted into the application");
+        // Elements that ask in `cors` mode, which HTML alone can hold.
+        for dest in ["image", "font", "style", "script"] {
+            let element = headers(&[
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "cors"),
+                ("sec-fetch-dest", dest),
+            ]);
+            assert!(!get(&element), "{dest} in cors mode");
+        }
         let frame = headers(&[
             ("sec-fetch-site", "same-origin"),
             ("sec-fetch-mode", "navigate"),
