@@ -861,19 +861,11 @@ pub async fn validate(
     match result {
         Ok(claims) => {
             let now = state.clock.now();
-            // An opaque token's answer is trusted no longer than Tollgate trusts its
-            // introspection: the provider may revoke it meanwhile.
-            let most = match state.forward_auth() {
-                Some((_, provider)) if provider.config.introspection => {
-                    crate::oidc::provider::INTROSPECTION_CACHE_SECONDS
-                }
-                _ => MAX_VALIDATE_CACHE,
-            };
             let left = numeric_claim(&claims, "exp")
                 .ok()
                 .flatten()
                 .map_or(0, |exp| exp - now)
-                .clamp(0, most);
+                .clamp(0, MAX_VALIDATE_CACHE);
             state.metrics.request("validate", "allow");
             crate::log_decision!(
                 info,
@@ -888,9 +880,12 @@ pub async fn validate(
             // the answer is for these credentials only. A token of the token service may be
             // revoked (`/revoke`) at any moment, and is refused from then on: its answer is
             // not kept at all.
+            // Nor is an opaque token's, which the provider's introspection vouched for: the
+            // provider may revoke it at any moment, and Tollgate itself asks again after a
+            // minute (an answer it kept for a while would be kept longer still).
             let revocable = state.token_service.as_ref().is_some_and(|service| {
                 claims.get("iss").and_then(serde_json::Value::as_str) == Some(service.issuer())
-            });
+            }) || introspected(&state, &headers);
             let cache_control = if revocable {
                 HeaderValue::from_static("no-store")
             } else {
@@ -924,6 +919,26 @@ pub async fn validate(
 
 /// Longest `max-age` `/validate` grants, whatever the token's remaining life.
 const MAX_VALIDATE_CACHE: i64 = 300;
+
+/// Whether `/validate`'s token (the bearer token, else the token cookie) is one the
+/// forward-auth provider introspects: opaque, where `introspection` is on.
+fn introspected(state: &ForwardAuthState, headers: &HeaderMap) -> bool {
+    let Some((section, provider)) = state.forward_auth() else {
+        return false;
+    };
+    let cookies;
+    let token = match bearer_token(headers) {
+        Some(Ok(token)) => Some(token),
+        _ => {
+            cookies = request_cookies(headers);
+            section
+                .token_cookie
+                .as_deref()
+                .and_then(|name| cookies.get(name).copied())
+        }
+    };
+    provider.config.introspection && token.is_some_and(|token| !crate::token::looks_like_jwt(token))
+}
 
 /// `GET /userinfo`: the caller's claims as JSON.
 pub async fn userinfo(

@@ -240,10 +240,11 @@ pub fn ambiguous_credentials(
 }
 
 /// Whether a `Cookie` header names a cookie read as `token_cookie` (`cookie_name_as_read`)
-/// after a `,`: where Envoy describes two `Cookie` headers as one, their values joined with
-/// `,`, such a token cookie is the second header's, hidden from every check in the first one's
-/// last value (a cookie value holds no `,`, RFC 6265 §4.1.1), while the application behind
-/// reads both headers.
+/// right after a `,`: where Envoy describes two `Cookie` headers as one, their values joined
+/// with `,`, such a token cookie is the second header's first, hidden from every check in the
+/// first one's last value, while the application behind reads both headers. (Servers should
+/// set no `,` in a cookie value, RFC 6265 §4.1.1, but browsers keep one: only the text from a
+/// `,` to the next `;` is looked at, so `pref=a,; odj_access_token=…` is not refused.)
 pub fn token_cookie_after_a_comma(headers: &HeaderMap, token_cookie: &str) -> bool {
     let wanted = cookie_name_as_read(token_cookie);
     headers
@@ -252,7 +253,8 @@ pub fn token_cookie_after_a_comma(headers: &HeaderMap, token_cookie: &str) -> bo
         .map(|header| String::from_utf8_lossy(header.as_bytes()))
         .any(|text| {
             text.split(',').skip(1).any(|after| {
-                crate::http::cookies::pairs(after)
+                let first = after.split(';').next().unwrap_or_default();
+                crate::http::cookies::pairs(first)
                     .next()
                     .is_some_and(|pair| cookie_name_as_read(pair.name) == wanted)
             })

@@ -216,5 +216,10 @@ fn a_token_cookie_after_a_comma_is_found_however_an_application_reads_its_name()
     // A `,` inside a value, and a token cookie before any `,`, hide nothing.
     assert!(!with(&[b"odj_access_token=a; pref=a,b; y=c,d"]));
     assert!(!with(&[b"x=1,other=odj_access_token"]));
+    assert!(
+        !with(&[b"pref=a,; odj_access_token=b"]),
+        "an empty part after the comma"
+    );
+    assert!(!with(&[b"pref=a, ; odj_access_token=b"]));
     assert!(!with(&[]));
 }
