@@ -74,24 +74,27 @@ fn check_endpoints(metadata: &ProviderMetadata) -> Result<(), ProviderError> {
             "introspection_endpoint",
             metadata.introspection_endpoint.as_ref(),
         ),
-        ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
     ];
     for (name, endpoint) in endpoints {
         let Some(endpoint) = endpoint else {
             continue;
         };
-        let allowed = url::Url::parse(endpoint).is_ok_and(|url| match url.scheme() {
-            "https" => url.host().is_some(),
-            "http" => issuer.scheme() == "http" && url.host() == issuer.host(),
-            _ => false,
-        });
-        if !allowed {
+        if !endpoint_allowed(&issuer, endpoint) {
             return Err(ProviderError::BadResponse(format!(
                 "discovery's {name} must be https (or http on the issuer's own host)"
             )));
         }
     }
     Ok(())
+}
+
+/// Whether `endpoint` is https, or plain http on the host of a plain-http `issuer`.
+fn endpoint_allowed(issuer: &url::Url, endpoint: &str) -> bool {
+    url::Url::parse(endpoint).is_ok_and(|url| match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => issuer.scheme() == "http" && url.host() == issuer.host(),
+        _ => false,
+    })
 }
 
 /// The discovery document of `issuer` (OpenID Connect Discovery 1.0 §4).
@@ -123,6 +126,18 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ProviderMetada
         )));
     }
     check_endpoints(&metadata)?;
+    // Used at sign-out only, and only when there: one that is not https (or the issuer's own
+    // plain-http host) is left unused, the provider's logins and tokens kept.
+    let mut metadata = metadata;
+    if let Some(endpoint) = &metadata.revocation_endpoint
+        && !url::Url::parse(issuer).is_ok_and(|issuer| endpoint_allowed(&issuer, endpoint))
+    {
+        tracing::warn!(
+            issuer,
+            "discovery's revocation_endpoint is not https (or on the issuer's own host): refresh tokens are not revoked at sign-out"
+        );
+        metadata.revocation_endpoint = None;
+    }
     Ok(metadata)
 }
 

@@ -136,6 +136,26 @@ async fn signing_out_revokes_the_sessions_refresh_token_at_the_provider() {
     assert_eq!(idp.count("revoke"), 2);
 }
 
+/// A revocation endpoint that is not https is left unused: the provider's logins, and its
+/// sign-outs, work as before it was named.
+#[tokio::test]
+async fn a_plain_http_revocation_endpoint_elsewhere_is_left_unused() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        foreign_revocation_endpoint: true,
+        ..Default::default()
+    });
+    let gateway = Gateway::forward_auth(&idp).await;
+    let mut browser = Browser::new();
+    let callback = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    assert_eq!(callback.status(), 302);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    let signed_out = browser.get(&gateway.url("/signout")).await;
+    assert_eq!(signed_out.status(), 302);
+    assert!(location(&signed_out).contains("/end_session?"));
+    assert_eq!(idp.count("revoke"), 0);
+}
+
 #[tokio::test]
 async fn a_tampered_session_cookie_is_refused() {
     let idp = TestIdp::start().await;

@@ -91,6 +91,8 @@ pub struct Misbehaviour {
     pub code_exchange_delay_ms: Option<u64>,
     /// `/revoke` never answers.
     pub revoke_hangs: bool,
+    /// Discovery names a plain-http revocation endpoint on another host.
+    pub foreign_revocation_endpoint: bool,
 }
 
 /// Ways the JWKS endpoint can fail.
@@ -343,12 +345,12 @@ impl TestIdp {
         *self.inner.last_client_auth.lock().unwrap()
     }
 
-    /// The access token and refresh token the last login (code exchange) was given.
     /// The tokens revoked at `/revoke` so far, in order.
     pub fn revoked_tokens(&self) -> Vec<String> {
         self.inner.revoked_tokens.lock().unwrap().clone()
     }
 
+    /// The access token and refresh token the last login (code exchange) was given.
     pub fn last_tokens(&self) -> Option<(String, String)> {
         self.inner.last_tokens.lock().unwrap().clone()
     }
@@ -410,7 +412,11 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
         "end_session_endpoint": format!("{issuer}/end_session"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
         "introspection_endpoint": format!("{issuer}/introspect"),
-        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint": if inner.misbehaviour.lock().unwrap().foreign_revocation_endpoint {
+            "http://revocations.elsewhere.example/revoke".to_owned()
+        } else {
+            format!("{issuer}/revoke")
+        },
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
