@@ -669,7 +669,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
 /// Valid (a route naming the host wins over routes for any host, SPEC §5), and easily missed:
 /// a route without a host that requires something (`/admin`, group `admin`) is not the route
 /// for its paths on a host that has a route of its own covering them (`/` of
-/// `app.example.com`), so its requirements do not hold there.
+/// `app.example.com`) or some of them (`/admin/reports`), so its requirements do not hold
+/// there, unless that route requires the same.
 fn requirements_shadowed_by_host_routes(routes: &[RouteConfig]) -> Vec<String> {
     let covers = |prefix: &str, path: &str| {
         prefix == "/"
@@ -677,6 +678,9 @@ fn requirements_shadowed_by_host_routes(routes: &[RouteConfig]) -> Vec<String> {
             || path
                 .strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let same_requirements = |left: &RouteConfig, right: &RouteConfig| {
+        format!("{:?}", left.require) == format!("{:?}", right.require)
     };
     let mut warnings = Vec::new();
     for (index, route) in routes.iter().enumerate() {
@@ -690,21 +694,35 @@ fn requirements_shadowed_by_host_routes(routes: &[RouteConfig]) -> Vec<String> {
         hosts.sort_unstable();
         hosts.dedup();
         for host in hosts {
-            let taken_by = routes
-                .iter()
-                .enumerate()
-                .filter(|(_, other)| {
-                    other.host.as_deref() == Some(host)
-                        && covers(&other.path_prefix, &route.path_prefix)
-                })
+            let of_host = || {
+                routes
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, other)| other.host.as_deref() == Some(host))
+            };
+            // The host's route for all of this route's paths, and those for some of them.
+            let whole = of_host()
+                .filter(|(_, other)| covers(&other.path_prefix, &route.path_prefix))
                 .max_by_key(|(_, other)| other.path_prefix.len());
-            if let Some((other_index, other)) = taken_by {
+            let parts = of_host().filter(|(_, other)| {
+                other.path_prefix != route.path_prefix
+                    && covers(&route.path_prefix, &other.path_prefix)
+            });
+            for (other_index, other) in whole.into_iter().chain(parts) {
+                if same_requirements(route, other) {
+                    continue;
+                }
                 warnings.push(format!(
                     "route[{index}].require: does not hold on {host}, where route[{other_index}] \
                      (host = \"{host}\", path_prefix = \"{}\") takes the requests under \
                      \"{}\" (a route naming the host wins over routes for any host); give \
-                     {host} a route of its own with these requirements",
-                    other.path_prefix, route.path_prefix
+                     that route these requirements too",
+                    other.path_prefix,
+                    if covers(&other.path_prefix, &route.path_prefix) {
+                        &route.path_prefix
+                    } else {
+                        &other.path_prefix
+                    }
                 ));
             }
         }

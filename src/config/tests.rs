@@ -1677,9 +1677,24 @@ fn a_host_route_taking_a_hostless_routes_requirements_away_is_warned_about() {
         shadowed[0]
     );
     assert_eq!(warned(&format!("{admin}{}", host("/admin"))).len(), 1);
-    // The host's routes cover other paths only, or the route requires nothing: nothing to say.
+    let part = warned(&format!("{admin}{}", host("/admin/reports")));
+    assert_eq!(part.len(), 1, "some of its paths: {part:?}");
+    assert!(
+        part[0].contains("takes the requests under \"/admin/reports\""),
+        "{}",
+        part[0]
+    );
+    // The host's routes cover other paths only, require the same, or the route requires
+    // nothing: nothing to say.
     assert!(warned(&format!("{admin}{}", host("/app"))).is_empty());
     assert!(warned(&format!("{admin}{}", host("/adm"))).is_empty());
+    assert!(
+        warned(&format!(
+            "{admin}{}[route.require]\ngroups = [\"admin\"]\n",
+            host("/")
+        ))
+        .is_empty()
+    );
     assert!(
         warned(&format!(
             "[[route]]\npath_prefix = \"/admin\"\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n{}",
