@@ -257,13 +257,16 @@ impl Activity {
         u64::try_from(at.duration_since(self.opened).as_millis()).unwrap_or(NO_HEAD - 1)
     }
 
-    /// `read` bytes came in: with no request in flight on an HTTP/1 connection, the first of
-    /// them begins the next request's head.
+    /// `read` bytes came in: with no request in flight on an HTTP/1 connection, and no answer
+    /// being written, the first of them begins the next request's head. While an answer is
+    /// written they are most likely its request's body (an upstream may answer before it has
+    /// read the whole body, streaming both ways): that is timed by the body's own rules.
     fn on_read(&self, read: usize) {
         self.read.fetch_add(read as u64, Ordering::Relaxed);
         if self.http1.load(Ordering::Relaxed)
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NO_HEAD
+            && self.streams.none_live()
         {
             let now = self.millis(tokio::time::Instant::now());
             self.head_since.store(now, Ordering::Relaxed);

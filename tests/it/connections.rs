@@ -1144,3 +1144,76 @@ fn own_process(name: &str, upstream: &str, launcher: &[&str]) -> OwnProcess {
         address: format!("127.0.0.1:{public}"),
     }
 }
+
+/// An upstream that answers a request's head at once (a streamed answer) and reads its body
+/// after: the body still coming in is the request's, not the next request's head, so
+/// `header_read_timeout` does not cut the connection while it uploads at a good pace.
+#[tokio::test]
+async fn a_request_body_still_uploading_after_the_answers_head_is_no_slow_next_head() {
+    let idp = TestIdp::start().await;
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = upstream.local_addr().unwrap();
+    const PIECES: usize = 6;
+    const PIECE: usize = 1000;
+    let upstream = tokio::spawn(async move {
+        let (mut stream, _) = upstream.accept().await.unwrap();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the head");
+            received.extend_from_slice(&buffer[..read]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let head_end = received
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        let mut body = received.split_off(head_end);
+        while body.iter().filter(|&&byte| byte == b'x').count() < PIECES * PIECE {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the body, cut off");
+            body.extend_from_slice(&buffer[..read]);
+        }
+        stream.write_all(b"4\r\ndone\r\n0\r\n\r\n").await.unwrap();
+    });
+    let gateway = gateway(&idp, &format!("http://{address}"), "").await;
+    let mut client = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    client
+        .write_all(
+            format!(
+                "POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+                PIECES * PIECE
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Over about twice `header_read_timeout`, at a pace well above the least body rate.
+    for _ in 0..PIECES {
+        client.write_all(&[b'x'; PIECE]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(5).any(|window| window == b"0\r\n\r\n") {
+            match client.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 20 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("done"), "the upload was cut: {answer}");
+    upstream.await.unwrap();
+}
