@@ -436,8 +436,8 @@ async fn finish_login(
                             format!("code exchange refused: {code}"),
                         )
                     }
-                    // The provider answered, but not with tokens (a 5xx, a throttling 429, a
-                    // body that is no token response, `oidc::client::token_request`): counted
+                    // The provider answered, but not with tokens (a 5xx, a throttling 429,
+                    // `oidc::client::token_request`): counted
                     // against the address as a refusal is, so a state cookie replayed into a
                     // provider that throttles is bounded too; the login stays for the user's
                     // reload, as below.
@@ -447,6 +447,16 @@ async fn finish_login(
                         (
                             Rejection::ProviderUnavailable,
                             ProviderError::BadResponse(reason).to_string(),
+                        )
+                    }
+                    // Tokens that cannot be used: the code is spent at the provider all the
+                    // same, so the login is used up (a reload would replay it).
+                    ProviderError::UnusableTokens(reason) => {
+                        admission.refused();
+                        used_up = true;
+                        (
+                            Rejection::ProviderUnavailable,
+                            ProviderError::UnusableTokens(reason).to_string(),
                         )
                     }
                     // Tollgate's client authentication refused: a 502 naming the client's

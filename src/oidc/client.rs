@@ -249,12 +249,12 @@ async fn token_request(
         return Err(refusal("token endpoint", status, &body));
     }
     let response: TokenResponse = serde_json::from_slice(&body).map_err(|error| {
-        ProviderError::BadResponse(format!(
-            "token response: {}",
-            crate::untrusted::bounded(&error.to_string())
-        ))
+        ProviderError::UnusableTokens(crate::untrusted::bounded(&error.to_string()))
     })?;
-    response.ensure_bearer()?;
+    response.ensure_bearer().map_err(|error| match error {
+        ProviderError::BadResponse(reason) => ProviderError::UnusableTokens(reason),
+        other => other,
+    })?;
     Ok(response)
 }
 

@@ -139,6 +139,12 @@ pub enum ProviderError {
     /// The provider answered something Tollgate cannot use.
     #[error("bad response from provider: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     BadResponse(String),
+    /// The token endpoint answered 2xx, but with no token response Tollgate can use (not
+    /// JSON, a `token_type` other than `Bearer`): whatever it was given (a code, a refresh
+    /// token) is spent there all the same. A provider failing (502), like `BadResponse`; a
+    /// login's state is used up by it (presenting the code again would be a replay).
+    #[error("unusable token response: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
+    UnusableTokens(String),
     /// The provider refused the request (an OAuth error code).
     #[error("provider refused: {}", crate::untrusted::cut(.0, crate::untrusted::REASON_MOST))]
     Refused(String),
@@ -239,6 +245,7 @@ mod tests {
         for error in [
             ProviderError::Unreachable(long.clone()),
             ProviderError::BadResponse(long.clone()),
+            ProviderError::UnusableTokens(long.clone()),
             ProviderError::Refused(long.clone()),
             ProviderError::ClientRejected(long.clone()),
         ] {

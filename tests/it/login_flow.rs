@@ -878,6 +878,24 @@ async fn a_token_response_whose_token_type_is_not_bearer_is_refused() {
             "{token_type:?}"
         );
     }
+    // The provider spent the code all the same: the login is used up, and a reload of the
+    // callback presents the code to the provider no more.
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::forward_auth(&idp).await;
+    idp.misbehave(Misbehaviour {
+        token_type: Some("mac"),
+        ..Default::default()
+    });
+    let (mut browser, callback_url) = at_the_callback(&gateway).await;
+    assert_eq!(browser.get(&callback_url).await.status(), 502);
+    assert!(!holds_a_login(&browser), "{:?}", browser.cookies);
+    let exchanges = idp.count("token");
+    assert_eq!(browser.get(&callback_url).await.status(), 400);
+    assert_eq!(
+        idp.count("token"),
+        exchanges,
+        "the spent code is not sent again"
+    );
     let lower_case = Misbehaviour {
         token_type: Some("bearer"),
         ..Default::default()
