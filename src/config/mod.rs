@@ -679,8 +679,16 @@ fn requirements_shadowed_by_host_routes(routes: &[RouteConfig]) -> Vec<String> {
                 .strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with('/'))
     };
+    // What decides who gets through, alike (the provider, anonymous requests, skip rules,
+    // the requirements).
     let same_requirements = |left: &RouteConfig, right: &RouteConfig| {
-        format!("{:?}", left.require) == format!("{:?}", right.require)
+        let gate = |route: &RouteConfig| {
+            format!(
+                "{}\0{:?}\0{:?}\0{:?}",
+                route.provider, route.on_unauthenticated, route.skip, route.require
+            )
+        };
+        gate(left) == gate(right)
     };
     let mut warnings = Vec::new();
     for (index, route) in routes.iter().enumerate() {

@@ -983,7 +983,7 @@ pub async fn userinfo(
                 error @ (IdentityError::StoreUnavailable(_)
                 | IdentityError::ProviderUnavailable(_)
                 | IdentityError::TooManyRefused),
-            ) if headers.get(header::AUTHORIZATION).is_none()
+            ) if bearer_token(&headers).is_none()
                 && token_cookie
                     .is_none_or(|name| !request_cookies(&headers).contains_key(name)) =>
             {

@@ -121,6 +121,9 @@ struct Activity {
     /// When the first byte of a later request's head was read, in milliseconds after `opened`;
     /// [`NO_HEAD`] while none is being read.
     head_since: AtomicU64,
+    /// Whether the last request begun came with a body (not at its end when its head was
+    /// read): bytes read while its answer is written are then taken for that body.
+    body_sent: AtomicBool,
     /// The connection switched protocols: its socket now belongs to the splice (`proxy`).
     upgraded: AtomicBool,
     /// The upgraded socket is to fail its next read or write (idle for `keepalive`).
@@ -163,6 +166,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             http1: AtomicBool::new(false),
             head_since: AtomicU64::new(NO_HEAD),
+            body_sent: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -257,16 +261,17 @@ impl Activity {
         u64::try_from(at.duration_since(self.opened).as_millis()).unwrap_or(NO_HEAD - 1)
     }
 
-    /// `read` bytes came in: with no request in flight on an HTTP/1 connection, and no answer
-    /// being written, the first of them begins the next request's head. While an answer is
-    /// written they are most likely its request's body (an upstream may answer before it has
-    /// read the whole body, streaming both ways): that is timed by the body's own rules.
+    /// `read` bytes came in: with no request in flight on an HTTP/1 connection, the first of
+    /// them begins the next request's head, except while the answer to a request that came
+    /// with a body is written: they are that body's then (an upstream may answer before it has
+    /// read the whole body, streaming both ways), timed by the body's own rules. (A head
+    /// pipelined behind such a request is timed from its answer's end by `keepalive_timeout`.)
     fn on_read(&self, read: usize) {
         self.read.fetch_add(read as u64, Ordering::Relaxed);
         if self.http1.load(Ordering::Relaxed)
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NO_HEAD
-            && self.streams.none_live()
+            && (self.streams.none_live() || !self.body_sent.load(Ordering::Relaxed))
         {
             let now = self.millis(tokio::time::Instant::now());
             self.head_since.store(now, Ordering::Relaxed);
@@ -587,6 +592,10 @@ where
             hyper::service::service_fn(move |request| {
                 let version = request.version();
                 let in_flight = InFlight::begin(&activity, version);
+                activity.body_sent.store(
+                    !hyper::body::Body::is_end_stream(request.body()),
+                    Ordering::Relaxed,
+                );
                 let response = hyper::service::Service::call(&inner, request);
                 async move {
                     let response = response.await;

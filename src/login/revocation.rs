@@ -7,7 +7,8 @@
 //!
 //! Each refresh token is revoked once: a `cookie`-store session still opens after its
 //! sign-out, and replaying its cookie to `/signout` would otherwise buy a client-authenticated
-//! call to the provider per request, spending the client's quota there for every user.
+//! call to the provider per request, spending the client's quota there for every user. One
+//! whose revocation failed (or was not answered in time) is tried again at the next sign-out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,19 +36,30 @@ impl Default for Revocations {
     }
 }
 
+/// A refresh token's SHA-256.
+fn digest(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
 impl Revocations {
-    /// Whether `token` is revoked for the first time here (and remembered from now on).
-    fn first_time(&self, token: &str) -> bool {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
-        match self.revoked.get_value_or_guard(&key, Some(Duration::ZERO)) {
+    /// Whether `token` is to be revoked now: not revoked here before, nor being revoked (it is
+    /// remembered from now on, until [`Revocations::failed`] forgets it).
+    fn first_time(&self, token: &[u8; 32]) -> bool {
+        match self.revoked.get_value_or_guard(token, Some(Duration::ZERO)) {
             quick_cache::sync::GuardResult::Guard(guard) => {
                 let _ = guard.insert(());
                 true
             }
             _ => false,
         }
+    }
+
+    /// The revocation of `token` failed or was not answered: a later sign-out tries again.
+    fn failed(&self, token: &[u8; 32]) {
+        self.revoked.remove(token);
     }
 
     /// Revokes, at once and waiting at most [`REVOCATION_WAIT`] in all, the refresh token of
@@ -57,6 +69,8 @@ impl Revocations {
     /// revoked here before.
     pub async fn revoke_refresh_tokens(&self, providers: &Providers, ended: &[Arc<Session>]) {
         let mut revocations = tokio::task::JoinSet::new();
+        // The tokens whose revocation has not answered yet.
+        let mut pending: Vec<[u8; 32]> = Vec::new();
         for session in ended {
             let Some(provider) = providers.get(&session.provider) else {
                 continue;
@@ -67,12 +81,15 @@ impl Revocations {
             let Some(token) = session.refresh_token.clone().filter(|_| ours) else {
                 continue;
             };
-            if !self.first_time(&token) {
+            let key = digest(&token);
+            if !self.first_time(&key) {
                 continue;
             }
+            pending.push(key);
             let provider = provider.clone();
             revocations.spawn(async move {
-                match provider.revoke_refresh_token(&token).await {
+                let revoked = provider.revoke_refresh_token(&token).await;
+                match &revoked {
                     Ok(true) => tracing::info!(
                         provider = %provider.name(),
                         "signed out: the session's refresh token is revoked at the provider"
@@ -84,16 +101,30 @@ impl Revocations {
                         "signed out, but the session's refresh token could not be revoked at the provider"
                     ),
                 }
+                (key, revoked.is_ok())
             });
         }
         if revocations.is_empty() {
             return;
         }
-        let all = async { while revocations.join_next().await.is_some() {} };
+        let all = async {
+            while let Some(done) = revocations.join_next().await {
+                if let Ok((key, answered)) = done {
+                    pending.retain(|pending| *pending != key);
+                    if !answered {
+                        self.failed(&key);
+                    }
+                }
+            }
+        };
         if tokio::time::timeout(REVOCATION_WAIT, all).await.is_err() {
             tracing::warn!(
                 "signed out, but the provider did not answer the revocation of the session's refresh token in time"
             );
+        }
+        // Not answered in time (or its task failed): tried again at a later sign-out.
+        for key in &pending {
+            self.failed(key);
         }
     }
 }

@@ -79,12 +79,16 @@ pub fn lasting(
             // the route they could close what the refreshed session was let in for.
             let require = (sessions.is_server_side() && !route.require.is_empty())
                 .then(|| route.require.clone());
+            let look = SessionLook {
+                cookies,
+                handshake_claims: identity.claims.clone(),
+                ends_at,
+                require,
+            };
             Some(Box::pin(session_lasting(
                 followed,
                 sessions,
-                cookies,
-                ends_at,
-                require,
+                look,
                 clock.clone(),
             )))
         }
@@ -162,15 +166,32 @@ fn next_look() -> Duration {
     LOOK_EVERY + LOOK_EVERY / 5 * u32::from(crate::random::bytes::<1>()[0]) / 256
 }
 
+/// What a session's looks read.
+struct SessionLook {
+    /// The handshake's `Cookie` headers.
+    cookies: HeaderMap,
+    /// The session's claims as the handshake found them (after any refresh it made): what a
+    /// reloaded route's `require` is checked against where the store is the cookie.
+    handshake_claims: crate::token::Claims,
+    /// The end of its lifetime, as the handshake and each look since found it.
+    ends_at: Option<crate::clock::UnixTime>,
+    /// The route's requirements, checked at each look (memory and Redis stores).
+    require: Option<crate::policy::Requirements>,
+}
+
 /// Until the session of `cookies` ends or no longer meets `require` (see [`lasting`]).
 async fn session_lasting(
     mut followed: Followed,
     mut sessions: Arc<Sessions>,
-    cookies: HeaderMap,
-    mut ends_at: Option<crate::clock::UnixTime>,
-    mut require: Option<crate::policy::Requirements>,
+    look: SessionLook,
     clock: Arc<dyn crate::clock::Clock>,
 ) {
+    let SessionLook {
+        cookies,
+        handshake_claims,
+        mut ends_at,
+        mut require,
+    } = look;
     let mut unanswered = false;
     // After a reload: the provider, by name, issuer and client, that must have made it.
     let mut made_by: Option<Arc<Provider>> = None;
@@ -196,6 +217,15 @@ async fn session_lasting(
                     return;
                 };
                 sessions = current_sessions;
+                // The cookie store's look reads the handshake's cookie: the reloaded route's
+                // requirements are checked once, against what the handshake found.
+                if !sessions.is_server_side()
+                    && let Err(requirement) =
+                        crate::policy::check_requirements(&route.require, &handshake_claims)
+                {
+                    tracing::info!(%requirement, "an upgraded connection's session does not meet its reloaded route's requirements: closed");
+                    return;
+                }
                 require = (sessions.is_server_side() && !route.require.is_empty())
                     .then_some(route.require);
                 made_by = Some(provider);
@@ -245,6 +275,9 @@ async fn session_lasting(
     }
 }
 
+/// Looks a bearer connection skips after its provider could not answer (about a minute).
+const UNANSWERED_SKIPS: u32 = 5;
+
 /// Until `left` is over, or a look finds `token` refused by the route's provider (asked as a
 /// request from `client` would ask it) or its claims short of the route's `require`.
 async fn bearer_lasting(
@@ -258,6 +291,10 @@ async fn bearer_lasting(
 ) {
     let end = tokio::time::Instant::now() + left;
     let no_headers = HeaderMap::new();
+    // Looks skipped after the provider could not answer: it is not asked again for about a
+    // minute (it may be throttling, and each failure counts against the client's address).
+    let mut skipped = 0;
+    let mut unanswered = false;
     loop {
         let look = tokio::time::Instant::now() + next_look();
         if look >= end {
@@ -278,9 +315,19 @@ async fn bearer_lasting(
                 provider: current,
                 ..
             } => {
+                if !route.accept_bearer {
+                    tracing::info!(
+                        "an upgraded connection's route no longer accepts bearer tokens after a config reload: closed"
+                    );
+                    return;
+                }
                 provider = current;
                 require = route.require;
             }
+        }
+        if skipped > 0 {
+            skipped -= 1;
+            continue;
         }
         let client = crate::http::forwarded::ClientAddress::new(client, &no_headers, &[]);
         match provider
@@ -288,12 +335,19 @@ async fn bearer_lasting(
             .await
         {
             Ok(claims) => {
+                unanswered = false;
                 if let Err(requirement) = crate::policy::check_requirements(&require, &claims) {
                     tracing::info!(%requirement, "an upgraded connection's bearer token no longer meets its route's requirements: closed");
                     return;
                 }
             }
-            Err(CredentialError::Provider(_) | CredentialError::TooManyRefused) => {}
+            Err(error @ (CredentialError::Provider(_) | CredentialError::TooManyRefused)) => {
+                if !unanswered {
+                    tracing::warn!(%error, "the bearer token of an upgraded connection could not be checked; it stays open");
+                }
+                unanswered = true;
+                skipped = UNANSWERED_SKIPS;
+            }
             Err(CredentialError::Token(error)) => {
                 tracing::info!(%error, "an upgraded connection's bearer token is no longer accepted: closed");
                 return;

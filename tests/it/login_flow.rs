@@ -129,11 +129,19 @@ async fn signing_out_revokes_the_sessions_refresh_token_at_the_provider() {
     });
     let mut browser = Browser::new();
     crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    let (_, unanswered) = idp.last_tokens().unwrap();
+    let mut kept = Browser::new();
+    kept.cookies = browser.cookies.clone();
     let signed_out = browser.get(&gateway.url("/signout")).await;
     assert_eq!(signed_out.status(), 302);
     assert!(location(&signed_out).contains("/end_session?"));
     assert!(!browser.cookies.contains_key("tollgate"));
     assert_eq!(idp.count("revoke"), 2);
+    // Not answered: tried again at the next sign-out with that session.
+    idp.misbehave(Misbehaviour::default());
+    assert_eq!(kept.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(idp.count("revoke"), 3);
+    assert_eq!(idp.revoked_tokens().last(), Some(&unanswered));
 }
 
 /// A revocation endpoint that is not https is left unused: the provider's logins, and its

@@ -1853,6 +1853,39 @@ async fn a_websocket_is_looked_at_by_the_config_a_reload_made_live() {
     );
 }
 
+/// With the `cookie` store (the default), a reload that adds a requirement the handshake's
+/// session does not meet closes the WebSocket; one it meets keeps it.
+#[tokio::test]
+async fn a_cookie_session_websocket_is_closed_by_a_reload_it_does_not_meet() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE);
+    let requiring = |group: &str| {
+        config.replace(
+            "[route.headers]",
+            &format!("[route.require]\ngroups = [\"{group}\"]\n[route.headers]"),
+        )
+    };
+    let load =
+        |text: &str| tollgate::config::load(text, &std::collections::BTreeMap::new()).unwrap();
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let stream = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
+    gateway.app.reload(load(&requiring("admin"))).await.unwrap();
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    let stream = echo_through(stream, b"alice is in admin").await;
+    gateway.app.reload(load(&requiring("ops"))).await.unwrap();
+    let closed = closed_by_tollgate(stream).await;
+    assert!(
+        closed.is_ok(),
+        "open without the group its route now requires: {closed:?}"
+    );
+}
+
 /// With the `cookie` store a look at an open WebSocket's session reads the handshake's cookie,
 /// as it was before any refresh the handshake made: the route's requirements are not checked
 /// against it, or a group the handshake's own refresh brought would close the socket it let in.
