@@ -1695,6 +1695,15 @@ fn a_host_route_taking_a_hostless_routes_requirements_away_is_warned_about() {
         ))
         .is_empty()
     );
+    // The same requirements, but anonymous requests forwarded unchecked: warned about.
+    assert_eq!(
+        warned(&format!(
+            "{admin}{}on_unauthenticated = \"pass\"\n[route.require]\ngroups = [\"admin\"]\n",
+            host("/")
+        ))
+        .len(),
+        1
+    );
     assert!(
         warned(&format!(
             "[[route]]\npath_prefix = \"/admin\"\nupstream = \"http://127.0.0.1:9\"\nprovider = \"corp\"\n{}",

@@ -732,7 +732,7 @@ pub(crate) async fn end_session(
     ended.extend(session.clone());
     state
         .revocations
-        .revoke_refresh_tokens(&state.providers, &ended)
+        .revoke_refresh_tokens(&state.providers, &ended, state.clock.now())
         .await;
     state.metrics.signouts.inc();
     state.metrics.request("signout", "signed_out");

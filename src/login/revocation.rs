@@ -8,24 +8,32 @@
 //! Each refresh token is revoked once: a `cookie`-store session still opens after its
 //! sign-out, and replaying its cookie to `/signout` would otherwise buy a client-authenticated
 //! call to the provider per request, spending the client's quota there for every user. One
-//! whose revocation failed (or was not answered in time) is tried again at the next sign-out.
+//! whose revocation the provider could not answer (unreachable, a 5xx, a 429, not in time) is
+//! tried again at a sign-out [`RETRY_AFTER`] later at the soonest; one it refused (a 4xx) is
+//! not.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::oidc::Providers;
+use crate::clock::UnixTime;
+use crate::oidc::{ProviderError, Providers};
 use crate::session::Session;
 
 /// How long a sign-out waits for its revocations, in all.
 pub const REVOCATION_WAIT: Duration = Duration::from_secs(3);
 
-/// How many revoked refresh tokens are remembered (by their SHA-256): each was a sign-in at
-/// the provider, so a client cannot add them faster than it signs in.
+/// How soon a revocation the provider could not answer is tried again, at the soonest
+/// (seconds).
+pub const RETRY_AFTER: UnixTime = 60;
+
+/// How many refresh tokens are remembered (by their SHA-256): each was a sign-in at the
+/// provider, so a client cannot add them faster than it signs in.
 const REMEMBERED: usize = 100_000;
 
-/// The refresh tokens revoked so far (their digests), so that none is revoked twice.
+/// The refresh tokens revoked (or being revoked) so far, by digest: `None` once asked, or
+/// the time from which one the provider could not answer may be asked again.
 pub struct Revocations {
-    revoked: quick_cache::sync::Cache<[u8; 32], ()>,
+    revoked: quick_cache::sync::Cache<[u8; 32], Option<UnixTime>>,
 }
 
 impl Default for Revocations {
@@ -44,30 +52,51 @@ fn digest(token: &str) -> [u8; 32] {
     key
 }
 
+/// Whether the provider could not answer (as opposed to refusing): worth asking again.
+fn unanswered(error: &ProviderError) -> bool {
+    matches!(
+        error,
+        ProviderError::Unreachable(_)
+            | ProviderError::BadResponse(_)
+            | ProviderError::StoreUnavailable(_)
+    )
+}
+
 impl Revocations {
-    /// Whether `token` is to be revoked now: not revoked here before, nor being revoked (it is
-    /// remembered from now on, until [`Revocations::failed`] forgets it).
-    fn first_time(&self, token: &[u8; 32]) -> bool {
+    /// Whether `token` is to be revoked now: not asked before, or asked without an answer
+    /// [`RETRY_AFTER`] ago; remembered as asked from now on.
+    fn to_ask(&self, token: &[u8; 32], now: UnixTime) -> bool {
         match self.revoked.get_value_or_guard(token, Some(Duration::ZERO)) {
             quick_cache::sync::GuardResult::Guard(guard) => {
-                let _ = guard.insert(());
+                let _ = guard.insert(None);
+                true
+            }
+            quick_cache::sync::GuardResult::Value(Some(retry_at)) if now >= retry_at => {
+                self.revoked.insert(*token, None);
                 true
             }
             _ => false,
         }
     }
 
-    /// The revocation of `token` failed or was not answered: a later sign-out tries again.
-    fn failed(&self, token: &[u8; 32]) {
-        self.revoked.remove(token);
+    /// The provider did not answer the revocation of `token`: a sign-out after
+    /// [`RETRY_AFTER`] asks again.
+    fn unanswered(&self, token: &[u8; 32], now: UnixTime) {
+        self.revoked
+            .insert(*token, Some(now.saturating_add(RETRY_AFTER)));
     }
 
     /// Revokes, at once and waiting at most [`REVOCATION_WAIT`] in all, the refresh token of
     /// each of `ended` at its provider: where the provider is still the one that issued it (the
     /// same name, issuer and client: `Session::made_at`), signs out there (`end_session`),
-    /// names a revocation endpoint (or is the in-process token service), and the token was not
-    /// revoked here before.
-    pub async fn revoke_refresh_tokens(&self, providers: &Providers, ended: &[Arc<Session>]) {
+    /// names a revocation endpoint (or is the in-process token service), and the token is to be
+    /// asked about ([`Revocations::to_ask`]).
+    pub async fn revoke_refresh_tokens(
+        &self,
+        providers: &Providers,
+        ended: &[Arc<Session>],
+        now: UnixTime,
+    ) {
         let mut revocations = tokio::task::JoinSet::new();
         // The tokens whose revocation has not answered yet.
         let mut pending: Vec<[u8; 32]> = Vec::new();
@@ -82,7 +111,7 @@ impl Revocations {
                 continue;
             };
             let key = digest(&token);
-            if !self.first_time(&key) {
+            if !self.to_ask(&key, now) {
                 continue;
             }
             pending.push(key);
@@ -101,30 +130,39 @@ impl Revocations {
                         "signed out, but the session's refresh token could not be revoked at the provider"
                     ),
                 }
-                (key, revoked.is_ok())
+                (key, revoked.as_ref().is_err_and(unanswered))
             });
         }
         if revocations.is_empty() {
             return;
         }
+        let mut answered = |(key, not_answered): ([u8; 32], bool)| {
+            pending.retain(|pending| *pending != key);
+            if not_answered {
+                self.unanswered(&key, now);
+            }
+        };
         let all = async {
             while let Some(done) = revocations.join_next().await {
-                if let Ok((key, answered)) = done {
-                    pending.retain(|pending| *pending != key);
-                    if !answered {
-                        self.failed(&key);
-                    }
+                if let Ok(done) = done {
+                    answered(done);
                 }
             }
         };
-        if tokio::time::timeout(REVOCATION_WAIT, all).await.is_err() {
+        let in_time = tokio::time::timeout(REVOCATION_WAIT, all).await.is_ok();
+        if !in_time {
+            // Those that ended meanwhile count; the others were not answered in time.
+            while let Some(done) = revocations.try_join_next() {
+                if let Ok(done) = done {
+                    answered(done);
+                }
+            }
             tracing::warn!(
                 "signed out, but the provider did not answer the revocation of the session's refresh token in time"
             );
         }
-        // Not answered in time (or its task failed): tried again at a later sign-out.
         for key in &pending {
-            self.failed(key);
+            self.unanswered(key, now);
         }
     }
 }

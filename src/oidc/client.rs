@@ -337,6 +337,11 @@ pub async fn revoke(
     let (status, body) = client_post(http, provider, revocation_endpoint, form).await?;
     if status.is_success() {
         Ok(())
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // The provider failing or throttling: it refused nothing (RFC 7009 §2.2.1's 503).
+        Err(ProviderError::BadResponse(format!(
+            "revocation endpoint answered {status}"
+        )))
     } else {
         Err(refusal("revocation endpoint", status, &body))
     }

@@ -66,14 +66,6 @@ fn check_endpoints(metadata: &ProviderMetadata) -> Result<(), ProviderError> {
         ("token_endpoint", Some(&metadata.token_endpoint)),
         ("jwks_uri", metadata.jwks_uri.as_ref()),
         ("userinfo_endpoint", metadata.userinfo_endpoint.as_ref()),
-        (
-            "end_session_endpoint",
-            metadata.end_session_endpoint.as_ref(),
-        ),
-        (
-            "introspection_endpoint",
-            metadata.introspection_endpoint.as_ref(),
-        ),
     ];
     for (name, endpoint) in endpoints {
         let Some(endpoint) = endpoint else {
@@ -97,8 +89,68 @@ fn endpoint_allowed(issuer: &url::Url, endpoint: &str) -> bool {
     })
 }
 
+/// The endpoints a provider's config uses only for something it may turn off: one that is not
+/// https (or the plain-http issuer's own host) refuses the discovery where it is used, and is
+/// left unused where it is not (so an upgrade that reads a new endpoint breaks no login).
+#[derive(Debug, Clone, Copy)]
+struct OptionalEndpoints {
+    /// `introspection = true`.
+    introspection: bool,
+    /// `end_session = true`: RP-initiated logout, and revocation at sign-out.
+    end_session: bool,
+}
+
+/// `metadata` without the optional endpoints that are not https (or the issuer's own
+/// plain-http host) and go unused; an error for one that would be used (the revocation
+/// endpoint, used for sign-out alone, is left unused with a warning).
+fn optional_endpoints(
+    mut metadata: ProviderMetadata,
+    uses: OptionalEndpoints,
+) -> Result<ProviderMetadata, ProviderError> {
+    let issuer = url::Url::parse(&metadata.issuer)
+        .map_err(|_| ProviderError::BadResponse("the issuer is not a URL".to_owned()))?;
+    let unusable = |endpoint: &Option<String>| {
+        endpoint
+            .as_deref()
+            .is_some_and(|url| !endpoint_allowed(&issuer, url))
+    };
+    for (name, used, endpoint) in [
+        (
+            "end_session_endpoint",
+            uses.end_session,
+            &mut metadata.end_session_endpoint,
+        ),
+        (
+            "introspection_endpoint",
+            uses.introspection,
+            &mut metadata.introspection_endpoint,
+        ),
+    ] {
+        if unusable(endpoint) {
+            if used {
+                return Err(ProviderError::BadResponse(format!(
+                    "discovery's {name} must be https (or http on the issuer's own host)"
+                )));
+            }
+            *endpoint = None;
+        }
+    }
+    if unusable(&metadata.revocation_endpoint) {
+        tracing::warn!(
+            issuer = %metadata.issuer,
+            "discovery's revocation_endpoint is not https (or on the issuer's own host): refresh tokens are not revoked at sign-out"
+        );
+        metadata.revocation_endpoint = None;
+    }
+    Ok(metadata)
+}
+
 /// The discovery document of `issuer` (OpenID Connect Discovery 1.0 §4).
-async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ProviderMetadata, ProviderError> {
+async fn discover(
+    http: &reqwest::Client,
+    issuer: &str,
+    uses: OptionalEndpoints,
+) -> Result<ProviderMetadata, ProviderError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -126,19 +178,7 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ProviderMetada
         )));
     }
     check_endpoints(&metadata)?;
-    // Used at sign-out only, and only when there: one that is not https (or the issuer's own
-    // plain-http host) is left unused, the provider's logins and tokens kept.
-    let mut metadata = metadata;
-    if let Some(endpoint) = &metadata.revocation_endpoint
-        && !url::Url::parse(issuer).is_ok_and(|issuer| endpoint_allowed(&issuer, endpoint))
-    {
-        tracing::warn!(
-            issuer,
-            "discovery's revocation_endpoint is not https (or on the issuer's own host): refresh tokens are not revoked at sign-out"
-        );
-        metadata.revocation_endpoint = None;
-    }
-    Ok(metadata)
+    optional_endpoints(metadata, uses)
 }
 
 /// The discovery document and its fetches, shared with the fetch in flight: that runs on a
@@ -396,9 +436,13 @@ impl Provider {
         // On a task of its own, which records it whether or not this request waits on.
         let (discovery, provider) = (discovery.clone(), self.config.name.clone());
         let (http, issuer) = (self.http.get().clone(), self.config.issuer.clone());
+        let uses = OptionalEndpoints {
+            introspection: self.config.introspection,
+            end_session: self.config.end_session,
+        };
         let kept = stale.clone();
         let task = tokio::spawn(async move {
-            let result = discover(&http, &issuer).await;
+            let result = discover(&http, &issuer, uses).await;
             let recorded = discovery.record(&provider, result, stale, now);
             drop(single_flight);
             recorded
@@ -928,6 +972,36 @@ pub fn merge_claims(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unusable_optional_endpoint_is_refused_where_used_and_dropped_where_not() {
+        let metadata: ProviderMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": "https://idp.example",
+            "authorization_endpoint": "https://idp.example/authorize",
+            "token_endpoint": "https://idp.example/token",
+            "end_session_endpoint": "http://elsewhere.example/logout",
+            "introspection_endpoint": "http://elsewhere.example/introspect",
+            "revocation_endpoint": "http://elsewhere.example/revoke",
+        }))
+        .unwrap();
+        let uses = |introspection, end_session| OptionalEndpoints {
+            introspection,
+            end_session,
+        };
+        let unused = optional_endpoints(metadata.clone(), uses(false, false)).unwrap();
+        assert_eq!(unused.end_session_endpoint, None);
+        assert_eq!(unused.introspection_endpoint, None);
+        assert_eq!(unused.revocation_endpoint, None);
+        assert!(optional_endpoints(metadata.clone(), uses(true, false)).is_err());
+        assert!(optional_endpoints(metadata.clone(), uses(false, true)).is_err());
+        let mut usable = metadata;
+        usable.end_session_endpoint = Some("https://idp.example/logout".to_owned());
+        let kept = optional_endpoints(usable, uses(false, true)).unwrap();
+        assert_eq!(
+            kept.end_session_endpoint.as_deref(),
+            Some("https://idp.example/logout")
+        );
+    }
 
     /// Userinfo's statements about the user join the ID token's claims; the ID token's own
     /// claims come from the ID token alone, also those it does not have (a userinfo `sid` hid

@@ -38,13 +38,14 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 ///   request's would be (the route's provider's cache, its revocations, a new introspection
 ///   once the last is no longer trusted, its keys as fetched since), and its claims checked
 ///   against the route's `require`: refused, it closes the connection; a provider that cannot
-///   answer leaves it open.
+///   answer leaves it open, and is asked again after [`UNANSWERED_SKIPS`] looks.
 ///
 /// After a config reload, each look is the reloaded config's ([`Followed`]): the route of the
-/// same `host` and `path_prefix` with the same provider must still be there, the session's
-/// provider still the one that made it (`Session::made_at`), its secrets must open the cookie,
-/// and its `require` must hold (with the `cookie` store, whose look reads the handshake's
-/// cookie, the requirements are not looked at again).
+/// same `host` and `path_prefix` with the same provider must still be there (and still
+/// `accept_bearer`, for a bearer token's), the session's provider still the one that made it
+/// (`Session::made_at`), its secrets must open the cookie, and its `require` must hold (with
+/// the `cookie` store, whose look reads the handshake's cookie, against the claims the
+/// handshake found, once after each reload).
 ///
 /// `None` when nothing ends it (no session store).
 pub fn lasting(
@@ -81,7 +82,7 @@ pub fn lasting(
                 .then(|| route.require.clone());
             let look = SessionLook {
                 cookies,
-                handshake_claims: identity.claims.clone(),
+                handshake_claims: (!sessions.is_server_side()).then(|| identity.claims.clone()),
                 ends_at,
                 require,
             };
@@ -170,9 +171,9 @@ fn next_look() -> Duration {
 struct SessionLook {
     /// The handshake's `Cookie` headers.
     cookies: HeaderMap,
-    /// The session's claims as the handshake found them (after any refresh it made): what a
-    /// reloaded route's `require` is checked against where the store is the cookie.
-    handshake_claims: crate::token::Claims,
+    /// With the `cookie` store, the session's claims as the handshake found them (after any
+    /// refresh it made): what a reloaded route's `require` is checked against.
+    handshake_claims: Option<crate::token::Claims>,
     /// The end of its lifetime, as the handshake and each look since found it.
     ends_at: Option<crate::clock::UnixTime>,
     /// The route's requirements, checked at each look (memory and Redis stores).
@@ -220,8 +221,9 @@ async fn session_lasting(
                 // The cookie store's look reads the handshake's cookie: the reloaded route's
                 // requirements are checked once, against what the handshake found.
                 if !sessions.is_server_side()
+                    && let Some(claims) = &handshake_claims
                     && let Err(requirement) =
-                        crate::policy::check_requirements(&route.require, &handshake_claims)
+                        crate::policy::check_requirements(&route.require, claims)
                 {
                     tracing::info!(%requirement, "an upgraded connection's session does not meet its reloaded route's requirements: closed");
                     return;
@@ -323,6 +325,7 @@ async fn bearer_lasting(
                 }
                 provider = current;
                 require = route.require;
+                skipped = 0;
             }
         }
         if skipped > 0 {

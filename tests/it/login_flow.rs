@@ -137,11 +137,38 @@ async fn signing_out_revokes_the_sessions_refresh_token_at_the_provider() {
     assert!(location(&signed_out).contains("/end_session?"));
     assert!(!browser.cookies.contains_key("tollgate"));
     assert_eq!(idp.count("revoke"), 2);
-    // Not answered: tried again at the next sign-out with that session.
+    // Not answered: tried again at a sign-out with that session a minute later at the
+    // soonest (the clock here is the test's, the wait a real one: not yet).
     idp.misbehave(Misbehaviour::default());
+    let mut again = Browser::new();
+    again.cookies = kept.cookies.clone();
+    assert_eq!(again.get(&gateway.url("/signout")).await.status(), 302);
+    assert_eq!(idp.count("revoke"), 2, "not again at once");
+    clock.advance(tollgate::login::revocation::RETRY_AFTER);
+    idp.advance_clock(tollgate::login::revocation::RETRY_AFTER);
     assert_eq!(kept.get(&gateway.url("/signout")).await.status(), 302);
-    assert_eq!(idp.count("revoke"), 3);
+    assert_eq!(idp.count("revoke"), 3, "a minute later");
     assert_eq!(idp.revoked_tokens().last(), Some(&unanswered));
+}
+
+/// A revocation the provider refuses (a 4xx) is not asked again, however often a kept
+/// `cookie`-store session signs out again: each ask is a call with Tollgate's credentials.
+#[tokio::test]
+async fn a_refused_revocation_is_not_asked_again() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        revoke_status: Some(400),
+        ..Default::default()
+    });
+    let gateway = Gateway::start(&crate::refresh::config(&idp, "cookie")).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    for _ in 0..4 {
+        let mut replay = Browser::new();
+        replay.cookies = browser.cookies.clone();
+        assert_eq!(replay.get(&gateway.url("/signout")).await.status(), 302);
+    }
+    assert_eq!(idp.count("revoke"), 1);
 }
 
 /// A revocation endpoint that is not https is left unused: the provider's logins, and its

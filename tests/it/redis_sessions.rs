@@ -154,6 +154,17 @@ async fn a_redis_outage_is_a_503_and_service_resumes_without_losing_sessions() {
         503,
         "not a 401 that sends the user to sign in again"
     );
+    assert_eq!(
+        browser
+            .get_with(
+                &gateway.url("/userinfo"),
+                &[("authorization", "Basic dXNlcjpwYXNz")]
+            )
+            .await
+            .status(),
+        503,
+        "an outer Basic authorization is no token of the caller's"
+    );
     let mut newcomer = Browser::new();
     assert_eq!(
         newcomer.get(&gateway.url("/auth")).await.status(),

@@ -91,6 +91,8 @@ pub struct Misbehaviour {
     pub code_exchange_delay_ms: Option<u64>,
     /// `/revoke` never answers.
     pub revoke_hangs: bool,
+    /// `/revoke` answers this status (with `{"error":"unsupported_token_type"}` for a 4xx).
+    pub revoke_status: Option<u16>,
     /// Discovery names a plain-http revocation endpoint on another host.
     pub foreign_revocation_endpoint: bool,
 }
@@ -760,6 +762,13 @@ async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Strin
     count(&inner, "revoke");
     if inner.misbehaviour.lock().unwrap().revoke_hangs {
         hang().await;
+    }
+    if let Some(status) = inner.misbehaviour.lock().unwrap().revoke_status {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            Json(json!({"error": "unsupported_token_type"})),
+        )
+            .into_response();
     }
     let expected_basic = format!(
         "Basic {}",
