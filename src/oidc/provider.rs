@@ -325,11 +325,15 @@ impl Provider {
     /// `load_key_file`; a provider served in-process fetches nothing.
     #[must_use]
     pub fn keeping_what_was_fetched_by(self, previous: &Self) -> Self {
+        // The document kept was filtered for the endpoints its config used
+        // (`optional_endpoints`): kept only where those are the same.
         let same = self.local.is_none()
             && previous.local.is_none()
             && self.config.jwks_file.is_none()
             && previous.config.jwks_file.is_none()
-            && self.config.issuer == previous.config.issuer;
+            && self.config.issuer == previous.config.issuer
+            && self.config.end_session == previous.config.end_session
+            && self.config.introspection == previous.config.introspection;
         if same {
             // Due at once: past, not current.
             let fetched = previous.discovery.current();

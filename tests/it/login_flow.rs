@@ -169,6 +169,33 @@ async fn a_refused_revocation_is_not_asked_again() {
         assert_eq!(replay.get(&gateway.url("/signout")).await.status(), 302);
     }
     assert_eq!(idp.count("revoke"), 1);
+
+    // One the provider could not answer (a 503, a 429) is asked again, a minute later.
+    for status in [503, 429] {
+        let idp = TestIdp::start().await;
+        idp.misbehave(Misbehaviour {
+            revoke_status: Some(status),
+            ..Default::default()
+        });
+        let clock = tollgate::clock::ManualClock::new();
+        let gateway =
+            Gateway::start_with_clock(&crate::refresh::config(&idp, "cookie"), clock.clone()).await;
+        let mut browser = Browser::new();
+        crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+        let signout = gateway.url("/signout");
+        let sign_out = || {
+            let mut replay = Browser::new();
+            replay.cookies = browser.cookies.clone();
+            let signout = signout.clone();
+            async move { replay.get(&signout).await.status() }
+        };
+        assert_eq!(sign_out().await, 302);
+        assert_eq!(sign_out().await, 302);
+        assert_eq!(idp.count("revoke"), 1, "{status}: not again at once");
+        clock.advance(tollgate::login::revocation::RETRY_AFTER);
+        assert_eq!(sign_out().await, 302);
+        assert_eq!(idp.count("revoke"), 2, "{status}: a minute later");
+    }
 }
 
 /// A revocation endpoint that is not https is left unused: the provider's logins, and its
