@@ -2036,41 +2036,7 @@ async fn a_session_refresh_at_the_in_process_token_service_with_its_store_down_i
     let redis_url = redis.url();
     let clock = tollgate::clock::ManualClock::new();
     let (gateway, issuer) = Gateway::start_at_issuer_with_clock(
-        |issuer| {
-            format!(
-                r#"[server]
-    listen = "127.0.0.1:0"
-    admin_listen = "127.0.0.1:0"
-    [session]
-    secrets = ["{secret}"]
-    redis_url = "{redis_url}"
-    [[provider]]
-    name = "self"
-    issuer = "{issuer}"
-    client_id = "gateway"
-    client_auth = "none"
-    [[route]]
-    path_prefix = "/app"
-    upstream = "{upstream}"
-    provider = "self"
-    [token_service]
-    issuer = "{issuer}"
-    store = "redis"
-    [[token_service.client]]
-    client_id = "gateway"
-    grants = ["authorization_code", "refresh_token"]
-    redirect_uris = ["{issuer}/callback"]
-    source = "local"
-    [[token_service.user]]
-    username = "alice"
-    password_hash = "{password_hash}"
-    email = "alice@example.com"
-    "#,
-                secret = crate::support::gateway::SESSION_SECRET,
-                upstream = upstream.url(),
-                password_hash = tollgate::hash_password("alice-password").unwrap(),
-            )
-        },
+        |issuer| app_at_own_token_service(issuer, &upstream.url(), Some(&redis_url)),
         clock.clone(),
     )
     .await;
@@ -2116,38 +2082,7 @@ async fn a_sign_out_revokes_the_sessions_grant_at_the_in_process_token_service()
     let upstream = crate::support::TestUpstream::start().await;
     let clock = tollgate::clock::ManualClock::new();
     let (gateway, issuer) = Gateway::start_at_issuer_with_clock(
-        |issuer| {
-            format!(
-                r#"[server]
-    listen = "127.0.0.1:0"
-    admin_listen = "127.0.0.1:0"
-    [session]
-    secrets = ["{secret}"]
-    [[provider]]
-    name = "self"
-    issuer = "{issuer}"
-    client_id = "gateway"
-    client_auth = "none"
-    [[route]]
-    path_prefix = "/app"
-    upstream = "{upstream}"
-    provider = "self"
-    [token_service]
-    issuer = "{issuer}"
-    [[token_service.client]]
-    client_id = "gateway"
-    grants = ["authorization_code", "refresh_token"]
-    redirect_uris = ["{issuer}/callback"]
-    source = "local"
-    [[token_service.user]]
-    username = "alice"
-    password_hash = "{password_hash}"
-    "#,
-                secret = crate::support::gateway::SESSION_SECRET,
-                upstream = upstream.url(),
-                password_hash = tollgate::hash_password("alice-password").unwrap(),
-            )
-        },
+        |issuer| app_at_own_token_service(issuer, &upstream.url(), None),
         clock.clone(),
     )
     .await;
@@ -2163,6 +2098,48 @@ async fn a_sign_out_revokes_the_sessions_grant_at_the_in_process_token_service()
     assert_eq!(refused.status(), 302, "sent to sign in again");
     assert!(location(&refused).starts_with(&format!("{issuer}/authorize?")));
     gateway.stop().await;
+}
+
+/// A gateway whose route `/app` to `upstream` signs alice in at its own token service (at
+/// `issuer`), the sessions and the token service's state in Redis at `redis_url`, or in
+/// memory and in the cookie without it.
+fn app_at_own_token_service(issuer: &str, upstream: &str, redis_url: Option<&str>) -> String {
+    let (session, store) = match redis_url {
+        Some(url) => (format!("redis_url = \"{url}\""), "store = \"redis\""),
+        None => (String::new(), ""),
+    };
+    format!(
+        r#"[server]
+    listen = "127.0.0.1:0"
+    admin_listen = "127.0.0.1:0"
+    [session]
+    secrets = ["{secret}"]
+    {session}
+    [[provider]]
+    name = "self"
+    issuer = "{issuer}"
+    client_id = "gateway"
+    client_auth = "none"
+    [[route]]
+    path_prefix = "/app"
+    upstream = "{upstream}"
+    provider = "self"
+    [token_service]
+    issuer = "{issuer}"
+    {store}
+    [[token_service.client]]
+    client_id = "gateway"
+    grants = ["authorization_code", "refresh_token"]
+    redirect_uris = ["{issuer}/callback"]
+    source = "local"
+    [[token_service.user]]
+    username = "alice"
+    password_hash = "{password_hash}"
+    email = "alice@example.com"
+    "#,
+        secret = crate::support::gateway::SESSION_SECRET,
+        password_hash = tollgate::hash_password("alice-password").unwrap(),
+    )
 }
 
 /// A new browser that has signed alice in at the token service for `/app/page`, up to the

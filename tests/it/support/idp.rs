@@ -756,6 +756,31 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     Json(answer).into_response()
 }
 
+/// The `token` a client posted, authenticated with HTTP Basic (`/introspect`, `/revoke`);
+/// `None` when it did not authenticate.
+fn client_posted_token(headers: &HeaderMap, body: &str) -> Option<String> {
+    let expected_basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
+        return None;
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    Some(form.get("token").cloned().unwrap_or_default())
+}
+
+/// The answer to a client that did not authenticate.
+fn invalid_client() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "invalid_client"})),
+    )
+        .into_response()
+}
+
 /// RFC 7009: the client authenticates as at `/introspect`; a refresh token it names can no
 /// longer be used, and the answer is 200 whether it was known or not.
 async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
@@ -770,21 +795,9 @@ async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Strin
         )
             .into_response();
     }
-    let expected_basic = format!(
-        "Basic {}",
-        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
-    );
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "invalid_client"})),
-        )
-            .into_response();
-    }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    let token = form.get("token").cloned().unwrap_or_default();
+    let Some(token) = client_posted_token(&headers, &body) else {
+        return invalid_client();
+    };
     inner.refresh_tokens.lock().unwrap().remove(&token);
     inner.revoked_tokens.lock().unwrap().push(token);
     StatusCode::OK.into_response()
@@ -797,21 +810,9 @@ async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Strin
 /// authenticate with HTTP Basic.
 async fn introspect(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     count(&inner, "introspect");
-    let expected_basic = format!(
-        "Basic {}",
-        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
-    );
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "invalid_client"})),
-        )
-            .into_response();
-    }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    let token = form.get("token").cloned().unwrap_or_default();
+    let Some(token) = client_posted_token(&headers, &body) else {
+        return invalid_client();
+    };
     let delay = inner.misbehaviour.lock().unwrap().introspection_delay_ms;
     match delay {
         Some(u64::MAX) => hang().await,
