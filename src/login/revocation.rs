@@ -64,19 +64,28 @@ fn unanswered(error: &ProviderError) -> bool {
 
 impl Revocations {
     /// Whether `token` is to be revoked now: not asked before, or asked without an answer
-    /// [`RETRY_AFTER`] ago; remembered as asked from now on.
+    /// [`RETRY_AFTER`] ago. Remembered from now on as asked without an answer until one comes
+    /// ([`Revocations::answered`]): a sign-out whose client goes away drops its revocations
+    /// unanswered, and a later one asks again.
     fn to_ask(&self, token: &[u8; 32], now: UnixTime) -> bool {
+        let retry_at = Some(now.saturating_add(RETRY_AFTER));
         match self.revoked.get_value_or_guard(token, Some(Duration::ZERO)) {
             quick_cache::sync::GuardResult::Guard(guard) => {
-                let _ = guard.insert(None);
+                let _ = guard.insert(retry_at);
                 true
             }
-            quick_cache::sync::GuardResult::Value(Some(retry_at)) if now >= retry_at => {
-                self.revoked.insert(*token, None);
+            quick_cache::sync::GuardResult::Value(Some(due)) if now >= due => {
+                self.revoked.insert(*token, retry_at);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The provider answered the revocation of `token` (revoked, or refused for good): it is
+    /// not asked again.
+    fn answered(&self, token: &[u8; 32]) {
+        self.revoked.insert(*token, None);
     }
 
     /// The provider did not answer the revocation of `token`: a sign-out after
@@ -140,6 +149,8 @@ impl Revocations {
             pending.retain(|pending| *pending != key);
             if not_answered {
                 self.unanswered(&key, now);
+            } else {
+                self.answered(&key);
             }
         };
         let all = async {

@@ -151,6 +151,49 @@ async fn signing_out_revokes_the_sessions_refresh_token_at_the_provider() {
     assert_eq!(idp.revoked_tokens().last(), Some(&unanswered));
 }
 
+/// A sign-out whose client goes away while the provider has not answered the revocation
+/// drops it unanswered: a sign-out with that session a minute later asks again.
+#[tokio::test]
+async fn a_revocation_dropped_with_its_sign_out_is_asked_again() {
+    let idp = TestIdp::start().await;
+    idp.misbehave(Misbehaviour {
+        revoke_hangs: true,
+        ..Default::default()
+    });
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway =
+        Gateway::start_with_clock(&crate::refresh::config(&idp, "cookie"), clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    let (_, refresh_token) = idp.last_tokens().unwrap();
+    let cookie = crate::refresh::cookie_header(&browser);
+    let impatient = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .get(gateway.url("/signout"))
+        .header("cookie", &cookie)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up first: {gone:?}");
+    assert_eq!(idp.count("revoke"), 1);
+    idp.misbehave(Misbehaviour::default());
+    let sign_out = || {
+        let mut replay = Browser::new();
+        replay.cookies = browser.cookies.clone();
+        let signout = gateway.url("/signout");
+        async move { replay.get(&signout).await.status() }
+    };
+    assert_eq!(sign_out().await, 302);
+    assert_eq!(idp.count("revoke"), 1, "not again at once");
+    clock.advance(tollgate::login::revocation::RETRY_AFTER);
+    assert_eq!(sign_out().await, 302);
+    assert_eq!(idp.count("revoke"), 2, "a minute later");
+    assert_eq!(idp.revoked_tokens(), [refresh_token]);
+}
+
 /// A revocation the provider refuses (a 4xx) is not asked again, however often a kept
 /// `cookie`-store session signs out again: each ask is a call with Tollgate's credentials.
 #[tokio::test]
