@@ -923,7 +923,11 @@ const MAX_VALIDATE_CACHE: i64 = 300;
 /// Whether `/validate`'s token (the bearer token, else the token cookie) is one the
 /// forward-auth provider introspects: opaque, where `introspection` is on.
 fn introspected(state: &ForwardAuthState, headers: &HeaderMap) -> bool {
-    let Some((section, provider)) = state.forward_auth() else {
+    // Asked first: where the provider does not introspect, the token is not read again.
+    let Some((section, _)) = state
+        .forward_auth()
+        .filter(|(_, provider)| provider.config.introspection)
+    else {
         return false;
     };
     let cookies;
@@ -937,7 +941,7 @@ fn introspected(state: &ForwardAuthState, headers: &HeaderMap) -> bool {
                 .and_then(|name| cookies.get(name).copied())
         }
     };
-    provider.config.introspection && token.is_some_and(|token| !crate::token::looks_like_jwt(token))
+    token.is_some_and(|token| !crate::token::looks_like_jwt(token))
 }
 
 /// `GET /userinfo`: the caller's claims as JSON.
