@@ -128,7 +128,8 @@ struct Followed {
 enum Since {
     /// No reload.
     Unchanged,
-    /// A reload left no route of the same host and prefix with the same provider.
+    /// A reload left no route of the same host and prefix with the same provider (logged:
+    /// the connection is closed).
     Gone,
     /// A reload made `state` live, with this route and its provider.
     Reloaded {
@@ -156,7 +157,12 @@ impl Followed {
                 route,
                 provider,
             },
-            _ => Since::Gone,
+            _ => {
+                tracing::info!(
+                    "an upgraded connection's route is gone after a config reload: closed"
+                );
+                Since::Gone
+            }
         }
     }
 }
@@ -200,12 +206,7 @@ async fn session_lasting(
         tokio::time::sleep(next_look()).await;
         match followed.since() {
             Since::Unchanged => {}
-            Since::Gone => {
-                tracing::info!(
-                    "an upgraded connection's route is gone after a config reload: closed"
-                );
-                return;
-            }
+            Since::Gone => return,
             Since::Reloaded {
                 state,
                 route,
@@ -306,12 +307,7 @@ async fn bearer_lasting(
         tokio::time::sleep_until(look).await;
         match followed.since() {
             Since::Unchanged => {}
-            Since::Gone => {
-                tracing::info!(
-                    "an upgraded connection's route is gone after a config reload: closed"
-                );
-                return;
-            }
+            Since::Gone => return,
             Since::Reloaded {
                 route,
                 provider: current,
