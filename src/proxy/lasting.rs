@@ -40,9 +40,10 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 ///   against the route's `require`: refused, it closes the connection; a provider that cannot
 ///   answer leaves it open, and is asked again after [`UNANSWERED_SKIPS`] looks.
 ///
-/// After a config reload, each look is the reloaded config's ([`Followed`]): the route of the
-/// same `host` and `path_prefix` with the same provider must still be there (and still
-/// `accept_bearer`, for a bearer token's), the session's provider still the one that made it
+/// After a config reload, each look is the reloaded config's ([`Followed`]): the route the
+/// handshake's canonical `host` and `path` choose there (a new, more specific route covering
+/// the path included) must have the same provider (and still `accept_bearer`, for a bearer
+/// token's), the session's provider still the one that made it
 /// (`Session::made_at`), its secrets must open the cookie, and its `require` must hold (with
 /// the `cookie` store, whose look reads the handshake's cookie, against the claims the
 /// handshake found, once after each reload).
@@ -50,7 +51,7 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// `None` when nothing ends it (no session store).
 pub fn lasting(
     state: &ProxyState,
-    route: &RouteConfig,
+    (route, host, path): (&RouteConfig, Option<&str>, &str),
     identity: &Identity,
     headers: &HeaderMap,
     client: std::net::IpAddr,
@@ -58,8 +59,8 @@ pub fn lasting(
     let (clock, leeway) = (&state.clock, state.leeway);
     let followed = Followed {
         reloads: state.successor.clone(),
-        host: route.host.clone(),
-        path_prefix: route.path_prefix.clone(),
+        host: host.map(str::to_owned),
+        path: path.to_owned(),
         provider: route.provider.clone(),
     };
     match identity.credential {
@@ -119,8 +120,9 @@ pub fn lasting(
 struct Followed {
     /// The `successor` slot of the newest state seen: only that one is held.
     reloads: Arc<std::sync::OnceLock<Arc<ProxyState>>>,
+    /// The handshake's canonical host and path (SPEC §4.1), which choose the route again.
     host: Option<String>,
-    path_prefix: String,
+    path: String,
     provider: String,
 }
 
@@ -128,8 +130,8 @@ struct Followed {
 enum Since {
     /// No reload.
     Unchanged,
-    /// A reload left no route of the same host and prefix with the same provider (logged:
-    /// the connection is closed).
+    /// A reload left the handshake's host and path no route, or one of another provider
+    /// (logged: the connection is closed).
     Gone,
     /// A reload made `state` live, with this route and its provider.
     Reloaded {
@@ -148,7 +150,7 @@ impl Followed {
         self.reloads = state.successor.clone();
         let route = state
             .routes
-            .named(self.host.as_deref(), &self.path_prefix)
+            .find(self.host.as_deref(), &self.path)
             .filter(|route| route.provider == self.provider)
             .map(|route| Box::new(route.clone()));
         match (route, state.providers.get(&self.provider).cloned()) {

@@ -796,7 +796,16 @@ fn serve_route<'a>(
                             &state.trusted_proxies,
                         )
                         .address();
-                        lasting::lasting(state, route, &identity, request.headers(), client)
+                        // The canonical host and path chose `route` (`route_request`).
+                        let host = crate::http::canonical::host_header(request.headers())
+                            .ok()
+                            .flatten();
+                        let authority = request.uri().authority().map(|a| a.as_str());
+                        let host = crate::http::canonical::request_host(host, authority)
+                            .ok()
+                            .flatten();
+                        let at = (route, host.as_deref(), request.uri().path());
+                        lasting::lasting(state, at, &identity, request.headers(), client)
                     })
                     .flatten();
                 let checked = Checked::Identity(identity.credential, &identity_headers, lasting);

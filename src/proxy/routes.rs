@@ -146,13 +146,6 @@ impl RouteTable {
         self.by_host
     }
 
-    /// The route with this `host` and `path_prefix`, if there is one.
-    pub fn named(&self, host: Option<&str>, path_prefix: &str) -> Option<&RouteConfig> {
-        self.routes
-            .iter()
-            .find(|route| route.host.as_deref() == host && route.path_prefix == path_prefix)
-    }
-
     /// The route for the canonical `host` (lower case, no port, no trailing dot) and canonical
     /// `path`: routes naming the host win over routes for any host; among those, the longest
     /// matching prefix.

@@ -1853,6 +1853,71 @@ async fn a_websocket_is_looked_at_by_the_config_a_reload_made_live() {
     );
 }
 
+/// A reload that adds a more specific route over an open WebSocket's path (same provider, a
+/// requirement its session or token does not meet) closes it: the handshake's host and path
+/// choose the route again, as a request's would, not only the route it was let in on.
+#[tokio::test]
+async fn a_websocket_meets_a_more_specific_route_a_reload_adds_over_its_path() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(
+        &idp,
+        &upstream.url(),
+        &LOGIN_ROUTE.replace(
+            "provider = \"corp\"\n",
+            "provider = \"corp\"\naccept_bearer = true\n",
+        ),
+    )
+    .replace("[session]\n", "[session]\nstore = \"memory\"\n");
+    let with_route = |prefix: &str, group: &str| {
+        format!(
+            "{config}\n[[route]]\npath_prefix = \"{prefix}\"\nupstream = \"{}\"\n\
+             provider = \"corp\"\naccept_bearer = true\n[route.require]\ngroups = [\"{group}\"]\n",
+            upstream.url()
+        )
+    };
+    let load =
+        |text: &str| tollgate::config::load(text, &std::collections::BTreeMap::new()).unwrap();
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let session = websocket_opened(gateway.app.public_addr, format!("Cookie: {cookie}")).await;
+    let bearer = websocket_opened(
+        gateway.app.public_addr,
+        format!("Authorization: Bearer {}", idp.access_token().sign()),
+    )
+    .await;
+    // A route for another path, and one over `/ws` whose requirement alice meets: both stay.
+    gateway
+        .app
+        .reload(load(&with_route("/elsewhere", "ops")))
+        .await
+        .unwrap();
+    gateway
+        .app
+        .reload(load(&with_route("/ws", "admin")))
+        .await
+        .unwrap();
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    let session = echo_through(session, b"alice is in admin").await;
+    let bearer = echo_through(bearer, b"so is her token").await;
+    gateway
+        .app
+        .reload(load(&with_route("/ws", "ops")))
+        .await
+        .unwrap();
+    let closed = closed_by_tollgate(session).await;
+    assert!(
+        closed.is_ok(),
+        "open without the group the route now over its path requires: {closed:?}"
+    );
+    let closed = closed_by_tollgate(bearer).await;
+    assert!(closed.is_ok(), "a bearer token's, too: {closed:?}");
+}
+
 /// With the `cookie` store (the default), a reload that adds a requirement the handshake's
 /// session does not meet closes the WebSocket; one it meets keeps it.
 #[tokio::test]
