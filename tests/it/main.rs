@@ -65,6 +65,7 @@ mod pages;
 mod provider_faults;
 mod proxy;
 mod redis_copies;
+mod redis_resend;
 mod redis_sessions;
 mod refresh;
 mod refresh_failover;

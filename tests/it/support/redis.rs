@@ -410,6 +410,35 @@ impl RedisCluster {
         cluster
     }
 
+    /// One master holding every slot that tells clients to reach it at `announced` (a port
+    /// something else listens on: a proxy in front of it).
+    pub async fn single_node_announcing(announced: u16) -> RedisServer {
+        let announced = announced.to_string();
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-announce-ip",
+            "127.0.0.1",
+            "--cluster-announce-port",
+            announced.as_str(),
+            "--appendonly",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let node = RedisServer::spawn(free_port(), temp_dir("cluster-single"), extra).await;
+        let added = node.cli(&["cluster", "addslotsrange", "0", "16383"]);
+        assert!(added.contains("OK"), "cluster addslotsrange: {added}");
+        wait_until(
+            || node.cli(&["cluster", "info"]).contains("cluster_state:ok"),
+            "the one-node cluster",
+        )
+        .await;
+        node
+    }
+
     /// How many replicas are connected to their masters with the sync done.
     pub fn synced_replicas(&self) -> usize {
         self.nodes

@@ -1,0 +1,164 @@
+//! SPEC §12 with a Redis Cluster whose connection drops after a command ran and before its
+//! answer came back: the Cluster client sends the command again on a new connection, and
+//! what Tollgate sends must mean the same the second time.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::refresh::{advance, config, cookie_header};
+use crate::support::redis::{RedisCluster, available};
+use crate::support::{Browser, Gateway, TestIdp, free_port};
+
+/// A TCP proxy in front of `target` that, once armed with a marker, passes on the first
+/// client write holding it, lets the server run it, and closes both sides before the answer
+/// reaches the client.
+struct AnswerDropper {
+    armed: Arc<Mutex<Option<&'static [u8]>>>,
+    dropped: Arc<Mutex<usize>>,
+}
+
+impl AnswerDropper {
+    async fn start(port: u16, target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let armed: Arc<Mutex<Option<&'static [u8]>>> = Arc::default();
+        let dropped: Arc<Mutex<usize>> = Arc::default();
+        let (armed_here, dropped_here) = (armed.clone(), dropped.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (armed, dropped) = (armed_here.clone(), dropped_here.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    pass(client, server, &armed, &dropped).await;
+                });
+            }
+        });
+        Self { armed, dropped }
+    }
+
+    fn arm(&self, marker: &'static [u8]) {
+        *self.armed.lock().unwrap() = Some(marker);
+    }
+
+    fn dropped(&self) -> usize {
+        *self.dropped.lock().unwrap()
+    }
+}
+
+async fn pass(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    armed: &Mutex<Option<&'static [u8]>>,
+    dropped: &Mutex<usize>,
+) {
+    let (mut from_client, mut from_server) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+    loop {
+        tokio::select! {
+            read = client.read(&mut from_client) => {
+                let Ok(read @ 1..) = read else { return };
+                let chunk = &from_client[..read];
+                let hit = {
+                    let mut armed = armed.lock().unwrap();
+                    let hit = armed.is_some_and(|marker| {
+                        chunk.windows(marker.len()).any(|window| window == marker)
+                    });
+                    if hit {
+                        *armed = None;
+                    }
+                    hit
+                };
+                if server.write_all(chunk).await.is_err() {
+                    return;
+                }
+                if hit {
+                    // The server runs it; its answer is read here and never passed on.
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_millis(500),
+                        server.read(&mut from_server),
+                    )
+                    .await;
+                    *dropped.lock().unwrap() += 1;
+                    return;
+                }
+            }
+            read = server.read(&mut from_server) => {
+                let Ok(read @ 1..) = read else { return };
+                if client.write_all(&from_server[..read]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The refresh lease's `SET NX` ran and its answer was lost with the connection. The Cluster
+/// client does not send it again (a second `SET NX` would find the lease taken, by itself, and
+/// the refresh would wait for a replica that is not refreshing): the call fails, the lease is
+/// given back, the request is answered on its still valid session, and the next request
+/// refreshes it, once. Likewise for the lost answer of the refreshed session's write.
+#[tokio::test]
+async fn a_refresh_whose_redis_answer_was_lost_is_done_by_the_next_request() {
+    if !available() {
+        return;
+    }
+    let announced = free_port();
+    let node = RedisCluster::single_node_announcing(announced).await;
+    let dropper = AnswerDropper::start(announced, node.port).await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = [\"redis://127.0.0.1:{announced}\"]\n"),
+    );
+    let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let auth = |browser: &Browser| {
+        let (url, cookie) = (gateway.url("/auth"), cookie_header(browser));
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    // The lease's key is the session's key with `:refreshing`. (The access token lives 300 s;
+    // the refresh is due 60 s before.)
+    dropper.arm(b":refreshing");
+    advance(&clock, &idp, 250);
+    assert_eq!(auth(&browser).await, 200, "answered on the valid session");
+    assert_eq!(dropper.dropped(), 1, "the lease's answer was dropped");
+    assert_eq!(idp.count("refresh"), 0, "no refresh without the lease");
+    assert_eq!(auth(&browser).await, 200);
+    assert_eq!(
+        idp.count("refresh"),
+        1,
+        "the next request took the lease (given back, not held by a resent call) and refreshed"
+    );
+
+    // The write of the refreshed session: the refresh token spent, its successor stored or
+    // not, the next refresh presents a token the provider still takes.
+    dropper.arm(b"ARGV[3]) return 1 end");
+    advance(&clock, &idp, 250);
+    let status = auth(&browser).await;
+    assert_eq!(dropper.dropped(), 2, "the write's answer was dropped");
+    assert!(status == 200 || status == 503, "{status}");
+    assert_eq!(idp.count("refresh"), 2);
+    advance(&clock, &idp, 250);
+    assert_eq!(auth(&browser).await, 200);
+    let presented = idp.presented_refresh_tokens();
+    assert_eq!(presented.len(), 3, "{presented:?}");
+    assert!(
+        presented[0] != presented[1] && presented[1] != presented[2],
+        "each refresh presented the token the one before got: {presented:?}"
+    );
+}
