@@ -804,6 +804,15 @@ async fn one_token_identity(
                 || provider.config.issuer.trim_end_matches('/') == service.issuer()
         })
     });
+    // Where the forward-auth provider is the token service itself, `aud` must hold one of its
+    // `audiences` (SPEC §6): the service's own check below takes every client's audience.
+    let provider_audiences = provider
+        .filter(|(_, provider)| {
+            state.token_service.as_ref().is_some_and(|service| {
+                provider.config.issuer.trim_end_matches('/') == service.issuer()
+            })
+        })
+        .map(|(_, provider)| provider.config.audiences.as_slice());
     if let Some((_, provider)) = provider {
         match provider.validate_access_token(token, client).await {
             Ok(claims) => return Ok(claims),
@@ -831,7 +840,13 @@ async fn one_token_identity(
     }
     if let Some(service) = &state.token_service {
         match service.validate_own_access_token(token).await {
-            Ok(claims) => return Ok(claims),
+            Ok(claims)
+                if provider_audiences
+                    .is_none_or(|wanted| crate::token::audience_matches(&claims, wanted)) =>
+            {
+                return Ok(claims);
+            }
+            Ok(_) => reason = crate::token::TokenError::WrongAudience.to_string(),
             Err(error @ crate::issuer::OwnTokenError::StoreUnavailable(_)) => {
                 return Err(Ok((Rejection::StoreUnavailable, error.to_string())));
             }

@@ -106,6 +106,15 @@ impl TokenService {
     ) -> Result<&ClientConfig, IssuerError> {
         let now = self.now();
         let configured = self.client(&presented.client_id);
+        // A public client presenting no secret has nothing to guess and runs no argon2: it is
+        // served before any limit, or whoever fails from its users' address (a shared NAT's)
+        // would refuse their every code exchange and refresh.
+        if let Some(client) = configured
+            && client.client_secret_hash.is_none()
+            && presented.secret.is_none()
+        {
+            return Ok(client);
+        }
         // A secret verified a moment ago passes before any limit, and each use keeps it
         // remembered: whoever fails for a client id cannot lock out a client that keeps using
         // its secret.
@@ -149,9 +158,8 @@ impl TokenService {
             return Err(invalid);
         };
         let (hash, secret) = match (&client.client_secret_hash, &presented.secret) {
-            (None, None) => return Ok(client),
             (Some(hash), Some(secret)) => (hash, secret),
-            (None, Some(_)) | (Some(_), None) => {
+            (None, _) | (Some(_), None) => {
                 self.state.count_failure(&keys, now).await?;
                 return Err(invalid);
             }

@@ -1902,6 +1902,46 @@ async fn a_revoked_token_is_refused_where_the_token_service_is_the_in_process_pr
     gateway.stop().await;
 }
 
+/// SPEC §6: where the token service is the in-process forward-auth provider, `aud` must hold
+/// one of that provider's `audiences` at `/validate` too, as at `/auth` and on routes: a token
+/// the service issued to another client's audience used to pass `/validate`, which took the
+/// service's own check (every client's audience) after the provider refused it.
+#[tokio::test]
+async fn another_clients_audience_is_refused_where_the_token_service_is_the_provider() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        format!(
+            "{}\n[[token_service.client]]\nclient_id = \"reports\"\nclient_secret_hash = \"{}\"\n\
+             grants = [\"client_credentials\"]\nsource = \"reports\"\naudience = \"reports\"\n",
+            in_process_provider_config(issuer, &upstream.url(), ""),
+            tollgate::hash_password("reports-secret").unwrap(),
+        )
+    })
+    .await;
+    let (status, tokens) = token_request(
+        &gateway,
+        &[("grant_type", "client_credentials")],
+        Some(("reports", "reports-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let reports = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(decode_payload(&reports)["aud"], "reports");
+    let paths = ["/auth", "/validate", "/api/x"];
+    assert_eq!(
+        statuses_at(&gateway, &paths, &reports).await,
+        [401, 401, 401],
+        "not for the provider's audience `odj`"
+    );
+    let machine = machine_token(&gateway).await;
+    assert_eq!(
+        statuses_at(&gateway, &paths, &machine).await,
+        [200, 200, 200],
+        "the provider's audience"
+    );
+    gateway.stop().await;
+}
+
 /// A WebSocket opened with a token of the in-process token service is closed once the token is
 /// revoked (within a look, about 12 s), as requests with it are refused at once: it used to
 /// stay open until the token's `exp`.
@@ -2314,6 +2354,19 @@ async fn failures_sent_by_others_lock_out_no_public_client_and_no_known_secret()
         attempt(real(), &spa_refresh, None).await,
         400,
         "the public client is served: invalid_grant, not 429"
+    );
+    // Failures from the address of the public client's users (a shared NAT's) lock it out
+    // neither.
+    let shared = || "198.51.100.99".to_owned();
+    let unknown = [("grant_type", "client_credentials"), ("client_id", "nope")];
+    for _ in 0..10 {
+        assert_eq!(attempt(shared(), &unknown, None).await, 401);
+    }
+    assert_eq!(attempt(shared(), &unknown, None).await, 429);
+    assert_eq!(
+        attempt(shared(), &spa_refresh, None).await,
+        400,
+        "the public client is served from that address too"
     );
     assert_eq!(
         attempt(real(), &machine, Some("machine-secret")).await,
