@@ -17,6 +17,11 @@ use crate::http::rejection::Rejection;
 use crate::login::federation::{FederatedAuthorization, FederationError, FederationFuture};
 use crate::session::FederatedRequest;
 
+/// The longest upstream `name`, `email` or `preferred_username` a federated login carries into
+/// its code, grant and tokens, in characters (as `sub`'s 255; an address is at most 254):
+/// a longer one, or one that is not a string, is left out.
+const MAX_CARRIED_CHARS: usize = 255;
+
 /// The future `FederatedLogin::start` returns: the redirect to the provider, or the refusal
 /// and the reason for the log line.
 pub type FederatedLoginFuture<'a> =
@@ -191,22 +196,23 @@ impl TokenService {
         if self.sign_in_too_old(request, claims) {
             return self.federation_refused(request, "login_required");
         }
+        // Only strings of a bounded length: each is kept in every code and grant of the login
+        // and in every token they mint, and a user of a self-registering provider chooses them.
+        let carried_text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|text| text.chars().count() <= MAX_CARRIED_CHARS)
+        };
         let mut carried: serde_json::Map<String, serde_json::Value> = ["name", "email"]
             .iter()
-            .filter_map(|name| {
-                claims
-                    .get(*name)
-                    .map(|value| ((*name).to_owned(), value.clone()))
-            })
+            .filter_map(|name| carried_text(name).map(|text| ((*name).to_owned(), text.into())))
             .collect();
         // A user name is the provider's to give, as `sub` is: where users choose their own (a
         // self-registering realm), one named `alice` would else be the local `alice`, or
         // another provider's, to every reader of this one issuer's `preferred_username` (a
         // route header, Kubernetes' `--oidc-username-claim`). So it gets `sub`'s namespace.
-        if let Some(username) = claims
-            .get("preferred_username")
-            .and_then(serde_json::Value::as_str)
-        {
+        if let Some(username) = carried_text("preferred_username") {
             carried.insert(
                 "preferred_username".to_owned(),
                 format!("{}:{username}", client.source).into(),

@@ -967,6 +967,16 @@ pub fn merge_claims(
     for name in ID_TOKEN_ONLY {
         merged.remove(name);
     }
+    // A verification flag speaks of its own address: userinfo's is dropped where the ID
+    // token's address, which wins, is another.
+    for (address, verified) in [
+        ("email", "email_verified"),
+        ("phone_number", "phone_number_verified"),
+    ] {
+        if id_claims.contains_key(address) && merged.get(address) != id_claims.get(address) {
+            merged.remove(verified);
+        }
+    }
     for (name, value) in id_claims.iter() {
         merged.insert(name.clone(), value.clone());
     }
@@ -976,6 +986,35 @@ pub fn merge_claims(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_says_nothing_of_an_address_the_id_token_replaced() {
+        let id: Claims = Arc::new(
+            serde_json::json!({"sub": "u1", "email": "a@example.com"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let userinfo = |email: &str| {
+            serde_json::json!({"sub": "u1", "email": email, "email_verified": true,
+                "phone_number": "+1", "phone_number_verified": true})
+            .as_object()
+            .cloned()
+        };
+        let merged = merge_claims(&id, userinfo("b@example.com")).unwrap();
+        assert_eq!(merged["email"], "a@example.com");
+        assert_eq!(
+            merged.get("email_verified"),
+            None,
+            "b@example.com's flag is not a@example.com's"
+        );
+        assert_eq!(
+            merged["phone_number_verified"], true,
+            "the phone number is userinfo's own"
+        );
+        let merged = merge_claims(&id, userinfo("a@example.com")).unwrap();
+        assert_eq!(merged["email_verified"], true, "the same address");
+    }
 
     #[test]
     fn an_unusable_optional_endpoint_is_refused_where_used_and_dropped_where_not() {

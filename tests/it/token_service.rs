@@ -1765,6 +1765,58 @@ async fn a_federated_login_the_upstream_refuses_returns_the_error_to_the_client(
     gateway.stop().await;
 }
 
+/// A federated login carries the upstream's `name`, `email` and `preferred_username` into
+/// its code, grant and every token they mint only as strings of at most 255 characters: a user
+/// of a self-registering provider chose a name of any size (up to the 1 MiB answer), kept in
+/// every grant and token.
+#[tokio::test]
+async fn a_federated_login_carries_no_claim_of_unbounded_size() {
+    use crate::support::TestIdp;
+    let corp = TestIdp::start().await;
+    let (gateway, _) = federated_corp_app(&corp).await;
+    corp.set_user_claim("name", serde_json::json!("n".repeat(100_000)));
+    corp.set_user_claim("preferred_username", serde_json::json!("u".repeat(256)));
+    corp.set_user_claim(
+        "email",
+        serde_json::json!(["a@example.com", "b@example.com"]),
+    );
+    let mut browser = Browser::new();
+    let query = format!(
+        "response_type=code&client_id=corp-app&redirect_uri=https%3A%2F%2Fcorp-app.example%2Fcb&scope=openid&state=s&code_challenge={}&code_challenge_method=S256",
+        challenge(VERIFIER)
+    );
+    let to_upstream = browser
+        .get(&gateway.url(&format!("/authorize?{query}")))
+        .await;
+    let back = browser.get(&location(&to_upstream)).await;
+    let callback = browser.get(&location(&back)).await;
+    assert_eq!(callback.status(), 302);
+    let code = reqwest::Url::parse(&location(&callback))
+        .unwrap()
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .map(|(_, code)| code.into_owned())
+        .expect("a code");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://corp-app.example/cb"),
+        ("client_id", "corp-app"),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, issued) = token_request(&gateway, &form, None).await;
+    assert_eq!(status, 200, "{issued}");
+    let id_token = decode_payload(issued["id_token"].as_str().unwrap());
+    for name in ["name", "preferred_username", "email", "email_verified"] {
+        assert_eq!(id_token.get(name), None, "{name} left out: {id_token}");
+    }
+    assert!(
+        issued["id_token"].as_str().unwrap().len() < 4096,
+        "a token of bounded size"
+    );
+    gateway.stop().await;
+}
+
 /// A client that asks the user to sign in again (`prompt=login`, `max_age`, OpenID Connect
 /// Core §3.1.2.1) before a sensitive action: the request goes on to the upstream provider, and
 /// a sign-in there older than `max_age` (its single sign-on kept one, as its `auth_time` says)
