@@ -192,6 +192,7 @@ pub async fn start(
         signin_url: format!("{issuer}/signin"),
         signout_url: format!("{issuer}/signout"),
         signed_out_url: format!("{issuer}/"),
+        app_base: format!("http://{app_addr}"),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -215,6 +216,11 @@ struct DemoApp {
     signout_url: String,
     /// Where a sign-out ends: Tollgate's own "signed out" page.
     signed_out_url: String,
+    /// The app's own address (`http://127.0.0.1:4181`): the original URL a sign-in returns
+    /// to, never the `Host` a browser sent (`localhost` is refused as a redirect target and
+    /// would not get the cookie set for the address; beyond loopback, a client would choose
+    /// it).
+    app_base: String,
     http: reqwest::Client,
 }
 
@@ -255,12 +261,9 @@ async fn demo_page(State(app): State<Arc<DemoApp>>, uri: Uri, headers: HeaderMap
             &signout,
         );
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("127.0.0.1");
     let original_url = format!(
-        "http://{host}{}",
+        "{}{}",
+        app.app_base,
         uri.path_and_query().map_or("/", |path| path.as_str())
     );
     let mut request = app

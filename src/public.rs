@@ -33,8 +33,6 @@ pub struct PublicParts {
     pub token_service: Option<Arc<TokenService>>,
     /// What starts the token service's federated logins.
     pub federation: Option<Arc<dyn FederatedLogin>>,
-    /// `session.cookie_name`: the landing page says whether one is present.
-    pub cookie_name: String,
     /// The tracer (`[telemetry]`); `None`: no span is begun.
     pub telemetry: Option<Arc<Telemetry>>,
     /// Whether the listener serves TLS itself (`server.tls_cert_file`): every answer then
@@ -68,7 +66,6 @@ impl PublicService {
             proxy,
             token_service,
             federation,
-            cookie_name,
             telemetry,
             over_tls,
         } = parts;
@@ -77,7 +74,7 @@ impl PublicService {
         endpoints.add("/ping", "ping", get(|| async { "OK" }));
         // The landing page, when no route claims `/` (`serve`); also where a sign-out that
         // returns to `public_url` ends: the "signed out" page.
-        endpoints.add("/", "page", get(landing).with_state(Arc::new(cookie_name)));
+        endpoints.add("/", "page", get(landing).with_state(proxy.clone()));
         let forward_auth_on = forward_auth.forward_auth().is_some();
         if forward_auth_on {
             endpoints.add(
@@ -360,13 +357,26 @@ impl PublicService {
     }
 }
 
-/// `GET /`: signed in or signed out, by the session cookie (a sign-out removes it).
+/// `GET /`: signed in or signed out, by the session the cookie opens (as `/auth` would find
+/// it, without touching it): a cookie of an ended, expired or forged session, or one a sibling
+/// host planted that a sign-out cannot remove, is "signed out". A store that cannot answer
+/// leaves the cookie's presence to say it.
 async fn landing(
-    axum::extract::State(cookie_name): axum::extract::State<Arc<String>>,
+    axum::extract::State(proxy): axum::extract::State<Arc<ProxyState>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let cookies = crate::session::request_cookies(&headers);
-    crate::http::pages::landing(cookies.contains_key(cookie_name.as_str()))
+    let signed_in = match &proxy.sessions.sessions {
+        Some(sessions) => match sessions.peek(&cookies, proxy.clock.now()).await {
+            Ok(session) => session.is_some(),
+            Err(crate::session::store::SessionError::Store(_)) => {
+                cookies.contains_key(proxy.cookie_name.as_str())
+            }
+            Err(crate::session::store::SessionError::Cookie(_)) => false,
+        },
+        None => false,
+    };
+    crate::http::pages::landing(signed_in)
 }
 
 /// `/userinfo`, by GET or POST: OpenID Connect Core §5.3.1 has the UserInfo endpoint take both

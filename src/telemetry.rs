@@ -279,11 +279,11 @@ impl RequestSpan {
     }
 
     /// The path the decision was about (the original request's, for `/auth` and Envoy),
-    /// without its query and fragment (either may carry a token: `?code=`, `#access_token=`),
-    /// cut and escaped like the log line's.
+    /// without its query, fragment and path parameters' values (each may carry a token:
+    /// `?code=`, `#access_token=`, `;jsessionid=`), cut and escaped like the log line's.
     pub fn path(&mut self, path: &str) {
-        let path = crate::logging::decision::without_query(path);
-        self.facts.path = Some(crate::untrusted::bounded(path));
+        let path = crate::logging::decision::loggable_path(path);
+        self.facts.path = Some(crate::untrusted::bounded(&path));
     }
 
     /// The decision as it is counted: the role and result of `tollgate_requests_total` (the

@@ -163,7 +163,13 @@ fn sub_query(state: &AdminState, query: SubQueryResult) -> Result<SubQuery, Admi
 
 /// The answer of an admin session endpoint: its response, or its refusal, counted and logged.
 fn answer(state: &AdminState, result: Result<Response, AdminRefusal>) -> Response {
-    result.unwrap_or_else(|refusal| refuse(&state.metrics, refusal))
+    let mut response = result.unwrap_or_else(|refusal| refuse(&state.metrics, refusal));
+    // Users' `sub`s and sessions: for no cache between the operator and Tollgate to keep.
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// The server-side session store.

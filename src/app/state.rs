@@ -294,7 +294,6 @@ fn surfaces(
         proxy: proxy.clone(),
         token_service: token_service.clone(),
         federation: Some(federation),
-        cookie_name: config.session.cookie_name.clone(),
         telemetry: telemetry.cloned(),
         over_tls: server.tls.is_some(),
     });

@@ -7,15 +7,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// The policy of every page but the login form (which has one of its own): nothing loads,
-/// nothing frames it, its only style is inline.
-pub const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+/// nothing frames it, its only style is the inline [`STYLE`], allowed by its SHA-256 (not
+/// `'unsafe-inline'`, which would let markup an escaping mistake let in style the page: CSS
+/// can read a form's hidden values out by attribute selectors).
+pub const POLICY: &str = "default-src 'none'; style-src 'sha256-TVldRhF/TL5uJAzQN9/E2MfXxsfwqJ+DTAk+HO0j2fs='; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The policy of a page whose form's answer redirects on to another origin (the login form to
 /// the client's redirect URI, "Sign out?" to the provider's logout): `POLICY` without
 /// `form-action`, which browsers apply to every redirect after the `POST` too. Such a page has
 /// no markup a request can inject (every value is escaped), which is what form-action guards.
-pub const FORM_POLICY: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
+pub const FORM_POLICY: &str = "default-src 'none'; style-src 'sha256-TVldRhF/TL5uJAzQN9/E2MfXxsfwqJ+DTAk+HO0j2fs='; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLE: &str = "\
 :root{color-scheme:light dark;--accent:#1a5fb4;--error:#a51d2d}\
@@ -211,4 +212,24 @@ pub fn plain_refusal(status: StatusCode, body: String, page: RefusalPage) -> Res
     );
     super::security_headers(headers);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both policies allow the one inline style by its hash, and no other.
+    #[test]
+    fn the_policies_allow_the_pages_style_by_its_hash_alone() {
+        use base64::Engine as _;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, STYLE.as_bytes());
+        let source = format!(
+            "style-src 'sha256-{}';",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        );
+        for policy in [POLICY, FORM_POLICY] {
+            assert!(policy.contains(&source), "{policy} lacks {source}");
+            assert!(!policy.contains("unsafe-inline"), "{policy}");
+        }
+    }
 }

@@ -229,9 +229,9 @@ fn write_fields(buffer: &mut Vec<u8>, decision: &Decision<'_>, json: bool) {
         });
     }
     if let Some(path) = decision.path {
-        let path = without_query(path);
+        let path = loggable_path(path);
         field([" path=\"", ",\"path\":\""], &|out| {
-            crate::untrusted::write_bounded(path, out)
+            crate::untrusted::write_bounded(&path, out)
         });
     }
     if let Some(id) = decision.request_id {
@@ -241,12 +241,31 @@ fn write_fields(buffer: &mut Vec<u8>, decision: &Decision<'_>, json: bool) {
     }
 }
 
-/// `path` without its query and fragment.
-pub fn without_query(path: &str) -> &str {
-    match memchr::memchr2(b'?', b'#', path.as_bytes()) {
+/// `path` as a log line or span may hold it: without its query and fragment, and each path
+/// parameter's value (`;jsessionid=…`, a Java servlet's session id rewritten into the URL)
+/// written `;…`. Either may carry a credential.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let path = match memchr::memchr2(b'?', b'#', path.as_bytes()) {
         Some(end) => path.get(..end).unwrap_or_default(),
         None => path,
+    };
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
     }
+    let mut shown = String::with_capacity(path.len());
+    for (index, segment) in path.split('/').enumerate() {
+        if index > 0 {
+            shown.push('/');
+        }
+        match segment.split_once(';') {
+            Some((name, _)) => {
+                shown.push_str(name);
+                shown.push_str(";…");
+            }
+            None => shown.push_str(segment),
+        }
+    }
+    std::borrow::Cow::Owned(shown)
 }
 
 /// The line being written.

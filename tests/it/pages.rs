@@ -93,6 +93,38 @@ async fn the_landing_page_and_not_found_are_pages_not_browser_errors() {
     // No page of Tollgate's may be framed, in a browser that reads no CSP level 2 either.
     assert_eq!(landing.headers()["x-frame-options"], "DENY");
     assert!(landing.text().await.unwrap().contains("You are signed out"));
+    // Signed in by the session the cookie opens, not by a cookie of the name: a forged one,
+    // or one of a session that ended (a server-side store's), is "signed out".
+    let gateway = Gateway::start(
+        &Gateway::forward_auth_config(&idp, "", "")
+            .replace("[session]\n", "[session]\nstore = \"memory\"\n"),
+    )
+    .await;
+    let landing_with = |cookie: String| {
+        let request = reqwest::Client::new()
+            .get(gateway.url("/"))
+            .header("accept", HTML)
+            .header("cookie", cookie);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(
+        landing_with("tollgate=forged".to_owned())
+            .await
+            .contains("You are signed out")
+    );
+    let mut browser = crate::support::Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    assert!(
+        landing_with(cookie.clone())
+            .await
+            .contains("You are signed in")
+    );
+    browser.get(&gateway.url("/signout")).await;
+    assert!(
+        landing_with(cookie).await.contains("You are signed out"),
+        "the copy of a cookie whose session ended"
+    );
     let missing = ask(&gateway, reqwest::Method::GET, "/no/such/page", HTML).await;
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("Page not found"));

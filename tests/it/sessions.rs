@@ -209,11 +209,13 @@ async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
         404,
         "not on the public listener"
     );
-    let list: Vec<Value> = admin(&gateway, reqwest::Method::GET, "/admin/sessions?sub=alice")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = admin(&gateway, reqwest::Method::GET, "/admin/sessions?sub=alice").await;
+    assert_eq!(
+        listed.headers()["cache-control"],
+        "no-store",
+        "users' sessions are for no cache to keep"
+    );
+    let list: Vec<Value> = listed.json().await.unwrap();
     assert_eq!(list.len(), 2);
     assert!(
         !list[0]

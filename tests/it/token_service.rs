@@ -571,6 +571,24 @@ async fn demo_runs_the_whole_system_on_loopback() {
     .await
     .unwrap();
     let app_url = format!("http://{}/hello", demo.app_addr);
+    // Opened by another name (`localhost`), the sign-in still returns to the app's address:
+    // `/signin` refuses `localhost`, and its cookie would not reach it.
+    let by_name = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&app_url)
+        .header("host", format!("localhost:{}", demo.app_addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_name.status(), 302);
+    let rd: String = url::form_urlencoded::byte_serialize(app_url.as_bytes()).collect();
+    assert!(
+        location(&by_name).ends_with(&format!("/signin?rd={rd}")),
+        "{}",
+        location(&by_name)
+    );
     let mut browser = Browser::new();
     let (form, form_url) = browser.follow(&app_url).await;
     assert_eq!(form.status(), 200);
