@@ -63,6 +63,9 @@ pub struct AppState {
     pub telemetry: Option<Arc<Telemetry>>,
     /// The refresher every surface shares; a reload's build shares its refreshes in flight.
     refresher: crate::identity::refresh::Refresher,
+    /// The upstream connections requests may hold at once, the same through reloads
+    /// (`app::start` sets its most).
+    pub upstream_budget: Arc<crate::proxy::budget::UpstreamBudget>,
 }
 
 impl AppState {
@@ -167,6 +170,8 @@ impl AppState {
                 metrics.clone(),
             ),
         };
+        let upstream_budget =
+            previous.map_or_else(Arc::default, |previous| previous.upstream_budget.clone());
         let (public, admin, explain) = surfaces(
             &config,
             &providers,
@@ -178,6 +183,7 @@ impl AppState {
             &clock,
             &metrics,
             telemetry.as_ref(),
+            &upstream_budget,
         );
         let admin_router = crate::admin::router(admin.clone(), explain.clone());
         Ok(Arc::new(Self {
@@ -194,6 +200,7 @@ impl AppState {
             issuer_state,
             telemetry,
             refresher,
+            upstream_budget,
         }))
     }
 
@@ -207,6 +214,7 @@ impl AppState {
 
 /// Every surface's sub-state, from the stores and providers built once: the public
 /// listener's service, the admin endpoints' state and `POST /admin/explain`'s.
+#[allow(clippy::too_many_arguments)]
 fn surfaces(
     config: &Config,
     providers: &Arc<Providers>,
@@ -215,6 +223,7 @@ fn surfaces(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     telemetry: Option<&Arc<Telemetry>>,
+    upstream_budget: &Arc<crate::proxy::budget::UpstreamBudget>,
 ) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
     let sessions = session_source.sessions.clone();
     let sessions = sessions.as_ref();
@@ -284,6 +293,7 @@ fn surfaces(
         leeway: leeway(config),
         metrics: metrics.clone(),
         successor: Arc::default(),
+        upstream_budget: upstream_budget.clone(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
         login: login.clone(),

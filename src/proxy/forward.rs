@@ -450,10 +450,11 @@ pub fn prepare(
 
 /// Sends a prepared request to the route's upstream; the future answers with its response,
 /// streaming, or fails with `Unavailable` or `TimedOut`.
-pub fn exchange(
-    route: &RouteConfig,
+pub fn exchange<'a>(
+    route: &'a RouteConfig,
+    budget: &'a Arc<super::budget::UpstreamBudget>,
     outbound: Outbound,
-) -> Exchange<impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_> {
+) -> Exchange<impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + 'a> {
     let Outbound {
         mut request,
         client_upgrade,
@@ -476,7 +477,7 @@ pub fn exchange(
         progress
     });
     Exchange {
-        sent: super::pool::send(&route.upstream, route.connect_timeout, request),
+        sent: super::pool::send(&route.upstream, budget, route.connect_timeout, request),
         deadline: tokio::time::sleep_until(origin + route.read_timeout),
         progress,
         client_upgrade,

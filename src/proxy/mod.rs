@@ -2,6 +2,7 @@
 //! → identity (session cookie, bearer token) → `on_unauthenticated` → requirements → identity
 //! headers → forward. Every request the public listener does not answer itself comes here.
 
+pub mod budget;
 pub mod connect;
 pub mod forward;
 pub mod headers;
@@ -62,6 +63,8 @@ pub struct ProxyState {
     /// The state a reload replaced this one with, once one did: an upgraded connection let in
     /// by this state is looked at by the latest one ([`ProxyState::latest_after`]).
     pub successor: Arc<std::sync::OnceLock<Arc<ProxyState>>>,
+    /// The process's upstream connections requests may hold at once (kept through reloads).
+    pub upstream_budget: Arc<budget::UpstreamBudget>,
 }
 
 impl ProxyState {
@@ -964,7 +967,7 @@ enum Checked<'a> {
 /// `Authorization` goes upstream only when it was the credential Tollgate checked: an upstream
 /// reading the token must never get one that Tollgate did not validate.
 fn send<'a>(
-    state: &ProxyState,
+    state: &'a ProxyState,
     route: &'a RouteConfig,
     peer: SocketAddr,
     base: &url::Url,
@@ -1024,7 +1027,7 @@ fn send<'a>(
     };
     let outbound = forward::prepare(route, request, &forwarded, add_identity, lasting)
         .map_err(|error| upstream_refusal(route, error))?;
-    Ok(forward::exchange(route, outbound))
+    Ok(forward::exchange(route, &state.upstream_budget, outbound))
 }
 
 /// A trusted proxy's `X-Forwarded-For` chain, all its headers in order as one list (the way
@@ -1087,8 +1090,14 @@ mod tests {
     #[test]
     #[allow(unreachable_code, clippy::diverging_sub_expression)]
     fn a_proxied_request_future_carries_no_rare_path() {
-        let send =
-            size_of_output(|| super::pool::send(unreachable!(), unreachable!(), unreachable!()));
+        let send = size_of_output(|| {
+            super::pool::send(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
         assert!(send <= 640, "the pool's send future is {send} bytes");
         let handle =
             size_of_output(|| super::handle(unreachable!(), unreachable!(), unreachable!()));

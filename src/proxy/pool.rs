@@ -17,6 +17,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::http2;
 
+use super::budget::{InUse, UpstreamBudget};
 pub use super::connect::SendError;
 use super::connect::{Connection, connect};
 use crate::config::Upstream;
@@ -98,19 +99,22 @@ thread_local! {
 /// keep-alive timeout closing it at that moment): that one is sent once more, on a new
 /// connection. An https upstream that chose HTTP/2 gets every request but
 /// upgrades on connections this thread shares, up to [`STREAMS_PER_CONNECTION`] at a time
-/// on each.
+/// on each. A request that needs an HTTP/1.1 connection (an upgrade excepted: one a client
+/// connection) holds one of `budget`'s until its response is over, and is refused when none is
+/// left.
 ///
 /// # Errors
-/// When no response arrived.
+/// When no response arrived, or `budget` had no connection left.
 #[allow(
     clippy::manual_async_fn,
     reason = "an `async fn` would hold the request twice (its argument and a local)"
 )]
-pub fn send(
-    upstream: &Upstream,
+pub fn send<'a>(
+    upstream: &'a Upstream,
+    budget: &'a Arc<UpstreamBudget>,
     connect_timeout: Duration,
     mut request: Request,
-) -> impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + '_ {
+) -> impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + 'a {
     // Every proxied request's future holds this one: the HTTP/2 and new-connection paths are
     // boxed where they are taken, so that the common one (an idle HTTP/1.1 connection) keeps
     // the request's future small (it is moved whole into its box, `public::Answer`).
@@ -125,6 +129,16 @@ pub fn send(
                 Multiplexed::Unsent(request) => request,
             };
         }
+        let in_use = if upgrade {
+            None
+        } else {
+            Some(budget.take().ok_or_else(|| {
+                SendError::new(
+                    "every upstream connection this process may hold is in use (the public \
+                     listener's places: server.max_connections, or the open-file limit)",
+                )
+            })?)
+        };
         while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
             if sender.ready().await.is_err() {
                 continue;
@@ -134,7 +148,7 @@ pub fn send(
                 .then(|| Replay::of(&request).map(Box::new))
                 .flatten();
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(pooled(response, sender, upstream.id())),
+                Ok(response) => return Ok(pooled(response, sender, upstream.id(), in_use)),
                 Err(mut error) => match (error.take_message(), replay) {
                     (Some(unsent), _) => request = unsent,
                     // On a new connection: the other idle ones went quiet with this one and may be
@@ -147,7 +161,13 @@ pub fn send(
                 },
             }
         }
-        Box::pin(send_connected(upstream, connect_timeout, upgrade, request)).await
+        Box::pin(send_connected(
+            upstream,
+            connect_timeout,
+            (upgrade, in_use),
+            request,
+        ))
+        .await
     }
 }
 
@@ -206,12 +226,12 @@ async fn send_multiplexed(
 async fn send_connected(
     upstream: &Upstream,
     connect_timeout: Duration,
-    upgrade: bool,
+    (upgrade, in_use): (bool, Option<InUse>),
     request: Request,
 ) -> Result<hyper::Response<PooledBody>, SendError> {
     match connect(upstream, connect_timeout, upgrade).await? {
         Connection::Http1(mut sender) => match sender.send_request(request).await {
-            Ok(response) => Ok(pooled(response, sender, upstream.id())),
+            Ok(response) => Ok(pooled(response, sender, upstream.id(), in_use)),
             Err(error) => Err(SendError::new(error.to_string())),
         },
         Connection::Http2(mut sender) => {
@@ -241,6 +261,9 @@ async fn send_connected(
             if kept {
                 sweeping();
             }
+            // A stream on a connection the thread may share: its place is the stream's,
+            // not a connection's of the budget.
+            drop(in_use);
             match sender.send_request(for_http2(request, upstream)).await {
                 Ok(response) => Ok(unpooled(response, upstream.id(), stream)),
                 Err(error) => Err(SendError::new(error.to_string())),
@@ -443,6 +466,7 @@ fn unpooled(
         sender: None,
         upstream,
         _stream: Some(stream),
+        in_use: None,
     };
     hyper::Response::from_parts(parts, body)
 }
@@ -451,6 +475,7 @@ fn pooled(
     response: hyper::Response<Incoming>,
     sender: SendRequest<Body>,
     upstream: u64,
+    in_use: Option<InUse>,
 ) -> hyper::Response<PooledBody> {
     // A switched protocol owns the connection from now on; it is never reused.
     let keep = response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS;
@@ -460,6 +485,7 @@ fn pooled(
         sender: keep.then_some(sender),
         upstream,
         _stream: None,
+        in_use,
     };
     if body.inner.is_end_stream() {
         body.release();
@@ -475,12 +501,15 @@ pub struct PooledBody {
     upstream: u64,
     /// On a shared HTTP/2 connection: the stream's place on it.
     _stream: Option<Stream>,
+    /// The connection's place in the process's budget, until the response is over.
+    in_use: Option<InUse>,
 }
 
 impl PooledBody {
     /// The response is over: the connection can take the next request once hyper has seen
     /// the end too, which is at once in the usual case.
     fn release(&mut self) {
+        self.in_use = None;
         let Some(mut sender) = self.sender.take() else {
             return;
         };

@@ -2099,6 +2099,61 @@ async fn forward_auth_refuses_a_websocket_asked_for_by_a_page_of_another_host() 
     assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
 }
 
+/// An HTTP/2 client's streams each take an upstream connection when none is idle: past the
+/// public listener's places (`max_connections`, or what the open-file limit leaves), which
+/// count one upstream connection each, a request is refused at once (502) instead of opening
+/// another, so a few clients cannot use up the process's file descriptors. Counted at an
+/// upstream that takes connections and never answers.
+#[tokio::test]
+async fn http2_streams_hold_no_more_upstream_connections_than_the_listener_has_places() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let idp = TestIdp::start().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counting = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            counting.fetch_add(1, Ordering::SeqCst);
+            held.push(connection);
+        }
+    });
+    let routes = "[[route]]\nupstream = \"{upstream}\"\nprovider = \"corp\"\n\
+                  on_unauthenticated = \"pass\"\nread_timeout = \"3s\"\n";
+    let config = proxy_config(&idp, &upstream, routes)
+        .replace("[server]\n", "[server]\nmax_connections = 4\n");
+    let gateway = Gateway::start(&config).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut requests = tokio::task::JoinSet::new();
+    for index in 0..10 {
+        let request = client.get(gateway.url(&format!("/stream-{index}"))).send();
+        requests.spawn(async move { request.await.unwrap().status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = requests.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [502, 502, 502, 502, 502, 502, 504, 504, 504, 504],
+        "four held a connection until the read timeout; the others were refused"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        4,
+        "connections opened upstream"
+    );
+    // Given back: the next request gets a connection again.
+    let next = client.get(gateway.url("/after")).send().await.unwrap();
+    assert_eq!(next.status(), 504);
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
+
 #[tokio::test]
 async fn clients_may_speak_http2() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
