@@ -470,7 +470,9 @@ impl Shared {
         if let Some((refreshed, _)) = self
             .recent
             .get(&key)
-            .filter(|(_, at)| now - at < RESULT_KEPT)
+            // Within the minute after it, not before: a clock set back would else take every
+            // result kept for recent until it caught up.
+            .filter(|(_, at)| (0..RESULT_KEPT).contains(&(now - at)))
         {
             // A request that came after the refresh made its own map entry: drop it again, or
             // the map would keep one lock per late request for ever.

@@ -32,6 +32,10 @@ pub const LOGIN_COOKIES_BUDGET: usize = 4096;
 /// How long a login may take.
 pub const LOGIN_STATE_LIFETIME: i64 = 600;
 
+/// How far ahead of this one another replica's clock may be, in seconds, for what it made:
+/// a login state from further in the future is not taken.
+const CLOCKS_APART: i64 = 60;
+
 /// The most sessions one user (a provider's `sub`) holds at once in the memory or Redis store:
 /// a sign-in beyond it ends that user's oldest. A person has a few browsers; one account
 /// signing in again and again (silent SSO in a loop) would otherwise fill the process's memory,
@@ -221,19 +225,16 @@ impl CookieJar {
     /// the other host's cookie stays, sent first whenever its `Path` is longer or it is older.
     /// Its chunks too: another host's `tollgate_1` with a longer `Path` is sent before the
     /// browser's own, and its session would never open again.
+    /// (A set, not a list: a request may name thousands of distinct chunks, each looked up.)
     pub fn is_sent_twice(&self, headers: &axum::http::HeaderMap) -> bool {
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|value| crate::http::utf8(value.as_bytes()))
             .flat_map(crate::http::cookies::pairs)
             .filter(|pair| crate::http::cookies::is_session_or_chunk(pair.name, &self.cookie_name))
-            .any(|pair| {
-                let again = seen.contains(&pair.name);
-                seen.push(pair.name);
-                again
-            })
+            .any(|pair| !seen.insert(pair.name))
     }
 
     /// The request's cookies once for each value of the session cookie it sends (each value
@@ -595,7 +596,10 @@ impl CookieJar {
         let plaintext = self.sealer.open("login", sealed).ok()?;
         let login: LoginState = serde_json::from_slice(&plaintext).ok()?;
         let matches = crate::secret::constant_time_eq(login.state.as_bytes(), state.as_bytes());
-        let fresh = now - login.created_at <= LOGIN_STATE_LIFETIME;
+        // Made at most `LOGIN_STATE_LIFETIME` ago, and not in the future beyond the clock
+        // difference replicas may have: a state made while a clock ran ahead would else be
+        // taken for as long as it ran ahead, and ten minutes more.
+        let fresh = (-CLOCKS_APART..=LOGIN_STATE_LIFETIME).contains(&(now - login.created_at));
         (matches && fresh).then(|| (login, delete_cookie(&name, attributes)))
     }
 }
@@ -865,6 +869,14 @@ mod tests {
         assert_eq!(name, "__Host-tollgate_login_planted-0123");
         let own = Cookies::from([(name, value)]);
         assert!(jar.finish_login(&login.state, &own, 101, secure).is_some());
+        // Made by a clock a minute or less ahead, or up to ten minutes ago; not otherwise.
+        for (now, taken) in [(40, true), (39, false), (700, true), (701, false)] {
+            assert_eq!(
+                jar.finish_login(&login.state, &own, now, secure).is_some(),
+                taken,
+                "at {now}, made at 100"
+            );
+        }
         let planted = Cookies::from([("tollgate_login_planted-0123", value)]);
         assert!(
             jar.finish_login(&login.state, &planted, 101, secure)
