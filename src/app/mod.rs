@@ -221,7 +221,7 @@ pub async fn start(
     );
     let places = open_files::raise(listeners, state.config.server.max_connections);
     // Each of the public listener's places may hold one upstream connection.
-    state.upstream_budget.set_most(places);
+    state.upstream_budget().set_most(places);
     // A `jwks_file` is read now, as a reload reads it, so a file with no usable key stops the
     // start instead of refusing every token later.
     for provider_config in &state.config.providers {

@@ -63,9 +63,8 @@ pub struct AppState {
     pub telemetry: Option<Arc<Telemetry>>,
     /// The refresher every surface shares; a reload's build shares its refreshes in flight.
     refresher: crate::identity::refresh::Refresher,
-    /// The upstream connections requests may hold at once, the same through reloads
-    /// (`app::start` sets its most).
-    pub upstream_budget: Arc<crate::proxy::budget::UpstreamBudget>,
+    /// What is the process's rather than the config's, taken over by a reload's build.
+    carried: Carried,
 }
 
 impl AppState {
@@ -170,8 +169,14 @@ impl AppState {
                 metrics.clone(),
             ),
         };
-        let upstream_budget =
-            previous.map_or_else(Arc::default, |previous| previous.upstream_budget.clone());
+        let carried = previous.map_or_else(
+            || Carried {
+                upstream_budget: Arc::default(),
+                exchanges: Arc::new(crate::login::exchanges::Exchanges::new(clock.clone())),
+                revocations: Arc::default(),
+            },
+            |previous| previous.carried.clone(),
+        );
         let (public, admin, explain) = surfaces(
             &config,
             &providers,
@@ -183,7 +188,7 @@ impl AppState {
             &clock,
             &metrics,
             telemetry.as_ref(),
-            &upstream_budget,
+            &carried,
         );
         let admin_router = crate::admin::router(admin.clone(), explain.clone());
         Ok(Arc::new(Self {
@@ -200,8 +205,13 @@ impl AppState {
             issuer_state,
             telemetry,
             refresher,
-            upstream_budget,
+            carried,
         }))
+    }
+
+    /// The upstream connections requests may hold at once, the same through reloads.
+    pub fn upstream_budget(&self) -> &crate::proxy::budget::UpstreamBudget {
+        &self.carried.upstream_budget
     }
 
     /// The memory session store, when that is the backend.
@@ -210,6 +220,20 @@ impl AppState {
             .as_ref()
             .and_then(|sessions| sessions.memory())
     }
+}
+
+/// What every build after a reload takes over from the one before it: the process's, not the
+/// config's. A reload must not start them anew: a kept login state cookie would be exchanged
+/// once more and each address's refused exchanges counted from zero, a replayed cookie-store
+/// sign-out would revoke once more, and the upstream connections held would be counted twice.
+#[derive(Clone)]
+struct Carried {
+    /// The upstream connections requests may hold at once (`app::start` sets its most).
+    upstream_budget: Arc<crate::proxy::budget::UpstreamBudget>,
+    /// The login states exchanged, and the refused exchanges by address.
+    exchanges: Arc<crate::login::exchanges::Exchanges>,
+    /// The refresh tokens a sign-out asked the provider to revoke.
+    revocations: Arc<crate::login::revocation::Revocations>,
 }
 
 /// Every surface's sub-state, from the stores and providers built once: the public
@@ -223,7 +247,7 @@ fn surfaces(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     telemetry: Option<&Arc<Telemetry>>,
-    upstream_budget: &Arc<crate::proxy::budget::UpstreamBudget>,
+    carried: &Carried,
 ) -> (PublicService, Arc<AdminState>, Arc<ExplainState>) {
     let sessions = session_source.sessions.clone();
     let sessions = sessions.as_ref();
@@ -260,8 +284,8 @@ fn surfaces(
         federation: token_service
             .clone()
             .map(|service| service as Arc<dyn crate::login::federation::FederatedAuthorization>),
-        exchanges: Arc::new(crate::login::exchanges::Exchanges::new(clock.clone())),
-        revocations: Arc::default(),
+        exchanges: carried.exchanges.clone(),
+        revocations: carried.revocations.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
     });
@@ -293,7 +317,7 @@ fn surfaces(
         leeway: leeway(config),
         metrics: metrics.clone(),
         successor: Arc::default(),
-        upstream_budget: upstream_budget.clone(),
+        upstream_budget: carried.upstream_budget.clone(),
     });
     let federation: Arc<dyn FederatedLogin> = Arc::new(Federation {
         login: login.clone(),

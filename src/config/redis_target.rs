@@ -88,6 +88,27 @@ impl RedisTarget {
         }
     }
 
+    /// Reads a `session.redis_url` written as a TOML list: a Redis Cluster's seed nodes, one
+    /// or more (SPEC §3: a list is a Cluster; a single node, a Kubernetes Service in front of
+    /// the Cluster say, read as a standalone server would meet `MOVED` for most keys).
+    ///
+    /// # Errors
+    /// A message for `tollgate check`.
+    pub fn parse_cluster(nodes: &[String]) -> Result<Self, String> {
+        if nodes.is_empty() {
+            return Err("is empty".to_owned());
+        }
+        for node in nodes {
+            if node.starts_with("redis+sentinel://") || node.starts_with("rediss+sentinel://") {
+                return Err(
+                    "a list names a Redis Cluster's nodes; a Sentinel URL is a string".to_owned(),
+                );
+            }
+            Self::check_url(node)?;
+        }
+        Ok(Self::Cluster(nodes.to_vec()))
+    }
+
     /// A `redis://` or `rediss://` URL without a fragment: the Redis client reads `#insecure`
     /// as "no certificate checks", which this build refuses at every connection, after
     /// `check` said the config was fine.

@@ -135,6 +135,51 @@ fn a_mistyped_key_is_one_problem_and_the_rest_of_its_section_still_counts() {
     );
 }
 
+/// A configured hash runs with the costs it names, for an unauthenticated request: only
+/// argon2 hashes within bounded costs are taken.
+#[test]
+fn a_hash_asking_too_much_of_each_check_is_a_problem() {
+    let config = |hash: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[token_service]\nissuer = \"https://a\"\n\
+             [[token_service.client]]\nclient_id = \"c\"\ngrants = [\"client_credentials\"]\n\
+             client_secret_hash = \"{hash}\"\n"
+        )
+    };
+    let salt_and_hash = "c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let at = "token_service.client[0].client_secret_hash";
+    assert!(
+        !problems(
+            &config(&format!("$argon2id$v=19$m=19456,t=2,p=1${salt_and_hash}")),
+            &[]
+        )
+        .iter()
+        .any(|problem| problem.starts_with(at)),
+        "hash-secret's costs"
+    );
+    for costs in [
+        "m=4294967295,t=1,p=1",
+        "m=19456,t=4294967295,p=1",
+        "m=19456,t=2,p=255",
+    ] {
+        check_problem(
+            &config(&format!("$argon2id$v=19${costs}${salt_and_hash}")),
+            &[],
+            &format!("{at}: asks more of each check"),
+        );
+    }
+    check_problem(
+        &config(&format!("$pbkdf2-sha256$i=100000${salt_and_hash}")),
+        &[],
+        &format!("{at}: is not an argon2 hash"),
+    );
+    check_problem(
+        &config("plain"),
+        &[],
+        &format!("{at}: is not a PHC-format hash"),
+    );
+}
+
 #[test]
 fn files_and_lifetimes_serve_would_refuse_are_problems() {
     let dir = std::env::temp_dir().join(format!("tollgate-key-files-{}", std::process::id()));
@@ -1233,6 +1278,33 @@ fn one_source_never_names_two_kinds_of_identity_alike() {
         )
     );
     assert_eq!(problems(&config(&apart), &[]), Vec::<String>::new());
+}
+
+/// SPEC §3: a list is a Redis Cluster's seed nodes, a list of one too (a Service in front of
+/// the Cluster); a string is one server or a Sentinel URL.
+#[test]
+fn a_redis_url_list_of_one_node_is_a_cluster() {
+    let target = |value: &str| {
+        let text = format!(
+            "[session]\nsecrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n\
+             store = \"redis\"\nredis_url = {value}\n"
+        );
+        load(&text, &BTreeMap::new()).map(|config| config.session.redis)
+    };
+    assert!(matches!(
+        target("[\"redis://redis-cluster:6379\"]"),
+        Ok(Some(crate::config::RedisTarget::Cluster(nodes))) if nodes == ["redis://redis-cluster:6379"]
+    ));
+    assert!(matches!(
+        target("\"redis://redis:6379\""),
+        Ok(Some(crate::config::RedisTarget::Standalone(_)))
+    ));
+    check_problem(
+        "[session]\nsecrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n\
+         store = \"redis\"\nredis_url = [\"redis+sentinel://s1:26379/m\"]\n",
+        &[],
+        "session.redis_url: a list names a Redis Cluster's nodes",
+    );
 }
 
 #[test]

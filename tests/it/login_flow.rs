@@ -463,6 +463,33 @@ async fn replayed_callbacks_cannot_each_cost_a_code_exchange() {
     assert_eq!(burst.iter().filter(|status| **status == 429).count(), 10);
 }
 
+/// A config reload does not start the login states exchanged anew: a kept state cookie
+/// replayed after a reload is not exchanged once more (nor is each address's count of refused
+/// exchanges reset).
+#[tokio::test]
+async fn a_login_state_exchanged_before_a_reload_is_not_exchanged_again() {
+    let idp = TestIdp::start().await;
+    let config = Gateway::forward_auth_config(&idp, "", "");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    let (kept, state) = begun(&mut browser, &gateway).await;
+    let before = idp.count("token");
+    let replay = async |code: &str| {
+        let mut replayer = Browser::new();
+        replayer.cookies = kept.clone();
+        let url = gateway.url(&format!("/callback?state={state}&code={code}"));
+        replayer.get(&url).await.status().as_u16()
+    };
+    assert_eq!(replay("made-up-1").await, 401, "exchanged, refused");
+    gateway
+        .app
+        .reload(tollgate::config::load(&config, &std::collections::BTreeMap::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(replay("made-up-2").await, 400, "used up, across the reload");
+    assert_eq!(idp.count("token"), before + 1, "one exchange");
+}
+
 /// A provider refusing Tollgate's own client authentication at its token endpoint (a rotated
 /// secret): `/callback` is a 502, not a 401 as though the user's login were refused. It is
 /// still a refusal for the budget (some providers answer `invalid_client` to a made-up code):

@@ -43,15 +43,16 @@ impl Checker<'_> {
                 None
             }
             (true, Some(value)) => {
-                let urls: Option<Vec<String>> = match value {
-                    toml::Value::String(url) => Some(vec![url]),
+                let parsed = match value {
+                    toml::Value::String(url) => Some(RedisTarget::parse(&[url])),
                     toml::Value::Array(items) => items
                         .into_iter()
                         .map(|item| item.as_str().map(str::to_owned))
-                        .collect(),
+                        .collect::<Option<Vec<String>>>()
+                        .map(|nodes| RedisTarget::parse_cluster(&nodes)),
                     _ => None,
                 };
-                match urls.map(|urls| RedisTarget::parse(&urls)) {
+                match parsed {
                     Some(Ok(target)) => Some(target),
                     Some(Err(message)) => {
                         self.problem("session.redis_url", message);

@@ -207,12 +207,9 @@ impl Checker<'_> {
         }
         let client_secret_hash = raw.client_secret_hash.map(Secret::new);
         if let Some(hash) = &client_secret_hash
-            && argon2::PasswordHash::new(hash.expose()).is_err()
+            && let Err(problem) = usable_hash(hash.expose())
         {
-            self.problem(
-                format!("{path}.client_secret_hash"),
-                "is not a PHC-format hash (make one with `tollgate hash-secret`)",
-            );
+            self.problem(format!("{path}.client_secret_hash"), problem);
         }
         if grants.contains(&GrantType::ClientCredentials) && client_secret_hash.is_none() {
             self.problem(
@@ -286,11 +283,8 @@ impl Checker<'_> {
     fn user(&mut self, path: &str, raw: RawUser) -> Option<UserConfig> {
         let username = self.required(&format!("{path}.username"), raw.username)?;
         let password_hash = self.required(&format!("{path}.password_hash"), raw.password_hash)?;
-        if argon2::PasswordHash::new(&password_hash).is_err() {
-            self.problem(
-                format!("{path}.password_hash"),
-                "is not a PHC-format hash (make one with `tollgate hash-secret`)",
-            );
+        if let Err(problem) = usable_hash(&password_hash) {
+            self.problem(format!("{path}.password_hash"), problem);
         }
         Some(UserConfig {
             username,
@@ -382,4 +376,41 @@ impl Subjects<'_> {
 /// names its file).
 fn is_pem(value: &str) -> bool {
     value.contains("-----BEGIN") || value.contains('\n')
+}
+
+/// The most memory (KiB), passes and lanes a configured argon2 hash may ask each check for:
+/// a check runs with the costs its hash names, and an unauthenticated request asks for one,
+/// so a hash asking for terabytes (`m=4294967295`) or years (`t=4294967295`) would take the
+/// process down or hold a check's place for ever. `tollgate hash-secret` makes 19 MiB, 2, 1;
+/// libsodium's "moderate" is 256 MiB.
+const HASH_MEMORY_MOST: u32 = 256 * 1024;
+const HASH_PASSES_MOST: u32 = 16;
+const HASH_LANES_MOST: u32 = 16;
+
+/// Whether a configured hash is an argon2 hash (with its salt and output) whose costs stay
+/// within the bounds above; else the problem.
+fn usable_hash(text: &str) -> Result<(), String> {
+    let make_one = "make one with `tollgate hash-secret`";
+    let hash = argon2::PasswordHash::new(text)
+        .map_err(|_| format!("is not a PHC-format hash ({make_one})"))?;
+    if !matches!(hash.algorithm.as_str(), "argon2id" | "argon2i" | "argon2d")
+        || hash.salt.is_none()
+        || hash.hash.is_none()
+    {
+        return Err(format!(
+            "is not an argon2 hash with its salt and output ({make_one})"
+        ));
+    }
+    let params = argon2::Params::try_from(&hash)
+        .map_err(|error| format!("has unusable argon2 parameters: {error} ({make_one})"))?;
+    if params.m_cost() > HASH_MEMORY_MOST
+        || params.t_cost() > HASH_PASSES_MOST
+        || params.p_cost() > HASH_LANES_MOST
+    {
+        return Err(format!(
+            "asks more of each check than Tollgate runs (at most m={HASH_MEMORY_MOST} KiB, \
+             t={HASH_PASSES_MOST}, p={HASH_LANES_MOST}; {make_one})"
+        ));
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! What lets replicas refresh a session once between them (SPEC §12): a short lease per
-//! session (`SET … NX PX`, held by a random holder value, released only by its holder) and a
+//! session (`SET … NX PX` in a script that a resent call finds done, held by a random holder
+//! value, released only by its holder) and a
 //! compare-and-set write that stores a refreshed session only over the exact value it read,
 //! answered only once a replica has it too (when the master has replicas).
 
@@ -16,8 +17,22 @@ use crate::session::error::StoreError;
 pub(super) const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
-/// Writes the value only over exactly the one that was read; 1 when written.
-const COMPARE_AND_SET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0";
+/// Writes the value only over exactly the one that was read: 1 when written now, 2 when this
+/// very value is there already (the same call sent again by the Cluster client after a dropped
+/// connection, once the first had written it: each sealed value is unique; its expiry is
+/// written again so that the `WAIT` after the retry covers a write), 0 otherwise.
+const COMPARE_AND_SET: &str = "local current = redis.call('GET', KEYS[1]) \
+if current == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end \
+if current == ARGV[2] then redis.call('EXPIRE', KEYS[1], ARGV[3]) return 2 end \
+return 0";
+
+/// Takes a lease for its holder (`ARGV[1]`, random per attempt) for `ARGV[2]` ms: 1 when
+/// taken now, 2 when this holder has it already (the same call sent again by the Cluster
+/// client after a dropped connection: a plain `SET NX` found the lease taken, by itself, and
+/// the refresh waited for a replica that was not refreshing), 0 when another holder has it.
+const TAKE_LEASE: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 2 end \
+return 0";
 
 impl RedisStore {
     fn lease_key(&self, id: &str) -> String {
@@ -41,18 +56,18 @@ impl RedisStore {
         let key = self.lease_key(id);
         let mut pipeline = redis::pipe();
         pipeline
-            .cmd("SET")
+            .cmd("EVAL")
+            .arg(TAKE_LEASE)
+            .arg(1)
             .arg(&key)
             .arg(holder)
-            .arg("NX")
-            .arg("PX")
             .arg(millis);
         match self
             .connection
-            .query_confirmed::<(Option<String>,)>(key.as_bytes(), &pipeline)
+            .query_confirmed::<(i64,)>(key.as_bytes(), &pipeline)
             .await
         {
-            Ok((taken,)) => Ok(taken.is_some()),
+            Ok((taken,)) => Ok(taken >= 1),
             Err(error) => {
                 // No refresh on a lease a failover may lose: give it back (only ours goes).
                 let _ = self.release_lease(id, holder).await;
@@ -156,6 +171,6 @@ impl RedisStore {
             .query_confirmed(key.as_bytes(), &pipeline)
             .await
             .map_err(|error| self.failed(&error))?;
-        Ok(written == 1)
+        Ok(written >= 1)
     }
 }
