@@ -524,10 +524,50 @@ pub(crate) fn readable_by_all(path: &std::path::Path) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| metadata.permissions().mode() & 0o004 != 0)
 }
 
+/// Whether users of the host other than its owner may change the file at `path`: its mode
+/// lets others write it, or its directory's does without the sticky bit (then anyone may
+/// put another file in its place). A file that cannot be looked at says nothing.
+pub(crate) fn changeable_by_others(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path).map_or(0, |metadata| metadata.permissions().mode())
+    };
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::Path::new("."));
+    let directory = mode(directory);
+    mode(path) & 0o002 != 0 || (directory & 0o002 != 0 && directory & 0o1000 == 0)
+}
+
+/// Whether every match of `pattern` starts at the start of the path (`^` or `\\A` before each
+/// alternative): `^/health$|/static/` is not, its second branch matches anywhere.
+fn anchored_at_start(pattern: &str) -> bool {
+    regex_syntax::parse(pattern).is_ok_and(|hir| {
+        hir.properties()
+            .look_set_prefix()
+            .contains(regex_syntax::hir::Look::Start)
+    })
+}
+
 /// Settings that are valid but unsafe in most deployments: `check` prints them and `serve` logs
 /// them at start, each naming its key.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
+    // Read again while running (each refresh of the keys, an unknown `kid`): whoever may
+    // change it chooses the keys every token is checked with, no reload needed.
+    for (index, provider) in config.providers.iter().enumerate() {
+        if let Some(file) = &provider.jwks_file
+            && changeable_by_others(file)
+        {
+            warnings.push(format!(
+                "provider[{index}].jwks_file: every user of this host may change the file (its \
+                 mode, or its directory's, lets others write): Tollgate reads it again while \
+                 running, so whoever writes it chooses the keys tokens are checked with; make \
+                 it and its directory writable by their owner only (chmod o-w)"
+            ));
+        }
+    }
     let mut readable: Vec<(String, &std::path::Path)> = Vec::new();
     if let Some(tls) = &config.server.tls {
         readable.push(("server.tls_key_file".to_owned(), &tls.key_file));
@@ -639,10 +679,11 @@ pub fn warnings(config: &Config) -> Vec<String> {
     for (index, route) in config.routes.iter().enumerate() {
         for (rule_index, rule) in route.skip.iter().enumerate() {
             let pattern = rule.pattern.as_str();
-            if !pattern.contains('^') {
+            if !anchored_at_start(pattern) {
                 warnings.push(format!(
                     "route[{index}].skip[{rule_index}]: `{pattern}` matches anywhere in a path \
-                     (`/admin{pattern}` too); anchor it with `^` unless that is meant"
+                     (under `/admin/` too); anchor each alternative with `^` unless that is \
+                     meant"
                 ));
             }
         }

@@ -547,16 +547,18 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
             warnings(&loaded)
         );
     }
-    // A skip pattern is searched anywhere in the path: one without `^` is warned about.
+    // A skip pattern is searched anywhere in the path: one not anchored at the start in each
+    // of its alternatives is warned about (a `^` elsewhere in it anchors nothing).
     let searched = load(
-        &route("skip = [\"/healthz\", \"GET,^/public/\"]"),
+        &route("skip = [\"/healthz\", \"GET,^/public/\", \"^/health$|/static/\", \"^(/a|/b)\"]"),
         &BTreeMap::new(),
     )
     .unwrap();
     assert_eq!(
         warnings(&searched),
         [
-            "route[0].skip[0]: `/healthz` matches anywhere in a path (`/admin/healthz` too); anchor it with `^` unless that is meant"
+            "route[0].skip[0]: `/healthz` matches anywhere in a path (under `/admin/` too); anchor each alternative with `^` unless that is meant",
+            "route[0].skip[2]: `^/health$|/static/` matches anywhere in a path (under `/admin/` too); anchor each alternative with `^` unless that is meant",
         ]
     );
     check_problem(
@@ -601,6 +603,40 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
 
 /// A secret in a file every user of the host may read (a Kubernetes secret volume's default
 /// mode, 0644) is named by the warnings; readable by its owner and group only, it is not.
+/// A `jwks_file` is read again while running: a file (or directory) other users may change
+/// lets them choose the keys tokens are checked with.
+#[test]
+fn a_jwks_file_others_may_change_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("tollgate-jwks-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.json");
+    std::fs::write(
+        &file,
+        r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"1","alg":"ES256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#,
+    )
+    .unwrap();
+    let text = PROVIDER.replace(
+        "client_secret = \"s\"",
+        &format!("client_secret = \"s\"\njwks_file = \"{}\"", file.display()),
+    );
+    let warned = |file_mode: u32, dir_mode: u32| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(file_mode)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        super::warnings(&load(&text, &BTreeMap::new()).unwrap())
+            .iter()
+            .any(|warning| warning.starts_with("provider[0].jwks_file: every user"))
+    };
+    assert!(!warned(0o644, 0o755));
+    assert!(warned(0o666, 0o755), "the file");
+    assert!(warned(0o644, 0o777), "its directory");
+    assert!(
+        !warned(0o644, 0o1777),
+        "a sticky directory keeps others' files"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn a_secret_file_readable_by_every_user_is_warned_about() {
     use std::os::unix::fs::PermissionsExt as _;

@@ -590,7 +590,7 @@ async fn finish_login(
                 ),
                 SessionError::Cookie(_) => (
                     Rejection::Internal,
-                    "session too large to store in cookies".to_owned(),
+                    "session too large to store (the provider's tokens and claims)".to_owned(),
                 ),
             })?;
         set_cookies.push(clear_state.clone());

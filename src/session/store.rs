@@ -99,6 +99,13 @@ impl SessionSelector<'_> {
     }
 }
 
+/// The most a session may take in a server-side store, compacted (tokens decoded, claims
+/// once): three times what the cookie store's cookies hold, room for a provider's largest
+/// tokens. Without a bound a user of a provider where they can grow a claim (up to its 1 MiB
+/// answer) kept a megabyte in each of their 100 sessions, copied in every cache and written
+/// again at each touch.
+pub const SERVER_SIDE_MOST: usize = 64 * 1024;
+
 /// Why a request's session could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -441,6 +448,9 @@ impl Sessions {
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionError> {
+        if self.too_large(&session) {
+            return Err(SessionCookieError::Unreadable.into());
+        }
         let set_cookies = match &self.backend {
             SessionBackend::Cookie => self.jar.write_session(&session, cookies, now, attributes)?,
             SessionBackend::Memory(store) => {
@@ -500,6 +510,16 @@ impl Sessions {
         };
         self.metrics.sessions_created.inc();
         Ok(set_cookies)
+    }
+
+    /// Whether a server-side store would take more than [`SERVER_SIDE_MOST`] for `session`
+    /// (the cookie store has its own bound, its cookies').
+    pub(super) fn too_large(&self, session: &Session) -> bool {
+        !matches!(self.backend, SessionBackend::Cookie)
+            && crate::session::compact::CompactSession::new(session)
+                .to_bytes()
+                .len()
+                > SERVER_SIDE_MOST
     }
 
     /// Counts and logs the sessions a sign-in ended: its user's oldest, beyond

@@ -941,8 +941,16 @@ async fn keys_can_come_from_a_jwks_file() {
 async fn a_jwks_file_with_no_usable_key_stops_the_start() {
     let idp = TestIdp::start().await;
     let dir = crate::support::scratch_dir("jwks-broken");
-    // A file that is missing or no JWK set is refused by `check` already, naming the key.
-    for (name, text) in [("garbage.json", Some("not json")), ("missing.json", None)] {
+    // A file that is missing, no JWK set, or a set without a usable signature key is refused
+    // by `check` already, naming the key (`check` said such a set was valid, and `serve` then
+    // refused to start).
+    let only_oct = "{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\", \"kid\": \"h\"}]}";
+    for (name, text) in [
+        ("garbage.json", Some("not json")),
+        ("missing.json", None),
+        ("empty.json", Some("{\"keys\": []}")),
+        ("oct.json", Some(only_oct)),
+    ] {
         let path = dir.join(name);
         if let Some(text) = text {
             std::fs::write(&path, text).unwrap();
@@ -959,15 +967,23 @@ async fn a_jwks_file_with_no_usable_key_stops_the_start() {
             "{name}: {problems:?}"
         );
     }
-    // A JWK set with no key Tollgate can use stops the start.
-    for (name, text) in [("empty.json", "{\"keys\": []}")] {
+    // A JWK set with no key Tollgate can use by the time `serve` starts stops the start.
+    let jwks = reqwest::get(format!("{}/jwks", idp.issuer()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fetched = idp.count("jwks");
+    for (name, emptied) in [("emptied.json", "{\"keys\": []}")] {
         let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, &jwks).unwrap();
         let text = Gateway::forward_auth_config(&idp, "", "").replace(
             "jwks_refetch_interval",
             &format!("jwks_file = \"{}\"\njwks_refetch_interval", path.display()),
         );
         let config = tollgate::config::load(&text, &Default::default()).unwrap();
+        std::fs::write(&path, emptied).unwrap();
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let refused = tollgate::app::start(
             config,
@@ -990,7 +1006,7 @@ async fn a_jwks_file_with_no_usable_key_stops_the_start() {
     }
     assert_eq!(
         idp.count("jwks"),
-        0,
+        fetched,
         "the file is read, jwks_uri never fetched"
     );
 }

@@ -171,6 +171,29 @@ async fn an_unreadable_state_file_is_moved_aside_not_lost() {
     assert!(aside, "the unreadable file is kept beside for the operator");
 }
 
+/// A server-side session is bounded as cookies are: a user of a provider where they can grow
+/// a claim (here a 100 KB one, in the ID token and userinfo) kept it in each of their 100
+/// sessions, copied in every cache and written again at each touch. Past the bound the
+/// sign-in is refused and nothing is stored.
+#[tokio::test]
+async fn a_session_larger_than_a_server_side_store_takes_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
+    idp.set_user_claim("biography", serde_json::json!("x".repeat(100_000)));
+    let mut browser = Browser::new();
+    let refused = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
+    assert_eq!(refused.status(), 500);
+    let listed: Vec<Value> = admin(&gateway, reqwest::Method::GET, "/admin/sessions?sub=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "nothing stored: {}", listed.len());
+    idp.set_user_claim("biography", serde_json::json!("x".repeat(1_000)));
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+}
+
 #[tokio::test]
 async fn admin_api_lists_and_ends_sessions_and_requires_the_token() {
     let idp = TestIdp::start().await;

@@ -114,11 +114,19 @@ impl Checker<'_> {
         if let Some(file) = &jwks_file {
             // Read at start, as `serve` does: a file that is missing or holds no key set
             // would stop it.
+            // The same reading as `serve`'s (a set without a usable signature key stops it),
+            // and the path shown only when it reads like one (a pasted key set is not).
+            let shown = crate::secret::shown_path(&file.to_string_lossy());
             let problem = match std::fs::read(file) {
-                Ok(bytes) => serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&bytes)
-                    .err()
-                    .map(|error| format!("{}: not a JWK set: {error}", file.display())),
-                Err(error) => Some(format!("{} cannot be read: {error}", file.display())),
+                Ok(bytes) => match crate::jose::KeySet::from_jwks_json(&bytes) {
+                    Ok(keys) if keys.is_empty() => Some(format!(
+                        "{shown} holds no usable signature key (`oct` and encryption keys are \
+                         never used)"
+                    )),
+                    Ok(_) => None,
+                    Err(error) => Some(format!("{shown}: not a JWK set: {error}")),
+                },
+                Err(error) => Some(format!("{shown} cannot be read: {error}")),
             };
             if let Some(problem) = problem {
                 self.problem(format!("{path}.jwks_file"), problem);

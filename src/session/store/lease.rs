@@ -126,6 +126,9 @@ impl Sessions {
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<Replaced, SessionError> {
+        if self.too_large(refreshed) {
+            return Err(SessionCookieError::Unreadable.into());
+        }
         match &self.backend {
             SessionBackend::Cookie => Ok(Replaced::Stored(
                 self.jar
