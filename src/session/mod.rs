@@ -103,11 +103,28 @@ fn delete_cookie(name: &str, attributes: CookieAttributes) -> String {
     set_cookie(name, "", Some(0), attributes)
 }
 
+/// The most the opened sessions kept by their cookie weigh ([`OpenedWeight`]): room for some
+/// ten thousand ordinary ones (a few KB of cookie each), while cookies minted to fill it (each
+/// refresh's copy of a cookie session is another valid value, up to 8 chunks of 3 800 bytes)
+/// hold at most this much, not ten thousand of the largest.
+const OPENED_WEIGHT_MOST: u64 = 96 << 20;
+
+/// What an opened session holds, in bytes, about: its sealed value as the key, and the
+/// session it opens to, some twice the sealed size once its claims are parsed.
+#[derive(Clone, Copy)]
+struct OpenedWeight;
+
+impl quick_cache::Weighter<Box<str>, std::sync::Arc<Session>> for OpenedWeight {
+    fn weight(&self, sealed: &Box<str>, _: &std::sync::Arc<Session>) -> u64 {
+        u64::try_from(sealed.len().saturating_mul(3)).unwrap_or(u64::MAX)
+    }
+}
+
 /// Reads, writes and clears session and login-state cookies.
 pub struct CookieJar {
     sealer: Sealer,
     cookie_name: String,
-    opened: quick_cache::sync::Cache<Box<str>, std::sync::Arc<Session>>,
+    opened: quick_cache::sync::Cache<Box<str>, std::sync::Arc<Session>, OpenedWeight>,
     /// Opened session-id cookies, by sealed value.
     opened_ids: quick_cache::sync::Cache<Box<str>, std::sync::Arc<str>>,
     /// Names this jar in threads' `thread_front` entries.
@@ -162,7 +179,11 @@ impl CookieJar {
     pub fn new(sealer: Sealer, cookie_name: String) -> Self {
         Self {
             sealer,
-            opened: quick_cache::sync::Cache::new(10_000),
+            opened: quick_cache::sync::Cache::with_weighter(
+                10_000,
+                OPENED_WEIGHT_MOST,
+                OpenedWeight,
+            ),
             opened_ids: quick_cache::sync::Cache::new(10_000),
             id: {
                 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -942,6 +963,32 @@ mod tests {
             .filter_map(|line| line.split(';').next()?.split_once('='))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect()
+    }
+
+    /// Each refresh of a cookie session makes another valid cookie value: opened sessions are
+    /// kept by weight, so cookies minted to fill the cache (here 20 KB ones) hold at most
+    /// `OPENED_WEIGHT_MOST`, not ten thousand of them.
+    #[test]
+    fn opened_sessions_are_kept_by_weight_not_by_count() {
+        let jar = jar();
+        let large = Session {
+            access_token: Some("a".repeat(20_000)),
+            ..session()
+        };
+        let plaintext = compact::CompactSession::new(&large).to_bytes();
+        let (mut opened, mut each) = (0_u64, 0_u64);
+        while opened <= 2 * OPENED_WEIGHT_MOST {
+            let sealed = jar.sealer.seal("session", &plaintext).unwrap();
+            jar.open_session(&sealed).unwrap();
+            each = u64::try_from(sealed.len() * 3).unwrap();
+            opened += each;
+        }
+        let kept = u64::try_from(jar.opened.len()).unwrap() * each;
+        assert!(
+            kept <= OPENED_WEIGHT_MOST,
+            "{} kept, {kept} bytes",
+            jar.opened.len()
+        );
     }
 
     #[test]
