@@ -554,6 +554,17 @@ fn anchored_at_start(pattern: &str) -> bool {
 /// them at start, each naming its key.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
+    // Valid (SPEC §3: a list is a Cluster), and easily written for one server by a template
+    // that makes lists: the Cluster client then meets "cluster support disabled".
+    if let Some(RedisTarget::Cluster(nodes)) = &config.session.redis
+        && nodes.len() == 1
+    {
+        warnings.push(
+            "session.redis_url: a list of one node is read as a Redis Cluster's seed node; \
+             write a string (not a list) for one Redis server"
+                .to_owned(),
+        );
+    }
     // Read again while running (each refresh of the keys, an unknown `kid`): whoever may
     // change it chooses the keys every token is checked with, no reload needed.
     for (index, provider) in config.providers.iter().enumerate() {

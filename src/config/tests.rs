@@ -157,11 +157,16 @@ fn a_hash_asking_too_much_of_each_check_is_a_problem() {
         .any(|problem| problem.starts_with(at)),
         "hash-secret's costs"
     );
-    for costs in [
-        "m=4294967295,t=1,p=1",
-        "m=19456,t=4294967295,p=1",
-        "m=19456,t=2,p=255",
-    ] {
+    assert!(
+        !problems(
+            &config(&format!("$argon2id$v=19$m=65536,t=3,p=32${salt_and_hash}")),
+            &[]
+        )
+        .iter()
+        .any(|problem| problem.starts_with(at)),
+        "lanes share the memory: any count of them"
+    );
+    for costs in ["m=4294967295,t=1,p=1", "m=19456,t=4294967295,p=1"] {
         check_problem(
             &config(&format!("$argon2id$v=19${costs}${salt_and_hash}")),
             &[],
@@ -601,8 +606,6 @@ fn settings_that_would_quietly_open_a_way_are_problems() {
     );
 }
 
-/// A secret in a file every user of the host may read (a Kubernetes secret volume's default
-/// mode, 0644) is named by the warnings; readable by its owner and group only, it is not.
 /// A `jwks_file` is read again while running: a file (or directory) other users may change
 /// lets them choose the keys tokens are checked with.
 #[test]
@@ -637,6 +640,8 @@ fn a_jwks_file_others_may_change_is_warned_about() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A secret in a file every user of the host may read (a Kubernetes secret volume's default
+/// mode, 0644) is named by the warnings; readable by its owner and group only, it is not.
 #[test]
 fn a_secret_file_readable_by_every_user_is_warned_about() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -1335,6 +1340,20 @@ fn a_redis_url_list_of_one_node_is_a_cluster() {
         target("\"redis://redis:6379\""),
         Ok(Some(crate::config::RedisTarget::Standalone(_)))
     ));
+    // Said, since a template that makes lists writes one server so too.
+    let one = load(
+        "[session]\nsecrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n\
+         store = \"redis\"\nredis_url = [\"redis://redis:6379\"]\n",
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert!(
+        super::warnings(&one)
+            .iter()
+            .any(|warning| warning.starts_with("session.redis_url: a list of one node")),
+        "{:?}",
+        super::warnings(&one)
+    );
     check_problem(
         "[session]\nsecrets = [\"a-session-secret-of-at-least-32-bytes-long\"]\n\
          store = \"redis\"\nredis_url = [\"redis+sentinel://s1:26379/m\"]\n",

@@ -470,9 +470,10 @@ impl Shared {
         if let Some((refreshed, _)) = self
             .recent
             .get(&key)
-            // Within the minute after it, not before: a clock set back would else take every
-            // result kept for recent until it caught up.
-            .filter(|(_, at)| (0..RESULT_KEPT).contains(&(now - at)))
+            // Within the minute after it, and not more than a minute before (a clock stepped
+            // back): a clock set back further would else take every result kept for recent
+            // until it caught up.
+            .filter(|(_, at)| (-RESULT_KEPT..RESULT_KEPT).contains(&(now - at)))
         {
             // A request that came after the refresh made its own map entry: drop it again, or
             // the map would keep one lock per late request for ever.

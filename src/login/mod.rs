@@ -588,9 +588,12 @@ async fn finish_login(
                      completed"
                         .to_owned(),
                 ),
-                SessionError::Cookie(_) => (
+                SessionError::Cookie(error) => (
                     Rejection::Internal,
-                    "session too large to store (the provider's tokens and claims)".to_owned(),
+                    match error {
+                        SessionCookieError::TooLarge => error.to_string(),
+                        _ => "session too large to store in cookies".to_owned(),
+                    },
                 ),
             })?;
         set_cookies.push(clear_state.clone());

@@ -968,7 +968,9 @@ pub fn merge_claims(
         merged.remove(name);
     }
     // A verification flag speaks of its own address: userinfo's is dropped where the ID
-    // token's address, which wins, is another.
+    // token's address, which wins, is another; and the ID token's, where it names no address
+    // and userinfo's is the one kept.
+    let mut flags_of_no_address = Vec::new();
     for (address, verified) in [
         ("email", "email_verified"),
         ("phone_number", "phone_number_verified"),
@@ -976,9 +978,14 @@ pub fn merge_claims(
         if id_claims.contains_key(address) && merged.get(address) != id_claims.get(address) {
             merged.remove(verified);
         }
+        if !id_claims.contains_key(address) && merged.contains_key(address) {
+            flags_of_no_address.push(verified);
+        }
     }
     for (name, value) in id_claims.iter() {
-        merged.insert(name.clone(), value.clone());
+        if !flags_of_no_address.contains(&name.as_str()) {
+            merged.insert(name.clone(), value.clone());
+        }
     }
     Ok(Arc::new(merged))
 }
@@ -1014,6 +1021,20 @@ mod tests {
         );
         let merged = merge_claims(&id, userinfo("a@example.com")).unwrap();
         assert_eq!(merged["email_verified"], true, "the same address");
+        // An ID token's flag without its address says nothing of userinfo's.
+        let flag_only: Claims = Arc::new(
+            serde_json::json!({"sub": "u1", "email_verified": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let unverified = serde_json::json!({"sub": "u1", "email": "b@example.com",
+            "email_verified": false})
+        .as_object()
+        .cloned();
+        let merged = merge_claims(&flag_only, unverified).unwrap();
+        assert_eq!(merged["email"], "b@example.com");
+        assert_eq!(merged["email_verified"], false, "userinfo's own flag");
     }
 
     #[test]

@@ -35,10 +35,13 @@ impl UpstreamBudget {
     /// A hold on one connection, or `None` when every one the budget has is held.
     pub fn take(self: &Arc<Self>) -> Option<InUse> {
         let most = self.most.load(Ordering::Relaxed);
-        if self.in_use.fetch_add(1, Ordering::Relaxed) >= most {
-            self.in_use.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
+        // Counted only when under the most: a refused take never shows as held, so a place
+        // given back meanwhile is not refused to another.
+        self.in_use
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < most).then_some(held + 1)
+            })
+            .ok()?;
         Some(InUse(self.clone()))
     }
 

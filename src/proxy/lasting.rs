@@ -130,8 +130,8 @@ struct Followed {
 enum Since {
     /// No reload.
     Unchanged,
-    /// A reload left the handshake's host and path no route, or one of another provider
-    /// (logged: the connection is closed).
+    /// A reload left the handshake's host and path no route, one of another provider, or a
+    /// reading of the path as another route's (logged: the connection is closed).
     Gone,
     /// A reload made `state` live, with this route and its provider.
     Reloaded {
@@ -148,11 +148,17 @@ impl Followed {
             return Since::Unchanged;
         };
         self.reloads = state.successor.clone();
-        let route = state
-            .routes
-            .find(self.host.as_deref(), &self.path)
-            .filter(|route| route.provider == self.provider)
-            .map(|route| Box::new(route.clone()));
+        // As a request's (`select_route`): a path that reads as another route's now is none.
+        let route = super::select_route(
+            &state,
+            self.host.as_deref().map(str::as_bytes),
+            None,
+            &self.path,
+        )
+        .ok()
+        .flatten()
+        .filter(|route| route.provider == self.provider)
+        .map(|route| Box::new(route.clone()));
         match (route, state.providers.get(&self.provider).cloned()) {
             (Some(route), Some(provider)) => Since::Reloaded {
                 state,

@@ -199,7 +199,7 @@ async fn send_multiplexed(
         );
         match sender.try_send_request(for_http2(request, upstream)).await {
             Ok(response) => {
-                return Multiplexed::Answered(Ok(unpooled(response, upstream.id(), stream)));
+                return Multiplexed::Answered(Ok(unpooled(response, upstream.id(), stream, None)));
             }
             Err(mut error) => match error.take_message() {
                 Some(mut unsent) => {
@@ -261,11 +261,12 @@ async fn send_connected(
             if kept {
                 sweeping();
             }
-            // A stream on a connection the thread may share: its place is the stream's,
-            // not a connection's of the budget.
-            drop(in_use);
+            // A stream on a connection the thread keeps to share: its place is the stream's,
+            // not a connection's of the budget. One not kept lives for this stream alone and
+            // holds its place until the response is over.
+            let in_use = if kept { None } else { in_use };
             match sender.send_request(for_http2(request, upstream)).await {
-                Ok(response) => Ok(unpooled(response, upstream.id(), stream)),
+                Ok(response) => Ok(unpooled(response, upstream.id(), stream, in_use)),
                 Err(error) => Err(SendError::new(error.to_string())),
             }
         }
@@ -459,6 +460,7 @@ fn unpooled(
     response: hyper::Response<Incoming>,
     upstream: u64,
     stream: Stream,
+    in_use: Option<InUse>,
 ) -> hyper::Response<PooledBody> {
     let (parts, inner) = response.into_parts();
     let body = PooledBody {
@@ -466,7 +468,7 @@ fn unpooled(
         sender: None,
         upstream,
         _stream: Some(stream),
-        in_use: None,
+        in_use,
     };
     hyper::Response::from_parts(parts, body)
 }

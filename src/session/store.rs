@@ -100,11 +100,12 @@ impl SessionSelector<'_> {
 }
 
 /// The most a session may take in a server-side store, compacted (tokens decoded, claims
-/// once): three times what the cookie store's cookies hold, room for a provider's largest
-/// tokens. Without a bound a user of a provider where they can grow a claim (up to its 1 MiB
-/// answer) kept a megabyte in each of their 100 sessions, copied in every cache and written
-/// again at each touch.
-pub const SERVER_SIDE_MOST: usize = 64 * 1024;
+/// once): ten times what the cookie store's cookies hold, room for a provider's largest
+/// tokens (a realm whose users are in hundreds of groups, carried by the access token and the
+/// ID token both). Without a bound a user of a provider where they can grow a claim (up to
+/// its 1 MiB answer) kept a megabyte in each of their 100 sessions, copied in every cache and
+/// written again at each touch.
+pub const SERVER_SIDE_MOST: usize = 256 * 1024;
 
 /// Why a request's session could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -449,7 +450,7 @@ impl Sessions {
         attributes: CookieAttributes,
     ) -> Result<Vec<String>, SessionError> {
         if self.too_large(&session) {
-            return Err(SessionCookieError::Unreadable.into());
+            return Err(SessionCookieError::TooLarge.into());
         }
         let set_cookies = match &self.backend {
             SessionBackend::Cookie => self.jar.write_session(&session, cookies, now, attributes)?,

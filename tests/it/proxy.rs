@@ -1887,6 +1887,14 @@ async fn a_websocket_meets_a_more_specific_route_a_reload_adds_over_its_path() {
         format!("Authorization: Bearer {}", idp.access_token().sign()),
     )
     .await;
+    // `/ws;x` is `/ws` to a servlet container: once a route for `/ws` is there, a request for
+    // it is refused (it reads as another route's), and so is the socket's next look.
+    let parameter = websocket_opened_at(
+        gateway.app.public_addr,
+        "/ws;x",
+        format!("Cookie: {cookie}"),
+    )
+    .await;
     // A route for another path, and one over `/ws` whose requirement alice meets: both stay.
     gateway
         .app
@@ -1904,6 +1912,11 @@ async fn a_websocket_meets_a_more_specific_route_a_reload_adds_over_its_path() {
     .await;
     let session = echo_through(session, b"alice is in admin").await;
     let bearer = echo_through(bearer, b"so is her token").await;
+    let closed = closed_by_tollgate(parameter).await;
+    assert!(
+        closed.is_ok(),
+        "open on a path that reads as the new route's: {closed:?}"
+    );
     gateway
         .app
         .reload(load(&with_route("/ws", "ops")))

@@ -172,14 +172,14 @@ async fn an_unreadable_state_file_is_moved_aside_not_lost() {
 }
 
 /// A server-side session is bounded as cookies are: a user of a provider where they can grow
-/// a claim (here a 100 KB one, in the ID token and userinfo) kept it in each of their 100
+/// a claim (here a 200 KB one, in both tokens and userinfo) kept it in each of their 100
 /// sessions, copied in every cache and written again at each touch. Past the bound the
 /// sign-in is refused and nothing is stored.
 #[tokio::test]
 async fn a_session_larger_than_a_server_side_store_takes_is_refused() {
     let idp = TestIdp::start().await;
     let gateway = Gateway::start(&memory_config(&idp, None, "")).await;
-    idp.set_user_claim("biography", serde_json::json!("x".repeat(100_000)));
+    idp.set_user_claim("biography", serde_json::json!("x".repeat(200_000)));
     let mut browser = Browser::new();
     let refused = crate::support::gateway::sign_in(&mut browser, &gateway, "/").await;
     assert_eq!(refused.status(), 500);
@@ -192,6 +192,35 @@ async fn a_session_larger_than_a_server_side_store_takes_is_refused() {
     idp.set_user_claim("biography", serde_json::json!("x".repeat(1_000)));
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
+}
+
+/// A refresh whose result is larger than the store takes ends the session: its refresh token
+/// is spent, and a session left holding it would present it again.
+#[tokio::test]
+async fn a_refresh_too_large_to_store_ends_the_session() {
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let config = memory_config(&idp, None, "refresh_before = \"60s\"\n");
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    idp.set_user_claim("biography", serde_json::json!("x".repeat(200_000)));
+    crate::refresh::advance(&clock, &idp, 250);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(idp.count("refresh"), 1);
+    let listed: Vec<Value> = admin(&gateway, reqwest::Method::GET, "/admin/sessions?sub=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "ended: {}", listed.len());
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(
+        idp.count("refresh"),
+        1,
+        "its spent token never presented again"
+    );
 }
 
 #[tokio::test]

@@ -126,8 +126,21 @@ impl Sessions {
         now: UnixTime,
         attributes: CookieAttributes,
     ) -> Result<Replaced, SessionError> {
+        // The refresh token is spent: a session left holding it would present it again. It
+        // ends (its user signs in again, and is told the session is too large there).
         if self.too_large(refreshed) {
-            return Err(SessionCookieError::Unreadable.into());
+            let id = self.request_id(cookies)?;
+            match &self.backend {
+                SessionBackend::Memory(store) => {
+                    store.remove(&id);
+                }
+                SessionBackend::Redis(store) => {
+                    store.delete_confirmed(&id).await?;
+                }
+                SessionBackend::Cookie => {}
+            }
+            tracing::warn!("a refreshed session is too large to store: ended");
+            return Err(SessionCookieError::TooLarge.into());
         }
         match &self.backend {
             SessionBackend::Cookie => Ok(Replaced::Stored(

@@ -1,6 +1,6 @@
 //! `TestUpstream`: the application behind a route. Echoes the request as JSON, answers 401 on
 //! `/needs-login` unless an `X-User` header arrives, counts uploaded bytes on `/upload` (any method), sleeps
-//! on `/slow`, echoes bytes on an upgraded connection at `/ws`, and echoes with the
+//! on `/slow`, echoes bytes on an upgraded connection at `/ws` (and `/ws;x`), and echoes with the
 //! `Cache-Control` its `cc` query parameter names on `/cache-control`.
 
 use std::net::SocketAddr;
@@ -152,6 +152,8 @@ impl TestUpstream {
                 }),
             )
             .route("/ws", get(websocket))
+            // `/ws` with a path parameter, as a servlet container serves it.
+            .route("/ws;x", get(websocket))
             .route("/set-cookies", get(set_cookies))
             .route("/cache-control", get(cache_control))
             .fallback(any(echo));
