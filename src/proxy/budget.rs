@@ -1,10 +1,12 @@
-//! How many upstream connections requests may hold at once, in the whole process. Each client
-//! connection of the public listener is counted as holding one (`app::open_files`), which an
-//! HTTP/1.1 client never exceeds; an HTTP/2 client's 100 streams would each take one when no
-//! idle connection is there, so a few hundred clients could use up the process's file
-//! descriptors (and the ephemeral ports toward one upstream). Past the budget, a request is
-//! refused at once (502), as Envoy's circuit breaker refuses past its `max_requests`, rather
-//! than open a connection the process cannot afford.
+//! How many upstream connections HTTP/2 clients' streams may hold at once, in the whole
+//! process. Each client connection of the public listener is counted as holding one
+//! (`app::open_files`), which an HTTP/1 client never exceeds (one request in flight, so it
+//! draws on no budget); an HTTP/2 client's 100 streams would each take one when no idle
+//! connection is there, so a few hundred clients could use up the process's file descriptors
+//! (and the ephemeral ports toward one upstream). Past the budget, as many places as the
+//! listener has, such a stream is refused at once (502), as Envoy's circuit breaker refuses
+//! past its `max_requests`, rather than open a connection the process cannot afford; HTTP/1
+//! clients are served as before.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -452,7 +452,7 @@ pub fn prepare(
 /// streaming, or fails with `Unavailable` or `TimedOut`.
 pub fn exchange<'a>(
     route: &'a RouteConfig,
-    budget: &'a Arc<super::budget::UpstreamBudget>,
+    budget: Option<&'a Arc<super::budget::UpstreamBudget>>,
     outbound: Outbound,
 ) -> Exchange<impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + 'a> {
     let Outbound {

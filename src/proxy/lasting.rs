@@ -149,16 +149,20 @@ impl Followed {
         };
         self.reloads = state.successor.clone();
         // As a request's (`select_route`): a path that reads as another route's now is none.
-        let route = super::select_route(
-            &state,
-            self.host.as_deref().map(str::as_bytes),
-            None,
-            &self.path,
-        )
-        .ok()
-        .flatten()
-        .filter(|route| route.provider == self.provider)
-        .map(|route| Box::new(route.clone()));
+        // The canonical host as a `Host` header would carry it: an IPv6 literal in brackets.
+        let host = self.host.as_deref().map(|host| {
+            if host.contains(':') {
+                std::borrow::Cow::Owned(format!("[{host}]"))
+            } else {
+                std::borrow::Cow::Borrowed(host)
+            }
+        });
+        let route =
+            super::select_route(&state, host.as_deref().map(str::as_bytes), None, &self.path)
+                .ok()
+                .flatten()
+                .filter(|route| route.provider == self.provider)
+                .map(|route| Box::new(route.clone()));
         match (route, state.providers.get(&self.provider).cloned()) {
             (Some(route), Some(provider)) => Since::Reloaded {
                 state,

@@ -63,7 +63,8 @@ pub struct ProxyState {
     /// The state a reload replaced this one with, once one did: an upgraded connection let in
     /// by this state is looked at by the latest one ([`ProxyState::latest_after`]).
     pub successor: Arc<std::sync::OnceLock<Arc<ProxyState>>>,
-    /// The process's upstream connections requests may hold at once (kept through reloads).
+    /// The upstream connections HTTP/2 clients' streams may hold at once in the process (kept
+    /// through reloads).
     pub upstream_budget: Arc<budget::UpstreamBudget>,
 }
 
@@ -1025,9 +1026,13 @@ fn send<'a>(
         proto,
         host: host.as_deref(),
     };
+    // An HTTP/1 client has one request in flight on its connection, so one upstream
+    // connection at a time; an HTTP/2 client's streams each draw on the process's budget.
+    let budget =
+        (request.version() == axum::http::Version::HTTP_2).then_some(&state.upstream_budget);
     let outbound = forward::prepare(route, request, &forwarded, add_identity, lasting)
         .map_err(|error| upstream_refusal(route, error))?;
-    Ok(forward::exchange(route, &state.upstream_budget, outbound))
+    Ok(forward::exchange(route, budget, outbound))
 }
 
 /// A trusted proxy's `X-Forwarded-For` chain, all its headers in order as one list (the way

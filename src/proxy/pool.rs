@@ -99,9 +99,9 @@ thread_local! {
 /// keep-alive timeout closing it at that moment): that one is sent once more, on a new
 /// connection. An https upstream that chose HTTP/2 gets every request but
 /// upgrades on connections this thread shares, up to [`STREAMS_PER_CONNECTION`] at a time
-/// on each. A request that needs an HTTP/1.1 connection (an upgrade excepted: one a client
-/// connection) holds one of `budget`'s until its response is over, and is refused when none is
-/// left.
+/// on each. With a `budget` (an HTTP/2 client's stream), a request that needs an HTTP/1.1
+/// connection (an upgrade excepted) holds one of its places until its response is over, and
+/// is refused when none is left.
 ///
 /// # Errors
 /// When no response arrived, or `budget` had no connection left.
@@ -111,7 +111,7 @@ thread_local! {
 )]
 pub fn send<'a>(
     upstream: &'a Upstream,
-    budget: &'a Arc<UpstreamBudget>,
+    budget: Option<&'a Arc<UpstreamBudget>>,
     connect_timeout: Duration,
     mut request: Request,
 ) -> impl Future<Output = Result<hyper::Response<PooledBody>, SendError>> + Send + 'a {
@@ -129,15 +129,14 @@ pub fn send<'a>(
                 Multiplexed::Unsent(request) => request,
             };
         }
-        let in_use = if upgrade {
-            None
-        } else {
-            Some(budget.take().ok_or_else(|| {
+        let in_use = match budget {
+            Some(budget) if !upgrade => Some(budget.take().ok_or_else(|| {
                 SendError::new(
                     "every upstream connection this process may hold is in use (the public \
                      listener's places: server.max_connections, or the open-file limit)",
                 )
-            })?)
+            })?),
+            _ => None,
         };
         while let Some(Idle { mut sender, since }) = checkout(upstream.id()) {
             if sender.ready().await.is_err() {

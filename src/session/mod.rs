@@ -107,16 +107,17 @@ fn delete_cookie(name: &str, attributes: CookieAttributes) -> String {
 /// ten thousand ordinary ones (a few KB of cookie each), while cookies minted to fill it (each
 /// refresh's copy of a cookie session is another valid value, up to 8 chunks of 3 800 bytes)
 /// hold at most this much, not ten thousand of the largest.
-const OPENED_WEIGHT_MOST: u64 = 96 << 20;
+const OPENED_WEIGHT_MOST: u64 = 128 << 20;
 
 /// What an opened session holds, in bytes, about: its sealed value as the key, and the
-/// session it opens to, some twice the sealed size once its claims are parsed.
+/// session it opens to, some four times the sealed size once its claims are parsed (a map of
+/// many short values, groups, costs several times their JSON).
 #[derive(Clone, Copy)]
 struct OpenedWeight;
 
 impl quick_cache::Weighter<Box<str>, std::sync::Arc<Session>> for OpenedWeight {
     fn weight(&self, sealed: &Box<str>, _: &std::sync::Arc<Session>) -> u64 {
-        u64::try_from(sealed.len().saturating_mul(3)).unwrap_or(u64::MAX)
+        u64::try_from(sealed.len().saturating_mul(5)).unwrap_or(u64::MAX)
     }
 }
 
@@ -1002,7 +1003,7 @@ mod tests {
         while opened <= 2 * OPENED_WEIGHT_MOST {
             let sealed = jar.sealer.seal("session", &plaintext).unwrap();
             jar.open_session(&sealed).unwrap();
-            each = u64::try_from(sealed.len() * 3).unwrap();
+            each = u64::try_from(sealed.len() * 5).unwrap();
             opened += each;
         }
         let kept = u64::try_from(jar.opened.len()).unwrap() * each;

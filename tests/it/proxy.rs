@@ -1639,6 +1639,16 @@ pub(crate) async fn websocket_opened_at(
     path: &'static str,
     header: String,
 ) -> std::net::TcpStream {
+    websocket_opened_as(address, address.to_string(), path, header).await
+}
+
+/// [`websocket_opened_at`] with `host` as its `Host`.
+async fn websocket_opened_as(
+    address: std::net::SocketAddr,
+    host: String,
+    path: &'static str,
+    header: String,
+) -> std::net::TcpStream {
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(address).unwrap();
         stream
@@ -1646,7 +1656,7 @@ pub(crate) async fn websocket_opened_at(
             .unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              {header}\r\n\r\n"
         )
@@ -1931,6 +1941,38 @@ async fn a_websocket_meets_a_more_specific_route_a_reload_adds_over_its_path() {
     assert!(closed.is_ok(), "a bearer token's, too: {closed:?}");
 }
 
+/// A WebSocket whose `Host` is an IPv6 literal (`[::1]:port`) stays open through a reload that
+/// changes nothing for it: its look chooses the route again from the canonical host (`::1`),
+/// written back as a `Host` would carry it.
+#[tokio::test]
+async fn a_websocket_to_an_ipv6_literal_host_stays_open_through_a_reload() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
+        .replace("[session]\n", "[session]\nstore = \"memory\"\n");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let host = format!("[::1]:{}", gateway.app.public_addr.port());
+    let stream = websocket_opened_as(
+        gateway.app.public_addr,
+        host,
+        "/ws",
+        format!("Cookie: {cookie}"),
+    )
+    .await;
+    gateway
+        .app
+        .reload(tollgate::config::load(&config, &std::collections::BTreeMap::new()).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    echo_through(stream, b"still open").await;
+}
+
 /// With the `cookie` store (the default), a reload that adds a requirement the handshake's
 /// session does not meet closes the WebSocket; one it meets keeps it.
 #[tokio::test]
@@ -2161,10 +2203,29 @@ async fn http2_streams_hold_no_more_upstream_connections_than_the_listener_has_p
         4,
         "connections opened upstream"
     );
-    // Given back: the next request gets a connection again.
+    // Given back: the next stream gets a connection again.
     let next = client.get(gateway.url("/after")).send().await.unwrap();
     assert_eq!(next.status(), 504);
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    // An HTTP/1 client holds its own place's connection, never the streams' budget: served
+    // while the budget is all held.
+    let mut held = tokio::task::JoinSet::new();
+    for index in 0..4 {
+        let request = client.get(gateway.url(&format!("/held-{index}"))).send();
+        held.spawn(async move { request.await.unwrap().status().as_u16() });
+    }
+    let mut waited = 0;
+    while accepted.load(Ordering::SeqCst) < 9 {
+        waited += 1;
+        assert!(waited < 3000, "the four streams never reached the upstream");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let http1 = reqwest::get(gateway.url("/over-http1")).await.unwrap();
+    assert_eq!(http1.status(), 504, "sent upstream, not refused");
+    assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    while let Some(status) = held.join_next().await {
+        assert_eq!(status.unwrap(), 504);
+    }
 }
 
 #[tokio::test]

@@ -130,13 +130,30 @@ impl Sessions {
         // ends (its user signs in again, and is told the session is too large there).
         if self.too_large(refreshed) {
             let id = self.request_id(cookies)?;
+            // Only while the store still holds the spent token: another refresh's result (a
+            // lease that lapsed) is the session now, and stays.
+            let holds_spent = |session: &Session| session.refresh_token.as_deref() == Some(spent);
             match &self.backend {
-                SessionBackend::Memory(store) => {
-                    store.remove(&id);
-                }
-                SessionBackend::Redis(store) => {
-                    store.delete_confirmed(&id).await?;
-                }
+                SessionBackend::Memory(store) => match store.get(&id) {
+                    Some(current) if !holds_spent(&current.session) => {
+                        return Ok(Replaced::Superseded(current.session));
+                    }
+                    Some(_) => {
+                        store.remove(&id);
+                        // With a state file, a restart must not bring it back.
+                        store.durable().await.map_err(super::unwritten)?;
+                    }
+                    None => {}
+                },
+                SessionBackend::Redis(store) => match store.get_fresh(&id).await? {
+                    Some((_, current)) if !holds_spent(&current.session) => {
+                        return Ok(Replaced::Superseded(current.session));
+                    }
+                    Some(_) => {
+                        store.delete_confirmed(&id).await?;
+                    }
+                    None => {}
+                },
                 SessionBackend::Cookie => {}
             }
             tracing::warn!("a refreshed session is too large to store: ended");
