@@ -352,7 +352,16 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
             return client;
         };
         for hop in text.rsplit(',') {
-            let Ok(address) = hop.trim().parse::<IpAddr>() else {
+            // With its port too (`203.0.113.7:51234`, `[2001:db8::1]:443`), as Azure's
+            // Application Gateway writes it: read as the address alone, not as unreadable,
+            // which would key every client behind it on the proxy's own address.
+            let hop = hop.trim();
+            let read = hop.parse::<IpAddr>().ok().or_else(|| {
+                hop.parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|address| address.ip())
+            });
+            let Some(address) = read else {
                 // An unreadable hop: stop at the last address that is known.
                 return client;
             };
@@ -512,7 +521,19 @@ impl RequestBases {
             Some((proto, host))
                 if super::canonical::canonical_host(host).as_deref() != public_host =>
             {
-                let proto = if proto == "https" { "https" } else { "http" };
+                // As the request's base has it (`base`): the scheme a trusted proxy said, else
+                // `public_url`'s (TLS ended in front, by a balancer outside `trusted_proxies`),
+                // not the listener's own `http`, which an application would read as a plain
+                // request (cookies without `Secure`, a redirect to https in a loop).
+                let said = is_trusted(peer, &self.trusted_proxies)
+                    .then(|| header(headers, &X_FORWARDED_PROTO))
+                    .flatten();
+                let proto = match said {
+                    Some("https") => "https",
+                    Some(_) => "http",
+                    None if proto == "https" || base.scheme() == "https" => "https",
+                    None => "http",
+                };
                 (proto, Some(std::borrow::Cow::Owned(host.to_owned())))
             }
             _ => of_base,
@@ -802,6 +823,19 @@ mod tests {
             client_address("10.0.0.1".parse().unwrap(), &junk, &trusted),
             "10.0.0.3".parse::<IpAddr>().unwrap()
         );
+        // With ports (Azure's Application Gateway writes them): the addresses still count.
+        for (hops, client) in [
+            ("203.0.113.7:51234, 10.0.0.2", "203.0.113.7"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+        ] {
+            let mut ported = HeaderMap::new();
+            ported.insert("x-forwarded-for", hops.parse().unwrap());
+            assert_eq!(
+                client_address("10.0.0.1".parse().unwrap(), &ported, &trusted),
+                client.parse::<IpAddr>().unwrap(),
+                "{hops}"
+            );
+        }
     }
 
     #[test]
@@ -894,6 +928,20 @@ mod tests {
             base("192.0.2.1", &plain),
             Some("https://app.example.com/".to_owned())
         );
+        // And the upstream is told the scheme the base has: behind a balancer that ended TLS
+        // outside `trusted_proxies`, `public_url`'s https, not the listener's own http.
+        let told = |peer: &str, fields: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in fields {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            let peer = peer.parse().unwrap();
+            let request_base = bases.base(peer, &headers).unwrap();
+            bases.forwarded(peer, &headers, &request_base).0.to_owned()
+        };
+        assert_eq!(told("192.0.2.1", &[("host", "app.example.com")]), "https");
+        assert_eq!(told("192.0.2.1", &plain), "https");
+        assert_eq!(told("10.1.2.3", &plain), "http", "a trusted proxy's word");
     }
 
     /// A thread remembers its last base: another host, another scheme, or a host that does

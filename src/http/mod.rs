@@ -233,8 +233,11 @@ pub fn parameter_value(text: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Whether a backend could take a header named `name` (in lower case) for an identity header
 /// of a gateway Tollgate replaces: oauth2-proxy's `X-Forwarded-User` and `X-Auth-Request-*`,
 /// mod_auth_openidc's `OIDC_CLAIM_*` and `OIDC_access_token`, kong-oidc's `X-Userinfo`, Kong's
-/// `X-Consumer-*`. An application moved behind Tollgate may still read them; whoever sends
-/// one, it never comes from Tollgate unless a route's `headers` names it (set afterwards).
+/// `X-Consumer-*`, Authelia's `Remote-*`, Authentik's `X-authentik-*`, Pomerium's
+/// `X-Pomerium-*`, Azure App Service's `X-MS-CLIENT-PRINCIPAL*`, Google IAP's
+/// `X-Goog-Authenticated-User-*`, Vouch's `X-Vouch-*`, Cloudflare Access's `Cf-Access-*`. An
+/// application moved behind Tollgate may still read them; whoever sends one, it never comes
+/// from Tollgate unless a route's `headers` names it (set afterwards).
 pub fn is_identity_elsewhere(name: &str) -> bool {
     let starts = |prefix: &str| {
         name.get(..prefix.len())
@@ -257,12 +260,22 @@ pub fn is_identity_elsewhere(name: &str) -> bool {
             ]
             .iter()
             .any(|known| same_header_name(name, known))
-                || starts("x-auth-request-")
-                || starts("x-consumer-")
-                || starts("x-authenticated-")
+                || [
+                    "x-auth-request-",
+                    "x-consumer-",
+                    "x-authenticated-",
+                    "x-authentik-",
+                    "x-pomerium-",
+                    "x-ms-client-principal",
+                    "x-goog-authenticated-user-",
+                    "x-vouch-",
+                ]
+                .iter()
+                .any(|prefix| starts(prefix))
         }
         [b'o', b'i', b'd', b'c', b'-' | b'_' | b'.', ..] => true,
         [b'r', ..] => starts("remote-"),
+        [b'c', b'f', ..] => starts("cf-access-"),
         _ => false,
     }
 }

@@ -29,6 +29,10 @@ pub fn strip_identity_headers<'a>(
 /// `X-Forwarded-For` (npm `request-ip` reads `X-Client-IP` first) are too.
 pub fn is_said_by_proxies(name: &str) -> bool {
     let bytes = name.as_bytes();
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|start| same_header(start, prefix))
+    };
     // Almost every header a client sends starts otherwise: decided on two bytes.
     match bytes {
         [b'x', b'-' | b'_' | b'.', ..] => {}
@@ -47,13 +51,15 @@ pub fn is_said_by_proxies(name: &str) -> bool {
         // PHP's common `getUserIP()` reads `HTTP_CLIENT_IP` before `X-Forwarded-For`.
         [b'c', b'l', ..] => return same_header(name, "client-ip"),
         [b'd', b'o', ..] => return same_header(name, "do-connecting-ip"),
+        // The client certificate a TLS-terminating proxy checked (ingress-nginx's
+        // `auth-tls-pass-certificate-to-upstream`): an application that authenticates by
+        // mutual TLS believes it.
+        [b's', b's', ..] => return starts("ssl-client-"),
         _ => return false,
     }
-    let starts = |prefix: &str| {
-        name.get(..prefix.len())
-            .is_some_and(|start| same_header(start, prefix))
-    };
     starts("x-forwarded-")
+        || starts("x-ssl-client-")
+        || starts("x-amzn-mtls-")
         || starts("x-original-")
         || [
             "x-forwarded",
@@ -67,6 +73,9 @@ pub fn is_said_by_proxies(name: &str) -> bool {
             "x-originating-ip",
             "x-proxyuser-ip",
             "x-appengine-user-ip",
+            "x-client-cert",
+            "x-client-verify",
+            "x-arr-clientcert",
         ]
         .iter()
         .any(|known| same_header(name, known))
@@ -156,6 +165,43 @@ fn is_named(name: &str, cookie_name: &str) -> bool {
         || name
             .strip_prefix(cookie_name)
             .is_some_and(|rest| rest == "_bind" || rest.starts_with("_login_"))
+}
+
+/// Takes `"cookies"` out of the upstream's `Clear-Site-Data` (and `"*"`, for the kinds it
+/// names but cookies): the browser would delete every cookie of the site, Tollgate's session
+/// and its binding among them, signing its user out of every route, which an application
+/// must not do by `Set-Cookie` either. Returns whether it changed the header.
+pub fn keep_tollgate_cookies_from_clear_site_data(headers: &mut HeaderMap) -> bool {
+    if !headers.contains_key("clear-site-data") {
+        return false;
+    }
+    let mut changed = false;
+    let mut kept: Vec<String> = Vec::new();
+    for value in headers.get_all("clear-site-data") {
+        for directive in String::from_utf8_lossy(value.as_bytes()).split(',') {
+            match directive.trim() {
+                "\"cookies\"" => changed = true,
+                "\"*\"" => {
+                    changed = true;
+                    kept.extend(
+                        ["\"cache\"", "\"storage\"", "\"executionContexts\""].map(str::to_owned),
+                    );
+                }
+                "" => {}
+                other => kept.push(other.to_owned()),
+            }
+        }
+    }
+    if !changed {
+        return false;
+    }
+    headers.remove("clear-site-data");
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", "))
+        && !kept.is_empty()
+    {
+        headers.insert("clear-site-data", value);
+    }
+    true
 }
 
 /// Removes the upstream's `Set-Cookie`s of Tollgate's own cookies (the session, its chunks,
@@ -362,6 +408,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn clear_site_data_never_clears_tollgates_cookies() {
+        let cleared = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("clear-site-data", value.parse().unwrap());
+            }
+            let changed = keep_tollgate_cookies_from_clear_site_data(&mut headers);
+            let left: Vec<String> = headers
+                .get_all("clear-site-data")
+                .iter()
+                .map(|value| value.to_str().unwrap().to_owned())
+                .collect();
+            (changed, left)
+        };
+        assert_eq!(cleared(&["\"cookies\""]), (true, vec![]));
+        assert_eq!(
+            cleared(&["\"cache\", \"cookies\"", "\"storage\""]),
+            (true, vec!["\"cache\", \"storage\"".to_owned()])
+        );
+        assert_eq!(
+            cleared(&["\"*\""]),
+            (
+                true,
+                vec!["\"cache\", \"storage\", \"executionContexts\"".to_owned()]
+            )
+        );
+        assert_eq!(
+            cleared(&["\"cache\""]),
+            (false, vec!["\"cache\"".to_owned()])
+        );
+        assert_eq!(cleared(&[]), (false, vec![]));
+    }
+
+    #[test]
     fn an_authenticated_answer_is_private_unless_the_upstream_said_otherwise() {
         let marked_with = |status: StatusCode, fields: &[(&'static str, &str)]| {
             let mut headers = HeaderMap::new();
@@ -505,6 +585,13 @@ mod tests {
             "remote-user",
             "remote_groups",
             "x-remote-user",
+            "x-authentik-username",
+            "x_authentik_groups",
+            "x-pomerium-claim-email",
+            "x-ms-client-principal-name",
+            "x-goog-authenticated-user-email",
+            "x-vouch-user",
+            "cf-access-authenticated-user-email",
         ] {
             assert!(is_identity_elsewhere(name), "{name}");
         }
@@ -575,6 +662,12 @@ mod tests {
             "x-proxyuser-ip",
             "do-connecting-ip",
             "x-appengine-user-ip",
+            "ssl-client-verify",
+            "ssl-client-subject-dn",
+            "x-ssl-client-dn",
+            "x-client-cert",
+            "x-arr-clientcert",
+            "x-amzn-mtls-clientcert",
         ] {
             assert!(is_said_by_proxies(name), "{name}");
         }

@@ -1065,6 +1065,9 @@ fn upstream_answer(
     if headers::strip_tollgate_set_cookies(response.headers_mut(), &state.cookie_name) {
         tracing::warn!(upstream = %route.upstream, "the upstream set one of Tollgate's own cookies; removed");
     }
+    if headers::keep_tollgate_cookies_from_clear_site_data(response.headers_mut()) {
+        tracing::info!(upstream = %route.upstream, "the upstream's Clear-Site-Data would clear Tollgate's cookies; \"cookies\" removed");
+    }
     Ok(response)
 }
 

@@ -360,10 +360,11 @@ async fn a_config_that_needs_a_restart_or_has_a_bad_jwks_file_is_refused_and_the
         other => panic!("refused expected: {other:?}"),
     }
 
-    // A JWKS file with no usable key.
+    // A JWKS file with no usable key by the time the reload reads it (`check` names one
+    // that has none when the config is read).
+    let without_route = load(&with_file(config(&idp, &upstream, None, "")));
     std::fs::write(&jwks_file, "{\"keys\": []}").unwrap();
-    let without_route = with_file(config(&idp, &upstream, None, ""));
-    match gateway.app.reload(load(&without_route)).await {
+    match gateway.app.reload(without_route).await {
         Err(ReloadError::Refused(problems)) => {
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert_eq!(problems[0].path, "provider[0].jwks_file");
