@@ -531,7 +531,15 @@ impl RequestBases {
                 let proto = match said {
                     Some("https") => "https",
                     Some(_) => "http",
-                    None if proto == "https" || base.scheme() == "https" => "https",
+                    // `public_url`'s scheme only where the base is this host itself (a route
+                    // host): another host (`tollgate.ns.svc:8080`) is based at `public_url`,
+                    // and was reached as the listener is.
+                    None if proto == "https"
+                        || (base.scheme() == "https"
+                            && base.host_str() != public_url.host_str()) =>
+                    {
+                        "https"
+                    }
                     None => "http",
                 };
                 (proto, Some(std::borrow::Cow::Owned(host.to_owned())))
@@ -942,6 +950,12 @@ mod tests {
         assert_eq!(told("192.0.2.1", &[("host", "app.example.com")]), "https");
         assert_eq!(told("192.0.2.1", &plain), "https");
         assert_eq!(told("10.1.2.3", &plain), "http", "a trusted proxy's word");
+        // A host no route names is based at `public_url`, but was reached as the listener
+        // is: plain http here.
+        assert_eq!(
+            told("192.0.2.1", &[("host", "tollgate.ns.svc:8080")]),
+            "http"
+        );
     }
 
     /// A thread remembers its last base: another host, another scheme, or a host that does

@@ -267,7 +267,9 @@ pub fn is_identity_elsewhere(name: &str) -> bool {
                     "x-authentik-",
                     "x-pomerium-",
                     "x-ms-client-principal",
+                    "x-ms-token-",
                     "x-goog-authenticated-user-",
+                    "x-goog-iap-",
                     "x-vouch-",
                 ]
                 .iter()

@@ -47,7 +47,7 @@ pub fn is_said_by_proxies(name: &str) -> bool {
             .any(|known| same_header(name, known));
         }
         [b't', b'r', ..] => return same_header(name, "true-client-ip"),
-        [b'c', b'f', ..] => return same_header(name, "cf-connecting-ip"),
+        [b'c', b'f', ..] => return same_header(name, "cf-connecting-ip") || starts("cf-cert-"),
         // PHP's common `getUserIP()` reads `HTTP_CLIENT_IP` before `X-Forwarded-For`.
         [b'c', b'l', ..] => return same_header(name, "client-ip"),
         [b'd', b'o', ..] => return same_header(name, "do-connecting-ip"),
@@ -58,7 +58,8 @@ pub fn is_said_by_proxies(name: &str) -> bool {
         _ => return false,
     }
     starts("x-forwarded-")
-        || starts("x-ssl-client-")
+        || starts("x-ssl-")
+        || starts("x-client-cert")
         || starts("x-amzn-mtls-")
         || starts("x-original-")
         || [
@@ -73,7 +74,6 @@ pub fn is_said_by_proxies(name: &str) -> bool {
             "x-originating-ip",
             "x-proxyuser-ip",
             "x-appengine-user-ip",
-            "x-client-cert",
             "x-client-verify",
             "x-arr-clientcert",
         ]
@@ -184,7 +184,15 @@ pub fn keep_tollgate_cookies_from_clear_site_data(headers: &mut HeaderMap) -> bo
                 "\"*\"" => {
                     changed = true;
                     kept.extend(
-                        ["\"cache\"", "\"storage\"", "\"executionContexts\""].map(str::to_owned),
+                        [
+                            "\"cache\"",
+                            "\"storage\"",
+                            "\"executionContexts\"",
+                            "\"clientHints\"",
+                            "\"prefetchCache\"",
+                            "\"prerenderCache\"",
+                        ]
+                        .map(str::to_owned),
                     );
                 }
                 "" => {}
@@ -431,7 +439,10 @@ mod tests {
             cleared(&["\"*\""]),
             (
                 true,
-                vec!["\"cache\", \"storage\", \"executionContexts\"".to_owned()]
+                vec![
+                    "\"cache\", \"storage\", \"executionContexts\", \"clientHints\", \"prefetchCache\", \"prerenderCache\""
+                        .to_owned()
+                ]
             )
         );
         assert_eq!(
@@ -668,6 +679,9 @@ mod tests {
             "x-client-cert",
             "x-arr-clientcert",
             "x-amzn-mtls-clientcert",
+            "x-ssl-cert",
+            "x-client-cert-present",
+            "cf-cert-verified",
         ] {
             assert!(is_said_by_proxies(name), "{name}");
         }

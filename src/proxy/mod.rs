@@ -1066,7 +1066,7 @@ fn upstream_answer(
         tracing::warn!(upstream = %route.upstream, "the upstream set one of Tollgate's own cookies; removed");
     }
     if headers::keep_tollgate_cookies_from_clear_site_data(response.headers_mut()) {
-        tracing::info!(upstream = %route.upstream, "the upstream's Clear-Site-Data would clear Tollgate's cookies; \"cookies\" removed");
+        tracing::warn!(upstream = %route.upstream, "the upstream's Clear-Site-Data would clear Tollgate's cookies; \"cookies\" removed (clear the application's own with Set-Cookie)");
     }
     Ok(response)
 }
