@@ -23,21 +23,7 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; w
 trap cleanup EXIT
 # A loopback port free now and not handed out before in this run (the kernel may give one
 # ephemeral port to two binds in a row).
-free_port() {
-    python3 - "$work/ports" <<'PY'
-import os, socket, sys
-taken = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
-while True:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = str(s.getsockname()[1])
-    s.close()
-    if port not in taken:
-        break
-open(sys.argv[1], "a").write(port + "\n")
-print(port)
-PY
-}
+free_port() { python3 scripts/free-port.py "$work/ports"; }
 wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
 
 # Starts an nginx with one worker in $work/$1 whose http block ends with $2.

@@ -50,21 +50,7 @@ chmod 0444 "$work/secrets"/*
 # A loopback port free now and not handed out before in this run: the kernel may give the same
 # ephemeral port to two binds in a row once the first is closed, and two of this check's
 # listeners on one port fail it.
-free_port() {
-    python3 - "$work/ports" <<'PY'
-import os, socket, sys
-taken = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
-while True:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = str(s.getsockname()[1])
-    s.close()
-    if port not in taken:
-        break
-open(sys.argv[1], "a").write(port + "\n")
-print(port)
-PY
-}
+free_port() { python3 scripts/free-port.py "$work/ports"; }
 public_port=$(free_port)
 admin_port=$(free_port)
 grpc_port=$(free_port)
