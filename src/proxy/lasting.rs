@@ -42,7 +42,8 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 ///
 /// After a config reload, each look is the reloaded config's ([`Followed`]): the route the
 /// handshake's canonical `host` and `path` choose there (a new, more specific route covering
-/// the path included) must have the same provider (and still `accept_bearer`, for a bearer
+/// the path included), and that a trusted proxy's `X-Forwarded-Host` at the handshake chooses
+/// too where routes are chosen by host (as a request's must), must have the same provider (and still `accept_bearer`, for a bearer
 /// token's), the session's provider still the one that made it
 /// (`Session::made_at`), its secrets must open the cookie, and its `require` must hold (with
 /// the `cookie` store, whose look reads the handshake's cookie, against the claims the
@@ -51,16 +52,18 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// `None` when nothing ends it (no session store).
 pub fn lasting(
     state: &ProxyState,
-    (route, host, path): (&RouteConfig, Option<&str>, &str),
+    at: At<'_>,
     identity: &Identity,
     headers: &HeaderMap,
     client: std::net::IpAddr,
 ) -> Option<Lasting> {
     let (clock, leeway) = (&state.clock, state.leeway);
+    let route = at.route;
     let followed = Followed {
         reloads: state.successor.clone(),
-        host: host.map(str::to_owned),
-        path: path.to_owned(),
+        host: at.host.map(str::to_owned),
+        forwarded: at.forwarded.map(str::to_owned),
+        path: at.path.to_owned(),
         provider: route.provider.clone(),
     };
     match identity.credential {
@@ -116,6 +119,17 @@ pub fn lasting(
     }
 }
 
+/// Where a handshake was let in.
+pub struct At<'a> {
+    /// The route its canonical host and path chose.
+    pub route: &'a RouteConfig,
+    /// Its canonical host and path (SPEC §4.1).
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    /// A trusted proxy's `X-Forwarded-Host`, the host the upstream was told.
+    pub forwarded: Option<&'a str>,
+}
+
 /// The route an upgraded connection was let in on, followed through config reloads.
 struct Followed {
     /// The `successor` slot of the newest state seen: only that one is held.
@@ -123,6 +137,9 @@ struct Followed {
     /// The handshake's canonical host and path (SPEC §4.1), which choose the route again.
     host: Option<String>,
     path: String,
+    /// The trusted `X-Forwarded-Host` the upstream was told at the handshake: where a reloaded
+    /// config chooses routes by host, it must choose the route `host` chooses.
+    forwarded: Option<String>,
     provider: String,
 }
 
@@ -130,8 +147,9 @@ struct Followed {
 enum Since {
     /// No reload.
     Unchanged,
-    /// A reload left the handshake's host and path no route, one of another provider, or a
-    /// reading of the path as another route's (logged: the connection is closed).
+    /// A reload left the handshake's host and path no route, one of another provider, a
+    /// reading of the path as another route's, or another route for the trusted
+    /// `X-Forwarded-Host` (logged: the connection is closed).
     Gone,
     /// A reload made `state` live, with this route and its provider.
     Reloaded {
@@ -157,12 +175,25 @@ impl Followed {
                 std::borrow::Cow::Borrowed(host)
             }
         });
-        let route =
-            super::select_route(&state, host.as_deref().map(str::as_bytes), None, &self.path)
-                .ok()
-                .flatten()
-                .filter(|route| route.provider == self.provider)
-                .map(|route| Box::new(route.clone()));
+        let host = host.as_deref().map(str::as_bytes);
+        let route = super::select_route(&state, host, None, &self.path)
+            .ok()
+            .flatten()
+            .filter(|route| {
+                self.forwarded.as_deref().is_none_or(|forwarded| {
+                    !state.routes.by_host()
+                        || super::forwarded_host_chooses(
+                            &state,
+                            Some(route),
+                            host,
+                            forwarded,
+                            &self.path,
+                        )
+                        .is_ok()
+                })
+            })
+            .filter(|route| route.provider == self.provider)
+            .map(|route| Box::new(route.clone()));
         match (route, state.providers.get(&self.provider).cloned()) {
             (Some(route), Some(provider)) => Since::Reloaded {
                 state,

@@ -341,11 +341,22 @@ fn forwarded_host_agrees(
     let Some(forwarded) = crate::http::forwarded::forwarded_host(headers) else {
         return Ok(());
     };
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    forwarded_host_chooses(state, route, host, forwarded, path)
+}
+
+/// Whether the trusted `forwarded` host chooses `route`, the route the `Host` header `host`
+/// chose for `path` ([`forwarded_host_agrees`]; an upgraded connection's looks ask it again
+/// after a reload).
+pub(super) fn forwarded_host_chooses(
+    state: &ProxyState,
+    route: Option<&RouteConfig>,
+    host: Option<&[u8]>,
+    forwarded: &str,
+    path: &str,
+) -> Result<(), Rejection> {
     // Most ingresses send on the `Host` they got: nothing to choose again.
-    if headers
-        .get(header::HOST)
-        .is_some_and(|host| host.as_bytes() == forwarded.as_bytes())
-    {
+    if host == Some(forwarded.as_bytes()) {
         return Ok(());
     }
     let other = select_route(state, Some(forwarded.as_bytes()), None, path).map_err(|_| {
@@ -808,7 +819,17 @@ fn serve_route<'a>(
                         let host = crate::http::canonical::request_host(host, authority)
                             .ok()
                             .flatten();
-                        let at = (route, host.as_deref(), request.uri().path());
+                        // A trusted proxy's `X-Forwarded-Host`, which the upstream is told,
+                        // chose it too (`forwarded_host_agrees`).
+                        let forwarded = is_trusted(peer.ip(), &state.trusted_proxies)
+                            .then(|| crate::http::forwarded::forwarded_host(request.headers()))
+                            .flatten();
+                        let at = lasting::At {
+                            route,
+                            host: host.as_deref(),
+                            forwarded,
+                            path: request.uri().path(),
+                        };
                         lasting::lasting(state, at, &identity, request.headers(), client)
                     })
                     .flatten();

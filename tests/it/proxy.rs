@@ -1704,7 +1704,11 @@ async fn websocket_opened_as(
             head.push(byte[0]);
         }
         let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        if !head.starts_with("HTTP/1.1 101") {
+            let mut body = [0u8; 512];
+            let read = stream.read(&mut body).unwrap_or(0);
+            panic!("{head}{}", String::from_utf8_lossy(&body[..read]));
+        }
         stream
     })
     .await
@@ -2007,6 +2011,59 @@ async fn a_websocket_to_an_ipv6_literal_host_stays_open_through_a_reload() {
     )
     .await;
     echo_through(stream, b"still open").await;
+}
+
+/// A WebSocket let in through a trusted proxy whose `X-Forwarded-Host` (the host the upstream
+/// was told) chose the same route as `Host` is closed by a reload that gives that host a route
+/// of its own, as a request with the two would now be refused; one without it stays open.
+#[tokio::test]
+async fn a_websocket_meets_a_route_a_reload_adds_for_its_forwarded_host() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let config = proxy_config(&idp, &upstream.url(), LOGIN_ROUTE)
+        .replace("[session]\n", "[session]\nstore = \"memory\"\n");
+    let gateway = Gateway::start(&config).await;
+    let mut browser = Browser::new();
+    log_in_through(&mut browser, &gateway, "/").await;
+    let cookie = crate::refresh::cookie_header(&browser);
+    let host = format!("127.0.0.1:{}", gateway.app.public_addr.port());
+    // The test's client is on loopback, which `trusted_proxies` trusts by default; `localhost`
+    // keeps the session cookie readable over plain http (no `__Host-` binding).
+    let forwarded = websocket_opened_as(
+        gateway.app.public_addr,
+        host.clone(),
+        "/ws",
+        format!("X-Forwarded-Host: localhost\r\nCookie: {cookie}"),
+    )
+    .await;
+    let direct = websocket_opened_as(
+        gateway.app.public_addr,
+        host,
+        "/ws",
+        format!("Cookie: {cookie}"),
+    )
+    .await;
+    let with_host_route = format!(
+        "{config}\n[[route]]\nhost = \"localhost\"\nupstream = \"{}\"\nprovider = \"corp\"\n\
+         [route.require]\ngroups = [\"ops\"]\n",
+        upstream.url()
+    );
+    gateway
+        .app
+        .reload(
+            tollgate::config::load(&with_host_route, &std::collections::BTreeMap::new()).unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(
+        tollgate::proxy::lasting::LOOK_EVERY * 6 / 5 + std::time::Duration::from_secs(1),
+    )
+    .await;
+    let closed = closed_by_tollgate(forwarded).await;
+    assert!(
+        closed.is_ok(),
+        "open where its forwarded host now has a route of its own: {closed:?}"
+    );
+    echo_through(direct, b"still open").await;
 }
 
 /// With the `cookie` store (the default), a reload that adds a requirement the handshake's
