@@ -22,6 +22,7 @@ pub mod jose;
 pub mod logging;
 pub mod login;
 pub mod metrics;
+pub mod named_file;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;

@@ -73,7 +73,7 @@ fn init_logging(
 
 /// The config file's text, or the problem naming it.
 fn read_text(path: &Path) -> Result<String, tollgate::config::ConfigProblem> {
-    std::fs::read_to_string(path).map_err(|error| tollgate::config::ConfigProblem {
+    tollgate::named_file::read_to_string(path).map_err(|error| tollgate::config::ConfigProblem {
         path: path.display().to_string(),
         message: format!("cannot read: {error}"),
     })

@@ -640,6 +640,25 @@ fn a_jwks_file_others_may_change_is_warned_about() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A `*_file` key naming a device or a huge file is a problem at once (read to
+/// `named_file::MOST`), not a `check` that reads forever.
+#[test]
+fn a_named_file_that_never_ends_is_a_problem() {
+    check_problem(
+        &format!("[session]\nsecrets_file = \"/dev/zero\"\n{PROVIDER}"),
+        &[],
+        "session.secrets_file: cannot read",
+    );
+    check_problem(
+        &PROVIDER.replace(
+            "client_secret = \"s\"",
+            "client_secret_file = \"/dev/urandom\"",
+        ),
+        &[],
+        "provider[0].client_secret_file: cannot read",
+    );
+}
+
 /// A secret in a file every user of the host may read (a Kubernetes secret volume's default
 /// mode, 0644) is named by the warnings; readable by its owner and group only, it is not.
 #[test]

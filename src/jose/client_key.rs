@@ -66,7 +66,7 @@ impl ClientKey {
     /// # Errors
     /// `File` when the file cannot be read, `Unusable` as `from_pem`.
     pub fn load(path: &Path, kid: Option<String>) -> Result<Self, ClientKeyError> {
-        let pem = std::fs::read(path).map_err(|error| ClientKeyError::File {
+        let pem = crate::named_file::read(path).map_err(|error| ClientKeyError::File {
             path: crate::secret::shown(path),
             message: error.to_string(),
         })?;

@@ -139,7 +139,7 @@ impl SigningKey {
     /// # Errors
     /// When the file cannot be read or parsed.
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
-        let pem = std::fs::read(path).map_err(|error| SigningKeyError::File {
+        let pem = crate::named_file::read(path).map_err(|error| SigningKeyError::File {
             path: crate::secret::shown(path),
             message: error.to_string(),
         })?;
@@ -156,7 +156,7 @@ impl SigningKey {
             path: crate::secret::shown(path),
             message: error.to_string(),
         };
-        match std::fs::read(path) {
+        match crate::named_file::read(path) {
             Ok(pem) => Self::from_pem(&pem),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let (key, pem) = Self::generate_es256()?;

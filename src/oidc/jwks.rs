@@ -362,9 +362,11 @@ async fn fetch(
 ) -> Result<(KeySet, i64), ProviderError> {
     match source {
         JwksSource::File(path) => {
-            let bytes = tokio::fs::read(path).await.map_err(|error| {
-                ProviderError::BadResponse(format!("jwks_file {}: {error}", path.display()))
-            })?;
+            let bytes = crate::named_file::read_blocking(path)
+                .await
+                .map_err(|error| {
+                    ProviderError::BadResponse(format!("jwks_file {}: {error}", path.display()))
+                })?;
             let keys = KeySet::from_jwks_json(&bytes)
                 .map_err(|error| ProviderError::BadResponse(error.to_string()))?;
             Ok((usable(keys)?, DEFAULT_MAX_AGE))

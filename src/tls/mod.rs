@@ -63,7 +63,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|error| TlsError::Read {
+    crate::named_file::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
         reason: error.to_string(),
     })

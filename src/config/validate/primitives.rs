@@ -121,7 +121,7 @@ impl Checker<'_> {
                 .to_owned()
         };
         if let Some(file) = file {
-            return match std::fs::read_to_string(&file) {
+            return match crate::named_file::read_to_string(file.as_ref()) {
                 Ok(text) => {
                     self.note_readable_by_all(&format!("{path}_file"), &file);
                     Some(Secret::new(without_line_end(&text)))

@@ -117,7 +117,7 @@ impl Checker<'_> {
             // The same reading as `serve`'s (a set without a usable signature key stops it),
             // and the path shown only when it reads like one (a pasted key set is not).
             let shown = crate::secret::shown_path(&file.to_string_lossy());
-            let problem = match std::fs::read(file) {
+            let problem = match crate::named_file::read(file) {
                 Ok(bytes) => match crate::jose::KeySet::from_jwks_json(&bytes) {
                     Ok(keys) if keys.is_empty() => Some(format!(
                         "{shown} holds no usable signature key (`oct` and encryption keys are \

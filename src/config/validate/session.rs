@@ -88,7 +88,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            Some(file) => match std::fs::read(&file) {
+            Some(file) => match crate::named_file::read(file.as_ref()) {
                 Ok(pem) => Some(pem),
                 Err(error) => {
                     self.problem(
@@ -218,7 +218,7 @@ impl Checker<'_> {
         let lines = if let Some(list) = inline {
             list
         } else if let Some(file) = file {
-            match std::fs::read_to_string(&file) {
+            match crate::named_file::read_to_string(file.as_ref()) {
                 Ok(text) => {
                     self.note_readable_by_all("session.secrets_file", &file);
                     from_text(&text)

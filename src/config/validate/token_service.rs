@@ -164,7 +164,7 @@ impl Checker<'_> {
     /// `may_be_missing`, is not there yet). The key is never quoted.
     fn signing_key_file(&mut self, path: &str, file: &std::path::Path, may_be_missing: bool) {
         use crate::secret::shown;
-        match std::fs::read(file) {
+        match crate::named_file::read(file) {
             Ok(pem) => {
                 if let Err(error) = crate::jose::SigningKey::from_pem(&pem) {
                     self.problem(path, format!("{}: {error}", shown(file)));
