@@ -969,7 +969,9 @@ pub fn merge_claims(
     }
     // A verification flag speaks of its own address: userinfo's is dropped where the ID
     // token's address, which wins, is another; and the ID token's, where it names no address
-    // and userinfo's is the one kept.
+    // and userinfo's is the one kept. Where userinfo names another address and the ID token
+    // says nothing of its own, nothing vouches for the one kept: unverified (a missing flag
+    // would read as the provider's word, as `token::without_userinfo` says).
     let mut flags_of_no_address = Vec::new();
     for (address, verified) in [
         ("email", "email_verified"),
@@ -977,6 +979,9 @@ pub fn merge_claims(
     ] {
         if id_claims.contains_key(address) && merged.get(address) != id_claims.get(address) {
             merged.remove(verified);
+            if merged.contains_key(address) && !id_claims.contains_key(verified) {
+                merged.insert(verified.to_owned(), serde_json::Value::Bool(false));
+            }
         }
         if !id_claims.contains_key(address) && merged.contains_key(address) {
             flags_of_no_address.push(verified);
@@ -1012,8 +1017,32 @@ mod tests {
         assert_eq!(merged["email"], "a@example.com");
         assert_eq!(
             merged.get("email_verified"),
-            None,
-            "b@example.com's flag is not a@example.com's"
+            Some(&serde_json::Value::Bool(false)),
+            "b@example.com's flag is not a@example.com's, and nothing vouches for that one"
+        );
+        // So a rule that takes verified addresses only refuses it.
+        let require = crate::policy::Requirements {
+            email_domains: vec!["example.com".to_owned()],
+            ..Default::default()
+        };
+        assert!(crate::policy::check_requirements(&require, &merged).is_err());
+        // The ID token's own flag for its address stands.
+        let flagged: Claims = Arc::new(
+            serde_json::json!({"sub": "u1", "email": "a@example.com", "email_verified": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let merged = merge_claims(&flagged, userinfo("b@example.com")).unwrap();
+        assert_eq!(merged["email_verified"], true);
+        assert!(crate::policy::check_requirements(&require, &merged).is_ok());
+        // Userinfo silent on addresses leaves the ID token's as it was.
+        let silent = serde_json::json!({"sub": "u1", "name": "A"})
+            .as_object()
+            .cloned();
+        assert_eq!(
+            merge_claims(&id, silent).unwrap().get("email_verified"),
+            None
         );
         assert_eq!(
             merged["phone_number_verified"], true,
