@@ -6,7 +6,8 @@ use super::{Expectations, TokenError, audience_matches, check_subject, numeric_c
 
 /// Checks an introspection answer (SPEC §6): `active` must be true; `iss`, when present, must be
 /// the provider's issuer; a `token_type` or `token_use`, when present, must name an access
-/// token (a refresh token, an ID token or a DPoP-bound token is refused); `aud`, when present,
+/// token (a refresh token, an ID token or a DPoP-bound token is refused), and a `cnf` (a token
+/// bound to a key, RFC 7800) is refused whatever it says; `aud`, when present,
 /// must hold an accepted audience; an answer with neither an `aud` nor a kind is refused (see
 /// below); `exp`, when present, must not be past; `sub` is bounded. Returns `exp`.
 ///
@@ -39,6 +40,11 @@ pub fn check_introspection(
     }
     if !says_its_kind && !answer.contains_key("aud") {
         return Err(TokenError::NotAnAccessToken);
+    }
+    // Bound to a key its holder must prove (RFC 9449 §6.2, RFC 8705 §3.2), whatever its
+    // `token_type` says: not a bearer token.
+    if answer.contains_key("cnf") {
+        return Err(TokenError::BoundToKey);
     }
     if answer.contains_key("aud") && !audience_matches(answer, expected.audiences) {
         return Err(TokenError::WrongAudience);

@@ -64,6 +64,10 @@ pub enum TokenError {
     /// An ID token or logout token offered as an access token (SPEC §6).
     #[error("not an access token")]
     NotAnAccessToken,
+    /// A token bound to a key its holder must prove (`cnf`: DPoP, RFC 9449 §6; mutual TLS,
+    /// RFC 8705 §3), which Tollgate, taking bearer tokens only, cannot check.
+    #[error("bound to a key (cnf): not a bearer token")]
+    BoundToKey,
     /// OIDC Core 3.1.3.7: the nonce is absent or not the one sent.
     #[error("nonce mismatch")]
     WrongNonce,
@@ -402,6 +406,8 @@ pub fn ensure_access_token(
             .is_some_and(|token_use| token_use.as_str() != Some("access"));
     if id_like_header || id_like_claims {
         Err(TokenError::NotAnAccessToken)
+    } else if claims.contains_key("cnf") {
+        Err(TokenError::BoundToKey)
     } else {
         Ok(())
     }

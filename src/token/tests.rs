@@ -207,6 +207,37 @@ fn the_clients_id_token_without_nonce_or_at_hash_is_not_an_access_token() {
     );
 }
 
+/// A token bound to a key (DPoP's `cnf.jkt`, mutual TLS's `cnf.x5t#S256`) is no bearer token:
+/// whoever copied it would use it without the key. Refused as a JWT and as an introspection
+/// answer, whatever its `token_type` says.
+#[test]
+fn a_token_bound_to_a_key_is_not_a_bearer_token() {
+    use super::introspection::check_introspection;
+    let fixture = fixture();
+    for cnf in [
+        json!({"jkt": "0ZcOCORZNYy"}),
+        json!({"x5t#S256": "bwcK0esc3ACC3DB2"}),
+    ] {
+        fixture.check(
+            claims(json!({"scope": "read", "cnf": cnf})),
+            Err(TokenError::BoundToKey),
+        );
+        let audiences = vec!["api".to_owned()];
+        let expected = Expectations {
+            issuer: "https://idp",
+            audiences: &audiences,
+            leeway: 60,
+            now: NOW,
+        };
+        let answer = json!({"active": true, "aud": "api", "token_type": "Bearer", "cnf": cnf});
+        assert_eq!(
+            check_introspection(answer.as_object().unwrap(), &expected),
+            Err(TokenError::BoundToKey)
+        );
+    }
+    fixture.check(claims(json!({"scope": "read"})), Ok(()));
+}
+
 #[test]
 fn id_tokens_and_logout_tokens_are_not_access_tokens() {
     let fixture = fixture();

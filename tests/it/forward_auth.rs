@@ -165,6 +165,30 @@ async fn the_clients_id_token_is_no_bearer_token_where_audiences_name_the_client
     assert_eq!(status(&gateway, "", &access_token).await, 200);
 }
 
+/// A JWT access token bound to a key (DPoP, mutual TLS: `cnf`) is refused at `/auth` and
+/// `/validate`: Tollgate checks no proof of the key, so whoever copied it would use it alone.
+#[tokio::test]
+async fn a_token_bound_to_a_key_is_refused_as_a_bearer_token() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    let bound = idp
+        .access_token()
+        .claim(
+            "cnf",
+            json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+        )
+        .sign();
+    assert_eq!(status(&gateway, "", &bound).await, 401);
+    let validate = reqwest::Client::new()
+        .get(gateway.url("/validate"))
+        .bearer_auth(&bound)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validate.status(), 401);
+    assert_eq!(status(&gateway, "", &idp.access_token().sign()).await, 200);
+}
+
 #[tokio::test]
 async fn bearer_tokens_need_a_configured_audience() {
     let idp = TestIdp::start().await;
