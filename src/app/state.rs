@@ -531,11 +531,17 @@ fn issuer_state(
                 None,
             )
             .map_err(AppError::Redis)?;
-            let lifetime = i64::try_from(service.token_lifetime.as_secs()).unwrap_or(i64::MAX);
+            let seconds = |duration: std::time::Duration| {
+                i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+            };
+            let grant_life = crate::issuer::grant_life(seconds(service.token_lifetime));
+            // A grant opened at a sign-in may be refreshed for `session.lifetime`, then lives
+            // `grant_life` past its last refresh: its holder's index must outlive it.
+            let holder_life = seconds(service.grant_lifetime).saturating_add(grant_life);
             Arc::new(RedisState::new(
                 Arc::new(connection),
                 &config.session.redis_key_prefix,
-                crate::issuer::grant_life(lifetime),
+                (grant_life, holder_life),
                 &config.session.secrets,
             ))
         }

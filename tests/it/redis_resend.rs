@@ -163,3 +163,80 @@ async fn a_refresh_whose_redis_answer_was_lost_is_done_when_the_call_is_sent_aga
         "each refresh presented the token the one before got: {presented:?}"
     );
 }
+
+/// The token service on a Cluster: a code's redemption and a refresh token's rotation ran, and
+/// their answers were lost with the connection; the Cluster client sent each again. The
+/// second call found the code used and the token spent, by itself: a replay that revoked what
+/// the code issued, and a reuse that ended the grant. Each script now knows its own call.
+#[tokio::test]
+async fn a_code_or_a_rotation_whose_redis_answer_was_lost_is_done_when_the_call_is_sent_again() {
+    if !available() {
+        return;
+    }
+    let announced = free_port();
+    let node = RedisCluster::single_node_announcing(announced).await;
+    let dropper = AnswerDropper::start(announced, node.port).await;
+    let top = format!(
+        "[session]\nsecrets = [\"{}\"]\nredis_url = [\"redis://127.0.0.1:{announced}\"]",
+        crate::support::gateway::SESSION_SECRET
+    );
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        crate::token_service::config(issuer, &top, "store = \"redis\"")
+    })
+    .await;
+    let text = |value: &serde_json::Value, name: &str| {
+        value[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {value}"))
+            .to_owned()
+    };
+
+    // A first redemption loads the script into Redis: the call dropped below runs it (not a
+    // `NOSCRIPT` answer, which the client follows with the script itself).
+    let warm_up = crate::token_service::code_for(&gateway, "s0").await;
+    assert_eq!(
+        crate::token_service::exchange(&gateway, &warm_up).await.0,
+        200
+    );
+    // Only taking a code names `used:{`.
+    let code = crate::token_service::code_for(&gateway, "s1").await;
+    dropper.arm(b"ts:used:{");
+    let (status, issued) = crate::token_service::exchange(&gateway, &code).await;
+    assert_eq!(dropper.dropped(), 1, "the redemption's answer was dropped");
+    assert_eq!(status, 200, "the redemption sent again is done: {issued}");
+    let access = text(&issued, "access_token");
+    assert_eq!(
+        crate::token_service::validate(&gateway, &access).await,
+        200,
+        "not revoked as a replay's"
+    );
+    // Still spent for anyone else.
+    assert_eq!(crate::token_service::exchange(&gateway, &code).await.0, 400);
+
+    // Only the rotation's script says `'exhausted'`.
+    let (_, issued) = crate::token_service::exchange(
+        &gateway,
+        &crate::token_service::code_for(&gateway, "s2").await,
+    )
+    .await;
+    let first = text(&issued, "refresh_token");
+    dropper.arm(b"'exhausted'");
+    let (status, rotated) = crate::token_service::refresh(&gateway, &first).await;
+    assert_eq!(dropper.dropped(), 2, "the rotation's answer was dropped");
+    assert_eq!(status, 200, "the rotation sent again is done: {rotated}");
+    let (status, again) =
+        crate::token_service::refresh(&gateway, &text(&rotated, "refresh_token")).await;
+    assert_eq!(status, 200, "the grant lives on: {again}");
+    assert_eq!(
+        crate::token_service::validate(&gateway, &text(&again, "access_token")).await,
+        200
+    );
+    // The spent token is still a reuse that ends the grant.
+    assert_eq!(crate::token_service::refresh(&gateway, &first).await.0, 400);
+    assert_eq!(
+        crate::token_service::refresh(&gateway, &text(&again, "refresh_token"))
+            .await
+            .0,
+        400
+    );
+}

@@ -333,6 +333,38 @@ async fn a_grant_refreshed_as_often_as_it_may_be_is_refused_unspent_on_redis() {
     gateway.stop().await;
 }
 
+/// A user's index of grants at a client (the 100-grant limit) lives as long as the grant
+/// opened at the last sign-in may be refreshed and then live: with `session.lifetime = "7d"`
+/// it lived a day, and after a day without a sign-in the next 100 grants were counted from
+/// none while the earlier ones were still refreshed.
+#[tokio::test]
+async fn a_holders_index_outlives_the_grants_it_counts_on_redis() {
+    let redis = RedisServer::standalone().await;
+    let dir = tempfile_dir();
+    let key_file = dir.join("holder-key.pem");
+    let (gateway, _) = Gateway::start_at_issuer(|issuer| {
+        replica_config(
+            issuer,
+            &format!("\"{}\"\nlifetime = \"7d\"", redis.url()),
+            &key_file,
+        )
+    })
+    .await;
+    let (status, issued) = exchange(&gateway, &code_for(&gateway, "h1").await).await;
+    assert_eq!(status, 200, "{issued}");
+    let keys = redis.cli(&["--scan", "--pattern", "*ts:holder:*"]);
+    let key = keys
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no holder index: {keys}"));
+    let ttl: i64 = redis.cli(&["TTL", key]).trim().parse().unwrap();
+    assert!(
+        ttl >= 7 * 86_400,
+        "the index lives {ttl} s, less than the grant's 7 days of refreshes"
+    );
+    gateway.stop().await;
+}
+
 /// Whoever can write to Redis (a pod beside it, or another deployment sharing it under the
 /// same prefix) could move a code's record to a code of their choosing, mark a refresh token of
 /// their own making fresh for a grant they see there, or refresh the other deployment's
@@ -480,7 +512,7 @@ async fn a_revocation_confirmed_on_the_new_master_holds_while_a_link_still_reads
     let state = tollgate::issuer::state::redis::RedisState::new(
         Arc::new(split),
         "tollgate:",
-        3600,
+        (3600, 3600),
         &secrets,
     );
     let now = crate::support::idp::now();
@@ -601,7 +633,7 @@ async fn a_holders_grants_beyond_the_limit_end_oldest_first_in_every_store() {
     let state = tollgate::issuer::state::redis::RedisState::new(
         Arc::new(connection),
         "tollgate:",
-        3600,
+        (3600, 3600),
         &secrets,
     );
     let keys = || {
@@ -620,7 +652,7 @@ async fn a_holders_grants_beyond_the_limit_end_oldest_first_in_every_store() {
     let state = tollgate::issuer::state::redis::RedisState::new(
         Arc::new(connection),
         "tollgate:",
-        3600,
+        (3600, 3600),
         &secrets,
     );
     a_holders_grants_beyond_the_limit_end_oldest_first(&state, || None).await;

@@ -5,13 +5,16 @@
 //! touches on one Cluster slot:
 //! - `code:{<code>}` a code waiting for `/token` (JSON), for `CODE_LIFETIME`;
 //! - `used:{<code>}` what a redeemed code issued (JSON), for `USED_CODE_MEMORY`;
+//! - `taken:{<code>}` a code as taken, for a minute: the answer to its own call sent again;
 //! - `grant:{<grant>}` a hash (`client`, `record`), kept past its last refresh token;
 //! - `revoked:{<grant>}` present once the grant is revoked, for a grant's whole life;
 //! - `refresh:{<grant>}:<sha256 of the token>` `fresh` or `used`, until the token expires;
 //! - `tokens:{<grant>}` a set of the grant's refresh tokens (their SHA-256 in hex), deleted
 //!   with them when the grant ends beyond its holder's limit;
 //! - `holder:{<Grant::holder>}` a sorted set of one user's grants at one client, in the order
-//!   they were opened (each scored one above the newest), for `MAX_GRANTS_PER_USER`;
+//!   they were opened (each scored one above the newest), for `MAX_GRANTS_PER_USER`, as long
+//!   as the last sign-in's grant may live (`session.lifetime` of refreshes, then a grant's
+//!   life);
 //! - `jti:{<grant or jti>}:<jti>` a revoked access token, until it would have expired;
 //! - `fail:<key>` failures counted in the current window.
 //!
@@ -49,16 +52,28 @@ use crate::redis_connection::RedisConnection;
 use crate::secret::Secret;
 use crate::session::seal::Sealer;
 
-/// Takes a waiting code once and records what it issues; or reports the earlier redemption.
+/// Takes a waiting code once and records what it issues; or reports the earlier redemption:
+/// KEYS the code, its use, the code as taken; ARGV the sealed redemption (a random nonce makes
+/// each attempt's its own), how long the use is remembered. The same call sent again (the
+/// Cluster client resends a call whose answer a dropped connection lost) finds its own
+/// redemption and is answered as the first was, from the code kept aside for a minute, not
+/// as a replay that would revoke what it issues.
 const TAKE_CODE: &str = r"
 local pending = redis.call('GET', KEYS[1])
 if pending then
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[3], pending, 'EX', 60)
   return {'pending', pending}
 end
 local used = redis.call('GET', KEYS[2])
 if used then
+  if used == ARGV[1] then
+    local taken = redis.call('GET', KEYS[3])
+    if taken then
+      return {'pending', taken}
+    end
+  end
   return {'replayed', used}
 end
 return {'unknown'}
@@ -68,7 +83,9 @@ return {'unknown'}
 /// rotation count, the grant's token set; ARGV client id, grant life, successor's life, the
 /// grant's least life, how many rotations the grant may have (beyond: 'exhausted', nothing
 /// spent), the successor's hash in hex. Whose token it is comes first:
-/// another client's spent token revokes nothing (RFC 6749 §6).
+/// another client's spent token revokes nothing (RFC 6749 §6). A spent token whose successor
+/// is this call's own (a random token each attempt) was spent by this same call, sent again
+/// by the Cluster client after a dropped connection lost its answer: done, not a reuse.
 const ROTATE_REFRESH: &str = r"
 local state = redis.call('GET', KEYS[1])
 if not state then
@@ -78,6 +95,9 @@ if redis.call('HGET', KEYS[2], 'client') ~= ARGV[1] then
   return 'invalid'
 end
 if state == 'used' then
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    return 'fresh'
+  end
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
   return 'reused'
 end
@@ -99,8 +119,8 @@ return 'fresh'
 
 /// Adds a grant to its holder's index, after the newest there, and returns the oldest beyond
 /// the limit (left in the index until each is ended: ending one twice does no harm): KEYS the
-/// holder's sorted set; ARGV the grant id, how long the index lives (a grant's life), the
-/// limit.
+/// holder's sorted set; ARGV the grant id, how long the index lives (`holder_life`: as long
+/// as a grant opened now may live), the limit.
 const ADD_TO_HOLDER: &str = r"
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local score = 1
@@ -151,6 +171,7 @@ pub struct RedisState {
     /// The longest a grant lives (its last refresh token and the access tokens it can mint),
     /// in seconds: how long a revocation is kept.
     grant_life: i64,
+    holder_life: i64,
     take_code: Script,
     /// Seals records with the session secrets.
     sealer: Sealer,
@@ -184,18 +205,22 @@ fn hex(bytes: &[u8]) -> String {
 
 impl RedisState {
     /// The state on `connection`, every key starting with `prefix` + `ts:`; a revoked grant is
-    /// remembered for `grant_life` seconds; records are sealed, and refresh tokens tagged, with
-    /// the session `secrets`.
+    /// remembered for `grant_life` seconds; a user's index of grants at a client
+    /// (`MAX_GRANTS_PER_USER`) lives `holder_life` seconds from its last sign-in, as long as
+    /// a grant opened then may be refreshed and then live (`session.lifetime` and
+    /// `grant_life`); records are sealed, and refresh tokens tagged, with the session
+    /// `secrets`.
     pub fn new(
         connection: Arc<RedisConnection>,
         prefix: &str,
-        grant_life: i64,
+        (grant_life, holder_life): (i64, i64),
         secrets: &[Secret<String>],
     ) -> Self {
         Self {
             connection,
             prefix: format!("{prefix}ts:"),
             grant_life,
+            holder_life: holder_life.max(grant_life),
             take_code: Script::new(TAKE_CODE),
             sealer: Sealer::new(secrets),
             tags: RefreshTags::new(secrets),
@@ -230,6 +255,11 @@ impl RedisState {
 
     fn used_key(&self, code: &str) -> String {
         format!("{}used:{{{}}}", self.prefix, hex(&hash(code)))
+    }
+
+    /// A code taken, kept a minute for its own call sent again (`TAKE_CODE`).
+    fn taken_key(&self, code: &str) -> String {
+        format!("{}taken:{{{}}}", self.prefix, hex(&hash(code)))
     }
 
     fn grant_key(&self, grant_id: &str) -> String {
@@ -315,7 +345,7 @@ impl RedisState {
         let mut pipeline = eval(ADD_TO_HOLDER, &[&key]);
         pipeline
             .arg(grant_id)
-            .arg(self.grant_life.max(1))
+            .arg(self.holder_life.max(1))
             .arg(MAX_GRANTS_PER_USER);
         let (beyond,): (Vec<String>,) = self
             .connection
@@ -467,6 +497,7 @@ impl IssuerState for RedisState {
             invocation
                 .key(&code_key)
                 .key(&used_key)
+                .key(self.taken_key(code))
                 .arg(self.seal(&used_key, redemption)?)
                 .arg(USED_CODE_MEMORY);
             let answer: Vec<String> = self
