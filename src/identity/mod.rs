@@ -283,8 +283,10 @@ fn cookie_name_as_read(name: &str) -> String {
     percent_encoding::percent_decode_str(name)
         .decode_utf8_lossy()
         // Python's `str.strip()` (Django's `parse_cookie`, Starlette) also drops U+00A0 and
-        // U+0085 around a name.
-        .trim()
+        // U+0085 around a name; and Envoy hands a byte that is not UTF-8 over as `!` (its
+        // Check's `headers` without `encode_raw_headers`, and always to the `/envoy/` HTTP
+        // variant), where the application behind gets the byte: `\xa0` to it may be `!` here.
+        .trim_matches(|character: char| character.is_whitespace() || character == '!')
         .chars()
         .map(|character| match character {
             '.' | ' ' | '[' => '_',
@@ -334,7 +336,9 @@ pub(crate) fn token_an_application_may_read(value: &HeaderValue) -> Option<Resul
 /// How many bytes of white space, as an application may split a header at it, `bytes` starts
 /// with: ASCII white space; NEL and NO-BREAK SPACE as single bytes (Python's `str.split()` on a
 /// header read as Latin-1, as WSGI hands it over); Unicode white space in UTF-8 (Go's
-/// `strings.Fields`, a UTF-8 reader's `split()`).
+/// `strings.Fields`, a UTF-8 reader's `split()`); and `!`, as which Envoy hands over a byte
+/// that is not UTF-8 (NEL and NO-BREAK SPACE among them) while the application behind it gets
+/// the byte (`cookie_name_as_read`).
 fn white_space_at(bytes: &[u8]) -> usize {
     match bytes {
         [0xc2, 0x85 | 0xa0, ..] => 2,
@@ -342,7 +346,7 @@ fn white_space_at(bytes: &[u8]) -> usize {
         | [0xe2, 0x80, 0x80..=0x8a | 0xa8 | 0xa9 | 0xaf, ..]
         | [0xe2, 0x81, 0x9f, ..]
         | [0xe3, 0x80, 0x80, ..] => 3,
-        [byte, ..] if byte.is_ascii_whitespace() || matches!(byte, 0x0b | 0x85 | 0xa0) => 1,
+        [byte, ..] if byte.is_ascii_whitespace() || matches!(byte, 0x0b | 0x85 | 0xa0 | b'!') => 1,
         _ => 0,
     }
 }

@@ -55,6 +55,8 @@ fn a_token_an_application_may_read_is_found_past_any_white_space_a_reader_splits
         ("\u{2009}JWT\u{2009}".as_bytes(), " \u{a0}".as_bytes()),
         (b"Token\xa0 ", b""),
         (b"\xa0", b"\xa0"),
+        // As Envoy describes `Bearer\xa0…` (a byte that is not UTF-8 as `!`).
+        (b"Bearer!", b"!"),
     ] {
         let value = [before, jwt.as_bytes(), after].concat();
         assert_eq!(
@@ -119,6 +121,8 @@ fn two_token_cookies_are_ambiguous_in_one_cookie_header_or_two() {
         "odj%2Eaccess_token=x; odj_access_token=y",
         "odj[access_token=x; odj_access_token=y",
         "ODJ access_token=x; odj_access_token=y",
+        // As Envoy describes a NO-BREAK SPACE (a byte that is not UTF-8) before a name.
+        "!odj_access_token=x; odj_access_token=y",
     ] {
         assert_eq!(
             odj(&cookies(&[header])),

@@ -523,6 +523,91 @@ async fn a_token_cookie_in_a_second_cookie_header_joined_by_envoy_is_refused() {
     }
 }
 
+/// A byte that is not UTF-8 reaches the application as sent but Tollgate as `!` (Envoy's
+/// Check without `encode_raw_headers`, and its HTTP variant always): a NO-BREAK SPACE before a
+/// token cookie's name (Python's `strip()` drops it) or after `Bearer` (its `split()` splits
+/// there) hid a forged token from every check. By either recipe it is refused.
+#[tokio::test]
+async fn a_token_hidden_behind_a_byte_envoy_replaces_is_refused_by_either_recipe() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup_configured(
+        "",
+        |config| {
+            config.replace(
+                "grpc_listen = ",
+                "token_cookie = \"odj_access_token\"\ngrpc_listen = ",
+            )
+        },
+        false,
+        None,
+    )
+    .await;
+    let admin = admin_bearer(&idp);
+    let own = format!(
+        "odj_access_token={}",
+        idp.access_token().claim("groups", json!(["admin"])).sign()
+    );
+    // Unsigned, naming another user: whoever reads it unchecked takes it.
+    let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJib3NzIn0.";
+    let send = async |port: u16, headers: &[(&str, Vec<u8>)]| {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut request = client
+            .get(format!("http://127.0.0.1:{port}/admin/users"))
+            .header("host", "app.example.com");
+        for (name, value) in headers {
+            request = request.header(
+                *name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        request.send().await.unwrap()
+    };
+    for port in [grpc_port, http_port] {
+        let hidden_cookie = [b"\xa0odj_access_token=".as_slice(), forged.as_bytes()].concat();
+        let cookie = send(
+            port,
+            &[
+                ("authorization", admin.clone().into_bytes()),
+                ("cookie", hidden_cookie),
+            ],
+        )
+        .await;
+        assert!(
+            matches!(cookie.status().as_u16(), 400 | 401),
+            "port {port}: a token cookie behind a NO-BREAK SPACE: {}\n{}",
+            cookie.status(),
+            envoy.log()
+        );
+        let hidden_bearer = [b"Bearer\xa0".as_slice(), forged.as_bytes()].concat();
+        let bearer = send(
+            port,
+            &[
+                ("cookie", own.clone().into_bytes()),
+                ("authorization", hidden_bearer),
+            ],
+        )
+        .await;
+        assert!(
+            matches!(bearer.status().as_u16(), 400 | 401),
+            "port {port}: a Bearer token behind a NO-BREAK SPACE: {}\n{}",
+            bearer.status(),
+            envoy.log()
+        );
+        // The same credentials without the hidden tokens pass.
+        let plain = send(port, &[("cookie", own.clone().into_bytes())]).await;
+        upstream_saw(plain, &envoy).await;
+    }
+}
+
 /// A client that sends an injected header twice: Tollgate's value must replace every copy
 /// (Envoy's overwrite), never stand beside a second one that an application joining repeated
 /// headers would read as `alice@example.com, mallory@example.com`. By either recipe.
