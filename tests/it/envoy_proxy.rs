@@ -670,6 +670,79 @@ async fn an_envoy_that_fails_open_still_gets_every_refusal() {
     }
 }
 
+/// What an application may read as another path or host than the one Envoy chose the route,
+/// and so the rules, by: Symfony's `X-Original-URL`, Yii's `X-Rewrite-URL`, Rack's
+/// `Forwarded` and Rails's `X-Forwarded-Host`. A client's never reaches the application by
+/// either recipe, on a public path the rules skip (where it would serve `/admin/users` to
+/// anyone) or a signed-in one; the gRPC variant, which sees it, keeps an `X-Forwarded-Host`
+/// that names the request's own host.
+#[tokio::test]
+async fn another_path_or_host_a_client_claims_never_reaches_the_application_by_either_recipe() {
+    let Setup {
+        idp,
+        gateway: _gateway,
+        _upstream,
+        envoy,
+        grpc_port,
+        http_port,
+    } = setup().await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let claims = [
+        ("x-original-url", "/admin/users"),
+        ("x-original-uri", "/admin/users"),
+        ("x-rewrite-url", "/admin/users"),
+        ("x-forwarded-uri", "/admin/users"),
+        ("forwarded", "host=admin.example.com"),
+        ("x-forwarded-host", "admin.example.com"),
+    ];
+    for port in [grpc_port, http_port] {
+        for (path, credential) in [("/public/x", None), ("/reports", Some(bearer.as_str()))] {
+            let mut headers = claims.to_vec();
+            headers.extend(credential.map(|credential| ("authorization", credential)));
+            let response = get(port, path, &headers).await;
+            // A public path with another path claimed beside it may be sent to sign in (the
+            // original request then has no single reading); one let through carries none.
+            if credential.is_none() && response.status() != 200 {
+                let text = response.text().await.unwrap();
+                assert!(
+                    !text.contains("\"uri\""),
+                    "port {port}: reached the application: {text}"
+                );
+                continue;
+            }
+            let echo = upstream_saw(response, &envoy).await;
+            for (name, _) in claims {
+                assert_eq!(seen(&echo, name), None, "port {port}, {path}: {echo}");
+            }
+        }
+    }
+    // On a public path the rules skip (the gRPC recipe's `/public/`), another host claimed is
+    // let through, and removed.
+    let host_claims = [
+        ("forwarded", "host=admin.example.com"),
+        ("x-forwarded-host", "admin.example.com"),
+    ];
+    let echo = upstream_saw(get(grpc_port, "/public/x", &host_claims).await, &envoy).await;
+    for (name, _) in host_claims {
+        assert_eq!(seen(&echo, name), None, "{echo}");
+    }
+    let own = get(
+        grpc_port,
+        "/reports",
+        &[
+            ("authorization", &bearer),
+            ("x-forwarded-host", "app.example.com"),
+        ],
+    )
+    .await;
+    let echo = upstream_saw(own, &envoy).await;
+    assert_eq!(
+        seen(&echo, "x-forwarded-host"),
+        Some(&json!(["app.example.com"])),
+        "{echo}"
+    );
+}
+
 /// A client's `X.Email` is PHP's `HTTP_X_EMAIL` (Caddy's `php_fastcgi` and FrankenPHP keep a
 /// name's `.`), and Envoy has no setting that refuses it as `headers_with_underscores_action`
 /// refuses `X_Email`: by either recipe Tollgate names it for removal, and the application sees

@@ -84,6 +84,51 @@ async fn the_readme_nginx_recipe_passes_on_no_identity_a_client_claims() {
     }
 }
 
+/// What an application may take for another host or path than the one nginx chose the
+/// location by (Rails's `X-Forwarded-Host`, Rack's `Forwarded`, Symfony's `X-Original-URL`,
+/// Yii's `X-Rewrite-URL`), as a client sends it: the application is told the host nginx saw,
+/// and none of the rest.
+#[tokio::test]
+async fn the_readme_nginx_recipe_passes_on_no_other_host_or_path_a_client_claims() {
+    if !nginx::available() {
+        return;
+    }
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let gateway = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    let (_nginx, base) = recipe_in_nginx(&gateway, &upstream).await;
+    let answer = reqwest::Client::new()
+        .get(format!("{base}/reports"))
+        .header("host", "www.example.com")
+        .bearer_auth(idp.access_token().sign())
+        .header("x-forwarded-host", "admin.example.com")
+        .header("forwarded", "host=admin.example.com")
+        .header("x-original-url", "/admin/users")
+        .header("x-original-uri", "/admin/users")
+        .header("x-rewrite-url", "/admin/users")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let echoed: Value = answer.json().await.unwrap();
+    let headers = &echoed["headers"];
+    assert_eq!(
+        headers["x-forwarded-host"],
+        json!(["www.example.com"]),
+        "{echoed}"
+    );
+    for name in [
+        "forwarded",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+    ] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name} reached the application: {echoed}"
+        );
+    }
+}
+
 /// Failed sign-ins are limited per client address (ten a minute): through the recipe, that is
 /// the address nginx saw, never one a client's `X-Forwarded-For` claims, so a client cannot
 /// buy a provider call per made-up address.

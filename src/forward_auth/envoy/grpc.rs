@@ -280,7 +280,7 @@ async fn check(
         Some(&headers),
         started,
     );
-    let remove = super::headers_to_remove(state, rules, &outcome, &headers);
+    let remove = super::headers_to_remove(state, rules, &outcome, &headers, true);
     Ok(tonic::Response::new(
         answer(outcome, &remove, headers.get(header::ACCEPT)).await,
     ))

@@ -96,7 +96,8 @@ pub fn check(
             Some(headers),
             started,
         );
-        let remove = super::headers_to_remove(&state, rules.unwrap_or(""), &outcome, headers);
+        let remove =
+            super::headers_to_remove(&state, rules.unwrap_or(""), &outcome, headers, false);
         let skipped = matches!(outcome, Outcome::Skip);
         let mut response = outcome_response(outcome);
         // A skip's `no-store` is for an ingress that caches `/auth` answers; Envoy caches none,

@@ -7,7 +7,7 @@
 pub mod grpc;
 pub mod http;
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{ForwardAuthState, Outcome, parsed_query};
 use crate::http::forwarded::OriginalRequest;
@@ -22,11 +22,18 @@ use crate::http::rejection::{Refusal, Rejection};
 /// `X-Auth-Request-Email`, `OIDC_CLAIM_*`: an application moved from oauth2-proxy may still
 /// read them, as the proxy role removes them) unless these rules inject it. So no copy the
 /// client sent reaches the upstream as if Tollgate had vouched for it.
+///
+/// And what an application may read as another path or host than the one Envoy chose the
+/// route, and so the rules, by ([`OTHER_READINGS`]: Symfony's `X-Original-URL`, Yii's
+/// `X-Rewrite-URL`, Rack's `Forwarded`), in every spelling sent, and `X-Forwarded-Host`
+/// (Rails, Django) when it names another host than the request's: where `every_header_seen`
+/// is false (the HTTP variant sees only the recipe's `allowed_headers`), whatever it says.
 fn headers_to_remove(
     state: &ForwardAuthState,
     rules: &str,
     outcome: &Outcome,
     sent: &HeaderMap,
+    every_header_seen: bool,
 ) -> Vec<HeaderName> {
     let injected: &[(HeaderName, axum::http::HeaderValue)] = match outcome {
         Outcome::Allow(injected, _, _) => injected,
@@ -43,9 +50,35 @@ fn headers_to_remove(
         .filter(|name| {
             crate::http::is_identity_elsewhere(name.as_str())
                 && !injected.iter().any(|(present, _)| present == *name)
+                || OTHER_READINGS
+                    .iter()
+                    .any(|other| crate::http::same_header_name(name.as_str(), other))
         })
         .cloned()
         .collect();
+    for other in OTHER_READINGS {
+        let name = HeaderName::from_static(other);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let host = sent
+        .get(axum::http::header::HOST)
+        .map(HeaderValue::as_bytes);
+    for (name, value) in sent {
+        if crate::http::same_header_name(name.as_str(), "x-forwarded-host")
+            && host.is_none_or(|host| !host.eq_ignore_ascii_case(value.as_bytes().trim_ascii()))
+            && !names.contains(name)
+        {
+            names.push(name.clone());
+        }
+    }
+    if !every_header_seen {
+        let name = HeaderName::from_static("x-forwarded-host");
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     for injection in &query.injections {
         let name = injection.header();
         if !injected.iter().any(|(present, _)| present == name) && !names.contains(name) {
@@ -62,6 +95,17 @@ fn headers_to_remove(
     }
     names
 }
+
+/// Headers an application may read as another path or host than the request line's and
+/// `Host` (SPEC §4.1), which Envoy passes on as the client sent them: removed from every
+/// allowed request (`headers_to_remove`), as the proxy role removes them.
+const OTHER_READINGS: [&str; 5] = [
+    "forwarded",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+];
 
 /// Whether rules that were sent hold none: blank, or only `&` between blanks (a template that
 /// expanded to nothing). Read as no rules they would let every signed-in caller through.
