@@ -220,6 +220,14 @@ pub fn auth(
         } else {
             refuse_other_spellings(&state, rules, headers, outcome)
         };
+        let outcome = if headers
+            .keys()
+            .any(|name| is_identity_elsewhere_spelt_otherwise(name.as_str()))
+        {
+            refuse_identity_spelt_otherwise(headers, outcome)
+        } else {
+            outcome
+        };
         report(
             &state,
             "auth",
@@ -360,6 +368,45 @@ fn refuse_other_spellings(
     let refusal = Refusal::new(Rejection::BadRequest(reason.clone()), reason);
     // A cookie session refreshed on the way goes back all the same: its old refresh token is
     // spent.
+    Outcome::Reject(match outcome {
+        Outcome::Allow(_, _, set_cookies) if !set_cookies.is_empty() => {
+            refusal.with_cookies(set_cookies)
+        }
+        _ => refusal,
+    })
+}
+
+/// Whether `name` is an identity header of a gateway Tollgate replaces
+/// (`http::is_identity_elsewhere`) written with `_` or `.`: `X_Forwarded_User`,
+/// `x.authentik.username`, `OIDC_CLAIM_email`.
+fn is_identity_elsewhere_spelt_otherwise(name: &str) -> bool {
+    name.contains(['_', '.']) && crate::http::is_identity_elsewhere(name)
+}
+
+/// An allowed `/auth` answer (or a skip) to a request that carries an identity header of a
+/// gateway Tollgate replaces written with `_` or `.` (`X_Forwarded_User`), made a 400 (a
+/// name the rules inject is refused as sent by `refuse_other_spellings` already). Traefik and Caddy pass such a name on (their recipes
+/// clear the dashed names only, and Traefik cannot clear by prefix), and an application that
+/// reads headers the CGI way (Puma, PHP-FPM, FrankenPHP) takes it for `HTTP_X_FORWARDED_USER`,
+/// as if a gateway had vouched for it; nginx drops such names, and Envoy's recipes refuse or
+/// remove them. No client has a reason to send one; the dashed spellings, which a gateway in
+/// front (Cloudflare Access, IAP) may set, are for the recipes to clear.
+#[inline(never)]
+fn refuse_identity_spelt_otherwise(headers: &HeaderMap, outcome: Outcome) -> Outcome {
+    if !matches!(outcome, Outcome::Allow(..) | Outcome::Skip) {
+        return outcome;
+    }
+    let Some(sent) = headers
+        .keys()
+        .find(|name| is_identity_elsewhere_spelt_otherwise(name.as_str()))
+    else {
+        return outcome;
+    };
+    let reason = format!(
+        "the request carries {}, another gateway's identity header spelt with `_` or `.`",
+        sent.as_str()
+    );
+    let refusal = Refusal::new(Rejection::BadRequest(reason.clone()), reason);
     Outcome::Reject(match outcome {
         Outcome::Allow(_, _, set_cookies) if !set_cookies.is_empty() => {
             refusal.with_cookies(set_cookies)

@@ -797,6 +797,15 @@ async fn a_clients_identity_headers_never_reach_the_application_by_either_recipe
         ("remote-user", "ceo"),
         ("oidc-claim-email", "ceo@example.com"),
         ("x-userinfo", "eyJzdWIiOiJjZW8ifQ"),
+        ("x-authentik-username", "ceo"),
+        ("x-pomerium-claim-email", "ceo@example.com"),
+        ("x-ms-client-principal-name", "ceo@example.com"),
+        (
+            "x-goog-authenticated-user-email",
+            "accounts.google.com:ceo@example.com",
+        ),
+        ("x-vouch-user", "ceo@example.com"),
+        ("cf-access-authenticated-user-email", "ceo@example.com"),
     ];
     // The HTTP recipe's one set of rules has no skip rule: `/public/` is the gRPC recipe's.
     for (port, path, credential) in [

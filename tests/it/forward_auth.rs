@@ -540,6 +540,49 @@ async fn another_spelling_of_an_injected_header_is_refused() {
     }
 }
 
+/// Traefik and Caddy pass on a client's `X_Forwarded_User` (their recipes clear dashed names,
+/// Traefik's by name only), which Puma, PHP-FPM and FrankenPHP read as the
+/// `HTTP_X_FORWARDED_USER` an oauth2-proxy once vouched for: `/auth` refuses any identity
+/// header of a gateway Tollgate replaces spelt with `_` or `.`, allowed or skipped; the dashed
+/// spellings (which a gateway in front may set) pass.
+#[tokio::test]
+async fn another_gateways_identity_header_spelt_with_underscores_is_refused() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(&idp, "", "")).await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let public = [
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-method", "GET"),
+    ];
+    for spelling in [
+        "X_Forwarded_User",
+        "x_auth_request_email",
+        "Remote_User",
+        "OIDC_CLAIM_email",
+        "X.authentik.username",
+        "cf_access_authenticated_user_email",
+    ] {
+        let forged = [("authorization", bearer.as_str()), (spelling, "ceo")];
+        assert_eq!(
+            auth(&gateway, "", &forged).await.status(),
+            400,
+            "{spelling}"
+        );
+        let skipped = [public[0], public[1], (spelling, "ceo")];
+        assert_eq!(
+            auth(&gateway, "?skip-auth=^/public/", &skipped)
+                .await
+                .status(),
+            400,
+            "{spelling} on a skip"
+        );
+    }
+    for dashed in ["X-Forwarded-User", "Cf-Access-Authenticated-User-Email"] {
+        let sent = [("authorization", bearer.as_str()), (dashed, "someone")];
+        assert_eq!(auth(&gateway, "", &sent).await.status(), 200, "{dashed}");
+    }
+}
+
 #[tokio::test]
 async fn token_cookie_is_a_credential() {
     let idp = TestIdp::start().await;
