@@ -30,6 +30,7 @@
 //!   README's Istio providers (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`) as the filters Istio
 //!   generates, in a real Envoy.
 //! - `cli`: the `tollgate` binary: `check` output and exit codes.
+//! - `caddy_recipe`: the README's Caddy recipe in a real Caddy.
 //! - `logging`: a log reader that stopped reading never stalls a request (SPEC §11).
 //! - `traefik`: `/auth` answering the exact requests Traefik's forwardAuth sends (README
 //!   recipe: `trustForwardHeader`, `authResponseHeaders`, `addAuthCookiesToResponse`).
@@ -47,6 +48,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod caddy_recipe;
 mod canonical;
 mod cli;
 mod connection_limit;
