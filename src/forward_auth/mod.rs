@@ -380,7 +380,8 @@ fn refuse_other_spellings(
 /// (`http::is_identity_elsewhere`) written with `_` or `.`: `X_Forwarded_User`,
 /// `x.authentik.username`, `OIDC_CLAIM_email`.
 fn is_identity_elsewhere_spelt_otherwise(name: &str) -> bool {
-    name.contains(['_', '.']) && crate::http::is_identity_elsewhere(name)
+    memchr::memchr2(b'_', b'.', name.as_bytes()).is_some()
+        && crate::http::is_identity_elsewhere(name)
 }
 
 /// An allowed `/auth` answer (or a skip) to a request that carries an identity header of a

@@ -304,20 +304,38 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     bearer_of(headers.get(axum::http::header::AUTHORIZATION)?)
 }
 
-/// The token an application may read in an `Authorization` value that is not the caller's
+/// The tokens an application may read in an `Authorization` value that is not the caller's
 /// credential: a Bearer token however it is spaced (`Bearer<TAB>…`, which RFC 7235 does not
 /// allow and Python's `split()` reads), or a JWT-shaped credential under any other scheme but
 /// Basic, or none (`JWT …` as djangorestframework-jwt reads it, `Token …`, the bare token).
 /// The scheme ends at white space as any reader may split there ([`white_space_at`]:
-/// `Bearer` and a NO-BREAK SPACE is a Bearer token to a WSGI application).
+/// `Bearer` and a NO-BREAK SPACE is a Bearer token to a WSGI application). Read a second time
+/// where it holds a `!`, taking `!` for white space too: Envoy hands a byte that is not UTF-8
+/// over as `!` (its Check's `headers` without `encode_raw_headers`, and always to `/envoy/`),
+/// while the application gets the byte; the first reading keeps `X!y <token>` (a scheme `!`
+/// may be part of) found. Each reading's token, once.
 /// `Err` for a Bearer scheme with no token, or a token that is not UTF-8.
-pub(crate) fn token_an_application_may_read(value: &HeaderValue) -> Option<Result<&str, ()>> {
+pub(crate) fn tokens_an_application_may_read(
+    value: &HeaderValue,
+) -> impl Iterator<Item = Result<&str, ()>> {
     if let Some(bearer) = bearer_of(value) {
-        return Some(bearer);
+        return [Some(bearer), None].into_iter().flatten();
     }
-    let bytes = trim_white_space(value.as_bytes());
-    let (scheme, credential) = match (0..bytes.len()).find(|at| white_space_at(&bytes[*at..]) > 0) {
-        Some(at) => (&bytes[..at], trim_white_space(&bytes[at..])),
+    let bytes = value.as_bytes();
+    let plain = token_after_a_scheme(bytes, false);
+    let replaced = memchr::memchr(b'!', bytes)
+        .and_then(|_| token_after_a_scheme(bytes, true))
+        .filter(|token| Some(token) != plain.as_ref());
+    [plain, replaced].into_iter().flatten()
+}
+
+/// The token of an `Authorization` value read as [`tokens_an_application_may_read`] says,
+/// `!` taken for white space when `bang`.
+fn token_after_a_scheme(bytes: &[u8], bang: bool) -> Option<Result<&str, ()>> {
+    let bytes = trim_white_space(bytes, bang);
+    let split = (0..bytes.len()).find(|at| white_space_at(&bytes[*at..], bang) > 0);
+    let (scheme, credential) = match split {
+        Some(at) => (&bytes[..at], trim_white_space(&bytes[at..], bang)),
         None => (&b""[..], bytes),
     };
     if scheme.eq_ignore_ascii_case(b"bearer") {
@@ -327,34 +345,40 @@ pub(crate) fn token_an_application_may_read(value: &HeaderValue) -> Option<Resul
                 .ok_or(()),
         );
     }
-    if scheme.eq_ignore_ascii_case(b"basic") || !is_jwt_shaped(credential) {
+    // Under another scheme, the first word: an application that splits the value takes it
+    // (`JWT <token> x`, `split()[1]`).
+    let word = match (0..credential.len()).find(|at| white_space_at(&credential[*at..], bang) > 0) {
+        Some(end) => &credential[..end],
+        None => credential,
+    };
+    if scheme.eq_ignore_ascii_case(b"basic") || !is_jwt_shaped(word) {
         return None;
     }
-    Some(crate::http::utf8(credential).ok_or(()))
+    Some(crate::http::utf8(word).ok_or(()))
 }
 
 /// How many bytes of white space, as an application may split a header at it, `bytes` starts
 /// with: ASCII white space; NEL and NO-BREAK SPACE as single bytes (Python's `str.split()` on a
 /// header read as Latin-1, as WSGI hands it over); Unicode white space in UTF-8 (Go's
-/// `strings.Fields`, a UTF-8 reader's `split()`); and `!`, as which Envoy hands over a byte
-/// that is not UTF-8 (NEL and NO-BREAK SPACE among them) while the application behind it gets
-/// the byte (`cookie_name_as_read`).
-fn white_space_at(bytes: &[u8]) -> usize {
+/// `strings.Fields`, a UTF-8 reader's `split()`); and, when `bang`, `!`, as which Envoy hands
+/// over a byte that is not UTF-8 (NEL and NO-BREAK SPACE among them).
+fn white_space_at(bytes: &[u8], bang: bool) -> usize {
     match bytes {
         [0xc2, 0x85 | 0xa0, ..] => 2,
         [0xe1, 0x9a, 0x80, ..]
         | [0xe2, 0x80, 0x80..=0x8a | 0xa8 | 0xa9 | 0xaf, ..]
         | [0xe2, 0x81, 0x9f, ..]
         | [0xe3, 0x80, 0x80, ..] => 3,
-        [byte, ..] if byte.is_ascii_whitespace() || matches!(byte, 0x0b | 0x85 | 0xa0 | b'!') => 1,
+        [byte, ..] if byte.is_ascii_whitespace() || matches!(byte, 0x0b | 0x85 | 0xa0) => 1,
+        [b'!', ..] if bang => 1,
         _ => 0,
     }
 }
 
 /// `bytes` without the white space ([`white_space_at`]) at either end.
-fn trim_white_space(mut bytes: &[u8]) -> &[u8] {
+fn trim_white_space(mut bytes: &[u8], bang: bool) -> &[u8] {
     loop {
-        let at_start = white_space_at(bytes);
+        let at_start = white_space_at(bytes, bang);
         if at_start > 0 {
             bytes = &bytes[at_start..];
             continue;
@@ -363,7 +387,7 @@ fn trim_white_space(mut bytes: &[u8]) -> &[u8] {
         // byte that is one in Latin-1.
         let at_end = (1..=3.min(bytes.len()))
             .rev()
-            .find(|length| white_space_at(&bytes[bytes.len() - length..]) == *length);
+            .find(|length| white_space_at(&bytes[bytes.len() - length..], bang) == *length);
         match at_end {
             Some(length) => bytes = &bytes[..bytes.len() - length],
             None => return bytes,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 
 use super::{
-    Credential, Identity, cookie_name_as_read, cookies_read_as, token_an_application_may_read,
-    token_error,
+    Credential, Identity, cookie_name_as_read, cookies_read_as, token_error,
+    tokens_an_application_may_read,
 };
 use crate::http::forwarded::ClientAddress;
 use crate::http::rejection::{Refusal, Rejection};
@@ -42,7 +42,7 @@ pub struct Reaching<'a, 'q> {
 }
 
 /// The tokens of `headers` and `reaching.queries` that did not identify the caller (`used`;
-/// none when nobody was identified): a token in `Authorization` (`token_an_application_may_read`), a cookie an application reads as the
+/// none when nobody was identified): a token in `Authorization` (`tokens_an_application_may_read`), a cookie an application reads as the
 /// token cookie (`cookie_name_as_read`), every parameter of a query that an application reads
 /// as `access_token` (`query_tokens`; never a credential). An empty cookie or parameter is no
 /// token.
@@ -54,14 +54,14 @@ pub fn other_tokens<'a>(
     let mut others = Vec::new();
     if reaching.authorization
         && used != Some(Credential::Bearer)
-        && let Some(bearer) = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(token_an_application_may_read)
+        && let Some(value) = headers.get(axum::http::header::AUTHORIZATION)
     {
-        others.push(OtherToken {
-            place: Credential::Bearer.as_str(),
-            token: Cow::Borrowed(bearer.unwrap_or("")),
-        });
+        others.extend(
+            tokens_an_application_may_read(value).map(|bearer| OtherToken {
+                place: Credential::Bearer.as_str(),
+                token: Cow::Borrowed(bearer.unwrap_or("")),
+            }),
+        );
     }
     if let Some(name) = reaching.token_cookie
         && used != Some(Credential::TokenCookie)

@@ -969,17 +969,18 @@ pub fn merge_claims(
     }
     // A verification flag speaks of its own address: userinfo's is dropped where the ID
     // token's address, which wins, is another; and the ID token's, where it names no address
-    // and userinfo's is the one kept. Where userinfo names another address and the ID token
-    // says nothing of its own, nothing vouches for the one kept: unverified (a missing flag
-    // would read as the provider's word, as `token::without_userinfo` says).
+    // and userinfo's is the one kept. Where userinfo's flag is dropped so (it names another
+    // address, or none) and the ID token says nothing of its own address, nothing vouches for
+    // that one: unverified (a missing flag would read as the provider's word, as
+    // `token::without_userinfo` says).
     let mut flags_of_no_address = Vec::new();
     for (address, verified) in [
         ("email", "email_verified"),
         ("phone_number", "phone_number_verified"),
     ] {
         if id_claims.contains_key(address) && merged.get(address) != id_claims.get(address) {
-            merged.remove(verified);
-            if merged.contains_key(address) && !id_claims.contains_key(verified) {
+            let flagged = merged.remove(verified).is_some();
+            if flagged && !id_claims.contains_key(verified) {
                 merged.insert(verified.to_owned(), serde_json::Value::Bool(false));
             }
         }
@@ -1026,6 +1027,10 @@ mod tests {
             ..Default::default()
         };
         assert!(crate::policy::check_requirements(&require, &merged).is_err());
+        assert_eq!(
+            merged["phone_number_verified"], true,
+            "the phone number is userinfo's own"
+        );
         // The ID token's own flag for its address stands.
         let flagged: Claims = Arc::new(
             serde_json::json!({"sub": "u1", "email": "a@example.com", "email_verified": true})
@@ -1044,10 +1049,20 @@ mod tests {
             merge_claims(&id, silent).unwrap().get("email_verified"),
             None
         );
-        assert_eq!(
-            merged["phone_number_verified"], true,
-            "the phone number is userinfo's own"
-        );
+        // One that gives another address without a flag says nothing of either.
+        let unflagged = serde_json::json!({"sub": "u1", "email": "b@example.com"})
+            .as_object()
+            .cloned();
+        let merged = merge_claims(&id, unflagged).unwrap();
+        assert_eq!(merged.get("email_verified"), None);
+        // A flag without an address speaks of the user's address, which userinfo does not
+        // name: not the ID token's, which nothing then vouches for.
+        let flag_without_address = serde_json::json!({"sub": "u1", "email_verified": true})
+            .as_object()
+            .cloned();
+        let merged = merge_claims(&id, flag_without_address).unwrap();
+        assert_eq!(merged["email_verified"], false);
+        assert!(crate::policy::check_requirements(&require, &merged).is_err());
         let merged = merge_claims(&id, userinfo("a@example.com")).unwrap();
         assert_eq!(merged["email_verified"], true, "the same address");
         // An ID token's flag without its address says nothing of userinfo's.

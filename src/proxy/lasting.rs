@@ -43,11 +43,11 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// After a config reload, each look is the reloaded config's ([`Followed`]): the route the
 /// handshake's canonical `host` and `path` choose there (a new, more specific route covering
 /// the path included), and that a trusted proxy's `X-Forwarded-Host` at the handshake chooses
-/// too where routes are chosen by host (as a request's must), must have the same provider (and still `accept_bearer`, for a bearer
-/// token's), the session's provider still the one that made it
-/// (`Session::made_at`), its secrets must open the cookie, and its `require` must hold (with
-/// the `cookie` store, whose look reads the handshake's cookie, against the claims the
-/// handshake found, once after each reload).
+/// too where routes are chosen by host (as a request's must), must have the same provider
+/// (and still `accept_bearer`, for a bearer token's), the session's provider still the one
+/// that made it (`Session::made_at`), its secrets must open the cookie, and its `require` must
+/// hold (with the `cookie` store, whose look reads the handshake's cookie, against the claims
+/// the handshake found, once after each reload).
 ///
 /// `None` when nothing ends it (no session store).
 pub fn lasting(

@@ -364,7 +364,7 @@ const ACCESS_TOKEN_CLAIMS: [&str; 6] = ["scope", "scp", "client_id", "cid", "app
 /// where `audiences` names the client id.
 ///
 /// # Errors
-/// `NotAnAccessToken`.
+/// `NotAnAccessToken`; `BoundToKey` for a token with a `cnf` claim.
 pub fn ensure_access_token(
     header: &TokenHeader,
     claims: &Map<String, Value>,

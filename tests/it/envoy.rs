@@ -147,6 +147,50 @@ fn own_removals(names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A client's `X-Forwarded-Host` naming another host than the Check's is removed; one a
+/// trusted load balancer in front of Envoy sends (the hop Envoy saw, the last of
+/// `X-Forwarded-For`, is in `trusted_proxies`: it rewrote `Host` and says the public one) is
+/// kept, as the proxy role keeps a trusted proxy's.
+#[tokio::test]
+async fn grpc_keeps_the_forwarded_host_only_from_a_trusted_hop() {
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&Gateway::forward_auth_config(
+        &idp,
+        "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+        "grpc_listen = \"127.0.0.1:0\"",
+    ))
+    .await;
+    let bearer = format!("Bearer {}", idp.access_token().sign());
+    let removed = async |hops: &str, forwarded_host: &str| {
+        let response = check(
+            &gateway,
+            check_request(
+                "/reports",
+                &[
+                    ("authorization", &bearer),
+                    ("x-forwarded-for", hops),
+                    ("x-forwarded-host", forwarded_host),
+                ],
+                Some("inject-claim=email,X-Email"),
+            ),
+        )
+        .await;
+        ok(&response)
+            .headers_to_remove
+            .contains(&"x-forwarded-host".to_owned())
+    };
+    assert!(removed("203.0.113.9", "admin.example.com").await);
+    assert!(removed("10.1.2.3, 203.0.113.9", "admin.example.com").await);
+    assert!(
+        !removed("203.0.113.9", "app.example.com").await,
+        "its own host"
+    );
+    assert!(
+        !removed("203.0.113.9, 10.1.2.3", "www.example.com").await,
+        "said by the trusted balancer Envoy saw"
+    );
+}
+
 #[tokio::test]
 async fn grpc_allows_a_bearer_token_and_injects_headers_that_replace_the_clients() {
     let idp = TestIdp::start().await;

@@ -105,6 +105,7 @@ async fn the_readme_nginx_recipe_passes_on_no_other_host_or_path_a_client_claims
         .header("x-original-url", "/admin/users")
         .header("x-original-uri", "/admin/users")
         .header("x-rewrite-url", "/admin/users")
+        .header("x-forwarded-uri", "/admin/users")
         .send()
         .await
         .unwrap();
@@ -121,6 +122,7 @@ async fn the_readme_nginx_recipe_passes_on_no_other_host_or_path_a_client_claims
         "x-original-url",
         "x-original-uri",
         "x-rewrite-url",
+        "x-forwarded-uri",
     ] {
         assert!(
             headers.get(name).is_none(),

@@ -171,6 +171,7 @@ pub struct RedisState {
     /// The longest a grant lives (its last refresh token and the access tokens it can mint),
     /// in seconds: how long a revocation is kept.
     grant_life: i64,
+    /// How long a user's index of grants lives from its last sign-in (`RedisState::new`).
     holder_life: i64,
     take_code: Script,
     /// Seals records with the session secrets.
