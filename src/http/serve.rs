@@ -96,6 +96,29 @@ impl Workers {
     }
 }
 
+/// Resolves once the connection an upgrade was asked on is cut (an upgraded one idle for
+/// `keepalive_timeout`). Put in the extensions of an HTTP/1 request that asks for an upgrade:
+/// the splice (`proxy::forward`) waits on it beside its copying, which may poll neither socket
+/// (an upstream that stopped reading leaves the client's unread once the copy's buffer is
+/// full), so the socket's own failing read would never come.
+#[derive(Clone)]
+pub struct UpgradeCut(Arc<Activity>);
+
+impl UpgradeCut {
+    /// Waits until the connection is cut.
+    pub async fn cut_off(&self) {
+        loop {
+            let told = self.0.cut_told.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if self.0.cut.load(Ordering::Relaxed) {
+                return;
+            }
+            told.await;
+        }
+    }
+}
+
 /// How long a client may take to send a request's head, and to stay idle.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionTimeouts {
@@ -132,6 +155,8 @@ struct Activity {
     closed: AtomicBool,
     /// The task using the upgraded socket, woken to find it `cut`.
     user: std::sync::Mutex<Option<std::task::Waker>>,
+    /// Told when the upgraded socket is `cut`: the splice waits on it ([`UpgradeCut`]).
+    cut_told: tokio::sync::Notify,
     /// Whether the connection speaks HTTP/2 (known from its first request): then its idle
     /// time is counted from what its streams did, not from bytes (PINGs move bytes).
     http2: AtomicBool,
@@ -171,6 +196,7 @@ impl Activity {
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             user: std::sync::Mutex::new(None),
+            cut_told: tokio::sync::Notify::new(),
             http2: AtomicBool::new(false),
             streams: Arc::new(Streams::new(opened)),
             seen_read: AtomicU64::new(NOT_SEEN),
@@ -231,9 +257,11 @@ impl Activity {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
-    /// Makes the upgraded socket's next read or write fail, and wakes the task using it.
+    /// Makes the upgraded socket's next read or write fail, wakes the task using it, and tells
+    /// the splice ([`UpgradeCut`]).
     fn cut(&self) {
         self.cut.store(true, Ordering::Relaxed);
+        self.cut_told.notify_waiters();
         let user = self
             .user
             .lock()
@@ -589,8 +617,15 @@ where
         connections.add(&activity);
         let service = {
             let activity = activity.clone();
-            hyper::service::service_fn(move |request| {
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 let version = request.version();
+                if version < hyper::Version::HTTP_2
+                    && request.headers().contains_key(hyper::header::UPGRADE)
+                {
+                    request
+                        .extensions_mut()
+                        .insert(UpgradeCut(activity.clone()));
+                }
                 let in_flight = InFlight::begin(&activity, version);
                 activity.body_sent.store(
                     !hyper::body::Body::is_end_stream(request.body()),

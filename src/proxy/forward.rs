@@ -253,6 +253,8 @@ pub struct ClientUpgrade {
     websocket: Option<WebSocketKeys>,
     /// Closes the connection once switched when it resolves.
     lasting: Option<Lasting>,
+    /// Resolves when the client's connection is cut (idle for `keepalive_timeout`).
+    cut: Option<crate::http::serve::UpgradeCut>,
 }
 
 /// A WebSocket handshake passed on with a key of Tollgate's own (RFC 6455 §4.1): the upstream
@@ -362,6 +364,10 @@ pub fn prepare(
             .filter(|_| websocket)
             .and_then(WebSocketKeys::new);
         Box::new(ClientUpgrade {
+            cut: request
+                .extensions()
+                .get::<crate::http::serve::UpgradeCut>()
+                .cloned(),
             on: hyper::upgrade::on(&mut request),
             protocols: protocols.clone(),
             websocket,
@@ -624,6 +630,7 @@ fn splice_upgrade(
     let ClientUpgrade {
         on: client_upgrade,
         lasting,
+        cut,
         ..
     } = *client_upgrade;
     let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -641,11 +648,22 @@ fn splice_upgrade(
                 None => std::future::pending().await,
             }
         };
+        let cut = async {
+            match cut {
+                Some(cut) => cut.cut_off().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ended = spliced => {
                 if let Err(error) = ended {
                     tracing::debug!(%error, "upgraded connection ended");
                 }
+            }
+            // Idle for `keepalive_timeout`: also where the copy waits on an upstream that
+            // stopped reading, and so reads nothing more from the client that would fail.
+            () = cut => {
+                tracing::debug!("an upgraded connection idle for keepalive_timeout: closed");
             }
             () = lasting => {
                 // Both ends are dropped, so closed, when this task ends.
@@ -667,6 +685,7 @@ mod tests {
             on: hyper::upgrade::on(axum::http::Request::new(())),
             protocols: HeaderValue::from_static(protocols),
             // The RFC's example key as the one sent upstream, the client's another.
+            cut: None,
             websocket: key.and_then(|key| {
                 WebSocketKeys::sending(
                     &HeaderValue::from_static("Y2xpZW50cyBvd24ga2V5IQ=="),

@@ -355,6 +355,47 @@ async fn an_upgraded_connection_holds_its_place_and_is_closed_when_idle() {
     gateway.stop().await;
 }
 
+/// An upgraded connection whose upstream stopped reading (a push-only handler, a paused
+/// process) once the client had filled the buffers between them: the splice's copy then polls
+/// neither socket, so the cut of an idle connection, a failing read, never came, and the
+/// socket held its place for good. It is closed after `keepalive_timeout` all the same.
+#[tokio::test]
+async fn an_upgraded_connection_whose_upstream_stopped_reading_is_closed_when_idle() {
+    let idp = TestIdp::start().await;
+    // An upstream that switches protocols, then neither reads nor writes, its socket open.
+    let upstream = raw_upstream(|mut stream| async move {
+        let _ = stream.write_all(SWITCHED).await;
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+    .await;
+    let timeouts =
+        "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nmax_connections = 1\n";
+    let gateway = gateway_with(&idp, &upstream, "upgrades = [\"sink\"]\n", timeouts).await;
+    let mut held = upgraded(&gateway).await;
+    // Written until the buffers on the way are full and a write waits.
+    let chunk = vec![b'x'; 65_536];
+    let mut accepted = 0usize;
+    while accepted < 256 << 20 {
+        match tokio::time::timeout(Duration::from_millis(500), held.write_all(&chunk)).await {
+            Ok(Ok(())) => accepted += chunk.len(),
+            _ => break,
+        }
+    }
+    assert!(
+        accepted > 8192 && accepted < 256 << 20,
+        "{accepted} bytes taken: the buffers never filled"
+    );
+    let mut next = tokio::net::TcpStream::connect(gateway.app.public_addr)
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(30), get_on(&mut next))
+        .await
+        .expect("the upgraded connection holds the only place for good");
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 502 Bad Gateway"));
+    gateway.stop().await;
+}
+
 /// With `max_connections` open, the connection idle longest between requests is closed to
 /// make room for a new one, as nginx reuses its idle keep-alive connections; one writing a
 /// response body keeps its place however quiet the body is. Before, an idle keep-alive
