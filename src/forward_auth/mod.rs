@@ -386,12 +386,14 @@ fn is_identity_elsewhere_spelt_otherwise(name: &str) -> bool {
 
 /// An allowed `/auth` answer (or a skip) to a request that carries an identity header of a
 /// gateway Tollgate replaces written with `_` or `.` (`X_Forwarded_User`), made a 400 (a
-/// name the rules inject is refused as sent by `refuse_other_spellings` already). Traefik and Caddy pass such a name on (their recipes
-/// clear the dashed names only, and Traefik cannot clear by prefix), and an application that
-/// reads headers the CGI way (Puma, PHP-FPM, FrankenPHP) takes it for `HTTP_X_FORWARDED_USER`,
-/// as if a gateway had vouched for it; nginx drops such names, and Envoy's recipes refuse or
-/// remove them. No client has a reason to send one; the dashed spellings, which a gateway in
-/// front (Cloudflare Access, IAP) may set, are for the recipes to clear.
+/// name the rules inject is refused as sent by `refuse_other_spellings` already). Caddy passes
+/// such a name on (its recipe clears dashed names), as Traefik does without the recipe's
+/// `authResponseHeadersRegex`, and an application that reads headers the CGI way (Puma,
+/// PHP-FPM, FrankenPHP) takes it for `HTTP_X_FORWARDED_USER`, as if a gateway had vouched for
+/// it; nginx drops such names, and Envoy's recipes refuse or remove them. No client has a
+/// reason to send one; a gateway in front may (mod_auth_openidc's `OIDC_CLAIM_*`, unless told
+/// `OIDCPassClaimsAs environment`), and is then to be told not to; the dashed spellings, which
+/// a gateway in front (Cloudflare Access, IAP) may set, are for the recipes to clear.
 #[inline(never)]
 fn refuse_identity_spelt_otherwise(headers: &HeaderMap, outcome: Outcome) -> Outcome {
     if !matches!(outcome, Outcome::Allow(..) | Outcome::Skip) {

@@ -619,8 +619,13 @@ where
             let activity = activity.clone();
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 let version = request.version();
+                // Where hyper will hand the socket over (it put the upgrade there): a lookup in
+                // extensions that are empty for every other request, unlike a header lookup.
                 if version < hyper::Version::HTTP_2
-                    && request.headers().contains_key(hyper::header::UPGRADE)
+                    && request
+                        .extensions()
+                        .get::<hyper::upgrade::OnUpgrade>()
+                        .is_some()
                 {
                     request
                         .extensions_mut()

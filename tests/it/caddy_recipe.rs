@@ -87,6 +87,15 @@ async fn the_readme_caddy_recipe_passes_on_no_identity_a_client_claims() {
         "X-Goog-IAP-JWT-Assertion",
         "X-Vouch-User",
         "Cf-Access-Authenticated-User-Email",
+        "X-Userinfo",
+        "X-Access-Token",
+        "X-Id-Token",
+        "X-Remote-User",
+        "X-Consumer-Username",
+        "X-Authenticated-Userid",
+        "X-Credential-Identifier",
+        "X-Anonymous-Consumer",
+        "Oidc-Claim-Email",
     ];
     let mut request = reqwest::Client::new()
         .get(format!("{base}/reports"))

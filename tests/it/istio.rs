@@ -204,6 +204,10 @@ async fn istio_http_provider_in_envoy_carries_the_rules_of_the_readme() {
         ("remote-user", "mallory"),
         ("oidc_claim_email", "mallory@example.com"),
         ("x-userinfo", "mallory"),
+        ("x_forwarded_user", "mallory"),
+        ("remote_user", "mallory"),
+        ("x.authentik.username", "mallory"),
+        ("cf-access-authenticated-user-email", "mallory@example.com"),
     ];
     let mut headers = vec![("authorization", admin.as_str())];
     headers.extend(others);

@@ -426,3 +426,79 @@ async fn a_refreshed_cookie_session_is_set_only_through_cookies_add_auth_cookies
         );
     }
 }
+
+/// The recipe's `authResponseHeadersRegex` (Traefik removes every request header it matches
+/// before copying the answer's): it matches every spelling of the names Tollgate counts as
+/// another gateway's identity headers (`is_identity_elsewhere`), and the path and host
+/// overrides, and none of what the application and Tollgate need. Go's RE2 and the `regex`
+/// crate read this pattern alike (no look-around, no back-references).
+#[test]
+fn the_recipes_header_regex_clears_every_other_gateways_identity_header() {
+    let recipe = crate::support::readme_block("### Traefik\n", "yaml");
+    let line = recipe
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("authResponseHeadersRegex: "))
+        .expect("the recipe sets authResponseHeadersRegex");
+    let pattern: String = serde_json::from_str(line).unwrap();
+    let regex = regex::Regex::new(&pattern).unwrap();
+    let cleared = [
+        "X-Forwarded-User",
+        "x_forwarded_user",
+        "X.Forwarded.Email",
+        "X-Forwarded-Preferred-Username",
+        "X-Auth-Request-Access-Token",
+        "X-authentik-username",
+        "X-Pomerium-Claim-Email",
+        "X-MS-CLIENT-PRINCIPAL-NAME",
+        "X-MS-TOKEN-AAD-ID-TOKEN",
+        "X-Goog-Authenticated-User-Email",
+        "X-Goog-IAP-JWT-Assertion",
+        "X-Vouch-User",
+        "Cf-Access-Authenticated-User-Email",
+        "X-Userinfo",
+        "X-Access-Token",
+        "X-Id-Token",
+        "X-Remote-User",
+        "X-Consumer-Username",
+        "X-Authenticated-Userid",
+        "X-Credential-Identifier",
+        "X-Anonymous-Consumer",
+        "Remote-User",
+        "remote_groups",
+        "OIDC_CLAIM_email",
+        "Oidc-Access-Token",
+        "X-Original-URL",
+        "X-Original-URI",
+        "X-Rewrite-URL",
+        "Forwarded",
+    ];
+    for name in cleared {
+        assert!(regex.is_match(name), "{name} passes");
+        let dashed = name.to_ascii_lowercase();
+        assert!(
+            [
+                "x-original-url",
+                "x-original-uri",
+                "x-rewrite-url",
+                "forwarded"
+            ]
+            .contains(&dashed.as_str())
+                || tollgate::http::is_identity_elsewhere(&dashed),
+            "{name} is not one Tollgate removes either"
+        );
+    }
+    for kept in [
+        "X-Auth-Email",
+        "Cookie",
+        "Authorization",
+        "Accept",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Requested-With",
+        "Remoteaddr",
+        "X-Request-Id",
+    ] {
+        assert!(!regex.is_match(kept), "{kept} is cleared");
+    }
+}

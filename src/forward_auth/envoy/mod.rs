@@ -27,8 +27,7 @@ use crate::http::rejection::{Refusal, Rejection};
 /// route, and so the rules, by ([`OTHER_READINGS`]: Symfony's `X-Original-URL`, Yii's
 /// `X-Rewrite-URL`, Rack's `Forwarded`), in every spelling sent, and `X-Forwarded-Host`
 /// (Rails, Django) when it names another host than the request's: where `every_header_seen`
-/// is false (the HTTP variant sees only the recipe's `allowed_headers`), whatever it says;
-/// unless the hop Envoy saw is a trusted proxy (a load balancer that rewrote `Host`).
+/// is false (the HTTP variant sees only the recipe's `allowed_headers`), whatever it says.
 fn headers_to_remove(
     state: &ForwardAuthState,
     rules: &str,
@@ -63,23 +62,21 @@ fn headers_to_remove(
             names.push(name);
         }
     }
-    // A load balancer in front of Envoy that rewrote `Host` says the public one there:
-    // believed when the hop Envoy saw is in `trusted_proxies`, as the proxy role believes it.
-    let said_by_a_trusted_hop = hop_before_envoy(sent)
-        .is_some_and(|hop| crate::http::forwarded::is_trusted(hop, &state.trusted_proxies));
+    // Whoever sent it: Envoy routes by `Host`, and what the hop before it was cannot be told
+    // (without `use_remote_address`, Istio's sidecars among them, `X-Forwarded-For` is all the
+    // client's).
     let host = sent
         .get(axum::http::header::HOST)
         .map(HeaderValue::as_bytes);
     for (name, value) in sent {
-        if !said_by_a_trusted_hop
-            && crate::http::same_header_name(name.as_str(), "x-forwarded-host")
+        if crate::http::same_header_name(name.as_str(), "x-forwarded-host")
             && host.is_none_or(|host| !host.eq_ignore_ascii_case(value.as_bytes().trim_ascii()))
             && !names.contains(name)
         {
             names.push(name.clone());
         }
     }
-    if !every_header_seen && !said_by_a_trusted_hop {
+    if !every_header_seen {
         let name = HeaderName::from_static("x-forwarded-host");
         if !names.contains(&name) {
             names.push(name);
@@ -100,21 +97,6 @@ fn headers_to_remove(
         }
     }
     names
-}
-
-/// The address Envoy saw the request come from: the last hop of the Check's `X-Forwarded-For`
-/// (the recipe's `use_remote_address` appends it).
-fn hop_before_envoy(sent: &HeaderMap) -> Option<std::net::IpAddr> {
-    let value = sent
-        .get_all(&crate::http::forwarded::X_FORWARDED_FOR)
-        .iter()
-        .next_back()?;
-    let hop = value.to_str().ok()?.rsplit(',').next()?.trim();
-    hop.parse::<std::net::IpAddr>().ok().or_else(|| {
-        hop.parse::<std::net::SocketAddr>()
-            .ok()
-            .map(|address| address.ip())
-    })
 }
 
 /// Headers an application may read as another path or host than the request line's and
