@@ -387,8 +387,8 @@ fn is_identity_elsewhere_spelt_otherwise(name: &str) -> bool {
 /// An allowed `/auth` answer (or a skip) to a request that carries an identity header of a
 /// gateway Tollgate replaces written with `_` or `.` (`X_Forwarded_User`), made a 400 (a
 /// name the rules inject is refused as sent by `refuse_other_spellings` already). Caddy passes
-/// such a name on (its recipe clears dashed names), as Traefik does without the recipe's
-/// `authResponseHeadersRegex`, and an application that reads headers the CGI way (Puma,
+/// such a name on where its recipe's prefixes miss it (`X-Auth-Request_email`), and Traefik
+/// asks `/auth` before its recipe's `authResponseHeadersRegex` clears it, and an application that reads headers the CGI way (Puma,
 /// PHP-FPM, FrankenPHP) takes it for `HTTP_X_FORWARDED_USER`, as if a gateway had vouched for
 /// it; nginx drops such names, and Envoy's recipes refuse or remove them. No client has a
 /// reason to send one; a gateway in front may (mod_auth_openidc's `OIDC_CLAIM_*`, unless told

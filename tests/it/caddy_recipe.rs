@@ -121,12 +121,51 @@ async fn the_readme_caddy_recipe_passes_on_no_identity_a_client_claims() {
             );
         }
     }
-    let underscored = reqwest::Client::new()
+    // What an application may read as another path or host than the site's rules'.
+    let overrides = [
+        ("Forwarded", "host=admin.example.com"),
+        ("X-Original-URL", "/admin/users"),
+        ("X_Original_URL", "/admin/users"),
+        ("X-Original-URI", "/admin/users"),
+        ("X-Rewrite-URL", "/admin/users"),
+        ("X.Rewrite.URL", "/admin/users"),
+        ("X-Forwarded-Uri", "/admin/users"),
+        ("X_Forwarded_Host", "admin.example.com"),
+        ("X-Forwarded_Host", "admin.example.com"),
+        ("X.Forwarded.Host", "admin.example.com"),
+    ];
+    let mut request = reqwest::Client::new()
+        .get(format!("{base}/reports"))
+        .bearer_auth(&token);
+    for (name, value) in overrides {
+        request = request.header(name, value);
+    }
+    let answer = request.send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let echoed: Value = answer.json().await.unwrap();
+    let text = echoed["headers"].to_string();
+    assert!(
+        !text.contains("/admin/users") && !text.contains("admin.example.com"),
+        "an override reached the application: {echoed}"
+    );
+    // A spelling with `_` the recipe's prefixes remove never reaches the application; one they
+    // miss reaches `/auth`, which refuses it.
+    let removed = reqwest::Client::new()
         .get(format!("{base}/reports"))
         .bearer_auth(&token)
         .header("X_Forwarded_User", "ceo")
         .send()
         .await
         .unwrap();
-    assert_eq!(underscored.status(), 400);
+    assert_eq!(removed.status(), 200);
+    let echoed: Value = removed.json().await.unwrap();
+    assert!(!echoed["headers"].to_string().contains("ceo"), "{echoed}");
+    let refused = reqwest::Client::new()
+        .get(format!("{base}/reports"))
+        .bearer_auth(&token)
+        .header("X-Auth-Request_Email", "ceo@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
 }

@@ -207,6 +207,8 @@ async fn istio_http_provider_in_envoy_carries_the_rules_of_the_readme() {
         ("x_forwarded_user", "mallory"),
         ("remote_user", "mallory"),
         ("x.authentik.username", "mallory"),
+        ("x-forwarded_user", "mallory"),
+        ("x-auth-request_email", "mallory@example.com"),
         ("cf-access-authenticated-user-email", "mallory@example.com"),
     ];
     let mut headers = vec![("authorization", admin.as_str())];

@@ -471,6 +471,11 @@ fn the_recipes_header_regex_clears_every_other_gateways_identity_header() {
         "X-Original-URI",
         "X-Rewrite-URL",
         "Forwarded",
+        "X-Forwarded-Uri",
+        "x_forwarded_uri",
+        "X_Forwarded_Host",
+        "X-Forwarded_Host",
+        "X.Forwarded-Host",
     ];
     for name in cleared {
         assert!(regex.is_match(name), "{name} passes");
@@ -480,7 +485,12 @@ fn the_recipes_header_regex_clears_every_other_gateways_identity_header() {
                 "x-original-url",
                 "x-original-uri",
                 "x-rewrite-url",
-                "forwarded"
+                "forwarded",
+                "x-forwarded-uri",
+                "x_forwarded_uri",
+                "x_forwarded_host",
+                "x-forwarded_host",
+                "x.forwarded-host",
             ]
             .contains(&dashed.as_str())
                 || tollgate::http::is_identity_elsewhere(&dashed),
