@@ -209,6 +209,13 @@ async fn istio_http_provider_in_envoy_carries_the_rules_of_the_readme() {
         ("x.authentik.username", "mallory"),
         ("x-forwarded_user", "mallory"),
         ("x-auth-request_email", "mallory@example.com"),
+        ("x-forwarded_groups", "mallory"),
+        ("x-forwarded-preferred_username", "mallory"),
+        ("x-forwarded-access_token", "mallory"),
+        ("x-credential_identifier", "mallory"),
+        ("x-anonymous_consumer", "mallory"),
+        ("x-original.url", "/mallory"),
+        ("x-forwarded_host", "mallory.example.com"),
         ("cf-access-authenticated-user-email", "mallory@example.com"),
     ];
     let mut headers = vec![("authorization", admin.as_str())];
