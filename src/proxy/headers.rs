@@ -96,18 +96,21 @@ pub fn strip_proxy_headers(headers: &mut HeaderMap) {
 /// these never go upstream, whoever sent them.
 pub fn overrides_the_request_line(name: &str) -> bool {
     matches!(name.as_bytes(), [b'x', b'-' | b'_' | b'.', ..])
-        && [
-            "x-original-url",
-            "x-original-uri",
-            "x-original-method",
-            "x-forwarded-uri",
-            "x-forwarded-method",
-            "x-rewrite-url",
-        ]
-        .iter()
-        .any(|known| same_header(name, known))
+        && PATH_OVERRIDES
+            .iter()
+            .chain(&["x-original-method", "x-forwarded-method"])
+            .any(|known| same_header(name, known))
         || crate::http::is_method_override_name(name)
 }
+
+/// The headers of [`overrides_the_request_line`] that name another path (in lower case):
+/// `X-Original-URL` and `-URI`, `X-Forwarded-Uri`, `X-Rewrite-URL`.
+pub const PATH_OVERRIDES: [&str; 4] = [
+    "x-original-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-rewrite-url",
+];
 
 /// Removes, from a trusted proxy's request, every header that
 /// [`overrides_the_request_line`] and `Forwarded` (RFC 7239), in every spelling. `Forwarded`

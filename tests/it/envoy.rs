@@ -127,7 +127,7 @@ fn header<'a>(
 }
 
 /// What an application may read as another path or host, removed from every allowed request.
-const OTHER_READINGS: [&str; 5] = [
+pub const OTHER_READINGS: [&str; 5] = [
     "forwarded",
     "x-original-url",
     "x-original-uri",

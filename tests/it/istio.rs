@@ -308,19 +308,12 @@ async fn istio_grpc_provider_admits_any_signed_in_caller_and_trust_is_the_peers_
     };
     // Nothing injected, so nothing of the rules' to remove: only what every allowed answer
     // removes (another path or host a client may claim).
-    let others = [
-        "forwarded",
-        "x-original-url",
-        "x-original-uri",
-        "x-rewrite-url",
-        "x-forwarded-uri",
-    ];
     assert!(
         ok.headers.is_empty()
             && ok
                 .headers_to_remove
                 .iter()
-                .all(|name| others.contains(&name.as_str())),
+                .all(|name| crate::envoy::OTHER_READINGS.contains(&name.as_str())),
         "{ok:?}"
     );
     // Without a credential: 401.

@@ -101,14 +101,12 @@ fn headers_to_remove(
 
 /// Headers an application may read as another path or host than the request line's and
 /// `Host` (SPEC §4.1), which Envoy passes on as the client sent them: removed from every
-/// allowed request (`headers_to_remove`), as the proxy role removes them.
-const OTHER_READINGS: [&str; 5] = [
-    "forwarded",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "x-forwarded-uri",
-];
+/// allowed request (`headers_to_remove`), as the proxy role removes them (`Forwarded` and
+/// `proxy::headers::PATH_OVERRIDES`).
+const OTHER_READINGS: [&str; 5] = {
+    let [url, uri, forwarded_uri, rewrite] = crate::proxy::headers::PATH_OVERRIDES;
+    ["forwarded", url, uri, forwarded_uri, rewrite]
+};
 
 /// Whether rules that were sent hold none: blank, or only `&` between blanks (a template that
 /// expanded to nothing). Read as no rules they would let every signed-in caller through.
