@@ -240,6 +240,8 @@ async fn end_session(
         if ended == 0 {
             return Err(AdminRefusal::NoSuchSession);
         }
+        // The handle names the session in listings only; it opens nothing.
+        tracing::info!(handle = %handle, "admin ended a session");
         Ok(StatusCode::NO_CONTENT.into_response())
     };
     answer(&state, result.await)

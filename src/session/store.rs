@@ -76,6 +76,19 @@ impl SessionSelector<'_> {
         }
     }
 
+    /// Whether a session no longer stored, found under `id` in this selector's index, may
+    /// have been one this selector ends: the handle's own, or any in a user's or provider
+    /// session's index.
+    fn may_have_selected(&self, id: &str) -> bool {
+        match *self {
+            Self::Handle(handle) => handle_of(id) == handle,
+            Self::Sub(_)
+            | Self::SubAt { .. }
+            | Self::SubWithoutSidAt { .. }
+            | Self::SidAt { .. } => true,
+        }
+    }
+
     fn selects(&self, id: &str, facts: &SessionFacts<'_>) -> bool {
         match *self {
             Self::Handle(handle) => handle_of(id) == handle,
@@ -602,15 +615,15 @@ impl Sessions {
             }),
             SessionBackend::Redis(store) => {
                 let index = sub.map_or(Index::All, Index::Sub);
+                // A gone id is left in the index, which drops it once its time is over: a
+                // listing changes nothing, so an admin delete that no replica acknowledged
+                // (503) finds the id there when retried, and waits for one then.
                 for id in store.ids(index).await? {
-                    match store.get(&id).await? {
-                        Some((_, stored)) => {
-                            let facts = SessionFacts::of(&stored.session);
-                            if wanted(&facts, stored.last_seen) {
-                                summaries.push(summary(&id, &facts, stored.last_seen));
-                            }
+                    if let Some((_, stored)) = store.get(&id).await? {
+                        let facts = SessionFacts::of(&stored.session);
+                        if wanted(&facts, stored.last_seen) {
+                            summaries.push(summary(&id, &facts, stored.last_seen));
                         }
-                        None => store.forget(index, &id).await?,
                     }
                 }
             }
@@ -651,9 +664,13 @@ impl Sessions {
                         Some(_) => {}
                         None => {
                             // Gone, maybe by an earlier attempt whose delete no replica
-                            // acknowledged (503): a retry is done only once one has.
-                            if !matches!(index, Index::All) {
+                            // acknowledged (503): a retry is done only once one has. The one
+                            // session a handle names is then ended by the retry, as asked.
+                            if selector.may_have_selected(&id) {
                                 store.delete_confirmed(&id).await?;
+                                if matches!(selector, SessionSelector::Handle(_)) {
+                                    ended += 1;
+                                }
                             }
                             store.forget(index, &id).await?;
                         }

@@ -841,6 +841,90 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
     assert_eq!(gateway.backchannel_logout(&late).await.status(), 400);
 }
 
+/// SPEC §12: an admin delete that no replica acknowledged (503) is not answered as done by its
+/// retry until one has: not by a delete of the same handle, which finds the session gone from
+/// the master (it answered 404), nor by a delete of the user's sessions after a listing (the
+/// listing dropped the gone id from the user's index, and the retry answered `ended: 0`).
+#[tokio::test]
+async fn security_an_admin_delete_no_replica_acknowledged_is_not_done_by_its_retry() {
+    if !available() {
+        return;
+    }
+    let master = RedisServer::standalone().await;
+    let replica = RedisServer::replica_of(&master).await;
+    let idp = TestIdp::start().await;
+    let gateway = Gateway::start(&redis_config(&idp, &format!("\"{}\"", master.url()))).await;
+    let admin = |method: reqwest::Method, path: &str| {
+        reqwest::Client::new()
+            .request(method, gateway.admin_url(path))
+            .bearer_auth("admin-token-for-the-tests")
+            .send()
+    };
+    let status = |response: reqwest::Result<reqwest::Response>| response.unwrap().status();
+    let mut first = Browser::new();
+    crate::support::gateway::signed_in(&mut first, &gateway).await;
+    replica.pause();
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, "/admin/sessions?sub=alice").await),
+        503
+    );
+    let listed: Vec<serde_json::Value> = admin(reqwest::Method::GET, "/admin/sessions?sub=alice")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "gone from the master: {listed:?}");
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, "/admin/sessions?sub=alice").await),
+        503,
+        "after a listing, the retry of a user's delete still waits for a replica"
+    );
+    replica.resume();
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, "/admin/sessions?sub=alice").await),
+        200
+    );
+    assert_eq!(first.get(&gateway.url("/auth")).await.status(), 401);
+
+    let mut second = Browser::new();
+    crate::support::gateway::signed_in(&mut second, &gateway).await;
+    let listed: Vec<serde_json::Value> = admin(reqwest::Method::GET, "/admin/sessions?sub=alice")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let by_handle = format!("/admin/sessions/{}", listed[0]["handle"].as_str().unwrap());
+    replica.pause();
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, &by_handle).await),
+        503
+    );
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, &by_handle).await),
+        503,
+        "the retry of a delete by handle waits for a replica"
+    );
+    replica.resume();
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, &by_handle).await),
+        204,
+        "the retry, acknowledged, ended the session the handle names"
+    );
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, &by_handle).await),
+        404
+    );
+    assert_eq!(second.get(&gateway.url("/auth")).await.status(), 401);
+    assert_eq!(
+        replica.cli(&["--scan", "--pattern", "tollgate:s:*"]).trim(),
+        "",
+        "the replica has no session left"
+    );
+}
+
 /// SPEC §12: with sessions in Redis a logout token's `jti` is refused on every replica once
 /// used, and one whose logout met a Redis failure (503) is carried out when the provider
 /// retries it at another replica.
