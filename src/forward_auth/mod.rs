@@ -1026,12 +1026,20 @@ pub async fn userinfo(
         return refuse_userinfo(&state, &headers, refused);
     }
     if let Some((section, provider)) = state.forward_auth() {
+        // A bearer token is answered for alone (OpenID Connect Core §5.3: the claims of the
+        // token presented), never for a session cookie the browser sends beside it: a script
+        // asking with its token is told that token's user, or refused when it is not valid.
+        let sessions = if bearer_token(&headers).is_some() {
+            None
+        } else {
+            state
+                .sessions
+                .access(own_cookie_attributes(&state, peer, &headers))
+        };
         let authenticated = authenticate(
             &headers,
             provider,
-            state
-                .sessions
-                .access(own_cookie_attributes(&state, peer, &headers)),
+            sessions,
             section.token_cookie.as_deref(),
             crate::identity::BearerTokens::Accepted,
             state.clock.now(),

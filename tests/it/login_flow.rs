@@ -55,6 +55,17 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
     assert_eq!(userinfo.status(), 200);
     let claims: serde_json::Value = userinfo.json().await.unwrap();
     assert_eq!(claims["sub"], "alice");
+    assert_eq!(
+        browser
+            .get_with(
+                &gateway.url("/userinfo"),
+                &[("authorization", "Bearer not-a-token")]
+            )
+            .await
+            .status(),
+        401,
+        "a bearer token is answered for, not the session cookie beside it"
+    );
 
     let copied_cookies = browser.cookies.clone();
     let signout = browser.get(&gateway.url("/signout?rd=/bye")).await;
@@ -81,8 +92,8 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
         gateway
             .metrics()
             .await
-            .contains(r#"tollgate_requests_total{role="userinfo",result="unauthenticated"} 1"#),
-        "a /userinfo refusal is counted once"
+            .contains(r#"tollgate_requests_total{role="userinfo",result="unauthenticated"} 2"#),
+        "each /userinfo refusal (the bearer token's and this one) is counted once"
     );
     // SPEC §5: with store = "cookie" a copied cookie stays valid until it expires.
     let mut copy = Browser::new();
