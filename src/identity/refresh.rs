@@ -44,8 +44,10 @@ pub struct Refresher {
 type Locks = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
 /// The refreshes that are asking their provider now, by refresh token.
 type Asking = Mutex<std::collections::HashSet<[u8; 32]>>;
-/// The session a refresh token's refresh gave, and when.
-type Recent = quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime)>;
+/// The session a refresh token's refresh gave, when, and the access token it started from (its
+/// digest): with a provider that does not rotate refresh tokens the key stays the same across
+/// refreshes, and only a session still holding that access token is the one refreshed.
+type Recent = quick_cache::sync::Cache<[u8; 32], (Arc<Session>, UnixTime, Option<[u8; 32]>)>;
 /// When a refresh token's refresh last failed for a passing reason, and what was unavailable.
 type Failed = quick_cache::sync::Cache<[u8; 32], (UnixTime, Unavailable)>;
 /// Refresh tokens the provider refused: never presented again.
@@ -170,6 +172,11 @@ fn key_of(refresh_token: &str) -> [u8; 32] {
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
     key
+}
+
+/// What a session's refresh started from, as kept in [`Recent`]: its access token's digest.
+fn started_from(session: &Session) -> Option<[u8; 32]> {
+    session.access_token.as_deref().map(key_of)
 }
 
 fn store_error(error: SessionError) -> RefreshError {
@@ -467,13 +474,18 @@ impl Shared {
                 }
             });
         };
-        if let Some((refreshed, _)) = self
+        if let Some((refreshed, _, _)) = self
             .recent
             .get(&key)
             // Within the minute after it, and not more than a minute before (a clock stepped
             // back): a clock set back further would else take every result kept for recent
-            // until it caught up.
-            .filter(|(_, at)| (-RESULT_KEPT..RESULT_KEPT).contains(&(now - at)))
+            // until it caught up. And only for the session that refresh started from: with a
+            // provider that does not rotate refresh tokens, one refreshed since (by another
+            // replica, whose claims may be newer) holds the same refresh token, and writing this
+            // older result over it would bring back what the provider has since dropped.
+            .filter(|(_, at, from)| {
+                (-RESULT_KEPT..RESULT_KEPT).contains(&(now - at)) && *from == started_from(&session)
+            })
         {
             // A request that came after the refresh made its own map entry: drop it again, or
             // the map would keep one lock per late request for ever.
@@ -575,7 +587,8 @@ impl Shared {
             }
             Some(current) if refreshed_since(&current, &session, refresh_token) => {
                 sessions.release_refresh(cookies, &claim).await;
-                self.recent.insert(key, (current.clone(), now));
+                self.recent
+                    .insert(key, (current.clone(), now, started_from(&session)));
                 self.forget_lock(&key);
                 return Ok((current, Vec::new()));
             }
@@ -639,7 +652,8 @@ impl Shared {
         // arrives later with the old session must find it, never refresh the spent token again.
         match &result {
             Ok(refreshed) => {
-                self.recent.insert(key, (refreshed.clone(), now));
+                self.recent
+                    .insert(key, (refreshed.clone(), now, started_from(&session)));
                 self.failed.remove(&key);
             }
             Err(failure) if !failure.ends_session => {

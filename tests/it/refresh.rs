@@ -525,6 +525,66 @@ async fn replicas_refresh_once(no_rotation: bool) {
     }
 }
 
+/// SPEC §9 and §12, with a provider that does not rotate refresh tokens and 60 s access tokens:
+/// replica A refreshes (the user is in `admin`), the provider drops the group, replica B
+/// refreshes the same session. When the session is due again at A within the minute A keeps
+/// its result, that older result (same refresh token) was written back over B's: the dropped
+/// group came back and passed. Now A refreshes again, and the group stays gone.
+#[tokio::test]
+async fn a_refresh_another_replica_made_since_is_never_overwritten_by_an_older_result() {
+    let redis = crate::support::redis::RedisServer::standalone().await;
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
+    );
+    let first = Gateway::start_with_clock(&text, clock.clone()).await;
+    let second = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &first).await;
+    idp.misbehave(Misbehaviour {
+        no_rotation: true,
+        refresh_expires_in: Some(60),
+        ..Misbehaviour::default()
+    });
+    let admin = |gateway: &Gateway| {
+        let url = gateway.url("/auth?groups=admin");
+        let cookie = cookie_header(&browser);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    advance(&clock, &idp, 250);
+    assert_eq!(admin(&first).await, 200);
+    assert_eq!(idp.count("refresh"), 1);
+    idp.set_user_claim("groups", serde_json::Value::Null);
+    // Due at once at the second replica, which has not seen the 60 s token's life.
+    advance(&clock, &idp, 1);
+    assert_eq!(
+        admin(&second).await,
+        403,
+        "refreshed there without the group"
+    );
+    assert_eq!(idp.count("refresh"), 2);
+    // Half of the second replica's token's life left: due at the first, 35 s after its own
+    // refresh.
+    advance(&clock, &idp, 35);
+    assert_eq!(
+        admin(&first).await,
+        403,
+        "the group the provider dropped does not come back"
+    );
+    assert_eq!(idp.count("refresh"), 3, "the first replica refreshed again");
+    assert_eq!(admin(&second).await, 403);
+}
+
 /// A refresh whose request goes away (the client disconnects) still stores the rotated token:
 /// the next request is served without presenting the spent one again.
 #[tokio::test]

@@ -47,7 +47,10 @@ impl Shared {
                 Err(error) => return Some(Err(store_error(error))),
             };
             if super::refreshed_since(&current, &session, spent) {
-                self.recent.insert(key_of(spent), (current.clone(), now));
+                self.recent.insert(
+                    key_of(spent),
+                    (current.clone(), now, super::started_from(&session)),
+                );
                 return Some(Ok((current, Vec::new())));
             }
             match sessions.refresh_in_flight(cookies).await {

@@ -79,6 +79,8 @@ pub struct Misbehaviour {
     /// The refresh grant keeps the refresh token valid and sends the same one back (no
     /// rotation, as many providers do).
     pub no_rotation: bool,
+    /// The refresh grant's `expires_in` (default 300).
+    pub refresh_expires_in: Option<i64>,
     /// The refresh grant's ID token names this provider session (`sid`) instead of the
     /// login's.
     pub refreshed_sid: Option<&'static str>,
@@ -749,7 +751,13 @@ fn refresh(inner: &Arc<Inner>, presented: String) -> Response {
     } else {
         new_refresh_token(inner)
     };
-    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": refresh_token});
+    let expires_in = inner
+        .misbehaviour
+        .lock()
+        .unwrap()
+        .refresh_expires_in
+        .unwrap_or(300);
+    let mut answer = json!({"access_token": issued_access_token, "id_token": id_token, "token_type": "Bearer", "expires_in": expires_in, "refresh_token": refresh_token});
     if inner.misbehaviour.lock().unwrap().no_expires_in {
         answer.as_object_mut().unwrap().remove("expires_in");
     }
