@@ -472,7 +472,8 @@ fn discover(state: &AppState) {
 }
 
 /// When sessions or the token service live in Redis: a warning when its eviction policy may
-/// drop their keys (read once, in the background).
+/// drop their keys, and one when a restart of Redis may bring back what was deleted (read
+/// once, in the background).
 fn warn_if_redis_may_evict(state: &AppState) {
     let config = &state.config;
     let uses_redis = config.session.store == crate::config::SessionStoreKind::Redis
@@ -484,6 +485,7 @@ fn warn_if_redis_may_evict(state: &AppState) {
         let ca = config.session.redis_ca.clone();
         tokio::spawn(async move {
             crate::redis_connection::warn_if_keys_may_be_evicted(&target, ca.as_deref()).await;
+            crate::redis_connection::warn_if_a_restart_may_restore(&target, ca.as_deref()).await;
         });
     }
 }

@@ -591,6 +591,31 @@ impl RedisConnection {
         })
     }
 
+    /// How Redis keeps its data across a restart: `appendonly`, `appendfsync` and `save`
+    /// (`CONFIG GET`; one node's on a Cluster).
+    ///
+    /// # Errors
+    /// As [`Self::eviction_policy`].
+    pub async fn persistence(&self) -> RedisResult<Persistence> {
+        let read = |name: &'static str| async move {
+            let mut answer: std::collections::HashMap<String, String> = self
+                .query(redis::cmd("CONFIG").arg("GET").arg(name))
+                .await?;
+            answer.remove(name).ok_or_else(|| {
+                RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "CONFIG GET named no such parameter",
+                    name.to_owned(),
+                ))
+            })
+        };
+        Ok(Persistence {
+            appendonly: read("appendonly").await?,
+            appendfsync: read("appendfsync").await?,
+            save: read("save").await?,
+        })
+    }
+
     /// Whether Redis answers.
     ///
     /// # Errors
@@ -625,6 +650,56 @@ pub async fn warn_if_keys_may_be_evicted(target: &RedisTarget, ca: Option<&[u8]>
 #[must_use]
 pub fn may_evict(policy: &str) -> bool {
     !policy.eq_ignore_ascii_case("noeviction")
+}
+
+/// Redis's persistence settings, as `CONFIG GET` gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    /// `yes` or `no`.
+    pub appendonly: String,
+    /// `always`, `everysec` or `no`.
+    pub appendfsync: String,
+    /// The snapshot schedule (`3600 1 300 100 60 10000`), empty for none.
+    pub save: String,
+}
+
+impl Persistence {
+    /// Whether a restart of Redis may load older data than it had: an append-only file not
+    /// synced at each write (it loads that file), or without one, snapshots taken now and
+    /// then. A delete confirmed since (a logout, an admin delete, a revocation) is then undone.
+    /// Neither when every write is synced, nor when Redis keeps nothing across a restart
+    /// (every session then ends with it).
+    #[must_use]
+    pub fn restart_may_restore_older_data(&self) -> bool {
+        if self.appendonly.eq_ignore_ascii_case("yes") {
+            !self.appendfsync.eq_ignore_ascii_case("always")
+        } else {
+            !self.save.trim().is_empty()
+        }
+    }
+}
+
+/// Logouts, admin deletes and revocations are answered as done once Redis (and a replica)
+/// holds them, not once they are on disk: a Redis that syncs lazily and restarts loads older
+/// data, and a session ended since is back (a replica then resynchronises from it). Says so
+/// once, as a warning, when Redis is reached (and, at `info`, when the settings cannot be read).
+pub async fn warn_if_a_restart_may_restore(target: &RedisTarget, ca: Option<&[u8]>) {
+    let connection = match RedisConnection::new(target, ca, None) {
+        Ok(connection) => connection,
+        Err(_) => return,
+    };
+    match connection.persistence().await {
+        Ok(persistence) if persistence.restart_may_restore_older_data() => tracing::warn!(
+            appendonly = %persistence.appendonly,
+            appendfsync = %persistence.appendfsync,
+            save = %persistence.save,
+            "a restart of Redis may load older data than it held, bringing back sessions \
+             ended and tokens revoked shortly before it; set appendonly yes with appendfsync \
+             always, or keep nothing across a restart (appendonly no, save \"\")"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::info!(%error, "Redis's persistence settings could not be read"),
+    }
 }
 
 /// A write and what its master said of its replicas: `INFO replication`'s count after it, and

@@ -1184,6 +1184,53 @@ async fn the_eviction_policy_is_read_from_redis_and_only_noeviction_keeps_every_
     assert!(!tollgate::redis_connection::may_evict("noeviction"));
 }
 
+/// A logout is answered once Redis (and a replica) holds its delete, not once it is on disk: a
+/// Redis that syncs lazily loads older data when it restarts, and the session is back. Which
+/// settings do that is read from Redis itself, for the warning Tollgate logs when it starts.
+#[tokio::test]
+async fn the_persistence_read_from_redis_says_whether_a_restart_may_bring_back_a_deleted_key() {
+    if !available() {
+        return;
+    }
+    let restores = |redis: RedisServer| async move {
+        let target = tollgate::config::RedisTarget::Standalone(redis.url());
+        tollgate::redis_connection::RedisConnection::new(&target, None, None)
+            .unwrap()
+            .persistence()
+            .await
+            .unwrap()
+            .restart_may_restore_older_data()
+    };
+    for (args, expected) in [
+        (
+            vec!["--appendonly", "yes", "--appendfsync", "everysec"],
+            true,
+        ),
+        (vec!["--appendonly", "yes", "--appendfsync", "no"], true),
+        (vec!["--appendonly", "no", "--save", "3600 1 300 100"], true),
+        (
+            vec!["--appendonly", "yes", "--appendfsync", "always"],
+            false,
+        ),
+        (vec!["--appendonly", "no"], false),
+    ] {
+        assert_eq!(
+            restores(RedisServer::with_args(&args).await).await,
+            expected,
+            "{args:?}"
+        );
+    }
+    // And the danger itself: with snapshots only, a delete made after the last one is undone by
+    // a restart.
+    let mut redis = RedisServer::with_args(&["--appendonly", "no", "--save", "3600 1"]).await;
+    redis.cli(&["SET", "tollgate:s:x", "a session"]);
+    redis.cli(&["SAVE"]);
+    redis.cli(&["DEL", "tollgate:s:x"]);
+    redis.kill();
+    redis.start().await;
+    assert_eq!(redis.cli(&["GET", "tollgate:s:x"]).trim(), "a session");
+}
+
 #[tokio::test]
 async fn one_user_signing_in_in_a_loop_holds_at_most_the_limit_of_redis_sessions() {
     if !available() {
