@@ -55,8 +55,10 @@ pub struct DemoUser {
 pub struct RunningDemo {
     /// Tollgate itself (token service and forward-auth).
     pub tollgate: RunningApp,
-    /// The demo app's address.
+    /// The demo app's address, as its links name it.
     pub app_addr: SocketAddr,
+    /// Tollgate's public address, as the demo's links name it (its issuer's).
+    pub public_addr: SocketAddr,
     /// The users and their passwords.
     pub users: Vec<DemoUser>,
     app_task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -155,6 +157,22 @@ source = "demo"
     Ok(text)
 }
 
+/// The address the demo's links, issuer and allowed redirects name for a listener bound to
+/// `bound`: an unspecified address (`0.0.0.0`, `::`) listens on every interface but is no
+/// address a browser can be sent to, nor a host its cookies would follow, so it is named by
+/// the loopback address of its family.
+fn linkable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, bound.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port()))
+        }
+        _ => bound,
+    }
+}
+
 /// Starts the demo on the given listeners.
 ///
 /// # Errors
@@ -165,8 +183,8 @@ pub async fn start(
     admin: TcpListener,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningDemo, DemoError> {
-    let public_addr = public.local_addr()?;
-    let app_addr = app.local_addr()?;
+    let public_addr = linkable(public.local_addr()?);
+    let app_addr = linkable(app.local_addr()?);
     let admin_addr = admin.local_addr()?;
     let issuer = format!("http://{public_addr}");
     let users: Vec<DemoUser> = ["alice", "bob"]
@@ -193,8 +211,11 @@ pub async fn start(
         signout_url: format!("{issuer}/signout"),
         signed_out_url: format!("{issuer}/"),
         app_base: format!("http://{app_addr}"),
+        // Straight to `/auth` on this machine, never through a proxy the environment names
+        // (`HTTP_PROXY` has no exception for loopback): the browser's session cookie goes along.
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(DemoError::HttpClient)?,
     };
@@ -205,6 +226,7 @@ pub async fn start(
     Ok(RunningDemo {
         tollgate,
         app_addr,
+        public_addr,
         users,
         app_task,
     })

@@ -265,11 +265,11 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
     println!("                        (behind forward-auth: the app asks Tollgate's /auth)");
     println!(
         "  The same app behind Tollgate's reverse proxy: http://{}/app/",
-        demo.tollgate.public_addr
+        demo.public_addr
     );
     println!(
         "  Token service:        http://{}/.well-known/openid-configuration",
-        demo.tollgate.public_addr
+        demo.public_addr
     );
     if let Some(admin) = demo.tollgate.admin_addr {
         println!("  Metrics:              http://{admin}/metrics");

@@ -358,6 +358,98 @@ fn hash_secret_refuses_an_empty_input() {
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("$argon2"));
 }
 
+/// The demo app asks `/auth` on this machine directly, with the browser's cookie: never through
+/// a proxy the environment names (`HTTP_PROXY` makes no exception for loopback), which would get
+/// the session cookie in clear, and whose failure broke the forward-auth page. And a demo bound
+/// to every interface (`0.0.0.0`) links to a loopback address, where its cookies work.
+#[test]
+fn demo_asks_auth_directly_whatever_proxy_the_environment_names() {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    // A proxy that answers every request 502 and counts them.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let proxied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = proxied.clone();
+    std::thread::spawn(move || {
+        for stream in proxy.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let mut child = tollgate()
+        .args([
+            "demo",
+            "--listen",
+            "0.0.0.0:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--app-listen", "0.0.0.0:0"])
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut app = None;
+    let mut issuer = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if let Some(rest) = line.split("Open the demo app:").nth(1) {
+            app = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.split("Token service:").nth(1) {
+            issuer = Some(rest.trim().to_owned());
+        }
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    let (app, issuer) = (
+        app.expect("the app's link"),
+        issuer.expect("the issuer's link"),
+    );
+    assert!(app.starts_with("http://127.0.0.1:"), "{app}");
+    assert!(issuer.starts_with("http://127.0.0.1:"), "{issuer}");
+    let address = app
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let _ = child.kill();
+    let _ = child.wait();
+    let head = answer.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        head.contains(" 302 ")
+            && answer.contains(&format!(
+                "{}/signin?rd=",
+                issuer.trim_end_matches("/.well-known/openid-configuration")
+            )),
+        "the app was told by /auth to send the browser to sign in: {answer}"
+    );
+    assert_eq!(
+        proxied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went through the proxy"
+    );
+}
+
 /// `tollgate demo` on an address beyond loopback says so: its users, metrics and app are
 /// reachable from other machines, over plain HTTP. On loopback it says nothing of the kind.
 #[test]

@@ -561,7 +561,19 @@ async fn client_credentials_issue_tokens_that_validate_accepts() {
 
 #[tokio::test]
 async fn demo_runs_the_whole_system_on_loopback() {
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    demo_signs_alice_in("127.0.0.1:0").await;
+}
+
+/// Bound to every interface, the demo's links, issuer and allowed redirects name loopback: a
+/// browser sent to `0.0.0.0` would keep no cookie for the app's address, and `/signin` refused
+/// the host.
+#[tokio::test]
+async fn demo_bound_to_every_interface_signs_in_at_loopback() {
+    demo_signs_alice_in("0.0.0.0:0").await;
+}
+
+async fn demo_signs_alice_in(address: &'static str) {
+    let bind = || async { tokio::net::TcpListener::bind(address).await.unwrap() };
     let demo = tollgate::demo::start(
         bind().await,
         bind().await,
@@ -601,7 +613,7 @@ async fn demo_runs_the_whole_system_on_loopback() {
     let query = form_url.split_once('?').unwrap().1;
     let submitted = browser
         .post_login(
-            &format!("http://{}/authorize", demo.tollgate.public_addr),
+            &format!("http://{}/authorize", demo.public_addr),
             query,
             &format!("username=alice&password={}", alice.password),
         )
