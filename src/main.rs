@@ -367,9 +367,12 @@ fn main() -> ExitCode {
             }
         }
         Command::HashSecret => {
-            let Ok(secret) = read_secret() else {
-                eprintln!("cannot read standard input");
-                return ExitCode::FAILURE;
+            let secret = match read_secret() {
+                Ok(secret) => secret,
+                Err(error) => {
+                    eprintln!("cannot read standard input: {error}");
+                    return ExitCode::FAILURE;
+                }
             };
             let secret = secret.trim_end_matches(['\r', '\n']);
             // An empty input is a pipe from an unset variable or a missing file, never a
@@ -400,10 +403,8 @@ fn read_secret() -> std::io::Result<String> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     use std::io::IsTerminal as _;
     let stdin = std::io::stdin();
-    let mut secret = String::new();
     if !stdin.is_terminal() {
-        stdin.read_line(&mut secret)?;
-        return Ok(secret);
+        return read_bounded_line(&stdin);
     }
     // Echo off before the prompt: what is typed (or pasted) as soon as it shows stays unseen.
     let before = tcgetattr(&stdin)?;
@@ -411,10 +412,29 @@ fn read_secret() -> std::io::Result<String> {
     quiet.local_modes.remove(LocalModes::ECHO);
     tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
     eprint!("Secret to hash (not shown): ");
-    let read = stdin.read_line(&mut secret);
+    let read = read_bounded_line(&stdin);
     let restored = tcsetattr(&stdin, OptionalActions::Now, &before);
     eprintln!();
-    read?;
+    let secret = read?;
     restored?;
     Ok(secret)
+}
+
+/// The most a secret to hash may hold: far beyond any password or client secret, and what
+/// `hash-secret` reads of a line that does not end (`/dev/zero`) before it gives up.
+const SECRET_MOST: u64 = 4096;
+
+/// One line of `stdin`, refused (`InvalidData`) when it is longer than [`SECRET_MOST`] bytes
+/// rather than read until memory runs out, or cut short and hashed as another secret.
+fn read_bounded_line(stdin: &std::io::Stdin) -> std::io::Result<String> {
+    use std::io::{BufRead as _, Read as _};
+    let mut line = String::new();
+    stdin.lock().take(SECRET_MOST + 1).read_line(&mut line)?;
+    if line.strip_suffix('\n').unwrap_or(&line).len() as u64 > SECRET_MOST {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the secret is longer than {SECRET_MOST} bytes"),
+        ));
+    }
+    Ok(line)
 }

@@ -93,6 +93,18 @@ fn client_error(state: &ExplainState, status: StatusCode, message: impl Into<Str
     )
 }
 
+/// Whether a body's read failed for its length (past [`MAX_BODY`]), not for its connection.
+fn is_too_long(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// `POST /admin/explain`.
 pub async fn explain(
     axum::extract::State(state): axum::extract::State<Arc<ExplainState>>,
@@ -102,12 +114,24 @@ pub async fn explain(
     if let Err(refusal) = super::check_token(state.admin_token.as_ref(), request.headers()) {
         return super::refuse(&state.forward_auth.metrics, refusal);
     }
-    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
-        return client_error(
-            &state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        );
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(error) if is_too_long(&error) => {
+            return client_error(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+        }
+        // Cut off (it stalled past `header_read_timeout`, or the client went away mid-body):
+        // not too large, and not read.
+        Err(_) => {
+            return client_error(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read whole",
+            );
+        }
     };
     // An unknown top-level field is named only when it looks like a name: a header line pasted
     // there (`"Authorization: Bearer …": ""`) is a field whose name holds the token, which

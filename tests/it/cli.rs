@@ -344,9 +344,23 @@ fn hash_secret_refuses_an_empty_input() {
             .take()
             .unwrap()
             .write_all(input.as_bytes())
-            .unwrap();
+            // A line too long is refused before it is read whole: the pipe then breaks.
+            .ok();
         child.wait_with_output().unwrap()
     };
+    // A line that does not end (`/dev/zero`) was read until memory ran out.
+    let endless = run(&"a".repeat(1 << 20));
+    assert_eq!(endless.status.code(), Some(1));
+    assert!(endless.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&endless.stderr).contains("longer than 4096 bytes"),
+        "{}",
+        String::from_utf8_lossy(&endless.stderr)
+    );
+    assert_eq!(
+        run(&format!("{}\n", "a".repeat(4096))).status.code(),
+        Some(0)
+    );
     for empty in ["", "\n", "  \r\n"] {
         let output = run(empty);
         assert_eq!(output.status.code(), Some(1), "{empty:?}");

@@ -693,6 +693,30 @@ async fn explain_is_an_admin_endpoint_and_refuses_bad_input_clearly() {
         assert!(!message.contains("a\nb"));
         assert!(!message.contains("SECRETVALUE"), "{message}");
     }
+    // A body broken off before its end is not too large (it was answered 413): 400.
+    let admin = reqwest::Url::parse(&gateway.admin_url("/")).unwrap();
+    let mut stream =
+        tokio::net::TcpStream::connect((admin.host_str().unwrap(), admin.port().unwrap()))
+            .await
+            .unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream
+        .write_all(
+            format!(
+                "POST /admin/explain HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer \
+                 {ADMIN_TOKEN}\r\ncontent-length: 100\r\n\r\n{{\"url\": "
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 ") && answer.contains("could not be read whole"),
+        "{answer}"
+    );
 }
 
 /// The issue's promise: the `/auth` 403, its decision log line and the explanation carry one
