@@ -444,8 +444,12 @@ async fn sign_in(
     if service.state.limited(&limit_keys, now).await? {
         return Err(AuthorizeRefusal::RateLimited);
     }
-    // Verify against a real hash even for unknown users, so timing does not tell who exists.
-    let hash = user.map_or_else(dummy_hash, |user| user.password_hash.expose().clone());
+    // Verify against a real hash even for unknown users, one made with the costliest user's
+    // algorithm and parameters, so timing does not tell who exists.
+    let hash = match user {
+        Some(user) => user.password_hash.expose().clone(),
+        None => service.unknown_user_hash().await,
+    };
     let password_was_empty = password.is_empty();
     match service
         .check_password(&limit_keys, hash, password, || false)
@@ -551,12 +555,32 @@ fn same_origin_post(
     Ok(())
 }
 
-/// An argon2id hash of a random string, verified against when the username is unknown.
-fn dummy_hash() -> String {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY
-        .get_or_init(|| super::clients::hash_password(&crate::random::token()).unwrap_or_default())
-        .clone()
+impl TokenService {
+    /// The hash of a random string, made like the costliest configured user's (argon2's
+    /// variant, version and parameters: an operator's hashes made by another tool may cost
+    /// several times the defaults), verified against when the username is unknown. Made on a
+    /// blocking thread the first time it is needed.
+    async fn unknown_user_hash(&self) -> String {
+        self.unknown_user_hash
+            .get_or_init(|| async {
+                let costliest = super::clients::costliest_hash(
+                    self.config
+                        .users
+                        .iter()
+                        .map(|user| user.password_hash.expose().as_str()),
+                )
+                .map(str::to_owned);
+                tokio::task::spawn_blocking(move || {
+                    super::clients::hash_like(&crate::random::token(), costliest.as_deref())
+                })
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+            })
+            .await
+            .clone()
+    }
 }
 
 fn login_form(

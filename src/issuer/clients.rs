@@ -362,6 +362,52 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|error| error.to_string())
 }
 
+/// Of argon2 hashes (PHC strings), the one whose check costs most (memory times passes); those
+/// that do not parse are left out.
+pub fn costliest_hash<'a>(hashes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    hashes
+        .into_iter()
+        .filter_map(|hash| {
+            let parsed = argon2::PasswordHash::new(hash).ok()?;
+            let params = argon2::Params::try_from(&parsed).ok()?;
+            Some((
+                u64::from(params.m_cost()) * u64::from(params.t_cost()),
+                hash,
+            ))
+        })
+        .max_by_key(|(cost, _)| *cost)
+        .map(|(_, hash)| hash)
+}
+
+/// `password` hashed with the argon2 variant, version and parameters of `like` (a fresh salt),
+/// or as [`hash_password`] does when there is no `like` or it does not parse.
+///
+/// # Errors
+/// When the hash cannot be made.
+pub fn hash_like(password: &str, like: Option<&str>) -> Result<String, String> {
+    use argon2::PasswordHasher as _;
+    let Some(like) = like.and_then(|like| argon2::PasswordHash::new(like).ok()) else {
+        return hash_password(password);
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(like.algorithm),
+        argon2::Params::try_from(&like),
+    ) else {
+        return hash_password(password);
+    };
+    let version = like
+        .version
+        .and_then(|version| argon2::Version::try_from(version).ok())
+        .unwrap_or_default();
+    let salt_bytes = crate::random::bytes::<16>();
+    let salt = argon2::password_hash::SaltString::encode_b64(&salt_bytes)
+        .map_err(|error| error.to_string())?;
+    argon2::Argon2::new(algorithm, version, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::{HeaderMap, HeaderValue, header};
@@ -376,6 +422,43 @@ mod tests {
         );
         let presented = super::presented_client(&headers, None, None).ok()?;
         Some((presented.client_id, presented.secret))
+    }
+
+    /// A password for an unknown username is checked against a hash made like the costliest
+    /// user's: with the defaults' hash instead, users hashed by another tool (argon2i, more
+    /// memory and passes) took measurably longer to refuse than unknown names.
+    #[test]
+    fn an_unknown_users_hash_is_made_like_the_costliest_users() {
+        use argon2::PasswordHasher as _;
+        let salt = argon2::password_hash::SaltString::encode_b64(b"sixteen-byte-slt").unwrap();
+        let costly = argon2::Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            argon2::Params::new(24_576, 3, 2, None).unwrap(),
+        )
+        .hash_password(b"alice-password", &salt)
+        .unwrap()
+        .to_string();
+        let default = super::hash_password("bob-password").unwrap();
+        assert_eq!(
+            super::costliest_hash([default.as_str(), costly.as_str(), "not a hash"]),
+            Some(costly.as_str())
+        );
+        assert_eq!(super::costliest_hash(["not a hash"]), None);
+        let made = super::hash_like("random", Some(&costly)).unwrap();
+        let (made, costly) = (
+            argon2::PasswordHash::new(&made).unwrap(),
+            argon2::PasswordHash::new(&costly).unwrap(),
+        );
+        assert_eq!(made.algorithm, costly.algorithm);
+        assert_eq!(made.version, costly.version);
+        assert_eq!(
+            argon2::Params::try_from(&made).unwrap(),
+            argon2::Params::try_from(&costly).unwrap()
+        );
+        assert_ne!(made.salt, costly.salt);
+        let defaults = super::hash_like("random", None).unwrap();
+        assert!(defaults.starts_with("$argon2id$"), "{defaults}");
     }
 
     #[test]

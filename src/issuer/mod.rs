@@ -71,6 +71,9 @@ pub struct TokenService {
     /// Permits for argon2 checks (`check_password`).
     password_checks: clients::PasswordChecks,
     own_tokens: TokenCache,
+    /// What a password for an unknown username is checked against: a hash made like the
+    /// costliest user's (`clients::hash_like`), made once, when first needed.
+    unknown_user_hash: tokio::sync::OnceCell<String>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// How many tokens it signed: tests show what costs a signature.
@@ -214,6 +217,7 @@ impl TokenService {
                 .map(|previous| previous.password_checks.clone())
                 .unwrap_or_default(),
             own_tokens: TokenCache::new(10_000),
+            unknown_user_hash: tokio::sync::OnceCell::new(),
             clock,
             metrics,
             #[cfg(test)]
