@@ -150,6 +150,38 @@ async fn a_logout_answered_is_in_the_state_file_so_a_crash_does_not_undo_it() {
     assert_eq!(copy.get(&gateway.url("/auth")).await.status(), 401);
 }
 
+/// A refresh with `state_file` is answered once the file holds its result, as a logout is:
+/// a process started from the file at once (as after a crash) presents the rotated refresh
+/// token, not the spent one the provider refuses (which ended the session).
+#[tokio::test]
+async fn a_refresh_answered_is_in_the_state_file_so_a_crash_does_not_undo_it() {
+    let idp = TestIdp::start().await;
+    let state_file = temp_path("durable-refresh");
+    let config = memory_config(&idp, Some(&state_file), "");
+    let clock = tollgate::clock::ManualClock::new();
+    let gateway = Gateway::start_with_clock(&config, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &gateway).await;
+    for _ in 0..100 {
+        if state_file.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(state_file.exists(), "the session never reached the file");
+    crate::refresh::advance(&clock, &idp, 250);
+    assert_eq!(browser.get(&gateway.url("/auth")).await.status(), 200);
+    assert_eq!(idp.count("refresh"), 1);
+    let restarted = Gateway::start_with_clock(&config, clock.clone()).await;
+    crate::refresh::advance(&clock, &idp, 250);
+    assert_eq!(
+        browser.get(&restarted.url("/auth")).await.status(),
+        200,
+        "the restarted process holds the rotated refresh token"
+    );
+    assert_eq!(idp.count("refresh"), 2);
+}
+
 #[tokio::test]
 async fn an_unreadable_state_file_is_moved_aside_not_lost() {
     let idp = TestIdp::start().await;

@@ -166,13 +166,21 @@ impl Sessions {
             )),
             SessionBackend::Memory(store) => {
                 let id = self.request_id(cookies)?;
+                // With a state file, answered once the file holds what was written (as a
+                // logout is): a crash right after would otherwise restore the spent refresh
+                // token (the next refresh then refused, or taken for a reuse), or a session a
+                // back-channel logout ended.
                 match store.replace_refreshed(&id, spent, Arc::new(refreshed.clone()), now) {
                     // A back-channel logout of the provider session it names came meanwhile.
                     Ok(()) if self.provider_session_ended(refreshed, now).await? => {
                         store.remove(&id);
+                        store.durable().await.map_err(super::unwritten)?;
                         Err(SessionCookieError::Expired.into())
                     }
-                    Ok(()) => Ok(Replaced::Stored(Vec::new())),
+                    Ok(()) => {
+                        store.durable().await.map_err(super::unwritten)?;
+                        Ok(Replaced::Stored(Vec::new()))
+                    }
                     Err(Some(current)) => Ok(Replaced::Superseded(current)),
                     Err(None) => Err(SessionCookieError::Expired.into()),
                 }
