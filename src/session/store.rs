@@ -615,9 +615,10 @@ impl Sessions {
             }),
             SessionBackend::Redis(store) => {
                 let index = sub.map_or(Index::All, Index::Sub);
-                // A gone id is left in the index, which drops it once its time is over: a
-                // listing changes nothing, so an admin delete that no replica acknowledged
-                // (503) finds the id there when retried, and waits for one then.
+                // A gone id is left in the index (a sign-in drops those whose time is over, a
+                // delete those it ends): a listing changes nothing, so an admin delete that no
+                // replica acknowledged (503) finds the id there when retried, and waits for
+                // one then.
                 for id in store.ids(index).await? {
                     if let Some((_, stored)) = store.get(&id).await? {
                         let facts = SessionFacts::of(&stored.session);
@@ -641,16 +642,17 @@ impl Sessions {
     /// # Errors
     /// `NotServerSide` with the cookie store; `Unavailable` when Redis fails.
     pub async fn end_selected(&self, selector: SessionSelector<'_>) -> Result<usize, StoreError> {
-        let ended = match &self.backend {
+        // Ended now, and (by a handle) found gone: counted in the answer, not in the metric.
+        let (ended, gone) = match &self.backend {
             SessionBackend::Cookie => return Err(StoreError::NotServerSide),
             SessionBackend::Memory(store) => {
                 let ended = store.remove_where(|id, facts, _| selector.selects(id, facts));
                 store.durable().await.map_err(unwritten)?;
-                ended
+                (ended, 0)
             }
             SessionBackend::Redis(store) => {
                 let index = selector.index();
-                let mut ended = 0;
+                let (mut ended, mut gone) = (0, 0);
                 for id in store.ids(index).await? {
                     match store.get(&id).await? {
                         Some((_, stored))
@@ -662,25 +664,25 @@ impl Sessions {
                             store.forget(index, &id).await?;
                         }
                         Some(_) => {}
-                        None => {
-                            // Gone, maybe by an earlier attempt whose delete no replica
-                            // acknowledged (503): a retry is done only once one has. The one
-                            // session a handle names is then ended by the retry, as asked.
-                            if selector.may_have_selected(&id) {
-                                store.delete_confirmed(&id).await?;
-                                if matches!(selector, SessionSelector::Handle(_)) {
-                                    ended += 1;
-                                }
+                        // Gone, maybe by an earlier attempt whose delete no replica
+                        // acknowledged (503): a retry is done only once one has. The one
+                        // session a handle names is then ended, as asked (or had expired).
+                        None if selector.may_have_selected(&id) => {
+                            store.delete_confirmed(&id).await?;
+                            if matches!(selector, SessionSelector::Handle(_)) {
+                                gone += 1;
                             }
                             store.forget(index, &id).await?;
                         }
+                        // Another handle's: left for that delete's own retry to find.
+                        None => {}
                     }
                 }
-                ended
+                (ended, gone)
             }
         };
         self.metrics.sessions_ended.inc_by(ended as u64);
-        Ok(ended)
+        Ok(ended + gone)
     }
 
     /// Whether the store can be used now (for `/readyz`).
@@ -766,7 +768,12 @@ async fn end_beyond_the_users_limit(
                 others.push((stored.session.created_at, id, sid));
             }
             Some(_) => {}
-            None => store.forget(index, &id).await?,
+            // Gone, maybe by an admin delete no replica acknowledged (503): left out of the
+            // index only once one has, so that the delete's retry still finds it until then.
+            None => {
+                store.delete_confirmed(&id).await?;
+                store.forget(index, &id).await?;
+            }
         }
     }
     others.sort_by_key(|(created_at, _, _)| *created_at);

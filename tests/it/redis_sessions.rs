@@ -902,6 +902,11 @@ async fn security_an_admin_delete_no_replica_acknowledged_is_not_done_by_its_ret
         status(admin(reqwest::Method::DELETE, &by_handle).await),
         503
     );
+    // A delete of another handle in between leaves this one's gone id where its retry looks.
+    assert_eq!(
+        status(admin(reqwest::Method::DELETE, "/admin/sessions/0123456789abcdef").await),
+        404
+    );
     assert_eq!(
         status(admin(reqwest::Method::DELETE, &by_handle).await),
         503,
