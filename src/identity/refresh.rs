@@ -491,7 +491,7 @@ impl Shared {
             // the map would keep one lock per late request for ever.
             self.forget_lock(&key);
             return match sessions
-                .replace_refreshed(cookies, refresh_token, &refreshed, now, attributes)
+                .replace_refreshed(cookies, &session, &refreshed, now, attributes)
                 .await
                 .map_err(store_error)?
             {
@@ -669,7 +669,7 @@ impl Shared {
                 &provider,
                 &sessions,
                 &cookies,
-                session,
+                session.clone(),
                 &refresh_token,
                 result,
                 now,
@@ -683,7 +683,7 @@ impl Shared {
                 tokio::spawn(confirm_later(Unconfirmed {
                     sessions,
                     cookies: owned,
-                    spent: refresh_token,
+                    from: session,
                     refreshed,
                     now,
                     claim,
@@ -720,7 +720,7 @@ impl Shared {
                     );
                 }
                 let replaced = sessions
-                    .replace_refreshed(cookies, spent, &refreshed, now, attributes)
+                    .replace_refreshed(cookies, &session, &refreshed, now, attributes)
                     .await
                     .map_err(store_error)?;
                 self.count("ok");
@@ -757,7 +757,7 @@ impl Shared {
                 kept.refresh_token = Some(rotated);
                 let kept = Arc::new(kept);
                 match sessions
-                    .replace_refreshed(cookies, spent, &kept, now, attributes)
+                    .replace_refreshed(cookies, &session, &kept, now, attributes)
                     .await
                     .map_err(store_error)?
                 {

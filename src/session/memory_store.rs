@@ -368,7 +368,7 @@ impl MemoryStore {
     pub fn replace_refreshed(
         &self,
         id: &str,
-        spent: &str,
+        from: &Session,
         session: Arc<Session>,
         now: UnixTime,
     ) -> Result<(), Option<Arc<Session>>> {
@@ -381,9 +381,7 @@ impl MemoryStore {
             };
             // Another refresh's result, or this one already stored (a provider that does
             // not rotate sends the same refresh token back: the access token tells).
-            if current.refresh_token.as_deref() != Some(spent)
-                || current.holds_the_tokens_of(&session)
-            {
+            if !current.holds_the_tokens_of(from) || current.holds_the_tokens_of(&session) {
                 return Err(Some(current));
             }
             let entry = Entry::new(&session, now);
@@ -1167,14 +1165,15 @@ pub(crate) mod tests {
         };
         let store = MemoryStore::open(None, sealer(&[SECRET]), 10);
         store.insert("a".to_owned(), with_refresh("first", "r1"), 10);
+        let first = with_refresh("first", "r1");
         assert!(
             store
-                .replace_refreshed("a", "r1", with_refresh("second", "r2"), 20)
+                .replace_refreshed("a", &first, with_refresh("second", "r2"), 20)
                 .is_ok()
         );
         assert_eq!(access(&store, "a").as_deref(), Some("second"));
         // A late refresh of the spent token finds the session that replaced it.
-        let superseded = store.replace_refreshed("a", "r1", with_refresh("late", "r3"), 30);
+        let superseded = store.replace_refreshed("a", &first, with_refresh("late", "r3"), 30);
         assert_eq!(
             superseded.map_err(|current| current.and_then(|s| s.access_token.clone())),
             Err(Some("second".to_owned()))
@@ -1182,10 +1181,30 @@ pub(crate) mod tests {
         // Ended meanwhile (a logout): the refresh does not bring it back.
         assert!(store.remove("a"));
         assert!(matches!(
-            store.replace_refreshed("a", "r2", with_refresh("third", "r4"), 40),
+            store.replace_refreshed(
+                "a",
+                &with_refresh("second", "r2"),
+                with_refresh("third", "r4"),
+                40
+            ),
             Err(None)
         ));
         assert!(store.get("a").is_none());
+        // A provider that does not rotate sends the same refresh token back: only the access
+        // token tells a newer refresh's result, which a result from the older one never
+        // overwrites (its claims would come back).
+        store.insert("b".to_owned(), with_refresh("one", "same"), 10);
+        let one = with_refresh("one", "same");
+        assert!(
+            store
+                .replace_refreshed("b", &one, with_refresh("two", "same"), 20)
+                .is_ok()
+        );
+        let older = store.replace_refreshed("b", &one, with_refresh("stale", "same"), 30);
+        assert_eq!(
+            older.map_err(|current| current.and_then(|s| s.access_token.clone())),
+            Err(Some("two".to_owned()))
+        );
     }
 
     #[test]

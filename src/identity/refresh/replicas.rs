@@ -73,7 +73,8 @@ impl Shared {
 pub(super) struct Unconfirmed {
     pub(super) sessions: Arc<Sessions>,
     pub(super) cookies: OwnedCookies,
-    pub(super) spent: String,
+    /// The session the refresh started from (its tokens spent).
+    pub(super) from: Arc<Session>,
     pub(super) refreshed: Arc<Session>,
     pub(super) now: UnixTime,
     pub(super) claim: RefreshClaim,
@@ -93,7 +94,7 @@ pub(super) async fn confirm_later(unconfirmed: Unconfirmed) {
             .sessions
             .confirm_refreshed(
                 &cookies,
-                &unconfirmed.spent,
+                &unconfirmed.from,
                 &unconfirmed.refreshed,
                 unconfirmed.now,
             )

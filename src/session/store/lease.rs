@@ -113,15 +113,17 @@ impl Sessions {
         }
     }
 
-    /// Stores a session refreshed by spending `spent`, only while the stored session still
-    /// holds `spent`.
+    /// Stores a session refreshed from `from` (by spending its refresh token), only while the
+    /// stored session still holds `from`'s tokens: the refresh token, and the access token
+    /// too, as a provider that does not rotate sends the same refresh token back, and a newer
+    /// refresh's result then tells only by its access token.
     ///
     /// # Errors
     /// When sealing or the store fails, or the session is gone.
     pub async fn replace_refreshed(
         &self,
         cookies: &Cookies<'_>,
-        spent: &str,
+        from: &Session,
         refreshed: &Session,
         now: UnixTime,
         attributes: CookieAttributes,
@@ -132,7 +134,7 @@ impl Sessions {
             let id = self.request_id(cookies)?;
             // Only while the store still holds the spent token: another refresh's result (a
             // lease that lapsed) is the session now, and stays.
-            let holds_spent = |session: &Session| session.refresh_token.as_deref() == Some(spent);
+            let holds_spent = |session: &Session| session.holds_the_tokens_of(from);
             match &self.backend {
                 SessionBackend::Memory(store) => match store.get(&id) {
                     Some(current) if !holds_spent(&current.session) => {
@@ -170,7 +172,7 @@ impl Sessions {
                 // logout is): a crash right after would otherwise restore the spent refresh
                 // token (the next refresh then refused, or taken for a reuse), or a session a
                 // back-channel logout ended.
-                match store.replace_refreshed(&id, spent, Arc::new(refreshed.clone()), now) {
+                match store.replace_refreshed(&id, from, Arc::new(refreshed.clone()), now) {
                     // A back-channel logout of the provider session it names came meanwhile.
                     Ok(()) if self.provider_session_ended(refreshed, now).await? => {
                         store.remove(&id);
@@ -195,7 +197,7 @@ impl Sessions {
                     // Another refresh's result, or this one already stored (a provider that
                     // does not rotate sends the same refresh token back: the access token
                     // tells): nothing to write.
-                    if current.session.refresh_token.as_deref() != Some(spent)
+                    if !current.session.holds_the_tokens_of(from)
                         || current.session.holds_the_tokens_of(refreshed)
                     {
                         return Ok(Replaced::Superseded(current.session));
@@ -244,7 +246,7 @@ impl Sessions {
     pub async fn confirm_refreshed(
         &self,
         cookies: &Cookies<'_>,
-        spent: &str,
+        from: &Session,
         refreshed: &Session,
         now: UnixTime,
     ) -> Result<(), SessionError> {
@@ -255,8 +257,9 @@ impl Sessions {
         let Some((seen, current)) = store.get_fresh(&id).await? else {
             return Ok(());
         };
-        let holds = current.session.refresh_token.as_deref();
-        if holds != Some(spent) && holds != refreshed.refresh_token.as_deref() {
+        if !current.session.holds_the_tokens_of(from)
+            && !current.session.holds_the_tokens_of(refreshed)
+        {
             return Ok(());
         }
         // The index entry may have been lost with the write it came before.

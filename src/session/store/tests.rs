@@ -118,13 +118,25 @@ async fn a_refresh_is_stored_only_over_the_token_it_spent() {
     let headers = cookie_header(&set);
     let cookies = request_cookies(&headers);
     let stored = sessions
-        .replace_refreshed(&cookies, "r-1", &session("r-2"), NOW + 1, ATTRIBUTES)
+        .replace_refreshed(
+            &cookies,
+            &session("r-1"),
+            &session("r-2"),
+            NOW + 1,
+            ATTRIBUTES,
+        )
         .await
         .unwrap();
     assert!(matches!(stored, Replaced::Stored(_)));
     // A second refresh of the spent token finds the first one's result and stores nothing.
     let late = sessions
-        .replace_refreshed(&cookies, "r-1", &session("r-3"), NOW + 2, ATTRIBUTES)
+        .replace_refreshed(
+            &cookies,
+            &session("r-1"),
+            &session("r-3"),
+            NOW + 2,
+            ATTRIBUTES,
+        )
         .await
         .unwrap();
     match late {
@@ -331,7 +343,7 @@ async fn a_session_stored_after_its_provider_session_ended_is_ended() {
     let refreshed = of_provider_session("r-2", "provider-session-2", NOW - 1);
     assert!(
         sessions
-            .replace_refreshed(&cookies, "r-1", &refreshed, NOW + 1, ATTRIBUTES)
+            .replace_refreshed(&cookies, &session("r-1"), &refreshed, NOW + 1, ATTRIBUTES)
             .await
             .is_err()
     );
