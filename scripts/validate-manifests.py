@@ -125,19 +125,30 @@ def base_checks(resources, grpc=False):
     check(("grpc" in policy_ports) == grpc, f"NetworkPolicy ingress ports {policy_ports}")
     # A rule without `from` opens its ports to every pod: the gRPC port's too (a Check carries
     # its own client address, so any pod could spend another's introspection budget).
+    # `from: [{}]` and an empty selector select everyone too.
     for rule in one(resources, "NetworkPolicy")["spec"]["ingress"]:
-        check(rule.get("from"), f"a NetworkPolicy ingress rule open to every source: {rule}")
+        peers = rule.get("from") or []
+        check(
+            peers and all(
+                peer.get("ipBlock")
+                or any((peer.get(kind) or {}).get("matchLabels") or (peer.get(kind) or {}).get("matchExpressions")
+                       for kind in ("namespaceSelector", "podSelector"))
+                for peer in peers
+            ),
+            f"a NetworkPolicy ingress rule open to every source: {rule}",
+        )
 
     spec = pod["spec"]
     check(spec.get("enableServiceLinks") is False, "enableServiceLinks must be false")
     check(spec.get("securityContext", {}).get("runAsNonRoot") is True, "the pod must run as non-root")
     (container,) = spec["containers"]
     # Endpoints are removed while the pod terminates, not before: the ingress keeps sending for
-    # a few seconds, so the container waits before it is told to stop accepting.
+    # a few seconds, so the container waits before it is told to stop accepting, and the
+    # drain that follows (up to 20 s, README) still fits in the grace period.
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     check(
-        0 < pre_stop < spec.get("terminationGracePeriodSeconds", 30),
-        f"the container must sleep in preStop, within the grace period: {pre_stop}",
+        0 < pre_stop and pre_stop + 20 <= spec.get("terminationGracePeriodSeconds", 30),
+        f"the container must sleep in preStop, leaving 20 s of the grace period: {pre_stop}",
     )
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     expected_ports = {"http": 4180, "admin": 8080} | ({"grpc": GRPC_PORT} if grpc else {})

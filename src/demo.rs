@@ -161,7 +161,7 @@ source = "demo"
 /// `bound`: an unspecified address (`0.0.0.0`, `::`) listens on every interface but is no
 /// address a browser can be sent to, nor a host its cookies would follow, so it is named by
 /// the loopback address of its family.
-fn linkable(bound: SocketAddr) -> SocketAddr {
+pub fn linkable(bound: SocketAddr) -> SocketAddr {
     match bound.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, bound.port()))

@@ -272,6 +272,7 @@ async fn demo(listen: &str, app_listen: &str, admin_listen: &str) -> anyhow::Res
         demo.public_addr
     );
     if let Some(admin) = demo.tollgate.admin_addr {
+        let admin = tollgate::demo::linkable(admin);
         println!("  Metrics:              http://{admin}/metrics");
     }
     println!("\n  Sign in as one of these users (passwords are new every run):");
@@ -422,19 +423,27 @@ fn read_secret() -> std::io::Result<String> {
 
 /// The most a secret to hash may hold: far beyond any password or client secret, and what
 /// `hash-secret` reads of a line that does not end (`/dev/zero`) before it gives up.
-const SECRET_MOST: u64 = 4096;
+const SECRET_MOST: usize = 4096;
 
 /// One line of `stdin`, refused (`InvalidData`) when it is longer than [`SECRET_MOST`] bytes
-/// rather than read until memory runs out, or cut short and hashed as another secret.
+/// (its `\r\n` or `\n` not counted) rather than read until memory runs out, or cut short and
+/// hashed as another secret; and when it is not UTF-8.
 fn read_bounded_line(stdin: &std::io::Stdin) -> std::io::Result<String> {
     use std::io::{BufRead as _, Read as _};
-    let mut line = String::new();
-    stdin.lock().take(SECRET_MOST + 1).read_line(&mut line)?;
-    if line.strip_suffix('\n').unwrap_or(&line).len() as u64 > SECRET_MOST {
+    let mut line = Vec::new();
+    stdin
+        .lock()
+        .take(SECRET_MOST as u64 + 2)
+        .read_until(b'\n', &mut line)?;
+    let secret = line.strip_suffix(b"\n").unwrap_or(&line);
+    let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
+    if secret.len() > SECRET_MOST {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("the secret is longer than {SECRET_MOST} bytes"),
         ));
     }
-    Ok(line)
+    String::from_utf8(line).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "the secret is not UTF-8")
+    })
 }

@@ -123,8 +123,8 @@ pub async fn explain(
                 format!("the request body is larger than {MAX_BODY} bytes"),
             );
         }
-        // Cut off (it stalled past `header_read_timeout`, or the client went away mid-body):
-        // not too large, and not read.
+        // Ended before its length (the client went away, or the connection was cut off as
+        // too slow): not too large, and not read.
         Err(_) => {
             return client_error(
                 &state,

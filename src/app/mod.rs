@@ -325,7 +325,7 @@ pub async fn start(
     };
     running.follow_memory_store();
     discover(&state);
-    warn_if_redis_may_evict(&state);
+    warn_about_redis_settings(&state);
     state
         .metrics
         .config_live(&state.config.source_sha256, state.clock.now());
@@ -474,7 +474,7 @@ fn discover(state: &AppState) {
 /// When sessions or the token service live in Redis: a warning when its eviction policy may
 /// drop their keys, and one when a restart of Redis may bring back what was deleted (read
 /// once, in the background).
-fn warn_if_redis_may_evict(state: &AppState) {
+fn warn_about_redis_settings(state: &AppState) {
     let config = &state.config;
     let uses_redis = config.session.store == crate::config::SessionStoreKind::Redis
         || config
@@ -484,8 +484,7 @@ fn warn_if_redis_may_evict(state: &AppState) {
     if let (true, Some(target)) = (uses_redis, config.session.redis.clone()) {
         let ca = config.session.redis_ca.clone();
         tokio::spawn(async move {
-            crate::redis_connection::warn_if_keys_may_be_evicted(&target, ca.as_deref()).await;
-            crate::redis_connection::warn_if_a_restart_may_restore(&target, ca.as_deref()).await;
+            crate::redis_connection::warn_about_settings(&target, ca.as_deref()).await;
         });
     }
 }

@@ -626,15 +626,21 @@ impl RedisConnection {
     }
 }
 
+/// Reads, once, the Redis settings that can undo what Tollgate stored, and warns about them
+/// (`warn_if_keys_may_be_evicted`, `warn_if_a_restart_may_restore`).
+pub async fn warn_about_settings(target: &RedisTarget, ca: Option<&[u8]>) {
+    let Ok(connection) = RedisConnection::new(target, ca, None) else {
+        return;
+    };
+    warn_if_keys_may_be_evicted(&connection).await;
+    warn_if_a_restart_may_restore(&connection).await;
+}
+
 /// Every key Tollgate writes expires, so every `maxmemory-policy` but `noeviction` may drop
 /// one under memory pressure: a session, or worse a revocation, a spent refresh token's mark,
 /// a used logout token's `jti` or a failure count. Says so once, as a warning, when Redis is
 /// reached (and, at `info`, when the policy cannot be read).
-pub async fn warn_if_keys_may_be_evicted(target: &RedisTarget, ca: Option<&[u8]>) {
-    let connection = match RedisConnection::new(target, ca, None) {
-        Ok(connection) => connection,
-        Err(_) => return,
-    };
+async fn warn_if_keys_may_be_evicted(connection: &RedisConnection) {
     match connection.eviction_policy().await {
         Ok(policy) if may_evict(&policy) => tracing::warn!(
             %policy,
@@ -683,19 +689,16 @@ impl Persistence {
 /// holds them, not once they are on disk: a Redis that syncs lazily and restarts loads older
 /// data, and a session ended since is back (a replica then resynchronises from it). Says so
 /// once, as a warning, when Redis is reached (and, at `info`, when the settings cannot be read).
-pub async fn warn_if_a_restart_may_restore(target: &RedisTarget, ca: Option<&[u8]>) {
-    let connection = match RedisConnection::new(target, ca, None) {
-        Ok(connection) => connection,
-        Err(_) => return,
-    };
+async fn warn_if_a_restart_may_restore(connection: &RedisConnection) {
     match connection.persistence().await {
         Ok(persistence) if persistence.restart_may_restore_older_data() => tracing::warn!(
             appendonly = %persistence.appendonly,
             appendfsync = %persistence.appendfsync,
             save = %persistence.save,
-            "a restart of Redis may load older data than it held, bringing back sessions \
-             ended and tokens revoked shortly before it; set appendonly yes with appendfsync \
-             always, or keep nothing across a restart (appendonly no, save \"\")"
+            "Redis writes to disk lazily: restarted after a crash it loads older data, \
+             bringing back sessions ended and tokens revoked shortly before; set appendonly \
+             yes with appendfsync always, or keep nothing across a restart (appendonly no, \
+             save \"\")"
         ),
         Ok(_) => {}
         Err(error) => tracing::info!(%error, "Redis's persistence settings could not be read"),

@@ -330,46 +330,61 @@ fn hash_secret_on_a_terminal_prompts_and_does_not_show_the_secret() {
 /// file) printed the hash of an empty secret and exited 0; that hash let an empty secret in.
 #[test]
 fn hash_secret_refuses_an_empty_input() {
-    use std::io::Write as _;
-    let run = |input: &str| {
-        let mut child = tollgate()
-            .arg("hash-secret")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            // A line too long is refused before it is read whole: the pipe then breaks.
-            .ok();
-        child.wait_with_output().unwrap()
-    };
-    // A line that does not end (`/dev/zero`) was read until memory ran out.
-    let endless = run(&"a".repeat(1 << 20));
-    assert_eq!(endless.status.code(), Some(1));
-    assert!(endless.stdout.is_empty());
-    assert!(
-        String::from_utf8_lossy(&endless.stderr).contains("longer than 4096 bytes"),
-        "{}",
-        String::from_utf8_lossy(&endless.stderr)
-    );
-    assert_eq!(
-        run(&format!("{}\n", "a".repeat(4096))).status.code(),
-        Some(0)
-    );
     for empty in ["", "\n", "  \r\n"] {
-        let output = run(empty);
+        let output = hash_secret(empty);
         assert_eq!(output.status.code(), Some(1), "{empty:?}");
         assert!(output.stdout.is_empty(), "{empty:?}");
         assert!(String::from_utf8_lossy(&output.stderr).contains("no secret"));
     }
-    let output = run("s3cret\n");
+    let output = hash_secret("s3cret\n");
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("$argon2"));
+}
+
+/// `hash-secret` read its line whole: `hash-secret </dev/zero` grew until memory ran out. A line
+/// longer than 4096 bytes (its line end not counted) is refused, never cut short and hashed.
+#[test]
+fn hash_secret_refuses_a_secret_longer_than_4096_bytes() {
+    let refused = |input: &str| {
+        let output = hash_secret(input);
+        assert_eq!(output.status.code(), Some(1), "{} bytes", input.len());
+        assert!(output.stdout.is_empty());
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(said.contains("longer than 4096 bytes"), "{said}");
+    };
+    refused(&"a".repeat(1 << 20));
+    refused(&format!("{}\n", "a".repeat(4097)));
+    // A character cut at the limit is a secret too long, not one that is not UTF-8.
+    refused(&format!("{}é\n", "a".repeat(4095)));
+    for fits in [
+        format!("{}\n", "a".repeat(4096)),
+        format!("{}\r\n", "a".repeat(4096)),
+        "a".repeat(4096),
+    ] {
+        let output = hash_secret(&fits);
+        assert_eq!(output.status.code(), Some(0), "{} bytes", fits.len());
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with("$argon2"));
+    }
+}
+
+/// `tollgate hash-secret` with `input` on its standard input.
+fn hash_secret(input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = tollgate()
+        .arg("hash-secret")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        // A line too long is refused before it is read whole: the pipe then breaks.
+        .ok();
+    child.wait_with_output().unwrap()
 }
 
 /// The demo app asks `/auth` on this machine directly, with the browser's cookie: never through
@@ -393,6 +408,14 @@ fn demo_asks_auth_directly_whatever_proxy_the_environment_names() {
             );
         }
     });
+    /// Killed when the test ends, passed or failed.
+    struct Demo(std::process::Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = tollgate()
         .args([
             "demo",
@@ -412,6 +435,7 @@ fn demo_asks_auth_directly_whatever_proxy_the_environment_names() {
         .spawn()
         .unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _demo = Demo(child);
     let mut app = None;
     let mut issuer = None;
     for line in stdout.lines().map_while(Result::ok) {
@@ -446,8 +470,6 @@ fn demo_asks_auth_directly_whatever_proxy_the_environment_names() {
     .unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    let _ = child.kill();
-    let _ = child.wait();
     let head = answer.lines().next().unwrap_or_default().to_owned();
     assert!(
         head.contains(" 302 ")

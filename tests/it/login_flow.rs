@@ -66,6 +66,22 @@ async fn login_creates_a_session_that_auth_accepts_and_logout_ends_it() {
         401,
         "a bearer token is answered for, not the session cookie beside it"
     );
+    let bobs = idp
+        .access_token()
+        .claim("sub", serde_json::json!("bob"))
+        .sign();
+    let answered = browser
+        .get_with(
+            &gateway.url("/userinfo"),
+            &[("authorization", &format!("Bearer {bobs}"))],
+        )
+        .await;
+    assert_eq!(answered.status(), 200);
+    let claims: serde_json::Value = answered.json().await.unwrap();
+    assert_eq!(
+        claims["sub"], "bob",
+        "another user's valid token is answered with that user's claims"
+    );
 
     let copied_cookies = browser.cookies.clone();
     let signout = browser.get(&gateway.url("/signout?rd=/bye")).await;
