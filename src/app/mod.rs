@@ -474,7 +474,7 @@ fn discover(state: &AppState) {
 /// When sessions or the token service live in Redis: a warning when its eviction policy may
 /// drop their keys, and one when a restart of Redis may bring back what was deleted (read
 /// once, in the background).
-fn warn_about_redis_settings(state: &AppState) {
+pub(super) fn warn_about_redis_settings(state: &AppState) {
     let config = &state.config;
     let uses_redis = config.session.store == crate::config::SessionStoreKind::Redis
         || config

@@ -93,6 +93,9 @@ impl RunningApp {
         }
         self.follow_memory_store();
         discover(&next);
+        // Read again, as the config's own warnings are: the reload may have moved to Redis or
+        // to another one.
+        super::warn_about_redis_settings(&next);
         next.metrics.config_live(&sha256, next.clock.now());
         for warning in crate::config::warnings(&next.config) {
             tracing::warn!(%warning, "unsafe setting");

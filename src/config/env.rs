@@ -209,6 +209,12 @@ fn override_value(text: &str) -> toml::Value {
     {
         return value;
     }
+    // One line end after the value is the file's a variable was made from (`kubectl create
+    // secret --from-file`, then `secretKeyRef`), as a `_env` secret's is: an admin token or a
+    // client secret kept it, and never matched.
+    let text = text
+        .strip_suffix('\n')
+        .map_or(text, |text| text.strip_suffix('\r').unwrap_or(text));
     toml::Value::String(text.to_owned())
 }
 

@@ -1659,6 +1659,55 @@ fn public_url_has_no_query_fragment_or_credentials() {
     );
 }
 
+/// An override made from a file (`kubectl create secret --from-file`, then `secretKeyRef`)
+/// ends with its line end, which a `_env` secret drops: an admin token or a client secret
+/// given by override kept it, and never matched.
+#[test]
+fn an_override_drops_the_line_end_of_the_file_it_was_made_from() {
+    for value in [
+        "an-admin-token-of-many-characters\n",
+        "an-admin-token-of-many-characters\r\n",
+    ] {
+        let env: BTreeMap<String, String> =
+            [("TOLLGATE_SERVER__ADMIN_TOKEN".to_owned(), value.to_owned())].into();
+        let config = load(PROVIDER, &env).unwrap();
+        assert_eq!(
+            config.server.admin_token.unwrap().expose(),
+            "an-admin-token-of-many-characters"
+        );
+    }
+}
+
+/// An issuer with a query or fragment can never be discovered (OpenID Connect Discovery §3),
+/// and one with a user name or password was logged with each failed discovery (reqwest's error
+/// names the URL) and, for the token service, published in every token's `iss`.
+#[test]
+fn an_issuer_has_no_query_fragment_or_credentials() {
+    for issuer in [
+        "https://login.example.com/?tenant=1",
+        "https://login.example.com/#x",
+        "https://user@login.example.com",
+        "https://user:SECRETPASS@login.example.com",
+    ] {
+        let found = problems(&PROVIDER.replace("https://login.example.com", issuer), &[]);
+        assert!(
+            found.iter().any(|problem| problem
+                .contains("provider[0].issuer: must not have a query, a fragment, or a user")),
+            "{issuer}: {found:?}"
+        );
+        assert!(found.iter().all(|problem| !problem.contains("SECRETPASS")));
+        let found = problems(
+            &format!("{PROVIDER}[token_service]\nissuer = \"{issuer}\"\n"),
+            &[],
+        );
+        assert!(
+            found.iter().any(|problem| problem
+                .contains("token_service.issuer: must not have a query, a fragment, or a user")),
+            "{issuer}: {found:?}"
+        );
+    }
+}
+
 /// A provider naming the token service is served in-process, and its tokens' `iss` (and RFC
 /// 9207's at the callback) are compared with its `issuer` string: with a trailing slash that
 /// the token service's tokens never carry, every login and bearer token failed as a mix-up.

@@ -82,6 +82,26 @@ impl Checker<'_> {
         }
     }
 
+    /// An issuer (a provider's, the token service's): an http or https URL without a query or
+    /// a fragment (OpenID Connect Discovery §3: discovery appends its path, and `iss` is
+    /// compared as written), and without a user name or password, which would be logged with
+    /// every failed discovery and, for the token service, published in every token's `iss`.
+    pub(super) fn issuer_url(&mut self, path: &str, value: &str) -> Option<Url> {
+        let url = self.url(path, value)?;
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            self.problem(
+                path,
+                "must not have a query, a fragment, or a user name or password",
+            );
+            return None;
+        }
+        Some(url)
+    }
+
     /// Notes the secret file at `file` (the key `key` names it) when every user of the host
     /// may read it, for `config::warnings`.
     pub(super) fn note_readable_by_all(&mut self, key: &str, file: &str) {

@@ -23,7 +23,7 @@ impl Checker<'_> {
         let name = self.required(&format!("{path}.name"), raw.name);
         let issuer = self.required(&format!("{path}.issuer"), raw.issuer);
         if let Some(issuer) = &issuer {
-            self.url(&format!("{path}.issuer"), issuer);
+            self.issuer_url(&format!("{path}.issuer"), issuer);
         }
         let client_id = self.required(&format!("{path}.client_id"), raw.client_id);
         let client_secret = self.secret(

@@ -24,12 +24,7 @@ impl Checker<'_> {
         session_lifetime: Duration,
     ) -> Option<TokenServiceConfig> {
         let issuer = self.required("token_service.issuer", raw.issuer);
-        let issuer = issuer.and_then(|text| self.url("token_service.issuer", &text));
-        if let Some(issuer) = &issuer
-            && (issuer.query().is_some() || issuer.fragment().is_some())
-        {
-            self.problem("token_service.issuer", "must not have a query or fragment");
-        }
+        let issuer = issuer.and_then(|text| self.issuer_url("token_service.issuer", &text));
         let token_lifetime = self.duration(
             "token_service.token_lifetime",
             raw.token_lifetime,
