@@ -62,13 +62,21 @@ cookie=$(log_in "http://127.0.0.1:$port/page" "127.0.0.1:$port" '^tollgate$')
 # nginx's master forks the worker that serves.
 reference_worker=$(pgrep -P "$(cat "$work/reference/nginx.pid")")
 
+# PID's user and kernel clock ticks (`utime`, `stime`: the 12th and 13th fields after the
+# command name, which is in parentheses and may hold spaces).
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+
 # `measure NAME PID WRK-ARGS…`: one wrk run; appends "requests user-ticks system-ticks" of PID.
 measure() {
     local name=$1 pid=$2; shift 2
     local before after
-    before=$(awk '{print $14, $15}' "/proc/$pid/stat")
+    before=$(ticks "$pid")
     wrk -t2 -c32 -d"${DURATION}s" "$@" > "$work/$name.wrk"
-    after=$(awk '{print $14, $15}' "/proc/$pid/stat")
+    after=$(ticks "$pid")
+    # A session no longer accepted would measure redirects: any other answer fails the run.
+    if grep -q "Non-2xx or 3xx responses\|Socket errors" "$work/$name.wrk"; then
+        echo "$name: errors or non-2xx answers" >&2; cat "$work/$name.wrk" >&2; exit 1
+    fi
     local requests; requests=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
     echo "$requests $before $after" >> "$work/$name.cpu"
 }

@@ -125,16 +125,22 @@ def base_checks(resources, grpc=False):
     check(("grpc" in policy_ports) == grpc, f"NetworkPolicy ingress ports {policy_ports}")
     # A rule without `from` opens its ports to every pod: the gRPC port's too (a Check carries
     # its own client address, so any pod could spend another's introspection budget).
-    # `from: [{}]` and an empty selector select everyone too.
+    # `from: [{}]`, an empty namespace selector (every namespace, whatever the pod selector
+    # beside it) and an address block of everything select everyone too.
+    def narrow(selector):
+        return bool(selector and (selector.get("matchLabels") or selector.get("matchExpressions")))
+
+    def narrow_peer(peer):
+        if "ipBlock" in peer:
+            return peer["ipBlock"].get("cidr") not in ("0.0.0.0/0", "::/0")
+        if "namespaceSelector" in peer:
+            return narrow(peer["namespaceSelector"])
+        return narrow(peer.get("podSelector"))
+
     for rule in one(resources, "NetworkPolicy")["spec"]["ingress"]:
         peers = rule.get("from") or []
         check(
-            peers and all(
-                peer.get("ipBlock")
-                or any((peer.get(kind) or {}).get("matchLabels") or (peer.get(kind) or {}).get("matchExpressions")
-                       for kind in ("namespaceSelector", "podSelector"))
-                for peer in peers
-            ),
+            peers and all(narrow_peer(peer) for peer in peers),
             f"a NetworkPolicy ingress rule open to every source: {rule}",
         )
 

@@ -605,7 +605,7 @@ impl Shared {
     }
 
     /// The refresh on its own task: ask the provider, publish the result to this process,
-    /// store it (compare-and-set against the spent token), give the lease back.
+    /// store it (compare-and-set against the tokens spent), give the lease back.
     async fn refresh_and_store(
         self: Arc<Self>,
         refresh: Refresh,

@@ -14,6 +14,7 @@ use crate::config::ProviderConfig;
 use crate::http::forwarded::ClientAddress;
 use crate::jose::KeySet;
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::token::cache::TokenCache;
 use crate::token::id_token::{IdTokenExpectations, validate_id_token};
 use crate::token::{self, Claims, Expectations, TokenError};
@@ -258,7 +259,10 @@ pub struct Provider {
     discovery: Arc<Discovery>,
     jwks: JwksCache,
     token_cache: Arc<TokenCache>,
-    introspection: IntrospectionGate,
+    /// Shared with the provider a reload builds for the same issuer and credentials
+    /// (`keeping_what_was_fetched_by`): a reload must not give an address its refused
+    /// questions back, nor double the questions in flight.
+    introspection: Arc<IntrospectionGate>,
     clock: Arc<dyn Clock>,
     leeway: i64,
 }
@@ -289,7 +293,7 @@ impl Provider {
             discovery: Arc::default(),
             jwks,
             token_cache,
-            introspection: IntrospectionGate::new(clock.clone()),
+            introspection: Arc::new(IntrospectionGate::new(clock.clone())),
             clock,
             leeway,
         }
@@ -324,7 +328,20 @@ impl Provider {
     /// and failed `/readyz` on every replica at once. A `jwks_file` is read anew by
     /// `load_key_file`; a provider served in-process fetches nothing.
     #[must_use]
-    pub fn keeping_what_was_fetched_by(self, previous: &Self) -> Self {
+    pub fn keeping_what_was_fetched_by(mut self, previous: &Self) -> Self {
+        // The introspection gate (refused tokens, each address's refused questions, the
+        // questions in flight) where the same client asks the same issuer: a refusal it
+        // remembers was that provider's answer to these credentials.
+        if self.config.issuer == previous.config.issuer
+            && self.config.introspection
+            && previous.config.introspection
+            && self.config.client_id == previous.config.client_id
+            && self.config.client_auth == previous.config.client_auth
+            && self.config.client_secret.as_ref().map(Secret::expose)
+                == previous.config.client_secret.as_ref().map(Secret::expose)
+        {
+            self.introspection = previous.introspection.clone();
+        }
         // The document kept was filtered for the endpoints its config used
         // (`optional_endpoints`): kept only where those are the same.
         let same = self.local.is_none()

@@ -358,8 +358,8 @@ impl MemoryStore {
         ended.len()
     }
 
-    /// Stores `session` under `id` only while the stored session still holds the refresh token
-    /// `spent`, checked and written under one lock: a logout on another thread in between is
+    /// Stores `session` under `id` only while the stored session still holds the tokens of
+    /// `from` (the session its refresh started from), checked and written under one lock: a logout on another thread in between is
     /// never undone. `Err(Some(current))` when another session is stored by now (a refresh that
     /// came first), `Err(None)` when the session is gone.
     ///

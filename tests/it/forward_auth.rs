@@ -1291,6 +1291,42 @@ async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_fo
     assert_eq!(idp.count("introspect"), limit as usize + 2);
 }
 
+/// A reload (a SIGHUP for a rotated certificate, say) built each provider's introspection gate
+/// anew: an address at its limit of refused questions was asked for again at once.
+#[tokio::test]
+async fn a_reload_keeps_an_addresss_refused_introspections() {
+    let idp = TestIdp::start().await;
+    let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
+    let gateway = Gateway::start(&config).await;
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
+    for n in 0..limit {
+        let token = format!("made-up-{n}");
+        assert_eq!(
+            bearer_from(&gateway, "192.0.2.7", &token).await.status(),
+            401
+        );
+    }
+    assert_eq!(
+        bearer_from(&gateway, "192.0.2.7", "made-up-next")
+            .await
+            .status(),
+        429
+    );
+    gateway
+        .app
+        .reload(tollgate::config::load(&config, &std::collections::BTreeMap::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        bearer_from(&gateway, "192.0.2.7", "made-up-after")
+            .await
+            .status(),
+        429,
+        "the address is still at its limit after the reload"
+    );
+    assert_eq!(idp.count("introspect"), limit as usize, "not asked");
+}
+
 /// A provider refusing Tollgate's own client authentication at its introspection endpoint is a
 /// 502 for each token, and still counted against the asking address: some providers answer
 /// `invalid_client` (or a bare 401) to a token they do not like, so the answer alone does not

@@ -1,7 +1,8 @@
 //! Refreshing a session once across replicas (SPEC §12). With Redis, the replica that takes a
 //! session's refresh lease refreshes it and the others wait for the result and read it back;
-//! the refreshed session is written only if the stored one still holds the refresh token that
-//! was spent (compare-and-set), so a slower refresh never overwrites a newer one. The memory
+//! the refreshed session is written only if the stored one still holds the tokens the refresh
+//! started from, refresh and access token (compare-and-set), so a slower refresh never
+//! overwrites a newer one, also with a provider that sends the same refresh token back. The memory
 //! and cookie stores are one process's: there the in-process single flight is the whole story
 //! (a cookie session copied to two replicas can still be refreshed twice; see the README).
 
@@ -29,8 +30,8 @@ pub enum RefreshClaim {
 pub enum Replaced {
     /// Stored; the `Set-Cookie` values that carry it (cookie store only).
     Stored(Vec<String>),
-    /// The stored session no longer holds the spent refresh token: another refresh got there
-    /// first, and this is its result.
+    /// The stored session no longer holds the tokens the refresh started from: another
+    /// refresh got there first, and this is its result.
     Superseded(Arc<Session>),
 }
 
@@ -132,7 +133,7 @@ impl Sessions {
         // ends (its user signs in again, and is told the session is too large there).
         if self.too_large(refreshed) {
             let id = self.request_id(cookies)?;
-            // Only while the store still holds the spent token: another refresh's result (a
+            // Only while the store still holds the tokens spent: another refresh's result (a
             // lease that lapsed) is the session now, and stays.
             let holds_spent = |session: &Session| session.holds_the_tokens_of(from);
             match &self.backend {
