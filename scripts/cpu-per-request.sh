@@ -34,21 +34,7 @@ admin_listen = "127.0.0.1:$(free_port)"
 store = "cookie"
 secrets = ["cpu-per-request-session-secret-cpu-per-request"]
 $(local_provider_toml "$port")
-[[token_service.user]]
-username = "bench"
-password_hash = "$password_hash"
-email = "bench@example.com"
-[[route]]
-path_prefix = "/open"
-upstream = "http://127.0.0.1:$upstream"
-provider = "local"
-on_unauthenticated = "pass"
-[[route]]
-upstream = "http://127.0.0.1:$upstream"
-provider = "local"
-[route.headers]
-"X-User" = "claim:sub"
-"X-Email" = "claim:email"
+$(bench_user_and_routes_toml "$password_hash" "$upstream")
 TOML
 $tollgate serve --config "$work/tollgate.toml" 2>"$work/tollgate.log" &
 pids+=($!)

@@ -77,21 +77,7 @@ grants = ["client_credentials"]
 scopes = ["scim"]
 source = "myapi"
 audience = "odj"
-[[token_service.user]]
-username = "bench"
-password_hash = "$password_hash"
-email = "bench@example.com"
-[[route]]
-path_prefix = "/open"
-upstream = "http://127.0.0.1:$upstream"
-provider = "local"
-on_unauthenticated = "pass"
-[[route]]
-upstream = "http://127.0.0.1:$upstream"
-provider = "local"
-[route.headers]
-"X-User" = "claim:sub"
-"X-Email" = "claim:email"
+$(bench_user_and_routes_toml "$password_hash" "$upstream")
 TOML
     "$tollgate" check --config "$work/tollgate-$store.toml" >/dev/null
     dumps="$work/callgrind-$store.out"

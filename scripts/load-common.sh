@@ -68,6 +68,29 @@ redirect_uris = ["http://127.0.0.1:$1/callback"]
 TOML
 }
 
+# TOML for the `bench` user (password hash $1) and the two routes the proxied cases use, to the
+# upstream on 127.0.0.1:$2: `/open` with authentication off (`pass`), and everything else behind
+# a session at the provider `local_provider_toml` makes, with identity headers.
+bench_user_and_routes_toml() {
+    cat <<TOML
+[[token_service.user]]
+username = "bench"
+password_hash = "$1"
+email = "bench@example.com"
+[[route]]
+path_prefix = "/open"
+upstream = "http://127.0.0.1:$2"
+provider = "local"
+on_unauthenticated = "pass"
+[[route]]
+upstream = "http://127.0.0.1:$2"
+provider = "local"
+[route.headers]
+"X-User" = "claim:sub"
+"X-Email" = "claim:email"
+TOML
+}
+
 # `run NAME WRK-ARGS…`: one wrk run; prints requests/s and p99 and appends them to
 # $work/NAME.rps and $work/NAME.p99. Any non-2xx/3xx answer fails the script.
 run() {

@@ -58,21 +58,7 @@ client_id = "apache"
 client_secret_hash = "$apache_secret_hash"
 grants = ["authorization_code"]
 redirect_uris = ["http://127.0.0.1:$apache/protected/redirect_uri"]
-[[token_service.user]]
-username = "bench"
-password_hash = "$password_hash"
-email = "bench@example.com"
-[[route]]
-path_prefix = "/open"
-upstream = "http://127.0.0.1:$upstream"
-provider = "local"
-on_unauthenticated = "pass"
-[[route]]
-upstream = "http://127.0.0.1:$upstream"
-provider = "local"
-[route.headers]
-"X-User" = "claim:sub"
-"X-Email" = "claim:email"
+$(bench_user_and_routes_toml "$password_hash" "$upstream")
 TOML
     $tollgate serve --config "$work/tollgate-$store.toml" 2>"$work/tollgate-$store.log" &
     pids+=($!)

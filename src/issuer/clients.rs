@@ -352,11 +352,16 @@ pub(crate) fn verify_password(hash: &str, password: &str) -> bool {
 /// # Errors
 /// When hashing fails.
 pub fn hash_password(password: &str) -> Result<String, String> {
+    hash_with(&argon2::Argon2::default(), password)
+}
+
+/// `password` hashed by `argon2` with a fresh random salt, as a PHC string.
+fn hash_with(argon2: &argon2::Argon2<'_>, password: &str) -> Result<String, String> {
     use argon2::PasswordHasher as _;
     let salt_bytes = crate::random::bytes::<16>();
     let salt = argon2::password_hash::SaltString::encode_b64(&salt_bytes)
         .map_err(|error| error.to_string())?;
-    argon2::Argon2::default()
+    argon2
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|error| error.to_string())
@@ -385,7 +390,6 @@ pub fn costliest_hash<'a>(hashes: impl IntoIterator<Item = &'a str>) -> Option<&
 /// # Errors
 /// When the hash cannot be made.
 pub fn hash_like(password: &str, like: Option<&str>) -> Result<String, String> {
-    use argon2::PasswordHasher as _;
     let Some(like) = like.and_then(|like| argon2::PasswordHash::new(like).ok()) else {
         return hash_password(password);
     };
@@ -399,13 +403,7 @@ pub fn hash_like(password: &str, like: Option<&str>) -> Result<String, String> {
         .version
         .and_then(|version| argon2::Version::try_from(version).ok())
         .unwrap_or_default();
-    let salt_bytes = crate::random::bytes::<16>();
-    let salt = argon2::password_hash::SaltString::encode_b64(&salt_bytes)
-        .map_err(|error| error.to_string())?;
-    argon2::Argon2::new(algorithm, version, params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| error.to_string())
+    hash_with(&argon2::Argon2::new(algorithm, version, params), password)
 }
 
 #[cfg(test)]

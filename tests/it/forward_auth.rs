@@ -1237,20 +1237,24 @@ async fn made_up_opaque_tokens_cannot_each_cost_an_introspection_call() {
     }
 }
 
+/// Sends `address`'s limit of made-up opaque tokens (`REFUSED_A_WINDOW`), each refused (401)
+/// by the provider it is asked of; returns the limit.
+async fn refuse_made_up_tokens_up_to_the_limit(gateway: &Gateway, address: &str) -> u32 {
+    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
+    for n in 0..limit {
+        let token = format!("made-up-{n}");
+        assert_eq!(bearer_from(gateway, address, &token).await.status(), 401);
+    }
+    limit
+}
+
 #[tokio::test]
 async fn a_client_whose_made_up_opaque_tokens_keep_being_refused_is_not_asked_for() {
     let idp = TestIdp::start().await;
     let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
     let gateway = Gateway::start(&config).await;
     // The client address nginx in front reports.
-    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
-    for n in 0..limit {
-        let token = format!("made-up-{n}");
-        assert_eq!(
-            bearer_from(&gateway, "192.0.2.7", &token).await.status(),
-            401
-        );
-    }
+    let limit = refuse_made_up_tokens_up_to_the_limit(&gateway, "192.0.2.7").await;
     assert_eq!(idp.count("introspect"), limit as usize);
     // A new made-up token from that address: not asked about, 429.
     let limited = bearer_from(&gateway, "192.0.2.7", "made-up-next").await;
@@ -1298,14 +1302,7 @@ async fn a_reload_keeps_an_addresss_refused_introspections() {
     let idp = TestIdp::start().await;
     let config = with_introspection(Gateway::forward_auth_config(&idp, "", ""));
     let gateway = Gateway::start(&config).await;
-    let limit = tollgate::oidc::introspection_gate::REFUSED_A_WINDOW;
-    for n in 0..limit {
-        let token = format!("made-up-{n}");
-        assert_eq!(
-            bearer_from(&gateway, "192.0.2.7", &token).await.status(),
-            401
-        );
-    }
+    let limit = refuse_made_up_tokens_up_to_the_limit(&gateway, "192.0.2.7").await;
     assert_eq!(
         bearer_from(&gateway, "192.0.2.7", "made-up-next")
             .await

@@ -843,8 +843,9 @@ async fn security_deletes_wait_for_a_replica_when_the_master_has_one() {
 
 /// SPEC §12: an admin delete that no replica acknowledged (503) is not answered as done by its
 /// retry until one has: not by a delete of the same handle, which finds the session gone from
-/// the master (it answered 404), nor by a delete of the user's sessions after a listing (the
-/// listing dropped the gone id from the user's index, and the retry answered `ended: 0`).
+/// the master (it answered 404, also after another handle's delete dropped the gone id), nor by
+/// a delete of the user's sessions after a listing (the listing dropped the gone id from the
+/// user's index, and the retry answered `ended: 0`).
 #[tokio::test]
 async fn security_an_admin_delete_no_replica_acknowledged_is_not_done_by_its_retry() {
     if !available() {

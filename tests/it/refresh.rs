@@ -205,6 +205,14 @@ async fn a_failed_refresh_sends_browsers_to_log_in_and_api_calls_get_401() {
     assert!(location(&page).starts_with(idp.issuer()));
 }
 
+/// `config` with sessions in `redis`.
+fn redis_config(idp: &TestIdp, redis: &crate::support::redis::RedisServer) -> String {
+    config(idp, "redis").replace(
+        "store = \"redis\"\n",
+        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
+    )
+}
+
 #[tokio::test]
 async fn parallel_requests_refresh_once_with_the_redis_store_too() {
     if !crate::support::redis::available() {
@@ -213,10 +221,7 @@ async fn parallel_requests_refresh_once_with_the_redis_store_too() {
     let redis = crate::support::redis::RedisServer::standalone().await;
     let idp = TestIdp::start().await;
     let clock = tollgate::clock::ManualClock::new();
-    let text = config(&idp, "redis").replace(
-        "store = \"redis\"\n",
-        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
-    );
+    let text = redis_config(&idp, &redis);
     let gateway = Gateway::start_with_clock(&text, clock.clone()).await;
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &gateway).await;
@@ -482,10 +487,7 @@ async fn replicas_refresh_once(no_rotation: bool) {
         ..Misbehaviour::default()
     });
     let clock = tollgate::clock::ManualClock::new();
-    let text = config(&idp, "redis").replace(
-        "store = \"redis\"\n",
-        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
-    );
+    let text = redis_config(&idp, &redis);
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Gateway::start_with_clock(&text, clock.clone()).await);
@@ -538,10 +540,7 @@ async fn a_refresh_another_replica_made_since_is_never_overwritten_by_an_older_r
     let redis = crate::support::redis::RedisServer::standalone().await;
     let idp = TestIdp::start().await;
     let clock = tollgate::clock::ManualClock::new();
-    let text = config(&idp, "redis").replace(
-        "store = \"redis\"\n",
-        &format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
-    );
+    let text = redis_config(&idp, &redis);
     let first = Gateway::start_with_clock(&text, clock.clone()).await;
     let second = Gateway::start_with_clock(&text, clock.clone()).await;
     let mut browser = Browser::new();
