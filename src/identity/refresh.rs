@@ -117,7 +117,8 @@ struct Refresh {
     /// Before the lease runs out (with Redis): until then an unconfirmed result is written
     /// again.
     lease_until: tokio::time::Instant,
-    /// This process's lock for the refresh token, held until the result is published.
+    /// This process's lock for the refresh token, held until the result is published and
+    /// stored.
     single_flight: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -174,6 +175,13 @@ fn key_of(refresh_token: &str) -> [u8; 32] {
     key
 }
 
+/// `session` with the refresh token the provider rotated to in a refresh that failed later.
+fn holding(session: &Session, rotated: &str) -> Arc<Session> {
+    let mut kept = Session::clone(session);
+    kept.refresh_token = Some(rotated.to_owned());
+    Arc::new(kept)
+}
+
 /// What a session's refresh started from, as kept in [`Recent`]: its access token's digest.
 fn started_from(session: &Session) -> Option<[u8; 32]> {
     session.access_token.as_deref().map(key_of)
@@ -196,6 +204,22 @@ fn keep(
     keep_or(session, set_cookies, now, || {
         RefreshError::ProviderUnavailable(reason.to_owned())
     })
+}
+
+/// The session another refresh stored (another request's here, or another replica's), for
+/// this request: served, like a session kept after a failed refresh, only while its access
+/// token is valid. A refresh that failed after the provider rotated the refresh token stores
+/// the session with its old access token, which may have expired.
+fn theirs(
+    current: Arc<Session>,
+    now: UnixTime,
+) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+    keep(
+        current,
+        Vec::new(),
+        now,
+        "the session another refresh stored holds an expired access token",
+    )
 }
 
 /// [`keep`], with `expired` for the answer once the session's access token has expired.
@@ -318,7 +342,7 @@ async fn ended_before(
     if let Ok(Some(current)) = sessions.current(cookies, now).await
         && refreshed_since(&current, session, spent)
     {
-        return Ok((current, Vec::new()));
+        return theirs(current, now);
     }
     let _ = sessions.end(cookies, now, attributes).await;
     Err(RefreshError::Ended(
@@ -496,7 +520,7 @@ impl Shared {
                 .map_err(store_error)?
             {
                 Replaced::Stored(set_cookies) => Ok((refreshed, set_cookies)),
-                Replaced::Superseded(current) => Ok((current, Vec::new())),
+                Replaced::Superseded(current) => theirs(current, now),
             };
         }
         if self.refused.get(&key).is_some() {
@@ -590,7 +614,7 @@ impl Shared {
                 self.recent
                     .insert(key, (current.clone(), now, started_from(&session)));
                 self.forget_lock(&key);
-                return Ok((current, Vec::new()));
+                return theirs(current, now);
             }
             Some(_) => {}
         }
@@ -661,9 +685,16 @@ impl Shared {
             }
             Err(_) => self.refused.insert(key, ()),
         }
-        self.forget_lock(&key);
-        drop(single_flight);
-        let refreshed = result.as_ref().ok().cloned();
+        // What the store is to hold once this refresh is stored: its result, or (a refresh that
+        // failed after the provider rotated the token) the session with the rotated token.
+        let written = match &result {
+            Ok(refreshed) => Some(refreshed.clone()),
+            Err(failure) if !failure.ends_session => failure
+                .rotated
+                .as_deref()
+                .map(|rotated| holding(&session, rotated)),
+            Err(_) => None,
+        };
         let answer = self
             .settle(
                 &provider,
@@ -676,15 +707,20 @@ impl Shared {
                 attributes,
             )
             .await;
-        match (refreshed, &answer) {
+        // Only now may a request waiting here go on (and find the result published): one that
+        // wrote the result first would leave this refresh superseded by its own result, which
+        // then no replica confirmed (Redis) and no state file held.
+        self.forget_lock(&key);
+        drop(single_flight);
+        match (written, &answer) {
             // The provider spent the old token and the new one is not safely stored: it is
             // written again, holding the lease, until a replica confirms it.
-            (Some(refreshed), Err(RefreshError::Store(_))) => {
+            (Some(written), Err(RefreshError::Store(_))) => {
                 tokio::spawn(confirm_later(Unconfirmed {
                     sessions,
                     cookies: owned,
                     from: session,
-                    refreshed,
+                    refreshed: written,
                     now,
                     claim,
                     until: lease_until,
@@ -724,10 +760,10 @@ impl Shared {
                     .await
                     .map_err(store_error)?;
                 self.count("ok");
-                Ok(match replaced {
-                    Replaced::Stored(set_cookies) => (refreshed, set_cookies),
-                    Replaced::Superseded(current) => (current, Vec::new()),
-                })
+                match replaced {
+                    Replaced::Stored(set_cookies) => Ok((refreshed, set_cookies)),
+                    Replaced::Superseded(current) => theirs(current, now),
+                }
             }
             Err(failure) if failure.ends_session => {
                 // Another replica may have spent this token first (its result is stored): then
@@ -735,7 +771,7 @@ impl Shared {
                 if let Ok(Some(current)) = sessions.current(cookies, now).await
                     && refreshed_since(&current, &session, spent)
                 {
-                    return Ok((current, Vec::new()));
+                    return theirs(current, now);
                 }
                 self.count("error");
                 tracing::info!(provider = %provider.name(), reason = %failure.reason, "refresh refused; the session ends");
@@ -752,17 +788,15 @@ impl Shared {
                     let reason = failure.reason;
                     return keep_or(session, Vec::new(), now, || unavailable.error(reason));
                 };
-                let mut kept = Session::clone(&session);
                 self.failed.insert(key_of(&rotated), (now, unavailable));
-                kept.refresh_token = Some(rotated);
-                let kept = Arc::new(kept);
+                let kept = holding(&session, &rotated);
                 match sessions
                     .replace_refreshed(cookies, &session, &kept, now, attributes)
                     .await
                     .map_err(store_error)?
                 {
                     Replaced::Stored(set_cookies) => keep(kept, set_cookies, now, &failure.reason),
-                    Replaced::Superseded(current) => Ok((current, Vec::new())),
+                    Replaced::Superseded(current) => theirs(current, now),
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! refresh tokens and answers `invalid_grant` to a spent one, like oidc-provider.
 
 use crate::refresh::{advance, config, cookie_header};
-use crate::support::idp::Misbehaviour;
+use crate::support::idp::{JwksFault, Misbehaviour};
 use crate::support::redis::{RedisSentinel, wait_until};
 use crate::support::relay::Relay;
 use crate::support::{Browser, Gateway, TestIdp};
@@ -113,6 +113,116 @@ async fn a_refresh_only_the_killed_master_had_is_written_to_the_promoted_replica
         .unwrap();
     assert_eq!(again.status(), 200, "the session lives on");
     assert_eq!(idp.count("refresh"), 1);
+}
+
+/// The provider rotated the refresh token and the refresh then failed (the new ID token's key
+/// could not be fetched): the session with the rotated token reached the master alone, and
+/// the master is killed. The replica that refreshed writes it again, holding the lease, until
+/// the promoted master has it, so the retry presents the rotated token. Before, only a
+/// refresh that succeeded was written again: the promoted master held the spent token, the
+/// next refresh presented it, and the provider's `invalid_grant` ended the session. Nor is a
+/// session whose refresh failed served past its access token's expiry by a replica that
+/// waited for that refresh.
+#[tokio::test]
+async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_promoted_replica() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let relay = std::sync::Arc::new(std::sync::Mutex::new(None::<Relay>));
+    let slot = relay.clone();
+    let mut sentinel = RedisSentinel::start_with_replica_from(|master| async move {
+        let relay = Relay::to(master).await;
+        let port = relay.port;
+        *slot.lock().unwrap() = Some(relay);
+        port
+    })
+    .await;
+    let relay = relay.lock().unwrap().take().unwrap();
+    let idp = TestIdp::start().await;
+    let clock = tollgate::clock::ManualClock::new();
+    let text = config(&idp, "redis")
+        .replace(
+            "store = \"redis\"\n",
+            &format!("store = \"redis\"\nredis_url = \"{}\"\n", sentinel.url()),
+        )
+        .replace(
+            "jwks_refetch_interval = \"1h\"",
+            "jwks_refetch_interval = \"10s\"",
+        );
+    let refreshing_replica = Gateway::start_with_clock(&text, clock.clone()).await;
+    let other_replica = Gateway::start_with_clock(&text, clock.clone()).await;
+    let mut browser = Browser::new();
+    crate::support::gateway::signed_in(&mut browser, &refreshing_replica).await;
+    let (_, login_refresh_token) = idp.last_tokens().unwrap();
+    // The token endpoint answers (spending the login's refresh token) with an ID token signed
+    // by a key the JWKS endpoint cannot hand out.
+    idp.rotate_keys("rsa-2");
+    idp.misbehave(Misbehaviour {
+        jwks_fault: JwksFault::Status(503),
+        refresh_delay_ms: Some(1500),
+        ..Default::default()
+    });
+    advance(&clock, &idp, 250);
+    let cookie = cookie_header(&browser);
+    let refreshing = refreshing_replica
+        .get("/auth")
+        .header("cookie", &cookie)
+        .send();
+    let refreshing = tokio::spawn(async move { refreshing.await.unwrap().status().as_u16() });
+    wait_until(
+        || idp.count("refresh") == 1,
+        "the refresh to reach the provider",
+    )
+    .await;
+    relay.freeze();
+    assert_eq!(
+        refreshing.await.unwrap(),
+        503,
+        "no replica acknowledged the session with the rotated refresh token"
+    );
+    sentinel.master.kill();
+    let replica_port = sentinel.replica.as_ref().unwrap().port;
+    wait_until(
+        || sentinel.master_port() == Some(replica_port),
+        "the sentinel to promote the replica",
+    )
+    .await;
+    idp.misbehave(Misbehaviour::default());
+    // The login's access token has expired: only a refresh with the rotated token can serve.
+    advance(&clock, &idp, 100);
+    let mut statuses = Vec::new();
+    for _ in 0..160 {
+        let status = other_replica
+            .get("/auth")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        statuses.push(status);
+        if status != 503 && status != 502 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "the other replica refreshed with the rotated token: {statuses:?}"
+    );
+    let presented = idp.presented_refresh_tokens();
+    assert!(
+        presented.len() == 2 && presented[0] == login_refresh_token && presented[1] != presented[0],
+        "the login's refresh token was presented once, then the rotated one: {presented:?}"
+    );
+    let again = other_replica
+        .get("/auth")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "the session lives on");
 }
 
 /// SPEC §12: a master whose replica has just gone (what a Sentinel failover looks like from

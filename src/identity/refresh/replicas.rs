@@ -51,7 +51,7 @@ impl Shared {
                     key_of(spent),
                     (current.clone(), now, super::started_from(&session)),
                 );
-                return Some(Ok((current, Vec::new())));
+                return Some(super::theirs(current, now));
             }
             match sessions.refresh_in_flight(cookies).await {
                 Ok(true) => {}

@@ -104,3 +104,49 @@ async fn an_ended_sessions_refresh_token_is_never_presented() {
     );
     assert_eq!(asked.load(Ordering::SeqCst), 0, "the provider was asked");
 }
+
+/// A request read its session, its access token expired and its refresh due, while another
+/// request's refresh failed after the provider had rotated the refresh token: the store holds
+/// the session with the rotated token and the same expired access token. That is not a
+/// refreshed session: the request is told the provider is unavailable (as the request whose
+/// refresh failed was), never served on the expired token. Before, any session stored with
+/// another refresh token was served as the other refresh's result.
+#[tokio::test]
+async fn a_session_another_refresh_kept_with_an_expired_access_token_is_not_served() {
+    let metrics = Arc::new(Metrics::new());
+    // Never asked: the session holds another refresh token than the one read.
+    let provider = provider("http://127.0.0.1:9", &metrics);
+    let sessions = sessions();
+    let expired = Session {
+        provider: "corp".to_owned(),
+        claims: crate::token::Claims::default(),
+        id_token: "id".to_owned(),
+        access_token: Some("at".to_owned()),
+        refresh_token: Some("r-1".to_owned()),
+        access_expires_at: Some(NOW - 10),
+        created_at: NOW - 600,
+        expires_at: NOW + 3600,
+    };
+    let set = sessions
+        .create(expired, &Cookies::default(), NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+    let headers = cookie_header(&set);
+    let cookies = request_cookies(&headers);
+    let read = sessions.load(&cookies, NOW).await.unwrap().unwrap();
+    let mut kept = Session::clone(&read);
+    kept.refresh_token = Some("r-2".to_owned());
+    sessions
+        .replace_refreshed(&cookies, &read, &kept, NOW, ATTRIBUTES)
+        .await
+        .unwrap();
+
+    let refresher = Refresher::new(true, std::time::Duration::from_secs(60), metrics);
+    let answer = refresher
+        .refresh_if_due(&provider, &sessions, &cookies, read, NOW, ATTRIBUTES)
+        .await;
+    assert!(
+        matches!(answer, Err(RefreshError::ProviderUnavailable(_))),
+        "a session with an expired access token is served: {answer:?}"
+    );
+}
