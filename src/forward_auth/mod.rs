@@ -643,7 +643,7 @@ pub async fn decide_auth(
             // Not a missing credential: a browser sent to sign in would come back with it.
             let not_known_bad = matches!(
                 error,
-                IdentityError::ProviderUnavailable(_)
+                IdentityError::ProviderUnavailable { .. }
                     | IdentityError::StoreUnavailable(_)
                     | IdentityError::TooManyRefused
             );
@@ -1058,14 +1058,14 @@ pub async fn userinfo(
             // again. (A token is the token service's to answer too: `token_identity` asks it.)
             Err(
                 error @ (IdentityError::StoreUnavailable(_)
-                | IdentityError::ProviderUnavailable(_)
+                | IdentityError::ProviderUnavailable { .. }
                 | IdentityError::TooManyRefused),
             ) if bearer_token(&headers).is_none()
                 && token_cookie
                     .is_none_or(|name| !request_cookies(&headers).contains_key(name)) =>
             {
-                let refusal = Refusal::from(error);
-                return refuse_userinfo(&state, &headers, (refusal.rejection, refusal.reason));
+                // With a cookie session's new cookie, when a failed refresh left one.
+                return refuse_userinfo(&state, &headers, error);
             }
             Err(_) => {}
         }
@@ -1099,9 +1099,9 @@ fn own_cookie_attributes(
 fn refuse_userinfo(
     state: &ForwardAuthState,
     headers: &HeaderMap,
-    refused: (Rejection, String),
+    refused: impl Into<Refusal>,
 ) -> Response {
-    let refusal = Refusal::from(refused);
+    let refusal = refused.into();
     let line = DecisionLine {
         role: "userinfo",
         request_id: crate::http::request_id(headers),

@@ -132,8 +132,14 @@ pub enum IdentityError {
     #[error("session store unavailable: {0}")]
     StoreUnavailable(String),
     /// The provider could not be reached to check a credential.
-    #[error("provider unavailable: {0}")]
-    ProviderUnavailable(String),
+    #[error("provider unavailable: {reason}")]
+    ProviderUnavailable {
+        /// Why.
+        reason: String,
+        /// `Set-Cookie` values the answer carries all the same (a session refresh that failed
+        /// after the provider rotated the refresh token: the cookie store's new cookie).
+        set_cookies: Vec<String>,
+    },
     /// The provider was not asked about a token: the client address's questions were refused
     /// (or answered unusably) too often lately.
     #[error("{}", CredentialError::TooManyRefused)]
@@ -164,17 +170,19 @@ impl From<IdentityError> for Refusal {
             IdentityError::Invalid { .. } if error.is_bearer_refusal() => Rejection::InvalidToken,
             IdentityError::Invalid { .. } => Rejection::Unauthenticated,
             IdentityError::StoreUnavailable(_) => Rejection::StoreUnavailable,
-            IdentityError::ProviderUnavailable(_) => Rejection::ProviderUnavailable,
+            IdentityError::ProviderUnavailable { .. } => Rejection::ProviderUnavailable,
             IdentityError::TooManyRefused => {
                 Rejection::TooManyRequests(TOO_MANY_UNKNOWN_TOKENS.to_owned())
             }
         };
-        let reason = match error {
-            IdentityError::StoreUnavailable(reason)
-            | IdentityError::ProviderUnavailable(reason) => reason,
-            other => other.to_string(),
-        };
-        Self::new(rejection, reason)
+        match error {
+            IdentityError::StoreUnavailable(reason) => Self::new(rejection, reason),
+            IdentityError::ProviderUnavailable {
+                reason,
+                set_cookies,
+            } => Self::new(rejection, reason).with_cookies(set_cookies),
+            other => Self::new(rejection, other.to_string()),
+        }
     }
 }
 
@@ -440,7 +448,10 @@ fn token_error(credential: Credential, error: CredentialError) -> IdentityError 
         CredentialError::Provider(error @ crate::oidc::ProviderError::StoreUnavailable(_)) => {
             IdentityError::StoreUnavailable(error.to_string())
         }
-        CredentialError::Provider(error) => IdentityError::ProviderUnavailable(error.to_string()),
+        CredentialError::Provider(error) => IdentityError::ProviderUnavailable {
+            reason: error.to_string(),
+            set_cookies: Vec::new(),
+        },
         CredentialError::TooManyRefused => IdentityError::TooManyRefused,
     }
 }
@@ -588,8 +599,16 @@ pub async fn authenticate_traced(
                         tracing::info!(%error, "session refresh refused");
                     }
                     // The session is kept, but its tokens have expired and cannot be renewed now.
-                    Err(error @ refresh::RefreshError::ProviderUnavailable(_)) => {
-                        return Err(IdentityError::ProviderUnavailable(error.to_string()));
+                    Err(
+                        ref error @ refresh::RefreshError::ProviderUnavailable {
+                            ref set_cookies,
+                            ..
+                        },
+                    ) => {
+                        return Err(IdentityError::ProviderUnavailable {
+                            reason: error.to_string(),
+                            set_cookies: set_cookies.clone(),
+                        });
                     }
                     Err(error @ refresh::RefreshError::Store(_)) => {
                         return Err(IdentityError::StoreUnavailable(error.to_string()));

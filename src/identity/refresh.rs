@@ -130,8 +130,15 @@ pub enum RefreshError {
     #[error("refresh refused; the session ended: {0}")]
     Ended(String),
     /// The refresh failed for a passing reason and the session's access token has expired.
-    #[error("refresh failed and the session's access token has expired: {0}")]
-    ProviderUnavailable(String),
+    #[error("refresh failed and the session's access token has expired: {reason}")]
+    ProviderUnavailable {
+        /// Why.
+        reason: String,
+        /// The `Set-Cookie` values that store what the failed refresh changed nonetheless: a
+        /// cookie session holding the refresh token the provider rotated to before the refresh
+        /// failed. The answer carries them, or the next refresh would present the spent token.
+        set_cookies: Vec<String>,
+    },
     /// The refreshed session could not be stored.
     #[error("the refreshed session could not be stored: {0}")]
     Store(String),
@@ -158,7 +165,7 @@ impl Unavailable {
 
     fn error(self, reason: String) -> RefreshError {
         match self {
-            Self::Provider => RefreshError::ProviderUnavailable(reason),
+            Self::Provider => RefreshError::provider_unavailable(reason),
             Self::Store => RefreshError::Store(reason),
         }
     }
@@ -194,16 +201,39 @@ fn store_error(error: SessionError) -> RefreshError {
     }
 }
 
+impl RefreshError {
+    /// `ProviderUnavailable` with nothing to store.
+    fn provider_unavailable(reason: String) -> Self {
+        Self::ProviderUnavailable {
+            reason,
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
+/// Whether `session`'s access token is valid at `now` (one without a known expiry is).
+fn valid(session: &Session, now: UnixTime) -> bool {
+    session
+        .access_expires_at
+        .is_none_or(|expires_at| now < expires_at)
+}
+
 /// The session as it is, while its access token is valid; else the provider is unavailable.
+/// The answer carries `set_cookies` either way.
 fn keep(
     session: Arc<Session>,
     set_cookies: Vec<String>,
     now: UnixTime,
     reason: &str,
 ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
-    keep_or(session, set_cookies, now, || {
-        RefreshError::ProviderUnavailable(reason.to_owned())
-    })
+    if valid(&session, now) {
+        Ok((session, set_cookies))
+    } else {
+        Err(RefreshError::ProviderUnavailable {
+            reason: reason.to_owned(),
+            set_cookies,
+        })
+    }
 }
 
 /// The session another refresh stored (another request's here, or another replica's), for
@@ -222,18 +252,15 @@ fn theirs(
     )
 }
 
-/// [`keep`], with `expired` for the answer once the session's access token has expired.
+/// [`keep`] with nothing to store, and `expired` for the answer once the session's access
+/// token has expired.
 fn keep_or(
     session: Arc<Session>,
-    set_cookies: Vec<String>,
     now: UnixTime,
     expired: impl FnOnce() -> RefreshError,
 ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
-    if session
-        .access_expires_at
-        .is_none_or(|expires_at| now < expires_at)
-    {
-        Ok((session, set_cookies))
+    if valid(&session, now) {
+        Ok((session, Vec::new()))
     } else {
         Err(expired())
     }
@@ -430,7 +457,7 @@ impl Shared {
         };
         let key = key_of(&refresh_token);
         if let Some(unavailable) = self.failed_recently(&key, now) {
-            return keep_or(session, Vec::new(), now, || {
+            return keep_or(session, now, || {
                 unavailable.error("the last refresh failed; retried later".to_owned())
             });
         }
@@ -490,9 +517,9 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains(&key);
             let reason = "the refresh in flight did not finish in time".to_owned();
-            return keep_or(session, Vec::new(), now, || {
+            return keep_or(session, now, || {
                 if asking {
-                    RefreshError::ProviderUnavailable(reason)
+                    RefreshError::provider_unavailable(reason)
                 } else {
                     RefreshError::Store(reason)
                 }
@@ -530,7 +557,7 @@ impl Shared {
         if let Some(unavailable) = self.failed_recently(&key, now) {
             // The refresh this request waited for failed for a passing reason.
             self.forget_lock(&key);
-            return keep_or(session, Vec::new(), now, || {
+            return keep_or(session, now, || {
                 unavailable.error("the refresh failed; retried later".to_owned())
             });
         }
@@ -575,7 +602,7 @@ impl Shared {
                 // store (503), as when the wait for another replica runs out.
                 None => {
                     self.forget_lock(&key);
-                    return keep_or(session, Vec::new(), now, || {
+                    return keep_or(session, now, || {
                         RefreshError::Store(
                             "another replica's refresh did not finish; retried later".to_owned(),
                         )
@@ -786,7 +813,7 @@ impl Shared {
                     // With the in-process token service's store down, the request needs a
                     // store that does not answer (503), like every other one that does.
                     let reason = failure.reason;
-                    return keep_or(session, Vec::new(), now, || unavailable.error(reason));
+                    return keep_or(session, now, || unavailable.error(reason));
                 };
                 self.failed.insert(key_of(&rotated), (now, unavailable));
                 let kept = holding(&session, &rotated);

@@ -198,9 +198,10 @@ fn each_failure_becomes_the_refusal_the_caller_is_owed() {
         Refusal::new(Rejection::StoreUnavailable, "redis down")
     );
     assert_eq!(
-        refusal(IdentityError::ProviderUnavailable(
-            "jwks timed out".to_owned()
-        )),
+        refusal(IdentityError::ProviderUnavailable {
+            reason: "jwks timed out".to_owned(),
+            set_cookies: Vec::new(),
+        }),
         Refusal::new(Rejection::ProviderUnavailable, "jwks timed out")
     );
 }

@@ -427,6 +427,20 @@ async fn a_claim_the_provider_dropped_at_refresh_is_gone_from_the_session() {
 
 #[tokio::test]
 async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retry() {
+    rotated_before_a_later_step_failed(false).await;
+}
+
+/// As above, with the session's access token expired when the refresh ran: the request gets
+/// 502, and with the cookie store that answer carries the cookie holding the rotated refresh
+/// token. Before, the 502 carried no cookie: the browser kept the spent token, the retry
+/// presented it, and the provider's `invalid_grant` ended the session.
+#[tokio::test]
+async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_when_the_access_token_had_expired()
+ {
+    rotated_before_a_later_step_failed(true).await;
+}
+
+async fn rotated_before_a_later_step_failed(expired: bool) {
     for store in ["memory", "cookie"] {
         let idp = TestIdp::start().await;
         let clock = tollgate::clock::ManualClock::new();
@@ -444,10 +458,11 @@ async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retr
             jwks_fault: JwksFault::Status(503),
             ..Default::default()
         });
-        advance(&clock, &idp, 250);
+        // Access tokens live 300 s; the refresh is due in the last 60.
+        advance(&clock, &idp, if expired { 350 } else { 250 });
         assert_eq!(
             browser.get(&gateway.url("/auth")).await.status(),
-            200,
+            if expired { 502 } else { 200 },
             "{store}"
         );
         assert_eq!(idp.count("refresh"), 1);
@@ -459,6 +474,8 @@ async fn a_refresh_token_rotated_before_a_later_step_failed_is_kept_for_the_retr
             "{store}: the retry presented the rotated refresh token, not the spent one"
         );
         assert_eq!(idp.count("refresh"), 2);
+        let presented = idp.presented_refresh_tokens();
+        assert_ne!(presented[1], presented[0], "{store}");
     }
 }
 

@@ -61,7 +61,7 @@ impl Shared {
         }
         let reason = "another replica's refresh did not finish; retried later";
         Some(match keep(session, Vec::new(), now, reason) {
-            Err(RefreshError::ProviderUnavailable(_)) => Err(RefreshError::Store(
+            Err(RefreshError::ProviderUnavailable { .. }) => Err(RefreshError::Store(
                 "another replica's refresh is not stored yet".to_owned(),
             )),
             answer => answer,

@@ -146,7 +146,7 @@ async fn a_session_another_refresh_kept_with_an_expired_access_token_is_not_serv
         .refresh_if_due(&provider, &sessions, &cookies, read, NOW, ATTRIBUTES)
         .await;
     assert!(
-        matches!(answer, Err(RefreshError::ProviderUnavailable(_))),
+        matches!(answer, Err(RefreshError::ProviderUnavailable { .. })),
         "a session with an expired access token is served: {answer:?}"
     );
 }
