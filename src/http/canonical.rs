@@ -331,6 +331,12 @@ pub fn without_format(path: &str) -> Option<&str> {
     path.get(..last + 1 + dot)
 }
 
+/// `path` without one trailing slash (`/admin/` is `/admin` to Rails, to Express and Spring
+/// MVC by default, and to ASP.NET Core); `None` for `/` and a path without one.
+pub fn without_trailing_slash(path: &str) -> Option<&str> {
+    path.strip_suffix('/').filter(|rest| !rest.is_empty())
+}
+
 /// `path` with the `;` parameters of each segment dropped (`/a;x/b` is `/a/b`).
 fn without_parameters(path: &str) -> String {
     path.split('/')

@@ -54,8 +54,9 @@ impl SkipRule {
     /// [`other_readings`](crate::http::canonical::other_readings)): a `skip-auth` pattern
     /// must match all of them, a `skip-auth-ne` pattern none. A `skip-auth-ne` pattern also
     /// none of them without its format suffix (`/admin.json` is `/admin` to Rails and
-    /// Spring, [`without_format`](crate::http::canonical::without_format)): another reading
-    /// only makes its skipping rarer. A `skip-auth` pattern is not held to those (`\.js$` would
+    /// Spring, [`without_format`](crate::http::canonical::without_format)) or without one
+    /// trailing slash (`/admin/` is `/admin` to Rails, Express, Spring and ASP.NET Core):
+    /// another reading only makes its skipping rarer. A `skip-auth` pattern is not held to those (`\.js$` would
     /// match no asset).
     pub fn skips(&self, method: Option<&Method>, path: &str) -> bool {
         if let Some(wanted) = &self.method
@@ -69,6 +70,8 @@ impl SkipRule {
             !all.any(|reading| {
                 self.pattern.is_match(reading)
                     || crate::http::canonical::without_format(reading)
+                        .is_some_and(|reading| self.pattern.is_match(reading))
+                    || crate::http::canonical::without_trailing_slash(reading)
                         .is_some_and(|reading| self.pattern.is_match(reading))
             })
         } else {
@@ -276,6 +279,15 @@ fn parse_skip(
             "the pattern holds white space, which no canonical path does (an encoded space is `%20`)",
         ));
     }
+    // A character that prints as nothing (pasted from a page with the pattern: `^/admin` and a
+    // zero-width space) makes the pattern match no path a client means, and as a
+    // `skip-auth-ne` skip every request.
+    if pattern.contains(prints_as_nothing) {
+        return Err(malformed(
+            parameter,
+            "the pattern holds a character that prints as nothing (a Unicode format character such as a zero-width space)",
+        ));
+    }
     // `GET ,^/admin/`, `GET|HEAD,^/admin/`, `GET;^/admin/`: a method the parser did not take
     // for one leaves a `^` mid-way, which nothing matches.
     if has_a_caret_mid_way(pattern) {
@@ -305,6 +317,34 @@ fn parse_skip(
 /// (`(^/a|^/b)`, `(?:^/a)`, `(?P<n>^/a)`, after `(?i)`) is where it may be; an escaped one
 /// (`\^`) or one in a class (`[^x]`) is no anchor. Conservative: after a group or a
 /// repetition nothing counts as the start.
+/// Unicode's format characters (general category Cf): they print as nothing.
+fn prints_as_nothing(character: char) -> bool {
+    matches!(
+        character,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}
+
 fn has_a_caret_mid_way(pattern: &str) -> bool {
     let characters: Vec<char> = pattern.chars().collect();
     // For each open group, whether it opened at the start of the text.

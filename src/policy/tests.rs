@@ -250,6 +250,24 @@ fn a_negated_skip_rule_sees_the_path_without_its_format_suffix() {
     }
     assert!(rule.skips(Some(&Method::GET), "/home.json"));
     assert!(rule.skips(Some(&Method::GET), "/administrator.json"));
+}
+
+/// `/admin/` is `/admin` to Rails, Express and Spring MVC (by default) and ASP.NET Core: a
+/// `skip-auth-ne` rule that names `/admin` exactly does not skip it. Before, it did.
+#[test]
+fn a_negated_skip_rule_sees_the_path_without_its_trailing_slash() {
+    let query = AuthQuery::parse("skip-auth-ne=^/admin$&groups=admin").unwrap();
+    let rule = &query.skip_rules[0];
+    for path in ["/admin", "/admin/"] {
+        assert!(!rule.skips(Some(&Method::GET), path), "{path}");
+    }
+    assert!(rule.skips(Some(&Method::GET), "/admin/users"));
+    assert!(rule.skips(Some(&Method::GET), "/home/"));
+    let root = AuthQuery::parse("skip-auth-ne=^/$").unwrap();
+    assert!(!root.skip_rules[0].skips(Some(&Method::GET), "/"));
+    // A `skip-auth` pattern is held to the path as sent.
+    let directory = AuthQuery::parse("skip-auth=^/static/").unwrap();
+    assert!(directory.skip_rules[0].skips(Some(&Method::GET), "/static/"));
     // A `skip-auth` pattern is held to the path as sent: an asset rule still matches.
     let assets = AuthQuery::parse("skip-auth=\\.js$").unwrap();
     assert!(assets.skip_rules[0].skips(Some(&Method::GET), "/app.js"));
@@ -272,6 +290,10 @@ fn malformed_parameters_name_themselves() {
     assert_eq!(error("skip-auth-ne=^/admin/%20"), "skip-auth-ne");
     assert_eq!(error("skip-auth-ne=^/admin/[%20]x"), "skip-auth-ne");
     assert_eq!(error("skip-auth=GET,^/a%09b"), "skip-auth");
+    // Nor does a character that prints as nothing (a zero-width space pasted with the pattern).
+    assert_eq!(error("skip-auth-ne=^/admin%E2%80%8B(/|$)"), "skip-auth-ne");
+    assert_eq!(error("skip-auth-ne=^/admin%C2%AD"), "skip-auth-ne");
+    assert_eq!(error("skip-auth=^/a%EF%BB%BFb"), "skip-auth");
     // Headers that frame, route or set cookies carry no claim (the /auth answer itself broke
     // on an injected `Transfer-Encoding`).
     for header in [
