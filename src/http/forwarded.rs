@@ -303,13 +303,15 @@ pub fn raw_path_of_absolute(url: &str) -> Option<String> {
 
 /// Whether `value` holds only what a `host[:port]` can (a name, an IPv4 or a bracketed IPv6
 /// address, a port): no `?`, `#`, `@`, `/` or space that would move where a URL's path begins.
+/// A name may hold `_`, as route selection reads one (`canonical::canonical_host`): a host it
+/// refused here was described to the upstream as `public_url`'s.
 pub fn is_host(value: &str) -> bool {
     // A name of DNS's 253 bytes, a trailing dot and a port: a longer `Host` names no site, and
     // each distinct one would be parsed and kept (`RequestBases::parsed`) at its length.
     !value.is_empty()
         && value.len() <= MAX_HOST
         && value.bytes().all(|byte| {
-            matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b':' | b'[' | b']')
+            matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b':' | b'[' | b']')
         })
 }
 

@@ -224,8 +224,8 @@ pub struct ForwardedFor<'a> {
     pub peer: SocketAddr,
     /// `X-Forwarded-For` as received, when the peer is a trusted proxy.
     pub trusted_chain: Option<&'a str>,
-    /// Whether the peer is a trusted proxy (its `X-Real-IP`, `Forwarded` and
-    /// `X-Forwarded-Port` are then passed on).
+    /// Whether the peer is a trusted proxy (its `X-Real-IP` and `X-Forwarded-Prefix` are then
+    /// passed on).
     pub peer_trusted: bool,
     /// The external scheme.
     pub proto: &'a str,

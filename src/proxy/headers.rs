@@ -84,7 +84,30 @@ pub fn is_said_by_proxies(name: &str) -> bool {
 
 /// Removes every header only a proxy may set ([`is_said_by_proxies`]), in every spelling.
 pub fn strip_proxy_headers(headers: &mut HeaderMap) {
-    remove_where(headers, |name| is_said_by_proxies(name.as_str()));
+    remove_where(headers, |name| {
+        is_said_by_proxies(name.as_str()) || restates_scheme_or_port(name.as_str())
+    });
+}
+
+/// Whether an upstream could take a header named `name` (in lower case) for the client's
+/// scheme or port, in other words than the `X-Forwarded-Proto` and `-Host` Tollgate sets: Rack
+/// prefers `X-Forwarded-Ssl` and `-Scheme` to `-Proto` and takes `X-Forwarded-Port` over the
+/// host's port, Spring reads `-Port` and `-Ssl`, Tornado `X-Scheme`, older Microsoft stacks
+/// `Front-End-Https`. An ingress in front copies its client's on, so these never go upstream,
+/// whoever sent them: an application would build its links (and cache them) on the client's
+/// `http` or `:1337`.
+fn restates_scheme_or_port(name: &str) -> bool {
+    matches!(name.as_bytes(), [b'x' | b'f', ..])
+        && [
+            "x-forwarded-port",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-scheme",
+            "x-url-scheme",
+            "front-end-https",
+        ]
+        .iter()
+        .any(|known| same_header(name, known))
 }
 
 /// Whether an upstream could take a header named `name` (in lower case) for another path or
@@ -113,7 +136,8 @@ pub const PATH_OVERRIDES: [&str; 4] = [
 ];
 
 /// Removes, from a trusted proxy's request, every header that
-/// [`overrides_the_request_line`] and `Forwarded` (RFC 7239), in every spelling. `Forwarded`
+/// [`overrides_the_request_line`] or [`restates_scheme_or_port`], and `Forwarded` (RFC 7239),
+/// in every spelling. `Forwarded`
 /// says again, in its own words, what the `X-Forwarded-*` headers Tollgate sets say: an
 /// upstream that prefers it (Spring's `ForwardedHeaderFilter`, Rack) would read the host and
 /// scheme the client wrote, which an ingress in front copies on.
@@ -123,6 +147,7 @@ pub fn strip_overrides_and_forwarded(headers: &mut HeaderMap) {
         overrides_the_request_line(name)
             || same_header(name, "forwarded")
             || is_other_spelling_of_forwarding(name)
+            || restates_scheme_or_port(name)
     });
 }
 

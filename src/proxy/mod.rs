@@ -277,6 +277,14 @@ fn route_request<'a>(
     let route = crate::http::canonical::host_header(request.headers())
         .map_err(|error| Rejection::BadRequest(error.to_string()))
         .and_then(|host| {
+            // RFC 9112 §3.2 (and an HTTP/1.0 request alike): a request that names no host
+            // would take a host-less route and be described to the upstream as a request for
+            // `public_url`'s host, whose pages an application serving several hosts would serve.
+            if host.is_none() && authority.is_none() {
+                return Err(Rejection::BadRequest(
+                    "the request names no host (no Host header)".to_owned(),
+                ));
+            }
             select_route(
                 state,
                 host,

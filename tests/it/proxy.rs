@@ -410,6 +410,17 @@ on_unauthenticated = "pass"
         ("forwarded", "for=6.6.6.6;host=evil.example;proto=http"),
         ("Expect", "100-continue"),
     ];
+    // The scheme and port in other words than Tollgate's `X-Forwarded-Proto` and `-Host`: Rack
+    // prefers `-Ssl` and `-Scheme` to `-Proto` and `-Port` to the host's port.
+    let restated = [
+        ("X-Forwarded-Port", "1337"),
+        ("X-Forwarded-Ssl", "off"),
+        ("X-Forwarded-Scheme", "http"),
+        ("X_Forwarded_Scheme", "http"),
+        ("X-Scheme", "http"),
+        ("X-Url-Scheme", "http"),
+        ("Front-End-Https", "off"),
+    ];
     // A CGI-style application reads these as Tollgate's `X-Forwarded-Host`, `-Proto`, `-For`.
     let spellings = [
         ("X_Forwarded_Host", "evil.example"),
@@ -419,7 +430,14 @@ on_unauthenticated = "pass"
     ];
     let body = echo_of(
         &gateway,
-        &[&forwarding[..], &overrides[..], &also[..], &spellings[..]].concat(),
+        &[
+            &forwarding[..],
+            &overrides[..],
+            &also[..],
+            &spellings[..],
+            &restated[..],
+        ]
+        .concat(),
     )
     .await;
     assert_eq!(seen(&body, "x-forwarded-host").len(), 1, "{body}");
@@ -431,7 +449,7 @@ on_unauthenticated = "pass"
     }
     assert!(!body.to_string().contains("evil.example"), "{body}");
     assert!(!body.to_string().contains("6.6.6.6"), "{body}");
-    for (name, _) in overrides.iter().chain(&also) {
+    for (name, _) in overrides.iter().chain(&also).chain(&restated) {
         assert!(!reached(&body, name), "{name} reached the upstream: {body}");
     }
     assert_eq!(seen(&body, "x-real-ip"), ["10.1.2.3"], "{body}");
@@ -662,6 +680,56 @@ on_unauthenticated = "pass"
             vec!["auth.example.com".to_owned()]
         )
     );
+}
+
+/// A request routed on another host than `public_url`'s is never described to the upstream as
+/// one for `public_url`'s host: an application that serves several hosts by `X-Forwarded-Host`
+/// (Rails by default) would serve that host's pages under the host-less route's rules. Before,
+/// a host with `_` (which route selection reads, and the upstream's description did not) and
+/// a request with no `Host` at all took the pass route and went upstream as
+/// `X-Forwarded-Host: app.example.com`.
+#[tokio::test]
+async fn a_request_on_another_host_is_never_described_as_one_for_the_public_url_host() {
+    let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
+    let routes = r#"
+[[route]]
+host = "app.example.com"
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "deny"
+
+[[route]]
+upstream = "{upstream}"
+provider = "corp"
+on_unauthenticated = "pass"
+"#;
+    let config = proxy_config(&idp, &upstream.url(), routes).replace(
+        "[server]\n",
+        "[server]\npublic_url = \"https://app.example.com\"\ntrusted_proxies = []\n",
+    );
+    let gateway = Gateway::start(&config).await;
+    let port = gateway.app.public_addr.port();
+    let (status, answer) =
+        crate::support::nginx::raw_get(port, "/staff", &[("Host", "x_y.example.com")]).await;
+    assert_eq!(status, 200, "{answer}");
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        seen(&body, "x-forwarded-host"),
+        vec!["x_y.example.com".to_owned()]
+    );
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let (status, answer) = raw_exchange(
+            port,
+            &format!("GET /staff {version}\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 400, "{version} without a Host: {answer}");
+    }
+    // Tollgate's own endpoints still answer a request without one (an old health check).
+    let (status, _) = raw_exchange(port, "GET /ping HTTP/1.0\r\n\r\n", b"").await;
+    assert_eq!(status, 200);
+    gateway.stop().await;
 }
 
 #[tokio::test]
