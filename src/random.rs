@@ -15,7 +15,9 @@ pub fn bytes<const N: usize>() -> [u8; N] {
     // The OS generator does not fail on supported platforms. If it ever did, the process could
     // not make secrets safely, and an all-zero value must never be used: stop at once.
     if aws_lc_rs::rand::fill(&mut buffer).is_err() {
-        tracing::error!("the system random generator failed; exiting");
+        // Straight to standard error: a line queued for the log writer would be lost with the
+        // process.
+        eprintln!("tollgate: the system random generator failed; exiting");
         std::process::abort();
     }
     buffer

@@ -920,6 +920,17 @@ fn telemetry_section_refuses_what_is_not_a_collector_url() {
         ),
         ["telemetry.service_name: must not be empty"]
     );
+    // The exporter drops a URL's credentials: every export would be refused.
+    assert_eq!(
+        problems(
+            &format!("[telemetry]\notlp_endpoint = \"https://u:pw@c:4318\"\n{PROVIDER}"),
+            &[]
+        ),
+        [
+            "telemetry.otlp_endpoint: must not hold a user name or password, which the exporter \
+             does not send (give credentials in OTEL_EXPORTER_OTLP_HEADERS)"
+        ]
+    );
 }
 
 #[test]

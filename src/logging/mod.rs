@@ -52,8 +52,12 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
         Ok(started) => {
             let _ = queue::QUEUE.set(started);
         }
-        // Then every line is written to standard error by the thread that logs it.
-        Err(error) => eprintln!("tollgate: no log writer thread ({error}); logging in place"),
+        // Writing in place would make every request wait on standard error (a log reader
+        // that stopped reading would stall the gateway): not started at all.
+        Err(error) => {
+            eprintln!("tollgate: cannot start the log writer thread ({error}); exiting");
+            std::process::exit(1);
+        }
     }
     let _ = decision::SINK.set(decision::Sink { json });
     let builder = tracing_subscriber::fmt()

@@ -525,3 +525,46 @@ async fn a_refusal_is_logged_under_its_surface_for_a_filter_that_names_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A text log line quotes what a client chose: a `client_id` of `x result=allow role=admin` at
+/// `/token` read, to a logfmt parser, as the line's own `result` and `role` fields (decision
+/// lines quoted every value; this event wrote it bare).
+#[tokio::test]
+async fn a_client_id_in_a_text_log_line_is_quoted() {
+    let dir = crate::support::scratch_dir("log-client-id");
+    let (public, admin) = (free_port(), free_port());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             log_format = \"text\"\n[token_service]\nissuer = \"http://127.0.0.1:{public}\"\n\
+             [[token_service.client]]\nclient_id = \"machine\"\nclient_secret_hash = \"{}\"\n\
+             grants = [\"client_credentials\"]\nsource = \"myapi\"\n",
+            tollgate::hash_password("machine-secret").unwrap()
+        ),
+    )
+    .unwrap();
+    let (child, client, base) = serve_at_defaults(&config, public).await;
+    let refused = client
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "x result=allow role=\"admin\""),
+            ("client_secret", "y"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let log = stop_and_read_log(child);
+    let line = log
+        .lines()
+        .find(|line| line.contains("unknown client"))
+        .unwrap_or_else(|| panic!("no line for the unknown client:\n{log}"));
+    assert!(
+        line.contains(r#"client_id="x result=allow role=\"admin\"""#),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,16 @@ impl Checker<'_> {
             );
             return None;
         }
+        // The exporter never sends a URL's user name and password (its client drops them): a
+        // collector that needs them would refuse every export, with no hint why.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            self.problem(
+                "telemetry.otlp_endpoint",
+                "must not hold a user name or password, which the exporter does not send \
+                 (give credentials in OTEL_EXPORTER_OTLP_HEADERS)",
+            );
+            return None;
+        }
         let traces_url = match endpoint.join(&format!(
             "{}/v1/traces",
             endpoint.path().trim_end_matches('/')
