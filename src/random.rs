@@ -16,8 +16,11 @@ pub fn bytes<const N: usize>() -> [u8; N] {
     // not make secrets safely, and an all-zero value must never be used: stop at once.
     if aws_lc_rs::rand::fill(&mut buffer).is_err() {
         // Straight to standard error: a line queued for the log writer would be lost with the
-        // process.
-        eprintln!("tollgate: the system random generator failed; exiting");
+        // process. Not `eprintln!`, which panics when standard error is a closed pipe.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"tollgate: the system random generator failed; exiting\n",
+        );
         std::process::abort();
     }
     buffer

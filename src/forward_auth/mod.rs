@@ -1025,6 +1025,9 @@ pub async fn userinfo(
         );
         return refuse_userinfo(&state, &headers, refused);
     }
+    // The cookie a failed refresh of the session left (its rotated refresh token), sent with
+    // whatever answers the token cookie beside it gets.
+    let mut kept_cookies = Vec::new();
     if let Some((section, provider)) = state.forward_auth() {
         // A bearer token is answered for alone (OpenID Connect Core §5.3: the claims of the
         // token presented), never for a session cookie the browser sends beside it: a script
@@ -1067,14 +1070,19 @@ pub async fn userinfo(
                 // With a cookie session's new cookie, when a failed refresh left one.
                 return refuse_userinfo(&state, &headers, error);
             }
+            Err(IdentityError::ProviderUnavailable { set_cookies, .. }) => {
+                kept_cookies = set_cookies;
+            }
             Err(_) => {}
         }
     }
     let client = ClientAddress::new(peer.ip(), &headers, &state.trusted_proxies);
-    match token_identity(&state, &headers, client).await {
+    let mut response = match token_identity(&state, &headers, client).await {
         Ok(claims) => claims_response(&claims),
         Err(refused) => refuse_userinfo(&state, &headers, refused),
-    }
+    };
+    crate::http::rejection::append_set_cookies(&mut response, &kept_cookies);
+    response
 }
 
 /// The attributes of a session cookie written back on a request made to Tollgate itself (not

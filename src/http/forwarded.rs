@@ -546,7 +546,11 @@ impl RequestBases {
                 };
                 (proto, Some(std::borrow::Cow::Owned(host.to_owned())))
             }
-            _ => of_base,
+            Some(_) => of_base,
+            // No host named (an HTTP/1.0 request without `Host`): none is described, rather
+            // than `public_url`'s, whose pages an application serving several hosts would
+            // serve under a host-less route's rules.
+            None => (base.scheme(), None),
         }
     }
 

@@ -172,8 +172,10 @@ impl Unavailable {
 }
 
 /// How much longer than the provider timeout a request waits for a refresh in flight in
-/// this process: the refresh stores its result after the provider answered.
-const STORE_GRACE: Duration = Duration::from_secs(1);
+/// this process: the refresh claims its lease before it asks the provider, and stores its
+/// result after, holding the lock until the result is stored: a state file written (which
+/// may take up to 5 s), or Redis's confirmed writes (each waiting up to 1 s for a replica).
+const STORE_GRACE: Duration = Duration::from_secs(5);
 
 fn key_of(refresh_token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, refresh_token.as_bytes());
@@ -237,19 +239,30 @@ fn keep(
 }
 
 /// The session another refresh stored (another request's here, or another replica's), for
-/// this request: served, like a session kept after a failed refresh, only while its access
-/// token is valid. A refresh that failed after the provider rotated the refresh token stores
-/// the session with its old access token, which may have expired.
+/// this request, which read `read`: served when that refresh renewed the access token; else
+/// (a refresh that failed after the provider rotated the refresh token stores the session
+/// with its old access token) like a session kept after a failed refresh, only while that
+/// access token is valid.
 fn theirs(
     current: Arc<Session>,
+    read: &Session,
     now: UnixTime,
 ) -> Result<(Arc<Session>, Vec<String>), RefreshError> {
+    if renewed(&current, read) {
+        return Ok((current, Vec::new()));
+    }
     keep(
         current,
         Vec::new(),
         now,
         "the session another refresh stored holds an expired access token",
     )
+}
+
+/// Whether `current` holds another access token than `read`: a refresh's result, not a
+/// session kept (with a rotated refresh token) after a refresh failed.
+fn renewed(current: &Session, read: &Session) -> bool {
+    current.access_token != read.access_token
 }
 
 /// [`keep`] with nothing to store, and `expired` for the answer once the session's access
@@ -369,7 +382,7 @@ async fn ended_before(
     if let Ok(Some(current)) = sessions.current(cookies, now).await
         && refreshed_since(&current, session, spent)
     {
-        return theirs(current, now);
+        return theirs(current, session, now);
     }
     let _ = sessions.end(cookies, now, attributes).await;
     Err(RefreshError::Ended(
@@ -547,7 +560,7 @@ impl Shared {
                 .map_err(store_error)?
             {
                 Replaced::Stored(set_cookies) => Ok((refreshed, set_cookies)),
-                Replaced::Superseded(current) => theirs(current, now),
+                Replaced::Superseded(current) => theirs(current, &session, now),
             };
         }
         if self.refused.get(&key).is_some() {
@@ -563,7 +576,7 @@ impl Shared {
         }
         // Longer than the refresh can take (it is cut off at the provider timeout), so the
         // lease never lapses while its holder still works.
-        let hold = provider.timeout() * 2 + Duration::from_secs(1);
+        let hold = provider.timeout() * 2 + STORE_GRACE;
         let mut waited = false;
         let (claim, lease_until) = loop {
             let lease_until = tokio::time::Instant::now() + provider.timeout() * 2;
@@ -638,10 +651,14 @@ impl Shared {
             }
             Some(current) if refreshed_since(&current, &session, refresh_token) => {
                 sessions.release_refresh(cookies, &claim).await;
-                self.recent
-                    .insert(key, (current.clone(), now, started_from(&session)));
+                // Handed on only when it renewed the access token: `recent` serves what it
+                // holds without looking at its expiry.
+                if renewed(&current, &session) {
+                    self.recent
+                        .insert(key, (current.clone(), now, started_from(&session)));
+                }
                 self.forget_lock(&key);
-                return theirs(current, now);
+                return theirs(current, &session, now);
             }
             Some(_) => {}
         }
@@ -789,7 +806,7 @@ impl Shared {
                 self.count("ok");
                 match replaced {
                     Replaced::Stored(set_cookies) => Ok((refreshed, set_cookies)),
-                    Replaced::Superseded(current) => theirs(current, now),
+                    Replaced::Superseded(current) => theirs(current, &session, now),
                 }
             }
             Err(failure) if failure.ends_session => {
@@ -798,7 +815,7 @@ impl Shared {
                 if let Ok(Some(current)) = sessions.current(cookies, now).await
                     && refreshed_since(&current, &session, spent)
                 {
-                    return theirs(current, now);
+                    return theirs(current, &session, now);
                 }
                 self.count("error");
                 tracing::info!(provider = %provider.name(), reason = %failure.reason, "refresh refused; the session ends");
@@ -823,7 +840,7 @@ impl Shared {
                     .map_err(store_error)?
                 {
                     Replaced::Stored(set_cookies) => keep(kept, set_cookies, now, &failure.reason),
-                    Replaced::Superseded(current) => theirs(current, now),
+                    Replaced::Superseded(current) => theirs(current, &session, now),
                 }
             }
         }

@@ -317,11 +317,24 @@ fn parse_skip(
 /// (`(^/a|^/b)`, `(?:^/a)`, `(?P<n>^/a)`, after `(?i)`) is where it may be; an escaped one
 /// (`\^`) or one in a class (`[^x]`) is no anchor. Conservative: after a group or a
 /// repetition nothing counts as the start.
-/// Unicode's format characters (general category Cf): they print as nothing.
+/// Unicode's format characters (general category Cf), and the other characters that print as
+/// nothing or a blank: the grapheme joiner and variation selectors, the Hangul and Mongolian
+/// fillers, the blank Braille pattern. (A look-alike that prints, `∕` for `/`, is not refused:
+/// a pattern may hold any letter, `^/café`, for the decoded reading of a path.)
 fn prints_as_nothing(character: char) -> bool {
     matches!(
         character,
         '\u{ad}'
+            | '\u{34f}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180d}'
+            | '\u{180f}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{ffa0}'
+            | '\u{e0100}'..='\u{e01ef}'
             | '\u{600}'..='\u{605}'
             | '\u{61c}'
             | '\u{6dd}'

@@ -294,6 +294,12 @@ fn malformed_parameters_name_themselves() {
     assert_eq!(error("skip-auth-ne=^/admin%E2%80%8B(/|$)"), "skip-auth-ne");
     assert_eq!(error("skip-auth-ne=^/admin%C2%AD"), "skip-auth-ne");
     assert_eq!(error("skip-auth=^/a%EF%BB%BFb"), "skip-auth");
+    // U+3164 (a Hangul filler), U+FE0F (a variation selector), U+2800 (blank Braille).
+    assert_eq!(error("skip-auth-ne=^/admin%E3%85%A4"), "skip-auth-ne");
+    assert_eq!(error("skip-auth-ne=^/admin%EF%B8%8F"), "skip-auth-ne");
+    assert_eq!(error("skip-auth-ne=^/admin%E2%A0%80"), "skip-auth-ne");
+    // A letter is not refused: a decoded reading of a path may hold it.
+    assert!(AuthQuery::parse("skip-auth-ne=^/caf%C3%A9").is_ok());
     // Headers that frame, route or set cookies carry no claim (the /auth answer itself broke
     // on an injected `Transfer-Encoding`).
     for header in [

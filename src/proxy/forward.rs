@@ -225,7 +225,7 @@ pub struct ForwardedFor<'a> {
     /// `X-Forwarded-For` as received, when the peer is a trusted proxy.
     pub trusted_chain: Option<&'a str>,
     /// Whether the peer is a trusted proxy (its `X-Real-IP` and `X-Forwarded-Prefix` are then
-    /// passed on).
+    /// passed on, and its `X-Forwarded-Port` and kind said again in Tollgate's words).
     pub peer_trusted: bool,
     /// The external scheme.
     pub proto: &'a str,
@@ -396,6 +396,7 @@ pub fn prepare(
             HeaderValue::from_static("chunked"),
         );
     }
+    let mut restated = super::headers::Restated::default();
     if !forwarded.peer_trusted {
         // Said by proxies about the client's request (who sent it, how, to which host and
         // path, with which method), never by clients: removed in every spelling an upstream
@@ -406,7 +407,7 @@ pub fn prepare(
         super::headers::strip_proxy_headers(&mut parts.headers);
     } else {
         // From a trusted proxy too: an ingress copies its client's headers on.
-        super::headers::strip_overrides_and_forwarded(&mut parts.headers);
+        restated = super::headers::strip_overrides_and_forwarded(&mut parts.headers);
     }
     // After the hop-by-hop removal: a client's `Connection: X-User` must not take away the
     // identity headers Tollgate sends.
@@ -448,6 +449,12 @@ pub fn prepare(
         Some(host) => parts.headers.insert(X_FORWARDED_HOST.clone(), host),
         None => parts.headers.remove(&X_FORWARDED_HOST),
     };
+    super::headers::restate_scheme_and_port(
+        &mut parts.headers,
+        restated,
+        forwarded.proto,
+        forwarded.host,
+    );
     Ok(Outbound {
         request: Request::from_parts(parts, body),
         client_upgrade,

@@ -89,25 +89,80 @@ pub fn strip_proxy_headers(headers: &mut HeaderMap) {
     });
 }
 
-/// Whether an upstream could take a header named `name` (in lower case) for the client's
-/// scheme or port, in other words than the `X-Forwarded-Proto` and `-Host` Tollgate sets: Rack
-/// prefers `X-Forwarded-Ssl` and `-Scheme` to `-Proto` and takes `X-Forwarded-Port` over the
-/// host's port, Spring reads `-Port` and `-Ssl`, Tornado `X-Scheme`, older Microsoft stacks
-/// `Front-End-Https`. An ingress in front copies its client's on, so these never go upstream,
-/// whoever sent them: an application would build its links (and cache them) on the client's
+/// The headers that say the client's scheme or port in other words than the
+/// `X-Forwarded-Proto` and `-Host` Tollgate sets: Rack prefers `X-Forwarded-Ssl` and `-Scheme`
+/// to `-Proto` and takes `X-Forwarded-Port` over the host's port, Spring and Tomcat read
+/// `-Port` and `-Ssl` (Tomcat takes the port from `-Port` alone), Tornado `X-Scheme`, older
+/// Microsoft stacks `Front-End-Https`. An ingress in front copies its client's on, so the
+/// values that go upstream are never the ones that came in: from a client, none; from a
+/// trusted proxy, Tollgate's own for each it sent ([`restate_scheme_and_port`]), so that an
+/// application builds its links on the scheme and port Tollgate describes, not on a client's
 /// `http` or `:1337`.
+const RESTATED: [&str; 6] = [
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-scheme",
+    "x-url-scheme",
+    "front-end-https",
+];
+
+/// Which of [`RESTATED`] (in any spelling) `name` (in lower case) is.
+fn restated_index(name: &str) -> Option<usize> {
+    if !matches!(name.as_bytes(), [b'x' | b'f', ..]) {
+        return None;
+    }
+    RESTATED.iter().position(|known| same_header(name, known))
+}
+
 fn restates_scheme_or_port(name: &str) -> bool {
-    matches!(name.as_bytes(), [b'x' | b'f', ..])
-        && [
-            "x-forwarded-port",
-            "x-forwarded-ssl",
-            "x-forwarded-scheme",
-            "x-scheme",
-            "x-url-scheme",
-            "front-end-https",
-        ]
-        .iter()
-        .any(|known| same_header(name, known))
+    restated_index(name).is_some()
+}
+
+/// Which of [`RESTATED`] a trusted proxy's request carried under its own name (a bit each, by
+/// index): Tollgate sets those again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Restated(u8);
+
+/// Sets, in Tollgate's words, the headers of [`RESTATED`] that a trusted proxy's request
+/// carried (and [`strip_overrides_and_forwarded`] removed): the scheme `proto`, and the port
+/// of `host` (the scheme's default when it names none). No port is said when no host is
+/// described.
+pub fn restate_scheme_and_port(
+    headers: &mut HeaderMap,
+    restated: Restated,
+    proto: &str,
+    host: Option<&str>,
+) {
+    if restated.0 == 0 {
+        return;
+    }
+    let https = proto == "https";
+    for (index, name) in RESTATED.iter().enumerate() {
+        if restated.0 & (1 << index) == 0 {
+            continue;
+        }
+        let value = match *name {
+            "x-forwarded-port" => host.map(|host| port_of(host, https)),
+            "x-forwarded-ssl" | "front-end-https" => Some(if https { "on" } else { "off" }),
+            _ => Some(proto),
+        };
+        if let Some(value) = value.and_then(|value| HeaderValue::from_str(value).ok()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// The port `host` (`name[:port]`, `[v6][:port]`) names, else the scheme's default.
+fn port_of(host: &str, https: bool) -> &str {
+    let after_address = host.rsplit_once(']').map_or(host, |(_, after)| after);
+    match after_address.rsplit_once(':') {
+        Some((_, port)) if !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) => {
+            port
+        }
+        _ if https => "443",
+        _ => "80",
+    }
 }
 
 /// Whether an upstream could take a header named `name` (in lower case) for another path or
@@ -136,19 +191,26 @@ pub const PATH_OVERRIDES: [&str; 4] = [
 ];
 
 /// Removes, from a trusted proxy's request, every header that
-/// [`overrides_the_request_line`] or [`restates_scheme_or_port`], and `Forwarded` (RFC 7239),
-/// in every spelling. `Forwarded`
+/// [`overrides_the_request_line`] or is one of [`RESTATED`], and `Forwarded` (RFC 7239), in
+/// every spelling; says which of [`RESTATED`] it carried under its own name. `Forwarded`
 /// says again, in its own words, what the `X-Forwarded-*` headers Tollgate sets say: an
 /// upstream that prefers it (Spring's `ForwardedHeaderFilter`, Rack) would read the host and
 /// scheme the client wrote, which an ingress in front copies on.
-pub fn strip_overrides_and_forwarded(headers: &mut HeaderMap) {
+pub fn strip_overrides_and_forwarded(headers: &mut HeaderMap) -> Restated {
+    let restated = std::cell::Cell::new(0u8);
     remove_where(headers, |name| {
         let name = name.as_str();
+        if let Some(index) = restated_index(name) {
+            if RESTATED[index] == name {
+                restated.set(restated.get() | 1 << index);
+            }
+            return true;
+        }
         overrides_the_request_line(name)
             || same_header(name, "forwarded")
             || is_other_spelling_of_forwarding(name)
-            || restates_scheme_or_port(name)
     });
+    Restated(restated.get())
 }
 
 /// Whether `name` is `X_Forwarded_Host`, `-Proto` or `-For` spelt with `_` or `.`: Tollgate

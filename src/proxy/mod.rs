@@ -245,6 +245,7 @@ fn route_request<'a>(
     // Read before the target is rewritten to its canonical path (origin form): an absolute-form
     // target's host must still agree with `Host`.
     let authority = request.uri().authority().cloned();
+    let version = request.version();
     // Every decision below, and the upstream, see the canonical request (SPEC §4.1).
     let path = match canonical_path(request.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => None,
@@ -277,10 +278,10 @@ fn route_request<'a>(
     let route = crate::http::canonical::host_header(request.headers())
         .map_err(|error| Rejection::BadRequest(error.to_string()))
         .and_then(|host| {
-            // RFC 9112 §3.2 (and an HTTP/1.0 request alike): a request that names no host
-            // would take a host-less route and be described to the upstream as a request for
-            // `public_url`'s host, whose pages an application serving several hosts would serve.
-            if host.is_none() && authority.is_none() {
+            // RFC 9112 §3.2, as nginx answers it. (An HTTP/1.0 request may name no host, as
+            // HAProxy's default health check does: it takes a host-less route, and is
+            // described upstream with no `X-Forwarded-Host`.)
+            if host.is_none() && authority.is_none() && version >= axum::http::Version::HTTP_11 {
                 return Err(Rejection::BadRequest(
                     "the request names no host (no Host header)".to_owned(),
                 ));

@@ -120,9 +120,7 @@ async fn a_refresh_only_the_killed_master_had_is_written_to_the_promoted_replica
 /// the master is killed. The replica that refreshed writes it again, holding the lease, until
 /// the promoted master has it, so the retry presents the rotated token. Before, only a
 /// refresh that succeeded was written again: the promoted master held the spent token, the
-/// next refresh presented it, and the provider's `invalid_grant` ended the session. Nor is a
-/// session whose refresh failed served past its access token's expiry by a replica that
-/// waited for that refresh.
+/// next refresh presented it, and the provider's `invalid_grant` ended the session.
 #[tokio::test]
 async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_promoted_replica() {
     if !crate::support::redis::available() {

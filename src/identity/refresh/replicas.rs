@@ -47,11 +47,13 @@ impl Shared {
                 Err(error) => return Some(Err(store_error(error))),
             };
             if super::refreshed_since(&current, &session, spent) {
-                self.recent.insert(
-                    key_of(spent),
-                    (current.clone(), now, super::started_from(&session)),
-                );
-                return Some(super::theirs(current, now));
+                if super::renewed(&current, &session) {
+                    self.recent.insert(
+                        key_of(spent),
+                        (current.clone(), now, super::started_from(&session)),
+                    );
+                }
+                return Some(super::theirs(current, &session, now));
             }
             match sessions.refresh_in_flight(cookies).await {
                 Ok(true) => {}
