@@ -363,10 +363,19 @@ impl PublicService {
 /// leaves the cookie's presence to say it.
 async fn landing(
     axum::extract::State(proxy): axum::extract::State<Arc<ProxyState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let cookies = crate::session::request_cookies(&headers);
+    let attributes = proxy
+        .bases
+        .base(peer.ip(), &headers)
+        .map_or(crate::session::CookieAttributes::UNKNOWN_BASE, |base| {
+            crate::session::CookieAttributes::for_base(&base)
+        });
     let signed_in = match &proxy.sessions.sessions {
+        // As `/auth` refuses it.
+        Some(sessions) if sessions.jar.planted(&cookies, attributes) => false,
         Some(sessions) => match sessions.peek(&cookies, proxy.clock.now()).await {
             Ok(session) => session.is_some(),
             Err(crate::session::store::SessionError::Store(_)) => {

@@ -525,15 +525,7 @@ pub async fn authenticate_traced(
         // Without a cookie there is no session to look for.
         let loaded = if cookies.is_empty() {
             Ok(None)
-        } else if (access.attributes.bound
-            || (access.attributes.secure && access.sessions.jar.sends_binding(&cookies)))
-            && !access.sessions.jar.is_bound(&cookies)
-        {
-            // Where the URL is unknown too (taken to be https), a binding the browser sends is
-            // its own (set over https at sign-in): a session cookie it does not match was
-            // planted by another host (`Domain=example.com`, a longer `Path`, sent first). Not
-            // over plain http on loopback, which writes no binding (a browser keeps one from an
-            // earlier sign-in at `https://localhost`).
+        } else if access.sessions.jar.planted(&cookies, access.attributes) {
             Err(SessionError::Cookie(
                 crate::session::SessionCookieError::Unbound,
             ))

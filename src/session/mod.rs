@@ -236,6 +236,16 @@ impl CookieJar {
         binding_of(value).is_some_and(|binding| cookies.get(binding_name) == Some(&binding))
     }
 
+    /// Whether the request's session cookie was planted by another host (`Domain=example.com`,
+    /// a longer `Path`, sent first): it is not bound where cookies are bound (`attributes`),
+    /// nor, where the URL is unknown too (taken to be https), to a binding the browser sends
+    /// (its own, set over https at sign-in). Not over plain http on loopback, which writes no
+    /// binding (a browser keeps one from an earlier sign-in at `https://localhost`).
+    pub fn planted(&self, cookies: &Cookies<'_>, attributes: CookieAttributes) -> bool {
+        (attributes.bound || (attributes.secure && self.sends_binding(cookies)))
+            && !self.is_bound(cookies)
+    }
+
     /// Whether the browser sends a binding: it signed in over https, so a session cookie that
     /// does not match it was planted, wherever the request's URL is unknown.
     pub fn sends_binding(&self, cookies: &Cookies<'_>) -> bool {

@@ -1684,6 +1684,34 @@ async fn a_session_cookie_planted_by_another_host_signs_no_one_in() {
         401,
         "the planted cookie, sent first, shadows none"
     );
+    // Nor does the landing page call the visitor signed in by it (the page a sign-out comes
+    // back to, where the planted cookie stays). Before, it opened any session cookie.
+    let landing = async |cookie: String| {
+        let page = auth_at(
+            &gateway,
+            "/",
+            &[
+                ("cookie", &cookie),
+                ("x-forwarded-proto", "https"),
+                ("accept", "text/html"),
+            ],
+        )
+        .await;
+        assert_eq!(page.status(), 200);
+        page.text().await.unwrap()
+    };
+    assert!(
+        landing(format!("tollgate={session}"))
+            .await
+            .contains("You are signed out")
+    );
+    assert!(
+        landing(format!(
+            "tollgate={own}; __Host-tollgate_bind={own_binding}"
+        ))
+        .await
+        .contains("You are signed in")
+    );
     // Signing out with it ends no one's session at the provider (nor shows it the attacker's
     // ID token): the cookies go, and the browser goes where it asked.
     let out = auth_at(
