@@ -339,7 +339,7 @@ fn refuse_other_spellings(
         return outcome;
     }
     // The rules parsed already (the decision checks them first): a cache hit.
-    let Ok(query) = parsed_query(state, rules) else {
+    let Ok(query) = parsed_query(state, rules, false) else {
         return outcome;
     };
     // Two spellings of one name differ only where one of them has `_` or `.`: the exact name
@@ -467,18 +467,30 @@ fn outcome_response(outcome: Outcome) -> Response {
 /// The longest `/auth` query kept parsed between requests.
 const MAX_CACHED_QUERY: usize = 2048;
 
-fn parsed_query(state: &ForwardAuthState, raw: &str) -> Result<Arc<AuthQuery>, Rejection> {
+/// The `/auth` rules of the query `raw`, parsed once; its skip rules only when `skip_rules`
+/// (see [`AuthQuery::parse_without_skip_rules`]).
+fn parsed_query(
+    state: &ForwardAuthState,
+    raw: &str,
+    skip_rules: bool,
+) -> Result<Arc<AuthQuery>, Rejection> {
     if raw.is_empty() {
         return Ok(state.queries.empty.clone());
     }
     if let Some(query) = state.queries.parsed.get(raw) {
         return Ok(query);
     }
-    let query =
-        Arc::new(AuthQuery::parse(raw).map_err(|error| Rejection::BadRequest(error.to_string()))?);
+    let (query, left_out) = if skip_rules {
+        AuthQuery::parse(raw).map(|query| (query, false))
+    } else {
+        AuthQuery::parse_without_skip_rules(raw)
+    }
+    .map_err(|error| Rejection::BadRequest(error.to_string()))?;
+    let query = Arc::new(query);
     // Ingress configs hold a handful of short queries: only those are kept, and the cache is
-    // bounded by what they hold (`QueryWeight`), skip patterns counted at their size limit.
-    if raw.len() <= MAX_CACHED_QUERY {
+    // bounded by what they hold (`QueryWeight`), skip patterns counted at their size limit. One
+    // whose skip rules were left out is not: a request whose path is known needs them.
+    if raw.len() <= MAX_CACHED_QUERY && !left_out {
         state.queries.parsed.insert(raw.to_owned(), query.clone());
     }
     Ok(query)
@@ -504,13 +516,19 @@ pub async fn decide_auth(
             "forward-auth is not configured",
         ));
     };
-    // The query is checked before any credential (SPEC §4).
+    // The query is checked before any credential (SPEC §4). Its skip rules only where the
+    // original path is known: elsewhere none can apply (a caller that is no trusted proxy,
+    // which could otherwise make each request compile new patterns).
     let parsed = if trace.is_explaining() {
         AuthQuery::parse(raw_query)
             .map(Arc::new)
             .map_err(|error| Rejection::BadRequest(error.to_string()))
     } else {
-        parsed_query(state, raw_query)
+        parsed_query(
+            state,
+            raw_query,
+            original.is_some_and(|request| request.raw_path.is_some()),
+        )
     };
     let query = match parsed {
         Ok(query) => query,

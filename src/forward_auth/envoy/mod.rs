@@ -42,7 +42,7 @@ fn headers_to_remove(
     };
     // The rules parsed already (the decision checks them first), so this is a cache hit for
     // any rules short enough to be kept.
-    let Ok(query) = parsed_query(state, rules) else {
+    let Ok(query) = parsed_query(state, rules, false) else {
         return Vec::new();
     };
     let mut names: Vec<HeaderName> = sent

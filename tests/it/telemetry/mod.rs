@@ -107,7 +107,11 @@ async fn every_auth_and_validate_request_exports_one_span_with_its_decision_and_
     assert_eq!(refused.status(), 401);
     let anonymous = gateway.get("/auth").send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
-    let malformed = gateway.get("/auth?skip-auth=GET,(").send().await.unwrap();
+    let malformed = gateway
+        .get("/auth?inject-claim=a,b,c")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), 400);
     let validated = gateway
         .get("/validate")
