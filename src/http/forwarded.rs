@@ -546,11 +546,12 @@ impl RequestBases {
                 };
                 (proto, Some(std::borrow::Cow::Owned(host.to_owned())))
             }
-            Some(_) => of_base,
-            // No host named (an HTTP/1.0 request without `Host`): none is described, rather
-            // than `public_url`'s, whose pages an application serving several hosts would
-            // serve under a host-less route's rules.
-            None => (base.scheme(), None),
+            // No host named at all (an HTTP/1.0 request without `Host`): none is described,
+            // rather than `public_url`'s, whose pages an application serving several hosts
+            // would serve under a host-less route's rules. (A trusted proxy's forwarded headers
+            // that say nothing usable, `X-Forwarded-Proto: HTTPS`, leave the base's.)
+            None if !headers.contains_key(HOST) => (base.scheme(), None),
+            _ => of_base,
         }
     }
 

@@ -517,8 +517,8 @@ impl Shared {
             .or_default()
             .clone();
         // The refresh in flight claims its lease in the store, then asks the provider for at
-        // most its timeout: waited for that and a second more, so that its result (or the
-        // provider's failure) is normally this request's too. An expired session still waiting
+        // most its timeout, then stores its result: waited for that and `STORE_GRACE` more, so
+        // that its result (or the provider's failure) is normally this request's too. An expired session still waiting
         // is told what holds the refresh up: the provider while it is being asked (502), else
         // the store (503: Redis failing over).
         let Ok(single_flight) =

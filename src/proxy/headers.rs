@@ -505,6 +505,70 @@ fn cache_directives<'a>(
 mod tests {
     use super::*;
 
+    /// A trusted proxy's restating headers go on in Tollgate's words: the described host's
+    /// port or the scheme's default, and the described scheme.
+    #[test]
+    fn a_trusted_proxys_scheme_and_port_are_said_again_as_tollgate_describes_them() {
+        let restate = |sent: &[(&str, &str)], proto: &str, host: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in sent {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            let restated = strip_overrides_and_forwarded(&mut headers);
+            restate_scheme_and_port(&mut headers, restated, proto, host);
+            let mut left: Vec<(String, String)> = headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+                .collect();
+            left.sort();
+            left
+        };
+        let pair = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        assert_eq!(
+            restate(
+                &[("x-forwarded-port", "1337")],
+                "https",
+                Some("app.example.com")
+            ),
+            [pair("x-forwarded-port", "443")]
+        );
+        assert_eq!(
+            restate(
+                &[("x-forwarded-port", "1337")],
+                "http",
+                Some("app.example.com:8080")
+            ),
+            [pair("x-forwarded-port", "8080")]
+        );
+        assert_eq!(
+            restate(&[("x-forwarded-port", "1")], "https", Some("[::1]")),
+            [pair("x-forwarded-port", "443")]
+        );
+        assert_eq!(
+            restate(&[("x-forwarded-port", "1")], "http", Some("[::1]:8443")),
+            [pair("x-forwarded-port", "8443")]
+        );
+        // No host described: no port said.
+        assert!(restate(&[("x-forwarded-port", "1")], "http", None).is_empty());
+        assert_eq!(
+            restate(
+                &[
+                    ("x-forwarded-ssl", "off"),
+                    ("x_forwarded_scheme", "http"),
+                    ("x-scheme", "http")
+                ],
+                "https",
+                Some("app.example.com")
+            ),
+            [pair("x-forwarded-ssl", "on"), pair("x-scheme", "https")]
+        );
+        // Nothing sent, nothing said.
+        assert!(restate(&[], "https", Some("app.example.com")).is_empty());
+    }
+
     #[test]
     fn clear_site_data_never_clears_tollgates_cookies() {
         let cleared = |values: &[&str]| {

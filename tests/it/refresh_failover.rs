@@ -449,8 +449,8 @@ async fn the_refresh_lease_and_the_session_it_guards_are_read_on_the_same_server
 
 /// A request that goes away while its refresh waits for the lease's confirmation (a replica
 /// slow to acknowledge) still has its refresh carried out and the lease given back: dropped
-/// with the request, the lease stayed without a holder until it lapsed (31 s at the default
-/// timeout), no refresh ran, and every replica's requests for that session waited on it.
+/// with the request, the lease stayed without a holder until it lapsed (twice the provider
+/// timeout and more), no refresh ran, and every replica's requests for that session waited on it.
 #[tokio::test]
 async fn a_request_that_goes_away_while_the_lease_is_confirmed_leaves_no_lease_behind() {
     if !crate::support::redis::available() {
