@@ -338,7 +338,8 @@ fn refuse_other_spellings(
     if !matches!(outcome, Outcome::Allow(..) | Outcome::Skip) {
         return outcome;
     }
-    // The rules parsed already (the decision checks them first): a cache hit.
+    // The rules parsed already (the decision checks them first): a cache hit, but for a query
+    // whose skip rules were left out, parsed again (its injections are what is read here).
     let Ok(query) = parsed_query(state, rules, false) else {
         return outcome;
     };

@@ -498,7 +498,8 @@ impl RequestBases {
     /// The scheme and host (with a port that is not the scheme's) an upstream is told a
     /// request from `peer` was made with, as `X-Forwarded-Proto` / `X-Forwarded-Host`: those of
     /// its `base`, except that with `public_url` set, a request that named another host (a
-    /// route of another application) is described as it was made, not as `public_url`.
+    /// route of another application) is described as it was made, not as `public_url`, and
+    /// one that named no usable host with no host at all.
     pub fn forwarded<'a>(
         &self,
         peer: IpAddr,
@@ -546,12 +547,12 @@ impl RequestBases {
                 };
                 (proto, Some(std::borrow::Cow::Owned(host.to_owned())))
             }
-            // No host named at all (an HTTP/1.0 request without `Host`): none is described,
-            // rather than `public_url`'s, whose pages an application serving several hosts
-            // would serve under a host-less route's rules. (A trusted proxy's forwarded headers
-            // that say nothing usable, `X-Forwarded-Proto: HTTPS`, leave the base's.)
-            None if !headers.contains_key(HOST) => (base.scheme(), None),
-            _ => of_base,
+            Some(_) => of_base,
+            // No usable host (an HTTP/1.0 request without `Host`, a trusted proxy's
+            // `X-Forwarded-Proto: HTTPS`): none is described, never `public_url`'s, whose pages
+            // an application serving several hosts would serve under a host-less route's rules.
+            // The application reads the `Host` that chose the route, passed on unchanged.
+            None => (base.scheme(), None),
         }
     }
 

@@ -55,7 +55,12 @@ pub fn init(filter: &str, json: bool) -> LogGuard {
         // Writing in place would make every request wait on standard error (a log reader
         // that stopped reading would stall the gateway): not started at all.
         Err(error) => {
-            eprintln!("tollgate: cannot start the log writer thread ({error}); exiting");
+            // Not `eprintln!`, which panics when standard error is a closed pipe.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("tollgate: cannot start the log writer thread ({error}); exiting\n")
+                    .as_bytes(),
+            );
             std::process::exit(1);
         }
     }

@@ -329,13 +329,6 @@ fn parse_skip(
     })
 }
 
-/// Whether `pattern` holds a `^` that cannot stand at the start of the text: one that follows
-/// something the pattern must match first (`GET:^/admin/`, `GET(^/admin/)`). Without the
-/// multi-line flag, which a skip rule has no use for, such a `^` matches nothing. A `^` at the
-/// start of the pattern, of an alternative, or of a group that itself stands at the start
-/// (`(^/a|^/b)`, `(?:^/a)`, `(?P<n>^/a)`, after `(?i)`) is where it may be; an escaped one
-/// (`\^`) or one in a class (`[^x]`) is no anchor. Conservative: after a group or a
-/// repetition nothing counts as the start.
 /// Unicode's format characters (general category Cf), and the other characters that print as
 /// nothing or a blank: the grapheme joiner and variation selectors, the Hangul and Mongolian
 /// fillers, the blank Braille pattern. (A look-alike that prints, `∕` for `/`, is not refused:
@@ -377,6 +370,13 @@ fn prints_as_nothing(character: char) -> bool {
     )
 }
 
+/// Whether `pattern` holds a `^` that cannot stand at the start of the text: one that follows
+/// something the pattern must match first (`GET:^/admin/`, `GET(^/admin/)`). Without the
+/// multi-line flag, which a skip rule has no use for, such a `^` matches nothing. A `^` at the
+/// start of the pattern, of an alternative, or of a group that itself stands at the start
+/// (`(^/a|^/b)`, `(?:^/a)`, `(?P<n>^/a)`, after `(?i)`) is where it may be; an escaped one
+/// (`\^`) or one in a class (`[^x]`) is no anchor. Conservative: after a group or a
+/// repetition nothing counts as the start.
 fn has_a_caret_mid_way(pattern: &str) -> bool {
     let characters: Vec<char> = pattern.chars().collect();
     // For each open group, whether it opened at the start of the text.

@@ -82,7 +82,8 @@ pub fn is_said_by_proxies(name: &str) -> bool {
         || overrides_the_request_line(name)
 }
 
-/// Removes every header only a proxy may set ([`is_said_by_proxies`]), in every spelling.
+/// Removes every header only a proxy may set ([`is_said_by_proxies`]), and those of
+/// [`RESTATED`], in every spelling.
 pub fn strip_proxy_headers(headers: &mut HeaderMap) {
     remove_where(headers, |name| {
         is_said_by_proxies(name.as_str()) || restates_scheme_or_port(name.as_str())

@@ -279,8 +279,8 @@ fn route_request<'a>(
         .map_err(|error| Rejection::BadRequest(error.to_string()))
         .and_then(|host| {
             // RFC 9112 §3.2, as nginx answers it. (An HTTP/1.0 request may name no host, as
-            // HAProxy's default health check does: it takes a host-less route, and is
-            // described upstream with no `X-Forwarded-Host`.)
+            // HAProxy's default health check does: with `public_url` set it takes a host-less
+            // route, and is described upstream with no `X-Forwarded-Host`.)
             if host.is_none() && authority.is_none() && version >= axum::http::Version::HTTP_11 {
                 return Err(Rejection::BadRequest(
                     "the request names no host (no Host header)".to_owned(),

@@ -522,6 +522,9 @@ async fn forwarding_headers_from_the_client_never_reach_the_upstream() {
         .header("X-Real-IP", "203.0.113.9")
         .header("Forwarded", "for=203.0.113.9;proto=https")
         .header("X-Forwarded-Port", "443")
+        .header("X-Scheme", "https")
+        .header("X-Url-Scheme", "https")
+        .header("Front-End-Https", "on")
         .header("X-Forwarded-For", "203.0.113.9")
         .header("X-Forwarded-Host", "evil.example")
         .send()
@@ -531,7 +534,14 @@ async fn forwarding_headers_from_the_client_never_reach_the_upstream() {
         .await
         .unwrap();
     let headers = body["headers"].as_object().unwrap();
-    for forged in ["x-real-ip", "forwarded", "x-forwarded-port"] {
+    for forged in [
+        "x-real-ip",
+        "forwarded",
+        "x-forwarded-port",
+        "x-scheme",
+        "x-url-scheme",
+        "front-end-https",
+    ] {
         assert!(
             !headers.contains_key(forged),
             "{forged} reached the upstream"

@@ -377,7 +377,7 @@ skip = ["^/public/"]
 /// `X-Rewrite-URL`, `X-HTTP-Method-Override`, …) never goes upstream, even from a trusted
 /// proxy: an ingress in front copies its client's headers on, and an application that believes
 /// one would serve another request than the one Tollgate decided on. The forwarding headers a
-/// trusted proxy sets still pass.
+/// trusted proxy sets still pass, those that restate the scheme and port in Tollgate's words.
 #[tokio::test]
 async fn headers_that_override_the_request_line_are_removed_even_from_a_trusted_proxy() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
@@ -747,6 +747,26 @@ on_unauthenticated = "pass"
     let (status, _) = raw_exchange(port, "GET /ping HTTP/1.0\r\n\r\n", b"").await;
     assert_eq!(status, 200);
     gateway.stop().await;
+    // Through a trusted proxy whose forwarded scheme says nothing usable (a client's copy the
+    // ingress passed on): the host is not described as `public_url`'s either.
+    let trusted = Gateway::start(&proxy_config(&idp, &upstream.url(), routes).replace(
+        "[server]\n",
+        "[server]\npublic_url = \"https://app.example.com\"\n",
+    ))
+    .await;
+    let (status, answer) = crate::support::nginx::raw_get(
+        trusted.app.public_addr.port(),
+        "/staff",
+        &[
+            ("Host", "other.example.com"),
+            ("X-Forwarded-Proto", "HTTPS"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(seen(&body, "x-forwarded-host"), Vec::<String>::new());
+    trusted.stop().await;
 }
 
 #[tokio::test]

@@ -71,12 +71,15 @@ impl Shared {
     }
 }
 
-/// A refreshed session whose write no replica confirmed, and the lease held meanwhile.
+/// A session a refresh wrote that no replica confirmed (its result, or the session holding the
+/// refresh token the provider rotated to before the refresh failed), and the lease held
+/// meanwhile.
 pub(super) struct Unconfirmed {
     pub(super) sessions: Arc<Sessions>,
     pub(super) cookies: OwnedCookies,
     /// The session the refresh started from (its tokens spent).
     pub(super) from: Arc<Session>,
+    /// What the store is to hold.
     pub(super) refreshed: Arc<Session>,
     pub(super) now: UnixTime,
     pub(super) claim: RefreshClaim,
@@ -85,7 +88,7 @@ pub(super) struct Unconfirmed {
     pub(super) until: tokio::time::Instant,
 }
 
-/// Writes an unconfirmed refresh again until a replica confirms it (after a failover: the new
+/// Writes an unconfirmed refresh's session again until a replica confirms it (after a failover: the new
 /// master, which never had it), then gives the lease back. Meanwhile other replicas wait for
 /// the lease rather than present the spent token, which a rotating provider would refuse.
 pub(super) async fn confirm_later(unconfirmed: Unconfirmed) {
