@@ -66,14 +66,22 @@ pub fn write_bounded(text: &str, out: &mut impl std::fmt::Write) -> std::fmt::Re
 /// mark, the Hangul and Khmer fillers, the Mongolian free variation selectors and vowel
 /// separator, the zero-width and directional marks, the word joiner and invisible operators,
 /// the deprecated format characters, the variation selectors, the byte-order mark, the
-/// interlinear annotation characters, the shorthand and musical format controls, the tags).
+/// interlinear annotation characters, the shorthand and musical format controls, the tags, the
+/// other format characters of Arabic, Syriac, Kaithi and Egyptian hieroglyphs, the blank
+/// Braille pattern). A `skip-auth-ne` pattern holding one is refused too
+/// (`policy::auth_query`): it matches no path a client means.
 pub fn is_unsafe(character: char) -> bool {
     character.is_control()
         || matches!(
             character,
             '\u{00ad}'
                 | '\u{034f}'
+                | '\u{0600}'..='\u{0605}'
                 | '\u{061c}'
+                | '\u{06dd}'
+                | '\u{070f}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08e2}'
                 | '\u{115f}'
                 | '\u{1160}'
                 | '\u{17b4}'
@@ -82,11 +90,15 @@ pub fn is_unsafe(character: char) -> bool {
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{206f}'
+                | '\u{2800}'
                 | '\u{3164}'
                 | '\u{fe00}'..='\u{fe0f}'
                 | '\u{feff}'
                 | '\u{ffa0}'
                 | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
                 | '\u{1bca0}'..='\u{1bca3}'
                 | '\u{1d173}'..='\u{1d17a}'
                 | '\u{e0000}'..='\u{e0fff}'
