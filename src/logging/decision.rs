@@ -349,10 +349,12 @@ impl fmt::Write for Escaped<'_> {
                 0..0x20 | 0x7f => false,
                 // A multi-byte character: text mode escapes the C1 controls (their first byte
                 // is 0xC2) and the bidirectional and invisible formatting characters (U+00AD:
-                // 0xC2, U+034F: 0xCD, U+061C: 0xD8, U+115F… U+180E: 0xE1, U+200B… U+206F:
-                // 0xE2, U+3164: 0xE3, U+FE00… U+FFFB: 0xEF, U+1BCA0… U+1D17A: 0xF0, the tags
-                // and variation selectors U+E0000…: 0xF3), as `untrusted` does.
-                0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0 | 0xf3 => self.json,
+                // 0xC2, U+034F: 0xCD, U+0600… U+061C: 0xD8, U+06DD: 0xDB, U+070F: 0xDC,
+                // U+0890… U+08E2: 0xE0, U+115F… U+180E: 0xE1, U+200B… U+2800: 0xE2, U+3164:
+                // 0xE3, U+FE00… U+FFFB: 0xEF, U+110BD… U+1D17A: 0xF0, the tags and variation
+                // selectors U+E0000…: 0xF3), as `untrusted::is_unsafe` lists them.
+                0xc2 | 0xcd | 0xd8 | 0xdb | 0xdc | 0xe0 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0
+                | 0xf3 => self.json,
                 _ => true,
             };
             if plain {
@@ -367,7 +369,8 @@ impl fmt::Write for Escaped<'_> {
                 b'\n' => self.out.extend_from_slice(b"\\n"),
                 b'\r' => self.out.extend_from_slice(b"\\r"),
                 b'\t' => self.out.extend_from_slice(b"\\t"),
-                0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0 | 0xf3 => {
+                0xc2 | 0xcd | 0xd8 | 0xdb | 0xdc | 0xe0 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0
+                | 0xf3 => {
                     // Text mode: escaped when unsafe.
                     let character = text
                         .get(index..)

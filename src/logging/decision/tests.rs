@@ -303,6 +303,13 @@ fn generated_values_round_trip_in_both_formats() {
         '\u{fe0f}',
         '\u{1bca1}',
         '\u{1d175}',
+        '\u{06dd}',
+        '\u{070f}',
+        '\u{0890}',
+        '\u{08e2}',
+        '\u{2800}',
+        '\u{110bd}',
+        '\u{13430}',
         '\u{e0100}',
     ];
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
