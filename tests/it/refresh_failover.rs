@@ -11,121 +11,28 @@ use crate::support::redis::{RedisSentinel, wait_until};
 use crate::support::relay::Relay;
 use crate::support::{Browser, Gateway, TestIdp};
 
-/// The refresh's lease reached the replica; its result did not (the relay froze while the
-/// provider was answering); the master is killed. The replica that refreshed answers 503 and
-/// writes its result again, holding the lease, until the promoted master has it; the other
-/// replica waits for it instead of presenting the spent refresh token, and is then served the
-/// refreshed session. The provider is offered each refresh token once.
-#[tokio::test]
-async fn a_refresh_only_the_killed_master_had_is_written_to_the_promoted_replica() {
-    if !crate::support::redis::available() {
-        return;
-    }
-    let relay = std::sync::Arc::new(std::sync::Mutex::new(None::<Relay>));
-    let slot = relay.clone();
-    let mut sentinel = RedisSentinel::start_with_replica_from(|master| async move {
-        let relay = Relay::to(master).await;
-        let port = relay.port;
-        *slot.lock().unwrap() = Some(relay);
-        port
-    })
-    .await;
-    let relay = relay.lock().unwrap().take().unwrap();
-    let idp = TestIdp::start().await;
-    let clock = tollgate::clock::ManualClock::new();
-    let text = config(&idp, "redis").replace(
-        "store = \"redis\"\n",
-        &format!("store = \"redis\"\nredis_url = \"{}\"\n", sentinel.url()),
-    );
-    let refreshing_replica = Gateway::start_with_clock(&text, clock.clone()).await;
-    let other_replica = Gateway::start_with_clock(&text, clock.clone()).await;
-    let mut browser = Browser::new();
-    crate::support::gateway::signed_in(&mut browser, &refreshing_replica).await;
-    let (_, login_refresh_token) = idp.last_tokens().unwrap();
-    idp.misbehave(Misbehaviour {
-        refresh_delay_ms: Some(1500),
-        ..Default::default()
-    });
-    advance(&clock, &idp, 250);
-    let cookie = cookie_header(&browser);
-    let refreshing = refreshing_replica
-        .get("/auth")
-        .header("cookie", &cookie)
-        .send();
-    let refreshing = tokio::spawn(async move { refreshing.await.unwrap().status().as_u16() });
-    wait_until(
-        || idp.count("refresh") == 1,
-        "the refresh to reach the provider",
-    )
-    .await;
-    // The provider has spent the login's refresh token; its answer is on the way. From now on
-    // the master's writes stop at the relay.
-    relay.freeze();
-    assert_eq!(
-        refreshing.await.unwrap(),
-        503,
-        "no replica acknowledged the refreshed session"
-    );
-    sentinel.master.kill();
-    let replica_port = sentinel.replica.as_ref().unwrap().port;
-    wait_until(
-        || sentinel.master_port() == Some(replica_port),
-        "the sentinel to promote the replica",
-    )
-    .await;
-    // The login's access token has expired: only a refreshed session can serve now.
-    advance(&clock, &idp, 100);
-    // While the promoted master settles and the refreshed session is written to it, the other
-    // replica may answer 503 (the store did not answer) or 502 (a refresh in flight elsewhere
-    // did not finish); any other answer is the one that counts.
-    let mut statuses = Vec::new();
-    for _ in 0..160 {
-        let status = other_replica
-            .get("/auth")
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        statuses.push(status);
-        if status != 503 && status != 502 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    assert_eq!(
-        statuses.last(),
-        Some(&200),
-        "the other replica is served the refreshed session: {statuses:?}"
-    );
-    let presented = idp.presented_refresh_tokens();
-    assert_eq!(
-        presented,
-        vec![login_refresh_token],
-        "the provider was offered the login's refresh token once and never again"
-    );
-    let again = other_replica
-        .get("/auth")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 200, "the session lives on");
-    assert_eq!(idp.count("refresh"), 1);
+/// Two Tollgates on a Redis Sentinel whose replica replicates through a relay, a browser
+/// signed in at the first, and its session's refresh started there with the provider
+/// misbehaving as `misbehaviour` (from `prepare`, which may also change the provider's keys):
+/// once the provider has been asked, the relay freezes (so the refresh's write reaches the
+/// master alone), the refreshing request is answered 503 (no replica acknowledged), the master
+/// is killed and the sentinel promotes the replica. Provider misbehaviour is then reset and
+/// the login's access token has expired.
+struct KilledMidRefresh {
+    idp: TestIdp,
+    other_replica: Gateway,
+    cookie: String,
+    login_refresh_token: String,
+    // Kept alive for the test's length.
+    _sentinel: RedisSentinel,
+    _refreshing_replica: Gateway,
+    _relay: Relay,
 }
 
-/// The provider rotated the refresh token and the refresh then failed (the new ID token's key
-/// could not be fetched): the session with the rotated token reached the master alone, and
-/// the master is killed. The replica that refreshed writes it again, holding the lease, until
-/// the promoted master has it, so the retry presents the rotated token. Before, only a
-/// refresh that succeeded was written again: the promoted master held the spent token, the
-/// next refresh presented it, and the provider's `invalid_grant` ended the session.
-#[tokio::test]
-async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_promoted_replica() {
-    if !crate::support::redis::available() {
-        return;
-    }
+async fn killed_mid_refresh(
+    jwks_refetch_interval: &str,
+    prepare: impl FnOnce(&TestIdp) -> Misbehaviour,
+) -> KilledMidRefresh {
     let relay = std::sync::Arc::new(std::sync::Mutex::new(None::<Relay>));
     let slot = relay.clone();
     let mut sentinel = RedisSentinel::start_with_replica_from(|master| async move {
@@ -145,21 +52,15 @@ async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_pr
         )
         .replace(
             "jwks_refetch_interval = \"1h\"",
-            "jwks_refetch_interval = \"10s\"",
+            &format!("jwks_refetch_interval = \"{jwks_refetch_interval}\""),
         );
     let refreshing_replica = Gateway::start_with_clock(&text, clock.clone()).await;
     let other_replica = Gateway::start_with_clock(&text, clock.clone()).await;
     let mut browser = Browser::new();
     crate::support::gateway::signed_in(&mut browser, &refreshing_replica).await;
     let (_, login_refresh_token) = idp.last_tokens().unwrap();
-    // The token endpoint answers (spending the login's refresh token) with an ID token signed
-    // by a key the JWKS endpoint cannot hand out.
-    idp.rotate_keys("rsa-2");
-    idp.misbehave(Misbehaviour {
-        jwks_fault: JwksFault::Status(503),
-        refresh_delay_ms: Some(1500),
-        ..Default::default()
-    });
+    let misbehaviour = prepare(&idp);
+    idp.misbehave(misbehaviour);
     advance(&clock, &idp, 250);
     let cookie = cookie_header(&browser);
     let refreshing = refreshing_replica
@@ -172,11 +73,13 @@ async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_pr
         "the refresh to reach the provider",
     )
     .await;
+    // The provider has spent the login's refresh token; its answer is on the way. From now on
+    // the master's writes stop at the relay.
     relay.freeze();
     assert_eq!(
         refreshing.await.unwrap(),
         503,
-        "no replica acknowledged the session with the rotated refresh token"
+        "no replica acknowledged what the refresh wrote"
     );
     sentinel.master.kill();
     let replica_port = sentinel.replica.as_ref().unwrap().port;
@@ -186,13 +89,28 @@ async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_pr
     )
     .await;
     idp.misbehave(Misbehaviour::default());
-    // The login's access token has expired: only a refresh with the rotated token can serve.
+    // The login's access token has expired: only a refreshed session can serve now.
     advance(&clock, &idp, 100);
+    KilledMidRefresh {
+        idp,
+        other_replica,
+        cookie,
+        login_refresh_token,
+        _sentinel: sentinel,
+        _refreshing_replica: refreshing_replica,
+        _relay: relay,
+    }
+}
+
+/// The other replica's answers to `/auth` with `cookie` until one is neither 503 (the store
+/// did not answer) nor 502 (a refresh in flight elsewhere did not finish), which may be while
+/// the promoted master settles and what the refresh wrote is written to it; at most 40 s.
+async fn answers_until_settled(gateway: &Gateway, cookie: &str) -> Vec<u16> {
     let mut statuses = Vec::new();
     for _ in 0..160 {
-        let status = other_replica
+        let status = gateway
             .get("/auth")
-            .header("cookie", &cookie)
+            .header("cookie", cookie)
             .send()
             .await
             .unwrap()
@@ -204,19 +122,86 @@ async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_pr
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+    statuses
+}
+
+/// The refresh's lease reached the replica; its result did not (the relay froze while the
+/// provider was answering); the master is killed. The replica that refreshed answers 503 and
+/// writes its result again, holding the lease, until the promoted master has it; the other
+/// replica waits for it instead of presenting the spent refresh token, and is then served the
+/// refreshed session. The provider is offered each refresh token once.
+#[tokio::test]
+async fn a_refresh_only_the_killed_master_had_is_written_to_the_promoted_replica() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    let killed = killed_mid_refresh("1h", |_| Misbehaviour {
+        refresh_delay_ms: Some(1500),
+        ..Default::default()
+    })
+    .await;
+    let statuses = answers_until_settled(&killed.other_replica, &killed.cookie).await;
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "the other replica is served the refreshed session: {statuses:?}"
+    );
+    let presented = killed.idp.presented_refresh_tokens();
+    assert_eq!(
+        presented,
+        vec![killed.login_refresh_token.clone()],
+        "the provider was offered the login's refresh token once and never again"
+    );
+    let again = killed
+        .other_replica
+        .get("/auth")
+        .header("cookie", &killed.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "the session lives on");
+    assert_eq!(killed.idp.count("refresh"), 1);
+}
+
+/// The provider rotated the refresh token and the refresh then failed (the new ID token's key
+/// could not be fetched): the session with the rotated token reached the master alone, and
+/// the master is killed. The replica that refreshed writes it again, holding the lease, until
+/// the promoted master has it, so the retry presents the rotated token. Before, only a
+/// refresh that succeeded was written again: the promoted master held the spent token, the
+/// next refresh presented it, and the provider's `invalid_grant` ended the session.
+#[tokio::test]
+async fn a_rotated_refresh_token_only_the_killed_master_had_is_written_to_the_promoted_replica() {
+    if !crate::support::redis::available() {
+        return;
+    }
+    // The token endpoint answers (spending the login's refresh token) with an ID token signed
+    // by a key the JWKS endpoint cannot hand out.
+    let killed = killed_mid_refresh("10s", |idp| {
+        idp.rotate_keys("rsa-2");
+        Misbehaviour {
+            jwks_fault: JwksFault::Status(503),
+            refresh_delay_ms: Some(1500),
+            ..Default::default()
+        }
+    })
+    .await;
+    let statuses = answers_until_settled(&killed.other_replica, &killed.cookie).await;
     assert_eq!(
         statuses.last(),
         Some(&200),
         "the other replica refreshed with the rotated token: {statuses:?}"
     );
-    let presented = idp.presented_refresh_tokens();
+    let presented = killed.idp.presented_refresh_tokens();
     assert!(
-        presented.len() == 2 && presented[0] == login_refresh_token && presented[1] != presented[0],
+        presented.len() == 2
+            && presented[0] == killed.login_refresh_token
+            && presented[1] != presented[0],
         "the login's refresh token was presented once, then the rotated one: {presented:?}"
     );
-    let again = other_replica
+    let again = killed
+        .other_replica
         .get("/auth")
-        .header("cookie", &cookie)
+        .header("cookie", &killed.cookie)
         .send()
         .await
         .unwrap();
